@@ -1,0 +1,40 @@
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+INSTALL_STAMP := $(VENV)/.install.stamp
+TEST_STAMP := $(VENV)/.test.stamp
+
+.PHONY: serve test lint format bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(INSTALL_STAMP): $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(TEST_STAMP): $(INSTALL_STAMP)
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+## Run Kinto with kinto_attachment on the embedded default at http://localhost:8888/v1
+serve: $(INSTALL_STAMP)
+	mkdir -p var/attachments
+	$(BIN)/pserve config/kinto.ini
+
+## Run the whole test suite (PostgreSQL at 127.0.0.1:5432, or $$KINTO_ATTACHMENT_TEST_PG)
+test: $(TEST_STAMP)
+	$(BIN)/ruff check kinto_attachment tests
+	$(BIN)/ruff format --check kinto_attachment tests
+	$(BIN)/pytest --cov --cov-report=term-missing $(PYTEST_ARGS)
+
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check kinto_attachment tests
+
+format: $(TEST_STAMP)
+	$(BIN)/ruff check --fix kinto_attachment tests
+	$(BIN)/ruff format kinto_attachment tests
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .coverage *.egg-info

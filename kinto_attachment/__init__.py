@@ -1,0 +1,39 @@
+"""Attach files to Kinto records: ``kinto.includes = kinto_attachment``."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from . import settings as attachment_settings
+from .heartbeat import attachments_ping
+from .storage import IBlobStore
+from .storage.local import LocalStore
+
+
+try:
+    __version__ = version("kinto-attachment-streaming")
+except PackageNotFoundError:  # pragma: no cover (running from a source tree)
+    __version__ = "0.0.0"
+
+#: Where ``serve_files = true`` publishes ``base_path`` (under the API prefix).
+FILES_PATH = "attachments"
+
+
+def includeme(config):
+    settings = attachment_settings.parse(config.get_settings())
+    store = LocalStore(settings.base_path, settings.base_url)
+    config.registry.attachment_settings = settings
+    config.registry.attachment_store = store
+    config.registry.registerUtility(store, IBlobStore)
+
+    config.add_api_capability(
+        "attachments",
+        version=__version__,
+        description="Add file attachments to records",
+        url="https://github.com/Kinto/kinto-attachment/",
+        base_url=settings.capability_base_url,
+    )
+    config.registry.heartbeats["attachments"] = attachments_ping
+    if settings.serve_files:
+        config.add_static_view(FILES_PATH, settings.base_path)
+
+    config.include("kinto_attachment.listeners")
+    config.scan("kinto_attachment.views")

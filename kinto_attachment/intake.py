@@ -1,0 +1,99 @@
+"""The upload pipeline shared by every entry point: a byte stream in, a stored blob out.
+
+An :class:`Intake` sees each byte of a file once: it counts it, hashes it and hands it to the
+backend's staged writer, refusing as soon as the size limit is crossed. Nothing here holds more
+than the chunk it is given. The blob only becomes visible under a key on :meth:`Intake.commit`;
+any error before that calls :meth:`Intake.abort`, which leaves nothing behind.
+"""
+
+import dataclasses
+import hashlib
+import mimetypes
+import posixpath
+import uuid
+from datetime import UTC, datetime
+
+from . import errors
+from .storage import join_key, safe_name
+
+
+GENERIC_TYPES = ("", "application/octet-stream")
+
+
+@dataclasses.dataclass(frozen=True)
+class Blob:
+    """A committed file and the metadata written onto its record."""
+
+    key: str
+    filename: str
+    hash: str
+    size: int
+    mimetype: str
+
+    def attachment(self, location):
+        """The record's ``attachment`` field, as kinto-attachment writes it."""
+        return {
+            "filename": self.filename,
+            "hash": self.hash,
+            "location": location,
+            "mimetype": self.mimetype,
+            "size": self.size,
+        }
+
+
+def extension_of(filename):
+    return posixpath.splitext(filename)[1].lower()
+
+
+def resolve_mimetype(policy, filename, declared):
+    """Configured type for the extension, else the client's, else a guess from the name."""
+    extension = extension_of(filename)
+    if extension in policy.mimetypes:
+        return policy.mimetypes[extension]
+    declared = (declared or "").split(";")[0].strip().lower()
+    if declared not in GENERIC_TYPES:
+        return declared
+    return mimetypes.guess_type(filename, strict=False)[0] or "application/octet-stream"
+
+
+def blob_key(policy, bucket_id, collection_id, record_id, filename):
+    """Where a new file goes: ``folder/`` + a random name or ``filename_pattern``."""
+    if policy.randomize:
+        name = uuid.uuid4().hex + extension_of(safe_name(filename))
+    else:
+        name = policy.filename_pattern.format(
+            datetime=datetime.now(UTC).strftime("%Y%m%d%H%M%S%f"),
+            rid=record_id,
+            filename=safe_name(filename),
+        )
+    return join_key(policy.folder_for(bucket_id, collection_id), safe_name(name))
+
+
+class Intake:
+    """One file's bytes on their way into the store."""
+
+    def __init__(self, store, policy, key, filename, declared_type=None):
+        if not filename:
+            raise errors.invalid("attachment", "Filename is required.")
+        if not policy.allows_extension(extension_of(filename).lstrip(".")):
+            raise errors.invalid("attachment", "File extension is not allowed.")
+        self.filename = filename
+        self.mimetype = resolve_mimetype(policy, filename, declared_type)
+        self.max_size = policy.max_size_bytes
+        self.size = 0
+        self._sha256 = hashlib.sha256()
+        self._staged = store.stage(key, self.mimetype)
+
+    def write(self, chunk):
+        self.size += len(chunk)
+        if self.max_size and self.size > self.max_size:
+            raise errors.too_large(self.max_size)
+        self._sha256.update(chunk)
+        self._staged.write(chunk)
+
+    def commit(self):
+        key = self._staged.commit()
+        return Blob(key, self.filename, self._sha256.hexdigest(), self.size, self.mimetype)
+
+    def abort(self):
+        self._staged.abort()

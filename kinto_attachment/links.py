@@ -1,0 +1,92 @@
+"""Which blob belongs to which record, kept in Kinto's storage backend.
+
+The record's ``attachment`` field says where its current file is, but once a bucket or a
+collection is deleted its records are gone without an event each; these links are how we still
+find every blob to delete. They live in the same storage (and the same transaction) as the
+records, so with PostgreSQL every node shares them.
+
+Each link is an object of resource ``attachment-blob`` whose parent is the record URI prefixed
+with ``attachment:``. The prefix keeps links out of Kinto's own cascades (which wipe every object
+under ``/buckets/{id}/*``) so that our listener still finds them, and lets one ``LIKE`` on the
+indexed parent id select a bucket or a collection. Since ``_`` is a ``LIKE`` wildcard and ids may
+contain it, the exact bucket and collection ids are also stored and used as filters.
+"""
+
+import hashlib
+
+from kinto.core.storage import Filter
+from kinto.core.utils import COMPARISON
+
+
+RESOURCE = "attachment-blob"
+PARENT_PREFIX = "attachment:"
+
+
+def record_uri(bucket_id, collection_id, record_id):
+    return f"/buckets/{bucket_id}/collections/{collection_id}/records/{record_id}"
+
+
+def _link_id(key):
+    # Deterministic, so that linking the same key twice cannot make two links.
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+
+
+def add(storage, bucket_id, collection_id, record_id, key):
+    storage.create(
+        resource_name=RESOURCE,
+        parent_id=PARENT_PREFIX + record_uri(bucket_id, collection_id, record_id),
+        obj={
+            "id": _link_id(key),
+            "key": key,
+            "bucket_id": bucket_id,
+            "collection_id": collection_id,
+            "record_id": record_id,
+        },
+    )
+
+
+def of_record(storage, bucket_id, collection_id, record_id):
+    """The links of one record (normally one, more while a replacement is being committed)."""
+    parent_id = PARENT_PREFIX + record_uri(bucket_id, collection_id, record_id)
+    return storage.list_all(resource_name=RESOURCE, parent_id=parent_id)
+
+
+def forget(storage, record_links):
+    """Remove these links (the blobs are not touched)."""
+    for link in record_links:
+        parent_id = PARENT_PREFIX + record_uri(
+            link["bucket_id"], link["collection_id"], link["record_id"]
+        )
+        storage.delete(
+            resource_name=RESOURCE, parent_id=parent_id, object_id=link["id"], with_deleted=False
+        )
+
+
+def pop(storage, bucket_id=None, collection_id=None, record_id=None):
+    """Remove the links of a record, a collection, a bucket or everything, and return them.
+
+    ``None`` for a trailing id means "all of them": ``pop(s, "b")`` pops a whole bucket.
+    """
+    if record_id is not None:
+        parent_id = PARENT_PREFIX + record_uri(bucket_id, collection_id, record_id)
+    elif collection_id is not None:
+        parent_id = PARENT_PREFIX + record_uri(bucket_id, collection_id, "*")
+    elif bucket_id is not None:
+        parent_id = PARENT_PREFIX + f"/buckets/{bucket_id}/*"
+    else:
+        parent_id = PARENT_PREFIX + "*"
+    exact = {"bucket_id": bucket_id, "collection_id": collection_id, "record_id": record_id}
+    filters = [Filter(f, v, COMPARISON.EQ) for f, v in exact.items() if v is not None]
+    popped = []
+    # Deleting returns only tombstones, so read the links first. Storage backends cap how
+    # many objects one call returns: repeat until none is left.
+    while batch := storage.list_all(resource_name=RESOURCE, parent_id=parent_id, filters=filters):
+        ids = [link["id"] for link in batch]
+        storage.delete_all(
+            resource_name=RESOURCE,
+            parent_id=parent_id,
+            filters=[*filters, Filter("id", ids, COMPARISON.IN)],
+            with_deleted=False,
+        )
+        popped += batch
+    return popped

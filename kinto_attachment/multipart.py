@@ -1,0 +1,164 @@
+"""Streaming ``multipart/form-data`` reader for the attachment form.
+
+python-multipart does the parsing and calls us back for each slice of each part; we never
+buffer the file part: its slices go straight to an :class:`~kinto_attachment.intake.Intake`.
+The other fields (``data``, ``permissions``) are small JSON texts, kept in memory up to
+:data:`FIELDS_LIMIT` bytes in all. Anything unexpected (a second file, an unknown field, a
+file without a name, a truncated body) is refused as soon as it is seen.
+"""
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from . import errors
+
+
+#: Bytes read from the request body at a time.
+CHUNK_SIZE = 1024 * 1024
+#: Room for the non-file fields and the part headers, in bytes, all parts together.
+FIELDS_LIMIT = 1024 * 1024
+
+
+def boundary_of(content_type):
+    """The boundary of a ``multipart/form-data`` Content-Type, or a 400."""
+    mimetype, options = parse_options_header(content_type or "")
+    boundary = options.get(b"boundary")
+    if mimetype != b"multipart/form-data" or not boundary:
+        raise errors.invalid(
+            "Content-Type",
+            "should be multipart/form-data with a boundary",
+            errno=errors.ERRORS.INVALID_PARAMETERS,
+        )
+    return boundary
+
+
+def _text(raw):
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+class FormReader:
+    """Push-based reader: ``feed()`` body chunks, then ``close()`` to get the text fields.
+
+    :param file_field: name of the one file part accepted.
+    :param text_fields: names of the accepted text fields.
+    :param open_file: ``open_file(filename, content_type)`` returns the writer (an Intake)
+        for the file part; it is called once the part's headers are known.
+    """
+
+    def __init__(self, boundary, file_field, text_fields, open_file):
+        self.file_field = file_field
+        self.text_fields = text_fields
+        self.fields = {}
+        self.file = None
+        self._open_file = open_file
+        self._budget = FIELDS_LIMIT
+        self._complete = False
+        self._parser = MultipartParser(
+            boundary,
+            callbacks={
+                "on_part_begin": self._on_part_begin,
+                "on_header_field": self._on_header_field,
+                "on_header_value": self._on_header_value,
+                "on_header_end": self._on_header_end,
+                "on_headers_finished": self._on_headers_finished,
+                "on_part_data": self._on_part_data,
+                "on_part_end": self._on_part_end,
+                "on_end": self._on_end,
+            },
+        )
+
+    def feed(self, chunk):
+        try:
+            self._parser.write(chunk)
+        except MultipartParseError as e:
+            raise errors.invalid("attachment", f"malformed multipart body ({e})") from e
+
+    def close(self):
+        """Check the body was complete; return ``{name: text}`` of the text fields."""
+        if not self._complete:
+            raise errors.invalid("attachment", "truncated multipart body")
+        if self.file is None:
+            raise errors.invalid("attachment", "Attachment missing.")
+        return self.fields
+
+    def _spend(self, size):
+        self._budget -= size
+        if self._budget < 0:
+            raise errors.invalid("body", f"form fields exceed {FIELDS_LIMIT} bytes")
+
+    def _on_part_begin(self):
+        self._headers = {}
+        self._header_name = bytearray()
+        self._header_value = bytearray()
+        self._sink = None
+        self._field = None
+
+    def _on_header_field(self, data, start, end):
+        self._spend(end - start)
+        self._header_name += data[start:end]
+
+    def _on_header_value(self, data, start, end):
+        self._spend(end - start)
+        self._header_value += data[start:end]
+
+    def _on_header_end(self):
+        name = bytes(self._header_name).strip().lower().decode("latin-1")
+        self._headers[name] = bytes(self._header_value).strip().decode("latin-1")
+        self._header_name.clear()
+        self._header_value.clear()
+
+    def _on_headers_finished(self):
+        disposition, options = parse_options_header(self._headers.get("content-disposition"))
+        name = _text(options.get(b"name", b""))
+        if disposition != b"form-data" or not name:
+            raise errors.invalid("body", "every part needs Content-Disposition: form-data; name")
+        filename = options.get(b"filename")
+        if name == self.file_field:
+            if self.file is not None:
+                raise errors.invalid(name, "only one file may be attached.")
+            if filename is None:
+                raise errors.invalid(name, "Filename is required.")
+            self.file = self._sink = self._open_file(
+                _text(filename), self._headers.get("content-type")
+            )
+        elif name in self.text_fields:
+            if filename is not None:
+                raise errors.invalid(name, "should be passed as form data, not as a file.")
+            if name in self.fields:
+                raise errors.invalid(name, "given twice.")
+            self._field = name
+            self._sink = bytearray()
+        else:
+            allowed = ", ".join(repr(f) for f in (self.file_field, *self.text_fields))
+            raise errors.invalid(name, f"unknown field, expected one of {allowed}.")
+
+    def _on_part_data(self, data, start, end):
+        if self._field is not None:
+            self._spend(end - start)
+            self._sink += data[start:end]
+        else:
+            self._sink.write(memoryview(data)[start:end])
+
+    def _on_part_end(self):
+        if self._field is not None:
+            self.fields[self._field] = _text(bytes(self._sink))
+
+    def _on_end(self):
+        self._complete = True
+
+
+def read_form(stream, length, reader):
+    """Feed ``reader`` with the body, ``length`` bytes or until EOF when it is unknown."""
+    remaining = length
+    while remaining is None or remaining > 0:
+        size = CHUNK_SIZE if remaining is None else min(CHUNK_SIZE, remaining)
+        chunk = stream.read(size)
+        if not chunk:
+            break
+        if remaining is not None:
+            remaining -= len(chunk)
+        reader.feed(chunk)
+    return reader.close()

@@ -1,0 +1,45 @@
+"""Writing the ``attachment`` field onto records, through Kinto's own record view.
+
+The record is updated with an internal subrequest (``PATCH`` of an existing record, ``PUT`` with
+``If-None-Match: *`` of a new one) in the same transaction as the upload. Kinto therefore does
+everything it does for any record write: JSON-schema validation, permission checks, timestamps,
+``ResourceChanged`` events for history, quotas or signing plugins. The subrequest is flagged so
+that our listener lets this one edit of the ``attachment`` field through.
+"""
+
+from kinto.core.utils import build_request
+from pyramid import httpexceptions
+
+
+#: Environ flag set on our own subrequests (see :mod:`kinto_attachment.listeners`).
+INTERNAL_WRITE = "kinto_attachment.internal_write"
+
+
+def is_internal_write(request):
+    return bool(request.environ.get(INTERNAL_WRITE))
+
+
+def write(request, uri, data, permissions=None, create=False):
+    """Merge ``data`` (and ``permissions``) into the record at ``uri``; raise Kinto's error."""
+    body = {"data": data}
+    if permissions is not None:
+        body["permissions"] = permissions
+    headers = {"If-None-Match": "*"} if create else {}
+    subrequest = build_request(
+        request,
+        {
+            "method": "PUT" if create else "PATCH",
+            "path": f"/{request.registry.route_prefix}{uri}",
+            "body": body,
+            "headers": headers,
+        },
+    )
+    subrequest.bound_data = request.bound_data
+    subrequest.environ[INTERNAL_WRITE] = True
+    response = request.invoke_subrequest(subrequest, use_tweens=False)
+    if response.status_code >= 400:
+        # Cornice returns (rather than raises) validation errors, already in Kinto's format.
+        raise httpexceptions.exception_response(
+            response.status_code, body=response.body, headers=response.headers
+        )
+    return response.json["data"]

@@ -1,0 +1,271 @@
+"""Every ``kinto.attachment.*`` setting, parsed and validated once, at start-up.
+
+Names and meanings follow Mozilla's kinto-attachment, so that an existing ``kinto.ini`` keeps
+working. A setting that is unknown or malformed stops start-up with a message naming it: a typo
+in production should fail loudly, not silently fall back to a default.
+
+Per-resource overrides (``resources.{bid}.NAME`` and ``resources.{bid}.{cid}.NAME``) are resolved
+here too, once, into ready :class:`Policy` objects; request code only looks them up.
+"""
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from kinto.core.utils import read_env
+from pyramid.exceptions import ConfigurationError
+from pyramid.settings import falsey, truthy
+
+
+PREFIX = "attachment."
+RESOURCES_PREFIX = PREFIX + "resources."
+
+# Extension groups, as kinto-attachment defines them (``extensions = default+video``).
+_GROUPS = {
+    "documents": "pdf rtf odf ods gnumeric abw doc docx xls xlsx",
+    "text": "txt",
+    "images": "jpg jpe jpeg png gif svg bmp tiff",
+    "audio": "wav mp3 aac ogg oga flac",
+    "video": "mpeg 3gp avi divx dvr flv mp4 wmv",
+    "data": "csv ini json plist xml yaml yml",
+    "scripts": "js php pl py rb sh",
+    "archives": "gz bz2 zip tar tgz txz 7z",
+    "executables": "so exe dll",
+}
+_GROUPS["default"] = " ".join(_GROUPS[g] for g in ("documents", "text", "images", "data"))
+EXTENSION_GROUPS = MappingProxyType({k: frozenset(v.split()) for k, v in _GROUPS.items()})
+
+# Types Python's ``mimetypes`` does not know, as kinto-attachment ships them.
+DEFAULT_MIMETYPES = MappingProxyType(
+    {".pem": "application/x-pem-file", ".geojson": "application/geojson"}
+)
+
+_EXTENSION_RE = re.compile(r"^[a-z0-9_-]+$")
+_MIMETYPE_RE = re.compile(r"^[\w.+-]+/[\w.+-]+$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """What may be uploaded to one bucket or collection, and how it is named and kept."""
+
+    folder: str = ""
+    keep_old_files: bool = False
+    randomize: bool = True
+    filename_pattern: str = "{filename}"
+    #: Allowed lowercase extensions without dot; empty means any.
+    extensions: frozenset = EXTENSION_GROUPS["default"]
+    #: ``.ext`` → mimetype, applied before the client's declared type.
+    mimetypes: Mapping = dataclasses.field(default_factory=lambda: DEFAULT_MIMETYPES)
+    #: 0 means no limit.
+    max_size_bytes: int = 0
+
+    def allows_extension(self, extension):
+        return not self.extensions or extension in self.extensions
+
+    def folder_for(self, bucket_id, collection_id):
+        return self.folder.format(bucket_id=bucket_id, collection_id=collection_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class AttachmentSettings:
+    base_path: str
+    #: Prepended to stored keys to form the ``location`` of attachments.
+    base_url: str
+    #: Advertised in the ``attachments`` capability (trailing slash enforced).
+    capability_base_url: str
+    #: Serve ``base_path`` under ``/v1/attachments/`` (development convenience).
+    serve_files: bool
+    default: Policy
+    #: ``(bucket_id, collection_id or None)`` → Policy, already merged with its parents.
+    overrides: Mapping
+
+    def policy(self, bucket_id, collection_id=None):
+        """The policy that applies to a collection: collection, then bucket, then global."""
+        return (
+            self.overrides.get((bucket_id, collection_id))
+            or self.overrides.get((bucket_id, None))
+            or self.default
+        )
+
+
+# Parsers take the setting's full name (for error messages) and its raw value.
+
+
+def _fail(name, message):
+    raise ConfigurationError(f"Invalid setting `kinto.{name}`: {message}")
+
+
+def _as_bool(name, value):
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in truthy:
+        return True
+    if text in falsey:
+        return False
+    _fail(name, f"expected true or false, got {value!r}")
+
+
+def _as_size(name, value):
+    try:
+        size = int(str(value).strip())
+    except ValueError:
+        _fail(name, f"expected a number of bytes, got {value!r}")
+    if size < 0:
+        _fail(name, f"must be 0 (no limit) or positive, got {size}")
+    return size
+
+
+def _as_template(allowed):
+    def parse(name, value):
+        value = str(value).strip()
+        probe = dict.fromkeys(allowed, "x")
+        try:
+            value.format(**probe)
+        except (KeyError, IndexError, ValueError) as e:
+            placeholders = ", ".join("{%s}" % p for p in allowed)
+            _fail(name, f"{value!r} is not a valid pattern ({e!s}); use {placeholders}")
+        return value
+
+    return parse
+
+
+def _as_folder(name, value):
+    folder = _as_template(("bucket_id", "collection_id"))(name, value).strip("/")
+    if any(part in ("", ".", "..") for part in folder.split("/")) and folder:
+        _fail(name, f"{value!r} must be relative and contain no '.' or '..' segments")
+    return folder
+
+
+def _as_extensions(name, value):
+    extensions = set()
+    for group in str(value).strip().split("+"):
+        group = group.strip().lower()
+        if group == "any":
+            return frozenset()
+        if group in EXTENSION_GROUPS:
+            extensions |= EXTENSION_GROUPS[group]
+            continue
+        for ext in group.split():
+            ext = ext.lstrip(".")
+            if not _EXTENSION_RE.match(ext):
+                _fail(name, f"{ext!r} is neither an extension group nor a plain extension")
+            extensions.add(ext)
+    if not extensions:
+        _fail(name, "no extension given (use `any` to allow every extension)")
+    return frozenset(extensions)
+
+
+def _as_mimetypes(name, value):
+    mapping = dict(DEFAULT_MIMETYPES)
+    for entry in str(value).split(";"):
+        if not entry.strip():
+            continue
+        ext, sep, mimetype = (s.strip() for s in entry.partition(":"))
+        ext = "." + ext.lower().lstrip(".")
+        if not sep or not _EXTENSION_RE.match(ext[1:]) or not _MIMETYPE_RE.match(mimetype):
+            _fail(name, f"{entry.strip()!r} is not of the form `.ext:type/subtype`")
+        mapping[ext] = mimetype
+    return MappingProxyType(mapping)
+
+
+#: Settings that may be overridden per bucket or collection → (Policy field, parser).
+POLICY_SETTINGS = {
+    "folder": ("folder", _as_folder),
+    "keep_old_files": ("keep_old_files", _as_bool),
+    "randomize": ("randomize", _as_bool),
+    "filename_pattern": ("filename_pattern", _as_template(("datetime", "rid", "filename"))),
+    "extensions": ("extensions", _as_extensions),
+    "mimetypes": ("mimetypes", _as_mimetypes),
+    "max_size_bytes": ("max_size_bytes", _as_size),
+    # kinto-attachment's README documents ``max_size`` while its code reads
+    # ``max_size_bytes``: accept both so either kind of kinto.ini keeps its meaning.
+    "max_size": ("max_size_bytes", _as_size),
+}
+GLOBAL_SETTINGS = ("base_path", "base_url", "extra.base_url", "serve_files")
+_UNSUPPORTED = {
+    "gcloud.": "Google Cloud Storage is not supported; use local storage (`base_path`)",
+    "aws.": "the S3 backend is not available in this version; use `base_path`",
+}
+
+
+def _with_env(settings):
+    """Our settings, with Kinto's environment overrides applied to every known name.
+
+    Kinto only reads ``KINTO_*`` variables for keys already present in the ini file; we accept
+    them for every setting we know, so that ``KINTO_ATTACHMENT_BASE_PATH=...`` always works.
+    """
+    ours = {k: v for k, v in settings.items() if k.startswith(PREFIX)}
+    for name in (*GLOBAL_SETTINGS, *POLICY_SETTINGS):
+        key = PREFIX + name
+        value = read_env("kinto." + key, ours.get(key))
+        if value is not None:
+            ours[key] = value
+    return ours
+
+
+def _parse_policy(values, base, prefix):
+    changes = {}
+    for name, value in values.items():
+        field, parse = POLICY_SETTINGS[name]
+        changes[field] = parse(prefix + name, value)
+    return dataclasses.replace(base, **changes)
+
+
+def _split_resource_setting(key):
+    """``resources.blog.articles.randomize`` → ``(("blog", "articles"), "randomize")``."""
+    *scope, name = key[len(RESOURCES_PREFIX) :].split(".")
+    if len(scope) not in (1, 2) or not all(scope) or name not in POLICY_SETTINGS:
+        raise ConfigurationError(
+            f"Invalid setting `kinto.{key}`: expected `kinto.{RESOURCES_PREFIX}{{bucket_id}}"
+            f"[.{{collection_id}}].NAME` with NAME among {', '.join(sorted(POLICY_SETTINGS))}"
+        )
+    return (scope[0], scope[1] if len(scope) == 2 else None), name
+
+
+def parse(settings):
+    """Build :class:`AttachmentSettings` from Pyramid settings, or raise ConfigurationError."""
+    ours = _with_env(settings)
+    global_values, policy_values, scoped = {}, {}, {}
+    for key, value in ours.items():
+        name = key[len(PREFIX) :]
+        if key.startswith(RESOURCES_PREFIX):
+            scope, name = _split_resource_setting(key)
+            scoped.setdefault(scope, {})[name] = value
+        elif name in POLICY_SETTINGS:
+            policy_values[name] = value
+        elif name in GLOBAL_SETTINGS:
+            global_values[name] = value
+        else:
+            reason = next((r for p, r in _UNSUPPORTED.items() if name.startswith(p)), None)
+            _fail(key, reason or "unknown setting")
+
+    base_path = str(global_values.get("base_path") or "").strip()
+    if not base_path:
+        raise ConfigurationError(
+            "Attachment storage is not configured: set `kinto.attachment.base_path` "
+            "(the folder where files are stored)."
+        )
+    base_url = str(global_values.get("base_url") or "").strip()
+    capability_url = str(global_values.get("extra.base_url") or base_url).strip()
+    if capability_url and not capability_url.endswith("/"):
+        capability_url += "/"
+
+    default = _parse_policy(policy_values, Policy(), PREFIX)
+    overrides = {}
+    # Buckets first, so that a collection inherits its bucket's overrides.
+    for scope in sorted(scoped, key=lambda s: s[1] is not None):
+        bucket_id, collection_id = scope
+        parent = overrides.get((bucket_id, None), default) if collection_id else default
+        prefix = RESOURCES_PREFIX + ".".join(filter(None, scope)) + "."
+        overrides[scope] = _parse_policy(scoped[scope], parent, prefix)
+
+    return AttachmentSettings(
+        base_path=base_path,
+        base_url=base_url,
+        capability_base_url=capability_url,
+        serve_files=_as_bool(PREFIX + "serve_files", global_values.get("serve_files", False)),
+        default=default,
+        overrides=MappingProxyType(overrides),
+    )

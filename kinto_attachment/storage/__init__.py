@@ -1,0 +1,84 @@
+"""The small interface every blob backend implements, and what backends share.
+
+A backend stores opaque bytes under a *key* (a relative, ``/``-separated path such as
+``bucket/collection/5d1e….png``). Writing is two-phase: :meth:`IBlobStore.stage` returns a
+:class:`IStaged` writer that receives the bytes as they arrive, and only ``commit()`` makes them
+visible under a key. ``abort()`` (or a failed commit) leaves nothing behind. This is what lets a
+refused or interrupted upload leave no file and never touch the attachment already there.
+"""
+
+import posixpath
+import re
+import unicodedata
+from urllib.parse import quote
+
+from zope.interface import Attribute, Interface
+
+
+class IStaged(Interface):
+    """Bytes on their way to the store, not yet visible under any key."""
+
+    def write(chunk):
+        """Append ``chunk`` (bytes or memoryview)."""
+
+    def commit():
+        """Make the bytes durable and visible; return the key actually used.
+
+        The key is the one asked for at :meth:`IBlobStore.stage`, or, when that one is taken
+        and the backend does not overwrite, a variant of it (``name-1.ext``...).
+        """
+
+    def abort():
+        """Drop what was written. Safe to call twice, or after ``commit()`` failed."""
+
+
+class IBlobStore(Interface):
+    """Where attachment bytes live (local disk, S3...)."""
+
+    def stage(key, content_type):
+        """Start writing a blob meant to be stored under ``key``; return an :class:`IStaged`."""
+
+    def open(key):
+        """Return a binary file object reading the blob, or raise ``FileNotFoundError``."""
+
+    def exists(key):
+        """Whether a blob is stored under ``key``."""
+
+    def delete(key):
+        """Delete the blob; a missing one is not an error (deletion is idempotent)."""
+
+    def url(key):
+        """Public URL of the blob: ``base_url`` joined with the key."""
+
+    base_url = Attribute("Prefix of every blob URL, may be empty (relative locations).")
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(name, fallback="file"):
+    """A single path segment made only of ``[A-Za-z0-9._-]``, derived from a client filename.
+
+    Unicode is normalised (NFKD) and reduced to ASCII, path separators of any OS dropped (only
+    the last segment is kept), runs of anything else collapsed to ``_``, and leading dots
+    stripped so that the result is never hidden, ``.`` or ``..``.
+    """
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    name = _UNSAFE.sub("_", name).strip("._")
+    return name[:200] or fallback
+
+
+def join_key(*segments):
+    """Join key segments with ``/``, refusing anything that would climb out of the store."""
+    key = posixpath.normpath("/".join(s.strip("/") for s in segments if s))
+    if key.startswith(("../", "/")) or key in ("..", ".", ""):
+        raise ValueError(f"unsafe blob key {key!r}")
+    return key
+
+
+def blob_url(base_url, key):
+    """``base_url`` + key; a relative location when ``base_url`` is empty."""
+    if base_url and not base_url.endswith("/"):
+        base_url += "/"
+    return base_url + quote(key)

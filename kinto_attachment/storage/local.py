@@ -1,0 +1,117 @@
+"""Blobs as files under ``base_path``.
+
+Bytes go to a hidden temporary file in the destination folder (so the final rename never
+crosses a filesystem), are fsynced, then renamed onto a name reserved with ``O_EXCL``: an
+existing file is never overwritten, and a crash at any point leaves either nothing visible or a
+complete file. Temporary files are named ``.upload-*.part`` so that garbage collection can
+recognise the ones a killed process left behind.
+"""
+
+import contextlib
+import os
+import tempfile
+
+from zope.interface import implementer
+
+from . import IBlobStore, IStaged, blob_url, join_key
+
+
+TEMP_PREFIX = ".upload-"
+TEMP_SUFFIX = ".part"
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _candidates(key):
+    """``a/b.txt``, then ``a/b-1.txt``, ``a/b-2.txt``... for a key that is taken."""
+    yield key
+    stem, ext = os.path.splitext(key)
+    counter = 1
+    while True:
+        yield f"{stem}-{counter}{ext}"
+        counter += 1
+
+
+@implementer(IStaged)
+class LocalStaged:
+    def __init__(self, store, key):
+        self._store = store
+        self._key = key
+        folder = os.path.dirname(store.path(key))
+        os.makedirs(folder, exist_ok=True)
+        fd, self._temp_path = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX)
+        # Unbuffered: chunks are large already, and an extra buffer would be another copy.
+        self._file = os.fdopen(fd, "wb", buffering=0)
+
+    def write(self, chunk):
+        view = memoryview(chunk)
+        while view:
+            written = self._file.write(view)
+            view = view[written:]
+
+    def commit(self):
+        try:
+            if self._store.fsync:
+                os.fsync(self._file.fileno())
+            self._file.close()
+            key = self._place()
+        except BaseException:
+            self.abort()
+            raise
+        return key
+
+    def _place(self):
+        for key in _candidates(self._key):
+            path = self._store.path(key)
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            except FileExistsError:
+                continue
+            os.chmod(self._temp_path, 0o644)
+            os.replace(self._temp_path, path)
+            if self._store.fsync:
+                _fsync_dir(os.path.dirname(path))
+            return key
+
+    def abort(self):
+        self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._temp_path)
+
+
+@implementer(IBlobStore)
+class LocalStore:
+    def __init__(self, base_path, base_url="", fsync=True):
+        self.base_path = os.path.realpath(base_path)
+        self.base_url = base_url
+        self.fsync = fsync
+        os.makedirs(self.base_path, exist_ok=True)
+
+    def path(self, key):
+        """Absolute path of ``key``, which can never be outside ``base_path``."""
+        path = os.path.realpath(os.path.join(self.base_path, join_key(key)))
+        if os.path.commonpath([path, self.base_path]) != self.base_path:
+            raise ValueError(f"blob key {key!r} resolves outside of the storage folder")
+        return path
+
+    def stage(self, key, content_type=None):
+        return LocalStaged(self, key)
+
+    def open(self, key):
+        return open(self.path(key), "rb")
+
+    def exists(self, key):
+        return os.path.isfile(self.path(key))
+
+    def delete(self, key):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path(key))
+
+    def url(self, key):
+        return blob_url(self.base_url, key)

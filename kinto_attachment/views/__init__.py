@@ -1,0 +1,1 @@
+"""HTTP entry points; each module holds one Cornice service and its views."""

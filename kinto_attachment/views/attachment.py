@@ -1,0 +1,174 @@
+"""``POST`` and ``DELETE`` ``{record-url}/attachment``: kinto-attachment's API, streamed.
+
+The order of a ``POST`` is that of the upload pipeline (DESIGN §2): authorise (route
+factory), refuse an oversized ``Content-Length`` and a missing collection before reading, stream
+the form into an :class:`~kinto_attachment.intake.Intake`, validate the text fields, commit the
+blob, write the record and its link, and leave the replaced blob to be deleted after commit.
+"""
+
+import json
+
+from kinto.authorization import RouteFactory
+from kinto.core import Service
+from kinto.core.authorization import DYNAMIC
+from kinto.core.storage.exceptions import ObjectNotFoundError
+from kinto.views import object_exists_or_404, raise_404_if_invalid_id
+
+from .. import errors, intake, lifecycle, links, records
+from ..multipart import FIELDS_LIMIT, FormReader, boundary_of, read_form
+
+
+FILE_FIELD = "attachment"
+TEXT_FIELDS = ("data", "permissions")
+RECORD_PATH = "/buckets/{bucket_id}/collections/{collection_id}/records/{id}"
+
+
+class AttachmentFactory(RouteFactory):
+    """Authorisation context of ``{record-url}/attachment``.
+
+    Attaching to an existing record needs ``write`` on it; attaching to a record that does not
+    exist yet creates it, which needs ``create`` (``record:create``) on the collection, exactly as
+    a ``PUT`` of the record would.
+    """
+
+    resource_name = "record"
+
+    def __init__(self, request):
+        super().__init__(request)
+        match = request.matchdict
+        self.bucket_id = match["bucket_id"]
+        self.collection_id = match["collection_id"]
+        self.record_id = match["id"]
+        self.collection_uri = f"/buckets/{self.bucket_id}/collections/{self.collection_id}"
+        self.record_uri = links.record_uri(self.bucket_id, self.collection_id, self.record_id)
+        try:
+            self.current_object = request.registry.storage.get(
+                resource_name="record", parent_id=self.collection_uri, object_id=self.record_id
+            )
+        except ObjectNotFoundError:
+            self.current_object = None
+        creating = self.current_object is None and request.method == "POST"
+        self.permission_object_id = self.collection_uri if creating else self.record_uri
+        self.required_permission = "create" if creating else "write"
+
+
+attachment = Service(
+    name="attachment",
+    description="Attach a file to a record",
+    path=RECORD_PATH + "/attachment",
+    factory=AttachmentFactory,
+)
+
+
+def _require_record_parents(request, context):
+    """404 for an invalid id or a missing collection, before reading any of the body."""
+    raise_404_if_invalid_id(request, "record", context.record_id)
+    object_exists_or_404(
+        request,
+        resource_name="collection",
+        parent_id=f"/buckets/{context.bucket_id}",
+        object_id=context.collection_id,
+    )
+
+
+def _refuse_oversized(request, max_size):
+    """413 before reading when even the smallest form around the file would be too large."""
+    length = request.content_length
+    if max_size and length is not None and length > max_size + FIELDS_LIMIT:
+        raise errors.too_large(max_size)
+
+
+def _parse_json_fields(fields):
+    parsed = {}
+    for name, text in fields.items():
+        try:
+            parsed[name] = json.loads(text)
+        except ValueError as e:
+            raise errors.invalid(name, f"is not valid JSON ({e})") from e
+        if not isinstance(parsed[name], dict):
+            raise errors.invalid(name, "should be a JSON object.")
+    return parsed
+
+
+def _receive(request, context, policy, store):
+    """Stream the form in; return the committed Blob and the parsed text fields."""
+
+    def open_file(filename, content_type):
+        key = intake.blob_key(
+            policy, context.bucket_id, context.collection_id, context.record_id, filename
+        )
+        return intake.Intake(store, policy, key, filename, content_type)
+
+    reader = FormReader(
+        boundary_of(request.headers.get("Content-Type")),
+        FILE_FIELD,
+        TEXT_FIELDS,
+        open_file,
+    )
+    try:
+        fields = _parse_json_fields(
+            read_form(request.body_file_raw, request.content_length, reader)
+        )
+        return reader.file.commit(), fields
+    except BaseException:
+        if reader.file is not None:
+            reader.file.abort()
+        raise
+
+
+@attachment.post(permission=DYNAMIC)
+def post_attachment(request):
+    context = request.context
+    settings = request.registry.attachment_settings
+    store = request.registry.attachment_store
+    policy = settings.policy(context.bucket_id, context.collection_id)
+
+    _refuse_oversized(request, policy.max_size_bytes)
+    _require_record_parents(request, context)
+    blob, fields = _receive(request, context, policy, store)
+    # From here the blob exists: it must go unless the transaction commits.
+    lifecycle.delete_unless_committed(request, store, [blob.key])
+
+    storage = request.registry.storage
+    ids = (context.bucket_id, context.collection_id, context.record_id)
+    replaced = links.of_record(storage, *ids)
+    metadata = blob.attachment(store.url(blob.key))
+    data = {**fields.get("data", {}), FILE_FIELD: metadata}
+    records.write(
+        request,
+        context.record_uri,
+        data,
+        permissions=fields.get("permissions"),
+        create=context.current_object is None,
+    )
+    links.forget(storage, replaced)
+    links.add(storage, *ids, blob.key)
+    lifecycle.discard(request, replaced)
+
+    request.response.status = 201
+    request.response.headers["Location"] = request.route_url(
+        "record-object",
+        bucket_id=context.bucket_id,
+        collection_id=context.collection_id,
+        id=context.record_id,
+    )
+    return metadata
+
+
+@attachment.delete(permission=DYNAMIC)
+def delete_attachment(request):
+    context = request.context
+    _require_record_parents(request, context)
+    record = context.current_object
+    if record is None:
+        raise errors.record_not_found(context.record_id)
+
+    storage = request.registry.storage
+    ids = (context.bucket_id, context.collection_id, context.record_id)
+    if record.get(FILE_FIELD) is not None:
+        records.write(request, context.record_uri, {FILE_FIELD: None})
+    lifecycle.discard(request, links.pop(storage, *ids))
+
+    request.response.status = 204
+    request.response.content_type = None
+    return request.response
