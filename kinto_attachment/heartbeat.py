@@ -17,7 +17,7 @@ def attachments_ping(request):
     if request.registry.settings.get("readonly"):
         return True
     store = request.registry.attachment_store
-    key = f"__heartbeat__/{uuid.uuid4().hex}.json"
+    key = f"__heartbeat__-{uuid.uuid4().hex}.json"
     staged = store.stage(key, "application/json")
     try:
         staged.write(PROBE)
