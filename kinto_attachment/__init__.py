@@ -37,3 +37,4 @@ def includeme(config):
 
     config.include("kinto_attachment.listeners")
     config.scan("kinto_attachment.views")
+    config.include("kinto_attachment.views.default_bucket")

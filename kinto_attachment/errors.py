@@ -31,3 +31,14 @@ def record_not_found(record_id):
         errno=ERRORS.MISSING_RESOURCE,
         details={"id": record_id, "resource_name": "record"},
     )
+
+
+def storage_failed(retry_after=30):
+    """503: the blob store failed (disk full, network...); the client may retry later."""
+    error = http_error(
+        httpexceptions.HTTPServiceUnavailable(),
+        errno=ERRORS.BACKEND,
+        message="Attachment storage is unavailable, retry later.",
+    )
+    error.headers["Retry-After"] = str(retry_after)
+    return error

@@ -6,8 +6,10 @@ than the chunk it is given. The blob only becomes visible under a key on :meth:`
 any error before that calls :meth:`Intake.abort`, which leaves nothing behind.
 """
 
+import contextlib
 import dataclasses
 import hashlib
+import logging
 import mimetypes
 import posixpath
 import uuid
@@ -18,6 +20,18 @@ from .storage import join_key, safe_name
 
 
 GENERIC_TYPES = ("", "application/octet-stream")
+
+logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def store_errors():
+    """Report a failing store (disk full, permissions, network) as a 503, not a 500."""
+    try:
+        yield
+    except OSError as e:
+        logger.exception("Attachment storage failed")
+        raise errors.storage_failed() from e
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,17 +96,20 @@ class Intake:
         self.max_size = policy.max_size_bytes
         self.size = 0
         self._sha256 = hashlib.sha256()
-        self._staged = store.stage(key, self.mimetype)
+        with store_errors():
+            self._staged = store.stage(key, self.mimetype)
 
     def write(self, chunk):
         self.size += len(chunk)
         if self.max_size and self.size > self.max_size:
             raise errors.too_large(self.max_size)
         self._sha256.update(chunk)
-        self._staged.write(chunk)
+        with store_errors():
+            self._staged.write(chunk)
 
     def commit(self):
-        key = self._staged.commit()
+        with store_errors():
+            key = self._staged.commit()
         return Blob(key, self.filename, self._sha256.hexdigest(), self.size, self.mimetype)
 
     def abort(self):

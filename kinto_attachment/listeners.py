@@ -4,10 +4,14 @@
 - ``POST /__flush__`` takes every blob with it (kinto-attachment leaves them on disk).
 - The ``attachment`` field of a record is ours: a ``PUT``/``PATCH``/``POST`` of the record that
   sets or changes it is refused, so that a record can never point at a file it does not own.
+  The ``ResourceChanged`` listener sees every write whatever its path (batch, plugins) and
+  its refusal rolls the transaction back; since the memory backend cannot roll back, the
+  record views' JSON bodies are also checked before the view runs.
 """
 
 from kinto.core.errors import ERRORS, http_error
 from kinto.core.events import ACTIONS, ResourceChanged
+from kinto.core.storage.exceptions import ObjectNotFoundError
 from pyramid.events import ContextFound
 from pyramid.httpexceptions import HTTPBadRequest
 
@@ -15,6 +19,7 @@ from . import lifecycle, links, records
 
 
 FIELD = "attachment"
+WRITES = ("PUT", "PATCH", "POST")
 
 
 def on_resources_deleted(event):
@@ -34,30 +39,72 @@ def on_resources_deleted(event):
     lifecycle.discard(event.request, popped)
 
 
+def _refuse_edit(before, after):
+    if before != after:
+        raise http_error(
+            HTTPBadRequest(),
+            errno=ERRORS.INVALID_POSTED_DATA,
+            message=(
+                "Attachment metadata cannot be modified: upload with POST "
+                "{record}/attachment, remove with DELETE {record}/attachment."
+            ),
+        )
+
+
 def on_records_written(event):
     """Refuse edits of ``attachment`` that do not come from our own views."""
     if records.is_internal_write(event.request):
         return
     for change in event.impacted_objects:
-        before = (change.get("old") or {}).get(FIELD)
-        after = change["new"].get(FIELD)
-        if before != after:
-            raise http_error(
-                HTTPBadRequest(),
-                errno=ERRORS.INVALID_POSTED_DATA,
-                message=(
-                    "Attachment metadata cannot be modified: upload with POST "
-                    "{record}/attachment, remove with DELETE {record}/attachment."
-                ),
-            )
+        _refuse_edit((change.get("old") or {}).get(FIELD), change["new"].get(FIELD))
 
 
-def on_flush(event):
-    """Before ``POST /__flush__`` wipes the storage, collect every link to delete its blob."""
+def _stored_attachment(request):
+    match = request.matchdict
+    try:
+        record = request.registry.storage.get(
+            resource_name="record",
+            parent_id=f"/buckets/{match['bucket_id']}/collections/{match['collection_id']}",
+            object_id=match["id"],
+        )
+    except ObjectNotFoundError:
+        return None
+    return record.get(FIELD)
+
+
+def _check_record_body(request):
+    """Refuse, before the view writes, a record body that would change ``attachment``."""
+    try:
+        body = request.json_body
+    except ValueError:
+        return  # Kinto answers malformed JSON itself.
+    if request.content_type == "application/json-patch+json":
+        paths = [op.get("path", "") for op in body if isinstance(op, dict)]
+        if any(p == "/data/" + FIELD or p.startswith(f"/data/{FIELD}/") for p in paths):
+            _refuse_edit(None, "patched")
+        return
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, dict):
+        return
+    if request.method == "POST":
+        _refuse_edit(None, data.get(FIELD))
+    elif FIELD in data or request.method == "PUT":
+        _refuse_edit(_stored_attachment(request), data.get(FIELD))
+
+
+def on_context_found(event):
     request = event.request
     route = request.matched_route
-    if route is None or route.name != "flush" or request.method != "POST":
+    if route is None or records.is_internal_write(request):
         return
+    if route.name == "flush" and request.method == "POST":
+        on_flush(request)
+    elif route.name in ("record-object", "record-plural") and request.method in WRITES:
+        _check_record_body(request)
+
+
+def on_flush(request):
+    """Before ``POST /__flush__`` wipes the storage, collect every link to delete its blob."""
     lifecycle.discard(request, links.pop(request.registry.storage))
 
 
@@ -74,4 +121,4 @@ def includeme(config):
         for_resources=("record",),
         for_actions=(ACTIONS.CREATE, ACTIONS.UPDATE),
     )
-    config.add_subscriber(on_flush, ContextFound)
+    config.add_subscriber(on_context_found, ContextFound)

@@ -124,7 +124,7 @@ def _as_template(allowed):
         try:
             value.format(**probe)
         except (KeyError, IndexError, ValueError) as e:
-            placeholders = ", ".join("{%s}" % p for p in allowed)
+            placeholders = ", ".join(f"{{{p}}}" for p in allowed)
             _fail(name, f"{value!r} is not a valid pattern ({e!s}); use {placeholders}")
         return value
 

@@ -25,6 +25,7 @@ BASE_SETTINGS = {
     "multiauth.policies": "basicauth",
     "kinto.bucket_create_principals": "system.Authenticated",
     "kinto.flush_endpoint_enabled": "true",
+    "kinto.experimental_collection_schema_validation": "true",
     "kinto.attachment.base_url": "https://files.example.com/",
 }
 BACKENDS = {
@@ -142,7 +143,10 @@ class Kinto:
             params.append(("data", data if isinstance(data, str) else _json(data)))
         if permissions is not None:
             params.append(
-                ("permissions", permissions if isinstance(permissions, str) else _json(permissions))
+                (
+                    "permissions",
+                    permissions if isinstance(permissions, str) else _json(permissions),
+                )
             )
         file_spec = ("attachment", filename, content)
         if mimetype:

@@ -1,0 +1,49 @@
+"""``{record-url}/attachment`` in the ``default`` bucket, streamed.
+
+Kinto's ``default_bucket`` plugin serves ``/buckets/default/...`` by copying the request body
+into a subrequest, which would hold a whole upload in memory. For attachment URLs we register a
+more specific view on its route: it creates the user's bucket and collection as the plugin
+does, then hands the untouched body stream to the real attachment URL.
+"""
+
+from kinto.plugins.default_bucket import create_bucket, create_collection
+from pyramid import httpexceptions
+from pyramid.request import Request
+from pyramid.security import NO_PERMISSION_REQUIRED
+
+
+ROUTE = "default_bucket_collection"
+PLUGIN = "kinto.plugins.default_bucket"
+
+
+def default_bucket_attachment(request):
+    if request.authenticated_userid is None:
+        raise httpexceptions.HTTPForbidden()  # Kinto's forbidden view answers 401.
+    bucket_id = request.default_bucket_id
+    create_bucket(request, bucket_id)
+    create_collection(request, bucket_id)
+
+    path = request.path.replace("/buckets/default/", f"/buckets/{bucket_id}/", 1)
+    environ = {
+        key: request.environ[key]
+        for key in ("wsgi.input", "CONTENT_LENGTH", "CONTENT_TYPE")
+        if key in request.environ
+    }
+    subrequest = Request.blank(path, environ, headers=dict(request.headers))
+    subrequest.method = request.method
+    subrequest.bound_data = request.bound_data
+    subrequest.parent = request
+    return request.invoke_subrequest(subrequest)
+
+
+def includeme(config):
+    """Only when the default_bucket plugin is included (before us), since we use its route."""
+    if PLUGIN not in config.get_settings().get("includes", ""):
+        return
+    config.add_view(
+        default_bucket_attachment,
+        route_name=ROUTE,
+        path_info=r".*/records/[^/]+/attachment$",
+        request_method=("POST", "DELETE"),
+        permission=NO_PERMISSION_REQUIRED,
+    )

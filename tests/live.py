@@ -1,0 +1,381 @@
+"""Helpers of the live tests: a real waitress server, the README's examples, real clients.
+
+:func:`running_server` starts ``pserve`` on a copy of the shipped ``config/kinto.ini`` that only
+differs by its port (a free one), its host (loopback) and its files folder (a temporary one).
+:func:`readme_examples` extracts the code blocks of ``README.rst`` that follow a
+``.. live-test: NAME`` comment, so that the documented commands are the tested ones;
+:func:`run_bash` runs them as a user typing in a terminal would.
+"""
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.rst"
+CONFIG = ROOT / "config" / "kinto.ini"
+#: The virtualenv's scripts: ``pserve``, ``http``...
+BIN = Path(sys.executable).parent
+#: What the README and the shipped configuration use.
+DOCUMENTED_ADDRESS = "localhost:8888"
+
+START_TIMEOUT = 30
+STOP_TIMEOUT = 10
+#: Upper bound of any client command.
+COMMAND_TIMEOUT = 60
+REQUEST_TIMEOUT = 30
+
+ALICE = ("alice", "passwd")
+
+
+# The server.
+
+
+def free_port():
+    """A loopback TCP port nobody listens on (the kernel's pick)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def live_config(port, base_path, template=CONFIG):
+    """The shipped configuration, on ``127.0.0.1:port`` and storing files in ``base_path``."""
+    text = template.read_text()
+    substitutions = [
+        (r"^port = 8888$", f"port = {port}"),
+        (r"^host = 0\.0\.0\.0$", "host = 127.0.0.1"),
+        (
+            r"^kinto\.attachment\.base_path = .*$",
+            "kinto.attachment.base_path = " + str(base_path).replace("%", "%%"),
+        ),
+    ]
+    for pattern, replacement in substitutions:
+        text, count = re.subn(pattern, lambda _, r=replacement: r, text, flags=re.MULTILINE)
+        if count != 1:
+            raise AssertionError(f"{template}: {count} lines match {pattern!r}, expected 1")
+    if DOCUMENTED_ADDRESS not in text:
+        raise AssertionError(f"{template} no longer mentions {DOCUMENTED_ADDRESS}")
+    return text.replace(DOCUMENTED_ADDRESS, f"localhost:{port}")
+
+
+@dataclasses.dataclass
+class LiveServer:
+    process: subprocess.Popen
+    port: int
+    base_path: Path
+    output_path: Path
+
+    @property
+    def url(self):
+        """The API root, as the README spells it (``localhost``)."""
+        return f"http://localhost:{self.port}/v1"
+
+    def output(self):
+        """What the server wrote on its stdout and stderr."""
+        return self.output_path.read_text(errors="replace")
+
+    def path_of(self, location):
+        """The file under ``base_path`` that an attachment ``location`` serves."""
+        prefix = f"{self.url}/attachments/"
+        assert location.startswith(prefix), f"{location!r} is not under {prefix!r}"
+        path = (self.base_path / location[len(prefix) :]).resolve()
+        assert path.is_relative_to(self.base_path.resolve()), location
+        return path
+
+    def files(self):
+        """Paths of every file under ``base_path`` (temporary ones included), relative."""
+        return sorted(
+            str(path.relative_to(self.base_path))
+            for path in self.base_path.rglob("*")
+            if path.is_file()
+        )
+
+    def vm_hwm(self):
+        """Peak resident memory of the server process so far, in bytes (Linux)."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        match = re.search(r"^VmHWM:\s+(\d+) kB$", status, flags=re.MULTILINE)
+        assert match, status
+        return int(match.group(1)) * 1024
+
+    def wait_ready(self, timeout=START_TIMEOUT):
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while True:
+            if self.process.poll() is not None:
+                pytest.fail(
+                    f"pserve exited with {self.process.returncode} before answering:\n"
+                    + self.output(),
+                    pytrace=False,
+                )
+            try:
+                response = requests.get(f"{self.url}/__heartbeat__", timeout=2)
+            except requests.RequestException as e:
+                last = repr(e)
+            else:
+                if response.status_code == 200:
+                    return
+                last = f"{response.status_code} {response.text}"
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"{self.url}/__heartbeat__ did not answer 200 within {timeout} s "
+                    f"(last: {last}); server output:\n{self.output()}",
+                    pytrace=False,
+                )
+            time.sleep(0.1)
+
+    def stop(self, timeout=STOP_TIMEOUT):
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout)
+
+
+@contextlib.contextmanager
+def running_server(folder):
+    """``pserve`` on the live copy of ``config/kinto.ini``, in ``folder``, until exit."""
+    folder = Path(folder)
+    base_path = folder / "attachments"
+    base_path.mkdir()
+    port = free_port()
+    ini = folder / "kinto.ini"
+    ini.write_text(live_config(port, base_path))
+    output_path = folder / "server.log"
+    with open(output_path, "wb") as output:
+        process = subprocess.Popen(
+            [str(BIN / "pserve"), str(ini)],
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            cwd=folder,
+        )
+    server = LiveServer(process, port, base_path, output_path)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+# The README's examples.
+
+
+MARKER = re.compile(r"^\.\. live-test: (\S+)\s*$")
+CODE_BLOCK = re.compile(r"^(\s*)\.\. code-block:: (\S+)\s*$")
+
+
+@dataclasses.dataclass
+class Example:
+    name: str
+    language: str
+    code: str
+    line: int
+
+    def against(self, port):
+        """The code as written, addressed to ``localhost:port`` instead of the documented one."""
+        assert DOCUMENTED_ADDRESS in self.code, (
+            f"README.rst:{self.line}: example {self.name!r} does not use {DOCUMENTED_ADDRESS}"
+        )
+        return self.code.replace(DOCUMENTED_ADDRESS, f"localhost:{port}")
+
+
+def _indent(line):
+    return len(line) - len(line.lstrip())
+
+
+def readme_examples(path=README):
+    """``{name: Example}`` for each ``.. code-block::`` that follows ``.. live-test: name``."""
+    lines = path.read_text().splitlines()
+    examples = {}
+    for number, line in enumerate(lines):
+        marker = MARKER.match(line)
+        if not marker:
+            continue
+        name = marker.group(1)
+        where = f"{path.name}:{number + 1}"
+        following = number + 1
+        while following < len(lines) and not lines[following].strip():
+            following += 1
+        directive = CODE_BLOCK.match(lines[following]) if following < len(lines) else None
+        if directive is None:
+            raise AssertionError(f"{where}: {line!r} is not followed by a code-block")
+        indent = len(directive.group(1))
+        body = []
+        for text in lines[following + 1 :]:
+            if text.strip() and _indent(text) <= indent:
+                break
+            body.append(text)
+        # Directive options (":linenos:"...) come before the first blank line.
+        while body and body[0].strip().startswith(":"):
+            body.pop(0)
+        code = textwrap.dedent("\n".join(body)).strip("\n")
+        if not code:
+            raise AssertionError(f"{where}: the code-block of {name!r} is empty")
+        if name in examples:
+            raise AssertionError(f"{where}: a second example is named {name!r}")
+        examples[name] = Example(name, directive.group(2), code + "\n", number + 1)
+    return examples
+
+
+# Running clients.
+
+
+@dataclasses.dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def client_env(cwd):
+    """The environment of the clients: the virtualenv first on PATH, no user configuration."""
+    config = Path(cwd) / ".client-config"
+    config.mkdir(exist_ok=True)
+    return {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', os.defpath)}",
+        # A developer's ~/.config/httpie or ~/.curlrc must not change what the commands print.
+        "HTTPIE_CONFIG_DIR": str(config),
+        "CURL_HOME": str(config),
+    }
+
+
+ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+
+
+def _read_terminal(master, process, timeout):
+    """Everything written on the terminal until every process closed it, within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    chunks = []
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise subprocess.TimeoutExpired(process.args, timeout, output=b"".join(chunks))
+        ready, _, _ = select.select([master], [], [], remaining)
+        if not ready:
+            continue
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the last holder of the terminal's other end closed it.
+            data = b""
+        if not data:
+            break
+        chunks.append(data)
+    process.wait(max(deadline - time.monotonic(), 0.1))
+    return b"".join(chunks)
+
+
+def run_bash(code, cwd, timeout=COMMAND_TIMEOUT):
+    """Run ``code`` with ``bash -e`` as typed in a terminal.
+
+    stdin and stdout are a pseudo-terminal: HTTPie then neither reads a request body from stdin
+    nor hides the response headers, exactly as for a user. stderr is kept apart. The terminal's
+    escape sequences (colours) and carriage returns are removed from stdout.
+    """
+    master, slave = os.openpty()
+    try:
+        with tempfile.TemporaryFile() as stderr:
+            try:
+                process = subprocess.Popen(
+                    ["bash", "-e", "-c", code],
+                    stdin=slave,
+                    stdout=slave,
+                    stderr=stderr,
+                    cwd=cwd,
+                    env=client_env(cwd),
+                    start_new_session=True,
+                )
+            finally:
+                os.close(slave)
+            output = _read_terminal(master, process, timeout)
+            stderr.seek(0)
+            errors = stderr.read()
+    finally:
+        os.close(master)
+    stdout = re.sub(r"\r+\n", "\n", ANSI_ESCAPE.sub("", output.decode(errors="replace")))
+    return Result(process.returncode, stdout, errors.decode(errors="replace"))
+
+
+def run_python(code, cwd, timeout=COMMAND_TIMEOUT):
+    """Run ``code`` with the virtualenv's Python."""
+    completed = subprocess.run(
+        [sys.executable, "-c", code],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=client_env(cwd),
+        timeout=timeout,
+    )
+    return Result(completed.returncode, completed.stdout, completed.stderr)
+
+
+def curl(*args, cwd, timeout=COMMAND_TIMEOUT):
+    """``curl args...``: ``(HTTP status, parsed JSON body or None)``."""
+    completed = subprocess.run(
+        ["curl", "--silent", "--show-error", "--write-out", "\n%{http_code}", *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        cwd=cwd,
+        env=client_env(cwd),
+        timeout=timeout,
+    )
+    assert completed.returncode == 0, completed
+    body, _, status = completed.stdout.decode().rpartition("\n")
+    return int(status), json.loads(body) if body.strip() else None
+
+
+# Files and checks.
+
+
+def write_random_file(path, size, chunk=1024 * 1024):
+    """Write ``size`` random bytes to ``path`` without holding them; return their sha256."""
+    digest = hashlib.sha256()
+    with open(path, "wb") as f:
+        remaining = size
+        while remaining:
+            data = os.urandom(min(chunk, remaining))
+            digest.update(data)
+            f.write(data)
+            remaining -= len(data)
+    return digest.hexdigest()
+
+
+def sha256_of(path, chunk=1024 * 1024):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while data := f.read(chunk):
+            digest.update(data)
+    return digest.hexdigest()
+
+
+def get(url, auth=ALICE, status=200):
+    response = requests.get(url, auth=auth, timeout=REQUEST_TIMEOUT)
+    assert response.status_code == status, (url, response.status_code, response.text)
+    return response
+
+
+def create_collection(server, bucket, collection):
+    for path in (f"/buckets/{bucket}", f"/buckets/{bucket}/collections/{collection}"):
+        response = requests.put(server.url + path, json={}, auth=ALICE, timeout=REQUEST_TIMEOUT)
+        assert response.status_code in (200, 201), (path, response.status_code, response.text)

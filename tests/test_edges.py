@@ -1,0 +1,120 @@
+"""Less travelled paths: heartbeat failures, cleanup failures, unusual but valid requests."""
+
+import hashlib
+import io
+import logging
+
+import webob
+
+from kinto_attachment import lifecycle
+from kinto_attachment.storage.local import LocalStaged
+
+from .conftest import ALICE, cached_app
+
+
+URL = "/v1/buckets/blog/collections/articles/records/r1"
+
+
+def test_heartbeat_reports_a_failing_store(kinto_memory, monkeypatch, caplog):
+    def fail(self, chunk):
+        raise OSError(13, "Permission denied")
+
+    monkeypatch.setattr(LocalStaged, "write", fail)
+    with caplog.at_level(logging.ERROR):
+        response = kinto_memory.app.get("/v1/__heartbeat__", status=503)
+    assert response.json["attachments"] is False
+    assert "heartbeat failed" in caplog.text
+    assert kinto_memory.files() == []
+
+
+def test_heartbeat_of_a_readonly_server_does_not_write(tmp_path_factory, request, monkeypatch):
+    kinto = cached_app("memory", tmp_path_factory, request, **{"kinto.readonly": "true"})
+    monkeypatch.setattr(LocalStaged, "write", None)  # Any write would crash.
+    assert kinto.app.get("/v1/__heartbeat__").json["attachments"] is True
+
+
+def test_a_blob_that_cannot_be_deleted_is_logged_not_raised(kinto_memory, monkeypatch, caplog):
+    kinto = kinto_memory
+    kinto.create_collection()
+    kinto.upload(URL, b"first")
+
+    def refuse(key):
+        raise PermissionError(f"cannot delete {key}")
+
+    monkeypatch.setattr(kinto.registry.attachment_store, "delete", refuse)
+    with caplog.at_level(logging.ERROR, logger=lifecycle.__name__):
+        kinto.upload(URL, b"second")
+    assert "Could not delete attachment blob" in caplog.text
+    assert len(kinto.files()) == 2  # Left for garbage collection.
+
+
+def test_json_patch_of_the_attachment_is_refused(kinto):
+    kinto.create_collection()
+    meta = kinto.upload(URL).json
+    headers = {**ALICE, "Content-Type": "application/json-patch+json"}
+    for path in ("/data/attachment", "/data/attachment/location"):
+        ops = [{"op": "replace", "path": path, "value": "x"}]
+        kinto.app.patch_json(URL, ops, headers=headers, status=400)
+    kinto.app.patch_json(URL, [{"op": "add", "path": "/data/t", "value": 1}], headers=headers)
+    record = kinto.app.get(URL, headers=ALICE).json["data"]
+    assert (record["attachment"], record["t"]) == (meta, 1)
+
+
+def test_record_writes_without_json_objects_are_left_to_kinto(kinto_memory):
+    kinto = kinto_memory
+    kinto.create_collection()
+    headers = {**ALICE, "Content-Type": "application/json"}
+    kinto.app.put(URL, "{not json", headers=headers, status=400)
+    kinto.app.put_json(URL, {"data": "nope"}, headers=ALICE, status=400)
+
+
+def test_latin1_filename_is_kept(kinto_memory):
+    kinto = kinto_memory
+    kinto.create_collection()
+    body = (
+        b'--B\r\nContent-Disposition: form-data; name="attachment"; filename="caf\xe9.txt"\r\n'
+        b"\r\ncoffee\r\n--B--\r\n"
+    )
+    response = kinto.app.post(
+        URL + "/attachment",
+        body,
+        headers={**ALICE, "Content-Type": "multipart/form-data; boundary=B"},
+        status=201,
+    )
+    assert response.json["filename"] == "café.txt"
+
+
+def test_empty_filename_is_refused(kinto_memory):
+    kinto_memory.create_collection()
+    response = kinto_memory.upload(URL, b"x", "", status=400)
+    assert "Filename is required" in response.json["message"]
+
+
+def test_body_without_content_length_is_read_to_the_end(kinto_memory):
+    # As after a chunked request: no Content-Length, the stream ends the body.
+    kinto = kinto_memory
+    kinto.create_collection()
+    body = b'--B\r\nContent-Disposition: form-data; name="attachment"; filename="a.txt"\r\n\r\n'
+    body += b"chunked!\r\n--B--\r\n"
+    wsgi_request = webob.Request.blank(
+        URL + "/attachment",
+        method="POST",
+        headers={**ALICE, "Content-Type": "multipart/form-data; boundary=B"},
+    )
+    wsgi_request.environ["wsgi.input"] = io.BytesIO(body)
+    wsgi_request.environ.pop("CONTENT_LENGTH", None)
+    response = wsgi_request.get_response(kinto.app.app)
+    assert response.status_code == 201
+    assert response.json["hash"] == hashlib.sha256(b"chunked!").hexdigest()
+
+
+def test_default_bucket_needs_authentication(tmp_path_factory, request):
+    kinto = cached_app(
+        "memory",
+        tmp_path_factory,
+        request,
+        **{"kinto.includes": "kinto.plugins.default_bucket kinto.plugins.flush kinto_attachment"},
+    )
+    url = "/v1/buckets/default/collections/tasks/records/r1"
+    kinto.upload(url, headers={}, status=401)
+    assert kinto.files() == []

@@ -1,0 +1,223 @@
+"""Live tests: ``pserve`` on the shipped configuration, driven by HTTPie, curl and kinto-http.
+
+The README's examples are run as written (only their port differs), so the documentation and
+the tests cannot drift apart.
+"""
+
+import filecmp
+import hashlib
+import json
+
+import kinto_http
+import pytest
+import requests
+
+from kinto_attachment.multipart import CHUNK_SIZE
+
+from .live import (
+    ALICE,
+    REQUEST_TIMEOUT,
+    create_collection,
+    curl,
+    get,
+    readme_examples,
+    run_bash,
+    run_python,
+    running_server,
+    sha256_of,
+    write_random_file,
+)
+
+
+pytestmark = pytest.mark.live
+
+MiB = 1024 * 1024
+HELLO = b"Hello, Kinto!"
+ASSETS = "/buckets/website/collections/assets"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with running_server(tmp_path_factory.mktemp("live-server")) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def readme():
+    return readme_examples()
+
+
+@pytest.fixture(scope="module")
+def workdir(server, readme, tmp_path_factory):
+    """Where the README's setup example ran: bucket, collection and hello.txt exist."""
+    cwd = tmp_path_factory.mktemp("readme")
+    result = run_bash(readme["setup"].against(server.port), cwd)
+    assert result.returncode == 0, result
+    assert (cwd / "hello.txt").read_bytes() == HELLO
+    get(server.url + ASSETS)
+    return cwd
+
+
+def record_data(server, path, auth=ALICE):
+    return get(server.url + path, auth=auth).json()["data"]
+
+
+def curl_upload(record_url, filename, cwd):
+    """``curl -u alice:passwd -F attachment=@filename {record_url}/attachment``."""
+    return curl(
+        "-u", "alice:passwd", "-F", f"attachment=@{filename}", record_url + "/attachment", cwd=cwd
+    )
+
+
+def assert_hello(server, attachment, filename="hello.txt"):
+    """``attachment`` describes hello.txt, and its location serves the same bytes."""
+    assert attachment["hash"] == hashlib.sha256(HELLO).hexdigest()
+    assert attachment["size"] == len(HELLO)
+    assert attachment["mimetype"] == "text/plain"
+    assert attachment["filename"] == filename
+    download = requests.get(attachment["location"], timeout=REQUEST_TIMEOUT)
+    assert download.status_code == 200, attachment
+    assert download.content == HELLO
+    assert server.path_of(attachment["location"]).read_bytes() == HELLO
+
+
+def test_readme_examples_are_marked(readme):
+    assert {name: example.language for name, example in readme.items()} == {
+        "setup": "bash",
+        "httpie": "bash",
+        "curl": "bash",
+        "python": "python",
+    }
+
+
+def test_readme_httpie(server, readme, workdir):
+    result = run_bash(readme["httpie"].against(server.port), workdir)
+
+    assert result.returncode == 0, result
+    assert "201 Created" in result.stdout, result
+    record = record_data(server, ASSETS + "/records/c2ce1975-0e52-4b2f-a5db-80166aeca689")
+    assert record["type"] == "greeting"
+    assert record["lang"] == "en"
+    assert_hello(server, record["attachment"])
+
+
+def test_readme_curl(server, readme, workdir):
+    result = run_bash(readme["curl"].against(server.port), workdir)
+
+    assert result.returncode == 0, result
+    reply = json.loads(result.stdout)
+    assert reply["hash"] == hashlib.sha256(HELLO).hexdigest()
+    assert reply["size"] == len(HELLO)
+    record = record_data(server, ASSETS + "/records/hello-curl")
+    assert record["name"] == "Mac Fly"
+    assert record["age"] == 42
+    assert record["attachment"] == reply
+    assert_hello(server, record["attachment"])
+
+
+def test_readme_python(server, readme, workdir):
+    example = readme["python"]
+    result = run_python(example.against(server.port), workdir)
+
+    assert result.returncode == 0, result
+    location = result.stdout.strip()
+    download = requests.get(location, timeout=REQUEST_TIMEOUT)
+    assert download.status_code == 200, result
+    assert download.content == HELLO
+    # permissions={"read": ["system.Everyone"]}: readable without credentials.
+    record = record_data(server, ASSETS + "/records/hello-python", auth=None)
+    assert record["type"] == "greeting"
+    assert record["attachment"]["location"] == location
+    assert_hello(server, record["attachment"])
+
+
+def test_kinto_http_client(server, tmp_path):
+    client = kinto_http.Client(server_url=server.url, auth=ALICE)
+    client.create_bucket(id="kinto-http", if_not_exists=True)
+    client.create_collection(id="docs", bucket="kinto-http", if_not_exists=True)
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps({"title": "Report", "values": list(range(1000))}))
+    where = {"id": "report", "bucket": "kinto-http", "collection": "docs"}
+
+    uploaded = client.add_attachment(filepath=str(path), data={"title": "Report"}, **where)
+
+    assert uploaded["hash"] == sha256_of(path)
+    assert uploaded["size"] == path.stat().st_size
+    assert uploaded["filename"] == "report.json"
+    assert uploaded["mimetype"] == "application/json"
+    record = client.get_record(**where)["data"]
+    assert record["title"] == "Report"
+    assert record["attachment"] == uploaded
+    downloaded = client.download_attachment(record, filepath=str(tmp_path / "downloaded"))
+    assert filecmp.cmp(downloaded, path, shallow=False)
+
+    stored = server.path_of(uploaded["location"])
+    client.remove_attachment(**where)
+    assert client.get_record(**where)["data"]["attachment"] is None
+    assert not stored.exists()
+
+
+def test_upload_larger_than_a_chunk_streams_to_disk_then_delete(server, tmp_path):
+    create_collection(server, "live", "big")
+    url = f"{server.url}/buckets/live/collections/big/records/big-curl"
+    size = 5 * MiB + 12345
+    assert size > CHUNK_SIZE
+    digest = write_random_file(tmp_path / "big.bin", size)
+
+    status, reply = curl_upload(url, "big.bin", cwd=tmp_path)
+
+    assert status == 201, reply
+    assert reply["hash"] == digest
+    assert reply["size"] == size
+    stored = server.path_of(reply["location"])
+    assert filecmp.cmp(stored, tmp_path / "big.bin", shallow=False)
+    assert record_data(server, url.removeprefix(server.url))["attachment"] == reply
+
+    status, body = curl("-u", "alice:passwd", "-X", "DELETE", url + "/attachment", cwd=tmp_path)
+
+    assert status == 204, body
+    assert not stored.exists()
+    assert record_data(server, url.removeprefix(server.url))["attachment"] is None
+    assert not [name for name in server.files() if name.endswith(".part")]
+
+
+def test_upload_to_the_default_bucket(server, tmp_path):
+    (tmp_path / "hello.txt").write_bytes(HELLO)
+    url = f"{server.url}/buckets/default/collections/tasks/records/r1"
+
+    status, reply = curl_upload(url, "hello.txt", cwd=tmp_path)
+
+    assert status == 201, reply
+    assert_hello(server, reply)
+    record = get(url).json()["data"]
+    assert record["attachment"] == reply
+
+
+def test_server_memory_does_not_grow_with_the_upload(tmp_path_factory, tmp_path):
+    size = 64 * MiB
+    limit = 40 * MiB
+    # A server of its own, so that no other test's peak hides this one's.
+    with running_server(tmp_path_factory.mktemp("memory-server")) as server:
+        create_collection(server, "memory", "uploads")
+        url = f"{server.url}/buckets/memory/collections/uploads/records"
+        write_random_file(tmp_path / "warm-up.bin", 2 * CHUNK_SIZE)
+        status, reply = curl_upload(url + "/warm-up", "warm-up.bin", cwd=tmp_path)
+        assert status == 201, reply
+        try:
+            digest = write_random_file(tmp_path / "huge.bin", size)
+            before = server.vm_hwm()
+
+            status, reply = curl_upload(url + "/huge", "huge.bin", cwd=tmp_path)
+
+            growth = server.vm_hwm() - before
+        finally:
+            (tmp_path / "huge.bin").unlink(missing_ok=True)
+        assert status == 201, reply
+        assert reply["hash"] == digest
+        assert reply["size"] == size
+        assert growth < limit, (
+            f"peak memory grew by {growth / MiB:.1f} MiB during a {size // MiB} MiB upload"
+        )
+        deleted = requests.delete(url + "/huge/attachment", auth=ALICE, timeout=REQUEST_TIMEOUT)
+        assert deleted.status_code == 204, deleted.text
+        assert not server.path_of(reply["location"]).exists()

@@ -1,0 +1,119 @@
+"""Where files are stored and how they are named and typed, through the API."""
+
+import os
+import re
+
+import pytest
+import webob.request
+
+from .conftest import ALICE, cached_app
+
+
+def app_with(tmp_path_factory, request, backend="memory", **settings):
+    kinto = cached_app(
+        backend,
+        tmp_path_factory,
+        request,
+        **{f"kinto.attachment.{k}": v for k, v in settings.items()},
+    )
+    kinto.create_collection()
+    return kinto
+
+
+def test_folder_pattern(tmp_path_factory, request):
+    kinto = app_with(tmp_path_factory, request, folder="{bucket_id}/{collection_id}")
+    meta = kinto.upload(kinto.record_url()).json
+    assert meta["location"].startswith("https://files.example.com/blog/articles/")
+    assert kinto.files() == ["blog/articles/" + os.path.basename(meta["location"])]
+
+
+def test_not_randomized_keeps_sanitised_name_and_never_overwrites(
+    backend, tmp_path_factory, request
+):
+    kinto = app_with(tmp_path_factory, request, backend=backend, randomize="false")
+    first = kinto.upload(kinto.record_url("a"), b"a", "Ré sumé.txt").json
+    second = kinto.upload(kinto.record_url("b"), b"b", "Ré sumé.txt").json
+    assert first["location"] == "https://files.example.com/Re_sume.txt"
+    assert second["location"] == "https://files.example.com/Re_sume-1.txt"
+    assert first["filename"] == "Ré sumé.txt"
+    with open(kinto.path_of(first["location"]), "rb") as f:
+        assert f.read() == b"a"
+
+
+def test_filename_pattern(tmp_path_factory, request):
+    kinto = app_with(
+        tmp_path_factory,
+        request,
+        randomize="false",
+        filename_pattern="{rid}-{datetime}-{filename}",
+    )
+    meta = kinto.upload(kinto.record_url("rec"), b"x", "x.txt").json
+    assert re.fullmatch(r"https://files\.example\.com/rec-\d{20}-x\.txt", meta["location"])
+
+
+def test_randomized_names_keep_the_extension(kinto):
+    kinto.create_collection()
+    meta = kinto.upload(kinto.record_url(), b"x", "Photo.JPEG").json
+    assert re.fullmatch(r"https://files\.example\.com/[0-9a-f]{32}\.jpeg", meta["location"])
+
+
+@pytest.mark.parametrize(
+    "filename,declared,expected",
+    [
+        ("a.pem", "text/plain", "application/x-pem-file"),
+        ("a.ftl", None, "application/vnd.fluent"),
+        ("a.json", "application/json; charset=utf-8", "application/json"),
+        ("a.png", "application/octet-stream", "image/png"),
+        ("a.unknownext", None, "application/octet-stream"),
+    ],
+)
+def test_mimetype_resolution(tmp_path_factory, request, filename, declared, expected):
+    kinto = app_with(
+        tmp_path_factory, request, extensions="any", mimetypes=".ftl:application/vnd.fluent"
+    )
+    meta = kinto.upload(kinto.record_url(), b"x", filename, mimetype=declared).json
+    assert meta["mimetype"] == expected
+
+
+def test_keep_old_files(backend, tmp_path_factory, request):
+    kinto = app_with(tmp_path_factory, request, backend=backend, keep_old_files="true")
+    url = kinto.record_url()
+    kinto.upload(url, b"one", "one.txt")
+    kinto.upload(url, b"two", "two.txt")
+    assert len(kinto.files()) == 2
+    kinto.app.delete(url + "/attachment", headers=ALICE)
+    kinto.upload(url, b"three", "three.txt")
+    kinto.app.delete(url, headers=ALICE)
+    assert len(kinto.files()) == 3
+
+
+def test_serve_files(tmp_path_factory, request):
+    kinto = app_with(
+        tmp_path_factory, request, serve_files="true", base_url="http://localhost/v1/attachments"
+    )
+    meta = kinto.upload(kinto.record_url(), b"served bytes", "s.txt").json
+    assert meta["location"].startswith("http://localhost/v1/attachments/")
+    assert kinto.app.get(meta["location"][len("http://localhost") :]).body == b"served bytes"
+
+
+def test_default_bucket(tmp_path_factory, request, monkeypatch):
+    kinto = cached_app(
+        "memory",
+        tmp_path_factory,
+        request,
+        **{"kinto.includes": "kinto.plugins.default_bucket kinto.plugins.flush kinto_attachment"},
+    )
+    url = "/v1/buckets/default/collections/tasks/records/r1"
+    # The default_bucket plugin's own view would read the whole body into memory.
+    body = webob.request.BaseRequest.body
+
+    def whole_body(req):
+        assert not req.content_type.startswith("multipart/"), "upload body read whole"
+        return body.fget(req)
+
+    monkeypatch.setattr(webob.request.BaseRequest, "body", property(whole_body, body.fset))
+    meta = kinto.upload(url, b"in the default bucket").json
+    monkeypatch.undo()
+    assert kinto.app.get(url, headers=ALICE).json["data"]["attachment"] == meta
+    kinto.app.delete(url, headers=ALICE)
+    assert kinto.files() == []

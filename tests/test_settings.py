@@ -1,0 +1,136 @@
+"""Settings: parsed once at start-up, per-resource overrides, clear errors naming the setting."""
+
+import pytest
+from kinto import main as kinto_main
+from pyramid.exceptions import ConfigurationError
+
+from kinto_attachment import settings as attachment_settings
+
+from .conftest import build_settings
+
+
+def parse(**values):
+    return attachment_settings.parse(
+        {"attachment.base_path": "/tmp/files", **{f"attachment.{k}": v for k, v in values.items()}}
+    )
+
+
+def test_defaults():
+    parsed = parse()
+    assert parsed.base_url == ""
+    assert parsed.capability_base_url == ""
+    assert parsed.serve_files is False
+    policy = parsed.policy("any", "thing")
+    assert policy.randomize is True
+    assert policy.keep_old_files is False
+    assert policy.folder == ""
+    assert policy.filename_pattern == "{filename}"
+    assert policy.max_size_bytes == 0
+    assert "pdf" in policy.extensions and "exe" not in policy.extensions
+    assert policy.mimetypes[".pem"] == "application/x-pem-file"
+
+
+def test_capability_base_url_gets_a_trailing_slash():
+    assert parse(base_url="https://cdn/files").capability_base_url == "https://cdn/files/"
+    extra = parse(**{"base_url": "", "extra.base_url": "https://cdn/x"})
+    assert extra.capability_base_url == "https://cdn/x/"
+    assert extra.base_url == ""
+
+
+def test_native_values_from_kinto_are_accepted():
+    # Kinto turns "true" and "42" in the ini into Python values before we see them.
+    policy = parse(randomize=False, keep_old_files=True, max_size_bytes=42).default
+    assert (policy.randomize, policy.keep_old_files, policy.max_size_bytes) == (False, True, 42)
+
+
+def test_extensions():
+    assert parse(extensions="any").default.extensions == frozenset()
+    assert parse(extensions="any").default.allows_extension("exe")
+    images_pdf = parse(extensions="images+pdf").default.extensions
+    assert {"png", "svg", "pdf"} <= images_pdf and "txt" not in images_pdf
+    assert parse(extensions="default+video").default.allows_extension("mp4")
+    assert parse(extensions="pdf .TXT").default.extensions == {"pdf", "txt"}
+
+
+def test_mimetypes():
+    mimetypes = parse(mimetypes=".ftl:application/vnd.fluent; db:application/vnd.sqlite3").default
+    assert mimetypes.mimetypes[".ftl"] == "application/vnd.fluent"
+    assert mimetypes.mimetypes[".db"] == "application/vnd.sqlite3"
+    assert mimetypes.mimetypes[".pem"] == "application/x-pem-file"
+
+
+def test_max_size_alias():
+    assert parse(max_size="1024").default.max_size_bytes == 1024
+
+
+def test_overrides_inherit_bucket_then_global():
+    parsed = parse(
+        max_size_bytes="100",
+        folder="{bucket_id}",
+        **{
+            "resources.blog.randomize": "false",
+            "resources.blog.articles.max_size_bytes": "0",
+            "resources.other.c.keep_old_files": "true",
+        },
+    )
+    articles = parsed.policy("blog", "articles")
+    assert (articles.randomize, articles.max_size_bytes, articles.folder) == (
+        False,
+        0,
+        "{bucket_id}",
+    )
+    comments = parsed.policy("blog", "comments")
+    assert (comments.randomize, comments.max_size_bytes) == (False, 100)
+    assert parsed.policy("other", "c").keep_old_files is True
+    assert parsed.policy("other", "d").keep_old_files is False
+    assert parsed.policy("elsewhere", "x") == parsed.default
+
+
+@pytest.mark.parametrize(
+    "values,named",
+    [
+        ({"randomize": "maybe"}, "kinto.attachment.randomize"),
+        ({"max_size_bytes": "ten"}, "kinto.attachment.max_size_bytes"),
+        ({"max_size_bytes": "-1"}, "kinto.attachment.max_size_bytes"),
+        ({"folder": "{bucket}"}, "kinto.attachment.folder"),
+        ({"folder": "../up"}, "kinto.attachment.folder"),
+        ({"filename_pattern": "{nope}"}, "kinto.attachment.filename_pattern"),
+        ({"filename_pattern": "{unclosed"}, "kinto.attachment.filename_pattern"),
+        ({"extensions": "images+t@r"}, "kinto.attachment.extensions"),
+        ({"extensions": ""}, "kinto.attachment.extensions"),
+        ({"mimetypes": ".ftl=application/x"}, "kinto.attachment.mimetypes"),
+        ({"mimetypes": ".ftl:notatype"}, "kinto.attachment.mimetypes"),
+        ({"basepath": "/x"}, "kinto.attachment.basepath"),
+        ({"aws.bucket_name": "b"}, "kinto.attachment.aws.bucket_name"),
+        ({"gcloud.credentials": "c"}, "kinto.attachment.gcloud.credentials"),
+        ({"resources.blog.base_url": "x"}, "kinto.attachment.resources.blog.base_url"),
+        ({"resources.a.b.c.randomize": "x"}, "kinto.attachment.resources.a.b.c.randomize"),
+        ({"resources.blog.randomize": "x"}, "kinto.attachment.resources.blog.randomize"),
+        ({"resources.blog.c.folder": "/.."}, "kinto.attachment.resources.blog.c.folder"),
+    ],
+)
+def test_bad_settings_name_themselves(values, named):
+    with pytest.raises(ConfigurationError) as error:
+        parse(**values)
+    assert f"`{named}`" in str(error.value)
+
+
+def test_base_path_is_required():
+    with pytest.raises(ConfigurationError, match="kinto.attachment.base_path"):
+        attachment_settings.parse({"attachment.base_url": "x"})
+
+
+def test_environment_overrides_every_known_setting(monkeypatch, tmp_path):
+    monkeypatch.setenv("KINTO_ATTACHMENT_BASE_PATH", str(tmp_path))
+    monkeypatch.setenv("KINTO_ATTACHMENT_RANDOMIZE", "false")
+    monkeypatch.setenv("KINTO_ATTACHMENT_EXTRA_BASE_URL", "https://cdn.example.com")
+    parsed = attachment_settings.parse({"attachment.randomize": "true"})
+    assert parsed.base_path == str(tmp_path)
+    assert parsed.default.randomize is False
+    assert parsed.capability_base_url == "https://cdn.example.com/"
+
+
+def test_bad_setting_stops_kinto_start_up(tmp_path):
+    settings = build_settings("memory", str(tmp_path), **{"kinto.attachment.randomize": "sure"})
+    with pytest.raises(ConfigurationError, match="kinto.attachment.randomize"):
+        kinto_main({}, **settings)
