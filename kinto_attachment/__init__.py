@@ -17,9 +17,26 @@ except PackageNotFoundError:  # pragma: no cover (running from a source tree)
 FILES_PATH = "attachments"
 
 
+def _make_store(settings):
+    if settings.s3 is None:
+        return LocalStore(settings.base_path, settings.base_url)
+    from .storage import s3  # boto3 is only needed by S3 users.
+
+    options = settings.s3
+    return s3.S3Store(
+        s3.make_client(options),
+        options.bucket_name,
+        base_url=settings.base_url,
+        acl=options.acl,
+        cache_control=options.cache_control,
+        part_size=options.part_size,
+        concurrency=options.concurrency,
+    )
+
+
 def includeme(config):
     settings = attachment_settings.parse(config.get_settings())
-    store = LocalStore(settings.base_path, settings.base_url)
+    store = _make_store(settings)
     config.registry.attachment_settings = settings
     config.registry.attachment_store = store
     config.registry.registerUtility(store, IBlobStore)

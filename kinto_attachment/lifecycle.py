@@ -12,11 +12,10 @@ logger = logging.getLogger(__name__)
 
 
 def _delete(store, keys):
-    for key in keys:
-        try:
-            store.delete(key)
-        except Exception:  # A leftover blob is for garbage collection, not an error to raise.
-            logger.exception("Could not delete attachment blob %r", key)
+    try:
+        store.delete_many(keys)
+    except Exception:  # A leftover blob is for garbage collection, not an error to raise.
+        logger.exception("Could not delete attachment blobs %r", keys)
 
 
 def delete_after_commit(request, store, keys):

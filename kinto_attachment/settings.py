@@ -68,8 +68,30 @@ class Policy:
 
 
 @dataclasses.dataclass(frozen=True)
+class S3Options:
+    """The S3 backend's settings (``kinto.attachment.aws.*``)."""
+
+    bucket_name: str
+    access_key: str = ""
+    secret_key: str = ""
+    region: str = ""
+    endpoint_url: str = ""
+    #: Canned ACL of new objects; empty sends none (for buckets that forbid ACLs).
+    acl: str = "public-read"
+    cache_control: str = ""
+    use_path_style: bool = False
+    part_size: int = 8 * 1024 * 1024
+    concurrency: int = 4
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    max_attempts: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
 class AttachmentSettings:
-    base_path: str
+    #: Local storage folder, or None when files go to S3.
+    base_path: str | None
+    s3: S3Options | None
     #: Prepended to stored keys to form the ``location`` of attachments.
     base_url: str
     #: Advertised in the ``attachments`` capability (trailing slash enforced).
@@ -115,6 +137,23 @@ def _as_size(name, value):
     if size < 0:
         _fail(name, f"must be 0 (no limit) or positive, got {size}")
     return size
+
+
+def _as_number(kind, minimum):
+    def parse(name, value):
+        try:
+            number = kind(str(value).strip())
+        except ValueError:
+            _fail(name, f"expected a number, got {value!r}")
+        if number < minimum:
+            _fail(name, f"must be at least {minimum}, got {number}")
+        return number
+
+    return parse
+
+
+def _as_text(name, value):
+    return str(value).strip()
 
 
 def _as_template(allowed):
@@ -183,10 +222,32 @@ POLICY_SETTINGS = {
     # ``max_size_bytes``: accept both so either kind of kinto.ini keeps its meaning.
     "max_size": ("max_size_bytes", _as_size),
 }
-GLOBAL_SETTINGS = ("base_path", "base_url", "extra.base_url", "serve_files")
+#: ``aws.NAME`` → (S3Options field, parser). host/port/is_secure are pyramid_storage's.
+S3_SETTINGS = {
+    "bucket_name": ("bucket_name", _as_text),
+    "access_key": ("access_key", _as_text),
+    "secret_key": ("secret_key", _as_text),
+    "region": ("region", _as_text),
+    "endpoint_url": ("endpoint_url", _as_text),
+    "acl": ("acl", _as_text),
+    "cache_control": ("cache_control", _as_text),
+    "use_path_style": ("use_path_style", _as_bool),
+    "part_size": ("part_size", _as_number(int, 5 * 1024 * 1024)),
+    "concurrency": ("concurrency", _as_number(int, 1)),
+    "connect_timeout": ("connect_timeout", _as_number(float, 0.1)),
+    "read_timeout": ("read_timeout", _as_number(float, 0.1)),
+    "max_attempts": ("max_attempts", _as_number(int, 1)),
+}
+PYRAMID_STORAGE_ENDPOINT = ("host", "port", "is_secure")
+GLOBAL_SETTINGS = (
+    "base_path",
+    "base_url",
+    "extra.base_url",
+    "serve_files",
+    *(f"aws.{name}" for name in (*S3_SETTINGS, *PYRAMID_STORAGE_ENDPOINT)),
+)
 _UNSUPPORTED = {
-    "gcloud.": "Google Cloud Storage is not supported; use local storage (`base_path`)",
-    "aws.": "the S3 backend is not available in this version; use `base_path`",
+    "gcloud.": "Google Cloud Storage is not supported; use local storage or S3",
 }
 
 
@@ -211,6 +272,40 @@ def _parse_policy(values, base, prefix):
         field, parse = POLICY_SETTINGS[name]
         changes[field] = parse(prefix + name, value)
     return dataclasses.replace(base, **changes)
+
+
+def _endpoint_from_host(values):
+    """pyramid_storage's ``aws.host``/``aws.port``/``aws.is_secure`` as an endpoint URL."""
+    host = str(values.get("aws.host") or "").strip()
+    if not host:
+        for name in ("aws.port", "aws.is_secure"):
+            if name in values:
+                _fail(PREFIX + name, "only applies with `kinto.attachment.aws.host`")
+        return ""
+    secure = _as_bool(PREFIX + "aws.is_secure", values.get("aws.is_secure", True))
+    port = values.get("aws.port")
+    if port not in (None, ""):
+        port = _as_number(int, 1)(PREFIX + "aws.port", port)
+        host = f"{host}:{port}"
+    return f"{'https' if secure else 'http'}://{host}"
+
+
+def _parse_s3(values):
+    if not str(values.get("aws.bucket_name") or "").strip():
+        stray = sorted(k for k in values if k.startswith("aws."))
+        if stray:
+            _fail(PREFIX + stray[0], "S3 settings need `kinto.attachment.aws.bucket_name`")
+        return None
+    options = {}
+    for name, (field, parse) in S3_SETTINGS.items():
+        if f"aws.{name}" in values:
+            options[field] = parse(f"{PREFIX}aws.{name}", values[f"aws.{name}"])
+    endpoint = _endpoint_from_host(values)
+    if endpoint and options.get("endpoint_url"):
+        _fail(PREFIX + "aws.host", "give either `aws.endpoint_url` or `aws.host`, not both")
+    if endpoint:
+        options["endpoint_url"] = endpoint
+    return S3Options(**options)
 
 
 def _split_resource_setting(key):
@@ -241,12 +336,16 @@ def parse(settings):
             reason = next((r for p, r in _UNSUPPORTED.items() if name.startswith(p)), None)
             _fail(key, reason or "unknown setting")
 
-    base_path = str(global_values.get("base_path") or "").strip()
-    if not base_path:
+    base_path = str(global_values.get("base_path") or "").strip() or None
+    s3 = _parse_s3(global_values)
+    if (base_path is None) == (s3 is None):
         raise ConfigurationError(
-            "Attachment storage is not configured: set `kinto.attachment.base_path` "
-            "(the folder where files are stored)."
+            "Attachment storage: set exactly one of `kinto.attachment.base_path` (local folder) "
+            "and `kinto.attachment.aws.bucket_name` (S3 bucket)."
         )
+    serve_files = _as_bool(PREFIX + "serve_files", global_values.get("serve_files", False))
+    if serve_files and s3 is not None:
+        _fail(PREFIX + "serve_files", "only applies to local storage (`base_path`)")
     base_url = str(global_values.get("base_url") or "").strip()
     capability_url = str(global_values.get("extra.base_url") or base_url).strip()
     if capability_url and not capability_url.endswith("/"):
@@ -263,9 +362,10 @@ def parse(settings):
 
     return AttachmentSettings(
         base_path=base_path,
+        s3=s3,
         base_url=base_url,
         capability_base_url=capability_url,
-        serve_files=_as_bool(PREFIX + "serve_files", global_values.get("serve_files", False)),
+        serve_files=serve_files,
         default=default,
         overrides=MappingProxyType(overrides),
     )

@@ -1,4 +1,5 @@
-"""Shared fixtures: Kinto apps built from settings, on the memory and PostgreSQL backends.
+"""Shared fixtures: Kinto apps built from settings, on the memory and PostgreSQL backends,
+with files on local disk or in S3 (a moto server over HTTP, started on a free loopback port).
 
 PostgreSQL: ``KINTO_ATTACHMENT_TEST_PG`` (default ``postgresql://postgres@127.0.0.1:5432``)
 names a server on which the tests create, then drop, their own database. When it cannot be
@@ -81,6 +82,44 @@ def pg_url():
         admin.close()
 
 
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 endpoint: moto in server mode, in a thread, on a free loopback port."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def s3_client(endpoint_url):
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+
+
+def s3_settings(endpoint_url, bucket=None):
+    """Settings of the S3 backend on a new, empty bucket of the moto server."""
+    bucket = bucket or f"attachments-{uuid.uuid4().hex[:12]}"
+    s3_client(endpoint_url).create_bucket(Bucket=bucket)
+    return {
+        "kinto.attachment.aws.bucket_name": bucket,
+        "kinto.attachment.aws.endpoint_url": endpoint_url,
+        "kinto.attachment.aws.access_key": "testing",
+        "kinto.attachment.aws.secret_key": "testing",
+        "kinto.attachment.aws.region": "us-east-1",
+        "kinto.attachment.aws.max_attempts": "1",
+    }
+
+
 def build_settings(backend, base_path, pg=None, **extra):
     settings = {**BASE_SETTINGS, **BACKENDS[backend], "kinto.attachment.base_path": base_path}
     if backend == "postgresql":
@@ -110,9 +149,10 @@ def flush(app):
 class Kinto:
     """A test app with its files folder, and helpers to speak the attachment API."""
 
-    def __init__(self, app, base_path):
+    def __init__(self, app, base_path=None, bucket=None):
         self.app = app
         self.base_path = base_path
+        self.bucket = bucket
 
     @property
     def registry(self):
@@ -160,16 +200,44 @@ class Kinto:
         )
 
     def files(self):
-        """Relative paths of the stored files (temporary ones included)."""
-        found = []
-        for root, _, names in os.walk(self.base_path):
-            for name in names:
-                found.append(os.path.relpath(os.path.join(root, name), self.base_path))
-        return sorted(found)
+        """Stored keys, temporary files and unfinished S3 uploads included (as leftovers)."""
+        store = self.registry.attachment_store
+        if self.bucket is None:
+            found = []
+            for root, _, names in os.walk(self.base_path):
+                for name in names:
+                    found.append(os.path.relpath(os.path.join(root, name), self.base_path))
+            return sorted(found)
+        client = s3_client(store.client.meta.endpoint_url)
+        listed = client.list_objects_v2(Bucket=self.bucket).get("Contents", [])
+        uploads = client.list_multipart_uploads(Bucket=self.bucket).get("Uploads", [])
+        return sorted([o["Key"] for o in listed] + [f"unfinished:{u['Key']}" for u in uploads])
 
-    def path_of(self, location):
+    def key_of(self, location):
         base_url = self.registry.attachment_settings.base_url
-        return os.path.join(self.base_path, location[len(base_url) :])
+        assert location.startswith(base_url)
+        return location[len(base_url) :]
+
+    def read(self, location):
+        with self.registry.attachment_store.open(self.key_of(location)) as f:
+            return f.read()
+
+    def exists(self, location):
+        return self.registry.attachment_store.exists(self.key_of(location))
+
+    def wipe(self):
+        flush(self.app)
+        if self.bucket is None:
+            shutil.rmtree(self.base_path)
+            os.makedirs(self.base_path)
+            return
+        client = s3_client(self.registry.attachment_store.client.meta.endpoint_url)
+        for upload in client.list_multipart_uploads(Bucket=self.bucket).get("Uploads", []):
+            client.abort_multipart_upload(
+                Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+            )
+        for listed in client.list_objects_v2(Bucket=self.bucket).get("Contents", []):
+            client.delete_object(Bucket=self.bucket, Key=listed["Key"])
 
 
 def _json(obj):
@@ -179,18 +247,21 @@ def _json(obj):
 _APPS = {}
 
 
-def cached_app(backend, tmp_path_factory, request, **extra):
+def cached_app(backend, tmp_path_factory, request, blobs="local", **extra):
     """One app per backend and settings for the session; storage and files wiped per test."""
-    key = (backend, tuple(sorted(extra.items())))
+    key = (backend, blobs, tuple(sorted(extra.items())))
     if key not in _APPS:
         base_path = str(tmp_path_factory.mktemp("attachments"))
         pg = request.getfixturevalue("pg_url") if backend == "postgresql" else None
         settings = build_settings(backend, base_path, pg=pg, **extra)
-        _APPS[key] = Kinto(make_app(settings), base_path)
+        bucket = None
+        if blobs == "s3":
+            del settings["kinto.attachment.base_path"]
+            settings.update(s3_settings(request.getfixturevalue("s3_server")))
+            bucket, base_path = settings["kinto.attachment.aws.bucket_name"], None
+        _APPS[key] = Kinto(make_app(settings), base_path, bucket)
     kinto = _APPS[key]
-    flush(kinto.app)
-    shutil.rmtree(kinto.base_path)
-    os.makedirs(kinto.base_path)
+    kinto.wipe()
     return kinto
 
 
@@ -199,10 +270,15 @@ def backend(request):
     return request.param
 
 
+@pytest.fixture(params=["local", "s3"])
+def blobs(request):
+    return request.param
+
+
 @pytest.fixture
-def kinto(backend, tmp_path_factory, request):
-    """Kinto with kinto_attachment (local files), on each storage backend."""
-    return cached_app(backend, tmp_path_factory, request)
+def kinto(backend, blobs, tmp_path_factory, request):
+    """Kinto with kinto_attachment, on each storage backend and each file backend."""
+    return cached_app(backend, tmp_path_factory, request, blobs=blobs)
 
 
 @pytest.fixture

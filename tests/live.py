@@ -150,15 +150,9 @@ class LiveServer:
 
 
 @contextlib.contextmanager
-def running_server(folder):
-    """``pserve`` on the live copy of ``config/kinto.ini``, in ``folder``, until exit."""
-    folder = Path(folder)
-    base_path = folder / "attachments"
-    base_path.mkdir()
-    port = free_port()
-    ini = folder / "kinto.ini"
-    ini.write_text(live_config(port, base_path))
-    output_path = folder / "server.log"
+def started(folder, ini, port, base_path=None):
+    """``pserve ini`` in ``folder`` until exit, not yet waited for (see ``wait_ready``)."""
+    output_path = Path(folder) / f"server-{port}.log"
     with open(output_path, "wb") as output:
         process = subprocess.Popen(
             [str(BIN / "pserve"), str(ini)],
@@ -169,10 +163,23 @@ def running_server(folder):
         )
     server = LiveServer(process, port, base_path, output_path)
     try:
-        server.wait_ready()
         yield server
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def running_server(folder):
+    """``pserve`` on the live copy of ``config/kinto.ini``, in ``folder``, until exit."""
+    folder = Path(folder)
+    base_path = folder / "attachments"
+    base_path.mkdir()
+    port = free_port()
+    ini = folder / "kinto.ini"
+    ini.write_text(live_config(port, base_path))
+    with started(folder, ini, port, base_path) as server:
+        server.wait_ready()
+        yield server
 
 
 # The README's examples.

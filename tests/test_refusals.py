@@ -1,13 +1,11 @@
 """Refused, malformed and failing uploads: a clear Kinto error, nothing left, nothing lost."""
 
-import os
-
 import pytest
 import webob
 from kinto.core.errors import ERRORS
 
 from kinto_attachment import links, multipart
-from kinto_attachment.storage.local import LocalStaged
+from kinto_attachment.storage import StorageUnavailable
 
 from .conftest import ALICE, cached_app
 
@@ -23,9 +21,8 @@ def with_previous(kinto):
     record = kinto.app.get(URL, headers=ALICE).json["data"]
     yield kinto
     assert kinto.app.get(URL, headers=ALICE).json["data"] == record
-    assert kinto.files() == [os.path.basename(meta["location"])]
-    with open(kinto.path_of(meta["location"]), "rb") as f:
-        assert f.read() == b"previous content"
+    assert kinto.files() == [kinto.key_of(meta["location"])]
+    assert kinto.read(meta["location"]) == b"previous content"
 
 
 def raw_post(kinto, body, content_type=None, status=400, headers=ALICE, boundary="XyZ"):
@@ -212,14 +209,24 @@ def test_failing_transaction_deletes_the_new_blob_and_keeps_the_old(
     monkeypatch.setattr(links, "add", explode)
     kinto.upload(URL, b"new", "new.txt", status=500)
     assert kinto.app.get(URL, headers=ALICE).json["data"] == record
-    assert kinto.files() == [os.path.basename(meta["location"])]
+    assert kinto.files() == [kinto.key_of(meta["location"])]
 
 
-def test_store_failure_midway_is_503_and_leaves_no_temporary_file(with_previous, monkeypatch):
-    def fail(self, chunk):
-        raise OSError(28, "No space left on device")
+def test_store_failure_midway_is_503_and_leaves_nothing(with_previous, monkeypatch):
+    store = with_previous.registry.attachment_store
+    stage = store.stage
 
-    monkeypatch.setattr(LocalStaged, "write", fail)
+    def failing_stage(key, content_type=None):
+        staged = stage(key, content_type)
+        staged.write(b"some bytes went through")
+
+        def fail(chunk):
+            raise StorageUnavailable("No space left on device")
+
+        monkeypatch.setattr(staged, "write", fail)
+        return staged
+
+    monkeypatch.setattr(store, "stage", failing_stage)
     response = with_previous.upload(URL, b"new", "new.txt", status=503)
     assert response.json["errno"] == ERRORS.BACKEND.value
     assert response.headers["Retry-After"]

@@ -134,3 +134,57 @@ def test_bad_setting_stops_kinto_start_up(tmp_path):
     settings = build_settings("memory", str(tmp_path), **{"kinto.attachment.randomize": "sure"})
     with pytest.raises(ConfigurationError, match="kinto.attachment.randomize"):
         kinto_main({}, **settings)
+
+
+def parse_s3(**values):
+    return attachment_settings.parse({f"attachment.{k}": v for k, v in values.items()})
+
+
+def test_s3_settings():
+    parsed = parse_s3(
+        **{
+            "aws.bucket_name": "files",
+            "aws.acl": "",
+            "aws.part_size": str(16 * 1024 * 1024),
+            "aws.concurrency": "2",
+            "aws.read_timeout": "2.5",
+            "aws.use_path_style": "true",
+        }
+    )
+    assert parsed.base_path is None
+    s3 = parsed.s3
+    assert (s3.bucket_name, s3.acl, s3.part_size, s3.concurrency) == ("files", "", 16 << 20, 2)
+    assert (s3.read_timeout, s3.use_path_style, s3.endpoint_url) == (2.5, True, "")
+    assert parse_s3(**{"aws.bucket_name": "files"}).s3.acl == "public-read"
+
+
+def test_pyramid_storage_host_port_become_an_endpoint():
+    def endpoint(**values):
+        return parse_s3(**{"aws.bucket_name": "b", **values}).s3.endpoint_url
+
+    assert endpoint(**{"aws.host": "minio.local", "aws.port": 9000}) == "https://minio.local:9000"
+    assert (
+        endpoint(**{"aws.host": "minio.local", "aws.is_secure": "false"}) == "http://minio.local"
+    )
+
+
+@pytest.mark.parametrize(
+    "values,named",
+    [
+        ({}, "kinto.attachment.base_path"),
+        ({"base_path": "/x", "aws.bucket_name": "b"}, "kinto.attachment.aws.bucket_name"),
+        ({"aws.region": "eu-west-1"}, "kinto.attachment.aws.region"),
+        ({"aws.bucket_name": "b", "aws.port": "9000"}, "kinto.attachment.aws.port"),
+        ({"aws.bucket_name": "b", "aws.part_size": "1024"}, "kinto.attachment.aws.part_size"),
+        ({"aws.bucket_name": "b", "aws.concurrency": "many"}, "kinto.attachment.aws.concurrency"),
+        ({"aws.bucket_name": "b", "serve_files": "true"}, "kinto.attachment.serve_files"),
+        (
+            {"aws.bucket_name": "b", "aws.host": "h", "aws.endpoint_url": "http://x"},
+            "kinto.attachment.aws.host",
+        ),
+    ],
+)
+def test_bad_s3_settings_name_themselves(values, named):
+    with pytest.raises(ConfigurationError) as error:
+        parse_s3(**values)
+    assert f"`{named}`" in str(error.value)

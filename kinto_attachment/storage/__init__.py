@@ -7,6 +7,7 @@ visible under a key. ``abort()`` (or a failed commit) leaves nothing behind. Thi
 refused or interrupted upload leave no file and never touch the attachment already there.
 """
 
+import itertools
 import posixpath
 import re
 import unicodedata
@@ -47,10 +48,17 @@ class IBlobStore(Interface):
     def delete(key):
         """Delete the blob; a missing one is not an error (deletion is idempotent)."""
 
+    def delete_many(keys):
+        """Delete several blobs, in as few requests as the backend allows."""
+
     def url(key):
         """Public URL of the blob: ``base_url`` joined with the key."""
 
     base_url = Attribute("Prefix of every blob URL, may be empty (relative locations).")
+
+
+class StorageUnavailable(OSError):
+    """The store cannot be reached or refuses to work (network, credentials, quota)."""
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -82,3 +90,11 @@ def blob_url(base_url, key):
     if base_url and not base_url.endswith("/"):
         base_url += "/"
     return base_url + quote(key)
+
+
+def key_variants(key):
+    """``a/b.txt``, then ``a/b-1.txt``, ``a/b-2.txt``...: where to go when a key is taken."""
+    yield key
+    stem, ext = posixpath.splitext(key)
+    for counter in itertools.count(1):
+        yield f"{stem}-{counter}{ext}"

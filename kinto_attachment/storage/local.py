@@ -13,7 +13,7 @@ import tempfile
 
 from zope.interface import implementer
 
-from . import IBlobStore, IStaged, blob_url, join_key
+from . import IBlobStore, IStaged, blob_url, join_key, key_variants
 
 
 TEMP_PREFIX = ".upload-"
@@ -26,16 +26,6 @@ def _fsync_dir(path):
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _candidates(key):
-    """``a/b.txt``, then ``a/b-1.txt``, ``a/b-2.txt``... for a key that is taken."""
-    yield key
-    stem, ext = os.path.splitext(key)
-    counter = 1
-    while True:
-        yield f"{stem}-{counter}{ext}"
-        counter += 1
 
 
 @implementer(IStaged)
@@ -67,7 +57,7 @@ class LocalStaged:
         return key
 
     def _place(self):
-        for key in _candidates(self._key):
+        for key in key_variants(self._key):
             path = self._store.path(key)
             try:
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
@@ -112,6 +102,10 @@ class LocalStore:
     def delete(self, key):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path(key))
+
+    def delete_many(self, keys):
+        for key in keys:
+            self.delete(key)
 
     def url(self, key):
         return blob_url(self.base_url, key)

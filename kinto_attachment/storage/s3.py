@@ -1,0 +1,281 @@
+"""Blobs as objects in an S3 bucket (AWS, MinIO, Ceph, R2... any S3-compatible store).
+
+Bytes go to S3 as they arrive. A file smaller than one part is sent with a single ``PutObject``
+at commit; a larger one through a multipart upload whose parts are sent by a process-wide
+thread pool, at most ``concurrency`` parts of an upload in flight: memory stays within
+``part_size × (concurrency + 1)`` per upload whatever the file size (5 TiB is S3's own limit).
+Nothing is visible under the key until the upload completes; ``abort()`` aborts the multipart
+upload so that no object and no parts remain.
+
+Objects are never overwritten: writes are conditional (``If-None-Match: *``); a taken key gets
+the next ``name-N.ext`` variant, as on local disk. S3 verifies each request body against its
+SHA-256 checksum, sent with every part and every single-request upload.
+"""
+
+import base64
+import contextlib
+import hashlib
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from zope.interface import implementer
+
+from . import IBlobStore, IStaged, StorageUnavailable, blob_url, key_variants
+
+
+logger = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+#: S3 refuses parts under 5 MiB (except the last one).
+MIN_PART_SIZE = 5 * MiB
+#: S3 accepts at most 1000 keys per DeleteObjects request.
+DELETE_BATCH = 1000
+
+
+def _checksum(data):
+    return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+
+
+def _error_code(error):
+    return error.response.get("Error", {}).get("Code") if isinstance(error, ClientError) else None
+
+
+@contextlib.contextmanager
+def _unavailable(action):
+    """Turn boto errors into :class:`StorageUnavailable`, which the views answer with a 503."""
+    try:
+        yield
+    except (BotoCoreError, ClientError) as error:
+        code = _error_code(error)
+        raise StorageUnavailable(f"S3 {action} failed: {code or error}") from error
+
+
+def make_client(options):
+    """The process's one S3 client (boto3 clients are thread-safe)."""
+    config = Config(
+        connect_timeout=options.connect_timeout,
+        read_timeout=options.read_timeout,
+        retries={"max_attempts": options.max_attempts, "mode": "standard"},
+        s3={"addressing_style": "path" if options.use_path_style else "auto"},
+        max_pool_connections=max(10, options.concurrency * 4),
+        # Checksums are ours (SHA-256); botocore's default CRC32 would compute a second one.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=options.endpoint_url or None,
+        region_name=options.region or None,
+        aws_access_key_id=options.access_key or None,
+        aws_secret_access_key=options.secret_key or None,
+        config=config,
+    )
+
+
+@implementer(IStaged)
+class S3Staged:
+    def __init__(self, store, key, content_type):
+        self._store = store
+        self._key = key
+        self._content_type = content_type or "application/octet-stream"
+        self._buffer = bytearray()
+        self._upload_id = None
+        self._parts = []
+        self._futures = []
+        self._slots = threading.BoundedSemaphore(store.concurrency)
+
+    def _object_args(self):
+        args = {"Bucket": self._store.bucket, "ContentType": self._content_type}
+        if self._store.acl:
+            args["ACL"] = self._store.acl
+        if self._store.cache_control:
+            args["CacheControl"] = self._store.cache_control
+        return args
+
+    def write(self, chunk):
+        self._buffer += chunk
+        part_size = self._store.part_size
+        while len(self._buffer) >= part_size:
+            part = bytes(self._buffer[:part_size])
+            del self._buffer[:part_size]
+            self._send_part(part)
+
+    def _send_part(self, data):
+        if self._upload_id is None:
+            self._key = self._store.free_key(self._key)
+            with _unavailable("CreateMultipartUpload"):
+                self._upload_id = self._store.client.create_multipart_upload(
+                    Key=self._key, ChecksumAlgorithm="SHA256", **self._object_args()
+                )["UploadId"]
+        self._raise_failed_parts()
+        # Blocks while `concurrency` parts of this upload are in flight: bounded memory.
+        self._slots.acquire()
+        number = len(self._futures) + 1
+        future = self._store.executor.submit(self._upload_part, number, data)
+        future.add_done_callback(lambda _: self._slots.release())
+        self._futures.append(future)
+
+    def _upload_part(self, number, data):
+        with _unavailable("UploadPart"):
+            response = self._store.client.upload_part(
+                Bucket=self._store.bucket,
+                Key=self._key,
+                UploadId=self._upload_id,
+                PartNumber=number,
+                Body=data,
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=_checksum(data),
+            )
+        return {
+            "PartNumber": number,
+            "ETag": response["ETag"],
+            "ChecksumSHA256": response.get("ChecksumSHA256") or _checksum(data),
+        }
+
+    def _raise_failed_parts(self):
+        for future in self._futures:
+            if future.done() and future.exception():
+                raise future.exception()
+
+    def commit(self):
+        try:
+            if self._upload_id is None:
+                return self._put_whole()
+            if self._buffer or not self._futures:
+                self._send_part(bytes(self._buffer))
+                self._buffer.clear()
+            parts = [future.result() for future in self._futures]
+            with _unavailable("CompleteMultipartUpload"):
+                self._store.client.complete_multipart_upload(
+                    Bucket=self._store.bucket,
+                    Key=self._key,
+                    UploadId=self._upload_id,
+                    MultipartUpload={"Parts": parts},
+                    IfNoneMatch="*",
+                )
+            return self._key
+        except BaseException:
+            self.abort()
+            raise
+
+    def _put_whole(self):
+        data = bytes(self._buffer)
+        for key in key_variants(self._key):
+            try:
+                with _unavailable("PutObject"):
+                    self._store.client.put_object(
+                        Key=key,
+                        Body=data,
+                        ChecksumSHA256=_checksum(data),
+                        IfNoneMatch="*",
+                        **self._object_args(),
+                    )
+            except StorageUnavailable as e:
+                if _error_code(e.__cause__) == "PreconditionFailed":
+                    continue  # Taken meanwhile: try the next name.
+                raise
+            self._buffer.clear()
+            return key
+
+    def abort(self):
+        self._buffer.clear()
+        for future in self._futures:
+            future.cancel()
+        for future in self._futures:
+            if not future.cancelled():
+                future.exception()  # Wait for parts in flight before aborting.
+        upload_id, self._upload_id = self._upload_id, None
+        if upload_id is not None:
+            self._store.abort_upload(self._key, upload_id)
+
+
+@implementer(IBlobStore)
+class S3Store:
+    def __init__(
+        self,
+        client,
+        bucket,
+        base_url="",
+        acl="",
+        cache_control="",
+        part_size=8 * MiB,
+        concurrency=4,
+    ):
+        self.client = client
+        self.bucket = bucket
+        self.base_url = base_url
+        self.acl = acl
+        self.cache_control = cache_control
+        self.part_size = max(part_size, MIN_PART_SIZE)
+        self.concurrency = concurrency
+        self.executor = ThreadPoolExecutor(
+            max_workers=max(8, concurrency * 4), thread_name_prefix="attachment-s3"
+        )
+        #: Multipart uploads whose abort failed (S3 unreachable), retried at the next stage().
+        self._unaborted = set()
+        self._lock = threading.Lock()
+
+    def stage(self, key, content_type=None):
+        self._retry_aborts()
+        return S3Staged(self, key, content_type)
+
+    def abort_upload(self, key, upload_id):
+        """Abort a multipart upload; if S3 cannot be reached, remember to retry later."""
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except (BotoCoreError, ClientError) as e:
+            if _error_code(e) == "NoSuchUpload":
+                return
+            logger.warning("Could not abort S3 upload %s of %r yet: %s", upload_id, key, e)
+            with self._lock:
+                self._unaborted.add((key, upload_id))
+
+    def _retry_aborts(self):
+        with self._lock:
+            pending, self._unaborted = self._unaborted, set()
+        for key, upload_id in pending:
+            self.abort_upload(key, upload_id)
+
+    def free_key(self, key):
+        """The first of ``key``, ``name-1.ext``... not taken yet."""
+        return next(k for k in key_variants(key) if not self.exists(k))
+
+    def open(self, key):
+        try:
+            with _unavailable("GetObject"):
+                return self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        except StorageUnavailable as e:
+            if _error_code(e.__cause__) in ("NoSuchKey", "404"):
+                raise FileNotFoundError(key) from e
+            raise
+
+    def exists(self, key):
+        try:
+            with _unavailable("HeadObject"):
+                self.client.head_object(Bucket=self.bucket, Key=key)
+        except StorageUnavailable as e:
+            if _error_code(e.__cause__) in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    def delete(self, key):
+        self.delete_many([key])
+
+    def delete_many(self, keys):
+        keys = list(keys)
+        for start in range(0, len(keys), DELETE_BATCH):
+            batch = [{"Key": k} for k in keys[start : start + DELETE_BATCH]]
+            with _unavailable("DeleteObjects"):
+                response = self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
+                )
+            if response.get("Errors"):
+                raise StorageUnavailable(f"S3 DeleteObjects failed: {response['Errors'][:3]}")
+
+    def url(self, key):
+        return blob_url(self.base_url, key)

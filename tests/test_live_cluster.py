@@ -1,0 +1,257 @@
+"""Live cluster: two ``pserve`` processes sharing one PostgreSQL database and one S3 bucket.
+
+Both run ``config/postgresql.ini`` as shipped, except for their port, their host (loopback),
+the test database and the files, which go to a fresh bucket of a moto S3 server instead of
+``base_path``. Whatever one process writes, the other must see: records, attachment metadata,
+bytes, and the deletion of the objects a record stops referencing.
+"""
+
+import contextlib
+import hashlib
+import os
+import re
+import subprocess
+import uuid
+from urllib.parse import unquote
+
+import pytest
+import requests
+
+from .conftest import s3_client, s3_settings
+from .live import (
+    ALICE,
+    BIN,
+    COMMAND_TIMEOUT,
+    REQUEST_TIMEOUT,
+    ROOT,
+    create_collection,
+    free_port,
+    get,
+    live_config,
+    started,
+)
+
+
+pytestmark = [pytest.mark.live, pytest.mark.postgresql]
+
+POSTGRESQL_CONFIG = ROOT / "config" / "postgresql.ini"
+MiB = 1024 * 1024
+#: S3Options.part_size when ``kinto.attachment.aws.part_size`` is not set.
+DEFAULT_PART_SIZE = 8 * MiB
+BUCKET = "cluster"
+
+
+# The cluster.
+
+
+def _substitute(text, pattern, replacement):
+    text, count = re.subn(pattern, lambda _: replacement, text, flags=re.MULTILINE)
+    assert count == 1, f"{POSTGRESQL_CONFIG}: {count} lines match {pattern!r}, expected 1"
+    return text
+
+
+def cluster_config(port, pg_url, s3):
+    """``config/postgresql.ini`` on ``127.0.0.1:port``, on ``pg_url``, with files in ``s3``."""
+    # live_config() sets port and host; its base_path line is then replaced by the S3 settings.
+    text = live_config(port, "unused", template=POSTGRESQL_CONFIG)
+    endpoint, bucket = (
+        s3["kinto.attachment.aws.endpoint_url"],
+        s3["kinto.attachment.aws.bucket_name"],
+    )
+    s3_lines = [f"{name} = {value}" for name, value in s3.items()]
+    for pattern, replacement in [
+        (r"^pg_url = .*$", "pg_url = " + pg_url.replace("%", "%%")),
+        (r"^kinto\.attachment\.base_path = .*$", "\n".join(s3_lines).replace("%", "%%")),
+        (r"^kinto\.attachment\.serve_files = true$", ""),
+        (
+            r"^kinto\.attachment\.base_url = .*$",
+            f"kinto.attachment.base_url = {endpoint}/{bucket}/".replace("%", "%%"),
+        ),
+    ]:
+        text = _substitute(text, pattern, replacement)
+    return text
+
+
+@pytest.fixture(scope="module")
+def cluster(pg_url, s3_server, tmp_path_factory):
+    """``(A, B, S3 bucket name)``: two servers on one database and one bucket."""
+    folder = tmp_path_factory.mktemp("live-cluster")
+    s3 = s3_settings(s3_server)
+    ports = set()
+    while len(ports) < 2:
+        ports.add(free_port())
+    inis = []
+    for port in sorted(ports):
+        ini = folder / f"kinto-{port}.ini"
+        ini.write_text(cluster_config(port, pg_url, s3))
+        inis.append((ini, port))
+    migrate = subprocess.run(
+        [str(BIN / "kinto"), "migrate", "--ini", str(inis[0][0])],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        cwd=folder,
+        timeout=COMMAND_TIMEOUT,
+    )
+    assert migrate.returncode == 0, migrate
+    with contextlib.ExitStack() as stack:
+        # Both start at once; each is then waited for.
+        servers = [stack.enter_context(started(folder, ini, port)) for ini, port in inis]
+        for server in servers:
+            server.wait_ready()
+        yield servers[0], servers[1], s3["kinto.attachment.aws.bucket_name"]
+
+
+@pytest.fixture(scope="module")
+def s3(s3_server):
+    return s3_client(s3_server)
+
+
+@pytest.fixture
+def collection(cluster):
+    """A new collection, created through A, and the URL path of its records."""
+    a, _, _ = cluster
+    name = f"c{uuid.uuid4().hex[:8]}"
+    create_collection(a, BUCKET, name)
+    return f"/buckets/{BUCKET}/collections/{name}/records"
+
+
+# Helpers.
+
+
+def upload(server, path, content, filename="file.bin"):
+    response = requests.post(
+        f"{server.url}{path}/attachment",
+        files={"attachment": (filename, content)},
+        auth=ALICE,
+        timeout=REQUEST_TIMEOUT,
+    )
+    assert response.status_code == 201, (server.port, response.status_code, response.text)
+    return response.json()
+
+
+def attachment_of(server, path):
+    return get(server.url + path).json()["data"]["attachment"]
+
+
+def key_of(location, s3_server, bucket):
+    prefix = f"{s3_server}/{bucket}/"
+    assert location.startswith(prefix), (location, prefix)
+    return unquote(location[len(prefix) :])
+
+
+def s3_exists(s3, bucket, key):
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except s3.exceptions.ClientError as e:
+        if e.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+    return True
+
+
+def s3_sha256(s3, bucket, key):
+    digest = hashlib.sha256()
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+    for chunk in body.iter_chunks(MiB):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def s3_keys(s3, bucket):
+    """Every object of the bucket, the heartbeats' transient probes excepted."""
+    keys = set()
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        keys.update(o["Key"] for o in page.get("Contents", []))
+    return {k for k in keys if not k.startswith("__heartbeat__-")}
+
+
+def download_sha256(location):
+    response = requests.get(location, timeout=REQUEST_TIMEOUT)
+    assert response.status_code == 200, (location, response.status_code, response.text)
+    return hashlib.sha256(response.content).hexdigest()
+
+
+# The tests.
+
+
+def test_upload_through_a_is_seen_by_b(cluster, collection, s3, s3_server):
+    a, b, bucket = cluster
+    content = os.urandom(4096)
+    record = f"{collection}/shared"
+
+    uploaded = upload(a, record, content, filename="shared.bin")
+
+    assert uploaded["hash"] == hashlib.sha256(content).hexdigest()
+    assert uploaded["size"] == len(content)
+    assert attachment_of(b, record) == uploaded
+    assert attachment_of(a, record) == uploaded
+    assert download_sha256(uploaded["location"]) == uploaded["hash"]
+    key = key_of(uploaded["location"], s3_server, bucket)
+    assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] == len(content)
+
+
+def test_multipart_upload_through_b_is_seen_by_a(cluster, collection, s3, s3_server):
+    a, b, bucket = cluster
+    size = 20 * MiB + 123
+    assert size > 2 * DEFAULT_PART_SIZE
+    content = os.urandom(size)
+    digest = hashlib.sha256(content).hexdigest()
+    record = f"{collection}/big"
+
+    uploaded = upload(b, record, content, filename="big.bin")
+
+    assert uploaded["hash"] == digest
+    assert uploaded["size"] == size
+    assert attachment_of(a, record) == uploaded
+    key = key_of(uploaded["location"], s3_server, bucket)
+    assert s3_sha256(s3, bucket, key) == digest
+    # A multipart upload: the ETag of such an object ends with its number of parts.
+    assert s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"').endswith("-3")
+    assert download_sha256(uploaded["location"]) == digest
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_deletions_through_one_server_are_seen_by_the_other(cluster, collection, s3, s3_server):
+    a, b, bucket = cluster
+    first, second = f"{collection}/first", f"{collection}/second"
+    first_key = key_of(upload(b, first, b"first")["location"], s3_server, bucket)
+    second_key = key_of(upload(b, second, b"second")["location"], s3_server, bucket)
+    assert s3_exists(s3, bucket, first_key)
+    assert s3_exists(s3, bucket, second_key)
+
+    deleted = requests.delete(b.url + first, auth=ALICE, timeout=REQUEST_TIMEOUT)
+
+    assert deleted.status_code == 200, deleted.text
+    assert not s3_exists(s3, bucket, first_key)
+    get(a.url + first, status=404)
+
+    detached = requests.delete(f"{a.url}{second}/attachment", auth=ALICE, timeout=REQUEST_TIMEOUT)
+
+    assert detached.status_code == 204, detached.text
+    assert not s3_exists(s3, bucket, second_key)
+    assert attachment_of(b, second) is None
+    assert attachment_of(a, second) is None
+
+
+def test_replacement_through_the_other_server_deletes_the_old_object(
+    cluster, collection, s3, s3_server
+):
+    a, b, bucket = cluster
+    record = f"{collection}/replaced"
+    before = s3_keys(s3, bucket)
+
+    old = upload(a, record, b"old content", filename="old.txt")
+    old_key = key_of(old["location"], s3_server, bucket)
+    assert s3_keys(s3, bucket) == before | {old_key}
+
+    new = upload(b, record, b"new content, longer", filename="new.txt")
+
+    new_key = key_of(new["location"], s3_server, bucket)
+    assert new_key != old_key
+    assert s3_keys(s3, bucket) == before | {new_key}
+    assert new["hash"] == hashlib.sha256(b"new content, longer").hexdigest()
+    assert new["filename"] == "new.txt"
+    assert attachment_of(a, record) == new
+    assert attachment_of(b, record) == new
+    assert download_sha256(new["location"]) == new["hash"]

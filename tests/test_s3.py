@@ -1,0 +1,233 @@
+"""The S3 backend against a real S3 endpoint (moto in server mode, over HTTP)."""
+
+import hashlib
+import logging
+import os
+
+import pytest
+from moto.server import ThreadedMotoServer
+
+from .conftest import ALICE, build_settings, cached_app, make_app, s3_client, s3_settings
+
+
+URL = "/v1/buckets/blog/collections/articles/records/r1"
+MiB = 1024 * 1024
+
+
+def s3_app(tmp_path_factory, request, **settings):
+    settings.setdefault("extensions", "any")
+    kinto = cached_app(
+        "memory",
+        tmp_path_factory,
+        request,
+        blobs="s3",
+        **{f"kinto.attachment.{k}": v for k, v in settings.items()},
+    )
+    kinto.create_collection()
+    return kinto
+
+
+def count_calls(client, operation):
+    """Count the requests the app's real boto3 client sends for an S3 operation."""
+    calls = []
+    client.meta.events.register(f"before-call.s3.{operation}", lambda **kw: calls.append(1))
+    return calls
+
+
+def test_large_file_goes_through_a_multipart_upload(tmp_path_factory, request):
+    kinto = s3_app(tmp_path_factory, request, **{"aws.cache_control": "max-age=3600"})
+    store = kinto.registry.attachment_store
+    parts = count_calls(store.client, "UploadPart")
+    content = os.urandom(12 * MiB + 123)
+    meta = kinto.upload(URL, content, "big.bin", mimetype="application/x-big").json
+
+    assert len(parts) == 2  # 8 MiB + the rest.
+    assert meta["hash"] == hashlib.sha256(content).hexdigest()
+    assert kinto.read(meta["location"]) == content
+    head = s3_client(store.client.meta.endpoint_url).head_object(
+        Bucket=kinto.bucket, Key=kinto.key_of(meta["location"])
+    )
+    assert head["ContentType"] == "application/x-big"
+    assert head["CacheControl"] == "max-age=3600"
+    assert head["ContentLength"] == len(content)
+    assert kinto.files() == [kinto.key_of(meta["location"])]
+
+
+def test_small_file_is_a_single_put(tmp_path_factory, request):
+    kinto = s3_app(tmp_path_factory, request)
+    store = kinto.registry.attachment_store
+    puts = count_calls(store.client, "PutObject")
+    parts = count_calls(store.client, "UploadPart")
+    meta = kinto.upload(URL, b"tiny", "tiny.txt").json
+    assert (len(puts), len(parts)) == (1, 0)
+    assert kinto.read(meta["location"]) == b"tiny"
+
+
+@pytest.mark.parametrize("failure", ["unknown-field", "too-large"])
+def test_refused_multipart_upload_is_aborted(tmp_path_factory, request, failure):
+    kinto = s3_app(tmp_path_factory, request, max_size_bytes=str(10 * MiB))
+    content = os.urandom(9 * MiB)
+    if failure == "too-large":
+        content += os.urandom(2 * MiB)
+        kinto.upload(URL, content, "big.bin", status=413)
+    else:
+        # The unknown field comes after the file: the upload has started by then.
+        kinto.app.post(
+            URL + "/attachment",
+            params=[("surprise", "x")],
+            upload_files=[("attachment", "big.bin", content)],
+            headers=ALICE,
+            status=400,
+        )
+    assert kinto.files() == []  # No object, no unfinished multipart upload.
+
+
+@pytest.mark.parametrize("acl,public", [("public-read", True), ("", False)])
+def test_acl(tmp_path_factory, request, acl, public):
+    kinto = s3_app(tmp_path_factory, request, **{"aws.acl": acl})
+    meta = kinto.upload(URL).json
+    client = s3_client(kinto.registry.attachment_store.client.meta.endpoint_url)
+    grants = client.get_object_acl(Bucket=kinto.bucket, Key=kinto.key_of(meta["location"]))
+    everyone = [
+        g for g in grants["Grants"] if g["Grantee"].get("URI", "").endswith("/global/AllUsers")
+    ]
+    assert bool(everyone) is public
+
+
+def test_path_style_addressing(tmp_path_factory, request):
+    kinto = s3_app(tmp_path_factory, request, **{"aws.use_path_style": "true"})
+    client = kinto.registry.attachment_store.client
+    urls = []
+    client.meta.events.register("before-send.s3", lambda request, **kw: urls.append(request.url))
+    kinto.upload(URL)
+    assert urls and all(f"/{kinto.bucket}/" in url for url in urls)
+    assert client.meta.config.s3["addressing_style"] == "path"
+
+
+def test_not_randomized_names_are_never_overwritten(tmp_path_factory, request):
+    kinto = s3_app(tmp_path_factory, request, randomize="false")
+    big = os.urandom(9 * MiB)
+    first = kinto.upload(kinto.record_url("a"), big, "same.bin").json
+    second = kinto.upload(kinto.record_url("b"), big[:100], "same.bin").json
+    third = kinto.upload(kinto.record_url("c"), big, "same.bin").json
+    keys = [kinto.key_of(m["location"]) for m in (first, second, third)]
+    assert keys == ["same.bin", "same-1.bin", "same-2.bin"]
+    assert kinto.read(first["location"]) == big
+
+
+def test_deleting_a_collection_deletes_its_objects_in_batches(tmp_path_factory, request):
+    kinto = s3_app(tmp_path_factory, request)
+    for rid in range(5):
+        kinto.upload(kinto.record_url(f"r{rid}"))
+    deletes = count_calls(kinto.registry.attachment_store.client, "DeleteObjects")
+    kinto.app.delete("/v1/buckets/blog/collections/articles", headers=ALICE)
+    assert len(deletes) == 1
+    assert kinto.files() == []
+
+
+def test_delete_many_splits_in_batches_of_1000(tmp_path_factory, request):
+    kinto = s3_app(tmp_path_factory, request)
+    store = kinto.registry.attachment_store
+    deletes = count_calls(store.client, "DeleteObjects")
+    store.delete_many([f"missing-{i}" for i in range(2500)])
+    assert len(deletes) == 3
+
+
+@pytest.fixture
+def flaky_endpoint(request):
+    """A second front (own port) to moto's shared state, that the test can stop and restart."""
+    request.getfixturevalue("s3_server")  # Same process: shares the buckets of the main one.
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield server, f"http://{host}:{port}", port
+    server.stop()
+
+
+def test_endpoint_down_mid_upload_is_503_and_leaves_nothing(
+    flaky_endpoint, tmp_path, request, caplog
+):
+    server, endpoint, port = flaky_endpoint
+    settings = build_settings("memory", str(tmp_path), **s3_settings(endpoint))
+    del settings["kinto.attachment.base_path"]
+    app = make_app(settings)
+    app.put_json("/v1/buckets/blog", {}, headers=ALICE)
+    app.put_json("/v1/buckets/blog/collections/articles", {}, headers=ALICE)
+    meta = app.post(
+        URL + "/attachment", upload_files=[("attachment", "a.txt", b"before")], headers=ALICE
+    ).json
+    store = app.app.registry.attachment_store
+    bucket = settings["kinto.attachment.aws.bucket_name"]
+
+    def stop_after_first_part(**kwargs):
+        if server._thread is not None and server._thread.is_alive():
+            server.stop()
+
+    store.client.meta.events.register("after-call.s3.UploadPart", stop_after_first_part)
+    with caplog.at_level(logging.WARNING):
+        response = app.post(
+            URL + "/attachment",
+            upload_files=[("attachment", "big.txt", os.urandom(20 * MiB))],
+            headers=ALICE,
+            status=503,
+        )
+    assert response.json["errno"] == 201
+    assert response.headers["Retry-After"]
+    assert "Could not abort S3 upload" in caplog.text
+
+    # Through the main endpoint (same state): the record and its object are untouched.
+    main = s3_client(request.getfixturevalue("s3_server"))
+    keys = [o["Key"] for o in main.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert keys == [meta["location"].rsplit("/", 1)[-1]]
+    assert app.get(URL, headers=ALICE).json["data"]["attachment"] == meta
+    # Once S3 answers again, the next upload first aborts what was left unfinished.
+    assert main.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    store.client.meta.events.unregister("after-call.s3.UploadPart", stop_after_first_part)
+    restarted = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    restarted.start()
+    try:
+        app.post(
+            URL + "/attachment", upload_files=[("attachment", "b.txt", b"after")], headers=ALICE
+        )
+        assert not main.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    finally:
+        restarted.stop()
+
+
+def test_unreachable_endpoint_is_503_and_heartbeat_false(tmp_path, caplog):
+    settings = build_settings("memory", str(tmp_path))
+    del settings["kinto.attachment.base_path"]
+    settings.update(
+        {
+            "kinto.attachment.aws.bucket_name": "nowhere",
+            "kinto.attachment.aws.endpoint_url": "http://127.0.0.1:9",
+            "kinto.attachment.aws.access_key": "x",
+            "kinto.attachment.aws.secret_key": "x",
+            "kinto.attachment.aws.max_attempts": "1",
+            "kinto.attachment.aws.connect_timeout": "1",
+        }
+    )
+    app = make_app(settings)
+    app.put_json("/v1/buckets/blog", {}, headers=ALICE)
+    app.put_json("/v1/buckets/blog/collections/articles", {}, headers=ALICE)
+    response = app.post(
+        URL + "/attachment",
+        upload_files=[("attachment", "a.txt", b"x")],
+        headers=ALICE,
+        status=503,
+    )
+    assert response.json["message"] == "Attachment storage is unavailable, retry later."
+    app.get(URL, headers=ALICE, status=404)
+    with caplog.at_level(logging.ERROR):
+        assert app.get("/v1/__heartbeat__", status=503).json["attachments"] is False
+
+
+def test_missing_bucket_is_named_in_the_heartbeat_log(s3_server, tmp_path, caplog):
+    settings = build_settings("memory", str(tmp_path))
+    del settings["kinto.attachment.base_path"]
+    settings.update(s3_settings(s3_server))
+    settings["kinto.attachment.aws.bucket_name"] = "no-such-bucket-here"
+    app = make_app(settings)
+    with caplog.at_level(logging.ERROR):
+        assert app.get("/v1/__heartbeat__", status=503).json["attachments"] is False
+    assert "NoSuchBucket" in caplog.text
