@@ -29,6 +29,11 @@ test: $(TEST_STAMP)
 	$(BIN)/ruff format --check kinto_attachment tests
 	$(BIN)/pytest --cov --cov-report=term-missing $(PYTEST_ARGS)
 
+## Benchmarks side by side with a reference server and kinto-attachment 8.0.0 (several minutes)
+bench: $(TEST_STAMP)
+	$(BIN)/pip install -q matplotlib
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check kinto_attachment tests
 

@@ -81,7 +81,7 @@ class S3Options:
     cache_control: str = ""
     use_path_style: bool = False
     part_size: int = 8 * 1024 * 1024
-    concurrency: int = 4
+    concurrency: int = 2
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
     max_attempts: int = 3

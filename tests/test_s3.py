@@ -231,3 +231,32 @@ def test_missing_bucket_is_named_in_the_heartbeat_log(s3_server, tmp_path, caplo
     with caplog.at_level(logging.ERROR):
         assert app.get("/v1/__heartbeat__", status=503).json["attachments"] is False
     assert "NoSuchBucket" in caplog.text
+
+
+def test_part_body_reads_and_rewinds_like_a_file():
+    from kinto_attachment.storage.s3 import PartBody
+
+    chunks = [b"hello ", b"", b"multipart ", b"world"]
+    body = PartBody([memoryview(c) for c in chunks])
+    assert len(body) == 21 and body.readable() and body.seekable()
+    assert body.read(3) == b"hel"
+    assert body.read(9) == b"lo multip"
+    assert body.read() == b"art world"
+    assert body.read(5) == b""
+    assert body.seek(-5, os.SEEK_END) == 16 and body.read() == b"world"
+    body.seek(0)
+    assert body.read() == b"".join(chunks)
+    assert body.seek(100) == 21 and body.tell() == 21
+
+
+def test_chunks_the_caller_may_reuse_are_copied(tmp_path_factory, request):
+    kinto = s3_app(tmp_path_factory, request, **{"aws.part_size": str(5 * MiB)})
+    store = kinto.registry.attachment_store
+    staged = store.stage("reused.bin")
+    reused = bytearray(3 * MiB)
+    for fill in (b"a", b"b"):
+        reused[:] = fill * len(reused)
+        staged.write(reused)
+    key = staged.commit()
+    with store.open(key) as f:
+        assert f.read() == b"a" * 3 * MiB + b"b" * 3 * MiB

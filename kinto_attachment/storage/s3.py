@@ -13,8 +13,11 @@ SHA-256 checksum, sent with every part and every single-request upload.
 """
 
 import base64
+import bisect
 import contextlib
 import hashlib
+import io
+import itertools
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -36,8 +39,53 @@ MIN_PART_SIZE = 5 * MiB
 DELETE_BATCH = 1000
 
 
-def _checksum(data):
-    return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+def _checksum(views):
+    digest = hashlib.sha256()
+    for view in views:
+        digest.update(view)
+    return base64.b64encode(digest.digest()).decode("ascii")
+
+
+class PartBody(io.RawIOBase):
+    """A seekable file over a list of byte views: a part sent without joining its chunks.
+
+    botocore reads request bodies as files (and rewinds them to retry), so a part can be
+    handed over as the chunks that arrived, without copying them into one more buffer.
+    """
+
+    def __init__(self, views):
+        self._views = views
+        self._starts = list(itertools.accumulate((len(v) for v in views), initial=0))
+        self._position = 0
+
+    def __len__(self):
+        return self._starts[-1]
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def tell(self):
+        return self._position
+
+    def seek(self, offset, whence=io.SEEK_SET):
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self)}[whence]
+        self._position = min(max(0, base + offset), len(self))
+        return self._position
+
+    def readinto(self, buffer):
+        target = memoryview(buffer).cast("B")
+        written = 0
+        while written < len(target) and self._position < len(self):
+            index = bisect.bisect_right(self._starts, self._position) - 1
+            view = self._views[index][self._position - self._starts[index] :]
+            count = min(len(view), len(target) - written)
+            target[written : written + count] = view[:count]
+            written += count
+            self._position += count
+        return written
 
 
 def _error_code(error):
@@ -82,7 +130,9 @@ class S3Staged:
         self._store = store
         self._key = key
         self._content_type = content_type or "application/octet-stream"
-        self._buffer = bytearray()
+        #: Chunks of the part being filled, as views on the bytes received (no copy).
+        self._pending = []
+        self._pending_size = 0
         self._upload_id = None
         self._parts = []
         self._futures = []
@@ -97,12 +147,21 @@ class S3Staged:
         return args
 
     def write(self, chunk):
-        self._buffer += chunk
+        view = memoryview(chunk).cast("B")
+        if not isinstance(view.obj, bytes):
+            view = memoryview(bytes(view))  # Keep only immutable bytes: the caller may reuse.
         part_size = self._store.part_size
-        while len(self._buffer) >= part_size:
-            part = bytes(self._buffer[:part_size])
-            del self._buffer[:part_size]
-            self._send_part(part)
+        while view:
+            room = part_size - self._pending_size
+            self._pending.append(view[:room])
+            self._pending_size += len(self._pending[-1])
+            view = view[room:]
+            if self._pending_size == part_size:
+                self._send_part(self._take_pending())
+
+    def _take_pending(self):
+        part, self._pending, self._pending_size = self._pending, [], 0
+        return part
 
     def _send_part(self, data):
         if self._upload_id is None:
@@ -119,22 +178,20 @@ class S3Staged:
         future.add_done_callback(lambda _: self._slots.release())
         self._futures.append(future)
 
-    def _upload_part(self, number, data):
+    def _upload_part(self, number, views):
+        checksum = _checksum(views)
         with _unavailable("UploadPart"):
             response = self._store.client.upload_part(
                 Bucket=self._store.bucket,
                 Key=self._key,
                 UploadId=self._upload_id,
                 PartNumber=number,
-                Body=data,
+                Body=PartBody(views),
+                ContentLength=sum(len(v) for v in views),
                 ChecksumAlgorithm="SHA256",
-                ChecksumSHA256=_checksum(data),
+                ChecksumSHA256=checksum,
             )
-        return {
-            "PartNumber": number,
-            "ETag": response["ETag"],
-            "ChecksumSHA256": response.get("ChecksumSHA256") or _checksum(data),
-        }
+        return {"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": checksum}
 
     def _raise_failed_parts(self):
         for future in self._futures:
@@ -145,9 +202,8 @@ class S3Staged:
         try:
             if self._upload_id is None:
                 return self._put_whole()
-            if self._buffer or not self._futures:
-                self._send_part(bytes(self._buffer))
-                self._buffer.clear()
+            if self._pending or not self._futures:
+                self._send_part(self._take_pending())
             parts = [future.result() for future in self._futures]
             with _unavailable("CompleteMultipartUpload"):
                 self._store.client.complete_multipart_upload(
@@ -163,14 +219,14 @@ class S3Staged:
             raise
 
     def _put_whole(self):
-        data = bytes(self._buffer)
+        data = b"".join(self._take_pending())  # Smaller than one part.
         for key in key_variants(self._key):
             try:
                 with _unavailable("PutObject"):
                     self._store.client.put_object(
                         Key=key,
                         Body=data,
-                        ChecksumSHA256=_checksum(data),
+                        ChecksumSHA256=_checksum([data]),
                         IfNoneMatch="*",
                         **self._object_args(),
                     )
@@ -178,11 +234,10 @@ class S3Staged:
                 if _error_code(e.__cause__) == "PreconditionFailed":
                     continue  # Taken meanwhile: try the next name.
                 raise
-            self._buffer.clear()
             return key
 
     def abort(self):
-        self._buffer.clear()
+        self._take_pending()
         for future in self._futures:
             future.cancel()
         for future in self._futures:

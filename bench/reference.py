@@ -1,0 +1,79 @@
+"""The reference server: waitress + a WSGI app that only streams the request body to disk.
+
+It computes the body's sha256 while writing it to a temporary file in ``--dir``, fsyncs and
+renames it, like kinto_attachment does with a file, but parses nothing and stores no metadata.
+It is the practical limit of this stack: our uploads are measured against it. ``GET /files/X``
+serves stored files (with ``wsgi.file_wrapper``), the reference for downloads.
+
+    python bench/reference.py --port 8000 --dir /tmp/ref
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import tempfile
+import uuid
+
+import waitress
+
+
+CHUNK = 1024 * 1024
+
+
+def make_app(folder):
+    def app(environ, start_response):
+        if environ["REQUEST_METHOD"] == "GET" and environ["PATH_INFO"].startswith("/files/"):
+            path = os.path.join(folder, os.path.basename(environ["PATH_INFO"]))
+            if not os.path.isfile(path):
+                start_response("404 Not Found", [("Content-Length", "0")])
+                return [b""]
+            size = os.path.getsize(path)
+            start_response(
+                "200 OK",
+                [("Content-Type", "application/octet-stream"), ("Content-Length", str(size))],
+            )
+            return environ["wsgi.file_wrapper"](open(path, "rb"), CHUNK)
+
+        stream = environ["wsgi.input"]
+        remaining = int(environ.get("CONTENT_LENGTH") or 0)
+        digest = hashlib.sha256()
+        fd, temp = tempfile.mkstemp(dir=folder, prefix=".upload-")
+        with os.fdopen(fd, "wb", buffering=0) as f:
+            while remaining > 0:
+                chunk = stream.read(min(CHUNK, remaining))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+                digest.update(chunk)
+                f.write(chunk)
+            os.fsync(f.fileno())
+        name = uuid.uuid4().hex
+        os.replace(temp, os.path.join(folder, name))
+        body = json.dumps({"hash": digest.hexdigest(), "location": f"/files/{name}"}).encode()
+        start_response(
+            "201 Created",
+            [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+        )
+        return [body]
+
+    return app
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--dir", required=True)
+    args = parser.parse_args()
+    os.makedirs(args.dir, exist_ok=True)
+    waitress.serve(
+        make_app(args.dir),
+        host="127.0.0.1",
+        port=args.port,
+        max_request_body_size=4 * 1024**3,
+        threads=4,
+    )
+
+
+if __name__ == "__main__":
+    main()
