@@ -25,8 +25,8 @@ serve: $(INSTALL_STAMP)
 
 ## Run the whole test suite (PostgreSQL at 127.0.0.1:5432, or $$KINTO_ATTACHMENT_TEST_PG)
 test: $(TEST_STAMP)
-	$(BIN)/ruff check kinto_attachment tests
-	$(BIN)/ruff format --check kinto_attachment tests
+	$(BIN)/ruff check kinto_attachment tests bench
+	$(BIN)/ruff format --check kinto_attachment tests bench
 	$(BIN)/pytest --cov --cov-report=term-missing $(PYTEST_ARGS)
 
 ## Benchmarks side by side with a reference server and kinto-attachment 8.0.0 (several minutes)
@@ -35,11 +35,11 @@ bench: $(TEST_STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 lint: $(TEST_STAMP)
-	$(BIN)/ruff check kinto_attachment tests
+	$(BIN)/ruff check kinto_attachment tests bench
 
 format: $(TEST_STAMP)
-	$(BIN)/ruff check --fix kinto_attachment tests
-	$(BIN)/ruff format kinto_attachment tests
+	$(BIN)/ruff check --fix kinto_attachment tests bench
+	$(BIN)/ruff format kinto_attachment tests bench
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .coverage *.egg-info
