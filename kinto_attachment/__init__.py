@@ -4,6 +4,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import settings as attachment_settings
 from .heartbeat import attachments_ping
+from .limiter import TransferLimiter
 from .storage import IBlobStore
 from .storage.local import LocalStore
 
@@ -12,9 +13,6 @@ try:
     __version__ = version("kinto-attachment-streaming")
 except PackageNotFoundError:  # pragma: no cover (running from a source tree)
     __version__ = "0.0.0"
-
-#: Where ``serve_files = true`` publishes ``base_path`` (under the API prefix).
-FILES_PATH = "attachments"
 
 
 def _make_store(settings):
@@ -39,6 +37,7 @@ def includeme(config):
     store = _make_store(settings)
     config.registry.attachment_settings = settings
     config.registry.attachment_store = store
+    config.registry.transfer_limiter = TransferLimiter(settings.data_files.transfer_budget_bytes)
     config.registry.registerUtility(store, IBlobStore)
 
     config.add_api_capability(
@@ -50,8 +49,10 @@ def includeme(config):
     )
     config.registry.heartbeats["attachments"] = attachments_ping
     if settings.serve_files:
-        config.add_static_view(FILES_PATH, settings.base_path)
+        config.include("kinto_attachment.views.files")
 
     config.include("kinto_attachment.listeners")
     config.scan("kinto_attachment.views")
     config.include("kinto_attachment.views.default_bucket")
+    config.include("kinto_attachment.views.data_files")
+    config.include("kinto_attachment.gc")

@@ -20,6 +20,8 @@ from .storage import join_key, safe_name
 
 
 GENERIC_TYPES = ("", "application/octet-stream")
+#: Bytes read from a request body at a time.
+CHUNK_SIZE = 1024 * 1024
 
 logger = logging.getLogger(__name__)
 
@@ -86,18 +88,14 @@ def blob_key(policy, bucket_id, collection_id, record_id, filename):
 class Intake:
     """One file's bytes on their way into the store."""
 
-    def __init__(self, store, policy, key, filename, declared_type=None):
-        if not filename:
-            raise errors.invalid("attachment", "Filename is required.")
-        if not policy.allows_extension(extension_of(filename).lstrip(".")):
-            raise errors.invalid("attachment", "File extension is not allowed.")
+    def __init__(self, store, key, filename, mimetype, max_size=0):
         self.filename = filename
-        self.mimetype = resolve_mimetype(policy, filename, declared_type)
-        self.max_size = policy.max_size_bytes
+        self.mimetype = mimetype
+        self.max_size = max_size
         self.size = 0
         self._sha256 = hashlib.sha256()
         with store_errors():
-            self._staged = store.stage(key, self.mimetype)
+            self._staged = store.stage(key, mimetype)
 
     def write(self, chunk):
         self.size += len(chunk)
@@ -114,3 +112,32 @@ class Intake:
 
     def abort(self):
         self._staged.abort()
+
+
+def for_attachment(store, policy, ids, filename, declared_type=None):
+    """An Intake for a record's attachment, once its name passes the collection's policy."""
+    if not filename:
+        raise errors.invalid("attachment", "Filename is required.")
+    if not policy.allows_extension(extension_of(filename).lstrip(".")):
+        raise errors.invalid("attachment", "File extension is not allowed.")
+    key = blob_key(policy, *ids, filename)
+    mimetype = resolve_mimetype(policy, filename, declared_type)
+    return Intake(store, key, filename, mimetype, policy.max_size_bytes)
+
+
+def pump(stream, length, write, chunk_size=CHUNK_SIZE):
+    """Read ``length`` bytes (until EOF when None) from ``stream`` into ``write``, by chunks.
+
+    Returns the number of bytes read, which is less than ``length`` if the stream ended early.
+    """
+    remaining, total = length, 0
+    while remaining is None or remaining > 0:
+        size = chunk_size if remaining is None else min(chunk_size, remaining)
+        chunk = stream.read(size)
+        if not chunk:
+            break
+        total += len(chunk)
+        if remaining is not None:
+            remaining -= len(chunk)
+        write(chunk)
+    return total

@@ -11,10 +11,9 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from . import errors
+from .intake import pump
 
 
-#: Bytes read from the request body at a time.
-CHUNK_SIZE = 1024 * 1024
 #: Room for the non-file fields and the part headers, in bytes, all parts together.
 FIELDS_LIMIT = 1024 * 1024
 
@@ -152,13 +151,5 @@ class FormReader:
 
 def read_form(stream, length, reader):
     """Feed ``reader`` with the body, ``length`` bytes or until EOF when it is unknown."""
-    remaining = length
-    while remaining is None or remaining > 0:
-        size = CHUNK_SIZE if remaining is None else min(CHUNK_SIZE, remaining)
-        chunk = stream.read(size)
-        if not chunk:
-            break
-        if remaining is not None:
-            remaining -= len(chunk)
-        reader.feed(chunk)
+    pump(stream, length, reader.feed)
     return reader.close()

@@ -9,6 +9,8 @@ here too, once, into ready :class:`Policy` objects; request code only looks them
 """
 
 import dataclasses
+import ipaddress
+import os
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -85,6 +87,28 @@ class S3Options:
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
     max_attempts: int = 3
+    #: Downloads through Kinto answer 307 to a presigned URL instead of proxying the bytes.
+    presigned_downloads: bool = False
+    presigned_expires: int = 300
+
+
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+
+@dataclasses.dataclass(frozen=True)
+class DataFilesOptions:
+    """The ``/data/files`` route's settings (``kinto.attachment.data_files.*``)."""
+
+    #: ``private``: only trusted networks and ``principals``; ``public``: anyone.
+    visibility: str = "private"
+    trusted_networks: tuple = LOOPBACK
+    #: Take the client address from the last ``X-Forwarded-For`` entry (behind a proxy).
+    trust_forwarded_for: bool = False
+    principals: frozenset = frozenset()
+    transfer_budget_bytes: int = 256 * 1024 * 1024
+    require_content_length: bool = False
+    #: Seconds between collections of expired files in the server; 0 disables them.
+    gc_interval_seconds: int = 300
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +125,7 @@ class AttachmentSettings:
     default: Policy
     #: ``(bucket_id, collection_id or None)`` → Policy, already merged with its parents.
     overrides: Mapping
+    data_files: DataFilesOptions = dataclasses.field(default_factory=DataFilesOptions)
 
     def policy(self, bucket_id, collection_id=None):
         """The policy that applies to a collection: collection, then bucket, then global."""
@@ -154,6 +179,31 @@ def _as_number(kind, minimum):
 
 def _as_text(name, value):
     return str(value).strip()
+
+
+def _as_choice(*choices):
+    def parse(name, value):
+        value = str(value).strip().lower()
+        if value not in choices:
+            _fail(name, f"expected one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    return parse
+
+
+def _as_networks(name, value):
+    try:
+        return tuple(
+            ipaddress.ip_network(net, strict=False)
+            for net in re.split(r"[\s,]+", str(value))
+            if net
+        )
+    except ValueError as e:
+        _fail(name, str(e))
+
+
+def _as_words(name, value):
+    return frozenset(re.split(r"[\s,]+", str(value).strip())) - {""}
 
 
 def _as_template(allowed):
@@ -237,14 +287,29 @@ S3_SETTINGS = {
     "connect_timeout": ("connect_timeout", _as_number(float, 0.1)),
     "read_timeout": ("read_timeout", _as_number(float, 0.1)),
     "max_attempts": ("max_attempts", _as_number(int, 1)),
+    "presigned_downloads": ("presigned_downloads", _as_bool),
+    "presigned_expires": ("presigned_expires", _as_number(int, 1)),
 }
 PYRAMID_STORAGE_ENDPOINT = ("host", "port", "is_secure")
+#: ``data_files.NAME`` → parser (same field names in DataFilesOptions).
+DATA_FILES_SETTINGS = {
+    "visibility": _as_choice("private", "public"),
+    "trusted_networks": _as_networks,
+    "trust_forwarded_for": _as_bool,
+    "principals": _as_words,
+    "transfer_budget_bytes": _as_number(int, 1),
+    "require_content_length": _as_bool,
+    "gc_interval_seconds": _as_number(int, 0),
+}
+#: SlimFaas's own variable for the default visibility (``Public`` or ``Private``).
+SLIMFAAS_VISIBILITY = "Data__DefaultVisibility"
 GLOBAL_SETTINGS = (
     "base_path",
     "base_url",
     "extra.base_url",
     "serve_files",
     *(f"aws.{name}" for name in (*S3_SETTINGS, *PYRAMID_STORAGE_ENDPOINT)),
+    *(f"data_files.{name}" for name in DATA_FILES_SETTINGS),
 )
 _UNSUPPORTED = {
     "gcloud.": "Google Cloud Storage is not supported; use local storage or S3",
@@ -308,6 +373,22 @@ def _parse_s3(values):
     return S3Options(**options)
 
 
+def _parse_data_files(values):
+    options = {}
+    visibility = os.environ.get(SLIMFAAS_VISIBILITY, "").strip().lower()
+    if visibility and "data_files.visibility" not in values:
+        if visibility not in ("private", "public"):
+            raise ConfigurationError(
+                f"Invalid environment variable `{SLIMFAAS_VISIBILITY}`: expected Public or "
+                f"Private, got {os.environ[SLIMFAAS_VISIBILITY]!r}"
+            )
+        options["visibility"] = visibility
+    for name, parse in DATA_FILES_SETTINGS.items():
+        if f"data_files.{name}" in values:
+            options[name] = parse(f"{PREFIX}data_files.{name}", values[f"data_files.{name}"])
+    return DataFilesOptions(**options)
+
+
 def _split_resource_setting(key):
     """``resources.blog.articles.randomize`` → ``(("blog", "articles"), "randomize")``."""
     *scope, name = key[len(RESOURCES_PREFIX) :].split(".")
@@ -368,4 +449,5 @@ def parse(settings):
         serve_files=serve_files,
         default=default,
         overrides=MappingProxyType(overrides),
+        data_files=_parse_data_files(global_values),
     )

@@ -12,7 +12,7 @@ import kinto_http
 import pytest
 import requests
 
-from kinto_attachment.multipart import CHUNK_SIZE
+from kinto_attachment.intake import CHUNK_SIZE
 
 from .live import (
     ALICE,
@@ -87,6 +87,7 @@ def test_readme_examples_are_marked(readme):
         "httpie": "bash",
         "curl": "bash",
         "python": "python",
+        "slimfaas": "bash",
     }
 
 
@@ -218,6 +219,52 @@ def test_server_memory_does_not_grow_with_the_upload(tmp_path_factory, tmp_path)
         assert growth < limit, (
             f"peak memory grew by {growth / MiB:.1f} MiB during a {size // MiB} MiB upload"
         )
+
+        # Downloads stream too: through Kinto, and through /data/files.
+        for download_url in (url + "/huge/attachment", f"{server.url}/data/files/huge"):
+            if "data/files" in download_url:
+                with open(server.path_of(reply["location"]), "rb") as body:
+                    posted = requests.post(
+                        f"{server.url}/data/files?id=huge", data=body, timeout=REQUEST_TIMEOUT
+                    )
+                assert posted.status_code == 200, posted.text
+            before = server.vm_hwm()
+            received = hashlib.sha256()
+            with requests.get(
+                download_url, auth=ALICE, stream=True, timeout=REQUEST_TIMEOUT
+            ) as response:
+                assert response.status_code == 200, response.text
+                for chunk in response.iter_content(CHUNK_SIZE):
+                    received.update(chunk)
+            growth = server.vm_hwm() - before
+            assert received.hexdigest() == digest
+            assert growth < limit, (
+                f"peak memory grew by {growth / MiB:.1f} MiB while serving {download_url}"
+            )
+
         deleted = requests.delete(url + "/huge/attachment", auth=ALICE, timeout=REQUEST_TIMEOUT)
         assert deleted.status_code == 204, deleted.text
         assert not server.path_of(reply["location"]).exists()
+
+
+def test_readme_slimfaas(server, readme, workdir):
+    result = run_bash(readme["slimfaas"].against(server.port), workdir)
+
+    assert result.returncode == 0, result
+    report = (workdir / "report.pdf").read_bytes()
+    assert report.startswith(b"%PDF-1.7")
+    assert (workdir / "out.bin").read_bytes() == report
+    # The listing, before the final DELETE, had both files: the generated id and ours.
+    listed = json.loads(result.stdout[result.stdout.index("[") : result.stdout.rindex("]") + 1])
+    ids = {entry["id"] for entry in listed}
+    assert "my-file-001" in ids and len(ids) == 2
+    generated = (ids - {"my-file-001"}).pop()
+    assert result.stdout.startswith(generated)
+    for entry in listed:
+        assert entry["filename"] == "report.pdf"
+        assert entry["mimetype"] == "application/pdf"
+        assert entry["hash"] == hashlib.sha256(report).hexdigest()
+    gone = requests.get(f"http://localhost:{server.port}/data/files/my-file-001", timeout=10)
+    assert gone.status_code == 404
+    kept = requests.get(f"http://localhost:{server.port}/data/files/{generated}", timeout=10)
+    assert kept.content == report

@@ -119,3 +119,28 @@ def test_default_bucket(tmp_path_factory, request, monkeypatch):
     assert kinto.app.get(url, headers=ALICE).json["data"]["attachment"] == meta
     kinto.app.delete(url, headers=ALICE)
     assert kinto.files() == []
+
+
+def test_served_files_are_streamed_safely(tmp_path_factory, request):
+    kinto = app_with(
+        tmp_path_factory,
+        request,
+        serve_files="true",
+        extensions="any",
+        folder="{bucket_id}",
+        base_url="http://localhost/v1/attachments/",
+    )
+    meta = kinto.upload(kinto.record_url(), b"<script>alert(1)</script>", "x.html").json
+    path = meta["location"][len("http://localhost") :]
+    response = kinto.app.get(path)
+    assert response.body == b"<script>alert(1)</script>"
+    assert response.headers["Content-Type"] == "text/html"
+    assert response.headers["Content-Disposition"].startswith("attachment;")
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert kinto.app.head(path).headers["Content-Length"] == "25"
+    kinto.app.get("/v1/attachments/blog/missing.txt", status=404)
+    kinto.app.get("/v1/attachments/..%2F..%2Fetc%2Fpasswd", status=404)
+    staged = kinto.registry.attachment_store.stage("blog/.hidden")
+    staged.write(b"x")
+    staged.commit()
+    kinto.app.get("/v1/attachments/blog/.hidden", status=404)

@@ -39,11 +39,15 @@ class IBlobStore(Interface):
     def stage(key, content_type):
         """Start writing a blob meant to be stored under ``key``; return an :class:`IStaged`."""
 
-    def open(key):
-        """Return a binary file object reading the blob, or raise ``FileNotFoundError``."""
+    def open(key, start=0, end=None):
+        """A binary file object reading the blob from ``start`` to ``end`` (inclusive, or the
+        end of the blob when None); ``FileNotFoundError`` when there is no such blob."""
 
     def exists(key):
         """Whether a blob is stored under ``key``."""
+
+    def size(key):
+        """Size in bytes of the blob, or None when there is none."""
 
     def delete(key):
         """Delete the blob; a missing one is not an error (deletion is idempotent)."""

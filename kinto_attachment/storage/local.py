@@ -8,6 +8,7 @@ recognise the ones a killed process left behind.
 """
 
 import contextlib
+import io
 import os
 import tempfile
 
@@ -26,6 +27,28 @@ def _fsync_dir(path):
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class LimitedReader(io.RawIOBase):
+    """The next ``length`` bytes of a file, for byte ranges (not seekable, on purpose: a WSGI
+    server must not look past them)."""
+
+    def __init__(self, stream, length):
+        self._stream = stream
+        self._remaining = length
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        view = memoryview(buffer)[: self._remaining]
+        count = self._stream.readinto(view)
+        self._remaining -= count
+        return count
+
+    def close(self):
+        self._stream.close()
+        super().close()
 
 
 @implementer(IStaged)
@@ -93,11 +116,19 @@ class LocalStore:
     def stage(self, key, content_type=None):
         return LocalStaged(self, key)
 
-    def open(self, key):
-        return open(self.path(key), "rb")
+    def open(self, key, start=0, end=None):
+        stream = open(self.path(key), "rb")  # noqa: SIM115 (returned to the caller)
+        stream.seek(start)
+        return stream if end is None else LimitedReader(stream, end - start + 1)
 
     def exists(self, key):
-        return os.path.isfile(self.path(key))
+        return self.size(key) is not None
+
+    def size(self, key):
+        try:
+            return os.path.getsize(self.path(key))
+        except FileNotFoundError:
+            return None
 
     def delete(self, key):
         with contextlib.suppress(FileNotFoundError):

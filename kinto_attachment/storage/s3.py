@@ -27,6 +27,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from zope.interface import implementer
 
+from ..downloads import content_disposition
 from . import IBlobStore, IStaged, StorageUnavailable, blob_url, key_variants
 
 
@@ -105,6 +106,7 @@ def _unavailable(action):
 def make_client(options):
     """The process's one S3 client (boto3 clients are thread-safe)."""
     config = Config(
+        signature_version="s3v4",  # Presigned URLs too (botocore may still pick SigV2).
         connect_timeout=options.connect_timeout,
         read_timeout=options.read_timeout,
         retries={"max_attempts": options.max_attempts, "mode": "standard"},
@@ -299,24 +301,27 @@ class S3Store:
         """The first of ``key``, ``name-1.ext``... not taken yet."""
         return next(k for k in key_variants(key) if not self.exists(k))
 
-    def open(self, key):
+    def open(self, key, start=0, end=None):
+        span = f"bytes={start}-{'' if end is None else end}"
         try:
             with _unavailable("GetObject"):
-                return self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+                return self.client.get_object(Bucket=self.bucket, Key=key, Range=span)["Body"]
         except StorageUnavailable as e:
             if _error_code(e.__cause__) in ("NoSuchKey", "404"):
                 raise FileNotFoundError(key) from e
             raise
 
     def exists(self, key):
+        return self.size(key) is not None
+
+    def size(self, key):
         try:
             with _unavailable("HeadObject"):
-                self.client.head_object(Bucket=self.bucket, Key=key)
+                return self.client.head_object(Bucket=self.bucket, Key=key)["ContentLength"]
         except StorageUnavailable as e:
             if _error_code(e.__cause__) in ("404", "NoSuchKey", "NotFound"):
-                return False
+                return None
             raise
-        return True
 
     def delete(self, key):
         self.delete_many([key])
@@ -334,3 +339,17 @@ class S3Store:
 
     def url(self, key):
         return blob_url(self.base_url, key)
+
+    def presigned_url(self, key, expires, filename, mimetype):
+        """A short-lived URL of the object, downloaded with our headers."""
+        with _unavailable("presign"):
+            return self.client.generate_presigned_url(
+                "get_object",
+                Params={
+                    "Bucket": self.bucket,
+                    "Key": key,
+                    "ResponseContentType": mimetype,
+                    "ResponseContentDisposition": content_disposition(filename, mimetype),
+                },
+                ExpiresIn=expires,
+            )

@@ -14,7 +14,7 @@ from kinto.core.authorization import DYNAMIC
 from kinto.core.storage.exceptions import ObjectNotFoundError
 from kinto.views import object_exists_or_404, raise_404_if_invalid_id
 
-from .. import errors, intake, lifecycle, links, records
+from .. import downloads, errors, intake, lifecycle, links, records
 from ..multipart import FIELDS_LIMIT, FormReader, boundary_of, read_form
 
 
@@ -28,7 +28,7 @@ class AttachmentFactory(RouteFactory):
 
     Attaching to an existing record needs ``write`` on it; attaching to a record that does not
     exist yet creates it, which needs ``create`` (``record:create``) on the collection, exactly as
-    a ``PUT`` of the record would.
+    a ``PUT`` of the record would. Downloading needs ``read`` on the record, as reading it does.
     """
 
     resource_name = "record"
@@ -49,7 +49,10 @@ class AttachmentFactory(RouteFactory):
             self.current_object = None
         creating = self.current_object is None and request.method == "POST"
         self.permission_object_id = self.collection_uri if creating else self.record_uri
-        self.required_permission = "create" if creating else "write"
+        if request.method in ("GET", "HEAD"):
+            self.required_permission = "read"
+        else:
+            self.required_permission = "create" if creating else "write"
 
 
 attachment = Service(
@@ -94,10 +97,8 @@ def _receive(request, context, policy, store):
     """Stream the form in; return the committed Blob and the parsed text fields."""
 
     def open_file(filename, content_type):
-        key = intake.blob_key(
-            policy, context.bucket_id, context.collection_id, context.record_id, filename
-        )
-        return intake.Intake(store, policy, key, filename, content_type)
+        ids = (context.bucket_id, context.collection_id, context.record_id)
+        return intake.for_attachment(store, policy, ids, filename, content_type)
 
     reader = FormReader(
         boundary_of(request.headers.get("Content-Type")),
@@ -172,3 +173,39 @@ def delete_attachment(request):
     request.response.status = 204
     request.response.content_type = None
     return request.response
+
+
+@attachment.get(permission=DYNAMIC)
+def get_attachment(request):
+    """Stream the attachment to whoever may read the record (or redirect to S3)."""
+    context = request.context
+    _require_record_parents(request, context)
+    record = context.current_object
+    if record is None:
+        raise errors.record_not_found(context.record_id)
+    metadata = record.get(FILE_FIELD)
+    if not metadata:
+        raise downloads.missing(FILE_FIELD, context.record_id)
+    store = request.registry.attachment_store
+    download = downloads.Download(
+        key=_key_of(request, context, store, metadata["location"]),
+        size=metadata["size"],
+        mimetype=metadata["mimetype"],
+        filename=metadata["filename"],
+        hash=metadata["hash"],
+        last_modified=record.get("last_modified"),
+    )
+    s3 = request.registry.attachment_settings.s3
+    redirect = None
+    if s3 is not None and s3.presigned_downloads:
+        redirect = store.presigned_url(
+            download.key, s3.presigned_expires, download.filename, download.mimetype
+        )
+    return downloads.respond(request, store, download, redirect)
+
+
+def _key_of(request, context, store, location):
+    """The blob key of the record's attachment: the linked key whose URL is ``location``."""
+    ids = (context.bucket_id, context.collection_id, context.record_id)
+    keys = [link["key"] for link in links.of_record(request.registry.storage, *ids)]
+    return next((key for key in keys if store.url(key) == location), keys[-1] if keys else "")

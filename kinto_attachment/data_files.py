@@ -1,0 +1,71 @@
+"""Metadata of ``/data/files`` entries, kept in Kinto's storage backend.
+
+With PostgreSQL every node of a cluster sees the same files; the bytes are in the configured
+blob store. Entries live under their own parent id, outside of any bucket, so that no Kinto
+cascade touches them.
+"""
+
+import re
+import secrets
+
+from kinto.core.storage.exceptions import ObjectNotFoundError
+from kinto.core.utils import msec_time
+
+
+RESOURCE = "data-file"
+PARENT_ID = "data-files"
+ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+KEY_FOLDER = "data-files"
+
+
+def new_id():
+    """A URL-safe random id, for uploads that do not name theirs."""
+    return secrets.token_urlsafe(16)
+
+
+def valid_id(file_id):
+    return bool(ID_PATTERN.match(file_id)) and file_id.strip(".") != ""
+
+
+def is_live(entry, now=None):
+    """Not expired and not found corrupt."""
+    if entry.get("corrupt"):
+        return False
+    expiration = entry.get("expiration")
+    return expiration is None or expiration > (now or msec_time())
+
+
+def get(storage, file_id):
+    """The entry, or None when unknown (expired entries are returned: callers decide)."""
+    try:
+        return storage.get(resource_name=RESOURCE, parent_id=PARENT_ID, object_id=file_id)
+    except ObjectNotFoundError:
+        return None
+
+
+def put(storage, file_id, entry):
+    """Create or replace the entry of ``file_id``."""
+    return storage.update(
+        resource_name=RESOURCE, parent_id=PARENT_ID, object_id=file_id, obj=entry
+    )
+
+
+def remove(storage, file_id):
+    """Delete the entry; return it, or None if there was none."""
+    entry = get(storage, file_id)
+    if entry is not None:
+        storage.delete(
+            resource_name=RESOURCE, parent_id=PARENT_ID, object_id=file_id, with_deleted=False
+        )
+    return entry
+
+
+def entries(storage):
+    """Every entry (expired ones included), oldest first."""
+    return storage.list_all(resource_name=RESOURCE, parent_id=PARENT_ID)
+
+
+def mark_corrupt(storage, file_id):
+    entry = get(storage, file_id)
+    if entry is not None:
+        put(storage, file_id, {**entry, "corrupt": True})

@@ -1,0 +1,268 @@
+"""``/data/files``: SlimFaas's temporary-file API on top of our pipeline, stores and Kinto.
+
+==========  ====================================  ============================================
+POST        ``/data/files?id={id?}&ttl={ms?}``    raw body streamed to the store; 200, the id
+GET         ``/data/files/{id}``                  the content (404: unknown, expired, corrupt)
+DELETE      ``/data/files/{id}``                  204
+GET         ``/data/files``                       JSON list of the live files
+==========  ====================================  ============================================
+
+Mounted at ``/v1/data/files`` and at the server root. Private by default: callers that are
+neither on a trusted network nor one of the configured principals get a 404, as if the route
+did not exist. Every transfer holds its size in the process's transfer budget while it runs.
+"""
+
+import email.message
+import email.utils
+import ipaddress
+import logging
+import posixpath
+import uuid
+
+from kinto.core.errors import ERRORS, http_error
+from kinto.core.utils import msec_time
+from pyramid import httpexceptions
+from pyramid.response import Response
+from pyramid.security import NO_PERMISSION_REQUIRED
+
+from .. import data_files, downloads, errors, intake, lifecycle
+from ..storage import safe_name
+
+
+logger = logging.getLogger(__name__)
+
+#: What an upload of unknown length reserves in the transfer budget (as SlimFaas does).
+UNKNOWN_LENGTH_RESERVATION = 20 * 1024 * 1024
+FILES_PATH = "/data/files"
+#: What ``curl --data-binary`` sends when not told a type: it says nothing of the content.
+CURL_DEFAULT_TYPE = "application/x-www-form-urlencoded"
+#: Visibility is checked by the views themselves (a 404 for whoever may not see the route).
+_PUBLIC = {"permission": NO_PERMISSION_REQUIRED}
+
+
+def _client_address(request, options):
+    address = request.remote_addr or ""
+    forwarded = request.headers.get("X-Forwarded-For")
+    if options.trust_forwarded_for and forwarded:
+        address = forwarded.split(",")[-1].strip()
+    try:
+        return ipaddress.ip_address(address)
+    except ValueError:
+        return None
+
+
+def _require_visible(request):
+    """404, as for an unknown route, unless the caller may see the files."""
+    options = request.registry.attachment_settings.data_files
+    if options.visibility == "public":
+        return
+    address = _client_address(request, options)
+    if address is not None and any(address in net for net in options.trusted_networks):
+        return
+    if options.principals & set(request.prefixed_principals):
+        return
+    raise httpexceptions.HTTPNotFound()
+
+
+def _invalid(name, description):
+    return errors.invalid(name, description, errno=ERRORS.INVALID_PARAMETERS)
+
+
+def _requested_id(request):
+    file_id = request.GET.get("id") or data_files.new_id()
+    if not data_files.valid_id(file_id):
+        raise _invalid("id", "letters, digits, '.', '_' and '-' only, 128 at most.")
+    return file_id
+
+
+def _expiration(request):
+    ttl = request.GET.get("ttl")
+    if ttl is None:
+        return None
+    if not ttl.isascii() or not ttl.isdigit() or int(ttl) <= 0:
+        raise _invalid("ttl", "a positive number of milliseconds.")
+    return msec_time() + int(ttl)
+
+
+def _filename(request, file_id):
+    """The filename of ``Content-Disposition`` (RFC 6266, ``filename*`` too), or the id."""
+    header = request.headers.get("Content-Disposition")
+    if not header:
+        return file_id
+    message = email.message.Message()
+    message["Content-Disposition"] = header
+    names = [v for k, v in message.get_params([], header="content-disposition") if k == "filename"]
+    # ``filename*`` (decoded by the email package into a tuple) wins over ``filename``.
+    names.sort(key=lambda value: not isinstance(value, tuple))
+    name = email.utils.collapse_rfc2231_value(names[0]) if names else ""
+    return posixpath.basename(name.replace("\\", "/")) or file_id
+
+
+def _reservation(request, max_size):
+    length = request.content_length
+    if length is None:
+        if request.registry.attachment_settings.data_files.require_content_length:
+            raise http_error(
+                httpexceptions.HTTPLengthRequired(),
+                errno=ERRORS.MISSING_CONTENT_LENGTH,
+                message="Content-Length is required.",
+            )
+        logger.warning("Upload of unknown length: reserving %s bytes", UNKNOWN_LENGTH_RESERVATION)
+        return UNKNOWN_LENGTH_RESERVATION
+    if max_size and length > max_size:
+        raise errors.too_large(max_size)
+    return length
+
+
+def upload(request):
+    _require_visible(request)
+    file_id = _requested_id(request)
+    expiration = _expiration(request)
+    max_size = request.registry.attachment_settings.default.max_size_bytes
+    reservation = _reservation(request, max_size)
+    store = request.registry.attachment_store
+    filename = _filename(request, file_id)
+    mimetype = request.headers.get("Content-Type", "")
+    if mimetype.startswith(CURL_DEFAULT_TYPE) or not mimetype:
+        mimetype = "application/octet-stream"
+    key = f"{data_files.KEY_FOLDER}/{uuid.uuid4().hex}{posixpath.splitext(safe_name(filename))[1]}"
+
+    with request.registry.transfer_limiter.reserve(reservation):
+        received = intake.Intake(store, key, filename, mimetype, max_size)
+        try:
+            length = request.content_length
+            read = intake.pump(request.body_file_raw, length, received.write)
+            if length is not None and read < length:
+                raise _invalid("body", f"ended after {read} of {length} bytes.")
+            blob = received.commit()
+        except BaseException:
+            received.abort()
+            raise
+    lifecycle.delete_unless_committed(request, store, [blob.key])
+
+    storage = request.registry.storage
+    previous = data_files.get(storage, file_id)
+    data_files.put(
+        storage,
+        file_id,
+        {
+            "key": blob.key,
+            "filename": blob.filename,
+            "mimetype": blob.mimetype,
+            "size": blob.size,
+            "hash": blob.hash,
+            "expiration": expiration,
+        },
+    )
+    if previous is not None:
+        lifecycle.delete_after_commit(request, store, [previous["key"]])
+    return Response(file_id, content_type="text/plain", charset="utf-8")
+
+
+def _live_entry(request, file_id):
+    entry = data_files.get(request.registry.storage, file_id)
+    if entry is None or not data_files.is_live(entry):
+        raise downloads.missing("data-file", file_id)
+    return entry
+
+
+def download(request, file_id):
+    _require_visible(request)
+    entry = _live_entry(request, file_id)
+    store = request.registry.attachment_store
+    with intake.store_errors():
+        stored_size = store.size(entry["key"])
+    if stored_size != entry["size"]:
+        logger.error(
+            "Data file %r: blob %r has %s bytes, %s expected",
+            file_id,
+            entry["key"],
+            stored_size,
+            entry["size"],
+        )
+        raise downloads.missing("data-file", file_id)
+    served = downloads.Download(
+        key=entry["key"],
+        size=entry["size"],
+        mimetype=entry["mimetype"],
+        filename=entry["filename"],
+        hash=entry["hash"],
+        last_modified=entry["last_modified"],
+    )
+    response = downloads.respond(request, store, served, verify=True)
+    if response.status_code == 200 and request.method == "GET" and served.size:
+        limiter = request.registry.transfer_limiter
+        limiter.acquire(served.size)
+        response.app_iter = limiter.holding(served.size, response.app_iter)
+    return response
+
+
+def delete(request, file_id):
+    _require_visible(request)
+    entry = data_files.remove(request.registry.storage, file_id)
+    if entry is not None:
+        lifecycle.delete_after_commit(request, request.registry.attachment_store, [entry["key"]])
+    return Response(status=204)
+
+
+def listing(request):
+    _require_visible(request)
+    now = msec_time()
+    files = [
+        {
+            "id": entry["id"],
+            "expiration": entry.get("expiration"),
+            "filename": entry["filename"],
+            "size": entry["size"],
+            "mimetype": entry["mimetype"],
+            "hash": entry["hash"],
+        }
+        for entry in data_files.entries(request.registry.storage)
+        if data_files.is_live(entry, now)
+    ]
+    return Response(json=files)
+
+
+def files_view(request):
+    """``/data/files``: list or upload."""
+    return upload(request) if request.method == "POST" else listing(request)
+
+
+def file_view(request):
+    """``/data/files/{id}``: download or delete."""
+    file_id = request.path_info.rstrip("/").rsplit("/", 1)[-1]
+    if request.method == "DELETE":
+        return delete(request, file_id)
+    return download(request, file_id)
+
+
+def includeme(config):
+    """Routes under the API prefix, and the same at the server root.
+
+    At the root, Kinto's catch-all route redirects to the API prefix (a 307 that ``curl -X
+    POST`` would not follow): there our views are added to that route with a path predicate,
+    which Pyramid prefers to the redirection. Without it, plain root routes are added.
+    """
+    views = (
+        (files_view, FILES_PATH, r"^/data/files/?$", ("GET", "POST")),
+        (file_view, FILES_PATH + "/{id}", r"^/data/files/[^/]+/?$", ("GET", "DELETE")),
+    )
+    settings = config.get_settings()
+    redirecting = str(settings.get("version_prefix_redirect_enabled", True)).lower() == "true"
+    for view, pattern, path_regex, methods in views:
+        name = f"attachment-{view.__name__}"
+        config.add_route(name, pattern)
+        config.add_view(view, route_name=name, request_method=methods, **_PUBLIC)
+        if redirecting:
+            config.add_view(
+                view,
+                route_name="redirect_to_version",
+                path_info=path_regex,
+                request_method=methods,
+                **_PUBLIC,
+            )
+        else:
+            prefix, config.route_prefix = config.route_prefix, None
+            config.add_route(name + "-root", pattern)
+            config.route_prefix = prefix
+            config.add_view(view, route_name=name + "-root", request_method=methods, **_PUBLIC)

@@ -1,0 +1,363 @@
+"""/data/files: SlimFaas's temporary-file API, on every storage and file backend."""
+
+import hashlib
+import io
+import logging
+import re
+import threading
+
+import pytest
+import webob
+
+from kinto_attachment import data_files, gc
+from kinto_attachment.downloads import CorruptBlob
+from kinto_attachment.limiter import TransferLimiter
+from kinto_attachment.views import data_files as views
+
+from .conftest import ALICE, BOB, cached_app
+
+
+LOCAL = {"REMOTE_ADDR": "127.0.0.1"}
+PDF = b"%PDF-1.7 pretend this is a report" * 100
+
+
+def post(kinto, body=PDF, query="", status=200, environ=LOCAL, prefix="/v1", **headers):
+    return kinto.app.post(
+        f"{prefix}/data/files{query}",
+        body,
+        headers=headers,
+        extra_environ=environ,
+        status=status,
+    )
+
+
+def get(kinto, file_id, status=200, environ=LOCAL, prefix="/v1", **headers):
+    return kinto.app.get(
+        f"{prefix}/data/files/{file_id}", headers=headers, extra_environ=environ, status=status
+    )
+
+
+def listing(kinto, environ=LOCAL):
+    return kinto.app.get("/v1/data/files", extra_environ=environ).json
+
+
+def test_upload_download_list_delete(kinto):
+    response = post(
+        kinto,
+        query="?id=my-file-001&ttl=600000",
+        **{
+            "Content-Type": "application/pdf",
+            "Content-Disposition": 'attachment; filename="report.pdf"',
+        },
+    )
+    assert response.content_type == "text/plain"
+    assert response.text == "my-file-001"
+
+    download = get(kinto, "my-file-001")
+    assert download.body == PDF
+    assert download.headers["Content-Type"] == "application/pdf"
+    assert download.headers["Content-Length"] == str(len(PDF))
+    assert download.headers["Content-Disposition"].startswith('attachment; filename="report.pdf"')
+    assert download.headers["ETag"] == f'"{hashlib.sha256(PDF).hexdigest()}"'
+
+    (entry,) = listing(kinto)
+    assert entry["id"] == "my-file-001"
+    assert entry["filename"] == "report.pdf"
+    assert (entry["size"], entry["mimetype"]) == (len(PDF), "application/pdf")
+    assert entry["hash"] == hashlib.sha256(PDF).hexdigest()
+    assert entry["expiration"] > 0
+
+    kinto.app.delete("/v1/data/files/my-file-001", extra_environ=LOCAL, status=204)
+    get(kinto, "my-file-001", status=404)
+    assert listing(kinto) == []
+    assert kinto.files() == []
+
+
+def test_defaults_and_generated_id(kinto_memory):
+    file_id = post(kinto_memory, b"raw").text
+    assert re.fullmatch(r"[A-Za-z0-9_-]{20,}", file_id)
+    response = get(kinto_memory, file_id)
+    assert response.headers["Content-Type"] == "application/octet-stream"
+    assert response.headers["Content-Disposition"].startswith(f'attachment; filename="{file_id}"')
+    assert listing(kinto_memory)[0]["expiration"] is None
+
+
+def test_rfc5987_filename(kinto_memory):
+    disposition = 'attachment; filename="r.pdf"; '
+    disposition += "filename*=UTF-8''r%C3%A9sum%C3%A9%20%E2%98%83.pdf"
+    post(kinto_memory, query="?id=cv", **{"Content-Disposition": disposition})
+    assert listing(kinto_memory)[0]["filename"] == "résumé ☃.pdf"
+    header = get(kinto_memory, "cv").headers["Content-Disposition"]
+    assert "filename*=UTF-8''r%C3%A9sum%C3%A9%20%E2%98%83.pdf" in header
+
+
+def test_replacing_an_id_is_atomic(kinto):
+    post(kinto, b"first", query="?id=same")
+    first_keys = kinto.files()
+    post(kinto, b"second", query="?id=same")
+    assert get(kinto, "same").body == b"second"
+    assert len(listing(kinto)) == 1
+    assert kinto.files() != first_keys and len(kinto.files()) == 1
+
+
+@pytest.mark.parametrize(
+    "query,name",
+    [
+        ("?id=" + "a" * 129, "id"),
+        ("?id=..", "id"),
+        ("?id=a%2Fb", "id"),
+        ("?id=caf%C3%A9", "id"),
+        ("?ttl=abc", "ttl"),
+        ("?ttl=0", "ttl"),
+        ("?ttl=-5", "ttl"),
+        ("?ttl=1.5", "ttl"),
+        ("?ttl=%D9%A3", "ttl"),
+    ],
+)
+def test_invalid_id_or_ttl_is_400_and_stores_nothing(kinto_memory, query, name):
+    response = post(kinto_memory, query=query, status=400)
+    assert response.json["details"][0]["name"] == name
+    assert kinto_memory.files() == []
+    assert listing(kinto_memory) == []
+
+
+def test_unknown_id_is_404(kinto_memory):
+    response = get(kinto_memory, "nope", status=404)
+    assert response.json["details"] == {"id": "nope", "resource_name": "data-file"}
+    kinto_memory.app.delete("/v1/data/files/nope", extra_environ=LOCAL, status=204)
+
+
+def test_expired_files_are_gone_then_collected(kinto, monkeypatch):
+    post(kinto, b"short-lived", query="?id=tmp&ttl=1000")
+    post(kinto, b"kept", query="?id=kept")
+    assert get(kinto, "tmp").body == b"short-lived"
+    later = data_files.msec_time() + 2000
+    monkeypatch.setattr(data_files, "msec_time", lambda: later)
+    monkeypatch.setattr(views, "msec_time", lambda: later)
+    get(kinto, "tmp", status=404)
+    assert [e["id"] for e in listing(kinto)] == ["kept"]
+    assert len(kinto.files()) == 2  # Until the garbage collector runs.
+    assert gc.collect(kinto.registry) == 1
+    assert len(kinto.files()) == 1
+    assert gc.collect(kinto.registry) == 0
+    assert get(kinto, "kept").body == b"kept"
+
+
+def test_size_limit(tmp_path_factory, request):
+    kinto = cached_app(
+        "memory", tmp_path_factory, request, **{"kinto.attachment.max_size_bytes": "10"}
+    )
+    response = post(kinto, b"x" * 11, status=413)
+    assert response.json["errno"] == 113
+    assert kinto.files() == []
+
+
+def test_truncated_body_is_refused(kinto_memory):
+    wsgi_request = webob.Request.blank("/v1/data/files?id=cut", method="POST", environ=LOCAL)
+    wsgi_request.environ["wsgi.input"] = io.BytesIO(b"only this")
+    wsgi_request.environ["CONTENT_LENGTH"] = "100"
+    response = wsgi_request.get_response(kinto_memory.app.app)
+    assert response.status_code == 400
+    assert kinto_memory.files() == []
+
+
+def unknown_length_request(body):
+    wsgi_request = webob.Request.blank("/v1/data/files?id=chunked", method="POST", environ=LOCAL)
+    wsgi_request.environ["wsgi.input"] = io.BytesIO(body)
+    wsgi_request.environ.pop("CONTENT_LENGTH", None)
+    return wsgi_request
+
+
+def test_unknown_length_reserves_20_mib_and_warns(kinto_memory, caplog, monkeypatch):
+    limiter = kinto_memory.registry.transfer_limiter
+    reserved = []
+    monkeypatch.setattr(limiter, "acquire", lambda size: reserved.append(size))
+    monkeypatch.setattr(limiter, "release", lambda size: None)
+    with caplog.at_level(logging.WARNING):
+        response = unknown_length_request(b"streamed").get_response(kinto_memory.app.app)
+    assert response.status_code == 200
+    assert reserved == [views.UNKNOWN_LENGTH_RESERVATION]
+    assert "unknown length" in caplog.text
+    assert get(kinto_memory, "chunked").body == b"streamed"
+
+
+def test_unknown_length_can_be_refused(tmp_path_factory, request):
+    kinto = cached_app(
+        "memory",
+        tmp_path_factory,
+        request,
+        **{"kinto.attachment.data_files.require_content_length": "true"},
+    )
+    response = unknown_length_request(b"streamed").get_response(kinto.app.app)
+    assert response.status_code == 411
+    assert response.json["errno"] == 112
+
+
+def test_corrupt_blob_is_never_served(kinto, caplog):
+    post(kinto, b"original content", query="?id=f")
+    (key,) = kinto.files()
+    store = kinto.registry.attachment_store
+    store.delete(key)
+    staged = store.stage(key)
+    staged.write(b"tampered content")  # Same size, other bytes.
+    staged.commit()
+    with pytest.raises(CorruptBlob):
+        get(kinto, "f")
+    assert "does not match its size and sha256" in caplog.text
+
+    (key,) = kinto.files()
+    store.delete(key)
+    staged = store.stage(key)
+    staged.write(b"short")
+    staged.commit()
+    get(kinto, "f", status=404)
+    assert "has 5 bytes, 16 expected" in caplog.text
+
+    store.delete(kinto.files()[0])
+    get(kinto, "f", status=404)
+
+
+def test_root_mount(kinto_memory):
+    assert post(kinto_memory, b"at the root", query="?id=root", prefix="").text == "root"
+    assert get(kinto_memory, "root", prefix="").body == b"at the root"
+    assert kinto_memory.app.get("/data/files", extra_environ=LOCAL).json[0]["id"] == "root"
+    kinto_memory.app.delete("/data/files/root", extra_environ=LOCAL, status=204)
+    # Other root paths still redirect to the API prefix as usual.
+    assert kinto_memory.app.get("/buckets", status=307).location.endswith("/v1/buckets")
+
+
+def test_root_mount_without_version_redirection(tmp_path_factory, request):
+    kinto = cached_app(
+        "memory",
+        tmp_path_factory,
+        request,
+        **{"kinto.version_prefix_redirect_enabled": "false"},
+    )
+    assert post(kinto, b"at the root", query="?id=root", prefix="").text == "root"
+    assert get(kinto, "root", prefix="").body == b"at the root"
+
+
+def test_private_by_default(kinto_memory):
+    stranger = {"REMOTE_ADDR": "203.0.113.7"}
+    response = post(kinto_memory, environ=stranger, status=404)
+    assert response.json["errno"] == 111
+    assert response.json["message"] == "The resource you are looking for could not be found."
+    post(kinto_memory, query="?id=x")
+    get(kinto_memory, "x", environ=stranger, status=404)
+    kinto_memory.app.get("/v1/data/files", extra_environ=stranger, status=404)
+    kinto_memory.app.delete("/v1/data/files/x", extra_environ=stranger, status=404)
+    # X-Forwarded-For is not trusted unless configured.
+    forwarded = {"X-Forwarded-For": "127.0.0.1"}
+    get(kinto_memory, "x", environ=stranger, status=404, **forwarded)
+    assert get(kinto_memory, "x", environ={"REMOTE_ADDR": "::1"}).body == PDF
+
+
+def test_trusted_proxies_and_principals(tmp_path_factory, request):
+    kinto = cached_app(
+        "memory",
+        tmp_path_factory,
+        request,
+        **{
+            "kinto.attachment.data_files.trusted_networks": "10.0.0.0/8",
+            "kinto.attachment.data_files.trust_forwarded_for": "true",
+            "kinto.attachment.data_files.principals": "system.Authenticated",
+        },
+    )
+    proxy = {"REMOTE_ADDR": "198.51.100.1"}
+    post(kinto, query="?id=x", environ=proxy, **{"X-Forwarded-For": "1.2.3.4, 10.1.2.3"})
+    get(kinto, "x", environ=proxy, status=404, **{"X-Forwarded-For": "10.1.2.3, 1.2.3.4"})
+    get(kinto, "x", environ={"REMOTE_ADDR": "127.0.0.1"}, status=404)  # No more loopback.
+    assert get(kinto, "x", environ=proxy, **BOB).body == PDF
+    get(kinto, "x", environ=proxy, status=404, Authorization="Bearer nope")
+
+
+def test_public_visibility(tmp_path_factory, request):
+    kinto = cached_app(
+        "memory", tmp_path_factory, request, **{"kinto.attachment.data_files.visibility": "public"}
+    )
+    anywhere = {"REMOTE_ADDR": "203.0.113.7"}
+    post(kinto, query="?id=pub", environ=anywhere)
+    assert get(kinto, "pub", environ=anywhere, **ALICE).body == PDF
+
+
+def test_slimfaas_visibility_variable(tmp_path_factory, request, monkeypatch):
+    monkeypatch.setenv("Data__DefaultVisibility", "Public")
+    kinto = cached_app("memory", tmp_path_factory, request, **{"kinto.project_name": "slimfaas"})
+    assert kinto.registry.attachment_settings.data_files.visibility == "public"
+    post(kinto, query="?id=pub", environ={"REMOTE_ADDR": "203.0.113.7"})
+
+
+def test_downloads_hold_the_transfer_budget_until_sent(kinto_memory):
+    post(kinto_memory, query="?id=x")
+    limiter = kinto_memory.registry.transfer_limiter
+    environ = webob.Request.blank("/v1/data/files/x", environ=LOCAL).environ
+    statuses = []
+    body = kinto_memory.app.app(environ, lambda status, headers: statuses.append(status))
+    assert statuses == ["200 OK"]
+    assert limiter.in_use == len(PDF)
+    assert b"".join(body) == PDF
+    body.close()
+    assert limiter.in_use == 0
+
+
+# The limiter itself: threads and events, never sleeps.
+
+
+def run_transfer(limiter, size, started, release):
+    with limiter.reserve(size):
+        started.set()
+        release.wait(10)
+
+
+def start(limiter, size):
+    started, release = threading.Event(), threading.Event()
+    thread = threading.Thread(target=run_transfer, args=(limiter, size, started, release))
+    thread.start()
+    return thread, started, release
+
+
+def test_limiter_makes_a_transfer_over_the_budget_wait():
+    limiter = TransferLimiter(100)
+    first, first_started, first_release = start(limiter, 60)
+    assert first_started.wait(10)
+    second, second_started, second_release = start(limiter, 50)
+    assert limiter.wait_until_waiting(1)
+    assert not second_started.is_set()
+    assert limiter.in_use == 60
+    first_release.set()
+    assert second_started.wait(10)
+    assert limiter.in_use == 50
+    second_release.set()
+    for thread in (first, second):
+        thread.join(10)
+    assert limiter.in_use == 0
+
+
+def test_limiter_lets_transfers_within_the_budget_run_together():
+    limiter = TransferLimiter(100)
+    transfers = [start(limiter, 30) for _ in range(3)]
+    assert all(started.wait(10) for _, started, _ in transfers)
+    assert limiter.in_use == 90
+    for thread, _, release in transfers:
+        release.set()
+        thread.join(10)
+
+
+def test_limiter_runs_a_transfer_larger_than_the_budget_alone():
+    limiter = TransferLimiter(100)
+    small, small_started, small_release = start(limiter, 10)
+    assert small_started.wait(10)
+    big, big_started, big_release = start(limiter, 500)
+    assert limiter.wait_until_waiting(1)
+    # Arrival order: a later small transfer does not overtake the waiting big one.
+    later, later_started, later_release = start(limiter, 10)
+    assert limiter.wait_until_waiting(2)
+    small_release.set()
+    assert big_started.wait(10)
+    assert limiter.in_use == 500 and not later_started.is_set()
+    big_release.set()
+    assert later_started.wait(10)
+    later_release.set()
+    for thread in (small, big, later):
+        thread.join(10)
+    assert limiter.in_use == 0

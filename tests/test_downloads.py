@@ -1,0 +1,194 @@
+"""GET and HEAD {record-url}/attachment: permission-checked, conditional, ranged, safe."""
+
+import hashlib
+import os
+
+import pytest
+import requests
+
+from .conftest import ALICE, BOB, cached_app
+
+
+URL = "/v1/buckets/blog/collections/articles/records/r1"
+CONTENT = bytes(range(256)) * 40  # 10240 bytes
+
+
+@pytest.fixture
+def stored(kinto):
+    kinto.create_collection()
+    meta = kinto.upload(URL, CONTENT, "data.pdf", mimetype="application/pdf").json
+    return kinto, meta
+
+
+def get(kinto, headers=ALICE, status=200, method="get", **extra):
+    return getattr(kinto.app, method)(
+        URL + "/attachment", headers={**headers, **extra}, status=status
+    )
+
+
+def test_download(stored):
+    kinto, meta = stored
+    response = get(kinto)
+    assert response.body == CONTENT
+    assert response.headers["Content-Type"] == "application/pdf"
+    assert response.headers["Content-Length"] == str(len(CONTENT))
+    assert response.headers["ETag"] == f'"{hashlib.sha256(CONTENT).hexdigest()}"'
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Content-Disposition"].startswith('inline; filename="data.pdf"')
+    record = kinto.app.get(URL, headers=ALICE).json["data"]
+    assert response.last_modified.timestamp() == record["last_modified"] // 1000
+
+
+def test_head(stored):
+    kinto, _ = stored
+    response = get(kinto, method="head")
+    assert response.body == b""
+    assert response.headers["Content-Length"] == str(len(CONTENT))
+
+
+def test_permissions(stored):
+    kinto, _ = stored
+    get(kinto, headers={}, status=401)
+    get(kinto, headers=BOB, status=403)
+    kinto.app.patch_json(URL, {"permissions": {"read": ["system.Everyone"]}}, headers=ALICE)
+    assert get(kinto, headers={}).body == CONTENT
+    assert get(kinto, headers=BOB).body == CONTENT
+
+
+def test_collection_readers_can_download(stored):
+    kinto, _ = stored
+    kinto.app.patch_json(
+        "/v1/buckets/blog/collections/articles",
+        {"permissions": {"read": ["system.Authenticated"]}},
+        headers=ALICE,
+    )
+    assert get(kinto, headers=BOB).body == CONTENT
+
+
+@pytest.mark.parametrize(
+    "header,status,expected,content_range",
+    [
+        ("bytes=0-9", 206, CONTENT[:10], "bytes 0-9/10240"),
+        ("bytes=10000-", 206, CONTENT[10000:], "bytes 10000-10239/10240"),
+        ("bytes=-16", 206, CONTENT[-16:], "bytes 10224-10239/10240"),
+        ("bytes=10230-99999", 206, CONTENT[10230:], "bytes 10230-10239/10240"),
+        ("bytes=0-0,5-6", 200, CONTENT, None),
+        ("items=0-5", 200, CONTENT, None),
+        ("bytes=9-3", 200, CONTENT, None),
+    ],
+)
+def test_ranges(stored, header, status, expected, content_range):
+    kinto, _ = stored
+    response = get(kinto, status=status, Range=header)
+    assert response.body == expected
+    assert response.headers.get("Content-Range") == content_range
+    assert response.headers["Content-Length"] == str(len(expected))
+
+
+@pytest.mark.parametrize("header", ["bytes=10240-", "bytes=20000-30000", "bytes=-0"])
+def test_unsatisfiable_range(stored, header):
+    kinto, _ = stored
+    response = get(kinto, status=416, Range=header)
+    assert response.headers["Content-Range"] == "bytes */10240"
+    assert response.json["code"] == 416
+
+
+def test_conditional_requests(stored):
+    kinto, meta = stored
+    etag = f'"{meta["hash"]}"'
+    response = get(kinto, status=304, **{"If-None-Match": etag})
+    assert response.body == b""
+    assert response.headers["ETag"] == etag
+    get(kinto, status=304, **{"If-None-Match": f'"other", W/{etag}'})
+    assert get(kinto, **{"If-None-Match": '"other"'}).body == CONTENT
+    # If-Range: the range only applies to the same content.
+    assert get(kinto, status=206, Range="bytes=0-1", **{"If-Range": etag}).body == CONTENT[:2]
+    assert get(kinto, Range="bytes=0-1", **{"If-Range": '"old"'}).body == CONTENT
+
+
+@pytest.mark.parametrize(
+    "filename,mimetype,disposition",
+    [
+        ("page.html", "text/html", "attachment"),
+        ("logo.svg", "image/svg+xml", "attachment"),
+        ("feed.xml", "application/atom+xml", "attachment"),
+        ("app.js", "application/javascript", "attachment"),
+        ("photo.png", "image/png", "inline"),
+    ],
+)
+def test_executable_types_are_never_inline(
+    tmp_path_factory, request, filename, mimetype, disposition
+):
+    kinto = cached_app(
+        "memory", tmp_path_factory, request, **{"kinto.attachment.extensions": "any"}
+    )
+    kinto.create_collection()
+    kinto.upload(URL, b"<script>alert(1)</script>", filename, mimetype=mimetype)
+    response = get(kinto)
+    assert response.headers["Content-Disposition"].startswith(f'{disposition}; filename="')
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_unicode_filename(kinto_memory):
+    kinto = kinto_memory
+    kinto.create_collection()
+    kinto.upload(URL, b"x", 'Résumé "final".txt')
+    disposition = get(kinto).headers["Content-Disposition"]
+    assert disposition == (
+        'inline; filename="R_sum_ _final_.txt"; '
+        "filename*=UTF-8''R%C3%A9sum%C3%A9%20%22final%22.txt"
+    )
+
+
+def test_missing(kinto_memory):
+    kinto = kinto_memory
+    kinto.create_collection()
+    response = get(kinto, status=404)
+    assert response.json["details"] == {"id": "r1", "resource_name": "record"}
+    kinto.app.put_json(URL, {"data": {}}, headers=ALICE)
+    response = get(kinto, status=404)
+    assert response.json["details"] == {"id": "r1", "resource_name": "attachment"}
+
+
+def test_missing_blob_is_404_and_logged(kinto, caplog):
+    kinto.create_collection()
+    meta = kinto.upload(URL, b"soon gone", "gone.txt").json
+    kinto.registry.attachment_store.delete(kinto.key_of(meta["location"]))
+    response = get(kinto, status=404)
+    assert response.json["details"]["resource_name"] == "attachment"
+    assert "is missing from the store" in caplog.text
+
+
+def test_empty_file(kinto_memory):
+    kinto = kinto_memory
+    kinto.create_collection()
+    kinto.upload(URL, b"", "empty.txt")
+    response = get(kinto)
+    assert (response.body, response.headers["Content-Length"]) == (b"", "0")
+
+
+def test_presigned_redirect_on_s3(tmp_path_factory, request):
+    kinto = cached_app(
+        "memory",
+        tmp_path_factory,
+        request,
+        blobs="s3",
+        **{
+            "kinto.attachment.aws.presigned_downloads": "true",
+            "kinto.attachment.extensions": "any",
+        },
+    )
+    kinto.create_collection()
+    content = os.urandom(2048)
+    kinto.upload(URL, content, "page.html", mimetype="text/html")
+    response = get(kinto, status=307)
+    target = response.headers["Location"]
+    assert "X-Amz-Signature=" in target and "X-Amz-Expires=300" in target
+    download = requests.get(target, timeout=10)
+    assert download.status_code == 200
+    assert download.content == content
+    assert download.headers["Content-Disposition"].startswith('attachment; filename="page.html"')
+    # Still permission-checked, and still conditional.
+    get(kinto, headers=BOB, status=403)
+    etag = response.headers["ETag"]
+    get(kinto, status=304, **{"If-None-Match": etag})
