@@ -361,3 +361,65 @@ def test_limiter_runs_a_transfer_larger_than_the_budget_alone():
     for thread in (small, big, later):
         thread.join(10)
     assert limiter.in_use == 0
+
+
+def expire_everything(monkeypatch):
+    later = data_files.msec_time() + 10_000
+    monkeypatch.setattr(data_files, "msec_time", lambda: later)
+
+
+def test_collector_thread_collects_until_stopped(kinto_memory, monkeypatch):
+    post(kinto_memory, b"x", query="?id=tmp&ttl=1")
+    expire_everything(monkeypatch)
+
+    class TwoRounds:
+        """Stands for the stop event: not set for two rounds, then set."""
+
+        rounds = 0
+
+        def wait(self, interval):
+            self.rounds += 1
+            return self.rounds > 2
+
+    failures = []
+    monkeypatch.setattr(gc.logger, "exception", lambda *args: failures.append(args))
+    gc._periodically(kinto_memory.registry, 300, TwoRounds())
+    assert kinto_memory.files() == [] and failures == []
+    assert data_files.entries(kinto_memory.registry.storage) == []
+
+    def broken(registry, now=None):
+        raise RuntimeError("storage down")
+
+    monkeypatch.setattr(gc, "collect", broken)
+    gc._periodically(kinto_memory.registry, 300, TwoRounds())
+    assert len(failures) == 2
+
+
+def test_collector_thread_starts_with_the_app(kinto_memory):
+    stop = kinto_memory.registry.attachment_gc_stop
+    assert not stop.is_set()
+
+
+@pytest.mark.postgresql
+def test_gc_command(tmp_path_factory, request, tmp_path, monkeypatch, capsys):
+    kinto = cached_app("postgresql", tmp_path_factory, request)
+    post(kinto, b"old", query="?id=old&ttl=1")
+    post(kinto, b"new", query="?id=new")
+    settings = kinto.registry.settings
+    ini = tmp_path / "gc.ini"
+    ini.write_text(
+        "[app:main]\nuse = egg:kinto\n"
+        + "".join(
+            f"kinto.{name} = {settings[name]}\n"
+            for name in ("storage_backend", "storage_url", "permission_backend")
+            + ("permission_url", "cache_backend", "cache_url", "userid_hmac_secret")
+        )
+        + "kinto.includes = kinto_attachment\n"
+        + f"kinto.attachment.base_path = {kinto.base_path}\n"
+    )
+    expire_everything(monkeypatch)
+    assert gc.main(["--ini", str(ini)]) == 0
+    assert "1 expired data files collected" in capsys.readouterr().out
+    monkeypatch.undo()
+    assert [e["id"] for e in listing(kinto)] == ["new"]
+    assert len(kinto.files()) == 1

@@ -255,3 +255,34 @@ def test_replacement_through_the_other_server_deletes_the_old_object(
     assert attachment_of(a, record) == new
     assert attachment_of(b, record) == new
     assert download_sha256(new["location"]) == new["hash"]
+
+
+def test_data_files_are_shared_by_the_nodes(cluster, s3):
+    a, b, bucket = cluster
+    root_a, root_b = (f"http://localhost:{s.port}/data/files" for s in (a, b))
+    content = os.urandom(3 * MiB)
+    posted = requests.post(
+        f"{root_a}?id=shared-001&ttl=600000",
+        data=content,
+        headers={
+            "Content-Type": "application/pdf",
+            "Content-Disposition": 'attachment; filename="report.pdf"',
+        },
+        timeout=REQUEST_TIMEOUT,
+    )
+    assert (posted.status_code, posted.text) == (200, "shared-001")
+
+    fetched = requests.get(f"{root_b}/shared-001", timeout=REQUEST_TIMEOUT)
+    assert fetched.status_code == 200
+    assert fetched.content == content
+    assert fetched.headers["Content-Type"] == "application/pdf"
+    (entry,) = [
+        e for e in requests.get(root_b, timeout=REQUEST_TIMEOUT).json() if e["id"] == "shared-001"
+    ]
+    assert entry["hash"] == hashlib.sha256(content).hexdigest()
+    objects = {k for k in s3_keys(s3, bucket) if k.startswith("data-files/")}
+    assert len(objects) == 1
+
+    assert requests.delete(f"{root_b}/shared-001", timeout=REQUEST_TIMEOUT).status_code == 204
+    assert requests.get(f"{root_a}/shared-001", timeout=REQUEST_TIMEOUT).status_code == 404
+    assert not any(k.startswith("data-files/") for k in s3_keys(s3, bucket))
