@@ -7,6 +7,7 @@ from .heartbeat import attachments_ping
 from .limiter import TransferLimiter
 from .storage import IBlobStore
 from .storage.local import LocalStore
+from .views import resumable
 
 
 try:
@@ -46,6 +47,12 @@ def includeme(config):
         description="Add file attachments to records",
         url="https://github.com/Kinto/kinto-attachment/",
         base_url=settings.capability_base_url,
+        resumable={
+            "protocol": "tus",
+            "version": resumable.TUS_VERSION,
+            "extensions": resumable.EXTENSIONS.split(","),
+            "url": "{record-url}/attachment/uploads",
+        },
     )
     config.registry.heartbeats["attachments"] = attachments_ping
     if settings.serve_files:
@@ -55,4 +62,5 @@ def includeme(config):
     config.scan("kinto_attachment.views")
     config.include("kinto_attachment.views.default_bucket")
     config.include("kinto_attachment.views.data_files")
+    config.include("kinto_attachment.views.resumable")
     config.include("kinto_attachment.gc")

@@ -125,19 +125,24 @@ def for_attachment(store, policy, ids, filename, declared_type=None):
     return Intake(store, key, filename, mimetype, policy.max_size_bytes)
 
 
-def pump(stream, length, write, chunk_size=CHUNK_SIZE):
-    """Read ``length`` bytes (until EOF when None) from ``stream`` into ``write``, by chunks.
-
-    Returns the number of bytes read, which is less than ``length`` if the stream ended early.
-    """
-    remaining, total = length, 0
+def read_chunks(stream, length, chunk_size=CHUNK_SIZE):
+    """The body by chunks: ``length`` bytes, or until EOF when None (or the stream ends)."""
+    remaining = length
     while remaining is None or remaining > 0:
         size = chunk_size if remaining is None else min(chunk_size, remaining)
         chunk = stream.read(size)
         if not chunk:
-            break
-        total += len(chunk)
+            return
         if remaining is not None:
             remaining -= len(chunk)
+        yield chunk
+
+
+def pump(stream, length, write, chunk_size=CHUNK_SIZE):
+    """Hand the body to ``write`` by chunks; return how many bytes were read (fewer than
+    ``length`` if the stream ended early)."""
+    total = 0
+    for chunk in read_chunks(stream, length, chunk_size):
+        total += len(chunk)
         write(chunk)
     return total

@@ -18,28 +18,45 @@ def _delete(store, keys):
         logger.exception("Could not delete attachment blobs %r", keys)
 
 
-def delete_after_commit(request, store, keys):
-    """Delete ``keys`` once the current transaction has committed successfully."""
-    if not keys:
-        return
+def _safely(cleanup, *args):
+    try:
+        cleanup(*args)
+    except Exception:  # What is left behind is for garbage collection, not an error to raise.
+        logger.exception("Cleanup %s%r failed", getattr(cleanup, "__name__", cleanup), args)
+
+
+def after_commit(request, then, *args):
+    """Call ``then(*args)`` once the current transaction has committed successfully."""
 
     def hook(success):
         if success:
-            _delete(store, keys)
+            _safely(then, *args)
 
     request.tm.get().addAfterCommitHook(hook)
 
 
-def delete_unless_committed(request, store, keys):
-    """Delete ``keys`` if the current transaction fails to commit or is aborted."""
+def delete_after_commit(request, store, keys):
+    """Delete ``keys`` once the current transaction has committed successfully."""
+    if keys:
+        after_commit(request, _delete, store, keys)
+
+
+def on_failure(request, undo, *args):
+    """Call ``undo(*args)`` if the current transaction fails to commit or is aborted."""
 
     def after_commit(success):
         if not success:
-            _delete(store, keys)
+            _safely(undo, *args)
 
     transaction = request.tm.get()
     transaction.addAfterCommitHook(after_commit)
-    transaction.addAfterAbortHook(_delete, args=(store, keys))
+    transaction.addAfterAbortHook(_safely, args=(undo, *args))
+
+
+def delete_unless_committed(request, store, keys):
+    """Delete ``keys`` if the current transaction fails to commit or is aborted."""
+    if keys:
+        on_failure(request, _delete, store, keys)
 
 
 def discard(request, unlinked):

@@ -126,6 +126,8 @@ class AttachmentSettings:
     #: ``(bucket_id, collection_id or None)`` → Policy, already merged with its parents.
     overrides: Mapping
     data_files: DataFilesOptions = dataclasses.field(default_factory=DataFilesOptions)
+    #: Seconds an unfinished resumable upload is kept after its last request.
+    resumable_expires_seconds: int = 86400
 
     def policy(self, bucket_id, collection_id=None):
         """The policy that applies to a collection: collection, then bucket, then global."""
@@ -308,6 +310,7 @@ GLOBAL_SETTINGS = (
     "base_url",
     "extra.base_url",
     "serve_files",
+    "resumable.expires_seconds",
     *(f"aws.{name}" for name in (*S3_SETTINGS, *PYRAMID_STORAGE_ENDPOINT)),
     *(f"data_files.{name}" for name in DATA_FILES_SETTINGS),
 )
@@ -450,4 +453,8 @@ def parse(settings):
         default=default,
         overrides=MappingProxyType(overrides),
         data_files=_parse_data_files(global_values),
+        resumable_expires_seconds=_as_number(int, 1)(
+            PREFIX + "resumable.expires_seconds",
+            global_values.get("resumable.expires_seconds", 86400),
+        ),
     )

@@ -7,6 +7,7 @@ visible under a key. ``abort()`` (or a failed commit) leaves nothing behind. Thi
 refused or interrupted upload leave no file and never touch the attachment already there.
 """
 
+import dataclasses
 import itertools
 import posixpath
 import re
@@ -59,6 +60,41 @@ class IBlobStore(Interface):
         """Public URL of the blob: ``base_url`` joined with the key."""
 
     base_url = Attribute("Prefix of every blob URL, may be empty (relative locations).")
+
+
+class IResumableStore(Interface):
+    """Optional capability: blobs written over several requests (resumable uploads).
+
+    The state returned is JSON-compatible and kept by the caller (in Kinto's storage) between
+    requests, so that any process can go on with an upload. The caller's recorded offset is
+    the truth: bytes a failed request wrote beyond it are overwritten by the next append.
+    """
+
+    def start_resumable(key, content_type):
+        """Begin a blob meant for ``key``; return its state."""
+
+    def append(state, offset, chunks):
+        """Write ``chunks`` (bytes) from ``offset``; return a :class:`Progress`."""
+
+    def finish(state):
+        """Make the blob visible under its key (or a free variant); return a :class:`Progress`
+        whose ``key`` is the blob's. The upload's own data stays until ``obsolete`` is deleted,
+        so that a finished blob whose record is refused can be deleted and the upload retried.
+        """
+
+    def discard(state):
+        """Drop everything the upload wrote."""
+
+
+@dataclasses.dataclass
+class Progress:
+    """What a resumable step did: the state to record, keys it created (to delete if the
+    state is not recorded), keys it made obsolete (to delete once it is), the blob's key."""
+
+    state: dict
+    created: list = dataclasses.field(default_factory=list)
+    obsolete: list = dataclasses.field(default_factory=list)
+    key: str | None = None
 
 
 class StorageUnavailable(OSError):

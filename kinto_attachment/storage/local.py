@@ -14,11 +14,22 @@ import tempfile
 
 from zope.interface import implementer
 
-from . import IBlobStore, IStaged, blob_url, join_key, key_variants
+from . import (
+    IBlobStore,
+    IResumableStore,
+    IStaged,
+    Progress,
+    StorageUnavailable,
+    blob_url,
+    join_key,
+    key_variants,
+)
 
 
 TEMP_PREFIX = ".upload-"
 TEMP_SUFFIX = ".part"
+#: Folder of the files of resumable uploads in progress.
+RESUMABLE_FOLDER = ".uploads"
 
 
 def _fsync_dir(path):
@@ -98,7 +109,7 @@ class LocalStaged:
             os.unlink(self._temp_path)
 
 
-@implementer(IBlobStore)
+@implementer(IBlobStore, IResumableStore)
 class LocalStore:
     def __init__(self, base_path, base_url="", fsync=True):
         self.base_path = os.path.realpath(base_path)
@@ -140,3 +151,40 @@ class LocalStore:
 
     def url(self, key):
         return blob_url(self.base_url, key)
+
+    def start_resumable(self, key, content_type=None):
+        folder = self.path(RESUMABLE_FOLDER)
+        os.makedirs(folder, exist_ok=True)
+        fd, path = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX)
+        os.close(fd)
+        return {"key": key, "temp": os.path.relpath(path, self.base_path)}
+
+    def append(self, state, offset, chunks):
+        with open(self.path(state["temp"]), "r+b", buffering=0) as f:
+            if os.fstat(f.fileno()).st_size < offset:
+                raise StorageUnavailable(f"{state['temp']} is shorter than its offset {offset}")
+            f.truncate(offset)  # Whatever a failed request wrote beyond it.
+            f.seek(offset)
+            for chunk in chunks:
+                view = memoryview(chunk)
+                while view:
+                    view = view[f.write(view) :]
+            if self.fsync:
+                os.fsync(f.fileno())
+        return Progress(state)
+
+    def finish(self, state):
+        temp = self.path(state["temp"])
+        os.makedirs(os.path.dirname(self.path(state["key"])), exist_ok=True)
+        for key in key_variants(state["key"]):
+            try:
+                os.link(temp, self.path(key))  # Atomic, never overwrites; keeps the upload.
+            except FileExistsError:
+                continue
+            os.chmod(self.path(key), 0o644)
+            if self.fsync:
+                _fsync_dir(os.path.dirname(self.path(key)))
+            return Progress(state, created=[key], obsolete=[state["temp"]], key=key)
+
+    def discard(self, state):
+        self.delete(state["temp"])

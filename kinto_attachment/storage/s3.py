@@ -20,6 +20,7 @@ import io
 import itertools
 import logging
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import boto3
@@ -28,7 +29,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 from zope.interface import implementer
 
 from ..downloads import content_disposition
-from . import IBlobStore, IStaged, StorageUnavailable, blob_url, key_variants
+from . import (
+    IBlobStore,
+    IResumableStore,
+    IStaged,
+    Progress,
+    StorageUnavailable,
+    blob_url,
+    key_variants,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -38,6 +47,8 @@ MiB = 1024 * 1024
 MIN_PART_SIZE = 5 * MiB
 #: S3 accepts at most 1000 keys per DeleteObjects request.
 DELETE_BATCH = 1000
+#: Prefix of the tails of resumable uploads in progress.
+RESUMABLE_FOLDER = "__uploads__"
 
 
 def _checksum(views):
@@ -128,25 +139,21 @@ def make_client(options):
 
 @implementer(IStaged)
 class S3Staged:
-    def __init__(self, store, key, content_type):
+    """Bytes on their way to S3; with ``upload_id``, the continuation of a multipart upload
+    that already has ``parts`` (a resumable upload), which ``abort()`` then leaves alone."""
+
+    def __init__(self, store, key, content_type, upload_id=None, parts=()):
         self._store = store
         self._key = key
         self._content_type = content_type or "application/octet-stream"
         #: Chunks of the part being filled, as views on the bytes received (no copy).
         self._pending = []
         self._pending_size = 0
-        self._upload_id = None
-        self._parts = []
+        self._upload_id = upload_id
+        self._owns_upload = upload_id is None
+        self._previous_parts = list(parts)
         self._futures = []
         self._slots = threading.BoundedSemaphore(store.concurrency)
-
-    def _object_args(self):
-        args = {"Bucket": self._store.bucket, "ContentType": self._content_type}
-        if self._store.acl:
-            args["ACL"] = self._store.acl
-        if self._store.cache_control:
-            args["CacheControl"] = self._store.cache_control
-        return args
 
     def write(self, chunk):
         view = memoryview(chunk).cast("B")
@@ -169,13 +176,11 @@ class S3Staged:
         if self._upload_id is None:
             self._key = self._store.free_key(self._key)
             with _unavailable("CreateMultipartUpload"):
-                self._upload_id = self._store.client.create_multipart_upload(
-                    Key=self._key, ChecksumAlgorithm="SHA256", **self._object_args()
-                )["UploadId"]
+                self._upload_id = self._store.create_upload(self._key, self._content_type)
         self._raise_failed_parts()
         # Blocks while `concurrency` parts of this upload are in flight: bounded memory.
         self._slots.acquire()
-        number = len(self._futures) + 1
+        number = len(self._previous_parts) + len(self._futures) + 1
         future = self._store.executor.submit(self._upload_part, number, data)
         future.add_done_callback(lambda _: self._slots.release())
         self._futures.append(future)
@@ -193,26 +198,36 @@ class S3Staged:
                 ChecksumAlgorithm="SHA256",
                 ChecksumSHA256=checksum,
             )
-        return {"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": checksum}
+        return {
+            "PartNumber": number,
+            "ETag": response["ETag"],
+            "ChecksumSHA256": checksum,
+            "Size": sum(len(v) for v in views),
+        }
 
     def _raise_failed_parts(self):
         for future in self._futures:
             if future.done() and future.exception():
                 raise future.exception()
 
+    def flush(self):
+        """Wait for the parts sent; return all the upload's parts and the unsent bytes."""
+        parts = self._previous_parts + [future.result() for future in self._futures]
+        return parts, b"".join(self._take_pending())
+
     def commit(self):
         try:
             if self._upload_id is None:
                 return self._put_whole()
-            if self._pending or not self._futures:
+            if self._pending or not (self._futures or self._previous_parts):
                 self._send_part(self._take_pending())
-            parts = [future.result() for future in self._futures]
+            parts, _ = self.flush()
             with _unavailable("CompleteMultipartUpload"):
                 self._store.client.complete_multipart_upload(
                     Bucket=self._store.bucket,
                     Key=self._key,
                     UploadId=self._upload_id,
-                    MultipartUpload={"Parts": parts},
+                    MultipartUpload={"Parts": [_completed(part) for part in parts]},
                     IfNoneMatch="*",
                 )
             return self._key
@@ -230,7 +245,7 @@ class S3Staged:
                         Body=data,
                         ChecksumSHA256=_checksum([data]),
                         IfNoneMatch="*",
-                        **self._object_args(),
+                        **self._store.object_args(self._content_type),
                     )
             except StorageUnavailable as e:
                 if _error_code(e.__cause__) == "PreconditionFailed":
@@ -246,11 +261,16 @@ class S3Staged:
             if not future.cancelled():
                 future.exception()  # Wait for parts in flight before aborting.
         upload_id, self._upload_id = self._upload_id, None
-        if upload_id is not None:
+        if upload_id is not None and self._owns_upload:
             self._store.abort_upload(self._key, upload_id)
 
 
-@implementer(IBlobStore)
+def _completed(part):
+    """A part as CompleteMultipartUpload takes it (without our ``Size``)."""
+    return {k: part[k] for k in ("PartNumber", "ETag", "ChecksumSHA256")}
+
+
+@implementer(IBlobStore, IResumableStore)
 class S3Store:
     def __init__(
         self,
@@ -279,6 +299,62 @@ class S3Store:
     def stage(self, key, content_type=None):
         self._retry_aborts()
         return S3Staged(self, key, content_type)
+
+    def object_args(self, content_type):
+        args = {"Bucket": self.bucket, "ContentType": content_type or "application/octet-stream"}
+        if self.acl:
+            args["ACL"] = self.acl
+        if self.cache_control:
+            args["CacheControl"] = self.cache_control
+        return args
+
+    def create_upload(self, key, content_type):
+        with _unavailable("CreateMultipartUpload"):
+            return self.client.create_multipart_upload(
+                Key=key, ChecksumAlgorithm="SHA256", **self.object_args(content_type)
+            )["UploadId"]
+
+    # Resumable uploads: a multipart upload, plus the bytes not yet making a whole part (the
+    # tail) in an object of their own, a new one after each request so that the recorded
+    # state always names a tail with exactly the bytes it expects.
+
+    def start_resumable(self, key, content_type=None):
+        key = self.free_key(key)
+        upload_id = self.create_upload(key, content_type)
+        return {"key": key, "upload_id": upload_id, "parts": [], "tail": None, "tail_size": 0}
+
+    def _continue(self, state):
+        staged = S3Staged(self, state["key"], None, state["upload_id"], state["parts"])
+        if state["tail_size"]:
+            with self.open(state["tail"], 0, state["tail_size"] - 1) as tail:
+                staged.write(tail.read())
+        return staged
+
+    def append(self, state, offset, chunks):
+        staged = self._continue(state)
+        for chunk in chunks:
+            staged.write(chunk)
+        parts, tail = staged.flush()
+        new_tail = None
+        if tail:
+            new_tail = f"{RESUMABLE_FOLDER}/{uuid.uuid4().hex}.tail"
+            with _unavailable("PutObject"):
+                self.client.put_object(Bucket=self.bucket, Key=new_tail, Body=tail)
+        return Progress(
+            {**state, "parts": parts, "tail": new_tail, "tail_size": len(tail)},
+            created=[new_tail] if new_tail else [],
+            obsolete=[state["tail"]] if state["tail"] else [],
+        )
+
+    def finish(self, state):
+        key = self._continue(state).commit()
+        obsolete = [state["tail"]] if state["tail"] else []
+        return Progress(state, created=[key], obsolete=obsolete, key=key)
+
+    def discard(self, state):
+        self.abort_upload(state["key"], state["upload_id"])
+        if state["tail"]:
+            self.delete(state["tail"])
 
     def abort_upload(self, key, upload_id):
         """Abort a multipart upload; if S3 cannot be reached, remember to retry later."""

@@ -63,7 +63,7 @@ attachment = Service(
 )
 
 
-def _require_record_parents(request, context):
+def require_record_parents(request, context):
     """404 for an invalid id or a missing collection, before reading any of the body."""
     raise_404_if_invalid_id(request, "record", context.record_id)
     object_exists_or_404(
@@ -125,27 +125,9 @@ def post_attachment(request):
     policy = settings.policy(context.bucket_id, context.collection_id)
 
     _refuse_oversized(request, policy.max_size_bytes)
-    _require_record_parents(request, context)
+    require_record_parents(request, context)
     blob, fields = _receive(request, context, policy, store)
-    # From here the blob exists: it must go unless the transaction commits.
-    lifecycle.delete_unless_committed(request, store, [blob.key])
-
-    storage = request.registry.storage
-    ids = (context.bucket_id, context.collection_id, context.record_id)
-    replaced = links.of_record(storage, *ids)
-    metadata = blob.attachment(store.url(blob.key))
-    data = {**fields.get("data", {}), FILE_FIELD: metadata}
-    records.write(
-        request,
-        context.record_uri,
-        data,
-        permissions=fields.get("permissions"),
-        create=context.current_object is None,
-    )
-    links.forget(storage, replaced)
-    links.add(storage, *ids, blob.key)
-    lifecycle.discard(request, replaced)
-
+    metadata = attach(request, context, blob, fields.get("data"), fields.get("permissions"))
     request.response.status = 201
     request.response.headers["Location"] = request.route_url(
         "record-object",
@@ -156,10 +138,36 @@ def post_attachment(request):
     return metadata
 
 
+def attach(request, context, blob, data=None, permissions=None):
+    """Make a committed blob the record's attachment (the last step of every upload).
+
+    In the request's transaction: the record is written (created if needed), and the link of
+    the blob replaces those of the previous one, whose blob is deleted after commit. If the
+    transaction does not commit, the new blob is deleted instead.
+    """
+    store = request.registry.attachment_store
+    lifecycle.delete_unless_committed(request, store, [blob.key])
+    storage = request.registry.storage
+    ids = (context.bucket_id, context.collection_id, context.record_id)
+    replaced = links.of_record(storage, *ids)
+    metadata = blob.attachment(store.url(blob.key))
+    records.write(
+        request,
+        context.record_uri,
+        {**(data or {}), FILE_FIELD: metadata},
+        permissions=permissions,
+        create=context.current_object is None,
+    )
+    links.forget(storage, replaced)
+    links.add(storage, *ids, blob.key)
+    lifecycle.discard(request, replaced)
+    return metadata
+
+
 @attachment.delete(permission=DYNAMIC)
 def delete_attachment(request):
     context = request.context
-    _require_record_parents(request, context)
+    require_record_parents(request, context)
     record = context.current_object
     if record is None:
         raise errors.record_not_found(context.record_id)
@@ -179,7 +187,7 @@ def delete_attachment(request):
 def get_attachment(request):
     """Stream the attachment to whoever may read the record (or redirect to S3)."""
     context = request.context
-    _require_record_parents(request, context)
+    require_record_parents(request, context)
     record = context.current_object
     if record is None:
         raise errors.record_not_found(context.record_id)
