@@ -28,9 +28,7 @@ def valid_id(file_id):
 
 
 def is_live(entry, now=None):
-    """Not expired and not found corrupt."""
-    if entry.get("corrupt"):
-        return False
+    """Not expired."""
     expiration = entry.get("expiration")
     return expiration is None or expiration > (now or msec_time())
 
@@ -63,9 +61,3 @@ def remove(storage, file_id):
 def entries(storage):
     """Every entry (expired ones included), oldest first."""
     return storage.list_all(resource_name=RESOURCE, parent_id=PARENT_ID)
-
-
-def mark_corrupt(storage, file_id):
-    entry = get(storage, file_id)
-    if entry is not None:
-        put(storage, file_id, {**entry, "corrupt": True})

@@ -1,4 +1,5 @@
-"""Garbage collection of ``/data/files`` entries that expired (or were found corrupt).
+"""Garbage collection: ``/data/files`` entries that expired, and resumable uploads abandoned
+past their expiration.
 
 Runs in every server every ``data_files.gc_interval_seconds`` and as a command::
 
@@ -16,14 +17,31 @@ import transaction
 from kinto.core.storage.exceptions import ObjectNotFoundError
 from pyramid.events import ApplicationCreated
 
-from . import data_files
+from . import data_files, uploads
 
 
 logger = logging.getLogger(__name__)
 
 
 def collect(registry, now=None):
-    """Delete expired entries, then their blobs; return how many entries were collected."""
+    """Collect expired data files and abandoned uploads; return how many."""
+    return _collect_data_files(registry, now) + _collect_uploads(registry, now)
+
+
+def _collect_uploads(registry, now=None):
+    now = now or data_files.msec_time()
+    with transaction.manager:
+        expired = [u for u in uploads.entries(registry.storage) if u["expires"] <= now]
+        for upload in expired:
+            uploads.remove(registry.storage, upload["id"])
+    for upload in expired:
+        registry.attachment_store.discard(upload["store"])
+    if expired:
+        logger.info("Collected %d abandoned uploads", len(expired))
+    return len(expired)
+
+
+def _collect_data_files(registry, now=None):
     storage = registry.storage
     with transaction.manager:
         keys = []
@@ -83,5 +101,5 @@ def main(argv=None):
     setup_logging(args.ini)
     with bootstrap(args.ini) as env:
         count = collect(env["registry"])
-    print(f"{count} expired data files collected")
+    print(f"{count} expired data files and abandoned uploads collected")
     return 0

@@ -11,18 +11,11 @@ import logging
 logger = logging.getLogger(__name__)
 
 
-def _delete(store, keys):
-    try:
-        store.delete_many(keys)
-    except Exception:  # A leftover blob is for garbage collection, not an error to raise.
-        logger.exception("Could not delete attachment blobs %r", keys)
-
-
 def _safely(cleanup, *args):
     try:
         cleanup(*args)
     except Exception:  # What is left behind is for garbage collection, not an error to raise.
-        logger.exception("Cleanup %s%r failed", getattr(cleanup, "__name__", cleanup), args)
+        logger.exception("Cleanup failed: %s%r", cleanup.__name__, args)
 
 
 def after_commit(request, then, *args):
@@ -38,7 +31,7 @@ def after_commit(request, then, *args):
 def delete_after_commit(request, store, keys):
     """Delete ``keys`` once the current transaction has committed successfully."""
     if keys:
-        after_commit(request, _delete, store, keys)
+        after_commit(request, store.delete_many, keys)
 
 
 def on_failure(request, undo, *args):
@@ -56,7 +49,7 @@ def on_failure(request, undo, *args):
 def delete_unless_committed(request, store, keys):
     """Delete ``keys`` if the current transaction fails to commit or is aborted."""
     if keys:
-        on_failure(request, _delete, store, keys)
+        on_failure(request, store.delete_many, keys)
 
 
 def discard(request, unlinked):

@@ -419,7 +419,7 @@ def test_gc_command(tmp_path_factory, request, tmp_path, monkeypatch, capsys):
     )
     expire_everything(monkeypatch)
     assert gc.main(["--ini", str(ini)]) == 0
-    assert "1 expired data files collected" in capsys.readouterr().out
+    assert "1 expired data files and abandoned uploads collected" in capsys.readouterr().out
     monkeypatch.undo()
     assert [e["id"] for e in listing(kinto)] == ["new"]
     assert len(kinto.files()) == 1

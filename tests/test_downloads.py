@@ -5,6 +5,9 @@ import os
 
 import pytest
 import requests
+import webob
+
+from kinto_attachment import downloads
 
 from .conftest import ALICE, BOB, cached_app
 
@@ -192,3 +195,20 @@ def test_presigned_redirect_on_s3(tmp_path_factory, request):
     get(kinto, headers=BOB, status=403)
     etag = response.headers["ETag"]
     get(kinto, status=304, **{"If-None-Match": etag})
+
+
+def test_without_a_file_wrapper_the_stream_is_iterated(stored):
+    kinto, _ = stored
+    wsgi_request = webob.Request.blank(URL + "/attachment", headers=ALICE)
+    wsgi_request.environ.pop("wsgi.file_wrapper", None)
+    response = wsgi_request.get_response(kinto.app.app)
+    assert response.body == CONTENT
+
+
+def test_streamed_response_body_is_only_a_length_until_set():
+    response = downloads.StreamedResponse(content_type="text/plain")
+    response.app_iter = iter([b"never", b" read"])
+    response.content_length = 10
+    assert len(response.body) == 10
+    response.body = b"set"
+    assert response.body == b"set"

@@ -44,7 +44,7 @@ def test_a_blob_that_cannot_be_deleted_is_logged_not_raised(kinto_memory, monkey
     monkeypatch.setattr(kinto.registry.attachment_store, "delete_many", refuse)
     with caplog.at_level(logging.ERROR, logger=lifecycle.__name__):
         kinto.upload(URL, b"second")
-    assert "Could not delete attachment blobs" in caplog.text
+    assert "Cleanup failed: refuse" in caplog.text
     assert len(kinto.files()) == 2  # Left for garbage collection.
 
 

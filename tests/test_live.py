@@ -88,6 +88,9 @@ def test_readme_examples_are_marked(readme):
         "curl": "bash",
         "python": "python",
         "slimfaas": "bash",
+        "large-setup": "bash",
+        "tuspy": "python",
+        "tus-js": "javascript",
     }
 
 

@@ -130,10 +130,8 @@ def _policy_for_route(request):
     return request.registry.attachment_settings.policy(match["bucket_id"], match["collection_id"])
 
 
-def _integer_header(request, name, required=True):
+def _integer_header(request, name):
     value = request.headers.get(name)
-    if value is None and not required:
-        return None
     if value is None or not value.isascii() or not value.isdigit():
         raise _tus_error(httpexceptions.HTTPBadRequest, f"{name} must be a non-negative integer.")
     return int(value)

@@ -1,0 +1,395 @@
+"""Resumable uploads (tus 1.0.0): protocol conformance, on every storage and file backend."""
+
+import base64
+import hashlib
+import io
+import os
+
+import pytest
+import webob
+
+from kinto_attachment import gc, uploads
+from kinto_attachment.views import resumable
+
+from .conftest import ALICE, BOB, build_settings, cached_app, make_app
+
+
+RECORD = "/v1/buckets/blog/collections/articles/records/r1"
+UPLOADS = RECORD + "/attachment/uploads"
+TUS = {"Tus-Resumable": "1.0.0"}
+CHUNK = {"Content-Type": "application/offset+octet-stream"}
+MiB = 1024 * 1024
+
+
+def b64(text):
+    return base64.b64encode(text.encode()).decode()
+
+
+def metadata(filename="big.txt", **extra):
+    pairs = {"filename": filename, **extra}
+    return ",".join(f"{key} {b64(value)}" for key, value in pairs.items())
+
+
+def create(app, length, status=201, headers=ALICE, meta=None, body=None, **extra):
+    request_headers = {
+        **headers,
+        **TUS,
+        "Upload-Length": str(length),
+        "Upload-Metadata": metadata() if meta is None else meta,
+        **extra,
+    }
+    if body is not None:
+        request_headers.update(CHUNK)
+    response = app.post(UPLOADS, body or b"", headers=request_headers, status=status)
+    if status == 201:
+        return response, response.headers["Location"][len("http://localhost") :]
+    return response, None
+
+
+def patch(app, url, chunk, offset, status=204, headers=ALICE, **extra):
+    return app.patch(
+        url,
+        chunk,
+        headers={**headers, **TUS, **CHUNK, "Upload-Offset": str(offset), **extra},
+        status=status,
+    )
+
+
+def head(app, url, status=200, headers=ALICE):
+    return app.head(url, headers={**headers, **TUS}, status=status)
+
+
+def upload_in_chunks(app, content, chunk_size, **meta):
+    _, url = create(app, len(content), meta=metadata(**meta) if meta else None)
+    offset = 0
+    while offset < len(content):
+        chunk = content[offset : offset + chunk_size]
+        response = patch(app, url, chunk, offset)
+        offset = int(response.headers["Upload-Offset"])
+    return url
+
+
+@pytest.fixture
+def kinto_tus(kinto):
+    kinto.create_collection()
+    return kinto
+
+
+def test_chunked_upload_becomes_the_attachment(kinto_tus):
+    content = os.urandom(12 * MiB + 7)
+    data = '{"title": "big one"}'
+    permissions = '{"read": ["system.Everyone"]}'
+    upload_in_chunks(
+        kinto_tus.app,
+        content,
+        5 * MiB - 3,
+        filename="big.txt",
+        filetype="text/x-big",
+        data=data,
+        permissions=permissions,
+    )
+    record = kinto_tus.app.get(RECORD).json["data"]  # Readable by everyone now.
+    attachment = record["attachment"]
+    assert record["title"] == "big one"
+    assert attachment["hash"] == hashlib.sha256(content).hexdigest()
+    assert (attachment["size"], attachment["filename"]) == (len(content), "big.txt")
+    assert attachment["mimetype"] == "text/x-big"
+    assert kinto_tus.read(attachment["location"]) == content
+    assert kinto_tus.files() == [kinto_tus.key_of(attachment["location"])]
+
+
+def test_options_advertises_the_server(kinto_tus):
+    for url in (UPLOADS, UPLOADS + "/any"):
+        response = kinto_tus.app.options(url, status=204)
+        assert response.headers["Tus-Resumable"] == "1.0.0"
+        assert response.headers["Tus-Version"] == "1.0.0"
+        assert set(response.headers["Tus-Extension"].split(",")) == {
+            "creation",
+            "creation-with-upload",
+            "termination",
+            "checksum",
+            "expiration",
+        }
+        assert {"sha1", "sha256"} <= set(response.headers["Tus-Checksum-Algorithm"].split(","))
+        assert "Tus-Max-Size" not in response.headers
+
+
+def test_limits(tmp_path_factory, request):
+    kinto = cached_app(
+        "memory", tmp_path_factory, request, **{"kinto.attachment.max_size_bytes": "100"}
+    )
+    kinto.create_collection()
+    assert kinto.app.options(UPLOADS, status=204).headers["Tus-Max-Size"] == "100"
+    response, _ = create(kinto.app, 101, status=413)
+    assert response.json["errno"] == 113
+    _, url = create(kinto.app, 100)
+    patch(kinto.app, url, b"x" * 90, 0)
+    patch(kinto.app, url, b"x" * 11, 90, status=413)
+    assert int(head(kinto.app, url).headers["Upload-Offset"]) == 90
+
+
+def test_tus_resumable_header_is_required(kinto_tus):
+    response = kinto_tus.app.post(UPLOADS, headers={**ALICE, "Upload-Length": "1"}, status=412)
+    assert response.headers["Tus-Version"] == "1.0.0"
+    _, url = create(kinto_tus.app, 10)
+    kinto_tus.app.head(url, headers=ALICE, status=412)
+    kinto_tus.app.patch(url, b"x", headers={**ALICE, **CHUNK, "Upload-Offset": "0"}, status=412)
+
+
+@pytest.mark.parametrize(
+    "extra,meta,message",
+    [
+        ({"Upload-Length": "-1"}, None, "Upload-Length"),
+        ({"Upload-Length": "ten"}, None, "Upload-Length"),
+        ({"Upload-Defer-Length": "1"}, None, "Upload-Defer-Length"),
+        ({}, "", "filename is required"),
+        ({}, "filename !!!", "bad filename"),
+        ({}, metadata(data="{not json"), "data is not JSON"),
+        ({}, metadata(permissions="[1]"), "permissions is not an object"),
+        ({}, metadata(filename="virus.exe"), "extension is not allowed"),
+    ],
+)
+def test_bad_creations(kinto_tus, extra, meta, message):
+    response, _ = create(kinto_tus.app, 10, status=400, meta=meta, **extra)
+    assert message in response.json["message"]
+    assert kinto_tus.files() == []
+
+
+def test_creation_needs_the_collection_and_permission(kinto_tus):
+    create(kinto_tus.app, 10, headers={}, status=401)
+    create(kinto_tus.app, 10, headers=BOB, status=403)
+    response = kinto_tus.app.post(
+        UPLOADS.replace("articles", "missing"),
+        headers={**ALICE, **TUS, "Upload-Length": "1", "Upload-Metadata": metadata()},
+        status=404,
+    )
+    assert response.json["details"]["resource_name"] == "collection"
+
+
+def test_only_the_creator_goes_on(kinto_tus):
+    _, url = create(kinto_tus.app, 10)
+    kinto_tus.app.patch_json(
+        "/v1/buckets/blog/collections/articles",
+        {"permissions": {"record:create": ["system.Authenticated"]}},
+        headers=ALICE,
+    )
+    head(kinto_tus.app, url, headers=BOB, status=404)
+    patch(kinto_tus.app, url, b"x", 0, headers=BOB, status=404)
+    kinto_tus.app.delete(url, headers={**BOB, **TUS}, status=404)
+    assert head(kinto_tus.app, url).headers["Upload-Offset"] == "0"
+    other_record = url.replace("/records/r1/", "/records/r2/")
+    head(kinto_tus.app, other_record, status=404)
+
+
+def test_head(kinto_tus):
+    meta = metadata(filename="notes.txt")
+    _, url = create(kinto_tus.app, 10, meta=meta)
+    patch(kinto_tus.app, url, b"12345", 0)
+    response = head(kinto_tus.app, url)
+    assert response.headers["Upload-Offset"] == "5"
+    assert response.headers["Upload-Length"] == "10"
+    assert response.headers["Upload-Metadata"] == meta
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Upload-Expires"].endswith(" GMT")
+    head(kinto_tus.app, UPLOADS + "/unknown", status=404)
+
+
+def test_wrong_offset_is_409(kinto_tus):
+    _, url = create(kinto_tus.app, 10)
+    patch(kinto_tus.app, url, b"12345", 0)
+    response = patch(kinto_tus.app, url, b"67890", 3, status=409)
+    assert response.headers["Upload-Offset"] == "5"
+    patch(kinto_tus.app, url, b"67890", 0, status=409)
+    patch(kinto_tus.app, url, b"67890", 5)
+
+
+def test_chunks_need_their_content_type_and_length(kinto_tus):
+    _, url = create(kinto_tus.app, 10)
+    kinto_tus.app.patch(
+        url,
+        b"x",
+        headers={**ALICE, **TUS, "Upload-Offset": "0", "Content-Type": "text/plain"},
+        status=415,
+    )
+    patch(kinto_tus.app, url, b"x", "zero", status=400)
+
+
+@pytest.mark.parametrize("algorithm", ["sha1", "sha256", "md5"])
+def test_checksums(kinto_tus, algorithm):
+    _, url = create(kinto_tus.app, 10)
+    chunk = b"12345"
+
+    def checksum(data):
+        return f"{algorithm} {base64.b64encode(hashlib.new(algorithm, data).digest()).decode()}"
+
+    response = patch(
+        kinto_tus.app, url, chunk, 0, status=460, **{"Upload-Checksum": checksum(b"x")}
+    )
+    assert response.json["code"] == 460
+    assert head(kinto_tus.app, url).headers["Upload-Offset"] == "0"
+    patch(kinto_tus.app, url, chunk, 0, **{"Upload-Checksum": checksum(chunk)})
+    patch(kinto_tus.app, url, b"67890", 5, **{"Upload-Checksum": checksum(b"67890")})
+    record = kinto_tus.app.get(RECORD, headers=ALICE).json["data"]
+    assert record["attachment"]["hash"] == hashlib.sha256(b"1234567890").hexdigest()
+
+
+def test_bad_checksum_headers(kinto_tus):
+    _, url = create(kinto_tus.app, 10)
+    patch(kinto_tus.app, url, b"1", 0, status=400, **{"Upload-Checksum": "crc32 AAAA"})
+    patch(kinto_tus.app, url, b"1", 0, status=400, **{"Upload-Checksum": "sha1 !!"})
+
+
+def test_checksum_mismatch_of_a_multipart_chunk_is_discarded(kinto_tus):
+    # On S3 a chunk larger than a part is partly sent before its checksum is known.
+    content = os.urandom(9 * MiB)
+    _, url = create(kinto_tus.app, len(content) + 1)
+    patch(
+        kinto_tus.app,
+        url,
+        content,
+        0,
+        status=460,
+        **{"Upload-Checksum": "sha1 AAAAAAAAAAAAAAAAAAAAAAAAAAA="},
+    )
+    patch(kinto_tus.app, url, content, 0)
+    patch(kinto_tus.app, url, b"!", len(content))
+    record = kinto_tus.app.get(RECORD, headers=ALICE).json["data"]
+    assert record["attachment"]["hash"] == hashlib.sha256(content + b"!").hexdigest()
+    assert kinto_tus.read(record["attachment"]["location"]) == content + b"!"
+
+
+def test_creation_with_upload_and_empty_files(kinto_tus):
+    response, _ = create(kinto_tus.app, 5, body=b"whole")
+    assert response.headers["Upload-Offset"] == "5"
+    assert kinto_tus.app.get(RECORD + "/attachment", headers=ALICE).body == b"whole"
+    response, _ = create(kinto_tus.app, 0)
+    assert response.headers["Upload-Offset"] == "0"
+    attachment = kinto_tus.app.get(RECORD, headers=ALICE).json["data"]["attachment"]
+    assert attachment["size"] == 0
+    assert attachment["hash"] == hashlib.sha256(b"").hexdigest()
+    assert len(kinto_tus.files()) == 1  # The replaced file is gone.
+
+
+def test_termination(kinto_tus):
+    _, url = create(kinto_tus.app, 10)
+    patch(kinto_tus.app, url, b"12345", 0)
+    kinto_tus.app.delete(url, headers={**ALICE, **TUS}, status=204)
+    head(kinto_tus.app, url, status=404)
+    patch(kinto_tus.app, url, b"67890", 5, status=404)
+    assert kinto_tus.files() == []
+
+
+def test_expired_uploads_are_gone_then_collected(kinto_tus, monkeypatch):
+    _, url = create(kinto_tus.app, 10)
+    patch(kinto_tus.app, url, b"12345", 0)
+    assert kinto_tus.files()  # The staged bytes.
+    later = resumable.msec_time() + 86400 * 1000 + 1
+    monkeypatch.setattr(resumable, "msec_time", lambda: later)
+    head(kinto_tus.app, url, status=404)
+    assert gc.collect(kinto_tus.registry, now=later) == 1
+    assert kinto_tus.files() == []
+    assert uploads.entries(kinto_tus.registry.storage) == []
+
+
+def test_a_patch_extends_the_expiration(kinto_tus, monkeypatch):
+    _, url = create(kinto_tus.app, 10)
+    first = head(kinto_tus.app, url).headers["Upload-Expires"]
+    later = resumable.msec_time() + 3600 * 1000
+    monkeypatch.setattr(resumable, "msec_time", lambda: later)
+    patch(kinto_tus.app, url, b"1", 0)
+    assert head(kinto_tus.app, url).headers["Upload-Expires"] != first
+
+
+def test_concurrent_patch_is_refused_while_locked(kinto_memory):
+    kinto_memory.create_collection()
+    _, url = create(kinto_memory.app, 10)
+    upload_id = url.rsplit("/", 1)[-1]
+    storage = kinto_memory.registry.storage
+    with uploads.locked(storage, upload_id):
+        response = patch(kinto_memory.app, url, b"12345", 0, status=423)
+        assert response.json["code"] == 423
+        kinto_memory.app.delete(url, headers={**ALICE, **TUS}, status=423)
+    patch(kinto_memory.app, url, b"12345", 0)
+
+
+def test_replacement_keeps_the_previous_attachment_until_the_end(kinto_tus):
+    previous = kinto_tus.upload(RECORD, b"previous", "previous.txt").json
+    _, url = create(kinto_tus.app, 10)
+    patch(kinto_tus.app, url, b"12345", 0)
+    record = kinto_tus.app.get(RECORD, headers=ALICE).json["data"]
+    assert record["attachment"] == previous
+    patch(kinto_tus.app, url, b"67890", 5)
+    assert not kinto_tus.exists(previous["location"])
+
+
+def test_refused_commit_keeps_the_previous_attachment(kinto_tus):
+    previous = kinto_tus.upload(RECORD, b"previous", "previous.txt").json
+    _, url = create(kinto_tus.app, 5, meta=metadata(permissions='{"read": "not a list"}'))
+    patch(kinto_tus.app, url, b"12345", 0, status=400)
+    assert kinto_tus.app.get(RECORD, headers=ALICE).json["data"]["attachment"] == previous
+    assert kinto_tus.read(previous["location"]) == b"previous"
+    assert kinto_tus.key_of(previous["location"]) in kinto_tus.files()
+
+
+def test_capability(kinto_tus):
+    capability = kinto_tus.app.get("/v1/").json["capabilities"]["attachments"]
+    assert capability["resumable"]["protocol"] == "tus"
+    assert capability["resumable"]["version"] == "1.0.0"
+    assert capability["resumable"]["url"] == "{record-url}/attachment/uploads"
+
+
+def test_cors(kinto_tus):
+    origin = {"Origin": "https://app.example.com"}
+    preflight = kinto_tus.app.options(
+        UPLOADS, headers={**origin, "Access-Control-Request-Method": "POST"}, status=204
+    )
+    assert preflight.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert "Upload-Offset" in preflight.headers["Access-Control-Allow-Headers"]
+    response, _ = create(kinto_tus.app, 10, **origin)
+    assert "Location" in response.headers["Access-Control-Expose-Headers"]
+
+
+@pytest.mark.postgresql
+def test_state_is_shared_by_processes(pg_url, tmp_path):
+    """Two apps on one database and one folder: one starts, the other finishes."""
+    settings = build_settings("postgresql", str(tmp_path), pg=pg_url)
+    first, second = make_app(settings), make_app(settings)
+    first.put_json("/v1/buckets/shared", {}, headers=ALICE)
+    first.put_json("/v1/buckets/shared/collections/c", {}, headers=ALICE)
+    url = "/v1/buckets/shared/collections/c/records/r/attachment/uploads"
+    response = first.post(
+        url,
+        headers={**ALICE, **TUS, "Upload-Length": "10", "Upload-Metadata": metadata()},
+        status=201,
+    )
+    upload = response.headers["Location"][len("http://localhost") :]
+    patch(first, upload, b"12345", 0)
+    assert head(second, upload).headers["Upload-Offset"] == "5"
+    patch(second, upload, b"67890", 5)
+    record = first.get("/v1/buckets/shared/collections/c/records/r", headers=ALICE).json["data"]
+    assert record["attachment"]["hash"] == hashlib.sha256(b"1234567890").hexdigest()
+
+
+def raw_patch(kinto, url, body, length):
+    """A PATCH whose body is shorter than it says, or of unknown length."""
+    wsgi_request = webob.Request.blank(
+        url,
+        method="PATCH",
+        headers={**ALICE, **TUS, **CHUNK, "Upload-Offset": "0"},
+    )
+    wsgi_request.environ["wsgi.input"] = io.BytesIO(body)
+    if length is None:
+        wsgi_request.environ.pop("CONTENT_LENGTH", None)
+    else:
+        wsgi_request.environ["CONTENT_LENGTH"] = str(length)
+    return wsgi_request.get_response(kinto.app.app)
+
+
+def test_short_or_unsized_chunks_are_refused(kinto_tus):
+    _, url = create(kinto_tus.app, 10)
+    response = raw_patch(kinto_tus, url, b"123", 5)
+    assert response.status_code == 400
+    assert "shorter than Content-Length" in response.json["message"]
+    assert raw_patch(kinto_tus, url, b"123", None).status_code == 411
+    assert head(kinto_tus.app, url).headers["Upload-Offset"] == "0"
+    patch(kinto_tus.app, url, b"12345", 0)
