@@ -335,31 +335,55 @@ def bench_small(servers, count, concurrency):
 
 
 def bench_downloads(servers, size, rounds, folder):
-    """Download of an uploaded file through the URL each server gives (``location``)."""
+    """Downloads of a stored file: the reference's static route, ours through Kinto
+    (``GET {record}/attachment``, permission-checked) and ``/data/files/{id}`` (verified)."""
     path = make_file(folder, size)
-    rows = []
+    targets = []
     for name, server in servers.items():
-        if name in ("peer", "ours-s3"):
-            continue  # The peer serves no files; S3 objects are served by S3 itself.
-        response = requests.post(
-            server.upload_url("download"),
-            files={"attachment": ("d.bin", open(path, "rb"))},  # noqa: SIM115
-            auth=AUTH,
-            timeout=600,
-        )
-        location = response.json()["location"]
+        if name == "peer":
+            continue  # kinto-attachment serves no files itself.
         if not server.kinto:
-            location = f"http://127.0.0.1:{server.port}{location}"
-        times = []
+            with open(path, "rb") as body:
+                response = requests.post(server.upload_url(None), data=body, timeout=600)
+            targets.append((name, "static file", f"{server.root}{response.json()['location']}"))
+            continue
+        with open(path, "rb") as body:
+            requests.post(
+                server.upload_url("download"),
+                files={"attachment": ("d.bin", body)},
+                auth=AUTH,
+                timeout=600,
+            ).raise_for_status()
+        with open(path, "rb") as body:
+            data_file = f"http://127.0.0.1:{server.port}/data/files"
+            requests.post(f"{data_file}?id=download", data=body, timeout=600).raise_for_status()
+        targets.append((name, "record attachment", server.upload_url("download")))
+        targets.append((name, "/data/files", f"{data_file}/download"))
+    os.sync()
+    rows = []
+    for name, route, url in targets:
+        pid = servers[name].process.pid
+        times, growths = [], []
         for _ in range(rounds):
+            reset_peak(pid)
+            before = vm_value(pid, "VmRSS")
             start = time.perf_counter()
             digest = hashlib.sha256()
-            with requests.get(location, stream=True, timeout=600) as download:
+            with requests.get(url, auth=AUTH, stream=True, timeout=600) as download:
+                download.raise_for_status()
                 for chunk in download.iter_content(MiB):
                     digest.update(chunk)
             times.append(time.perf_counter() - start)
-        rows.append({"server": name, "size": size, "seconds": statistics.median(times)})
-        server.clean("download")
+            growths.append(max(0, vm_value(pid, "VmHWM") - before))
+        row = {
+            "server": name,
+            "route": route,
+            "size": size,
+            "seconds": statistics.median(times),
+            "growth": max(growths),
+        }
+        rows.append(row)
+        print(f"  {name:10s} {route:18s} {row['seconds']:.2f} s", flush=True)
     return rows
 
 
@@ -417,20 +441,21 @@ def report(large, small, downloads, args):
             f"| {name} | {seq:.0f} | {ratio(seq, peer_seq) if peer_seq else 'n/a'} "
             f"| {conc:.0f} | {ratio(conc, peer_conc) if peer_conc else 'n/a'} |"
         )
-    ref_download = next((r for r in downloads if r["server"] == "reference"), None)
+    ref_download = next(r for r in downloads if r["server"] == "reference")
+    ref_speed = ref_download["size"] / MiB / ref_download["seconds"]
     lines += [
         "",
-        "## Downloads of the file's `location`",
+        "## Downloads (the client hashes what it receives)",
         "",
-        "| server | size | median s | MiB/s | vs reference |",
-        "|---|---|---|---|---|",
+        "| server | route | size | median s | MiB/s | vs static file | peak RSS growth |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in downloads:
         speed = row["size"] / MiB / row["seconds"]
-        ref_speed = ref_download["size"] / MiB / ref_download["seconds"]
         lines.append(
-            f"| {row['server']} | {row['size'] // MiB} MiB | {row['seconds']:.2f} "
-            f"| {speed:.0f} | {speed / ref_speed:.2f}× |"
+            f"| {row['server']} | {row['route']} | {row['size'] // MiB} MiB "
+            f"| {row['seconds']:.2f} | {speed:.0f} | {speed / ref_speed:.2f}× "
+            f"| {row['growth'] / MiB:.1f} MiB |"
         )
     lines += ["", "![throughput and memory](chart.png)", ""]
     (HERE / "RESULTS.md").write_text("\n".join(lines))

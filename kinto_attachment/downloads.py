@@ -120,21 +120,18 @@ class StreamedResponse(Response):
         Response.body.fset(self, value)
 
 
-def respond(request, store, download, redirect_url=None, verify=False):
+def respond(request, store, download, redirect_url=None, inline=True):
     """The response serving ``download``: 200, 206, 304, 307 (``redirect_url``) or 416.
 
-    With ``verify``, the content is hashed as it is sent and the transfer aborted before its
-    last chunk if it does not match ``download.hash`` (ranges are then not served): a corrupt
-    blob is never delivered whole. It is served as an attachment, never inline.
+    ``inline=False`` asks browsers to save the file rather than show it, whatever its type.
     """
     response = StreamedResponse(content_type=download.mimetype, charset=None)
     response.headers["ETag"] = f'"{download.hash}"'
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Content-Disposition"] = content_disposition(
-        download.filename, download.mimetype, inline=not verify
+        download.filename, download.mimetype, inline=inline
     )
-    if not verify:
-        response.headers["Accept-Ranges"] = "bytes"
+    response.headers["Accept-Ranges"] = "bytes"
     if download.last_modified is not None:
         response.last_modified = download.last_modified / 1000
     if _etag_matches(request.headers.get("If-None-Match", ""), download.hash):
@@ -146,34 +143,26 @@ def respond(request, store, download, redirect_url=None, verify=False):
         response.location = redirect_url
         return response
 
-    span = None if verify else requested_range(request, download.size, download.hash)
+    span = requested_range(request, download.size, download.hash)
     start, end = span or (0, download.size - 1)
     if span is not None:
         response.status = 206
         response.headers["Content-Range"] = f"bytes {start}-{end}/{download.size}"
-    response.content_length = end - start + 1
-    if request.method == "HEAD" or response.content_length == 0:
-        return response
-    try:
-        with store_errors():
-            stream = store.open(download.key, start, end if span else None)
-    except httpexceptions.HTTPServiceUnavailable as error:
-        if isinstance(error.__cause__, FileNotFoundError):
-            logger.error("Attachment blob %r is missing from the store", download.key)
-            raise missing("attachment", download.filename) from None
-        raise
-    wrapper = request.environ.get("wsgi.file_wrapper")
-    if verify:
-        response.app_iter = _verified(stream, download)
-    elif wrapper:
-        response.app_iter = wrapper(stream, CHUNK_SIZE)
-    else:
-        response.app_iter = chunks(stream)
+    length = end - start + 1
+    if request.method == "GET" and length:
+        try:
+            with store_errors():
+                stream = store.open(download.key, start, end if span else None)
+        except httpexceptions.HTTPServiceUnavailable as error:
+            if isinstance(error.__cause__, FileNotFoundError):
+                logger.error("Attachment blob %r is missing from the store", download.key)
+                raise missing("attachment", download.filename) from None
+            raise
+        wrapper = request.environ.get("wsgi.file_wrapper")
+        response.app_iter = wrapper(stream, CHUNK_SIZE) if wrapper else chunks(stream)
+    # After the body: WebOb forgets Content-Length when app_iter is set.
+    response.content_length = length
     return response
-
-
-class CorruptBlob(OSError):
-    """Raised mid-response: the WSGI server aborts the transfer (the client sees it short)."""
 
 
 def chunks(stream):
@@ -183,18 +172,12 @@ def chunks(stream):
             yield chunk
 
 
-def _verified(stream, download):
-    """The blob's chunks, the last one held back until the whole content is checked."""
+def matches(store, download):
+    """Whether the stored blob has exactly the size and sha256 ``download`` expects."""
     digest = hashlib.sha256()
-    size, previous = 0, None
-    for chunk in chunks(stream):
-        digest.update(chunk)
-        size += len(chunk)
-        if previous is not None:
-            yield previous
-        previous = chunk
-    if size != download.size or digest.hexdigest() != download.hash:
-        logger.error("Blob %r does not match its size and sha256: transfer aborted", download.key)
-        raise CorruptBlob(download.key)
-    if previous is not None:
-        yield previous
+    size = 0
+    with store_errors():
+        for chunk in chunks(store.open(download.key)):
+            digest.update(chunk)
+            size += len(chunk)
+    return size == download.size and digest.hexdigest() == download.hash

@@ -237,6 +237,8 @@ def test_server_memory_does_not_grow_with_the_upload(tmp_path_factory, tmp_path)
                 download_url, auth=ALICE, stream=True, timeout=REQUEST_TIMEOUT
             ) as response:
                 assert response.status_code == 200, response.text
+                assert response.headers["Content-Length"] == str(size)
+                assert "Transfer-Encoding" not in response.headers
                 for chunk in response.iter_content(CHUNK_SIZE):
                     received.update(chunk)
             growth = server.vm_hwm() - before

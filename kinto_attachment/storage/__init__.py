@@ -50,6 +50,10 @@ class IBlobStore(Interface):
     def size(key):
         """Size in bytes of the blob, or None when there is none."""
 
+    def stat(key):
+        """:class:`Stat` of the blob (size, and a version that changes when it is
+        rewritten), or None when there is none."""
+
     def delete(key):
         """Delete the blob; a missing one is not an error (deletion is idempotent)."""
 
@@ -84,6 +88,13 @@ class IResumableStore(Interface):
 
     def discard(state):
         """Drop everything the upload wrote."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Stat:
+    size: int
+    #: Changes when the blob is rewritten (local: size and mtime; S3: the ETag).
+    version: str
 
 
 @dataclasses.dataclass

@@ -19,6 +19,7 @@ from . import (
     IResumableStore,
     IStaged,
     Progress,
+    Stat,
     StorageUnavailable,
     blob_url,
     join_key,
@@ -136,10 +137,15 @@ class LocalStore:
         return self.size(key) is not None
 
     def size(self, key):
+        stat = self.stat(key)
+        return None if stat is None else stat.size
+
+    def stat(self, key):
         try:
-            return os.path.getsize(self.path(key))
+            result = os.stat(self.path(key))
         except FileNotFoundError:
             return None
+        return Stat(result.st_size, f"{result.st_size}:{result.st_mtime_ns}:{result.st_ino}")
 
     def delete(self, key):
         with contextlib.suppress(FileNotFoundError):

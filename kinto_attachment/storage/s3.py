@@ -34,6 +34,7 @@ from . import (
     IResumableStore,
     IStaged,
     Progress,
+    Stat,
     StorageUnavailable,
     blob_url,
     key_variants,
@@ -391,13 +392,18 @@ class S3Store:
         return self.size(key) is not None
 
     def size(self, key):
+        stat = self.stat(key)
+        return None if stat is None else stat.size
+
+    def stat(self, key):
         try:
             with _unavailable("HeadObject"):
-                return self.client.head_object(Bucket=self.bucket, Key=key)["ContentLength"]
+                head = self.client.head_object(Bucket=self.bucket, Key=key)
         except StorageUnavailable as e:
             if _error_code(e.__cause__) in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
+        return Stat(head["ContentLength"], head["ETag"])
 
     def delete(self, key):
         self.delete_many([key])

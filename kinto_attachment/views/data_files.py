@@ -140,6 +140,9 @@ def upload(request):
             raise
     lifecycle.delete_unless_committed(request, store, [blob.key])
 
+    with intake.store_errors():
+        # The bytes were hashed on their way in: this version of the blob is verified.
+        stored = store.stat(blob.key)
     storage = request.registry.storage
     previous = data_files.get(storage, file_id)
     data_files.put(
@@ -152,6 +155,7 @@ def upload(request):
             "size": blob.size,
             "hash": blob.hash,
             "expiration": expiration,
+            "verified": stored.version,
         },
     )
     if previous is not None:
@@ -170,17 +174,6 @@ def download(request, file_id):
     _require_visible(request)
     entry = _live_entry(request, file_id)
     store = request.registry.attachment_store
-    with intake.store_errors():
-        stored_size = store.size(entry["key"])
-    if stored_size != entry["size"]:
-        logger.error(
-            "Data file %r: blob %r has %s bytes, %s expected",
-            file_id,
-            entry["key"],
-            stored_size,
-            entry["size"],
-        )
-        raise downloads.missing("data-file", file_id)
     served = downloads.Download(
         key=entry["key"],
         size=entry["size"],
@@ -189,12 +182,34 @@ def download(request, file_id):
         hash=entry["hash"],
         last_modified=entry["last_modified"],
     )
-    response = downloads.respond(request, store, served, verify=True)
-    if response.status_code == 200 and request.method == "GET" and served.size:
+    _require_intact(request, store, entry, served)
+    response = downloads.respond(request, store, served, inline=False)
+    length = response.content_length
+    if response.status_code in (200, 206) and request.method == "GET" and length:
         limiter = request.registry.transfer_limiter
-        limiter.acquire(served.size)
-        response.app_iter = limiter.holding(served.size, response.app_iter)
+        limiter.acquire(length)
+        response.app_iter = limiter.holding(length, response.app_iter)
+        response.content_length = length  # WebOb forgets it when app_iter is set.
     return response
+
+
+def _require_intact(request, store, entry, served):
+    """404 unless the blob has the recorded size and sha256.
+
+    The content was hashed as it was uploaded, and the blob's version then (size and mtime,
+    or S3's ETag) recorded with the entry: downloads only compare versions, so a large file is
+    not read twice each time it is served. A blob rewritten since is hashed again, once.
+    """
+    with intake.store_errors():
+        stat = store.stat(served.key)
+    if stat is not None and stat.version == entry.get("verified"):
+        return
+    if stat is None or stat.size != served.size or not downloads.matches(store, served):
+        logger.error(
+            "Data file %r: blob %r does not match its size and sha256", entry["id"], served.key
+        )
+        raise downloads.missing("data-file", entry["id"])
+    data_files.put(request.registry.storage, entry["id"], {**entry, "verified": stat.version})
 
 
 def delete(request, file_id):

@@ -29,7 +29,6 @@ def serve_file(request):
         raise downloads.missing("file", key)
     mimetype = mimetypes.guess_type(key, strict=False)[0] or "application/octet-stream"
     response = downloads.StreamedResponse(content_type=mimetype, charset=None)
-    response.content_length = size
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Content-Disposition"] = downloads.content_disposition(
         posixpath.basename(key), mimetype
@@ -38,6 +37,7 @@ def serve_file(request):
         stream = store.open(key)
         wrapper = request.environ.get("wsgi.file_wrapper")
         response.app_iter = wrapper(stream, CHUNK_SIZE) if wrapper else downloads.chunks(stream)
+    response.content_length = size  # After the body: WebOb forgets it when app_iter is set.
     return response
 
 
