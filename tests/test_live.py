@@ -7,6 +7,8 @@ the tests cannot drift apart.
 import filecmp
 import hashlib
 import json
+import os
+import socket
 
 import kinto_http
 import pytest
@@ -273,3 +275,39 @@ def test_readme_slimfaas(server, readme, workdir):
     assert gone.status_code == 404
     kept = requests.get(f"http://localhost:{server.port}/data/files/{generated}", timeout=10)
     assert kept.content == report
+
+
+def test_client_disconnect_mid_upload_leaves_nothing(server, tmp_path):
+    """A client that goes away half-way: no file, no record, the previous attachment intact."""
+    create_collection(server, "website", "disconnects")
+    path = "/v1/buckets/website/collections/disconnects/records/cut"
+    write_random_file(tmp_path / "first.bin", 1000)
+    status, previous = curl_upload(
+        f"{server.url}/buckets/website/collections/disconnects/records/cut",
+        "first.bin",
+        cwd=tmp_path,
+    )
+    assert status == 201, previous
+    files_before = server.files()
+
+    boundary = "cut-here"
+    head = (
+        f"--{boundary}\r\n"
+        'Content-Disposition: form-data; name="attachment"; filename="cut.bin"\r\n\r\n'
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+        connection.sendall(
+            (
+                f"POST {path}/attachment HTTP/1.1\r\n"
+                f"Host: localhost:{server.port}\r\n"
+                "Authorization: Basic YWxpY2U6cGFzc3dk\r\n"
+                f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+                f"Content-Length: {10 * MiB}\r\n\r\n"
+            ).encode()
+            + head
+            + os.urandom(3 * MiB)
+        )
+    # The server must still answer, and have kept nothing of the cut upload.
+    record = get(f"{server.url}/buckets/website/collections/disconnects/records/cut").json()
+    assert record["data"]["attachment"] == previous
+    assert server.files() == files_before

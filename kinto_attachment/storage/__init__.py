@@ -108,6 +108,17 @@ class Progress:
     key: str | None = None
 
 
+class StoreBase:
+    """What every store derives from its ``stat()``."""
+
+    def exists(self, key):
+        return self.stat(key) is not None
+
+    def size(self, key):
+        stat = self.stat(key)
+        return None if stat is None else stat.size
+
+
 class StorageUnavailable(OSError):
     """The store cannot be reached or refuses to work (network, credentials, quota)."""
 

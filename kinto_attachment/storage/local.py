@@ -21,6 +21,7 @@ from . import (
     Progress,
     Stat,
     StorageUnavailable,
+    StoreBase,
     blob_url,
     join_key,
     key_variants,
@@ -111,7 +112,7 @@ class LocalStaged:
 
 
 @implementer(IBlobStore, IResumableStore)
-class LocalStore:
+class LocalStore(StoreBase):
     def __init__(self, base_path, base_url="", fsync=True):
         self.base_path = os.path.realpath(base_path)
         self.base_url = base_url
@@ -132,13 +133,6 @@ class LocalStore:
         stream = open(self.path(key), "rb")  # noqa: SIM115 (returned to the caller)
         stream.seek(start)
         return stream if end is None else LimitedReader(stream, end - start + 1)
-
-    def exists(self, key):
-        return self.size(key) is not None
-
-    def size(self, key):
-        stat = self.stat(key)
-        return None if stat is None else stat.size
 
     def stat(self, key):
         try:

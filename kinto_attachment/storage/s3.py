@@ -36,6 +36,7 @@ from . import (
     Progress,
     Stat,
     StorageUnavailable,
+    StoreBase,
     blob_url,
     key_variants,
 )
@@ -272,7 +273,7 @@ def _completed(part):
 
 
 @implementer(IBlobStore, IResumableStore)
-class S3Store:
+class S3Store(StoreBase):
     def __init__(
         self,
         client,
@@ -387,13 +388,6 @@ class S3Store:
             if _error_code(e.__cause__) in ("NoSuchKey", "404"):
                 raise FileNotFoundError(key) from e
             raise
-
-    def exists(self, key):
-        return self.size(key) is not None
-
-    def size(self, key):
-        stat = self.stat(key)
-        return None if stat is None else stat.size
 
     def stat(self, key):
         try:

@@ -164,14 +164,19 @@ def attach(request, context, blob, data=None, permissions=None):
     return metadata
 
 
+def _existing_record(request):
+    """The record of the URL, or Kinto's 404 for it or for its collection."""
+    context = request.context
+    require_record_parents(request, context)
+    if context.current_object is None:
+        raise errors.record_not_found(context.record_id)
+    return context.current_object
+
+
 @attachment.delete(permission=DYNAMIC)
 def delete_attachment(request):
     context = request.context
-    require_record_parents(request, context)
-    record = context.current_object
-    if record is None:
-        raise errors.record_not_found(context.record_id)
-
+    record = _existing_record(request)
     storage = request.registry.storage
     ids = (context.bucket_id, context.collection_id, context.record_id)
     if record.get(FILE_FIELD) is not None:
@@ -187,10 +192,7 @@ def delete_attachment(request):
 def get_attachment(request):
     """Stream the attachment to whoever may read the record (or redirect to S3)."""
     context = request.context
-    require_record_parents(request, context)
-    record = context.current_object
-    if record is None:
-        raise errors.record_not_found(context.record_id)
+    record = _existing_record(request)
     metadata = record.get(FILE_FIELD)
     if not metadata:
         raise downloads.missing(FILE_FIELD, context.record_id)

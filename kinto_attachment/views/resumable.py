@@ -12,6 +12,7 @@ same step as a multipart upload (:func:`~kinto_attachment.views.attachment.attac
 
 import base64
 import binascii
+import contextlib
 import datetime
 import hashlib
 import json
@@ -292,38 +293,35 @@ def patch(request):
             httpexceptions.HTTPUnsupportedMediaType, f"Content-Type must be {CHUNK_TYPE}."
         )
     offset = _integer_header(request, "Upload-Offset")
+    with _locked_upload(request) as upload:
+        if offset != upload["offset"]:
+            raise _tus_error(
+                httpexceptions.HTTPConflict,
+                f"Upload-Offset is {offset}, the upload is at {upload['offset']}.",
+                headers={"Upload-Offset": str(upload["offset"])},
+            )
+        upload = _append(request, upload, offset)
+    return _tus_response(request, 204, **_progress_headers(upload))
+
+
+@contextlib.contextmanager
+def _locked_upload(request):
+    """This user's upload, held for the request; ``423`` while another request holds it."""
     try:
         with uploads.locked(request.registry.storage, request.matchdict["upload_id"]):
-            upload = _own_upload(request)
-            if offset != upload["offset"]:
-                raise _tus_error(
-                    httpexceptions.HTTPConflict,
-                    f"Upload-Offset is {offset}, the upload is at {upload['offset']}.",
-                    headers={"Upload-Offset": str(upload["offset"])},
-                )
-            upload = _append(request, upload, offset)
+            yield _own_upload(request)
     except uploads.Locked:
         raise _tus_error(
             HTTPLocked,
             "Another request is writing to this upload.",
             errno=ERRORS.CONSTRAINT_VIOLATED,
         ) from None
-    return _tus_response(request, 204, **_progress_headers(upload))
 
 
 def terminate(request):
     _require_tus(request)
-    storage = request.registry.storage
-    try:
-        with uploads.locked(storage, request.matchdict["upload_id"]):
-            upload = _own_upload(request)
-            uploads.remove(storage, upload["id"])
-    except uploads.Locked:
-        raise _tus_error(
-            HTTPLocked,
-            "Another request is writing to this upload.",
-            errno=ERRORS.CONSTRAINT_VIOLATED,
-        ) from None
+    with _locked_upload(request) as upload:
+        uploads.remove(request.registry.storage, upload["id"])
     store = request.registry.attachment_store
     lifecycle.after_commit(request, store.discard, upload["store"])
     return _tus_response(request, 204)
