@@ -2,7 +2,8 @@
 
 It computes the body's sha256 while writing it to a temporary file in ``--dir``, fsyncs and
 renames it, like kinto_attachment does with a file, but parses nothing and stores no metadata.
-It is the practical limit of this stack: our uploads are measured against it. ``GET /files/X``
+It is the practical limit of this stack: our uploads are measured against it. It runs
+waitress with the settings of the shipped configurations (``recv_bytes``). ``GET /files/X``
 serves stored files (with ``wsgi.file_wrapper``), the reference for downloads.
 
     python bench/reference.py --port 8000 --dir /tmp/ref
@@ -64,6 +65,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--dir", required=True)
+    parser.add_argument(
+        "--recv-bytes", type=int, default=262144, help="as config/kinto.ini's [server:main]"
+    )
     args = parser.parse_args()
     os.makedirs(args.dir, exist_ok=True)
     waitress.serve(
@@ -72,6 +76,7 @@ def main():
         port=args.port,
         max_request_body_size=4 * 1024**3,
         threads=4,
+        recv_bytes=args.recv_bytes,
     )
 
 

@@ -59,6 +59,12 @@ def vm_value(pid, name):
     return int(re.search(rf"^{name}:\s+(\d+) kB$", status, re.MULTILINE).group(1)) * 1024
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far (steadier than wall time on a noisy disk)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def reset_peak(pid):
     """Make VmHWM restart from the current RSS (Linux ``clear_refs`` 5)."""
     Path(f"/proc/{pid}/clear_refs").write_text("5")
@@ -82,7 +88,11 @@ class Server:
     def __init__(self, name, command, port, folder, kinto=True):
         self.name, self.port, self.folder, self.kinto = name, port, folder, kinto
         self.log = open(folder / f"{name}.log", "wb")  # noqa: SIM115 (closed in stop())
-        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
+        # Request bodies that waitress buffers go to TMPDIR: beside the files under test.
+        env = {**os.environ, "TMPDIR": str(folder)}
+        self.process = subprocess.Popen(
+            command, stdout=self.log, stderr=subprocess.STDOUT, env=env
+        )
         self.root = f"http://127.0.0.1:{port}" + ("/v1" if kinto else "")
         wait_for(self.root + ("/__heartbeat__" if kinto else "/files/none"), self.process)
         if kinto:
@@ -250,10 +260,11 @@ def make_file(folder, size):
 
 
 def upload_once(server, path, record):
-    """One ``curl -F`` upload: (seconds, peak RSS growth in bytes)."""
+    """One ``curl -F`` upload: (seconds, peak RSS growth in bytes, server CPU seconds)."""
     pid = server.process.pid
     reset_peak(pid)
     before = vm_value(pid, "VmRSS")
+    cpu_before = cpu_seconds(pid)
     start = time.perf_counter()
     result = subprocess.run(
         ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-u", "alice:passwd"]
@@ -265,7 +276,7 @@ def upload_once(server, path, record):
     elapsed = time.perf_counter() - start
     if result.stdout not in ("200", "201"):
         raise RuntimeError(f"{server.name}: upload answered {result.stdout} {result.stderr}")
-    return elapsed, max(0, vm_value(pid, "VmHWM") - before)
+    return elapsed, max(0, vm_value(pid, "VmHWM") - before), cpu_seconds(pid) - cpu_before
 
 
 def bench_large(servers, sizes, rounds, folder):
@@ -275,21 +286,23 @@ def bench_large(servers, sizes, rounds, folder):
     os.sync()  # The files just written must not be flushed during someone's upload.
     rows = []
     for size in sizes:
-        measures = {name: ([], []) for name in servers}
+        measures = {name: ([], [], []) for name in servers}
         names = list(servers)
         for round_number in range(rounds):
             shift = round_number % len(names)
             for name in names[shift:] + names[:shift]:
-                elapsed, growth = upload_once(servers[name], paths[size], "large")
-                measures[name][0].append(elapsed)
-                measures[name][1].append(growth)
+                for values, value in zip(
+                    measures[name], upload_once(servers[name], paths[size], "large"), strict=True
+                ):
+                    values.append(value)
                 servers[name].clean("large")
-        for name, (times, growths) in measures.items():
+        for name, (times, growths, cpus) in measures.items():
             row = {
                 "server": name,
                 "size": size,
                 "seconds": statistics.median(times),
                 "growth": max(growths),
+                "cpu": statistics.median(cpus),
             }
             rows.append(row)
             print(f"  {name:10s} {size // MiB:5d} MiB  {row['seconds']:.2f} s", flush=True)
@@ -400,7 +413,6 @@ def versions():
 
 
 def report(large, small, downloads, args):
-    by = {(r["server"], r["size"]): r for r in large}
     lines = [
         "# Benchmark results",
         "",
@@ -409,12 +421,35 @@ def report(large, small, downloads, args):
         f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 1024**3} GiB RAM, "
         f"Python {platform.python_version()}",
         f"- Versions: {versions()}; peer: kinto-attachment 8.0.0",
-        f"- Rounds: {args.rounds} per case (medians); uploads with `curl -F`, fsync on.",
+        f"- Rounds: {args.rounds} per case (medians); uploads with `curl -F`, fsync on; "
+        + (
+            "files and request buffers on tmpfs (software overhead, no disk)."
+            if args.tmpfs
+            else "files and request buffers on the disk."
+        ),
+    ]
+    if large:
+        lines += _large_section(large)
+    if small:
+        lines += _small_section(small, args)
+    if downloads:
+        lines += _downloads_section(downloads)
+    if large:
+        image = "chart.png" if args.output == "RESULTS.md" else args.output[:-3] + ".png"
+        lines += ["", f"![throughput and memory]({image})", ""]
+        chart(large, HERE / image)
+    (HERE / args.output).write_text("\n".join(lines))
+
+
+def _large_section(large):
+    by = {(r["server"], r["size"]): r for r in large}
+    lines = [
         "",
         "## Large uploads",
         "",
-        "| server | size | median s | MiB/s | vs reference | vs peer | peak RSS growth |",
-        "|---|---|---|---|---|---|---|",
+        "| server | size | median s | MiB/s | vs reference | vs peer | server CPU s "
+        "| CPU vs reference | peak RSS growth |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in large:
         ref = by.get(("reference", row["size"]))
@@ -424,10 +459,15 @@ def report(large, small, downloads, args):
             f"| {row['size'] / MiB / row['seconds']:.0f} "
             f"| {ratio(row['seconds'], ref['seconds']) if ref else 'n/a'} "
             f"| {ratio(row['seconds'], peer['seconds']) if peer else 'n/a'} "
+            f"| {row['cpu']:.2f} | {ratio(row['cpu'], ref['cpu']) if ref else 'n/a'} "
             f"| {row['growth'] / MiB:.1f} MiB |"
         )
+    return lines
+
+
+def _small_section(small, args):
     small_by = {(r["server"], r["workers"]): r["rps"] for r in small}
-    lines += [
+    lines = [
         "",
         f"## {args.small} uploads of 4 KiB (requests/s, python-requests clients)",
         "",
@@ -441,9 +481,13 @@ def report(large, small, downloads, args):
             f"| {name} | {seq:.0f} | {ratio(seq, peer_seq) if peer_seq else 'n/a'} "
             f"| {conc:.0f} | {ratio(conc, peer_conc) if peer_conc else 'n/a'} |"
         )
+    return lines
+
+
+def _downloads_section(downloads):
     ref_download = next(r for r in downloads if r["server"] == "reference")
     ref_speed = ref_download["size"] / MiB / ref_download["seconds"]
-    lines += [
+    lines = [
         "",
         "## Downloads (the client hashes what it receives)",
         "",
@@ -457,12 +501,10 @@ def report(large, small, downloads, args):
             f"| {row['seconds']:.2f} | {speed:.0f} | {speed / ref_speed:.2f}× "
             f"| {row['growth'] / MiB:.1f} MiB |"
         )
-    lines += ["", "![throughput and memory](chart.png)", ""]
-    (HERE / "RESULTS.md").write_text("\n".join(lines))
-    chart(large)
+    return lines
 
 
-def chart(large):
+def chart(large, path):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -481,7 +523,7 @@ def chart(large):
         axis.grid(True, alpha=0.3)
     speed.legend()
     figure.tight_layout()
-    figure.savefig(HERE / "chart.png", dpi=100)
+    figure.savefig(path, dpi=100)
 
 
 def main():
@@ -493,23 +535,37 @@ def main():
     parser.add_argument(
         "--servers", default="reference,peer,ours,ours-pg,ours-s3", help="comma separated"
     )
+    parser.add_argument("--cases", default="large,small,downloads", help="comma separated")
+    parser.add_argument(
+        "--tmpfs",
+        action="store_true",
+        help="files and request buffers in /dev/shm: the software's own cost, without the disk",
+    )
+    parser.add_argument("--output", default="RESULTS.md", help="file name, in bench/")
     args = parser.parse_args()
 
     WORK.mkdir(exist_ok=True)
-    folder = WORK / f"run-{os.getpid()}"
+    root = Path("/dev/shm/kinto-attachment-bench") if args.tmpfs else WORK
+    root.mkdir(exist_ok=True)
+    folder = root / f"run-{os.getpid()}"
     folder.mkdir()
+    cases = args.cases.split(",")
     servers = {}
     try:
         servers = start_servers(args.servers.split(","), folder)
         sizes = [int(s) * MiB for s in args.sizes.split(",")]
-        print("Large uploads", flush=True)
-        large = bench_large(servers, sizes, args.rounds, folder)
-        print("Small uploads", flush=True)
-        small = bench_small(servers, args.small, args.concurrency)
-        print("Downloads", flush=True)
-        downloads = bench_downloads(servers, 256 * MiB, args.rounds, folder)
+        large = small = downloads = []
+        if "large" in cases:
+            print("Large uploads", flush=True)
+            large = bench_large(servers, sizes, args.rounds, folder)
+        if "small" in cases:
+            print("Small uploads", flush=True)
+            small = bench_small(servers, args.small, args.concurrency)
+        if "downloads" in cases:
+            print("Downloads", flush=True)
+            downloads = bench_downloads(servers, 256 * MiB, args.rounds, folder)
         report(large, small, downloads, args)
-        print((HERE / "RESULTS.md").read_text())
+        print((HERE / args.output).read_text())
     finally:
         for server in servers.values():
             server.stop()
