@@ -1,4 +1,5 @@
-"""``POST`` and ``DELETE`` ``{record-url}/attachment``: kinto-attachment's API, streamed.
+"""``{record-url}/attachment``: kinto-attachment's ``POST`` and ``DELETE``, streamed, and
+``GET``/``HEAD`` downloads for whoever may read the record.
 
 The order of a ``POST`` is that of the upload pipeline (DESIGN §2): authorise (route
 factory), refuse an oversized ``Content-Length`` and a missing collection before reading, stream
