@@ -114,12 +114,17 @@ class Intake:
         self._staged.abort()
 
 
-def for_attachment(store, policy, ids, filename, declared_type=None):
-    """An Intake for a record's attachment, once its name passes the collection's policy."""
+def check_name(policy, filename):
+    """400 unless an attachment may have this name under the collection's policy."""
     if not filename:
         raise errors.invalid("attachment", "Filename is required.")
     if not policy.allows_extension(extension_of(filename).lstrip(".")):
         raise errors.invalid("attachment", "File extension is not allowed.")
+
+
+def for_attachment(store, policy, ids, filename, declared_type=None):
+    """An Intake for a record's attachment, once its name passes the collection's policy."""
+    check_name(policy, filename)
     key = blob_key(policy, *ids, filename)
     mimetype = resolve_mimetype(policy, filename, declared_type)
     return Intake(store, key, filename, mimetype, policy.max_size_bytes)

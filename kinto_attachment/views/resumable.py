@@ -24,7 +24,7 @@ from pyramid import httpexceptions
 from pyramid.response import Response
 from pyramid.security import NO_PERMISSION_REQUIRED
 
-from .. import errors, intake, lifecycle, uploads
+from .. import intake, lifecycle, uploads
 from ..hashstate import ResumableSha256
 from .attachment import RECORD_PATH, AttachmentFactory, attach, require_record_parents
 
@@ -98,8 +98,8 @@ def _require_tus(request):
 
 
 def _policy(request):
-    context = request.context
-    return request.registry.attachment_settings.policy(context.bucket_id, context.collection_id)
+    match = request.matchdict
+    return request.registry.attachment_settings.policy(match["bucket_id"], match["collection_id"])
 
 
 def _http_date(msec):
@@ -116,7 +116,7 @@ def options(request):
         Tus_Extension=EXTENSIONS,
         Tus_Checksum_Algorithm=",".join(CHECKSUMS),
     )
-    max_size = _policy_for_route(request).max_size_bytes
+    max_size = _policy(request).max_size_bytes
     if max_size:
         response.headers["Tus-Max-Size"] = str(max_size)
     if request.headers.get("Access-Control-Request-Method"):
@@ -124,11 +124,6 @@ def options(request):
         response.headers["Access-Control-Allow-Headers"] = ALLOWED
         response.headers["Access-Control-Max-Age"] = "86400"
     return response
-
-
-def _policy_for_route(request):
-    match = request.matchdict
-    return request.registry.attachment_settings.policy(match["bucket_id"], match["collection_id"])
 
 
 def _integer_header(request, name):
@@ -181,8 +176,7 @@ def create(request):
     metadata = _metadata(request.headers.get("Upload-Metadata"))
     require_record_parents(request, context)
     filename = metadata["filename"]
-    if not policy.allows_extension(intake.extension_of(filename).lstrip(".")):
-        raise errors.invalid("attachment", "File extension is not allowed.")
+    intake.check_name(policy, filename)
     mimetype = intake.resolve_mimetype(policy, filename, metadata.get("filetype"))
     key = intake.blob_key(
         policy, context.bucket_id, context.collection_id, context.record_id, filename
