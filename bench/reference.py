@@ -6,7 +6,12 @@ It is the practical limit of this stack: our uploads are measured against it. It
 waitress with the settings of the shipped configurations (``recv_bytes``). ``GET /files/X``
 serves stored files (with ``wsgi.file_wrapper``), the reference for downloads.
 
-    python bench/reference.py --port 8000 --dir /tmp/ref
+With ``--write-behind`` it writes the way kinto_attachment's local store does (windows flushed
+as they fill and dropped from the page cache, ``kinto_attachment/storage/writebehind.py``):
+the limit of this stack with that I/O strategy, where the plain reference is "simply writing
+the request body to disk".
+
+    python bench/reference.py --port 8000 --dir /tmp/ref [--write-behind]
 """
 
 import argparse
@@ -18,11 +23,13 @@ import uuid
 
 import waitress
 
+from kinto_attachment.storage.writebehind import WriteBehind
+
 
 CHUNK = 1024 * 1024
 
 
-def make_app(folder):
+def make_app(folder, write_behind=False):
     def app(environ, start_response):
         if environ["REQUEST_METHOD"] == "GET" and environ["PATH_INFO"].startswith("/files/"):
             path = os.path.join(folder, os.path.basename(environ["PATH_INFO"]))
@@ -40,6 +47,7 @@ def make_app(folder):
         remaining = int(environ.get("CONTENT_LENGTH") or 0)
         digest = hashlib.sha256()
         fd, temp = tempfile.mkstemp(dir=folder, prefix=".upload-")
+        behind = WriteBehind(fd) if write_behind else None
         with os.fdopen(fd, "wb", buffering=0) as f:
             while remaining > 0:
                 chunk = stream.read(min(CHUNK, remaining))
@@ -48,6 +56,8 @@ def make_app(folder):
                 remaining -= len(chunk)
                 digest.update(chunk)
                 f.write(chunk)
+                if behind is not None:
+                    behind.wrote(len(chunk))
             os.fsync(f.fileno())
         name = uuid.uuid4().hex
         os.replace(temp, os.path.join(folder, name))
@@ -68,10 +78,11 @@ def main():
     parser.add_argument(
         "--recv-bytes", type=int, default=262144, help="as config/kinto.ini's [server:main]"
     )
+    parser.add_argument("--write-behind", action="store_true")
     args = parser.parse_args()
     os.makedirs(args.dir, exist_ok=True)
     waitress.serve(
-        make_app(args.dir),
+        make_app(args.dir, args.write_behind),
         host="127.0.0.1",
         port=args.port,
         max_request_body_size=4 * 1024**3,

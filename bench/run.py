@@ -4,6 +4,8 @@ Servers, each a separate process on a free loopback port, all waitress with the 
 
 - ``reference``: waitress + a WSGI app that only streams the body to disk with sha256 and fsync
   (``bench/reference.py``), the practical limit of this stack;
+- ``reference-wb``: the same, writing the way our local store does (write-behind: windows
+  flushed as they fill and dropped from the page cache), the limit with that I/O strategy;
 - ``peer``: Mozilla's kinto-attachment 8.0.0 from PyPI, in its own virtualenv (created here),
   same Kinto and same configuration apart from the include;
 - ``ours``: kinto_attachment on the embedded default (memory backend, local files);
@@ -110,7 +112,7 @@ class Server:
         if self.kinto:
             requests.delete(self.upload_url(record), auth=AUTH, timeout=60)
         else:
-            for path in (self.folder / "reference-files").iterdir():
+            for path in (self.folder / f"{self.name}-files").iterdir():
                 path.unlink()
 
     def stop(self):
@@ -170,9 +172,9 @@ def start_servers(names, folder):
         files = folder / f"{name}-files"
         files.mkdir()
         ini = folder / f"{name}.ini"
-        if name == "reference":
+        if name.startswith("reference"):
             command = [sys.executable, str(HERE / "reference.py"), "--port", str(port)]
-            command += ["--dir", str(folder / "reference-files")]
+            command += ["--dir", str(files)] + (["--write-behind"] if name.endswith("-wb") else [])
             servers[name] = Server(name, command, port, folder, kinto=False)
             continue
         includes = "kinto.plugins.flush kinto_attachment"
@@ -313,6 +315,8 @@ def bench_small(servers, count, concurrency):
     content = os.urandom(4096)
     rows = []
     for name, server in servers.items():
+        if name == "reference-wb":
+            continue  # Write-behind starts at two windows (16 MiB): these are plain writes.
         for workers in (1, concurrency):
             local = threading.local()
 
@@ -353,8 +357,8 @@ def bench_downloads(servers, size, rounds, folder):
     path = make_file(folder, size)
     targets = []
     for name, server in servers.items():
-        if name == "peer":
-            continue  # kinto-attachment serves no files itself.
+        if name in ("peer", "reference-wb"):
+            continue  # kinto-attachment serves no files; the two references serve alike.
         if not server.kinto:
             with open(path, "rb") as body:
                 response = requests.post(server.upload_url(None), data=body, timeout=600)
@@ -447,17 +451,19 @@ def _large_section(large):
         "",
         "## Large uploads",
         "",
-        "| server | size | median s | MiB/s | vs reference | vs peer | server CPU s "
-        "| CPU vs reference | peak RSS growth |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| server | size | median s | MiB/s | vs reference | vs reference-wb | vs peer "
+        "| server CPU s | CPU vs reference | peak RSS growth |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in large:
         ref = by.get(("reference", row["size"]))
+        ref_wb = by.get(("reference-wb", row["size"]))
         peer = by.get(("peer", row["size"]))
         lines.append(
             f"| {row['server']} | {row['size'] // MiB} MiB | {row['seconds']:.2f} "
             f"| {row['size'] / MiB / row['seconds']:.0f} "
             f"| {ratio(row['seconds'], ref['seconds']) if ref else 'n/a'} "
+            f"| {ratio(row['seconds'], ref_wb['seconds']) if ref_wb else 'n/a'} "
             f"| {ratio(row['seconds'], peer['seconds']) if peer else 'n/a'} "
             f"| {row['cpu']:.2f} | {ratio(row['cpu'], ref['cpu']) if ref else 'n/a'} "
             f"| {row['growth'] / MiB:.1f} MiB |"
@@ -533,7 +539,9 @@ def main():
     parser.add_argument("--small", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument(
-        "--servers", default="reference,peer,ours,ours-pg,ours-s3", help="comma separated"
+        "--servers",
+        default="reference,reference-wb,peer,ours,ours-pg,ours-s3",
+        help="comma separated",
     )
     parser.add_argument("--cases", default="large,small,downloads", help="comma separated")
     parser.add_argument(

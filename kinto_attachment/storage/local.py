@@ -26,6 +26,7 @@ from . import (
     join_key,
     key_variants,
 )
+from .writebehind import WriteBehind
 
 
 TEMP_PREFIX = ".upload-"
@@ -40,6 +41,16 @@ def _fsync_dir(path):
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _write_all(file, chunk, behind):
+    """Write all of ``chunk`` to an unbuffered file (a raw write may take part of it)."""
+    view = memoryview(chunk).cast("B")
+    count = len(view)
+    while view:
+        view = view[file.write(view) :]
+    if behind is not None:
+        behind.wrote(count)
 
 
 class LimitedReader(io.RawIOBase):
@@ -74,12 +85,10 @@ class LocalStaged:
         fd, self._temp_path = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX)
         # Unbuffered: chunks are large already, and an extra buffer would be another copy.
         self._file = os.fdopen(fd, "wb", buffering=0)
+        self._behind = WriteBehind(fd) if store.fsync else None
 
     def write(self, chunk):
-        view = memoryview(chunk)
-        while view:
-            written = self._file.write(view)
-            view = view[written:]
+        _write_all(self._file, chunk, self._behind)
 
     def commit(self):
         try:
@@ -165,10 +174,9 @@ class LocalStore(StoreBase):
                 raise StorageUnavailable(f"{state['temp']} is shorter than its offset {offset}")
             f.truncate(offset)  # Whatever a failed request wrote beyond it.
             f.seek(offset)
+            behind = WriteBehind(f.fileno(), offset) if self.fsync else None
             for chunk in chunks:
-                view = memoryview(chunk)
-                while view:
-                    view = view[f.write(view) :]
+                _write_all(f, chunk, behind)
             if self.fsync:
                 os.fsync(f.fileno())
         return Progress(state)

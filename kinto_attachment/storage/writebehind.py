@@ -1,0 +1,67 @@
+"""Write-behind for large local files: flush them as they are written, then drop them from the
+page cache.
+
+A plain ``write()`` loop followed by ``fsync()`` leaves a 1 GiB upload as 1 GiB of dirty page
+cache, all written out by the final fsync while the request waits, and on the way it evicts
+pages the server needs more (the database's, small files served often). Here each 8 MiB window
+is handed to the disk as soon as it is full (``sync_file_range(SYNC_FILE_RANGE_WRITE)``), so that
+the disk works while the next window is parsed and hashed; the window before it, by then on the
+disk, is waited for and dropped (``posix_fadvise(DONTNEED)``). An upload thus holds at most two
+windows of page cache, and reuses the same pages. On this project's machines it halves the
+system time and the wall time of a 1 GiB write with fsync (``bench/``).
+
+Durability still comes from the final ``fsync`` (``sync_file_range`` flushes neither metadata
+nor the disk's cache). Files smaller than two windows are left alone, and stay cached for the
+downloads that often follow. Where ``sync_file_range`` does not exist (not Linux), files are
+written as usual.
+"""
+
+import ctypes
+import os
+
+
+WINDOW = 8 * 1024 * 1024
+
+_WAIT_BEFORE, _WRITE, _WAIT_AFTER = 1, 2, 4
+
+
+def _load_sync_file_range():
+    libc = ctypes.CDLL(None, use_errno=True)
+    function = getattr(libc, "sync_file_range", None)
+    if function is None or not hasattr(os, "posix_fadvise"):  # pragma: no cover (not Linux)
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_sync_file_range = _load_sync_file_range()
+
+
+def _sync_range(fd, offset, length, flags):
+    if _sync_file_range(fd, offset, length, flags) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"sync_file_range: {os.strerror(error)}")
+
+
+class WriteBehind:
+    """Follows what is written to ``fd`` from ``offset`` on: call :meth:`wrote` after each
+    write. The file must be written sequentially."""
+
+    def __init__(self, fd, offset=0):
+        self._fd = fd
+        self._written = offset
+        self._flushing = offset  # Writeback started for everything before it...
+        self._dropped = offset  # ...and finished, then dropped from the cache, before this.
+
+    def wrote(self, count):
+        self._written += count
+        if _sync_file_range is None:
+            return
+        while self._written - self._flushing >= WINDOW:
+            _sync_range(self._fd, self._flushing, WINDOW, _WRITE)
+            self._flushing += WINDOW
+            if self._flushing - self._dropped > WINDOW:
+                _sync_range(self._fd, self._dropped, WINDOW, _WAIT_BEFORE | _WRITE | _WAIT_AFTER)
+                os.posix_fadvise(self._fd, self._dropped, WINDOW, os.POSIX_FADV_DONTNEED)
+                self._dropped += WINDOW

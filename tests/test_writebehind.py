@@ -1,0 +1,155 @@
+"""Write-behind of local files: windows flushed as they fill, dropped from the page cache once
+on the disk, the bytes intact, and failures reported."""
+
+import ctypes
+import hashlib
+import mmap
+import os
+
+import pytest
+
+from kinto_attachment.storage import writebehind
+from kinto_attachment.storage.local import LocalStore
+from kinto_attachment.storage.writebehind import WINDOW, WriteBehind
+
+
+PAGE = mmap.PAGESIZE
+
+
+@pytest.fixture
+def store(tmp_path):
+    return LocalStore(str(tmp_path / "files"))
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """What write-behind asks of the kernel, still carried out."""
+    recorded = []
+    real_sync, real_fadvise = writebehind._sync_file_range, os.posix_fadvise
+
+    def sync(fd, offset, length, flags):
+        recorded.append(("sync", offset, length, flags))
+        return real_sync(fd, offset, length, flags)
+
+    def fadvise(fd, offset, length, advice):
+        recorded.append(("drop", offset, length, advice))
+        return real_fadvise(fd, offset, length, advice)
+
+    monkeypatch.setattr(writebehind, "_sync_file_range", sync)
+    monkeypatch.setattr(writebehind.os, "posix_fadvise", fadvise)
+    return recorded
+
+
+def chunks(total, size=1024 * 1024 + 17):
+    """Deterministic chunks whose size does not divide the window."""
+    seed = hashlib.sha256(b"seed").digest() * (size // 32 + 1)
+    sent = 0
+    while sent < total:
+        count = min(size, total - sent)
+        yield seed[:count]
+        sent += count
+
+
+def resident_pages(path):
+    """How many pages of ``path`` are in the page cache, per window (mincore)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f, mmap.mmap(f.fileno(), size) as mapped:
+        pages = (size + PAGE - 1) // PAGE
+        vector = (ctypes.c_ubyte * pages)()
+        anchor = ctypes.c_char.from_buffer(mapped)
+        try:
+            assert libc.mincore(ctypes.c_void_p(ctypes.addressof(anchor)), size, vector) == 0
+        finally:
+            del anchor
+    per_window = WINDOW // PAGE
+    return [sum(v & 1 for v in vector[i : i + per_window]) for i in range(0, pages, per_window)]
+
+
+def test_large_files_are_flushed_window_by_window_and_dropped_behind(store, calls):
+    total = 4 * WINDOW + 1000
+    staged = store.stage("big.bin")
+    digest = hashlib.sha256()
+    for chunk in chunks(total):
+        staged.write(chunk)
+        digest.update(chunk)
+    key = staged.commit()
+
+    write, wait, drop = 2, 1 | 2 | 4, os.POSIX_FADV_DONTNEED
+    assert calls == [
+        ("sync", 0, WINDOW, write),
+        ("sync", WINDOW, WINDOW, write),
+        ("sync", 0, WINDOW, wait),
+        ("drop", 0, WINDOW, drop),
+        ("sync", 2 * WINDOW, WINDOW, write),
+        ("sync", WINDOW, WINDOW, wait),
+        ("drop", WINDOW, WINDOW, drop),
+        ("sync", 3 * WINDOW, WINDOW, write),
+        ("sync", 2 * WINDOW, WINDOW, wait),
+        ("drop", 2 * WINDOW, WINDOW, drop),
+    ]
+    with store.open(key) as f:
+        assert hashlib.sha256(f.read()).hexdigest() == digest.hexdigest()
+
+
+def test_dropped_windows_leave_the_page_cache(store):
+    staged = store.stage("big.bin")
+    for chunk in chunks(4 * WINDOW):
+        staged.write(chunk)
+    path = store.path(staged.commit())
+    resident = resident_pages(path)
+    assert resident[:3] == [0, 0, 0]  # Written, on the disk, dropped.
+    assert resident[3] == WINDOW // PAGE  # The last one stays for the downloads that follow.
+
+
+def test_small_files_and_unsynced_stores_are_left_alone(tmp_path, calls):
+    store = LocalStore(str(tmp_path / "files"))
+    staged = store.stage("small.bin")
+    for chunk in chunks(2 * WINDOW - 1):
+        staged.write(chunk)
+    staged.commit()
+    assert [call for call in calls if call[0] == "drop"] == []
+
+    unsynced = LocalStore(str(tmp_path / "unsynced"), fsync=False)
+    calls.clear()
+    staged = unsynced.stage("big.bin")
+    for chunk in chunks(3 * WINDOW):
+        staged.write(chunk)
+    staged.commit()
+    assert calls == []
+
+
+def test_resumable_appends_count_from_their_offset(store, calls):
+    state = store.start_resumable("resumed.bin")
+    store.append(state, 0, chunks(WINDOW // 2))
+    assert calls == []
+    store.append(state, WINDOW // 2, chunks(3 * WINDOW))
+    # Windows start at the request's offset: what earlier requests wrote is theirs.
+    start = WINDOW // 2
+    flushed = [call[1] for call in calls if call[0] == "sync" and call[3] == 2]
+    assert flushed == [start, start + WINDOW, start + 2 * WINDOW]
+    assert [call[1] for call in calls if call[0] == "drop"] == [start, start + WINDOW]
+    key = store.finish(state).key
+    assert os.path.getsize(store.path(key)) == WINDOW // 2 + 3 * WINDOW
+
+
+def test_failures_are_reported(tmp_path):
+    read_end, write_end = os.pipe()
+    try:
+        behind = WriteBehind(write_end)
+        behind.wrote(WINDOW - 1)  # Nothing asked yet.
+        with pytest.raises(OSError) as failure:
+            behind.wrote(1)
+        assert "sync_file_range" in str(failure.value)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_without_sync_file_range_files_are_written_plainly(store, monkeypatch):
+    monkeypatch.setattr(writebehind, "_sync_file_range", None)
+    staged = store.stage("plain.bin")
+    for chunk in chunks(3 * WINDOW):
+        staged.write(chunk)
+    key = staged.commit()
+    assert os.path.getsize(store.path(key)) == 3 * WINDOW
