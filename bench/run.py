@@ -307,7 +307,7 @@ def bench_large(servers, sizes, rounds, folder):
                 "cpu": statistics.median(cpus),
             }
             rows.append(row)
-            print(f"  {name:10s} {size // MiB:5d} MiB  {row['seconds']:.2f} s", flush=True)
+            print(f"  {name:12s} {size // MiB:5d} MiB  {row['seconds']:.2f} s", flush=True)
     return rows
 
 
@@ -342,7 +342,7 @@ def bench_small(servers, count, concurrency):
                 list(pool.map(post, range(count)))
             elapsed = time.perf_counter() - start
             rows.append({"server": name, "workers": workers, "rps": count / elapsed})
-            print(f"  {name:10s} x{workers}  {count / elapsed:.0f} req/s", flush=True)
+            print(f"  {name:12s} x{workers}  {count / elapsed:.0f} req/s", flush=True)
             if server.kinto:
                 records = f"{server.root}/buckets/bench/collections/files/records"
                 requests.delete(records, auth=AUTH, timeout=120)
@@ -400,7 +400,7 @@ def bench_downloads(servers, size, rounds, folder):
             "growth": max(growths),
         }
         rows.append(row)
-        print(f"  {name:10s} {route:18s} {row['seconds']:.2f} s", flush=True)
+        print(f"  {name:12s} {route:18s} {row['seconds']:.2f} s", flush=True)
     return rows
 
 

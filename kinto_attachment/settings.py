@@ -83,7 +83,8 @@ class S3Options:
     cache_control: str = ""
     use_path_style: bool = False
     part_size: int = 8 * 1024 * 1024
-    concurrency: int = 2
+    #: Parts of one upload in flight; memory per upload is part_size × (concurrency + 1).
+    concurrency: int = 1
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
     max_attempts: int = 3
@@ -292,6 +293,8 @@ S3_SETTINGS = {
     "presigned_downloads": ("presigned_downloads", _as_bool),
     "presigned_expires": ("presigned_expires", _as_number(int, 1)),
 }
+#: S3 accepts at most this many parts in one multipart upload.
+S3_MAX_PARTS = 10_000
 PYRAMID_STORAGE_ENDPOINT = ("host", "port", "is_secure")
 #: ``data_files.NAME`` → parser (same field names in DataFilesOptions).
 DATA_FILES_SETTINGS = {
@@ -403,6 +406,12 @@ def _split_resource_setting(key):
     return (scope[0], scope[1] if len(scope) == 2 else None), name
 
 
+def _capped(policy, largest):
+    if policy.max_size_bytes and policy.max_size_bytes <= largest:
+        return policy
+    return dataclasses.replace(policy, max_size_bytes=largest)
+
+
 def parse(settings):
     """Build :class:`AttachmentSettings` from Pyramid settings, or raise ConfigurationError."""
     ours = _with_env(settings)
@@ -443,6 +452,12 @@ def parse(settings):
         parent = overrides.get((bucket_id, None), default) if collection_id else default
         prefix = RESOURCES_PREFIX + ".".join(filter(None, scope)) + "."
         overrides[scope] = _parse_policy(scoped[scope], parent, prefix)
+    if s3 is not None:
+        # An S3 multipart upload has at most 10,000 parts: refuse larger files up front
+        # (413) rather than fail once 10,000 parts are sent.
+        largest = s3.part_size * S3_MAX_PARTS
+        default = _capped(default, largest)
+        overrides = {scope: _capped(policy, largest) for scope, policy in overrides.items()}
 
     return AttachmentSettings(
         base_path=base_path,

@@ -111,7 +111,11 @@ def test_options_advertises_the_server(kinto_tus):
             "expiration",
         }
         assert {"sha1", "sha256"} <= set(response.headers["Tus-Checksum-Algorithm"].split(","))
-        assert "Tus-Max-Size" not in response.headers
+        s3 = kinto_tus.app.app.registry.attachment_settings.s3
+        if s3 is None:
+            assert "Tus-Max-Size" not in response.headers
+        else:  # 10,000 parts at most.
+            assert response.headers["Tus-Max-Size"] == str(s3.part_size * 10_000)
 
 
 def test_limits(tmp_path_factory, request):

@@ -3,11 +3,18 @@
 import hashlib
 import logging
 import os
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
 
 import pytest
+import requests
 from moto.server import ThreadedMotoServer
 
 from .conftest import ALICE, build_settings, cached_app, make_app, s3_client, s3_settings
+from .live import free_port
 
 
 URL = "/v1/buckets/blog/collections/articles/records/r1"
@@ -236,8 +243,8 @@ def test_missing_bucket_is_named_in_the_heartbeat_log(s3_server, tmp_path, caplo
 def test_part_body_reads_and_rewinds_like_a_file():
     from kinto_attachment.storage.s3 import PartBody
 
-    chunks = [b"hello ", b"", b"multipart ", b"world"]
-    body = PartBody([memoryview(c) for c in chunks])
+    data = bytearray(b"hello multipart world!")
+    body = PartBody(memoryview(data)[:21])
     assert len(body) == 21 and body.readable() and body.seekable()
     assert body.read(3) == b"hel"
     assert body.read(9) == b"lo multip"
@@ -245,7 +252,7 @@ def test_part_body_reads_and_rewinds_like_a_file():
     assert body.read(5) == b""
     assert body.seek(-5, os.SEEK_END) == 16 and body.read() == b"world"
     body.seek(0)
-    assert body.read() == b"".join(chunks)
+    assert body.read() == bytes(data[:21])
     assert body.seek(100) == 21 and body.tell() == 21
 
 
@@ -260,3 +267,64 @@ def test_chunks_the_caller_may_reuse_are_copied(tmp_path_factory, request):
     key = staged.commit()
     with store.open(key) as f:
         assert f.read() == b"a" * 3 * MiB + b"b" * 3 * MiB
+
+
+@pytest.fixture(scope="module")
+def moto_process(tmp_path_factory):
+    """moto in a process of its own: the objects it keeps are not in this one's memory."""
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            requests.get(endpoint, timeout=1)
+            break
+        except requests.ConnectionError:
+            assert process.poll() is None and time.monotonic() < deadline, "moto did not start"
+            time.sleep(0.1)
+    yield endpoint
+    process.terminate()
+    process.wait(15)
+    log.close()
+
+
+def test_upload_memory_is_bounded_by_its_part_buffers(moto_process, tmp_path):
+    """At most ``concurrency + 1`` part buffers, reused, however the chunks straddle parts."""
+    part_size, concurrency = 5 * MiB, 2
+    settings = build_settings(
+        "memory",
+        str(tmp_path),
+        **s3_settings(moto_process),
+        **{
+            "kinto.attachment.aws.part_size": str(part_size),
+            "kinto.attachment.aws.concurrency": str(concurrency),
+        },
+    )
+    del settings["kinto.attachment.base_path"]
+    store = make_app(settings).app.registry.attachment_store
+    chunk = bytearray(os.urandom(3 * MiB + 7))  # Reused: the store must copy what it keeps.
+    digest = hashlib.sha256()
+    staged = store.stage("bounded.bin")
+    tracemalloc.start()
+    try:
+        for number in range(20):
+            chunk[:8] = number.to_bytes(8, "big")
+            digest.update(chunk)
+            staged.write(chunk)
+        key = staged.commit()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Over plain HTTP, botocore also reads each part in flight by MiB to sign it (2 MiB at
+    # once: the chunk hashed and the next one); over HTTPS our checksum spares it that.
+    signing = concurrency * 2 * MiB
+    bound = (concurrency + 1) * part_size + signing + MiB
+    assert peak < bound, f"peak {peak / MiB:.1f} MiB for a 60 MiB upload"
+    with store.open(key) as f:
+        assert hashlib.sha256(f.read()).hexdigest() == digest.hexdigest()

@@ -158,6 +158,25 @@ def test_s3_settings():
     assert parse_s3(**{"aws.bucket_name": "files"}).s3.acl == "public-read"
 
 
+def test_s3_caps_file_sizes_at_ten_thousand_parts():
+    """S3 takes 10,000 parts per upload: larger files are refused up front, not at the end."""
+    parsed = parse_s3(
+        **{
+            "aws.bucket_name": "files",
+            "max_size_bytes": str(100 * 1024**4),
+            "resources.small.max_size_bytes": "1000",
+            "resources.big.max_size_bytes": "0",
+        }
+    )
+    largest = 8 * 1024 * 1024 * 10_000
+    assert parsed.default.max_size_bytes == largest
+    assert parsed.policy("small").max_size_bytes == 1000
+    assert parsed.policy("big").max_size_bytes == largest
+    bigger_parts = parse_s3(**{"aws.bucket_name": "files", "aws.part_size": str(64 << 20)})
+    assert bigger_parts.default.max_size_bytes == (64 << 20) * 10_000
+    assert attachment_settings.parse({"attachment.base_path": "/tmp"}).default.max_size_bytes == 0
+
+
 def test_pyramid_storage_host_port_become_an_endpoint():
     def endpoint(**values):
         return parse_s3(**{"aws.bucket_name": "b", **values}).s3.endpoint_url

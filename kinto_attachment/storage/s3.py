@@ -2,8 +2,11 @@
 
 Bytes go to S3 as they arrive. A file smaller than one part is sent with a single ``PutObject``
 at commit; a larger one through a multipart upload whose parts are sent by a process-wide
-thread pool, at most ``concurrency`` parts of an upload in flight: memory stays within
-``part_size × (concurrency + 1)`` per upload whatever the file size (5 TiB is S3's own limit).
+thread pool, at most ``concurrency`` parts of an upload in flight. Parts are gathered in
+anonymous memory maps, reused from part to part and unmapped with the upload: memory stays
+within ``part_size × (concurrency + 1)`` per upload whatever the file size, and goes back to the
+system afterwards instead of fragmenting the heap. (S3 takes at most 10,000 parts: settings
+cap the size of files accordingly.)
 Nothing is visible under the key until the upload completes; ``abort()`` aborts the multipart
 upload so that no object and no parts remain.
 
@@ -13,12 +16,11 @@ SHA-256 checksum, sent with every part and every single-request upload.
 """
 
 import base64
-import bisect
 import contextlib
 import hashlib
 import io
-import itertools
 import logging
+import mmap
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -53,27 +55,23 @@ DELETE_BATCH = 1000
 RESUMABLE_FOLDER = "__uploads__"
 
 
-def _checksum(views):
-    digest = hashlib.sha256()
-    for view in views:
-        digest.update(view)
-    return base64.b64encode(digest.digest()).decode("ascii")
+def _checksum(data):
+    return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
 
 
 class PartBody(io.RawIOBase):
-    """A seekable file over a list of byte views: a part sent without joining its chunks.
+    """A seekable file over a view of a part buffer: sent without a copy into bytes.
 
-    botocore reads request bodies as files (and rewinds them to retry), so a part can be
-    handed over as the chunks that arrived, without copying them into one more buffer.
+    botocore reads request bodies as files (and rewinds them to retry), so a part is handed over
+    as a view of the buffer it was gathered in.
     """
 
-    def __init__(self, views):
-        self._views = views
-        self._starts = list(itertools.accumulate((len(v) for v in views), initial=0))
+    def __init__(self, view):
+        self._view = view
         self._position = 0
 
     def __len__(self):
-        return self._starts[-1]
+        return len(self._view)
 
     def readable(self):
         return True
@@ -91,15 +89,10 @@ class PartBody(io.RawIOBase):
 
     def readinto(self, buffer):
         target = memoryview(buffer).cast("B")
-        written = 0
-        while written < len(target) and self._position < len(self):
-            index = bisect.bisect_right(self._starts, self._position) - 1
-            view = self._views[index][self._position - self._starts[index] :]
-            count = min(len(view), len(target) - written)
-            target[written : written + count] = view[:count]
-            written += count
-            self._position += count
-        return written
+        count = min(len(target), len(self) - self._position)
+        target[:count] = self._view[self._position : self._position + count]
+        self._position += count
+        return count
 
 
 def _error_code(error):
@@ -148,9 +141,11 @@ class S3Staged:
         self._store = store
         self._key = key
         self._content_type = content_type or "application/octet-stream"
-        #: Chunks of the part being filled, as views on the bytes received (no copy).
-        self._pending = []
-        self._pending_size = 0
+        #: The part being filled, and how much of it is.
+        self._buffer = None
+        self._filled = 0
+        #: Buffers of parts sent, to fill again: at most ``concurrency + 1`` per upload.
+        self._spare = []
         self._upload_id = upload_id
         self._owns_upload = upload_id is None
         self._previous_parts = list(parts)
@@ -158,23 +153,28 @@ class S3Staged:
         self._slots = threading.BoundedSemaphore(store.concurrency)
 
     def write(self, chunk):
+        """Copy ``chunk`` into part buffers. One copy buys a fixed footprint: keeping views on
+        the chunks instead would hold every chunk a part straddles, and leave the heap to
+        recycle them."""
         view = memoryview(chunk).cast("B")
-        if not isinstance(view.obj, bytes):
-            view = memoryview(bytes(view))  # Keep only immutable bytes: the caller may reuse.
         part_size = self._store.part_size
         while view:
-            room = part_size - self._pending_size
-            self._pending.append(view[:room])
-            self._pending_size += len(self._pending[-1])
-            view = view[room:]
-            if self._pending_size == part_size:
-                self._send_part(self._take_pending())
+            if self._buffer is None:
+                self._buffer = self._spare.pop() if self._spare else mmap.mmap(-1, part_size)
+            count = min(part_size - self._filled, len(view))
+            self._buffer[self._filled : self._filled + count] = view[:count]
+            self._filled += count
+            view = view[count:]
+            if self._filled == part_size:
+                self._send_part(*self._take_pending())
 
     def _take_pending(self):
-        part, self._pending, self._pending_size = self._pending, [], 0
-        return part
+        """The buffer being filled and its size; the next write starts a new part."""
+        taken = (self._buffer or bytearray(), self._filled)
+        self._buffer, self._filled = None, 0
+        return taken
 
-    def _send_part(self, data):
+    def _send_part(self, buffer, size):
         if self._upload_id is None:
             self._key = self._store.free_key(self._key)
             with _unavailable("CreateMultipartUpload"):
@@ -183,20 +183,25 @@ class S3Staged:
         # Blocks while `concurrency` parts of this upload are in flight: bounded memory.
         self._slots.acquire()
         number = len(self._previous_parts) + len(self._futures) + 1
-        future = self._store.executor.submit(self._upload_part, number, data)
-        future.add_done_callback(lambda _: self._slots.release())
+        future = self._store.executor.submit(self._upload_part, number, memoryview(buffer)[:size])
+
+        def done(_):
+            self._spare.append(buffer)
+            self._slots.release()
+
+        future.add_done_callback(done)
         self._futures.append(future)
 
-    def _upload_part(self, number, views):
-        checksum = _checksum(views)
+    def _upload_part(self, number, view):
+        checksum = _checksum(view)
         with _unavailable("UploadPart"):
             response = self._store.client.upload_part(
                 Bucket=self._store.bucket,
                 Key=self._key,
                 UploadId=self._upload_id,
                 PartNumber=number,
-                Body=PartBody(views),
-                ContentLength=sum(len(v) for v in views),
+                Body=PartBody(view),
+                ContentLength=len(view),
                 ChecksumAlgorithm="SHA256",
                 ChecksumSHA256=checksum,
             )
@@ -204,7 +209,7 @@ class S3Staged:
             "PartNumber": number,
             "ETag": response["ETag"],
             "ChecksumSHA256": checksum,
-            "Size": sum(len(v) for v in views),
+            "Size": len(view),
         }
 
     def _raise_failed_parts(self):
@@ -215,14 +220,15 @@ class S3Staged:
     def flush(self):
         """Wait for the parts sent; return all the upload's parts and the unsent bytes."""
         parts = self._previous_parts + [future.result() for future in self._futures]
-        return parts, b"".join(self._take_pending())
+        buffer, size = self._take_pending()
+        return parts, bytes(memoryview(buffer)[:size])
 
     def commit(self):
         try:
             if self._upload_id is None:
                 return self._put_whole()
-            if self._pending or not (self._futures or self._previous_parts):
-                self._send_part(self._take_pending())
+            if self._filled or not (self._futures or self._previous_parts):
+                self._send_part(*self._take_pending())
             parts, _ = self.flush()
             with _unavailable("CompleteMultipartUpload"):
                 self._store.client.complete_multipart_upload(
@@ -238,14 +244,16 @@ class S3Staged:
             raise
 
     def _put_whole(self):
-        data = b"".join(self._take_pending())  # Smaller than one part.
+        buffer, size = self._take_pending()  # Smaller than one part.
+        data = memoryview(buffer)[:size]
         for key in key_variants(self._key):
             try:
                 with _unavailable("PutObject"):
                     self._store.client.put_object(
                         Key=key,
-                        Body=data,
-                        ChecksumSHA256=_checksum([data]),
+                        Body=PartBody(data),
+                        ContentLength=size,
+                        ChecksumSHA256=_checksum(data),
                         IfNoneMatch="*",
                         **self._store.object_args(self._content_type),
                     )
@@ -278,11 +286,12 @@ class S3Store(StoreBase):
         self,
         client,
         bucket,
+        *,
+        part_size,
+        concurrency,
         base_url="",
         acl="",
         cache_control="",
-        part_size=8 * MiB,
-        concurrency=4,
     ):
         self.client = client
         self.bucket = bucket
