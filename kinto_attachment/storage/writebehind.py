@@ -11,7 +11,7 @@ windows of page cache, and reuses the same pages. On this project's machines it 
 system time and the wall time of a 1 GiB write with fsync (``bench/``).
 
 Durability still comes from the final ``fsync`` (``sync_file_range`` flushes neither metadata
-nor the disk's cache). Files smaller than two windows are left alone, and stay cached for the
+nor the disk's cache). Files smaller than two windows keep all their pages cached, for the
 downloads that often follow. Where ``sync_file_range`` does not exist (not Linux), files are
 written as usual.
 """
