@@ -2,6 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+from . import locks
 from . import settings as attachment_settings
 from .heartbeat import attachments_ping
 from .limiter import TransferLimiter
@@ -38,6 +39,7 @@ def includeme(config):
     store = _make_store(settings)
     config.registry.attachment_settings = settings
     config.registry.attachment_store = store
+    config.registry.attachment_locks = locks.for_storage(config.registry.storage)
     config.registry.transfer_limiter = TransferLimiter(settings.data_files.transfer_budget_bytes)
     config.registry.registerUtility(store, IBlobStore)
 

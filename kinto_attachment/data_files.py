@@ -11,6 +11,8 @@ import secrets
 from kinto.core.storage.exceptions import ObjectNotFoundError
 from kinto.core.utils import msec_time
 
+from . import locks, paging
+
 
 RESOURCE = "data-file"
 PARENT_ID = "data-files"
@@ -31,6 +33,12 @@ def is_live(entry, now=None):
     """Not expired."""
     expiration = entry.get("expiration")
     return expiration is None or expiration > (now or msec_time())
+
+
+def lock(registry, file_id):
+    """Hold ``file_id`` until the transaction ends: writers and the garbage collector take it
+    before reading the entry they will replace or delete."""
+    locks.hold(registry, (PARENT_ID, file_id))
 
 
 def get(storage, file_id):
@@ -61,3 +69,8 @@ def remove(storage, file_id):
 def entries(storage):
     """Every entry (expired ones included), oldest first."""
     return storage.list_all(resource_name=RESOURCE, parent_id=PARENT_ID)
+
+
+def every(storage):
+    """Every entry (expired ones included), by pages: for walks over all of them."""
+    return paging.every(storage, RESOURCE, PARENT_ID)

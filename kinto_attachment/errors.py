@@ -42,3 +42,12 @@ def storage_failed(retry_after=30):
     )
     error.headers["Retry-After"] = str(retry_after)
     return error
+
+
+def modified_meanwhile():
+    """412: another request changed the record between the permission check and the write."""
+    return http_error(
+        httpexceptions.HTTPPreconditionFailed(),
+        errno=ERRORS.MODIFIED_MEANWHILE,
+        message="The record was created meanwhile by another request: retry.",
+    )

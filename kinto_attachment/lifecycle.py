@@ -7,6 +7,8 @@ written for a transaction that does not commit is deleted, since nothing will re
 
 import logging
 
+from . import links
+
 
 logger = logging.getLogger(__name__)
 
@@ -53,11 +55,12 @@ def delete_unless_committed(request, store, keys):
 
 
 def discard(request, unlinked):
-    """Delete the blobs of links just removed, after commit, unless ``keep_old_files`` applies."""
+    """Delete the blobs of links just removed, after commit; under ``keep_old_files``, record
+    them as retained instead, so that garbage collection never takes them for orphans."""
     settings = request.registry.attachment_settings
-    keys = [
-        link["key"]
-        for link in unlinked
-        if not settings.policy(link["bucket_id"], link["collection_id"]).keep_old_files
-    ]
-    delete_after_commit(request, request.registry.attachment_store, keys)
+    kept, deleted = [], []
+    for link in unlinked:
+        keep = settings.policy(link["bucket_id"], link["collection_id"]).keep_old_files
+        (kept if keep else deleted).append(link["key"])
+    links.retain(request.registry.storage, kept)
+    delete_after_commit(request, request.registry.attachment_store, deleted)

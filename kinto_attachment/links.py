@@ -12,10 +12,14 @@ indexed parent id select a bucket or a collection. Since ``_`` is a ``LIKE`` wil
 contain it, the exact bucket and collection ids are also stored and used as filters.
 """
 
+import contextlib
 import hashlib
 
 from kinto.core.storage import Filter
+from kinto.core.storage.exceptions import ObjectNotFoundError
 from kinto.core.utils import COMPARISON
+
+from . import paging
 
 
 RESOURCE = "attachment-blob"
@@ -57,9 +61,14 @@ def forget(storage, record_links):
         parent_id = PARENT_PREFIX + record_uri(
             link["bucket_id"], link["collection_id"], link["record_id"]
         )
-        storage.delete(
-            resource_name=RESOURCE, parent_id=parent_id, object_id=link["id"], with_deleted=False
-        )
+        # Callers hold the record's lock: a link already gone was never ours to remove.
+        with contextlib.suppress(ObjectNotFoundError):
+            storage.delete(
+                resource_name=RESOURCE,
+                parent_id=parent_id,
+                object_id=link["id"],
+                with_deleted=False,
+            )
 
 
 def pop(storage, bucket_id=None, collection_id=None, record_id=None):
@@ -90,3 +99,30 @@ def pop(storage, bucket_id=None, collection_id=None, record_id=None):
         )
         popped += batch
     return popped
+
+
+#: Blobs that ``keep_old_files`` keeps after their record stopped referencing them: no record
+#: points at them any more, but garbage collection must not take them for orphans.
+RETAINED = "attachment-retained"
+RETAINED_PARENT = "attachment-retained"
+
+
+def retain(storage, keys):
+    """Record ``keys`` as kept on purpose (in the transaction that unlinks them)."""
+    for key in keys:
+        storage.update(
+            resource_name=RETAINED,
+            parent_id=RETAINED_PARENT,
+            object_id=_link_id(key),
+            obj={"key": key},
+        )
+
+
+def all_links(storage):
+    """Every link, by pages (memory stays flat)."""
+    return paging.every(storage, RESOURCE, PARENT_PREFIX + "*")
+
+
+def retained(storage):
+    """Every retained blob record (``{"id", "key"}``), by pages."""
+    return paging.every(storage, RETAINED, RETAINED_PARENT)

@@ -15,7 +15,7 @@ from kinto.core.storage.exceptions import ObjectNotFoundError
 from pyramid.events import ContextFound
 from pyramid.httpexceptions import HTTPBadRequest
 
-from . import lifecycle, links, records
+from . import lifecycle, links, locks, records
 
 
 FIELD = "attachment"
@@ -35,6 +35,8 @@ def on_resources_deleted(event):
             ids = (payload["bucket_id"], object_id)
         else:
             ids = (object_id,)
+        # Already held when the delete came through Kinto's views (see ``_lock_write``).
+        locks.hold(event.request.registry, locks.record_path(*ids))
         popped += links.pop(storage, *ids)
     lifecycle.discard(event.request, popped)
 
@@ -59,17 +61,20 @@ def on_records_written(event):
         _refuse_edit((change.get("old") or {}).get(FIELD), change["new"].get(FIELD))
 
 
-def _stored_attachment(request):
+def _stored_record(request):
     match = request.matchdict
     try:
-        record = request.registry.storage.get(
+        return request.registry.storage.get(
             resource_name="record",
             parent_id=f"/buckets/{match['bucket_id']}/collections/{match['collection_id']}",
             object_id=match["id"],
         )
     except ObjectNotFoundError:
         return None
-    return record.get(FIELD)
+
+
+def _stored_attachment(request):
+    return (_stored_record(request) or {}).get(FIELD)
 
 
 def _check_record_body(request):
@@ -92,11 +97,45 @@ def _check_record_body(request):
         _refuse_edit(_stored_attachment(request), data.get(FIELD))
 
 
+def _write_lock(request):
+    """The lock path a Kinto write takes before its view reads anything, or None."""
+    route, method, match = request.matched_route.name, request.method, request.matchdict
+    if route == "flush":
+        return locks.ROOT if method == "POST" else None
+    if route == "record-object" and method in ("PUT", "PATCH", "DELETE"):
+        return locks.record_path(match["bucket_id"], match["collection_id"], match["id"])
+    if method != "DELETE":
+        return None
+    return {
+        "bucket-plural": lambda: ("buckets",),
+        "bucket-object": lambda: locks.record_path(match["id"]),
+        "collection-plural": lambda: locks.record_path(match["bucket_id"]),
+        "collection-object": lambda: locks.record_path(match["bucket_id"], match["id"]),
+        "record-plural": lambda: locks.record_path(match["bucket_id"], match["collection_id"]),
+    }.get(route, lambda: None)()
+
+
+def _lock_write(request):
+    """Lock what the write will change, as our own views do, so that it cannot interleave
+    with an upload (or a delete) of the same record, collection or bucket.
+
+    Kinto's route factory read the record before the lock: the view would act on that copy
+    (and a ``PATCH`` write back an attachment replaced meanwhile), so it is read again.
+    """
+    path = _write_lock(request)
+    if path is None:
+        return
+    locks.hold(request.registry, path)
+    if request.matched_route.name == "record-object":
+        request.context.current_object = _stored_record(request)
+
+
 def on_context_found(event):
     request = event.request
     route = request.matched_route
     if route is None or records.is_internal_write(request):
         return
+    _lock_write(request)
     if route.name == "flush" and request.method == "POST":
         on_flush(request)
     elif route.name in ("record-object", "record-plural") and request.method in WRITES:

@@ -4,19 +4,20 @@ The offset, the metadata, the hash state and the store's own state (a staged fil
 multipart upload) are recorded after every request, in its transaction: any process of the
 cluster can go on with the upload, after a restart too, and what is recorded is the truth.
 
-Requests on one upload are serialised by a lock object created in the request's transaction
-and deleted before it ends. On PostgreSQL a second request creating it waits until the first
-transaction ends, then finds the new offset; on the memory backend it is refused at once.
+Requests on one upload are serialised by a lock held until the request's transaction ends
+(:mod:`kinto_attachment.locks`): a second request is refused at once with ``423 Locked``, as
+tusd does.
 """
 
 import contextlib
 import secrets
 
-from kinto.core.storage.exceptions import BackendError, ObjectNotFoundError, UnicityError
+from kinto.core.storage.exceptions import ObjectNotFoundError
+
+from . import locks, paging
 
 
 RESOURCE = "attachment-upload"
-LOCK = "attachment-upload-lock"
 PARENT_ID = "attachment-uploads"
 
 
@@ -50,18 +51,18 @@ def entries(storage):
     return storage.list_all(resource_name=RESOURCE, parent_id=PARENT_ID)
 
 
-@contextlib.contextmanager
-def locked(storage, upload_id):
-    """Hold the upload's lock; raise :class:`Locked` if another request holds it."""
+def every(storage):
+    """Every upload, by pages: for walks over all of them."""
+    return paging.every(storage, RESOURCE, PARENT_ID)
+
+
+def lock(registry, upload_id):
+    """Hold the upload until the transaction ends; :class:`Locked` if another one holds it.
+
+    Writers (``PATCH``, ``DELETE``) and the garbage collector take this lock before reading the
+    upload's state, so that none of them acts on a state another is changing.
+    """
     try:
-        storage.create(resource_name=LOCK, parent_id=PARENT_ID, obj={"id": upload_id})
-    except UnicityError as e:
+        locks.hold(registry, ("uploads", upload_id), wait=False)
+    except locks.Busy as e:
         raise Locked(upload_id) from e
-    try:
-        yield
-    finally:
-        # A failed transaction takes the lock away with it; the memory backend needs this.
-        with contextlib.suppress(ObjectNotFoundError, BackendError):
-            storage.delete(
-                resource_name=LOCK, parent_id=PARENT_ID, object_id=upload_id, with_deleted=False
-            )

@@ -7,14 +7,19 @@ reached the PostgreSQL tests are skipped, except under ``CI=true`` where they fa
 """
 
 import base64
+import contextlib
 import json
 import os
 import shutil
+import threading
 import uuid
 
 import pytest
+import transaction
 import webtest
 from kinto import main as kinto_main
+
+from kinto_attachment import locks
 
 
 PG_SERVER = os.environ.get("KINTO_ATTACHMENT_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
@@ -265,6 +270,19 @@ def cached_app(backend, tmp_path_factory, request, blobs="local", **extra):
     return kinto
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``rolls_back`` only make sense on a backend with transactions: they are not
+    generated for the memory backend (rather than skipped there)."""
+    kept, deselected = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        memory = params.get("backend") == "memory"
+        (deselected if memory and item.get_closest_marker("rolls_back") else kept).append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
+
+
 @pytest.fixture(params=["memory", pytest.param("postgresql", marks=pytest.mark.postgresql)])
 def backend(request):
     return request.param
@@ -285,3 +303,30 @@ def kinto(backend, blobs, tmp_path_factory, request):
 def kinto_memory(tmp_path_factory, request):
     """For tests of settings or behaviour that does not depend on the storage backend."""
     return cached_app("memory", tmp_path_factory, request)
+
+
+@contextlib.contextmanager
+def held_elsewhere(registry, path, exclusive=True):
+    """Hold the lock ``path`` from another thread's transaction while the block runs."""
+    taken, release, failures = threading.Event(), threading.Event(), []
+
+    def holder():
+        transaction.manager.begin()
+        try:
+            locks.hold(registry, path, exclusive=exclusive)
+        except Exception as e:  # pragma: no cover (reported below)
+            failures.append(e)
+        finally:
+            taken.set()
+        release.wait(30)
+        transaction.manager.abort()
+
+    thread = threading.Thread(target=holder, daemon=True)
+    thread.start()
+    taken.wait(30)
+    assert not failures, failures
+    try:
+        yield
+    finally:
+        release.set()
+        thread.join(30)

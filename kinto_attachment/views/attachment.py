@@ -15,7 +15,7 @@ from kinto.core.authorization import DYNAMIC
 from kinto.core.storage.exceptions import ObjectNotFoundError
 from kinto.views import object_exists_or_404, raise_404_if_invalid_id
 
-from .. import downloads, errors, intake, lifecycle, links, records
+from .. import downloads, errors, intake, lifecycle, links, locks, records
 from ..multipart import FIELDS_LIMIT, FormReader, boundary_of, read_form
 
 
@@ -139,15 +139,18 @@ def post_attachment(request):
     return metadata
 
 
-def attach(request, context, blob, data=None, permissions=None):
+def attach(request, context, blob, data=None, permissions=None, discard_on_failure=True):
     """Make a committed blob the record's attachment (the last step of every upload).
 
-    In the request's transaction: the record is written (created if needed), and the link of
-    the blob replaces those of the previous one, whose blob is deleted after commit. If the
-    transaction does not commit, the new blob is deleted instead.
+    In the request's transaction, with the record locked: the record is written (created if
+    needed), and the link of the blob replaces those of the previous one, whose blob is
+    deleted after commit. If the transaction does not commit, the new blob is deleted instead
+    (unless ``discard_on_failure`` is false: a resumable upload keeps it to finish again).
     """
     store = request.registry.attachment_store
-    lifecycle.delete_unless_committed(request, store, [blob.key])
+    if discard_on_failure:
+        lifecycle.delete_unless_committed(request, store, [blob.key])
+    existing = lock_record(request, context)
     storage = request.registry.storage
     ids = (context.bucket_id, context.collection_id, context.record_id)
     replaced = links.of_record(storage, *ids)
@@ -157,12 +160,39 @@ def attach(request, context, blob, data=None, permissions=None):
         context.record_uri,
         {**(data or {}), FILE_FIELD: metadata},
         permissions=permissions,
-        create=context.current_object is None,
+        create=existing is None,
     )
     links.forget(storage, replaced)
     links.add(storage, *ids, blob.key)
     lifecycle.discard(request, replaced)
     return metadata
+
+
+def lock_record(request, context):
+    """Lock the record until the transaction ends, then read it again: the record as it is
+    now (or None), or the answer for a request that raced with another one.
+
+    Permissions were checked on what the record was before the lock: a record deleted since
+    is a 404, a record created since (the check was ``create`` on the collection, not
+    ``write`` on it) a 412, as for a ``PUT`` with ``If-None-Match: *``.
+    """
+    locks.hold(
+        request.registry,
+        locks.record_path(context.bucket_id, context.collection_id, context.record_id),
+    )
+    require_record_parents(request, context)
+    try:
+        record = request.registry.storage.get(
+            resource_name="record", parent_id=context.collection_uri, object_id=context.record_id
+        )
+    except ObjectNotFoundError:
+        record = None
+    if record is None and context.current_object is not None:
+        raise errors.record_not_found(context.record_id)
+    if record is not None and context.current_object is None:
+        raise errors.modified_meanwhile()
+    context.current_object = record
+    return record
 
 
 def _existing_record(request):
@@ -177,7 +207,8 @@ def _existing_record(request):
 @attachment.delete(permission=DYNAMIC)
 def delete_attachment(request):
     context = request.context
-    record = _existing_record(request)
+    _existing_record(request)
+    record = lock_record(request, context)
     storage = request.registry.storage
     ids = (context.bucket_id, context.collection_id, context.record_id)
     if record.get(FILE_FIELD) is not None:

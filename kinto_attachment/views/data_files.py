@@ -144,6 +144,7 @@ def upload(request):
         # The bytes were hashed on their way in: this version of the blob is verified.
         stored = store.stat(blob.key)
     storage = request.registry.storage
+    data_files.lock(request.registry, file_id)
     previous = data_files.get(storage, file_id)
     data_files.put(
         storage,
@@ -209,11 +210,17 @@ def _require_intact(request, store, entry, served):
             "Data file %r: blob %r does not match its size and sha256", entry["id"], served.key
         )
         raise downloads.missing("data-file", entry["id"])
-    data_files.put(request.registry.storage, entry["id"], {**entry, "verified": stat.version})
+    # Remember the verification, unless the entry changed since it was read (re-uploaded,
+    # deleted): that one is not the entry that was verified.
+    data_files.lock(request.registry, entry["id"])
+    current = data_files.get(request.registry.storage, entry["id"])
+    if current is not None and current["last_modified"] == entry["last_modified"]:
+        data_files.put(request.registry.storage, entry["id"], {**entry, "verified": stat.version})
 
 
 def delete(request, file_id):
     _require_visible(request)
+    data_files.lock(request.registry, file_id)
     entry = data_files.remove(request.registry.storage, file_id)
     if entry is not None:
         lifecycle.delete_after_commit(request, request.registry.attachment_store, [entry["key"]])

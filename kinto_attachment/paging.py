@@ -1,0 +1,31 @@
+"""Every object of a Kinto resource, read page by page so that memory stays flat.
+
+Pages are in id order and each starts after the last id of the previous one (keyset
+pagination): objects created or deleted meanwhile cannot shift a page and make the reader skip
+one that was there all along.
+"""
+
+from kinto.core.storage import Filter, Sort
+from kinto.core.utils import COMPARISON
+
+
+PAGE = 1000
+
+
+def every(storage, resource_name, parent_id, filters=None, limit=PAGE):
+    """Yield every object of ``resource_name`` under ``parent_id`` matching ``filters``."""
+    last = None
+    while True:
+        rules = [[Filter("id", last, COMPARISON.GT)]] if last is not None else None
+        page = storage.list_all(
+            resource_name=resource_name,
+            parent_id=parent_id,
+            filters=filters,
+            sorting=[Sort("id", 1)],
+            pagination_rules=rules,
+            limit=limit,
+        )
+        yield from page
+        if len(page) < limit:
+            return
+        last = page[-1]["id"]
