@@ -1,75 +1,243 @@
-"""Garbage collection: ``/data/files`` entries that expired, and resumable uploads abandoned
-past their expiration.
+"""Garbage collection: what expired, and what a crash left behind.
 
-Runs in every server every ``data_files.gc_interval_seconds`` and as a command::
+*Expired*: ``/data/files`` entries past their expiration, and resumable uploads abandoned past
+theirs. Each is removed by compare-and-delete: under the lock its writers take, and only if it
+is still the entry found expired (same ``last_modified``), so that an id uploaded again
+meanwhile keeps its new content, and an upload a request is writing to is left for the next
+round. The metadata goes in a transaction, the bytes once it has committed.
 
-    kinto-attachment-gc --ini config/kinto.ini
+*Orphans*: a crash (``kill -9``) can leave staged files, S3 multipart uploads never completed
+nor aborted, and committed blobs that nothing references (stored for a transaction that never
+committed, or replaced and never deleted). The references are indexed first (see
+:mod:`kinto_attachment.references`), then the store is listed: an object no reference names
+and older than ``gc.orphans_grace_seconds`` is deleted, and so is an unreferenced pending
+upload. The grace period protects whatever requests are writing, on any node. References
+whose blob is missing (*dangling*) are reported, never touched.
+
+Runs in every server (expired entries every ``data_files.gc_interval_seconds``, orphans every
+``gc.orphans_interval_seconds``) and as a command::
+
+    kinto-attachment-gc --ini config/kinto.ini [--dry-run]
 
 Several nodes may collect at once: deleting what another node just deleted is harmless.
-Metadata goes first, in a transaction; the blobs once it has committed.
+The store (``base_path`` or the S3 bucket) must hold nothing but attachments.
 """
 
 import argparse
+import dataclasses
 import logging
 import threading
+from time import monotonic
 
 import transaction
-from kinto.core.storage.exceptions import ObjectNotFoundError
 from pyramid.events import ApplicationCreated
 
-from . import data_files, uploads
+from . import data_files, locks, references, uploads
 
 
 logger = logging.getLogger(__name__)
 
+#: Orphans deleted per request (S3's DeleteObjects takes 1000 keys).
+DELETE_BATCH = 1000
+DESCRIPTION = """\
+Collect what Kinto attachments no longer need: /data/files entries past their expiration,
+resumable (tus) uploads abandoned past theirs, and, older than
+kinto.attachment.gc.orphans_grace_seconds, whatever nothing references: staged temporary files
+(.upload-*.part, S3 upload tails), incomplete S3 multipart uploads, and blobs named by no record
+attachment, link, data file, resumable upload or retained old file. References to missing
+blobs (dangling) are reported, never changed. The store (base_path or the S3 bucket) must hold
+nothing but attachments."""
 
-def collect(registry, now=None):
-    """Collect expired data files and abandoned uploads; return how many."""
-    return _collect_data_files(registry, now) + _collect_uploads(registry, now)
+
+@dataclasses.dataclass
+class Report:
+    """What one collection found, and removed unless ``dry_run``."""
+
+    dry_run: bool = False
+    #: ``/data/files`` entries that had expired.
+    expired_files: list = dataclasses.field(default_factory=list)
+    #: Resumable uploads abandoned past their expiration.
+    expired_uploads: list = dataclasses.field(default_factory=list)
+    #: Ids of expired uploads a request was working on: left for the next round.
+    busy_uploads: list = dataclasses.field(default_factory=list)
+    #: :class:`~kinto_attachment.storage.Listed` objects nothing referenced.
+    orphans: list = dataclasses.field(default_factory=list)
+    #: :class:`~kinto_attachment.storage.Pending` uploads nothing referenced.
+    aborted: list = dataclasses.field(default_factory=list)
+    #: ``(where, key)`` of references to blobs that do not exist.
+    dangling: list = dataclasses.field(default_factory=list)
+
+    @property
+    def temporary(self):
+        """The orphans that were staged or resumable-upload files, not committed blobs."""
+        return [orphan for orphan in self.orphans if orphan.temporary]
+
+    @property
+    def total_bytes(self):
+        """Bytes freed (multipart uploads aside: S3 does not list their size)."""
+        return (
+            sum(entry["size"] for entry in self.expired_files)
+            + sum(upload["offset"] for upload in self.expired_uploads)
+            + sum(orphan.size for orphan in self.orphans)
+        )
+
+    def describe(self):
+        """The report as text, one line per item."""
+        verb = "would be removed" if self.dry_run else "removed"
+        lines = ["Dry run: nothing was removed."] if self.dry_run else []
+        lines.append(f"Expired data files ({verb}): {len(self.expired_files)}")
+        lines += [f"  {e['id']}  {e['key']}  {e['size']} bytes" for e in self.expired_files]
+        lines.append(f"Expired resumable uploads ({verb}): {len(self.expired_uploads)}")
+        lines += [f"  {u['id']}  {u['offset']} bytes" for u in self.expired_uploads]
+        lines += [f"  {i}  busy, left for the next round" for i in self.busy_uploads]
+        temporary = len(self.temporary)
+        lines.append(f"Orphans ({verb}): {len(self.orphans)}, {temporary} of them temporary")
+        lines += [
+            f"  {o.key}  {o.size} bytes{'  (temporary)' if o.temporary else ''}"
+            for o in self.orphans
+        ]
+        lines.append(f"Incomplete multipart uploads ({verb}): {len(self.aborted)}")
+        lines += [f"  {p.key}  upload {p.upload_id}" for p in self.aborted]
+        lines.append(f"Dangling references (left as they are): {len(self.dangling)}")
+        lines += [f"  {where} -> {key}  missing" for where, key in self.dangling]
+        lines.append(f"Total: {self.total_bytes} bytes {verb}")
+        return "\n".join(lines)
 
 
-def _collect_uploads(registry, now=None):
+def collect(registry, now=None, dry_run=False, orphans=True):
+    """Collect expired entries and, with ``orphans``, orphans; return a :class:`Report`.
+
+    ``now`` is in milliseconds since the epoch. With ``dry_run``, nothing is removed.
+    """
     now = now or data_files.msec_time()
-    with transaction.manager:
-        expired = [u for u in uploads.entries(registry.storage) if u["expires"] <= now]
-        for upload in expired:
-            uploads.remove(registry.storage, upload["id"])
-    for upload in expired:
-        registry.attachment_store.discard(upload["store"])
-    if expired:
-        logger.info("Collected %d abandoned uploads", len(expired))
-    return len(expired)
+    report = Report(dry_run=dry_run)
+    _collect_data_files(registry, now, report)
+    _collect_uploads(registry, now, report)
+    if orphans:
+        _collect_orphans(registry, now, report)
+    return report
 
 
-def _collect_data_files(registry, now=None):
-    storage = registry.storage
+def _unchanged(current, found):
+    return current is not None and current["last_modified"] == found["last_modified"]
+
+
+def _expired_data_files(storage, now):
     with transaction.manager:
-        keys = []
-        for entry in data_files.entries(storage):
-            if data_files.is_live(entry, now):
+        return [e for e in data_files.every(storage) if not data_files.is_live(e, now)]
+
+
+def _collect_data_files(registry, now, report):
+    storage, keys = registry.storage, []
+    for found in _expired_data_files(storage, now):
+        if report.dry_run:
+            report.expired_files.append(found)
+            continue
+        with transaction.manager:
+            # Waits for a writer of this id: then finds its entry, changed.
+            locks.hold(registry, (data_files.PARENT_ID, found["id"]))
+            entry = data_files.get(storage, found["id"])
+            if not _unchanged(entry, found) or data_files.is_live(entry, now):
                 continue
-            try:
-                storage.delete(
-                    resource_name=data_files.RESOURCE,
-                    parent_id=data_files.PARENT_ID,
-                    object_id=entry["id"],
-                    with_deleted=False,
-                )
-            except ObjectNotFoundError:  # Collected by another node meanwhile.
-                continue
-            keys.append(entry["key"])
+            data_files.remove(storage, found["id"])
+        report.expired_files.append(entry)
+        keys.append(entry["key"])
     if keys:
         registry.attachment_store.delete_many(keys)
         logger.info("Collected %d expired data files", len(keys))
-    return len(keys)
+
+
+def _expired_uploads(storage, now):
+    with transaction.manager:
+        return [u for u in uploads.every(storage) if u["expires"] <= now]
+
+
+def _collect_uploads(registry, now, report):
+    storage, store = registry.storage, registry.attachment_store
+    for found in _expired_uploads(storage, now):
+        if report.dry_run:
+            report.expired_uploads.append(found)
+            continue
+        with transaction.manager:
+            try:
+                uploads.lock(registry, found["id"])
+            except uploads.Locked:  # A request is writing to it: its expiration may move.
+                report.busy_uploads.append(found["id"])
+                continue
+            upload = uploads.get(storage, found["id"])
+            if not _unchanged(upload, found) or upload["expires"] > now:
+                continue
+            uploads.remove(storage, found["id"])
+        report.expired_uploads.append(upload)
+        store.discard(upload["store"])
+    if report.expired_uploads and not report.dry_run:
+        logger.info("Collected %d abandoned uploads", len(report.expired_uploads))
+
+
+def _collect_orphans(registry, now, report):
+    """Delete what nothing references and is older than the grace period; report the
+    references whose blob the listing did not find and that do not exist."""
+    store = registry.attachment_store
+    cutoff = now - registry.attachment_settings.gc.orphans_grace_seconds * 1000
+    with transaction.manager:
+        keys, pending = references.index(registry)
+    doomed = []
+    for listed in store.iter_blobs():
+        if keys.see(listed.key) or listed.modified_ms >= cutoff:
+            continue
+        report.orphans.append(listed)
+        if not report.dry_run:
+            logger.info("Deleting orphan %r (%d bytes)", listed.key, listed.size)
+            doomed.append(listed.key)
+        if len(doomed) >= DELETE_BATCH:
+            store.delete_many(doomed)
+            doomed = []
+    store.delete_many(doomed)
+    for upload in store.iter_pending():
+        if upload.upload_id in pending or upload.initiated_ms >= cutoff:
+            continue
+        report.aborted.append(upload)
+        if not report.dry_run:
+            logger.info("Aborting incomplete upload %s of %r", upload.upload_id, upload.key)
+            store.abort_pending(upload.key, upload.upload_id)
+    with transaction.manager:
+        for reference in references.required(registry):
+            if keys.unseen(reference.key) and not _exists(store, reference.key):
+                logger.warning("Dangling reference: %s -> %r", reference.where, reference.key)
+                report.dangling.append((reference.where, reference.key))
+    if (report.orphans or report.aborted) and not report.dry_run:
+        logger.info(
+            "Collected %d orphans (%d bytes) and %d incomplete uploads",
+            len(report.orphans),
+            sum(orphan.size for orphan in report.orphans),
+            len(report.aborted),
+        )
+
+
+def _exists(store, key):
+    try:
+        return store.exists(key)
+    except ValueError:  # A key that cannot be in the store (it would climb out of it).
+        return False
 
 
 def _periodically(registry, interval, stopped):
+    """Collect expired entries every ``interval`` seconds, and orphans at the first round then
+    at the first round ``gc.orphans_interval_seconds`` after the previous orphan collection
+    (listing a whole store is much more work than reading expired entries)."""
+    orphans_interval = registry.attachment_settings.gc.orphans_interval_seconds
+    last_orphans = None
     while not stopped.wait(interval):
+        started = monotonic()
+        orphans = orphans_interval > 0 and (
+            last_orphans is None or started - last_orphans >= orphans_interval
+        )
+        if orphans:
+            last_orphans = started
         try:
-            collect(registry)
+            collect(registry, orphans=orphans)
         except Exception:  # The next round will try again.
-            logger.exception("Garbage collection of data files failed")
+            logger.exception("Garbage collection failed")
 
 
 def start_collector(event):
@@ -92,14 +260,17 @@ def includeme(config):
 
 
 def main(argv=None):
-    """``kinto-attachment-gc --ini FILE``: collect once and exit."""
+    """``kinto-attachment-gc --ini FILE [--dry-run]``: collect once, print the report."""
     from pyramid.paster import bootstrap, setup_logging
 
-    parser = argparse.ArgumentParser(description="Delete expired /data/files entries.")
+    parser = argparse.ArgumentParser(prog="kinto-attachment-gc", description=DESCRIPTION)
     parser.add_argument("--ini", required=True, help="the Kinto configuration file")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="report what would be removed; remove nothing"
+    )
     args = parser.parse_args(argv)
     setup_logging(args.ini)
     with bootstrap(args.ini) as env:
-        count = collect(env["registry"])
-    print(f"{count} expired data files and abandoned uploads collected")
+        report = collect(env["registry"], dry_run=args.dry_run)
+    print(report.describe())
     return 0

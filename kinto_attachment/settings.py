@@ -113,6 +113,20 @@ class DataFilesOptions:
 
 
 @dataclasses.dataclass(frozen=True)
+class GcOptions:
+    """Garbage collection of orphans (``kinto.attachment.gc.*``)."""
+
+    #: Objects younger than this are never collected: a blob is stored before the transaction
+    #: that references it commits, and a staged file is written for as long as its upload
+    #: lasts. It must exceed the longest upload (S3 dates a multipart upload from its start);
+    #: 0 is only for a store no request is writing to (tests, maintenance).
+    orphans_grace_seconds: int = 86400
+    #: Seconds between orphan collections in the server, which happen on the rounds of
+    #: ``data_files.gc_interval_seconds``; 0 leaves them to the command.
+    orphans_interval_seconds: int = 3600
+
+
+@dataclasses.dataclass(frozen=True)
 class AttachmentSettings:
     #: Local storage folder, or None when files go to S3.
     base_path: str | None
@@ -129,6 +143,7 @@ class AttachmentSettings:
     data_files: DataFilesOptions = dataclasses.field(default_factory=DataFilesOptions)
     #: Seconds an unfinished resumable upload is kept after its last request.
     resumable_expires_seconds: int = 86400
+    gc: GcOptions = dataclasses.field(default_factory=GcOptions)
 
     def policy(self, bucket_id, collection_id=None):
         """The policy that applies to a collection: collection, then bucket, then global."""
@@ -306,6 +321,11 @@ DATA_FILES_SETTINGS = {
     "require_content_length": _as_bool,
     "gc_interval_seconds": _as_number(int, 0),
 }
+#: ``gc.NAME`` → parser (same field names in GcOptions).
+GC_SETTINGS = {
+    "orphans_grace_seconds": _as_number(int, 0),
+    "orphans_interval_seconds": _as_number(int, 0),
+}
 #: SlimFaas's own variable for the default visibility (``Public`` or ``Private``).
 SLIMFAAS_VISIBILITY = "Data__DefaultVisibility"
 GLOBAL_SETTINGS = (
@@ -316,6 +336,7 @@ GLOBAL_SETTINGS = (
     "resumable.expires_seconds",
     *(f"aws.{name}" for name in (*S3_SETTINGS, *PYRAMID_STORAGE_ENDPOINT)),
     *(f"data_files.{name}" for name in DATA_FILES_SETTINGS),
+    *(f"gc.{name}" for name in GC_SETTINGS),
 )
 _UNSUPPORTED = {
     "gcloud.": "Google Cloud Storage is not supported; use local storage or S3",
@@ -395,6 +416,14 @@ def _parse_data_files(values):
     return DataFilesOptions(**options)
 
 
+def _parse_gc(values):
+    options = {}
+    for name, parse in GC_SETTINGS.items():
+        if f"gc.{name}" in values:
+            options[name] = parse(f"{PREFIX}gc.{name}", values[f"gc.{name}"])
+    return GcOptions(**options)
+
+
 def _split_resource_setting(key):
     """``resources.blog.articles.randomize`` → ``(("blog", "articles"), "randomize")``."""
     *scope, name = key[len(RESOURCES_PREFIX) :].split(".")
@@ -472,4 +501,5 @@ def parse(settings):
             PREFIX + "resumable.expires_seconds",
             global_values.get("resumable.expires_seconds", 86400),
         ),
+        gc=_parse_gc(global_values),
     )

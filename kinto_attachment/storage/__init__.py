@@ -12,7 +12,7 @@ import itertools
 import posixpath
 import re
 import unicodedata
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from zope.interface import Attribute, Interface
 
@@ -65,6 +65,31 @@ class IBlobStore(Interface):
 
     base_url = Attribute("Prefix of every blob URL, may be empty (relative locations).")
 
+    def key_for_url(location):
+        """The key whose :meth:`url` is ``location``, or None when ``location`` is not under
+        this store's ``base_url`` (a file of another store, or of another configuration)."""
+
+
+class IListableStore(Interface):
+    """Optional capability: enumerate what the store holds, for garbage collection.
+
+    A crash can leave objects that nothing references (staged files, the blob of a transaction
+    that never committed, a replaced blob whose deletion never ran): only a listing of the
+    store finds them. Listings are streamed page by page, so memory stays flat whatever the
+    size of the store.
+    """
+
+    def iter_blobs():
+        """Yield a :class:`Listed` for every object of the store: committed blobs, staged
+        temporary files and the files of resumable uploads alike."""
+
+    def iter_pending():
+        """Yield a :class:`Pending` for every upload started and neither completed nor aborted
+        (S3 multipart uploads: they hold parts, billed, yet are no object of the listing)."""
+
+    def abort_pending(key, upload_id):
+        """Abort a pending upload, dropping its parts; an unknown one is not an error."""
+
 
 class IResumableStore(Interface):
     """Optional capability: blobs written over several requests (resumable uploads).
@@ -72,6 +97,12 @@ class IResumableStore(Interface):
     The state returned is JSON-compatible and kept by the caller (in Kinto's storage) between
     requests, so that any process can go on with an upload. The caller's recorded offset is
     the truth: bytes a failed request wrote beyond it are overwritten by the next append.
+    Every key the state names (and an S3 ``upload_id``) belongs to the upload while it is
+    recorded: garbage collection leaves them alone until it is gone.
+
+    ``append`` and ``finish`` raise ``FileNotFoundError`` when bytes recorded before
+    ``offset`` are gone for good (no retry can bring them back: the client must start
+    again), and :class:`StorageUnavailable` (or another ``OSError``) when the store fails.
     """
 
     def start_resumable(key, content_type):
@@ -83,11 +114,21 @@ class IResumableStore(Interface):
     def finish(state):
         """Make the blob visible under its key (or a free variant); return a :class:`Progress`
         whose ``key`` is the blob's. The upload's own data stays until ``obsolete`` is deleted,
-        so that a finished blob whose record is refused can be deleted and the upload retried.
+        so that the upload can be finished again from the same state when the transaction
+        recording this finish fails (the same last chunk sent again).
+
+        The blob's key is in ``created`` when the caller may delete the blob if that
+        transaction fails, since finishing again makes it anew (local disk: a link to the
+        upload's file). It is not when finishing again needs it (S3: a completed multipart
+        upload cannot be sent again; the next ``finish`` takes the object it made, once it
+        has verified that it holds exactly the upload's bytes): the blob then stays until
+        the upload finishes, or until ``discard``.
         """
 
     def discard(state):
-        """Drop everything the upload wrote."""
+        """Drop everything the upload wrote, and the blob of a ``finish`` whose key was not in
+        ``created`` and whose transaction failed, or whose process was killed. (A blob in
+        ``created`` that a killed process left is an orphan for garbage collection.)"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,10 +138,34 @@ class Stat:
     version: str
 
 
+@dataclasses.dataclass(frozen=True)
+class Listed:
+    """An object of the store, as :meth:`IListableStore.iter_blobs` yields it."""
+
+    key: str
+    size: int
+    #: Last write, in milliseconds since the epoch: how garbage collection tells a file being
+    #: written, or committed moments ago, from one a crash left behind.
+    modified_ms: int
+    #: The store's own working file (a staged upload, the data of a resumable upload), never
+    #: a committed blob.
+    temporary: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Pending:
+    """An upload neither completed nor aborted, as :meth:`IListableStore.iter_pending` yields."""
+
+    key: str
+    upload_id: str
+    initiated_ms: int
+
+
 @dataclasses.dataclass
 class Progress:
     """What a resumable step did: the state to record, keys it created (to delete if the
-    state is not recorded), keys it made obsolete (to delete once it is), the blob's key."""
+    state is not recorded), keys it made obsolete (to delete once it is), the blob's key
+    (after ``finish``; listed in ``created`` only if it may be deleted on failure)."""
 
     state: dict
     created: list = dataclasses.field(default_factory=list)
@@ -117,6 +182,18 @@ class StoreBase:
     def size(self, key):
         stat = self.stat(key)
         return None if stat is None else stat.size
+
+    def key_for_url(self, location):
+        prefix = self.base_url
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        if not location.startswith(prefix):
+            return None
+        quoted = location[len(prefix) :]
+        # ``url()`` quotes ``:``: without a base URL, an absolute URL is not one of ours.
+        if not prefix and (":" in quoted or quoted.startswith("/")):
+            return None
+        return unquote(quoted) or None
 
 
 class StorageUnavailable(OSError):

@@ -16,8 +16,10 @@ from zope.interface import implementer
 
 from . import (
     IBlobStore,
+    IListableStore,
     IResumableStore,
     IStaged,
+    Listed,
     Progress,
     Stat,
     StorageUnavailable,
@@ -120,7 +122,11 @@ class LocalStaged:
             os.unlink(self._temp_path)
 
 
-@implementer(IBlobStore, IResumableStore)
+def _is_temporary(name):
+    return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
+
+
+@implementer(IBlobStore, IResumableStore, IListableStore)
 class LocalStore(StoreBase):
     def __init__(self, base_path, base_url="", fsync=True):
         self.base_path = os.path.realpath(base_path)
@@ -196,3 +202,47 @@ class LocalStore(StoreBase):
 
     def discard(self, state):
         self.delete(state["temp"])
+
+    def iter_blobs(self):
+        """Every regular file under ``base_path``, depth first.
+
+        Only the open directory iterators of the current branch are held, never the tree.
+        Symbolic links are neither followed nor listed: ``path()`` resolves them, so deleting
+        one by its key would delete its target. Files removed while walking are skipped.
+        """
+        branches = [("", os.scandir(self.base_path))]
+        try:
+            while branches:
+                prefix, entries = branches[-1]
+                entry = next(entries, None)
+                if entry is None:
+                    branches.pop()[1].close()
+                    continue
+                try:
+                    listed = self._listed(prefix, entry, branches)
+                except FileNotFoundError:
+                    continue
+                if listed is not None:
+                    yield listed
+        finally:
+            for _, entries in branches:
+                entries.close()
+
+    @staticmethod
+    def _listed(prefix, entry, branches):
+        """The :class:`Listed` of a file; a directory is pushed onto ``branches`` instead."""
+        key = prefix + entry.name
+        if entry.is_dir(follow_symlinks=False):
+            branches.append((key + "/", os.scandir(entry.path)))
+        elif entry.is_file(follow_symlinks=False):
+            stat = entry.stat(follow_symlinks=False)
+            modified_ms = stat.st_mtime_ns // 1_000_000
+            return Listed(key, stat.st_size, modified_ms, _is_temporary(entry.name))
+        return None
+
+    def iter_pending(self):
+        """Nothing: a local upload in progress is a staged file, which ``iter_blobs`` lists."""
+        return iter(())
+
+    def abort_pending(self, key, upload_id):
+        """Nothing to abort (see :meth:`iter_pending`)."""

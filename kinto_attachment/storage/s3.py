@@ -33,8 +33,11 @@ from zope.interface import implementer
 from ..downloads import content_disposition
 from . import (
     IBlobStore,
+    IListableStore,
     IResumableStore,
     IStaged,
+    Listed,
+    Pending,
     Progress,
     Stat,
     StorageUnavailable,
@@ -53,10 +56,39 @@ MIN_PART_SIZE = 5 * MiB
 DELETE_BATCH = 1000
 #: Prefix of the tails of resumable uploads in progress.
 RESUMABLE_FOLDER = "__uploads__"
+#: Object metadata naming the resumable upload an object was completed from (its token).
+UPLOAD_METADATA = "kinto-attachment-upload"
 
 
 def _checksum(data):
     return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+
+
+def _local_part(number, view, checksum):
+    """A part of a multipart upload that is no longer open, described as S3 would have:
+    its ETag is the MD5 of its bytes."""
+    etag = hashlib.md5(view, usedforsecurity=False).hexdigest()
+    return {
+        "PartNumber": number,
+        "ETag": f'"{etag}"',
+        "ChecksumSHA256": checksum,
+        "Size": len(view),
+    }
+
+
+def _multipart_etag(parts):
+    """The ETag S3 gives the object completed from ``parts``: the MD5 of their MD5s, ``-N``."""
+    try:
+        digests = b"".join(bytes.fromhex(part["ETag"].strip('"')) for part in parts)
+    except ValueError:  # Not MD5s (SSE-KMS...): nothing to compare with.
+        return None
+    return f"{hashlib.md5(digests, usedforsecurity=False).hexdigest()}-{len(parts)}"
+
+
+def _composite_checksum(parts):
+    """The SHA-256 checksum S3 gives the object completed from ``parts`` (without ``-N``)."""
+    digests = b"".join(base64.b64decode(part["ChecksumSHA256"]) for part in parts)
+    return _checksum(digests)
 
 
 class PartBody(io.RawIOBase):
@@ -134,10 +166,17 @@ def make_client(options):
 
 @implementer(IStaged)
 class S3Staged:
-    """Bytes on their way to S3; with ``upload_id``, the continuation of a multipart upload
-    that already has ``parts`` (a resumable upload), which ``abort()`` then leaves alone."""
+    """Bytes on their way to S3; with ``resumed`` (the state of a resumable upload), the
+    continuation of its multipart upload, which ``abort()`` then leaves alone.
 
-    def __init__(self, store, key, content_type, upload_id=None, parts=()):
+    When a part of a continuation fails and the object at its key carries the upload's
+    token, an earlier request completed the multipart upload (a finish whose transaction
+    failed): the continuation is then ``closed`` (or starts so, from a state that says it
+    is), and its parts are only hashed as S3 would have (MD5, SHA-256), for
+    :meth:`S3Store.finish` to recognise that object, instead of being sent.
+    """
+
+    def __init__(self, store, key, content_type, resumed=None):
         self._store = store
         self._key = key
         self._content_type = content_type or "application/octet-stream"
@@ -146,11 +185,15 @@ class S3Staged:
         self._filled = 0
         #: Buffers of parts sent, to fill again: at most ``concurrency + 1`` per upload.
         self._spare = []
-        self._upload_id = upload_id
-        self._owns_upload = upload_id is None
-        self._previous_parts = list(parts)
+        self._resumed = resumed
+        self._upload_id = resumed["upload_id"] if resumed else None
+        self._previous_parts = list(resumed["parts"]) if resumed else []
         self._futures = []
         self._slots = threading.BoundedSemaphore(store.concurrency)
+        self.closed = bool(resumed and resumed.get("closed"))
+        #: Why the object at the key is not the upload's, once a failed part made us look.
+        self._not_ours = None
+        self._looking = threading.Lock()
 
     def write(self, chunk):
         """Copy ``chunk`` into part buffers. One copy buys a fixed footprint: keeping views on
@@ -194,23 +237,47 @@ class S3Staged:
 
     def _upload_part(self, number, view):
         checksum = _checksum(view)
-        with _unavailable("UploadPart"):
-            response = self._store.client.upload_part(
-                Bucket=self._store.bucket,
-                Key=self._key,
-                UploadId=self._upload_id,
-                PartNumber=number,
-                Body=PartBody(view),
-                ContentLength=len(view),
-                ChecksumAlgorithm="SHA256",
-                ChecksumSHA256=checksum,
-            )
+        if self.closed:
+            return _local_part(number, view, checksum)
+        try:
+            with _unavailable("UploadPart"):
+                response = self._store.client.upload_part(
+                    Bucket=self._store.bucket,
+                    Key=self._key,
+                    UploadId=self._upload_id,
+                    PartNumber=number,
+                    Body=PartBody(view),
+                    ContentLength=len(view),
+                    ChecksumAlgorithm="SHA256",
+                    ChecksumSHA256=checksum,
+                )
+        except StorageUnavailable as e:
+            if not self.completed_before(e):
+                raise
+            return _local_part(number, view, checksum)
         return {
             "PartNumber": number,
             "ETag": response["ETag"],
             "ChecksumSHA256": checksum,
             "Size": len(view),
         }
+
+    def completed_before(self, error):
+        """After ``error`` on the multipart upload of a continuation: whether an earlier
+        request completed it (the object at the key carries the upload's token), which
+        closes this continuation. ``FileNotFoundError`` when S3 says there is no such upload
+        and no such object: aborted, the bytes it had are lost. One HeadObject at most."""
+        if self._resumed is None:
+            return False
+        with self._looking:  # Parts in flight may fail together.
+            if not self.closed and self._not_ours is None:
+                self._not_ours = self._store.not_ours(self._resumed)
+                self.closed = self._not_ours is None
+        if self.closed:
+            return True
+        if _error_code(error.__cause__) == "NoSuchUpload":
+            raise _lost(self._resumed, self._not_ours) from error
+        return False
 
     def _raise_failed_parts(self):
         for future in self._futures:
@@ -227,21 +294,29 @@ class S3Staged:
         try:
             if self._upload_id is None:
                 return self._put_whole()
-            if self._filled or not (self._futures or self._previous_parts):
-                self._send_part(*self._take_pending())
-            parts, _ = self.flush()
-            with _unavailable("CompleteMultipartUpload"):
-                self._store.client.complete_multipart_upload(
-                    Bucket=self._store.bucket,
-                    Key=self._key,
-                    UploadId=self._upload_id,
-                    MultipartUpload={"Parts": [_completed(part) for part in parts]},
-                    IfNoneMatch="*",
-                )
-            return self._key
+            return self.complete(self.send_rest())
         except BaseException:
             self.abort()
             raise
+
+    def send_rest(self):
+        """Send what is left as the last part, wait for all; return all the upload's parts."""
+        if self._filled or not (self._futures or self._previous_parts):
+            self._send_part(*self._take_pending())
+        parts, _ = self.flush()
+        return parts
+
+    def complete(self, parts):
+        """Complete the multipart upload from ``parts``; return the key."""
+        with _unavailable("CompleteMultipartUpload"):
+            self._store.client.complete_multipart_upload(
+                Bucket=self._store.bucket,
+                Key=self._key,
+                UploadId=self._upload_id,
+                MultipartUpload={"Parts": [_completed(part) for part in parts]},
+                IfNoneMatch="*",
+            )
+        return self._key
 
     def _put_whole(self):
         buffer, size = self._take_pending()  # Smaller than one part.
@@ -271,8 +346,14 @@ class S3Staged:
             if not future.cancelled():
                 future.exception()  # Wait for parts in flight before aborting.
         upload_id, self._upload_id = self._upload_id, None
-        if upload_id is not None and self._owns_upload:
+        if upload_id is not None and self._resumed is None:
             self._store.abort_upload(self._key, upload_id)
+
+
+def _lost(state, why):
+    return FileNotFoundError(
+        f"S3 upload {state['upload_id']} of {state['key']} is lost: its object is {why}"
+    )
 
 
 def _completed(part):
@@ -280,7 +361,7 @@ def _completed(part):
     return {k: part[k] for k in ("PartNumber", "ETag", "ChecksumSHA256")}
 
 
-@implementer(IBlobStore, IResumableStore)
+@implementer(IBlobStore, IResumableStore, IListableStore)
 class S3Store(StoreBase):
     def __init__(
         self,
@@ -319,23 +400,45 @@ class S3Store(StoreBase):
             args["CacheControl"] = self.cache_control
         return args
 
-    def create_upload(self, key, content_type):
+    def create_upload(self, key, content_type, metadata=None):
+        args = self.object_args(content_type)
+        if metadata:
+            args["Metadata"] = metadata
         with _unavailable("CreateMultipartUpload"):
             return self.client.create_multipart_upload(
-                Key=key, ChecksumAlgorithm="SHA256", **self.object_args(content_type)
+                Key=key, ChecksumAlgorithm="SHA256", **args
             )["UploadId"]
 
     # Resumable uploads: a multipart upload, plus the bytes not yet making a whole part (the
     # tail) in an object of their own, a new one after each request so that the recorded
     # state always names a tail with exactly the bytes it expects.
+    #
+    # Finishing completes the multipart upload before the caller's transaction commits, and a
+    # completed upload cannot be reopened. So the object is not deleted if that transaction
+    # fails (``Progress.created`` does not list it): the upload is still recorded as before,
+    # and its retried last chunk finds its multipart upload gone (S3: ``NoSuchUpload``; moto:
+    # a 500). The object at the key then carries the upload's token (object metadata given
+    # at its start): the retry hashes its parts instead of sending them, and takes the object
+    # as the blob only if it has the ETag (and the SHA-256 checksum, if S3 tells it) of
+    # exactly these parts. Until then the object is protected by the upload's state, which
+    # names its key; ``discard`` deletes it with the upload, and garbage collection collects
+    # it if even that fails. None of this costs a request until a part or a completion fails.
 
     def start_resumable(self, key, content_type=None):
         key = self.free_key(key)
-        upload_id = self.create_upload(key, content_type)
-        return {"key": key, "upload_id": upload_id, "parts": [], "tail": None, "tail_size": 0}
+        token = uuid.uuid4().hex
+        upload_id = self.create_upload(key, content_type, {UPLOAD_METADATA: token})
+        return {
+            "key": key,
+            "upload_id": upload_id,
+            "token": token,
+            "parts": [],
+            "tail": None,
+            "tail_size": 0,
+        }
 
     def _continue(self, state):
-        staged = S3Staged(self, state["key"], None, state["upload_id"], state["parts"])
+        staged = S3Staged(self, state["key"], None, resumed=state)
         if state["tail_size"]:
             with self.open(state["tail"], 0, state["tail_size"] - 1) as tail:
                 staged.write(tail.read())
@@ -352,31 +455,104 @@ class S3Store(StoreBase):
             with _unavailable("PutObject"):
                 self.client.put_object(Bucket=self.bucket, Key=new_tail, Body=tail)
         return Progress(
-            {**state, "parts": parts, "tail": new_tail, "tail_size": len(tail)},
+            {
+                **state,
+                "parts": parts,
+                "tail": new_tail,
+                "tail_size": len(tail),
+                **({"closed": True} if staged.closed else {}),
+            },
             created=[new_tail] if new_tail else [],
             obsolete=[state["tail"]] if state["tail"] else [],
         )
 
     def finish(self, state):
-        key = self._continue(state).commit()
+        """Complete the multipart upload; or, when an earlier finish completed it, check
+        that the object it made holds exactly these parts (``FileNotFoundError`` if not).
+
+        The key is not in ``created``: the object stays if the caller's transaction fails,
+        for the retry to find it.
+        """
+        staged = self._continue(state)
+        try:
+            parts = staged.send_rest()
+            if not staged.closed:
+                try:
+                    staged.complete(parts)
+                except StorageUnavailable as e:
+                    if not staged.completed_before(e):
+                        raise
+            if staged.closed:
+                self._adopt(state, parts)
+        except BaseException:
+            staged.abort()
+            raise
         obsolete = [state["tail"]] if state["tail"] else []
-        return Progress(state, created=[key], obsolete=obsolete, key=key)
+        return Progress(state, obsolete=obsolete, key=state["key"])
+
+    def _object_of(self, state):
+        """HeadObject of the object at the state's key, and why it is not this upload's
+        (None when it carries the upload's token: it was completed from this upload)."""
+        try:
+            with _unavailable("HeadObject"):
+                head = self.client.head_object(
+                    Bucket=self.bucket, Key=state["key"], ChecksumMode="ENABLED"
+                )
+        except StorageUnavailable as e:
+            if _error_code(e.__cause__) in ("404", "NoSuchKey", "NotFound"):
+                return None, "missing"
+            raise
+        token = state.get("token")
+        if not token or head.get("Metadata", {}).get(UPLOAD_METADATA) != token:
+            return head, "from another upload"
+        return head, None
+
+    def not_ours(self, state):
+        """Why the object at the state's key was not completed from this upload, or None."""
+        return self._object_of(state)[1]
+
+    def _adopt(self, state, parts):
+        """Take the object an earlier finish completed as this upload's blob, if it holds
+        exactly ``parts``: same token, size, ETag and (when S3 tells it) SHA-256 checksum.
+
+        Anything else means that the bytes recorded before the last chunk are gone (the
+        multipart upload was aborted, or completed with a last chunk other than this one):
+        no retry can bring them back, so the upload is lost (``FileNotFoundError``, a 4xx
+        for the client to start again) rather than unavailable (a 503, retried in vain).
+        """
+        head, why = self._object_of(state)
+        if why:
+            raise _lost(state, why)
+        checksum = head.get("ChecksumSHA256")
+        same = (
+            head["ContentLength"] == sum(part["Size"] for part in parts)
+            and head["ETag"].strip('"') == _multipart_etag(parts)
+            and (not checksum or checksum.split("-")[0] == _composite_checksum(parts))
+        )
+        if not same:
+            raise _lost(state, "not made of these parts")
 
     def discard(self, state):
-        self.abort_upload(state["key"], state["upload_id"])
+        """Abort the multipart upload and delete the tail; if the upload was completed (a
+        finish whose transaction failed), delete the object it made."""
+        gone = not self.abort_upload(state["key"], state["upload_id"])
+        if gone and self.not_ours(state) is None:
+            self.delete(state["key"])
         if state["tail"]:
             self.delete(state["tail"])
 
     def abort_upload(self, key, upload_id):
-        """Abort a multipart upload; if S3 cannot be reached, remember to retry later."""
+        """Abort a multipart upload; if S3 cannot be reached, remember to retry later.
+        False when S3 has no such upload (aborted or completed already)."""
         try:
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
         except (BotoCoreError, ClientError) as e:
             if _error_code(e) == "NoSuchUpload":
-                return
+                return False
             logger.warning("Could not abort S3 upload %s of %r yet: %s", upload_id, key, e)
             with self._lock:
                 self._unaborted.add((key, upload_id))
+        return True
 
     def _retry_aborts(self):
         with self._lock:
@@ -438,3 +614,30 @@ class S3Store(StoreBase):
                 },
                 ExpiresIn=expires,
             )
+
+    # Listing, for garbage collection.
+
+    def iter_blobs(self):
+        """Every object of the bucket, by pages of ``ListObjectsV2`` (1000 keys a request)."""
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket)
+        with _unavailable("ListObjectsV2"):
+            for page in pages:
+                for listed in page.get("Contents", ()):
+                    yield Listed(
+                        listed["Key"],
+                        listed["Size"],
+                        int(listed["LastModified"].timestamp() * 1000),
+                        temporary=listed["Key"].startswith(RESUMABLE_FOLDER + "/"),
+                    )
+
+    def iter_pending(self):
+        """Every multipart upload in progress, by pages of ``ListMultipartUploads``."""
+        pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket)
+        with _unavailable("ListMultipartUploads"):
+            for page in pages:
+                for upload in page.get("Uploads", ()):
+                    initiated_ms = int(upload["Initiated"].timestamp() * 1000)
+                    yield Pending(upload["Key"], upload["UploadId"], initiated_ms)
+
+    def abort_pending(self, key, upload_id):
+        self.abort_upload(key, upload_id)

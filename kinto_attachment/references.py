@@ -1,0 +1,172 @@
+"""Everything that references a blob or a pending upload, for garbage collection.
+
+References are read from their sources in this order:
+
+1. resumable uploads: the keys of their state (``key``, ``temp``, ``tail``) and their S3
+   multipart ``upload_id``;
+2. record attachments (each ``attachment.location`` mapped back to a key), then links;
+3. ``/data/files`` entries;
+4. retained keys (old blobs that ``keep_old_files`` keeps on purpose).
+
+The order matters because references move from one source to another, each in one transaction:
+a finishing resumable upload removes its state where the record gets its attachment (1 → 2),
+a replacement under ``keep_old_files`` retains the key its record stops referencing (2 → 4).
+Since a source is always read before the destinations of its references, a reference that
+moved away before its source was read had arrived before its destination was read: a reader
+sees every moving reference at least once. No reference moves the other way, and a new one
+only ever names a blob written moments before, which the grace period of the collector keeps.
+
+Keys are kept as 64-bit hashes in sorted arrays (:class:`Index`): about 8 bytes a reference
+whatever the length of keys. Two keys sharing a hash only keep an orphan, the safe direction.
+"""
+
+import bisect
+import dataclasses
+import hashlib
+import heapq
+from array import array
+
+from kinto.core.storage import Filter
+from kinto.core.utils import COMPARISON
+
+from . import data_files, links, paging, uploads
+
+
+#: Keys of a resumable upload's store state that name objects of the store.
+STATE_KEYS = ("key", "temp", "tail")
+#: Hashes sorted at once while an index is built; runs are then merged.
+RUN = 1 << 16
+WITH_ATTACHMENT = [Filter("attachment", True, COMPARISON.HAS)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    #: Who references: a record URI, ``link of {record URI}``, ``upload {id}``...
+    where: str
+    key: str
+    #: ``key`` is the id of a pending (multipart) upload, not the key of an object.
+    pending: bool = False
+
+
+def read(registry):
+    """Every reference, in the order of the module docstring."""
+    storage = registry.storage
+    yield from _uploads(storage)
+    yield from _attached(storage, registry.attachment_store)
+    yield from _data_files(storage)
+    for retained in links.retained(storage):
+        yield Reference("retained", retained["key"])
+
+
+def required(registry):
+    """The references whose blob must exist: attachments, links and data files."""
+    yield from _attached(registry.storage, registry.attachment_store)
+    yield from _data_files(registry.storage)
+
+
+def _uploads(storage):
+    for upload in uploads.every(storage):
+        where = f"upload {upload['id']}"
+        state = upload.get("store") or {}
+        for name in STATE_KEYS:
+            if isinstance(state.get(name), str):
+                yield Reference(where, state[name])
+        if isinstance(state.get("upload_id"), str):
+            yield Reference(where, state["upload_id"], pending=True)
+
+
+def _attached(storage, store):
+    for bucket in paging.every(storage, "bucket", ""):
+        bucket_uri = f"/buckets/{bucket['id']}"
+        for collection in paging.every(storage, "collection", bucket_uri):
+            collection_uri = f"{bucket_uri}/collections/{collection['id']}"
+            for record in paging.every(storage, "record", collection_uri, WITH_ATTACHMENT):
+                attachment = record.get("attachment")
+                location = attachment.get("location") if isinstance(attachment, dict) else None
+                key = store.key_for_url(location) if isinstance(location, str) else None
+                if key is not None:
+                    yield Reference(f"{collection_uri}/records/{record['id']}", key)
+    for link in links.all_links(storage):
+        uri = links.record_uri(link["bucket_id"], link["collection_id"], link["record_id"])
+        yield Reference(f"link of {uri}", link["key"])
+
+
+def _data_files(storage):
+    for entry in data_files.every(storage):
+        yield Reference(f"data-file {entry['id']}", entry["key"])
+
+
+def key_hash(key):
+    """A signed 64-bit hash of ``key`` (keys listed from a disk may hold surrogates)."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+class Index:
+    """A set of keys as sorted hashes, remembering which keys the store was seen to hold."""
+
+    def __init__(self, hashes):
+        self._hashes = hashes
+        self._seen = bytearray(len(hashes))
+
+    def _position(self, key):
+        value = key_hash(key)
+        position = bisect.bisect_left(self._hashes, value)
+        found = position < len(self._hashes) and self._hashes[position] == value
+        return position if found else None
+
+    def __contains__(self, key):
+        return self._position(key) is not None
+
+    def see(self, key):
+        """Note that the store holds ``key``; return whether it is referenced."""
+        position = self._position(key)
+        if position is None:
+            return False
+        self._seen[position] = 1
+        return True
+
+    def unseen(self, key):
+        """``key`` was referenced when the index was built, yet the store did not hold it."""
+        position = self._position(key)
+        return position is not None and not self._seen[position]
+
+
+class _SortedRuns:
+    """Hashes sorted by runs, then merged without duplicates into one array.
+
+    ``array`` cannot sort itself, and a list of Python integers would take five times its
+    memory: only one run at a time is a list.
+    """
+
+    def __init__(self):
+        self._runs = []
+        self._run = []
+
+    def add(self, value):
+        self._run.append(value)
+        if len(self._run) >= RUN:
+            self._close_run()
+
+    def _close_run(self):
+        if self._run:
+            self._runs.append(array("q", sorted(self._run)))
+            self._run = []
+
+    def merged(self):
+        self._close_run()
+        merged, previous = array("q"), None
+        for value in heapq.merge(*self._runs):
+            if value != previous:
+                merged.append(value)
+                previous = value
+        self._runs = []
+        return merged
+
+
+def index(registry):
+    """An :class:`Index` of the referenced keys and one of the referenced pending uploads."""
+    keys, pending = _SortedRuns(), _SortedRuns()
+    for reference in read(registry):
+        (pending if reference.pending else keys).add(key_hash(reference.key))
+    return Index(keys.merged()), Index(pending.merged())

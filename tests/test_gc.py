@@ -1,0 +1,440 @@
+"""Garbage collection: expired entries removed by compare-and-delete, orphans a crash left
+behind removed after a grace period, referenced blobs never, dangling references reported."""
+
+import base64
+import os
+import threading
+import time
+
+import pytest
+import transaction
+from pyramid.exceptions import ConfigurationError
+
+from kinto_attachment import data_files, gc, links, paging, references, uploads
+from kinto_attachment import settings as attachment_settings
+from kinto_attachment.storage.local import LocalStore
+
+from .conftest import ALICE, cached_app, held_elsewhere, s3_client
+
+
+GRACE_SECONDS = 60
+GRACE = {"kinto.attachment.gc.orphans_grace_seconds": str(GRACE_SECONDS)}
+LOCAL = {"REMOTE_ADDR": "127.0.0.1"}
+TUS = {"Tus-Resumable": "1.0.0"}
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def kinto_gc(backend, blobs, tmp_path_factory, request):
+    """Every backend, with a grace period of a minute (``now`` can then be past it)."""
+    kinto = cached_app(backend, tmp_path_factory, request, blobs=blobs, **GRACE)
+    kinto.create_collection()
+    return kinto
+
+
+def after_grace():
+    return data_files.msec_time() + (GRACE_SECONDS + 60) * 1000
+
+
+def orphan(kinto, key="blog/articles/orphan.txt", content=b"orphan"):
+    """A blob stored for a transaction that never committed: nothing references it."""
+    staged = kinto.registry.attachment_store.stage(key, "text/plain")
+    staged.write(content)
+    return staged.commit()
+
+
+def post_file(kinto, file_id, content=b"data", ttl=None):
+    query = f"?id={file_id}" + (f"&ttl={ttl}" if ttl else "")
+    kinto.app.post(f"/v1/data/files{query}", content, extra_environ=LOCAL, status=200)
+    return data_files.get(kinto.registry.storage, file_id)
+
+
+def start_tus(kinto, length, chunk=b"", record="r2"):
+    """A resumable upload in progress (``chunk`` sent); its URL."""
+    name = base64.b64encode(b"big.txt").decode()
+    headers = {**ALICE, **TUS, "Upload-Length": str(length), "Upload-Metadata": f"filename {name}"}
+    response = kinto.app.post(
+        kinto.record_url(record) + "/attachment/uploads", headers=headers, status=201
+    )
+    url = response.headers["Location"][len("http://localhost") :]
+    if chunk:
+        send_tus(kinto, url, chunk, 0)
+    return url
+
+
+def send_tus(kinto, url, chunk, offset):
+    headers = {
+        **ALICE,
+        **TUS,
+        "Content-Type": "application/offset+octet-stream",
+        "Upload-Offset": str(offset),
+    }
+    kinto.app.patch(url, chunk, headers=headers, status=204)
+
+
+def keys(listed):
+    return sorted(item.key for item in listed)
+
+
+def test_old_orphans_are_removed_young_ones_kept(kinto_gc):
+    key = orphan(kinto_gc)
+    report = gc.collect(kinto_gc.registry)
+    assert report.orphans == [] and kinto_gc.files() == [key]
+
+    report = gc.collect(kinto_gc.registry, now=after_grace())
+    assert [(o.key, o.size, o.temporary) for o in report.orphans] == [(key, 6, False)]
+    assert report.total_bytes == 6
+    assert kinto_gc.files() == []
+
+
+def test_referenced_blobs_are_never_removed(kinto_gc):
+    attached = kinto_gc.upload(kinto_gc.record_url("r1"), b"attached").json
+    kinto_gc.create_collection("other", "c")
+    elsewhere = kinto_gc.upload(kinto_gc.record_url("r", "other", "c"), b"elsewhere").json
+    post_file(kinto_gc, "kept", b"data file")
+    # Past one S3 part: a multipart upload with a part, and a tail.
+    content = os.urandom(8 * MiB + 10)
+    tus = start_tus(kinto_gc, len(content) + 5, content)
+    retained = orphan(kinto_gc, "blog/articles/old.txt", b"kept on purpose")
+    with transaction.manager:
+        links.retain(kinto_gc.registry.storage, [retained])
+    before = kinto_gc.files()
+
+    report = gc.collect(kinto_gc.registry, now=after_grace())
+
+    assert (report.orphans, report.aborted, report.dangling) == ([], [], [])
+    assert kinto_gc.files() == before
+    assert kinto_gc.read(attached["location"]) == b"attached"
+    assert kinto_gc.read(elsewhere["location"]) == b"elsewhere"
+    send_tus(kinto_gc, tus, b"12345", len(content))
+    record = kinto_gc.app.get(kinto_gc.record_url("r2"), headers=ALICE).json["data"]
+    assert kinto_gc.read(record["attachment"]["location"]) == content + b"12345"
+
+
+def test_a_reference_moving_while_references_are_read_is_seen(
+    backend, tmp_path_factory, request, monkeypatch
+):
+    """A replacement under ``keep_old_files`` moves the old key from the record to the
+    retained keys: read after the records, the retained keys still have it.
+
+    On local disk only, where the old blob can be made old: the new one must stay young."""
+    extra = {**GRACE, "kinto.attachment.keep_old_files": "true"}
+    kinto = cached_app(backend, tmp_path_factory, request, **extra)
+    kinto.create_collection()
+    old = kinto.upload(kinto.record_url("r1"), b"old").json
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(os.path.join(kinto.base_path, kinto.key_of(old["location"])), (two_days_ago,) * 2)
+    replaced = []
+
+    def replace_once():
+        """Another request, committed while the collector reads."""
+        if not replaced:
+            thread = threading.Thread(
+                target=lambda: replaced.append(kinto.upload(kinto.record_url("r1"), b"new"))
+            )
+            thread.start()
+            thread.join(30)
+
+    def then_replace(read):
+        # The move happens between the reads of its source and its destination.
+        def reader(*args):
+            yield from read(*args)
+            replace_once()
+
+        return reader
+
+    monkeypatch.setattr(references, "_attached", then_replace(references._attached))
+    monkeypatch.setattr(links, "retained", then_replace(links.retained))
+    report = gc.collect(kinto.registry)
+
+    assert replaced and report.orphans == []
+    assert kinto.read(old["location"]) == b"old"
+
+
+def test_leftovers_of_crashed_uploads_are_removed_after_the_grace_period(kinto_gc):
+    store = kinto_gc.registry.attachment_store
+    crashed = store.stage("blog/articles/crashed.bin", "application/octet-stream")
+    crashed.write(b"0123456789")  # Local: an .upload-*.part file; S3: only in memory.
+    if kinto_gc.bucket is not None:
+        client = s3_client(store.client.meta.endpoint_url)
+        client.put_object(Bucket=kinto_gc.bucket, Key="__uploads__/lost.tail", Body=b"tail")
+    before = kinto_gc.files()
+    assert before
+
+    young = gc.collect(kinto_gc.registry)
+    assert young.orphans == []
+    assert kinto_gc.files() == before
+
+    if kinto_gc.bucket is not None:
+        # After the young round: moto dates every multipart upload from 2010.
+        client.create_multipart_upload(Bucket=kinto_gc.bucket, Key="blog/articles/big.bin")
+    report = gc.collect(kinto_gc.registry, now=after_grace())
+    assert kinto_gc.files() == []
+    assert report.temporary == report.orphans and len(report.orphans) == 1
+    if kinto_gc.bucket is None:
+        assert os.path.basename(report.orphans[0].key).startswith(".upload-")
+        assert report.aborted == []
+    else:
+        assert report.orphans[0].key == "__uploads__/lost.tail"
+        assert [p.key for p in report.aborted] == ["blog/articles/big.bin"]
+
+
+def test_local_orphans_are_judged_by_their_modification_time(tmp_path_factory, request, tmp_path):
+    kinto = cached_app("memory", tmp_path_factory, request)
+    kinto.create_collection()
+    old, young = orphan(kinto, "blog/articles/old.txt"), orphan(kinto, "blog/articles/new.txt")
+    staged = os.path.join(kinto.base_path, "blog", ".upload-crashed.part")
+    with open(staged, "wb") as f:
+        f.write(b"partial")
+    # A link out of the store is neither followed nor deleted.
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious.txt").write_bytes(b"not ours")
+    os.symlink(outside, os.path.join(kinto.base_path, "link"))
+    two_days_ago = time.time() - 2 * 86400
+    for path in (os.path.join(kinto.base_path, old), staged, outside / "precious.txt"):
+        os.utime(path, (two_days_ago, two_days_ago))
+
+    report = gc.collect(kinto.registry)
+
+    assert keys(report.orphans) == ["blog/.upload-crashed.part", old]
+    assert keys(report.temporary) == ["blog/.upload-crashed.part"]
+    assert kinto.files() == [young]
+    assert (outside / "precious.txt").read_bytes() == b"not ours"
+
+
+def test_dangling_references_are_reported_and_left_alone(kinto_gc):
+    attached = kinto_gc.upload(kinto_gc.record_url("r1"), b"attached").json
+    lost = post_file(kinto_gc, "lost")
+    store = kinto_gc.registry.attachment_store
+    key = kinto_gc.key_of(attached["location"])
+    store.delete_many([key, lost["key"]])
+    uri = "/buckets/blog/collections/articles/records/r1"
+
+    for dry_run in (True, False):
+        report = gc.collect(kinto_gc.registry, now=after_grace(), dry_run=dry_run)
+        assert sorted(report.dangling) == [
+            (uri, key),
+            ("data-file lost", lost["key"]),
+            (f"link of {uri}", key),
+        ]
+    record = kinto_gc.app.get(kinto_gc.record_url("r1"), headers=ALICE).json["data"]
+    assert record["attachment"] == attached
+    assert data_files.get(kinto_gc.registry.storage, "lost") == lost
+
+
+def test_dry_run_removes_nothing_and_reports_the_same(kinto_gc):
+    orphan(kinto_gc)
+    post_file(kinto_gc, "expired", b"short-lived", ttl=1)
+    kinto_gc.registry.attachment_store.stage("blog/x.bin", None).write(b"12345")
+    if kinto_gc.bucket is not None:
+        client = s3_client(kinto_gc.registry.attachment_store.client.meta.endpoint_url)
+        client.create_multipart_upload(Bucket=kinto_gc.bucket, Key="blog/articles/big.bin")
+    before = kinto_gc.files()
+    now = after_grace()
+
+    dry = gc.collect(kinto_gc.registry, now=now, dry_run=True)
+    assert kinto_gc.files() == before
+    assert data_files.get(kinto_gc.registry.storage, "expired") is not None
+    real = gc.collect(kinto_gc.registry, now=now)
+
+    assert dry.dry_run and not real.dry_run
+    assert [e["id"] for e in dry.expired_files] == [e["id"] for e in real.expired_files]
+    assert keys(dry.orphans) == keys(real.orphans) and dry.orphans
+    assert keys(dry.aborted) == keys(real.aborted)
+    assert dry.total_bytes == real.total_bytes
+    assert kinto_gc.files() == []
+
+
+@pytest.mark.parametrize("ttl", [None, 1], ids=["live", "expired-too"])
+def test_data_file_uploaded_again_after_the_listing_is_kept(kinto_gc, monkeypatch, ttl):
+    first = post_file(kinto_gc, "f", b"old", ttl=1)
+    listing = gc._expired_data_files
+
+    def listing_then_upload_again(storage, now):
+        found = listing(storage, now)
+        post_file(kinto_gc, "f", b"new", ttl=ttl)
+        return found
+
+    monkeypatch.setattr(gc, "_expired_data_files", listing_then_upload_again)
+    report = gc.collect(kinto_gc.registry, now=after_grace())
+
+    assert report.expired_files == []
+    entry = data_files.get(kinto_gc.registry.storage, "f")
+    with kinto_gc.registry.attachment_store.open(entry["key"]) as f:
+        assert f.read() == b"new"
+    assert kinto_gc.files() == [entry["key"]]  # The upload deleted the blob it replaced.
+    assert first["key"] != entry["key"]
+
+
+def test_upload_held_by_a_request_is_left_for_the_next_round(kinto_gc):
+    url = start_tus(kinto_gc, 10, b"12345")
+    upload_id = url.rsplit("/", 1)[-1]
+    expired = data_files.msec_time() + 86400 * 1000 + 1000
+    before = kinto_gc.files()
+
+    with held_elsewhere(kinto_gc.registry, ("uploads", upload_id)):
+        report = gc.collect(kinto_gc.registry, now=expired)
+    assert report.expired_uploads == [] and report.busy_uploads == [upload_id]
+    assert uploads.get(kinto_gc.registry.storage, upload_id) is not None
+    assert kinto_gc.files() == before
+
+    report = gc.collect(kinto_gc.registry, now=expired)
+    assert [u["id"] for u in report.expired_uploads] == [upload_id]
+    assert kinto_gc.files() == []
+
+
+def test_store_listing_and_urls(tmp_path):
+    store = LocalStore(str(tmp_path), base_url="https://cdn.example.com/files")
+    blob = store.stage("a b/c.txt").commit()
+    state = store.start_resumable("a b/d.txt")
+    store.append(state, 0, [b"xyz"])
+    listed = {item.key: item for item in store.iter_blobs()}
+    assert sorted(listed) == sorted([blob, state["temp"]])
+    assert listed[state["temp"]].temporary and not listed[blob].temporary
+    assert listed[state["temp"]].size == 3
+    assert list(store.iter_pending()) == []
+
+    assert store.key_for_url(store.url("a b/c.txt")) == "a b/c.txt"
+    assert store.key_for_url("https://elsewhere.example.com/a.txt") is None
+    relative = LocalStore(str(tmp_path))
+    assert relative.key_for_url(relative.url("a b/c.txt")) == "a b/c.txt"
+    assert relative.key_for_url("https://cdn.example.com/files/a.txt") is None
+
+
+def test_readers_page_through_everything(kinto_gc, monkeypatch):
+    for number in range(5):
+        post_file(kinto_gc, f"f{number}")
+    storage = kinto_gc.registry.storage
+    read = paging.every(storage, data_files.RESOURCE, data_files.PARENT_ID, limit=2)
+    assert [e["id"] for e in read] == ["f0", "f1", "f2", "f3", "f4"]
+
+    monkeypatch.setattr(references, "RUN", 2)  # Several sorted runs, merged.
+    with transaction.manager:
+        index, pending = references.index(kinto_gc.registry)
+    for number in range(5):
+        assert data_files.get(storage, f"f{number}")["key"] in index
+    assert "nothing/there.txt" not in index
+    assert "nothing" not in pending
+
+
+def test_collector_thread_collects_orphans_at_their_own_interval(
+    kinto_memory, tmp_path_factory, request, monkeypatch
+):
+    class Rounds:
+        """Stands for the stop event: not set for three rounds, then set."""
+
+        def __init__(self):
+            self.rounds = 0
+
+        def wait(self, interval):
+            self.rounds += 1
+            return self.rounds > 3
+
+    calls = []
+    monkeypatch.setattr(gc, "collect", lambda registry, **options: calls.append(options))
+    gc._periodically(kinto_memory.registry, 300, Rounds())
+    assert calls == [{"orphans": True}, {"orphans": False}, {"orphans": False}]
+
+    clock = iter(range(0, 100_000, 3600))
+    monkeypatch.setattr(gc, "monotonic", lambda: next(clock))
+    calls.clear()
+    gc._periodically(kinto_memory.registry, 300, Rounds())
+    assert calls == [{"orphans": True}] * 3
+
+    never = cached_app(
+        "memory",
+        tmp_path_factory,
+        request,
+        **{"kinto.attachment.gc.orphans_interval_seconds": "0"},
+    )
+    calls.clear()
+    gc._periodically(never.registry, 300, Rounds())
+    assert calls == [{"orphans": False}] * 3
+
+
+def parse(**values):
+    return attachment_settings.parse(
+        {"attachment.base_path": "/tmp/files", **{f"attachment.{k}": v for k, v in values.items()}}
+    )
+
+
+def test_gc_settings(monkeypatch):
+    assert parse().gc == attachment_settings.GcOptions(86400, 3600)
+    parsed = parse(**{"gc.orphans_grace_seconds": "600", "gc.orphans_interval_seconds": "0"})
+    assert parsed.gc == attachment_settings.GcOptions(600, 0)
+    monkeypatch.setenv("KINTO_ATTACHMENT_GC_ORPHANS_GRACE_SECONDS", "7200")
+    assert parse().gc.orphans_grace_seconds == 7200
+
+
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("gc.orphans_grace_seconds", "soon"),
+        ("gc.orphans_grace_seconds", "-1"),
+        ("gc.orphans_interval_seconds", "-1"),
+        ("gc.orphans_grace", "600"),
+    ],
+)
+def test_bad_gc_settings_name_themselves(name, value):
+    with pytest.raises(ConfigurationError) as error:
+        parse(**{name: value})
+    assert f"`kinto.attachment.{name}`" in str(error.value)
+
+
+def test_help_describes_everything_collected(capsys):
+    with pytest.raises(SystemExit):
+        gc.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for collected in (
+        "/data/files",
+        "resumable (tus) uploads",
+        ".upload-*.part",
+        "incomplete S3 multipart uploads",
+        "retained",
+        "dangling",
+        "orphans_grace_seconds",
+        "--dry-run",
+    ):
+        assert collected in text
+
+
+@pytest.mark.postgresql
+def test_gc_command_reports_then_removes(tmp_path_factory, request, tmp_path, capsys):
+    kinto = cached_app("postgresql", tmp_path_factory, request)
+    kinto.create_collection()
+    attached = kinto.upload(kinto.record_url("r1"), b"attached").json
+    old = orphan(kinto, "blog/articles/old.txt", b"forgotten")
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(os.path.join(kinto.base_path, old), (two_days_ago, two_days_ago))
+    lost = post_file(kinto, "lost")
+    kinto.registry.attachment_store.delete(lost["key"])
+    settings = kinto.registry.settings
+    ini = tmp_path / "gc.ini"
+    ini.write_text(
+        "[app:main]\nuse = egg:kinto\n"
+        + "".join(
+            f"kinto.{name} = {settings[name]}\n"
+            for name in ("storage_backend", "storage_url", "permission_backend")
+            + ("permission_url", "cache_backend", "cache_url", "userid_hmac_secret")
+        )
+        + "kinto.includes = kinto_attachment\n"
+        + f"kinto.attachment.base_path = {kinto.base_path}\n"
+        + f"kinto.attachment.base_url = {settings['attachment.base_url']}\n"
+    )
+
+    assert gc.main(["--ini", str(ini), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "Dry run: nothing was removed." in out
+    assert f"  {old}  9 bytes" in out
+    assert "Orphans (would be removed): 1, 0 of them temporary" in out
+    assert f"  data-file lost -> {lost['key']}  missing" in out
+    assert "Dangling references (left as they are): 1" in out
+    assert "Total: 9 bytes would be removed" in out
+    assert sorted(kinto.files()) == sorted([old, kinto.key_of(attached["location"])])
+
+    assert gc.main(["--ini", str(ini)]) == 0
+    out = capsys.readouterr().out
+    assert "Dry run" not in out and "Orphans (removed): 1" in out
+    assert "Total: 9 bytes removed" in out
+    assert kinto.files() == [kinto.key_of(attached["location"])]
