@@ -7,11 +7,13 @@ import os
 
 import pytest
 import webob
+from kinto.core.storage.exceptions import BackendError
 
 from kinto_attachment import gc, uploads
+from kinto_attachment.views import attachment as attachment_view
 from kinto_attachment.views import resumable
 
-from .conftest import ALICE, BOB, build_settings, cached_app, make_app
+from .conftest import ALICE, BOB, build_settings, cached_app, held_elsewhere, make_app
 
 
 RECORD = "/v1/buckets/blog/collections/articles/records/r1"
@@ -290,7 +292,7 @@ def test_expired_uploads_are_gone_then_collected(kinto_tus, monkeypatch):
     later = resumable.msec_time() + 86400 * 1000 + 1
     monkeypatch.setattr(resumable, "msec_time", lambda: later)
     head(kinto_tus.app, url, status=404)
-    assert gc.collect(kinto_tus.registry, now=later) == 1
+    assert len(gc.collect(kinto_tus.registry, now=later).expired_uploads) == 1
     assert kinto_tus.files() == []
     assert uploads.entries(kinto_tus.registry.storage) == []
 
@@ -304,16 +306,14 @@ def test_a_patch_extends_the_expiration(kinto_tus, monkeypatch):
     assert head(kinto_tus.app, url).headers["Upload-Expires"] != first
 
 
-def test_concurrent_patch_is_refused_while_locked(kinto_memory):
-    kinto_memory.create_collection()
-    _, url = create(kinto_memory.app, 10)
+def test_concurrent_patch_is_refused_while_locked(kinto_tus):
+    _, url = create(kinto_tus.app, 10)
     upload_id = url.rsplit("/", 1)[-1]
-    storage = kinto_memory.registry.storage
-    with uploads.locked(storage, upload_id):
-        response = patch(kinto_memory.app, url, b"12345", 0, status=423)
+    with held_elsewhere(kinto_tus.registry, ("uploads", upload_id)):
+        response = patch(kinto_tus.app, url, b"12345", 0, status=423)
         assert response.json["code"] == 423
-        kinto_memory.app.delete(url, headers={**ALICE, **TUS}, status=423)
-    patch(kinto_memory.app, url, b"12345", 0)
+        kinto_tus.app.delete(url, headers={**ALICE, **TUS}, status=423)
+    patch(kinto_tus.app, url, b"12345", 0)
 
 
 def test_replacement_keeps_the_previous_attachment_until_the_end(kinto_tus):
@@ -397,3 +397,127 @@ def test_short_or_unsized_chunks_are_refused(kinto_tus):
     assert raw_patch(kinto_tus, url, b"123", None).status_code == 411
     assert head(kinto_tus.app, url).headers["Upload-Offset"] == "0"
     patch(kinto_tus.app, url, b"12345", 0)
+
+
+# A last PATCH whose transaction fails after the store finished the file can be sent again.
+
+
+def fail_next_finish(monkeypatch, when):
+    """Make the next finishing transaction fail after the store finished the file, as a lost
+    database does (Kinto's 503): ``in-view`` from ``attach`` before the record is written
+    (the memory backend has no transaction to roll back), ``at-commit`` when it commits."""
+    armed = [True]
+
+    def fail(*args):
+        raise BackendError(message="The database is gone.")
+
+    if when == "in-view":
+        lock_record = attachment_view.lock_record
+
+        def failing_lock_record(request, context):
+            if armed:
+                armed.clear()
+                fail()
+            return lock_record(request, context)
+
+        monkeypatch.setattr(attachment_view, "lock_record", failing_lock_record)
+    else:
+        attach = resumable.attach
+
+        def failing_attach(request, *args, **kwargs):
+            metadata = attach(request, *args, **kwargs)
+            if armed:
+                armed.clear()
+                request.tm.get().addBeforeCommitHook(fail)
+            return metadata
+
+        monkeypatch.setattr(resumable, "attach", failing_attach)
+
+
+def part_size(kinto):
+    s3 = kinto.registry.attachment_settings.s3
+    return kinto.registry.attachment_store.part_size if s3 is not None else 5 * MiB
+
+
+#: Where the finishing transaction fails: in the view, or at commit (only a backend that rolls
+#: back can fail there: the memory backend has written everything at once).
+WHEN = ["in-view", pytest.param("at-commit", marks=pytest.mark.rolls_back)]
+
+
+def failed_last_patch(kinto, monkeypatch, when, content, first):
+    """Upload ``content`` in two chunks, the last one failing at its commit; return the
+    upload's URL and the attachment the record had before."""
+    previous = kinto.upload(RECORD, b"previous", "previous.txt").json
+    _, url = create(kinto.app, len(content))
+    patch(kinto.app, url, content[:first], 0)
+    fail_next_finish(monkeypatch, when)
+    response = patch(kinto.app, url, content[first:], first, status="*")
+    assert response.status_code == 503, response.body  # Neither done (204) nor a crash (500).
+    assert kinto.app.get(RECORD, headers=ALICE).json["data"]["attachment"] == previous
+    assert kinto.read(previous["location"]) == b"previous"
+    assert head(kinto.app, url).headers["Upload-Offset"] == str(first)
+    return url, previous
+
+
+@pytest.mark.parametrize("when", WHEN)
+@pytest.mark.parametrize("last", ["crosses-a-part", "within-a-part"])
+def test_last_patch_is_retried_after_its_commit_failed(kinto_tus, monkeypatch, when, last):
+    size = part_size(kinto_tus)
+    content = os.urandom(2 * size + MiB + 7)  # Three parts, the last one smaller.
+    # The last chunk fills a part then leaves a tail, or only completes the tail.
+    first = size + MiB if last == "crosses-a-part" else 2 * size + 5
+    url, previous = failed_last_patch(kinto_tus, monkeypatch, when, content, first)
+
+    patch(kinto_tus.app, url, content[first:], first)  # The same chunk again.
+    attachment = kinto_tus.app.get(RECORD, headers=ALICE).json["data"]["attachment"]
+    assert attachment["hash"] == hashlib.sha256(content).hexdigest()
+    assert attachment["size"] == len(content)
+    assert kinto_tus.read(attachment["location"]) == content
+    # The previous file and everything of the upload are gone: tails, temporary file.
+    assert kinto_tus.files() == [kinto_tus.key_of(attachment["location"])]
+    head(kinto_tus.app, url, status=404)
+
+
+def test_other_last_chunk_is_not_taken_for_the_finished_one(kinto_tus, monkeypatch):
+    size = part_size(kinto_tus)
+    content = os.urandom(2 * size + MiB)
+    first = size + MiB
+    url, previous = failed_last_patch(kinto_tus, monkeypatch, "in-view", content, first)
+
+    other = content[:first] + os.urandom(len(content) - first)  # Same length, other bytes.
+    response = patch(kinto_tus.app, url, other[first:], first, status="*")
+    attachment = kinto_tus.app.get(RECORD, headers=ALICE).json["data"]["attachment"]
+    if kinto_tus.bucket is None:
+        # On disk the upload's bytes are still there: the new last chunk replaces the old.
+        assert response.status_code == 204
+        assert attachment["hash"] == hashlib.sha256(other).hexdigest()
+        assert kinto_tus.read(attachment["location"]) == other
+        assert kinto_tus.files() == [kinto_tus.key_of(attachment["location"])]
+        return
+    # On S3 the earlier parts went into the object the failed commit left: lost for good.
+    assert response.status_code == 410
+    assert "start a new upload" in response.json["message"]
+    assert attachment == previous
+    assert head(kinto_tus.app, url).headers["Upload-Offset"] == str(first)
+    patch(kinto_tus.app, url, content[first:], first)  # The chunk that made the object.
+    attachment = kinto_tus.app.get(RECORD, headers=ALICE).json["data"]["attachment"]
+    assert attachment["hash"] == hashlib.sha256(content).hexdigest()
+    assert kinto_tus.read(attachment["location"]) == content
+
+
+@pytest.mark.parametrize("when", WHEN)
+def test_upload_terminated_after_a_failed_commit_leaves_nothing(kinto_tus, monkeypatch, when):
+    content = os.urandom(part_size(kinto_tus) + MiB)
+    url, previous = failed_last_patch(kinto_tus, monkeypatch, when, content, MiB)
+    kinto_tus.app.delete(url, headers={**ALICE, **TUS}, status=204)
+    # Not even the object S3 completed: the upload that could still take it is gone.
+    assert kinto_tus.files() == [kinto_tus.key_of(previous["location"])]
+
+
+@pytest.mark.parametrize("when", WHEN)
+def test_failed_creation_with_upload_leaves_nothing(kinto_tus, monkeypatch, when):
+    fail_next_finish(monkeypatch, when)
+    response, _ = create(kinto_tus.app, 5, body=b"whole", status="*")
+    assert response.status_code == 503
+    kinto_tus.app.get(RECORD, headers=ALICE, status=404)
+    assert kinto_tus.files() == []  # No upload survives to finish it: nothing to keep.

@@ -13,6 +13,8 @@ import pytest
 import requests
 from moto.server import ThreadedMotoServer
 
+from kinto_attachment.storage import StorageUnavailable
+
 from .conftest import ALICE, build_settings, cached_app, make_app, s3_client, s3_settings
 from .live import free_port
 
@@ -328,3 +330,182 @@ def test_upload_memory_is_bounded_by_its_part_buffers(moto_process, tmp_path):
     assert peak < bound, f"peak {peak / MiB:.1f} MiB for a 60 MiB upload"
     with store.open(key) as f:
         assert hashlib.sha256(f.read()).hexdigest() == digest.hexdigest()
+
+
+# A tus upload finished again: its first finish completed the multipart upload, then the
+# transaction that was to record it failed (tests/test_resumable.py for the whole story).
+
+
+@pytest.fixture(params=["NoSuchUpload", "InternalError"])
+def s3_answers(request, monkeypatch):
+    """What UploadPart gets on a multipart upload S3 no longer has (completed or aborted):
+    ``NoSuchUpload`` from AWS, a 500 from moto 5.2 (a KeyError). Our moto server runs in
+    this process: make it give one or the other."""
+    from moto.s3.exceptions import NoSuchUpload, S3ClientError
+    from moto.s3.models import S3Backend
+
+    class InternalError(S3ClientError):
+        code = 500
+
+        def __init__(self):
+            super().__init__("InternalError", "We encountered an internal error.")
+
+    original = S3Backend.upload_part
+
+    def upload_part(self, bucket_name, multipart_id, part_id, value):
+        if multipart_id not in self.get_bucket(bucket_name).multiparts:
+            if request.param == "NoSuchUpload":
+                raise NoSuchUpload(upload_id=multipart_id)
+            raise InternalError()
+        return original(self, bucket_name, multipart_id, part_id, value)
+
+    monkeypatch.setattr(S3Backend, "upload_part", upload_part)
+    return request.param
+
+
+def tus_store(tmp_path_factory, request, concurrency=1):
+    kinto = s3_app(
+        tmp_path_factory,
+        request,
+        **{"aws.part_size": str(5 * MiB), "aws.concurrency": str(concurrency)},
+    )
+    return kinto, kinto.registry.attachment_store
+
+
+def appended(store, content, first):
+    """A started upload with ``content[:first]`` recorded; its state."""
+    state = store.start_resumable("retried.bin", "application/x-test")
+    return store.append(state, 0, [content[:first]]).state
+
+
+@pytest.mark.parametrize(
+    "size,first,concurrency",
+    [(100, 40, 1), (3 * 5 * MiB + 11, MiB, 1), (3 * 5 * MiB + 11, MiB, 3)],
+    ids=["one-part", "four-parts", "four-parts-in-flight"],
+)
+@pytest.mark.usefixtures("s3_answers")
+def test_finish_again_takes_the_object_of_the_first(
+    tmp_path_factory, request, size, first, concurrency
+):
+    kinto, store = tus_store(tmp_path_factory, request, concurrency)
+    content = os.urandom(size)
+    recorded = appended(store, content, first)
+    finished = store.finish(store.append(recorded, first, [content[first:]]).state)
+    assert finished.created == []  # The object stays if the record is not written.
+    key = finished.key
+    etag = store.stat(key).version
+
+    # The transaction failed: `recorded` is still the state. The last chunk comes again.
+    parts = count_calls(store.client, "UploadPart")
+    heads = count_calls(store.client, "HeadObject")
+    again = store.append(recorded, first, [content[first:]])
+    retried = store.finish(again.state)
+    assert 1 <= len(parts) <= concurrency  # Then S3 said NoSuchUpload: the rest is hashed.
+    assert len(heads) <= 2  # On the first NoSuchUpload (append or finish), then to verify.
+    assert retried.key == key and store.stat(key).version == etag
+    with store.open(key) as f:
+        assert f.read() == content
+    head = s3_client(store.client.meta.endpoint_url).head_object(Bucket=kinto.bucket, Key=key)
+    assert head["Metadata"] == {"kinto-attachment-upload": recorded["token"]}
+    assert head["ContentType"] == "application/x-test"
+
+
+def test_finish_again_takes_no_object_but_its_own(tmp_path_factory, request, s3_answers):
+    kinto, store = tus_store(tmp_path_factory, request)
+    content = os.urandom(5 * MiB + 3)
+    recorded = appended(store, content, MiB)
+    # Aborted (an expiry rule...), and an object of the same bytes and parts, made by another
+    # upload (another token), at its key.
+    store.abort_upload(recorded["key"], recorded["upload_id"])
+    client = s3_client(store.client.meta.endpoint_url)
+    other = client.create_multipart_upload(
+        Bucket=kinto.bucket,
+        Key=recorded["key"],
+        ChecksumAlgorithm="SHA256",
+        Metadata={"kinto-attachment-upload": "another-upload"},
+    )["UploadId"]
+    parts = []
+    for number, start in enumerate((0, 5 * MiB), 1):
+        response = client.upload_part(
+            Bucket=kinto.bucket,
+            Key=recorded["key"],
+            UploadId=other,
+            PartNumber=number,
+            Body=content[start : start + 5 * MiB],
+        )
+        parts.append({"PartNumber": number, "ETag": response["ETag"]})
+    client.complete_multipart_upload(
+        Bucket=kinto.bucket,
+        Key=recorded["key"],
+        UploadId=other,
+        MultipartUpload={"Parts": parts},
+    )
+    retried = [content[MiB:]]  # Fills a part: S3 answers that the upload is gone.
+    if s3_answers == "NoSuchUpload":  # And not its object: the upload is lost.
+        with pytest.raises(FileNotFoundError, match="from another upload"):
+            store.append(recorded, MiB, retried)
+    else:  # And not its object: S3 is failing, for all we know.
+        with pytest.raises(StorageUnavailable, match="UploadPart failed: InternalError"):
+            store.append(recorded, MiB, retried)
+    closed = {**recorded, "closed": True}  # As if an earlier retry had found its object.
+    with pytest.raises(FileNotFoundError, match="from another upload"):
+        store.finish(store.append(closed, MiB, retried).state)
+    store.discard(recorded)
+    assert store.exists(recorded["key"])  # Not ours: discard leaves it.
+
+
+@pytest.mark.parametrize("s3_answers", ["NoSuchUpload"], indirect=True)
+def test_lost_upload_is_reported_before_a_tail_is_written(tmp_path_factory, request, s3_answers):
+    kinto, store = tus_store(tmp_path_factory, request)
+    content = os.urandom(5 * MiB + 3)
+    recorded = appended(store, content, MiB)
+    store.abort_upload(recorded["key"], recorded["upload_id"])
+    with pytest.raises(FileNotFoundError, match="is lost"):
+        store.append(recorded, MiB, [content[MiB : 6 * MiB]])  # Fills a part: NoSuchUpload.
+    assert kinto.files() == [recorded["tail"]]  # Only the tail the state names.
+
+
+def test_discard_deletes_the_object_of_an_unrecorded_finish(tmp_path_factory, request):
+    kinto, store = tus_store(tmp_path_factory, request)
+    content = os.urandom(5 * MiB + 3)
+    recorded = appended(store, content, MiB)
+    progress = store.append(recorded, MiB, [content[MiB:]])
+    store.finish(progress.state)
+    store.delete_many(progress.created)  # As the failed transaction does.
+    assert sorted(kinto.files()) == sorted([recorded["key"], recorded["tail"]])
+    store.discard(recorded)  # Termination or expiry of the upload.
+    assert kinto.files() == []
+
+
+def test_tus_upload_needs_no_extra_request(tmp_path_factory, request):
+    """Recovering a finish costs nothing until it is needed."""
+    kinto, store = tus_store(tmp_path_factory, request)
+    response = kinto.app.post(
+        URL + "/attachment/uploads",
+        headers={
+            **ALICE,
+            "Tus-Resumable": "1.0.0",
+            "Upload-Length": str(6 * MiB),
+            "Upload-Metadata": "filename YS5iaW4=",  # a.bin
+        },
+        status=201,
+    )
+    upload = response.headers["Location"][len("http://localhost") :]
+    heads = count_calls(store.client, "HeadObject")
+    content = os.urandom(6 * MiB)
+    for offset in (0, 3 * MiB):
+        kinto.app.patch(
+            upload,
+            content[offset : offset + 3 * MiB],
+            headers={
+                **ALICE,
+                "Tus-Resumable": "1.0.0",
+                "Content-Type": "application/offset+octet-stream",
+                "Upload-Offset": str(offset),
+            },
+            status=204,
+        )
+    assert heads == []
+    meta = kinto.app.get(URL, headers=ALICE).json["data"]["attachment"]
+    assert kinto.read(meta["location"]) == content
+    assert kinto.files() == [kinto.key_of(meta["location"])]

@@ -16,6 +16,7 @@ import contextlib
 import datetime
 import hashlib
 import json
+import logging
 
 from kinto.core.authorization import DYNAMIC
 from kinto.core.errors import ERRORS, http_error
@@ -43,6 +44,8 @@ ALLOWED = (
 )
 UPLOADS_ROUTE = "attachment-uploads"
 UPLOAD_ROUTE = "attachment-upload"
+
+logger = logging.getLogger(__name__)
 
 
 class UploadFactory(AttachmentFactory):
@@ -221,10 +224,34 @@ def _record(request, upload):
     return upload
 
 
-def _complete(request, upload):
-    """The last byte arrived: the file becomes the record's attachment, the upload goes."""
-    store = request.registry.attachment_store
+@contextlib.contextmanager
+def _store_errors():
+    """A failing store is a 503 (retry later); an upload whose stored bytes are gone (the
+    store's ``FileNotFoundError``) a 410: no retry can bring them back, start a new upload."""
     with intake.store_errors():
+        try:
+            yield
+        except FileNotFoundError as e:
+            logger.warning("Resumable upload lost: %s", e)
+            raise _tus_error(
+                httpexceptions.HTTPGone,
+                "The bytes of this upload are lost: start a new upload.",
+                errno=ERRORS.MISSING_RESOURCE,
+            ) from e
+
+
+def _complete(request, upload):
+    """The last byte arrived: the file becomes the record's attachment, the upload goes.
+
+    If the transaction fails after ``finish``, the upload stays as it was recorded and the
+    client may send its last chunk again. The blob is deleted with the failure only if the
+    store lists it in ``created`` (local disk: a new link, made again by the retry). An S3
+    object stays, since the retry cannot make it again: the retry's ``finish`` verifies it and
+    takes it; while the upload lives its state names the key, which garbage collection leaves
+    alone, and ``discard`` (termination, expiry) deletes the object with the upload.
+    """
+    store = request.registry.attachment_store
+    with _store_errors():
         progress = store.finish(upload["store"])
     blob = intake.Blob(
         key=progress.key,
@@ -233,7 +260,17 @@ def _complete(request, upload):
         size=upload["length"],
         mimetype=upload["mimetype"],
     )
-    attach(request, request.context, blob, upload["data"], upload["permissions"])
+    created = progress.key in progress.created
+    attach(
+        request,
+        request.context,
+        blob,
+        upload["data"],
+        upload["permissions"],
+        discard_on_failure=created,
+    )
+    others = [key for key in progress.created if key != progress.key]
+    lifecycle.delete_unless_committed(request, store, others)
     lifecycle.delete_after_commit(request, store, progress.obsolete)
     uploads.remove(request.registry.storage, upload["id"])
 
@@ -287,35 +324,34 @@ def patch(request):
             httpexceptions.HTTPUnsupportedMediaType, f"Content-Type must be {CHUNK_TYPE}."
         )
     offset = _integer_header(request, "Upload-Offset")
-    with _locked_upload(request) as upload:
-        if offset != upload["offset"]:
-            raise _tus_error(
-                httpexceptions.HTTPConflict,
-                f"Upload-Offset is {offset}, the upload is at {upload['offset']}.",
-                headers={"Upload-Offset": str(upload["offset"])},
-            )
-        upload = _append(request, upload, offset)
+    upload = _locked_upload(request)
+    if offset != upload["offset"]:
+        raise _tus_error(
+            httpexceptions.HTTPConflict,
+            f"Upload-Offset is {offset}, the upload is at {upload['offset']}.",
+            headers={"Upload-Offset": str(upload["offset"])},
+        )
+    upload = _append(request, upload, offset)
     return _tus_response(request, 204, **_progress_headers(upload))
 
 
-@contextlib.contextmanager
 def _locked_upload(request):
     """This user's upload, held for the request; ``423`` while another request holds it."""
     try:
-        with uploads.locked(request.registry.storage, request.matchdict["upload_id"]):
-            yield _own_upload(request)
+        uploads.lock(request.registry, request.matchdict["upload_id"])
     except uploads.Locked:
         raise _tus_error(
             HTTPLocked,
             "Another request is writing to this upload.",
             errno=ERRORS.CONSTRAINT_VIOLATED,
         ) from None
+    return _own_upload(request)
 
 
 def terminate(request):
     _require_tus(request)
-    with _locked_upload(request) as upload:
-        uploads.remove(request.registry.storage, upload["id"])
+    upload = _locked_upload(request)
+    uploads.remove(request.registry.storage, upload["id"])
     store = request.registry.attachment_store
     lifecycle.after_commit(request, store.discard, upload["store"])
     return _tus_response(request, 204)
@@ -365,7 +401,7 @@ def _append(request, upload, offset):
             yield chunk
 
     store = request.registry.attachment_store
-    with intake.store_errors():
+    with _store_errors():
         progress = store.append(upload["store"], offset, body())
     if checksum is not None and checksum.digest() != expected:
         store.delete_many(progress.created)
