@@ -150,8 +150,11 @@ class LiveServer:
 
 
 @contextlib.contextmanager
-def started(folder, ini, port, base_path=None):
-    """``pserve ini`` in ``folder`` until exit, not yet waited for (see ``wait_ready``)."""
+def started(folder, ini, port, base_path=None, env=None):
+    """``pserve ini`` in ``folder`` until exit, not yet waited for (see ``wait_ready``).
+
+    ``env``: the server's whole environment (the test process's when None).
+    """
     output_path = Path(folder) / f"server-{port}.log"
     with open(output_path, "wb") as output:
         process = subprocess.Popen(
@@ -160,6 +163,7 @@ def started(folder, ini, port, base_path=None):
             stdout=output,
             stderr=subprocess.STDOUT,
             cwd=folder,
+            env=env,
         )
     server = LiveServer(process, port, base_path, output_path)
     try:
