@@ -40,7 +40,11 @@ def includeme(config):
     config.registry.attachment_settings = settings
     config.registry.attachment_store = store
     config.registry.attachment_locks = locks.for_storage(config.registry.storage)
-    config.registry.transfer_limiter = TransferLimiter(settings.data_files.transfer_budget_bytes)
+    config.registry.transfer_limiter = TransferLimiter(
+        settings.data_files.transfer_budget_bytes,
+        wait_seconds=settings.data_files.transfer_wait_seconds,
+        idle_seconds=settings.data_files.transfer_idle_seconds,
+    )
     config.registry.registerUtility(store, IBlobStore)
 
     config.add_api_capability(

@@ -17,7 +17,10 @@ from . import locks, paging
 RESOURCE = "data-file"
 PARENT_ID = "data-files"
 ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
-KEY_FOLDER = "data-files"
+#: Folder of the blobs of new entries. Its leading dot keeps it out of the attachments' key
+#: space (``safe_name`` strips leading dots): an attachment named ``data-files`` once blocked
+#: every upload here. Entries stored under ``data-files/`` before keep their recorded key.
+KEY_FOLDER = ".data-files"
 
 
 def new_id():

@@ -3,17 +3,56 @@
 Each upload and download reserves its size for as long as it runs. One that would take the
 budget over waits until enough is released; one larger than the whole budget runs only when
 nothing else does, so that it cannot starve. Waiters are served in arrival order.
+
+Nothing waits or holds forever, since a waiting transfer occupies a server thread that the
+rest of the API needs: a transfer gives up after ``wait_seconds`` (:class:`Busy`, a 503 for the
+client), and a download whose client pulled nothing for ``idle_seconds`` loses its reservation
+(checked by whoever waits for budget, so no watchdog thread is needed). A download that resumes
+after that is still served to its end, outside of the budget.
 """
 
 import collections
 import contextlib
+import logging
 import threading
+import time
+
+
+logger = logging.getLogger(__name__)
+
+
+class Busy(Exception):
+    """No budget became free within the allowed wait."""
+
+
+class Hold:
+    """``size`` bytes of budget, held until :meth:`release` (idempotent)."""
+
+    def __init__(self, limiter, size, idle_release):
+        self._limiter = limiter
+        self.size = size
+        #: Whether the limiter may take the budget back from this hold when it idles.
+        self.idle_release = idle_release
+        self.active_at = limiter.clock()
+        self.released = False
+
+    def touch(self):
+        self.active_at = self._limiter.clock()
+
+    def release(self):
+        self._limiter._release(self)
 
 
 class TransferLimiter:
-    def __init__(self, budget):
+    def __init__(self, budget, wait_seconds=None, idle_seconds=None, clock=time.monotonic):
         self.budget = budget
+        #: Default wait of :meth:`acquire`; None waits for as long as it takes.
+        self.wait_seconds = wait_seconds
+        #: Idle time after which a download's hold is taken back; None never.
+        self.idle_seconds = idle_seconds
+        self.clock = clock
         self.in_use = 0
+        self._holds = set()
         self._queue = collections.deque()
         self._condition = threading.Condition()
 
@@ -25,67 +64,117 @@ class TransferLimiter:
     def _fits(self, size):
         return self.in_use == 0 or self.in_use + size <= self.budget
 
-    def acquire(self, size):
+    def acquire(self, size, timeout=None, idle_release=False):
+        """A :class:`Hold` of ``size`` bytes; :class:`Busy` after ``timeout`` seconds
+        (``wait_seconds`` when not given) without enough budget."""
+        timeout = self.wait_seconds if timeout is None else timeout
+        deadline = None if timeout is None else self.clock() + timeout
         with self._condition:
             ticket = object()
             self._queue.append(ticket)
-            # Fairness: only the oldest waiter may go, so a big transfer is not overtaken forever.
-            self._condition.wait_for(lambda: self._queue[0] is ticket and self._fits(size))
-            self._queue.popleft()
+            try:
+                # Fairness: only the oldest waiter may go, so a big transfer is not overtaken.
+                while True:
+                    self._reap_idle()
+                    if self._queue[0] is ticket and self._fits(size):
+                        break
+                    slice_ = self._next_check(deadline)
+                    if slice_ is not None and slice_ <= 0:
+                        raise Busy()
+                    self._condition.wait(slice_)
+            finally:
+                self._queue.remove(ticket)
+                self._condition.notify_all()
+            hold = Hold(self, size, idle_release)
+            self._holds.add(hold)
             self.in_use += size
-            self._condition.notify_all()
+            return hold
 
-    def release(self, size):
+    def _next_check(self, deadline):
+        """Seconds to wait before looking again (until the deadline, or an idle hold's end)."""
+        now = self.clock()
+        candidates = []
+        if deadline is not None:
+            candidates.append(deadline - now)
+        if self.idle_seconds is not None:
+            idle = [h.active_at + self.idle_seconds - now for h in self._holds if h.idle_release]
+            if idle:
+                # Never 0 here: a hold that is due is reaped by the next round anyway.
+                candidates.append(max(min(idle), 0.01))
+        return min(candidates) if candidates else None
+
+    def _reap_idle(self):
+        if self.idle_seconds is None:
+            return
+        limit = self.clock() - self.idle_seconds
+        for hold in [h for h in self._holds if h.idle_release and h.active_at <= limit]:
+            logger.warning(
+                "A transfer of %s bytes was idle for %ss: its budget is released",
+                hold.size,
+                self.idle_seconds,
+            )
+            self._release_locked(hold)
+
+    def _release(self, hold):
         with self._condition:
-            self.in_use -= size
+            self._release_locked(hold)
+
+    def _release_locked(self, hold):
+        if not hold.released:
+            hold.released = True
+            self._holds.discard(hold)
+            self.in_use -= hold.size
             self._condition.notify_all()
 
     @contextlib.contextmanager
-    def reserve(self, size):
-        self.acquire(size)
+    def reserve(self, size, timeout=None):
+        hold = self.acquire(size, timeout)
         try:
-            yield
+            yield hold
         finally:
-            self.release(size)
+            hold.release()
 
     def wait_until_waiting(self, count, timeout=10):
         """Block until ``count`` transfers wait (for tests: no sleeping)."""
         with self._condition:
             return self._condition.wait_for(lambda: len(self._queue) >= count, timeout)
 
-    def holding(self, size, iterable):
-        """An iterable that holds ``size`` bytes of budget (already acquired) until closed.
+    def holding(self, hold, iterable):
+        """An iterable that keeps ``hold`` (acquired with ``idle_release``) until closed.
 
         For response bodies: a WSGI server closes the body when it is sent or when the client
-        goes away (PEP 3333), and either way the budget is given back, exactly once.
+        goes away (PEP 3333), and either way the budget is given back, exactly once. Each chunk
+        pulled marks the hold as active.
         """
-        return _Holding(self, size, iterable)
+        return _Holding(hold, iterable)
 
 
 class _Holding:
-    def __init__(self, limiter, size, iterable):
-        self._limiter = limiter
-        self._size = size
+    def __init__(self, hold, iterable):
+        self._hold = hold
         self._iterable = iterable
         self._iterator = iter(iterable)
-        self._held = True
+        self._closed = False
 
     def __iter__(self):
         return self
 
     def __next__(self):
+        self._hold.touch()
         try:
-            return next(self._iterator)
+            chunk = next(self._iterator)
         except BaseException:
             self.close()
             raise
+        self._hold.touch()  # Reading the chunk (from S3...) may itself have taken a while.
+        return chunk
 
     def close(self):
-        if self._held:
-            self._held = False
+        if not self._closed:
+            self._closed = True
             try:
                 close = getattr(self._iterable, "close", None)
                 if close is not None:
                     close()
             finally:
-                self._limiter.release(self._size)
+                self._hold.release()

@@ -103,10 +103,16 @@ class DataFilesOptions:
     #: ``private``: only trusted networks and ``principals``; ``public``: anyone.
     visibility: str = "private"
     trusted_networks: tuple = LOOPBACK
-    #: Take the client address from the last ``X-Forwarded-For`` entry (behind a proxy).
+    #: Peers (``REMOTE_ADDR``) whose ``X-Forwarded-For`` is believed; empty: nobody's.
+    trusted_proxies: tuple = ()
+    #: Obsolete: ``true`` is refused unless ``trusted_proxies`` is set, and then changes nothing.
     trust_forwarded_for: bool = False
     principals: frozenset = frozenset()
     transfer_budget_bytes: int = 256 * 1024 * 1024
+    #: How long a transfer waits for budget before a 503 with ``Retry-After``.
+    transfer_wait_seconds: float = 5.0
+    #: A download whose client pulled nothing for this long gives its budget back.
+    transfer_idle_seconds: float = 30.0
     require_content_length: bool = False
     #: Seconds between collections of expired files in the server; 0 disables them.
     gc_interval_seconds: int = 300
@@ -143,6 +149,8 @@ class AttachmentSettings:
     data_files: DataFilesOptions = dataclasses.field(default_factory=DataFilesOptions)
     #: Seconds an unfinished resumable upload is kept after its last request.
     resumable_expires_seconds: int = 86400
+    #: Unfinished, unexpired resumable uploads one user may hold at once; 0: no limit.
+    resumable_max_uploads_per_user: int = 20
     gc: GcOptions = dataclasses.field(default_factory=GcOptions)
 
     def policy(self, bucket_id, collection_id=None):
@@ -315,9 +323,12 @@ PYRAMID_STORAGE_ENDPOINT = ("host", "port", "is_secure")
 DATA_FILES_SETTINGS = {
     "visibility": _as_choice("private", "public"),
     "trusted_networks": _as_networks,
+    "trusted_proxies": _as_networks,
     "trust_forwarded_for": _as_bool,
     "principals": _as_words,
     "transfer_budget_bytes": _as_number(int, 1),
+    "transfer_wait_seconds": _as_number(float, 0),
+    "transfer_idle_seconds": _as_number(float, 1),
     "require_content_length": _as_bool,
     "gc_interval_seconds": _as_number(int, 0),
 }
@@ -334,6 +345,7 @@ GLOBAL_SETTINGS = (
     "extra.base_url",
     "serve_files",
     "resumable.expires_seconds",
+    "resumable.max_uploads_per_user",
     *(f"aws.{name}" for name in (*S3_SETTINGS, *PYRAMID_STORAGE_ENDPOINT)),
     *(f"data_files.{name}" for name in DATA_FILES_SETTINGS),
     *(f"gc.{name}" for name in GC_SETTINGS),
@@ -413,6 +425,13 @@ def _parse_data_files(values):
     for name, parse in DATA_FILES_SETTINGS.items():
         if f"data_files.{name}" in values:
             options[name] = parse(f"{PREFIX}data_files.{name}", values[f"data_files.{name}"])
+    if options.get("trust_forwarded_for") and not options.get("trusted_proxies"):
+        # It used to believe X-Forwarded-For from any peer: anyone could claim a trusted address.
+        _fail(
+            PREFIX + "data_files.trust_forwarded_for",
+            "X-Forwarded-For is only believed from the peers listed in "
+            "`kinto.attachment.data_files.trusted_proxies`: set that instead",
+        )
     return DataFilesOptions(**options)
 
 
@@ -500,6 +519,10 @@ def parse(settings):
         resumable_expires_seconds=_as_number(int, 1)(
             PREFIX + "resumable.expires_seconds",
             global_values.get("resumable.expires_seconds", 86400),
+        ),
+        resumable_max_uploads_per_user=_as_number(int, 0)(
+            PREFIX + "resumable.max_uploads_per_user",
+            global_values.get("resumable.max_uploads_per_user", 20),
         ),
         gc=_parse_gc(global_values),
     )

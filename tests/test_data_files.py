@@ -7,7 +7,9 @@ import re
 import threading
 
 import pytest
+import transaction
 import webob
+from pyramid.exceptions import ConfigurationError
 
 from kinto_attachment import data_files, downloads, gc
 from kinto_attachment.limiter import TransferLimiter
@@ -170,8 +172,10 @@ def unknown_length_request(body):
 def test_unknown_length_reserves_20_mib_and_warns(kinto_memory, caplog, monkeypatch):
     limiter = kinto_memory.registry.transfer_limiter
     reserved = []
-    monkeypatch.setattr(limiter, "acquire", lambda size: reserved.append(size))
-    monkeypatch.setattr(limiter, "release", lambda size: None)
+    acquire = limiter.acquire
+    monkeypatch.setattr(
+        limiter, "acquire", lambda size, **kw: reserved.append(size) or acquire(size, **kw)
+    )
     with caplog.at_level(logging.WARNING):
         response = unknown_length_request(b"streamed").get_response(kinto_memory.app.app)
     assert response.status_code == 200
@@ -267,7 +271,7 @@ def test_trusted_proxies_and_principals(tmp_path_factory, request):
         request,
         **{
             "kinto.attachment.data_files.trusted_networks": "10.0.0.0/8",
-            "kinto.attachment.data_files.trust_forwarded_for": "true",
+            "kinto.attachment.data_files.trusted_proxies": "198.51.100.1",
             "kinto.attachment.data_files.principals": "system.Authenticated",
         },
     )
@@ -277,6 +281,92 @@ def test_trusted_proxies_and_principals(tmp_path_factory, request):
     get(kinto, "x", environ={"REMOTE_ADDR": "127.0.0.1"}, status=404)  # No more loopback.
     assert get(kinto, "x", environ=proxy, **BOB).body == PDF
     get(kinto, "x", environ=proxy, status=404, Authorization="Bearer nope")
+
+
+def test_forwarded_for_is_only_believed_from_trusted_proxies(tmp_path_factory, request):
+    kinto = cached_app(
+        "memory",
+        tmp_path_factory,
+        request,
+        **{
+            "kinto.attachment.data_files.trusted_networks": "192.168.0.0/16",
+            "kinto.attachment.data_files.trusted_proxies": "127.0.0.1 10.0.0.0/24",
+        },
+    )
+    inside = {"REMOTE_ADDR": "192.168.1.5"}
+    post(kinto, query="?id=x", environ=inside)
+    proxy = {"REMOTE_ADDR": "127.0.0.1"}
+    allowed = [
+        (proxy, "192.168.1.5"),
+        # Left of the first untrusted hop, anything can be claimed: ignored.
+        (proxy, "127.0.0.1, 192.168.1.5, 10.0.0.3"),
+        ({"REMOTE_ADDR": "10.0.0.9"}, "192.168.1.5:4711"),
+    ]
+    refused = [
+        (proxy, ""),  # The proxy itself is not a client of the trusted network.
+        (proxy, "192.168.1.5, 203.0.113.7"),
+        (proxy, "garbage"),
+        (proxy, "192.168.1.5, garbage"),
+        ({"REMOTE_ADDR": "203.0.113.7"}, "192.168.1.5"),  # Not from a proxy.
+        ({"REMOTE_ADDR": "203.0.113.7"}, "127.0.0.1"),
+    ]
+    for environ, forwarded in allowed:
+        assert get(kinto, "x", environ=environ, **{"X-Forwarded-For": forwarded}).body == PDF
+    for environ, forwarded in refused:
+        headers = {"X-Forwarded-For": forwarded} if forwarded else {}
+        get(kinto, "x", environ=environ, status=404, **headers)
+        post(kinto, query="?id=x", environ=environ, status=404, **headers)
+        kinto.app.get("/v1/data/files", extra_environ=environ, headers=headers, status=404)
+        kinto.app.delete("/v1/data/files/x", extra_environ=environ, headers=headers, status=404)
+    assert get(kinto, "x", environ=inside).body == PDF
+
+
+def test_trust_forwarded_for_alone_is_refused_at_start_up(tmp_path_factory, request):
+    with pytest.raises(ConfigurationError, match="data_files.trusted_proxies"):
+        cached_app(
+            "memory",
+            tmp_path_factory,
+            request,
+            **{"kinto.attachment.data_files.trust_forwarded_for": "true"},
+        )
+    # With trusted proxies it is accepted, and adds no trust of its own.
+    kinto = cached_app(
+        "memory",
+        tmp_path_factory,
+        request,
+        **{
+            "kinto.attachment.data_files.trust_forwarded_for": "true",
+            "kinto.attachment.data_files.trusted_proxies": "10.0.0.1",
+        },
+    )
+    post(kinto, query="?id=x")
+    stranger = {"REMOTE_ADDR": "203.0.113.7"}
+    get(kinto, "x", environ=stranger, status=404, **{"X-Forwarded-For": "127.0.0.1"})
+
+
+@pytest.mark.parametrize("visibility", ["private", "public"])
+def test_never_through_batch(tmp_path_factory, request, visibility):
+    kinto = cached_app(
+        "memory",
+        tmp_path_factory,
+        request,
+        **{"kinto.attachment.data_files.visibility": visibility},
+    )
+    post(kinto, query="?id=x")
+    forwarded = {"X-Forwarded-For": "127.0.0.1"}
+    batch = {
+        "requests": [
+            {"method": "GET", "path": "/data/files", "headers": forwarded},
+            {"method": "GET", "path": "/data/files/x", "headers": forwarded},
+            {"method": "POST", "path": "/data/files?id=y", "body": {"a": 1}},
+            {"method": "DELETE", "path": "/data/files/x", "headers": forwarded},
+        ]
+    }
+    for environ in (LOCAL, {"REMOTE_ADDR": "203.0.113.7"}):
+        response = kinto.app.post_json("/v1/batch", batch, extra_environ=environ, status=200)
+        assert [r["status"] for r in response.json["responses"]] == [404] * 4
+    assert [e["id"] for e in listing(kinto)] == ["x"]
+    assert get(kinto, "x").body == PDF
 
 
 def test_public_visibility(tmp_path_factory, request):
@@ -431,3 +521,126 @@ def test_gc_command(tmp_path_factory, request, tmp_path, monkeypatch, capsys):
     monkeypatch.undo()
     assert [e["id"] for e in listing(kinto)] == ["new"]
     assert len(kinto.files()) == 1
+
+
+def test_huge_ttl_is_400(kinto_memory):
+    response = post(kinto_memory, query="?ttl=" + "9" * 5000, status=400)
+    assert response.json["details"][0]["name"] == "ttl"
+    post(kinto_memory, query="?ttl=" + "9" * 16, status=400)
+    post(kinto_memory, query="?id=long&ttl=" + "9" * 15)
+    assert listing(kinto_memory)[0]["expiration"] > 10**14
+
+
+@pytest.mark.parametrize(
+    "disposition,name",
+    [
+        ("attachment; filename*=idna''abc", "f"),
+        ("attachment; filename=\"plain.txt\"; filename*=idna''abc", "plain.txt"),
+        ("attachment; filename*=nonexistent''abc", "abc"),
+        ("attachment; filename*=UTF-8''a%00b%0A.txt", "ab.txt"),
+    ],
+)
+def test_undecodable_filenames_fall_back(kinto, disposition, name):
+    post(kinto, query="?id=f", **{"Content-Disposition": disposition})
+    assert listing(kinto)[0]["filename"] == name
+    assert get(kinto, "f").body == PDF
+
+
+def test_attachments_cannot_collide_with_data_files(tmp_path_factory, request, blobs):
+    kinto = cached_app(
+        "memory",
+        tmp_path_factory,
+        request,
+        blobs=blobs,
+        **{"kinto.attachment.randomize": "false", "kinto.attachment.extensions": "any"},
+    )
+    kinto.create_collection()
+    kinto.upload(kinto.record_url(), filename="data-files")
+    kinto.upload(kinto.record_url("r2"), filename=".data-files")
+    post(kinto, query="?id=x")
+    assert get(kinto, "x").body == PDF
+    assert data_files.get(kinto.registry.storage, "x")["key"].startswith(".data-files/")
+
+
+def test_entries_stored_under_the_old_folder_keep_working(kinto):
+    post(kinto, b"legacy", query="?id=old")
+    store = kinto.registry.attachment_store
+    entry = data_files.get(kinto.registry.storage, "old")
+    staged = store.stage("data-files/legacy.bin")
+    staged.write(b"legacy")
+    staged.commit()
+    store.delete(entry["key"])
+    data_files.put(kinto.registry.storage, "old", {**entry, "key": "data-files/legacy.bin"})
+    transaction.commit()
+    assert get(kinto, "old").body == b"legacy"
+    kinto.app.delete("/v1/data/files/old", extra_environ=LOCAL, status=204)
+    assert kinto.files() == []
+
+
+def budgeted(tmp_path_factory, request, budget, **extra):
+    return cached_app(
+        "memory",
+        tmp_path_factory,
+        request,
+        **{
+            "kinto.attachment.data_files.transfer_budget_bytes": str(budget),
+            "kinto.attachment.data_files.transfer_wait_seconds": "0",
+            **extra,
+        },
+    )
+
+
+def stalled_download(kinto, file_id):
+    """A download whose client reads nothing: its body is never pulled."""
+    environ = webob.Request.blank(f"/v1/data/files/{file_id}", environ=LOCAL).environ
+    statuses = []
+    body = kinto.app.app(environ, lambda status, headers: statuses.append(status))
+    assert statuses == ["200 OK"]
+    return body
+
+
+def test_waiting_transfers_give_up_with_503(tmp_path_factory, request):
+    kinto = budgeted(tmp_path_factory, request, len(PDF))
+    post(kinto, query="?id=x")
+    body = stalled_download(kinto, "x")
+    response = get(kinto, "x", status=503)
+    assert int(response.headers["Retry-After"]) > 0
+    assert response.json["errno"] == 201
+    post(kinto, b"small", query="?id=y", status=503)
+    assert kinto.registry.transfer_limiter.waiting == 0
+    # Whatever is not a transfer is never held up.
+    kinto.app.get("/v1/", status=200)
+    kinto.app.get("/v1/__heartbeat__", status=200)
+    kinto.app.get("/v1/data/files", extra_environ=LOCAL, status=200)
+    kinto.app.head("/v1/data/files/x", extra_environ=LOCAL, status=200)
+    body.close()
+    assert get(kinto, "x").body == PDF
+    post(kinto, b"small", query="?id=y")
+
+
+def test_a_stalled_download_loses_its_budget(tmp_path_factory, request, monkeypatch):
+    kinto = budgeted(tmp_path_factory, request, len(PDF))
+    limiter = kinto.registry.transfer_limiter
+    now = [1000.0]
+    monkeypatch.setattr(limiter, "clock", lambda: now[0])
+    post(kinto, query="?id=x")
+    body = stalled_download(kinto, "x")
+    now[0] += limiter.idle_seconds - 1
+    get(kinto, "x", status=503)  # Not idle for long enough yet.
+    now[0] += 2
+    assert get(kinto, "x").body == PDF
+    assert limiter.in_use == 0
+    # The stalled client may still come back for its content; released once only.
+    assert b"".join(body) == PDF
+    body.close()
+    assert limiter.in_use == 0
+
+
+def test_a_transfer_larger_than_the_budget_runs_alone(tmp_path_factory, request):
+    kinto = budgeted(tmp_path_factory, request, 10)
+    post(kinto, query="?id=big")
+    post(kinto, b"tiny", query="?id=tiny")
+    body = stalled_download(kinto, "tiny")
+    get(kinto, "big", status=503)
+    body.close()
+    assert get(kinto, "big").body == PDF

@@ -17,6 +17,8 @@ from urllib.parse import unquote
 import pytest
 import requests
 
+from kinto_attachment import data_files
+
 from .conftest import s3_client, s3_settings
 from .live import (
     ALICE,
@@ -280,9 +282,9 @@ def test_data_files_are_shared_by_the_nodes(cluster, s3):
         e for e in requests.get(root_b, timeout=REQUEST_TIMEOUT).json() if e["id"] == "shared-001"
     ]
     assert entry["hash"] == hashlib.sha256(content).hexdigest()
-    objects = {k for k in s3_keys(s3, bucket) if k.startswith("data-files/")}
+    objects = {k for k in s3_keys(s3, bucket) if k.startswith(data_files.KEY_FOLDER + "/")}
     assert len(objects) == 1
 
     assert requests.delete(f"{root_b}/shared-001", timeout=REQUEST_TIMEOUT).status_code == 204
     assert requests.get(f"{root_a}/shared-001", timeout=REQUEST_TIMEOUT).status_code == 404
-    assert not any(k.startswith("data-files/") for k in s3_keys(s3, bucket))
+    assert not any(k.startswith(data_files.KEY_FOLDER + "/") for k in s3_keys(s3, bucket))

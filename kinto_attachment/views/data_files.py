@@ -12,10 +12,12 @@ neither on a trusted network nor one of the configured principals get a 404, as 
 did not exist. Every transfer holds its size in the process's transfer budget while it runs.
 """
 
+import contextlib
 import email.message
 import email.utils
 import ipaddress
 import logging
+import math
 import posixpath
 import uuid
 
@@ -25,7 +27,8 @@ from pyramid import httpexceptions
 from pyramid.response import Response
 from pyramid.security import NO_PERMISSION_REQUIRED
 
-from .. import data_files, downloads, errors, intake, lifecycle
+from .. import data_files, downloads, errors, intake, lifecycle, records
+from ..limiter import Busy
 from ..storage import safe_name
 
 
@@ -36,28 +39,61 @@ UNKNOWN_LENGTH_RESERVATION = 20 * 1024 * 1024
 FILES_PATH = "/data/files"
 #: What ``curl --data-binary`` sends when not told a type: it says nothing of the content.
 CURL_DEFAULT_TYPE = "application/x-www-form-urlencoded"
+#: Enough for some 30,000 years of milliseconds.
+MAX_TTL_DIGITS = 15
 #: Visibility is checked by the views themselves (a 404 for whoever may not see the route).
 _PUBLIC = {"permission": NO_PERMISSION_REQUIRED}
 
 
 def _client_address(request, options):
-    address = request.remote_addr or ""
-    forwarded = request.headers.get("X-Forwarded-For")
-    if options.trust_forwarded_for and forwarded:
-        address = forwarded.split(",")[-1].strip()
+    """The WSGI server's peer, or what trusted proxies say of the client before them.
+
+    ``X-Forwarded-For`` is only read when the peer is one of ``trusted_proxies``, and then from
+    the right: each proxy appends the address it received from, so the right-most entry that
+    is not itself a trusted proxy is the first one that no trusted party vouches for.
+    """
+    address = _parse_address(request.environ.get("REMOTE_ADDR", ""))
+    forwarded = request.environ.get("HTTP_X_FORWARDED_FOR", "")
+    if address is None or not forwarded or not _in(address, options.trusted_proxies):
+        return address
+    for entry in reversed(forwarded.split(",")):
+        address = _parse_address(entry)
+        if address is None or not _in(address, options.trusted_proxies):
+            return address
+    return address  # Proxies all the way: the left-most one.
+
+
+def _parse_address(text):
+    text = text.strip()
+    if text.startswith("[") and "]" in text:  # "[2001:db8::1]:port"
+        text = text[1 : text.index("]")]
+    elif text.count(":") == 1:  # "192.0.2.1:port"
+        text = text.split(":")[0]
     try:
-        return ipaddress.ip_address(address)
+        address = ipaddress.ip_address(text)
     except ValueError:
         return None
+    # An IPv4-mapped IPv6 peer (dual-stack sockets) is its IPv4 address.
+    return getattr(address, "ipv4_mapped", None) or address
+
+
+def _in(address, networks):
+    return any(address in net for net in networks)
 
 
 def _require_visible(request):
-    """404, as for an unknown route, unless the caller may see the files."""
+    """404, as for an unknown route, unless the caller may see the files.
+
+    Never through ``POST /batch``: a sub-request would carry headers of its own choosing, and
+    its writes would outlive a failed batch. Checked before anything is read or written.
+    """
+    if records.in_batch(request):
+        raise httpexceptions.HTTPNotFound()
     options = request.registry.attachment_settings.data_files
     if options.visibility == "public":
         return
     address = _client_address(request, options)
-    if address is not None and any(address in net for net in options.trusted_networks):
+    if address is not None and _in(address, options.trusted_networks):
         return
     if options.principals & set(request.prefixed_principals):
         return
@@ -79,8 +115,11 @@ def _expiration(request):
     ttl = request.GET.get("ttl")
     if ttl is None:
         return None
-    if not ttl.isascii() or not ttl.isdigit() or int(ttl) <= 0:
-        raise _invalid("ttl", "a positive number of milliseconds.")
+    # Bounded before int(): Python refuses to convert more than 4300 digits (a 500).
+    if not ttl.isascii() or not ttl.isdigit() or len(ttl) > MAX_TTL_DIGITS or int(ttl) <= 0:
+        raise _invalid(
+            "ttl", f"a positive number of milliseconds, {MAX_TTL_DIGITS} digits at most."
+        )
     return msec_time() + int(ttl)
 
 
@@ -94,8 +133,17 @@ def _filename(request, file_id):
     names = [v for k, v in message.get_params([], header="content-disposition") if k == "filename"]
     # ``filename*`` (decoded by the email package into a tuple) wins over ``filename``.
     names.sort(key=lambda value: not isinstance(value, tuple))
-    name = email.utils.collapse_rfc2231_value(names[0]) if names else ""
-    return posixpath.basename(name.replace("\\", "/")) or file_id
+    for value in names:
+        try:
+            name = email.utils.collapse_rfc2231_value(value)
+        except (LookupError, UnicodeError, ValueError, TypeError):
+            continue  # A charset that is unknown or cannot decode it: try the next one.
+        # Control characters (NUL: PostgreSQL refuses it in JSON) are no part of a name.
+        name = "".join(c for c in name if c.isprintable() or c == " ")
+        name = posixpath.basename(name.replace("\\", "/"))
+        if name:
+            return name
+    return file_id
 
 
 def _reservation(request, max_size):
@@ -122,12 +170,13 @@ def upload(request):
     reservation = _reservation(request, max_size)
     store = request.registry.attachment_store
     filename = _filename(request, file_id)
-    mimetype = request.headers.get("Content-Type", "")
-    if mimetype.startswith(CURL_DEFAULT_TYPE) or not mimetype:
+    # Stored as parsed (an invalid type is no type); curl's default says nothing either.
+    mimetype = intake.parse_media_type(request.headers.get("Content-Type"))
+    if mimetype in (None, CURL_DEFAULT_TYPE):
         mimetype = "application/octet-stream"
     key = f"{data_files.KEY_FOLDER}/{uuid.uuid4().hex}{posixpath.splitext(safe_name(filename))[1]}"
 
-    with request.registry.transfer_limiter.reserve(reservation):
+    with _reserved(request, reservation):
         received = intake.Intake(store, key, filename, mimetype, max_size)
         try:
             length = request.content_length
@@ -164,6 +213,36 @@ def upload(request):
     return Response(file_id, content_type="text/plain", charset="utf-8")
 
 
+def _acquire(request, size, idle_release=False):
+    """Hold ``size`` bytes of the transfer budget, or 503 after a bounded wait."""
+    try:
+        return request.registry.transfer_limiter.acquire(size, idle_release=idle_release)
+    except Busy:
+        wait = request.registry.attachment_settings.data_files.transfer_wait_seconds
+        error = http_error(
+            httpexceptions.HTTPServiceUnavailable(),
+            errno=ERRORS.BACKEND,
+            message="Too many transfers in progress, retry later.",
+        )
+        error.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+        raise error from None
+
+
+@contextlib.contextmanager
+def _reserved(request, size):
+    hold = _acquire(request, size)
+    try:
+        yield hold
+    finally:
+        hold.release()
+
+
+def _close(app_iter):
+    close = getattr(app_iter, "close", None)
+    if close is not None:
+        close()
+
+
 def _live_entry(request, file_id):
     entry = data_files.get(request.registry.storage, file_id)
     if entry is None or not data_files.is_live(entry):
@@ -187,9 +266,13 @@ def download(request, file_id):
     response = downloads.respond(request, store, served, inline=False)
     length = response.content_length
     if response.status_code in (200, 206) and request.method == "GET" and length:
-        limiter = request.registry.transfer_limiter
-        limiter.acquire(length)
-        response.app_iter = limiter.holding(length, response.app_iter)
+        budget = request.registry.transfer_limiter
+        try:
+            hold = _acquire(request, length, idle_release=True)
+        except BaseException:
+            _close(response.app_iter)
+            raise
+        response.app_iter = budget.holding(hold, response.app_iter)
         response.content_length = length  # WebOb forgets it when app_iter is set.
     return response
 
