@@ -2,8 +2,8 @@
 
 Streams from the store (``wsgi.file_wrapper`` for local files, S3's body otherwise), answers
 conditional requests (``If-None-Match`` → 304) and one byte range (206, 416), and never lets a
-browser execute what it downloads: ``nosniff``, and types a browser would run (HTML, SVG, XML,
-JavaScript) served as attachments, never inline.
+browser execute what it downloads: ``nosniff`` always, and only the types of
+:data:`INLINE_TYPES` served inline; every other type is sent as an attachment.
 """
 
 import dataclasses
@@ -16,16 +16,38 @@ from kinto.core.errors import ERRORS, http_error
 from pyramid import httpexceptions
 from pyramid.response import Response
 
-from .intake import CHUNK_SIZE, store_errors
+from .intake import CHUNK_SIZE, parse_media_type, store_errors
 
 
 logger = logging.getLogger(__name__)
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
-_EXECUTABLE = re.compile(
-    r"^(text/html|application/xhtml\+xml|image/svg\+xml|text/xml|application/xml"
-    r"|[a-z]+/[\w.-]+\+xml|(text|application)/(x-)?(java|ecma)script|text/xsl)$"
+_RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
+#: Positions with more digits are beyond any content (and beyond ``int()``'s digit limit).
+_MAX_DIGITS = 19
+
+INLINE_TYPES = (
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/webp",
+    "image/avif",
+    "image/apng",
+    "image/bmp",
+    "image/x-icon",
+    "image/vnd.microsoft.icon",
+    "application/pdf",
+    "text/plain",
+    "application/json",
+    "audio/*",
+    "video/*",
 )
+"""The only media types ever served ``inline`` (shown by the browser); ``type/*`` stands for
+every subtype. Everything else (HTML, SVG and any XML, JavaScript, CSS, unknown and invalid
+types...) is sent with ``Content-Disposition: attachment`` and, like every download,
+``X-Content-Type-Options: nosniff``: a browser saves it instead of rendering it in the API's
+origin (or the bucket's). These are types browsers display without running scripts of the
+file: raster images (not SVG), PDF, plain text, JSON, audio and video. Matched on the parsed
+``type/subtype`` of the stored type, lowercase, parameters ignored."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,9 +63,26 @@ class Download:
     last_modified: int | None = None
 
 
+def served_type(mimetype):
+    """The ``Content-Type`` to send for a stored type: its ``type/subtype``, or
+    ``application/octet-stream`` when it is not a valid media type (stored by older versions)."""
+    return parse_media_type(mimetype) or "application/octet-stream"
+
+
+def is_inline(mimetype):
+    """Whether ``mimetype`` is one of :data:`INLINE_TYPES`."""
+    essence = parse_media_type(mimetype)
+    if essence is None:
+        return False
+    return essence in INLINE_TYPES or f"{essence.split('/')[0]}/*" in INLINE_TYPES
+
+
 def content_disposition(filename, mimetype, inline=True):
-    """RFC 6266: an ASCII ``filename`` for old clients, the exact one in ``filename*``."""
-    kind = "inline" if inline and not _EXECUTABLE.match(mimetype or "") else "attachment"
+    """RFC 6266: an ASCII ``filename`` for old clients, the exact one in ``filename*``.
+
+    ``attachment`` unless ``inline`` is asked and the type is one of :data:`INLINE_TYPES`.
+    """
+    kind = "inline" if inline and is_inline(mimetype) else "attachment"
     fallback = re.sub(r'[^\x20-\x7e]|["\\%]', "_", filename) or "file"
     return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
@@ -65,13 +104,13 @@ def requested_range(request, size, etag):
     match = _RANGE.match(header.replace(" ", ""))
     if not match or match.group(1) == match.group(2) == "":
         return None
-    first, last = match.groups()
-    if first:
-        start, end = int(first), min(int(last), size - 1) if last else size - 1
-        if last and int(last) < start:
+    first, last = (_position(group) for group in match.groups())
+    if first is not None:
+        start, end = first, min(last, size - 1) if last is not None else size - 1
+        if last is not None and last < start:
             return None
     else:
-        start, end = max(0, size - int(last)), size - 1
+        start, end = max(0, size - last), size - 1
     if start >= size or end < start:
         error = http_error(
             httpexceptions.HTTPRequestRangeNotSatisfiable(),
@@ -81,6 +120,15 @@ def requested_range(request, size, etag):
         error.headers["Content-Range"] = f"bytes */{size}"
         raise error
     return start, end
+
+
+def _position(digits):
+    """A position of a Range header (None if empty); one too long to be read is taken as
+    beyond any content, instead of raising (``int()`` refuses over 4300 digits)."""
+    if not digits:
+        return None
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= _MAX_DIGITS else 10**_MAX_DIGITS
 
 
 def missing(resource_name, object_id):
@@ -125,7 +173,7 @@ def respond(request, store, download, redirect_url=None, inline=True):
 
     ``inline=False`` asks browsers to save the file rather than show it, whatever its type.
     """
-    response = StreamedResponse(content_type=download.mimetype, charset=None)
+    response = StreamedResponse(content_type=served_type(download.mimetype), charset=None)
     response.headers["ETag"] = f'"{download.hash}"'
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Content-Disposition"] = content_disposition(

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import mimetypes
 import posixpath
+import re
 import uuid
 from datetime import UTC, datetime
 
@@ -20,6 +21,13 @@ from .storage import join_key, safe_name
 
 
 GENERIC_TYPES = ("", "application/octet-stream")
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_QUOTED = r'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+#: RFC 9110 §8.3.1: ``type "/" subtype *( OWS ";" OWS [ parameter ] )``.
+_MEDIA_TYPE = re.compile(
+    rf"(?P<type>{_TOKEN})/(?P<subtype>{_TOKEN})"
+    rf"(?:[ \t]*;[ \t]*(?:{_TOKEN}=(?:{_TOKEN}|{_QUOTED}))?)*"
+)
 #: Bytes read from a request body at a time.
 CHUNK_SIZE = 1024 * 1024
 
@@ -61,19 +69,41 @@ def extension_of(filename):
     return posixpath.splitext(filename)[1].lower()
 
 
+def parse_media_type(value):
+    """``type/subtype`` (lowercase, without parameters) of a media type written as RFC 9110
+    says (§8.3.1: tokens, then ``;`` parameters); None for anything else.
+
+    Lists (``text/plain,text/html``), control characters and stray characters make a value
+    invalid as a whole: a browser could read another type in it than the one we would check.
+    """
+    match = _MEDIA_TYPE.fullmatch((value or "").strip(" \t"))
+    if match is None:
+        return None
+    return f"{match['type']}/{match['subtype']}".lower()
+
+
 def resolve_mimetype(policy, filename, declared):
-    """Configured type for the extension, else the client's, else a guess from the name."""
+    """Configured type for the extension, else the client's, else a guess from the name.
+
+    A declared type that is not a valid media type is ignored, as if none had been sent
+    (guessed from the name: friendlier than a 400 for clients that send junk); it is never
+    stored as sent.
+    """
     extension = extension_of(filename)
     if extension in policy.mimetypes:
         return policy.mimetypes[extension]
-    declared = (declared or "").split(";")[0].strip().lower()
+    declared = parse_media_type(declared) or ""
     if declared not in GENERIC_TYPES:
         return declared
     return mimetypes.guess_type(filename, strict=False)[0] or "application/octet-stream"
 
 
 def blob_key(policy, bucket_id, collection_id, record_id, filename):
-    """Where a new file goes: ``folder/`` + a random name or ``filename_pattern``."""
+    """Where a new file goes: ``folder/`` + a random name or ``filename_pattern``.
+
+    400 unless the stored name's extension is allowed too: it is the one a web server or a
+    bucket types the file by, and it may differ from the client's (sanitised, shortened).
+    """
     if policy.randomize:
         name = uuid.uuid4().hex + extension_of(safe_name(filename))
     else:
@@ -82,7 +112,9 @@ def blob_key(policy, bucket_id, collection_id, record_id, filename):
             rid=record_id,
             filename=safe_name(filename),
         )
-    return join_key(policy.folder_for(bucket_id, collection_id), safe_name(name))
+    name = safe_name(name)
+    _check_extension(policy, name)
+    return join_key(policy.folder_for(bucket_id, collection_id), name)
 
 
 class Intake:
@@ -118,7 +150,12 @@ def check_name(policy, filename):
     """400 unless an attachment may have this name under the collection's policy."""
     if not filename:
         raise errors.invalid("attachment", "Filename is required.")
-    if not policy.allows_extension(extension_of(filename).lstrip(".")):
+    _check_extension(policy, filename)
+    _check_extension(policy, safe_name(filename))
+
+
+def _check_extension(policy, name):
+    if not policy.allows_extension(extension_of(name).lstrip(".")):
         raise errors.invalid("attachment", "File extension is not allowed.")
 
 

@@ -212,3 +212,48 @@ def test_streamed_response_body_is_only_a_length_until_set():
     assert len(response.body) == 10
     response.body = b"set"
     assert response.body == b"set"
+
+
+HUGE = "9" * 5000
+
+
+@pytest.mark.parametrize(
+    "header,status",
+    [
+        (f"bytes={HUGE}-", 416),
+        (f"bytes={HUGE}-{HUGE}", 416),
+        (f"bytes=0-{HUGE}", 206),
+        (f"bytes=-{HUGE}", 206),
+        (f"bytes={'0' * 5000}1-2", 206),
+        (f"bytes={HUGE}", 200),
+    ],
+)
+def test_huge_range_positions_are_no_500(stored, header, status):
+    kinto, _ = stored
+    response = get(kinto, status=status, Range=header)
+    if status == 206:
+        assert response.body in (CONTENT, CONTENT[1:3])
+
+
+def test_huge_range_on_data_files_and_served_files(tmp_path_factory, request):
+    kinto = cached_app(
+        "memory",
+        tmp_path_factory,
+        request,
+        **{
+            "kinto.attachment.serve_files": "true",
+            "kinto.attachment.base_url": "http://localhost/v1/attachments/",
+        },
+    )
+    kinto.create_collection()
+    meta = kinto.upload(URL, CONTENT, "data.txt").json
+    path = meta["location"][len("http://localhost") :]
+    assert kinto.app.get(path, headers={"Range": f"bytes={HUGE}-"}).body == CONTENT
+    local = {"REMOTE_ADDR": "127.0.0.1"}
+    file_id = kinto.app.post("/v1/data/files", CONTENT, extra_environ=local).text
+    kinto.app.get(
+        f"/v1/data/files/{file_id}",
+        headers={"Range": f"bytes={HUGE}-"},
+        extra_environ=local,
+        status=416,
+    )

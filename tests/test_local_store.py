@@ -102,7 +102,7 @@ def test_url(store):
         (".hidden", "hidden"),
         ("..", "file"),
         ("☃☃☃", "file"),
-        ("a" * 300 + ".txt", "a" * 200),
+        ("a" * 300 + ".txt", "a" * 196 + ".txt"),  # Shortened before its extension.
     ],
 )
 def test_safe_name(name, expected):

@@ -144,3 +144,62 @@ def test_served_files_are_streamed_safely(tmp_path_factory, request):
     staged.write(b"x")
     staged.commit()
     kinto.app.get("/v1/attachments/blog/.hidden", status=404)
+
+
+LONG_HTML = "x" * 195 + ".html.txt"
+
+
+@pytest.mark.parametrize("filename", [LONG_HTML, "x" * 196 + ".svg.txt", "x" * 400 + ".txt"])
+def test_shortened_names_keep_their_checked_extension(blobs, filename, tmp_path_factory, request):
+    kinto = app_with(tmp_path_factory, request, blobs=blobs, randomize="false")
+    meta = kinto.upload(kinto.record_url(), b"<script>alert(1)</script>", filename).json
+    assert meta["location"].endswith(".txt")
+    assert len(kinto.key_of(meta["location"])) <= 200
+    assert meta["filename"] == filename
+
+
+def test_shortened_tus_names_keep_their_checked_extension(blobs, tmp_path_factory, request):
+    import base64
+
+    kinto = app_with(tmp_path_factory, request, blobs=blobs, randomize="false")
+    url = kinto.record_url()
+    name = base64.b64encode(LONG_HTML.encode()).decode()
+    kinto.app.post(
+        url + "/attachment/uploads",
+        b"<script>",
+        headers={
+            **ALICE,
+            "Tus-Resumable": "1.0.0",
+            "Upload-Length": "8",
+            "Upload-Metadata": f"filename {name}",
+            "Content-Type": "application/offset+octet-stream",
+        },
+        status=201,
+    )
+    location = kinto.app.get(url, headers=ALICE).json["data"]["attachment"]["location"]
+    assert location.endswith(".txt")
+
+
+def test_s3_taken_names_cost_no_body_resend(tmp_path_factory, request):
+    """The 41st ``same.txt`` is sent once, not 41 times (names probed without the body)."""
+    from .conftest import s3_client
+
+    kinto = app_with(tmp_path_factory, request, blobs="s3", randomize="false")
+    store = kinto.registry.attachment_store
+    client = s3_client(store.client.meta.endpoint_url)
+    for key in ["same.txt"] + [f"same-{n}.txt" for n in range(1, 40)] + ["same-x.txt"]:
+        client.put_object(Bucket=kinto.bucket, Key=key, Body=b"old")
+    calls = []
+
+    def count(event_name, **_):
+        calls.append(event_name.rsplit(".", 1)[-1])
+
+    store.client.meta.events.register("before-call.s3", count)
+    try:
+        meta = kinto.upload(kinto.record_url(), b"new", "same.txt").json
+    finally:
+        store.client.meta.events.unregister("before-call.s3", count)
+    assert meta["location"] == "https://files.example.com/same-40.txt"
+    assert calls.count("PutObject") == 1
+    assert len(calls) <= 4
+    assert kinto.read("https://files.example.com/same-1.txt") == b"old"

@@ -201,6 +201,10 @@ class StorageUnavailable(OSError):
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: Longest name ``safe_name`` returns: room for ``-N`` variants within a 255-byte file name.
+MAX_NAME = 200
+#: Longest extension kept whole when a name is shortened.
+MAX_EXTENSION = 32
 
 
 def safe_name(name, fallback="file"):
@@ -208,12 +212,19 @@ def safe_name(name, fallback="file"):
 
     Unicode is normalised (NFKD) and reduced to ASCII, path separators of any OS dropped (only
     the last segment is kept), runs of anything else collapsed to ``_``, and leading dots
-    stripped so that the result is never hidden, ``.`` or ``..``.
+    stripped so that the result is never hidden, ``.`` or ``..``. A name longer than
+    ``MAX_NAME`` is shortened in its stem, keeping its last extension: cutting the end would
+    turn ``x….html.txt`` into ``x….html``, an extension nobody checked.
     """
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
     name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
     name = _UNSAFE.sub("_", name).strip("._")
-    return name[:200] or fallback
+    if len(name) > MAX_NAME:
+        stem, extension = posixpath.splitext(name)
+        extension = extension[:MAX_EXTENSION]
+        stem = stem[: MAX_NAME - len(extension)].rstrip("._") or fallback
+        name = stem + extension
+    return name or fallback
 
 
 def join_key(*segments):

@@ -21,6 +21,7 @@ import hashlib
 import io
 import logging
 import mmap
+import posixpath
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +31,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from zope.interface import implementer
 
-from ..downloads import content_disposition
+from ..downloads import content_disposition, is_inline, served_type
 from . import (
     IBlobStore,
     IListableStore,
@@ -58,6 +59,9 @@ DELETE_BATCH = 1000
 RESUMABLE_FOLDER = "__uploads__"
 #: Object metadata naming the resumable upload an object was completed from (its token).
 UPLOAD_METADATA = "kinto-attachment-upload"
+#: Conditional PutObjects of one small blob, each to the first free name found, before giving
+#: up (503): only requests racing for the same names make it retry.
+PUT_ATTEMPTS = 5
 
 
 def _checksum(data):
@@ -319,9 +323,12 @@ class S3Staged:
         return self._key
 
     def _put_whole(self):
+        """One conditional PutObject to the first free name (found without sending the
+        body); again only if a concurrent upload took that name meanwhile."""
         buffer, size = self._take_pending()  # Smaller than one part.
         data = memoryview(buffer)[:size]
-        for key in key_variants(self._key):
+        for _ in range(PUT_ATTEMPTS):
+            key = self._store.free_key(self._key)
             try:
                 with _unavailable("PutObject"):
                     self._store.client.put_object(
@@ -334,9 +341,10 @@ class S3Staged:
                     )
             except StorageUnavailable as e:
                 if _error_code(e.__cause__) == "PreconditionFailed":
-                    continue  # Taken meanwhile: try the next name.
+                    continue  # Taken meanwhile: look for a free name again.
                 raise
             return key
+        raise StorageUnavailable(f"S3 PutObject failed: no free name for {self._key!r}")
 
     def abort(self):
         self._take_pending()
@@ -393,7 +401,12 @@ class S3Store(StoreBase):
         return S3Staged(self, key, content_type)
 
     def object_args(self, content_type):
-        args = {"Bucket": self.bucket, "ContentType": content_type or "application/octet-stream"}
+        """Arguments of every request creating an object. A type not served inline is
+        stored with ``Content-Disposition: attachment``, so that the bucket's own URL does
+        not render it either."""
+        args = {"Bucket": self.bucket, "ContentType": served_type(content_type)}
+        if not is_inline(content_type):
+            args["ContentDisposition"] = "attachment"
         if self.acl:
             args["ACL"] = self.acl
         if self.cache_control:
@@ -561,8 +574,20 @@ class S3Store(StoreBase):
             self.abort_upload(key, upload_id)
 
     def free_key(self, key):
-        """The first of ``key``, ``name-1.ext``... not taken yet."""
-        return next(k for k in key_variants(key) if not self.exists(k))
+        """The first of ``key``, ``name-1.ext``... not taken yet: a HeadObject, and when
+        ``key`` is taken, one listing of its ``name-`` prefix (by pages of 1000 keys), not a
+        request per variant."""
+        if not self.exists(key):
+            return key
+        stem, _ = posixpath.splitext(key)
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=f"{stem}-"
+        )
+        taken = {key}
+        with _unavailable("ListObjectsV2"):
+            for page in pages:
+                taken.update(listed["Key"] for listed in page.get("Contents", ()))
+        return next(k for k in key_variants(key) if k not in taken)
 
     def open(self, key, start=0, end=None):
         span = f"bytes={start}-{'' if end is None else end}"
@@ -609,7 +634,7 @@ class S3Store(StoreBase):
                 Params={
                     "Bucket": self.bucket,
                     "Key": key,
-                    "ResponseContentType": mimetype,
+                    "ResponseContentType": served_type(mimetype),
                     "ResponseContentDisposition": content_disposition(filename, mimetype),
                 },
                 ExpiresIn=expires,

@@ -25,8 +25,15 @@ def serve_file(request):
             size = store.size(key)
     except ValueError:  # A key climbing out of the store.
         size = None
-    if size is None or posixpath.basename(key).startswith("."):
+    # Hidden segments are ours, never attachments: /data/files blobs, staged and tus files.
+    if size is None or any(segment.startswith(".") for segment in key.split("/")):
         raise downloads.missing("file", key)
+    # Opened for HEAD too: a directory has a size, but no content.
+    with store_errors():
+        try:
+            stream = store.open(key)
+        except (IsADirectoryError, FileNotFoundError):
+            raise downloads.missing("file", key) from None
     mimetype = mimetypes.guess_type(key, strict=False)[0] or "application/octet-stream"
     response = downloads.StreamedResponse(content_type=mimetype, charset=None)
     response.headers["X-Content-Type-Options"] = "nosniff"
@@ -34,9 +41,10 @@ def serve_file(request):
         posixpath.basename(key), mimetype
     )
     if request.method == "GET" and size:
-        stream = store.open(key)
         wrapper = request.environ.get("wsgi.file_wrapper")
         response.app_iter = wrapper(stream, CHUNK_SIZE) if wrapper else downloads.chunks(stream)
+    else:
+        stream.close()
     response.content_length = size  # After the body: WebOb forgets it when app_iter is set.
     return response
 
