@@ -1,17 +1,25 @@
 """Kinto events that concern attachments.
 
 - A deleted record, collection or bucket takes its blobs with it (after commit).
-- ``POST /__flush__`` takes every blob with it (kinto-attachment leaves them on disk).
+- ``POST /__flush__`` takes every blob with it (kinto-attachment leaves them on disk): once
+  it has committed, everything the store lists is deleted, pending S3 uploads aborted.
 - The ``attachment`` field of a record is ours: a ``PUT``/``PATCH``/``POST`` of the record that
   sets or changes it is refused, so that a record can never point at a file it does not own.
   The ``ResourceChanged`` listener sees every write whatever its path (batch, plugins) and
   its refusal rolls the transaction back; since the memory backend cannot roll back, the
-  record views' JSON bodies are also checked before the view runs.
+  record views' JSON bodies are also checked before the view runs: a JSON-Patch is applied
+  to a copy of the stored record, so that no form of path (``/data``, ``""``, ``move`` or
+  ``copy`` from, ``~1`` escapes) can slip an ``attachment`` through.
+- Our routes stream bodies (uploads, downloads, empty 204s), which a ``POST /batch``
+  sub-request can neither send nor carry back: they are refused there, before any write.
 """
+
+import copy
 
 from kinto.core.errors import ERRORS, http_error
 from kinto.core.events import ACTIONS, ResourceChanged
 from kinto.core.storage.exceptions import ObjectNotFoundError
+from kinto.core.utils import apply_json_patch
 from pyramid.events import ContextFound
 from pyramid.httpexceptions import HTTPBadRequest
 
@@ -20,6 +28,8 @@ from . import lifecycle, links, locks, records
 
 FIELD = "attachment"
 WRITES = ("PUT", "PATCH", "POST")
+#: Routes whose requests and responses are streams, not JSON: unusable in a batch.
+STREAMED_ROUTES = ("attachment", "attachment-uploads", "attachment-upload")
 
 
 def on_resources_deleted(event):
@@ -77,16 +87,27 @@ def _stored_attachment(request):
     return (_stored_record(request) or {}).get(FIELD)
 
 
+def _patched_attachment(request, ops):
+    """The ``attachment`` the stored record would have once ``ops`` (JSON-Patch) applied, or
+    the stored one when they do not apply (Kinto then refuses the request itself)."""
+    stored = _stored_record(request) or {}
+    try:
+        patched = apply_json_patch(copy.deepcopy(stored), copy.deepcopy(ops))
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return stored.get(FIELD)
+    data = patched.get("data")
+    return data.get(FIELD) if isinstance(data, dict) else None
+
+
 def _check_record_body(request):
     """Refuse, before the view writes, a record body that would change ``attachment``."""
     try:
         body = request.json_body
-    except ValueError:
+    except (ValueError, RecursionError):
         return  # Kinto answers malformed JSON itself.
     if request.content_type == "application/json-patch+json":
-        paths = [op.get("path", "") for op in body if isinstance(op, dict)]
-        if any(p == "/data/" + FIELD or p.startswith(f"/data/{FIELD}/") for p in paths):
-            _refuse_edit(None, "patched")
+        if isinstance(body, list) and request.method == "PATCH":
+            _refuse_edit(_stored_attachment(request), _patched_attachment(request, body))
         return
     data = body.get("data") if isinstance(body, dict) else None
     if not isinstance(data, dict):
@@ -95,6 +116,18 @@ def _check_record_body(request):
         _refuse_edit(None, data.get(FIELD))
     elif FIELD in data or request.method == "PUT":
         _refuse_edit(_stored_attachment(request), data.get(FIELD))
+
+
+def _refuse_in_batch(request):
+    if records.in_batch(request):
+        raise http_error(
+            HTTPBadRequest(),
+            errno=ERRORS.INVALID_PARAMETERS,
+            message=(
+                f"{request.method} {request.path} cannot be part of a batch: "
+                "send it as a request of its own."
+            ),
+        )
 
 
 def _write_lock(request):
@@ -135,6 +168,9 @@ def on_context_found(event):
     route = request.matched_route
     if route is None or records.is_internal_write(request):
         return
+    if route.name in STREAMED_ROUTES:
+        _refuse_in_batch(request)
+        return
     _lock_write(request)
     if route.name == "flush" and request.method == "POST":
         on_flush(request)
@@ -143,8 +179,27 @@ def on_context_found(event):
 
 
 def on_flush(request):
-    """Before ``POST /__flush__`` wipes the storage, collect every link to delete its blob."""
-    lifecycle.discard(request, links.pop(request.registry.storage))
+    """``POST /__flush__`` wipes Kinto's storage: once it has committed, wipe the store too.
+
+    The store holds nothing but attachments (see :mod:`kinto_attachment.gc`): record
+    attachments, ``/data/files``, retained old files, staged and resumable files, pending S3
+    multipart uploads. They all go, whether any link names them or not.
+    """
+    links.pop(request.registry.storage)
+    lifecycle.after_commit(request, wipe_store, request.registry.attachment_store)
+
+
+def wipe_store(store):
+    """Delete every blob ``store`` lists, and abort its pending uploads."""
+    batch = []
+    for listed in store.iter_blobs():
+        batch.append(listed.key)
+        if len(batch) >= 1000:
+            store.delete_many(batch)
+            batch = []
+    store.delete_many(batch)
+    for pending in list(store.iter_pending()):
+        store.abort_pending(pending.key, pending.upload_id)
 
 
 def includeme(config):

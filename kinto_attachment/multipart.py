@@ -16,6 +16,8 @@ from .intake import pump
 
 #: Room for the non-file fields and the part headers, in bytes, all parts together.
 FIELDS_LIMIT = 1024 * 1024
+#: Longest boundary accepted: python-multipart's own limit (RFC 2046 says 70 at most).
+MAX_BOUNDARY_LENGTH = 256
 
 
 def boundary_of(content_type):
@@ -26,6 +28,12 @@ def boundary_of(content_type):
         raise errors.invalid(
             "Content-Type",
             "should be multipart/form-data with a boundary",
+            errno=errors.ERRORS.INVALID_PARAMETERS,
+        )
+    if len(boundary) > MAX_BOUNDARY_LENGTH:
+        raise errors.invalid(
+            "Content-Type",
+            f"the multipart boundary exceeds {MAX_BOUNDARY_LENGTH} bytes",
             errno=errors.ERRORS.INVALID_PARAMETERS,
         )
     return boundary

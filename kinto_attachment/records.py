@@ -43,3 +43,18 @@ def write(request, uri, data, permissions=None, create=False):
             response.status_code, body=response.body, headers=response.headers
         )
     return response.json["data"]
+
+
+def in_batch(request):
+    """Whether ``request`` is (or descends from) a sub-request of ``POST /batch``.
+
+    Kinto sets ``parent`` on every sub-request it builds, and so do our own (the default
+    bucket's streaming view): only the batch route says where a request came from.
+    """
+    parent = getattr(request, "parent", None)
+    while parent is not None:
+        route = getattr(parent, "matched_route", None)
+        if route is not None and route.name == "batch":
+            return True
+        parent = getattr(parent, "parent", None)
+    return False

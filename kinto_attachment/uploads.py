@@ -12,7 +12,9 @@ tusd does.
 import contextlib
 import secrets
 
+from kinto.core.storage import Filter, Sort
 from kinto.core.storage.exceptions import ObjectNotFoundError
+from kinto.core.utils import COMPARISON
 
 from . import locks, paging
 
@@ -49,6 +51,26 @@ def remove(storage, upload_id):
 
 def entries(storage):
     return storage.list_all(resource_name=RESOURCE, parent_id=PARENT_ID)
+
+
+def active_of(storage, userid, now):
+    """``(count, first_expiry)`` of the unexpired uploads of ``userid`` (completed and
+    terminated ones are gone): ``first_expiry`` (msec) is when the soonest expires, or None."""
+    filters = [
+        Filter("userid", userid, COMPARISON.EQ),
+        Filter("expires", now, COMPARISON.GT),
+    ]
+    count = storage.count_all(resource_name=RESOURCE, parent_id=PARENT_ID, filters=filters)
+    if not count:
+        return 0, None
+    first = storage.list_all(
+        resource_name=RESOURCE,
+        parent_id=PARENT_ID,
+        filters=filters,
+        sorting=[Sort("expires", 1)],
+        limit=1,
+    )
+    return count, (first[0]["expires"] if first else None)
 
 
 def every(storage):

@@ -89,6 +89,8 @@ def _parse_json_fields(fields):
             parsed[name] = json.loads(text)
         except ValueError as e:
             raise errors.invalid(name, f"is not valid JSON ({e})") from e
+        except RecursionError as e:  # Nested deeper than the interpreter can parse.
+            raise errors.invalid(name, "is nested too deeply.") from e
         if not isinstance(parsed[name], dict):
             raise errors.invalid(name, "should be a JSON object.")
     return parsed

@@ -59,6 +59,12 @@ class UploadFactory(AttachmentFactory):
         self.required_permission = "create" if creating else "write"
 
 
+class HTTPTooManyUploads(httpexceptions.HTTPClientError):
+    code = 429
+    title = "Too Many Requests"
+    explanation = "Too many unfinished uploads."
+
+
 class HTTPChecksumMismatch(httpexceptions.HTTPClientError):
     code = 460
     title = "Checksum Mismatch"
@@ -129,11 +135,30 @@ def options(request):
     return response
 
 
-def _integer_header(request, name):
+#: Digits of the largest offset or length accepted (10**18 bytes: an exabyte). Python refuses
+#: to convert more than 4300 digits, and no store would take that many bytes anyway.
+MAX_DIGITS = 18
+
+
+def _integer_header(request, name, too_large=None):
+    """The non-negative integer of header ``name``; 400 if it is none, ``too_large`` (or a
+    400) if it has more than :data:`MAX_DIGITS` digits."""
     value = request.headers.get(name)
     if value is None or not value.isascii() or not value.isdigit():
         raise _tus_error(httpexceptions.HTTPBadRequest, f"{name} must be a non-negative integer.")
+    if len(value.lstrip("0")) > MAX_DIGITS:
+        if too_large is not None:
+            raise too_large
+        raise _tus_error(httpexceptions.HTTPBadRequest, f"{name} is too large.")
     return int(value)
+
+
+def _too_large(max_size):
+    return _tus_error(
+        httpexceptions.HTTPRequestEntityTooLarge,
+        f"File size exceeds the limit ({max_size} bytes).",
+        errno=ERRORS.REQUEST_TOO_LARGE,
+    )
 
 
 def _metadata(header):
@@ -152,7 +177,7 @@ def _metadata(header):
         if name in values:
             try:
                 values[name] = json.loads(values[name])
-            except ValueError as e:
+            except (ValueError, RecursionError) as e:
                 raise _tus_error(
                     httpexceptions.HTTPBadRequest, f"Upload-Metadata: {name} is not JSON."
                 ) from e
@@ -169,15 +194,13 @@ def create(request):
     policy = _policy(request)
     if request.headers.get("Upload-Defer-Length"):
         raise _tus_error(httpexceptions.HTTPBadRequest, "Upload-Defer-Length is not supported.")
-    length = _integer_header(request, "Upload-Length")
+    too_large = _too_large(policy.max_size_bytes) if policy.max_size_bytes else None
+    length = _integer_header(request, "Upload-Length", too_large)
     if policy.max_size_bytes and length > policy.max_size_bytes:
-        raise _tus_error(
-            httpexceptions.HTTPRequestEntityTooLarge,
-            f"File size exceeds the limit ({policy.max_size_bytes} bytes).",
-            errno=ERRORS.REQUEST_TOO_LARGE,
-        )
+        raise too_large
     metadata = _metadata(request.headers.get("Upload-Metadata"))
     require_record_parents(request, context)
+    _refuse_too_many(request)
     filename = metadata["filename"]
     intake.check_name(policy, filename)
     mimetype = intake.resolve_mimetype(policy, filename, metadata.get("filetype"))
@@ -211,6 +234,31 @@ def create(request):
     else:
         upload = _record(request, upload)
     return _tus_response(request, 201, Location=location, **_progress_headers(upload))
+
+
+def _refuse_too_many(request):
+    """429 when the user already holds ``resumable.max_uploads_per_user`` unfinished uploads.
+
+    A quota, not a rate: a slot frees when one of them completes, is terminated (``DELETE``)
+    or expires. ``Retry-After`` says when the soonest expires. Concurrent creations by one
+    user are not serialised (a creation may stream its first chunk): each may pass the
+    count, so the quota can be overshot by as many requests as the user sends at once.
+    """
+    limit = request.registry.attachment_settings.resumable_max_uploads_per_user
+    if not limit:
+        return
+    now = msec_time()
+    count, first_expiry = uploads.active_of(request.registry.storage, request.prefixed_userid, now)
+    if count < limit:
+        return
+    retry_after = max(1, -(-((first_expiry or now) - now) // 1000))
+    raise _tus_error(
+        HTTPTooManyUploads,
+        f"Too many unfinished uploads ({count}, at most {limit} per user): finish or "
+        "terminate (DELETE) one, or wait for one to expire.",
+        errno=ERRORS.CLIENT_REACHED_CAPACITY,
+        headers={"Retry-After": str(retry_after)},
+    )
 
 
 def _record(request, upload):

@@ -1,0 +1,814 @@
+"""Fuzzing every route of the plugin on a live waitress server, with Hypothesis.
+
+Requests are written byte for byte on a socket (no client library to normalise them): generated
+headers, query strings, multipart envelopes, tus headers, ``/data/files`` parameters and batch
+sub-requests. After each request:
+
+- no 5xx, except ``503`` with ``Retry-After`` (a failing store);
+- a refused upload (4xx, or a connection the server dropped) leaves no new file under
+  ``base_path`` and the record's previous attachment intact (same hash, same bytes on disk);
+- the record's ``attachment`` always describes the file it points to.
+
+Profiles: ``bounded`` (the default, for ``make test``: few examples, derandomised) and ``long``
+(``make fuzz``, or ``HYPOTHESIS_PROFILE=long``: many examples, random seeds). Known-bad inputs
+are pinned with ``@example`` so that the bounded profile always tries them.
+"""
+
+import base64
+import contextlib
+import dataclasses
+import hashlib
+import http.client
+import json
+import os
+import re
+import socket
+import time
+import uuid
+from urllib.parse import quote, urlsplit
+
+import pytest
+import requests
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from .live import ALICE, REQUEST_TIMEOUT, create_collection, running_server
+
+
+pytestmark = pytest.mark.live
+
+settings.register_profile(
+    "bounded",
+    max_examples=12,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=False,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "long",
+    max_examples=1500,
+    deadline=None,
+    derandomize=False,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+#: Applied per test (not loaded globally, so other test modules keep Hypothesis's defaults).
+FUZZ = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "bounded"))
+
+BUCKET, COLLECTION, RECORD = "fuzz", "c", "r"
+COLLECTION_PATH = f"/v1/buckets/{BUCKET}/collections/{COLLECTION}"
+RECORD_PATH = f"{COLLECTION_PATH}/records/{RECORD}"
+BASELINE = bytes(range(256)) * 3 + b"baseline"
+KEEP_ID, KEEP_BYTES = "keep", b"kept data file"
+AUTH = "Basic " + base64.b64encode(":".join(ALICE).encode()).decode()
+SOCKET_TIMEOUT = 15
+MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+# The live server and its state.
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with running_server(tmp_path_factory.mktemp("fuzz-server")) as live:
+        create_collection(live, BUCKET, COLLECTION)
+        yield live
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    files: tuple
+    attachment: dict | None
+    keep: bytes | None
+
+
+def _sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def _attachment(server, path=RECORD_PATH):
+    response = requests.get(server.url[:-3] + path, auth=ALICE, timeout=REQUEST_TIMEOUT)
+    if response.status_code == 404:
+        return None
+    assert response.status_code == 200, (path, response.status_code, response.text)
+    return response.json()["data"].get("attachment")
+
+
+def _kept(server):
+    response = requests.get(
+        f"http://127.0.0.1:{server.port}/data/files/{KEEP_ID}", timeout=REQUEST_TIMEOUT
+    )
+    return response.content if response.status_code == 200 else None
+
+
+def ensure_baseline(server):
+    """Record ``r`` holds BASELINE and the data file ``keep`` exists; their snapshot."""
+    attachment = _attachment(server)
+    if attachment is None or attachment["hash"] != _sha256(BASELINE):
+        response = requests.post(
+            server.url[:-3] + RECORD_PATH + "/attachment",
+            files={"attachment": ("base.bin", BASELINE, "application/octet-stream")},
+            auth=ALICE,
+            timeout=REQUEST_TIMEOUT,
+        )
+        assert response.status_code == 201, response.text
+    if _kept(server) != KEEP_BYTES:
+        response = requests.post(
+            f"http://127.0.0.1:{server.port}/data/files?id={KEEP_ID}",
+            data=KEEP_BYTES,
+            timeout=REQUEST_TIMEOUT,
+        )
+        assert response.status_code == 200, response.text
+    return snapshot(server)
+
+
+def snapshot(server):
+    return Snapshot(tuple(server.files()), _attachment(server), _kept(server))
+
+
+# Failures: one exception type per route and status, so Hypothesis reports them apart.
+
+_FAILURES = {}
+
+
+def failure(route, what):
+    key = f"{route}: {what}"
+    if key not in _FAILURES:
+        name = "Fuzz_" + "".join(c if c.isalnum() else "_" for c in key)
+        _FAILURES[key] = type(name, (AssertionError,), {})
+    return _FAILURES[key]
+
+
+def _log_tail(server):
+    """The server's last error: its message and the innermost frames of its traceback."""
+    output = server.output()
+    start = output.rfind(" ERROR ")
+    if start < 0:
+        return "(no error logged)"
+    lines = [line for line in output[start:].splitlines() if "[request.summary]" not in line]
+    return _short("\n".join(lines[:1] + lines[-7:]))
+
+
+def _short(text):
+    """Long runs of one character abbreviated: ``'9' * 5000`` reads ``9{x5000}``."""
+    return re.sub(r"(.)\1{39,}", lambda m: f"{m.group(1)}{{x{len(m.group(0))}}}", str(text))
+
+
+@dataclasses.dataclass
+class Reply:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def assert_not_server_error(server, route, reply, request_repr):
+    if reply is None or reply.status < 500:
+        return
+    if reply.status == 503 and reply.headers.get("Retry-After"):
+        return
+    raise failure(route, reply.status)(
+        f"{route} answered {reply.status} to {_short(request_repr)}\n"
+        f"body: {reply.body[:300]!r}\n"
+        f"server log (tail):\n{_log_tail(server)}"
+    )
+
+
+def assert_consistent(server, route):
+    """The record's attachment describes a file that exists and has its bytes."""
+    attachment = _attachment(server)
+    if attachment is None:
+        return
+    path = server.path_of(attachment["location"])
+    if not path.is_file() or _sha256(path.read_bytes()) != attachment["hash"]:
+        raise failure(route, "inconsistent attachment")(f"{attachment} vs {path}")
+
+
+def assert_untouched(server, route, before, request_repr, record_paths=()):
+    """After a refusal: no new file, the attachment and the kept data file as they were."""
+    request_repr = _short(request_repr)
+    deadline = time.monotonic() + 0.5  # an after-commit cleanup may still be running
+    while True:
+        after = snapshot(server)
+        new = sorted(set(after.files) - set(before.files))
+        if not new and after == before or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    if new:
+        raise failure(route, "refusal left files")(f"{request_repr} left {new}")
+    if after.attachment != before.attachment:
+        raise failure(route, "refusal changed attachment")(
+            f"{request_repr}: {before.attachment} became {after.attachment}"
+        )
+    if after.keep != before.keep:
+        raise failure(route, "refusal changed data file")(f"{request_repr}")
+    if before.attachment is not None:
+        path = server.path_of(before.attachment["location"])
+        if not path.is_file() or path.read_bytes() != BASELINE:
+            raise failure(route, "refusal damaged previous file")(f"{request_repr}")
+    for path in record_paths:
+        if _attachment_or_missing(server, path) is not MISSING:
+            raise failure(route, "refusal created a record")(f"{request_repr}: {path}")
+    if set(before.files) - set(after.files):
+        # Files may only disappear after a success (replacement), never after a refusal.
+        raise failure(route, "refusal deleted files")(
+            f"{request_repr}: {sorted(set(before.files) - set(after.files))}"
+        )
+
+
+MISSING = object()
+
+
+def _attachment_or_missing(server, path):
+    response = requests.get(server.url[:-3] + path, auth=ALICE, timeout=REQUEST_TIMEOUT)
+    return MISSING if response.status_code in (403, 404) else response
+
+
+# Raw HTTP.
+
+
+def send(server, method, target, headers=(), body=b"", framing="length", auth=True):
+    """Write the request as given on a fresh connection; its Reply, or None if the server
+    closed the connection without answering.
+
+    ``framing``: ``"length"`` (a true Content-Length), ``"none"``, ``"chunked"``, or an
+    integer: a Content-Length that lies by that many bytes (a longer one is followed by a
+    half-close, as a client that gave up).
+    """
+    lines = [f"{method} {target} HTTP/1.1", f"Host: localhost:{server.port}", "Connection: close"]
+    if auth:
+        lines.append(f"Authorization: {AUTH}")
+    # Header values stay on their line (a raw CR or LF would only start another header).
+    lines += [
+        f"{name}: {value.replace(chr(13), ' ').replace(chr(10), ' ')}" for name, value in headers
+    ]
+    payload = body
+    if framing == "length":
+        lines.append(f"Content-Length: {len(body)}")
+    elif framing == "chunked":
+        lines.append("Transfer-Encoding: chunked")
+        payload = b"".join(
+            b"%x\r\n%s\r\n" % (len(body[i : i + 7]), body[i : i + 7])
+            for i in range(0, len(body), 7)
+        )
+        payload += b"0\r\n\r\n"
+    elif isinstance(framing, int):
+        lines.append(f"Content-Length: {max(len(body) + framing, 0)}")
+    raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace") + payload
+    with socket.create_connection(("127.0.0.1", server.port), timeout=SOCKET_TIMEOUT) as sock:
+        with contextlib.suppress(OSError):
+            sock.sendall(raw)
+            if isinstance(framing, int) and framing > 0:
+                sock.shutdown(socket.SHUT_WR)
+        response = http.client.HTTPResponse(sock, method=method)
+        try:
+            response.begin()
+            data = response.read()
+        except (http.client.RemoteDisconnected, ConnectionResetError, http.client.IncompleteRead):
+            return None
+        return Reply(response.status, response.headers, data)
+
+
+def path_of_url(url):
+    parts = urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+# Strategies.
+
+#: What may stand in a header value: printable Latin-1 (no CR, LF or other controls).
+header_text = st.text(
+    alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF, blacklist_characters="\x7f"),
+    max_size=40,
+)
+huge_digits = st.integers(20, 6000).map(lambda n: "9" * n)
+digits = st.one_of(
+    st.integers(0, 2000).map(str),
+    st.integers(0, 2**80).map(str),
+    huge_digits,
+    st.sampled_from(["-1", "+5", " 7", "0x10", "1e3", "１２", "²", ""]),
+    header_text,
+)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+deep_json = st.integers(1, 3000).map(lambda n: '{"a":' * n + "1" + "}" * n) | st.integers(
+    1, 3000
+).map(lambda n: '{"a":' + "[" * n + "]" * n + "}")
+json_field = st.one_of(
+    st.none(),
+    st.dictionaries(st.text(max_size=8), json_values, max_size=4).map(json.dumps),
+    json_values.map(json.dumps),
+    deep_json,
+    st.text(max_size=30),
+)
+file_names = st.one_of(
+    st.sampled_from(["a.txt", "x.html", "y.svg", ".bin", "a/../b.txt", "..", "C:\\x\\y.exe", ""]),
+    st.text(max_size=30),
+)
+charsets = st.sampled_from(["utf-8", "UTF-8", "iso-8859-1", "idna", "utf-16", "x-unknown", ""])
+filename_params = st.one_of(
+    file_names.map(lambda n: f'filename="{n}"'),
+    st.tuples(charsets, file_names).map(lambda t: f"filename*={t[0]}''{quote(t[1])}"),
+    st.just(None),
+    header_text,
+)
+declared_types = st.one_of(
+    st.sampled_from(
+        [
+            None,
+            "text/plain",
+            "text/html,",
+            "image/svg+xml",
+            "application/octet-stream",
+            "",
+            ";",
+            "text/html; charset=utf-8",
+            "*/*",
+            "multipart/form-data",
+        ]  # fmt: skip
+    ),
+    header_text,
+)
+boundary_chars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789'()+_,-./:=? "
+boundaries = st.one_of(
+    st.text(alphabet=boundary_chars, min_size=1, max_size=70),
+    st.integers(200, 400).map(lambda n: "b" * n),
+    header_text,
+)
+content_types = st.sampled_from(
+    [
+        "multipart/form-data; boundary={b}",
+        'multipart/form-data; boundary="{b}"',
+        "multipart/form-data",
+        "multipart/form-data; boundary=",
+        "multipart/mixed; boundary={b}",
+        "application/json",
+        "MULTIPART/FORM-DATA; BOUNDARY={b}; charset=utf-8",
+        "multipart/form-data; boundary={b}; boundary=other",
+    ]
+)
+framings = st.one_of(st.just("length"), st.integers(-20, 20), st.sampled_from(["none", "chunked"]))
+
+
+def build_multipart(boundary, filename_param, part_type, content, data, permissions, extra):
+    b = boundary.encode("latin-1", "replace")
+    parts = []
+    if filename_param is not ...:
+        disposition = 'form-data; name="attachment"'
+        if filename_param is not None:
+            disposition += "; " + filename_param
+        headers = [f"Content-Disposition: {disposition}"]
+        if part_type is not None:
+            headers.append(f"Content-Type: {part_type}")
+        parts.append((headers, content))
+    for name, value in (("data", data), ("permissions", permissions), (extra, "x")):
+        if name and value is not None:
+            parts.append(
+                ([f'Content-Disposition: form-data; name="{name}"'], value.encode("utf-8"))
+            )
+    body = b""
+    for headers, value in parts:
+        head = "".join(h + "\r\n" for h in headers).encode("utf-8", "replace")
+        body += b"--" + b + b"\r\n" + head + b"\r\n" + value + b"\r\n"
+    return body + b"--" + b + b"--\r\n"
+
+
+# Multipart uploads.
+
+
+@FUZZ
+@given(
+    record=st.sampled_from([RECORD, "new"]),
+    filename_param=st.one_of(filename_params, st.just(...)),
+    part_type=declared_types,
+    content=st.binary(max_size=300),
+    data=json_field,
+    permissions=json_field,
+    extra=st.sampled_from([None, None, "other", "attachment"]),
+    boundary=boundaries,
+    content_type=content_types,
+    truncate=st.none() | st.integers(0, 2000),
+    framing=framings,
+)
+@example(RECORD, 'filename="a.txt"', "text/plain", b"x", None, None, None, "b" * 300,
+         "multipart/form-data; boundary={b}", None, "length")  # fmt: skip
+@example(RECORD, "filename*=idna''abc", "text/plain", b"x", None, None, None, "xyz",
+         "multipart/form-data; boundary={b}", None, "length")  # fmt: skip
+@example(RECORD, 'filename="a.txt"', "text/html,", b"<p>", None, None, None, "xyz",
+         "multipart/form-data; boundary={b}", None, "length")  # fmt: skip
+@example(RECORD, 'filename="a.txt"', "text/plain", b"x", '{"a":' * 2000 + "1" + "}" * 2000,
+         None, None, "xyz", "multipart/form-data; boundary={b}", None, "length")  # fmt: skip
+@example(RECORD, 'filename="a.txt"', "text/plain", b"x" * 100, None, None, None, "xyz",
+         "multipart/form-data; boundary={b}", None, 20)  # fmt: skip
+def test_post_attachment(
+    server, record, filename_param, part_type, content, data, permissions, extra, boundary,
+    content_type, truncate, framing,
+):  # fmt: skip
+    before = ensure_baseline(server)
+    if record == "new":
+        record = "new-" + uuid.uuid4().hex
+    path = f"{COLLECTION_PATH}/records/{record}"
+    body = build_multipart(boundary, filename_param, part_type, content, data, permissions, extra)
+    if truncate is not None:
+        body = body[:truncate]
+    headers = [("Content-Type", content_type.replace("{b}", boundary))]
+    request_repr = f"POST {path}/attachment {headers} framing={framing!r} body={body[:300]!r}"
+    reply = send(server, "POST", path + "/attachment", headers, body, framing=framing)
+    assert_not_server_error(server, "POST attachment", reply, request_repr)
+    if reply is None or reply.status >= 300:
+        fresh = [path] if record != RECORD else []
+        assert_untouched(server, "POST attachment", before, request_repr, fresh)
+    else:
+        assert reply.status == 201, request_repr
+        attachment = reply.json()
+        stored = server.path_of(attachment["location"])
+        assert stored.is_file(), request_repr
+        assert _sha256(stored.read_bytes()) == attachment["hash"], request_repr
+        assert _attachment(server, path) == attachment, request_repr
+    assert_consistent(server, "POST attachment")
+
+
+# DELETE, GET and HEAD of the attachment.
+
+
+@FUZZ
+@given(
+    record=st.sampled_from([RECORD, "missing"]),
+    headers=st.lists(
+        st.tuples(st.sampled_from(["If-Match", "If-None-Match", "X-Foo"]), header_text), max_size=2
+    ),  # fmt: skip
+    auth=st.booleans(),
+)
+def test_delete_attachment(server, record, headers, auth):
+    before = ensure_baseline(server)
+    path = f"{COLLECTION_PATH}/records/{record}/attachment"
+    request_repr = f"DELETE {path} {headers} auth={auth}"
+    reply = send(server, "DELETE", path, headers, framing="none", auth=auth)
+    assert_not_server_error(server, "DELETE attachment", reply, request_repr)
+    if reply is None or reply.status >= 300:
+        assert_untouched(server, "DELETE attachment", before, request_repr)
+    else:
+        assert reply.status == 204, request_repr
+        if record == RECORD:
+            assert _attachment(server) is None, request_repr
+            assert not server.path_of(before.attachment["location"]).exists(), request_repr
+
+
+range_specs = st.one_of(
+    st.tuples(st.none() | st.integers(0, 2000), st.none() | st.integers(0, 2000)).map(
+        lambda t: f"{'' if t[0] is None else t[0]}-{'' if t[1] is None else t[1]}"
+    ),
+    huge_digits.map(lambda d: f"0-{d}"),
+    huge_digits.map(lambda d: f"-{d}"),
+    huge_digits.map(lambda d: f"{d}-"),
+    header_text,
+)
+ranges = st.one_of(
+    st.none(),
+    st.lists(range_specs, min_size=1, max_size=3).map(lambda specs: "bytes=" + ",".join(specs)),
+    st.sampled_from(["bytes=", "bytes 0-1", "items=0-1", "bytes=1-0", "bytes=--1"]),
+    header_text,
+)
+etags = st.one_of(
+    st.none(),
+    st.just("BASELINE"),
+    st.just('"BASELINE"'),
+    st.just("*"),
+    st.just('W/"BASELINE"'),
+    header_text,
+)
+http_dates = st.one_of(
+    st.none(),
+    st.sampled_from(["Thu, 01 Jan 1970 00:00:00 GMT", "Fri, 31 Dec 9999 23:59:59 GMT", "0"]),
+    st.datetimes().map(lambda d: d.strftime("%a, %d %b %Y %H:%M:%S GMT")),
+    header_text,
+)
+
+
+@FUZZ
+@given(
+    method=st.sampled_from(["GET", "HEAD"]),
+    range_=ranges,
+    if_none_match=etags,
+    if_range=st.one_of(etags, http_dates),
+    if_modified_since=http_dates,
+)
+@example("GET", "bytes=0-" + "9" * 5000, None, None, None)
+@example("GET", "bytes=" + "9" * 5000 + "-", None, None, None)
+def test_get_attachment(server, method, range_, if_none_match, if_range, if_modified_since):
+    before = ensure_baseline(server)
+    sha = before.attachment["hash"]
+    headers = [
+        (name, value.replace("BASELINE", sha))
+        for name, value in (
+            ("Range", range_),
+            ("If-None-Match", if_none_match),
+            ("If-Range", if_range),
+            ("If-Modified-Since", if_modified_since),
+        )
+        if value is not None
+    ]
+    path = RECORD_PATH + "/attachment"
+    request_repr = f"{method} {path} {headers}"
+    reply = send(server, method, path, headers, framing="none")
+    assert_not_server_error(server, f"{method} attachment", reply, request_repr)
+    assert reply is not None, request_repr
+    assert reply.status in (200, 206, 304, 400, 412, 416), (reply.status, request_repr)
+    if method == "GET" and reply.status == 200:
+        assert reply.body == BASELINE, request_repr
+    if method == "GET" and reply.status == 206:
+        unit, _, spec = reply.headers["Content-Range"].partition(" ")
+        span, _, total = spec.partition("/")
+        start, _, end = span.partition("-")
+        assert (unit, total) == ("bytes", str(len(BASELINE))), request_repr
+        assert reply.body == BASELINE[int(start) : int(end) + 1], request_repr
+    if reply.status == 304:
+        assert reply.body == b"", request_repr
+    assert snapshot(server) == before, request_repr
+
+
+# tus.
+
+metadata_keys = st.one_of(
+    st.sampled_from(["filename", "filetype", "data", "permissions"]),
+    st.text(alphabet="abcxyz_-", min_size=1, max_size=5),
+)
+metadata_values = st.one_of(
+    file_names.map(lambda v: base64.b64encode(v.encode()).decode()),
+    json_field.map(lambda v: base64.b64encode((v or "").encode()).decode()),
+    st.text(alphabet="ABC=+/!é ", max_size=8),
+)
+upload_metadata = st.one_of(
+    st.none(),
+    st.lists(st.tuples(metadata_keys, metadata_values), max_size=4).map(
+        lambda pairs: ",".join(f"{k} {v}" for k, v in pairs)
+    ),
+    st.lists(st.tuples(metadata_keys, metadata_values), max_size=3).map(
+        lambda pairs: (
+            ",".join(["filename " + base64.b64encode(b"t.bin").decode()])
+            + "".join(f",{k} {v}" for k, v in pairs)
+        )
+    ),
+    header_text,
+)
+checksum_algorithms = st.sampled_from(["sha1", "sha256", "md5", "crc32", "SHA256", ""])
+tus_ops = st.lists(
+    st.tuples(
+        st.sampled_from(["HEAD", "PATCH", "PATCH", "DELETE", "OPTIONS"]),
+        st.one_of(st.just("AT"), digits),  # Upload-Offset; AT: the current offset
+        st.one_of(
+            st.none(),
+            st.tuples(checksum_algorithms, st.booleans()),  # (algorithm, right digest)
+            header_text,
+        ),
+        st.sampled_from(["application/offset+octet-stream", None, "text/plain"]),
+        st.binary(max_size=64),
+        st.sampled_from(["1.0.0", "1.0.0", None, "0.2.2"]),
+        framings,
+    ),
+    max_size=4,
+)
+
+
+def _checksum_header(spec, body):
+    if spec is None or isinstance(spec, str):
+        return spec
+    algorithm, right = spec
+    function = getattr(hashlib, algorithm.lower(), hashlib.sha256)
+    digest = function(body if right else body + b"!").digest()
+    return f"{algorithm} {base64.b64encode(digest).decode()}"
+
+
+@FUZZ
+@given(
+    length=st.one_of(st.none(), digits, st.integers(0, 64).map(str)),
+    metadata=upload_metadata,
+    resumable=st.sampled_from(["1.0.0", "1.0.0", None, "2.0"]),
+    creation_body=st.one_of(st.none(), st.binary(max_size=64)),
+    ops=tus_ops,
+)
+@example("9" * 5000, "filename dC5iaW4=", "1.0.0", None, [])
+@example(
+    "8",
+    "filename dC5iaW4=",
+    "1.0.0",
+    None,
+    [
+        (
+            "PATCH",
+            "AT",
+            ("sha256", False),
+            "application/offset+octet-stream",
+            b"12345678",
+            "1.0.0",
+            "length",
+        )
+    ],  # fmt: skip
+)
+def test_tus(server, length, metadata, resumable, creation_body, ops):
+    before = ensure_baseline(server)
+    collection = RECORD_PATH + "/attachment/uploads"
+    options = send(server, "OPTIONS", collection, [("Tus-Resumable", "1.0.0")], framing="none")
+    assert_not_server_error(server, "OPTIONS uploads", options, "OPTIONS")
+    headers = [
+        (name, value)
+        for name, value in (
+            ("Tus-Resumable", resumable),
+            ("Upload-Length", length),
+            ("Upload-Metadata", metadata),
+        )
+        if value is not None
+    ]
+    body = b""
+    if creation_body is not None:
+        headers.append(("Content-Type", "application/offset+octet-stream"))
+        body = creation_body
+    request_repr = f"POST {collection} {headers} body={body!r}"
+    reply = send(server, "POST", collection, headers, body)
+    assert_not_server_error(server, "tus POST", reply, request_repr)
+    if reply is None or reply.status >= 300:
+        assert_untouched(server, "tus POST", before, request_repr)
+        return
+    assert reply.status == 201, request_repr
+    upload = path_of_url(reply.headers["Location"])
+    offset = int(reply.headers.get("Upload-Offset", "0"))
+    for method, upload_offset, checksum, chunk_type, chunk, tus_version, framing in ops:
+        before = snapshot(server)
+        headers = [("Tus-Resumable", tus_version)] if tus_version else []
+        if method == "PATCH":
+            value = str(offset) if upload_offset == "AT" else upload_offset
+            headers.append(("Upload-Offset", value))
+            if chunk_type:
+                headers.append(("Content-Type", chunk_type))
+            checksum_value = _checksum_header(checksum, chunk)
+            if checksum_value is not None:
+                headers.append(("Upload-Checksum", checksum_value))
+        else:
+            chunk, framing = b"", "none"
+        request_repr = f"{method} {upload} {headers} framing={framing!r} body={chunk!r}"
+        reply = send(server, method, upload, headers, chunk, framing=framing)
+        assert_not_server_error(server, f"tus {method}", reply, request_repr)
+        if method == "PATCH" and (reply is None or reply.status >= 300):
+            assert_untouched(server, "tus PATCH", before, request_repr)
+        elif method == "PATCH":
+            offset = int(reply.headers["Upload-Offset"])
+        assert_consistent(server, f"tus {method}")
+
+
+# /data/files.
+
+file_ids = st.one_of(
+    st.none(),
+    st.just(KEEP_ID),
+    st.text(alphabet="abcXYZ019._-", min_size=1, max_size=12),
+    st.integers(120, 140).map(lambda n: "i" * n),
+    st.text(max_size=12),
+)
+ttls = st.one_of(st.none(), digits, st.integers(60_000, 10**9).map(str))
+dispositions = st.one_of(
+    st.none(),
+    file_names.map(lambda n: f'attachment; filename="{n}"'),
+    st.tuples(charsets, file_names).map(lambda t: f"attachment; filename*={t[0]}''{quote(t[1])}"),
+    header_text,
+)
+
+
+def _query(file_id, ttl, raw):
+    params = []
+    for name, value in (("id", file_id), ("ttl", ttl)):
+        if value is not None:
+            params.append(f"{name}={value if raw else quote(value, safe='')}")
+    return ("?" + "&".join(params)) if params else ""
+
+
+@FUZZ
+@given(
+    prefix=st.sampled_from(["", "/v1"]),
+    file_id=file_ids,
+    ttl=ttls,
+    raw_query=st.booleans(),
+    content_type=st.one_of(st.none(), declared_types.filter(lambda v: v is not None)),
+    disposition=dispositions,
+    body=st.binary(max_size=300),
+    framing=framings,
+    then=st.lists(st.sampled_from(["GET", "HEAD", "DELETE", "LIST"]), max_size=3),
+)
+@example("", "ttl-huge", "9" * 5000, False, None, None, b"x", "length", [])
+@example("", "idna", None, False, None, "attachment; filename*=idna''abc", b"x", "length", [])
+@example("", KEEP_ID, "abc", False, None, None, b"replacement", "length", ["GET"])
+def test_data_files(
+    server, prefix, file_id, ttl, raw_query, content_type, disposition, body, framing, then
+):
+    before = ensure_baseline(server)
+    route = prefix + "/data/files"
+    headers = [
+        (name, value)
+        for name, value in (("Content-Type", content_type), ("Content-Disposition", disposition))
+        if value is not None
+    ]
+    target = route + _query(file_id, ttl, raw_query)
+    request_repr = f"POST {target} {headers} framing={framing!r} body={body[:100]!r}"
+    reply = send(server, "POST", target, headers, body, framing=framing, auth=False)
+    assert_not_server_error(server, "POST /data/files", reply, request_repr)
+    if reply is None or reply.status >= 300:
+        assert_untouched(server, "POST /data/files", before, request_repr)
+        stored = None
+    else:
+        assert reply.status == 200, request_repr
+        stored = reply.body.decode()
+        # An empty id is no id: the server picks one.
+        assert stored and (not file_id or stored == file_id), request_repr
+        lasting = ttl is None or int(ttl) >= 60_000
+        if framing in ("length", "chunked") and lasting:
+            got = send(server, "GET", f"{route}/{stored}", framing="none", auth=False)
+            assert got is not None and got.status == 200, request_repr
+            assert got.body == body, request_repr
+    for method in then:
+        target = route if method == "LIST" else f"{route}/{quote(stored or file_id or 'x')}"
+        verb = "GET" if method == "LIST" else method
+        reply = send(server, verb, target, framing="none", auth=False)
+        assert_not_server_error(server, f"{method} /data/files", reply, f"{verb} {target}")
+        if method == "LIST":
+            assert reply.status == 200 and isinstance(reply.json(), list), reply
+
+
+# Batch.
+
+batch_paths = st.one_of(
+    st.sampled_from(
+        [
+            RECORD_PATH + "/attachment",
+            RECORD_PATH + "/attachment/uploads",
+            RECORD_PATH + "/attachment/uploads/nope",
+            RECORD_PATH,
+            COLLECTION_PATH + "/records/other/attachment",
+            "/v1/data/files",
+            f"/v1/data/files/{KEEP_ID}",
+            "/data/files",
+            f"/v1/data/files?id=b&ttl={'9' * 5000}",
+        ]
+    ),
+    st.text(alphabet="/abc?=&%.", max_size=12).map(lambda s: RECORD_PATH + "/attachment" + s),
+)
+sub_requests = st.fixed_dictionaries(
+    {
+        "method": st.sampled_from(["GET", "HEAD", "DELETE", "POST", "PUT", "PATCH", "OPTIONS"]),
+        "path": batch_paths,
+    },
+    optional={
+        "headers": st.dictionaries(
+            st.sampled_from(
+                [
+                    "Range",
+                    "If-None-Match",
+                    "Content-Type",
+                    "Upload-Length",
+                    "Tus-Resumable",
+                    "Upload-Metadata",
+                    "X-Foo",
+                ]
+            ),  # fmt: skip
+            header_text,
+            max_size=3,
+        ),
+        "body": st.dictionaries(st.sampled_from(["data", "permissions", "x"]), json_values),
+    },
+)
+
+
+@FUZZ
+@given(requests_=st.lists(sub_requests, min_size=1, max_size=4))
+@example([{"method": "GET", "path": RECORD_PATH + "/attachment"}])
+@example([{"method": "DELETE", "path": RECORD_PATH + "/attachment"}])
+@example([{"method": "HEAD", "path": RECORD_PATH + "/attachment"}])
+def test_batch(server, requests_):
+    before = ensure_baseline(server)
+    body = json.dumps({"requests": requests_}).encode()
+    request_repr = f"POST /v1/batch {body[:2000]!r}"
+    reply = send(server, "POST", "/v1/batch", [("Content-Type", "application/json")], body)
+    assert_not_server_error(server, "POST /v1/batch", reply, request_repr)
+    assert reply is not None, request_repr
+    changed = reply.status < 300
+    if reply.status == 200:
+        for sub, response in zip(requests_, reply.json()["responses"], strict=True):
+            status = response["status"]
+            if status >= 500 and not (status == 503 and "Retry-After" in response["headers"]):
+                raise failure(f"batch {sub['method']} {sub['path'][:60]}", status)(
+                    f"{_short(request_repr)}\nsub-response: {json.dumps(response)[:600]}\n"
+                    f"server log (tail):\n{_log_tail(server)}"
+                )
+        changed = any(
+            sub["method"] in MUTATING and response["status"] < 300
+            for sub, response in zip(requests_, reply.json()["responses"], strict=True)
+        )
+    if not changed:
+        assert_untouched(server, "POST /v1/batch", before, request_repr)
+    assert_consistent(server, "POST /v1/batch")
