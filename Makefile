@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 INSTALL_STAMP := $(VENV)/.install.stamp
 TEST_STAMP := $(VENV)/.test.stamp
 
-.PHONY: serve test lint format bench clean
+.PHONY: serve test fuzz lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test: $(TEST_STAMP)
 	$(BIN)/ruff check kinto_attachment tests bench
 	$(BIN)/ruff format --check kinto_attachment tests bench
 	$(BIN)/pytest --cov --cov-report=term-missing $(PYTEST_ARGS)
+
+## Long fuzzing run of every route on a live server (random seeds, many examples; minutes)
+fuzz: $(TEST_STAMP)
+	HYPOTHESIS_PROFILE=long $(BIN)/pytest tests/test_fuzz.py -p no:cacheprovider $(PYTEST_ARGS)
 
 ## Benchmarks side by side with a reference server and kinto-attachment 8.0.0 (several minutes)
 bench: $(TEST_STAMP)
