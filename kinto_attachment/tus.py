@@ -1,0 +1,276 @@
+"""The tus 1.0.0 protocol: its headers, checksums, dates, responses and refusals.
+
+This is the protocol alone, as tusd keeps ``pkg/handler`` apart from its stores: it knows
+nothing of records, permissions, Kinto's storage or the blob stores, so that it can be read
+and tested on its own (``tests/test_tus_protocol.py``). The views
+(:mod:`kinto_attachment.views.resumable`) bind it to those.
+
+Parsers take header values and return what they mean, or raise the protocol's refusal: a
+Kinto JSON error (``http_error``, so one error format for the whole service) that also
+carries ``Tus-Resumable``, as tus requires of every response.
+"""
+
+import base64
+import email.utils
+import hashlib
+import json
+
+from kinto.core.errors import ERRORS, http_error
+from pyramid import httpexceptions
+from pyramid.response import Response
+
+
+VERSION = "1.0.0"
+EXTENSIONS = "creation,creation-with-upload,termination,checksum,expiration"
+#: ``Upload-Checksum`` algorithms: names as tus writes them, and their hashlib constructors.
+CHECKSUMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "md5": hashlib.md5}
+#: The only ``Content-Type`` of a chunk.
+CHUNK_TYPE = "application/offset+octet-stream"
+#: Headers a browser may show its page (``Access-Control-Expose-Headers``).
+EXPOSED_HEADERS = (
+    "Location, Upload-Offset, Upload-Length, Upload-Metadata, Upload-Expires, Tus-Resumable, "
+    "Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm"
+)
+#: Headers a browser may send (``Access-Control-Allow-Headers`` of a preflight).
+ALLOWED_HEADERS = (
+    "Authorization, Content-Type, Tus-Resumable, Upload-Length, Upload-Metadata, "
+    "Upload-Offset, Upload-Checksum, Upload-Defer-Length, X-HTTP-Method-Override, X-Requested-With"
+)
+ALLOWED_METHODS = "POST, HEAD, PATCH, DELETE, OPTIONS"
+#: Seconds a browser may keep a preflight's answer.
+PREFLIGHT_MAX_AGE = 86400
+#: Digits of the largest offset or length accepted (10**18 bytes: an exabyte). Python refuses
+#: to convert more than 4300 digits, and no store would take that many bytes anyway.
+MAX_DIGITS = 18
+
+
+class HTTPChecksumMismatch(httpexceptions.HTTPClientError):
+    """The tus checksum extension's own status."""
+
+    code = 460
+    title = "Checksum Mismatch"
+    explanation = "The chunk does not match its Upload-Checksum."
+
+
+class HTTPLocked(httpexceptions.HTTPClientError):
+    """Another request holds the upload (tusd answers the same; Pyramid has no 423)."""
+
+    code = 423
+    title = "Locked"
+
+
+class HTTPTooManyUploads(httpexceptions.HTTPClientError):
+    """Pyramid has no 429."""
+
+    code = 429
+    title = "Too Many Requests"
+    explanation = "Too many unfinished uploads."
+
+
+def error(exception_class, message, errno=ERRORS.INVALID_PARAMETERS, headers=None):
+    """A refusal: Kinto's JSON error, with ``Tus-Resumable`` and ``headers``."""
+    refusal = http_error(exception_class(), errno=errno, message=message)
+    refusal.headers["Tus-Resumable"] = VERSION
+    refusal.headers.update(headers or {})
+    return refusal
+
+
+def response(status, origin=None, **headers):
+    """A bodiless tus response; ``Upload_Offset=5`` is the header ``Upload-Offset: 5``.
+
+    ``origin``: the request's ``Origin`` if it is allowed (the caller knows which are), to be
+    echoed with the tus headers exposed to the page.
+    """
+    result = Response(status=status)
+    result.headers["Tus-Resumable"] = VERSION
+    result.headers["Cache-Control"] = "no-store"
+    for name, value in headers.items():
+        result.headers[name.replace("_", "-")] = str(value)
+    if origin:
+        result.headers["Access-Control-Allow-Origin"] = origin
+        result.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
+    del result.content_type
+    return result
+
+
+def discovery(max_size=0, preflight=False, origin=None):
+    """The answer to ``OPTIONS``: what the server supports, and a CORS preflight's answer."""
+    result = response(
+        204,
+        origin,
+        Tus_Version=VERSION,
+        Tus_Extension=EXTENSIONS,
+        Tus_Checksum_Algorithm=",".join(CHECKSUMS),
+    )
+    if max_size:
+        result.headers["Tus-Max-Size"] = str(max_size)
+    if preflight:
+        result.headers["Access-Control-Allow-Methods"] = ALLOWED_METHODS
+        result.headers["Access-Control-Allow-Headers"] = ALLOWED_HEADERS
+        result.headers["Access-Control-Max-Age"] = str(PREFLIGHT_MAX_AGE)
+    return result
+
+
+def http_date(msec):
+    """An HTTP date (RFC 9110 §5.6.7, as ``Upload-Expires`` is) of a time in milliseconds."""
+    return email.utils.formatdate(msec / 1000, usegmt=True)
+
+
+def progress(offset, expires=None):
+    """``Upload-Offset`` and, while the upload is unfinished, ``Upload-Expires``."""
+    headers = {"Upload-Offset": offset}
+    if expires is not None:
+        headers["Upload-Expires"] = http_date(expires)
+    return headers
+
+
+def require_version(value):
+    """412 unless ``Tus-Resumable`` is the version we speak (named in ``Tus-Version``)."""
+    if value != VERSION:
+        raise error(
+            httpexceptions.HTTPPreconditionFailed,
+            f"Tus-Resumable: {VERSION} is required.",
+            headers={"Tus-Version": VERSION},
+        )
+
+
+def too_large(max_size):
+    return error(
+        httpexceptions.HTTPRequestEntityTooLarge,
+        f"File size exceeds the limit ({max_size} bytes).",
+        errno=ERRORS.REQUEST_TOO_LARGE,
+    )
+
+
+def integer(name, value, too_long=None):
+    """The non-negative integer of header ``name``; 400 if it is none, ``too_long`` (or a 400)
+    if it has more than :data:`MAX_DIGITS` digits."""
+    if value is None or not value.isascii() or not value.isdigit():
+        raise error(httpexceptions.HTTPBadRequest, f"{name} must be a non-negative integer.")
+    digits = value.lstrip("0")
+    if len(digits) > MAX_DIGITS:
+        if too_long is not None:
+            raise too_long
+        raise error(httpexceptions.HTTPBadRequest, f"{name} is too large.")
+    return int(digits or "0")  # Leading zeros too count towards Python's 4300 digits.
+
+
+def upload_length(value, defer_length=None, max_size=0):
+    """``Upload-Length`` of a creation: 400 with ``Upload-Defer-Length`` (the extension is not
+    offered) or without a length, 413 above ``max_size`` (0: no limit)."""
+    if defer_length:
+        raise error(httpexceptions.HTTPBadRequest, "Upload-Defer-Length is not supported.")
+    too_long = too_large(max_size) if max_size else None
+    length = integer("Upload-Length", value, too_long)
+    if max_size and length > max_size:
+        raise too_long
+    return length
+
+
+def upload_offset(value):
+    return integer("Upload-Offset", value)
+
+
+def metadata(header):
+    """``Upload-Metadata``: ``key base64,key base64``; filename required, data/permissions
+    JSON objects as in the multipart form."""
+    values = {}
+    for pair in filter(None, (p.strip() for p in (header or "").split(","))):
+        key, _, encoded = pair.partition(" ")
+        try:
+            values[key] = base64.b64decode(encoded, validate=True).decode("utf-8")
+        except ValueError as e:  # binascii.Error, UnicodeDecodeError, a non-ASCII value.
+            raise error(httpexceptions.HTTPBadRequest, f"Upload-Metadata: bad {key}") from e
+    if not values.get("filename"):
+        raise error(httpexceptions.HTTPBadRequest, "Upload-Metadata: filename is required.")
+    for name in ("data", "permissions"):
+        if name in values:
+            values[name] = _json_object(name, values[name])
+    return values
+
+
+def _json_object(name, text):
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as e:  # RecursionError: nested too deeply.
+        raise error(httpexceptions.HTTPBadRequest, f"Upload-Metadata: {name} is not JSON.") from e
+    if not isinstance(value, dict):
+        raise error(httpexceptions.HTTPBadRequest, f"Upload-Metadata: {name} is not an object.")
+    return value
+
+
+def checksum(header):
+    """``Upload-Checksum``: ``(hash object, expected digest)``, or ``(None, None)`` without."""
+    if header is None:
+        return None, None
+    algorithm, _, encoded = header.partition(" ")
+    if algorithm not in CHECKSUMS:
+        raise error(
+            httpexceptions.HTTPBadRequest, f"Upload-Checksum: unsupported algorithm {algorithm}."
+        )
+    try:
+        expected = base64.b64decode(encoded, validate=True)
+    except ValueError as e:  # binascii.Error, or a non-ASCII value.
+        raise error(httpexceptions.HTTPBadRequest, "Upload-Checksum: bad base64.") from e
+    return CHECKSUMS[algorithm](), expected
+
+
+def require_chunk_type(content_type):
+    if content_type != CHUNK_TYPE:
+        raise error(httpexceptions.HTTPUnsupportedMediaType, f"Content-Type must be {CHUNK_TYPE}.")
+
+
+def require_offset(offset, current):
+    """409 unless a chunk starts where the upload is (told in ``Upload-Offset``)."""
+    if offset != current:
+        raise error(
+            httpexceptions.HTTPConflict,
+            f"Upload-Offset is {offset}, the upload is at {current}.",
+            headers={"Upload-Offset": str(current)},
+        )
+
+
+def chunk_length(content_length, offset, length):
+    """The chunk's ``Content-Length``: 411 without one, 413 if the chunk goes past the
+    upload's ``length``."""
+    if content_length is None:
+        # Kinto's own 411, as for any other body of unknown length.
+        raise http_error(
+            httpexceptions.HTTPLengthRequired(),
+            errno=ERRORS.MISSING_CONTENT_LENGTH,
+            message="Content-Length is required.",
+        )
+    if offset + content_length > length:
+        raise error(
+            httpexceptions.HTTPRequestEntityTooLarge,
+            f"The chunk goes {offset + content_length - length} bytes past Upload-Length.",
+            errno=ERRORS.REQUEST_TOO_LARGE,
+        )
+    return content_length
+
+
+def checksum_mismatch():
+    return error(HTTPChecksumMismatch, "Upload-Checksum does not match the chunk.")
+
+
+def short_body():
+    return error(httpexceptions.HTTPBadRequest, "The body is shorter than Content-Length.")
+
+
+def unknown_upload():
+    return error(httpexceptions.HTTPNotFound, "Unknown upload.", errno=ERRORS.MISSING_RESOURCE)
+
+
+def locked():
+    return error(
+        HTTPLocked, "Another request is writing to this upload.", errno=ERRORS.CONSTRAINT_VIOLATED
+    )
+
+
+def gone():
+    """410: the upload's bytes are lost for good; no retry brings them back."""
+    return error(
+        httpexceptions.HTTPGone,
+        "The bytes of this upload are lost: start a new upload.",
+        errno=ERRORS.MISSING_RESOURCE,
+    )

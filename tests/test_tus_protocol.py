@@ -1,0 +1,334 @@
+"""The tus protocol module on its own: parsers, responses and refusals, without any Kinto app."""
+
+import base64
+import email.utils
+import hashlib
+
+import pytest
+from kinto.core.errors import ERRORS
+from pyramid import httpexceptions
+
+from kinto_attachment import tus
+
+
+def b64(data):
+    return base64.b64encode(data if isinstance(data, bytes) else data.encode()).decode()
+
+
+def refusal(call, *args, **kwargs):
+    """The refusal ``call`` raises, checked to be a tus one in Kinto's JSON format."""
+    with pytest.raises(httpexceptions.HTTPException) as raised:
+        call(*args, **kwargs)
+    error = raised.value
+    assert error.json["code"] == error.code
+    assert error.content_type == "application/json"
+    return error
+
+
+def assert_tus_error(error, code, message, errno=ERRORS.INVALID_PARAMETERS):
+    assert error.code == code
+    assert error.headers["Tus-Resumable"] == "1.0.0"
+    assert error.json["errno"] == errno.value
+    assert message in error.json["message"]
+
+
+# Tus-Resumable
+
+
+def test_the_version_is_required():
+    tus.require_version("1.0.0")
+    for value in (None, "", "0.2.2", "1.0.0 ", "1.0"):
+        error = refusal(tus.require_version, value)
+        assert_tus_error(error, 412, "Tus-Resumable: 1.0.0 is required")
+        assert error.headers["Tus-Version"] == "1.0.0"
+
+
+# Integers: Upload-Length, Upload-Offset
+
+
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        ("0", 0),
+        ("10", 10),
+        ("007", 7),
+        ("9" * 18, 10**18 - 1),
+        ("0" * 5000, 0),  # More than Python converts, but only zeros.
+        ("0" * 4999 + "1", 1),
+    ],
+)
+def test_integers(value, expected):
+    assert tus.integer("Upload-Offset", value) == expected
+    assert tus.upload_offset(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value", [None, "", "-1", "+1", "ten", "1.5", "1e3", " 1", "1 ", "0x10", "١٢", "²"]
+)
+def test_non_integers(value):
+    error = refusal(tus.upload_offset, value)
+    assert_tus_error(error, 400, "Upload-Offset must be a non-negative integer.")
+
+
+@pytest.mark.parametrize("value", ["1" + "0" * 18, "9" * 5000, "0" * 10 + "9" * 19])
+def test_too_many_digits(value):
+    error = refusal(tus.upload_offset, value)
+    assert_tus_error(error, 400, "Upload-Offset is too large.")
+    too_long = tus.too_large(100)
+    assert refusal(tus.integer, "Upload-Length", value, too_long) is too_long
+
+
+def test_upload_length():
+    assert tus.upload_length("10") == 10
+    assert tus.upload_length("100", max_size=100) == 100
+    assert tus.upload_length("5", defer_length="") == 5
+    assert tus.upload_length("9" * 18, max_size=0) == 10**18 - 1
+    error = refusal(tus.upload_length, "1", defer_length="1")
+    assert_tus_error(error, 400, "Upload-Defer-Length is not supported.")
+    error = refusal(tus.upload_length, None, defer_length="1")  # Refused for itself.
+    assert "Upload-Defer-Length" in error.json["message"]
+    assert_tus_error(refusal(tus.upload_length, "-1"), 400, "Upload-Length must be")
+    assert_tus_error(refusal(tus.upload_length, "9" * 5000), 400, "Upload-Length is too large")
+    for value in ("101", "9" * 19, "9" * 5000):
+        error = refusal(tus.upload_length, value, max_size=100)
+        assert_tus_error(error, 413, "exceeds the limit (100 bytes)", ERRORS.REQUEST_TOO_LARGE)
+
+
+# Upload-Metadata
+
+
+def test_metadata():
+    data, permissions = '{"title": "CV"}', '{"read": ["system.Everyone"]}'
+    header = ",".join(
+        [
+            f"filename {b64('résumé.pdf')}",
+            f"filetype {b64('application/pdf')}",
+            f"data {b64(data)}",
+            f"permissions {b64(permissions)}",
+            "is_confidential",
+        ]
+    )
+    assert tus.metadata(header) == {
+        "filename": "résumé.pdf",
+        "filetype": "application/pdf",
+        "data": {"title": "CV"},
+        "permissions": {"read": ["system.Everyone"]},
+        "is_confidential": "",
+    }
+    spaced = f" filename {b64('a.txt')} ,, other {b64('x')} "
+    assert tus.metadata(spaced) == {"filename": "a.txt", "other": "x"}
+
+
+@pytest.mark.parametrize(
+    "header",
+    [None, "", ",", f"filetype {b64('text/plain')}", "filename", f"filename {b64('')}"],
+)
+def test_metadata_without_filename(header):
+    error = refusal(tus.metadata, header)
+    assert_tus_error(error, 400, "Upload-Metadata: filename is required.")
+
+
+@pytest.mark.parametrize(
+    "header,key",
+    [
+        ("filename !!!", "filename"),
+        ("filename YQ", "filename"),  # Unpadded.
+        (f"filename {b64('a.txt')},data a=b=", "data"),
+        ("filename " + b64(b"\xff\xfe"), "filename"),  # Not UTF-8.
+        ("filename ÿÿÿÿ", "filename"),  # Not ASCII (WSGI headers are Latin-1).
+    ],
+)
+def test_metadata_bad_values(header, key):
+    error = refusal(tus.metadata, header)
+    assert_tus_error(error, 400, f"Upload-Metadata: bad {key}")
+
+
+@pytest.mark.parametrize("name", ["data", "permissions"])
+@pytest.mark.parametrize(
+    "value,problem",
+    [
+        ("{not json", "is not JSON"),
+        ("[" * 100_000 + "]" * 100_000, "is not JSON"),  # Nested too deeply.
+        ('{"a":' * 100_000 + "1" + "}" * 100_000, "is not JSON"),
+        ('{"size": 1' + "0" * 5000 + "}", "is not JSON"),  # Python converts 4300 digits.
+        ("[1]", "is not an object"),
+        ('"text"', "is not an object"),
+        ("null", "is not an object"),
+    ],
+)
+def test_metadata_json_fields(name, value, problem):
+    header = f"filename {b64('a.txt')},{name} {b64(value)}"
+    error = refusal(tus.metadata, header)
+    assert_tus_error(error, 400, f"Upload-Metadata: {name} {problem}.")
+
+
+# Upload-Checksum
+
+
+@pytest.mark.parametrize("algorithm", ["sha1", "sha256", "md5"])
+def test_checksum(algorithm):
+    digest = hashlib.new(algorithm, b"chunk").digest()
+    hasher, expected = tus.checksum(f"{algorithm} {b64(digest)}")
+    assert expected == digest
+    hasher.update(b"chunk")
+    assert hasher.digest() == digest
+    assert algorithm in tus.CHECKSUMS
+
+
+def test_no_checksum():
+    assert tus.checksum(None) == (None, None)
+
+
+def test_checksum_without_a_value_matches_no_chunk():
+    hasher, expected = tus.checksum("sha1")
+    assert expected == b""
+    assert hasher.digest() != expected
+
+
+@pytest.mark.parametrize("header", ["crc32 AAAA", "SHA1 AAAA", "sha512 AAAA", "", " sha1 AAAA"])
+def test_unknown_checksum_algorithms(header):
+    error = refusal(tus.checksum, header)
+    assert_tus_error(error, 400, "Upload-Checksum: unsupported algorithm")
+
+
+@pytest.mark.parametrize("header", ["sha1 !!", "sha1 AAA", "md5 AA AA", "sha256 ÿÿÿÿ"])
+def test_checksum_bad_base64(header):
+    error = refusal(tus.checksum, header)
+    assert_tus_error(error, 400, "Upload-Checksum: bad base64.")
+
+
+# Chunks
+
+
+def test_chunk_type():
+    tus.require_chunk_type("application/offset+octet-stream")
+    for value in (None, "", "text/plain", "application/octet-stream"):
+        error = refusal(tus.require_chunk_type, value)
+        assert_tus_error(error, 415, "Content-Type must be application/offset+octet-stream.")
+
+
+def test_chunk_offset():
+    tus.require_offset(5, 5)
+    error = refusal(tus.require_offset, 3, 5)
+    assert_tus_error(error, 409, "Upload-Offset is 3, the upload is at 5.")
+    assert error.headers["Upload-Offset"] == "5"
+
+
+def test_chunk_length():
+    assert tus.chunk_length(5, 5, 10) == 5
+    assert tus.chunk_length(0, 10, 10) == 0
+    error = refusal(tus.chunk_length, None, 0, 10)
+    assert (error.code, error.json["errno"]) == (411, ERRORS.MISSING_CONTENT_LENGTH.value)
+    assert "Tus-Resumable" not in error.headers  # Kinto's own 411.
+    error = refusal(tus.chunk_length, 6, 5, 10)
+    assert_tus_error(error, 413, "goes 1 bytes past Upload-Length", ERRORS.REQUEST_TOO_LARGE)
+
+
+@pytest.mark.parametrize(
+    "make,code,errno,message",
+    [
+        (tus.checksum_mismatch, 460, ERRORS.INVALID_PARAMETERS, "does not match the chunk"),
+        (tus.short_body, 400, ERRORS.INVALID_PARAMETERS, "shorter than Content-Length"),
+        (tus.unknown_upload, 404, ERRORS.MISSING_RESOURCE, "Unknown upload."),
+        (tus.locked, 423, ERRORS.CONSTRAINT_VIOLATED, "Another request is writing"),
+        (tus.gone, 410, ERRORS.MISSING_RESOURCE, "start a new upload"),
+    ],
+)
+def test_refusals(make, code, errno, message):
+    error = make()
+    assert_tus_error(error, code, message, errno)
+    assert error.json["error"] == error.title
+
+
+def test_error_with_headers():
+    error = tus.error(tus.HTTPTooManyUploads, "Too many.", headers={"Retry-After": "3"})
+    assert (error.code, error.json["error"]) == (429, "Too Many Requests")
+    assert error.headers["Retry-After"] == "3"
+    assert error.headers["Tus-Resumable"] == "1.0.0"
+
+
+# Dates
+
+
+@pytest.mark.parametrize(
+    "msec,text",
+    [
+        (0, "Thu, 01 Jan 1970 00:00:00 GMT"),
+        (999, "Thu, 01 Jan 1970 00:00:00 GMT"),
+        (1_700_000_000_123, "Tue, 14 Nov 2023 22:13:20 GMT"),
+        (1_709_251_199_999, "Thu, 29 Feb 2024 23:59:59 GMT"),
+    ],
+)
+def test_http_date(msec, text):
+    assert tus.http_date(msec) == text
+    parsed = email.utils.parsedate_to_datetime(text)
+    assert int(parsed.timestamp()) == msec // 1000
+
+
+def test_progress():
+    assert tus.progress(5) == {"Upload-Offset": 5}
+    assert tus.progress(5, 0) == {
+        "Upload-Offset": 5,
+        "Upload-Expires": "Thu, 01 Jan 1970 00:00:00 GMT",
+    }
+
+
+# Responses
+
+
+def test_response():
+    response = tus.response(201, Location="http://x/u/1", Upload_Offset=0)
+    assert response.status_code == 201
+    assert response.headers["Tus-Resumable"] == "1.0.0"
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Location"] == "http://x/u/1"
+    assert response.headers["Upload-Offset"] == "0"
+    assert "Content-Type" not in response.headers
+    assert response.body == b""
+    assert not any(name.startswith("Access-Control") for name in response.headers)
+
+
+def test_response_to_an_allowed_origin():
+    response = tus.response(204, "https://app.example.com")
+    assert response.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    exposed = {
+        name.strip() for name in response.headers["Access-Control-Expose-Headers"].split(",")
+    }
+    assert {"Location", "Upload-Offset", "Upload-Expires", "Tus-Resumable"} <= exposed
+
+
+def test_discovery():
+    response = tus.discovery()
+    assert response.status_code == 204
+    assert response.headers["Tus-Resumable"] == response.headers["Tus-Version"] == "1.0.0"
+    assert response.headers["Tus-Extension"].split(",") == [
+        "creation",
+        "creation-with-upload",
+        "termination",
+        "checksum",
+        "expiration",
+    ]
+    assert response.headers["Tus-Checksum-Algorithm"] == "sha1,sha256,md5"
+    assert "Tus-Max-Size" not in response.headers
+    assert "Access-Control-Allow-Methods" not in response.headers
+    assert "Access-Control-Allow-Origin" not in response.headers
+
+
+def test_discovery_with_a_limit_and_a_preflight():
+    response = tus.discovery(max_size=100, preflight=True, origin="https://app.example.com")
+    assert response.headers["Tus-Max-Size"] == "100"
+    assert response.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert response.headers["Access-Control-Max-Age"] == "86400"
+    methods = response.headers["Access-Control-Allow-Methods"].split(", ")
+    assert set(methods) == {"POST", "HEAD", "PATCH", "DELETE", "OPTIONS"}
+    allowed = set(response.headers["Access-Control-Allow-Headers"].split(", "))
+    assert {
+        "Tus-Resumable",
+        "Upload-Length",
+        "Upload-Metadata",
+        "Upload-Offset",
+        "Upload-Checksum",
+        "Upload-Defer-Length",
+        "Content-Type",
+        "Authorization",
+    } <= allowed
