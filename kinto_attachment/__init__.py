@@ -20,18 +20,9 @@ except PackageNotFoundError:  # pragma: no cover (running from a source tree)
 def _make_store(settings):
     if settings.s3 is None:
         return LocalStore(settings.base_path, settings.base_url)
-    from .storage import s3  # boto3 is only needed by S3 users.
+    from .storage.s3 import S3Store  # boto3 is only needed by S3 users.
 
-    options = settings.s3
-    return s3.S3Store(
-        s3.make_client(options),
-        options.bucket_name,
-        base_url=settings.base_url,
-        acl=options.acl,
-        cache_control=options.cache_control,
-        part_size=options.part_size,
-        concurrency=options.concurrency,
-    )
+    return S3Store.from_options(settings.s3, base_url=settings.base_url)
 
 
 def includeme(config):

@@ -6,6 +6,9 @@ in production should fail loudly, not silently fall back to a default.
 
 Per-resource overrides (``resources.{bid}.NAME`` and ``resources.{bid}.{cid}.NAME``) are resolved
 here too, once, into ready :class:`Policy` objects; request code only looks them up.
+
+A file store owns its options: the ``aws.*`` names, defaults and checks are in
+:mod:`kinto_attachment.storage.s3_options`, which this module only calls.
 """
 
 import dataclasses
@@ -18,6 +21,9 @@ from types import MappingProxyType
 from kinto.core.utils import read_env
 from pyramid.exceptions import ConfigurationError
 from pyramid.settings import falsey, truthy
+
+from .storage import s3_options
+from .storage.s3_options import S3Options
 
 
 PREFIX = "attachment."
@@ -67,30 +73,6 @@ class Policy:
 
     def folder_for(self, bucket_id, collection_id):
         return self.folder.format(bucket_id=bucket_id, collection_id=collection_id)
-
-
-@dataclasses.dataclass(frozen=True)
-class S3Options:
-    """The S3 backend's settings (``kinto.attachment.aws.*``)."""
-
-    bucket_name: str
-    access_key: str = ""
-    secret_key: str = ""
-    region: str = ""
-    endpoint_url: str = ""
-    #: Canned ACL of new objects; empty sends none (for buckets that forbid ACLs).
-    acl: str = "public-read"
-    cache_control: str = ""
-    use_path_style: bool = False
-    part_size: int = 8 * 1024 * 1024
-    #: Parts of one upload in flight; memory per upload is part_size × (concurrency + 1).
-    concurrency: int = 1
-    connect_timeout: float = 5.0
-    read_timeout: float = 60.0
-    max_attempts: int = 3
-    #: Downloads through Kinto answer 307 to a presigned URL instead of proxying the bytes.
-    presigned_downloads: bool = False
-    presigned_expires: int = 300
 
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
@@ -203,10 +185,6 @@ def _as_number(kind, minimum):
     return parse
 
 
-def _as_text(name, value):
-    return str(value).strip()
-
-
 def _as_choice(*choices):
     def parse(name, value):
         value = str(value).strip().lower()
@@ -298,27 +276,6 @@ POLICY_SETTINGS = {
     # ``max_size_bytes``: accept both so either kind of kinto.ini keeps its meaning.
     "max_size": ("max_size_bytes", _as_size),
 }
-#: ``aws.NAME`` → (S3Options field, parser). host/port/is_secure are pyramid_storage's.
-S3_SETTINGS = {
-    "bucket_name": ("bucket_name", _as_text),
-    "access_key": ("access_key", _as_text),
-    "secret_key": ("secret_key", _as_text),
-    "region": ("region", _as_text),
-    "endpoint_url": ("endpoint_url", _as_text),
-    "acl": ("acl", _as_text),
-    "cache_control": ("cache_control", _as_text),
-    "use_path_style": ("use_path_style", _as_bool),
-    "part_size": ("part_size", _as_number(int, 5 * 1024 * 1024)),
-    "concurrency": ("concurrency", _as_number(int, 1)),
-    "connect_timeout": ("connect_timeout", _as_number(float, 0.1)),
-    "read_timeout": ("read_timeout", _as_number(float, 0.1)),
-    "max_attempts": ("max_attempts", _as_number(int, 1)),
-    "presigned_downloads": ("presigned_downloads", _as_bool),
-    "presigned_expires": ("presigned_expires", _as_number(int, 1)),
-}
-#: S3 accepts at most this many parts in one multipart upload.
-S3_MAX_PARTS = 10_000
-PYRAMID_STORAGE_ENDPOINT = ("host", "port", "is_secure")
 #: ``data_files.NAME`` → parser (same field names in DataFilesOptions).
 DATA_FILES_SETTINGS = {
     "visibility": _as_choice("private", "public"),
@@ -346,7 +303,6 @@ GLOBAL_SETTINGS = (
     "serve_files",
     "resumable.expires_seconds",
     "resumable.max_uploads_per_user",
-    *(f"aws.{name}" for name in (*S3_SETTINGS, *PYRAMID_STORAGE_ENDPOINT)),
     *(f"data_files.{name}" for name in DATA_FILES_SETTINGS),
     *(f"gc.{name}" for name in GC_SETTINGS),
 )
@@ -362,7 +318,8 @@ def _with_env(settings):
     them for every setting we know, so that ``KINTO_ATTACHMENT_BASE_PATH=...`` always works.
     """
     ours = {k: v for k, v in settings.items() if k.startswith(PREFIX)}
-    for name in (*GLOBAL_SETTINGS, *POLICY_SETTINGS):
+    store_names = (f"aws.{name}" for name in s3_options.NAMES)
+    for name in (*GLOBAL_SETTINGS, *POLICY_SETTINGS, *store_names):
         key = PREFIX + name
         value = read_env("kinto." + key, ours.get(key))
         if value is not None:
@@ -376,40 +333,6 @@ def _parse_policy(values, base, prefix):
         field, parse = POLICY_SETTINGS[name]
         changes[field] = parse(prefix + name, value)
     return dataclasses.replace(base, **changes)
-
-
-def _endpoint_from_host(values):
-    """pyramid_storage's ``aws.host``/``aws.port``/``aws.is_secure`` as an endpoint URL."""
-    host = str(values.get("aws.host") or "").strip()
-    if not host:
-        for name in ("aws.port", "aws.is_secure"):
-            if name in values:
-                _fail(PREFIX + name, "only applies with `kinto.attachment.aws.host`")
-        return ""
-    secure = _as_bool(PREFIX + "aws.is_secure", values.get("aws.is_secure", True))
-    port = values.get("aws.port")
-    if port not in (None, ""):
-        port = _as_number(int, 1)(PREFIX + "aws.port", port)
-        host = f"{host}:{port}"
-    return f"{'https' if secure else 'http'}://{host}"
-
-
-def _parse_s3(values):
-    if not str(values.get("aws.bucket_name") or "").strip():
-        stray = sorted(k for k in values if k.startswith("aws."))
-        if stray:
-            _fail(PREFIX + stray[0], "S3 settings need `kinto.attachment.aws.bucket_name`")
-        return None
-    options = {}
-    for name, (field, parse) in S3_SETTINGS.items():
-        if f"aws.{name}" in values:
-            options[field] = parse(f"{PREFIX}aws.{name}", values[f"aws.{name}"])
-    endpoint = _endpoint_from_host(values)
-    if endpoint and options.get("endpoint_url"):
-        _fail(PREFIX + "aws.host", "give either `aws.endpoint_url` or `aws.host`, not both")
-    if endpoint:
-        options["endpoint_url"] = endpoint
-    return S3Options(**options)
 
 
 def _parse_data_files(values):
@@ -463,12 +386,14 @@ def _capped(policy, largest):
 def parse(settings):
     """Build :class:`AttachmentSettings` from Pyramid settings, or raise ConfigurationError."""
     ours = _with_env(settings)
-    global_values, policy_values, scoped = {}, {}, {}
+    global_values, policy_values, scoped, aws_values = {}, {}, {}, {}
     for key, value in ours.items():
         name = key[len(PREFIX) :]
         if key.startswith(RESOURCES_PREFIX):
             scope, name = _split_resource_setting(key)
             scoped.setdefault(scope, {})[name] = value
+        elif name.startswith("aws."):
+            aws_values[name[len("aws.") :]] = value
         elif name in POLICY_SETTINGS:
             policy_values[name] = value
         elif name in GLOBAL_SETTINGS:
@@ -478,7 +403,7 @@ def parse(settings):
             _fail(key, reason or "unknown setting")
 
     base_path = str(global_values.get("base_path") or "").strip() or None
-    s3 = _parse_s3(global_values)
+    s3 = s3_options.from_settings(aws_values)
     if (base_path is None) == (s3 is None):
         raise ConfigurationError(
             "Attachment storage: set exactly one of `kinto.attachment.base_path` (local folder) "
@@ -503,7 +428,7 @@ def parse(settings):
     if s3 is not None:
         # An S3 multipart upload has at most 10,000 parts: refuse larger files up front
         # (413) rather than fail once 10,000 parts are sent.
-        largest = s3.part_size * S3_MAX_PARTS
+        largest = s3.max_file_size
         default = _capped(default, largest)
         overrides = {scope: _capped(policy, largest) for scope, policy in overrides.items()}
 

@@ -207,3 +207,39 @@ def test_bad_s3_settings_name_themselves(values, named):
     with pytest.raises(ConfigurationError) as error:
         parse_s3(**values)
     assert f"`{named}`" in str(error.value)
+
+
+def test_unknown_s3_settings_are_refused_by_the_backend():
+    for values in ({"aws.bucket_name": "b", "aws.buckt": "x"}, {"aws.part_sise": "1"}):
+        with pytest.raises(ConfigurationError, match="`kinto.attachment.aws.(buckt|part_sise)`"):
+            parse_s3(**values)
+
+
+def test_environment_overrides_s3_settings(monkeypatch):
+    monkeypatch.setenv("KINTO_ATTACHMENT_AWS_BUCKET_NAME", "from-env")
+    monkeypatch.setenv("KINTO_ATTACHMENT_AWS_HOST", "minio.local")
+    monkeypatch.setenv("KINTO_ATTACHMENT_AWS_PORT", "9000")
+    s3 = parse_s3(**{"aws.bucket_name": "from-ini"}).s3
+    assert (s3.bucket_name, s3.endpoint_url) == ("from-env", "https://minio.local:9000")
+
+
+def test_s3_options_are_checked_without_boto3():
+    """The S3 option table lives beside the store, but settings do not need its SDK."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['boto3'] = sys.modules['botocore'] = None;"
+        "from kinto_attachment import settings;"
+        "s = settings.parse({'attachment.aws.bucket_name': 'b'});"
+        "assert s.s3.part_size == 8 << 20 and 'kinto_attachment.storage.s3' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_part_size_minimum_is_defined_once():
+    from kinto_attachment.storage import s3, s3_options
+
+    assert s3.MIN_PART_SIZE is s3_options.MIN_PART_SIZE
+    with pytest.raises(ConfigurationError, match=str(s3_options.MIN_PART_SIZE)):
+        parse_s3(**{"aws.bucket_name": "b", "aws.part_size": str(s3_options.MIN_PART_SIZE - 1)})

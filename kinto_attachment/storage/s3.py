@@ -46,13 +46,11 @@ from . import (
     blob_url,
     key_variants,
 )
+from .s3_options import MIN_PART_SIZE
 
 
 logger = logging.getLogger(__name__)
 
-MiB = 1024 * 1024
-#: S3 refuses parts under 5 MiB (except the last one).
-MIN_PART_SIZE = 5 * MiB
 #: S3 accepts at most 1000 keys per DeleteObjects request.
 DELETE_BATCH = 1000
 #: Prefix of the tails of resumable uploads in progress.
@@ -395,6 +393,19 @@ class S3Store(StoreBase):
         #: Multipart uploads whose abort failed (S3 unreachable), retried at the next stage().
         self._unaborted = set()
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_options(cls, options, *, base_url=""):
+        """The store :class:`~.s3_options.S3Options` describe, with its own client."""
+        return cls(
+            make_client(options),
+            options.bucket_name,
+            base_url=base_url,
+            acl=options.acl,
+            cache_control=options.cache_control,
+            part_size=options.part_size,
+            concurrency=options.concurrency,
+        )
 
     def stage(self, key, content_type=None):
         self._retry_aborts()

@@ -1,0 +1,150 @@
+"""The S3 store's settings (``kinto.attachment.aws.*``): names, defaults and validation.
+
+The store owns its options, as django-storages' backends do; they live here rather than in
+:mod:`kinto_attachment.storage.s3` so that settings are checked without boto3 installed.
+:func:`from_settings` takes the ``aws.*`` values and refuses any it does not know, naming it.
+"""
+
+import dataclasses
+
+from pyramid.exceptions import ConfigurationError
+from pyramid.settings import falsey, truthy
+
+
+MiB = 1024 * 1024
+#: S3 refuses parts under 5 MiB (except the last one).
+MIN_PART_SIZE = 5 * MiB
+#: S3 accepts at most this many parts in one multipart upload.
+MAX_PARTS = 10_000
+#: Where our names live, after Kinto's ``kinto.`` (which error messages add).
+PREFIX = "attachment.aws."
+
+
+@dataclasses.dataclass(frozen=True)
+class S3Options:
+    """The S3 backend's settings (``kinto.attachment.aws.*``)."""
+
+    bucket_name: str
+    access_key: str = ""
+    secret_key: str = ""
+    region: str = ""
+    endpoint_url: str = ""
+    #: Canned ACL of new objects; empty sends none (for buckets that forbid ACLs).
+    acl: str = "public-read"
+    cache_control: str = ""
+    use_path_style: bool = False
+    part_size: int = 8 * MiB
+    #: Parts of one upload in flight; memory per upload is part_size × (concurrency + 1).
+    concurrency: int = 1
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    max_attempts: int = 3
+    #: Downloads through Kinto answer 307 to a presigned URL instead of proxying the bytes.
+    presigned_downloads: bool = False
+    presigned_expires: int = 300
+
+    @property
+    def max_file_size(self):
+        """The largest file one multipart upload can hold."""
+        return self.part_size * MAX_PARTS
+
+
+# Parsers take the setting's full name (for error messages) and its raw value.
+
+
+def _fail(name, message):
+    raise ConfigurationError(f"Invalid setting `kinto.{name}`: {message}")
+
+
+def _as_text(name, value):
+    return str(value).strip()
+
+
+def _as_bool(name, value):
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in truthy:
+        return True
+    if text in falsey:
+        return False
+    _fail(name, f"expected true or false, got {value!r}")
+
+
+def _as_number(kind, minimum):
+    def parse(name, value):
+        try:
+            number = kind(str(value).strip())
+        except ValueError:
+            _fail(name, f"expected a number, got {value!r}")
+        if number < minimum:
+            _fail(name, f"must be at least {minimum}, got {number}")
+        return number
+
+    return parse
+
+
+#: ``NAME`` (after ``aws.``) → parser; same names as the fields of :class:`S3Options`.
+OPTIONS = {
+    "bucket_name": _as_text,
+    "access_key": _as_text,
+    "secret_key": _as_text,
+    "region": _as_text,
+    "endpoint_url": _as_text,
+    "acl": _as_text,
+    "cache_control": _as_text,
+    "use_path_style": _as_bool,
+    "part_size": _as_number(int, MIN_PART_SIZE),
+    "concurrency": _as_number(int, 1),
+    "connect_timeout": _as_number(float, 0.1),
+    "read_timeout": _as_number(float, 0.1),
+    "max_attempts": _as_number(int, 1),
+    "presigned_downloads": _as_bool,
+    "presigned_expires": _as_number(int, 1),
+}
+#: pyramid_storage's way of naming the endpoint, turned into ``endpoint_url``.
+PYRAMID_STORAGE_ENDPOINT = ("host", "port", "is_secure")
+#: Every name accepted after ``aws.``.
+NAMES = (*OPTIONS, *PYRAMID_STORAGE_ENDPOINT)
+
+
+def _endpoint_from_host(values):
+    """pyramid_storage's ``aws.host``/``aws.port``/``aws.is_secure`` as an endpoint URL."""
+    host = str(values.get("host") or "").strip()
+    if not host:
+        for name in ("port", "is_secure"):
+            if name in values:
+                _fail(PREFIX + name, f"only applies with `kinto.{PREFIX}host`")
+        return ""
+    secure = _as_bool(PREFIX + "is_secure", values.get("is_secure", True))
+    port = values.get("port")
+    if port not in (None, ""):
+        port = _as_number(int, 1)(PREFIX + "port", port)
+        host = f"{host}:{port}"
+    return f"{'https' if secure else 'http'}://{host}"
+
+
+def from_settings(values):
+    """:class:`S3Options` from the ``aws.*`` settings, keyed by name without ``aws.``.
+
+    None when no bucket is named (S3 is not used); ConfigurationError naming the setting
+    when a name is unknown or a value is invalid.
+    """
+    for name in sorted(values):
+        if name not in NAMES:
+            _fail(PREFIX + name, "unknown setting")
+    if not str(values.get("bucket_name") or "").strip():
+        if values:
+            _fail(PREFIX + min(values), f"S3 settings need `kinto.{PREFIX}bucket_name`")
+        return None
+    options = {
+        name: OPTIONS[name](PREFIX + name, value)
+        for name, value in values.items()
+        if name in OPTIONS
+    }
+    endpoint = _endpoint_from_host(values)
+    if endpoint and options.get("endpoint_url"):
+        _fail(PREFIX + "host", "give either `aws.endpoint_url` or `aws.host`, not both")
+    if endpoint:
+        options["endpoint_url"] = endpoint
+    return S3Options(**options)
