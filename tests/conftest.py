@@ -33,6 +33,9 @@ BASE_SETTINGS = {
     "kinto.flush_endpoint_enabled": "true",
     "kinto.experimental_collection_schema_validation": "true",
     "kinto.attachment.base_url": "https://files.example.com/",
+    # No collector thread in test apps: it would wake up during later tests (and after the
+    # test database is gone). Tests of garbage collection call it themselves.
+    "kinto.attachment.data_files.gc_interval_seconds": "0",
 }
 BACKENDS = {
     "memory": {

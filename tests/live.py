@@ -1,7 +1,7 @@
 """Helpers of the live tests: a real waitress server, the README's examples, real clients.
 
 :func:`running_server` starts ``pserve`` on a copy of the shipped ``config/kinto.ini`` that only
-differs by its port (a free one), its host (loopback) and its files folder (a temporary one).
+differs by its port, its host (loopback) and its files folder (a temporary one).
 :func:`readme_examples` extracts the code blocks of ``README.rst`` that follow a
 ``.. live-test: NAME`` comment, so that the documented commands are the tested ones;
 :func:`run_bash` runs them as a user typing in a terminal would.
@@ -48,14 +48,31 @@ ALICE = ("alice", "passwd")
 
 
 def free_port():
-    """A loopback TCP port nobody listens on (the kernel's pick)."""
+    """A loopback TCP port nobody listens on now (the kernel's pick), for a configuration that
+    must name the server's own port before it starts (an absolute ``base_url`` served by the
+    server itself). Another process may take it before the server binds it: then the server
+    exits with "Address already in use" (see :meth:`LiveServer.wait_bound`) and the caller
+    starts again on another port. Everywhere else, configure port 0 and read the bound port."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
+#: What waitress logs once it listens (with the port it bound, when configured with port 0).
+SERVING = re.compile(r"\bServing on http://127\.0\.0\.1:(\d+)$", flags=re.MULTILINE)
+ADDRESS_IN_USE = "Address already in use"
+
+
+class PortTaken(Exception):
+    """The configured port was taken between :func:`free_port` and the server's bind."""
+
+
 def live_config(port, base_path, template=CONFIG):
-    """The shipped configuration, on ``127.0.0.1:port`` and storing files in ``base_path``."""
+    """The shipped configuration, on ``127.0.0.1:port`` and storing files in ``base_path``.
+
+    ``port`` 0: the kernel picks a free port when the server binds (no race); the configuration
+    then names ``localhost:0`` where it names its own address (``base_url``).
+    """
     text = template.read_text()
     substitutions = [
         (r"^port = 8888$", f"port = {port}"),
@@ -77,9 +94,11 @@ def live_config(port, base_path, template=CONFIG):
 @dataclasses.dataclass
 class LiveServer:
     process: subprocess.Popen
+    #: The configured port (0: any); the bound one once :meth:`wait_bound` returned.
     port: int
     base_path: Path
     output_path: Path
+    bound: bool = False
 
     @property
     def url(self):
@@ -113,8 +132,39 @@ class LiveServer:
         assert match, status
         return int(match.group(1)) * 1024
 
+    def wait_bound(self, timeout=START_TIMEOUT):
+        """Wait for waitress's "Serving on" line; set :attr:`port` to the port it bound.
+
+        Raises :class:`PortTaken` when a configured port was already in use.
+        """
+        deadline = time.monotonic() + timeout
+        while not self.bound:
+            output = self.output()
+            serving = SERVING.findall(output)
+            if serving:
+                assert len(set(serving)) == 1, f"several addresses:\n{output}"
+                port = int(serving[0])
+                assert self.port in (0, port), f"configured {self.port}, bound {port}"
+                self.port, self.bound = port, True
+            elif self.process.poll() is not None:
+                if self.port and ADDRESS_IN_USE in output:
+                    raise PortTaken(f"{self.port}: {output}")
+                pytest.fail(
+                    f"pserve exited with {self.process.returncode} before listening:\n{output}",
+                    pytrace=False,
+                )
+            elif time.monotonic() > deadline:
+                pytest.fail(
+                    f"pserve did not log 'Serving on' within {timeout} s:\n{output}",
+                    pytrace=False,
+                )
+            else:
+                time.sleep(0.05)
+        return self.port
+
     def wait_ready(self, timeout=START_TIMEOUT):
         deadline = time.monotonic() + timeout
+        self.wait_bound(timeout)
         last = "no answer"
         while True:
             if self.process.poll() is not None:
@@ -150,12 +200,15 @@ class LiveServer:
 
 
 @contextlib.contextmanager
-def started(folder, ini, port, base_path=None, env=None):
+def started(folder, ini, port=0, base_path=None, env=None):
     """``pserve ini`` in ``folder`` until exit, not yet waited for (see ``wait_ready``).
 
+    ``port``: the one ``ini`` configures (0: the kernel's pick, read back by ``wait_bound``).
     ``env``: the server's whole environment (the test process's when None).
     """
-    output_path = Path(folder) / f"server-{port}.log"
+    fd, name = tempfile.mkstemp(prefix="server-", suffix=".log", dir=folder)
+    os.close(fd)
+    output_path = Path(name)
     with open(output_path, "wb") as output:
         process = subprocess.Popen(
             [str(BIN / "pserve"), str(ini)],
@@ -178,12 +231,21 @@ def running_server(folder):
     folder = Path(folder)
     base_path = folder / "attachments"
     base_path.mkdir()
-    port = free_port()
     ini = folder / "kinto.ini"
-    ini.write_text(live_config(port, base_path))
-    with started(folder, ini, port, base_path) as server:
-        server.wait_ready()
-        yield server
+    for attempt in range(3):
+        # The configuration names the server's own address (base_url): port known beforehand.
+        port = free_port()
+        ini.write_text(live_config(port, base_path))
+        with started(folder, ini, port, base_path) as server:
+            try:
+                server.wait_bound()
+            except PortTaken:
+                if attempt < 2:
+                    continue
+                raise
+            server.wait_ready()
+            yield server
+            return
 
 
 # The README's examples.

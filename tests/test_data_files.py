@@ -435,10 +435,13 @@ def test_limiter_lets_transfers_within_the_budget_run_together():
     limiter = TransferLimiter(100)
     transfers = [start(limiter, 30) for _ in range(3)]
     assert all(started.wait(10) for _, started, _ in transfers)
-    assert limiter.in_use == 90
+    # All three hold their share at once, none waits.
+    assert (limiter.in_use, limiter.waiting) == (90, 0)
     for thread, _, release in transfers:
         release.set()
         thread.join(10)
+        assert not thread.is_alive()
+    assert limiter.in_use == 0
 
 
 def test_limiter_runs_a_transfer_larger_than_the_budget_alone():
@@ -493,9 +496,23 @@ def test_collector_thread_collects_until_stopped(kinto_memory, monkeypatch):
     assert len(failures) == 2
 
 
-def test_collector_thread_starts_with_the_app(kinto_memory):
-    stop = kinto_memory.registry.attachment_gc_stop
-    assert not stop.is_set()
+def test_collector_thread_starts_with_the_app(tmp_path_factory, request):
+    kinto = cached_app(
+        "memory",
+        tmp_path_factory,
+        request,
+        **{"kinto.attachment.data_files.gc_interval_seconds": "300"},
+    )
+    stop = kinto.registry.attachment_gc_stop
+    (thread,) = [t for t in threading.enumerate() if t.name == "attachment-gc"]
+    assert thread.is_alive() and not stop.is_set()
+    stop.set()
+    thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_no_collector_thread_when_its_interval_is_0(kinto_memory):
+    assert not hasattr(kinto_memory.registry, "attachment_gc_stop")
 
 
 @pytest.mark.postgresql

@@ -27,7 +27,6 @@ from .live import (
     REQUEST_TIMEOUT,
     ROOT,
     create_collection,
-    free_port,
     get,
     live_config,
     started,
@@ -79,16 +78,14 @@ def cluster(pg_url, s3_server, tmp_path_factory):
     """``(A, B, S3 bucket name)``: two servers on one database and one bucket."""
     folder = tmp_path_factory.mktemp("live-cluster")
     s3 = s3_settings(s3_server)
-    ports = set()
-    while len(ports) < 2:
-        ports.add(free_port())
     inis = []
-    for port in sorted(ports):
-        ini = folder / f"kinto-{port}.ini"
-        ini.write_text(cluster_config(port, pg_url, s3))
-        inis.append((ini, port))
+    for name in ("a", "b"):
+        # Port 0: each binds a port of the kernel's choice, read back from its output.
+        ini = folder / f"kinto-{name}.ini"
+        ini.write_text(cluster_config(0, pg_url, s3))
+        inis.append(ini)
     migrate = subprocess.run(
-        [str(BIN / "kinto"), "migrate", "--ini", str(inis[0][0])],
+        [str(BIN / "kinto"), "migrate", "--ini", str(inis[0])],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -98,7 +95,7 @@ def cluster(pg_url, s3_server, tmp_path_factory):
     assert migrate.returncode == 0, migrate
     with contextlib.ExitStack() as stack:
         # Both start at once; each is then waited for.
-        servers = [stack.enter_context(started(folder, ini, port)) for ini, port in inis]
+        servers = [stack.enter_context(started(folder, ini)) for ini in inis]
         for server in servers:
             server.wait_ready()
         yield servers[0], servers[1], s3["kinto.attachment.aws.bucket_name"]

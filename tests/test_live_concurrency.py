@@ -130,7 +130,7 @@ def _template(pytest_config, folder):
         pytest_config.add_cleanup(lambda: _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         ini = Path(folder) / "migrate.ini"
         store = [f"kinto.attachment.base_path = {Path(folder) / 'unused'}"]
-        ini.write_text(node_config(free_port(), f"{PG_SERVER}/{name}", store, "http://localhost/"))
+        ini.write_text(node_config(0, f"{PG_SERVER}/{name}", store, "http://localhost/"))
         migrate(ini, folder)
         _TEMPLATE["name"] = name
     return _TEMPLATE["name"]
@@ -161,7 +161,11 @@ def hooks_env(pause_dir):
 
 
 class Node:
-    """One ``pserve`` that can be killed (``kill -9``) and started again on its port."""
+    """One ``pserve`` that can be killed (``kill -9``) and started again on its port.
+
+    ``port`` 0: the kernel's pick at the first start; a restart binds the same port again, so
+    that the URLs clients were given (tus upload locations) still lead to this node.
+    """
 
     def __init__(self, folder, ini, port, env=None):
         self.folder, self.ini, self.port, self.env = folder, ini, port, env
@@ -174,6 +178,10 @@ class Node:
         return self.server.url
 
     def start(self, wait=True):
+        if self.server is not None and self.server.bound and self.port != self.server.port:
+            self.port = self.server.port
+            text = re.sub(r"^port = 0$", f"port = {self.port}", self.ini.read_text(), flags=re.M)
+            self.ini.write_text(text)
         self._stack = contextlib.ExitStack()
         self.server = self._stack.enter_context(
             started(self.folder, self.ini, self.port, env=self.env)
@@ -237,8 +245,12 @@ def cluster_of(
     """``count`` nodes on ``pg_url`` (migrated) with files in a folder (``local``) or in a new
     bucket; with ``env``, ``tests.hooks`` is included and ``env`` is the nodes' environment."""
     folder = Path(folder)
-    ports = [free_port() for _ in range(count)]
+    # Port 0: each node binds a port of the kernel's choice, read back from its output...
+    ports = [0] * count
     if kind == "local":
+        # ...but node 0's, named beforehand: locations (base_url) lead to it, whichever node
+        # wrote them.
+        ports[0] = free_port()
         base_path = folder / "attachments"
         base_path.mkdir()
         store_lines = [f"kinto.attachment.base_path = {base_path}"]
@@ -254,8 +266,8 @@ def cluster_of(
         store = invariants.S3Bucket(s3_client(s3_endpoint), bucket)
     includes = ("tests.hooks",) if env is not None else ()
     inis = []
-    for port in ports:
-        ini = folder / f"kinto-{port}.ini"
+    for index, port in enumerate(ports):
+        ini = folder / f"kinto-{index}.ini"
         text = node_config(port, pg_url, store_lines, base_url, extra_lines, includes)
         if kind != "local":
             text = substitute(text, r"^kinto\.attachment\.serve_files = true$", "")

@@ -132,7 +132,12 @@ def tus_js(tmp_path_factory):
     """tus-js-client installed from the npm registry, as the README says."""
     npm = shutil.which("npm")
     node = shutil.which("node")
-    assert npm and node, "node and npm are needed for the tus-js-client test"
+    if not (npm and node):
+        missing = " and ".join(name for name, path in (("node", node), ("npm", npm)) if not path)
+        message = f"{missing} not found on PATH: the tus-js-client test needs node and npm"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message + " (CI=true: this test must run)", pytrace=False)
+        pytest.skip(message)
     folder = tmp_path_factory.mktemp("tus-js")
     result = subprocess.run(
         [npm, "install", "--no-audit", "--no-fund", "--silent", "tus-js-client@4"],

@@ -186,11 +186,33 @@ def test_oversized_form_fields_are_refused(with_previous):
     assert "form fields exceed" in response.json["message"]
 
 
-def test_refused_record_write_deletes_the_new_blob(with_previous):
+def test_refused_record_write_deletes_the_new_blob(with_previous, monkeypatch):
     # The record view refuses the write (bad permissions): the blob, already committed by
     # then, must go with the rolled back transaction.
     kinto = with_previous
-    kinto.upload(URL, b"new", "new.txt", permissions={"read": "everyone"}, status=400)
+    store = kinto.registry.attachment_store
+    stage, committed = store.stage, []
+
+    def spied_stage(*args, **kwargs):
+        staged = stage(*args, **kwargs)
+        commit = staged.commit
+
+        def spied_commit(*a, **kw):
+            committed.append(commit(*a, **kw))
+            return committed[-1]
+
+        monkeypatch.setattr(staged, "commit", spied_commit)
+        return staged
+
+    monkeypatch.setattr(store, "stage", spied_stage)
+    before = kinto.files()
+    response = kinto.upload(URL, b"new", "new.txt", permissions={"read": "everyone"}, status=400)
+    assert response.json["details"][0]["location"] == "body", response.json
+    assert "permissions" in response.json["details"][0]["name"], response.json
+    # The refusal came after the new blob was committed, and that blob is gone.
+    assert len(committed) == 1 and committed[0] not in before, committed
+    assert not store.exists(committed[0])
+    assert kinto.files() == before
 
 
 @pytest.mark.postgresql

@@ -3,6 +3,7 @@
 import hashlib
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -10,13 +11,11 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-import requests
-from moto.server import ThreadedMotoServer
 
 from kinto_attachment.storage import StorageUnavailable
 
 from .conftest import ALICE, build_settings, cached_app, make_app, s3_client, s3_settings
-from .live import free_port
+from .tcpproxy import TcpProxy
 
 
 URL = "/v1/buckets/blog/collections/articles/records/r1"
@@ -143,20 +142,18 @@ def test_delete_many_splits_in_batches_of_1000(tmp_path_factory, request):
 
 
 @pytest.fixture
-def flaky_endpoint(request):
-    """A second front (own port) to moto's shared state, that the test can stop and restart."""
-    request.getfixturevalue("s3_server")  # Same process: shares the buckets of the main one.
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield server, f"http://{host}:{port}", port
-    server.stop()
+def flaky_endpoint(s3_server):
+    """The S3 server behind a proxy of its own that the test can take down and bring back."""
+    host, port = s3_server.removeprefix("http://").rsplit(":", 1)
+    proxy = TcpProxy(host, int(port))
+    yield proxy, f"http://127.0.0.1:{proxy.port}"
+    proxy.close()
 
 
 def test_endpoint_down_mid_upload_is_503_and_leaves_nothing(
     flaky_endpoint, tmp_path, request, caplog
 ):
-    server, endpoint, port = flaky_endpoint
+    proxy, endpoint = flaky_endpoint
     settings = build_settings("memory", str(tmp_path), **s3_settings(endpoint))
     del settings["kinto.attachment.base_path"]
     app = make_app(settings)
@@ -169,8 +166,7 @@ def test_endpoint_down_mid_upload_is_503_and_leaves_nothing(
     bucket = settings["kinto.attachment.aws.bucket_name"]
 
     def stop_after_first_part(**kwargs):
-        if server._thread is not None and server._thread.is_alive():
-            server.stop()
+        proxy.down()
 
     store.client.meta.events.register("after-call.s3.UploadPart", stop_after_first_part)
     with caplog.at_level(logging.WARNING):
@@ -192,15 +188,9 @@ def test_endpoint_down_mid_upload_is_503_and_leaves_nothing(
     # Once S3 answers again, the next upload first aborts what was left unfinished.
     assert main.list_multipart_uploads(Bucket=bucket).get("Uploads")
     store.client.meta.events.unregister("after-call.s3.UploadPart", stop_after_first_part)
-    restarted = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    restarted.start()
-    try:
-        app.post(
-            URL + "/attachment", upload_files=[("attachment", "b.txt", b"after")], headers=ALICE
-        )
-        assert not main.list_multipart_uploads(Bucket=bucket).get("Uploads")
-    finally:
-        restarted.stop()
+    proxy.up()
+    app.post(URL + "/attachment", upload_files=[("attachment", "b.txt", b"after")], headers=ALICE)
+    assert not main.list_multipart_uploads(Bucket=bucket).get("Uploads")
 
 
 def test_unreachable_endpoint_is_503_and_heartbeat_false(tmp_path, caplog):
@@ -273,24 +263,20 @@ def test_chunks_the_caller_may_reuse_are_copied(tmp_path_factory, request):
 
 @pytest.fixture(scope="module")
 def moto_process(tmp_path_factory):
-    """moto in a process of its own: the objects it keeps are not in this one's memory."""
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")  # noqa: SIM115
+    """moto in a process of its own: the objects it keeps are not in this one's memory. It
+    binds port 0 and says which port it got (no free port picked, released, then taken)."""
+    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
+    log = open(log_path, "wb")  # noqa: SIM115
     process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", "0"],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    endpoint = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
-    while True:
-        try:
-            requests.get(endpoint, timeout=1)
-            break
-        except requests.ConnectionError:
-            assert process.poll() is None and time.monotonic() < deadline, "moto did not start"
-            time.sleep(0.1)
-    yield endpoint
+    while not (bound := re.search(r"Running on (http://127\.0\.0\.1:\d+)", log_path.read_text())):
+        assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
+        time.sleep(0.1)
+    yield bound.group(1)
     process.terminate()
     process.wait(15)
     log.close()

@@ -1,0 +1,76 @@
+"""A loopback TCP proxy that a test can take down and bring back, to play a network outage.
+
+Its listening socket stays open the whole time, so its port is never released and cannot be
+taken by another process in between (which restarting a server on the same port would risk).
+While down, it closes every connection it has and every new one at once.
+"""
+
+import contextlib
+import socket
+import threading
+
+
+class TcpProxy:
+    def __init__(self, target_host, target_port):
+        self._target = (target_host, target_port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._up = True
+        self._sockets = set()
+        self._lock = threading.Lock()
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def down(self):
+        """Drop every connection, and every new one until :meth:`up`."""
+        with self._lock:
+            self._up = False
+            sockets, self._sockets = self._sockets, set()
+        for sock in sockets:
+            self._shut(sock)
+
+    def up(self):
+        with self._lock:
+            self._up = True
+
+    def close(self):
+        self._closed = True
+        self.down()
+        self._listener.close()
+
+    @staticmethod
+    def _shut(sock):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
+
+    def _accept(self):
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                up = self._up
+            if not up:
+                self._shut(client)
+                continue
+            try:
+                upstream = socket.create_connection(self._target, timeout=10)
+            except OSError:
+                self._shut(client)
+                continue
+            with self._lock:
+                self._sockets.update((client, upstream))
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    def _pipe(self, source, sink):
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                sink.shutdown(socket.SHUT_WR)
