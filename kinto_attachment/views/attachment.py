@@ -1,10 +1,10 @@
 """``{record-url}/attachment``: kinto-attachment's ``POST`` and ``DELETE``, streamed, and
 ``GET``/``HEAD`` downloads for whoever may read the record.
 
-The order of a ``POST`` is that of the upload pipeline (DESIGN §2): authorise (route
-factory), refuse an oversized ``Content-Length`` and a missing collection before reading, stream
-the form into an :class:`~kinto_attachment.intake.Intake`, validate the text fields, commit the
-blob, write the record and its link, and leave the replaced blob to be deleted after commit.
+The order of a ``POST`` is that of the upload pipeline: authorise (route factory), refuse an
+oversized ``Content-Length`` and a missing collection before reading, stream the form into an
+:class:`~kinto_attachment.intake.Intake`, validate the text fields, commit the blob, then lock
+the record, write it and its link, and leave the replaced blob to be deleted after commit.
 """
 
 import json
