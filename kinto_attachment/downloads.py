@@ -12,10 +12,10 @@ import logging
 import re
 from urllib.parse import quote
 
-from kinto.core.errors import ERRORS, http_error
 from pyramid import httpexceptions
 from pyramid.response import Response
 
+from . import errors
 from .intake import CHUNK_SIZE, parse_media_type, store_errors
 
 
@@ -112,13 +112,7 @@ def requested_range(request, size, etag):
     else:
         start, end = max(0, size - last), size - 1
     if start >= size or end < start:
-        error = http_error(
-            httpexceptions.HTTPRequestRangeNotSatisfiable(),
-            errno=ERRORS.INVALID_PARAMETERS,
-            message=f"Range not satisfiable: the content has {size} bytes.",
-        )
-        error.headers["Content-Range"] = f"bytes */{size}"
-        raise error
+        raise errors.refuse("range_not_satisfiable", size=size)
     return start, end
 
 
@@ -129,14 +123,6 @@ def _position(digits):
         return None
     digits = digits.lstrip("0") or "0"
     return int(digits) if len(digits) <= _MAX_DIGITS else 10**_MAX_DIGITS
-
-
-def missing(resource_name, object_id):
-    return http_error(
-        httpexceptions.HTTPNotFound(),
-        errno=ERRORS.MISSING_RESOURCE,
-        details={"id": object_id, "resource_name": resource_name},
-    )
 
 
 class _Length:
@@ -204,7 +190,9 @@ def respond(request, store, download, redirect_url=None, inline=True):
         except httpexceptions.HTTPServiceUnavailable as error:
             if isinstance(error.__cause__, FileNotFoundError):
                 logger.error("Attachment blob %r is missing from the store", download.key)
-                raise missing("attachment", download.filename) from None
+                raise errors.refuse(
+                    "missing", resource_name="attachment", id=download.filename
+                ) from None
             raise
         wrapper = request.environ.get("wsgi.file_wrapper")
         response.app_iter = wrapper(stream, CHUNK_SIZE) if wrapper else chunks(stream)

@@ -1,53 +1,232 @@
-"""Our refusals, in Kinto's JSON error format (``code``, ``errno``, ``error``, ``message``).
+"""Every refusal of the plugin, in Kinto's JSON error format (``code``, ``errno``, ``error``,
+``message``, ``details``).
 
-Functions return the exception so that call sites read ``raise errors.too_large(...)``.
+:data:`REFUSALS` is the errno table, as kinto.core's ``ERRORS`` and tusd's error list: one
+named entry per refusal (status, errno, message template, extra headers). README.rst's
+"Errors" table lists the same status/errno pairs (``tests/test_errors.py`` checks it).
+:func:`refuse` builds the exception of an entry, so that call sites read
+``raise errors.refuse("too_large", limit=max_size)``; :mod:`~kinto_attachment.tus` adds
+``Tus-Resumable`` to its own through :func:`kinto_attachment.tus.error`.
+
+Templates are ``str.format`` strings of the parameters given to :func:`refuse`; in
+``details``, a value that is exactly ``"{name}"`` is the parameter itself, untouched.
 """
+
+import dataclasses
+import string
+from collections.abc import Mapping
+from typing import Any
 
 from kinto.core.errors import ERRORS, http_error
 from pyramid import httpexceptions
 
 
-def invalid(name, description, errno=ERRORS.INVALID_POSTED_DATA):
-    """400 on a part of the request body, with Kinto's ``details`` entry for the field."""
-    return http_error(
-        httpexceptions.HTTPBadRequest(),
-        errno=errno,
-        message=f"{name} in body: {description}",
-        details=[{"location": "body", "name": name, "description": description}],
-    )
+__all__ = ["ERRORS", "REFUSALS", "Refusal", "refuse"]
 
 
-def too_large(limit):
-    return http_error(
-        httpexceptions.HTTPRequestEntityTooLarge(),
-        errno=ERRORS.REQUEST_TOO_LARGE,
-        message=f"File size exceeds the limit ({limit} bytes).",
-    )
+class HTTPChecksumMismatch(httpexceptions.HTTPClientError):
+    """The tus checksum extension's own status (Pyramid has no 460)."""
+
+    code = 460
+    title = "Checksum Mismatch"
+    explanation = "The chunk does not match its Upload-Checksum."
 
 
-def record_not_found(record_id):
-    return http_error(
-        httpexceptions.HTTPNotFound(),
-        errno=ERRORS.MISSING_RESOURCE,
-        details={"id": record_id, "resource_name": "record"},
-    )
+#: Pyramid's exception of each status, and ours.
+EXCEPTIONS = {**httpexceptions.status_map, HTTPChecksumMismatch.code: HTTPChecksumMismatch}
 
 
-def storage_failed(retry_after=30):
-    """503: the blob store failed (disk full, network...); the client may retry later."""
+@dataclasses.dataclass(frozen=True)
+class Refusal:
+    """One refusal: what the client receives."""
+
+    status: int
+    errno: ERRORS
+    #: ``str.format`` template of the message; None: no message.
+    message: str | None = None
+    #: Extra headers, values being templates too (``Retry-After``, ``Content-Range``...).
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: Template of Kinto's ``details``.
+    details: Any = None
+    #: Raised bare, without a body: Kinto's own exception view for this class then answers,
+    #: with the status, errno and message written here (as for any unknown route, or any
+    #: request lacking authentication).
+    bare: type[httpexceptions.HTTPException] | None = None
+
+    def parameters(self):
+        """The names of the parameters the templates use."""
+        texts = [self.message or "", *self.headers.values(), *_strings(self.details)]
+        return {
+            field for text in texts for _, field, _, _ in string.Formatter().parse(text) if field
+        }
+
+
+def _strings(template):
+    if isinstance(template, str):
+        yield template
+    elif isinstance(template, Mapping):
+        for value in template.values():
+            yield from _strings(value)
+    elif isinstance(template, list | tuple):
+        for value in template:
+            yield from _strings(value)
+
+
+def _fill(template, params):
+    if isinstance(template, str):
+        field = template[1:-1]
+        if template == f"{{{field}}}" and field.isidentifier():
+            return params[field]
+        return template.format(**params)
+    if isinstance(template, Mapping):
+        return {key: _fill(value, params) for key, value in template.items()}
+    if isinstance(template, list | tuple):
+        return [_fill(value, params) for value in template]
+    return template
+
+
+_INVALID = "{name} in body: {description}"
+_INVALID_DETAILS = [{"location": "body", "name": "{name}", "description": "{description}"}]
+_MISSING_DETAILS = {"id": "{id}", "resource_name": "{resource_name}"}
+_TUS_400 = {"status": 400, "errno": ERRORS.INVALID_PARAMETERS}
+
+#: The errno table: every refusal of the plugin, by name.
+REFUSALS = {
+    # 400: the request itself.
+    "invalid_posted_data": Refusal(
+        400, ERRORS.INVALID_POSTED_DATA, _INVALID, details=_INVALID_DETAILS
+    ),
+    "invalid_parameter": Refusal(
+        400, ERRORS.INVALID_PARAMETERS, _INVALID, details=_INVALID_DETAILS
+    ),
+    "attachment_edit": Refusal(
+        400,
+        ERRORS.INVALID_POSTED_DATA,
+        "Attachment metadata cannot be modified: upload with POST "
+        "{{record}}/attachment, remove with DELETE {{record}}/attachment.",
+    ),
+    "in_batch": Refusal(
+        400,
+        ERRORS.INVALID_PARAMETERS,
+        "{method} {path} cannot be part of a batch: send it as a request of its own.",
+    ),
+    # 400 of the tus headers.
+    "not_an_integer": Refusal(**_TUS_400, message="{name} must be a non-negative integer."),
+    "integer_too_long": Refusal(**_TUS_400, message="{name} is too large."),
+    "defer_length": Refusal(**_TUS_400, message="Upload-Defer-Length is not supported."),
+    "bad_metadata": Refusal(**_TUS_400, message="Upload-Metadata: bad {key}"),
+    "metadata_filename": Refusal(**_TUS_400, message="Upload-Metadata: filename is required."),
+    "metadata_not_json": Refusal(**_TUS_400, message="Upload-Metadata: {name} is not JSON."),
+    "metadata_not_object": Refusal(
+        **_TUS_400, message="Upload-Metadata: {name} is not an object."
+    ),
+    "checksum_algorithm": Refusal(
+        **_TUS_400, message="Upload-Checksum: unsupported algorithm {algorithm}."
+    ),
+    "checksum_base64": Refusal(**_TUS_400, message="Upload-Checksum: bad base64."),
+    "short_body": Refusal(**_TUS_400, message="The body is shorter than Content-Length."),
+    # 401, 403: answered by Kinto's forbidden view (401 when the request is anonymous).
+    "unauthenticated": Refusal(
+        401,
+        ERRORS.MISSING_AUTH_TOKEN,
+        "Please authenticate yourself to use this endpoint.",
+        bare=httpexceptions.HTTPForbidden,
+    ),
+    "forbidden": Refusal(
+        403,
+        ERRORS.FORBIDDEN,
+        "This user cannot access this resource.",
+        bare=httpexceptions.HTTPForbidden,
+    ),
+    # 404, 410: nothing there.
+    "missing": Refusal(404, ERRORS.MISSING_RESOURCE, details=_MISSING_DETAILS),
+    "hidden": Refusal(
+        404,
+        ERRORS.MISSING_RESOURCE,
+        "The resource you are looking for could not be found.",
+        bare=httpexceptions.HTTPNotFound,
+    ),
+    "unknown_upload": Refusal(404, ERRORS.MISSING_RESOURCE, "Unknown upload."),
+    "upload_gone": Refusal(
+        410, ERRORS.MISSING_RESOURCE, "The bytes of this upload are lost: start a new upload."
+    ),
+    # 409, 412, 423: the state on the server.
+    "offset_conflict": Refusal(
+        409,
+        ERRORS.INVALID_PARAMETERS,
+        "Upload-Offset is {offset}, the upload is at {current}.",
+        headers={"Upload-Offset": "{current}"},
+    ),
+    "modified_meanwhile": Refusal(
+        412,
+        ERRORS.MODIFIED_MEANWHILE,
+        "The record was created meanwhile by another request: retry.",
+    ),
+    "tus_version": Refusal(
+        412,
+        ERRORS.INVALID_PARAMETERS,
+        "Tus-Resumable: {version} is required.",
+        headers={"Tus-Version": "{version}"},
+    ),
+    "upload_locked": Refusal(
+        423, ERRORS.CONSTRAINT_VIOLATED, "Another request is writing to this upload."
+    ),
+    # 411, 413, 415, 416, 460: the body.
+    "length_required": Refusal(411, ERRORS.MISSING_CONTENT_LENGTH, "Content-Length is required."),
+    "too_large": Refusal(
+        413, ERRORS.REQUEST_TOO_LARGE, "File size exceeds the limit ({limit} bytes)."
+    ),
+    "chunk_too_large": Refusal(
+        413, ERRORS.REQUEST_TOO_LARGE, "The chunk goes {excess} bytes past Upload-Length."
+    ),
+    "chunk_type": Refusal(415, ERRORS.INVALID_PARAMETERS, "Content-Type must be {chunk_type}."),
+    "range_not_satisfiable": Refusal(
+        416,
+        ERRORS.INVALID_PARAMETERS,
+        "Range not satisfiable: the content has {size} bytes.",
+        headers={"Content-Range": "bytes */{size}"},
+    ),
+    "checksum_mismatch": Refusal(
+        460, ERRORS.INVALID_PARAMETERS, "Upload-Checksum does not match the chunk."
+    ),
+    # 429, 503: retry later.
+    "too_many_uploads": Refusal(
+        429,
+        ERRORS.CLIENT_REACHED_CAPACITY,
+        "Too many unfinished uploads ({count}, at most {limit} per user): finish or "
+        "terminate (DELETE) one, or wait for one to expire.",
+        headers={"Retry-After": "{retry_after}"},
+    ),
+    "storage_failed": Refusal(
+        503,
+        ERRORS.BACKEND,
+        "Attachment storage is unavailable, retry later.",
+        headers={"Retry-After": "30"},
+    ),
+    "transfers_busy": Refusal(
+        503,
+        ERRORS.BACKEND,
+        "Too many transfers in progress, retry later.",
+        headers={"Retry-After": "{retry_after}"},
+    ),
+}
+
+
+def refuse(name, /, *, headers=None, **params):
+    """The exception of refusal ``name``, its templates filled with ``params``.
+
+    ``headers`` are set before the refusal's own (tus puts its ``Tus-Resumable`` there).
+    """
+    refusal = REFUSALS[name]
+    if refusal.bare is not None:
+        return refusal.bare()
     error = http_error(
-        httpexceptions.HTTPServiceUnavailable(),
-        errno=ERRORS.BACKEND,
-        message="Attachment storage is unavailable, retry later.",
+        EXCEPTIONS[refusal.status](),
+        errno=refusal.errno,
+        message=None if refusal.message is None else refusal.message.format(**params),
+        details=_fill(refusal.details, params),
     )
-    error.headers["Retry-After"] = str(retry_after)
+    error.headers.update(headers or {})
+    for header, template in refusal.headers.items():
+        error.headers[header] = template.format(**params)
     return error
-
-
-def modified_meanwhile():
-    """412: another request changed the record between the permission check and the write."""
-    return http_error(
-        httpexceptions.HTTPPreconditionFailed(),
-        errno=ERRORS.MODIFIED_MEANWHILE,
-        message="The record was created meanwhile by another request: retry.",
-    )

@@ -41,7 +41,7 @@ def store_errors():
         yield
     except OSError as e:
         logger.exception("Attachment storage failed")
-        raise errors.storage_failed() from e
+        raise errors.refuse("storage_failed") from e
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +132,7 @@ class Intake:
     def write(self, chunk):
         self.size += len(chunk)
         if self.max_size and self.size > self.max_size:
-            raise errors.too_large(self.max_size)
+            raise errors.refuse("too_large", limit=self.max_size)
         self._sha256.update(chunk)
         with store_errors():
             self._staged.write(chunk)
@@ -149,14 +149,18 @@ class Intake:
 def check_name(policy, filename):
     """400 unless an attachment may have this name under the collection's policy."""
     if not filename:
-        raise errors.invalid("attachment", "Filename is required.")
+        raise errors.refuse(
+            "invalid_posted_data", name="attachment", description="Filename is required."
+        )
     _check_extension(policy, filename)
     _check_extension(policy, safe_name(filename))
 
 
 def _check_extension(policy, name):
     if not policy.allows_extension(extension_of(name).lstrip(".")):
-        raise errors.invalid("attachment", "File extension is not allowed.")
+        raise errors.refuse(
+            "invalid_posted_data", name="attachment", description="File extension is not allowed."
+        )
 
 
 def for_attachment(store, policy, ids, filename, declared_type=None):

@@ -16,14 +16,12 @@
 
 import copy
 
-from kinto.core.errors import ERRORS, http_error
 from kinto.core.events import ACTIONS, ResourceChanged
 from kinto.core.storage.exceptions import ObjectNotFoundError
 from kinto.core.utils import apply_json_patch
 from pyramid.events import ContextFound
-from pyramid.httpexceptions import HTTPBadRequest
 
-from . import lifecycle, links, locks, records
+from . import errors, lifecycle, links, locks, records
 
 
 FIELD = "attachment"
@@ -53,14 +51,7 @@ def on_resources_deleted(event):
 
 def _refuse_edit(before, after):
     if before != after:
-        raise http_error(
-            HTTPBadRequest(),
-            errno=ERRORS.INVALID_POSTED_DATA,
-            message=(
-                "Attachment metadata cannot be modified: upload with POST "
-                "{record}/attachment, remove with DELETE {record}/attachment."
-            ),
-        )
+        raise errors.refuse("attachment_edit")
 
 
 def on_records_written(event):
@@ -120,14 +111,7 @@ def _check_record_body(request):
 
 def _refuse_in_batch(request):
     if records.in_batch(request):
-        raise http_error(
-            HTTPBadRequest(),
-            errno=ERRORS.INVALID_PARAMETERS,
-            message=(
-                f"{request.method} {request.path} cannot be part of a batch: "
-                "send it as a request of its own."
-            ),
-        )
+        raise errors.refuse("in_batch", method=request.method, path=request.path)
 
 
 def _write_lock(request):

@@ -20,21 +20,25 @@ FIELDS_LIMIT = 1024 * 1024
 MAX_BOUNDARY_LENGTH = 256
 
 
+def _invalid(name, description):
+    return errors.refuse("invalid_posted_data", name=name, description=description)
+
+
 def boundary_of(content_type):
     """The boundary of a ``multipart/form-data`` Content-Type, or a 400."""
     mimetype, options = parse_options_header(content_type or "")
     boundary = options.get(b"boundary")
     if mimetype != b"multipart/form-data" or not boundary:
-        raise errors.invalid(
-            "Content-Type",
-            "should be multipart/form-data with a boundary",
-            errno=errors.ERRORS.INVALID_PARAMETERS,
+        raise errors.refuse(
+            "invalid_parameter",
+            name="Content-Type",
+            description="should be multipart/form-data with a boundary",
         )
     if len(boundary) > MAX_BOUNDARY_LENGTH:
-        raise errors.invalid(
-            "Content-Type",
-            f"the multipart boundary exceeds {MAX_BOUNDARY_LENGTH} bytes",
-            errno=errors.ERRORS.INVALID_PARAMETERS,
+        raise errors.refuse(
+            "invalid_parameter",
+            name="Content-Type",
+            description=f"the multipart boundary exceeds {MAX_BOUNDARY_LENGTH} bytes",
         )
     return boundary
 
@@ -81,20 +85,20 @@ class FormReader:
         try:
             self._parser.write(chunk)
         except MultipartParseError as e:
-            raise errors.invalid("attachment", f"malformed multipart body ({e})") from e
+            raise _invalid("attachment", f"malformed multipart body ({e})") from e
 
     def close(self):
         """Check the body was complete; return ``{name: text}`` of the text fields."""
         if not self._complete:
-            raise errors.invalid("attachment", "truncated multipart body")
+            raise _invalid("attachment", "truncated multipart body")
         if self.file is None:
-            raise errors.invalid("attachment", "Attachment missing.")
+            raise _invalid("attachment", "Attachment missing.")
         return self.fields
 
     def _spend(self, size):
         self._budget -= size
         if self._budget < 0:
-            raise errors.invalid("body", f"form fields exceed {FIELDS_LIMIT} bytes")
+            raise _invalid("body", f"form fields exceed {FIELDS_LIMIT} bytes")
 
     def _on_part_begin(self):
         self._headers = {}
@@ -121,26 +125,26 @@ class FormReader:
         disposition, options = parse_options_header(self._headers.get("content-disposition"))
         name = _text(options.get(b"name", b""))
         if disposition != b"form-data" or not name:
-            raise errors.invalid("body", "every part needs Content-Disposition: form-data; name")
+            raise _invalid("body", "every part needs Content-Disposition: form-data; name")
         filename = options.get(b"filename")
         if name == self.file_field:
             if self.file is not None:
-                raise errors.invalid(name, "only one file may be attached.")
+                raise _invalid(name, "only one file may be attached.")
             if filename is None:
-                raise errors.invalid(name, "Filename is required.")
+                raise _invalid(name, "Filename is required.")
             self.file = self._sink = self._open_file(
                 _text(filename), self._headers.get("content-type")
             )
         elif name in self.text_fields:
             if filename is not None:
-                raise errors.invalid(name, "should be passed as form data, not as a file.")
+                raise _invalid(name, "should be passed as form data, not as a file.")
             if name in self.fields:
-                raise errors.invalid(name, "given twice.")
+                raise _invalid(name, "given twice.")
             self._field = name
             self._sink = bytearray()
         else:
             allowed = ", ".join(repr(f) for f in (self.file_field, *self.text_fields))
-            raise errors.invalid(name, f"unknown field, expected one of {allowed}.")
+            raise _invalid(name, f"unknown field, expected one of {allowed}.")
 
     def _on_part_data(self, data, start, end):
         if self._field is not None:

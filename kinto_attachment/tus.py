@@ -5,9 +5,9 @@ nothing of records, permissions, Kinto's storage or the blob stores, so that it 
 and tested on its own (``tests/test_tus_protocol.py``). The views
 (:mod:`kinto_attachment.views.resumable`) bind it to those.
 
-Parsers take header values and return what they mean, or raise the protocol's refusal: a
-Kinto JSON error (``http_error``, so one error format for the whole service) that also
-carries ``Tus-Resumable``, as tus requires of every response.
+Parsers take header values and return what they mean, or raise the protocol's refusal: an
+entry of the service's one catalogue (:mod:`kinto_attachment.errors`, Kinto's JSON error
+format) that also carries ``Tus-Resumable``, as tus requires of every response.
 """
 
 import base64
@@ -15,9 +15,10 @@ import email.utils
 import hashlib
 import json
 
-from kinto.core.errors import ERRORS, http_error
-from pyramid import httpexceptions
 from pyramid.response import Response
+
+from . import errors
+from .errors import HTTPChecksumMismatch  # noqa: F401 (tus's own status, named here too)
 
 
 VERSION = "1.0.0"
@@ -44,35 +45,10 @@ PREFLIGHT_MAX_AGE = 86400
 MAX_DIGITS = 18
 
 
-class HTTPChecksumMismatch(httpexceptions.HTTPClientError):
-    """The tus checksum extension's own status."""
-
-    code = 460
-    title = "Checksum Mismatch"
-    explanation = "The chunk does not match its Upload-Checksum."
-
-
-class HTTPLocked(httpexceptions.HTTPClientError):
-    """Another request holds the upload (tusd answers the same; Pyramid has no 423)."""
-
-    code = 423
-    title = "Locked"
-
-
-class HTTPTooManyUploads(httpexceptions.HTTPClientError):
-    """Pyramid has no 429."""
-
-    code = 429
-    title = "Too Many Requests"
-    explanation = "Too many unfinished uploads."
-
-
-def error(exception_class, message, errno=ERRORS.INVALID_PARAMETERS, headers=None):
-    """A refusal: Kinto's JSON error, with ``Tus-Resumable`` and ``headers``."""
-    refusal = http_error(exception_class(), errno=errno, message=message)
-    refusal.headers["Tus-Resumable"] = VERSION
-    refusal.headers.update(headers or {})
-    return refusal
+def error(name, /, headers=None, **params):
+    """The catalogue's refusal ``name`` (:data:`kinto_attachment.errors.REFUSALS`), with
+    ``Tus-Resumable`` and ``headers``."""
+    return errors.refuse(name, headers={"Tus-Resumable": VERSION, **(headers or {})}, **params)
 
 
 def response(status, origin=None, **headers):
@@ -127,31 +103,23 @@ def progress(offset, expires=None):
 def require_version(value):
     """412 unless ``Tus-Resumable`` is the version we speak (named in ``Tus-Version``)."""
     if value != VERSION:
-        raise error(
-            httpexceptions.HTTPPreconditionFailed,
-            f"Tus-Resumable: {VERSION} is required.",
-            headers={"Tus-Version": VERSION},
-        )
+        raise error("tus_version", version=VERSION)
 
 
 def too_large(max_size):
-    return error(
-        httpexceptions.HTTPRequestEntityTooLarge,
-        f"File size exceeds the limit ({max_size} bytes).",
-        errno=ERRORS.REQUEST_TOO_LARGE,
-    )
+    return error("too_large", limit=max_size)
 
 
 def integer(name, value, too_long=None):
     """The non-negative integer of header ``name``; 400 if it is none, ``too_long`` (or a 400)
     if it has more than :data:`MAX_DIGITS` digits."""
     if value is None or not value.isascii() or not value.isdigit():
-        raise error(httpexceptions.HTTPBadRequest, f"{name} must be a non-negative integer.")
+        raise error("not_an_integer", name=name)
     digits = value.lstrip("0")
     if len(digits) > MAX_DIGITS:
         if too_long is not None:
             raise too_long
-        raise error(httpexceptions.HTTPBadRequest, f"{name} is too large.")
+        raise error("integer_too_long", name=name)
     return int(digits or "0")  # Leading zeros too count towards Python's 4300 digits.
 
 
@@ -159,7 +127,7 @@ def upload_length(value, defer_length=None, max_size=0):
     """``Upload-Length`` of a creation: 400 with ``Upload-Defer-Length`` (the extension is not
     offered) or without a length, 413 above ``max_size`` (0: no limit)."""
     if defer_length:
-        raise error(httpexceptions.HTTPBadRequest, "Upload-Defer-Length is not supported.")
+        raise error("defer_length")
     too_long = too_large(max_size) if max_size else None
     length = integer("Upload-Length", value, too_long)
     if max_size and length > max_size:
@@ -180,9 +148,9 @@ def metadata(header):
         try:
             values[key] = base64.b64decode(encoded, validate=True).decode("utf-8")
         except ValueError as e:  # binascii.Error, UnicodeDecodeError, a non-ASCII value.
-            raise error(httpexceptions.HTTPBadRequest, f"Upload-Metadata: bad {key}") from e
+            raise error("bad_metadata", key=key) from e
     if not values.get("filename"):
-        raise error(httpexceptions.HTTPBadRequest, "Upload-Metadata: filename is required.")
+        raise error("metadata_filename")
     for name in ("data", "permissions"):
         if name in values:
             values[name] = _json_object(name, values[name])
@@ -193,9 +161,9 @@ def _json_object(name, text):
     try:
         value = json.loads(text)
     except (ValueError, RecursionError) as e:  # RecursionError: nested too deeply.
-        raise error(httpexceptions.HTTPBadRequest, f"Upload-Metadata: {name} is not JSON.") from e
+        raise error("metadata_not_json", name=name) from e
     if not isinstance(value, dict):
-        raise error(httpexceptions.HTTPBadRequest, f"Upload-Metadata: {name} is not an object.")
+        raise error("metadata_not_object", name=name)
     return value
 
 
@@ -205,29 +173,23 @@ def checksum(header):
         return None, None
     algorithm, _, encoded = header.partition(" ")
     if algorithm not in CHECKSUMS:
-        raise error(
-            httpexceptions.HTTPBadRequest, f"Upload-Checksum: unsupported algorithm {algorithm}."
-        )
+        raise error("checksum_algorithm", algorithm=algorithm)
     try:
         expected = base64.b64decode(encoded, validate=True)
     except ValueError as e:  # binascii.Error, or a non-ASCII value.
-        raise error(httpexceptions.HTTPBadRequest, "Upload-Checksum: bad base64.") from e
+        raise error("checksum_base64") from e
     return CHECKSUMS[algorithm](), expected
 
 
 def require_chunk_type(content_type):
     if content_type != CHUNK_TYPE:
-        raise error(httpexceptions.HTTPUnsupportedMediaType, f"Content-Type must be {CHUNK_TYPE}.")
+        raise error("chunk_type", chunk_type=CHUNK_TYPE)
 
 
 def require_offset(offset, current):
     """409 unless a chunk starts where the upload is (told in ``Upload-Offset``)."""
     if offset != current:
-        raise error(
-            httpexceptions.HTTPConflict,
-            f"Upload-Offset is {offset}, the upload is at {current}.",
-            headers={"Upload-Offset": str(current)},
-        )
+        raise error("offset_conflict", offset=offset, current=current)
 
 
 def chunk_length(content_length, offset, length):
@@ -235,42 +197,28 @@ def chunk_length(content_length, offset, length):
     upload's ``length``."""
     if content_length is None:
         # Kinto's own 411, as for any other body of unknown length.
-        raise http_error(
-            httpexceptions.HTTPLengthRequired(),
-            errno=ERRORS.MISSING_CONTENT_LENGTH,
-            message="Content-Length is required.",
-        )
+        raise errors.refuse("length_required")
     if offset + content_length > length:
-        raise error(
-            httpexceptions.HTTPRequestEntityTooLarge,
-            f"The chunk goes {offset + content_length - length} bytes past Upload-Length.",
-            errno=ERRORS.REQUEST_TOO_LARGE,
-        )
+        raise error("chunk_too_large", excess=offset + content_length - length)
     return content_length
 
 
 def checksum_mismatch():
-    return error(HTTPChecksumMismatch, "Upload-Checksum does not match the chunk.")
+    return error("checksum_mismatch")
 
 
 def short_body():
-    return error(httpexceptions.HTTPBadRequest, "The body is shorter than Content-Length.")
+    return error("short_body")
 
 
 def unknown_upload():
-    return error(httpexceptions.HTTPNotFound, "Unknown upload.", errno=ERRORS.MISSING_RESOURCE)
+    return error("unknown_upload")
 
 
 def locked():
-    return error(
-        HTTPLocked, "Another request is writing to this upload.", errno=ERRORS.CONSTRAINT_VIOLATED
-    )
+    return error("upload_locked")
 
 
 def gone():
     """410: the upload's bytes are lost for good; no retry brings them back."""
-    return error(
-        httpexceptions.HTTPGone,
-        "The bytes of this upload are lost: start a new upload.",
-        errno=ERRORS.MISSING_RESOURCE,
-    )
+    return error("upload_gone")

@@ -241,7 +241,7 @@ def test_refusals(make, code, errno, message):
 
 
 def test_error_with_headers():
-    error = tus.error(tus.HTTPTooManyUploads, "Too many.", headers={"Retry-After": "3"})
+    error = tus.error("too_many_uploads", count=2, limit=1, retry_after=3)
     assert (error.code, error.json["error"]) == (429, "Too Many Requests")
     assert error.headers["Retry-After"] == "3"
     assert error.headers["Tus-Resumable"] == "1.0.0"

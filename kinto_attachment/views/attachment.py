@@ -79,7 +79,11 @@ def _refuse_oversized(request, max_size):
     """413 before reading when even the smallest form around the file would be too large."""
     length = request.content_length
     if max_size and length is not None and length > max_size + FIELDS_LIMIT:
-        raise errors.too_large(max_size)
+        raise errors.refuse("too_large", limit=max_size)
+
+
+def _invalid(name, description):
+    return errors.refuse("invalid_posted_data", name=name, description=description)
 
 
 def _parse_json_fields(fields):
@@ -88,11 +92,11 @@ def _parse_json_fields(fields):
         try:
             parsed[name] = json.loads(text)
         except ValueError as e:
-            raise errors.invalid(name, f"is not valid JSON ({e})") from e
+            raise _invalid(name, f"is not valid JSON ({e})") from e
         except RecursionError as e:  # Nested deeper than the interpreter can parse.
-            raise errors.invalid(name, "is nested too deeply.") from e
+            raise _invalid(name, "is nested too deeply.") from e
         if not isinstance(parsed[name], dict):
-            raise errors.invalid(name, "should be a JSON object.")
+            raise _invalid(name, "should be a JSON object.")
     return parsed
 
 
@@ -190,9 +194,9 @@ def lock_record(request, context):
     except ObjectNotFoundError:
         record = None
     if record is None and context.current_object is not None:
-        raise errors.record_not_found(context.record_id)
+        raise errors.refuse("missing", resource_name="record", id=context.record_id)
     if record is not None and context.current_object is None:
-        raise errors.modified_meanwhile()
+        raise errors.refuse("modified_meanwhile")
     context.current_object = record
     return record
 
@@ -202,7 +206,7 @@ def _existing_record(request):
     context = request.context
     require_record_parents(request, context)
     if context.current_object is None:
-        raise errors.record_not_found(context.record_id)
+        raise errors.refuse("missing", resource_name="record", id=context.record_id)
     return context.current_object
 
 
@@ -229,7 +233,7 @@ def get_attachment(request):
     record = _existing_record(request)
     metadata = record.get(FILE_FIELD)
     if not metadata:
-        raise downloads.missing(FILE_FIELD, context.record_id)
+        raise errors.refuse("missing", resource_name=FILE_FIELD, id=context.record_id)
     store = request.registry.attachment_store
     download = downloads.Download(
         key=_key_of(request, context, store, metadata["location"]),

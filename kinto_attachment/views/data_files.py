@@ -21,9 +21,7 @@ import math
 import posixpath
 import uuid
 
-from kinto.core.errors import ERRORS, http_error
 from kinto.core.utils import msec_time
-from pyramid import httpexceptions
 from pyramid.response import Response
 from pyramid.security import NO_PERMISSION_REQUIRED
 
@@ -88,7 +86,7 @@ def _require_visible(request):
     its writes would outlive a failed batch. Checked before anything is read or written.
     """
     if records.in_batch(request):
-        raise httpexceptions.HTTPNotFound()
+        raise errors.refuse("hidden")
     options = request.registry.attachment_settings.data_files
     if options.visibility == "public":
         return
@@ -97,11 +95,11 @@ def _require_visible(request):
         return
     if options.principals & set(request.prefixed_principals):
         return
-    raise httpexceptions.HTTPNotFound()
+    raise errors.refuse("hidden")
 
 
 def _invalid(name, description):
-    return errors.invalid(name, description, errno=ERRORS.INVALID_PARAMETERS)
+    return errors.refuse("invalid_parameter", name=name, description=description)
 
 
 def _requested_id(request):
@@ -150,15 +148,11 @@ def _reservation(request, max_size):
     length = request.content_length
     if length is None:
         if request.registry.attachment_settings.data_files.require_content_length:
-            raise http_error(
-                httpexceptions.HTTPLengthRequired(),
-                errno=ERRORS.MISSING_CONTENT_LENGTH,
-                message="Content-Length is required.",
-            )
+            raise errors.refuse("length_required")
         logger.warning("Upload of unknown length: reserving %s bytes", UNKNOWN_LENGTH_RESERVATION)
         return UNKNOWN_LENGTH_RESERVATION
     if max_size and length > max_size:
-        raise errors.too_large(max_size)
+        raise errors.refuse("too_large", limit=max_size)
     return length
 
 
@@ -219,13 +213,8 @@ def _acquire(request, size, idle_release=False):
         return request.registry.transfer_limiter.acquire(size, idle_release=idle_release)
     except Busy:
         wait = request.registry.attachment_settings.data_files.transfer_wait_seconds
-        error = http_error(
-            httpexceptions.HTTPServiceUnavailable(),
-            errno=ERRORS.BACKEND,
-            message="Too many transfers in progress, retry later.",
-        )
-        error.headers["Retry-After"] = str(max(1, math.ceil(wait)))
-        raise error from None
+        retry_after = max(1, math.ceil(wait))
+        raise errors.refuse("transfers_busy", retry_after=retry_after) from None
 
 
 @contextlib.contextmanager
@@ -246,7 +235,7 @@ def _close(app_iter):
 def _live_entry(request, file_id):
     entry = data_files.get(request.registry.storage, file_id)
     if entry is None or not data_files.is_live(entry):
-        raise downloads.missing("data-file", file_id)
+        raise errors.refuse("missing", resource_name="data-file", id=file_id)
     return entry
 
 
@@ -292,7 +281,7 @@ def _require_intact(request, store, entry, served):
         logger.error(
             "Data file %r: blob %r does not match its size and sha256", entry["id"], served.key
         )
-        raise downloads.missing("data-file", entry["id"])
+        raise errors.refuse("missing", resource_name="data-file", id=entry["id"])
     # Remember the verification, unless the entry changed since it was read (re-uploaded,
     # deleted): that one is not the entry that was verified.
     data_files.lock(request.registry, entry["id"])

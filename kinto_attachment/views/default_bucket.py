@@ -7,9 +7,10 @@ does, then hands the untouched body stream to the real attachment URL.
 """
 
 from kinto.plugins.default_bucket import create_bucket, create_collection
-from pyramid import httpexceptions
 from pyramid.request import Request
 from pyramid.security import NO_PERMISSION_REQUIRED
+
+from .. import errors
 
 
 ROUTE = "default_bucket_collection"
@@ -18,7 +19,7 @@ PLUGIN = "kinto.plugins.default_bucket"
 
 def default_bucket_attachment(request):
     if request.authenticated_userid is None:
-        raise httpexceptions.HTTPForbidden()  # Kinto's forbidden view answers 401.
+        raise errors.refuse("unauthenticated")  # Kinto's forbidden view answers 401.
     bucket_id = request.default_bucket_id
     create_bucket(request, bucket_id)
     create_collection(request, bucket_id)

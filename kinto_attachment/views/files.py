@@ -10,7 +10,7 @@ import posixpath
 
 from pyramid.security import NO_PERMISSION_REQUIRED
 
-from .. import downloads
+from .. import downloads, errors
 from ..intake import CHUNK_SIZE, store_errors
 
 
@@ -27,13 +27,13 @@ def serve_file(request):
         size = None
     # Hidden segments are ours, never attachments: /data/files blobs, staged and tus files.
     if size is None or any(segment.startswith(".") for segment in key.split("/")):
-        raise downloads.missing("file", key)
+        raise errors.refuse("missing", resource_name="file", id=key)
     # Opened for HEAD too: a directory has a size, but no content.
     with store_errors():
         try:
             stream = store.open(key)
         except (IsADirectoryError, FileNotFoundError):
-            raise downloads.missing("file", key) from None
+            raise errors.refuse("missing", resource_name="file", id=key) from None
     mimetype = mimetypes.guess_type(key, strict=False)[0] or "application/octet-stream"
     response = downloads.StreamedResponse(content_type=mimetype, charset=None)
     response.headers["X-Content-Type-Options"] = "nosniff"

@@ -18,7 +18,6 @@ import contextlib
 import logging
 
 from kinto.core.authorization import DYNAMIC
-from kinto.core.errors import ERRORS
 from kinto.core.utils import msec_time
 from pyramid.security import NO_PERMISSION_REQUIRED
 from pyramid.settings import aslist
@@ -144,13 +143,7 @@ def _refuse_too_many(request):
     if count < limit:
         return
     retry_after = max(1, -(-((first_expiry or now) - now) // 1000))
-    raise tus.error(
-        tus.HTTPTooManyUploads,
-        f"Too many unfinished uploads ({count}, at most {limit} per user): finish or "
-        "terminate (DELETE) one, or wait for one to expire.",
-        errno=ERRORS.CLIENT_REACHED_CAPACITY,
-        headers={"Retry-After": str(retry_after)},
-    )
+    raise tus.error("too_many_uploads", count=count, limit=limit, retry_after=retry_after)
 
 
 def _record(request, upload):
