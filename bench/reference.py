@@ -12,11 +12,14 @@ the limit of this stack with that I/O strategy, where the plain reference is "si
 the request body to disk".
 
     python bench/reference.py --port 8000 --dir /tmp/ref [--write-behind]
+
+``--port 0``: a port of the kernel's choice, which waitress logs ("Serving on ...").
 """
 
 import argparse
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import uuid
@@ -81,6 +84,9 @@ def main():
     parser.add_argument("--write-behind", action="store_true")
     args = parser.parse_args()
     os.makedirs(args.dir, exist_ok=True)
+    # The "Serving on" line (INFO) names the bound port: bench/servers.py reads it.
+    logging.basicConfig()
+    logging.getLogger("waitress").setLevel(logging.INFO)
     waitress.serve(
         make_app(args.dir, args.write_behind),
         host="127.0.0.1",

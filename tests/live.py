@@ -5,6 +5,7 @@ differs by its port, its host (loopback) and its files folder (a temporary one).
 :func:`readme_examples` extracts the code blocks of ``README.rst`` that follow a
 ``.. live-test: NAME`` comment, so that the documented commands are the tested ones;
 :func:`run_bash` runs them as a user typing in a terminal would.
+``bench/servers.py`` starts its servers (and its moto process) with :func:`started` too.
 """
 
 import contextlib
@@ -60,6 +61,8 @@ def free_port():
 
 #: What waitress logs once it listens (with the port it bound, when configured with port 0).
 SERVING = re.compile(r"\bServing on http://127\.0\.0\.1:(\d+)$", flags=re.MULTILINE)
+#: What werkzeug (``moto_server``) logs once it listens, likewise.
+RUNNING = re.compile(r"\bRunning on http://127\.0\.0\.1:(\d+)$", flags=re.MULTILINE)
 ADDRESS_IN_USE = "Address already in use"
 
 
@@ -99,11 +102,18 @@ class LiveServer:
     base_path: Path
     output_path: Path
     bound: bool = False
+    #: The line that tells the server listens, and on which port (group 1).
+    serving: re.Pattern = SERVING
 
     @property
     def url(self):
         """The API root, as the README spells it (``localhost``)."""
         return f"http://localhost:{self.port}/v1"
+
+    @property
+    def origin(self):
+        """``http://127.0.0.1:port``: the bound address itself, with no name to resolve."""
+        return f"http://127.0.0.1:{self.port}"
 
     def output(self):
         """What the server wrote on its stdout and stderr."""
@@ -140,7 +150,7 @@ class LiveServer:
         deadline = time.monotonic() + timeout
         while not self.bound:
             output = self.output()
-            serving = SERVING.findall(output)
+            serving = self.serving.findall(output)
             if serving:
                 assert len(set(serving)) == 1, f"several addresses:\n{output}"
                 port = int(serving[0])
@@ -200,25 +210,27 @@ class LiveServer:
 
 
 @contextlib.contextmanager
-def started(folder, ini, port=0, base_path=None, env=None):
+def started(folder, ini, port=0, base_path=None, env=None, command=None, serving=SERVING):
     """``pserve ini`` in ``folder`` until exit, not yet waited for (see ``wait_ready``).
 
     ``port``: the one ``ini`` configures (0: the kernel's pick, read back by ``wait_bound``).
     ``env``: the server's whole environment (the test process's when None).
+    ``command``: another server's command line instead of ``pserve ini`` (``ini`` unused),
+    which logs ``serving`` once it listens (see :attr:`LiveServer.serving`).
     """
     fd, name = tempfile.mkstemp(prefix="server-", suffix=".log", dir=folder)
     os.close(fd)
     output_path = Path(name)
     with open(output_path, "wb") as output:
         process = subprocess.Popen(
-            [str(BIN / "pserve"), str(ini)],
+            command or [str(BIN / "pserve"), str(ini)],
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
             cwd=folder,
             env=env,
         )
-    server = LiveServer(process, port, base_path, output_path)
+    server = LiveServer(process, port, base_path, output_path, serving=serving)
     try:
         yield server
     finally:

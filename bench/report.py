@@ -1,0 +1,153 @@
+"""The report of ``bench/run.py``: markdown tables and a chart of what it measured.
+
+``run.py`` measures and hands its rows here; nothing here starts a server or times anything.
+Rows are dicts: large uploads ``{server, size, seconds, growth, cpu}``, small uploads
+``{server, workers, rps}``, downloads ``{server, route, size, seconds, growth}`` (bytes and
+seconds; ``growth`` None where our server is not involved).
+"""
+
+import datetime
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+
+MiB = 1024 * 1024
+BIN = Path(sys.executable).parent
+
+
+def write(path, large, small, downloads, args):
+    """``path`` (markdown) and, with large uploads, its chart beside it (``chart.png`` for
+    ``RESULTS.md``, ``NAME.png`` for ``NAME.md``)."""
+    lines = header(args)
+    if large:
+        lines += large_section(large)
+    if small:
+        lines += small_section(small, args.small, args.concurrency)
+    if downloads:
+        lines += downloads_section(downloads)
+    if large:
+        image = "chart.png" if path.name == "RESULTS.md" else path.stem + ".png"
+        lines += ["", f"![throughput and memory]({image})", ""]
+        chart(large, path.parent / image)
+    path.write_text("\n".join(lines))
+
+
+def ratio(value, reference):
+    return f"{value / reference:.2f}×" if reference else "n/a"
+
+
+def versions():
+    pip = subprocess.run(
+        [str(BIN / "pip"), "list", "--format=freeze"], capture_output=True, text=True
+    ).stdout
+    wanted = ("kinto=", "waitress=", "python-multipart=", "boto3=", "moto=", "webob=")
+    return ", ".join(line for line in pip.split() if line.lower().startswith(wanted))
+
+
+def header(args):
+    return [
+        "# Benchmark results",
+        "",
+        f"- Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
+        f"- Machine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 1024**3} GiB RAM, "
+        f"Python {platform.python_version()}",
+        f"- Versions: {versions()}; peer: kinto-attachment 8.0.0",
+        f"- Rounds: {args.rounds} per case (medians); uploads with `curl -F`, fsync on; "
+        + (
+            "files and request buffers on tmpfs (software overhead, no disk)."
+            if args.tmpfs
+            else "files and request buffers on the disk."
+        ),
+    ]
+
+
+def large_section(large):
+    by = {(r["server"], r["size"]): r for r in large}
+    lines = [
+        "",
+        "## Large uploads",
+        "",
+        "| server | size | median s | MiB/s | vs reference | vs reference-wb | vs peer "
+        "| server CPU s | CPU vs reference | peak RSS growth |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in large:
+        ref = by.get(("reference", row["size"]))
+        ref_wb = by.get(("reference-wb", row["size"]))
+        peer = by.get(("peer", row["size"]))
+        lines.append(
+            f"| {row['server']} | {row['size'] // MiB} MiB | {row['seconds']:.2f} "
+            f"| {row['size'] / MiB / row['seconds']:.0f} "
+            f"| {ratio(row['seconds'], ref['seconds']) if ref else 'n/a'} "
+            f"| {ratio(row['seconds'], ref_wb['seconds']) if ref_wb else 'n/a'} "
+            f"| {ratio(row['seconds'], peer['seconds']) if peer else 'n/a'} "
+            f"| {row['cpu']:.2f} | {ratio(row['cpu'], ref['cpu']) if ref else 'n/a'} "
+            f"| {row['growth'] / MiB:.1f} MiB |"
+        )
+    return lines
+
+
+def small_section(small, count, concurrency):
+    small_by = {(r["server"], r["workers"]): r["rps"] for r in small}
+    lines = [
+        "",
+        f"## {count} uploads of 4 KiB (requests/s, python-requests clients)",
+        "",
+        f"| server | sequential | vs peer | concurrent ({concurrency}) | vs peer |",
+        "|---|---|---|---|---|",
+    ]
+    for name in dict.fromkeys(r["server"] for r in small):
+        seq, conc = small_by[(name, 1)], small_by[(name, concurrency)]
+        peer_seq, peer_conc = small_by.get(("peer", 1)), small_by.get(("peer", concurrency))
+        lines.append(
+            f"| {name} | {seq:.0f} | {ratio(seq, peer_seq) if peer_seq else 'n/a'} "
+            f"| {conc:.0f} | {ratio(conc, peer_conc) if peer_conc else 'n/a'} |"
+        )
+    return lines
+
+
+def downloads_section(downloads):
+    """Speeds relative to the reference's static file (absent: no ratio)."""
+    ref_download = next((r for r in downloads if r["server"] == "reference"), None)
+    ref_speed = ref_download and ref_download["size"] / MiB / ref_download["seconds"]
+    lines = [
+        "",
+        "## Downloads (the client hashes what it receives)",
+        "",
+        "| server | route | size | median s | MiB/s | vs static file | peak RSS growth |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in downloads:
+        speed = row["size"] / MiB / row["seconds"]
+        growth = "n/a" if row["growth"] is None else f"{row['growth'] / MiB:.1f} MiB"
+        lines.append(
+            f"| {row['server']} | {row['route']} | {row['size'] // MiB} MiB "
+            f"| {row['seconds']:.2f} | {speed:.0f} | {ratio(speed, ref_speed)} | {growth} |"
+        )
+    return lines
+
+
+def chart(large, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (speed, memory) = plt.subplots(1, 2, figsize=(11, 4))
+    for name in dict.fromkeys(r["server"] for r in large):
+        rows = [r for r in large if r["server"] == name]
+        sizes = [r["size"] / MiB for r in rows]
+        speed.plot(sizes, [r["size"] / MiB / r["seconds"] for r in rows], marker="o", label=name)
+        memory.plot(sizes, [r["growth"] / MiB for r in rows], marker="o", label=name)
+    for axis, title in ((speed, "upload throughput (MiB/s)"), (memory, "peak RSS growth (MiB)")):
+        axis.set_xscale("log", base=2)
+        axis.set_xlabel("file size (MiB)")
+        axis.set_title(title)
+        axis.grid(True, alpha=0.3)
+    speed.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
