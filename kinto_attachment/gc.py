@@ -271,6 +271,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     setup_logging(args.ini)
     with bootstrap(args.ini) as env:
-        report = collect(env["registry"], dry_run=args.dry_run)
+        registry = env["registry"]
+        # Loading the app started the server's periodic collector: this command collects once.
+        if hasattr(registry, "attachment_gc_stop"):
+            registry.attachment_gc_stop.set()
+        report = collect(registry, dry_run=args.dry_run)
     print(report.describe())
     return 0

@@ -438,3 +438,8 @@ def test_gc_command_reports_then_removes(tmp_path_factory, request, tmp_path, ca
     assert "Dry run" not in out and "Orphans (removed): 1" in out
     assert "Total: 9 bytes removed" in out
     assert kinto.files() == [kinto.key_of(attached["location"])]
+    # The command collects once: loading the app started no collector that outlives it.
+    for thread in threading.enumerate():
+        if thread.name == "attachment-gc":
+            thread.join(5)
+            assert not thread.is_alive()
