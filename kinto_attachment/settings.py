@@ -20,8 +20,8 @@ from types import MappingProxyType
 
 from kinto.core.utils import read_env
 from pyramid.exceptions import ConfigurationError
-from pyramid.settings import falsey, truthy
 
+from .setting_values import as_bool, as_number, fail
 from .storage import s3_options
 from .storage.s3_options import S3Options
 
@@ -147,49 +147,21 @@ class AttachmentSettings:
 # Parsers take the setting's full name (for error messages) and its raw value.
 
 
-def _fail(name, message):
-    raise ConfigurationError(f"Invalid setting `kinto.{name}`: {message}")
-
-
-def _as_bool(name, value):
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in truthy:
-        return True
-    if text in falsey:
-        return False
-    _fail(name, f"expected true or false, got {value!r}")
-
-
 def _as_size(name, value):
     try:
         size = int(str(value).strip())
     except ValueError:
-        _fail(name, f"expected a number of bytes, got {value!r}")
+        fail(name, f"expected a number of bytes, got {value!r}")
     if size < 0:
-        _fail(name, f"must be 0 (no limit) or positive, got {size}")
+        fail(name, f"must be 0 (no limit) or positive, got {size}")
     return size
-
-
-def _as_number(kind, minimum):
-    def parse(name, value):
-        try:
-            number = kind(str(value).strip())
-        except ValueError:
-            _fail(name, f"expected a number, got {value!r}")
-        if number < minimum:
-            _fail(name, f"must be at least {minimum}, got {number}")
-        return number
-
-    return parse
 
 
 def _as_choice(*choices):
     def parse(name, value):
         value = str(value).strip().lower()
         if value not in choices:
-            _fail(name, f"expected one of {', '.join(choices)}, got {value!r}")
+            fail(name, f"expected one of {', '.join(choices)}, got {value!r}")
         return value
 
     return parse
@@ -203,7 +175,7 @@ def _as_networks(name, value):
             if net
         )
     except ValueError as e:
-        _fail(name, str(e))
+        fail(name, str(e))
 
 
 def _as_words(name, value):
@@ -218,7 +190,7 @@ def _as_template(allowed):
             value.format(**probe)
         except (KeyError, IndexError, ValueError) as e:
             placeholders = ", ".join(f"{{{p}}}" for p in allowed)
-            _fail(name, f"{value!r} is not a valid pattern ({e!s}); use {placeholders}")
+            fail(name, f"{value!r} is not a valid pattern ({e!s}); use {placeholders}")
         return value
 
     return parse
@@ -227,7 +199,7 @@ def _as_template(allowed):
 def _as_folder(name, value):
     folder = _as_template(("bucket_id", "collection_id"))(name, value).strip("/")
     if any(part in ("", ".", "..") for part in folder.split("/")) and folder:
-        _fail(name, f"{value!r} must be relative and contain no '.' or '..' segments")
+        fail(name, f"{value!r} must be relative and contain no '.' or '..' segments")
     return folder
 
 
@@ -243,10 +215,10 @@ def _as_extensions(name, value):
         for ext in group.split():
             ext = ext.lstrip(".")
             if not _EXTENSION_RE.match(ext):
-                _fail(name, f"{ext!r} is neither an extension group nor a plain extension")
+                fail(name, f"{ext!r} is neither an extension group nor a plain extension")
             extensions.add(ext)
     if not extensions:
-        _fail(name, "no extension given (use `any` to allow every extension)")
+        fail(name, "no extension given (use `any` to allow every extension)")
     return frozenset(extensions)
 
 
@@ -258,7 +230,7 @@ def _as_mimetypes(name, value):
         ext, sep, mimetype = (s.strip() for s in entry.partition(":"))
         ext = "." + ext.lower().lstrip(".")
         if not sep or not _EXTENSION_RE.match(ext[1:]) or not _MIMETYPE_RE.match(mimetype):
-            _fail(name, f"{entry.strip()!r} is not of the form `.ext:type/subtype`")
+            fail(name, f"{entry.strip()!r} is not of the form `.ext:type/subtype`")
         mapping[ext] = mimetype
     return MappingProxyType(mapping)
 
@@ -266,8 +238,8 @@ def _as_mimetypes(name, value):
 #: Settings that may be overridden per bucket or collection → (Policy field, parser).
 POLICY_SETTINGS = {
     "folder": ("folder", _as_folder),
-    "keep_old_files": ("keep_old_files", _as_bool),
-    "randomize": ("randomize", _as_bool),
+    "keep_old_files": ("keep_old_files", as_bool),
+    "randomize": ("randomize", as_bool),
     "filename_pattern": ("filename_pattern", _as_template(("datetime", "rid", "filename"))),
     "extensions": ("extensions", _as_extensions),
     "mimetypes": ("mimetypes", _as_mimetypes),
@@ -281,18 +253,18 @@ DATA_FILES_SETTINGS = {
     "visibility": _as_choice("private", "public"),
     "trusted_networks": _as_networks,
     "trusted_proxies": _as_networks,
-    "trust_forwarded_for": _as_bool,
+    "trust_forwarded_for": as_bool,
     "principals": _as_words,
-    "transfer_budget_bytes": _as_number(int, 1),
-    "transfer_wait_seconds": _as_number(float, 0),
-    "transfer_idle_seconds": _as_number(float, 1),
-    "require_content_length": _as_bool,
-    "gc_interval_seconds": _as_number(int, 0),
+    "transfer_budget_bytes": as_number(int, 1),
+    "transfer_wait_seconds": as_number(float, 0),
+    "transfer_idle_seconds": as_number(float, 1),
+    "require_content_length": as_bool,
+    "gc_interval_seconds": as_number(int, 0),
 }
 #: ``gc.NAME`` → parser (same field names in GcOptions).
 GC_SETTINGS = {
-    "orphans_grace_seconds": _as_number(int, 0),
-    "orphans_interval_seconds": _as_number(int, 0),
+    "orphans_grace_seconds": as_number(int, 0),
+    "orphans_interval_seconds": as_number(int, 0),
 }
 #: SlimFaas's own variable for the default visibility (``Public`` or ``Private``).
 SLIMFAAS_VISIBILITY = "Data__DefaultVisibility"
@@ -350,7 +322,7 @@ def _parse_data_files(values):
             options[name] = parse(f"{PREFIX}data_files.{name}", values[f"data_files.{name}"])
     if options.get("trust_forwarded_for") and not options.get("trusted_proxies"):
         # It used to believe X-Forwarded-For from any peer: anyone could claim a trusted address.
-        _fail(
+        fail(
             PREFIX + "data_files.trust_forwarded_for",
             "X-Forwarded-For is only believed from the peers listed in "
             "`kinto.attachment.data_files.trusted_proxies`: set that instead",
@@ -400,7 +372,7 @@ def parse(settings):
             global_values[name] = value
         else:
             reason = next((r for p, r in _UNSUPPORTED.items() if name.startswith(p)), None)
-            _fail(key, reason or "unknown setting")
+            fail(key, reason or "unknown setting")
 
     base_path = str(global_values.get("base_path") or "").strip() or None
     s3 = s3_options.from_settings(aws_values)
@@ -409,9 +381,9 @@ def parse(settings):
             "Attachment storage: set exactly one of `kinto.attachment.base_path` (local folder) "
             "and `kinto.attachment.aws.bucket_name` (S3 bucket)."
         )
-    serve_files = _as_bool(PREFIX + "serve_files", global_values.get("serve_files", False))
+    serve_files = as_bool(PREFIX + "serve_files", global_values.get("serve_files", False))
     if serve_files and s3 is not None:
-        _fail(PREFIX + "serve_files", "only applies to local storage (`base_path`)")
+        fail(PREFIX + "serve_files", "only applies to local storage (`base_path`)")
     base_url = str(global_values.get("base_url") or "").strip()
     capability_url = str(global_values.get("extra.base_url") or base_url).strip()
     if capability_url and not capability_url.endswith("/"):
@@ -441,11 +413,11 @@ def parse(settings):
         default=default,
         overrides=MappingProxyType(overrides),
         data_files=_parse_data_files(global_values),
-        resumable_expires_seconds=_as_number(int, 1)(
+        resumable_expires_seconds=as_number(int, 1)(
             PREFIX + "resumable.expires_seconds",
             global_values.get("resumable.expires_seconds", 86400),
         ),
-        resumable_max_uploads_per_user=_as_number(int, 0)(
+        resumable_max_uploads_per_user=as_number(int, 0)(
             PREFIX + "resumable.max_uploads_per_user",
             global_values.get("resumable.max_uploads_per_user", 20),
         ),

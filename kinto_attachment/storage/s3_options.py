@@ -7,8 +7,7 @@ The store owns its options, as django-storages' backends do; they live here rath
 
 import dataclasses
 
-from pyramid.exceptions import ConfigurationError
-from pyramid.settings import falsey, truthy
+from ..setting_values import as_bool, as_number, as_text, fail
 
 
 MiB = 1024 * 1024
@@ -49,58 +48,23 @@ class S3Options:
         return self.part_size * MAX_PARTS
 
 
-# Parsers take the setting's full name (for error messages) and its raw value.
-
-
-def _fail(name, message):
-    raise ConfigurationError(f"Invalid setting `kinto.{name}`: {message}")
-
-
-def _as_text(name, value):
-    return str(value).strip()
-
-
-def _as_bool(name, value):
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in truthy:
-        return True
-    if text in falsey:
-        return False
-    _fail(name, f"expected true or false, got {value!r}")
-
-
-def _as_number(kind, minimum):
-    def parse(name, value):
-        try:
-            number = kind(str(value).strip())
-        except ValueError:
-            _fail(name, f"expected a number, got {value!r}")
-        if number < minimum:
-            _fail(name, f"must be at least {minimum}, got {number}")
-        return number
-
-    return parse
-
-
 #: ``NAME`` (after ``aws.``) → parser; same names as the fields of :class:`S3Options`.
 OPTIONS = {
-    "bucket_name": _as_text,
-    "access_key": _as_text,
-    "secret_key": _as_text,
-    "region": _as_text,
-    "endpoint_url": _as_text,
-    "acl": _as_text,
-    "cache_control": _as_text,
-    "use_path_style": _as_bool,
-    "part_size": _as_number(int, MIN_PART_SIZE),
-    "concurrency": _as_number(int, 1),
-    "connect_timeout": _as_number(float, 0.1),
-    "read_timeout": _as_number(float, 0.1),
-    "max_attempts": _as_number(int, 1),
-    "presigned_downloads": _as_bool,
-    "presigned_expires": _as_number(int, 1),
+    "bucket_name": as_text,
+    "access_key": as_text,
+    "secret_key": as_text,
+    "region": as_text,
+    "endpoint_url": as_text,
+    "acl": as_text,
+    "cache_control": as_text,
+    "use_path_style": as_bool,
+    "part_size": as_number(int, MIN_PART_SIZE),
+    "concurrency": as_number(int, 1),
+    "connect_timeout": as_number(float, 0.1),
+    "read_timeout": as_number(float, 0.1),
+    "max_attempts": as_number(int, 1),
+    "presigned_downloads": as_bool,
+    "presigned_expires": as_number(int, 1),
 }
 #: pyramid_storage's way of naming the endpoint, turned into ``endpoint_url``.
 PYRAMID_STORAGE_ENDPOINT = ("host", "port", "is_secure")
@@ -114,12 +78,12 @@ def _endpoint_from_host(values):
     if not host:
         for name in ("port", "is_secure"):
             if name in values:
-                _fail(PREFIX + name, f"only applies with `kinto.{PREFIX}host`")
+                fail(PREFIX + name, f"only applies with `kinto.{PREFIX}host`")
         return ""
-    secure = _as_bool(PREFIX + "is_secure", values.get("is_secure", True))
+    secure = as_bool(PREFIX + "is_secure", values.get("is_secure", True))
     port = values.get("port")
     if port not in (None, ""):
-        port = _as_number(int, 1)(PREFIX + "port", port)
+        port = as_number(int, 1)(PREFIX + "port", port)
         host = f"{host}:{port}"
     return f"{'https' if secure else 'http'}://{host}"
 
@@ -132,10 +96,10 @@ def from_settings(values):
     """
     for name in sorted(values):
         if name not in NAMES:
-            _fail(PREFIX + name, "unknown setting")
+            fail(PREFIX + name, "unknown setting")
     if not str(values.get("bucket_name") or "").strip():
         if values:
-            _fail(PREFIX + min(values), f"S3 settings need `kinto.{PREFIX}bucket_name`")
+            fail(PREFIX + min(values), f"S3 settings need `kinto.{PREFIX}bucket_name`")
         return None
     options = {
         name: OPTIONS[name](PREFIX + name, value)
@@ -144,7 +108,7 @@ def from_settings(values):
     }
     endpoint = _endpoint_from_host(values)
     if endpoint and options.get("endpoint_url"):
-        _fail(PREFIX + "host", "give either `aws.endpoint_url` or `aws.host`, not both")
+        fail(PREFIX + "host", "give either `aws.endpoint_url` or `aws.host`, not both")
     if endpoint:
         options["endpoint_url"] = endpoint
     return S3Options(**options)

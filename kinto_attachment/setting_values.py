@@ -1,0 +1,41 @@
+"""Parsers of raw setting values, shared by :mod:`kinto_attachment.settings` and the stores'
+own option tables (which ``settings`` imports: they cannot import it back).
+
+A parser takes the setting's full name (for error messages) and its raw value, and stops
+start-up with a message naming the setting when the value is wrong.
+"""
+
+from pyramid.exceptions import ConfigurationError
+from pyramid.settings import falsey, truthy
+
+
+def fail(name, message):
+    raise ConfigurationError(f"Invalid setting `kinto.{name}`: {message}")
+
+
+def as_text(name, value):
+    return str(value).strip()
+
+
+def as_bool(name, value):
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in truthy:
+        return True
+    if text in falsey:
+        return False
+    fail(name, f"expected true or false, got {value!r}")
+
+
+def as_number(kind, minimum):
+    def parse(name, value):
+        try:
+            number = kind(str(value).strip())
+        except ValueError:
+            fail(name, f"expected a number, got {value!r}")
+        if number < minimum:
+            fail(name, f"must be at least {minimum}, got {number}")
+        return number
+
+    return parse
