@@ -17,7 +17,6 @@
 import copy
 
 from kinto.core.events import ACTIONS, ResourceChanged
-from kinto.core.storage.exceptions import ObjectNotFoundError
 from kinto.core.utils import apply_json_patch
 from pyramid.events import ContextFound
 
@@ -64,14 +63,9 @@ def on_records_written(event):
 
 def _stored_record(request):
     match = request.matchdict
-    try:
-        return request.registry.storage.get(
-            resource_name="record",
-            parent_id=f"/buckets/{match['bucket_id']}/collections/{match['collection_id']}",
-            object_id=match["id"],
-        )
-    except ObjectNotFoundError:
-        return None
+    return records.stored(
+        request.registry.storage, match["bucket_id"], match["collection_id"], match["id"]
+    )
 
 
 def _stored_attachment(request):
@@ -174,14 +168,8 @@ def on_flush(request):
 
 
 def wipe_store(store):
-    """Delete every blob ``store`` lists, and abort its pending uploads."""
-    batch = []
-    for listed in store.iter_blobs():
-        batch.append(listed.key)
-        if len(batch) >= 1000:
-            store.delete_many(batch)
-            batch = []
-    store.delete_many(batch)
+    """Delete every blob ``store`` lists (as it lists them), and abort its pending uploads."""
+    store.delete_many(listed.key for listed in store.iter_blobs())
     for pending in list(store.iter_pending()):
         store.abort_pending(pending.key, pending.upload_id)
 

@@ -7,12 +7,25 @@ everything it does for any record write: JSON-schema validation, permission chec
 that our listener lets this one edit of the ``attachment`` field through.
 """
 
+from kinto.core.storage.exceptions import ObjectNotFoundError
 from kinto.core.utils import build_request
 from pyramid import httpexceptions
 
 
 #: Environ flag set on our own subrequests (see :mod:`kinto_attachment.listeners`).
 INTERNAL_WRITE = "kinto_attachment.internal_write"
+
+
+def stored(storage, bucket_id, collection_id, record_id):
+    """The record as it is stored now, or None."""
+    try:
+        return storage.get(
+            resource_name="record",
+            parent_id=f"/buckets/{bucket_id}/collections/{collection_id}",
+            object_id=record_id,
+        )
+    except ObjectNotFoundError:
+        return None
 
 
 def is_internal_write(request):

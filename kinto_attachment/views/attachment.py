@@ -12,7 +12,6 @@ import json
 from kinto.authorization import RouteFactory
 from kinto.core import Service
 from kinto.core.authorization import DYNAMIC
-from kinto.core.storage.exceptions import ObjectNotFoundError
 from kinto.views import object_exists_or_404, raise_404_if_invalid_id
 
 from .. import downloads, errors, intake, lifecycle, links, locks, records
@@ -42,12 +41,9 @@ class AttachmentFactory(RouteFactory):
         self.record_id = match["id"]
         self.collection_uri = f"/buckets/{self.bucket_id}/collections/{self.collection_id}"
         self.record_uri = links.record_uri(self.bucket_id, self.collection_id, self.record_id)
-        try:
-            self.current_object = request.registry.storage.get(
-                resource_name="record", parent_id=self.collection_uri, object_id=self.record_id
-            )
-        except ObjectNotFoundError:
-            self.current_object = None
+        self.current_object = records.stored(
+            request.registry.storage, self.bucket_id, self.collection_id, self.record_id
+        )
         creating = self.current_object is None and request.method == "POST"
         self.permission_object_id = self.collection_uri if creating else self.record_uri
         if request.method in ("GET", "HEAD"):
@@ -187,12 +183,8 @@ def lock_record(request, context):
         locks.record_path(context.bucket_id, context.collection_id, context.record_id),
     )
     require_record_parents(request, context)
-    try:
-        record = request.registry.storage.get(
-            resource_name="record", parent_id=context.collection_uri, object_id=context.record_id
-        )
-    except ObjectNotFoundError:
-        record = None
+    ids = (context.bucket_id, context.collection_id, context.record_id)
+    record = records.stored(request.registry.storage, *ids)
     if record is None and context.current_object is not None:
         raise errors.refuse("missing", resource_name="record", id=context.record_id)
     if record is not None and context.current_object is None:
