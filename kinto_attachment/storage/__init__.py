@@ -58,7 +58,8 @@ class IBlobStore(Interface):
         """Delete the blob; a missing one is not an error (deletion is idempotent)."""
 
     def delete_many(keys):
-        """Delete several blobs, in as few requests as the backend allows."""
+        """Delete several blobs, in as few requests as the backend allows; ``keys`` may be
+        any iterable (a listing, say), consumed as it goes."""
 
     def url(key):
         """Public URL of the blob: ``base_url`` joined with the key."""

@@ -19,6 +19,7 @@ import base64
 import contextlib
 import hashlib
 import io
+import itertools
 import logging
 import mmap
 import posixpath
@@ -624,9 +625,9 @@ class S3Store(StoreBase):
         self.delete_many([key])
 
     def delete_many(self, keys):
-        keys = list(keys)
-        for start in range(0, len(keys), DELETE_BATCH):
-            batch = [{"Key": k} for k in keys[start : start + DELETE_BATCH]]
+        """Any iterable of keys, consumed by batches of S3's limit: memory stays flat."""
+        keys = iter(keys)
+        while batch := [{"Key": k} for k in itertools.islice(keys, DELETE_BATCH)]:
             with _unavailable("DeleteObjects"):
                 response = self.client.delete_objects(
                     Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
