@@ -18,7 +18,7 @@ def attachments_ping(request):
         return True
     store = request.registry.attachment_store
     key = f"__heartbeat__-{uuid.uuid4().hex}.json"
-    staged = store.stage(key, "application/json")
+    staged = store.stage(key, "application/json", random=True)
     try:
         staged.write(PROBE)
         key = staged.commit()

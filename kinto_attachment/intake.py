@@ -120,14 +120,14 @@ def blob_key(policy, bucket_id, collection_id, record_id, filename):
 class Intake:
     """One file's bytes on their way into the store."""
 
-    def __init__(self, store, key, filename, mimetype, max_size=0):
+    def __init__(self, store, key, filename, mimetype, max_size=0, random=False):
         self.filename = filename
         self.mimetype = mimetype
         self.max_size = max_size
         self.size = 0
         self._sha256 = hashlib.sha256()
         with store_errors():
-            self._staged = store.stage(key, mimetype)
+            self._staged = store.stage(key, mimetype, random=random)
 
     def write(self, chunk):
         self.size += len(chunk)
@@ -168,7 +168,7 @@ def for_attachment(store, policy, ids, filename, declared_type=None):
     check_name(policy, filename)
     key = blob_key(policy, *ids, filename)
     mimetype = resolve_mimetype(policy, filename, declared_type)
-    return Intake(store, key, filename, mimetype, policy.max_size_bytes)
+    return Intake(store, key, filename, mimetype, policy.max_size_bytes, policy.randomize)
 
 
 def read_chunks(stream, length, chunk_size=CHUNK_SIZE):

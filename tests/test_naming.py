@@ -203,3 +203,25 @@ def test_s3_taken_names_cost_no_body_resend(tmp_path_factory, request):
     assert calls.count("PutObject") == 1
     assert len(calls) <= 4
     assert kinto.read("https://files.example.com/same-1.txt") == b"old"
+
+
+@pytest.mark.parametrize("size", [3, 6 * 1024 * 1024], ids=["single-put", "multipart"])
+def test_s3_random_names_are_written_without_looking_first(tmp_path_factory, request, size):
+    """A random name cannot be taken: no request looks for a free one (writes stay
+    conditional), so a small upload is one PutObject and nothing else."""
+    kinto = app_with(tmp_path_factory, request, blobs="s3")
+    store = kinto.registry.attachment_store
+    calls = []
+
+    def count(event_name, **_):
+        calls.append(event_name.rsplit(".", 1)[-1])
+
+    store.client.meta.events.register("before-call.s3", count)
+    try:
+        meta = kinto.upload(kinto.record_url(), b"x" * size, "random.txt").json
+    finally:
+        store.client.meta.events.unregister("before-call.s3", count)
+    assert "HeadObject" not in calls and "ListObjectsV2" not in calls
+    if size == 3:
+        assert calls == ["PutObject"]
+    assert kinto.read(meta["location"]) == b"x" * size

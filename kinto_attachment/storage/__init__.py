@@ -37,8 +37,13 @@ class IStaged(Interface):
 class IBlobStore(Interface):
     """Where attachment bytes live (local disk, S3...)."""
 
-    def stage(key, content_type):
-        """Start writing a blob meant to be stored under ``key``; return an :class:`IStaged`."""
+    def stage(key, content_type, random=False):
+        """Start writing a blob meant to be stored under ``key``; return an :class:`IStaged`.
+
+        ``random``: the key was just drawn at random, so it is almost surely free: a backend
+        that would first look for a free name (S3) writes to it at once instead. Writes stay
+        conditional either way: a taken key is never overwritten.
+        """
 
     def open(key, start=0, end=None):
         """A binary file object reading the blob from ``start`` to ``end`` (inclusive, or the

@@ -141,7 +141,8 @@ class LocalStore(StoreBase):
             raise ValueError(f"blob key {key!r} resolves outside of the storage folder")
         return path
 
-    def stage(self, key, content_type=None):
+    def stage(self, key, content_type=None, random=False):
+        # Names are reserved with O_EXCL at commit: there is nothing to look up first.
         return LocalStaged(self, key)
 
     def open(self, key, start=0, end=None):

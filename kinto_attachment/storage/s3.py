@@ -179,9 +179,11 @@ class S3Staged:
     :meth:`S3Store.finish` to recognise that object, instead of being sent.
     """
 
-    def __init__(self, store, key, content_type, resumed=None):
+    def __init__(self, store, key, content_type, resumed=None, random=False):
         self._store = store
         self._key = key
+        #: Whether the key is random, hence written at once (conditionally) without a probe.
+        self._random = random
         self._content_type = content_type or "application/octet-stream"
         #: The part being filled, and how much of it is.
         self._buffer = None
@@ -222,7 +224,8 @@ class S3Staged:
 
     def _send_part(self, buffer, size):
         if self._upload_id is None:
-            self._key = self._store.free_key(self._key)
+            if not self._random:
+                self._key = self._store.free_key(self._key)
             with _unavailable("CreateMultipartUpload"):
                 self._upload_id = self._store.create_upload(self._key, self._content_type)
         self._raise_failed_parts()
@@ -326,8 +329,10 @@ class S3Staged:
         body); again only if a concurrent upload took that name meanwhile."""
         buffer, size = self._take_pending()  # Smaller than one part.
         data = memoryview(buffer)[:size]
-        for _ in range(PUT_ATTEMPTS):
-            key = self._store.free_key(self._key)
+        for attempt in range(PUT_ATTEMPTS):
+            # A random key is tried as it is; a taken one (or a chosen name) looks first.
+            fresh = self._random and attempt == 0
+            key = self._key if fresh else self._store.free_key(self._key)
             try:
                 with _unavailable("PutObject"):
                     self._store.client.put_object(
@@ -408,9 +413,9 @@ class S3Store(StoreBase):
             concurrency=options.concurrency,
         )
 
-    def stage(self, key, content_type=None):
+    def stage(self, key, content_type=None, random=False):
         self._retry_aborts()
-        return S3Staged(self, key, content_type)
+        return S3Staged(self, key, content_type, random=random)
 
     def object_args(self, content_type):
         """Arguments of every request creating an object. A type not served inline is

@@ -171,7 +171,7 @@ def upload(request):
     key = f"{data_files.KEY_FOLDER}/{uuid.uuid4().hex}{posixpath.splitext(safe_name(filename))[1]}"
 
     with _reserved(request, reservation):
-        received = intake.Intake(store, key, filename, mimetype, max_size)
+        received = intake.Intake(store, key, filename, mimetype, max_size, random=True)
         try:
             length = request.content_length
             read = intake.pump(request.body_file_raw, length, received.write)
