@@ -238,8 +238,8 @@ def test_store_failure_midway_is_503_and_leaves_nothing(with_previous, monkeypat
     store = with_previous.registry.attachment_store
     stage = store.stage
 
-    def failing_stage(key, content_type=None):
-        staged = stage(key, content_type)
+    def failing_stage(key, content_type=None, **options):
+        staged = stage(key, content_type, **options)
         staged.write(b"some bytes went through")
 
         def fail(chunk):
