@@ -2,6 +2,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 INSTALL_STAMP := $(VENV)/.install.stamp
+SERVE_STAMP := $(VENV)/.serve.stamp
 TEST_STAMP := $(VENV)/.test.stamp
 
 .PHONY: serve test fuzz lint format bench clean
@@ -14,12 +15,18 @@ $(INSTALL_STAMP): $(BIN)/python setup.cfg pyproject.toml
 	$(BIN)/pip install -q -e .
 	touch $@
 
+# The clients of the README's examples, beside the server (curl and node are the system's).
+$(SERVE_STAMP): $(INSTALL_STAMP)
+	$(BIN)/pip install -q httpie requests tuspy
+	touch $@
+
 $(TEST_STAMP): $(INSTALL_STAMP)
 	$(BIN)/pip install -q -e ".[test]"
 	touch $@
 
 ## Run Kinto with kinto_attachment on the embedded default at http://localhost:8888/v1
-serve: $(INSTALL_STAMP)
+## (and install the README examples' clients in .venv: HTTPie, requests, tuspy)
+serve: $(SERVE_STAMP)
 	mkdir -p var/attachments
 	$(BIN)/pserve config/kinto.ini
 

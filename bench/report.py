@@ -3,7 +3,8 @@
 ``run.py`` measures and hands its rows here; nothing here starts a server or times anything.
 Rows are dicts: large uploads ``{server, size, seconds, growth, cpu}``, small uploads
 ``{server, workers, rps}``, downloads ``{server, route, size, seconds, growth}`` (bytes and
-seconds; ``growth`` None where our server is not involved).
+seconds; ``growth`` None where our server is not involved), resumable uploads ``{server, size,
+tus, multipart}``, refusals ``{server, status, seconds, sent}``.
 """
 
 import datetime
@@ -18,7 +19,7 @@ MiB = 1024 * 1024
 BIN = Path(sys.executable).parent
 
 
-def write(path, large, small, downloads, args):
+def write(path, large, small, downloads, tus, refusals, args):
     """``path`` (markdown) and, with large uploads, its chart beside it (``chart.png`` for
     ``RESULTS.md``, ``NAME.png`` for ``NAME.md``)."""
     lines = header(args)
@@ -28,6 +29,10 @@ def write(path, large, small, downloads, args):
         lines += small_section(small, args.small, args.concurrency)
     if downloads:
         lines += downloads_section(downloads)
+    if tus:
+        lines += tus_section(tus)
+    if refusals:
+        lines += refusals_section(refusals)
     if large:
         image = "chart.png" if path.name == "RESULTS.md" else path.stem + ".png"
         lines += ["", f"![throughput and memory]({image})", ""]
@@ -43,7 +48,10 @@ def versions():
     pip = subprocess.run(
         [str(BIN / "pip"), "list", "--format=freeze"], capture_output=True, text=True
     ).stdout
-    wanted = ("kinto=", "waitress=", "python-multipart=", "boto3=", "moto=", "webob=")
+    wanted = (
+        "kinto=", "waitress=", "gunicorn=", "pyuwsgi=", "python-multipart=", "boto3=", "moto=",
+        "google-cloud-storage=", "webob=",
+    )  # fmt: skip
     return ", ".join(line for line in pip.split() if line.lower().startswith(wanted))
 
 
@@ -65,25 +73,39 @@ def header(args):
     ]
 
 
+#: The bound each of our servers is measured against: the raw sink of the same WSGI server,
+#: or a direct upload to the same store.
+OWN_BOUND = {
+    "ours": "reference",
+    "ours-pg": "reference",
+    "ours-gunicorn": "reference-gunicorn",
+    "ours-uwsgi": "reference-uwsgi",
+    "ours-s3": "s3-direct",
+    "ours-gcs": "gcs-direct",
+}
+
+
 def large_section(large):
     by = {(r["server"], r["size"]): r for r in large}
     lines = [
         "",
         "## Large uploads",
         "",
-        "| server | size | median s | MiB/s | vs reference | vs reference-wb | vs peer "
-        "| server CPU s | CPU vs reference | peak RSS growth |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| server | size | median s | MiB/s | vs reference | vs reference-wb | vs own bound "
+        "| vs peer | server CPU s | CPU vs reference | peak RSS growth |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in large:
         ref = by.get(("reference", row["size"]))
         ref_wb = by.get(("reference-wb", row["size"]))
+        bound = by.get((OWN_BOUND.get(row["server"]), row["size"]))
         peer = by.get(("peer", row["size"]))
         lines.append(
             f"| {row['server']} | {row['size'] // MiB} MiB | {row['seconds']:.2f} "
             f"| {row['size'] / MiB / row['seconds']:.0f} "
             f"| {ratio(row['seconds'], ref['seconds']) if ref else 'n/a'} "
             f"| {ratio(row['seconds'], ref_wb['seconds']) if ref_wb else 'n/a'} "
+            f"| {ratio(row['seconds'], bound['seconds']) if bound else 'n/a'} "
             f"| {ratio(row['seconds'], peer['seconds']) if peer else 'n/a'} "
             f"| {row['cpu']:.2f} | {ratio(row['cpu'], ref['cpu']) if ref else 'n/a'} "
             f"| {row['growth'] / MiB:.1f} MiB |"
@@ -127,6 +149,38 @@ def downloads_section(downloads):
         lines.append(
             f"| {row['server']} | {row['route']} | {row['size'] // MiB} MiB "
             f"| {row['seconds']:.2f} | {speed:.0f} | {ratio(speed, ref_speed)} | {growth} |"
+        )
+    return lines
+
+
+def tus_section(tus):
+    lines = [
+        "",
+        "## Resumable uploads (tus, 8 MiB chunks) against multipart, same file and server",
+        "",
+        "| server | size | tus s | multipart s | tus throughput vs multipart |",
+        "|---|---|---|---|---|",
+    ]
+    for row in tus:
+        lines.append(
+            f"| {row['server']} | {row['size'] // MiB} MiB | {row['tus']:.2f} "
+            f"| {row['multipart']:.2f} | {ratio(row['multipart'], row['tus'])} |"
+        )
+    return lines
+
+
+def refusals_section(refusals):
+    lines = [
+        "",
+        "## An anonymous POST announcing 2 GB",
+        "",
+        "| server | answer | seconds | body sent by the client before it |",
+        "|---|---|---|---|",
+    ]
+    for row in refusals:
+        lines.append(
+            f"| {row['server']} | {row['status']} | {row['seconds']:.2f} "
+            f"| {row['sent'] / MiB:.1f} MiB |"
         )
     return lines
 

@@ -11,7 +11,19 @@ waitress with the same settings:
   same Kinto and same configuration apart from the include;
 - ``ours``: kinto_attachment on the embedded default (memory backend, local files);
 - ``ours-pg``: the same on PostgreSQL (``BENCH_PG``, default ``postgresql://postgres@127.0.0.1``);
-- ``ours-s3``: the same with files in S3 (a moto server process, not measured).
+- ``ours-s3``: the same with files in S3 (a moto server process, not measured);
+- ``ours-gcs``: the same with files in Google Cloud Storage (a fake-gcs-server process, not
+  measured), beside ``gcs-direct``: the same file uploaded to the same emulator by
+  google-cloud-storage itself (its resumable upload, 8 MiB chunks), the bound of ours-gcs;
+  ``s3-direct`` likewise for ours-s3 (boto3's ``upload_fileobj`` to the same moto server);
+- ``ours-gunicorn``, ``ours-uwsgi``: ``ours`` under the streaming servers, from their shipped
+  configurations (``config/gunicorn.conf.py``, ``config/uwsgi.ini``), beside
+  ``reference-gunicorn`` and ``reference-uwsgi``: the reference app (the raw sink) under each,
+  their own bounds (``bench/sink_wsgi.py``). Their memory is the worker's.
+
+Besides uploads of large and small files and downloads: a 1 GiB (the largest size) resumable
+upload in 8 MiB chunks against the multipart upload of the same file on the same server, and
+an anonymous POST announcing 2 GB (how fast the 401, how much body went before it).
 
 For each upload: wall time of ``curl -F`` (as users upload), MiB/s, and the server's peak RSS
 growth (``VmHWM`` of the server process, reset before each upload through ``clear_refs``).
@@ -21,6 +33,7 @@ same run. This module measures; ``bench/report.py`` renders ``bench/RESULTS.md``
 """
 
 import argparse
+import base64
 import concurrent.futures
 import contextlib
 import hashlib
@@ -33,6 +46,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import unquote
 
 import requests
 
@@ -42,7 +56,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))  # ``python bench/run.py``: bench/ and tests/ as packages.
 
 from bench import report  # noqa: E402
-from bench.servers import AUTH, WORK, start_servers  # noqa: E402
+from bench.servers import AUTH, STREAMING, WORK, start_servers  # noqa: E402
 from tests import live  # noqa: E402
 
 
@@ -73,8 +87,11 @@ def make_file(folder, size):
 
 
 def upload_once(server, path, record):
-    """One ``curl -F`` upload: (seconds, peak RSS growth in bytes, server CPU seconds)."""
-    pid = server.process.pid
+    """One ``curl -F`` upload: (seconds, peak RSS growth in bytes, server CPU seconds); for a
+    client uploading straight to the store, its own measures."""
+    if server.direct:
+        return server.upload(path)
+    pid = server.pid
     reset_peak(pid)
     before = vm_value(pid, "VmRSS")
     cpu_before = cpu_seconds(pid)
@@ -126,23 +143,30 @@ def bench_small(servers, count, concurrency):
     content = os.urandom(4096)
     rows = []
     for name, server in servers.items():
-        if name == "reference-wb":
+        if name == "reference-wb" or server.direct:
             continue  # Write-behind starts at two windows (16 MiB): these are plain writes.
         for workers in (1, concurrency):
-            local = threading.local()
+            local, dropped = threading.local(), []
 
-            def post(i, server=server, local=local):
+            def post(i, server=server, local=local, dropped=dropped):
                 if not hasattr(local, "session"):
                     local.session = requests.Session()
                 # Kinto on PostgreSQL answers concurrent writes to one collection with
-                # 409 "please retry" (plain record PUTs too): retry, as Kinto clients do.
+                # 409 "please retry" (plain record PUTs too): retry, as Kinto clients do. A
+                # connection dropped under a request (seen with uWSGI's raw sink) is retried
+                # too, and counted.
                 for _ in range(5):
-                    response = local.session.post(
-                        server.upload_url(f"small-{i}"),
-                        files={"attachment": (f"f{i}.bin", content)},
-                        auth=AUTH,
-                        timeout=60,
-                    )
+                    try:
+                        response = local.session.post(
+                            server.upload_url(f"small-{i}"),
+                            files={"attachment": (f"f{i}.bin", content)},
+                            auth=AUTH,
+                            timeout=60,
+                        )
+                    except requests.ConnectionError:
+                        dropped.append(i)
+                        local.session = requests.Session()
+                        continue
                     if response.status_code != 409:
                         break
                 if response.status_code >= 400:
@@ -153,7 +177,8 @@ def bench_small(servers, count, concurrency):
                 list(pool.map(post, range(count)))
             elapsed = time.perf_counter() - start
             rows.append({"server": name, "workers": workers, "rps": count / elapsed})
-            print(f"  {name:12s} x{workers}  {count / elapsed:.0f} req/s", flush=True)
+            retried = f" ({len(dropped)} dropped connections retried)" if dropped else ""
+            print(f"  {name:12s} x{workers}  {count / elapsed:.0f} req/s{retried}", flush=True)
             if server.kinto:
                 records = f"{server.root}/buckets/bench/collections/files/records"
                 requests.delete(records, auth=AUTH, timeout=120)
@@ -168,7 +193,7 @@ def bench_downloads(servers, size, rounds, folder):
     path = make_file(folder, size)
     targets = []
     for name, server in servers.items():
-        if name in ("peer", "reference-wb"):
+        if name in ("peer", "reference-wb") or server.direct:
             continue  # kinto-attachment serves no files; the two references serve alike.
         if not server.kinto:
             with open(path, "rb") as body:
@@ -183,10 +208,12 @@ def bench_downloads(servers, size, rounds, folder):
                 timeout=600,
             )
         uploaded.raise_for_status()
+        key = uploaded.json()["location"].rsplit("/attachments/", 1)[-1]
         if name == "ours-s3":
             # What we proxy, fetched from the S3 server itself: the bound of S3 downloads.
-            key = uploaded.json()["location"].rsplit("/attachments/", 1)[1]
             targets.append((name, "S3 server directly", server.presigned_url(key)))
+        if name == "ours-gcs":
+            targets.append((name, "GCS server directly", server.direct_url(unquote(key))))
         with open(path, "rb") as body:
             data_file = f"{server.live.origin}/data/files"
             requests.post(f"{data_file}?id=download", data=body, timeout=600).raise_for_status()
@@ -195,8 +222,8 @@ def bench_downloads(servers, size, rounds, folder):
     os.sync()
     rows = []
     for name, route, url in targets:
-        pid = servers[name].process.pid
-        direct = route == "S3 server directly"  # Our server is not involved: no auth.
+        pid = servers[name].pid
+        direct = route.endswith("server directly")  # Our server is not involved: no auth.
         times, growths = [], []
         for _ in range(rounds):
             reset_peak(pid)
@@ -222,10 +249,75 @@ def bench_downloads(servers, size, rounds, folder):
     return rows
 
 
+def tus_once(server, path, chunk=8 * MiB):
+    """Seconds of one resumable upload of ``path`` in ``chunk``-byte PATCHes (requests)."""
+    name = base64.b64encode(path.name.encode()).decode()
+    size = path.stat().st_size
+    tus = {"Tus-Resumable": "1.0.0"}
+    start = time.perf_counter()
+    with requests.Session() as session:
+        session.auth = AUTH
+        created = session.post(
+            server.upload_url("tus") + "/uploads",
+            headers={**tus, "Upload-Length": str(size), "Upload-Metadata": f"filename {name}"},
+            timeout=60,
+        )
+        created.raise_for_status()
+        with open(path, "rb") as f:
+            for offset in range(0, size, chunk):
+                patched = session.patch(
+                    created.headers["Location"],
+                    data=f.read(chunk),
+                    headers={**tus, "Upload-Offset": str(offset),
+                             "Content-Type": "application/offset+octet-stream"},
+                    timeout=600,
+                )  # fmt: skip
+                patched.raise_for_status()
+    return time.perf_counter() - start
+
+
+def bench_tus(servers, size, rounds, folder):
+    """A resumable upload in 8 MiB chunks against the multipart upload of the same file, on
+    the same server, interleaved: what resuming costs."""
+    path = make_file(folder, size)
+    rows = []
+    for name in ("ours", *(f"ours-{s}" for s in STREAMING)):
+        if name not in servers:
+            continue
+        server, tus_times, form_times = servers[name], [], []
+        for _ in range(rounds):
+            tus_times.append(tus_once(server, path))
+            server.clean("tus")
+            form_times.append(upload_once(server, path, "form")[0])
+            server.clean("form")
+        row = {"server": name, "size": size, "tus": statistics.median(tus_times),
+               "multipart": statistics.median(form_times)}  # fmt: skip
+        rows.append(row)
+        print(f"  {name:12s} tus {row['tus']:.2f} s, multipart {row['multipart']:.2f} s")
+    return rows
+
+
+def bench_refusals(servers, length=2_000_000_000):
+    """An anonymous POST announcing ``length`` bytes: how long until the 401, and how much of
+    its body the client could send meanwhile (what the server or its buffers took)."""
+    rows = []
+    for name, server in servers.items():
+        if not server.kinto or name == "peer":
+            continue
+        path = server.upload_url("refused").removeprefix(server.live.origin)
+        start = time.perf_counter()
+        line, sent = live.post_without_reading(server.live, path, length)
+        rows.append({"server": name, "status": line, "seconds": time.perf_counter() - start,
+                     "sent": sent})  # fmt: skip
+        print(f"  {name:12s} {line}: {sent / MiB:.1f} MiB sent")
+    return rows
+
+
 def measure(servers, cases, args, folder):
-    """``(large, small, downloads)``: the rows of each case (empty when not run)."""
+    """``(large, small, downloads, tus, refusals)``: the rows of each case (empty when not
+    run)."""
     sizes = [int(s) * MiB for s in args.sizes.split(",")]
-    large = small = downloads = []
+    large = small = downloads = tus = refusals = []
     if "large" in cases:
         print("Large uploads", flush=True)
         large = bench_large(servers, sizes, args.rounds, folder)
@@ -235,7 +327,13 @@ def measure(servers, cases, args, folder):
     if "downloads" in cases:
         print("Downloads", flush=True)
         downloads = bench_downloads(servers, args.download_size * MiB, args.rounds, folder)
-    return large, small, downloads
+    if "tus" in cases:
+        print("Resumable uploads", flush=True)
+        tus = bench_tus(servers, max(sizes), args.rounds, folder)
+    if "refusals" in cases:
+        print("Refusals", flush=True)
+        refusals = bench_refusals(servers)
+    return large, small, downloads, tus, refusals
 
 
 def main():
@@ -246,10 +344,13 @@ def main():
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument(
         "--servers",
-        default="reference,reference-wb,peer,ours,ours-pg,ours-s3",
+        default="reference,reference-wb,peer,ours,ours-pg,ours-s3,ours-gcs,"
+        "reference-gunicorn,ours-gunicorn,reference-uwsgi,ours-uwsgi",
         help="comma separated",
     )
-    parser.add_argument("--cases", default="large,small,downloads", help="comma separated")
+    parser.add_argument(
+        "--cases", default="large,small,downloads,tus,refusals", help="comma separated"
+    )
     parser.add_argument(
         "--tmpfs",
         action="store_true",
@@ -268,8 +369,8 @@ def main():
     try:
         with contextlib.ExitStack() as stack:
             servers = start_servers(args.servers.split(","), folder, stack)
-            large, small, downloads = measure(servers, cases, args, folder)
-        report.write(HERE / args.output, large, small, downloads, args)
+            rows = measure(servers, cases, args, folder)
+        report.write(HERE / args.output, *rows, args)
         print((HERE / args.output).read_text())
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -3,14 +3,18 @@
 They start the way the live tests start theirs (:func:`tests.live.started`, port 0, the bound
 port read from the server's output) on the configuration the live tests use
 (:func:`tests.live.live_config`), adjusted for measuring: no size limit, no request log.
+The peer (Mozilla's kinto-attachment) runs from the virtualenv :func:`tests.live.ensure_peer`
+builds and caches.
 """
 
+import json
 import os
 import re
 import subprocess
 import sys
 import uuid
 from pathlib import Path
+from urllib.parse import quote
 
 import requests
 
@@ -21,8 +25,6 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 WORK = HERE / ".work"
 BIN = live.BIN
-PEER_VENV = WORK / "peer-venv"
-PEER_REQUIREMENTS = ["kinto==26.5.0", "kinto-attachment==8.0.0", "waitress", "setuptools"]
 AUTH = ("alice", "passwd")
 PG = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
 S3_CREDENTIALS = {
@@ -35,8 +37,12 @@ S3_CREDENTIALS = {
 class Server:
     """A started server (a :class:`tests.live.LiveServer`) and how to upload to it."""
 
-    def __init__(self, name, live_server, kinto=True, s3_endpoint=None):
+    #: Not a server: a client uploading straight to the store (see :class:`DirectGCS`).
+    direct = False
+
+    def __init__(self, name, live_server, kinto=True, s3_endpoint=None, gcs_endpoint=None):
         self.name, self.live, self.kinto, self.s3_endpoint = name, live_server, kinto, s3_endpoint
+        self.gcs_endpoint = gcs_endpoint
         self.process, self.port = live_server.process, live_server.port
         self.files = live_server.base_path
         self.root = live_server.origin + ("/v1" if kinto else "")
@@ -45,6 +51,14 @@ class Server:
             requests.put(
                 f"{self.root}/buckets/bench/collections/files", auth=AUTH, timeout=10
             ).raise_for_status()
+
+    @property
+    def pid(self):
+        """The process that serves requests: gunicorn's and uWSGI's worker (the one child of
+        their master process), waitress itself."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        workers = children.read_text().split() if children.exists() else []
+        return int(workers[0]) if workers else self.process.pid
 
     def upload_url(self, record):
         if not self.kinto:
@@ -58,12 +72,21 @@ class Server:
         client = boto3.client("s3", endpoint_url=self.s3_endpoint, **S3_CREDENTIALS)
         return client.generate_presigned_url("get_object", Params={"Bucket": "bench", "Key": key})
 
+    def direct_url(self, key):
+        """A download of ``key`` straight from the GCS emulator (ours-gcs only)."""
+        return f"{self.gcs_endpoint}/bench/{quote(key)}"
+
     def clean(self, record):
         if self.kinto:
             requests.delete(self.upload_url(record), auth=AUTH, timeout=60)
         else:
             for path in self.files.iterdir():
                 path.unlink()
+
+
+#: Servers that stream request bodies: ``ours-NAME`` runs the plugin under them,
+#: ``reference-NAME`` the raw sink (``bench/sink_wsgi.py``).
+STREAMING = ("gunicorn", "uwsgi")
 
 
 def kinto_ini(template, files, includes, extra=()):
@@ -76,6 +99,8 @@ def kinto_ini(template, files, includes, extra=()):
         # Our settings go, but for base_path and base_url (from live_config).
         (r"^kinto\.attachment\.(?!base_path |base_url ).*\n", "", 0),
         (r"^keys = root, kinto, kinto_attachment$", r"\g<0>, waitress", 1),
+        # Plain log lines: the peer has no kinto_attachment.request_log.
+        (r"^class = kinto_attachment\.request_log\.SummaryFormatter\n", "", 1),
     ]:
         text, found = re.subn(pattern, replacement, text, flags=re.MULTILINE)
         if count and found != count:
@@ -87,17 +112,6 @@ def kinto_ini(template, files, includes, extra=()):
     return text.replace("level = INFO", "level = WARNING") + "\n" + waitress
 
 
-def ensure_peer():
-    python = PEER_VENV / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
-    check = subprocess.run([str(python), "-c", "import kinto_attachment"], capture_output=True)
-    if check.returncode != 0:
-        pip = [str(PEER_VENV / "bin" / "pip"), "install", "-q", *PEER_REQUIREMENTS]
-        subprocess.run(pip, check=True)
-    return PEER_VENV / "bin"
-
-
 def start_servers(names, folder, stack):
     """``{name: Server}``, started one after the other on ports of the kernel's choice; each
     stops when ``stack`` (a :class:`contextlib.ExitStack`) closes."""
@@ -107,8 +121,16 @@ def start_servers(names, folder, stack):
     for name in names:
         files = folder / f"{name}-files"
         files.mkdir()
-        ini, s3_endpoint, kinto = folder / f"{name}.ini", None, True
-        if name.startswith("reference"):
+        ini, s3_endpoint, gcs_endpoint, kinto = folder / f"{name}.ini", None, None, True
+        serving, port, server_env = live.SERVING, 0, env
+        streaming = name.rsplit("-", 1)[-1] if name.endswith(STREAMING) else None
+        if streaming:
+            port, serving = live.free_port(), live.LISTENING[streaming]
+        if name.startswith("reference") and streaming:
+            server_env = {**env, "SINK_DIR": str(files)}
+            command = live.streaming_command(streaming, folder, port, (HERE, "sink_wsgi"))
+            kinto = False
+        elif name.startswith("reference"):
             command = [sys.executable, str(HERE / "reference.py"), "--port", "0"]
             command += ["--dir", str(files)] + (["--write-behind"] if name.endswith("-wb") else [])
             kinto = False
@@ -117,25 +139,37 @@ def start_servers(names, folder, stack):
             extra = ["kinto.attachment.serve_files = true"]
             template, bin_dir = "kinto.ini", BIN
             if name == "peer":
-                bin_dir, extra = ensure_peer(), []
+                bin_dir, extra = live.ensure_peer(), []
             elif name == "ours-pg":
                 template = "postgresql.ini"
             elif name == "ours-s3":
                 s3_endpoint = moto(folder, stack)
                 extra = s3_lines(s3_endpoint)
+            elif name == "ours-gcs":
+                gcs_endpoint = fake_gcs(folder, stack)
+                extra = gcs_lines(gcs_endpoint)
             text = kinto_ini(template, files, includes, extra)
             if name == "ours-pg":
                 text = re.sub(r"^pg_url = .*$", f"pg_url = {pg_database(stack)}", text, flags=re.M)
-            if name == "ours-s3":
+            if name in ("ours-s3", "ours-gcs"):
                 text = re.sub(r"^kinto\.attachment\.base_path = .*\n", "", text, flags=re.M)
             ini.write_text(text)
             if name == "ours-pg":
                 subprocess.run([str(BIN / "kinto"), "migrate", "--ini", str(ini)], check=True)
             command = [str(bin_dir / "pserve"), str(ini)]
-        started = live.started(folder, ini, base_path=files, env=env, command=command)
+            if streaming:
+                server_env = {**env, "KINTO_INI": str(ini)}
+                command = live.streaming_command(
+                    streaming, folder, port, (ROOT / "config", "wsgi")
+                )
+        started = live.started(folder, ini, port, files, server_env, command, serving)
         live_server = stack.enter_context(started)
         live_server.wait_ready() if kinto else live_server.wait_bound()
-        servers[name] = Server(name, live_server, kinto, s3_endpoint)
+        servers[name] = Server(name, live_server, kinto, s3_endpoint, gcs_endpoint)
+        if gcs_endpoint:
+            servers["gcs-direct"] = DirectGCS(gcs_endpoint)
+        if s3_endpoint:
+            servers["s3-direct"] = DirectS3(s3_endpoint)
     return servers
 
 
@@ -175,3 +209,121 @@ def s3_lines(endpoint):
         "kinto.attachment.aws.region = us-east-1",
         "kinto.attachment.aws.use_path_style = true",
     ]
+
+
+def fake_gcs(folder, stack):
+    """The endpoint of a fake-gcs-server with a ``bench`` bucket: a process of its own (as the
+    tests start it), not measured."""
+    from tests.gcs_server import new_bucket, running
+
+    endpoint = stack.enter_context(running(folder))
+    new_bucket(endpoint, "bench")
+    return endpoint
+
+
+def gcs_lines(endpoint):
+    """Settings of ours-gcs: files in the ``bench`` bucket of the emulator at ``endpoint``."""
+    return [
+        "kinto.attachment.gcloud.bucket_name = bench",
+        f"kinto.attachment.gcloud.endpoint_url = {endpoint}",
+    ]
+
+
+def direct_script(setup, upload, cleanup):
+    """A program uploading the file of ``argv[2]`` to the store at ``argv[1]`` with the store's
+    own client (``setup`` makes ``client``; ``upload`` sends ``path`` as ``key``; ``cleanup``
+    deletes it), printing its seconds, peak RSS growth and CPU seconds, measured as
+    ``run.py`` measures servers."""
+    return "\n".join([DIRECT_PRELUDE, setup, DIRECT_START, upload, DIRECT_END, cleanup])
+
+
+DIRECT_PRELUDE = """
+import json, resource, sys, time, uuid
+from pathlib import Path
+
+
+def vm(name):
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(name + ":"):
+            return int(line.split()[1]) * 1024
+
+
+def cpu():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+endpoint, path = sys.argv[1:]
+key = f"direct-{uuid.uuid4().hex}"
+"""
+DIRECT_START = """
+Path("/proc/self/clear_refs").write_text("5")
+before, cpu_before, start = vm("VmRSS"), cpu(), time.perf_counter()
+"""
+DIRECT_END = """
+seconds = time.perf_counter() - start
+print(json.dumps([seconds, max(0, vm("VmHWM") - before), cpu() - cpu_before]))
+"""
+#: google-cloud-storage's own resumable upload, in the chunks ours-gcs uses by default (8 MiB)
+#: and with the same CRC32C and precondition.
+DIRECT_GCS_UPLOAD = direct_script(
+    setup="""
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+
+client = storage.Client(
+    project="bench",
+    credentials=AnonymousCredentials(),
+    client_options={"api_endpoint": endpoint},
+)
+blob = client.bucket("bench").blob(key, chunk_size=8 << 20)
+""",
+    upload='blob.upload_from_filename(path, checksum="crc32c", if_generation_match=0)',
+    cleanup="blob.delete()",
+)
+#: boto3's own ``upload_fileobj`` (its managed multipart upload, default settings).
+DIRECT_S3_UPLOAD = direct_script(
+    setup="""
+import boto3
+
+client = boto3.client(
+    "s3", endpoint_url=endpoint, aws_access_key_id="x", aws_secret_access_key="x",
+    region_name="us-east-1",
+)
+""",
+    upload="""
+with open(path, "rb") as f:
+    client.upload_fileobj(f, "bench", key)
+""",
+    cleanup='client.delete_object(Bucket="bench", Key=key)',
+)
+
+
+class DirectGCS:
+    """The bound of ours-gcs: the same file uploaded to the same emulator by the
+    google-cloud-storage client itself, in a process of its own."""
+
+    name = "gcs-direct"
+    kinto = False
+    direct = True
+    script = DIRECT_GCS_UPLOAD
+
+    def __init__(self, endpoint):
+        self.endpoint = endpoint
+
+    def upload(self, path):
+        """``(seconds, peak RSS growth, CPU seconds)`` of one upload."""
+        command = [sys.executable, "-c", self.script, self.endpoint, str(path)]
+        done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=900)
+        return tuple(json.loads(done.stdout))
+
+    def clean(self, record):
+        """Nothing: the upload deletes its object."""
+
+
+class DirectS3(DirectGCS):
+    """The bound of ours-s3: the same file uploaded to the same moto server by boto3's
+    ``upload_fileobj``, in a process of its own."""
+
+    name = "s3-direct"
+    script = DIRECT_S3_UPLOAD

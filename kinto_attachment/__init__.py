@@ -1,8 +1,9 @@
 """Attach files to Kinto records: ``kinto.includes = kinto_attachment``."""
 
+import logging
 from importlib.metadata import PackageNotFoundError, version
 
-from . import locks
+from . import adoption, locks
 from . import settings as attachment_settings
 from .heartbeat import attachments_ping
 from .limiter import TransferLimiter
@@ -11,6 +12,8 @@ from .storage.local import LocalStore
 from .views import resumable
 
 
+logger = logging.getLogger(__name__)
+
 try:
     __version__ = version("kinto-attachment-streaming")
 except PackageNotFoundError:  # pragma: no cover (running from a source tree)
@@ -18,16 +21,39 @@ except PackageNotFoundError:  # pragma: no cover (running from a source tree)
 
 
 def _make_store(settings):
-    if settings.s3 is None:
-        return LocalStore(settings.base_path, settings.base_url)
-    from .storage.s3 import S3Store  # boto3 is only needed by S3 users.
+    # The SDKs are only needed, hence only imported, by their stores' users.
+    if settings.s3 is not None:
+        from .storage.s3 import S3Store
 
-    return S3Store.from_options(settings.s3, base_url=settings.base_url)
+        return S3Store.from_options(
+            settings.s3, base_url=settings.base_url, default_cache_control=settings.caching.files
+        )
+    if settings.gcs is not None:
+        from .storage.gcs import GCSStore
+
+        return GCSStore.from_options(
+            settings.gcs, base_url=settings.base_url, default_cache_control=settings.caching.files
+        )
+    return LocalStore(settings.base_path, settings.base_url)
+
+
+def _warn_of_a_base_url_without_slash(store):
+    """Locations are made as kinto-attachment makes them (``urljoin``): a ``base_url``
+    without a trailing slash loses its last segment. Right for its users' existing files,
+    surprising for anyone else: say what a location will look like."""
+    if store.base_url and not store.base_url.endswith("/"):
+        logger.warning(
+            "kinto.attachment.base_url %r has no trailing slash: files are located at %r "
+            "(as kinto-attachment does); end it with '/' to keep its last segment",
+            store.base_url,
+            store.url("KEY"),
+        )
 
 
 def includeme(config):
     settings = attachment_settings.parse(config.get_settings())
     store = _make_store(settings)
+    _warn_of_a_base_url_without_slash(store)
     config.registry.attachment_settings = settings
     config.registry.attachment_store = store
     config.registry.attachment_locks = locks.for_storage(config.registry.storage)
@@ -42,7 +68,7 @@ def includeme(config):
         "attachments",
         version=__version__,
         description="Add file attachments to records",
-        url="https://github.com/Kinto/kinto-attachment/",
+        url="https://kinto.readthedocs.io/",
         base_url=settings.capability_base_url,
         resumable={
             "protocol": "tus",
@@ -55,9 +81,12 @@ def includeme(config):
     if settings.serve_files:
         config.include("kinto_attachment.views.files")
 
+    config.include("kinto_attachment.request_log")
     config.include("kinto_attachment.listeners")
-    config.scan("kinto_attachment.views")
+    config.include("kinto_attachment.views.attachment")
     config.include("kinto_attachment.views.default_bucket")
     config.include("kinto_attachment.views.data_files")
     config.include("kinto_attachment.views.resumable")
     config.include("kinto_attachment.gc")
+    config.include("kinto_attachment.metrics")
+    config.add_migration(adoption.Migration(config.registry))

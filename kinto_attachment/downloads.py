@@ -1,9 +1,13 @@
-"""Serving a stored blob over HTTP, for every download route.
+"""Serving a stored blob over HTTP: the one response builder of every download route.
 
-Streams from the store (``wsgi.file_wrapper`` for local files, S3's body otherwise), answers
-conditional requests (``If-None-Match`` → 304) and one byte range (206, 416), and never lets a
-browser execute what it downloads: ``nosniff`` always, and only the types of
-:data:`INLINE_TYPES` served inline; every other type is sent as an attachment.
+:func:`respond` streams from the store (``wsgi.file_wrapper`` for local files, the store's
+stream otherwise) and answers conditional requests and one byte range: ``If-None-Match``, or
+else ``If-Modified-Since`` (304); ``Range`` with ``If-Range`` (206, 416). WebOb parses those
+headers; the ranges are served here, since WebOb's own fallback reads the skipped bytes and
+its 416 is not Kinto's JSON error. It never lets a browser execute what it downloads:
+``nosniff`` always, and only :data:`~kinto_attachment.media_types.INLINE_TYPES` inline.
+What caches may keep of the answer is the route's decision (:mod:`kinto_attachment.caching`),
+carried by the :class:`Download`.
 """
 
 import dataclasses
@@ -12,42 +16,23 @@ import logging
 import re
 from urllib.parse import quote
 
-from pyramid import httpexceptions
 from pyramid.response import Response
+from webob.byterange import Range
 
 from . import errors
-from .intake import CHUNK_SIZE, parse_media_type, store_errors
+from .errors import store_errors
+from .media_types import is_inline, served_type
+from .streams import chunks, file_body
 
 
 logger = logging.getLogger(__name__)
 
-_RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
-#: Positions with more digits are beyond any content (and beyond ``int()``'s digit limit).
+#: One range, as RFC 9110 writes it (WebOb's parser takes the first of several, and ignores
+#: what follows it). Positions of more digits are beyond any content, and beyond what
+#: ``int()`` converts (4300 digits): they are read as :data:`_BEYOND`.
+_ONE_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
 _MAX_DIGITS = 19
-
-INLINE_TYPES = (
-    "image/png",
-    "image/jpeg",
-    "image/gif",
-    "image/webp",
-    "image/avif",
-    "image/apng",
-    "image/bmp",
-    "image/x-icon",
-    "image/vnd.microsoft.icon",
-    "application/pdf",
-    "text/plain",
-    "application/json",
-    "audio/*",
-    "video/*",
-)
-"""The only media types ever served ``inline`` (shown by the browser); ``type/*`` stands for
-every subtype. Everything else (HTML, SVG and any XML, JavaScript, CSS, unknown and invalid
-types...) is sent with ``Content-Disposition: attachment`` and, like every download,
-``X-Content-Type-Options: nosniff``: a browser saves it instead of rendering it in the API's
-origin (or the bucket's). These are types browsers display without running scripts of the
-file: raster images (not SVG), PDF, plain text, JSON, audio and video. Matched on the parsed
-``type/subtype`` of the stored type, lowercase, parameters ignored."""
+_BEYOND = "9" * _MAX_DIGITS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,23 +43,18 @@ class Download:
     size: int
     mimetype: str
     filename: str
-    hash: str
+    #: A strong validator of the content, its ETag: the sha256 (records, ``/data/files``), or
+    #: the stored file's version (files served by their key); None: no ETag.
+    hash: str | None = None
     #: Epoch milliseconds, or None.
     last_modified: int | None = None
-
-
-def served_type(mimetype):
-    """The ``Content-Type`` to send for a stored type: its ``type/subtype``, or
-    ``application/octet-stream`` when it is not a valid media type (stored by older versions)."""
-    return parse_media_type(mimetype) or "application/octet-stream"
-
-
-def is_inline(mimetype):
-    """Whether ``mimetype`` is one of :data:`INLINE_TYPES`."""
-    essence = parse_media_type(mimetype)
-    if essence is None:
-        return False
-    return essence in INLINE_TYPES or f"{essence.split('/')[0]}/*" in INLINE_TYPES
+    #: False: browsers are asked to save it, whatever its type.
+    inline: bool = True
+    #: ``Cache-Control`` of every answer (304 and 307 included); None: none.
+    cache_control: str | None = None
+    #: Request headers the answer depends on (``Vary``): ``Authorization`` when another
+    #: caller may get another answer.
+    vary: tuple = ()
 
 
 def content_disposition(filename, mimetype, inline=True):
@@ -87,42 +67,44 @@ def content_disposition(filename, mimetype, inline=True):
     return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
-def _etag_matches(header, etag):
-    tokens = {token.strip().removeprefix("W/") for token in header.split(",")}
-    return "*" in tokens or f'"{etag}"' in tokens
-
-
-def requested_range(request, size, etag):
+def requested_range(request, size):
     """``(start, end)`` inclusive of one satisfiable range; None to serve it all; or a 416.
 
+    Call it on a response that has its validators (ETag, Last-Modified), for ``If-Range``.
     Several ranges, a malformed header, or an ``If-Range`` that does not match are answered
     with the whole content, as RFC 9110 allows.
     """
-    header = request.headers.get("Range")
-    if not header or not _etag_matches(request.headers.get("If-Range", "*"), etag):
+    match = _ONE_RANGE.fullmatch((request.headers.get("Range") or "").replace(" ", ""))
+    if match is None or match.groups() == ("", ""):
         return None
-    match = _RANGE.match(header.replace(" ", ""))
-    if not match or match.group(1) == match.group(2) == "":
+    first, last = (_clamped(digits) for digits in match.groups())
+    requested = Range.parse(f"bytes={first}-{last}")
+    if requested is None:  # last < first
         return None
-    first, last = (_position(group) for group in match.groups())
-    if first is not None:
-        start, end = first, min(last, size - 1) if last is not None else size - 1
-        if last is not None and last < start:
-            return None
-    else:
-        start, end = max(0, size - last), size - 1
-    if start >= size or end < start:
+    if requested.end is None and requested.start <= 0:  # bytes=-N: the last N bytes.
+        if last == "0" or size == 0:
+            raise errors.refuse("range_not_satisfiable", size=size)
+        return max(0, size + requested.start), size - 1
+    if requested.start >= size:
         raise errors.refuse("range_not_satisfiable", size=size)
-    return start, end
+    end = size if requested.end is None else min(requested.end, size)
+    return requested.start, end - 1
 
 
-def _position(digits):
-    """A position of a Range header (None if empty); one too long to be read is taken as
-    beyond any content, instead of raising (``int()`` refuses over 4300 digits)."""
-    if not digits:
-        return None
-    digits = digits.lstrip("0") or "0"
-    return int(digits) if len(digits) <= _MAX_DIGITS else 10**_MAX_DIGITS
+def _clamped(digits):
+    digits = digits.lstrip("0") or ("0" if digits else "")
+    return digits if len(digits) <= _MAX_DIGITS else _BEYOND
+
+
+def _not_modified(request, download):
+    """``If-None-Match`` (weak comparison), or without it ``If-Modified-Since``."""
+    if request.if_none_match:
+        return download.hash is not None and download.hash in request.if_none_match
+    since = request.if_modified_since
+    if since is None or download.last_modified is None:
+        return False
+    # HTTP dates have whole seconds.
+    return download.last_modified // 1000 <= since.timestamp()
 
 
 class _Length:
@@ -154,58 +136,92 @@ class StreamedResponse(Response):
         Response.body.fset(self, value)
 
 
-def respond(request, store, download, redirect_url=None, inline=True):
+def respond(request, store, download, redirect_url=None, wrap=None):
     """The response serving ``download``: 200, 206, 304, 307 (``redirect_url``) or 416.
 
-    ``inline=False`` asks browsers to save the file rather than show it, whatever its type.
+    ``wrap(app_iter, length)`` may replace the body's iterator (the transfer limiter of
+    ``/data/files``); if it raises, the stream is closed.
     """
     response = StreamedResponse(content_type=served_type(download.mimetype), charset=None)
-    response.headers["ETag"] = f'"{download.hash}"'
+    if download.hash is not None:
+        response.headers["ETag"] = f'"{download.hash}"'
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Content-Disposition"] = content_disposition(
-        download.filename, download.mimetype, inline=inline
+        download.filename, download.mimetype, inline=download.inline
     )
     response.headers["Accept-Ranges"] = "bytes"
     if download.last_modified is not None:
         response.last_modified = download.last_modified / 1000
-    if _etag_matches(request.headers.get("If-None-Match", ""), download.hash):
+    if download.cache_control is not None:
+        response.headers["Cache-Control"] = download.cache_control
+    if download.vary:
+        response.vary = download.vary
+    if _not_modified(request, download):
         response.status = 304
         del response.content_type
         return response
     if redirect_url is not None:
-        response.status = 307
-        response.location = redirect_url
-        return response
+        return _redirect(response, redirect_url)
 
-    span = requested_range(request, download.size, download.hash)
+    span = None
+    if request.headers.get("Range") and response in request.if_range:
+        span = requested_range(request, download.size)
     start, end = span or (0, download.size - 1)
     if span is not None:
         response.status = 206
         response.headers["Content-Range"] = f"bytes {start}-{end}/{download.size}"
     length = end - start + 1
-    if request.method == "GET" and length:
-        try:
-            with store_errors():
-                stream = store.open(download.key, start, end if span else None)
-        except httpexceptions.HTTPServiceUnavailable as error:
-            if isinstance(error.__cause__, FileNotFoundError):
-                logger.error("Attachment blob %r is missing from the store", download.key)
-                raise errors.refuse(
-                    "missing", resource_name="attachment", id=download.filename
-                ) from None
-            raise
-        wrapper = request.environ.get("wsgi.file_wrapper")
-        response.app_iter = wrapper(stream, CHUNK_SIZE) if wrapper else chunks(stream)
+    if request.method == "HEAD":
+        _require_blob(store, download)
+    elif length:
+        app_iter = file_body(request, _open(store, download, start, end if span else None))
+        if wrap is not None:
+            try:
+                app_iter = wrap(app_iter, length)
+            except BaseException:
+                app_iter.close()
+                raise
+        response.app_iter = app_iter
     # After the body: WebOb forgets Content-Length when app_iter is set.
     response.content_length = length
     return response
 
 
-def chunks(stream):
-    """The stream's content by chunks, closing it at the end."""
-    with stream:
-        while chunk := stream.read(CHUNK_SIZE):
-            yield chunk
+def _redirect(response, url):
+    """The 307 to ``url``, without the content's validators: a cache that kept it would
+    revalidate it with them, and the ``304`` would keep serving a signed URL that expired
+    (the ``304`` a client gets for the content it has is not affected)."""
+    response.status = 307
+    response.location = url
+    response.etag = None
+    response.last_modified = None
+    return response
+
+
+def _missing(download):
+    logger.error("Attachment blob %r is missing from the store", download.key)
+    return errors.refuse("missing", resource_name="attachment", id=download.filename)
+
+
+def _require_blob(store, download):
+    """A 404 for ``HEAD`` too when the blob is missing (``GET`` finds it out by opening it)."""
+    with store_errors():
+        try:
+            found = store.exists(download.key)
+        except ValueError:  # A key that cannot be in the store.
+            found = False
+    if not found:
+        raise _missing(download)
+
+
+def _open(store, download, start, end):
+    """The blob's stream; a 404 (logged) when the blob is missing from the store, or when
+    its key cannot be in the store (a location that climbs out of it)."""
+    with store_errors():
+        try:
+            return store.open(download.key, start, end)
+        except (FileNotFoundError, IsADirectoryError, ValueError):
+            raise _missing(download) from None
 
 
 def matches(store, download):

@@ -12,7 +12,9 @@ Templates are ``str.format`` strings of the parameters given to :func:`refuse`; 
 ``details``, a value that is exactly ``"{name}"`` is the parameter itself, untouched.
 """
 
+import contextlib
 import dataclasses
+import logging
 import string
 from collections.abc import Mapping
 from typing import Any
@@ -21,7 +23,9 @@ from kinto.core.errors import ERRORS, http_error
 from pyramid import httpexceptions
 
 
-__all__ = ["ERRORS", "REFUSALS", "Refusal", "refuse"]
+__all__ = ["ERRORS", "REFUSALS", "Refusal", "refuse", "store_errors"]
+
+logger = logging.getLogger(__name__)
 
 
 class HTTPChecksumMismatch(httpexceptions.HTTPClientError):
@@ -85,16 +89,34 @@ def _fill(template, params):
     return template
 
 
-_INVALID = "{name} in body: {description}"
-_INVALID_DETAILS = [{"location": "body", "name": "{name}", "description": "{description}"}]
+_INVALID = "{name} in {location}: {description}"
+_INVALID_DETAILS = [{"location": "{location}", "name": "{name}", "description": "{description}"}]
+_BODY = "body: {description}"
 _MISSING_DETAILS = {"id": "{id}", "resource_name": "{resource_name}"}
 _TUS_400 = {"status": 400, "errno": ERRORS.INVALID_PARAMETERS}
 
 #: The errno table: every refusal of the plugin, by name.
 REFUSALS = {
     # 400: the request itself.
+    # The form's refusals are kinto-attachment's, word for word.
+    "invalid_body": Refusal(
+        400,
+        ERRORS.INVALID_PARAMETERS,
+        _BODY,
+        details=[{"location": "body", "name": None, "description": "{description}"}],
+    ),
     "invalid_posted_data": Refusal(
-        400, ERRORS.INVALID_POSTED_DATA, _INVALID, details=_INVALID_DETAILS
+        400,
+        ERRORS.INVALID_POSTED_DATA,
+        _BODY,
+        details=[{"location": "body", "name": "{name}", "description": "{description}"}],
+    ),
+    "attachment_missing": Refusal(400, ERRORS.INVALID_POSTED_DATA, "Attachment missing."),
+    "not_multipart": Refusal(
+        400, ERRORS.INVALID_PARAMETERS, "Content-Type should be multipart/form-data"
+    ),
+    "invalid_boundary": Refusal(
+        400, ERRORS.INVALID_PARAMETERS, "Invalid boundary in multipart form: {boundary}"
     ),
     "invalid_parameter": Refusal(
         400, ERRORS.INVALID_PARAMETERS, _INVALID, details=_INVALID_DETAILS
@@ -104,6 +126,11 @@ REFUSALS = {
         ERRORS.INVALID_POSTED_DATA,
         "Attachment metadata cannot be modified: upload with POST "
         "{{record}}/attachment, remove with DELETE {{record}}/attachment.",
+    ),
+    "short_body": Refusal(
+        400,
+        ERRORS.INVALID_PARAMETERS,
+        "The body ended after {read} of the {length} bytes of its Content-Length.",
     ),
     "in_batch": Refusal(
         400,
@@ -116,15 +143,11 @@ REFUSALS = {
     "defer_length": Refusal(**_TUS_400, message="Upload-Defer-Length is not supported."),
     "bad_metadata": Refusal(**_TUS_400, message="Upload-Metadata: bad {key}"),
     "metadata_filename": Refusal(**_TUS_400, message="Upload-Metadata: filename is required."),
-    "metadata_not_json": Refusal(**_TUS_400, message="Upload-Metadata: {name} is not JSON."),
-    "metadata_not_object": Refusal(
-        **_TUS_400, message="Upload-Metadata: {name} is not an object."
-    ),
+    "metadata_invalid": Refusal(**_TUS_400, message="Upload-Metadata: {name} {description}"),
     "checksum_algorithm": Refusal(
         **_TUS_400, message="Upload-Checksum: unsupported algorithm {algorithm}."
     ),
     "checksum_base64": Refusal(**_TUS_400, message="Upload-Checksum: bad base64."),
-    "short_body": Refusal(**_TUS_400, message="The body is shorter than Content-Length."),
     # 401, 403: answered by Kinto's forbidden view (401 when the request is anonymous).
     "unauthenticated": Refusal(
         401,
@@ -156,6 +179,12 @@ REFUSALS = {
         ERRORS.INVALID_PARAMETERS,
         "Upload-Offset is {offset}, the upload is at {current}.",
         headers={"Upload-Offset": "{current}"},
+    ),
+    "upload_complete": Refusal(
+        409,
+        ERRORS.INVALID_PARAMETERS,
+        "The upload is complete: it takes no more bytes.",
+        headers={"Upload-Offset": "{length}"},
     ),
     "modified_meanwhile": Refusal(
         412,
@@ -230,3 +259,13 @@ def refuse(name, /, *, headers=None, **params):
     for header, template in refusal.headers.items():
         error.headers[header] = template.format(**params)
     return error
+
+
+@contextlib.contextmanager
+def store_errors():
+    """Report a failing store (disk full, permissions, network) as a 503, not a 500."""
+    try:
+        yield
+    except OSError as e:
+        logger.exception("Attachment storage failed")
+        raise refuse("storage_failed") from e

@@ -9,7 +9,7 @@ round. The metadata goes in a transaction, the bytes once it has committed.
 *Orphans*: a crash (``kill -9``) can leave staged files, S3 multipart uploads never completed
 nor aborted, and committed blobs that nothing references (stored for a transaction that never
 committed, or replaced and never deleted). The references are indexed first (see
-:mod:`kinto_attachment.references`), then the store is listed: an object no reference names
+:mod:`kinto_attachment.state.references`), then the store is listed: an object no reference names
 and older than ``gc.orphans_grace_seconds`` is deleted, and so is an unreferenced pending
 upload. The grace period protects whatever requests are writing, on any node. References
 whose blob is missing (*dangling*) are reported, never touched.
@@ -32,7 +32,8 @@ from time import monotonic
 import transaction
 from pyramid.events import ApplicationCreated
 
-from . import data_files, locks, references, uploads
+from . import adoption, metrics
+from .state import data_file_entries, references, tus_uploads
 
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,9 @@ class Report:
     aborted: list = dataclasses.field(default_factory=list)
     #: ``(where, key)`` of references to blobs that do not exist.
     dangling: list = dataclasses.field(default_factory=list)
+    #: Orphans were not looked for: kinto-attachment's data is not adopted yet, and a dry run
+    #: does not adopt it (:mod:`kinto_attachment.adoption`).
+    adoption_pending: bool = False
 
     @property
     def temporary(self):
@@ -98,6 +102,8 @@ class Report:
         ]
         lines.append(f"Incomplete multipart uploads ({verb}): {len(self.aborted)}")
         lines += [f"  {p.key}  upload {p.upload_id}" for p in self.aborted]
+        if self.adoption_pending:
+            lines.append("Orphans not looked for: kinto-attachment's data is not adopted yet.")
         lines.append(f"Dangling references (left as they are): {len(self.dangling)}")
         lines += [f"  {where} -> {key}  missing" for where, key in self.dangling]
         lines.append(f"Total: {self.total_bytes} bytes {verb}")
@@ -109,12 +115,18 @@ def collect(registry, now=None, dry_run=False, orphans=True):
 
     ``now`` is in milliseconds since the epoch. With ``dry_run``, nothing is removed.
     """
-    now = now or data_files.msec_time()
+    now = now or data_file_entries.msec_time()
     report = Report(dry_run=dry_run)
     _collect_data_files(registry, now, report)
     _collect_uploads(registry, now, report)
-    if orphans:
+    if orphans and not adoption.done(registry):
+        # Files that only records or kinto-attachment's links name are no orphans: adopt
+        # them first (a dry run only looks, and looks for no orphans if there are some).
+        adopted = adoption.adopt(registry, dry_run=dry_run)
+        report.adoption_pending = dry_run and adopted.changes > 0
+    if orphans and not report.adoption_pending:
         _collect_orphans(registry, now, report)
+    metrics.collected(registry, report)
     return report
 
 
@@ -124,7 +136,9 @@ def _unchanged(current, found):
 
 def _expired_data_files(storage, now):
     with transaction.manager:
-        return [e for e in data_files.every(storage) if not data_files.is_live(e, now)]
+        return [
+            e for e in data_file_entries.every(storage) if not data_file_entries.is_live(e, now)
+        ]
 
 
 def _collect_data_files(registry, now, report):
@@ -135,11 +149,11 @@ def _collect_data_files(registry, now, report):
             continue
         with transaction.manager:
             # Waits for a writer of this id: then finds its entry, changed.
-            locks.hold(registry, (data_files.PARENT_ID, found["id"]))
-            entry = data_files.get(storage, found["id"])
-            if not _unchanged(entry, found) or data_files.is_live(entry, now):
+            data_file_entries.lock(registry, found["id"])
+            entry = data_file_entries.get(storage, found["id"])
+            if not _unchanged(entry, found) or data_file_entries.is_live(entry, now):
                 continue
-            data_files.remove(storage, found["id"])
+            data_file_entries.remove(storage, found["id"])
         report.expired_files.append(entry)
         keys.append(entry["key"])
     if keys:
@@ -149,7 +163,7 @@ def _collect_data_files(registry, now, report):
 
 def _expired_uploads(storage, now):
     with transaction.manager:
-        return [u for u in uploads.every(storage) if u["expires"] <= now]
+        return [u for u in tus_uploads.every(storage) if u["expires"] <= now]
 
 
 def _collect_uploads(registry, now, report):
@@ -160,14 +174,14 @@ def _collect_uploads(registry, now, report):
             continue
         with transaction.manager:
             try:
-                uploads.lock(registry, found["id"])
-            except uploads.Locked:  # A request is writing to it: its expiration may move.
+                tus_uploads.lock(registry, found["id"])
+            except tus_uploads.Locked:  # A request is writing to it: its expiration may move.
                 report.busy_uploads.append(found["id"])
                 continue
-            upload = uploads.get(storage, found["id"])
+            upload = tus_uploads.get(storage, found["id"])
             if not _unchanged(upload, found) or upload["expires"] > now:
                 continue
-            uploads.remove(storage, found["id"])
+            tus_uploads.remove(storage, found["id"])
         report.expired_uploads.append(upload)
         store.discard(upload["store"])
     if report.expired_uploads and not report.dry_run:

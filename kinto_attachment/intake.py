@@ -1,47 +1,38 @@
 """The upload pipeline shared by every entry point: a byte stream in, a stored blob out.
 
-An :class:`Intake` sees each byte of a file once: it counts it, hashes it and hands it to the
-backend's staged writer, refusing as soon as the size limit is crossed. Nothing here holds more
-than the chunk it is given. The blob only becomes visible under a key on :meth:`Intake.commit`;
-any error before that calls :meth:`Intake.abort`, which leaves nothing behind.
+Every upload (a multipart form, a raw ``/data/files`` body, a tus upload) goes through the
+same two steps:
+
+1. **Plan**: :func:`plan_attachment` (or a route's own rules, for ``/data/files``) checks the
+   name against the collection's policy and decides the blob's key and media type, before any
+   byte is read: a :class:`Plan`.
+2. **Receive**: ``with Intake(store, plan) as received:`` stages the blob and sees each byte
+   once (a :class:`Meter` counts it, hashes it, refuses it past the size limit) on its way to
+   the store's staged writer. Leaving the block commits the blob (``received.blob``); any
+   exception aborts it, which leaves nothing behind.
+
+A tus upload spreads the second step over requests: its :class:`Meter` carries a resumable
+hash state and the store appends to an upload instead of a staged writer
+(:mod:`kinto_attachment.views.resumable`). Nothing here holds more than the chunk it is given.
 """
 
-import contextlib
 import dataclasses
 import hashlib
-import logging
+import json
 import mimetypes
 import posixpath
-import re
 import uuid
 from datetime import UTC, datetime
 
 from . import errors
+from .media_types import parse_media_type
 from .storage import join_key, safe_name
 
 
 GENERIC_TYPES = ("", "application/octet-stream")
-_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_QUOTED = r'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
-#: RFC 9110 §8.3.1: ``type "/" subtype *( OWS ";" OWS [ parameter ] )``.
-_MEDIA_TYPE = re.compile(
-    rf"(?P<type>{_TOKEN})/(?P<subtype>{_TOKEN})"
-    rf"(?:[ \t]*;[ \t]*(?:{_TOKEN}=(?:{_TOKEN}|{_QUOTED}))?)*"
-)
-#: Bytes read from a request body at a time.
-CHUNK_SIZE = 1024 * 1024
-
-logger = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def store_errors():
-    """Report a failing store (disk full, permissions, network) as a 503, not a 500."""
-    try:
-        yield
-    except OSError as e:
-        logger.exception("Attachment storage failed")
-        raise errors.refuse("storage_failed") from e
+#: The text fields an upload may carry with its file (form fields, tus metadata): the
+#: record's data and permissions, JSON objects.
+RECORD_FIELDS = ("data", "permissions")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,19 +58,6 @@ class Blob:
 
 def extension_of(filename):
     return posixpath.splitext(filename)[1].lower()
-
-
-def parse_media_type(value):
-    """``type/subtype`` (lowercase, without parameters) of a media type written as RFC 9110
-    says (§8.3.1: tokens, then ``;`` parameters); None for anything else.
-
-    Lists (``text/plain,text/html``), control characters and stray characters make a value
-    invalid as a whole: a browser could read another type in it than the one we would check.
-    """
-    match = _MEDIA_TYPE.fullmatch((value or "").strip(" \t"))
-    if match is None:
-        return None
-    return f"{match['type']}/{match['subtype']}".lower()
 
 
 def resolve_mimetype(policy, filename, declared):
@@ -117,78 +95,126 @@ def blob_key(policy, bucket_id, collection_id, record_id, filename):
     return join_key(policy.folder_for(bucket_id, collection_id), name)
 
 
-class Intake:
-    """One file's bytes on their way into the store."""
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Where and how a file will be stored, decided before its first byte is read."""
 
-    def __init__(self, store, key, filename, mimetype, max_size=0, random=False):
-        self.filename = filename
-        self.mimetype = mimetype
+    key: str
+    filename: str
+    mimetype: str
+    #: Bytes at most (0: no limit).
+    max_size: int = 0
+    #: The key's name is random: a store need not look for a free name.
+    random: bool = False
+
+
+def plan_attachment(policy, ids, filename, declared_type=None):
+    """The :class:`Plan` of a record's attachment, once its name passes the collection's
+    policy (``ids``: bucket, collection and record ids); a 400 otherwise."""
+    check_name(policy, filename)
+    return Plan(
+        key=blob_key(policy, *ids, filename),
+        filename=filename,
+        mimetype=resolve_mimetype(policy, filename, declared_type),
+        max_size=policy.max_size_bytes,
+        random=policy.randomize,
+    )
+
+
+class Meter:
+    """Counts and hashes each byte once; 413 as soon as the count passes ``max_size``.
+
+    ``sha256`` may be a resumable hash (tus) and ``size`` start at an upload's offset;
+    ``also`` are more hashes fed the same bytes (a tus chunk's ``Upload-Checksum``).
+    """
+
+    def __init__(self, max_size=0, sha256=None, size=0, also=()):
         self.max_size = max_size
-        self.size = 0
-        self._sha256 = hashlib.sha256()
-        with store_errors():
-            self._staged = store.stage(key, mimetype, random=random)
+        self.sha256 = sha256 or hashlib.sha256()
+        self.size = size
+        self._hashes = (self.sha256, *also)
 
-    def write(self, chunk):
+    def feed(self, chunk):
         self.size += len(chunk)
         if self.max_size and self.size > self.max_size:
             raise errors.refuse("too_large", limit=self.max_size)
-        self._sha256.update(chunk)
-        with store_errors():
+        for digest in self._hashes:
+            digest.update(chunk)
+
+    def measured(self, chunks):
+        """``chunks``, fed through the meter on their way (for stores that pull them)."""
+        for chunk in chunks:
+            self.feed(chunk)
+            yield chunk
+
+
+class Intake:
+    """One file's bytes on their way into the store, as a context manager.
+
+    ``write()`` what arrives; leaving the ``with`` block commits the blob (then
+    ``self.blob``), leaving it on an exception aborts the staged write (the exception goes
+    on). A store failure is a 503 (:func:`~kinto_attachment.errors.store_errors`).
+    """
+
+    def __init__(self, store, plan):
+        self.plan = plan
+        self.meter = Meter(plan.max_size)
+        self.blob = None
+        with errors.store_errors():
+            self._staged = store.stage(plan.key, plan.mimetype, random=plan.random)
+
+    def __enter__(self):
+        return self
+
+    def write(self, chunk):
+        self.meter.feed(chunk)
+        with errors.store_errors():
             self._staged.write(chunk)
 
-    def commit(self):
-        with store_errors():
-            key = self._staged.commit()
-        return Blob(key, self.filename, self._sha256.hexdigest(), self.size, self.mimetype)
+    def __exit__(self, exc_type, exc, traceback):
+        if exc_type is None:
+            try:
+                with errors.store_errors():
+                    key = self._staged.commit()
+            except BaseException:
+                self._staged.abort()
+                raise
+            plan, meter = self.plan, self.meter
+            self.blob = Blob(
+                key, plan.filename, meter.sha256.hexdigest(), meter.size, plan.mimetype
+            )
+        else:
+            self._staged.abort()
+        return False
 
-    def abort(self):
-        self._staged.abort()
+
+def record_fields(texts, refuse):
+    """The record's ``data`` and ``permissions`` among ``texts`` (``{name: text}``), parsed:
+    each must be a JSON object. ``refuse(name, description)`` builds the refusal of a field
+    that is not (every entry point words it in its own terms)."""
+    parsed = {}
+    for name in RECORD_FIELDS:
+        if name not in texts:
+            continue
+        try:
+            parsed[name] = json.loads(texts[name])
+        except ValueError as e:
+            raise refuse(name, f"is not valid JSON ({e})") from e
+        except RecursionError as e:  # Nested deeper than the interpreter can parse.
+            raise refuse(name, "is nested too deeply.") from e
+        if not isinstance(parsed[name], dict):
+            raise refuse(name, "should be a JSON object.")
+    return parsed
 
 
 def check_name(policy, filename):
     """400 unless an attachment may have this name under the collection's policy."""
     if not filename:
-        raise errors.refuse(
-            "invalid_posted_data", name="attachment", description="Filename is required."
-        )
+        raise errors.refuse("invalid_body", description="Filename is required.")
     _check_extension(policy, filename)
     _check_extension(policy, safe_name(filename))
 
 
 def _check_extension(policy, name):
     if not policy.allows_extension(extension_of(name).lstrip(".")):
-        raise errors.refuse(
-            "invalid_posted_data", name="attachment", description="File extension is not allowed."
-        )
-
-
-def for_attachment(store, policy, ids, filename, declared_type=None):
-    """An Intake for a record's attachment, once its name passes the collection's policy."""
-    check_name(policy, filename)
-    key = blob_key(policy, *ids, filename)
-    mimetype = resolve_mimetype(policy, filename, declared_type)
-    return Intake(store, key, filename, mimetype, policy.max_size_bytes, policy.randomize)
-
-
-def read_chunks(stream, length, chunk_size=CHUNK_SIZE):
-    """The body by chunks: ``length`` bytes, or until EOF when None (or the stream ends)."""
-    remaining = length
-    while remaining is None or remaining > 0:
-        size = chunk_size if remaining is None else min(chunk_size, remaining)
-        chunk = stream.read(size)
-        if not chunk:
-            return
-        if remaining is not None:
-            remaining -= len(chunk)
-        yield chunk
-
-
-def pump(stream, length, write, chunk_size=CHUNK_SIZE):
-    """Hand the body to ``write`` by chunks; return how many bytes were read (fewer than
-    ``length`` if the stream ended early)."""
-    total = 0
-    for chunk in read_chunks(stream, length, chunk_size):
-        total += len(chunk)
-        write(chunk)
-    return total
+        raise errors.refuse("invalid_body", description="File extension is not allowed.")

@@ -7,7 +7,7 @@ written for a transaction that does not commit is deleted, since nothing will re
 
 import logging
 
-from . import links
+from .state import links
 
 
 logger = logging.getLogger(__name__)

@@ -20,7 +20,8 @@ from kinto.core.events import ACTIONS, ResourceChanged
 from kinto.core.utils import apply_json_patch
 from pyramid.events import ContextFound
 
-from . import errors, lifecycle, links, locks, records
+from . import errors, lifecycle, locks
+from .state import links, records
 
 
 FIELD = "attachment"

@@ -11,7 +11,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from . import errors
-from .intake import pump
+from .streams import pump
 
 
 #: Room for the non-file fields and the part headers, in bytes, all parts together.
@@ -27,16 +27,15 @@ def _invalid(name, description):
 def boundary_of(content_type):
     """The boundary of a ``multipart/form-data`` Content-Type, or a 400."""
     mimetype, options = parse_options_header(content_type or "")
-    boundary = options.get(b"boundary")
-    if mimetype != b"multipart/form-data" or not boundary:
-        raise errors.refuse(
-            "invalid_parameter",
-            name="Content-Type",
-            description="should be multipart/form-data with a boundary",
-        )
+    boundary = options.get(b"boundary", b"")
+    if mimetype != b"multipart/form-data":
+        raise errors.refuse("not_multipart")
+    if not boundary:
+        raise errors.refuse("invalid_boundary", boundary=repr(_text(boundary)))
     if len(boundary) > MAX_BOUNDARY_LENGTH:
         raise errors.refuse(
             "invalid_parameter",
+            location="headers",
             name="Content-Type",
             description=f"the multipart boundary exceeds {MAX_BOUNDARY_LENGTH} bytes",
         )
@@ -92,7 +91,7 @@ class FormReader:
         if not self._complete:
             raise _invalid("attachment", "truncated multipart body")
         if self.file is None:
-            raise _invalid("attachment", "Attachment missing.")
+            raise errors.refuse("attachment_missing")
         return self.fields
 
     def _spend(self, size):
@@ -129,22 +128,21 @@ class FormReader:
         filename = options.get(b"filename")
         if name == self.file_field:
             if self.file is not None:
-                raise _invalid(name, "only one file may be attached.")
+                raise _invalid(name, f"{name!r}: only one file may be attached")
             if filename is None:
-                raise _invalid(name, "Filename is required.")
+                raise errors.refuse("invalid_body", description="Filename is required.")
             self.file = self._sink = self._open_file(
                 _text(filename), self._headers.get("content-type")
             )
         elif name in self.text_fields:
             if filename is not None:
-                raise _invalid(name, "should be passed as form data, not as a file.")
+                raise _invalid(name, f"{name!r} field should be passed as form data, not files")
             if name in self.fields:
-                raise _invalid(name, "given twice.")
+                raise _invalid(name, f"{name!r} given twice")
             self._field = name
             self._sink = bytearray()
         else:
-            allowed = ", ".join(repr(f) for f in (self.file_field, *self.text_fields))
-            raise _invalid(name, f"unknown field, expected one of {allowed}.")
+            raise _invalid(name, f"{name!r} not in {tuple(self.text_fields)!r}")
 
     def _on_part_data(self, data, start, end):
         if self._field is not None:
@@ -162,6 +160,6 @@ class FormReader:
 
 
 def read_form(stream, length, reader):
-    """Feed ``reader`` with the body, ``length`` bytes or until EOF when it is unknown."""
+    """Feed ``reader`` with the body (see :func:`~kinto_attachment.streams.read_chunks`)."""
     pump(stream, length, reader.feed)
     return reader.close()

@@ -39,3 +39,24 @@ def as_number(kind, minimum):
         return number
 
     return parse
+
+
+def store_options(prefix, values, parsers, names, store):
+    """The parsed values of a file store's settings (``{prefix}NAME``, keyed by NAME), the
+    table of its module (``parsers``: NAME → parser; ``names``: every NAME it accepts).
+
+    None when no ``bucket_name`` is set (the store is not used); an unknown name, a value that
+    does not parse, or settings without a bucket stop start-up naming the setting.
+    """
+    for name in sorted(values):
+        if name not in names:
+            fail(prefix + name, "unknown setting")
+    if not str(values.get("bucket_name") or "").strip():
+        if values:
+            fail(prefix + min(values), f"{store} settings need `kinto.{prefix}bucket_name`")
+        return None
+    return {
+        name: parsers[name](prefix + name, value)
+        for name, value in values.items()
+        if name in parsers
+    }

@@ -13,7 +13,6 @@ format) that also carries ``Tus-Resumable``, as tus requires of every response.
 import base64
 import email.utils
 import hashlib
-import json
 
 from pyramid.response import Response
 
@@ -27,10 +26,18 @@ EXTENSIONS = "creation,creation-with-upload,termination,checksum,expiration"
 CHECKSUMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "md5": hashlib.md5}
 #: The only ``Content-Type`` of a chunk.
 CHUNK_TYPE = "application/offset+octet-stream"
-#: Headers a browser may show its page (``Access-Control-Expose-Headers``).
+#: Headers a browser's client must read (``Access-Control-Expose-Headers``).
 EXPOSED_HEADERS = (
-    "Location, Upload-Offset, Upload-Length, Upload-Metadata, Upload-Expires, Tus-Resumable, "
-    "Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm"
+    "Location",
+    "Upload-Offset",
+    "Upload-Length",
+    "Upload-Metadata",
+    "Upload-Expires",
+    "Tus-Resumable",
+    "Tus-Version",
+    "Tus-Extension",
+    "Tus-Max-Size",
+    "Tus-Checksum-Algorithm",
 )
 #: Headers a browser may send (``Access-Control-Allow-Headers`` of a preflight).
 ALLOWED_HEADERS = (
@@ -51,29 +58,22 @@ def error(name, /, headers=None, **params):
     return errors.refuse(name, headers={"Tus-Resumable": VERSION, **(headers or {})}, **params)
 
 
-def response(status, origin=None, **headers):
-    """A bodiless tus response; ``Upload_Offset=5`` is the header ``Upload-Offset: 5``.
-
-    ``origin``: the request's ``Origin`` if it is allowed (the caller knows which are), to be
-    echoed with the tus headers exposed to the page.
-    """
+def response(status, **headers):
+    """A bodiless tus response; ``Upload_Offset=5`` is the header ``Upload-Offset: 5``."""
     result = Response(status=status)
     result.headers["Tus-Resumable"] = VERSION
     result.headers["Cache-Control"] = "no-store"
     for name, value in headers.items():
         result.headers[name.replace("_", "-")] = str(value)
-    if origin:
-        result.headers["Access-Control-Allow-Origin"] = origin
-        result.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
     del result.content_type
     return result
 
 
-def discovery(max_size=0, preflight=False, origin=None):
-    """The answer to ``OPTIONS``: what the server supports, and a CORS preflight's answer."""
+def discovery(max_size=0, preflight=False):
+    """The answer to ``OPTIONS``: what the server supports, and a CORS preflight's answer
+    (which origin may ask is for the caller: it knows Kinto's ``cors_origins``)."""
     result = response(
         204,
-        origin,
         Tus_Version=VERSION,
         Tus_Extension=EXTENSIONS,
         Tus_Checksum_Algorithm=",".join(CHECKSUMS),
@@ -98,6 +98,15 @@ def progress(offset, expires=None):
     if expires is not None:
         headers["Upload-Expires"] = http_date(expires)
     return headers
+
+
+def method(request_method, override):
+    """The method of a request: a ``POST`` with ``X-HTTP-Method-Override`` is what that header
+    says, as tus requires, for clients behind proxies that let no ``PATCH`` or ``DELETE``
+    through (tus-js-client's ``overridePatchMethod``)."""
+    if request_method == "POST" and override:
+        return override.strip().upper()
+    return request_method
 
 
 def require_version(value):
@@ -140,8 +149,10 @@ def upload_offset(value):
 
 
 def metadata(header):
-    """``Upload-Metadata``: ``key base64,key base64``; filename required, data/permissions
-    JSON objects as in the multipart form."""
+    """``Upload-Metadata``: ``key base64,key base64`` as ``{key: text}``; filename required.
+
+    What the values mean beyond that (``data``, ``permissions``) is for the views to check.
+    """
     values = {}
     for pair in filter(None, (p.strip() for p in (header or "").split(","))):
         key, _, encoded = pair.partition(" ")
@@ -151,20 +162,12 @@ def metadata(header):
             raise error("bad_metadata", key=key) from e
     if not values.get("filename"):
         raise error("metadata_filename")
-    for name in ("data", "permissions"):
-        if name in values:
-            values[name] = _json_object(name, values[name])
     return values
 
 
-def _json_object(name, text):
-    try:
-        value = json.loads(text)
-    except (ValueError, RecursionError) as e:  # RecursionError: nested too deeply.
-        raise error("metadata_not_json", name=name) from e
-    if not isinstance(value, dict):
-        raise error("metadata_not_object", name=name)
-    return value
+def invalid_metadata(name, description):
+    """400: the value of ``name`` in ``Upload-Metadata`` is not what it should be."""
+    return error("metadata_invalid", name=name, description=description)
 
 
 def checksum(header):
@@ -192,23 +195,21 @@ def require_offset(offset, current):
         raise error("offset_conflict", offset=offset, current=current)
 
 
-def chunk_length(content_length, offset, length):
-    """The chunk's ``Content-Length``: 411 without one, 413 if the chunk goes past the
-    upload's ``length``."""
-    if content_length is None:
-        # Kinto's own 411, as for any other body of unknown length.
-        raise errors.refuse("length_required")
-    if offset + content_length > length:
+def require_chunk_fits(content_length, offset, length):
+    """413 if a chunk's ``Content-Length`` goes past the upload's ``length`` (a chunked body,
+    of unknown length, is stopped as soon as it does)."""
+    if content_length is not None and offset + content_length > length:
         raise error("chunk_too_large", excess=offset + content_length - length)
-    return content_length
+
+
+def completed(length):
+    """409: the upload has all its ``length`` bytes (told in ``Upload-Offset``) and takes no
+    more; a client that resumes it reads the same offset with ``HEAD`` and is done."""
+    return error("upload_complete", length=length)
 
 
 def checksum_mismatch():
     return error("checksum_mismatch")
-
-
-def short_body():
-    return error("short_body")
 
 
 def unknown_upload():

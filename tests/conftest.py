@@ -21,6 +21,8 @@ from kinto import main as kinto_main
 
 from kinto_attachment import locks
 
+from .gcs_server import gcs_server, token_server  # noqa: F401 (fixtures: GCS, OAuth)
+
 
 PG_SERVER = os.environ.get("KINTO_ATTACHMENT_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -183,7 +185,7 @@ class Kinto:
         data=None,
         permissions=None,
         headers=ALICE,
-        status=201,
+        status=(200, 201),
         mimetype=None,
     ):
         params = []
@@ -333,3 +335,34 @@ def held_elsewhere(registry, path, exclusive=True):
     finally:
         release.set()
         thread.join(30)
+
+
+def attachment_app(tmp_path_factory, request, backend="memory", blobs="local", **settings):
+    """:func:`cached_app` with ``kinto.attachment.NAME = value`` for each of ``settings``,
+    and the blog/articles collection."""
+    kinto = cached_app(
+        backend,
+        tmp_path_factory,
+        request,
+        blobs=blobs,
+        **{f"kinto.attachment.{k}": v for k, v in settings.items()},
+    )
+    kinto.create_collection()
+    return kinto
+
+
+#: The record that :func:`with_previous` attaches a file to.
+PREVIOUS_URL = "/v1/buckets/blog/collections/articles/records/r1"
+
+
+@pytest.fixture
+def with_previous(kinto):
+    """A record that already has an attachment, which no refusal may damage: checked, record,
+    files and content, after the test."""
+    kinto.create_collection()
+    meta = kinto.upload(PREVIOUS_URL, b"previous content", "previous.txt", data={"title": "kept"})
+    record = kinto.app.get(PREVIOUS_URL, headers=ALICE).json["data"]
+    yield kinto
+    assert kinto.app.get(PREVIOUS_URL, headers=ALICE).json["data"] == record
+    assert kinto.files() == [kinto.key_of(meta.json["location"])]
+    assert kinto.read(meta.json["location"]) == b"previous content"

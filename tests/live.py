@@ -6,15 +6,19 @@ differs by its port, its host (loopback) and its files folder (a temporary one).
 ``.. live-test: NAME`` comment, so that the documented commands are the tested ones;
 :func:`run_bash` runs them as a user typing in a terminal would.
 ``bench/servers.py`` starts its servers (and its moto process) with :func:`started` too.
+:func:`ensure_peer` builds (once, then from a cache) the virtualenv of Mozilla's
+kinto-attachment that ``bench/servers.py`` measures against and ``tests/legacy.py`` runs.
 """
 
 import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -79,7 +83,7 @@ def live_config(port, base_path, template=CONFIG):
     text = template.read_text()
     substitutions = [
         (r"^port = 8888$", f"port = {port}"),
-        (r"^host = 0\.0\.0\.0$", "host = 127.0.0.1"),
+        (r"^host = localhost$", "host = 127.0.0.1"),
         (
             r"^kinto\.attachment\.base_path = .*$",
             "kinto.attachment.base_path = " + str(base_path).replace("%", "%%"),
@@ -157,7 +161,8 @@ class LiveServer:
                 assert self.port in (0, port), f"configured {self.port}, bound {port}"
                 self.port, self.bound = port, True
             elif self.process.poll() is not None:
-                if self.port and ADDRESS_IN_USE in output:
+                # Python says "Address already in use", Go (fake-gcs-server) "address...".
+                if self.port and ADDRESS_IN_USE.lower() in output.lower():
                     raise PortTaken(f"{self.port}: {output}")
                 pytest.fail(
                     f"pserve exited with {self.process.returncode} before listening:\n{output}",
@@ -238,8 +243,10 @@ def started(folder, ini, port=0, base_path=None, env=None, command=None, serving
 
 
 @contextlib.contextmanager
-def running_server(folder):
-    """``pserve`` on the live copy of ``config/kinto.ini``, in ``folder``, until exit."""
+def running_server(folder, server="waitress", app=None):
+    """The live copy of ``config/kinto.ini`` served in ``folder`` until exit: by ``pserve``
+    (waitress), or by ``server`` (gunicorn, uwsgi: :func:`streaming_command`) running ``app``
+    (default ``config/wsgi.py``)."""
     folder = Path(folder)
     base_path = folder / "attachments"
     base_path.mkdir()
@@ -248,16 +255,88 @@ def running_server(folder):
         # The configuration names the server's own address (base_url): port known beforehand.
         port = free_port()
         ini.write_text(live_config(port, base_path))
-        with started(folder, ini, port, base_path) as server:
+        env, command, serving = None, None, SERVING
+        if server != "waitress":
+            env = {**os.environ, "KINTO_INI": str(ini)}
+            app = app or (ROOT / "config", "wsgi")
+            command = streaming_command(server, folder, port, app)
+            serving = LISTENING[server]
+        with started(folder, ini, port, base_path, env, command, serving) as live:
             try:
-                server.wait_bound()
+                live.wait_bound()
             except PortTaken:
                 if attempt < 2:
                     continue
                 raise
-            server.wait_ready()
-            yield server
+            live.wait_ready()
+            yield live
             return
+
+
+# The peer: Mozilla's kinto-attachment, in a virtualenv of its own.
+
+
+#: What the peer's virtualenv holds: Kinto and Mozilla's kinto-attachment 8.0.0 (the last
+#: release that runs on Python 3.11), served by waitress, with Kinto's PostgreSQL backends.
+PEER_REQUIREMENTS = [
+    "kinto==26.5.0",
+    "kinto-attachment==8.0.0",
+    "waitress",
+    # kinto-attachment 8.0.0 imports pkg_resources, which later setuptools releases removed.
+    "setuptools<81",
+    # What ``kinto[postgresql]`` brings, with psycopg2's wheel instead of its source (no
+    # compiler nor libpq headers needed).
+    "psycopg2-binary",
+    "SQLAlchemy<3",
+    "zope.sqlalchemy",
+]
+#: Where the peer's virtualenvs are kept between runs, one per Python and requirements.
+PEER_CACHE = Path(
+    os.environ.get("KINTO_ATTACHMENT_PEER_CACHE")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kinto-attachment-peer"
+)
+PEER_BUILD_TIMEOUT = 600
+
+
+def peer_env():
+    """The environment of the peer's commands: this project's modules out of their path."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+
+
+def ensure_peer():
+    """The ``bin`` folder of the peer's virtualenv, built with pip from PyPI on first use.
+
+    It is kept in :data:`PEER_CACHE` (outside the work tree, so that a fresh clone reuses it),
+    under a name that changes with the Python version and :data:`PEER_REQUIREMENTS`. A lock
+    lets concurrent runs wait for one build; a build that did not finish (no ``.complete``
+    marker) is started again from scratch.
+    """
+    identity = "\n".join([sys.version, *PEER_REQUIREMENTS]).encode()
+    venv = PEER_CACHE / f"peer-{hashlib.sha256(identity).hexdigest()[:16]}"
+    complete = venv / ".complete"
+    PEER_CACHE.mkdir(parents=True, exist_ok=True)
+    with open(f"{venv}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not complete.exists():
+            shutil.rmtree(venv, ignore_errors=True)
+            python = str(venv / "bin" / "python")
+            pip = [python, "-m", "pip", "install", "-qq", "--disable-pip-version-check"]
+            for command in (
+                [sys.executable, "-m", "venv", str(venv)],
+                pip + PEER_REQUIREMENTS,
+                [python, "-c", "import kinto, kinto_attachment, psycopg2, waitress"],
+            ):
+                # In the virtualenv's folder, away from this project's own kinto_attachment.
+                subprocess.run(
+                    command,
+                    check=True,
+                    cwd=PEER_CACHE,
+                    env=peer_env(),
+                    stdin=subprocess.DEVNULL,
+                    timeout=PEER_BUILD_TIMEOUT,
+                )
+            complete.write_text("\n".join(PEER_REQUIREMENTS) + "\n")
+    return venv / "bin"
 
 
 # The README's examples.
@@ -464,3 +543,62 @@ def create_collection(server, bucket, collection):
     for path in (f"/buckets/{bucket}", f"/buckets/{bucket}/collections/{collection}"):
         response = requests.put(server.url + path, json={}, auth=ALICE, timeout=REQUEST_TIMEOUT)
         assert response.status_code in (200, 201), (path, response.status_code, response.text)
+
+
+# Streaming servers: gunicorn and uWSGI, from their shipped configurations.
+
+
+#: What each streaming server logs once it listens (with its port).
+LISTENING = {
+    "gunicorn": re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)"),
+    "uwsgi": re.compile(r"bound to TCP address 127\.0\.0\.1:(\d+)"),
+}
+
+
+def uwsgi_ini(port, wsgi_file):
+    """``config/uwsgi.ini`` as shipped, listening on ``127.0.0.1:port`` and loading
+    ``wsgi_file``."""
+    text = (ROOT / "config" / "uwsgi.ini").read_text()
+    text, bound = re.subn(
+        r"^http-socket = .*$", f"http-socket = 127.0.0.1:{port}", text, flags=re.M
+    )
+    text, app = re.subn(r"^wsgi-file = .*$", f"wsgi-file = {wsgi_file}", text, flags=re.M)
+    assert (bound, app) == (1, 1), "config/uwsgi.ini: one http-socket, one wsgi-file"
+    return text
+
+
+def streaming_command(name, folder, port, app):
+    """The command line of ``name`` (gunicorn, uwsgi) with its shipped configuration, on
+    ``127.0.0.1:port``, serving ``app``: a ``(folder, module)`` pair, the module defining
+    ``application``."""
+    app_folder, module = app
+    if name == "gunicorn":
+        config = str(ROOT / "config" / "gunicorn.conf.py")
+        return [str(BIN / "gunicorn"), "-c", config, "--bind", f"127.0.0.1:{port}",
+                "--pythonpath", str(app_folder), f"{module}:application"]  # fmt: skip
+    ini = folder / f"uwsgi-{port}.ini"
+    ini.write_text(uwsgi_ini(port, Path(app_folder) / f"{module}.py"))
+    return [str(BIN / "uwsgi"), "--ini", str(ini)]
+
+
+def post_without_reading(server, path, length, headers=""):
+    """POST ``length`` announced bytes, sending some only while no answer has come: the
+    status line, and how many body bytes were sent before it came."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n{headers}"
+            f"Content-Type: multipart/form-data; boundary=xyz\r\nContent-Length: {length}\r\n\r\n"
+        )
+        sock.sendall(head.encode())
+        sock.setblocking(False)
+        sent, answer, deadline = 0, b"", time.monotonic() + 30
+        while b"\r\n" not in answer and time.monotonic() < deadline:
+            with contextlib.suppress(BlockingIOError):
+                answer += sock.recv(65536)
+            try:
+                sent += sock.send(b"\0" * 65536) if sent < length else 0
+            except (BlockingIOError, InterruptedError):
+                time.sleep(0.001)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        return answer.split(b"\r\n", 1)[0].decode(), sent

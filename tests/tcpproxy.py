@@ -18,6 +18,8 @@ class TcpProxy:
         self._up = True
         self._sockets = set()
         self._lock = threading.Lock()
+        #: Bytes forwarded from clients to the target (what clients sent).
+        self.sent = 0
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -62,13 +64,18 @@ class TcpProxy:
                 continue
             with self._lock:
                 self._sockets.update((client, upstream))
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+            for source, sink, outgoing in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(
+                    target=self._pipe, args=(source, sink, outgoing), daemon=True
+                ).start()
 
-    def _pipe(self, source, sink):
+    def _pipe(self, source, sink, outgoing):
         try:
             while data := source.recv(65536):
                 sink.sendall(data)
+                if outgoing:
+                    with self._lock:
+                        self.sent += len(data)
         except OSError:
             pass
         finally:

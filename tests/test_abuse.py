@@ -9,15 +9,15 @@ from kinto.core.errors import ERRORS
 from pyramid.exceptions import ConfigurationError
 
 from kinto_attachment import settings as attachment_settings
-from kinto_attachment import uploads
+from kinto_attachment.state import tus_uploads
 
-from .conftest import ALICE, BOB, cached_app
+from .conftest import ALICE, BOB, PREVIOUS_URL, cached_app
 from .test_data_files import LOCAL
 from .test_refusals import FILE, form, raw_post
 from .test_resumable import TUS, UPLOADS, create, metadata, patch
 
 
-URL = "/v1/buckets/blog/collections/articles/records/r1"
+URL = PREVIOUS_URL
 DEEP = '{"a":' * 2000
 
 
@@ -27,17 +27,6 @@ def assert_kinto_error(response, status, errno=None):
     assert response.json["code"] == status
     if errno is not None:
         assert response.json["errno"] == errno
-
-
-@pytest.fixture
-def with_previous(kinto):
-    """A record with an attachment, that every refusal must leave as it is."""
-    kinto.create_collection()
-    meta = kinto.upload(URL, b"previous content", "previous.txt", data={"title": "kept"}).json
-    record = kinto.app.get(URL, headers=ALICE).json["data"]
-    yield kinto
-    assert kinto.app.get(URL, headers=ALICE).json["data"] == record
-    assert kinto.files() == [kinto.key_of(meta["location"])]
 
 
 # 1. Headers with more digits than Python converts.
@@ -307,8 +296,8 @@ def test_expired_uploads_do_not_count(limited):
     create(app, 10)
     storage = limited.registry.storage
     with transaction.manager:
-        for upload in uploads.entries(storage):
-            uploads.save(storage, {**upload, "expires": 1})
+        for upload in tus_uploads.entries(storage):
+            tus_uploads.save(storage, {**upload, "expires": 1})
     create(app, 10)
 
 

@@ -11,8 +11,9 @@ import transaction
 import webob
 from pyramid.exceptions import ConfigurationError
 
-from kinto_attachment import data_files, downloads, gc
+from kinto_attachment import downloads, gc
 from kinto_attachment.limiter import TransferLimiter
+from kinto_attachment.state import data_file_entries
 from kinto_attachment.views import data_files as views
 
 from .conftest import ALICE, BOB, cached_app
@@ -132,8 +133,8 @@ def test_expired_files_are_gone_then_collected(kinto, monkeypatch):
     post(kinto, b"short-lived", query="?id=tmp&ttl=1000")
     post(kinto, b"kept", query="?id=kept")
     assert get(kinto, "tmp").body == b"short-lived"
-    later = data_files.msec_time() + 2000
-    monkeypatch.setattr(data_files, "msec_time", lambda: later)
+    later = data_file_entries.msec_time() + 2000
+    monkeypatch.setattr(data_file_entries, "msec_time", lambda: later)
     monkeypatch.setattr(views, "msec_time", lambda: later)
     get(kinto, "tmp", status=404)
     assert [e["id"] for e in listing(kinto)] == ["kept"]
@@ -162,11 +163,21 @@ def test_truncated_body_is_refused(kinto_memory):
     assert kinto_memory.files() == []
 
 
-def unknown_length_request(body):
+def unknown_length_request(body, terminated=True):
+    """A chunked body, ended by the server (``wsgi.input_terminated``) as gunicorn and
+    waitress do, or not."""
     wsgi_request = webob.Request.blank("/v1/data/files?id=chunked", method="POST", environ=LOCAL)
     wsgi_request.environ["wsgi.input"] = io.BytesIO(body)
     wsgi_request.environ.pop("CONTENT_LENGTH", None)
+    wsgi_request.environ["HTTP_TRANSFER_ENCODING"] = "chunked"
+    wsgi_request.environ["wsgi.input_terminated"] = terminated
     return wsgi_request
+
+
+def test_a_chunked_body_no_server_ends_is_never_an_empty_file(kinto_memory):
+    response = unknown_length_request(b"lost", terminated=False).get_response(kinto_memory.app.app)
+    assert (response.status_code, response.json["errno"]) == (411, 112)
+    get(kinto_memory, "chunked", status=404)
 
 
 def test_unknown_length_reserves_20_mib_and_warns(kinto_memory, caplog, monkeypatch):
@@ -465,8 +476,8 @@ def test_limiter_runs_a_transfer_larger_than_the_budget_alone():
 
 
 def expire_everything(monkeypatch):
-    later = data_files.msec_time() + 10_000
-    monkeypatch.setattr(data_files, "msec_time", lambda: later)
+    later = data_file_entries.msec_time() + 10_000
+    monkeypatch.setattr(data_file_entries, "msec_time", lambda: later)
 
 
 def test_collector_thread_collects_until_stopped(kinto_memory, monkeypatch):
@@ -486,7 +497,7 @@ def test_collector_thread_collects_until_stopped(kinto_memory, monkeypatch):
     monkeypatch.setattr(gc.logger, "exception", lambda *args: failures.append(args))
     gc._periodically(kinto_memory.registry, 300, TwoRounds())
     assert kinto_memory.files() == [] and failures == []
-    assert data_files.entries(kinto_memory.registry.storage) == []
+    assert data_file_entries.entries(kinto_memory.registry.storage) == []
 
     def broken(registry, **options):
         raise RuntimeError("storage down")
@@ -576,18 +587,18 @@ def test_attachments_cannot_collide_with_data_files(tmp_path_factory, request, b
     kinto.upload(kinto.record_url("r2"), filename=".data-files")
     post(kinto, query="?id=x")
     assert get(kinto, "x").body == PDF
-    assert data_files.get(kinto.registry.storage, "x")["key"].startswith(".data-files/")
+    assert data_file_entries.get(kinto.registry.storage, "x")["key"].startswith(".data-files/")
 
 
 def test_entries_stored_under_the_old_folder_keep_working(kinto):
     post(kinto, b"legacy", query="?id=old")
     store = kinto.registry.attachment_store
-    entry = data_files.get(kinto.registry.storage, "old")
+    entry = data_file_entries.get(kinto.registry.storage, "old")
     staged = store.stage("data-files/legacy.bin")
     staged.write(b"legacy")
     staged.commit()
     store.delete(entry["key"])
-    data_files.put(kinto.registry.storage, "old", {**entry, "key": "data-files/legacy.bin"})
+    data_file_entries.put(kinto.registry.storage, "old", {**entry, "key": "data-files/legacy.bin"})
     transaction.commit()
     assert get(kinto, "old").body == b"legacy"
     kinto.app.delete("/v1/data/files/old", extra_environ=LOCAL, status=204)

@@ -91,7 +91,7 @@ def test_empty_filename_is_refused(kinto_memory):
 
 
 def test_body_without_content_length_is_read_to_the_end(kinto_memory):
-    # As after a chunked request: no Content-Length, the stream ends the body.
+    # A chunked request: no Content-Length, the server ends the body (wsgi.input_terminated).
     kinto = kinto_memory
     kinto.create_collection()
     body = b'--B\r\nContent-Disposition: form-data; name="attachment"; filename="a.txt"\r\n\r\n'
@@ -103,6 +103,8 @@ def test_body_without_content_length_is_read_to_the_end(kinto_memory):
     )
     wsgi_request.environ["wsgi.input"] = io.BytesIO(body)
     wsgi_request.environ.pop("CONTENT_LENGTH", None)
+    wsgi_request.environ["HTTP_TRANSFER_ENCODING"] = "chunked"
+    wsgi_request.environ["wsgi.input_terminated"] = True
     response = wsgi_request.get_response(kinto.app.app)
     assert response.status_code == 201
     assert response.json["hash"] == hashlib.sha256(b"chunked!").hexdigest()

@@ -76,10 +76,14 @@ def test_unknown_refusal():
 def test_details_keep_parameter_types():
     error = errors.refuse("missing", resource_name="record", id=None)
     assert error.json["details"] == {"id": None, "resource_name": "record"}
-    error = errors.refuse("invalid_posted_data", name="data", description="is {not} JSON")
-    assert error.json["message"] == "data in body: is {not} JSON"
+    error = errors.refuse("invalid_posted_data", name="data", description="data is {not} JSON")
+    assert error.json["message"] == "body: data is {not} JSON"
     assert error.json["details"] == [
-        {"location": "body", "name": "data", "description": "is {not} JSON"}
+        {"location": "body", "name": "data", "description": "data is {not} JSON"}
+    ]
+    error = errors.refuse("invalid_body", description="Filename is required.")
+    assert error.json["details"] == [
+        {"location": "body", "name": None, "description": "Filename is required."}
     ]
 
 

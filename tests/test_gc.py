@@ -10,8 +10,9 @@ import pytest
 import transaction
 from pyramid.exceptions import ConfigurationError
 
-from kinto_attachment import data_files, gc, links, paging, references, uploads
+from kinto_attachment import gc
 from kinto_attachment import settings as attachment_settings
+from kinto_attachment.state import data_file_entries, links, paging, references, tus_uploads
 from kinto_attachment.storage.local import LocalStore
 
 from .conftest import ALICE, cached_app, held_elsewhere, s3_client
@@ -33,7 +34,7 @@ def kinto_gc(backend, blobs, tmp_path_factory, request):
 
 
 def after_grace():
-    return data_files.msec_time() + (GRACE_SECONDS + 60) * 1000
+    return data_file_entries.msec_time() + (GRACE_SECONDS + 60) * 1000
 
 
 def orphan(kinto, key="blog/articles/orphan.txt", content=b"orphan"):
@@ -46,7 +47,7 @@ def orphan(kinto, key="blog/articles/orphan.txt", content=b"orphan"):
 def post_file(kinto, file_id, content=b"data", ttl=None):
     query = f"?id={file_id}" + (f"&ttl={ttl}" if ttl else "")
     kinto.app.post(f"/v1/data/files{query}", content, extra_environ=LOCAL, status=200)
-    return data_files.get(kinto.registry.storage, file_id)
+    return data_file_entries.get(kinto.registry.storage, file_id)
 
 
 def start_tus(kinto, length, chunk=b"", record="r2"):
@@ -220,7 +221,7 @@ def test_dangling_references_are_reported_and_left_alone(kinto_gc):
         ]
     record = kinto_gc.app.get(kinto_gc.record_url("r1"), headers=ALICE).json["data"]
     assert record["attachment"] == attached
-    assert data_files.get(kinto_gc.registry.storage, "lost") == lost
+    assert data_file_entries.get(kinto_gc.registry.storage, "lost") == lost
 
 
 def test_dry_run_removes_nothing_and_reports_the_same(kinto_gc):
@@ -235,7 +236,7 @@ def test_dry_run_removes_nothing_and_reports_the_same(kinto_gc):
 
     dry = gc.collect(kinto_gc.registry, now=now, dry_run=True)
     assert kinto_gc.files() == before
-    assert data_files.get(kinto_gc.registry.storage, "expired") is not None
+    assert data_file_entries.get(kinto_gc.registry.storage, "expired") is not None
     real = gc.collect(kinto_gc.registry, now=now)
 
     assert dry.dry_run and not real.dry_run
@@ -260,7 +261,7 @@ def test_data_file_uploaded_again_after_the_listing_is_kept(kinto_gc, monkeypatc
     report = gc.collect(kinto_gc.registry, now=after_grace())
 
     assert report.expired_files == []
-    entry = data_files.get(kinto_gc.registry.storage, "f")
+    entry = data_file_entries.get(kinto_gc.registry.storage, "f")
     with kinto_gc.registry.attachment_store.open(entry["key"]) as f:
         assert f.read() == b"new"
     assert kinto_gc.files() == [entry["key"]]  # The upload deleted the blob it replaced.
@@ -270,13 +271,13 @@ def test_data_file_uploaded_again_after_the_listing_is_kept(kinto_gc, monkeypatc
 def test_upload_held_by_a_request_is_left_for_the_next_round(kinto_gc):
     url = start_tus(kinto_gc, 10, b"12345")
     upload_id = url.rsplit("/", 1)[-1]
-    expired = data_files.msec_time() + 86400 * 1000 + 1000
+    expired = data_file_entries.msec_time() + 86400 * 1000 + 1000
     before = kinto_gc.files()
 
     with held_elsewhere(kinto_gc.registry, ("uploads", upload_id)):
         report = gc.collect(kinto_gc.registry, now=expired)
     assert report.expired_uploads == [] and report.busy_uploads == [upload_id]
-    assert uploads.get(kinto_gc.registry.storage, upload_id) is not None
+    assert tus_uploads.get(kinto_gc.registry.storage, upload_id) is not None
     assert kinto_gc.files() == before
 
     report = gc.collect(kinto_gc.registry, now=expired)
@@ -306,14 +307,14 @@ def test_readers_page_through_everything(kinto_gc, monkeypatch):
     for number in range(5):
         post_file(kinto_gc, f"f{number}")
     storage = kinto_gc.registry.storage
-    read = paging.every(storage, data_files.RESOURCE, data_files.PARENT_ID, limit=2)
+    read = paging.every(storage, data_file_entries.RESOURCE, data_file_entries.PARENT_ID, limit=2)
     assert [e["id"] for e in read] == ["f0", "f1", "f2", "f3", "f4"]
 
     monkeypatch.setattr(references, "RUN", 2)  # Several sorted runs, merged.
     with transaction.manager:
         index, pending = references.index(kinto_gc.registry)
     for number in range(5):
-        assert data_files.get(storage, f"f{number}")["key"] in index
+        assert data_file_entries.get(storage, f"f{number}")["key"] in index
     assert "nothing/there.txt" not in index
     assert "nothing" not in pending
 

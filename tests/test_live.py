@@ -14,7 +14,7 @@ import kinto_http
 import pytest
 import requests
 
-from kinto_attachment.intake import CHUNK_SIZE
+from kinto_attachment.streams import CHUNK_SIZE
 
 from .live import (
     ALICE,
@@ -93,6 +93,8 @@ def test_readme_examples_are_marked(readme):
         "large-setup": "bash",
         "tuspy": "python",
         "tus-js": "javascript",
+        "browser": "bash",
+        "cli": "bash",
     }
 
 
@@ -135,6 +137,19 @@ def test_readme_python(server, readme, workdir):
     assert record["type"] == "greeting"
     assert record["attachment"]["location"] == location
     assert_hello(server, record["attachment"])
+
+
+def test_readme_command_line(server, readme, workdir):
+    result = run_bash(readme["cli"].against(server.port), workdir)
+
+    assert result.returncode == 0, result
+    assert "uploaded hello.txt (greeting)" in result.stdout, result
+    assert "new        welcome.txt" in result.stdout, result
+    assert "uploaded welcome.txt" in result.stdout, result
+    assert (workdir / "mirror/hello.txt").read_bytes() == HELLO
+    assert "deleted attachment of greeting" in result.stdout, result
+    record = record_data(server, ASSETS + "/records/greeting")
+    assert record["lang"] == "en" and record["attachment"] is None
 
 
 def test_kinto_http_client(server, tmp_path):

@@ -2,12 +2,14 @@
 
 Each client runs the README's example as written. A first run is interrupted half-way (the
 client process stops), a second run of the same example resumes the same upload, and the
-record's hash is then the file's.
+record's hash is then the file's. A third run finds the upload done (its URL answers ``HEAD``
+with the whole length) and sends nothing.
 """
 
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -100,11 +102,18 @@ def assert_completed(server, record_id, workdir, upload_url):
         timeout=60,
     )
     assert hashlib.sha256(download.content).hexdigest() == attachment["hash"]
-    # The upload is over: its URL is gone, and nothing of it is left on disk.
-    gone = requests.head(upload_url, auth=ALICE, headers={"Tus-Resumable": "1.0.0"}, timeout=30)
-    assert gone.status_code == 404
+    # The upload is over: its URL tells it is done, and nothing of it is left on disk.
+    assert offset_of(upload_url) == SIZE
     assert not [f for f in server.files() if f.startswith(".uploads/")]
     return record
+
+
+def assert_run_again_sends_nothing(server, record, command, workdir, upload_url, **env):
+    """A client that stored the URL runs again: it finds the upload done, prints its URL."""
+    again = run(command, workdir, **env)
+    assert again.returncode == 0, again
+    assert again.stdout.strip() == upload_url
+    assert record_of(server, record["id"]) == record  # Not even touched.
 
 
 def test_tuspy_resumes_an_interrupted_upload(server, readme, workdir):
@@ -125,6 +134,9 @@ def test_tuspy_resumes_an_interrupted_upload(server, readme, workdir):
     assert second.stdout.strip() == upload_url  # The same upload, resumed.
     record = assert_completed(server, "big-file", workdir, upload_url)
     assert record["kind"] == "dataset"
+    assert_run_again_sends_nothing(
+        server, record, [sys.executable, "upload.py"], workdir, upload_url
+    )
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +192,23 @@ def test_tus_js_client_resumes_an_interrupted_upload(server, readme, workdir, tu
     assert second.stdout.strip() == upload_url
     record = assert_completed(server, "big-file-js", workdir, upload_url)
     assert record["attachment"]["mimetype"] == "application/octet-stream"
+    command = ["node", "upload.js", "big.bin"]
+    assert_run_again_sends_nothing(server, record, command, workdir, upload_url, **node_path)
+
+
+def test_tus_js_client_through_a_proxy_that_blocks_patch(server, readme, workdir, tus_js):
+    """``overridePatchMethod``: every chunk is a POST with ``X-HTTP-Method-Override``."""
+    code = readme["tus-js"].against(server.port).replace("big-file-js", "big-file-override")
+    overriding = code.replace("chunkSize:", "overridePatchMethod: true,\n  chunkSize:")
+    assert overriding != code
+    (workdir / "upload.js").write_text(overriding)
+    result = run(["node", "upload.js", "big.bin"], workdir, NODE_PATH=str(tus_js))
+    assert result.returncode == 0, result
+    upload_url = result.stdout.strip()
+    assert_completed(server, "big-file-override", workdir, upload_url)
+    path = re.escape(upload_url[len(f"http://localhost:{server.port}") :])
+    chunks = re.findall(rf"\[request\.summary\] POST {path} 204 ", server.output())
+    assert len(chunks) == -(-SIZE // PART), server.output()
 
 
 def test_examples_are_there(readme):

@@ -7,9 +7,9 @@ import pytest
 import requests
 import transaction
 
-from kinto_attachment import downloads, intake
+from kinto_attachment import media_types
 
-from .conftest import ALICE, cached_app, s3_client
+from .conftest import ALICE, attachment_app, s3_client
 
 
 URL = "/v1/buckets/blog/collections/articles/records/r1"
@@ -17,16 +17,7 @@ INVALID = ["text/html,", ",text/html", "text/plain,text/html", "image/svg+xml,",
 
 
 def app(tmp_path_factory, request, backend="memory", blobs="local", **settings):
-    kinto = cached_app(
-        backend,
-        tmp_path_factory,
-        request,
-        blobs=blobs,
-        **{"kinto.attachment.extensions": "any"},
-        **{f"kinto.attachment.{k}": v for k, v in settings.items()},
-    )
-    kinto.create_collection()
-    return kinto
+    return attachment_app(tmp_path_factory, request, backend, blobs, extensions="any", **settings)
 
 
 def tus_upload(kinto, content, filename, filetype):
@@ -66,7 +57,7 @@ def tus_upload(kinto, content, filename, filetype):
     ],
 )
 def test_parse_media_type(value, expected):
-    assert intake.parse_media_type(value) == expected
+    assert media_types.parse_media_type(value) == expected
 
 
 @pytest.mark.parametrize("declared", INVALID)
@@ -205,9 +196,9 @@ def test_presigned_redirect_uses_the_allow_list(
 
 
 def test_allow_list_helpers():
-    assert downloads.is_inline("IMAGE/PNG; x=y")
-    assert downloads.is_inline("video/webm")
-    assert not downloads.is_inline("image/svg+xml")
-    assert not downloads.is_inline("text/plain,text/html")
-    assert downloads.served_type("text/plain,text/html") == "application/octet-stream"
-    assert downloads.served_type("Text/Plain; charset=utf-8") == "text/plain"
+    assert media_types.is_inline("IMAGE/PNG; x=y")
+    assert media_types.is_inline("video/webm")
+    assert not media_types.is_inline("image/svg+xml")
+    assert not media_types.is_inline("text/plain,text/html")
+    assert media_types.served_type("text/plain,text/html") == "application/octet-stream"
+    assert media_types.served_type("Text/Plain; charset=utf-8") == "text/plain"

@@ -5,24 +5,12 @@ import re
 import pytest
 import webob.request
 
-from .conftest import ALICE, cached_app
-
-
-def app_with(tmp_path_factory, request, backend="memory", blobs="local", **settings):
-    kinto = cached_app(
-        backend,
-        tmp_path_factory,
-        request,
-        blobs=blobs,
-        **{f"kinto.attachment.{k}": v for k, v in settings.items()},
-    )
-    kinto.create_collection()
-    return kinto
+from .conftest import ALICE, attachment_app, cached_app
 
 
 def test_folder_pattern(blobs, tmp_path_factory, request):
     folder = "{bucket_id}/{collection_id}"
-    kinto = app_with(tmp_path_factory, request, blobs=blobs, folder=folder)
+    kinto = attachment_app(tmp_path_factory, request, blobs=blobs, folder=folder)
     meta = kinto.upload(kinto.record_url()).json
     assert meta["location"].startswith("https://files.example.com/blog/articles/")
     assert kinto.files() == [kinto.key_of(meta["location"])]
@@ -31,7 +19,9 @@ def test_folder_pattern(blobs, tmp_path_factory, request):
 def test_not_randomized_keeps_sanitised_name_and_never_overwrites(
     backend, blobs, tmp_path_factory, request
 ):
-    kinto = app_with(tmp_path_factory, request, backend=backend, blobs=blobs, randomize="false")
+    kinto = attachment_app(
+        tmp_path_factory, request, backend=backend, blobs=blobs, randomize="false"
+    )
     first = kinto.upload(kinto.record_url("a"), b"a", "Ré sumé.txt").json
     second = kinto.upload(kinto.record_url("b"), b"b", "Ré sumé.txt").json
     assert first["location"] == "https://files.example.com/Re_sume.txt"
@@ -41,7 +31,7 @@ def test_not_randomized_keeps_sanitised_name_and_never_overwrites(
 
 
 def test_filename_pattern(tmp_path_factory, request):
-    kinto = app_with(
+    kinto = attachment_app(
         tmp_path_factory,
         request,
         randomize="false",
@@ -68,7 +58,7 @@ def test_randomized_names_keep_the_extension(kinto):
     ],
 )
 def test_mimetype_resolution(tmp_path_factory, request, filename, declared, expected):
-    kinto = app_with(
+    kinto = attachment_app(
         tmp_path_factory, request, extensions="any", mimetypes=".ftl:application/vnd.fluent"
     )
     meta = kinto.upload(kinto.record_url(), b"x", filename, mimetype=declared).json
@@ -76,7 +66,7 @@ def test_mimetype_resolution(tmp_path_factory, request, filename, declared, expe
 
 
 def test_keep_old_files(backend, blobs, tmp_path_factory, request):
-    kinto = app_with(
+    kinto = attachment_app(
         tmp_path_factory, request, backend=backend, blobs=blobs, keep_old_files="true"
     )
     url = kinto.record_url()
@@ -90,8 +80,8 @@ def test_keep_old_files(backend, blobs, tmp_path_factory, request):
 
 
 def test_serve_files(tmp_path_factory, request):
-    kinto = app_with(
-        tmp_path_factory, request, serve_files="true", base_url="http://localhost/v1/attachments"
+    kinto = attachment_app(
+        tmp_path_factory, request, serve_files="true", base_url="http://localhost/v1/attachments/"
     )
     meta = kinto.upload(kinto.record_url(), b"served bytes", "s.txt").json
     assert meta["location"].startswith("http://localhost/v1/attachments/")
@@ -122,7 +112,7 @@ def test_default_bucket(tmp_path_factory, request, monkeypatch):
 
 
 def test_served_files_are_streamed_safely(tmp_path_factory, request):
-    kinto = app_with(
+    kinto = attachment_app(
         tmp_path_factory,
         request,
         serve_files="true",
@@ -151,7 +141,7 @@ LONG_HTML = "x" * 195 + ".html.txt"
 
 @pytest.mark.parametrize("filename", [LONG_HTML, "x" * 196 + ".svg.txt", "x" * 400 + ".txt"])
 def test_shortened_names_keep_their_checked_extension(blobs, filename, tmp_path_factory, request):
-    kinto = app_with(tmp_path_factory, request, blobs=blobs, randomize="false")
+    kinto = attachment_app(tmp_path_factory, request, blobs=blobs, randomize="false")
     meta = kinto.upload(kinto.record_url(), b"<script>alert(1)</script>", filename).json
     assert meta["location"].endswith(".txt")
     assert len(kinto.key_of(meta["location"])) <= 200
@@ -161,7 +151,7 @@ def test_shortened_names_keep_their_checked_extension(blobs, filename, tmp_path_
 def test_shortened_tus_names_keep_their_checked_extension(blobs, tmp_path_factory, request):
     import base64
 
-    kinto = app_with(tmp_path_factory, request, blobs=blobs, randomize="false")
+    kinto = attachment_app(tmp_path_factory, request, blobs=blobs, randomize="false")
     url = kinto.record_url()
     name = base64.b64encode(LONG_HTML.encode()).decode()
     kinto.app.post(
@@ -184,7 +174,7 @@ def test_s3_taken_names_cost_no_body_resend(tmp_path_factory, request):
     """The 41st ``same.txt`` is sent once, not 41 times (names probed without the body)."""
     from .conftest import s3_client
 
-    kinto = app_with(tmp_path_factory, request, blobs="s3", randomize="false")
+    kinto = attachment_app(tmp_path_factory, request, blobs="s3", randomize="false")
     store = kinto.registry.attachment_store
     client = s3_client(store.client.meta.endpoint_url)
     for key in ["same.txt"] + [f"same-{n}.txt" for n in range(1, 40)] + ["same-x.txt"]:
@@ -209,7 +199,7 @@ def test_s3_taken_names_cost_no_body_resend(tmp_path_factory, request):
 def test_s3_random_names_are_written_without_looking_first(tmp_path_factory, request, size):
     """A random name cannot be taken: no request looks for a free one (writes stay
     conditional), so a small upload is one PutObject and nothing else."""
-    kinto = app_with(tmp_path_factory, request, blobs="s3")
+    kinto = attachment_app(tmp_path_factory, request, blobs="s3")
     store = kinto.registry.attachment_store
     calls = []
 
@@ -225,3 +215,14 @@ def test_s3_random_names_are_written_without_looking_first(tmp_path_factory, req
     if size == 3:
         assert calls == ["PutObject"]
     assert kinto.read(meta["location"]) == b"x" * size
+
+
+def test_a_base_url_without_slash_is_joined_as_kinto_attachment_does(
+    tmp_path_factory, request, caplog
+):
+    kinto = attachment_app(tmp_path_factory, request, base_url="https://cdn.example.com/files")
+    assert "has no trailing slash" in caplog.text
+    meta = kinto.upload(kinto.record_url(), b"x", "x.txt").json
+    assert meta["location"].startswith("https://cdn.example.com/")
+    assert not meta["location"].startswith("https://cdn.example.com/files/")
+    assert kinto.app.get(kinto.record_url() + "/attachment", headers=ALICE).body == b"x"

@@ -4,25 +4,14 @@ import pytest
 import webob
 from kinto.core.errors import ERRORS
 
-from kinto_attachment import links, multipart
+from kinto_attachment import multipart
+from kinto_attachment.state import links
 from kinto_attachment.storage import StorageUnavailable
 
-from .conftest import ALICE, cached_app
+from .conftest import ALICE, PREVIOUS_URL, cached_app
 
 
-URL = "/v1/buckets/blog/collections/articles/records/r1"
-
-
-@pytest.fixture
-def with_previous(kinto):
-    """A record that already has an attachment, which no refusal may damage."""
-    kinto.create_collection()
-    meta = kinto.upload(URL, b"previous content", "previous.txt", data={"title": "kept"}).json
-    record = kinto.app.get(URL, headers=ALICE).json["data"]
-    yield kinto
-    assert kinto.app.get(URL, headers=ALICE).json["data"] == record
-    assert kinto.files() == [kinto.key_of(meta["location"])]
-    assert kinto.read(meta["location"]) == b"previous content"
+URL = PREVIOUS_URL
 
 
 def raw_post(kinto, body, content_type=None, status=400, headers=ALICE, boundary="XyZ"):
@@ -132,7 +121,7 @@ def test_per_collection_limit_overrides_global(backend, tmp_path_factory, reques
     "body,content_type,message",
     [
         (form(FILE), "application/json", "multipart/form-data"),
-        (form(FILE), "multipart/form-data", "multipart/form-data"),
+        (form(FILE), "multipart/form-data", "Invalid boundary in multipart form: ''"),
         (form(FILE, end=False), None, "truncated"),
         (form(FILE)[:40], None, "truncated"),
         (b"garbage without any boundary", None, "malformed"),
@@ -144,7 +133,7 @@ def test_per_collection_limit_overrides_global(backend, tmp_path_factory, reques
         (
             form(('Content-Disposition: form-data; name="data"; filename="d.json"', b"{}"), FILE),
             None,
-            "not as a file",
+            "should be passed as form data, not files",
         ),
         (
             form(

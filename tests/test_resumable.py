@@ -9,7 +9,8 @@ import pytest
 import webob
 from kinto.core.storage.exceptions import BackendError
 
-from kinto_attachment import gc, uploads
+from kinto_attachment import gc
+from kinto_attachment.state import tus_uploads
 from kinto_attachment.views import attachment as attachment_view
 from kinto_attachment.views import resumable
 
@@ -150,8 +151,8 @@ def test_tus_resumable_header_is_required(kinto_tus):
         ({"Upload-Defer-Length": "1"}, None, "Upload-Defer-Length"),
         ({}, "", "filename is required"),
         ({}, "filename !!!", "bad filename"),
-        ({}, metadata(data="{not json"), "data is not JSON"),
-        ({}, metadata(permissions="[1]"), "permissions is not an object"),
+        ({}, metadata(data="{not json"), "data is not valid JSON"),
+        ({}, metadata(permissions="[1]"), "permissions should be a JSON object"),
         ({}, metadata(filename="virus.exe"), "extension is not allowed"),
     ],
 )
@@ -285,6 +286,102 @@ def test_termination(kinto_tus):
     assert kinto_tus.files() == []
 
 
+def test_a_finished_upload_tells_it_is_done(kinto_tus):
+    """As tusd: until it would have expired, a client that stored the URL finds it done."""
+    meta = metadata(filename="notes.txt")
+    _, url = create(kinto_tus.app, 10, meta=meta)
+    patch(kinto_tus.app, url, b"1234567890", 0)
+    response = head(kinto_tus.app, url)
+    assert response.headers["Upload-Offset"] == response.headers["Upload-Length"] == "10"
+    assert response.headers["Upload-Metadata"] == meta
+    assert "Upload-Expires" not in response.headers  # Only unfinished uploads expire.
+    assert response.headers["Cache-Control"] == "no-store"
+    # Another user may not write the record; another record has no such upload.
+    head(kinto_tus.app, url, headers=BOB, status=403)
+    head(kinto_tus.app, url.replace("/records/r1/", "/records/r2/"), status=404)
+
+
+def test_a_finished_upload_takes_no_more_bytes(kinto_tus):
+    _, url = create(kinto_tus.app, 10)
+    patch(kinto_tus.app, url, b"1234567890", 0)
+    attachment = kinto_tus.app.get(RECORD, headers=ALICE).json["data"]["attachment"]
+    for chunk, offset in ((b"1234567890", 0), (b"x", 10), (b"", 10), (b"", 3)):
+        response = patch(kinto_tus.app, url, chunk, offset, status=409)
+        assert "The upload is complete" in response.json["message"]
+        assert response.headers["Upload-Offset"] == "10"
+        assert response.headers["Tus-Resumable"] == "1.0.0"
+    record = kinto_tus.app.get(RECORD, headers=ALICE).json["data"]
+    assert record["attachment"] == attachment
+    assert kinto_tus.read(attachment["location"]) == b"1234567890"
+    assert kinto_tus.files() == [kinto_tus.key_of(attachment["location"])]
+
+
+def test_terminating_a_finished_upload_keeps_the_attachment(kinto_tus):
+    _, url = create(kinto_tus.app, 10)
+    patch(kinto_tus.app, url, b"1234567890", 0)
+    attachment = kinto_tus.app.get(RECORD, headers=ALICE).json["data"]["attachment"]
+    kinto_tus.app.delete(url, headers={**BOB, **TUS}, status=403)
+    kinto_tus.app.delete(url, headers={**ALICE, **TUS}, status=204)
+    head(kinto_tus.app, url, status=404)
+    kinto_tus.app.delete(url, headers={**ALICE, **TUS}, status=404)
+    assert kinto_tus.app.get(RECORD, headers=ALICE).json["data"]["attachment"] == attachment
+    assert kinto_tus.read(attachment["location"]) == b"1234567890"
+
+
+def test_a_finished_upload_is_forgotten_when_it_would_have_expired(kinto_tus, monkeypatch):
+    _, url = create(kinto_tus.app, 5, body=b"whole")
+    head(kinto_tus.app, url)
+    later = resumable.msec_time() + 86400 * 1000 + 1
+    monkeypatch.setattr(resumable, "msec_time", lambda: later)
+    head(kinto_tus.app, url, status=404)
+    assert tus_uploads.entries(kinto_tus.registry.storage) == []
+
+
+def test_finished_uploads_are_not_counted_in_the_quota(tmp_path_factory, request):
+    kinto = cached_app(
+        "memory",
+        tmp_path_factory,
+        request,
+        **{"kinto.attachment.resumable.max_uploads_per_user": "1"},
+    )
+    kinto.create_collection()
+    _, url = create(kinto.app, 5, body=b"whole")
+    head(kinto.app, url)  # Finished, and still known.
+    _, other = create(kinto.app, 5)
+    create(kinto.app, 5, status=429)
+    patch(kinto.app, other, b"again", 0)
+    create(kinto.app, 5)
+
+
+@pytest.mark.parametrize("method", ["PATCH", "patch"])
+def test_post_with_x_http_method_override(kinto_tus, method):
+    """tus-js-client's ``overridePatchMethod``: PATCH (and DELETE) sent as POST."""
+    _, url = create(kinto_tus.app, 10)
+
+    def post(chunk, offset, status, headers=ALICE):
+        override = {"X-HTTP-Method-Override": method, "Upload-Offset": str(offset)}
+        return kinto_tus.app.post(
+            url, chunk, headers={**headers, **TUS, **CHUNK, **override}, status=status
+        )
+
+    assert post(b"12345", 0, 204).headers["Upload-Offset"] == "5"
+    post(b"67890", 3, 409)
+    # Permissions are those of the method it stands for.
+    post(b"67890", 5, 401, headers={})
+    post(b"67890", 5, 403, headers=BOB)
+    assert head(kinto_tus.app, url).headers["Upload-Offset"] == "5"
+    post(b"67890", 5, 204)
+    assert kinto_tus.app.get(RECORD + "/attachment", headers=ALICE).body == b"1234567890"
+
+
+def test_delete_with_x_http_method_override(kinto_tus):
+    _, url = create(kinto_tus.app, 10)
+    override = {**ALICE, **TUS, "X-HTTP-Method-Override": "DELETE"}
+    kinto_tus.app.post(url, headers=override, status=204)
+    head(kinto_tus.app, url, status=404)
+    assert kinto_tus.files() == []
+
+
 def test_expired_uploads_are_gone_then_collected(kinto_tus, monkeypatch):
     _, url = create(kinto_tus.app, 10)
     patch(kinto_tus.app, url, b"12345", 0)
@@ -294,7 +391,7 @@ def test_expired_uploads_are_gone_then_collected(kinto_tus, monkeypatch):
     head(kinto_tus.app, url, status=404)
     assert len(gc.collect(kinto_tus.registry, now=later).expired_uploads) == 1
     assert kinto_tus.files() == []
-    assert uploads.entries(kinto_tus.registry.storage) == []
+    assert tus_uploads.entries(kinto_tus.registry.storage) == []
 
 
 def test_a_patch_extends_the_expiration(kinto_tus, monkeypatch):
@@ -342,6 +439,10 @@ def test_capability(kinto_tus):
     assert capability["resumable"]["url"] == "{record-url}/attachment/uploads"
 
 
+def exposed(response):
+    return {name.strip() for name in response.headers["Access-Control-Expose-Headers"].split(",")}
+
+
 def test_cors(kinto_tus):
     origin = {"Origin": "https://app.example.com"}
     preflight = kinto_tus.app.options(
@@ -349,8 +450,33 @@ def test_cors(kinto_tus):
     )
     assert preflight.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
     assert "Upload-Offset" in preflight.headers["Access-Control-Allow-Headers"]
-    response, _ = create(kinto_tus.app, 10, **origin)
-    assert "Location" in response.headers["Access-Control-Expose-Headers"]
+    assert "X-HTTP-Method-Override" in preflight.headers["Access-Control-Allow-Headers"]
+    response, url = create(kinto_tus.app, 10, **origin)
+    assert response.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert "Origin" in response.headers["Vary"]
+    assert {"Location", "Upload-Offset", "Upload-Expires", "Tus-Resumable"} <= exposed(response)
+    response = kinto_tus.app.head(url, headers={**ALICE, **TUS, **origin})
+    assert {"Upload-Offset", "Upload-Length", "Upload-Metadata"} <= exposed(response)
+    # Refusals too (Kinto's error views answer them): a page tells them from a network error.
+    for response in (
+        kinto_tus.app.head(url, headers={**TUS, **origin}, status=401),
+        patch(kinto_tus.app, url, b"x", 3, status=409, **origin),
+        kinto_tus.app.head(UPLOADS + "/unknown", headers={**ALICE, **TUS, **origin}, status=404),
+    ):
+        assert response.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+        assert {"Upload-Offset", "Tus-Resumable", "Retry-After"} <= exposed(response)
+
+
+def test_cors_of_listed_origins(tmp_path_factory, request):
+    kinto = cached_app(
+        "memory", tmp_path_factory, request, **{"kinto.cors_origins": "https://*.example.com"}
+    )
+    kinto.create_collection()
+    response, _ = create(kinto.app, 10, Origin="https://app.example.com")
+    assert response.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    response, _ = create(kinto.app, 10, Origin="https://example.org")
+    assert "Access-Control-Allow-Origin" not in response.headers
+    assert "Access-Control-Expose-Headers" not in response.headers
 
 
 @pytest.mark.postgresql
@@ -374,29 +500,47 @@ def test_state_is_shared_by_processes(pg_url, tmp_path):
     assert record["attachment"]["hash"] == hashlib.sha256(b"1234567890").hexdigest()
 
 
-def raw_patch(kinto, url, body, length):
-    """A PATCH whose body is shorter than it says, or of unknown length."""
+def raw_patch(kinto, url, body, length, offset=0, terminated=False):
+    """A PATCH whose body is shorter than it says, or chunked (``length`` None): ended by
+    the server (``terminated``, as gunicorn and waitress say), or not."""
     wsgi_request = webob.Request.blank(
         url,
         method="PATCH",
-        headers={**ALICE, **TUS, **CHUNK, "Upload-Offset": "0"},
+        headers={**ALICE, **TUS, **CHUNK, "Upload-Offset": str(offset)},
     )
     wsgi_request.environ["wsgi.input"] = io.BytesIO(body)
     if length is None:
         wsgi_request.environ.pop("CONTENT_LENGTH", None)
+        wsgi_request.environ["HTTP_TRANSFER_ENCODING"] = "chunked"
+        wsgi_request.environ["wsgi.input_terminated"] = terminated
     else:
         wsgi_request.environ["CONTENT_LENGTH"] = str(length)
     return wsgi_request.get_response(kinto.app.app)
 
 
-def test_short_or_unsized_chunks_are_refused(kinto_tus):
+def test_short_or_unended_chunks_are_refused(kinto_tus):
     _, url = create(kinto_tus.app, 10)
     response = raw_patch(kinto_tus, url, b"123", 5)
     assert response.status_code == 400
-    assert "shorter than Content-Length" in response.json["message"]
+    assert "ended after 3 of the 5 bytes" in response.json["message"]
+    # Chunked, without a server that ends it: never read as an empty chunk.
     assert raw_patch(kinto_tus, url, b"123", None).status_code == 411
     assert head(kinto_tus.app, url).headers["Upload-Offset"] == "0"
     patch(kinto_tus.app, url, b"12345", 0)
+
+
+def test_chunked_chunks_that_the_server_ends(kinto_tus):
+    _, url = create(kinto_tus.app, 10)
+    response = raw_patch(kinto_tus, url, b"1234", None, terminated=True)
+    assert (response.status_code, response.headers["Upload-Offset"]) == (204, "4")
+    # Past Upload-Length: refused as soon as it is, nothing of it kept.
+    too_much = raw_patch(kinto_tus, url, b"5678901", None, offset=4, terminated=True)
+    assert too_much.status_code == 413
+    assert head(kinto_tus.app, url).headers["Upload-Offset"] == "4"
+    done = raw_patch(kinto_tus, url, b"567890", None, offset=4, terminated=True)
+    assert done.status_code == 204
+    attachment = kinto_tus.app.get(RECORD, headers=ALICE).json["data"]["attachment"]
+    assert attachment["hash"] == hashlib.sha256(b"1234567890").hexdigest()
 
 
 # A last PATCH whose transaction fails after the store finished the file can be sent again.
@@ -475,7 +619,7 @@ def test_last_patch_is_retried_after_its_commit_failed(kinto_tus, monkeypatch, w
     assert kinto_tus.read(attachment["location"]) == content
     # The previous file and everything of the upload are gone: tails, temporary file.
     assert kinto_tus.files() == [kinto_tus.key_of(attachment["location"])]
-    head(kinto_tus.app, url, status=404)
+    assert head(kinto_tus.app, url).headers["Upload-Offset"] == str(len(content))
 
 
 def test_other_last_chunk_is_not_taken_for_the_finished_one(kinto_tus, monkeypatch):

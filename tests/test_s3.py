@@ -7,7 +7,6 @@ import re
 import subprocess
 import sys
 import time
-import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from kinto_attachment.storage import StorageUnavailable
 
 from .conftest import ALICE, build_settings, cached_app, make_app, s3_client, s3_settings
 from .tcpproxy import TcpProxy
+from .test_store_contract import traced_upload
 
 
 URL = "/v1/buckets/blog/collections/articles/records/r1"
@@ -193,47 +193,8 @@ def test_endpoint_down_mid_upload_is_503_and_leaves_nothing(
     assert not main.list_multipart_uploads(Bucket=bucket).get("Uploads")
 
 
-def test_unreachable_endpoint_is_503_and_heartbeat_false(tmp_path, caplog):
-    settings = build_settings("memory", str(tmp_path))
-    del settings["kinto.attachment.base_path"]
-    settings.update(
-        {
-            "kinto.attachment.aws.bucket_name": "nowhere",
-            "kinto.attachment.aws.endpoint_url": "http://127.0.0.1:9",
-            "kinto.attachment.aws.access_key": "x",
-            "kinto.attachment.aws.secret_key": "x",
-            "kinto.attachment.aws.max_attempts": "1",
-            "kinto.attachment.aws.connect_timeout": "1",
-        }
-    )
-    app = make_app(settings)
-    app.put_json("/v1/buckets/blog", {}, headers=ALICE)
-    app.put_json("/v1/buckets/blog/collections/articles", {}, headers=ALICE)
-    response = app.post(
-        URL + "/attachment",
-        upload_files=[("attachment", "a.txt", b"x")],
-        headers=ALICE,
-        status=503,
-    )
-    assert response.json["message"] == "Attachment storage is unavailable, retry later."
-    app.get(URL, headers=ALICE, status=404)
-    with caplog.at_level(logging.ERROR):
-        assert app.get("/v1/__heartbeat__", status=503).json["attachments"] is False
-
-
-def test_missing_bucket_is_named_in_the_heartbeat_log(s3_server, tmp_path, caplog):
-    settings = build_settings("memory", str(tmp_path))
-    del settings["kinto.attachment.base_path"]
-    settings.update(s3_settings(s3_server))
-    settings["kinto.attachment.aws.bucket_name"] = "no-such-bucket-here"
-    app = make_app(settings)
-    with caplog.at_level(logging.ERROR):
-        assert app.get("/v1/__heartbeat__", status=503).json["attachments"] is False
-    assert "NoSuchBucket" in caplog.text
-
-
 def test_part_body_reads_and_rewinds_like_a_file():
-    from kinto_attachment.storage.s3 import PartBody
+    from kinto_attachment.storage.parts import PartBody
 
     data = bytearray(b"hello multipart world!")
     body = PartBody(memoryview(data)[:21])
@@ -246,19 +207,6 @@ def test_part_body_reads_and_rewinds_like_a_file():
     body.seek(0)
     assert body.read() == bytes(data[:21])
     assert body.seek(100) == 21 and body.tell() == 21
-
-
-def test_chunks_the_caller_may_reuse_are_copied(tmp_path_factory, request):
-    kinto = s3_app(tmp_path_factory, request, **{"aws.part_size": str(5 * MiB)})
-    store = kinto.registry.attachment_store
-    staged = store.stage("reused.bin")
-    reused = bytearray(3 * MiB)
-    for fill in (b"a", b"b"):
-        reused[:] = fill * len(reused)
-        staged.write(reused)
-    key = staged.commit()
-    with store.open(key) as f:
-        assert f.read() == b"a" * 3 * MiB + b"b" * 3 * MiB
 
 
 @pytest.fixture(scope="module")
@@ -296,26 +244,13 @@ def test_upload_memory_is_bounded_by_its_part_buffers(moto_process, tmp_path):
     )
     del settings["kinto.attachment.base_path"]
     store = make_app(settings).app.registry.attachment_store
-    chunk = bytearray(os.urandom(3 * MiB + 7))  # Reused: the store must copy what it keeps.
-    digest = hashlib.sha256()
-    staged = store.stage("bounded.bin")
-    tracemalloc.start()
-    try:
-        for number in range(20):
-            chunk[:8] = number.to_bytes(8, "big")
-            digest.update(chunk)
-            staged.write(chunk)
-        key = staged.commit()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    peak, intact = traced_upload(store, "bounded.bin", 3 * MiB + 7, 20)
     # Over plain HTTP, botocore also reads each part in flight by MiB to sign it (2 MiB at
     # once: the chunk hashed and the next one); over HTTPS our checksum spares it that.
     signing = concurrency * 2 * MiB
     bound = (concurrency + 1) * part_size + signing + MiB
     assert peak < bound, f"peak {peak / MiB:.1f} MiB for a 60 MiB upload"
-    with store.open(key) as f:
-        assert hashlib.sha256(f.read()).hexdigest() == digest.hexdigest()
+    assert intact
 
 
 # A tus upload finished again: its first finish completed the multipart upload, then the

@@ -4,7 +4,7 @@ import hashlib
 import os
 import tracemalloc
 
-from kinto_attachment import intake, multipart
+from kinto_attachment import intake, multipart, streams
 from kinto_attachment.storage.local import LocalStore
 
 
@@ -46,7 +46,7 @@ def test_multipart_upload_memory_is_bounded(tmp_path):
     opened = []
 
     def open_file(filename, content_type):
-        opened.append(intake.Intake(store, "big.bin", filename, content_type))
+        opened.append(intake.Intake(store, intake.Plan("big.bin", filename, content_type)))
         return opened[0]
 
     # Generators are lazy, so build the body before measuring: it holds one 64 KiB pattern.
@@ -55,7 +55,9 @@ def test_multipart_upload_memory_is_bounded(tmp_path):
     tracemalloc.start()
     try:
         fields = multipart.read_form(body, body.length, reader)
-        blob = opened[0].commit()
+        with opened[0] as received:
+            pass  # Leaving the block commits.
+        blob = received.blob
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -66,6 +68,22 @@ def test_multipart_upload_memory_is_bounded(tmp_path):
     assert fields == {"data": '{"title": "big"}'}
     assert (blob.size, blob.hash) == (FILE_SIZE, expected.hexdigest())
     assert os.path.getsize(tmp_path / "big.bin") == FILE_SIZE
-    assert body.largest_read <= intake.CHUNK_SIZE
+    assert body.largest_read <= streams.CHUNK_SIZE
     # 48 MiB went through; what was held at once stays around a couple of chunks.
-    assert peak < 4 * intake.CHUNK_SIZE, f"peak traced memory {peak} bytes"
+    assert peak < 4 * streams.CHUNK_SIZE, f"peak traced memory {peak} bytes"
+
+
+class ChunkedReader:
+    """What uWSGI's ``chunked_read(timeout)`` returns: the parts of a chunked body, then b""."""
+
+    def __init__(self, parts):
+        self.parts = list(parts)
+
+    def chunked_read(self, timeout):
+        assert timeout > 0
+        return self.parts.pop(0) if self.parts else b""
+
+
+def test_uwsgi_chunked_parts_are_read_by_size():
+    reader = streams.UwsgiChunks(ChunkedReader([b"abcdef", b"g", b"hij"]))
+    assert list(streams.read_chunks(reader, None, chunk_size=4)) == [b"abcd", b"ef", b"g", b"hij"]

@@ -8,7 +8,7 @@ import pytest
 from kinto.core.errors import ERRORS
 from pyramid import httpexceptions
 
-from kinto_attachment import tus
+from kinto_attachment import intake, tus
 
 
 def b64(data):
@@ -111,8 +111,8 @@ def test_metadata():
     assert tus.metadata(header) == {
         "filename": "résumé.pdf",
         "filetype": "application/pdf",
-        "data": {"title": "CV"},
-        "permissions": {"read": ["system.Everyone"]},
+        "data": data,
+        "permissions": permissions,
         "is_confidential": "",
     }
     spaced = f" filename {b64('a.txt')} ,, other {b64('x')} "
@@ -147,19 +147,21 @@ def test_metadata_bad_values(header, key):
 @pytest.mark.parametrize(
     "value,problem",
     [
-        ("{not json", "is not JSON"),
-        ("[" * 100_000 + "]" * 100_000, "is not JSON"),  # Nested too deeply.
-        ('{"a":' * 100_000 + "1" + "}" * 100_000, "is not JSON"),
-        ('{"size": 1' + "0" * 5000 + "}", "is not JSON"),  # Python converts 4300 digits.
-        ("[1]", "is not an object"),
-        ('"text"', "is not an object"),
-        ("null", "is not an object"),
+        ("{not json", "is not valid JSON (Expecting property name"),
+        ("[" * 100_000 + "]" * 100_000, "is nested too deeply."),
+        ('{"a":' * 100_000 + "1" + "}" * 100_000, "is nested too deeply."),
+        # Python converts 4300 digits at most.
+        ('{"size": 1' + "0" * 5000 + "}", "is not valid JSON (Exceeds the limit"),
+        ("[1]", "should be a JSON object."),
+        ('"text"', "should be a JSON object."),
+        ("null", "should be a JSON object."),
     ],
 )
-def test_metadata_json_fields(name, value, problem):
+def test_metadata_record_fields(name, value, problem):
+    """The record's data and permissions: checked as in a multipart form, told as tus does."""
     header = f"filename {b64('a.txt')},{name} {b64(value)}"
-    error = refusal(tus.metadata, header)
-    assert_tus_error(error, 400, f"Upload-Metadata: {name} {problem}.")
+    error = refusal(intake.record_fields, tus.metadata(header), tus.invalid_metadata)
+    assert_tus_error(error, 400, f"Upload-Metadata: {name} {problem}")
 
 
 # Upload-Checksum
@@ -214,13 +216,11 @@ def test_chunk_offset():
     assert error.headers["Upload-Offset"] == "5"
 
 
-def test_chunk_length():
-    assert tus.chunk_length(5, 5, 10) == 5
-    assert tus.chunk_length(0, 10, 10) == 0
-    error = refusal(tus.chunk_length, None, 0, 10)
-    assert (error.code, error.json["errno"]) == (411, ERRORS.MISSING_CONTENT_LENGTH.value)
-    assert "Tus-Resumable" not in error.headers  # Kinto's own 411.
-    error = refusal(tus.chunk_length, 6, 5, 10)
+def test_chunks_must_fit():
+    tus.require_chunk_fits(5, 5, 10)
+    tus.require_chunk_fits(0, 10, 10)
+    tus.require_chunk_fits(None, 3, 10)  # Chunked: stopped where it goes past.
+    error = refusal(tus.require_chunk_fits, 6, 5, 10)
     assert_tus_error(error, 413, "goes 1 bytes past Upload-Length", ERRORS.REQUEST_TOO_LARGE)
 
 
@@ -228,7 +228,6 @@ def test_chunk_length():
     "make,code,errno,message",
     [
         (tus.checksum_mismatch, 460, ERRORS.INVALID_PARAMETERS, "does not match the chunk"),
-        (tus.short_body, 400, ERRORS.INVALID_PARAMETERS, "shorter than Content-Length"),
         (tus.unknown_upload, 404, ERRORS.MISSING_RESOURCE, "Unknown upload."),
         (tus.locked, 423, ERRORS.CONSTRAINT_VIOLATED, "Another request is writing"),
         (tus.gone, 410, ERRORS.MISSING_RESOURCE, "start a new upload"),
@@ -238,6 +237,32 @@ def test_refusals(make, code, errno, message):
     error = make()
     assert_tus_error(error, code, message, errno)
     assert error.json["error"] == error.title
+
+
+def test_a_completed_upload_tells_its_offset():
+    error = tus.completed(10)
+    assert_tus_error(error, 409, "The upload is complete")
+    assert error.headers["Upload-Offset"] == "10"
+
+
+# X-HTTP-Method-Override
+
+
+@pytest.mark.parametrize(
+    "method,override,expected",
+    [
+        ("POST", "PATCH", "PATCH"),
+        ("POST", "DELETE", "DELETE"),
+        ("POST", " patch ", "PATCH"),
+        ("POST", None, "POST"),
+        ("POST", "", "POST"),
+        # Only a POST stands for another method.
+        ("PATCH", "DELETE", "PATCH"),
+        ("HEAD", "PATCH", "HEAD"),
+    ],
+)
+def test_method_override(method, override, expected):
+    assert tus.method(method, override) == expected
 
 
 def test_error_with_headers():
@@ -285,16 +310,16 @@ def test_response():
     assert response.headers["Upload-Offset"] == "0"
     assert "Content-Type" not in response.headers
     assert response.body == b""
+    # Which origin may read it is for the views, which know Kinto's cors_origins.
     assert not any(name.startswith("Access-Control") for name in response.headers)
 
 
-def test_response_to_an_allowed_origin():
-    response = tus.response(204, "https://app.example.com")
-    assert response.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
-    exposed = {
-        name.strip() for name in response.headers["Access-Control-Expose-Headers"].split(",")
-    }
-    assert {"Location", "Upload-Offset", "Upload-Expires", "Tus-Resumable"} <= exposed
+def test_exposed_headers():
+    exposed = set(tus.EXPOSED_HEADERS)
+    assert {"Location", "Upload-Offset", "Upload-Length", "Upload-Expires", "Tus-Resumable"} <= (
+        exposed
+    )
+    assert "X-HTTP-Method-Override" in tus.ALLOWED_HEADERS
 
 
 def test_discovery():
@@ -315,9 +340,8 @@ def test_discovery():
 
 
 def test_discovery_with_a_limit_and_a_preflight():
-    response = tus.discovery(max_size=100, preflight=True, origin="https://app.example.com")
+    response = tus.discovery(max_size=100, preflight=True)
     assert response.headers["Tus-Max-Size"] == "100"
-    assert response.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
     assert response.headers["Access-Control-Max-Age"] == "86400"
     methods = response.headers["Access-Control-Allow-Methods"].split(", ")
     assert set(methods) == {"POST", "HEAD", "PATCH", "DELETE", "OPTIONS"}

@@ -12,7 +12,7 @@ import itertools
 import posixpath
 import re
 import unicodedata
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urljoin
 
 from zope.interface import Attribute, Interface
 
@@ -190,9 +190,7 @@ class StoreBase:
         return None if stat is None else stat.size
 
     def key_for_url(self, location):
-        prefix = self.base_url
-        if prefix and not prefix.endswith("/"):
-            prefix += "/"
+        prefix = urljoin(self.base_url, ".") if self.base_url else ""
         if not location.startswith(prefix):
             return None
         quoted = location[len(prefix) :]
@@ -242,10 +240,11 @@ def join_key(*segments):
 
 
 def blob_url(base_url, key):
-    """``base_url`` + key; a relative location when ``base_url`` is empty."""
-    if base_url and not base_url.endswith("/"):
-        base_url += "/"
-    return base_url + quote(key)
+    """The key resolved against ``base_url``, as kinto-attachment makes its locations
+    (``urljoin``): ``https://cdn/files/`` + key is ``https://cdn/files/key``, but without the
+    trailing slash ``https://cdn/files`` + key is ``https://cdn/key``. A relative location
+    when ``base_url`` is empty."""
+    return urljoin(base_url, quote(key)) if base_url else quote(key)
 
 
 def key_variants(key):
@@ -254,3 +253,30 @@ def key_variants(key):
     stem, ext = posixpath.splitext(key)
     for counter in itertools.count(1):
         yield f"{stem}-{counter}{ext}"
+
+
+#: Conditional writes of one blob, each to the first free name found, before giving up (503):
+#: only requests racing for the same names make it try again.
+WRITE_ATTEMPTS = 5
+
+
+def free_variant(key, exists, listed):
+    """The first of ``key``, ``name-1.ext``... not taken yet: ``exists(key)``, and when it is
+    taken, one listing of the names starting with ``name-`` (``listed(prefix)``), rather than
+    a request per variant."""
+    if not exists(key):
+        return key
+    stem, _ = posixpath.splitext(key)
+    taken = {key, *listed(f"{stem}-")}
+    return next(k for k in key_variants(key) if k not in taken)
+
+
+def write_to_free_name(key, random, free_key, write):
+    """``write(name)`` to the first free name (``free_key(key)``), or at once to ``key`` when
+    it was drawn at random; again with the next free name while ``write`` returns False (a
+    conditional write refused: a concurrent upload took that name meanwhile). The name used."""
+    for attempt in range(WRITE_ATTEMPTS):
+        name = key if random and attempt == 0 else free_key(key)
+        if write(name):
+            return name
+    raise StorageUnavailable(f"no free name for {key!r} after {WRITE_ATTEMPTS} attempts")

@@ -11,6 +11,7 @@ import contextlib
 import io
 import os
 import tempfile
+from stat import S_ISREG
 
 from zope.interface import implementer
 
@@ -154,6 +155,8 @@ class LocalStore(StoreBase):
         try:
             result = os.stat(self.path(key))
         except FileNotFoundError:
+            return None
+        if not S_ISREG(result.st_mode):  # A folder of blobs is no blob.
             return None
         return Stat(result.st_size, f"{result.st_size}:{result.st_mtime_ns}:{result.st_ino}")
 

@@ -7,7 +7,7 @@ The store owns its options, as django-storages' backends do; they live here rath
 
 import dataclasses
 
-from ..setting_values import as_bool, as_number, as_text, fail
+from ..setting_values import as_bool, as_number, as_text, fail, store_options
 
 
 MiB = 1024 * 1024
@@ -94,18 +94,9 @@ def from_settings(values):
     None when no bucket is named (S3 is not used); ConfigurationError naming the setting
     when a name is unknown or a value is invalid.
     """
-    for name in sorted(values):
-        if name not in NAMES:
-            fail(PREFIX + name, "unknown setting")
-    if not str(values.get("bucket_name") or "").strip():
-        if values:
-            fail(PREFIX + min(values), f"S3 settings need `kinto.{PREFIX}bucket_name`")
+    options = store_options(PREFIX, values, OPTIONS, NAMES, "S3")
+    if options is None:
         return None
-    options = {
-        name: OPTIONS[name](PREFIX + name, value)
-        for name, value in values.items()
-        if name in OPTIONS
-    }
     endpoint = _endpoint_from_host(values)
     if endpoint and options.get("endpoint_url"):
         fail(PREFIX + "host", "give either `aws.endpoint_url` or `aws.host`, not both")

@@ -7,19 +7,22 @@ oversized ``Content-Length`` and a missing collection before reading, stream the
 the record, write it and its link, and leave the replaced blob to be deleted after commit.
 """
 
-import json
+import contextlib
 
 from kinto.authorization import RouteFactory
 from kinto.core import Service
 from kinto.core.authorization import DYNAMIC
 from kinto.views import object_exists_or_404, raise_404_if_invalid_id
+from pyramid.authorization import Everyone
+from pyramid.interfaces import IAuthorizationPolicy
 
-from .. import downloads, errors, intake, lifecycle, links, locks, records
+from .. import caching, downloads, errors, intake, lifecycle, locks, streams
 from ..multipart import FIELDS_LIMIT, FormReader, boundary_of, read_form
+from ..state import links, records
+from .cors import DOWNLOAD_HEADERS
 
 
 FILE_FIELD = "attachment"
-TEXT_FIELDS = ("data", "permissions")
 RECORD_PATH = "/buckets/{bucket_id}/collections/{collection_id}/records/{id}"
 
 
@@ -52,18 +55,11 @@ class AttachmentFactory(RouteFactory):
             self.required_permission = "create" if creating else "write"
 
 
-attachment = Service(
-    name="attachment",
-    description="Attach a file to a record",
-    path=RECORD_PATH + "/attachment",
-    factory=AttachmentFactory,
-)
-
-
 def require_record_parents(request, context):
-    """404 for an invalid id or a missing collection, before reading any of the body."""
+    """404 for an invalid id or a missing collection, before reading any of the body; the
+    collection otherwise."""
     raise_404_if_invalid_id(request, "record", context.record_id)
-    object_exists_or_404(
+    return object_exists_or_404(
         request,
         resource_name="collection",
         parent_id=f"/buckets/{context.bucket_id}",
@@ -79,48 +75,35 @@ def _refuse_oversized(request, max_size):
 
 
 def _invalid(name, description):
-    return errors.refuse("invalid_posted_data", name=name, description=description)
-
-
-def _parse_json_fields(fields):
-    parsed = {}
-    for name, text in fields.items():
-        try:
-            parsed[name] = json.loads(text)
-        except ValueError as e:
-            raise _invalid(name, f"is not valid JSON ({e})") from e
-        except RecursionError as e:  # Nested deeper than the interpreter can parse.
-            raise _invalid(name, "is nested too deeply.") from e
-        if not isinstance(parsed[name], dict):
-            raise _invalid(name, "should be a JSON object.")
-    return parsed
+    """kinto-attachment's words for an invalid ``data`` or ``permissions`` field."""
+    return errors.refuse("invalid_posted_data", name=name, description=f"{name} {description}")
 
 
 def _receive(request, context, policy, store):
-    """Stream the form in; return the committed Blob and the parsed text fields."""
+    """Stream the form in; return the committed Blob and the record's data and permissions.
 
-    def open_file(filename, content_type):
-        ids = (context.bucket_id, context.collection_id, context.record_id)
-        return intake.for_attachment(store, policy, ids, filename, content_type)
+    The file part opens its :class:`~kinto_attachment.intake.Intake` when its headers arrive,
+    in this ``with`` block: it commits once the whole form has been read and checked, or
+    aborts on the first refusal, whichever part it comes from.
+    """
+    ids = (context.bucket_id, context.collection_id, context.record_id)
+    with contextlib.ExitStack() as receiving:
 
-    reader = FormReader(
-        boundary_of(request.headers.get("Content-Type")),
-        FILE_FIELD,
-        TEXT_FIELDS,
-        open_file,
-    )
-    try:
-        fields = _parse_json_fields(
-            read_form(request.body_file_raw, request.content_length, reader)
+        def open_file(filename, content_type):
+            plan = intake.plan_attachment(policy, ids, filename, content_type)
+            return receiving.enter_context(intake.Intake(store, plan))
+
+        reader = FormReader(
+            boundary_of(request.headers.get("Content-Type")),
+            FILE_FIELD,
+            intake.RECORD_FIELDS,
+            open_file,
         )
-        return reader.file.commit(), fields
-    except BaseException:
-        if reader.file is not None:
-            reader.file.abort()
-        raise
+        texts = read_form(*streams.request_body(request), reader)
+        fields = intake.record_fields(texts, _invalid)
+    return reader.file.blob, fields
 
 
-@attachment.post(permission=DYNAMIC)
 def post_attachment(request):
     context = request.context
     settings = request.registry.attachment_settings
@@ -131,7 +114,9 @@ def post_attachment(request):
     require_record_parents(request, context)
     blob, fields = _receive(request, context, policy, store)
     metadata = attach(request, context, blob, fields.get("data"), fields.get("permissions"))
-    request.response.status = 201
+    # As kinto-attachment: 201 when the record was created, 200 when it existed (``attach``
+    # left what it found under the lock in the context).
+    request.response.status = 201 if context.current_object is None else 200
     request.response.headers["Location"] = request.route_url(
         "record-object",
         bucket_id=context.bucket_id,
@@ -194,15 +179,14 @@ def lock_record(request, context):
 
 
 def _existing_record(request):
-    """The record of the URL, or Kinto's 404 for it or for its collection."""
+    """The collection and the record of the URL, or Kinto's 404 for either."""
     context = request.context
-    require_record_parents(request, context)
+    collection = require_record_parents(request, context)
     if context.current_object is None:
         raise errors.refuse("missing", resource_name="record", id=context.record_id)
-    return context.current_object
+    return collection, context.current_object
 
 
-@attachment.delete(permission=DYNAMIC)
 def delete_attachment(request):
     context = request.context
     _existing_record(request)
@@ -218,34 +202,79 @@ def delete_attachment(request):
     return request.response
 
 
-@attachment.get(permission=DYNAMIC)
 def get_attachment(request):
-    """Stream the attachment to whoever may read the record (or redirect to S3)."""
+    """Stream the attachment to whoever may read the record (or redirect to a signed URL),
+    cached as Kinto caches the record: for the collection's record lifetime when everyone may
+    read it, by the caller's own cache only otherwise (see :mod:`kinto_attachment.caching`)."""
     context = request.context
-    record = _existing_record(request)
+    collection, record = _existing_record(request)
     metadata = record.get(FILE_FIELD)
     if not metadata:
         raise errors.refuse("missing", resource_name=FILE_FIELD, id=context.record_id)
     store = request.registry.attachment_store
+    settings = request.registry.attachment_settings
+    expires = settings.redirect_expires
+    public = _readable_by_everyone(request, context)
+    lifetime = settings.caching.record_lifetime(
+        context.bucket_id, context.collection_id, collection
+    )
+    cache_control, vary = caching.record_file(public, lifetime, expires)
     download = downloads.Download(
-        key=_key_of(request, context, store, metadata["location"]),
+        key=_key_of(request, context, store, metadata),
         size=metadata["size"],
         mimetype=metadata["mimetype"],
         filename=metadata["filename"],
         hash=metadata["hash"],
         last_modified=record.get("last_modified"),
+        cache_control=cache_control,
+        vary=vary,
     )
-    s3 = request.registry.attachment_settings.s3
     redirect = None
-    if s3 is not None and s3.presigned_downloads:
-        redirect = store.presigned_url(
-            download.key, s3.presigned_expires, download.filename, download.mimetype
-        )
+    if expires is not None:
+        redirect = store.presigned_url(download.key, expires, download.filename, download.mimetype)
     return downloads.respond(request, store, download, redirect)
 
 
-def _key_of(request, context, store, location):
-    """The blob key of the record's attachment: the linked key whose URL is ``location``."""
+def _readable_by_everyone(request, context):
+    """Whether the record may be read without credentials, as Kinto decides it (the record's,
+    collection's and bucket's permissions, and ``record_read_principals``): then the file is
+    as public as the record, whoever asks."""
+    if request.prefixed_userid is None:  # Authorised without credentials.
+        return True
+    policy = request.registry.getUtility(IAuthorizationPolicy)
+    bound = policy.get_bound_permissions(context.record_uri, "read")
+    return context.check_permission([Everyone], bound)
+
+
+def _key_of(request, context, store, metadata):
+    """The blob key of the record's attachment: the linked key whose URL is its ``location``
+    (kinto-attachment's links too), else the key that ``location`` names under our
+    ``base_url`` (a record no link names yet); a 404 when neither exists."""
     ids = (context.bucket_id, context.collection_id, context.record_id)
+    location = metadata.get("location") or ""
     keys = [link["key"] for link in links.of_record(request.registry.storage, *ids)]
-    return next((key for key in keys if store.url(key) == location), keys[-1] if keys else "")
+    key = next((key for key in keys if store.url(key) == location), None)
+    key = key or store.key_for_url(location) or (keys[-1] if keys else None)
+    if key is None:
+        raise errors.refuse("missing", resource_name=FILE_FIELD, id=metadata.get("filename"))
+    return key
+
+
+def includeme(config):
+    """The Cornice service, created here rather than at import: Kinto sets the CORS origins
+    every service copies (``cors_origins``) when it builds the app, which a process may do
+    after importing this package (a WSGI entry file, tests), as kinto-attachment does.
+
+    Pages of other origins may read a download's headers and an upload's ``Location``
+    (``cors_headers``: exposed with those of every Kinto service)."""
+    service = Service(
+        name="attachment",
+        description="Attach a file to a record",
+        path=RECORD_PATH + "/attachment",
+        factory=AttachmentFactory,
+        cors_headers=(*DOWNLOAD_HEADERS, "Location"),
+    )
+    service.add_view("POST", post_attachment, permission=DYNAMIC)
+    service.add_view("DELETE", delete_attachment, permission=DYNAMIC)
+    service.add_view("GET", get_attachment, permission=DYNAMIC)
+    config.add_cornice_service(service)

@@ -15,7 +15,6 @@ did not exist. Every transfer holds its size in the process's transfer budget wh
 import contextlib
 import email.message
 import email.utils
-import ipaddress
 import logging
 import math
 import posixpath
@@ -25,9 +24,11 @@ from kinto.core.utils import msec_time
 from pyramid.response import Response
 from pyramid.security import NO_PERMISSION_REQUIRED
 
-from .. import data_files, downloads, errors, intake, lifecycle, records
+from .. import caching, downloads, errors, intake, lifecycle, media_types, streams
 from ..limiter import Busy
+from ..state import data_file_entries
 from ..storage import safe_name
+from .visibility import require_visible
 
 
 logger = logging.getLogger(__name__)
@@ -43,68 +44,15 @@ MAX_TTL_DIGITS = 15
 _PUBLIC = {"permission": NO_PERMISSION_REQUIRED}
 
 
-def _client_address(request, options):
-    """The WSGI server's peer, or what trusted proxies say of the client before them.
-
-    ``X-Forwarded-For`` is only read when the peer is one of ``trusted_proxies``, and then from
-    the right: each proxy appends the address it received from, so the right-most entry that
-    is not itself a trusted proxy is the first one that no trusted party vouches for.
-    """
-    address = _parse_address(request.environ.get("REMOTE_ADDR", ""))
-    forwarded = request.environ.get("HTTP_X_FORWARDED_FOR", "")
-    if address is None or not forwarded or not _in(address, options.trusted_proxies):
-        return address
-    for entry in reversed(forwarded.split(",")):
-        address = _parse_address(entry)
-        if address is None or not _in(address, options.trusted_proxies):
-            return address
-    return address  # Proxies all the way: the left-most one.
-
-
-def _parse_address(text):
-    text = text.strip()
-    if text.startswith("[") and "]" in text:  # "[2001:db8::1]:port"
-        text = text[1 : text.index("]")]
-    elif text.count(":") == 1:  # "192.0.2.1:port"
-        text = text.split(":")[0]
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    # An IPv4-mapped IPv6 peer (dual-stack sockets) is its IPv4 address.
-    return getattr(address, "ipv4_mapped", None) or address
-
-
-def _in(address, networks):
-    return any(address in net for net in networks)
-
-
-def _require_visible(request):
-    """404, as for an unknown route, unless the caller may see the files.
-
-    Never through ``POST /batch``: a sub-request would carry headers of its own choosing, and
-    its writes would outlive a failed batch. Checked before anything is read or written.
-    """
-    if records.in_batch(request):
-        raise errors.refuse("hidden")
-    options = request.registry.attachment_settings.data_files
-    if options.visibility == "public":
-        return
-    address = _client_address(request, options)
-    if address is not None and _in(address, options.trusted_networks):
-        return
-    if options.principals & set(request.prefixed_principals):
-        return
-    raise errors.refuse("hidden")
-
-
 def _invalid(name, description):
-    return errors.refuse("invalid_parameter", name=name, description=description)
+    return errors.refuse(
+        "invalid_parameter", location="querystring", name=name, description=description
+    )
 
 
 def _requested_id(request):
-    file_id = request.GET.get("id") or data_files.new_id()
-    if not data_files.valid_id(file_id):
+    file_id = request.GET.get("id") or data_file_entries.new_id()
+    if not data_file_entries.valid_id(file_id):
         raise _invalid("id", "letters, digits, '.', '_' and '-' only, 128 at most.")
     return file_id
 
@@ -156,40 +104,41 @@ def _reservation(request, max_size):
     return length
 
 
+def _plan(request, file_id, max_size):
+    """The :class:`~kinto_attachment.intake.Plan` of a raw body: a random key under
+    :data:`~kinto_attachment.state.data_file_entries.KEY_FOLDER` with the name's extension,
+    and the declared type as parsed (an invalid type is no type; curl's default says nothing
+    either)."""
+    filename = _filename(request, file_id)
+    mimetype = media_types.parse_media_type(request.headers.get("Content-Type"))
+    if mimetype in (None, CURL_DEFAULT_TYPE):
+        mimetype = "application/octet-stream"
+    extension = posixpath.splitext(safe_name(filename))[1]
+    key = f"{data_file_entries.KEY_FOLDER}/{uuid.uuid4().hex}{extension}"
+    return intake.Plan(key, filename, mimetype, max_size, random=True)
+
+
 def upload(request):
-    _require_visible(request)
+    require_visible(request)
     file_id = _requested_id(request)
     expiration = _expiration(request)
     max_size = request.registry.attachment_settings.default.max_size_bytes
     reservation = _reservation(request, max_size)
     store = request.registry.attachment_store
-    filename = _filename(request, file_id)
-    # Stored as parsed (an invalid type is no type); curl's default says nothing either.
-    mimetype = intake.parse_media_type(request.headers.get("Content-Type"))
-    if mimetype in (None, CURL_DEFAULT_TYPE):
-        mimetype = "application/octet-stream"
-    key = f"{data_files.KEY_FOLDER}/{uuid.uuid4().hex}{posixpath.splitext(safe_name(filename))[1]}"
+    plan = _plan(request, file_id, max_size)
 
-    with _reserved(request, reservation):
-        received = intake.Intake(store, key, filename, mimetype, max_size, random=True)
-        try:
-            length = request.content_length
-            read = intake.pump(request.body_file_raw, length, received.write)
-            if length is not None and read < length:
-                raise _invalid("body", f"ended after {read} of {length} bytes.")
-            blob = received.commit()
-        except BaseException:
-            received.abort()
-            raise
+    with _reserved(request, reservation), intake.Intake(store, plan) as received:
+        streams.pump(*streams.request_body(request), received.write)
+    blob = received.blob
     lifecycle.delete_unless_committed(request, store, [blob.key])
 
-    with intake.store_errors():
+    with errors.store_errors():
         # The bytes were hashed on their way in: this version of the blob is verified.
         stored = store.stat(blob.key)
     storage = request.registry.storage
-    data_files.lock(request.registry, file_id)
-    previous = data_files.get(storage, file_id)
-    data_files.put(
+    data_file_entries.lock(request.registry, file_id)
+    previous = data_file_entries.get(storage, file_id)
+    data_file_entries.put(
         storage,
         file_id,
         {
@@ -226,21 +175,15 @@ def _reserved(request, size):
         hold.release()
 
 
-def _close(app_iter):
-    close = getattr(app_iter, "close", None)
-    if close is not None:
-        close()
-
-
 def _live_entry(request, file_id):
-    entry = data_files.get(request.registry.storage, file_id)
-    if entry is None or not data_files.is_live(entry):
+    entry = data_file_entries.get(request.registry.storage, file_id)
+    if entry is None or not data_file_entries.is_live(entry):
         raise errors.refuse("missing", resource_name="data-file", id=file_id)
     return entry
 
 
 def download(request, file_id):
-    _require_visible(request)
+    require_visible(request)
     entry = _live_entry(request, file_id)
     store = request.registry.attachment_store
     served = downloads.Download(
@@ -250,20 +193,20 @@ def download(request, file_id):
         filename=entry["filename"],
         hash=entry["hash"],
         last_modified=entry["last_modified"],
+        inline=False,
+        # Who may see the route depends on the caller; an id is given new content by a new
+        # upload: revalidated by the caller's own cache only.
+        cache_control=caching.PRIVATE,
+        vary=caching.PER_CALLER,
     )
     _require_intact(request, store, entry, served)
-    response = downloads.respond(request, store, served, inline=False)
-    length = response.content_length
-    if response.status_code in (200, 206) and request.method == "GET" and length:
-        budget = request.registry.transfer_limiter
-        try:
-            hold = _acquire(request, length, idle_release=True)
-        except BaseException:
-            _close(response.app_iter)
-            raise
-        response.app_iter = budget.holding(hold, response.app_iter)
-        response.content_length = length  # WebOb forgets it when app_iter is set.
-    return response
+
+    def budgeted(app_iter, length):
+        """The body, holding its length of the transfer budget while it is sent."""
+        hold = _acquire(request, length, idle_release=True)
+        return request.registry.transfer_limiter.holding(hold, app_iter)
+
+    return downloads.respond(request, store, served, wrap=budgeted)
 
 
 def _require_intact(request, store, entry, served):
@@ -273,7 +216,7 @@ def _require_intact(request, store, entry, served):
     or S3's ETag) recorded with the entry: downloads only compare versions, so a large file is
     not read twice each time it is served. A blob rewritten since is hashed again, once.
     """
-    with intake.store_errors():
+    with errors.store_errors():
         stat = store.stat(served.key)
     if stat is not None and stat.version == entry.get("verified"):
         return
@@ -284,23 +227,25 @@ def _require_intact(request, store, entry, served):
         raise errors.refuse("missing", resource_name="data-file", id=entry["id"])
     # Remember the verification, unless the entry changed since it was read (re-uploaded,
     # deleted): that one is not the entry that was verified.
-    data_files.lock(request.registry, entry["id"])
-    current = data_files.get(request.registry.storage, entry["id"])
+    data_file_entries.lock(request.registry, entry["id"])
+    current = data_file_entries.get(request.registry.storage, entry["id"])
     if current is not None and current["last_modified"] == entry["last_modified"]:
-        data_files.put(request.registry.storage, entry["id"], {**entry, "verified": stat.version})
+        data_file_entries.put(
+            request.registry.storage, entry["id"], {**entry, "verified": stat.version}
+        )
 
 
 def delete(request, file_id):
-    _require_visible(request)
-    data_files.lock(request.registry, file_id)
-    entry = data_files.remove(request.registry.storage, file_id)
+    require_visible(request)
+    data_file_entries.lock(request.registry, file_id)
+    entry = data_file_entries.remove(request.registry.storage, file_id)
     if entry is not None:
         lifecycle.delete_after_commit(request, request.registry.attachment_store, [entry["key"]])
     return Response(status=204)
 
 
 def listing(request):
-    _require_visible(request)
+    require_visible(request)
     now = msec_time()
     files = [
         {
@@ -311,8 +256,8 @@ def listing(request):
             "mimetype": entry["mimetype"],
             "hash": entry["hash"],
         }
-        for entry in data_files.entries(request.registry.storage)
-        if data_files.is_live(entry, now)
+        for entry in data_file_entries.entries(request.registry.storage)
+        if data_file_entries.is_live(entry, now)
     ]
     return Response(json=files)
 

@@ -1,56 +1,81 @@
 """``serve_files = true``: the stored files at ``/v1/attachments/{key}``, for development.
 
-Like a CDN would serve them: public, streamed, typed from their name. Since they come from the
-API's own origin, types a browser would execute are sent as attachments, with ``nosniff``.
-Production deployments serve ``base_path`` with a web server or a CDN instead.
+Like a CDN would serve them: public, streamed, typed from their name, to pages of any origin
+that Kinto's ``cors_origins`` allows (a ``location`` is meant to be fetched), with the
+``Cache-Control`` of stored files (:attr:`~kinto_attachment.caching.Caching.files`) and the
+validators a web server derives from the file system (``ETag`` from its modification time and
+size, ``Last-Modified``), for conditional requests. Since they come from the API's own origin,
+types a browser would execute are sent as attachments, with ``nosniff``. Production
+deployments serve ``base_path`` with a web server or a CDN instead (``config/nginx.conf``).
 """
 
 import mimetypes
+import os
 import posixpath
+from stat import S_ISREG
 
+from pyramid.response import Response
 from pyramid.security import NO_PERMISSION_REQUIRED
 
 from .. import downloads, errors
-from ..intake import CHUNK_SIZE, store_errors
+from . import cors
 
 
 ROUTE = "attachment-files"
+#: What a page may send to fetch a file: conditional and range requests need a preflight.
+PREFLIGHT_HEADERS = {
+    "Access-Control-Allow-Methods": "GET, HEAD",
+    "Access-Control-Allow-Headers": "Range, If-Range, If-None-Match, If-Modified-Since",
+    "Access-Control-Max-Age": "86400",
+}
+
+_cors = cors.exposing(*cors.DOWNLOAD_HEADERS)
+
+
+def preflight(request):
+    request.add_response_callback(_cors)
+    return Response(status=204, headers=PREFLIGHT_HEADERS)
 
 
 def serve_file(request):
+    request.add_response_callback(_cors)  # Its 404 too: a page tells it from a network error.
     key = "/".join(request.matchdict["key"])
     store = request.registry.attachment_store
-    try:
-        with store_errors():
-            size = store.size(key)
-    except ValueError:  # A key climbing out of the store.
-        size = None
+    stat = _file_stat(store, key)
     # Hidden segments are ours, never attachments: /data/files blobs, staged and tus files.
-    if size is None or any(segment.startswith(".") for segment in key.split("/")):
+    if stat is None or any(segment.startswith(".") for segment in key.split("/")):
         raise errors.refuse("missing", resource_name="file", id=key)
-    # Opened for HEAD too: a directory has a size, but no content.
-    with store_errors():
-        try:
-            stream = store.open(key)
-        except (IsADirectoryError, FileNotFoundError):
-            raise errors.refuse("missing", resource_name="file", id=key) from None
-    mimetype = mimetypes.guess_type(key, strict=False)[0] or "application/octet-stream"
-    response = downloads.StreamedResponse(content_type=mimetype, charset=None)
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Content-Disposition"] = downloads.content_disposition(
-        posixpath.basename(key), mimetype
+    download = downloads.Download(
+        key=key,
+        size=stat.st_size,
+        mimetype=mimetypes.guess_type(key, strict=False)[0] or "application/octet-stream",
+        filename=posixpath.basename(key),
+        # A name reused after a delete (randomize = false) is a new file: another mtime.
+        hash=f"{stat.st_mtime_ns:x}-{stat.st_size:x}",
+        last_modified=stat.st_mtime_ns // 1_000_000,
+        cache_control=request.registry.attachment_settings.caching.files,
     )
-    if request.method == "GET" and size:
-        wrapper = request.environ.get("wsgi.file_wrapper")
-        response.app_iter = wrapper(stream, CHUNK_SIZE) if wrapper else downloads.chunks(stream)
-    else:
-        stream.close()
-    response.content_length = size  # After the body: WebOb forgets it when app_iter is set.
-    return response
+    return downloads.respond(request, store, download)
+
+
+def _file_stat(store, key):
+    """The ``os.stat`` of a regular file under ``base_path`` (``serve_files`` is for local
+    storage only: it reads the file system, as a web server would), or None."""
+    try:
+        path = store.path(key)
+    except ValueError:  # A key climbing out of the store.
+        return None
+    with errors.store_errors():
+        try:
+            stat = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+    return stat if S_ISREG(stat.st_mode) else None
 
 
 def includeme(config):
     config.add_route(ROUTE, "/attachments/*key")
-    config.add_view(
-        serve_file, route_name=ROUTE, request_method="GET", permission=NO_PERMISSION_REQUIRED
-    )
+    for view, method in ((serve_file, "GET"), (preflight, "OPTIONS")):
+        config.add_view(
+            view, route_name=ROUTE, request_method=method, permission=NO_PERMISSION_REQUIRED
+        )

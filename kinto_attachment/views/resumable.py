@@ -2,15 +2,18 @@
 
 ``{record-url}/attachment/uploads`` creates uploads (``POST``; ``OPTIONS`` tells what the
 server supports) and ``{record-url}/attachment/uploads/{id}`` is one upload (``HEAD`` for its
-offset, ``PATCH`` to append, ``DELETE`` to terminate). Extensions: creation,
-creation-with-upload, termination, checksum (sha1, sha256, md5) and expiration.
+offset, ``PATCH`` to append, ``DELETE`` to terminate; ``POST`` with ``X-HTTP-Method-Override``
+for either of the last two). Extensions: creation, creation-with-upload, termination, checksum
+(sha1, sha256, md5) and expiration. Every response carries CORS headers for browsers.
 
 The protocol itself (headers, checksums, responses, refusals) is :mod:`kinto_attachment.tus`;
 this module binds it to records, permissions, the uploads' state
-(:mod:`~kinto_attachment.uploads`) and the blob store. Creating an upload needs what a
+(:mod:`~kinto_attachment.state.tus_uploads`) and the blob store. Creating an upload needs what a
 multipart ``POST`` needs, and only the same user may go on with it. When the last byte
 arrives, the file becomes the record's attachment through the same step as a multipart
-upload (:func:`~kinto_attachment.views.attachment.attach`).
+upload (:func:`~kinto_attachment.views.attachment.attach`). A finished upload still answers
+``HEAD`` (done) until it would have expired, as tusd's do: a client that stored its URL to
+resume it then knows it has nothing left to send.
 """
 
 import base64
@@ -20,10 +23,11 @@ import logging
 from kinto.core.authorization import DYNAMIC
 from kinto.core.utils import msec_time
 from pyramid.security import NO_PERMISSION_REQUIRED
-from pyramid.settings import aslist
 
-from .. import intake, lifecycle, tus, uploads
+from .. import errors, intake, lifecycle, streams, tus
 from ..hashstate import ResumableSha256
+from ..state import tus_uploads
+from . import cors
 from .attachment import RECORD_PATH, AttachmentFactory, attach, require_record_parents
 
 
@@ -40,31 +44,23 @@ class UploadFactory(AttachmentFactory):
     record, or ``create`` on the collection while the record does not exist."""
 
     def __init__(self, request):
+        # Before anything reads the method: the view, and the metrics of the transfer.
+        request.method = tus.method(request.method, request.headers.get("X-HTTP-Method-Override"))
         super().__init__(request)
+        # On every response, Kinto's own refusals (401, 403, 404...) too.
+        request.add_response_callback(_speak_tus)
         creating = self.current_object is None
         self.permission_object_id = self.collection_uri if creating else self.record_uri
         self.required_permission = "create" if creating else "write"
 
 
-def _allowed_origin(request):
-    """The request's ``Origin`` if Kinto's ``cors_origins`` setting allows it, else None.
-
-    Cornice applies CORS to Kinto's services only (``cornice.cors``); these are plain Pyramid
-    routes. Kinto's fallback for those, ``kinto.core.utils.reapply_cors``, answers ``*``
-    rather than the origin when every origin is allowed and exposes Kinto's default headers
-    rather than tus's, which a browser's tus client must read. So this reads the same
-    setting the same way (``aslist``) and echoes the origin, with tus's exposed headers.
-    (Refusals go through Kinto's error views, which call ``reapply_cors`` themselves.)
-    """
-    origin = request.headers.get("Origin")
-    if not origin:
-        return None
-    origins = aslist(request.registry.settings.get("cors_origins", "*"))
-    return origin if "*" in origins or origin in origins else None
+_cors = cors.exposing(*tus.EXPOSED_HEADERS)
 
 
-def _respond(request, status, **headers):
-    return tus.response(status, _allowed_origin(request), **headers)
+def _speak_tus(request, response):
+    """tus requires ``Tus-Resumable``; a browser's client must read the tus headers."""
+    response.headers["Tus-Resumable"] = tus.VERSION
+    _cors(request, response)
 
 
 def _policy(request):
@@ -77,7 +73,6 @@ def options(request):
     return tus.discovery(
         max_size=_policy(request).max_size_bytes,
         preflight=bool(request.headers.get("Access-Control-Request-Method")),
-        origin=_allowed_origin(request),
     )
 
 
@@ -90,41 +85,25 @@ def create(request):
         headers.get("Upload-Length"), headers.get("Upload-Defer-Length"), policy.max_size_bytes
     )
     metadata = tus.metadata(headers.get("Upload-Metadata"))
+    fields = intake.record_fields(metadata, tus.invalid_metadata)
     require_record_parents(request, context)
     _refuse_too_many(request)
-    filename = metadata["filename"]
-    intake.check_name(policy, filename)
-    mimetype = intake.resolve_mimetype(policy, filename, metadata.get("filetype"))
-    key = intake.blob_key(
-        policy, context.bucket_id, context.collection_id, context.record_id, filename
-    )
+    ids = (context.bucket_id, context.collection_id, context.record_id)
+    plan = intake.plan_attachment(policy, ids, metadata["filename"], metadata.get("filetype"))
 
     store = request.registry.attachment_store
-    with intake.store_errors():
-        state = store.start_resumable(key, mimetype)
+    with errors.store_errors():
+        state = store.start_resumable(plan.key, plan.mimetype)
     lifecycle.on_failure(request, store.discard, state)
-    upload = {
-        "id": uploads.new_id(),
-        "bucket_id": context.bucket_id,
-        "collection_id": context.collection_id,
-        "record_id": context.record_id,
-        "userid": request.prefixed_userid,
-        "length": length,
-        "offset": 0,
-        "filename": filename,
-        "mimetype": mimetype,
-        "data": metadata.get("data"),
-        "permissions": metadata.get("permissions"),
-        "metadata": headers.get("Upload-Metadata", ""),
-        "sha256": base64.b64encode(ResumableSha256().state()).decode("ascii"),
-        "store": state,
-    }
+    upload = tus_uploads.new(
+        ids, request.prefixed_userid, length, plan, fields, headers.get("Upload-Metadata"), state
+    )
     location = request.route_url(UPLOAD_ROUTE, upload_id=upload["id"], **request.matchdict)
     if request.content_type == tus.CHUNK_TYPE:
         upload = _append(request, upload, 0)  # creation-with-upload
     else:
         upload = _record(request, upload)
-    return _respond(request, 201, Location=location, **_progress(upload))
+    return tus.response(201, Location=location, **_progress(upload))
 
 
 def _refuse_too_many(request):
@@ -139,7 +118,9 @@ def _refuse_too_many(request):
     if not limit:
         return
     now = msec_time()
-    count, first_expiry = uploads.active_of(request.registry.storage, request.prefixed_userid, now)
+    count, first_expiry = tus_uploads.active_of(
+        request.registry.storage, request.prefixed_userid, now
+    )
     if count < limit:
         return
     retry_after = max(1, -(-((first_expiry or now) - now) // 1000))
@@ -153,7 +134,7 @@ def _record(request, upload):
         return {**upload, "completed": True}
     seconds = request.registry.attachment_settings.resumable_expires_seconds
     upload = {**upload, "expires": msec_time() + seconds * 1000}
-    uploads.save(request.registry.storage, upload)
+    tus_uploads.save(request.registry.storage, upload)
     return upload
 
 
@@ -165,7 +146,7 @@ def _progress(upload):
 def _store_errors():
     """A failing store is a 503 (retry later); an upload whose stored bytes are gone (the
     store's ``FileNotFoundError``) a 410: no retry can bring them back, start a new upload."""
-    with intake.store_errors():
+    with errors.store_errors():
         try:
             yield
         except FileNotFoundError as e:
@@ -182,6 +163,10 @@ def _complete(request, upload):
     object stays, since the retry cannot make it again: the retry's ``finish`` verifies it and
     takes it; while the upload lives its state names the key, which garbage collection leaves
     alone, and ``discard`` (termination, expiry) deletes the object with the upload.
+
+    Once the transaction has committed, the upload is remembered as finished
+    (:func:`~kinto_attachment.state.tus_uploads.remember_finished`) for ``HEAD`` to tell it
+    is done.
     """
     store = request.registry.attachment_store
     with _store_errors():
@@ -205,13 +190,20 @@ def _complete(request, upload):
     others = [key for key in progress.created if key != progress.key]
     lifecycle.delete_unless_committed(request, store, others)
     lifecycle.delete_after_commit(request, store, progress.obsolete)
-    uploads.remove(request.registry.storage, upload["id"])
+    tus_uploads.remove(request.registry.storage, upload["id"])
+    seconds = request.registry.attachment_settings.resumable_expires_seconds
+    cache = request.registry.cache
+    lifecycle.after_commit(request, tus_uploads.remember_finished, cache, upload, seconds)
 
 
 def _own_upload(request):
-    """The upload of this URL, if it is this user's, on this record, and not expired."""
+    """The upload of this URL, unfinished or finished (``completed``), if it is this user's, on
+    this record, and not expired."""
     context = request.context
-    upload = uploads.get(request.registry.storage, request.matchdict["upload_id"])
+    upload_id = request.matchdict["upload_id"]
+    upload = tus_uploads.get(request.registry.storage, upload_id)
+    if upload is None:
+        upload = tus_uploads.finished(request.registry.cache, upload_id)
     mine = upload is not None and (
         upload["userid"] == request.prefixed_userid
         and (upload["bucket_id"], upload["collection_id"], upload["record_id"])
@@ -226,8 +218,8 @@ def _own_upload(request):
 def _locked_upload(request):
     """This user's upload, held for the request; ``423`` while another request holds it."""
     try:
-        uploads.lock(request.registry, request.matchdict["upload_id"])
-    except uploads.Locked:
+        tus_uploads.lock(request.registry, request.matchdict["upload_id"])
+    except tus_uploads.Locked:
         raise tus.locked() from None
     return _own_upload(request)
 
@@ -235,13 +227,11 @@ def _locked_upload(request):
 def head(request):
     tus.require_version(request.headers.get("Tus-Resumable"))
     upload = _own_upload(request)
-    return _respond(
-        request,
+    return tus.response(
         200,
-        Upload_Offset=upload["offset"],
         Upload_Length=upload["length"],
         Upload_Metadata=upload["metadata"],
-        Upload_Expires=tus.http_date(upload["expires"]),
+        **_progress(upload),
     )
 
 
@@ -250,51 +240,52 @@ def patch(request):
     tus.require_chunk_type(request.content_type)
     offset = tus.upload_offset(request.headers.get("Upload-Offset"))
     upload = _locked_upload(request)
+    if upload.get("completed"):
+        raise tus.completed(upload["length"])
     tus.require_offset(offset, upload["offset"])
     upload = _append(request, upload, offset)
-    return _respond(request, 204, **_progress(upload))
+    return tus.response(204, **_progress(upload))
 
 
 def terminate(request):
+    """Terminate an unfinished upload (its bytes go), or forget a finished one: its file is
+    the record's attachment, which only ``DELETE {record-url}/attachment`` removes."""
     tus.require_version(request.headers.get("Tus-Resumable"))
     upload = _locked_upload(request)
-    uploads.remove(request.registry.storage, upload["id"])
-    store = request.registry.attachment_store
-    lifecycle.after_commit(request, store.discard, upload["store"])
-    return _respond(request, 204)
+    if upload.get("completed"):
+        tus_uploads.forget_finished(request.registry.cache, upload["id"])
+    else:
+        tus_uploads.remove(request.registry.storage, upload["id"])
+        store = request.registry.attachment_store
+        lifecycle.after_commit(request, store.discard, upload["store"])
+    return tus.response(204)
 
 
 def _append(request, upload, offset):
     """Append the request body at ``offset``; record the new state (or complete)."""
-    length = tus.chunk_length(request.content_length, offset, upload["length"])
+    stream, length = streams.request_body(request)
+    tus.require_chunk_fits(length, offset, upload["length"])
     checksum, expected = tus.checksum(request.headers.get("Upload-Checksum"))
-    sha256 = ResumableSha256(base64.b64decode(upload["sha256"]))
-    received = []
-
-    def body():
-        for chunk in intake.read_chunks(request.body_file_raw, length):
-            sha256.update(chunk)
-            if checksum is not None:
-                checksum.update(chunk)
-            received.append(len(chunk))
-            yield chunk
-
+    meter = intake.Meter(
+        max_size=upload["length"],
+        sha256=ResumableSha256(base64.b64decode(upload["sha256"])),
+        size=offset,
+        also=[checksum] if checksum is not None else [],
+    )
+    body = meter.measured(streams.read_chunks(stream, length))
     store = request.registry.attachment_store
     with _store_errors():
-        progress = store.append(upload["store"], offset, body())
+        progress = store.append(upload["store"], offset, body)
     if checksum is not None and checksum.digest() != expected:
         store.delete_many(progress.created)
         raise tus.checksum_mismatch()
-    if sum(received) != length:
-        store.delete_many(progress.created)
-        raise tus.short_body()
     lifecycle.delete_unless_committed(request, store, progress.created)
     lifecycle.delete_after_commit(request, store, progress.obsolete)
     upload = {
         **upload,
-        "offset": offset + length,
+        "offset": meter.size,
         "store": progress.state,
-        "sha256": base64.b64encode(sha256.state()).decode("ascii"),
+        "sha256": base64.b64encode(meter.sha256.state()).decode("ascii"),
     }
     return _record(request, upload)
 

@@ -9,18 +9,23 @@ Requests on one upload are serialised by a lock held until the request's transac
 tusd does.
 """
 
+import base64
 import contextlib
 import secrets
 
 from kinto.core.storage import Filter, Sort
 from kinto.core.storage.exceptions import ObjectNotFoundError
-from kinto.core.utils import COMPARISON
+from kinto.core.utils import COMPARISON, msec_time
 
-from . import locks, paging
+from .. import locks
+from ..hashstate import ResumableSha256
+from . import paging
 
 
 RESOURCE = "attachment-upload"
 PARENT_ID = "attachment-uploads"
+#: What a finished upload keeps: whose it is, where, and what ``HEAD`` tells.
+FINISHED_FIELDS = ("id", "userid", "bucket_id", "collection_id", "record_id", "length", "metadata")
 
 
 class Locked(Exception):
@@ -29,6 +34,29 @@ class Locked(Exception):
 
 def new_id():
     return secrets.token_hex(16)
+
+
+def new(ids, userid, length, plan, fields, metadata, state):
+    """The state of a new upload of ``length`` bytes by ``userid`` to the record of ``ids``
+    (bucket, collection, record): its :class:`~kinto_attachment.intake.Plan`, the record's
+    ``fields`` (data, permissions), ``Upload-Metadata`` as sent, the store's ``state``."""
+    bucket_id, collection_id, record_id = ids
+    return {
+        "id": new_id(),
+        "bucket_id": bucket_id,
+        "collection_id": collection_id,
+        "record_id": record_id,
+        "userid": userid,
+        "length": length,
+        "offset": 0,
+        "filename": plan.filename,
+        "mimetype": plan.mimetype,
+        "data": fields.get("data"),
+        "permissions": fields.get("permissions"),
+        "metadata": metadata or "",
+        "sha256": base64.b64encode(ResumableSha256().state()).decode("ascii"),
+        "store": state,
+    }
 
 
 def get(storage, upload_id):
@@ -88,3 +116,27 @@ def lock(registry, upload_id):
         locks.hold(registry, ("uploads", upload_id), wait=False)
     except locks.Busy as e:
         raise Locked(upload_id) from e
+
+
+def _finished_key(upload_id):
+    return f"attachment-upload-finished:{upload_id}"
+
+
+def remember_finished(cache, upload, seconds):
+    """Keep what ``HEAD`` tells of a finished upload (its final offset) in Kinto's cache, as
+    long as the upload would have lived. The cache forgets it by itself: no garbage to collect,
+    and no unfinished upload for the quota. A cache that loses it early (``__flush__``,
+    eviction) makes the URL a 404 again."""
+    finished = {name: upload[name] for name in FINISHED_FIELDS}
+    expires = msec_time() + seconds * 1000
+    finished.update(offset=upload["length"], completed=True, expires=expires)
+    cache.set(_finished_key(upload["id"]), finished, seconds)
+
+
+def finished(cache, upload_id):
+    """What :func:`remember_finished` kept, or None."""
+    return cache.get(_finished_key(upload_id))
+
+
+def forget_finished(cache, upload_id):
+    cache.delete(_finished_key(upload_id))

@@ -29,7 +29,7 @@ from array import array
 from kinto.core.storage import Filter
 from kinto.core.utils import COMPARISON
 
-from . import data_files, links, paging, uploads
+from . import data_file_entries, links, paging, tus_uploads
 
 
 #: Keys of a resumable upload's store state that name objects of the store.
@@ -65,7 +65,7 @@ def required(registry):
 
 
 def _uploads(storage):
-    for upload in uploads.every(storage):
+    for upload in tus_uploads.every(storage):
         where = f"upload {upload['id']}"
         state = upload.get("store") or {}
         for name in STATE_KEYS:
@@ -92,7 +92,7 @@ def _attached(storage, store):
 
 
 def _data_files(storage):
-    for entry in data_files.every(storage):
+    for entry in data_file_entries.every(storage):
         yield Reference(f"data-file {entry['id']}", entry["key"])
 
 

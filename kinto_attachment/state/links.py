@@ -19,7 +19,7 @@ from kinto.core.storage import Filter
 from kinto.core.storage.exceptions import ObjectNotFoundError
 from kinto.core.utils import COMPARISON
 
-from . import paging
+from . import legacy, paging
 
 
 RESOURCE = "attachment-blob"
@@ -36,11 +36,12 @@ def _link_id(key):
 
 
 def add(storage, bucket_id, collection_id, record_id, key):
-    storage.create(
+    """Link ``key`` to the record (again: linking twice leaves one link)."""
+    storage.update(
         resource_name=RESOURCE,
         parent_id=PARENT_PREFIX + record_uri(bucket_id, collection_id, record_id),
+        object_id=_link_id(key),
         obj={
-            "id": _link_id(key),
             "key": key,
             "bucket_id": bucket_id,
             "collection_id": collection_id,
@@ -50,14 +51,31 @@ def add(storage, bucket_id, collection_id, record_id, key):
 
 
 def of_record(storage, bucket_id, collection_id, record_id):
-    """The links of one record (normally one, more while a replacement is being committed)."""
+    """The links of one record (normally one, more while a replacement is being committed),
+    kinto-attachment's included (:mod:`.legacy`)."""
     parent_id = PARENT_PREFIX + record_uri(bucket_id, collection_id, record_id)
-    return storage.list_all(resource_name=RESOURCE, parent_id=parent_id)
+    ours = storage.list_all(resource_name=RESOURCE, parent_id=parent_id)
+    return ours + list(legacy.links(storage, bucket_id, collection_id, record_id))
+
+
+def linked_records(storage, bucket_id, collection_id, record_ids):
+    """The ids among ``record_ids`` (of one collection) that have one of our links."""
+    found = storage.list_all(
+        resource_name=RESOURCE,
+        parent_id=PARENT_PREFIX + record_uri(bucket_id, collection_id, "*"),
+        filters=[
+            Filter("bucket_id", bucket_id, COMPARISON.EQ),
+            Filter("collection_id", collection_id, COMPARISON.EQ),
+            Filter("record_id", list(record_ids), COMPARISON.IN),
+        ],
+    )
+    return {link["record_id"] for link in found}
 
 
 def forget(storage, record_links):
     """Remove these links (the blobs are not touched)."""
-    for link in record_links:
+    legacy.forget(storage, [link for link in record_links if "legacy" in link])
+    for link in (link for link in record_links if "legacy" not in link):
         parent_id = PARENT_PREFIX + record_uri(
             link["bucket_id"], link["collection_id"], link["record_id"]
         )
@@ -72,7 +90,8 @@ def forget(storage, record_links):
 
 
 def pop(storage, bucket_id=None, collection_id=None, record_id=None):
-    """Remove the links of a record, a collection, a bucket or everything, and return them.
+    """Remove the links of a record, a collection, a bucket or everything, and return them
+    (kinto-attachment's too).
 
     ``None`` for a trailing id means "all of them": ``pop(s, "b")`` pops a whole bucket.
     """
@@ -98,7 +117,9 @@ def pop(storage, bucket_id=None, collection_id=None, record_id=None):
             with_deleted=False,
         )
         popped += batch
-    return popped
+    kept_by_kinto_attachment = list(legacy.links(storage, bucket_id, collection_id, record_id))
+    legacy.forget(storage, kept_by_kinto_attachment)
+    return popped + kept_by_kinto_attachment
 
 
 #: Blobs that ``keep_old_files`` keeps after their record stopped referencing them: no record
@@ -116,6 +137,14 @@ def retain(storage, keys):
             object_id=_link_id(key),
             obj={"key": key},
         )
+
+
+def is_retained(storage, key):
+    try:
+        storage.get(resource_name=RETAINED, parent_id=RETAINED_PARENT, object_id=_link_id(key))
+    except ObjectNotFoundError:
+        return False
+    return True
 
 
 def all_links(storage):

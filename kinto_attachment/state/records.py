@@ -55,7 +55,19 @@ def write(request, uri, data, permissions=None, create=False):
         raise httpexceptions.exception_response(
             response.status_code, body=response.body, headers=response.headers
         )
+    _as_attachment_events(request, uri)
     return response.json["data"]
+
+
+def _as_attachment_events(request, uri):
+    """Give the subrequest's events the ``uri`` kinto-attachment's have: the record's URI
+    followed by ``/attachment``, which listeners (notifications, signing, webhooks) may filter
+    on. Kinto stacks events in the request's collector and sends them at commit, so they can
+    still be changed here."""
+    collector = request.bound_data.get("resource_events")
+    for payload, _, _ in getattr(collector, "event_dict", {}).values():
+        if payload.get("uri") == uri:
+            payload["uri"] = f"{uri}/attachment"
 
 
 def in_batch(request):

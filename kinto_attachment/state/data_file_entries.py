@@ -11,7 +11,8 @@ import secrets
 from kinto.core.storage.exceptions import ObjectNotFoundError
 from kinto.core.utils import msec_time
 
-from . import locks, paging
+from .. import locks
+from . import paging
 
 
 RESOURCE = "data-file"

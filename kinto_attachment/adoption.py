@@ -1,0 +1,213 @@
+"""Adopting what kinto-attachment left, so that its files are ours to serve, replace and delete.
+
+A server that switches from kinto-attachment keeps its records (their ``attachment`` field
+names each file by URL) and kinto-attachment's links (:mod:`kinto_attachment.state.legacy`).
+Adoption turns both into our links:
+
+1. each kinto-attachment link becomes our link when its record still names that file; a file
+   its record no longer names (kept by ``keep_old_files``, or a record gone) is recorded as
+   retained, never deleted; the row is then removed;
+2. the file of each record with an attachment but no link (the key its ``location`` names
+   under our ``base_url``) is recorded as retained: served, never deleted, by us or by the
+   garbage collector. Such records are often copies (kinto-signer copies records between
+   collections): a link would let deleting the copy delete the original's file, which
+   kinto-attachment never did for a record it had no link for. A location outside
+   ``base_url`` is reported (its download is a 404), never guessed.
+
+It runs by batches, each in its own transaction with what it changes locked, so that it can
+run while the server serves, be interrupted and run again: every step is idempotent. It runs
+from ``kinto migrate`` (a Kinto plugin migration, on PostgreSQL) and, once, from the garbage
+collector before its first orphan pass: a file only a record's ``location`` names must never be
+taken for an orphan. When it is done, a marker says so and neither runs it again.
+"""
+
+import dataclasses
+import itertools
+import logging
+
+import transaction
+from kinto.core.storage import Filter
+from kinto.core.storage.exceptions import ObjectNotFoundError
+from kinto.core.storage.postgresql import PostgreSQLPluginMigration
+from kinto.core.utils import COMPARISON
+
+from . import locks
+from .state import legacy, links, paging, records
+
+
+logger = logging.getLogger(__name__)
+
+#: Objects changed per transaction.
+BATCH = 100
+MARKER = {"resource_name": "attachment-adoption", "parent_id": "attachment-adoption"}
+MARKER_ID = "kinto-attachment"
+
+
+@dataclasses.dataclass
+class Report:
+    dry_run: bool = False
+    #: kinto-attachment links now ours.
+    linked: int = 0
+    #: Files that kinto-attachment links named but no record does: kept, never deleted.
+    retained: int = 0
+    #: Files of records without a link, now kept (retained), never deleted.
+    unlinked: int = 0
+    #: ``(record URI, location)`` of records whose location is not under our ``base_url``.
+    foreign: list = dataclasses.field(default_factory=list)
+
+    @property
+    def changes(self):
+        """How many objects adoption changes (0: there is nothing to adopt)."""
+        return self.linked + self.retained + self.unlinked
+
+    def describe(self):
+        verb = "would be" if self.dry_run else "were"
+        lines = [
+            f"kinto-attachment links that {verb} made ours: {self.linked}",
+            f"Files of kinto-attachment links no record names, that {verb} kept: {self.retained}",
+            f"Records without a link whose files {verb} kept: {self.unlinked}",
+            f"Records whose location is not under base_url (downloads are 404): "
+            f"{len(self.foreign)}",
+        ]
+        lines += [f"  {uri} -> {location}" for uri, location in self.foreign]
+        return "\n".join(lines)
+
+
+def done(registry):
+    """Whether adoption has completed (remembered by the process once it has)."""
+    if getattr(registry, "attachment_adopted", False):
+        return True
+    with transaction.manager:
+        try:
+            registry.storage.get(**MARKER, object_id=MARKER_ID)
+        except ObjectNotFoundError:
+            return False
+    registry.attachment_adopted = True
+    return True
+
+
+def adopt(registry, dry_run=False):
+    """Adopt everything kinto-attachment left; return the :class:`Report`."""
+    report = Report(dry_run=dry_run)
+    _adopt_legacy_links(registry, report)
+    _keep_unlinked_files(registry, report)
+    if not dry_run and not done(registry):
+        with transaction.manager:
+            registry.storage.update(**MARKER, object_id=MARKER_ID, obj={"done": True})
+        registry.attachment_adopted = True
+    logger.info("Adoption of kinto-attachment data:\n%s", report.describe())
+    return report
+
+
+def _names(store, location, key):
+    """Whether the record's ``location`` is the URL of ``key``."""
+    return bool(location) and (store.url(key) == location or store.key_for_url(location) == key)
+
+
+def _adopt_legacy_links(registry, report):
+    storage, store = registry.storage, registry.attachment_store
+    if report.dry_run:
+        with transaction.manager:
+            for link in legacy.every(storage):
+                _adopt_legacy_link(registry, store, link, report)
+        return
+    while True:
+        # Adopted rows are removed: each batch is the first rows left.
+        with transaction.manager:
+            batch = list(itertools.islice(legacy.every(storage), BATCH))
+            for link in batch:
+                _adopt_legacy_link(registry, store, link, report)
+            legacy.forget(storage, batch)
+        if len(batch) < BATCH:
+            return
+
+
+def _adopt_legacy_link(registry, store, link, report):
+    ids = (link["bucket_id"], link["collection_id"], link["record_id"])
+    record = None
+    if link["record_id"] is not None:
+        if not report.dry_run:
+            locks.hold(registry, locks.record_path(*ids))
+        record = records.stored(registry.storage, *ids)
+    location = ((record or {}).get("attachment") or {}).get("location")
+    if link["key"] and _names(store, location, link["key"]):
+        report.linked += 1
+        if not report.dry_run:
+            links.add(registry.storage, *ids, link["key"])
+    elif link["key"]:
+        report.retained += 1
+        if not report.dry_run:
+            links.retain(registry.storage, [link["key"]])
+
+
+def _collections(storage):
+    for bucket in paging.every(storage, "bucket", ""):
+        for collection in paging.every(storage, "collection", f"/buckets/{bucket['id']}"):
+            yield bucket["id"], collection["id"]
+
+
+def _keep_unlinked_files(registry, report):
+    storage = registry.storage
+    with transaction.manager:
+        collections = list(_collections(storage))
+    with_attachment = [Filter("attachment", True, COMPARISON.HAS)]
+    for ids in collections:
+        parent_id = "/buckets/{}/collections/{}".format(*ids)
+        # A dry run counted kinto-attachment's links without making them ours.
+        pretended = {}
+        if report.dry_run:
+            with transaction.manager:
+                pretended = _legacy_keys(storage, *ids)
+        last = None
+        while True:
+            with transaction.manager:
+                page = paging.page(storage, "record", parent_id, with_attachment, last, BATCH)
+                _keep_files_of(registry, ids, page, pretended, report)
+            if len(page) < BATCH:
+                break
+            last = page[-1]["id"]
+
+
+def _keep_files_of(registry, ids, page, pretended, report):
+    storage, store = registry.storage, registry.attachment_store
+    linked = links.linked_records(storage, *ids, [r["id"] for r in page])
+    for record in page:
+        location = (record.get("attachment") or {}).get("location")
+        if not location or record["id"] in linked:
+            continue
+        if any(_names(store, location, key) for key in pretended.get(record["id"], ())):
+            continue
+        key = store.key_for_url(location)
+        if key is None:
+            report.foreign.append((links.record_uri(*ids, record["id"]), location))
+            continue
+        if links.is_retained(storage, key):
+            continue
+        report.unlinked += 1
+        if not report.dry_run:
+            links.retain(storage, [key])
+
+
+def _legacy_keys(storage, bucket_id, collection_id):
+    keys = {}
+    for link in legacy.links(storage, bucket_id, collection_id):
+        keys.setdefault(link["record_id"], []).append(link["key"])
+    return keys
+
+
+class Migration(PostgreSQLPluginMigration):
+    """``kinto migrate``: adopt kinto-attachment's data (Kinto runs plugin migrations on
+    PostgreSQL only; on the memory backend nothing outlives the process to adopt).
+
+    Not a schema version: adoption runs at every ``kinto migrate`` (``--dry-run`` reports
+    what it would do), and does nothing once everything is ours.
+    """
+
+    name = "kinto_attachment_streaming"
+
+    def __init__(self, registry):
+        self.registry = registry
+
+    def initialize_schema(self, client, dry_run=False):
+        report = adopt(self.registry, dry_run=dry_run)
+        print(report.describe())

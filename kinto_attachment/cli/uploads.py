@@ -1,0 +1,188 @@
+"""One file onto one record: a multipart ``POST`` when it is small, tus when it is not.
+
+A tus upload is created once, and its URL kept in a state file (JSON, keyed by the record and
+the file's path, size and modification time) until it completes. Run again after an
+interruption (a lost connection, ``Ctrl-C``, ``kill``), the command asks the server where the
+upload is (``HEAD``) and sends the rest only. The file is read by chunks as it is sent:
+memory does not grow with its size.
+"""
+
+import base64
+import json
+import mimetypes
+import os
+import time
+
+from .remote import CHUNK, Failure, Pace
+
+
+#: Files over this size go through tus, in chunks of this size.
+CHUNK_SIZE = 8 * 1024 * 1024
+TUS = {"Tus-Resumable": "1.0.0"}
+
+
+class State:
+    """URLs of unfinished tus uploads, in a JSON file, so that a new run resumes them."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def _read(self):
+        try:
+            with open(self.path) as f:
+                return json.load(f)
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def _write(self, entries):
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        temporary = f"{self.path}.tmp"
+        with open(temporary, "w") as f:
+            json.dump(entries, f, indent=1)
+        os.replace(temporary, self.path)
+
+    def get(self, key):
+        return self._read().get(key)
+
+    def put(self, key, url):
+        self._write({**self._read(), key: url})
+
+    def remove(self, key):
+        entries = self._read()
+        if entries.pop(key, None) is not None:
+            self._write(entries)
+
+
+class Reader:
+    """``length`` bytes of an open file from its position, read by chunks as requests sends
+    them (its length makes a ``Content-Length``), each one reported to ``advance``, at most
+    ``rate`` bytes a second when given."""
+
+    def __init__(self, file, length, advance, rate=None):
+        self._file, self._length, self._advance = file, length, advance
+        self._pace = Pace(rate)
+        self.sent = 0
+
+    def __len__(self):
+        return self._length
+
+    def read(self, size=-1):
+        left = self._length - self.sent
+        size = left if size is None or size < 0 else min(size, left)
+        chunk = self._file.read(min(size, CHUNK))
+        self.sent += len(chunk)
+        self._advance(len(chunk))
+        self._pace.passed(len(chunk))
+        return chunk
+
+
+def upload(remote, path, record_id, bars, state, data=None, permissions=None, rate=None):
+    """Attach the file at ``path`` to the record; return its ``attachment`` metadata."""
+    size = os.path.getsize(path)
+    if size <= CHUNK_SIZE:
+        with bars.file(os.path.basename(path), size) as advance:
+            return _multipart(remote, path, record_id, size, advance, data, permissions, rate)
+    key = json.dumps([remote.record_url(record_id), os.path.abspath(path), size, _mtime(path)])
+    url, offset = _resumed(remote, state.get(key))
+    if url is None:
+        url = _create(remote, path, record_id, size, data, permissions)
+        state.put(key, url)
+    with bars.file(os.path.basename(path), size, done=offset) as advance:
+        _send(remote, url, path, offset, size, advance, rate)
+    state.remove(key)
+    return remote.record(record_id)["attachment"]
+
+
+def _mtime(path):
+    return os.stat(path).st_mtime_ns
+
+
+def _multipart(remote, path, record_id, size, advance, data, permissions, rate):
+    fields = {
+        name: json.dumps(value)
+        for name, value in (("data", data), ("permissions", permissions))
+        if value is not None
+    }
+    mimetype = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    with open(path, "rb") as f:
+        body = Reader(f, size, advance, rate)
+        response = remote.request(
+            "POST",
+            remote.record_url(record_id) + "/attachment",
+            expected=(200, 201),
+            files={"attachment": (os.path.basename(path), body, mimetype)},
+            data=fields,
+        )
+    return response.json()
+
+
+def _resumed(remote, url):
+    """``(url, offset)`` of an upload the server still has, else ``(None, 0)``."""
+    if url is None:
+        return None, 0
+    response = remote.request("HEAD", url, expected=(200, 404, 410), headers=TUS)
+    if response.status_code != 200:
+        return None, 0
+    offset = int(response.headers["Upload-Offset"])
+    # A finished upload answers with its final offset: it only needs its end recorded.
+    return url, offset
+
+
+def _metadata(path, data, permissions):
+    values = {"filename": os.path.basename(path)}
+    mimetype = mimetypes.guess_type(path)[0]
+    if mimetype:
+        values["filetype"] = mimetype
+    for name, value in (("data", data), ("permissions", permissions)):
+        if value is not None:
+            values[name] = json.dumps(value)
+    return ",".join(
+        f"{name} {base64.b64encode(value.encode()).decode()}" for name, value in values.items()
+    )
+
+
+def _create(remote, path, record_id, size, data, permissions):
+    response = remote.request(
+        "POST",
+        remote.record_url(record_id) + "/attachment/uploads",
+        expected=(201,),
+        headers={
+            **TUS,
+            "Upload-Length": str(size),
+            "Upload-Metadata": _metadata(path, data, permissions),
+        },
+    )
+    return response.headers["Location"]
+
+
+def _send(remote, url, path, offset, size, advance, rate):
+    """PATCH the rest by chunks. After a chunk that failed (a lost connection, a ``503``),
+    ask the server where the upload is and go on from there, ``remote.retries`` times in a
+    row at most."""
+    failures = 0
+    with open(path, "rb") as f:
+        while offset < size:
+            f.seek(offset)
+            body = Reader(f, min(CHUNK_SIZE, size - offset), advance, rate)
+            headers = {
+                **TUS,
+                "Upload-Offset": str(offset),
+                "Content-Type": "application/offset+octet-stream",
+            }
+            try:
+                response = remote.request(
+                    "PATCH", url, expected=(204,), headers=headers, data=body
+                )
+            except Failure:
+                failures += 1
+                if failures > remote.retries:
+                    raise
+                time.sleep(min(0.5 * 2**failures, 10))
+                found, now = _resumed(remote, url)
+                if found is None:
+                    raise
+                advance(now - offset - body.sent)  # The bars count what the server has.
+                offset = now
+                continue
+            failures = 0
+            offset = int(response.headers["Upload-Offset"])

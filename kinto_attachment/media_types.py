@@ -1,0 +1,69 @@
+"""Media types: those clients declare, parsed strictly, and those we let browsers show.
+
+A declared type is only ever stored as parsed (:func:`parse_media_type`), and a download is
+only shown inline by a browser when its type is one of :data:`INLINE_TYPES`: the rest is
+saved, never rendered in the API's origin.
+"""
+
+import re
+
+
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_QUOTED = r'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+#: RFC 9110 §8.3.1: ``type "/" subtype *( OWS ";" OWS [ parameter ] )``.
+_MEDIA_TYPE = re.compile(
+    rf"(?P<type>{_TOKEN})/(?P<subtype>{_TOKEN})"
+    rf"(?:[ \t]*;[ \t]*(?:{_TOKEN}=(?:{_TOKEN}|{_QUOTED}))?)*"
+)
+
+
+def parse_media_type(value):
+    """``type/subtype`` (lowercase, without parameters) of a media type written as RFC 9110
+    says (§8.3.1: tokens, then ``;`` parameters); None for anything else.
+
+    Lists (``text/plain,text/html``), control characters and stray characters make a value
+    invalid as a whole: a browser could read another type in it than the one we would check.
+    """
+    match = _MEDIA_TYPE.fullmatch((value or "").strip(" \t"))
+    if match is None:
+        return None
+    return f"{match['type']}/{match['subtype']}".lower()
+
+
+INLINE_TYPES = (
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/webp",
+    "image/avif",
+    "image/apng",
+    "image/bmp",
+    "image/x-icon",
+    "image/vnd.microsoft.icon",
+    "application/pdf",
+    "text/plain",
+    "application/json",
+    "audio/*",
+    "video/*",
+)
+"""The only media types ever served ``inline`` (shown by the browser); ``type/*`` stands for
+every subtype. Everything else (HTML, SVG and any XML, JavaScript, CSS, unknown and invalid
+types...) is sent with ``Content-Disposition: attachment`` and, like every download,
+``X-Content-Type-Options: nosniff``: a browser saves it instead of rendering it in the API's
+origin (or the bucket's). These are types browsers display without running scripts of the
+file: raster images (not SVG), PDF, plain text, JSON, audio and video. Matched on the parsed
+``type/subtype`` of the stored type, lowercase, parameters ignored."""
+
+
+def served_type(mimetype):
+    """The ``Content-Type`` to send for a stored type: its ``type/subtype``, or
+    ``application/octet-stream`` when it is not a valid media type (stored by older versions)."""
+    return parse_media_type(mimetype) or "application/octet-stream"
+
+
+def is_inline(mimetype):
+    """Whether ``mimetype`` is one of :data:`INLINE_TYPES`."""
+    essence = parse_media_type(mimetype)
+    if essence is None:
+        return False
+    return essence in INLINE_TYPES or f"{essence.split('/')[0]}/*" in INLINE_TYPES

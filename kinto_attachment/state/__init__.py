@@ -1,0 +1,14 @@
+"""What the plugin keeps in Kinto's storage backend, beside Kinto's own objects.
+
+Everything here is written in the request's transaction, so it commits or rolls back with the
+records it describes, and with PostgreSQL every node of a cluster shares it:
+
+- :mod:`.links`: which blob belongs to which record (blobs of deleted buckets and collections);
+- :mod:`.records`: reading and writing the records an upload attaches to;
+- :mod:`.tus_uploads`: the state of resumable (tus) uploads;
+- :mod:`.data_file_entries`: the entries of ``/data/files``;
+- :mod:`.references`: every key the above refer to, read for the garbage collector;
+- :mod:`.paging`: walks over a resource by pages.
+
+The blob stores themselves are :mod:`kinto_attachment.storage`.
+"""

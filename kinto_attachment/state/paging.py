@@ -1,0 +1,36 @@
+"""Every object of a Kinto resource, read page by page so that memory stays flat.
+
+Pages are in id order and each starts after the last id of the previous one (keyset
+pagination): objects created or deleted meanwhile cannot shift a page and make the reader skip
+one that was there all along.
+"""
+
+from kinto.core.storage import Filter, Sort
+from kinto.core.utils import COMPARISON
+
+
+PAGE = 1000
+
+
+def page(storage, resource_name, parent_id, filters=None, after=None, limit=PAGE):
+    """Up to ``limit`` objects matching ``filters``, in id order, with ids after ``after``."""
+    rules = [[Filter("id", after, COMPARISON.GT)]] if after is not None else None
+    return storage.list_all(
+        resource_name=resource_name,
+        parent_id=parent_id,
+        filters=filters,
+        sorting=[Sort("id", 1)],
+        pagination_rules=rules,
+        limit=limit,
+    )
+
+
+def every(storage, resource_name, parent_id, filters=None, limit=PAGE):
+    """Yield every object of ``resource_name`` under ``parent_id`` matching ``filters``."""
+    last = None
+    while True:
+        found = page(storage, resource_name, parent_id, filters, last, limit)
+        yield from found
+        if len(found) < limit:
+            return
+        last = found[-1]["id"]

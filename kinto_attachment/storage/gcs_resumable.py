@@ -1,0 +1,93 @@
+"""Resumable (tus) uploads on GCS: composed objects.
+
+The bytes of each request become an object of their own (a *part*, under ``__uploads__/``),
+written like any blob: one request, or a resumable session for a large one, with its CRC32C for
+GCS to verify. GCS then composes the upload so far and that part into a new object (compose
+concatenates without copying the data), which the upload's state names (``temp``); the one
+before becomes obsolete. The recorded state thus always names exactly the bytes recorded, and
+a request that fails (a checksum refused, a client gone) leaves only objects that no state
+names: deleted with the failure, or else collected as orphans. Since the state holds nothing
+but object names, any process can go on with an upload, after a restart too.
+
+Finishing composes the upload into its key, conditionally (the next free variant if taken).
+The upload's object stays until the transaction recording the finish commits (``obsolete``):
+if that transaction fails, the blob is deleted (it is in ``created``), and the last request,
+sent again, finishes again from the same state, as on local disk.
+
+It lives apart from :mod:`.gcs`, as a base class of its ``GCSStore``, because it is a protocol
+of its own on top of the store's requests.
+"""
+
+import contextlib
+import uuid
+
+from . import Progress, StorageUnavailable, write_to_free_name
+from .gcs_staged import GCSStaged
+
+
+#: Prefix of the objects of resumable uploads in progress.
+UPLOADS_FOLDER = "__uploads__"
+
+
+class GCSResumable:
+    """The :class:`~kinto_attachment.storage.IResumableStore` methods of :class:`GCSStore`,
+    over its ``compose``, ``free_key``, ``stage`` and ``delete``."""
+
+    def start_resumable(self, key, content_type=None):
+        # No request: the first bytes make the first object.
+        return {"key": key, "temp": None, "content_type": content_type}
+
+    def _write_part(self, chunks):
+        """The name of a new object holding ``chunks``; None when they are empty."""
+        name = f"{UPLOADS_FOLDER}/{uuid.uuid4().hex}.part"
+        staged = GCSStaged(self, name, None, random=True)
+        empty = True
+        try:
+            for chunk in chunks:
+                empty = empty and not chunk
+                staged.write(chunk)
+            if empty:
+                staged.abort()
+                return None
+            return staged.commit()
+        except BaseException:
+            staged.abort()
+            raise
+
+    def append(self, state, offset, chunks):
+        part = self._write_part(chunks)
+        if part is None:
+            return Progress(state)
+        if state["temp"] is None:
+            return Progress({**state, "temp": part}, created=[part])
+        temp = f"{UPLOADS_FOLDER}/{uuid.uuid4().hex}.part"
+        try:
+            if not self.compose([state["temp"], part], temp):
+                raise StorageUnavailable(f"GCS compose failed: {temp} exists")
+        finally:
+            self._drop(part)
+        return Progress({**state, "temp": temp}, created=[temp], obsolete=[state["temp"]])
+
+    def _drop(self, part):
+        """Delete a part once composed; one left behind is an orphan for garbage collection."""
+        with contextlib.suppress(StorageUnavailable):
+            self.delete(part)
+
+    def finish(self, state):
+        """Compose the upload into its key, or the next free variant; an empty upload is an
+        empty object."""
+        content_type = state["content_type"] or "application/octet-stream"
+        if state["temp"] is None:
+            key = self.stage(state["key"], content_type).commit()
+            return Progress(state, created=[key], key=key)
+        key = write_to_free_name(
+            state["key"],
+            False,
+            self.free_key,
+            lambda name: self.compose([state["temp"]], name, content_type),
+        )
+        return Progress(state, created=[key], obsolete=[state["temp"]], key=key)
+
+    def discard(self, state):
+        if state["temp"] is not None:
+            self.delete(state["temp"])

@@ -1,0 +1,58 @@
+"""The S3 store's boto3 client, and the translation of boto errors into the store's own.
+
+Every module of the S3 store sends requests; this one holds what they share about boto3, so
+that views only ever see :class:`StorageUnavailable` (a 503) or ``FileNotFoundError`` (a 4xx),
+never a botocore exception.
+"""
+
+import contextlib
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from . import StorageUnavailable
+
+
+def make_client(options):
+    """The process's one S3 client (boto3 clients are thread-safe)."""
+    config = Config(
+        signature_version="s3v4",  # Presigned URLs too (botocore may still pick SigV2).
+        connect_timeout=options.connect_timeout,
+        read_timeout=options.read_timeout,
+        retries={"max_attempts": options.max_attempts, "mode": "standard"},
+        s3={"addressing_style": "path" if options.use_path_style else "auto"},
+        max_pool_connections=max(10, options.concurrency * 4),
+        # Checksums are ours (SHA-256); botocore's default CRC32 would compute a second one.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=options.endpoint_url or None,
+        region_name=options.region or None,
+        aws_access_key_id=options.access_key or None,
+        aws_secret_access_key=options.secret_key or None,
+        config=config,
+    )
+
+
+def error_code(error):
+    return error.response.get("Error", {}).get("Code") if isinstance(error, ClientError) else None
+
+
+@contextlib.contextmanager
+def unavailable(action):
+    """Turn boto errors into :class:`StorageUnavailable`, which the views answer with a 503."""
+    try:
+        yield
+    except (BotoCoreError, ClientError) as error:
+        code = error_code(error)
+        raise StorageUnavailable(f"S3 {action} failed: {code or error}") from error
+
+
+def lost(state, why):
+    """The error of a resumable upload whose recorded bytes are gone from S3."""
+    return FileNotFoundError(
+        f"S3 upload {state['upload_id']} of {state['key']} is lost: its object is {why}"
+    )

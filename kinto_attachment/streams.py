@@ -1,0 +1,108 @@
+"""Bodies read and written by chunks: what every upload and every download streams through.
+
+One chunk at a time, never the whole body: memory stays flat whatever the file's size.
+"""
+
+import os
+import sys
+
+from . import errors
+
+
+#: Bytes read from a request body, or from a store, at a time.
+CHUNK_SIZE = 1024 * 1024
+#: Seconds uWSGI waits for the next part of a chunked body.
+UWSGI_CHUNK_TIMEOUT = 60
+
+
+def request_body(request):
+    """``(stream, length)`` of the request's body, as the WSGI server hands it.
+
+    ``length`` is the ``Content-Length``, or None for a chunked body the server ends itself:
+    waitress and gunicorn say so with ``wsgi.input_terminated`` (PEP 3333 does not let an app
+    read past ``Content-Length`` otherwise); uWSGI does not, but hands chunked bodies through
+    ``uwsgi.chunked_read()``. A chunked body that no reader can end is refused (411) rather
+    than read as empty: an empty file must never stand for the one that was sent.
+    """
+    environ = request.environ
+    uwsgi = sys.modules.get("uwsgi")
+    if uwsgi is not None:
+        continue_under_uwsgi(uwsgi, environ)
+    if request.content_length is not None:
+        return request.body_file_raw, request.content_length
+    if "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return request.body_file_raw, 0  # HTTP/1.1: no length, no chunks, no body.
+    if environ.get("wsgi.input_terminated"):
+        return request.body_file_raw, None
+    if uwsgi is not None and hasattr(uwsgi, "chunked_read"):
+        return UwsgiChunks(uwsgi), None
+    raise errors.refuse("length_required")
+
+
+def continue_under_uwsgi(uwsgi, environ):
+    """Answer ``Expect: 100-continue``, which uWSGI's ``http-socket`` leaves unanswered: curl
+    then waits a second before sending any body over 1 MiB. Sent here, once the request was
+    authorised and checked and its body is wanted: a refused request gets its final answer
+    without the client sending a byte of it."""
+    expects = environ.get("HTTP_EXPECT", "").lower() == "100-continue"
+    if expects and hasattr(uwsgi, "connection_fd"):
+        del environ["HTTP_EXPECT"]  # Answered once.
+        os.write(uwsgi.connection_fd(), b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
+class UwsgiChunks:
+    """A chunked body read through uWSGI's ``chunked_read()``, as a stream of ``read(size)``.
+
+    uWSGI bounds each part it reads by ``chunked-input-limit`` (see ``config/uwsgi.ini``);
+    what exceeds ``size`` is kept for the next read.
+    """
+
+    def __init__(self, uwsgi):
+        self._uwsgi = uwsgi
+        self._pending = b""
+
+    def read(self, size):
+        if not self._pending:
+            self._pending = self._uwsgi.chunked_read(UWSGI_CHUNK_TIMEOUT) or b""
+        chunk, self._pending = self._pending[:size], self._pending[size:]
+        return chunk
+
+
+def read_chunks(stream, length, chunk_size=CHUNK_SIZE):
+    """The body by chunks: ``length`` bytes, or until EOF when ``length`` is None.
+
+    A body that ends before its ``Content-Length`` (a client that went away, a proxy that cut
+    it) is refused with a 400 where it ends, before the last chunk is used: no upload may take
+    a truncated file for a complete one.
+    """
+    remaining = length
+    while remaining is None or remaining > 0:
+        size = chunk_size if remaining is None else min(chunk_size, remaining)
+        chunk = stream.read(size)
+        if not chunk:
+            if remaining is not None:
+                raise errors.refuse("short_body", read=length - remaining, length=length)
+            return
+        if remaining is not None:
+            remaining -= len(chunk)
+        yield chunk
+
+
+def pump(stream, length, write, chunk_size=CHUNK_SIZE):
+    """Hand the body to ``write`` by chunks (see :func:`read_chunks`)."""
+    for chunk in read_chunks(stream, length, chunk_size):
+        write(chunk)
+
+
+def chunks(stream, chunk_size=CHUNK_SIZE):
+    """A stored blob's content by chunks, closing it at the end (a download's body)."""
+    with stream:
+        while chunk := stream.read(chunk_size):
+            yield chunk
+
+
+def file_body(request, stream):
+    """The body of a download from ``stream``: the WSGI server's ``wsgi.file_wrapper`` when it
+    has one (``sendfile`` for local files), else :func:`chunks`."""
+    wrapper = request.environ.get("wsgi.file_wrapper")
+    return wrapper(stream, CHUNK_SIZE) if wrapper else chunks(stream)

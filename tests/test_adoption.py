@@ -1,0 +1,307 @@
+"""Data written by kinto-attachment: served, replaced and deleted as ours, then adopted.
+
+The rows are built here as kinto-attachment writes them (a record whose ``attachment`` names
+the file by URL, and a link under ``__attachments__``); ``tests/test_legacy_data.py`` checks
+the same against data written by the real kinto-attachment.
+"""
+
+import os
+import time
+import uuid
+
+import pytest
+import transaction
+
+from kinto_attachment import adoption, gc
+from kinto_attachment.state import legacy, links
+
+from .conftest import ALICE, cached_app
+
+
+URL = "/v1/buckets/blog/collections/articles/records/r1"
+LEGACY_RESOURCES = {"8": "", "9": "attachments"}
+
+
+def store_file(kinto, content, key=None):
+    key = key or f"blog/articles/{uuid.uuid4().hex}.txt"
+    staged = kinto.registry.attachment_store.stage(key, "text/plain")
+    staged.write(content)
+    return staged.commit()
+
+
+def legacy_record(kinto, record_id="r1", content=b"old content", link="8", location=None):
+    """A record and its file as kinto-attachment leaves them (``link``: its version's link
+    row, or None for a record without one); returns the record's attachment."""
+    store = kinto.registry.attachment_store
+    key = store_file(kinto, content)
+    attachment = {
+        "filename": "old.txt",
+        "hash": "0" * 64,
+        "location": location or store.url(key),
+        "mimetype": "text/plain",
+        "size": len(content),
+    }
+    kinto.app.put_json(kinto.record_url(record_id), {"data": {"title": "old"}}, headers=ALICE)
+    storage = kinto.registry.storage
+    parent_id = "/buckets/blog/collections/articles"
+    with transaction.manager:
+        record = storage.get(resource_name="record", parent_id=parent_id, object_id=record_id)
+        storage.update(
+            resource_name="record",
+            parent_id=parent_id,
+            object_id=record_id,
+            obj={**record, "attachment": attachment},
+        )
+        if link is not None:
+            storage.create(
+                resource_name=LEGACY_RESOURCES[link],
+                parent_id=legacy.PARENT_ID,
+                obj={
+                    "location": key,
+                    "bucket_uri": "/buckets/blog",
+                    "collection_uri": parent_id,
+                    "record_uri": f"{parent_id}/records/{record_id}",
+                },
+            )
+    return {**attachment, "key": key}
+
+
+def legacy_rows(kinto):
+    with transaction.manager:
+        return list(legacy.every(kinto.registry.storage))
+
+
+def retained_keys(kinto):
+    with transaction.manager:
+        return sorted(r["key"] for r in links.retained(kinto.registry.storage))
+
+
+def our_links(kinto):
+    with transaction.manager:
+        return sorted(link["key"] for link in links.all_links(kinto.registry.storage))
+
+
+def prepared(kinto):
+    kinto.create_collection()
+    kinto.registry.attachment_adopted = False  # The marker went with the previous test's data.
+    return kinto
+
+
+@pytest.fixture
+def old(kinto):
+    return prepared(kinto)
+
+
+@pytest.fixture
+def old_local(backend, tmp_path_factory, request):
+    """For the garbage collector's tests, which age files (local files have an mtime)."""
+    return prepared(cached_app(backend, tmp_path_factory, request))
+
+
+@pytest.mark.parametrize("link", ["8", "9", None])
+def test_downloads_serve_the_old_file(old, link):
+    attachment = legacy_record(old, link=link)
+    response = old.app.get(URL + "/attachment", headers=ALICE)
+    assert response.body == b"old content"
+    head = old.app.head(URL + "/attachment", headers=ALICE)
+    assert head.headers["Content-Length"] == str(attachment["size"])
+
+
+@pytest.mark.parametrize("link", ["8", "9"])
+def test_replacing_deletes_the_old_file_and_its_row(old, link):
+    attachment = legacy_record(old, link=link)
+    old.upload(URL, b"new", "new.txt", status=200)
+    assert not old.registry.attachment_store.exists(attachment["key"])
+    assert legacy_rows(old) == []
+
+
+def test_keep_old_files_keeps_it_and_the_gc_too(tmp_path_factory, request):
+    kinto = cached_app(
+        "memory", tmp_path_factory, request, **{"kinto.attachment.keep_old_files": "true"}
+    )
+    kinto.create_collection()
+    kinto.registry.attachment_adopted = False
+    attachment = legacy_record(kinto)
+    kinto.upload(URL, b"new", "new.txt", status=200)
+    age(kinto, attachment["key"])
+    gc.collect(kinto.registry)
+    assert kinto.registry.attachment_store.exists(attachment["key"])
+
+
+@pytest.mark.parametrize(
+    "path,scope",
+    [
+        (URL, "record"),
+        ("/v1/buckets/blog/collections/articles", "collection"),
+        ("/v1/buckets/blog", "bucket"),
+        ("/v1/buckets/blog/collections/articles/records", "all records"),
+    ],
+)
+@pytest.mark.parametrize("link", ["8", "9"])
+def test_deletes_delete_the_old_files(old, path, scope, link):
+    first = legacy_record(old, "r1", link=link)
+    second = legacy_record(old, "r2", link=link)
+    old.app.delete(path, headers=ALICE)
+    store = old.registry.attachment_store
+    assert not store.exists(first["key"])
+    assert store.exists(second["key"]) == (scope == "record")
+    assert len(legacy_rows(old)) == (1 if scope == "record" else 0)
+
+
+def test_flush_deletes_the_old_files(tmp_path_factory, request):
+    kinto = cached_app(
+        "memory", tmp_path_factory, request, **{"kinto.flush_endpoint_enabled": "true"}
+    )
+    kinto.create_collection()
+    attachment = legacy_record(kinto)
+    kinto.app.post("/v1/__flush__", status=202)
+    assert not kinto.registry.attachment_store.exists(attachment["key"])
+
+
+def test_a_location_outside_base_url_or_a_missing_file_is_a_404(old):
+    legacy_record(old, "r1", link=None, location="https://elsewhere.example.com/x.txt")
+    response = old.app.get(URL + "/attachment", headers=ALICE, status=404)
+    assert response.json["errno"] == 111
+    attachment = legacy_record(old, "r2", link="8")
+    old.registry.attachment_store.delete(attachment["key"])
+    other = old.record_url("r2") + "/attachment"
+    assert old.app.get(other, headers=ALICE, status=404).json["errno"] == 111
+
+
+def test_adoption_makes_everything_ours_once(old):
+    linked = legacy_record(old, "r1", link="8")
+    linked9 = legacy_record(old, "r2", link="9")
+    bare = legacy_record(old, "r3", link=None)
+    foreign = legacy_record(old, "r4", link=None, location="https://cdn.example.com/r4.txt")
+    # A link whose record names another file (kinto-attachment kept the old file).
+    kept = legacy_record(old, "r5", link="8")
+    store_file(old, b"kept", kept["key"] + ".old")
+    with transaction.manager:
+        rows = [row for row in legacy.every(old.registry.storage) if row["record_id"] == "r5"]
+        old.registry.storage.update(
+            resource_name=rows[0]["legacy"],
+            parent_id=legacy.PARENT_ID,
+            object_id=rows[0]["id"],
+            obj={**_row(old, rows[0]), "location": kept["key"] + ".old"},
+        )
+
+    foreign_uri = "/buckets/blog/collections/articles/records/r4"
+    dry = adoption.adopt(old.registry, dry_run=True)
+    assert (dry.linked, dry.retained, dry.unlinked) == (2, 1, 2)
+    assert dry.foreign == [(foreign_uri, foreign["location"])]
+    assert len(legacy_rows(old)) == 3 and our_links(old) == []
+    assert not adoption.done(old.registry)
+
+    report = adoption.adopt(old.registry)
+    assert (report.linked, report.retained, report.unlinked) == (2, 1, 2)
+    assert [uri for uri, _ in report.foreign] == [foreign_uri]
+    assert legacy_rows(old) == []
+    assert our_links(old) == sorted([linked["key"], linked9["key"]])
+    # Files of records without a link, and of links no record names, are kept.
+    assert retained_keys(old) == sorted([bare["key"], kept["key"], kept["key"] + ".old"])
+    assert adoption.done(old.registry)
+    assert "made ours: 2" in report.describe()
+
+    again = adoption.adopt(old.registry)
+    assert (again.linked, again.retained, again.unlinked) == (0, 0, 0)
+
+
+def test_once_adopted_the_gc_keeps_every_file_a_record_or_a_kept_link_names(old_local):
+    linked = legacy_record(old_local, "r1", link="8")
+    bare = legacy_record(old_local, "r2", link=None)
+    kept = legacy_record(old_local, "r3", link="9")
+    old_local.upload(old_local.record_url("r3"), b"new", "new.txt", status=200)
+    adoption.adopt(old_local.registry)
+    for key in (linked["key"], bare["key"]):
+        age(old_local, key)
+    report = gc.collect(old_local.registry)
+    assert report.orphans == []
+    store = old_local.registry.attachment_store
+    assert store.exists(linked["key"]) and store.exists(bare["key"])
+    assert not store.exists(kept["key"])  # Replaced: deleted at once, not left to the GC.
+
+
+def _row(kinto, link):
+    with transaction.manager:
+        return kinto.registry.storage.get(
+            resource_name=link["legacy"], parent_id=legacy.PARENT_ID, object_id=link["id"]
+        )
+
+
+def age(kinto, key):
+    """Make a local file older than the GC's grace period."""
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(os.path.join(kinto.base_path, key), (two_days_ago, two_days_ago))
+
+
+def test_the_gc_adopts_before_looking_for_orphans(old_local):
+    bare = legacy_record(old_local, "r1", link=None)
+    linked = legacy_record(old_local, "r2", link="8")
+    orphan = store_file(old_local, b"nobody's")
+    for key in (bare["key"], linked["key"], orphan):
+        age(old_local, key)
+
+    dry = gc.collect(old_local.registry, dry_run=True)
+    assert dry.adoption_pending and dry.orphans == []
+    assert "not adopted yet" in dry.describe()
+
+    report = gc.collect(old_local.registry)
+    assert [o.key for o in report.orphans] == [orphan]
+    store = old_local.registry.attachment_store
+    assert store.exists(bare["key"]) and store.exists(linked["key"])
+    assert adoption.done(old_local.registry)
+
+
+def test_kinto_migrate_runs_the_adoption(old, capsys):
+    legacy_record(old, "r1", link="8")
+    migration = adoption.Migration(old.registry)
+    migration.initialize_schema(client=None, dry_run=True)
+    assert "made ours: 1" in capsys.readouterr().out
+    assert len(legacy_rows(old)) == 1
+    migration.initialize_schema(client=None)
+    assert legacy_rows(old) == [] and len(our_links(old)) == 1
+
+
+def test_a_row_naming_no_record_keeps_its_file(old):
+    key = store_file(old, b"whose?")
+    with transaction.manager:
+        old.registry.storage.create(
+            resource_name="",
+            parent_id=legacy.PARENT_ID,
+            obj={"location": key, "bucket_uri": "/buckets/blog", "record_uri": "/elsewhere"},
+        )
+    # Not a link of any record: deleting the bucket leaves it to adoption.
+    old.app.delete("/v1/buckets/blog", headers=ALICE)
+    assert old.registry.attachment_store.exists(key)
+    report = adoption.adopt(old.registry)
+    assert (report.linked, report.retained) == (0, 1)
+    with transaction.manager:
+        kept = [r["key"] for r in links.retained(old.registry.storage)]
+    assert kept == [key] and legacy_rows(old) == []
+
+
+def test_a_copy_without_a_link_never_deletes_the_original_file(old):
+    """kinto-signer copies records between collections: the copy names the original's file
+    and has no link. Deleting the copy, before or after adoption, keeps the file."""
+    original = legacy_record(old, "r1", link="8")
+    copy = legacy_record(old, "r2", link=None)
+    store = old.registry.attachment_store
+    with transaction.manager:
+        storage = old.registry.storage
+        parent_id = "/buckets/blog/collections/articles"
+        record = storage.get(resource_name="record", parent_id=parent_id, object_id="r2")
+        attachment = {**record["attachment"], "location": store.url(original["key"])}
+        storage.update(
+            resource_name="record",
+            parent_id=parent_id,
+            object_id="r2",
+            obj={**record, "attachment": attachment},
+        )
+    store.delete(copy["key"])
+    old.app.delete(old.record_url("r2"), headers=ALICE)
+    assert store.exists(original["key"])
+    legacy_record(old, "r3", link=None, location=store.url(original["key"]))
+    adoption.adopt(old.registry)
+    old.app.delete(old.record_url("r3"), headers=ALICE)
+    assert store.exists(original["key"])
+    assert old.app.get(URL + "/attachment", headers=ALICE).body == b"old content"
