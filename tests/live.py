@@ -592,13 +592,24 @@ def post_without_reading(server, path, length, headers=""):
         sock.sendall(head.encode())
         sock.setblocking(False)
         sent, answer, deadline = 0, b"", time.monotonic() + 30
+        sending = True
         while b"\r\n" not in answer and time.monotonic() < deadline:
-            with contextlib.suppress(BlockingIOError):
-                answer += sock.recv(65536)
             try:
-                sent += sock.send(b"\0" * 65536) if sent < length else 0
+                received = sock.recv(65536)
+            except BlockingIOError:
+                received = None
+            except (ConnectionResetError, TimeoutError):
+                break
+            if received == b"":
+                break  # Closed: what came before is the answer.
+            answer += received or b""
+            try:
+                sent += sock.send(b"\0" * 65536) if sending and sent < length else 0
             except (BlockingIOError, InterruptedError):
                 time.sleep(0.001)
             except (BrokenPipeError, ConnectionResetError):
-                break
+                # The server answered and closed while we were sending: its answer may still
+                # be on its way, or waiting in our receive buffer.
+                sending = False
+                sock.settimeout(10)
         return answer.split(b"\r\n", 1)[0].decode(), sent
