@@ -10,7 +10,7 @@ import pytest
 
 from kinto_attachment.storage import writebehind
 from kinto_attachment.storage.local import LocalStore
-from kinto_attachment.storage.writebehind import WINDOW, WriteBehind
+from kinto_attachment.storage.writebehind import SHORT_WINDOW, WINDOW, WriteBehind
 
 
 PAGE = mmap.PAGESIZE
@@ -92,6 +92,31 @@ def test_large_files_are_flushed_window_by_window_and_dropped_behind(store, call
         assert hashlib.sha256(f.read()).hexdigest() == digest.hexdigest()
 
 
+def test_a_resumable_chunk_is_flushed_by_short_windows_from_its_offset(store, calls):
+    """Each tus chunk ends with an fsync: its writeback starts a MiB after it does, so that the
+    fsync waits for the last window only."""
+    state = store.start_resumable("big.bin")
+    offset = 3 * SHORT_WINDOW + 5
+    store.append(state, 0, chunks(offset))
+    calls.clear()
+    store.append(state, offset, chunks(3 * SHORT_WINDOW))
+
+    write, wait = 2, 1 | 2 | 4
+    assert [c[:3] for c in calls] == [
+        ("sync", offset, SHORT_WINDOW),
+        ("sync", offset + SHORT_WINDOW, SHORT_WINDOW),
+        ("sync", offset, SHORT_WINDOW),
+        ("drop", offset, SHORT_WINDOW),
+        ("sync", offset + 2 * SHORT_WINDOW, SHORT_WINDOW),
+        ("sync", offset + SHORT_WINDOW, SHORT_WINDOW),
+        ("drop", offset + SHORT_WINDOW, SHORT_WINDOW),
+    ]
+    assert [c[3] for c in calls if c[0] == "sync"] == [write, write, wait, write, wait]
+    # Windows start at the request's offset: what earlier requests wrote is theirs.
+    key = store.finish(state).key
+    assert os.path.getsize(store.path(key)) == offset + 3 * SHORT_WINDOW
+
+
 def test_dropped_windows_leave_the_page_cache(store):
     staged = store.stage("big.bin")
     for chunk in chunks(4 * WINDOW):
@@ -117,20 +142,6 @@ def test_small_files_and_unsynced_stores_are_left_alone(tmp_path, calls):
         staged.write(chunk)
     staged.commit()
     assert calls == []
-
-
-def test_resumable_appends_count_from_their_offset(store, calls):
-    state = store.start_resumable("resumed.bin")
-    store.append(state, 0, chunks(WINDOW // 2))
-    assert calls == []
-    store.append(state, WINDOW // 2, chunks(3 * WINDOW))
-    # Windows start at the request's offset: what earlier requests wrote is theirs.
-    start = WINDOW // 2
-    flushed = [call[1] for call in calls if call[0] == "sync" and call[3] == 2]
-    assert flushed == [start, start + WINDOW, start + 2 * WINDOW]
-    assert [call[1] for call in calls if call[0] == "drop"] == [start, start + WINDOW]
-    key = store.finish(state).key
-    assert os.path.getsize(store.path(key)) == WINDOW // 2 + 3 * WINDOW
 
 
 def test_failures_are_reported(tmp_path):

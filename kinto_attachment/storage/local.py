@@ -29,7 +29,7 @@ from . import (
     join_key,
     key_variants,
 )
-from .writebehind import WriteBehind
+from .writebehind import SHORT_WINDOW, WriteBehind
 
 
 TEMP_PREFIX = ".upload-"
@@ -184,7 +184,7 @@ class LocalStore(StoreBase):
                 raise StorageUnavailable(f"{state['temp']} is shorter than its offset {offset}")
             f.truncate(offset)  # Whatever a failed request wrote beyond it.
             f.seek(offset)
-            behind = WriteBehind(f.fileno(), offset) if self.fsync else None
+            behind = WriteBehind(f.fileno(), offset, SHORT_WINDOW) if self.fsync else None
             for chunk in chunks:
                 _write_all(f, chunk, behind)
             if self.fsync:

@@ -21,6 +21,9 @@ import os
 
 
 WINDOW = 8 * 1024 * 1024
+#: The window of writes that end with an fsync each few MiB (a tus chunk): writeback starts
+#: while the chunk still arrives, and the fsync waits for its last MiB only, not for all of it.
+SHORT_WINDOW = 1024 * 1024
 
 _WAIT_BEFORE, _WRITE, _WAIT_AFTER = 1, 2, 4
 
@@ -45,11 +48,12 @@ def _sync_range(fd, offset, length, flags):
 
 
 class WriteBehind:
-    """Follows what is written to ``fd`` from ``offset`` on: call :meth:`wrote` after each
-    write. The file must be written sequentially."""
+    """Follows what is written to ``fd`` from ``offset`` on, by windows of ``window`` bytes:
+    call :meth:`wrote` after each write. The file must be written sequentially."""
 
-    def __init__(self, fd, offset=0):
+    def __init__(self, fd, offset=0, window=WINDOW):
         self._fd = fd
+        self._window = window
         self._written = offset
         self._flushing = offset  # Writeback started for everything before it...
         self._dropped = offset  # ...and finished, then dropped from the cache, before this.
@@ -58,10 +62,11 @@ class WriteBehind:
         self._written += count
         if _sync_file_range is None:
             return
-        while self._written - self._flushing >= WINDOW:
-            _sync_range(self._fd, self._flushing, WINDOW, _WRITE)
-            self._flushing += WINDOW
-            if self._flushing - self._dropped > WINDOW:
-                _sync_range(self._fd, self._dropped, WINDOW, _WAIT_BEFORE | _WRITE | _WAIT_AFTER)
-                os.posix_fadvise(self._fd, self._dropped, WINDOW, os.POSIX_FADV_DONTNEED)
-                self._dropped += WINDOW
+        window = self._window
+        while self._written - self._flushing >= window:
+            _sync_range(self._fd, self._flushing, window, _WRITE)
+            self._flushing += window
+            if self._flushing - self._dropped > window:
+                _sync_range(self._fd, self._dropped, window, _WAIT_BEFORE | _WRITE | _WAIT_AFTER)
+                os.posix_fadvise(self._fd, self._dropped, window, os.POSIX_FADV_DONTNEED)
+                self._dropped += window
