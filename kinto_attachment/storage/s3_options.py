@@ -33,8 +33,9 @@ class S3Options:
     cache_control: str = ""
     use_path_style: bool = False
     part_size: int = 8 * MiB
-    #: Parts of one upload in flight; memory per upload is part_size × (concurrency + 1).
-    concurrency: int = 1
+    #: Parts of one upload in flight; memory per upload is part_size × (concurrency + 1). Four
+    #: keep an S3 endpoint as busy as boto3's own transfers (ten threads) do (``bench/``).
+    concurrency: int = 4
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
     max_attempts: int = 3
