@@ -4,7 +4,7 @@
 Rows are dicts: large uploads ``{server, size, seconds, growth, cpu}``, small uploads
 ``{server, workers, rps}``, downloads ``{server, route, size, seconds, growth}`` (bytes and
 seconds; ``growth`` None where our server is not involved), resumable uploads ``{server, size,
-tus, multipart}``, refusals ``{server, status, seconds, sent}``.
+chunk, tus, multipart}``, refusals ``{server, status, seconds, sent}``.
 """
 
 import datetime
@@ -156,15 +156,16 @@ def downloads_section(downloads):
 def tus_section(tus):
     lines = [
         "",
-        "## Resumable uploads (tus, 8 MiB chunks) against multipart, same file and server",
+        "## Resumable uploads (tus) against multipart, same file and server",
         "",
-        "| server | size | tus s | multipart s | tus throughput vs multipart |",
-        "|---|---|---|---|---|",
+        "| server | size | chunk | tus s | multipart s | tus throughput vs multipart |",
+        "|---|---|---|---|---|---|",
     ]
     for row in tus:
         lines.append(
-            f"| {row['server']} | {row['size'] // MiB} MiB | {row['tus']:.2f} "
-            f"| {row['multipart']:.2f} | {ratio(row['multipart'], row['tus'])} |"
+            f"| {row['server']} | {row['size'] // MiB} MiB | {row['chunk'] // MiB} MiB "
+            f"| {row['tus']:.2f} | {row['multipart']:.2f} "
+            f"| {ratio(row['multipart'], row['tus'])} |"
         )
     return lines
 
