@@ -280,3 +280,71 @@ def test_huge_range_on_data_files_and_served_files(tmp_path_factory, request):
         extra_environ=local,
         status=416,
     )
+
+
+class _Recorded:
+    """A stored blob's stream that remembers being closed."""
+
+    def __init__(self, stream):
+        self._stream, self.closed = stream, False
+
+    def read(self, size=-1):
+        return self._stream.read(size)
+
+    def close(self):
+        self.closed = True
+        self._stream.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+@pytest.fixture
+def blob(tmp_path):
+    """A local store holding a 3 MiB blob, and the streams it opened."""
+    from kinto_attachment.storage.local import LocalStore
+
+    store = LocalStore(str(tmp_path / "files"))
+    staged = store.stage("big.bin")
+    content = os.urandom(3 * 1024 * 1024 + 5)
+    staged.write(content)
+    key = staged.commit()
+    opened = []
+    real_open = store.open
+
+    def open_(key, start=0, end=None):
+        opened.append(_Recorded(real_open(key, start, end)))
+        return opened[-1]
+
+    store.open = open_
+    served = downloads.Download(key=key, size=len(content), mimetype="", filename="big.bin")
+    return store, served, content, opened
+
+
+def test_a_wrapped_body_is_read_by_chunks_not_through_the_file_wrapper(blob):
+    """The server's file wrapper is for bodies returned as they are (uWSGI's, iterated through
+    a wrapper, reads small blocks): a wrapped body is read by chunks of 1 MiB."""
+    store, served, content, opened = blob
+    request = webob.Request.blank("/")
+    wrapped = []
+    request.environ["wsgi.file_wrapper"] = lambda *a: pytest.fail("file wrapper used")
+    response = downloads.respond(
+        request, store, served, wrap=lambda body, length: wrapped.append(length) or body
+    )
+    sizes = [len(chunk) for chunk in response.app_iter]
+    assert sizes == [1024 * 1024] * 3 + [5] and wrapped == [len(content)]
+    assert opened[0].closed
+
+
+def test_a_wrapper_that_refuses_closes_the_stream(blob):
+    store, served, _, opened = blob
+
+    def busy(body, length):
+        raise RuntimeError("no budget")
+
+    with pytest.raises(RuntimeError):
+        downloads.respond(webob.Request.blank("/"), store, served, wrap=busy)
+    assert opened[0].closed
