@@ -70,6 +70,7 @@ def header(args):
             if args.tmpfs
             else "files and request buffers on the disk."
         ),
+        "- What each server is, and what limits each case: [README.rst](README.rst).",
     ]
 
 
