@@ -61,6 +61,32 @@ def test_large_file_goes_through_a_multipart_upload(tmp_path_factory, request):
     assert kinto.files() == [kinto.key_of(meta["location"])]
 
 
+def test_parts_carry_crc32_and_tus_parts_sha256(tmp_path_factory, request):
+    """S3 verifies every part. A multipart ``POST``'s parts carry CRC32, cheap on both sides;
+    a tus upload's carry SHA-256, by which a retried finish recognises its object."""
+    kinto = s3_app(tmp_path_factory, request)
+    store = kinto.registry.attachment_store
+    sent = []
+    store.client.meta.events.register(
+        "before-call.s3.UploadPart",
+        lambda params, **kw: sent.append(
+            {k for k in params["headers"] if k.startswith("x-amz-checksum-")}
+        ),
+    )
+    content = os.urandom(12 * MiB + 123)
+    meta = kinto.upload(URL, content, "big.bin").json
+    assert sent == [{"x-amz-checksum-crc32"}] * 2
+    head = s3_client(store.client.meta.endpoint_url).head_object(
+        Bucket=kinto.bucket, Key=kinto.key_of(meta["location"]), ChecksumMode="ENABLED"
+    )
+    assert head.get("ChecksumCRC32") and "ChecksumSHA256" not in head  # As S3 recorded it.
+
+    sent.clear()
+    state = store.start_resumable("tus.bin", "application/x-test")
+    state = store.append(state, 0, [content[: 9 * MiB]]).state
+    assert sent == [{"x-amz-checksum-sha256"}]
+
+
 def test_small_file_is_a_single_put(tmp_path_factory, request):
     kinto = s3_app(tmp_path_factory, request)
     store = kinto.registry.attachment_store

@@ -105,13 +105,14 @@ class S3Store(S3Resumable, StoreBase):
             args["CacheControl"] = self.cache_control
         return args
 
-    def create_upload(self, key, content_type, metadata=None):
+    def create_upload(self, key, content_type, metadata=None, checksum="SHA256"):
+        """A new multipart upload whose parts carry ``checksum`` (``SHA256``, ``CRC32``)."""
         args = self.object_args(content_type)
         if metadata:
             args["Metadata"] = metadata
         with unavailable("CreateMultipartUpload"):
             return self.client.create_multipart_upload(
-                Key=key, ChecksumAlgorithm="SHA256", **args
+                Key=key, ChecksumAlgorithm=checksum, **args
             )["UploadId"]
 
     def abort_upload(self, key, upload_id):
