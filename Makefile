@@ -30,11 +30,13 @@ serve: $(SERVE_STAMP)
 	mkdir -p var/attachments
 	$(BIN)/pserve config/kinto.ini
 
-## Run the whole test suite (PostgreSQL at 127.0.0.1:5432, or $$KINTO_ATTACHMENT_TEST_PG)
+## Run the whole test suite (PostgreSQL at 127.0.0.1:5432, or $$KINTO_ATTACHMENT_TEST_PG),
+## in TEST_WORKERS processes, each test module in one of them (TEST_WORKERS=0: in this one)
+TEST_WORKERS ?= 3
 test: $(TEST_STAMP)
 	$(BIN)/ruff check kinto_attachment tests bench
 	$(BIN)/ruff format --check kinto_attachment tests bench
-	$(BIN)/pytest --cov --cov-report=term-missing $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --cov --cov-report=term-missing $(PYTEST_ARGS)
 
 ## Long fuzzing run of every route on a live server (random seeds, many examples; minutes)
 fuzz: $(TEST_STAMP)
