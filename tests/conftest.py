@@ -275,6 +275,30 @@ def cached_app(backend, tmp_path_factory, request, blobs="local", **extra):
     return kinto
 
 
+#: Where ``serving_app`` serves files (``base_url``): a location minus it is the app's path.
+SERVED_ORIGIN = "http://localhost"
+
+
+def serving_app(tmp_path_factory, request, **settings):
+    """A :func:`cached_app` on memory that serves its files itself (``serve_files``)."""
+    return cached_app(
+        "memory",
+        tmp_path_factory,
+        request,
+        **{
+            "kinto.attachment.serve_files": "true",
+            "kinto.attachment.base_url": SERVED_ORIGIN + "/v1/attachments/",
+            **settings,
+        },
+    )
+
+
+def served_path(location):
+    """The app's path of a file that :func:`serving_app` serves at ``location``."""
+    assert location.startswith(SERVED_ORIGIN + "/"), location
+    return location[len(SERVED_ORIGIN) :]
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``rolls_back`` only make sense on a backend with transactions: they are not
     generated for the memory backend (rather than skipped there)."""

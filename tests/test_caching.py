@@ -16,7 +16,16 @@ from kinto_attachment import caching
 from kinto_attachment import settings as attachment_settings
 from kinto_attachment.policies import Policy
 
-from .conftest import ALICE, BOB, build_settings, cached_app, make_app, s3_client
+from .conftest import (
+    ALICE,
+    BOB,
+    build_settings,
+    cached_app,
+    make_app,
+    s3_client,
+    served_path,
+    serving_app,
+)
 from .gcs_server import gcs_client, gcs_settings
 from .test_resumable import create, patch
 
@@ -253,21 +262,7 @@ def test_presigned_redirects_expire_before_their_url(
 
 
 def served(kinto, location, status=200, **headers):
-    path = location[len("http://localhost") :]
-    return kinto.app.get(path, headers=headers, status=status)
-
-
-def serving_app(tmp_path_factory, request, **settings):
-    return cached_app(
-        "memory",
-        tmp_path_factory,
-        request,
-        **{
-            "kinto.attachment.serve_files": "true",
-            "kinto.attachment.base_url": "http://localhost/v1/attachments/",
-            **settings,
-        },
-    )
+    return kinto.app.get(served_path(location), headers=headers, status=status)
 
 
 def test_served_files_are_immutable_with_validators(tmp_path_factory, request):
@@ -291,7 +286,7 @@ def test_served_files_are_immutable_with_validators(tmp_path_factory, request):
     assert served(kinto, meta["location"], Range="bytes=2-3", **{"If-Range": '"old"'}).body == (
         b"0123456789"
     )
-    head = kinto.app.head(meta["location"][len("http://localhost") :])
+    head = kinto.app.head(served_path(meta["location"]))
     assert (head.headers["ETag"], head.headers["Cache-Control"]) == (etag, caching.IMMUTABLE)
 
 

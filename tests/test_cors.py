@@ -8,7 +8,7 @@ browser in ``test_browser.py``.
 
 import pytest
 
-from .conftest import ALICE, cached_app
+from .conftest import ALICE, served_path, serving_app
 
 
 ORIGIN = {"Origin": "https://app.example.com"}
@@ -21,15 +21,7 @@ def exposed(response):
 
 @pytest.fixture
 def kinto(tmp_path_factory, request):
-    kinto = cached_app(
-        "memory",
-        tmp_path_factory,
-        request,
-        **{
-            "kinto.attachment.serve_files": "true",
-            "kinto.attachment.base_url": "http://localhost/v1/attachments/",
-        },
-    )
+    kinto = serving_app(tmp_path_factory, request)
     kinto.create_collection()
     return kinto
 
@@ -64,7 +56,7 @@ def test_download_preflight(kinto):
 
 def test_served_files_are_for_every_allowed_origin(kinto):
     location = kinto.upload(RECORD, b"0123456789", "digits.txt").json["location"]
-    path = location[len("http://localhost") :]
+    path = served_path(location)
     response = kinto.app.get(path, headers={**ORIGIN, "Range": "bytes=0-1"}, status=206)
     assert response.headers["Access-Control-Allow-Origin"] == ORIGIN["Origin"]
     assert "Origin" in response.headers["Vary"]
@@ -88,18 +80,11 @@ def test_served_files_preflight(kinto):
 
 
 def test_served_files_to_listed_origins_only(tmp_path_factory, request):
-    kinto = cached_app(
-        "memory",
-        tmp_path_factory,
-        request,
-        **{
-            "kinto.attachment.serve_files": "true",
-            "kinto.attachment.base_url": "http://localhost/v1/attachments/",
-            "kinto.cors_origins": "https://app.example.com",
-        },
+    kinto = serving_app(
+        tmp_path_factory, request, **{"kinto.cors_origins": "https://app.example.com"}
     )
     kinto.create_collection()
-    path = kinto.upload(RECORD).json["location"][len("http://localhost") :]
+    path = served_path(kinto.upload(RECORD).json["location"])
     assert "Access-Control-Allow-Origin" in kinto.app.get(path, headers=ORIGIN).headers
     other = kinto.app.get(path, headers={"Origin": "https://evil.example.org"})
     assert "Access-Control-Allow-Origin" not in other.headers

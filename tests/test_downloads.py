@@ -9,7 +9,7 @@ import webob
 
 from kinto_attachment import downloads
 
-from .conftest import ALICE, BOB, cached_app
+from .conftest import ALICE, BOB, cached_app, served_path, serving_app
 
 
 URL = "/v1/buckets/blog/collections/articles/records/r1"
@@ -256,18 +256,10 @@ def test_huge_range_positions_are_no_500(stored, header, status):
 
 
 def test_huge_range_on_data_files_and_served_files(tmp_path_factory, request):
-    kinto = cached_app(
-        "memory",
-        tmp_path_factory,
-        request,
-        **{
-            "kinto.attachment.serve_files": "true",
-            "kinto.attachment.base_url": "http://localhost/v1/attachments/",
-        },
-    )
+    kinto = serving_app(tmp_path_factory, request)
     kinto.create_collection()
     meta = kinto.upload(URL, CONTENT, "data.txt").json
-    path = meta["location"][len("http://localhost") :]
+    path = served_path(meta["location"])
     # Served files answer ranges as every download does (one response builder).
     kinto.app.get(path, headers={"Range": f"bytes={HUGE}-"}, status=416)
     ranged = kinto.app.get(path, headers={"Range": "bytes=1-2"}, status=206)
