@@ -305,3 +305,88 @@ def test_a_copy_without_a_link_never_deletes_the_original_file(old):
     old.app.delete(old.record_url("r3"), headers=ALICE)
     assert store.exists(original["key"])
     assert old.app.get(URL + "/attachment", headers=ALICE).body == b"old content"
+
+
+# Interrupted adoption: a crash at any of its writes loses nothing, and running it again ends
+# where an uninterrupted run would.
+
+
+class Crash(Exception):
+    """What a kill -9 is to adoption, which writes to the database only: the transaction it
+    is in never commits."""
+
+
+class Writes:
+    """Counts adoption's writes (a link made ours, a file retained, legacy rows forgotten);
+    the ``crash_at``-th raises :class:`Crash` before it is made."""
+
+    def __init__(self, monkeypatch):
+        self.count, self.crash_at = 0, None
+        for module, name in ((links, "add"), (links, "retain"), (legacy, "forget")):
+            monkeypatch.setattr(module, name, self._counted(getattr(module, name)))
+
+    def _counted(self, write):
+        def counted(*args, **kwargs):
+            self.count += 1
+            if self.count == self.crash_at:
+                raise Crash(f"crash before write {self.count}")
+            return write(*args, **kwargs)
+
+        return counted
+
+
+def legacy_state(kinto):
+    """Records of every kind adoption meets, over several batches. Returns the keys adoption
+    must end with as ``(our links, retained)``, and the keys legacy rows name beforehand."""
+    linked = [legacy_record(kinto, f"l{i}", link="89"[i % 2])["key"] for i in range(3)]
+    bare = [legacy_record(kinto, f"b{i}", link=None)["key"] for i in range(3)]
+    kept = legacy_record(kinto, "k", link="8")
+    old_key = kept["key"] + ".old"
+    store_file(kinto, b"kept", old_key)
+    with transaction.manager:
+        row = next(r for r in legacy.every(kinto.registry.storage) if r["record_id"] == "k")
+        kinto.registry.storage.update(
+            resource_name=row["legacy"],
+            parent_id=legacy.PARENT_ID,
+            object_id=row["id"],
+            obj={**_row(kinto, row), "location": old_key},
+        )
+    final = (sorted(linked), sorted([*bare, kept["key"], old_key]))
+    return final, {*linked, old_key}
+
+
+@pytest.mark.rolls_back
+def test_adoption_interrupted_at_any_write_loses_nothing_and_resumes(kinto, monkeypatch):
+    monkeypatch.setattr(adoption, "BATCH", 2)  # Several transactions for a few rows.
+    writes = Writes(monkeypatch)
+    final, _ = legacy_state(prepared(kinto))
+    adoption.adopt(kinto.registry)
+    assert (our_links(kinto), retained_keys(kinto), legacy_rows(kinto)) == (*final, [])
+    total = writes.count
+    assert total > 2 * adoption.BATCH
+
+    for crash_at in range(1, total + 1):
+        kinto.wipe()
+        final, named_by_rows = legacy_state(prepared(kinto))
+        writes.count, writes.crash_at = 0, crash_at
+        with pytest.raises(Crash):
+            adoption.adopt(kinto.registry)
+        # Whatever committed before the crash: every file a legacy row named is still named by
+        # that row, a link of ours or a retained entry; and adoption is not done, so the
+        # garbage collector adopts before it looks for orphans (files that only records name
+        # are safe until then)...
+        protected = set(our_links(kinto)) | set(retained_keys(kinto))
+        protected |= {row["key"] for row in legacy_rows(kinto)}
+        assert named_by_rows <= protected, crash_at
+        assert not adoption.done(kinto.registry)
+        # ...and the next run (a restarted ``kinto migrate``, or the garbage collector)
+        # finishes the work as if nothing had happened.
+        writes.crash_at = None
+        kinto.registry.attachment_adopted = False  # Nothing of the crashed process survives.
+        adoption.adopt(kinto.registry)
+        assert (our_links(kinto), retained_keys(kinto), legacy_rows(kinto)) == (*final, []), (
+            crash_at
+        )
+        assert adoption.done(kinto.registry)
+        store = kinto.registry.attachment_store
+        assert all(store.exists(key) for key in final[0] + final[1])
