@@ -25,15 +25,16 @@ ID_NAMESPACE = uuid.UUID("9a0a2b4e-1d55-4d0e-9b1e-6b7a3f6f7c10")
 
 class Pace:
     """At most ``rate`` bytes a second (no limit when ``rate`` is None): call :meth:`passed`
-    with each chunk's size, it sleeps while the transfer is ahead of the rate."""
+    with each chunk's size, it sleeps while the transfer is ahead of the rate. ``done``: the
+    bytes passed so far."""
 
     def __init__(self, rate=None):
-        self._rate, self._started, self._done = rate, time.monotonic(), 0
+        self._rate, self._started, self.done = rate, time.monotonic(), 0
 
     def passed(self, size):
-        self._done += size
+        self.done += size
         if self._rate:
-            ahead = self._done / self._rate - (time.monotonic() - self._started)
+            ahead = self.done / self._rate - (time.monotonic() - self._started)
             time.sleep(max(0.0, ahead))
 
 

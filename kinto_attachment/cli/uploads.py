@@ -61,7 +61,10 @@ class Reader:
     def __init__(self, file, length, advance, rate=None):
         self._file, self._length, self._advance = file, length, advance
         self._pace = Pace(rate)
-        self.sent = 0
+
+    @property
+    def sent(self):
+        return self._pace.done
 
     def __len__(self):
         return self._length
@@ -70,7 +73,6 @@ class Reader:
         left = self._length - self.sent
         size = left if size is None or size < 0 else min(size, left)
         chunk = self._file.read(min(size, CHUNK))
-        self.sent += len(chunk)
         self._advance(len(chunk))
         self._pace.passed(len(chunk))
         return chunk

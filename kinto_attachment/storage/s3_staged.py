@@ -63,10 +63,9 @@ class S3Staged:
         if self._upload_id is None:
             if not self._random:
                 self._key = self._store.free_key(self._key)
-            with unavailable("CreateMultipartUpload"):
-                self._upload_id = self._store.create_upload(
-                    self._key, self._content_type, checksum=self._algorithm
-                )
+            self._upload_id = self._store.create_upload(
+                self._key, self._content_type, checksum=self._algorithm
+            )
         self._raise_failed_parts()
         # Blocks while `concurrency` parts of this upload are in flight: bounded memory.
         self._slots.acquire()
