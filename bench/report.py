@@ -82,6 +82,8 @@ OWN_BOUND = {
     "ours-gunicorn": "reference-gunicorn",
     "ours-uwsgi": "reference-uwsgi",
     "ours-s3": "s3-direct",
+    "ours-s3-gunicorn": "s3-direct",
+    "ours-s3-uwsgi": "s3-direct",
     "ours-gcs": "gcs-direct",
 }
 

@@ -124,6 +124,8 @@ def start_servers(names, folder, stack):
         ini, s3_endpoint, gcs_endpoint, kinto = folder / f"{name}.ini", None, None, True
         serving, port, server_env = live.SERVING, 0, env
         streaming = name.rsplit("-", 1)[-1] if name.endswith(STREAMING) else None
+        # ``ours-s3-uwsgi``: ``ours-s3`` under uWSGI (every server in S3 shares one moto).
+        store = name.removesuffix(f"-{streaming}") if streaming else name
         if streaming:
             port, serving = live.free_port(), live.LISTENING[streaming]
         if name.startswith("reference") and streaming:
@@ -142,8 +144,10 @@ def start_servers(names, folder, stack):
                 bin_dir, extra = live.ensure_peer(), []
             elif name == "ours-pg":
                 template = "postgresql.ini"
-            elif name == "ours-s3":
-                s3_endpoint = moto(folder, stack)
+            elif store == "ours-s3":
+                if "s3-direct" not in servers:
+                    servers["s3-direct"] = DirectS3(moto(folder, stack))
+                s3_endpoint = servers["s3-direct"].endpoint
                 extra = s3_lines(s3_endpoint)
             elif name == "ours-gcs":
                 gcs_endpoint = fake_gcs(folder, stack)
@@ -151,7 +155,7 @@ def start_servers(names, folder, stack):
             text = kinto_ini(template, files, includes, extra)
             if name == "ours-pg":
                 text = re.sub(r"^pg_url = .*$", f"pg_url = {pg_database(stack)}", text, flags=re.M)
-            if name in ("ours-s3", "ours-gcs"):
+            if store in ("ours-s3", "ours-gcs"):
                 text = re.sub(r"^kinto\.attachment\.base_path = .*\n", "", text, flags=re.M)
             ini.write_text(text)
             if name == "ours-pg":
@@ -168,8 +172,6 @@ def start_servers(names, folder, stack):
         servers[name] = Server(name, live_server, kinto, s3_endpoint, gcs_endpoint)
         if gcs_endpoint:
             servers["gcs-direct"] = DirectGCS(gcs_endpoint)
-        if s3_endpoint:
-            servers["s3-direct"] = DirectS3(s3_endpoint)
     return servers
 
 
