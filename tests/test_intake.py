@@ -2,6 +2,8 @@
 committed on success and aborted on any error, whatever the entry point."""
 
 import hashlib
+import multiprocessing
+import threading
 
 import pytest
 from pyramid.httpexceptions import HTTPException
@@ -85,6 +87,80 @@ def test_meter_feeds_every_hash_from_an_offset():
     assert meter.size == 13
     assert meter.sha256.hexdigest() == hashlib.sha256(b"abc").hexdigest()
     assert extra.hexdigest() == hashlib.md5(b"abc").hexdigest()
+
+
+class Recorder:
+    """A hash that also notes which thread each chunk was hashed on."""
+
+    def __init__(self):
+        self.digest = hashlib.sha256()
+        self.threads = []
+
+    def update(self, chunk):
+        self.threads.append(threading.current_thread().name)
+        self.digest.update(chunk)
+
+
+LARGE = intake.HASH_BEHIND_MIN
+
+
+def test_hashing_behind_keeps_the_order_and_waits_for_the_last_chunk():
+    parts = [bytes([i]) * (LARGE + i) if i % 3 else b"small %d" % i for i in range(40)]
+    extra, recorder = hashlib.md5(), Recorder()
+    meter = intake.Meter(sha256=recorder, also=[extra], behind=True)
+    assert list(meter.measured(parts)) == parts
+    meter.settle()
+    assert extra.hexdigest() == hashlib.md5(b"".join(parts)).hexdigest()
+    assert meter.sha256.digest.hexdigest() == hashlib.sha256(b"".join(parts)).hexdigest()
+    assert meter.size == sum(map(len, parts))
+    hashed_behind = [name.startswith("attachment-hash") for name in recorder.threads]
+    assert hashed_behind == [len(part) >= LARGE for part in parts]
+
+
+def test_chunks_that_may_change_or_meters_not_behind_are_hashed_at_once():
+    recorder = Recorder()
+    meter = intake.Meter(sha256=recorder, behind=True)
+    buffer = bytearray(b"a" * LARGE)
+    meter.feed(buffer)
+    meter.feed(memoryview(buffer))
+    buffer[:] = b"b" * LARGE  # A reader reusing its buffer: what was fed was hashed already.
+    meter.feed(memoryview(b"c" * (LARGE + 1))[1:])  # A view of bytes cannot change: behind.
+    expected = b"a" * 2 * LARGE + b"c" * LARGE
+    assert meter.sha256.digest.hexdigest() == hashlib.sha256(expected).hexdigest()
+    assert [name.startswith("attachment-hash") for name in recorder.threads] == [
+        False,
+        False,
+        True,
+    ]
+
+    inline = Recorder()
+    intake.Meter(sha256=inline).feed(b"x" * LARGE)
+    assert inline.threads == [threading.current_thread().name]
+
+
+def _hash_behind_in_child(pipe):
+    meter = intake.Meter(behind=True)
+    meter.feed(b"z" * LARGE)
+    pipe.send(meter.sha256.hexdigest())
+
+
+def test_a_forked_worker_hashes_behind_with_threads_of_its_own():
+    """A forking server (gunicorn, uWSGI) forks after the app is loaded: had the parent
+    hashed already, the child would inherit its executor without its threads and wait for
+    them forever."""
+    intake.Meter(behind=True).feed(b"y" * LARGE)  # The parent's threads exist.
+    context = multiprocessing.get_context("fork")
+    receiving, sending = context.Pipe(duplex=False)
+    child = context.Process(target=_hash_behind_in_child, args=(sending,))
+    child.start()
+    try:
+        assert receiving.poll(30), "the child never finished hashing"
+        assert receiving.recv() == hashlib.sha256(b"z" * LARGE).hexdigest()
+    finally:
+        child.join(30)
+        if child.is_alive():  # pragma: no cover (only when the test fails)
+            child.kill()
+    assert child.exitcode == 0
 
 
 @pytest.mark.parametrize(

@@ -1,15 +1,18 @@
 """Resumable uploads (tus 1.0.0): protocol conformance, on every storage and file backend."""
 
 import base64
+import concurrent.futures
+import functools
 import hashlib
 import io
 import os
+import time
 
 import pytest
 import webob
 from kinto.core.storage.exceptions import BackendError
 
-from kinto_attachment import gc
+from kinto_attachment import gc, intake
 from kinto_attachment.state import tus_uploads
 from kinto_attachment.views import attachment as attachment_view
 from kinto_attachment.views import resumable
@@ -221,9 +224,23 @@ def test_chunks_need_their_content_type_and_length(kinto_tus):
     patch(kinto_tus.app, url, b"x", "zero", status=400)
 
 
+class SlowHashers:
+    """Hashing threads that start each chunk late: a chunk checked before it is hashed is
+    then a checksum mismatch, never a lucky race won."""
+
+    def __init__(self):
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+
+    def submit(self, function, *args):
+        return self._pool.submit(lambda: (time.sleep(0.05), function(*args)))
+
+
 @pytest.mark.parametrize("algorithm", ["sha1", "sha256", "md5"])
-def test_checksums(kinto_tus, algorithm):
-    _, url = create(kinto_tus.app, 10)
+def test_checksums(kinto_tus, algorithm, monkeypatch):
+    # The second chunk is hashed behind, a MiB at a time: checked once all of it is hashed.
+    monkeypatch.setattr(intake, "_hashers", functools.cache(SlowHashers))
+    rest = os.urandom(3 * MiB)
+    _, url = create(kinto_tus.app, 5 + len(rest))
     chunk = b"12345"
 
     def checksum(data):
@@ -235,9 +252,9 @@ def test_checksums(kinto_tus, algorithm):
     assert response.json["code"] == 460
     assert head(kinto_tus.app, url).headers["Upload-Offset"] == "0"
     patch(kinto_tus.app, url, chunk, 0, **{"Upload-Checksum": checksum(chunk)})
-    patch(kinto_tus.app, url, b"67890", 5, **{"Upload-Checksum": checksum(b"67890")})
+    patch(kinto_tus.app, url, rest, 5, **{"Upload-Checksum": checksum(rest)})
     record = kinto_tus.app.get(RECORD, headers=ALICE).json["data"]
-    assert record["attachment"]["hash"] == hashlib.sha256(b"1234567890").hexdigest()
+    assert record["attachment"]["hash"] == hashlib.sha256(chunk + rest).hexdigest()
 
 
 def test_bad_checksum_headers(kinto_tus):

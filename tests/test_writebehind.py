@@ -92,29 +92,49 @@ def test_large_files_are_flushed_window_by_window_and_dropped_behind(store, call
         assert hashlib.sha256(f.read()).hexdigest() == digest.hexdigest()
 
 
-def test_a_resumable_chunk_is_flushed_by_short_windows_from_its_offset(store, calls):
-    """Each tus chunk ends with an fsync: its writeback starts a MiB after it does, so that the
-    fsync waits for the last window only."""
+def test_a_resumable_chunk_is_flushed_mib_by_mib_from_its_offset_then_dropped(store, calls):
+    """Each tus chunk ends with an fsync: each MiB goes to the disk as soon as it is written,
+    nothing is waited for before the fsync (a chunk of up to 8 MiB), and once the fsync is
+    done the chunk leaves the page cache."""
     state = store.start_resumable("big.bin")
     offset = 3 * SHORT_WINDOW + 5
     store.append(state, 0, chunks(offset))
     calls.clear()
-    store.append(state, offset, chunks(3 * SHORT_WINDOW))
+    store.append(state, offset, chunks(3 * SHORT_WINDOW + 7))
 
-    write, wait = 2, 1 | 2 | 4
-    assert [c[:3] for c in calls] == [
-        ("sync", offset, SHORT_WINDOW),
-        ("sync", offset + SHORT_WINDOW, SHORT_WINDOW),
-        ("sync", offset, SHORT_WINDOW),
-        ("drop", offset, SHORT_WINDOW),
-        ("sync", offset + 2 * SHORT_WINDOW, SHORT_WINDOW),
-        ("sync", offset + SHORT_WINDOW, SHORT_WINDOW),
-        ("drop", offset + SHORT_WINDOW, SHORT_WINDOW),
+    write, drop = 2, os.POSIX_FADV_DONTNEED
+    assert calls == [
+        ("sync", offset, SHORT_WINDOW, write),
+        ("sync", offset + SHORT_WINDOW, SHORT_WINDOW, write),
+        ("sync", offset + 2 * SHORT_WINDOW, SHORT_WINDOW, write),
+        ("drop", offset, 3 * SHORT_WINDOW + 7, drop),
     ]
-    assert [c[3] for c in calls if c[0] == "sync"] == [write, write, wait, write, wait]
     # Windows start at the request's offset: what earlier requests wrote is theirs.
     key = store.finish(state).key
-    assert os.path.getsize(store.path(key)) == offset + 3 * SHORT_WINDOW
+    assert os.path.getsize(store.path(key)) == offset + 3 * SHORT_WINDOW + 7
+    # Nothing stays cached but the page that the two chunks share (it is not the second's only).
+    assert sum(resident_pages(store.path(key))) <= 1
+
+
+def test_a_large_resumable_chunk_waits_for_what_is_more_than_its_lag_behind(store, calls):
+    """A chunk larger than the lag (8 MiB) holds no more than that in the page cache."""
+    state = store.start_resumable("big.bin")
+    total = WINDOW + 2 * SHORT_WINDOW
+    store.append(state, 0, chunks(total))
+
+    write, wait = 2, 1 | 2 | 4
+    windows = total // SHORT_WINDOW
+    flushed = [("sync", i * SHORT_WINDOW, SHORT_WINDOW, write) for i in range(windows)]
+    assert [call for call in calls if call[3] == write] == flushed
+    assert [call[:3] for call in calls if call[0] == "drop"] == [
+        ("drop", 0, SHORT_WINDOW),
+        ("drop", SHORT_WINDOW, SHORT_WINDOW),
+        ("drop", 2 * SHORT_WINDOW, total - 2 * SHORT_WINDOW),  # After the fsync.
+    ]
+    waited = [call[1] for call in calls if call[0] == "sync" and call[3] == wait]
+    assert waited == [0, SHORT_WINDOW]
+    # Each window is waited for once it is more than the lag behind what was flushed.
+    assert calls.index(("sync", 0, SHORT_WINDOW, wait)) == calls.index(flushed[8]) + 1
 
 
 def test_dropped_windows_leave_the_page_cache(store):

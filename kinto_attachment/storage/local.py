@@ -187,8 +187,9 @@ class LocalStore(StoreBase):
             behind = WriteBehind(f.fileno(), offset, SHORT_WINDOW) if self.fsync else None
             for chunk in chunks:
                 _write_all(f, chunk, behind)
-            if self.fsync:
+            if behind is not None:
                 os.fsync(f.fileno())
+                behind.forget()  # On the disk now; the next chunks need the page cache more.
         return Progress(state)
 
     def finish(self, state):

@@ -10,6 +10,9 @@ disk, is waited for and dropped (``posix_fadvise(DONTNEED)``). An upload thus ho
 windows of page cache, and reuses the same pages. On this project's machines it halves the
 system time and the wall time of a 1 GiB write with fsync (``bench/``).
 
+A tus chunk, which ends with an fsync of its own, is handed to the disk a MiB at a time
+(:data:`SHORT_WINDOW`) with up to 8 MiB in flight, and dropped from the cache once fsynced.
+
 Durability still comes from the final ``fsync`` (``sync_file_range`` flushes neither metadata
 nor the disk's cache). Files smaller than two windows keep all their pages cached, for the
 downloads that often follow. Where ``sync_file_range`` does not exist (not Linux), files are
@@ -21,8 +24,11 @@ import os
 
 
 WINDOW = 8 * 1024 * 1024
-#: The window of writes that end with an fsync each few MiB (a tus chunk): writeback starts
-#: while the chunk still arrives, and the fsync waits for its last MiB only, not for all of it.
+#: The window of writes that end with an fsync each few MiB (a tus chunk): each MiB goes to
+#: the disk as soon as it is written, and nothing is waited for until :data:`WINDOW` bytes are
+#: in flight. An 8 MiB chunk is then on its way to the disk while it still arrives, and the
+#: fsync that ends it waits for its last MiB only. Waiting for each MiB instead, one behind,
+#: took 15-20 % longer per chunk (``bench/``): the disk's latency, paid once per MiB.
 SHORT_WINDOW = 1024 * 1024
 
 _WAIT_BEFORE, _WRITE, _WAIT_AFTER = 1, 2, 4
@@ -48,12 +54,17 @@ def _sync_range(fd, offset, length, flags):
 
 
 class WriteBehind:
-    """Follows what is written to ``fd`` from ``offset`` on, by windows of ``window`` bytes:
-    call :meth:`wrote` after each write. The file must be written sequentially."""
+    """Follows what is written to ``fd`` from ``offset`` on: call :meth:`wrote` after each
+    write. The file must be written sequentially.
 
-    def __init__(self, fd, offset=0, window=WINDOW):
+    Each ``window`` bytes written are handed to the disk; once more than ``lag`` bytes are
+    on their way, the oldest window is waited for and dropped from the page cache.
+    """
+
+    def __init__(self, fd, offset=0, window=WINDOW, lag=WINDOW):
         self._fd = fd
         self._window = window
+        self._lag = lag
         self._written = offset
         self._flushing = offset  # Writeback started for everything before it...
         self._dropped = offset  # ...and finished, then dropped from the cache, before this.
@@ -66,7 +77,15 @@ class WriteBehind:
         while self._written - self._flushing >= window:
             _sync_range(self._fd, self._flushing, window, _WRITE)
             self._flushing += window
-            if self._flushing - self._dropped > window:
+            while self._flushing - self._dropped > self._lag:
                 _sync_range(self._fd, self._dropped, window, _WAIT_BEFORE | _WRITE | _WAIT_AFTER)
                 os.posix_fadvise(self._fd, self._dropped, window, os.POSIX_FADV_DONTNEED)
                 self._dropped += window
+
+    def forget(self):
+        """Drop what is still cached; call it once the file was fsynced (all on the disk)."""
+        if _sync_file_range is not None:
+            os.posix_fadvise(
+                self._fd, self._dropped, self._written - self._dropped, os.POSIX_FADV_DONTNEED
+            )
+            self._dropped = self._written

@@ -271,11 +271,13 @@ def _append(request, upload, offset):
         sha256=ResumableSha256(base64.b64decode(upload["sha256"])),
         size=offset,
         also=[checksum] if checksum is not None else [],
+        behind=True,
     )
     body = meter.measured(streams.read_chunks(stream, length))
     store = request.registry.attachment_store
     with _store_errors():
         progress = store.append(upload["store"], offset, body)
+    meter.settle()
     if checksum is not None and checksum.digest() != expected:
         store.delete_many(progress.created)
         raise tus.checksum_mismatch()
