@@ -60,6 +60,7 @@ sys.path.insert(0, str(ROOT))  # ``python bench/run.py``: bench/ and tests/ as p
 
 from bench import report  # noqa: E402
 from bench.servers import AUTH, STREAMING, WORK, start_servers  # noqa: E402
+from kinto_attachment.tus import CHUNK_TYPE  # noqa: E402
 from tests import live  # noqa: E402
 
 
@@ -250,9 +251,6 @@ def bench_downloads(servers, size, rounds, folder):
         rows.append(row)
         print(f"  {name:12s} {route:18s} {row['seconds']:.2f} s", flush=True)
     return rows
-
-
-CHUNK_TYPE = "application/offset+octet-stream"
 
 
 def tus_once(server, path, chunk):
