@@ -136,11 +136,12 @@ class StreamedResponse(Response):
         Response.body.fset(self, value)
 
 
-def respond(request, store, download, redirect_url=None, wrap=None):
+def respond(request, store, download, redirect_url=None, wrap=None, found=False):
     """The response serving ``download``: 200, 206, 304, 307 (``redirect_url``) or 416.
 
     ``wrap(app_iter, length)`` may replace the body's iterator (the transfer limiter of
-    ``/data/files``), then read by chunks; if it raises, the stream is closed.
+    ``/data/files``), then read by chunks; if it raises, the stream is closed. ``found``: the
+    caller has just seen the blob in the store, so a ``HEAD`` need not look for it again.
     """
     response = StreamedResponse(content_type=served_type(download.mimetype), charset=None)
     if download.hash is not None:
@@ -172,7 +173,8 @@ def respond(request, store, download, redirect_url=None, wrap=None):
         response.headers["Content-Range"] = f"bytes {start}-{end}/{download.size}"
     length = end - start + 1
     if request.method == "HEAD":
-        _require_blob(store, download)
+        if not found:
+            _require_blob(store, download)
     elif length:
         stream = _open(store, download, start, end if span else None)
         if wrap is None:

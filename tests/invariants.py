@@ -121,6 +121,21 @@ class S3Bucket:
         return digest.hexdigest()
 
 
+class GCSBucket:
+    """Objects of one Google Cloud Storage bucket (a ``google.cloud.storage`` bucket)."""
+
+    def __init__(self, bucket):
+        self.bucket = bucket
+
+    def objects(self):
+        return {blob.name for blob in self.bucket.list_blobs()}
+
+    def unfinished(self):
+        """Nothing: a resumable upload session is no object, GCS lists none, and one that is
+        never finished expires by itself after a week."""
+        return set()
+
+
 def key_of(location, base_urls):
     """The stored key a location names, or None when no base URL serves it."""
     for base_url in base_urls:

@@ -290,6 +290,18 @@ def test_served_files_are_immutable_with_validators(tmp_path_factory, request):
     assert (head.headers["ETag"], head.headers["Cache-Control"]) == (etag, caching.IMMUTABLE)
 
 
+def test_a_head_on_a_served_file_finds_it_once(tmp_path_factory, request, monkeypatch):
+    """The view's stat found the file: the response does not ask the store again."""
+    kinto = serving_app(tmp_path_factory, request)
+    meta = upload(kinto, content=b"0123456789")
+    store, asked = kinto.registry.attachment_store, []
+    monkeypatch.setattr(store, "exists", lambda key: asked.append(key) or True)
+    head = kinto.app.head(served_path(meta["location"]))
+    assert (head.headers["Content-Length"], asked) == ("10", [])
+    kinto.app.head(URL + "/attachment", headers=ALICE)  # The record's: found by the store.
+    assert asked == [kinto.key_of(meta["location"])]
+
+
 def test_a_reused_name_is_served_short_and_with_another_etag(tmp_path_factory, request):
     kinto = serving_app(tmp_path_factory, request, **{"kinto.attachment.randomize": "false"})
     first = upload(kinto, content=b"first")

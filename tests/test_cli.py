@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 import uuid
 from pathlib import Path
 
@@ -368,3 +369,29 @@ def test_limit_rate_paces_uploads_and_downloads_alike(monkeypatch):
     assert slept[-1] == 0.0
     remote.Pace(None).passed(10 * MiB)
     assert len(slept) == 3
+
+
+def test_limit_rate_spans_the_chunks_of_a_resumable_upload(monkeypatch, tmp_path):
+    """The time between two chunks (the server's answer, the next request) counts towards
+    the rate: 3 chunks at 8 MiB/s, each answered 1 s after its last byte, take 3 s paced + 1 s
+    for the last answer, not 3 × (1 s + 1 s)."""
+    from kinto_attachment.cli import remote, uploads
+
+    now = [0.0]
+    monkeypatch.setattr(remote.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(remote.time, "sleep", lambda s: now.__setitem__(0, now[0] + s))
+    file = tmp_path / "three-chunks.bin"
+    file.write_bytes(os.urandom(3 * uploads.CHUNK_SIZE))
+
+    class Server:
+        def request(self, method, url, expected, headers, data):
+            while data.read(remote.CHUNK):
+                pass
+            now[0] += 1  # Its fsync and answer, then the client's next request.
+            offset = int(headers["Upload-Offset"]) + len(data)
+            return types.SimpleNamespace(headers={"Upload-Offset": str(offset)})
+
+    sent = []
+    uploads._send(Server(), "url", file, 0, 3 * uploads.CHUNK_SIZE, sent.append, 8 * MiB)
+    assert sum(sent) == 3 * uploads.CHUNK_SIZE
+    assert now[0] == pytest.approx(4.0)

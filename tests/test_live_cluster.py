@@ -2,15 +2,13 @@
 
 Both run ``config/postgresql.ini`` as shipped, except for their port, their host (loopback),
 the test database and the files, which go to a fresh bucket of a moto S3 server instead of
-``base_path``. Whatever one process writes, the other must see: records, attachment metadata,
-bytes, and the deletion of the objects a record stops referencing.
+``base_path``, in parts of S3's smallest size. Whatever one process writes, the other must
+see: records, attachment metadata, bytes, and the deletion of the objects a record stops
+referencing.
 """
 
-import contextlib
 import hashlib
 import os
-import re
-import subprocess
 import uuid
 from urllib.parse import unquote
 
@@ -19,86 +17,31 @@ import requests
 
 from kinto_attachment.state import data_file_entries
 
-from .conftest import s3_client, s3_settings
-from .live import (
-    ALICE,
-    BIN,
-    COMMAND_TIMEOUT,
-    REQUEST_TIMEOUT,
-    ROOT,
-    create_collection,
-    get,
-    live_config,
-    started,
-)
+from .conftest import s3_client
+from .live import ALICE, REQUEST_TIMEOUT, create_collection, get
+from .test_live_concurrency import S3_PART_SIZE, cluster_of, database
 
 
 pytestmark = [pytest.mark.live, pytest.mark.postgresql]
 
-POSTGRESQL_CONFIG = ROOT / "config" / "postgresql.ini"
 MiB = 1024 * 1024
-#: S3Options.part_size when ``kinto.attachment.aws.part_size`` is not set.
-DEFAULT_PART_SIZE = 8 * MiB
 BUCKET = "cluster"
 
 
 # The cluster.
 
 
-def _substitute(text, pattern, replacement):
-    text, count = re.subn(pattern, lambda _: replacement, text, flags=re.MULTILINE)
-    assert count == 1, f"{POSTGRESQL_CONFIG}: {count} lines match {pattern!r}, expected 1"
-    return text
-
-
-def cluster_config(port, pg_url, s3):
-    """``config/postgresql.ini`` on ``127.0.0.1:port``, on ``pg_url``, with files in ``s3``."""
-    # live_config() sets port and host; its base_path line is then replaced by the S3 settings.
-    text = live_config(port, "unused", template=POSTGRESQL_CONFIG)
-    endpoint, bucket = (
-        s3["kinto.attachment.aws.endpoint_url"],
-        s3["kinto.attachment.aws.bucket_name"],
-    )
-    s3_lines = [f"{name} = {value}" for name, value in s3.items()]
-    for pattern, replacement in [
-        (r"^pg_url = .*$", "pg_url = " + pg_url.replace("%", "%%")),
-        (r"^kinto\.attachment\.base_path = .*$", "\n".join(s3_lines).replace("%", "%%")),
-        (r"^kinto\.attachment\.serve_files = true$", ""),
-        (
-            r"^kinto\.attachment\.base_url = .*$",
-            f"kinto.attachment.base_url = {endpoint}/{bucket}/".replace("%", "%%"),
-        ),
-    ]:
-        text = _substitute(text, pattern, replacement)
-    return text
-
-
 @pytest.fixture(scope="module")
-def cluster(pg_url, s3_server, tmp_path_factory):
-    """``(A, B, S3 bucket name)``: two servers on one database and one bucket."""
+def cluster(request, pg_url, s3_server, tmp_path_factory):
+    """``(A, B, S3 bucket name)``: two servers on one database and one bucket (the nodes of
+    ``tests/test_live_concurrency.py``)."""
     folder = tmp_path_factory.mktemp("live-cluster")
-    s3 = s3_settings(s3_server)
-    inis = []
-    for name in ("a", "b"):
-        # Port 0: each binds a port of the kernel's choice, read back from its output.
-        ini = folder / f"kinto-{name}.ini"
-        ini.write_text(cluster_config(0, pg_url, s3))
-        inis.append(ini)
-    migrate = subprocess.run(
-        [str(BIN / "kinto"), "migrate", "--ini", str(inis[0])],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        cwd=folder,
-        timeout=COMMAND_TIMEOUT,
-    )
-    assert migrate.returncode == 0, migrate
-    with contextlib.ExitStack() as stack:
-        # Both start at once; each is then waited for.
-        servers = [stack.enter_context(started(folder, ini)) for ini in inis]
-        for server in servers:
-            server.wait_ready()
-        yield servers[0], servers[1], s3["kinto.attachment.aws.bucket_name"]
+    with (
+        database("cluster_s3", request.config, folder) as pg,
+        cluster_of(folder, "s3", pg, s3_server) as nodes,
+    ):
+        a, b = (node.server for node in nodes.nodes)
+        yield a, b, nodes.store.bucket
 
 
 @pytest.fixture(scope="module")
@@ -193,8 +136,7 @@ def test_upload_through_a_is_seen_by_b(cluster, collection, s3, s3_server):
 
 def test_multipart_upload_through_b_is_seen_by_a(cluster, collection, s3, s3_server):
     a, b, bucket = cluster
-    size = 20 * MiB + 123
-    assert size > 2 * DEFAULT_PART_SIZE
+    size = 4 * S3_PART_SIZE + 123
     content = os.urandom(size)
     digest = hashlib.sha256(content).hexdigest()
     record = f"{collection}/big"
@@ -207,7 +149,7 @@ def test_multipart_upload_through_b_is_seen_by_a(cluster, collection, s3, s3_ser
     key = key_of(uploaded["location"], s3_server, bucket)
     assert s3_sha256(s3, bucket, key) == digest
     # A multipart upload: the ETag of such an object ends with its number of parts.
-    assert s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"').endswith("-3")
+    assert s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"').endswith("-5")
     assert download_sha256(uploaded["location"]) == digest
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 

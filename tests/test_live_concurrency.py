@@ -36,6 +36,7 @@ import requests
 
 from . import invariants
 from .conftest import PG_SERVER, s3_client, s3_settings
+from .gcs_server import gcs_client, gcs_settings
 from .live import (
     ALICE,
     BIN,
@@ -238,12 +239,17 @@ def migrate(ini, folder):
     assert result.returncode == 0, result
 
 
+#: Parts of S3 multipart uploads on the nodes: S3's smallest, for large uploads in few bytes.
+S3_PART_SIZE = 5 * MiB
+
+
 @contextlib.contextmanager
 def cluster_of(
-    folder, kind, pg_url, s3_endpoint=None, count=2, extra_lines=(), env=None, threads=None
+    folder, kind, pg_url, endpoint=None, count=2, extra_lines=(), env=None, threads=None
 ):
     """``count`` nodes on ``pg_url`` (migrated) with files in a folder (``local``) or in a new
-    bucket; with ``env``, ``tests.hooks`` is included and ``env`` is the nodes' environment."""
+    bucket of the S3 (``s3``) or GCS (``gcs``) server at ``endpoint``; with ``env``,
+    ``tests.hooks`` is included and ``env`` is the nodes' environment."""
     folder = Path(folder)
     # Port 0: each node binds a port of the kernel's choice, read back from its output...
     ports = [0] * count
@@ -257,13 +263,18 @@ def cluster_of(
         # Every node writes the same locations, whichever serves the request.
         base_url = f"http://localhost:{ports[0]}/v1/attachments/"
         store = invariants.LocalFolder(base_path)
+    elif kind == "s3":
+        settings = s3_settings(endpoint)
+        bucket = settings["kinto.attachment.aws.bucket_name"]
+        settings["kinto.attachment.aws.part_size"] = str(S3_PART_SIZE)
+        store = invariants.S3Bucket(s3_client(endpoint), bucket)
     else:
-        s3 = s3_settings(s3_endpoint)
-        bucket = s3["kinto.attachment.aws.bucket_name"]
-        store_lines = [f"{name} = {value}" for name, value in s3.items()]
-        store_lines.append("kinto.attachment.aws.part_size = 5242880")
-        base_url = f"{s3_endpoint}/{bucket}/"
-        store = invariants.S3Bucket(s3_client(s3_endpoint), bucket)
+        settings = gcs_settings(endpoint)
+        bucket = settings["kinto.attachment.gcloud.bucket_name"]
+        store = invariants.GCSBucket(gcs_client(endpoint).bucket(bucket))
+    if kind != "local":
+        store_lines = [f"{name} = {value}" for name, value in settings.items()]
+        base_url = f"{endpoint}/{bucket}/"
     includes = ("tests.hooks",) if env is not None else ()
     inis = []
     for index, port in enumerate(ports):

@@ -19,10 +19,9 @@ import requests
 
 from kinto_attachment.state import data_file_entries
 
-from .gcs_server import gcs_client, gcs_settings
 from .live import ALICE, REQUEST_TIMEOUT, create_collection, get
 from .test_live_cluster import attachment_of, upload
-from .test_live_concurrency import Node, migrate, node_config, substitute
+from .test_live_concurrency import cluster_of, database
 
 
 pytestmark = [pytest.mark.live, pytest.mark.postgresql]
@@ -35,34 +34,21 @@ TUS = {"Tus-Resumable": "1.0.0"}
 
 
 @pytest.fixture(scope="module")
-def cluster(pg_url, gcs_server, tmp_path_factory):
-    """``(A, B, bucket name)``: two servers on one database and one bucket (the nodes of
+def cluster(request, pg_url, gcs_server, tmp_path_factory):
+    """``(A, B, nodes)``: two servers on one database and one bucket (the nodes of
     ``tests/test_live_concurrency.py``, on GCS)."""
     folder = tmp_path_factory.mktemp("live-gcs")
-    gcs = gcs_settings(gcs_server)
-    bucket = gcs["kinto.attachment.gcloud.bucket_name"]
-    store_lines = [f"{name} = {value}" for name, value in gcs.items()]
-    nodes = []
-    for name in ("a", "b"):
-        ini = folder / f"kinto-{name}.ini"
-        text = node_config(0, pg_url, store_lines, f"{gcs_server}/{bucket}/")
-        ini.write_text(substitute(text, r"^kinto\.attachment\.serve_files = true$", ""))
-        nodes.append(Node(folder, ini, 0))
-    migrate(nodes[0].ini, folder)
-    try:
-        for node in nodes:  # Started together, then waited for.
-            node.start(wait=False)
-        for node in nodes:
-            node.server.wait_ready()
-        yield nodes[0].server, nodes[1].server, bucket
-    finally:
-        for node in nodes:
-            node.stop()
+    with (
+        database("cluster_gcs", request.config, folder) as pg,
+        cluster_of(folder, "gcs", pg, gcs_server) as nodes,
+    ):
+        a, b = (node.server for node in nodes.nodes)
+        yield a, b, nodes
 
 
 @pytest.fixture(scope="module")
-def bucket(cluster, gcs_server):
-    return gcs_client(gcs_server).bucket(cluster[2])
+def bucket(cluster):
+    return cluster[2].store.bucket
 
 
 @pytest.fixture
@@ -126,10 +112,12 @@ def test_a_large_upload_through_b_streams_in_chunks_and_a_serves_ranges(
 
 
 def test_a_tus_upload_started_on_a_is_finished_on_b(cluster, collection, bucket, gcs_server):
-    a, b, _ = cluster
+    """After each chunk, the database names every object the bucket holds (the upload's
+    composed object in between), and nothing it names is missing."""
+    a, b, nodes = cluster
     content = os.urandom(3 * MiB + 5)
     record = f"{collection}/resumed"
-    before = names(bucket)
+    before, baseline = names(bucket), nodes.check()
     created = requests.post(
         f"{a.url}{record}/attachment/uploads",
         auth=ALICE,
@@ -155,6 +143,9 @@ def test_a_tus_upload_started_on_a_is_finished_on_b(cluster, collection, bucket,
             timeout=REQUEST_TIMEOUT,
         )
         assert sent.status_code == 204, sent.text
+        report = nodes.check().since(baseline)
+        report.assert_clean()
+        assert report.stored > baseline.stored  # The upload's object, then the attachment.
 
     attachment = attachment_of(a, record)
     assert attachment["hash"] == hashlib.sha256(content).hexdigest()

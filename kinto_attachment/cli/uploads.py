@@ -55,16 +55,17 @@ class State:
 
 class Reader:
     """``length`` bytes of an open file from its position, read by chunks as requests sends
-    them (its length makes a ``Content-Length``), each one reported to ``advance``, at most
-    ``rate`` bytes a second when given."""
+    them (its length makes a ``Content-Length``), each one reported to ``advance`` and to
+    ``pace``: the :class:`~.remote.Pace` of the whole transfer, which a tus upload's chunks
+    share, so that the time between two chunks counts towards the rate."""
 
-    def __init__(self, file, length, advance, rate=None):
-        self._file, self._length, self._advance = file, length, advance
-        self._pace = Pace(rate)
+    def __init__(self, file, length, advance, pace):
+        self._file, self._length, self._advance, self._pace = file, length, advance, pace
+        self._before = pace.done
 
     @property
     def sent(self):
-        return self._pace.done
+        return self._pace.done - self._before
 
     def __len__(self):
         return self._length
@@ -107,7 +108,7 @@ def _multipart(remote, path, record_id, size, advance, data, permissions, rate):
     }
     mimetype = mimetypes.guess_type(path)[0] or "application/octet-stream"
     with open(path, "rb") as f:
-        body = Reader(f, size, advance, rate)
+        body = Reader(f, size, advance, Pace(rate))
         response = remote.request(
             "POST",
             remote.record_url(record_id) + "/attachment",
@@ -161,11 +162,11 @@ def _send(remote, url, path, offset, size, advance, rate):
     """PATCH the rest by chunks. After a chunk that failed (a lost connection, a ``503``),
     ask the server where the upload is and go on from there, ``remote.retries`` times in a
     row at most."""
-    failures = 0
+    failures, pace = 0, Pace(rate)
     with open(path, "rb") as f:
         while offset < size:
             f.seek(offset)
-            body = Reader(f, min(CHUNK_SIZE, size - offset), advance, rate)
+            body = Reader(f, min(CHUNK_SIZE, size - offset), advance, pace)
             headers = {
                 **TUS,
                 "Upload-Offset": str(offset),

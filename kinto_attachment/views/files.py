@@ -55,7 +55,7 @@ def serve_file(request):
         last_modified=stat.st_mtime_ns // 1_000_000,
         cache_control=request.registry.attachment_settings.caching.files,
     )
-    return downloads.respond(request, store, download)
+    return downloads.respond(request, store, download, found=True)  # Its stat found it.
 
 
 def _file_stat(store, key):
