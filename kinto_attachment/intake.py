@@ -130,22 +130,20 @@ class Meter:
     ``sha256`` may be a resumable hash (tus) and ``size`` start at an upload's offset;
     ``also`` are more hashes fed the same bytes (a tus chunk's ``Upload-Checksum``).
 
-    ``behind``: large chunks are hashed by one of the process's hashing threads while the
-    caller writes them and reads the next (hashlib and OpenSSL let go of the GIL while they
-    hash), one at a time and in order. Reading :attr:`sha256`, or :meth:`settle`, waits for
-    the last. SHA-256 is the costliest thing done to each byte (about 1.5 GB/s on a core),
-    but handing a chunk over to another thread costs too, about 0.2 ms of CPU on the
-    project's 2-core machines: it pays where the caller would otherwise wait (a tus chunk
-    ends with an fsync and a round trip: 20 % faster), not where the caller and the client
-    keep both cores busy (a multipart upload: as fast, 12 % more CPU; ``bench/``).
+    Large chunks are hashed by one of the process's hashing threads while the caller writes
+    them and reads the next (hashlib and OpenSSL let go of the GIL while they hash), one at a
+    time and in order. Reading :attr:`sha256`, or :meth:`settle`, waits for the last.
+    SHA-256 is the costliest thing done to each byte (about 1.6 GB/s on a core). Handing
+    chunks over costs CPU too (0.2 s more per GiB on the project's 2-core machines), and pays
+    wherever a core would otherwise wait: for a tus chunk's fsync and round trip, for the
+    disk, or while the client (curl) leaves a core idle (``bench/README.rst``).
     """
 
-    def __init__(self, max_size=0, sha256=None, size=0, also=(), behind=False):
+    def __init__(self, max_size=0, sha256=None, size=0, also=()):
         self.max_size = max_size
         self.size = size
         self._sha256 = sha256 or hashlib.sha256()
         self._hashes = (self._sha256, *also)
-        self._behind = behind
         self._hashing = None  # The chunk being hashed, as a future.
 
     @property
@@ -159,7 +157,7 @@ class Meter:
         if self.max_size and self.size > self.max_size:
             raise errors.refuse("too_large", limit=self.max_size)
         self.settle()
-        if self._behind and len(chunk) >= HASH_BEHIND_MIN and _immutable(chunk):
+        if len(chunk) >= HASH_BEHIND_MIN and _immutable(chunk):
             self._hashing = _hashers().submit(self._update, chunk)
         else:
             self._update(chunk)

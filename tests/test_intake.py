@@ -107,7 +107,7 @@ LARGE = intake.HASH_BEHIND_MIN
 def test_hashing_behind_keeps_the_order_and_waits_for_the_last_chunk():
     parts = [bytes([i]) * (LARGE + i) if i % 3 else b"small %d" % i for i in range(40)]
     extra, recorder = hashlib.md5(), Recorder()
-    meter = intake.Meter(sha256=recorder, also=[extra], behind=True)
+    meter = intake.Meter(sha256=recorder, also=[extra])
     assert list(meter.measured(parts)) == parts
     meter.settle()
     assert extra.hexdigest() == hashlib.md5(b"".join(parts)).hexdigest()
@@ -117,9 +117,9 @@ def test_hashing_behind_keeps_the_order_and_waits_for_the_last_chunk():
     assert hashed_behind == [len(part) >= LARGE for part in parts]
 
 
-def test_chunks_that_may_change_or_meters_not_behind_are_hashed_at_once():
+def test_chunks_that_may_change_or_are_small_are_hashed_at_once():
     recorder = Recorder()
-    meter = intake.Meter(sha256=recorder, behind=True)
+    meter = intake.Meter(sha256=recorder)
     buffer = bytearray(b"a" * LARGE)
     meter.feed(buffer)
     meter.feed(memoryview(buffer))
@@ -133,13 +133,13 @@ def test_chunks_that_may_change_or_meters_not_behind_are_hashed_at_once():
         True,
     ]
 
-    inline = Recorder()
-    intake.Meter(sha256=inline).feed(b"x" * LARGE)
-    assert inline.threads == [threading.current_thread().name]
+    small = Recorder()
+    intake.Meter(sha256=small).feed(b"x" * (LARGE - 1))
+    assert small.threads == [threading.current_thread().name]
 
 
 def _hash_behind_in_child(pipe):
-    meter = intake.Meter(behind=True)
+    meter = intake.Meter()
     meter.feed(b"z" * LARGE)
     pipe.send(meter.sha256.hexdigest())
 
@@ -148,7 +148,7 @@ def test_a_forked_worker_hashes_behind_with_threads_of_its_own():
     """A forking server (gunicorn, uWSGI) forks after the app is loaded: had the parent
     hashed already, the child would inherit its executor without its threads and wait for
     them forever."""
-    intake.Meter(behind=True).feed(b"y" * LARGE)  # The parent's threads exist.
+    intake.Meter().feed(b"y" * LARGE)  # The parent's threads exist.
     context = multiprocessing.get_context("fork")
     receiving, sending = context.Pipe(duplex=False)
     child = context.Process(target=_hash_behind_in_child, args=(sending,))

@@ -271,7 +271,6 @@ def _append(request, upload, offset):
         sha256=ResumableSha256(base64.b64decode(upload["sha256"])),
         size=offset,
         also=[checksum] if checksum is not None else [],
-        behind=True,
     )
     body = meter.measured(streams.read_chunks(stream, length))
     store = request.registry.attachment_store
