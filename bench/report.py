@@ -64,7 +64,8 @@ def header(args):
         f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 1024**3} GiB RAM, "
         f"Python {platform.python_version()}",
         f"- Versions: {versions()}; peer: kinto-attachment 8.0.0",
-        f"- Rounds: {args.rounds} per case (medians); uploads with `curl -F`, fsync on; "
+        f"- Rounds: {args.rounds} per case, {args.tus_rounds} for resumable uploads "
+        f"(medians); uploads with `curl -F`, fsync on; "
         + (
             "files and request buffers on tmpfs (software overhead, no disk)."
             if args.tmpfs
@@ -196,11 +197,15 @@ def chart(large, path):
     import matplotlib.pyplot as plt
 
     figure, (speed, memory) = plt.subplots(1, 2, figsize=(11, 4))
-    for name in dict.fromkeys(r["server"] for r in large):
+    colors = plt.get_cmap("tab20").colors  # One per server: the default cycle has only 10.
+    for index, name in enumerate(dict.fromkeys(r["server"] for r in large)):
         rows = [r for r in large if r["server"] == name]
         sizes = [r["size"] / MiB for r in rows]
-        speed.plot(sizes, [r["size"] / MiB / r["seconds"] for r in rows], marker="o", label=name)
-        memory.plot(sizes, [r["growth"] / MiB for r in rows], marker="o", label=name)
+        # Bounds (references, direct clients, the peer) dashed; this plugin's servers solid.
+        style = {"marker": "o", "label": name, "color": colors[index % len(colors)],
+                 "linestyle": "-" if name.startswith("ours") else "--"}  # fmt: skip
+        speed.plot(sizes, [r["size"] / MiB / r["seconds"] for r in rows], **style)
+        memory.plot(sizes, [r["growth"] / MiB for r in rows], **style)
     for axis, title in ((speed, "upload throughput (MiB/s)"), (memory, "peak RSS growth (MiB)")):
         axis.set_xscale("log", base=2)
         axis.set_xlabel("file size (MiB)")

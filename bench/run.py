@@ -191,6 +191,15 @@ def bench_small(servers, count, concurrency):
     return rows
 
 
+def _require_ok(server, response):
+    """A failed setup request says which server answered what, and the end of its log (the
+    run's folder goes with the run)."""
+    if not response.ok:
+        raise RuntimeError(f"{server.name}: {response.request.method} {response.url}: "
+                           f"{response.status_code} {response.text[:500]}\n"
+                           f"{server.live.output()[-3000:]}")  # fmt: skip
+
+
 def bench_downloads(servers, size, rounds, folder):
     """Downloads of a stored file: the reference's static route, ours through Kinto
     (``GET {record}/attachment``, permission-checked) and ``/data/files/{id}`` (verified)."""
@@ -211,7 +220,7 @@ def bench_downloads(servers, size, rounds, folder):
                 auth=AUTH,
                 timeout=600,
             )
-        uploaded.raise_for_status()
+        _require_ok(server, uploaded)
         key = uploaded.json()["location"].rsplit("/attachments/", 1)[-1]
         if name == "ours-s3":
             # What we proxy, fetched from the S3 server itself: the bound of S3 downloads.
@@ -220,7 +229,7 @@ def bench_downloads(servers, size, rounds, folder):
             targets.append((name, "GCS server directly", server.direct_url(unquote(key))))
         with open(path, "rb") as body:
             data_file = f"{server.live.origin}/data/files"
-            requests.post(f"{data_file}?id=download", data=body, timeout=600).raise_for_status()
+            _require_ok(server, requests.post(f"{data_file}?id=download", data=body, timeout=600))
         targets.append((name, "record attachment", server.upload_url("download")))
         targets.append((name, "/data/files", f"{data_file}/download"))
     os.sync()
@@ -360,7 +369,7 @@ def measure(servers, cases, args, folder):
         downloads = bench_downloads(servers, args.download_size * MiB, args.rounds, folder)
     if "tus" in cases:
         print("Resumable uploads", flush=True)
-        tus = bench_tus(servers, max(sizes), args.rounds, folder)
+        tus = bench_tus(servers, max(sizes), args.tus_rounds, folder)
     if "refusals" in cases:
         print("Refusals", flush=True)
         refusals = bench_refusals(servers)
@@ -371,6 +380,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="16,256,1024", help="MiB, comma separated")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--tus-rounds",
+        type=int,
+        default=5,
+        # Each is short, and an upload waiting for an fsync every chunk is the case the disk's
+        # latency spikes hit most: more rounds steady its median.
+        help="rounds of the resumable case",
+    )
     parser.add_argument("--small", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument(
