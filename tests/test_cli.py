@@ -100,25 +100,29 @@ def test_upload_small_and_large_then_nothing_is_sent_again(
 ):
     small = tmp_path / "notes.txt"
     small.write_bytes(b"small file\n" * 100)
+    medium = tmp_path / "photo.jpg"  # Multipart too, read by more than one 1 MiB block.
+    write_random_file(medium, 3 * MiB + 5)
     large = tmp_path / "data.bin"
     write_random_file(large, 20 * MiB)  # Three tus chunks.
+    files = (small, medium, large)
     env = environment(server, collection, tmp_path, proxy)
 
-    result = run(env, "upload", str(small), str(large), "--data", '{"title": "t"}')
+    result = run(env, "upload", *map(str, files), "--data", '{"title": "t"}')
     assert result.returncode == 0, result.stderr
-    for path in (small, large):
+    for path in files:
         stored = record(server, collection, record_id_of(path.name))
+        assert stored["attachment"]["size"] == path.stat().st_size
         assert stored["attachment"]["hash"] == sha256_of(path)
         assert stored["title"] == "t"
         assert f"uploaded {path.name}" in result.stdout
-    assert proxy.sent > 20 * MiB
+    assert proxy.sent > 23 * MiB
     assert not json.loads((tmp_path / "cache/kinto-attachment/uploads.json").read_text())
 
     before = proxy.sent
-    again = run(env, "upload", str(small), str(large))
+    again = run(env, "upload", *map(str, files))
     assert again.returncode == 0, again.stderr
-    assert again.stdout.count("unchanged") == 2
-    assert proxy.sent - before < 64 * 1024  # Two record reads, no file.
+    assert again.stdout.count("unchanged") == 3
+    assert proxy.sent - before < 64 * 1024  # Three record reads, no file.
 
 
 def test_an_upload_killed_half_way_resumes_where_it_stopped(
@@ -367,8 +371,32 @@ def test_limit_rate_paces_uploads_and_downloads_alike(monkeypatch):
     now[0] += 3  # Slower than the rate: no sleep.
     pace.passed(1 * MiB)
     assert slept[-1] == 0.0
+    now[0] += 60  # Idle a minute (a retry's wait): it catches up on one second, no more.
+    del slept[:]
+    for _ in range(4):  # 8 MiB: 4 s at the rate.
+        pace.passed(2 * MiB)
+    assert sum(slept) == pytest.approx(3.0)
     remote.Pace(None).passed(10 * MiB)
-    assert len(slept) == 3
+    assert len(slept) == 4
+
+
+def test_an_upload_stored_otherwise_than_the_file_is_a_failure(monkeypatch, tmp_path, capsys):
+    """The sha256 the server stored is checked against the file's: a file changed while it
+    was sent, or a body cut short on the way, is no success."""
+    from kinto_attachment.cli import main as cli
+    from kinto_attachment.cli.progress import Bars
+
+    file = tmp_path / "notes.txt"
+    file.write_bytes(b"what the file holds")
+    monkeypatch.setattr(cli.uploads, "upload", lambda *args, **kwargs: {"hash": "0" * 64})
+    args = types.SimpleNamespace(force=True, state=str(tmp_path / "state.json"), limit_rate=None)
+    with Bars(file.stat().st_size) as bars:
+        failed = cli._upload(None, args, bars, [(str(file), "notes.txt", "notes")])
+    assert failed
+    expected = hashlib.sha256(b"what the file holds").hexdigest()
+    assert (
+        f"the server stored sha256 {'0' * 64}, the file has {expected}" in capsys.readouterr().err
+    )
 
 
 def test_limit_rate_spans_the_chunks_of_a_resumable_upload(monkeypatch, tmp_path):

@@ -92,7 +92,8 @@ def parser():
 
 def _upload(remote, args, bars, jobs, compared=False):
     """Upload ``jobs`` (``(path, name, record id)``), skipping files already attached unless
-    ``--force``, or unless the hashes were ``compared`` already."""
+    ``--force``, or unless the hashes were ``compared`` already. Each upload is verified: the
+    sha256 the server stored must be the file's (it fails if the file changed meanwhile)."""
     failed = False
     for path, name, record_id in jobs:
         try:
@@ -111,6 +112,8 @@ def _upload(remote, args, bars, jobs, compared=False):
                 permissions=getattr(args, "permissions", None),
                 rate=args.limit_rate,
             )
+            if metadata["hash"] != (local := sha256_of(path)):
+                raise Failure(f"the server stored sha256 {metadata['hash']}, the file has {local}")
             bars.print(f"uploaded {name} ({record_id}) sha256 {metadata['hash']}")
         except (Failure, OSError) as e:
             failed = _failed(name, e)

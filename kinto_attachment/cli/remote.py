@@ -26,16 +26,26 @@ ID_NAMESPACE = uuid.UUID("9a0a2b4e-1d55-4d0e-9b1e-6b7a3f6f7c10")
 class Pace:
     """At most ``rate`` bytes a second (no limit when ``rate`` is None): call :meth:`passed`
     with each chunk's size, it sleeps while the transfer is ahead of the rate. ``done``: the
-    bytes passed so far."""
+    bytes passed so far.
+
+    A transfer that fell behind (a server's answer, a retry's wait) may catch up on
+    :data:`CATCH_UP_SECONDS` at most: it never bursts for longer."""
 
     def __init__(self, rate=None):
         self._rate, self._started, self.done = rate, time.monotonic(), 0
 
     def passed(self, size):
+        if not self._rate:
+            self.done += size
+            return
+        behind = time.monotonic() - self._started - self.done / self._rate
+        self._started += max(0.0, behind - CATCH_UP_SECONDS)
         self.done += size
-        if self._rate:
-            ahead = self.done / self._rate - (time.monotonic() - self._started)
-            time.sleep(max(0.0, ahead))
+        time.sleep(max(0.0, self.done / self._rate - (time.monotonic() - self._started)))
+
+
+#: How far behind its rate a paced transfer may be, in seconds of transfer.
+CATCH_UP_SECONDS = 1.0
 
 
 class Failure(Exception):

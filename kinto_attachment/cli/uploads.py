@@ -71,12 +71,17 @@ class Reader:
         return self._length
 
     def read(self, size=-1):
+        """Up to ``size`` bytes, all that is left when ``size`` is negative (requests reads a
+        multipart file at once, a ``data=`` body by blocks), read and paced by 1 MiB."""
         left = self._length - self.sent
         size = left if size is None or size < 0 else min(size, left)
-        chunk = self._file.read(min(size, CHUNK))
-        self._advance(len(chunk))
-        self._pace.passed(len(chunk))
-        return chunk
+        pieces = []
+        while size > 0 and (piece := self._file.read(min(size, CHUNK))):
+            self._advance(len(piece))
+            self._pace.passed(len(piece))
+            pieces.append(piece)
+            size -= len(piece)
+        return b"".join(pieces)
 
 
 def upload(remote, path, record_id, bars, state, data=None, permissions=None, rate=None):
