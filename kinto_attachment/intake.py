@@ -13,7 +13,8 @@ same two steps:
 
 A tus upload spreads the second step over requests: its :class:`Meter` carries a resumable
 hash state and the store appends to an upload instead of a staged writer
-(:mod:`kinto_attachment.views.resumable`). Nothing here holds more than the chunk it is given.
+(:mod:`kinto_attachment.views.resumable`). Nothing here holds more than the chunk it is given
+and the one before, while a hashing thread hashes it.
 """
 
 import dataclasses
@@ -135,8 +136,8 @@ class Meter:
     time and in order. Reading :attr:`sha256`, or :meth:`settle`, waits for the last.
     SHA-256 is the costliest thing done to each byte (about 1.6 GB/s on a core). Handing
     chunks over costs CPU too (0.2 s more per GiB on the project's 2-core machines), and pays
-    wherever a core would otherwise wait: for a tus chunk's fsync and round trip, for the
-    disk, or while the client (curl) leaves a core idle (``bench/README.rst``).
+    wherever a core would otherwise wait: for a tus chunk's fsync and round trip, or while the
+    client (curl) leaves a core idle (``bench/README.rst``).
     """
 
     def __init__(self, max_size=0, sha256=None, size=0, also=()):

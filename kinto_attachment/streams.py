@@ -11,6 +11,13 @@ from . import errors
 
 #: Bytes read from a request body, or from a store, at a time.
 CHUNK_SIZE = 1024 * 1024
+#: Bytes read at a time from the body of an upload stored whole (multipart, ``/data/files``):
+#: larger blocks mean fewer hand-overs to the parser, the hashing thread and the store, and
+#: gunicorn reads them for less CPU (a 1 GiB upload under gunicorn: 1.33 s against 2.18 s
+#: multipart, 1.39 s against 2.08 s to ``/data/files``; ``bench/README.rst``). A tus chunk
+#: reads by :data:`CHUNK_SIZE`: its fsync waits for what is still on its way to the disk,
+#: which smaller blocks send sooner.
+UPLOAD_CHUNK_SIZE = 4 * CHUNK_SIZE
 #: Seconds uWSGI waits for the next part of a chunked body.
 UWSGI_CHUNK_TIMEOUT = 60
 

@@ -68,9 +68,9 @@ def test_multipart_upload_memory_is_bounded(tmp_path):
     assert fields == {"data": '{"title": "big"}'}
     assert (blob.size, blob.hash) == (FILE_SIZE, expected.hexdigest())
     assert os.path.getsize(tmp_path / "big.bin") == FILE_SIZE
-    assert body.largest_read <= streams.CHUNK_SIZE
+    assert body.largest_read <= streams.UPLOAD_CHUNK_SIZE
     # 48 MiB went through; what was held at once stays around a couple of chunks.
-    assert peak < 4 * streams.CHUNK_SIZE, f"peak traced memory {peak} bytes"
+    assert peak < 4 * streams.UPLOAD_CHUNK_SIZE, f"peak traced memory {peak} bytes"
 
 
 class ChunkedReader:

@@ -128,7 +128,8 @@ def upload(request):
     plan = _plan(request, file_id, max_size)
 
     with _reserved(request, reservation), intake.Intake(store, plan) as received:
-        streams.pump(*streams.request_body(request), received.write)
+        body, length = streams.request_body(request)
+        streams.pump(body, length, received.write, streams.UPLOAD_CHUNK_SIZE)
     blob = received.blob
     lifecycle.delete_unless_committed(request, store, [blob.key])
 
