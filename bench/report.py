@@ -197,7 +197,9 @@ def chart(large, path):
     import matplotlib.pyplot as plt
 
     figure, (speed, memory) = plt.subplots(1, 2, figsize=(11, 4))
-    colors = plt.get_cmap("tab20").colors  # One per server: the default cycle has only 10.
+    # One color per server (the default cycle has 10): tab20's dark shades, then its light ones.
+    pairs = plt.get_cmap("tab20").colors
+    colors = pairs[0::2] + pairs[1::2]
     for index, name in enumerate(dict.fromkeys(r["server"] for r in large)):
         rows = [r for r in large if r["server"] == name]
         sizes = [r["size"] / MiB for r in rows]

@@ -211,6 +211,7 @@ def bench_downloads(servers, size, rounds, folder):
         if not server.kinto:
             with open(path, "rb") as body:
                 response = requests.post(server.upload_url(None), data=body, timeout=600)
+            _require_ok(server, response)
             targets.append((name, "static file", f"{server.root}{response.json()['location']}"))
             continue
         with open(path, "rb") as body:

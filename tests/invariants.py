@@ -2,7 +2,8 @@
 
 Independent of the plugin's own code (its GC included): the references are read straight from
 Kinto's ``objects`` table with psycopg2 (or, for the memory backend, through the HTTP API), the
-files straight from the folder or from the S3 bucket with boto3. The result names
+files straight from the folder, from the S3 bucket with boto3, or from the GCS bucket with
+google-cloud-storage. The result names
 
 - **orphans**: stored objects that no reference names (S3 incomplete multipart uploads and
   local ``.upload-*.part`` files included), the files of tus uploads in progress excepted

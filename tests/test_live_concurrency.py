@@ -2,8 +2,10 @@
 
 Two nodes share one PostgreSQL database and one store (a local folder, or a bucket of the moto
 S3 server), as in ``test_live_cluster.py``; a third configuration is ``config/kinto.ini`` as
-shipped (memory backend). Each test races requests that change the same record, collection,
-bucket or ``/data/files`` entry, then asserts what must hold whatever the interleaving:
+shipped (memory backend). :func:`cluster_of` also starts the clusters of
+``test_live_cluster.py`` (S3) and ``test_live_gcs.py`` (a bucket of fake-gcs-server). Each
+test races requests that change the same record, collection, bucket or ``/data/files`` entry,
+then asserts what must hold whatever the interleaving:
 
 - no answer is a 500: each is a success, or one of the refusals a client can act on (404, 409,
   412, 423, 503 with ``Retry-After``);
