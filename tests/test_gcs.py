@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from kinto.plugins import prometheus
 from pyramid.exceptions import ConfigurationError
 
-from kinto_attachment import gc
+from kinto_attachment import gc, streams
 from kinto_attachment import settings as attachment_settings
 from kinto_attachment.state import data_file_entries
 from kinto_attachment.storage import StorageUnavailable
@@ -433,9 +433,11 @@ def test_a_large_upload_streams_through_a_session_with_our_headers(gcs_server, m
 
 @pytest.mark.parametrize("failure", ["unknown-field", "too-large"])
 def test_a_refused_upload_cancels_its_session(gcs_server, monkeypatch, failure):
-    kinto = gcs_app(gcs_server, attachment=[("max_size_bytes", str(MiB))])
+    # The body's first read passes the limit, and starts the session; a later one does not.
+    limit = streams.UPLOAD_CHUNK_SIZE + MiB
+    kinto = gcs_app(gcs_server, attachment=[("max_size_bytes", str(limit))])
     sent = Requests(kinto.registry.attachment_store, monkeypatch)
-    content = os.urandom(900 * KiB)
+    content = os.urandom(limit - 100 * KiB)
     if failure == "too-large":
         kinto.upload(URL, content + os.urandom(200 * KiB), "big.bin", status=413)
     else:

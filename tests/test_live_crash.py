@@ -24,9 +24,12 @@ from pathlib import Path
 import pytest
 import requests
 
+from kinto_attachment import streams
+
 from . import invariants
 from .live import ALICE, BIN, COMMAND_TIMEOUT, REQUEST_TIMEOUT
 from .test_live_concurrency import (
+    S3_PART_SIZE,
     Answer,
     Background,
     Cluster,
@@ -50,7 +53,6 @@ from .test_live_concurrency import (
 
 pytestmark = [pytest.mark.live, pytest.mark.postgresql]
 
-MiB = 1024 * 1024
 #: The GC's setting under test: orphans are collected however young they are.
 NO_GRACE = "kinto.attachment.gc.orphans_grace_seconds = 0"
 #: Upper bound of any wait for a request to reach a pause.
@@ -200,12 +202,15 @@ def test_crash_between_store_and_commit_then_gc(crashable):
     in_progress = os.urandom(200_000)
     upload_url = tus_create(server, f"{records}/in-progress", len(in_progress))
     expect(tus_patch(upload_url, 0, in_progress[:120_000]), 204)
-    large = os.urandom(8 * MiB)  # More than one S3 part (5 MiB).
+    # Paused on the read that takes the body past this, once the reads before it were fed: more
+    # than one S3 part (or a staged file's first MiBs) is then stored.
+    pause_after = S3_PART_SIZE + streams.UPLOAD_CHUNK_SIZE + 1
+    large = os.urandom(pause_after + streams.UPLOAD_CHUNK_SIZE)
     # Two writes paused in one collection would wait for each other: Kinto gives a collection's
     # records distinct timestamps, and the second one's is checked against the first's.
     other = new_collection(server)
 
-    with pausing(crashable), pausing(crashable, "pause-body", str(13 * MiB // 2)):
+    with pausing(crashable), pausing(crashable, "pause-body", str(pause_after)):
         replacing = Background(post_attachment, server, kept, b"replacement")
         creating = Background(post_attachment, server, f"{other}/created", b"created")
         wait_paused(crashable, 2, [replacing, creating])
