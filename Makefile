@@ -34,8 +34,8 @@ serve: $(SERVE_STAMP)
 ## in TEST_WORKERS processes, each test module in one of them (TEST_WORKERS=0: in this one)
 TEST_WORKERS ?= 3
 test: $(TEST_STAMP)
-	$(BIN)/ruff check kinto_attachment tests bench
-	$(BIN)/ruff format --check kinto_attachment tests bench
+	$(BIN)/ruff check kinto_attachment tests bench config
+	$(BIN)/ruff format --check kinto_attachment tests bench config
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --cov --cov-report=term-missing $(PYTEST_ARGS)
 
 ## Long fuzzing run of every route on a live server (random seeds, many examples; minutes)
@@ -48,11 +48,11 @@ bench: $(TEST_STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 lint: $(TEST_STAMP)
-	$(BIN)/ruff check kinto_attachment tests bench
+	$(BIN)/ruff check kinto_attachment tests bench config
 
 format: $(TEST_STAMP)
-	$(BIN)/ruff check --fix kinto_attachment tests bench
-	$(BIN)/ruff format kinto_attachment tests bench
+	$(BIN)/ruff check --fix kinto_attachment tests bench config
+	$(BIN)/ruff format kinto_attachment tests bench config
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .coverage *.egg-info

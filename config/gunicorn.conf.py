@@ -5,6 +5,7 @@
 # of it. See README.rst, "Production servers".
 import os
 
+
 # The module of config/wsgi.py, found from this folder.
 pythonpath = os.path.dirname(os.path.abspath(__file__))
 wsgi_app = "wsgi:application"
