@@ -11,7 +11,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from . import errors
-from .streams import UPLOAD_CHUNK_SIZE, pump
+from .streams import pump
 
 
 #: Room for the non-file fields and the part headers, in bytes, all parts together.
@@ -161,5 +161,5 @@ class FormReader:
 
 def read_form(stream, length, reader):
     """Feed ``reader`` with the body (see :func:`~kinto_attachment.streams.read_chunks`)."""
-    pump(stream, length, reader.feed, UPLOAD_CHUNK_SIZE)
+    pump(stream, length, reader.feed)
     return reader.close()

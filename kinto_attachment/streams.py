@@ -95,9 +95,10 @@ def read_chunks(stream, length, chunk_size=CHUNK_SIZE):
         yield chunk
 
 
-def pump(stream, length, write, chunk_size=CHUNK_SIZE):
-    """Hand the body to ``write`` by chunks (see :func:`read_chunks`)."""
-    for chunk in read_chunks(stream, length, chunk_size):
+def pump(stream, length, write):
+    """Hand the body of an upload stored whole to ``write`` by chunks of
+    :data:`UPLOAD_CHUNK_SIZE` (see :func:`read_chunks`)."""
+    for chunk in read_chunks(stream, length, UPLOAD_CHUNK_SIZE):
         write(chunk)
 
 

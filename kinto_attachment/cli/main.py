@@ -99,7 +99,8 @@ def _upload(remote, args, bars, jobs, compared=False):
         try:
             record = None if compared or args.force else remote.record(record_id)
             current = ((record or {}).get("attachment") or {}).get("hash")
-            if current is not None and current == sha256_of(path):
+            local = None if current is None else sha256_of(path)
+            if current is not None and current == local:
                 bars.print(f"unchanged {name} ({record_id})")
                 continue
             metadata = uploads.upload(
@@ -112,7 +113,8 @@ def _upload(remote, args, bars, jobs, compared=False):
                 permissions=getattr(args, "permissions", None),
                 rate=args.limit_rate,
             )
-            if metadata["hash"] != (local := sha256_of(path)):
+            local = local or sha256_of(path)  # Hashed once: before, or after the upload.
+            if metadata["hash"] != local:
                 raise Failure(f"the server stored sha256 {metadata['hash']}, the file has {local}")
             bars.print(f"uploaded {name} ({record_id}) sha256 {metadata['hash']}")
         except (Failure, OSError) as e:

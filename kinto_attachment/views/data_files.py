@@ -128,8 +128,7 @@ def upload(request):
     plan = _plan(request, file_id, max_size)
 
     with _reserved(request, reservation), intake.Intake(store, plan) as received:
-        body, length = streams.request_body(request)
-        streams.pump(body, length, received.write, streams.UPLOAD_CHUNK_SIZE)
+        streams.pump(*streams.request_body(request), received.write)
     blob = received.blob
     lifecycle.delete_unless_committed(request, store, [blob.key])
 
