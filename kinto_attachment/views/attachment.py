@@ -98,6 +98,7 @@ def _receive(request, context, policy, store):
             FILE_FIELD,
             intake.RECORD_FIELDS,
             open_file,
+            max_skipped=policy.max_size_bytes,
         )
         texts = read_form(*streams.request_body(request), reader)
         fields = intake.record_fields(texts, _invalid)
