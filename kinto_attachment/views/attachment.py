@@ -67,6 +67,14 @@ def require_record_parents(request, context):
     )
 
 
+def require_storable_ids(context):
+    """400 when the record's ids are too long for its link to be stored
+    (:data:`~kinto_attachment.state.links.MAX_RECORD_URI`), before reading any of the body."""
+    length = len(context.record_uri.encode("utf-8"))
+    if length > links.MAX_RECORD_URI:
+        raise errors.refuse("ids_too_long", length=length, limit=links.MAX_RECORD_URI)
+
+
 def _refuse_oversized(request, max_size):
     """413 before reading when even the smallest form around the file would be too large."""
     length = request.content_length
@@ -112,6 +120,7 @@ def post_attachment(request):
     policy = settings.policy(context.bucket_id, context.collection_id)
 
     _refuse_oversized(request, policy.max_size_bytes)
+    require_storable_ids(context)
     require_record_parents(request, context)
     blob, fields = _receive(request, context, policy, store)
     metadata = attach(request, context, blob, fields.get("data"), fields.get("permissions"))
