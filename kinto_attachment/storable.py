@@ -29,6 +29,11 @@ class Unstorable(ValueError):
     (``"contains the invalid character 0x00"``)."""
 
 
+def is_storable(text):
+    """Whether ``text`` can be stored, or looked up, as it is."""
+    return "\x00" not in text and _SURROGATE.search(text) is None
+
+
 def check_text(text):
     """:class:`Unstorable` unless ``text`` can be stored as it is."""
     if "\x00" in text:

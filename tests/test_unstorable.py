@@ -185,6 +185,43 @@ def test_tus_metadata_keys_are_printable(kinto_tus, key):
     assert response.json["message"] == f"Upload-Metadata: bad {ascii(key)}"
 
 
+# Ids in URLs: an id with a NUL cannot exist, and is not looked up (storage and permission
+# backends on PostgreSQL fail on it), as Kinto's own route factory refuses invalid ids.
+
+
+RECORDS = "/v1/buckets/blog/collections/articles/records"
+UPLOAD = f"{RECORDS}/r1/attachment/uploads"
+
+
+@pytest.mark.parametrize(
+    "method,url,status",
+    [
+        ("POST", f"{RECORDS}/a%00b/attachment", 404),
+        ("GET", f"{RECORDS}/a%00b/attachment", 404),
+        ("DELETE", f"{RECORDS}/a%00b/attachment", 404),
+        ("POST", "/v1/buckets/b%00/collections/articles/records/r1/attachment", 404),
+        ("GET", "/v1/buckets/blog%00/collections/articles/records/r1/attachment", 404),
+        ("GET", "/v1/buckets/blog/collections/a%00/records/r1/attachment", 404),
+        ("POST", f"{RECORDS}/a%00b/attachment/uploads", 404),
+        ("HEAD", f"{UPLOAD}/%00", 404),
+        ("PATCH", f"{UPLOAD}/a%00", 404),
+        ("DELETE", f"{UPLOAD}/a%00", 404),
+    ],
+)
+def test_ids_with_a_nul_are_unknown(kinto_tus, method, url, status):
+    headers = {**ALICE, **TUS, **CHUNK, "Upload-Length": "2", "Upload-Offset": "0"}
+    if method == "POST" and not url.endswith("/uploads"):
+        headers = {**ALICE, **MULTIPART}
+    body = form(part("attachment", b"x", b"x.txt")) if method in ("POST", "PATCH") else b""
+    response = kinto_tus.app.request(url, method=method, body=body, headers=headers, status="*")
+    assert response.status_int == status
+    if method != "HEAD":
+        assert response.json["errno"] == ERRORS.MISSING_RESOURCE.value
+    if "/uploads" in url:
+        assert response.headers["Tus-Resumable"] == "1.0.0"
+    assert kinto_tus.files() == []
+
+
 # /data/files: the name is taken from the header, without what cannot be stored.
 
 
@@ -224,6 +261,19 @@ def test_data_files_ids_that_cannot_be_stored_are_400(backend, tmp_path_factory,
     )
     assert response.json["errno"] == ERRORS.INVALID_PARAMETERS.value
     assert kinto.files() == []
+
+
+@pytest.mark.parametrize("method,status", [("GET", 404), ("HEAD", 404), ("DELETE", 204)])
+@pytest.mark.parametrize("file_id", ["a%00b", "%00", "a" * 129])
+def test_data_files_ids_that_cannot_exist_are_unknown(
+    backend, tmp_path_factory, request, method, status, file_id
+):
+    """No upload could store such an id: it is not looked up (PostgreSQL fails on a NUL)."""
+    kinto = cached_app(backend, tmp_path_factory, request)
+    send = getattr(kinto.app, method.lower())
+    response = send(f"/v1/data/files/{file_id}", extra_environ=LOCAL, status=status)
+    if method == "GET":
+        assert response.json["errno"] == ERRORS.MISSING_RESOURCE.value
 
 
 # Long folders: named by a hash, the same on every store.

@@ -16,7 +16,7 @@ from kinto.views import object_exists_or_404, raise_404_if_invalid_id
 from pyramid.authorization import Everyone
 from pyramid.interfaces import IAuthorizationPolicy
 
-from .. import caching, downloads, errors, intake, lifecycle, locks, streams
+from .. import caching, downloads, errors, intake, lifecycle, locks, storable, streams
 from ..multipart import FIELDS_LIMIT, FormReader, boundary_of, read_form
 from ..state import links, records
 from .cors import DOWNLOAD_HEADERS
@@ -44,6 +44,7 @@ class AttachmentFactory(RouteFactory):
         self.record_id = match["id"]
         self.collection_uri = f"/buckets/{self.bucket_id}/collections/{self.collection_id}"
         self.record_uri = links.record_uri(self.bucket_id, self.collection_id, self.record_id)
+        _require_storable_ids(self)
         self.current_object = records.stored(
             request.registry.storage, self.bucket_id, self.collection_id, self.record_id
         )
@@ -53,6 +54,16 @@ class AttachmentFactory(RouteFactory):
             self.required_permission = "read"
         else:
             self.required_permission = "create" if creating else "write"
+
+
+def _require_storable_ids(context):
+    """404 for ids that no object can have and that PostgreSQL cannot even look up (a NUL:
+    storage and permission backends fail), before anything does, as Kinto's own route
+    factory refuses an invalid record id."""
+    for resource_name in ("bucket", "collection", "record"):
+        object_id = getattr(context, f"{resource_name}_id")
+        if not storable.is_storable(object_id):
+            raise errors.refuse("missing", resource_name=resource_name, id=object_id)
 
 
 def require_record_parents(request, context):

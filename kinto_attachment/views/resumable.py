@@ -50,11 +50,11 @@ class UploadFactory(AttachmentFactory):
     record, or ``create`` on the collection while the record does not exist."""
 
     def __init__(self, request):
+        # On every response, Kinto's own refusals (401, 403, 404...) and the factory's too.
+        request.add_response_callback(_speak_tus)
         # Before anything reads the method: the view, and the metrics of the transfer.
         request.method = tus.method(request.method, request.headers.get("X-HTTP-Method-Override"))
         super().__init__(request)
-        # On every response, Kinto's own refusals (401, 403, 404...) too.
-        request.add_response_callback(_speak_tus)
         creating = self.current_object is None
         self.permission_object_id = self.collection_uri if creating else self.record_uri
         self.required_permission = "create" if creating else "write"
