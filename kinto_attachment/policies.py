@@ -128,7 +128,7 @@ def _as_template(allowed):
 def _as_folder(name, value):
     """A folder pattern, refused unless every key under it fits in :data:`MAX_KEY` bytes
     (a segment with an id in it takes :data:`MAX_SEGMENT` at most, the file's name
-    :data:`NAME_ROOM`): three such segments and more fit, whatever the ids, not four."""
+    :data:`NAME_ROOM`): three segments with ids fit, whatever the ids, four do not."""
     folder = _as_template(("bucket_id", "collection_id"))(name, value).strip("/")
     if any(part in ("", ".", "..") for part in folder.split("/")) and folder:
         fail(name, f"{value!r} must be relative and contain no '.' or '..' segments")

@@ -6,7 +6,9 @@ own parser refuses NaN, Infinity and numbers beyond a double's range, which Pyth
 too, and Kinto's record views fail past some 480 levels of nesting (a ``RecursionError``).
 Any of these, once it reached the storage or Kinto's record view, would be a 5xx (503 from
 PostgreSQL, 500 otherwise) that no retry can help: :func:`check_text` and :func:`json_object`
-raise :class:`Unstorable` instead, whose message the caller turns into its own 400.
+refuse them first (:class:`Unstorable`, or ``ValueError`` for JSON that Kinto does not read),
+with a message the caller turns into its own 400. :func:`is_storable` tells whether an id
+taken from a URL can even be looked up.
 
 Kinto words its own check of filters ``Invalid character 0x00``: so do we.
 """
@@ -29,11 +31,6 @@ class Unstorable(ValueError):
     (``"contains the invalid character 0x00"``)."""
 
 
-def is_storable(text):
-    """Whether ``text`` can be stored, or looked up, as it is."""
-    return "\x00" not in text and _SURROGATE.search(text) is None
-
-
 def check_text(text):
     """:class:`Unstorable` unless ``text`` can be stored as it is."""
     if "\x00" in text:
@@ -43,18 +40,22 @@ def check_text(text):
         raise Unstorable(f"contains a lone surrogate ({ascii(surrogate.group())[1:-1]})")
 
 
-class InvalidJSON(ValueError):
-    """JSON that Python reads but Kinto's parser would not (NaN, Infinity, huge numbers)."""
+def is_storable(text):
+    """Whether ``text`` can be stored, or looked up (an id from a URL), as it is."""
+    return "\x00" not in text and _SURROGATE.search(text) is None
+
+
+# JSON that Python reads but Kinto's parser does not: ``ValueError``, as any invalid JSON.
 
 
 def _constant(name):
-    raise InvalidJSON(f"{name} is not a JSON number")
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _float(text):
     value = float(text)
     if not math.isfinite(value):
-        raise InvalidJSON(f"{text[:20]} is too large a number")
+        raise ValueError(f"{text[:20]} is too large a number")
     return value
 
 
@@ -63,7 +64,7 @@ def _int(text):
     try:
         float(value)
     except OverflowError:
-        raise InvalidJSON(f"{text[:20]}... is too large a number") from None
+        raise ValueError(f"{text[:20]}... is too large a number") from None
     return value
 
 
