@@ -86,6 +86,8 @@ RECORD_IDS = {"new": 4, "long": 300, "too-long": 2100}
 NUL_RECORD = "a%00b"
 BASELINE = bytes(range(256)) * 3 + b"baseline"
 KEEP_ID, KEEP_BYTES = "keep", b"kept data file"
+#: Where ``/data/files`` keeps its files (``kinto_attachment.state.data_file_entries``).
+DATA_FILES = ".data-files/"
 AUTH = "Basic " + base64.b64encode(":".join(ALICE).encode()).decode()
 SOCKET_TIMEOUT = 15
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
@@ -303,11 +305,14 @@ def assert_untouched(server, route, before, request_repr, record_paths=()):
     for path in record_paths:
         if _attachment_or_missing(server, path) is not MISSING:
             raise failure(route, "refusal created a record")(f"{request_repr}: {path}")
-    if set(before.files) - set(after.files):
-        # Files may only disappear after a success (replacement), never after a refusal.
-        raise failure(route, "refusal deleted files")(
-            f"{request_repr}: {sorted(set(before.files) - set(after.files))}"
-        )
+    # Files may only disappear after a success (replacement), never after a refusal; but the
+    # server's collector deletes the files of expired data files at any time (``keep`` is
+    # checked above).
+    deleted = sorted(
+        name for name in set(before.files) - set(after.files) if not name.startswith(DATA_FILES)
+    )
+    if deleted:
+        raise failure(route, "refusal deleted files")(f"{request_repr}: {deleted}")
 
 
 MISSING = object()
@@ -982,7 +987,11 @@ batch_paths = st.one_of(
             f"/v1/data/files?id=b&ttl={'9' * 5000}",
         ]
     ),
-    st.text(alphabet="/abc?=&%.", max_size=12).map(lambda s: RECORD_PATH + "/attachment" + s),
+    # Valid percent-escapes only: Kinto's batch view fails (500) on a sub-request path that is
+    # not UTF-8 once decoded (``%bb``), whatever the route: a bug of Kinto's, not ours.
+    st.lists(st.sampled_from([*"/abc?=&.", "%2F", "%25", "%20", "%00"]), max_size=12).map(
+        lambda parts: RECORD_PATH + "/attachment" + "".join(parts)
+    ),
 )
 #: JSON values without NUL, for the bodies of sub-requests: Kinto's own record views (which
 #: ``PUT`` and ``PATCH`` of the record reach) answer a NUL with a 503 on PostgreSQL, a bug of
