@@ -17,19 +17,26 @@ whose blob is missing (*dangling*) are reported, never touched.
 Runs in every server (expired entries every ``data_files.gc_interval_seconds``, orphans every
 ``gc.orphans_interval_seconds``) and as a command::
 
-    kinto-attachment-gc --ini config/kinto.ini [--dry-run]
+    kinto-attachment-gc --ini config/postgresql.ini [--dry-run]
 
 Several nodes may collect at once: deleting what another node just deleted is harmless.
 The store (``base_path`` or the S3 bucket) must hold nothing but attachments.
+
+The command judges the store by what *its own* storage backend holds, so it refuses a
+configuration whose storage lives in a server's process (Kinto's memory backend): it would see
+no record, and take every file of the running server for an orphan. There, the server's own
+thread collects, since it sees the records.
 """
 
 import argparse
 import dataclasses
 import logging
+import sys
 import threading
 from time import monotonic
 
 import transaction
+from kinto.core.storage import memory
 from pyramid.events import ApplicationCreated
 
 from . import adoption, metrics
@@ -273,8 +280,27 @@ def includeme(config):
     config.add_subscriber(start_collector, ApplicationCreated)
 
 
+#: Why the command refuses a storage backend that only a server's process can see.
+UNSHARED = """\
+kinto-attachment-gc: refused: {ini} keeps its records in Kinto's memory storage backend, which
+lives inside each server's process. This command would start with an empty storage of its own,
+see no record, and take every file under the store for an orphan. Servers running this
+configuration collect by themselves (see kinto.attachment.gc.orphans_interval_seconds and
+data_files.gc_interval_seconds); run this command against a shared storage backend
+(PostgreSQL) only."""
+
+
+def shares_state(registry):
+    """Whether a process of its own, started from the same configuration, sees what the
+    servers see: not with the memory backend, whose records live in each server's process."""
+    return not isinstance(registry.storage, memory.Storage)
+
+
 def main(argv=None):
-    """``kinto-attachment-gc --ini FILE [--dry-run]``: collect once, print the report."""
+    """``kinto-attachment-gc --ini FILE [--dry-run]``: collect once, print the report.
+
+    Exit codes: ``0`` collected; ``2`` refused (a wrong command line, or a configuration
+    whose records this process cannot see: nothing is read nor removed)."""
     from pyramid.paster import bootstrap, setup_logging
 
     parser = argparse.ArgumentParser(prog="kinto-attachment-gc", description=DESCRIPTION)
@@ -289,6 +315,9 @@ def main(argv=None):
         # Loading the app started the server's periodic collector: this command collects once.
         if hasattr(registry, "attachment_gc_stop"):
             registry.attachment_gc_stop.set()
+        if not shares_state(registry):
+            print(UNSHARED.format(ini=args.ini), file=sys.stderr)
+            return 2
         report = collect(registry, dry_run=args.dry_run)
     print(report.describe())
     return 0
