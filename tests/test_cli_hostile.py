@@ -1,0 +1,426 @@
+"""The ``kinto-attachment`` command against a hostile server (:class:`.cli_support.Hostile`):
+nothing is written outside ``--folder`` whatever ids, file names and sizes it lists; a bad
+record is reported and skipped, the others downloaded; planted links are never written
+through; a download never holds more than the record's size; the credentials go to the
+origin of ``--server`` only, and never from ``https`` to ``http``."""
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+from kinto_attachment.cli.names import PARTS, record_id_of
+
+from .cli_support import Hostile, certificate, run_command
+
+
+CONTENT = b"what every attachment of the hostile server holds\n"
+DIGEST = hashlib.sha256(CONTENT).hexdigest()
+SIZE = len(CONTENT)
+RECORDS = "/v1/buckets/b/collections/c/records"
+PASSWORD = "s3cret-password"
+CREDENTIALS = "Basic " + base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
+MiB = 1024 * 1024
+
+
+def attachment(filename, size=SIZE, digest=DIGEST):
+    return {"filename": filename, "size": size, "hash": digest, "mimetype": "text/plain"}
+
+
+def kinto(records, content=CONTENT, extra=None):
+    """A fake Kinto listing ``records``: each one answered at its URL, every attachment
+    (whatever its URL) with ``content``; ``extra(request)`` answers first when it answers."""
+
+    def answer(request):
+        if extra is not None and (answered := extra(request)) is not None:
+            return answered
+        path = urlsplit(request.path).path
+        if path == RECORDS:
+            return (
+                200,
+                {"Content-Type": "application/json"},
+                json.dumps({"data": records}).encode(),
+            )
+        if path.endswith("/attachment"):
+            return 200, {"Content-Type": "application/octet-stream"}, content
+        if path.startswith(RECORDS + "/"):
+            wanted = unquote(path[len(RECORDS) + 1 :])
+            for record in records:
+                if record.get("id") == wanted:
+                    body = json.dumps({"data": record}).encode()
+                    return 200, {"Content-Type": "application/json"}, body
+        return 404, {"Content-Type": "application/json"}, b'{"code": 404, "errno": 110}'
+
+    return answer
+
+
+@pytest.fixture
+def run(monkeypatch, capsys, tmp_path):
+    """``run(server, *args)``: the command against ``server`` (a :class:`Hostile`)."""
+
+    def run_against(server, *args):
+        env = {
+            "KINTO_SERVER": f"{server.origin}/v1",
+            "KINTO_AUTH": f"alice:{PASSWORD}",
+            "KINTO_BUCKET": "b",
+            "KINTO_COLLECTION": "c",
+            "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        }
+        return run_command(monkeypatch, capsys, env, *args)
+
+    return run_against
+
+
+def tree(root):
+    """``{relative path: bytes or 'link -> target'}`` of everything under ``root``."""
+    found = {}
+    for folder, folders, files in os.walk(root):
+        for name in folders + files:
+            path = Path(folder, name)
+            relative = str(path.relative_to(root))
+            if path.is_symlink():
+                found[relative] = f"link -> {os.readlink(path)}"
+            elif path.is_file():
+                found[relative] = path.read_bytes()
+    return found
+
+
+def test_download_never_writes_outside_the_folder(tmp_path, run):
+    """Ids and file names that are paths (``..``, absolute, with separators), empty names,
+    the same name twice: every file lands inside ``--folder``, under a name of its own."""
+    base = tmp_path / "deep" / "er"
+    base.mkdir(parents=True)
+    folder = base / "out"
+    records = [
+        {"id": "../../escaped-by-id", "attachment": attachment("")},
+        {"id": str(tmp_path / "absolute-id"), "attachment": attachment(".")},
+        {"id": "dots", "attachment": attachment("..")},
+        {"id": "sneaky", "attachment": attachment("../../escaped-by-name.txt")},
+        {"id": "rooted", "attachment": attachment(str(tmp_path / "rooted.txt"))},
+        {"id": "windows", "attachment": attachment("..\\..\\escaped-windows.txt")},
+        {"id": "twin-1", "attachment": attachment("same.txt")},
+        {"id": "twin-2", "attachment": attachment("same.txt")},
+        {"id": "device", "attachment": attachment("CON.txt")},
+        {"id": "reserved", "attachment": attachment(PARTS)},
+    ]
+    before = tree(tmp_path)
+
+    with Hostile(kinto(records)) as server:
+        result = run(server, "download", "--folder", str(folder))
+
+    assert result.returncode == 0, result.stderr
+    new = set(tree(tmp_path)) - set(before)
+    assert [path for path in new if not path.startswith("deep/er/out")] == []
+    written = tree(folder)
+    assert set(written.values()) == {CONTENT}
+    assert sorted(written) == sorted(
+        [
+            ".._.._escaped-by-id",
+            "_",
+            "__",
+            ".._.._escaped-by-name.txt",
+            str(tmp_path / "rooted.txt").replace("/", "_"),
+            ".._.._escaped-windows.txt",
+            "same.txt",
+            "twin-2-same.txt",
+            "_CON.txt",
+            f"reserved-{PARTS}",
+        ]
+    )
+    assert result.stdout.count("downloaded ") == len(records)
+
+
+def test_a_bad_record_is_reported_and_the_others_downloaded(tmp_path, run):
+    """A NUL in a file name, an invalid size or sha256, a record that is no record: each is
+    reported (or renamed), the others are downloaded, the exit code says some failed."""
+    folder = tmp_path / "out"
+    records = [
+        {"id": "nul", "attachment": attachment("in\x00side.txt")},
+        {"id": "escape", "attachment": attachment("\x1b[31mred\x1b[0m.txt")},
+        {"id": "no-size", "attachment": attachment("a.txt", size="16")},
+        {"id": "negative", "attachment": attachment("b.txt", size=-1)},
+        {"id": "no-hash", "attachment": attachment("c.txt", digest="../../x")},
+        {"id": "text", "attachment": "not an object"},
+        {"id": 42, "attachment": attachment("number.txt")},
+        "not a record",
+        {"id": "none", "attachment": None},
+        {"id": "good", "attachment": attachment("good.txt")},
+    ]
+
+    with Hostile(kinto(records)) as server:
+        result = run(server, "download", "--folder", str(folder))
+
+    assert result.returncode == 1
+    assert tree(folder) == {
+        "in_side.txt": CONTENT,
+        "_[31mred_[0m.txt": CONTENT,
+        "good.txt": CONTENT,
+    }
+    errors = result.stderr.splitlines()
+    assert "kinto-attachment: no-size: the record's attachment has no valid size" in errors
+    assert "kinto-attachment: negative: the record's attachment has no valid size" in errors
+    assert "kinto-attachment: no-hash: the record's attachment has no valid sha256" in errors
+    assert "kinto-attachment: text: the record's attachment is no object" in errors
+    assert "kinto-attachment: the server: listed 'not a record' as a record" in errors
+    assert any(e.startswith("kinto-attachment: the server: listed {'id': 42") for e in errors)
+    assert len(errors) == 6, result.stderr
+    assert "skipped none: no attachment" in result.stdout
+    assert "\x1b" not in result.stdout + result.stderr
+    assert "downloaded _[31mred_[0m.txt (escape)" in result.stdout
+
+
+def test_planted_links_are_never_written_through(tmp_path, run):
+    """Links planted where the download writes (the part file, the final name, a subfolder)
+    are replaced or refused: the files they point to are untouched."""
+    folder, outside = tmp_path / "out", tmp_path / "outside"
+    (folder / PARTS).mkdir(parents=True)
+    outside.mkdir()
+    victims = {name: outside / name for name in ("part", "old-part", "final", "dir")}
+    for victim in victims.values():
+        if victim.name != "dir":
+            victim.write_bytes(b"precious\n")
+    (folder / PARTS / f"{DIGEST}.part").symlink_to(victims["part"])
+    (folder / "a.txt.part").symlink_to(victims["old-part"])  # Where older versions wrote.
+    (folder / "a.txt").symlink_to(victims["final"])
+    victims["dir"].mkdir()
+    (folder / "sub").symlink_to(victims["dir"], target_is_directory=True)
+    path = "sub/b.txt"
+    records = [
+        {"id": "a", "attachment": attachment("a.txt")},
+        {
+            "id": record_id_of(path),
+            "attachment": attachment("b.txt"),
+            "synced_from": {"folder": "site", "path": path},
+        },
+    ]
+
+    with Hostile(kinto(records)) as server:
+        result = run(server, "download", "--folder", str(folder))
+
+    assert result.returncode == 1
+    assert "kinto-attachment: sub/b.txt: sub: not a folder (a link?): not followed" in (
+        result.stderr
+    )
+    assert tree(outside) == {
+        "part": b"precious\n",
+        "old-part": b"precious\n",
+        "final": b"precious\n",
+    }
+    assert not (folder / "a.txt").is_symlink()
+    assert (folder / "a.txt").read_bytes() == CONTENT
+    assert not (folder / PARTS).exists()  # Emptied, then removed.
+
+
+def test_a_linked_parts_folder_is_refused(tmp_path, run):
+    folder, outside = tmp_path / "out", tmp_path / "outside"
+    folder.mkdir()
+    outside.mkdir()
+    (folder / PARTS).symlink_to(outside, target_is_directory=True)
+    records = [{"id": "a", "attachment": attachment("a.txt")}]
+
+    with Hostile(kinto(records)) as server:
+        result = run(server, "download", "--folder", str(folder))
+
+    assert result.returncode == 1
+    assert f"{PARTS}: not a folder (a link?): not followed" in result.stderr
+    assert tree(outside) == {}
+    assert not (folder / "a.txt").exists()
+
+
+def test_a_download_never_exceeds_the_announced_size(tmp_path, run):
+    """A record announcing 16 bytes whose server streams without end: the command stops at
+    16 bytes (what it wrote never held more), fails the sha256 and keeps nothing."""
+    folder = tmp_path / "out"
+    largest = [0]
+
+    def endless():
+        for _ in range(64):  # 64 MiB at most, so that a client that reads on ends too.
+            for part in folder.rglob("*.part"):
+                with contextlib.suppress(FileNotFoundError):
+                    largest[0] = max(largest[0], part.stat().st_size)
+            yield b"x" * MiB
+
+    def stream(request):
+        if request.path.endswith("/attachment"):
+            return 200, {"Content-Type": "application/octet-stream"}, endless()
+        return None
+
+    records = [{"id": "endless", "attachment": attachment("endless.bin", size=16)}]
+    with Hostile(kinto(records, extra=stream)) as server:
+        result = run(server, "download", "--folder", str(folder))
+
+    assert largest[0] <= 16
+    assert result.returncode == 1
+    assert "endless.bin: the downloaded file does not have the record's sha256" in result.stderr
+    assert tree(folder) == {}
+
+
+def test_a_download_that_sent_too_little_is_resumed(tmp_path, run):
+    """A body shorter than the record's size is kept, and continued with ``Range`` by the
+    next run; a ``206`` for another range than asked is refused."""
+    folder = tmp_path / "out"
+    answers = [
+        (200, {"Content-Length": "10"}, CONTENT[:10]),
+        (206, {"Content-Range": f"bytes 3-{len(CONTENT) - 1}/{len(CONTENT)}"}, CONTENT[3:]),
+        (206, {"Content-Range": f"bytes 10-{len(CONTENT) - 1}/{len(CONTENT)}"}, CONTENT[10:]),
+    ]
+
+    def partial(request):
+        return answers.pop(0) if request.path.endswith("/attachment") else None
+
+    records = [{"id": "short", "attachment": attachment("short.txt")}]
+    with Hostile(kinto(records, extra=partial)) as server:
+        first = run(server, "download", "--folder", str(folder))
+        second = run(server, "download", "--folder", str(folder))
+        third = run(server, "download", "--folder", str(folder))
+        ranges = [r.headers.get("Range") for r in server.requests if "attachment" in r.path]
+
+    assert first.returncode == 1
+    assert f"sent 10 of the record's {len(CONTENT)} bytes" in first.stderr
+    assert second.returncode == 1 and "the server sent another range" in second.stderr
+    assert third.returncode == 0, third.stderr
+    assert tree(folder) == {"short.txt": CONTENT}
+    assert ranges == [None, "bytes=10-", "bytes=10-"]
+
+
+@pytest.fixture
+def tls(tmp_path, monkeypatch):
+    """A certificate for ``127.0.0.1`` that the command trusts."""
+    files = certificate(tmp_path)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", files[0])
+    return files
+
+
+def spy():
+    """A plain HTTP server that keeps what it receives and accepts every tus chunk."""
+
+    def answer(request):
+        offset = int(request.headers.get("Upload-Offset", 0)) + len(request.body)
+        return 204, {"Upload-Offset": str(offset), "Tus-Resumable": "1.0.0"}, b""
+
+    return Hostile(answer)
+
+
+def tus_server(location, file_digest):
+    """A fake Kinto that creates tus uploads at ``location`` and then lists the record with
+    the file's sha256."""
+
+    def answer(request):
+        if request.method == "POST" and request.path.endswith("/attachment/uploads"):
+            return 201, {"Location": location, "Tus-Resumable": "1.0.0"}, b""
+        if request.method == "GET":
+            record = {"id": "r", "attachment": attachment("big.bin", digest=file_digest)}
+            return 200, {"Content-Type": "application/json"}, json.dumps({"data": record}).encode()
+        return 404, {}, b""
+
+    return answer
+
+
+def big_file(tmp_path):
+    path = tmp_path / "big.bin"
+    path.write_bytes(os.urandom(9 * MiB))  # Over 8 MiB: a tus upload.
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_tus_location_from_https_to_http_is_refused(tmp_path, tls, run):
+    """``--server https://…`` and a tus creation answering ``Location: http://…``: no byte
+    of the file nor the credentials go there; the command says why."""
+    path, digest = big_file(tmp_path)
+    with spy() as plain:
+        answer = tus_server(f"{plain.origin}/files/1", digest)
+        with Hostile(answer, tls=tls) as server:
+            result = run(server, "upload", str(path), "--record", "r", "--force")
+        assert plain.requests == []
+    assert result.returncode == 1
+    assert "refused to go from https to http" in result.stderr
+    assert f"{plain.origin}/files/1" in result.stderr
+
+
+def test_a_tus_location_elsewhere_gets_no_credentials(tmp_path, tls, run):
+    """A tus ``Location`` on another origin (here another port) is followed without the
+    credentials; the server's own origin gets them."""
+    path, digest = big_file(tmp_path)
+
+    def accept(request):
+        offset = int(request.headers.get("Upload-Offset", 0)) + len(request.body)
+        return 204, {"Upload-Offset": str(offset), "Tus-Resumable": "1.0.0"}, b""
+
+    with Hostile(accept, tls=tls) as elsewhere:
+        with Hostile(tus_server(f"{elsewhere.origin}/files/1", digest), tls=tls) as server:
+            result = run(server, "upload", str(path), "--record", "r", "--force")
+            own = server.requests
+        received = elsewhere.requests
+
+    assert result.returncode == 0, result.stderr
+    assert [r.method for r in received] == ["PATCH", "PATCH"]
+    assert sum(len(r.body) for r in received) == 9 * MiB
+    assert all("Authorization" not in r.headers for r in received)
+    assert all(r.headers.get("Authorization") == CREDENTIALS for r in own)
+
+
+def test_redirects_and_pages_elsewhere_get_no_credentials(tmp_path, tls, run):
+    """A download redirected to another origin, a ``Next-Page`` on another origin: followed
+    without the credentials. A redirect from https to http is refused."""
+
+    def cdn(request):
+        return (200, {}, CONTENT) if request.path.startswith("/files/") else None
+
+    with spy() as plain, Hostile(kinto([], extra=cdn), tls=tls) as elsewhere:
+        records = [
+            {"id": "cdn", "attachment": attachment("cdn.txt")},
+            {"id": "down", "attachment": attachment("down.txt")},
+        ]
+
+        def redirect(request):
+            if request.path.endswith("/cdn/attachment"):
+                return 302, {"Location": f"{elsewhere.origin}/files/cdn.txt"}, b""
+            if request.path.endswith("/down/attachment"):
+                return 302, {"Location": f"{plain.origin}/files/down.txt"}, b""
+            if request.path == RECORDS:
+                body = json.dumps({"data": records}).encode()
+                following = f"{elsewhere.origin}{RECORDS}?page=2"
+                return 200, {"Content-Type": "application/json", "Next-Page": following}, body
+            return None
+
+        with Hostile(kinto(records, extra=redirect), tls=tls) as server:
+            result = run(server, "download", "--folder", str(tmp_path / "out"))
+            own = server.requests
+        assert plain.requests == []
+        received = elsewhere.requests
+
+    assert result.returncode == 1
+    assert "refused to go from https to http" in result.stderr
+    assert tree(tmp_path / "out") == {"cdn.txt": CONTENT}
+    assert sorted(urlsplit(r.path).path for r in received) == ["/files/cdn.txt", RECORDS]
+    assert all("Authorization" not in r.headers for r in received)
+    assert all(r.headers.get("Authorization") == CREDENTIALS for r in own)
+
+
+def test_malformed_answers_are_failures_not_tracebacks(tmp_path, run):
+    """No JSON, pages that go round, a tus server that does not move on: one line each."""
+    file = tmp_path / "big.bin"
+    file.write_bytes(b"\0" * (9 * MiB))
+
+    def answer(request):
+        path = urlsplit(request.path).path
+        if request.method == "POST":
+            return 201, {"Location": "/v1/files/1"}, b""
+        if request.method == "PATCH":
+            return 204, {"Upload-Offset": request.headers["Upload-Offset"]}, b""
+        if path == RECORDS:
+            return 200, {"Next-Page": request.path}, b'{"data": []}'
+        return 200, {}, b"<html>not JSON</html>"
+
+    with Hostile(answer) as server:
+        listing = run(server, "download", "--folder", str(tmp_path / "out"))
+        record = run(server, "rm", "--id", "r")
+        stuck = run(server, "upload", str(file), "--id", "r", "--force")
+
+    assert listing.returncode == 1 and "the server's pages go round" in listing.stderr
+    assert record.returncode == 1 and "no JSON object" in record.stderr
+    assert stuck.returncode == 1 and "the server answered Upload-Offset '0'" in stuck.stderr
