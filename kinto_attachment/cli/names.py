@@ -15,7 +15,6 @@ records, one name; a file where another record needs a folder) are resolved by
 """
 
 import hashlib
-import os
 import unicodedata
 import uuid
 
@@ -164,11 +163,14 @@ def local_names(records, given=None):
 
 
 def argument_path(text):
-    """A name as typed (``./fonts/a.woff2``, ``fonts\\a.woff2`` on Windows) as upload and
-    sync spell it (``fonts/a.woff2``), or None when it cannot be one (``..``, absolute)."""
-    for separator in {os.sep, os.altsep or os.sep} - {"/"}:
-        text = text.replace(separator, "/")
+    """A name as typed (``./fonts//a.woff2``) as upload and sync spell it (``fonts/a.woff2``),
+    or None when it cannot be one (``..``, absolute, not UTF-8)."""
     parts = [p for p in text.split("/") if p not in ("", ".")]
     if not parts or text.startswith("/") or ".." in parts:
         return None
-    return "/".join(parts)
+    path = "/".join(parts)
+    try:
+        path.encode()
+    except UnicodeEncodeError:  # A name of bytes that are no UTF-8: none upload gives.
+        return None
+    return path
