@@ -6,7 +6,8 @@ sent.
 
 The test gives a function ``answer(request)`` that returns ``(status, headers, body)``; the
 body is bytes, or an iterable of bytes sent as they come (until the client hangs up), with no
-``Content-Length`` unless the headers give one. Each request is kept in
+``Content-Length`` unless the headers give one (``Connection: close`` ends the connection
+after the body, however long the ``Content-Length`` said it was). Each request is kept in
 :attr:`Hostile.requests` with its headers and the number of body bytes that came.
 """
 

@@ -216,7 +216,11 @@ def test_sync_plans_then_applies(server, proxy, collection, tmp_path, run):
     assert run(env, "sync", str(folder)).returncode == 0
     synced = record(server, collection, font)
     assert synced["attachment"]["size"] == 6
-    assert synced["synced_from"] == {"folder": "site", "path": "fonts/a.woff2"}
+    assert synced["synced_from"] == {
+        "folder": "site",
+        "path": "fonts/a.woff2",
+        "sha256": hashlib.sha256(b"font a").hexdigest(),
+    }
 
     (folder / "index.txt").write_bytes(b"v2")
     (folder / "fonts/a.woff2").unlink()
@@ -389,7 +393,7 @@ def test_an_upload_stored_otherwise_than_the_file_is_a_failure(monkeypatch, tmp_
     monkeypatch.setattr(cli.uploads, "upload", lambda *args, **kwargs: {"hash": "0" * 64})
     args = types.SimpleNamespace(force=True, state=str(tmp_path / "state.json"), limit_rate=None)
     with Bars(file.stat().st_size) as bars:
-        failed = cli._upload(None, args, bars, [(str(file), "notes.txt", "notes", None)])
+        failed = cli._upload(None, args, bars, [(str(file), "notes.txt", "notes", None, None)])
     assert failed
     expected = hashlib.sha256(b"what the file holds").hexdigest()
     assert (
@@ -429,7 +433,7 @@ def attach_by_hand(server, collection, record_id, filename, content):
     response = requests.post(
         url + "/attachment", files={"attachment": (filename, content)}, auth=ALICE, timeout=60
     )
-    assert response.status_code == 201, response.text
+    assert response.status_code in (200, 201), response.text
 
 
 def test_sync_delete_deletes_only_what_this_folder_synced(server, collection, tmp_path, run):
@@ -444,34 +448,48 @@ def test_sync_delete_deletes_only_what_this_folder_synced(server, collection, tm
     (site / "sub").mkdir(parents=True)
     (site / "a.txt").write_bytes(b"a")
     (site / "sub/b.txt").write_bytes(b"b")
+    (site / "d.txt").write_bytes(b"d")
     other.mkdir()
     (other / "c.txt").write_bytes(b"c")
     assert run(env, "sync", str(site)).returncode == 0
     assert run(env, "sync", str(other)).returncode == 0
-    a, b, c = (record_id_of(name) for name in ("a.txt", "sub/b.txt", "c.txt"))
+    a, b, c, d = (record_id_of(name) for name in ("a.txt", "sub/b.txt", "c.txt", "d.txt"))
 
+    # Its file replaced by hand since, the record of d.txt is no longer this folder's file.
+    attach_by_hand(server, collection, record_id_of("d.txt"), "d.txt", b"replaced by hand")
+    (site / "d.txt").unlink()
     (site / "sub/b.txt").unlink()
     plain = run(env, "sync", str(site))
     assert plain.returncode == 0, plain.stderr
     assert plain.stdout.splitlines() == [
         f"unchanged a.txt ({a})",
         f"gone sub/b.txt ({b}) would delete with --delete",
+        f"kept d.txt ({d}) its attachment is no longer the file this folder's sync attached",
     ]
     assert record(server, collection, b) is not None
     plan = run(env, "sync", str(site), "--delete", "--dry-run")
-    assert plan.stdout.splitlines() == [f"unchanged  a.txt ({a})", f"delete     sub/b.txt ({b})"]
+    assert plan.stdout.splitlines() == [
+        f"unchanged  a.txt ({a})",
+        f"delete     sub/b.txt ({b})",
+        f"kept       d.txt ({d}) its attachment is no longer the file this folder's sync attached",
+    ]
 
     applied = run(env, "sync", str(site), "--delete")
     assert applied.returncode == 0, applied.stderr
     assert applied.stdout.splitlines() == [
         f"unchanged a.txt ({a})",
         f"deleted record sub/b.txt ({b})",
+        f"kept d.txt ({d}) its attachment is no longer the file this folder's sync attached",
     ]
     assert record(server, collection, b) is None
-    for kept in ("manual-upload", record_id_of("notes.txt"), c, a):
+    for kept in ("manual-upload", record_id_of("notes.txt"), c, a, d):
         assert record(server, collection, kept)["attachment"], kept
-    assert record(server, collection, a)["synced_from"] == {"folder": "site", "path": "a.txt"}
-    assert record(server, collection, c)["synced_from"] == {"folder": "other", "path": "c.txt"}
+    for kept, folder, content in ((a, "site", b"a"), (c, "other", b"c")):
+        assert record(server, collection, kept)["synced_from"] == {
+            "folder": folder,
+            "path": "a.txt" if kept == a else "c.txt",
+            "sha256": hashlib.sha256(content).hexdigest(),
+        }
     # An empty folder of another name deletes nothing either.
     (tmp_path / "empty").mkdir()
     nothing = run(env, "sync", str(tmp_path / "empty"), "--delete")

@@ -51,7 +51,7 @@ def kinto(records, content=CONTENT, extra=None):
         if path.startswith(RECORDS + "/"):
             wanted = unquote(path[len(RECORDS) + 1 :])
             for record in records:
-                if record.get("id") == wanted:
+                if isinstance(record, dict) and record.get("id") == wanted:
                     body = json.dumps({"data": record}).encode()
                     return 200, {"Content-Type": "application/json"}, body
         return 404, {"Content-Type": "application/json"}, b'{"code": 404, "errno": 110}'
@@ -424,3 +424,173 @@ def test_malformed_answers_are_failures_not_tracebacks(tmp_path, run):
     assert listing.returncode == 1 and "the server's pages go round" in listing.stderr
     assert record.returncode == 1 and "no JSON object" in record.stderr
     assert stuck.returncode == 1 and "the server answered Upload-Offset '0'" in stuck.stderr
+
+
+def test_sync_deletes_and_marks_only_with_if_match(tmp_path, run):
+    """``--delete`` sends ``If-Match`` (a record listed without ``last_modified`` is never
+    deleted: the precondition cannot hold); a forged mark (copied to another id, or naming
+    a path no folder holds) is nobody's; what cannot be synced is reported."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "same.txt").write_bytes(CONTENT)
+    os.mkfifo(site / "pipe")
+    (site / os.fsdecode(b"\xff.txt")).write_bytes(b"not UTF-8")
+    (site / "mem").symlink_to("/proc/self/mem")  # A file whose reading fails.
+    records = [
+        {"id": record_id_of("same.txt"), "attachment": attachment("same.txt"), "last_modified": 7},
+        {"id": record_id_of("gone.txt"), "synced_from": {"folder": "site", "path": "gone.txt"}},
+        {"id": "copied", "synced_from": {"folder": "site", "path": "forged.txt"}},
+        {"id": record_id_of("../up"), "synced_from": {"folder": "site", "path": "../up"}},
+        {"id": record_id_of("mem"), "attachment": attachment("mem")},
+    ]
+
+    def refuse(request):
+        if request.method in ("PATCH", "DELETE"):
+            return (
+                412,
+                {"Content-Type": "application/json"},
+                b'{"message": "Resource was modified meanwhile"}',
+            )
+        return None
+
+    with Hostile(kinto(records, extra=refuse)) as server:
+        result = run(server, "sync", str(site), "--delete", "--follow-symlinks")
+        writes = [(r.method, r.path, r.headers.get("If-Match")) for r in server.requests[1:]]
+
+    assert result.returncode == 1
+    assert writes == [
+        ("PATCH", f"{RECORDS}/{record_id_of('same.txt')}", '"7"'),
+        ("DELETE", f"{RECORDS}/{record_id_of('gone.txt')}", '"unknown"'),
+    ]
+    assert result.stdout.splitlines() == [
+        "skipped mem: Input/output error",
+        "skipped pipe: not a regular file",
+        "skipped \\udcff.txt: its name is not UTF-8",
+    ]
+    assert result.stderr.splitlines() == [
+        "kinto-attachment: same.txt: 412 Resource was modified meanwhile "
+        f"(PATCH {server.origin}{RECORDS}/{record_id_of('same.txt')})",
+        "kinto-attachment: gone.txt: 412 Resource was modified meanwhile "
+        f"(DELETE {server.origin}{RECORDS}/{record_id_of('gone.txt')})",
+    ]
+
+
+def test_parts_left_by_other_runs(tmp_path, run):
+    """A part that holds the whole file is renamed without a request; one too long, or hard
+    linked elsewhere, is replaced; a final name hard linked elsewhere is replaced, not
+    written through."""
+    folder, outside = tmp_path / "out", tmp_path / "outside"
+    (folder / PARTS).mkdir(parents=True)
+    outside.mkdir()
+    (folder / PARTS / f"{DIGEST}.part").write_bytes(CONTENT)
+    other = hashlib.sha256(b"other").hexdigest()
+    (folder / PARTS / f"{other}.part").write_bytes(b"other and more")
+    (outside / "hard").write_bytes(CONTENT)
+    os.link(outside / "hard", folder / "linked.txt")
+    records = [
+        {"id": "whole", "attachment": attachment("whole.txt")},
+        {"id": "long", "attachment": attachment("long.txt", size=5, digest=other)},
+        {"id": "linked", "attachment": attachment("linked.txt")},
+    ]
+
+    def other_content(request):
+        return (200, {}, b"other") if request.path.endswith("/long/attachment") else None
+
+    with Hostile(kinto(records, extra=other_content)) as server:
+        result = run(server, "download", "--folder", str(folder))
+        fetched = [r.path for r in server.requests if r.path.endswith("/attachment")]
+
+    assert result.returncode == 0, result.stderr
+    assert fetched == [f"{RECORDS}/long/attachment", f"{RECORDS}/linked/attachment"]
+    assert tree(folder) == {"whole.txt": CONTENT, "long.txt": b"other", "linked.txt": CONTENT}
+    assert os.stat(folder / "linked.txt").st_nlink == 1
+    assert os.stat(outside / "hard").st_nlink == 1
+
+
+def test_a_body_cut_short_is_kept_to_resume(tmp_path, run):
+    def cut(request):
+        if request.path.endswith("/attachment"):
+            return 200, {"Content-Length": str(SIZE), "Connection": "close"}, CONTENT[:10]
+        return None
+
+    with Hostile(kinto([{"id": "cut", "attachment": attachment("cut.txt")}], extra=cut)) as s:
+        result = run(s, "download", "--folder", str(tmp_path / "out"))
+
+    assert result.returncode == 1
+    assert "kinto-attachment: cut.txt: GET " in result.stderr and "IncompleteRead" in result.stderr
+    assert tree(tmp_path / "out") == {f"{PARTS}/{DIGEST}.part": CONTENT[:10]}
+
+
+def test_names_and_ids_against_a_listing_with_junk(tmp_path, run):
+    """A name found only among download's names, an id that is no record, a record answered
+    under another id, a page that is no list, an error that is no JSON."""
+    records = ["junk", {"id": "h", "attachment": attachment("hello.txt")}]
+
+    def odd(request):
+        path = urlsplit(request.path).path
+        if path.endswith("/records/liar"):
+            return 200, {"Content-Type": "application/json"}, b'{"data": {"id": "other"}}'
+        if path.endswith("/records/broken"):
+            return 500, {"Content-Type": "text/html"}, b"<h1>oops</h1>"
+        if path == "/v1/buckets/b/collections/empty/records":
+            return 200, {"Content-Type": "application/json"}, b'{"data": {"not": "a list"}}'
+        return None
+
+    with Hostile(kinto(records, extra=odd)) as server:
+        found = run(server, "download", "hello.txt", "--id", "nope", "--folder", str(tmp_path))
+        liar = run(server, "rm", "--id", "liar")
+        broken = run(server, "rm", "--id", "broken")
+        empty = run(server, "-c", "empty", "download", "--folder", str(tmp_path))
+        bad_server = run(server, "--server", "ftp://127.0.0.1/v1", "rm", "x")
+
+    assert found.returncode == 1
+    assert found.stderr == "kinto-attachment: nope: no such record\n"
+    assert (tmp_path / "hello.txt").read_bytes() == CONTENT
+    assert liar.returncode == 1 and "the server answered another record" in liar.stderr
+    assert broken.returncode == 1
+    assert f"500 Internal Server Error (GET {server.origin}{RECORDS}/broken)" in broken.stderr
+    assert empty.returncode == 1 and "the server listed no records" in empty.stderr
+    assert bad_server.returncode == 1
+    assert (
+        bad_server.stderr
+        == "kinto-attachment: --server: not an http(s) URL: 'ftp://127.0.0.1/v1'\n"
+    )
+
+
+def test_tus_answers_that_cannot_be_used(tmp_path, run):
+    """A creation without ``Location``; an upload completed whose record has no attachment."""
+    file = tmp_path / "big.bin"
+    file.write_bytes(b"\0" * (9 * MiB))
+
+    def nowhere(request):
+        return 201, {}, b""
+
+    def empty_record(request):
+        if request.method == "POST":
+            return 201, {"Location": "/v1/files/1"}, b""
+        if request.method == "PATCH":
+            offset = int(request.headers["Upload-Offset"]) + len(request.body)
+            return 204, {"Upload-Offset": str(offset)}, b""
+        return 200, {"Content-Type": "application/json"}, b'{"data": {"id": "r"}}'
+
+    with Hostile(nowhere) as server:
+        first = run(server, "upload", str(file), "--id", "r", "--force")
+    with Hostile(empty_record) as server:
+        second = run(server, "upload", str(file), "--id", "r", "--force")
+
+    assert first.returncode == 1 and "created an upload without a Location" in first.stderr
+    assert second.returncode == 1
+    assert "the upload completed, but the record has no attachment" in second.stderr
+
+
+def test_command_lines_refused_before_any_request(tmp_path, run):
+    odd = tmp_path / os.fsdecode(b"\xfe.bin")
+    odd.write_bytes(b"x")
+    with Hostile(kinto([])) as server:
+        not_json = run(server, "upload", str(odd), "--data", "{")
+        not_utf8 = run(server, "upload", str(odd))
+        no_name = run(server, "sync", "/", "--dry-run")
+        assert server.requests == []
+    assert not_json.returncode == 2 and "not JSON" in not_json.stderr
+    assert not_utf8.returncode == 2 and "not a UTF-8 name" in not_utf8.stderr
+    assert no_name.returncode == 2 and "has no name: give it one with --as NAME" in no_name.stderr

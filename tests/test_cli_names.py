@@ -118,3 +118,24 @@ def test_paths_as_typed():
     assert argument_path("/etc/passwd") is None
     assert argument_path("a/../b") is None
     assert argument_path("\udcff") is None
+
+
+def test_collisions_are_resolved_inside_the_folder():
+    """A name taken as a file, as a folder, and with the id in front: the next tries go on
+    until one is free, never outside the folder."""
+    listed = [
+        {"id": record_id_of("f"), "attachment": {"filename": "f"}},
+        {"id": record_id_of("r-f"), "attachment": {"filename": "r-f"}},
+        {"id": "r", "attachment": {"filename": "f"}},
+        {"id": "a", "attachment": {"filename": "sub"}, "synced_from": {"path": "sub"}},
+        {"id": record_id_of("sub/x"), "synced_from": {"folder": "s", "path": "sub/x"}},
+        {"id": record_id_of("f/y"), "synced_from": {"folder": "s", "path": "f/y"}},
+    ]
+    assert local_names(listed) == {
+        record_id_of("f"): "f",
+        record_id_of("r-f"): "r-f",
+        "r": "r-2-f",
+        "a": "a-sub",
+        record_id_of("sub/x"): "sub/x",
+        record_id_of("f/y"): f"{record_id_of('f/y')}-y",
+    }

@@ -30,8 +30,9 @@ its path in the folder, fonts/a.woff2), as download writes it, or a record id. A
 both a file's name and another record's id is refused: give the record id with --id."""
 DELETE = """\
 --delete deletes a record only when this folder's sync marked it (its synced_from field
-names the folder, by --as or its own name, and the file's path) and nothing is at that path
-in the folder any more. Records attached otherwise are never deleted."""
+names the folder, by --as or its own name, the file's path and the sha256 it attached), it
+still holds that file, and nothing is at that path in the folder any more. Records attached
+otherwise are never deleted."""
 
 
 class Usage(Exception):
@@ -137,16 +138,16 @@ def parser():
 
 
 def _upload(remote, args, bars, jobs, compared=False):
-    """Upload ``jobs`` (``(path, name, record id, data)``), skipping files already attached
-    unless ``--force``, or unless the hashes were ``compared`` already. Each upload is
-    verified: the sha256 the server stored must be the file's (it fails if the file changed
-    meanwhile)."""
+    """Upload ``jobs`` (``(path, name, record id, data, sha256 or None)``), skipping files
+    already attached unless ``--force``, or unless the hashes were ``compared`` already. Each
+    upload is verified: the sha256 the server stored must be the file's (it fails if the file
+    changed meanwhile)."""
     failed = False
-    for path, name, record_id, data in jobs:
+    for path, name, record_id, data, local in jobs:
         try:
             record = None if compared or args.force else remote.record(record_id)
             current = _attachment(record).get("hash")
-            local = None if current is None else sha256_of(path)
+            local = local or (None if current is None else sha256_of(path))
             if current is not None and current == local:
                 bars.print(f"unchanged {name} ({record_id})")
                 continue
@@ -192,7 +193,7 @@ def upload(remote, args):
             record_id = args.record or record_id_of(name)
         except UnicodeEncodeError:
             raise Usage(f"not a UTF-8 name: {path} (give its record with --id)") from None
-        jobs.append((path, name, record_id, args.data))
+        jobs.append((path, name, record_id, args.data, None))
     with Bars(sum(os.path.getsize(p) for p, *_ in jobs)) as bars:
         return _upload(remote, args, bars, jobs)
 
@@ -294,7 +295,13 @@ def mirror(remote, args):
             print(line)
         return False
     jobs = [
-        (os.path.join(args.folder, e.path), e.path, e.record_id, sync.mark(name, e.path))
+        (
+            os.path.join(args.folder, e.path),
+            e.path,
+            e.record_id,
+            sync.mark(name, e.path, e.sha256),
+            e.sha256,
+        )
         for e in plan.new + plan.changed
     ]
     failed = False
@@ -314,6 +321,8 @@ def mirror(remote, args):
                 continue
             changed = _unless_changed(entry.record)
             failed |= _remove(remote, entry.path, entry.record_id, False, bars, changed)
+        for entry in plan.kept:
+            bars.print(f"kept {entry} {sync.REPLACED}")
     return failed
 
 
@@ -330,7 +339,7 @@ def _mark(remote, name, entry, bars):
         remote.request(
             "PATCH",
             remote.record_url(entry.record_id),
-            json={"data": sync.mark(name, entry.path)},
+            json={"data": sync.mark(name, entry.path, entry.sha256)},
             headers=_unless_changed(entry.record),
         )
     except Failure as e:

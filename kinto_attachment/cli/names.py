@@ -21,7 +21,7 @@ import uuid
 
 #: Record ids of files are derived from their names in this namespace: stable, and valid ids.
 ID_NAMESPACE = uuid.UUID("9a0a2b4e-1d55-4d0e-9b1e-6b7a3f6f7c10")
-#: The record field in which ``sync`` writes ``{"folder": NAME, "path": PATH}``.
+#: The record field in which ``sync`` writes ``{"folder": NAME, "path": PATH, "sha256": ...}``.
 MARK = "synced_from"
 #: Where downloads are written until verified, at the top of the folder: no record gets it.
 PARTS = ".kinto-attachment-parts"
@@ -91,16 +91,18 @@ def key(path):
 
 
 def mark_of(record):
-    """``(folder, path)`` of a record that ``sync`` uploaded, or None: the mark must name a
-    clean path from which the record's id is derived (a mark copied to another record, or
-    forged with a path no folder can hold, is nobody's)."""
+    """``(folder, path, sha256)`` of a record that ``sync`` uploaded, or None: the mark must
+    name a clean path from which the record's id is derived (a mark copied to another
+    record, or forged with a path no folder can hold, is nobody's); ``sha256`` is that of
+    the file the sync attached (None if the mark does not say)."""
     mark = record.get(MARK)
     if not isinstance(mark, dict):
         return None
     folder, path = mark.get("folder"), clean_path(mark.get("path"))
     if not isinstance(folder, str) or path is None or record_id_of(path) != record.get("id"):
         return None
-    return folder, path
+    digest = mark.get("sha256")
+    return folder, path, digest if isinstance(digest, str) else None
 
 
 def _proposed(record, given):

@@ -5,11 +5,12 @@ record id is derived from its path in the folder (:func:`~.names.record_id_of`),
 file always lands on the same record, from any machine.
 
 Each record a sync attaches a file to is marked with :data:`~.names.MARK`: the folder's name
-(the last part of its path, or ``--as NAME``) and the file's path. ``--delete`` deletes only
-records marked with this folder's name whose path holds nothing in the folder any more; a
-record attached any other way is never deleted, nor overwritten when another folder's sync
-marked it. A record of an unchanged file that has no mark (uploaded by ``upload``, or by a
-sync older than the marks) gets this folder's.
+(the last part of its path, or ``--as NAME``), the file's path and its sha256. ``--delete``
+deletes only records marked with this folder's name that still hold the file the sync
+attached (the mark's sha256 is the attachment's) and whose path holds nothing in the folder
+any more; a record attached any other way is never deleted, nor overwritten when another
+folder's sync marked it. A record of an unchanged file that has no mark (uploaded by
+``upload``, or by a sync older than the marks) gets this folder's.
 """
 
 import dataclasses
@@ -28,6 +29,8 @@ class Entry:
     record: dict = None
     #: Why it is skipped, or the folder whose sync marked its record.
     note: str = None
+    #: The file's sha256 (when it was read).
+    sha256: str = None
 
     def __str__(self):
         return f"{shown(self.path)} ({shown(self.record_id)})"
@@ -48,6 +51,8 @@ class Plan:
     skipped: list = dataclasses.field(default_factory=list)
     #: Records of this folder whose file is gone.
     gone: list = dataclasses.field(default_factory=list)
+    #: Records of this folder whose file is gone, but whose attachment is another file now.
+    kept: list = dataclasses.field(default_factory=list)
 
     def lines(self, delete):
         yield from (f"new        {e}" for e in self.new)
@@ -58,9 +63,11 @@ class Plan:
         yield from (f"skipped    {shown(e.path)}: {e.note}" for e in self.skipped)
         for entry in self.gone:
             yield f"delete     {entry}" if delete else f"gone       {entry} {WOULD_DELETE}"
+        yield from (f"kept       {e} {REPLACED}" for e in self.kept)
 
 
 WOULD_DELETE = "would delete with --delete"
+REPLACED = "its attachment is no longer the file this folder's sync attached"
 
 
 def conflict(entry):
@@ -68,9 +75,15 @@ def conflict(entry):
     return f"synced from folder {folder!r}, left as it is (--as {folder!r} to sync it)"
 
 
-def mark(folder, path):
-    """The record field that says ``path`` of the folder named ``folder`` is its file."""
-    return {MARK: {"folder": folder, "path": path}}
+def mark(folder, path, sha256):
+    """The record field that says the record's file is ``path`` of the folder named
+    ``folder``, as it was when its sha256 was ``sha256``."""
+    return {MARK: {"folder": folder, "path": path, "sha256": sha256}}
+
+
+def _hash(record):
+    attachment = (record or {}).get("attachment")
+    return attachment.get("hash") if isinstance(attachment, dict) else None
 
 
 def files_of(folder, follow_symlinks=False):
@@ -149,22 +162,22 @@ def plan(remote, folder, name, follow_symlinks=False):
     result = Plan(skipped=skipped)
     for path in paths:
         entry = Entry(path, record_id_of(path), records.get(record_id_of(path)))
-        attachment = (entry.record or {}).get("attachment")
-        stored = attachment.get("hash") if isinstance(attachment, dict) else None
-        owner = mark_of(entry.record) if entry.record else None
         try:
-            same = stored is not None and stored == sha256_of(os.path.join(folder, path))
+            entry.sha256 = sha256_of(os.path.join(folder, path))
         except OSError as e:
             result.skipped.append(Entry(path, None, note=e.strerror))
             continue
-        if owner is not None and owner[0] != name and not same:
+        stored = _hash(entry.record)
+        owner = mark_of(entry.record) if entry.record else None
+        mine = owner is not None and owner[0] == name
+        if owner is not None and not mine and stored != entry.sha256:
             entry.note = owner[0]
             result.conflicts.append(entry)
         elif stored is None:
             result.new.append(entry)
-        elif not same:
+        elif stored != entry.sha256:
             result.changed.append(entry)
-        elif owner is None:
+        elif owner is None or (mine and owner[2] != stored):
             result.adopted.append(entry)
         else:
             result.unchanged.append(entry)
@@ -174,7 +187,9 @@ def plan(remote, folder, name, follow_symlinks=False):
         if owner is None or owner[0] != name or owner[1] in present:
             continue
         if not _there(folder, owner[1], skipped):
-            result.gone.append(Entry(owner[1], record_id, record))
+            entry = Entry(owner[1], record_id, record)
+            (result.gone if owner[2] == _hash(record) else result.kept).append(entry)
     result.gone.sort(key=lambda e: e.path)
+    result.kept.sort(key=lambda e: e.path)
     result.skipped.sort(key=lambda e: e.path)
     return result
