@@ -6,6 +6,7 @@ origin of ``--server`` only, and never from ``https`` to ``http``."""
 
 import base64
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -594,3 +595,21 @@ def test_command_lines_refused_before_any_request(tmp_path, run):
     assert not_json.returncode == 2 and "not JSON" in not_json.stderr
     assert not_utf8.returncode == 2 and "not a UTF-8 name" in not_utf8.stderr
     assert no_name.returncode == 2 and "has no name: give it one with --as NAME" in no_name.stderr
+
+
+def test_a_part_another_download_writes_is_left_alone(tmp_path, run):
+    """Two downloads into one folder at once: the second does not append to the first's
+    part (it fails, and the first goes on)."""
+    folder = tmp_path / "out"
+    (folder / PARTS).mkdir(parents=True)
+    part = folder / PARTS / f"{DIGEST}.part"
+    part.write_bytes(CONTENT[:5])
+    with (
+        open(part, "rb") as held,
+        Hostile(kinto([{"id": "a", "attachment": attachment("a.txt")}])) as server,
+    ):
+        fcntl.flock(held, fcntl.LOCK_EX)
+        result = run(server, "download", "--folder", str(folder))
+    assert result.returncode == 1
+    assert f"{PARTS}/{DIGEST}.part is being written by another download" in result.stderr
+    assert part.read_bytes() == CONTENT[:5]

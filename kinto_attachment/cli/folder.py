@@ -9,6 +9,7 @@ folder, after ``fsync``.
 
 import contextlib
 import errno
+import fcntl
 import os
 import stat
 
@@ -78,6 +79,7 @@ class Folder:
         parts = self.parts()
         fd = _open_regular(name, os.O_RDWR | os.O_APPEND, parts)
         if fd is not None:
+            _lock(fd, name)
             size = os.fstat(fd).st_size
             if size <= limit:
                 return fd, size
@@ -85,7 +87,9 @@ class Folder:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name, dir_fd=parts)
         flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL | NO_FOLLOW
-        return os.open(name, flags, 0o666, dir_fd=parts), 0
+        fd = os.open(name, flags, 0o666, dir_fd=parts)
+        _lock(fd, name)
+        return fd, 0
 
     def discard(self, name):
         with contextlib.suppress(FileNotFoundError):
@@ -96,6 +100,16 @@ class Folder:
         whatever entry had that name (a link is replaced, not followed), durably."""
         os.replace(name, target, src_dir_fd=self.parts(), dst_dir_fd=directory)
         os.fsync(directory)
+
+
+def _lock(fd, name):
+    """Hold the part for this run: another download into the same folder that needs the same
+    file fails instead of appending to it too."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise Failure(f"{PARTS}/{name} is being written by another download") from None
 
 
 def open_regular(name, directory):
