@@ -238,6 +238,19 @@ REFUSALS = {
         "Too many transfers in progress, retry later.",
         headers={"Retry-After": "{retry_after}"},
     ),
+    # 403: what a web page made a browser send to /data/files.
+    "foreign_host": Refusal(
+        403,
+        ERRORS.FORBIDDEN,
+        "Host {host} is not a name of this server: /data/files answers the names of "
+        "kinto.attachment.data_files.allowed_hosts (and IP addresses) only.",
+    ),
+    "cross_site": Refusal(
+        403,
+        ERRORS.FORBIDDEN,
+        "/data/files refuses what web pages of other origins send (Origin: {origin}): "
+        "list the page's origin in kinto.attachment.data_files.allowed_origins.",
+    ),
 }
 
 

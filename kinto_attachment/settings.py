@@ -219,7 +219,9 @@ def parse(settings):
         serve_files=serve_files,
         default=default,
         overrides=overrides,
-        data_files=data_files_options.from_settings(_section(global_values, "data_files.")),
+        data_files=data_files_options.from_settings(
+            _section(global_values, "data_files."), http_host=settings.get("http_host")
+        ),
         resumable_expires_seconds=as_number(int, 1)(
             PREFIX + "resumable.expires_seconds",
             global_values.get("resumable.expires_seconds", 86400),
