@@ -238,7 +238,7 @@ REFUSALS = {
         "Too many transfers in progress, retry later.",
         headers={"Retry-After": "{retry_after}"},
     ),
-    # 403: what a web page made a browser send to /data/files.
+    # 403, 405: what a web page made a browser send; a method the route does not serve.
     "foreign_host": Refusal(
         403,
         ERRORS.FORBIDDEN,
@@ -250,6 +250,12 @@ REFUSALS = {
         ERRORS.FORBIDDEN,
         "/data/files refuses what web pages of other origins send (Origin: {origin}): "
         "list the page's origin in kinto.attachment.data_files.allowed_origins.",
+    ),
+    "method_override": Refusal(
+        405,
+        ERRORS.METHOD_NOT_ALLOWED,
+        "X-HTTP-Method-Override must be one of {allow}.",
+        headers={"Allow": "{allow}"},
     ),
 }
 

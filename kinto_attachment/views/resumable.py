@@ -3,8 +3,9 @@
 ``{record-url}/attachment/uploads`` creates uploads (``POST``; ``OPTIONS`` tells what the
 server supports) and ``{record-url}/attachment/uploads/{id}`` is one upload (``HEAD`` for its
 offset, ``PATCH`` to append, ``DELETE`` to terminate; ``POST`` with ``X-HTTP-Method-Override``
-for either of the last two). Extensions: creation, creation-with-upload, termination, checksum
-(sha1, sha256, md5) and expiration. Every response carries CORS headers for browsers.
+for either of the last two: a method the URL does not serve is a 405). Extensions: creation,
+creation-with-upload, termination, checksum (sha1, sha256, md5) and expiration. Every response
+carries CORS headers for browsers.
 
 The protocol itself (headers, checksums, responses, refusals) is :mod:`kinto_attachment.tus`;
 this module binds it to records, permissions, the uploads' state
@@ -44,14 +45,33 @@ class UploadFactory(AttachmentFactory):
     record, or ``create`` on the collection while the record does not exist."""
 
     def __init__(self, request):
-        # Before anything reads the method: the view, and the metrics of the transfer.
-        request.method = tus.method(request.method, request.headers.get("X-HTTP-Method-Override"))
-        super().__init__(request)
-        # On every response, Kinto's own refusals (401, 403, 404...) too.
+        # On every response, Kinto's own refusals (401, 403, 404, 405...) too.
         request.add_response_callback(_speak_tus)
+        # Before anything reads the method: the view, and the metrics of the request.
+        request.method = _overridden(request)
+        super().__init__(request)
         creating = self.current_object is None
         self.permission_object_id = self.collection_uri if creating else self.record_uri
         self.required_permission = "create" if creating else "write"
+
+
+#: What each route serves: the only methods ``X-HTTP-Method-Override`` may name there.
+ROUTE_METHODS = {
+    UPLOADS_ROUTE: ("POST", "OPTIONS"),
+    UPLOAD_ROUTE: ("HEAD", "PATCH", "DELETE", "OPTIONS"),
+}
+
+
+def _overridden(request):
+    """The request's method, or the one ``X-HTTP-Method-Override`` names on a ``POST``: one
+    the route serves, or 405. Any other value would become the method that views, logs and
+    metrics see (each a new ``method`` series of Kinto's metrics)."""
+    override = request.headers.get("X-HTTP-Method-Override")
+    method = tus.method(request.method, override)
+    served = ROUTE_METHODS[request.matched_route.name]
+    if request.method == "POST" and override and method not in served:
+        raise tus.error("method_override", allow=", ".join(served))
+    return method
 
 
 _cors = cors.exposing(*tus.EXPOSED_HEADERS)
