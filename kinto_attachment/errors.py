@@ -257,6 +257,13 @@ REFUSALS = {
         "X-HTTP-Method-Override must be one of {allow}.",
         headers={"Allow": "{allow}"},
     ),
+    # 401: anonymous resumable uploads (kinto.attachment.resumable.allow_anonymous).
+    "anonymous_upload": Refusal(
+        401,
+        ERRORS.MISSING_AUTH_TOKEN,
+        "Resumable uploads need authentication on this server: authenticate, or send the "
+        "file in one multipart POST {{record}}/attachment.",
+    ),
 }
 
 

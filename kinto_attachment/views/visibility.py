@@ -2,52 +2,15 @@
 
 The route is private by default. Whoever may not see it gets the 404 of an unknown route,
 before anything is read or written. Behind a reverse proxy, the client's address is the one
-the trusted proxies vouch for (``X-Forwarded-For``), never what the client says of itself.
+the trusted proxies vouch for (:mod:`~kinto_attachment.client_address`).
 Private means private to programs: a web page cannot lend itself the address of the browser
 that opened it (:mod:`~kinto_attachment.views.cross_site`: 403).
 """
 
-import ipaddress
-
 from .. import errors
+from ..client_address import client_address, in_networks
 from ..state import records
 from . import cors, cross_site
-
-
-def _client_address(request, options):
-    """The WSGI server's peer, or what trusted proxies say of the client before them.
-
-    ``X-Forwarded-For`` is only read when the peer is one of ``trusted_proxies``, and then from
-    the right: each proxy appends the address it received from, so the right-most entry that
-    is not itself a trusted proxy is the first one that no trusted party vouches for.
-    """
-    address = _parse_address(request.environ.get("REMOTE_ADDR", ""))
-    forwarded = request.environ.get("HTTP_X_FORWARDED_FOR", "")
-    if address is None or not forwarded or not _in(address, options.trusted_proxies):
-        return address
-    for entry in reversed(forwarded.split(",")):
-        address = _parse_address(entry)
-        if address is None or not _in(address, options.trusted_proxies):
-            return address
-    return address  # Proxies all the way: the left-most one.
-
-
-def _parse_address(text):
-    text = text.strip()
-    if text.startswith("[") and "]" in text:  # "[2001:db8::1]:port"
-        text = text[1 : text.index("]")]
-    elif text.count(":") == 1:  # "192.0.2.1:port"
-        text = text.split(":")[0]
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    # An IPv4-mapped IPv6 peer (dual-stack sockets) is its IPv4 address.
-    return getattr(address, "ipv4_mapped", None) or address
-
-
-def _in(address, networks):
-    return any(address in net for net in networks)
 
 
 def allowed_origin(request):
@@ -60,8 +23,8 @@ _cors = cors.exposing(*cors.DOWNLOAD_HEADERS, allowed=allowed_origin)
 
 
 def _visible(request, options):
-    address = _client_address(request, options)
-    if address is not None and _in(address, options.trusted_networks):
+    address = client_address(request, options.trusted_proxies)
+    if address is not None and in_networks(address, options.trusted_networks):
         return True
     return bool(options.principals & set(request.prefixed_principals))
 
