@@ -43,6 +43,7 @@ PAGES = {
     "link": CROSS_SITE_LINK,
     "same-site": SAME_SITE,
     "null origin": {"Origin": "null"},
+    "malformed ports": {"Origin": "http://localhost:99999", "Host": "localhost:99999"},
 }
 #: ``Host`` of a page whose name now resolves to the server (DNS rebinding).
 REBOUND = ("evil.example", "evil.example:8888", "localhost.evil.example", "EVIL.example.:80")

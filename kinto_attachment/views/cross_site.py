@@ -95,7 +95,8 @@ def _same_origin(origin, host):
     scheme, separator, rest = origin.partition("://")
     if not separator or not host:
         return False
-    return _authority(scheme, rest) == _authority(scheme, host)
+    page = _authority(scheme, rest)
+    return page is not None and page == _authority(scheme, host)
 
 
 def cross_site(request):
