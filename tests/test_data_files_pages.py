@@ -293,3 +293,18 @@ def test_malformed_names_stop_start_up(tmp_path_factory, request, name, value):
         cached_app(
             "memory", tmp_path_factory, request, **{f"kinto.attachment.data_files.{name}": value}
         )
+
+
+def test_root_routes_without_version_redirection_too(tmp_path_factory, request):
+    kinto = cached_app(
+        "memory",
+        tmp_path_factory,
+        request,
+        **{"kinto.version_prefix_redirect_enabled": "false"},
+    )
+    files = put_artifact(kinto)
+    for method, path, body in REQUESTS:
+        for headers in (CROSS_SITE_POST, {"Host": "evil.example"}):
+            send(kinto, method, path, body, 403, **headers)
+    assert send(kinto, "OPTIONS", "/data/files", None, 204).headers["Allow"]
+    assert_intact(kinto, files)
