@@ -7,7 +7,10 @@ uploader get a 429 for a day. Anonymous creation is now refused unless
 a client behind a trusted proxy by what the proxy says).
 """
 
+import http.client
+
 import pytest
+import requests
 import transaction
 from pyramid.exceptions import ConfigurationError
 
@@ -15,6 +18,8 @@ from kinto_attachment.state import tus_uploads
 from kinto_attachment.views import resumable
 
 from .conftest import ALICE, BOB, cached_app
+from .live import ALICE as LIVE_ALICE
+from .live import REQUEST_TIMEOUT, create_collection, live_config, running_server, started
 from .test_resumable import TUS, UPLOADS, create, head, metadata, patch
 
 
@@ -167,3 +172,59 @@ def test_a_malformed_setting_stops_start_up(tmp_path_factory, request):
             request,
             **{"kinto.attachment.resumable.allow_anonymous": "sometimes"},
         )
+
+
+def live_create(server, source, status):
+    """An anonymous tus creation from the loopback address ``source`` (127.0.0.0/8 is this
+    machine's: each address is another client to the server)."""
+    connection = http.client.HTTPConnection(
+        "127.0.0.1", server.port, timeout=REQUEST_TIMEOUT, source_address=(source, 0)
+    )
+    try:
+        connection.request(
+            "POST",
+            "/v1/buckets/open/collections/drop/records/r/attachment/uploads",
+            headers={**TUS, "Upload-Length": "10", "Upload-Metadata": metadata()},
+        )
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    assert response.status == status, (source, response.status, body)
+    return response
+
+
+def open_collection(server):
+    create_collection(server, "open", "drop")
+    response = requests.patch(
+        f"{server.url}/buckets/open/collections/drop",
+        json={"permissions": {"record:create": ["system.Everyone"]}},
+        auth=LIVE_ALICE,
+        timeout=REQUEST_TIMEOUT,
+    )
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.live
+def test_live_anonymous_uploads(tmp_path):
+    """The shipped configuration refuses them; allowed, each client has its own quota."""
+    (tmp_path / "shipped").mkdir()
+    with running_server(tmp_path / "shipped") as server:
+        open_collection(server)
+        refused = live_create(server, "127.0.0.1", 401)
+        assert refused.getheader("WWW-Authenticate")
+
+    base_path = tmp_path / "allowing" / "attachments"
+    base_path.mkdir(parents=True)
+    ini = tmp_path / "allowing" / "kinto.ini"
+    allowing = "[app:main]\nkinto.attachment.resumable.allow_anonymous = true\n"
+    ini.write_text(live_config(0, base_path).replace("[app:main]\n", allowing, 1))
+    with started(ini.parent, ini, base_path=base_path) as server:
+        server.wait_ready()
+        open_collection(server)
+        for _ in range(20):  # The default quota.
+            live_create(server, "127.0.0.2", 201)
+        refused = live_create(server, "127.0.0.2", 429)
+        assert 0 < int(refused.getheader("Retry-After")) <= 86400
+        for client in ("127.0.0.3", "127.0.0.1"):
+            live_create(server, client, 201)

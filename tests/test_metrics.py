@@ -609,3 +609,22 @@ def test_live_garbage_collection(live):
     assert added(before, after, "kinto_attachment_gc_removed_bytes_total") >= 321
     data_files = {"route": "data_files", "status": "200"}
     assert added(before, after, "kinto_attachment_upload_bytes_total", **data_files) == 321
+
+
+@pytest.mark.live
+def test_live_override_values_make_no_series(live):
+    """The observation of issue 25: 200 anonymous requests, each with its own
+    ``X-HTTP-Method-Override``, made 200 series (a 6.9 MB ``/v1/__metrics__``)."""
+    uploads = f"{live.origin}/v1/buckets/b/collections/c/records/r/attachment/uploads"
+    with requests.Session() as session:
+        session.post(uploads, headers={**TUS, "X-HTTP-Method-Override": "warm-up"})
+        size = len(session.get(f"{live.origin}/v1/__metrics__").content)
+        for i in range(200):
+            override = {**TUS, "X-HTTP-Method-Override": f"method-{i}"}
+            for url in (uploads, uploads + "/abc"):
+                response = session.post(url, headers=override, timeout=REQUEST_TIMEOUT)
+                assert response.status_code == 405, response.text
+        scraped = live_scrape(live)
+        grown = len(session.get(f"{live.origin}/v1/__metrics__").content) - size
+    assert request_methods(scraped) <= METHODS
+    assert grown < 20_000, grown  # A few new series at most: those of the 405s.

@@ -6,10 +6,12 @@ from pathlib import Path
 from urllib.parse import quote, unquote
 
 import pytest
+import requests
 
 from kinto_attachment.request_log import SummaryFormatter
 
 from .conftest import ALICE
+from .live import REQUEST_TIMEOUT, running_server
 
 
 #: Kinto's configurations (``uwsgi.ini`` is uWSGI's own).
@@ -132,3 +134,19 @@ def test_shipped_configs_use_it(path):
     config = configparser.ConfigParser(interpolation=None)
     config.read(path)
     assert config["formatter_generic"]["class"] == "kinto_attachment.request_log.SummaryFormatter"
+
+
+@pytest.mark.live
+def test_live_a_forged_line_stays_in_its_request(tmp_path):
+    """The observation of issue 25 against the shipped configuration: an anonymous request
+    whose query holds a line break and a summary of its own."""
+    with running_server(tmp_path) as server:
+        target = f"{server.origin}/v1/__heartbeat__?x=%0A{quote(FORGED)}&y=%1B%5B2K"
+        assert requests.get(target, timeout=REQUEST_TIMEOUT).status_code == 200
+        server.stop()
+        log = server.output()
+    (line,) = [line for line in log.splitlines() if "__heartbeat__?x=" in line]
+    assert line.isprintable(), line
+    fields = line.split("[request.summary] ", 1)[1].split(" ")
+    assert len(fields) == 7 and fields[2] == "200" and fields[4] == "user=-", line
+    assert "DELETE /v1/buckets/prod" not in log.replace(line, ""), log
