@@ -238,6 +238,32 @@ REFUSALS = {
         "Too many transfers in progress, retry later.",
         headers={"Retry-After": "{retry_after}"},
     ),
+    # 403, 405: what a web page made a browser send; a method the route does not serve.
+    "foreign_host": Refusal(
+        403,
+        ERRORS.FORBIDDEN,
+        "Host {host} is not a name of this server: /data/files answers the names of "
+        "kinto.attachment.data_files.allowed_hosts (and IP addresses) only.",
+    ),
+    "cross_site": Refusal(
+        403,
+        ERRORS.FORBIDDEN,
+        "/data/files refuses what web pages of other origins send (Origin: {origin}): "
+        "list the page's origin in kinto.attachment.data_files.allowed_origins.",
+    ),
+    "method_override": Refusal(
+        405,
+        ERRORS.METHOD_NOT_ALLOWED,
+        "X-HTTP-Method-Override must be one of {allow}.",
+        headers={"Allow": "{allow}"},
+    ),
+    # 401: anonymous resumable uploads (kinto.attachment.resumable.allow_anonymous).
+    "anonymous_upload": Refusal(
+        401,
+        ERRORS.MISSING_AUTH_TOKEN,
+        "Resumable uploads need authentication on this server: authenticate, or send the "
+        "file in one multipart POST {{record}}/attachment.",
+    ),
 }
 
 

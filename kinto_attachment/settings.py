@@ -63,8 +63,11 @@ class AttachmentSettings:
     data_files: DataFilesOptions = dataclasses.field(default_factory=DataFilesOptions)
     #: Seconds an unfinished resumable upload is kept after its last request.
     resumable_expires_seconds: int = 86400
-    #: Unfinished, unexpired resumable uploads one user may hold at once; 0: no limit.
+    #: Unfinished, unexpired resumable uploads one user may hold at once (an anonymous client:
+    #: one address); 0: no limit.
     resumable_max_uploads_per_user: int = 20
+    #: Whether anonymous clients may create resumable uploads where they may create records.
+    resumable_allow_anonymous: bool = False
     gc: GcOptions = dataclasses.field(default_factory=GcOptions)
     gcs: GCSOptions | None = None
     #: The cache policy: ``Cache-Control`` of stored files and of downloads.
@@ -102,6 +105,7 @@ GLOBAL_SETTINGS = (
     caching.FILES_SETTING,
     "resumable.expires_seconds",
     "resumable.max_uploads_per_user",
+    "resumable.allow_anonymous",
     *(f"data_files.{name}" for name in data_files_options.SETTINGS),
     *(f"gc.{name}" for name in GC_SETTINGS),
 )
@@ -219,7 +223,9 @@ def parse(settings):
         serve_files=serve_files,
         default=default,
         overrides=overrides,
-        data_files=data_files_options.from_settings(_section(global_values, "data_files.")),
+        data_files=data_files_options.from_settings(
+            _section(global_values, "data_files."), http_host=settings.get("http_host")
+        ),
         resumable_expires_seconds=as_number(int, 1)(
             PREFIX + "resumable.expires_seconds",
             global_values.get("resumable.expires_seconds", 86400),
@@ -227,6 +233,10 @@ def parse(settings):
         resumable_max_uploads_per_user=as_number(int, 0)(
             PREFIX + "resumable.max_uploads_per_user",
             global_values.get("resumable.max_uploads_per_user", 20),
+        ),
+        resumable_allow_anonymous=as_bool(
+            PREFIX + "resumable.allow_anonymous",
+            global_values.get("resumable.allow_anonymous", False),
         ),
         gc=_parse_gc(_section(global_values, "gc.")),
         caching=caching.from_settings(settings, global_values, (default, *overrides.values())),

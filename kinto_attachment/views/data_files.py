@@ -5,11 +5,13 @@ POST        ``/data/files?id={id?}&ttl={ms?}``    raw body streamed to the store
 GET         ``/data/files/{id}``                  the content (404: unknown, expired, corrupt)
 DELETE      ``/data/files/{id}``                  204
 GET         ``/data/files``                       JSON list of the live files
+OPTIONS     both                                  ``Allow``; CORS preflights
 ==========  ====================================  ============================================
 
 Mounted at ``/v1/data/files`` and at the server root. Private by default: callers that are
 neither on a trusted network nor one of the configured principals get a 404, as if the route
-did not exist. Every transfer holds its size in the process's transfer budget while it runs.
+did not exist, and web pages get a 403 (:mod:`~kinto_attachment.views.cross_site`). Every
+transfer holds its size in the process's transfer budget while it runs.
 """
 
 import contextlib
@@ -28,7 +30,7 @@ from .. import caching, downloads, errors, intake, lifecycle, media_types, strea
 from ..limiter import Busy
 from ..state import data_file_entries
 from ..storage import safe_name
-from .visibility import require_visible
+from .visibility import allowed_origin, is_preflight, require_visible
 
 
 logger = logging.getLogger(__name__)
@@ -42,6 +44,12 @@ CURL_DEFAULT_TYPE = "application/x-www-form-urlencoded"
 MAX_TTL_DIGITS = 15
 #: Visibility is checked by the views themselves (a 404 for whoever may not see the route).
 _PUBLIC = {"permission": NO_PERMISSION_REQUIRED}
+#: What a page may send: credentials, the upload's type and name, conditional and ranges.
+PREFLIGHT_HEADERS = (
+    "Authorization, Content-Type, Content-Disposition, Range, If-Range, If-None-Match, "
+    "If-Modified-Since"
+)
+PREFLIGHT_MAX_AGE = 86400
 
 
 def _invalid(name, description):
@@ -262,6 +270,28 @@ def listing(request):
     return Response(json=files)
 
 
+def options_of(methods):
+    """The ``OPTIONS`` view of a route serving ``methods``: ``Allow``, and a preflight's
+    answer for the origins of ``data_files.allowed_origins`` (the others get none: their
+    pages may not use the route)."""
+    allow = ", ".join((*methods, "HEAD", "OPTIONS"))
+
+    def options(request):
+        require_visible(request)
+        response = Response(status=204, headers={"Allow": allow})
+        if is_preflight(request) and allowed_origin(request) is not None:
+            response.headers.update(
+                {
+                    "Access-Control-Allow-Methods": allow,
+                    "Access-Control-Allow-Headers": PREFLIGHT_HEADERS,
+                    "Access-Control-Max-Age": str(PREFLIGHT_MAX_AGE),
+                }
+            )
+        return response
+
+    return options
+
+
 def files_view(request):
     """``/data/files``: list or upload."""
     return upload(request) if request.method == "POST" else listing(request)
@@ -286,22 +316,27 @@ def includeme(config):
         (files_view, FILES_PATH, r"^/data/files/?$", ("GET", "POST")),
         (file_view, FILES_PATH + "/{id}", r"^/data/files/[^/]+/?$", ("GET", "DELETE")),
     )
+    config.add_tween("kinto_attachment.views.cross_site.sent_host_tween_factory")
     settings = config.get_settings()
     redirecting = str(settings.get("version_prefix_redirect_enabled", True)).lower() == "true"
     for view, pattern, path_regex, methods in views:
         name = f"attachment-{view.__name__}"
         config.add_route(name, pattern)
-        config.add_view(view, route_name=name, request_method=methods, **_PUBLIC)
-        if redirecting:
-            config.add_view(
-                view,
-                route_name="redirect_to_version",
-                path_info=path_regex,
-                request_method=methods,
-                **_PUBLIC,
-            )
-        else:
+        if not redirecting:
             prefix, config.route_prefix = config.route_prefix, None
             config.add_route(name + "-root", pattern)
             config.route_prefix = prefix
-            config.add_view(view, route_name=name + "-root", request_method=methods, **_PUBLIC)
+        for handler, handled in ((view, methods), (options_of(methods), "OPTIONS")):
+            config.add_view(handler, route_name=name, request_method=handled, **_PUBLIC)
+            if redirecting:
+                config.add_view(
+                    handler,
+                    route_name="redirect_to_version",
+                    path_info=path_regex,
+                    request_method=handled,
+                    **_PUBLIC,
+                )
+            else:
+                config.add_view(
+                    handler, route_name=name + "-root", request_method=handled, **_PUBLIC
+                )
