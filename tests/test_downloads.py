@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import threading
 
 import pytest
 import requests
@@ -340,3 +341,170 @@ def test_a_wrapper_that_refuses_closes_the_stream(blob):
     with pytest.raises(RuntimeError):
         downloads.respond(webob.Request.blank("/"), store, served, wrap=busy)
     assert opened[0].closed
+
+
+# Downloads racing a replacement: the record (or entry) is read, then a replacement commits
+# before the blob is opened. Another thread makes the change, through the API, at the moment
+# the download first touches the store.
+
+
+@pytest.fixture
+def meanwhile(monkeypatch):
+    """``meanwhile(kinto, change, times=1)``: ``change()`` runs in another thread (its own
+    request, committed) the first ``times`` times this thread's request touches a blob."""
+
+    def arrange(kinto, change, times=1):
+        store, reader, done = kinto.registry.attachment_store, threading.get_ident(), []
+
+        def hooked(original):
+            def touched(key, *args, **kwargs):
+                if threading.get_ident() == reader and len(done) < times:
+                    done.append(key)
+                    thread = threading.Thread(target=change)
+                    thread.start()
+                    thread.join(30)
+                return original(key, *args, **kwargs)
+
+            return touched
+
+        for name in ("open", "exists", "stat"):
+            monkeypatch.setattr(store, name, hooked(getattr(store, name)))
+        return done
+
+    return arrange
+
+
+V1, V2 = b"version 1 " * 100, b"version 2 " * 100
+
+
+@pytest.fixture
+def racing(kinto):
+    kinto.create_collection()
+    kinto.upload(URL, V1, "v1.txt")
+    return kinto
+
+
+@pytest.mark.parametrize(
+    "method,headers,status,body",
+    [
+        ("get", {}, 200, V2),
+        ("get", {"Range": "bytes=500-"}, 206, V2[500:]),
+        ("head", {}, 200, b""),
+    ],
+)
+def test_a_download_racing_a_replacement_serves_the_new_version(
+    racing, meanwhile, caplog, method, headers, status, body
+):
+    kinto = racing
+    # Deleted as soon as the replacement commits (gc.replaced_grace_seconds = 0).
+    touched = meanwhile(kinto, lambda: kinto.upload(URL, V2, "v2.txt"))
+    response = get(kinto, method=method, status=status, **headers)
+    assert response.body == body
+    assert response.headers["ETag"] == f'"{hashlib.sha256(V2).hexdigest()}"'
+    assert len(touched) == 1
+    assert "missing from the store" not in caplog.text
+
+
+def test_a_download_racing_a_replacement_with_a_grace_serves_the_old_version(
+    tmp_path_factory, request, meanwhile, caplog
+):
+    kinto = cached_app(
+        "memory", tmp_path_factory, request, **{"kinto.attachment.gc.replaced_grace_seconds": "60"}
+    )
+    kinto.create_collection()
+    first = kinto.upload(URL, V1, "v1.txt").json
+    meanwhile(kinto, lambda: kinto.upload(URL, V2, "v2.txt"))
+    assert get(kinto).body == V1  # The version it started with, whole.
+    assert get(kinto).body == V2
+    assert kinto.exists(first["location"])  # Until the grace has passed.
+    assert "missing from the store" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "change,details",
+    [
+        ("record", {"id": "r1", "resource_name": "record"}),
+        ("attachment", {"id": "r1", "resource_name": "attachment"}),
+    ],
+)
+def test_a_download_racing_a_deletion_is_the_404_of_what_was_deleted(
+    racing, meanwhile, caplog, change, details
+):
+    kinto = racing
+    path = URL if change == "record" else URL + "/attachment"
+    meanwhile(kinto, lambda: kinto.app.delete(path, headers=ALICE))
+    assert get(kinto, status=404).json["details"] == details
+    assert "missing from the store" not in caplog.text
+
+
+def test_a_download_racing_a_permission_change_is_checked_again(racing, meanwhile):
+    kinto = racing
+    kinto.app.patch_json(URL, {"permissions": {"read": ["system.Authenticated"]}}, headers=ALICE)
+    meanwhile(kinto, lambda: kinto.upload(URL, V2, "v2.txt", permissions={"read": []}))
+    get(kinto, headers=BOB, status=403)
+
+
+def test_a_download_replaced_at_every_attempt_is_a_503(racing, meanwhile):
+    kinto = racing
+    versions = iter(range(100))
+    meanwhile(kinto, lambda: kinto.upload(URL, b"v%d" % next(versions), "v.txt"), times=100)
+    response = get(kinto, status=503)
+    assert "Retry-After" in response.headers
+    assert next(versions) == downloads.ATTEMPTS
+
+
+def test_a_lost_blob_is_tried_twice_then_logged(racing, caplog):
+    kinto = racing
+    location = kinto.app.get(URL, headers=ALICE).json["data"]["attachment"]["location"]
+    kinto.registry.attachment_store.delete(kinto.key_of(location))
+    get(kinto, status=404)
+    get(kinto, method="head", status=404)
+    assert caplog.text.count("is missing from the store") == 2
+
+
+def test_default_bucket_downloads_racing_a_replacement(tmp_path_factory, request, meanwhile):
+    kinto = cached_app(
+        "memory",
+        tmp_path_factory,
+        request,
+        **{"kinto.includes": "kinto.plugins.default_bucket kinto.plugins.flush kinto_attachment"},
+    )
+    url = "/v1/buckets/default/collections/tasks/records/r1"
+    kinto.upload(url, V1, "v1.txt")
+    meanwhile(kinto, lambda: kinto.upload(url, V2, "v2.txt"))
+    assert kinto.app.get(url + "/attachment", headers=ALICE).body == V2
+
+
+LOCAL = {"REMOTE_ADDR": "127.0.0.1"}
+
+
+@pytest.mark.parametrize("grace", ["0", "60"])
+def test_data_files_racing_an_upload_of_the_same_id(
+    tmp_path_factory, request, backend, meanwhile, caplog, grace
+):
+    kinto = cached_app(
+        backend,
+        tmp_path_factory,
+        request,
+        **{"kinto.attachment.gc.replaced_grace_seconds": grace},
+    )
+    kinto.app.post("/v1/data/files?id=x", V1, extra_environ=LOCAL)
+    meanwhile(kinto, lambda: kinto.app.post("/v1/data/files?id=x", V2, extra_environ=LOCAL))
+    served = kinto.app.get("/v1/data/files/x", extra_environ=LOCAL).body
+    assert served == (V2 if grace == "0" else V1)
+    meanwhile(kinto, lambda: kinto.app.delete("/v1/data/files/x", extra_environ=LOCAL))
+    kinto.app.get("/v1/data/files/x", extra_environ=LOCAL, status=404 if grace == "0" else 200)
+    assert "missing from the store" not in caplog.text
+    assert "does not match" not in caplog.text
+
+
+def test_served_files_deleted_while_opened_are_a_plain_404(
+    tmp_path_factory, request, meanwhile, caplog
+):
+    kinto = serving_app(tmp_path_factory, request)
+    kinto.create_collection()
+    meta = kinto.upload(URL, V1, "v1.txt").json
+    path = served_path(meta["location"])
+    meanwhile(kinto, lambda: kinto.app.delete(URL + "/attachment", headers=ALICE))
+    kinto.app.get(path, status=404)
+    assert "missing from the store" not in caplog.text  # A file deleted is no lost file.

@@ -205,21 +205,51 @@ def delete_attachment(request):
 def get_attachment(request):
     """Stream the attachment to whoever may read the record (or redirect to a signed URL),
     cached as Kinto caches the record: for the collection's record lifetime when everyone may
-    read it, by the caller's own cache only otherwise (see :mod:`kinto_attachment.caching`)."""
+    read it, by the caller's own cache only otherwise (see :mod:`kinto_attachment.caching`).
+
+    A blob replaced (and deleted) between the reading of the record and its opening is no
+    ``404``: :func:`~kinto_attachment.downloads.serve` reads the record again, with the
+    permissions it has then, and serves its new version.
+    """
     context = request.context
+    store = request.registry.attachment_store
+    expires = request.registry.attachment_settings.redirect_expires
+
+    def current(again):
+        if again:
+            _read_again(request, context)
+        return _download(request, context, store, expires)
+
+    def presigned(download):
+        return store.presigned_url(download.key, expires, download.filename, download.mimetype)
+
+    redirect = presigned if expires is not None else None
+    return downloads.serve(request, store, current, redirect=redirect)
+
+
+def _read_again(request, context):
+    """Read the record again, and check again that the caller may read it (a replacement may
+    have changed its permissions)."""
+    context.current_object = records.stored(
+        request.registry.storage, context.bucket_id, context.collection_id, context.record_id
+    )
+    if context.current_object is not None and not request.has_permission(DYNAMIC, context):
+        raise errors.refuse("forbidden")
+
+
+def _download(request, context, store, expires):
+    """The :class:`~kinto_attachment.downloads.Download` of the record's attachment, or the
+    ``404`` of a missing record, or of a record without attachment."""
     collection, record = _existing_record(request)
     metadata = record.get(FILE_FIELD)
     if not metadata:
         raise errors.refuse("missing", resource_name=FILE_FIELD, id=context.record_id)
-    store = request.registry.attachment_store
-    settings = request.registry.attachment_settings
-    expires = settings.redirect_expires
-    public = _readable_by_everyone(request, context)
-    lifetime = settings.caching.record_lifetime(
+    lifetime = request.registry.attachment_settings.caching.record_lifetime(
         context.bucket_id, context.collection_id, collection
     )
+    public = _readable_by_everyone(request, context)
     cache_control, vary = caching.record_file(public, lifetime, expires)
-    download = downloads.Download(
+    return downloads.Download(
         key=_key_of(request, context, store, metadata),
         size=metadata["size"],
         mimetype=metadata["mimetype"],
@@ -229,10 +259,6 @@ def get_attachment(request):
         cache_control=cache_control,
         vary=vary,
     )
-    redirect = None
-    if expires is not None:
-        redirect = store.presigned_url(download.key, expires, download.filename, download.mimetype)
-    return downloads.respond(request, store, download, redirect)
 
 
 def _readable_by_everyone(request, context):
