@@ -2,12 +2,14 @@
 
 :func:`respond` streams from the store (``wsgi.file_wrapper`` for local files, the store's
 stream otherwise) and answers conditional requests and one byte range: ``If-None-Match``, or
-else ``If-Modified-Since`` (304); ``Range`` with ``If-Range`` (206, 416). WebOb parses those
-headers; the ranges are served here, since WebOb's own fallback reads the skipped bytes and
-its 416 is not Kinto's JSON error. It never lets a browser execute what it downloads:
-``nosniff`` always, and only :data:`~kinto_attachment.media_types.INLINE_TYPES` inline.
-What caches may keep of the answer is the route's decision (:mod:`kinto_attachment.caching`),
-carried by the :class:`Download`.
+else ``If-Modified-Since`` (304); ``Range`` with ``If-Range`` (206, 416). WebOb parses the
+first two. Ranges and ``If-Range`` are decided here: WebOb's own range fallback reads the
+skipped bytes and its 416 is not Kinto's JSON error, and it takes any ``If-Range`` date up to
+``Last-Modified`` for a match, where RFC 9110 wants that very date, and a strong one
+(:func:`range_applies`). It never lets a browser execute what it downloads: ``nosniff``
+always, and only :data:`~kinto_attachment.media_types.INLINE_TYPES` inline. What caches may
+keep of the answer is the route's decision (:mod:`kinto_attachment.caching`), carried by the
+:class:`Download`.
 
 Routes call it through :func:`serve`. A download reads its record (or entry), then opens the
 blob the record names, and a replacement can commit in between, on any node. Two things keep
@@ -25,6 +27,7 @@ logged for the operator.
 """
 
 import dataclasses
+import email.utils
 import hashlib
 import logging
 import re
@@ -65,6 +68,10 @@ class Download:
     hash: str | None = None
     #: Epoch milliseconds, or None.
     last_modified: int | None = None
+    #: Epoch milliseconds from which every version of the resource has had this content:
+    #: the version before it is older. A ``Last-Modified`` of a second that starts after it
+    #: is then a strong validator (``If-Range``); None: unknown.
+    unchanged_since: int | None = None
     #: False: browsers are asked to save it, whatever its type.
     inline: bool = True
     #: ``Cache-Control`` of every answer (304 and 307 included); None: none.
@@ -111,6 +118,38 @@ def requested_range(request, size):
 def _clamped(digits):
     digits = digits.lstrip("0") or ("0" if digits else "")
     return digits if len(digits) <= _MAX_DIGITS else _BEYOND
+
+
+def _http_date(value):
+    """Seconds since the epoch of an HTTP-date, or None."""
+    try:
+        parsed = email.utils.parsedate_tz(value)
+        return None if parsed is None else email.utils.mktime_tz(parsed)
+    except (TypeError, ValueError, OverflowError, IndexError):
+        return None
+
+
+def range_applies(request, download):
+    """Whether the ``Range`` of ``request`` applies to ``download``, as ``If-Range`` decides
+    (RFC 9110 §13.1.5); if not, the whole content is sent.
+
+    An entity-tag must be the ``ETag``, compared strongly. A date must be exactly the
+    ``Last-Modified`` and a strong validator (§8.8.2.2): the server must know that the
+    content did not change twice within that second, since two versions made in one second
+    have one ``Last-Modified`` (a client holding the first would get bytes of the second). It
+    knows when every version with a ``Last-Modified`` from that second on had this content:
+    :attr:`Download.unchanged_since` is not later than the second's start.
+    """
+    value = (request.headers.get("If-Range") or "").strip()
+    if not value:
+        return True
+    if value.startswith(('"', "W/")):
+        return download.hash is not None and value == f'"{download.hash}"'
+    seconds = _http_date(value)
+    if seconds is None or download.last_modified is None or download.unchanged_since is None:
+        return False
+    second = download.last_modified // 1000
+    return seconds == second and download.unchanged_since <= second * 1000
 
 
 def _not_modified(request, download):
@@ -215,7 +254,7 @@ def respond(request, store, download, redirect=None, wrap=None, found=False):
         return _redirect(response, redirect_url)
 
     span = None
-    if request.headers.get("Range") and response in request.if_range:
+    if request.headers.get("Range") and range_applies(request, download):
         span = requested_range(request, download.size)
     start, end = span or (0, download.size - 1)
     if span is not None:

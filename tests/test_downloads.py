@@ -1,8 +1,10 @@
 """GET and HEAD {record-url}/attachment: permission-checked, conditional, ranged, safe."""
 
+import email.utils
 import hashlib
 import os
 import threading
+import time
 
 import pytest
 import requests
@@ -124,9 +126,67 @@ def test_if_modified_since(stored):
     assert get(kinto, **both).body == CONTENT
     # An unreadable date is no condition.
     assert get(kinto, **{"If-Modified-Since": "yesterday"}).body == CONTENT
-    # If-Range with the Last-Modified date: the range applies.
-    ranged = get(kinto, status=206, Range="bytes=0-1", **{"If-Range": last_modified})
-    assert ranged.body == CONTENT[:2]
+
+
+def replace_within_one_second(kinto, contents):
+    """Upload ``contents`` one after the other until two of them have ``Last-Modified`` in
+    one second; return the answers of their downloads."""
+    for _ in range(5):
+        answers = []
+        for content in contents:
+            kinto.upload(URL, content, "data.txt")
+            answers.append(get(kinto, status=206, Range="bytes=0-499"))
+        if len({answer.headers["Last-Modified"] for answer in answers}) == 1:
+            return answers
+    pytest.fail("no two uploads within one second")
+
+
+def next_second():
+    """Sleep until a new second starts."""
+    time.sleep(1 - time.time() % 1 + 0.01)
+
+
+def test_if_range_date_across_a_same_second_replacement(kinto):
+    """The issue's scenario: the first 500 bytes of v1, v2 attached within the same second,
+    then the rest with v1's Last-Modified in If-Range: the date cannot tell v1 from v2, so
+    the whole of v2 is sent (a 206 would be v2's bytes after v1's)."""
+    kinto.create_collection()
+    v1, v2 = os.urandom(1000), os.urandom(1000)
+    first, _ = replace_within_one_second(kinto, [v1, v2])
+    assert first.body == v1[:500]
+    rest = get(kinto, Range="bytes=500-", **{"If-Range": first.headers["Last-Modified"]})
+    assert (rest.status_code, rest.body) == (200, v2)
+    # With the ETag, the client's validator is exact: the same answer.
+    rest = get(kinto, Range="bytes=500-", **{"If-Range": first.headers["ETag"]})
+    assert (rest.status_code, rest.body) == (200, v2)
+
+
+def test_if_range_date_is_honoured_only_when_strong(kinto):
+    kinto.create_collection()
+    v1, v2 = os.urandom(1000), os.urandom(1000)
+    kinto.upload(URL, v1, "data.txt")
+    # A record the upload created: a record of the same id may have existed earlier in that
+    # second, deleted since, with another file.
+    created = get(kinto).headers["Last-Modified"]
+    assert get(kinto, Range="bytes=500-", **{"If-Range": created}).body == v1
+    # Replaced in a later second than the version before: every version of the record with
+    # this Last-Modified has v2.
+    next_second()
+    kinto.upload(URL, v2, "data.txt")
+    last_modified = get(kinto).headers["Last-Modified"]
+    ranged = get(kinto, status=206, Range="bytes=500-", **{"If-Range": last_modified})
+    assert ranged.body == v2[500:]
+    # The record's other fields changed in a later second: still v2.
+    next_second()
+    kinto.app.patch_json(URL, {"data": {"title": "edited"}}, headers=ALICE)
+    edited = get(kinto).headers["Last-Modified"]
+    assert edited != last_modified
+    assert get(kinto, status=206, Range="bytes=500-", **{"If-Range": edited}).body == v2[500:]
+    # Only the exact date: neither an earlier one nor a later one (WebOb's test: <=).
+    later = email.utils.formatdate(time.time() + 3600, usegmt=True)
+    out_of_range = "Fri, 31 Dec 99999 23:59:59 GMT"
+    for date in (last_modified, later, "Thu, 01 Jan 1970 00:00:00 GMT", "yesterday", out_of_range):
+        assert get(kinto, Range="bytes=500-", **{"If-Range": date}).body == v2
 
 
 @pytest.mark.parametrize(
@@ -508,3 +568,19 @@ def test_served_files_deleted_while_opened_are_a_plain_404(
     meanwhile(kinto, lambda: kinto.app.delete(URL + "/attachment", headers=ALICE))
     kinto.app.get(path, status=404)
     assert "missing from the store" not in caplog.text  # A file deleted is no lost file.
+
+
+def test_data_files_if_range_date(tmp_path_factory, request, backend):
+    kinto = cached_app(backend, tmp_path_factory, request)
+    url = "/v1/data/files/x"
+
+    def resume(status, body):
+        date = kinto.app.get(url, extra_environ=LOCAL).headers["Last-Modified"]
+        headers = {"Range": "bytes=500-", "If-Range": date}
+        assert kinto.app.get(url, headers=headers, extra_environ=LOCAL, status=status).body == body
+
+    kinto.app.post(url.replace("/x", "?id=x"), V1, extra_environ=LOCAL)
+    resume(200, V1)  # A new id: an entry of that id may have been deleted in that second.
+    next_second()
+    kinto.app.post(url.replace("/x", "?id=x"), V2, extra_environ=LOCAL)
+    resume(206, V2[500:])  # The version before is older than that second.

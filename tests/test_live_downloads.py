@@ -163,6 +163,29 @@ def test_downloads_racing_replacements_on_the_memory_backend(server):
     assert_race_clean(tally, replacements, server.output())
 
 
+def test_if_range_with_a_date_across_a_same_second_replacement(server):
+    """A client resumes v1 after its first 500 bytes with v1's date in ``If-Range``, v2 having
+    replaced v1 within the same second: the date cannot tell them apart, so it gets v2
+    whole (200), never v2's bytes after v1's."""
+    url = f"{server.url}{new_collection(server)}/resumed/attachment"
+    for _ in range(10):
+        v1, v2 = os.urandom(1000), os.urandom(1000)
+        assert requests.post(url, files={"attachment": ("v1.bin", v1)}, auth=ALICE).ok
+        first = requests.get(url, headers={"Range": "bytes=0-499"}, auth=ALICE)
+        assert (first.status_code, first.content) == (206, v1[:500])
+        assert requests.post(url, files={"attachment": ("v2.bin", v2)}, auth=ALICE).ok
+        if (
+            requests.head(url, auth=ALICE).headers["Last-Modified"]
+            == first.headers["Last-Modified"]
+        ):
+            break
+    else:
+        pytest.fail("no replacement within one second")
+    resumed = {"Range": "bytes=500-", "If-Range": first.headers["Last-Modified"]}
+    rest = requests.get(url, headers=resumed, auth=ALICE, timeout=REQUEST_TIMEOUT)
+    assert (rest.status_code, rest.content) == (200, v2)
+
+
 #: The grace of the cluster that keeps replaced files, and how often its nodes collect.
 GRACE_SECONDS = 2
 GC_INTERVAL_SECONDS = 1

@@ -142,7 +142,7 @@ def attach(request, context, blob, data=None, permissions=None, discard_on_failu
     ids = (context.bucket_id, context.collection_id, context.record_id)
     replaced = links.of_record(storage, *ids)
     metadata = blob.attachment(store.url(blob.key))
-    records.write(
+    written = records.write(
         request,
         context.record_uri,
         {**(data or {}), FILE_FIELD: metadata},
@@ -150,7 +150,9 @@ def attach(request, context, blob, data=None, permissions=None, discard_on_failu
         create=existing is None,
     )
     links.forget(storage, replaced)
-    links.add(storage, *ids, blob.key)
+    # Every version of the record from the one after ``existing`` on has this blob.
+    since = written["last_modified"] if existing is None else existing["last_modified"] + 1
+    links.add(storage, *ids, blob.key, since=since)
     lifecycle.discard(request, replaced)
     return metadata
 
@@ -249,13 +251,15 @@ def _download(request, context, store, expires):
     )
     public = _readable_by_everyone(request, context)
     cache_control, vary = caching.record_file(public, lifetime, expires)
+    key, since = _key_of(request, context, store, metadata)
     return downloads.Download(
-        key=_key_of(request, context, store, metadata),
+        key=key,
         size=metadata["size"],
         mimetype=metadata["mimetype"],
         filename=metadata["filename"],
         hash=metadata["hash"],
         last_modified=record.get("last_modified"),
+        unchanged_since=since,
         cache_control=cache_control,
         vary=vary,
     )
@@ -273,17 +277,20 @@ def _readable_by_everyone(request, context):
 
 
 def _key_of(request, context, store, metadata):
-    """The blob key of the record's attachment: the linked key whose URL is its ``location``
-    (kinto-attachment's links too), else the key that ``location`` names under our
-    ``base_url`` (a record no link names yet); a 404 when neither exists."""
+    """The blob key of the record's attachment, and since when the record has had it (or
+    None): the linked key whose URL is its ``location`` (kinto-attachment's links too), else
+    the key that ``location`` names under our ``base_url`` (a record no link names yet); a
+    404 when neither exists."""
     ids = (context.bucket_id, context.collection_id, context.record_id)
     location = metadata.get("location") or ""
-    keys = [link["key"] for link in links.of_record(request.registry.storage, *ids)]
-    key = next((key for key in keys if store.url(key) == location), None)
-    key = key or store.key_for_url(location) or (keys[-1] if keys else None)
+    found = links.of_record(request.registry.storage, *ids)
+    link = next((link for link in found if store.url(link["key"]) == location), None)
+    if link is not None:
+        return link["key"], link.get("since")
+    key = store.key_for_url(location) or (found[-1]["key"] if found else None)
     if key is None:
         raise errors.refuse("missing", resource_name=FILE_FIELD, id=metadata.get("filename"))
-    return key
+    return key, None
 
 
 def includeme(config):

@@ -149,6 +149,8 @@ def upload(request):
             "hash": blob.hash,
             "expiration": expiration,
             "verified": stored.version,
+            # Every version of the entry after ``previous`` has this blob (``If-Range``).
+            "since": None if previous is None else previous["last_modified"] + 1,
         },
     )
     if previous is not None:
@@ -197,6 +199,7 @@ def download(request, file_id):
             filename=entry["filename"],
             hash=entry["hash"],
             last_modified=entry["last_modified"],
+            unchanged_since=entry.get("since"),
             inline=False,
             # Who may see the route depends on the caller; an id is given new content by a
             # new upload: revalidated by the caller's own cache only.
