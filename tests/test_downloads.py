@@ -13,6 +13,7 @@ import webob
 from kinto_attachment import downloads
 
 from .conftest import ALICE, BOB, cached_app, served_path, serving_app
+from .test_gcs import gcs_app
 
 
 URL = "/v1/buckets/blog/collections/articles/records/r1"
@@ -462,6 +463,17 @@ def test_a_download_racing_a_replacement_serves_the_new_version(
     assert response.body == body
     assert response.headers["ETag"] == f'"{hashlib.sha256(V2).hexdigest()}"'
     assert len(touched) == 1
+    assert "missing from the store" not in caplog.text
+
+
+@pytest.mark.parametrize("method", ["get", "head"])
+def test_a_download_racing_a_replacement_on_gcs(gcs_server, meanwhile, caplog, method):
+    kinto = gcs_app(gcs_server)
+    kinto.upload(URL, V1, "v1.txt")
+    meanwhile(kinto, lambda: kinto.upload(URL, V2, "v2.txt"))
+    response = get(kinto, method=method)
+    assert response.headers["ETag"] == f'"{hashlib.sha256(V2).hexdigest()}"'
+    assert response.body == (V2 if method == "get" else b"")
     assert "missing from the store" not in caplog.text
 
 
