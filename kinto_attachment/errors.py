@@ -232,6 +232,12 @@ REFUSALS = {
         "Attachment storage is unavailable, retry later.",
         headers={"Retry-After": "30"},
     ),
+    # Kinto's view of 503s adds its Retry-After (``retry_after_seconds``).
+    "replaced_meanwhile": Refusal(
+        503,
+        ERRORS.BACKEND,
+        "The file was replaced again and again while it was being opened: retry.",
+    ),
     "transfers_busy": Refusal(
         503,
         ERRORS.BACKEND,

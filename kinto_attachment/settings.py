@@ -44,6 +44,11 @@ class GcOptions:
     #: Seconds between orphan collections in the server, which happen on the rounds of
     #: ``data_files.gc_interval_seconds``; 0 leaves them to the command.
     orphans_interval_seconds: int = 3600
+    #: Seconds a blob is kept once its record or ``/data/files`` entry stopped referencing it
+    #: (replaced, deleted), before the collector deletes it: the downloads that read the old
+    #: record just before, on any node, find their blob and read it to the end (see
+    #: :mod:`kinto_attachment.state.replaced`). 0: deleted as soon as the transaction commits.
+    replaced_grace_seconds: int = 600
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +101,7 @@ class AttachmentSettings:
 GC_SETTINGS = {
     "orphans_grace_seconds": as_number(int, 0),
     "orphans_interval_seconds": as_number(int, 0),
+    "replaced_grace_seconds": as_number(int, 0),
 }
 GLOBAL_SETTINGS = (
     "base_path",

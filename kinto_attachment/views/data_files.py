@@ -157,10 +157,12 @@ def upload(request):
             "hash": blob.hash,
             "expiration": expiration,
             "verified": stored.version,
+            # Every version of the entry after ``previous`` has this blob (``If-Range``).
+            "since": None if previous is None else previous["last_modified"] + 1,
         },
     )
     if previous is not None:
-        lifecycle.delete_after_commit(request, store, [previous["key"]])
+        lifecycle.retire(request, [previous["key"]])
     return Response(file_id, content_type="text/plain", charset="utf-8")
 
 
@@ -191,34 +193,44 @@ def _live_entry(request, file_id):
 
 
 def download(request, file_id):
+    """The content of a live entry, whole: an id uploaded again (or deleted) while it is read
+    serves the new content (or a ``404``), see :func:`~kinto_attachment.downloads.serve`."""
     require_visible(request)
-    entry = _live_entry(request, file_id)
     store = request.registry.attachment_store
-    served = downloads.Download(
-        key=entry["key"],
-        size=entry["size"],
-        mimetype=entry["mimetype"],
-        filename=entry["filename"],
-        hash=entry["hash"],
-        last_modified=entry["last_modified"],
-        inline=False,
-        # Who may see the route depends on the caller; an id is given new content by a new
-        # upload: revalidated by the caller's own cache only.
-        cache_control=caching.PRIVATE,
-        vary=caching.PER_CALLER,
-    )
-    _require_intact(request, store, entry, served)
+
+    def current(_again):  # The entry is read each time.
+        entry = _live_entry(request, file_id)
+        served = downloads.Download(
+            key=entry["key"],
+            size=entry["size"],
+            mimetype=entry["mimetype"],
+            filename=entry["filename"],
+            hash=entry["hash"],
+            last_modified=entry["last_modified"],
+            unchanged_since=entry.get("since"),
+            inline=False,
+            # Who may see the route depends on the caller; an id is given new content by a
+            # new upload: revalidated by the caller's own cache only.
+            cache_control=caching.PRIVATE,
+            vary=caching.PER_CALLER,
+        )
+        _require_intact(request, store, entry, served)
+        return served
 
     def budgeted(app_iter, length):
         """The body, holding its length of the transfer budget while it is sent."""
         hold = _acquire(request, length, idle_release=True)
         return request.registry.transfer_limiter.holding(hold, app_iter)
 
-    return downloads.respond(request, store, served, wrap=budgeted)
+    def lost(download):
+        return errors.refuse("missing", resource_name="data-file", id=file_id)
+
+    return downloads.serve(request, store, current, lost=lost, wrap=budgeted)
 
 
 def _require_intact(request, store, entry, served):
-    """404 unless the blob has the recorded size and sha256.
+    """404 unless the blob has the recorded size and sha256; :class:`~kinto_attachment.
+    downloads.Missing` if it is gone (the entry may have been uploaded again meanwhile).
 
     The content was hashed as it was uploaded, and the blob's version then (size and mtime,
     or S3's ETag) recorded with the entry: downloads only compare versions, so a large file is
@@ -226,9 +238,11 @@ def _require_intact(request, store, entry, served):
     """
     with errors.store_errors():
         stat = store.stat(served.key)
-    if stat is not None and stat.version == entry.get("verified"):
+    if stat is None:
+        raise downloads.Missing(served)
+    if stat.version == entry.get("verified"):
         return
-    if stat is None or stat.size != served.size or not downloads.matches(store, served):
+    if stat.size != served.size or not downloads.matches(store, served):
         logger.error(
             "Data file %r: blob %r does not match its size and sha256", entry["id"], served.key
         )
@@ -248,7 +262,7 @@ def delete(request, file_id):
     data_file_entries.lock(request.registry, file_id)
     entry = data_file_entries.remove(request.registry.storage, file_id)
     if entry is not None:
-        lifecycle.delete_after_commit(request, request.registry.attachment_store, [entry["key"]])
+        lifecycle.retire(request, [entry["key"]])
     return Response(status=204)
 
 
