@@ -82,14 +82,15 @@ def recipe(port, kinto_port, base_path):
     return text
 
 
-#: The rest of a Debian nginx.conf, for a process of the test's user in its own folder.
+#: The rest of a Debian nginx.conf (its worker_connections included), for a process of the
+#: test's user in its own folder.
 MAIN = """\
 daemon off;
 master_process off;
 pid {folder}/nginx.pid;
 error_log stderr notice;
 events {{
-    worker_connections 64;
+    worker_connections 768;
 }}
 http {{
     include {mime_types};
