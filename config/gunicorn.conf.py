@@ -19,13 +19,13 @@ bind = os.environ.get("KINTO_BIND", "localhost:8888")
 # memory backend (config/kinto.ini) keep one worker: each worker would have its own data.
 # With PostgreSQL, add workers up to the number of cores.
 workers = int(os.environ.get("KINTO_WORKERS", "1"))
-# Each request whose body is arriving holds a thread (idle and slow clients do not: see below);
-# 32 leave room for that many uploads at once.
+# A request holds a thread from its whole head to its answer (idle connections and slow heads
+# hold none: see below); 32 leave room for that many uploads at once.
 threads = 32
 # Slow and idle clients (README.rst, "Security"): gthread made to withstand them
 # (config/gunicorn_worker.py). Request heads are gathered without a thread and must arrive whole
 # within stall_timeout seconds; a body read that waits stall_timeout seconds for a byte ends the
-# request (400, nothing stored), and so does a client that leaves a response unread as long. No
+# request (400, nothing stored), and so does an answer the client stops taking for as long. No
 # request is bounded as a whole: a 2 GiB upload goes through at any speed while it makes
 # progress. KINTO_STALL_TIMEOUT sets it.
 stall_timeout = int(os.environ.get("KINTO_STALL_TIMEOUT", "30"))

@@ -11,14 +11,12 @@ for seconds each. This worker keeps gthread's threads and event loop, and:
   socket and their bytes so far, never a thread. A head that has not arrived whole
   ``stall_timeout`` seconds after the connection was accepted (or, on a kept-alive connection,
   after the next request's first byte) is cut; a head over :data:`MAX_HEAD` bytes is ``431``.
-- **Bounds each read of a request body**: a read that waits ``stall_timeout`` seconds for a
-  byte ends the body there, as if the client had gone (the kernel's ``SO_RCVTIMEO``: no cost
-  per read). The app then refuses the short body (``400``, nothing stored) and the connection
-  closes. A body that keeps arriving, however slowly, is never cut: a 2 GiB upload at any
-  speed goes through.
-- **Bounds what a client leaves unacknowledged**: a response (a download) that a client stops
-  reading, or a client that vanished, is dropped after ``stall_timeout`` seconds without
-  progress (``TCP_USER_TIMEOUT``), instead of holding its thread until TCP gives up.
+- **Bounds each wait for the client once the head is in**: a body read that waits
+  ``stall_timeout`` seconds for a byte ends the body there, as if the client had gone (the app
+  then refuses the short body, ``400``, nothing stored, and the connection closes); a file sent
+  with ``sendfile`` to a client that reads nothing for as long, or one block of an answer
+  (1 MiB for Kinto's downloads) not taken within it, ends the request. A body that keeps
+  arriving, however slowly, is never cut: a 2 GiB upload at any speed goes through.
 - **Closes connections in their thread**, never in the event loop: gunicorn's graceful close
   lingers up to 2 s for the client to close first, which would stall every other connection.
 
@@ -29,8 +27,6 @@ the worker behaves as gthread does.
 import contextlib
 import errno
 import selectors
-import socket
-import struct
 import time
 from functools import partial
 
@@ -55,9 +51,8 @@ def head_ends(data, since):
 
 
 class StallBoundUnreader(SocketUnreader):
-    """gunicorn's socket reader, for which a read that ``SO_RCVTIMEO`` ended is the end of
-    the input (the socket is blocking in the worker's threads: only that timeout makes
-    ``recv`` raise ``BlockingIOError``)."""
+    """gunicorn's socket reader, for which a read that timed out (the socket's timeout, set
+    for each request: see :meth:`StallBoundWorker.handle_request`) is the end of the input."""
 
     stalled = False
 
@@ -66,7 +61,7 @@ class StallBoundUnreader(SocketUnreader):
             return b""
         try:
             return super().chunk(size_hint)
-        except BlockingIOError:
+        except TimeoutError:
             self.stalled = True
             return b""
 
@@ -111,9 +106,6 @@ class StallBoundWorker(gthread.ThreadWorker):
                 raise
             return
         self.nr_conns += 1
-        seconds = int(self.stall_timeout)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", seconds, 0))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, seconds * 1000)
         self.enqueue_req(Connection(self.cfg, sock, address, listener.getsockname()))
 
     def enqueue_req(self, conn):
@@ -172,14 +164,16 @@ class StallBoundWorker(gthread.ThreadWorker):
         return not conn.stalled and super()._keepalive_after(conn, keepalive)
 
     def handle_request(self, req, conn):
+        # The head is in; from here on every wait for the client is bounded. (gthread makes the
+        # socket blocking, without timeout, before each request.)
+        conn.sock.settimeout(self.stall_timeout)
         try:
             return super().handle_request(req, conn)
-        except OSError as e:
-            if e.errno not in (errno.ETIMEDOUT, errno.EAGAIN):
-                raise
-            # TCP_USER_TIMEOUT (or SO_RCVTIMEO while draining): the client stopped.
+        except TimeoutError:
+            # An answer the client did not take (a body read that timed out ends the body
+            # instead, in StallBoundUnreader).
             self.log.info(
-                "Client %s stalled %s s: connection closed", conn.client, self.stall_timeout
+                "%s took nothing for %s s: connection closed", conn.client, self.stall_timeout
             )
             return False
 
