@@ -10,12 +10,18 @@ longer than a trickle's 10 s between bytes, which must not be cut. nginx in fron
 ``tests/test_nginx_slow_clients.py``.
 """
 
+import base64
 import configparser
+import os
+import re
+import socket
+import time
 
 import pytest
+import requests
 from waitress.adjustments import Adjustments
 
-from .live import ROOT, create_collection, running_server
+from .live import ALICE, ROOT, create_collection, running_server
 from .slow_clients import ANSWER_WITHIN, withstand
 
 
@@ -86,3 +92,71 @@ def test_every_waitress_configuration_withstands_alike(ini):
     other = waitress_server(ini)
     for name in (*WAITRESS_SETTINGS, "asyncore_use_poll"):
         assert other.get(name) == shipped.get(name) is not None, (ini, name)
+
+
+def setting(path, pattern):
+    """The one value ``pattern`` (a regex with one group) finds in ``config/path``."""
+    found = re.findall(pattern, (ROOT / "config" / path).read_text(), flags=re.MULTILINE)
+    assert len(found) == 1, (path, pattern, found)
+    return found[0]
+
+
+def test_the_readme_says_what_each_configuration_sets():
+    """README.rst's "Security" names the values the shipped files set."""
+    readme = " ".join((ROOT / "README.rst").read_text().split())
+    server = waitress_server("kinto.ini")
+    for name in WAITRESS_SETTINGS:
+        assert f"``{name} = {server[name]}``" in readme, name
+    stall = setting("gunicorn.conf.py", r'"KINTO_STALL_TIMEOUT", "(\d+)"')
+    assert setting("uwsgi.ini", r"^socket-timeout = (\d+)$") == stall
+    assert setting("nginx.conf", r"^\s*client_header_timeout (\d+)s;$") == stall
+    assert f"``client_header_timeout {stall}s``" in readme
+    assert f"within {stall} seconds" in readme and f"waits {stall} seconds" in readme
+    threads = setting("gunicorn.conf.py", r"^threads = (\d+)$")
+    assert f"one of the {threads} threads" in readme
+    uwsgi_threads = setting("uwsgi.ini", r"^threads = (\d+)$")
+    assert f"one of its {uwsgi_threads} threads" in readme
+    connections = setting("gunicorn.conf.py", r"^worker_connections = (\d+)$")
+    assert f"``worker_connections = {connections}``" in readme
+
+
+@pytest.fixture
+def gunicorn(tmp_path, monkeypatch):
+    """gunicorn from its shipped configuration, stalls cut after 3 s."""
+    monkeypatch.setenv("KINTO_STALL_TIMEOUT", "3")
+    with running_server(tmp_path, "gunicorn") as live:
+        yield live
+
+
+def test_gunicorn_ends_a_download_nobody_reads(gunicorn):
+    """A client that asks for a file and reads none of it frees its thread after the stall
+    time (``sendfile`` waits on it), instead of holding it as long as the connection lives."""
+    create_collection(gunicorn, "slow", "readers")
+    url = f"{gunicorn.origin}/v1/buckets/slow/collections/readers/records/big/attachment"
+    content = os.urandom(32 * 1024 * 1024)
+    uploaded = requests.post(url, files={"attachment": ("big.bin", content)}, auth=ALICE)
+    assert uploaded.status_code == 201, uploaded.text
+    since = len(gunicorn.output())
+    with socket.create_connection(("127.0.0.1", gunicorn.port)) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        credentials = base64.b64encode(":".join(ALICE).encode()).decode()
+        sock.sendall(
+            f"GET {url.removeprefix(gunicorn.origin)} HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Basic {credentials}\r\n\r\n".encode()
+        )
+        asked = time.monotonic()
+        while "took nothing for 3 s" not in gunicorn.output()[since:]:
+            assert time.monotonic() - asked < 15, gunicorn.output()[since:]
+            time.sleep(0.2)
+        assert time.monotonic() - asked >= 3
+    assert requests.get(f"{gunicorn.origin}/v1/", timeout=5).status_code == 200
+
+
+def test_gunicorn_refuses_a_head_over_64_kib(gunicorn):
+    """Heads are gathered without a thread up to 64 KiB: a larger one is 431, even when made of
+    fields gunicorn's own limits allow (60 fields of 1.2 KB)."""
+    fields = "".join(f"X-Field-{number}: {'v' * 1200}\r\n" for number in range(60))
+    with socket.create_connection(("127.0.0.1", gunicorn.port), timeout=10) as sock:
+        sock.sendall(f"GET /v1/ HTTP/1.1\r\nHost: x\r\n{fields}\r\n".encode())
+        answer = sock.recv(1024)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer
