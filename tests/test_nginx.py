@@ -349,3 +349,11 @@ def test_the_api_through_the_proxy(deployment):
     # Kinto's answer for the record's file (public, no record lifetime set), untouched.
     assert response.headers["Cache-Control"] == "no-cache"
     assert response.headers["ETag"] == f'"{meta["hash"]}"'
+
+
+@pytest.mark.parametrize("method", ["FOO", "PROPFIND", "X-ANYTHING"])
+def test_only_the_methods_kinto_serves_reach_it(deployment, method):
+    """Kinto labels its request metrics with the method as sent: the recipe lets none other
+    through, so that no client makes up a series per request."""
+    response = deployment.request(method, "/v1/", status=405)
+    assert response.headers["Content-Type"].startswith("text/html")  # nginx's, not Kinto's JSON
