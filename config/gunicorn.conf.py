@@ -19,6 +19,14 @@ bind = os.environ.get("KINTO_BIND", "localhost:8888")
 # memory backend (config/kinto.ini) keep one worker: each worker would have its own data.
 # With PostgreSQL, add workers up to the number of cores.
 workers = int(os.environ.get("KINTO_WORKERS", "1"))
+
+
+def on_starting(server):
+    """wsgi.py refuses to serve the memory backend from several processes (each would delete
+    the files of the others): tell it how many, as finally configured (--workers included)."""
+    os.environ["KINTO_PROCESSES"] = str(server.cfg.workers)
+
+
 # A request holds a thread from its whole head to its answer (idle connections and slow heads
 # hold none: see below); 32 leave room for that many uploads at once.
 threads = 32
