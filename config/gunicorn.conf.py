@@ -4,24 +4,48 @@
 # before its body (authentication, permissions, Content-Length over max_size_bytes) reads none
 # of it. See README.rst, "Production servers".
 import os
+import sys
 
 
-# The module of config/wsgi.py, found from this folder.
-pythonpath = os.path.dirname(os.path.abspath(__file__))
+# This folder's modules, whatever --pythonpath says: config/wsgi.py and the worker below.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gunicorn_worker import StallBoundWorker  # noqa: E402
+
+
 wsgi_app = "wsgi:application"
 bind = os.environ.get("KINTO_BIND", "localhost:8888")
 
 # Threads: uploads and downloads wait on the network and the disk, not on Python. With the
 # memory backend (config/kinto.ini) keep one worker: each worker would have its own data.
 # With PostgreSQL, add workers up to the number of cores.
-worker_class = "gthread"
 workers = int(os.environ.get("KINTO_WORKERS", "1"))
-threads = 8
-# A request, body included, may take this long (seconds): a 2 GiB upload at 10 MiB/s takes
-# 205 s. Raise it with max_size_bytes, or prefer resumable uploads for slow clients.
-timeout = 600
-graceful_timeout = 30
+
+
+def on_starting(server):
+    """wsgi.py refuses to serve the memory backend from several processes (each would delete
+    the files of the others): tell it how many, as finally configured (--workers included)."""
+    os.environ["KINTO_PROCESSES"] = str(server.cfg.workers)
+
+
+# A request holds a thread from its whole head to its answer (idle connections and slow heads
+# hold none: see below); 32 leave room for that many uploads at once.
+threads = 32
+# Slow and idle clients (README.rst, "Security"): gthread made to withstand them
+# (config/gunicorn_worker.py). Request heads are gathered without a thread and must arrive whole
+# within stall_timeout seconds; a body read that waits stall_timeout seconds for a byte ends the
+# request (400, nothing stored), and so does an answer the client stops taking for as long. No
+# request is bounded as a whole: a 2 GiB upload goes through at any speed while it makes
+# progress. KINTO_STALL_TIMEOUT sets it.
+stall_timeout = int(os.environ.get("KINTO_STALL_TIMEOUT", "30"))
+worker_class = StallBoundWorker.configured(stall_timeout)
+# Connections at once per worker, idle ones included (gunicorn's default, written to be seen).
+worker_connections = 1000
+# Seconds a kept-alive connection may wait for its next request.
 keepalive = 5
+# Seconds the worker's event loop may stay silent before the master restarts the worker: it
+# bounds no request (gthread's requests run in threads the master does not watch).
+timeout = 30
+graceful_timeout = 30
 # Request line and headers only: bodies are bounded by kinto.attachment.max_size_bytes.
 limit_request_line = 8190
 limit_request_field_size = 16380

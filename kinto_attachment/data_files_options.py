@@ -21,6 +21,8 @@ PREFIX = "attachment.data_files."
 #: SlimFaas's own variable for the default visibility (``Public`` or ``Private``).
 SLIMFAAS_VISIBILITY = "Data__DefaultVisibility"
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+#: The names of this machine that no web site can make its own (RFC 6761).
+LOCALHOST = ("localhost",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +37,11 @@ class DataFilesOptions:
     #: Obsolete: ``true`` is refused unless ``trusted_proxies`` is set, and then changes nothing.
     trust_forwarded_for: bool = False
     principals: frozenset = frozenset()
+    #: ``Host`` names (``fnmatch`` patterns, lowercase) a private route answers to; an IP
+    #: address is always accepted. Default: ``localhost`` and Kinto's ``http_host``.
+    allowed_hosts: tuple = LOCALHOST
+    #: Origins (``fnmatch`` patterns) of the web pages that may use a private route.
+    allowed_origins: tuple = ()
     transfer_budget_bytes: int = 256 * 1024 * 1024
     #: How long a transfer waits for budget before a 503 with ``Retry-After``.
     transfer_wait_seconds: float = 5.0
@@ -73,6 +80,32 @@ def _as_words(name, value):
     return frozenset(re.split(r"[\s,]+", str(value).strip())) - {""}
 
 
+def _as_hosts(name, value):
+    """Names as ``Host`` carries them, without port: ``files.example.com``, ``*.internal``."""
+    words = sorted(word.lower() for word in _as_words(name, value))
+    for word in words:
+        if not re.fullmatch(r"[a-z0-9*_.-]+(:[0-9]+)?", word):
+            fail(name, f"expected host names (without scheme), got {word!r}")
+    return tuple(dict.fromkeys(host_name(word) for word in words))
+
+
+def _as_origins(name, value):
+    """Origins as browsers send them: ``https://app.example.com``, ``http://localhost:*``."""
+    origins = tuple(sorted(word.lower() for word in _as_words(name, value)))
+    for origin in origins:
+        if not re.fullmatch(r"[a-z*][a-z0-9+.*-]*://[^/?#\s]+|null", origin):
+            fail(name, f"expected origins (scheme://host[:port], no path), got {origin!r}")
+    return origins
+
+
+def host_name(host):
+    """The name of a ``Host`` value, as compared: lowercase, without port or final dot."""
+    host = host.strip().lower()
+    if host.startswith("["):  # "[2001:db8::1]:8888"
+        return host.split("]")[0] + "]"
+    return host.rsplit(":", 1)[0].rstrip(".")
+
+
 #: ``NAME`` (after ``data_files.``) → parser; same names as the fields of DataFilesOptions.
 SETTINGS = {
     "visibility": _as_choice("private", "public"),
@@ -80,6 +113,8 @@ SETTINGS = {
     "trusted_proxies": _as_networks,
     "trust_forwarded_for": as_bool,
     "principals": _as_words,
+    "allowed_hosts": _as_hosts,
+    "allowed_origins": _as_origins,
     "transfer_budget_bytes": as_number(int, 1),
     "transfer_wait_seconds": as_number(float, 0),
     "transfer_idle_seconds": as_number(float, 1),
@@ -99,10 +134,16 @@ def _visibility_from_environment():
     return visibility
 
 
-def from_settings(values):
+def from_settings(values, http_host=None):
     """:class:`DataFilesOptions` from the ``data_files.*`` settings, keyed by name without
-    ``data_files.``; ConfigurationError naming the setting when a value is invalid."""
+    ``data_files.``; ConfigurationError naming the setting when a value is invalid.
+
+    ``http_host`` (Kinto's setting: the name clients use, behind a proxy) is one of the
+    default ``allowed_hosts``.
+    """
     options = {}
+    if http_host and str(http_host).strip():
+        options["allowed_hosts"] = (*LOCALHOST, host_name(str(http_host)))
     if "visibility" not in values and (visibility := _visibility_from_environment()):
         options["visibility"] = visibility
     for name, parse in SETTINGS.items():

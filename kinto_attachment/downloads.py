@@ -2,15 +2,32 @@
 
 :func:`respond` streams from the store (``wsgi.file_wrapper`` for local files, the store's
 stream otherwise) and answers conditional requests and one byte range: ``If-None-Match``, or
-else ``If-Modified-Since`` (304); ``Range`` with ``If-Range`` (206, 416). WebOb parses those
-headers; the ranges are served here, since WebOb's own fallback reads the skipped bytes and
-its 416 is not Kinto's JSON error. It never lets a browser execute what it downloads:
-``nosniff`` always, and only :data:`~kinto_attachment.media_types.INLINE_TYPES` inline.
-What caches may keep of the answer is the route's decision (:mod:`kinto_attachment.caching`),
-carried by the :class:`Download`.
+else ``If-Modified-Since`` (304); ``Range`` with ``If-Range`` (206, 416). WebOb parses the
+first two. Ranges and ``If-Range`` are decided here: WebOb's own range fallback reads the
+skipped bytes and its 416 is not Kinto's JSON error, and it takes any ``If-Range`` date up to
+``Last-Modified`` for a match, where RFC 9110 wants that very date, and a strong one
+(:func:`range_applies`). It never lets a browser execute what it downloads: ``nosniff``
+always, and only :data:`~kinto_attachment.media_types.INLINE_TYPES` inline. What caches may
+keep of the answer is the route's decision (:mod:`kinto_attachment.caching`), carried by the
+:class:`Download`.
+
+Routes call it through :func:`serve`. A download reads its record (or entry), then opens the
+blob the record names, and a replacement can commit in between, on any node. Two things keep
+such a download whole, either version but never a ``404`` nor a mix:
+
+- the replaced blob is kept ``gc.replaced_grace_seconds`` before it is deleted
+  (:mod:`kinto_attachment.state.replaced`): the download opens it, and reads it to the end
+  even where the store reads lazily, as S3 and GCS do (one response, streamed as the client
+  takes it), or where a signed URL (``307``) leads the client to it later;
+- if it is gone all the same (no grace, or a read slower than the grace), :func:`serve` reads
+  the record again and serves its new version, whole, to a caller who may still read it.
+
+A record read again that still names the missing blob is a lost blob: a ``404``, and an error
+logged for the operator.
 """
 
 import dataclasses
+import email.utils
 import hashlib
 import logging
 import re
@@ -33,6 +50,9 @@ logger = logging.getLogger(__name__)
 _ONE_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
 _MAX_DIGITS = 19
 _BEYOND = "9" * _MAX_DIGITS
+#: How many times :func:`serve` reads a record again when the blob it named is gone: each time
+#: means that one more replacement committed between the read and the opening.
+ATTEMPTS = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +68,10 @@ class Download:
     hash: str | None = None
     #: Epoch milliseconds, or None.
     last_modified: int | None = None
+    #: Epoch milliseconds from which every version of the resource has had this content:
+    #: the version before it is older. A ``Last-Modified`` of a second that starts after it
+    #: is then a strong validator (``If-Range``); None: unknown.
+    unchanged_since: int | None = None
     #: False: browsers are asked to save it, whatever its type.
     inline: bool = True
     #: ``Cache-Control`` of every answer (304 and 307 included); None: none.
@@ -96,6 +120,38 @@ def _clamped(digits):
     return digits if len(digits) <= _MAX_DIGITS else _BEYOND
 
 
+def _http_date(value):
+    """Seconds since the epoch of an HTTP-date, or None."""
+    try:
+        parsed = email.utils.parsedate_tz(value)
+        return None if parsed is None else email.utils.mktime_tz(parsed)
+    except (TypeError, ValueError, OverflowError, IndexError):
+        return None
+
+
+def range_applies(request, download):
+    """Whether the ``Range`` of ``request`` applies to ``download``, as ``If-Range`` decides
+    (RFC 9110 §13.1.5); if not, the whole content is sent.
+
+    An entity-tag must be the ``ETag``, compared strongly. A date must be exactly the
+    ``Last-Modified`` and a strong validator (§8.8.2.2): the server must know that the
+    content did not change twice within that second, since two versions made in one second
+    have one ``Last-Modified`` (a client holding the first would get bytes of the second). It
+    knows when every version with a ``Last-Modified`` from that second on had this content:
+    :attr:`Download.unchanged_since` is not later than the second's start.
+    """
+    value = (request.headers.get("If-Range") or "").strip()
+    if not value:
+        return True
+    if value.startswith(('"', "W/")):
+        return download.hash is not None and value == f'"{download.hash}"'
+    seconds = _http_date(value)
+    if seconds is None or download.last_modified is None or download.unchanged_since is None:
+        return False
+    second = download.last_modified // 1000
+    return seconds == second and download.unchanged_since <= second * 1000
+
+
 def _not_modified(request, download):
     """``If-None-Match`` (weak comparison), or without it ``If-Modified-Since``."""
     if request.if_none_match:
@@ -136,8 +192,40 @@ class StreamedResponse(Response):
         Response.body.fset(self, value)
 
 
-def respond(request, store, download, redirect_url=None, wrap=None, found=False):
-    """The response serving ``download``: 200, 206, 304, 307 (``redirect_url``) or 416.
+class Missing(Exception):
+    """The blob of :attr:`download` is not in the store; nothing was sent."""
+
+    def __init__(self, download):
+        super().__init__(download.key)
+        self.download = download
+
+
+def serve(request, store, current, lost=None, **options):
+    """:func:`respond` with the :class:`Download` that ``current(again)`` returns: the
+    record's (or entry's) as it is, read again when ``again`` is true; or it raises the
+    route's own answer (the ``404`` of a record deleted meanwhile, a ``403``...).
+
+    A blob gone when it is opened (or checked: ``current`` may raise :class:`Missing` too)
+    means that its record moved on after it was read: the download is served from the record
+    read again. A blob that is still named after it was found missing is lost: an error is
+    logged, and the answer is ``lost(download)`` (default: the ``404`` of an attachment). A
+    record that moves on at every attempt is a ``503``.
+    """
+    failed = None
+    for attempt in range(ATTEMPTS):
+        try:
+            return respond(request, store, current(attempt > 0), **options)
+        except Missing as missing:
+            if missing.download.key == failed:
+                logger.error("Blob %r is missing from the store", failed)
+                raise (lost or _lost_attachment)(missing.download) from None
+            failed = missing.download.key
+    raise errors.refuse("replaced_meanwhile")
+
+
+def respond(request, store, download, redirect=None, wrap=None, found=False):
+    """The response serving ``download``: 200, 206, 304, 307 (to ``redirect(download)``, if
+    a URL) or 416; :class:`Missing` when its blob is not in the store.
 
     ``wrap(app_iter, length)`` may replace the body's iterator (the transfer limiter of
     ``/data/files``), then read by chunks; if it raises, the stream is closed. ``found``: the
@@ -161,11 +249,12 @@ def respond(request, store, download, redirect_url=None, wrap=None, found=False)
         response.status = 304
         del response.content_type
         return response
+    redirect_url = redirect(download) if redirect is not None else None
     if redirect_url is not None:
         return _redirect(response, redirect_url)
 
     span = None
-    if request.headers.get("Range") and response in request.if_range:
+    if request.headers.get("Range") and range_applies(request, download):
         span = requested_range(request, download.size)
     start, end = span or (0, download.size - 1)
     if span is not None:
@@ -204,38 +293,39 @@ def _redirect(response, url):
     return response
 
 
-def _missing(download):
-    logger.error("Attachment blob %r is missing from the store", download.key)
+def _lost_attachment(download):
     return errors.refuse("missing", resource_name="attachment", id=download.filename)
 
 
 def _require_blob(store, download):
-    """A 404 for ``HEAD`` too when the blob is missing (``GET`` finds it out by opening it)."""
+    """:class:`Missing` for ``HEAD`` too (``GET`` finds it out by opening the blob)."""
     with store_errors():
         try:
             found = store.exists(download.key)
         except ValueError:  # A key that cannot be in the store.
             found = False
     if not found:
-        raise _missing(download)
+        raise Missing(download)
 
 
 def _open(store, download, start, end):
-    """The blob's stream; a 404 (logged) when the blob is missing from the store, or when
-    its key cannot be in the store (a location that climbs out of it)."""
+    """The blob's stream; :class:`Missing` when the blob is not in the store, or when its key
+    cannot be in the store (a location that climbs out of it)."""
     with store_errors():
         try:
             return store.open(download.key, start, end)
         except (FileNotFoundError, IsADirectoryError, ValueError):
-            raise _missing(download) from None
+            raise Missing(download) from None
 
 
 def matches(store, download):
-    """Whether the stored blob has exactly the size and sha256 ``download`` expects."""
+    """Whether the stored blob has exactly the size and sha256 ``download`` expects;
+    :class:`Missing` if it is not in the store."""
     digest = hashlib.sha256()
     size = 0
+    stream = _open(store, download, 0, None)
     with store_errors():
-        for chunk in chunks(store.open(download.key)):
+        for chunk in chunks(stream):
             digest.update(chunk)
             size += len(chunk)
     return size == download.size and digest.hexdigest() == download.hash

@@ -238,11 +238,43 @@ REFUSALS = {
         "Attachment storage is unavailable, retry later.",
         headers={"Retry-After": "30"},
     ),
+    # Kinto's view of 503s adds its Retry-After (``retry_after_seconds``).
+    "replaced_meanwhile": Refusal(
+        503,
+        ERRORS.BACKEND,
+        "The file was replaced again and again while it was being opened: retry.",
+    ),
     "transfers_busy": Refusal(
         503,
         ERRORS.BACKEND,
         "Too many transfers in progress, retry later.",
         headers={"Retry-After": "{retry_after}"},
+    ),
+    # 403, 405: what a web page made a browser send; a method the route does not serve.
+    "foreign_host": Refusal(
+        403,
+        ERRORS.FORBIDDEN,
+        "Host {host} is not a name of this server: /data/files answers the names of "
+        "kinto.attachment.data_files.allowed_hosts (and IP addresses) only.",
+    ),
+    "cross_site": Refusal(
+        403,
+        ERRORS.FORBIDDEN,
+        "/data/files refuses what web pages of other origins send (Origin: {origin}): "
+        "list the page's origin in kinto.attachment.data_files.allowed_origins.",
+    ),
+    "method_override": Refusal(
+        405,
+        ERRORS.METHOD_NOT_ALLOWED,
+        "X-HTTP-Method-Override must be one of {allow}.",
+        headers={"Allow": "{allow}"},
+    ),
+    # 401: anonymous resumable uploads (kinto.attachment.resumable.allow_anonymous).
+    "anonymous_upload": Refusal(
+        401,
+        ERRORS.MISSING_AUTH_TOKEN,
+        "Resumable uploads need authentication on this server: authenticate, or send the "
+        "file in one multipart POST {{record}}/attachment.",
     ),
 }
 

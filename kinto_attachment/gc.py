@@ -6,6 +6,10 @@ is still the entry found expired (same ``last_modified``), so that an id uploade
 meanwhile keeps its new content, and an upload a request is writing to is left for the next
 round. The metadata goes in a transaction, the bytes once it has committed.
 
+*Replaced*: blobs that records and entries stopped referencing, once
+``gc.replaced_grace_seconds`` have passed (:mod:`kinto_attachment.state.replaced`): each entry
+is claimed in a transaction (of two collectors, one only gets it), then its blob deleted.
+
 *Orphans*: a crash (``kill -9``) can leave staged files, S3 multipart uploads never completed
 nor aborted, and committed blobs that nothing references (stored for a transaction that never
 committed, or replaced and never deleted). The references are indexed first (see
@@ -17,23 +21,30 @@ whose blob is missing (*dangling*) are reported, never touched.
 Runs in every server (expired entries every ``data_files.gc_interval_seconds``, orphans every
 ``gc.orphans_interval_seconds``) and as a command::
 
-    kinto-attachment-gc --ini config/kinto.ini [--dry-run]
+    kinto-attachment-gc --ini config/postgresql.ini [--dry-run]
 
 Several nodes may collect at once: deleting what another node just deleted is harmless.
 The store (``base_path`` or the S3 bucket) must hold nothing but attachments.
+
+The command judges the store by what *its own* storage backend holds, so it refuses a
+configuration whose storage lives in a server's process (Kinto's memory backend): it would see
+no record, and take every file of the running server for an orphan. There, the server's own
+thread collects, since it sees the records.
 """
 
 import argparse
 import dataclasses
 import logging
+import sys
 import threading
 from time import monotonic
 
 import transaction
+from kinto.core.storage import memory
 from pyramid.events import ApplicationCreated
 
 from . import adoption, metrics
-from .state import data_file_entries, references, tus_uploads
+from .state import data_file_entries, references, replaced, tus_uploads
 
 
 logger = logging.getLogger(__name__)
@@ -45,7 +56,8 @@ Collect what Kinto attachments no longer need: /data/files entries past their ex
 resumable (tus) uploads abandoned past theirs, and, older than
 kinto.attachment.gc.orphans_grace_seconds, whatever nothing references: staged temporary files
 (.upload-*.part, S3 upload tails), incomplete S3 multipart uploads, and blobs named by no record
-attachment, link, data file, resumable upload or retained old file. References to missing
+attachment, link, data file, resumable upload or retained old file; and replaced or deleted
+files once kinto.attachment.gc.replaced_grace_seconds have passed. References to missing
 blobs (dangling) are reported, never changed. The store (base_path or the S3 bucket) must hold
 nothing but attachments."""
 
@@ -61,6 +73,8 @@ class Report:
     expired_uploads: list = dataclasses.field(default_factory=list)
     #: Ids of expired uploads a request was working on: left for the next round.
     busy_uploads: list = dataclasses.field(default_factory=list)
+    #: Entries (``{"key", "until"}``) of replaced blobs past their grace.
+    replaced: list = dataclasses.field(default_factory=list)
     #: :class:`~kinto_attachment.storage.Listed` objects nothing referenced.
     orphans: list = dataclasses.field(default_factory=list)
     #: :class:`~kinto_attachment.storage.Pending` uploads nothing referenced.
@@ -78,7 +92,8 @@ class Report:
 
     @property
     def total_bytes(self):
-        """Bytes freed (multipart uploads aside: S3 does not list their size)."""
+        """Bytes freed (multipart uploads and replaced files aside: S3 does not list the
+        size of the former, and the latter are deleted without a look)."""
         return (
             sum(entry["size"] for entry in self.expired_files)
             + sum(upload["offset"] for upload in self.expired_uploads)
@@ -94,6 +109,8 @@ class Report:
         lines.append(f"Expired resumable uploads ({verb}): {len(self.expired_uploads)}")
         lines += [f"  {u['id']}  {u['offset']} bytes" for u in self.expired_uploads]
         lines += [f"  {i}  busy, left for the next round" for i in self.busy_uploads]
+        lines.append(f"Replaced files past their grace ({verb}): {len(self.replaced)}")
+        lines += [f"  {entry['key']}" for entry in self.replaced]
         temporary = len(self.temporary)
         lines.append(f"Orphans ({verb}): {len(self.orphans)}, {temporary} of them temporary")
         lines += [
@@ -119,6 +136,7 @@ def collect(registry, now=None, dry_run=False, orphans=True):
     report = Report(dry_run=dry_run)
     _collect_data_files(registry, now, report)
     _collect_uploads(registry, now, report)
+    _collect_replaced(registry, now, report)
     if orphans and not adoption.done(registry):
         # Files that only records or kinto-attachment's links name are no orphans: adopt
         # them first (a dry run only looks, and looks for no orphans if there are some).
@@ -186,6 +204,26 @@ def _collect_uploads(registry, now, report):
         store.discard(upload["store"])
     if report.expired_uploads and not report.dry_run:
         logger.info("Collected %d abandoned uploads", len(report.expired_uploads))
+
+
+def _collect_replaced(registry, now, report):
+    """Delete the replaced blobs due at ``now``, by batches: each batch's entries claimed in
+    a transaction, then their blobs deleted once it has committed."""
+    storage = registry.storage
+    if report.dry_run:
+        with transaction.manager:
+            report.replaced += replaced.every_due(storage, now)
+        return
+    while True:
+        with transaction.manager:
+            due = replaced.due(storage, now, DELETE_BATCH)
+            claimed = replaced.claim(storage, due)
+        report.replaced += claimed
+        registry.attachment_store.delete_many([entry["key"] for entry in claimed])
+        if len(due) < DELETE_BATCH:
+            break
+    if report.replaced:
+        logger.info("Deleted %d replaced files past their grace", len(report.replaced))
 
 
 def _collect_orphans(registry, now, report):
@@ -273,8 +311,27 @@ def includeme(config):
     config.add_subscriber(start_collector, ApplicationCreated)
 
 
+#: Why the command refuses a storage backend that only a server's process can see.
+UNSHARED = """\
+kinto-attachment-gc: refused: {ini} keeps its records in Kinto's memory storage backend, which
+lives inside each server's process. This command would start with an empty storage of its own,
+see no record, and take every file under the store for an orphan. Servers running this
+configuration collect by themselves (see kinto.attachment.gc.orphans_interval_seconds and
+data_files.gc_interval_seconds); run this command against a shared storage backend
+(PostgreSQL) only."""
+
+
+def shares_state(registry):
+    """Whether a process of its own, started from the same configuration, sees what the
+    servers see: not with the memory backend, whose records live in each server's process."""
+    return not isinstance(registry.storage, memory.Storage)
+
+
 def main(argv=None):
-    """``kinto-attachment-gc --ini FILE [--dry-run]``: collect once, print the report."""
+    """``kinto-attachment-gc --ini FILE [--dry-run]``: collect once, print the report.
+
+    Exit codes: ``0`` collected; ``2`` refused (a wrong command line, or a configuration
+    whose records this process cannot see: nothing is read nor removed)."""
     from pyramid.paster import bootstrap, setup_logging
 
     parser = argparse.ArgumentParser(prog="kinto-attachment-gc", description=DESCRIPTION)
@@ -289,6 +346,9 @@ def main(argv=None):
         # Loading the app started the server's periodic collector: this command collects once.
         if hasattr(registry, "attachment_gc_stop"):
             registry.attachment_gc_stop.set()
+        if not shares_state(registry):
+            print(UNSHARED.format(ini=args.ini), file=sys.stderr)
+            return 2
         report = collect(registry, dry_run=args.dry_run)
     print(report.describe())
     return 0

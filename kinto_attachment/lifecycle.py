@@ -1,13 +1,18 @@
-"""Deleting blobs only once the transaction has decided.
+"""Deleting blobs only once the transaction has decided, and once no download needs them.
 
 A blob that a record stops referencing is deleted after the transaction commits: if it is
-rolled back, the record still points at the old file, which must then still be there. A blob
+rolled back, the record still points at the old file, which must then still be there. And not
+at once: downloads that read the record just before may still be opening or reading it, on
+this node or another, so the transaction records it as replaced, for the garbage collector to
+delete ``gc.replaced_grace_seconds`` later (:mod:`kinto_attachment.state.replaced`). A blob
 written for a transaction that does not commit is deleted, since nothing will reference it.
 """
 
 import logging
 
-from .state import links
+from kinto.core.utils import msec_time
+
+from .state import links, replaced
 
 
 logger = logging.getLogger(__name__)
@@ -54,13 +59,29 @@ def delete_unless_committed(request, store, keys):
         on_failure(request, store.delete_many, keys)
 
 
+def retire(request, keys):
+    """Delete ``keys``, which the current transaction stops referencing, once no download
+    can be reading them: recorded as replaced, due ``gc.replaced_grace_seconds`` from now
+    (written in the transaction: a rollback leaves them referenced, a crash leaves them to
+    the collector), or deleted after commit when that grace is 0."""
+    if not keys:
+        return
+    registry = request.registry
+    grace = registry.attachment_settings.gc.replaced_grace_seconds
+    if grace:
+        replaced.add(registry.storage, keys, until=msec_time() + grace * 1000)
+    else:
+        delete_after_commit(request, registry.attachment_store, keys)
+
+
 def discard(request, unlinked):
-    """Delete the blobs of links just removed, after commit; under ``keep_old_files``, record
-    them as retained instead, so that garbage collection never takes them for orphans."""
+    """Retire the blobs of links just removed (:func:`retire`); under ``keep_old_files``,
+    record them as retained instead, so that garbage collection never takes them for
+    orphans."""
     settings = request.registry.attachment_settings
     kept, deleted = [], []
     for link in unlinked:
         keep = settings.policy(link["bucket_id"], link["collection_id"]).keep_old_files
         (kept if keep else deleted).append(link["key"])
     links.retain(request.registry.storage, kept)
-    delete_after_commit(request, request.registry.attachment_store, deleted)
+    retire(request, deleted)

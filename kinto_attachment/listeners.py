@@ -2,7 +2,8 @@
 
 - A deleted record, collection or bucket takes its blobs with it (after commit).
 - ``POST /__flush__`` takes every blob with it (kinto-attachment leaves them on disk): once
-  it has committed, everything the store lists is deleted, pending S3 uploads aborted.
+  it has committed, every blob it referenced is deleted, with the orphans the garbage
+  collector would take; uploads under way on any node keep theirs.
 - The ``attachment`` field of a record is ours: a ``PUT``/``PATCH``/``POST`` of the record that
   sets or changes it is refused, so that a record can never point at a file it does not own.
   The ``ResourceChanged`` listener sees every write whatever its path (batch, plugins) and
@@ -17,11 +18,11 @@
 import copy
 
 from kinto.core.events import ACTIONS, ResourceChanged
-from kinto.core.utils import apply_json_patch
+from kinto.core.utils import apply_json_patch, msec_time
 from pyramid.events import ContextFound
 
 from . import errors, lifecycle, locks
-from .state import links, records
+from .state import links, records, references
 
 
 FIELD = "attachment"
@@ -160,19 +161,36 @@ def on_context_found(event):
 def on_flush(request):
     """``POST /__flush__`` wipes Kinto's storage: once it has committed, wipe the store too.
 
-    The store holds nothing but attachments (see :mod:`kinto_attachment.gc`): record
-    attachments, ``/data/files``, retained old files, staged and resumable files, pending S3
-    multipart uploads. They all go, whether any link names them or not.
+    What goes is what the flush makes unreferenced: every blob or pending S3 upload that a
+    record, a link, a ``/data/files`` entry, a resumable upload or a retained old file names,
+    read under the root lock (exclusive: no write runs meanwhile), and whatever the garbage
+    collector would take as an orphan (unreferenced, older than ``gc.orphans_grace_seconds``).
+    A younger unreferenced blob is an upload under way, possibly on another node: stored,
+    waiting for the lock the flush holds, about to link its record once the flush has
+    committed. Deleting it would leave that record with a missing file; it is left to the
+    garbage collector, which takes it after the grace period if nothing claims it.
     """
-    links.pop(request.registry.storage)
-    lifecycle.after_commit(request, wipe_store, request.registry.attachment_store)
+    registry = request.registry
+    referenced, pending = references.index(registry)
+    grace_ms = registry.attachment_settings.gc.orphans_grace_seconds * 1000
+    cutoff = msec_time() - grace_ms
+    links.pop(registry.storage)
+    lifecycle.after_commit(
+        request, wipe_store, registry.attachment_store, referenced, pending, cutoff
+    )
 
 
-def wipe_store(store):
-    """Delete every blob ``store`` lists (as it lists them), and abort its pending uploads."""
-    store.delete_many(listed.key for listed in store.iter_blobs())
-    for pending in list(store.iter_pending()):
-        store.abort_pending(pending.key, pending.upload_id)
+def wipe_store(store, referenced, pending, cutoff):
+    """Delete the blobs of ``store`` that are ``referenced`` or older than ``cutoff`` (ms since
+    the epoch), abort the pending uploads likewise."""
+    store.delete_many(
+        listed.key
+        for listed in store.iter_blobs()
+        if referenced.see(listed.key) or listed.modified_ms < cutoff
+    )
+    for upload in list(store.iter_pending()):
+        if upload.upload_id in pending or upload.initiated_ms < cutoff:
+            store.abort_pending(upload.key, upload.upload_id)
 
 
 def includeme(config):

@@ -271,6 +271,7 @@ def collected(registry, report):
     removed = {
         "expired_files": report.expired_files,
         "expired_uploads": report.expired_uploads,
+        "replaced": report.replaced,
         "orphans": report.orphans,
         "aborted_uploads": report.aborted,
     }

@@ -11,9 +11,16 @@ line (cut in two here)::
 
 ``in``/``out`` are the request and response bodies' ``Content-Length`` (``-`` when unknown,
 as for a chunked body), which :func:`includeme` adds to Kinto's summary.
+
+One request, one line, whatever the client sends: what comes from it cannot end the line,
+nor add a field (a space), nor rewrite the terminal (escape sequences). Kinto gives the path
+percent-encoded and the query decoded: the query is encoded again, as it was sent; the path,
+the method and the user are escaped in Python's way (``\n``, ``\x1b``, ``\u2028``), as is
+anything that would not print.
 """
 
 import logging
+import urllib.parse
 
 from pyramid.events import NewRequest
 
@@ -30,10 +37,16 @@ class SummaryFormatter(logging.Formatter):
         return super().format(record)
 
 
+#: What the query keeps unencoded: RFC 3986's query characters but its separators.
+QUERY_SAFE = "/?:@!$'()*+,;"
+
+
 def summary(record):
     """``METHOD path?query status duration user=... in=... out=...`` of a summary record."""
     facts = record.__dict__
-    query = "&".join(f"{k}={v}" for k, v in (facts.get("querystring") or {}).items())
+    query = "&".join(
+        f"{_encoded(k)}={_encoded(v)}" for k, v in (facts.get("querystring") or {}).items()
+    )
     words = [
         facts["method"],
         facts["path"] + (f"?{query}" if query else ""),
@@ -45,7 +58,21 @@ def summary(record):
     ]
     if facts.get("errno"):
         words.append(f"errno={facts['errno']}")
-    return " ".join(words)
+    return " ".join(_escaped(word) for word in words)
+
+
+def _encoded(text):
+    return urllib.parse.quote(str(text), safe=QUERY_SAFE)
+
+
+def _escaped(text):
+    """``text`` with a space, a backslash and whatever does not print (control characters,
+    line and paragraph separators, bidirectional overrides...) written as Python escapes."""
+    return "".join(c if c.isprintable() and c not in " \\" else _escape(c) for c in text)
+
+
+def _escape(character):
+    return r"\x20" if character == " " else character.encode("unicode_escape").decode("ascii")
 
 
 def _user(facts):

@@ -44,6 +44,11 @@ class GcOptions:
     #: Seconds between orphan collections in the server, which happen on the rounds of
     #: ``data_files.gc_interval_seconds``; 0 leaves them to the command.
     orphans_interval_seconds: int = 3600
+    #: Seconds a blob is kept once its record or ``/data/files`` entry stopped referencing it
+    #: (replaced, deleted), before the collector deletes it: the downloads that read the old
+    #: record just before, on any node, find their blob and read it to the end (see
+    #: :mod:`kinto_attachment.state.replaced`). 0: deleted as soon as the transaction commits.
+    replaced_grace_seconds: int = 600
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,8 +68,11 @@ class AttachmentSettings:
     data_files: DataFilesOptions = dataclasses.field(default_factory=DataFilesOptions)
     #: Seconds an unfinished resumable upload is kept after its last request.
     resumable_expires_seconds: int = 86400
-    #: Unfinished, unexpired resumable uploads one user may hold at once; 0: no limit.
+    #: Unfinished, unexpired resumable uploads one user may hold at once (an anonymous client:
+    #: one address); 0: no limit.
     resumable_max_uploads_per_user: int = 20
+    #: Whether anonymous clients may create resumable uploads where they may create records.
+    resumable_allow_anonymous: bool = False
     gc: GcOptions = dataclasses.field(default_factory=GcOptions)
     gcs: GCSOptions | None = None
     #: The cache policy: ``Cache-Control`` of stored files and of downloads.
@@ -93,6 +101,7 @@ class AttachmentSettings:
 GC_SETTINGS = {
     "orphans_grace_seconds": as_number(int, 0),
     "orphans_interval_seconds": as_number(int, 0),
+    "replaced_grace_seconds": as_number(int, 0),
 }
 GLOBAL_SETTINGS = (
     "base_path",
@@ -102,6 +111,7 @@ GLOBAL_SETTINGS = (
     caching.FILES_SETTING,
     "resumable.expires_seconds",
     "resumable.max_uploads_per_user",
+    "resumable.allow_anonymous",
     *(f"data_files.{name}" for name in data_files_options.SETTINGS),
     *(f"gc.{name}" for name in GC_SETTINGS),
 )
@@ -219,7 +229,9 @@ def parse(settings):
         serve_files=serve_files,
         default=default,
         overrides=overrides,
-        data_files=data_files_options.from_settings(_section(global_values, "data_files.")),
+        data_files=data_files_options.from_settings(
+            _section(global_values, "data_files."), http_host=settings.get("http_host")
+        ),
         resumable_expires_seconds=as_number(int, 1)(
             PREFIX + "resumable.expires_seconds",
             global_values.get("resumable.expires_seconds", 86400),
@@ -227,6 +239,10 @@ def parse(settings):
         resumable_max_uploads_per_user=as_number(int, 0)(
             PREFIX + "resumable.max_uploads_per_user",
             global_values.get("resumable.max_uploads_per_user", 20),
+        ),
+        resumable_allow_anonymous=as_bool(
+            PREFIX + "resumable.allow_anonymous",
+            global_values.get("resumable.allow_anonymous", False),
         ),
         gc=_parse_gc(_section(global_values, "gc.")),
         caching=caching.from_settings(settings, global_values, (default, *overrides.values())),

@@ -38,6 +38,10 @@ BASE_SETTINGS = {
     # No collector thread in test apps: it would wake up during later tests (and after the
     # test database is gone). Tests of garbage collection call it themselves.
     "kinto.attachment.data_files.gc_interval_seconds": "0",
+    # Blobs that records stop referencing deleted at commit, for tests that look at the store
+    # right after a replacement; the grace of the default is tested on its own
+    # (tests/test_replaced_blobs.py).
+    "kinto.attachment.gc.replaced_grace_seconds": "0",
 }
 BACKENDS = {
     "memory": {

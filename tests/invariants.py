@@ -9,7 +9,8 @@ google-cloud-storage. The result names
   local ``.upload-*.part`` files included), the files of tus uploads in progress excepted
   when their upload state names them;
 - **dangling** references: a record's ``attachment.location``, a link, a ``/data/files``
-  entry, a retained blob or a tus upload state naming an object that is not stored;
+  entry, a retained or replaced blob or a tus upload state naming an object that is not
+  stored;
 - **inconsistent** links: an attachment with no link, or a link its record no longer points at
   (the blob would leak once the record or its parents are deleted).
 
@@ -154,7 +155,7 @@ class References:
     records: list = dataclasses.field(default_factory=list)
     #: ``(record uri, key)`` of every link.
     links: list = dataclasses.field(default_factory=list)
-    #: ``(kind, name, key)``: data files, retained blobs.
+    #: ``(kind, name, key)``: data files, retained blobs, replaced blobs kept for a while.
     others: list = dataclasses.field(default_factory=list)
     #: The store state of every tus upload in progress.
     uploads: list = dataclasses.field(default_factory=list)
@@ -178,7 +179,8 @@ def postgresql_references(pg_url, base_urls):
                   FROM objects
                  WHERE NOT deleted
                    AND resource_name IN ('record', 'attachment-blob', 'data-file',
-                                         'attachment-upload', 'attachment-retained')
+                                         'attachment-upload', 'attachment-retained',
+                                         'attachment-replaced')
                 """
             )
             for resource_name, parent_id, object_id, data in cursor:
@@ -346,5 +348,22 @@ def records_under(pg_url, collection_uri):
                 (collection_uri,),
             )
             return sorted(row[0] for row in cursor)
+    finally:
+        connection.close()
+
+
+def replaced_keys(pg_url):
+    """The keys recorded as replaced: no longer referenced, kept ``gc.replaced_grace_seconds``
+    for the downloads reading them, then deleted by the collector."""
+    import psycopg2
+
+    connection = psycopg2.connect(pg_url, connect_timeout=10)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT data->>'key' FROM objects"
+                " WHERE resource_name = 'attachment-replaced' AND NOT deleted"
+            )
+            return {row[0] for row in cursor}
     finally:
         connection.close()

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from kinto_attachment.cli.main import main
-from kinto_attachment.cli.remote import record_id_of
+from kinto_attachment.cli.names import PARTS, record_id_of
 
+from .cli_support import run_command
 from .live import (
     ALICE,
     _read_terminal,
@@ -73,20 +73,7 @@ def environment(server, collection, tmp_path, proxy=None):
 def run(monkeypatch, capsys):
     """The command, run in this process (so that coverage sees it) with ``env``. The tests
     that kill it, or measure it, start the installed command in a process of its own."""
-
-    def run_here(env, *args):
-        for name in ("KINTO_SERVER", "KINTO_AUTH", "KINTO_BUCKET", "KINTO_COLLECTION"):
-            monkeypatch.setenv(name, env[name])
-        monkeypatch.setenv("XDG_CACHE_HOME", env["XDG_CACHE_HOME"])
-        capsys.readouterr()
-        try:
-            code = main(list(args))
-        except SystemExit as e:  # argparse's refusal of the command line.
-            code = e.code
-        out, err = capsys.readouterr()
-        return subprocess.CompletedProcess(args, code, out, err)
-
-    return run_here
+    return lambda env, *args: run_command(monkeypatch, capsys, env, *args)
 
 
 def record(server, collection, record_id):
@@ -183,7 +170,7 @@ def test_download_resumes_and_verifies(server, collection, tmp_path, run):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    part = target / "dataset.bin.part"
+    part = target / PARTS / f"{hashlib.sha256(content).hexdigest()}.part"
     deadline = time.monotonic() + 60
     while (not part.exists() or part.stat().st_size < 4 * MiB) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -217,23 +204,37 @@ def test_sync_plans_then_applies(server, proxy, collection, tmp_path, run):
     (folder / ".git/config").write_bytes(b"not published")
     env = environment(server, collection, tmp_path, proxy)
 
+    font, index = record_id_of("fonts/a.woff2"), record_id_of("index.txt")
     plan = run(env, "sync", str(folder), "--dry-run")
     assert plan.returncode == 0, plan.stderr
-    assert plan.stdout.splitlines() == ["new        fonts/a.woff2", "new        index.txt"]
-    assert record(server, collection, record_id_of("index.txt")) is None
+    assert plan.stdout.splitlines() == [
+        f"new        fonts/a.woff2 ({font})",
+        f"new        index.txt ({index})",
+    ]
+    assert record(server, collection, index) is None
 
     assert run(env, "sync", str(folder)).returncode == 0
-    assert record(server, collection, record_id_of("fonts/a.woff2"))["attachment"]["size"] == 6
+    synced = record(server, collection, font)
+    assert synced["attachment"]["size"] == 6
+    assert synced["synced_from"] == {
+        "folder": "site",
+        "path": "fonts/a.woff2",
+        "sha256": hashlib.sha256(b"font a").hexdigest(),
+    }
 
     (folder / "index.txt").write_bytes(b"v2")
     (folder / "fonts/a.woff2").unlink()
     plan = run(env, "sync", str(folder), "--delete", "--dry-run")
-    gone = record_id_of("fonts/a.woff2")
-    assert plan.stdout.splitlines() == ["changed    index.txt", f"delete     record {gone}"]
+    gone = font
+    assert plan.stdout.splitlines() == [
+        f"changed    index.txt ({index})",
+        f"delete     fonts/a.woff2 ({font})",
+    ]
 
     before = proxy.sent
     applied = run(env, "sync", str(folder), "--delete")
     assert applied.returncode == 0, applied.stderr
+    assert f"deleted record fonts/a.woff2 ({font})" in applied.stdout.splitlines()
     assert record(server, collection, gone) is None
     index = record(server, collection, record_id_of("index.txt"))["attachment"]
     assert index["hash"] == hashlib.sha256(b"v2").hexdigest()
@@ -256,7 +257,7 @@ def test_rm_and_errors_exit_codes(server, collection, tmp_path, run):
 
     missing = run(env, "rm", "nope")
     assert missing.returncode == 1
-    assert missing.stderr.startswith("kinto-attachment: nope: 404 ")
+    assert missing.stderr == "kinto-attachment: nope: no such file or record\n"
     refused = run({**env, "KINTO_AUTH": "mallory:x"}, "download", record_id_of("a.txt"))
     assert refused.returncode == 1
     bad = tmp_path / "x.exe"
@@ -266,8 +267,9 @@ def test_rm_and_errors_exit_codes(server, collection, tmp_path, run):
     # One line: the file, the status and the server's own message.
     assert nowhere.stderr.startswith("kinto-attachment: x.exe: 404 collection "), nowhere.stderr
     assert len(nowhere.stderr.splitlines()) == 1
-    usage = run(env, "upload", str(bad), str(bad), "--record", "r")
+    usage = run(env, "upload", str(bad), str(bad), "--id", "r")
     assert usage.returncode == 2 and "one file" in usage.stderr
+    assert run(env, "rm").returncode == 2
     assert run(env, "upload", "--data", "[1]", str(bad)).returncode == 2
 
 
@@ -352,7 +354,7 @@ def test_options_and_connection_errors(server, collection, tmp_path, run):
     down = run({**env, "KINTO_SERVER": "http://127.0.0.1:9/v1"}, "--retries", "0", "rm", "x")
     assert down.returncode == 1 and "ConnectionError" in down.stderr
     absent = run(env, "download", "--folder", str(tmp_path / "d"), "absent")
-    assert absent.returncode == 1 and "absent: no such record" in absent.stderr
+    assert absent.returncode == 1 and "absent: no such file or record" in absent.stderr
 
 
 def test_limit_rate_paces_uploads_and_downloads_alike(monkeypatch):
@@ -391,7 +393,7 @@ def test_an_upload_stored_otherwise_than_the_file_is_a_failure(monkeypatch, tmp_
     monkeypatch.setattr(cli.uploads, "upload", lambda *args, **kwargs: {"hash": "0" * 64})
     args = types.SimpleNamespace(force=True, state=str(tmp_path / "state.json"), limit_rate=None)
     with Bars(file.stat().st_size) as bars:
-        failed = cli._upload(None, args, bars, [(str(file), "notes.txt", "notes")])
+        failed = cli._upload(None, args, bars, [(str(file), "notes.txt", "notes", None, None)])
     assert failed
     expected = hashlib.sha256(b"what the file holds").hexdigest()
     assert (
@@ -423,3 +425,222 @@ def test_limit_rate_spans_the_chunks_of_a_resumable_upload(monkeypatch, tmp_path
     uploads._send(Server(), "url", file, 0, 3 * uploads.CHUNK_SIZE, sent.append, 8 * MiB)
     assert sum(sent) == 3 * uploads.CHUNK_SIZE
     assert now[0] == pytest.approx(4.0)
+
+
+def attach_by_hand(server, collection, record_id, filename, content):
+    """An attachment made without the command (as with curl): a record it never created."""
+    url = f"{server.url}/buckets/{BUCKET}/collections/{collection}/records/{record_id}"
+    response = requests.post(
+        url + "/attachment", files={"attachment": (filename, content)}, auth=ALICE, timeout=60
+    )
+    assert response.status_code in (200, 201), response.text
+
+
+def test_sync_delete_deletes_only_what_this_folder_synced(server, collection, tmp_path, run):
+    """Observation 1: records attached by hand, by ``upload`` or by another folder's sync are
+    never deleted; the plan names the file and the record; a plain sync tells what is gone."""
+    env = environment(server, collection, tmp_path)
+    attach_by_hand(server, collection, "manual-upload", "manual.txt", b"by hand")
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"uploaded alone")
+    assert run(env, "upload", str(notes)).returncode == 0
+    site, other = tmp_path / "site", tmp_path / "other"
+    (site / "sub").mkdir(parents=True)
+    (site / "a.txt").write_bytes(b"a")
+    (site / "sub/b.txt").write_bytes(b"b")
+    (site / "d.txt").write_bytes(b"d")
+    other.mkdir()
+    (other / "c.txt").write_bytes(b"c")
+    assert run(env, "sync", str(site)).returncode == 0
+    assert run(env, "sync", str(other)).returncode == 0
+    a, b, c, d = (record_id_of(name) for name in ("a.txt", "sub/b.txt", "c.txt", "d.txt"))
+
+    # Its file replaced by hand since, the record of d.txt is no longer this folder's file.
+    attach_by_hand(server, collection, record_id_of("d.txt"), "d.txt", b"replaced by hand")
+    (site / "d.txt").unlink()
+    (site / "sub/b.txt").unlink()
+    plain = run(env, "sync", str(site))
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.splitlines() == [
+        f"unchanged a.txt ({a})",
+        f"gone sub/b.txt ({b}) would delete with --delete",
+        f"kept d.txt ({d}) its attachment is no longer the file this folder's sync attached",
+    ]
+    assert record(server, collection, b) is not None
+    plan = run(env, "sync", str(site), "--delete", "--dry-run")
+    assert plan.stdout.splitlines() == [
+        f"unchanged  a.txt ({a})",
+        f"delete     sub/b.txt ({b})",
+        f"kept       d.txt ({d}) its attachment is no longer the file this folder's sync attached",
+    ]
+
+    applied = run(env, "sync", str(site), "--delete")
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout.splitlines() == [
+        f"unchanged a.txt ({a})",
+        f"deleted record sub/b.txt ({b})",
+        f"kept d.txt ({d}) its attachment is no longer the file this folder's sync attached",
+    ]
+    assert record(server, collection, b) is None
+    for kept in ("manual-upload", record_id_of("notes.txt"), c, a, d):
+        assert record(server, collection, kept)["attachment"], kept
+    for kept, folder, content in ((a, "site", b"a"), (c, "other", b"c")):
+        assert record(server, collection, kept)["synced_from"] == {
+            "folder": folder,
+            "path": "a.txt" if kept == a else "c.txt",
+            "sha256": hashlib.sha256(content).hexdigest(),
+        }
+    # An empty folder of another name deletes nothing either.
+    (tmp_path / "empty").mkdir()
+    nothing = run(env, "sync", str(tmp_path / "empty"), "--delete")
+    assert nothing.returncode == 0 and nothing.stdout == ""
+    assert record(server, collection, a) and record(server, collection, c)
+
+
+def test_folders_never_overwrite_each_others_records(server, collection, tmp_path, run):
+    """Two folders with a file at the same path: the second does not overwrite the record the
+    first one's sync marked (unless told it is that folder, ``--as``). A record of an
+    unchanged file that ``upload`` made gets the folder's mark."""
+    env = environment(server, collection, tmp_path)
+    site, other = tmp_path / "site", tmp_path / "other"
+    for folder, content in ((site, b"site's"), (other, b"other's")):
+        folder.mkdir()
+        (folder / "index.txt").write_bytes(content)
+    (site / "same.txt").write_bytes(b"same")
+    same = tmp_path / "same.txt"
+    same.write_bytes(b"same")
+    assert run(env, "upload", str(same)).returncode == 0
+    index, adopted = record_id_of("index.txt"), record_id_of("same.txt")
+
+    first = run(env, "sync", str(site))
+    assert first.returncode == 0, first.stderr
+    assert f"marked same.txt ({adopted})" in first.stdout.splitlines()
+    assert record(server, collection, adopted)["synced_from"]["folder"] == "site"
+    plan = run(env, "sync", str(other), "--dry-run")
+    assert plan.stdout.splitlines() == [
+        f"conflict   index.txt ({index}) synced from folder 'site', left as it is"
+        " (--as 'site' to sync it)"
+    ]
+    second = run(env, "sync", str(other), "--delete")
+    assert second.returncode == 1
+    assert second.stderr == (
+        f"kinto-attachment: index.txt: record {index} synced from folder 'site', left as it is"
+        " (--as 'site' to sync it)\n"
+    )
+    stored = record(server, collection, index)
+    assert stored["attachment"]["hash"] == hashlib.sha256(b"site's").hexdigest()
+    assert record(server, collection, adopted) is not None
+
+    renamed = run(env, "sync", str(other), "--as", "site", "--delete")
+    assert renamed.returncode == 0, renamed.stderr
+    assert f"deleted record same.txt ({adopted})" in renamed.stdout.splitlines()
+    stored = record(server, collection, index)
+    assert stored["attachment"]["hash"] == hashlib.sha256(b"other's").hexdigest()
+
+
+def test_sync_does_not_follow_links_out_of_the_folder(server, collection, tmp_path, run):
+    """Observation 7: a link to a file outside FOLDER is reported and skipped (and its record,
+    if a sync with ``--follow-symlinks`` made it, is not deleted as gone); links inside are
+    followed; a link to a folder it is in is skipped."""
+    env = environment(server, collection, tmp_path)
+    secret = tmp_path / "id_ed25519"
+    secret.write_bytes(b"-----BEGIN OPENSSH PRIVATE KEY-----")
+    site = tmp_path / "site"
+    (site / "docs").mkdir(parents=True)
+    (site / "docs/real.txt").write_bytes(b"real")
+    (site / "notes.txt").symlink_to(secret)
+    (site / "alias.txt").symlink_to(site / "docs/real.txt")
+    (site / "docs/loop").symlink_to(site, target_is_directory=True)
+    (site / "broken").symlink_to(tmp_path / "nowhere")
+    notes = record_id_of("notes.txt")
+
+    result = run(env, "sync", str(site))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "skipped broken: a broken symbolic link",
+        "skipped docs/loop: a link to a folder it is in",
+        "skipped notes.txt: a symbolic link out of the folder (--follow-symlinks to follow it)",
+        f"uploaded alias.txt ({record_id_of('alias.txt')}) sha256 "
+        + hashlib.sha256(b"real").hexdigest(),
+        f"uploaded docs/real.txt ({record_id_of('docs/real.txt')}) sha256 "
+        + hashlib.sha256(b"real").hexdigest(),
+    ]
+    assert record(server, collection, notes) is None
+
+    followed = run(env, "sync", str(site), "--follow-symlinks")
+    assert followed.returncode == 0, followed.stderr
+    assert record(server, collection, notes)["attachment"]["hash"] == sha256_of(secret)
+    kept = run(env, "sync", str(site), "--delete")
+    assert kept.returncode == 0, kept.stderr
+    assert record(server, collection, notes) is not None
+
+
+def test_one_way_to_name_things(server, collection, tmp_path, run):
+    """Observation 8: ``rm`` and ``download`` take the names ``upload`` and ``sync`` used and
+    record ids; ``download`` recreates subfolders; a whole collection's download skips records
+    without an attachment."""
+    env = environment(server, collection, tmp_path)
+    small = tmp_path / "small-07.dat"
+    small.write_bytes(b"small")
+    assert run(env, "upload", str(small)).returncode == 0
+    removed = run(env, "rm", "small-07.dat")
+    assert removed.returncode == 0, removed.stderr
+    assert removed.stdout == f"deleted record small-07.dat ({record_id_of('small-07.dat')})\n"
+    assert record(server, collection, record_id_of("small-07.dat")) is None
+
+    site = tmp_path / "site"
+    (site / "sub").mkdir(parents=True)
+    (site / "sub/a.dat").write_bytes(b"in a subfolder")
+    (site / "top.txt").write_bytes(b"at the top")
+    assert run(env, "sync", str(site)).returncode == 0
+    attach_by_hand(server, collection, "by-hand", "hello.txt", b"hello")
+    bare = f"{server.url}/buckets/{BUCKET}/collections/{collection}/records/bare"
+    assert requests.put(bare, json={"data": {}}, auth=ALICE, timeout=30).status_code == 201
+
+    everything = run(env, "download", "--folder", str(tmp_path / "all"))
+    assert everything.returncode == 0, everything.stderr
+    assert "skipped bare: no attachment" in everything.stdout.splitlines()
+    assert (tmp_path / "all/sub/a.dat").read_bytes() == b"in a subfolder"
+    assert (tmp_path / "all/top.txt").read_bytes() == b"at the top"
+    assert (tmp_path / "all/hello.txt").read_bytes() == b"hello"
+
+    named = run(
+        env,
+        "download",
+        "./sub/a.dat",
+        "hello.txt",
+        "--id",
+        "by-hand",
+        "--folder",
+        str(tmp_path / "some"),
+    )
+    assert named.returncode == 0, named.stderr
+    assert sorted(
+        str(p.relative_to(tmp_path / "some")) for p in (tmp_path / "some").rglob("*")
+    ) == [
+        "hello.txt",
+        "sub",
+        "sub/a.dat",
+    ]
+    missing = run(env, "download", "bare", "nowhere.txt", "--folder", str(tmp_path / "none"))
+    assert missing.returncode == 1
+    assert missing.stderr.splitlines() == [
+        "kinto-attachment: nowhere.txt: no such file or record",
+        "kinto-attachment: bare: no attachment",
+    ]
+
+    # "greeting" is the name of a file upload attached, and the id of another record.
+    greeting = tmp_path / "greeting"
+    greeting.write_bytes(b"a file named greeting")
+    assert run(env, "upload", str(greeting)).returncode == 0
+    assert run(env, "upload", str(small), "--id", "greeting").returncode == 0
+    ambiguous = run(env, "rm", "greeting")
+    assert ambiguous.returncode == 1
+    assert ambiguous.stderr == (
+        f"kinto-attachment: greeting: both the name of the file of record "
+        f"{record_id_of('greeting')} and a record id: give the record with --id\n"
+    )
+    assert run(env, "rm", "--id", "greeting", "sub/a.dat").returncode == 0
+    assert record(server, collection, "greeting") is None
+    assert record(server, collection, record_id_of("sub/a.dat")) is None
+    assert record(server, collection, record_id_of("greeting")) is not None

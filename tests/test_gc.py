@@ -3,10 +3,12 @@ behind removed after a grace period, referenced blobs never, dangling references
 
 import base64
 import os
+import subprocess
 import threading
 import time
 
 import pytest
+import requests
 import transaction
 from pyramid.exceptions import ConfigurationError
 
@@ -16,6 +18,8 @@ from kinto_attachment.state import data_file_entries, links, paging, references,
 from kinto_attachment.storage.local import LocalStore
 
 from .conftest import ALICE, cached_app, held_elsewhere, s3_client
+from .live import ALICE as ALICE_LIVE
+from .live import BIN, running_server
 
 
 GRACE_SECONDS = 60
@@ -444,3 +448,28 @@ def test_gc_command_reports_then_removes(tmp_path_factory, request, tmp_path, ca
         if thread.name == "attachment-gc":
             thread.join(5)
             assert not thread.is_alive()
+
+
+def test_gc_command_refuses_the_memory_backend_of_a_running_server(tmp_path):
+    """The README's command, pointed at ``make serve``'s configuration, used to start with an
+    empty memory storage of its own and delete every file of the running server older than
+    the grace period: it now refuses, removes nothing, and says where collection happens."""
+    with running_server(tmp_path) as server:
+        auth = requests.auth.HTTPBasicAuth(*ALICE_LIVE)
+        url = f"{server.url}/buckets/default/collections/notes/records/kept/attachment"
+        answer = requests.post(url, files={"attachment": ("kept.txt", b"precious")}, auth=auth)
+        assert answer.status_code == 201, answer.text
+        (stored,) = [p for p in server.base_path.rglob("*") if p.is_file()]
+        two_days_ago = time.time() - 2 * 86400
+        os.utime(stored, (two_days_ago, two_days_ago))
+
+        for dry_run in ([], ["--dry-run"]):
+            command = [str(BIN / "kinto-attachment-gc"), "--ini", str(tmp_path / "kinto.ini")]
+            done = subprocess.run(
+                command + dry_run, capture_output=True, text=True, cwd=tmp_path, timeout=60
+            )
+            assert done.returncode == 2, done
+            assert "refused" in done.stderr and "memory storage backend" in done.stderr
+            assert "Orphans" not in done.stdout
+        assert stored.read_bytes() == b"precious"
+        assert requests.get(url, auth=auth).content == b"precious"

@@ -2,9 +2,10 @@
 
 Both run ``config/postgresql.ini`` as shipped, except for their port, their host (loopback),
 the test database and the files, which go to a fresh bucket of a moto S3 server instead of
-``base_path``, in parts of S3's smallest size. Whatever one process writes, the other must
-see: records, attachment metadata, bytes, and the deletion of the objects a record stops
-referencing.
+``base_path``, in parts of S3's smallest size, and the objects a record stops referencing,
+deleted as soon as the change commits (``gc.replaced_grace_seconds = 0``: the grace is tested
+in ``tests/test_live_downloads.py``). Whatever one process writes, the other must see:
+records, attachment metadata, bytes, and the deletion of those objects.
 """
 
 import hashlib
@@ -26,6 +27,8 @@ pytestmark = [pytest.mark.live, pytest.mark.postgresql]
 
 MiB = 1024 * 1024
 BUCKET = "cluster"
+#: Objects deleted at commit, not a grace later.
+NO_GRACE = ("kinto.attachment.gc.replaced_grace_seconds = 0",)
 
 
 # The cluster.
@@ -38,7 +41,7 @@ def cluster(request, pg_url, s3_server, tmp_path_factory):
     folder = tmp_path_factory.mktemp("live-cluster")
     with (
         database("cluster_s3", request.config, folder) as pg,
-        cluster_of(folder, "s3", pg, s3_server) as nodes,
+        cluster_of(folder, "s3", pg, s3_server, extra_lines=NO_GRACE) as nodes,
     ):
         a, b = (node.server for node in nodes.nodes)
         yield a, b, nodes.store.bucket

@@ -3,9 +3,10 @@ and one GCS bucket (fake-gcs-server, over HTTP).
 
 Both run ``config/postgresql.ini`` as shipped, except for their port, their host (loopback),
 the test database and the files, which go to a fresh bucket of the emulator instead of
-``base_path`` (as ``tests/test_live_cluster.py`` does with S3). Whatever one process writes,
-the other must see: records, bytes sent in one request or in a tus upload continued on the
-other node, downloads and ranges, and the deletion of objects a record stops referencing.
+``base_path`` (as ``tests/test_live_cluster.py`` does with S3, deleting objects a record
+stops referencing at commit too). Whatever one process writes, the other must see: records,
+bytes sent in one request or in a tus upload continued on the other node, downloads and
+ranges, and the deletion of objects a record stops referencing.
 """
 
 import base64
@@ -20,7 +21,7 @@ import requests
 from kinto_attachment.state import data_file_entries
 
 from .live import ALICE, REQUEST_TIMEOUT, create_collection, get
-from .test_live_cluster import attachment_of, upload
+from .test_live_cluster import NO_GRACE, attachment_of, upload
 from .test_live_concurrency import cluster_of, database
 
 
@@ -40,7 +41,7 @@ def cluster(request, pg_url, gcs_server, tmp_path_factory):
     folder = tmp_path_factory.mktemp("live-gcs")
     with (
         database("cluster_gcs", request.config, folder) as pg,
-        cluster_of(folder, "gcs", pg, gcs_server) as nodes,
+        cluster_of(folder, "gcs", pg, gcs_server, extra_lines=NO_GRACE) as nodes,
     ):
         a, b = (node.server for node in nodes.nodes)
         yield a, b, nodes

@@ -21,10 +21,14 @@ import requests
 
 from .live import (
     ALICE,
+    CONFIG,
     ROOT,
     create_collection,
+    free_port,
+    live_config,
     post_without_reading,
     running_server,
+    streaming_command,
 )
 
 
@@ -224,3 +228,22 @@ def test_kept_alive_connections_are_never_dropped(server, records):
     assert statuses == [201] * 120
     for session in sessions:
         session.close()
+
+
+@pytest.mark.parametrize("name", ["gunicorn", "uwsgi"])
+def test_several_processes_refuse_the_memory_backend(name, tmp_path):
+    """Each process would keep records of its own, and its garbage collector would delete the
+    files the others store: the shipped configurations refuse to start so."""
+    (tmp_path / "attachments").mkdir()
+    ini = tmp_path / "kinto.ini"
+    ini.write_text(live_config(0, tmp_path / "attachments", CONFIG))
+    command = streaming_command(name, tmp_path, free_port(), (ROOT / "config", "wsgi"))
+    env = {**os.environ, "KINTO_INI": str(ini), "KINTO_WORKERS": "2"}
+    if name == "uwsgi":
+        uwsgi_ini = tmp_path / command[-1]
+        text = uwsgi_ini.read_text()
+        assert text.count("\nprocesses = 1\n") == 1
+        uwsgi_ini.write_text(text.replace("\nprocesses = 1\n", "\nprocesses = 2\n"))
+    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, timeout=60)
+    assert done.returncode != 0
+    assert b"served by 2 processes" in done.stdout + done.stderr

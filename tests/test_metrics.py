@@ -304,6 +304,85 @@ def test_waits_for_the_transfer_budget(kinto):
     assert added(before, after, "kinto_attachment_upload_seconds_count", **labels) == 1
 
 
+#: The methods of HTTP that our routes serve: the only ``method`` labels they may make.
+METHODS = {"get", "head", "post", "put", "patch", "delete", "options"}
+
+
+def request_methods(scraped):
+    """The ``method`` labels of Kinto's request metrics (``request_summary``...)."""
+    return {
+        dict(labels)["method"]
+        for name, labels in scraped
+        if name.startswith("kinto_request_") and "method" in dict(labels)
+    }
+
+
+def test_method_override_values_are_no_labels(kinto):
+    """Each value of ``X-HTTP-Method-Override`` made a ``method`` series (issue 25)."""
+    uploads = kinto.record_url("m1") + "/attachment/uploads"
+    for i in range(50):
+        override = {**TUS, "X-HTTP-Method-Override": f"M{i}"}
+        kinto.app.post(uploads, headers=override, status="*")
+        kinto.app.post(uploads + "/abc", headers=override, status="*")
+    assert request_methods(scrape(kinto.app)) <= METHODS
+
+
+def send_what_clients_choose(kinto, tag):
+    """Requests to every route of ours, with ``tag`` wherever a client chooses what it sends:
+    ids, names, types, query strings, headers, override values; accepted and refused."""
+    app = kinto.app
+    anyone = {"User-Agent": f"agent-{tag}", "Origin": f"https://{tag}.example"}
+    record = kinto.record_url(f"r-{tag}")
+    uploaded = kinto.upload(record, tag.encode(), f"{tag}.txt", mimetype=f"text/x-{tag}")
+    app.get(f"{record}/attachment?{tag}={tag}", headers={**ALICE, **anyone})
+    app.get(f"{record}/attachment", headers={**ALICE, "Range": f"bytes={tag}"}, status="*")
+    app.get(kinto.record_url(f"nope-{tag}") + "/attachment", headers=ALICE, status=404)
+    app.get("/v1/attachments/" + uploaded.json["location"].rsplit("/", 1)[-1], headers=anyone)
+    app.get(f"/v1/attachments/{tag}.txt", headers=anyone, status=404)
+
+    uploads = kinto.record_url(f"t-{tag}") + "/attachment/uploads"
+    meta = {**TUS, "Upload-Length": "6", "Upload-Metadata": f"filename {tag}"}
+    app.post(uploads, headers={**ALICE, **meta}, status=400)  # Not base64.
+    meta["Upload-Metadata"] = "filename YS50eHQ="
+    url = app.post(uploads, headers={**ALICE, **meta}, status=201).headers["Location"]
+    url = url[len("http://localhost") :]
+    chunk = {**ALICE, **TUS, **CHUNK, "Upload-Offset": "0"}
+    app.patch(url, b"123", headers={**chunk, "Upload-Checksum": f"sha1 {tag}"}, status=400)
+    app.post(url, b"123", headers={**chunk, "X-HTTP-Method-Override": "PATCH"}, status=204)
+    app.post(url, headers={**chunk, "X-HTTP-Method-Override": tag}, status="*")
+    app.head(url, headers={**ALICE, **TUS, **anyone})
+    app.delete(url, headers={**ALICE, **TUS})
+    app.head(f"{uploads}/{tag}", headers={**ALICE, **TUS}, status=404)
+    app.post(uploads, headers={**TUS, "X-HTTP-Method-Override": tag}, status="*")
+
+    for prefix in ("/v1", ""):
+        local = {"extra_environ": LOCAL}
+        app.post(f"{prefix}/data/files?id={tag}&ttl=100000&{tag}=1", tag.encode(), **local)
+        app.get(f"{prefix}/data/files/{tag}", headers=anyone, status=403, **local)
+        app.get(f"{prefix}/data/files/{tag}", **local)
+        app.get(f"{prefix}/data/files/nope-{tag}", status=404, **local)
+        app.get(f"{prefix}/data/files", headers={"Host": f"{tag}.example"}, status=403, **local)
+        app.delete(f"{prefix}/data/files/{tag}", status=204, **local)
+
+
+def ours(scraped):
+    """The series but those of Kinto's record endpoint, which Kinto labels by record id
+    (``metrics_matchdict_fields``): an upload writes its record through it, as a ``PUT`` of
+    the record would."""
+    return {key for key in scraped if ("endpoint", "record-object") not in key[1]}
+
+
+def test_no_label_takes_what_a_client_chooses(kinto):
+    """The series after two rounds of the same requests with other values are the same: no
+    label of ours (nor Kinto's, on our routes) is made of what a client sends."""
+    scrape(kinto.app)  # The scrape's own series.
+    send_what_clients_choose(kinto, "first")
+    first = ours(scrape(kinto.app))
+    send_what_clients_choose(kinto, "second")
+    second = ours(scrape(kinto.app))
+    assert second == first, sorted(second - first)
+
+
 def test_without_a_metrics_plugin_nothing_is_measured(tmp_path):
     settings = build_settings(
         "memory", str(tmp_path), **{"kinto.includes": "kinto_attachment kinto_attachment.metrics"}
@@ -530,3 +609,22 @@ def test_live_garbage_collection(live):
     assert added(before, after, "kinto_attachment_gc_removed_bytes_total") >= 321
     data_files = {"route": "data_files", "status": "200"}
     assert added(before, after, "kinto_attachment_upload_bytes_total", **data_files) == 321
+
+
+@pytest.mark.live
+def test_live_override_values_make_no_series(live):
+    """The observation of issue 25: 200 anonymous requests, each with its own
+    ``X-HTTP-Method-Override``, made 200 series (a 6.9 MB ``/v1/__metrics__``)."""
+    uploads = f"{live.origin}/v1/buckets/b/collections/c/records/r/attachment/uploads"
+    with requests.Session() as session:
+        session.post(uploads, headers={**TUS, "X-HTTP-Method-Override": "warm-up"})
+        size = len(session.get(f"{live.origin}/v1/__metrics__").content)
+        for i in range(200):
+            override = {**TUS, "X-HTTP-Method-Override": f"method-{i}"}
+            for url in (uploads, uploads + "/abc"):
+                response = session.post(url, headers=override, timeout=REQUEST_TIMEOUT)
+                assert response.status_code == 405, response.text
+        scraped = live_scrape(live)
+        grown = len(session.get(f"{live.origin}/v1/__metrics__").content) - size
+    assert request_methods(scraped) <= METHODS
+    assert grown < 20_000, grown  # A few new series at most: those of the 405s.

@@ -16,6 +16,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -50,14 +51,29 @@ ORIGIN = "https://app.example.com"
 
 
 def nginx_binary():
-    """nginx's path, or skip (fail under CI) saying what to install."""
-    nginx = os.environ.get("NGINX") or shutil.which("nginx")
-    if nginx is None and os.access("/usr/sbin/nginx", os.X_OK):  # Not on a user's PATH.
-        nginx = "/usr/sbin/nginx"
-    if nginx is None or not MIME_TYPES.exists():
-        message = "nginx not found: the recipe's test needs Debian's nginx (apt-get install nginx)"
+    """nginx's path, or skip (fail under CI) saying what to install. ``NGINX`` names the binary
+    (``.ci/run`` sets it); else it is looked for on PATH, then in /usr/sbin (Debian's place,
+    often off a user's PATH)."""
+    named = os.environ.get("NGINX")
+    if named:
+        nginx = shutil.which(named)
+    else:
+        nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
+    missing = [
+        what
+        for what, absent in [
+            (f"nginx ({named or 'PATH, /usr/sbin'})", nginx is None),
+            (str(MIME_TYPES), not MIME_TYPES.exists()),
+        ]
+        if absent
+    ]
+    if missing:
+        message = (
+            f"{' and '.join(missing)} not found: the recipe's tests need Debian's nginx "
+            "(apt-get install nginx)"
+        )
         if IN_CI:
-            pytest.fail(message + " (CI=true: this test must run)", pytrace=False)
+            pytest.fail(message + " (CI=true: these tests must run)", pytrace=False)
         pytest.skip(message)
     return nginx
 
@@ -82,14 +98,15 @@ def recipe(port, kinto_port, base_path):
     return text
 
 
-#: The rest of a Debian nginx.conf, for a process of the test's user in its own folder.
+#: The rest of a Debian nginx.conf (its worker_connections included), for a process of the
+#: test's user in its own folder.
 MAIN = """\
 daemon off;
 master_process off;
 pid {folder}/nginx.pid;
 error_log stderr notice;
 events {{
-    worker_connections 64;
+    worker_connections 768;
 }}
 http {{
     include {mime_types};
@@ -212,6 +229,18 @@ def test_the_recipe_sends_what_kinto_stores():
     assert f"kinto.attachment.{caching.FILES_SETTING}" in text
 
 
+def test_a_missing_nginx_fails_under_ci(monkeypatch):
+    """Under CI=true the recipe's tests fail, never skip, when nginx is missing; a wrong
+    ``NGINX`` counts as missing."""
+    monkeypatch.setenv("NGINX", "/nonexistent/nginx")
+    monkeypatch.setattr(sys.modules[__name__], "IN_CI", True)
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        nginx_binary()
+    monkeypatch.setattr(sys.modules[__name__], "IN_CI", False)
+    with pytest.raises(pytest.skip.Exception, match="/nonexistent/nginx"):
+        nginx_binary()
+
+
 def test_files_come_from_nginx_with_the_headers_of_stored_files(deployment):
     content = b"Hello from nginx!"
     meta = deployment.upload("hello", "hello.txt", content)
@@ -320,3 +349,11 @@ def test_the_api_through_the_proxy(deployment):
     # Kinto's answer for the record's file (public, no record lifetime set), untouched.
     assert response.headers["Cache-Control"] == "no-cache"
     assert response.headers["ETag"] == f'"{meta["hash"]}"'
+
+
+@pytest.mark.parametrize("method", ["FOO", "PROPFIND", "X-ANYTHING"])
+def test_only_the_methods_kinto_serves_reach_it(deployment, method):
+    """Kinto labels its request metrics with the method as sent: the recipe lets none other
+    through, so that no client makes up a series per request."""
+    response = deployment.request(method, "/v1/", status=405)
+    assert response.headers["Content-Type"].startswith("text/html")  # nginx's, not Kinto's JSON

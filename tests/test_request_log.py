@@ -3,12 +3,15 @@
 import configparser
 import logging
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 import pytest
+import requests
 
 from kinto_attachment.request_log import SummaryFormatter
 
 from .conftest import ALICE
+from .live import REQUEST_TIMEOUT, running_server
 
 
 #: Kinto's configurations (``uwsgi.ini`` is uWSGI's own).
@@ -60,6 +63,66 @@ def test_one_line_per_request(kinto_memory, summaries):
     assert all("\n" not in line for line in summaries)
 
 
+#: What an anonymous client would like the log to say after its own line.
+FORGED = "INFO [request.summary] DELETE /v1/buckets/prod 200 3ms user=basicauth:admin in=- out=-"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/v1/__heartbeat__?x=%0A" + quote(FORGED),
+        "/v1/__heartbeat__?x=%0D%0A" + quote(FORGED) + "&y=%1B[2K%1B[1A",  # Terminal codes.
+        "/v1/__heartbeat__?" + quote("\n" + FORGED) + "=1",  # In a name.
+        "/v1/%0A" + quote(FORGED, safe="/"),
+        "/v1/x%E2%80%A8" + quote(FORGED, safe="/"),  # U+2028, a line separator.
+        "/v1/x%C2%85%E2%80%AE" + quote(FORGED, safe="/"),  # NEL, and bidi override.
+        # Spaces that would make fields: the line would read "... 200 3ms user=...".
+        "/v1/__heartbeat__?x=" + quote(" 200 3ms user=basicauth:admin in=- out=- "),
+    ],
+)
+def test_what_clients_send_cannot_forge_lines(kinto_memory, summaries, url):
+    kinto_memory.app.get(url, status="*")
+    (line,) = summaries
+    assert line.isprintable(), line
+    # One field each: method, URL, status, duration, user, in, out (and errno).
+    fields = line.removeprefix("INFO [request.summary] ").split(" ")
+    assert len(fields) in (7, 8), line
+    method, target, status, _, user, *_ = fields
+    assert (method, user) == ("GET", "user=-") and status in ("200", "404"), line
+    # The URL as it was sent: what it was is still readable.
+    assert unquote(target).startswith("/v1/"), line
+    assert "user=basicauth:admin in=- out=-" in unquote(target), line
+
+
+def record(**facts):
+    defaults = {"method": "GET", "path": "/v1/", "code": 200, "t": 1, "msg": ""}
+    return logging.makeLogRecord({**defaults, **facts})
+
+
+def test_every_field_a_client_sends_is_escaped():
+    line = SummaryFormatter("%(message)s").format(
+        record(
+            method="GET\nX",
+            path="/v1/a b\\c\x00\u202e",  # Kinto encodes it; written as it comes anyway.
+            querystring={"k\r": "v\t", "é": "\x7f", "&": "="},
+            uid="id\n2",
+            authn_type="account\x1b",
+            errno=110,
+        )
+    )
+    assert line.isprintable(), line
+    assert line.split(" ") == [
+        "GET\\nX",
+        "/v1/a\\x20b\\\\c\\x00\\u202e?k%0D=v%09&%C3%A9=%7F&%26=%3D",
+        "200",
+        "1ms",
+        "user=account\\x1b:id\\n2",
+        "in=-",
+        "out=-",
+        "errno=110",
+    ]
+
+
 def test_other_records_as_the_format_says():
     record = logging.makeLogRecord({"name": "kinto", "levelname": "INFO", "msg": "hello %s"})
     record.args = ("world",)
@@ -71,3 +134,19 @@ def test_shipped_configs_use_it(path):
     config = configparser.ConfigParser(interpolation=None)
     config.read(path)
     assert config["formatter_generic"]["class"] == "kinto_attachment.request_log.SummaryFormatter"
+
+
+@pytest.mark.live
+def test_live_a_forged_line_stays_in_its_request(tmp_path):
+    """The observation of issue 25 against the shipped configuration: an anonymous request
+    whose query holds a line break and a summary of its own."""
+    with running_server(tmp_path) as server:
+        target = f"{server.origin}/v1/__heartbeat__?x=%0A{quote(FORGED)}&y=%1B%5B2K"
+        assert requests.get(target, timeout=REQUEST_TIMEOUT).status_code == 200
+        server.stop()
+        log = server.output()
+    (line,) = [line for line in log.splitlines() if "__heartbeat__?x=" in line]
+    assert line.isprintable(), line
+    fields = line.split("[request.summary] ", 1)[1].split(" ")
+    assert len(fields) == 7 and fields[2] == "200" and fields[4] == "user=-", line
+    assert "DELETE /v1/buckets/prod" not in log.replace(line, ""), log

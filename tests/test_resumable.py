@@ -391,6 +391,43 @@ def test_post_with_x_http_method_override(kinto_tus, method):
     assert kinto_tus.app.get(RECORD + "/attachment", headers=ALICE).body == b"1234567890"
 
 
+@pytest.mark.parametrize("headers", [ALICE, {}], ids=["alice", "anonymous"])
+def test_x_http_method_override_names_only_what_the_route_serves(kinto_tus, headers):
+    """Any other value is a 405 (with ``Allow``), before anything else is looked at: it
+    would otherwise be the method of the request for views, logs and metrics."""
+    _, url = create(kinto_tus.app, 10)
+    patch(kinto_tus.app, url, b"12345", 0)
+    refused = {
+        UPLOADS: ("GET", "PUT", "PATCH", "DELETE", "TRACE", "FOO", "M" * 1000, "POST\nX: y"),
+        url: ("GET", "PUT", "POST", "CONNECT", "FOO", "pAtChY", "é"),
+    }
+    allow = {UPLOADS: "POST, OPTIONS", url: "HEAD, PATCH, DELETE, OPTIONS"}
+    for target, values in refused.items():
+        for value in values:
+            override = {"X-HTTP-Method-Override": value, "Upload-Offset": "5"}
+            response = kinto_tus.app.post(
+                target,
+                b"67890",
+                headers={**headers, **TUS, **CHUNK, **override},
+                status=405,
+            )
+            assert response.json["errno"] == 115, value
+            assert response.headers["Allow"] == allow[target]
+            assert response.headers["Tus-Resumable"] == "1.0.0"
+    assert head(kinto_tus.app, url).headers["Upload-Offset"] == "5"
+    assert kinto_tus.app.get(RECORD, headers=ALICE, status=404)  # Nothing created.
+    # What the route serves is still taken, in any case: a creation as a POST...
+    meta = {"Upload-Length": "3", "Upload-Metadata": metadata()}
+    kinto_tus.app.post(
+        UPLOADS,
+        headers={**ALICE, **TUS, **meta, "X-HTTP-Method-Override": " post "},
+        status=201,
+    )
+    # ... and HEAD.
+    override = {**ALICE, **TUS, "X-HTTP-Method-Override": "head"}
+    assert kinto_tus.app.post(url, headers=override).headers["Upload-Offset"] == "5"
+
+
 def test_delete_with_x_http_method_override(kinto_tus):
     _, url = create(kinto_tus.app, 10)
     override = {**ALICE, **TUS, "X-HTTP-Method-Override": "DELETE"}

@@ -6,8 +6,11 @@ an interruption, downloads resume with ``Range`` and are verified against the re
 and ``sync`` makes a collection mirror a folder, sending only what changed.
 
 - :mod:`.main`: the command line (options, subcommands, exit codes);
-- :mod:`.remote`: the server (one HTTP session with retries, records, errors);
+- :mod:`.remote`: the server (one HTTP session with retries, records, errors; credentials to
+  its origin only);
+- :mod:`.names`: one way to name things, and the only way a server's names become local ones;
 - :mod:`.uploads` and :mod:`.downloads`: one file each way;
-- :mod:`.sync`: a folder against a collection;
+- :mod:`.folder`: writing inside a folder and nowhere else (no link followed);
+- :mod:`.sync`: a folder against a collection, and which records are the folder's;
 - :mod:`.progress`: what the terminal shows.
 """

@@ -1,60 +1,132 @@
-"""One record's attachment into a folder: streamed, resumed, verified.
+"""One record's attachment into a folder: streamed, bounded, resumed, verified.
 
-The bytes go to ``NAME.part`` and become ``NAME`` only once their sha256 is the record's. A
-``.part`` left by an interrupted run is continued with ``Range`` (and ``If-Range``: if the
-attachment changed meanwhile, the server sends it whole and the part starts over). A file
-already there with the right sha256 is not downloaded again.
+The bytes go to a part file in the folder's :data:`~.names.PARTS` (named by the sha256 they
+must have, so a part is never another file's) and get their name only once their sha256 is
+the record's. Never more than the record's ``size`` is read: a server that sends more is cut
+off there (and what it sent then fails the sha256 unless it was the file). A part left by an
+interrupted run is continued with ``Range`` (and ``If-Range``: if the attachment changed
+meanwhile, the server sends it whole and the part starts over). A file already there with
+the right sha256 is not downloaded again.
 """
 
 import hashlib
 import os
-import posixpath
+import re
 
+import urllib3
+
+from .folder import open_regular
 from .remote import CHUNK, Failure, Pace
 
 
-def local_name(attachment, record_id, taken):
-    """The file name of an attachment in the folder: its own, unless another record's file
-    has it (then prefixed with the record's id). Never a path: ``../x`` is ``x``."""
-    name = posixpath.basename(attachment["filename"].replace("\\", "/")).lstrip(".") or record_id
-    return name if name not in taken else f"{record_id}-{name}"
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-def _hash_of(path, digest):
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
+def check(attachment):
+    """Why the ``attachment`` a server describes cannot be downloaded, or None."""
+    if attachment is None:
+        return "no attachment"
+    if not isinstance(attachment, dict):
+        return "the record's attachment is no object"
+    size, digest = attachment.get("size"), attachment.get("hash")
+    if not isinstance(digest, str) or not SHA256.fullmatch(digest):
+        return "the record's attachment has no valid sha256"
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        return "the record's attachment has no valid size"
+    return None
+
+
+def _hash_of(fd, digest):
+    os.lseek(fd, 0, os.SEEK_SET)
+    while chunk := os.read(fd, CHUNK):
+        digest.update(chunk)
     return digest
 
 
-def download(remote, record_id, attachment, target, bars, rate=None):
-    """Download the attachment to ``target`` (at most ``rate`` bytes a second when given);
-    return False when it was already there."""
-    expected = attachment["hash"]
-    if os.path.exists(target) and _hash_of(target, hashlib.sha256()).hexdigest() == expected:
+def _has(directory, name, expected):
+    """Whether the plain file ``name`` in ``directory`` has the sha256 ``expected``."""
+    fd = open_regular(name, directory)
+    if fd is None:
         return False
-    part = target + ".part"
-    done = os.path.getsize(part) if os.path.exists(part) else 0
-    headers = {"Range": f"bytes={done}-", "If-Range": f'"{expected}"'} if done else {}
+    try:
+        return _hash_of(fd, hashlib.sha256()).hexdigest() == expected
+    finally:
+        os.close(fd)
+
+
+def download(remote, record_id, attachment, folder, path, bars, rate=None):
+    """Download the attachment to ``path`` (relative, with ``/``) in ``folder`` (a
+    :class:`~.folder.Folder`), at most ``rate`` bytes a second when given; return False when
+    it was already there."""
+    expected, size = attachment["hash"], attachment["size"]
+    *parents, name = path.split("/")
+    directory = folder.directory(parents)
+    try:
+        if _has(directory, name, expected):
+            return False
+        part = f"{expected}.part"
+        fd, done = folder.part(part, size)
+        try:
+            _fetch(remote, record_id, expected, size, fd, done, path, bars, rate)
+        except _Discard as e:
+            folder.discard(part)
+            raise Failure(str(e)) from None
+        except BaseException:
+            if not os.fstat(fd).st_size:  # Nothing came: nothing to resume.
+                folder.discard(part)
+            raise
+        finally:
+            os.close(fd)
+        folder.publish(part, directory, name)
+        return True
+    finally:
+        os.close(directory)
+
+
+class _Discard(Failure):
+    """The part holds what it must not: it is removed."""
+
+
+def _fetch(remote, record_id, expected, size, fd, done, path, bars, rate):
+    """Append the rest of the attachment to ``fd`` (``done`` bytes in it), verify it."""
+    if done == size:  # All there: an interruption came between the last byte and the rename.
+        if _hash_of(fd, hashlib.sha256()).hexdigest() == expected:
+            return
+        os.ftruncate(fd, 0)
+        done = 0
+    headers = {"Accept-Encoding": "identity"}
+    if done:
+        headers.update({"Range": f"bytes={done}-", "If-Range": f'"{expected}"'})
     url = remote.record_url(record_id) + "/attachment"
     with remote.request("GET", url, expected=(200, 206), headers=headers, stream=True) as r:
         if r.status_code == 200:
-            done = 0  # Whole: the server had no such range, or the attachment changed.
-        digest = _hash_of(part, hashlib.sha256()) if done else hashlib.sha256()
-        with (
-            open(part, "ab" if done else "wb") as f,
-            bars.file(os.path.basename(target), attachment["size"], done) as advance,
-        ):
+            os.ftruncate(fd, 0)  # Whole: the server had no such range, or the file changed.
+            done = 0
+        elif not r.headers.get("Content-Range", "").startswith(f"bytes {done}-"):
+            raise Failure(f"asked for bytes {done}-, the server sent another range")
+        digest = _hash_of(fd, hashlib.sha256()) if done else hashlib.sha256()
+        with bars.file(path, size, done) as advance:
             pace = Pace(rate)
-            for chunk in r.iter_content(CHUNK):
-                f.write(chunk)
+            while done < size:  # Never a byte more than the record's size is read.
+                try:
+                    chunk = r.raw.read(min(CHUNK, size - done), decode_content=False)
+                except urllib3.exceptions.HTTPError as e:
+                    raise Failure(f"GET {url}: {e.__class__.__name__}: {e}") from e
+                if not chunk:
+                    break
+                _write(fd, chunk)
+                done += len(chunk)
                 digest.update(chunk)
                 advance(len(chunk))
                 pace.passed(len(chunk))
-            f.flush()
-            os.fsync(f.fileno())
+        os.fsync(fd)
+    if done < size:
+        raise Failure(f"the server sent {done} of the record's {size} bytes (run it again)")
     if digest.hexdigest() != expected:
-        os.unlink(part)
-        raise Failure(f"{record_id}: the downloaded file does not have the record's sha256")
-    os.replace(part, target)
-    return True
+        raise _Discard("the downloaded file does not have the record's sha256")
+
+
+def _write(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

@@ -16,6 +16,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from .names import shown
+
 
 class Bars:
     """The bars of one command: :meth:`file` gives the callback of one transfer."""
@@ -43,7 +45,7 @@ class Bars:
     @contextlib.contextmanager
     def file(self, name, size, done=0):
         """``advance(nbytes)`` for the transfer of ``name``; ``done`` bytes are there already."""
-        task = self._progress.add_task(name, total=size, completed=done)
+        task = self._progress.add_task(shown(name), total=size, completed=done)
         self._progress.advance(self._overall, done)
 
         def advance(nbytes):
@@ -56,7 +58,9 @@ class Bars:
             self._progress.remove_task(task)
 
     def print(self, line):
-        """A result line, above the bars (on stdout when they are not drawn)."""
+        """A result line, above the bars (on stdout when they are not drawn), with what the
+        server or the file system named escaped (see :func:`~.names.shown`)."""
+        line = shown(line)
         if self.console.is_terminal:
             self._progress.console.print(line, markup=False, highlight=False)
         else:

@@ -3,11 +3,18 @@
 Idempotent requests (``GET``, ``HEAD``, ``DELETE``) are retried with backoff on connection
 errors and on ``429``/``502``/``503``/``504``, honouring ``Retry-After``; writes are not, since
 an upload resumes from what the server says it has instead (see :mod:`.uploads`).
+
+The credentials go to the origin of ``--server`` only (its scheme, host and port): a URL the
+server hands out (a tus upload's ``Location``, a ``Next-Page``, a redirect) that leads
+elsewhere is requested without them, and one that leads from ``https`` to ``http`` is
+refused. Only ``GET`` and ``HEAD`` follow redirects: a write is never sent twice, nor
+elsewhere. Whatever the server answers is checked before use: a malformed answer is a
+:class:`Failure`, never a traceback.
 """
 
 import hashlib
 import time
-import uuid
+from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -19,8 +26,8 @@ CHUNK = 1024 * 1024
 #: Seconds to wait for the server to answer (not for a whole transfer).
 TIMEOUT = 60
 RETRIED = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
-#: Record ids of files are derived from their names in this namespace: stable, and valid ids.
-ID_NAMESPACE = uuid.UUID("9a0a2b4e-1d55-4d0e-9b1e-6b7a3f6f7c10")
+#: The methods that follow redirects.
+REDIRECTED = frozenset({"GET", "HEAD"})
 
 
 class Pace:
@@ -52,11 +59,6 @@ class Failure(Exception):
     """A request the server refused or that could not be made: one line for the user."""
 
 
-def record_id_of(name):
-    """The record id of a file named ``name`` (a path relative to what is uploaded)."""
-    return str(uuid.uuid5(ID_NAMESPACE, name))
-
-
 def sha256_of(path):
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -85,15 +87,66 @@ class _Header(requests.auth.AuthBase):
         return request
 
 
+class _Without(requests.auth.AuthBase):
+    """No credentials at all (not even ``~/.netrc``'s): for origins other than the server's."""
+
+    def __call__(self, request):
+        request.headers.pop("Authorization", None)
+        return request
+
+
+def origin_of(url):
+    """``(scheme, host, port)`` of ``url``, the port made explicit; None when it has none."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    return parts.scheme.lower(), parts.hostname.lower(), port
+
+
+def check_url(url, server_origin, came_from):
+    """Refuse a URL that is no ``http(s)`` URL, or that leads from ``https`` to ``http``."""
+    origin = origin_of(url)
+    if origin is None:
+        raise Failure(f"{came_from}: not an http(s) URL: {url!r}")
+    if origin[0] == "http" and (server_origin[0] == "https" or came_from.startswith("https:")):
+        raise Failure(f"{came_from}: refused to go from https to http ({url})")
+    return origin
+
+
+class _Session(requests.Session):
+    """A session that keeps the ``Authorization`` header on redirects to ``origin`` only and
+    refuses a redirect from ``https`` to ``http``."""
+
+    def __init__(self, origin):
+        super().__init__()
+        self.origin = origin
+
+    def should_strip_auth(self, old_url, new_url):
+        return origin_of(new_url) != self.origin
+
+    def get_redirect_target(self, response):
+        target = super().get_redirect_target(response)
+        if target is not None:
+            check_url(urljoin(response.url, target), self.origin, response.url)
+        return target
+
+
 class Remote:
     """A collection of a Kinto server."""
 
     def __init__(self, server, bucket, collection, auth=None, retries=3):
         self.server = server.rstrip("/")
+        self.origin = origin_of(self.server)
+        if self.origin is None:
+            raise Failure(f"--server: not an http(s) URL: {server!r}")
         self.bucket, self.collection = bucket, collection
         self.retries = retries
-        self.session = requests.Session()
-        self.session.auth = parse_auth(auth)
+        self.session = _Session(self.origin)
+        self.auth = parse_auth(auth)
         retry = Retry(
             total=retries,
             backoff_factor=0.5,
@@ -108,14 +161,25 @@ class Remote:
 
     @property
     def records_url(self):
-        return f"{self.server}/buckets/{self.bucket}/collections/{self.collection}/records"
+        bucket, collection = (quote(name, safe="") for name in (self.bucket, self.collection))
+        return f"{self.server}/buckets/{bucket}/collections/{collection}/records"
 
     def record_url(self, record_id):
-        return f"{self.records_url}/{record_id}"
+        return f"{self.records_url}/{quote(record_id, safe='')}"
+
+    def url_from(self, response, value):
+        """A URL the server gave in ``response`` (relative to it, or absolute), checked."""
+        url = urljoin(response.url, value)
+        check_url(url, self.origin, response.url)
+        return url
 
     def request(self, method, url, expected=(200,), **kwargs):
-        """The response, or :class:`Failure` unless its status is ``expected``."""
+        """The response, or :class:`Failure` unless its status is ``expected``. The
+        credentials go along only when ``url`` is on the server's origin."""
+        origin = check_url(url, self.origin, self.server)
         kwargs.setdefault("timeout", TIMEOUT)
+        kwargs.setdefault("allow_redirects", method in REDIRECTED)
+        kwargs["auth"] = self.auth if origin == self.origin else _Without()
         try:
             response = self.session.request(method, url, **kwargs)
         except requests.RequestException as e:
@@ -125,17 +189,48 @@ class Remote:
         return response
 
     def records(self):
-        """Every record of the collection (following Kinto's pages)."""
-        url = self.records_url
+        """Every record of the collection (following Kinto's pages), each id once; what is
+        listed is untrusted (a record may be no object, its id no string)."""
+        url, seen, ids = self.records_url, set(), set()
         while url:
+            if url in seen:
+                raise Failure(f"the server's pages go round ({url})")
+            seen.add(url)
             response = self.request("GET", url)
-            yield from response.json()["data"]
-            url = response.headers.get("Next-Page")
+            page = json_of(response).get("data")
+            if not isinstance(page, list):
+                raise Failure(f"the server listed no records ({response.url})")
+            for record in page:
+                record_id = record.get("id") if isinstance(record, dict) else None
+                if isinstance(record_id, str):
+                    if record_id in ids:
+                        continue
+                    ids.add(record_id)
+                yield record
+            following = response.headers.get("Next-Page")
+            url = following and self.url_from(response, following)
 
     def record(self, record_id):
-        """The record, or None."""
-        response = self.request("GET", self.record_url(record_id), expected=(200, 403, 404))
-        return response.json()["data"] if response.status_code == 200 else None
+        """The record, or None when there is none (or it may not be read, or ``record_id``
+        cannot be one)."""
+        response = self.request("GET", self.record_url(record_id), expected=(200, 400, 403, 404))
+        if response.status_code != 200:
+            return None
+        record = json_of(response).get("data")
+        if not isinstance(record, dict) or record.get("id") != record_id:
+            raise Failure(f"the server answered another record ({response.url})")
+        return record
+
+
+def json_of(response):
+    """The JSON object the server answered, or :class:`Failure`."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise Failure(f"the server's answer is no JSON object ({response.url})")
+    return body
 
 
 def describe(response):

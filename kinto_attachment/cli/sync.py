@@ -1,61 +1,195 @@
 """A folder against a collection: what to upload, what is unchanged, what to delete.
 
 Files are compared by sha256 with their records' attachments, never by date. Each file's
-record id is derived from its path in the folder (:func:`~.remote.record_id_of`), so the same
+record id is derived from its path in the folder (:func:`~.names.record_id_of`), so the same
 file always lands on the same record, from any machine.
+
+Each record a sync attaches a file to is marked with :data:`~.names.MARK`: the folder's name
+(the last part of its path, or ``--as NAME``), the file's path and its sha256. ``--delete``
+deletes only records marked with this folder's name that still hold the file the sync
+attached (the mark's sha256 is the attachment's) and whose path holds nothing in the folder
+any more; a record attached any other way is never deleted, nor overwritten when another
+folder's sync marked it. A record of an unchanged file that has no mark (uploaded by
+``upload``, or by a sync older than the marks) gets this folder's.
 """
 
 import dataclasses
 import os
 
-from .remote import record_id_of, sha256_of
+from .names import MARK, mark_of, record_id_of, shown
+from .remote import Failure, sha256_of
+
+
+@dataclasses.dataclass
+class Entry:
+    #: The file's path in the folder (``/``-separated).
+    path: str
+    record_id: str
+    #: The record as listed (None: none yet).
+    record: dict = None
+    #: Why it is skipped, or the folder whose sync marked its record.
+    note: str = None
+    #: The file's sha256 (when it was read).
+    sha256: str = None
+
+    def __str__(self):
+        return f"{shown(self.path)} ({shown(self.record_id)})"
 
 
 @dataclasses.dataclass
 class Plan:
-    #: ``(path in the folder, record id)`` of files without a record, or with another file.
+    """What a sync does, each list of :class:`Entry`, sorted by path."""
+
     new: list = dataclasses.field(default_factory=list)
     changed: list = dataclasses.field(default_factory=list)
     unchanged: list = dataclasses.field(default_factory=list)
-    #: Ids of records with an attachment that no file of the folder has.
+    #: Unchanged files whose record gets this folder's mark.
+    adopted: list = dataclasses.field(default_factory=list)
+    #: Changed files whose record another folder's sync marked: left alone.
+    conflicts: list = dataclasses.field(default_factory=list)
+    #: Files not synced: links out of the folder, names that are no UTF-8...
+    skipped: list = dataclasses.field(default_factory=list)
+    #: Records of this folder whose file is gone.
     gone: list = dataclasses.field(default_factory=list)
+    #: Records of this folder whose file is gone, but whose attachment is another file now.
+    kept: list = dataclasses.field(default_factory=list)
 
     def lines(self, delete):
-        yield from (f"new        {name}" for name, _ in self.new)
-        yield from (f"changed    {name}" for name, _ in self.changed)
-        yield from (f"unchanged  {name}" for name, _ in self.unchanged)
-        verb = "delete    " if delete else "extra     "
-        yield from (f"{verb} record {record_id}" for record_id in self.gone)
+        yield from (f"new        {e}" for e in self.new)
+        yield from (f"changed    {e}" for e in self.changed)
+        yield from (f"unchanged  {e}" for e in self.unchanged)
+        yield from (f"mark       {e}" for e in self.adopted)
+        yield from (f"conflict   {e} {conflict(e)}" for e in self.conflicts)
+        yield from (f"skipped    {shown(e.path)}: {e.note}" for e in self.skipped)
+        for entry in self.gone:
+            yield f"delete     {entry}" if delete else f"gone       {entry} {WOULD_DELETE}"
+        yield from (f"kept       {e} {REPLACED}" for e in self.kept)
 
 
-def files_of(folder):
-    """Paths of the regular files under ``folder``, relative to it, with ``/``, sorted.
-    Hidden files and folders (``.git``, editors' files) are left out."""
-    found = []
-    for root, folders, names in os.walk(folder):
-        folders[:] = sorted(f for f in folders if not f.startswith("."))
-        for name in names:
-            path = os.path.join(root, name)
-            if not name.startswith(".") and os.path.isfile(path):
-                found.append(os.path.relpath(path, folder).replace(os.sep, "/"))
-    return sorted(found)
+WOULD_DELETE = "would delete with --delete"
+REPLACED = "its attachment is no longer the file this folder's sync attached"
 
 
-def plan(remote, folder):
-    hashes = {
-        record["id"]: (record.get("attachment") or {}).get("hash") for record in remote.records()
+def conflict(entry):
+    folder = shown(entry.note)
+    return f"synced from folder {folder!r}, left as it is (--as {folder!r} to sync it)"
+
+
+def mark(folder, path, sha256):
+    """The record field that says the record's file is ``path`` of the folder named
+    ``folder``, as it was when its sha256 was ``sha256``."""
+    return {MARK: {"folder": folder, "path": path, "sha256": sha256}}
+
+
+def _hash(record):
+    attachment = (record or {}).get("attachment")
+    return attachment.get("hash") if isinstance(attachment, dict) else None
+
+
+def files_of(folder, follow_symlinks=False):
+    """``(paths, skipped)``: the regular files under ``folder``, relative, with ``/``, sorted;
+    and the :class:`Entry` of what is not synced. Hidden files and folders (``.git``,
+    editors' files) are left out. Symbolic links are followed inside ``folder``; those
+    that leave it are skipped unless ``follow_symlinks``; a link to a folder it is in is
+    skipped (it would never end)."""
+    root = os.path.realpath(folder)
+    found, skipped = [], []
+
+    def visit(directory, prefix, above):
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError as e:
+            if not prefix:  # Nothing of the folder could be seen: nothing may be deleted.
+                raise Failure(f"{folder}: {e.strerror}") from e
+            skipped.append(Entry(prefix.rstrip("/"), None, note=e.strerror))
+            return
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = prefix + entry.name
+            why = _unsynced(entry, root, follow_symlinks)
+            if why is None and entry.is_dir():
+                real = os.path.realpath(entry.path)
+                if real in above:
+                    why = "a link to a folder it is in"
+                else:
+                    visit(entry.path, path + "/", above | {real})
+                    continue
+            if why is None and not entry.is_file():
+                why = "not a regular file"
+            if why is None:
+                found.append(path)
+            else:
+                skipped.append(Entry(path, None, note=why))
+
+    visit(folder, "", {root})
+    return sorted(found), skipped
+
+
+def _unsynced(entry, root, follow_symlinks):
+    """Why a directory entry is not synced, or None."""
+    try:
+        entry.name.encode()
+    except UnicodeEncodeError:
+        return "its name is not UTF-8"
+    if not entry.is_symlink():
+        return None
+    real = os.path.realpath(entry.path)
+    if not os.path.exists(real):
+        return "a broken symbolic link"
+    if real != root and not real.startswith(root.rstrip(os.sep) + os.sep) and not follow_symlinks:
+        return "a symbolic link out of the folder (--follow-symlinks to follow it)"
+    return None
+
+
+def _there(folder, path, skipped):
+    """Whether anything is at ``path`` in ``folder``, or under a skipped part of it."""
+    parts = path.split("/")
+    ancestors = {"/".join(parts[:n]) for n in range(1, len(parts) + 1)}
+    if any(entry.path in ancestors for entry in skipped):
+        return True
+    return os.path.lexists(os.path.join(folder, *parts))
+
+
+def plan(remote, folder, name, follow_symlinks=False):
+    """The plan of syncing ``folder`` under the name ``name`` (what its records' marks say)."""
+    paths, skipped = files_of(folder, follow_symlinks)
+    records = {
+        r["id"]: r
+        for r in remote.records()
+        if isinstance(r, dict) and isinstance(r.get("id"), str)
     }
-    result = Plan()
-    mine = set()
-    for name in files_of(folder):
-        record_id = record_id_of(name)
-        mine.add(record_id)
-        stored = hashes.get(record_id)
-        if stored is None:
-            result.new.append((name, record_id))
-        elif stored == sha256_of(os.path.join(folder, name)):
-            result.unchanged.append((name, record_id))
+    result = Plan(skipped=skipped)
+    for path in paths:
+        entry = Entry(path, record_id_of(path), records.get(record_id_of(path)))
+        try:
+            entry.sha256 = sha256_of(os.path.join(folder, path))
+        except OSError as e:
+            result.skipped.append(Entry(path, None, note=e.strerror))
+            continue
+        stored = _hash(entry.record)
+        owner = mark_of(entry.record) if entry.record else None
+        mine = owner is not None and owner[0] == name
+        if owner is not None and not mine and stored != entry.sha256:
+            entry.note = owner[0]
+            result.conflicts.append(entry)
+        elif stored is None:
+            result.new.append(entry)
+        elif stored != entry.sha256:
+            result.changed.append(entry)
+        elif owner is None or (mine and owner[2] != stored):
+            result.adopted.append(entry)
         else:
-            result.changed.append((name, record_id))
-    result.gone = sorted(rid for rid, stored in hashes.items() if stored and rid not in mine)
+            result.unchanged.append(entry)
+    present = set(paths)
+    for record_id, record in records.items():
+        owner = mark_of(record)
+        if owner is None or owner[0] != name or owner[1] in present:
+            continue
+        if not _there(folder, owner[1], skipped):
+            entry = Entry(owner[1], record_id, record)
+            (result.gone if owner[2] == _hash(record) else result.kept).append(entry)
+    result.gone.sort(key=lambda e: e.path)
+    result.kept.sort(key=lambda e: e.path)
+    result.skipped.sort(key=lambda e: e.path)
     return result

@@ -11,9 +11,10 @@ import base64
 import json
 import mimetypes
 import os
+import re
 import time
 
-from .remote import CHUNK, Failure, Pace
+from .remote import CHUNK, Failure, Pace, json_of
 
 
 #: Files over this size go through tus, in chunks of this size.
@@ -91,14 +92,17 @@ def upload(remote, path, record_id, bars, state, data=None, permissions=None, ra
         with bars.file(os.path.basename(path), size) as advance:
             return _multipart(remote, path, record_id, size, advance, data, permissions, rate)
     key = json.dumps([remote.record_url(record_id), os.path.abspath(path), size, _mtime(path)])
-    url, offset = _resumed(remote, state.get(key))
+    url, offset = _resumed(remote, state.get(key), size)
     if url is None:
         url = _create(remote, path, record_id, size, data, permissions)
         state.put(key, url)
     with bars.file(os.path.basename(path), size, done=offset) as advance:
         _send(remote, url, path, offset, size, advance, rate)
     state.remove(key)
-    return remote.record(record_id)["attachment"]
+    record = remote.record(record_id)
+    if record is None or not isinstance(record.get("attachment"), dict):
+        raise Failure("the upload completed, but the record has no attachment")
+    return record["attachment"]
 
 
 def _mtime(path):
@@ -121,19 +125,27 @@ def _multipart(remote, path, record_id, size, advance, data, permissions, rate):
             files={"attachment": (os.path.basename(path), body, mimetype)},
             data=fields,
         )
-    return response.json()
+    return json_of(response)
 
 
-def _resumed(remote, url):
+def _resumed(remote, url, size):
     """``(url, offset)`` of an upload the server still has, else ``(None, 0)``."""
     if url is None:
         return None, 0
     response = remote.request("HEAD", url, expected=(200, 404, 410), headers=TUS)
     if response.status_code != 200:
         return None, 0
-    offset = int(response.headers["Upload-Offset"])
     # A finished upload answers with its final offset: it only needs its end recorded.
-    return url, offset
+    return url, _offset(response, 0, size)
+
+
+def _offset(response, lowest, size):
+    """The ``Upload-Offset`` the server answered: a number of bytes from ``lowest`` to
+    ``size`` (an upload never goes back, nor beyond its length), else :class:`Failure`."""
+    value = response.headers.get("Upload-Offset", "")
+    if not re.fullmatch(r"[0-9]{1,20}", value) or not lowest <= int(value) <= size:
+        raise Failure(f"the server answered Upload-Offset {value!r} ({response.url})")
+    return int(value)
 
 
 def _metadata(path, data, permissions):
@@ -160,7 +172,10 @@ def _create(remote, path, record_id, size, data, permissions):
             "Upload-Metadata": _metadata(path, data, permissions),
         },
     )
-    return response.headers["Location"]
+    location = response.headers.get("Location")
+    if not location:
+        raise Failure(f"the server created an upload without a Location ({response.url})")
+    return remote.url_from(response, location)
 
 
 def _send(remote, url, path, offset, size, advance, rate):
@@ -186,11 +201,11 @@ def _send(remote, url, path, offset, size, advance, rate):
                 if failures > remote.retries:
                     raise
                 time.sleep(min(0.5 * 2**failures, 10))
-                found, now = _resumed(remote, url)
+                found, now = _resumed(remote, url, size)
                 if found is None:
                     raise
                 advance(now - offset - body.sent)  # The bars count what the server has.
                 offset = now
                 continue
             failures = 0
-            offset = int(response.headers["Upload-Offset"])
+            offset = _offset(response, offset + 1, size)

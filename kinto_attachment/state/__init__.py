@@ -7,6 +7,8 @@ records it describes, and with PostgreSQL every node of a cluster shares it:
 - :mod:`.records`: reading and writing the records an upload attaches to;
 - :mod:`.tus_uploads`: the state of resumable (tus) uploads;
 - :mod:`.data_file_entries`: the entries of ``/data/files``;
+- :mod:`.replaced`: blobs nothing references any more, kept until the downloads that
+  started before have read them;
 - :mod:`.references`: every key the above refer to, read for the garbage collector;
 - :mod:`.paging`: walks over a resource by pages.
 

@@ -40,18 +40,25 @@ def _link_id(key):
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
 
-def add(storage, bucket_id, collection_id, record_id, key):
-    """Link ``key`` to the record (again: linking twice leaves one link)."""
+def add(storage, bucket_id, collection_id, record_id, key, since=None):
+    """Link ``key`` to the record (again: linking twice leaves one link).
+
+    ``since``: epoch ms from which every version of the record has had this blob, when known
+    (:attr:`kinto_attachment.downloads.Download.unchanged_since`).
+    """
+    link = {
+        "key": key,
+        "bucket_id": bucket_id,
+        "collection_id": collection_id,
+        "record_id": record_id,
+    }
+    if since is not None:
+        link["since"] = since
     storage.update(
         resource_name=RESOURCE,
         parent_id=PARENT_PREFIX + record_uri(bucket_id, collection_id, record_id),
         object_id=_link_id(key),
-        obj={
-            "key": key,
-            "bucket_id": bucket_id,
-            "collection_id": collection_id,
-            "record_id": record_id,
-        },
+        obj=link,
     )
 
 

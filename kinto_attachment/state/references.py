@@ -6,11 +6,14 @@ References are read from their sources in this order:
    multipart ``upload_id``;
 2. record attachments (each ``attachment.location`` mapped back to a key), then links;
 3. ``/data/files`` entries;
-4. retained keys (old blobs that ``keep_old_files`` keeps on purpose).
+4. retained keys (old blobs that ``keep_old_files`` keeps on purpose);
+5. replaced keys (blobs nothing references any more, kept for the downloads that started
+   before: :mod:`.replaced`).
 
 The order matters because references move from one source to another, each in one transaction:
 a finishing resumable upload removes its state where the record gets its attachment (1 → 2),
-a replacement under ``keep_old_files`` retains the key its record stops referencing (2 → 4).
+a replacement under ``keep_old_files`` retains the key its record stops referencing (2 → 4),
+any other replacement or deletion records it as replaced (2 → 5, 3 → 5).
 Since a source is always read before the destinations of its references, a reference that
 moved away before its source was read had arrived before its destination was read: a reader
 sees every moving reference at least once. No reference moves the other way, and a new one
@@ -29,7 +32,7 @@ from array import array
 from kinto.core.storage import Filter
 from kinto.core.utils import COMPARISON
 
-from . import data_file_entries, links, paging, tus_uploads
+from . import data_file_entries, links, paging, replaced, tus_uploads
 
 
 #: Keys of a resumable upload's store state that name objects of the store.
@@ -56,6 +59,8 @@ def read(registry):
     yield from _data_files(storage)
     for retained in links.retained(storage):
         yield Reference("retained", retained["key"])
+    for entry in replaced.every(storage):
+        yield Reference("replaced", entry["key"])
 
 
 def required(registry):

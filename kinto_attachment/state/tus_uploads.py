@@ -36,10 +36,11 @@ def new_id():
     return secrets.token_hex(16)
 
 
-def new(ids, userid, length, plan, fields, metadata, state):
+def new(ids, userid, length, plan, fields, metadata, state, client=None):
     """The state of a new upload of ``length`` bytes by ``userid`` to the record of ``ids``
     (bucket, collection, record): its :class:`~kinto_attachment.intake.Plan`, the record's
-    ``fields`` (data, permissions), ``Upload-Metadata`` as sent, the store's ``state``."""
+    ``fields`` (data, permissions), ``Upload-Metadata`` as sent, the store's ``state``;
+    ``client`` names an anonymous creator (``userid`` None) for its quota."""
     bucket_id, collection_id, record_id = ids
     return {
         "id": new_id(),
@@ -47,6 +48,7 @@ def new(ids, userid, length, plan, fields, metadata, state):
         "collection_id": collection_id,
         "record_id": record_id,
         "userid": userid,
+        "client": client,
         "length": length,
         "offset": 0,
         "filename": plan.filename,
@@ -83,13 +85,16 @@ def entries(storage):
     return storage.list_all(resource_name=RESOURCE, parent_id=PARENT_ID)
 
 
-def active_of(storage, userid, now):
-    """``(count, first_expiry)`` of the unexpired uploads of ``userid`` (completed and
-    terminated ones are gone): ``first_expiry`` (msec) is when the soonest expires, or None."""
+def active_of(storage, userid, now, client=None):
+    """``(count, first_expiry)`` of the unexpired uploads of ``userid``, or of the anonymous
+    ``client`` when ``userid`` is None (completed and terminated ones are gone):
+    ``first_expiry`` (msec) is when the soonest expires, or None."""
     filters = [
         Filter("userid", userid, COMPARISON.EQ),
         Filter("expires", now, COMPARISON.GT),
     ]
+    if userid is None:
+        filters.append(Filter("client", client, COMPARISON.EQ))
     count = storage.count_all(resource_name=RESOURCE, parent_id=PARENT_ID, filters=filters)
     if not count:
         return 0, None

@@ -163,7 +163,7 @@ def attach(request, context, blob, data=None, permissions=None, discard_on_failu
     ids = (context.bucket_id, context.collection_id, context.record_id)
     replaced = links.of_record(storage, *ids)
     metadata = blob.attachment(store.url(blob.key))
-    records.write(
+    written = records.write(
         request,
         context.record_uri,
         {**(data or {}), FILE_FIELD: metadata},
@@ -171,7 +171,9 @@ def attach(request, context, blob, data=None, permissions=None, discard_on_failu
         create=existing is None,
     )
     links.forget(storage, replaced)
-    links.add(storage, *ids, blob.key)
+    # Every version of the record from the one after ``existing`` on has this blob.
+    since = written["last_modified"] if existing is None else existing["last_modified"] + 1
+    links.add(storage, *ids, blob.key, since=since)
     lifecycle.discard(request, replaced)
     return metadata
 
@@ -226,34 +228,62 @@ def delete_attachment(request):
 def get_attachment(request):
     """Stream the attachment to whoever may read the record (or redirect to a signed URL),
     cached as Kinto caches the record: for the collection's record lifetime when everyone may
-    read it, by the caller's own cache only otherwise (see :mod:`kinto_attachment.caching`)."""
+    read it, by the caller's own cache only otherwise (see :mod:`kinto_attachment.caching`).
+
+    A blob replaced (and deleted) between the reading of the record and its opening is no
+    ``404``: :func:`~kinto_attachment.downloads.serve` reads the record again, with the
+    permissions it has then, and serves its new version.
+    """
     context = request.context
+    store = request.registry.attachment_store
+    expires = request.registry.attachment_settings.redirect_expires
+
+    def current(again):
+        if again:
+            _read_again(request, context)
+        return _download(request, context, store, expires)
+
+    def presigned(download):
+        return store.presigned_url(download.key, expires, download.filename, download.mimetype)
+
+    redirect = presigned if expires is not None else None
+    return downloads.serve(request, store, current, redirect=redirect)
+
+
+def _read_again(request, context):
+    """Read the record again, and check again that the caller may read it (a replacement may
+    have changed its permissions)."""
+    context.current_object = records.stored(
+        request.registry.storage, context.bucket_id, context.collection_id, context.record_id
+    )
+    if context.current_object is not None and not request.has_permission(DYNAMIC, context):
+        raise errors.refuse("forbidden")
+
+
+def _download(request, context, store, expires):
+    """The :class:`~kinto_attachment.downloads.Download` of the record's attachment, or the
+    ``404`` of a missing record, or of a record without attachment."""
     collection, record = _existing_record(request)
     metadata = record.get(FILE_FIELD)
     if not metadata:
         raise errors.refuse("missing", resource_name=FILE_FIELD, id=context.record_id)
-    store = request.registry.attachment_store
-    settings = request.registry.attachment_settings
-    expires = settings.redirect_expires
-    public = _readable_by_everyone(request, context)
-    lifetime = settings.caching.record_lifetime(
+    lifetime = request.registry.attachment_settings.caching.record_lifetime(
         context.bucket_id, context.collection_id, collection
     )
+    public = _readable_by_everyone(request, context)
     cache_control, vary = caching.record_file(public, lifetime, expires)
-    download = downloads.Download(
-        key=_key_of(request, context, store, metadata),
+    key, since = _key_of(request, context, store, metadata)
+    return downloads.Download(
+        key=key,
         size=metadata["size"],
         mimetype=metadata["mimetype"],
         filename=metadata["filename"],
         hash=metadata["hash"],
         last_modified=record.get("last_modified"),
+        unchanged_since=since,
         cache_control=cache_control,
         vary=vary,
     )
-    redirect = None
-    if expires is not None:
-        redirect = store.presigned_url(download.key, expires, download.filename, download.mimetype)
-    return downloads.respond(request, store, download, redirect)
 
 
 def _readable_by_everyone(request, context):
@@ -268,17 +298,20 @@ def _readable_by_everyone(request, context):
 
 
 def _key_of(request, context, store, metadata):
-    """The blob key of the record's attachment: the linked key whose URL is its ``location``
-    (kinto-attachment's links too), else the key that ``location`` names under our
-    ``base_url`` (a record no link names yet); a 404 when neither exists."""
+    """The blob key of the record's attachment, and since when the record has had it (or
+    None): the linked key whose URL is its ``location`` (kinto-attachment's links too), else
+    the key that ``location`` names under our ``base_url`` (a record no link names yet); a
+    404 when neither exists."""
     ids = (context.bucket_id, context.collection_id, context.record_id)
     location = metadata.get("location") or ""
-    keys = [link["key"] for link in links.of_record(request.registry.storage, *ids)]
-    key = next((key for key in keys if store.url(key) == location), None)
-    key = key or store.key_for_url(location) or (keys[-1] if keys else None)
+    found = links.of_record(request.registry.storage, *ids)
+    link = next((link for link in found if store.url(link["key"]) == location), None)
+    if link is not None:
+        return link["key"], link.get("since")
+    key = store.key_for_url(location) or (found[-1]["key"] if found else None)
     if key is None:
         raise errors.refuse("missing", resource_name=FILE_FIELD, id=metadata.get("filename"))
-    return key
+    return key, None
 
 
 def includeme(config):

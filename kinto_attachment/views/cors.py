@@ -1,4 +1,4 @@
-"""CORS for the plain Pyramid routes: tus uploads and ``serve_files``.
+"""CORS for the plain Pyramid routes: tus uploads, ``serve_files`` and ``/data/files``.
 
 Cornice applies CORS to Kinto's services only (``kinto.core.cornice.cors``). For other routes
 Kinto's fallback, ``kinto.core.utils.reapply_cors``, runs on error responses alone, answers
@@ -6,6 +6,8 @@ Kinto's fallback, ``kinto.core.utils.reapply_cors``, runs on error responses alo
 neither tus's ``Upload-Offset`` nor a download's ``Content-Disposition``. :func:`exposing`
 makes the response callback these routes register first thing, so that every response they
 give, Kinto's refusals included, names the origin and the headers a script needs.
+``/data/files`` answers the origins of its own setting (``data_files.allowed_origins``), not
+Kinto's: see :mod:`kinto_attachment.views.cross_site`.
 """
 
 import fnmatch
@@ -37,13 +39,14 @@ def allowed_origin(request):
     return origin if any(fnmatch.fnmatchcase(origin, p) for p in patterns) else None
 
 
-def exposing(*headers):
-    """A response callback: echo an allowed ``Origin`` and expose ``headers`` with Kinto's
-    defaults (``Retry-After``, ``Backoff``, ``Content-Length``...)."""
+def exposing(*headers, allowed=allowed_origin):
+    """A response callback: echo the ``Origin`` that ``allowed(request)`` returns (Kinto's
+    ``cors_origins`` by default) and expose ``headers`` with Kinto's defaults
+    (``Retry-After``, ``Backoff``, ``Content-Length``...)."""
     exposed = ", ".join(dict.fromkeys((*Service.default_cors_headers, *headers)))
 
     def callback(request, response):
-        origin = allowed_origin(request)
+        origin = allowed(request)
         if origin is None:
             return
         response.headers["Access-Control-Allow-Origin"] = origin

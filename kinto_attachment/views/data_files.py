@@ -5,11 +5,13 @@ POST        ``/data/files?id={id?}&ttl={ms?}``    raw body streamed to the store
 GET         ``/data/files/{id}``                  the content (404: unknown, expired, corrupt)
 DELETE      ``/data/files/{id}``                  204
 GET         ``/data/files``                       JSON list of the live files
+OPTIONS     both                                  ``Allow``; CORS preflights
 ==========  ====================================  ============================================
 
 Mounted at ``/v1/data/files`` and at the server root. Private by default: callers that are
 neither on a trusted network nor one of the configured principals get a 404, as if the route
-did not exist. Every transfer holds its size in the process's transfer budget while it runs.
+did not exist, and web pages get a 403 (:mod:`~kinto_attachment.views.cross_site`). Every
+transfer holds its size in the process's transfer budget while it runs.
 """
 
 import contextlib
@@ -28,7 +30,7 @@ from .. import caching, downloads, errors, intake, lifecycle, media_types, strea
 from ..limiter import Busy
 from ..state import data_file_entries
 from ..storage import safe_name
-from .visibility import require_visible
+from .visibility import allowed_origin, is_preflight, require_visible
 
 
 logger = logging.getLogger(__name__)
@@ -42,6 +44,12 @@ CURL_DEFAULT_TYPE = "application/x-www-form-urlencoded"
 MAX_TTL_DIGITS = 15
 #: Visibility is checked by the views themselves (a 404 for whoever may not see the route).
 _PUBLIC = {"permission": NO_PERMISSION_REQUIRED}
+#: What a page may send: credentials, the upload's type and name, conditional and ranges.
+PREFLIGHT_HEADERS = (
+    "Authorization, Content-Type, Content-Disposition, Range, If-Range, If-None-Match, "
+    "If-Modified-Since"
+)
+PREFLIGHT_MAX_AGE = 86400
 
 
 def _invalid(name, description):
@@ -149,10 +157,12 @@ def upload(request):
             "hash": blob.hash,
             "expiration": expiration,
             "verified": stored.version,
+            # Every version of the entry after ``previous`` has this blob (``If-Range``).
+            "since": None if previous is None else previous["last_modified"] + 1,
         },
     )
     if previous is not None:
-        lifecycle.delete_after_commit(request, store, [previous["key"]])
+        lifecycle.retire(request, [previous["key"]])
     return Response(file_id, content_type="text/plain", charset="utf-8")
 
 
@@ -186,34 +196,44 @@ def _live_entry(request, file_id):
 
 
 def download(request, file_id):
+    """The content of a live entry, whole: an id uploaded again (or deleted) while it is read
+    serves the new content (or a ``404``), see :func:`~kinto_attachment.downloads.serve`."""
     require_visible(request)
-    entry = _live_entry(request, file_id)
     store = request.registry.attachment_store
-    served = downloads.Download(
-        key=entry["key"],
-        size=entry["size"],
-        mimetype=entry["mimetype"],
-        filename=entry["filename"],
-        hash=entry["hash"],
-        last_modified=entry["last_modified"],
-        inline=False,
-        # Who may see the route depends on the caller; an id is given new content by a new
-        # upload: revalidated by the caller's own cache only.
-        cache_control=caching.PRIVATE,
-        vary=caching.PER_CALLER,
-    )
-    _require_intact(request, store, entry, served)
+
+    def current(_again):  # The entry is read each time.
+        entry = _live_entry(request, file_id)
+        served = downloads.Download(
+            key=entry["key"],
+            size=entry["size"],
+            mimetype=entry["mimetype"],
+            filename=entry["filename"],
+            hash=entry["hash"],
+            last_modified=entry["last_modified"],
+            unchanged_since=entry.get("since"),
+            inline=False,
+            # Who may see the route depends on the caller; an id is given new content by a
+            # new upload: revalidated by the caller's own cache only.
+            cache_control=caching.PRIVATE,
+            vary=caching.PER_CALLER,
+        )
+        _require_intact(request, store, entry, served)
+        return served
 
     def budgeted(app_iter, length):
         """The body, holding its length of the transfer budget while it is sent."""
         hold = _acquire(request, length, idle_release=True)
         return request.registry.transfer_limiter.holding(hold, app_iter)
 
-    return downloads.respond(request, store, served, wrap=budgeted)
+    def lost(download):
+        return errors.refuse("missing", resource_name="data-file", id=file_id)
+
+    return downloads.serve(request, store, current, lost=lost, wrap=budgeted)
 
 
 def _require_intact(request, store, entry, served):
-    """404 unless the blob has the recorded size and sha256.
+    """404 unless the blob has the recorded size and sha256; :class:`~kinto_attachment.
+    downloads.Missing` if it is gone (the entry may have been uploaded again meanwhile).
 
     The content was hashed as it was uploaded, and the blob's version then (size and mtime,
     or S3's ETag) recorded with the entry: downloads only compare versions, so a large file is
@@ -221,9 +241,11 @@ def _require_intact(request, store, entry, served):
     """
     with errors.store_errors():
         stat = store.stat(served.key)
-    if stat is not None and stat.version == entry.get("verified"):
+    if stat is None:
+        raise downloads.Missing(served)
+    if stat.version == entry.get("verified"):
         return
-    if stat is None or stat.size != served.size or not downloads.matches(store, served):
+    if stat.size != served.size or not downloads.matches(store, served):
         logger.error(
             "Data file %r: blob %r does not match its size and sha256", entry["id"], served.key
         )
@@ -245,7 +267,7 @@ def delete(request, file_id):
     data_file_entries.lock(request.registry, file_id)
     entry = data_file_entries.remove(request.registry.storage, file_id)
     if entry is not None:
-        lifecycle.delete_after_commit(request, request.registry.attachment_store, [entry["key"]])
+        lifecycle.retire(request, [entry["key"]])
     return Response(status=204)
 
 
@@ -265,6 +287,28 @@ def listing(request):
         if data_file_entries.is_live(entry, now)
     ]
     return Response(json=files)
+
+
+def options_of(methods):
+    """The ``OPTIONS`` view of a route serving ``methods``: ``Allow``, and a preflight's
+    answer for the origins of ``data_files.allowed_origins`` (the others get none: their
+    pages may not use the route)."""
+    allow = ", ".join((*methods, "HEAD", "OPTIONS"))
+
+    def options(request):
+        require_visible(request)
+        response = Response(status=204, headers={"Allow": allow})
+        if is_preflight(request) and allowed_origin(request) is not None:
+            response.headers.update(
+                {
+                    "Access-Control-Allow-Methods": allow,
+                    "Access-Control-Allow-Headers": PREFLIGHT_HEADERS,
+                    "Access-Control-Max-Age": str(PREFLIGHT_MAX_AGE),
+                }
+            )
+        return response
+
+    return options
 
 
 def files_view(request):
@@ -291,22 +335,27 @@ def includeme(config):
         (files_view, FILES_PATH, r"^/data/files/?$", ("GET", "POST")),
         (file_view, FILES_PATH + "/{id}", r"^/data/files/[^/]+/?$", ("GET", "DELETE")),
     )
+    config.add_tween("kinto_attachment.views.cross_site.sent_host_tween_factory")
     settings = config.get_settings()
     redirecting = str(settings.get("version_prefix_redirect_enabled", True)).lower() == "true"
     for view, pattern, path_regex, methods in views:
         name = f"attachment-{view.__name__}"
         config.add_route(name, pattern)
-        config.add_view(view, route_name=name, request_method=methods, **_PUBLIC)
-        if redirecting:
-            config.add_view(
-                view,
-                route_name="redirect_to_version",
-                path_info=path_regex,
-                request_method=methods,
-                **_PUBLIC,
-            )
-        else:
+        if not redirecting:
             prefix, config.route_prefix = config.route_prefix, None
             config.add_route(name + "-root", pattern)
             config.route_prefix = prefix
-            config.add_view(view, route_name=name + "-root", request_method=methods, **_PUBLIC)
+        for handler, handled in ((view, methods), (options_of(methods), "OPTIONS")):
+            config.add_view(handler, route_name=name, request_method=handled, **_PUBLIC)
+            if redirecting:
+                config.add_view(
+                    handler,
+                    route_name="redirect_to_version",
+                    path_info=path_regex,
+                    request_method=handled,
+                    **_PUBLIC,
+                )
+            else:
+                config.add_view(
+                    handler, route_name=name + "-root", request_method=handled, **_PUBLIC
+                )

@@ -38,24 +38,33 @@ def preflight(request):
 
 
 def serve_file(request):
+    """The file, or a ``404`` (never a logged error: a file deleted between its ``stat`` and
+    its opening is just gone, as for a web server)."""
     request.add_response_callback(_cors)  # Its 404 too: a page tells it from a network error.
     key = "/".join(request.matchdict["key"])
     store = request.registry.attachment_store
-    stat = _file_stat(store, key)
-    # Hidden segments are ours, never attachments: /data/files blobs, staged and tus files.
-    if stat is None or any(segment.startswith(".") for segment in key.split("/")):
-        raise errors.refuse("missing", resource_name="file", id=key)
-    download = downloads.Download(
-        key=key,
-        size=stat.st_size,
-        mimetype=mimetypes.guess_type(key, strict=False)[0] or "application/octet-stream",
-        filename=posixpath.basename(key),
-        # A name reused after a delete (randomize = false) is a new file: another mtime.
-        hash=f"{stat.st_mtime_ns:x}-{stat.st_size:x}",
-        last_modified=stat.st_mtime_ns // 1_000_000,
-        cache_control=request.registry.attachment_settings.caching.files,
-    )
-    return downloads.respond(request, store, download, found=True)  # Its stat found it.
+
+    def missing(_download=None):
+        return errors.refuse("missing", resource_name="file", id=key)
+
+    def current(_again):  # The file is looked at each time.
+        stat = _file_stat(store, key)
+        # Hidden segments are ours, never attachments: /data/files blobs, staged, tus files.
+        if stat is None or any(segment.startswith(".") for segment in key.split("/")):
+            raise missing()
+        return downloads.Download(
+            key=key,
+            size=stat.st_size,
+            mimetype=mimetypes.guess_type(key, strict=False)[0] or "application/octet-stream",
+            filename=posixpath.basename(key),
+            # A name reused after a delete (randomize = false) is a new file: another mtime.
+            hash=f"{stat.st_mtime_ns:x}-{stat.st_size:x}",
+            last_modified=stat.st_mtime_ns // 1_000_000,
+            cache_control=request.registry.attachment_settings.caching.files,
+        )
+
+    # Its stat found it: a HEAD need not look again.
+    return downloads.serve(request, store, current, lost=missing, found=True)
 
 
 def _file_stat(store, key):

@@ -3,8 +3,9 @@
 ``{record-url}/attachment/uploads`` creates uploads (``POST``; ``OPTIONS`` tells what the
 server supports) and ``{record-url}/attachment/uploads/{id}`` is one upload (``HEAD`` for its
 offset, ``PATCH`` to append, ``DELETE`` to terminate; ``POST`` with ``X-HTTP-Method-Override``
-for either of the last two). Extensions: creation, creation-with-upload, termination, checksum
-(sha1, sha256, md5) and expiration. Every response carries CORS headers for browsers.
+for either of the last two: a method the URL does not serve is a 405). Extensions: creation,
+creation-with-upload, termination, checksum (sha1, sha256, md5) and expiration. Every response
+carries CORS headers for browsers.
 
 The protocol itself (headers, checksums, responses, refusals) is :mod:`kinto_attachment.tus`;
 this module binds it to records, permissions, the uploads' state
@@ -22,9 +23,10 @@ import logging
 
 from kinto.core.authorization import DYNAMIC
 from kinto.core.utils import msec_time
-from pyramid.security import NO_PERMISSION_REQUIRED
+from pyramid.security import NO_PERMISSION_REQUIRED, forget
 
 from .. import errors, intake, lifecycle, streams, tus
+from ..client_address import client_address, client_name
 from ..hashstate import ResumableSha256
 from ..state import tus_uploads
 from . import cors
@@ -50,14 +52,33 @@ class UploadFactory(AttachmentFactory):
     record, or ``create`` on the collection while the record does not exist."""
 
     def __init__(self, request):
-        # On every response, Kinto's own refusals (401, 403, 404...) and the factory's too.
+        # On every response, Kinto's own refusals (401, 403, 404, 405...) too.
         request.add_response_callback(_speak_tus)
-        # Before anything reads the method: the view, and the metrics of the transfer.
-        request.method = tus.method(request.method, request.headers.get("X-HTTP-Method-Override"))
+        # Before anything reads the method: the view, and the metrics of the request.
+        request.method = _overridden(request)
         super().__init__(request)
         creating = self.current_object is None
         self.permission_object_id = self.collection_uri if creating else self.record_uri
         self.required_permission = "create" if creating else "write"
+
+
+#: What each route serves: the only methods ``X-HTTP-Method-Override`` may name there.
+ROUTE_METHODS = {
+    UPLOADS_ROUTE: ("POST", "OPTIONS"),
+    UPLOAD_ROUTE: ("HEAD", "PATCH", "DELETE", "OPTIONS"),
+}
+
+
+def _overridden(request):
+    """The request's method, or the one ``X-HTTP-Method-Override`` names on a ``POST``: one
+    the route serves, or 405. Any other value would become the method that views, logs and
+    metrics see (each a new ``method`` series of Kinto's metrics)."""
+    override = request.headers.get("X-HTTP-Method-Override")
+    method = tus.method(request.method, override)
+    served = ROUTE_METHODS[request.matched_route.name]
+    if request.method == "POST" and override and method not in served:
+        raise tus.error("method_override", allow=", ".join(served))
+    return method
 
 
 _cors = cors.exposing(*tus.EXPOSED_HEADERS)
@@ -85,6 +106,7 @@ def options(request):
 def create(request):
     headers = request.headers
     tus.require_version(headers.get("Tus-Resumable"))
+    client = _anonymous_client(request)
     context = request.context
     policy = _policy(request)
     length = tus.upload_length(
@@ -94,7 +116,7 @@ def create(request):
     fields = intake.record_fields(metadata, tus.invalid_metadata)
     require_storable_ids(context)
     require_record_parents(request, context)
-    _refuse_too_many(request)
+    _refuse_too_many(request, client)
     ids = (context.bucket_id, context.collection_id, context.record_id)
     plan = intake.plan_attachment(policy, ids, metadata["filename"], metadata.get("filetype"))
 
@@ -103,7 +125,14 @@ def create(request):
         state = store.start_resumable(plan.key, plan.mimetype)
     lifecycle.on_failure(request, store.discard, state)
     upload = tus_uploads.new(
-        ids, request.prefixed_userid, length, plan, fields, headers.get("Upload-Metadata"), state
+        ids,
+        request.prefixed_userid,
+        length,
+        plan,
+        fields,
+        headers.get("Upload-Metadata"),
+        state,
+        client=client,
     )
     location = request.route_url(UPLOAD_ROUTE, upload_id=upload["id"], **request.matchdict)
     if request.content_type == tus.CHUNK_TYPE:
@@ -113,20 +142,41 @@ def create(request):
     return tus.response(201, Location=location, **_progress(upload))
 
 
-def _refuse_too_many(request):
-    """429 when the user already holds ``resumable.max_uploads_per_user`` unfinished uploads.
+def _anonymous_client(request):
+    """None for an authenticated creator; for an anonymous one, what its quota is counted
+    by (:func:`~kinto_attachment.client_address.client_name`), or 401 unless
+    ``resumable.allow_anonymous``.
+
+    Anonymous creators would otherwise share one quota: one of them holding it all locks
+    every other out. Counted by address, they do not, as long as the server knows each
+    client's address: behind a proxy that is not told (``trusted_proxy`` of waitress,
+    ``data_files.trusted_proxies``), every client is the proxy. Hence off by default.
+    """
+    if request.prefixed_userid is not None:
+        return None
+    settings = request.registry.attachment_settings
+    if not settings.resumable_allow_anonymous:
+        raise tus.error("anonymous_upload", headers=dict(forget(request)))
+    address = client_address(request, settings.data_files.trusted_proxies)
+    return client_name(address)
+
+
+def _refuse_too_many(request, client):
+    """429 when the user (or the anonymous ``client``) already holds
+    ``resumable.max_uploads_per_user`` unfinished uploads.
 
     A quota, not a rate: a slot frees when one of them completes, is terminated (``DELETE``)
-    or expires. ``Retry-After`` says when the soonest expires. Concurrent creations by one
-    user are not serialised (a creation may stream its first chunk): each may pass the
-    count, so the quota can be overshot by as many requests as the user sends at once.
+    or expires. ``Retry-After`` says when the soonest of the user's own uploads expires: when
+    a slot frees without the user doing anything. Concurrent creations by one user are not
+    serialised (a creation may stream its first chunk): each may pass the count, so the quota
+    can be overshot by as many requests as the user sends at once.
     """
     limit = request.registry.attachment_settings.resumable_max_uploads_per_user
     if not limit:
         return
     now = msec_time()
     count, first_expiry = tus_uploads.active_of(
-        request.registry.storage, request.prefixed_userid, now
+        request.registry.storage, request.prefixed_userid, now, client=client
     )
     if count < limit:
         return

@@ -1,0 +1,193 @@
+"""gunicorn's threaded worker (gthread), made to withstand slow and idle clients.
+
+``config/gunicorn.conf.py`` runs it. gthread hands a connection to a thread as soon as it is
+accepted or readable, and the thread then reads the request head and body from a blocking socket
+with no deadline: a few connections that send a head a byte at a time, or an upload body that
+stops, hold every thread, and accepted connections that send nothing queue behind each other
+for seconds each. This worker keeps gthread's threads and event loop, and:
+
+- **Gathers each request head in the event loop, without a thread.** A connection reaches a
+  thread only once its head has arrived whole: any number of idle or slow connections cost a
+  socket and their bytes so far, never a thread. A head that has not arrived whole
+  ``stall_timeout`` seconds after the connection was accepted (or, on a kept-alive connection,
+  after the next request's first byte) is cut; a head over :data:`MAX_HEAD` bytes is ``431``.
+- **Bounds each wait for the client once the head is in**: a body read that waits
+  ``stall_timeout`` seconds for a byte ends the body there, as if the client had gone (the app
+  then refuses the short body, ``400``, nothing stored, and the connection closes); a file sent
+  with ``sendfile`` to a client that reads nothing for as long, or one block of an answer
+  (1 MiB for Kinto's downloads) not taken within it, ends the request. A body that keeps
+  arriving, however slowly, is never cut: a 2 GiB upload at any speed goes through.
+- **Closes connections in their thread**, never in the event loop: gunicorn's graceful close
+  lingers up to 2 s for the client to close first, which would stall every other connection.
+
+TLS is not handled here (terminate it in nginx, ``config/nginx.conf``): with ``certfile`` set
+the worker behaves as gthread does.
+"""
+
+import contextlib
+import errno
+import selectors
+import time
+from functools import partial
+
+from gunicorn.http.unreader import SocketUnreader
+from gunicorn.workers import gthread
+
+
+#: Largest request head gathered (bytes): a larger one is answered 431. nginx allows 32 KiB
+#: (``large_client_header_buffers``); Kinto's requests need a few hundred bytes.
+MAX_HEAD = 64 * 1024
+HEAD_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+    b"Connection: close\r\nContent-Length: 0\r\n\r\n"
+)
+
+
+def head_ends(data, since):
+    """Whether ``data`` holds a whole request head, looking from offset ``since`` on (empty
+    lines before a request line, which HTTP lets a server skip, do not end it)."""
+    start = max(since - 3, len(data) - len(data.lstrip(b"\r\n")))
+    return data.find(b"\r\n\r\n", start) >= 0 or data.find(b"\n\n", start) >= 0
+
+
+class StallBoundUnreader(SocketUnreader):
+    """gunicorn's socket reader, for which a read that timed out (the socket's timeout, set
+    for each request: see :meth:`StallBoundWorker.handle_request`) is the end of the input."""
+
+    stalled = False
+
+    def chunk(self, size_hint=None):
+        if self.stalled:
+            return b""
+        try:
+            return super().chunk(size_hint)
+        except TimeoutError:
+            self.stalled = True
+            return b""
+
+
+class Connection(gthread.TConn):
+    """A connection, with the bytes of its next request head gathered so far."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.head = bytearray()
+
+    @property
+    def stalled(self):
+        return self.parser is not None and getattr(self.parser.unreader, "stalled", False)
+
+    def init(self):
+        fresh = not self.initialized
+        super().init()
+        if fresh and self.parser is not None and not self.is_http2:
+            # In the thread, before the parser reads: the gathered head comes first.
+            self.parser.unreader = StallBoundUnreader(self.sock)
+            self.parser.unreader.unread(bytes(self.head))
+            self.head.clear()
+
+
+class StallBoundWorker(gthread.ThreadWorker):
+    #: Seconds a client may stall (see the module's docstring): see :meth:`configured`.
+    stall_timeout = None
+
+    @classmethod
+    def configured(cls, stall_timeout):
+        """The worker class to run, stalls bounded at ``stall_timeout`` seconds (> 0)."""
+        if stall_timeout <= 0:
+            raise ValueError(f"stall_timeout must be positive, not {stall_timeout}")
+        return type(cls.__name__, (cls,), {"stall_timeout": stall_timeout})
+
+    def accept(self, listener):
+        try:
+            sock, address = listener.accept()
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        self.nr_conns += 1
+        self.enqueue_req(Connection(self.cfg, sock, address, listener.getsockname()))
+
+    def enqueue_req(self, conn):
+        """A connection goes to a thread only with a whole request head in hand; otherwise
+        the event loop gathers the head first."""
+        if self.cfg.is_ssl or not isinstance(conn, Connection):
+            return super().enqueue_req(conn)
+        if conn.initialized:
+            # Kept alive: bytes of the next request may already be buffered (pipelining).
+            conn.head += conn.parser.unreader.take_buffered()
+        if conn.head and head_ends(conn.head, 0):
+            return self.dispatch(conn)
+        conn.sock.setblocking(False)
+        conn.timeout = time.monotonic() + self.stall_timeout
+        # Every gathering connection gets the same delay: the deque stays sorted, and
+        # gthread's murder_pending() cuts the late ones (see run()).
+        self.pending_conns.append(conn)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_head, conn))
+
+    def on_head(self, conn, sock):
+        """Some of a head arrived (or the client closed): gather it, dispatch a whole one."""
+        try:
+            data = conn.sock.recv(MAX_HEAD + 1 - len(conn.head))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if data:
+            since = len(conn.head)
+            conn.head += data
+            if head_ends(conn.head, since):
+                self.stop_gathering(conn)
+                return self.dispatch(conn)
+            if len(conn.head) <= MAX_HEAD:
+                return
+            with contextlib.suppress(OSError):
+                conn.sock.send(HEAD_TOO_LARGE)
+        self.stop_gathering(conn)
+        self.nr_conns -= 1
+        conn.close()
+
+    def stop_gathering(self, conn):
+        self.poller.unregister(conn.sock)
+        self.pending_conns.remove(conn)
+
+    def dispatch(self, conn):
+        if conn.initialized:
+            conn.parser.unreader.unread(bytes(conn.head))
+            conn.head.clear()
+        # The head is in hand: gthread's thread must not wait for data first.
+        conn.data_ready = True
+        super().enqueue_req(conn)
+
+    def _keepalive_after(self, conn, keepalive):
+        # After a stalled read the connection closes: what follows on it is unknown.
+        return not conn.stalled and super()._keepalive_after(conn, keepalive)
+
+    def handle_request(self, req, conn):
+        # The head is in; from here on every wait for the client is bounded. (gthread makes the
+        # socket blocking, without timeout, before each request.)
+        conn.sock.settimeout(self.stall_timeout)
+        try:
+            return super().handle_request(req, conn)
+        except TimeoutError:
+            # An answer the client did not take (a body read that timed out ends the body
+            # instead, in StallBoundUnreader).
+            self.log.info(
+                "%s took nothing for %s s: connection closed", conn.client, self.stall_timeout
+            )
+            return False
+
+    def handle(self, conn):
+        result = super().handle(conn)
+        if result is False:
+            # Closed here, in the request's thread (see the module's docstring); gracefully
+            # (the client reads the answer before the close) unless it stalled.
+            conn.close(graceful=not conn.stalled)
+            conn.closed = True
+        return result
+
+    def finish_request(self, conn, fs):
+        if getattr(conn, "closed", False):
+            self.nr_conns -= 1
+            return
+        super().finish_request(conn, fs)

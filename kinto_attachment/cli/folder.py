@@ -1,0 +1,134 @@
+"""Writing into a folder, and nowhere else: the download side's file system.
+
+Every operation is relative to a descriptor of the folder (``openat`` and friends), one path
+component at a time, never through a symbolic link: a subfolder, a temporary file or a final
+name that turns out to be a link is refused or replaced, never followed. Temporary files are
+created with ``O_EXCL``; a file becomes visible under its name by a ``rename`` inside the
+folder, after ``fsync``.
+"""
+
+import contextlib
+import errno
+import fcntl
+import os
+import stat
+
+from .names import PARTS
+from .remote import Failure
+
+
+#: Opening something that must be no link (nor a FIFO that would block the open).
+NO_FOLLOW = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | NO_FOLLOW
+
+
+class Folder:
+    """The folder at ``path`` (created if needed; the folder itself may be a link, as the
+    user named it): :meth:`directory`, :meth:`part` and :meth:`publish` work inside it."""
+
+    def __init__(self, path):
+        os.makedirs(path, exist_ok=True)
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._parts = None
+
+    def close(self):
+        if self._parts is not None:
+            with contextlib.suppress(OSError):  # Not empty: parts to resume.
+                os.rmdir(PARTS, dir_fd=self.fd)
+            os.close(self._parts)
+        os.close(self.fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def directory(self, parts):
+        """A descriptor of the subfolder ``parts`` (components), created as needed; each
+        component must be a real folder, not a link."""
+        fd = os.dup(self.fd)
+        try:
+            for part in parts:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, dir_fd=fd)
+                try:
+                    inner = os.open(part, FOLDER_FLAGS, dir_fd=fd)
+                except OSError as e:
+                    if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                        raise Failure(f"{part}: not a folder (a link?): not followed") from e
+                    raise
+                os.close(fd)
+                fd = inner
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def parts(self):
+        """The descriptor of :data:`~.names.PARTS`, where downloads wait to be verified."""
+        if self._parts is None:
+            self._parts = self.directory([PARTS])
+        return self._parts
+
+    def part(self, name, limit):
+        """``(file descriptor, bytes in it)`` of the part ``name``, open to append: the one
+        an interrupted run left when it is a plain file of at most ``limit`` bytes, else a new
+        one (whatever had the name, a link included, is removed, never written through)."""
+        parts = self.parts()
+        fd = _open_regular(name, os.O_RDWR | os.O_APPEND, parts)
+        if fd is not None:
+            _lock(fd, name)
+            size = os.fstat(fd).st_size
+            if size <= limit:
+                return fd, size
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=parts)
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL | NO_FOLLOW
+        fd = os.open(name, flags, 0o666, dir_fd=parts)
+        _lock(fd, name)
+        return fd, 0
+
+    def discard(self, name):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=self.parts())
+
+    def publish(self, name, directory, target):
+        """Rename the part ``name`` to ``target`` in ``directory`` (a descriptor), replacing
+        whatever entry had that name (a link is replaced, not followed), durably."""
+        os.replace(name, target, src_dir_fd=self.parts(), dst_dir_fd=directory)
+        os.fsync(directory)
+
+
+def _lock(fd, name):
+    """Hold the part for this run: another download into the same folder that needs the same
+    file fails instead of appending to it too."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise Failure(f"{PARTS}/{name} is being written by another download") from None
+
+
+def open_regular(name, directory):
+    """A descriptor of the plain file ``name`` in ``directory``, for reading, or None when
+    there is none there (a link, a folder, a FIFO... are none)."""
+    return _open_regular(name, os.O_RDONLY, directory)
+
+
+def _open_regular(name, flags, directory):
+    try:
+        fd = os.open(name, flags | NO_FOLLOW, dir_fd=directory)
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
+            return None
+        raise
+    status = os.fstat(fd)
+    if stat.S_ISREG(status.st_mode) and status.st_nlink == 1:
+        return fd
+    os.close(fd)
+    return None

@@ -1,0 +1,141 @@
+"""Properties of the command line's names (:mod:`kinto_attachment.cli.names`): whatever ids,
+file names and marks a server lists (any Unicode, lone surrogates, separators, NUL, ``..``,
+very long), each record's local path is inside the folder, a file of its own, and names the
+same record again when given back to the command."""
+
+import os
+
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from kinto_attachment.cli.folder import Folder
+from kinto_attachment.cli.names import (
+    COMPONENT_BYTES,
+    PARTS,
+    argument_path,
+    component,
+    key,
+    local_names,
+    record_id_of,
+    shown,
+)
+
+
+#: Every code point, lone surrogates included (JSON can carry them: ``"\ud800"``).
+ANY = st.characters(exclude_categories=())
+TRICKY = st.sampled_from(
+    ["", ".", "..", "/", "\\", "\0", "a/../b", "/etc/passwd", "CON", "nul.txt", "com1",
+     "a.", "a ", PARTS, "\x1b[2J", "\u202egnp.exe", "é" * 300, "x" * 300 + ".tar.gz"]
+)  # fmt: skip
+TEXT = TRICKY | st.text(ANY, max_size=300)
+PATH = st.lists(TEXT, min_size=1, max_size=4).map("/".join)
+
+
+@st.composite
+def records(draw):
+    """A record as a server may list it: any id, any file name, maybe a mark (sometimes one
+    whose path derives the id, as sync writes them)."""
+    record = {"id": draw(TEXT)}
+    filename = draw(st.none() | TEXT)
+    if filename is not None:
+        record["attachment"] = {"filename": filename}
+    kind = draw(st.sampled_from(["none", "forged", "synced", "uploaded"]))
+    if kind in ("forged", "synced"):
+        path = draw(PATH)
+        record["synced_from"] = {"folder": draw(TEXT), "path": path}
+        if kind == "synced" and argument_path(path) == path:
+            record["id"] = record_id_of(path)
+    elif kind == "uploaded" and filename and argument_path(filename) == filename:
+        record["id"] = record_id_of(filename)
+    return record
+
+
+def inside(root, path):
+    return os.path.commonpath([root, os.path.normpath(os.path.join(root, path))]) == root
+
+
+@given(TEXT)
+@example("..")
+@example("a\0b")
+def test_a_component_is_one_safe_name(text):
+    name = component(text)
+    assert name and name not in (".", "..")
+    assert not set(name) & set("/\\\0")
+    assert len(name.encode()) <= COMPONENT_BYTES  # And encodable: no lone surrogate.
+    assert shown(name) == name  # Nothing a terminal would obey.
+    assert component(name) == name
+    assert inside("/folder", name) and os.path.dirname(os.path.join("/folder", name)) == "/folder"
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(records(), max_size=8, unique_by=lambda r: r["id"]), st.randoms())
+def test_local_paths_are_inside_the_folder_and_name_their_record(listed, shuffle):
+    names = local_names(listed)
+    assert set(names) == {r["id"] for r in listed}
+    keys = {key(path): record_id for record_id, path in names.items()}
+    assert len(keys) == len(listed)  # No two records share a file, whatever the case.
+    for record_id, path in names.items():
+        parts = path.split("/")
+        assert all(component(part) == part for part in parts)
+        assert inside("/folder", path)
+        assert key(parts[0]) != key(PARTS)
+        for n in range(1, len(parts)):  # No file where another record needs a folder.
+            assert key("/".join(parts[:n])) not in keys
+        # Given back to the command, the name designates the same record.
+        assert keys[key(argument_path(path))] == record_id
+    shuffled = list(listed)
+    shuffle.shuffle(shuffled)
+    assert local_names(shuffled) == names  # Whatever order the server lists them in.
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(records(), min_size=1, max_size=6, unique_by=lambda r: r["id"]))
+def test_local_paths_are_files_of_their_own_on_disk(tmp_path_factory, listed):
+    """Each name written through :class:`~kinto_attachment.cli.folder.Folder`, as downloads
+    write: every file lands inside the folder, one per record."""
+    root = tmp_path_factory.mktemp("names")
+    names = local_names(listed)
+    with Folder(str(root / "out")) as folder:
+        for record_id, path in names.items():
+            *parents, name = path.split("/")
+            directory = folder.directory(parents)
+            fd, _ = folder.part("part", 100)
+            os.write(fd, record_id.encode(errors="surrogatepass"))
+            os.close(fd)
+            folder.publish("part", directory, name)
+            os.close(directory)
+    found = {
+        os.path.relpath(os.path.join(where, name), root / "out")
+        for where, _, files in os.walk(root / "out")
+        for name in files
+    }
+    assert found == set(names.values())
+    assert os.listdir(root) == ["out"]
+
+
+def test_paths_as_typed():
+    assert argument_path("./fonts//a.woff2") == "fonts/a.woff2"
+    assert argument_path("/etc/passwd") is None
+    assert argument_path("a/../b") is None
+    assert argument_path("\udcff") is None
+
+
+def test_collisions_are_resolved_inside_the_folder():
+    """A name taken as a file, as a folder, and with the id in front: the next tries go on
+    until one is free, never outside the folder."""
+    listed = [
+        {"id": record_id_of("f"), "attachment": {"filename": "f"}},
+        {"id": record_id_of("r-f"), "attachment": {"filename": "r-f"}},
+        {"id": "r", "attachment": {"filename": "f"}},
+        {"id": "a", "attachment": {"filename": "sub"}, "synced_from": {"path": "sub"}},
+        {"id": record_id_of("sub/x"), "synced_from": {"folder": "s", "path": "sub/x"}},
+        {"id": record_id_of("f/y"), "synced_from": {"folder": "s", "path": "f/y"}},
+    ]
+    assert local_names(listed) == {
+        record_id_of("f"): "f",
+        record_id_of("r-f"): "r-f",
+        "r": "r-2-f",
+        "a": "a-sub",
+        record_id_of("sub/x"): "sub/x",
+        record_id_of("f/y"): f"{record_id_of('f/y')}-y",
+    }
