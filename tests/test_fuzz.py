@@ -4,8 +4,8 @@ Requests are written byte for byte on a socket (no client library to normalise t
 headers, query strings, multipart envelopes, tus headers, ``/data/files`` parameters and batch
 sub-requests, with NUL and control characters, ids longer than a file name and
 ``X-HTTP-Method-Override`` values. Two servers answer them: the shipped ``config/kinto.ini``
-(memory) and ``config/postgresql.ini`` with ``folder = {bucket_id}/{collection_id}``, where
-a NUL or a long id used to be a 5xx. After each request:
+(memory) and ``config/postgresql.ini`` with ``folder = {bucket_id}/{collection_id}`` (and no
+grace for replaced files), where a NUL or a long id used to be a 5xx. After each request:
 
 - no 5xx, except ``503`` "Too many transfers" (with ``Retry-After``); the local store of these
   servers does not fail, so its ``503`` (and Kinto's "temporary unavailable") is a bug here;
@@ -97,8 +97,14 @@ MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 
 
 POSTGRESQL_CONFIG = ROOT / "config" / "postgresql.ini"
-#: What the PostgreSQL server adds to ``config/postgresql.ini``: a folder per collection.
-FOLDER = "kinto.attachment.folder = {bucket_id}/{collection_id}"
+#: What the PostgreSQL server adds to ``config/postgresql.ini``: a folder per collection, and
+#: replaced files deleted at once, as ``config/kinto.ini`` does (kept for a grace, they would
+#: be deleted by the collector in the middle of later examples, which tell a refusal by the
+#: files it leaves or takes).
+EXTRA_LINES = (
+    "kinto.attachment.folder = {bucket_id}/{collection_id}",
+    "kinto.attachment.gc.replaced_grace_seconds = 0",
+)
 
 
 def _substitute(text, pattern, replacement):
@@ -109,7 +115,8 @@ def _substitute(text, pattern, replacement):
 
 @contextlib.contextmanager
 def postgresql_server(folder, pg_url):
-    """``config/postgresql.ini`` on a free port, ``pg_url`` (migrated) and :data:`FOLDER`."""
+    """``config/postgresql.ini`` on a free port, ``pg_url`` (migrated) and
+    :data:`EXTRA_LINES`."""
     base_path = folder / "attachments"
     base_path.mkdir()
     ini = folder / "postgresql.ini"
@@ -121,7 +128,7 @@ def postgresql_server(folder, pg_url):
         text = _substitute(
             text,
             r"^kinto\.attachment\.extensions = any$",
-            "kinto.attachment.extensions = any\n" + FOLDER,
+            "\n".join(["kinto.attachment.extensions = any", *EXTRA_LINES]),
         )
         ini.write_text(text)
         if attempt == 0:
