@@ -137,6 +137,12 @@ REFUSALS = {
         ERRORS.INVALID_PARAMETERS,
         "{method} {path} cannot be part of a batch: send it as a request of its own.",
     ),
+    "ids_too_long": Refusal(
+        400,
+        ERRORS.INVALID_PARAMETERS,
+        "The record's URI has {length} bytes: a record with an attachment has {limit} at most "
+        "(its bucket, collection and record ids together).",
+    ),
     # 400 of the tus headers.
     "not_an_integer": Refusal(**_TUS_400, message="{name} must be a non-negative integer."),
     "integer_too_long": Refusal(**_TUS_400, message="{name} is too large."),

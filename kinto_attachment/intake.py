@@ -20,7 +20,6 @@ and the one before, while a hashing thread hashes it.
 import dataclasses
 import functools
 import hashlib
-import json
 import mimetypes
 import os
 import posixpath
@@ -28,7 +27,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
-from . import errors
+from . import errors, storable
 from .media_types import parse_media_type
 from .storage import join_key, safe_name
 
@@ -248,14 +247,17 @@ class Intake:
 
 def record_fields(texts, refuse):
     """The record's ``data`` and ``permissions`` among ``texts`` (``{name: text}``), parsed:
-    each must be a JSON object. ``refuse(name, description)`` builds the refusal of a field
-    that is not (every entry point words it in its own terms)."""
+    each must be a JSON object that Kinto's storage can hold (:mod:`~.storable`).
+    ``refuse(name, description)`` builds the refusal of a field that is not (every entry point
+    words it in its own terms)."""
     parsed = {}
     for name in RECORD_FIELDS:
         if name not in texts:
             continue
         try:
-            parsed[name] = json.loads(texts[name])
+            parsed[name] = storable.json_object(texts[name])
+        except storable.Unstorable as e:
+            raise refuse(name, f"{e}.") from e
         except ValueError as e:
             raise refuse(name, f"is not valid JSON ({e})") from e
         except RecursionError as e:  # Nested deeper than the interpreter can parse.
@@ -266,9 +268,14 @@ def record_fields(texts, refuse):
 
 
 def check_name(policy, filename):
-    """400 unless an attachment may have this name under the collection's policy."""
+    """400 unless an attachment may have this name under the collection's policy, and
+    Kinto's storage can hold it (a NUL: 0x00)."""
     if not filename:
         raise errors.refuse("invalid_body", description="Filename is required.")
+    try:
+        storable.check_text(filename)
+    except storable.Unstorable as e:
+        raise errors.refuse("invalid_body", description=f"Filename {e}.") from e
     _check_extension(policy, filename)
     _check_extension(policy, safe_name(filename))
 

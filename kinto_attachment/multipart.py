@@ -4,7 +4,10 @@ python-multipart does the parsing and calls us back for each slice of each part;
 buffer the file part: its slices go straight to an :class:`~kinto_attachment.intake.Intake`.
 The other fields (``data``, ``permissions``) are small JSON texts, kept in memory up to
 :data:`FIELDS_LIMIT` bytes in all. Anything unexpected (a second file, an unknown field, a
-file without a name, a truncated body) is refused as soon as it is seen.
+file without a name, a truncated body) is refused as soon as the answer is known: as
+kinto-attachment, a form without an ``attachment`` part is answered ``Attachment missing.``
+whatever its other parts, so what is wrong with another part is told once the attachment part
+has begun (the bytes of that other part are skipped meanwhile, never kept).
 """
 
 from python_multipart.exceptions import MultipartParseError
@@ -56,15 +59,22 @@ class FormReader:
     :param text_fields: names of the accepted text fields.
     :param open_file: ``open_file(filename, content_type)`` returns the writer (an Intake)
         for the file part; it is called once the part's headers are known.
+    :param max_skipped: bytes at most of the parts skipped before the file part (0: no
+        limit), past which the form is too large (413): the file's own limit, so that a form
+        whose file is in a wrongly named part costs no more than a file that may be uploaded.
     """
 
-    def __init__(self, boundary, file_field, text_fields, open_file):
+    def __init__(self, boundary, file_field, text_fields, open_file, max_skipped=0):
         self.file_field = file_field
         self.text_fields = text_fields
         self.fields = {}
         self.file = None
         self._open_file = open_file
         self._budget = FIELDS_LIMIT
+        self._max_skipped = max_skipped
+        self._skipped = 0
+        #: The refusal of a part seen before the file part, told once that one begins.
+        self._deferred = None
         self._complete = False
         self._parser = MultipartParser(
             boundary,
@@ -99,12 +109,18 @@ class FormReader:
         if self._budget < 0:
             raise _invalid("body", f"form fields exceed {FIELDS_LIMIT} bytes")
 
+    def _skip(self, size):
+        self._skipped += size
+        if self._max_skipped and self._skipped > self._max_skipped:
+            raise errors.refuse("too_large", limit=self._max_skipped)
+
     def _on_part_begin(self):
         self._headers = {}
         self._header_name = bytearray()
         self._header_value = bytearray()
         self._sink = None
         self._field = None
+        self._skipping = False
 
     def _on_header_field(self, data, start, end):
         self._spend(end - start)
@@ -127,27 +143,44 @@ class FormReader:
             raise _invalid("body", "every part needs Content-Disposition: form-data; name")
         filename = options.get(b"filename")
         if name == self.file_field:
-            if self.file is not None:
-                raise _invalid(name, f"{name!r}: only one file may be attached")
-            if filename is None:
-                raise errors.refuse("invalid_body", description="Filename is required.")
-            self.file = self._sink = self._open_file(
-                _text(filename), self._headers.get("content-type")
-            )
-        elif name in self.text_fields:
-            if filename is not None:
-                raise _invalid(name, f"{name!r} field should be passed as form data, not files")
-            if name in self.fields:
-                raise _invalid(name, f"{name!r} given twice")
+            self._begin_file(name, filename)
+            return
+        refusal = self._refusal_of(name, filename)
+        if refusal is None:
             self._field = name
             self._sink = bytearray()
+        elif self.file is not None:
+            raise refusal
         else:
-            raise _invalid(name, f"{name!r} not in {tuple(self.text_fields)!r}")
+            self._deferred = self._deferred or refusal
+            self._skipping = True
+
+    def _begin_file(self, name, filename):
+        if self.file is not None:
+            raise _invalid(name, f"{name!r}: only one file may be attached")
+        if filename is None:
+            raise errors.refuse("invalid_body", description="Filename is required.")
+        if self._deferred is not None:
+            raise self._deferred
+        content_type = self._headers.get("content-type")
+        self.file = self._sink = self._open_file(_text(filename), content_type)
+
+    def _refusal_of(self, name, filename):
+        """The refusal of a part other than the file's, or None if it is a field we keep."""
+        if name not in self.text_fields:
+            return _invalid(name, f"{name!r} not in {tuple(self.text_fields)!r}")
+        if filename is not None:
+            return _invalid(name, f"{name!r} field should be passed as form data, not files")
+        if name in self.fields:
+            return _invalid(name, f"{name!r} given twice")
+        return None
 
     def _on_part_data(self, data, start, end):
         if self._field is not None:
             self._spend(end - start)
             self._sink += data[start:end]
+        elif self._skipping:
+            self._skip(end - start)
         else:
             self._sink.write(memoryview(data)[start:end])
 

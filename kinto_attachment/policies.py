@@ -8,6 +8,7 @@ subject of their own.
 """
 
 import dataclasses
+import hashlib
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -15,6 +16,7 @@ from types import MappingProxyType
 from pyramid.exceptions import ConfigurationError
 
 from .setting_values import as_bool, fail
+from .storage import MAX_NAME
 
 
 #: Where the default policy's names live, after Kinto's ``kinto.`` (which error messages add).
@@ -65,7 +67,35 @@ class Policy:
         return not self.extensions or extension in self.extensions
 
     def folder_for(self, bucket_id, collection_id):
-        return self.folder.format(bucket_id=bucket_id, collection_id=collection_id)
+        """The folder of the collection's files: ``folder`` with its ids, each segment that
+        they make longer than :data:`MAX_SEGMENT` named by its hash (:func:`short_segment`)."""
+        folder = self.folder.format(bucket_id=bucket_id, collection_id=collection_id)
+        return "/".join(short_segment(segment) for segment in folder.split("/"))
+
+
+#: Longest folder segment, in UTF-8 bytes: a file name on common filesystems (``NAME_MAX``).
+#: Kinto's ids have no limit: a longer segment is named by a hash rather than refused, the
+#: same way on every store, so that a record with long ids can have a file too.
+MAX_SEGMENT = 255
+#: Longest key, in UTF-8 bytes: S3's and GCS's limit for an object name.
+MAX_KEY = 1024
+#: Room for a blob's own name after its folder: ``safe_name``'s longest, and the ``-N`` of a
+#: taken one.
+NAME_ROOM = MAX_NAME + 16
+#: Characters of a long segment kept before its hash, for people who look at the files.
+HASHED_PREFIX = 64
+
+
+def short_segment(segment):
+    """``segment`` when it fits in :data:`MAX_SEGMENT` bytes (kinto-attachment's folders are
+    kept as they are), otherwise its first :data:`HASHED_PREFIX` bytes, ``~`` and the
+    sha256 of the whole (129 bytes at most). No Kinto id has a ``~``: a hashed segment is no
+    other collection's folder."""
+    raw = segment.encode("utf-8")
+    if len(raw) <= MAX_SEGMENT:
+        return segment
+    prefix = raw[:HASHED_PREFIX].decode("utf-8", "ignore")
+    return f"{prefix}~{hashlib.sha256(raw).hexdigest()}"
 
 
 # Parsers take the setting's full name (for error messages) and its raw value.
@@ -96,9 +126,20 @@ def _as_template(allowed):
 
 
 def _as_folder(name, value):
+    """A folder pattern, refused unless every key under it fits in :data:`MAX_KEY` bytes
+    (a segment with an id in it takes :data:`MAX_SEGMENT` at most, the file's name
+    :data:`NAME_ROOM`): three segments with ids fit, whatever the ids, four do not."""
     folder = _as_template(("bucket_id", "collection_id"))(name, value).strip("/")
     if any(part in ("", ".", "..") for part in folder.split("/")) and folder:
         fail(name, f"{value!r} must be relative and contain no '.' or '..' segments")
+    longest = NAME_ROOM
+    for segment in filter(None, folder.split("/")):
+        size = len(segment.encode("utf-8"))
+        if size > MAX_SEGMENT and "{" not in segment:
+            fail(name, f"{value!r}: a folder name has {MAX_SEGMENT} bytes at most")
+        longest += 1 + (MAX_SEGMENT if "{" in segment else size)
+    if longest > MAX_KEY:
+        fail(name, f"{value!r} would make keys of up to {longest} bytes, over {MAX_KEY}")
     return folder
 
 

@@ -150,12 +150,16 @@ def upload_offset(value):
 
 def metadata(header):
     """``Upload-Metadata``: ``key base64,key base64`` as ``{key: text}``; filename required.
+    Keys are printable (tus: "SHOULD be ASCII"), values base64: no NUL reaches the upload's
+    state, which keeps the header as sent (PostgreSQL cannot store a NUL).
 
     What the values mean beyond that (``data``, ``permissions``) is for the views to check.
     """
     values = {}
     for pair in filter(None, (p.strip() for p in (header or "").split(","))):
         key, _, encoded = pair.partition(" ")
+        if not key.isprintable():
+            raise error("bad_metadata", key=ascii(key))
         try:
             values[key] = base64.b64decode(encoded, validate=True).decode("utf-8")
         except ValueError as e:  # binascii.Error, UnicodeDecodeError, a non-ASCII value.

@@ -50,6 +50,19 @@ MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
             "body: File extension is not allowed.",
         ),
         (form(part("data", b"{}")), MULTIPART, 109, "Attachment missing."),
+        # kinto-attachment's own test: a file in a part of another name.
+        (
+            form(part("fichierjoint", b"--fake--", "image.jpg")),
+            MULTIPART,
+            109,
+            "Attachment missing.",
+        ),
+        (
+            form(part("my_field", b"1"), part("data", b"{}", "d.json"), part("data", b"{}")),
+            MULTIPART,
+            109,
+            "Attachment missing.",
+        ),
         (
             form(part("data", b"{oops"), FILE),
             MULTIPART,
@@ -82,6 +95,8 @@ MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
         "no-filename",
         "extension",
         "no-attachment",
+        "other-file-part",
+        "only-wrong-parts",
         "data-json",
         "permissions-json",
         "data-as-file",

@@ -2,9 +2,13 @@
 
 Requests are written byte for byte on a socket (no client library to normalise them): generated
 headers, query strings, multipart envelopes, tus headers, ``/data/files`` parameters and batch
-sub-requests. After each request:
+sub-requests, with NUL and control characters, ids longer than a file name and
+``X-HTTP-Method-Override`` values. Two servers answer them: the shipped ``config/kinto.ini``
+(memory) and ``config/postgresql.ini`` with ``folder = {bucket_id}/{collection_id}`` (and no
+grace for replaced files), where a NUL or a long id used to be a 5xx. After each request:
 
-- no 5xx, except ``503`` with ``Retry-After`` (a failing store);
+- no 5xx, except ``503`` "Too many transfers" (with ``Retry-After``); the local store of these
+  servers does not fail, so its ``503`` (and Kinto's "temporary unavailable") is a bug here;
 - a refused upload (4xx, or a connection the server dropped) leaves no new file under
   ``base_path`` and the record's previous attachment intact (same hash, same bytes on disk);
 - the record's ``attachment`` always describes the file it points to.
@@ -23,6 +27,7 @@ import json
 import os
 import re
 import socket
+import subprocess
 import time
 import uuid
 from urllib.parse import quote, urlsplit
@@ -32,7 +37,19 @@ import requests
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from .live import ALICE, REQUEST_TIMEOUT, create_collection, running_server
+from .live import (
+    ALICE,
+    BIN,
+    COMMAND_TIMEOUT,
+    REQUEST_TIMEOUT,
+    ROOT,
+    PortTaken,
+    create_collection,
+    free_port,
+    live_config,
+    running_server,
+    started,
+)
 
 
 pytestmark = pytest.mark.live
@@ -59,8 +76,18 @@ FUZZ = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "bounded"))
 BUCKET, COLLECTION, RECORD = "fuzz", "c", "r"
 COLLECTION_PATH = f"/v1/buckets/{BUCKET}/collections/{COLLECTION}"
 RECORD_PATH = f"{COLLECTION_PATH}/records/{RECORD}"
+#: Ids longer than a file name: a folder segment of their own on the PostgreSQL server.
+LONG_BUCKET, LONG_COLLECTION = "b" * 301, "c" * 300
+LONG_COLLECTION_PATH = f"/v1/buckets/{LONG_BUCKET}/collections/{LONG_COLLECTION}"
+#: Record ids: a new one of each length (the longest too long for a link, a 400).
+RECORD_IDS = {"new": 4, "long": 300, "too-long": 2100}
+#: A record id with a NUL, as a URL carries it: no such record can exist (Kinto's own record
+#: view refuses it with a 400, which ``assert_untouched`` cannot tell from a record).
+NUL_RECORD = "a%00b"
 BASELINE = bytes(range(256)) * 3 + b"baseline"
 KEEP_ID, KEEP_BYTES = "keep", b"kept data file"
+#: Where ``/data/files`` keeps its files (``kinto_attachment.state.data_file_entries``).
+DATA_FILES = ".data-files/"
 AUTH = "Basic " + base64.b64encode(":".join(ALICE).encode()).decode()
 SOCKET_TIMEOUT = 15
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
@@ -69,10 +96,79 @@ MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 # The live server and its state.
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with running_server(tmp_path_factory.mktemp("fuzz-server")) as live:
+POSTGRESQL_CONFIG = ROOT / "config" / "postgresql.ini"
+#: What the PostgreSQL server adds to ``config/postgresql.ini``: a folder per collection, and
+#: replaced files deleted at once, as ``config/kinto.ini`` does (kept for a grace, they would
+#: be deleted by the collector in the middle of later examples, which tell a refusal by the
+#: files it leaves or takes).
+EXTRA_LINES = (
+    "kinto.attachment.folder = {bucket_id}/{collection_id}",
+    "kinto.attachment.gc.replaced_grace_seconds = 0",
+)
+
+
+def _substitute(text, pattern, replacement):
+    text, count = re.subn(pattern, lambda _: replacement, text, flags=re.MULTILINE)
+    assert count == 1, f"{POSTGRESQL_CONFIG}: {count} lines match {pattern!r}"
+    return text
+
+
+@contextlib.contextmanager
+def postgresql_server(folder, pg_url):
+    """``config/postgresql.ini`` on a free port, ``pg_url`` (migrated) and
+    :data:`EXTRA_LINES`."""
+    base_path = folder / "attachments"
+    base_path.mkdir()
+    ini = folder / "postgresql.ini"
+    for attempt in range(3):
+        # The configuration names the server's own address (base_url): port known beforehand.
+        port = free_port()
+        text = live_config(port, base_path, template=POSTGRESQL_CONFIG)
+        text = _substitute(text, r"^pg_url = .*$", "pg_url = " + pg_url.replace("%", "%%"))
+        text = _substitute(
+            text,
+            r"^kinto\.attachment\.extensions = any$",
+            "\n".join(["kinto.attachment.extensions = any", *EXTRA_LINES]),
+        )
+        ini.write_text(text)
+        if attempt == 0:
+            _migrate(folder, ini)
+        with started(folder, ini, port, base_path) as live:
+            try:
+                live.wait_bound()
+            except PortTaken:
+                if attempt < 2:
+                    continue
+                raise
+            live.wait_ready()
+            yield live
+            return
+
+
+def _migrate(folder, ini):
+    result = subprocess.run(
+        [str(BIN / "kinto"), "migrate", "--ini", str(ini)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        cwd=folder,
+        timeout=COMMAND_TIMEOUT,
+    )
+    assert result.returncode == 0, result
+
+
+@pytest.fixture(
+    scope="module", params=["memory", pytest.param("postgresql", marks=pytest.mark.postgresql)]
+)
+def server(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp(f"fuzz-{request.param}")
+    if request.param == "memory":
+        running = running_server(folder)
+    else:
+        running = postgresql_server(folder, request.getfixturevalue("pg_url"))
+    with running as live:
         create_collection(live, BUCKET, COLLECTION)
+        create_collection(live, LONG_BUCKET, LONG_COLLECTION)
         yield live
 
 
@@ -165,10 +261,14 @@ class Reply:
         return json.loads(self.body)
 
 
+#: The one 5xx a healthy server may answer: its transfer budget is spent (``/data/files``).
+BUSY = b"Too many transfers in progress"
+
+
 def assert_not_server_error(server, route, reply, request_repr):
     if reply is None or reply.status < 500:
         return
-    if reply.status == 503 and reply.headers.get("Retry-After"):
+    if reply.status == 503 and reply.headers.get("Retry-After") and BUSY in reply.body:
         return
     raise failure(route, reply.status)(
         f"{route} answered {reply.status} to {_short(request_repr)}\n"
@@ -177,9 +277,9 @@ def assert_not_server_error(server, route, reply, request_repr):
     )
 
 
-def assert_consistent(server, route):
+def assert_consistent(server, route, record_path=RECORD_PATH):
     """The record's attachment describes a file that exists and has its bytes."""
-    attachment = _attachment(server)
+    attachment = _attachment(server, record_path)
     if attachment is None:
         return
     path = server.path_of(attachment["location"])
@@ -212,11 +312,14 @@ def assert_untouched(server, route, before, request_repr, record_paths=()):
     for path in record_paths:
         if _attachment_or_missing(server, path) is not MISSING:
             raise failure(route, "refusal created a record")(f"{request_repr}: {path}")
-    if set(before.files) - set(after.files):
-        # Files may only disappear after a success (replacement), never after a refusal.
-        raise failure(route, "refusal deleted files")(
-            f"{request_repr}: {sorted(set(before.files) - set(after.files))}"
-        )
+    # Files may only disappear after a success (replacement), never after a refusal; but the
+    # server's collector deletes the files of expired data files at any time (``keep`` is
+    # checked above).
+    deleted = sorted(
+        name for name in set(before.files) - set(after.files) if not name.startswith(DATA_FILES)
+    )
+    if deleted:
+        raise failure(route, "refusal deleted files")(f"{request_repr}: {deleted}")
 
 
 MISSING = object()
@@ -272,6 +375,13 @@ def send(server, method, target, headers=(), body=b"", framing="length", auth=Tr
         return Reply(response.status, response.headers, data)
 
 
+def b64(text):
+    return base64.b64encode(text.encode()).decode()
+
+
+CHUNK_TYPE = "application/offset+octet-stream"
+
+
 def path_of_url(url):
     parts = urlsplit(url)
     return parts.path + (f"?{parts.query}" if parts.query else "")
@@ -283,6 +393,11 @@ def path_of_url(url):
 header_text = st.text(
     alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF, blacklist_characters="\x7f"),
     max_size=40,
+)
+#: Header values with control characters (NUL included; CR and LF become spaces in ``send``):
+#: servers refuse most of them (waitress: 400); none may become a 5xx.
+control_text = st.text(
+    alphabet=st.characters(max_codepoint=0xFF, blacklist_categories=("Cs",)), max_size=20
 )
 huge_digits = st.integers(20, 6000).map(lambda n: "9" * n)
 digits = st.one_of(
@@ -302,15 +417,48 @@ json_values = st.recursive(
 deep_json = st.integers(1, 3000).map(lambda n: '{"a":' * n + "1" + "}" * n) | st.integers(
     1, 3000
 ).map(lambda n: '{"a":' + "[" * n + "]" * n + "}")
+#: JSON that Python reads and PostgreSQL or Kinto cannot store or read: NUL, lone surrogates,
+#: NaN and Infinity, numbers past a double, nesting past Kinto's recursion.
+unstorable_json = st.sampled_from(
+    [
+        '{"a": "x\\u0000y"}',
+        '{"a\\u0000": 1}',
+        '{"read": ["\\u0000"]}',
+        '{"a": "\\ud800"}',
+        '{"read": ["\\udfff"]}',
+        '{"a": NaN}',
+        '{"a": -Infinity}',
+        '{"a": 1e400}',
+        '{"a": 1' + "0" * 400 + "}",
+        '{"a":' * 470 + "1" + "}" * 470,
+    ]
+)
 json_field = st.one_of(
     st.none(),
     st.dictionaries(st.text(max_size=8), json_values, max_size=4).map(json.dumps),
     json_values.map(json.dumps),
     deep_json,
+    unstorable_json,
     st.text(max_size=30),
 )
 file_names = st.one_of(
-    st.sampled_from(["a.txt", "x.html", "y.svg", ".bin", "a/../b.txt", "..", "C:\\x\\y.exe", ""]),
+    st.sampled_from(
+        [
+            "a.txt",
+            "x.html",
+            "y.svg",
+            ".bin",
+            "a/../b.txt",
+            "..",
+            "C:\\x\\y.exe",
+            "",
+            "a\x00b.txt",
+            "\x00",
+            "\x01\x1f\x7f.txt",
+            "é\x85\u2028.txt",
+            "n" * 300 + "." + "e" * 200,
+        ]
+    ),
     st.text(max_size=30),
 )
 charsets = st.sampled_from(["utf-8", "UTF-8", "iso-8859-1", "idna", "utf-16", "x-unknown", ""])
@@ -384,15 +532,23 @@ def build_multipart(boundary, filename_param, part_type, content, data, permissi
 # Multipart uploads.
 
 
+def new_record_id(kind):
+    """A new record id of :data:`RECORD_IDS`'s length for ``kind``."""
+    return ("new-" + uuid.uuid4().hex).ljust(RECORD_IDS[kind], "x")
+
+
+MULTIPART = "multipart/form-data; boundary={b}"
+
+
 @FUZZ
 @given(
-    record=st.sampled_from([RECORD, "new"]),
+    record=st.sampled_from([RECORD, "new", "long", "too-long", "long-folder", NUL_RECORD]),
     filename_param=st.one_of(filename_params, st.just(...)),
     part_type=declared_types,
     content=st.binary(max_size=300),
     data=json_field,
     permissions=json_field,
-    extra=st.sampled_from([None, None, "other", "attachment"]),
+    extra=st.sampled_from([None, None, "other", "attachment", "fichierjoint"]),
     boundary=boundaries,
     content_type=content_types,
     truncate=st.none() | st.integers(0, 2000),
@@ -408,14 +564,38 @@ def build_multipart(boundary, filename_param, part_type, content, data, permissi
          None, None, "xyz", "multipart/form-data; boundary={b}", None, "length")  # fmt: skip
 @example(RECORD, 'filename="a.txt"', "text/plain", b"x" * 100, None, None, None, "xyz",
          "multipart/form-data; boundary={b}", None, 20)  # fmt: skip
+@example(RECORD, 'filename="a\x00b.txt"', None, b"x", None, None, None, "xyz", MULTIPART, None,
+         "length")  # fmt: skip
+@example(RECORD, 'filename="a.txt"', None, b"x", '{"a": "x\\u0000y"}', None, None, "xyz",
+         MULTIPART, None, "length")  # fmt: skip
+@example(RECORD, 'filename="a.txt"', None, b"x", None, '{"read": ["\\u0000"]}', None, "xyz",
+         MULTIPART, None, "length")  # fmt: skip
+@example(RECORD, 'filename="a.txt"', None, b"x", '{"a": "\\ud800"}', None, None, "xyz",
+         MULTIPART, None, "length")  # fmt: skip
+@example(RECORD, 'filename="a.txt"', None, b"x", '{"a":' * 470 + "1" + "}" * 470, None, None,
+         "xyz", MULTIPART, None, "length")  # fmt: skip
+@example(RECORD, ..., None, b"x", None, None, "fichierjoint", "xyz", MULTIPART, None,
+         "length")  # fmt: skip
+@example("long-folder", 'filename="a.txt"', None, b"x", None, None, None, "xyz", MULTIPART,
+         None, "length")  # fmt: skip
+@example("long", 'filename="a.txt"', None, b"x", None, None, None, "xyz", MULTIPART, None,
+         "length")  # fmt: skip
+@example("too-long", 'filename="a.txt"', None, b"x", None, None, None, "xyz", MULTIPART, None,
+         "length")  # fmt: skip
+@example(NUL_RECORD, 'filename="a.txt"', None, b"x", None, None, None, "xyz", MULTIPART, None,
+         "length")  # fmt: skip
 def test_post_attachment(
     server, record, filename_param, part_type, content, data, permissions, extra, boundary,
     content_type, truncate, framing,
 ):  # fmt: skip
     before = ensure_baseline(server)
-    if record == "new":
-        record = "new-" + uuid.uuid4().hex
-    path = f"{COLLECTION_PATH}/records/{record}"
+    collection = COLLECTION_PATH
+    if record == "long-folder":
+        collection, record = LONG_COLLECTION_PATH, "new"
+    if record in RECORD_IDS:
+        record = new_record_id(record)
+    path = f"{collection}/records/{record}"
+    fresh = [path] if record not in (RECORD, NUL_RECORD) else []
     body = build_multipart(boundary, filename_param, part_type, content, data, permissions, extra)
     if truncate is not None:
         body = body[:truncate]
@@ -424,7 +604,6 @@ def test_post_attachment(
     reply = send(server, "POST", path + "/attachment", headers, body, framing=framing)
     assert_not_server_error(server, "POST attachment", reply, request_repr)
     if reply is None or reply.status >= 300:
-        fresh = [path] if record != RECORD else []
         assert_untouched(server, "POST attachment", before, request_repr, fresh)
     else:
         # kinto-attachment's statuses: 200 when the record existed, 201 when it was created.
@@ -442,12 +621,13 @@ def test_post_attachment(
 
 @FUZZ
 @given(
-    record=st.sampled_from([RECORD, "missing"]),
+    record=st.sampled_from([RECORD, "missing", NUL_RECORD]),
     headers=st.lists(
         st.tuples(st.sampled_from(["If-Match", "If-None-Match", "X-Foo"]), header_text), max_size=2
     ),  # fmt: skip
     auth=st.booleans(),
 )
+@example(NUL_RECORD, [], True)
 def test_delete_attachment(server, record, headers, auth):
     before = ensure_baseline(server)
     path = f"{COLLECTION_PATH}/records/{record}/attachment"
@@ -549,6 +729,7 @@ metadata_values = st.one_of(
 )
 upload_metadata = st.one_of(
     st.none(),
+    control_text,
     st.lists(st.tuples(metadata_keys, metadata_values), max_size=4).map(
         lambda pairs: ",".join(f"{k} {v}" for k, v in pairs)
     ),
@@ -561,9 +742,21 @@ upload_metadata = st.one_of(
     header_text,
 )
 checksum_algorithms = st.sampled_from(["sha1", "sha256", "md5", "crc32", "SHA256", ""])
+#: ``X-HTTP-Method-Override`` values of a ``POST``: tus's, other methods, anything.
+override_values = st.one_of(
+    st.sampled_from(
+        ["PATCH", "DELETE", "HEAD", "GET", "OPTIONS", "PUT", "POST", "patch", " DELETE ", "TRACE"]
+    ),
+    header_text,
+    control_text,
+)
+tus_methods = st.one_of(
+    st.sampled_from(["HEAD", "PATCH", "PATCH", "DELETE", "OPTIONS"]),
+    override_values.map(lambda value: ("POST", value)),
+)
 tus_ops = st.lists(
     st.tuples(
-        st.sampled_from(["HEAD", "PATCH", "PATCH", "DELETE", "OPTIONS"]),
+        tus_methods,  # a method, or ("POST", its X-HTTP-Method-Override)
         st.one_of(st.just("AT"), digits),  # Upload-Offset; AT: the current offset
         st.one_of(
             st.none(),
@@ -595,8 +788,24 @@ def _checksum_header(spec, body):
     resumable=st.sampled_from(["1.0.0", "1.0.0", None, "2.0"]),
     creation_body=st.one_of(st.none(), st.binary(max_size=64)),
     ops=tus_ops,
+    record=st.sampled_from([RECORD, "long-folder", "long", "too-long", NUL_RECORD]),
 )
-@example("9" * 5000, "filename dC5iaW4=", "1.0.0", None, [])
+@example("9" * 5000, "filename dC5iaW4=", "1.0.0", None, [], RECORD)
+@example("5", "filename " + b64("a\x00b.txt"), "1.0.0", None, [], RECORD)
+@example("5", "filename dC5iaW4=,data " + b64('{"a": "\\u0000"}'), "1.0.0", None, [], RECORD)
+@example("5", "filename dC5iaW4=,permissions " + b64('{"read": ["\\ud800"]}'), "1.0.0", None,
+         [], RECORD)  # fmt: skip
+@example("5", "filename dC5iaW4=,a\x00 eA==", "1.0.0", None, [], RECORD)
+@example("5", "filename dC5iaW4=", "1.0.0", b"hello", [], "long-folder")
+@example("2", "filename dC5iaW4=", "1.0.0", None,
+         [("PATCH", "AT", None, CHUNK_TYPE, b"hi", "1.0.0", "length")], "long-folder")  # fmt: skip
+@example("2", "filename dC5iaW4=", "1.0.0", None, [], "too-long")
+@example("2", "filename dC5iaW4=", "1.0.0", None, [], NUL_RECORD)
+@example("2", "filename dC5iaW4=", "1.0.0", None,
+         [(("POST", "GET"), "AT", None, None, b"", "1.0.0", "none"),
+          (("POST", "FOO\x00"), "AT", None, None, b"", "1.0.0", "none"),
+          (("POST", "patch"), "AT", None, CHUNK_TYPE, b"hi", "1.0.0", "length"),
+          (("POST", "TRACE"), "AT", None, None, b"", "1.0.0", "none")], "long")  # fmt: skip
 @example(
     "8",
     "filename dC5iaW4=",
@@ -613,10 +822,20 @@ def _checksum_header(spec, body):
             "length",
         )
     ],  # fmt: skip
+    RECORD,
 )
-def test_tus(server, length, metadata, resumable, creation_body, ops):
+def test_tus(server, length, metadata, resumable, creation_body, ops, record):
     before = ensure_baseline(server)
-    collection = RECORD_PATH + "/attachment/uploads"
+    record_path, fresh = RECORD_PATH, []
+    if record == "long-folder":
+        record_path = f"{LONG_COLLECTION_PATH}/records/{new_record_id('new')}"
+    elif record == NUL_RECORD:
+        record_path = f"{COLLECTION_PATH}/records/{NUL_RECORD}"
+    elif record != RECORD:
+        record_path = f"{COLLECTION_PATH}/records/{new_record_id(record)}"
+    if record not in (RECORD, NUL_RECORD):
+        fresh = [record_path]
+    collection = record_path + "/attachment/uploads"
     options = send(server, "OPTIONS", collection, [("Tus-Resumable", "1.0.0")], framing="none")
     assert_not_server_error(server, "OPTIONS uploads", options, "OPTIONS")
     headers = [
@@ -636,15 +855,25 @@ def test_tus(server, length, metadata, resumable, creation_body, ops):
     reply = send(server, "POST", collection, headers, body)
     assert_not_server_error(server, "tus POST", reply, request_repr)
     if reply is None or reply.status >= 300:
-        assert_untouched(server, "tus POST", before, request_repr)
+        assert_untouched(server, "tus POST", before, request_repr, fresh)
         return
     assert reply.status == 201, request_repr
     upload = path_of_url(reply.headers["Location"])
     offset = int(reply.headers.get("Upload-Offset", "0"))
+    for unknown in (upload + "%00", upload[: upload.rindex("/") + 1] + "%00"):
+        reply = send(server, "HEAD", unknown, [("Tus-Resumable", "1.0.0")], framing="none")
+        assert_not_server_error(server, "tus HEAD", reply, f"HEAD {unknown}")
     for method, upload_offset, checksum, chunk_type, chunk, tus_version, framing in ops:
         before = snapshot(server)
         headers = [("Tus-Resumable", tus_version)] if tus_version else []
-        if method == "PATCH":
+        if isinstance(method, tuple):
+            method, override = method
+            headers.append(("X-HTTP-Method-Override", override))
+            # What the override makes of the POST, if anything: a PATCH gets its headers.
+            effective = override.strip().upper()
+        else:
+            effective = method
+        if effective == "PATCH":
             value = str(offset) if upload_offset == "AT" else upload_offset
             headers.append(("Upload-Offset", value))
             if chunk_type:
@@ -657,11 +886,11 @@ def test_tus(server, length, metadata, resumable, creation_body, ops):
         request_repr = f"{method} {upload} {headers} framing={framing!r} body={chunk!r}"
         reply = send(server, method, upload, headers, chunk, framing=framing)
         assert_not_server_error(server, f"tus {method}", reply, request_repr)
-        if method == "PATCH" and (reply is None or reply.status >= 300):
+        if effective == "PATCH" and (reply is None or reply.status >= 300):
             assert_untouched(server, "tus PATCH", before, request_repr)
-        elif method == "PATCH":
+        elif effective == "PATCH":
             offset = int(reply.headers["Upload-Offset"])
-        assert_consistent(server, f"tus {method}")
+        assert_consistent(server, f"tus {method}", record_path)
 
 
 # /data/files.
@@ -679,6 +908,7 @@ dispositions = st.one_of(
     file_names.map(lambda n: f'attachment; filename="{n}"'),
     st.tuples(charsets, file_names).map(lambda t: f"attachment; filename*={t[0]}''{quote(t[1])}"),
     header_text,
+    control_text,
 )
 
 
@@ -705,6 +935,11 @@ def _query(file_id, ttl, raw):
 @example("", "ttl-huge", "9" * 5000, False, None, None, b"x", "length", [])
 @example("", "idna", None, False, None, "attachment; filename*=idna''abc", b"x", "length", [])
 @example("", KEEP_ID, "abc", False, None, None, b"replacement", "length", ["GET"])
+@example("", "a\x00b", None, False, None, None, b"x", "length", ["GET", "HEAD", "DELETE"])
+@example("", "nul", None, False, None, "attachment; filename*=utf-8''a%00b.txt", b"x", "length",
+         ["LIST"])  # fmt: skip
+@example("", "nul", None, False, "text/plain\x00", 'attachment; filename="a\x00b.txt"', b"x",
+         "length", ["LIST"])  # fmt: skip
 def test_data_files(
     server, prefix, file_id, ttl, raw_query, content_type, disposition, body, framing, then
 ):
@@ -751,13 +986,31 @@ batch_paths = st.one_of(
             RECORD_PATH + "/attachment/uploads/nope",
             RECORD_PATH,
             COLLECTION_PATH + "/records/other/attachment",
+            LONG_COLLECTION_PATH + "/records/other/attachment",
+            LONG_COLLECTION_PATH + "/records/other/attachment/uploads",
             "/v1/data/files",
             f"/v1/data/files/{KEEP_ID}",
             "/data/files",
             f"/v1/data/files?id=b&ttl={'9' * 5000}",
         ]
     ),
-    st.text(alphabet="/abc?=&%.", max_size=12).map(lambda s: RECORD_PATH + "/attachment" + s),
+    # Valid percent-escapes only: Kinto's batch view fails (500) on a sub-request path that is
+    # not UTF-8 once decoded (``%bb``), whatever the route: a bug of Kinto's, not ours.
+    st.lists(st.sampled_from([*"/abc?=&.", "%2F", "%25", "%20", "%00"]), max_size=12).map(
+        lambda parts: RECORD_PATH + "/attachment" + "".join(parts)
+    ),
+)
+#: JSON values without NUL, for the bodies of sub-requests: Kinto's own record views (which
+#: ``PUT`` and ``PATCH`` of the record reach) answer a NUL with a 503 on PostgreSQL, a bug of
+#: Kinto's that this fuzzing is not about (our routes refuse to be part of a batch).
+kinto_text = st.text(st.characters(blacklist_characters="\x00"), max_size=8)
+kinto_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | kinto_text,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(kinto_text.map(lambda t: t[:5]), inner, max_size=3)
+    ),
+    max_leaves=8,
 )
 sub_requests = st.fixed_dictionaries(
     {
@@ -780,7 +1033,7 @@ sub_requests = st.fixed_dictionaries(
             header_text,
             max_size=3,
         ),
-        "body": st.dictionaries(st.sampled_from(["data", "permissions", "x"]), json_values),
+        "body": st.dictionaries(st.sampled_from(["data", "permissions", "x"]), kinto_json_values),
     },
 )
 

@@ -228,6 +228,49 @@ def test_unknown_field_is_refused():
     assert (errno, name, message) == (109, "colour", "body: 'colour' not in")
 
 
+def test_without_the_file_part_other_parts_are_attachment_missing():
+    """kinto-attachment's answer, whatever the other parts: files of another name, text
+    fields given as files or twice, unknown fields."""
+    body = form(
+        part("fichierjoint", TRICKY, filename="image.jpg"),
+        part("data", DATA, filename="data.json"),
+        part("data", DATA),
+        part("data", DATA),
+        part("colour", b"blue"),
+    )
+    assert error_of(same_everywhere(body)) == (109, [], "Attachment missing.")
+
+
+def test_other_parts_before_the_file_part_are_refused_when_it_begins():
+    def open_file(filename, content_type):
+        raise AssertionError("the file part must not be opened")
+
+    body = form(part("fichierjoint", TRICKY, filename="a.jpg"), part("attachment", b"x", "x"))
+    reader = multipart.FormReader(BOUNDARY, "attachment", ("data", "permissions"), open_file)
+    with pytest.raises(HTTPException) as refused:
+        multipart.read_form(io.BytesIO(body), len(body), reader)
+    assert json.loads(refused.value.body)["message"] == (
+        "body: 'fichierjoint' not in ('data', 'permissions')"
+    )
+
+
+def test_skipped_parts_count_towards_the_file_limit():
+    """A file sent in a part of another name costs no more than a file that may be sent."""
+    reader = multipart.FormReader(
+        BOUNDARY, "attachment", ("data", "permissions"), Sink, max_skipped=len(TRICKY) - 1
+    )
+    body = form(part("fichierjoint", TRICKY, filename="a.jpg"))
+    with pytest.raises(HTTPException) as refused:
+        multipart.read_form(io.BytesIO(body), len(body), reader)
+    assert refused.value.status_code == 413
+    reader = multipart.FormReader(
+        BOUNDARY, "attachment", ("data", "permissions"), Sink, max_skipped=len(TRICKY)
+    )
+    with pytest.raises(HTTPException) as refused:
+        multipart.read_form(io.BytesIO(body), len(body), reader)
+    assert json.loads(refused.value.body)["message"] == "Attachment missing."
+
+
 def test_text_field_given_as_file_or_twice_is_refused():
     as_file = form(part("data", DATA, filename="data.json"), part("attachment", b"", "x"))
     errno, _, message = error_of(same_everywhere(as_file))

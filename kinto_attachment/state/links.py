@@ -24,6 +24,11 @@ from . import legacy, paging
 
 RESOURCE = "attachment-blob"
 PARENT_PREFIX = "attachment:"
+#: Longest record URI (``/buckets/…/records/…``, in bytes) that uploads accept. A link's
+#: parent id holds it, and PostgreSQL indexes it with the link's id: past 2704 bytes for
+#: the index row, PostgreSQL refuses the write (as it refuses Kinto's own write of such a
+#: record, a 503). Kinto's ids have no limit; this one is the same on every backend.
+MAX_RECORD_URI = 2048
 
 
 def record_uri(bucket_id, collection_id, record_id):

@@ -17,7 +17,7 @@ from kinto.core.storage import Filter, Sort
 from kinto.core.storage.exceptions import ObjectNotFoundError
 from kinto.core.utils import COMPARISON, msec_time
 
-from .. import locks
+from .. import locks, storable
 from ..hashstate import ResumableSha256
 from . import paging
 
@@ -62,6 +62,8 @@ def new(ids, userid, length, plan, fields, metadata, state, client=None):
 
 
 def get(storage, upload_id):
+    if not storable.is_storable(upload_id):  # From a URL; PostgreSQL fails on a NUL.
+        return None
     try:
         return storage.get(resource_name=RESOURCE, parent_id=PARENT_ID, object_id=upload_id)
     except ObjectNotFoundError:
@@ -140,6 +142,8 @@ def remember_finished(cache, upload, seconds):
 
 def finished(cache, upload_id):
     """What :func:`remember_finished` kept, or None."""
+    if not storable.is_storable(upload_id):
+        return None
     return cache.get(_finished_key(upload_id))
 
 

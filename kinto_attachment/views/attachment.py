@@ -16,7 +16,7 @@ from kinto.views import object_exists_or_404, raise_404_if_invalid_id
 from pyramid.authorization import Everyone
 from pyramid.interfaces import IAuthorizationPolicy
 
-from .. import caching, downloads, errors, intake, lifecycle, locks, streams
+from .. import caching, downloads, errors, intake, lifecycle, locks, storable, streams
 from ..multipart import FIELDS_LIMIT, FormReader, boundary_of, read_form
 from ..state import links, records
 from .cors import DOWNLOAD_HEADERS
@@ -44,6 +44,7 @@ class AttachmentFactory(RouteFactory):
         self.record_id = match["id"]
         self.collection_uri = f"/buckets/{self.bucket_id}/collections/{self.collection_id}"
         self.record_uri = links.record_uri(self.bucket_id, self.collection_id, self.record_id)
+        _require_storable_ids(self)
         self.current_object = records.stored(
             request.registry.storage, self.bucket_id, self.collection_id, self.record_id
         )
@@ -53,6 +54,16 @@ class AttachmentFactory(RouteFactory):
             self.required_permission = "read"
         else:
             self.required_permission = "create" if creating else "write"
+
+
+def _require_storable_ids(context):
+    """404 for ids that no object can have and that PostgreSQL cannot even look up (a NUL:
+    storage and permission backends fail), before anything does, as Kinto's own route
+    factory refuses an invalid record id."""
+    for resource_name in ("bucket", "collection", "record"):
+        object_id = getattr(context, f"{resource_name}_id")
+        if not storable.is_storable(object_id):
+            raise errors.refuse("missing", resource_name=resource_name, id=object_id)
 
 
 def require_record_parents(request, context):
@@ -65,6 +76,14 @@ def require_record_parents(request, context):
         parent_id=f"/buckets/{context.bucket_id}",
         object_id=context.collection_id,
     )
+
+
+def require_storable_ids(context):
+    """400 when the record's ids are too long for its link to be stored
+    (:data:`~kinto_attachment.state.links.MAX_RECORD_URI`), before reading any of the body."""
+    length = len(context.record_uri.encode("utf-8"))
+    if length > links.MAX_RECORD_URI:
+        raise errors.refuse("ids_too_long", length=length, limit=links.MAX_RECORD_URI)
 
 
 def _refuse_oversized(request, max_size):
@@ -98,6 +117,7 @@ def _receive(request, context, policy, store):
             FILE_FIELD,
             intake.RECORD_FIELDS,
             open_file,
+            max_skipped=policy.max_size_bytes,
         )
         texts = read_form(*streams.request_body(request), reader)
         fields = intake.record_fields(texts, _invalid)
@@ -111,6 +131,7 @@ def post_attachment(request):
     policy = settings.policy(context.bucket_id, context.collection_id)
 
     _refuse_oversized(request, policy.max_size_bytes)
+    require_storable_ids(context)
     require_record_parents(request, context)
     blob, fields = _receive(request, context, policy, store)
     metadata = attach(request, context, blob, fields.get("data"), fields.get("permissions"))

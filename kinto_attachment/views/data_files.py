@@ -186,7 +186,10 @@ def _reserved(request, size):
 
 
 def _live_entry(request, file_id):
-    entry = data_file_entries.get(request.registry.storage, file_id)
+    entry = None
+    # An id no upload accepts was never stored: not looked up (PostgreSQL fails on a NUL).
+    if data_file_entries.valid_id(file_id):
+        entry = data_file_entries.get(request.registry.storage, file_id)
     if entry is None or not data_file_entries.is_live(entry):
         raise errors.refuse("missing", resource_name="data-file", id=file_id)
     return entry
@@ -259,6 +262,8 @@ def _require_intact(request, store, entry, served):
 
 def delete(request, file_id):
     require_visible(request)
+    if not data_file_entries.valid_id(file_id):  # Never stored (see ``_live_entry``).
+        return Response(status=204)
     data_file_entries.lock(request.registry, file_id)
     entry = data_file_entries.remove(request.registry.storage, file_id)
     if entry is not None:

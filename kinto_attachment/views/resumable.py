@@ -30,7 +30,13 @@ from ..client_address import client_address, client_name
 from ..hashstate import ResumableSha256
 from ..state import tus_uploads
 from . import cors
-from .attachment import RECORD_PATH, AttachmentFactory, attach, require_record_parents
+from .attachment import (
+    RECORD_PATH,
+    AttachmentFactory,
+    attach,
+    require_record_parents,
+    require_storable_ids,
+)
 
 
 #: The capability (:mod:`kinto_attachment`) reads these here.
@@ -108,6 +114,7 @@ def create(request):
     )
     metadata = tus.metadata(headers.get("Upload-Metadata"))
     fields = intake.record_fields(metadata, tus.invalid_metadata)
+    require_storable_ids(context)
     require_record_parents(request, context)
     _refuse_too_many(request, client)
     ids = (context.bucket_id, context.collection_id, context.record_id)
