@@ -132,6 +132,11 @@ REFUSALS = {
         ERRORS.INVALID_PARAMETERS,
         "The body ended after {read} of the {length} bytes of its Content-Length.",
     ),
+    "body_interrupted": Refusal(
+        400,
+        ERRORS.INVALID_PARAMETERS,
+        "The body could not be read to its end: the connection failed or stalled.",
+    ),
     "in_batch": Refusal(
         400,
         ERRORS.INVALID_PARAMETERS,

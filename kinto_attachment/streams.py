@@ -85,7 +85,14 @@ def read_chunks(stream, length, chunk_size=CHUNK_SIZE):
     remaining = length
     while remaining is None or remaining > 0:
         size = chunk_size if remaining is None else min(chunk_size, remaining)
-        chunk = stream.read(size)
+        try:
+            chunk = stream.read(size)
+        except OSError:
+            # The server could not read on: the client went away, or stalled past the
+            # server's read timeout (uWSGI's socket-timeout raises here).
+            chunk = b""
+            if remaining is None:
+                raise errors.refuse("body_interrupted") from None
         if not chunk:
             if remaining is not None:
                 raise errors.refuse("short_body", read=length - remaining, length=length)

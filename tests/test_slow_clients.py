@@ -160,3 +160,62 @@ def test_gunicorn_refuses_a_head_over_64_kib(gunicorn):
         sock.sendall(f"GET /v1/ HTTP/1.1\r\nHost: x\r\n{fields}\r\n".encode())
         answer = sock.recv(1024)
     assert answer.startswith(b"HTTP/1.1 431 "), answer
+
+
+@pytest.mark.parametrize("name", ["gunicorn", "uwsgi"])
+@pytest.mark.parametrize("route", ["multipart", "tus"])
+def test_a_stalled_upload_is_refused_cleanly(name, route, tmp_path, monkeypatch):
+    """An upload whose body stops is cut after the stall time: a ``400`` for a client still
+    listening, no file, no error logged (uWSGI's read failed with an ``OSError`` that became a
+    ``500``, a ``503`` on tus, each with a traceback)."""
+    monkeypatch.setenv("KINTO_STALL_TIMEOUT", "3")
+    with running_server(tmp_path, name) as live:
+        create_collection(live, "slow", "stalled")
+        record = "/v1/buckets/slow/collections/stalled/records/r"
+        credentials = base64.b64encode(":".join(ALICE).encode()).decode()
+        auth = f"Authorization: Basic {credentials}\r\n"
+        if route == "tus":
+            created = requests.post(
+                f"{live.origin}{record}/attachment/uploads",
+                headers={
+                    "Tus-Resumable": "1.0.0",
+                    "Upload-Length": "100000",
+                    "Upload-Metadata": "filename YS5iaW4=",
+                },
+                auth=ALICE,
+            )
+            assert created.status_code == 201, created.text
+            path = created.headers["Location"].split(str(live.port), 1)[1]
+            head = (
+                f"PATCH {path} HTTP/1.1\r\nHost: x\r\n{auth}Tus-Resumable: 1.0.0\r\n"
+                "Upload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\n"
+                "Content-Length: 100000\r\n\r\n"
+            )
+            body = b"x" * 1000
+        else:
+            boundary = "stalled"
+            body = (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="attachment"; '
+                'filename="a.bin"\r\nContent-Type: application/octet-stream\r\n\r\n'
+            ).encode() + b"x" * 1000
+            head = (
+                f"POST {record}/attachment HTTP/1.1\r\nHost: x\r\n{auth}"
+                f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+                "Content-Length: 100000\r\n\r\n"
+            )
+        since = len(live.output())
+        with socket.create_connection(("127.0.0.1", live.port), timeout=20) as sock:
+            sock.sendall(head.encode() + body)
+            answer = sock.recv(65536).decode("latin-1")
+        assert answer.startswith("HTTP/1.1 400 "), answer
+        log = live.output()[since:]
+        assert "Traceback" not in log and " ERROR " not in log, log
+        if route == "tus":  # The upload stays resumable, from what was stored of it.
+            resumed = requests.head(
+                f"{live.origin}{path}", headers={"Tus-Resumable": "1.0.0"}, auth=ALICE
+            )
+            assert resumed.status_code == 200, resumed.headers
+            assert int(resumed.headers["Upload-Offset"]) in (0, len(body))
+        else:
+            assert [p for p in live.base_path.rglob("*") if p.is_file()] == []
+        assert requests.get(f"{live.origin}{record}", auth=ALICE).status_code == 404
