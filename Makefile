@@ -4,8 +4,9 @@ BIN := $(VENV)/bin
 INSTALL_STAMP := $(VENV)/.install.stamp
 SERVE_STAMP := $(VENV)/.serve.stamp
 TEST_STAMP := $(VENV)/.test.stamp
+DOCS_STAMP := $(VENV)/.docs.stamp
 
-.PHONY: serve test fuzz lint format bench clean
+.PHONY: serve test docs fuzz lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +16,7 @@ $(INSTALL_STAMP): $(BIN)/python setup.cfg pyproject.toml
 	$(BIN)/pip install -q -e .
 	touch $@
 
-# The clients of the README's examples, beside the server (curl and node are the system's).
+# The clients of the documented examples, beside the server (curl and node are the system's).
 $(SERVE_STAMP): $(INSTALL_STAMP)
 	$(BIN)/pip install -q httpie requests tuspy
 	touch $@
@@ -24,8 +25,12 @@ $(TEST_STAMP): $(INSTALL_STAMP)
 	$(BIN)/pip install -q -e ".[test]"
 	touch $@
 
+$(DOCS_STAMP): $(INSTALL_STAMP)
+	$(BIN)/pip install -q -e ".[docs]"
+	touch $@
+
 ## Run Kinto with kinto_attachment on the embedded default at http://localhost:8888/v1
-## (and install the README examples' clients in .venv: HTTPie, requests, tuspy)
+## (and install the documented examples' clients in .venv: HTTPie, requests, tuspy)
 serve: $(SERVE_STAMP)
 	mkdir -p var/attachments
 	$(BIN)/pserve config/kinto.ini
@@ -37,6 +42,10 @@ test: $(TEST_STAMP)
 	$(BIN)/ruff check kinto_attachment tests bench config
 	$(BIN)/ruff format --check kinto_attachment tests bench config
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --cov --cov-report=term-missing $(PYTEST_ARGS)
+
+## Build the documentation (docs/) into docs/_build/html, warnings as errors
+docs: $(DOCS_STAMP)
+	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
 
 ## Long fuzzing run of every route on a live server (random seeds, many examples; minutes)
 fuzz: $(TEST_STAMP)
@@ -55,4 +64,4 @@ format: $(TEST_STAMP)
 	$(BIN)/ruff format kinto_attachment tests bench config
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .coverage *.egg-info
+	rm -rf $(VENV) var .pytest_cache .coverage *.egg-info docs/_build

@@ -2,7 +2,7 @@
 # (KINTO_INI=config/postgresql.ini for another configuration). gunicorn streams request bodies
 # from the socket: an upload is hashed and stored while it arrives, and a request refused
 # before its body (authentication, permissions, Content-Length over max_size_bytes) reads none
-# of it. See README.rst, "Production servers".
+# of it. See docs/production.rst.
 import os
 import sys
 
@@ -30,7 +30,7 @@ def on_starting(server):
 # A request holds a thread from its whole head to its answer (idle connections and slow heads
 # hold none: see below); 32 leave room for that many uploads at once.
 threads = 32
-# Slow and idle clients (README.rst, "Security"): gthread made to withstand them
+# Slow and idle clients (docs/security.rst): gthread made to withstand them
 # (config/gunicorn_worker.py). Request heads are gathered without a thread and must arrive whole
 # within stall_timeout seconds; a body read that waits stall_timeout seconds for a byte ends the
 # request (400, nothing stored), and so does an answer the client stops taking for as long. No

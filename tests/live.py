@@ -1,10 +1,10 @@
-"""Helpers of the live tests: a real waitress server, the README's examples, real clients.
+"""Helpers of the live tests: a real waitress server, the documented examples, real clients.
 
 :func:`running_server` starts ``pserve`` on a copy of the shipped ``config/kinto.ini`` that only
 differs by its port, its host (loopback) and its files folder (a temporary one).
-:func:`readme_examples` extracts the code blocks of ``README.rst`` that follow a
-``.. live-test: NAME`` comment, so that the documented commands are the tested ones;
-:func:`run_bash` runs them as a user typing in a terminal would.
+:func:`documented_examples` extracts the code blocks of ``README.rst`` and of the pages of
+``docs/`` that follow a ``.. live-test: NAME`` comment, so that the documented commands are the
+tested ones; :func:`run_bash` runs them as a user typing in a terminal would.
 ``bench/servers.py`` starts its servers (and its moto process) with :func:`started` too.
 :func:`ensure_peer` builds (once, then from a cache) the virtualenv of Mozilla's
 kinto-attachment that ``bench/servers.py`` measures against and ``tests/legacy.py`` runs.
@@ -33,11 +33,15 @@ import requests
 
 
 ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.rst"
+#: The pages whose examples are tested: the front page and every page of the documentation.
+DOCUMENTED = (
+    ROOT / "README.rst",
+    *sorted(p for p in (ROOT / "docs").glob("**/*.rst") if "_build" not in p.parts),
+)
 CONFIG = ROOT / "config" / "kinto.ini"
 #: The virtualenv's scripts: ``pserve``, ``http``...
 BIN = Path(sys.executable).parent
-#: What the README and the shipped configuration use.
+#: What the documentation and the shipped configuration use.
 DOCUMENTED_ADDRESS = "localhost:8888"
 
 START_TIMEOUT = 30
@@ -111,7 +115,7 @@ class LiveServer:
 
     @property
     def url(self):
-        """The API root, as the README spells it (``localhost``)."""
+        """The API root, as the documentation spells it (``localhost``)."""
         return f"http://localhost:{self.port}/v1"
 
     @property
@@ -339,7 +343,7 @@ def ensure_peer():
     return venv / "bin"
 
 
-# The README's examples.
+# The documented examples.
 
 
 MARKER = re.compile(r"^\.\. live-test: (\S+)\s*$")
@@ -348,15 +352,21 @@ CODE_BLOCK = re.compile(r"^(\s*)\.\. code-block:: (\S+)\s*$")
 
 @dataclasses.dataclass
 class Example:
-    name: str
+    """A code block of a page, named by the ``.. live-test: NAME`` comment before it (None when
+    it has none)."""
+
+    name: str | None
     language: str
     code: str
+    #: The page, relative to the repository (``docs/getting-started.rst``).
+    page: str
+    #: Where the block's comment is (its directive, without one).
     line: int
 
     def against(self, port):
         """The code as written, addressed to ``localhost:port`` instead of the documented one."""
         assert DOCUMENTED_ADDRESS in self.code, (
-            f"README.rst:{self.line}: example {self.name!r} does not use {DOCUMENTED_ADDRESS}"
+            f"{self.page}:{self.line}: example {self.name!r} does not use {DOCUMENTED_ADDRESS}"
         )
         return self.code.replace(DOCUMENTED_ADDRESS, f"localhost:{port}")
 
@@ -365,37 +375,64 @@ def _indent(line):
     return len(line) - len(line.lstrip())
 
 
-def readme_examples(path=README):
-    """``{name: Example}`` for each ``.. code-block::`` that follows ``.. live-test: name``."""
+def _block_body(lines, start, indent):
+    """The code of the directive at ``lines[start]``, dedented, and the index after it."""
+    end = start + 1
+    while end < len(lines) and not (lines[end].strip() and _indent(lines[end]) <= indent):
+        end += 1
+    body = lines[start + 1 : end]
+    # Directive options (":linenos:"...) come before the first blank line.
+    while body and body[0].strip().startswith(":"):
+        body.pop(0)
+    return textwrap.dedent("\n".join(body)).strip("\n"), end
+
+
+def code_blocks(path):
+    """Every ``.. code-block::`` of the page at ``path``, in the page's order."""
     lines = path.read_text().splitlines()
-    examples = {}
-    for number, line in enumerate(lines):
-        marker = MARKER.match(line)
-        if not marker:
-            continue
-        name = marker.group(1)
-        where = f"{path.name}:{number + 1}"
-        following = number + 1
-        while following < len(lines) and not lines[following].strip():
-            following += 1
-        directive = CODE_BLOCK.match(lines[following]) if following < len(lines) else None
+    page = path.relative_to(ROOT).as_posix()
+    blocks = []
+    marker = None  # (name, line) of a comment waiting for its block.
+    number = 0
+    while number < len(lines):
+        line = lines[number]
+        directive = CODE_BLOCK.match(line)
         if directive is None:
-            raise AssertionError(f"{where}: {line!r} is not followed by a code-block")
-        indent = len(directive.group(1))
-        body = []
-        for text in lines[following + 1 :]:
-            if text.strip() and _indent(text) <= indent:
-                break
-            body.append(text)
-        # Directive options (":linenos:"...) come before the first blank line.
-        while body and body[0].strip().startswith(":"):
-            body.pop(0)
-        code = textwrap.dedent("\n".join(body)).strip("\n")
-        if not code:
-            raise AssertionError(f"{where}: the code-block of {name!r} is empty")
-        if name in examples:
-            raise AssertionError(f"{where}: a second example is named {name!r}")
-        examples[name] = Example(name, directive.group(2), code + "\n", number + 1)
+            if marker is not None and line.strip():
+                raise AssertionError(
+                    f"{page}:{marker[1]}: {marker[0]!r} is not followed by a code-block"
+                )
+            if found := MARKER.match(line):
+                marker = (found.group(1), number + 1)
+            number += 1
+            continue
+        code, end = _block_body(lines, number, len(directive.group(1)))
+        name, where = marker if marker is not None else (None, number + 1)
+        if name is not None and not code:
+            raise AssertionError(f"{page}:{where}: the code-block of {name!r} is empty")
+        blocks.append(Example(name, directive.group(2), code + "\n", page, where))
+        marker = None
+        number = end
+    if marker is not None:
+        raise AssertionError(f"{page}:{marker[1]}: {marker[0]!r} is not followed by a code-block")
+    return blocks
+
+
+def documented_examples(pages=DOCUMENTED):
+    """``{name: Example}`` for each code block of ``pages`` that follows a
+    ``.. live-test: NAME`` comment; a name is given once in all the pages."""
+    examples = {}
+    for path in pages:
+        for block in code_blocks(path):
+            if block.name is None:
+                continue
+            if block.name in examples:
+                first = examples[block.name]
+                raise AssertionError(
+                    f"{block.page}:{block.line}: a second example is named {block.name!r} "
+                    f"(first at {first.page}:{first.line})"
+                )
+            examples[block.name] = block
     return examples
 
 

@@ -1,6 +1,6 @@
 """The browser example (``examples/browser``) in a real browser: Debian's Chromium, headless.
 
-The page is served by the README's own commands (``npm ci``, ``npm start``) from a copy of
+The page is served by the documentation's own commands (``npm ci``, ``npm start``) from a copy of
 the folder, on another origin than the API (so CORS is what a real deployment meets), and
 ``tests/browser/drive.js`` (playwright-core, which downloads no browser) uses it as a person
 would: picks a file, starts, pauses, resumes, downloads. The test then checks what the server
@@ -28,7 +28,7 @@ from .live import (
     REQUEST_TIMEOUT,
     ROOT,
     client_env,
-    readme_examples,
+    documented_examples,
     running_server,
     write_random_file,
 )
@@ -99,8 +99,8 @@ def chromium():
 
 @pytest.fixture(scope="module")
 def page_origin(chromium, tmp_path_factory):
-    """The README's commands in a copy of examples/browser; ``npm start`` on a free port."""
-    commands = readme_examples()["browser"].code.splitlines()
+    """The documented commands in a copy of examples/browser; ``npm start`` on a free port."""
+    commands = documented_examples()["browser"].code.splitlines()
     assert commands[0] == "cd examples/browser", commands
     assert [line.split("#")[0].strip() for line in commands[1:]] == ["npm ci", "npm start"]
     folder = copy_without_modules(EXAMPLE, tmp_path_factory.mktemp("browser") / "browser")

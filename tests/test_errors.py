@@ -1,4 +1,4 @@
-"""The refusal catalogue (:mod:`kinto_attachment.errors`) and README.rst's Errors table."""
+"""The refusal catalogue (:mod:`kinto_attachment.errors`) and the errors table of docs/api.rst."""
 
 import re
 from pathlib import Path
@@ -9,15 +9,15 @@ from pyramid import httpexceptions
 from kinto_attachment import errors, tus
 
 
-README = Path(__file__).parent.parent / "README.rst"
+API_PAGE = Path(__file__).parent.parent / "docs" / "api.rst"
 #: A row of the table: status and errno, then its description (continued lines start blank).
 ROW = re.compile(r"^(\d{3})\s+(\d{3})\s")
 
 
-def readme_pairs():
-    """The (status, errno) pairs of README.rst's "Errors" simple table."""
-    text = README.read_text(encoding="utf-8")
-    section = text.split("\nErrors\n~~~~~~\n", 1)[1]
+def documented_pairs():
+    """The (status, errno) pairs of the simple table of docs/api.rst's "Errors"."""
+    text = API_PAGE.read_text(encoding="utf-8")
+    section = text.split("\nErrors\n------\n", 1)[1]
     borders = [i for i, line in enumerate(section.splitlines()) if line.startswith("======")]
     assert len(borders) >= 3, "the Errors table: header, rows and bottom borders"
     rows = section.splitlines()[borders[1] + 1 : borders[2]]
@@ -30,14 +30,14 @@ def catalogue_pairs():
     return {(r.status, r.errno.value) for r in errors.REFUSALS.values()}
 
 
-def test_readme_lists_every_refusal():
-    missing = catalogue_pairs() - readme_pairs()
-    assert not missing, f"add rows to README.rst's Errors table: {sorted(missing)}"
+def test_documentation_lists_every_refusal():
+    missing = catalogue_pairs() - documented_pairs()
+    assert not missing, f"add rows to the errors table of docs/api.rst: {sorted(missing)}"
 
 
-def test_readme_lists_no_other_refusal():
-    unknown = readme_pairs() - catalogue_pairs()
-    assert not unknown, f"README.rst's Errors table has no refusal for: {sorted(unknown)}"
+def test_documentation_lists_no_other_refusal():
+    unknown = documented_pairs() - catalogue_pairs()
+    assert not unknown, f"the errors table of docs/api.rst has no refusal for: {sorted(unknown)}"
 
 
 def _params(refusal):

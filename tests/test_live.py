@@ -1,7 +1,8 @@
 """Live tests: ``pserve`` on the shipped configuration, driven by HTTPie, curl and kinto-http.
 
-The README's examples are run as written (only their port differs), so the documentation and
-the tests cannot drift apart.
+The documented examples (README.rst and docs/) are run as written (only their port differs), so
+the documentation and the tests cannot drift apart; docs/getting-started.rst is run whole, in
+its order.
 """
 
 import filecmp
@@ -19,10 +20,12 @@ from kinto_attachment.streams import CHUNK_SIZE
 from .live import (
     ALICE,
     REQUEST_TIMEOUT,
+    ROOT,
+    code_blocks,
     create_collection,
     curl,
+    documented_examples,
     get,
-    readme_examples,
     run_bash,
     run_python,
     running_server,
@@ -46,12 +49,14 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def readme():
-    return readme_examples()
+    """The documented examples, by name (README.rst and docs/)."""
+    return documented_examples()
 
 
 @pytest.fixture(scope="module")
 def workdir(server, readme, tmp_path_factory):
-    """Where the README's setup example ran: bucket, collection and hello.txt exist."""
+    """Where the setup example of docs/getting-started.rst ran: bucket, collection and hello.txt
+    exist."""
     cwd = tmp_path_factory.mktemp("readme")
     result = run_bash(readme["setup"].against(server.port), cwd)
     assert result.returncode == 0, result
@@ -83,19 +88,76 @@ def assert_hello(server, attachment, filename="hello.txt"):
     assert server.path_of(attachment["location"]).read_bytes() == HELLO
 
 
-def test_readme_examples_are_marked(readme):
-    assert {name: example.language for name, example in readme.items()} == {
-        "setup": "bash",
-        "httpie": "bash",
-        "curl": "bash",
-        "python": "python",
-        "slimfaas": "bash",
-        "large-setup": "bash",
-        "tuspy": "python",
-        "tus-js": "javascript",
-        "browser": "bash",
-        "cli": "bash",
+def test_documented_examples_are_marked(readme):
+    """Each example is on its page, and none is lost when a page moves."""
+    assert {name: (example.page, example.language) for name, example in readme.items()} == {
+        "readme": ("README.rst", "bash"),
+        "setup": (GETTING_STARTED, "bash"),
+        "httpie": (GETTING_STARTED, "bash"),
+        "download": (GETTING_STARTED, "bash"),
+        "curl": (GETTING_STARTED, "bash"),
+        "python": (GETTING_STARTED, "python"),
+        "delete": (GETTING_STARTED, "bash"),
+        "slimfaas": ("docs/data-files.rst", "bash"),
+        "large-setup": ("docs/resumable-uploads.rst", "bash"),
+        "tuspy": ("docs/resumable-uploads.rst", "python"),
+        "tus-js": ("docs/resumable-uploads.rst", "javascript"),
+        "browser": ("docs/resumable-uploads.rst", "bash"),
+        "cli": ("docs/cli.rst", "bash"),
     }
+
+
+GETTING_STARTED = "docs/getting-started.rst"
+#: The commands of the first page that no test runs: the server is started as ``make serve``
+#: starts it (:func:`running_server`), and the clients' virtualenv is on every command's PATH.
+NOT_RUN = ("make serve", ". .venv/bin/activate")
+
+
+def test_getting_started_runs_as_written(tmp_path_factory):
+    """Every command of the first page, in the page's order, on a fresh server: as a newcomer
+    types them, each one after the other in one folder."""
+    blocks = code_blocks(ROOT / GETTING_STARTED)
+    commands = [b for b in blocks if b.language in ("bash", "python")]
+    unmarked = [" ".join(b.code.split()[:2]) for b in commands if b.name is None]
+    assert unmarked == list(NOT_RUN), (
+        f"mark the commands of {GETTING_STARTED}: `.. live-test: NAME`"
+    )
+    cwd = tmp_path_factory.mktemp("getting-started")
+    outputs = {}
+    with running_server(tmp_path_factory.mktemp("getting-started-server")) as server:
+        for block in commands:
+            if block.name is None:
+                continue
+            run = run_python if block.language == "python" else run_bash
+            result = run(block.against(server.port), cwd)
+            assert result.returncode == 0, (block.page, block.line, result)
+            outputs[block.name] = result.stdout
+
+        assert "201 Created" in outputs["httpie"]
+        # HTTPie exits 0 on an error status: each of the two GETs must have answered 200.
+        assert outputs["download"].count("HTTP/1.1 200 OK") == 2, outputs["download"]
+        record, download = outputs["download"].split("HTTP/1.1 200 OK")[1:]
+        assert (
+            '"lang": "en"' in record and '"hash": "' + hashlib.sha256(HELLO).hexdigest() in record
+        )
+        assert download.rstrip().endswith(HELLO.decode())
+        assert json.loads(outputs["curl"])["size"] == len(HELLO)
+        assert "204 No Content" in outputs["delete"]
+        assert record_data(server, ASSETS + "/records/hello-python")["attachment"] is None
+        assert_hello(server, record_data(server, ASSETS + "/records/hello-curl")["attachment"])
+        # The files of the HTTPie and curl uploads; the Python one's was deleted.
+        assert len(server.files()) == 2, server.files()
+
+
+def test_readme_front_page(server, readme, tmp_path):
+    """README.rst's one example: the default bucket, nothing created beforehand."""
+    result = run_bash(readme["readme"].against(server.port), tmp_path)
+
+    assert result.returncode == 0, result
+    reply = json.loads(result.stdout)
+    assert_hello(server, reply)
+    record = record_data(server, "/buckets/default/collections/notes/records/hello")
+    assert record["attachment"] == reply
 
 
 def test_readme_httpie(server, readme, workdir):

@@ -1,9 +1,9 @@
 """Resumable uploads with real tus clients against a live server: tuspy and tus-js-client.
 
-Each client runs the README's example as written. A first run is interrupted half-way (the
-client process stops), a second run of the same example resumes the same upload, and the
-record's hash is then the file's. A third run finds the upload done (its URL answers ``HEAD``
-with the whole length) and sends nothing.
+Each client runs its example of docs/resumable-uploads.rst as written. A first run is
+interrupted half-way (the client process stops), a second run of the same example resumes the
+same upload, and the record's hash is then the file's. A third run finds the upload done (its
+URL answers ``HEAD`` with the whole length) and sends nothing.
 """
 
 import hashlib
@@ -21,7 +21,7 @@ from .live import (
     ALICE,
     COMMAND_TIMEOUT,
     client_env,
-    readme_examples,
+    documented_examples,
     run_bash,
     running_server,
     sha256_of,
@@ -42,7 +42,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def readme():
-    return readme_examples()
+    return documented_examples()
 
 
 @pytest.fixture
@@ -141,7 +141,7 @@ def test_tuspy_resumes_an_interrupted_upload(server, readme, workdir):
 
 @pytest.fixture(scope="module")
 def tus_js(tmp_path_factory):
-    """tus-js-client installed from the npm registry, as the README says."""
+    """tus-js-client installed from the npm registry, as the documentation says."""
     npm = shutil.which("npm")
     node = shutil.which("node")
     if not (npm and node):

@@ -1,7 +1,7 @@
-"""Each shipped server configuration, started as the README starts it, keeps answering a
+"""Each shipped server configuration, started as the documentation starts it, keeps answering a
 well-behaved client within 2 s while 200 idle connections and 20 slow clients are open (partial
 request heads, upload bodies that stop, heads and bodies sent a byte every 10 s), and ends
-each stalled request after its documented time (README.rst, "Security").
+each stalled request after its documented time (docs/security.rst).
 
 waitress runs ``config/kinto.ini`` as shipped (only its address and files folder differ, as in
 every live test): its ``channel_timeout`` is the time waited. gunicorn and uWSGI run their
@@ -101,9 +101,9 @@ def setting(path, pattern):
     return found[0]
 
 
-def test_the_readme_says_what_each_configuration_sets():
-    """README.rst's "Security" names the values the shipped files set."""
-    readme = " ".join((ROOT / "README.rst").read_text().split())
+def test_the_documentation_says_what_each_configuration_sets():
+    """docs/security.rst names the values the shipped files set."""
+    readme = " ".join((ROOT / "docs" / "security.rst").read_text().split())
     server = waitress_server("kinto.ini")
     for name in WAITRESS_SETTINGS:
         assert f"``{name} = {server[name]}``" in readme, name
