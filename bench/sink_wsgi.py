@@ -1,7 +1,7 @@
 """The reference app (``bench/reference.py``: hash, write, fsync, nothing parsed) for the
 streaming servers, which take a module: the raw sink of gunicorn and uWSGI, the bound of our
 uploads under each. ``SINK_DIR`` is where it writes. Under uWSGI it answers ``Expect:
-100-continue`` as the plugin does (``kinto_attachment.streams``): else curl waits a second."""
+100-continue`` as the plugin does (``kinto_attachment.web.streams``): else curl waits a second."""
 
 import os
 import sys
@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from reference import make_app  # noqa: E402
 
-from kinto_attachment.streams import continue_under_uwsgi  # noqa: E402
+from kinto_attachment.web.streams import continue_under_uwsgi  # noqa: E402
 
 
 sink = make_app(os.environ["SINK_DIR"])

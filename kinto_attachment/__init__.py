@@ -5,8 +5,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import adoption, locks
 from . import settings as attachment_settings
+from .data_files.limiter import TransferLimiter
 from .heartbeat import attachments_ping
-from .limiter import TransferLimiter
 from .storage import IBlobStore
 from .storage.local import LocalStore
 from .views import resumable
@@ -85,7 +85,7 @@ def includeme(config):
     config.include("kinto_attachment.listeners")
     config.include("kinto_attachment.views.attachment")
     config.include("kinto_attachment.views.default_bucket")
-    config.include("kinto_attachment.views.data_files")
+    config.include("kinto_attachment.data_files.views")
     config.include("kinto_attachment.views.resumable")
     config.include("kinto_attachment.gc")
     config.include("kinto_attachment.metrics")

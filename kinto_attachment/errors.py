@@ -5,8 +5,8 @@
 named entry per refusal (status, errno, message template, extra headers). README.rst's
 "Errors" table lists the same status/errno pairs (``tests/test_errors.py`` checks it).
 :func:`refuse` builds the exception of an entry, so that call sites read
-``raise errors.refuse("too_large", limit=max_size)``; :mod:`~kinto_attachment.tus` adds
-``Tus-Resumable`` to its own through :func:`kinto_attachment.tus.error`.
+``raise errors.refuse("too_large", limit=max_size)``; :mod:`~kinto_attachment.protocols.tus` adds
+``Tus-Resumable`` to its own through :func:`kinto_attachment.protocols.tus.error`.
 
 Templates are ``str.format`` strings of the parameters given to :func:`refuse`; in
 ``details``, a value that is exactly ``"{name}"`` is the parameter itself, untouched.

@@ -21,8 +21,9 @@ from kinto.core.events import ACTIONS, ResourceChanged
 from kinto.core.utils import apply_json_patch, msec_time
 from pyramid.events import ContextFound
 
-from . import errors, lifecycle, locks
+from . import errors, locks
 from .state import links, records, references
+from .uploads import lifecycle
 
 
 FIELD = "attachment"

@@ -17,11 +17,11 @@ from kinto.plugins.statsd import StatsDService
 from pyramid.events import ApplicationCreated
 from pyramid.tweens import INGRESS
 
-from .limiter import Busy
+from .data_files.limiter import Busy
 
 
 #: ``(route name, method)`` → ``(direction, route label)``. The ``/data/files`` routes at the
-#: server root are their ``-root`` twins (see :mod:`kinto_attachment.views.data_files`).
+#: server root are their ``-root`` twins (see :mod:`kinto_attachment.data_files.views`).
 TRANSFERS = {
     ("attachment", "POST"): ("upload", "attachment"),
     ("attachment", "GET"): ("download", "attachment"),

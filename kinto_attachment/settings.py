@@ -4,11 +4,11 @@ Names and meanings follow Mozilla's kinto-attachment, so that an existing ``kint
 working. A setting that is unknown or malformed stops start-up with a message naming it: a typo
 in production should fail loudly, not silently fall back to a default.
 
-This module sorts the settings and checks the global ones; tables of their own hold the rest,
-and this module only calls them: :mod:`kinto_attachment.policies` (what may be uploaded where,
+This module sorts the settings and checks the global ones; tables of their own hold the rest, and
+this module only calls them: :mod:`kinto_attachment.uploads.policies` (what may be uploaded where,
 with the per-resource overrides ``resources.{bid}[.{cid}].NAME``, resolved into ready
-:class:`~kinto_attachment.policies.Policy` objects that request code only looks up),
-:mod:`kinto_attachment.data_files_options` (``data_files.*``) and, since a file store owns its
+:class:`~kinto_attachment.uploads.policies.Policy` objects that request code only looks up),
+:mod:`kinto_attachment.data_files.options` (``data_files.*``) and, since a file store owns its
 options, :mod:`kinto_attachment.storage.s3_options` (``aws.*``) and
 :mod:`kinto_attachment.storage.gcs_options` (``gcloud.*``).
 """
@@ -19,14 +19,16 @@ from collections.abc import Mapping
 from kinto.core.utils import read_env
 from pyramid.exceptions import ConfigurationError
 
-from . import caching, data_files_options, policies
-from .caching import Caching
-from .data_files_options import DataFilesOptions
-from .policies import Policy
+from .data_files import options as data_files_options
+from .data_files.options import DataFilesOptions
+from .downloads import caching
+from .downloads.caching import Caching
 from .setting_values import as_bool, as_number, fail
 from .storage import gcs_options, s3_options
 from .storage.gcs_options import GCSOptions
 from .storage.s3_options import S3Options
+from .uploads import policies
+from .uploads.policies import Policy
 
 
 PREFIX = "attachment."

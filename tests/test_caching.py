@@ -12,9 +12,9 @@ import re
 import pytest
 from pyramid.exceptions import ConfigurationError
 
-from kinto_attachment import caching
 from kinto_attachment import settings as attachment_settings
-from kinto_attachment.policies import Policy
+from kinto_attachment.downloads import caching
+from kinto_attachment.uploads.policies import Policy
 
 from .conftest import (
     ALICE,

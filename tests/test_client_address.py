@@ -1,4 +1,4 @@
-"""Where a request comes from (:mod:`kinto_attachment.client_address`): the peer, or the client
+"""Where a request comes from (:mod:`kinto_attachment.web.client_address`): the peer, or the client
 trusted proxies name; and what counts as one client for the anonymous tus quota."""
 
 import ipaddress
@@ -6,7 +6,7 @@ import ipaddress
 import pytest
 import webob
 
-from kinto_attachment.client_address import client_address, client_name
+from kinto_attachment.web.client_address import client_address, client_name
 
 
 PROXIES = (ipaddress.ip_network("10.0.0.0/24"),)

@@ -12,9 +12,9 @@ import webob
 from pyramid.exceptions import ConfigurationError
 
 from kinto_attachment import downloads, gc
-from kinto_attachment.limiter import TransferLimiter
+from kinto_attachment.data_files import views as views
+from kinto_attachment.data_files.limiter import TransferLimiter
 from kinto_attachment.state import data_file_entries
-from kinto_attachment.views import data_files as views
 
 from .conftest import ALICE, BOB, cached_app
 

@@ -6,8 +6,8 @@ import logging
 
 import webob
 
-from kinto_attachment import lifecycle
 from kinto_attachment.storage.local import LocalStaged
+from kinto_attachment.uploads import lifecycle
 
 from .conftest import ALICE, cached_app
 

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 from pyramid import httpexceptions
 
-from kinto_attachment import errors, tus
+from kinto_attachment import errors
+from kinto_attachment.protocols import tus
 
 
 API_PAGE = Path(__file__).parent.parent / "docs" / "api.rst"

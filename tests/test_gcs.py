@@ -22,12 +22,13 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from kinto.plugins import prometheus
 from pyramid.exceptions import ConfigurationError
 
-from kinto_attachment import gc, streams
+from kinto_attachment import gc
 from kinto_attachment import settings as attachment_settings
 from kinto_attachment.state import data_file_entries
 from kinto_attachment.storage import StorageUnavailable
 from kinto_attachment.storage.gcs import GCSStore
 from kinto_attachment.storage.gcs_options import GCSOptions
+from kinto_attachment.web import streams
 
 from .conftest import ALICE, Kinto, build_settings, flush, make_app
 from .gcs_server import gcs_client, gcs_settings, new_bucket, running, service_account_file

@@ -8,8 +8,8 @@ import threading
 import pytest
 from pyramid.httpexceptions import HTTPException
 
-from kinto_attachment import intake
 from kinto_attachment.storage.local import LocalStore
+from kinto_attachment.uploads import intake
 
 
 def plan(**overrides):

@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from kinto_attachment.limiter import Busy, TransferLimiter
+from kinto_attachment.data_files.limiter import Busy, TransferLimiter
 
 
 class Clock:

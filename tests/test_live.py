@@ -15,7 +15,7 @@ import kinto_http
 import pytest
 import requests
 
-from kinto_attachment.streams import CHUNK_SIZE
+from kinto_attachment.web.streams import CHUNK_SIZE
 
 from .live import (
     ALICE,

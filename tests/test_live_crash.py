@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from kinto_attachment import streams
+from kinto_attachment.web import streams
 
 from . import invariants
 from .live import ALICE, BIN, COMMAND_TIMEOUT, REQUEST_TIMEOUT

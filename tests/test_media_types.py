@@ -7,7 +7,7 @@ import pytest
 import requests
 import transaction
 
-from kinto_attachment import media_types
+from kinto_attachment.web import media_types
 
 from .conftest import ALICE, attachment_app, s3_client, served_path
 

@@ -12,7 +12,8 @@ import json
 import pytest
 from pyramid.httpexceptions import HTTPException
 
-from kinto_attachment import errors, multipart
+from kinto_attachment import errors
+from kinto_attachment.protocols import multipart
 
 
 BOUNDARY = b"----b0undary"

@@ -2,7 +2,7 @@
 
 Only its address, the files folder and Kinto's port are changed; Kinto stores files in that
 folder and names them at nginx's ``/attachments/`` (``base_url``). Files then come from nginx
-with the headers Kinto gives stored files (:mod:`kinto_attachment.caching`), validators,
+with the headers Kinto gives stored files (:mod:`kinto_attachment.downloads.caching`), validators,
 ranges, safe types and CORS, and the API through its proxy. Debian's ``nginx`` must be
 installed (``apt-get install nginx``; ``NGINX`` names another binary): without it these tests
 are skipped, except under ``CI=true`` where they fail.
@@ -23,8 +23,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from kinto_attachment import caching, media_types
-from kinto_attachment.policies import Policy
+from kinto_attachment.downloads import caching
+from kinto_attachment.uploads.policies import Policy
+from kinto_attachment.web import media_types
 
 from .live import (
     ALICE,

@@ -4,7 +4,7 @@ import pytest
 import webob
 from kinto.core.errors import ERRORS
 
-from kinto_attachment import multipart
+from kinto_attachment.protocols import multipart
 from kinto_attachment.state import links
 from kinto_attachment.storage import StorageUnavailable
 

@@ -12,8 +12,9 @@ import pytest
 import webob
 from kinto.core.storage.exceptions import BackendError
 
-from kinto_attachment import gc, intake
+from kinto_attachment import gc
 from kinto_attachment.state import tus_uploads
+from kinto_attachment.uploads import intake
 from kinto_attachment.views import attachment as attachment_view
 from kinto_attachment.views import resumable
 

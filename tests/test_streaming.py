@@ -4,8 +4,10 @@ import hashlib
 import os
 import tracemalloc
 
-from kinto_attachment import intake, multipart, streams
+from kinto_attachment.protocols import multipart
 from kinto_attachment.storage.local import LocalStore
+from kinto_attachment.uploads import intake
+from kinto_attachment.web import streams
 
 
 BOUNDARY = b"----streaming-test"

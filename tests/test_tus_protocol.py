@@ -8,7 +8,8 @@ import pytest
 from kinto.core.errors import ERRORS
 from pyramid import httpexceptions
 
-from kinto_attachment import intake, tus
+from kinto_attachment.protocols import tus
+from kinto_attachment.uploads import intake
 
 
 def b64(data):

@@ -16,8 +16,8 @@ import pytest
 from kinto.core.errors import ERRORS
 from pyramid.exceptions import ConfigurationError
 
-from kinto_attachment import policies, storable
-from kinto_attachment.state import data_file_entries, links, tus_uploads
+from kinto_attachment.state import data_file_entries, links, storable, tus_uploads
+from kinto_attachment.uploads import policies
 
 from .conftest import ALICE, PREVIOUS_URL, attachment_app, build_settings, cached_app, make_app
 

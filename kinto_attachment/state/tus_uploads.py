@@ -17,9 +17,9 @@ from kinto.core.storage import Filter, Sort
 from kinto.core.storage.exceptions import ObjectNotFoundError
 from kinto.core.utils import COMPARISON, msec_time
 
-from .. import locks, storable
-from ..hashstate import ResumableSha256
-from . import paging
+from .. import locks
+from ..uploads.hashstate import ResumableSha256
+from . import paging, storable
 
 
 RESOURCE = "attachment-upload"
@@ -38,7 +38,7 @@ def new_id():
 
 def new(ids, userid, length, plan, fields, metadata, state, client=None):
     """The state of a new upload of ``length`` bytes by ``userid`` to the record of ``ids``
-    (bucket, collection, record): its :class:`~kinto_attachment.intake.Plan`, the record's
+    (bucket, collection, record): its :class:`~kinto_attachment.uploads.intake.Plan`, the record's
     ``fields`` (data, permissions), ``Upload-Metadata`` as sent, the store's ``state``;
     ``client`` names an anonymous creator (``userid`` None) for its quota."""
     bucket_id, collection_id, record_id = ids

@@ -22,9 +22,8 @@ from google.auth.credentials import Signing
 from google.auth.transport.requests import Request
 from zope.interface import implementer
 
-from ..downloads import content_disposition
-from ..media_types import is_inline, served_type
 from ..setting_values import fail
+from ..web.media_types import content_disposition, is_inline, served_type
 from . import (
     IBlobStore,
     IListableStore,

@@ -20,8 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from botocore.exceptions import BotoCoreError, ClientError
 from zope.interface import implementer
 
-from ..downloads import content_disposition
-from ..media_types import is_inline, served_type
+from ..web.media_types import content_disposition, is_inline, served_type
 from . import (
     IBlobStore,
     IListableStore,
@@ -76,8 +75,8 @@ class S3Store(S3Resumable, StoreBase):
     @classmethod
     def from_options(cls, options, *, base_url="", default_cache_control=""):
         """The store :class:`~.s3_options.S3Options` describe, with its own client; new
-        objects get ``default_cache_control`` (:mod:`kinto_attachment.caching`) unless the
-        options name their own."""
+        objects get ``default_cache_control`` (:mod:`kinto_attachment.downloads.caching`) unless
+        the options name their own."""
         return cls(
             make_client(options),
             options.bucket_name,

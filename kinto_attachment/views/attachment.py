@@ -3,8 +3,8 @@
 
 The order of a ``POST`` is that of the upload pipeline: authorise (route factory), refuse an
 oversized ``Content-Length`` and a missing collection before reading, stream the form into an
-:class:`~kinto_attachment.intake.Intake`, validate the text fields, commit the blob, then lock
-the record, write it and its link, and leave the replaced blob to be deleted after commit.
+:class:`~kinto_attachment.uploads.intake.Intake`, validate the text fields, commit the blob, then
+lock the record, write it and its link, and leave the replaced blob to be deleted after commit.
 """
 
 import contextlib
@@ -16,10 +16,13 @@ from kinto.views import object_exists_or_404, raise_404_if_invalid_id
 from pyramid.authorization import Everyone
 from pyramid.interfaces import IAuthorizationPolicy
 
-from .. import caching, downloads, errors, intake, lifecycle, locks, storable, streams
-from ..multipart import FIELDS_LIMIT, FormReader, boundary_of, read_form
-from ..state import links, records
-from .cors import DOWNLOAD_HEADERS
+from .. import downloads, errors, locks
+from ..downloads import caching
+from ..protocols.multipart import FIELDS_LIMIT, FormReader, boundary_of, read_form
+from ..state import links, records, storable
+from ..uploads import intake, lifecycle
+from ..web import streams
+from ..web.cors import DOWNLOAD_HEADERS
 
 
 FILE_FIELD = "attachment"
@@ -101,8 +104,8 @@ def _invalid(name, description):
 def _receive(request, context, policy, store):
     """Stream the form in; return the committed Blob and the record's data and permissions.
 
-    The file part opens its :class:`~kinto_attachment.intake.Intake` when its headers arrive,
-    in this ``with`` block: it commits once the whole form has been read and checked, or
+    The file part opens its :class:`~kinto_attachment.uploads.intake.Intake` when its headers
+    arrive, in this ``with`` block: it commits once the whole form has been read and checked, or
     aborts on the first refusal, whichever part it comes from.
     """
     ids = (context.bucket_id, context.collection_id, context.record_id)
@@ -227,8 +230,8 @@ def delete_attachment(request):
 
 def get_attachment(request):
     """Stream the attachment to whoever may read the record (or redirect to a signed URL),
-    cached as Kinto caches the record: for the collection's record lifetime when everyone may
-    read it, by the caller's own cache only otherwise (see :mod:`kinto_attachment.caching`).
+    cached as Kinto caches the record: for the collection's record lifetime when everyone may read
+    it, by the caller's own cache only otherwise (see :mod:`kinto_attachment.downloads.caching`).
 
     A blob replaced (and deleted) between the reading of the record and its opening is no
     ``404``: :func:`~kinto_attachment.downloads.serve` reads the record again, with the

@@ -1,12 +1,12 @@
 """``serve_files = true``: the stored files at ``/v1/attachments/{key}``, for development.
 
-Like a CDN would serve them: public, streamed, typed from their name, to pages of any origin
-that Kinto's ``cors_origins`` allows (a ``location`` is meant to be fetched), with the
-``Cache-Control`` of stored files (:attr:`~kinto_attachment.caching.Caching.files`) and the
-validators a web server derives from the file system (``ETag`` from its modification time and
-size, ``Last-Modified``), for conditional requests. Since they come from the API's own origin,
-types a browser would execute are sent as attachments, with ``nosniff``. Production
-deployments serve ``base_path`` with a web server or a CDN instead (``config/nginx.conf``).
+Like a CDN would serve them: public, streamed, typed from their name, to pages of any origin that
+Kinto's ``cors_origins`` allows (a ``location`` is meant to be fetched), with the ``Cache-Control``
+of stored files (:attr:`~kinto_attachment.downloads.caching.Caching.files`) and the validators a
+web server derives from the file system (``ETag`` from its modification time and size,
+``Last-Modified``), for conditional requests. Since they come from the API's own origin, types a
+browser would execute are sent as attachments, with ``nosniff``. Production deployments serve
+``base_path`` with a web server or a CDN instead (``config/nginx.conf``).
 """
 
 import mimetypes
@@ -18,7 +18,7 @@ from pyramid.response import Response
 from pyramid.security import NO_PERMISSION_REQUIRED
 
 from .. import downloads, errors
-from . import cors
+from ..web import cors
 
 
 ROUTE = "attachment-files"

@@ -7,14 +7,14 @@ for either of the last two: a method the URL does not serve is a 405). Extension
 creation-with-upload, termination, checksum (sha1, sha256, md5) and expiration. Every response
 carries CORS headers for browsers.
 
-The protocol itself (headers, checksums, responses, refusals) is :mod:`kinto_attachment.tus`;
-this module binds it to records, permissions, the uploads' state
-(:mod:`~kinto_attachment.state.tus_uploads`) and the blob store. Creating an upload needs what a
-multipart ``POST`` needs, and only the same user may go on with it. When the last byte
-arrives, the file becomes the record's attachment through the same step as a multipart
-upload (:func:`~kinto_attachment.views.attachment.attach`). A finished upload still answers
-``HEAD`` (done) until it would have expired, as tusd's do: a client that stored its URL to
-resume it then knows it has nothing left to send.
+The protocol itself (headers, checksums, responses, refusals) is
+:mod:`kinto_attachment.protocols.tus`; this module binds it to records, permissions, the uploads'
+state (:mod:`~kinto_attachment.state.tus_uploads`) and the blob store. Creating an upload needs
+what a multipart ``POST`` needs, and only the same user may go on with it. When the last byte
+arrives, the file becomes the record's attachment through the same step as a multipart upload
+(:func:`~kinto_attachment.views.attachment.attach`). A finished upload still answers ``HEAD``
+(done) until it would have expired, as tusd's do: a client that stored its URL to resume it then
+knows it has nothing left to send.
 """
 
 import base64
@@ -25,11 +25,13 @@ from kinto.core.authorization import DYNAMIC
 from kinto.core.utils import msec_time
 from pyramid.security import NO_PERMISSION_REQUIRED, forget
 
-from .. import errors, intake, lifecycle, streams, tus
-from ..client_address import client_address, client_name
-from ..hashstate import ResumableSha256
+from .. import errors
+from ..protocols import tus
 from ..state import tus_uploads
-from . import cors
+from ..uploads import intake, lifecycle
+from ..uploads.hashstate import ResumableSha256
+from ..web import cors, streams
+from ..web.client_address import client_address, client_name
 from .attachment import (
     RECORD_PATH,
     AttachmentFactory,
@@ -144,7 +146,7 @@ def create(request):
 
 def _anonymous_client(request):
     """None for an authenticated creator; for an anonymous one, what its quota is counted
-    by (:func:`~kinto_attachment.client_address.client_name`), or 401 unless
+    by (:func:`~kinto_attachment.web.client_address.client_name`), or 401 unless
     ``resumable.allow_anonymous``.
 
     Anonymous creators would otherwise share one quota: one of them holding it all locks

@@ -1,6 +1,6 @@
 """What web pages may make a browser send to a private ``/data/files``.
 
-The route trusts its callers' network address (:mod:`~kinto_attachment.views.visibility`).
+The route trusts its callers' network address (:mod:`~kinto_attachment.data_files.visibility`).
 A browser on a trusted machine lends that address to every page it opens, two ways:
 
 - a page of another site sends requests to the route (a form, or ``fetch`` in ``no-cors``
@@ -22,7 +22,7 @@ import ipaddress
 import urllib.parse
 
 from .. import errors
-from ..data_files_options import host_name
+from .options import host_name
 
 
 #: Where :func:`sent_host_tween_factory` keeps the ``Host`` the client sent.

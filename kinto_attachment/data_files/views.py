@@ -10,7 +10,7 @@ OPTIONS     both                                  ``Allow``; CORS preflights
 
 Mounted at ``/v1/data/files`` and at the server root. Private by default: callers that are
 neither on a trusted network nor one of the configured principals get a 404, as if the route
-did not exist, and web pages get a 403 (:mod:`~kinto_attachment.views.cross_site`). Every
+did not exist, and web pages get a 403 (:mod:`~kinto_attachment.data_files.cross_site`). Every
 transfer holds its size in the process's transfer budget while it runs.
 """
 
@@ -26,10 +26,13 @@ from kinto.core.utils import msec_time
 from pyramid.response import Response
 from pyramid.security import NO_PERMISSION_REQUIRED
 
-from .. import caching, downloads, errors, intake, lifecycle, media_types, streams
-from ..limiter import Busy
+from .. import downloads, errors
+from ..downloads import caching
 from ..state import data_file_entries
 from ..storage import safe_name
+from ..uploads import intake, lifecycle
+from ..web import media_types, streams
+from .limiter import Busy
 from .visibility import allowed_origin, is_preflight, require_visible
 
 
@@ -113,7 +116,7 @@ def _reservation(request, max_size):
 
 
 def _plan(request, file_id, max_size):
-    """The :class:`~kinto_attachment.intake.Plan` of a raw body: a random key under
+    """The :class:`~kinto_attachment.uploads.intake.Plan` of a raw body: a random key under
     :data:`~kinto_attachment.state.data_file_entries.KEY_FOLDER` with the name's extension,
     and the declared type as parsed (an invalid type is no type; curl's default says nothing
     either)."""
@@ -335,7 +338,7 @@ def includeme(config):
         (files_view, FILES_PATH, r"^/data/files/?$", ("GET", "POST")),
         (file_view, FILES_PATH + "/{id}", r"^/data/files/[^/]+/?$", ("GET", "DELETE")),
     )
-    config.add_tween("kinto_attachment.views.cross_site.sent_host_tween_factory")
+    config.add_tween("kinto_attachment.data_files.cross_site.sent_host_tween_factory")
     settings = config.get_settings()
     redirecting = str(settings.get("version_prefix_redirect_enabled", True)).lower() == "true"
     for view, pattern, path_regex, methods in views:

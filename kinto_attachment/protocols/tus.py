@@ -16,8 +16,8 @@ import hashlib
 
 from pyramid.response import Response
 
-from . import errors
-from .errors import HTTPChecksumMismatch  # noqa: F401 (tus's own status, named here too)
+from .. import errors
+from ..errors import HTTPChecksumMismatch  # noqa: F401 (tus's own status, named here too)
 
 
 VERSION = "1.0.0"

@@ -1,8 +1,8 @@
 """Streaming ``multipart/form-data`` reader for the attachment form.
 
-python-multipart does the parsing and calls us back for each slice of each part; we never
-buffer the file part: its slices go straight to an :class:`~kinto_attachment.intake.Intake`.
-The other fields (``data``, ``permissions``) are small JSON texts, kept in memory up to
+python-multipart does the parsing and calls us back for each slice of each part; we never buffer
+the file part: its slices go straight to an :class:`~kinto_attachment.uploads.intake.Intake`. The
+other fields (``data``, ``permissions``) are small JSON texts, kept in memory up to
 :data:`FIELDS_LIMIT` bytes in all. Anything unexpected (a second file, an unknown field, a
 file without a name, a truncated body) is refused as soon as the answer is known: as
 kinto-attachment, a form without an ``attachment`` part is answered ``Attachment missing.``
@@ -13,8 +13,8 @@ has begun (the bytes of that other part are skipped meanwhile, never kept).
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from . import errors
-from .streams import pump
+from .. import errors
+from ..web.streams import pump
 
 
 #: Room for the non-file fields and the part headers, in bytes, all parts together.
@@ -193,6 +193,6 @@ class FormReader:
 
 
 def read_form(stream, length, reader):
-    """Feed ``reader`` with the body (see :func:`~kinto_attachment.streams.read_chunks`)."""
+    """Feed ``reader`` with the body (see :func:`~kinto_attachment.web.streams.read_chunks`)."""
     pump(stream, length, reader.feed)
     return reader.close()

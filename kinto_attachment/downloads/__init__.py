@@ -1,14 +1,14 @@
 """Serving a stored blob over HTTP: the one response builder of every download route.
 
 :func:`respond` streams from the store (``wsgi.file_wrapper`` for local files, the store's
-stream otherwise) and answers conditional requests and one byte range: ``If-None-Match``, or
-else ``If-Modified-Since`` (304); ``Range`` with ``If-Range`` (206, 416). WebOb parses the
-first two. Ranges and ``If-Range`` are decided here: WebOb's own range fallback reads the
-skipped bytes and its 416 is not Kinto's JSON error, and it takes any ``If-Range`` date up to
-``Last-Modified`` for a match, where RFC 9110 wants that very date, and a strong one
-(:func:`range_applies`). It never lets a browser execute what it downloads: ``nosniff``
-always, and only :data:`~kinto_attachment.media_types.INLINE_TYPES` inline. What caches may
-keep of the answer is the route's decision (:mod:`kinto_attachment.caching`), carried by the
+stream otherwise) and answers conditional requests and one byte range: ``If-None-Match``, or else
+``If-Modified-Since`` (304); ``Range`` with ``If-Range`` (206, 416). WebOb parses the first two.
+Ranges and ``If-Range`` are decided here: WebOb's own range fallback reads the skipped bytes and
+its 416 is not Kinto's JSON error, and it takes any ``If-Range`` date up to ``Last-Modified`` for a
+match, where RFC 9110 wants that very date, and a strong one (:func:`range_applies`). It never lets
+a browser execute what it downloads: ``nosniff`` always, and only
+:data:`~kinto_attachment.web.media_types.INLINE_TYPES` inline. What caches may keep of the answer
+is the route's decision (:mod:`kinto_attachment.downloads.caching`), carried by the
 :class:`Download`.
 
 Routes call it through :func:`serve`. A download reads its record (or entry), then opens the
@@ -31,15 +31,14 @@ import email.utils
 import hashlib
 import logging
 import re
-from urllib.parse import quote
 
 from pyramid.response import Response
 from webob.byterange import Range
 
-from . import errors
-from .errors import store_errors
-from .media_types import is_inline, served_type
-from .streams import chunks, file_body
+from .. import errors
+from ..errors import store_errors
+from ..web.media_types import content_disposition, served_type
+from ..web.streams import chunks, file_body
 
 
 logger = logging.getLogger(__name__)
@@ -79,16 +78,6 @@ class Download:
     #: Request headers the answer depends on (``Vary``): ``Authorization`` when another
     #: caller may get another answer.
     vary: tuple = ()
-
-
-def content_disposition(filename, mimetype, inline=True):
-    """RFC 6266: an ASCII ``filename`` for old clients, the exact one in ``filename*``.
-
-    ``attachment`` unless ``inline`` is asked and the type is one of :data:`INLINE_TYPES`.
-    """
-    kind = "inline" if inline and is_inline(mimetype) else "attachment"
-    fallback = re.sub(r'[^\x20-\x7e]|["\\%]', "_", filename) or "file"
-    return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 def requested_range(request, size):

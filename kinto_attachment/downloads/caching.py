@@ -22,7 +22,7 @@ import dataclasses
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from .setting_values import as_number, fail
+from ..setting_values import as_number, fail
 
 
 #: A year: what HTTP has long meant by "never expires" (RFC 2616 §14.21).

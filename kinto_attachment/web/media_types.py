@@ -2,10 +2,12 @@
 
 A declared type is only ever stored as parsed (:func:`parse_media_type`), and a download is
 only shown inline by a browser when its type is one of :data:`INLINE_TYPES`: the rest is
-saved, never rendered in the API's origin.
+saved, never rendered in the API's origin. :func:`content_disposition` says so to the
+client: responses and the stores' signed URLs (S3, GCS) both use it.
 """
 
 import re
+from urllib.parse import quote
 
 
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
@@ -67,3 +69,13 @@ def is_inline(mimetype):
     if essence is None:
         return False
     return essence in INLINE_TYPES or f"{essence.split('/')[0]}/*" in INLINE_TYPES
+
+
+def content_disposition(filename, mimetype, inline=True):
+    """RFC 6266: an ASCII ``filename`` for old clients, the exact one in ``filename*``.
+
+    ``attachment`` unless ``inline`` is asked and the type is one of :data:`INLINE_TYPES`.
+    """
+    kind = "inline" if inline and is_inline(mimetype) else "attachment"
+    fallback = re.sub(r'[^\x20-\x7e]|["\\%]', "_", filename) or "file"
+    return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"

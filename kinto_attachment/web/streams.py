@@ -6,7 +6,7 @@ One chunk at a time, never the whole body: memory stays flat whatever the file's
 import os
 import sys
 
-from . import errors
+from .. import errors
 
 
 #: Bytes read from a request body, or from a store, at a time.

@@ -12,7 +12,7 @@ import logging
 
 from kinto.core.utils import msec_time
 
-from .state import links, replaced
+from ..state import links, replaced
 
 
 logger = logging.getLogger(__name__)

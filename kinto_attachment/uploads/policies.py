@@ -15,8 +15,8 @@ from types import MappingProxyType
 
 from pyramid.exceptions import ConfigurationError
 
-from .setting_values import as_bool, fail
-from .storage import MAX_NAME
+from ..setting_values import as_bool, fail
+from ..storage import MAX_NAME
 
 
 #: Where the default policy's names live, after Kinto's ``kinto.`` (which error messages add).

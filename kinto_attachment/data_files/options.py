@@ -13,7 +13,7 @@ import re
 
 from pyramid.exceptions import ConfigurationError
 
-from .setting_values import as_bool, as_number, fail
+from ..setting_values import as_bool, as_number, fail
 
 
 #: Where our names live, after Kinto's ``kinto.`` (which error messages add).

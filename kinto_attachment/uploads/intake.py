@@ -27,9 +27,10 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
-from . import errors, storable
-from .media_types import parse_media_type
-from .storage import join_key, safe_name
+from .. import errors
+from ..state import storable
+from ..storage import join_key, safe_name
+from ..web.media_types import parse_media_type
 
 
 GENERIC_TYPES = ("", "application/octet-stream")

@@ -7,7 +7,7 @@ neither tus's ``Upload-Offset`` nor a download's ``Content-Disposition``. :func:
 makes the response callback these routes register first thing, so that every response they
 give, Kinto's refusals included, names the origin and the headers a script needs.
 ``/data/files`` answers the origins of its own setting (``data_files.allowed_origins``), not
-Kinto's: see :mod:`kinto_attachment.views.cross_site`.
+Kinto's: see :mod:`kinto_attachment.data_files.cross_site`.
 """
 
 import fnmatch

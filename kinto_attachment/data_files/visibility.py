@@ -2,15 +2,16 @@
 
 The route is private by default. Whoever may not see it gets the 404 of an unknown route,
 before anything is read or written. Behind a reverse proxy, the client's address is the one
-the trusted proxies vouch for (:mod:`~kinto_attachment.client_address`).
+the trusted proxies vouch for (:mod:`~kinto_attachment.web.client_address`).
 Private means private to programs: a web page cannot lend itself the address of the browser
-that opened it (:mod:`~kinto_attachment.views.cross_site`: 403).
+that opened it (:mod:`~kinto_attachment.data_files.cross_site`: 403).
 """
 
 from .. import errors
-from ..client_address import client_address, in_networks
 from ..state import records
-from . import cors, cross_site
+from ..web import cors
+from ..web.client_address import client_address, in_networks
+from . import cross_site
 
 
 def allowed_origin(request):
@@ -36,7 +37,8 @@ def is_preflight(request):
 
 def require_visible(request):
     """404, as for an unknown route, unless the caller may see the files; then 403 for a
-    request a web page made (:func:`~kinto_attachment.views.cross_site.require_not_from_pages`).
+    request a web page made
+    (:func:`~kinto_attachment.data_files.cross_site.require_not_from_pages`).
 
     Never through ``POST /batch``: a sub-request would carry headers of its own choosing, and
     its writes would outlive a failed batch. Checked before anything is read or written.

@@ -1,6 +1,6 @@
 """Where a request comes from: the WSGI server's peer, or the client trusted proxies name.
 
-``/data/files`` trusts callers by it (:mod:`~kinto_attachment.views.visibility`), and
+``/data/files`` trusts callers by it (:mod:`~kinto_attachment.data_files.visibility`), and
 anonymous resumable uploads are counted by it (:mod:`~kinto_attachment.views.resumable`).
 Behind a reverse proxy every request comes from the proxy: the client is the one the trusted
 proxies (``data_files.trusted_proxies``) vouch for in ``X-Forwarded-For``, never what the
