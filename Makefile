@@ -49,7 +49,7 @@ docs: $(DOCS_STAMP)
 
 ## Long fuzzing run of every route on a live server (random seeds, many examples; minutes)
 fuzz: $(TEST_STAMP)
-	HYPOTHESIS_PROFILE=long $(BIN)/pytest tests/test_fuzz.py -p no:cacheprovider $(PYTEST_ARGS)
+	HYPOTHESIS_PROFILE=long $(BIN)/pytest tests/live/test_fuzz.py -p no:cacheprovider $(PYTEST_ARGS)
 
 ## Benchmarks side by side with a reference server and kinto-attachment 8.0.0 (several minutes)
 bench: $(TEST_STAMP)

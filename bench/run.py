@@ -61,7 +61,7 @@ sys.path.insert(0, str(ROOT))  # ``python bench/run.py``: bench/ and tests/ as p
 from bench import report  # noqa: E402
 from bench.servers import AUTH, STREAMING, WORK, start_servers  # noqa: E402
 from kinto_attachment.protocols.tus import CHUNK_TYPE  # noqa: E402
-from tests import live  # noqa: E402
+from tests.support import live  # noqa: E402
 
 
 MiB = 1024 * 1024

@@ -1,10 +1,10 @@
 """The servers of ``bench/run.py``, each a process on a port of the kernel's choice.
 
-They start the way the live tests start theirs (:func:`tests.live.started`, port 0, the bound
-port read from the server's output) on the configuration the live tests use
-(:func:`tests.live.live_config`), adjusted for measuring: no size limit, no request log.
-The peer (Mozilla's kinto-attachment) runs from the virtualenv :func:`tests.live.ensure_peer`
-builds and caches.
+They start the way the live tests start theirs (:func:`tests.support.live.started`, port 0, the
+bound port read from the server's output) on the configuration the live tests use
+(:func:`tests.support.live.live_config`), adjusted for measuring: no size limit, no request log.
+The peer (Mozilla's kinto-attachment) runs from the virtualenv
+:func:`tests.support.live.ensure_peer` builds and caches.
 """
 
 import json
@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import requests
 
-from tests import live
+from tests.support import live
 
 
 HERE = Path(__file__).resolve().parent
@@ -35,7 +35,7 @@ S3_CREDENTIALS = {
 
 
 class Server:
-    """A started server (a :class:`tests.live.LiveServer`) and how to upload to it."""
+    """A started server (a :class:`tests.support.live.LiveServer`) and how to upload to it."""
 
     #: Not a server: a client uploading straight to the store (see :class:`DirectGCS`).
     direct = False
@@ -216,7 +216,7 @@ def s3_lines(endpoint):
 def fake_gcs(folder, stack):
     """The endpoint of a fake-gcs-server with a ``bench`` bucket: a process of its own (as the
     tests start it), not measured."""
-    from tests.gcs_server import new_bucket, running
+    from tests.support.gcs_server import new_bucket, running
 
     endpoint = stack.enter_context(running(folder))
     new_bucket(endpoint, "bench")

@@ -21,8 +21,6 @@ from kinto import main as kinto_main
 
 from kinto_attachment import locks
 
-from .gcs_server import gcs_server, token_server  # noqa: F401 (fixtures: GCS, OAuth)
-
 
 PG_SERVER = os.environ.get("KINTO_ATTACHMENT_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -40,7 +38,7 @@ BASE_SETTINGS = {
     "kinto.attachment.data_files.gc_interval_seconds": "0",
     # Blobs that records stop referencing deleted at commit, for tests that look at the store
     # right after a replacement; the grace of the default is tested on its own
-    # (tests/test_replaced_blobs.py).
+    # (tests/uploads/test_replaced_blobs.py).
     "kinto.attachment.gc.replaced_grace_seconds": "0",
 }
 BACKENDS = {
@@ -252,6 +250,21 @@ class Kinto:
             )
         for listed in client.list_objects_v2(Bucket=self.bucket).get("Contents", []):
             client.delete_object(Bucket=self.bucket, Key=listed["Key"])
+
+    def write_ini(self, path):
+        """An ini file for the commands (``kinto-attachment-gc``...) that reaches this app's
+        storage, permissions, cache and local files: what an operator's would hold."""
+        settings = self.registry.settings
+        names = ("storage_backend", "storage_url", "permission_backend", "permission_url")
+        names += ("cache_backend", "cache_url", "userid_hmac_secret")
+        path.write_text(
+            "[app:main]\nuse = egg:kinto\n"
+            + "".join(f"kinto.{name} = {settings[name]}\n" for name in names)
+            + "kinto.includes = kinto_attachment\n"
+            + f"kinto.attachment.base_path = {self.base_path}\n"
+            + f"kinto.attachment.base_url = {settings['attachment.base_url']}\n"
+        )
+        return path
 
 
 def _json(obj):

@@ -13,9 +13,9 @@ from kinto_attachment import settings as attachment_settings
 from kinto_attachment.state import tus_uploads
 
 from .conftest import ALICE, BOB, PREVIOUS_URL, cached_app
-from .test_data_files import LOCAL
-from .test_refusals import FILE, form, raw_post
-from .test_resumable import TUS, UPLOADS, create, metadata, patch
+from .data_files.test_data_files import LOCAL
+from .uploads.test_refusals import FILE, form, raw_post
+from .views.test_resumable import TUS, UPLOADS, create, metadata, patch
 
 
 URL = PREVIOUS_URL

@@ -1,7 +1,7 @@
 """Data written by kinto-attachment: served, replaced and deleted as ours, then adopted.
 
 The rows are built here as kinto-attachment writes them (a record whose ``attachment`` names
-the file by URL, and a link under ``__attachments__``); ``tests/test_legacy_data.py`` checks
+the file by URL, and a link under ``__attachments__``); ``tests/live/test_legacy_data.py`` checks
 the same against data written by the real kinto-attachment.
 """
 

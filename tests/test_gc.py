@@ -18,8 +18,8 @@ from kinto_attachment.state import data_file_entries, links, paging, references,
 from kinto_attachment.storage.local import LocalStore
 
 from .conftest import ALICE, cached_app, held_elsewhere, s3_client
-from .live import ALICE as ALICE_LIVE
-from .live import BIN, running_server
+from .support.live import ALICE as ALICE_LIVE
+from .support.live import BIN, running_server
 
 
 GRACE_SECONDS = 60
@@ -414,19 +414,7 @@ def test_gc_command_reports_then_removes(tmp_path_factory, request, tmp_path, ca
     os.utime(os.path.join(kinto.base_path, old), (two_days_ago, two_days_ago))
     lost = post_file(kinto, "lost")
     kinto.registry.attachment_store.delete(lost["key"])
-    settings = kinto.registry.settings
-    ini = tmp_path / "gc.ini"
-    ini.write_text(
-        "[app:main]\nuse = egg:kinto\n"
-        + "".join(
-            f"kinto.{name} = {settings[name]}\n"
-            for name in ("storage_backend", "storage_url", "permission_backend")
-            + ("permission_url", "cache_backend", "cache_url", "userid_hmac_secret")
-        )
-        + "kinto.includes = kinto_attachment\n"
-        + f"kinto.attachment.base_path = {kinto.base_path}\n"
-        + f"kinto.attachment.base_url = {settings['attachment.base_url']}\n"
-    )
+    ini = kinto.write_ini(tmp_path / "gc.ini")
 
     assert gc.main(["--ini", str(ini), "--dry-run"]) == 0
     out = capsys.readouterr().out

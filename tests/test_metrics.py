@@ -20,8 +20,14 @@ from kinto_attachment import gc, metrics
 from kinto_attachment.storage.local import LocalStore
 
 from .conftest import ALICE, BOB, Kinto, build_settings, make_app, s3_settings
-from .live import ALICE as LIVE_ALICE
-from .live import REQUEST_TIMEOUT, create_collection, live_config, started, write_random_file
+from .support.live import ALICE as LIVE_ALICE
+from .support.live import (
+    REQUEST_TIMEOUT,
+    create_collection,
+    live_config,
+    started,
+    write_random_file,
+)
 
 
 #: ``kinto_attachment.metrics`` stands apart until ``kinto_attachment`` includes it itself

@@ -2,7 +2,7 @@
 
 This is the protocol alone, as tusd keeps ``pkg/handler`` apart from its stores: it knows
 nothing of records, permissions, Kinto's storage or the blob stores, so that it can be read
-and tested on its own (``tests/test_tus_protocol.py``). The views
+and tested on its own (``tests/protocols/test_tus_protocol.py``). The views
 (:mod:`kinto_attachment.views.resumable`) bind it to those.
 
 Parsers take header values and return what they mean, or raise the protocol's refusal: an

@@ -1,0 +1,615 @@
+"""The ``kinto-attachment`` command against a hostile server (:class:`.cli_support.Hostile`):
+nothing is written outside ``--folder`` whatever ids, file names and sizes it lists; a bad
+record is reported and skipped, the others downloaded; planted links are never written
+through; a download never holds more than the record's size; the credentials go to the
+origin of ``--server`` only, and never from ``https`` to ``http``."""
+
+import base64
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+from kinto_attachment.cli.names import PARTS, record_id_of
+
+from ..support.cli_support import Hostile, certificate, run_command
+
+
+CONTENT = b"what every attachment of the hostile server holds\n"
+DIGEST = hashlib.sha256(CONTENT).hexdigest()
+SIZE = len(CONTENT)
+RECORDS = "/v1/buckets/b/collections/c/records"
+PASSWORD = "s3cret-password"
+CREDENTIALS = "Basic " + base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
+MiB = 1024 * 1024
+
+
+def attachment(filename, size=SIZE, digest=DIGEST):
+    return {"filename": filename, "size": size, "hash": digest, "mimetype": "text/plain"}
+
+
+def kinto(records, content=CONTENT, extra=None):
+    """A fake Kinto listing ``records``: each one answered at its URL, every attachment
+    (whatever its URL) with ``content``; ``extra(request)`` answers first when it answers."""
+
+    def answer(request):
+        if extra is not None and (answered := extra(request)) is not None:
+            return answered
+        path = urlsplit(request.path).path
+        if path == RECORDS:
+            return (
+                200,
+                {"Content-Type": "application/json"},
+                json.dumps({"data": records}).encode(),
+            )
+        if path.endswith("/attachment"):
+            return 200, {"Content-Type": "application/octet-stream"}, content
+        if path.startswith(RECORDS + "/"):
+            wanted = unquote(path[len(RECORDS) + 1 :])
+            for record in records:
+                if isinstance(record, dict) and record.get("id") == wanted:
+                    body = json.dumps({"data": record}).encode()
+                    return 200, {"Content-Type": "application/json"}, body
+        return 404, {"Content-Type": "application/json"}, b'{"code": 404, "errno": 110}'
+
+    return answer
+
+
+@pytest.fixture
+def run(monkeypatch, capsys, tmp_path):
+    """``run(server, *args)``: the command against ``server`` (a :class:`Hostile`)."""
+
+    def run_against(server, *args):
+        env = {
+            "KINTO_SERVER": f"{server.origin}/v1",
+            "KINTO_AUTH": f"alice:{PASSWORD}",
+            "KINTO_BUCKET": "b",
+            "KINTO_COLLECTION": "c",
+            "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        }
+        return run_command(monkeypatch, capsys, env, *args)
+
+    return run_against
+
+
+def tree(root):
+    """``{relative path: bytes or 'link -> target'}`` of everything under ``root``."""
+    found = {}
+    for folder, folders, files in os.walk(root):
+        for name in folders + files:
+            path = Path(folder, name)
+            relative = str(path.relative_to(root))
+            if path.is_symlink():
+                found[relative] = f"link -> {os.readlink(path)}"
+            elif path.is_file():
+                found[relative] = path.read_bytes()
+    return found
+
+
+def test_download_never_writes_outside_the_folder(tmp_path, run):
+    """Ids and file names that are paths (``..``, absolute, with separators), empty names,
+    the same name twice: every file lands inside ``--folder``, under a name of its own."""
+    base = tmp_path / "deep" / "er"
+    base.mkdir(parents=True)
+    folder = base / "out"
+    records = [
+        {"id": "../../escaped-by-id", "attachment": attachment("")},
+        {"id": str(tmp_path / "absolute-id"), "attachment": attachment(".")},
+        {"id": "dots", "attachment": attachment("..")},
+        {"id": "sneaky", "attachment": attachment("../../escaped-by-name.txt")},
+        {"id": "rooted", "attachment": attachment(str(tmp_path / "rooted.txt"))},
+        {"id": "windows", "attachment": attachment("..\\..\\escaped-windows.txt")},
+        {"id": "twin-1", "attachment": attachment("same.txt")},
+        {"id": "twin-2", "attachment": attachment("same.txt")},
+        {"id": "device", "attachment": attachment("CON.txt")},
+        {"id": "reserved", "attachment": attachment(PARTS)},
+    ]
+    before = tree(tmp_path)
+
+    with Hostile(kinto(records)) as server:
+        result = run(server, "download", "--folder", str(folder))
+
+    assert result.returncode == 0, result.stderr
+    new = set(tree(tmp_path)) - set(before)
+    assert [path for path in new if not path.startswith("deep/er/out")] == []
+    written = tree(folder)
+    assert set(written.values()) == {CONTENT}
+    assert sorted(written) == sorted(
+        [
+            ".._.._escaped-by-id",
+            "_",
+            "__",
+            ".._.._escaped-by-name.txt",
+            str(tmp_path / "rooted.txt").replace("/", "_"),
+            ".._.._escaped-windows.txt",
+            "same.txt",
+            "twin-2-same.txt",
+            "_CON.txt",
+            f"reserved-{PARTS}",
+        ]
+    )
+    assert result.stdout.count("downloaded ") == len(records)
+
+
+def test_a_bad_record_is_reported_and_the_others_downloaded(tmp_path, run):
+    """A NUL in a file name, an invalid size or sha256, a record that is no record: each is
+    reported (or renamed), the others are downloaded, the exit code says some failed."""
+    folder = tmp_path / "out"
+    records = [
+        {"id": "nul", "attachment": attachment("in\x00side.txt")},
+        {"id": "escape", "attachment": attachment("\x1b[31mred\x1b[0m.txt")},
+        {"id": "no-size", "attachment": attachment("a.txt", size="16")},
+        {"id": "negative", "attachment": attachment("b.txt", size=-1)},
+        {"id": "no-hash", "attachment": attachment("c.txt", digest="../../x")},
+        {"id": "text", "attachment": "not an object"},
+        {"id": 42, "attachment": attachment("number.txt")},
+        "not a record",
+        {"id": "none", "attachment": None},
+        {"id": "good", "attachment": attachment("good.txt")},
+    ]
+
+    with Hostile(kinto(records)) as server:
+        result = run(server, "download", "--folder", str(folder))
+
+    assert result.returncode == 1
+    assert tree(folder) == {
+        "in_side.txt": CONTENT,
+        "_[31mred_[0m.txt": CONTENT,
+        "good.txt": CONTENT,
+    }
+    errors = result.stderr.splitlines()
+    assert "kinto-attachment: no-size: the record's attachment has no valid size" in errors
+    assert "kinto-attachment: negative: the record's attachment has no valid size" in errors
+    assert "kinto-attachment: no-hash: the record's attachment has no valid sha256" in errors
+    assert "kinto-attachment: text: the record's attachment is no object" in errors
+    assert "kinto-attachment: the server: listed 'not a record' as a record" in errors
+    assert any(e.startswith("kinto-attachment: the server: listed {'id': 42") for e in errors)
+    assert len(errors) == 6, result.stderr
+    assert "skipped none: no attachment" in result.stdout
+    assert "\x1b" not in result.stdout + result.stderr
+    assert "downloaded _[31mred_[0m.txt (escape)" in result.stdout
+
+
+def test_planted_links_are_never_written_through(tmp_path, run):
+    """Links planted where the download writes (the part file, the final name, a subfolder)
+    are replaced or refused: the files they point to are untouched."""
+    folder, outside = tmp_path / "out", tmp_path / "outside"
+    (folder / PARTS).mkdir(parents=True)
+    outside.mkdir()
+    victims = {name: outside / name for name in ("part", "old-part", "final", "dir")}
+    for victim in victims.values():
+        if victim.name != "dir":
+            victim.write_bytes(b"precious\n")
+    (folder / PARTS / f"{DIGEST}.part").symlink_to(victims["part"])
+    (folder / "a.txt.part").symlink_to(victims["old-part"])  # Where older versions wrote.
+    (folder / "a.txt").symlink_to(victims["final"])
+    victims["dir"].mkdir()
+    (folder / "sub").symlink_to(victims["dir"], target_is_directory=True)
+    path = "sub/b.txt"
+    records = [
+        {"id": "a", "attachment": attachment("a.txt")},
+        {
+            "id": record_id_of(path),
+            "attachment": attachment("b.txt"),
+            "synced_from": {"folder": "site", "path": path},
+        },
+    ]
+
+    with Hostile(kinto(records)) as server:
+        result = run(server, "download", "--folder", str(folder))
+
+    assert result.returncode == 1
+    assert "kinto-attachment: sub/b.txt: sub: not a folder (a link?): not followed" in (
+        result.stderr
+    )
+    assert tree(outside) == {
+        "part": b"precious\n",
+        "old-part": b"precious\n",
+        "final": b"precious\n",
+    }
+    assert not (folder / "a.txt").is_symlink()
+    assert (folder / "a.txt").read_bytes() == CONTENT
+    assert not (folder / PARTS).exists()  # Emptied, then removed.
+
+
+def test_a_linked_parts_folder_is_refused(tmp_path, run):
+    folder, outside = tmp_path / "out", tmp_path / "outside"
+    folder.mkdir()
+    outside.mkdir()
+    (folder / PARTS).symlink_to(outside, target_is_directory=True)
+    records = [{"id": "a", "attachment": attachment("a.txt")}]
+
+    with Hostile(kinto(records)) as server:
+        result = run(server, "download", "--folder", str(folder))
+
+    assert result.returncode == 1
+    assert f"{PARTS}: not a folder (a link?): not followed" in result.stderr
+    assert tree(outside) == {}
+    assert not (folder / "a.txt").exists()
+
+
+def test_a_download_never_exceeds_the_announced_size(tmp_path, run):
+    """A record announcing 16 bytes whose server streams without end: the command stops at
+    16 bytes (what it wrote never held more), fails the sha256 and keeps nothing."""
+    folder = tmp_path / "out"
+    largest = [0]
+
+    def endless():
+        for _ in range(64):  # 64 MiB at most, so that a client that reads on ends too.
+            for part in folder.rglob("*.part"):
+                with contextlib.suppress(FileNotFoundError):
+                    largest[0] = max(largest[0], part.stat().st_size)
+            yield b"x" * MiB
+
+    def stream(request):
+        if request.path.endswith("/attachment"):
+            return 200, {"Content-Type": "application/octet-stream"}, endless()
+        return None
+
+    records = [{"id": "endless", "attachment": attachment("endless.bin", size=16)}]
+    with Hostile(kinto(records, extra=stream)) as server:
+        result = run(server, "download", "--folder", str(folder))
+
+    assert largest[0] <= 16
+    assert result.returncode == 1
+    assert "endless.bin: the downloaded file does not have the record's sha256" in result.stderr
+    assert tree(folder) == {}
+
+
+def test_a_download_that_sent_too_little_is_resumed(tmp_path, run):
+    """A body shorter than the record's size is kept, and continued with ``Range`` by the
+    next run; a ``206`` for another range than asked is refused."""
+    folder = tmp_path / "out"
+    answers = [
+        (200, {"Content-Length": "10"}, CONTENT[:10]),
+        (206, {"Content-Range": f"bytes 3-{len(CONTENT) - 1}/{len(CONTENT)}"}, CONTENT[3:]),
+        (206, {"Content-Range": f"bytes 10-{len(CONTENT) - 1}/{len(CONTENT)}"}, CONTENT[10:]),
+    ]
+
+    def partial(request):
+        return answers.pop(0) if request.path.endswith("/attachment") else None
+
+    records = [{"id": "short", "attachment": attachment("short.txt")}]
+    with Hostile(kinto(records, extra=partial)) as server:
+        first = run(server, "download", "--folder", str(folder))
+        second = run(server, "download", "--folder", str(folder))
+        third = run(server, "download", "--folder", str(folder))
+        ranges = [r.headers.get("Range") for r in server.requests if "attachment" in r.path]
+
+    assert first.returncode == 1
+    assert f"sent 10 of the record's {len(CONTENT)} bytes" in first.stderr
+    assert second.returncode == 1 and "the server sent another range" in second.stderr
+    assert third.returncode == 0, third.stderr
+    assert tree(folder) == {"short.txt": CONTENT}
+    assert ranges == [None, "bytes=10-", "bytes=10-"]
+
+
+@pytest.fixture
+def tls(tmp_path, monkeypatch):
+    """A certificate for ``127.0.0.1`` that the command trusts."""
+    files = certificate(tmp_path)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", files[0])
+    return files
+
+
+def spy():
+    """A plain HTTP server that keeps what it receives and accepts every tus chunk."""
+
+    def answer(request):
+        offset = int(request.headers.get("Upload-Offset", 0)) + len(request.body)
+        return 204, {"Upload-Offset": str(offset), "Tus-Resumable": "1.0.0"}, b""
+
+    return Hostile(answer)
+
+
+def tus_server(location, file_digest):
+    """A fake Kinto that creates tus uploads at ``location`` and then lists the record with
+    the file's sha256."""
+
+    def answer(request):
+        if request.method == "POST" and request.path.endswith("/attachment/uploads"):
+            return 201, {"Location": location, "Tus-Resumable": "1.0.0"}, b""
+        if request.method == "GET":
+            record = {"id": "r", "attachment": attachment("big.bin", digest=file_digest)}
+            return 200, {"Content-Type": "application/json"}, json.dumps({"data": record}).encode()
+        return 404, {}, b""
+
+    return answer
+
+
+def big_file(tmp_path):
+    path = tmp_path / "big.bin"
+    path.write_bytes(os.urandom(9 * MiB))  # Over 8 MiB: a tus upload.
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_tus_location_from_https_to_http_is_refused(tmp_path, tls, run):
+    """``--server https://…`` and a tus creation answering ``Location: http://…``: no byte
+    of the file nor the credentials go there; the command says why."""
+    path, digest = big_file(tmp_path)
+    with spy() as plain:
+        answer = tus_server(f"{plain.origin}/files/1", digest)
+        with Hostile(answer, tls=tls) as server:
+            result = run(server, "upload", str(path), "--record", "r", "--force")
+        assert plain.requests == []
+    assert result.returncode == 1
+    assert "refused to go from https to http" in result.stderr
+    assert f"{plain.origin}/files/1" in result.stderr
+
+
+def test_a_tus_location_elsewhere_gets_no_credentials(tmp_path, tls, run):
+    """A tus ``Location`` on another origin (here another port) is followed without the
+    credentials; the server's own origin gets them."""
+    path, digest = big_file(tmp_path)
+
+    def accept(request):
+        offset = int(request.headers.get("Upload-Offset", 0)) + len(request.body)
+        return 204, {"Upload-Offset": str(offset), "Tus-Resumable": "1.0.0"}, b""
+
+    with Hostile(accept, tls=tls) as elsewhere:
+        with Hostile(tus_server(f"{elsewhere.origin}/files/1", digest), tls=tls) as server:
+            result = run(server, "upload", str(path), "--record", "r", "--force")
+            own = server.requests
+        received = elsewhere.requests
+
+    assert result.returncode == 0, result.stderr
+    assert [r.method for r in received] == ["PATCH", "PATCH"]
+    assert sum(len(r.body) for r in received) == 9 * MiB
+    assert all("Authorization" not in r.headers for r in received)
+    assert all(r.headers.get("Authorization") == CREDENTIALS for r in own)
+
+
+def test_redirects_and_pages_elsewhere_get_no_credentials(tmp_path, tls, run):
+    """A download redirected to another origin, a ``Next-Page`` on another origin: followed
+    without the credentials. A redirect from https to http is refused."""
+
+    def cdn(request):
+        return (200, {}, CONTENT) if request.path.startswith("/files/") else None
+
+    with spy() as plain, Hostile(kinto([], extra=cdn), tls=tls) as elsewhere:
+        records = [
+            {"id": "cdn", "attachment": attachment("cdn.txt")},
+            {"id": "down", "attachment": attachment("down.txt")},
+        ]
+
+        def redirect(request):
+            if request.path.endswith("/cdn/attachment"):
+                return 302, {"Location": f"{elsewhere.origin}/files/cdn.txt"}, b""
+            if request.path.endswith("/down/attachment"):
+                return 302, {"Location": f"{plain.origin}/files/down.txt"}, b""
+            if request.path == RECORDS:
+                body = json.dumps({"data": records}).encode()
+                following = f"{elsewhere.origin}{RECORDS}?page=2"
+                return 200, {"Content-Type": "application/json", "Next-Page": following}, body
+            return None
+
+        with Hostile(kinto(records, extra=redirect), tls=tls) as server:
+            result = run(server, "download", "--folder", str(tmp_path / "out"))
+            own = server.requests
+        assert plain.requests == []
+        received = elsewhere.requests
+
+    assert result.returncode == 1
+    assert "refused to go from https to http" in result.stderr
+    assert tree(tmp_path / "out") == {"cdn.txt": CONTENT}
+    assert sorted(urlsplit(r.path).path for r in received) == ["/files/cdn.txt", RECORDS]
+    assert all("Authorization" not in r.headers for r in received)
+    assert all(r.headers.get("Authorization") == CREDENTIALS for r in own)
+
+
+def test_malformed_answers_are_failures_not_tracebacks(tmp_path, run):
+    """No JSON, pages that go round, a tus server that does not move on: one line each."""
+    file = tmp_path / "big.bin"
+    file.write_bytes(b"\0" * (9 * MiB))
+
+    def answer(request):
+        path = urlsplit(request.path).path
+        if request.method == "POST":
+            return 201, {"Location": "/v1/files/1"}, b""
+        if request.method == "PATCH":
+            return 204, {"Upload-Offset": request.headers["Upload-Offset"]}, b""
+        if path == RECORDS:
+            return 200, {"Next-Page": request.path}, b'{"data": []}'
+        return 200, {}, b"<html>not JSON</html>"
+
+    with Hostile(answer) as server:
+        listing = run(server, "download", "--folder", str(tmp_path / "out"))
+        record = run(server, "rm", "--id", "r")
+        stuck = run(server, "upload", str(file), "--id", "r", "--force")
+
+    assert listing.returncode == 1 and "the server's pages go round" in listing.stderr
+    assert record.returncode == 1 and "no JSON object" in record.stderr
+    assert stuck.returncode == 1 and "the server answered Upload-Offset '0'" in stuck.stderr
+
+
+def test_sync_deletes_and_marks_only_with_if_match(tmp_path, run):
+    """``--delete`` sends ``If-Match`` (a record listed without ``last_modified`` is never
+    deleted: the precondition cannot hold); a forged mark (copied to another id, or naming
+    a path no folder holds) is nobody's; what cannot be synced is reported."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "same.txt").write_bytes(CONTENT)
+    os.mkfifo(site / "pipe")
+    (site / os.fsdecode(b"\xff.txt")).write_bytes(b"not UTF-8")
+    (site / "mem").symlink_to("/proc/self/mem")  # A file whose reading fails.
+    records = [
+        {"id": record_id_of("same.txt"), "attachment": attachment("same.txt"), "last_modified": 7},
+        {"id": record_id_of("gone.txt"), "synced_from": {"folder": "site", "path": "gone.txt"}},
+        {"id": "copied", "synced_from": {"folder": "site", "path": "forged.txt"}},
+        {"id": record_id_of("../up"), "synced_from": {"folder": "site", "path": "../up"}},
+        {"id": record_id_of("mem"), "attachment": attachment("mem")},
+    ]
+
+    def refuse(request):
+        if request.method in ("PATCH", "DELETE"):
+            return (
+                412,
+                {"Content-Type": "application/json"},
+                b'{"message": "Resource was modified meanwhile"}',
+            )
+        return None
+
+    with Hostile(kinto(records, extra=refuse)) as server:
+        result = run(server, "sync", str(site), "--delete", "--follow-symlinks")
+        writes = [(r.method, r.path, r.headers.get("If-Match")) for r in server.requests[1:]]
+
+    assert result.returncode == 1
+    assert writes == [
+        ("PATCH", f"{RECORDS}/{record_id_of('same.txt')}", '"7"'),
+        ("DELETE", f"{RECORDS}/{record_id_of('gone.txt')}", '"unknown"'),
+    ]
+    assert result.stdout.splitlines() == [
+        "skipped mem: Input/output error",
+        "skipped pipe: not a regular file",
+        "skipped \\udcff.txt: its name is not UTF-8",
+    ]
+    assert result.stderr.splitlines() == [
+        "kinto-attachment: same.txt: 412 Resource was modified meanwhile "
+        f"(PATCH {server.origin}{RECORDS}/{record_id_of('same.txt')})",
+        "kinto-attachment: gone.txt: 412 Resource was modified meanwhile "
+        f"(DELETE {server.origin}{RECORDS}/{record_id_of('gone.txt')})",
+    ]
+
+
+def test_parts_left_by_other_runs(tmp_path, run):
+    """A part that holds the whole file is renamed without a request; one too long, or hard
+    linked elsewhere, is replaced; a final name hard linked elsewhere is replaced, not
+    written through."""
+    folder, outside = tmp_path / "out", tmp_path / "outside"
+    (folder / PARTS).mkdir(parents=True)
+    outside.mkdir()
+    (folder / PARTS / f"{DIGEST}.part").write_bytes(CONTENT)
+    other = hashlib.sha256(b"other").hexdigest()
+    (folder / PARTS / f"{other}.part").write_bytes(b"other and more")
+    (outside / "hard").write_bytes(CONTENT)
+    os.link(outside / "hard", folder / "linked.txt")
+    records = [
+        {"id": "whole", "attachment": attachment("whole.txt")},
+        {"id": "long", "attachment": attachment("long.txt", size=5, digest=other)},
+        {"id": "linked", "attachment": attachment("linked.txt")},
+    ]
+
+    def other_content(request):
+        return (200, {}, b"other") if request.path.endswith("/long/attachment") else None
+
+    with Hostile(kinto(records, extra=other_content)) as server:
+        result = run(server, "download", "--folder", str(folder))
+        fetched = [r.path for r in server.requests if r.path.endswith("/attachment")]
+
+    assert result.returncode == 0, result.stderr
+    assert fetched == [f"{RECORDS}/long/attachment", f"{RECORDS}/linked/attachment"]
+    assert tree(folder) == {"whole.txt": CONTENT, "long.txt": b"other", "linked.txt": CONTENT}
+    assert os.stat(folder / "linked.txt").st_nlink == 1
+    assert os.stat(outside / "hard").st_nlink == 1
+
+
+def test_a_body_cut_short_is_kept_to_resume(tmp_path, run):
+    def cut(request):
+        if request.path.endswith("/attachment"):
+            return 200, {"Content-Length": str(SIZE), "Connection": "close"}, CONTENT[:10]
+        return None
+
+    with Hostile(kinto([{"id": "cut", "attachment": attachment("cut.txt")}], extra=cut)) as s:
+        result = run(s, "download", "--folder", str(tmp_path / "out"))
+
+    assert result.returncode == 1
+    assert "kinto-attachment: cut.txt: GET " in result.stderr and "IncompleteRead" in result.stderr
+    assert tree(tmp_path / "out") == {f"{PARTS}/{DIGEST}.part": CONTENT[:10]}
+
+
+def test_names_and_ids_against_a_listing_with_junk(tmp_path, run):
+    """A name found only among download's names, an id that is no record, a record answered
+    under another id, a page that is no list, an error that is no JSON."""
+    records = ["junk", {"id": "h", "attachment": attachment("hello.txt")}]
+
+    def odd(request):
+        path = urlsplit(request.path).path
+        if path.endswith("/records/liar"):
+            return 200, {"Content-Type": "application/json"}, b'{"data": {"id": "other"}}'
+        if path.endswith("/records/broken"):
+            return 500, {"Content-Type": "text/html"}, b"<h1>oops</h1>"
+        if path == "/v1/buckets/b/collections/empty/records":
+            return 200, {"Content-Type": "application/json"}, b'{"data": {"not": "a list"}}'
+        return None
+
+    with Hostile(kinto(records, extra=odd)) as server:
+        found = run(server, "download", "hello.txt", "--id", "nope", "--folder", str(tmp_path))
+        liar = run(server, "rm", "--id", "liar")
+        broken = run(server, "rm", "--id", "broken")
+        empty = run(server, "-c", "empty", "download", "--folder", str(tmp_path))
+        bad_server = run(server, "--server", "ftp://127.0.0.1/v1", "rm", "x")
+
+    assert found.returncode == 1
+    assert found.stderr == "kinto-attachment: nope: no such record\n"
+    assert (tmp_path / "hello.txt").read_bytes() == CONTENT
+    assert liar.returncode == 1 and "the server answered another record" in liar.stderr
+    assert broken.returncode == 1
+    assert f"500 Internal Server Error (GET {server.origin}{RECORDS}/broken)" in broken.stderr
+    assert empty.returncode == 1 and "the server listed no records" in empty.stderr
+    assert bad_server.returncode == 1
+    assert (
+        bad_server.stderr
+        == "kinto-attachment: --server: not an http(s) URL: 'ftp://127.0.0.1/v1'\n"
+    )
+
+
+def test_tus_answers_that_cannot_be_used(tmp_path, run):
+    """A creation without ``Location``; an upload completed whose record has no attachment."""
+    file = tmp_path / "big.bin"
+    file.write_bytes(b"\0" * (9 * MiB))
+
+    def nowhere(request):
+        return 201, {}, b""
+
+    def empty_record(request):
+        if request.method == "POST":
+            return 201, {"Location": "/v1/files/1"}, b""
+        if request.method == "PATCH":
+            offset = int(request.headers["Upload-Offset"]) + len(request.body)
+            return 204, {"Upload-Offset": str(offset)}, b""
+        return 200, {"Content-Type": "application/json"}, b'{"data": {"id": "r"}}'
+
+    with Hostile(nowhere) as server:
+        first = run(server, "upload", str(file), "--id", "r", "--force")
+    with Hostile(empty_record) as server:
+        second = run(server, "upload", str(file), "--id", "r", "--force")
+
+    assert first.returncode == 1 and "created an upload without a Location" in first.stderr
+    assert second.returncode == 1
+    assert "the upload completed, but the record has no attachment" in second.stderr
+
+
+def test_command_lines_refused_before_any_request(tmp_path, run):
+    odd = tmp_path / os.fsdecode(b"\xfe.bin")
+    odd.write_bytes(b"x")
+    with Hostile(kinto([])) as server:
+        not_json = run(server, "upload", str(odd), "--data", "{")
+        not_utf8 = run(server, "upload", str(odd))
+        no_name = run(server, "sync", "/", "--dry-run")
+        assert server.requests == []
+    assert not_json.returncode == 2 and "not JSON" in not_json.stderr
+    assert not_utf8.returncode == 2 and "not a UTF-8 name" in not_utf8.stderr
+    assert no_name.returncode == 2 and "has no name: give it one with --as NAME" in no_name.stderr
+
+
+def test_a_part_another_download_writes_is_left_alone(tmp_path, run):
+    """Two downloads into one folder at once: the second does not append to the first's
+    part (it fails, and the first goes on)."""
+    folder = tmp_path / "out"
+    (folder / PARTS).mkdir(parents=True)
+    part = folder / PARTS / f"{DIGEST}.part"
+    part.write_bytes(CONTENT[:5])
+    with (
+        open(part, "rb") as held,
+        Hostile(kinto([{"id": "a", "attachment": attachment("a.txt")}])) as server,
+    ):
+        fcntl.flock(held, fcntl.LOCK_EX)
+        result = run(server, "download", "--folder", str(folder))
+    assert result.returncode == 1
+    assert f"{PARTS}/{DIGEST}.part is being written by another download" in result.stderr
+    assert part.read_bytes() == CONTENT[:5]

@@ -1,0 +1,598 @@
+"""GET and HEAD {record-url}/attachment: permission-checked, conditional, ranged, safe."""
+
+import email.utils
+import hashlib
+import os
+import threading
+import time
+
+import pytest
+import requests
+import webob
+
+from kinto_attachment import downloads
+
+from ..conftest import ALICE, BOB, cached_app, served_path, serving_app
+from ..storage.test_gcs import gcs_app
+
+
+URL = "/v1/buckets/blog/collections/articles/records/r1"
+CONTENT = bytes(range(256)) * 40  # 10240 bytes
+
+
+@pytest.fixture
+def stored(kinto):
+    kinto.create_collection()
+    meta = kinto.upload(URL, CONTENT, "data.pdf", mimetype="application/pdf").json
+    return kinto, meta
+
+
+def get(kinto, headers=ALICE, status=200, method="get", **extra):
+    return getattr(kinto.app, method)(
+        URL + "/attachment", headers={**headers, **extra}, status=status
+    )
+
+
+def test_download(stored):
+    kinto, meta = stored
+    response = get(kinto)
+    assert response.body == CONTENT
+    assert response.headers["Content-Type"] == "application/pdf"
+    assert response.headers["Content-Length"] == str(len(CONTENT))
+    assert response.headers["ETag"] == f'"{hashlib.sha256(CONTENT).hexdigest()}"'
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Content-Disposition"].startswith('inline; filename="data.pdf"')
+    assert response.headers["Cache-Control"] == "private, no-cache"  # See test_caching.py.
+    record = kinto.app.get(URL, headers=ALICE).json["data"]
+    assert response.last_modified.timestamp() == record["last_modified"] // 1000
+
+
+def test_head(stored):
+    kinto, _ = stored
+    response = get(kinto, method="head")
+    assert response.body == b""
+    assert response.headers["Content-Length"] == str(len(CONTENT))
+
+
+def test_permissions(stored):
+    kinto, _ = stored
+    get(kinto, headers={}, status=401)
+    get(kinto, headers=BOB, status=403)
+    kinto.app.patch_json(URL, {"permissions": {"read": ["system.Everyone"]}}, headers=ALICE)
+    assert get(kinto, headers={}).body == CONTENT
+    assert get(kinto, headers=BOB).body == CONTENT
+
+
+def test_collection_readers_can_download(stored):
+    kinto, _ = stored
+    kinto.app.patch_json(
+        "/v1/buckets/blog/collections/articles",
+        {"permissions": {"read": ["system.Authenticated"]}},
+        headers=ALICE,
+    )
+    assert get(kinto, headers=BOB).body == CONTENT
+
+
+@pytest.mark.parametrize(
+    "header,status,expected,content_range",
+    [
+        ("bytes=0-9", 206, CONTENT[:10], "bytes 0-9/10240"),
+        ("bytes=10000-", 206, CONTENT[10000:], "bytes 10000-10239/10240"),
+        ("bytes=-16", 206, CONTENT[-16:], "bytes 10224-10239/10240"),
+        ("bytes=10230-99999", 206, CONTENT[10230:], "bytes 10230-10239/10240"),
+        ("bytes=0-0,5-6", 200, CONTENT, None),
+        ("items=0-5", 200, CONTENT, None),
+        ("bytes=9-3", 200, CONTENT, None),
+    ],
+)
+def test_ranges(stored, header, status, expected, content_range):
+    kinto, _ = stored
+    response = get(kinto, status=status, Range=header)
+    assert response.body == expected
+    assert response.headers.get("Content-Range") == content_range
+    assert response.headers["Content-Length"] == str(len(expected))
+
+
+@pytest.mark.parametrize("header", ["bytes=10240-", "bytes=20000-30000", "bytes=-0"])
+def test_unsatisfiable_range(stored, header):
+    kinto, _ = stored
+    response = get(kinto, status=416, Range=header)
+    assert response.headers["Content-Range"] == "bytes */10240"
+    assert response.json["code"] == 416
+
+
+def test_conditional_requests(stored):
+    kinto, meta = stored
+    etag = f'"{meta["hash"]}"'
+    response = get(kinto, status=304, **{"If-None-Match": etag})
+    assert response.body == b""
+    assert response.headers["ETag"] == etag
+    get(kinto, status=304, **{"If-None-Match": f'"other", W/{etag}'})
+    assert get(kinto, **{"If-None-Match": '"other"'}).body == CONTENT
+    # If-Range: the range only applies to the same content.
+    assert get(kinto, status=206, Range="bytes=0-1", **{"If-Range": etag}).body == CONTENT[:2]
+    assert get(kinto, Range="bytes=0-1", **{"If-Range": '"old"'}).body == CONTENT
+    # If-Range compares strongly: a weak validator never matches.
+    assert get(kinto, Range="bytes=0-1", **{"If-Range": f"W/{etag}"}).body == CONTENT
+
+
+def test_if_modified_since(stored):
+    kinto, _ = stored
+    last_modified = get(kinto).headers["Last-Modified"]
+    response = get(kinto, status=304, **{"If-Modified-Since": last_modified})
+    assert response.body == b""
+    assert get(kinto, **{"If-Modified-Since": "Mon, 01 Jan 2001 00:00:00 GMT"}).body == CONTENT
+    # If-None-Match wins when both are sent (RFC 9110 §13.2.2).
+    both = {"If-Modified-Since": last_modified, "If-None-Match": '"other"'}
+    assert get(kinto, **both).body == CONTENT
+    # An unreadable date is no condition.
+    assert get(kinto, **{"If-Modified-Since": "yesterday"}).body == CONTENT
+
+
+def replace_within_one_second(kinto, contents):
+    """Upload ``contents`` one after the other until two of them have ``Last-Modified`` in
+    one second; return the answers of their downloads."""
+    for _ in range(5):
+        answers = []
+        for content in contents:
+            kinto.upload(URL, content, "data.txt")
+            answers.append(get(kinto, status=206, Range="bytes=0-499"))
+        if len({answer.headers["Last-Modified"] for answer in answers}) == 1:
+            return answers
+    pytest.fail("no two uploads within one second")
+
+
+def next_second():
+    """Sleep until a new second starts."""
+    time.sleep(1 - time.time() % 1 + 0.01)
+
+
+def test_if_range_date_across_a_same_second_replacement(kinto):
+    """The issue's scenario: the first 500 bytes of v1, v2 attached within the same second,
+    then the rest with v1's Last-Modified in If-Range: the date cannot tell v1 from v2, so
+    the whole of v2 is sent (a 206 would be v2's bytes after v1's)."""
+    kinto.create_collection()
+    v1, v2 = os.urandom(1000), os.urandom(1000)
+    first, _ = replace_within_one_second(kinto, [v1, v2])
+    assert first.body == v1[:500]
+    rest = get(kinto, Range="bytes=500-", **{"If-Range": first.headers["Last-Modified"]})
+    assert (rest.status_code, rest.body) == (200, v2)
+    # With the ETag, the client's validator is exact: the same answer.
+    rest = get(kinto, Range="bytes=500-", **{"If-Range": first.headers["ETag"]})
+    assert (rest.status_code, rest.body) == (200, v2)
+
+
+def test_if_range_date_is_honoured_only_when_strong(kinto):
+    kinto.create_collection()
+    v1, v2 = os.urandom(1000), os.urandom(1000)
+    kinto.upload(URL, v1, "data.txt")
+    # A record the upload created: a record of the same id may have existed earlier in that
+    # second, deleted since, with another file.
+    created = get(kinto).headers["Last-Modified"]
+    assert get(kinto, Range="bytes=500-", **{"If-Range": created}).body == v1
+    # Replaced in a later second than the version before: every version of the record with
+    # this Last-Modified has v2.
+    next_second()
+    kinto.upload(URL, v2, "data.txt")
+    last_modified = get(kinto).headers["Last-Modified"]
+    ranged = get(kinto, status=206, Range="bytes=500-", **{"If-Range": last_modified})
+    assert ranged.body == v2[500:]
+    # The record's other fields changed in a later second: still v2.
+    next_second()
+    kinto.app.patch_json(URL, {"data": {"title": "edited"}}, headers=ALICE)
+    edited = get(kinto).headers["Last-Modified"]
+    assert edited != last_modified
+    assert get(kinto, status=206, Range="bytes=500-", **{"If-Range": edited}).body == v2[500:]
+    # Only the exact date: neither an earlier one nor a later one (WebOb's test: <=).
+    later = email.utils.formatdate(time.time() + 3600, usegmt=True)
+    out_of_range = "Fri, 31 Dec 99999 23:59:59 GMT"
+    for date in (last_modified, later, "Thu, 01 Jan 1970 00:00:00 GMT", "yesterday", out_of_range):
+        assert get(kinto, Range="bytes=500-", **{"If-Range": date}).body == v2
+
+
+@pytest.mark.parametrize(
+    "filename,mimetype,disposition",
+    [
+        ("page.html", "text/html", "attachment"),
+        ("logo.svg", "image/svg+xml", "attachment"),
+        ("feed.xml", "application/atom+xml", "attachment"),
+        ("app.js", "application/javascript", "attachment"),
+        ("photo.png", "image/png", "inline"),
+    ],
+)
+def test_executable_types_are_never_inline(
+    tmp_path_factory, request, filename, mimetype, disposition
+):
+    kinto = cached_app(
+        "memory", tmp_path_factory, request, **{"kinto.attachment.extensions": "any"}
+    )
+    kinto.create_collection()
+    kinto.upload(URL, b"<script>alert(1)</script>", filename, mimetype=mimetype)
+    response = get(kinto)
+    assert response.headers["Content-Disposition"].startswith(f'{disposition}; filename="')
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_unicode_filename(kinto_memory):
+    kinto = kinto_memory
+    kinto.create_collection()
+    kinto.upload(URL, b"x", 'Résumé "final".txt')
+    disposition = get(kinto).headers["Content-Disposition"]
+    assert disposition == (
+        'inline; filename="R_sum_ _final_.txt"; '
+        "filename*=UTF-8''R%C3%A9sum%C3%A9%20%22final%22.txt"
+    )
+
+
+def test_missing(kinto_memory):
+    kinto = kinto_memory
+    kinto.create_collection()
+    response = get(kinto, status=404)
+    assert response.json["details"] == {"id": "r1", "resource_name": "record"}
+    kinto.app.put_json(URL, {"data": {}}, headers=ALICE)
+    response = get(kinto, status=404)
+    assert response.json["details"] == {"id": "r1", "resource_name": "attachment"}
+
+
+def test_missing_blob_is_404_and_logged(kinto, caplog):
+    kinto.create_collection()
+    meta = kinto.upload(URL, b"soon gone", "gone.txt").json
+    kinto.registry.attachment_store.delete(kinto.key_of(meta["location"]))
+    response = get(kinto, status=404)
+    assert response.json["details"]["resource_name"] == "attachment"
+    assert "is missing from the store" in caplog.text
+
+
+def test_empty_file(kinto_memory):
+    kinto = kinto_memory
+    kinto.create_collection()
+    kinto.upload(URL, b"", "empty.txt")
+    response = get(kinto)
+    assert (response.body, response.headers["Content-Length"]) == (b"", "0")
+
+
+def test_presigned_redirect_on_s3(tmp_path_factory, request):
+    kinto = cached_app(
+        "memory",
+        tmp_path_factory,
+        request,
+        blobs="s3",
+        **{
+            "kinto.attachment.aws.presigned_downloads": "true",
+            "kinto.attachment.extensions": "any",
+        },
+    )
+    kinto.create_collection()
+    content = os.urandom(2048)
+    meta = kinto.upload(URL, content, "page.html", mimetype="text/html").json
+    response = get(kinto, status=307)
+    target = response.headers["Location"]
+    assert "X-Amz-Signature=" in target and "X-Amz-Expires=300" in target
+    download = requests.get(target, timeout=10)
+    assert download.status_code == 200
+    assert download.content == content
+    assert download.headers["Content-Disposition"].startswith('attachment; filename="page.html"')
+    # Still permission-checked, and still conditional for a client that has the content; the
+    # redirection itself has no validators (see test_caching.py).
+    get(kinto, headers=BOB, status=403)
+    assert "ETag" not in response.headers
+    get(kinto, status=304, **{"If-None-Match": f'"{meta["hash"]}"'})
+
+
+def test_without_a_file_wrapper_the_stream_is_iterated(stored):
+    kinto, _ = stored
+    wsgi_request = webob.Request.blank(URL + "/attachment", headers=ALICE)
+    wsgi_request.environ.pop("wsgi.file_wrapper", None)
+    response = wsgi_request.get_response(kinto.app.app)
+    assert response.body == CONTENT
+
+
+def test_streamed_response_body_is_only_a_length_until_set():
+    response = downloads.StreamedResponse(content_type="text/plain")
+    response.app_iter = iter([b"never", b" read"])
+    response.content_length = 10
+    assert len(response.body) == 10
+    response.body = b"set"
+    assert response.body == b"set"
+
+
+HUGE = "9" * 5000
+
+
+@pytest.mark.parametrize(
+    "header,status",
+    [
+        (f"bytes={HUGE}-", 416),
+        (f"bytes={HUGE}-{HUGE}", 416),
+        (f"bytes=0-{HUGE}", 206),
+        (f"bytes=-{HUGE}", 206),
+        (f"bytes={'0' * 5000}1-2", 206),
+        (f"bytes={HUGE}", 200),
+    ],
+)
+def test_huge_range_positions_are_no_500(stored, header, status):
+    kinto, _ = stored
+    response = get(kinto, status=status, Range=header)
+    if status == 206:
+        assert response.body in (CONTENT, CONTENT[1:3])
+
+
+def test_huge_range_on_data_files_and_served_files(tmp_path_factory, request):
+    kinto = serving_app(tmp_path_factory, request)
+    kinto.create_collection()
+    meta = kinto.upload(URL, CONTENT, "data.txt").json
+    path = served_path(meta["location"])
+    # Served files answer ranges as every download does (one response builder).
+    kinto.app.get(path, headers={"Range": f"bytes={HUGE}-"}, status=416)
+    ranged = kinto.app.get(path, headers={"Range": "bytes=1-2"}, status=206)
+    assert (ranged.body, ranged.headers["Content-Range"]) == (CONTENT[1:3], "bytes 1-2/10240")
+    local = {"REMOTE_ADDR": "127.0.0.1"}
+    file_id = kinto.app.post("/v1/data/files", CONTENT, extra_environ=local).text
+    kinto.app.get(
+        f"/v1/data/files/{file_id}",
+        headers={"Range": f"bytes={HUGE}-"},
+        extra_environ=local,
+        status=416,
+    )
+
+
+class _Recorded:
+    """A stored blob's stream that remembers being closed."""
+
+    def __init__(self, stream):
+        self._stream, self.closed = stream, False
+
+    def read(self, size=-1):
+        return self._stream.read(size)
+
+    def close(self):
+        self.closed = True
+        self._stream.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+@pytest.fixture
+def blob(tmp_path):
+    """A local store holding a 3 MiB blob, and the streams it opened."""
+    from kinto_attachment.storage.local import LocalStore
+
+    store = LocalStore(str(tmp_path / "files"))
+    staged = store.stage("big.bin")
+    content = os.urandom(3 * 1024 * 1024 + 5)
+    staged.write(content)
+    key = staged.commit()
+    opened = []
+    real_open = store.open
+
+    def open_(key, start=0, end=None):
+        opened.append(_Recorded(real_open(key, start, end)))
+        return opened[-1]
+
+    store.open = open_
+    served = downloads.Download(key=key, size=len(content), mimetype="", filename="big.bin")
+    return store, served, content, opened
+
+
+def test_a_wrapped_body_is_read_by_chunks_not_through_the_file_wrapper(blob):
+    """The server's file wrapper is for bodies returned as they are (uWSGI's, iterated through
+    a wrapper, reads small blocks): a wrapped body is read by chunks of 1 MiB."""
+    store, served, content, opened = blob
+    request = webob.Request.blank("/")
+    wrapped = []
+    request.environ["wsgi.file_wrapper"] = lambda *a: pytest.fail("file wrapper used")
+    response = downloads.respond(
+        request, store, served, wrap=lambda body, length: wrapped.append(length) or body
+    )
+    sizes = [len(chunk) for chunk in response.app_iter]
+    assert sizes == [1024 * 1024] * 3 + [5] and wrapped == [len(content)]
+    assert opened[0].closed
+
+
+def test_a_wrapper_that_refuses_closes_the_stream(blob):
+    store, served, _, opened = blob
+
+    def busy(body, length):
+        raise RuntimeError("no budget")
+
+    with pytest.raises(RuntimeError):
+        downloads.respond(webob.Request.blank("/"), store, served, wrap=busy)
+    assert opened[0].closed
+
+
+# Downloads racing a replacement: the record (or entry) is read, then a replacement commits
+# before the blob is opened. Another thread makes the change, through the API, at the moment
+# the download first touches the store.
+
+
+@pytest.fixture
+def meanwhile(monkeypatch):
+    """``meanwhile(kinto, change, times=1)``: ``change()`` runs in another thread (its own
+    request, committed) the first ``times`` times this thread's request touches a blob."""
+
+    def arrange(kinto, change, times=1):
+        store, reader, done = kinto.registry.attachment_store, threading.get_ident(), []
+
+        def hooked(original):
+            def touched(key, *args, **kwargs):
+                if threading.get_ident() == reader and len(done) < times:
+                    done.append(key)
+                    thread = threading.Thread(target=change)
+                    thread.start()
+                    thread.join(30)
+                return original(key, *args, **kwargs)
+
+            return touched
+
+        for name in ("open", "exists", "stat"):
+            monkeypatch.setattr(store, name, hooked(getattr(store, name)))
+        return done
+
+    return arrange
+
+
+V1, V2 = b"version 1 " * 100, b"version 2 " * 100
+
+
+@pytest.fixture
+def racing(kinto):
+    kinto.create_collection()
+    kinto.upload(URL, V1, "v1.txt")
+    return kinto
+
+
+@pytest.mark.parametrize(
+    "method,headers,status,body",
+    [
+        ("get", {}, 200, V2),
+        ("get", {"Range": "bytes=500-"}, 206, V2[500:]),
+        ("head", {}, 200, b""),
+    ],
+)
+def test_a_download_racing_a_replacement_serves_the_new_version(
+    racing, meanwhile, caplog, method, headers, status, body
+):
+    kinto = racing
+    # Deleted as soon as the replacement commits (gc.replaced_grace_seconds = 0).
+    touched = meanwhile(kinto, lambda: kinto.upload(URL, V2, "v2.txt"))
+    response = get(kinto, method=method, status=status, **headers)
+    assert response.body == body
+    assert response.headers["ETag"] == f'"{hashlib.sha256(V2).hexdigest()}"'
+    assert len(touched) == 1
+    assert "missing from the store" not in caplog.text
+
+
+@pytest.mark.parametrize("method", ["get", "head"])
+def test_a_download_racing_a_replacement_on_gcs(gcs_server, meanwhile, caplog, method):
+    kinto = gcs_app(gcs_server)
+    kinto.upload(URL, V1, "v1.txt")
+    meanwhile(kinto, lambda: kinto.upload(URL, V2, "v2.txt"))
+    response = get(kinto, method=method)
+    assert response.headers["ETag"] == f'"{hashlib.sha256(V2).hexdigest()}"'
+    assert response.body == (V2 if method == "get" else b"")
+    assert "missing from the store" not in caplog.text
+
+
+def test_a_download_racing_a_replacement_with_a_grace_serves_the_old_version(
+    tmp_path_factory, request, meanwhile, caplog
+):
+    kinto = cached_app(
+        "memory", tmp_path_factory, request, **{"kinto.attachment.gc.replaced_grace_seconds": "60"}
+    )
+    kinto.create_collection()
+    first = kinto.upload(URL, V1, "v1.txt").json
+    meanwhile(kinto, lambda: kinto.upload(URL, V2, "v2.txt"))
+    assert get(kinto).body == V1  # The version it started with, whole.
+    assert get(kinto).body == V2
+    assert kinto.exists(first["location"])  # Until the grace has passed.
+    assert "missing from the store" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "change,details",
+    [
+        ("record", {"id": "r1", "resource_name": "record"}),
+        ("attachment", {"id": "r1", "resource_name": "attachment"}),
+    ],
+)
+def test_a_download_racing_a_deletion_is_the_404_of_what_was_deleted(
+    racing, meanwhile, caplog, change, details
+):
+    kinto = racing
+    path = URL if change == "record" else URL + "/attachment"
+    meanwhile(kinto, lambda: kinto.app.delete(path, headers=ALICE))
+    assert get(kinto, status=404).json["details"] == details
+    assert "missing from the store" not in caplog.text
+
+
+def test_a_download_racing_a_permission_change_is_checked_again(racing, meanwhile):
+    kinto = racing
+    kinto.app.patch_json(URL, {"permissions": {"read": ["system.Authenticated"]}}, headers=ALICE)
+    meanwhile(kinto, lambda: kinto.upload(URL, V2, "v2.txt", permissions={"read": []}))
+    get(kinto, headers=BOB, status=403)
+
+
+def test_a_download_replaced_at_every_attempt_is_a_503(racing, meanwhile):
+    kinto = racing
+    versions = iter(range(100))
+    meanwhile(kinto, lambda: kinto.upload(URL, b"v%d" % next(versions), "v.txt"), times=100)
+    response = get(kinto, status=503)
+    assert "Retry-After" in response.headers
+    assert next(versions) == downloads.ATTEMPTS
+
+
+def test_a_lost_blob_is_tried_twice_then_logged(racing, caplog):
+    kinto = racing
+    location = kinto.app.get(URL, headers=ALICE).json["data"]["attachment"]["location"]
+    kinto.registry.attachment_store.delete(kinto.key_of(location))
+    get(kinto, status=404)
+    get(kinto, method="head", status=404)
+    assert caplog.text.count("is missing from the store") == 2
+
+
+def test_default_bucket_downloads_racing_a_replacement(tmp_path_factory, request, meanwhile):
+    kinto = cached_app(
+        "memory",
+        tmp_path_factory,
+        request,
+        **{"kinto.includes": "kinto.plugins.default_bucket kinto.plugins.flush kinto_attachment"},
+    )
+    url = "/v1/buckets/default/collections/tasks/records/r1"
+    kinto.upload(url, V1, "v1.txt")
+    meanwhile(kinto, lambda: kinto.upload(url, V2, "v2.txt"))
+    assert kinto.app.get(url + "/attachment", headers=ALICE).body == V2
+
+
+LOCAL = {"REMOTE_ADDR": "127.0.0.1"}
+
+
+@pytest.mark.parametrize("grace", ["0", "60"])
+def test_data_files_racing_an_upload_of_the_same_id(
+    tmp_path_factory, request, backend, meanwhile, caplog, grace
+):
+    kinto = cached_app(
+        backend,
+        tmp_path_factory,
+        request,
+        **{"kinto.attachment.gc.replaced_grace_seconds": grace},
+    )
+    kinto.app.post("/v1/data/files?id=x", V1, extra_environ=LOCAL)
+    meanwhile(kinto, lambda: kinto.app.post("/v1/data/files?id=x", V2, extra_environ=LOCAL))
+    served = kinto.app.get("/v1/data/files/x", extra_environ=LOCAL).body
+    assert served == (V2 if grace == "0" else V1)
+    meanwhile(kinto, lambda: kinto.app.delete("/v1/data/files/x", extra_environ=LOCAL))
+    kinto.app.get("/v1/data/files/x", extra_environ=LOCAL, status=404 if grace == "0" else 200)
+    assert "missing from the store" not in caplog.text
+    assert "does not match" not in caplog.text
+
+
+def test_served_files_deleted_while_opened_are_a_plain_404(
+    tmp_path_factory, request, meanwhile, caplog
+):
+    kinto = serving_app(tmp_path_factory, request)
+    kinto.create_collection()
+    meta = kinto.upload(URL, V1, "v1.txt").json
+    path = served_path(meta["location"])
+    meanwhile(kinto, lambda: kinto.app.delete(URL + "/attachment", headers=ALICE))
+    kinto.app.get(path, status=404)
+    assert "missing from the store" not in caplog.text  # A file deleted is no lost file.
+
+
+def test_data_files_if_range_date(tmp_path_factory, request, backend):
+    kinto = cached_app(backend, tmp_path_factory, request)
+    url = "/v1/data/files/x"
+
+    def resume(status, body):
+        date = kinto.app.get(url, extra_environ=LOCAL).headers["Last-Modified"]
+        headers = {"Range": "bytes=500-", "If-Range": date}
+        assert kinto.app.get(url, headers=headers, extra_environ=LOCAL, status=status).body == body
+
+    kinto.app.post(url.replace("/x", "?id=x"), V1, extra_environ=LOCAL)
+    resume(200, V1)  # A new id: an entry of that id may have been deleted in that second.
+    next_second()
+    kinto.app.post(url.replace("/x", "?id=x"), V2, extra_environ=LOCAL)
+    resume(206, V2[500:])  # The version before is older than that second.

@@ -1,0 +1,88 @@
+"""The local blob store: atomic placement, no overwrite, nothing outside base_path."""
+
+import os
+
+import pytest
+
+from kinto_attachment.storage import blob_url, join_key, safe_name
+from kinto_attachment.storage.local import TEMP_PREFIX, LocalStore
+
+
+@pytest.fixture
+def store(tmp_path):
+    return LocalStore(str(tmp_path / "files"), base_url="https://cdn.example.com/files")
+
+
+def listing(store):
+    return sorted(
+        os.path.relpath(os.path.join(root, name), store.base_path)
+        for root, _, names in os.walk(store.base_path)
+        for name in names
+    )
+
+
+def test_a_committed_file_is_in_place_and_readable_by_all(store):
+    """What every store guarantees is tests/storage/test_store_contract.py; this is disk's own."""
+    staged = store.stage("a/b.txt")
+    staged.write(b"hello")
+    assert [os.path.basename(p)[: len(TEMP_PREFIX)] for p in listing(store)] == [TEMP_PREFIX]
+    assert staged.commit() == "a/b.txt"
+    assert listing(store) == ["a/b.txt"]
+    assert oct(os.stat(store.path("a/b.txt")).st_mode & 0o777) == "0o644"
+
+
+def test_failed_commit_cleans_up(store, monkeypatch):
+    staged = store.stage("x.txt")
+    staged.write(b"data")
+
+    def no_rename(src, dst):
+        raise OSError("rename failed")
+
+    monkeypatch.setattr(os, "replace", no_rename)
+    with pytest.raises(OSError):
+        staged.commit()
+    monkeypatch.undo()
+    assert [p for p in listing(store) if TEMP_PREFIX in p] == []
+
+
+def test_keys_cannot_escape(store, tmp_path):
+    for key in ("../outside.txt", "a/../../outside.txt", "", "."):
+        with pytest.raises(ValueError):
+            store.path(key)
+    assert store.path("/etc/passwd") == os.path.join(store.base_path, "etc", "passwd")
+    os.symlink(tmp_path, os.path.join(store.base_path, "link"))
+    with pytest.raises(ValueError, match="outside"):
+        store.path("link/escaped.txt")
+
+
+def test_url(store):
+    # As kinto-attachment joins them (urljoin): without a trailing slash, the base's last
+    # segment is replaced by the key. ``key_for_url`` reads both back.
+    assert store.url("a b/é.txt") == "https://cdn.example.com/a%20b/%C3%A9.txt"
+    assert store.key_for_url("https://cdn.example.com/a%20b/%C3%A9.txt") == "a b/é.txt"
+    assert blob_url("", "a.txt") == "a.txt"
+    assert blob_url("https://cdn/x/", "a.txt") == "https://cdn/x/a.txt"
+    assert blob_url("https://cdn", "a.txt") == "https://cdn/a.txt"
+
+
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("../../etc/passwd", "passwd"),
+        ("C:\\Users\\me\\photo.jpg", "photo.jpg"),
+        ("Été à Noël.pdf", "Ete_a_Noel.pdf"),
+        (".hidden", "hidden"),
+        ("..", "file"),
+        ("☃☃☃", "file"),
+        ("a" * 300 + ".txt", "a" * 196 + ".txt"),  # Shortened before its extension.
+    ],
+)
+def test_safe_name(name, expected):
+    assert safe_name(name) == expected
+
+
+def test_join_key():
+    assert join_key("a/", "/b", "c.txt") == "a/b/c.txt"
+    assert join_key("", "c.txt") == "c.txt"
+    with pytest.raises(ValueError):
+        join_key("..", "c.txt")

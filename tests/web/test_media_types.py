@@ -1,0 +1,204 @@
+"""Declared media types parsed (RFC 9110), and only an allow-list ever served inline."""
+
+import base64
+import os
+
+import pytest
+import requests
+import transaction
+
+from kinto_attachment.web import media_types
+
+from ..conftest import ALICE, attachment_app, s3_client, served_path
+
+
+URL = "/v1/buckets/blog/collections/articles/records/r1"
+INVALID = ["text/html,", ",text/html", "text/plain,text/html", "image/svg+xml,", "text/pl\x00ain"]
+
+
+def app(tmp_path_factory, request, backend="memory", blobs="local", **settings):
+    return attachment_app(tmp_path_factory, request, backend, blobs, extensions="any", **settings)
+
+
+def tus_upload(kinto, content, filename, filetype):
+    def b64(text):
+        return base64.b64encode(text.encode("latin-1")).decode()
+
+    meta = f"filename {b64(filename)},filetype {b64(filetype)}"
+    kinto.app.post(
+        URL + "/attachment/uploads",
+        content,
+        headers={
+            **ALICE,
+            "Tus-Resumable": "1.0.0",
+            "Upload-Length": str(len(content)),
+            "Upload-Metadata": meta,
+            "Content-Type": "application/offset+octet-stream",
+        },
+        status=201,
+    )
+    return kinto.app.get(URL, headers=ALICE).json["data"]["attachment"]
+
+
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        ("text/plain", "text/plain"),
+        ("Text/Plain ; charset=UTF-8", "text/plain"),
+        ('text/plain;charset="utf-8";format=flowed', "text/plain"),
+        ("application/vnd.api+json", "application/vnd.api+json"),
+        *((value, None) for value in INVALID),
+        ("text/plain; charset", None),
+        ("text/plain; charset=a b", None),
+        ("text", None),
+        ("text/", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_parse_media_type(value, expected):
+    assert media_types.parse_media_type(value) == expected
+
+
+@pytest.mark.parametrize("declared", INVALID)
+def test_invalid_declared_type_is_replaced_by_the_guess(
+    blobs, declared, tmp_path_factory, request
+):
+    kinto = app(tmp_path_factory, request, blobs=blobs)
+    meta = kinto.upload(URL, b"<b>hi</b>", "note.txt", mimetype=declared).json
+    assert meta["mimetype"] == "text/plain"
+    response = kinto.app.get(URL + "/attachment", headers=ALICE)
+    assert response.headers["Content-Type"] == "text/plain"
+
+
+@pytest.mark.parametrize("declared", INVALID)
+def test_invalid_tus_filetype_is_replaced_by_the_guess(blobs, declared, tmp_path_factory, request):
+    kinto = app(tmp_path_factory, request, blobs=blobs)
+    assert tus_upload(kinto, b"<b>hi</b>", "note.bin", declared)["mimetype"] == (
+        "application/octet-stream"
+    )
+
+
+@pytest.mark.parametrize(
+    "filename,declared,disposition",
+    [
+        ("a.png", "image/png", "inline"),
+        ("a.pdf", "application/pdf", "inline"),
+        ("a.txt", "text/plain; charset=utf-8", "inline"),
+        ("a.mp4", "video/mp4", "inline"),
+        ("a.ogg", "audio/ogg", "inline"),
+        ("a.css", "text/css", "attachment"),
+        ("a.xyz", "application/x-whatever", "attachment"),
+        ("a.bin", None, "attachment"),
+        ("a.html", "text/html", "attachment"),
+        ("a.svg", "image/svg+xml", "attachment"),
+        ("a.xml", "application/rss+xml", "attachment"),
+        ("a.mjs", "text/javascript", "attachment"),
+    ],
+)
+def test_only_the_allow_list_is_inline(filename, declared, disposition, tmp_path_factory, request):
+    kinto = app(tmp_path_factory, request)
+    kinto.upload(URL, b"<script>alert(1)</script>", filename, mimetype=declared)
+    response = kinto.app.get(URL + "/attachment", headers=ALICE)
+    assert response.headers["Content-Disposition"].startswith(f"{disposition};")
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_a_stored_invalid_type_is_served_as_an_attachment(backend, tmp_path_factory, request):
+    """Records written before types were parsed may hold anything."""
+    kinto = app(tmp_path_factory, request, backend=backend)
+    kinto.upload(URL, b"<script>alert(1)</script>", "a.txt")
+    storage = kinto.registry.storage
+    parent = "/buckets/blog/collections/articles"
+    record = storage.get(resource_name="record", parent_id=parent, object_id="r1")
+    record["attachment"]["mimetype"] = "text/plain,text/html"
+    storage.update(resource_name="record", parent_id=parent, object_id="r1", obj=record)
+    transaction.commit()
+    response = kinto.app.get(URL + "/attachment", headers=ALICE)
+    assert response.headers["Content-Type"] == "application/octet-stream"
+    assert response.headers["Content-Disposition"].startswith("attachment;")
+
+
+def test_serve_files_uses_the_allow_list(tmp_path_factory, request):
+    kinto = app(
+        tmp_path_factory,
+        request,
+        serve_files="true",
+        folder="{bucket_id}",
+        base_url="http://localhost/v1/attachments/",
+    )
+    css = served_path(kinto.upload(URL, b"body{}", "a.css").json["location"])
+    response = kinto.app.get(css)
+    assert response.headers["Content-Disposition"].startswith("attachment;")
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    png = served_path(kinto.upload(URL, b"png", "a.png").json["location"])
+    assert kinto.app.get(png).headers["Content-Disposition"].startswith("inline;")
+
+
+def test_serve_files_directory_is_404(tmp_path_factory, request):
+    kinto = app(
+        tmp_path_factory,
+        request,
+        serve_files="true",
+        folder="{bucket_id}",
+        base_url="http://localhost/v1/attachments/",
+    )
+    kinto.upload(URL, b"x", "a.txt")
+    kinto.app.get("/v1/attachments/blog", status=404)
+    kinto.app.head("/v1/attachments/blog", status=404)
+
+
+def head_object(kinto, location):
+    client = s3_client(kinto.registry.attachment_store.client.meta.endpoint_url)
+    return client.head_object(Bucket=kinto.bucket, Key=kinto.key_of(location))
+
+
+@pytest.mark.parametrize(
+    "filename,declared,size,disposition",
+    [
+        ("page.html", "text/html", 100, "attachment"),
+        ("logo.svg", "image/svg+xml", 100, "attachment"),
+        ("photo.png", "image/png", 100, None),
+        # Above one part (5 MiB): a multipart upload.
+        ("page.html", "text/html", 6 * 1024 * 1024, "attachment"),
+        ("photo.png", "image/png", 6 * 1024 * 1024, None),
+    ],
+)
+def test_s3_objects_not_inline_are_stored_as_attachments(
+    filename, declared, size, disposition, tmp_path_factory, request
+):
+    kinto = app(tmp_path_factory, request, blobs="s3")
+    meta = kinto.upload(URL, os.urandom(size), filename, mimetype=declared).json
+    head = head_object(kinto, meta["location"])
+    assert head.get("ContentDisposition") == disposition
+    assert head["ContentType"] == declared
+
+
+def test_s3_tus_objects_not_inline_are_stored_as_attachments(tmp_path_factory, request):
+    kinto = app(tmp_path_factory, request, blobs="s3")
+    meta = tus_upload(kinto, b"<script>alert(1)</script>", "page.html", "text/html")
+    assert head_object(kinto, meta["location"]).get("ContentDisposition") == "attachment"
+
+
+@pytest.mark.parametrize(
+    "filename,declared,disposition",
+    [("a.css", "text/css", "attachment"), ("a.png", "image/png", "inline")],
+)
+def test_presigned_redirect_uses_the_allow_list(
+    filename, declared, disposition, tmp_path_factory, request
+):
+    kinto = app(tmp_path_factory, request, blobs="s3", **{"aws.presigned_downloads": "true"})
+    kinto.upload(URL, b"body{}", filename, mimetype=declared)
+    target = kinto.app.get(URL + "/attachment", headers=ALICE, status=307).headers["Location"]
+    download = requests.get(target, timeout=10)
+    assert download.headers["Content-Disposition"].startswith(f"{disposition};")
+    assert download.headers["Content-Type"] == declared
+
+
+def test_allow_list_helpers():
+    assert media_types.is_inline("IMAGE/PNG; x=y")
+    assert media_types.is_inline("video/webm")
+    assert not media_types.is_inline("image/svg+xml")
+    assert not media_types.is_inline("text/plain,text/html")
+    assert media_types.served_type("text/plain,text/html") == "application/octet-stream"
+    assert media_types.served_type("Text/Plain; charset=utf-8") == "text/plain"
