@@ -3,7 +3,7 @@
 import logging
 from importlib.metadata import PackageNotFoundError, version
 
-from . import adoption, locks
+from . import adoption, locks, routes
 from . import settings as attachment_settings
 from .data_files.limiter import TransferLimiter
 from .heartbeat import attachments_ping
@@ -74,7 +74,7 @@ def includeme(config):
             "protocol": "tus",
             "version": resumable.TUS_VERSION,
             "extensions": resumable.EXTENSIONS.split(","),
-            "url": "{record-url}/attachment/uploads",
+            "url": routes.TUS_UPLOADS.pattern.replace(routes.RECORD_PATH, "{record-url}"),
         },
     )
     config.registry.heartbeats["attachments"] = attachments_ping

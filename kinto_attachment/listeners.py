@@ -12,7 +12,8 @@
   to a copy of the stored record, so that no form of path (``/data``, ``""``, ``move`` or
   ``copy`` from, ``~1`` escapes) can slip an ``attachment`` through.
 - Our routes stream bodies (uploads, downloads, empty 204s), which a ``POST /batch``
-  sub-request can neither send nor carry back: they are refused there, before any write.
+  sub-request can neither send nor carry back: those the route table marks ``streamed``
+  (:mod:`~kinto_attachment.routes`) are refused there, before any write.
 """
 
 import copy
@@ -21,15 +22,13 @@ from kinto.core.events import ACTIONS, ResourceChanged
 from kinto.core.utils import apply_json_patch, msec_time
 from pyramid.events import ContextFound
 
-from . import errors, locks
+from . import errors, locks, routes
 from .state import links, records, references
 from .uploads import lifecycle
 
 
 FIELD = "attachment"
 WRITES = ("PUT", "PATCH", "POST")
-#: Routes whose requests and responses are streams, not JSON: unusable in a batch.
-STREAMED_ROUTES = ("attachment", "attachment-uploads", "attachment-upload")
 
 
 def on_resources_deleted(event):
@@ -149,7 +148,9 @@ def on_context_found(event):
     route = request.matched_route
     if route is None or records.is_internal_write(request):
         return
-    if route.name in STREAMED_ROUTES:
+    # By name: on Kinto's ``default`` bucket route, the subrequest to ours is the one refused.
+    ours = routes.BY_NAME.get(route.name)
+    if ours is not None and ours.streamed:
         _refuse_in_batch(request)
         return
     _lock_write(request)

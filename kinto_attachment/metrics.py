@@ -1,14 +1,14 @@
 """Metrics of attachments, reported through Kinto's metrics service.
 
 With a metrics plugin of Kinto (``kinto.plugins.prometheus``, ``kinto.plugins.statsd``), this
-measures uploads and downloads (a tween keyed on our routes), the blob store's operations (timed
-as Kinto times its own backends), garbage collections (:func:`collected`, which
-:func:`kinto_attachment.gc.collect` calls) and the waits for the ``/data/files`` transfer
-budget. Without one, Kinto's default service measures nothing, yet its calls would still cost:
-then the tween leaves itself out of the chain and nothing is wrapped.
+measures uploads and downloads (a tween, by the transfer traits of
+:mod:`~kinto_attachment.routes`), the blob store's operations (timed as Kinto times its own
+backends), garbage collections (:func:`collected`, which :func:`kinto_attachment.gc.collect`
+calls) and the waits for the ``/data/files`` transfer budget. Without one, Kinto's default
+service measures nothing, yet its calls would still cost: then the tween leaves itself out of
+the chain and nothing is wrapped.
 """
 
-import re
 import time
 
 from kinto.core import metrics as core_metrics
@@ -17,29 +17,8 @@ from kinto.plugins.statsd import StatsDService
 from pyramid.events import ApplicationCreated
 from pyramid.tweens import INGRESS
 
+from . import routes
 from .data_files.limiter import Busy
-
-
-#: ``(route name, method)`` → ``(direction, route label)``. The ``/data/files`` routes at the
-#: server root are their ``-root`` twins (see :mod:`kinto_attachment.data_files.views`).
-TRANSFERS = {
-    ("attachment", "POST"): ("upload", "attachment"),
-    ("attachment", "GET"): ("download", "attachment"),
-    ("attachment-uploads", "POST"): ("upload", "tus"),
-    ("attachment-upload", "PATCH"): ("upload", "tus"),
-    ("attachment-files_view", "POST"): ("upload", "data_files"),
-    ("attachment-file_view", "GET"): ("download", "data_files"),
-    ("attachment-files", "GET"): ("download", "files"),
-}
-#: Kinto's routes to which we add views with a path predicate (``/data/files`` at the root,
-#: attachments in the ``default`` bucket): the path tells which of our routes it stands for.
-SHARED_ROUTES = {
-    "redirect_to_version": (
-        (re.compile(r"/data/files/?"), "attachment-files_view"),
-        (re.compile(r"/data/files/[^/]+/?"), "attachment-file_view"),
-    ),
-    "default_bucket_collection": ((re.compile(r".*/records/[^/]+/attachment"), "attachment"),),
-}
 
 
 def _service(registry):
@@ -58,16 +37,10 @@ def _count(service, key, value, labels=()):
 
 
 def _transfer(request):
-    """``(direction, route label)`` of an upload or a download; None for anything else."""
-    route = request.matched_route
-    if route is None:
-        return None
-    name = route.name.removesuffix("-root")
-    for path, ours in SHARED_ROUTES.get(name, ()):
-        if path.fullmatch(request.path_info):
-            name = ours
-            break
-    return TRANSFERS.get((name, request.method))
+    """``(direction, route label)`` of an upload or a download (the route's ``transfer``
+    traits in :mod:`~kinto_attachment.routes`); None for anything else."""
+    route = routes.of(request)
+    return None if route is None else route.transferred(request.method)
 
 
 def _transferred(service, direction, labels, size, started):

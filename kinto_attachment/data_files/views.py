@@ -28,6 +28,7 @@ from pyramid.security import NO_PERMISSION_REQUIRED
 
 from .. import downloads, errors
 from ..downloads import caching
+from ..routes import DATA_FILE, DATA_FILES
 from ..state import data_file_entries
 from ..storage import safe_name
 from ..uploads import intake, lifecycle
@@ -40,18 +41,12 @@ logger = logging.getLogger(__name__)
 
 #: What an upload of unknown length reserves in the transfer budget (as SlimFaas does).
 UNKNOWN_LENGTH_RESERVATION = 20 * 1024 * 1024
-FILES_PATH = "/data/files"
 #: What ``curl --data-binary`` sends when not told a type: it says nothing of the content.
 CURL_DEFAULT_TYPE = "application/x-www-form-urlencoded"
 #: Enough for some 30,000 years of milliseconds.
 MAX_TTL_DIGITS = 15
 #: Visibility is checked by the views themselves (a 404 for whoever may not see the route).
 _PUBLIC = {"permission": NO_PERMISSION_REQUIRED}
-#: What a page may send: credentials, the upload's type and name, conditional and ranges.
-PREFLIGHT_HEADERS = (
-    "Authorization, Content-Type, Content-Disposition, Range, If-Range, If-None-Match, "
-    "If-Modified-Since"
-)
 PREFLIGHT_MAX_AGE = 86400
 
 
@@ -292,11 +287,12 @@ def listing(request):
     return Response(json=files)
 
 
-def options_of(methods):
-    """The ``OPTIONS`` view of a route serving ``methods``: ``Allow``, and a preflight's
+def options_of(route, methods):
+    """The ``OPTIONS`` view of ``route``, serving ``methods``: ``Allow``, and a preflight's
     answer for the origins of ``data_files.allowed_origins`` (the others get none: their
     pages may not use the route)."""
     allow = ", ".join((*methods, "HEAD", "OPTIONS"))
+    allowed_headers = ", ".join(route.allowed_headers)
 
     def options(request):
         require_visible(request)
@@ -305,7 +301,7 @@ def options_of(methods):
             response.headers.update(
                 {
                     "Access-Control-Allow-Methods": allow,
-                    "Access-Control-Allow-Headers": PREFLIGHT_HEADERS,
+                    "Access-Control-Allow-Headers": allowed_headers,
                     "Access-Control-Max-Age": str(PREFLIGHT_MAX_AGE),
                 }
             )
@@ -334,31 +330,28 @@ def includeme(config):
     POST`` would not follow): there our views are added to that route with a path predicate,
     which Pyramid prefers to the redirection. Without it, plain root routes are added.
     """
-    views = (
-        (files_view, FILES_PATH, r"^/data/files/?$", ("GET", "POST")),
-        (file_view, FILES_PATH + "/{id}", r"^/data/files/[^/]+/?$", ("GET", "DELETE")),
-    )
     config.add_tween("kinto_attachment.data_files.cross_site.sent_host_tween_factory")
     settings = config.get_settings()
     redirecting = str(settings.get("version_prefix_redirect_enabled", True)).lower() == "true"
-    for view, pattern, path_regex, methods in views:
-        name = f"attachment-{view.__name__}"
-        config.add_route(name, pattern)
+    for route, view in ((DATA_FILES, files_view), (DATA_FILE, file_view)):
+        config.add_route(route.name, route.pattern)
         if not redirecting:
             prefix, config.route_prefix = config.route_prefix, None
-            config.add_route(name + "-root", pattern)
+            config.add_route(route.root_name, route.pattern)
             config.route_prefix = prefix
-        for handler, handled in ((view, methods), (options_of(methods), "OPTIONS")):
-            config.add_view(handler, route_name=name, request_method=handled, **_PUBLIC)
+        methods = tuple(method for method in route.methods if method != "OPTIONS")
+        for handler, handled in ((view, methods), (options_of(route, methods), "OPTIONS")):
+            config.add_view(handler, route_name=route.name, request_method=handled, **_PUBLIC)
             if redirecting:
-                config.add_view(
-                    handler,
-                    route_name="redirect_to_version",
-                    path_info=path_regex,
-                    request_method=handled,
-                    **_PUBLIC,
-                )
+                for shared in route.shared:
+                    config.add_view(
+                        handler,
+                        route_name=shared.route,
+                        path_info=shared.path,
+                        request_method=handled,
+                        **_PUBLIC,
+                    )
             else:
                 config.add_view(
-                    handler, route_name=name + "-root", request_method=handled, **_PUBLIC
+                    handler, route_name=route.root_name, request_method=handled, **_PUBLIC
                 )

@@ -11,6 +11,8 @@ same two steps:
    the store's staged writer. Leaving the block commits the blob (``received.blob``); any
    exception aborts it, which leaves nothing behind.
 
+A blob for a record then becomes its attachment through :mod:`~kinto_attachment.uploads.record`.
+
 A tus upload spreads the second step over requests: its :class:`Meter` carries a resumable
 hash state and the store appends to an upload instead of a staged writer
 (:mod:`kinto_attachment.views.resumable`). Nothing here holds more than the chunk it is given

@@ -1,2 +1,3 @@
 """HTTP entry points: the attachment service (Cornice), and plain Pyramid routes for tus, the
-default bucket, ``/data/files`` and ``serve_files``; the logic lives in the modules above."""
+default bucket and ``serve_files``, registered from :mod:`kinto_attachment.routes`; the logic
+lives in the modules below (``uploads/`` for uploads, ``downloads/`` for downloads)."""

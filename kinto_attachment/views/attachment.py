@@ -4,89 +4,32 @@
 The order of a ``POST`` is that of the upload pipeline: authorise (route factory), refuse an
 oversized ``Content-Length`` and a missing collection before reading, stream the form into an
 :class:`~kinto_attachment.uploads.intake.Intake`, validate the text fields, commit the blob, then
-lock the record, write it and its link, and leave the replaced blob to be deleted after commit.
+lock the record, write it and its link, and leave the replaced blob to be deleted after commit
+(:mod:`~kinto_attachment.uploads.record`, the step tus uploads end with too).
 """
 
 import contextlib
 
-from kinto.authorization import RouteFactory
 from kinto.core import Service
 from kinto.core.authorization import DYNAMIC
-from kinto.views import object_exists_or_404, raise_404_if_invalid_id
 from pyramid.authorization import Everyone
 from pyramid.interfaces import IAuthorizationPolicy
 
-from .. import downloads, errors, locks
+from .. import downloads, errors
 from ..downloads import caching
 from ..protocols.multipart import FIELDS_LIMIT, FormReader, boundary_of, read_form
-from ..state import links, records, storable
+from ..routes import ATTACHMENT
+from ..state import links, records
 from ..uploads import intake, lifecycle
+from ..uploads.record import (
+    FILE_FIELD,
+    attach,
+    lock_record,
+    require_record_parents,
+    require_storable_ids,
+)
 from ..web import streams
-from ..web.cors import DOWNLOAD_HEADERS
-
-
-FILE_FIELD = "attachment"
-RECORD_PATH = "/buckets/{bucket_id}/collections/{collection_id}/records/{id}"
-
-
-class AttachmentFactory(RouteFactory):
-    """Authorisation context of ``{record-url}/attachment``.
-
-    Attaching to an existing record needs ``write`` on it; attaching to a record that does not
-    exist yet creates it, which needs ``create`` (``record:create``) on the collection, exactly as
-    a ``PUT`` of the record would. Downloading needs ``read`` on the record, as reading it does.
-    """
-
-    resource_name = "record"
-
-    def __init__(self, request):
-        super().__init__(request)
-        match = request.matchdict
-        self.bucket_id = match["bucket_id"]
-        self.collection_id = match["collection_id"]
-        self.record_id = match["id"]
-        self.collection_uri = f"/buckets/{self.bucket_id}/collections/{self.collection_id}"
-        self.record_uri = links.record_uri(self.bucket_id, self.collection_id, self.record_id)
-        _require_storable_ids(self)
-        self.current_object = records.stored(
-            request.registry.storage, self.bucket_id, self.collection_id, self.record_id
-        )
-        creating = self.current_object is None and request.method == "POST"
-        self.permission_object_id = self.collection_uri if creating else self.record_uri
-        if request.method in ("GET", "HEAD"):
-            self.required_permission = "read"
-        else:
-            self.required_permission = "create" if creating else "write"
-
-
-def _require_storable_ids(context):
-    """404 for ids that no object can have and that PostgreSQL cannot even look up (a NUL:
-    storage and permission backends fail), before anything does, as Kinto's own route
-    factory refuses an invalid record id."""
-    for resource_name in ("bucket", "collection", "record"):
-        object_id = getattr(context, f"{resource_name}_id")
-        if not storable.is_storable(object_id):
-            raise errors.refuse("missing", resource_name=resource_name, id=object_id)
-
-
-def require_record_parents(request, context):
-    """404 for an invalid id or a missing collection, before reading any of the body; the
-    collection otherwise."""
-    raise_404_if_invalid_id(request, "record", context.record_id)
-    return object_exists_or_404(
-        request,
-        resource_name="collection",
-        parent_id=f"/buckets/{context.bucket_id}",
-        object_id=context.collection_id,
-    )
-
-
-def require_storable_ids(context):
-    """400 when the record's ids are too long for its link to be stored
-    (:data:`~kinto_attachment.state.links.MAX_RECORD_URI`), before reading any of the body."""
-    length = len(context.record_uri.encode("utf-8"))
-    if length > links.MAX_RECORD_URI:
-        raise errors.refuse("ids_too_long", length=length, limit=links.MAX_RECORD_URI)
+from .factory import AttachmentFactory
 
 
 def _refuse_oversized(request, max_size):
@@ -148,60 +91,6 @@ def post_attachment(request):
         id=context.record_id,
     )
     return metadata
-
-
-def attach(request, context, blob, data=None, permissions=None, discard_on_failure=True):
-    """Make a committed blob the record's attachment (the last step of every upload).
-
-    In the request's transaction, with the record locked: the record is written (created if
-    needed), and the link of the blob replaces those of the previous one, whose blob is
-    deleted after commit. If the transaction does not commit, the new blob is deleted instead
-    (unless ``discard_on_failure`` is false: a resumable upload keeps it to finish again).
-    """
-    store = request.registry.attachment_store
-    if discard_on_failure:
-        lifecycle.delete_unless_committed(request, store, [blob.key])
-    existing = lock_record(request, context)
-    storage = request.registry.storage
-    ids = (context.bucket_id, context.collection_id, context.record_id)
-    replaced = links.of_record(storage, *ids)
-    metadata = blob.attachment(store.url(blob.key))
-    written = records.write(
-        request,
-        context.record_uri,
-        {**(data or {}), FILE_FIELD: metadata},
-        permissions=permissions,
-        create=existing is None,
-    )
-    links.forget(storage, replaced)
-    # Every version of the record from the one after ``existing`` on has this blob.
-    since = written["last_modified"] if existing is None else existing["last_modified"] + 1
-    links.add(storage, *ids, blob.key, since=since)
-    lifecycle.discard(request, replaced)
-    return metadata
-
-
-def lock_record(request, context):
-    """Lock the record until the transaction ends, then read it again: the record as it is
-    now (or None), or the answer for a request that raced with another one.
-
-    Permissions were checked on what the record was before the lock: a record deleted since
-    is a 404, a record created since (the check was ``create`` on the collection, not
-    ``write`` on it) a 412, as for a ``PUT`` with ``If-None-Match: *``.
-    """
-    locks.hold(
-        request.registry,
-        locks.record_path(context.bucket_id, context.collection_id, context.record_id),
-    )
-    require_record_parents(request, context)
-    ids = (context.bucket_id, context.collection_id, context.record_id)
-    record = records.stored(request.registry.storage, *ids)
-    if record is None and context.current_object is not None:
-        raise errors.refuse("missing", resource_name="record", id=context.record_id)
-    if record is not None and context.current_object is None:
-        raise errors.refuse("modified_meanwhile")
-    context.current_object = record
-    return record
 
 
 def _existing_record(request):
@@ -325,11 +214,11 @@ def includeme(config):
     Pages of other origins may read a download's headers and an upload's ``Location``
     (``cors_headers``: exposed with those of every Kinto service)."""
     service = Service(
-        name="attachment",
+        name=ATTACHMENT.name,
         description="Attach a file to a record",
-        path=RECORD_PATH + "/attachment",
+        path=ATTACHMENT.pattern,
         factory=AttachmentFactory,
-        cors_headers=(*DOWNLOAD_HEADERS, "Location"),
+        cors_headers=ATTACHMENT.exposed_headers,
     )
     service.add_view("POST", post_attachment, permission=DYNAMIC)
     service.add_view("DELETE", delete_attachment, permission=DYNAMIC)

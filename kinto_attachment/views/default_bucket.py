@@ -11,9 +11,9 @@ from pyramid.request import Request
 from pyramid.security import NO_PERMISSION_REQUIRED
 
 from .. import errors
+from ..routes import DEFAULT_BUCKET
 
 
-ROUTE = "default_bucket_collection"
 PLUGIN = "kinto.plugins.default_bucket"
 
 
@@ -43,8 +43,8 @@ def includeme(config):
         return
     config.add_view(
         default_bucket_attachment,
-        route_name=ROUTE,
-        path_info=r".*/records/[^/]+/attachment$",
+        route_name=DEFAULT_BUCKET.route,
+        path_info=DEFAULT_BUCKET.path,
         request_method=("POST", "DELETE"),
         permission=NO_PERMISSION_REQUIRED,
     )

@@ -18,18 +18,18 @@ from pyramid.response import Response
 from pyramid.security import NO_PERMISSION_REQUIRED
 
 from .. import downloads, errors
+from ..routes import SERVED_FILES
 from ..web import cors
 
 
-ROUTE = "attachment-files"
 #: What a page may send to fetch a file: conditional and range requests need a preflight.
 PREFLIGHT_HEADERS = {
     "Access-Control-Allow-Methods": "GET, HEAD",
-    "Access-Control-Allow-Headers": "Range, If-Range, If-None-Match, If-Modified-Since",
+    "Access-Control-Allow-Headers": ", ".join(SERVED_FILES.allowed_headers),
     "Access-Control-Max-Age": "86400",
 }
 
-_cors = cors.exposing(*cors.DOWNLOAD_HEADERS)
+_cors = cors.exposing(*SERVED_FILES.exposed_headers)
 
 
 def preflight(request):
@@ -83,8 +83,11 @@ def _file_stat(store, key):
 
 
 def includeme(config):
-    config.add_route(ROUTE, "/attachments/*key")
+    config.add_route(SERVED_FILES.name, SERVED_FILES.pattern)
     for view, method in ((serve_file, "GET"), (preflight, "OPTIONS")):
         config.add_view(
-            view, route_name=ROUTE, request_method=method, permission=NO_PERMISSION_REQUIRED
+            view,
+            route_name=SERVED_FILES.name,
+            request_method=method,
+            permission=NO_PERMISSION_REQUIRED,
         )

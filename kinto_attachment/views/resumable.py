@@ -12,7 +12,7 @@ The protocol itself (headers, checksums, responses, refusals) is
 state (:mod:`~kinto_attachment.state.tus_uploads`) and the blob store. Creating an upload needs
 what a multipart ``POST`` needs, and only the same user may go on with it. When the last byte
 arrives, the file becomes the record's attachment through the same step as a multipart upload
-(:func:`~kinto_attachment.views.attachment.attach`). A finished upload still answers ``HEAD``
+(:func:`~kinto_attachment.uploads.record.attach`). A finished upload still answers ``HEAD``
 (done) until it would have expired, as tusd's do: a client that stored its URL to resume it then
 knows it has nothing left to send.
 """
@@ -25,26 +25,20 @@ from kinto.core.authorization import DYNAMIC
 from kinto.core.utils import msec_time
 from pyramid.security import NO_PERMISSION_REQUIRED, forget
 
-from .. import errors
+from .. import errors, routes
 from ..protocols import tus
+from ..routes import TUS_UPLOAD, TUS_UPLOADS
 from ..state import tus_uploads
 from ..uploads import intake, lifecycle
 from ..uploads.hashstate import ResumableSha256
+from ..uploads.record import attach, require_record_parents, require_storable_ids
 from ..web import cors, streams
 from ..web.client_address import client_address, client_name
-from .attachment import (
-    RECORD_PATH,
-    AttachmentFactory,
-    attach,
-    require_record_parents,
-    require_storable_ids,
-)
+from .factory import AttachmentFactory
 
 
 #: The capability (:mod:`kinto_attachment`) reads these here.
 TUS_VERSION, EXTENSIONS = tus.VERSION, tus.EXTENSIONS
-UPLOADS_ROUTE = "attachment-uploads"
-UPLOAD_ROUTE = "attachment-upload"
 
 logger = logging.getLogger(__name__)
 
@@ -64,32 +58,27 @@ class UploadFactory(AttachmentFactory):
         self.required_permission = "create" if creating else "write"
 
 
-#: What each route serves: the only methods ``X-HTTP-Method-Override`` may name there.
-ROUTE_METHODS = {
-    UPLOADS_ROUTE: ("POST", "OPTIONS"),
-    UPLOAD_ROUTE: ("HEAD", "PATCH", "DELETE", "OPTIONS"),
-}
-
-
 def _overridden(request):
     """The request's method, or the one ``X-HTTP-Method-Override`` names on a ``POST``: one
-    the route serves, or 405. Any other value would become the method that views, logs and
-    metrics see (each a new ``method`` series of Kinto's metrics)."""
+    the route serves (its ``methods`` in :mod:`~kinto_attachment.routes`), or 405. Any other
+    value would become the method that views, logs and metrics see (each a new ``method``
+    series of Kinto's metrics)."""
     override = request.headers.get("X-HTTP-Method-Override")
     method = tus.method(request.method, override)
-    served = ROUTE_METHODS[request.matched_route.name]
+    served = routes.of(request).methods
     if request.method == "POST" and override and method not in served:
         raise tus.error("method_override", allow=", ".join(served))
     return method
 
 
-_cors = cors.exposing(*tus.EXPOSED_HEADERS)
+#: Each route's callback exposing its headers to pages.
+_cors = {route.name: cors.exposing(*route.exposed_headers) for route in (TUS_UPLOADS, TUS_UPLOAD)}
 
 
 def _speak_tus(request, response):
     """tus requires ``Tus-Resumable``; a browser's client must read the tus headers."""
     response.headers["Tus-Resumable"] = tus.VERSION
-    _cors(request, response)
+    _cors[request.matched_route.name](request, response)
 
 
 def _policy(request):
@@ -136,7 +125,7 @@ def create(request):
         state,
         client=client,
     )
-    location = request.route_url(UPLOAD_ROUTE, upload_id=upload["id"], **request.matchdict)
+    location = request.route_url(TUS_UPLOAD.name, upload_id=upload["id"], **request.matchdict)
     if request.content_type == tus.CHUNK_TYPE:
         upload = _append(request, upload, 0)  # creation-with-upload
     else:
@@ -351,14 +340,16 @@ def _append(request, upload, offset):
 
 
 def includeme(config):
-    config.add_route(UPLOADS_ROUTE, RECORD_PATH + "/attachment/uploads", factory=UploadFactory)
-    config.add_route(
-        UPLOAD_ROUTE, RECORD_PATH + "/attachment/uploads/{upload_id}", factory=UploadFactory
-    )
-    for route in (UPLOADS_ROUTE, UPLOAD_ROUTE):
+    for route in (TUS_UPLOADS, TUS_UPLOAD):
+        config.add_route(route.name, route.pattern, factory=UploadFactory)
         config.add_view(
-            options, route_name=route, request_method="OPTIONS", permission=NO_PERMISSION_REQUIRED
+            options,
+            route_name=route.name,
+            request_method="OPTIONS",
+            permission=NO_PERMISSION_REQUIRED,
         )
-    config.add_view(create, route_name=UPLOADS_ROUTE, request_method="POST", permission=DYNAMIC)
+    config.add_view(create, route_name=TUS_UPLOADS.name, request_method="POST", permission=DYNAMIC)
     for view, method in ((head, "HEAD"), (patch, "PATCH"), (terminate, "DELETE")):
-        config.add_view(view, route_name=UPLOAD_ROUTE, request_method=method, permission=DYNAMIC)
+        config.add_view(
+            view, route_name=TUS_UPLOAD.name, request_method=method, permission=DYNAMIC
+        )

@@ -15,7 +15,7 @@ from kinto.core.storage.exceptions import BackendError
 from kinto_attachment import gc
 from kinto_attachment.state import tus_uploads
 from kinto_attachment.uploads import intake
-from kinto_attachment.views import attachment as attachment_view
+from kinto_attachment.uploads import record as record_step
 from kinto_attachment.views import resumable
 
 from ..conftest import ALICE, BOB, build_settings, cached_app, held_elsewhere, make_app
@@ -611,7 +611,7 @@ def fail_next_finish(monkeypatch, when):
         raise BackendError(message="The database is gone.")
 
     if when == "in-view":
-        lock_record = attachment_view.lock_record
+        lock_record = record_step.lock_record
 
         def failing_lock_record(request, context):
             if armed:
@@ -619,7 +619,7 @@ def fail_next_finish(monkeypatch, when):
                 fail()
             return lock_record(request, context)
 
-        monkeypatch.setattr(attachment_view, "lock_record", failing_lock_record)
+        monkeypatch.setattr(record_step, "lock_record", failing_lock_record)
     else:
         attach = resumable.attach
 

@@ -1,0 +1,166 @@
+"""Every route the plugin registers, declared once: its name, pattern and methods, and the
+traits other modules act on.
+
+The views register their routes from this table; :mod:`~kinto_attachment.metrics` reads which
+requests are transfers here, :mod:`~kinto_attachment.listeners` which are streamed. Some of our
+views also sit on routes of Kinto's, told apart by a path predicate (:class:`Shared`): the
+server root's redirection to the API prefix (``/data/files`` at the root) and the ``default``
+bucket's route. :func:`of` tells which of our routes a request stands for, on either.
+``tests/test_routes.py`` checks the table against what a built app registers, both ways.
+"""
+
+import dataclasses
+import re
+
+from .protocols import tus
+from .web.cors import DOWNLOAD_HEADERS
+
+
+#: A record's URL, under which attachments and their tus uploads live.
+RECORD_PATH = "/buckets/{bucket_id}/collections/{collection_id}/records/{id}"
+#: Kinto's route redirecting the server root to the API prefix (``version_prefix_redirect``).
+ROOT_REDIRECT = "redirect_to_version"
+
+
+@dataclasses.dataclass(frozen=True)
+class Shared:
+    """Views of one of our routes added to a route of Kinto's: ``route``, for the paths that
+    ``path`` (a ``path_info`` predicate: matched at the start, as Pyramid matches it) selects."""
+
+    route: str
+    path: str
+
+    def serves(self, path_info):
+        return re.match(self.path, path_info) is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class Route:
+    """One route of ours.
+
+    ``methods`` are those its views answer (``HEAD`` comes with ``GET``). ``streamed``: its
+    requests and responses are streams, not JSON, which a ``POST /batch`` cannot carry, so it
+    is refused there. ``transfer``: the ``route`` label of its uploads (``uploads`` methods)
+    and downloads (``downloads`` methods) in the metrics. ``exposed_headers``: the response
+    headers a page may read; ``allowed_headers``: the request headers its preflight allows,
+    where the view answers the preflight itself. ``at_root``: also served at the server root,
+    as ``{name}-root`` when Kinto does not redirect the root, else by ``shared`` views on
+    Kinto's redirection.
+    """
+
+    name: str
+    pattern: str
+    methods: tuple[str, ...]
+    streamed: bool = False
+    transfer: str | None = None
+    uploads: tuple[str, ...] = ()
+    downloads: tuple[str, ...] = ()
+    exposed_headers: tuple[str, ...] = ()
+    allowed_headers: tuple[str, ...] = ()
+    shared: tuple[Shared, ...] = ()
+    at_root: bool = False
+
+    @property
+    def root_name(self):
+        return f"{self.name}-root"
+
+    def transferred(self, method):
+        """``(direction, route label)`` of a request with ``method``, or None."""
+        if method in self.uploads:
+            return "upload", self.transfer
+        if method in self.downloads:
+            return "download", self.transfer
+        return None
+
+
+#: Where our view streams ``{record-url}/attachment`` of the ``default`` bucket, which Kinto's
+#: ``default_bucket`` plugin would otherwise copy into a subrequest.
+DEFAULT_BUCKET = Shared("default_bucket_collection", r".*/records/[^/]+/attachment$")
+
+ATTACHMENT = Route(
+    "attachment",
+    RECORD_PATH + "/attachment",
+    ("POST", "DELETE", "GET"),
+    streamed=True,
+    transfer="attachment",
+    uploads=("POST",),
+    downloads=("GET",),
+    exposed_headers=(*DOWNLOAD_HEADERS, "Location"),
+    shared=(DEFAULT_BUCKET,),
+)
+TUS_UPLOADS = Route(
+    "attachment-uploads",
+    RECORD_PATH + "/attachment/uploads",
+    ("POST", "OPTIONS"),
+    streamed=True,
+    transfer="tus",
+    uploads=("POST",),
+    exposed_headers=tus.EXPOSED_HEADERS,
+)
+TUS_UPLOAD = Route(
+    "attachment-upload",
+    RECORD_PATH + "/attachment/uploads/{upload_id}",
+    ("HEAD", "PATCH", "DELETE", "OPTIONS"),
+    streamed=True,
+    transfer="tus",
+    uploads=("PATCH",),
+    exposed_headers=tus.EXPOSED_HEADERS,
+)
+#: What a page may send to download: conditional and range requests need a preflight.
+_DOWNLOAD_REQUEST_HEADERS = ("Range", "If-Range", "If-None-Match", "If-Modified-Since")
+DATA_FILES = Route(
+    "attachment-files_view",
+    "/data/files",
+    ("GET", "POST", "OPTIONS"),
+    transfer="data_files",
+    uploads=("POST",),
+    allowed_headers=(
+        "Authorization",
+        "Content-Type",
+        "Content-Disposition",
+        *_DOWNLOAD_REQUEST_HEADERS,
+    ),
+    shared=(Shared(ROOT_REDIRECT, r"^/data/files/?$"),),
+    at_root=True,
+)
+DATA_FILE = Route(
+    "attachment-file_view",
+    "/data/files/{id}",
+    ("GET", "DELETE", "OPTIONS"),
+    transfer="data_files",
+    downloads=("GET",),
+    allowed_headers=DATA_FILES.allowed_headers,
+    shared=(Shared(ROOT_REDIRECT, r"^/data/files/[^/]+/?$"),),
+    at_root=True,
+)
+SERVED_FILES = Route(
+    "attachment-files",
+    "/attachments/*key",
+    ("GET", "OPTIONS"),
+    transfer="files",
+    downloads=("GET",),
+    exposed_headers=DOWNLOAD_HEADERS,
+    allowed_headers=_DOWNLOAD_REQUEST_HEADERS,
+)
+
+ROUTES = (ATTACHMENT, TUS_UPLOADS, TUS_UPLOAD, DATA_FILES, DATA_FILE, SERVED_FILES)
+#: Every route name we may register, root twins included.
+BY_NAME = {
+    name: route
+    for route in ROUTES
+    for name in (route.name, *((route.root_name,) if route.at_root else ()))
+}
+
+
+def of(request):
+    """The route of ours that ``request`` stands for (its matched route, its root twin, or a
+    route of Kinto's where the path selects our views), or None."""
+    matched = request.matched_route
+    if matched is None:
+        return None
+    if matched.name in BY_NAME:
+        return BY_NAME[matched.name]
+    for route in BY_NAME.values():
+        if any(s.route == matched.name and s.serves(request.path_info) for s in route.shared):
+            return route
+    return None

@@ -1,0 +1,92 @@
+"""The last step of every upload to a record (multipart ``POST`` and tus alike): the record
+locked and read again, then written with the committed blob as its attachment, and linked to it.
+
+What can be refused before reading a byte of the body is refused here too
+(:func:`require_storable_ids`, :func:`require_record_parents`): the views call these first, and
+the record step calls the latter again under the lock, since the collection may have gone
+meanwhile.
+"""
+
+from kinto.views import object_exists_or_404, raise_404_if_invalid_id
+
+from .. import errors, locks
+from ..state import links, records
+from . import lifecycle
+
+
+#: The record field holding the attachment's metadata.
+FILE_FIELD = "attachment"
+
+
+def require_record_parents(request, context):
+    """404 for an invalid id or a missing collection, before reading any of the body; the
+    collection otherwise."""
+    raise_404_if_invalid_id(request, "record", context.record_id)
+    return object_exists_or_404(
+        request,
+        resource_name="collection",
+        parent_id=f"/buckets/{context.bucket_id}",
+        object_id=context.collection_id,
+    )
+
+
+def require_storable_ids(context):
+    """400 when the record's ids are too long for its link to be stored
+    (:data:`~kinto_attachment.state.links.MAX_RECORD_URI`), before reading any of the body."""
+    length = len(context.record_uri.encode("utf-8"))
+    if length > links.MAX_RECORD_URI:
+        raise errors.refuse("ids_too_long", length=length, limit=links.MAX_RECORD_URI)
+
+
+def attach(request, context, blob, data=None, permissions=None, discard_on_failure=True):
+    """Make a committed blob the record's attachment (the last step of every upload).
+
+    In the request's transaction, with the record locked: the record is written (created if
+    needed), and the link of the blob replaces those of the previous one, whose blob is
+    deleted after commit. If the transaction does not commit, the new blob is deleted instead
+    (unless ``discard_on_failure`` is false: a resumable upload keeps it to finish again).
+    """
+    store = request.registry.attachment_store
+    if discard_on_failure:
+        lifecycle.delete_unless_committed(request, store, [blob.key])
+    existing = lock_record(request, context)
+    storage = request.registry.storage
+    ids = (context.bucket_id, context.collection_id, context.record_id)
+    replaced = links.of_record(storage, *ids)
+    metadata = blob.attachment(store.url(blob.key))
+    written = records.write(
+        request,
+        context.record_uri,
+        {**(data or {}), FILE_FIELD: metadata},
+        permissions=permissions,
+        create=existing is None,
+    )
+    links.forget(storage, replaced)
+    # Every version of the record from the one after ``existing`` on has this blob.
+    since = written["last_modified"] if existing is None else existing["last_modified"] + 1
+    links.add(storage, *ids, blob.key, since=since)
+    lifecycle.discard(request, replaced)
+    return metadata
+
+
+def lock_record(request, context):
+    """Lock the record until the transaction ends, then read it again: the record as it is
+    now (or None), or the answer for a request that raced with another one.
+
+    Permissions were checked on what the record was before the lock: a record deleted since
+    is a 404, a record created since (the check was ``create`` on the collection, not
+    ``write`` on it) a 412, as for a ``PUT`` with ``If-None-Match: *``.
+    """
+    locks.hold(
+        request.registry,
+        locks.record_path(context.bucket_id, context.collection_id, context.record_id),
+    )
+    require_record_parents(request, context)
+    ids = (context.bucket_id, context.collection_id, context.record_id)
+    record = records.stored(request.registry.storage, *ids)
+    if record is None and context.current_object is not None:
+        raise errors.refuse("missing", resource_name="record", id=context.record_id)
+    if record is not None and context.current_object is None:
+        raise errors.refuse("modified_meanwhile")
+    context.current_object = record
+    return record
