@@ -7,7 +7,7 @@ waitress with the settings of the shipped configurations (``recv_bytes``). ``GET
 serves stored files (with ``wsgi.file_wrapper``), the reference for downloads.
 
 With ``--write-behind`` it writes the way kinto_attachment's local store does (windows flushed
-as they fill and dropped from the page cache, ``kinto_attachment/storage/writebehind.py``):
+as they fill and dropped from the page cache, ``kinto_attachment/storage/local/writebehind.py``):
 the limit of this stack with that I/O strategy, where the plain reference is "simply writing
 the request body to disk".
 
@@ -26,7 +26,7 @@ import uuid
 
 import waitress
 
-from kinto_attachment.storage.writebehind import WriteBehind
+from kinto_attachment.storage.local.writebehind import WriteBehind
 
 
 CHUNK = 1024 * 1024

@@ -8,7 +8,6 @@ from . import settings as attachment_settings
 from .data_files.limiter import TransferLimiter
 from .heartbeat import attachments_ping
 from .storage import IBlobStore
-from .storage.local import LocalStore
 from .views import resumable
 
 
@@ -18,23 +17,6 @@ try:
     __version__ = version("kinto-attachment-streaming")
 except PackageNotFoundError:  # pragma: no cover (running from a source tree)
     __version__ = "0.0.0"
-
-
-def _make_store(settings):
-    # The SDKs are only needed, hence only imported, by their stores' users.
-    if settings.s3 is not None:
-        from .storage.s3 import S3Store
-
-        return S3Store.from_options(
-            settings.s3, base_url=settings.base_url, default_cache_control=settings.caching.files
-        )
-    if settings.gcs is not None:
-        from .storage.gcs import GCSStore
-
-        return GCSStore.from_options(
-            settings.gcs, base_url=settings.base_url, default_cache_control=settings.caching.files
-        )
-    return LocalStore(settings.base_path, settings.base_url)
 
 
 def _warn_of_a_base_url_without_slash(store):
@@ -52,7 +34,8 @@ def _warn_of_a_base_url_without_slash(store):
 
 def includeme(config):
     settings = attachment_settings.parse(config.get_settings())
-    store = _make_store(settings)
+    # The store's SDK is imported now, and only for the store the settings chose.
+    store = settings.store.build(settings.base_url, settings.caching.files)
     _warn_of_a_base_url_without_slash(store)
     config.registry.attachment_settings = settings
     config.registry.attachment_store = store

@@ -9,24 +9,23 @@ this module only calls them: :mod:`kinto_attachment.uploads.policies` (what may 
 with the per-resource overrides ``resources.{bid}[.{cid}].NAME``, resolved into ready
 :class:`~kinto_attachment.uploads.policies.Policy` objects that request code only looks up),
 :mod:`kinto_attachment.data_files.options` (``data_files.*``) and, since a file store owns its
-options, :mod:`kinto_attachment.storage.s3_options` (``aws.*``) and
-:mod:`kinto_attachment.storage.gcs_options` (``gcloud.*``).
+options, the store's: :mod:`kinto_attachment.storage.registry` chooses the store by the settings
+present, and each store's table checks its own (``base_path``, ``aws.*``, ``gcloud.*``, or the
+section of another package's store).
 """
 
 import dataclasses
 from collections.abc import Mapping
 
 from kinto.core.utils import read_env
-from pyramid.exceptions import ConfigurationError
 
 from .data_files import options as data_files_options
 from .data_files.options import DataFilesOptions
 from .downloads import caching
 from .downloads.caching import Caching
-from .setting_values import as_bool, as_number, fail
-from .storage import gcs_options, s3_options
-from .storage.gcs_options import GCSOptions
-from .storage.s3_options import S3Options
+from .setting_values import as_bool, as_number, as_text, fail
+from .storage import registry
+from .storage.registry import Chosen
 from .uploads import policies
 from .uploads.policies import Policy
 
@@ -55,15 +54,12 @@ class GcOptions:
 
 @dataclasses.dataclass(frozen=True)
 class AttachmentSettings:
-    #: Local storage folder, or None when files go to S3 or GCS.
-    base_path: str | None
-    s3: S3Options | None
+    #: The store the settings choose, and its options (``store.build(...)`` makes it).
+    store: Chosen
     #: Prepended to stored keys to form the ``location`` of attachments.
     base_url: str
     #: Advertised in the ``attachments`` capability (trailing slash enforced).
     capability_base_url: str
-    #: Serve ``base_path`` under ``/v1/attachments/`` (development convenience).
-    serve_files: bool
     default: Policy
     #: ``(bucket_id, collection_id or None)`` → Policy, already merged with its parents.
     overrides: Mapping
@@ -76,19 +72,19 @@ class AttachmentSettings:
     #: Whether anonymous clients may create resumable uploads where they may create records.
     resumable_allow_anonymous: bool = False
     gc: GcOptions = dataclasses.field(default_factory=GcOptions)
-    gcs: GCSOptions | None = None
     #: The cache policy: ``Cache-Control`` of stored files and of downloads.
     caching: Caching = dataclasses.field(default_factory=Caching)
+
+    @property
+    def serve_files(self):
+        """Serve ``base_path`` under ``/v1/attachments/`` (local store, for development)."""
+        return bool(self.store.option("serve_files"))
 
     @property
     def redirect_expires(self):
         """Seconds of the signed URLs that downloads answer with a 307 (S3's
         ``presigned_downloads``, GCS's ``signed_downloads``); None when they are proxied."""
-        if self.s3 is not None and self.s3.presigned_downloads:
-            return self.s3.presigned_expires
-        if self.gcs is not None and self.gcs.signed_downloads:
-            return self.gcs.signed_expires
-        return None
+        return self.store.option("redirect_expires")
 
     def policy(self, bucket_id, collection_id=None):
         """The policy that applies to a collection: collection, then bucket, then global."""
@@ -106,10 +102,9 @@ GC_SETTINGS = {
     "replaced_grace_seconds": as_number(int, 0),
 }
 GLOBAL_SETTINGS = (
-    "base_path",
+    registry.SETTING,
     "base_url",
     "extra.base_url",
-    "serve_files",
     caching.FILES_SETTING,
     "resumable.expires_seconds",
     "resumable.max_uploads_per_user",
@@ -117,83 +112,59 @@ GLOBAL_SETTINGS = (
     *(f"data_files.{name}" for name in data_files_options.SETTINGS),
     *(f"gc.{name}" for name in GC_SETTINGS),
 )
-#: Each file store's options: ``{section}NAME`` settings, read by its table's module.
-STORE_SECTIONS = {"aws.": s3_options, "gcloud.": gcs_options}
 
 
-def _with_env(settings):
-    """Our settings, with Kinto's environment overrides applied to every known name.
+def _with_env(ours, names):
+    """Kinto's environment overrides applied to ``names``, in ``ours`` (our settings).
 
     Kinto only reads ``KINTO_*`` variables for keys already present in the ini file; we accept
     them for every setting we know, so that ``KINTO_ATTACHMENT_BASE_PATH=...`` always works.
     """
-    ours = {k: v for k, v in settings.items() if k.startswith(PREFIX)}
-    store_names = (
-        f"{section}{name}" for section, table in STORE_SECTIONS.items() for name in table.NAMES
-    )
-    for name in (*GLOBAL_SETTINGS, *policies.SETTINGS, *store_names):
+    for name in names:
         key = PREFIX + name
         value = read_env("kinto." + key, ours.get(key))
         if value is not None:
             ours[key] = value
-    return ours
 
 
-def _sort(ours):
+def _ours(settings):
+    """Our settings, environment overrides applied, and the kinds of store they choose from:
+    the ``store`` setting first, since the store it names adds the settings of its section."""
+    ours = {k: v for k, v in settings.items() if k.startswith(PREFIX)}
+    _with_env(ours, [registry.SETTING])
+    dotted = as_text(PREFIX + registry.SETTING, ours.get(PREFIX + registry.SETTING) or "")
+    kinds = registry.kinds(dotted)
+    store_names = (name for kind in kinds for name in kind.names)
+    _with_env(ours, (*GLOBAL_SETTINGS, *policies.SETTINGS, *store_names))
+    return ours, kinds
+
+
+def _sort(ours, kinds):
     """Our settings by kind: global, default policy, per resource (scope → NAME), and each
-    file store's (section → NAME after it), keyed by name without ``attachment.``; unknown
+    store's (kind → NAME after its section), keyed by name without ``attachment.``; unknown
     names are refused."""
     global_values, policy_values, scoped = {}, {}, {}
-    store_values = {section: {} for section in STORE_SECTIONS}
+    store_values = {kind: {} for kind in kinds}
     for key, value in ours.items():
         name = key[len(PREFIX) :]
-        section = next((s for s in STORE_SECTIONS if name.startswith(s)), None)
-        if key.startswith(policies.RESOURCES_PREFIX):
-            scope, name = policies.split_resource_setting(key)
-            scoped.setdefault(scope, {})[name] = value
-        elif section is not None:
-            store_values[section][name[len(section) :]] = value
+        if name in GLOBAL_SETTINGS:
+            global_values[name] = value
         elif name in policies.SETTINGS:
             policy_values[name] = value
-        elif name in GLOBAL_SETTINGS:
-            global_values[name] = value
+        elif key.startswith(policies.RESOURCES_PREFIX):
+            scope, name = policies.split_resource_setting(key)
+            scoped.setdefault(scope, {})[name] = value
         else:
-            fail(key, "unknown setting")
+            kind = next((k for k in kinds if k.owns(name)), None)
+            if kind is None:
+                fail(key, "unknown setting")
+            store_values[kind][name[len(kind.section) :]] = value
     return global_values, policy_values, scoped, store_values
 
 
 def _section(values, section):
     """The values of the ``{section}NAME`` settings, keyed by NAME."""
     return {k[len(section) :]: v for k, v in values.items() if k.startswith(section)}
-
-
-#: The settings that pick the store, exactly one of which is set.
-STORES = (
-    ("base_path", "local folder"),
-    ("aws.bucket_name", "S3 bucket"),
-    ("gcloud.bucket_name", "GCS bucket"),
-)
-
-
-def _storage(global_values, store_values):
-    """``base_path``, S3 and GCS options, ``serve_files``: exactly one store, served if
-    local."""
-    base_path = str(global_values.get("base_path") or "").strip() or None
-    s3 = s3_options.from_settings(store_values["aws."])
-    gcs = gcs_options.from_settings(store_values["gcloud."])
-    picked = zip(STORES, (base_path, s3, gcs), strict=True)
-    chosen = [store for store, options in picked if options]
-    if len(chosen) != 1:
-        names = ", ".join(f"`kinto.{PREFIX}{name}` ({what})" for name, what in chosen or STORES)
-        raise ConfigurationError(
-            f"Attachment storage: {names} are set; keep exactly one of them."
-            if chosen
-            else f"Attachment storage: set exactly one of {names}."
-        )
-    serve_files = as_bool(PREFIX + "serve_files", global_values.get("serve_files", False))
-    if serve_files and base_path is None:
-        fail(PREFIX + "serve_files", "only applies to local storage (`base_path`)")
-    return base_path, s3, gcs, serve_files
 
 
 def _base_urls(global_values):
@@ -215,20 +186,18 @@ def _parse_gc(values):
 
 def parse(settings):
     """Build :class:`AttachmentSettings` from Pyramid settings, or raise ConfigurationError."""
-    global_values, policy_values, scoped, store_values = _sort(_with_env(settings))
-    base_path, s3, gcs, serve_files = _storage(global_values, store_values)
+    ours, kinds = _ours(settings)
+    global_values, policy_values, scoped, store_values = _sort(ours, kinds)
+    store = registry.choose(kinds, store_values)
     base_url, capability_url = _base_urls(global_values)
     # An S3 multipart upload has at most 10,000 parts: refuse larger files up front (413)
     # rather than fail once 10,000 parts are sent.
-    largest = s3.max_file_size if s3 is not None else 0
+    largest = store.option("max_file_size", 0)
     default, overrides = policies.from_settings(policy_values, scoped, largest)
     return AttachmentSettings(
-        base_path=base_path,
-        s3=s3,
-        gcs=gcs,
+        store=store,
         base_url=base_url,
         capability_base_url=capability_url,
-        serve_files=serve_files,
         default=default,
         overrides=overrides,
         data_files=data_files_options.from_settings(

@@ -5,6 +5,7 @@ from kinto import main as kinto_main
 from pyramid.exceptions import ConfigurationError
 
 from kinto_attachment import settings as attachment_settings
+from kinto_attachment.storage.s3 import KIND as s3_kind
 
 from .conftest import build_settings
 
@@ -125,7 +126,7 @@ def test_environment_overrides_every_known_setting(monkeypatch, tmp_path):
     monkeypatch.setenv("KINTO_ATTACHMENT_RANDOMIZE", "false")
     monkeypatch.setenv("KINTO_ATTACHMENT_EXTRA_BASE_URL", "https://cdn.example.com")
     parsed = attachment_settings.parse({"attachment.randomize": "true"})
-    assert parsed.base_path == str(tmp_path)
+    assert parsed.store.options.base_path == str(tmp_path)
     assert parsed.default.randomize is False
     assert parsed.capability_base_url == "https://cdn.example.com/"
 
@@ -151,11 +152,11 @@ def test_s3_settings():
             "aws.use_path_style": "true",
         }
     )
-    assert parsed.base_path is None
-    s3 = parsed.s3
+    assert parsed.store.kind is s3_kind
+    s3 = parsed.store.options
     assert (s3.bucket_name, s3.acl, s3.part_size, s3.concurrency) == ("files", "", 16 << 20, 2)
     assert (s3.read_timeout, s3.use_path_style, s3.endpoint_url) == (2.5, True, "")
-    assert parse_s3(**{"aws.bucket_name": "files"}).s3.acl == "public-read"
+    assert parse_s3(**{"aws.bucket_name": "files"}).store.options.acl == "public-read"
 
 
 def test_s3_caps_file_sizes_at_ten_thousand_parts():
@@ -179,7 +180,7 @@ def test_s3_caps_file_sizes_at_ten_thousand_parts():
 
 def test_pyramid_storage_host_port_become_an_endpoint():
     def endpoint(**values):
-        return parse_s3(**{"aws.bucket_name": "b", **values}).s3.endpoint_url
+        return parse_s3(**{"aws.bucket_name": "b", **values}).store.options.endpoint_url
 
     assert endpoint(**{"aws.host": "minio.local", "aws.port": 9000}) == "https://minio.local:9000"
     assert (
@@ -219,7 +220,7 @@ def test_environment_overrides_s3_settings(monkeypatch):
     monkeypatch.setenv("KINTO_ATTACHMENT_AWS_BUCKET_NAME", "from-env")
     monkeypatch.setenv("KINTO_ATTACHMENT_AWS_HOST", "minio.local")
     monkeypatch.setenv("KINTO_ATTACHMENT_AWS_PORT", "9000")
-    s3 = parse_s3(**{"aws.bucket_name": "from-ini"}).s3
+    s3 = parse_s3(**{"aws.bucket_name": "from-ini"}).store.options
     assert (s3.bucket_name, s3.endpoint_url) == ("from-env", "https://minio.local:9000")
 
 
@@ -232,14 +233,15 @@ def test_s3_options_are_checked_without_boto3():
         "import sys; sys.modules['boto3'] = sys.modules['botocore'] = None;"
         "from kinto_attachment import settings;"
         "s = settings.parse({'attachment.aws.bucket_name': 'b'});"
-        "assert s.s3.part_size == 8 << 20 and 'kinto_attachment.storage.s3' not in sys.modules"
+        "assert s.store.options.part_size == 8 << 20;"
+        "assert 'kinto_attachment.storage.s3.store' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_part_size_minimum_is_defined_once():
-    from kinto_attachment.storage import s3, s3_options
+    from kinto_attachment.storage.s3 import options, store
 
-    assert s3.MIN_PART_SIZE is s3_options.MIN_PART_SIZE
-    with pytest.raises(ConfigurationError, match=str(s3_options.MIN_PART_SIZE)):
-        parse_s3(**{"aws.bucket_name": "b", "aws.part_size": str(s3_options.MIN_PART_SIZE - 1)})
+    assert store.MIN_PART_SIZE is options.MIN_PART_SIZE
+    with pytest.raises(ConfigurationError, match=str(options.MIN_PART_SIZE)):
+        parse_s3(**{"aws.bucket_name": "b", "aws.part_size": str(options.MIN_PART_SIZE - 1)})

@@ -1,4 +1,5 @@
-"""The small interface every blob backend implements, and what backends share.
+"""The small interface every blob backend implements, what backends share, and what a store
+package tells the registry (:class:`StoreKind`).
 
 A backend stores opaque bytes under a *key* (a relative, ``/``-separated path such as
 ``bucket/collection/5d1e….png``). Writing is two-phase: :meth:`IBlobStore.stage` returns a
@@ -8,6 +9,7 @@ refused or interrupted upload leave no file and never touch the attachment alrea
 """
 
 import dataclasses
+import importlib
 import itertools
 import posixpath
 import re
@@ -198,6 +200,66 @@ class StoreBase:
         if not prefix and (":" in quoted or quoted.startswith("/")):
             return None
         return unquote(quoted) or None
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreKind:
+    """A kind of store, as its package describes it to the registry (:mod:`.registry`) by
+    exporting it as ``KIND``: the built-in ones (``local``, ``s3``, ``gcs``) and the one of
+    another package, named by ``kinto.attachment.store``, alike.
+
+    It stands here, beside the interfaces, rather than in the registry: the packages describe
+    themselves with it, and the registry imports them.
+    """
+
+    #: What start-up errors call it: ``local folder``, ``S3 bucket``.
+    description: str
+    #: The setting (after ``kinto.attachment.``) whose value chooses this store.
+    chosen_by: str
+    #: The prefix of its settings (``aws.``), under which any name it does not know is refused;
+    #: empty when they are global names instead (local: ``base_path``, ``serve_files``).
+    section: str
+    #: Its option table (a module, say): ``NAMES``, every name it accepts after ``section``;
+    #: ``from_settings(values)``, the options of those settings (keyed by name after
+    #: ``section``), None when the store is not configured, or ConfigurationError naming the
+    #: setting that is wrong. The table never needs the store's SDK.
+    table: object
+    #: ``(module, class name)`` of the store, whose ``from_options(options, *, base_url,
+    #: default_cache_control)`` builds it: imported when first used, so that its SDK is only
+    #: needed where the store is.
+    store: tuple
+
+    @property
+    def names(self):
+        """Every setting it accepts, after ``kinto.attachment.``."""
+        return tuple(self.section + name for name in self.table.NAMES)
+
+    def owns(self, name):
+        """Whether the setting ``name`` (after ``kinto.attachment.``) is one of its own."""
+        return name.startswith(self.section) if self.section else name in self.table.NAMES
+
+    def from_settings(self, values):
+        return self.table.from_settings(values)
+
+    def store_class(self):
+        module, name = self.store
+        return getattr(importlib.import_module(module), name)
+
+    def build(self, options, base_url="", default_cache_control=""):
+        """The store ``options`` describe; stored files get ``default_cache_control``
+        (:mod:`kinto_attachment.downloads.caching`) unless its options name their own."""
+        return self.store_class().from_options(
+            options, base_url=base_url, default_cache_control=default_cache_control
+        )
+
+    def exported(self, name):
+        """The module ``__getattr__`` of its package: the store class, imported (with its SDK)
+        when first asked for, so that ``from kinto_attachment.storage.s3 import S3Store`` works
+        while importing the package alone does not import boto3."""
+        if name != self.store[1]:
+            package = self.store[0].rpartition(".")[0]
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return self.store_class()
 
 
 class StorageUnavailable(OSError):

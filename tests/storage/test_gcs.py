@@ -26,8 +26,8 @@ from kinto_attachment import gc
 from kinto_attachment import settings as attachment_settings
 from kinto_attachment.state import data_file_entries
 from kinto_attachment.storage import StorageUnavailable
-from kinto_attachment.storage.gcs import GCSStore
-from kinto_attachment.storage.gcs_options import GCSOptions
+from kinto_attachment.storage.gcs import KIND, GCSStore
+from kinto_attachment.storage.gcs.options import GCSOptions
 from kinto_attachment.web import streams
 
 from ..conftest import ALICE, Kinto, build_settings, flush, make_app
@@ -69,15 +69,15 @@ def test_kinto_attachment_settings_work_unchanged(tmp_path):
             "gcloud.cache_control": "public, max-age=60",
         }
     )
-    gcs = parsed.gcs
-    assert (parsed.base_path, parsed.s3) == (None, None)
+    gcs = parsed.store.options
+    assert parsed.store.kind is KIND
     assert (gcs.bucket_name, gcs.credentials, gcs.acl) == (
         "prod-bucket",
         str(credentials),
         "publicRead",
     )
     assert (gcs.project, gcs.cache_control) == ("kinto", "public, max-age=60")
-    default = parse(**{"gcloud.bucket_name": "b"}).gcs
+    default = parse(**{"gcloud.bucket_name": "b"}).store.options
     assert (default.acl, default.chunk_size, default.credentials) == ("publicRead", 8 * MiB, "")
     assert parsed.redirect_expires is None
 
@@ -94,7 +94,7 @@ def test_our_gcs_settings():
             "gcloud.uniform_bucket_level_access": "true",
             "gcloud.auto_create_bucket": "false",
         }
-    ).gcs
+    ).store.options
     assert (gcs.chunk_size, gcs.connect_timeout, gcs.read_timeout) == (512 * KiB, 2, 30.5)
     assert (gcs.retry_seconds, gcs.acl, gcs.endpoint_url) == (0, "", "http://127.0.0.1:4443")
 
@@ -176,7 +176,7 @@ def test_exactly_one_store():
 def test_environment_overrides_gcs_settings(monkeypatch):
     monkeypatch.setenv("KINTO_ATTACHMENT_GCLOUD_BUCKET_NAME", "from-env")
     monkeypatch.setenv("KINTO_ATTACHMENT_GCLOUD_CHUNK_SIZE", str(MiB))
-    gcs = parse(**{"gcloud.bucket_name": "from-ini"}).gcs
+    gcs = parse(**{"gcloud.bucket_name": "from-ini"}).store.options
     assert (gcs.bucket_name, gcs.chunk_size) == ("from-env", MiB)
 
 
@@ -186,10 +186,10 @@ def test_the_gcs_library_is_imported_only_when_gcs_is_configured(tmp_path):
     checks = [
         "from kinto_attachment import settings;"
         "s = settings.parse({'attachment.gcloud.bucket_name': 'b'});"
-        "assert s.gcs.chunk_size == 8 << 20",
+        "assert s.store.options.chunk_size == 8 << 20",
         "from kinto import main;"
         f"main({{}}, **{build_settings('memory', str(tmp_path))!r});"
-        "assert 'kinto_attachment.storage.gcs' not in sys.modules",
+        "assert 'kinto_attachment.storage.gcs.store' not in sys.modules",
     ]
     for check in checks:
         subprocess.run([sys.executable, "-c", blocked + check], check=True)

@@ -58,7 +58,7 @@ class Case:
 
 def _s3_store(endpoint_url):
     from kinto_attachment.storage.s3 import S3Store
-    from kinto_attachment.storage.s3_options import S3Options
+    from kinto_attachment.storage.s3.options import S3Options
 
     bucket = f"contract-{uuid.uuid4().hex[:12]}"
     s3_client(endpoint_url).create_bucket(Bucket=bucket)
@@ -76,7 +76,7 @@ def _s3_store(endpoint_url):
 
 def _gcs_store(endpoint_url):
     from kinto_attachment.storage.gcs import GCSStore
-    from kinto_attachment.storage.gcs_options import GCSOptions
+    from kinto_attachment.storage.gcs.options import GCSOptions
 
     options = GCSOptions(
         bucket_name=new_bucket(endpoint_url),

@@ -8,9 +8,8 @@ import os
 
 import pytest
 
-from kinto_attachment.storage import writebehind
-from kinto_attachment.storage.local import LocalStore
-from kinto_attachment.storage.writebehind import SHORT_WINDOW, WINDOW, WriteBehind
+from kinto_attachment.storage.local import LocalStore, writebehind
+from kinto_attachment.storage.local.writebehind import SHORT_WINDOW, WINDOW, WriteBehind
 
 
 PAGE = mmap.PAGESIZE

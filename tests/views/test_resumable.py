@@ -118,11 +118,11 @@ def test_options_advertises_the_server(kinto_tus):
             "expiration",
         }
         assert {"sha1", "sha256"} <= set(response.headers["Tus-Checksum-Algorithm"].split(","))
-        s3 = kinto_tus.app.app.registry.attachment_settings.s3
-        if s3 is None:
+        part_size = kinto_tus.app.app.registry.attachment_settings.store.option("part_size")
+        if part_size is None:  # Not S3.
             assert "Tus-Max-Size" not in response.headers
         else:  # 10,000 parts at most.
-            assert response.headers["Tus-Max-Size"] == str(s3.part_size * 10_000)
+            assert response.headers["Tus-Max-Size"] == str(part_size * 10_000)
 
 
 def test_limits(tmp_path_factory, request):
@@ -634,8 +634,8 @@ def fail_next_finish(monkeypatch, when):
 
 
 def part_size(kinto):
-    s3 = kinto.registry.attachment_settings.s3
-    return kinto.registry.attachment_store.part_size if s3 is not None else 5 * MiB
+    s3 = kinto.registry.attachment_settings.store.option("part_size") is not None
+    return kinto.registry.attachment_store.part_size if s3 else 5 * MiB
 
 
 #: Where the finishing transaction fails: in the view, or at commit (only a backend that rolls

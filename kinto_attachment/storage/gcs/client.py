@@ -20,9 +20,9 @@ from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
 from google.cloud.storage.retry import DEFAULT_RETRY
 from google.oauth2 import service_account
 
-from ..setting_values import fail
-from . import StorageUnavailable
-from .gcs_options import PREFIX
+from ...setting_values import fail
+from .. import StorageUnavailable
+from .options import PREFIX
 
 
 SCOPES = ["https://www.googleapis.com/auth/devstorage.read_write"]

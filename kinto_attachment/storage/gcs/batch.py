@@ -8,8 +8,8 @@ the request is written here as GCS documents it, and each answer matched by its 
 import email.parser
 import uuid
 
-from . import StorageUnavailable
-from .gcs_client import checked, unavailable
+from .. import StorageUnavailable
+from .client import checked, unavailable
 
 
 #: GCS takes at most 100 calls in one batch request.

@@ -1,13 +1,13 @@
 """The S3 store's settings (``kinto.attachment.aws.*``): names, defaults and validation.
 
 The store owns its options, as django-storages' backends do; they live here rather than in
-:mod:`kinto_attachment.storage.s3` so that settings are checked without boto3 installed.
+:mod:`.store` so that settings are checked without boto3 installed.
 :func:`from_settings` takes the ``aws.*`` values and refuses any it does not know, naming it.
 """
 
 import dataclasses
 
-from ..setting_values import as_bool, as_number, as_text, fail, store_options
+from ...setting_values import as_bool, as_number, as_text, fail, store_options
 
 
 MiB = 1024 * 1024
@@ -47,6 +47,12 @@ class S3Options:
     def max_file_size(self):
         """The largest file one multipart upload can hold."""
         return self.part_size * MAX_PARTS
+
+    @property
+    def redirect_expires(self):
+        """Seconds of the presigned URLs that downloads answer with a 307, None when they
+        stream the object."""
+        return self.presigned_expires if self.presigned_downloads else None
 
 
 #: ``NAME`` (after ``aws.``) → parser; same names as the fields of :class:`S3Options`.

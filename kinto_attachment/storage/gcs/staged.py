@@ -3,7 +3,7 @@
 A file smaller than one chunk is sent at commit in a single request (a multipart upload, with
 its CRC32C for GCS to verify). A larger one goes through a resumable upload session, chunk by
 chunk as it arrives: the store's thread pool sends one chunk while the next fills, so memory
-stays within two chunk buffers (:mod:`.parts`) per upload whatever the file size. The last
+stays within two chunk buffers (:mod:`..parts`) per upload whatever the file size. The last
 chunk carries the CRC32C of the whole file (``X-Goog-Hash``): GCS refuses to finalize the
 object (400) if it received anything else.
 
@@ -20,9 +20,9 @@ import logging
 import google_crc32c
 from zope.interface import implementer
 
-from . import IStaged, StorageUnavailable, write_to_free_name
-from .gcs_client import checked, status_of, unavailable
-from .parts import PartBody, PartBuffers
+from .. import IStaged, StorageUnavailable, write_to_free_name
+from ..parts import PartBody, PartBuffers
+from .client import checked, status_of, unavailable
 
 
 logger = logging.getLogger(__name__)

@@ -14,15 +14,15 @@ The upload's object stays until the transaction recording the finish commits (``
 if that transaction fails, the blob is deleted (it is in ``created``), and the last request,
 sent again, finishes again from the same state, as on local disk.
 
-It lives apart from :mod:`.gcs`, as a base class of its ``GCSStore``, because it is a protocol
+It lives apart from :mod:`.store`, as a base class of its ``GCSStore``, because it is a protocol
 of its own on top of the store's requests.
 """
 
 import contextlib
 import uuid
 
-from . import Progress, StorageUnavailable, write_to_free_name
-from .gcs_staged import GCSStaged
+from .. import Progress, StorageUnavailable, write_to_free_name
+from .staged import GCSStaged
 
 
 #: Prefix of the objects of resumable uploads in progress.

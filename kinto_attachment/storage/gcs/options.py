@@ -4,15 +4,15 @@ validation.
 kinto-attachment's names keep their meaning (``credentials``, ``project``, ``bucket_name``,
 ``acl``, ``cache_control``, ``uniform_bucket_level_access``); the others are those of our S3
 store, where they apply. The store owns its options, as django-storages' backends do; they live
-here rather than in :mod:`kinto_attachment.storage.gcs` so that settings are checked without
-google-cloud-storage installed. :func:`from_settings` takes the ``gcloud.*`` values and refuses
-any it does not know, naming it.
+here rather than in :mod:`.store` so that settings are checked without google-cloud-storage
+installed. :func:`from_settings` takes the ``gcloud.*`` values and refuses any it does not know,
+naming it.
 """
 
 import dataclasses
 import os
 
-from ..setting_values import as_bool, as_number, as_text, fail, store_options
+from ...setting_values import as_bool, as_number, as_text, fail, store_options
 
 
 KiB = 1024
@@ -58,6 +58,12 @@ class GCSOptions:
     #: Downloads through Kinto answer 307 to a V4 signed URL instead of proxying the bytes.
     signed_downloads: bool = False
     signed_expires: int = 300
+
+    @property
+    def redirect_expires(self):
+        """Seconds of the signed URLs that downloads answer with a 307, None when they stream
+        the object."""
+        return self.signed_expires if self.signed_downloads else None
 
 
 def _chunk_size(name, value):

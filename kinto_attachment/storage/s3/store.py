@@ -1,8 +1,8 @@
 """Blobs as objects in an S3 bucket (AWS, MinIO, Ceph, R2... any S3-compatible store).
 
-Bytes go to S3 as they arrive, through the writer of :mod:`.s3_staged` (a single ``PutObject``
+Bytes go to S3 as they arrive, through the writer of :mod:`.staged` (a single ``PutObject``
 for a file smaller than one part, a multipart upload for a larger one); nothing is visible under
-the key until the upload completes. Resumable uploads are in :mod:`.s3_resumable`.
+the key until the upload completes. Resumable uploads are in :mod:`.resumable`.
 
 Objects are never overwritten: writes are conditional (``If-None-Match: *``); a taken key gets
 the next ``name-N.ext`` variant, as on local disk. S3 verifies each request body against its
@@ -20,8 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from botocore.exceptions import BotoCoreError, ClientError
 from zope.interface import implementer
 
-from ..web.media_types import content_disposition, is_inline, served_type
-from . import (
+from ...web.media_types import content_disposition, is_inline, served_type
+from .. import (
     IBlobStore,
     IListableStore,
     IResumableStore,
@@ -33,10 +33,10 @@ from . import (
     blob_url,
     free_variant,
 )
-from .s3_client import error_code, make_client, unavailable
-from .s3_options import MIN_PART_SIZE
-from .s3_resumable import RESUMABLE_FOLDER, S3Resumable
-from .s3_staged import S3Staged
+from .client import error_code, make_client, unavailable
+from .options import MIN_PART_SIZE
+from .resumable import RESUMABLE_FOLDER, S3Resumable
+from .staged import S3Staged
 
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class S3Store(S3Resumable, StoreBase):
 
     @classmethod
     def from_options(cls, options, *, base_url="", default_cache_control=""):
-        """The store :class:`~.s3_options.S3Options` describe, with its own client; new
+        """The store :class:`~.options.S3Options` describe, with its own client; new
         objects get ``default_cache_control`` (:mod:`kinto_attachment.downloads.caching`) unless
         the options name their own."""
         return cls(

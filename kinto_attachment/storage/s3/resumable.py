@@ -13,16 +13,16 @@ by the upload's state, which names its key; ``discard`` deletes it with the uplo
 collection collects it if even that fails. None of this costs a request until a part or a
 completion fails.
 
-It lives apart from :mod:`.s3`, as a base class of its ``S3Store``, because it is a protocol
+It lives apart from :mod:`.store`, as a base class of its ``S3Store``, because it is a protocol
 of its own on top of the store's requests.
 """
 
 import uuid
 
-from . import Progress, StorageUnavailable
-from .s3_client import error_code, lost, unavailable
-from .s3_parts import composite_checksum, multipart_etag
-from .s3_staged import S3Staged
+from .. import Progress, StorageUnavailable
+from .client import error_code, lost, unavailable
+from .parts import composite_checksum, multipart_etag
+from .staged import S3Staged
 
 
 #: Prefix of the tails of resumable uploads in progress.

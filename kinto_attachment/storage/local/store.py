@@ -15,7 +15,7 @@ from stat import S_ISREG
 
 from zope.interface import implementer
 
-from . import (
+from .. import (
     IBlobStore,
     IListableStore,
     IResumableStore,
@@ -134,6 +134,13 @@ class LocalStore(StoreBase):
         self.base_url = base_url
         self.fsync = fsync
         os.makedirs(self.base_path, exist_ok=True)
+
+    @classmethod
+    def from_options(cls, options, *, base_url="", default_cache_control=""):
+        """The store :class:`~.options.LocalOptions` describe. Files get no
+        ``default_cache_control`` of their own: whoever serves them sends it (the web server,
+        or ``serve_files``)."""
+        return cls(options.base_path, base_url)
 
     def path(self, key):
         """Absolute path of ``key``, which can never be outside ``base_path``."""

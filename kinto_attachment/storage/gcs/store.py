@@ -1,8 +1,8 @@
 """Blobs as objects in a Google Cloud Storage bucket.
 
-Bytes go to GCS as they arrive, through the writer of :mod:`.gcs_staged` (a single request for a
+Bytes go to GCS as they arrive, through the writer of :mod:`.staged` (a single request for a
 file smaller than one chunk, a resumable upload session for a larger one); nothing is visible
-under the key until the upload completes. Resumable (tus) uploads are in :mod:`.gcs_resumable`.
+under the key until the upload completes. Resumable (tus) uploads are in :mod:`.resumable`.
 
 Objects are never overwritten: writes are conditional (``ifGenerationMatch=0``); a taken key
 gets the next ``name-N.ext`` variant, as on local disk and S3. GCS verifies each upload against
@@ -22,9 +22,9 @@ from google.auth.credentials import Signing
 from google.auth.transport.requests import Request
 from zope.interface import implementer
 
-from ..setting_values import fail
-from ..web.media_types import content_disposition, is_inline, served_type
-from . import (
+from ...setting_values import fail
+from ...web.media_types import content_disposition, is_inline, served_type
+from .. import (
     IBlobStore,
     IListableStore,
     IResumableStore,
@@ -34,11 +34,11 @@ from . import (
     blob_url,
     free_variant,
 )
-from .gcs_batch import BATCH_SIZE, delete_batch
-from .gcs_client import can_sign, checked, make_client, retry_policy, unavailable
-from .gcs_options import PREFIX
-from .gcs_resumable import UPLOADS_FOLDER, GCSResumable
-from .gcs_staged import GCSStaged
+from .batch import BATCH_SIZE, delete_batch
+from .client import can_sign, checked, make_client, retry_policy, unavailable
+from .options import PREFIX
+from .resumable import UPLOADS_FOLDER, GCSResumable
+from .staged import GCSStaged
 
 
 #: The client's property of each field of :meth:`GCSStore.attributes`.
@@ -97,7 +97,7 @@ class GCSStore(GCSResumable, StoreBase):
 
     @classmethod
     def from_options(cls, options, *, base_url="", default_cache_control=""):
-        """The store :class:`~.gcs_options.GCSOptions` describe, with its own client; new
+        """The store :class:`~.options.GCSOptions` describe, with its own client; new
         objects get ``default_cache_control`` unless the options name their own."""
         client, session = make_client(options)
         if options.signed_downloads and not can_sign(session.credentials):

@@ -11,7 +11,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from . import StorageUnavailable
+from .. import StorageUnavailable
 
 
 def make_client(options):

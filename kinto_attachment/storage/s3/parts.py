@@ -2,7 +2,7 @@
 
 S3 describes each part by its MD5 (the ETag) and our SHA-256 checksum, and the completed object
 by digests of those: computing them here lets a retried resumable upload recognise an object
-completed earlier without sending its parts again. (Part buffers are :mod:`.parts`.)
+completed earlier without sending its parts again. (Part buffers are :mod:`..parts`.)
 """
 
 import base64

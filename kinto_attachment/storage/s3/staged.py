@@ -2,24 +2,24 @@
 
 A file smaller than one part is sent with a single ``PutObject`` at commit; a larger one through
 a multipart upload whose parts are sent by the store's thread pool, at most ``concurrency``
-parts of an upload in flight. Parts are gathered in the buffers of :mod:`.parts`: memory stays
+parts of an upload in flight. Parts are gathered in the buffers of :mod:`..parts`: memory stays
 within ``part_size × (concurrency + 1)`` per upload whatever the file size. (S3 takes at most
 10,000 parts: settings cap the size of files accordingly.)
 Nothing is visible under the key until the upload completes; ``abort()`` aborts the multipart
 upload so that no object and no parts remain.
 
 The same writer continues the multipart upload of a resumable upload (see
-:mod:`.s3_resumable`).
+:mod:`.resumable`).
 """
 
 import threading
 
 from zope.interface import implementer
 
-from . import IStaged, StorageUnavailable, write_to_free_name
-from .parts import PartBody, PartBuffers
-from .s3_client import error_code, lost, unavailable
-from .s3_parts import checksum, completed, crc32, local_part
+from .. import IStaged, StorageUnavailable, write_to_free_name
+from ..parts import PartBody, PartBuffers
+from .client import error_code, lost, unavailable
+from .parts import checksum, completed, crc32, local_part
 
 
 @implementer(IStaged)
@@ -44,7 +44,7 @@ class S3Staged:
         self._parts = PartBuffers(store.part_size, self._send_part)
         self._resumed = resumed
         #: A resumable upload's parts carry SHA-256: a retried finish recognises the object
-        #: it completed by the composite SHA-256 of its parts (:mod:`.s3_resumable`). Other
+        #: it completed by the composite SHA-256 of its parts (:mod:`.resumable`). Other
         #: uploads' carry CRC32, which costs a fraction of it here and on the S3 side.
         self._algorithm = "SHA256" if resumed else "CRC32"
         self._upload_id = resumed["upload_id"] if resumed else None
