@@ -21,6 +21,8 @@ from kinto import main as kinto_main
 
 from kinto_attachment import locks
 
+from .support.gcs_server import gcs_server, token_server  # noqa: F401 (fixtures: GCS, OAuth)
+
 
 PG_SERVER = os.environ.get("KINTO_ATTACHMENT_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -10,11 +10,8 @@ from .. import StoreKind
 from . import options
 
 
+# StoreKind(description, chosen_by, section, table, store)
 KIND = StoreKind(
-    description="GCS bucket",
-    chosen_by="gcloud.bucket_name",
-    section="gcloud.",
-    table=options,
-    store=(f"{__name__}.store", "GCSStore"),
+    "GCS bucket", "gcloud.bucket_name", "gcloud.", options, (f"{__name__}.store", "GCSStore")
 )
 __getattr__ = KIND.exported

@@ -6,12 +6,7 @@ from . import options
 from .store import TEMP_PREFIX, LocalStaged, LocalStore
 
 
-KIND = StoreKind(
-    description="local folder",
-    chosen_by="base_path",
-    section="",
-    table=options,
-    store=(f"{__name__}.store", "LocalStore"),
-)
+# StoreKind(description, chosen_by, section, table, store)
+KIND = StoreKind("local folder", "base_path", "", options, (f"{__name__}.store", "LocalStore"))
 
 __all__ = ["KIND", "TEMP_PREFIX", "LocalStaged", "LocalStore"]

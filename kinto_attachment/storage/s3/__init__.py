@@ -10,11 +10,6 @@ from .. import StoreKind
 from . import options
 
 
-KIND = StoreKind(
-    description="S3 bucket",
-    chosen_by="aws.bucket_name",
-    section="aws.",
-    table=options,
-    store=(f"{__name__}.store", "S3Store"),
-)
+# StoreKind(description, chosen_by, section, table, store)
+KIND = StoreKind("S3 bucket", "aws.bucket_name", "aws.", options, (f"{__name__}.store", "S3Store"))
 __getattr__ = KIND.exported

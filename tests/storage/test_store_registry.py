@@ -16,8 +16,8 @@ from kinto_attachment import settings as attachment_settings
 from kinto_attachment.storage import gcs, local, registry, s3
 from kinto_attachment.storage.local import LocalStore
 
-from . import third_party_store
-from .conftest import ALICE, Kinto, build_settings, make_app
+from ..conftest import ALICE, Kinto, build_settings, make_app
+from ..support import third_party_store
 
 
 def parse(**values):
@@ -84,7 +84,7 @@ def test_the_chosen_store_is_built_from_its_options(tmp_path):
 
 # Another package's store, by dotted path.
 
-THIRD_PARTY = {"store": "tests.third_party_store"}
+THIRD_PARTY = {"store": "tests.support.third_party_store"}
 
 
 def test_a_store_named_by_its_module_is_chosen_by_its_settings(tmp_path):
@@ -107,7 +107,7 @@ def test_its_section_is_accepted_only_when_it_is_named():
 
 
 def test_its_settings_come_from_the_environment_too(monkeypatch, tmp_path):
-    monkeypatch.setenv("KINTO_ATTACHMENT_STORE", "tests.third_party_store")
+    monkeypatch.setenv("KINTO_ATTACHMENT_STORE", "tests.support.third_party_store")
     monkeypatch.setenv("KINTO_ATTACHMENT_THIRD_PARTY_FOLDER", str(tmp_path))
     assert parse().store.options.folder == str(tmp_path)
 
@@ -119,7 +119,7 @@ def test_kinto_stores_attachments_in_a_store_of_another_package(tmp_path):
         "memory",
         None,
         **{
-            "kinto.attachment.store": "tests.third_party_store",
+            "kinto.attachment.store": "tests.support.third_party_store",
             "kinto.attachment.third_party.folder": folder,
             "kinto.attachment.third_party.fsync": "false",
         },

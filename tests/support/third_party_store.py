@@ -1,5 +1,5 @@
 """A store of another package, in one module, as ``kinto.attachment.store =
-tests.third_party_store`` names it: what a package adding a store provides, using only the
+tests.support.third_party_store`` names it: what a package adding a store provides, using only the
 public names of ``kinto_attachment.storage`` (the local store wrapped, so that the tests need
 no service).
 
