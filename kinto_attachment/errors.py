@@ -2,8 +2,8 @@
 ``message``, ``details``).
 
 :data:`REFUSALS` is the errno table, as kinto.core's ``ERRORS`` and tusd's error list: one
-named entry per refusal (status, errno, message template, extra headers). README.rst's
-"Errors" table lists the same status/errno pairs (``tests/test_errors.py`` checks it).
+named entry per refusal (status, errno, message template, extra headers). The errors table
+of ``docs/api.rst`` lists the same status/errno pairs (``tests/test_errors.py`` checks it).
 :func:`refuse` builds the exception of an entry, so that call sites read
 ``raise errors.refuse("too_large", limit=max_size)``; :mod:`~kinto_attachment.protocols.tus` adds
 ``Tus-Resumable`` to its own through :func:`kinto_attachment.protocols.tus.error`.

@@ -24,7 +24,7 @@ Runs in every server (expired entries every ``data_files.gc_interval_seconds``, 
     kinto-attachment-gc --ini config/postgresql.ini [--dry-run]
 
 Several nodes may collect at once: deleting what another node just deleted is harmless.
-The store (``base_path`` or the S3 bucket) must hold nothing but attachments.
+The store (``base_path``, the S3 or the GCS bucket) must hold nothing but attachments.
 
 The command judges the store by what *its own* storage backend holds, so it refuses a
 configuration whose storage lives in a server's process (Kinto's memory backend): it would see
@@ -58,8 +58,8 @@ kinto.attachment.gc.orphans_grace_seconds, whatever nothing references: staged t
 (.upload-*.part, S3 upload tails), incomplete S3 multipart uploads, and blobs named by no record
 attachment, link, data file, resumable upload or retained old file; and replaced or deleted
 files once kinto.attachment.gc.replaced_grace_seconds have passed. References to missing
-blobs (dangling) are reported, never changed. The store (base_path or the S3 bucket) must hold
-nothing but attachments."""
+blobs (dangling) are reported, never changed. The store (base_path, the S3 or the GCS bucket)
+must hold nothing but attachments."""
 
 
 @dataclasses.dataclass
