@@ -13,6 +13,7 @@ import os
 import shutil
 import threading
 import uuid
+from pathlib import Path
 
 import pytest
 import transaction
@@ -21,6 +22,7 @@ from kinto import main as kinto_main
 
 from kinto_attachment import locks
 
+from .support import live
 from .support.gcs_server import gcs_server, token_server  # noqa: F401 (fixtures: GCS, OAuth)
 
 
@@ -316,6 +318,42 @@ def served_path(location):
     """The app's path of a file that :func:`serving_app` serves at ``location``."""
     assert location.startswith(SERVED_ORIGIN + "/"), location
     return location[len(SERVED_ORIGIN) :]
+
+
+#: The tests that run Mozilla's kinto-attachment, whose virtualenv :func:`live.ensure_peer` builds.
+PEER_TESTS = Path(__file__).parent / "live" / "test_legacy_data.py"
+
+
+def pytest_configure(config):
+    """On a machine that has not built the peer's virtualenv yet (a new CI machine), build it
+    while the other tests run, rather than in the middle of the run when its tests get to it
+    (a minute or two on the critical path). Once, in the process that lives the whole session
+    (xdist's controller, or the only one); the tests wait for it through the build's lock."""
+    if hasattr(config, "workerinput") or not _selected(config, PEER_TESTS):
+        return
+    builder = threading.Thread(target=_build_peer_quietly, name="peer-build", daemon=True)
+    builder.start()
+    config.peer_builder = builder
+
+
+def pytest_unconfigure(config):
+    """A build left half done would be started again from scratch next time: finish it."""
+    builder = getattr(config, "peer_builder", None)
+    if builder is not None:
+        builder.join()
+
+
+def _build_peer_quietly():
+    # A failed build is reported by the tests that need the peer, which build it again.
+    with contextlib.suppress(Exception):
+        live.ensure_peer()
+
+
+def _selected(config, path):
+    """Whether the command line's paths (or ``testpaths``) include ``path``."""
+    args = [arg.split("::")[0] for arg in config.args] or config.getini("testpaths")
+    root = Path(config.rootpath)
+    return any(path.resolve().is_relative_to((root / arg).resolve()) for arg in args)
 
 
 def pytest_collection_modifyitems(config, items):
