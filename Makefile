@@ -6,7 +6,7 @@ SERVE_STAMP := $(VENV)/.serve.stamp
 TEST_STAMP := $(VENV)/.test.stamp
 DOCS_STAMP := $(VENV)/.docs.stamp
 
-.PHONY: serve test docs fuzz lint format bench clean
+.PHONY: serve serve-metrics test docs fuzz lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,13 @@ $(DOCS_STAMP): $(INSTALL_STAMP)
 serve: $(SERVE_STAMP)
 	mkdir -p var/attachments
 	$(BIN)/pserve config/kinto.ini
+
+## The same with Prometheus metrics at http://localhost:8888/v1/__metrics__ (config/metrics.ini),
+## for the Grafana dashboard config/grafana/kinto-attachment.json
+serve-metrics: $(SERVE_STAMP)
+	$(BIN)/pip install -q -e ".[metrics]"
+	mkdir -p var/attachments
+	$(BIN)/pserve config/metrics.ini
 
 ## Run the whole test suite (PostgreSQL at 127.0.0.1:5432, or $$KINTO_ATTACHMENT_TEST_PG),
 ## in TEST_WORKERS processes, each test module in one of them (TEST_WORKERS=0: in this one)

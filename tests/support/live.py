@@ -247,10 +247,12 @@ def started(folder, ini, port=0, base_path=None, env=None, command=None, serving
 
 
 @contextlib.contextmanager
-def running_server(folder, server="waitress", app=None):
+def running_server(folder, server="waitress", app=None, extended_by=None):
     """The live copy of ``config/kinto.ini`` served in ``folder`` until exit: by ``pserve``
     (waitress), or by ``server`` (gunicorn, uwsgi: :func:`streaming_command`) running ``app``
-    (default ``config/wsgi.py``)."""
+    (default ``config/wsgi.py``). ``extended_by``: a shipped configuration that extends
+    ``kinto.ini`` (``use = config:kinto.ini#main``), copied beside the live copy and served
+    by ``pserve`` instead."""
     folder = Path(folder)
     base_path = folder / "attachments"
     base_path.mkdir()
@@ -260,12 +262,15 @@ def running_server(folder, server="waitress", app=None):
         port = free_port()
         ini.write_text(live_config(port, base_path))
         env, command, serving = None, None, SERVING
+        served = ini
+        if extended_by is not None:
+            served = Path(shutil.copyfile(extended_by, folder / extended_by.name))
         if server != "waitress":
             env = {**os.environ, "KINTO_INI": str(ini)}
             app = app or (ROOT / "config", "wsgi")
             command = streaming_command(server, folder, port, app)
             serving = LISTENING[server]
-        with started(folder, ini, port, base_path, env, command, serving) as live:
+        with started(folder, served, port, base_path, env, command, serving) as live:
             try:
                 live.wait_bound()
             except PortTaken:
