@@ -296,7 +296,8 @@ PEER_REQUIREMENTS = [
     "SQLAlchemy<3",
     "zope.sqlalchemy",
 ]
-#: Where the peer's virtualenvs are kept between runs, one per Python and requirements.
+#: Where the virtualenvs of the tests (the peer's, the release's) are kept between runs, one per
+#: Python and requirements.
 PEER_CACHE = Path(
     os.environ.get("KINTO_ATTACHMENT_PEER_CACHE")
     or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kinto-attachment-peer"
@@ -309,40 +310,52 @@ def peer_env():
     return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
 
 
-def ensure_peer():
-    """The ``bin`` folder of the peer's virtualenv, built with pip from PyPI on first use.
+def pip_install(python):
+    """The start of a quiet ``pip install`` command line in the virtualenv of ``python``."""
+    return [str(python), "-m", "pip", "install", "-qq", "--disable-pip-version-check"]
+
+
+def run_in_cache(command, timeout=PEER_BUILD_TIMEOUT):
+    """Run ``command`` in :data:`PEER_CACHE`, away from this project's own kinto_attachment."""
+    subprocess.run(
+        command,
+        check=True,
+        cwd=PEER_CACHE,
+        env=peer_env(),
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+    )
+
+
+def cached_virtualenv(name, requirements, check):
+    """The ``bin`` folder of a virtualenv with ``requirements`` (arguments of ``pip install``),
+    built with pip from the package index on first use, ``check`` (Python code) run in it.
 
     It is kept in :data:`PEER_CACHE` (outside the work tree, so that a fresh clone reuses it),
-    under a name that changes with the Python version and :data:`PEER_REQUIREMENTS`. A lock
-    lets concurrent runs wait for one build; a build that did not finish (no ``.complete``
-    marker) is started again from scratch.
+    under ``name`` and a hash of the Python version and ``requirements``. A lock lets
+    concurrent runs wait for one build; a build that did not finish (no ``.complete`` marker)
+    is started again from scratch.
     """
-    identity = "\n".join([sys.version, *PEER_REQUIREMENTS]).encode()
-    venv = PEER_CACHE / f"peer-{hashlib.sha256(identity).hexdigest()[:16]}"
+    identity = "\n".join([sys.version, *requirements]).encode()
+    venv = PEER_CACHE / f"{name}-{hashlib.sha256(identity).hexdigest()[:16]}"
     complete = venv / ".complete"
     PEER_CACHE.mkdir(parents=True, exist_ok=True)
     with open(f"{venv}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not complete.exists():
             shutil.rmtree(venv, ignore_errors=True)
-            python = str(venv / "bin" / "python")
-            pip = [python, "-m", "pip", "install", "-qq", "--disable-pip-version-check"]
-            for command in (
-                [sys.executable, "-m", "venv", str(venv)],
-                pip + PEER_REQUIREMENTS,
-                [python, "-c", "import kinto, kinto_attachment, psycopg2, waitress"],
-            ):
-                # In the virtualenv's folder, away from this project's own kinto_attachment.
-                subprocess.run(
-                    command,
-                    check=True,
-                    cwd=PEER_CACHE,
-                    env=peer_env(),
-                    stdin=subprocess.DEVNULL,
-                    timeout=PEER_BUILD_TIMEOUT,
-                )
-            complete.write_text("\n".join(PEER_REQUIREMENTS) + "\n")
+            python = venv / "bin" / "python"
+            run_in_cache([sys.executable, "-m", "venv", str(venv)])
+            run_in_cache(pip_install(python) + list(requirements))
+            run_in_cache([str(python), "-c", check])
+            complete.write_text("\n".join(requirements) + "\n")
     return venv / "bin"
+
+
+def ensure_peer():
+    """The ``bin`` folder of the peer's virtualenv (:func:`cached_virtualenv`)."""
+    check = "import kinto, kinto_attachment, psycopg2, waitress"
+    return cached_virtualenv("peer", PEER_REQUIREMENTS, check)
 
 
 # The documented examples.
