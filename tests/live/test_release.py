@@ -32,6 +32,7 @@ from ..support.live import (
     live_config,
     peer_env,
     pip_install,
+    run_command,
     started,
 )
 
@@ -62,15 +63,8 @@ def checkout_files():
 
 
 def run(command, cwd, timeout=COMMAND_TIMEOUT):
-    result = subprocess.run(
-        [str(part) for part in command],
-        cwd=cwd,
-        env=peer_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    """Run ``command`` away from this project's own kinto_attachment; its stdout."""
+    result = run_command(command, cwd, env=peer_env(), timeout=timeout)
     assert result.returncode == 0, result
     return result.stdout
 

@@ -10,21 +10,19 @@ through the server.
 import configparser
 import os
 import re
-import subprocess
-import uuid
 
 import psycopg2
 import pytest
 import requests
 
-from ..conftest import PG_SERVER, _pg_unavailable
+from ..conftest import own_database
 from ..support.live import (
     ALICE,
     BIN,
-    COMMAND_TIMEOUT,
     REQUEST_TIMEOUT,
     ROOT,
     live_config,
+    run_command,
     started,
 )
 
@@ -54,30 +52,13 @@ def recipe(target):
 @pytest.fixture
 def database():
     """A PostgreSQL URL naming a database that does not exist yet, dropped afterwards."""
-    name = f"kinto_attachment_serve_pg_{uuid.uuid4().hex[:8]}"
-    try:
-        admin = psycopg2.connect(PG_SERVER + "/postgres", connect_timeout=5)
-    except psycopg2.OperationalError as e:
-        _pg_unavailable(str(e).strip())
-    admin.autocommit = True
-    try:
-        yield f"{PG_SERVER}/{name}"
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with own_database("kinto_attachment_serve_pg", create=False) as url:
+        yield url
 
 
 def run(command, folder, env):
-    result = subprocess.run(
-        command,
-        cwd=folder,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT,
-    )
+    """Run ``command``; what it wrote, on stdout and stderr."""
+    result = run_command(command, folder, env=env)
     assert result.returncode == 0, result
     return result.stdout + result.stderr
 

@@ -552,20 +552,26 @@ def scratch_folder(example, home):
     return folder
 
 
+def run_command(command, cwd, env=None, timeout=COMMAND_TIMEOUT):
+    """Run a command line; return its :class:`subprocess.CompletedProcess` (text)."""
+    return subprocess.run(
+        [str(part) for part in command],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+    )
+
+
 def checkout_status():
     """``git status --porcelain`` of the checkout, each untracked file named (None outside a
     git checkout: an unpacked sdist)."""
     if not (ROOT / ".git").exists() or shutil.which("git") is None:
         return None
-    completed = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=all"],
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT,
-        check=True,
-    )
+    completed = run_command(["git", "status", "--porcelain", "--untracked-files=all"], ROOT)
+    assert completed.returncode == 0, completed
     return completed.stdout
 
 
