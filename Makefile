@@ -5,8 +5,9 @@ INSTALL_STAMP := $(VENV)/.install.stamp
 SERVE_STAMP := $(VENV)/.serve.stamp
 TEST_STAMP := $(VENV)/.test.stamp
 DOCS_STAMP := $(VENV)/.docs.stamp
+POSTGRESQL_STAMP := $(VENV)/.postgresql.stamp
 
-.PHONY: serve serve-metrics test docs fuzz lint format bench clean
+.PHONY: serve serve-pg serve-metrics test docs fuzz lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +20,10 @@ $(INSTALL_STAMP): $(BIN)/python setup.cfg pyproject.toml
 # The clients of the documented examples, beside the server (curl and node are the system's).
 $(SERVE_STAMP): $(INSTALL_STAMP)
 	$(BIN)/pip install -q httpie requests tuspy
+	touch $@
+
+$(POSTGRESQL_STAMP): $(SERVE_STAMP)
+	$(BIN)/pip install -q -e ".[postgresql]"
 	touch $@
 
 $(TEST_STAMP): $(INSTALL_STAMP)
@@ -35,8 +40,20 @@ serve: $(SERVE_STAMP)
 	mkdir -p var/attachments
 	$(BIN)/pserve config/kinto.ini
 
-## The same with Prometheus metrics at http://localhost:8888/v1/__metrics__ (config/metrics.ini),
-## for the Grafana dashboard config/grafana/kinto-attachment.json
+## Run config/postgresql.ini at http://localhost:8888/v1 on the database PG_URL names (default:
+## "kinto" on the local PostgreSQL, user postgres): created if missing, migrated, then served
+PG_URL ?= postgresql://postgres@127.0.0.1:5432/kinto
+serve-pg: export KINTO_STORAGE_URL = $(PG_URL)
+serve-pg: export KINTO_CACHE_URL = $(PG_URL)
+serve-pg: export KINTO_PERMISSION_URL = $(PG_URL)
+serve-pg: $(POSTGRESQL_STAMP)
+	mkdir -p var/attachments
+	$(BIN)/python config/createdb.py config/postgresql.ini
+	$(BIN)/kinto migrate --ini config/postgresql.ini
+	$(BIN)/pserve config/postgresql.ini
+
+## The embedded default with Prometheus metrics at http://localhost:8888/v1/__metrics__
+## (config/metrics.ini), for the Grafana dashboard config/grafana/kinto-attachment.json
 serve-metrics: $(SERVE_STAMP)
 	$(BIN)/pip install -q -e ".[metrics]"
 	mkdir -p var/attachments

@@ -200,7 +200,8 @@ class Migration(PostgreSQLPluginMigration):
     PostgreSQL only; on the memory backend nothing outlives the process to adopt).
 
     Not a schema version: adoption runs at every ``kinto migrate`` (``--dry-run`` reports
-    what it would do), and does nothing once everything is ours.
+    what it would do), and does nothing once everything is ours. Its report is logged by
+    :func:`adopt`, like Kinto's own migration messages (``kinto migrate -q`` silences both).
     """
 
     name = "kinto_attachment_streaming"
@@ -209,5 +210,4 @@ class Migration(PostgreSQLPluginMigration):
         self.registry = registry
 
     def initialize_schema(self, client, dry_run=False):
-        report = adopt(self.registry, dry_run=dry_run)
-        print(report.describe())
+        adopt(self.registry, dry_run=dry_run)

@@ -75,27 +75,36 @@ def _pg_unavailable(reason):
     pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
-def pg_url():
-    """A fresh database on the PostgreSQL server, dropped at the end of the session."""
+@contextlib.contextmanager
+def own_database(prefix, create=True):
+    """The URL of a database of its own on the PostgreSQL server (created unless ``create`` is
+    false: then whoever uses it creates it), dropped on exit."""
     try:
         import psycopg2
     except ImportError as e:  # pragma: no cover
         _pg_unavailable(str(e))
-    name = f"kinto_attachment_test_{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     try:
         admin = psycopg2.connect(PG_SERVER + "/postgres", connect_timeout=5)
     except psycopg2.OperationalError as e:
         _pg_unavailable(str(e).strip())
     admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
+    if create:
+        with admin.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
     try:
         yield f"{PG_SERVER}/{name}"
     finally:
         with admin.cursor() as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture(scope="session")
+def pg_url():
+    """A fresh database on the PostgreSQL server, dropped at the end of the session."""
+    with own_database("kinto_attachment_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

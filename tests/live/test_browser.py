@@ -27,6 +27,7 @@ from ..support.live import (
     ALICE,
     REQUEST_TIMEOUT,
     ROOT,
+    checkout_untouched,
     client_env,
     documented_examples,
     running_server,
@@ -90,6 +91,15 @@ def npm_ci(folder):
         timeout=NPM_TIMEOUT,
     )
     assert result.returncode == 0, result
+    # Installs cleanly on the Node.js of these machines (20): no "Unsupported engine".
+    assert "EBADENGINE" not in result.stdout + result.stderr, result
+
+
+@pytest.fixture(scope="module", autouse=True)
+def checkout():
+    """The example leaves the clone as it was."""
+    with checkout_untouched():
+        yield
 
 
 @pytest.fixture(scope="module")

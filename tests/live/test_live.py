@@ -21,6 +21,7 @@ from ..support.live import (
     ALICE,
     REQUEST_TIMEOUT,
     ROOT,
+    checkout_untouched,
     code_blocks,
     create_collection,
     curl,
@@ -29,6 +30,7 @@ from ..support.live import (
     run_bash,
     run_python,
     running_server,
+    scratch_folder,
     sha256_of,
     write_random_file,
 )
@@ -39,6 +41,13 @@ pytestmark = pytest.mark.live
 MiB = 1024 * 1024
 HELLO = b"Hello, Kinto!"
 ASSETS = "/buckets/website/collections/assets"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def checkout():
+    """The examples leave the clone as it was (they run in a scratch folder)."""
+    with checkout_untouched():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +64,9 @@ def readme():
 
 @pytest.fixture(scope="module")
 def workdir(server, readme, tmp_path_factory):
-    """Where the setup example of docs/getting-started.rst ran: bucket, collection and hello.txt
-    exist."""
-    cwd = tmp_path_factory.mktemp("readme")
+    """The scratch folder of docs/getting-started.rst, where its setup example ran: bucket,
+    collection and hello.txt exist."""
+    cwd = scratch_folder(readme["scratch"], tmp_path_factory.mktemp("readme"))
     result = run_bash(readme["setup"].against(server.port), cwd)
     assert result.returncode == 0, result
     assert (cwd / "hello.txt").read_bytes() == HELLO
@@ -92,6 +101,7 @@ def test_documented_examples_are_marked(readme):
     """Each example is on its page, and none is lost when a page moves."""
     assert {name: (example.page, example.language) for name, example in readme.items()} == {
         "readme": ("README.rst", "bash"),
+        "scratch": (GETTING_STARTED, "bash"),
         "setup": (GETTING_STARTED, "bash"),
         "httpie": (GETTING_STARTED, "bash"),
         "download": (GETTING_STARTED, "bash"),
@@ -115,18 +125,22 @@ NOT_RUN = ("make serve", ". .venv/bin/activate")
 
 def test_getting_started_runs_as_written(tmp_path_factory):
     """Every command of the first page, in the page's order, on a fresh server: as a newcomer
-    types them, each one after the other in one folder."""
+    types them, each one after the other, from the root of the clone into the page's scratch
+    folder."""
     blocks = code_blocks(ROOT / GETTING_STARTED)
     commands = [b for b in blocks if b.language in ("bash", "python")]
     unmarked = [" ".join(b.code.split()[:2]) for b in commands if b.name is None]
     assert unmarked == list(NOT_RUN), (
         f"mark the commands of {GETTING_STARTED}: `.. live-test: NAME`"
     )
-    cwd = tmp_path_factory.mktemp("getting-started")
+    home, cwd = tmp_path_factory.mktemp("getting-started"), ROOT
     outputs = {}
     with running_server(tmp_path_factory.mktemp("getting-started-server")) as server:
         for block in commands:
             if block.name is None:
+                continue
+            if block.name == "scratch":
+                cwd = scratch_folder(block, home)
                 continue
             run = run_python if block.language == "python" else run_bash
             result = run(block.against(server.port), cwd)
@@ -150,8 +164,9 @@ def test_getting_started_runs_as_written(tmp_path_factory):
 
 
 def test_readme_front_page(server, readme, tmp_path):
-    """README.rst's one example: the default bucket, nothing created beforehand."""
-    result = run_bash(readme["readme"].against(server.port), tmp_path)
+    """README.rst's one example, from the root of the clone into a scratch folder: the default
+    bucket, nothing created beforehand."""
+    result = run_bash(readme["readme"].against(server.port), ROOT, home=tmp_path)
 
     assert result.returncode == 0, result
     reply = json.loads(result.stdout)

@@ -20,10 +20,12 @@ import requests
 from ..support.live import (
     ALICE,
     COMMAND_TIMEOUT,
+    checkout_untouched,
     client_env,
     documented_examples,
     run_bash,
     running_server,
+    scratch_folder,
     sha256_of,
 )
 
@@ -32,6 +34,13 @@ pytestmark = pytest.mark.live
 
 SIZE = 20_000_000
 PART = 5 * 1024 * 1024
+
+
+@pytest.fixture(scope="module", autouse=True)
+def checkout():
+    """The examples leave the clone as it was (they run in a scratch folder)."""
+    with checkout_untouched():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +56,13 @@ def readme():
 
 @pytest.fixture
 def workdir(server, readme, tmp_path):
+    """The scratch folder of docs/getting-started.rst, after its setup and the big file's."""
+    folder = scratch_folder(readme["scratch"], tmp_path)
     for code in (readme["setup"].against(server.port), readme["large-setup"].code):
-        result = run_bash(code, tmp_path)
+        result = run_bash(code, folder)
         assert result.returncode == 0, result
-    assert (tmp_path / "big.bin").stat().st_size == SIZE
-    return tmp_path
+    assert (folder / "big.bin").stat().st_size == SIZE
+    return folder
 
 
 def record_of(server, record_id):

@@ -19,7 +19,6 @@ import contextlib
 import dataclasses
 import hashlib
 import os
-import subprocess
 import uuid
 from pathlib import Path
 from urllib.parse import urljoin
@@ -176,17 +175,8 @@ def postgresql_settings(pg_url):
     return settings
 
 
-def run_command(command, cwd, env=None, timeout=live.COMMAND_TIMEOUT):
-    """Run a command line; return its :class:`subprocess.CompletedProcess` (text)."""
-    return subprocess.run(
-        [str(part) for part in command],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=timeout,
-    )
+#: Its commands (``kinto migrate``...), run as every test runs one.
+run_command = live.run_command
 
 
 # The variants and what the peer writes.

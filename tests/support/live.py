@@ -4,7 +4,9 @@
 differs by its port, its host (loopback) and its files folder (a temporary one).
 :func:`documented_examples` extracts the code blocks of ``README.rst`` and of the pages of
 ``docs/`` that follow a ``.. live-test: NAME`` comment, so that the documented commands are the
-tested ones; :func:`run_bash` runs them as a user typing in a terminal would.
+tested ones; :func:`run_bash` runs them as a user typing in a terminal would (or a script, for
+stdin), from the scratch folder the documentation moves to (:func:`scratch_folder`), and
+:func:`checkout_untouched` checks that they leave the clone as it was.
 ``bench/servers.py`` starts its servers (and its moto process) with :func:`started` too.
 :func:`ensure_peer` builds (once, then from a cache) the virtualenv of Mozilla's
 kinto-attachment that ``bench/servers.py`` measures against and ``tests/support/legacy.py`` runs.
@@ -299,7 +301,8 @@ PEER_REQUIREMENTS = [
     "SQLAlchemy<3",
     "zope.sqlalchemy",
 ]
-#: Where the peer's virtualenvs are kept between runs, one per Python and requirements.
+#: Where the virtualenvs of the tests (the peer's, the release's) are kept between runs, one per
+#: Python and requirements.
 PEER_CACHE = Path(
     os.environ.get("KINTO_ATTACHMENT_PEER_CACHE")
     or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kinto-attachment-peer"
@@ -312,40 +315,52 @@ def peer_env():
     return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
 
 
-def ensure_peer():
-    """The ``bin`` folder of the peer's virtualenv, built with pip from PyPI on first use.
+def pip_install(python):
+    """The start of a quiet ``pip install`` command line in the virtualenv of ``python``."""
+    return [str(python), "-m", "pip", "install", "-qq", "--disable-pip-version-check"]
+
+
+def run_in_cache(command, timeout=PEER_BUILD_TIMEOUT):
+    """Run ``command`` in :data:`PEER_CACHE`, away from this project's own kinto_attachment."""
+    subprocess.run(
+        command,
+        check=True,
+        cwd=PEER_CACHE,
+        env=peer_env(),
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+    )
+
+
+def cached_virtualenv(name, requirements, check):
+    """The ``bin`` folder of a virtualenv with ``requirements`` (arguments of ``pip install``),
+    built with pip from the package index on first use, ``check`` (Python code) run in it.
 
     It is kept in :data:`PEER_CACHE` (outside the work tree, so that a fresh clone reuses it),
-    under a name that changes with the Python version and :data:`PEER_REQUIREMENTS`. A lock
-    lets concurrent runs wait for one build; a build that did not finish (no ``.complete``
-    marker) is started again from scratch.
+    under ``name`` and a hash of the Python version and ``requirements``. A lock lets
+    concurrent runs wait for one build; a build that did not finish (no ``.complete`` marker)
+    is started again from scratch.
     """
-    identity = "\n".join([sys.version, *PEER_REQUIREMENTS]).encode()
-    venv = PEER_CACHE / f"peer-{hashlib.sha256(identity).hexdigest()[:16]}"
+    identity = "\n".join([sys.version, *requirements]).encode()
+    venv = PEER_CACHE / f"{name}-{hashlib.sha256(identity).hexdigest()[:16]}"
     complete = venv / ".complete"
     PEER_CACHE.mkdir(parents=True, exist_ok=True)
     with open(f"{venv}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not complete.exists():
             shutil.rmtree(venv, ignore_errors=True)
-            python = str(venv / "bin" / "python")
-            pip = [python, "-m", "pip", "install", "-qq", "--disable-pip-version-check"]
-            for command in (
-                [sys.executable, "-m", "venv", str(venv)],
-                pip + PEER_REQUIREMENTS,
-                [python, "-c", "import kinto, kinto_attachment, psycopg2, waitress"],
-            ):
-                # In the virtualenv's folder, away from this project's own kinto_attachment.
-                subprocess.run(
-                    command,
-                    check=True,
-                    cwd=PEER_CACHE,
-                    env=peer_env(),
-                    stdin=subprocess.DEVNULL,
-                    timeout=PEER_BUILD_TIMEOUT,
-                )
-            complete.write_text("\n".join(PEER_REQUIREMENTS) + "\n")
+            python = venv / "bin" / "python"
+            run_in_cache([sys.executable, "-m", "venv", str(venv)])
+            run_in_cache(pip_install(python) + list(requirements))
+            run_in_cache([str(python), "-c", check])
+            complete.write_text("\n".join(requirements) + "\n")
     return venv / "bin"
+
+
+def ensure_peer():
+    """The ``bin`` folder of the peer's virtualenv (:func:`cached_virtualenv`)."""
+    check = "import kinto, kinto_attachment, psycopg2, waitress"
+    return cached_virtualenv("peer", PEER_REQUIREMENTS, check)
 
 
 # The documented examples.
@@ -451,17 +466,25 @@ class Result:
     stderr: str
 
 
-def client_env(cwd):
-    """The environment of the clients: the virtualenv first on PATH, no user configuration."""
-    config = Path(cwd) / ".client-config"
+def client_env(cwd, home=None):
+    """The environment of the clients: the virtualenv first on PATH, no user configuration.
+
+    ``home``: where the clients' (empty) configuration and temporary folders go (``TMPDIR``:
+    ``mktemp -d`` makes its folders there), for commands that start in the checkout; ``cwd``
+    by default.
+    """
+    config = Path(home or cwd) / ".client-config"
     config.mkdir(exist_ok=True)
-    return {
+    env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', os.defpath)}",
         # A developer's ~/.config/httpie or ~/.curlrc must not change what the commands print.
         "HTTPIE_CONFIG_DIR": str(config),
         "CURL_HOME": str(config),
     }
+    if home is not None:
+        env["TMPDIR"] = str(home)
+    return env
 
 
 ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
@@ -491,12 +514,14 @@ def _read_terminal(master, process, timeout):
     return b"".join(chunks)
 
 
-def run_bash(code, cwd, timeout=COMMAND_TIMEOUT):
-    """Run ``code`` with ``bash -e`` as typed in a terminal.
+def run_bash(code, cwd, timeout=COMMAND_TIMEOUT, home=None):
+    """Run ``code`` with ``bash -e`` as typed in a terminal, or in a script (see ``stdin``).
 
-    stdin and stdout are a pseudo-terminal: HTTPie then neither reads a request body from stdin
-    nor hides the response headers, exactly as for a user. stderr is kept apart. The terminal's
-    escape sequences (colours) and carriage returns are removed from stdout.
+    stdout is a pseudo-terminal: HTTPie shows the response headers, as to a user. stdin is not
+    one (``/dev/null``), as in a script or CI: an HTTPie command sending a form then fails
+    unless told ``--ignore-stdin`` (the documented ones are), which a user's terminal would not
+    show. stderr is kept apart. The terminal's escape sequences (colours) and carriage returns
+    are removed from stdout. ``home``: see :func:`client_env`.
     """
     master, slave = os.openpty()
     try:
@@ -504,11 +529,11 @@ def run_bash(code, cwd, timeout=COMMAND_TIMEOUT):
             try:
                 process = subprocess.Popen(
                     ["bash", "-e", "-c", code],
-                    stdin=slave,
+                    stdin=subprocess.DEVNULL,
                     stdout=slave,
                     stderr=stderr,
                     cwd=cwd,
-                    env=client_env(cwd),
+                    env=client_env(cwd, home),
                     start_new_session=True,
                 )
             finally:
@@ -520,6 +545,49 @@ def run_bash(code, cwd, timeout=COMMAND_TIMEOUT):
         os.close(master)
     stdout = re.sub(r"\r+\n", "\n", ANSI_ESCAPE.sub("", output.decode(errors="replace")))
     return Result(process.returncode, stdout, errors.decode(errors="replace"))
+
+
+def scratch_folder(example, home):
+    """The folder the documented ``example`` moves to from the root of the checkout, as a user
+    runs it there before the other examples (``cd "$(mktemp -d)"``: a new folder in ``home``)."""
+    result = run_bash(example.code + "pwd\n", ROOT, home=home)
+    assert result.returncode == 0, (example.page, example.line, result)
+    folder = Path(result.stdout.splitlines()[-1])
+    assert folder.is_relative_to(home) and folder != Path(home), (example.code, folder)
+    return folder
+
+
+def run_command(command, cwd, env=None, timeout=COMMAND_TIMEOUT):
+    """Run a command line; return its :class:`subprocess.CompletedProcess` (text)."""
+    return subprocess.run(
+        [str(part) for part in command],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+    )
+
+
+def checkout_status():
+    """``git status --porcelain`` of the checkout, each untracked file named (None outside a
+    git checkout: an unpacked sdist)."""
+    if not (ROOT / ".git").exists() or shutil.which("git") is None:
+        return None
+    completed = run_command(["git", "status", "--porcelain", "--untracked-files=all"], ROOT)
+    assert completed.returncode == 0, completed
+    return completed.stdout
+
+
+@contextlib.contextmanager
+def checkout_untouched():
+    """Fail if what runs inside changes the checkout's ``git status``: the documented examples
+    write their files in a scratch folder, never in the clone."""
+    before = checkout_status()
+    yield
+    after = checkout_status()
+    assert after == before, f"git status before:\n{before}\nafter:\n{after}"
 
 
 def run_python(code, cwd, timeout=COMMAND_TIMEOUT):
