@@ -365,9 +365,34 @@ def _selected(config, path):
     return any(path.resolve().is_relative_to((root / arg).resolve()) for arg in args)
 
 
+#: The modules that take longest (``--durations``), longest first. ``make test`` gives each
+#: module to one process (``--dist loadfile``), in the order they are collected: started first,
+#: the long ones run beside the many short ones instead of ending the run alone.
+LONGEST_FIRST = (
+    "live/test_legacy_data.py",
+    "views/test_resumable.py",
+    "live/test_slow_clients.py",
+    "test_abuse.py",
+    "downloads/test_downloads.py",
+    "live/test_nginx_slow_clients.py",
+    "test_adoption.py",
+    "uploads/test_refusals.py",
+    "live/test_live_concurrency.py",
+    "live/test_live_downloads.py",
+    "live/test_live_crash.py",
+)
+
+
+def _rank(item):
+    module = Path(item.fspath).relative_to(Path(__file__).parent).as_posix()
+    return LONGEST_FIRST.index(module) if module in LONGEST_FIRST else len(LONGEST_FIRST)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``rolls_back`` only make sense on a backend with transactions: they are not
+    """The longest modules first (:data:`LONGEST_FIRST`; the order within a module is kept).
+    Tests marked ``rolls_back`` only make sense on a backend with transactions: they are not
     generated for the memory backend (rather than skipped there)."""
+    items.sort(key=_rank)
     kept, deselected = [], []
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
