@@ -1,14 +1,8 @@
-// The page's script: Kinto Admin (the npm package's KintoAdmin component) on #root, offering
-// the server of `make serve` at login until another one was used (build.mjs bundles it).
+// The page's script: Kinto Admin (the npm package's KintoAdmin component) on #root, with its
+// default settings (lib/reducers/settings.js: any server, 200 records a page).
+import "./default-server.js";
 import React from "react";
 import { render } from "react-dom";
 import KintoAdmin from "kinto-admin";
 
-// Kinto Admin's own list of the servers used, most recent first (lib/store/localStore.js).
-const HISTORY_KEY = "kinto-admin-server-history";
-if (!localStorage.getItem(HISTORY_KEY)) {
-  const server = { server: process.env.KINTO_ADMIN_SERVER, authType: "basicauth" };
-  localStorage.setItem(HISTORY_KEY, JSON.stringify([server]));
-}
-
-render(React.createElement(KintoAdmin), document.getElementById("root"));
+render(React.createElement(KintoAdmin, { settings: {} }), document.getElementById("root"));
