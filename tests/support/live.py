@@ -7,7 +7,8 @@ differs by its port, its host (loopback) and its files folder (a temporary one).
 tested ones; :func:`run_bash` runs them as a user typing in a terminal would.
 ``bench/servers.py`` starts its servers (and its moto process) with :func:`started` too.
 :func:`ensure_peer` builds (once, then from a cache) the virtualenv of Mozilla's
-kinto-attachment that ``bench/servers.py`` measures against and ``tests/support/legacy.py`` runs.
+kinto-attachment that ``bench/servers.py`` measures against and ``tests/support/legacy.py`` runs,
+with :func:`built_once`, which ``tests/live/test_admin.py`` builds Kinto Admin with too.
 """
 
 import contextlib
@@ -315,37 +316,50 @@ def peer_env():
 def ensure_peer():
     """The ``bin`` folder of the peer's virtualenv, built with pip from PyPI on first use.
 
-    It is kept in :data:`PEER_CACHE` (outside the work tree, so that a fresh clone reuses it),
-    under a name that changes with the Python version and :data:`PEER_REQUIREMENTS`. A lock
-    lets concurrent runs wait for one build; a build that did not finish (no ``.complete``
-    marker) is started again from scratch.
+    It is kept in :data:`PEER_CACHE` (see :func:`built_once`), under a name that changes with
+    the Python version and :data:`PEER_REQUIREMENTS`.
     """
     identity = "\n".join([sys.version, *PEER_REQUIREMENTS]).encode()
     venv = PEER_CACHE / f"peer-{hashlib.sha256(identity).hexdigest()[:16]}"
-    complete = venv / ".complete"
-    PEER_CACHE.mkdir(parents=True, exist_ok=True)
-    with open(f"{venv}.lock", "w") as lock:
+
+    def build(venv):
+        python = str(venv / "bin" / "python")
+        pip = [python, "-m", "pip", "install", "-qq", "--disable-pip-version-check"]
+        for command in (
+            [sys.executable, "-m", "venv", str(venv)],
+            pip + PEER_REQUIREMENTS,
+            [python, "-c", "import kinto, kinto_attachment, psycopg2, waitress"],
+        ):
+            # In the virtualenv's folder, away from this project's own kinto_attachment.
+            subprocess.run(
+                command,
+                check=True,
+                cwd=PEER_CACHE,
+                env=peer_env(),
+                stdin=subprocess.DEVNULL,
+                timeout=PEER_BUILD_TIMEOUT,
+            )
+
+    return built_once(venv, build) / "bin"
+
+
+def built_once(folder, build):
+    """``folder``, made by ``build(folder)`` unless a previous run completed it.
+
+    For what tests build from a registry and keep outside the work tree (so that a fresh clone
+    reuses it), under a name that changes with what it is built from. A lock lets concurrent
+    runs wait for one build; a build that did not finish (no ``.complete`` marker) is started
+    again from scratch.
+    """
+    complete = folder / ".complete"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{folder}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not complete.exists():
-            shutil.rmtree(venv, ignore_errors=True)
-            python = str(venv / "bin" / "python")
-            pip = [python, "-m", "pip", "install", "-qq", "--disable-pip-version-check"]
-            for command in (
-                [sys.executable, "-m", "venv", str(venv)],
-                pip + PEER_REQUIREMENTS,
-                [python, "-c", "import kinto, kinto_attachment, psycopg2, waitress"],
-            ):
-                # In the virtualenv's folder, away from this project's own kinto_attachment.
-                subprocess.run(
-                    command,
-                    check=True,
-                    cwd=PEER_CACHE,
-                    env=peer_env(),
-                    stdin=subprocess.DEVNULL,
-                    timeout=PEER_BUILD_TIMEOUT,
-                )
-            complete.write_text("\n".join(PEER_REQUIREMENTS) + "\n")
-    return venv / "bin"
+            shutil.rmtree(folder, ignore_errors=True)
+            build(folder)
+            complete.touch()
+    return folder
 
 
 # The documented examples.
