@@ -77,7 +77,7 @@ def built_admin():
 
     def build(folder):
         copy_without_modules(ADMIN, folder)
-        npm_ci(folder)
+        npm_ci(folder, "--ignore-scripts")
         subprocess.run(
             ["node", "build.mjs"],
             check=True,
@@ -239,3 +239,19 @@ def test_upload_replace_and_delete_an_attachment_in_kinto_admin(
             steps.close()
     assert steps.process.returncode == 0, steps.log.read_text()
     assert screenshot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_make_admin_runs_what_the_test_above_runs():
+    """``make admin`` builds with ``npm_ci(..., "--ignore-scripts")`` and ``build.mjs``, and
+    serves with ``http.server``, as :func:`built_admin` and ``admin_origin`` do."""
+    dry_run = subprocess.run(
+        ["make", "--always-make", "--dry-run", "admin", "PYTHON=python3"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert dry_run.stdout.splitlines() == [
+        "cd admin && npm ci --no-audit --no-fund --ignore-scripts && node build.mjs",
+        "python3 -m http.server --bind 127.0.0.1 --directory admin/build 8889",
+    ]
