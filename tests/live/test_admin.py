@@ -57,6 +57,8 @@ ADMIN_CACHE = Path(
 #: What a build leaves in ``admin/`` (gitignored): not what the build is made from.
 BUILT = ("node_modules", "build")
 DRIVE_TIMEOUT = 300
+#: What Chromium says a file of unknown type is.
+BINARY = "application/octet-stream"
 
 
 def admin_sources():
@@ -167,6 +169,16 @@ def attachment_of(record):
     return attachment and {k: attachment[k] for k in ("filename", "hash", "size", "mimetype")}
 
 
+def described(path, sha256, mimetype):
+    """What :func:`attachment_of` a record whose file is ``path`` is."""
+    return {
+        "filename": path.name,
+        "hash": sha256,
+        "size": path.stat().st_size,
+        "mimetype": mimetype,
+    }
+
+
 def test_upload_replace_and_delete_an_attachment_in_kinto_admin(
     admin_origin, admin_driver, tmp_path
 ):
@@ -200,12 +212,7 @@ def test_upload_replace_and_delete_an_attachment_in_kinto_admin(
             [record] = get(f"{collection_url}/records").json()["data"]
             record_url = f"{collection_url}/records/{record['id']}"
             assert record["title"] == "A scan"
-            assert attachment_of(record) == {
-                "filename": "scan.bin",
-                "hash": first_sha256,
-                "size": first.stat().st_size,
-                "mimetype": "application/octet-stream",
-            }
+            assert attachment_of(record) == described(first, first_sha256, BINARY)
             first_location = record["attachment"]["location"]
             assert sha256_of(server.path_of(first_location)) == first_sha256
             steps.go_on()
@@ -213,12 +220,7 @@ def test_upload_replace_and_delete_an_attachment_in_kinto_admin(
             steps.next("replaced")
             [replaced] = get(f"{collection_url}/records").json()["data"]
             assert (replaced["id"], replaced["title"]) == (record["id"], "A scan")
-            assert attachment_of(replaced) == {
-                "filename": "scan-2.png",
-                "hash": second_sha256,
-                "size": second.stat().st_size,
-                "mimetype": "image/png",
-            }
+            assert attachment_of(replaced) == described(second, second_sha256, "image/png")
             second_location = replaced["attachment"]["location"]
             assert hashlib.sha256(get(second_location).content).hexdigest() == second_sha256
             # The replaced file is gone (config/kinto.ini: no grace period).

@@ -12,7 +12,7 @@
 // A step fails as soon as Kinto Admin says it failed ("Couldn't ...").
 const readline = require("node:readline");
 const { chromium } = require("playwright-core");
-const { ARGS, EXECUTABLE } = require("./chromium");
+const { ARGS, EXECUTABLE, newPage } = require("./chromium");
 
 const [adminUrl, server, credentials, firstFile, secondFile, screenshot] = process.argv.slice(2);
 const [user, password] = credentials.split(/:(.*)/s);
@@ -42,13 +42,7 @@ async function main() {
   const browser = await chromium.launch({ executablePath: EXECUTABLE, args: ARGS });
   const errors = [];
   try {
-    const context = await browser.newContext({ viewport: { width: 1100, height: 900 } });
-    const page = await context.newPage();
-    page.setDefaultTimeout(TIMEOUT);
-    page.on("pageerror", (error) => errors.push(String(error)));
-    page.on("console", (message) => {
-      if (message.type() === "error") errors.push(message.text());
-    });
+    const page = await newPage(browser, TIMEOUT, errors);
 
     await page.goto(adminUrl);
     await page.locator("#root_server").fill(server);

@@ -1,5 +1,5 @@
-// The command-line switches of Debian's Chromium for the scripts of this folder, as the
-// workplace's machines need them: no sandbox as root, no calls home.
+// What the scripts of this folder share: the command-line switches of Debian's Chromium, as the
+// workplace's machines need them (no sandbox as root, no calls home), and how they open a page.
 // CHROMIUM names the browser (default /usr/bin/chromium); playwright-core downloads none.
 const ARGS = [
   "--no-sandbox",
@@ -12,4 +12,18 @@ const ARGS = [
 ];
 const EXECUTABLE = process.env.CHROMIUM || "/usr/bin/chromium";
 
-module.exports = { ARGS, EXECUTABLE };
+/** A page of a new context of `browser`, as the scripts look at it: its viewport, `timeout` for
+ * every action, and what it reports as errors (uncaught ones, the console's) pushed to
+ * `errors`. */
+async function newPage(browser, timeout, errors) {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 900 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(timeout);
+  page.on("pageerror", (error) => errors.push(String(error)));
+  page.on("console", (message) => {
+    if (message.type() === "error") errors.push(message.text());
+  });
+  return page;
+}
+
+module.exports = { ARGS, EXECUTABLE, newPage };

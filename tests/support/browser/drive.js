@@ -7,7 +7,7 @@
 // CHROMIUM names the browser (chromium.js); playwright-core downloads none.
 // Prints one JSON object: what the page showed, for the test to check against the server.
 const { chromium } = require("playwright-core");
-const { ARGS, EXECUTABLE } = require("./chromium");
+const { ARGS, EXECUTABLE, newPage } = require("./chromium");
 
 const [pageUrl, file, screenshot] = process.argv.slice(2);
 const TIMEOUT = 60_000;
@@ -26,13 +26,7 @@ async function main() {
   });
   const errors = [];
   try {
-    const context = await browser.newContext({ viewport: { width: 1100, height: 900 } });
-    const page = await context.newPage();
-    page.setDefaultTimeout(TIMEOUT);
-    page.on("pageerror", (error) => errors.push(String(error)));
-    page.on("console", (message) => {
-      if (message.type() === "error") errors.push(message.text());
-    });
+    const page = await newPage(browser, TIMEOUT, errors);
 
     await page.goto(pageUrl);
     await page.getByText("Connected to").waitFor();
