@@ -7,7 +7,7 @@ TEST_STAMP := $(VENV)/.test.stamp
 DOCS_STAMP := $(VENV)/.docs.stamp
 POSTGRESQL_STAMP := $(VENV)/.postgresql.stamp
 
-.PHONY: serve serve-pg serve-metrics test docs fuzz lint format bench clean
+.PHONY: serve serve-pg serve-metrics admin test docs fuzz lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,20 @@ serve-metrics: $(SERVE_STAMP)
 	mkdir -p var/attachments
 	$(BIN)/pserve config/metrics.ini
 
+ADMIN_PORT ?= 8889
+ADMIN_BUILD := admin/build/index.html
+
+# npm's kinto-admin and esbuild as admin/package-lock.json pins them, bundled by admin/build.mjs
+# (no install scripts: esbuild's binary comes as a dependency of its own).
+$(ADMIN_BUILD): admin/package.json admin/package-lock.json admin/build.mjs admin/index.html \
+		$(wildcard admin/src/*.js)
+	cd admin && npm ci --no-audit --no-fund --ignore-scripts && node build.mjs
+
+## Build Kinto Admin (admin/) and serve it at http://127.0.0.1:8889/ (ADMIN_PORT), beside
+## `make serve`: sign in to http://localhost:8888/v1 with Basic Auth
+admin: $(ADMIN_BUILD)
+	$(PYTHON) -m http.server --bind 127.0.0.1 --directory admin/build $(ADMIN_PORT)
+
 ## Run the whole test suite (PostgreSQL at 127.0.0.1:5432, or $$KINTO_ATTACHMENT_TEST_PG),
 ## in TEST_WORKERS processes, each test module in one of them (TEST_WORKERS=0: in this one)
 TEST_WORKERS ?= 3
@@ -88,4 +102,4 @@ format: $(TEST_STAMP)
 	$(BIN)/ruff format kinto_attachment tests bench config
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .coverage *.egg-info docs/_build
+	rm -rf $(VENV) var .pytest_cache .coverage *.egg-info docs/_build admin/build admin/node_modules

@@ -370,6 +370,9 @@ def _selected(config, path):
 #: the long ones run beside the many short ones instead of ending the run alone.
 LONGEST_FIRST = (
     "live/test_legacy_data.py",
+    # Kinto Admin and the release's virtualenv, built on a new machine (then cached).
+    "live/test_admin.py",
+    "live/test_release.py",
     "views/test_resumable.py",
     "live/test_slow_clients.py",
     "test_abuse.py",

@@ -80,9 +80,9 @@ def copy_without_modules(source, destination):
     return destination
 
 
-def npm_ci(folder):
+def npm_ci(folder, *options):
     result = subprocess.run(
-        ["npm", "ci", "--no-audit", "--no-fund"],
+        ["npm", "ci", "--no-audit", "--no-fund", *options],
         cwd=folder,
         env=client_env(folder),
         stdin=subprocess.DEVNULL,

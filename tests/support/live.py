@@ -9,7 +9,8 @@ stdin), from the scratch folder the documentation moves to (:func:`scratch_folde
 :func:`checkout_untouched` checks that they leave the clone as it was.
 ``bench/servers.py`` starts its servers (and its moto process) with :func:`started` too.
 :func:`ensure_peer` builds (once, then from a cache) the virtualenv of Mozilla's
-kinto-attachment that ``bench/servers.py`` measures against and ``tests/support/legacy.py`` runs.
+kinto-attachment that ``bench/servers.py`` measures against and ``tests/support/legacy.py`` runs,
+with :func:`built_once`, which ``tests/live/test_admin.py`` builds Kinto Admin with too.
 """
 
 import contextlib
@@ -336,25 +337,38 @@ def cached_virtualenv(name, requirements, check):
     """The ``bin`` folder of a virtualenv with ``requirements`` (arguments of ``pip install``),
     built with pip from the package index on first use, ``check`` (Python code) run in it.
 
-    It is kept in :data:`PEER_CACHE` (outside the work tree, so that a fresh clone reuses it),
-    under ``name`` and a hash of the Python version and ``requirements``. A lock lets
-    concurrent runs wait for one build; a build that did not finish (no ``.complete`` marker)
-    is started again from scratch.
+    It is kept in :data:`PEER_CACHE` (see :func:`built_once`), under ``name`` and a hash of the
+    Python version and ``requirements``.
     """
     identity = "\n".join([sys.version, *requirements]).encode()
     venv = PEER_CACHE / f"{name}-{hashlib.sha256(identity).hexdigest()[:16]}"
-    complete = venv / ".complete"
-    PEER_CACHE.mkdir(parents=True, exist_ok=True)
-    with open(f"{venv}.lock", "w") as lock:
+
+    def build(venv):
+        python = venv / "bin" / "python"
+        run_in_cache([sys.executable, "-m", "venv", str(venv)])
+        run_in_cache(pip_install(python) + list(requirements))
+        run_in_cache([str(python), "-c", check])
+
+    return built_once(venv, build) / "bin"
+
+
+def built_once(folder, build):
+    """``folder``, made by ``build(folder)`` unless a previous run completed it.
+
+    For what tests build from a registry and keep outside the work tree (so that a fresh clone
+    reuses it), under a name that changes with what it is built from. A lock lets concurrent
+    runs wait for one build; a build that did not finish (no ``.complete`` marker) is started
+    again from scratch.
+    """
+    complete = folder / ".complete"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{folder}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not complete.exists():
-            shutil.rmtree(venv, ignore_errors=True)
-            python = venv / "bin" / "python"
-            run_in_cache([sys.executable, "-m", "venv", str(venv)])
-            run_in_cache(pip_install(python) + list(requirements))
-            run_in_cache([str(python), "-c", check])
-            complete.write_text("\n".join(requirements) + "\n")
-    return venv / "bin"
+            shutil.rmtree(folder, ignore_errors=True)
+            build(folder)
+            complete.touch()
+    return folder
 
 
 def ensure_peer():

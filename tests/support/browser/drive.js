@@ -4,22 +4,13 @@
 //
 //   node drive.js PAGE_URL FILE SCREENSHOT
 //
-// CHROMIUM names the browser (default /usr/bin/chromium); playwright-core downloads none.
+// CHROMIUM names the browser (chromium.js); playwright-core downloads none.
 // Prints one JSON object: what the page showed, for the test to check against the server.
 const { chromium } = require("playwright-core");
+const { ARGS, EXECUTABLE, newPage } = require("./chromium");
 
 const [pageUrl, file, screenshot] = process.argv.slice(2);
 const TIMEOUT = 60_000;
-// As the workplace's machines need them: no sandbox as root, no calls home.
-const ARGS = [
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
 
 function progress(page) {
   return page.evaluate(() => {
@@ -30,18 +21,12 @@ function progress(page) {
 
 async function main() {
   const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    executablePath: EXECUTABLE,
     args: ARGS,
   });
   const errors = [];
   try {
-    const context = await browser.newContext({ viewport: { width: 1100, height: 900 } });
-    const page = await context.newPage();
-    page.setDefaultTimeout(TIMEOUT);
-    page.on("pageerror", (error) => errors.push(String(error)));
-    page.on("console", (message) => {
-      if (message.type() === "error") errors.push(message.text());
-    });
+    const page = await newPage(browser, TIMEOUT, errors);
 
     await page.goto(pageUrl);
     await page.getByText("Connected to").waitFor();

@@ -11,18 +11,9 @@
 // response type (``opaque`` for no-cors) and text when the page may read it, or its error.
 // "args": more command-line switches of Chromium.
 const { chromium } = require("playwright-core");
+const { ARGS, EXECUTABLE } = require("./chromium");
 
 const TIMEOUT = 30_000;
-// As drive.js: no sandbox as root, no calls home.
-const ARGS = [
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
 
 function pageFetch(call) {
   return fetch(call.url, {
@@ -44,7 +35,7 @@ async function main() {
   const plan = JSON.parse(process.argv[2]);
   const rules = Object.entries(plan.resolve || {}).map(([name, address]) => `MAP ${name} ${address}`);
   const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    executablePath: EXECUTABLE,
     args: [...ARGS, `--host-resolver-rules=${rules.join(",")}`, ...(plan.args || [])],
   });
   try {
