@@ -313,6 +313,12 @@ OPERATIONS = {
             refusals=DATA_FILES_VISIBILITY,
             public=True,
         ),
+        "HEAD": Operation(
+            "The live files, headers only." + AT_ROOT,
+            {200: Reply("The headers of their list.")},
+            refusals=DATA_FILES_VISIBILITY,
+            public=True,
+        ),
         "POST": Operation(
             "Store the raw body as a file (any type)." + AT_ROOT,
             {200: Reply("Its id.", {"type": "string"})},
