@@ -9,6 +9,7 @@ from kinto_attachment import openapi, routes
 from .conftest import build_settings, make_app
 from .test_routes import CONFIGURATIONS, PLUGINS, build, registered_routes, with_head
 
+
 PLUGINS_AND_OURS = f"{PLUGINS} kinto_attachment"
 
 
