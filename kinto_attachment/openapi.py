@@ -173,7 +173,13 @@ def _download(summary, refusals=(), public=False):
         "GET": Operation(
             summary, DOWNLOADED, parameters=DOWNLOAD_HEADERS, produces=("*/*",), **common
         ),
-        "HEAD": Operation(summary + " Headers only.", HEAD, parameters=DOWNLOAD_HEADERS, **common),
+        "HEAD": Operation(
+            summary + " Headers only.",
+            HEAD,
+            parameters=DOWNLOAD_HEADERS,
+            produces=("*/*",),
+            **common,
+        ),
     }
 
 
