@@ -186,6 +186,19 @@ def _download(summary, refusals=(), public=False, redirects=False):
     }
 
 
+def _data_files(summary, replies, refusals=(), **options):
+    """An operation of ``/data/files``: public, but only to those who may see it."""
+    return Operation(
+        summary + AT_ROOT,
+        replies,
+        refusals=(*DATA_FILES_VISIBILITY, *refusals),
+        public=True,
+        **options,
+    )
+
+
+DATA_FILES_OPTIONS = _data_files("Allowed methods; CORS preflights.", {204: PREFLIGHT})
+
 #: Each route's operations, by method.
 OPERATIONS = {
     routes.ATTACHMENT.name: {
@@ -317,23 +330,17 @@ OPERATIONS = {
         ),
     },
     routes.DATA_FILES.name: {
-        "GET": Operation(
-            "The live files." + AT_ROOT,
+        "GET": _data_files(
+            "The live files.",
             {200: Reply("Their list.", {"type": "array", "items": DATA_FILE_ENTRY})},
-            refusals=DATA_FILES_VISIBILITY,
-            public=True,
         ),
-        "HEAD": Operation(
-            "The live files, headers only." + AT_ROOT,
-            {200: Reply("The headers of their list.")},
-            refusals=DATA_FILES_VISIBILITY,
-            public=True,
+        "HEAD": _data_files(
+            "The live files, headers only.", {200: Reply("The headers of their list.")}
         ),
-        "POST": Operation(
-            "Store the raw body as a file (any type)." + AT_ROOT,
+        "POST": _data_files(
+            "Store the raw body as a file (any type).",
             {200: Reply("Its id.", {"type": "string"})},
             refusals=(
-                *DATA_FILES_VISIBILITY,
                 "invalid_parameter",
                 "length_required",
                 "too_large",
@@ -350,14 +357,8 @@ OPERATIONS = {
             ),
             consumes=("application/octet-stream",),
             produces=("text/plain", JSON),
-            public=True,
         ),
-        "OPTIONS": Operation(
-            "Allowed methods; CORS preflights." + AT_ROOT,
-            {204: PREFLIGHT},
-            refusals=DATA_FILES_VISIBILITY,
-            public=True,
-        ),
+        "OPTIONS": DATA_FILES_OPTIONS,
     },
     routes.DATA_FILE.name: {
         **_download(
@@ -365,18 +366,8 @@ OPERATIONS = {
             refusals=(*DATA_FILES_VISIBILITY, "transfers_busy"),
             public=True,
         ),
-        "DELETE": Operation(
-            "Delete the file (or nothing)." + AT_ROOT,
-            {204: Reply("Deleted.")},
-            refusals=DATA_FILES_VISIBILITY,
-            public=True,
-        ),
-        "OPTIONS": Operation(
-            "Allowed methods; CORS preflights." + AT_ROOT,
-            {204: PREFLIGHT},
-            refusals=DATA_FILES_VISIBILITY,
-            public=True,
-        ),
+        "DELETE": _data_files("Delete the file (or nothing).", {204: Reply("Deleted.")}),
+        "OPTIONS": DATA_FILES_OPTIONS,
     },
     routes.SERVED_FILES.name: {
         **_download(
