@@ -98,7 +98,10 @@ def existing(server):
     return auth, {
         routes.ATTACHMENT.name: {"id": "r1"},
         routes.TUS_UPLOADS.name: {"id": "r1"},
-        routes.TUS_UPLOAD.name: {"id": "r2", "upload_id": created.headers["Location"][-32:]},
+        routes.TUS_UPLOAD.name: {
+            "id": "r2",
+            "upload_id": created.headers["Location"].rsplit("/", 1)[1],
+        },
         routes.DATA_FILES.name: {},
         routes.DATA_FILE.name: {"id": "known"},
         routes.SERVED_FILES.name: {
