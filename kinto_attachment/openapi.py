@@ -17,7 +17,8 @@ how Kinto builds it: no Kinto code copied or patched, Kinto's own cache of its d
 left untouched (ours are added to a copy), and each app adds the routes it registered. The
 others: overriding the view conflicts with the one Kinto scans after including plugins;
 patching ``OpenAPI.generate`` changes every app of the process; a tween would parse and
-serialise the JSON again.
+serialise the JSON again. Should Kinto change either (or register its view before plugins are
+included, out of the deriver's reach), ``tests/test_openapi.py`` fails.
 
 No operation of ours has a ``default`` response (Kinto's operations do): a status that is not
 listed is a bug of the description or of the server, which ``tests/live/test_schemathesis.py``
