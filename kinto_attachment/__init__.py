@@ -72,4 +72,5 @@ def includeme(config):
     config.include("kinto_attachment.views.resumable")
     config.include("kinto_attachment.gc")
     config.include("kinto_attachment.metrics")
+    config.include("kinto_attachment.openapi")
     config.add_migration(adoption.Migration(config.registry))
