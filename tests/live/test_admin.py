@@ -246,9 +246,12 @@ def test_upload_replace_and_delete_an_attachment_in_kinto_admin(
 def test_make_admin_runs_what_the_test_above_runs():
     """``make admin`` builds with ``npm_ci(..., "--ignore-scripts")`` and ``build.mjs``, and
     serves with ``http.server``, as :func:`built_admin` and ``admin_origin`` do."""
+    # Under ``make test``, MAKEFLAGS and MAKELEVEL would make it a sub-make that names folders.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     dry_run = subprocess.run(
-        ["make", "--always-make", "--dry-run", "admin", "PYTHON=python3"],
+        ["make", "--always-make", "--dry-run", "--no-print-directory", "admin", "PYTHON=python3"],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         check=True,
