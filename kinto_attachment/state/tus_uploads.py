@@ -18,8 +18,8 @@ from kinto.core.storage.exceptions import ObjectNotFoundError
 from kinto.core.utils import COMPARISON, msec_time
 
 from .. import locks
-from ..uploads.hashstate import ResumableSha256
 from . import paging, storable
+from .hashstate import ResumableSha256
 
 
 RESOURCE = "attachment-upload"

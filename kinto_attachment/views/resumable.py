@@ -29,8 +29,8 @@ from .. import errors, routes
 from ..protocols import tus
 from ..routes import TUS_UPLOAD, TUS_UPLOADS
 from ..state import tus_uploads
+from ..state.hashstate import ResumableSha256
 from ..uploads import intake, lifecycle
-from ..uploads.hashstate import ResumableSha256
 from ..uploads.record import attach, require_record_parents, require_storable_ids
 from ..web import cors, streams
 from ..web.client_address import client_address, client_name

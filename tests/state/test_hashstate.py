@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from kinto_attachment.uploads import hashstate
-from kinto_attachment.uploads.hashstate import InvalidState, ResumableSha256
+from kinto_attachment.state import hashstate
+from kinto_attachment.state.hashstate import InvalidState, ResumableSha256
 
 
 MiB = 1024 * 1024
@@ -99,7 +99,7 @@ def test_invalid_states_are_refused(state):
 def test_libcrypto_is_only_looked_up_on_first_use():
     """Without SHA256_Init, only resumable uploads are lost: importing works."""
     code = (
-        "import kinto_attachment.uploads.hashstate as h, kinto_attachment;"
+        "import kinto_attachment.state.hashstate as h, kinto_attachment;"
         "assert h._library is None;"
         "h.ResumableSha256();"
         "assert h._library is not None"
