@@ -258,3 +258,29 @@ def includeme(config):
     created, where the tween factory and :func:`watch` look."""
     config.add_tween("kinto_attachment.metrics.transfers_tween_factory", under=INGRESS)
     config.add_subscriber(watch, ApplicationCreated)
+
+
+def event_delivered(registry, destination, latency_seconds):
+    """Count a delivered event, and time it from its commit to its delivery."""
+    service = _service(registry)
+    if service is None:
+        return
+    labels = [("destination", destination)]
+    _count(service, "attachment.events.delivered", 1, labels)
+    service.timer("attachment.events.latency_seconds", value=latency_seconds, labels=labels)
+
+
+def event_failed(registry, destination, dead):
+    """Count a failed delivery: ``retried`` later, or the event is ``dead``."""
+    service = _service(registry)
+    if service is not None:
+        outcome = "dead" if dead else "retried"
+        _count(service, f"attachment.events.{outcome}", 1, [("destination", destination)])
+
+
+def events_pending(registry, destination, pending):
+    """Observe how many events wait for ``destination`` (the outbox's pending rows)."""
+    service = _service(registry)
+    if service is not None:
+        labels = [("destination", destination)]
+        service.observe("attachment.events.pending", pending, labels=labels)
