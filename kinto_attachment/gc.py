@@ -8,7 +8,8 @@ round. The metadata goes in a transaction, the bytes once it has committed.
 
 *Replaced*: blobs that records and entries stopped referencing, once
 ``gc.replaced_grace_seconds`` have passed (:mod:`kinto_attachment.state.replaced`): each entry
-is claimed in a transaction (of two collectors, one only gets it), then its blob deleted.
+is claimed in a transaction (of two collectors, one only gets it), then its blob deleted. An
+entry whose blob an event still holds (:mod:`kinto_attachment.events.retention`) waits.
 
 *Orphans*: a crash (``kill -9``) can leave staged files, S3 multipart uploads never completed
 nor aborted, and committed blobs that nothing references (stored for a transaction that never
@@ -44,6 +45,7 @@ from kinto.core.storage import memory
 from pyramid.events import ApplicationCreated
 
 from . import adoption, metrics
+from .events import recording, retention
 from .state import data_file_entries, references, replaced, tus_uploads
 
 
@@ -172,8 +174,14 @@ def _collect_data_files(registry, now, report):
             if not _unchanged(entry, found) or data_file_entries.is_live(entry, now):
                 continue
             data_file_entries.remove(storage, found["id"])
+            metadata = data_file_entries.metadata(registry.attachment_store, entry)
+            recording.deleted(registry, {"file_id": entry["id"]}, metadata)
+            # Held by an event: deleted by a later round, once released.
+            held = retention.held(registry, [entry["key"]], now)
+            replaced.add(storage, held, until=now)
         report.expired_files.append(entry)
-        keys.append(entry["key"])
+        if not held:
+            keys.append(entry["key"])
     if keys:
         registry.attachment_store.delete_many(keys)
         logger.info("Collected %d expired data files", len(keys))
@@ -207,17 +215,22 @@ def _collect_uploads(registry, now, report):
 
 
 def _collect_replaced(registry, now, report):
-    """Delete the replaced blobs due at ``now``, by batches: each batch's entries claimed in
-    a transaction, then their blobs deleted once it has committed."""
+    """Delete the replaced blobs due at ``now`` that no event holds, by batches: each batch's
+    entries claimed in a transaction, then their blobs deleted once it has committed."""
     storage = registry.storage
     if report.dry_run:
         with transaction.manager:
-            report.replaced += replaced.every_due(storage, now)
+            due = list(replaced.every_due(storage, now))
+            held = retention.held(registry, [entry["key"] for entry in due], now)
+        report.replaced += [entry for entry in due if entry["key"] not in held]
         return
+    after = None
     while True:
         with transaction.manager:
-            due = replaced.due(storage, now, DELETE_BATCH)
-            claimed = replaced.claim(storage, due)
+            due = replaced.due(storage, now, DELETE_BATCH, after=after)
+            held = retention.held(registry, [entry["key"] for entry in due], now)
+            claimed = replaced.claim(storage, [e for e in due if e["key"] not in held])
+            after = due[-1]["id"] if due else None
         report.replaced += claimed
         registry.attachment_store.delete_many([entry["key"] for entry in claimed])
         if len(due) < DELETE_BATCH:
