@@ -89,6 +89,9 @@ def main(argv=None):
     setup_logging(args.ini)
     with bootstrap(args.ini) as env:
         registry = env["registry"]
+        # Loading the app started the server's dispatcher: this command delivers nothing.
+        if hasattr(registry, "attachment_dispatcher"):
+            registry.attachment_dispatcher.stop()
         if not gc.shares_state(registry):
             print(UNSHARED.format(ini=args.ini), file=sys.stderr)
             return 2
