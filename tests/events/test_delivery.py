@@ -1,19 +1,23 @@
 """Every change that stores or deletes a file is delivered to each destination, on memory and
 PostgreSQL: uploads (multipart, tus, ``/data/files``), deletes, cascades and expiry."""
 
+import hashlib
 import json
 
 import pytest
 import requests
 
+from kinto_attachment import gc
 from kinto_attachment.events.options import DELETED, STORED
 
 from ..conftest import ALICE
+from ..views.test_resumable import upload_in_chunks
 from .conftest import destination_settings
 
 
 RECORD = "/v1/buckets/blog/collections/articles/records/r1"
 SUBJECT = "/buckets/blog/collections/articles/records/r1"
+LOCAL = {"REMOTE_ADDR": "127.0.0.1"}
 BACKENDS = ["memory", pytest.param("postgresql", marks=pytest.mark.postgresql)]
 
 
@@ -109,3 +113,64 @@ def fetch(kinto, url, status=200, **headers):
     assert response.status_code == status
     response.body = response.content
     return response
+
+
+def test_tus_data_files_and_cascades_are_delivered(events_app, receiver):
+    kinto = events_app("memory", **destination_settings("webhook", receiver))
+    url = upload_in_chunks(kinto.app, b"resumable bytes", 5)
+    assert url
+    kinto.app.post("/v1/data/files?id=f1", b"file one", extra_environ=LOCAL)
+    kinto.app.post("/v1/data/files?id=f1", b"file two", extra_environ=LOCAL)
+    kinto.app.delete("/v1/data/files/f1", extra_environ=LOCAL, status=204)
+    kinto.upload(RECORD.replace("r1", "r2"), b"two")
+    kinto.upload(RECORD.replace("r1", "r3"), b"three")
+    kinto.app.delete(RECORD.replace("r1", "r2"), headers=ALICE)
+    kinto.app.delete("/v1/buckets/blog/collections/articles", headers=ALICE)
+    delivered(kinto)
+
+    events = receiver.events()
+    by_subject = {}
+    for event in events:
+        by_subject.setdefault(event["subject"], []).append(event)
+    types = {subject: [e["type"] for e in found] for subject, found in by_subject.items()}
+    # In order per subject; a record deleted with its collection too.
+    assert types == {
+        SUBJECT: [STORED, DELETED],
+        "/data/files/f1": [STORED, STORED, DELETED],
+        SUBJECT.replace("r1", "r2"): [STORED, DELETED],
+        SUBJECT.replace("r1", "r3"): [STORED, DELETED],
+    }
+    tus, _, second, _ = by_subject[SUBJECT] + by_subject["/data/files/f1"][1:]
+    assert tus["data"]["attachment"]["hash"] == sha(b"resumable bytes")
+    assert second["data"] == {
+        "file_id": "f1",
+        "attachment": {**second["data"]["attachment"], "hash": sha(b"file two")},
+        "replaced_hash": sha(b"file one"),
+        "url": second["data"]["url"],
+    }
+    assert fetch(kinto, second["data"]["url"]).body == b"file two"
+
+
+def sha(content):
+    return hashlib.sha256(content).hexdigest()
+
+
+def test_expired_data_files_are_delivered(events_app, receiver):
+    kinto = events_app("memory", **destination_settings("webhook", receiver))
+    kinto.app.post("/v1/data/files?id=soon&ttl=1", b"short-lived", extra_environ=LOCAL)
+    gc.collect(kinto.registry, now=gc.data_file_entries.msec_time() + 1000, orphans=False)
+    delivered(kinto)
+    events = receiver.events()
+    assert [(e["type"], e["subject"]) for e in events] == [
+        (STORED, "/data/files/soon"),
+        (DELETED, "/data/files/soon"),
+    ]
+    assert events[1]["data"]["attachment"]["hash"] == sha(b"short-lived")
+    assert events[1]["source"] == "/v1/"  # No request, no http_host: a path.
+
+
+def test_the_dispatcher_thread_delivers_after_commit(events_app, receiver):
+    kinto = events_app("memory", thread=True, **destination_settings("webhook", receiver))
+    kinto.upload(RECORD, b"one")
+    headers, body, status = receiver.received.get(timeout=10)  # Woken by the commit.
+    assert json.loads(body)["subject"] == SUBJECT
