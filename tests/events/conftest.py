@@ -153,11 +153,13 @@ def destination_settings(destination, receiver=None, stream=None, exchange=None,
 def events_app(tmp_path_factory, request):
     """``events_app(backend, destinations, thread=False, **events_settings)``: a Kinto with
     the blog/articles collection and events to ``destinations``; its dispatcher's thread is
-    stopped unless ``thread``. Settings are ``kinto.attachment.events.NAME``; ``store=s3``
-    puts files on the moto server."""
+    stopped unless ``thread``. Settings are ``kinto.attachment.events.NAME``, and ``more``
+    (full names); ``store=s3`` puts files on the moto server."""
     made = []
 
-    def build(backend="memory", destinations="webhook", thread=False, store="local", **extra):
+    def build(
+        backend="memory", destinations="webhook", thread=False, store="local", more=(), **extra
+    ):
         pg = request.getfixturevalue("pg_url") if backend == "postgresql" else None
         base_path = str(tmp_path_factory.mktemp("attachments"))
         settings = build_settings(
@@ -169,6 +171,7 @@ def events_app(tmp_path_factory, request):
                 "kinto.attachment.events.url_secret": URL_SECRET,
                 "kinto.attachment.events.retry_seconds": "0",
                 **{f"kinto.attachment.events.{k}": str(v) for k, v in extra.items()},
+                **dict(more),
             },
         )
         bucket = None
