@@ -34,6 +34,7 @@ thread collects, since it sees the records.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import sys
@@ -345,23 +346,39 @@ def main(argv=None):
 
     Exit codes: ``0`` collected; ``2`` refused (a wrong command line, or a configuration
     whose records this process cannot see: nothing is read nor removed)."""
-    from pyramid.paster import bootstrap, setup_logging
-
     parser = argparse.ArgumentParser(prog="kinto-attachment-gc", description=DESCRIPTION)
     parser.add_argument("--ini", required=True, help="the Kinto configuration file")
     parser.add_argument(
         "--dry-run", action="store_true", help="report what would be removed; remove nothing"
     )
     args = parser.parse_args(argv)
-    setup_logging(args.ini)
-    with bootstrap(args.ini) as env:
-        registry = env["registry"]
-        # Loading the app started the server's periodic collector: this command collects once.
-        if hasattr(registry, "attachment_gc_stop"):
-            registry.attachment_gc_stop.set()
-        if not shares_state(registry):
-            print(UNSHARED.format(ini=args.ini), file=sys.stderr)
+    with shared_registry(args.ini, UNSHARED) as registry:
+        if registry is None:
             return 2
         report = collect(registry, dry_run=args.dry_run)
     print(report.describe())
     return 0
+
+
+@contextlib.contextmanager
+def shared_registry(ini, unshared):
+    """For a command: the registry of the app ``ini`` configures, or None once ``unshared``
+    (a message, formatted with ``ini``) is printed, when the command could not see what the
+    servers see (:func:`shares_state`).
+
+    Loading the app started the server's threads (the periodic collector, the events'
+    dispatcher): they are stopped, a command does its one job."""
+    from pyramid.paster import bootstrap, setup_logging
+
+    setup_logging(ini)
+    with bootstrap(ini) as env:
+        registry = env["registry"]
+        if hasattr(registry, "attachment_gc_stop"):
+            registry.attachment_gc_stop.set()
+        if hasattr(registry, "attachment_dispatcher"):
+            registry.attachment_dispatcher.stop()
+        if shares_state(registry):
+            yield registry
+        else:
+            print(unshared.format(ini=ini), file=sys.stderr)
+            yield None

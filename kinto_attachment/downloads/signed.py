@@ -8,15 +8,12 @@ requests and ranges, ``ETag`` from the stored version (a key is never reused for
 content while its blob exists), saved as an attachment rather than shown.
 """
 
-import mimetypes
-import posixpath
-
 from pyramid.security import NO_PERMISSION_REQUIRED
 
 from .. import downloads, errors
 from ..routes import ATTACHMENT_FETCH
 from ..web import signed_urls
-from . import caching
+from .caching import PRIVATE
 
 
 def fetch(request):
@@ -38,15 +35,7 @@ def fetch(request):
                 stat = None
         if stat is None:
             raise missing()
-        return downloads.Download(
-            key=key,
-            size=stat.size,
-            mimetype=mimetypes.guess_type(key, strict=False)[0] or "application/octet-stream",
-            filename=posixpath.basename(key),
-            hash=stat.version,
-            inline=False,
-            cache_control=caching.PRIVATE,
-        )
+        return downloads.of_key(key, stat.size, stat.version, inline=False, cache_control=PRIVATE)
 
     return downloads.serve(request, store, current, lost=missing, found=True)
 

@@ -12,7 +12,6 @@ process (the memory backend): it would see an outbox of its own, empty.
 """
 
 import argparse
-import sys
 
 import transaction
 from kinto.core.utils import msec_time
@@ -73,8 +72,6 @@ def run(registry, command, state=outbox.DEAD, ids=()):
 
 def main(argv=None):
     """Exit codes: ``0`` done; ``2`` refused (a wrong command line, or the memory backend)."""
-    from pyramid.paster import bootstrap, setup_logging
-
     parser = argparse.ArgumentParser(prog="kinto-attachment-events", description=__doc__)
     parser.add_argument("--ini", required=True, help="the Kinto configuration file")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -86,14 +83,8 @@ def main(argv=None):
         command = commands.add_parser(name, help=f"{help_text} (all, or those of the ids)")
         command.add_argument("ids", nargs="*", help="event ids")
     args = parser.parse_args(argv)
-    setup_logging(args.ini)
-    with bootstrap(args.ini) as env:
-        registry = env["registry"]
-        # Loading the app started the server's dispatcher: this command delivers nothing.
-        if hasattr(registry, "attachment_dispatcher"):
-            registry.attachment_dispatcher.stop()
-        if not gc.shares_state(registry):
-            print(UNSHARED.format(ini=args.ini), file=sys.stderr)
+    with gc.shared_registry(args.ini, UNSHARED) as registry:
+        if registry is None:
             return 2
         lines = run(registry, args.command, getattr(args, "state", None), getattr(args, "ids", ()))
     print("\n".join(lines))
