@@ -4,12 +4,15 @@ least once across an outage, in order per subject, and dead events kept for an o
 import base64
 import hashlib
 import hmac
+import threading
 import time
 
 import pytest
 import transaction
+from kinto.core.utils import msec_time
 
-from kinto_attachment.events import command
+from kinto_attachment.events import claims, command
+from kinto_attachment.events.dispatcher import Dispatcher
 from kinto_attachment.events.options import STORED
 from kinto_attachment.state import outbox
 from kinto_attachment.uploads import record
@@ -201,3 +204,50 @@ def test_the_command_refuses_the_memory_backend(events_app, receiver, tmp_path, 
     ini = kinto.write_ini(tmp_path / "kinto.ini")
     assert command.main(["--ini", str(ini), "list"]) == 2
     assert "refused" in capsys.readouterr().err
+
+
+@pytest.mark.postgresql
+def test_dispatchers_of_several_nodes_share_the_outbox(events_app, receiver):
+    """Three dispatchers (as on three nodes) deliver at once: each event once, in order."""
+    kinto = events_app("postgresql", **destination_settings("webhook", receiver))
+    expected = {}
+    for round_ in range(6):
+        for record_id in ("a", "b", "c", "d"):
+            content = f"{record_id}{round_}".encode()
+            kinto.upload(RECORD.replace("r1", record_id), content)
+            expected.setdefault(SUBJECT.replace("r1", record_id), []).append(content)
+    nodes = [Dispatcher(kinto.registry) for _ in range(3)]
+    failures = []
+
+    def deliver(dispatcher):
+        try:
+            while dispatcher.run_once() or rows(kinto, outbox.PENDING):
+                pass
+        except Exception as e:  # pragma: no cover (reported below)
+            failures.append(e)
+
+    threads = [threading.Thread(target=deliver, args=(node,)) for node in nodes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not failures
+    events = receiver.events()
+    assert len(events) == len({e["id"] for e in events}) == 24
+    for subject, contents in expected.items():
+        hashes = [e["data"]["attachment"]["hash"] for e in events if e["subject"] == subject]
+        assert hashes == [hashlib.sha256(c).hexdigest() for c in contents]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_lease_left_by_a_killed_dispatcher_runs_out(events_app, receiver, backend):
+    kinto = events_app(backend, **destination_settings("webhook", receiver))
+    kinto.upload(RECORD, b"hello")
+    killed = claims.for_storage(kinto.registry.storage)
+    now = msec_time()
+    [claimed] = killed.claim(now, now + 60_000, 10)  # Then killed: never delivered.
+    assert kinto.registry.attachment_dispatcher.run_once() == 0
+    assert receiver.events() == []
+    assert kinto.registry.attachment_dispatcher.run_once(now=now + 61_000) == 1
+    [event] = receiver.events()
+    assert event["id"] == claimed["event"]["id"]
