@@ -28,6 +28,8 @@ DELETED = "org.kinto.attachment.deleted"
 TYPES = (STORED, DELETED)
 #: Shortest ``url_secret``, in characters.
 MIN_SECRET = 16
+#: Longest life of a presigned URL: S3's and GCS's (V4 signatures), a week.
+MAX_PRESIGNED_SECONDS = 7 * 86400
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,8 +154,15 @@ def from_settings(values, used):
 
 
 def check_store(events, store):
-    """With events on, a store that presigns no URLs needs ``url_secret``."""
-    if events.enabled and not hasattr(store, "presigned_url") and not events.url_secret:
+    """With events on, a store that presigns no URLs needs ``url_secret``; one that does
+    cannot sign for more than a week."""
+    presigning = hasattr(store, "presigned_url")
+    if events.enabled and presigning and events.url_expires_seconds > MAX_PRESIGNED_SECONDS:
+        fail(
+            PREFIX + "url_expires_seconds",
+            f"presigned URLs live {MAX_PRESIGNED_SECONDS} seconds at most",
+        )
+    if events.enabled and not presigning and not events.url_secret:
         fail(
             PREFIX + "url_secret",
             "required with events on a store that presigns no URLs (local disk): it signs "

@@ -9,7 +9,7 @@ from kinto_attachment import settings as attachment_settings
 from kinto_attachment.events.options import TYPES
 
 from ..conftest import build_settings
-from .conftest import WEBHOOK_SECRET
+from .conftest import WEBHOOK_SECRET, destination_settings
 
 
 REDIS = {"events.redis.url": "redis://127.0.0.1:6379/0"}
@@ -107,9 +107,17 @@ def test_a_local_store_needs_a_url_secret(tmp_path):
         kinto_main({}, **settings)
 
 
-def test_the_capability_lists_the_event_types(events_app, receiver, kinto_memory):
-    from .conftest import destination_settings
+def test_presigned_urls_live_a_week_at_most(events_app, receiver):
+    with pytest.raises(ConfigurationError, match="events.url_expires_seconds"):
+        events_app(
+            "memory",
+            store="s3",
+            url_expires_seconds=8 * 86400,
+            **destination_settings("webhook", receiver),
+        )
 
+
+def test_the_capability_lists_the_event_types(events_app, receiver, kinto_memory):
     kinto = events_app("memory", **destination_settings("webhook", receiver))
     capability = kinto.app.get("/v1/").json["capabilities"]["attachments"]
     assert capability["events"] == list(TYPES)
