@@ -60,12 +60,7 @@ def run(registry, command, state=outbox.DEAD, ids=()):
                     claimed_until=0,
                 )
             else:
-                storage.delete(
-                    resource_name=outbox.RESOURCE,
-                    parent_id=row["parent"],
-                    object_id=row["id"],
-                    with_deleted=False,
-                )
+                outbox.delete(storage, row)
     verb = "retried" if command == "retry" else "purged"
     return [f"{len(selected)} dead events {verb}"]
 

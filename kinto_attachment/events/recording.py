@@ -92,10 +92,4 @@ def _after_commit(success, registry, storage, rows, committed):
 
 def _forget(storage, rows):
     for row in rows:
-        row = outbox.with_parent(row)
-        storage.delete(
-            resource_name=outbox.RESOURCE,
-            parent_id=row["parent"],
-            object_id=row["id"],
-            with_deleted=False,
-        )
+        outbox.delete(storage, outbox.with_parent(row))

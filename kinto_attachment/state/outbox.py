@@ -84,6 +84,12 @@ def change(storage, row, **changes):
     return {**stored, "parent": row["parent"]}
 
 
+def delete(storage, row):
+    storage.delete(
+        resource_name=RESOURCE, parent_id=row["parent"], object_id=row["id"], with_deleted=False
+    )
+
+
 def with_parent(row):
     """A row as read from the storage, with the parent id it was written under (which
     Kinto's storage does not return: rebuilt from its destination and subject)."""
