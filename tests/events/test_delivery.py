@@ -174,3 +174,14 @@ def test_the_dispatcher_thread_delivers_after_commit(events_app, receiver):
     kinto.upload(RECORD, b"one")
     headers, body, status = receiver.received.get(timeout=10)  # Woken by the commit.
     assert json.loads(body)["subject"] == SUBJECT
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_delete_in_a_batch_is_delivered_once_committed(events_app, receiver, backend):
+    kinto = events_app(backend, **destination_settings("webhook", receiver))
+    kinto.upload(RECORD, b"one")
+    batch = {"requests": [{"method": "DELETE", "path": RECORD.removeprefix("/v1")}]}
+    response = kinto.app.post_json("/v1/batch", batch, headers=ALICE)
+    assert response.json["responses"][0]["status"] == 200
+    delivered(kinto)
+    assert [e["type"] for e in receiver.events()] == [STORED, DELETED]
