@@ -76,13 +76,27 @@ class Dispatcher:
                 self._woken.clear()
 
     def run_once(self, now=None):
-        """Claim and deliver the due rows; return how many were claimed."""
+        """Claim and deliver the due rows; return how many were claimed.
+
+        A row is only delivered while its lease has time left for a whole attempt (a slow
+        destination makes a batch long): past that, another dispatcher could claim it and
+        deliver it too, and the next event of its subject before this copy. What is left is
+        released at once, for the next round of any dispatcher."""
         now = now or msec_time()
-        lease = int((3 * self._options.timeout_seconds + 30) * 1000)
-        claimed = self._claims.claim(now, now + lease, BATCH)
-        for row in claimed:
+        timeout = self._options.timeout_seconds
+        until = now + int((3 * timeout + 30) * 1000)
+        claimed = self._claims.claim(now, until, BATCH)
+        for position, row in enumerate(claimed):
+            if msec_time() + (2 * timeout + 5) * 1000 > until:
+                self._release(claimed[position:])
+                break
             self._deliver(row)
         return len(claimed)
+
+    def _release(self, rows):
+        with transaction.manager:
+            for row in rows:
+                outbox.change(self._registry.storage, row, claimed_until=0)
 
     def housekeep(self):
         """Remove the delivered rows whose hold is over; observe the pending ones."""

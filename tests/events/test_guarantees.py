@@ -251,3 +251,24 @@ def test_a_lease_left_by_a_killed_dispatcher_runs_out(events_app, receiver, back
     assert kinto.registry.attachment_dispatcher.run_once(now=now + 61_000) == 1
     [event] = receiver.events()
     assert event["id"] == claimed["event"]["id"]
+
+
+def test_rows_a_lease_cannot_cover_are_released(events_app, receiver, monkeypatch):
+    kinto = events_app("memory", timeout_seconds=1, **destination_settings("webhook", receiver))
+    for record_id in ("a", "b", "c"):
+        kinto.upload(RECORD.replace("r1", record_id), b"x")
+    dispatcher = kinto.registry.attachment_dispatcher
+    clock = [msec_time()]
+    monkeypatch.setattr("kinto_attachment.events.dispatcher.msec_time", lambda: clock[0])
+    deliver = dispatcher._deliver
+
+    def slow_delivery(row):  # Each takes 20 seconds of the 33 of the lease (3 × 1 + 30).
+        deliver(row)
+        clock[0] += 20_000
+
+    monkeypatch.setattr(dispatcher, "_deliver", slow_delivery)
+    assert dispatcher.run_once(now=clock[0]) == 3
+    # The third would start 40 seconds in: too late for an attempt (2 × 1 + 5 seconds).
+    assert len(receiver.events()) == 2
+    [released] = rows(kinto, outbox.PENDING)
+    assert released["claimed_until"] == 0 and released["attempts"] == 0
