@@ -34,6 +34,9 @@ BATCH = 50
 MAX_DELAY = 3600
 #: Seconds between removals of delivered rows (and observations of the pending ones).
 HOUSEKEEPING = 30
+#: Seconds of a claim's lease besides three delivery timeouts: what a crashed dispatcher's
+#: rows wait before another one takes them.
+LEASE_MARGIN = 10
 
 
 class Dispatcher:
@@ -84,7 +87,7 @@ class Dispatcher:
         released at once, for the next round of any dispatcher."""
         now = now or msec_time()
         timeout = self._options.timeout_seconds
-        until = now + int((3 * timeout + 30) * 1000)
+        until = now + int((3 * timeout + LEASE_MARGIN) * 1000)
         claimed = self._claims.claim(now, until, BATCH)
         for position, row in enumerate(claimed):
             if msec_time() + (2 * timeout + 5) * 1000 > until:

@@ -262,13 +262,13 @@ def test_rows_a_lease_cannot_cover_are_released(events_app, receiver, monkeypatc
     monkeypatch.setattr("kinto_attachment.events.dispatcher.msec_time", lambda: clock[0])
     deliver = dispatcher._deliver
 
-    def slow_delivery(row):  # Each takes 20 seconds of the 33 of the lease (3 × 1 + 30).
+    def slow_delivery(row):  # Each takes 5 seconds of the 13 of the lease (3 × 1 + 10).
         deliver(row)
-        clock[0] += 20_000
+        clock[0] += 5_000
 
     monkeypatch.setattr(dispatcher, "_deliver", slow_delivery)
     assert dispatcher.run_once(now=clock[0]) == 3
-    # The third would start 40 seconds in: too late for an attempt (2 × 1 + 5 seconds).
+    # The third would start 10 seconds in: too late for an attempt (2 × 1 + 5 seconds).
     assert len(receiver.events()) == 2
     [released] = rows(kinto, outbox.PENDING)
     assert released["claimed_until"] == 0 and released["attempts"] == 0
