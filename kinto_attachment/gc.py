@@ -34,20 +34,17 @@ thread collects, since it sees the records.
 """
 
 import argparse
-import contextlib
 import dataclasses
 import logging
-import sys
 import threading
 from time import monotonic
 
 import transaction
-from kinto.core.storage import memory
 from pyramid.events import ApplicationCreated
 
 from . import adoption, metrics
 from .events import recording, retention
-from .state import data_file_entries, references, replaced, tus_uploads
+from .state import data_file_entries, references, replaced, shared, tus_uploads
 
 
 logger = logging.getLogger(__name__)
@@ -335,12 +332,6 @@ data_files.gc_interval_seconds); run this command against a shared storage backe
 (PostgreSQL) only."""
 
 
-def shares_state(registry):
-    """Whether a process of its own, started from the same configuration, sees what the
-    servers see: not with the memory backend, whose records live in each server's process."""
-    return not isinstance(registry.storage, memory.Storage)
-
-
 def main(argv=None):
     """``kinto-attachment-gc --ini FILE [--dry-run]``: collect once, print the report.
 
@@ -352,33 +343,9 @@ def main(argv=None):
         "--dry-run", action="store_true", help="report what would be removed; remove nothing"
     )
     args = parser.parse_args(argv)
-    with shared_registry(args.ini, UNSHARED) as registry:
+    with shared.registry_of(args.ini, UNSHARED) as registry:
         if registry is None:
             return 2
         report = collect(registry, dry_run=args.dry_run)
     print(report.describe())
     return 0
-
-
-@contextlib.contextmanager
-def shared_registry(ini, unshared):
-    """For a command: the registry of the app ``ini`` configures, or None once ``unshared``
-    (a message, formatted with ``ini``) is printed, when the command could not see what the
-    servers see (:func:`shares_state`).
-
-    Loading the app started the server's threads (the periodic collector, the events'
-    dispatcher): they are stopped, a command does its one job."""
-    from pyramid.paster import bootstrap, setup_logging
-
-    setup_logging(ini)
-    with bootstrap(ini) as env:
-        registry = env["registry"]
-        if hasattr(registry, "attachment_gc_stop"):
-            registry.attachment_gc_stop.set()
-        if hasattr(registry, "attachment_dispatcher"):
-            registry.attachment_dispatcher.stop()
-        if shares_state(registry):
-            yield registry
-        else:
-            print(unshared.format(ini=ini), file=sys.stderr)
-            yield None

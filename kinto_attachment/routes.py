@@ -13,6 +13,7 @@ import dataclasses
 import re
 
 from .protocols import tus
+from .web import signed_urls
 from .web.cors import DOWNLOAD_HEADERS
 
 
@@ -146,7 +147,7 @@ SERVED_FILES = Route(
 #: (:mod:`kinto_attachment.downloads.signed`); registered when ``events.url_secret`` is set.
 ATTACHMENT_FETCH = Route(
     "attachment-fetch",
-    "/attachment-fetch/*key",
+    signed_urls.PATH + "*key",
     ("GET",),
     transfer="fetch",
     downloads=("GET",),

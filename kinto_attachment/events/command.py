@@ -16,8 +16,7 @@ import argparse
 import transaction
 from kinto.core.utils import msec_time
 
-from .. import gc
-from ..state import outbox
+from ..state import outbox, shared
 
 
 UNSHARED = """\
@@ -78,7 +77,7 @@ def main(argv=None):
         command = commands.add_parser(name, help=f"{help_text} (all, or those of the ids)")
         command.add_argument("ids", nargs="*", help="event ids")
     args = parser.parse_args(argv)
-    with gc.shared_registry(args.ini, UNSHARED) as registry:
+    with shared.registry_of(args.ini, UNSHARED) as registry:
         if registry is None:
             return 2
         lines = run(registry, args.command, getattr(args, "state", None), getattr(args, "ids", ()))

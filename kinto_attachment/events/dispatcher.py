@@ -16,7 +16,6 @@ import time
 import transaction
 from kinto.core.utils import msec_time
 
-from .. import metrics
 from ..state import outbox
 from . import claims, cloudevents, urls
 from .amqp import Amqp
@@ -39,6 +38,20 @@ HOUSEKEEPING = 30
 LEASE_MARGIN = 10
 
 
+class Unmeasured:
+    """What the dispatcher reports without metrics: nothing (with them:
+    :class:`kinto_attachment.metrics.EventMeasures`)."""
+
+    def delivered(self, destination, latency_seconds):
+        pass
+
+    def failed(self, destination, dead):
+        pass
+
+    def pending(self, destination, count):
+        pass
+
+
 class Dispatcher:
     def __init__(self, registry):
         self._registry = registry
@@ -49,6 +62,8 @@ class Dispatcher:
         self._stopped = threading.Event()
         self._thread = None
         self._housekept = 0.0
+        #: Told of each delivery, failure and count of pending events.
+        self.measures = Unmeasured()
 
     def wake(self):
         self._woken.set()
@@ -109,7 +124,7 @@ class Dispatcher:
             outbox.remove(storage, outbox.DELIVERED, before=msec_time())
             for destination in self._options.used:
                 pending = outbox.count(storage, destination, outbox.PENDING)
-                metrics.events_pending(self._registry, destination, pending)
+                self.measures.pending(destination, pending)
 
     def _destination(self, name):
         if name not in self._destinations:
@@ -151,7 +166,7 @@ class Dispatcher:
                 claimed_until=0,
             )
         latency = (now - row["created"]) / 1000
-        metrics.event_delivered(self._registry, row["destination"], latency)
+        self.measures.delivered(row["destination"], latency)
 
     def _failed(self, row, error, retry_after):
         now = msec_time()
@@ -179,4 +194,4 @@ class Dispatcher:
                 next_attempt_at=now + int(delay * 1000),
                 claimed_until=0,
             )
-        metrics.event_failed(self._registry, row["destination"], dead)
+        self.measures.failed(row["destination"], dead)

@@ -9,7 +9,6 @@ names as its ``source``.
 
 import time
 
-from ..routes import ATTACHMENT_FETCH
 from ..web import signed_urls
 
 
@@ -20,5 +19,5 @@ def fetch_url(store, options, event, key, now=None):
     if hasattr(store, "presigned_url"):
         return store.presigned_url(key, expires, attachment["filename"], attachment["mimetype"])
     until = int(now or time.time()) + expires
-    route = ATTACHMENT_FETCH.pattern.split("*", 1)[0].lstrip("/")
-    return event["source"] + route + signed_urls.signed_path(options.url_secret, key, until)
+    path = signed_urls.PATH.lstrip("/")
+    return event["source"] + path + signed_urls.signed_path(options.url_secret, key, until)

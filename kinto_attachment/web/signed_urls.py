@@ -11,6 +11,10 @@ import time
 from urllib.parse import quote, urlencode
 
 
+#: Where the plugin serves them, under the API prefix (the route ``attachment-fetch``).
+PATH = "/attachment-fetch/"
+
+
 def signature(secret, key, expires):
     message = f"{key}\n{int(expires)}".encode("utf-8", "surrogateescape")
     return hmac.new(secret.encode("utf-8"), message, hashlib.sha256).hexdigest()
