@@ -6,6 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 from . import adoption, locks, routes
 from . import settings as attachment_settings
 from .data_files.limiter import TransferLimiter
+from .events.options import TYPES as EVENT_TYPES
 from .heartbeat import attachments_ping
 from .storage import IBlobStore
 from .views import resumable
@@ -59,6 +60,8 @@ def includeme(config):
             "extensions": resumable.EXTENSIONS.split(","),
             "url": routes.TUS_UPLOADS.pattern.replace(routes.RECORD_PATH, "{record-url}"),
         },
+        # The types of the events sent when some bucket or collection has destinations.
+        events=list(EVENT_TYPES) if settings.events.enabled else [],
     )
     config.registry.heartbeats["attachments"] = attachments_ping
     if settings.serve_files:
@@ -71,6 +74,7 @@ def includeme(config):
     config.include("kinto_attachment.data_files.views")
     config.include("kinto_attachment.views.resumable")
     config.include("kinto_attachment.gc")
+    config.include("kinto_attachment.events")
     config.include("kinto_attachment.metrics")
     config.include("kinto_attachment.openapi")
     config.add_migration(adoption.Migration(config.registry))

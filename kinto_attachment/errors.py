@@ -172,6 +172,9 @@ REFUSALS = {
         "This user cannot access this resource.",
         bare=httpexceptions.HTTPForbidden,
     ),
+    "bad_signature": Refusal(
+        403, ERRORS.FORBIDDEN, "This URL's signature is invalid or has expired."
+    ),
     # 404, 410: nothing there.
     "missing": Refusal(404, ERRORS.MISSING_RESOURCE, details=_MISSING_DETAILS),
     "hidden": Refusal(

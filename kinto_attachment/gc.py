@@ -8,7 +8,8 @@ round. The metadata goes in a transaction, the bytes once it has committed.
 
 *Replaced*: blobs that records and entries stopped referencing, once
 ``gc.replaced_grace_seconds`` have passed (:mod:`kinto_attachment.state.replaced`): each entry
-is claimed in a transaction (of two collectors, one only gets it), then its blob deleted.
+is claimed in a transaction (of two collectors, one only gets it), then its blob deleted. An
+entry whose blob an event still holds (:mod:`kinto_attachment.events.retention`) waits.
 
 *Orphans*: a crash (``kill -9``) can leave staged files, S3 multipart uploads never completed
 nor aborted, and committed blobs that nothing references (stored for a transaction that never
@@ -35,16 +36,15 @@ thread collects, since it sees the records.
 import argparse
 import dataclasses
 import logging
-import sys
 import threading
 from time import monotonic
 
 import transaction
-from kinto.core.storage import memory
 from pyramid.events import ApplicationCreated
 
 from . import adoption, metrics
-from .state import data_file_entries, references, replaced, tus_uploads
+from .events import recording, retention
+from .state import data_file_entries, references, replaced, shared, tus_uploads
 
 
 logger = logging.getLogger(__name__)
@@ -172,8 +172,14 @@ def _collect_data_files(registry, now, report):
             if not _unchanged(entry, found) or data_file_entries.is_live(entry, now):
                 continue
             data_file_entries.remove(storage, found["id"])
+            metadata = data_file_entries.metadata(registry.attachment_store, entry)
+            recording.deleted(registry, {"file_id": entry["id"]}, metadata)
+            # Held by an event: deleted by a later round, once released.
+            held = retention.held(registry, [entry["key"]], now)
+            replaced.add(storage, held, until=now)
         report.expired_files.append(entry)
-        keys.append(entry["key"])
+        if not held:
+            keys.append(entry["key"])
     if keys:
         registry.attachment_store.delete_many(keys)
         logger.info("Collected %d expired data files", len(keys))
@@ -207,17 +213,22 @@ def _collect_uploads(registry, now, report):
 
 
 def _collect_replaced(registry, now, report):
-    """Delete the replaced blobs due at ``now``, by batches: each batch's entries claimed in
-    a transaction, then their blobs deleted once it has committed."""
+    """Delete the replaced blobs due at ``now`` that no event holds, by batches: each batch's
+    entries claimed in a transaction, then their blobs deleted once it has committed."""
     storage = registry.storage
     if report.dry_run:
         with transaction.manager:
-            report.replaced += replaced.every_due(storage, now)
+            due = list(replaced.every_due(storage, now))
+            held = retention.held(registry, [entry["key"] for entry in due], now)
+        report.replaced += [entry for entry in due if entry["key"] not in held]
         return
+    after = None
     while True:
         with transaction.manager:
-            due = replaced.due(storage, now, DELETE_BATCH)
-            claimed = replaced.claim(storage, due)
+            due = replaced.due(storage, now, DELETE_BATCH, after=after)
+            held = retention.held(registry, [entry["key"] for entry in due], now)
+            claimed = replaced.claim(storage, [e for e in due if e["key"] not in held])
+            after = due[-1]["id"] if due else None
         report.replaced += claimed
         registry.attachment_store.delete_many([entry["key"] for entry in claimed])
         if len(due) < DELETE_BATCH:
@@ -321,33 +332,19 @@ data_files.gc_interval_seconds); run this command against a shared storage backe
 (PostgreSQL) only."""
 
 
-def shares_state(registry):
-    """Whether a process of its own, started from the same configuration, sees what the
-    servers see: not with the memory backend, whose records live in each server's process."""
-    return not isinstance(registry.storage, memory.Storage)
-
-
 def main(argv=None):
     """``kinto-attachment-gc --ini FILE [--dry-run]``: collect once, print the report.
 
     Exit codes: ``0`` collected; ``2`` refused (a wrong command line, or a configuration
     whose records this process cannot see: nothing is read nor removed)."""
-    from pyramid.paster import bootstrap, setup_logging
-
     parser = argparse.ArgumentParser(prog="kinto-attachment-gc", description=DESCRIPTION)
     parser.add_argument("--ini", required=True, help="the Kinto configuration file")
     parser.add_argument(
         "--dry-run", action="store_true", help="report what would be removed; remove nothing"
     )
     args = parser.parse_args(argv)
-    setup_logging(args.ini)
-    with bootstrap(args.ini) as env:
-        registry = env["registry"]
-        # Loading the app started the server's periodic collector: this command collects once.
-        if hasattr(registry, "attachment_gc_stop"):
-            registry.attachment_gc_stop.set()
-        if not shares_state(registry):
-            print(UNSHARED.format(ini=args.ini), file=sys.stderr)
+    with shared.registry_of(args.ini, UNSHARED) as registry:
+        if registry is None:
             return 2
         report = collect(registry, dry_run=args.dry_run)
     print(report.describe())

@@ -23,6 +23,7 @@ from kinto.core.utils import apply_json_patch, msec_time
 from pyramid.events import ContextFound
 
 from . import errors, locks, routes
+from .events import recording
 from .state import links, records, references
 from .uploads import lifecycle
 
@@ -32,10 +33,11 @@ WRITES = ("PUT", "PATCH", "POST")
 
 
 def on_resources_deleted(event):
-    """Unlink and delete the blobs of deleted records, collections or buckets."""
+    """Unlink and delete the blobs of deleted records, collections or buckets; record the
+    events of their files."""
     storage = event.request.registry.storage
     payload = event.payload
-    popped = []
+    popped, files = [], {}
     for change in event.impacted_objects:
         object_id = change["old"]["id"]
         if payload["resource_name"] == "record":
@@ -46,8 +48,28 @@ def on_resources_deleted(event):
             ids = (object_id,)
         # Already held when the delete came through Kinto's views (see ``_lock_write``).
         locks.hold(event.request.registry, locks.record_path(*ids))
-        popped += links.pop(storage, *ids)
+        unlinked = links.pop(storage, *ids)
+        popped += unlinked
+        if payload["resource_name"] == "record":
+            if change["old"].get(FIELD):
+                files[ids] = change["old"][FIELD]
+        else:  # Its records are gone: their links tell where their files were.
+            files.update(_deleted_files(event.request.registry.attachment_store, unlinked))
     lifecycle.discard(event.request, popped)
+    for (bucket_id, collection_id, record_id), attachment in files.items():
+        ids = {"bucket_id": bucket_id, "collection_id": collection_id, "record_id": record_id}
+        recording.deleted(event.request.registry, ids, attachment, request=event.request)
+
+
+def _deleted_files(store, unlinked):
+    """``{(bid, cid, rid): attachment}`` of links removed with their collection or bucket:
+    only the ``location`` is known."""
+    return {
+        (link["bucket_id"], link["collection_id"], link["record_id"]): {
+            "location": store.url(link["key"])
+        }
+        for link in unlinked
+    }
 
 
 def _refuse_edit(before, after):

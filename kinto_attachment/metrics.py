@@ -4,7 +4,8 @@ With a metrics plugin of Kinto (``kinto.plugins.prometheus``, ``kinto.plugins.st
 measures uploads and downloads (a tween, by the transfer traits of
 :mod:`~kinto_attachment.routes`), the blob store's operations (timed as Kinto times its own
 backends), garbage collections (:func:`collected`, which :func:`kinto_attachment.gc.collect`
-calls) and the waits for the ``/data/files`` transfer budget. Without one, Kinto's default
+calls), the waits for the ``/data/files`` transfer budget and the delivery of events
+(:class:`EventMeasures`). Without one, Kinto's default
 service measures nothing, yet its calls would still cost: then the tween leaves itself out of
 the chain and nothing is wrapped.
 """
@@ -225,7 +226,8 @@ def _timed_acquire(service, acquire):
 
 
 def watch(event):
-    """On application start, when metrics are enabled: wrap the store and the limiter."""
+    """On application start, when metrics are enabled: wrap the store and the limiter, and
+    have the events' dispatcher report."""
     registry = event.app.registry
     service = _service(registry)
     if service is None:
@@ -233,6 +235,8 @@ def watch(event):
     _watch_store(service, registry.attachment_store)
     limiter = registry.transfer_limiter
     limiter.acquire = _timed_acquire(service, limiter.acquire)
+    if hasattr(registry, "attachment_dispatcher"):
+        registry.attachment_dispatcher.measures = EventMeasures(service)
 
 
 def collected(registry, report):
@@ -258,3 +262,27 @@ def includeme(config):
     created, where the tween factory and :func:`watch` look."""
     config.add_tween("kinto_attachment.metrics.transfers_tween_factory", under=INGRESS)
     config.add_subscriber(watch, ApplicationCreated)
+
+
+class EventMeasures:
+    """What the events' dispatcher reports (:attr:`~kinto_attachment.events.dispatcher.
+    Dispatcher.measures`), by destination: events delivered and their latency from commit,
+    failed deliveries (``retried`` or ``dead``), events pending."""
+
+    def __init__(self, service):
+        self._service = service
+
+    def delivered(self, destination, latency_seconds):
+        labels = [("destination", destination)]
+        _count(self._service, "attachment.events.delivered", 1, labels)
+        self._service.timer(
+            "attachment.events.latency_seconds", value=latency_seconds, labels=labels
+        )
+
+    def failed(self, destination, dead):
+        outcome = "dead" if dead else "retried"
+        _count(self._service, f"attachment.events.{outcome}", 1, [("destination", destination)])
+
+    def pending(self, destination, count):
+        labels = [("destination", destination)]
+        self._service.observe("attachment.events.pending", count, labels=labels)

@@ -13,6 +13,7 @@ import dataclasses
 import re
 
 from .protocols import tus
+from .web import signed_urls
 from .web.cors import DOWNLOAD_HEADERS
 
 
@@ -142,8 +143,25 @@ SERVED_FILES = Route(
     exposed_headers=DOWNLOAD_HEADERS,
     allowed_headers=_DOWNLOAD_REQUEST_HEADERS,
 )
+#: A blob fetched with the signed URL of a ``stored`` event, without Kinto credentials
+#: (:mod:`kinto_attachment.downloads.signed`); registered when ``events.url_secret`` is set.
+ATTACHMENT_FETCH = Route(
+    "attachment-fetch",
+    signed_urls.PATH + "*key",
+    ("GET",),
+    transfer="fetch",
+    downloads=("GET",),
+)
 
-ROUTES = (ATTACHMENT, TUS_UPLOADS, TUS_UPLOAD, DATA_FILES, DATA_FILE, SERVED_FILES)
+ROUTES = (
+    ATTACHMENT,
+    TUS_UPLOADS,
+    TUS_UPLOAD,
+    DATA_FILES,
+    DATA_FILE,
+    SERVED_FILES,
+    ATTACHMENT_FETCH,
+)
 #: Every route name we may register, root twins included.
 BY_NAME = {
     name: route

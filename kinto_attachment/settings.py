@@ -23,6 +23,8 @@ from .data_files import options as data_files_options
 from .data_files.options import DataFilesOptions
 from .downloads import caching
 from .downloads.caching import Caching
+from .events import options as events_options
+from .events.options import EventsOptions
 from .setting_values import as_bool, as_number, as_text, fail
 from .storage import registry
 from .storage.registry import Chosen
@@ -74,6 +76,9 @@ class AttachmentSettings:
     gc: GcOptions = dataclasses.field(default_factory=GcOptions)
     #: The cache policy: ``Cache-Control`` of stored files and of downloads.
     caching: Caching = dataclasses.field(default_factory=Caching)
+    #: Events of stored and deleted files (``events.*``, but ``events.destinations``, which
+    #: is a policy setting).
+    events: EventsOptions = dataclasses.field(default_factory=EventsOptions)
 
     @property
     def serve_files(self):
@@ -111,6 +116,7 @@ GLOBAL_SETTINGS = (
     "resumable.allow_anonymous",
     *(f"data_files.{name}" for name in data_files_options.SETTINGS),
     *(f"gc.{name}" for name in GC_SETTINGS),
+    *(f"events.{name}" for name in events_options.SETTINGS),
 )
 
 
@@ -184,6 +190,12 @@ def _parse_gc(values):
     return GcOptions(**options)
 
 
+def _destinations(default, overrides):
+    """Every event destination some bucket or collection uses, in order."""
+    policies_ = (default, *overrides.values())
+    return dict.fromkeys(d for policy in policies_ for d in policy.event_destinations)
+
+
 def parse(settings):
     """Build :class:`AttachmentSettings` from Pyramid settings, or raise ConfigurationError."""
     ours, kinds = _ours(settings)
@@ -217,4 +229,7 @@ def parse(settings):
         ),
         gc=_parse_gc(_section(global_values, "gc.")),
         caching=caching.from_settings(settings, global_values, (default, *overrides.values())),
+        events=events_options.from_settings(
+            _section(global_values, "events."), _destinations(default, overrides)
+        ),
     )

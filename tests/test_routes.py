@@ -27,7 +27,13 @@ def build(tmp_path_factory, includes, **extra):
     settings = build_settings(
         "memory",
         str(tmp_path_factory.mktemp("attachments")),
-        **{"kinto.includes": includes, "kinto.attachment.serve_files": "true", **extra},
+        **{
+            "kinto.includes": includes,
+            "kinto.attachment.serve_files": "true",
+            # Registers the fetch route of events' signed URLs.
+            "kinto.attachment.events.url_secret": "a-secret-for-the-routes",
+            **extra,
+        },
     )
     return make_app(settings)
 

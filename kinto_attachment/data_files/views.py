@@ -28,6 +28,7 @@ from pyramid.security import NO_PERMISSION_REQUIRED
 
 from .. import downloads, errors
 from ..downloads import caching
+from ..events import recording
 from ..routes import DATA_FILE, DATA_FILES
 from ..state import data_file_entries
 from ..storage import safe_name
@@ -141,26 +142,31 @@ def upload(request):
     with errors.store_errors():
         # The bytes were hashed on their way in: this version of the blob is verified.
         stored = store.stat(blob.key)
-    storage = request.registry.storage
-    data_file_entries.lock(request.registry, file_id)
-    previous = data_file_entries.get(storage, file_id)
-    data_file_entries.put(
-        storage,
-        file_id,
-        {
-            "key": blob.key,
-            "filename": blob.filename,
-            "mimetype": blob.mimetype,
-            "size": blob.size,
-            "hash": blob.hash,
-            "expiration": expiration,
-            "verified": stored.version,
-            # Every version of the entry after ``previous`` has this blob (``If-Range``).
-            "since": None if previous is None else previous["last_modified"] + 1,
-        },
-    )
+    registry = request.registry
+    data_file_entries.lock(registry, file_id)
+    previous = data_file_entries.get(registry.storage, file_id)
+    entry = {
+        "key": blob.key,
+        "filename": blob.filename,
+        "mimetype": blob.mimetype,
+        "size": blob.size,
+        "hash": blob.hash,
+        "expiration": expiration,
+        "verified": stored.version,
+        # Every version of the entry after ``previous`` has this blob (``If-Range``).
+        "since": None if previous is None else previous["last_modified"] + 1,
+    }
+    data_file_entries.put(registry.storage, file_id, entry)
     if previous is not None:
         lifecycle.retire(request, [previous["key"]])
+    recording.stored(
+        registry,
+        {"file_id": file_id},
+        data_file_entries.metadata(store, entry),
+        blob.key,
+        replaced_hash=None if previous is None else previous["hash"],
+        request=request,
+    )
     return Response(file_id, content_type="text/plain", charset="utf-8")
 
 
@@ -266,6 +272,12 @@ def delete(request, file_id):
     entry = data_file_entries.remove(request.registry.storage, file_id)
     if entry is not None:
         lifecycle.retire(request, [entry["key"]])
+        recording.deleted(
+            request.registry,
+            {"file_id": file_id},
+            data_file_entries.metadata(request.registry.attachment_store, entry),
+            request=request,
+        )
     return Response(status=204)
 
 

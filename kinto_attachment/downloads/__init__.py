@@ -30,6 +30,8 @@ import dataclasses
 import email.utils
 import hashlib
 import logging
+import mimetypes
+import posixpath
 import re
 
 from pyramid.response import Response
@@ -179,6 +181,19 @@ class StreamedResponse(Response):
     @body.setter
     def body(self, value):
         Response.body.fset(self, value)
+
+
+def of_key(key, size, version, **options):
+    """The :class:`Download` of a blob served by its key, not by a record: typed from its
+    name, named by its last segment, ``version`` (of the stored file) as its ETag."""
+    return Download(
+        key=key,
+        size=size,
+        mimetype=mimetypes.guess_type(key, strict=False)[0] or "application/octet-stream",
+        filename=posixpath.basename(key),
+        hash=version,
+        **options,
+    )
 
 
 class Missing(Exception):

@@ -75,6 +75,14 @@ def entries(storage):
     return storage.list_all(resource_name=RESOURCE, parent_id=PARENT_ID)
 
 
+def metadata(store, entry):
+    """The entry's file, as an attachment's metadata (``location``: the store's URL)."""
+    return {
+        "location": store.url(entry["key"]),
+        **{name: entry.get(name) for name in ("hash", "size", "mimetype", "filename")},
+    }
+
+
 def every(storage):
     """Every entry (expired ones included), by pages: for walks over all of them."""
     return paging.every(storage, RESOURCE, PARENT_ID)

@@ -8,7 +8,9 @@ References are read from their sources in this order:
 3. ``/data/files`` entries;
 4. retained keys (old blobs that ``keep_old_files`` keeps on purpose);
 5. replaced keys (blobs nothing references any more, kept for the downloads that started
-   before: :mod:`.replaced`).
+   before: :mod:`.replaced`);
+6. keys held by events (:mod:`.outbox`: named by an undelivered ``stored`` event, or
+   delivered within its hold), which reference them besides their record or entry.
 
 The order matters because references move from one source to another, each in one transaction:
 a finishing resumable upload removes its state where the record gets its attachment (1 → 2),
@@ -30,9 +32,9 @@ import heapq
 from array import array
 
 from kinto.core.storage import Filter
-from kinto.core.utils import COMPARISON
+from kinto.core.utils import COMPARISON, msec_time
 
-from . import data_file_entries, links, paging, replaced, tus_uploads
+from . import data_file_entries, links, outbox, paging, replaced, tus_uploads
 
 
 #: Keys of a resumable upload's store state that name objects of the store.
@@ -61,6 +63,8 @@ def read(registry):
         yield Reference("retained", retained["key"])
     for entry in replaced.every(storage):
         yield Reference("replaced", entry["key"])
+    for key in outbox.every_held(storage, msec_time()):
+        yield Reference("event", key)
 
 
 def required(registry):

@@ -67,9 +67,9 @@ def every_due(storage, now):
     return paging.every(storage, RESOURCE, PARENT_ID, _due(now))
 
 
-def due(storage, now, limit):
-    """Up to ``limit`` entries due at ``now``."""
-    return paging.page(storage, RESOURCE, PARENT_ID, _due(now), limit=limit)
+def due(storage, now, limit, after=None):
+    """Up to ``limit`` entries due at ``now``, in id order, with ids after ``after``."""
+    return paging.page(storage, RESOURCE, PARENT_ID, _due(now), after, limit=limit)
 
 
 def claim(storage, entries):

@@ -4,14 +4,16 @@ A blob that a record stops referencing is deleted after the transaction commits:
 rolled back, the record still points at the old file, which must then still be there. And not
 at once: downloads that read the record just before may still be opening or reading it, on
 this node or another, so the transaction records it as replaced, for the garbage collector to
-delete ``gc.replaced_grace_seconds`` later (:mod:`kinto_attachment.state.replaced`). A blob
-written for a transaction that does not commit is deleted, since nothing will reference it.
+delete ``gc.replaced_grace_seconds`` later (:mod:`kinto_attachment.state.replaced`), or later
+still if an event holds it (:mod:`kinto_attachment.events.retention`). A blob written for a
+transaction that does not commit is deleted, since nothing will reference it.
 """
 
 import logging
 
 from kinto.core.utils import msec_time
 
+from ..events import retention
 from ..state import links, replaced
 
 
@@ -63,15 +65,20 @@ def retire(request, keys):
     """Delete ``keys``, which the current transaction stops referencing, once no download
     can be reading them: recorded as replaced, due ``gc.replaced_grace_seconds`` from now
     (written in the transaction: a rollback leaves them referenced, a crash leaves them to
-    the collector), or deleted after commit when that grace is 0."""
+    the collector), or deleted after commit when that grace is 0, unless an event holds
+    them: then they are recorded as replaced, due now, for the collector to delete once no
+    event holds them."""
     if not keys:
         return
     registry = request.registry
     grace = registry.attachment_settings.gc.replaced_grace_seconds
+    now = msec_time()
     if grace:
-        replaced.add(registry.storage, keys, until=msec_time() + grace * 1000)
-    else:
-        delete_after_commit(request, registry.attachment_store, keys)
+        replaced.add(registry.storage, keys, until=now + grace * 1000)
+        return
+    held = retention.held(registry, keys, now)
+    replaced.add(registry.storage, held, until=now)
+    delete_after_commit(request, registry.attachment_store, [k for k in keys if k not in held])
 
 
 def discard(request, unlinked):

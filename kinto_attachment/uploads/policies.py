@@ -15,6 +15,7 @@ from types import MappingProxyType
 
 from pyramid.exceptions import ConfigurationError
 
+from ..events.options import as_destinations
 from ..setting_values import as_bool, fail
 from ..storage import MAX_NAME
 
@@ -62,6 +63,8 @@ class Policy:
     mimetypes: Mapping = dataclasses.field(default_factory=lambda: DEFAULT_MIMETYPES)
     #: 0 means no limit.
     max_size_bytes: int = 0
+    #: Where the events of its files go (``events.destinations``); empty: nowhere.
+    event_destinations: tuple = ()
 
     def allows_extension(self, extension):
         return not self.extensions or extension in self.extensions
@@ -187,12 +190,16 @@ SETTINGS = {
     # kinto-attachment's README documents ``max_size`` while its code reads
     # ``max_size_bytes``: accept both so either kind of kinto.ini keeps its meaning.
     "max_size": ("max_size_bytes", _as_size),
+    "events.destinations": ("event_destinations", as_destinations),
 }
 
 
 def split_resource_setting(key):
-    """``resources.blog.articles.randomize`` → ``(("blog", "articles"), "randomize")``."""
-    *scope, name = key[len(RESOURCES_PREFIX) :].split(".")
+    """``resources.blog.articles.randomize`` → ``(("blog", "articles"), "randomize")``; a
+    NAME may have dots (``events.destinations``)."""
+    rest = key[len(RESOURCES_PREFIX) :]
+    name = next((n for n in SETTINGS if rest.endswith("." + n)), rest.rsplit(".", 1)[-1])
+    scope = rest[: -len(name) - 1].split(".")
     if len(scope) not in (1, 2) or not all(scope) or name not in SETTINGS:
         raise ConfigurationError(
             f"Invalid setting `kinto.{key}`: expected `kinto.{RESOURCES_PREFIX}{{bucket_id}}"

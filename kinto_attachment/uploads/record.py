@@ -10,6 +10,7 @@ meanwhile.
 from kinto.views import object_exists_or_404, raise_404_if_invalid_id
 
 from .. import errors, locks
+from ..events import recording
 from ..state import links, records
 from . import lifecycle
 
@@ -66,7 +67,25 @@ def attach(request, context, blob, data=None, permissions=None, discard_on_failu
     since = written["last_modified"] if existing is None else existing["last_modified"] + 1
     links.add(storage, *ids, blob.key, since=since)
     lifecycle.discard(request, replaced)
+    previous = (existing or {}).get(FILE_FIELD) or {}
+    recording.stored(
+        request.registry,
+        record_ids(context),
+        metadata,
+        blob.key,
+        replaced_hash=previous.get("hash"),
+        request=request,
+    )
     return metadata
+
+
+def record_ids(context):
+    """The ids of the record, as events tell them."""
+    return {
+        "bucket_id": context.bucket_id,
+        "collection_id": context.collection_id,
+        "record_id": context.record_id,
+    }
 
 
 def lock_record(request, context):

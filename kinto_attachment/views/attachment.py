@@ -17,6 +17,7 @@ from pyramid.interfaces import IAuthorizationPolicy
 
 from .. import downloads, errors
 from ..downloads import caching
+from ..events import recording
 from ..protocols.multipart import FIELDS_LIMIT, FormReader, boundary_of, read_form
 from ..routes import ATTACHMENT
 from ..state import links, records
@@ -25,6 +26,7 @@ from ..uploads.record import (
     FILE_FIELD,
     attach,
     lock_record,
+    record_ids,
     require_record_parents,
     require_storable_ids,
 )
@@ -110,6 +112,9 @@ def delete_attachment(request):
     ids = (context.bucket_id, context.collection_id, context.record_id)
     if record.get(FILE_FIELD) is not None:
         records.write(request, context.record_uri, {FILE_FIELD: None})
+        recording.deleted(
+            request.registry, record_ids(context), record[FILE_FIELD], request=request
+        )
     lifecycle.discard(request, links.pop(storage, *ids))
 
     request.response.status = 204

@@ -9,9 +9,7 @@ browser would execute are sent as attachments, with ``nosniff``. Production depl
 ``base_path`` with a web server or a CDN instead (``config/nginx.conf``).
 """
 
-import mimetypes
 import os
-import posixpath
 from stat import S_ISREG
 
 from pyramid.response import Response
@@ -52,13 +50,11 @@ def serve_file(request):
         # Hidden segments are ours, never attachments: /data/files blobs, staged, tus files.
         if stat is None or any(segment.startswith(".") for segment in key.split("/")):
             raise missing()
-        return downloads.Download(
-            key=key,
-            size=stat.st_size,
-            mimetype=mimetypes.guess_type(key, strict=False)[0] or "application/octet-stream",
-            filename=posixpath.basename(key),
-            # A name reused after a delete (randomize = false) is a new file: another mtime.
-            hash=f"{stat.st_mtime_ns:x}-{stat.st_size:x}",
+        # A name reused after a delete (randomize = false) is a new file: another mtime.
+        return downloads.of_key(
+            key,
+            stat.st_size,
+            f"{stat.st_mtime_ns:x}-{stat.st_size:x}",
             last_modified=stat.st_mtime_ns // 1_000_000,
             cache_control=request.registry.attachment_settings.caching.files,
         )

@@ -1,0 +1,36 @@
+"""Events of stored and deleted files, delivered after commit to webhooks, Redis streams and
+RabbitMQ exchanges, at least once and in order per subject and destination.
+
+- :mod:`.options`: the ``events.*`` settings;
+- :mod:`.cloudevents`: the events' format (CloudEvents 1.0, structured JSON);
+- :mod:`.recording`: rows of the outbox (:mod:`kinto_attachment.state.outbox`) written in the
+  transaction of each change, by the write paths;
+- :mod:`.dispatcher` and :mod:`.claims`: their delivery, by a thread of each server;
+- :mod:`.webhook`, :mod:`.redis`, :mod:`.amqp`: the destinations;
+- :mod:`.urls`: the fetch URL of a stored version; :mod:`.retention`: the blobs events hold;
+- :mod:`.command`: ``kinto-attachment-events list|retry|purge``.
+"""
+
+from pyramid.events import ApplicationCreated
+
+from .options import check_store
+
+
+def start_dispatcher(event):
+    """On application start: deliver in a daemon thread (``attachment_dispatcher.stop()``)."""
+    dispatcher = getattr(event.app.registry, "attachment_dispatcher", None)
+    if dispatcher is not None:
+        dispatcher.start()
+
+
+def includeme(config):
+    from .dispatcher import Dispatcher
+
+    registry = config.registry
+    options = registry.attachment_settings.events
+    check_store(options, registry.attachment_store)
+    if options.url_secret:
+        config.include("kinto_attachment.downloads.signed")
+    if options.enabled:
+        registry.attachment_dispatcher = Dispatcher(registry)
+        config.add_subscriber(start_dispatcher, ApplicationCreated)

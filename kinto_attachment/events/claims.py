@@ -1,0 +1,95 @@
+"""Claiming outbox rows for delivery: the oldest pending row of each subject and destination
+whose attempt is due, leased to one dispatcher for a while (``claimed_until``).
+
+The lease is taken in a short transaction of its own, then the delivery runs without one: a
+dispatcher killed meanwhile leaves a lease that runs out, and another dispatcher (of any node)
+delivers the row again. A row waits while an earlier row of its subject and destination is
+pending (leased or not): order holds across nodes and retries, and a dead row lets the next
+one go.
+
+On PostgreSQL the heads are read with ``FOR UPDATE SKIP LOCKED`` on Kinto's ``objects``
+table: two dispatchers claiming at once each take other rows, neither waits. On the memory
+backend, which lives in one process, a lock does it.
+"""
+
+import threading
+
+import transaction
+
+from ..state import outbox
+
+
+CLAIM = """
+WITH heads AS (
+    SELECT o.id, o.parent_id FROM objects o
+    WHERE o.resource_name = :resource AND o.parent_id LIKE :parents
+      AND o.data->>'state' = 'pending'
+      AND (o.data->>'next_attempt_at')::bigint <= :now
+      AND (o.data->>'claimed_until')::bigint <= :now
+      AND NOT EXISTS (
+          SELECT 1 FROM objects p
+          WHERE p.resource_name = o.resource_name AND p.parent_id = o.parent_id
+            AND p.data->>'state' = 'pending'
+            AND (p.data->>'seq')::bigint < (o.data->>'seq')::bigint
+      )
+    ORDER BY (o.data->>'next_attempt_at')::bigint
+    LIMIT :limit
+    FOR UPDATE OF o SKIP LOCKED
+)
+UPDATE objects SET data = objects.data || jsonb_build_object('claimed_until', :until)
+FROM heads
+WHERE objects.resource_name = :resource AND objects.id = heads.id
+  AND objects.parent_id = heads.parent_id
+RETURNING objects.id, objects.parent_id, objects.data
+"""
+
+
+class PostgreSQLClaims:
+    def __init__(self, storage):
+        self._storage = storage
+
+    def claim(self, now, until, limit):
+        import sqlalchemy
+
+        placeholders = {
+            "resource": outbox.RESOURCE,
+            "parents": outbox.PREFIX + "%",
+            "now": now,
+            "until": until,
+            "limit": limit,
+        }
+        with transaction.manager, self._storage.client.connect() as session:
+            found = session.execute(sqlalchemy.text(CLAIM), placeholders).fetchall()
+        return [{**data, "id": id_, "parent": parent} for id_, parent, data in found]
+
+
+class MemoryClaims:
+    def __init__(self, storage):
+        self._storage = storage
+        self._lock = threading.Lock()
+
+    def claim(self, now, until, limit):
+        with self._lock:
+            heads = {}
+            for row in self._storage.list_all(
+                resource_name=outbox.RESOURCE, parent_id=outbox.EVERY
+            ):
+                row = outbox.with_parent(row)
+                if row["state"] == outbox.PENDING:
+                    head = heads.get(row["parent"])
+                    if head is None or row["seq"] < head["seq"]:
+                        heads[row["parent"]] = row
+            due = [
+                row
+                for row in heads.values()
+                if row["next_attempt_at"] <= now and row["claimed_until"] <= now
+            ]
+            due.sort(key=lambda row: row["next_attempt_at"])
+            return [outbox.change(self._storage, row, claimed_until=until) for row in due[:limit]]
+
+
+def for_storage(storage):
+    """The claims matching Kinto's storage backend."""
+    if getattr(storage, "client", None) is None:
+        return MemoryClaims(storage)
+    return PostgreSQLClaims(storage)

@@ -1,0 +1,85 @@
+"""``kinto-attachment-events --ini FILE list|retry|purge``: the outbox, seen and handled by
+an operator.
+
+- ``list [--state pending|delivered|dead]`` (default: dead): one line per event and
+  destination: state, attempts, last error.
+- ``retry [ID...]``: dead events (all of them, or those of the ids) pending again, from their
+  first attempt; any server's dispatcher delivers them.
+- ``purge [ID...]``: dead events removed for good; their blobs are no longer held.
+
+Like ``kinto-attachment-gc``, it refuses a configuration whose storage lives in each server's
+process (the memory backend): it would see an outbox of its own, empty.
+"""
+
+import argparse
+
+import transaction
+from kinto.core.utils import msec_time
+
+from ..state import outbox, shared
+
+
+UNSHARED = """\
+kinto-attachment-events: refused: {ini} keeps its records in Kinto's memory storage backend,
+which lives inside each server's process: this command would only see an empty outbox of its
+own. Use it with a shared storage backend (PostgreSQL)."""
+
+
+def _line(row):
+    event = row["event"]
+    error = row.get("last_error") or ""
+    return (
+        f"{event['id']}  {row['destination']}  {row['state']}  {event['type']}  "
+        f"{event['subject']}  attempts={row['attempts']}  {error}"
+    ).rstrip()
+
+
+def _selected(storage, ids):
+    dead = outbox.rows(storage, outbox.DEAD)
+    return [row for row in dead if not ids or row["event"]["id"] in ids]
+
+
+def run(registry, command, state=outbox.DEAD, ids=()):
+    """Run ``command`` on the outbox of ``registry``; return the lines to print."""
+    storage = registry.storage
+    with transaction.manager:
+        if command == "list":
+            return [_line(row) for row in outbox.rows(storage, state)]
+        selected = _selected(storage, set(ids))
+        for row in selected:
+            if command == "retry":
+                now = msec_time()
+                outbox.change(
+                    storage,
+                    row,
+                    state=outbox.PENDING,
+                    attempts=0,
+                    next_attempt_at=now,
+                    revived_at=now,
+                    claimed_until=0,
+                )
+            else:
+                outbox.delete(storage, row)
+    verb = "retried" if command == "retry" else "purged"
+    return [f"{len(selected)} dead events {verb}"]
+
+
+def main(argv=None):
+    """Exit codes: ``0`` done; ``2`` refused (a wrong command line, or the memory backend)."""
+    parser = argparse.ArgumentParser(prog="kinto-attachment-events", description=__doc__)
+    parser.add_argument("--ini", required=True, help="the Kinto configuration file")
+    commands = parser.add_subparsers(dest="command", required=True)
+    listing = commands.add_parser("list", help="list events (dead ones by default)")
+    listing.add_argument(
+        "--state", choices=(outbox.PENDING, outbox.DELIVERED, outbox.DEAD), default=outbox.DEAD
+    )
+    for name, help_text in (("retry", "deliver dead events again"), ("purge", "drop them")):
+        command = commands.add_parser(name, help=f"{help_text} (all, or those of the ids)")
+        command.add_argument("ids", nargs="*", help="event ids")
+    args = parser.parse_args(argv)
+    with shared.registry_of(args.ini, UNSHARED) as registry:
+        if registry is None:
+            return 2
+        lines = run(registry, args.command, getattr(args, "state", None), getattr(args, "ids", ()))
+    print("\n".join(lines))
+    return 0

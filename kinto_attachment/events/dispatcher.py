@@ -1,0 +1,197 @@
+"""The dispatcher: a daemon thread in each server process that delivers the outbox.
+
+It wakes when a transaction that recorded events commits, and every ``poll_seconds`` (rows of
+other nodes, retries that came due, leases that ran out). Each round claims due rows
+(:mod:`.claims`), delivers each to its destination and marks it: ``delivered`` (its blob held
+``min(fetch_grace_seconds, url_expires_seconds)`` more), or retried after a delay doubling at
+each attempt (``retry_seconds``, up to an hour; longer if a webhook's ``Retry-After`` asks), or
+``dead`` after ``max_attempts`` or ``max_age_seconds``. Delivered rows are removed once their
+hold is over. A crash anywhere leaves the row pending: it is delivered again (at least once).
+"""
+
+import logging
+import threading
+import time
+
+import transaction
+from kinto.core.utils import msec_time
+
+from ..state import outbox
+from . import claims, cloudevents, urls
+from .amqp import Amqp
+from .failures import Failed
+from .redis import Redis
+from .webhook import Webhook
+
+
+logger = logging.getLogger(__name__)
+
+KINDS = {kind.name: kind for kind in (Webhook, Redis, Amqp)}
+#: Rows claimed at once.
+BATCH = 50
+#: Longest delay between two attempts, but what ``Retry-After`` asks.
+MAX_DELAY = 3600
+#: Seconds between removals of delivered rows (and observations of the pending ones).
+HOUSEKEEPING = 30
+#: Seconds of a claim's lease besides three delivery timeouts: what a crashed dispatcher's
+#: rows wait before another one takes them.
+LEASE_MARGIN = 10
+
+
+class Unmeasured:
+    """What the dispatcher reports without metrics: nothing (with them:
+    :class:`kinto_attachment.metrics.EventMeasures`)."""
+
+    def delivered(self, destination, latency_seconds):
+        pass
+
+    def failed(self, destination, dead):
+        pass
+
+    def pending(self, destination, count):
+        pass
+
+
+class Dispatcher:
+    def __init__(self, registry):
+        self._registry = registry
+        self._options = registry.attachment_settings.events
+        self._claims = claims.for_storage(registry.storage)
+        self._destinations = {}
+        self._woken = threading.Event()
+        self._stopped = threading.Event()
+        self._thread = None
+        self._housekept = 0.0
+        #: Told of each delivery, failure and count of pending events.
+        self.measures = Unmeasured()
+
+    def wake(self):
+        self._woken.set()
+
+    def start(self):
+        self._thread = threading.Thread(target=self._run, name="attachment-events", daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        self._stopped.set()
+        self._woken.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        for destination in self._destinations.values():
+            destination.close()
+
+    def _run(self):
+        while not self._stopped.is_set():
+            try:
+                busy = self.run_once() >= BATCH
+                if time.monotonic() - self._housekept >= HOUSEKEEPING:
+                    self.housekeep()
+            except Exception:  # The storage is down, say: try again at the next round.
+                logger.exception("Events: dispatch failed")
+                busy = False
+            if not busy:
+                self._woken.wait(self._options.poll_seconds)
+                self._woken.clear()
+
+    def run_once(self, now=None):
+        """Claim and deliver the due rows; return how many were claimed.
+
+        A row is only delivered while its lease has time left for a whole attempt (a slow
+        destination makes a batch long): past that, another dispatcher could claim it and
+        deliver it too, and the next event of its subject before this copy. What is left is
+        released at once, for the next round of any dispatcher."""
+        now = now or msec_time()
+        timeout = self._options.timeout_seconds
+        until = now + int((3 * timeout + LEASE_MARGIN) * 1000)
+        claimed = self._claims.claim(now, until, BATCH)
+        for position, row in enumerate(claimed):
+            if msec_time() + (2 * timeout + 5) * 1000 > until:
+                self._release(claimed[position:])
+                break
+            self._deliver(row)
+        return len(claimed)
+
+    def _release(self, rows):
+        with transaction.manager:
+            for row in rows:
+                outbox.change(self._registry.storage, row, claimed_until=0)
+
+    def housekeep(self):
+        """Remove the delivered rows whose hold is over; observe the pending ones."""
+        self._housekept = time.monotonic()
+        storage = self._registry.storage
+        with transaction.manager:
+            outbox.remove(storage, outbox.DELIVERED, before=msec_time())
+            for destination in self._options.used:
+                pending = outbox.count(storage, destination, outbox.PENDING)
+                self.measures.pending(destination, pending)
+
+    def _destination(self, name):
+        if name not in self._destinations:
+            if name not in self._options.used:
+                raise Failed(f"{name}: no longer configured")
+            self._destinations[name] = KINDS[name](self._options)
+        return self._destinations[name]
+
+    def _deliver(self, row):
+        event = row["event"]
+        try:
+            if row.get("key"):
+                store = self._registry.attachment_store
+                event = cloudevents.with_url(
+                    event, urls.fetch_url(store, self._options, event, row["key"])
+                )
+            self._destination(row["destination"]).deliver(cloudevents.dumps(event), event)
+        except Failed as failure:
+            self._failed(row, str(failure), failure.retry_after)
+        except Exception as e:  # A store that cannot presign, a bug: retried all the same.
+            logger.exception("Events: delivery of %s failed", row["id"])
+            self._failed(row, f"{type(e).__name__}: {e}", None)
+        else:
+            self._delivered(row)
+
+    def _delivered(self, row):
+        now = msec_time()
+        hold = 0
+        if row.get("key"):
+            hold = min(self._options.fetch_grace_seconds, self._options.url_expires_seconds)
+        with transaction.manager:
+            outbox.change(
+                self._registry.storage,
+                row,
+                state=outbox.DELIVERED,
+                attempts=row["attempts"] + 1,
+                delivered_at=now,
+                hold_until=now + hold * 1000,
+                claimed_until=0,
+            )
+        latency = (now - row["created"]) / 1000
+        self.measures.delivered(row["destination"], latency)
+
+    def _failed(self, row, error, retry_after):
+        now = msec_time()
+        attempts = row["attempts"] + 1
+        age = now - max(row["created"], row.get("revived_at") or 0)
+        options = self._options
+        dead = attempts >= options.max_attempts or age >= options.max_age_seconds * 1000
+        delay = min(self._options.retry_seconds * 2 ** (attempts - 1), MAX_DELAY)
+        delay = max(delay, retry_after or 0)
+        logger.warning(
+            "Events: %s to %s failed (attempt %d%s): %s",
+            row["event"]["id"],
+            row["destination"],
+            attempts,
+            ", dead" if dead else f", next in {delay:.1f}s",
+            error,
+        )
+        with transaction.manager:
+            outbox.change(
+                self._registry.storage,
+                row,
+                state=outbox.DEAD if dead else outbox.PENDING,
+                attempts=attempts,
+                last_error=error[:1000],
+                next_attempt_at=now + int(delay * 1000),
+                claimed_until=0,
+            )
+        self.measures.failed(row["destination"], dead)

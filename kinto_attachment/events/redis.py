@@ -1,0 +1,30 @@
+"""The ``redis`` destination: ``XADD`` of the event to a stream (field ``event``, the JSON),
+which workers read with consumer groups (``XREADGROUP``, ``XACK``); ``MAXLEN ~`` bounds it.
+An ``XADD`` answered with an entry id is a delivery."""
+
+from .failures import Failed
+
+
+class Redis:
+    name = "redis"
+
+    def __init__(self, options):
+        import redis
+
+        self._errors = redis.RedisError
+        self._client = redis.Redis.from_url(
+            options.redis_url,
+            socket_timeout=options.timeout_seconds,
+            socket_connect_timeout=options.timeout_seconds,
+        )
+        self._stream = options.redis_stream
+        self._maxlen = options.redis_maxlen or None
+
+    def deliver(self, body, event):
+        try:
+            self._client.xadd(self._stream, {"event": body}, maxlen=self._maxlen, approximate=True)
+        except self._errors as e:
+            raise Failed(f"redis: {e}") from e
+
+    def close(self):
+        self._client.close()

@@ -1,0 +1,147 @@
+"""The events outbox: one row per event and destination, in Kinto's storage backend.
+
+A row is written in the transaction of the change it tells of, so that every node of a cluster
+sees it once, and only once, that transaction has committed (on the memory backend, which
+cannot roll back, rows are written ``uncommitted`` and made ``pending`` by the commit, or
+removed by its failure). Rows of one subject and destination share a parent id,
+``attachment-events:{destination}:{subject}``, and are numbered (``seq``) under the lock that
+the change holds on its record or ``/data/files`` id: the dispatcher delivers them in that
+order (:mod:`kinto_attachment.events.claims`).
+
+A row is ``pending`` (``attempts``, ``next_attempt_at``, ``claimed_until`` while a
+dispatcher delivers it), then ``delivered`` or ``dead``. The row of a ``stored`` event names
+its blob (``key``), which stays referenced while the row is undelivered (dead included), and
+``hold_until`` once delivered: the garbage collector and replacements leave it alone till then
+(:func:`held`, :func:`every_held`). Delivered rows are removed once their hold is over.
+"""
+
+from kinto.core.storage import Filter, Sort
+from kinto.core.storage.exceptions import ObjectNotFoundError
+from kinto.core.utils import COMPARISON
+
+from . import paging
+
+
+RESOURCE = "attachment-event"
+PREFIX = "attachment-events:"
+EVERY = PREFIX + "*"
+UNCOMMITTED, PENDING, DELIVERED, DEAD = "uncommitted", "pending", "delivered", "dead"
+
+
+def parent_id(destination, subject):
+    return f"{PREFIX}{destination}:{subject}"
+
+
+def of_destination(destination):
+    return f"{PREFIX}{destination}:*"
+
+
+def _next_seq(storage, parent):
+    last = storage.list_all(
+        resource_name=RESOURCE, parent_id=parent, sorting=[Sort("seq", -1)], limit=1
+    )
+    return last[0]["seq"] + 1 if last else 1
+
+
+def add(storage, destination, event, key, now, committed=True):
+    """Write the row of ``event`` for ``destination``; ``key``: the blob a ``stored`` event
+    names (None for others)."""
+    parent = parent_id(destination, event["subject"])
+    row = {
+        "event": event,
+        "destination": destination,
+        "seq": _next_seq(storage, parent),
+        "state": PENDING if committed else UNCOMMITTED,
+        "attempts": 0,
+        "created": now,
+        "next_attempt_at": now,
+        "claimed_until": 0,
+    }
+    if key is not None:
+        row["key"] = key
+    return storage.create(
+        resource_name=RESOURCE, parent_id=parent, obj={**row, "id": f"{destination}-{event['id']}"}
+    )
+
+
+def get(storage, row):
+    try:
+        return storage.get(resource_name=RESOURCE, parent_id=row["parent"], object_id=row["id"])
+    except ObjectNotFoundError:
+        return None
+
+
+def change(storage, row, **changes):
+    """Update ``row`` (as stored now) with ``changes``; None when it is gone (purged)."""
+    current = get(storage, row)
+    if current is None:
+        return None
+    updated = {**current, **changes}
+    updated.pop("parent", None)
+    stored = storage.update(
+        resource_name=RESOURCE, parent_id=row["parent"], object_id=row["id"], obj=updated
+    )
+    return {**stored, "parent": row["parent"]}
+
+
+def delete(storage, row):
+    storage.delete(
+        resource_name=RESOURCE, parent_id=row["parent"], object_id=row["id"], with_deleted=False
+    )
+
+
+def with_parent(row):
+    """A row as read from the storage, with the parent id it was written under (which
+    Kinto's storage does not return: rebuilt from its destination and subject)."""
+    return {**row, "parent": parent_id(row["destination"], row["event"]["subject"])}
+
+
+def rows(storage, state=None, destination=None):
+    """Every row (of ``state``, of ``destination``), by pages."""
+    filters = [Filter("state", state, COMPARISON.EQ)] if state else None
+    parent = of_destination(destination) if destination else EVERY
+    for found in paging.every(storage, RESOURCE, parent, filters):
+        yield with_parent(found)
+
+
+def count(storage, destination, state):
+    return storage.count_all(
+        resource_name=RESOURCE,
+        parent_id=of_destination(destination),
+        filters=[Filter("state", state, COMPARISON.EQ)],
+    )
+
+
+def _holds(row, now):
+    return row["state"] != DELIVERED or (row.get("hold_until") or 0) > now
+
+
+def held(storage, keys, now):
+    """The ``keys`` that an event still holds (undelivered, or within its hold)."""
+    keys = list(dict.fromkeys(keys))
+    if not keys:
+        return set()
+    found = storage.list_all(
+        resource_name=RESOURCE, parent_id=EVERY, filters=[Filter("key", keys, COMPARISON.IN)]
+    )
+    return {row["key"] for row in found if _holds(row, now)}
+
+
+def every_held(storage, now):
+    """Every key an event holds, for garbage collection."""
+    with_key = [Filter("key", True, COMPARISON.HAS)]
+    for row in paging.every(storage, RESOURCE, EVERY, with_key):
+        if _holds(row, now):
+            yield row["key"]
+
+
+def remove(storage, state, before=None, destination=None):
+    """Delete the rows of ``state`` (delivered ones whose hold ended ``before``); return
+    them."""
+    filters = [Filter("state", state, COMPARISON.EQ)]
+    if before is not None:
+        filters.append(Filter("hold_until", before, COMPARISON.LT))
+    parent = of_destination(destination) if destination else EVERY
+    return storage.delete_all(
+        resource_name=RESOURCE, parent_id=parent, filters=filters, with_deleted=False
+    )

@@ -1,0 +1,101 @@
+"""The ``url`` of a stored event: exactly that version, without Kinto credentials, for
+``url_expires_seconds``; signed by the plugin on local disk, presigned by S3."""
+
+import hashlib
+import time
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from kinto_attachment.web import signed_urls
+
+from .conftest import URL_SECRET, destination_settings
+from .test_delivery import RECORD, delivered, fetch
+
+
+def stored_url(kinto, receiver, content, **extra):
+    kinto.upload(RECORD, content, **extra)
+    delivered(kinto)
+    [event] = receiver.events()
+    return event, event["data"]["url"]
+
+
+def test_local_signed_url_serves_the_version_with_ranges(events_app, receiver):
+    kinto = events_app("memory", **destination_settings("webhook", receiver))
+    content = bytes(range(256)) * 40
+    event, url = stored_url(kinto, receiver, content)
+    assert url.startswith("http://localhost/v1/attachment-fetch/")
+    response = fetch(kinto, url)
+    assert hashlib.sha256(response.body).hexdigest() == event["data"]["attachment"]["hash"]
+    assert response.headers["Content-Disposition"].startswith("attachment")
+    assert "Authorization" not in response.request.headers
+
+    partial = fetch(kinto, url, status=206, Range="bytes=10-19")
+    assert partial.body == content[10:20]
+    assert partial.headers["Content-Range"] == f"bytes 10-19/{len(content)}"
+    etag = response.headers["ETag"]
+    assert fetch(kinto, url, status=304, **{"If-None-Match": etag}).body == b""
+
+    # The replaced version stays fetchable at its URL (held by the event: see retention).
+    kinto.upload(RECORD, b"new version")
+    assert fetch(kinto, url).body == content
+
+
+def test_url_lives_url_expires_seconds_from_delivery(events_app, receiver):
+    kinto = events_app(
+        "memory", url_expires_seconds=600, **destination_settings("webhook", receiver)
+    )
+    before = time.time()
+    _, url = stored_url(kinto, receiver, b"hello")
+    expires = int(parse_qs(urlsplit(url).query)["expires"][0])
+    assert before + 600 <= expires + 1 and expires <= time.time() + 600
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        lambda key, expires, sig: (key, expires, "0" * 64),
+        lambda key, expires, sig: (key, str(int(expires) + 1), sig),
+        lambda key, expires, sig: (key + "x", expires, sig),
+        lambda key, expires, sig: (key, "", sig),
+        lambda key, expires, sig: (key, expires, ""),
+    ],
+    ids=["signature", "expiry", "key", "no-expiry", "no-signature"],
+)
+def test_forged_urls_are_refused(events_app, receiver, forge):
+    kinto = events_app("memory", **destination_settings("webhook", receiver))
+    _, url = stored_url(kinto, receiver, b"hello")
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    key = parts.path.removeprefix("/v1/attachment-fetch/")
+    key, expires, sig = forge(key, query["expires"][0], query["signature"][0])
+    forged = f"/v1/attachment-fetch/{key}?expires={expires}&signature={sig}"
+    response = kinto.app.get(forged, status=403)
+    assert response.json["errno"] == 121
+    assert "signature" in response.json["message"]
+
+
+def test_expired_urls_are_refused(events_app, receiver):
+    kinto = events_app("memory", **destination_settings("webhook", receiver))
+    _, url = stored_url(kinto, receiver, b"hello")
+    key = urlsplit(url).path.removeprefix("/v1/attachment-fetch/")
+    expired = int(time.time()) - 1
+    path = signed_urls.signed_path(URL_SECRET, key, expired)
+    assert kinto.app.get("/v1/attachment-fetch/" + path, status=403).json["code"] == 403
+    # The same key, signed until later, is served: the expiry is what refused it.
+    path = signed_urls.signed_path(URL_SECRET, key, int(time.time()) + 60)
+    assert kinto.app.get("/v1/attachment-fetch/" + path).body == b"hello"
+
+
+def test_s3_url_is_presigned_for_the_exact_key(events_app, receiver):
+    kinto = events_app("memory", store="s3", **destination_settings("webhook", receiver))
+    content = b"on s3" * 1000
+    event, url = stored_url(kinto, receiver, content)
+    assert "X-Amz-Signature" in url or "Signature" in url
+    assert "/attachment-fetch/" not in url
+    response = fetch(kinto, url)
+    assert hashlib.sha256(response.body).hexdigest() == event["data"]["attachment"]["hash"]
+    assert fetch(kinto, url, status=206, Range="bytes=0-4").body == b"on s3"
+    # moto checks no signatures: that the URL names the exact key is what can be checked.
+    key = kinto.key_of(event["data"]["attachment"]["location"])
+    assert urlsplit(url).path.endswith("/" + key)

@@ -1,0 +1,274 @@
+"""What the events promise: their format and signature, nothing for what did not commit, at
+least once across an outage, in order per subject, and dead events kept for an operator."""
+
+import base64
+import hashlib
+import hmac
+import threading
+import time
+
+import pytest
+import transaction
+from kinto.core.utils import msec_time
+
+from kinto_attachment.events import claims, command
+from kinto_attachment.events.dispatcher import Dispatcher
+from kinto_attachment.events.options import STORED
+from kinto_attachment.state import outbox
+from kinto_attachment.uploads import record
+
+from .conftest import SECRET_KEY, WEBHOOK_SECRET, destination_settings
+from .test_delivery import BACKENDS, RECORD, SUBJECT, Destination, delivered
+
+
+def rows(kinto, state=None):
+    with transaction.manager:
+        return sorted(outbox.rows(kinto.registry.storage, state), key=lambda r: r["seq"])
+
+
+def test_cloudevents_structured_json(events_app, receiver):
+    kinto = events_app("memory", **destination_settings("webhook", receiver))
+    metadata = kinto.upload(RECORD, b"hello").json
+    delivered(kinto)
+    headers, body, _ = receiver.received.get(timeout=5)
+    assert headers["Content-Type"] == "application/cloudevents+json"
+    [event] = receiver.events() or [__import__("json").loads(body)]
+    assert set(event) == {
+        "specversion", "id", "source", "type", "subject", "time", "datacontenttype", "data"
+    }  # fmt: skip
+    assert event["specversion"] == "1.0"
+    assert event["source"] == "http://localhost/v1/"
+    assert event["type"] == STORED
+    assert event["subject"] == SUBJECT
+    assert event["time"].endswith("Z")
+    assert event["datacontenttype"] == "application/json"
+    assert event["data"]["bucket_id"] == "blog"
+    assert event["data"]["collection_id"] == "articles"
+    assert event["data"]["record_id"] == "r1"
+    names = ("location", "hash", "size", "mimetype", "filename")
+    assert event["data"]["attachment"] == {name: metadata[name] for name in names}
+
+
+def test_webhook_signature_verifies_as_the_specification_says(events_app, receiver):
+    kinto = events_app("memory", **destination_settings("webhook", receiver))
+    kinto.upload(RECORD, b"hello")
+    delivered(kinto)
+    headers, body, _ = receiver.received.get(timeout=5)
+    # https://www.standardwebhooks.com/ (verification, as its reference libraries do it).
+    key = base64.b64decode(WEBHOOK_SECRET.removeprefix("whsec_"))
+    assert key == SECRET_KEY
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    versions = dict(s.split(",", 1) for s in headers["webhook-signature"].split())
+    assert hmac.compare_digest(versions["v1"], expected)
+    assert abs(int(headers["webhook-timestamp"]) - time.time()) < 60
+    assert headers["webhook-id"] == __import__("json").loads(body)["id"]
+    tampered = body.replace(b"hello", b"jello") + b" "
+    wrong = hmac.new(key, signed[: -len(body)] + tampered, hashlib.sha256).digest()
+    assert base64.b64encode(wrong).decode() != versions["v1"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_no_event_for_a_refused_upload(events_app, receiver, backend):
+    kinto = events_app(backend, **destination_settings("webhook", receiver))
+    kinto.upload(RECORD, b"MZ...", "virus.exe", status=400)
+    kinto.upload(RECORD.replace("articles", "nope"), b"x", status=404)
+    assert rows(kinto) == []
+    delivered(kinto)
+    assert receiver.events(accepted_only=False) == []
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_no_event_for_a_rolled_back_upload(events_app, receiver, backend, monkeypatch):
+    kinto = events_app(backend, **destination_settings("webhook", receiver))
+    stored = record.recording.stored
+
+    def stored_then_failing(*args, **kwargs):
+        stored(*args, **kwargs)
+        raise RuntimeError("the transaction fails after the event is written")
+
+    monkeypatch.setattr(record.recording, "stored", stored_then_failing)
+    kinto.upload(RECORD, b"never", status=500)
+    monkeypatch.undo()
+    assert rows(kinto) == []
+    delivered(kinto)
+    assert receiver.events(accepted_only=False) == []
+
+
+@pytest.mark.rolls_back
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_no_event_when_the_commit_fails(events_app, receiver, backend, monkeypatch):
+    kinto = events_app(backend, **destination_settings("webhook", receiver))
+    stored = record.recording.stored
+
+    def stored_then_failing_at_commit(*args, request, **kwargs):
+        stored(*args, request=request, **kwargs)
+        request.tm.get().addBeforeCommitHook(failing_commit)
+
+    def failing_commit():
+        raise RuntimeError("commit fails")
+
+    monkeypatch.setattr(record.recording, "stored", stored_then_failing_at_commit)
+    kinto.upload(RECORD, b"never", status=500)
+    monkeypatch.undo()
+    assert rows(kinto) == []
+
+
+@pytest.fixture(params=["webhook", "redis", "amqp"])
+def destination(request):
+    return Destination(request.param, request)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_at_least_once_across_an_outage_in_order(events_app, destination, proxies, backend):
+    proxy = proxies(*destination.target)
+    kinto = events_app(backend, destination.name, **destination.settings(port=proxy.port))
+    proxy.down()
+    contents = [b"first", b"second", b"third"]
+    for content in contents:
+        kinto.upload(RECORD, content)
+    kinto.upload(RECORD.replace("r1", "r2"), b"other")
+    for _ in range(3):  # Only the head of each subject is tried, again and again.
+        kinto.registry.attachment_dispatcher.run_once()
+    pending = rows(kinto, outbox.PENDING)
+    assert len(pending) == 4
+    attempts = {(row["event"]["subject"], row["seq"]): row["attempts"] for row in pending}
+    assert attempts == {(SUBJECT, 1): 3, (SUBJECT, 2): 0, (SUBJECT, 3): 0,
+                        (SUBJECT.replace("r1", "r2"), 1): 3}  # fmt: skip
+    assert destination.events() == []
+
+    proxy.up()
+    delivered(kinto)
+    events = destination.events()
+    mine = [e for e in events if e["subject"] == SUBJECT]
+    assert [e["data"]["attachment"]["hash"] for e in mine] == [
+        hashlib.sha256(content).hexdigest() for content in contents
+    ]
+    assert len(events) == 4
+    assert rows(kinto, outbox.PENDING) == []
+
+
+def test_retry_after_is_honoured(events_app, receiver):
+    kinto = events_app("memory", **destination_settings("webhook", receiver))
+    receiver.statuses = [(503, {"Retry-After": "120"})]
+    kinto.upload(RECORD, b"hello")
+    started = time.time() * 1000
+    delivered(kinto)
+    [row] = rows(kinto, outbox.PENDING)
+    assert row["attempts"] == 1
+    assert row["next_attempt_at"] >= started + 119_000
+    assert "503" in row["last_error"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dead_after_max_attempts_then_retried_and_purged(
+    events_app, receiver, backend, tmp_path, capsys
+):
+    kinto = events_app(backend, max_attempts=2, **destination_settings("webhook", receiver))
+    receiver.statuses = [(500, {}), (500, {})]
+    kinto.upload(RECORD, b"first")
+    kinto.upload(RECORD, b"second")
+    for _ in range(3):
+        delivered(kinto)
+    # The first is dead after two attempts; the next one of its subject went on.
+    assert [e["data"]["attachment"]["hash"] for e in receiver.events()] == [
+        hashlib.sha256(b"second").hexdigest()
+    ]
+    [dead] = rows(kinto, outbox.DEAD)
+    assert dead["attempts"] == 2 and dead["event"]["subject"] == SUBJECT
+
+    listed = command.run(kinto.registry, "list")
+    assert len(listed) == 1 and dead["event"]["id"] in listed[0] and "500" in listed[0]
+    assert command.run(kinto.registry, "retry", ids=["unknown"]) == ["0 dead events retried"]
+    assert command.run(kinto.registry, "retry") == ["1 dead events retried"]
+    delivered(kinto)
+    [event] = receiver.events()
+    assert event["id"] == dead["event"]["id"]  # The same event, the same id.
+
+    receiver.statuses = [(500, {}), (500, {})]
+    kinto.upload(RECORD, b"third")
+    delivered(kinto)
+    delivered(kinto)
+    assert len(rows(kinto, outbox.DEAD)) == 1
+    if backend == "postgresql":  # The command itself, on the shared storage.
+        ini = kinto.write_ini(tmp_path / "kinto.ini")
+        assert command.main(["--ini", str(ini), "purge"]) == 0
+        assert "1 dead events purged" in capsys.readouterr().out
+    else:
+        assert command.run(kinto.registry, "purge") == ["1 dead events purged"]
+    assert rows(kinto, outbox.DEAD) == []
+
+
+def test_the_command_refuses_the_memory_backend(events_app, receiver, tmp_path, capsys):
+    kinto = events_app("memory", **destination_settings("webhook", receiver))
+    ini = kinto.write_ini(tmp_path / "kinto.ini")
+    assert command.main(["--ini", str(ini), "list"]) == 2
+    assert "refused" in capsys.readouterr().err
+
+
+@pytest.mark.postgresql
+def test_dispatchers_of_several_nodes_share_the_outbox(events_app, receiver):
+    """Three dispatchers (as on three nodes) deliver at once: each event once, in order."""
+    kinto = events_app("postgresql", **destination_settings("webhook", receiver))
+    expected = {}
+    for round_ in range(6):
+        for record_id in ("a", "b", "c", "d"):
+            content = f"{record_id}{round_}".encode()
+            kinto.upload(RECORD.replace("r1", record_id), content)
+            expected.setdefault(SUBJECT.replace("r1", record_id), []).append(content)
+    nodes = [Dispatcher(kinto.registry) for _ in range(3)]
+    failures = []
+
+    def deliver(dispatcher):
+        try:
+            while dispatcher.run_once() or rows(kinto, outbox.PENDING):
+                pass
+        except Exception as e:  # pragma: no cover (reported below)
+            failures.append(e)
+
+    threads = [threading.Thread(target=deliver, args=(node,)) for node in nodes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not failures
+    events = receiver.events()
+    assert len(events) == len({e["id"] for e in events}) == 24
+    for subject, contents in expected.items():
+        hashes = [e["data"]["attachment"]["hash"] for e in events if e["subject"] == subject]
+        assert hashes == [hashlib.sha256(c).hexdigest() for c in contents]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_lease_left_by_a_killed_dispatcher_runs_out(events_app, receiver, backend):
+    kinto = events_app(backend, **destination_settings("webhook", receiver))
+    kinto.upload(RECORD, b"hello")
+    killed = claims.for_storage(kinto.registry.storage)
+    now = msec_time()
+    [claimed] = killed.claim(now, now + 60_000, 10)  # Then killed: never delivered.
+    assert kinto.registry.attachment_dispatcher.run_once() == 0
+    assert receiver.events() == []
+    assert kinto.registry.attachment_dispatcher.run_once(now=now + 61_000) == 1
+    [event] = receiver.events()
+    assert event["id"] == claimed["event"]["id"]
+
+
+def test_rows_a_lease_cannot_cover_are_released(events_app, receiver, monkeypatch):
+    kinto = events_app("memory", timeout_seconds=1, **destination_settings("webhook", receiver))
+    for record_id in ("a", "b", "c"):
+        kinto.upload(RECORD.replace("r1", record_id), b"x")
+    dispatcher = kinto.registry.attachment_dispatcher
+    clock = [msec_time()]
+    monkeypatch.setattr("kinto_attachment.events.dispatcher.msec_time", lambda: clock[0])
+    deliver = dispatcher._deliver
+
+    def slow_delivery(row):  # Each takes 5 seconds of the 13 of the lease (3 × 1 + 10).
+        deliver(row)
+        clock[0] += 5_000
+
+    monkeypatch.setattr(dispatcher, "_deliver", slow_delivery)
+    assert dispatcher.run_once(now=clock[0]) == 3
+    # The third would start 10 seconds in: too late for an attempt (2 × 1 + 5 seconds).
+    assert len(receiver.events()) == 2
+    [released] = rows(kinto, outbox.PENDING)
+    assert released["claimed_until"] == 0 and released["attempts"] == 0

@@ -1,0 +1,44 @@
+"""A real server (``pserve`` on the shipped ``config/kinto.ini``, events turned on by Kinto's
+environment variables) sends its events to Redis from its dispatcher thread, and serves the
+signed URLs they carry to a client without credentials."""
+
+import hashlib
+import json
+
+import requests
+
+from ..support.live import ALICE, create_collection, running_server
+
+
+def test_a_live_server_streams_its_events_to_redis(tmp_path, monkeypatch, redis_stream):
+    client, stream = redis_stream
+    environment = {
+        "DESTINATIONS": "redis",
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "REDIS_STREAM": stream,
+        "URL_SECRET": "a-live-secret-of-enough-length",
+        "POLL_SECONDS": "0.5",
+    }
+    for name, value in environment.items():
+        monkeypatch.setenv(f"KINTO_ATTACHMENT_EVENTS_{name}", value)
+    content = bytes(range(256)) * 64
+    with running_server(tmp_path) as server:
+        create_collection(server, "blog", "articles")
+        record = server.url + "/buckets/blog/collections/articles/records/live"
+        uploaded = requests.post(
+            record + "/attachment",
+            files={"attachment": ("data.csv", content, "text/csv")},
+            auth=ALICE,
+            timeout=30,
+        )
+        assert uploaded.status_code == 201, uploaded.text
+        found = client.xread({stream: "0"}, count=1, block=10_000)
+        assert found, "no event within 10 seconds"
+        [[_, [(_, fields)]]] = found
+        event = json.loads(fields[b"event"])
+        assert event["subject"] == "/buckets/blog/collections/articles/records/live"
+        fetched = requests.get(event["data"]["url"], timeout=30)  # No credentials.
+        assert fetched.status_code == 200
+        assert hashlib.sha256(fetched.content).hexdigest() == event["data"]["attachment"]["hash"]
+        ranged = requests.get(event["data"]["url"], headers={"Range": "bytes=256-511"}, timeout=30)
+        assert ranged.status_code == 206 and ranged.content == content[256:512]

@@ -1,0 +1,124 @@
+"""The ``events.*`` settings: names, defaults, per-resource destinations, what each
+destination needs, and the capability that says which events are sent."""
+
+import pytest
+from kinto import main as kinto_main
+from pyramid.exceptions import ConfigurationError
+
+from kinto_attachment import settings as attachment_settings
+from kinto_attachment.events.options import TYPES
+
+from ..conftest import build_settings
+from .conftest import WEBHOOK_SECRET, destination_settings
+
+
+REDIS = {"events.redis.url": "redis://127.0.0.1:6379/0"}
+
+
+def parse(**values):
+    values = {f"attachment.{k}": v for k, v in values.items()}
+    return attachment_settings.parse({"attachment.base_path": "/tmp/files", **values})
+
+
+def test_events_are_off_by_default():
+    parsed = parse()
+    assert not parsed.events.enabled
+    assert parsed.default.event_destinations == ()
+    assert parsed.events.url_expires_seconds == 86400
+    assert parsed.events.fetch_grace_seconds == 3600
+    assert parsed.events.redis_stream == "kinto-attachment-events"
+
+
+def test_destinations_per_bucket_and_collection():
+    parsed = parse(
+        **{
+            "events.destinations": "redis",
+            "resources.blog.events.destinations": "webhook redis",
+            "resources.blog.drafts.events.destinations": "",
+            "events.webhook.url": "https://hooks.example.com/in",
+            "events.webhook.secret": WEBHOOK_SECRET,
+            **REDIS,
+        }
+    )
+    assert parsed.events.used == ("redis", "webhook")
+    assert parsed.policy("other", "c").event_destinations == ("redis",)
+    assert parsed.policy("blog", "articles").event_destinations == ("webhook", "redis")
+    assert parsed.policy("blog", "drafts").event_destinations == ()
+
+
+def test_a_collection_may_turn_events_on_alone():
+    parsed = parse(**{"resources.blog.c.events.destinations": "redis", **REDIS})
+    assert parsed.events.enabled and parsed.default.event_destinations == ()
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"events.destinations": "kafka"}, "kinto.attachment.events.destinations"),
+        ({"events.destinations": "redis"}, "kinto.attachment.events.redis.url"),
+        ({"events.destinations": "amqp"}, "kinto.attachment.events.amqp.url"),
+        (
+            {"events.destinations": "webhook", "events.webhook.secret": WEBHOOK_SECRET},
+            "kinto.attachment.events.webhook.url",
+        ),
+        (
+            {"events.destinations": "webhook", "events.webhook.url": "http://x/"},
+            "kinto.attachment.events.webhook.secret",
+        ),
+        ({"events.webhook.secret": "whsec_notbase64!"}, "kinto.attachment.events.webhook.secret"),
+        ({"events.webhook.secret": "whsec_c2hvcnQ="}, "kinto.attachment.events.webhook.secret"),
+        ({"events.webhook.url": "ftp://x"}, "kinto.attachment.events.webhook.url"),
+        ({"events.redis.url": "http://x"}, "kinto.attachment.events.redis.url"),
+        ({"events.url_secret": "short"}, "kinto.attachment.events.url_secret"),
+        ({"events.url_expires_seconds": "0"}, "kinto.attachment.events.url_expires_seconds"),
+        ({"events.max_attempts": "x"}, "kinto.attachment.events.max_attempts"),
+        ({"events.nope": "1"}, "kinto.attachment.events.nope"),
+        (
+            {"resources.blog.events.destinations": "smtp"},
+            "kinto.attachment.resources.blog.events.destinations",
+        ),
+        ({"resources.blog.events.nope": "x"}, "kinto.attachment.resources.blog.events.nope"),
+    ],
+)
+def test_bad_settings_name_themselves(values, named):
+    with pytest.raises(ConfigurationError) as error:
+        parse(**values)
+    assert f"`{named}`" in str(error.value)
+
+
+def test_environment_overrides_events_settings(monkeypatch):
+    monkeypatch.setenv("KINTO_ATTACHMENT_EVENTS_DESTINATIONS", "redis")
+    monkeypatch.setenv("KINTO_ATTACHMENT_EVENTS_REDIS_URL", "redis://cache:6379/1")
+    parsed = parse()
+    assert parsed.events.used == ("redis",)
+    assert parsed.events.redis_url == "redis://cache:6379/1"
+
+
+def test_a_local_store_needs_a_url_secret(tmp_path):
+    settings = build_settings(
+        "memory",
+        str(tmp_path),
+        **{
+            f"kinto.attachment.{k}": v
+            for k, v in {"events.destinations": "redis", **REDIS}.items()
+        },
+    )
+    with pytest.raises(ConfigurationError, match="kinto.attachment.events.url_secret"):
+        kinto_main({}, **settings)
+
+
+def test_presigned_urls_live_a_week_at_most(events_app, receiver):
+    with pytest.raises(ConfigurationError, match="events.url_expires_seconds"):
+        events_app(
+            "memory",
+            store="s3",
+            url_expires_seconds=8 * 86400,
+            **destination_settings("webhook", receiver),
+        )
+
+
+def test_the_capability_lists_the_event_types(events_app, receiver, kinto_memory):
+    kinto = events_app("memory", **destination_settings("webhook", receiver))
+    capability = kinto.app.get("/v1/").json["capabilities"]["attachments"]
+    assert capability["events"] == list(TYPES)
+    assert kinto_memory.app.get("/v1/").json["capabilities"]["attachments"]["events"] == []
