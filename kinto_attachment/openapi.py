@@ -53,6 +53,7 @@ TAG = {
     routes.DATA_FILES.name: "Data files",
     routes.DATA_FILE.name: "Data files",
     routes.SERVED_FILES.name: "Files",
+    routes.ATTACHMENT_FETCH.name: "Files",
 }
 
 
@@ -168,19 +169,18 @@ PREFLIGHT = Reply(
 )
 
 
-def _download(summary, refusals=(), public=False, redirects=False):
+def _download(summary, refusals=(), public=False, redirects=False, parameters=()):
     """``GET`` and ``HEAD`` of a download route; ``redirects``: to a store's signed URL, when
-    ``redirect_expires`` is set."""
+    ``redirect_expires`` is set; ``parameters``: besides the conditional and range headers."""
     common = {"refusals": (*refusals, *DOWNLOAD_REFUSALS), "public": public}
+    parameters = (*parameters, *DOWNLOAD_HEADERS)
     replies = {**DOWNLOADED, **({307: REDIRECTED} if redirects else {})}
     return {
-        "GET": Operation(
-            summary, replies, parameters=DOWNLOAD_HEADERS, produces=("*/*",), **common
-        ),
+        "GET": Operation(summary, replies, parameters=parameters, produces=("*/*",), **common),
         "HEAD": Operation(
             summary + " Headers only.",
             {status: dataclasses.replace(reply, schema=None) for status, reply in replies.items()},
-            parameters=DOWNLOAD_HEADERS,
+            parameters=parameters,
             produces=("*/*",),
             **common,
         ),
@@ -377,6 +377,15 @@ OPERATIONS = {
         # A key with a line break matches no route (Pyramid's ``*key`` is ``.*``): Kinto's 404.
         "OPTIONS": Operation("CORS preflights.", {204: PREFLIGHT}, ("hidden",), public=True),
     },
+    routes.ATTACHMENT_FETCH.name: _download(
+        "A stored version, by the signed URL of its event (no credentials needed).",
+        refusals=("bad_signature",),
+        public=True,
+        parameters=(
+            query("expires", "Until when the URL is valid (epoch seconds).", type="string"),
+            query("signature", "HMAC-SHA256 of the key and ``expires``.", type="string"),
+        ),
+    ),
 }
 
 

@@ -61,17 +61,25 @@ CHECKS = [
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with running_server(tmp_path_factory.mktemp("schemathesis")) as live:
-        # Every user may write there: each test is a user of its own.
-        for path in (f"/buckets/{BUCKET}", f"/buckets/{BUCKET}/collections/{COLLECTION}"):
-            response = requests.put(
-                live.url + path,
-                json={"permissions": {"write": ["system.Authenticated"]}},
-                auth=ALICE,
-                timeout=REQUEST_TIMEOUT,
-            )
-            assert response.status_code in (200, 201), response.text
-        yield live
+    with pytest.MonkeyPatch.context() as env:
+        # The signed URLs of events, so that their fetch route is registered too.
+        env.setenv("KINTO_ATTACHMENT_EVENTS_URL_SECRET", "a-secret-of-the-tests")
+        with running_server(tmp_path_factory.mktemp("schemathesis")) as live:
+            yield from _writable_by_everyone(live)
+
+
+def _writable_by_everyone(live):
+    """``live``, once every user may write in the test collection."""
+    # Every user may write there: each test is a user of its own.
+    for path in (f"/buckets/{BUCKET}", f"/buckets/{BUCKET}/collections/{COLLECTION}"):
+        response = requests.put(
+            live.url + path,
+            json={"permissions": {"write": ["system.Authenticated"]}},
+            auth=ALICE,
+            timeout=REQUEST_TIMEOUT,
+        )
+        assert response.status_code in (200, 201), response.text
+    yield live
 
 
 @pytest.fixture
@@ -95,6 +103,7 @@ def existing(server):
     assert created.status_code == 201, created.text
     stored = post(f"{server.url}/data/files?id=known", data=b"0123456789")
     assert stored.status_code == 200, stored.text
+    key = uploaded.json()["location"].split("/attachments/", 1)[1]
     return auth, {
         routes.ATTACHMENT.name: {"id": "r1"},
         routes.TUS_UPLOADS.name: {"id": "r1"},
@@ -104,9 +113,8 @@ def existing(server):
         },
         routes.DATA_FILES.name: {},
         routes.DATA_FILE.name: {"id": "known"},
-        routes.SERVED_FILES.name: {
-            "key": uploaded.json()["location"].split("/attachments/", 1)[1]
-        },
+        routes.SERVED_FILES.name: {"key": key},
+        routes.ATTACHMENT_FETCH.name: {"key": key},
     }
 
 
@@ -117,7 +125,8 @@ def ours(server):
     return schema.include(path=[openapi.path_of(route) for route in routes.ROUTES])
 
 
-#: Every operation of ours: the shipped configuration registers every route (``serve_files``).
+#: Every operation of ours: the shipped configuration registers every route (``serve_files``;
+#: the fetch route of events with ``events.url_secret``).
 OPERATIONS = [
     (route, method) for route in routes.ROUTES for method in openapi.OPERATIONS[route.name]
 ]
