@@ -388,17 +388,30 @@ def test_events_of_two_nodes_through_a_kill_and_an_outage(
         request.addfinalizer(fetcher.stop)  # Before the stream's client closes.
         progress, total = Progress(), CLIENTS * OPERATIONS
         clients = [Client(i, cluster, progress) for i in range(CLIENTS)]
-        threads = [threading.Thread(target=c.run, daemon=True) for c in clients]
+        failures = []
+
+        def thread(function, *args):
+            def run():
+                try:
+                    function(*args)
+                except BaseException as e:  # Reported below, with the thread's name.
+                    failures.append(f"{function.__qualname__}: {e!r}")
+
+            return threading.Thread(target=run, daemon=True)
+
+        threads = [thread(c.run) for c in clients]
         threads += [
-            threading.Thread(target=kill_node, args=(cluster, progress, total), daemon=True),
-            threading.Thread(target=cut_redis, args=(proxy, progress, total), daemon=True),
+            thread(kill_node, cluster, progress, total),
+            thread(cut_redis, proxy, progress, total),
         ]
-        for thread in threads:
-            thread.start()
+        for started in threads:
+            started.start()
         deadline = time.monotonic() + PHASE_TIMEOUT
-        for thread in threads:
-            thread.join(max(deadline - time.monotonic(), 0.1))
-            assert not thread.is_alive(), "the clients did not finish in time"
+        for started in threads:
+            started.join(max(deadline - time.monotonic(), 0.1))
+            assert not started.is_alive(), "the clients did not finish in time"
+        assert not failures, failures
+        assert cluster.nodes[1].server.process.poll() is None, "node 1 did not start again"
         unexpected = [u for c in clients for u in c.unexpected]
         assert not unexpected, unexpected
 
