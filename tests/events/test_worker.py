@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from ..support.live import ALICE, REQUEST_TIMEOUT, ROOT, create_collection, running_server
+from .conftest import redis_events_for_live_servers
 
 
 pytestmark = pytest.mark.live
@@ -96,15 +97,7 @@ def until(condition, what, worker):
 
 def test_the_example_worker_processes_every_version(tmp_path, monkeypatch, redis_stream):
     client, stream = redis_stream
-    environment = {
-        "DESTINATIONS": "redis",
-        "REDIS_URL": "redis://127.0.0.1:6379/0",
-        "REDIS_STREAM": stream,
-        "URL_SECRET": "a-live-secret-of-enough-length",
-        "POLL_SECONDS": "0.5",
-    }
-    for name, value in environment.items():
-        monkeypatch.setenv(f"KINTO_ATTACHMENT_EVENTS_{name}", value)
+    redis_events_for_live_servers(monkeypatch, stream)
     bodies, replacement = _contents()
     with running_server(tmp_path) as server:
         create_collection(server, "blog", "articles")
