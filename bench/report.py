@@ -4,12 +4,14 @@
 Rows are dicts: large uploads ``{server, size, seconds, growth, cpu}``, small uploads
 ``{server, workers, rps}``, downloads ``{server, route, size, seconds, growth}`` (bytes and
 seconds; ``growth`` None where our server is not involved), resumable uploads ``{server, size,
-chunk, tus, multipart}``, refusals ``{server, status, seconds, sent}``.
+chunk, tus, multipart}``, refusals ``{server, status, seconds, sent}``, events ``{server,
+workers, round, rps}``.
 """
 
 import datetime
 import os
 import platform
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +21,7 @@ MiB = 1024 * 1024
 BIN = Path(sys.executable).parent
 
 
-def write(path, large, small, downloads, tus, refusals, args):
+def write(path, large, small, downloads, tus, refusals, events, args):
     """``path`` (markdown) and, with large uploads, its chart beside it (``chart.png`` for
     ``RESULTS.md``, ``NAME.png`` for ``NAME.md``)."""
     lines = header(args)
@@ -33,6 +35,8 @@ def write(path, large, small, downloads, tus, refusals, args):
         lines += tus_section(tus)
     if refusals:
         lines += refusals_section(refusals)
+    if events:
+        lines += events_section(events, args.small)
     if large:
         image = "chart.png" if path.name == "RESULTS.md" else path.stem + ".png"
         lines += ["", f"![throughput and memory]({image})", ""]
@@ -186,6 +190,34 @@ def refusals_section(refusals):
         lines.append(
             f"| {row['server']} | {row['status']} | {row['seconds']:.2f} "
             f"| {row['sent'] / MiB:.1f} MiB |"
+        )
+    return lines
+
+
+#: Throughput of 4 KiB uploads with events on, against events off, that the events case
+#: must keep.
+EVENTS_TARGET = 0.9
+
+
+def events_section(events, count):
+    """Medians of the rounds, events on against off, sequential and concurrent."""
+    off, on = "ours-pg", "ours-pg-events"
+    lines = [
+        "",
+        f"## Events: {count} uploads of 4 KiB on PostgreSQL, `redis` destination on and off",
+        "",
+        f"| clients | rounds | {off} req/s | {on} req/s | on vs off (target ≥ {EVENTS_TARGET}×) |",
+        "|---|---|---|---|---|",
+    ]
+    for workers in dict.fromkeys(r["workers"] for r in events):
+        rps = {
+            name: [r["rps"] for r in events if r["server"] == name and r["workers"] == workers]
+            for name in (off, on)
+        }
+        median_off, median_on = (statistics.median(rps[name]) for name in (off, on))
+        lines.append(
+            f"| {workers} | {len(rps[off])} | {median_off:.0f} | {median_on:.0f} "
+            f"| {ratio(median_on, median_off)} |"
         )
     return lines
 

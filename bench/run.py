@@ -143,6 +143,40 @@ def bench_large(servers, sizes, rounds, folder):
     return rows
 
 
+def upload_small(server, content, count, workers, prefix="small"):
+    """``count`` uploads of ``content`` to records ``{prefix}-{i}`` by ``workers`` clients:
+    ``(requests per second, connections dropped and retried)``."""
+    local, dropped = threading.local(), []
+
+    def post(i):
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+        # Kinto on PostgreSQL answers concurrent writes to one collection with 409 "please
+        # retry" (plain record PUTs too): retry, as Kinto clients do. A connection dropped
+        # under a request (seen with uWSGI's raw sink) is retried too, and counted.
+        for _ in range(5):
+            try:
+                response = local.session.post(
+                    server.upload_url(f"{prefix}-{i}"),
+                    files={"attachment": (f"f{i}.bin", content)},
+                    auth=AUTH,
+                    timeout=60,
+                )
+            except requests.ConnectionError:
+                dropped.append(i)
+                local.session = requests.Session()
+                continue
+            if response.status_code != 409:
+                break
+        if response.status_code >= 400:
+            raise RuntimeError(f"{server.name}: {response.status_code} {response.text}")
+
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        list(pool.map(post, range(count)))
+    return count / (time.perf_counter() - start), len(dropped)
+
+
 def bench_small(servers, count, concurrency):
     content = os.urandom(4096)
     rows = []
@@ -150,44 +184,39 @@ def bench_small(servers, count, concurrency):
         if name == "reference-wb" or server.direct:
             continue  # Write-behind starts at two windows (16 MiB): these are plain writes.
         for workers in (1, concurrency):
-            local, dropped = threading.local(), []
-
-            def post(i, server=server, local=local, dropped=dropped):
-                if not hasattr(local, "session"):
-                    local.session = requests.Session()
-                # Kinto on PostgreSQL answers concurrent writes to one collection with
-                # 409 "please retry" (plain record PUTs too): retry, as Kinto clients do. A
-                # connection dropped under a request (seen with uWSGI's raw sink) is retried
-                # too, and counted.
-                for _ in range(5):
-                    try:
-                        response = local.session.post(
-                            server.upload_url(f"small-{i}"),
-                            files={"attachment": (f"f{i}.bin", content)},
-                            auth=AUTH,
-                            timeout=60,
-                        )
-                    except requests.ConnectionError:
-                        dropped.append(i)
-                        local.session = requests.Session()
-                        continue
-                    if response.status_code != 409:
-                        break
-                if response.status_code >= 400:
-                    raise RuntimeError(f"{server.name}: {response.status_code} {response.text}")
-
-            start = time.perf_counter()
-            with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-                list(pool.map(post, range(count)))
-            elapsed = time.perf_counter() - start
-            rows.append({"server": name, "workers": workers, "rps": count / elapsed})
-            retried = f" ({len(dropped)} dropped connections retried)" if dropped else ""
-            print(f"  {name:12s} x{workers}  {count / elapsed:.0f} req/s{retried}", flush=True)
+            rps, dropped = upload_small(server, content, count, workers)
+            rows.append({"server": name, "workers": workers, "rps": rps})
+            retried = f" ({dropped} dropped connections retried)" if dropped else ""
+            print(f"  {name:12s} x{workers}  {rps:.0f} req/s{retried}", flush=True)
             if server.kinto:
                 records = f"{server.root}/buckets/bench/collections/files/records"
                 requests.delete(records, auth=AUTH, timeout=120)
             else:
                 server.clean(None)
+    return rows
+
+
+#: The servers of the events case: the same PostgreSQL configuration, events off and on.
+EVENTS_PAIR = ("ours-pg", "ours-pg-events")
+
+
+def bench_events(servers, count, concurrency, rounds):
+    """4 KiB uploads on PostgreSQL with events off and with the ``redis`` destination on, in
+    alternating rounds (new records each round: no deletes, whose events would be delivered
+    during the next round), sequential and concurrent: what recording and delivering events
+    costs uploads."""
+    content = os.urandom(4096)
+    rows = []
+    for round_number in range(rounds):
+        order = EVENTS_PAIR if round_number % 2 == 0 else EVENTS_PAIR[::-1]
+        for workers in (1, concurrency):
+            for name in order:
+                prefix = f"events-{round_number}-{workers}"
+                rps, _ = upload_small(servers[name], content, count, workers, prefix)
+                rows.append({"server": name, "workers": workers, "round": round_number,
+                             "rps": rps})  # fmt: skip
+                print(f"  round {round_number} {name:15s} x{workers}  {rps:.0f} req/s",
+                      flush=True)  # fmt: skip
     return rows
 
 
@@ -355,10 +384,10 @@ def bench_refusals(servers, length=2_000_000_000):
 
 
 def measure(servers, cases, args, folder):
-    """``(large, small, downloads, tus, refusals)``: the rows of each case (empty when not
-    run)."""
+    """``(large, small, downloads, tus, refusals, events)``: the rows of each case (empty when
+    not run)."""
     sizes = [int(s) * MiB for s in args.sizes.split(",")]
-    large = small = downloads = tus = refusals = []
+    large = small = downloads = tus = refusals = events = []
     if "large" in cases:
         print("Large uploads", flush=True)
         large = bench_large(servers, sizes, args.rounds, folder)
@@ -374,7 +403,13 @@ def measure(servers, cases, args, folder):
     if "refusals" in cases:
         print("Refusals", flush=True)
         refusals = bench_refusals(servers)
-    return large, small, downloads, tus, refusals
+    if "events" in cases:
+        missing = set(EVENTS_PAIR) - set(servers)
+        if missing:
+            raise SystemExit(f"the events case needs the servers {', '.join(sorted(missing))}")
+        print("Events", flush=True)
+        events = bench_events(servers, args.small, args.concurrency, args.rounds)
+    return large, small, downloads, tus, refusals, events
 
 
 def main():
@@ -395,11 +430,13 @@ def main():
         "--servers",
         # Not ours-gcs: a 1 GiB upload to the GCS emulator takes minutes (RESULTS-gcs.md).
         default="reference,reference-wb,peer,ours,ours-pg,ours-s3,ours-s3-uwsgi,"
-        "reference-gunicorn,ours-gunicorn,reference-uwsgi,ours-uwsgi",
+        "reference-gunicorn,ours-gunicorn,reference-uwsgi,ours-uwsgi,ours-pg-events",
         help="comma separated (more: ours-gcs)",
     )
     parser.add_argument(
-        "--cases", default="large,small,downloads,tus,refusals", help="comma separated"
+        "--cases",
+        default="large,small,downloads,tus,refusals,events",
+        help="comma separated",
     )
     parser.add_argument(
         "--tmpfs",

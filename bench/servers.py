@@ -144,6 +144,8 @@ def start_servers(names, folder, stack):
                 bin_dir, extra = live.ensure_peer(), []
             elif name == "ours-pg":
                 template = "postgresql.ini"
+            elif name == "ours-pg-events":
+                template, extra = "postgresql.ini", extra + events_lines(stack)
             elif store == "ours-s3":
                 if "s3-direct" not in servers:
                     servers["s3-direct"] = DirectS3(moto(folder, stack))
@@ -153,12 +155,12 @@ def start_servers(names, folder, stack):
                 gcs_endpoint = fake_gcs(folder, stack)
                 extra = gcs_lines(gcs_endpoint)
             text = kinto_ini(template, files, includes, extra)
-            if name == "ours-pg":
+            if template == "postgresql.ini":
                 text = re.sub(r"^pg_url = .*$", f"pg_url = {pg_database(stack)}", text, flags=re.M)
             if store in ("ours-s3", "ours-gcs"):
                 text = re.sub(r"^kinto\.attachment\.base_path = .*\n", "", text, flags=re.M)
             ini.write_text(text)
-            if name == "ours-pg":
+            if template == "postgresql.ini":
                 subprocess.run([str(BIN / "kinto"), "migrate", "--ini", str(ini)], check=True)
             command = [str(bin_dir / "pserve"), str(ini)]
             if streaming:
@@ -173,6 +175,27 @@ def start_servers(names, folder, stack):
         if gcs_endpoint:
             servers["gcs-direct"] = DirectGCS(gcs_endpoint)
     return servers
+
+
+#: Where ``ours-pg-events`` sends its events (the Redis of the test machines by default).
+EVENTS_REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def events_lines(stack):
+    """Settings of ours-pg-events: its events to a Redis stream of its own, deleted when
+    ``stack`` closes."""
+    import redis
+
+    stream = f"kinto-attachment-bench-{uuid.uuid4().hex[:8]}"
+    client = redis.Redis.from_url(EVENTS_REDIS)
+    stack.callback(client.close)
+    stack.callback(client.delete, stream)
+    return [
+        "kinto.attachment.events.destinations = redis",
+        f"kinto.attachment.events.redis.url = {EVENTS_REDIS}",
+        f"kinto.attachment.events.redis.stream = {stream}",
+        "kinto.attachment.events.url_secret = a-bench-secret-of-enough-length",
+    ]
 
 
 def pg_database(stack):

@@ -9,6 +9,7 @@ each attempt (``retry_seconds``, up to an hour; longer if a webhook's ``Retry-Af
 hold is over. A crash anywhere leaves the row pending: it is delivered again (at least once).
 """
 
+import contextlib
 import logging
 import threading
 import time
@@ -68,6 +69,14 @@ class Dispatcher:
     def wake(self):
         self._woken.set()
 
+    @contextlib.contextmanager
+    def _bookkeeping(self):
+        """A transaction of the dispatcher's marks, which need not wait for the disk
+        (:data:`.claims.UNSYNCED`)."""
+        with transaction.manager:
+            self._claims.unsynced()
+            yield
+
     def start(self):
         self._thread = threading.Thread(target=self._run, name="attachment-events", daemon=True)
         self._thread.start()
@@ -112,7 +121,7 @@ class Dispatcher:
         return len(claimed)
 
     def _release(self, rows):
-        with transaction.manager:
+        with self._bookkeeping():
             for row in rows:
                 outbox.change(self._registry.storage, row, claimed_until=0)
 
@@ -120,7 +129,7 @@ class Dispatcher:
         """Remove the delivered rows whose hold is over; observe the pending ones."""
         self._housekept = time.monotonic()
         storage = self._registry.storage
-        with transaction.manager:
+        with self._bookkeeping():
             outbox.remove(storage, outbox.DELIVERED, before=msec_time())
             for destination in self._options.used:
                 pending = outbox.count(storage, destination, outbox.PENDING)
@@ -155,7 +164,7 @@ class Dispatcher:
         hold = 0
         if row.get("key"):
             hold = min(self._options.fetch_grace_seconds, self._options.url_expires_seconds)
-        with transaction.manager:
+        with self._bookkeeping():
             outbox.change(
                 self._registry.storage,
                 row,
@@ -184,7 +193,7 @@ class Dispatcher:
             ", dead" if dead else f", next in {delay:.1f}s",
             error,
         )
-        with transaction.manager:
+        with self._bookkeeping():
             outbox.change(
                 self._registry.storage,
                 row,

@@ -149,6 +149,20 @@ def destination_settings(destination, receiver=None, stream=None, exchange=None,
     }
 
 
+def redis_events_for_live_servers(monkeypatch, stream):
+    """Events on, to Redis's ``stream``, for the live servers started next (``pserve`` on the
+    shipped configuration), by Kinto's environment variables."""
+    environment = {
+        "DESTINATIONS": "redis",
+        "REDIS_URL": f"redis://{REDIS[0]}:{REDIS[1]}/0",
+        "REDIS_STREAM": stream,
+        "URL_SECRET": "a-live-secret-of-enough-length",
+        "POLL_SECONDS": "0.5",
+    }
+    for name, value in environment.items():
+        monkeypatch.setenv(f"KINTO_ATTACHMENT_EVENTS_{name}", value)
+
+
 @pytest.fixture
 def events_app(tmp_path_factory, request):
     """``events_app(backend, destinations, thread=False, **events_settings)``: a Kinto with

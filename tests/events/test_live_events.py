@@ -8,19 +8,12 @@ import json
 import requests
 
 from ..support.live import ALICE, create_collection, running_server
+from .conftest import redis_events_for_live_servers
 
 
 def test_a_live_server_streams_its_events_to_redis(tmp_path, monkeypatch, redis_stream):
     client, stream = redis_stream
-    environment = {
-        "DESTINATIONS": "redis",
-        "REDIS_URL": "redis://127.0.0.1:6379/0",
-        "REDIS_STREAM": stream,
-        "URL_SECRET": "a-live-secret-of-enough-length",
-        "POLL_SECONDS": "0.5",
-    }
-    for name, value in environment.items():
-        monkeypatch.setenv(f"KINTO_ATTACHMENT_EVENTS_{name}", value)
+    redis_events_for_live_servers(monkeypatch, stream)
     content = bytes(range(256)) * 64
     with running_server(tmp_path) as server:
         create_collection(server, "blog", "articles")
