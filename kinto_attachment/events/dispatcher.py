@@ -90,6 +90,11 @@ class Dispatcher:
             destination.close()
 
     def _run(self):
+        # Not at once: a process that only builds the app (``kinto migrate`` on a database
+        # without tables yet, a command) is gone before the first round. A commit's wake, or
+        # the first poll, starts it.
+        self._woken.wait(self._options.poll_seconds)
+        self._woken.clear()
         while not self._stopped.is_set():
             try:
                 busy = self.run_once() >= BATCH
