@@ -32,6 +32,7 @@ from kinto.core.storage.postgresql import PostgreSQLPluginMigration
 from kinto.core.utils import COMPARISON
 
 from . import locks
+from .events import claims
 from .state import legacy, links, paging, records
 
 
@@ -196,8 +197,9 @@ def _legacy_keys(storage, bucket_id, collection_id):
 
 
 class Migration(PostgreSQLPluginMigration):
-    """``kinto migrate``: adopt kinto-attachment's data (Kinto runs plugin migrations on
-    PostgreSQL only; on the memory backend nothing outlives the process to adopt).
+    """``kinto migrate``: the index of the events' outbox (:mod:`.events.claims`), and adopt
+    kinto-attachment's data (Kinto runs plugin migrations on PostgreSQL only; on the memory
+    backend nothing outlives the process to adopt).
 
     Not a schema version: adoption runs at every ``kinto migrate`` (``--dry-run`` reports
     what it would do), and does nothing once everything is ours. Its report is logged by
@@ -210,4 +212,6 @@ class Migration(PostgreSQLPluginMigration):
         self.registry = registry
 
     def initialize_schema(self, client, dry_run=False):
+        if client is not None and not dry_run:
+            claims.create_index(client)
         adopt(self.registry, dry_run=dry_run)

@@ -44,6 +44,23 @@ RETURNING objects.id, objects.parent_id, objects.data
 """
 
 
+#: The pending rows alone, which claims read (``kinto migrate`` creates it): delivered rows,
+#: kept while they hold their blob, and every other object are not scanned at each claim.
+PENDING_INDEX = f"""
+CREATE INDEX IF NOT EXISTS idx_attachment_events_pending
+    ON objects (((data->>'next_attempt_at')::bigint))
+    WHERE resource_name = '{outbox.RESOURCE}' AND data->>'state' = 'pending'
+"""
+
+
+def create_index(client):
+    """Index the pending rows of the outbox (PostgreSQL; ``client``: Kinto's storage client)."""
+    import sqlalchemy
+
+    with client.connect(force_commit=True) as session:
+        session.execute(sqlalchemy.text(PENDING_INDEX))
+
+
 #: The dispatcher's own transactions (claims, marks) do not wait for their commit to reach the
 #: disk: one lost with a crash of PostgreSQL only makes an event delivered again, which at
 #: least once allows; the uploads' transactions keep waiting, and keep their events.

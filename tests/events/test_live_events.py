@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 
+import psycopg2
 import pytest
 import requests
 
@@ -20,6 +21,9 @@ from ..support.live import (
     running_server,
 )
 from .conftest import redis_events_for_live_servers
+
+
+INDEX = "idx_attachment_events_pending"
 
 
 def test_a_live_server_streams_its_events_to_redis(tmp_path, monkeypatch, redis_stream):
@@ -49,10 +53,11 @@ def test_a_live_server_streams_its_events_to_redis(tmp_path, monkeypatch, redis_
 
 
 @pytest.mark.postgresql
-def test_kinto_migrate_with_events_on_leaves_the_outbox_alone(tmp_path, monkeypatch):
-    """``kinto migrate`` builds the app, whose dispatcher would claim rows from tables that
-    do not exist yet on a new database: it waits for its first round, by which time the
-    command is gone, rather than logging a failure with a traceback."""
+def test_kinto_migrate_indexes_the_outbox_and_leaves_it_alone(tmp_path, monkeypatch):
+    """``kinto migrate`` creates the index of the outbox's pending rows, which claims read.
+    It builds the app, whose dispatcher would claim rows from tables that do not exist yet on
+    a new database: the dispatcher waits for its first round, by which time the command is
+    gone, rather than logging a failure with a traceback."""
     redis_events_for_live_servers(monkeypatch, "never-written")
     monkeypatch.delenv("KINTO_ATTACHMENT_EVENTS_POLL_SECONDS")
     with own_database("kinto_attachment_migrate") as database:
@@ -61,5 +66,9 @@ def test_kinto_migrate_with_events_on_leaves_the_outbox_alone(tmp_path, monkeypa
         ini = tmp_path / "postgresql.ini"
         ini.write_text(live_config(0, tmp_path, template=ROOT / "config" / "postgresql.ini"))
         migrated = run_command([BIN / "kinto", "migrate", "--ini", ini], tmp_path, env=env)
+        with psycopg2.connect(database) as connection, connection.cursor() as cursor:
+            cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s", [INDEX])
+            [[definition]] = cursor.fetchall()
+    assert "WHERE ((resource_name = 'attachment-event'::text)" in definition, definition
     assert migrated.returncode == 0, migrated
     assert "Events: dispatch failed" not in migrated.stdout + migrated.stderr
