@@ -36,7 +36,7 @@ def test_every_registered_route_has_its_path_and_methods(apps, configuration):
             for method in sorted(with_head(route.methods))
             if method.lower() not in described
         ]
-    assert missing == [], "describe them in kinto_attachment.openapi.OPERATIONS"
+    assert missing == [], "describe them in kinto_attachment.openapi.operations.OPERATIONS"
 
 
 def test_every_route_of_the_table_has_operations():
