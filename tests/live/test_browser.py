@@ -27,7 +27,6 @@ from ..support.live import (
     ALICE,
     REQUEST_TIMEOUT,
     ROOT,
-    checkout_untouched,
     client_env,
     documented_examples,
     running_server,
@@ -35,7 +34,7 @@ from ..support.live import (
 )
 
 
-pytestmark = pytest.mark.live
+pytestmark = [pytest.mark.live, pytest.mark.usefixtures("checkout_left_as_it_was")]
 
 EXAMPLE = ROOT / "examples" / "browser"
 DRIVER = ROOT / "tests" / "support" / "browser"
@@ -93,13 +92,6 @@ def npm_ci(folder, *options):
     assert result.returncode == 0, result
     # Installs cleanly on the Node.js of these machines (20): no "Unsupported engine".
     assert "EBADENGINE" not in result.stdout + result.stderr, result
-
-
-@pytest.fixture(scope="module", autouse=True)
-def checkout():
-    """The example leaves the clone as it was."""
-    with checkout_untouched():
-        yield
 
 
 @pytest.fixture(scope="module")

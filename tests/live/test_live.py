@@ -21,7 +21,6 @@ from ..support.live import (
     ALICE,
     REQUEST_TIMEOUT,
     ROOT,
-    checkout_untouched,
     code_blocks,
     create_collection,
     curl,
@@ -36,18 +35,11 @@ from ..support.live import (
 )
 
 
-pytestmark = pytest.mark.live
+pytestmark = [pytest.mark.live, pytest.mark.usefixtures("checkout_left_as_it_was")]
 
 MiB = 1024 * 1024
 HELLO = b"Hello, Kinto!"
 ASSETS = "/buckets/website/collections/assets"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def checkout():
-    """The examples leave the clone as it was (they run in a scratch folder)."""
-    with checkout_untouched():
-        yield
 
 
 @pytest.fixture(scope="module")

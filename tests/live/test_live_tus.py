@@ -20,7 +20,6 @@ import requests
 from ..support.live import (
     ALICE,
     COMMAND_TIMEOUT,
-    checkout_untouched,
     client_env,
     documented_examples,
     run_bash,
@@ -30,17 +29,10 @@ from ..support.live import (
 )
 
 
-pytestmark = pytest.mark.live
+pytestmark = [pytest.mark.live, pytest.mark.usefixtures("checkout_left_as_it_was")]
 
 SIZE = 20_000_000
 PART = 5 * 1024 * 1024
-
-
-@pytest.fixture(scope="module", autouse=True)
-def checkout():
-    """The examples leave the clone as it was (they run in a scratch folder)."""
-    with checkout_untouched():
-        yield
 
 
 @pytest.fixture(scope="module")
