@@ -3,9 +3,12 @@ whose attempt is due, leased to one dispatcher for a while (``claimed_until``).
 
 The lease is taken in a short transaction of its own, then the delivery runs without one: a
 dispatcher killed meanwhile leaves a lease that runs out, and another dispatcher (of any node)
-delivers the row again. A row waits while an earlier row of its subject and destination is
-pending (leased or not): order holds across nodes and retries, and a dead row lets the next
-one go.
+delivers the row again. The rows delivered in a round are marked together, in one statement
+on PostgreSQL (:meth:`PostgreSQLClaims.delivered`): the dispatcher shares its process with the
+server's requests, and a transaction per event cost uploads a third of their throughput.
+
+A row waits while an earlier row of its subject and destination is pending (leased or not):
+order holds across nodes and retries, and a dead row lets the next one go.
 
 On PostgreSQL the heads are read with ``FOR UPDATE SKIP LOCKED`` on Kinto's ``objects``
 table: two dispatchers claiming at once each take other rows, neither waits. On the memory
@@ -41,6 +44,20 @@ FROM heads
 WHERE objects.resource_name = :resource AND objects.id = heads.id
   AND objects.parent_id = heads.parent_id
 RETURNING objects.id, objects.parent_id, objects.data
+"""
+
+
+DELIVERED = """
+UPDATE objects SET data = objects.data || jsonb_build_object(
+    'state', 'delivered',
+    'attempts', (objects.data->>'attempts')::bigint + 1,
+    'delivered_at', CAST(:now AS bigint),
+    'hold_until', CASE WHEN objects.data ? 'key' THEN CAST(:held AS bigint)
+                       ELSE CAST(:now AS bigint) END,
+    'claimed_until', 0)
+FROM unnest(CAST(:parents AS text[]), CAST(:ids AS text[])) AS done(parent_id, id)
+WHERE objects.resource_name = :resource
+  AND objects.parent_id = done.parent_id AND objects.id = done.id
 """
 
 
@@ -93,6 +110,22 @@ class PostgreSQLClaims:
             found = session.execute(sqlalchemy.text(CLAIM), placeholders).fetchall()
         return [{**data, "id": id_, "parent": parent} for id_, parent, data in found]
 
+    def delivered(self, rows, now, hold):
+        """Mark ``rows`` delivered at ``now``, the blobs of their ``stored`` events held
+        ``hold`` milliseconds, in the current transaction. A row purged meanwhile is no
+        longer there to mark."""
+        import sqlalchemy
+
+        placeholders = {
+            "resource": outbox.RESOURCE,
+            "parents": [row["parent"] for row in rows],
+            "ids": [row["id"] for row in rows],
+            "now": now,
+            "held": now + hold,
+        }
+        with self._storage.client.connect() as session:
+            session.execute(sqlalchemy.text(DELIVERED), placeholders)
+
 
 class MemoryClaims:
     def __init__(self, storage):
@@ -120,6 +153,18 @@ class MemoryClaims:
             ]
             due.sort(key=lambda row: row["next_attempt_at"])
             return [outbox.change(self._storage, row, claimed_until=until) for row in due[:limit]]
+
+    def delivered(self, rows, now, hold):
+        for row in rows:
+            outbox.change(
+                self._storage,
+                row,
+                state=outbox.DELIVERED,
+                attempts=row["attempts"] + 1,
+                delivered_at=now,
+                hold_until=now + hold if row.get("key") else now,
+                claimed_until=0,
+            )
 
 
 def for_storage(storage):

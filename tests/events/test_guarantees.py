@@ -263,8 +263,9 @@ def test_rows_a_lease_cannot_cover_are_released(events_app, receiver, monkeypatc
     deliver = dispatcher._deliver
 
     def slow_delivery(row):  # Each takes 5 seconds of the 13 of the lease (3 × 1 + 10).
-        deliver(row)
+        taken = deliver(row)
         clock[0] += 5_000
+        return taken
 
     monkeypatch.setattr(dispatcher, "_deliver", slow_delivery)
     assert dispatcher.run_once(now=clock[0]) == 3
