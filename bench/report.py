@@ -5,7 +5,7 @@ Rows are dicts: large uploads ``{server, size, seconds, growth, cpu}``, small up
 ``{server, workers, rps}``, downloads ``{server, route, size, seconds, growth}`` (bytes and
 seconds; ``growth`` None where our server is not involved), resumable uploads ``{server, size,
 chunk, tus, multipart}``, refusals ``{server, status, seconds, sent}``, events ``{server,
-workers, round, rps}``.
+workers, round, rps}``, records ``{kind, workers, round, rps, conflicts}``.
 """
 
 import datetime
@@ -21,7 +21,7 @@ MiB = 1024 * 1024
 BIN = Path(sys.executable).parent
 
 
-def write(path, large, small, downloads, tus, refusals, events, args):
+def write(path, large, small, downloads, tus, refusals, events, records, args):
     """``path`` (markdown) and, with large uploads, its chart beside it (``chart.png`` for
     ``RESULTS.md``, ``NAME.png`` for ``NAME.md``)."""
     lines = header(args)
@@ -37,6 +37,8 @@ def write(path, large, small, downloads, tus, refusals, events, args):
         lines += refusals_section(refusals)
     if events:
         lines += events_section(events, args.small)
+    if records:
+        lines += records_section(records, args.small)
     if large:
         image = "chart.png" if path.name == "RESULTS.md" else path.stem + ".png"
         lines += ["", f"![throughput and memory]({image})", ""]
@@ -218,6 +220,40 @@ def events_section(events, count):
         lines.append(
             f"| {workers} | {len(rps[off])} | {median_off:.0f} | {median_on:.0f} "
             f"| {ratio(median_on, median_off)} |"
+        )
+    return lines
+
+
+#: Throughput of 4 KiB uploads against plain record ``PUT``s that the records case must keep.
+RECORDS_TARGET = 0.8
+
+
+def records_section(records, count):
+    """Medians of the rounds: uploads creating and replacing against record ``PUT``s."""
+    lines = [
+        "",
+        f"## {count} uploads of 4 KiB on PostgreSQL against {count} record `PUT`s (ours-pg)",
+        "",
+        "| clients | rounds | `PUT` req/s | create req/s | replace req/s "
+        f"| create vs `PUT` | replace vs `PUT` (target ≥ {RECORDS_TARGET}×) | 409s retried |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for workers in dict.fromkeys(r["workers"] for r in records):
+        mine = [r for r in records if r["workers"] == workers]
+        rps = {
+            kind: statistics.median(r["rps"] for r in mine if r["kind"] == kind)
+            for kind in ("put", "create", "replace")
+        }
+        conflicts = {
+            kind: sum(r["conflicts"] for r in mine if r["kind"] == kind)
+            for kind in ("put", "create", "replace")
+        }
+        rounds = sum(1 for r in mine if r["kind"] == "put")
+        lines.append(
+            f"| {workers} | {rounds} | {rps['put']:.0f} | {rps['create']:.0f} "
+            f"| {rps['replace']:.0f} | {ratio(rps['create'], rps['put'])} "
+            f"| {ratio(rps['replace'], rps['put'])} "
+            f"| {conflicts['put']} / {conflicts['create']} / {conflicts['replace']} |"
         )
     return lines
 

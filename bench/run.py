@@ -38,6 +38,7 @@ import argparse
 import base64
 import concurrent.futures
 import contextlib
+import functools
 import hashlib
 import http.client
 import os
@@ -143,38 +144,51 @@ def bench_large(servers, sizes, rounds, folder):
     return rows
 
 
-def upload_small(server, content, count, workers, prefix="small"):
-    """``count`` uploads of ``content`` to records ``{prefix}-{i}`` by ``workers`` clients:
-    ``(requests per second, connections dropped and retried)``."""
-    local, dropped = threading.local(), []
+def throughput(server, count, workers, send):
+    """``count`` requests ``send(session, i)`` by ``workers`` clients: ``(requests per second,
+    connections dropped and retried, 409s retried)``."""
+    local, dropped, conflicts = threading.local(), [], []
 
-    def post(i):
+    def one(i):
         if not hasattr(local, "session"):
             local.session = requests.Session()
         # Kinto on PostgreSQL answers concurrent writes to one collection with 409 "please
-        # retry" (plain record PUTs too): retry, as Kinto clients do. A connection dropped
-        # under a request (seen with uWSGI's raw sink) is retried too, and counted.
+        # retry" (plain record PUTs too): retry, as Kinto clients do, and count them. A
+        # connection dropped under a request (seen with uWSGI's raw sink) is retried too, and
+        # counted.
         for _ in range(5):
             try:
-                response = local.session.post(
-                    server.upload_url(f"{prefix}-{i}"),
-                    files={"attachment": (f"f{i}.bin", content)},
-                    auth=AUTH,
-                    timeout=60,
-                )
+                response = send(local.session, i)
             except requests.ConnectionError:
                 dropped.append(i)
                 local.session = requests.Session()
                 continue
             if response.status_code != 409:
                 break
+            conflicts.append(i)
         if response.status_code >= 400:
             raise RuntimeError(f"{server.name}: {response.status_code} {response.text}")
 
     start = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        list(pool.map(post, range(count)))
-    return count / (time.perf_counter() - start), len(dropped)
+        list(pool.map(one, range(count)))
+    return count / (time.perf_counter() - start), len(dropped), len(conflicts)
+
+
+def upload_small(server, content, count, workers, prefix="small"):
+    """``count`` uploads of ``content`` to records ``{prefix}-{i}`` by ``workers`` clients:
+    ``(requests per second, connections dropped and retried)``."""
+
+    def post(session, i):
+        return session.post(
+            server.upload_url(f"{prefix}-{i}"),
+            files={"attachment": (f"f{i}.bin", content)},
+            auth=AUTH,
+            timeout=60,
+        )
+
+    rps, dropped, _ = throughput(server, count, workers, post)
+    return rps, dropped
 
 
 def bench_small(servers, count, concurrency):
@@ -193,6 +207,48 @@ def bench_small(servers, count, concurrency):
                 requests.delete(records, auth=AUTH, timeout=120)
             else:
                 server.clean(None)
+    return rows
+
+
+def bench_records(server, count, concurrency, rounds):
+    """4 KiB uploads on PostgreSQL (``ours-pg``) creating records, then replacing their
+    files, against plain record ``PUT``s of the same server carrying what an upload writes (a
+    file's metadata), sequential and concurrent, in rounds that alternate which goes first:
+    what an upload costs beyond the record write it makes. 409s retried are counted."""
+    content = os.urandom(4096)
+    digest = hashlib.sha256(content).hexdigest()
+
+    def record(session, i, prefix):
+        url = server.upload_url(f"{prefix}-{i}").removesuffix("/attachment")
+        metadata = {"filename": f"f{i}.bin", "hash": digest, "size": len(content),
+                    "mimetype": "application/octet-stream", "location": f"{url}.bin"}  # fmt: skip
+        return session.put(url, json={"data": {"file": metadata}}, auth=AUTH, timeout=60)
+
+    def upload(session, i, prefix):
+        return session.post(
+            server.upload_url(f"{prefix}-{i}"),
+            files={"attachment": (f"f{i}.bin", content)},
+            auth=AUTH,
+            timeout=60,
+        )
+
+    rows = []
+    for round_number in range(rounds):
+        for workers in (1, concurrency):
+            prefix = f"records-{round_number}-{workers}"
+            kinds = [
+                ("put", functools.partial(record, prefix=prefix + "-put")),
+                ("create", functools.partial(upload, prefix=prefix)),
+                ("replace", functools.partial(upload, prefix=prefix)),
+            ]
+            if round_number % 2:
+                kinds = kinds[1:] + kinds[:1]
+            for kind, send in kinds:
+                rps, _, conflicts = throughput(server, count, workers, send)
+                rows.append({"kind": kind, "workers": workers, "round": round_number,
+                             "rps": rps, "conflicts": conflicts})  # fmt: skip
+                print(f"  round {round_number} {kind:8s} x{workers}  {rps:.0f} req/s"
+                      f"  ({conflicts} 409s retried)", flush=True)  # fmt: skip
     return rows
 
 
@@ -384,10 +440,10 @@ def bench_refusals(servers, length=2_000_000_000):
 
 
 def measure(servers, cases, args, folder):
-    """``(large, small, downloads, tus, refusals, events)``: the rows of each case (empty when
-    not run)."""
+    """``(large, small, downloads, tus, refusals, events, records)``: the rows of each case
+    (empty when not run)."""
     sizes = [int(s) * MiB for s in args.sizes.split(",")]
-    large = small = downloads = tus = refusals = events = []
+    large = small = downloads = tus = refusals = events = records = []
     if "large" in cases:
         print("Large uploads", flush=True)
         large = bench_large(servers, sizes, args.rounds, folder)
@@ -409,7 +465,12 @@ def measure(servers, cases, args, folder):
             raise SystemExit(f"the events case needs the servers {', '.join(sorted(missing))}")
         print("Events", flush=True)
         events = bench_events(servers, args.small, args.concurrency, args.rounds)
-    return large, small, downloads, tus, refusals, events
+    if "records" in cases:
+        if "ours-pg" not in servers:
+            raise SystemExit("the records case needs the server ours-pg")
+        print("Uploads against record PUTs", flush=True)
+        records = bench_records(servers["ours-pg"], args.small, args.concurrency, args.rounds)
+    return large, small, downloads, tus, refusals, events, records
 
 
 def main():
@@ -435,7 +496,7 @@ def main():
     )
     parser.add_argument(
         "--cases",
-        default="large,small,downloads,tus,refusals,events",
+        default="large,small,downloads,tus,refusals,events,records",
         help="comma separated",
     )
     parser.add_argument(
