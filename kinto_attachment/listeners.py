@@ -93,13 +93,13 @@ def _stored_record(request):
 
 
 def _stored_attachment(request):
-    return (_stored_record(request) or {}).get(FIELD)
+    return (request.context.current_object or {}).get(FIELD)
 
 
 def _patched_attachment(request, ops):
     """The ``attachment`` the stored record would have once ``ops`` (JSON-Patch) applied, or
     the stored one when they do not apply (Kinto then refuses the request itself)."""
-    stored = _stored_record(request) or {}
+    stored = request.context.current_object or {}
     try:
         patched = apply_json_patch(copy.deepcopy(stored), copy.deepcopy(ops))
     except (ValueError, TypeError, KeyError, AttributeError):
@@ -109,7 +109,8 @@ def _patched_attachment(request, ops):
 
 
 def _check_record_body(request):
-    """Refuse, before the view writes, a record body that would change ``attachment``."""
+    """Refuse, before the view writes, a record body that would change ``attachment``: the
+    stored record is the one :func:`_lock_write` read again under the record's lock."""
     try:
         body = request.json_body
     except (ValueError, RecursionError):

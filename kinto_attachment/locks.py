@@ -65,13 +65,20 @@ class PostgreSQLLocks:
 
         levels = [(ancestor, False) for ancestor in _ancestors(path)] + [(path, exclusive)]
         prefix = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
+        calls = [
+            f"{prefix if level_exclusive else prefix + '_shared'}({self._key(level)})"
+            for level, level_exclusive in levels
+        ]
         with self._client.connect() as session:
-            # One statement per level: the order (root first) is what prevents deadlocks.
-            for level, level_exclusive in levels:
-                function = prefix if level_exclusive else prefix + "_shared"
-                key = self._key(level)
-                granted = session.execute(sqlalchemy.text(f"SELECT {function}({key})")).scalar()
-                if granted is False:
+            if wait:
+                # Every level in one round trip, in order (root first: what prevents
+                # deadlocks), which the statements of a block keep, and the expressions of one
+                # select list need not.
+                block = "".join(f"PERFORM {call}; " for call in calls)
+                session.execute(sqlalchemy.text(f"DO $$ BEGIN {block}END $$"))
+                return
+            for call in calls:
+                if not session.execute(sqlalchemy.text(f"SELECT {call}")).scalar():
                     raise Busy(path)
 
 

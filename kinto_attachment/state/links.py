@@ -62,11 +62,20 @@ def add(storage, bucket_id, collection_id, record_id, key, since=None):
     )
 
 
-def of_record(storage, bucket_id, collection_id, record_id):
+def of_record(storage, bucket_id, collection_id, record_id, location=None, url=None):
     """The links of one record (normally one, more while a replacement is being committed),
-    kinto-attachment's included (:mod:`.legacy`)."""
+    kinto-attachment's included (:mod:`.legacy`).
+
+    With ``url`` (the store's key-to-URL function), ``location`` is the URL of the record's
+    file (None: it has none), and kinto-attachment's links are only read when the record has
+    a file that none of ours names: a record that kinto-attachment stored, not adopted yet.
+    Other records have no file of kinto-attachment's to find, and on PostgreSQL the lookup
+    costs every upload and download two queries.
+    """
     parent_id = PARENT_PREFIX + record_uri(bucket_id, collection_id, record_id)
     ours = storage.list_all(resource_name=RESOURCE, parent_id=parent_id)
+    if url is not None and (not location or any(url(link["key"]) == location for link in ours)):
+        return ours
     return ours + list(legacy.links(storage, bucket_id, collection_id, record_id))
 
 

@@ -201,7 +201,7 @@ def _key_of(request, context, store, metadata):
     404 when neither exists."""
     ids = (context.bucket_id, context.collection_id, context.record_id)
     location = metadata.get("location") or ""
-    found = links.of_record(request.registry.storage, *ids)
+    found = links.of_record(request.registry.storage, *ids, location=location, url=store.url)
     link = next((link for link in found if store.url(link["key"]) == location), None)
     if link is not None:
         return link["key"], link.get("since")
