@@ -151,7 +151,36 @@ REFUSALS = {
     # 400 of the tus headers.
     "not_an_integer": Refusal(**_TUS_400, message="{name} must be a non-negative integer."),
     "integer_too_long": Refusal(**_TUS_400, message="{name} is too large."),
-    "defer_length": Refusal(**_TUS_400, message="Upload-Defer-Length is not supported."),
+    "defer_length": Refusal(**_TUS_400, message="Upload-Defer-Length must be 1."),
+    "defer_length_and_length": Refusal(
+        **_TUS_400, message="Send Upload-Length or Upload-Defer-Length, not both."
+    ),
+    "length_changed": Refusal(
+        **_TUS_400, message="Upload-Length is {length} already: it cannot change."
+    ),
+    "length_below_offset": Refusal(
+        **_TUS_400, message="Upload-Length is less than the {offset} bytes received."
+    ),
+    "concat_header": Refusal(
+        **_TUS_400,
+        message="Upload-Concat must be partial, or final;URL URL... (one URL at least).",
+    ),
+    "concat_twice": Refusal(**_TUS_400, message="Upload-Concat names a partial upload twice."),
+    "concat_url": Refusal(**_TUS_400, message="Upload-Concat: {url} is no upload of this record."),
+    "concat_final_length": Refusal(
+        **_TUS_400,
+        message="A final upload has no Upload-Length nor Upload-Defer-Length: its partial "
+        "uploads make its length.",
+    ),
+    "concat_final_body": Refusal(
+        **_TUS_400, message="A final upload carries no bytes: its partial uploads are its bytes."
+    ),
+    "concat_not_partial": Refusal(
+        **_TUS_400, message="Upload-Concat: {url} is not a partial upload."
+    ),
+    "concat_unfinished": Refusal(
+        **_TUS_400, message="Upload-Concat: the partial upload {url} is not finished."
+    ),
     "bad_metadata": Refusal(**_TUS_400, message="Upload-Metadata: bad {key}"),
     "metadata_filename": Refusal(**_TUS_400, message="Upload-Metadata: filename is required."),
     "metadata_invalid": Refusal(**_TUS_400, message="Upload-Metadata: {name} {description}"),
@@ -172,6 +201,9 @@ REFUSALS = {
         "This user cannot access this resource.",
         bare=httpexceptions.HTTPForbidden,
     ),
+    "concat_final_patch": Refusal(
+        403, ERRORS.FORBIDDEN, "A final upload takes no PATCH: its partial uploads made it."
+    ),
     "bad_signature": Refusal(
         403, ERRORS.FORBIDDEN, "This URL's signature is invalid or has expired."
     ),
@@ -184,6 +216,12 @@ REFUSALS = {
         bare=httpexceptions.HTTPNotFound,
     ),
     "unknown_upload": Refusal(404, ERRORS.MISSING_RESOURCE, "Unknown upload."),
+    "concat_unknown": Refusal(
+        404,
+        ERRORS.MISSING_RESOURCE,
+        "Upload-Concat: unknown partial upload {url} (expired, or made into a final upload "
+        "already?).",
+    ),
     "upload_gone": Refusal(
         410, ERRORS.MISSING_RESOURCE, "The bytes of this upload are lost: start a new upload."
     ),

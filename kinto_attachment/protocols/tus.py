@@ -11,8 +11,10 @@ format) that also carries ``Tus-Resumable``, as tus requires of every response.
 """
 
 import base64
+import dataclasses
 import email.utils
 import hashlib
+from urllib.parse import urlsplit
 
 from pyramid.response import Response
 
@@ -21,7 +23,10 @@ from ..errors import HTTPChecksumMismatch  # noqa: F401 (tus's own status, named
 
 
 VERSION = "1.0.0"
-EXTENSIONS = "creation,creation-with-upload,termination,checksum,expiration"
+EXTENSIONS = (
+    "creation,creation-with-upload,creation-defer-length,termination,checksum,expiration,"
+    "concatenation"
+)
 #: ``Upload-Checksum`` algorithms: names as tus writes them, and their hashlib constructors.
 CHECKSUMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "md5": hashlib.md5}
 #: The only ``Content-Type`` of a chunk.
@@ -33,6 +38,8 @@ EXPOSED_HEADERS = (
     "Upload-Length",
     "Upload-Metadata",
     "Upload-Expires",
+    "Upload-Defer-Length",
+    "Upload-Concat",
     "Tus-Resumable",
     "Tus-Version",
     "Tus-Extension",
@@ -42,7 +49,8 @@ EXPOSED_HEADERS = (
 #: Headers a browser may send (``Access-Control-Allow-Headers`` of a preflight).
 ALLOWED_HEADERS = (
     "Authorization, Content-Type, Tus-Resumable, Upload-Length, Upload-Metadata, "
-    "Upload-Offset, Upload-Checksum, Upload-Defer-Length, X-HTTP-Method-Override, X-Requested-With"
+    "Upload-Offset, Upload-Checksum, Upload-Defer-Length, Upload-Concat, X-HTTP-Method-Override, "
+    "X-Requested-With"
 )
 ALLOWED_METHODS = "POST, HEAD, PATCH, DELETE, OPTIONS"
 #: Seconds a browser may keep a preflight's answer.
@@ -69,13 +77,20 @@ def response(status, **headers):
     return result
 
 
-def discovery(max_size=0, preflight=False):
+def extensions(concatenation=True):
+    """The extensions offered: all of them, or all but ``concatenation`` (a store that
+    cannot concatenate uploads)."""
+    offered = EXTENSIONS.split(",")
+    return [name for name in offered if concatenation or name != "concatenation"]
+
+
+def discovery(max_size=0, preflight=False, concatenation=True):
     """The answer to ``OPTIONS``: what the server supports, and a CORS preflight's answer
     (which origin may ask is for the caller: it knows Kinto's ``cors_origins``)."""
     result = response(
         204,
         Tus_Version=VERSION,
-        Tus_Extension=EXTENSIONS,
+        Tus_Extension=",".join(extensions(concatenation)),
         Tus_Checksum_Algorithm=",".join(CHECKSUMS),
     )
     if max_size:
@@ -133,10 +148,19 @@ def integer(name, value, too_long=None):
 
 
 def upload_length(value, defer_length=None, max_size=0):
-    """``Upload-Length`` of a creation: 400 with ``Upload-Defer-Length`` (the extension is not
-    offered) or without a length, 413 above ``max_size`` (0: no limit)."""
+    """The length of a creation: ``Upload-Length``, or None with ``Upload-Defer-Length: 1``
+    (creation-defer-length: a later ``PATCH`` tells it). 400 with both headers, or neither,
+    or another ``Upload-Defer-Length``; 413 above ``max_size`` (0: no limit)."""
     if defer_length:
-        raise error("defer_length")
+        if value is not None:
+            raise error("defer_length_and_length")
+        if defer_length != "1":
+            raise error("defer_length")
+        return None
+    return _length(value, max_size)
+
+
+def _length(value, max_size):
     too_long = too_large(max_size) if max_size else None
     length = integer("Upload-Length", value, too_long)
     if max_size and length > max_size:
@@ -144,16 +168,32 @@ def upload_length(value, defer_length=None, max_size=0):
     return length
 
 
+def declared_length(value, length, offset, max_size=0):
+    """The length of an upload after a ``PATCH`` whose ``Upload-Length`` is ``value`` (None
+    when absent): ``length`` when it is known already (400 if ``value`` differs: it is set
+    once); ``value`` when it was deferred (400 below ``offset``, the bytes already received;
+    413 above ``max_size``); still None when deferred and not told."""
+    if value is None:
+        return length
+    declared = _length(value, max_size)
+    if length is not None and declared != length:
+        raise error("length_changed", length=length)
+    if declared < offset:
+        raise error("length_below_offset", offset=offset)
+    return declared
+
+
 def upload_offset(value):
     return integer("Upload-Offset", value)
 
 
-def metadata(header):
+def metadata(header, filename=True):
     """``Upload-Metadata``: ``key base64,key base64`` as ``{key: text}``; filename required.
     Keys are printable (tus: "SHOULD be ASCII"), values base64: no NUL reaches the upload's
     state, which keeps the header as sent (PostgreSQL cannot store a NUL).
 
     What the values mean beyond that (``data``, ``permissions``) is for the views to check.
+    Without ``filename``, none is required (a partial upload of concatenation names no file).
     """
     values = {}
     for pair in filter(None, (p.strip() for p in (header or "").split(","))):
@@ -164,7 +204,7 @@ def metadata(header):
             values[key] = base64.b64decode(encoded, validate=True).decode("utf-8")
         except ValueError as e:  # binascii.Error, UnicodeDecodeError, a non-ASCII value.
             raise error("bad_metadata", key=key) from e
-    if not values.get("filename"):
+    if filename and not values.get("filename"):
         raise error("metadata_filename")
     return values
 
@@ -227,3 +267,69 @@ def locked():
 def gone():
     """410: the upload's bytes are lost for good; no retry brings them back."""
     return error("upload_gone")
+
+
+# Concatenation.
+
+
+@dataclasses.dataclass(frozen=True)
+class Concat:
+    """``Upload-Concat``: a ``partial`` upload, or the ``final`` one made of ``urls``."""
+
+    final: bool
+    urls: tuple = ()
+
+    @property
+    def header(self):
+        return "final;" + " ".join(self.urls) if self.final else "partial"
+
+
+def concat(header):
+    """``Upload-Concat`` of a creation: a :class:`Concat`, or None without the header; 400
+    for anything but ``partial`` or ``final;URL URL...`` (one URL at least, each once)."""
+    if header is None:
+        return None
+    if header == "partial":
+        return Concat(final=False)
+    kind, _, listed = header.partition(";")
+    urls = tuple(listed.split())
+    if kind != "final" or not urls:
+        raise error("concat_header")
+    if len(set(urls)) != len(urls):
+        raise error("concat_twice")
+    return Concat(final=True, urls=urls)
+
+
+def upload_ids(urls, uploads_path):
+    """The upload ids of ``urls`` (absolute, or paths) under ``uploads_path``, the path of
+    the uploads of the record (``…/attachment/uploads``); 400 for a URL that is not one of
+    them: of another record, or no upload's."""
+    prefix = uploads_path.rstrip("/") + "/"
+    ids = []
+    for url in urls:
+        path = urlsplit(url).path
+        upload_id = path[len(prefix) :] if path.startswith(prefix) else ""
+        if not upload_id or "/" in upload_id:
+            raise error("concat_url", url=url)
+        ids.append(upload_id)
+    return ids
+
+
+def require_creation_of_final(length, defer_length, content_type):
+    """400 if a final upload's creation says its length, or carries bytes: the partial
+    uploads are its bytes and make its length."""
+    if length is not None or defer_length is not None:
+        raise error("concat_final_length")
+    if content_type == CHUNK_TYPE:
+        raise error("concat_final_body")
+
+
+def final_is_read_only():
+    """403: a final upload takes no ``PATCH``; its partial uploads made it whole."""
+    return error("concat_final_patch")
+
+
+def concat_refusal(name, url):
+    """A partial upload of a final one that cannot be used: ``unknown`` (or not the user's,
+    expired, or already consumed by another final upload), ``not_partial``, ``unfinished``."""
+    return error(f"concat_{name}", url=url)

@@ -139,6 +139,37 @@ class IResumableStore(Interface):
         ``created`` that a killed process left is an orphan for garbage collection.)"""
 
 
+class IConcatenatingStore(Interface):
+    """Optional capability of an :class:`IResumableStore`: one blob made of several resumable
+    uploads (tus's concatenation: a client sends parts of a file in parallel).
+
+    The uploads stay as they are recorded until the caller deletes ``obsolete``, once the
+    transaction that consumes them commits: if it fails, or the process is killed while the
+    blob is made, the same uploads are concatenated again. Whatever a killed concatenation
+    leaves (a working file, a pending upload, the blob itself) is named by no state: garbage
+    collection finds it.
+    """
+
+    def concatenate(parts, key, content_type, digest):
+        """Make a blob at ``key`` (or a free variant) of the ``parts``, in order: ``(state,
+        length)`` of uploads that received their ``length`` bytes. ``digest`` (a hash with
+        ``update``) has seen the bytes of the first part: the store feeds it those of the
+        others, in order, as it copies them or by reading them back once.
+
+        Return a :class:`Progress` whose ``key`` is the blob's, listed in ``created`` (a
+        failed transaction deletes it: concatenating again makes it anew), and whose
+        ``obsolete`` is everything the parts' uploads hold. ``FileNotFoundError`` when a
+        part's bytes are gone; :class:`StorageUnavailable` when the store fails.
+        """
+
+
+def feed(digest, stream, size=1 << 20):
+    """Feed ``digest`` what ``stream`` reads, by ``size`` bytes: memory stays flat."""
+    with stream:
+        while chunk := stream.read(size):
+            digest.update(chunk)
+
+
 @dataclasses.dataclass(frozen=True)
 class Stat:
     size: int

@@ -456,3 +456,36 @@ def test_tus_upload_needs_no_extra_request(tmp_path_factory, request):
     meta = kinto.app.get(URL, headers=ALICE).json["data"]["attachment"]
     assert kinto.read(meta["location"]) == content
     assert kinto.files() == [kinto.key_of(meta["location"])]
+
+
+# Concatenation of resumable uploads: how the parts of the composed object are planned.
+
+
+@pytest.mark.parametrize(
+    "sizes,expected",
+    [
+        # Large enough: each object copied whole, the last one whatever its size.
+        ([10, 7, 2], [[("a", 0, 10)], [("b", 0, 7)], [("c", 0, 2)]]),
+        # A small one is sent with the start of the next, whose rest is copied.
+        ([2, 14], [([("a", 0, 2), ("b", 0, 3)], False), ([("b", 3, 14)], True)]),
+        # Small ones gathered until they make the minimum; the last part may be smaller.
+        (
+            [2, 2, 2, 1],
+            [
+                ([("a", 0, 2), ("b", 0, 2), ("c", 0, 1)], False),
+                ([("c", 1, 2), ("d", 0, 1)], False),
+            ],
+        ),
+        # Empty objects make no part; too large for one copy, copied in equal ranges.
+        ([0, 25, 0], [[("b", 0, 8)], [("b", 8, 16)], [("b", 16, 25)]]),
+    ],
+)
+def test_concatenated_parts(sizes, expected):
+    from kinto_attachment.storage.s3.concatenate import ranges
+
+    sources = list(zip("abcd", sizes, strict=False))
+    planned = list(ranges(sources, min_size=5, max_copy=12))
+    expected = [e if isinstance(e, tuple) else (e, True) for e in expected]
+    assert planned == expected
+    copied = [part for part, is_copy in planned[:-1] if is_copy]
+    assert all(5 <= end - start <= 12 for ((_, start, end),) in copied)

@@ -18,6 +18,7 @@ import uuid
 
 import pytest
 
+from kinto_attachment.state.hashstate import ResumableSha256
 from kinto_attachment.storage import StorageUnavailable
 from kinto_attachment.storage.local import LocalStore
 
@@ -371,6 +372,110 @@ def test_an_empty_resumable_upload_is_an_empty_blob(case):
     assert case.read(finished.key) == b""
     record(case, finished)
     assert case.leftovers() == ["nothing.txt"]
+
+
+# Concatenation of resumable uploads (tus's concatenation).
+
+
+def finished_upload(case, key, content):
+    """The state of a resumable upload that received ``content`` (in two requests)."""
+    state = case.store.start_resumable(key, "application/octet-stream")
+    half = len(content) // 2
+    state = record(case, case.store.append(state, 0, [content[:half]]))
+    return record(case, case.store.append(state, half, [content[half:]]))
+
+
+def concatenated(case, contents, key="whole.bin", first_digest=None):
+    """Concatenate uploads of ``contents``; ``(progress, sha256 the store completed, the
+    uploads' states)``."""
+    states = [finished_upload(case, f"part{n}.bin", c) for n, c in enumerate(contents)]
+    digest = first_digest or ResumableSha256()
+    if first_digest is None:
+        digest.update(contents[0])
+    parts = [(state, len(c)) for state, c in zip(states, contents, strict=True)]
+    return case.store.concatenate(parts, key, "text/plain", digest), digest, parts
+
+
+def test_concatenation_makes_one_blob_of_uploads(case):
+    """Parts smaller than S3's 5 MiB minimum (sent again), larger ones (copied), empty ones,
+    in order; the digest completed with all but the first."""
+    size = case.part_size
+    contents = [os.urandom(n) for n in (1000, size + 7, 0, 300, size // 2, 2 * size + 3, 5)]
+    progress, digest, parts = concatenated(case, contents)
+    whole = b"".join(contents)
+    assert progress.key in progress.created and progress.key.startswith("whole")
+    assert case.read(progress.key) == whole
+    assert digest.hexdigest() == hashlib.sha256(whole).hexdigest()
+    assert case.store.stat(progress.key).size == len(whole)
+    record(case, progress)  # The transaction consuming the uploads committed.
+    assert case.leftovers() == [progress.key]
+
+
+def test_concatenation_composes_more_than_32_uploads(case):
+    """GCS composes 32 objects at most per request."""
+    contents = [bytes([n]) * (n + 1) for n in range(33)]
+    progress, digest, _ = concatenated(case, contents)
+    assert case.read(progress.key) == b"".join(contents)
+    assert digest.hexdigest() == hashlib.sha256(b"".join(contents)).hexdigest()
+    record(case, progress)
+    assert case.leftovers() == [progress.key]
+
+
+def test_concatenation_of_empty_uploads_is_an_empty_blob(case):
+    progress, digest, _ = concatenated(case, [b"", b""])
+    assert case.read(progress.key) == b""
+    assert digest.hexdigest() == hashlib.sha256(b"").hexdigest()
+    record(case, progress)
+    assert case.leftovers() == [progress.key]
+
+
+def test_concatenation_whose_transaction_failed_concatenates_again(case):
+    """The uploads stay as recorded until the consuming transaction commits: after a failure
+    (the caller deletes what it created), the same states make the same blob again."""
+    contents = [os.urandom(case.part_size + 11), os.urandom(2000)]
+    failed, _, parts = concatenated(case, contents)
+    case.store.delete_many(failed.created)
+    digest = ResumableSha256()
+    digest.update(contents[0])
+    again = case.store.concatenate(parts, "whole.bin", "text/plain", digest)
+    assert case.read(again.key) == b"".join(contents)
+    assert digest.hexdigest() == hashlib.sha256(b"".join(contents)).hexdigest()
+    record(case, again)
+    assert case.leftovers() == [again.key]
+
+
+class Interrupted(Exception):
+    pass
+
+
+class FailingDigest:
+    """A digest that fails once it has seen ``after`` bytes: a concatenation cut short."""
+
+    def __init__(self, after):
+        self.after = after
+
+    def update(self, data):
+        self.after -= len(data)
+        if self.after < 0:
+            raise Interrupted
+
+
+def test_an_interrupted_concatenation_leaves_no_blob_and_the_uploads_usable(case):
+    contents = [os.urandom(case.part_size + 11), os.urandom(3000), os.urandom(5000)]
+    states = [finished_upload(case, f"part{n}.bin", c) for n, c in enumerate(contents)]
+    parts = [(state, len(c)) for state, c in zip(states, contents, strict=True)]
+    with pytest.raises(Interrupted):
+        case.store.concatenate(parts, "whole.bin", "text/plain", FailingDigest(after=1000))
+    # Nothing at the blob's key, nor on its way there; only what the uploads hold.
+    assert not [key for key in case.leftovers() if "whole" in key]
+    digest = ResumableSha256()
+    digest.update(contents[0])
+    again = case.store.concatenate(parts, "whole.bin", "text/plain", digest)
+    assert again.key == "whole.bin"
+    assert case.read(again.key) == b"".join(contents)
+    assert digest.hexdigest() == hashlib.sha256(b"".join(contents)).hexdigest()
+    record(case, again)
+    assert case.leftovers() == ["whole.bin"]
 
 
 # Listing, for garbage collection.

@@ -14,6 +14,10 @@ The upload's object stays until the transaction recording the finish commits (``
 if that transaction fails, the blob is deleted (it is in ``created``), and the last request,
 sent again, finishes again from the same state, as on local disk.
 
+Concatenating uploads (tus's concatenation) composes their objects into the blob, 32 at most
+per request (GCS's limit), in steps beyond: the intermediate objects are deleted at once, or
+collected as orphans (under ``__uploads__/``) if the process is killed first.
+
 It lives apart from :mod:`.store`, as a base class of its ``GCSStore``, because it is a protocol
 of its own on top of the store's requests.
 """
@@ -21,17 +25,20 @@ of its own on top of the store's requests.
 import contextlib
 import uuid
 
-from .. import Progress, StorageUnavailable, write_to_free_name
+from .. import Progress, StorageUnavailable, feed, write_to_free_name
 from .staged import GCSStaged
 
 
 #: Prefix of the objects of resumable uploads in progress.
 UPLOADS_FOLDER = "__uploads__"
+#: Source objects of one compose request, at most.
+MAX_COMPOSE = 32
 
 
 class GCSResumable:
-    """The :class:`~kinto_attachment.storage.IResumableStore` methods of :class:`GCSStore`,
-    over its ``compose``, ``free_key``, ``stage`` and ``delete``."""
+    """The :class:`~kinto_attachment.storage.IResumableStore` and
+    :class:`~kinto_attachment.storage.IConcatenatingStore` methods of :class:`GCSStore`, over
+    its ``compose``, ``free_key``, ``stage``, ``open``, ``delete`` and ``delete_many``."""
 
     def start_resumable(self, key, content_type=None):
         # No request: the first bytes make the first object.
@@ -91,3 +98,47 @@ class GCSResumable:
     def discard(self, state):
         if state["temp"] is not None:
             self.delete(state["temp"])
+
+    def concatenate(self, parts, key, content_type, digest):
+        """Compose the uploads' objects into the blob, then read back all but the first part
+        for ``digest``."""
+        content_type = content_type or "application/octet-stream"
+        sources = [state["temp"] for state, _ in parts if state["temp"] is not None]
+        steps = []
+        try:
+            while len(sources) > MAX_COMPOSE:
+                sources = [
+                    self._composed(sources[i : i + MAX_COMPOSE], steps)
+                    for i in range(0, len(sources), MAX_COMPOSE)
+                ]
+            if sources:
+                key = write_to_free_name(
+                    key,
+                    False,
+                    self.free_key,
+                    lambda name: self.compose(sources, name, content_type),
+                )
+            else:
+                key = self.stage(key, content_type).commit()
+        finally:
+            with contextlib.suppress(StorageUnavailable):
+                self.delete_many(steps)
+        first, total = parts[0][1], sum(length for _, length in parts)
+        try:
+            if total > first:
+                feed(digest, self.open(key, first))
+        except BaseException:
+            self.delete(key)
+            raise
+        obsolete = [state["temp"] for state, _ in parts if state["temp"] is not None]
+        return Progress(None, created=[key], obsolete=obsolete, key=key)
+
+    def _composed(self, sources, steps):
+        """An object of ``sources`` (listed in ``steps``, to delete), or the one source."""
+        if len(sources) == 1:
+            return sources[0]
+        name = f"{UPLOADS_FOLDER}/{uuid.uuid4().hex}.part"
+        if not self.compose(sources, name):
+            raise StorageUnavailable(f"GCS compose failed: {name} exists")
+        steps.append(name)
+        return name

@@ -26,6 +26,7 @@ from ...setting_values import fail
 from ...web.media_types import content_disposition, is_inline, served_type
 from .. import (
     IBlobStore,
+    IConcatenatingStore,
     IListableStore,
     IResumableStore,
     Listed,
@@ -67,7 +68,7 @@ class Download(io.RawIOBase):
         super().close()
 
 
-@implementer(IBlobStore, IResumableStore, IListableStore)
+@implementer(IBlobStore, IResumableStore, IConcatenatingStore, IListableStore)
 class GCSStore(GCSResumable, StoreBase):
     def __init__(
         self,

@@ -17,6 +17,7 @@ from zope.interface import implementer
 
 from .. import (
     IBlobStore,
+    IConcatenatingStore,
     IListableStore,
     IResumableStore,
     IStaged,
@@ -127,7 +128,11 @@ def _is_temporary(name):
     return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
 
 
-@implementer(IBlobStore, IResumableStore, IListableStore)
+#: Bytes copied at a time when concatenating resumable uploads.
+COPY_SIZE = 1 << 20
+
+
+@implementer(IBlobStore, IResumableStore, IConcatenatingStore, IListableStore)
 class LocalStore(StoreBase):
     def __init__(self, base_path, base_url="", fsync=True):
         self.base_path = os.path.realpath(base_path)
@@ -214,6 +219,33 @@ class LocalStore(StoreBase):
 
     def discard(self, state):
         self.delete(state["temp"])
+
+    def concatenate(self, parts, key, content_type, digest):
+        """Copy the uploads' files into a staged file (hashing all but the first as they
+        go), committed as any blob: fsynced, renamed onto a reserved name. A failure drops
+        the staged file; a killed process leaves it as a temporary file for the GC."""
+        staged = self.stage(key, content_type)
+        try:
+            for number, (state, length) in enumerate(parts):
+                self._copy(state["temp"], length, staged, digest if number else None)
+        except BaseException:
+            staged.abort()
+            raise
+        key = staged.commit()
+        return Progress(None, created=[key], obsolete=[s["temp"] for s, _ in parts], key=key)
+
+    def _copy(self, temp, length, staged, digest):
+        """The first ``length`` bytes of the upload file ``temp`` into ``staged``;
+        ``FileNotFoundError`` if it has fewer (its bytes are lost)."""
+        with open(self.path(temp), "rb", buffering=0) as f:
+            while length:
+                chunk = f.read(min(length, COPY_SIZE))
+                if not chunk:
+                    raise FileNotFoundError(f"{temp} is shorter than its upload")
+                staged.write(chunk)
+                if digest is not None:
+                    digest.update(chunk)
+                length -= len(chunk)
 
     def iter_blobs(self):
         """Every regular file under ``base_path``, depth first.

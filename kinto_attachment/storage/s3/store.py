@@ -2,7 +2,8 @@
 
 Bytes go to S3 as they arrive, through the writer of :mod:`.staged` (a single ``PutObject``
 for a file smaller than one part, a multipart upload for a larger one); nothing is visible under
-the key until the upload completes. Resumable uploads are in :mod:`.resumable`.
+the key until the upload completes. Resumable uploads are in :mod:`.resumable`, their
+concatenation in :mod:`.concatenate`.
 
 Objects are never overwritten: writes are conditional (``If-None-Match: *``); a taken key gets
 the next ``name-N.ext`` variant, as on local disk. S3 verifies each request body against its
@@ -23,6 +24,7 @@ from zope.interface import implementer
 from ...web.media_types import content_disposition, is_inline, served_type
 from .. import (
     IBlobStore,
+    IConcatenatingStore,
     IListableStore,
     IResumableStore,
     Listed,
@@ -34,6 +36,7 @@ from .. import (
     free_variant,
 )
 from .client import error_code, make_client, unavailable
+from .concatenate import S3Concatenating
 from .options import MIN_PART_SIZE
 from .resumable import RESUMABLE_FOLDER, S3Resumable
 from .staged import S3Staged
@@ -45,8 +48,8 @@ logger = logging.getLogger(__name__)
 DELETE_BATCH = 1000
 
 
-@implementer(IBlobStore, IResumableStore, IListableStore)
-class S3Store(S3Resumable, StoreBase):
+@implementer(IBlobStore, IResumableStore, IConcatenatingStore, IListableStore)
+class S3Store(S3Concatenating, S3Resumable, StoreBase):
     def __init__(
         self,
         client,
