@@ -57,7 +57,7 @@ def includeme(config):
         resumable={
             "protocol": "tus",
             "version": resumable.TUS_VERSION,
-            "extensions": resumable.EXTENSIONS.split(","),
+            "extensions": resumable.extensions(store),
             "url": routes.TUS_UPLOADS.pattern.replace(routes.RECORD_PATH, "{record-url}"),
         },
         # The types of the events sent when some bucket or collection has destinations.

@@ -165,6 +165,9 @@ REFUSALS = {
         **_TUS_400,
         message="Upload-Concat must be partial, or final;URL URL... (one URL at least).",
     ),
+    "concat_unsupported": Refusal(
+        **_TUS_400, message="Upload-Concat: this server's store cannot concatenate uploads."
+    ),
     "concat_twice": Refusal(**_TUS_400, message="Upload-Concat names a partial upload twice."),
     "concat_url": Refusal(**_TUS_400, message="Upload-Concat: {url} is no upload of this record."),
     "concat_final_length": Refusal(

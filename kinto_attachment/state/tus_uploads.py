@@ -25,7 +25,16 @@ from .hashstate import ResumableSha256
 RESOURCE = "attachment-upload"
 PARENT_ID = "attachment-uploads"
 #: What a finished upload keeps: whose it is, where, and what ``HEAD`` tells.
-FINISHED_FIELDS = ("id", "userid", "bucket_id", "collection_id", "record_id", "length", "metadata")
+FINISHED_FIELDS = (
+    "id",
+    "userid",
+    "bucket_id",
+    "collection_id",
+    "record_id",
+    "length",
+    "metadata",
+    "concat",
+)
 
 
 class Locked(Exception):
@@ -36,11 +45,13 @@ def new_id():
     return secrets.token_hex(16)
 
 
-def new(ids, userid, length, plan, fields, metadata, state, client=None):
-    """The state of a new upload of ``length`` bytes by ``userid`` to the record of ``ids``
-    (bucket, collection, record): its :class:`~kinto_attachment.uploads.intake.Plan`, the record's
-    ``fields`` (data, permissions), ``Upload-Metadata`` as sent, the store's ``state``;
-    ``client`` names an anonymous creator (``userid`` None) for its quota."""
+def new(ids, userid, length, plan, fields, metadata, state, client=None, concat=None):
+    """The state of a new upload of ``length`` bytes (None: deferred) by ``userid`` to the
+    record of ``ids`` (bucket, collection, record): its
+    :class:`~kinto_attachment.uploads.intake.Plan`, the record's ``fields`` (data,
+    permissions), ``Upload-Metadata`` as sent, the store's ``state``; ``client`` names an
+    anonymous creator (``userid`` None) for its quota; ``concat`` is ``Upload-Concat`` of a
+    partial or final upload (concatenation), None for others."""
     bucket_id, collection_id, record_id = ids
     return {
         "id": new_id(),
@@ -58,6 +69,7 @@ def new(ids, userid, length, plan, fields, metadata, state, client=None):
         "metadata": metadata or "",
         "sha256": base64.b64encode(ResumableSha256().state()).decode("ascii"),
         "store": state,
+        "concat": concat,
     }
 
 
@@ -134,7 +146,7 @@ def remember_finished(cache, upload, seconds):
     long as the upload would have lived. The cache forgets it by itself: no garbage to collect,
     and no unfinished upload for the quota. A cache that loses it early (``__flush__``,
     eviction) makes the URL a 404 again."""
-    finished = {name: upload[name] for name in FINISHED_FIELDS}
+    finished = {name: upload.get(name) for name in FINISHED_FIELDS}
     expires = msec_time() + seconds * 1000
     finished.update(offset=upload["length"], completed=True, expires=expires)
     cache.set(_finished_key(upload["id"]), finished, seconds)

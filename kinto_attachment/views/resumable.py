@@ -4,8 +4,8 @@
 server supports) and ``{record-url}/attachment/uploads/{id}`` is one upload (``HEAD`` for its
 offset, ``PATCH`` to append, ``DELETE`` to terminate; ``POST`` with ``X-HTTP-Method-Override``
 for either of the last two: a method the URL does not serve is a 405). Extensions: creation,
-creation-with-upload, termination, checksum (sha1, sha256, md5) and expiration. Every response
-carries CORS headers for browsers.
+creation-with-upload, creation-defer-length, termination, checksum (sha1, sha256, md5),
+expiration and concatenation. Every response carries CORS headers for browsers.
 
 The protocol itself (headers, checksums, responses, refusals) is
 :mod:`kinto_attachment.protocols.tus`; this module binds it to records, permissions, the uploads'
@@ -15,11 +15,23 @@ arrives, the file becomes the record's attachment through the same step as a mul
 (:func:`~kinto_attachment.uploads.record.attach`). A finished upload still answers ``HEAD``
 (done) until it would have expired, as tusd's do: a client that stored its URL to resume it then
 knows it has nothing left to send.
+
+Concatenation: a *partial* upload (``Upload-Concat: partial``) is created and written as any
+other (same permissions, quota and expiration) but never becomes the attachment by itself; once
+it has all its bytes it waits, as it is, for a *final* upload to name it. The final upload
+(``Upload-Concat: final;URL URL...``) is created whole from the user's finished partial uploads
+of the same record: the store concatenates them (:class:`~kinto_attachment.storage.
+IConcatenatingStore`), the sha256 goes on from the first one's hash state, and the file becomes
+the attachment through the same step as any upload. The partial uploads are removed in that
+transaction and their bytes deleted once it has committed: until then they are as they were,
+so a failed or killed final creation can be sent again, and what it left behind is named by
+no state (the garbage collector's).
 """
 
 import base64
 import contextlib
 import logging
+import uuid
 
 from kinto.core.authorization import DYNAMIC
 from kinto.core.utils import msec_time
@@ -30,6 +42,7 @@ from ..protocols import tus
 from ..routes import TUS_UPLOAD, TUS_UPLOADS
 from ..state import tus_uploads
 from ..state.hashstate import ResumableSha256
+from ..storage import IConcatenatingStore, join_key
 from ..uploads import intake, lifecycle
 from ..uploads.record import attach, require_record_parents, require_storable_ids
 from ..web import cors, streams
@@ -37,8 +50,8 @@ from ..web.client_address import client_address, client_name
 from .factory import AttachmentFactory
 
 
-#: The capability (:mod:`kinto_attachment`) reads these here.
-TUS_VERSION, EXTENSIONS = tus.VERSION, tus.EXTENSIONS
+#: The capability (:mod:`kinto_attachment`) reads it here, and :func:`extensions`.
+TUS_VERSION = tus.VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -86,30 +99,54 @@ def _policy(request):
     return request.registry.attachment_settings.policy(match["bucket_id"], match["collection_id"])
 
 
+def extensions(store):
+    """The tus extensions offered with ``store``: concatenation only if it can concatenate."""
+    return tus.extensions(concatenation=IConcatenatingStore.providedBy(store))
+
+
 def options(request):
     """Discovery: no authentication needed, nothing revealed but the server's capabilities."""
     return tus.discovery(
         max_size=_policy(request).max_size_bytes,
         preflight=bool(request.headers.get("Access-Control-Request-Method")),
+        concatenation=IConcatenatingStore.providedBy(request.registry.attachment_store),
     )
+
+
+def _concat(request):
+    """``Upload-Concat`` of a creation (:class:`~kinto_attachment.protocols.tus.Concat`), or
+    None; 400 if the store cannot concatenate."""
+    concat = tus.concat(request.headers.get("Upload-Concat"))
+    if concat is not None and not IConcatenatingStore.providedBy(
+        request.registry.attachment_store
+    ):
+        raise tus.error("concat_unsupported")
+    return concat
 
 
 def create(request):
     headers = request.headers
     tus.require_version(headers.get("Tus-Resumable"))
+    concat = _concat(request)
     client = _anonymous_client(request)
+    if concat is not None and concat.final:
+        return _create_final(request, concat, client)
     context = request.context
     policy = _policy(request)
     length = tus.upload_length(
         headers.get("Upload-Length"), headers.get("Upload-Defer-Length"), policy.max_size_bytes
     )
-    metadata = tus.metadata(headers.get("Upload-Metadata"))
-    fields = intake.record_fields(metadata, tus.invalid_metadata)
+    partial = concat is not None
+    metadata = tus.metadata(headers.get("Upload-Metadata"), filename=not partial)
+    fields = {} if partial else intake.record_fields(metadata, tus.invalid_metadata)
     require_storable_ids(context)
     require_record_parents(request, context)
     _refuse_too_many(request, client)
     ids = (context.bucket_id, context.collection_id, context.record_id)
-    plan = intake.plan_attachment(policy, ids, metadata["filename"], metadata.get("filetype"))
+    if partial:
+        plan = _partial_plan(policy, ids, metadata.get("filename", ""))
+    else:
+        plan = intake.plan_attachment(policy, ids, metadata["filename"], metadata.get("filetype"))
 
     store = request.registry.attachment_store
     with errors.store_errors():
@@ -124,6 +161,7 @@ def create(request):
         headers.get("Upload-Metadata"),
         state,
         client=client,
+        concat=concat and concat.header,
     )
     location = request.route_url(TUS_UPLOAD.name, upload_id=upload["id"], **request.matchdict)
     if request.content_type == tus.CHUNK_TYPE:
@@ -131,6 +169,78 @@ def create(request):
     else:
         upload = _record(request, upload)
     return tus.response(201, Location=location, **_progress(upload))
+
+
+def _partial_plan(policy, ids, filename):
+    """Where a partial upload's bytes go while it waits for its final upload: a random name
+    in the collection's folder, never an attachment's (the final upload's plan decides
+    that); stores that need one (S3 completes each partial upload into an object) use it."""
+    bucket_id, collection_id, _ = ids
+    key = join_key(policy.folder_for(bucket_id, collection_id), f"{uuid.uuid4().hex}.partial")
+    return intake.Plan(key=key, filename=filename, mimetype="application/octet-stream")
+
+
+def _create_final(request, concat, client):
+    """The final upload of concatenation: the partial uploads it names, in order, become one
+    file, which becomes the record's attachment; the partial uploads go with this
+    transaction, their bytes once it has committed."""
+    headers = request.headers
+    tus.require_creation_of_final(
+        headers.get("Upload-Length"), headers.get("Upload-Defer-Length"), request.content_type
+    )
+    context = request.context
+    policy = _policy(request)
+    metadata = tus.metadata(headers.get("Upload-Metadata"))
+    fields = intake.record_fields(metadata, tus.invalid_metadata)
+    require_storable_ids(context)
+    require_record_parents(request, context)
+    uploads_path = request.route_path(TUS_UPLOADS.name, **request.matchdict)
+    upload_ids = tus.upload_ids(concat.urls, uploads_path)
+    partials = [_partial(request, i, url) for i, url in zip(upload_ids, concat.urls, strict=True)]
+    length = sum(partial["length"] for partial in partials)
+    if policy.max_size_bytes and length > policy.max_size_bytes:
+        raise tus.too_large(policy.max_size_bytes)
+    ids = (context.bucket_id, context.collection_id, context.record_id)
+    plan = intake.plan_attachment(policy, ids, metadata["filename"], metadata.get("filetype"))
+
+    store = request.registry.attachment_store
+    digest = ResumableSha256(base64.b64decode(partials[0]["sha256"]))
+    parts = [(partial["store"], partial["length"]) for partial in partials]
+    with _store_errors():
+        progress = store.concatenate(parts, plan.key, plan.mimetype, digest)
+    upload = tus_uploads.new(
+        ids,
+        request.prefixed_userid,
+        length,
+        plan,
+        fields,
+        headers.get("Upload-Metadata"),
+        None,
+        client=client,
+        concat=concat.header,
+    )
+    _attach(request, {**upload, "offset": length}, progress, digest.hexdigest())
+    for partial in partials:
+        tus_uploads.remove(request.registry.storage, partial["id"])
+    location = request.route_url(TUS_UPLOAD.name, upload_id=upload["id"], **request.matchdict)
+    return tus.response(201, Location=location, **tus.progress(length))
+
+
+def _partial(request, upload_id, url):
+    """The user's finished partial upload ``upload_id`` of this record (named ``url`` in
+    ``Upload-Concat``), held for the request (``423`` while another one holds it)."""
+    try:
+        tus_uploads.lock(request.registry, upload_id)
+    except tus_uploads.Locked:
+        raise tus.locked() from None
+    upload = tus_uploads.get(request.registry.storage, upload_id)
+    if upload is None or not _is_mine(request, upload):
+        raise tus.concat_refusal("unknown", url)
+    if upload.get("concat") != "partial":
+        raise tus.concat_refusal("not_partial", url)
+    if upload["length"] is None or upload["offset"] != upload["length"]:
+        raise tus.concat_refusal("unfinished", url)
+    return upload
 
 
 def _anonymous_client(request):
@@ -176,8 +286,9 @@ def _refuse_too_many(request, client):
 
 
 def _record(request, upload):
-    """Record the upload with a new expiration, or complete it if it has all its bytes."""
-    if upload["offset"] == upload["length"]:
+    """Record the upload with a new expiration, or complete it if it has all its bytes (a
+    partial upload that has them waits for its final upload)."""
+    if upload["offset"] == upload["length"] and not upload.get("concat"):
         _complete(request, upload)
         return {**upload, "completed": True}
     seconds = request.registry.attachment_settings.resumable_expires_seconds
@@ -219,10 +330,18 @@ def _complete(request, upload):
     store = request.registry.attachment_store
     with _store_errors():
         progress = store.finish(upload["store"])
+    sha256 = ResumableSha256(base64.b64decode(upload["sha256"])).hexdigest()
+    _attach(request, upload, progress, sha256)
+
+
+def _attach(request, upload, progress, sha256):
+    """The file the store made (``progress``) becomes the record's attachment; the upload
+    goes, remembered as finished once the transaction has committed."""
+    store = request.registry.attachment_store
     blob = intake.Blob(
         key=progress.key,
         filename=upload["filename"],
-        hash=ResumableSha256(base64.b64decode(upload["sha256"])).hexdigest(),
+        hash=sha256,
         size=upload["length"],
         mimetype=upload["mimetype"],
     )
@@ -244,21 +363,25 @@ def _complete(request, upload):
     lifecycle.after_commit(request, tus_uploads.remember_finished, cache, upload, seconds)
 
 
-def _own_upload(request):
-    """The upload of this URL, unfinished or finished (``completed``), if it is this user's, on
-    this record, and not expired."""
+def _is_mine(request, upload):
+    """Whether ``upload`` is this user's, on this record, and not expired."""
     context = request.context
-    upload_id = request.matchdict["upload_id"]
-    upload = tus_uploads.get(request.registry.storage, upload_id)
-    if upload is None:
-        upload = tus_uploads.finished(request.registry.cache, upload_id)
-    mine = upload is not None and (
+    return (
         upload["userid"] == request.prefixed_userid
         and (upload["bucket_id"], upload["collection_id"], upload["record_id"])
         == (context.bucket_id, context.collection_id, context.record_id)
         and upload["expires"] > msec_time()
     )
-    if not mine:
+
+
+def _own_upload(request):
+    """The upload of this URL, unfinished or finished (``completed``), if it is this user's, on
+    this record, and not expired."""
+    upload_id = request.matchdict["upload_id"]
+    upload = tus_uploads.get(request.registry.storage, upload_id)
+    if upload is None:
+        upload = tus_uploads.finished(request.registry.cache, upload_id)
+    if upload is None or not _is_mine(request, upload):
         raise tus.unknown_upload()
     return upload
 
@@ -275,12 +398,14 @@ def _locked_upload(request):
 def head(request):
     tus.require_version(request.headers.get("Tus-Resumable"))
     upload = _own_upload(request)
-    return tus.response(
-        200,
-        Upload_Length=upload["length"],
-        Upload_Metadata=upload["metadata"],
-        **_progress(upload),
-    )
+    headers = {"Upload-Metadata": upload["metadata"], **_progress(upload)}
+    if upload["length"] is None:
+        headers["Upload-Defer-Length"] = 1
+    else:
+        headers["Upload-Length"] = upload["length"]
+    if upload.get("concat"):
+        headers["Upload-Concat"] = upload["concat"]
+    return tus.response(200, **headers)
 
 
 def patch(request):
@@ -288,7 +413,9 @@ def patch(request):
     tus.require_chunk_type(request.content_type)
     offset = tus.upload_offset(request.headers.get("Upload-Offset"))
     upload = _locked_upload(request)
-    if upload.get("completed"):
+    if (upload.get("concat") or "").startswith("final"):
+        raise tus.final_is_read_only()
+    if upload.get("completed") or upload["offset"] == upload["length"]:
         raise tus.completed(upload["length"])
     tus.require_offset(offset, upload["offset"])
     upload = _append(request, upload, offset)
@@ -310,12 +437,25 @@ def terminate(request):
 
 
 def _append(request, upload, offset):
-    """Append the request body at ``offset``; record the new state (or complete)."""
+    """Append the request body at ``offset``; record the new state (or complete).
+
+    An upload of deferred length learns it from ``Upload-Length`` (once); until then its
+    bytes are limited by ``max_size_bytes`` alone, as they arrive."""
+    max_size = _policy(request).max_size_bytes
+    declared = request.headers.get("Upload-Length")
+    upload = {
+        **upload,
+        "length": tus.declared_length(declared, upload["length"], offset, max_size),
+    }
+    limit = max_size if upload["length"] is None else upload["length"]
     stream, length = streams.request_body(request)
-    tus.require_chunk_fits(length, offset, upload["length"])
+    if upload["length"] is not None:
+        tus.require_chunk_fits(length, offset, limit)
+    elif limit and length is not None and offset + length > limit:
+        raise tus.too_large(limit)
     checksum, expected = tus.checksum(request.headers.get("Upload-Checksum"))
     meter = intake.Meter(
-        max_size=upload["length"],
+        max_size=limit,
         sha256=ResumableSha256(base64.b64decode(upload["sha256"])),
         size=offset,
         also=[checksum] if checksum is not None else [],

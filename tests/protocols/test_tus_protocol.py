@@ -84,15 +84,32 @@ def test_upload_length():
     assert tus.upload_length("100", max_size=100) == 100
     assert tus.upload_length("5", defer_length="") == 5
     assert tus.upload_length("9" * 18, max_size=0) == 10**18 - 1
+    assert tus.upload_length(None, defer_length="1", max_size=100) is None
     error = refusal(tus.upload_length, "1", defer_length="1")
-    assert_tus_error(error, 400, "Upload-Defer-Length is not supported.")
-    error = refusal(tus.upload_length, None, defer_length="1")  # Refused for itself.
-    assert "Upload-Defer-Length" in error.json["message"]
+    assert_tus_error(error, 400, "Send Upload-Length or Upload-Defer-Length, not both.")
+    for value in ("0", "2", "true"):
+        error = refusal(tus.upload_length, None, defer_length=value)
+        assert_tus_error(error, 400, "Upload-Defer-Length must be 1.")
+    assert_tus_error(refusal(tus.upload_length, None), 400, "Upload-Length must be")
     assert_tus_error(refusal(tus.upload_length, "-1"), 400, "Upload-Length must be")
     assert_tus_error(refusal(tus.upload_length, "9" * 5000), 400, "Upload-Length is too large")
     for value in ("101", "9" * 19, "9" * 5000):
         error = refusal(tus.upload_length, value, max_size=100)
         assert_tus_error(error, 413, "exceeds the limit (100 bytes)", ERRORS.REQUEST_TOO_LARGE)
+
+
+def test_declared_length():
+    """creation-defer-length: a PATCH tells the length once; it cannot change afterwards."""
+    assert tus.declared_length(None, None, 5) is None  # Still deferred.
+    assert tus.declared_length(None, 10, 5) == 10
+    assert tus.declared_length("10", None, 5, max_size=10) == 10
+    assert tus.declared_length("5", None, 5) == 5  # All bytes received: complete.
+    assert tus.declared_length("10", 10, 5) == 10  # Said again, the same.
+    assert_tus_error(refusal(tus.declared_length, "11", 10, 5), 400, "is 10 already")
+    assert_tus_error(refusal(tus.declared_length, "4", None, 5), 400, "less than the 5 bytes")
+    assert_tus_error(refusal(tus.declared_length, "x", None, 5), 400, "Upload-Length must be")
+    error = refusal(tus.declared_length, "11", None, 5, max_size=10)
+    assert_tus_error(error, 413, "exceeds the limit (10 bytes)", ERRORS.REQUEST_TOO_LARGE)
 
 
 # Upload-Metadata
@@ -321,6 +338,9 @@ def test_exposed_headers():
         exposed
     )
     assert "X-HTTP-Method-Override" in tus.ALLOWED_HEADERS
+    # creation-defer-length and concatenation: a page reads and sends their headers.
+    assert {"Upload-Defer-Length", "Upload-Concat"} <= exposed
+    assert "Upload-Concat" in tus.ALLOWED_HEADERS.split(", ")
 
 
 def test_discovery():
@@ -330,10 +350,14 @@ def test_discovery():
     assert response.headers["Tus-Extension"].split(",") == [
         "creation",
         "creation-with-upload",
+        "creation-defer-length",
         "termination",
         "checksum",
         "expiration",
+        "concatenation",
     ]
+    without = tus.discovery(concatenation=False).headers["Tus-Extension"].split(",")
+    assert "concatenation" not in without and "creation-defer-length" in without
     assert response.headers["Tus-Checksum-Algorithm"] == "sha1,sha256,md5"
     assert "Tus-Max-Size" not in response.headers
     assert "Access-Control-Allow-Methods" not in response.headers
@@ -357,3 +381,67 @@ def test_discovery_with_a_limit_and_a_preflight():
         "Content-Type",
         "Authorization",
     } <= allowed
+
+
+# Concatenation
+
+
+def test_concat():
+    assert tus.concat(None) is None
+    assert tus.concat("partial") == tus.Concat(final=False)
+    assert tus.concat("partial").header == "partial"
+    final = tus.concat("final;http://x/u/1  /u/2")
+    assert final == tus.Concat(final=True, urls=("http://x/u/1", "/u/2"))
+    assert final.header == "final;http://x/u/1 /u/2"
+
+
+@pytest.mark.parametrize(
+    "header,message",
+    [
+        ("", "Upload-Concat must be"),
+        ("Partial", "Upload-Concat must be"),
+        ("final", "Upload-Concat must be"),
+        ("final; ", "Upload-Concat must be"),
+        ("finally;/u/1", "Upload-Concat must be"),
+        ("final;/u/1 /u/1", "names a partial upload twice"),
+    ],
+)
+def test_bad_concat(header, message):
+    assert_tus_error(refusal(tus.concat, header), 400, message)
+
+
+def test_upload_ids():
+    uploads = "/v1/r/attachment/uploads"
+    urls = [f"http://h:1{uploads}/a1", f"{uploads}/b2", f"https://other{uploads}/c3?x#y"]
+    assert tus.upload_ids(urls, uploads) == ["a1", "b2", "c3"]
+    for url in (f"{uploads}/", f"{uploads}/a/b", "/v1/q/attachment/uploads/a1", uploads, "a1"):
+        error = refusal(tus.upload_ids, [f"{uploads}/ok", url], uploads)
+        assert_tus_error(error, 400, f"{url} is no upload of this record")
+
+
+def test_creation_of_a_final_upload():
+    tus.require_creation_of_final(None, None, None)
+    tus.require_creation_of_final(None, None, "application/json")
+    for length, defer in (("5", None), (None, "1"), ("0", "1")):
+        error = refusal(tus.require_creation_of_final, length, defer, None)
+        assert_tus_error(error, 400, "no Upload-Length nor Upload-Defer-Length")
+    error = refusal(tus.require_creation_of_final, None, None, tus.CHUNK_TYPE)
+    assert_tus_error(error, 400, "carries no bytes")
+    assert_tus_error(tus.final_is_read_only(), 403, "takes no PATCH", ERRORS.FORBIDDEN)
+
+
+@pytest.mark.parametrize(
+    "name,code,errno,message",
+    [
+        ("unknown", 404, ERRORS.MISSING_RESOURCE, "unknown partial upload /u/1"),
+        ("not_partial", 400, ERRORS.INVALID_PARAMETERS, "/u/1 is not a partial upload"),
+        ("unfinished", 400, ERRORS.INVALID_PARAMETERS, "partial upload /u/1 is not finished"),
+    ],
+)
+def test_concat_refusals(name, code, errno, message):
+    assert_tus_error(tus.concat_refusal(name, "/u/1"), code, message, errno)
+
+
+def test_metadata_of_a_partial_upload_needs_no_filename():
+    assert tus.metadata(None, filename=False) == {}
+    assert tus.metadata(f"filetype {b64('a/b')}", filename=False) == {"filetype": "a/b"}

@@ -113,9 +113,11 @@ def test_options_advertises_the_server(kinto_tus):
         assert set(response.headers["Tus-Extension"].split(",")) == {
             "creation",
             "creation-with-upload",
+            "creation-defer-length",
             "termination",
             "checksum",
             "expiration",
+            "concatenation",
         }
         assert {"sha1", "sha256"} <= set(response.headers["Tus-Checksum-Algorithm"].split(","))
         part_size = kinto_tus.app.app.registry.attachment_settings.store.option("part_size")
