@@ -224,14 +224,27 @@ OPERATIONS = {
             public=True,
         ),
         "POST": Operation(
-            "Create a tus upload of the record's attachment (creation, creation-with-upload).",
+            "Create a tus upload of the record's attachment (creation, creation-with-upload, "
+            "creation-defer-length), a partial upload, or the final upload made of partial "
+            "ones (concatenation), which becomes the attachment.",
             {201: Reply("Created.", headers=("Location", *TUS_PROGRESS))},
             refusals=(
                 *TUS_REFUSALS,
                 *TUS_CHUNK_REFUSALS,
                 "anonymous_upload",
                 "defer_length",
+                "defer_length_and_length",
                 "too_large",
+                "concat_unsupported",
+                "concat_header",
+                "concat_twice",
+                "concat_url",
+                "concat_final_length",
+                "concat_final_body",
+                "concat_unknown",
+                "concat_not_partial",
+                "concat_unfinished",
+                "upload_locked",
                 "bad_metadata",
                 "metadata_filename",
                 "metadata_invalid",
@@ -243,11 +256,27 @@ OPERATIONS = {
             ),
             parameters=(
                 TUS_VERSION,
-                header("Upload-Length", "The size of the file.", type="integer", minimum=0),
-                header("Upload-Defer-Length", "Not supported."),
+                header(
+                    "Upload-Length",
+                    "The size of the file (or of the partial upload); none for a final upload.",
+                    type="integer",
+                    minimum=0,
+                ),
+                header(
+                    "Upload-Defer-Length",
+                    "``1``: the size is not known yet, a later ``PATCH`` tells it "
+                    "(``Upload-Length``), once.",
+                ),
+                header(
+                    "Upload-Concat",
+                    "``partial``: a part of a file, sent apart (in parallel), never the "
+                    "attachment by itself; ``final;URL URL...``: the file made of the user's "
+                    "finished partial uploads of this record, in order.",
+                ),
                 header(
                     "Upload-Metadata",
-                    "``filename`` (required), ``filetype``, ``data``, ``permissions``.",
+                    "``filename`` (required, but for a partial upload), ``filetype``, "
+                    "``data``, ``permissions``.",
                 ),
                 header("X-HTTP-Method-Override", "The method meant, for clients that need it."),
                 *TUS_CHUNK,
@@ -263,7 +292,17 @@ OPERATIONS = {
         ),
         "HEAD": Operation(
             "The upload's offset.",
-            {200: Reply("Its state.", headers=(*TUS_PROGRESS, "Upload-Length"))},
+            {
+                200: Reply(
+                    "Its state.",
+                    headers=(
+                        *TUS_PROGRESS,
+                        "Upload-Length",
+                        "Upload-Defer-Length",
+                        "Upload-Concat",
+                    ),
+                )
+            },
             refusals=(*TUS_REFUSALS, "unknown_upload"),
             parameters=(TUS_VERSION,),
         ),
@@ -279,6 +318,10 @@ OPERATIONS = {
                 "chunk_type",
                 "offset_conflict",
                 "upload_complete",
+                "concat_final_patch",
+                "length_changed",
+                "length_below_offset",
+                "too_large",
                 "modified_meanwhile",
                 "invalid_posted_data",
                 "attachment_edit",
@@ -286,6 +329,12 @@ OPERATIONS = {
             parameters=(
                 TUS_VERSION,
                 header("Upload-Offset", "Where the chunk goes.", True, type="integer", minimum=0),
+                header(
+                    "Upload-Length",
+                    "The size of an upload created with ``Upload-Defer-Length``, once known.",
+                    type="integer",
+                    minimum=0,
+                ),
                 *TUS_CHUNK,
             ),
             consumes=(tus.CHUNK_TYPE,),

@@ -494,6 +494,9 @@ def test_capability(kinto_tus):
     assert capability["resumable"]["protocol"] == "tus"
     assert capability["resumable"]["version"] == "1.0.0"
     assert capability["resumable"]["url"] == "{record-url}/attachment/uploads"
+    extensions = kinto_tus.app.options(UPLOADS).headers["Tus-Extension"].split(",")
+    assert capability["resumable"]["extensions"] == extensions
+    assert {"creation-defer-length", "concatenation"} <= set(extensions)
 
 
 def exposed(response):
