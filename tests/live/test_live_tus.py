@@ -1,6 +1,7 @@
 """Resumable uploads with real tus clients against a live server: tuspy and tus-js-client.
 
-Each client runs its example of docs/resumable-uploads.rst as written. A first run is
+Each client runs its example of docs/resumable-uploads.rst as written (tus-js-client's also
+with ``parallelUploads``, which uses concatenation). A first run is
 interrupted half-way (the client process stops), a second run of the same example resumes the
 same upload, and the record's hash is then the file's. A third run finds the upload done (its
 URL answers ``HEAD`` with the whole length) and sends nothing.
@@ -218,3 +219,76 @@ def test_examples_are_there(readme):
     assert readme["tuspy"].language == "python"
     assert readme["tus-js"].language == "javascript"
     assert os.path.basename(readme["large-setup"].code.split()[-1]) == "big.bin"
+
+
+PARALLEL_INTERRUPT = """
+// Preloaded by the test: the first run stops the process once the parallel upload's URLs are
+// stored (tus-js-client stores them when every partial upload has one) and a few chunks are
+// sent. The partial uploads inherit the options, this callback too.
+const fs = require("fs");
+const tus = require("tus-js-client");
+const start = tus.Upload.prototype.start;
+let chunks = 0;
+tus.Upload.prototype.start = function () {
+  this.options.onChunkComplete = () => {
+    chunks += 1;
+    const stored = fs.existsSync("tus-js-parallel.json")
+      ? fs.readFileSync("tus-js-parallel.json", "utf8")
+      : "";
+    if (chunks >= 3 && stored.includes("parallelUploadUrls")) process.exit(3);
+  };
+  return start.call(this);
+};
+"""
+
+
+def test_tus_js_client_parallel_uploads_resume(server, readme, workdir, tus_js):
+    """``parallelUploads: 4``: partial uploads sent at once, then the final one
+    (concatenation). Interrupted, then run again: the same partial uploads resume."""
+    size = 4 * 1024 * 1024 + 3
+    (workdir / "parallel.bin").write_bytes(os.urandom(size))
+    code = readme["tus-js"].against(server.port).replace("big-file-js", "parallel-js")
+    code = code.replace("tus-js-uploads.json", "tus-js-parallel.json")
+    parallel = re.sub(r"\n\s*uploadSize: size,", "\n  parallelUploads: 4,", code)
+    parallel = parallel.replace("chunkSize: 5 * 1024 * 1024", "chunkSize: 256 * 1024")
+    assert "parallelUploads" in parallel and "256 * 1024" in parallel
+    (workdir / "parallel.js").write_text(parallel)
+    (workdir / "interrupt.js").write_text(PARALLEL_INTERRUPT)
+    node_path = {"NODE_PATH": str(tus_js)}
+    command = ["node", "parallel.js", "parallel.bin"]
+
+    first = run(["node", "--require", "./interrupt.js", *command[1:]], workdir, **node_path)
+    assert first.returncode == 3, first
+    stored = json.loads((workdir / "tus-js-parallel.json").read_text())
+    (partials,) = [entry["parallelUploadUrls"] for entry in stored.values()]
+    assert len(partials) == 4
+    assert record_of(server, "parallel-js") is None
+    sent = sum(offset_of(url) for url in partials)
+    assert 0 < sent < size
+
+    second = run(command, workdir, **node_path)
+    assert second.returncode == 0, second
+    final_url = second.stdout.strip()
+    attachment = record_of(server, "parallel-js")["attachment"]
+    assert attachment["hash"] == sha256_of(workdir / "parallel.bin")
+    assert attachment["size"] == size
+    download = requests.get(
+        f"{server.url}/buckets/website/collections/assets/records/parallel-js/attachment",
+        auth=ALICE,
+        timeout=60,
+    )
+    assert hashlib.sha256(download.content).hexdigest() == attachment["hash"]
+    head = requests.head(final_url, auth=ALICE, headers={"Tus-Resumable": "1.0.0"}, timeout=30)
+    assert head.headers["Upload-Concat"] == "final;" + " ".join(partials)
+    assert head.headers["Upload-Offset"] == str(size)
+    # The partial uploads resumed: four created in all, and the final one; all gone now.
+    uploads = re.escape(
+        "/v1/buckets/website/collections/assets/records/parallel-js/attachment/uploads"
+    )
+    created = re.findall(rf"\[request\.summary\] POST {uploads} 201 ", server.output())
+    assert len(created) == 5, server.output()
+    for url in partials:
+        assert (
+            requests.head(url, auth=ALICE, headers={"Tus-Resumable": "1.0.0"}).status_code == 404
+        )
+    assert not [f for f in server.files() if f.startswith(".uploads/")]
