@@ -8,7 +8,7 @@ import pytest
 
 from kinto_attachment import gc
 from kinto_attachment.state import tus_uploads
-from kinto_attachment.storage.local.store import LocalStore
+from kinto_attachment.storage.local.store import LocalStaged, LocalStore
 from kinto_attachment.views import resumable
 
 from ..conftest import ALICE, BOB, cached_app
@@ -302,3 +302,57 @@ def test_a_final_upload_whose_commit_failed_is_made_again(kinto_tus, monkeypatch
     assert attachment["hash"] == hashlib.sha256(b"".join(contents)).hexdigest()
     assert kinto_tus.read(attachment["location"]) == b"".join(contents)
     assert kinto_tus.files() == [kinto_tus.key_of(attachment["location"])]
+
+
+GRACE_SECONDS = 60
+
+
+@pytest.mark.parametrize("blobs", ["local", "s3"])
+def test_what_a_killed_final_creation_leaves_is_collected(
+    tmp_path_factory, request, monkeypatch, blobs
+):
+    """A process killed while concatenating runs no cleanup: its half-made blob (a staged file;
+    an S3 multipart upload) is named by no state, so the garbage collector finds it, while the
+    partial uploads, still recorded, stay; the final upload sent again is made."""
+    kinto = cached_app(
+        "memory",
+        tmp_path_factory,
+        request,
+        blobs=blobs,
+        **{"kinto.attachment.gc.orphans_grace_seconds": str(GRACE_SECONDS)},
+    )
+    kinto.create_collection()
+    app = kinto.app
+    urls = [partial_upload(app, b"12345"), partial_upload(app, b"678")]
+
+    class Killed(Exception):
+        pass
+
+    def killed(*args, **kwargs):
+        raise Killed
+
+    if blobs == "local":
+        monkeypatch.setattr(LocalStaged, "abort", lambda self: None)
+        copy = LocalStore._copy
+        monkeypatch.setattr(
+            LocalStore, "_copy", lambda self, *a: copy(self, *a) if a[-1] is None else killed()
+        )
+    else:
+        from kinto_attachment.storage.s3 import S3Store
+
+        monkeypatch.setattr(S3Store, "abort_upload", lambda self, key, upload_id: True)
+        monkeypatch.setattr(S3Store, "_send", killed)
+    final_upload(app, urls, status=500)  # Killed, as far as the store knows.
+    monkeypatch.undo()
+
+    later = resumable.msec_time() + (GRACE_SECONDS + 60) * 1000
+    report = gc.collect(kinto.registry, now=later)
+    assert report.expired_uploads == [] and report.dangling == []
+    if blobs == "local":
+        assert [(o.temporary, o.size) for o in report.orphans] == [(True, 5)]
+    else:
+        assert [p.key.endswith(".txt") for p in report.aborted] == [True]  # Not a partial's.
+    final_upload(app, urls)
+    attachment = app.get(RECORD, headers=ALICE).json["data"]["attachment"]
+    assert kinto.read(attachment["location"]) == b"12345678"
+    assert kinto.files() == [kinto.key_of(attachment["location"])]
