@@ -893,6 +893,78 @@ def test_tus(server, length, metadata, resumable, creation_body, ops, record):
         assert_consistent(server, f"tus {method}", record_path)
 
 
+# tus concatenation and creation-defer-length.
+
+#: A partial upload: its length (bytes more than it is sent, or "defer"), its bytes, whether
+#: they are sent (with the length, if deferred).
+partial_uploads = st.lists(
+    st.tuples(
+        st.one_of(st.just("defer"), st.integers(0, 2)), st.binary(max_size=16), st.booleans()
+    ),
+    max_size=3,
+)
+#: What a final upload names: a partial upload (by index), or anything.
+final_names = st.lists(
+    st.one_of(st.integers(0, 2), st.sampled_from(["", "/", "x", "%00"]), header_text),
+    max_size=4,
+)
+final_extras = st.one_of(
+    st.none(),
+    st.sampled_from([("Upload-Length", "3"), ("Upload-Defer-Length", "1")]),
+    st.tuples(st.sampled_from(["Upload-Concat", "Upload-Defer-Length"]), header_text),
+)
+
+
+@FUZZ
+@given(partials=partial_uploads, names=final_names, extra=final_extras, metadata=upload_metadata)
+@example([(0, b"ab", True), ("defer", b"cd", True)], [0, 1], None, "filename dC5iaW4=")
+@example([(1, b"ab", True)], [0, 0], ("Upload-Length", "3"), "filename dC5iaW4=")
+def test_tus_concatenation(server, partials, names, extra, metadata):
+    """Partial uploads, then a final upload naming them, or not, or anything: never a 5xx;
+    a refused final upload changes nothing; a made one is the attachment of their bytes."""
+    ensure_baseline(server)
+    uploads = RECORD_PATH + "/attachment/uploads"
+    made = []  # (path, bytes) of the partial uploads created.
+    for length, content, send_it in partials:
+        headers = [("Tus-Resumable", "1.0.0"), ("Upload-Concat", "partial")]
+        if length == "defer":
+            headers.append(("Upload-Defer-Length", "1"))
+        else:
+            headers.append(("Upload-Length", str(len(content) + length)))
+        reply = send(server, "POST", uploads, headers, framing="none")
+        assert_not_server_error(server, "tus POST partial", reply, f"POST {headers}")
+        if reply is None or reply.status != 201:
+            continue
+        made.append((path_of_url(reply.headers["Location"]), content))
+        if send_it:
+            headers = [("Tus-Resumable", "1.0.0"), ("Upload-Offset", "0")]
+            headers.append(("Content-Type", "application/offset+octet-stream"))
+            if length == "defer":
+                headers.append(("Upload-Length", str(len(content))))
+            reply = send(server, "PATCH", made[-1][0], headers, content)
+            assert_not_server_error(server, "tus PATCH partial", reply, f"PATCH {headers}")
+    named = [made[n][0] if isinstance(n, int) and n < len(made) else str(n) for n in names]
+    headers = [("Tus-Resumable", "1.0.0"), ("Upload-Concat", "final;" + " ".join(named))]
+    if metadata is not None:
+        headers.append(("Upload-Metadata", metadata))
+    if extra is not None:
+        headers = [h for h in headers if h[0] != extra[0]] + [extra]
+    before = snapshot(server)
+    request_repr = f"POST {uploads} {headers}"
+    reply = send(server, "POST", uploads, headers, framing="none")
+    assert_not_server_error(server, "tus POST final", reply, request_repr)
+    if reply is None or reply.status >= 300:
+        assert_untouched(server, "tus POST final", before, request_repr)
+    else:
+        assert reply.status == 201, request_repr
+        contents = dict(made)
+        whole = b"".join(contents[path] for path in named)
+        assert _attachment(server)["hash"] == _sha256(whole), request_repr
+    assert_consistent(server, "tus final", RECORD_PATH)
+    for path, _ in made:  # Not to fill the user's quota of uploads.
+        send(server, "DELETE", path, [("Tus-Resumable", "1.0.0")], framing="none")
+
+
 # /data/files.
 
 file_ids = st.one_of(
