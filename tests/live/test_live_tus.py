@@ -58,6 +58,15 @@ def workdir(server, readme, tmp_path):
     return folder
 
 
+@pytest.fixture
+def setup_workdir(server, readme, tmp_path):
+    """The scratch folder of docs/getting-started.rst after its setup only (no big file)."""
+    folder = scratch_folder(readme["scratch"], tmp_path)
+    result = run_bash(readme["setup"].against(server.port), folder)
+    assert result.returncode == 0, result
+    return folder
+
+
 def record_of(server, record_id):
     url = f"{server.url}/buckets/website/collections/assets/records/{record_id}"
     response = requests.get(url, auth=ALICE, timeout=30)
@@ -242,35 +251,35 @@ tus.Upload.prototype.start = function () {
 """
 
 
-def test_tus_js_client_parallel_uploads_resume(server, readme, workdir, tus_js):
+def test_tus_js_client_parallel_uploads_resume(server, readme, setup_workdir, tus_js):
     """``parallelUploads: 4``: partial uploads sent at once, then the final one
     (concatenation). Interrupted, then run again: the same partial uploads resume."""
     size = 4 * 1024 * 1024 + 3
-    (workdir / "parallel.bin").write_bytes(os.urandom(size))
+    (setup_workdir / "parallel.bin").write_bytes(os.urandom(size))
     code = readme["tus-js"].against(server.port).replace("big-file-js", "parallel-js")
     code = code.replace("tus-js-uploads.json", "tus-js-parallel.json")
     parallel = re.sub(r"\n\s*uploadSize: size,", "\n  parallelUploads: 4,", code)
     parallel = parallel.replace("chunkSize: 5 * 1024 * 1024", "chunkSize: 256 * 1024")
     assert "parallelUploads" in parallel and "256 * 1024" in parallel
-    (workdir / "parallel.js").write_text(parallel)
-    (workdir / "interrupt.js").write_text(PARALLEL_INTERRUPT)
+    (setup_workdir / "parallel.js").write_text(parallel)
+    (setup_workdir / "interrupt.js").write_text(PARALLEL_INTERRUPT)
     node_path = {"NODE_PATH": str(tus_js)}
     command = ["node", "parallel.js", "parallel.bin"]
 
-    first = run(["node", "--require", "./interrupt.js", *command[1:]], workdir, **node_path)
+    first = run(["node", "--require", "./interrupt.js", *command[1:]], setup_workdir, **node_path)
     assert first.returncode == 3, first
-    stored = json.loads((workdir / "tus-js-parallel.json").read_text())
+    stored = json.loads((setup_workdir / "tus-js-parallel.json").read_text())
     (partials,) = [entry["parallelUploadUrls"] for entry in stored.values()]
     assert len(partials) == 4
     assert record_of(server, "parallel-js") is None
     sent = sum(offset_of(url) for url in partials)
     assert 0 < sent < size
 
-    second = run(command, workdir, **node_path)
+    second = run(command, setup_workdir, **node_path)
     assert second.returncode == 0, second
     final_url = second.stdout.strip()
     attachment = record_of(server, "parallel-js")["attachment"]
-    assert attachment["hash"] == sha256_of(workdir / "parallel.bin")
+    assert attachment["hash"] == sha256_of(setup_workdir / "parallel.bin")
     assert attachment["size"] == size
     download = requests.get(
         f"{server.url}/buckets/website/collections/assets/records/parallel-js/attachment",
