@@ -277,6 +277,69 @@ def test_tus_last_patch_killed_in_its_commit_then_retried(crashable):
     assert assert_attachment_intact(crashable.cluster, server, path, {sha256(content)}) == key
 
 
+# 9. tus concatenation: the final upload is killed in its commit; the client sends it again.
+
+
+def tus_partial(server, path, content):
+    """A finished partial upload of ``content`` (sent with its creation); its URL."""
+    response = requests.post(
+        f"{server.url}{path}/attachment/uploads",
+        data=content,
+        headers={
+            **TUS,
+            "Upload-Concat": "partial",
+            "Upload-Length": str(len(content)),
+            "Content-Type": "application/offset+octet-stream",
+        },
+        auth=ALICE,
+        timeout=REQUEST_TIMEOUT,
+    )
+    assert response.status_code == 201, response.text
+    return response.headers["Location"]
+
+
+def tus_final(server, path, urls):
+    headers = {
+        **TUS,
+        "Upload-Concat": "final;" + " ".join(urls),
+        "Upload-Metadata": "filename " + base64.b64encode(b"joined.bin").decode(),
+    }
+    url = f"{server.url}{path}/attachment/uploads"
+    return call(f"POST final of {path}", "POST", url, headers=headers, auth=ALICE)
+
+
+@pytest.mark.parametrize("crashable", ["s3"], indirect=True)
+def test_tus_final_upload_killed_in_its_commit_then_sent_again(crashable):
+    """The store has concatenated the partial uploads (completed their multipart uploads,
+    copied one, sent the other again) and the record is written, not committed: after the
+    crash the partial uploads are as they were (their completed objects are recognised, as a
+    retried last PATCH's), the final upload is made when sent again, and the GC removes the
+    blob the crash left. (On local disk: tests/views/test_resumable_concatenation.py.)"""
+    server = crashable.server
+    baseline = crashable.check()
+    path = new_collection(server) + "/joined"
+    contents = [os.urandom(S3_PART_SIZE + 1000), os.urandom(100_000)]
+    urls = [tus_partial(server, path, content) for content in contents]
+
+    with pausing(crashable):
+        final = Background(tus_final, server, path, urls)
+        wait_paused(crashable, 1, [final])
+        kill(crashable, [final])
+    crashable.node.start()
+    server = crashable.server
+
+    assert crashable.check().since(baseline).dangling == []
+    for url, content in zip(urls, contents, strict=True):
+        assert tus_offset(url) == (200, str(len(content)))
+    expect(tus_final(server, path, urls), 201)
+    whole = {sha256(b"".join(contents))}
+    key = assert_attachment_intact(crashable.cluster, server, path, whole)
+    assert [tus_offset(url)[0] for url in urls] == [404, 404]  # Consumed.
+    run_gc(crashable)
+    crashable.check().assert_clean()
+    assert assert_attachment_intact(crashable.cluster, server, path, whole) == key
+
+
 # 7. The GC against a tus PATCH: never remove an upload a PATCH is writing to.
 
 
