@@ -11,7 +11,7 @@ from kinto_attachment.state import tus_uploads
 from kinto_attachment.storage.local.store import LocalStaged, LocalStore
 from kinto_attachment.views import resumable
 
-from ..conftest import ALICE, BOB, cached_app
+from ..conftest import ALICE, BOB, cached_app, held_elsewhere
 from .test_resumable import (
     CHUNK,
     RECORD,
@@ -177,6 +177,7 @@ def test_refused_final_uploads_leave_the_partial_uploads_usable(kinto_local):
     other_record = partial_upload(app, b"x", uploads=UPLOADS.replace("/r1/", "/r2/"))
     bobs = partial_upload(app, b"bob's", headers=BOB)
     unknown = first.rsplit("/", 1)[0] + "/0123456789abcdef"
+    before = kinto_local.files()
 
     refused_final(app, [first, unknown], 404, f"unknown partial upload {unknown}")
     refused_final(app, [first, bobs], 404, f"unknown partial upload {bobs}")
@@ -195,6 +196,7 @@ def test_refused_final_uploads_leave_the_partial_uploads_usable(kinto_local):
     refused_final(app, [first, second], 404, "unknown partial upload", headers=BOB)
     final_upload(app, [first], status=401, headers={})
     app.get(RECORD, headers=ALICE, status=404)
+    assert kinto_local.files() == before  # Nothing made, nothing lost.
 
     final_upload(app, [first, second])
     assert app.get(RECORD + "/attachment", headers=ALICE).body == b"12345678"
@@ -214,8 +216,6 @@ def test_final_upload_over_the_size_limit(tmp_path_factory, request):
 
 
 def test_a_locked_partial_upload_is_423(kinto_local):
-    from ..conftest import held_elsewhere
-
     url = partial_upload(kinto_local.app, b"12345")
     with held_elsewhere(kinto_local.registry, ("uploads", url.rsplit("/", 1)[-1])):
         final_upload(kinto_local.app, [url], status=423)
