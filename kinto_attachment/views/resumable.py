@@ -16,22 +16,11 @@ arrives, the file becomes the record's attachment through the same step as a mul
 (done) until it would have expired, as tusd's do: a client that stored its URL to resume it then
 knows it has nothing left to send.
 
-Concatenation: a *partial* upload (``Upload-Concat: partial``) is created and written as any
-other (same permissions, quota and expiration) but never becomes the attachment by itself; once
-it has all its bytes it waits, as it is, for a *final* upload to name it. The final upload
-(``Upload-Concat: final;URL URL...``) is created whole from the user's finished partial uploads
-of the same record: the store concatenates them (:class:`~kinto_attachment.storage.
-IConcatenatingStore`), the sha256 goes on from the first one's hash state, and the file becomes
-the attachment through the same step as any upload. The partial uploads are removed in that
-transaction and their bytes deleted once it has committed: until then they are as they were,
-so a failed or killed final creation can be sent again, and what it left behind is named by
-no state (the garbage collector's).
+Concatenation (partial and final uploads) is :mod:`.concatenation`.
 """
 
 import base64
-import contextlib
 import logging
-import uuid
 
 from kinto.core.authorization import DYNAMIC
 from kinto.core.utils import msec_time
@@ -42,11 +31,12 @@ from ..protocols import tus
 from ..routes import TUS_UPLOAD, TUS_UPLOADS
 from ..state import tus_uploads
 from ..state.hashstate import ResumableSha256
-from ..storage import IConcatenatingStore, join_key
+from ..storage import IConcatenatingStore
 from ..uploads import intake, lifecycle
-from ..uploads.record import attach, require_record_parents, require_storable_ids
+from ..uploads.record import require_record_parents, require_storable_ids
 from ..web import cors, streams
 from ..web.client_address import client_address, client_name
+from . import concatenation, tus_steps
 from .factory import AttachmentFactory
 
 
@@ -94,11 +84,6 @@ def _speak_tus(request, response):
     _cors[request.matched_route.name](request, response)
 
 
-def _policy(request):
-    match = request.matchdict
-    return request.registry.attachment_settings.policy(match["bucket_id"], match["collection_id"])
-
-
 def extensions(store):
     """The tus extensions offered with ``store``: concatenation only if it can concatenate."""
     return tus.extensions(concatenation=IConcatenatingStore.providedBy(store))
@@ -107,32 +92,21 @@ def extensions(store):
 def options(request):
     """Discovery: no authentication needed, nothing revealed but the server's capabilities."""
     return tus.discovery(
-        max_size=_policy(request).max_size_bytes,
+        max_size=tus_steps.policy_of(request).max_size_bytes,
         preflight=bool(request.headers.get("Access-Control-Request-Method")),
         concatenation=IConcatenatingStore.providedBy(request.registry.attachment_store),
     )
 
 
-def _concat(request):
-    """``Upload-Concat`` of a creation (:class:`~kinto_attachment.protocols.tus.Concat`), or
-    None; 400 if the store cannot concatenate."""
-    concat = tus.concat(request.headers.get("Upload-Concat"))
-    if concat is not None and not IConcatenatingStore.providedBy(
-        request.registry.attachment_store
-    ):
-        raise tus.error("concat_unsupported")
-    return concat
-
-
 def create(request):
     headers = request.headers
     tus.require_version(headers.get("Tus-Resumable"))
-    concat = _concat(request)
+    concat = concatenation.requested(request)
     client = _anonymous_client(request)
     if concat is not None and concat.final:
-        return _create_final(request, concat, client)
+        return concatenation.create_final(request, concat, client)
     context = request.context
-    policy = _policy(request)
+    policy = tus_steps.policy_of(request)
     length = tus.upload_length(
         headers.get("Upload-Length"), headers.get("Upload-Defer-Length"), policy.max_size_bytes
     )
@@ -144,7 +118,7 @@ def create(request):
     _refuse_too_many(request, client)
     ids = (context.bucket_id, context.collection_id, context.record_id)
     if partial:
-        plan = _partial_plan(policy, ids, metadata.get("filename", ""))
+        plan = concatenation.partial_plan(policy, ids, metadata.get("filename", ""))
     else:
         plan = intake.plan_attachment(policy, ids, metadata["filename"], metadata.get("filetype"))
 
@@ -169,78 +143,6 @@ def create(request):
     else:
         upload = _record(request, upload)
     return tus.response(201, Location=location, **_progress(upload))
-
-
-def _partial_plan(policy, ids, filename):
-    """Where a partial upload's bytes go while it waits for its final upload: a random name
-    in the collection's folder, never an attachment's (the final upload's plan decides
-    that); stores that need one (S3 completes each partial upload into an object) use it."""
-    bucket_id, collection_id, _ = ids
-    key = join_key(policy.folder_for(bucket_id, collection_id), f"{uuid.uuid4().hex}.partial")
-    return intake.Plan(key=key, filename=filename, mimetype="application/octet-stream")
-
-
-def _create_final(request, concat, client):
-    """The final upload of concatenation: the partial uploads it names, in order, become one
-    file, which becomes the record's attachment; the partial uploads go with this
-    transaction, their bytes once it has committed."""
-    headers = request.headers
-    tus.require_creation_of_final(
-        headers.get("Upload-Length"), headers.get("Upload-Defer-Length"), request.content_type
-    )
-    context = request.context
-    policy = _policy(request)
-    metadata = tus.metadata(headers.get("Upload-Metadata"))
-    fields = intake.record_fields(metadata, tus.invalid_metadata)
-    require_storable_ids(context)
-    require_record_parents(request, context)
-    uploads_path = request.route_path(TUS_UPLOADS.name, **request.matchdict)
-    upload_ids = tus.upload_ids(concat.urls, uploads_path)
-    partials = [_partial(request, i, url) for i, url in zip(upload_ids, concat.urls, strict=True)]
-    length = sum(partial["length"] for partial in partials)
-    if policy.max_size_bytes and length > policy.max_size_bytes:
-        raise tus.too_large(policy.max_size_bytes)
-    ids = (context.bucket_id, context.collection_id, context.record_id)
-    plan = intake.plan_attachment(policy, ids, metadata["filename"], metadata.get("filetype"))
-
-    store = request.registry.attachment_store
-    digest = ResumableSha256(base64.b64decode(partials[0]["sha256"]))
-    parts = [(partial["store"], partial["length"]) for partial in partials]
-    with _store_errors():
-        progress = store.concatenate(parts, plan.key, plan.mimetype, digest)
-    upload = tus_uploads.new(
-        ids,
-        request.prefixed_userid,
-        length,
-        plan,
-        fields,
-        headers.get("Upload-Metadata"),
-        None,
-        client=client,
-        concat=concat.header,
-    )
-    _attach(request, {**upload, "offset": length}, progress, digest.hexdigest())
-    for partial in partials:
-        tus_uploads.remove(request.registry.storage, partial["id"])
-    location = request.route_url(TUS_UPLOAD.name, upload_id=upload["id"], **request.matchdict)
-    return tus.response(201, Location=location, **tus.progress(length))
-
-
-def _partial(request, upload_id, url):
-    """The user's finished partial upload ``upload_id`` of this record (named ``url`` in
-    ``Upload-Concat``), held for the request (``423`` while another one holds it)."""
-    try:
-        tus_uploads.lock(request.registry, upload_id)
-    except tus_uploads.Locked:
-        raise tus.locked() from None
-    upload = tus_uploads.get(request.registry.storage, upload_id)
-    if upload is None or not _is_mine(request, upload):
-        raise tus.concat_refusal("unknown", url)
-    if upload.get("concat") != "partial":
-        raise tus.concat_refusal("not_partial", url)
-    if upload["length"] is None or upload["offset"] != upload["length"]:
-        raise tus.concat_refusal("unfinished", url)
-    return upload
 
 
 def _anonymous_client(request):
@@ -301,18 +203,6 @@ def _progress(upload):
     return tus.progress(upload["offset"], None if upload.get("completed") else upload["expires"])
 
 
-@contextlib.contextmanager
-def _store_errors():
-    """A failing store is a 503 (retry later); an upload whose stored bytes are gone (the
-    store's ``FileNotFoundError``) a 410: no retry can bring them back, start a new upload."""
-    with errors.store_errors():
-        try:
-            yield
-        except FileNotFoundError as e:
-            logger.warning("Resumable upload lost: %s", e)
-            raise tus.gone() from e
-
-
 def _complete(request, upload):
     """The last byte arrived: the file becomes the record's attachment, the upload goes.
 
@@ -328,50 +218,10 @@ def _complete(request, upload):
     is done.
     """
     store = request.registry.attachment_store
-    with _store_errors():
+    with tus_steps.store_errors():
         progress = store.finish(upload["store"])
     sha256 = ResumableSha256(base64.b64decode(upload["sha256"])).hexdigest()
-    _attach(request, upload, progress, sha256)
-
-
-def _attach(request, upload, progress, sha256):
-    """The file the store made (``progress``) becomes the record's attachment; the upload
-    goes, remembered as finished once the transaction has committed."""
-    store = request.registry.attachment_store
-    blob = intake.Blob(
-        key=progress.key,
-        filename=upload["filename"],
-        hash=sha256,
-        size=upload["length"],
-        mimetype=upload["mimetype"],
-    )
-    created = progress.key in progress.created
-    attach(
-        request,
-        request.context,
-        blob,
-        upload["data"],
-        upload["permissions"],
-        discard_on_failure=created,
-    )
-    others = [key for key in progress.created if key != progress.key]
-    lifecycle.delete_unless_committed(request, store, others)
-    lifecycle.delete_after_commit(request, store, progress.obsolete)
-    tus_uploads.remove(request.registry.storage, upload["id"])
-    seconds = request.registry.attachment_settings.resumable_expires_seconds
-    cache = request.registry.cache
-    lifecycle.after_commit(request, tus_uploads.remember_finished, cache, upload, seconds)
-
-
-def _is_mine(request, upload):
-    """Whether ``upload`` is this user's, on this record, and not expired."""
-    context = request.context
-    return (
-        upload["userid"] == request.prefixed_userid
-        and (upload["bucket_id"], upload["collection_id"], upload["record_id"])
-        == (context.bucket_id, context.collection_id, context.record_id)
-        and upload["expires"] > msec_time()
-    )
+    tus_steps.finish(request, upload, progress, sha256)
 
 
 def _own_upload(request):
@@ -381,7 +231,7 @@ def _own_upload(request):
     upload = tus_uploads.get(request.registry.storage, upload_id)
     if upload is None:
         upload = tus_uploads.finished(request.registry.cache, upload_id)
-    if upload is None or not _is_mine(request, upload):
+    if upload is None or not tus_steps.is_mine(request, upload):
         raise tus.unknown_upload()
     return upload
 
@@ -441,7 +291,7 @@ def _append(request, upload, offset):
 
     An upload of deferred length learns it from ``Upload-Length`` (once); until then its
     bytes are limited by ``max_size_bytes`` alone, as they arrive."""
-    max_size = _policy(request).max_size_bytes
+    max_size = tus_steps.policy_of(request).max_size_bytes
     declared = request.headers.get("Upload-Length")
     upload = {
         **upload,
@@ -462,7 +312,7 @@ def _append(request, upload, offset):
     )
     body = meter.measured(streams.read_chunks(stream, length))
     store = request.registry.attachment_store
-    with _store_errors():
+    with tus_steps.store_errors():
         progress = store.append(upload["store"], offset, body)
     meter.settle()
     if checksum is not None and checksum.digest() != expected:

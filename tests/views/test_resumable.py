@@ -16,7 +16,7 @@ from kinto_attachment import gc
 from kinto_attachment.state import tus_uploads
 from kinto_attachment.uploads import intake
 from kinto_attachment.uploads import record as record_step
-from kinto_attachment.views import resumable
+from kinto_attachment.views import resumable, tus_steps
 
 from ..conftest import ALICE, BOB, build_settings, cached_app, held_elsewhere, make_app
 
@@ -352,7 +352,8 @@ def test_a_finished_upload_is_forgotten_when_it_would_have_expired(kinto_tus, mo
     _, url = create(kinto_tus.app, 5, body=b"whole")
     head(kinto_tus.app, url)
     later = resumable.msec_time() + 86400 * 1000 + 1
-    monkeypatch.setattr(resumable, "msec_time", lambda: later)
+    for module in (resumable, tus_steps):  # The clock of expirations.
+        monkeypatch.setattr(module, "msec_time", lambda: later)
     head(kinto_tus.app, url, status=404)
     assert tus_uploads.entries(kinto_tus.registry.storage) == []
 
@@ -444,7 +445,8 @@ def test_expired_uploads_are_gone_then_collected(kinto_tus, monkeypatch):
     patch(kinto_tus.app, url, b"12345", 0)
     assert kinto_tus.files()  # The staged bytes.
     later = resumable.msec_time() + 86400 * 1000 + 1
-    monkeypatch.setattr(resumable, "msec_time", lambda: later)
+    for module in (resumable, tus_steps):  # The clock of expirations.
+        monkeypatch.setattr(module, "msec_time", lambda: later)
     head(kinto_tus.app, url, status=404)
     assert len(gc.collect(kinto_tus.registry, now=later).expired_uploads) == 1
     assert kinto_tus.files() == []
@@ -455,7 +457,8 @@ def test_a_patch_extends_the_expiration(kinto_tus, monkeypatch):
     _, url = create(kinto_tus.app, 10)
     first = head(kinto_tus.app, url).headers["Upload-Expires"]
     later = resumable.msec_time() + 3600 * 1000
-    monkeypatch.setattr(resumable, "msec_time", lambda: later)
+    for module in (resumable, tus_steps):  # The clock of expirations.
+        monkeypatch.setattr(module, "msec_time", lambda: later)
     patch(kinto_tus.app, url, b"1", 0)
     assert head(kinto_tus.app, url).headers["Upload-Expires"] != first
 
@@ -626,7 +629,7 @@ def fail_next_finish(monkeypatch, when):
 
         monkeypatch.setattr(record_step, "lock_record", failing_lock_record)
     else:
-        attach = resumable.attach
+        attach = tus_steps.attach
 
         def failing_attach(request, *args, **kwargs):
             metadata = attach(request, *args, **kwargs)
@@ -635,7 +638,7 @@ def fail_next_finish(monkeypatch, when):
                 request.tm.get().addBeforeCommitHook(fail)
             return metadata
 
-        monkeypatch.setattr(resumable, "attach", failing_attach)
+        monkeypatch.setattr(tus_steps, "attach", failing_attach)
 
 
 def part_size(kinto):

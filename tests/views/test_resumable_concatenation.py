@@ -9,7 +9,7 @@ import pytest
 from kinto_attachment import gc
 from kinto_attachment.state import tus_uploads
 from kinto_attachment.storage.local.store import LocalStaged, LocalStore
-from kinto_attachment.views import resumable
+from kinto_attachment.views import resumable, tus_steps
 
 from ..conftest import ALICE, BOB, cached_app, held_elsewhere
 from .test_resumable import (
@@ -239,7 +239,8 @@ def test_expired_partial_uploads_are_collected(kinto_local, monkeypatch):
     url = partial_upload(kinto_local.app, b"12345")
     assert kinto_local.files()
     later = resumable.msec_time() + 86400 * 1000 + 1
-    monkeypatch.setattr(resumable, "msec_time", lambda: later)
+    for module in (resumable, tus_steps):  # The clock of expirations.
+        monkeypatch.setattr(module, "msec_time", lambda: later)
     final_upload(kinto_local.app, [url], status=404)
     assert len(gc.collect(kinto_local.registry, now=later).expired_uploads) == 1
     assert kinto_local.files() == []

@@ -1,0 +1,108 @@
+"""tus's concatenation extension: partial uploads, written as any other but never the
+attachment by themselves, and the final upload that names them.
+
+A *partial* upload (``Upload-Concat: partial``) is created and written as any other (same
+permissions, quota and expiration); once it has all its bytes it waits, as it is, for a *final*
+upload to name it. The final upload (``Upload-Concat: final;URL URL...``) is created whole from
+the user's finished partial uploads of the same record: the store concatenates them
+(:class:`~kinto_attachment.storage.IConcatenatingStore`), the sha256 goes on from the first
+one's hash state, and the file becomes the attachment through the same step as any upload. The
+partial uploads are removed in that transaction and their bytes deleted once it has committed:
+until then they are as they were, so a failed or killed final creation can be sent again, and
+what it left behind is named by no state (the garbage collector's).
+"""
+
+import base64
+import uuid
+
+from ..protocols import tus
+from ..routes import TUS_UPLOAD, TUS_UPLOADS
+from ..state import tus_uploads
+from ..state.hashstate import ResumableSha256
+from ..storage import IConcatenatingStore, join_key
+from ..uploads import intake
+from ..uploads.record import require_record_parents, require_storable_ids
+from .tus_steps import finish, is_mine, policy_of, store_errors
+
+
+def requested(request):
+    """``Upload-Concat`` of a creation (:class:`~kinto_attachment.protocols.tus.Concat`), or
+    None; 400 if the store cannot concatenate."""
+    concat = tus.concat(request.headers.get("Upload-Concat"))
+    if concat is not None and not IConcatenatingStore.providedBy(
+        request.registry.attachment_store
+    ):
+        raise tus.error("concat_unsupported")
+    return concat
+
+
+def partial_plan(policy, ids, filename):
+    """Where a partial upload's bytes go while it waits for its final upload: a random name
+    in the collection's folder, never an attachment's (the final upload's plan decides
+    that); stores that need one (S3 completes each partial upload into an object) use it."""
+    bucket_id, collection_id, _ = ids
+    key = join_key(policy.folder_for(bucket_id, collection_id), f"{uuid.uuid4().hex}.partial")
+    return intake.Plan(key=key, filename=filename, mimetype="application/octet-stream")
+
+
+def create_final(request, concat, client):
+    """The final upload of concatenation: the partial uploads it names, in order, become one
+    file, which becomes the record's attachment; the partial uploads go with this
+    transaction, their bytes once it has committed."""
+    headers = request.headers
+    tus.require_creation_of_final(
+        headers.get("Upload-Length"), headers.get("Upload-Defer-Length"), request.content_type
+    )
+    context = request.context
+    policy = policy_of(request)
+    metadata = tus.metadata(headers.get("Upload-Metadata"))
+    fields = intake.record_fields(metadata, tus.invalid_metadata)
+    require_storable_ids(context)
+    require_record_parents(request, context)
+    uploads_path = request.route_path(TUS_UPLOADS.name, **request.matchdict)
+    upload_ids = tus.upload_ids(concat.urls, uploads_path)
+    partials = [_partial(request, i, url) for i, url in zip(upload_ids, concat.urls, strict=True)]
+    length = sum(partial["length"] for partial in partials)
+    if policy.max_size_bytes and length > policy.max_size_bytes:
+        raise tus.too_large(policy.max_size_bytes)
+    ids = (context.bucket_id, context.collection_id, context.record_id)
+    plan = intake.plan_attachment(policy, ids, metadata["filename"], metadata.get("filetype"))
+
+    store = request.registry.attachment_store
+    digest = ResumableSha256(base64.b64decode(partials[0]["sha256"]))
+    parts = [(partial["store"], partial["length"]) for partial in partials]
+    with store_errors():
+        progress = store.concatenate(parts, plan.key, plan.mimetype, digest)
+    upload = tus_uploads.new(
+        ids,
+        request.prefixed_userid,
+        length,
+        plan,
+        fields,
+        headers.get("Upload-Metadata"),
+        None,
+        client=client,
+        concat=concat.header,
+    )
+    finish(request, {**upload, "offset": length}, progress, digest.hexdigest())
+    for partial in partials:
+        tus_uploads.remove(request.registry.storage, partial["id"])
+    location = request.route_url(TUS_UPLOAD.name, upload_id=upload["id"], **request.matchdict)
+    return tus.response(201, Location=location, **tus.progress(length))
+
+
+def _partial(request, upload_id, url):
+    """The user's finished partial upload ``upload_id`` of this record (named ``url`` in
+    ``Upload-Concat``), held for the request (``423`` while another one holds it)."""
+    try:
+        tus_uploads.lock(request.registry, upload_id)
+    except tus_uploads.Locked:
+        raise tus.locked() from None
+    upload = tus_uploads.get(request.registry.storage, upload_id)
+    if upload is None or not is_mine(request, upload):
+        raise tus.concat_refusal("unknown", url)
+    if upload.get("concat") != "partial":
+        raise tus.concat_refusal("not_partial", url)
+    if upload["length"] is None or upload["offset"] != upload["length"]:
+        raise tus.concat_refusal("unfinished", url)
+    return upload
