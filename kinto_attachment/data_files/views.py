@@ -134,7 +134,10 @@ def upload(request):
     store = request.registry.attachment_store
     plan = _plan(request, file_id, max_size)
 
-    with _reserved(request, reservation), intake.Intake(store, plan) as received:
+    with (
+        _reserved(request, reservation),
+        intake.Intake(store, plan, intake.settling_transaction(request)) as received,
+    ):
         streams.pump(*streams.request_body(request), received.write)
     blob = received.blob
     lifecycle.delete_unless_committed(request, store, [blob.key])

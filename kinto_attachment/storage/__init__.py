@@ -36,6 +36,15 @@ class IStaged(Interface):
         """Drop what was written. Safe to call twice, or after ``commit()`` failed."""
 
 
+class ISettlingStaged(IStaged):
+    """A staged writer that can make its bytes visible before they are durable, so that its
+    caller overlaps the wait for the disk with other work (the record's transaction)."""
+
+    def commit_unsettled():
+        """Make the bytes visible; return ``(key, settle)``: ``settle()`` returns once they
+        are durable, or raises. Nothing may refer to the key durably before it returned."""
+
+
 class IBlobStore(Interface):
     """Where attachment bytes live (local disk, S3...)."""
 

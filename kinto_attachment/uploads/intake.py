@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 
 from .. import errors
 from ..state import storable
-from ..storage import join_key, safe_name
+from ..storage import ISettlingStaged, join_key, safe_name
 from ..web.media_types import parse_media_type
 
 
@@ -216,10 +216,11 @@ class Intake:
     on). A store failure is a 503 (:func:`~kinto_attachment.errors.store_errors`).
     """
 
-    def __init__(self, store, plan):
+    def __init__(self, store, plan, txn=None):
         self.plan = plan
         self.meter = Meter(plan.max_size)
         self.blob = None
+        self._txn = txn
         with errors.store_errors():
             self._staged = store.stage(plan.key, plan.mimetype, random=plan.random)
 
@@ -235,7 +236,7 @@ class Intake:
         if exc_type is None:
             try:
                 with errors.store_errors():
-                    key = self._staged.commit()
+                    key = self._commit()
             except BaseException:
                 self._staged.abort()
                 raise
@@ -246,6 +247,31 @@ class Intake:
         else:
             self._staged.abort()
         return False
+
+    def _commit(self):
+        """Commit the staged blob; with the request's transaction (``txn``) and a store that
+        can, without waiting for the disk: the transaction's commit waits for it instead, and
+        fails (nothing is written) if the blob cannot be made durable."""
+        if self._txn is None or not ISettlingStaged.providedBy(self._staged):
+            return self._staged.commit()
+        key, settle = self._staged.commit_unsettled()
+        self._txn.addBeforeCommitHook(_settle, args=(settle,))
+        return key
+
+
+def settling_transaction(request):
+    """The transaction an :class:`Intake` of ``request`` may leave the durability of its blob
+    to: the request's, when Kinto's storage rolls back (PostgreSQL), so that a blob that cannot
+    be made durable undoes the record's write; None on the memory backend, which cannot roll
+    back: the blob is durable before the record is written."""
+    if getattr(request.registry.storage, "client", None) is None:
+        return None
+    return request.tm.get()
+
+
+def _settle(settle):
+    with errors.store_errors():
+        settle()
 
 
 def record_fields(texts, refuse):

@@ -58,7 +58,9 @@ def _receive(request, context, policy, store):
 
         def open_file(filename, content_type):
             plan = intake.plan_attachment(policy, ids, filename, content_type)
-            return receiving.enter_context(intake.Intake(store, plan))
+            return receiving.enter_context(
+                intake.Intake(store, plan, intake.settling_transaction(request))
+            )
 
         reader = FormReader(
             boundary_of(request.headers.get("Content-Type")),

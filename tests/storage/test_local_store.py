@@ -1,6 +1,7 @@
 """The local blob store: atomic placement, no overwrite, nothing outside base_path."""
 
 import os
+import threading
 
 import pytest
 
@@ -29,6 +30,31 @@ def test_a_committed_file_is_in_place_and_readable_by_all(store):
     assert staged.commit() == "a/b.txt"
     assert listing(store) == ["a/b.txt"]
     assert oct(os.stat(store.path("a/b.txt")).st_mode & 0o777) == "0o644"
+
+
+def test_an_unsettled_commit_is_visible_at_once_and_durable_once_settled(store, monkeypatch):
+    """Uploads commit without waiting for the disk: the file is in place at once, and
+    ``settle()`` returns once it and its folder are fsynced, on a thread of the store."""
+    released, synced = threading.Event(), []
+    fsync = os.fsync
+
+    def slow_fsync(fd):
+        released.wait(10)
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    staged = store.stage("a/b.txt")
+    staged.write(b"hello")
+    key, settle = staged.commit_unsettled()
+    assert key == "a/b.txt" and listing(store) == ["a/b.txt"]
+    waiting = threading.Thread(target=settle)
+    waiting.start()
+    waiting.join(0.2)
+    assert waiting.is_alive() and synced == []
+    released.set()
+    waiting.join(10)
+    assert synced == [store.path("a/b.txt"), os.path.dirname(store.path("a/b.txt"))]
 
 
 def test_failed_commit_cleans_up(store, monkeypatch):

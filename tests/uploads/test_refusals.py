@@ -184,13 +184,17 @@ def test_refused_record_write_deletes_the_new_blob(with_previous, monkeypatch):
 
     def spied_stage(*args, **kwargs):
         staged = stage(*args, **kwargs)
-        commit = staged.commit
+        # Local disk's uploads commit unsettled (their fsync runs with the transaction).
+        for name in ("commit", "commit_unsettled"):
+            commit = getattr(staged, name, None)
 
-        def spied_commit(*a, **kw):
-            committed.append(commit(*a, **kw))
-            return committed[-1]
+            def spied_commit(*a, _commit=commit, **kw):
+                result = _commit(*a, **kw)
+                committed.append(result[0] if isinstance(result, tuple) else result)
+                return result
 
-        monkeypatch.setattr(staged, "commit", spied_commit)
+            if commit is not None:
+                monkeypatch.setattr(staged, name, spied_commit)
         return staged
 
     monkeypatch.setattr(store, "stage", spied_stage)
@@ -221,6 +225,38 @@ def test_failing_transaction_deletes_the_new_blob_and_keeps_the_old(
     kinto.upload(URL, b"new", "new.txt", status=500)
     assert kinto.app.get(URL, headers=ALICE).json["data"] == record
     assert kinto.files() == [kinto.key_of(meta["location"])]
+
+
+@pytest.mark.parametrize("route", ["attachment", "data_files"])
+def test_a_file_the_disk_cannot_make_durable_is_503_and_leaves_nothing(
+    backend, tmp_path_factory, request, monkeypatch, route
+):
+    """The fsync of an upload's file runs while its record is written (local disk); its
+    failure fails the transaction at commit: no record change, no entry, no file."""
+    from kinto_attachment.storage.local import store as local
+
+    kinto = cached_app(backend, tmp_path_factory, request)
+    kinto.create_collection()
+    previous = kinto.upload(URL, b"previous content", "previous.txt").json
+    record = kinto.app.get(URL, headers=ALICE).json["data"]
+    fsync, failures = local.os.fsync, [OSError(5, "Input/output error")]
+
+    def failing_fsync(fd):  # The first one: the new file's.
+        if failures:
+            raise failures.pop()
+        fsync(fd)
+
+    monkeypatch.setattr(local.os, "fsync", failing_fsync)
+    local_client = {"REMOTE_ADDR": "127.0.0.1"}
+    if route == "attachment":
+        response = kinto.upload(URL, b"new", "new.txt", status=503)
+    else:
+        response = kinto.app.post("/v1/data/files", b"new", extra_environ=local_client, status=503)
+    assert response.json["errno"] == ERRORS.BACKEND.value and not failures
+    assert kinto.app.get(URL, headers=ALICE).json["data"] == record
+    listed = kinto.app.get("/v1/data/files", extra_environ=local_client).json
+    assert listed == []
+    assert kinto.files() == [kinto.key_of(previous["location"])]
 
 
 def test_store_failure_midway_is_503_and_leaves_nothing(with_previous, monkeypatch):

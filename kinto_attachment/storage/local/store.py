@@ -5,8 +5,16 @@ crosses a filesystem), are fsynced, then renamed onto a name reserved with ``O_E
 existing file is never overwritten, and a crash at any point leaves either nothing visible or a
 complete file. Temporary files are named ``.upload-*.part`` so that garbage collection can
 recognise the ones a killed process left behind.
+
+Uploads commit their file without waiting (:meth:`LocalStaged.commit_unsettled`): renamed at
+once, fsynced (file, then folder) on a thread of the store while the record is written, and
+waited for before the record's transaction commits. The two flushes of the disk then cost an
+upload of a small file little more than the slower of them and the database's work, where they
+came on top of it; a crash before they end can leave a file incomplete under its name, but no
+record names it (the transaction had not committed): an orphan, for the garbage collector.
 """
 
+import concurrent.futures
 import contextlib
 import io
 import os
@@ -20,7 +28,7 @@ from .. import (
     IConcatenatingStore,
     IListableStore,
     IResumableStore,
-    IStaged,
+    ISettlingStaged,
     Listed,
     Progress,
     Stat,
@@ -79,7 +87,7 @@ class LimitedReader(io.RawIOBase):
         super().close()
 
 
-@implementer(IStaged)
+@implementer(ISettlingStaged)
 class LocalStaged:
     def __init__(self, store, key):
         self._store = store
@@ -100,10 +108,31 @@ class LocalStaged:
                 os.fsync(self._file.fileno())
             self._file.close()
             key = self._place()
+            if self._store.fsync:
+                _fsync_dir(os.path.dirname(self._store.path(key)))
         except BaseException:
             self.abort()
             raise
         return key
+
+    def commit_unsettled(self):
+        try:
+            key = self._place()
+        except BaseException:
+            self.abort()
+            raise
+        if not self._store.fsync:
+            self._file.close()
+            return key, _settled
+        syncing = self._store.syncing().submit(self._sync, os.path.dirname(self._store.path(key)))
+        return key, syncing.result
+
+    def _sync(self, folder):
+        try:
+            os.fsync(self._file.fileno())
+        finally:
+            self._file.close()
+        _fsync_dir(folder)
 
     def _place(self):
         for key in key_variants(self._key):
@@ -114,8 +143,6 @@ class LocalStaged:
                 continue
             os.chmod(self._temp_path, 0o644)
             os.replace(self._temp_path, path)
-            if self._store.fsync:
-                _fsync_dir(os.path.dirname(path))
             return key
 
     def abort(self):
@@ -124,10 +151,16 @@ class LocalStaged:
             os.unlink(self._temp_path)
 
 
+def _settled():
+    """Nothing to wait for (``fsync`` off)."""
+
+
 def _is_temporary(name):
     return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
 
 
+#: Files fsynced at once, each on a thread of its own (the threads wait for the disk).
+SYNC_THREADS = 16
 #: Bytes copied at a time when concatenating resumable uploads.
 COPY_SIZE = 1 << 20
 
@@ -139,6 +172,16 @@ class LocalStore(StoreBase):
         self.base_url = base_url
         self.fsync = fsync
         os.makedirs(self.base_path, exist_ok=True)
+        self._syncing = None
+
+    def syncing(self):
+        """The threads that fsync committed files (:meth:`LocalStaged.commit_unsettled`),
+        started with the first."""
+        if self._syncing is None:
+            self._syncing = concurrent.futures.ThreadPoolExecutor(
+                max_workers=SYNC_THREADS, thread_name_prefix="attachment-fsync"
+            )
+        return self._syncing
 
     @classmethod
     def from_options(cls, options, *, base_url="", default_cache_control=""):
