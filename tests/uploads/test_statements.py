@@ -1,0 +1,23 @@
+"""What an upload sends to PostgreSQL beyond the record write it makes: a plain record ``PUT``
+sends 18 statements (Kinto's, our listener's lock and read), an upload 5 more to create its
+record, 6 to replace its file (``bench/README.rst``). A change that adds a round trip to every
+upload fails here, whatever the machine's speed."""
+
+import pytest
+
+from ..conftest import cached_app
+from ..support import statements
+
+
+@pytest.mark.postgresql
+def test_an_upload_sends_few_statements_beyond_its_record_write(tmp_path_factory, request):
+    kinto = cached_app("postgresql", tmp_path_factory, request)
+    kinto.create_collection()
+    sent = statements.of_requests(kinto)
+    locks = [s for s in sent["create"] if "advisory" in s]
+    assert len(locks) == 1, locks  # Root, bucket, collection and record in one round trip.
+    # kinto-attachment's links are not looked for: the record's file is ours, or it has none.
+    legacy = [s for name in ("create", "replace") for s in sent[name] if "__attachments__" in s]
+    assert legacy == []
+    beyond = {name: len(sent[name]) - len(sent["put"]) for name in ("create", "replace")}
+    assert beyond == {"create": 5, "replace": 6}, sent
