@@ -168,7 +168,7 @@ def events_app(tmp_path_factory, request):
     """``events_app(backend, destinations, thread=False, **events_settings)``: a Kinto with
     the blog/articles collection and events to ``destinations``; its dispatcher's thread is
     stopped unless ``thread``. Settings are ``kinto.attachment.events.NAME``, and ``more``
-    (full names); ``store=s3`` puts files on the moto server."""
+    (full names); ``store=s3`` puts files on the moto server, ``store=gcs`` on the GCS emulator."""
     made = []
 
     def build(
@@ -195,6 +195,15 @@ def events_app(tmp_path_factory, request):
             del settings["kinto.attachment.base_path"]
             settings.update(s3_settings(request.getfixturevalue("s3_server")))
             bucket, base_path = settings["kinto.attachment.aws.bucket_name"], None
+        elif store == "gcs":  # With a service account's key, to sign URLs.
+            from ..support.gcs_server import gcs_settings, service_account_file
+
+            token_uri = request.getfixturevalue("token_server").url
+            key_file, _ = service_account_file(tmp_path_factory.mktemp("gcs-key"), token_uri)
+            del settings["kinto.attachment.base_path"]
+            gcs = request.getfixturevalue("gcs_server")
+            settings.update(gcs_settings(gcs, credentials=key_file))
+            bucket, base_path = settings["kinto.attachment.gcloud.bucket_name"], None
         kinto = Kinto(make_app(settings), base_path, bucket)
         if not thread:
             kinto.registry.attachment_dispatcher.stop()

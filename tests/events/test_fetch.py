@@ -1,5 +1,5 @@
 """The ``url`` of a stored event: exactly that version, without Kinto credentials, for
-``url_expires_seconds``; signed by the plugin on local disk, presigned by S3."""
+``url_expires_seconds``; signed by the plugin on local disk, presigned by S3 and GCS."""
 
 import hashlib
 import time
@@ -99,3 +99,23 @@ def test_s3_url_is_presigned_for_the_exact_key(events_app, receiver):
     # moto checks no signatures: that the URL names the exact key is what can be checked.
     key = kinto.key_of(event["data"]["attachment"]["location"])
     assert urlsplit(url).path.endswith("/" + key)
+
+
+def test_gcs_url_is_v4_signed_for_the_exact_key(events_app, receiver):
+    import requests
+
+    kinto = events_app("memory", store="gcs", **destination_settings("webhook", receiver))
+    content = b"on gcs" * 1000
+    event, url = stored_url(kinto, receiver, content)
+    query = parse_qs(urlsplit(url).query)
+    assert query["X-Goog-Algorithm"] == ["GOOG4-RSA-SHA256"] and "X-Goog-Signature" in query
+    assert query["X-Goog-Expires"] == [
+        str(kinto.registry.attachment_settings.events.url_expires_seconds)
+    ]
+    assert "/attachment-fetch/" not in url
+    key = kinto.key_of(event["data"]["attachment"]["location"])
+    assert urlsplit(url).path.endswith("/" + key)
+    # The emulator checks no signatures (tests/storage/test_gcs.py verifies them): it serves
+    # the version the event names, without Kinto's credentials.
+    response = requests.get(url, timeout=10)
+    assert hashlib.sha256(response.content).hexdigest() == event["data"]["attachment"]["hash"]
