@@ -13,7 +13,7 @@ import logging
 import transaction
 from kinto.core.utils import msec_time
 
-from ..state import outbox
+from ..state import outbox, shared
 from . import cloudevents
 from .options import DELETED, STORED
 
@@ -66,7 +66,7 @@ def _record(registry, request, event_type, ids, attachment, key, replaced_hash):
     event = cloudevents.make(
         source(registry, request), event_type, _subject(ids), ids, attachment, replaced_hash
     )
-    committed = getattr(storage, "client", None) is not None  # Else: the memory backend.
+    committed = shared.rolls_back(storage)  # Else: written now, made pending by the commit.
     now = msec_time()
     rows = [outbox.add(storage, d, event, key, now, committed) for d in destinations]
     txn = request.tm.get() if request is not None else transaction.get()

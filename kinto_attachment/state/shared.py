@@ -19,6 +19,12 @@ def shares_state(registry):
     return not isinstance(registry.storage, memory.Storage)
 
 
+def rolls_back(storage):
+    """Whether Kinto's storage backend undoes the writes of a transaction that fails
+    (PostgreSQL); the memory backend writes at once and keeps them."""
+    return getattr(storage, "client", None) is not None
+
+
 @contextlib.contextmanager
 def registry_of(ini, unshared):
     """For a command: the registry of the app ``ini`` configures, or None once ``unshared``

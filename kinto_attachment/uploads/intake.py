@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from .. import errors
-from ..state import storable
+from ..state import shared, storable
 from ..storage import ISettlingStaged, join_key, safe_name
 from ..web.media_types import parse_media_type
 
@@ -264,9 +264,7 @@ def settling_transaction(request):
     to: the request's, when Kinto's storage rolls back (PostgreSQL), so that a blob that cannot
     be made durable undoes the record's write; None on the memory backend, which cannot roll
     back: the blob is durable before the record is written."""
-    if getattr(request.registry.storage, "client", None) is None:
-        return None
-    return request.tm.get()
+    return request.tm.get() if shared.rolls_back(request.registry.storage) else None
 
 
 def _settle(settle):
