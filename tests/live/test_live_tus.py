@@ -103,18 +103,25 @@ def run(command, cwd, **env):
     return result
 
 
-def assert_completed(server, record_id, workdir, upload_url):
+def assert_attached(server, record_id, path, size):
+    """The record's attachment is the file at ``path`` (``size`` bytes), and downloads as it;
+    the record."""
     record = record_of(server, record_id)
     assert record is not None
     attachment = record["attachment"]
-    assert attachment["hash"] == sha256_of(workdir / "big.bin")
-    assert attachment["size"] == SIZE
+    assert attachment["hash"] == sha256_of(path)
+    assert attachment["size"] == size
     download = requests.get(
         f"{server.url}/buckets/website/collections/assets/records/{record_id}/attachment",
         auth=ALICE,
         timeout=60,
     )
     assert hashlib.sha256(download.content).hexdigest() == attachment["hash"]
+    return record
+
+
+def assert_completed(server, record_id, workdir, upload_url):
+    record = assert_attached(server, record_id, workdir / "big.bin", SIZE)
     # The upload is over: its URL tells it is done, and nothing of it is left on disk.
     assert offset_of(upload_url) == SIZE
     assert not [f for f in server.files() if f.startswith(".uploads/")]
@@ -278,15 +285,7 @@ def test_tus_js_client_parallel_uploads_resume(server, readme, setup_workdir, tu
     second = run(command, setup_workdir, **node_path)
     assert second.returncode == 0, second
     final_url = second.stdout.strip()
-    attachment = record_of(server, "parallel-js")["attachment"]
-    assert attachment["hash"] == sha256_of(setup_workdir / "parallel.bin")
-    assert attachment["size"] == size
-    download = requests.get(
-        f"{server.url}/buckets/website/collections/assets/records/parallel-js/attachment",
-        auth=ALICE,
-        timeout=60,
-    )
-    assert hashlib.sha256(download.content).hexdigest() == attachment["hash"]
+    assert_attached(server, "parallel-js", setup_workdir / "parallel.bin", size)
     head = requests.head(final_url, auth=ALICE, headers={"Tus-Resumable": "1.0.0"}, timeout=30)
     assert head.headers["Upload-Concat"] == "final;" + " ".join(partials)
     assert head.headers["Upload-Offset"] == str(size)
