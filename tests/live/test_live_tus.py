@@ -23,6 +23,7 @@ from ..support.live import (
     COMMAND_TIMEOUT,
     client_env,
     documented_examples,
+    ensure_tus_js,
     run_bash,
     running_server,
     scratch_folder,
@@ -160,8 +161,9 @@ def test_tuspy_resumes_an_interrupted_upload(server, readme, workdir):
 
 
 @pytest.fixture(scope="module")
-def tus_js(tmp_path_factory):
-    """tus-js-client installed from the npm registry, as the documentation says."""
+def tus_js():
+    """tus-js-client installed from the npm registry, as the documentation says (kept in the
+    cache the benchmarks share)."""
     npm = shutil.which("npm")
     node = shutil.which("node")
     if not (npm and node):
@@ -170,16 +172,7 @@ def tus_js(tmp_path_factory):
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(message + " (CI=true: this test must run)", pytrace=False)
         pytest.skip(message)
-    folder = tmp_path_factory.mktemp("tus-js")
-    result = subprocess.run(
-        [npm, "install", "--no-audit", "--no-fund", "--silent", "tus-js-client@4"],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result
-    return folder / "node_modules"
+    return ensure_tus_js()
 
 
 INTERRUPT = """

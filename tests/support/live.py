@@ -377,6 +377,24 @@ def ensure_peer():
     return cached_virtualenv("peer", PEER_REQUIREMENTS, check)
 
 
+#: The tus-js-client the documentation installs (``npm install tus-js-client``), major pinned.
+TUS_JS_CLIENT = "tus-js-client@4"
+
+
+def ensure_tus_js():
+    """The ``node_modules`` folder of :data:`TUS_JS_CLIENT`, installed from the npm registry
+    on first use and kept in :data:`PEER_CACHE` (:func:`built_once`): for ``NODE_PATH``."""
+
+    def build(folder):
+        folder.mkdir()
+        # Else npm installs into the nearest parent folder that has a package.json.
+        (folder / "package.json").write_text("{}")
+        command = ["npm", "install", "--no-audit", "--no-fund", "--silent", TUS_JS_CLIENT]
+        subprocess.run(command, check=True, cwd=folder, stdin=subprocess.DEVNULL, timeout=300)
+
+    return built_once(PEER_CACHE / TUS_JS_CLIENT.replace("@", "-"), build) / "node_modules"
+
+
 # The documented examples.
 
 
