@@ -11,7 +11,12 @@ as they fill and dropped from the page cache, ``kinto_attachment/storage/local/w
 the limit of this stack with that I/O strategy, where the plain reference is "simply writing
 the request body to disk".
 
-    python bench/reference.py --port 8000 --dir /tmp/ref [--write-behind]
+With ``--floor`` it only reads the body, by the blocks our multipart uploads read it in
+(``kinto_attachment.web.streams.UPLOAD_CHUNK_SIZE``), and throws them away: no hash, no file.
+That is the server's own cost of receiving a body, the floor no upload can go below
+(``floor-gunicorn``: issue 29 wants ours within 1.5× of it).
+
+    python bench/reference.py --port 8000 --dir /tmp/ref [--write-behind | --floor]
 
 ``--port 0``: a port of the kernel's choice, which waitress logs ("Serving on ...").
 """
@@ -27,12 +32,13 @@ import uuid
 import waitress
 
 from kinto_attachment.storage.local.writebehind import WriteBehind
+from kinto_attachment.web.streams import UPLOAD_CHUNK_SIZE
 
 
 CHUNK = 1024 * 1024
 
 
-def make_app(folder, write_behind=False):
+def make_app(folder, write_behind=False, floor=False):
     def app(environ, start_response):
         if environ["REQUEST_METHOD"] == "GET" and environ["PATH_INFO"].startswith("/files/"):
             path = os.path.join(folder, os.path.basename(environ["PATH_INFO"]))
@@ -48,6 +54,11 @@ def make_app(folder, write_behind=False):
 
         stream = environ["wsgi.input"]
         remaining = int(environ.get("CONTENT_LENGTH") or 0)
+        if floor:
+            while remaining > 0 and (chunk := stream.read(min(UPLOAD_CHUNK_SIZE, remaining))):
+                remaining -= len(chunk)
+            start_response("201 Created", [("Content-Length", "0")])
+            return [b""]
         digest = hashlib.sha256()
         fd, temp = tempfile.mkstemp(dir=folder, prefix=".upload-")
         behind = WriteBehind(fd) if write_behind else None
@@ -82,13 +93,14 @@ def main():
         "--recv-bytes", type=int, default=262144, help="as config/kinto.ini's [server:main]"
     )
     parser.add_argument("--write-behind", action="store_true")
+    parser.add_argument("--floor", action="store_true", help="read the body, store nothing")
     args = parser.parse_args()
     os.makedirs(args.dir, exist_ok=True)
     # The "Serving on" line (INFO) names the bound port: bench/servers.py reads it.
     logging.basicConfig()
     logging.getLogger("waitress").setLevel(logging.INFO)
     waitress.serve(
-        make_app(args.dir, args.write_behind),
+        make_app(args.dir, args.write_behind, args.floor),
         host="127.0.0.1",
         port=args.port,
         max_request_body_size=4 * 1024**3,

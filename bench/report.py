@@ -4,7 +4,7 @@
 Rows are dicts: large uploads ``{server, size, seconds, growth, cpu}``, small uploads
 ``{server, workers, rps}``, downloads ``{server, route, size, seconds, growth}`` (bytes and
 seconds; ``growth`` None where our server is not involved), resumable uploads ``{server, size,
-chunk, tus, multipart}``, refusals ``{server, status, seconds, sent}``, events ``{server,
+chunk, parts, tus, multipart}``, refusals ``{server, status, seconds, sent}``, events ``{server,
 workers, round, rps}``, records ``{kind, workers, round, rps, conflicts}``.
 """
 
@@ -48,6 +48,11 @@ def write(path, large, small, downloads, tus, refusals, events, records, args):
 
 def ratio(value, reference):
     return f"{value / reference:.2f}×" if reference else "n/a"
+
+
+def verdict(met):
+    """Whether a target of issue 29 is met, in a table."""
+    return "met" if met else "**not met**"
 
 
 def versions():
@@ -120,6 +125,44 @@ def large_section(large):
             f"| {row['cpu']:.2f} | {ratio(row['cpu'], ref['cpu']) if ref else 'n/a'} "
             f"| {row['growth'] / MiB:.1f} MiB |"
         )
+    return lines + floor_lines(large)
+
+
+#: A large upload under a streaming server against that server's read-only floor: at most
+#: this many times its time, and at most this peak RSS growth, from 1 GiB up (issue 29, for
+#: gunicorn, the best shipped streaming server).
+FLOOR_TARGET, FLOOR_GROWTH, FLOOR_FROM = 1.5, 32 * MiB, 1024 * MiB
+
+
+def floor_lines(large):
+    """``ours-NAME`` against ``floor-NAME`` (the same server reading the body and storing
+    nothing), for each streaming server with both measured."""
+    by = {(r["server"], r["size"]): r for r in large}
+    floor_of = {r["server"]: "floor-" + r["server"].removeprefix("ours-") for r in large}
+    pairs = [
+        (row, by[floor_of[row["server"]], row["size"]])
+        for row in large
+        if row["server"].startswith("ours-") and (floor_of[row["server"]], row["size"]) in by
+    ]
+    if not pairs:
+        return []
+    lines = [
+        "",
+        f"Against the server's read-only floor (targets from {FLOOR_FROM // MiB} MiB: time "
+        f"≤ {FLOOR_TARGET}× the floor's, peak RSS growth ≤ {FLOOR_GROWTH // MiB} MiB):",
+        "",
+        "| server | size | median s | floor s | vs floor | peak RSS growth | target |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row, floor in pairs:
+        met = row["seconds"] <= FLOOR_TARGET * floor["seconds"] and row["growth"] <= FLOOR_GROWTH
+        target = verdict(met) if row["size"] >= FLOOR_FROM else f"(from {FLOOR_FROM // MiB} MiB)"
+        lines.append(
+            f"| {row['server']} | {row['size'] // MiB} MiB | {row['seconds']:.2f} "
+            f"| {floor['seconds']:.2f} | {ratio(row['seconds'], floor['seconds'])} "
+            f"| {row['growth'] / MiB:.1f} MiB "
+            f"| {target} |"
+        )
     return lines
 
 
@@ -163,19 +206,31 @@ def downloads_section(downloads):
     return lines
 
 
+#: tus throughput against multipart (multipart time / tus time), by ``(parts, chunk)``: plain
+#: sequential 8 MiB chunks on every shipped server, and 4 parallel parts (issue 29).
+TUS_TARGETS = {(1, 8 * MiB): 0.8, (4, 8 * MiB): 1.0}
+
+
 def tus_section(tus):
     lines = [
         "",
         "## Resumable uploads (tus) against multipart, same file and server",
         "",
-        "| server | size | chunk | tus s | multipart s | tus throughput vs multipart |",
-        "|---|---|---|---|---|---|",
+        "Sequential: one upload, one kept-alive connection. Parallel: tus-js-client's "
+        "`parallelUploads` (partial uploads sent at once, then the final one joining them).",
+        "",
+        "| server | size | parts | chunk | tus s | multipart s "
+        "| tus throughput vs multipart | target |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in tus:
+        speed = row["multipart"] / row["tus"]
+        target = TUS_TARGETS.get((row["parts"], row["chunk"]))
+        parts = "sequential" if row["parts"] == 1 else f"{row['parts']} parallel"
         lines.append(
-            f"| {row['server']} | {row['size'] // MiB} MiB | {row['chunk'] // MiB} MiB "
-            f"| {row['tus']:.2f} | {row['multipart']:.2f} "
-            f"| {ratio(row['multipart'], row['tus'])} |"
+            f"| {row['server']} | {row['size'] // MiB} MiB | {parts} | {row['chunk'] // MiB} MiB "
+            f"| {row['tus']:.2f} | {row['multipart']:.2f} | {speed:.2f}× "
+            f"| {f'≥ {target}×: {verdict(speed >= target)}' if target else ''} |"
         )
     return lines
 

@@ -19,13 +19,16 @@ waitress with the same settings:
 - ``ours-gunicorn``, ``ours-uwsgi``: ``ours`` under the streaming servers, from their shipped
   configurations (``config/gunicorn.conf.py``, ``config/uwsgi.ini``), beside
   ``reference-gunicorn`` and ``reference-uwsgi``: the reference app (the raw sink) under each,
-  their own bounds (``bench/sink_wsgi.py``). Their memory is the worker's;
+  their own bounds (``bench/sink_wsgi.py``), and ``floor-gunicorn`` and ``floor-uwsgi``: the
+  same app reading the body by the blocks our uploads read it in and storing nothing, each
+  server's read-only floor (large uploads only). Their memory is the worker's;
 - ``ours-s3-uwsgi``: ``ours-s3`` under uWSGI, on the same moto server (no request buffer).
 
 Besides uploads of large and small files and downloads: a 1 GiB (the largest size) resumable
-upload in 8 MiB chunks, and in 64 MiB chunks, against the multipart upload of the same file on
-the same server, and an anonymous POST announcing 2 GB (how fast the 401, how much body went
-before it).
+upload in 8 MiB chunks, in 64 MiB chunks, and by tus-js-client in 4 parallel parts (8 MiB
+chunks), against the multipart upload of the same file on the same server (``ours`` and each
+``ours-NAME`` of a streaming server), and an anonymous POST announcing 2 GB (how fast the 401,
+how much body went before it).
 
 For each upload: wall time of ``curl -F`` (as users upload), MiB/s, and the server's peak RSS
 growth (``VmHWM`` of the server process, reset before each upload through ``clear_refs``).
@@ -195,8 +198,10 @@ def bench_small(servers, count, concurrency):
     content = os.urandom(4096)
     rows = []
     for name, server in servers.items():
-        if name == "reference-wb" or server.direct:
-            continue  # Write-behind starts at two windows (16 MiB): these are plain writes.
+        if name == "reference-wb" or name.startswith("floor") or server.direct:
+            # Write-behind starts at two windows (16 MiB): these are plain writes. A floor
+            # stores nothing.
+            continue
         for workers in (1, concurrency):
             rps, dropped = upload_small(server, content, count, workers)
             rows.append({"server": name, "workers": workers, "rps": rps})
@@ -291,8 +296,8 @@ def bench_downloads(servers, size, rounds, folder):
     path = make_file(folder, size)
     targets = []
     for name, server in servers.items():
-        if name in ("peer", "reference-wb") or server.direct:
-            continue  # kinto-attachment serves no files; the two references serve alike.
+        if name in ("peer", "reference-wb") or name.startswith("floor") or server.direct:
+            continue  # kinto-attachment and floors serve no files; the references serve alike.
         if not server.kinto:
             with open(path, "rb") as body:
                 response = requests.post(server.upload_url(None), data=body, timeout=600)
@@ -391,34 +396,63 @@ def tus_once(server, path, chunk):
     return time.perf_counter() - start
 
 
+def tus_parallel_once(server, path, parts, chunk, node_modules):
+    """Seconds of one upload of ``path`` by tus-js-client in ``parts`` partial uploads sent at
+    once, in ``chunk``-byte PATCHes, then joined (``bench/tus_parallel.js``, which times
+    itself from the upload's start to its success)."""
+    script = HERE / "tus_parallel.js"
+    command = ["node", str(script), server.upload_url("tus") + "/uploads", str(path),
+               str(parts), str(chunk), ":".join(AUTH)]  # fmt: skip
+    env = {**os.environ, "NODE_PATH": str(node_modules)}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    if done.returncode:
+        raise RuntimeError(f"{server.name}: tus-js-client: {done.stderr[-2000:]}")
+    return float(done.stdout)
+
+
 #: tus chunk sizes measured: the issue's 8 MiB, and a larger one to show what each request
 #: costs (the fixed part is paid 8 times less often).
 TUS_CHUNKS = (8 * MiB, 64 * MiB)
+#: tus-js-client's ``parallelUploads`` measured: 4 parts (issue 29), in the 8 MiB chunks of the
+#: sequential case rather than its default (one PATCH per part), so that the two rows differ by
+#: the parallelism alone, and as a resumable client sets a chunk size: to bound what a dropped
+#: connection costs and what a proxy must take in one request.
+TUS_PARALLEL = (4, 8 * MiB)
 
 
 def bench_tus(servers, size, rounds, folder):
-    """Resumable uploads in chunks of each of :data:`TUS_CHUNKS` against the multipart upload
-    of the same file, on the same server, interleaved: what resuming costs."""
+    """Resumable uploads in chunks of each of :data:`TUS_CHUNKS`, and in parallel parts
+    (:data:`TUS_PARALLEL`), against the multipart upload of the same file, on the same server,
+    interleaved: what resuming costs, and what parallel parts buy."""
+    if not (shutil.which("node") and shutil.which("npm")):
+        raise SystemExit("the tus case needs node and npm (tus-js-client's parallel uploads)")
+    node_modules = live.ensure_tus_js()
     path = make_file(folder, size)
+    parts, parallel_chunk = TUS_PARALLEL
+    kinds = [(1, chunk) for chunk in TUS_CHUNKS] + [TUS_PARALLEL]
     rows = []
     for name in ("ours", *(f"ours-{s}" for s in STREAMING)):
         if name not in servers:
             continue
         server = servers[name]
-        times = {chunk: [] for chunk in TUS_CHUNKS}
+        times = {kind: [] for kind in kinds}
         form_times = []
         for _ in range(rounds):
             for chunk in TUS_CHUNKS:
-                times[chunk].append(tus_once(server, path, chunk))
+                times[1, chunk].append(tus_once(server, path, chunk))
                 server.clean("tus")
+            once = tus_parallel_once(server, path, parts, parallel_chunk, node_modules)
+            times[TUS_PARALLEL].append(once)
+            server.clean("tus")
             form_times.append(upload_once(server, path, "form")[0])
             server.clean("form")
         multipart = statistics.median(form_times)
-        for chunk in TUS_CHUNKS:
-            row = {"server": name, "size": size, "chunk": chunk,
-                   "tus": statistics.median(times[chunk]), "multipart": multipart}  # fmt: skip
+        for parts_sent, chunk in kinds:
+            row = {"server": name, "size": size, "chunk": chunk, "parts": parts_sent,
+                   "tus": statistics.median(times[parts_sent, chunk]),
+                   "multipart": multipart}  # fmt: skip
             rows.append(row)
-            print(f"  {name:12s} tus {chunk // MiB} MiB {row['tus']:.2f} s, "
+            print(f"  {name:12s} tus {parts_sent} x {chunk // MiB} MiB {row['tus']:.2f} s, "
                   f"multipart {multipart:.2f} s")  # fmt: skip
     return rows
 
@@ -491,7 +525,8 @@ def main():
         "--servers",
         # Not ours-gcs: a 1 GiB upload to the GCS emulator takes minutes (RESULTS-gcs.md).
         default="reference,reference-wb,peer,ours,ours-pg,ours-s3,ours-s3-uwsgi,"
-        "reference-gunicorn,ours-gunicorn,reference-uwsgi,ours-uwsgi,ours-pg-events",
+        "reference-gunicorn,floor-gunicorn,ours-gunicorn,reference-uwsgi,floor-uwsgi,ours-uwsgi,"
+        "ours-pg-events",
         help="comma separated (more: ours-gcs)",
     )
     parser.add_argument(

@@ -85,7 +85,8 @@ class Server:
 
 
 #: Servers that stream request bodies: ``ours-NAME`` runs the plugin under them,
-#: ``reference-NAME`` the raw sink (``bench/sink_wsgi.py``).
+#: ``reference-NAME`` the raw sink (``bench/sink_wsgi.py``), ``floor-NAME`` the same app
+#: reading the body and storing nothing (its ``--floor``).
 STREAMING = ("gunicorn", "uwsgi")
 
 
@@ -128,8 +129,9 @@ def start_servers(names, folder, stack):
         store = name.removesuffix(f"-{streaming}") if streaming else name
         if streaming:
             port, serving = live.free_port(), live.LISTENING[streaming]
-        if name.startswith("reference") and streaming:
-            server_env = {**env, "SINK_DIR": str(files)}
+        if name.startswith(("reference", "floor")) and streaming:
+            floor = str(int(name.startswith("floor")))
+            server_env = {**env, "SINK_DIR": str(files), "SINK_FLOOR": floor}
             command = live.streaming_command(streaming, folder, port, (HERE, "sink_wsgi"))
             kinto = False
         elif name.startswith("reference"):

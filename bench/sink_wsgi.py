@@ -1,6 +1,7 @@
 """The reference app (``bench/reference.py``: hash, write, fsync, nothing parsed) for the
 streaming servers, which take a module: the raw sink of gunicorn and uWSGI, the bound of our
-uploads under each. ``SINK_DIR`` is where it writes. Under uWSGI it answers ``Expect:
+uploads under each. ``SINK_DIR`` is where it writes; with ``SINK_FLOOR=1`` it writes nothing,
+only reads the body (``--floor``): each server's read-only floor. Under uWSGI it answers ``Expect:
 100-continue`` as the plugin does (``kinto_attachment.web.streams``): else curl waits a second."""
 
 import os
@@ -14,7 +15,7 @@ from reference import make_app  # noqa: E402
 from kinto_attachment.web.streams import continue_under_uwsgi  # noqa: E402
 
 
-sink = make_app(os.environ["SINK_DIR"])
+sink = make_app(os.environ["SINK_DIR"], floor=os.environ.get("SINK_FLOOR") == "1")
 
 
 def application(environ, start_response):
