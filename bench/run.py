@@ -428,7 +428,6 @@ def bench_tus(servers, size, rounds, folder):
         raise SystemExit("the tus case needs node and npm (tus-js-client's parallel uploads)")
     node_modules = live.ensure_tus_js()
     path = make_file(folder, size)
-    parts, parallel_chunk = TUS_PARALLEL
     kinds = [(1, chunk) for chunk in TUS_CHUNKS] + [TUS_PARALLEL]
     rows = []
     for name in ("ours", *(f"ours-{s}" for s in STREAMING)):
@@ -441,18 +440,18 @@ def bench_tus(servers, size, rounds, folder):
             for chunk in TUS_CHUNKS:
                 times[1, chunk].append(tus_once(server, path, chunk))
                 server.clean("tus")
-            once = tus_parallel_once(server, path, parts, parallel_chunk, node_modules)
+            once = tus_parallel_once(server, path, *TUS_PARALLEL, node_modules)
             times[TUS_PARALLEL].append(once)
             server.clean("tus")
             form_times.append(upload_once(server, path, "form")[0])
             server.clean("form")
         multipart = statistics.median(form_times)
-        for parts_sent, chunk in kinds:
-            row = {"server": name, "size": size, "chunk": chunk, "parts": parts_sent,
-                   "tus": statistics.median(times[parts_sent, chunk]),
+        for parts, chunk in kinds:
+            row = {"server": name, "size": size, "chunk": chunk, "parts": parts,
+                   "tus": statistics.median(times[parts, chunk]),
                    "multipart": multipart}  # fmt: skip
             rows.append(row)
-            print(f"  {name:12s} tus {parts_sent} x {chunk // MiB} MiB {row['tus']:.2f} s, "
+            print(f"  {name:12s} tus {parts} x {chunk // MiB} MiB {row['tus']:.2f} s, "
                   f"multipart {multipart:.2f} s")  # fmt: skip
     return rows
 
