@@ -1,19 +1,30 @@
-"""Writing the ``attachment`` field onto records, through Kinto's own record view.
+"""Writing the ``attachment`` field onto records, through Kinto's own record resource.
 
-The record is updated with an internal subrequest (``PATCH`` of an existing record, ``PUT`` with
-``If-None-Match: *`` of a new one) in the same transaction as the upload. Kinto therefore does
-everything it does for any record write: JSON-schema validation, permission checks, timestamps,
-``ResourceChanged`` events for history, quotas or signing plugins. The subrequest is flagged so
-that our listener lets this one edit of the ``attachment`` field through.
+The record is written (``PATCH`` of an existing record, ``PUT`` with ``If-None-Match: *`` of a
+new one) in the same transaction as the upload, by Kinto's ``Record`` resource and the
+validators of its service: Kinto therefore does everything it does for any record write,
+JSON-schema validation, timestamps, permissions of the new record, ``ResourceChanged`` events
+for history, quotas or signing plugins. What it is spared is what the upload's request has
+done already: routing, authentication, and the route factory's permission check and reads
+(the upload's own factory is the same check, :class:`~kinto_attachment.views.factory.
+AttachmentFactory`, and the record has been read again under its lock). A subrequest through
+Pyramid's router would do all of these a second time, which cost as much as the rest of a
+small upload on PostgreSQL. The write is flagged so that our listener lets this one edit of
+the ``attachment`` field through.
 """
 
+from kinto.core.cornice.errors import Errors
 from kinto.core.storage.exceptions import ObjectNotFoundError
-from kinto.core.utils import build_request
+from kinto.core.utils import build_request, current_service
 from pyramid import httpexceptions
+from pyramid.interfaces import IRoutesMapper
 
 
-#: Environ flag set on our own subrequests (see :mod:`kinto_attachment.listeners`).
+#: Environ flag set on our own writes (see :mod:`kinto_attachment.listeners`).
 INTERNAL_WRITE = "kinto_attachment.internal_write"
+
+#: Kinto's route of a record.
+RECORD_ROUTE = "record-object"
 
 
 def stored(storage, bucket_id, collection_id, record_id):
@@ -32,31 +43,70 @@ def is_internal_write(request):
     return bool(request.environ.get(INTERNAL_WRITE))
 
 
-def write(request, uri, data, permissions=None, create=False):
-    """Merge ``data`` (and ``permissions``) into the record at ``uri``; raise Kinto's error."""
+def write(request, context, data, permissions=None, create=False):
+    """Merge ``data`` (and ``permissions``) into the record of ``context`` (the upload's
+    :class:`~kinto_attachment.views.factory.AttachmentFactory`, its ``current_object`` read
+    under the record's lock); raise Kinto's error."""
     body = {"data": data}
     if permissions is not None:
         body["permissions"] = permissions
+    method = "PUT" if create else "PATCH"
+    write_request = _record_request(request, context, method, body, create)
+    view, args = _record_view(write_request, method)
+    resource = args["klass"](request=write_request, context=context)
+    # What cornice does around a resource's view: run its validators (the body's schema),
+    # answer their errors in Kinto's format.
+    write_request.validated, write_request.errors, write_request.info = {}, Errors(), {}
+    for validator in args["validators"]:
+        validator(write_request, **args)
+    if write_request.errors:
+        response = args["error_handler"](write_request)
+        raise httpexceptions.exception_response(
+            response.status_code, body=response.body, headers=response.headers
+        )
+    written = view.make_bound_view(resource)()
+    _as_attachment_events(request, context.record_uri)
+    return written["data"]
+
+
+def _record_request(request, context, method, body, create):
+    """A request for Kinto's record resource, as its route would have matched it; it shares
+    the upload's ``bound_data`` (events, the collection already read)."""
     headers = {"If-None-Match": "*"} if create else {}
-    subrequest = build_request(
+    write_request = build_request(
         request,
         {
-            "method": "PUT" if create else "PATCH",
-            "path": f"/{request.registry.route_prefix}{uri}",
+            "method": method,
+            "path": f"/{request.registry.route_prefix}{context.record_uri}",
             "body": body,
             "headers": headers,
         },
     )
-    subrequest.bound_data = request.bound_data
-    subrequest.environ[INTERNAL_WRITE] = True
-    response = request.invoke_subrequest(subrequest, use_tweens=False)
-    if response.status_code >= 400:
-        # Cornice returns (rather than raises) validation errors, already in Kinto's format.
-        raise httpexceptions.exception_response(
-            response.status_code, body=response.body, headers=response.headers
-        )
-    _as_attachment_events(request, uri)
-    return response.json["data"]
+    write_request.bound_data = request.bound_data
+    write_request.environ[INTERNAL_WRITE] = True
+    write_request.matched_route = request.registry.getUtility(IRoutesMapper).get_route(
+        RECORD_ROUTE
+    )
+    write_request.matchdict = {
+        "bucket_id": context.bucket_id,
+        "collection_id": context.collection_id,
+        "id": context.record_id,
+    }
+    # Authenticated as the upload was (same headers), before Kinto reads who writes: the
+    # record's creator gets ``write`` on it, events and history name the user.
+    write_request.authenticated_userid  # noqa: B018 (a property that authenticates)
+    return write_request
+
+
+def _record_view(write_request, method):
+    """The view of Kinto's record service for ``method`` and a JSON body, and its
+    arguments; 405 when Kinto's settings disabled it (``record_put_enabled = false``)."""
+    for defined, view, args in current_service(write_request).definitions:
+        types = args.get("content_type", ())
+        types = [types] if isinstance(types, str) else types
+        if defined == method and "application/json" in types:
+            return view, args
+    raise httpexceptions.HTTPMethodNotAllowed()
 
 
 def _as_attachment_events(request, uri):

@@ -58,7 +58,7 @@ def attach(request, context, blob, data=None, permissions=None, discard_on_failu
     metadata = blob.attachment(store.url(blob.key))
     written = records.write(
         request,
-        context.record_uri,
+        context,
         {**(data or {}), FILE_FIELD: metadata},
         permissions=permissions,
         create=existing is None,

@@ -113,7 +113,7 @@ def delete_attachment(request):
     storage = request.registry.storage
     ids = (context.bucket_id, context.collection_id, context.record_id)
     if record.get(FILE_FIELD) is not None:
-        records.write(request, context.record_uri, {FILE_FIELD: None})
+        records.write(request, context, {FILE_FIELD: None})
         recording.deleted(
             request.registry, record_ids(context), record[FILE_FIELD], request=request
         )
