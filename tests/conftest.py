@@ -383,6 +383,7 @@ LONGEST_FIRST = (
     "live/test_live_concurrency.py",
     "live/test_live_downloads.py",
     "live/test_live_crash.py",
+    "live/test_stalled_requests.py",
 )
 
 

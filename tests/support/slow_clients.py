@@ -10,11 +10,13 @@
 
 A thread sends the trickles on time and notes when the server ends each request (answers it or
 closes the connection). :func:`withstand` runs a crowd while a well-behaved client asks for
-``/v1/`` every second on a new connection, and reports what each saw.
+``/v1/`` every second on a new connection, and reports what each saw; :func:`withstand_each`
+runs one on several servers at once.
 """
 
 import base64
 import collections
+import concurrent.futures
 import contextlib
 import dataclasses
 import selectors
@@ -219,3 +221,13 @@ def withstand(address, url, records, seconds, host=None):
         )
     finally:
         crowd.close()
+
+
+def withstand_each(runs):
+    """``{name: Report}``: :func:`withstand` on each server of ``runs`` (``{name: (address,
+    url, records, seconds)}``) at once, one thread each. What a server does with its crowd does
+    not depend on the others' crowds (other processes, other connections): the wait is the
+    longest of them instead of their sum."""
+    with concurrent.futures.ThreadPoolExecutor(len(runs)) as pool:
+        futures = {name: pool.submit(withstand, *run) for name, run in runs.items()}
+        return {name: future.result() for name, future in futures.items()}
