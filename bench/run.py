@@ -554,8 +554,22 @@ def main():
             rows = measure(servers, cases, args, folder)
         report.write(HERE / args.output, *rows, args)
         print((HERE / args.output).read_text())
+    except Exception:
+        print_server_errors(folder)
+        raise
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def print_server_errors(folder):
+    """The tracebacks the servers logged, before their folder goes: what a failed run's
+    answer (a 503, a dropped connection) came from."""
+    for log in sorted(folder.glob("server-*.log")):
+        text = log.read_text(errors="replace")
+        if "Traceback" in text:
+            start = text.index("Traceback")
+            print(f"--- {log.name}, its first traceback:")
+            print(text[max(0, start - 2000) : start + 6000])
 
 
 if __name__ == "__main__":
