@@ -50,12 +50,10 @@ def write(request, context, data, permissions=None, create=False):
     body = {"data": data}
     if permissions is not None:
         body["permissions"] = permissions
-    method = "PUT" if create else "PATCH"
-    write_request = _record_request(request, context, method, body, create)
-    view, args = _record_view(write_request, method)
-    resource = args["klass"](request=write_request, context=context)
+    write_request = _record_request(request, context, body, create)
+    view, args = _record_view(write_request)
     # What cornice does around a resource's view: run its validators (the body's schema),
-    # answer their errors in Kinto's format.
+    # answer their errors in Kinto's format; before the resource reads anything.
     write_request.validated, write_request.errors, write_request.info = {}, Errors(), {}
     for validator in args["validators"]:
         validator(write_request, **args)
@@ -64,19 +62,21 @@ def write(request, context, data, permissions=None, create=False):
         raise httpexceptions.exception_response(
             response.status_code, body=response.body, headers=response.headers
         )
+    resource = args["klass"](request=write_request, context=context)
     written = view.make_bound_view(resource)()
     _as_attachment_events(request, context.record_uri)
     return written["data"]
 
 
-def _record_request(request, context, method, body, create):
-    """A request for Kinto's record resource, as its route would have matched it; it shares
-    the upload's ``bound_data`` (events, the collection already read)."""
+def _record_request(request, context, body, create):
+    """A request for Kinto's record resource (``PUT`` with ``If-None-Match: *`` to create,
+    ``PATCH`` otherwise), as its route would have matched it; it shares the upload's
+    ``bound_data`` (events, the collection already read)."""
     headers = {"If-None-Match": "*"} if create else {}
     write_request = build_request(
         request,
         {
-            "method": method,
+            "method": "PUT" if create else "PATCH",
             "path": f"/{request.registry.route_prefix}{context.record_uri}",
             "body": body,
             "headers": headers,
@@ -98,19 +98,19 @@ def _record_request(request, context, method, body, create):
     return write_request
 
 
-def _record_view(write_request, method):
-    """The view of Kinto's record service for ``method`` and a JSON body, and its
-    arguments; 405 when Kinto's settings disabled it (``record_put_enabled = false``)."""
-    for defined, view, args in current_service(write_request).definitions:
+def _record_view(write_request):
+    """The view of Kinto's record service for the request's method and a JSON body, and its
+    arguments; 405 when Kinto's settings disabled it (``object_record_put_enabled = false``)."""
+    for method, view, args in current_service(write_request).definitions:
         types = args.get("content_type", ())
         types = [types] if isinstance(types, str) else types
-        if defined == method and "application/json" in types:
+        if method == write_request.method and "application/json" in types:
             return view, args
     raise httpexceptions.HTTPMethodNotAllowed()
 
 
 def _as_attachment_events(request, uri):
-    """Give the subrequest's events the ``uri`` kinto-attachment's have: the record's URI
+    """Give the record write's events the ``uri`` kinto-attachment's have: the record's URI
     followed by ``/attachment``, which listeners (notifications, signing, webhooks) may filter
     on. Kinto stacks events in the request's collector and sends them at commit, so they can
     still be changed here."""
