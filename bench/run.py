@@ -94,11 +94,35 @@ def make_file(folder, size):
     return path
 
 
+#: Times an upload to a server in front of an emulator (moto, fake-gcs-server) is tried again
+#: when our server answers 503: its store failed (moto answers 500 to an ``UploadPart`` now and
+#: then, a ``KeyError`` of its own), and our server said so, as it must. Each retry is printed
+#: with the end of the server's log, which tells whose failure it was.
+EMULATOR_RETRIES = 2
+
+
 def upload_once(server, path, record):
     """One ``curl -F`` upload: (seconds, peak RSS growth in bytes, server CPU seconds); for a
     client uploading straight to the store, its own measures."""
     if server.direct:
         return server.upload(path)
+    emulated = server.s3_endpoint or server.gcs_endpoint
+    for attempt in range(EMULATOR_RETRIES + 1):
+        try:
+            return _upload_once(server, path, record)
+        except StoreUnavailable:
+            if not emulated or attempt == EMULATOR_RETRIES:
+                raise
+            output = server.live.output()
+            print(f"  {server.name}: 503, upload tried again; the end of its log:")
+            print(output[-3000:])
+
+
+class StoreUnavailable(RuntimeError):
+    """Our server answered 503: its store failed."""
+
+
+def _upload_once(server, path, record):
     pid = server.pid
     reset_peak(pid)
     before = vm_value(pid, "VmRSS")
@@ -113,7 +137,8 @@ def upload_once(server, path, record):
     )
     elapsed = time.perf_counter() - start
     if result.stdout not in ("200", "201"):
-        raise RuntimeError(f"{server.name}: upload answered {result.stdout} {result.stderr}")
+        error = StoreUnavailable if result.stdout == "503" else RuntimeError
+        raise error(f"{server.name}: upload answered {result.stdout} {result.stderr}")
     return elapsed, max(0, vm_value(pid, "VmHWM") - before), cpu_seconds(pid) - cpu_before
 
 
