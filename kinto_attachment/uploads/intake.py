@@ -165,6 +165,11 @@ class Meter:
         else:
             self._update(chunk)
 
+    def update(self, chunk):
+        """:meth:`feed`, under the name of a hash's: for a store that reads what it hashes
+        (:meth:`~kinto_attachment.storage.IConcatenatingStore.concatenate`)."""
+        self.feed(chunk)
+
     def settle(self):
         """Wait until every byte fed has been hashed, by ``sha256`` and by ``also``."""
         hashing, self._hashing = self._hashing, None

@@ -69,10 +69,12 @@ def create_final(request, concat, client):
     plan = intake.plan_attachment(policy, ids, metadata["filename"], metadata.get("filetype"))
 
     store = request.registry.attachment_store
-    digest = ResumableSha256(base64.b64decode(partials[0]["sha256"]))
+    # The store reads the parts after the first to copy them (or back, once composed): the
+    # meter hashes each block on a hashing thread meanwhile.
+    meter = intake.Meter(sha256=ResumableSha256(base64.b64decode(partials[0]["sha256"])))
     parts = [(partial["store"], partial["length"]) for partial in partials]
     with store_errors():
-        progress = store.concatenate(parts, plan.key, plan.mimetype, digest)
+        progress = store.concatenate(parts, plan.key, plan.mimetype, meter)
     upload = tus_uploads.new(
         ids,
         request.prefixed_userid,
@@ -84,7 +86,7 @@ def create_final(request, concat, client):
         client=client,
         concat=concat.header,
     )
-    finish(request, {**upload, "offset": length}, progress, digest.hexdigest())
+    finish(request, {**upload, "offset": length}, progress, meter.sha256.hexdigest())
     for partial in partials:
         tus_uploads.remove(request.registry.storage, partial["id"])
     location = request.route_url(TUS_UPLOAD.name, upload_id=upload["id"], **request.matchdict)
