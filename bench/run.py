@@ -46,6 +46,7 @@ import hashlib
 import http.client
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -102,10 +103,11 @@ EMULATOR_RETRIES = 2
 
 
 def upload_once(server, path, record):
-    """One ``curl -F`` upload: (seconds, peak RSS growth in bytes, server CPU seconds); for a
-    client uploading straight to the store, its own measures."""
+    """One ``curl -F`` upload: (seconds, peak RSS growth in bytes, server CPU seconds, curl's
+    CPU seconds); for a client uploading straight to the store, its own measures (its CPU
+    seconds as the server's, None as curl's)."""
     if server.direct:
-        return server.upload(path)
+        return (*server.upload(path), None)
     emulated = server.s3_endpoint or server.gcs_endpoint
     for attempt in range(EMULATOR_RETRIES + 1):
         try:
@@ -127,6 +129,7 @@ def _upload_once(server, path, record):
     reset_peak(pid)
     before = vm_value(pid, "VmRSS")
     cpu_before = cpu_seconds(pid)
+    client_before = children_cpu_seconds()
     start = time.perf_counter()
     result = subprocess.run(
         ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-u", "alice:passwd"]
@@ -136,10 +139,19 @@ def _upload_once(server, path, record):
         timeout=900,
     )
     elapsed = time.perf_counter() - start
+    client_cpu = children_cpu_seconds() - client_before
     if result.stdout not in ("200", "201"):
         error = StoreUnavailable if result.stdout == "503" else RuntimeError
         raise error(f"{server.name}: upload answered {result.stdout} {result.stderr}")
-    return elapsed, max(0, vm_value(pid, "VmHWM") - before), cpu_seconds(pid) - cpu_before
+    growth = max(0, vm_value(pid, "VmHWM") - before)
+    return elapsed, growth, cpu_seconds(pid) - cpu_before, client_cpu
+
+
+def children_cpu_seconds():
+    """CPU seconds of this process's waited-for children (curl, once it has ended; the
+    servers are waited for only when the run ends)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def bench_large(servers, sizes, rounds, folder):
@@ -149,7 +161,7 @@ def bench_large(servers, sizes, rounds, folder):
     os.sync()  # The files just written must not be flushed during someone's upload.
     rows = []
     for size in sizes:
-        measures = {name: ([], [], []) for name in servers}
+        measures = {name: ([], [], [], []) for name in servers}
         names = list(servers)
         for round_number in range(rounds):
             shift = round_number % len(names)
@@ -159,13 +171,14 @@ def bench_large(servers, sizes, rounds, folder):
                 ):
                     values.append(value)
                 servers[name].clean("large")
-        for name, (times, growths, cpus) in measures.items():
+        for name, (times, growths, cpus, client_cpus) in measures.items():
             row = {
                 "server": name,
                 "size": size,
                 "seconds": statistics.median(times),
                 "growth": max(growths),
                 "cpu": statistics.median(cpus),
+                "client_cpu": None if None in client_cpus else statistics.median(client_cpus),
             }
             rows.append(row)
             print(f"  {name:12s} {size // MiB:5d} MiB  {row['seconds']:.2f} s", flush=True)
