@@ -45,6 +45,7 @@ import functools
 import hashlib
 import http.client
 import os
+import random
 import re
 import resource
 import shutil
@@ -185,6 +186,10 @@ def bench_large(servers, sizes, rounds, folder):
     return rows
 
 
+#: Attempts of one request of a throughput case, and the longest pause before the second (s).
+RETRIES, RETRY_PAUSE = 8, 0.005
+
+
 def throughput(server, count, workers, send):
     """``count`` requests ``send(session, i)`` by ``workers`` clients: ``(requests per second,
     connections dropped and retried, 409s retried)``."""
@@ -194,10 +199,11 @@ def throughput(server, count, workers, send):
         if not hasattr(local, "session"):
             local.session = requests.Session()
         # Kinto on PostgreSQL answers concurrent writes to one collection with 409 "please
-        # retry" (plain record PUTs too): retry, as Kinto clients do, and count them. A
+        # retry" (plain record PUTs too): retry, as Kinto clients do, after a random pause
+        # that doubles (clients retrying at once would collide again), and count them. A
         # connection dropped under a request (seen with uWSGI's raw sink) is retried too, and
         # counted.
-        for _ in range(5):
+        for attempt in range(RETRIES):
             try:
                 response = send(local.session, i)
             except requests.ConnectionError:
@@ -207,6 +213,7 @@ def throughput(server, count, workers, send):
             if response.status_code != 409:
                 break
             conflicts.append(i)
+            time.sleep(random.uniform(0, RETRY_PAUSE * 2**attempt))
         if response.status_code >= 400:
             raise RuntimeError(f"{server.name}: {response.status_code} {response.text}")
 
