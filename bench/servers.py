@@ -113,6 +113,16 @@ def kinto_ini(template, files, includes, extra=()):
     return text.replace("level = INFO", "level = WARNING") + "\n" + waitress
 
 
+#: A file whose record lets go of it is deleted once the transaction commits, rather than
+#: ``gc.replaced_grace_seconds`` later (10 minutes by default, for the downloads that may be
+#: reading it): the large and resumable cases upload tens of GiB within 10 minutes, which
+#: filled the machine's disk (a 503 from ``ENOSPC``). Deleting is after the timed upload,
+#: whichever way. The PostgreSQL servers keep the default: the ``records`` case measures what
+#: replacing a file costs as deployed (its replaced entry written in the transaction), and
+#: their large files are few.
+NO_GRACE = "kinto.attachment.gc.replaced_grace_seconds = 0"
+
+
 def start_servers(names, folder, stack):
     """``{name: Server}``, started one after the other on ports of the kernel's choice; each
     stops when ``stack`` (a :class:`contextlib.ExitStack`) closes."""
@@ -156,6 +166,8 @@ def start_servers(names, folder, stack):
             elif name == "ours-gcs":
                 gcs_endpoint = fake_gcs(folder, stack)
                 extra = gcs_lines(gcs_endpoint)
+            if name != "peer" and template != "postgresql.ini":
+                extra = [*extra, NO_GRACE]
             text = kinto_ini(template, files, includes, extra)
             if template == "postgresql.ini":
                 text = re.sub(r"^pg_url = .*$", f"pg_url = {pg_database(stack)}", text, flags=re.M)
