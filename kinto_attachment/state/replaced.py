@@ -35,6 +35,9 @@ from . import paging
 
 RESOURCE = "attachment-replaced"
 PARENT_ID = "attachment-replaced"
+#: Every entry: each under a parent of its own (:func:`_parent_id`), and those written before
+#: that under ``PARENT_ID`` itself.
+EVERY = PARENT_ID + "*"
 
 
 def _entry_id(key):
@@ -42,20 +45,29 @@ def _entry_id(key):
     return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
+def _parent_id(entry_id):
+    """Each entry's parent is its own. Kinto's storage gives the objects of one parent distinct
+    timestamps (``last_modified``, unique per parent on PostgreSQL): two transactions adding to
+    one parent in the same millisecond collide, and the later is refused (Kinto's 409). Under
+    one shared parent, any two replacements at once, of any records, would."""
+    return f"{PARENT_ID}/{entry_id}"
+
+
 def add(storage, keys, until):
     """Record ``keys`` as unreferenced, to be deleted once ``until`` (epoch ms) has passed."""
     for key in keys:
+        entry_id = _entry_id(key)
         storage.update(
             resource_name=RESOURCE,
-            parent_id=PARENT_ID,
-            object_id=_entry_id(key),
+            parent_id=_parent_id(entry_id),
+            object_id=entry_id,
             obj={"key": key, "until": until},
         )
 
 
 def every(storage):
     """Every entry (``{"id", "key", "until"}``), by pages."""
-    return paging.every(storage, RESOURCE, PARENT_ID)
+    return paging.every(storage, RESOURCE, EVERY)
 
 
 def _due(now):
@@ -64,12 +76,12 @@ def _due(now):
 
 def every_due(storage, now):
     """Every entry due at ``now`` (epoch ms), by pages."""
-    return paging.every(storage, RESOURCE, PARENT_ID, _due(now))
+    return paging.every(storage, RESOURCE, EVERY, _due(now))
 
 
 def due(storage, now, limit, after=None):
     """Up to ``limit`` entries due at ``now``, in id order, with ids after ``after``."""
-    return paging.page(storage, RESOURCE, PARENT_ID, _due(now), after, limit=limit)
+    return paging.page(storage, RESOURCE, EVERY, _due(now), after, limit=limit)
 
 
 def claim(storage, entries):
@@ -78,7 +90,7 @@ def claim(storage, entries):
         return []
     removed = storage.delete_all(
         resource_name=RESOURCE,
-        parent_id=PARENT_ID,
+        parent_id=EVERY,
         filters=[Filter("id", [entry["id"] for entry in entries], COMPARISON.IN)],
         with_deleted=False,
     )

@@ -3,6 +3,7 @@
 deleted by the garbage collector, once; ``keep_old_files`` keeps its files as before."""
 
 import os
+import threading
 import time
 
 import pytest
@@ -157,6 +158,72 @@ def test_an_entry_is_claimed_once(backend, tmp_path_factory, request):
     with transaction.manager:
         assert replaced.claim(storage, due) == []
         assert replaced.claim(storage, []) == []
+
+
+def test_entries_of_earlier_versions_are_collected(backend, tmp_path_factory, request):
+    """Entries that earlier versions recorded, all under one parent, stay references until due,
+    then are claimed and their blobs deleted as the others."""
+    kinto = app_with_grace(backend, "local", tmp_path_factory, request)
+    old = replace_attachment(kinto)
+    storage = kinto.registry.storage
+    with transaction.manager:
+        (entry,) = replaced.every(storage)
+        replaced.claim(storage, [entry])
+        storage.update(
+            resource_name=replaced.RESOURCE,
+            parent_id=replaced.PARENT_ID,
+            object_id=entry["id"],
+            obj={"key": entry["key"], "until": entry["until"]},
+        )
+    assert [e["key"] for e in entries(kinto)] == [old]
+    early = gc.collect(kinto.registry, now=entry["until"] - 1)
+    assert early.replaced == [] and early.orphans == [] and old in kinto.files()
+    report = gc.collect(kinto.registry, now=entry["until"])
+    assert [e["key"] for e in report.replaced] == [old]
+    assert old not in kinto.files() and entries(kinto) == []
+
+
+@pytest.mark.postgresql
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_replacements_at_once_do_not_collide(backend, tmp_path_factory, request):
+    """Two transactions recording replaced blobs at the same moment both commit, the second
+    without waiting for the first. Kinto's storage gives the objects of one parent distinct
+    timestamps: if their entries shared a parent, both would take the same one (here, the
+    one after an entry dated in the future, as when timestamps run ahead of the clock under
+    load), and the second would wait for the first, then be refused (Kinto's 409)."""
+    import sqlalchemy
+
+    kinto = app_with_grace(backend, "local", tmp_path_factory, request)
+    replace_attachment(kinto)
+    storage = kinto.registry.storage
+    with transaction.manager, storage.client.connect() as connection:
+        connection.execute(
+            sqlalchemy.text(
+                "UPDATE objects SET last_modified = last_modified + interval '1 hour'"
+                " WHERE resource_name = :resource"
+            ),
+            {"resource": replaced.RESOURCE},
+        )
+    until = now_ms() + GRACE_SECONDS * 1000
+    outcome = []
+
+    def second():
+        try:
+            with transaction.manager:
+                replaced.add(storage, ["second"], until)
+            outcome.append("committed")
+        except Exception as error:  # The test reports it.
+            outcome.append(error)
+
+    with transaction.manager:
+        replaced.add(storage, ["first"], until)
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join(5)
+        waited = thread.is_alive()
+    thread.join(10)
+    assert outcome == ["committed"] and not waited
+    assert {"first", "second"} <= {e["key"] for e in entries(kinto)}
 
 
 def test_collected_by_batches(tmp_path_factory, request, monkeypatch):
