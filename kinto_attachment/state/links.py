@@ -144,7 +144,9 @@ def pop(storage, bucket_id=None, collection_id=None, record_id=None):
 
 
 #: Blobs that ``keep_old_files`` keeps after their record stopped referencing them: no record
-#: points at them any more, but garbage collection must not take them for orphans.
+#: points at them any more, but garbage collection must not take them for orphans. Each is
+#: under a parent of its own (:func:`.paging.own_parent`); earlier versions wrote them all
+#: under ``RETAINED_PARENT``.
 RETAINED = "attachment-retained"
 RETAINED_PARENT = "attachment-retained"
 
@@ -152,20 +154,24 @@ RETAINED_PARENT = "attachment-retained"
 def retain(storage, keys):
     """Record ``keys`` as kept on purpose (in the transaction that unlinks them)."""
     for key in keys:
+        retained_id = _link_id(key)
         storage.update(
             resource_name=RETAINED,
-            parent_id=RETAINED_PARENT,
-            object_id=_link_id(key),
+            parent_id=paging.own_parent(RETAINED_PARENT, retained_id),
+            object_id=retained_id,
             obj={"key": key},
         )
 
 
 def is_retained(storage, key):
-    try:
-        storage.get(resource_name=RETAINED, parent_id=RETAINED_PARENT, object_id=_link_id(key))
-    except ObjectNotFoundError:
-        return False
-    return True
+    retained_id = _link_id(key)
+    for parent_id in (paging.own_parent(RETAINED_PARENT, retained_id), RETAINED_PARENT):
+        try:
+            storage.get(resource_name=RETAINED, parent_id=parent_id, object_id=retained_id)
+        except ObjectNotFoundError:
+            continue
+        return True
+    return False
 
 
 def all_links(storage):
@@ -175,4 +181,4 @@ def all_links(storage):
 
 def retained(storage):
     """Every retained blob record (``{"id", "key"}``), by pages."""
-    return paging.every(storage, RETAINED, RETAINED_PARENT)
+    return paging.every(storage, RETAINED, RETAINED_PARENT + "*")

@@ -34,3 +34,15 @@ def every(storage, resource_name, parent_id, filters=None, limit=PAGE):
         if len(found) < limit:
             return
         last = found[-1]["id"]
+
+
+def own_parent(parent_id, object_id):
+    """The parent id of an object alone under ``parent_id``; ``parent_id + "*"`` lists them all,
+    and the objects written under ``parent_id`` itself.
+
+    Kinto's storage gives the objects of one parent distinct timestamps (``last_modified``,
+    unique per parent on PostgreSQL): two transactions adding to one parent in the same
+    millisecond collide, and the later is refused (Kinto's 409). Objects that any upload may
+    add, whatever its record (a replaced or retained blob), each get a parent of their own.
+    """
+    return f"{parent_id}/{object_id}"

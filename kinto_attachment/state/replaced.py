@@ -35,8 +35,8 @@ from . import paging
 
 RESOURCE = "attachment-replaced"
 PARENT_ID = "attachment-replaced"
-#: Every entry: each under a parent of its own (:func:`_parent_id`), and those written before
-#: that under ``PARENT_ID`` itself.
+#: Every entry: each under a parent of its own (:func:`.paging.own_parent`), and those
+#: written before under ``PARENT_ID`` itself.
 EVERY = PARENT_ID + "*"
 
 
@@ -45,21 +45,13 @@ def _entry_id(key):
     return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
-def _parent_id(entry_id):
-    """Each entry's parent is its own. Kinto's storage gives the objects of one parent distinct
-    timestamps (``last_modified``, unique per parent on PostgreSQL): two transactions adding to
-    one parent in the same millisecond collide, and the later is refused (Kinto's 409). Under
-    one shared parent, any two replacements at once, of any records, would."""
-    return f"{PARENT_ID}/{entry_id}"
-
-
 def add(storage, keys, until):
     """Record ``keys`` as unreferenced, to be deleted once ``until`` (epoch ms) has passed."""
     for key in keys:
         entry_id = _entry_id(key)
         storage.update(
             resource_name=RESOURCE,
-            parent_id=_parent_id(entry_id),
+            parent_id=paging.own_parent(PARENT_ID, entry_id),
             object_id=entry_id,
             obj={"key": key, "until": until},
         )

@@ -183,47 +183,65 @@ def test_entries_of_earlier_versions_are_collected(backend, tmp_path_factory, re
     assert old not in kinto.files() and entries(kinto) == []
 
 
+def record_replaced(storage, key):
+    replaced.add(storage, [key], now_ms() + GRACE_SECONDS * 1000)
+
+
+def record_retained(storage, key):
+    links.retain(storage, [key])
+
+
+RECORDERS = {replaced.RESOURCE: record_replaced, links.RETAINED: record_retained}
+
+
 @pytest.mark.postgresql
 @pytest.mark.parametrize("backend", ["postgresql"])
-def test_replacements_at_once_do_not_collide(backend, tmp_path_factory, request):
-    """Two transactions recording replaced blobs at the same moment both commit, the second
-    without waiting for the first. Kinto's storage gives the objects of one parent distinct
-    timestamps: if their entries shared a parent, both would take the same one (here, the
-    one after an entry dated in the future, as when timestamps run ahead of the clock under
-    load), and the second would wait for the first, then be refused (Kinto's 409)."""
+@pytest.mark.parametrize("resource", sorted(RECORDERS))
+def test_replacements_at_once_do_not_collide(backend, resource, tmp_path_factory, request):
+    """Two transactions recording replaced (or retained) blobs at the same moment both
+    commit, the second without waiting for the first. Kinto's storage gives the objects of one
+    parent distinct timestamps: if their entries shared a parent, both would take the same
+    one (here, the one after an entry dated in the future, as when timestamps run ahead of the
+    clock under load), and the second would wait for the first, then be refused (Kinto's
+    409)."""
     import sqlalchemy
 
     kinto = app_with_grace(backend, "local", tmp_path_factory, request)
-    replace_attachment(kinto)
-    storage = kinto.registry.storage
+    storage, add = kinto.registry.storage, RECORDERS[resource]
+    with transaction.manager:
+        add(storage, "before")
     with transaction.manager, storage.client.connect() as connection:
         connection.execute(
             sqlalchemy.text(
                 "UPDATE objects SET last_modified = last_modified + interval '1 hour'"
                 " WHERE resource_name = :resource"
             ),
-            {"resource": replaced.RESOURCE},
+            {"resource": resource},
         )
-    until = now_ms() + GRACE_SECONDS * 1000
     outcome = []
 
     def second():
         try:
             with transaction.manager:
-                replaced.add(storage, ["second"], until)
+                add(storage, "second")
             outcome.append("committed")
         except Exception as error:  # The test reports it.
             outcome.append(error)
 
     with transaction.manager:
-        replaced.add(storage, ["first"], until)
+        add(storage, "first")
         thread = threading.Thread(target=second)
         thread.start()
         thread.join(5)
         waited = thread.is_alive()
     thread.join(10)
     assert outcome == ["committed"] and not waited
-    assert {"first", "second"} <= {e["key"] for e in entries(kinto)}
+    with transaction.manager:
+        for key in ("before", "first", "second"):
+            if resource == links.RETAINED:
+                assert links.is_retained(storage, key)
+    if resource == replaced.RESOURCE:
+        assert {e["key"] for e in entries(kinto)} == {"before", "first", "second"}
 
 
 def test_collected_by_batches(tmp_path_factory, request, monkeypatch):
@@ -248,6 +266,33 @@ def test_keep_old_files_is_unchanged(backend, tmp_path_factory, request):
         assert links.is_retained(kinto.registry.storage, old)
     gc.collect(kinto.registry, now=now_ms() + GRACE_SECONDS * 2000)
     assert old in kinto.files()
+
+
+@pytest.mark.parametrize("backend", ["memory"])
+def test_files_retained_by_earlier_versions_are_still_kept(backend, tmp_path_factory, request):
+    """Earlier versions recorded every retained file under one parent: still retained, never
+    taken for orphans."""
+    kinto = app_with_grace(
+        backend, "local", tmp_path_factory, request, **{"kinto.attachment.keep_old_files": "true"}
+    )
+    old = replace_attachment(kinto)
+    storage = kinto.registry.storage
+    with transaction.manager:
+        (entry,) = links.retained(storage)
+        for parent_id in (links.RETAINED_PARENT + "/" + entry["id"], links.RETAINED_PARENT):
+            storage.delete_all(resource_name=links.RETAINED, parent_id=parent_id)
+        assert not links.is_retained(storage, old)
+        storage.update(
+            resource_name=links.RETAINED,
+            parent_id=links.RETAINED_PARENT,
+            object_id=entry["id"],
+            obj={"key": old},
+        )
+    with transaction.manager:
+        assert links.is_retained(storage, old)
+        assert [r["key"] for r in links.retained(storage)] == [old]
+    report = gc.collect(kinto.registry, now=now_ms() + GRACE_SECONDS * 2000)
+    assert report.orphans == [] and old in kinto.files()
 
 
 def test_a_replaced_entry_is_a_reference_read_after_the_links(tmp_path_factory, request):
