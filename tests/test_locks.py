@@ -157,6 +157,24 @@ def test_upload_to_a_record_deleted_meanwhile_is_404_and_leaves_no_file(kinto, m
     assert kinto.read(previous["location"]) == b"hello"
 
 
+def _delete_collection(storage):
+    storage.delete_all(resource_name="record", parent_id=RECORDS, with_deleted=False)
+    storage.delete(resource_name="collection", parent_id="/buckets/blog", object_id="articles")
+
+
+@pytest.mark.parametrize("blobs", ["local"])
+def test_upload_to_a_collection_deleted_meanwhile_is_404_and_leaves_no_file(kinto, monkeypatch):
+    """Replacing a file: the collection is not read before the body (the record found says
+    it exists), but under the record's lock."""
+    kinto.create_collection()
+    kinto.upload(kinto.record_url())
+    before = kinto.files()
+    _meanwhile(monkeypatch, _delete_collection)
+    response = kinto.upload(kinto.record_url(), b"new", "new.txt", status=404)
+    assert response.json["details"] == {"id": "articles", "resource_name": "collection"}
+    assert kinto.files() == before
+
+
 @pytest.mark.parametrize("blobs", ["local"])
 def test_upload_creating_a_record_created_meanwhile_is_412(kinto, monkeypatch):
     kinto.create_collection()

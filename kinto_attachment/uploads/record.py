@@ -2,9 +2,8 @@
 locked and read again, then written with the committed blob as its attachment, and linked to it.
 
 What can be refused before reading a byte of the body is refused here too
-(:func:`require_storable_ids`, :func:`require_record_parents`): the views call these first, and
-the record step calls the latter again under the lock, since the collection may have gone
-meanwhile.
+(:func:`require_storable_ids`, :func:`refuse_missing_parents`): the views call these first, and
+the record step reads the collection again under the lock, since it may have gone meanwhile.
 """
 
 from kinto.views import object_exists_or_404, raise_404_if_invalid_id
@@ -29,6 +28,18 @@ def require_record_parents(request, context):
         parent_id=f"/buckets/{context.bucket_id}",
         object_id=context.collection_id,
     )
+
+
+def refuse_missing_parents(request, context):
+    """404 for an invalid id or a missing collection, before reading any of the body.
+
+    A record that the route factory found says that its collection exists: Kinto deletes a
+    collection's records in the transaction that deletes it. Only a new record's collection is
+    read (an upload replacing a file sends one statement fewer); either is read again under
+    the record's lock."""
+    raise_404_if_invalid_id(request, "record", context.record_id)
+    if context.current_object is None:
+        require_record_parents(request, context)
 
 
 def require_storable_ids(context):

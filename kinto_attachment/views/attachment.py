@@ -27,6 +27,7 @@ from ..uploads.record import (
     attach,
     lock_record,
     record_ids,
+    refuse_missing_parents,
     require_record_parents,
     require_storable_ids,
 )
@@ -82,7 +83,7 @@ def post_attachment(request):
 
     _refuse_oversized(request, policy.max_size_bytes)
     require_storable_ids(context)
-    require_record_parents(request, context)
+    refuse_missing_parents(request, context)
     blob, fields = _receive(request, context, policy, store)
     metadata = attach(request, context, blob, fields.get("data"), fields.get("permissions"))
     # As kinto-attachment: 201 when the record was created, 200 when it existed (``attach``

@@ -21,7 +21,7 @@ from ..state import tus_uploads
 from ..state.hashstate import ResumableSha256
 from ..storage import IConcatenatingStore, join_key
 from ..uploads import intake
-from ..uploads.record import require_record_parents, require_storable_ids
+from ..uploads.record import refuse_missing_parents, require_storable_ids
 from .tus_steps import finish, is_mine, policy_of, store_errors
 
 
@@ -58,7 +58,7 @@ def create_final(request, concat, client):
     metadata = tus.metadata(headers.get("Upload-Metadata"))
     fields = intake.record_fields(metadata, tus.invalid_metadata)
     require_storable_ids(context)
-    require_record_parents(request, context)
+    refuse_missing_parents(request, context)
     uploads_path = request.route_path(TUS_UPLOADS.name, **request.matchdict)
     upload_ids = tus.upload_ids(concat.urls, uploads_path)
     partials = [_partial(request, i, url) for i, url in zip(upload_ids, concat.urls, strict=True)]

@@ -33,7 +33,7 @@ from ..state import tus_uploads
 from ..state.hashstate import ResumableSha256
 from ..storage import IConcatenatingStore
 from ..uploads import intake, lifecycle
-from ..uploads.record import require_record_parents, require_storable_ids
+from ..uploads.record import refuse_missing_parents, require_storable_ids
 from ..web import cors, streams
 from ..web.client_address import client_address, client_name
 from . import concatenation, tus_steps
@@ -114,7 +114,7 @@ def create(request):
     metadata = tus.metadata(headers.get("Upload-Metadata"), filename=not partial)
     fields = {} if partial else intake.record_fields(metadata, tus.invalid_metadata)
     require_storable_ids(context)
-    require_record_parents(request, context)
+    refuse_missing_parents(request, context)
     _refuse_too_many(request, client)
     ids = (context.bucket_id, context.collection_id, context.record_id)
     if partial:
