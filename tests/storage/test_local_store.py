@@ -1,12 +1,15 @@
 """The local blob store: atomic placement, no overwrite, nothing outside base_path."""
 
+import ctypes
+import errno
 import os
+import sys
 import threading
 
 import pytest
 
 from kinto_attachment.storage import blob_url, join_key, safe_name
-from kinto_attachment.storage.local import TEMP_PREFIX, LocalStore
+from kinto_attachment.storage.local import TEMP_PREFIX, LocalStore, placing
 
 
 @pytest.fixture
@@ -64,11 +67,72 @@ def test_failed_commit_cleans_up(store, monkeypatch):
     def no_rename(src, dst):
         raise OSError("rename failed")
 
-    monkeypatch.setattr(os, "replace", no_rename)
+    monkeypatch.setattr(placing, "rename_unless_taken", no_rename)
     with pytest.raises(OSError):
         staged.commit()
     monkeypatch.undo()
     assert [p for p in listing(store) if TEMP_PREFIX in p] == []
+
+
+def _fails(errno_value):
+    """A ``renameat2`` that fails with ``errno_value``."""
+
+    def renameat2(*args):
+        ctypes.set_errno(errno_value)
+        return -1
+
+    return renameat2
+
+
+#: How a file is renamed: the C library's renameat2 (this machine's), a file system refusing
+#: its flag, a C library without it.
+PLACINGS = {
+    "renameat2": lambda monkeypatch: None,
+    "refused": lambda m: m.setattr(placing, "_RENAMEAT2", _fails(errno.EINVAL)),
+    "placeholder": lambda monkeypatch: monkeypatch.setattr(placing, "_RENAMEAT2", None),
+}
+
+
+@pytest.mark.parametrize("how", sorted(PLACINGS))
+def test_a_file_is_renamed_onto_a_free_name_only(tmp_path, monkeypatch, how):
+    PLACINGS[how](monkeypatch)
+    (tmp_path / "new").write_bytes(b"new")
+    (tmp_path / "taken").write_bytes(b"there")
+    assert placing.rename_unless_taken(tmp_path / "new", tmp_path / "taken") is False
+    assert (tmp_path / "taken").read_bytes() == b"there" and (tmp_path / "new").exists()
+    assert placing.rename_unless_taken(tmp_path / "new", tmp_path / "free") is True
+    assert (tmp_path / "free").read_bytes() == b"new" and not (tmp_path / "new").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["free", "taken"]
+
+
+def test_renaming_fails_as_the_system_says(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError):
+        placing.rename_unless_taken(tmp_path / "missing", tmp_path / "free")
+    monkeypatch.setattr(placing, "_RENAMEAT2", _fails(errno.EACCES))
+    (tmp_path / "new").write_bytes(b"new")
+    with pytest.raises(PermissionError):
+        placing.rename_unless_taken(tmp_path / "new", tmp_path / "free")
+    assert not (tmp_path / "free").exists()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="renameat2 is Linux's")
+def test_on_linux_no_placeholder_is_made(store, monkeypatch):
+    """One inode per stored file: the name is not reserved by an empty file first."""
+    assert placing._RENAMEAT2 is not None
+
+    def placeholder(source, destination):
+        raise AssertionError("a placeholder was made")
+
+    monkeypatch.setattr(placing, "_through_placeholder", placeholder)
+    keys = []
+    for content in (b"first", b"second"):
+        staged = store.stage("x.txt")
+        staged.write(content)
+        keys.append(staged.commit())
+    assert keys == ["x.txt", "x-1.txt"] and listing(store) == sorted(keys)
+    for key, content in zip(keys, (b"first", b"second"), strict=True):
+        with store.open(key) as stream:
+            assert stream.read() == content
 
 
 def test_keys_cannot_escape(store, tmp_path):

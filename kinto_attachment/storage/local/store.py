@@ -1,7 +1,7 @@
 """Blobs as files under ``base_path``.
 
 Bytes go to a hidden temporary file in the destination folder (so the final rename never
-crosses a filesystem), are fsynced, then renamed onto a name reserved with ``O_EXCL``: an
+crosses a filesystem), are fsynced, then renamed onto a free name (:mod:`.placing`): an
 existing file is never overwritten, and a crash at any point leaves either nothing visible or a
 complete file. Temporary files are named ``.upload-*.part`` so that garbage collection can
 recognise the ones a killed process left behind.
@@ -38,6 +38,7 @@ from .. import (
     join_key,
     key_variants,
 )
+from . import placing
 from .writebehind import SHORT_WINDOW, WriteBehind
 
 
@@ -107,9 +108,9 @@ class LocalStaged:
             if self._store.fsync:
                 os.fsync(self._file.fileno())
             self._file.close()
-            key = self._place()
+            key, folder = self._place()
             if self._store.fsync:
-                _fsync_dir(os.path.dirname(self._store.path(key)))
+                _fsync_dir(folder)
         except BaseException:
             self.abort()
             raise
@@ -117,14 +118,14 @@ class LocalStaged:
 
     def commit_unsettled(self):
         try:
-            key = self._place()
+            key, folder = self._place()
         except BaseException:
             self.abort()
             raise
         if not self._store.fsync:
             self._file.close()
             return key, _settled
-        syncing = self._store.syncing().submit(self._sync, os.path.dirname(self._store.path(key)))
+        syncing = self._store.syncing().submit(self._sync, folder)
         return key, syncing.result
 
     def _sync(self, folder):
@@ -135,15 +136,12 @@ class LocalStaged:
         _fsync_dir(folder)
 
     def _place(self):
+        """Rename the file onto the first free name of its key's variants: ``(key, folder)``."""
+        os.chmod(self._temp_path, 0o644)
         for key in key_variants(self._key):
             path = self._store.path(key)
-            try:
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-            except FileExistsError:
-                continue
-            os.chmod(self._temp_path, 0o644)
-            os.replace(self._temp_path, path)
-            return key
+            if placing.rename_unless_taken(self._temp_path, path):
+                return key, os.path.dirname(path)
 
     def abort(self):
         self._file.close()
