@@ -217,6 +217,7 @@ def throughput(server, count, workers, send):
         if response.status_code >= 400:
             raise RuntimeError(f"{server.name}: {response.status_code} {response.text}")
 
+    server.analyze()
     start = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         list(pool.map(one, range(count)))

@@ -40,9 +40,11 @@ class Server:
     #: Not a server: a client uploading straight to the store (see :class:`DirectGCS`).
     direct = False
 
-    def __init__(self, name, live_server, kinto=True, s3_endpoint=None, gcs_endpoint=None):
+    def __init__(
+        self, name, live_server, kinto=True, s3_endpoint=None, gcs_endpoint=None, pg_url=None
+    ):
         self.name, self.live, self.kinto, self.s3_endpoint = name, live_server, kinto, s3_endpoint
-        self.gcs_endpoint = gcs_endpoint
+        self.gcs_endpoint, self.pg_url = gcs_endpoint, pg_url
         self.process, self.port = live_server.process, live_server.port
         self.files = live_server.base_path
         self.root = live_server.origin + ("/v1" if kinto else "")
@@ -75,6 +77,22 @@ class Server:
     def direct_url(self, key):
         """A download of ``key`` straight from the GCS emulator (ours-gcs only)."""
         return f"{self.gcs_endpoint}/bench/{quote(key)}"
+
+    def analyze(self):
+        """``ANALYZE`` the server's PostgreSQL database (if it has one), as autovacuum would
+        on any deployment: it is off on the test machines' PostgreSQL, and the planner, left
+        with the statistics of empty tables, reads every record of a collection to find one
+        (each request slower than the one before, whichever is measured last the slowest)."""
+        if self.pg_url is None:
+            return
+        import psycopg2
+
+        connection = psycopg2.connect(self.pg_url)
+        try:
+            connection.autocommit = True
+            connection.cursor().execute("ANALYZE")
+        finally:
+            connection.close()
 
     def clean(self, record):
         if self.kinto:
@@ -133,6 +151,7 @@ def start_servers(names, folder, stack):
         files = folder / f"{name}-files"
         files.mkdir()
         ini, s3_endpoint, gcs_endpoint, kinto = folder / f"{name}.ini", None, None, True
+        pg_url = None
         serving, port, server_env = live.SERVING, 0, env
         streaming = name.rsplit("-", 1)[-1] if name.endswith(STREAMING) else None
         # ``ours-s3-uwsgi``: ``ours-s3`` under uWSGI (every server in S3 shares one moto).
@@ -170,7 +189,8 @@ def start_servers(names, folder, stack):
                 extra = [*extra, NO_GRACE]
             text = kinto_ini(template, files, includes, extra)
             if template == "postgresql.ini":
-                text = re.sub(r"^pg_url = .*$", f"pg_url = {pg_database(stack)}", text, flags=re.M)
+                pg_url = pg_database(stack)
+                text = re.sub(r"^pg_url = .*$", f"pg_url = {pg_url}", text, flags=re.M)
             if store in ("ours-s3", "ours-gcs"):
                 text = re.sub(r"^kinto\.attachment\.base_path = .*\n", "", text, flags=re.M)
             ini.write_text(text)
@@ -185,7 +205,7 @@ def start_servers(names, folder, stack):
         started = live.started(folder, ini, port, files, server_env, command, serving)
         live_server = stack.enter_context(started)
         live_server.wait_ready() if kinto else live_server.wait_bound()
-        servers[name] = Server(name, live_server, kinto, s3_endpoint, gcs_endpoint)
+        servers[name] = Server(name, live_server, kinto, s3_endpoint, gcs_endpoint, pg_url)
         if gcs_endpoint:
             servers["gcs-direct"] = DirectGCS(gcs_endpoint)
     return servers
@@ -355,6 +375,22 @@ class DirectGCS:
         command = [sys.executable, "-c", self.script, self.endpoint, str(path)]
         done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=900)
         return tuple(json.loads(done.stdout))
+
+    def analyze(self):
+        """``ANALYZE`` the server's PostgreSQL database (if it has one), as autovacuum would
+        on any deployment: it is off on the test machines' PostgreSQL, and the planner, left
+        with the statistics of empty tables, reads every record of a collection to find one
+        (each request slower than the one before, whichever is measured last the slowest)."""
+        if self.pg_url is None:
+            return
+        import psycopg2
+
+        connection = psycopg2.connect(self.pg_url)
+        try:
+            connection.autocommit = True
+            connection.cursor().execute("ANALYZE")
+        finally:
+            connection.close()
 
     def clean(self, record):
         """Nothing: the upload deletes its object."""
