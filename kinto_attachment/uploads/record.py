@@ -65,7 +65,12 @@ def attach(request, context, blob, data=None, permissions=None, discard_on_failu
     storage = request.registry.storage
     ids = (context.bucket_id, context.collection_id, context.record_id)
     previous = (existing or {}).get(FILE_FIELD) or {}
-    replaced = links.of_record(storage, *ids, location=previous.get("location"), url=store.url)
+    # A record that does not exist has no links: its deletion, or its collection's or its
+    # bucket's, removed them in its transaction (:mod:`kinto_attachment.listeners`).
+    replaced = []
+    if existing is not None:
+        location = previous.get("location")
+        replaced = links.of_record(storage, *ids, location=location, url=store.url)
     metadata = blob.attachment(store.url(blob.key))
     written = records.write(
         request,
