@@ -548,7 +548,9 @@ def measure(servers, cases, args, folder):
         if "ours-pg" not in servers:
             raise SystemExit("the records case needs the server ours-pg")
         print("Uploads against record PUTs", flush=True)
-        records = bench_records(servers["ours-pg"], args.small, args.concurrency, args.rounds)
+        records = bench_records(
+            servers["ours-pg"], args.small, args.concurrency, args.records_rounds
+        )
     return large, small, downloads, tus, refusals, events, records
 
 
@@ -563,6 +565,14 @@ def main():
         # Each is short, and an upload waiting for an fsync every chunk is the case the disk's
         # latency spikes hit most: more rounds steady its median.
         help="rounds of the resumable case",
+    )
+    parser.add_argument(
+        "--records-rounds",
+        type=int,
+        default=5,
+        # A round's batches take seconds each, and this machine's speed wanders by a fifth
+        # over a minute: a slow spell falls on one batch of a round, not on its others.
+        help="rounds of the records case",
     )
     parser.add_argument("--small", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=8)
