@@ -376,22 +376,6 @@ class DirectGCS:
         done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=900)
         return tuple(json.loads(done.stdout))
 
-    def analyze(self):
-        """``ANALYZE`` the server's PostgreSQL database (if it has one), as autovacuum would
-        on any deployment: it is off on the test machines' PostgreSQL, and the planner, left
-        with the statistics of empty tables, reads every record of a collection to find one
-        (each request slower than the one before, whichever is measured last the slowest)."""
-        if self.pg_url is None:
-            return
-        import psycopg2
-
-        connection = psycopg2.connect(self.pg_url)
-        try:
-            connection.autocommit = True
-            connection.cursor().execute("ANALYZE")
-        finally:
-            connection.close()
-
     def clean(self, record):
         """Nothing: the upload deletes its object."""
 
