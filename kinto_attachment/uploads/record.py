@@ -37,9 +37,10 @@ def refuse_missing_parents(request, context):
     collection's records in the transaction that deletes it. Only a new record's collection is
     read (an upload replacing a file sends one statement fewer); either is read again under
     the record's lock."""
-    raise_404_if_invalid_id(request, "record", context.record_id)
     if context.current_object is None:
         require_record_parents(request, context)
+    else:
+        raise_404_if_invalid_id(request, "record", context.record_id)
 
 
 def require_storable_ids(context):
