@@ -205,7 +205,7 @@ def _collect_uploads(registry, now, report):
             upload = tus_uploads.get(storage, found["id"])
             if not _unchanged(upload, found) or upload["expires"] > now:
                 continue
-            tus_uploads.remove(storage, found["id"])
+            tus_uploads.remove(storage, upload)
         report.expired_uploads.append(upload)
         store.discard(upload["store"])
     if report.expired_uploads and not report.dry_run:

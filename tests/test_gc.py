@@ -311,7 +311,7 @@ def test_readers_page_through_everything(kinto_gc, monkeypatch):
     for number in range(5):
         post_file(kinto_gc, f"f{number}")
     storage = kinto_gc.registry.storage
-    read = paging.every(storage, data_file_entries.RESOURCE, data_file_entries.PARENT_ID, limit=2)
+    read = paging.every(storage, data_file_entries.RESOURCE, data_file_entries.EVERY, limit=2)
     assert [e["id"] for e in read] == ["f0", "f1", "f2", "f3", "f4"]
 
     monkeypatch.setattr(references, "RUN", 2)  # Several sorted runs, merged.

@@ -1,14 +1,16 @@
 """Metadata of ``/data/files`` entries, kept in Kinto's storage backend.
 
 With PostgreSQL every node of a cluster sees the same files; the bytes are in the configured
-blob store. Entries live under their own parent id, outside of any bucket, so that no Kinto
-cascade touches them.
+blob store. Entries live outside of any bucket, so that no Kinto cascade touches them, each
+under a parent of its own (:func:`.paging.own_parent`: uploads of distinct ids at once never
+collide); entries written by earlier versions, all under ``PARENT_ID``, are read and updated
+where they are.
 """
 
 import re
 import secrets
 
-from kinto.core.storage.exceptions import ObjectNotFoundError
+from kinto.core.storage import Sort
 from kinto.core.utils import msec_time
 
 from .. import locks
@@ -17,6 +19,8 @@ from . import paging
 
 RESOURCE = "data-file"
 PARENT_ID = "data-files"
+#: Every entry, under its own parent or under ``PARENT_ID``.
+EVERY = PARENT_ID + "*"
 ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 #: Folder of the blobs of new entries. Its leading dot keeps it out of the attachments' key
 #: space (``safe_name`` strips leading dots): an attachment named ``data-files`` once blocked
@@ -45,34 +49,39 @@ def lock(registry, file_id):
     locks.hold(registry, (PARENT_ID, file_id))
 
 
+def find(storage, file_id):
+    """``(parent, entry)``: the entry of ``file_id`` (None when unknown; expired entries are
+    returned, callers decide) and the parent to :func:`put` it back under."""
+    return paging.find(storage, RESOURCE, PARENT_ID, file_id)
+
+
 def get(storage, file_id):
     """The entry, or None when unknown (expired entries are returned: callers decide)."""
-    try:
-        return storage.get(resource_name=RESOURCE, parent_id=PARENT_ID, object_id=file_id)
-    except ObjectNotFoundError:
-        return None
+    return find(storage, file_id)[1]
 
 
-def put(storage, file_id, entry):
-    """Create or replace the entry of ``file_id``."""
+def put(storage, parent_id, file_id, entry):
+    """Create or replace the entry of ``file_id`` under ``parent_id`` (from :func:`find`)."""
     return storage.update(
-        resource_name=RESOURCE, parent_id=PARENT_ID, object_id=file_id, obj=entry
+        resource_name=RESOURCE, parent_id=parent_id, object_id=file_id, obj=entry
     )
 
 
 def remove(storage, file_id):
     """Delete the entry; return it, or None if there was none."""
-    entry = get(storage, file_id)
+    parent_id, entry = find(storage, file_id)
     if entry is not None:
         storage.delete(
-            resource_name=RESOURCE, parent_id=PARENT_ID, object_id=file_id, with_deleted=False
+            resource_name=RESOURCE, parent_id=parent_id, object_id=file_id, with_deleted=False
         )
     return entry
 
 
 def entries(storage):
     """Every entry (expired ones included), oldest first."""
-    return storage.list_all(resource_name=RESOURCE, parent_id=PARENT_ID)
+    return storage.list_all(
+        resource_name=RESOURCE, parent_id=EVERY, sorting=[Sort("last_modified", 1)]
+    )
 
 
 def metadata(store, entry):
@@ -85,4 +94,4 @@ def metadata(store, entry):
 
 def every(storage):
     """Every entry (expired ones included), by pages: for walks over all of them."""
-    return paging.every(storage, RESOURCE, PARENT_ID)
+    return paging.every(storage, RESOURCE, EVERY)

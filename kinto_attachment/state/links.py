@@ -165,13 +165,7 @@ def retain(storage, keys):
 
 def is_retained(storage, key):
     retained_id = _link_id(key)
-    for parent_id in (paging.own_parent(RETAINED_PARENT, retained_id), RETAINED_PARENT):
-        try:
-            storage.get(resource_name=RETAINED, parent_id=parent_id, object_id=retained_id)
-        except ObjectNotFoundError:
-            continue
-        return True
-    return False
+    return paging.find(storage, RETAINED, RETAINED_PARENT, retained_id)[1] is not None
 
 
 def all_links(storage):

@@ -6,6 +6,7 @@ one that was there all along.
 """
 
 from kinto.core.storage import Filter, Sort
+from kinto.core.storage.exceptions import ObjectNotFoundError
 from kinto.core.utils import COMPARISON
 
 
@@ -46,3 +47,18 @@ def own_parent(parent_id, object_id):
     add, whatever its record (a replaced or retained blob), each get a parent of their own.
     """
     return f"{parent_id}/{object_id}"
+
+
+def find(storage, resource_name, parent_id, object_id):
+    """``(parent, object)``: the object ``object_id`` of ``resource_name`` under its own parent
+    (:func:`own_parent`) or, written there by an earlier version, under ``parent_id`` itself;
+    ``(its own parent, None)`` when neither has it. Writers update it where it is found."""
+    own = own_parent(parent_id, object_id)
+    for parent in (own, parent_id):
+        try:
+            return parent, storage.get(
+                resource_name=resource_name, parent_id=parent, object_id=object_id
+            )
+        except ObjectNotFoundError:
+            continue
+    return own, None

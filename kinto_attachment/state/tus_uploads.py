@@ -7,6 +7,10 @@ cluster can go on with the upload, after a restart too, and what is recorded is 
 Requests on one upload are serialised by a lock held until the request's transaction ends
 (:mod:`kinto_attachment.locks`): a second request is refused at once with ``423 Locked``, as
 tusd does.
+
+Each upload is under a parent of its own (:func:`.paging.own_parent`), named in its state
+(``parent``): uploads created or written to at once never collide. Those of earlier versions,
+all under ``PARENT_ID``, stay there.
 """
 
 import base64
@@ -24,6 +28,8 @@ from .hashstate import ResumableSha256
 
 RESOURCE = "attachment-upload"
 PARENT_ID = "attachment-uploads"
+#: Every upload, under its own parent or under ``PARENT_ID``.
+EVERY = PARENT_ID + "*"
 #: What a finished upload keeps: whose it is, where, and what ``HEAD`` tells.
 FINISHED_FIELDS = (
     "id",
@@ -53,8 +59,10 @@ def new(ids, userid, length, plan, fields, metadata, state, client=None, concat=
     anonymous creator (``userid`` None) for its quota; ``concat`` is ``Upload-Concat`` of a
     partial or final upload (concatenation), None for others."""
     bucket_id, collection_id, record_id = ids
+    upload_id = new_id()
     return {
-        "id": new_id(),
+        "id": upload_id,
+        "parent": paging.own_parent(PARENT_ID, upload_id),
         "bucket_id": bucket_id,
         "collection_id": collection_id,
         "record_id": record_id,
@@ -76,25 +84,30 @@ def new(ids, userid, length, plan, fields, metadata, state, client=None, concat=
 def get(storage, upload_id):
     if not storable.is_storable(upload_id):  # From a URL; PostgreSQL fails on a NUL.
         return None
-    try:
-        return storage.get(resource_name=RESOURCE, parent_id=PARENT_ID, object_id=upload_id)
-    except ObjectNotFoundError:
-        return None
+    parent_id, upload = paging.find(storage, RESOURCE, PARENT_ID, upload_id)
+    if upload is not None:
+        upload.setdefault("parent", parent_id)
+    return upload
 
 
 def save(storage, upload):
-    storage.update(resource_name=RESOURCE, parent_id=PARENT_ID, object_id=upload["id"], obj=upload)
+    storage.update(
+        resource_name=RESOURCE, parent_id=upload["parent"], object_id=upload["id"], obj=upload
+    )
 
 
-def remove(storage, upload_id):
+def remove(storage, upload):
     with contextlib.suppress(ObjectNotFoundError):
         storage.delete(
-            resource_name=RESOURCE, parent_id=PARENT_ID, object_id=upload_id, with_deleted=False
+            resource_name=RESOURCE,
+            parent_id=upload["parent"],
+            object_id=upload["id"],
+            with_deleted=False,
         )
 
 
 def entries(storage):
-    return storage.list_all(resource_name=RESOURCE, parent_id=PARENT_ID)
+    return storage.list_all(resource_name=RESOURCE, parent_id=EVERY)
 
 
 def active_of(storage, userid, now, client=None):
@@ -107,12 +120,12 @@ def active_of(storage, userid, now, client=None):
     ]
     if userid is None:
         filters.append(Filter("client", client, COMPARISON.EQ))
-    count = storage.count_all(resource_name=RESOURCE, parent_id=PARENT_ID, filters=filters)
+    count = storage.count_all(resource_name=RESOURCE, parent_id=EVERY, filters=filters)
     if not count:
         return 0, None
     first = storage.list_all(
         resource_name=RESOURCE,
-        parent_id=PARENT_ID,
+        parent_id=EVERY,
         filters=filters,
         sorting=[Sort("expires", 1)],
         limit=1,
@@ -122,7 +135,7 @@ def active_of(storage, userid, now, client=None):
 
 def every(storage):
     """Every upload, by pages: for walks over all of them."""
-    return paging.every(storage, RESOURCE, PARENT_ID)
+    return paging.every(storage, RESOURCE, EVERY)
 
 
 def lock(registry, upload_id):

@@ -88,7 +88,7 @@ def create_final(request, concat, client):
     )
     finish(request, {**upload, "offset": length}, progress, meter.sha256.hexdigest())
     for partial in partials:
-        tus_uploads.remove(request.registry.storage, partial["id"])
+        tus_uploads.remove(request.registry.storage, partial)
     location = request.route_url(TUS_UPLOAD.name, upload_id=upload["id"], **request.matchdict)
     return tus.response(201, Location=location, **tus.progress(length))
 

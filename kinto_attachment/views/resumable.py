@@ -280,7 +280,7 @@ def terminate(request):
     if upload.get("completed"):
         tus_uploads.forget_finished(request.registry.cache, upload["id"])
     else:
-        tus_uploads.remove(request.registry.storage, upload["id"])
+        tus_uploads.remove(request.registry.storage, upload)
         store = request.registry.attachment_store
         lifecycle.after_commit(request, store.discard, upload["store"])
     return tus.response(204)

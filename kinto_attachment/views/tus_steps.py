@@ -69,7 +69,7 @@ def finish(request, upload, progress, sha256):
     others = [key for key in progress.created if key != progress.key]
     lifecycle.delete_unless_committed(request, store, others)
     lifecycle.delete_after_commit(request, store, progress.obsolete)
-    tus_uploads.remove(request.registry.storage, upload["id"])
+    tus_uploads.remove(request.registry.storage, upload)
     seconds = request.registry.attachment_settings.resumable_expires_seconds
     cache = request.registry.cache
     lifecycle.after_commit(request, tus_uploads.remember_finished, cache, upload, seconds)

@@ -3,7 +3,6 @@
 deleted by the garbage collector, once; ``keep_old_files`` keeps its files as before."""
 
 import os
-import threading
 import time
 
 import pytest
@@ -181,67 +180,6 @@ def test_entries_of_earlier_versions_are_collected(backend, tmp_path_factory, re
     report = gc.collect(kinto.registry, now=entry["until"])
     assert [e["key"] for e in report.replaced] == [old]
     assert old not in kinto.files() and entries(kinto) == []
-
-
-def record_replaced(storage, key):
-    replaced.add(storage, [key], now_ms() + GRACE_SECONDS * 1000)
-
-
-def record_retained(storage, key):
-    links.retain(storage, [key])
-
-
-RECORDERS = {replaced.RESOURCE: record_replaced, links.RETAINED: record_retained}
-
-
-@pytest.mark.postgresql
-@pytest.mark.parametrize("backend", ["postgresql"])
-@pytest.mark.parametrize("resource", sorted(RECORDERS))
-def test_replacements_at_once_do_not_collide(backend, resource, tmp_path_factory, request):
-    """Two transactions recording replaced (or retained) blobs at the same moment both
-    commit, the second without waiting for the first. Kinto's storage gives the objects of one
-    parent distinct timestamps: if their entries shared a parent, both would take the same
-    one (here, the one after an entry dated in the future, as when timestamps run ahead of the
-    clock under load), and the second would wait for the first, then be refused (Kinto's
-    409)."""
-    import sqlalchemy
-
-    kinto = app_with_grace(backend, "local", tmp_path_factory, request)
-    storage, add = kinto.registry.storage, RECORDERS[resource]
-    with transaction.manager:
-        add(storage, "before")
-    with transaction.manager, storage.client.connect() as connection:
-        connection.execute(
-            sqlalchemy.text(
-                "UPDATE objects SET last_modified = last_modified + interval '1 hour'"
-                " WHERE resource_name = :resource"
-            ),
-            {"resource": resource},
-        )
-    outcome = []
-
-    def second():
-        try:
-            with transaction.manager:
-                add(storage, "second")
-            outcome.append("committed")
-        except Exception as error:  # The test reports it.
-            outcome.append(error)
-
-    with transaction.manager:
-        add(storage, "first")
-        thread = threading.Thread(target=second)
-        thread.start()
-        thread.join(5)
-        waited = thread.is_alive()
-    thread.join(10)
-    assert outcome == ["committed"] and not waited
-    with transaction.manager:
-        for key in ("before", "first", "second"):
-            if resource == links.RETAINED:
-                assert links.is_retained(storage, key)
-    if resource == replaced.RESOURCE:
-        assert {e["key"] for e in entries(kinto)} == {"before", "first", "second"}
 
 
 def test_collected_by_batches(tmp_path_factory, request, monkeypatch):
