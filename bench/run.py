@@ -442,6 +442,22 @@ def tus_once(server, path, chunk):
     return time.perf_counter() - start
 
 
+def with_cpu(server, function, *args):
+    """``(seconds, server CPU seconds, client CPU seconds)`` of ``function(*args)``, which
+    returns the seconds it took: the client's are those of this thread and of the children
+    it waited for (tus-js-client's node)."""
+    server_before, thread_before = cpu_seconds(server.pid), time.thread_time()
+    children_before = children_cpu_seconds()
+    seconds = function(*args)
+    client = time.thread_time() - thread_before + children_cpu_seconds() - children_before
+    return seconds, cpu_seconds(server.pid) - server_before, client
+
+
+def medians(pairs):
+    """The median of each member of ``pairs``."""
+    return tuple(statistics.median(values) for values in zip(*pairs, strict=True))
+
+
 def tus_parallel_once(server, path, parts, chunk, node_modules):
     """Seconds of one upload of ``path`` by tus-js-client in ``parts`` partial uploads sent at
     once, in ``chunk``-byte PATCHes, then joined (``bench/tus_parallel.js``, which times
@@ -481,21 +497,25 @@ def bench_tus(servers, size, rounds, folder):
             continue
         server = servers[name]
         times = {kind: [] for kind in kinds}
-        form_times = []
+        form_times, form_cpus = [], []
         for _ in range(rounds):
             for chunk in TUS_CHUNKS:
-                times[1, chunk].append(tus_once(server, path, chunk))
+                times[1, chunk].append(with_cpu(server, tus_once, server, path, chunk))
                 server.clean("tus")
-            once = tus_parallel_once(server, path, *TUS_PARALLEL, node_modules)
+            once = with_cpu(server, tus_parallel_once, server, path, *TUS_PARALLEL, node_modules)
             times[TUS_PARALLEL].append(once)
             server.clean("tus")
-            form_times.append(upload_once(server, path, "form")[0])
+            seconds, _, server_cpu, client_cpu = upload_once(server, path, "form")
+            form_times.append(seconds)
+            form_cpus.append((server_cpu, client_cpu))
             server.clean("form")
         multipart = statistics.median(form_times)
         for parts, chunk in kinds:
+            measured = times[parts, chunk]
             row = {"server": name, "size": size, "chunk": chunk, "parts": parts,
-                   "tus": statistics.median(times[parts, chunk]),
-                   "multipart": multipart}  # fmt: skip
+                   "tus": statistics.median(m[0] for m in measured),
+                   "tus_cpu": medians(m[1:] for m in measured),
+                   "multipart": multipart, "multipart_cpu": medians(form_cpus)}  # fmt: skip
             rows.append(row)
             print(f"  {name:12s} tus {parts} x {chunk // MiB} MiB {row['tus']:.2f} s, "
                   f"multipart {multipart:.2f} s")  # fmt: skip

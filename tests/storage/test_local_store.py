@@ -176,3 +176,120 @@ def test_join_key():
     assert join_key("", "c.txt") == "c.txt"
     with pytest.raises(ValueError):
         join_key("..", "c.txt")
+
+
+# Concatenation (tus): what every store does is in the contract; here, disk's own way.
+
+
+def finished_parts(store, contents):
+    parts = []
+    for number, content in enumerate(contents):
+        state = store.start_resumable(f"part{number}.bin")
+        store.append(state, 0, [content])
+        parts.append((state, len(content)))
+    return parts
+
+
+class Digest:
+    """What the digest is fed; fails once it has seen ``fail_after`` bytes."""
+
+    def __init__(self, fail_after=None):
+        self.fed, self.fail_after = b"", fail_after
+
+    def update(self, chunk):
+        self.fed += bytes(chunk)
+        if self.fail_after is not None and len(self.fed) > self.fail_after:
+            raise InterruptedError
+
+
+CONTENTS = [b"first part " * 1000, b"second " * 500, b"third"]
+
+
+def test_the_first_upload_becomes_the_blob_without_a_copy(store):
+    """The blob is a second name of the first upload's file, grown by the others: its bytes
+    are neither read nor written again."""
+    parts = finished_parts(store, CONTENTS)
+    first = store.path(parts[0][0]["temp"])
+    digest = Digest()
+    progress = store.concatenate(parts, "whole.bin", None, digest)
+    assert digest.fed == b"".join(CONTENTS[1:])
+    blob = store.path(progress.key)
+    assert os.stat(blob).st_ino == os.stat(first).st_ino
+    assert oct(os.stat(blob).st_mode & 0o777) == "0o644"
+    store.delete_many(progress.obsolete)  # Once the transaction has committed.
+    with open(blob, "rb") as f:
+        assert f.read() == b"".join(CONTENTS)
+    assert listing(store) == ["whole.bin"]
+
+
+def test_a_failed_concatenation_gives_the_first_upload_back_as_it_was(store):
+    parts = finished_parts(store, CONTENTS)
+    first = store.path(parts[0][0]["temp"])
+    with pytest.raises(InterruptedError):
+        store.concatenate(parts, "whole.bin", None, Digest(fail_after=100))
+    with open(first, "rb") as f:
+        assert f.read() == CONTENTS[0]
+    assert sorted(listing(store)) == sorted(state["temp"] for state, _ in parts)
+
+
+def test_bytes_beyond_the_first_uploads_length_are_not_in_the_blob(store):
+    """A request that failed after writing past the recorded offset, or a killed
+    concatenation, leaves bytes beyond it: the blob starts with the recorded ones only."""
+    parts = finished_parts(store, CONTENTS)
+    with open(store.path(parts[0][0]["temp"]), "ab") as f:
+        f.write(b"written by a request that failed")
+    progress = store.concatenate(parts, "whole.bin", None, Digest())
+    with open(store.path(progress.key), "rb") as f:
+        assert f.read() == b"".join(CONTENTS)
+
+
+def test_a_first_upload_shorter_than_recorded_is_lost(store):
+    parts = finished_parts(store, CONTENTS)
+    os.truncate(store.path(parts[0][0]["temp"]), 10)
+    with pytest.raises(FileNotFoundError):
+        store.concatenate(parts, "whole.bin", None, Digest())
+    assert os.path.getsize(store.path(parts[0][0]["temp"])) == 10
+    assert sorted(listing(store)) == sorted(state["temp"] for state, _ in parts)
+
+
+@pytest.mark.parametrize("error", [errno.EXDEV, errno.EPERM, errno.ENOTSUP])
+def test_where_files_cannot_be_linked_the_first_upload_is_copied(store, monkeypatch, error):
+    parts = finished_parts(store, CONTENTS)
+
+    def refuse(source, destination):
+        raise OSError(error, os.strerror(error))
+
+    monkeypatch.setattr(os, "link", refuse)
+    progress = store.concatenate(parts, "whole.bin", None, Digest())
+    assert os.stat(store.path(progress.key)).st_nlink == 1
+    with open(store.path(progress.key), "rb") as f:
+        assert f.read() == b"".join(CONTENTS)
+
+
+def test_other_link_failures_are_the_stores(store, monkeypatch):
+    parts = finished_parts(store, CONTENTS)
+
+    def fail(source, destination):
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(os, "link", fail)
+    with pytest.raises(OSError, match="I/O error"):
+        store.concatenate(parts, "whole.bin", None, Digest())
+    assert sorted(listing(store)) == sorted(state["temp"] for state, _ in parts)
+
+
+def test_a_staged_file_that_grows_an_old_upload_is_dated_now(store):
+    """The garbage collector takes temporary files older than its grace for a killed
+    process's: one being concatenated must not look as old as the upload it grows."""
+    parts = finished_parts(store, CONTENTS)
+    first = store.path(parts[0][0]["temp"])
+    day_ago = os.stat(first).st_mtime - 86400
+    os.utime(first, (day_ago, day_ago))
+    staged = store.stage("whole.bin")
+    assert staged.grow(first, len(CONTENTS[0]))
+    staged_files = [b for b in store.iter_blobs() if b.temporary and "/" not in b.key]
+    assert len(staged_files) == 1
+    assert staged_files[0].modified_ms > (day_ago + 3600) * 1000
+    staged.abort()
+    with open(first, "rb") as f:
+        assert f.read() == CONTENTS[0]

@@ -16,8 +16,10 @@ record names it (the transaction had not committed): an orphan, for the garbage 
 
 import concurrent.futures
 import contextlib
+import errno
 import io
 import os
+import secrets
 import tempfile
 from stat import S_ISREG
 
@@ -42,6 +44,8 @@ from . import placing
 from .writebehind import SHORT_WINDOW, WriteBehind
 
 
+#: What ``link()`` fails with where a file system cannot give a file a second name.
+NO_LINKS = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP}
 TEMP_PREFIX = ".upload-"
 TEMP_SUFFIX = ".part"
 #: Folder of the files of resumable uploads in progress.
@@ -99,6 +103,7 @@ class LocalStaged:
         # Unbuffered: chunks are large already, and an extra buffer would be another copy.
         self._file = os.fdopen(fd, "wb", buffering=0)
         self._behind = WriteBehind(fd) if store.fsync else None
+        self._grown = None  # The length of the file it grows (:meth:`grow`), if it does.
 
     def write(self, chunk):
         _write_all(self._file, chunk, self._behind)
@@ -143,7 +148,40 @@ class LocalStaged:
             if placing.rename_unless_taken(self._temp_path, path):
                 return key, os.path.dirname(path)
 
+    def grow(self, path, length):
+        """Make the staged file the first ``length`` bytes of the file at ``path``, without
+        copying them: a second name of that file (a hard link), cut to ``length``, written
+        after them. Until the staged file is committed, the file at ``path`` grows with it;
+        :meth:`abort` cuts it back. False (and nothing done) where the file system cannot
+        link it (another file system, or no hard links)."""
+        folder = os.path.dirname(self._temp_path)
+        link = os.path.join(folder, f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}")
+        try:
+            os.link(path, link)
+        except OSError as error:
+            if error.errno in NO_LINKS:
+                return False
+            raise
+        # The link takes the empty file's name; a crash in between leaves a second
+        # temporary file for the GC (a name of the upload's file: the upload keeps it).
+        os.replace(link, self._temp_path)
+        self._file.close()
+        self._file = open(self._temp_path, "r+b", buffering=0)  # noqa: SIM115 (kept)
+        if os.fstat(self._file.fileno()).st_size < length:
+            raise FileNotFoundError(f"{path} is shorter than its upload")
+        self._grown = length
+        self._file.truncate(length)
+        # Dated now, as any staged file: the GC takes old temporary files for a killed
+        # process's (the upload's file, last written maybe hours ago, shares this date).
+        os.utime(self._file.fileno())
+        self._file.seek(length)
+        self._behind = WriteBehind(self._file.fileno(), length) if self._store.fsync else None
+        return True
+
     def abort(self):
+        if self._grown is not None:
+            with contextlib.suppress(OSError):
+                self._file.truncate(self._grown)  # The grown file is back as it was.
         self._file.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._temp_path)
@@ -262,13 +300,19 @@ class LocalStore(StoreBase):
         self.delete(state["temp"])
 
     def concatenate(self, parts, key, content_type, digest):
-        """Copy the uploads' files into a staged file (hashing all but the first as they
-        go), committed as any blob: fsynced, renamed onto a reserved name. A failure drops
-        the staged file; a killed process leaves it as a temporary file for the GC."""
+        """The first upload's file, grown by copies of the others (hashed as they go), is
+        committed as any blob: fsynced, renamed onto a reserved name. Its bytes are neither
+        read nor copied: the staged file is a second name of it (:meth:`LocalStaged.grow`),
+        unless the file system cannot link it, then it is copied too. A failure drops the
+        staged file, and what it added to the first upload's; a killed process leaves the
+        staged file as a temporary file for the GC."""
+        (first, first_length), *others = parts
         staged = self.stage(key, content_type)
         try:
-            for number, (state, length) in enumerate(parts):
-                self._copy(state["temp"], length, staged, digest if number else None)
+            if not staged.grow(self.path(first["temp"]), first_length):
+                self._copy(first["temp"], first_length, staged, None)
+            for state, length in others:
+                self._copy(state["temp"], length, staged, digest)
         except BaseException:
             staged.abort()
             raise
