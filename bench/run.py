@@ -203,6 +203,7 @@ def throughput(server, count, workers, send):
         # that doubles (clients retrying at once would collide again), and count them. A
         # connection dropped under a request (seen with uWSGI's raw sink) is retried too, and
         # counted.
+        response = None
         for attempt in range(RETRIES):
             try:
                 response = send(local.session, i)
@@ -214,6 +215,8 @@ def throughput(server, count, workers, send):
                 break
             conflicts.append(i)
             time.sleep(random.uniform(0, RETRY_PAUSE * 2**attempt))
+        if response is None:
+            raise RuntimeError(f"{server.name}: request {i}: every connection dropped")
         if response.status_code >= 400:
             raise RuntimeError(f"{server.name}: {response.status_code} {response.text}")
 
