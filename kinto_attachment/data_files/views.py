@@ -147,7 +147,7 @@ def upload(request):
         stored = store.stat(blob.key)
     registry = request.registry
     data_file_entries.lock(registry, file_id)
-    parent_id, previous = data_file_entries.find(registry.storage, file_id)
+    previous = data_file_entries.get(registry.storage, file_id)
     entry = {
         "key": blob.key,
         "filename": blob.filename,
@@ -159,7 +159,7 @@ def upload(request):
         # Every version of the entry after ``previous`` has this blob (``If-Range``).
         "since": None if previous is None else previous["last_modified"] + 1,
     }
-    data_file_entries.put(registry.storage, parent_id, file_id, entry)
+    data_file_entries.put(registry.storage, file_id, entry, previous)
     if previous is not None:
         lifecycle.retire(request, [previous["key"]])
     recording.stored(
@@ -261,9 +261,9 @@ def _require_intact(request, store, entry, served):
     # deleted): that one is not the entry that was verified.
     data_file_entries.lock(request.registry, entry["id"])
     storage = request.registry.storage
-    parent_id, current = data_file_entries.find(storage, entry["id"])
+    current = data_file_entries.get(storage, entry["id"])
     if current is not None and current["last_modified"] == entry["last_modified"]:
-        data_file_entries.put(storage, parent_id, entry["id"], {**entry, "verified": stat.version})
+        data_file_entries.put(storage, entry["id"], {**entry, "verified": stat.version}, current)
 
 
 def delete(request, file_id):

@@ -10,7 +10,6 @@ where they are.
 import re
 import secrets
 
-from kinto.core.storage import Sort
 from kinto.core.utils import msec_time
 
 from .. import locks
@@ -49,39 +48,43 @@ def lock(registry, file_id):
     locks.hold(registry, (PARENT_ID, file_id))
 
 
-def find(storage, file_id):
-    """``(parent, entry)``: the entry of ``file_id`` (None when unknown; expired entries are
-    returned, callers decide) and the parent to :func:`put` it back under."""
+def get(storage, file_id):
+    """The entry, or None when unknown (expired entries are returned: callers decide)."""
     return paging.find(storage, RESOURCE, PARENT_ID, file_id)
 
 
-def get(storage, file_id):
-    """The entry, or None when unknown (expired entries are returned: callers decide)."""
-    return find(storage, file_id)[1]
-
-
-def put(storage, parent_id, file_id, entry):
-    """Create or replace the entry of ``file_id`` under ``parent_id`` (from :func:`find`)."""
+def put(storage, file_id, entry, previous=None):
+    """Create or replace the entry of ``file_id``: where ``previous`` (the entry as read under
+    the lock) is, or under a parent of its own, which the entry names."""
+    if previous is None:
+        parent_id = paging.own_parent(PARENT_ID, file_id)
+    else:
+        parent_id = paging.parent_of(previous, PARENT_ID)
     return storage.update(
-        resource_name=RESOURCE, parent_id=parent_id, object_id=file_id, obj=entry
+        resource_name=RESOURCE,
+        parent_id=parent_id,
+        object_id=file_id,
+        obj={**entry, "parent": parent_id},
     )
 
 
 def remove(storage, file_id):
     """Delete the entry; return it, or None if there was none."""
-    parent_id, entry = find(storage, file_id)
+    entry = get(storage, file_id)
     if entry is not None:
         storage.delete(
-            resource_name=RESOURCE, parent_id=parent_id, object_id=file_id, with_deleted=False
+            resource_name=RESOURCE,
+            parent_id=paging.parent_of(entry, PARENT_ID),
+            object_id=file_id,
+            with_deleted=False,
         )
     return entry
 
 
 def entries(storage):
-    """Every entry (expired ones included), oldest first."""
-    return storage.list_all(
-        resource_name=RESOURCE, parent_id=EVERY, sorting=[Sort("last_modified", 1)]
-    )
+    """Every entry (expired ones included), oldest first (read by pages: PostgreSQL's
+    backend returns at most ``storage_max_fetch_size`` objects a query)."""
+    return sorted(every(storage), key=lambda entry: entry["last_modified"])
 
 
 def metadata(store, entry):

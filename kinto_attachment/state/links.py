@@ -165,7 +165,7 @@ def retain(storage, keys):
 
 def is_retained(storage, key):
     retained_id = _link_id(key)
-    return paging.find(storage, RETAINED, RETAINED_PARENT, retained_id)[1] is not None
+    return paging.find(storage, RETAINED, RETAINED_PARENT, retained_id) is not None
 
 
 def all_links(storage):

@@ -10,7 +10,7 @@ tusd does.
 
 Each upload is under a parent of its own (:func:`.paging.own_parent`), named in its state
 (``parent``): uploads created or written to at once never collide. Those of earlier versions,
-all under ``PARENT_ID``, stay there.
+all under ``PARENT_ID`` (and naming none), stay there.
 """
 
 import base64
@@ -84,15 +84,15 @@ def new(ids, userid, length, plan, fields, metadata, state, client=None, concat=
 def get(storage, upload_id):
     if not storable.is_storable(upload_id):  # From a URL; PostgreSQL fails on a NUL.
         return None
-    parent_id, upload = paging.find(storage, RESOURCE, PARENT_ID, upload_id)
-    if upload is not None:
-        upload.setdefault("parent", parent_id)
-    return upload
+    return paging.find(storage, RESOURCE, PARENT_ID, upload_id)
 
 
 def save(storage, upload):
     storage.update(
-        resource_name=RESOURCE, parent_id=upload["parent"], object_id=upload["id"], obj=upload
+        resource_name=RESOURCE,
+        parent_id=paging.parent_of(upload, PARENT_ID),
+        object_id=upload["id"],
+        obj=upload,
     )
 
 
@@ -100,7 +100,7 @@ def remove(storage, upload):
     with contextlib.suppress(ObjectNotFoundError):
         storage.delete(
             resource_name=RESOURCE,
-            parent_id=upload["parent"],
+            parent_id=paging.parent_of(upload, PARENT_ID),
             object_id=upload["id"],
             with_deleted=False,
         )

@@ -582,13 +582,13 @@ def test_attachments_cannot_collide_with_data_files(tmp_path_factory, request, b
 def test_entries_stored_under_the_old_folder_keep_working(kinto):
     post(kinto, b"legacy", query="?id=old")
     store = kinto.registry.attachment_store
-    parent_id, entry = data_file_entries.find(kinto.registry.storage, "old")
+    entry = data_file_entries.get(kinto.registry.storage, "old")
     staged = store.stage("data-files/legacy.bin")
     staged.write(b"legacy")
     staged.commit()
     store.delete(entry["key"])
     legacy = {**entry, "key": "data-files/legacy.bin"}
-    data_file_entries.put(kinto.registry.storage, parent_id, "old", legacy)
+    data_file_entries.put(kinto.registry.storage, "old", legacy, entry)
     transaction.commit()
     assert get(kinto, "old").body == b"legacy"
     kinto.app.delete("/v1/data/files/old", extra_environ=LOCAL, status=204)

@@ -293,3 +293,22 @@ def test_a_staged_file_that_grows_an_old_upload_is_dated_now(store):
     staged.abort()
     with open(first, "rb") as f:
         assert f.read() == CONTENTS[0]
+
+
+def test_a_failed_commit_gives_the_first_upload_back_as_it_was(store, monkeypatch):
+    """The rename onto the blob's name fails (the file is closed by then): the staged file
+    goes, and the upload's file is cut back, with its mode."""
+    parts = finished_parts(store, CONTENTS)
+    first = store.path(parts[0][0]["temp"])
+    mode = os.stat(first).st_mode
+
+    def refuse(source, destination):
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(placing, "rename_unless_taken", refuse)
+    with pytest.raises(OSError, match="I/O error"):
+        store.concatenate(parts, "whole.bin", None, Digest())
+    assert os.stat(first).st_mode == mode
+    with open(first, "rb") as f:
+        assert f.read() == CONTENTS[0]
+    assert sorted(listing(store)) == sorted(state["temp"] for state, _ in parts)

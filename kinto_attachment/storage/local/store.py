@@ -103,7 +103,7 @@ class LocalStaged:
         # Unbuffered: chunks are large already, and an extra buffer would be another copy.
         self._file = os.fdopen(fd, "wb", buffering=0)
         self._behind = WriteBehind(fd) if store.fsync else None
-        self._grown = None  # The length of the file it grows (:meth:`grow`), if it does.
+        self._grown = None  # ``(path, length, mode)`` of the file it grows (:meth:`grow`).
 
     def write(self, chunk):
         _write_all(self._file, chunk, self._behind)
@@ -152,10 +152,14 @@ class LocalStaged:
         """Make the staged file the first ``length`` bytes of the file at ``path``, without
         copying them: a second name of that file (a hard link), cut to ``length``, written
         after them. Until the staged file is committed, the file at ``path`` grows with it;
-        :meth:`abort` cuts it back. False (and nothing done) where the file system cannot
-        link it (another file system, or no hard links)."""
+        :meth:`abort` cuts it back. False where the file system cannot link it (another file
+        system, or no hard links): nothing else done, then, but dating the file now."""
         folder = os.path.dirname(self._temp_path)
         link = os.path.join(folder, f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}")
+        mode = os.stat(path).st_mode
+        # Dated now before it gets a temporary name: the GC takes old temporary files for a
+        # killed process's (the upload's file was last written maybe hours ago).
+        os.utime(path)
         try:
             os.link(path, link)
         except OSError as error:
@@ -169,20 +173,19 @@ class LocalStaged:
         self._file = open(self._temp_path, "r+b", buffering=0)  # noqa: SIM115 (kept)
         if os.fstat(self._file.fileno()).st_size < length:
             raise FileNotFoundError(f"{path} is shorter than its upload")
-        self._grown = length
+        self._grown = (path, length, mode)
         self._file.truncate(length)
-        # Dated now, as any staged file: the GC takes old temporary files for a killed
-        # process's (the upload's file, last written maybe hours ago, shares this date).
-        os.utime(self._file.fileno())
         self._file.seek(length)
         self._behind = WriteBehind(self._file.fileno(), length) if self._store.fsync else None
         return True
 
     def abort(self):
-        if self._grown is not None:
-            with contextlib.suppress(OSError):
-                self._file.truncate(self._grown)  # The grown file is back as it was.
         self._file.close()
+        if self._grown is not None:  # The upload's file back as it was (the commit's chmod too).
+            path, length, mode = self._grown
+            with contextlib.suppress(OSError):
+                os.truncate(path, length)
+                os.chmod(path, mode)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._temp_path)
 
@@ -336,7 +339,8 @@ class LocalStore(StoreBase):
                 if DROP_READ:
                     # Read once, deleted after the commit: its pages serve the next reads
                     # (new pages cost this project's machines more than reused ones).
-                    os.posix_fadvise(f.fileno(), offset, len(chunk), os.POSIX_FADV_DONTNEED)
+                    with contextlib.suppress(OSError):
+                        os.posix_fadvise(f.fileno(), offset, len(chunk), os.POSIX_FADV_DONTNEED)
                 offset += len(chunk)
 
     def iter_blobs(self):
