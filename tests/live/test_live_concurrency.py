@@ -790,10 +790,12 @@ DATA_FILE_ROUNDS = 40
 
 
 @pytest.mark.postgresql
+@pytest.mark.parametrize("cluster", ["local"], indirect=True)
 def test_data_files_uploaded_at_once_are_stored_at_the_first_try(cluster, baseline):
     """Eight clients on both nodes upload distinct ids at once, again and again: each upload
     is stored when first sent. Entries that shared one parent in Kinto's storage collided on
-    its per-parent timestamps: about one upload in twelve was refused (409)."""
+    its per-parent timestamps: about one upload in twelve was refused (409). (What collided
+    is in PostgreSQL, whatever the store: local files only.)"""
     tag = uuid.uuid4().hex[:8]
 
     def uploads(client):
