@@ -512,13 +512,13 @@ def bench_tus(servers, size, rounds, folder):
             form_times.append(seconds)
             form_cpus.append((server_cpu, client_cpu))
             server.clean("form")
-        multipart = statistics.median(form_times)
+        multipart, multipart_cpu = statistics.median(form_times), medians(form_cpus)
         for parts, chunk in kinds:
             measured = times[parts, chunk]
             row = {"server": name, "size": size, "chunk": chunk, "parts": parts,
                    "tus": statistics.median(m[0] for m in measured),
                    "tus_cpu": medians(m[1:] for m in measured),
-                   "multipart": multipart, "multipart_cpu": medians(form_cpus)}  # fmt: skip
+                   "multipart": multipart, "multipart_cpu": multipart_cpu}  # fmt: skip
             rows.append(row)
             print(f"  {name:12s} tus {parts} x {chunk // MiB} MiB {row['tus']:.2f} s, "
                   f"multipart {multipart:.2f} s")  # fmt: skip
