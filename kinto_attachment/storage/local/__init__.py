@@ -1,9 +1,10 @@
-"""Blobs as files under ``base_path``: the store (:mod:`.store`) and its settings
-(:mod:`.options`)."""
+"""Blobs as files under ``base_path``: the store (:mod:`.store`), the file it writes each
+blob through (:mod:`.staged`) and its settings (:mod:`.options`)."""
 
 from .. import StoreKind
 from . import options
-from .store import TEMP_PREFIX, LocalStaged, LocalStore
+from .staged import TEMP_PREFIX, LocalStaged
+from .store import LocalStore
 
 
 # StoreKind(description, chosen_by, section, table, store)
