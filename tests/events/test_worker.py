@@ -139,9 +139,12 @@ def test_the_example_worker_processes_every_version(tmp_path, monkeypatch, redis
             # A redelivery: every event of the stream added again, as a dispatcher that was
             # killed before marking them delivered does (same ids).
             events = [fields for _, fields in client.xrange(stream)]
+            # The worker prints an outcome after its ack: every line printed before counting.
+            until(lambda: len(worker.handled()) >= len(events), "every outcome printed", worker)
+            handled = len(worker.handled())
+            assert handled == len(events), worker.lines()
             for fields in events:
                 client.xadd(stream, fields)
-            handled = len(worker.handled())
             until(
                 lambda: len(worker.handled()) >= handled + len(events),
                 "the redelivered events handled",
