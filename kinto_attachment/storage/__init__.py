@@ -163,7 +163,9 @@ class IConcatenatingStore(Interface):
         """Make a blob at ``key`` (or a free variant) of the ``parts``, in order: ``(state,
         length)`` of uploads that received their ``length`` bytes. ``digest`` (a hash with
         ``update``) has seen the bytes of the first part: the store feeds it those of the
-        others, in order, as it copies them or by reading them back once.
+        others, in order, as it copies them or by reading them back once; it may feed it a
+        buffer of its own, reused once the next one was fed (``update`` waits for each before
+        it takes the next).
 
         Return a :class:`Progress` whose ``key`` is the blob's, listed in ``created`` (a
         failed transaction deletes it: concatenating again makes it anew), and whose

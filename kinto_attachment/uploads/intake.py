@@ -155,20 +155,24 @@ class Meter:
         self.settle()
         return self._sha256
 
-    def feed(self, chunk):
+    def feed(self, chunk, held=False):
+        """Count and hash ``chunk``. ``held``: the caller leaves it unchanged until its next
+        ``feed`` or ``settle`` (each waits for it first), so that it is hashed behind even
+        if it is a buffer the caller reuses."""
         self.size += len(chunk)
         if self.max_size and self.size > self.max_size:
             raise errors.refuse("too_large", limit=self.max_size)
         self.settle()
-        if len(chunk) >= HASH_BEHIND_MIN and _immutable(chunk):
+        if len(chunk) >= HASH_BEHIND_MIN and (held or _immutable(chunk)):
             self._hashing = _hashers().submit(self._update, chunk)
         else:
             self._update(chunk)
 
     def update(self, chunk):
-        """:meth:`feed`, under the name of a hash's: for a store that reads what it hashes
+        """:meth:`feed` of a held chunk, under the name of a hash's: for a store that reads
+        what it hashes into buffers of its own, and reuses each once the next was fed
         (:meth:`~kinto_attachment.storage.IConcatenatingStore.concatenate`)."""
-        self.feed(chunk)
+        self.feed(chunk, held=True)
 
     def settle(self):
         """Wait until every byte fed has been hashed, by ``sha256`` and by ``also``."""

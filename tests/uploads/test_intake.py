@@ -4,6 +4,7 @@ committed on success and aborted on any error, whatever the entry point."""
 import hashlib
 import multiprocessing
 import threading
+import time
 
 import pytest
 from pyramid.httpexceptions import HTTPException
@@ -136,6 +137,34 @@ def test_chunks_that_may_change_or_are_small_are_hashed_at_once():
     small = Recorder()
     intake.Meter(sha256=small).feed(b"x" * (LARGE - 1))
     assert small.threads == [threading.current_thread().name]
+
+
+class SlowRecorder:
+    """A hash that takes its time before it reads a chunk, and notes what it read where."""
+
+    def __init__(self):
+        self.seen = []
+
+    def update(self, chunk):
+        time.sleep(0.05)
+        self.seen.append((threading.current_thread().name, bytes(chunk)))
+
+
+def test_a_held_buffer_is_hashed_behind_and_before_the_next_is_taken():
+    """A store that reads into two buffers in turn feeds each as held: hashed on a hashing
+    thread, and done with before the next feed returns, when the store may reuse it."""
+    slow = SlowRecorder()
+    meter = intake.Meter(also=[slow])
+    first, second = bytearray(b"a" * LARGE), bytearray(b"b" * LARGE)
+    meter.update(memoryview(first))
+    meter.update(memoryview(second))
+    first[:] = b"c" * LARGE  # Reused: its hash must be over.
+    meter.update(memoryview(first))
+    meter.settle()
+    expected = [b"a" * LARGE, b"b" * LARGE, b"c" * LARGE]
+    assert [content for _, content in slow.seen] == expected
+    assert all(name.startswith("attachment-hash") for name, _ in slow.seen)
+    assert meter.sha256.hexdigest() == hashlib.sha256(b"".join(expected)).hexdigest()
 
 
 def _hash_behind_in_child(pipe):

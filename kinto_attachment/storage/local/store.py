@@ -188,16 +188,25 @@ class LocalStore(StoreBase):
 
     def _copy(self, temp, length, staged, digest):
         """The first ``length`` bytes of the upload file ``temp`` into ``staged``;
-        ``FileNotFoundError`` if it has fewer (its bytes are lost)."""
+        ``FileNotFoundError`` if it has fewer (its bytes are lost).
+
+        Read into two buffers in turn: ``digest`` hashes one (on a hashing thread) while the
+        other is read and written. A new ``bytes`` per read took new memory pages each time,
+        which made reading and hashing 768 MiB take 0.6 to 2.1 s on this project's machines,
+        against 0.58 s steadily with reused buffers (``bench/README.rst``)."""
+        buffers = [memoryview(bytearray(COPY_SIZE)) for _ in range(2)]
         with open(self.path(temp), "rb", buffering=0) as f:
             offset = 0
             while offset < length:
-                chunk = f.read(min(length - offset, COPY_SIZE))
-                if not chunk:
+                buffer = buffers[0]
+                buffers.reverse()
+                read = f.readinto(buffer[: min(length - offset, COPY_SIZE)])
+                if not read:
                     raise FileNotFoundError(f"{temp} is shorter than its upload")
+                chunk = buffer[:read]
                 staged.write(chunk)
                 if digest is not None:
-                    digest.update(chunk)
+                    digest.update(chunk)  # Waits for the other buffer's hash first.
                 if DROP_READ:
                     # Read once, deleted after the commit: its pages serve the next reads
                     # (new pages cost this project's machines more than reused ones).
