@@ -171,7 +171,7 @@ def _collect_data_files(registry, now, report):
             entry = data_file_entries.get(storage, found["id"])
             if not _unchanged(entry, found) or data_file_entries.is_live(entry, now):
                 continue
-            data_file_entries.remove(storage, found["id"])
+            data_file_entries.delete(storage, entry)
             metadata = data_file_entries.metadata(registry.attachment_store, entry)
             recording.deleted(registry, {"file_id": entry["id"]}, metadata)
             # Held by an event: deleted by a later round, once released.

@@ -228,6 +228,23 @@ def test_dangling_references_are_reported_and_left_alone(kinto_gc):
     assert data_file_entries.get(kinto_gc.registry.storage, "lost") == lost
 
 
+def test_an_expired_data_file_is_read_once_under_its_lock(kinto_gc, monkeypatch):
+    """Listed, then read again under its lock (a writer may have replaced it meanwhile), and
+    deleted as read: one lookup by id, not a second one to delete it."""
+    post_file(kinto_gc, "expired", b"short-lived", ttl=1)
+    looked_up, find = [], paging.find
+
+    def counting(storage, resource, parent_id, object_id):
+        looked_up.append(object_id)
+        return find(storage, resource, parent_id, object_id)
+
+    monkeypatch.setattr(paging, "find", counting)
+    report = gc.collect(kinto_gc.registry, now=after_grace())
+    assert [entry["id"] for entry in report.expired_files] == ["expired"]
+    assert looked_up == ["expired"]
+    assert data_file_entries.get(kinto_gc.registry.storage, "expired") is None
+
+
 def test_dry_run_removes_nothing_and_reports_the_same(kinto_gc):
     orphan(kinto_gc)
     post_file(kinto_gc, "expired", b"short-lived", ttl=1)

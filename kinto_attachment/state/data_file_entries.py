@@ -72,13 +72,18 @@ def remove(storage, file_id):
     """Delete the entry; return it, or None if there was none."""
     entry = get(storage, file_id)
     if entry is not None:
-        storage.delete(
-            resource_name=RESOURCE,
-            parent_id=paging.parent_of(entry, PARENT_ID),
-            object_id=file_id,
-            with_deleted=False,
-        )
+        delete(storage, entry)
     return entry
+
+
+def delete(storage, entry):
+    """Delete ``entry``, read in this transaction (under its parent, where it was found)."""
+    storage.delete(
+        resource_name=RESOURCE,
+        parent_id=paging.parent_of(entry, PARENT_ID),
+        object_id=entry["id"],
+        with_deleted=False,
+    )
 
 
 def entries(storage):

@@ -86,6 +86,7 @@ def create_final(request, concat, client):
         client=client,
         concat=concat.header,
     )
+    # Made whole: never saved, so no state to remove.
     finish(request, {**upload, "offset": length}, progress, meter.sha256.hexdigest())
     for partial in partials:
         tus_uploads.remove(request.registry.storage, partial)

@@ -222,6 +222,7 @@ def _complete(request, upload):
         progress = store.finish(upload["store"])
     sha256 = ResumableSha256(base64.b64decode(upload["sha256"])).hexdigest()
     tus_steps.finish(request, upload, progress, sha256)
+    tus_uploads.remove(request.registry.storage, upload)
 
 
 def _own_upload(request):

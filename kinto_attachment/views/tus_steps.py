@@ -47,8 +47,9 @@ def is_mine(request, upload):
 
 
 def finish(request, upload, progress, sha256):
-    """The file the store made (``progress``) becomes the record's attachment; the upload
-    goes, remembered as finished once the transaction has committed."""
+    """The file the store made (``progress``) becomes the record's attachment; the upload is
+    remembered as finished once the transaction has committed (the caller removes its state,
+    if it was saved)."""
     store = request.registry.attachment_store
     blob = intake.Blob(
         key=progress.key,
@@ -69,7 +70,6 @@ def finish(request, upload, progress, sha256):
     others = [key for key in progress.created if key != progress.key]
     lifecycle.delete_unless_committed(request, store, others)
     lifecycle.delete_after_commit(request, store, progress.obsolete)
-    tus_uploads.remove(request.registry.storage, upload)
     seconds = request.registry.attachment_settings.resumable_expires_seconds
     cache = request.registry.cache
     lifecycle.after_commit(request, tus_uploads.remember_finished, cache, upload, seconds)

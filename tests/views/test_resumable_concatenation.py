@@ -253,6 +253,23 @@ def test_terminated_partial_uploads_are_gone(kinto_local):
     assert kinto_local.files() == []
 
 
+def test_a_final_upload_deletes_no_state_but_its_parts(kinto_local, monkeypatch):
+    """Made whole, a final upload was never saved: its request deletes the states of its
+    partial uploads, and no other object (not a no-op delete of its own)."""
+    urls = [partial_upload(kinto_local.app, content) for content in (b"abc", b"defg")]
+    storage = kinto_local.registry.storage
+    deleted, delete = [], storage.delete
+
+    def recording(*args, **kwargs):
+        deleted.append((kwargs["resource_name"], kwargs["object_id"]))
+        return delete(*args, **kwargs)
+
+    monkeypatch.setattr(storage, "delete", recording)
+    final_upload(kinto_local.app, urls)
+    parts = [(tus_uploads.RESOURCE, url.rsplit("/", 1)[-1]) for url in urls]
+    assert sorted(deleted) == sorted(parts)
+
+
 # A final upload that fails: the partial uploads stay, and nothing of it is left behind.
 
 
