@@ -31,7 +31,7 @@ from ..downloads import caching
 from ..events import recording
 from ..routes import DATA_FILE, DATA_FILES
 from ..state import data_file_entries
-from ..storage import safe_name
+from ..storage.keys import safe_name
 from ..uploads import intake, lifecycle
 from ..web import media_types, streams
 from .limiter import Busy

@@ -31,7 +31,8 @@ from datetime import UTC, datetime
 
 from .. import errors
 from ..state import shared, storable
-from ..storage import ISettlingStaged, join_key, safe_name
+from ..storage import ISettlingStaged
+from ..storage.keys import join_key, safe_name
 from ..web.media_types import parse_media_type
 
 

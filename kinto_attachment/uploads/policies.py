@@ -17,7 +17,7 @@ from pyramid.exceptions import ConfigurationError
 
 from ..events.options import as_destinations
 from ..setting_values import as_bool, fail
-from ..storage import MAX_NAME
+from ..storage.keys import MAX_NAME
 
 
 #: Where the default policy's names live, after Kinto's ``kinto.`` (which error messages add).

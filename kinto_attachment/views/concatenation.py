@@ -19,7 +19,8 @@ from ..protocols import tus
 from ..routes import TUS_UPLOAD, TUS_UPLOADS
 from ..state import tus_uploads
 from ..state.hashstate import ResumableSha256
-from ..storage import IConcatenatingStore, join_key
+from ..storage import IConcatenatingStore
+from ..storage.keys import join_key
 from ..uploads import intake
 from ..uploads.record import refuse_missing_parents, require_storable_ids
 from .tus_steps import finish, is_mine, policy_of, store_errors

@@ -10,7 +10,6 @@ import time
 
 import pytest
 
-from kinto_attachment.storage import blob_url, join_key, safe_name
 from kinto_attachment.storage.local import TEMP_PREFIX, LocalStore, placing
 from kinto_attachment.storage.local import store as local_store
 from kinto_attachment.uploads import intake
@@ -154,32 +153,6 @@ def test_url(store):
     # segment is replaced by the key. ``key_for_url`` reads both back.
     assert store.url("a b/é.txt") == "https://cdn.example.com/a%20b/%C3%A9.txt"
     assert store.key_for_url("https://cdn.example.com/a%20b/%C3%A9.txt") == "a b/é.txt"
-    assert blob_url("", "a.txt") == "a.txt"
-    assert blob_url("https://cdn/x/", "a.txt") == "https://cdn/x/a.txt"
-    assert blob_url("https://cdn", "a.txt") == "https://cdn/a.txt"
-
-
-@pytest.mark.parametrize(
-    "name,expected",
-    [
-        ("../../etc/passwd", "passwd"),
-        ("C:\\Users\\me\\photo.jpg", "photo.jpg"),
-        ("Été à Noël.pdf", "Ete_a_Noel.pdf"),
-        (".hidden", "hidden"),
-        ("..", "file"),
-        ("☃☃☃", "file"),
-        ("a" * 300 + ".txt", "a" * 196 + ".txt"),  # Shortened before its extension.
-    ],
-)
-def test_safe_name(name, expected):
-    assert safe_name(name) == expected
-
-
-def test_join_key():
-    assert join_key("a/", "/b", "c.txt") == "a/b/c.txt"
-    assert join_key("", "c.txt") == "c.txt"
-    with pytest.raises(ValueError):
-        join_key("..", "c.txt")
 
 
 # Concatenation (tus): what every store does is in the contract; here, disk's own way.

@@ -32,9 +32,8 @@ from .. import (
     Listed,
     Stat,
     StoreBase,
-    blob_url,
-    free_variant,
 )
+from ..keys import blob_url, free_variant
 from .batch import BATCH_SIZE, delete_batch
 from .client import can_sign, checked, make_client, retry_policy, unavailable
 from .options import PREFIX

@@ -22,7 +22,8 @@ import tempfile
 
 from zope.interface import implementer
 
-from .. import ISettlingStaged, key_variants
+from .. import ISettlingStaged
+from ..keys import key_variants
 from . import placing
 from .writebehind import WriteBehind
 

@@ -22,10 +22,8 @@ from .. import (
     Stat,
     StorageUnavailable,
     StoreBase,
-    blob_url,
-    join_key,
-    key_variants,
 )
+from ..keys import blob_url, join_key, key_variants
 from .staged import TEMP_PREFIX, TEMP_SUFFIX, LocalStaged, fsync_dir, write_all
 from .writebehind import SHORT_WINDOW, WriteBehind
 

@@ -32,9 +32,8 @@ from .. import (
     Stat,
     StorageUnavailable,
     StoreBase,
-    blob_url,
-    free_variant,
 )
+from ..keys import blob_url, free_variant
 from .client import error_code, make_client, unavailable
 from .concatenate import S3Concatenating
 from .options import MIN_PART_SIZE

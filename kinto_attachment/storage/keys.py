@@ -1,0 +1,74 @@
+"""Keys: the names blobs go under in every store, made from what clients send.
+
+A key is a relative, ``/``-separated path (``bucket/collection/5d1e….png``) that never climbs
+out of the store (:func:`join_key`), made of names safe on every file system and in every URL
+(:func:`safe_name`); when one is taken, the next variant is tried (``b-1.txt``...).
+"""
+
+import itertools
+import posixpath
+import re
+import unicodedata
+from urllib.parse import quote, urljoin
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: Longest name ``safe_name`` returns: room for ``-N`` variants within a 255-byte file name.
+MAX_NAME = 200
+#: Longest extension kept whole when a name is shortened.
+MAX_EXTENSION = 32
+
+
+def safe_name(name, fallback="file"):
+    """A single path segment made only of ``[A-Za-z0-9._-]``, derived from a client filename.
+
+    Unicode is normalised (NFKD) and reduced to ASCII, path separators of any OS dropped (only
+    the last segment is kept), runs of anything else collapsed to ``_``, and leading dots
+    stripped so that the result is never hidden, ``.`` or ``..``. A name longer than
+    ``MAX_NAME`` is shortened in its stem, keeping its last extension: cutting the end would
+    turn ``x….html.txt`` into ``x….html``, an extension nobody checked.
+    """
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    name = _UNSAFE.sub("_", name).strip("._")
+    if len(name) > MAX_NAME:
+        stem, extension = posixpath.splitext(name)
+        extension = extension[:MAX_EXTENSION]
+        stem = stem[: MAX_NAME - len(extension)].rstrip("._") or fallback
+        name = stem + extension
+    return name or fallback
+
+
+def join_key(*segments):
+    """Join key segments with ``/``, refusing anything that would climb out of the store."""
+    key = posixpath.normpath("/".join(s.strip("/") for s in segments if s))
+    if key.startswith(("../", "/")) or key in ("..", ".", ""):
+        raise ValueError(f"unsafe blob key {key!r}")
+    return key
+
+
+def blob_url(base_url, key):
+    """The key resolved against ``base_url``, as kinto-attachment makes its locations
+    (``urljoin``): ``https://cdn/files/`` + key is ``https://cdn/files/key``, but without the
+    trailing slash ``https://cdn/files`` + key is ``https://cdn/key``. A relative location
+    when ``base_url`` is empty."""
+    return urljoin(base_url, quote(key)) if base_url else quote(key)
+
+
+def key_variants(key):
+    """``a/b.txt``, then ``a/b-1.txt``, ``a/b-2.txt``...: where to go when a key is taken."""
+    yield key
+    stem, ext = posixpath.splitext(key)
+    for counter in itertools.count(1):
+        yield f"{stem}-{counter}{ext}"
+
+
+def free_variant(key, exists, listed):
+    """The first of ``key``, ``name-1.ext``... not taken yet: ``exists(key)``, and when it is
+    taken, one listing of the names starting with ``name-`` (``listed(prefix)``), rather than
+    a request per variant."""
+    if not exists(key):
+        return key
+    stem, _ = posixpath.splitext(key)
+    taken = {key, *listed(f"{stem}-")}
+    return next(k for k in key_variants(key) if k not in taken)

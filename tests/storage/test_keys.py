@@ -1,0 +1,48 @@
+"""Keys: safe names from what clients send, joined without climbing out of the store, and
+URLs made of them as kinto-attachment makes its locations."""
+
+import pytest
+
+from kinto_attachment.storage.keys import blob_url, free_variant, join_key, safe_name
+
+
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("../../etc/passwd", "passwd"),
+        ("C:\\Users\\me\\photo.jpg", "photo.jpg"),
+        ("Été à Noël.pdf", "Ete_a_Noel.pdf"),
+        (".hidden", "hidden"),
+        ("..", "file"),
+        ("☃☃☃", "file"),
+        ("a" * 300 + ".txt", "a" * 196 + ".txt"),  # Shortened before its extension.
+    ],
+)
+def test_safe_name(name, expected):
+    assert safe_name(name) == expected
+
+
+def test_join_key():
+    assert join_key("a/", "/b", "c.txt") == "a/b/c.txt"
+    assert join_key("", "c.txt") == "c.txt"
+    with pytest.raises(ValueError):
+        join_key("..", "c.txt")
+
+
+def test_blob_url_joins_as_urljoin_does():
+    assert blob_url("", "a.txt") == "a.txt"
+    assert blob_url("https://cdn/x/", "a.txt") == "https://cdn/x/a.txt"
+    assert blob_url("https://cdn", "a.txt") == "https://cdn/a.txt"
+
+
+def test_a_taken_key_gives_the_first_free_variant_from_one_listing():
+    listings = []
+
+    def listed(prefix):
+        listings.append(prefix)
+        return ["a/b-1.txt", "a/b-3.txt"]
+
+    assert free_variant("a/b.txt", lambda key: False, listed) == "a/b.txt"
+    assert listings == []
+    assert free_variant("a/b.txt", lambda key: True, listed) == "a/b-2.txt"
+    assert listings == ["a/b-"]
