@@ -6,135 +6,19 @@ the other files were still done; ``2`` the command line is wrong; ``130`` interr
 (``Ctrl-C``): what was under way resumes on the next run.
 """
 
-import argparse
-import json
 import os
 import sys
 
 from . import downloads, sync, uploads
+from .arguments import parser
 from .folder import Folder
 from .names import argument_path, key, local_names, record_id_of, shown
 from .progress import Bars
 from .remote import Failure, Remote, sha256_of
 
 
-DEFAULT_SERVER = "http://localhost:8888/v1"
-DESCRIPTION = "Upload, download and sync the attachments of a Kinto collection."
-ENVIRONMENT = """\
-Options default to environment variables: KINTO_SERVER, KINTO_AUTH (user:password or
-"Bearer token"), KINTO_BUCKET, KINTO_COLLECTION. The credentials go to the origin of
---server only."""
-NAMES = """\
-NAME: a file's name as upload and sync gave it (upload: the file's name, greeting.txt; sync:
-its path in the folder, fonts/a.woff2), as download writes it, or a record id. A NAME that is
-both a file's name and another record's id is refused: give the record id with --id."""
-DELETE = """\
---delete deletes a record only when this folder's sync marked it (its synced_from field
-names the folder, by --as or its own name, the file's path and the sha256 it attached), it
-still holds that file, and nothing is at that path in the folder any more. Records attached
-otherwise are never deleted."""
-
-
 class Usage(Exception):
     """The command line cannot be run as written (exit code 2)."""
-
-
-def _rate(text):
-    """``500K``, ``2M``, ``1G`` or bytes, per second."""
-    units = {"K": 1024, "M": 1024**2, "G": 1024**3}
-    factor = units.get(text[-1:].upper(), 1)
-    number = text[:-1] if factor > 1 else text
-    try:
-        return int(float(number) * factor)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a rate: {text!r}") from None
-
-
-def _json_object(text):
-    try:
-        value = json.loads(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"not JSON: {e}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("not a JSON object")
-    return value
-
-
-def _state_path():
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "kinto-attachment", "uploads.json")
-
-
-def _named(command, what):
-    """NAME arguments, and ``--id`` for record ids."""
-    command.add_argument("names", nargs="*", metavar="NAME", help=what)
-    command.add_argument(
-        "--id", action="append", default=[], dest="ids", metavar="ID", help="a record id"
-    )
-
-
-def parser():
-    env = os.environ.get
-    main = argparse.ArgumentParser(
-        prog="kinto-attachment", description=DESCRIPTION, epilog=ENVIRONMENT
-    )
-    main.add_argument("-s", "--server", default=env("KINTO_SERVER", DEFAULT_SERVER))
-    main.add_argument("-a", "--auth", default=env("KINTO_AUTH"), help="user:password")
-    for short, name in (("-b", "bucket"), ("-c", "collection")):
-        default = env(f"KINTO_{name.upper()}")
-        main.add_argument(short, f"--{name}", default=default, required=default is None)
-    main.add_argument("--retries", type=int, default=3, help="of each idempotent request")
-    main.add_argument("--limit-rate", type=_rate, help="bytes per second, each way (2M)")
-    main.add_argument("--state", default=_state_path(), help="where unfinished uploads are kept")
-    commands = main.add_subparsers(dest="command", required=True)
-
-    up = commands.add_parser(
-        "upload",
-        help="attach files to records (resumable)",
-        description="Attach each FILE to the record of its name (or to --id).",
-        epilog=NAMES,
-    )
-    up.add_argument("files", nargs="+", metavar="FILE")
-    up.add_argument(
-        "--id", "--record", dest="record", help="record id (one file; default: from its name)"
-    )
-    up.add_argument("--data", type=_json_object, help="JSON object merged into the record")
-    up.add_argument("--permissions", type=_json_object, help="JSON object of permissions")
-    up.add_argument("--force", action="store_true", help="upload even when unchanged")
-
-    down = commands.add_parser(
-        "download",
-        help="download attachments into a folder",
-        description="Download the attachments named (default: every one of the collection) "
-        "into --folder, under their names, subfolders kept.",
-        epilog=NAMES,
-    )
-    _named(down, "default: every record with an attachment")
-    down.add_argument("--folder", default=".", help="where to write the files (default: .)")
-
-    mirror = commands.add_parser(
-        "sync",
-        help="make the collection mirror a folder",
-        description="Upload the files of FOLDER that the collection does not have, marking "
-        "their records with the folder's name and their path.",
-        epilog=DELETE,
-    )
-    mirror.add_argument("folder", metavar="FOLDER")
-    mirror.add_argument("--delete", action="store_true", help="delete records of gone files")
-    mirror.add_argument("--dry-run", action="store_true", help="show the plan, change nothing")
-    mirror.add_argument(
-        "--as", dest="folder_name", metavar="NAME", help="the folder's name (default: its own)"
-    )
-    mirror.add_argument(
-        "--follow-symlinks", action="store_true", help="follow links that leave FOLDER too"
-    )
-
-    remove = commands.add_parser(
-        "rm", help="delete records, or only their attachments", epilog=NAMES
-    )
-    _named(remove, "a file's name or a record id")
-    remove.add_argument("--attachment-only", action="store_true", help="keep the records")
-    return main
 
 
 def _upload(remote, args, bars, jobs, compared=False):
