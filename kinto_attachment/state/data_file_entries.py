@@ -77,13 +77,8 @@ def remove(storage, file_id):
 
 
 def delete(storage, entry):
-    """Delete ``entry``, read in this transaction (under its parent, where it was found)."""
-    storage.delete(
-        resource_name=RESOURCE,
-        parent_id=paging.parent_of(entry, PARENT_ID),
-        object_id=entry["id"],
-        with_deleted=False,
-    )
+    """Delete ``entry``, read in this transaction."""
+    paging.delete(storage, RESOURCE, PARENT_ID, entry)
 
 
 def entries(storage):

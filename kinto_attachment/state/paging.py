@@ -69,3 +69,14 @@ def parent_of(obj, parent_id):
     """The parent ``obj`` is stored under: the one it names (``parent``, written with it under
     its own), or ``parent_id`` for an object an earlier version wrote there."""
     return obj.get("parent", parent_id)
+
+
+def delete(storage, resource_name, parent_id, obj):
+    """Delete ``obj`` (found by :func:`find`) where it is stored, leaving no tombstone (these
+    objects are ours, never synchronised by clients)."""
+    storage.delete(
+        resource_name=resource_name,
+        parent_id=parent_of(obj, parent_id),
+        object_id=obj["id"],
+        with_deleted=False,
+    )

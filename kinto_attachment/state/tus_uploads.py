@@ -98,12 +98,7 @@ def save(storage, upload):
 
 def remove(storage, upload):
     with contextlib.suppress(ObjectNotFoundError):
-        storage.delete(
-            resource_name=RESOURCE,
-            parent_id=paging.parent_of(upload, PARENT_ID),
-            object_id=upload["id"],
-            with_deleted=False,
-        )
+        paging.delete(storage, RESOURCE, PARENT_ID, upload)
 
 
 def entries(storage):
