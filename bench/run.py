@@ -116,9 +116,12 @@ def upload_once(server, path, record):
         except StoreUnavailable:
             if not emulated or attempt == EMULATOR_RETRIES:
                 raise
-            output = server.live.output()
-            print(f"  {server.name}: 503, upload tried again; the end of its log:")
-            print(output[-3000:])
+            _retrying(server)
+
+
+def _retrying(server):
+    print(f"  {server.name}: 503, tried again; the end of its log:")
+    print(server.live.output()[-3000:])
 
 
 class StoreUnavailable(RuntimeError):
@@ -339,6 +342,18 @@ def _require_ok(server, response):
                            f"{server.live.output()[-3000:]}")  # fmt: skip
 
 
+def set_up(server, send):
+    """The response of ``send()``, a setup request that must succeed: tried again, as an
+    upload is (:data:`EMULATOR_RETRIES`), when our server in front of an emulator answers 503."""
+    emulated = server.s3_endpoint or server.gcs_endpoint
+    for attempt in range(EMULATOR_RETRIES + 1):
+        response = send()
+        if response.status_code != 503 or not emulated or attempt == EMULATOR_RETRIES:
+            _require_ok(server, response)
+            return response
+        _retrying(server)
+
+
 def bench_downloads(servers, size, rounds, folder):
     """Downloads of a stored file: the reference's static route, ours through Kinto
     (``GET {record}/attachment``, permission-checked) and ``/data/files/{id}`` (verified)."""
@@ -353,23 +368,30 @@ def bench_downloads(servers, size, rounds, folder):
             _require_ok(server, response)
             targets.append((name, "static file", f"{server.root}{response.json()['location']}"))
             continue
-        with open(path, "rb") as body:
-            uploaded = requests.post(
-                server.upload_url("download"),
-                files={"attachment": ("d.bin", body)},
-                auth=AUTH,
-                timeout=600,
-            )
-        _require_ok(server, uploaded)
+
+        def attach(server=server):
+            with open(path, "rb") as body:
+                return requests.post(
+                    server.upload_url("download"),
+                    files={"attachment": ("d.bin", body)},
+                    auth=AUTH,
+                    timeout=600,
+                )
+
+        uploaded = set_up(server, attach)
         key = uploaded.json()["location"].rsplit("/attachments/", 1)[-1]
         if name == "ours-s3":
             # What we proxy, fetched from the S3 server itself: the bound of S3 downloads.
             targets.append((name, "S3 server directly", server.presigned_url(key)))
         if name == "ours-gcs":
             targets.append((name, "GCS server directly", server.direct_url(unquote(key))))
-        with open(path, "rb") as body:
-            data_file = f"{server.live.origin}/data/files"
-            _require_ok(server, requests.post(f"{data_file}?id=download", data=body, timeout=600))
+        data_file = f"{server.live.origin}/data/files"
+
+        def post_data_file(data_file=data_file):
+            with open(path, "rb") as body:
+                return requests.post(f"{data_file}?id=download", data=body, timeout=600)
+
+        set_up(server, post_data_file)
         targets.append((name, "record attachment", server.upload_url("download")))
         targets.append((name, "/data/files", f"{data_file}/download"))
     os.sync()
