@@ -109,19 +109,21 @@ def upload_once(server, path, record):
     seconds as the server's, None as curl's)."""
     if server.direct:
         return (*server.upload(path), None)
+    return _retried(server, lambda: _upload_once(server, path, record))
+
+
+def _retried(server, attempt):
+    """``attempt()``, tried again (:data:`EMULATOR_RETRIES`) while it raises
+    :class:`StoreUnavailable` on a server in front of an emulator; printed each time."""
     emulated = server.s3_endpoint or server.gcs_endpoint
-    for attempt in range(EMULATOR_RETRIES + 1):
+    for number in range(EMULATOR_RETRIES + 1):
         try:
-            return _upload_once(server, path, record)
+            return attempt()
         except StoreUnavailable:
-            if not emulated or attempt == EMULATOR_RETRIES:
+            if not emulated or number == EMULATOR_RETRIES:
                 raise
-            _retrying(server)
-
-
-def _retrying(server):
-    print(f"  {server.name}: 503, tried again; the end of its log:")
-    print(server.live.output()[-3000:])
+            print(f"  {server.name}: 503, tried again; the end of its log:")
+            print(server.live.output()[-3000:])
 
 
 class StoreUnavailable(RuntimeError):
@@ -337,21 +339,17 @@ def _require_ok(server, response):
     """A failed setup request says which server answered what, and the end of its log (the
     run's folder goes with the run)."""
     if not response.ok:
-        raise RuntimeError(f"{server.name}: {response.request.method} {response.url}: "
-                           f"{response.status_code} {response.text[:500]}\n"
-                           f"{server.live.output()[-3000:]}")  # fmt: skip
+        error = StoreUnavailable if response.status_code == 503 else RuntimeError
+        raise error(f"{server.name}: {response.request.method} {response.url}: "
+                    f"{response.status_code} {response.text[:500]}\n"
+                    f"{server.live.output()[-3000:]}")  # fmt: skip
+    return response
 
 
 def set_up(server, send):
     """The response of ``send()``, a setup request that must succeed: tried again, as an
-    upload is (:data:`EMULATOR_RETRIES`), when our server in front of an emulator answers 503."""
-    emulated = server.s3_endpoint or server.gcs_endpoint
-    for attempt in range(EMULATOR_RETRIES + 1):
-        response = send()
-        if response.status_code != 503 or not emulated or attempt == EMULATOR_RETRIES:
-            _require_ok(server, response)
-            return response
-        _retrying(server)
+    upload is, when our server in front of an emulator answers 503."""
+    return _retried(server, lambda: _require_ok(server, send()))
 
 
 def bench_downloads(servers, size, rounds, folder):
