@@ -15,12 +15,8 @@ transfer holds its size in the process's transfer budget while it runs.
 """
 
 import contextlib
-import email.message
-import email.utils
 import logging
 import math
-import posixpath
-import uuid
 
 from kinto.core.utils import msec_time
 from pyramid.response import Response
@@ -31,108 +27,28 @@ from ..downloads import caching
 from ..events import recording
 from ..routes import DATA_FILE, DATA_FILES
 from ..state import data_file_entries
-from ..storage.keys import safe_name
 from ..uploads import intake, lifecycle
-from ..web import media_types, streams
+from ..web import streams
+from . import posted
 from .limiter import Busy
 from .visibility import allowed_origin, is_preflight, require_visible
 
 
 logger = logging.getLogger(__name__)
 
-#: What an upload of unknown length reserves in the transfer budget (as SlimFaas does).
-UNKNOWN_LENGTH_RESERVATION = 20 * 1024 * 1024
-#: What ``curl --data-binary`` sends when not told a type: it says nothing of the content.
-CURL_DEFAULT_TYPE = "application/x-www-form-urlencoded"
-#: Enough for some 30,000 years of milliseconds.
-MAX_TTL_DIGITS = 15
 #: Visibility is checked by the views themselves (a 404 for whoever may not see the route).
 _PUBLIC = {"permission": NO_PERMISSION_REQUIRED}
 PREFLIGHT_MAX_AGE = 86400
 
 
-def _invalid(name, description):
-    return errors.refuse(
-        "invalid_parameter", location="querystring", name=name, description=description
-    )
-
-
-def _requested_id(request):
-    file_id = request.GET.get("id") or data_file_entries.new_id()
-    if not data_file_entries.valid_id(file_id):
-        raise _invalid("id", "letters, digits, '.', '_' and '-' only, 128 at most.")
-    return file_id
-
-
-def _expiration(request):
-    ttl = request.GET.get("ttl")
-    if ttl is None:
-        return None
-    # Bounded before int(): Python refuses to convert more than 4300 digits (a 500).
-    if not ttl.isascii() or not ttl.isdigit() or len(ttl) > MAX_TTL_DIGITS or int(ttl) <= 0:
-        raise _invalid(
-            "ttl", f"a positive number of milliseconds, {MAX_TTL_DIGITS} digits at most."
-        )
-    return msec_time() + int(ttl)
-
-
-def _filename(request, file_id):
-    """The filename of ``Content-Disposition`` (RFC 6266, ``filename*`` too), or the id."""
-    header = request.headers.get("Content-Disposition")
-    if not header:
-        return file_id
-    message = email.message.Message()
-    message["Content-Disposition"] = header
-    names = [v for k, v in message.get_params([], header="content-disposition") if k == "filename"]
-    # ``filename*`` (decoded by the email package into a tuple) wins over ``filename``.
-    names.sort(key=lambda value: not isinstance(value, tuple))
-    for value in names:
-        try:
-            name = email.utils.collapse_rfc2231_value(value)
-        except (LookupError, UnicodeError, ValueError, TypeError):
-            continue  # A charset that is unknown or cannot decode it: try the next one.
-        # Control characters (NUL: PostgreSQL refuses it in JSON) are no part of a name.
-        name = "".join(c for c in name if c.isprintable() or c == " ")
-        name = posixpath.basename(name.replace("\\", "/"))
-        if name:
-            return name
-    return file_id
-
-
-def _reservation(request, max_size):
-    length = request.content_length
-    if length is None:
-        if request.registry.attachment_settings.data_files.require_content_length:
-            raise errors.refuse("length_required")
-        logger.warning("Upload of unknown length: reserving %s bytes", UNKNOWN_LENGTH_RESERVATION)
-        return UNKNOWN_LENGTH_RESERVATION
-    if max_size and length > max_size:
-        raise errors.refuse("too_large", limit=max_size)
-    return length
-
-
-def _plan(request, file_id, max_size):
-    """The :class:`~kinto_attachment.uploads.intake.Plan` of a raw body: a random key under
-    :data:`~kinto_attachment.state.data_file_entries.KEY_FOLDER` with the name's extension,
-    and the declared type as parsed (an invalid type is no type; curl's default says nothing
-    either)."""
-    filename = _filename(request, file_id)
-    mimetype = media_types.parse_media_type(request.headers.get("Content-Type"))
-    if mimetype in (None, CURL_DEFAULT_TYPE):
-        mimetype = "application/octet-stream"
-    extension = posixpath.splitext(safe_name(filename))[1]
-    key = f"{data_file_entries.KEY_FOLDER}/{uuid.uuid4().hex}{extension}"
-    return intake.Plan(key, filename, mimetype, max_size, random=True)
-
-
 def upload(request):
     require_visible(request)
-    file_id = _requested_id(request)
-    expiration = _expiration(request)
+    file_id = posted.requested_id(request)
+    expiration = posted.expiration(request)
     max_size = request.registry.attachment_settings.default.max_size_bytes
-    reservation = _reservation(request, max_size)
+    reservation = posted.reservation(request, max_size)
     store = request.registry.attachment_store
-    plan = _plan(request, file_id, max_size)
+    plan = posted.plan(request, file_id, max_size)
 
     with (
         _reserved(request, reservation),

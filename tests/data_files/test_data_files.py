@@ -12,7 +12,7 @@ import webob
 from pyramid.exceptions import ConfigurationError
 
 from kinto_attachment import downloads, gc
-from kinto_attachment.data_files import views as views
+from kinto_attachment.data_files import posted, views
 from kinto_attachment.data_files.limiter import TransferLimiter
 from kinto_attachment.state import data_file_entries
 
@@ -190,7 +190,7 @@ def test_unknown_length_reserves_20_mib_and_warns(kinto_memory, caplog, monkeypa
     with caplog.at_level(logging.WARNING):
         response = unknown_length_request(b"streamed").get_response(kinto_memory.app.app)
     assert response.status_code == 200
-    assert reserved == [views.UNKNOWN_LENGTH_RESERVATION]
+    assert reserved == [posted.UNKNOWN_LENGTH_RESERVATION]
     assert "unknown length" in caplog.text
     assert get(kinto_memory, "chunked").body == b"streamed"
 
