@@ -24,7 +24,7 @@ import logging
 
 from kinto.core.authorization import DYNAMIC
 from kinto.core.utils import msec_time
-from pyramid.security import NO_PERMISSION_REQUIRED, forget
+from pyramid.security import NO_PERMISSION_REQUIRED
 
 from .. import errors, routes
 from ..protocols import tus
@@ -35,8 +35,7 @@ from ..storage import IConcatenatingStore
 from ..uploads import intake, lifecycle
 from ..uploads.record import refuse_missing_parents, require_storable_ids
 from ..web import cors, streams
-from ..web.client_address import client_address, client_name
-from . import concatenation, tus_steps
+from . import concatenation, tus_quota, tus_steps
 from .factory import AttachmentFactory
 
 
@@ -102,7 +101,7 @@ def create(request):
     headers = request.headers
     tus.require_version(headers.get("Tus-Resumable"))
     concat = concatenation.requested(request)
-    client = _anonymous_client(request)
+    client = tus_quota.anonymous_client(request)
     if concat is not None and concat.final:
         return concatenation.create_final(request, concat, client)
     context = request.context
@@ -115,7 +114,7 @@ def create(request):
     fields = {} if partial else intake.record_fields(metadata, tus.invalid_metadata)
     require_storable_ids(context)
     refuse_missing_parents(request, context)
-    _refuse_too_many(request, client)
+    tus_quota.refuse_too_many(request, client)
     ids = (context.bucket_id, context.collection_id, context.record_id)
     if partial:
         plan = concatenation.partial_plan(policy, ids, metadata.get("filename", ""))
@@ -143,48 +142,6 @@ def create(request):
     else:
         upload = _record(request, upload)
     return tus.response(201, Location=location, **_progress(upload))
-
-
-def _anonymous_client(request):
-    """None for an authenticated creator; for an anonymous one, what its quota is counted
-    by (:func:`~kinto_attachment.web.client_address.client_name`), or 401 unless
-    ``resumable.allow_anonymous``.
-
-    Anonymous creators would otherwise share one quota: one of them holding it all locks
-    every other out. Counted by address, they do not, as long as the server knows each
-    client's address: behind a proxy that is not told (``trusted_proxy`` of waitress,
-    ``data_files.trusted_proxies``), every client is the proxy. Hence off by default.
-    """
-    if request.prefixed_userid is not None:
-        return None
-    settings = request.registry.attachment_settings
-    if not settings.resumable_allow_anonymous:
-        raise tus.error("anonymous_upload", headers=dict(forget(request)))
-    address = client_address(request, settings.data_files.trusted_proxies)
-    return client_name(address)
-
-
-def _refuse_too_many(request, client):
-    """429 when the user (or the anonymous ``client``) already holds
-    ``resumable.max_uploads_per_user`` unfinished uploads.
-
-    A quota, not a rate: a slot frees when one of them completes, is terminated (``DELETE``)
-    or expires. ``Retry-After`` says when the soonest of the user's own uploads expires: when
-    a slot frees without the user doing anything. Concurrent creations by one user are not
-    serialised (a creation may stream its first chunk): each may pass the count, so the quota
-    can be overshot by as many requests as the user sends at once.
-    """
-    limit = request.registry.attachment_settings.resumable_max_uploads_per_user
-    if not limit:
-        return
-    now = msec_time()
-    count, first_expiry = tus_uploads.active_of(
-        request.registry.storage, request.prefixed_userid, now, client=client
-    )
-    if count < limit:
-        return
-    retry_after = max(1, -(-((first_expiry or now) - now) // 1000))
-    raise tus.error("too_many_uploads", count=count, limit=limit, retry_after=retry_after)
 
 
 def _record(request, upload):

@@ -15,7 +15,7 @@ import transaction
 from pyramid.exceptions import ConfigurationError
 
 from kinto_attachment.state import tus_uploads
-from kinto_attachment.views import resumable, tus_steps
+from kinto_attachment.views import resumable, tus_quota, tus_steps
 
 from ..conftest import ALICE, BOB, cached_app
 from ..support.live import ALICE as LIVE_ALICE
@@ -146,7 +146,7 @@ def test_retry_after_is_when_the_clients_own_soonest_upload_expires(
     )
     now = resumable.msec_time()
     clock = {"now": now}
-    for module in (resumable, tus_steps):  # The clock of expirations.
+    for module in (resumable, tus_quota, tus_steps):  # The clocks of expirations, quotas.
         monkeypatch.setattr(module, "msec_time", lambda: clock["now"])
     anonymous_create(kinto, "192.0.2.1")
     clock["now"] = now + 100_000
