@@ -2,14 +2,13 @@
 
 :func:`respond` streams from the store (``wsgi.file_wrapper`` for local files, the store's
 stream otherwise) and answers conditional requests and one byte range: ``If-None-Match``, or else
-``If-Modified-Since`` (304); ``Range`` with ``If-Range`` (206, 416). WebOb parses the first two.
-Ranges and ``If-Range`` are decided here: WebOb's own range fallback reads the skipped bytes and
-its 416 is not Kinto's JSON error, and it takes any ``If-Range`` date up to ``Last-Modified`` for a
-match, where RFC 9110 wants that very date, and a strong one (:func:`range_applies`). It never lets
-a browser execute what it downloads: ``nosniff`` always, and only
-:data:`~kinto_attachment.web.media_types.INLINE_TYPES` inline. What caches may keep of the answer
-is the route's decision (:mod:`kinto_attachment.downloads.caching`), carried by the
-:class:`Download`.
+``If-Modified-Since`` (304); ``Range`` with ``If-Range`` (206, 416). Ranges and ``If-Range`` are
+decided by :mod:`.conditions`: WebOb's own range fallback reads the skipped bytes and its 416 is
+not Kinto's JSON error, and it takes any ``If-Range`` date up to ``Last-Modified`` for a match,
+where RFC 9110 wants that very date, and a strong one. It never lets a browser execute what it
+downloads: ``nosniff`` always, and only :data:`~kinto_attachment.web.media_types.INLINE_TYPES`
+inline. What caches may keep of the answer is the route's decision
+(:mod:`kinto_attachment.downloads.caching`), carried by the :class:`Download`.
 
 Routes call it through :func:`serve`. A download reads its record (or entry), then opens the
 blob the record names, and a replacement can commit in between, on any node. Two things keep
@@ -27,30 +26,22 @@ logged for the operator.
 """
 
 import dataclasses
-import email.utils
 import hashlib
 import logging
 import mimetypes
 import posixpath
-import re
 
 from pyramid.response import Response
-from webob.byterange import Range
 
 from .. import errors
 from ..errors import store_errors
 from ..web.media_types import content_disposition, served_type
 from ..web.streams import chunks, file_body
+from . import conditions
 
 
 logger = logging.getLogger(__name__)
 
-#: One range, as RFC 9110 writes it (WebOb's parser takes the first of several, and ignores
-#: what follows it). Positions of more digits are beyond any content, and beyond what
-#: ``int()`` converts (4300 digits): they are read as :data:`_BEYOND`.
-_ONE_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
-_MAX_DIGITS = 19
-_BEYOND = "9" * _MAX_DIGITS
 #: How many times :func:`serve` reads a record again when the blob it named is gone: each time
 #: means that one more replacement committed between the read and the opening.
 ATTEMPTS = 5
@@ -80,78 +71,6 @@ class Download:
     #: Request headers the answer depends on (``Vary``): ``Authorization`` when another
     #: caller may get another answer.
     vary: tuple = ()
-
-
-def requested_range(request, size):
-    """``(start, end)`` inclusive of one satisfiable range; None to serve it all; or a 416.
-
-    Call it on a response that has its validators (ETag, Last-Modified), for ``If-Range``.
-    Several ranges, a malformed header, or an ``If-Range`` that does not match are answered
-    with the whole content, as RFC 9110 allows.
-    """
-    match = _ONE_RANGE.fullmatch((request.headers.get("Range") or "").replace(" ", ""))
-    if match is None or match.groups() == ("", ""):
-        return None
-    first, last = (_clamped(digits) for digits in match.groups())
-    requested = Range.parse(f"bytes={first}-{last}")
-    if requested is None:  # last < first
-        return None
-    if requested.end is None and requested.start <= 0:  # bytes=-N: the last N bytes.
-        if last == "0" or size == 0:
-            raise errors.refuse("range_not_satisfiable", size=size)
-        return max(0, size + requested.start), size - 1
-    if requested.start >= size:
-        raise errors.refuse("range_not_satisfiable", size=size)
-    end = size if requested.end is None else min(requested.end, size)
-    return requested.start, end - 1
-
-
-def _clamped(digits):
-    digits = digits.lstrip("0") or ("0" if digits else "")
-    return digits if len(digits) <= _MAX_DIGITS else _BEYOND
-
-
-def _http_date(value):
-    """Seconds since the epoch of an HTTP-date, or None."""
-    try:
-        parsed = email.utils.parsedate_tz(value)
-        return None if parsed is None else email.utils.mktime_tz(parsed)
-    except (TypeError, ValueError, OverflowError, IndexError):
-        return None
-
-
-def range_applies(request, download):
-    """Whether the ``Range`` of ``request`` applies to ``download``, as ``If-Range`` decides
-    (RFC 9110 §13.1.5); if not, the whole content is sent.
-
-    An entity-tag must be the ``ETag``, compared strongly. A date must be exactly the
-    ``Last-Modified`` and a strong validator (§8.8.2.2): the server must know that the
-    content did not change twice within that second, since two versions made in one second
-    have one ``Last-Modified`` (a client holding the first would get bytes of the second). It
-    knows when every version with a ``Last-Modified`` from that second on had this content:
-    :attr:`Download.unchanged_since` is not later than the second's start.
-    """
-    value = (request.headers.get("If-Range") or "").strip()
-    if not value:
-        return True
-    if value.startswith(('"', "W/")):
-        return download.hash is not None and value == f'"{download.hash}"'
-    seconds = _http_date(value)
-    if seconds is None or download.last_modified is None or download.unchanged_since is None:
-        return False
-    second = download.last_modified // 1000
-    return seconds == second and download.unchanged_since <= second * 1000
-
-
-def _not_modified(request, download):
-    """``If-None-Match`` (weak comparison), or without it ``If-Modified-Since``."""
-    if request.if_none_match:
-        return download.hash is not None and download.hash in request.if_none_match
-    since = request.if_modified_since
-    if since is None or download.last_modified is None:
-        return False
-    # HTTP dates have whole seconds.
-    return download.last_modified // 1000 <= since.timestamp()
 
 
 class _Length:
@@ -249,7 +168,7 @@ def respond(request, store, download, redirect=None, wrap=None, found=False):
         response.headers["Cache-Control"] = download.cache_control
     if download.vary:
         response.vary = download.vary
-    if _not_modified(request, download):
+    if conditions.not_modified(request, download):
         response.status = 304
         del response.content_type
         return response
@@ -258,8 +177,8 @@ def respond(request, store, download, redirect=None, wrap=None, found=False):
         return _redirect(response, redirect_url)
 
     span = None
-    if request.headers.get("Range") and range_applies(request, download):
-        span = requested_range(request, download.size)
+    if request.headers.get("Range") and conditions.range_applies(request, download):
+        span = conditions.requested_range(request, download.size)
     start, end = span or (0, download.size - 1)
     if span is not None:
         response.status = 206

@@ -1,0 +1,91 @@
+"""What a download asks for besides the blob: one byte range (``Range``), whether it still
+applies (``If-Range``), and whether the client's copy is current (``If-None-Match``,
+``If-Modified-Since``); decided here rather than by WebOb (see :mod:`kinto_attachment.downloads`).
+"""
+
+import email.utils
+import re
+
+from webob.byterange import Range
+
+from .. import errors
+
+
+#: One range, as RFC 9110 writes it (WebOb's parser takes the first of several, and ignores
+#: what follows it). Positions of more digits are beyond any content, and beyond what
+#: ``int()`` converts (4300 digits): they are read as :data:`_BEYOND`.
+_ONE_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
+_MAX_DIGITS = 19
+_BEYOND = "9" * _MAX_DIGITS
+
+
+def requested_range(request, size):
+    """``(start, end)`` inclusive of one satisfiable range; None to serve it all; or a 416.
+
+    Call it on a response that has its validators (ETag, Last-Modified), for ``If-Range``.
+    Several ranges, a malformed header, or an ``If-Range`` that does not match are answered
+    with the whole content, as RFC 9110 allows.
+    """
+    match = _ONE_RANGE.fullmatch((request.headers.get("Range") or "").replace(" ", ""))
+    if match is None or match.groups() == ("", ""):
+        return None
+    first, last = (_clamped(digits) for digits in match.groups())
+    requested = Range.parse(f"bytes={first}-{last}")
+    if requested is None:  # last < first
+        return None
+    if requested.end is None and requested.start <= 0:  # bytes=-N: the last N bytes.
+        if last == "0" or size == 0:
+            raise errors.refuse("range_not_satisfiable", size=size)
+        return max(0, size + requested.start), size - 1
+    if requested.start >= size:
+        raise errors.refuse("range_not_satisfiable", size=size)
+    end = size if requested.end is None else min(requested.end, size)
+    return requested.start, end - 1
+
+
+def _clamped(digits):
+    digits = digits.lstrip("0") or ("0" if digits else "")
+    return digits if len(digits) <= _MAX_DIGITS else _BEYOND
+
+
+def _http_date(value):
+    """Seconds since the epoch of an HTTP-date, or None."""
+    try:
+        parsed = email.utils.parsedate_tz(value)
+        return None if parsed is None else email.utils.mktime_tz(parsed)
+    except (TypeError, ValueError, OverflowError, IndexError):
+        return None
+
+
+def range_applies(request, download):
+    """Whether the ``Range`` of ``request`` applies to ``download``, as ``If-Range`` decides
+    (RFC 9110 §13.1.5); if not, the whole content is sent.
+
+    An entity-tag must be the ``ETag``, compared strongly. A date must be exactly the
+    ``Last-Modified`` and a strong validator (§8.8.2.2): the server must know that the
+    content did not change twice within that second, since two versions made in one second
+    have one ``Last-Modified`` (a client holding the first would get bytes of the second). It
+    knows when every version with a ``Last-Modified`` from that second on had this content:
+    :attr:`Download.unchanged_since` is not later than the second's start.
+    """
+    value = (request.headers.get("If-Range") or "").strip()
+    if not value:
+        return True
+    if value.startswith(('"', "W/")):
+        return download.hash is not None and value == f'"{download.hash}"'
+    seconds = _http_date(value)
+    if seconds is None or download.last_modified is None or download.unchanged_since is None:
+        return False
+    second = download.last_modified // 1000
+    return seconds == second and download.unchanged_since <= second * 1000
+
+
+def not_modified(request, download):
+    """``If-None-Match`` (weak comparison), or without it ``If-Modified-Since``."""
+    if request.if_none_match:
+        return download.hash is not None and download.hash in request.if_none_match
+    since = request.if_modified_since
+    if since is None or download.last_modified is None:
+        return False
+    # HTTP dates have whole seconds.
+    return download.last_modified // 1000 <= since.timestamp()
