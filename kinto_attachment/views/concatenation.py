@@ -15,7 +15,7 @@ what it left behind is named by no state (the garbage collector's).
 import base64
 import uuid
 
-from ..protocols import tus
+from ..protocols import tus, tus_concat
 from ..routes import TUS_UPLOAD, TUS_UPLOADS
 from ..state import tus_uploads
 from ..state.hashstate import ResumableSha256
@@ -27,9 +27,9 @@ from .tus_steps import finish, is_mine, policy_of, store_errors
 
 
 def requested(request):
-    """``Upload-Concat`` of a creation (:class:`~kinto_attachment.protocols.tus.Concat`), or
+    """``Upload-Concat`` of a creation (:class:`~kinto_attachment.protocols.tus_concat.Concat`), or
     None; 400 if the store cannot concatenate."""
-    concat = tus.concat(request.headers.get("Upload-Concat"))
+    concat = tus_concat.concat(request.headers.get("Upload-Concat"))
     if concat is not None and not IConcatenatingStore.providedBy(
         request.registry.attachment_store
     ):
@@ -51,7 +51,7 @@ def create_final(request, concat, client):
     file, which becomes the record's attachment; the partial uploads go with this
     transaction, their bytes once it has committed."""
     headers = request.headers
-    tus.require_creation_of_final(
+    tus_concat.require_creation_of_final(
         headers.get("Upload-Length"), headers.get("Upload-Defer-Length"), request.content_type
     )
     context = request.context
@@ -61,7 +61,7 @@ def create_final(request, concat, client):
     require_storable_ids(context)
     refuse_missing_parents(request, context)
     uploads_path = request.route_path(TUS_UPLOADS.name, **request.matchdict)
-    upload_ids = tus.upload_ids(concat.urls, uploads_path)
+    upload_ids = tus_concat.upload_ids(concat.urls, uploads_path)
     partials = [_partial(request, i, url) for i, url in zip(upload_ids, concat.urls, strict=True)]
     length = sum(partial["length"] for partial in partials)
     if policy.max_size_bytes and length > policy.max_size_bytes:
@@ -104,9 +104,9 @@ def _partial(request, upload_id, url):
         raise tus.locked() from None
     upload = tus_uploads.get(request.registry.storage, upload_id)
     if upload is None or not is_mine(request, upload):
-        raise tus.concat_refusal("unknown", url)
+        raise tus_concat.concat_refusal("unknown", url)
     if upload.get("concat") != "partial":
-        raise tus.concat_refusal("not_partial", url)
+        raise tus_concat.concat_refusal("not_partial", url)
     if upload["length"] is None or upload["offset"] != upload["length"]:
-        raise tus.concat_refusal("unfinished", url)
+        raise tus_concat.concat_refusal("unfinished", url)
     return upload

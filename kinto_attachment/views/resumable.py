@@ -27,7 +27,7 @@ from kinto.core.utils import msec_time
 from pyramid.security import NO_PERMISSION_REQUIRED
 
 from .. import errors, routes
-from ..protocols import tus
+from ..protocols import tus, tus_concat
 from ..routes import TUS_UPLOAD, TUS_UPLOADS
 from ..state import tus_uploads
 from ..state.hashstate import ResumableSha256
@@ -222,7 +222,7 @@ def patch(request):
     offset = tus.upload_offset(request.headers.get("Upload-Offset"))
     upload = _locked_upload(request)
     if (upload.get("concat") or "").startswith("final"):
-        raise tus.final_is_read_only()
+        raise tus_concat.final_is_read_only()
     if upload.get("completed") or upload["offset"] == upload["length"]:
         raise tus.completed(upload["length"])
     tus.require_offset(offset, upload["offset"])

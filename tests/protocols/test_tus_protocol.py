@@ -8,7 +8,7 @@ import pytest
 from kinto.core.errors import ERRORS
 from pyramid import httpexceptions
 
-from kinto_attachment.protocols import tus
+from kinto_attachment.protocols import tus, tus_concat
 from kinto_attachment.uploads import intake
 
 
@@ -387,11 +387,11 @@ def test_discovery_with_a_limit_and_a_preflight():
 
 
 def test_concat():
-    assert tus.concat(None) is None
-    assert tus.concat("partial") == tus.Concat(final=False)
-    assert tus.concat("partial").header == "partial"
-    final = tus.concat("final;http://x/u/1  /u/2")
-    assert final == tus.Concat(final=True, urls=("http://x/u/1", "/u/2"))
+    assert tus_concat.concat(None) is None
+    assert tus_concat.concat("partial") == tus_concat.Concat(final=False)
+    assert tus_concat.concat("partial").header == "partial"
+    final = tus_concat.concat("final;http://x/u/1  /u/2")
+    assert final == tus_concat.Concat(final=True, urls=("http://x/u/1", "/u/2"))
     assert final.header == "final;http://x/u/1 /u/2"
 
 
@@ -407,27 +407,27 @@ def test_concat():
     ],
 )
 def test_bad_concat(header, message):
-    assert_tus_error(refusal(tus.concat, header), 400, message)
+    assert_tus_error(refusal(tus_concat.concat, header), 400, message)
 
 
 def test_upload_ids():
     uploads = "/v1/r/attachment/uploads"
     urls = [f"http://h:1{uploads}/a1", f"{uploads}/b2", f"https://other{uploads}/c3?x#y"]
-    assert tus.upload_ids(urls, uploads) == ["a1", "b2", "c3"]
+    assert tus_concat.upload_ids(urls, uploads) == ["a1", "b2", "c3"]
     for url in (f"{uploads}/", f"{uploads}/a/b", "/v1/q/attachment/uploads/a1", uploads, "a1"):
-        error = refusal(tus.upload_ids, [f"{uploads}/ok", url], uploads)
+        error = refusal(tus_concat.upload_ids, [f"{uploads}/ok", url], uploads)
         assert_tus_error(error, 400, f"{url} is no upload of this record")
 
 
 def test_creation_of_a_final_upload():
-    tus.require_creation_of_final(None, None, None)
-    tus.require_creation_of_final(None, None, "application/json")
+    tus_concat.require_creation_of_final(None, None, None)
+    tus_concat.require_creation_of_final(None, None, "application/json")
     for length, defer in (("5", None), (None, "1"), ("0", "1")):
-        error = refusal(tus.require_creation_of_final, length, defer, None)
+        error = refusal(tus_concat.require_creation_of_final, length, defer, None)
         assert_tus_error(error, 400, "no Upload-Length nor Upload-Defer-Length")
-    error = refusal(tus.require_creation_of_final, None, None, tus.CHUNK_TYPE)
+    error = refusal(tus_concat.require_creation_of_final, None, None, tus.CHUNK_TYPE)
     assert_tus_error(error, 400, "carries no bytes")
-    assert_tus_error(tus.final_is_read_only(), 403, "takes no PATCH", ERRORS.FORBIDDEN)
+    assert_tus_error(tus_concat.final_is_read_only(), 403, "takes no PATCH", ERRORS.FORBIDDEN)
 
 
 @pytest.mark.parametrize(
@@ -439,7 +439,7 @@ def test_creation_of_a_final_upload():
     ],
 )
 def test_concat_refusals(name, code, errno, message):
-    assert_tus_error(tus.concat_refusal(name, "/u/1"), code, message, errno)
+    assert_tus_error(tus_concat.concat_refusal(name, "/u/1"), code, message, errno)
 
 
 def test_metadata_of_a_partial_upload_needs_no_filename():

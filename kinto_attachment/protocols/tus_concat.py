@@ -1,0 +1,71 @@
+"""tus's concatenation extension, the protocol alone (as :mod:`.tus`): ``Upload-Concat``
+of a partial or a final upload, the partial uploads a final one names, and the refusals of
+both. The views (:mod:`kinto_attachment.views.concatenation`) bind it to uploads and stores."""
+
+import dataclasses
+from urllib.parse import urlsplit
+
+from .tus import CHUNK_TYPE, error
+
+
+@dataclasses.dataclass(frozen=True)
+class Concat:
+    """``Upload-Concat``: a ``partial`` upload, or the ``final`` one made of ``urls``."""
+
+    final: bool
+    urls: tuple = ()
+
+    @property
+    def header(self):
+        return "final;" + " ".join(self.urls) if self.final else "partial"
+
+
+def concat(header):
+    """``Upload-Concat`` of a creation: a :class:`Concat`, or None without the header; 400
+    for anything but ``partial`` or ``final;URL URL...`` (one URL at least, each once)."""
+    if header is None:
+        return None
+    if header == "partial":
+        return Concat(final=False)
+    kind, _, listed = header.partition(";")
+    urls = tuple(listed.split())
+    if kind != "final" or not urls:
+        raise error("concat_header")
+    if len(set(urls)) != len(urls):
+        raise error("concat_twice")
+    return Concat(final=True, urls=urls)
+
+
+def upload_ids(urls, uploads_path):
+    """The upload ids of ``urls`` (absolute, or paths) under ``uploads_path``, the path of
+    the uploads of the record (``…/attachment/uploads``); 400 for a URL that is not one of
+    them: of another record, or no upload's."""
+    prefix = uploads_path.rstrip("/") + "/"
+    ids = []
+    for url in urls:
+        path = urlsplit(url).path
+        upload_id = path[len(prefix) :] if path.startswith(prefix) else ""
+        if not upload_id or "/" in upload_id:
+            raise error("concat_url", url=url)
+        ids.append(upload_id)
+    return ids
+
+
+def require_creation_of_final(length, defer_length, content_type):
+    """400 if a final upload's creation says its length, or carries bytes: the partial
+    uploads are its bytes and make its length."""
+    if length is not None or defer_length is not None:
+        raise error("concat_final_length")
+    if content_type == CHUNK_TYPE:
+        raise error("concat_final_body")
+
+
+def final_is_read_only():
+    """403: a final upload takes no ``PATCH``; its partial uploads made it whole."""
+    return error("concat_final_patch")
+
+
+def concat_refusal(name, url):
+    """A partial upload of a final one that cannot be used: ``unknown`` (or not the user's,
+    expired, or already consumed by another final upload), ``not_partial``, ``unfinished``."""
+    return error(f"concat_{name}", url=url)
