@@ -7,26 +7,22 @@ same two steps:
    name against the collection's policy and decides the blob's key and media type, before any
    byte is read: a :class:`Plan`.
 2. **Receive**: ``with Intake(store, plan) as received:`` stages the blob and sees each byte
-   once (a :class:`Meter` counts it, hashes it, refuses it past the size limit) on its way to
-   the store's staged writer. Leaving the block commits the blob (``received.blob``); any
-   exception aborts it, which leaves nothing behind.
+   once (a :class:`~.meter.Meter` counts it, hashes it, refuses it past the size limit) on its
+   way to the store's staged writer. Leaving the block commits the blob (``received.blob``);
+   any exception aborts it, which leaves nothing behind.
 
 A blob for a record then becomes its attachment through :mod:`~kinto_attachment.uploads.record`.
 
-A tus upload spreads the second step over requests: its :class:`Meter` carries a resumable
-hash state and the store appends to an upload instead of a staged writer
+A tus upload spreads the second step over requests: its :class:`~.meter.Meter` carries a
+resumable hash state and the store appends to an upload instead of a staged writer
 (:mod:`kinto_attachment.views.resumable`). Nothing here holds more than the chunk it is given
 and the one before, while a hashing thread hashes it.
 """
 
 import dataclasses
-import functools
-import hashlib
 import mimetypes
-import os
 import posixpath
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from .. import errors
@@ -34,6 +30,7 @@ from ..state import shared, storable
 from ..storage import ISettlingStaged
 from ..storage.keys import join_key, safe_name
 from ..web.media_types import parse_media_type
+from .meter import Meter
 
 
 GENERIC_TYPES = ("", "application/octet-stream")
@@ -126,96 +123,6 @@ def plan_attachment(policy, ids, filename, declared_type=None):
         max_size=policy.max_size_bytes,
         random=policy.randomize,
     )
-
-
-class Meter:
-    """Counts and hashes each byte once; 413 as soon as the count passes ``max_size``.
-
-    ``sha256`` may be a resumable hash (tus) and ``size`` start at an upload's offset;
-    ``also`` are more hashes fed the same bytes (a tus chunk's ``Upload-Checksum``).
-
-    Large chunks are hashed by one of the process's hashing threads while the caller writes
-    them and reads the next (hashlib and OpenSSL let go of the GIL while they hash), one at a
-    time and in order. Reading :attr:`sha256`, or :meth:`settle`, waits for the last.
-    SHA-256 is the costliest thing done to each byte (about 1.6 GB/s on a core). Handing
-    chunks over costs CPU too (0.2 s more per GiB on the project's 2-core machines), and pays
-    wherever a core would otherwise wait: for a tus chunk's fsync and round trip, or while the
-    client (curl) leaves a core idle (``bench/README.rst``).
-    """
-
-    def __init__(self, max_size=0, sha256=None, size=0, also=()):
-        self.max_size = max_size
-        self.size = size
-        self._sha256 = sha256 or hashlib.sha256()
-        self._hashes = (self._sha256, *also)
-        self._hashing = None  # The chunk being hashed, as a future.
-
-    @property
-    def sha256(self):
-        """The hash of every byte fed."""
-        self.settle()
-        return self._sha256
-
-    def feed(self, chunk, held=False):
-        """Count and hash ``chunk``. ``held``: the caller leaves it unchanged until its next
-        ``feed`` or ``settle`` (each waits for it first), so that it is hashed behind even
-        if it is a buffer the caller reuses."""
-        self.size += len(chunk)
-        if self.max_size and self.size > self.max_size:
-            raise errors.refuse("too_large", limit=self.max_size)
-        self.settle()
-        if len(chunk) >= HASH_BEHIND_MIN and (held or _immutable(chunk)):
-            self._hashing = _hashers().submit(self._update, chunk)
-        else:
-            self._update(chunk)
-
-    def update(self, chunk):
-        """:meth:`feed` of a held chunk, under the name of a hash's: for a store that reads
-        what it hashes into buffers of its own, and reuses each once the next was fed
-        (:meth:`~kinto_attachment.storage.IConcatenatingStore.concatenate`)."""
-        self.feed(chunk, held=True)
-
-    def settle(self):
-        """Wait until every byte fed has been hashed, by ``sha256`` and by ``also``."""
-        hashing, self._hashing = self._hashing, None
-        if hashing is not None:
-            hashing.result()
-
-    def measured(self, chunks):
-        """``chunks``, fed through the meter on their way (for stores that pull them). The
-        last may still be hashing when they end (the store can meanwhile fsync)."""
-        for chunk in chunks:
-            self.feed(chunk)
-            yield chunk
-
-    def _update(self, chunk):
-        for digest in self._hashes:
-            digest.update(chunk)
-
-
-#: Chunks smaller than this are hashed by the thread that feeds them: handing them over
-#: would cost more than it saves.
-HASH_BEHIND_MIN = 64 * 1024
-
-
-def _immutable(chunk):
-    """Whether nobody can change ``chunk`` while a hashing thread reads it (a reader may
-    reuse its ``bytearray``; a ``bytes`` object, or a view of one, cannot change)."""
-    return isinstance(chunk, bytes) or (
-        isinstance(chunk, memoryview) and isinstance(chunk.obj, bytes)
-    )
-
-
-@functools.cache
-def _hashers():
-    """The process's hashing threads, made on first use: in a forking server, in the worker
-    (a forked child inherits the executor but none of its threads, hence the reset)."""
-    return ThreadPoolExecutor(
-        max_workers=os.cpu_count() or 2, thread_name_prefix="attachment-hash"
-    )
-
-
-os.register_at_fork(after_in_child=_hashers.cache_clear)
 
 
 class Intake:

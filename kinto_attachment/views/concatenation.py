@@ -22,6 +22,7 @@ from ..state.hashstate import ResumableSha256
 from ..storage import IConcatenatingStore
 from ..storage.keys import join_key
 from ..uploads import intake
+from ..uploads.meter import Meter
 from ..uploads.record import refuse_missing_parents, require_storable_ids
 from .tus_steps import finish, is_mine, policy_of, store_errors
 
@@ -72,7 +73,7 @@ def create_final(request, concat, client):
     store = request.registry.attachment_store
     # The store reads the parts after the first to copy them (or back, once composed): the
     # meter hashes each block on a hashing thread meanwhile.
-    meter = intake.Meter(sha256=ResumableSha256(base64.b64decode(partials[0]["sha256"])))
+    meter = Meter(sha256=ResumableSha256(base64.b64decode(partials[0]["sha256"])))
     parts = [(partial["store"], partial["length"]) for partial in partials]
     with store_errors():
         progress = store.concatenate(parts, plan.key, plan.mimetype, meter)

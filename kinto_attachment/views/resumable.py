@@ -33,6 +33,7 @@ from ..state import tus_uploads
 from ..state.hashstate import ResumableSha256
 from ..storage import IConcatenatingStore
 from ..uploads import intake, lifecycle
+from ..uploads.meter import Meter
 from ..uploads.record import refuse_missing_parents, require_storable_ids
 from ..web import cors, streams
 from . import concatenation, tus_quota, tus_steps
@@ -262,7 +263,7 @@ def _append(request, upload, offset):
     elif limit and length is not None and offset + length > limit:
         raise tus.too_large(limit)
     checksum, expected = tus.checksum(request.headers.get("Upload-Checksum"))
-    meter = intake.Meter(
+    meter = Meter(
         max_size=limit,
         sha256=ResumableSha256(base64.b64decode(upload["sha256"])),
         size=offset,

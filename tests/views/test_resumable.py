@@ -14,7 +14,7 @@ from kinto.core.storage.exceptions import BackendError
 
 from kinto_attachment import gc
 from kinto_attachment.state import tus_uploads
-from kinto_attachment.uploads import intake
+from kinto_attachment.uploads import meter
 from kinto_attachment.uploads import record as record_step
 from kinto_attachment.views import resumable, tus_steps
 
@@ -241,7 +241,7 @@ class SlowHashers:
 @pytest.mark.parametrize("algorithm", ["sha1", "sha256", "md5"])
 def test_checksums(kinto_tus, algorithm, monkeypatch):
     # The second chunk is hashed behind, a MiB at a time: checked once all of it is hashed.
-    monkeypatch.setattr(intake, "_hashers", functools.cache(SlowHashers))
+    monkeypatch.setattr(meter, "_hashers", functools.cache(SlowHashers))
     rest = os.urandom(3 * MiB)
     _, url = create(kinto_tus.app, 5 + len(rest))
     chunk = b"12345"
