@@ -77,9 +77,10 @@ def allowed_origin(request, options):
 
 
 def _authority(scheme, host):
-    """``(name, port)`` of ``host`` (``name[:port]``), the default port from ``scheme``."""
-    parsed = urllib.parse.urlsplit(f"//{host}")
+    """``(name, port)`` of ``host`` (``name[:port]``), the default port from ``scheme``; None
+    when it is no authority (``[::1``: urlsplit refuses it, ``.port`` a bad port)."""
     try:
+        parsed = urllib.parse.urlsplit(f"//{host}")
         port = parsed.port
     except ValueError:
         return None

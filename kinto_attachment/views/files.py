@@ -9,6 +9,7 @@ browser would execute are sent as attachments, with ``nosniff``. Production depl
 ``base_path`` with a web server or a CDN instead (``config/nginx.conf``).
 """
 
+import errno
 import os
 from stat import S_ISREG
 
@@ -75,6 +76,12 @@ def _file_stat(store, key):
             stat = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as e:
+            # A name no file can have (over NAME_MAX), or a link loop: no file, not a store
+            # that fails (a 503 would ask the client to come back for it).
+            if e.errno in (errno.ENAMETOOLONG, errno.ELOOP):
+                return None
+            raise
     return stat if S_ISREG(stat.st_mode) else None
 
 

@@ -33,4 +33,6 @@ def verify(secret, key, expires, given, now=None):
         return False
     if len(expires) > 12 or int(expires) <= (now if now is not None else time.time()):
         return False
-    return hmac.compare_digest(signature(secret, key, int(expires)), str(given or ""))
+    # Compared as bytes: compare_digest refuses text that is not ASCII (a TypeError).
+    expected = signature(secret, key, int(expires)).encode("ascii")
+    return hmac.compare_digest(expected, str(given or "").encode("utf-8", "surrogatepass"))

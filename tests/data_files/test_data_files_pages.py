@@ -44,6 +44,9 @@ PAGES = {
     "same-site": SAME_SITE,
     "null origin": {"Origin": "null"},
     "malformed ports": {"Origin": "http://localhost:99999", "Host": "localhost:99999"},
+    # Names urlsplit refuses ("Invalid IPv6 URL"): they name no origin, let alone ours.
+    "malformed names": {"Origin": "http://[::1", "Host": "[::1"},
+    "unclosed bracket": {"Origin": "http://[x"},
 }
 #: ``Host`` of a page whose name now resolves to the server (DNS rebinding).
 REBOUND = ("evil.example", "evil.example:8888", "localhost.evil.example", "EVIL.example.:80")

@@ -582,6 +582,16 @@ def test_served_files_deleted_while_opened_are_a_plain_404(
     assert "missing from the store" not in caplog.text  # A file deleted is no lost file.
 
 
+def test_served_names_no_file_can_have_are_a_plain_404(tmp_path_factory, request, caplog):
+    """A name over the file system's NAME_MAX, or a link loop, names no file: a ``404``, not
+    the ``503`` of a failing store (which asks the client to come back)."""
+    kinto = serving_app(tmp_path_factory, request)
+    kinto.app.get("/v1/attachments/" + "a" * 300, status=404)
+    os.symlink("loop", os.path.join(kinto.base_path, "loop"))
+    kinto.app.get("/v1/attachments/loop", status=404)
+    assert "Attachment storage failed" not in caplog.text
+
+
 def test_data_files_if_range_date(tmp_path_factory, request, backend):
     kinto = cached_app(backend, tmp_path_factory, request)
     url = "/v1/data/files/x"
