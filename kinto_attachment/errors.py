@@ -190,7 +190,9 @@ REFUSALS = {
     "checksum_algorithm": Refusal(
         **_TUS_400, message="Upload-Checksum: unsupported algorithm {algorithm}."
     ),
-    "checksum_base64": Refusal(**_TUS_400, message="Upload-Checksum: bad base64."),
+    "checksum_base64": Refusal(
+        **_TUS_400, message="Upload-Checksum: not the base64 of a digest of its algorithm."
+    ),
     # 401, 403: answered by Kinto's forbidden view (401 when the request is anonymous).
     "unauthenticated": Refusal(
         401,
@@ -316,6 +318,12 @@ REFUSALS = {
         405,
         ERRORS.METHOD_NOT_ALLOWED,
         "X-HTTP-Method-Override must be one of {allow}.",
+        headers={"Allow": "{allow}"},
+    ),
+    "method_not_allowed": Refusal(
+        405,
+        ERRORS.METHOD_NOT_ALLOWED,
+        "Method not allowed on this endpoint.",
         headers={"Allow": "{allow}"},
     ),
     # 401: anonymous resumable uploads (kinto.attachment.resumable.allow_anonymous).

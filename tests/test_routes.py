@@ -50,6 +50,8 @@ def views_of_ours(app):
         if not getattr(view["callable"], "__module__", "").startswith("kinto_attachment."):
             continue
         methods = view["request_methods"]
+        if methods is None:  # The 405 of the methods a route does not serve.
+            continue
         methods = {methods} if isinstance(methods, str) else set(methods)
         views.append((view["route_name"], view["path_info"], methods))
     return views

@@ -223,7 +223,11 @@ def checksum(header):
         expected = base64.b64decode(encoded, validate=True)
     except ValueError as e:  # binascii.Error, or a non-ASCII value.
         raise error("checksum_base64") from e
-    return CHECKSUMS[algorithm](), expected
+    hasher = CHECKSUMS[algorithm]()
+    # No chunk has a digest of another size (none, say): refused before its bytes are read.
+    if len(expected) != hasher.digest_size:
+        raise error("checksum_base64")
+    return hasher, expected
 
 
 def require_chunk_type(content_type):

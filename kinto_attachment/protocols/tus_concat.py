@@ -22,7 +22,8 @@ class Concat:
 
 def concat(header):
     """``Upload-Concat`` of a creation: a :class:`Concat`, or None without the header; 400
-    for anything but ``partial`` or ``final;URL URL...`` (one URL at least, each once)."""
+    for anything but ``partial`` or ``final;URL URL...`` (one URL at least; each upload once
+    is checked on their ids, :func:`upload_ids`)."""
     if header is None:
         return None
     if header == "partial":
@@ -31,22 +32,27 @@ def concat(header):
     urls = tuple(listed.split())
     if kind != "final" or not urls:
         raise error("concat_header")
-    if len(set(urls)) != len(urls):
-        raise error("concat_twice")
     return Concat(final=True, urls=urls)
 
 
 def upload_ids(urls, uploads_path):
     """The upload ids of ``urls`` (absolute, or paths) under ``uploads_path``, the path of
     the uploads of the record (``…/attachment/uploads``); 400 for a URL that is not one of
-    them: of another record, or no upload's."""
+    them (of another record, no upload's, or no URL at all), and for an upload named twice,
+    however its URLs are spelled (an absolute URL and its path): it would be joined to
+    itself."""
     prefix = uploads_path.rstrip("/") + "/"
     ids = []
     for url in urls:
-        path = urlsplit(url).path
+        try:
+            path = urlsplit(url).path
+        except ValueError:  # "http://[::1/x": not a URL.
+            path = ""
         upload_id = path[len(prefix) :] if path.startswith(prefix) else ""
         if not upload_id or "/" in upload_id:
             raise error("concat_url", url=url)
+        if upload_id in ids:
+            raise error("concat_twice")
         ids.append(upload_id)
     return ids
 

@@ -261,9 +261,14 @@ def test_checksums(kinto_tus, algorithm, monkeypatch):
 
 
 def test_bad_checksum_headers(kinto_tus):
+    """Refused before the chunk is read, a digest that no chunk has too (none, or one of
+    another algorithm's size): the chunk could only be stored, then refused with a 460."""
     _, url = create(kinto_tus.app, 10)
-    patch(kinto_tus.app, url, b"1", 0, status=400, **{"Upload-Checksum": "crc32 AAAA"})
-    patch(kinto_tus.app, url, b"1", 0, status=400, **{"Upload-Checksum": "sha1 !!"})
+    sha1_digest = base64.b64encode(hashlib.sha1(b"1").digest()).decode()
+    for value in ("crc32 AAAA", "sha1 !!", "sha1", "sha1 ", f"sha256 {sha1_digest}"):
+        refused = patch(kinto_tus.app, url, b"1", 0, status=400, **{"Upload-Checksum": value})
+        assert refused.json["errno"] == 107
+    assert head(kinto_tus.app, url).headers["Upload-Offset"] == "0"
 
 
 def test_checksum_mismatch_of_a_multipart_chunk_is_discarded(kinto_tus):
@@ -430,6 +435,21 @@ def test_x_http_method_override_names_only_what_the_route_serves(kinto_tus, head
     # ... and HEAD.
     override = {**ALICE, **TUS, "X-HTTP-Method-Override": "head"}
     assert kinto_tus.app.post(url, headers=override).headers["Upload-Offset"] == "5"
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "PATCH"])
+def test_a_method_the_url_does_not_serve_is_a_405(kinto_tus, method):
+    """As Kinto answers its own URLs (``PUT {record}/attachment`` too), not the ``404`` of a
+    URL that names nothing."""
+    app = kinto_tus.app
+    _, location = create(app, 5)
+    for url, allow in ((UPLOADS, "POST, OPTIONS"), (location, "HEAD, PATCH, DELETE, OPTIONS")):
+        if method == "PATCH" and url != UPLOADS:
+            continue  # Served.
+        response = app.request(url, method=method, headers={**ALICE, **TUS}, status=405)
+        assert response.json["errno"] == 115
+        assert response.headers["Allow"] == allow
+        assert response.headers["Tus-Resumable"] == "1.0.0"
 
 
 def test_delete_with_x_http_method_override(kinto_tus):

@@ -186,6 +186,10 @@ def test_refused_final_uploads_leave_the_partial_uploads_usable(kinto_local):
     refused_final(app, [first, single], 400, f"{single} is not a partial upload")
     refused_final(app, [first, "nonsense"], 400, "nonsense is no upload of this record")
     refused_final(app, [first, first], 400, "names a partial upload twice")
+    # One upload twice however spelled: it would be joined to itself.
+    refused_final(app, [first, path_of(first)], 400, "names a partial upload twice")
+    # Not even a URL (urlsplit refuses it): no upload either.
+    refused_final(app, [first, "http://[::1/x"], 400, "http://[::1/x is no upload of this")
     refused_final(app, [], 400, "Upload-Concat must be")
     refused_final(app, [first], 400, "filename is required", meta="")
     refused_final(app, [first], 400, "extension is not allowed", meta=metadata("virus.exe"))
