@@ -47,25 +47,49 @@ def write(request, context, data, permissions=None, create=False):
     """Merge ``data`` (and ``permissions``) into the record of ``context`` (the upload's
     :class:`~kinto_attachment.views.factory.AttachmentFactory`, its ``current_object`` read
     under the record's lock); raise Kinto's error."""
-    body = {"data": data}
-    if permissions is not None:
-        body["permissions"] = permissions
-    write_request = _record_request(request, context, body, create)
+    write_request = _record_request(request, context, _body(data, permissions), create)
     view, args = _record_view(write_request)
-    # What cornice does around a resource's view: run its validators (the body's schema),
-    # answer their errors in Kinto's format; before the resource reads anything.
-    write_request.validated, write_request.errors, write_request.info = {}, Errors(), {}
-    for validator in args["validators"]:
-        validator(write_request, **args)
-    if write_request.errors:
-        response = args["error_handler"](write_request)
-        raise httpexceptions.exception_response(
-            response.status_code, body=response.body, headers=response.headers
-        )
+    _validate(write_request, args)
     resource = args["klass"](request=write_request, context=context)
     written = view.make_bound_view(resource)()
     _as_attachment_events(request, context.record_uri)
     return written["data"]
+
+
+def check(request, context, data=None, permissions=None):
+    """Refuse now, as :func:`write` would, ``data`` and ``permissions`` that no write of the
+    record can take: refused by the body's schema (permissions that are no lists of
+    principals...), or naming another record's id.
+
+    A resumable upload carries them from its creation to its last byte and cannot change
+    them: refused only then, it could never finish, and would hold its user's quota until it
+    expired. What may change meanwhile (the collection's JSON schema, who may write the
+    record) is the write's to check, when the last byte comes."""
+    write_request = _record_request(request, context, _body(data or {}, permissions), False)
+    foreign_id = (data or {}).get("id", context.record_id) != context.record_id
+    # Kinto's resource refuses it after its validators, in the same terms.
+    mismatch = [("body", "id", "Object id does not match existing object")] if foreign_id else []
+    _validate(write_request, _record_view(write_request)[1], also=mismatch)
+
+
+def _body(data, permissions):
+    body = {"data": data}
+    if permissions is not None:
+        body["permissions"] = permissions
+    return body
+
+
+def _validate(write_request, args, also=()):
+    """What cornice does around a resource's view: run its validators (the body's schema),
+    answer their errors (and those of ``also``: ``(location, name, description)``) in Kinto's
+    format; before the resource reads anything."""
+    write_request.validated, write_request.errors, write_request.info = {}, Errors(), {}
+    for validator in args["validators"]:
+        validator(write_request, **args)
+    for location, name, description in also:
+        write_request.errors.add(location, name, description)
+    if write_request.errors:
+        raise args["error_handler"](write_request)  # Kinto's, an HTTPException.
 
 
 def _record_request(request, context, body, create):

@@ -29,7 +29,7 @@ from pyramid.security import NO_PERMISSION_REQUIRED
 from .. import errors, routes
 from ..protocols import tus, tus_concat
 from ..routes import TUS_UPLOAD, TUS_UPLOADS
-from ..state import tus_uploads
+from ..state import records, tus_uploads
 from ..state.hashstate import ResumableSha256
 from ..storage import IConcatenatingStore
 from ..uploads import intake, lifecycle
@@ -115,6 +115,7 @@ def create(request):
     fields = {} if partial else intake.record_fields(metadata, tus.invalid_metadata)
     require_storable_ids(context)
     refuse_missing_parents(request, context)
+    records.check(request, context, fields.get("data"), fields.get("permissions"))
     tus_quota.refuse_too_many(request, client)
     ids = (context.bucket_id, context.collection_id, context.record_id)
     if partial:

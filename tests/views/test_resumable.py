@@ -260,6 +260,29 @@ def test_checksums(kinto_tus, algorithm, monkeypatch):
     assert record["attachment"]["hash"] == hashlib.sha256(chunk + rest).hexdigest()
 
 
+@pytest.mark.parametrize(
+    "name,value", [("permissions", '{"write": "x"}'), ("data", '{"id": "another-record"}')]
+)
+def test_record_fields_no_write_can_take_are_refused_at_creation(kinto_tus, name, value):
+    """As the multipart upload of the same fields is: refused only by the chunk that brings
+    the last byte, the upload could never finish (its metadata cannot change) and would hold
+    a place in its user's quota until it expired."""
+    app = kinto_tus.app
+    multipart = app.post(
+        RECORD + "/attachment",
+        params={name: value},
+        upload_files=[("attachment", "f.txt", b"abc")],
+        headers=ALICE,
+        status=400,
+    )
+    files = kinto_tus.files()
+    refused, _ = create(app, 3, status=400, meta=metadata("f.txt", **{name: value}))
+    assert refused.json == multipart.json
+    assert refused.headers["Tus-Resumable"] == "1.0.0"
+    assert tus_uploads.entries(kinto_tus.registry.storage) == []
+    assert kinto_tus.files() == files
+
+
 def test_bad_checksum_headers(kinto_tus):
     """Refused before the chunk is read, a digest that no chunk has too (none, or one of
     another algorithm's size): the chunk could only be stored, then refused with a 460."""
@@ -504,9 +527,19 @@ def test_replacement_keeps_the_previous_attachment_until_the_end(kinto_tus):
 
 
 def test_refused_commit_keeps_the_previous_attachment(kinto_tus):
+    """What only the record's write checks, when the last byte comes: here, a JSON schema
+    the collection was given meanwhile, which the upload's ``data`` does not follow."""
     previous = kinto_tus.upload(RECORD, b"previous", "previous.txt").json
-    _, url = create(kinto_tus.app, 5, meta=metadata(permissions='{"read": "not a list"}'))
-    patch(kinto_tus.app, url, b"12345", 0, status=400)
+    _, url = create(kinto_tus.app, 5, meta=metadata(data='{"title": 3}'))
+    schema = {"type": "object", "properties": {"title": {"type": "string"}}}
+    kinto_tus.app.patch_json(
+        "/v1/buckets/blog/collections/articles", {"data": {"schema": schema}}, headers=ALICE
+    )
+    refused = patch(kinto_tus.app, url, b"12345", 0, status=400)
+    assert "title" in refused.json["message"]
+    # Kinto's refusal as it made it: one length, its type (a copy of its headers had two).
+    assert refused.headers.getall("Content-Length") == [str(len(refused.body))]
+    assert refused.headers.getall("Content-Type") == ["application/json"]
     assert kinto_tus.app.get(RECORD, headers=ALICE).json["data"]["attachment"] == previous
     assert kinto_tus.read(previous["location"]) == b"previous"
     assert kinto_tus.key_of(previous["location"]) in kinto_tus.files()
@@ -557,9 +590,18 @@ def test_cors_of_listed_origins(tmp_path_factory, request):
     kinto.create_collection()
     response, _ = create(kinto.app, 10, Origin="https://app.example.com")
     assert response.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
-    response, _ = create(kinto.app, 10, Origin="https://example.org")
+    # Kinto's services refuse the other origins (its record service would at the last byte):
+    # as the multipart upload is, the resumable one is refused at creation.
+    other = {"Origin": "https://example.org"}
+    response, _ = create(kinto.app, 10, status=400, **other)
+    multipart = kinto.app.post(
+        RECORD + "/attachment",
+        upload_files=[("attachment", "f.txt", b"abc")],
+        headers={**ALICE, **other},
+        status=400,
+    )
+    assert response.json == multipart.json
     assert "Access-Control-Allow-Origin" not in response.headers
-    assert "Access-Control-Expose-Headers" not in response.headers
 
 
 @pytest.mark.postgresql
