@@ -165,7 +165,14 @@ class Remote:
         return f"{self.server}/buckets/{bucket}/collections/{collection}/records"
 
     def record_url(self, record_id):
-        return f"{self.records_url}/{quote(record_id, safe='')}"
+        """The URL of the record ``record_id``, or :class:`Failure` when it cannot be one: an
+        id that is no UTF-8 (a lone surrogate, which a server's JSON may carry, or a name of
+        bytes the command line could not decode) has no URL, and must fail alone, not as a
+        traceback that stops every other record."""
+        try:
+            return f"{self.records_url}/{quote(record_id, safe='')}"
+        except UnicodeEncodeError:
+            raise Failure(f"not a record id (not UTF-8): {record_id!r}") from None
 
     def url_from(self, response, value):
         """A URL the server gave in ``response`` (relative to it, or absolute), checked."""
@@ -213,7 +220,11 @@ class Remote:
     def record(self, record_id):
         """The record, or None when there is none (or it may not be read, or ``record_id``
         cannot be one)."""
-        response = self.request("GET", self.record_url(record_id), expected=(200, 400, 403, 404))
+        try:
+            url = self.record_url(record_id)
+        except Failure:  # No record has that id: as for a 404.
+            return None
+        response = self.request("GET", url, expected=(200, 400, 403, 404))
         if response.status_code != 200:
             return None
         record = json_of(response).get("data")

@@ -613,3 +613,29 @@ def test_a_part_another_download_writes_is_left_alone(tmp_path, run):
     assert result.returncode == 1
     assert f"{PARTS}/{DIGEST}.part is being written by another download" in result.stderr
     assert part.read_bytes() == CONTENT[:5]
+
+
+def test_a_record_id_that_is_no_utf8_fails_alone(tmp_path, run):
+    """JSON may hold ``"\\ud800"``: an id that has no URL is that record's failure; the
+    others are downloaded."""
+    records = [
+        {"id": "\ud800evil", "attachment": attachment("evil.txt")},
+        {"id": "fine", "attachment": attachment("fine.txt")},
+    ]
+    with Hostile(kinto(records)) as server:
+        result = run(server, "download", "--folder", str(tmp_path / "out"))
+    assert result.returncode == 1
+    assert "kinto-attachment: evil.txt: not a record id (not UTF-8)" in result.stderr
+    assert tree(tmp_path / "out") == {"fine.txt": CONTENT}
+
+
+@pytest.mark.parametrize("command", ["download", "rm"])
+def test_a_name_that_is_no_utf8_is_no_such_record(tmp_path, run, command):
+    """A NAME of bytes that are no UTF-8 (surrogate-escaped by Python) names no record."""
+    with Hostile(kinto([])) as server:
+        result = run(server, command, os.fsdecode(b"\xff"), "--id", os.fsdecode(b"\xfe"))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "kinto-attachment: \\udcff: no such file or record",
+        "kinto-attachment: \\udcfe: no such record",
+    ]
