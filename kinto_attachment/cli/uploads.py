@@ -105,6 +105,14 @@ def upload(remote, path, record_id, bars, state, data=None, permissions=None, ra
     return record["attachment"]
 
 
+def sent_name(path):
+    """The file's name as the server is told it (the multipart ``filename``, tus's
+    ``filename`` metadata). HTTP carries text: a name of bytes that are no UTF-8 (``upload
+    --id`` takes such a file) is sent with U+FFFD for each byte that is none, rather than
+    failing to encode."""
+    return os.fsencode(os.path.basename(path)).decode(errors="replace")
+
+
 def _mtime(path):
     return os.stat(path).st_mtime_ns
 
@@ -122,7 +130,7 @@ def _multipart(remote, path, record_id, size, advance, data, permissions, rate):
             "POST",
             remote.record_url(record_id) + "/attachment",
             expected=(200, 201),
-            files={"attachment": (os.path.basename(path), body, mimetype)},
+            files={"attachment": (sent_name(path), body, mimetype)},
             data=fields,
         )
     return json_of(response)
@@ -149,7 +157,7 @@ def _offset(response, lowest, size):
 
 
 def _metadata(path, data, permissions):
-    values = {"filename": os.path.basename(path)}
+    values = {"filename": sent_name(path)}
     mimetype = mimetypes.guess_type(path)[0]
     if mimetype:
         values["filetype"] = mimetype

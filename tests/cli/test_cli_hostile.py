@@ -639,3 +639,25 @@ def test_a_name_that_is_no_utf8_is_no_such_record(tmp_path, run, command):
         "kinto-attachment: \\udcff: no such file or record",
         "kinto-attachment: \\udcfe: no such record",
     ]
+
+
+def test_a_file_name_that_is_no_utf8_is_sent_with_replacement_characters(
+    tmp_path, run, monkeypatch
+):
+    """``upload`` refuses a name that is no UTF-8 unless given its record with ``--id``; then
+    the name the server is told (multipart ``filename``, tus ``filename`` metadata) has
+    U+FFFD for the bytes that are no UTF-8."""
+    from kinto_attachment.cli import uploads
+
+    odd = tmp_path / os.fsdecode(b"\xff.txt")
+    odd.write_bytes(b"hello")
+    with Hostile(kinto([])) as server:
+        multipart = run(server, "upload", str(odd), "--id", "r")
+        monkeypatch.setattr(uploads, "CHUNK_SIZE", 4)  # A tus upload for a small file.
+        tus = run(server, "upload", str(odd), "--id", "r")
+        posted, created = (r for r in server.requests if r.method == "POST")
+    assert multipart.returncode == 1 and tus.returncode == 1
+    assert "Traceback" not in multipart.stderr + tus.stderr
+    assert 'filename="\ufffd.txt"'.encode() in posted.body
+    metadata = dict(item.split(" ") for item in created.headers["Upload-Metadata"].split(","))
+    assert base64.b64decode(metadata["filename"]).decode() == "\ufffd.txt"
