@@ -233,12 +233,19 @@ class Remote:
         return record
 
 
+def _parsed(response):
+    """The JSON the server answered, or None when it is none. Nesting deep enough to exhaust
+    the parser's recursion (``[[[[...``) raises :class:`RecursionError`, no
+    :class:`ValueError`: it is no usable answer either."""
+    try:
+        return response.json()
+    except (ValueError, RecursionError):
+        return None
+
+
 def json_of(response):
     """The JSON object the server answered, or :class:`Failure`."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
+    body = _parsed(response)
     if not isinstance(body, dict):
         raise Failure(f"the server's answer is no JSON object ({response.url})")
     return body
@@ -247,10 +254,7 @@ def json_of(response):
 def describe(response):
     """``413 File size exceeds the limit (5 bytes).``: the status and Kinto's message (or,
     for Kinto's 404s, which have none, what is missing)."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = {}
+    body = _parsed(response)
     details = body.get("details") if isinstance(body, dict) else None
     message = body.get("message") if isinstance(body, dict) else None
     if not message and isinstance(details, dict) and "resource_name" in details:

@@ -661,3 +661,21 @@ def test_a_file_name_that_is_no_utf8_is_sent_with_replacement_characters(
     assert 'filename="\ufffd.txt"'.encode() in posted.body
     metadata = dict(item.split(" ") for item in created.headers["Upload-Metadata"].split(","))
     assert base64.b64decode(metadata["filename"]).decode() == "\ufffd.txt"
+
+
+@pytest.mark.parametrize("status", [200, 500])
+def test_deeply_nested_json_is_no_answer(tmp_path, run, status):
+    """JSON nested deeper than the parser recurses is no JSON object (a listing) and no
+    message (an error): one line, no traceback."""
+
+    def answer(request):
+        return status, {"Content-Type": "application/json"}, b"[" * 200_000
+
+    with Hostile(answer) as server:
+        result = run(server, "download", "--folder", str(tmp_path / "out"))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"kinto-attachment: the server's answer is no JSON object ({server.origin}{RECORDS})"
+        if status == 200
+        else f"kinto-attachment: 500 Internal Server Error (GET {server.origin}{RECORDS})"
+    ]
