@@ -117,6 +117,16 @@ def check_url(url, server_origin, came_from):
     return origin
 
 
+def joined(base, value):
+    """``value`` (a URL a server gave: ``Location``, ``Next-Page``) relative to ``base``, or
+    :class:`Failure`: :func:`urljoin` raises :class:`ValueError` on some that are no URL
+    (``http://[::1/x``) before :func:`check_url` can refuse them."""
+    try:
+        return urljoin(base, value)
+    except ValueError:
+        raise Failure(f"{base}: not an http(s) URL: {value!r}") from None
+
+
 class _Session(requests.Session):
     """A session that keeps the ``Authorization`` header on redirects to ``origin`` only and
     refuses a redirect from ``https`` to ``http``."""
@@ -131,7 +141,7 @@ class _Session(requests.Session):
     def get_redirect_target(self, response):
         target = super().get_redirect_target(response)
         if target is not None:
-            check_url(urljoin(response.url, target), self.origin, response.url)
+            check_url(joined(response.url, target), self.origin, response.url)
         return target
 
 
@@ -176,7 +186,7 @@ class Remote:
 
     def url_from(self, response, value):
         """A URL the server gave in ``response`` (relative to it, or absolute), checked."""
-        url = urljoin(response.url, value)
+        url = joined(response.url, value)
         check_url(url, self.origin, response.url)
         return url
 

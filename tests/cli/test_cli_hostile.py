@@ -679,3 +679,21 @@ def test_deeply_nested_json_is_no_answer(tmp_path, run, status):
         if status == 200
         else f"kinto-attachment: 500 Internal Server Error (GET {server.origin}{RECORDS})"
     ]
+
+
+@pytest.mark.parametrize("header", ["Next-Page", "Location"])
+def test_a_url_from_the_server_that_urljoin_refuses_is_a_failure(tmp_path, run, header):
+    """``http://[::1/x`` in a ``Next-Page`` or a redirect's ``Location``: urljoin() raises
+    before the URL can be checked; it is refused like any URL that is none."""
+
+    def answer(request):
+        if header == "Location":
+            return 302, {"Location": "http://[::1/x"}, b""
+        return 200, {"Next-Page": "http://[::1/x"}, b'{"data": []}'
+
+    with Hostile(answer) as server:
+        result = run(server, "download", "--folder", str(tmp_path / "out"))
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"kinto-attachment: {server.origin}{RECORDS}: not an http(s) URL: 'http://[::1/x'\n"
+    )
