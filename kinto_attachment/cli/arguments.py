@@ -24,14 +24,19 @@ otherwise are never deleted."""
 
 
 def _rate(text):
-    """``500K``, ``2M``, ``1G`` or bytes, per second."""
+    """``500K``, ``2M``, ``1G`` or bytes, per second: at least one byte, and finite
+    (``int(float("inf"))`` raises :class:`OverflowError`, which argparse would let out as a
+    traceback; ``0`` or ``-1`` would silently mean no limit at all)."""
     units = {"K": 1024, "M": 1024**2, "G": 1024**3}
     factor = units.get(text[-1:].upper(), 1)
     number = text[:-1] if factor > 1 else text
     try:
-        return int(float(number) * factor)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a rate: {text!r}") from None
+        rate = int(float(number) * factor)
+    except (ValueError, OverflowError):
+        rate = 0
+    if rate < 1:
+        raise argparse.ArgumentTypeError(f"not a rate of at least 1 byte a second: {text!r}")
+    return rate
 
 
 def _json_object(text):

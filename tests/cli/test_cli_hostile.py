@@ -597,6 +597,17 @@ def test_command_lines_refused_before_any_request(tmp_path, run):
     assert no_name.returncode == 2 and "has no name: give it one with --as NAME" in no_name.stderr
 
 
+@pytest.mark.parametrize("rate", ["inf", "1e400K", "nan", "0", "-1M", "0.5"])
+def test_a_limit_rate_that_is_no_rate_is_a_usage_error(tmp_path, run, rate):
+    """Infinite (argparse lets ``OverflowError`` out), not a number, or under a byte a
+    second (which would mean no limit): a wrong command line, before any request."""
+    with Hostile(kinto([])) as server:
+        result = run(server, f"--limit-rate={rate}", "download", "--folder", str(tmp_path))
+        assert server.requests == []
+    assert result.returncode == 2
+    assert "not a rate of at least 1 byte a second" in result.stderr
+
+
 def test_a_part_another_download_writes_is_left_alone(tmp_path, run):
     """Two downloads into one folder at once: the second does not append to the first's
     part (it fails, and the first goes on)."""
