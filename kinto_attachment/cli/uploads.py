@@ -29,11 +29,18 @@ class State:
         self.path = path
 
     def _read(self):
+        """The entries kept: ``{key: url}``. A file that is no such object (``null``, ``[]``,
+        not JSON: written by hand, or by something else) keeps nothing, rather than
+        failing every upload: it only ever held URLs to resume from, and an upload not
+        resumed is sent again whole."""
         try:
             with open(self.path) as f:
-                return json.load(f)
-        except (FileNotFoundError, ValueError):
+                entries = json.load(f)
+        except (FileNotFoundError, ValueError, RecursionError):
             return {}
+        if not isinstance(entries, dict):
+            return {}
+        return {k: url for k, url in entries.items() if isinstance(url, str)}
 
     def _write(self, entries):
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)

@@ -708,3 +708,29 @@ def test_a_url_from_the_server_that_urljoin_refuses_is_a_failure(tmp_path, run, 
     assert result.stderr == (
         f"kinto-attachment: {server.origin}{RECORDS}: not an http(s) URL: 'http://[::1/x'\n"
     )
+
+
+@pytest.mark.parametrize("held", ["null", "[]", '{"k": 1}', "[" * 100_000])
+def test_a_state_file_that_holds_no_urls_keeps_nothing(tmp_path, run, monkeypatch, held):
+    """A state file that is no object of URLs is as if empty: the upload is created anew,
+    and its URL kept."""
+    from kinto_attachment.cli import uploads
+
+    monkeypatch.setattr(uploads, "CHUNK_SIZE", 4)  # A tus upload for a small file.
+    state = tmp_path / "uploads.json"
+    state.write_text(held)
+    file = tmp_path / "f.bin"
+    file.write_bytes(b"0123456789")
+
+    def created(request):
+        if request.method == "POST":
+            return 201, {"Location": "/v1/files/1"}, b""
+        if request.method == "PATCH":
+            return 503, {}, b""  # The upload stops here: its URL stays in the state file.
+        return 404, {}, b""
+
+    with Hostile(created) as server:
+        result = run(server, "--retries", "0", "--state", str(state), "upload", str(file))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert list(json.loads(state.read_text()).values()) == [f"{server.origin}/v1/files/1"]
