@@ -9,7 +9,9 @@ uploaded as ``fonts/a.woff2`` is downloaded as ``fonts/a.woff2``, removed with
 
 Everything a server says is untrusted: a record's id, its file name and its mark become local
 names through :func:`component` only, which never yields a separator, ``.``, ``..``, a control
-character, a name Windows reserves, nor more than :data:`COMPONENT_BYTES`; collisions (two
+character, a name Windows reserves, a hidden name (``.git``, ``.bashrc``: what a server must
+not plant among a folder's settings, and what ``sync`` never uploads), nor more than
+:data:`COMPONENT_BYTES`; collisions (two
 records, one name; a file where another record needs a folder) are resolved by
 :func:`local_names`, deterministically, inside the folder.
 """
@@ -45,13 +47,17 @@ def record_id_of(name):
 
 def component(text):
     """``text`` as one file name, the same on every system: unsafe characters become ``_``,
-    as do trailing dots and spaces (so ``.`` and ``..`` are ``_`` and ``__``); a reserved
+    as do trailing dots and spaces (so ``.`` and ``..`` are ``_`` and ``__``) and a leading
+    dot (``.git`` is ``_git``: a download never writes nor replaces a hidden file, which
+    a folder's tools may obey, as git does its ``.git/config``); a reserved
     device name gets a leading ``_``; a name too long is cut, keeping its extension, with a
     hash of the whole so that long names stay apart. Idempotent."""
     chars = ["_" if c in FORBIDDEN or unicodedata.category(c) in INVISIBLE else c for c in text]
     name = "".join(chars)
     kept = name.rstrip(". ")
     name = kept + "_" * (len(name) - len(kept)) or "_"
+    if name.startswith("."):
+        name = "_" + name[1:]
     if name.split(".", 1)[0].rstrip(" ").upper() in RESERVED:
         name = "_" + name
     if len(name.encode()) <= COMPONENT_BYTES:

@@ -121,16 +121,16 @@ def test_download_never_writes_outside_the_folder(tmp_path, run):
     assert set(written.values()) == {CONTENT}
     assert sorted(written) == sorted(
         [
-            ".._.._escaped-by-id",
+            "_._.._escaped-by-id",
             "_",
             "__",
-            ".._.._escaped-by-name.txt",
+            "_._.._escaped-by-name.txt",
             str(tmp_path / "rooted.txt").replace("/", "_"),
-            ".._.._escaped-windows.txt",
+            "_._.._escaped-windows.txt",
             "same.txt",
             "twin-2-same.txt",
             "_CON.txt",
-            f"reserved-{PARTS}",
+            "_" + PARTS[1:],
         ]
     )
     assert result.stdout.count("downloaded ") == len(records)
@@ -734,3 +734,40 @@ def test_a_state_file_that_holds_no_urls_keeps_nothing(tmp_path, run, monkeypatc
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert list(json.loads(state.read_text()).values()) == [f"{server.origin}/v1/files/1"]
+
+
+def test_download_never_writes_nor_replaces_a_hidden_file(tmp_path, run):
+    """Hidden names (a mark ``.git/config``: with ``core.fsmonitor`` set, the next ``git
+    status`` would run the server's command; a file name ``.bashrc``; an id ``.profile``)
+    are mapped to visible ones (``_bashrc``), as other unsafe names are, even when asked by
+    that name: the folder's hidden files are left as they are."""
+    project = tmp_path / "project"
+    (project / ".git").mkdir(parents=True)
+    (project / ".git" / "config").write_text("[core]\n\tbare = false\n")
+    (project / ".bashrc").write_text("# mine\n")
+    evil = b"[core]\n\tfsmonitor = touch /tmp/pwned\n"
+    digest = hashlib.sha256(evil).hexdigest()
+    records = [
+        {
+            "id": record_id_of(".git/config"),
+            "attachment": attachment("config", size=len(evil), digest=digest),
+            "synced_from": {"folder": "x", "path": ".git/config", "sha256": digest},
+        },
+        {
+            "id": record_id_of(".bashrc"),
+            "attachment": attachment(".bashrc", size=len(evil), digest=digest),
+        },
+        {"id": ".profile", "attachment": {"size": len(evil), "hash": digest}},
+    ]
+    with Hostile(kinto(records, content=evil)) as server:
+        every = run(server, "download", "--folder", str(project))
+        named = run(server, "download", ".bashrc", "--folder", str(tmp_path / "named"))
+    assert every.returncode == 0 and named.returncode == 0
+    assert tree(project) == {
+        ".git/config": b"[core]\n\tbare = false\n",
+        ".bashrc": b"# mine\n",
+        "config": evil,
+        "_bashrc": evil,
+        "_profile": evil,
+    }
+    assert tree(tmp_path / "named") == {"_bashrc": evil}
