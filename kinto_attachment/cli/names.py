@@ -71,12 +71,18 @@ def component(text):
     return stem + mark + extension
 
 
-def clean_path(path):
-    """``path`` (``a/b``) if each part is its own :func:`component`, else None."""
-    if not isinstance(path, str) or not path:
+def synced_path(path):
+    """``path`` if ``sync`` could have written it in a mark, else None: relative, with ``/``,
+    each part a name a folder holds (UTF-8, no NUL, at most :data:`COMPONENT_BYTES`, not
+    ``.`` nor ``..``) and not hidden (sync leaves hidden files out). Such a part may be no
+    :func:`component` (``10:30.txt``, ``CON.txt``, ``a.`` are ordinary names on Linux): the
+    mark is still the sync's own, and :func:`local_names` maps it as any other name."""
+    if not isinstance(path, str) or argument_path(path) != path:
         return None
-    parts = path.split("/")
-    return path if all(component(p) == p for p in parts) else None
+    for part in path.split("/"):
+        if part.startswith(".") or "\0" in part or len(part.encode()) > COMPONENT_BYTES:
+            return None
+    return path
 
 
 def shown(text):
@@ -98,13 +104,14 @@ def key(path):
 
 def mark_of(record):
     """``(folder, path, sha256)`` of a record that ``sync`` uploaded, or None: the mark must
-    name a clean path from which the record's id is derived (a mark copied to another
-    record, or forged with a path no folder can hold, is nobody's); ``sha256`` is that of
-    the file the sync attached (None if the mark does not say)."""
+    name a path sync can write (:func:`synced_path`, as the file was named in the folder)
+    from which the record's id is derived (a mark copied to another record, or forged with
+    a path no folder can hold, is nobody's); ``sha256`` is that of the file the sync
+    attached (None if the mark does not say)."""
     mark = record.get(MARK)
     if not isinstance(mark, dict):
         return None
-    folder, path = mark.get("folder"), clean_path(mark.get("path"))
+    folder, path = mark.get("folder"), synced_path(mark.get("path"))
     if not isinstance(folder, str) or path is None or record_id_of(path) != record.get("id"):
         return None
     digest = mark.get("sha256")
@@ -120,7 +127,7 @@ def _proposed(record, given):
         return True, [component(part) for part in given[record_id].split("/")]
     marked = mark_of(record)
     if marked is not None:
-        return True, marked[1].split("/")
+        return True, [component(part) for part in marked[1].split("/")]
     filename = (record.get("attachment") or {}).get("filename")
     if isinstance(filename, str) and filename:
         name = component(filename)

@@ -771,3 +771,43 @@ def test_download_never_writes_nor_replaces_a_hidden_file(tmp_path, run):
         "_profile": evil,
     }
     assert tree(tmp_path / "named") == {"_bashrc": evil}
+
+
+def test_sync_recognises_its_own_marks_on_names_no_component_keeps(tmp_path, run):
+    """``10:30.txt``, ``what?.txt``, ``CON.txt``, ``a.``: ordinary names on Linux, synced
+    with their path in the mark. That mark is the sync's own: (1) another folder's record
+    of such a path is a conflict, not overwritten, (2) this folder's unchanged record is not
+    marked again, (3) ``--delete`` deletes it once its file is gone; ``download`` maps the
+    name as any other (``10_30.txt``)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "10:30.txt").write_bytes(b"this folder's version\n")
+    (site / "what?.txt").write_bytes(CONTENT)
+    (site / "CON.txt").write_bytes(CONTENT)
+    other_digest = hashlib.sha256(b"the other folder's version\n").hexdigest()
+
+    def marked(path, folder, digest):
+        return {
+            "id": record_id_of(path),
+            "last_modified": 1,
+            "attachment": attachment(path, digest=digest),
+            "synced_from": {"folder": folder, "path": path, "sha256": digest},
+        }
+
+    records = [
+        marked("10:30.txt", "other", other_digest),  # Another folder's: a conflict.
+        marked("what?.txt", "site", DIGEST),  # This folder's, unchanged: nothing to do.
+        marked("CON.txt", "site", DIGEST),
+        marked("gone:file.txt", "site", DIGEST),  # This folder's, file gone: to delete.
+    ]
+    with Hostile(kinto(records)) as server:
+        result = run(server, "sync", str(site), "--dry-run", "--delete")
+        out = tmp_path / "out"
+        download = run(server, "download", "--id", record_id_of("what?.txt"), "--folder", str(out))
+    assert [line.split()[:2] for line in result.stdout.splitlines()] == [
+        ["unchanged", "CON.txt"],
+        ["unchanged", "what?.txt"],
+        ["conflict", "10:30.txt"],
+        ["delete", "gone:file.txt"],
+    ]
+    assert download.returncode == 0 and tree(out) == {"what_.txt": CONTENT}
