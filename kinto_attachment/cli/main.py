@@ -78,8 +78,17 @@ def upload(remote, args):
         except UnicodeEncodeError:
             raise Usage(f"not a UTF-8 name: {path} (give its record with --id)") from None
         jobs.append((path, name, record_id, args.data, None))
-    with Bars(sum(os.path.getsize(p) for p, *_ in jobs)) as bars:
+    with Bars(sum(_size(p) for p, *_ in jobs)) as bars:
         return _upload(remote, args, bars, jobs)
+
+
+def _size(path):
+    """The size of ``path`` for the progress bars: 0 for a file gone (or unreadable) since it
+    was seen, which then fails alone when it is uploaded; the others are still done."""
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 def resolve(remote, names, ids):
@@ -189,7 +198,7 @@ def mirror(remote, args):
         for e in plan.new + plan.changed
     ]
     failed = False
-    with Bars(sum(os.path.getsize(p) for p, *_ in jobs)) as bars:
+    with Bars(sum(_size(p) for p, *_ in jobs)) as bars:
         for entry in plan.unchanged:
             bars.print(f"unchanged {entry}")
         for entry in plan.skipped:

@@ -811,3 +811,35 @@ def test_sync_recognises_its_own_marks_on_names_no_component_keeps(tmp_path, run
         ["delete", "gone:file.txt"],
     ]
     assert download.returncode == 0 and tree(out) == {"what_.txt": CONTENT}
+
+
+def test_a_file_removed_after_the_plan_fails_alone_the_rest_is_done(tmp_path, run, monkeypatch):
+    """A file removed between the plan and its upload fails alone (exit code 1): the other
+    new file is uploaded, the gone record deleted."""
+    from kinto_attachment.cli import sync
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "a.txt").write_bytes(CONTENT)
+    (site / "b.txt").write_bytes(b"b\n")
+    gone = {
+        "id": record_id_of("gone.txt"),
+        "last_modified": 3,
+        "attachment": attachment("gone.txt"),
+        "synced_from": {"folder": "site", "path": "gone.txt", "sha256": DIGEST},
+    }
+    planned = sync.plan
+
+    def plan_then_remove(*args, **kwargs):
+        result = planned(*args, **kwargs)
+        (site / "b.txt").unlink()  # the folder changes while syncing
+        return result
+
+    monkeypatch.setattr(sync, "plan", plan_then_remove)
+    with Hostile(kinto([gone])) as server:
+        result = run(server, "sync", str(site), "--delete")
+        methods = [(r.method, urlsplit(r.path).path) for r in server.requests]
+    assert result.returncode == 1
+    assert "kinto-attachment: b.txt: [Errno 2] No such file or directory" in result.stderr
+    assert ("POST", f"{RECORDS}/{record_id_of('a.txt')}/attachment") in methods
+    assert ("DELETE", f"{RECORDS}/{record_id_of('gone.txt')}") in methods
