@@ -1,7 +1,8 @@
 """The server, as the command sees it: one HTTP session, the collection's records, errors.
 
 Idempotent requests (``GET``, ``HEAD``, ``DELETE``) are retried with backoff on connection
-errors and on ``429``/``502``/``503``/``504``, honouring ``Retry-After``; writes are not, since
+errors and on ``429``/``502``/``503``/``504``, honouring ``Retry-After`` up to
+:data:`RETRY_AFTER_SECONDS`; writes are not, since
 an upload resumes from what the server says it has instead (see :mod:`.uploads`).
 
 The credentials go to the origin of ``--server`` only (its scheme, host and port): a URL the
@@ -53,6 +54,20 @@ class Pace:
 
 #: How far behind its rate a paced transfer may be, in seconds of transfer.
 CATCH_UP_SECONDS = 1.0
+
+
+class _Retry(Retry):
+    """urllib3's :class:`Retry`, with a server's ``Retry-After`` honoured up to
+    :data:`RETRY_AFTER_SECONDS` only: urllib3 sleeps as long as it says (``86400``: a day),
+    and a command must not hang on a server's word."""
+
+    def get_retry_after(self, response):
+        seconds = super().get_retry_after(response)
+        return None if seconds is None else min(seconds, RETRY_AFTER_SECONDS)
+
+
+#: The longest a ``Retry-After`` makes the command wait before a retry, in seconds.
+RETRY_AFTER_SECONDS = 60
 
 
 class Failure(Exception):
@@ -157,7 +172,7 @@ class Remote:
         self.retries = retries
         self.session = _Session(self.origin)
         self.auth = parse_auth(auth)
-        retry = Retry(
+        retry = _Retry(
             total=retries,
             backoff_factor=0.5,
             status_forcelist=(429, 502, 503, 504),

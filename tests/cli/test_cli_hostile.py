@@ -10,6 +10,7 @@ import fcntl
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -843,3 +844,17 @@ def test_a_file_removed_after_the_plan_fails_alone_the_rest_is_done(tmp_path, ru
     assert "kinto-attachment: b.txt: [Errno 2] No such file or directory" in result.stderr
     assert ("POST", f"{RECORDS}/{record_id_of('a.txt')}/attachment") in methods
     assert ("DELETE", f"{RECORDS}/{record_id_of('gone.txt')}") in methods
+
+
+def test_a_retry_after_is_honoured_up_to_a_minute(tmp_path, run, monkeypatch):
+    """``Retry-After: 86400`` makes each retry wait a minute, not a day."""
+    slept = []
+    monkeypatch.setattr(time, "sleep", lambda seconds: slept.append(seconds))
+
+    def answer(request):
+        return 503, {"Retry-After": "86400"}, b""
+
+    with Hostile(answer) as server:
+        result = run(server, "download", "--folder", str(tmp_path / "out"))
+    assert result.returncode == 1
+    assert slept == [60, 60, 60]  # --retries 3 (the default)
