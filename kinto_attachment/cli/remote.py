@@ -205,19 +205,30 @@ class Remote:
         check_url(url, self.origin, response.url)
         return url
 
-    def request(self, method, url, expected=(200,), **kwargs):
+    def request(self, method, url, expected=(200,), stream=False, **kwargs):
         """The response, or :class:`Failure` unless its status is ``expected``. The
-        credentials go along only when ``url`` is on the server's origin."""
+        credentials go along only when ``url`` is on the server's origin. Unless ``stream``
+        (the caller reads the body, bounded), the body is read here, up to
+        :data:`ANSWER_BYTES`: a server's answer never grows the command without bound."""
         origin = check_url(url, self.origin, self.server)
         kwargs.setdefault("timeout", TIMEOUT)
         kwargs.setdefault("allow_redirects", method in REDIRECTED)
         kwargs["auth"] = self.auth if origin == self.origin else _Without()
         try:
-            response = self.session.request(method, url, **kwargs)
+            response = self.session.request(method, url, stream=True, **kwargs)
+            if response.status_code not in expected:
+                with response:
+                    _read(response, ERROR_BYTES)
+                raise Failure(describe(response))
+            if not stream:
+                with response:
+                    if not _read(response, ANSWER_BYTES):
+                        raise Failure(
+                            f"the server's answer is over {ANSWER_BYTES // 2**20} MiB "
+                            f"({method} {response.url})"
+                        )
         except requests.RequestException as e:
             raise Failure(f"{method} {url}: {e.__class__.__name__}: {e}") from e
-        if response.status_code not in expected:
-            raise Failure(describe(response))
         return response
 
     def records(self):
@@ -256,6 +267,27 @@ class Remote:
         if not isinstance(record, dict) or record.get("id") != record_id:
             raise Failure(f"the server answered another record ({response.url})")
         return record
+
+
+#: The largest answer read whole (a page of records, a record): a page of Kinto's 10,000
+#: records at most fits.
+ANSWER_BYTES = 16 * 1024 * 1024
+#: How much of an error's answer is read, for its message.
+ERROR_BYTES = 64 * 1024
+
+
+def _read(response, limit):
+    """Read the body of ``response`` (streamed) up to ``limit`` bytes into it, so that
+    ``.content`` and ``.json()`` give what was read; whether it was all of it."""
+    body, whole = bytearray(), True
+    for chunk in response.iter_content(CHUNK):
+        body += chunk
+        if len(body) > limit:
+            del body[limit:]
+            whole = False
+            break
+    response._content, response._content_consumed = bytes(body), True
+    return whole
 
 
 def _parsed(response):

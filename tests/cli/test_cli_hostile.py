@@ -858,3 +858,30 @@ def test_a_retry_after_is_honoured_up_to_a_minute(tmp_path, run, monkeypatch):
         result = run(server, "download", "--folder", str(tmp_path / "out"))
     assert result.returncode == 1
     assert slept == [60, 60, 60]  # --retries 3 (the default)
+
+
+@pytest.mark.parametrize("where", ["listing", "error body of a download"])
+def test_an_endless_answer_is_read_up_to_a_bound(tmp_path, run, where):
+    """A listing is read up to 16 MiB (then refused), an error's answer up to 64 KiB (for its
+    message): a server that never ends its body does not grow the command without bound
+    (here the body stops at 96 MiB)."""
+    sent = []
+
+    def endless():
+        yield b'{"data": ['
+        for _ in range(96):
+            sent.append(1)
+            yield b" " * MiB
+
+    def answer(request):
+        path = urlsplit(request.path).path
+        if where == "listing" or path.endswith("/attachment"):
+            return (404 if where != "listing" else 200), {}, endless()
+        return kinto([{"id": "a", "attachment": attachment("a.txt")}])(request)
+
+    with Hostile(answer) as server:
+        result = run(server, "download", "--folder", str(tmp_path / "out"))
+    assert result.returncode == 1
+    assert len(sent) < 32, f"the command read {len(sent)} MiB of one answer"
+    if where == "listing":
+        assert "the server's answer is over 16 MiB" in result.stderr
