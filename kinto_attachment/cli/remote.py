@@ -59,11 +59,17 @@ CATCH_UP_SECONDS = 1.0
 class _Retry(Retry):
     """urllib3's :class:`Retry`, with a server's ``Retry-After`` honoured up to
     :data:`RETRY_AFTER_SECONDS` only: urllib3 sleeps as long as it says (``86400``: a day),
-    and a command must not hang on a server's word."""
+    and a command must not hang on a server's word. The body of an answer that is retried
+    is not read: urllib3 reads it to its end first, which a server may never reach."""
 
     def get_retry_after(self, response):
         seconds = super().get_retry_after(response)
         return None if seconds is None else min(seconds, RETRY_AFTER_SECONDS)
+
+    def increment(self, method=None, url=None, response=None, *args, **kwargs):
+        if response is not None:
+            response.close()  # Closed, the connection is not kept; its body reads as empty.
+        return super().increment(method, url, response, *args, **kwargs)
 
 
 #: The longest a ``Retry-After`` makes the command wait before a retry, in seconds.
@@ -154,9 +160,13 @@ class _Session(requests.Session):
         return origin_of(new_url) != self.origin
 
     def get_redirect_target(self, response):
+        """The redirect's target, checked; its body is dropped unread (requests reads it
+        whole before it follows the redirect, and a server may never end it)."""
         target = super().get_redirect_target(response)
         if target is not None:
             check_url(joined(response.url, target), self.origin, response.url)
+            response.raw.close()
+            response._content, response._content_consumed = b"", True
         return target
 
 

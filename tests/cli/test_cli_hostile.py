@@ -885,3 +885,31 @@ def test_an_endless_answer_is_read_up_to_a_bound(tmp_path, run, where):
     assert len(sent) < 32, f"the command read {len(sent)} MiB of one answer"
     if where == "listing":
         assert "the server's answer is over 16 MiB" in result.stderr
+
+
+@pytest.mark.parametrize("status", [302, 503])
+def test_an_endless_redirect_or_retried_answer_is_not_read_to_its_end(tmp_path, run, status):
+    """The body of a redirect (requests reads it whole before following it) and of an answer
+    that is retried (urllib3 reads it to its end first) is no part of any answer: it is not
+    read, so that a server that never ends it neither grows nor holds the command."""
+    sent = []
+
+    def endless():
+        for _ in range(96):
+            sent.append(1)
+            yield b" " * MiB
+
+    def answer(request):
+        url = urlsplit(request.path)
+        if url.path.endswith("/records") and "again" not in url.query:
+            headers = {"Retry-After": "0"}
+            if status == 302:  # To the listing itself, then answered.
+                headers = {"Location": f"{url.path}?again=1"}
+            return status, headers, endless()
+        return None
+
+    with Hostile(kinto([], extra=answer)) as server:
+        result = run(server, "download", "--folder", str(tmp_path / "out"))
+    assert result.returncode == (0 if status == 302 else 1), result.stderr
+    # What the socket's buffers took before the command closed it, a few MiB an answer.
+    assert len(sent) < 32, f"the command read {len(sent)} MiB of answers it had no use of"
