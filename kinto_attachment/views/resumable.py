@@ -275,10 +275,11 @@ def _append(request, upload, offset):
     with tus_steps.store_errors():
         progress = store.append(upload["store"], offset, body)
     meter.settle()
-    if checksum is not None and checksum.digest() != expected:
-        store.delete_many(progress.created)
-        raise tus.checksum_mismatch()
+    # Deleted if the request fails, a refused checksum too, after its transaction (a store
+    # failing then leaves them to the collector: the 460 stands).
     lifecycle.delete_unless_committed(request, store, progress.created)
+    if checksum is not None and checksum.digest() != expected:
+        raise tus.checksum_mismatch()
     lifecycle.delete_after_commit(request, store, progress.obsolete)
     upload = {
         **upload,

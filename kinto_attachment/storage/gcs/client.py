@@ -11,6 +11,7 @@ import contextlib
 
 import google.auth
 import requests
+import urllib3
 from google.api_core import exceptions as api_exceptions
 from google.auth import exceptions as auth_exceptions
 from google.auth.credentials import AnonymousCredentials, Signing
@@ -105,6 +106,8 @@ def unavailable(action):
         DataCorruption,
         InvalidResponse,
         requests.RequestException,
+        # Reading ``response.raw`` (a download's body): urllib3's own, when it breaks.
+        urllib3.exceptions.HTTPError,
     ) as error:
         status = status_of(error)
         detail = f"{status} {_message(error)}" if status else str(error)

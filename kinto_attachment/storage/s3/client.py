@@ -6,10 +6,12 @@ never a botocore exception.
 """
 
 import contextlib
+import io
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from urllib3.exceptions import HTTPError
 
 from .. import StorageUnavailable
 
@@ -46,9 +48,35 @@ def unavailable(action):
     """Turn boto errors into :class:`StorageUnavailable`, which the views answer with a 503."""
     try:
         yield
-    except (BotoCoreError, ClientError) as error:
+    except (BotoCoreError, ClientError, HTTPError) as error:
         code = error_code(error)
         raise StorageUnavailable(f"S3 {action} failed: {code or error}") from error
+
+
+class Body(io.RawIOBase):
+    """An object's body as S3 sends it, whose reads fail as the store's other calls do
+    (:class:`StorageUnavailable`): botocore's stream, and urllib3's under it (which ``with``
+    gives), raise errors of their own when the connection breaks mid-body, which no view
+    would take for a store's (a 500 instead of a 503). A body shorter than its
+    ``Content-Length`` is such an error (urllib3 enforces it)."""
+
+    def __init__(self, streaming_body):
+        self._raw = streaming_body._raw_stream
+
+    def readable(self):
+        return True
+
+    def read(self, size=-1):
+        with unavailable("GetObject"):
+            return self._raw.read(None if size is None or size < 0 else size)
+
+    def readinto(self, buffer):
+        with unavailable("GetObject"):
+            return self._raw.readinto(buffer)
+
+    def close(self):
+        self._raw.close()
+        super().close()
 
 
 def lost(state, why):

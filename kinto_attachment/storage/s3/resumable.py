@@ -98,7 +98,11 @@ class S3Resumable:
                 try:
                     staged.complete(parts)
                 except StorageUnavailable as e:
-                    if not staged.completed_before(e):
+                    if staged.completed_before(e):
+                        pass
+                    elif error_code(e.__cause__) == "PreconditionFailed":
+                        raise _name_taken(state) from e
+                    else:
                         raise
             if staged.closed:
                 self._adopt(state, parts)
@@ -158,3 +162,15 @@ class S3Resumable:
             self.delete(state["key"])
         if state["tail"]:
             self.delete(state["tail"])
+
+
+def _name_taken(state):
+    """The error of an upload whose name another upload took meanwhile (with ``randomize``
+    off, names are chosen when an upload starts, not kept for it): S3 completes a multipart
+    upload under its own key only, so this one can never be completed, and a 503 would be
+    retried in vain. ``FileNotFoundError``: the client is told to start again (a 410), and
+    the new upload gets a free name."""
+    return FileNotFoundError(
+        f"S3 upload {state['upload_id']} of {state['key']} cannot be completed: another "
+        "upload took its name meanwhile"
+    )

@@ -34,7 +34,7 @@ from .. import (
     StoreBase,
 )
 from ..keys import blob_url, free_variant
-from .client import error_code, make_client, unavailable
+from .client import Body, error_code, make_client, unavailable
 from .concatenate import S3Concatenating
 from .options import MIN_PART_SIZE
 from .resumable import RESUMABLE_FOLDER, S3Resumable
@@ -154,7 +154,7 @@ class S3Store(S3Concatenating, S3Resumable, StoreBase):
             span["Range"] = f"bytes={start}-{'' if end is None else end}"
         try:
             with unavailable("GetObject"):
-                return self.client.get_object(Bucket=self.bucket, Key=key, **span)["Body"]
+                return Body(self.client.get_object(Bucket=self.bucket, Key=key, **span)["Body"])
         except StorageUnavailable as e:
             if error_code(e.__cause__) in ("NoSuchKey", "404"):
                 raise FileNotFoundError(key) from e
