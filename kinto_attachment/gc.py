@@ -44,7 +44,7 @@ from pyramid.events import ApplicationCreated
 
 from . import adoption, metrics
 from .events import recording, retention
-from .state import data_file_entries, references, replaced, shared, tus_uploads
+from .state import data_file_entries, links, references, replaced, shared, tus_uploads
 
 
 logger = logging.getLogger(__name__)
@@ -214,13 +214,20 @@ def _collect_uploads(registry, now, report):
 
 def _collect_replaced(registry, now, report):
     """Delete the replaced blobs due at ``now`` that no event holds, by batches: each batch's
-    entries claimed in a transaction, then their blobs deleted once it has committed."""
+    entries claimed in a transaction, then their blobs deleted once it has committed.
+
+    A blob that is also retained (:func:`.links.retained_among`: a record without a link
+    may still name it, or ``keep_old_files`` keeps it) is never deleted: its entry is
+    claimed, the blob stays. Retiring records a retained blob as replaced like any other
+    (uploads are spared a query: ``uploads.lifecycle.retire``): deleting the record that had
+    its link does so, while a copy without a link may still name it."""
     storage = registry.storage
     if report.dry_run:
         with transaction.manager:
             due = list(replaced.every_due(storage, now))
-            held = retention.held(registry, [entry["key"] for entry in due], now)
-        report.replaced += [entry for entry in due if entry["key"] not in held]
+            keys = [entry["key"] for entry in due]
+            kept = retention.held(registry, keys, now) | links.retained_among(storage, keys)
+        report.replaced += [entry for entry in due if entry["key"] not in kept]
         return
     after = None
     while True:
@@ -228,7 +235,9 @@ def _collect_replaced(registry, now, report):
             due = replaced.due(storage, now, DELETE_BATCH, after=after)
             held = retention.held(registry, [entry["key"] for entry in due], now)
             claimed = replaced.claim(storage, [e for e in due if e["key"] not in held])
+            retained = links.retained_among(storage, [entry["key"] for entry in claimed])
             after = due[-1]["id"] if due else None
+        claimed = [entry for entry in claimed if entry["key"] not in retained]
         report.replaced += claimed
         registry.attachment_store.delete_many([entry["key"] for entry in claimed])
         if len(due) < DELETE_BATCH:

@@ -311,6 +311,34 @@ def test_a_copy_without_a_link_never_deletes_the_original_file(old):
     assert old.app.get(URL + "/attachment", headers=ALICE).body == b"old content"
 
 
+@pytest.mark.parametrize("grace", ["0", "60"], ids=["deleted-at-once", "after-a-grace"])
+def test_deleting_the_original_keeps_the_retained_file_its_copy_names(
+    tmp_path_factory, request, grace
+):
+    """kinto-signer copies: r2 names r1's file and has no link, so adoption retains that
+    file. Deleting r1 stops its link referencing the file, yet the copy still names it: a
+    retained file is deleted neither at once (no replaced grace) nor by the collector."""
+    settings = {
+        "kinto.attachment.gc.orphans_grace_seconds": "60",
+        "kinto.attachment.gc.replaced_grace_seconds": grace,
+    }
+    kinto = prepared(cached_app("memory", tmp_path_factory, request, **settings))
+    store = kinto.registry.attachment_store
+    original = legacy_record(kinto, "r1", link="8")
+    copy = legacy_record(kinto, "r2", link=None, location=store.url(original["key"]))
+    store.delete(copy["key"])  # legacy_record stored a file of its own for it: unused.
+    report = adoption.adopt(kinto.registry)
+    assert (report.linked, report.unlinked) == (1, 1)
+
+    kinto.app.delete(kinto.record_url("r1"), headers=ALICE)
+    gc.collect(kinto.registry, now=gc.data_file_entries.msec_time() + 120 * 1000)
+
+    assert store.exists(original["key"]), "the file a record still names was deleted"
+    assert kinto.app.get(kinto.record_url("r2") + "/attachment", headers=ALICE).body == (
+        b"old content"
+    )
+
+
 # Interrupted adoption: a crash at any of its writes loses nothing, and running it again ends
 # where an uninterrupted run would.
 

@@ -14,7 +14,14 @@ from pyramid.exceptions import ConfigurationError
 
 from kinto_attachment import gc
 from kinto_attachment import settings as attachment_settings
-from kinto_attachment.state import data_file_entries, links, paging, references, tus_uploads
+from kinto_attachment.state import (
+    data_file_entries,
+    links,
+    paging,
+    references,
+    replaced,
+    tus_uploads,
+)
 from kinto_attachment.storage.local import LocalStore
 
 from .conftest import ALICE, cached_app, held_elsewhere, s3_client
@@ -226,6 +233,20 @@ def test_dangling_references_are_reported_and_left_alone(kinto_gc):
     record = kinto_gc.app.get(kinto_gc.record_url("r1"), headers=ALICE).json["data"]
     assert record["attachment"] == attached
     assert data_file_entries.get(kinto_gc.registry.storage, "lost") == lost
+
+
+def test_a_retained_file_recorded_as_replaced_is_never_deleted(kinto_gc):
+    """Deleting the record whose link names a retained file records it as replaced (a copy
+    without a link may still name it): the collector claims such an entry, and keeps the
+    file."""
+    key = orphan(kinto_gc, "blog/articles/retained.txt")
+    with transaction.manager:
+        links.retain(kinto_gc.registry.storage, [key])
+        replaced.add(kinto_gc.registry.storage, [key], until=0)
+    for dry_run in (True, False):
+        report = gc.collect(kinto_gc.registry, now=after_grace(), dry_run=dry_run)
+        assert report.replaced == [] and report.orphans == []
+    assert kinto_gc.files() == [key]
 
 
 def test_an_expired_data_file_is_read_once_under_its_lock(kinto_gc, monkeypatch):

@@ -168,6 +168,23 @@ def is_retained(storage, key):
     return paging.find(storage, RETAINED, RETAINED_PARENT, retained_id) is not None
 
 
+def retained_among(storage, keys, batch=1000):
+    """The ``keys`` recorded as retained, one query per ``batch`` of keys: whoever is about
+    to delete blobs that something stopped referencing keeps these, since a retained blob may
+    still be named by a record without a link (a copy that adoption found) or be kept by
+    ``keep_old_files``."""
+    ids = {_link_id(key): key for key in keys}
+    found, every_id = set(), list(ids)
+    for start in range(0, len(every_id), batch):
+        objects = storage.list_all(
+            resource_name=RETAINED,
+            parent_id=RETAINED_PARENT + "*",
+            filters=[Filter("id", every_id[start : start + batch], COMPARISON.IN)],
+        )
+        found |= {ids[obj["id"]] for obj in objects if obj["id"] in ids}
+    return found
+
+
 def all_links(storage):
     """Every link, by pages (memory stays flat)."""
     return paging.every(storage, RESOURCE, PARENT_PREFIX + "*")

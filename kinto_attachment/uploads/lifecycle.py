@@ -67,7 +67,12 @@ def retire(request, keys):
     (written in the transaction: a rollback leaves them referenced, a crash leaves them to
     the collector), or deleted after commit when that grace is 0, unless an event holds
     them: then they are recorded as replaced, due now, for the collector to delete once no
-    event holds them."""
+    event holds them.
+
+    A retained blob (:func:`.links.retain`) is never deleted: something this transaction
+    does not see may still need it (a copy of the record that names it without a link, found
+    by adoption; a file ``keep_old_files`` keeps). The collector leaves the retained among
+    the replaced blobs; deleted at once, they are looked for here (one query, only then)."""
     if not keys:
         return
     registry = request.registry
@@ -76,6 +81,8 @@ def retire(request, keys):
     if grace:
         replaced.add(registry.storage, keys, until=now + grace * 1000)
         return
+    retained = links.retained_among(registry.storage, keys)
+    keys = [key for key in keys if key not in retained]
     held = retention.held(registry, keys, now)
     replaced.add(registry.storage, held, until=now)
     delete_after_commit(request, registry.attachment_store, [k for k in keys if k not in held])
