@@ -36,10 +36,12 @@ thread collects, since it sees the records.
 import argparse
 import dataclasses
 import logging
+import sys
 import threading
 from time import monotonic
 
 import transaction
+from kinto.core.storage.exceptions import BackendError
 from pyramid.events import ApplicationCreated
 
 from . import adoption, metrics
@@ -341,20 +343,37 @@ data_files.gc_interval_seconds); run this command against a shared storage backe
 (PostgreSQL) only."""
 
 
+#: Why the command refuses a storage backend it cannot reach.
+UNREACHABLE = """\
+kinto-attachment-gc: refused: Kinto's storage backend, as {ini} configures it, cannot be
+reached ({error}). Nothing was read nor removed: start the database, or fix its URL in {ini},
+and run again."""
+#: A storage backend lost while collecting: what was removed before is logged.
+INTERRUPTED = """\
+kinto-attachment-gc: failed: Kinto's storage backend was lost while collecting ({error}).
+What was removed before is logged; nothing referenced was removed. Run the command again."""
+
+
 def main(argv=None):
     """``kinto-attachment-gc --ini FILE [--dry-run]``: collect once, print the report.
 
-    Exit codes: ``0`` collected; ``2`` refused (a wrong command line, or a configuration
-    whose records this process cannot see: nothing is read nor removed)."""
+    Exit codes: ``0`` collected; ``2`` refused (a wrong command line, a configuration whose
+    records this process cannot see, or a storage backend it cannot reach: nothing is read
+    nor removed); ``1`` the storage backend failed in the middle of a collection (every step
+    removes only what it has just proved unreferenced, so running again is safe)."""
     parser = argparse.ArgumentParser(prog="kinto-attachment-gc", description=DESCRIPTION)
     parser.add_argument("--ini", required=True, help="the Kinto configuration file")
     parser.add_argument(
         "--dry-run", action="store_true", help="report what would be removed; remove nothing"
     )
     args = parser.parse_args(argv)
-    with shared.registry_of(args.ini, UNSHARED) as registry:
+    with shared.registry_of(args.ini, UNSHARED, UNREACHABLE) as registry:
         if registry is None:
             return 2
-        report = collect(registry, dry_run=args.dry_run)
+        try:
+            report = collect(registry, dry_run=args.dry_run)
+        except BackendError as error:
+            print(INTERRUPTED.format(error=str(error).splitlines()[0]), file=sys.stderr)
+            return 1
     print(report.describe())
     return 0

@@ -10,6 +10,7 @@ import time
 import pytest
 import requests
 import transaction
+from kinto.core.storage.exceptions import BackendError
 from pyramid.exceptions import ConfigurationError
 
 from kinto_attachment import gc
@@ -499,3 +500,42 @@ def test_gc_command_refuses_the_memory_backend_of_a_running_server(tmp_path):
             assert "Orphans" not in done.stdout
         assert stored.read_bytes() == b"precious"
         assert requests.get(url, auth=auth).content == b"precious"
+
+
+def test_gc_command_refuses_a_database_it_cannot_reach(tmp_path, capsys):
+    """Kinto connects at the first query: the command probes before collecting, and refuses
+    (exit code 2, nothing read nor removed) rather than crash in the middle of its work."""
+    (tmp_path / "files").mkdir()
+    kept = tmp_path / "files" / "kept.txt"
+    kept.write_bytes(b"precious")
+    url = "postgresql://postgres@127.0.0.1:1/nowhere"
+    ini = tmp_path / "gc.ini"
+    ini.write_text(
+        "[app:main]\nuse = egg:kinto\n"
+        + "".join(
+            f"kinto.{kind}_backend = kinto.core.{kind}.postgresql\nkinto.{kind}_url = {url}\n"
+            for kind in ("storage", "permission", "cache")
+        )
+        + "kinto.userid_hmac_secret = x\nkinto.includes = kinto_attachment\n"
+        + f"kinto.attachment.base_path = {tmp_path / 'files'}\n"
+    )
+    assert gc.main(["--ini", str(ini)]) == 2
+    out, err = capsys.readouterr()
+    assert "refused" in err and "cannot be" in err and "Nothing was read nor removed" in err
+    assert "Orphans" not in out and kept.read_bytes() == b"precious"
+
+
+@pytest.mark.postgresql
+def test_gc_command_losing_its_database_midway_fails_with_a_message(
+    tmp_path_factory, request, tmp_path, capsys, monkeypatch
+):
+    kinto = cached_app("postgresql", tmp_path_factory, request)
+    ini = kinto.write_ini(tmp_path / "gc.ini")
+
+    def lost(registry, now=None, **kwargs):
+        raise BackendError(message="OperationalError: server closed the connection")
+
+    monkeypatch.setattr(gc, "collect", lost)
+    assert gc.main(["--ini", str(ini)]) == 1
+    err = capsys.readouterr().err
+    assert "failed" in err and "server closed the connection" in err and "again" in err

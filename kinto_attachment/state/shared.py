@@ -10,7 +10,15 @@ wrong thing (take every file for an orphan).
 import contextlib
 import sys
 
+import transaction
 from kinto.core.storage import memory
+from kinto.core.storage.exceptions import BackendError
+
+
+#: Why a command refuses a storage backend it cannot reach (formatted with ``ini``, ``error``).
+UNREACHABLE = """\
+kinto-attachment: refused: Kinto's storage backend, as {ini} configures it, cannot be reached
+({error}). Nothing was read nor removed: start the database, or fix its URL, and run again."""
 
 
 def shares_state(registry):
@@ -25,11 +33,26 @@ def rolls_back(storage):
     return getattr(storage, "client", None) is not None
 
 
+def reachable(registry):
+    """The error that keeps a command from reading Kinto's storage backend, or None.
+
+    Kinto connects to PostgreSQL at the first query, not at start-up: without this probe,
+    a database that is down or misnamed fails a command in the middle of its work, with a
+    traceback, instead of a refusal before it has read or removed anything."""
+    try:
+        with transaction.manager:
+            registry.storage.list_all(resource_name="bucket", parent_id="", limit=1)
+    except BackendError as error:
+        return str(error.original or error).splitlines()[0]
+    return None
+
+
 @contextlib.contextmanager
-def registry_of(ini, unshared):
+def registry_of(ini, unshared, unreachable=UNREACHABLE):
     """For a command: the registry of the app ``ini`` configures, or None once ``unshared``
     (a message, formatted with ``ini``) is printed, when the command could not see what the
-    servers see (:func:`shares_state`).
+    servers see (:func:`shares_state`), or ``unreachable`` (formatted with ``ini`` and
+    ``error``), when it cannot reach the storage backend (:func:`reachable`).
 
     Loading the app started the server's threads (the periodic collector, the events'
     dispatcher): they are stopped, a command does its one job."""
@@ -42,8 +65,11 @@ def registry_of(ini, unshared):
             registry.attachment_gc_stop.set()
         if hasattr(registry, "attachment_dispatcher"):
             registry.attachment_dispatcher.stop()
-        if shares_state(registry):
-            yield registry
-        else:
+        if not shares_state(registry):
             print(unshared.format(ini=ini), file=sys.stderr)
             yield None
+        elif (error := reachable(registry)) is not None:
+            print(unreachable.format(ini=ini, error=error), file=sys.stderr)
+            yield None
+        else:
+            yield registry
