@@ -212,6 +212,17 @@ class Migration(PostgreSQLPluginMigration):
         self.registry = registry
 
     def initialize_schema(self, client, dry_run=False):
+        if client is not None and dry_run and not _has_tables(self.registry.storage):
+            # Kinto's own dry run created no table: adoption would query tables that are
+            # not there. A fresh database holds nothing of kinto-attachment's either.
+            logger.info("Adoption of kinto-attachment data: Kinto's tables are not created yet")
+            return
         if client is not None and not dry_run:
             claims.create_index(client)
         adopt(self.registry, dry_run=dry_run)
+
+
+def _has_tables(storage):
+    """Whether Kinto's PostgreSQL storage schema exists (a backend that does not say: yes)."""
+    installed_version = getattr(storage, "get_installed_version", None)
+    return installed_version is None or installed_version() is not None
