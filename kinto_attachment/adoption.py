@@ -12,7 +12,14 @@ Adoption turns both into our links:
    garbage collector. Such records are often copies (kinto-signer copies records between
    collections): a link would let deleting the copy delete the original's file, which
    kinto-attachment never did for a record it had no link for. A location outside
-   ``base_url`` is reported (its download is a 404), never guessed.
+   ``base_url`` is reported (its download is a 404), never guessed;
+3. at the first adoption only, every file the store holds that nothing references (no record,
+   link, entry, upload nor retained file) is recorded as retained too, and listed: the
+   previous plugin left it there, and we cannot know why. kinto-attachment with
+   ``keep_old_files = true`` (Remote Settings' setting) removes the row of a replaced file
+   and keeps the file, on purpose: it has no row nor record left, and without this the first
+   orphan pass would delete what the setting was set to keep. Staged temporary files are no
+   such file (a crash left them) and stay the collector's.
 
 It runs by batches, each in its own transaction with what it changes locked, so that it can
 run while the server serves, be interrupted and run again: every step is idempotent. It runs
@@ -33,13 +40,15 @@ from kinto.core.utils import COMPARISON
 
 from . import locks
 from .events import claims
-from .state import legacy, links, paging, records
+from .state import legacy, links, paging, records, references
 
 
 logger = logging.getLogger(__name__)
 
 #: Objects changed per transaction.
 BATCH = 100
+#: Unreferenced files the report lists (all of them are logged).
+LISTED = 100
 MARKER = {"resource_name": "attachment-adoption", "parent_id": "attachment-adoption"}
 MARKER_ID = "kinto-attachment"
 
@@ -55,11 +64,13 @@ class Report:
     unlinked: int = 0
     #: ``(record URI, location)`` of records whose location is not under our ``base_url``.
     foreign: list = dataclasses.field(default_factory=list)
+    #: Keys of the files the store held that nothing referenced at the first adoption: kept.
+    unreferenced: list = dataclasses.field(default_factory=list)
 
     @property
     def changes(self):
         """How many objects adoption changes (0: there is nothing to adopt)."""
-        return self.linked + self.retained + self.unlinked
+        return self.linked + self.retained + self.unlinked + len(self.unreferenced)
 
     def describe(self):
         verb = "would be" if self.dry_run else "were"
@@ -71,6 +82,14 @@ class Report:
             f"{len(self.foreign)}",
         ]
         lines += [f"  {uri} -> {location}" for uri, location in self.foreign]
+        lines.append(
+            f"Files in the store that nothing names (left by the previous plugin, kept "
+            f"on purpose by keep_old_files for instance), that {verb} kept: "
+            f"{len(self.unreferenced)}"
+        )
+        lines += [f"  {key}" for key in self.unreferenced[:LISTED]]
+        if len(self.unreferenced) > LISTED:
+            lines.append(f"  ... and {len(self.unreferenced) - LISTED} more (in the log)")
         return "\n".join(lines)
 
 
@@ -90,9 +109,12 @@ def done(registry):
 def adopt(registry, dry_run=False):
     """Adopt everything kinto-attachment left; return the :class:`Report`."""
     report = Report(dry_run=dry_run)
+    first = not done(registry)
     _adopt_legacy_links(registry, report)
     _keep_unlinked_files(registry, report)
-    if not dry_run and not done(registry):
+    if first:
+        _keep_unreferenced_files(registry, report)
+    if not dry_run and first:
         with transaction.manager:
             registry.storage.update(**MARKER, object_id=MARKER_ID, obj={"done": True})
         registry.attachment_adopted = True
@@ -187,6 +209,47 @@ def _keep_files_of(registry, ids, page, pretended, report):
         report.unlinked += 1
         if not report.dry_run:
             links.retain(storage, [key])
+
+
+def _keep_unreferenced_files(registry, report):
+    """Retain every committed file of the store that nothing references (step 3 of the
+    module docstring), by batches of :data:`BATCH`, each in its own transaction.
+
+    The references are read before the store is listed, as the garbage collector reads them
+    (:mod:`.state.references`): a file an upload commits meanwhile is found unreferenced and
+    retained too, which only keeps it longer (never deleted), the safe direction. A dry run
+    has not made kinto-attachment's rows ours: the files they name count as referenced."""
+    store = registry.attachment_store
+    if not hasattr(store, "iter_blobs"):  # Not an IListableStore: its files are unknown.
+        return
+    with transaction.manager:
+        referenced, _ = references.index(registry)
+        pretended = set()
+        if report.dry_run:
+            rows = legacy.every(registry.storage)
+            pretended = {references.key_hash(row["key"]) for row in rows}
+    batch = []
+    for listed in store.iter_blobs():
+        if listed.temporary or listed.key in referenced:
+            continue
+        if references.key_hash(listed.key) in pretended:
+            continue
+        report.unreferenced.append(listed.key)
+        logger.info(
+            "Keeping %r, which nothing references: the previous plugin left it", listed.key
+        )
+        if not report.dry_run:
+            batch.append(listed.key)
+        if len(batch) >= BATCH:
+            _retain(registry.storage, batch)
+            batch = []
+    _retain(registry.storage, batch)
+
+
+def _retain(storage, keys):
+    if keys:
+        with transaction.manager:
+            links.retain(storage, keys, reason=links.UNREFERENCED_AT_ADOPTION)
 
 
 def _legacy_keys(storage, bucket_id, collection_id):

@@ -86,6 +86,9 @@ class Report:
     #: Orphans were not looked for: kinto-attachment's data is not adopted yet, and a dry run
     #: does not adopt it (:mod:`kinto_attachment.adoption`).
     adoption_pending: bool = False
+    #: Keys of the files that nothing referenced when this collection adopted (the previous
+    #: plugin left them, ``keep_old_files`` for instance): retained, never removed.
+    kept_at_adoption: list = dataclasses.field(default_factory=list)
 
     @property
     def temporary(self):
@@ -123,6 +126,13 @@ class Report:
         lines += [f"  {p.key}  upload {p.upload_id}" for p in self.aborted]
         if self.adoption_pending:
             lines.append("Orphans not looked for: kinto-attachment's data is not adopted yet.")
+        if self.kept_at_adoption:
+            kept = "would be kept" if self.dry_run else "kept"
+            lines.append(
+                "Files nothing references, left by the previous plugin (keep_old_files for "
+                f"instance), {kept} and never removed: {len(self.kept_at_adoption)}"
+            )
+            lines += [f"  {key}" for key in self.kept_at_adoption]
         lines.append(f"Dangling references (left as they are): {len(self.dangling)}")
         lines += [f"  {where} -> {key}  missing" for where, key in self.dangling]
         lines.append(f"Total: {self.total_bytes} bytes {verb}")
@@ -144,6 +154,7 @@ def collect(registry, now=None, dry_run=False, orphans=True):
         # them first (a dry run only looks, and looks for no orphans if there are some).
         adopted = adoption.adopt(registry, dry_run=dry_run)
         report.adoption_pending = dry_run and adopted.changes > 0
+        report.kept_at_adoption = adopted.unreferenced
     if orphans and not report.adoption_pending:
         _collect_orphans(registry, now, report)
     metrics.collected(registry, report)

@@ -191,6 +191,8 @@ def test_adoption_makes_everything_ours_once(old):
     dry = adoption.adopt(old.registry, dry_run=True)
     assert (dry.linked, dry.retained, dry.unlinked) == (2, 1, 2)
     assert dry.foreign == [(foreign_uri, foreign["location"])]
+    # The file stored for r4, whose location is elsewhere: nothing names it.
+    assert dry.unreferenced == [foreign["key"]]
     assert len(legacy_rows(old)) == 3 and our_links(old) == []
     assert not adoption.done(old.registry)
 
@@ -199,13 +201,17 @@ def test_adoption_makes_everything_ours_once(old):
     assert [uri for uri, _ in report.foreign] == [foreign_uri]
     assert legacy_rows(old) == []
     assert our_links(old) == sorted([linked["key"], linked9["key"]])
-    # Files of records without a link, and of links no record names, are kept.
-    assert retained_keys(old) == sorted([bare["key"], kept["key"], kept["key"] + ".old"])
+    # Files of records without a link, of links no record names, and that nothing names.
+    assert report.unreferenced == [foreign["key"]]
+    assert retained_keys(old) == sorted(
+        [bare["key"], kept["key"], kept["key"] + ".old", foreign["key"]]
+    )
     assert adoption.done(old.registry)
     assert "made ours: 2" in report.describe()
+    assert f"that were kept: 1\n  {foreign['key']}" in report.describe()
 
     again = adoption.adopt(old.registry)
-    assert (again.linked, again.retained, again.unlinked) == (0, 0, 0)
+    assert (again.linked, again.retained, again.unlinked, again.unreferenced) == (0, 0, 0, [])
 
 
 def test_once_adopted_the_gc_keeps_every_file_a_record_or_a_kept_link_names(old_local):
@@ -239,8 +245,7 @@ def age(kinto, key):
 def test_the_gc_adopts_before_looking_for_orphans(old_local):
     bare = legacy_record(old_local, "r1", link=None)
     linked = legacy_record(old_local, "r2", link="8")
-    orphan = store_file(old_local, b"nobody's")
-    for key in (bare["key"], linked["key"], orphan):
+    for key in (bare["key"], linked["key"]):
         age(old_local, key)
 
     dry = gc.collect(old_local.registry, dry_run=True)
@@ -248,10 +253,46 @@ def test_the_gc_adopts_before_looking_for_orphans(old_local):
     assert "not adopted yet" in dry.describe()
 
     report = gc.collect(old_local.registry)
-    assert [o.key for o in report.orphans] == [orphan]
+    assert report.orphans == []
     store = old_local.registry.attachment_store
     assert store.exists(bare["key"]) and store.exists(linked["key"])
     assert adoption.done(old_local.registry)
+    # Once adopted, what nothing references is an orphan again.
+    orphan = store_file(old_local, b"nobody's")
+    age(old_local, orphan)
+    assert [o.key for o in gc.collect(old_local.registry).orphans] == [orphan]
+
+
+def test_files_kinto_attachment_kept_with_keep_old_files_are_kept_at_adoption(old_local):
+    """kinto-attachment with ``keep_old_files = true`` (Remote Settings' setting) removes the
+    row of a replaced file and keeps the file, on purpose: no row nor record names it. The
+    first adoption (here, the server's collector at its first round) retains every file
+    nothing references, lists it, and no orphan pass deletes it."""
+    kept_by_kinto_attachment = store_file(old_local, b"version 1, kept on purpose")
+    current = legacy_record(old_local, "r1", content=b"version 2", link="8")
+    staged = old_local.registry.attachment_store.stage("blog/articles/x.txt", "text/plain")
+    staged.write(b"an upload a crash interrupted")  # Temporary: still the collector's.
+    for key in (kept_by_kinto_attachment, current["key"]):
+        age(old_local, key)
+
+    dry = gc.collect(old_local.registry, dry_run=True)
+    assert dry.adoption_pending and dry.orphans == []
+    assert dry.kept_at_adoption == [kept_by_kinto_attachment]
+    report = gc.collect(old_local.registry)
+    assert report.kept_at_adoption == [kept_by_kinto_attachment]
+    assert f"never removed: 1\n  {kept_by_kinto_attachment}\n" in report.describe()
+
+    store = old_local.registry.attachment_store
+    assert store.exists(current["key"])
+    assert store.exists(kept_by_kinto_attachment), "a file keep_old_files kept was deleted"
+    assert kept_by_kinto_attachment not in [o.key for o in report.orphans]
+    with transaction.manager:
+        (entry,) = [r for r in links.retained(old_local.registry.storage) if r.get("reason")]
+    assert entry["key"] == kept_by_kinto_attachment
+    assert entry["reason"] == links.UNREFERENCED_AT_ADOPTION
+    later = gc.collect(old_local.registry, now=gc.data_file_entries.msec_time() + 86400 * 3000)
+    assert later.orphans == [] or all(o.temporary for o in later.orphans)
+    assert store.exists(kept_by_kinto_attachment)
 
 
 def test_kinto_migrate_runs_the_adoption(old, capsys, caplog):

@@ -151,15 +151,21 @@ RETAINED = "attachment-retained"
 RETAINED_PARENT = "attachment-retained"
 
 
-def retain(storage, keys):
-    """Record ``keys`` as kept on purpose (in the transaction that unlinks them)."""
+#: ``reason`` of the files adoption found in the store with nothing referencing them.
+UNREFERENCED_AT_ADOPTION = "unreferenced at adoption"
+
+
+def retain(storage, keys, reason=None):
+    """Record ``keys`` as kept on purpose (in the transaction that unlinks them); ``reason``
+    says why when it is not the usual one (a record stopped naming the file)."""
     for key in keys:
         retained_id = _link_id(key)
+        obj = {"key": key} if reason is None else {"key": key, "reason": reason}
         storage.update(
             resource_name=RETAINED,
             parent_id=paging.own_parent(RETAINED_PARENT, retained_id),
             object_id=retained_id,
-            obj={"key": key},
+            obj=obj,
         )
 
 

@@ -554,9 +554,15 @@ def test_garbage_collection_keeps_every_file_a_legacy_record_references(states, 
         path = site.path(record.key)
         assert path.is_file(), f"{name}: {record.key} was collected\n{run.output}"
         assert path.read_bytes() == record.content, name
-    # The copy's file (the binary record's) is kept above; an orphan is not: the collector
-    # did run, on this folder.
-    assert not site.path(ORPHAN).exists(), run.output
+    # The copy's file (the binary record's) is kept above. A file nothing references is an
+    # orphan once adopted (``kinto migrate``): the collector did run, on this folder. Before,
+    # the first adoption keeps it and lists it: kinto-attachment left it (``keep_old_files``
+    # leaves files so), and we cannot know why.
+    if combo in UNMIGRATED:
+        assert site.path(ORPHAN).exists(), run.output
+        assert f"  {ORPHAN}\n" in run.output and "never removed: " in run.output
+    else:
+        assert not site.path(ORPHAN).exists(), run.output
 
 
 # This plugin's migration.

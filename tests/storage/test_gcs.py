@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from kinto.plugins import prometheus
 from pyramid.exceptions import ConfigurationError
 
-from kinto_attachment import gc
+from kinto_attachment import adoption, gc
 from kinto_attachment import settings as attachment_settings
 from kinto_attachment.state import data_file_entries
 from kinto_attachment.storage import StorageUnavailable
@@ -641,6 +641,7 @@ def test_data_files_on_gcs(kinto_gcs):
 
 def test_garbage_collection_of_orphans_on_gcs(gcs_server):
     kinto = gcs_app(gcs_server, attachment=[("gc.orphans_grace_seconds", "60")])
+    adoption.adopt(kinto.registry)  # On an empty store: what is left later is an orphan.
     attached = kinto.upload(URL, b"attached").json
     store = kinto.registry.attachment_store
     orphan = store.stage("blog/articles/orphan.txt", "text/plain")
