@@ -53,6 +53,16 @@ logger = logging.getLogger(__name__)
 
 #: Orphans deleted per request (S3's DeleteObjects takes 1000 keys).
 DELETE_BATCH = 1000
+#: Files that references name, looked for in the store before an orphan pass
+#: (:func:`check_store`).
+SAMPLE = 32
+
+
+class Refused(Exception):
+    """An orphan pass that would act on the wrong store: nothing is removed (the message
+    says why and what to fix)."""
+
+
 DESCRIPTION = """\
 Collect what Kinto attachments no longer need: /data/files entries past their expiration,
 resumable (tus) uploads abandoned past theirs, and, older than
@@ -146,6 +156,8 @@ def collect(registry, now=None, dry_run=False, orphans=True):
     """
     now = now or data_file_entries.msec_time()
     report = Report(dry_run=dry_run)
+    if orphans:
+        check_store(registry)  # Before anything is removed (or adopted from a listing).
     _collect_data_files(registry, now, report)
     _collect_uploads(registry, now, report)
     _collect_replaced(registry, now, report)
@@ -299,6 +311,42 @@ def _collect_orphans(registry, now, report):
         )
 
 
+#: Why an orphan pass is refused on a store that lacks the files the records name.
+MISMATCH = """\
+refused to look for orphans: of {sampled} files that records, links or /data/files entries
+name, {found} are in the store, which holds other files ({example!r} for one). Every file
+the store holds would be taken for an orphan: kinto.attachment.base_path (or the S3 or GCS
+bucket and prefix) is probably not the servers' own (a parent folder of theirs, or another
+folder), or this configuration reads another database than theirs. Nothing was removed.
+Fix the configuration; if the store did lose these files (a restore from an old backup),
+an operator must look at them first (kinto-attachment-gc --dry-run lists them)."""
+
+
+def check_store(registry):
+    """Raise :class:`Refused` when the store does not hold the files the references name.
+
+    An orphan is what the store holds and nothing references: pointed at the wrong place (a
+    ``base_path`` one folder too high lists every file under another key), every file is
+    one. So before an orphan pass, up to :data:`SAMPLE` files that records, links and
+    ``/data/files`` entries name are looked for. Fewer than half found, while the store holds
+    some committed file: refused. Missing files in a store that holds nothing else are only
+    dangling references (reported by the pass, which would remove nothing)."""
+    store = registry.attachment_store
+    with transaction.manager:
+        sample = []
+        for reference in references.required(registry):
+            if reference.key not in sample:
+                sample.append(reference.key)
+            if len(sample) >= SAMPLE:
+                break
+    found = sum(1 for key in sample if _exists(store, key))
+    if not sample or 2 * found >= len(sample):
+        return
+    example = next((listed.key for listed in store.iter_blobs() if not listed.temporary), None)
+    if example is not None:
+        raise Refused(MISMATCH.format(sampled=len(sample), found=found, example=example))
+
+
 def _exists(store, key):
     try:
         return store.exists(key)
@@ -321,6 +369,8 @@ def _periodically(registry, interval, stopped):
             last_orphans = started
         try:
             collect(registry, orphans=orphans)
+        except Refused as refusal:  # Not a crash: a configuration an operator must fix.
+            logger.error("Garbage collection %s", refusal)
         except Exception:  # The next round will try again.
             logger.exception("Garbage collection failed")
 
@@ -369,9 +419,10 @@ def main(argv=None):
     """``kinto-attachment-gc --ini FILE [--dry-run]``: collect once, print the report.
 
     Exit codes: ``0`` collected; ``2`` refused (a wrong command line, a configuration whose
-    records this process cannot see, or a storage backend it cannot reach: nothing is read
-    nor removed); ``1`` the storage backend failed in the middle of a collection (every step
-    removes only what it has just proved unreferenced, so running again is safe)."""
+    records this process cannot see, a storage backend it cannot reach, or a store that does
+    not hold the files the records name: nothing is removed); ``1`` the storage backend
+    failed in the middle of a collection (every step removes only what it has just proved
+    unreferenced, so running again is safe)."""
     parser = argparse.ArgumentParser(prog="kinto-attachment-gc", description=DESCRIPTION)
     parser.add_argument("--ini", required=True, help="the Kinto configuration file")
     parser.add_argument(
@@ -383,6 +434,9 @@ def main(argv=None):
             return 2
         try:
             report = collect(registry, dry_run=args.dry_run)
+        except Refused as refusal:
+            print(f"kinto-attachment-gc: {refusal}", file=sys.stderr)
+            return 2
         except BackendError as error:
             print(INTERRUPTED.format(error=str(error).splitlines()[0]), file=sys.stderr)
             return 1

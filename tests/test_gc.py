@@ -259,6 +259,57 @@ def test_a_retained_file_recorded_as_replaced_is_never_deleted(kinto_gc):
     assert kinto_gc.files() == [key]
 
 
+def test_a_store_one_folder_above_the_servers_is_refused_by_the_collector_thread(
+    tmp_path_factory, request, caplog
+):
+    """``base_path`` one folder too high: every file is listed under another key, none is
+    referenced. The collector looks for a sample of the referenced files first, finds none,
+    and refuses the round with an error in the log (no traceback), removing nothing."""
+    kinto = adopted(cached_app("memory", tmp_path_factory, request, **GRACE))
+    kinto.create_collection()
+    attached = kinto.upload(kinto.record_url("r1"), b"precious").json
+    key = kinto.key_of(attached["location"])
+    registry = kinto.registry
+    served = registry.attachment_store
+    above = os.path.dirname(served.base_path)
+    registry.attachment_store = LocalStore(above, base_url=served.base_url)
+    try:
+        with pytest.raises(gc.Refused, match="base_path"):
+            gc.collect(registry, now=after_grace())
+
+        class OneRound:
+            rounds = 0
+
+            def wait(self, interval):
+                self.rounds += 1
+                return self.rounds > 1
+
+        caplog.clear()
+        gc._periodically(registry, 300, OneRound())
+    finally:
+        registry.attachment_store = served
+    assert served.exists(key)
+    (record,) = [r for r in caplog.records if r.name == "kinto_attachment.gc"]
+    assert record.levelname == "ERROR" and "refused" in record.getMessage()
+    assert record.exc_info is None
+
+
+def test_referenced_files_missing_from_a_store_that_holds_others_refuse_the_orphan_pass(
+    kinto_gc,
+):
+    """A store that lost most of what the records name yet holds other files: deleting those
+    as orphans is no longer the safe guess; the operator looks first."""
+    attached = kinto_gc.upload(kinto_gc.record_url("r1"), b"attached").json
+    kinto_gc.registry.attachment_store.delete(kinto_gc.key_of(attached["location"]))
+    other = orphan(kinto_gc)
+    for dry_run in (True, False):
+        with pytest.raises(gc.Refused, match="0 are in the store"):
+            gc.collect(kinto_gc.registry, now=after_grace(), dry_run=dry_run)
+    assert kinto_gc.files() == [other]
+    # Expired entries and replaced files are still collected on the rounds without orphans.
+    assert gc.collect(kinto_gc.registry, now=after_grace(), orphans=False).orphans == []
+
+
 def test_an_expired_data_file_is_read_once_under_its_lock(kinto_gc, monkeypatch):
     """Listed, then read again under its lock (a writer may have replaced it meanwhile), and
     deleted as read: one lookup by id, not a second one to delete it."""
@@ -548,3 +599,31 @@ def test_gc_command_losing_its_database_midway_fails_with_a_message(
     assert gc.main(["--ini", str(ini)]) == 1
     err = capsys.readouterr().err
     assert "failed" in err and "server closed the connection" in err and "again" in err
+
+
+@pytest.mark.postgresql
+def test_gc_command_refuses_a_base_path_above_the_servers_one(pg_url, tmp_path, capsys):
+    """The command's ini says ``/var/lib/kinto`` where the servers' says
+    ``/var/lib/kinto/attachments``: no referenced file is where the records say, every file
+    is under another key. Refused (exit code 2), the likely cause named, nothing removed."""
+    from .conftest import Kinto, build_settings, flush, make_app
+
+    served = str(tmp_path / "var" / "attachments")
+    kinto = Kinto(make_app(build_settings("postgresql", served, pg=pg_url)), served)
+    flush(kinto.app)
+    kinto.create_collection()
+    attached = kinto.upload(kinto.record_url("r1"), b"precious").json
+    key = kinto.key_of(attached["location"])
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(os.path.join(served, key), (two_days_ago, two_days_ago))
+    ini = kinto.write_ini(tmp_path / "gc.ini")
+    ini.write_text(
+        ini.read_text().replace(f"base_path = {served}", f"base_path = {tmp_path / 'var'}")
+    )
+
+    for dry_run in (["--dry-run"], []):
+        assert gc.main(["--ini", str(ini), *dry_run]) == 2
+        out, err = capsys.readouterr()
+        assert "refused" in err and "base_path" in err and "Nothing was removed" in err
+        assert "Orphans" not in out
+    assert os.path.exists(os.path.join(served, key))
