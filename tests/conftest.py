@@ -145,6 +145,22 @@ def s3_settings(endpoint_url, bucket=None):
     }
 
 
+def postgresql_ini(url, base_path):
+    """A ``kinto.ini`` of Kinto with kinto_attachment on the PostgreSQL database ``url`` (its
+    three backends), files in ``base_path``: for the commands (``kinto migrate``, the GC)."""
+    backends = "".join(
+        f"kinto.{kind}_backend = kinto.core.{kind}.postgresql\nkinto.{kind}_url = {url}\n"
+        for kind in ("storage", "permission", "cache")
+    )
+    return (
+        f"[app:main]\nuse = egg:kinto\n{backends}"
+        f"kinto.userid_hmac_secret = {BASE_SETTINGS['kinto.userid_hmac_secret']}\n"
+        "kinto.includes = kinto_attachment\n"
+        f"kinto.attachment.base_path = {base_path}\n"
+        "kinto.attachment.base_url = https://files.example.com/\n"
+    )
+
+
 def build_settings(backend, base_path, pg=None, **extra):
     settings = {**BASE_SETTINGS, **BACKENDS[backend], "kinto.attachment.base_path": base_path}
     if backend == "postgresql":

@@ -471,22 +471,12 @@ def test_kinto_migrate_dry_run_on_a_fresh_database_reports_and_exits_0(tmp_path)
     """``kinto migrate --dry-run`` on a database Kinto has not created its tables in: Kinto's
     dry run creates none, and adoption, which has nothing to adopt there, says so instead of
     querying tables that are not there."""
-    from .conftest import BASE_SETTINGS, own_database
+    from .conftest import own_database, postgresql_ini
     from .support.live import BIN
 
     with own_database("adoption_fresh") as url:
         ini = tmp_path / "kinto.ini"
-        ini.write_text(
-            "[app:main]\nuse = egg:kinto\n"
-            + "".join(
-                f"kinto.{kind}_backend = kinto.core.{kind}.postgresql\nkinto.{kind}_url = {url}\n"
-                for kind in ("storage", "permission", "cache")
-            )
-            + f"kinto.userid_hmac_secret = {BASE_SETTINGS['kinto.userid_hmac_secret']}\n"
-            + "kinto.includes = kinto_attachment\n"
-            + f"kinto.attachment.base_path = {tmp_path / 'files'}\n"
-            + "kinto.attachment.base_url = https://files.example.com/\n"
-        )
+        ini.write_text(postgresql_ini(url, tmp_path / "files"))
         command = [str(BIN / "kinto"), "migrate", "--ini", str(ini), "--dry-run"]
         done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -25,7 +25,7 @@ from kinto_attachment.state import (
 )
 from kinto_attachment.storage.local import LocalStore
 
-from .conftest import ALICE, cached_app, held_elsewhere, s3_client
+from .conftest import ALICE, cached_app, held_elsewhere, postgresql_ini, s3_client
 from .support.live import ALICE as ALICE_LIVE
 from .support.live import BIN, running_server
 
@@ -570,15 +570,7 @@ def test_gc_command_refuses_a_database_it_cannot_reach(tmp_path, capsys):
     kept.write_bytes(b"precious")
     url = "postgresql://postgres@127.0.0.1:1/nowhere"
     ini = tmp_path / "gc.ini"
-    ini.write_text(
-        "[app:main]\nuse = egg:kinto\n"
-        + "".join(
-            f"kinto.{kind}_backend = kinto.core.{kind}.postgresql\nkinto.{kind}_url = {url}\n"
-            for kind in ("storage", "permission", "cache")
-        )
-        + "kinto.userid_hmac_secret = x\nkinto.includes = kinto_attachment\n"
-        + f"kinto.attachment.base_path = {tmp_path / 'files'}\n"
-    )
+    ini.write_text(postgresql_ini(url, tmp_path / "files"))
     assert gc.main(["--ini", str(ini)]) == 2
     out, err = capsys.readouterr()
     assert "refused" in err and "cannot be" in err and "Nothing was read nor removed" in err

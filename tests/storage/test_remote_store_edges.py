@@ -6,72 +6,22 @@ Real servers only (moto server, fake-gcs-server), reached through a loopback pro
 responses mid-body to play a network failure: no SDK is mocked.
 """
 
-import contextlib
 import hashlib
 import itertools
 import os
-import socket
-import threading
 
 import pytest
 
 from ..conftest import ALICE, build_settings, make_app, s3_settings
 from ..support.gcs_server import gcs_settings, running
 from ..support.live import free_port
+from ..support.tcpproxy import TcpProxy
 from ..views.test_resumable import create, patch
 
 
 URL = "/v1/buckets/blog/collections/articles/records/r1"
 KiB = 1024
 MiB = 1024 * KiB
-
-
-class CuttingProxy:
-    """A loopback TCP proxy which, while ``cut_after`` is set, closes any connection whose
-    response (server to client) goes past that many bytes: a body cut short by the network."""
-
-    def __init__(self, host, port):
-        self._target = (host, port)
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self.cut_after = None
-        self.cuts = 0
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def close(self):
-        self._closed = True
-        self._listener.close()
-
-    def _accept(self):
-        while not self._closed:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self._target, timeout=10)
-            threading.Thread(
-                target=self._pipe, args=(client, upstream, False), daemon=True
-            ).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
-
-    def _pipe(self, source, sink, response):
-        forwarded = 0
-        try:
-            while data := source.recv(65536):
-                limit = self.cut_after if response else None
-                if limit is not None and forwarded + len(data) > limit:
-                    sink.sendall(data[: max(0, limit - forwarded)])
-                    self.cuts += 1
-                    break
-                sink.sendall(data)
-                forwarded += len(data)
-        except OSError:
-            pass
-        for sock in (source, sink):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
 
 
 def _app(settings):
@@ -87,7 +37,7 @@ def _app(settings):
 @pytest.fixture
 def s3_cut(s3_server):
     host, port = s3_server.removeprefix("http://").rsplit(":", 1)
-    proxy = CuttingProxy(host, int(port))
+    proxy = TcpProxy(host, int(port))
     settings = s3_settings(f"http://127.0.0.1:{proxy.port}")
     yield proxy, _app(settings)
     proxy.close()
@@ -97,7 +47,7 @@ def s3_cut(s3_server):
 def gcs_cut(tmp_path):
     """fake-gcs-server telling clients (session URIs too) to come through the proxy."""
     port = free_port()
-    proxy = CuttingProxy("127.0.0.1", port)
+    proxy = TcpProxy("127.0.0.1", port)
     external = f"http://127.0.0.1:{proxy.port}"
     with running(tmp_path, port=port, external_url=external) as direct:
         settings = gcs_settings(direct, chunk_size=str(256 * KiB))

@@ -2,7 +2,9 @@
 
 Its listening socket stays open the whole time, so its port is never released and cannot be
 taken by another process in between (which restarting a server on the same port would risk).
-While down, it closes every connection it has and every new one at once.
+While down, it closes every connection it has and every new one at once. While
+``cut_after`` is set, a connection whose answer (target to client) goes past that many bytes
+is closed there: a body cut short by the network.
 """
 
 import contextlib
@@ -20,6 +22,10 @@ class TcpProxy:
         self._lock = threading.Lock()
         #: Bytes forwarded from clients to the target (what clients sent).
         self.sent = 0
+        #: Bytes of an answer after which its connection is closed (None: never), and how many
+        #: answers were so cut.
+        self.cut_after = None
+        self.cuts = 0
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -70,9 +76,18 @@ class TcpProxy:
                 ).start()
 
     def _pipe(self, source, sink, outgoing):
+        answered = 0
         try:
             while data := source.recv(65536):
+                limit = None if outgoing else self.cut_after
+                if limit is not None and answered + len(data) > limit:
+                    sink.sendall(data[: max(0, limit - answered)])
+                    self.cuts += 1
+                    self._shut(source)
+                    self._shut(sink)
+                    return
                 sink.sendall(data)
+                answered += len(data)
                 if outgoing:
                     with self._lock:
                         self.sent += len(data)
