@@ -244,7 +244,7 @@ class Remote:
     def records(self):
         """Every record of the collection (following Kinto's pages), each id once; what is
         listed is untrusted (a record may be no object, its id no string)."""
-        url, seen, ids = self.records_url, set(), set()
+        url, seen, ids = f"{self.records_url}?_limit={PAGE_RECORDS}", set(), set()
         while url:
             if url in seen:
                 raise Failure(f"the server's pages go round ({url})")
@@ -279,9 +279,11 @@ class Remote:
         return record
 
 
-#: The largest answer read whole (a page of records, a record): a page of Kinto's 10,000
-#: records at most fits.
+#: The largest answer read whole (a page of records, a record).
 ANSWER_BYTES = 16 * 1024 * 1024
+#: Records asked for per page (Kinto's ``_limit``): a page of records of 16 KiB each on
+#: average fits in :data:`ANSWER_BYTES` (without it, Kinto lists up to 10,000 a page).
+PAGE_RECORDS = 1000
 #: How much of an error's answer is read, for its message.
 ERROR_BYTES = 64 * 1024
 

@@ -12,10 +12,11 @@ import json
 import os
 import time
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
+from kinto_attachment.cli import remote
 from kinto_attachment.cli.names import PARTS, record_id_of
 
 from ..support.cli_support import Hostile, certificate, run_command
@@ -25,6 +26,8 @@ CONTENT = b"what every attachment of the hostile server holds\n"
 DIGEST = hashlib.sha256(CONTENT).hexdigest()
 SIZE = len(CONTENT)
 RECORDS = "/v1/buckets/b/collections/c/records"
+#: The first page the command asks for: pages of a bounded number of records.
+LISTING = f"{RECORDS}?_limit={remote.PAGE_RECORDS}"
 PASSWORD = "s3cret-password"
 CREDENTIALS = "Basic " + base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
 MiB = 1024 * 1024
@@ -383,7 +386,7 @@ def test_redirects_and_pages_elsewhere_get_no_credentials(tmp_path, tls, run):
                 return 302, {"Location": f"{elsewhere.origin}/files/cdn.txt"}, b""
             if request.path.endswith("/down/attachment"):
                 return 302, {"Location": f"{plain.origin}/files/down.txt"}, b""
-            if request.path == RECORDS:
+            if urlsplit(request.path).path == RECORDS:
                 body = json.dumps({"data": records}).encode()
                 following = f"{elsewhere.origin}{RECORDS}?page=2"
                 return 200, {"Content-Type": "application/json", "Next-Page": following}, body
@@ -687,9 +690,9 @@ def test_deeply_nested_json_is_no_answer(tmp_path, run, status):
         result = run(server, "download", "--folder", str(tmp_path / "out"))
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        f"kinto-attachment: the server's answer is no JSON object ({server.origin}{RECORDS})"
+        f"kinto-attachment: the server's answer is no JSON object ({server.origin}{LISTING})"
         if status == 200
-        else f"kinto-attachment: 500 Internal Server Error (GET {server.origin}{RECORDS})"
+        else f"kinto-attachment: 500 Internal Server Error (GET {server.origin}{LISTING})"
     ]
 
 
@@ -707,7 +710,7 @@ def test_a_url_from_the_server_that_urljoin_refuses_is_a_failure(tmp_path, run, 
         result = run(server, "download", "--folder", str(tmp_path / "out"))
     assert result.returncode == 1
     assert result.stderr == (
-        f"kinto-attachment: {server.origin}{RECORDS}: not an http(s) URL: 'http://[::1/x'\n"
+        f"kinto-attachment: {server.origin}{LISTING}: not an http(s) URL: 'http://[::1/x'\n"
     )
 
 
@@ -913,3 +916,32 @@ def test_an_endless_redirect_or_retried_answer_is_not_read_to_its_end(tmp_path, 
     assert result.returncode == (0 if status == 302 else 1), result.stderr
     # What the socket's buffers took before the command closed it, a few MiB an answer.
     assert len(sent) < 32, f"the command read {len(sent)} MiB of answers it had no use of"
+
+
+def test_a_collection_larger_than_an_answer_is_listed_by_pages(tmp_path, run):
+    """Kinto lists up to 10,000 records a page unless asked for fewer (``_limit``): records
+    of 8 KiB would make a page of 80 MiB, over what the command reads of one answer. It asks
+    for pages of :data:`~kinto_attachment.cli.remote.PAGE_RECORDS` records, and lists them
+    all."""
+    padding = "x" * 8192
+    records = [{"id": f"r{n:04d}", "padding": padding} for n in range(2500)]
+    pages = []
+
+    def paged(request):
+        url = urlsplit(request.path)
+        if url.path != RECORDS:
+            return None
+        query = parse_qs(url.query)
+        limit = int(query.get("_limit", ["10000"])[0])
+        start = int(query.get("_token", ["0"])[0])
+        pages.append(limit)
+        headers = {"Content-Type": "application/json"}
+        if start + limit < len(records):
+            headers["Next-Page"] = f"{RECORDS}?_limit={limit}&_token={start + limit}"
+        return 200, headers, json.dumps({"data": records[start : start + limit]}).encode()
+
+    with Hostile(kinto(records, extra=paged)) as server:
+        result = run(server, "download", "--folder", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("no attachment") == len(records)
+    assert pages == [remote.PAGE_RECORDS] * 3
