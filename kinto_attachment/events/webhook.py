@@ -4,6 +4,11 @@ at every attempt), ``webhook-timestamp`` (epoch seconds of the attempt) and
 ``webhook-signature``, ``v1,`` and the base64 of the HMAC-SHA256 of ``{id}.{timestamp}.{body}``
 with the secret. A 2xx answer is a delivery; anything else is retried, after the
 ``Retry-After`` the answer asks for, if any.
+
+A redirect is not followed: it is a failed attempt, logged with its ``Location``. Followed, a
+301, 302 or 303 turns the ``POST`` into a ``GET`` without the event, whose 200 would mark
+delivered an event the endpoint never received; and a 307 or 308 would send the signed event
+to a URL the operator never configured. The operator sets ``webhook.url`` to where it points.
 """
 
 import base64
@@ -58,11 +63,18 @@ class Webhook:
         }
         try:
             response = self._session.post(
-                self._url, data=body, headers=headers, timeout=self._timeout
+                self._url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
             )
         except requests.RequestException as e:
             raise Failed(f"webhook: {e}") from e
         response.close()
+        if 300 <= response.status_code < 400:
+            raise Failed(
+                f"webhook: {response.status_code} redirect to"
+                f" {response.headers.get('Location')!r}, not followed: set"
+                " kinto.attachment.events.webhook.url to the URL that takes the POST",
+                retry_after(response.headers.get("Retry-After")),
+            )
         if not 200 <= response.status_code < 300:
             raise Failed(
                 f"webhook: {response.status_code}",

@@ -36,11 +36,13 @@ def unavailable(what, error):
 
 
 class Receiver:
-    """A webhook endpoint: keeps what it receives; answers ``statuses`` in turn, then 200."""
+    """A webhook endpoint: keeps what it receives; answers ``statuses`` in turn, then 200.
+    A ``GET`` (what a followed redirect becomes) is answered 200 and kept in ``gets``."""
 
     def __init__(self):
         self.received = queue.Queue()
         self.statuses = []
+        self.gets = []
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -51,6 +53,12 @@ class Receiver:
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_GET(self):
+                receiver.gets.append(self.path)
+                self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 

@@ -4,6 +4,7 @@ least once across an outage, in order per subject, and dead events kept for an o
 import base64
 import hashlib
 import hmac
+import logging
 import threading
 import time
 
@@ -158,6 +159,22 @@ def test_retry_after_is_honoured(events_app, receiver):
     assert row["attempts"] == 1
     assert row["next_attempt_at"] >= started + 119_000
     assert "503" in row["last_error"]
+
+
+@pytest.mark.parametrize("status", [301, 303, 307])
+def test_a_redirect_is_a_failed_attempt_not_followed(events_app, receiver, status, caplog):
+    """Followed, a 301 or 303 became a GET without the event, whose 200 marked it delivered;
+    a 307 sent it where nobody configured. The operator reads the Location in the log."""
+    kinto = events_app("memory", **destination_settings("webhook", receiver))
+    receiver.statuses = [(status, {"Location": "/hook/"})]
+    kinto.upload(RECORD, b"hello")
+    with caplog.at_level(logging.WARNING, logger="kinto_attachment.events"):
+        kinto.registry.attachment_dispatcher.run_once()
+    assert [event["subject"] for event in receiver.events(accepted_only=False)] == [SUBJECT]
+    assert receiver.gets == []
+    [row] = rows(kinto, outbox.PENDING)
+    assert row["attempts"] == 1 and f"{status} redirect to '/hook/'" in row["last_error"]
+    assert "redirect to '/hook/'" in caplog.text
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
