@@ -80,11 +80,34 @@ def as_destinations(name, value):
     return words
 
 
+def redacted(url):
+    """``url`` as an error message may show it: the password of its user info (everything
+    before the last ``@`` of its authority) replaced by ``***``, or the whole user info if
+    it has no ``:`` (a Redis URL may give the password alone). Start-up errors go to logs
+    and terminals that a password must not reach."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        scheme, rest = "", url
+    end = min([i for i in (rest.find(c) for c in "/?#") if i >= 0] or [len(rest)])
+    userinfo, at, host = rest[:end].rpartition("@")
+    if not at:
+        return url
+    user, colon, _ = userinfo.partition(":")
+    userinfo = f"{user}:***" if colon else "***"
+    return f"{scheme}{separator}{userinfo}@{host}{rest[end:]}"
+
+
+def refuse_url(name, url, message):
+    """Stop start-up naming the setting ``name``; ``url``, its value, is redacted wherever
+    ``message`` quotes it (a client's error may)."""
+    fail(name, message.replace(url, redacted(url)) if url else message)
+
+
 def _as_url(*schemes):
     def parse(name, value):
         url = as_text(name, value)
         if url and not re.match(rf"({'|'.join(schemes)})://", url):
-            fail(name, f"expected a {' or '.join(schemes)} URL, got {url!r}")
+            refuse_url(name, url, f"expected a {' or '.join(schemes)} URL, got {url!r}")
         return url
 
     return parse

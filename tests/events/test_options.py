@@ -86,6 +86,22 @@ def test_bad_settings_name_themselves(values, named):
     assert f"`{named}`" in str(error.value)
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "http://:hunter2-redis-password@redis.internal:6379/0",
+        "hunter2-redis-password@redis.internal",
+        "http://svc:hunter2@pass@redis.internal:6379/0",
+    ],
+)
+def test_a_refused_url_does_not_show_its_password(value):
+    """Start-up errors go to logs and terminals: the URL is shown, its password is not."""
+    with pytest.raises(ConfigurationError) as error:
+        parse(**{"events.destinations": "redis", "events.redis.url": value})
+    assert "`kinto.attachment.events.redis.url`" in str(error.value)
+    assert "hunter2" not in str(error.value) and "redis.internal" in str(error.value)
+
+
 def test_environment_overrides_events_settings(monkeypatch):
     monkeypatch.setenv("KINTO_ATTACHMENT_EVENTS_DESTINATIONS", "redis")
     monkeypatch.setenv("KINTO_ATTACHMENT_EVENTS_REDIS_URL", "redis://cache:6379/1")
