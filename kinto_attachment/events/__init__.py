@@ -13,7 +13,8 @@ RabbitMQ exchanges, at least once and in order per subject and destination.
 
 from pyramid.events import ApplicationCreated
 
-from .options import check_store
+from ..setting_values import fail
+from .options import PREFIX, check_store, refuse_url
 
 
 def start_dispatcher(event):
@@ -23,12 +24,36 @@ def start_dispatcher(event):
         dispatcher.start()
 
 
+def check_destinations(options):
+    """Build the client of each destination used, without connecting, and close it: one whose
+    package is not installed (an optional extra) or whose client cannot read its URL stops
+    start-up naming the setting. Found at the first delivery instead, every event failed,
+    was retried and died, on a server that had started as if all was well."""
+    from .dispatcher import KINDS
+
+    for name in options.used:
+        kind = KINDS[name]
+        try:
+            destination = kind(options)
+        except ImportError:
+            fail(
+                PREFIX + "destinations",
+                f"the {name!r} destination needs the {kind.package} package: "
+                f"pip install kinto-attachment-streaming[events-{name}]",
+            )
+        except ValueError as e:
+            url = getattr(options, kind.url_setting.replace(".", "_"))
+            refuse_url(PREFIX + kind.url_setting, url, f"{url!r} unusable: {e}")
+        destination.close()
+
+
 def includeme(config):
     from .dispatcher import Dispatcher
 
     registry = config.registry
     options = registry.attachment_settings.events
     check_store(options, registry.attachment_store)
+    check_destinations(options)
     if options.url_secret:
         config.include("kinto_attachment.downloads.signed")
     if options.enabled:

@@ -15,8 +15,12 @@ from .failures import Failed
 
 class Amqp:
     name = "amqp"
+    package = "pika"
+    url_setting = "amqp.url"
 
     def __init__(self, options):
+        """Without connecting: built at start-up to check the URL (and that pika is
+        installed), connected at the first delivery."""
         import pika
 
         self._pika = pika

@@ -7,8 +7,12 @@ from .failures import Failed
 
 class Redis:
     name = "redis"
+    package = "redis"
+    url_setting = "redis.url"
 
     def __init__(self, options):
+        """Without connecting: built at start-up to check the URL (and that redis-py is
+        installed), connected at the first delivery."""
         import redis
 
         self._errors = redis.RedisError

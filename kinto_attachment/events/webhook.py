@@ -46,8 +46,12 @@ def retry_after(value, now=None):
 
 class Webhook:
     name = "webhook"
+    package = "requests"
+    url_setting = "webhook.url"
 
     def __init__(self, options):
+        # A URL that requests cannot send to (no host, a bad port) is refused here, at start-up.
+        requests.Request("POST", options.webhook_url).prepare()
         self._url = options.webhook_url
         self._secret = options.webhook_secret
         self._timeout = options.timeout_seconds

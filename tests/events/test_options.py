@@ -1,6 +1,8 @@
 """The ``events.*`` settings: names, defaults, per-resource destinations, what each
 destination needs, and the capability that says which events are sent."""
 
+import sys
+
 import pytest
 from kinto import main as kinto_main
 from pyramid.exceptions import ConfigurationError
@@ -9,7 +11,7 @@ from kinto_attachment import settings as attachment_settings
 from kinto_attachment.events.options import TYPES
 
 from ..conftest import build_settings
-from .conftest import WEBHOOK_SECRET, destination_settings
+from .conftest import URL_SECRET, WEBHOOK_SECRET, destination_settings
 
 
 REDIS = {"events.redis.url": "redis://127.0.0.1:6379/0"}
@@ -100,6 +102,39 @@ def test_a_refused_url_does_not_show_its_password(value):
         parse(**{"events.destinations": "redis", "events.redis.url": value})
     assert "`kinto.attachment.events.redis.url`" in str(error.value)
     assert "hunter2" not in str(error.value) and "redis.internal" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("destination", "hidden_package", "values", "named"),
+    [
+        ("amqp", "pika", {}, "destinations"),
+        ("redis", "redis", {}, "destinations"),
+        ("amqp", None, {"amqp.url": "amqp://guest:hunter2@127.0.0.1:567x/%2F"}, "amqp.url"),
+        ("redis", None, {"redis.url": "redis://:hunter2@127.0.0.1:63x/0"}, "redis.url"),
+        ("webhook", None, {"webhook.url": "http://127.0.0.1:80x/hook"}, "webhook.url"),
+    ],
+)
+def test_a_destination_that_cannot_work_stops_start_up(
+    tmp_path, monkeypatch, destination, hidden_package, values, named
+):
+    """Its package not installed (an optional extra) or a URL its client cannot read: the
+    server started, and every event failed at delivery until it died."""
+    if hidden_package:
+        monkeypatch.setitem(sys.modules, hidden_package, None)  # ``import`` raises.
+    values = {**destination_settings(destination, stream="s", exchange="e", port=1), **values}
+    settings = build_settings(
+        "memory",
+        str(tmp_path),
+        **{
+            "kinto.attachment.events.destinations": destination,
+            "kinto.attachment.events.url_secret": URL_SECRET,
+            **{f"kinto.attachment.events.{k}": v for k, v in values.items()},
+        },
+    )
+    with pytest.raises(ConfigurationError) as error:
+        kinto_main({}, **settings)
+    assert f"`kinto.attachment.events.{named}`" in str(error.value)
+    assert "hunter2" not in str(error.value)
 
 
 def test_environment_overrides_events_settings(monkeypatch):
