@@ -4,9 +4,12 @@ It wakes when a transaction that recorded events commits, and every ``poll_secon
 other nodes, retries that came due, leases that ran out). Each round claims due rows
 (:mod:`.claims`), delivers each to its destination and marks it: ``delivered`` (its blob held
 ``min(fetch_grace_seconds, url_expires_seconds)`` more), or retried after a delay doubling at
-each attempt (``retry_seconds``, up to an hour; longer if a webhook's ``Retry-After`` asks), or
-``dead`` after ``max_attempts`` or ``max_age_seconds``. Delivered rows are removed once their
-hold is over. A crash anywhere leaves the row pending: it is delivered again (at least once).
+each attempt (``retry_seconds``, up to an hour, or what a webhook's ``Retry-After`` asks up to
+that hour), or ``dead`` after ``max_attempts``, or once its next attempt would come after
+``max_age_seconds`` (a long ``Retry-After`` once kept an event pending for as long as it
+asked, past its max age, and the next events of its subject behind it). Delivered rows are
+removed once their hold is over. A crash anywhere leaves the row pending: it is delivered
+again (at least once).
 """
 
 import contextlib
@@ -30,7 +33,7 @@ logger = logging.getLogger(__name__)
 KINDS = {kind.name: kind for kind in (Webhook, Redis, Amqp)}
 #: Rows claimed at once.
 BATCH = 50
-#: Longest delay between two attempts, but what ``Retry-After`` asks.
+#: Longest delay between two attempts, whatever a ``Retry-After`` asks.
 MAX_DELAY = 3600
 #: Seconds between removals of delivered rows (and observations of the pending ones).
 HOUSEKEEPING = 30
@@ -191,14 +194,22 @@ class Dispatcher:
         for row in rows:
             self.measures.delivered(row["destination"], (now - row["created"]) / 1000)
 
+    def _expires(self, row):
+        """When ``row`` dies undelivered: ``max_age_seconds`` after its creation, or after
+        the operator revived it."""
+        born = max(row["created"], row.get("revived_at") or 0)
+        return born + self._options.max_age_seconds * 1000
+
     def _failed(self, row, error, retry_after):
+        """Mark ``row`` for a retry, or dead: after ``max_attempts``, or when the retry would
+        come at or after its max age. Dead at once, not when that retry comes, it lets the
+        next row of its subject go now."""
         now = msec_time()
         attempts = row["attempts"] + 1
-        age = now - max(row["created"], row.get("revived_at") or 0)
-        options = self._options
-        dead = attempts >= options.max_attempts or age >= options.max_age_seconds * 1000
-        delay = min(self._options.retry_seconds * 2 ** (attempts - 1), MAX_DELAY)
-        delay = max(delay, retry_after or 0)
+        delay = self._options.retry_seconds * 2 ** min(attempts - 1, 32)
+        delay = min(max(delay, retry_after or 0), MAX_DELAY)
+        next_attempt_at = now + int(delay * 1000)
+        dead = attempts >= self._options.max_attempts or next_attempt_at >= self._expires(row)
         logger.warning(
             "Events: %s to %s failed (attempt %d%s): %s",
             row["event"]["id"],
@@ -214,7 +225,7 @@ class Dispatcher:
                 state=outbox.DEAD if dead else outbox.PENDING,
                 attempts=attempts,
                 last_error=error[:1000],
-                next_attempt_at=now + int(delay * 1000),
+                next_attempt_at=next_attempt_at,
                 claimed_until=0,
             )
         self.measures.failed(row["destination"], dead)

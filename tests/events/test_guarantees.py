@@ -161,6 +161,35 @@ def test_retry_after_is_honoured(events_app, receiver):
     assert "503" in row["last_error"]
 
 
+def test_an_event_whose_retry_would_outlive_max_age_dies_and_its_subject_goes_on(
+    events_app, receiver
+):
+    """A ``Retry-After`` of a day, with ``max_age_seconds`` of a minute: the retry came when
+    the endpoint asked, a day on, and the next events of the subject waited behind it."""
+    kinto = events_app("memory", max_age_seconds=60, **destination_settings("webhook", receiver))
+    receiver.statuses = [(503, {"Retry-After": "86400"})]
+    kinto.upload(RECORD, b"first")
+    kinto.upload(RECORD, b"second")
+    kinto.registry.attachment_dispatcher.run_once()
+    delivered(kinto)
+    assert [e["data"]["attachment"]["hash"] for e in receiver.events()] == [
+        hashlib.sha256(b"second").hexdigest()
+    ]
+    dead, delivered_ = rows(kinto)
+    assert (dead["state"], dead["attempts"], delivered_["state"]) == ("dead", 1, "delivered")
+    assert "503" in dead["last_error"]
+
+
+def test_a_retry_after_is_honoured_up_to_the_longest_delay(events_app, receiver):
+    kinto = events_app("memory", **destination_settings("webhook", receiver))
+    receiver.statuses = [(503, {"Retry-After": "86400"})]
+    kinto.upload(RECORD, b"hello")
+    started = msec_time()
+    delivered(kinto)
+    [row] = rows(kinto, outbox.PENDING)
+    assert started + 3_599_000 <= row["next_attempt_at"] <= msec_time() + 3_600_000
+
+
 @pytest.mark.parametrize("status", [301, 303, 307])
 def test_a_redirect_is_a_failed_attempt_not_followed(events_app, receiver, status, caplog):
     """Followed, a 301 or 303 became a GET without the event, whose 200 marked it delivered;
