@@ -53,7 +53,7 @@ class EventsOptions:
     retry_seconds: float = 1.0
     #: Seconds between looks at the outbox when no commit woke the dispatcher.
     poll_seconds: float = 5.0
-    #: Connect and read timeout of a delivery.
+    #: Longest attempt of a delivery, whole: connect, send, and the answer or confirm.
     timeout_seconds: float = 10.0
     webhook_url: str = ""
     #: Standard Webhooks secret (``whsec_`` + base64), decoded.

@@ -5,6 +5,12 @@ at every attempt), ``webhook-timestamp`` (epoch seconds of the attempt) and
 with the secret. A 2xx answer is a delivery; anything else is retried, after the
 ``Retry-After`` the answer asks for, if any.
 
+An attempt takes ``timeout_seconds`` at most, whole: requests' timeout bounds each connect
+and each read, and an endpoint sending its answer a byte at a time held the attempt past its
+lease, while another server sent the event again. The answer's body is read only while it is
+short (64 KiB, to keep the connection), and an attempt still going at its deadline has its
+socket shut down (:class:`Deadline`).
+
 A redirect is not followed: it is a failed attempt, logged with its ``Location``. Followed, a
 301, 302 or 303 turns the ``POST`` into a ``GET`` without the event, whose 200 would mark
 delivered an event the endpoint never received; and a 307 or 308 would send the signed event
@@ -12,12 +18,17 @@ to a URL the operator never configured. The operator sets ``webhook.url`` to whe
 """
 
 import base64
+import contextlib
 import email.utils
 import hashlib
 import hmac
+import socket
+import threading
 import time
 
 import requests
+import urllib3
+from requests.adapters import HTTPAdapter
 
 from .cloudevents import CONTENT_TYPE
 from .failures import Failed
@@ -44,6 +55,101 @@ def retry_after(value, now=None):
     return max(0.0, when - (now or time.time()))
 
 
+#: Most bytes of an answer's body read (and ignored): a longer one closes the connection.
+MAX_BODY = 65536
+
+_current = threading.local()
+
+
+class Deadline:
+    """The end of an attempt: the sockets it uses (:class:`_Watched` connections register
+    theirs) are shut down if it is still going then, which ends any connect, send or read
+    in progress with an error."""
+
+    def __init__(self, seconds):
+        self.expired = False
+        self._sockets = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self):
+        _current.deadline = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._timer.cancel()
+        _current.deadline = None
+
+    def watch(self, sock):
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shut_down(sock)
+
+    def _expire(self):
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shut_down(sock)
+
+
+def _shut_down(sock):
+    # The plain socket's shutdown, under a TLS one too: the reading thread gets an error.
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _Watched:
+    """A connection that registers its socket with the current thread's deadline, when it
+    connects and whenever a request reuses it."""
+
+    def connect(self):
+        super().connect()
+        self._watch()
+
+    def request(self, *args, **kwargs):
+        if self.sock is not None:
+            self._watch()
+        return super().request(*args, **kwargs)
+
+    def _watch(self):
+        deadline = getattr(_current, "deadline", None)
+        if deadline is not None and self.sock is not None:
+            deadline.watch(self.sock)
+
+
+class _HTTPConnection(_Watched, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_Watched, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _HTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+class _Adapter(HTTPAdapter):
+    """requests' adapter, its connections watched (proxied ones too)."""
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+    def proxy_manager_for(self, proxy, **kwargs):
+        manager = super().proxy_manager_for(proxy, **kwargs)
+        if isinstance(manager, urllib3.PoolManager):
+            manager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+        return manager
+
+
 class Webhook:
     name = "webhook"
     package = "requests"
@@ -56,6 +162,8 @@ class Webhook:
         self._secret = options.webhook_secret
         self._timeout = options.timeout_seconds
         self._session = requests.Session()
+        for scheme in ("http://", "https://"):
+            self._session.mount(scheme, _Adapter())
 
     def deliver(self, body, event):
         timestamp = str(int(time.time()))
@@ -65,13 +173,21 @@ class Webhook:
             "webhook-timestamp": timestamp,
             "webhook-signature": sign(self._secret, event["id"], timestamp, body),
         }
-        try:
-            response = self._session.post(
-                self._url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
-            )
-        except requests.RequestException as e:
-            raise Failed(f"webhook: {e}") from e
-        response.close()
+        with Deadline(self._timeout) as deadline:
+            try:
+                response = self._session.post(
+                    self._url,
+                    data=body,
+                    headers=headers,
+                    timeout=self._timeout,
+                    allow_redirects=False,
+                    stream=True,
+                )
+            except requests.RequestException as e:
+                if deadline.expired:
+                    raise Failed(f"webhook: no answer within {self._timeout}s") from e
+                raise Failed(f"webhook: {e}") from e
+            _skim(response)
         if 300 <= response.status_code < 400:
             raise Failed(
                 f"webhook: {response.status_code} redirect to"
@@ -87,3 +203,15 @@ class Webhook:
 
     def close(self):
         self._session.close()
+
+
+def _skim(response):
+    """Read a short body (the connection is then kept for the next event), or close the
+    connection: the status is the answer; a long or slow body is not waited for."""
+    read = 0
+    with contextlib.suppress(requests.RequestException, OSError):
+        for chunk in response.iter_content(MAX_BODY):
+            read += len(chunk)
+            if read > MAX_BODY:
+                break
+    response.close()

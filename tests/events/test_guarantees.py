@@ -2,8 +2,10 @@
 least once across an outage, in order per subject, and dead events kept for an operator."""
 
 import base64
+import contextlib
 import hashlib
 import hmac
+import http.server
 import logging
 import threading
 import time
@@ -188,6 +190,64 @@ def test_a_retry_after_is_honoured_up_to_the_longest_delay(events_app, receiver)
     delivered(kinto)
     [row] = rows(kinto, outbox.PENDING)
     assert started + 3_599_000 <= row["next_attempt_at"] <= msec_time() + 3_600_000
+
+
+class Trickling:
+    """A webhook endpoint that sends ``head`` at once, then ``tail`` a byte every
+    ``interval`` seconds."""
+
+    def __init__(self, head, tail, interval):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                with contextlib.suppress(OSError):
+                    self.wfile.write(head)
+                    for byte in tail:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(interval)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("head", "tail", "state"),
+    [
+        (b"", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", outbox.PENDING),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n", b"x" * 8, outbox.DELIVERED),
+    ],
+    ids=["status-line", "body"],
+)
+def test_a_slow_webhook_answer_is_cut_at_the_timeout(events_app, head, tail, state):
+    """requests' timeout bounds each read: an answer trickled a byte at a time kept the
+    attempt going past its lease (another server then sent the event too). Cut at the
+    timeout: a status not received is a failed attempt; a 2xx received is a delivery, its
+    body not waited for."""
+    endpoint = Trickling(head, tail, interval=0.3)
+    try:
+        kinto = events_app(
+            "memory",
+            timeout_seconds=0.5,
+            **{"webhook.url": endpoint.url, "webhook.secret": WEBHOOK_SECRET},
+        )
+        kinto.upload(RECORD, b"hello")
+        started = time.monotonic()
+        kinto.registry.attachment_dispatcher.run_once()
+        assert time.monotonic() - started < 1.5
+        [row] = rows(kinto)
+        assert row["state"] == state, row.get("last_error")
+    finally:
+        endpoint.close()
 
 
 @pytest.mark.parametrize("status", [301, 303, 307])
