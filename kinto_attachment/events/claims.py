@@ -7,6 +7,11 @@ delivers the row again. The rows delivered in a round are marked together, in on
 on PostgreSQL (:meth:`PostgreSQLClaims.delivered`): the dispatcher shares its process with the
 server's requests, and a transaction per event cost uploads a third of their throughput.
 
+Whatever a delivery leads to (delivered, retried or dead, released) is written only while
+the row is still pending under the lease the attempt took (its ``claimed_until``, greater at
+each claim): an attempt that outlived its lease can neither mark delivered nor put back to
+pending a row that another dispatcher claimed meanwhile, and that other one's result stands.
+
 A row waits while an earlier row of its subject and destination is pending (leased or not):
 order holds across nodes and retries, and a dead row lets the next one go.
 
@@ -15,6 +20,7 @@ table: two dispatchers claiming at once each take other rows, neither waits. On 
 backend, which lives in one process, a lock does it.
 """
 
+import json
 import threading
 
 import transaction
@@ -55,9 +61,22 @@ UPDATE objects SET data = objects.data || jsonb_build_object(
     'hold_until', CASE WHEN objects.data ? 'key' THEN CAST(:held AS bigint)
                        ELSE CAST(:now AS bigint) END,
     'claimed_until', 0)
-FROM unnest(CAST(:parents AS text[]), CAST(:ids AS text[])) AS done(parent_id, id)
+FROM unnest(CAST(:parents AS text[]), CAST(:ids AS text[]), CAST(:claims AS bigint[]))
+    AS done(parent_id, id, claimed_until)
 WHERE objects.resource_name = :resource
   AND objects.parent_id = done.parent_id AND objects.id = done.id
+  AND objects.data->>'state' = 'pending'
+  AND (objects.data->>'claimed_until')::bigint = done.claimed_until
+RETURNING objects.id
+"""
+
+
+#: Changes of one row, while it is pending under the lease ``:claimed``.
+CHANGE = """
+UPDATE objects SET data = objects.data || CAST(:changes AS jsonb)
+WHERE resource_name = :resource AND parent_id = :parent AND id = :id
+  AND data->>'state' = 'pending' AND (data->>'claimed_until')::bigint = :claimed
+RETURNING id
 """
 
 
@@ -112,19 +131,37 @@ class PostgreSQLClaims:
 
     def delivered(self, rows, now, hold):
         """Mark ``rows`` delivered at ``now``, the blobs of their ``stored`` events held
-        ``hold`` milliseconds, in the current transaction. A row purged meanwhile is no
-        longer there to mark."""
+        ``hold`` milliseconds, in the current transaction; return the ids of those marked.
+        A row purged meanwhile, or claimed again, is not."""
         import sqlalchemy
 
         placeholders = {
             "resource": outbox.RESOURCE,
             "parents": [row["parent"] for row in rows],
             "ids": [row["id"] for row in rows],
+            "claims": [row["claimed_until"] for row in rows],
             "now": now,
             "held": now + hold,
         }
         with self._storage.client.connect() as session:
-            session.execute(sqlalchemy.text(DELIVERED), placeholders)
+            found = session.execute(sqlalchemy.text(DELIVERED), placeholders).fetchall()
+        return {id_ for (id_,) in found}
+
+    def change(self, row, **changes):
+        """Apply ``changes`` to ``row`` if it is still pending under the lease it was claimed
+        with, in the current transaction; return whether it was."""
+        import sqlalchemy
+
+        placeholders = {
+            "resource": outbox.RESOURCE,
+            "parent": row["parent"],
+            "id": row["id"],
+            "claimed": row["claimed_until"],
+            "changes": json.dumps(changes),
+        }
+        with self._storage.client.connect() as session:
+            found = session.execute(sqlalchemy.text(CHANGE), placeholders).fetchall()
+        return bool(found)
 
 
 class MemoryClaims:
@@ -155,16 +192,27 @@ class MemoryClaims:
             return [outbox.change(self._storage, row, claimed_until=until) for row in due[:limit]]
 
     def delivered(self, rows, now, hold):
+        marked = set()
         for row in rows:
-            outbox.change(
-                self._storage,
+            if self.change(
                 row,
                 state=outbox.DELIVERED,
                 attempts=row["attempts"] + 1,
                 delivered_at=now,
                 hold_until=now + hold if row.get("key") else now,
                 claimed_until=0,
-            )
+            ):
+                marked.add(row["id"])
+        return marked
+
+    def change(self, row, **changes):
+        with self._lock:
+            current = outbox.get(self._storage, row)
+            if current is None or current["state"] != outbox.PENDING:
+                return False
+            if current["claimed_until"] != row["claimed_until"]:
+                return False
+            return outbox.change(self._storage, row, **changes) is not None
 
 
 def for_storage(storage):

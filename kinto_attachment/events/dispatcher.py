@@ -145,7 +145,7 @@ class Dispatcher:
     def _release(self, rows):
         with self._bookkeeping():
             for row in rows:
-                outbox.change(self._registry.storage, row, claimed_until=0)
+                self._claims.change(row, claimed_until=0)
 
     def housekeep(self):
         """Remove the delivered rows whose hold is over; observe the pending ones."""
@@ -190,9 +190,12 @@ class Dispatcher:
         now = msec_time()
         hold = min(self._options.fetch_grace_seconds, self._options.url_expires_seconds)
         with self._bookkeeping():
-            self._claims.delivered(rows, now, hold * 1000)
+            marked = self._claims.delivered(rows, now, hold * 1000)
         for row in rows:
-            self.measures.delivered(row["destination"], (now - row["created"]) / 1000)
+            if row["id"] in marked:
+                self.measures.delivered(row["destination"], (now - row["created"]) / 1000)
+            else:
+                _lease_lost(row, "delivered")
 
     def _expires(self, row):
         """When ``row`` dies undelivered: ``max_age_seconds`` after its creation, or after
@@ -219,8 +222,7 @@ class Dispatcher:
             error,
         )
         with self._bookkeeping():
-            outbox.change(
-                self._registry.storage,
+            changed = self._claims.change(
                 row,
                 state=outbox.DEAD if dead else outbox.PENDING,
                 attempts=attempts,
@@ -228,4 +230,17 @@ class Dispatcher:
                 next_attempt_at=next_attempt_at,
                 claimed_until=0,
             )
-        self.measures.failed(row["destination"], dead)
+        if changed:
+            self.measures.failed(row["destination"], dead)
+        else:
+            _lease_lost(row, "failed")
+
+
+def _lease_lost(row, outcome):
+    logger.warning(
+        "Events: %s to %s %s after its lease ran out: left as the dispatcher that claimed it"
+        " since makes it",
+        row["event"]["id"],
+        row["destination"],
+        outcome,
+    )

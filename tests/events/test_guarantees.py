@@ -16,6 +16,7 @@ from kinto.core.utils import msec_time
 
 from kinto_attachment.events import claims, command
 from kinto_attachment.events.dispatcher import Dispatcher
+from kinto_attachment.events.failures import Failed
 from kinto_attachment.events.options import STORED
 from kinto_attachment.state import outbox
 from kinto_attachment.uploads import record
@@ -357,6 +358,36 @@ def test_a_lease_left_by_a_killed_dispatcher_runs_out(events_app, receiver, back
     assert kinto.registry.attachment_dispatcher.run_once(now=now + 61_000) == 1
     [event] = receiver.events()
     assert event["id"] == claimed["event"]["id"]
+
+
+@pytest.mark.parametrize("outcome", ["delivered", "failed"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_attempt_that_outlived_its_lease_leaves_the_row_to_its_new_claim(
+    events_app, receiver, backend, outcome
+):
+    """Another dispatcher claimed the row once the lease ran out, during the attempt: the
+    late attempt's result (delivered, or pending again) overwrote the other's claim, and
+    marked delivered an event whose next copy was on its way, or made it claimable a third
+    time."""
+    kinto = events_app(backend, **destination_settings("webhook", receiver))
+    kinto.upload(RECORD, b"hello")
+    dispatcher = kinto.registry.attachment_dispatcher
+    other = claims.for_storage(kinto.registry.storage)
+    taken = []
+
+    class Late:
+        def deliver(self, body, event):
+            now = msec_time() + 41_000  # Past the lease: 3 × 10 + 10 seconds.
+            taken.extend(other.claim(now, now + 60_000, 10))
+            if outcome == "failed":
+                raise Failed("webhook: 503")
+
+    dispatcher._destination = lambda name: Late()
+    dispatcher.run_once()
+    [row] = rows(kinto)
+    assert len(taken) == 1
+    assert (row["state"], row["attempts"]) == (outbox.PENDING, 0)
+    assert row["claimed_until"] == taken[0]["claimed_until"]
 
 
 def test_rows_a_lease_cannot_cover_are_released(events_app, receiver, monkeypatch):
