@@ -5,9 +5,17 @@ the broker confirmed having routed to a queue. ``message_id`` is the event id,
 ``content_type`` ``application/cloudevents+json``.
 
 One connection per dispatcher, opened when first needed and again after any failure.
+
+An attempt takes ``timeout_seconds`` at most: pika's ``socket_timeout`` and ``stack_timeout``
+bound the opening of the connection, and nothing bounded the wait for the publisher confirm,
+so a silent broker held an attempt past its lease (about two minutes, until heartbeats gave
+up) while another server sent the event again. A timer of the connection's own I/O loop, run
+while ``basic_publish`` waits, ends the connection at the deadline, as pika's heartbeat and
+``blocked_connection_timeout`` do: the publish raises, the attempt fails and is retried.
 """
 
 import contextlib
+import time
 
 from .cloudevents import CONTENT_TYPE
 from .failures import Failed
@@ -26,6 +34,8 @@ class Amqp:
         self._pika = pika
         self._parameters = pika.URLParameters(options.amqp_url)
         self._parameters.socket_timeout = options.timeout_seconds
+        self._parameters.stack_timeout = options.timeout_seconds
+        self._timeout = options.timeout_seconds
         self._parameters.blocked_connection_timeout = options.timeout_seconds
         self._exchange = options.amqp_exchange
         self._routing_key = options.amqp_routing_key
@@ -43,13 +53,30 @@ class Amqp:
         properties = self._pika.BasicProperties(
             content_type=CONTENT_TYPE, delivery_mode=2, message_id=event["id"]
         )
+        deadline = time.monotonic() + self._timeout
         try:
-            self._open().basic_publish(
-                self._exchange, self._routing_key, body, properties, mandatory=True
-            )
+            channel = self._open()
+            with self._deadline(deadline - time.monotonic()):
+                channel.basic_publish(
+                    self._exchange, self._routing_key, body, properties, mandatory=True
+                )
         except (self._pika.exceptions.AMQPError, OSError) as e:
             self.close()
             raise Failed(f"amqp: {type(e).__name__}: {e}") from e
+
+    @contextlib.contextmanager
+    def _deadline(self, seconds):
+        """End the connection if still waiting ``seconds`` from now (pika's private timer
+        API, the one its heartbeat checker uses: ``BlockingConnection.call_later`` only runs
+        in ``process_data_events``, not while ``basic_publish`` waits for its confirm)."""
+        impl = self._connection._impl
+        error = self._pika.exceptions.AMQPConnectionError(f"no confirm within {self._timeout}s")
+        timer = impl._adapter_call_later(max(seconds, 0), lambda: impl._terminate_stream(error))
+        try:
+            yield
+        finally:
+            if impl.is_open:
+                impl._adapter_remove_timeout(timer)
 
     def close(self):
         connection, self._connection, self._channel = self._connection, None, None

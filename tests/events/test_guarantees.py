@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import http.server
 import logging
+import socket
 import threading
 import time
 
@@ -249,6 +250,68 @@ def test_a_slow_webhook_answer_is_cut_at_the_timeout(events_app, head, tail, sta
         assert row["state"] == state, row.get("last_error")
     finally:
         endpoint.close()
+
+
+class StallingProxy:
+    """Forwards to ``target`` until :attr:`stalled`: then holds every byte, the connections
+    left open (a broker that hangs, a network that drops packets silently)."""
+
+    def __init__(self, target):
+        self._target = target
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.stalled = False
+        self._sockets = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self._target)
+            self._sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    def _pipe(self, source, sink):
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                while self.stalled:
+                    time.sleep(0.05)
+                sink.sendall(data)
+
+    def close(self):
+        self.stalled = False
+        self._listener.close()
+        for sock in self._sockets:
+            sock.close()
+
+
+def test_a_silent_amqp_broker_is_given_up_at_the_timeout(events_app, amqp_queue):
+    """pika's ``socket_timeout`` bounds the connect only: the publisher confirm of a silent
+    broker was waited for until heartbeats gave up (about two minutes), far past the lease,
+    while another server sent the event again."""
+    channel, exchange, queue = amqp_queue
+    proxy = StallingProxy(("127.0.0.1", 5672))
+    try:
+        settings = destination_settings("amqp", exchange=exchange, port=proxy.port)
+        kinto = events_app("memory", "amqp", timeout_seconds=0.5, **settings)
+        kinto.upload(RECORD, b"first")
+        delivered(kinto)  # The connection is open.
+        proxy.stalled = True
+        kinto.upload(RECORD, b"second")
+        started = time.monotonic()
+        kinto.registry.attachment_dispatcher.run_once()
+        assert time.monotonic() - started < 1.5
+        [row] = rows(kinto, outbox.PENDING)
+        assert row["attempts"] == 1 and "no confirm within 0.5s" in row["last_error"]
+        proxy.stalled = False
+        delivered(kinto)  # Again, on a new connection.
+        assert rows(kinto, outbox.PENDING) == []
+    finally:
+        proxy.close()
 
 
 @pytest.mark.parametrize("status", [301, 303, 307])
