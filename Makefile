@@ -47,7 +47,7 @@ serve-pg: export KINTO_STORAGE_URL = $(PG_URL)
 serve-pg: export KINTO_CACHE_URL = $(PG_URL)
 serve-pg: export KINTO_PERMISSION_URL = $(PG_URL)
 serve-pg: $(POSTGRESQL_STAMP)
-	mkdir -p var/attachments
+	mkdir -p var/attachments-pg
 	$(BIN)/python config/createdb.py config/postgresql.ini
 	$(BIN)/kinto migrate --ini config/postgresql.ini
 	$(BIN)/pserve config/postgresql.ini

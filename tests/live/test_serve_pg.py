@@ -67,7 +67,7 @@ def test_serve_pg_creates_migrates_and_serves_a_fresh_database(database, tmp_pat
     commands, exports = recipe("serve-pg")
     ini = "config/postgresql.ini"
     assert commands == [
-        "mkdir -p var/attachments",
+        "mkdir -p var/attachments-pg",
         f"$(BIN)/python config/createdb.py {ini}",
         f"$(BIN)/kinto migrate --ini {ini}",
         f"$(BIN)/pserve {ini}",
@@ -112,7 +112,8 @@ def test_serve_pg_creates_migrates_and_serves_a_fresh_database(database, tmp_pat
 
 
 def test_postgresql_ini_has_the_plugins_of_kinto_ini():
-    """Only the backends and what sharing them changes differ."""
+    """Only the backends and what sharing them changes differ, and the folder of the files:
+    one instance's, never another's (docs/gc.rst)."""
 
     def settings(name):
         parser = configparser.RawConfigParser()
@@ -126,4 +127,9 @@ def test_postgresql_ini_has_the_plugins_of_kinto_ini():
     }
     backends = {f"kinto.{b}_{kind}" for b in ("storage", "cache", "permission")
                 for kind in ("backend", "url")}  # fmt: skip
-    assert differing == backends | {"pg_url", "kinto.attachment.gc.replaced_grace_seconds"}
+    assert differing == backends | {
+        "pg_url",
+        "kinto.attachment.gc.replaced_grace_seconds",
+        "kinto.attachment.base_path",
+    }
+    assert memory["kinto.attachment.base_path"] != postgresql["kinto.attachment.base_path"]
