@@ -8,6 +8,7 @@ wrong thing (take every file for an orphan).
 """
 
 import contextlib
+import logging
 import sys
 
 import transaction
@@ -40,11 +41,27 @@ def reachable(registry):
     a database that is down or misnamed fails a command in the middle of its work, with a
     traceback, instead of a refusal before it has read or removed anything."""
     try:
-        with transaction.manager:
+        # Kinto's client logs the failure with its whole traceback (SQLAlchemy's and
+        # psycopg's, some ninety lines) before it raises: the command says it in one.
+        with _silenced(_CLIENT_LOGGER), transaction.manager:
             registry.storage.list_all(resource_name="bucket", parent_id="", limit=1)
     except BackendError as error:
         return str(error.original or error).splitlines()[0]
     return None
+
+
+#: The logger of Kinto's PostgreSQL client.
+_CLIENT_LOGGER = "kinto.core.storage.postgresql.client"
+
+
+@contextlib.contextmanager
+def _silenced(name):
+    logger = logging.getLogger(name)
+    disabled, logger.disabled = logger.disabled, True
+    try:
+        yield
+    finally:
+        logger.disabled = disabled
 
 
 @contextlib.contextmanager
