@@ -15,6 +15,7 @@ from pyramid.exceptions import ConfigurationError
 
 from kinto_attachment import adoption, gc
 from kinto_attachment import settings as attachment_settings
+from kinto_attachment.gc import command, store_check
 from kinto_attachment.state import (
     data_file_entries,
     links,
@@ -274,7 +275,7 @@ def test_a_store_one_folder_above_the_servers_is_refused_by_the_collector_thread
     above = os.path.dirname(served.base_path)
     registry.attachment_store = LocalStore(above, base_url=served.base_url)
     try:
-        with pytest.raises(gc.Refused, match="base_path"):
+        with pytest.raises(store_check.Refused, match="base_path"):
             gc.collect(registry, now=after_grace())
 
         class OneRound:
@@ -303,7 +304,7 @@ def test_referenced_files_missing_from_a_store_that_holds_others_refuse_the_orph
     kinto_gc.registry.attachment_store.delete(kinto_gc.key_of(attached["location"]))
     other = orphan(kinto_gc)
     for dry_run in (True, False):
-        with pytest.raises(gc.Refused, match="0 are in the store"):
+        with pytest.raises(store_check.Refused, match="0 are in the store"):
             gc.collect(kinto_gc.registry, now=after_grace(), dry_run=dry_run)
     assert kinto_gc.files() == [other]
     # Expired entries and replaced files are still collected on the rounds without orphans.
@@ -488,7 +489,7 @@ def test_bad_gc_settings_name_themselves(name, value):
 
 def test_help_describes_everything_collected(capsys):
     with pytest.raises(SystemExit):
-        gc.main(["--help"])
+        command.main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     for collected in (
         "/data/files",
@@ -515,7 +516,7 @@ def test_gc_command_reports_then_removes(tmp_path_factory, request, tmp_path, ca
     kinto.registry.attachment_store.delete(lost["key"])
     ini = kinto.write_ini(tmp_path / "gc.ini")
 
-    assert gc.main(["--ini", str(ini), "--dry-run"]) == 0
+    assert command.main(["--ini", str(ini), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "Dry run: nothing was removed." in out
     assert f"  {old}  9 bytes" in out
@@ -525,7 +526,7 @@ def test_gc_command_reports_then_removes(tmp_path_factory, request, tmp_path, ca
     assert "Total: 9 bytes would be removed" in out
     assert sorted(kinto.files()) == sorted([old, kinto.key_of(attached["location"])])
 
-    assert gc.main(["--ini", str(ini)]) == 0
+    assert command.main(["--ini", str(ini)]) == 0
     out = capsys.readouterr().out
     assert "Dry run" not in out and "Orphans (removed): 1" in out
     assert "Total: 9 bytes removed" in out
@@ -571,7 +572,7 @@ def test_gc_command_refuses_a_database_it_cannot_reach(tmp_path, capsys, caplog)
     url = "postgresql://postgres@127.0.0.1:1/nowhere"
     ini = tmp_path / "gc.ini"
     ini.write_text(postgresql_ini(url, tmp_path / "files"))
-    assert gc.main(["--ini", str(ini)]) == 2
+    assert command.main(["--ini", str(ini)]) == 2
     out, err = capsys.readouterr()
     assert "refused" in err and "cannot be" in err and "Nothing was read nor removed" in err
     # Said once, in a line: Kinto's client logged it with a traceback some ninety lines long.
@@ -589,8 +590,8 @@ def test_gc_command_losing_its_database_midway_fails_with_a_message(
     def lost(registry, now=None, **kwargs):
         raise BackendError(message="OperationalError: server closed the connection")
 
-    monkeypatch.setattr(gc, "collect", lost)
-    assert gc.main(["--ini", str(ini)]) == 1
+    monkeypatch.setattr(command, "collect", lost)
+    assert command.main(["--ini", str(ini)]) == 1
     err = capsys.readouterr().err
     assert "failed" in err and "server closed the connection" in err and "again" in err
 
@@ -616,7 +617,7 @@ def test_gc_command_refuses_a_base_path_above_the_servers_one(pg_url, tmp_path, 
     )
 
     for dry_run in (["--dry-run"], []):
-        assert gc.main(["--ini", str(ini), *dry_run]) == 2
+        assert command.main(["--ini", str(ini), *dry_run]) == 2
         out, err = capsys.readouterr()
         assert "refused" in err and "base_path" in err and "Nothing was removed" in err
         assert "Orphans" not in out

@@ -14,6 +14,7 @@ from pyramid.exceptions import ConfigurationError
 from kinto_attachment import downloads, gc
 from kinto_attachment.data_files import posted, views
 from kinto_attachment.data_files.limiter import TransferLimiter
+from kinto_attachment.gc import command
 from kinto_attachment.state import data_file_entries
 
 from ..conftest import ALICE, BOB, cached_app
@@ -533,7 +534,7 @@ def test_gc_command(tmp_path_factory, request, tmp_path, monkeypatch, capsys):
     post(kinto, b"new", query="?id=new")
     ini = kinto.write_ini(tmp_path / "gc.ini")
     expire_everything(monkeypatch)
-    assert gc.main(["--ini", str(ini)]) == 0
+    assert command.main(["--ini", str(ini)]) == 0
     assert "Expired data files (removed): 1" in capsys.readouterr().out
     monkeypatch.undo()
     assert [e["id"] for e in listing(kinto)] == ["new"]

@@ -20,7 +20,7 @@ upload. The grace period protects whatever requests are writing, on any node. Re
 whose blob is missing (*dangling*) are reported, never touched.
 
 Runs in every server (expired entries every ``data_files.gc_interval_seconds``, orphans every
-``gc.orphans_interval_seconds``) and as a command::
+``gc.orphans_interval_seconds``) and as a command (:mod:`.command`)::
 
     kinto-attachment-gc --ini config/postgresql.ini [--dry-run]
 
@@ -33,120 +33,24 @@ no record, and take every file of the running server for an orphan. There, the s
 thread collects, since it sees the records.
 """
 
-import argparse
-import dataclasses
 import logging
-import sys
 import threading
 from time import monotonic
 
 import transaction
-from kinto.core.storage.exceptions import BackendError
 from pyramid.events import ApplicationCreated
 
-from . import adoption, metrics
-from .events import recording, retention
-from .state import data_file_entries, links, references, replaced, shared, tus_uploads
+from .. import adoption, metrics
+from ..events import recording, retention
+from ..state import data_file_entries, links, references, replaced, tus_uploads
+from .report import Report
+from .store_check import Refused, check_store, exists
 
 
 logger = logging.getLogger(__name__)
 
 #: Orphans deleted per request (S3's DeleteObjects takes 1000 keys).
 DELETE_BATCH = 1000
-#: Files that references name, looked for in the store before an orphan pass
-#: (:func:`check_store`).
-SAMPLE = 32
-
-
-class Refused(Exception):
-    """An orphan pass that would act on the wrong store: nothing is removed (the message
-    says why and what to fix)."""
-
-
-DESCRIPTION = """\
-Collect what Kinto attachments no longer need: /data/files entries past their expiration,
-resumable (tus) uploads abandoned past theirs, and, older than
-kinto.attachment.gc.orphans_grace_seconds, whatever nothing references: staged temporary files
-(.upload-*.part, S3 upload tails), incomplete S3 multipart uploads, and blobs named by no record
-attachment, link, data file, resumable upload or retained old file; and replaced or deleted
-files once kinto.attachment.gc.replaced_grace_seconds have passed. References to missing
-blobs (dangling) are reported, never changed. The store (base_path, the S3 or the GCS bucket)
-must hold nothing but attachments."""
-
-
-@dataclasses.dataclass
-class Report:
-    """What one collection found, and removed unless ``dry_run``."""
-
-    dry_run: bool = False
-    #: ``/data/files`` entries that had expired.
-    expired_files: list = dataclasses.field(default_factory=list)
-    #: Resumable uploads abandoned past their expiration.
-    expired_uploads: list = dataclasses.field(default_factory=list)
-    #: Ids of expired uploads a request was working on: left for the next round.
-    busy_uploads: list = dataclasses.field(default_factory=list)
-    #: Entries (``{"key", "until"}``) of replaced blobs past their grace.
-    replaced: list = dataclasses.field(default_factory=list)
-    #: :class:`~kinto_attachment.storage.Listed` objects nothing referenced.
-    orphans: list = dataclasses.field(default_factory=list)
-    #: :class:`~kinto_attachment.storage.Pending` uploads nothing referenced.
-    aborted: list = dataclasses.field(default_factory=list)
-    #: ``(where, key)`` of references to blobs that do not exist.
-    dangling: list = dataclasses.field(default_factory=list)
-    #: Orphans were not looked for: kinto-attachment's data is not adopted yet, and a dry run
-    #: does not adopt it (:mod:`kinto_attachment.adoption`).
-    adoption_pending: bool = False
-    #: Keys of the files that nothing referenced when this collection adopted (the previous
-    #: plugin left them, ``keep_old_files`` for instance): retained, never removed.
-    kept_at_adoption: list = dataclasses.field(default_factory=list)
-
-    @property
-    def temporary(self):
-        """The orphans that were staged or resumable-upload files, not committed blobs."""
-        return [orphan for orphan in self.orphans if orphan.temporary]
-
-    @property
-    def total_bytes(self):
-        """Bytes freed (multipart uploads and replaced files aside: S3 does not list the
-        size of the former, and the latter are deleted without a look)."""
-        return (
-            sum(entry["size"] for entry in self.expired_files)
-            + sum(upload["offset"] for upload in self.expired_uploads)
-            + sum(orphan.size for orphan in self.orphans)
-        )
-
-    def describe(self):
-        """The report as text, one line per item."""
-        verb = "would be removed" if self.dry_run else "removed"
-        lines = ["Dry run: nothing was removed."] if self.dry_run else []
-        lines.append(f"Expired data files ({verb}): {len(self.expired_files)}")
-        lines += [f"  {e['id']}  {e['key']}  {e['size']} bytes" for e in self.expired_files]
-        lines.append(f"Expired resumable uploads ({verb}): {len(self.expired_uploads)}")
-        lines += [f"  {u['id']}  {u['offset']} bytes" for u in self.expired_uploads]
-        lines += [f"  {i}  busy, left for the next round" for i in self.busy_uploads]
-        lines.append(f"Replaced files past their grace ({verb}): {len(self.replaced)}")
-        lines += [f"  {entry['key']}" for entry in self.replaced]
-        temporary = len(self.temporary)
-        lines.append(f"Orphans ({verb}): {len(self.orphans)}, {temporary} of them temporary")
-        lines += [
-            f"  {o.key}  {o.size} bytes{'  (temporary)' if o.temporary else ''}"
-            for o in self.orphans
-        ]
-        lines.append(f"Incomplete multipart uploads ({verb}): {len(self.aborted)}")
-        lines += [f"  {p.key}  upload {p.upload_id}" for p in self.aborted]
-        if self.adoption_pending:
-            lines.append("Orphans not looked for: kinto-attachment's data is not adopted yet.")
-        if self.kept_at_adoption:
-            kept = "would be kept" if self.dry_run else "kept"
-            lines.append(
-                "Files nothing references, left by the previous plugin (keep_old_files for "
-                f"instance), {kept} and never removed: {len(self.kept_at_adoption)}"
-            )
-            lines += [f"  {key}" for key in self.kept_at_adoption]
-        lines.append(f"Dangling references (left as they are): {len(self.dangling)}")
-        lines += [f"  {where} -> {key}  missing" for where, key in self.dangling]
-        lines.append(f"Total: {self.total_bytes} bytes {verb}")
-        return "\n".join(lines)
 
 
 def collect(registry, now=None, dry_run=False, orphans=True):
@@ -299,7 +203,7 @@ def _collect_orphans(registry, now, report):
             store.abort_pending(upload.key, upload.upload_id)
     with transaction.manager:
         for reference in references.required(registry):
-            if keys.unseen(reference.key) and not _exists(store, reference.key):
+            if keys.unseen(reference.key) and not exists(store, reference.key):
                 logger.warning("Dangling reference: %s -> %r", reference.where, reference.key)
                 report.dangling.append((reference.where, reference.key))
     if (report.orphans or report.aborted) and not report.dry_run:
@@ -309,49 +213,6 @@ def _collect_orphans(registry, now, report):
             sum(orphan.size for orphan in report.orphans),
             len(report.aborted),
         )
-
-
-#: Why an orphan pass is refused on a store that lacks the files the records name.
-MISMATCH = """\
-refused to look for orphans: of {sampled} files that records, links or /data/files entries
-name, {found} are in the store, which holds other files ({example!r} for one). Every file
-the store holds would be taken for an orphan: kinto.attachment.base_path (or the S3 or GCS
-bucket and prefix) is probably not the servers' own (a parent folder of theirs, or another
-folder), or this configuration reads another database than theirs. Nothing was removed.
-Fix the configuration; if the store did lose these files (a restore from an old backup),
-an operator must look at them first (kinto-attachment-gc --dry-run lists them)."""
-
-
-def check_store(registry):
-    """Raise :class:`Refused` when the store does not hold the files the references name.
-
-    An orphan is what the store holds and nothing references: pointed at the wrong place (a
-    ``base_path`` one folder too high lists every file under another key), every file is
-    one. So before an orphan pass, up to :data:`SAMPLE` files that records, links and
-    ``/data/files`` entries name are looked for. Fewer than half found, while the store holds
-    some committed file: refused. Missing files in a store that holds nothing else are only
-    dangling references (reported by the pass, which would remove nothing)."""
-    store = registry.attachment_store
-    with transaction.manager:
-        sample = []
-        for reference in references.required(registry):
-            if reference.key not in sample:
-                sample.append(reference.key)
-            if len(sample) >= SAMPLE:
-                break
-    found = sum(1 for key in sample if _exists(store, key))
-    if not sample or 2 * found >= len(sample):
-        return
-    example = next((listed.key for listed in store.iter_blobs() if not listed.temporary), None)
-    if example is not None:
-        raise Refused(MISMATCH.format(sampled=len(sample), found=found, example=example))
-
-
-def _exists(store, key):
-    try:
-        return store.exists(key)
-    except ValueError:  # A key that cannot be in the store (it would climb out of it).
-        return False
 
 
 def _periodically(registry, interval, stopped):
@@ -392,53 +253,3 @@ def start_collector(event):
 
 def includeme(config):
     config.add_subscriber(start_collector, ApplicationCreated)
-
-
-#: Why the command refuses a storage backend that only a server's process can see.
-UNSHARED = """\
-kinto-attachment-gc: refused: {ini} keeps its records in Kinto's memory storage backend, which
-lives inside each server's process. This command would start with an empty storage of its own,
-see no record, and take every file under the store for an orphan. Servers running this
-configuration collect by themselves (see kinto.attachment.gc.orphans_interval_seconds and
-data_files.gc_interval_seconds); run this command against a shared storage backend
-(PostgreSQL) only."""
-
-
-#: Why the command refuses a storage backend it cannot reach.
-UNREACHABLE = """\
-kinto-attachment-gc: refused: Kinto's storage backend, as {ini} configures it, cannot be
-reached ({error}). Nothing was read nor removed: start the database, or fix its URL in {ini},
-and run again."""
-#: A storage backend lost while collecting: what was removed before is logged.
-INTERRUPTED = """\
-kinto-attachment-gc: failed: Kinto's storage backend was lost while collecting ({error}).
-What was removed before is logged; nothing referenced was removed. Run the command again."""
-
-
-def main(argv=None):
-    """``kinto-attachment-gc --ini FILE [--dry-run]``: collect once, print the report.
-
-    Exit codes: ``0`` collected; ``2`` refused (a wrong command line, a configuration whose
-    records this process cannot see, a storage backend it cannot reach, or a store that does
-    not hold the files the records name: nothing is removed); ``1`` the storage backend
-    failed in the middle of a collection (every step removes only what it has just proved
-    unreferenced, so running again is safe)."""
-    parser = argparse.ArgumentParser(prog="kinto-attachment-gc", description=DESCRIPTION)
-    parser.add_argument("--ini", required=True, help="the Kinto configuration file")
-    parser.add_argument(
-        "--dry-run", action="store_true", help="report what would be removed; remove nothing"
-    )
-    args = parser.parse_args(argv)
-    with shared.registry_of(args.ini, UNSHARED, UNREACHABLE) as registry:
-        if registry is None:
-            return 2
-        try:
-            report = collect(registry, dry_run=args.dry_run)
-        except Refused as refusal:
-            print(f"kinto-attachment-gc: {refusal}", file=sys.stderr)
-            return 2
-        except BackendError as error:
-            print(INTERRUPTED.format(error=str(error).splitlines()[0]), file=sys.stderr)
-            return 1
-    print(report.describe())
-    return 0
