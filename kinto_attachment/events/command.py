@@ -77,7 +77,7 @@ def main(argv=None):
         command = commands.add_parser(name, help=f"{help_text} (all, or those of the ids)")
         command.add_argument("ids", nargs="*", help="event ids")
     args = parser.parse_args(argv)
-    with shared.registry_of(args.ini, UNSHARED) as registry:
+    with shared.registry_of(parser.prog, args.ini, UNSHARED) as registry:
         if registry is None:
             return 2
         lines = run(registry, args.command, getattr(args, "state", None), getattr(args, "ids", ()))

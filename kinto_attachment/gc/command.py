@@ -33,11 +33,6 @@ data_files.gc_interval_seconds); run this command against a shared storage backe
 (PostgreSQL) only."""
 
 
-#: Why the command refuses a storage backend it cannot reach.
-UNREACHABLE = """\
-kinto-attachment-gc: refused: Kinto's storage backend, as {ini} configures it, cannot be
-reached ({error}). Nothing was read nor removed: start the database, or fix its URL in {ini},
-and run again."""
 #: A storage backend lost while collecting: what was removed before is logged.
 INTERRUPTED = """\
 kinto-attachment-gc: failed: Kinto's storage backend was lost while collecting ({error}).
@@ -58,7 +53,7 @@ def main(argv=None):
         "--dry-run", action="store_true", help="report what would be removed; remove nothing"
     )
     args = parser.parse_args(argv)
-    with shared.registry_of(args.ini, UNSHARED, UNREACHABLE) as registry:
+    with shared.registry_of(parser.prog, args.ini, UNSHARED) as registry:
         if registry is None:
             return 2
         try:

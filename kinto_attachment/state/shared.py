@@ -16,10 +16,12 @@ from kinto.core.storage import memory
 from kinto.core.storage.exceptions import BackendError
 
 
-#: Why a command refuses a storage backend it cannot reach (formatted with ``ini``, ``error``).
+#: Why a command refuses a storage backend it cannot reach (formatted with ``prog``, the
+#: command's name, ``ini`` and ``error``).
 UNREACHABLE = """\
-kinto-attachment: refused: Kinto's storage backend, as {ini} configures it, cannot be reached
-({error}). Nothing was read nor removed: start the database, or fix its URL, and run again."""
+{prog}: refused: Kinto's storage backend, as {ini} configures it, cannot be reached
+({error}). Nothing was read nor removed: start the database, or fix its URL in {ini}, and
+run again."""
 
 
 def shares_state(registry):
@@ -65,11 +67,11 @@ def _silenced(name):
 
 
 @contextlib.contextmanager
-def registry_of(ini, unshared, unreachable=UNREACHABLE):
-    """For a command: the registry of the app ``ini`` configures, or None once ``unshared``
-    (a message, formatted with ``ini``) is printed, when the command could not see what the
-    servers see (:func:`shares_state`), or ``unreachable`` (formatted with ``ini`` and
-    ``error``), when it cannot reach the storage backend (:func:`reachable`).
+def registry_of(prog, ini, unshared):
+    """For the command ``prog``: the registry of the app ``ini`` configures, or None once
+    ``unshared`` (a message, formatted with ``ini``) is printed, when the command could not
+    see what the servers see (:func:`shares_state`), or :data:`UNREACHABLE`, when it cannot
+    reach the storage backend (:func:`reachable`).
 
     Loading the app started the server's threads (the periodic collector, the events'
     dispatcher): they are stopped, a command does its one job."""
@@ -86,7 +88,7 @@ def registry_of(ini, unshared, unreachable=UNREACHABLE):
             print(unshared.format(ini=ini), file=sys.stderr)
             yield None
         elif (error := reachable(registry)) is not None:
-            print(unreachable.format(ini=ini, error=error), file=sys.stderr)
+            print(UNREACHABLE.format(prog=prog, ini=ini, error=error), file=sys.stderr)
             yield None
         else:
             yield registry
