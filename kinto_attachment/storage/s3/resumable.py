@@ -98,11 +98,9 @@ class S3Resumable:
                 try:
                     staged.complete(parts)
                 except StorageUnavailable as e:
-                    if staged.completed_before(e):
-                        pass
-                    elif error_code(e.__cause__) == "PreconditionFailed":
-                        raise _name_taken(state) from e
-                    else:
+                    if not staged.completed_before(e):
+                        if error_code(e.__cause__) == "PreconditionFailed":
+                            raise _name_taken(state) from e
                         raise
             if staged.closed:
                 self._adopt(state, parts)
