@@ -104,8 +104,8 @@ def parser():
     mirror = commands.add_parser(
         "sync",
         help="make the collection mirror a folder",
-        description="Upload the files of FOLDER that the collection does not have, marking "
-        "their records with the folder's name and their path.",
+        description="Upload the files of FOLDER whose record does not have them (the "
+        "record of each file's path), marking it with the folder's name and the path.",
         epilog=DELETE,
     )
     mirror.add_argument("folder", metavar="FOLDER")
