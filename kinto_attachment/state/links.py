@@ -170,8 +170,7 @@ def retain(storage, keys, reason=None):
 
 
 def is_retained(storage, key):
-    retained_id = _link_id(key)
-    return paging.find(storage, RETAINED, RETAINED_PARENT, retained_id) is not None
+    return key in retained_among(storage, [key])
 
 
 def retained_among(storage, keys, batch=1000):
