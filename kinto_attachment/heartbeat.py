@@ -1,7 +1,8 @@
 """``GET /v1/__heartbeat__`` entry ``attachments``: can we store a file right now?"""
 
 import logging
-import uuid
+
+from .state import instance
 
 
 logger = logging.getLogger(__name__)
@@ -17,7 +18,7 @@ def attachments_ping(request):
     if request.registry.settings.get("readonly"):
         return True
     store = request.registry.attachment_store
-    key = f"__heartbeat__-{uuid.uuid4().hex}.json"
+    key = f"__heartbeat__-{instance.random_name(request.registry)}.json"
     staged = store.stage(key, "application/json", random=True)
     try:
         staged.write(PROBE)

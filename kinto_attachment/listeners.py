@@ -24,7 +24,7 @@ from pyramid.events import ContextFound
 
 from . import errors, locks, routes
 from .events import recording
-from .state import links, records, references
+from .state import instance, links, records, references
 from .uploads import lifecycle
 
 
@@ -189,33 +189,45 @@ def on_flush(request):
     What goes is what the flush makes unreferenced: every blob or pending S3 upload that a
     record, a link, a ``/data/files`` entry, a resumable upload or a retained old file names,
     read under the root lock (exclusive: no write runs meanwhile), and whatever the garbage
-    collector would take as an orphan (unreferenced, older than ``gc.orphans_grace_seconds``).
-    A younger unreferenced blob is an upload under way, possibly on another node: stored,
-    waiting for the lock the flush holds, about to link its record once the flush has
-    committed. Deleting it would leave that record with a missing file; it is left to the
-    garbage collector, which takes it after the grace period if nothing claims it.
+    collector would take as an orphan (unreferenced, older than ``gc.orphans_grace_seconds``,
+    this instance's: :class:`~kinto_attachment.state.instance.Sorting`). A younger
+    unreferenced blob is an upload under way, possibly on another node: stored, waiting for
+    the lock the flush holds, about to link its record once the flush has committed.
+    Deleting it would leave that record with a missing file; it is left to the garbage
+    collector, which takes it after the grace period if nothing claims it.
+
+    The flush takes the instance's tag with the rest of the storage: this process makes a
+    new one when it next needs one, a new instance.
     """
     registry = request.registry
     referenced, pending = references.index(registry)
     grace_ms = registry.attachment_settings.gc.orphans_grace_seconds * 1000
-    cutoff = msec_time() - grace_ms
+    sorting = instance.Sorting(registry, msec_time() - grace_ms)
     links.pop(registry.storage)
     lifecycle.after_commit(
-        request, wipe_store, registry.attachment_store, referenced, pending, cutoff
+        request, wipe_store, registry.attachment_store, referenced, pending, sorting
     )
+    lifecycle.after_commit(request, instance.forget, registry)
 
 
-def wipe_store(store, referenced, pending, cutoff):
-    """Delete the blobs of ``store`` that are ``referenced`` or older than ``cutoff`` (ms since
-    the epoch), abort the pending uploads likewise."""
-    store.delete_many(
-        listed.key
-        for listed in store.iter_blobs()
-        if referenced.see(listed.key) or listed.modified_ms < cutoff
-    )
-    for upload in list(store.iter_pending()):
-        if upload.upload_id in pending or upload.initiated_ms < cutoff:
-            store.abort_pending(upload.key, upload.upload_id)
+def wipe_store(store, referenced, pending, sorting):
+    """Delete the blobs of ``store`` that are ``referenced`` or orphans (``sorting``), abort
+    the pending uploads likewise."""
+    flushed = []
+
+    def was_referenced(key):
+        if referenced.see(key):
+            flushed.append(key)
+            return True
+        return False
+
+    orphans = [listed.key for listed in sorting.orphans(store.iter_blobs(), was_referenced)]
+    store.delete_many(flushed + orphans)
+    uploads = list(store.iter_pending())
+    for upload in [u for u in uploads if u.upload_id in pending] + list(
+        sorting.abandoned(uploads, pending)
+    ):
+        store.abort_pending(upload.key, upload.upload_id)
 
 
 def includeme(config):

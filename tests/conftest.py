@@ -21,6 +21,7 @@ import webtest
 from kinto import main as kinto_main
 
 from kinto_attachment import locks
+from kinto_attachment.state import instance
 
 from .support import live
 from .support.gcs_server import gcs_server, token_server  # noqa: F401 (fixtures: GCS, OAuth)
@@ -175,16 +176,22 @@ def make_app(settings):
     app = webtest.TestApp(kinto_main({}, **settings))
     registry = app.app.registry
     if "postgresql" in settings["kinto.storage_backend"]:
-        for backend in (registry.storage, registry.permission, registry.cache):
-            backend.initialize_schema()
+        # In a transaction of its own: a second app on a database reuses the first's
+        # connections, and would leave one in this thread's transaction.
+        with transaction.manager:
+            for backend in (registry.storage, registry.permission, registry.cache):
+                backend.initialize_schema()
     return app
 
 
 def flush(app):
+    """Empty the app's storage, permissions and cache: a new instance, with a new tag
+    (``kinto_attachment.state.instance``) once it needs one."""
     registry = app.app.registry
     registry.storage.flush()
     registry.permission.flush()
     registry.cache.flush()
+    instance.forget(registry)
 
 
 class Kinto:

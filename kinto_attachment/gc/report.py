@@ -21,6 +21,13 @@ class Report:
     orphans: list = dataclasses.field(default_factory=list)
     #: :class:`~kinto_attachment.storage.Pending` uploads nothing referenced.
     aborted: list = dataclasses.field(default_factory=list)
+    #: Files and uploads whose names carry another instance's tag (kept), and the keys of
+    #: the first of them.
+    others: int = 0
+    other_examples: list = dataclasses.field(default_factory=list)
+    #: Keys of the orphans and pending uploads whose names carry no tag, kept because
+    #: another instance shares the store (they could be its).
+    unowned: list = dataclasses.field(default_factory=list)
     #: ``(where, key)`` of references to blobs that do not exist.
     dangling: list = dataclasses.field(default_factory=list)
     #: Orphans were not looked for: kinto-attachment's data is not adopted yet, and a dry run
@@ -64,6 +71,15 @@ class Report:
         ]
         lines.append(f"Incomplete multipart uploads ({verb}): {len(self.aborted)}")
         lines += [f"  {p.key}  upload {p.upload_id}" for p in self.aborted]
+        if self.others:
+            lines.append(
+                f"Files and uploads of other Kinto instances sharing this store (kept): "
+                f"{self.others}, among them:"
+            )
+            lines += [f"  {key}" for key in self.other_examples]
+            unowned = len(self.unowned)
+            lines.append(f"Orphans whose names do not say whose they are (kept): {unowned}")
+            lines += [f"  {key}" for key in self.unowned]
         if self.adoption_pending:
             lines.append("Orphans not looked for: kinto-attachment's data is not adopted yet.")
         if self.kept_at_adoption:

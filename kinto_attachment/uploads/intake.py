@@ -22,11 +22,10 @@ and the one before, while a hashing thread hashes it.
 import dataclasses
 import mimetypes
 import posixpath
-import uuid
 from datetime import UTC, datetime
 
 from .. import errors
-from ..state import shared, storable
+from ..state import instance, shared, storable
 from ..storage import ISettlingStaged
 from ..storage.keys import join_key, safe_name
 from ..web.media_types import parse_media_type
@@ -80,14 +79,15 @@ def resolve_mimetype(policy, filename, declared):
     return mimetypes.guess_type(filename, strict=False)[0] or "application/octet-stream"
 
 
-def blob_key(policy, bucket_id, collection_id, record_id, filename):
-    """Where a new file goes: ``folder/`` + a random name or ``filename_pattern``.
+def blob_key(policy, tag, bucket_id, collection_id, record_id, filename):
+    """Where a new file goes: ``folder/`` + a random name carrying ``tag`` (the instance's:
+    :mod:`kinto_attachment.state.instance`) or ``filename_pattern``.
 
     400 unless the stored name's extension is allowed too: it is the one a web server or a
     bucket types the file by, and it may differ from the client's (sanitised, shortened).
     """
     if policy.randomize:
-        name = uuid.uuid4().hex + extension_of(safe_name(filename))
+        name = instance.tagged_name(tag) + extension_of(safe_name(filename))
     else:
         name = policy.filename_pattern.format(
             datetime=datetime.now(UTC).strftime("%Y%m%d%H%M%S%f"),
@@ -112,12 +112,12 @@ class Plan:
     random: bool = False
 
 
-def plan_attachment(policy, ids, filename, declared_type=None):
+def plan_attachment(policy, tag, ids, filename, declared_type=None):
     """The :class:`Plan` of a record's attachment, once its name passes the collection's
     policy (``ids``: bucket, collection and record ids); a 400 otherwise."""
     check_name(policy, filename)
     return Plan(
-        key=blob_key(policy, *ids, filename),
+        key=blob_key(policy, tag, *ids, filename),
         filename=filename,
         mimetype=resolve_mimetype(policy, filename, declared_type),
         max_size=policy.max_size_bytes,

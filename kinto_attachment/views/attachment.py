@@ -20,7 +20,7 @@ from ..downloads import caching
 from ..events import recording
 from ..protocols.multipart import FIELDS_LIMIT, FormReader, boundary_of, read_form
 from ..routes import ATTACHMENT
-from ..state import links, records
+from ..state import instance, links, records
 from ..uploads import intake, lifecycle
 from ..uploads.record import (
     FILE_FIELD,
@@ -55,10 +55,11 @@ def _receive(request, context, policy, store):
     aborts on the first refusal, whichever part it comes from.
     """
     ids = (context.bucket_id, context.collection_id, context.record_id)
+    tag = instance.tag(request.registry)
     with contextlib.ExitStack() as receiving:
 
         def open_file(filename, content_type):
-            plan = intake.plan_attachment(policy, ids, filename, content_type)
+            plan = intake.plan_attachment(policy, tag, ids, filename, content_type)
             return receiving.enter_context(
                 intake.Intake(store, plan, intake.settling_transaction(request))
             )

@@ -13,11 +13,10 @@ what it left behind is named by no state (the garbage collector's).
 """
 
 import base64
-import uuid
 
 from ..protocols import tus, tus_concat
 from ..routes import TUS_UPLOAD, TUS_UPLOADS
-from ..state import tus_uploads
+from ..state import instance, tus_uploads
 from ..state.hashstate import ResumableSha256
 from ..storage import IConcatenatingStore
 from ..storage.keys import join_key
@@ -38,12 +37,14 @@ def requested(request):
     return concat
 
 
-def partial_plan(policy, ids, filename):
+def partial_plan(policy, tag, ids, filename):
     """Where a partial upload's bytes go while it waits for its final upload: a random name
     in the collection's folder, never an attachment's (the final upload's plan decides
     that); stores that need one (S3 completes each partial upload into an object) use it."""
     bucket_id, collection_id, _ = ids
-    key = join_key(policy.folder_for(bucket_id, collection_id), f"{uuid.uuid4().hex}.partial")
+    key = join_key(
+        policy.folder_for(bucket_id, collection_id), f"{instance.tagged_name(tag)}.partial"
+    )
     return intake.Plan(key=key, filename=filename, mimetype="application/octet-stream")
 
 
@@ -68,7 +69,8 @@ def create_final(request, concat, client):
     if policy.max_size_bytes and length > policy.max_size_bytes:
         raise tus.too_large(policy.max_size_bytes)
     ids = (context.bucket_id, context.collection_id, context.record_id)
-    plan = intake.plan_attachment(policy, ids, metadata["filename"], metadata.get("filetype"))
+    tag = instance.tag(request.registry)
+    plan = intake.plan_attachment(policy, tag, ids, metadata["filename"], metadata.get("filetype"))
 
     store = request.registry.attachment_store
     # The store reads the parts after the first to copy them (or back, once composed): the

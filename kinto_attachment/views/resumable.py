@@ -29,7 +29,7 @@ from pyramid.security import NO_PERMISSION_REQUIRED
 from .. import errors, routes
 from ..protocols import tus, tus_concat
 from ..routes import TUS_UPLOAD, TUS_UPLOADS
-from ..state import records, tus_uploads
+from ..state import instance, records, tus_uploads
 from ..state.hashstate import ResumableSha256
 from ..storage import IConcatenatingStore
 from ..uploads import intake, lifecycle
@@ -118,10 +118,13 @@ def create(request):
     records.check(request, context, fields.get("data"), fields.get("permissions"))
     tus_quota.refuse_too_many(request, client)
     ids = (context.bucket_id, context.collection_id, context.record_id)
+    tag = instance.tag(request.registry)
     if partial:
-        plan = concatenation.partial_plan(policy, ids, metadata.get("filename", ""))
+        plan = concatenation.partial_plan(policy, tag, ids, metadata.get("filename", ""))
     else:
-        plan = intake.plan_attachment(policy, ids, metadata["filename"], metadata.get("filetype"))
+        plan = intake.plan_attachment(
+            policy, tag, ids, metadata["filename"], metadata.get("filetype")
+        )
 
     store = request.registry.attachment_store
     with errors.store_errors():

@@ -1,0 +1,149 @@
+"""An instance's tag: kept in its storage, the same for every process of it, in every name
+it makes up for a file."""
+
+import uuid
+
+import pytest
+import transaction
+from kinto.core.storage.exceptions import ObjectNotFoundError
+
+from kinto_attachment.state import data_file_entries, instance, tus_uploads
+from kinto_attachment.state.instance import tag_of, tagged_name
+
+from ..conftest import ALICE, Kinto, build_settings, make_app, own_database
+from ..views.test_resumable import RECORD, TUS, UPLOADS, metadata
+from ..views.test_resumable_concatenation import final_upload, partial_upload
+
+
+def app_on(url, tmp_path):
+    kinto = Kinto(make_app(build_settings("postgresql", str(tmp_path), pg=url)), str(tmp_path))
+    return kinto
+
+
+@pytest.mark.postgresql
+def test_every_process_of_an_instance_has_its_tag_and_another_instance_another(tmp_path):
+    with (
+        own_database("kinto_attachment_tag") as url,
+        own_database("kinto_attachment_tag") as other,
+    ):
+        first, second, third = (app_on(u, tmp_path) for u in (url, url, other))
+        tag = instance.tag(first.registry)
+        assert len(tag) == 8 and int(tag, 16) >= 0
+        assert instance.tag(second.registry) == tag
+        assert instance.tag(third.registry) != tag
+
+
+def test_memory_backends_are_instances_of_their_own(tmp_path):
+    first, second = (Kinto(make_app(build_settings("memory", str(tmp_path)))) for _ in range(2))
+    assert instance.tag(first.registry) != instance.tag(second.registry)
+
+
+@pytest.mark.postgresql
+def test_the_tag_outlives_the_refused_request_that_made_it(tmp_path):
+    """The first upload names its file, so makes the tag, then is refused (its record data
+    is no JSON): its transaction is rolled back, the tag stays: another process reads it."""
+    with own_database("kinto_attachment_tag") as url:
+        first = app_on(url, tmp_path)
+        first.create_collection()
+        first.app.post(
+            first.record_url("r1") + "/attachment",
+            upload_files=[("attachment", "a.txt", b"a")],
+            params=[("data", "{not json")],
+            headers=ALICE,
+            status=400,
+        )
+        tag = first.registry.attachment_instance_tag
+        assert instance.tag(app_on(url, tmp_path).registry) == tag
+
+
+def test_a_tag_made_meanwhile_by_another_process_is_taken(kinto_memory):
+    """Between this process's read (nothing) and its write, another made the tag: the
+    write is refused (Kinto's UnicityError), theirs is read and taken."""
+    storage = kinto_memory.registry.storage
+    with transaction.manager:
+        storage.create(**instance.OBJECT, obj={"id": instance.OBJECT_ID, "tag": "0badcafe"})
+
+    class ReadTooEarly:
+        """The storage, but its first read comes before the other process's write."""
+
+        reads = 0
+
+        def __getattr__(self, name):
+            return getattr(storage, name)
+
+        def get(self, *args, **kwargs):
+            self.reads += 1
+            if self.reads == 1:
+                raise ObjectNotFoundError()
+            return storage.get(*args, **kwargs)
+
+    assert instance._read_or_make(ReadTooEarly()) == "0badcafe"
+
+
+def test_every_name_made_up_for_a_file_carries_the_tag(kinto_memory):
+    kinto = kinto_memory
+    kinto.create_collection()
+    tag = instance.tag(kinto.registry)
+    attached = kinto.upload(kinto.record_url("r1"), b"multipart").json
+    assert tag_of(kinto.key_of(attached["location"])) == tag
+
+    kinto.app.post(
+        "/v1/data/files?id=f1", b"raw", extra_environ={"REMOTE_ADDR": "127.0.0.1"}, status=200
+    )
+    assert tag_of(data_file_entries.get(kinto.registry.storage, "f1")["key"]) == tag
+
+    created = kinto.app.post(
+        UPLOADS,
+        b"tus",
+        headers={
+            **ALICE,
+            **TUS,
+            "Upload-Length": "3",
+            "Upload-Metadata": metadata("t.txt"),
+            "Content-Type": "application/offset+octet-stream",
+        },
+        status=201,
+    )
+    assert created.headers["Upload-Offset"] == "3"
+    record = kinto.app.get(RECORD, headers=ALICE).json["data"]
+    assert tag_of(kinto.key_of(record["attachment"]["location"])) == tag
+
+    part = partial_upload(kinto.app, b"part")
+    upload_id = part.rsplit("/", 1)[1]
+    with transaction.manager:
+        assert tag_of(tus_uploads.get(kinto.registry.storage, upload_id)["store"]["key"]) == tag
+    final_upload(kinto.app, [part])
+    record = kinto.app.get(RECORD, headers=ALICE).json["data"]
+    assert tag_of(kinto.key_of(record["attachment"]["location"])) == tag
+
+
+def test_a_tagged_name_is_a_version_8_uuid_that_carries_its_tag():
+    names = {tagged_name("0badcafe") for _ in range(1000)}
+    assert len(names) == 1000
+    for name in names:
+        assert len(name) == 32 and name.startswith("0badcafe")
+        assert uuid.UUID(name).version == 8 and uuid.UUID(name).variant == uuid.RFC_4122
+        assert tag_of(f"blog/articles/{name}.png") == "0badcafe"
+
+
+@pytest.mark.parametrize(
+    "key,tag",
+    [
+        ("blog/articles/{name}.png", "0badcafe"),
+        (".data-files/{name}", "0badcafe"),
+        ("blog/articles/{name}.partial", "0badcafe"),
+        ("__heartbeat__-{name}.json", "0badcafe"),
+        ("blog/articles/{name}-1.png", "0badcafe"),
+        # kinto-attachment's names, and ours before they carried a tag: version 4.
+        ("blog/articles/5d1e0c2a9f3b4e6d8a7c1b2e3f4a5b6c.png", None),
+        ("blog/articles/5d1e0c2a-9f3b-4e6d-8a7c-1b2e3f4a5b6c.png", None),
+        # A client's name (randomize = false), however hexadecimal.
+        ("blog/articles/report.pdf", None),
+        ("blog/articles/a{name}.png", None),
+        ("blog/articles/{name}0.png", None),
+        # The tag is read in the name, never in the folders.
+        ("{name}/report.pdf", None),
+    ],
+)
+def test_the_tag_of_a_key_is_read_in_its_name(key, tag):
+    assert tag_of(key.format(name=tagged_name("0badcafe"))) == tag
