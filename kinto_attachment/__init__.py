@@ -73,6 +73,7 @@ def includeme(config):
     config.include("kinto_attachment.views.default_bucket")
     config.include("kinto_attachment.data_files.views")
     config.include("kinto_attachment.views.resumable")
+    config.include("kinto_attachment.state.instance")
     config.include("kinto_attachment.gc")
     config.include("kinto_attachment.events")
     config.include("kinto_attachment.metrics")

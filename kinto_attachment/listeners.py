@@ -196,37 +196,37 @@ def on_flush(request):
     Deleting it would leave that record with a missing file; it is left to the garbage
     collector, which takes it after the grace period if nothing claims it.
 
-    The flush takes the instance's tag with the rest of the storage: this process makes a
-    new one when it next needs one, a new instance.
+    The flush empties the storage, the instance's tag with it: it is written back, the
+    instance's still (:func:`~kinto_attachment.state.instance.keep`).
     """
     registry = request.registry
     referenced, pending = references.index(registry)
     grace_ms = registry.attachment_settings.gc.orphans_grace_seconds * 1000
-    sorting = instance.Sorting(registry, msec_time() - grace_ms)
+    kept = instance.tag(registry)
     links.pop(registry.storage)
-    lifecycle.after_commit(
-        request, wipe_store, registry.attachment_store, referenced, pending, sorting
-    )
-    lifecycle.after_commit(request, instance.forget, registry)
+    lifecycle.after_commit(request, instance.keep, registry, kept)
+    lifecycle.after_commit(request, wipe_store, registry, referenced, pending, grace_ms)
 
 
-def wipe_store(store, referenced, pending, sorting):
-    """Delete the blobs of ``store`` that are ``referenced`` or orphans (``sorting``), abort
-    the pending uploads likewise."""
+def wipe_store(registry, referenced, pending, grace_ms):
+    """Delete the blobs of the store that were ``referenced`` or are orphans, abort the
+    pending uploads likewise."""
+    store = registry.attachment_store
+    sorting = instance.Sorting(registry, msec_time() - grace_ms, store.iter_pending())
     flushed = []
 
     def was_referenced(key):
-        if referenced.see(key):
+        if not referenced.see(key):
+            return False
+        if sorting.may_be_mine(key):  # Another's is kept, referenced here or not.
             flushed.append(key)
-            return True
-        return False
+        return True
 
     orphans = [listed.key for listed in sorting.orphans(store.iter_blobs(), was_referenced)]
     store.delete_many(flushed + orphans)
-    uploads = list(store.iter_pending())
-    for upload in [u for u in uploads if u.upload_id in pending] + list(
-        sorting.abandoned(uploads, pending)
-    ):
+    for upload in [u for u in sorting.uploads if u.upload_id in pending]:
+        store.abort_pending(upload.key, upload.upload_id)
+    for upload in list(sorting.abandoned(pending)):
         store.abort_pending(upload.key, upload.upload_id)
 
 

@@ -3,6 +3,7 @@ each collector deletes its own orphans only, by the tag the names carry
 (:mod:`kinto_attachment.state.instance`)."""
 
 import contextlib
+import hashlib
 import os
 import time
 import uuid
@@ -158,4 +159,135 @@ def test_a_flush_takes_its_instances_files_and_tag_and_leaves_the_others(tmp_pat
         [second.key_of(theirs["location"]), their_orphan, legacy]
     )
     assert our_orphan not in first.files()
-    assert instance.tag(first.registry) != tag
+    assert instance.tag(first.registry) == tag
+    # Written back: another process of the instance reads it.
+    assert instance._read_or_make(first.registry.storage) == tag
+
+
+def test_an_orphan_younger_than_a_flush_stays_the_instances(tmp_path):
+    """A flush leaves an unreferenced file younger than the grace period to the collector,
+    which takes it later: the flush wrote the tag back, it is still the instance's (and
+    nothing of another's keeps the untagged orphans)."""
+    (kinto,) = instances("memory", [None], str(tmp_path / "store"))
+    young = own_orphan(kinto)
+
+    kinto.app.post("/v1/__flush__", status=202)
+    kinto.create_collection()
+    legacy = orphan(kinto, f"blog/articles/{uuid.uuid4().hex}.txt")
+
+    report = gc.collect(kinto.registry, now=after_grace())
+
+    assert sorted(o.key for o in report.orphans) == sorted([young, legacy])
+    assert report.others == 0 and kinto.files() == []
+
+
+@pytest.mark.postgresql
+def test_after_a_flush_every_process_of_the_instance_names_files_with_one_tag(tmp_path):
+    """Two processes (two apps) of one instance (one database): ``__flush__`` on the first
+    keeps the instance's tag, the one the second goes on naming files with."""
+    base_path = str(tmp_path / "store")
+    with own_database("kinto_attachment_review") as url:
+        settings = build_settings("postgresql", base_path, pg=url, **GRACE)
+        first = Kinto(make_app(settings), base_path)
+        first.create_collection()
+        adoption.adopt(first.registry)
+        second = Kinto(make_app(settings), base_path)
+        assert instance.tag(first.registry) == instance.tag(second.registry)
+
+        first.app.post("/v1/__flush__", status=202)
+        first.create_collection()
+        first.upload(first.record_url("r1"), b"first")
+        crashed = own_orphan(second)  # The second's upload, its transaction lost.
+
+        report = gc.collect(first.registry, now=after_grace())
+
+        assert [o.key for o in report.orphans] == [crashed]
+
+
+def test_a_lone_instance_collects_a_client_named_orphan_that_looks_tagged(tmp_path):
+    """``randomize = false`` keeps a client's name, an MD5 for content-addressed clients: not
+    another instance's, whose file would keep every untagged orphan."""
+    (kinto,) = instances("memory", [None], str(tmp_path / "store"))
+    digest = hashlib.md5(b"photo-12.jpg").hexdigest()  # 9cb9b778 24fb 825c 837e...
+    client_named = orphan(kinto, f"blog/articles/{digest}.jpg")
+    other_client_named = orphan(kinto, "blog/articles/report.pdf")
+
+    report = gc.collect(kinto.registry, now=after_grace())
+
+    assert sorted(o.key for o in report.orphans) == sorted([client_named, other_client_named])
+    assert report.others == 0
+
+
+def test_untagged_orphans_are_kept_when_another_instance_upload_is_in_sight(request):
+    """Another instance's upload in progress (a pending S3 multipart upload, its only trace)
+    puts it in sight before any file goes: ``report.pdf`` may well be its file
+    (``randomize = false``)."""
+    store = s3_settings(request.getfixturevalue("s3_server"))
+    first, second = instances("memory", [None, None], None, **store)
+    start_tus(second, 10, b"01234")  # Only a pending multipart upload (and a tail) so far.
+    unowned = orphan(first, "blog/articles/report.pdf")
+
+    report = gc.collect(first.registry, now=after_grace())
+
+    assert report.others == 1
+    assert unowned in report.unowned and unowned in first.files()
+
+
+def test_flush_keeps_untagged_files_when_another_instance_upload_is_in_sight(request):
+    """Likewise for ``POST /__flush__``."""
+    store = s3_settings(request.getfixturevalue("s3_server"))
+    first, second = instances(
+        "memory", [None, None], None, **store, **{"kinto.attachment.gc.orphans_grace_seconds": "0"}
+    )
+    start_tus(second, 10, b"01234")
+    unowned = orphan(first, "blog/articles/report.pdf")
+
+    first.app.post("/v1/__flush__", status=202)
+
+    assert unowned in first.files()
+
+
+@pytest.mark.postgresql
+def test_first_upload_with_one_database_connection_per_process(tmp_path):
+    """The tag is read (or made) on a connection of its own: at start-up, not by the first
+    request that needs it, which would wait for a second connection of the pool while it
+    holds one (with a pool of one, until the pool's timeout: a 503)."""
+    base_path = str(tmp_path / "store")
+    with own_database("kinto_attachment_review") as url:
+        settings = build_settings(
+            "postgresql",
+            base_path,
+            pg=url,
+            **{
+                "kinto.storage_pool_size": "1",
+                "kinto.storage_max_overflow": "0",
+                "kinto.storage_pool_timeout": "2",
+            },
+        )
+        make_app(settings)  # ``kinto migrate``: the schema, before the server starts.
+        kinto = Kinto(make_app(settings), base_path)
+        kinto.create_collection()
+
+        kinto.upload(kinto.record_url("r1"), b"first upload", status=201)
+
+
+def test_another_instances_files_retained_at_first_adoption_still_put_it_in_sight(tmp_path):
+    """An instance that joins a store already in use retains, at its first adoption, every
+    file it finds there, the other's included: referenced here, they still put the other in
+    sight, so that its client-named file (``randomize = false``) is kept."""
+    shared_path = str(tmp_path / "shared")
+    plain = {"kinto.attachment.resources.blog.plain.randomize": "false", **GRACE}
+    second = Kinto(make_app(build_settings("memory", shared_path, **plain)), shared_path)
+    second.create_collection()
+    second.create_collection("blog", "plain")
+    adoption.adopt(second.registry)
+    tagged = second.upload(second.record_url("r1"), b"tagged, in sight").json
+    (first,) = instances("memory", [None], shared_path)  # Retains the second's file.
+    theirs = second.upload(
+        second.record_url("r2", collection="plain"), b"theirs", filename="report.pdf"
+    ).json
+
+    gc.collect(first.registry, now=after_grace())
+
+    assert second.exists(tagged["location"])
+    assert second.exists(theirs["location"])

@@ -183,9 +183,9 @@ def _collect_orphans(registry, now, report):
     report the references whose blob the listing did not find and that do not exist."""
     store = registry.attachment_store
     cutoff = now - registry.attachment_settings.gc.orphans_grace_seconds * 1000
-    sorting = instance.Sorting(registry, cutoff)
     with transaction.manager:
         keys, pending = references.index(registry)
+    sorting = instance.Sorting(registry, cutoff, store.iter_pending())
     doomed = []
     for listed in sorting.orphans(store.iter_blobs(), keys.see):
         report.orphans.append(listed)
@@ -196,7 +196,7 @@ def _collect_orphans(registry, now, report):
             store.delete_many(doomed)
             doomed = []
     store.delete_many(doomed)
-    for upload in sorting.abandoned(store.iter_pending(), pending):
+    for upload in sorting.abandoned(pending):
         report.aborted.append(upload)
         if not report.dry_run:
             logger.info("Aborting incomplete upload %s of %r", upload.upload_id, upload.key)
@@ -210,9 +210,10 @@ def _collect_orphans(registry, now, report):
                 report.dangling.append((reference.where, reference.key))
     if report.others:
         logger.warning(
-            "This store holds %d files or uploads of other Kinto instances (%r for one): "
-            "kept, with %d orphans whose names do not say whose they are. Give each instance "
-            "a store of its own.",
+            "This store holds %d files or uploads that another Kinto instance wrote (%r for "
+            "one): kept, with %d orphans whose names do not say whose they are. Another "
+            "database given this store, or an earlier process of a memory backend: each "
+            "instance needs a store of its own.",
             report.others,
             report.other_examples[0],
             len(report.unowned),

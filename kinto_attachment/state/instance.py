@@ -3,18 +3,21 @@
 An orphan is a file the store holds and nothing references, and *nothing* means nothing in
 this instance's storage: a second instance given the same ``base_path`` or bucket (staging
 beside production, each with its own database) would see every file of the first as one.
-So the random names an instance makes (:func:`kinto_attachment.storage.keys.random_name`)
-start with its tag, and its collector deletes only the orphans that carry its own
-(:mod:`kinto_attachment.gc`); a file carrying another's belongs to another instance.
+So the random names an instance makes (:func:`tagged_name`) carry its tag, and its collector
+deletes only the orphans that carry its own (:class:`Sorting`); a file carrying another's
+belongs to another instance.
 
 An instance is a Kinto storage: its tag, 8 random hex digits, is kept there (one object),
-made by the first process that needs it and read once by every other. A memory backend
-lives as long as its process, and so does its tag: a restarted ``make serve`` is a new
-instance, which adoption already makes keep the files of the previous one. A database copied
-from another instance's (a staging restored from production's backup) keeps its tag: such a
-copy must get its own store, or its tag removed (docs/gc.rst).
+made by the first process that needs it, read by every other when it starts, and written
+back after a ``__flush__`` (which empties the storage, not the store). A memory backend lives
+as long as its process, and so does its tag: a restarted ``make serve`` is a new instance,
+which adoption already makes keep the files of the previous one. A database copied from
+another instance's (a staging restored from production's backup) keeps its tag: such a copy
+must get its own store (docs/gc.rst).
 """
 
+import hashlib
+import logging
 import posixpath
 import re
 import secrets
@@ -23,16 +26,20 @@ from concurrent.futures import ThreadPoolExecutor
 
 import transaction
 from kinto.core.storage.exceptions import ObjectNotFoundError, UnicityError
+from pyramid.events import ApplicationCreated
 
+from .shared import quiet_client
+
+
+logger = logging.getLogger(__name__)
 
 OBJECT = {"resource_name": "attachment-instance", "parent_id": "attachment-instance"}
 OBJECT_ID = "kinto-attachment"
 
-#: A name :func:`tagged_name` made: 32 hex digits, a UUID of version 8 (RFC 9562) whose first
-#: 8 digits are the writer's tag (kinto-attachment's names, and ours before, are version 4).
-_TAGGED = re.compile(
-    r"(?<![0-9a-f])([0-9a-f]{8})[0-9a-f]{4}8[0-9a-f]{3}[89ab][0-9a-f]{15}(?![0-9a-f])"
-)
+#: A name :func:`tagged_name` made: 40 hex digits, the tag, 96 random bits, then a check of
+#: both (:func:`_check`), so that no other name reads as one by chance (a client's MD5 or
+#: SHA-1 named file, with ``randomize = false``, would pass a mere shape 1 time in 64).
+_TAGGED = re.compile(r"(?<![0-9a-f])([0-9a-f]{32})([0-9a-f]{8})(?![0-9a-f])")
 
 _reading = threading.Lock()
 
@@ -44,19 +51,34 @@ def tag(registry):
         with _reading:
             found = getattr(registry, "attachment_instance_tag", None)
             if found is None:
-                # In a thread of its own, so in a transaction of its own: a request's
-                # transaction may be under way in this thread, and its rollback must not
-                # take the tag back once names carry it.
-                with ThreadPoolExecutor(1, thread_name_prefix="attachment-instance") as one:
-                    found = one.submit(_read_or_make, registry.storage).result()
+                found = _on_its_own(_read_or_make, registry.storage)
                 registry.attachment_instance_tag = found
     return found
 
 
+def read_at_start(event):
+    """Read (or make) the tag when the application starts, outside any request: a request
+    that needed it first would wait for a second connection of the database's pool while it
+    holds one. A storage not ready yet (``kinto migrate`` starts the application before it
+    makes the schema; a database down) leaves it to the first request that needs it."""
+    try:
+        with quiet_client():
+            tag(event.app.registry)
+    except Exception as e:  # noqa: BLE001 (any backend's failure: read it later)
+        logger.info("The instance's tag will be read later: %s", str(e).splitlines()[0])
+
+
 def forget(registry):
-    """Forget the tag this process read: its storage was emptied (``__flush__``), the next
-    name it needs makes a new one."""
+    """Forget the tag this process read: its storage was emptied under it (tests)."""
     vars(registry).pop("attachment_instance_tag", None)
+
+
+def keep(registry, kept):
+    """Write the tag ``kept`` back (after ``__flush__``, which emptied the storage): every
+    process of the instance goes on naming files with it, and what the flush left (younger
+    than the grace period) stays this instance's. Should another process have made a new one
+    meanwhile, this process takes it."""
+    registry.attachment_instance_tag = _on_its_own(_read_or_make, registry.storage, kept)
 
 
 def random_name(registry):
@@ -65,24 +87,34 @@ def random_name(registry):
 
 
 def tagged_name(writer):
-    """A random name (32 hex digits) that says who wrote it: ``writer``, an instance's tag,
-    then 90 random bits, shaped as a UUID of version 8 so that no version 4 UUID
-    (kinto-attachment's names) reads as one."""
-    raw = bytearray(secrets.token_bytes(16))
-    raw[:4] = bytes.fromhex(writer)
-    raw[6] = 0x80 | (raw[6] & 0x0F)  # Version 8.
-    raw[8] = 0x80 | (raw[8] & 0x3F)  # RFC 9562's variant.
-    return raw.hex()
+    """A random name (40 hex digits) that says who wrote it: ``writer``, an instance's tag,
+    96 random bits, and a check of both."""
+    body = writer + secrets.token_hex(12)
+    return body + _check(body)
 
 
 def tag_of(key):
     """The tag of the instance that wrote ``key`` (a name :func:`tagged_name` made), or None:
     a name a client chose, kinto-attachment's, or ours before names carried a tag."""
     found = _TAGGED.search(posixpath.basename(key))
-    return found.group(1) if found else None
+    if found is None or _check(found.group(1)) != found.group(2):
+        return None
+    return found.group(1)[:8]
 
 
-def _read_or_make(storage):
+def _check(body):
+    return hashlib.sha256(body.encode("ascii")).hexdigest()[:8]
+
+
+def _on_its_own(function, *args):
+    """``function(*args)`` in a thread of its own, so in a transaction of its own: a request's
+    transaction may be under way in this thread, and its rollback must not take the tag back
+    once names carry it."""
+    with ThreadPoolExecutor(1, thread_name_prefix="attachment-instance") as one:
+        return one.submit(function, *args).result()
+
+
+def _read_or_make(storage, made=None):
     with transaction.manager:
         try:
             return storage.get(**OBJECT, object_id=OBJECT_ID)["tag"]
@@ -90,7 +122,7 @@ def _read_or_make(storage):
             pass
     try:
         with transaction.manager:
-            made = {"id": OBJECT_ID, "tag": secrets.token_hex(4)}
+            made = {"id": OBJECT_ID, "tag": made or secrets.token_hex(4)}
             return storage.create(**OBJECT, obj=made)["tag"]
     except UnicityError:  # Another process made it meanwhile: theirs it is.
         with transaction.manager:
@@ -99,35 +131,37 @@ def _read_or_make(storage):
 
 class Sorting:
     """One pass over the store that deletes orphans (the collector's, ``__flush__``'s), sorting
-    what nothing references by whose it is: this instance's goes once past ``cutoff`` (ms
-    since the epoch); another instance's is kept, however old, and counted; a name that says
-    nobody's is kept back until the listing is over, and goes then only if no other
-    instance's was in sight (``unowned`` otherwise). Temporary files go past ``cutoff``,
-    whoever made them: no request writes that long."""
+    what it holds by whose it is.
+
+    The store's pending ``uploads`` (S3 multipart uploads: few) are looked at first, then each
+    file of the listing, referenced or not: whatever another instance wrote puts it *in
+    sight*, and is kept. Of what nothing references, this instance's goes once past
+    ``cutoff`` (ms since the epoch); a name that says nobody's is kept back until the listing
+    is over, and goes then only if no other instance was in sight (``unowned`` otherwise).
+    Temporary files go past ``cutoff``, whoever made them: no request writes that long."""
 
     #: Keys of other instances' files kept as examples (all are counted).
     EXAMPLES = 10
 
-    def __init__(self, registry, cutoff):
+    def __init__(self, registry, cutoff, uploads):
         self.own, self.cutoff = tag(registry), cutoff
         #: Files and uploads of other instances, and the keys of the first of them.
         self.others, self.other_examples = 0, []
         #: Keys of the orphans and uploads whose names say nobody's, kept.
         self.unowned = []
+        self.uploads = list(uploads)
+        for upload in self.uploads:
+            self._mine(upload.key)
 
     def orphans(self, listing, referenced):
         """The :class:`~kinto_attachment.storage.Listed` of ``listing`` to delete;
         ``referenced(key)`` says whether a reference names one."""
         untagged = []
         for listed in listing:
-            if referenced(listed.key):
+            named = referenced(listed.key)  # Called for every file: it counts what it sees.
+            if not self._mine(listed.key) or named or listed.modified_ms >= self.cutoff:
                 continue
-            writer = tag_of(listed.key)
-            if writer not in (self.own, None):
-                self._other(listed.key)
-            elif listed.modified_ms >= self.cutoff:
-                continue
-            elif writer is None and not listed.temporary:
+            if tag_of(listed.key) is None and not listed.temporary:
                 untagged.append(listed)
             else:
                 yield listed
@@ -136,21 +170,33 @@ class Sorting:
         else:
             yield from untagged
 
-    def abandoned(self, uploads, pending):
-        """The :class:`~kinto_attachment.storage.Pending` of ``uploads`` to abort: none whose
-        id is in ``pending`` (a resumable upload names it)."""
-        for upload in uploads:
+    def abandoned(self, pending):
+        """The :class:`~kinto_attachment.storage.Pending` uploads to abort: none whose id is
+        in ``pending`` (a resumable upload names it)."""
+        for upload in self.uploads:
             writer = tag_of(upload.key)
             if writer not in (self.own, None):
-                self._other(upload.key)
-            elif upload.upload_id in pending or upload.initiated_ms >= self.cutoff:
                 continue
-            elif writer is None and self.others:
+            if upload.upload_id in pending or upload.initiated_ms >= self.cutoff:
+                continue
+            if writer is None and self.others:
                 self.unowned.append(upload.key)
             else:
                 yield upload
 
-    def _other(self, key):
+    def may_be_mine(self, key):
+        """Whether ``key`` may be this instance's: its name carries its tag, or none."""
+        return tag_of(key) in (self.own, None)
+
+    def _mine(self, key):
+        """:meth:`may_be_mine`, counting another instance's ``key``."""
+        if self.may_be_mine(key):
+            return True
         self.others += 1
         if len(self.other_examples) < self.EXAMPLES:
             self.other_examples.append(key)
+        return False
+
+
+def includeme(config):
+    config.add_subscriber(read_at_start, ApplicationCreated)

@@ -45,7 +45,7 @@ def reachable(registry):
     try:
         # Kinto's client logs the failure with its whole traceback (SQLAlchemy's and
         # psycopg's, some ninety lines) before it raises: the command says it in one.
-        with _silenced(_CLIENT_LOGGER), transaction.manager:
+        with quiet_client(), transaction.manager:
             registry.storage.list_all(resource_name="bucket", parent_id="", limit=1)
     except BackendError as error:
         return str(error.original or error).splitlines()[0]
@@ -57,8 +57,9 @@ _CLIENT_LOGGER = "kinto.core.storage.postgresql.client"
 
 
 @contextlib.contextmanager
-def _silenced(name):
-    logger = logging.getLogger(name)
+def quiet_client():
+    """Kinto's PostgreSQL client silenced, for a failure the caller reports itself."""
+    logger = logging.getLogger(_CLIENT_LOGGER)
     disabled, logger.disabled = logger.disabled, True
     try:
         yield

@@ -1,7 +1,8 @@
 """An instance's tag: kept in its storage, the same for every process of it, in every name
 it makes up for a file."""
 
-import uuid
+import hashlib
+import re
 
 import pytest
 import transaction
@@ -117,13 +118,26 @@ def test_every_name_made_up_for_a_file_carries_the_tag(kinto_memory):
     assert tag_of(kinto.key_of(record["attachment"]["location"])) == tag
 
 
-def test_a_tagged_name_is_a_version_8_uuid_that_carries_its_tag():
+def test_a_tagged_name_carries_its_tag_and_a_check_of_it():
     names = {tagged_name("0badcafe") for _ in range(1000)}
     assert len(names) == 1000
     for name in names:
-        assert len(name) == 32 and name.startswith("0badcafe")
-        assert uuid.UUID(name).version == 8 and uuid.UUID(name).variant == uuid.RFC_4122
+        assert re.fullmatch("0badcafe[0-9a-f]{32}", name)
         assert tag_of(f"blog/articles/{name}.png") == "0badcafe"
+    name = names.pop()
+    for position in (0, 20, 39):  # A digit changed anywhere: nobody's name.
+        changed = name[:position] + ("1" if name[position] != "1" else "2") + name[position + 1 :]
+        assert tag_of(changed) is None
+
+
+def test_hexadecimal_names_of_clients_are_nobodys():
+    """Clients that name files by their digest (``randomize = false``) have names of 32, 40
+    or 64 hex digits: none reads as tagged (without the check, a shape of version 8 UUIDs
+    took 1 MD5 in 64 for one)."""
+    for number in range(5000):
+        content = str(number).encode()
+        for digest in (hashlib.md5, hashlib.sha1, hashlib.sha256):
+            assert tag_of(f"blog/articles/{digest(content).hexdigest()}.jpg") is None
 
 
 @pytest.mark.parametrize(
@@ -141,6 +155,7 @@ def test_a_tagged_name_is_a_version_8_uuid_that_carries_its_tag():
         ("blog/articles/report.pdf", None),
         ("blog/articles/a{name}.png", None),
         ("blog/articles/{name}0.png", None),
+        ("blog/articles/{name}{name}.png", None),
         # The tag is read in the name, never in the folders.
         ("{name}/report.pdf", None),
     ],

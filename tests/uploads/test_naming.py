@@ -44,7 +44,7 @@ def test_filename_pattern(tmp_path_factory, request):
 def test_randomized_names_keep_the_extension(kinto):
     kinto.create_collection()
     meta = kinto.upload(kinto.record_url(), b"x", "Photo.JPEG").json
-    assert re.fullmatch(r"https://files\.example\.com/[0-9a-f]{32}\.jpeg", meta["location"])
+    assert re.fullmatch(r"https://files\.example\.com/[0-9a-f]{40}\.jpeg", meta["location"])
 
 
 @pytest.mark.parametrize(
