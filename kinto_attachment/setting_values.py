@@ -5,6 +5,8 @@ A parser takes the setting's full name (for error messages) and its raw value, a
 start-up with a message naming the setting when the value is wrong.
 """
 
+import math
+
 from pyramid.exceptions import ConfigurationError
 from pyramid.settings import falsey, truthy
 
@@ -34,6 +36,8 @@ def as_number(kind, minimum):
             number = kind(str(value).strip())
         except ValueError:
             fail(name, f"expected a number, got {value!r}")
+        if not math.isfinite(number):  # float("inf"), float("nan"): no wait ends, or none starts.
+            fail(name, f"expected a finite number, got {value!r}")
         if number < minimum:
             fail(name, f"must be at least {minimum}, got {number}")
         return number

@@ -14,6 +14,7 @@ after that is still served to its end, outside of the budget.
 import collections
 import contextlib
 import logging
+import math
 import threading
 import time
 
@@ -68,7 +69,9 @@ class TransferLimiter:
         """A :class:`Hold` of ``size`` bytes; :class:`Busy` after ``timeout`` seconds
         (``wait_seconds`` when not given) without enough budget."""
         timeout = self.wait_seconds if timeout is None else timeout
-        deadline = None if timeout is None else self.clock() + timeout
+        # An endless timeout is none (``Condition.wait`` refuses an infinite one).
+        endless = timeout is None or not math.isfinite(timeout)
+        deadline = None if endless else self.clock() + timeout
         with self._condition:
             ticket = object()
             self._queue.append(ticket)

@@ -13,7 +13,7 @@ from .. import errors
 from ..state import data_file_entries, instance
 from ..storage.keys import safe_name
 from ..uploads import intake
-from ..web import media_types
+from ..web import media_types, streams
 
 
 logger = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def filename_of(request, file_id):
 
 
 def reservation(request, max_size):
-    length = request.content_length
+    length = streams.declared_length(request)
     if length is None:
         if request.registry.attachment_settings.data_files.require_content_length:
             raise errors.refuse("length_required")

@@ -6,8 +6,6 @@ applies (``If-Range``), and whether the client's copy is current (``If-None-Matc
 import email.utils
 import re
 
-from webob.byterange import Range
-
 from .. import errors
 
 
@@ -29,23 +27,25 @@ def requested_range(request, size):
     match = _ONE_RANGE.fullmatch((request.headers.get("Range") or "").replace(" ", ""))
     if match is None or match.groups() == ("", ""):
         return None
-    first, last = (_clamped(digits) for digits in match.groups())
-    requested = Range.parse(f"bytes={first}-{last}")
-    if requested is None:  # last < first
-        return None
-    if requested.end is None and requested.start <= 0:  # bytes=-N: the last N bytes.
-        if last == "0" or size == 0:
+    first, last = (_position(digits) for digits in match.groups())
+    if first is None:  # bytes=-N: the last N bytes.
+        if last == 0 or size == 0:
             raise errors.refuse("range_not_satisfiable", size=size)
-        return max(0, size + requested.start), size - 1
-    if requested.start >= size:
+        return max(0, size - last), size - 1
+    if last is not None and last < first:
+        return None
+    if first >= size:
         raise errors.refuse("range_not_satisfiable", size=size)
-    end = size if requested.end is None else min(requested.end, size)
-    return requested.start, end - 1
+    return first, size - 1 if last is None else min(last, size - 1)
 
 
-def _clamped(digits):
-    digits = digits.lstrip("0") or ("0" if digits else "")
-    return digits if len(digits) <= _MAX_DIGITS else _BEYOND
+def _position(digits):
+    """The position ``digits`` write (None for none); any beyond :data:`_MAX_DIGITS` digits
+    is :data:`_BEYOND`."""
+    if not digits:
+        return None
+    digits = digits.lstrip("0") or "0"
+    return int(digits if len(digits) <= _MAX_DIGITS else _BEYOND)
 
 
 def _http_date(value):
@@ -84,8 +84,9 @@ def not_modified(request, download):
     """``If-None-Match`` (weak comparison), or without it ``If-Modified-Since``."""
     if request.if_none_match:
         return download.hash is not None and download.hash in request.if_none_match
-    since = request.if_modified_since
+    # Read here: WebOb raises on a date it cannot represent (a year past 9999).
+    since = _http_date(request.headers.get("If-Modified-Since") or "")
     if since is None or download.last_modified is None:
         return False
     # HTTP dates have whole seconds.
-    return download.last_modified // 1000 <= since.timestamp()
+    return download.last_modified // 1000 <= since

@@ -20,7 +20,7 @@ RESOURCE = "data-file"
 PARENT_ID = "data-files"
 #: Every entry, under its own parent or under ``PARENT_ID``.
 EVERY = PARENT_ID + "*"
-ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
 #: Folder of the blobs of new entries. Its leading dot keeps it out of the attachments' key
 #: space (``safe_name`` strips leading dots): an attachment named ``data-files`` once blocked
 #: every upload here. Entries stored under ``data-files/`` before keep their recorded key.
@@ -33,7 +33,8 @@ def new_id():
 
 
 def valid_id(file_id):
-    return bool(ID_PATTERN.match(file_id)) and file_id.strip(".") != ""
+    # Whole: ``$`` would let a final newline through (``abc%0A``).
+    return bool(ID_PATTERN.fullmatch(file_id)) and file_id.strip(".") != ""
 
 
 def is_live(entry, now=None):

@@ -45,8 +45,8 @@ DEFAULT_MIMETYPES = MappingProxyType(
     {".pem": "application/x-pem-file", ".geojson": "application/geojson"}
 )
 
-_EXTENSION_RE = re.compile(r"^[a-z0-9_-]+$")
-_MIMETYPE_RE = re.compile(r"^[\w.+-]+/[\w.+-]+$")
+_EXTENSION_RE = re.compile(r"[a-z0-9_-]+")
+_MIMETYPE_RE = re.compile(r"[\w.+-]+/[\w.+-]+")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,7 +157,7 @@ def _as_extensions(name, value):
             continue
         for ext in group.split():
             ext = ext.lstrip(".")
-            if not _EXTENSION_RE.match(ext):
+            if not _EXTENSION_RE.fullmatch(ext):
                 fail(name, f"{ext!r} is neither an extension group nor a plain extension")
             extensions.add(ext)
     if not extensions:
@@ -172,7 +172,7 @@ def _as_mimetypes(name, value):
             continue
         ext, sep, mimetype = (s.strip() for s in entry.partition(":"))
         ext = "." + ext.lower().lstrip(".")
-        if not sep or not _EXTENSION_RE.match(ext[1:]) or not _MIMETYPE_RE.match(mimetype):
+        if not sep or not _EXTENSION_RE.fullmatch(ext[1:]) or not _MIMETYPE_RE.fullmatch(mimetype):
             fail(name, f"{entry.strip()!r} is not of the form `.ext:type/subtype`")
         mapping[ext] = mimetype
     return MappingProxyType(mapping)

@@ -37,7 +37,7 @@ from .factory import AttachmentFactory
 
 def _refuse_oversized(request, max_size):
     """413 before reading when even the smallest form around the file would be too large."""
-    length = request.content_length
+    length = streams.declared_length(request)
     if max_size and length is not None and length > max_size + FIELDS_LIMIT:
         raise errors.refuse("too_large", limit=max_size)
 

@@ -4,6 +4,7 @@ One chunk at a time, never the whole body: memory stays flat whatever the file's
 """
 
 import os
+import re
 import sys
 
 from .. import errors
@@ -22,6 +23,28 @@ UPLOAD_CHUNK_SIZE = 4 * CHUNK_SIZE
 UWSGI_CHUNK_TIMEOUT = 60
 
 
+#: A ``Content-Length``: digits, fewer than 20 (beyond any body, and any ``int()``).
+_LENGTH = re.compile(r"[0-9]{1,19}")
+
+
+def declared_length(request):
+    """The request's ``Content-Length``, None without one, or a 400 for anything but a number
+    of bytes. WebOb reads ``-1`` as minus one and ``abc`` as no length at all: either made
+    the body an empty one, which replaced the file already there (waitress and gunicorn
+    refuse such headers themselves; a proxy or another server may not)."""
+    value = request.environ.get("CONTENT_LENGTH", "")
+    if value == "":
+        return None
+    if _LENGTH.fullmatch(value) is None:
+        raise errors.refuse(
+            "invalid_parameter",
+            location="header",
+            name="Content-Length",
+            description="must be a number of bytes",
+        )
+    return int(value)
+
+
 def request_body(request):
     """``(stream, length)`` of the request's body, as the WSGI server hands it.
 
@@ -35,8 +58,9 @@ def request_body(request):
     uwsgi = sys.modules.get("uwsgi")
     if uwsgi is not None:
         continue_under_uwsgi(uwsgi, environ)
-    if request.content_length is not None:
-        return request.body_file_raw, request.content_length
+    length = declared_length(request)
+    if length is not None:
+        return request.body_file_raw, length
     if "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
         return request.body_file_raw, 0  # HTTP/1.1: no length, no chunks, no body.
     if environ.get("wsgi.input_terminated"):

@@ -2,6 +2,8 @@
 
 import base64
 import os
+import subprocess
+import sys
 
 import pytest
 import requests
@@ -202,3 +204,19 @@ def test_allow_list_helpers():
     assert not media_types.is_inline("text/plain,text/html")
     assert media_types.served_type("text/plain,text/html") == "application/octet-stream"
     assert media_types.served_type("Text/Plain; charset=utf-8") == "text/plain"
+
+
+def test_parsing_never_backtracks_without_end():
+    """A stray character after many empty parameters: a regex that could read each space in
+    two places tried every way (each ``"; "`` doubled the time; 40 of them, hours, holding
+    the GIL). Parsed in a process of its own: it must be done long before a backtracking
+    parser would, and a hang fails here rather than the whole suite."""
+    values = ["a/b" + "; " * 60 + '"', "a/b" + " ;" * 60 + "\x00", "a/b" + ";\t" * 60 + "@"]
+    script = (
+        "import sys; from kinto_attachment.web.media_types import parse_media_type as p; "
+        f"print([p(v) for v in {values!r}])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[None, None, None]"
