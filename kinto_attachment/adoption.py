@@ -31,6 +31,7 @@ taken for an orphan. When it is done, a marker says so and neither runs it again
 import dataclasses
 import itertools
 import logging
+from urllib.parse import unquote, urlsplit
 
 import transaction
 from kinto.core.storage import Filter
@@ -40,7 +41,7 @@ from kinto.core.utils import COMPARISON
 
 from . import locks
 from .events import claims
-from .state import legacy, links, paging, records, references
+from .state import instance, legacy, links, paging, records, references
 
 
 logger = logging.getLogger(__name__)
@@ -127,6 +128,13 @@ def _names(store, location, key):
     return bool(location) and (store.url(key) == location or store.key_for_url(location) == key)
 
 
+def _moved(location, key):
+    """Whether ``location`` names ``key`` under another base URL than ours (written before
+    the CDN moved): the path ends with the key. kinto-attachment's row links them whatever
+    the URL; adoption keeps that link (the download, and the deletion with the record)."""
+    return bool(location) and unquote(urlsplit(location).path).endswith("/" + key)
+
+
 def _adopt_legacy_links(registry, report):
     storage, store = registry.storage, registry.attachment_store
     if report.dry_run:
@@ -151,9 +159,11 @@ def _adopt_legacy_link(registry, store, link, report):
     if link["record_id"] is not None:
         if not report.dry_run:
             locks.hold(registry, locks.record_path(*ids))
+            if not legacy.still_there(registry.storage, link):
+                return  # Replaced (its old file went with the replacement), or adopted.
         record = records.stored(registry.storage, *ids)
-    location = ((record or {}).get("attachment") or {}).get("location")
-    if link["key"] and _names(store, location, link["key"]):
+    location = records.location_of(record)
+    if link["key"] and (_names(store, location, link["key"]) or _moved(location, link["key"])):
         report.linked += 1
         if not report.dry_run:
             links.add(registry.storage, *ids, link["key"])
@@ -174,9 +184,11 @@ def _keep_unlinked_files(registry, report):
     with transaction.manager:
         collections = list(_collections(storage))
     with_attachment = [Filter("attachment", True, COMPARISON.HAS)]
+    would_retain = set()
     for ids in collections:
         parent_id = "/buckets/{}/collections/{}".format(*ids)
-        # A dry run counted kinto-attachment's links without making them ours.
+        # A dry run counted kinto-attachment's links without making them ours, and retains
+        # nothing: the files it would retain are remembered, counted once (copies).
         pretended = {}
         if report.dry_run:
             with transaction.manager:
@@ -185,17 +197,17 @@ def _keep_unlinked_files(registry, report):
         while True:
             with transaction.manager:
                 page = paging.page(storage, "record", parent_id, with_attachment, last, BATCH)
-                _keep_files_of(registry, ids, page, pretended, report)
+                _keep_files_of(registry, ids, page, pretended, report, would_retain)
             if len(page) < BATCH:
                 break
             last = page[-1]["id"]
 
 
-def _keep_files_of(registry, ids, page, pretended, report):
+def _keep_files_of(registry, ids, page, pretended, report, would_retain):
     storage, store = registry.storage, registry.attachment_store
     linked = links.linked_records(storage, *ids, [r["id"] for r in page])
     for record in page:
-        location = (record.get("attachment") or {}).get("location")
+        location = records.location_of(record)
         if not location or record["id"] in linked:
             continue
         if any(_names(store, location, key) for key in pretended.get(record["id"], ())):
@@ -204,10 +216,12 @@ def _keep_files_of(registry, ids, page, pretended, report):
         if key is None:
             report.foreign.append((links.record_uri(*ids, record["id"]), location))
             continue
-        if links.is_retained(storage, key):
+        if key in would_retain or links.is_retained(storage, key):
             continue
         report.unlinked += 1
-        if not report.dry_run:
+        if report.dry_run:
+            would_retain.add(key)
+        else:
             links.retain(storage, [key])
 
 
@@ -228,9 +242,12 @@ def _keep_unreferenced_files(registry, report):
         if report.dry_run:
             rows = legacy.every(registry.storage)
             pretended = {references.key_hash(row["key"]) for row in rows}
+    own = instance.tag(registry)
     batch = []
     for listed in store.iter_blobs():
         if listed.temporary or listed.key in referenced:
+            continue
+        if instance.tag_of(listed.key) == own:  # Ours: an upload committed meanwhile.
             continue
         if references.key_hash(listed.key) in pretended:
             continue

@@ -66,6 +66,19 @@ def every(storage, filters=None):
             yield _as_link(resource, row)
 
 
+def still_there(storage, link):
+    """Whether the row of ``link`` is still stored (read again once its record is locked: a
+    replacement, or another node's adoption, may have removed it meanwhile)."""
+    return bool(
+        storage.list_all(
+            resource_name=link["legacy"],
+            parent_id=PARENT_ID,
+            filters=[Filter("id", link["id"], COMPARISON.EQ)],
+            limit=1,
+        )
+    )
+
+
 def forget(storage, legacy_links):
     """Delete the rows of these links (from :func:`links`)."""
     for link in legacy_links:

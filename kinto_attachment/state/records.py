@@ -39,6 +39,20 @@ def stored(storage, bucket_id, collection_id, record_id):
         return None
 
 
+def attachment_of(record):
+    """The record's ``attachment`` if it is an object, else None: kinto-attachment let any
+    client write any value there (a string, a list), which must neither stop a migration nor
+    make a 500."""
+    attachment = (record or {}).get("attachment")
+    return attachment if isinstance(attachment, dict) else None
+
+
+def location_of(record):
+    """The ``location`` of the record's attachment if it is a string, else None."""
+    location = (attachment_of(record) or {}).get("location")
+    return location if isinstance(location, str) else None
+
+
 def is_internal_write(request):
     return bool(request.environ.get(INTERNAL_WRITE))
 

@@ -34,7 +34,7 @@ from array import array
 from kinto.core.storage import Filter
 from kinto.core.utils import COMPARISON, msec_time
 
-from . import data_file_entries, links, outbox, paging, replaced, tus_uploads
+from . import data_file_entries, links, outbox, paging, records, replaced, tus_uploads
 
 
 #: Keys of a resumable upload's store state that name objects of the store.
@@ -90,9 +90,8 @@ def _attached(storage, store):
         for collection in paging.every(storage, "collection", bucket_uri):
             collection_uri = f"{bucket_uri}/collections/{collection['id']}"
             for record in paging.every(storage, "record", collection_uri, WITH_ATTACHMENT):
-                attachment = record.get("attachment")
-                location = attachment.get("location") if isinstance(attachment, dict) else None
-                key = store.key_for_url(location) if isinstance(location, str) else None
+                location = records.location_of(record)
+                key = store.key_for_url(location) if location is not None else None
                 if key is not None:
                     yield Reference(f"{collection_uri}/records/{record['id']}", key)
     for link in links.all_links(storage):

@@ -65,12 +65,12 @@ def attach(request, context, blob, data=None, permissions=None, discard_on_failu
     existing = lock_record(request, context)
     storage = request.registry.storage
     ids = (context.bucket_id, context.collection_id, context.record_id)
-    previous = (existing or {}).get(FILE_FIELD) or {}
+    previous = records.attachment_of(existing) or {}
     # A record that does not exist has no links: its deletion, or its collection's or its
     # bucket's, removed them in its transaction (:mod:`kinto_attachment.listeners`).
     replaced = []
     if existing is not None:
-        location = previous.get("location")
+        location = records.location_of(existing)
         replaced = links.of_record(storage, *ids, location=location, url=store.url)
     metadata = blob.attachment(store.url(blob.key))
     written = records.write(

@@ -9,6 +9,7 @@ lock the record, write it and its link, and leave the replaced blob to be delete
 """
 
 import contextlib
+import re
 
 from kinto.core import Service
 from kinto.core.authorization import DYNAMIC
@@ -165,7 +166,7 @@ def _download(request, context, store, expires):
     """The :class:`~kinto_attachment.downloads.Download` of the record's attachment, or the
     ``404`` of a missing record, or of a record without attachment."""
     collection, record = _existing_record(request)
-    metadata = record.get(FILE_FIELD)
+    metadata = records.attachment_of(record)
     if not metadata:
         raise errors.refuse("missing", resource_name=FILE_FIELD, id=context.record_id)
     lifetime = request.registry.attachment_settings.caching.record_lifetime(
@@ -173,18 +174,36 @@ def _download(request, context, store, expires):
     )
     public = _readable_by_everyone(request, context)
     cache_control, vary = caching.record_file(public, lifetime, expires)
-    key, since = _key_of(request, context, store, metadata)
+    key, since = _key_of(request, context, store, record)
+    size = metadata.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        # A copy made by hand, or by an old client: the stored file says.
+        stat = store.stat(key)
+        if stat is None:
+            raise errors.refuse("missing", resource_name=FILE_FIELD, id=context.record_id)
+        size = stat.size
+    filename, digest = _text(metadata, "filename"), _text(metadata, "hash")
     return downloads.Download(
         key=key,
-        size=metadata["size"],
-        mimetype=metadata["mimetype"],
-        filename=metadata["filename"],
-        hash=metadata["hash"],
+        size=size,
+        mimetype=_text(metadata, "mimetype") or "",  # Served as its valid type, or none.
+        filename=filename or key.rsplit("/", 1)[-1],
+        hash=digest if digest and _SHA256.fullmatch(digest) else None,
         last_modified=record.get("last_modified"),
         unchanged_since=since,
         cache_control=cache_control,
         vary=vary,
     )
+
+
+#: A sha256 as records hold it (it goes into ``ETag``).
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _text(metadata, name):
+    """A text field of the attachment's metadata, None when it is missing or no text."""
+    value = metadata.get(name)
+    return value if isinstance(value, str) else None
 
 
 def _readable_by_everyone(request, context):
@@ -198,20 +217,21 @@ def _readable_by_everyone(request, context):
     return context.check_permission([Everyone], bound)
 
 
-def _key_of(request, context, store, metadata):
+def _key_of(request, context, store, record):
     """The blob key of the record's attachment, and since when the record has had it (or
     None): the linked key whose URL is its ``location`` (kinto-attachment's links too), else
     the key that ``location`` names under our ``base_url`` (a record no link names yet); a
     404 when neither exists."""
     ids = (context.bucket_id, context.collection_id, context.record_id)
-    location = metadata.get("location") or ""
+    location = records.location_of(record) or ""
     found = links.of_record(request.registry.storage, *ids, location=location, url=store.url)
     link = next((link for link in found if store.url(link["key"]) == location), None)
     if link is not None:
         return link["key"], link.get("since")
     key = store.key_for_url(location) or (found[-1]["key"] if found else None)
     if key is None:
-        raise errors.refuse("missing", resource_name=FILE_FIELD, id=metadata.get("filename"))
+        filename = records.attachment_of(record).get("filename")
+        raise errors.refuse("missing", resource_name=FILE_FIELD, id=filename)
     return key, None
 
 
