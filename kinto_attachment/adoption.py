@@ -242,12 +242,12 @@ def _keep_unreferenced_files(registry, report):
         if report.dry_run:
             rows = legacy.every(registry.storage)
             pretended = {references.key_hash(row["key"]) for row in rows}
-    own = instance.tag(registry)
+    own = instance.tag(registry, make=not report.dry_run)  # None: it named no file yet.
     batch = []
     for listed in store.iter_blobs():
         if listed.temporary or listed.key in referenced:
             continue
-        if instance.tag_of(listed.key) == own:  # Ours: an upload committed meanwhile.
+        if own is not None and instance.tag_of(listed.key) == own:  # An upload meanwhile.
             continue
         if references.key_hash(listed.key) in pretended:
             continue
@@ -299,6 +299,7 @@ class Migration(PostgreSQLPluginMigration):
             return
         if client is not None and not dry_run:
             claims.create_index(client)
+            instance.tag(self.registry)  # Made here, read by the servers as they start.
         adopt(self.registry, dry_run=dry_run)
 
 

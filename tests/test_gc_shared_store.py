@@ -9,6 +9,7 @@ import time
 import uuid
 
 import pytest
+from kinto.core import scripts as kinto_scripts
 
 from kinto_attachment import adoption, gc
 from kinto_attachment.state import instance
@@ -264,7 +265,8 @@ def test_first_upload_with_one_database_connection_per_process(tmp_path):
                 "kinto.storage_pool_timeout": "2",
             },
         )
-        make_app(settings)  # ``kinto migrate``: the schema, before the server starts.
+        migrated = make_app(settings)  # ``kinto migrate``, before the server starts.
+        kinto_scripts.migrate({"registry": migrated.app.registry})
         kinto = Kinto(make_app(settings), base_path)
         kinto.create_collection()
 

@@ -185,7 +185,7 @@ def _collect_orphans(registry, now, report):
     cutoff = now - registry.attachment_settings.gc.orphans_grace_seconds * 1000
     with transaction.manager:
         keys, pending = references.index(registry)
-    sorting = instance.Sorting(registry, cutoff, store.iter_pending())
+    sorting = instance.Sorting(registry, cutoff, store.iter_pending(), make=not report.dry_run)
     doomed = []
     for listed in sorting.orphans(store.iter_blobs(), keys.see):
         report.orphans.append(listed)

@@ -28,7 +28,7 @@ import transaction
 from kinto.core.storage.exceptions import ObjectNotFoundError, UnicityError
 from pyramid.events import ApplicationCreated
 
-from .shared import quiet_client
+from .shared import quiet_client, shares_state
 
 
 logger = logging.getLogger(__name__)
@@ -44,26 +44,33 @@ _TAGGED = re.compile(r"(?<![0-9a-f])([0-9a-f]{32})([0-9a-f]{8})(?![0-9a-f])")
 _reading = threading.Lock()
 
 
-def tag(registry):
-    """This instance's tag, read (or made) once per process."""
+def tag(registry, make=True):
+    """This instance's tag, read (or made) once per process; without ``make``, None while
+    the instance has none (it has never named a file)."""
     found = getattr(registry, "attachment_instance_tag", None)
     if found is None:
         with _reading:
             found = getattr(registry, "attachment_instance_tag", None)
             if found is None:
-                found = _on_its_own(_read_or_make, registry.storage)
-                registry.attachment_instance_tag = found
+                found = _on_its_own(_read_or_make, registry.storage, None, make)
+                if found is not None:
+                    registry.attachment_instance_tag = found
     return found
 
 
 def read_at_start(event):
-    """Read (or make) the tag when the application starts, outside any request: a request
-    that needed it first would wait for a second connection of the database's pool while it
-    holds one. A storage not ready yet (``kinto migrate`` starts the application before it
-    makes the schema; a database down) leaves it to the first request that needs it."""
+    """Read the tag when the application starts, outside any request: a request that needed
+    it first would wait for a second connection of the database's pool while it holds one.
+    A shared storage's tag is only read (a command started with ``--dry-run`` changes
+    nothing): ``kinto migrate`` makes it (:class:`~kinto_attachment.adoption.Migration`),
+    or else the first request that needs one. A memory backend's is made: nothing outside
+    the process changes. A storage not ready yet (``kinto migrate`` starts the application
+    before it makes the schema; a database down) leaves it to the first request that
+    needs it."""
+    registry = event.app.registry
     try:
         with quiet_client():
-            tag(event.app.registry)
+            tag(registry, make=not shares_state(registry))
     except Exception as e:  # noqa: BLE001 (any backend's failure: read it later)
         logger.info("The instance's tag will be read later: %s", str(e).splitlines()[0])
 
@@ -114,12 +121,13 @@ def _on_its_own(function, *args):
         return one.submit(function, *args).result()
 
 
-def _read_or_make(storage, made=None):
+def _read_or_make(storage, made=None, make=True):
     with transaction.manager:
         try:
             return storage.get(**OBJECT, object_id=OBJECT_ID)["tag"]
         except ObjectNotFoundError:
-            pass
+            if not make:
+                return None
     try:
         with transaction.manager:
             made = {"id": OBJECT_ID, "tag": made or secrets.token_hex(4)}
@@ -135,7 +143,8 @@ class Sorting:
 
     The store's pending ``uploads`` (S3 multipart uploads: few) are looked at first, then each
     file of the listing, referenced or not: whatever another instance wrote puts it *in
-    sight*, and is kept. Of what nothing references, this instance's goes once past
+    sight*, and is kept. A dry run (``make`` false) makes no tag: an instance without one
+    has named no file. Of what nothing references, this instance's goes once past
     ``cutoff`` (ms since the epoch); a name that says nobody's is kept back until the listing
     is over, and goes then only if no other instance was in sight (``unowned`` otherwise).
     Temporary files go past ``cutoff``, whoever made them: no request writes that long."""
@@ -143,8 +152,8 @@ class Sorting:
     #: Keys of other instances' files kept as examples (all are counted).
     EXAMPLES = 10
 
-    def __init__(self, registry, cutoff, uploads):
-        self.own, self.cutoff = tag(registry), cutoff
+    def __init__(self, registry, cutoff, uploads, make=True):
+        self.own, self.cutoff = tag(registry, make), cutoff
         #: Files and uploads of other instances, and the keys of the first of them.
         self.others, self.other_examples = 0, []
         #: Keys of the orphans and uploads whose names say nobody's, kept.

@@ -162,3 +162,27 @@ def test_hexadecimal_names_of_clients_are_nobodys():
 )
 def test_the_tag_of_a_key_is_read_in_its_name(key, tag):
     assert tag_of(key.format(name=tagged_name("0badcafe"))) == tag
+
+
+@pytest.mark.postgresql
+def test_kinto_migrate_makes_the_tag_a_dry_run_does_not(tmp_path):
+    """Servers only read the tag as they start (a command's ``--dry-run`` changes nothing):
+    ``kinto migrate`` makes it, even once adoption is long done (an upgrade)."""
+    from kinto.core import scripts
+
+    from kinto_attachment import adoption
+
+    with own_database("kinto_attachment_tag") as url:
+        registry = app_on(url, tmp_path).registry
+        adoption.adopt(registry)  # Done long ago, by a version that made no tag.
+        with transaction.manager:
+            registry.storage.delete(**instance.OBJECT, object_id=instance.OBJECT_ID)
+        instance.forget(registry)  # ``kinto migrate`` is a process of its own.
+        scripts.migrate({"registry": registry}, dry_run=True)
+        assert instance._read_or_make(registry.storage, make=False) is None
+        assert instance.tag(app_on(url, tmp_path).registry, make=False) is None
+
+        scripts.migrate({"registry": registry})
+
+        made = instance._read_or_make(registry.storage, make=False)
+        assert made is not None and instance.tag(app_on(url, tmp_path).registry) == made
