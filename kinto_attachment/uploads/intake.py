@@ -211,15 +211,20 @@ def record_fields(texts, refuse):
     return parsed
 
 
+def check_storable(filename):
+    """400 unless Kinto's storage can hold ``filename`` (PostgreSQL cannot hold a NUL)."""
+    try:
+        storable.check_text(filename)
+    except storable.Unstorable as e:
+        raise errors.refuse("invalid_body", description=f"Filename {e}.") from e
+
+
 def check_name(policy, filename):
     """400 unless an attachment may have this name under the collection's policy, and
     Kinto's storage can hold it (a NUL: 0x00)."""
     if not filename:
         raise errors.refuse("invalid_body", description="Filename is required.")
-    try:
-        storable.check_text(filename)
-    except storable.Unstorable as e:
-        raise errors.refuse("invalid_body", description=f"Filename {e}.") from e
+    check_storable(filename)
     _check_extension(policy, filename)
     _check_extension(policy, safe_name(filename))
 

@@ -40,7 +40,9 @@ def requested(request):
 def partial_plan(policy, tag, ids, filename):
     """Where a partial upload's bytes go while it waits for its final upload: a random name
     in the collection's folder, never an attachment's (the final upload's plan decides
-    that); stores that need one (S3 completes each partial upload into an object) use it."""
+    that); stores that need one (S3 completes each partial upload into an object) use it.
+    Its name, if any, is kept with it: 400 unless Kinto's storage can hold it."""
+    intake.check_storable(filename)
     bucket_id, collection_id, _ = ids
     key = join_key(
         policy.folder_for(bucket_id, collection_id), f"{instance.tagged_name(tag)}.partial"

@@ -48,8 +48,8 @@ def is_mine(request, upload):
 
 def finish(request, upload, progress, sha256):
     """The file the store made (``progress``) becomes the record's attachment; the upload is
-    remembered as finished once the transaction has committed (the caller removes its state,
-    if it was saved)."""
+    remembered as finished, and forgotten if the transaction fails (the caller removes its
+    state, if it was saved)."""
     store = request.registry.attachment_store
     blob = intake.Blob(
         key=progress.key,
@@ -70,6 +70,11 @@ def finish(request, upload, progress, sha256):
     others = [key for key in progress.created if key != progress.key]
     lifecycle.delete_unless_committed(request, store, others)
     lifecycle.delete_after_commit(request, store, progress.obsolete)
+    # Remembered before the caller removes its state, not once the transaction has committed:
+    # a HEAD, or the last PATCH sent again by a client that lost its answer, coming in
+    # between would find neither (a 404: tus-js-client starts over). On PostgreSQL the state
+    # stays visible until the commit, and a HEAD reads it first; forgotten if it fails.
     seconds = request.registry.attachment_settings.resumable_expires_seconds
     cache = request.registry.cache
-    lifecycle.after_commit(request, tus_uploads.remember_finished, cache, upload, seconds)
+    tus_uploads.remember_finished(cache, upload, seconds)
+    lifecycle.on_failure(request, tus_uploads.forget_finished, cache, upload["id"])
