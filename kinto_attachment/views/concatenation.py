@@ -16,7 +16,7 @@ import base64
 
 from ..protocols import tus, tus_concat
 from ..routes import TUS_UPLOAD, TUS_UPLOADS
-from ..state import instance, tus_uploads
+from ..state import instance, records, tus_uploads
 from ..state.hashstate import ResumableSha256
 from ..storage import IConcatenatingStore
 from ..storage.keys import join_key
@@ -64,6 +64,8 @@ def create_final(request, concat, client):
     fields = intake.record_fields(metadata, tus.invalid_metadata)
     require_storable_ids(context)
     refuse_missing_parents(request, context)
+    # Before anything is copied: data or permissions no write could take (as at a creation).
+    records.check(request, context, fields.get("data"), fields.get("permissions"))
     uploads_path = request.route_path(TUS_UPLOADS.name, **request.matchdict)
     upload_ids = tus_concat.upload_ids(concat.urls, uploads_path)
     partials = [_partial(request, i, url) for i, url in zip(upload_ids, concat.urls, strict=True)]

@@ -74,6 +74,21 @@ def test_final_upload_with_fields_no_write_can_take(kinto_tus, name, value):
     assert app.get(RECORD + "/attachment", headers=ALICE).body == b"abcdef"
 
 
+@pytest.mark.parametrize(
+    "name,value", [("data", '{"id": "another-record"}'), ("permissions", '{"write": "x"}')]
+)
+def test_fields_no_write_can_take_are_refused_before_anything_is_copied(
+    kinto_tus, monkeypatch, name, value
+):
+    app = kinto_tus.app
+    urls = [partial_upload(app, b"abc"), partial_upload(app, b"def")]
+    copied = []
+    store = kinto_tus.registry.attachment_store
+    monkeypatch.setattr(store, "concatenate", lambda *args: copied.append(args))
+    final_upload(app, urls, status=400, meta=metadata("f.txt", **{name: value}))
+    assert copied == []
+
+
 def test_final_upload_refused_by_schema_leaves_partials_usable(kinto_tus):
     app = kinto_tus.app
     previous = kinto_tus.upload(RECORD, b"previous", "previous.txt").json
