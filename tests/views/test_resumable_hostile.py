@@ -193,14 +193,19 @@ def test_final_upload_in_odd_order(kinto_tus):
     assert kinto_tus.files() == [kinto_tus.key_of(attachment["location"])]
 
 
-def test_deferred_length_told_by_an_empty_last_patch(kinto_tus):
-    app = kinto_tus.app
+def deferred_upload(app):
+    """A new upload of deferred length; its path."""
     response = app.post(
         UPLOADS,
         headers={**ALICE, **TUS, "Upload-Defer-Length": "1", "Upload-Metadata": metadata()},
         status=201,
     )
-    url = path_of(response.headers["Location"])
+    return path_of(response.headers["Location"])
+
+
+def test_deferred_length_told_by_an_empty_last_patch(kinto_tus):
+    app = kinto_tus.app
+    url = deferred_upload(app)
     patch(app, url, b"12345", 0)
     patch(app, url, b"", 5, **{"Upload-Length": "5"})
     attachment = app.get(RECORD, headers=ALICE).json["data"]["attachment"]
@@ -211,12 +216,7 @@ def test_deferred_length_told_by_an_empty_last_patch(kinto_tus):
 
 def test_deferred_length_refused_checksum_does_not_set_the_length(kinto_tus):
     app = kinto_tus.app
-    response = app.post(
-        UPLOADS,
-        headers={**ALICE, **TUS, "Upload-Defer-Length": "1", "Upload-Metadata": metadata()},
-        status=201,
-    )
-    url = path_of(response.headers["Location"])
+    url = deferred_upload(app)
     bad = {"Upload-Length": "5", "Upload-Checksum": "sha1 " + b64(b"x" * 20)}
     patch(app, url, b"12345", 0, status=460, **bad)
     assert head(app, url).headers.get("Upload-Defer-Length") == "1"
