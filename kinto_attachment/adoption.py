@@ -124,15 +124,15 @@ def adopt(registry, dry_run=False):
 
 
 def _names(store, location, key):
-    """Whether the record's ``location`` is the URL of ``key``."""
-    return bool(location) and (store.url(key) == location or store.key_for_url(location) == key)
-
-
-def _moved(location, key):
-    """Whether ``location`` names ``key`` under another base URL than ours (written before
-    the CDN moved): the path ends with the key. kinto-attachment's row links them whatever
-    the URL; adoption keeps that link (the download, and the deletion with the record)."""
-    return bool(location) and unquote(urlsplit(location).path).endswith("/" + key)
+    """Whether the record's ``location`` names ``key``, which a kinto-attachment row links
+    to the record: its URL, or one under another base URL than ours (written before the CDN
+    moved: the path ends with the key). The row links them whatever the URL; adoption keeps
+    that link (the download, and the deletion with the record)."""
+    if not location:
+        return False
+    if store.url(key) == location or store.key_for_url(location) == key:
+        return True
+    return unquote(urlsplit(location).path).endswith("/" + key)
 
 
 def _adopt_legacy_links(registry, report):
@@ -163,7 +163,7 @@ def _adopt_legacy_link(registry, store, link, report):
                 return  # Replaced (its old file went with the replacement), or adopted.
         record = records.stored(registry.storage, *ids)
     location = records.location_of(record)
-    if link["key"] and (_names(store, location, link["key"]) or _moved(location, link["key"])):
+    if link["key"] and _names(store, location, link["key"]):
         report.linked += 1
         if not report.dry_run:
             links.add(registry.storage, *ids, link["key"])

@@ -165,8 +165,9 @@ def test_adoption_keeps_the_link_of_a_record_written_under_a_previous_base_url(
 ):
     """kinto-attachment's link names the file by key, whatever ``base_url`` was when it was
     written (a CDN that moved). Before adoption the link serves the download and deleting
-    the record deletes the file, as kinto-attachment did; adoption turns the link into a
-    retained file: the download becomes a 404, the file is kept forever."""
+    the record deletes the file, as kinto-attachment did; adoption turned the link into a
+    retained file: the download became a 404, the file was kept forever. A dry run counts
+    what the run does (it listed the record as outside ``base_url``)."""
     kinto = memory_app(tmp_path_factory, request)
     attachment = legacy_record(kinto, "r1", link="8")
     moved = "https://old-cdn.example.com/" + attachment["key"]
@@ -175,7 +176,10 @@ def test_adoption_keeps_the_link_of_a_record_written_under_a_previous_base_url(
     )
     url = kinto.record_url("r1") + "/attachment"
     assert kinto.app.get(url, headers=ALICE).body == b"old content"  # Before adoption.
-    adoption.adopt(kinto.registry)
+    dry = adoption.adopt(kinto.registry, dry_run=True)
+    done = adoption.adopt(kinto.registry)
+    assert (dry.linked, dry.unlinked, dry.foreign) == (done.linked, done.unlinked, done.foreign)
+    assert done.linked == 1 and done.foreign == []
     response = kinto.app.get(url, headers=ALICE, status="*")
     assert response.status_int == 200, "served before adoption, a 404 after"
 
