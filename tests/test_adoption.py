@@ -55,17 +55,24 @@ def legacy_record(kinto, record_id="r1", content=b"old content", link="8", locat
             obj={**record, "attachment": attachment},
         )
         if link is not None:
-            storage.create(
-                resource_name=LEGACY_RESOURCES[link],
-                parent_id=legacy.PARENT_ID,
-                obj={
-                    "location": key,
-                    "bucket_uri": "/buckets/blog",
-                    "collection_uri": parent_id,
-                    "record_uri": f"{parent_id}/records/{record_id}",
-                },
-            )
+            legacy_row(storage, record_id, key, link)
     return {**attachment, "key": key}
+
+
+def legacy_row(storage, record_id, key, link="8"):
+    """kinto-attachment's row (of its version ``link``) linking ``key`` to the record
+    ``record_id`` of blog/articles; in the caller's transaction."""
+    parent_id = "/buckets/blog/collections/articles"
+    storage.create(
+        resource_name=LEGACY_RESOURCES[link],
+        parent_id=legacy.PARENT_ID,
+        obj={
+            "location": key,
+            "bucket_uri": "/buckets/blog",
+            "collection_uri": parent_id,
+            "record_uri": f"{parent_id}/records/{record_id}",
+        },
+    )
 
 
 def legacy_rows(kinto):

@@ -11,7 +11,7 @@ from kinto_attachment import adoption, gc
 from kinto_attachment.state import legacy
 
 from .conftest import ALICE, cached_app
-from .test_adoption import age, legacy_record, prepared, store_file
+from .test_adoption import age, legacy_record, legacy_row, prepared, store_file
 
 
 PARENT = "/buckets/blog/collections/articles"
@@ -247,20 +247,6 @@ def test_dry_run_counts_what_the_run_does_with_signer_copies(tmp_path_factory, r
     assert (dry.linked, dry.retained, dry.unlinked) == (done.linked, done.retained, done.unlinked)
 
 
-def legacy_row(kinto, record_id, key):
-    with transaction.manager:
-        kinto.registry.storage.create(
-            resource_name="",
-            parent_id=legacy.PARENT_ID,
-            obj={
-                "location": key,
-                "bucket_uri": "/buckets/blog",
-                "collection_uri": PARENT,
-                "record_uri": f"{PARENT}/records/{record_id}",
-            },
-        )
-
-
 @pytest.mark.xfail(
     strict=True,
     reason="known: a free name is one the store does not hold, not one no record names "
@@ -282,7 +268,8 @@ def test_a_new_upload_never_takes_the_name_a_legacy_record_still_names(tmp_path_
     }
     kinto.app.put_json(kinto.record_url("old"), {"data": {}}, headers=ALICE)
     set_attachment(kinto, "old", attachment)
-    legacy_row(kinto, "old", "lost.txt")  # Its file is gone.
+    with transaction.manager:
+        legacy_row(kinto.registry.storage, "old", "lost.txt")  # Its file is gone.
     adoption.adopt(kinto.registry)
     new = kinto.upload(kinto.record_url("new"), b"new content", "lost.txt").json
     old = kinto.app.get(kinto.record_url("old") + "/attachment", headers=ALICE, status="*")
