@@ -247,17 +247,17 @@ def test_dry_run_counts_what_the_run_does_with_signer_copies(tmp_path_factory, r
     assert (dry.linked, dry.retained, dry.unlinked) == (done.linked, done.retained, done.unlinked)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: a free name is one the store does not hold, not one no record names "
-    "(docs/migrating.rst)",
-)
-def test_a_new_upload_never_takes_the_name_a_legacy_record_still_names(tmp_path_factory, request):
+@pytest.mark.parametrize("backend", ["memory", "postgresql"])
+@pytest.mark.parametrize("adopted", [True, False], ids=["adopted", "not-adopted"])
+def test_a_new_upload_never_takes_the_name_a_legacy_record_still_names(
+    tmp_path_factory, request, backend, adopted
+):
     """``randomize = false``: kinto-attachment left a record whose file is missing (its own
     refused replacements delete the old file first). A new upload of the same name into
-    that folder takes the free name: the legacy record then serves another record's bytes,
-    and deleting it deletes the new record's file."""
-    kinto = memory_app(tmp_path_factory, request, **{"kinto.attachment.randomize": "false"})
+    that folder must not take the free name: the legacy record would serve another record's
+    bytes, and deleting it would delete the new record's file."""
+    settings = {"kinto.attachment.randomize": "false"}
+    kinto = prepared(cached_app(backend, tmp_path_factory, request, **settings))
     store = kinto.registry.attachment_store
     attachment = {
         "filename": "lost.txt",
@@ -270,9 +270,27 @@ def test_a_new_upload_never_takes_the_name_a_legacy_record_still_names(tmp_path_
     set_attachment(kinto, "old", attachment)
     with transaction.manager:
         legacy_row(kinto.registry.storage, "old", "lost.txt")  # Its file is gone.
-    adoption.adopt(kinto.registry)
+    if adopted:
+        adoption.adopt(kinto.registry)
     new = kinto.upload(kinto.record_url("new"), b"new content", "lost.txt").json
+    assert kinto.key_of(new["location"]) == "lost-1.txt"
     old = kinto.app.get(kinto.record_url("old") + "/attachment", headers=ALICE, status="*")
     assert old.body != b"new content", "a legacy record serves another record's file"
     kinto.app.delete(kinto.record_url("old"), headers=ALICE)
     assert store.exists(kinto.key_of(new["location"])), "the new record's file was deleted"
+
+
+def test_a_new_upload_never_takes_the_name_of_a_kept_file_deleted_by_hand(
+    tmp_path_factory, request
+):
+    """``keep_old_files``: the old file is recorded as kept; deleted by hand since, its name
+    is still not given to a new file (the collector would keep that one forever, and a
+    record of the history may still name it)."""
+    settings = {"kinto.attachment.randomize": "false", "kinto.attachment.keep_old_files": "true"}
+    kinto = prepared(cached_app("memory", tmp_path_factory, request, **settings))
+    store = kinto.registry.attachment_store
+    first = kinto.upload(kinto.record_url("r"), b"first", "name.txt").json
+    kinto.upload(kinto.record_url("r"), b"second", "other.txt")
+    store.delete(kinto.key_of(first["location"]))
+    again = kinto.upload(kinto.record_url("r2"), b"third", "name.txt").json
+    assert kinto.key_of(again["location"]) == "name-1.txt"

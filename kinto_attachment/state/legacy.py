@@ -66,6 +66,12 @@ def every(storage, filters=None):
             yield _as_link(resource, row)
 
 
+def names(storage, key):
+    """Whether a row of kinto-attachment links a record to ``key``."""
+    rows = every(storage, [Filter("location", key, COMPARISON.EQ)])
+    return next(rows, None) is not None
+
+
 def still_there(storage, link):
     """Whether the row of ``link`` is still stored (read again once its record is locked: a
     replacement, or another node's adoption, may have removed it meanwhile)."""

@@ -79,6 +79,23 @@ def of_record(storage, bucket_id, collection_id, record_id, location=None, url=N
     return ours + list(legacy.links(storage, bucket_id, collection_id, record_id))
 
 
+def held(storage, key):
+    """Whether Kinto's storage names ``key``: a record's link (ours, or kinto-attachment's
+    row) or a retained file. Asked of a name the store holds no blob under, before a new blob
+    takes it (:meth:`~kinto_attachment.storage.StoreBase.reserved`): a record naming it lost
+    its file (kinto-attachment deleted it before its refused replacement, or someone did by
+    hand), and a new blob there would be served as that record's, and deleted with it. Two
+    lookups by id (indexed) and kinto-attachment's rows until they are adopted."""
+    found = storage.list_all(
+        resource_name=RESOURCE,
+        parent_id=PARENT_PREFIX + "*",
+        filters=[Filter("id", _link_id(key), COMPARISON.EQ)],
+    )
+    if any(link["key"] == key for link in found) or is_retained(storage, key):
+        return True
+    return legacy.names(storage, key)
+
+
 def linked_records(storage, bucket_id, collection_id, record_ids):
     """The ids among ``record_ids`` (of one collection) that have one of our links."""
     found = storage.list_all(

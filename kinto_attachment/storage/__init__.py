@@ -14,6 +14,8 @@ from urllib.parse import unquote, urljoin
 
 from zope.interface import Attribute, Interface
 
+from .keys import key_variants
+
 
 class IStaged(Interface):
     """Bytes on their way to the store, not yet visible under any key."""
@@ -77,6 +79,10 @@ class IBlobStore(Interface):
         """Public URL of the blob: ``base_url`` joined with the key."""
 
     base_url = Attribute("Prefix of every blob URL, may be empty (relative locations).")
+    reserved = Attribute(
+        "``reserved(key)``: whether a name with no blob is named elsewhere (Kinto's storage), "
+        "so never to be given to a new blob; set by the plugin (:meth:`StoreBase.reserved`)."
+    )
 
     def key_for_url(location):
         """The key whose :meth:`url` is ``location``, or None when ``location`` is not under
@@ -220,7 +226,23 @@ class Progress:
 
 
 class StoreBase:
-    """What every store derives from its ``stat()``."""
+    """What every store derives from its ``stat()``, and the names it must not give."""
+
+    @staticmethod
+    def reserved(key):
+        """Whether ``key``, a name the store holds no blob under, is named elsewhere all the
+        same: the plugin replaces this with a look in Kinto's storage (a record whose file is
+        lost still names it: a new blob there would be served as that record's, and deleted
+        with it). Asked only of names that are not random."""
+        return False
+
+    def variants(self, key, random=False):
+        """``key``, ``name-1.ext``... (:func:`.keys.key_variants`), but the reserved ones;
+        ``key`` itself is not asked about when it was drawn at random."""
+        variants = key_variants(key)
+        if random:
+            yield next(variants)
+        yield from (k for k in variants if not self.reserved(k))
 
     def exists(self, key):
         return self.stat(key) is not None

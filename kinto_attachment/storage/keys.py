@@ -63,12 +63,12 @@ def key_variants(key):
         yield f"{stem}-{counter}{ext}"
 
 
-def free_variant(key, exists, listed):
+def free_variant(key, exists, listed, reserved):
     """The first of ``key``, ``name-1.ext``... not taken yet: ``exists(key)``, and when it is
     taken, one listing of the names starting with ``name-`` (``listed(prefix)``), rather than
-    a request per variant."""
-    if not exists(key):
+    a request per variant; nor ``reserved`` (``StoreBase.reserved``)."""
+    if not exists(key) and not reserved(key):
         return key
     stem, _ = posixpath.splitext(key)
     taken = {key, *listed(f"{stem}-")}
-    return next(k for k in key_variants(key) if k not in taken)
+    return next(k for k in key_variants(key) if k not in taken and not reserved(k))

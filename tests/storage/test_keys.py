@@ -42,7 +42,19 @@ def test_a_taken_key_gives_the_first_free_variant_from_one_listing():
         listings.append(prefix)
         return ["a/b-1.txt", "a/b-3.txt"]
 
-    assert free_variant("a/b.txt", lambda key: False, listed) == "a/b.txt"
+    def reserved(key):
+        return False
+
+    assert free_variant("a/b.txt", lambda key: False, listed, reserved) == "a/b.txt"
     assert listings == []
-    assert free_variant("a/b.txt", lambda key: True, listed) == "a/b-2.txt"
+    assert free_variant("a/b.txt", lambda key: True, listed, reserved) == "a/b-2.txt"
     assert listings == ["a/b-"]
+
+
+def test_a_reserved_key_is_skipped_as_a_taken_one():
+    """Free in the store but named elsewhere (``StoreBase.reserved``): the next free one."""
+    reserved = {"a/b.txt", "a/b-2.txt"}.__contains__
+    assert free_variant("a/b.txt", lambda key: False, lambda p: [], reserved) == "a/b-1.txt"
+    assert free_variant("a/b.txt", lambda key: True, lambda p: ["a/b-1.txt"], reserved) == (
+        "a/b-3.txt"
+    )

@@ -231,6 +231,37 @@ def test_a_name_taken_during_an_upload_of_several_parts_is_not_overwritten(case,
     assert case.read("race.bin") == first
 
 
+def reserving(case, *keys):
+    """Tell the store that Kinto's storage names ``keys`` (a record's link, say) though it
+    holds no blob under them (what the plugin installs: ``StoreBase.reserved``)."""
+    asked = []
+
+    def reserved(key):
+        asked.append(key)
+        return key in keys
+
+    case.store.reserved = reserved
+    return asked
+
+
+@pytest.mark.parametrize("size", ["small", "big"])
+def test_names_kintos_storage_holds_are_never_given_to_a_new_blob(case, size):
+    """A record naming a file that is gone must not get a new upload's bytes as its own (nor
+    delete them with it): the free name skips what the state names."""
+    reserving(case, "kept.txt", "kept-1.txt")
+    content = b"new" if size == "small" else big(case)
+    assert case.put("kept.txt", content) == "kept-2.txt"
+    assert case.read("kept-2.txt") == content
+    assert case.visible() == ["kept-2.txt"]
+
+
+def test_a_random_name_is_not_looked_up_in_kintos_storage(case):
+    """A name drawn at random costs no query (96 random bits are nobody's)."""
+    asked = reserving(case, "e4b1.bin")
+    assert case.put("e4b1.bin", b"x", random=True) == "e4b1.bin"
+    assert asked == []
+
+
 # Reading, deleting.
 
 
@@ -477,6 +508,24 @@ def test_an_interrupted_concatenation_leaves_no_blob_and_the_uploads_usable(case
     assert digest.hexdigest() == hashlib.sha256(b"".join(contents)).hexdigest()
     record(case, again)
     assert case.leftovers() == ["whole.bin"]
+
+
+def test_a_resumable_upload_never_finishes_onto_a_name_kintos_storage_holds(case):
+    reserving(case, "kept.bin")
+    content = big(case, 1.5)
+    state = case.store.start_resumable("kept.bin", "application/octet-stream")
+    state = record(case, case.store.append(state, 0, [content]))
+    finished = case.store.finish(state)
+    assert finished.key == "kept-1.bin"
+    assert case.read("kept-1.bin") == content
+
+
+def test_a_concatenation_never_lands_on_a_name_kintos_storage_holds(case):
+    reserving(case, "whole.bin")
+    contents = [os.urandom(300), os.urandom(case.part_size + 5)]
+    progress, _, _ = concatenated(case, contents)
+    assert progress.key == "whole-1.bin"
+    assert case.read("whole-1.bin") == b"".join(contents)
 
 
 # Listing, for garbage collection.

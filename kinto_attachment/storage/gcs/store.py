@@ -149,7 +149,7 @@ class GCSStore(GCSResumable, StoreBase):
 
     def free_key(self, key):
         """The first of ``key``, ``name-1.ext``... not taken yet (by pages of 1000 names)."""
-        return free_variant(key, self.exists, self._names)
+        return free_variant(key, self.exists, self._names, self.reserved)
 
     def _names(self, prefix):
         listing = self.client.list_blobs(

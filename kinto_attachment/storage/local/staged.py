@@ -23,7 +23,6 @@ import tempfile
 from zope.interface import implementer
 
 from .. import ISettlingStaged
-from ..keys import key_variants
 from . import placing
 from .writebehind import WriteBehind
 
@@ -54,9 +53,10 @@ def write_all(file, chunk, behind):
 
 @implementer(ISettlingStaged)
 class LocalStaged:
-    def __init__(self, store, key):
+    def __init__(self, store, key, random=False):
         self._store = store
         self._key = key
+        self._random = random
         folder = os.path.dirname(store.path(key))
         os.makedirs(folder, exist_ok=True)
         fd, self._temp_path = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX)
@@ -103,7 +103,7 @@ class LocalStaged:
     def _place(self):
         """Rename the file onto the first free name of its key's variants: ``(key, folder)``."""
         os.chmod(self._temp_path, 0o644)
-        for key in key_variants(self._key):
+        for key in self._store.variants(self._key, self._random):
             path = self._store.path(key)
             if placing.rename_unless_taken(self._temp_path, path):
                 return key, os.path.dirname(path)

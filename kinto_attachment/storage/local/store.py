@@ -23,7 +23,7 @@ from .. import (
     StorageUnavailable,
     StoreBase,
 )
-from ..keys import blob_url, join_key, key_variants
+from ..keys import blob_url, join_key
 from .staged import TEMP_PREFIX, TEMP_SUFFIX, LocalStaged, fsync_dir, write_all
 from .writebehind import SHORT_WINDOW, WriteBehind
 
@@ -100,7 +100,7 @@ class LocalStore(StoreBase):
 
     def stage(self, key, content_type=None, random=False):
         # Names are reserved with O_EXCL at commit: there is nothing to look up first.
-        return LocalStaged(self, key)
+        return LocalStaged(self, key, random)
 
     def open(self, key, start=0, end=None):
         stream = open(self.path(key), "rb")  # noqa: SIM115 (returned to the caller)
@@ -151,7 +151,7 @@ class LocalStore(StoreBase):
     def finish(self, state):
         temp = self.path(state["temp"])
         os.makedirs(os.path.dirname(self.path(state["key"])), exist_ok=True)
-        for key in key_variants(state["key"]):
+        for key in self.variants(state["key"]):
             try:
                 os.link(temp, self.path(key))  # Atomic, never overwrites; keeps the upload.
             except FileExistsError:

@@ -137,7 +137,7 @@ class S3Store(S3Concatenating, S3Resumable, StoreBase):
 
     def free_key(self, key):
         """The first of ``key``, ``name-1.ext``... not taken yet (by pages of 1000 keys)."""
-        return free_variant(key, self.exists, self._listed)
+        return free_variant(key, self.exists, self._listed, self.reserved)
 
     def _listed(self, prefix):
         pages = self.client.get_paginator("list_objects_v2").paginate(
