@@ -8,7 +8,7 @@ from . import settings as attachment_settings
 from .data_files.limiter import TransferLimiter
 from .events.options import TYPES as EVENT_TYPES
 from .heartbeat import attachments_ping
-from .state import links
+from .state import instance, links
 from .storage import IBlobStore
 from .views import resumable
 
@@ -41,8 +41,10 @@ def includeme(config):
     _warn_of_a_base_url_without_slash(store)
     config.registry.attachment_settings = settings
     config.registry.attachment_store = store
-    # A free name is one no record names either (:func:`.state.links.held`).
+    # A free name is one no record names either (:func:`.state.links.held`); working files
+    # that outlive a request say whose they are (:class:`.state.instance.Sorting`).
     store.reserved = lambda key: links.held(config.registry.storage, key)
+    store.temporary_name = lambda: instance.random_name(config.registry)
     config.registry.attachment_locks = locks.for_storage(config.registry.storage)
     config.registry.transfer_limiter = TransferLimiter(
         settings.data_files.transfer_budget_bytes,

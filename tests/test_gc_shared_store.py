@@ -14,8 +14,9 @@ from kinto.core import scripts as kinto_scripts
 from kinto_attachment import adoption, gc
 from kinto_attachment.state import instance
 
-from .conftest import Kinto, build_settings, make_app, own_database, s3_settings
-from .test_gc import GRACE, after_grace, orphan, start_tus
+from .conftest import ALICE, Kinto, build_settings, make_app, own_database, s3_settings
+from .support.gcs_server import gcs_settings
+from .test_gc import GRACE, after_grace, orphan, send_tus, start_tus
 
 
 @contextlib.contextmanager
@@ -135,9 +136,51 @@ def test_uploads_of_another_instance_are_never_aborted(request):
     assert [(p.key, p.upload_id) for p in report.aborted] == [
         (abandoned["key"], abandoned["upload_id"])
     ]
-    assert report.others == 1 and ["unfinished:" + k for k in report.other_examples] == [theirs]
+    [tail] = [k for k in second.files() if k.startswith("__uploads__/")]
+    assert report.others == 2
+    assert sorted(report.other_examples) == sorted([tail, theirs.removeprefix("unfinished:")])
     assert report.unowned == [unowned["key"]]
     assert {theirs, "unfinished:blog/articles/report.pdf"} <= set(second.files())
+
+
+@pytest.mark.parametrize("blobs", ["local", "s3", "gcs"])
+def test_the_working_files_of_another_instances_upload_are_kept(blobs, request, tmp_path):
+    """A resumable upload's bytes wait between its requests in working files of the store
+    (local: a file under ``.uploads/``; S3: the tail under 5 MiB; GCS: the composed object):
+    another instance's collector never deletes them, however long the upload pauses; this
+    instance's own, abandoned, go."""
+    store = {}
+    if blobs == "s3":
+        store = s3_settings(request.getfixturevalue("s3_server"))
+    elif blobs == "gcs":
+        store = gcs_settings(request.getfixturevalue("gcs_server"))
+    first, second = instances("memory", [None, None], str(tmp_path / "shared"), **store)
+    theirs = start_tus(second, 10, b"01234")
+    working = [listed.key for listed in listing(second) if listed.temporary]
+    assert working, "the upload waits in a working file"
+    mine = first.registry.attachment_store.start_resumable(
+        f"blog/articles/{instance.random_name(first.registry)}.txt", "text/plain"
+    )
+    mine = first.registry.attachment_store.append(mine, 0, [b"abandoned"]).state
+
+    report = gc.collect(first.registry, now=after_grace())
+
+    assert set(working) <= {listed.key for listed in listing(second)}, "an upload lost its bytes"
+    assert report.others == len(working) + (blobs == "s3")  # S3: its multipart upload too.
+    assert not {listed.key for listed in listing(first)} & set(working_files(mine)), "kept"
+    send_tus(second, theirs, b"56789", 5)
+    attachment = second.app.get(second.record_url("r2"), headers=ALICE).json["data"]["attachment"]
+    assert second.read(attachment["location"]) == b"0123456789"
+
+
+def listing(kinto):
+    """What the store holds, as the collector lists it."""
+    return list(kinto.registry.attachment_store.iter_blobs())
+
+
+def working_files(state):
+    """The names of the working files of a resumable upload's ``state`` (any store)."""
+    return [state[name] for name in ("temp", "tail") if state.get(name)]
 
 
 def test_a_flush_takes_its_instances_files_and_tag_and_leaves_the_others(tmp_path):
@@ -230,7 +273,7 @@ def test_untagged_orphans_are_kept_when_another_instance_upload_is_in_sight(requ
 
     report = gc.collect(first.registry, now=after_grace())
 
-    assert report.others == 1
+    assert report.others == 2  # Its multipart upload and the tail of its bytes.
     assert unowned in report.unowned and unowned in first.files()
 
 

@@ -147,7 +147,10 @@ class Sorting:
     has named no file. Of what nothing references, this instance's goes once past
     ``cutoff`` (ms since the epoch); a name that says nobody's is kept back until the listing
     is over, and goes then only if no other instance was in sight (``unowned`` otherwise).
-    Temporary files go past ``cutoff``, whoever made them: no request writes that long."""
+    Temporary files carry the tag of their instance when they outlive a request (a resumable
+    upload's bytes between its requests); those that carry none (a request's staged file,
+    left by a killed process) go past ``cutoff``, whoever made them: no request writes that
+    long."""
 
     #: Keys of other instances' files kept as examples (all are counted).
     EXAMPLES = 10

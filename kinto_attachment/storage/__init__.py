@@ -10,6 +10,7 @@ refused or interrupted upload leave no file and never touch the attachment alrea
 
 import dataclasses
 import importlib
+import secrets
 from urllib.parse import unquote, urljoin
 
 from zope.interface import Attribute, Interface
@@ -82,6 +83,10 @@ class IBlobStore(Interface):
     reserved = Attribute(
         "``reserved(key)``: whether a name with no blob is named elsewhere (Kinto's storage), "
         "so never to be given to a new blob; set by the plugin (:meth:`StoreBase.reserved`)."
+    )
+    temporary_name = Attribute(
+        "``temporary_name()``: a random name for a working file that outlives its request; set "
+        "by the plugin to carry the instance's tag (:meth:`StoreBase.temporary_name`)."
     )
 
     def key_for_url(location):
@@ -235,6 +240,13 @@ class StoreBase:
         lost still names it: a new blob there would be served as that record's, and deleted
         with it). Asked only of names that are not random."""
         return False
+
+    @staticmethod
+    def temporary_name():
+        """A random name for a working file that outlives its request (a resumable upload's
+        bytes between requests): the plugin replaces this with names that carry the
+        instance's tag, so that another instance's collector sharing the store keeps them."""
+        return secrets.token_hex(16)
 
     def variants(self, key, random=False):
         """``key``, ``name-1.ext``... (:func:`.keys.key_variants`), but the reserved ones;

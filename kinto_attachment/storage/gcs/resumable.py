@@ -23,7 +23,6 @@ of its own on top of the store's requests.
 """
 
 import contextlib
-import uuid
 
 from .. import Progress, StorageUnavailable, feed, write_to_free_name
 from .staged import GCSStaged
@@ -46,7 +45,7 @@ class GCSResumable:
 
     def _write_part(self, chunks):
         """The name of a new object holding ``chunks``; None when they are empty."""
-        name = f"{UPLOADS_FOLDER}/{uuid.uuid4().hex}.part"
+        name = f"{UPLOADS_FOLDER}/{self.temporary_name()}.part"
         staged = GCSStaged(self, name, None, random=True)
         empty = True
         try:
@@ -67,7 +66,7 @@ class GCSResumable:
             return Progress(state)
         if state["temp"] is None:
             return Progress({**state, "temp": part}, created=[part])
-        temp = f"{UPLOADS_FOLDER}/{uuid.uuid4().hex}.part"
+        temp = f"{UPLOADS_FOLDER}/{self.temporary_name()}.part"
         try:
             if not self.compose([state["temp"], part], temp):
                 raise StorageUnavailable(f"GCS compose failed: {temp} exists")
@@ -137,7 +136,7 @@ class GCSResumable:
         """An object of ``sources`` (listed in ``steps``, to delete), or the one source."""
         if len(sources) == 1:
             return sources[0]
-        name = f"{UPLOADS_FOLDER}/{uuid.uuid4().hex}.part"
+        name = f"{UPLOADS_FOLDER}/{self.temporary_name()}.part"
         if not self.compose(sources, name):
             raise StorageUnavailable(f"GCS compose failed: {name} exists")
         steps.append(name)

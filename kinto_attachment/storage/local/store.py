@@ -7,7 +7,6 @@ import concurrent.futures
 import contextlib
 import io
 import os
-import tempfile
 from stat import S_ISREG
 
 from zope.interface import implementer
@@ -130,8 +129,8 @@ class LocalStore(StoreBase):
     def start_resumable(self, key, content_type=None):
         folder = self.path(RESUMABLE_FOLDER)
         os.makedirs(folder, exist_ok=True)
-        fd, path = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX)
-        os.close(fd)
+        path = os.path.join(folder, f"{TEMP_PREFIX}{self.temporary_name()}{TEMP_SUFFIX}")
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         return {"key": key, "temp": os.path.relpath(path, self.base_path)}
 
     def append(self, state, offset, chunks):

@@ -69,7 +69,7 @@ class S3Resumable:
             raise
         new_tail = None
         if tail:
-            new_tail = f"{RESUMABLE_FOLDER}/{uuid.uuid4().hex}.tail"
+            new_tail = f"{RESUMABLE_FOLDER}/{self.temporary_name()}.tail"
             with unavailable("PutObject"):
                 self.client.put_object(Bucket=self.bucket, Key=new_tail, Body=tail)
         return Progress(
