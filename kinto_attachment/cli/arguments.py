@@ -100,6 +100,11 @@ def parser():
     )
     _named(down, "default: every record with an attachment")
     down.add_argument("--folder", default=".", help="where to write the files (default: .)")
+    down.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace files that differ from their record's though no download wrote them",
+    )
 
     mirror = commands.add_parser(
         "sync",

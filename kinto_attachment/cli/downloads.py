@@ -6,7 +6,9 @@ the record's. Never more than the record's ``size`` is read: a server that sends
 off there (and what it sent then fails the sha256 unless it was the file). A part left by an
 interrupted run is continued with ``Range`` (and ``If-Range``: if the attachment changed
 meanwhile, the server sends it whole and the part starts over). A file already there with
-the right sha256 is not downloaded again.
+the right sha256 is not downloaded again; one with another is replaced only when it is what
+a download wrote there (:meth:`~.folder.Folder.downloaded`), and only if it did not change
+while the new one came.
 """
 
 import hashlib
@@ -43,27 +45,50 @@ def _hash_of(fd, digest):
     return digest
 
 
-def _has(directory, name, expected):
-    """Whether the plain file ``name`` in ``directory`` has the sha256 ``expected``."""
+def _found(directory, name):
+    """``(sha256, stamp)`` of the plain file ``name`` in ``directory``; ``(None, None)`` when
+    there is none (a link, a folder... are none: replacing them loses no file)."""
     fd = open_regular(name, directory)
     if fd is None:
-        return False
+        return None, None
     try:
-        return _hash_of(fd, hashlib.sha256()).hexdigest() == expected
+        return _hash_of(fd, hashlib.sha256()).hexdigest(), _stamp(os.fstat(fd))
     finally:
         os.close(fd)
 
 
-def download(remote, record_id, attachment, folder, path, bars, rate=None):
+def _stamp(status):
+    return status.st_ino, status.st_size, status.st_mtime_ns
+
+
+def _stamp_of(directory, name):
+    fd = open_regular(name, directory)
+    if fd is None:
+        return None
+    try:
+        return _stamp(os.fstat(fd))
+    finally:
+        os.close(fd)
+
+
+def download(remote, record_id, attachment, folder, path, bars, rate=None, overwrite=False):
     """Download the attachment to ``path`` (relative, with ``/``) in ``folder`` (a
     :class:`~.folder.Folder`), at most ``rate`` bytes a second when given; return False when
-    it was already there."""
+    it was already there. A file there with another sha256 is kept (a :class:`Failure`)
+    unless a download wrote it as it is, or ``overwrite``."""
     expected, size = attachment["hash"], attachment["size"]
     *parents, name = path.split("/")
     directory = folder.directory(parents)
     try:
-        if _has(directory, name, expected):
+        there, stamp = _found(directory, name)
+        if there == expected:
+            folder.remember(path, expected)
             return False
+        if there is not None and not overwrite and folder.downloaded(path) != there:
+            raise Failure(
+                "a file that differs from the record's is there, and no download wrote it "
+                "as it is (changed here?): kept (--overwrite replaces it)"
+            )
         part = f"{expected}.part"
         fd, done = folder.part(part, size)
         try:
@@ -77,7 +102,10 @@ def download(remote, record_id, attachment, folder, path, bars, rate=None):
             raise
         finally:
             os.close(fd)
+        if _stamp_of(directory, name) != stamp:
+            raise Failure("the file there changed during the download: kept (run it again)")
         folder.publish(part, directory, name)
+        folder.remember(path, expected)
         return True
     finally:
         os.close(directory)

@@ -5,18 +5,26 @@ component at a time, never through a symbolic link: a subfolder, a temporary fil
 name that turns out to be a link is refused or replaced, never followed. Temporary files are
 created with ``O_EXCL``; a file becomes visible under its name by a ``rename`` inside the
 folder, after ``fsync``.
+
+A folder remembers what its downloads wrote (:data:`~.names.DOWNLOADED`: each path and the
+sha256 of the file written there, or found there with the record's sha256): a download
+replaces a file that differs from the record's only when that file is still what a download
+left, never one changed or put there by someone else (``--overwrite`` says otherwise).
 """
 
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import stat
 
-from .names import PARTS
+from .names import DOWNLOADED, PARTS
 from .remote import Failure
 
 
+#: The longest record of downloads read (a folder of a million files takes ~100 MiB).
+MAX_DOWNLOADED = 256 << 20
 #: Opening something that must be no link (nor a FIFO that would block the open).
 NO_FOLLOW = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | NO_FOLLOW
@@ -31,13 +39,64 @@ class Folder:
         self.path = path
         self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._parts = None
+        #: What earlier downloads wrote (read when first needed), and what this one did.
+        self._downloaded, self._written = None, {}
 
     def close(self):
-        if self._parts is not None:
-            with contextlib.suppress(OSError):  # Not empty: parts to resume.
-                os.rmdir(PARTS, dir_fd=self.fd)
-            os.close(self._parts)
-        os.close(self.fd)
+        try:
+            if self._written:
+                self._save()
+        finally:
+            if self._parts is not None:
+                with contextlib.suppress(OSError):  # Not empty: parts to resume.
+                    os.rmdir(PARTS, dir_fd=self.fd)
+                os.close(self._parts)
+            os.close(self.fd)
+
+    def downloaded(self, path):
+        """The sha256 of the file a download wrote (or found) at ``path`` last, or None."""
+        if self._downloaded is None:
+            self._downloaded = self._read_downloaded()
+        return self._written.get(path, self._downloaded.get(path))
+
+    def remember(self, path, sha256):
+        """The file at ``path`` is the download of ``sha256`` (saved when the folder closes:
+        a run killed before leaves files unremembered, which later runs keep, never
+        replace)."""
+        self._written[path] = sha256
+
+    def _read_downloaded(self):
+        """:data:`~.names.DOWNLOADED`, or nothing remembered when it is missing or unreadable
+        (then no file that differs from its record is replaced)."""
+        fd = open_regular(DOWNLOADED, self.fd)
+        if fd is None:
+            return {}
+        with os.fdopen(fd, "rb") as f:
+            text = f.read(MAX_DOWNLOADED + 1)
+        try:
+            found = json.loads(text)
+        except (ValueError, RecursionError):
+            return {}
+        if not isinstance(found, dict):
+            return {}
+        return {k: v for k, v in found.items() if isinstance(k, str) and isinstance(v, str)}
+
+    def _save(self):
+        """Write what the downloads wrote, this run's added to what is there now (another
+        run may have written it meanwhile): a temporary file, fsynced, renamed, durably."""
+        downloaded = {**self._read_downloaded(), **self._written}
+        temporary = f"{DOWNLOADED}.{os.getpid()}"
+        parts = self.parts()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary, dir_fd=parts)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | NO_FOLLOW
+        fd = os.open(temporary, flags, 0o644, dir_fd=parts)
+        with os.fdopen(fd, "wb") as f:
+            f.write(json.dumps(downloaded, sort_keys=True).encode())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, DOWNLOADED, src_dir_fd=parts, dst_dir_fd=self.fd)
+        os.fsync(self.fd)
 
     def __enter__(self):
         return self

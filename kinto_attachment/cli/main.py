@@ -168,7 +168,14 @@ def download(remote, args):
             record_id, name = record["id"], names[record["id"]]
             try:
                 fetched = downloads.download(
-                    remote, record_id, record["attachment"], folder, name, bars, args.limit_rate
+                    remote,
+                    record_id,
+                    record["attachment"],
+                    folder,
+                    name,
+                    bars,
+                    args.limit_rate,
+                    args.overwrite,
                 )
                 bars.print(f"{'downloaded' if fetched else 'unchanged'} {name} ({record_id})")
             except (Failure, OSError) as e:

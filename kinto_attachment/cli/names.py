@@ -27,6 +27,8 @@ ID_NAMESPACE = uuid.UUID("9a0a2b4e-1d55-4d0e-9b1e-6b7a3f6f7c10")
 MARK = "synced_from"
 #: Where downloads are written until verified, at the top of the folder: no record gets it.
 PARTS = ".kinto-attachment-parts"
+#: What the downloads into a folder wrote there, at its top: ``{path: sha256}`` (JSON).
+DOWNLOADED = ".kinto-attachment-downloaded.json"
 #: The longest component most file systems take (ext4, APFS, NTFS in UTF-16 units).
 COMPONENT_BYTES = 255
 #: Characters no component gets: separators, and those Windows refuses.

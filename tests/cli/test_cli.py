@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from kinto_attachment.cli.names import PARTS, record_id_of
+from kinto_attachment.cli import downloads
+from kinto_attachment.cli.names import DOWNLOADED, PARTS, record_id_of
 
 from ..support.cli_support import run_command
 from ..support.live import (
@@ -149,12 +150,12 @@ def test_an_upload_killed_half_way_resumes_where_it_stopped(
     assert json.loads(state.read_text()) == {}
 
 
-def upload_one(server, collection, name, content):
+def upload_one(server, collection, name, content, status=201):
     url = f"{server.url}/buckets/{BUCKET}/collections/{collection}/records/{record_id_of(name)}"
     response = requests.post(
         url + "/attachment", files={"attachment": (name, content)}, auth=ALICE, timeout=60
     )
-    assert response.status_code == 201, response.text
+    assert response.status_code == status, response.text
     return response.json()
 
 
@@ -188,11 +189,80 @@ def test_download_resumes_and_verifies(server, collection, tmp_path, run):
     third = run(env, "download", "--folder", str(target))
     assert third.stdout.count("unchanged") == 2, third.stdout
 
-    # A file that does not have the record's sha256 is downloaded again, then verified.
+    # A file changed here is no download's: kept, unless --overwrite.
     (target / "readme.txt").write_bytes(b"tampered")
     fourth = run(env, "download", "--folder", str(target), record_id_of("readme.txt"))
-    assert fourth.returncode == 0 and "downloaded readme.txt" in fourth.stdout
+    assert fourth.returncode == 1 and "kept (--overwrite replaces it)" in fourth.stderr
+    assert (target / "readme.txt").read_bytes() == b"tampered"
+    fifth = run(env, "download", "--overwrite", "--folder", str(target), "readme.txt")
+    assert fifth.returncode == 0 and "downloaded readme.txt" in fifth.stdout
     assert (target / "readme.txt").read_bytes() == b"read me"
+
+
+def test_download_replaces_only_what_a_download_wrote(server, collection, tmp_path, run):
+    """A record whose file changed on the server is downloaded again over the file an earlier
+    download wrote; a file changed or put here by someone else is kept, the others go on."""
+    for name in ("a.txt", "b.txt", "c.txt"):
+        upload_one(server, collection, name, f"first {name}".encode())
+    env = environment(server, collection, tmp_path)
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "c.txt").write_bytes(b"mine, not downloaded")
+    first = run(env, "download", "--folder", str(target))
+    assert first.returncode == 1 and "c.txt: a file that differs" in first.stderr
+    assert (target / "c.txt").read_bytes() == b"mine, not downloaded"
+    assert (target / "a.txt").read_bytes() == b"first a.txt"
+    for name in ("a.txt", "b.txt", "c.txt"):
+        upload_one(server, collection, name, f"second {name}".encode(), status=200)
+    (target / "b.txt").write_bytes(b"edited here")
+
+    second = run(env, "download", "--folder", str(target))
+
+    assert second.returncode == 1, second.stdout
+    assert (target / "a.txt").read_bytes() == b"second a.txt"
+    assert (target / "b.txt").read_bytes() == b"edited here"
+    assert (target / "c.txt").read_bytes() == b"mine, not downloaded"
+    assert "downloaded a.txt" in second.stdout
+    assert "b.txt: a file that differs" in second.stderr
+    assert "c.txt: a file that differs" in second.stderr
+    assert sorted(p.name for p in target.iterdir()) == [DOWNLOADED, "a.txt", "b.txt", "c.txt"]
+    assert json.loads((target / DOWNLOADED).read_text()) == {
+        "a.txt": hashlib.sha256(b"second a.txt").hexdigest(),
+        "b.txt": hashlib.sha256(b"first b.txt").hexdigest(),
+    }
+
+
+def test_a_file_made_during_its_download_is_kept(server, collection, tmp_path, run, monkeypatch):
+    """The check comes before the bytes: a file written there meanwhile (an editor saving)
+    is not replaced; the verified part waits for the next run."""
+    upload_one(server, collection, "late.txt", b"the record's")
+    env = environment(server, collection, tmp_path)
+    target = tmp_path / "out"
+    fetch = downloads._fetch
+
+    def fetch_while_someone_saves(*args, **kwargs):
+        fetch(*args, **kwargs)
+        (target / "late.txt").write_bytes(b"saved meanwhile")
+
+    monkeypatch.setattr(downloads, "_fetch", fetch_while_someone_saves)
+    first = run(env, "download", "--folder", str(target))
+    assert first.returncode == 1 and "changed during the download: kept" in first.stderr
+    assert (target / "late.txt").read_bytes() == b"saved meanwhile"
+    monkeypatch.setattr(downloads, "_fetch", fetch)
+    second = run(env, "download", "--overwrite", "--folder", str(target))
+    assert second.returncode == 0 and (target / "late.txt").read_bytes() == b"the record's"
+    assert not (target / PARTS).exists()
+
+
+def test_an_unreadable_record_of_downloads_replaces_nothing(server, collection, tmp_path, run):
+    upload_one(server, collection, "d.txt", b"first")
+    env = environment(server, collection, tmp_path)
+    target = tmp_path / "out"
+    assert run(env, "download", "--folder", str(target)).returncode == 0
+    upload_one(server, collection, "d.txt", b"second", status=200)
+    (target / DOWNLOADED).write_text("{not json")
+    again = run(env, "download", "--folder", str(target))
+    assert again.returncode == 1 and (target / "d.txt").read_bytes() == b"first"
 
 
 def test_sync_plans_then_applies(server, proxy, collection, tmp_path, run):
@@ -618,6 +688,7 @@ def test_one_way_to_name_things(server, collection, tmp_path, run):
     assert sorted(
         str(p.relative_to(tmp_path / "some")) for p in (tmp_path / "some").rglob("*")
     ) == [
+        DOWNLOADED,
         "hello.txt",
         "sub",
         "sub/a.dat",

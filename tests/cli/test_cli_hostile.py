@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 
 from kinto_attachment.cli import remote
-from kinto_attachment.cli.names import PARTS, record_id_of
+from kinto_attachment.cli.names import DOWNLOADED, PARTS, record_id_of
 
 from ..support.cli_support import Hostile, certificate, run_command
 
@@ -82,12 +82,15 @@ def run(monkeypatch, capsys, tmp_path):
 
 
 def tree(root):
-    """``{relative path: bytes or 'link -> target'}`` of everything under ``root``."""
+    """``{relative path: bytes or 'link -> target'}`` of everything under ``root``, but the
+    record of what the downloads wrote (tested in test_cli.py)."""
     found = {}
     for folder, folders, files in os.walk(root):
         for name in folders + files:
             path = Path(folder, name)
             relative = str(path.relative_to(root))
+            if relative == DOWNLOADED:
+                continue
             if path.is_symlink():
                 found[relative] = f"link -> {os.readlink(path)}"
             elif path.is_file():
