@@ -10,12 +10,8 @@ refused or interrupted upload leave no file and never touch the attachment alrea
 
 import dataclasses
 import importlib
-import secrets
-from urllib.parse import unquote, urljoin
 
 from zope.interface import Attribute, Interface
-
-from .keys import key_variants
 
 
 class IStaged(Interface):
@@ -82,11 +78,11 @@ class IBlobStore(Interface):
     base_url = Attribute("Prefix of every blob URL, may be empty (relative locations).")
     reserved = Attribute(
         "``reserved(key)``: whether a name with no blob is named elsewhere (Kinto's storage), "
-        "so never to be given to a new blob; set by the plugin (:meth:`StoreBase.reserved`)."
+        "so never to be given to a new blob; set by the plugin (:meth:`.base.StoreBase.reserved`)."
     )
     temporary_name = Attribute(
         "``temporary_name()``: a random name for a working file that outlives its request; set "
-        "by the plugin to carry the instance's tag (:meth:`StoreBase.temporary_name`)."
+        "by the plugin to carry the instance's tag (:meth:`.base.StoreBase.temporary_name`)."
     )
 
     def key_for_url(location):
@@ -181,13 +177,6 @@ class IConcatenatingStore(Interface):
         """
 
 
-def feed(digest, stream, size=1 << 20):
-    """Feed ``digest`` what ``stream`` reads, by ``size`` bytes: memory stays flat."""
-    with stream:
-        while chunk := stream.read(size):
-            digest.update(chunk)
-
-
 @dataclasses.dataclass(frozen=True)
 class Stat:
     size: int
@@ -228,50 +217,6 @@ class Progress:
     created: list = dataclasses.field(default_factory=list)
     obsolete: list = dataclasses.field(default_factory=list)
     key: str | None = None
-
-
-class StoreBase:
-    """What every store derives from its ``stat()``, and the names it must not give."""
-
-    @staticmethod
-    def reserved(key):
-        """Whether ``key``, a name the store holds no blob under, is named elsewhere all the
-        same: the plugin replaces this with a look in Kinto's storage (a record whose file is
-        lost still names it: a new blob there would be served as that record's, and deleted
-        with it). Asked only of names that are not random."""
-        return False
-
-    @staticmethod
-    def temporary_name():
-        """A random name for a working file that outlives its request (a resumable upload's
-        bytes between requests): the plugin replaces this with names that carry the
-        instance's tag, so that another instance's collector sharing the store keeps them."""
-        return secrets.token_hex(16)
-
-    def variants(self, key, random=False):
-        """``key``, ``name-1.ext``... (:func:`.keys.key_variants`), but the reserved ones;
-        ``key`` itself is not asked about when it was drawn at random."""
-        variants = key_variants(key)
-        if random:
-            yield next(variants)
-        yield from (k for k in variants if not self.reserved(k))
-
-    def exists(self, key):
-        return self.stat(key) is not None
-
-    def size(self, key):
-        stat = self.stat(key)
-        return None if stat is None else stat.size
-
-    def key_for_url(self, location):
-        prefix = urljoin(self.base_url, ".") if self.base_url else ""
-        if not location.startswith(prefix):
-            return None
-        quoted = location[len(prefix) :]
-        # ``url()`` quotes ``:``: without a base URL, an absolute URL is not one of ours.
-        if not prefix and (":" in quoted or quoted.startswith("/")):
-            return None
-        return unquote(quoted) or None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -336,19 +281,3 @@ class StoreKind:
 
 class StorageUnavailable(OSError):
     """The store cannot be reached or refuses to work (network, credentials, quota)."""
-
-
-#: Conditional writes of one blob, each to the first free name found, before giving up (503):
-#: only requests racing for the same names make it try again.
-WRITE_ATTEMPTS = 5
-
-
-def write_to_free_name(key, random, free_key, write):
-    """``write(name)`` to the first free name (``free_key(key)``), or at once to ``key`` when
-    it was drawn at random; again with the next free name while ``write`` returns False (a
-    conditional write refused: a concurrent upload took that name meanwhile). The name used."""
-    for attempt in range(WRITE_ATTEMPTS):
-        name = key if random and attempt == 0 else free_key(key)
-        if write(name):
-            return name
-    raise StorageUnavailable(f"no free name for {key!r} after {WRITE_ATTEMPTS} attempts")

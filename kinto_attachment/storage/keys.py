@@ -66,7 +66,7 @@ def key_variants(key):
 def free_variant(key, exists, listed, reserved):
     """The first of ``key``, ``name-1.ext``... not taken yet: ``exists(key)``, and when it is
     taken, one listing of the names starting with ``name-`` (``listed(prefix)``), rather than
-    a request per variant; nor ``reserved`` (``StoreBase.reserved``)."""
+    a request per variant; nor ``reserved`` (:meth:`.base.StoreBase.reserved`)."""
     if not exists(key) and not reserved(key):
         return key
     stem, _ = posixpath.splitext(key)

@@ -24,7 +24,8 @@ of its own on top of the store's requests.
 
 import contextlib
 
-from .. import Progress, StorageUnavailable, feed, write_to_free_name
+from .. import Progress, StorageUnavailable
+from ..base import feed, write_to_free_name
 from .staged import GCSStaged
 
 

@@ -20,7 +20,8 @@ import logging
 import google_crc32c
 from zope.interface import implementer
 
-from .. import IStaged, StorageUnavailable, write_to_free_name
+from .. import IStaged, StorageUnavailable
+from ..base import write_to_free_name
 from ..parts import PartBody, PartBuffers
 from .client import checked, status_of, unavailable
 

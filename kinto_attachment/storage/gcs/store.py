@@ -31,8 +31,8 @@ from .. import (
     IResumableStore,
     Listed,
     Stat,
-    StoreBase,
 )
+from ..base import StoreBase
 from ..keys import blob_url, free_variant
 from .batch import BATCH_SIZE, delete_batch
 from .client import can_sign, checked, make_client, retry_policy, unavailable

@@ -20,8 +20,8 @@ from .. import (
     Progress,
     Stat,
     StorageUnavailable,
-    StoreBase,
 )
+from ..base import StoreBase
 from ..keys import blob_url, join_key
 from .staged import TEMP_PREFIX, TEMP_SUFFIX, LocalStaged, fsync_dir, write_all
 from .writebehind import SHORT_WINDOW, WriteBehind

@@ -17,7 +17,8 @@ collection aborts; killed after completing, an object that no record names: an o
 
 import itertools
 
-from .. import Progress, StorageUnavailable, feed
+from .. import Progress, StorageUnavailable
+from ..base import feed
 from .client import unavailable
 from .options import MIN_PART_SIZE
 from .parts import checksum

@@ -16,7 +16,8 @@ import threading
 
 from zope.interface import implementer
 
-from .. import IStaged, StorageUnavailable, write_to_free_name
+from .. import IStaged, StorageUnavailable
+from ..base import write_to_free_name
 from ..parts import PartBody, PartBuffers
 from .client import error_code, lost, unavailable
 from .parts import checksum, completed, crc32, local_part

@@ -31,8 +31,8 @@ from .. import (
     Pending,
     Stat,
     StorageUnavailable,
-    StoreBase,
 )
+from ..base import StoreBase
 from ..keys import blob_url, free_variant
 from .client import Body, error_code, make_client, unavailable
 from .concatenate import S3Concatenating
