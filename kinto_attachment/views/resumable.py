@@ -19,23 +19,19 @@ knows it has nothing left to send.
 Concatenation (partial and final uploads) is :mod:`.concatenation`.
 """
 
-import base64
 import logging
 
 from kinto.core.authorization import DYNAMIC
-from kinto.core.utils import msec_time
 from pyramid.security import NO_PERMISSION_REQUIRED
 
 from .. import errors, routes
 from ..protocols import tus, tus_concat
 from ..routes import TUS_UPLOAD, TUS_UPLOADS
 from ..state import instance, records, tus_uploads
-from ..state.hashstate import ResumableSha256
 from ..storage import IConcatenatingStore
 from ..uploads import intake, lifecycle
-from ..uploads.meter import Meter
 from ..uploads.record import refuse_missing_parents, require_storable_ids
-from ..web import cors, streams
+from ..web import cors
 from . import concatenation, tus_quota, tus_steps
 from .factory import AttachmentFactory
 
@@ -143,48 +139,14 @@ def create(request):
     )
     location = request.route_url(TUS_UPLOAD.name, upload_id=upload["id"], **request.matchdict)
     if request.content_type == tus.CHUNK_TYPE:
-        upload = _append(request, upload, 0)  # creation-with-upload
+        upload = tus_steps.append(request, upload, 0)  # creation-with-upload
     else:
-        upload = _record(request, upload)
+        upload = tus_steps.record(request, upload)
     return tus.response(201, Location=location, **_progress(upload))
-
-
-def _record(request, upload):
-    """Record the upload with a new expiration, or complete it if it has all its bytes (a
-    partial upload that has them waits for its final upload)."""
-    if upload["offset"] == upload["length"] and not upload.get("concat"):
-        _complete(request, upload)
-        return {**upload, "completed": True}
-    seconds = request.registry.attachment_settings.resumable_expires_seconds
-    upload = {**upload, "expires": msec_time() + seconds * 1000}
-    tus_uploads.save(request.registry.storage, upload)
-    return upload
 
 
 def _progress(upload):
     return tus.progress(upload["offset"], None if upload.get("completed") else upload["expires"])
-
-
-def _complete(request, upload):
-    """The last byte arrived: the file becomes the record's attachment, the upload goes.
-
-    If the transaction fails after ``finish``, the upload stays as it was recorded and the
-    client may send its last chunk again. The blob is deleted with the failure only if the
-    store lists it in ``created`` (local disk: a new link, made again by the retry). An S3
-    object stays, since the retry cannot make it again: the retry's ``finish`` verifies it and
-    takes it; while the upload lives its state names the key, which garbage collection leaves
-    alone, and ``discard`` (termination, expiry) deletes the object with the upload.
-
-    Once the transaction has committed, the upload is remembered as finished
-    (:func:`~kinto_attachment.state.tus_uploads.remember_finished`) for ``HEAD`` to tell it
-    is done.
-    """
-    store = request.registry.attachment_store
-    with tus_steps.store_errors():
-        progress = store.finish(upload["store"])
-    sha256 = ResumableSha256(base64.b64decode(upload["sha256"])).hexdigest()
-    tus_steps.finish(request, upload, progress, sha256)
-    tus_uploads.remove(request.registry.storage, upload)
 
 
 def _own_upload(request):
@@ -231,7 +193,7 @@ def patch(request):
     if upload.get("completed") or upload["offset"] == upload["length"]:
         raise tus.completed(upload["length"])
     tus.require_offset(offset, upload["offset"])
-    upload = _append(request, upload, offset)
+    upload = tus_steps.append(request, upload, offset)
     return tus.response(204, **_progress(upload))
 
 
@@ -247,50 +209,6 @@ def terminate(request):
         store = request.registry.attachment_store
         lifecycle.after_commit(request, store.discard, upload["store"])
     return tus.response(204)
-
-
-def _append(request, upload, offset):
-    """Append the request body at ``offset``; record the new state (or complete).
-
-    An upload of deferred length learns it from ``Upload-Length`` (once); until then its
-    bytes are limited by ``max_size_bytes`` alone, as they arrive."""
-    max_size = tus_steps.policy_of(request).max_size_bytes
-    declared = request.headers.get("Upload-Length")
-    upload = {
-        **upload,
-        "length": tus.declared_length(declared, upload["length"], offset, max_size),
-    }
-    limit = max_size if upload["length"] is None else upload["length"]
-    stream, length = streams.request_body(request)
-    if upload["length"] is not None:
-        tus.require_chunk_fits(length, offset, limit)
-    elif limit and length is not None and offset + length > limit:
-        raise tus.too_large(limit)
-    checksum, expected = tus.checksum(request.headers.get("Upload-Checksum"))
-    meter = Meter(
-        max_size=limit,
-        sha256=ResumableSha256(base64.b64decode(upload["sha256"])),
-        size=offset,
-        also=[checksum] if checksum is not None else [],
-    )
-    body = meter.measured(streams.read_chunks(stream, length))
-    store = request.registry.attachment_store
-    with tus_steps.store_errors():
-        progress = store.append(upload["store"], offset, body)
-    meter.settle()
-    # Deleted if the request fails, a refused checksum too, after its transaction (a store
-    # failing then leaves them to the collector: the 460 stands).
-    lifecycle.delete_unless_committed(request, store, progress.created)
-    if checksum is not None and checksum.digest() != expected:
-        raise tus.checksum_mismatch()
-    lifecycle.delete_after_commit(request, store, progress.obsolete)
-    upload = {
-        **upload,
-        "offset": meter.size,
-        "store": progress.state,
-        "sha256": base64.b64encode(meter.sha256.state()).decode("ascii"),
-    }
-    return _record(request, upload)
 
 
 def not_served(route):

@@ -1,8 +1,9 @@
-"""What the views of resumable uploads share, plain and concatenated
-(:mod:`.resumable`, :mod:`.concatenation`): the policy of the URL's collection, store failures
-as tus answers, whose an upload is, and the end of every upload, whose file becomes the
-record's attachment."""
+"""The steps of resumable uploads, plain and concatenated (:mod:`.resumable`,
+:mod:`.concatenation`): the policy of the URL's collection, store failures as tus answers,
+whose an upload is, a request's bytes appended and the upload recorded, and the end of every
+upload, whose file becomes the record's attachment."""
 
+import base64
 import contextlib
 import logging
 
@@ -11,8 +12,11 @@ from kinto.core.utils import msec_time
 from .. import errors
 from ..protocols import tus
 from ..state import tus_uploads
+from ..state.hashstate import ResumableSha256
 from ..uploads import intake, lifecycle
+from ..uploads.meter import Meter
 from ..uploads.record import attach
+from ..web import streams
 
 
 logger = logging.getLogger(__name__)
@@ -78,3 +82,81 @@ def finish(request, upload, progress, sha256):
     cache = request.registry.cache
     tus_uploads.remember_finished(cache, upload, seconds)
     lifecycle.on_failure(request, tus_uploads.forget_finished, cache, upload["id"])
+
+
+def append(request, upload, offset):
+    """Append the request body at ``offset``; record the new state (or complete).
+
+    An upload of deferred length learns it from ``Upload-Length`` (once); until then its
+    bytes are limited by ``max_size_bytes`` alone, as they arrive."""
+    max_size = policy_of(request).max_size_bytes
+    declared = request.headers.get("Upload-Length")
+    upload = {
+        **upload,
+        "length": tus.declared_length(declared, upload["length"], offset, max_size),
+    }
+    limit = max_size if upload["length"] is None else upload["length"]
+    stream, length = streams.request_body(request)
+    if upload["length"] is not None:
+        tus.require_chunk_fits(length, offset, limit)
+    elif limit and length is not None and offset + length > limit:
+        raise tus.too_large(limit)
+    checksum, expected = tus.checksum(request.headers.get("Upload-Checksum"))
+    meter = Meter(
+        max_size=limit,
+        sha256=ResumableSha256(base64.b64decode(upload["sha256"])),
+        size=offset,
+        also=[checksum] if checksum is not None else [],
+    )
+    body = meter.measured(streams.read_chunks(stream, length))
+    store = request.registry.attachment_store
+    with store_errors():
+        progress = store.append(upload["store"], offset, body)
+    meter.settle()
+    # Deleted if the request fails, a refused checksum too, after its transaction (a store
+    # failing then leaves them to the collector: the 460 stands).
+    lifecycle.delete_unless_committed(request, store, progress.created)
+    if checksum is not None and checksum.digest() != expected:
+        raise tus.checksum_mismatch()
+    lifecycle.delete_after_commit(request, store, progress.obsolete)
+    upload = {
+        **upload,
+        "offset": meter.size,
+        "store": progress.state,
+        "sha256": base64.b64encode(meter.sha256.state()).decode("ascii"),
+    }
+    return record(request, upload)
+
+
+def record(request, upload):
+    """Record the upload with a new expiration, or complete it if it has all its bytes (a
+    partial upload that has them waits for its final upload)."""
+    if upload["offset"] == upload["length"] and not upload.get("concat"):
+        complete(request, upload)
+        return {**upload, "completed": True}
+    seconds = request.registry.attachment_settings.resumable_expires_seconds
+    upload = {**upload, "expires": msec_time() + seconds * 1000}
+    tus_uploads.save(request.registry.storage, upload)
+    return upload
+
+
+def complete(request, upload):
+    """The last byte arrived: the file becomes the record's attachment, the upload goes.
+
+    If the transaction fails after ``finish``, the upload stays as it was recorded and the
+    client may send its last chunk again. The blob is deleted with the failure only if the
+    store lists it in ``created`` (local disk: a new link, made again by the retry). An S3
+    object stays, since the retry cannot make it again: the retry's ``finish`` verifies it and
+    takes it; while the upload lives its state names the key, which garbage collection leaves
+    alone, and ``discard`` (termination, expiry) deletes the object with the upload.
+
+    Once the transaction has committed, the upload is remembered as finished
+    (:func:`~kinto_attachment.state.tus_uploads.remember_finished`) for ``HEAD`` to tell it
+    is done.
+    """
+    store = request.registry.attachment_store
+    with store_errors():
+        progress = store.finish(upload["store"])
+    sha256 = ResumableSha256(base64.b64decode(upload["sha256"])).hexdigest()
+    finish(request, upload, progress, sha256)
+    tus_uploads.remove(request.registry.storage, upload)

@@ -12,10 +12,11 @@ import http.client
 import pytest
 import requests
 import transaction
+from kinto.core.utils import msec_time
 from pyramid.exceptions import ConfigurationError
 
 from kinto_attachment.state import tus_uploads
-from kinto_attachment.views import resumable, tus_quota, tus_steps
+from kinto_attachment.views import tus_quota, tus_steps
 
 from ..conftest import ALICE, BOB, cached_app
 from ..support.live import ALICE as LIVE_ALICE
@@ -144,9 +145,9 @@ def test_retry_after_is_when_the_clients_own_soonest_upload_expires(
             "resumable.expires_seconds": "600",
         },
     )
-    now = resumable.msec_time()
+    now = msec_time()
     clock = {"now": now}
-    for module in (resumable, tus_quota, tus_steps):  # The clocks of expirations, quotas.
+    for module in (tus_quota, tus_steps):  # The clocks of expirations, quotas.
         monkeypatch.setattr(module, "msec_time", lambda: clock["now"])
     anonymous_create(kinto, "192.0.2.1")
     clock["now"] = now + 100_000

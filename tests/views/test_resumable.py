@@ -11,12 +11,13 @@ import time
 import pytest
 import webob
 from kinto.core.storage.exceptions import BackendError
+from kinto.core.utils import msec_time
 
 from kinto_attachment import gc
 from kinto_attachment.state import tus_uploads
 from kinto_attachment.uploads import meter
 from kinto_attachment.uploads import record as record_step
-from kinto_attachment.views import resumable, tus_steps
+from kinto_attachment.views import tus_steps
 
 from ..conftest import ALICE, BOB, build_settings, cached_app, held_elsewhere, make_app
 
@@ -379,9 +380,8 @@ def test_terminating_a_finished_upload_keeps_the_attachment(kinto_tus):
 def test_a_finished_upload_is_forgotten_when_it_would_have_expired(kinto_tus, monkeypatch):
     _, url = create(kinto_tus.app, 5, body=b"whole")
     head(kinto_tus.app, url)
-    later = resumable.msec_time() + 86400 * 1000 + 1
-    for module in (resumable, tus_steps):  # The clock of expirations.
-        monkeypatch.setattr(module, "msec_time", lambda: later)
+    later = msec_time() + 86400 * 1000 + 1
+    monkeypatch.setattr(tus_steps, "msec_time", lambda: later)  # The clock of expirations.
     head(kinto_tus.app, url, status=404)
     assert tus_uploads.entries(kinto_tus.registry.storage) == []
 
@@ -487,9 +487,8 @@ def test_expired_uploads_are_gone_then_collected(kinto_tus, monkeypatch):
     _, url = create(kinto_tus.app, 10)
     patch(kinto_tus.app, url, b"12345", 0)
     assert kinto_tus.files()  # The staged bytes.
-    later = resumable.msec_time() + 86400 * 1000 + 1
-    for module in (resumable, tus_steps):  # The clock of expirations.
-        monkeypatch.setattr(module, "msec_time", lambda: later)
+    later = msec_time() + 86400 * 1000 + 1
+    monkeypatch.setattr(tus_steps, "msec_time", lambda: later)  # The clock of expirations.
     head(kinto_tus.app, url, status=404)
     assert len(gc.collect(kinto_tus.registry, now=later).expired_uploads) == 1
     assert kinto_tus.files() == []
@@ -499,9 +498,8 @@ def test_expired_uploads_are_gone_then_collected(kinto_tus, monkeypatch):
 def test_a_patch_extends_the_expiration(kinto_tus, monkeypatch):
     _, url = create(kinto_tus.app, 10)
     first = head(kinto_tus.app, url).headers["Upload-Expires"]
-    later = resumable.msec_time() + 3600 * 1000
-    for module in (resumable, tus_steps):  # The clock of expirations.
-        monkeypatch.setattr(module, "msec_time", lambda: later)
+    later = msec_time() + 3600 * 1000
+    monkeypatch.setattr(tus_steps, "msec_time", lambda: later)  # The clock of expirations.
     patch(kinto_tus.app, url, b"1", 0)
     assert head(kinto_tus.app, url).headers["Upload-Expires"] != first
 

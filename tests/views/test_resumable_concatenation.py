@@ -5,11 +5,12 @@ import hashlib
 import os
 
 import pytest
+from kinto.core.utils import msec_time
 
 from kinto_attachment import gc
 from kinto_attachment.state import tus_uploads
 from kinto_attachment.storage.local.store import LocalStaged, LocalStore
-from kinto_attachment.views import resumable, tus_steps
+from kinto_attachment.views import tus_steps
 
 from ..conftest import ALICE, BOB, cached_app, held_elsewhere
 from .test_resumable import (
@@ -242,9 +243,8 @@ def test_partial_upload_of_deferred_length(kinto_local):
 def test_expired_partial_uploads_are_collected(kinto_local, monkeypatch):
     url = partial_upload(kinto_local.app, b"12345")
     assert kinto_local.files()
-    later = resumable.msec_time() + 86400 * 1000 + 1
-    for module in (resumable, tus_steps):  # The clock of expirations.
-        monkeypatch.setattr(module, "msec_time", lambda: later)
+    later = msec_time() + 86400 * 1000 + 1
+    monkeypatch.setattr(tus_steps, "msec_time", lambda: later)  # The clock of expirations.
     final_upload(kinto_local.app, [url], status=404)
     assert len(gc.collect(kinto_local.registry, now=later).expired_uploads) == 1
     assert kinto_local.files() == []
@@ -367,7 +367,7 @@ def test_what_a_killed_final_creation_leaves_is_collected(
     final_upload(app, urls, status=500)  # Killed, as far as the store knows.
     monkeypatch.undo()
 
-    later = resumable.msec_time() + (GRACE_SECONDS + 60) * 1000
+    later = msec_time() + (GRACE_SECONDS + 60) * 1000
     report = gc.collect(kinto.registry, now=later)
     assert report.expired_uploads == [] and report.dangling == []
     if blobs == "local":

@@ -5,10 +5,11 @@ import base64
 import hashlib
 
 import pytest
+from kinto.core.utils import msec_time
 
 from kinto_attachment import gc
 from kinto_attachment.state import tus_uploads
-from kinto_attachment.views import resumable, tus_steps
+from kinto_attachment.views import tus_steps
 
 from ..conftest import ALICE
 from .test_resumable import CHUNK, RECORD, TUS, UPLOADS, create, head, metadata, patch
@@ -305,9 +306,8 @@ def test_head_while_the_last_patch_commits_never_404(kinto_tus, monkeypatch):
 
 
 def _later(monkeypatch, seconds=86400):
-    later = resumable.msec_time() + seconds * 1000 + 1
-    for module in (resumable, tus_steps):
-        monkeypatch.setattr(module, "msec_time", lambda: later)
+    later = msec_time() + seconds * 1000 + 1
+    monkeypatch.setattr(tus_steps, "msec_time", lambda: later)  # The clock of expirations.
     return later
 
 
