@@ -151,13 +151,16 @@ def _collect_replaced(registry, now, report):
     may still name it, or ``keep_old_files`` keeps it) is never deleted: its entry is
     claimed, the blob stays. Retiring records a retained blob as replaced like any other
     (uploads are spared a query: ``uploads.lifecycle.retire``): deleting the record that had
-    its link does so, while a copy without a link may still name it."""
+    its link does so, while a copy without a link may still name it. Nor is one that a link
+    names (:func:`.links.linked_among`): uploads never take a name an entry holds
+    (:func:`.links.held`), but an entry written before they looked stays in the way."""
     storage = registry.storage
     if report.dry_run:
         with transaction.manager:
             due = list(replaced.every_due(storage, now))
             keys = [entry["key"] for entry in due]
             kept = retention.held(registry, keys, now) | links.retained_among(storage, keys)
+            kept |= links.linked_among(storage, keys)
         report.replaced += [entry for entry in due if entry["key"] not in kept]
         return
     after = None
@@ -166,9 +169,11 @@ def _collect_replaced(registry, now, report):
             due = replaced.due(storage, now, DELETE_BATCH, after=after)
             held = retention.held(registry, [entry["key"] for entry in due], now)
             claimed = replaced.claim(storage, [e for e in due if e["key"] not in held])
-            retained = links.retained_among(storage, [entry["key"] for entry in claimed])
+            claimed_keys = [entry["key"] for entry in claimed]
+            kept = links.retained_among(storage, claimed_keys)
+            kept |= links.linked_among(storage, claimed_keys)
             after = due[-1]["id"] if due else None
-        claimed = [entry for entry in claimed if entry["key"] not in retained]
+        claimed = [entry for entry in claimed if entry["key"] not in kept]
         report.replaced += claimed
         registry.attachment_store.delete_many([entry["key"] for entry in claimed])
         if len(due) < DELETE_BATCH:

@@ -19,7 +19,7 @@ from kinto.core.storage import Filter
 from kinto.core.storage.exceptions import ObjectNotFoundError
 from kinto.core.utils import COMPARISON
 
-from . import legacy, paging
+from . import legacy, paging, replaced
 
 
 RESOURCE = "attachment-blob"
@@ -80,12 +80,16 @@ def of_record(storage, bucket_id, collection_id, record_id, location=None, url=N
 
 
 def held(storage, key):
-    """Whether Kinto's storage names ``key``: a record's link (ours, or kinto-attachment's
-    row) or a retained file. Asked of a name the store holds no blob under, before a new blob
-    takes it (:meth:`~kinto_attachment.storage.StoreBase.reserved`): a record naming it lost
-    its file (kinto-attachment deleted it before its refused replacement, or someone did by
-    hand), and a new blob there would be served as that record's, and deleted with it. Two
-    lookups by id (indexed) and kinto-attachment's rows until they are adopted."""
+    """Whether Kinto's storage names ``key``: a record's link (kinto-attachment's row, or
+    ours), a retained file, or one that replaced files wait in (:mod:`.replaced`). Asked of a
+    name the store holds no blob under, before a new blob takes it
+    (:meth:`~kinto_attachment.storage.base.StoreBase.reserved`): a record naming it lost its
+    file (kinto-attachment deleted it before its refused replacement, or someone did by hand),
+    and a new blob there would be served as that record's, and deleted with it, or by the
+    collector once its entry is due. Three lookups by id (indexed), and kinto-attachment's
+    rows until they are adopted: those first, since adoption moves a row to a link."""
+    if legacy.names(storage, key):
+        return True
     found = storage.list_all(
         resource_name=RESOURCE,
         parent_id=PARENT_PREFIX + "*",
@@ -93,7 +97,7 @@ def held(storage, key):
     )
     if any(link["key"] == key for link in found) or is_retained(storage, key):
         return True
-    return legacy.names(storage, key)
+    return replaced.names(storage, key)
 
 
 def linked_records(storage, bucket_id, collection_id, record_ids):
@@ -190,20 +194,31 @@ def is_retained(storage, key):
     return key in retained_among(storage, [key])
 
 
-def retained_among(storage, keys, batch=1000):
-    """The ``keys`` recorded as retained, one query per ``batch`` of keys: whoever is about
-    to delete blobs that something stopped referencing keeps these, since a retained blob may
-    still be named by a record without a link (a copy that adoption found) or be kept by
-    ``keep_old_files``."""
+def retained_among(storage, keys):
+    """The ``keys`` recorded as retained: whoever is about to delete blobs that something
+    stopped referencing keeps these, since a retained blob may still be named by a record
+    without a link (a copy that adoption found) or be kept by ``keep_old_files``."""
+    return _among(storage, RETAINED, RETAINED_PARENT + "*", keys)
+
+
+def linked_among(storage, keys):
+    """The ``keys`` one of our links names: the collector keeps these whatever else names
+    them (a name a record took again while its old file waited to be deleted)."""
+    return _among(storage, RESOURCE, PARENT_PREFIX + "*", keys)
+
+
+def _among(storage, resource, parent_id, keys, batch=1000):
+    """The ``keys`` an object of ``resource`` (whose id is the key's :func:`_link_id`)
+    names, one query per ``batch`` of keys."""
     ids = {_link_id(key): key for key in keys}
     found, every_id = set(), list(ids)
     for start in range(0, len(every_id), batch):
         objects = storage.list_all(
-            resource_name=RETAINED,
-            parent_id=RETAINED_PARENT + "*",
+            resource_name=resource,
+            parent_id=parent_id,
             filters=[Filter("id", every_id[start : start + batch], COMPARISON.IN)],
         )
-        found |= {ids[obj["id"]] for obj in objects if obj["id"] in ids}
+        found |= {ids[obj["id"]] for obj in objects if ids.get(obj["id"]) == obj["key"]}
     return found
 
 

@@ -18,8 +18,9 @@ where it was, a crash after the commit leaves it here. The garbage collector del
 blobs that are due: it first claims their entries (removes them in a transaction of its own:
 of two collectors, only one gets each), then deletes the blobs; a crash between the two
 leaves an unreferenced blob, which the next orphan pass removes. Nothing can reference a
-blob here again: stored names are never reused while their blob exists (a new upload gets
-another name), so a claimed key names no live blob.
+blob here again: stored names are never reused while their blob exists, nor while an entry
+here names them (a file lost before: :func:`.links.held`), so a claimed key names no live
+blob.
 
 ``keep_old_files`` is unchanged: the blobs it keeps are retained (:func:`.links.retain`),
 never recorded here.
@@ -55,6 +56,16 @@ def add(storage, keys, until):
             object_id=entry_id,
             obj={"key": key, "until": until},
         )
+
+
+def names(storage, key):
+    """Whether an entry names ``key`` (one lookup by id)."""
+    found = storage.list_all(
+        resource_name=RESOURCE,
+        parent_id=EVERY,
+        filters=[Filter("id", _entry_id(key), COMPARISON.EQ)],
+    )
+    return any(entry["key"] == key for entry in found)
 
 
 def every(storage):

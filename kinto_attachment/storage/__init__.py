@@ -125,8 +125,9 @@ class IResumableStore(Interface):
     again), and :class:`StorageUnavailable` (or another ``OSError``) when the store fails.
     """
 
-    def start_resumable(key, content_type):
-        """Begin a blob meant for ``key``; return its state."""
+    def start_resumable(key, content_type, random=False):
+        """Begin a blob meant for ``key`` (``random``: as :meth:`IBlobStore.stage`'s); return
+        its state."""
 
     def append(state, offset, chunks):
         """Write ``chunks`` (bytes) from ``offset``; return a :class:`Progress`."""
@@ -162,8 +163,9 @@ class IConcatenatingStore(Interface):
     collection finds it.
     """
 
-    def concatenate(parts, key, content_type, digest):
-        """Make a blob at ``key`` (or a free variant) of the ``parts``, in order: ``(state,
+    def concatenate(parts, key, content_type, digest, random=False):
+        """Make a blob at ``key`` (or a free variant; ``random``: as :meth:`IBlobStore.stage`'s)
+        of the ``parts``, in order: ``(state,
         length)`` of uploads that received their ``length`` bytes. ``digest`` (a hash with
         ``update``) has seen the bytes of the first part: the store feeds it those of the
         others, in order, as it copies them or by reading them back once; it may feed it a

@@ -36,12 +36,14 @@ class StoreBase:
         return secrets.token_hex(16)
 
     def variants(self, key, random=False):
-        """``key``, ``name-1.ext``... (:func:`.keys.key_variants`), but the reserved ones;
-        ``key`` itself is not asked about when it was drawn at random."""
+        """``key``, ``name-1.ext``... (:func:`.keys.key_variants`) to try in turn, but the
+        reserved ones; ``key`` itself is not asked about when it was drawn at random, nor is
+        a name the store holds (skipped: its write would fail anyway). For a store whose
+        ``exists`` is cheap (local disk) and whose write to a name fails when it is taken."""
         variants = key_variants(key)
         if random:
             yield next(variants)
-        yield from (k for k in variants if not self.reserved(k))
+        yield from (k for k in variants if not self.exists(k) and not self.reserved(k))
 
     def exists(self, key):
         return self.stat(key) is not None

@@ -47,7 +47,9 @@ def partial_plan(policy, tag, ids, filename):
     key = join_key(
         policy.folder_for(bucket_id, collection_id), f"{instance.tagged_name(tag)}.partial"
     )
-    return intake.Plan(key=key, filename=filename, mimetype="application/octet-stream")
+    return intake.Plan(
+        key=key, filename=filename, mimetype="application/octet-stream", random=True
+    )
 
 
 def create_final(request, concat, client):
@@ -82,7 +84,7 @@ def create_final(request, concat, client):
     meter = Meter(sha256=ResumableSha256(base64.b64decode(partials[0]["sha256"])))
     parts = [(partial["store"], partial["length"]) for partial in partials]
     with store_errors():
-        progress = store.concatenate(parts, plan.key, plan.mimetype, meter)
+        progress = store.concatenate(parts, plan.key, plan.mimetype, meter, plan.random)
     upload = tus_uploads.new(
         ids,
         request.prefixed_userid,

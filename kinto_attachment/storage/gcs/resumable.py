@@ -40,9 +40,9 @@ class GCSResumable:
     :class:`~kinto_attachment.storage.IConcatenatingStore` methods of :class:`GCSStore`, over
     its ``compose``, ``free_key``, ``stage``, ``open``, ``delete`` and ``delete_many``."""
 
-    def start_resumable(self, key, content_type=None):
+    def start_resumable(self, key, content_type=None, random=False):
         # No request: the first bytes make the first object.
-        return {"key": key, "temp": None, "content_type": content_type}
+        return {"key": key, "temp": None, "content_type": content_type, "random": random}
 
     def _write_part(self, chunks):
         """The name of a new object holding ``chunks``; None when they are empty."""
@@ -84,12 +84,13 @@ class GCSResumable:
         """Compose the upload into its key, or the next free variant; an empty upload is an
         empty object."""
         content_type = state["content_type"] or "application/octet-stream"
+        random = state.get("random", False)
         if state["temp"] is None:
-            key = self.stage(state["key"], content_type).commit()
+            key = self.stage(state["key"], content_type, random).commit()
             return Progress(state, created=[key], key=key)
         key = write_to_free_name(
             state["key"],
-            False,
+            random,
             self.free_key,
             lambda name: self.compose([state["temp"]], name, content_type),
         )
@@ -99,7 +100,7 @@ class GCSResumable:
         if state["temp"] is not None:
             self.delete(state["temp"])
 
-    def concatenate(self, parts, key, content_type, digest):
+    def concatenate(self, parts, key, content_type, digest, random=False):
         """Compose the uploads' objects into the blob, then read back all but the first part
         for ``digest``."""
         content_type = content_type or "application/octet-stream"
@@ -114,12 +115,12 @@ class GCSResumable:
             if sources:
                 key = write_to_free_name(
                     key,
-                    False,
+                    random,
                     self.free_key,
                     lambda name: self.compose(sources, name, content_type),
                 )
             else:
-                key = self.stage(key, content_type).commit()
+                key = self.stage(key, content_type, random).commit()
         finally:
             with contextlib.suppress(StorageUnavailable):
                 self.delete_many(steps)

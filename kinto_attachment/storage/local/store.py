@@ -126,12 +126,12 @@ class LocalStore(StoreBase):
     def url(self, key):
         return blob_url(self.base_url, key)
 
-    def start_resumable(self, key, content_type=None):
+    def start_resumable(self, key, content_type=None, random=False):
         folder = self.path(RESUMABLE_FOLDER)
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, f"{TEMP_PREFIX}{self.temporary_name()}{TEMP_SUFFIX}")
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        return {"key": key, "temp": os.path.relpath(path, self.base_path)}
+        return {"key": key, "temp": os.path.relpath(path, self.base_path), "random": random}
 
     def append(self, state, offset, chunks):
         with open(self.path(state["temp"]), "r+b", buffering=0) as f:
@@ -150,7 +150,7 @@ class LocalStore(StoreBase):
     def finish(self, state):
         temp = self.path(state["temp"])
         os.makedirs(os.path.dirname(self.path(state["key"])), exist_ok=True)
-        for key in self.variants(state["key"]):
+        for key in self.variants(state["key"], state.get("random", False)):
             try:
                 os.link(temp, self.path(key))  # Atomic, never overwrites; keeps the upload.
             except FileExistsError:
@@ -163,7 +163,7 @@ class LocalStore(StoreBase):
     def discard(self, state):
         self.delete(state["temp"])
 
-    def concatenate(self, parts, key, content_type, digest):
+    def concatenate(self, parts, key, content_type, digest, random=False):
         """The first upload's file, grown by copies of the others (hashed as they go), is
         committed as any blob: fsynced, renamed onto a reserved name. Its bytes are neither
         read nor copied: the staged file is a second name of it (:meth:`LocalStaged.grow`),
@@ -171,7 +171,7 @@ class LocalStore(StoreBase):
         staged file, and what it added to the first upload's; a killed process leaves the
         staged file as a temporary file for the GC."""
         (first, first_length), *others = parts
-        staged = self.stage(key, content_type)
+        staged = self.stage(key, content_type, random)
         try:
             if not staged.grow(self.path(first["temp"]), first_length):
                 self._copy(first["temp"], first_length, staged, None)

@@ -65,16 +65,17 @@ class S3Concatenating:
     over its resumable uploads (``finish``), ``client``, ``bucket``, ``free_key``,
     ``object_args``, ``open``, ``stage``, ``delete`` and ``abort_upload``."""
 
-    def concatenate(self, parts, key, content_type, digest):
+    def concatenate(self, parts, key, content_type, digest, random=False):
         sources, obsolete = [], []
         for state, length in parts:
             finished = self.finish(state)
             sources.append((finished.key, length))
             obsolete += [*finished.obsolete, finished.key]
         total = sum(length for _, length in parts)
-        key = (
-            self._compose(sources, key, content_type) if total else self._empty(key, content_type)
-        )
+        if total:
+            key = self._compose(sources, key if random else self.free_key(key), content_type)
+        else:
+            key = self.stage(key, content_type, random).commit()
         try:
             first = parts[0][1]
             if total > first:
@@ -84,11 +85,8 @@ class S3Concatenating:
             raise
         return Progress(None, created=[key], obsolete=obsolete, key=key)
 
-    def _empty(self, key, content_type):
-        return self.stage(key, content_type).commit()
-
     def _compose(self, sources, key, content_type):
-        key = self.free_key(key)
+        """The object ``key`` (free: completed with ``If-None-Match``) made of ``sources``."""
         with unavailable("CreateMultipartUpload"):
             upload_id = self.client.create_multipart_upload(
                 Key=key, ChecksumAlgorithm="SHA256", **self.object_args(content_type)

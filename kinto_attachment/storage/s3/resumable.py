@@ -36,8 +36,9 @@ class S3Resumable:
     over its ``client``, ``bucket``, ``free_key``, ``create_upload``, ``open``, ``delete`` and
     ``abort_upload``."""
 
-    def start_resumable(self, key, content_type=None):
-        key = self.free_key(key)
+    def start_resumable(self, key, content_type=None, random=False):
+        # Completed with ``If-None-Match``: a random name needs no look first.
+        key = key if random else self.free_key(key)
         token = uuid.uuid4().hex
         upload_id = self.create_upload(key, content_type, {UPLOAD_METADATA: token})
         return {
