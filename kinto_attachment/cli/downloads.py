@@ -17,7 +17,7 @@ import re
 
 import urllib3
 
-from .folder import open_regular
+from .folder import open_file, stamp
 from .remote import CHUNK, Failure, Pace
 
 
@@ -46,27 +46,14 @@ def _hash_of(fd, digest):
 
 
 def _found(directory, name):
-    """``(sha256, stamp)`` of the plain file ``name`` in ``directory``; ``(None, None)`` when
-    there is none (a link, a folder... are none: replacing them loses no file)."""
-    fd = open_regular(name, directory)
+    """``(sha256, stamp)`` of the plain file ``name`` in ``directory`` (other names of it
+    too); ``(None, None)`` when there is none (a symbolic link is none: replacing it loses no
+    file)."""
+    fd = open_file(name, directory)
     if fd is None:
         return None, None
     try:
-        return _hash_of(fd, hashlib.sha256()).hexdigest(), _stamp(os.fstat(fd))
-    finally:
-        os.close(fd)
-
-
-def _stamp(status):
-    return status.st_ino, status.st_size, status.st_mtime_ns
-
-
-def _stamp_of(directory, name):
-    fd = open_regular(name, directory)
-    if fd is None:
-        return None
-    try:
-        return _stamp(os.fstat(fd))
+        return _hash_of(fd, hashlib.sha256()).hexdigest(), stamp(os.fstat(fd))
     finally:
         os.close(fd)
 
@@ -80,7 +67,7 @@ def download(remote, record_id, attachment, folder, path, bars, rate=None, overw
     *parents, name = path.split("/")
     directory = folder.directory(parents)
     try:
-        there, stamp = _found(directory, name)
+        there, found = _found(directory, name)
         if there == expected:
             folder.remember(path, expected)
             return False
@@ -102,9 +89,7 @@ def download(remote, record_id, attachment, folder, path, bars, rate=None, overw
             raise
         finally:
             os.close(fd)
-        if _stamp_of(directory, name) != stamp:
-            raise Failure("the file there changed during the download: kept (run it again)")
-        folder.publish(part, directory, name)
+        folder.publish(part, directory, name, found)
         folder.remember(path, expected)
         return True
     finally:

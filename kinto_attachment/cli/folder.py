@@ -18,13 +18,14 @@ import fcntl
 import json
 import os
 import stat
+import sys
 
 from .names import DOWNLOADED, PARTS
 from .remote import Failure
 
 
-#: The longest record of downloads read (a folder of a million files takes ~100 MiB).
-MAX_DOWNLOADED = 256 << 20
+#: The longest record of downloads read (~300,000 files); a longer one is none.
+MAX_DOWNLOADED = 32 << 20
 #: Opening something that must be no link (nor a FIFO that would block the open).
 NO_FOLLOW = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | NO_FOLLOW
@@ -46,6 +47,12 @@ class Folder:
         try:
             if self._written:
                 self._save()
+        except OSError as e:  # A folder one may read, not write: the files are there.
+            print(
+                f"kinto-attachment: {DOWNLOADED} not written ({e}): files that change on "
+                "the server will not replace these",
+                file=sys.stderr,
+            )
         finally:
             if self._parts is not None:
                 with contextlib.suppress(OSError):  # Not empty: parts to resume.
@@ -60,10 +67,11 @@ class Folder:
         return self._written.get(path, self._downloaded.get(path))
 
     def remember(self, path, sha256):
-        """The file at ``path`` is the download of ``sha256`` (saved when the folder closes:
-        a run killed before leaves files unremembered, which later runs keep, never
-        replace)."""
-        self._written[path] = sha256
+        """The file at ``path`` is the download of ``sha256`` (saved when the folder closes,
+        if that is news: a run killed before leaves files unremembered, which later runs
+        keep, never replace)."""
+        if self.downloaded(path) != sha256:
+            self._written[path] = sha256
 
     def _read_downloaded(self):
         """:data:`~.names.DOWNLOADED`, or nothing remembered when it is missing or unreadable
@@ -154,11 +162,44 @@ class Folder:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name, dir_fd=self.parts())
 
-    def publish(self, name, directory, target):
-        """Rename the part ``name`` to ``target`` in ``directory`` (a descriptor), replacing
-        whatever entry had that name (a link is replaced, not followed), durably."""
-        os.replace(name, target, src_dir_fd=self.parts(), dst_dir_fd=directory)
+    def publish(self, name, directory, target, replaced):
+        """Give the part ``name`` the name ``target`` in ``directory`` (a descriptor), durably,
+        never losing a file written there meanwhile: where ``replaced`` is None (no plain file
+        was there), only while none is (a symbolic link there is removed, never followed);
+        else only while the file there is still the one of that :func:`stamp`, which goes.
+        Both by names that never replace (``link``), where a file system has them."""
+        parts = self.parts()
+        aside = f"{name}.replaced"
+        if replaced is not None:
+            os.rename(target, aside, src_dir_fd=directory, dst_dir_fd=parts)
+            if _stamp_at(aside, parts) != replaced:
+                self._put_back(aside, directory, target)
+                raise Failure("the file there changed during the download: kept (run it again)")
+        elif (entry := _entry(target, directory)) is not None and stat.S_ISLNK(entry.st_mode):
+            os.unlink(target, dir_fd=directory)
+        try:
+            _link_unless_taken(name, parts, target, directory)
+        except FileExistsError:
+            raise Failure("a file was written there during the download: kept") from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(aside, dir_fd=parts)
+        with contextlib.suppress(FileNotFoundError):  # Gone where a rename gave the name.
+            os.unlink(name, dir_fd=parts)
         os.fsync(directory)
+
+    def _put_back(self, aside, directory, target):
+        """Give the file set aside its name again, or leave it in :data:`~.names.PARTS` (and
+        say so) should yet another have taken the name."""
+        try:
+            _link_unless_taken(aside, self.parts(), target, directory)
+        except FileExistsError:
+            raise Failure(
+                f"the file there changed during the download, then another came: the first is "
+                f"kept as {PARTS}/{aside}"
+            ) from None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(aside, dir_fd=self.parts())
 
 
 def _lock(fd, name):
@@ -177,7 +218,54 @@ def open_regular(name, directory):
     return _open_regular(name, os.O_RDONLY, directory)
 
 
-def _open_regular(name, flags, directory):
+def open_file(name, directory):
+    """:func:`open_regular`, a file with other names too (hard links) included: a file of
+    the folder that may not be replaced, though it must never be written through."""
+    return _open_regular(name, os.O_RDONLY, directory, links=True)
+
+
+def stamp(status):
+    """What tells whether a file changed (its inode, size and date), from its ``stat``."""
+    return status.st_ino, status.st_size, status.st_mtime_ns
+
+
+def _stamp_at(name, directory):
+    fd = open_file(name, directory)
+    if fd is None:
+        return None
+    try:
+        return stamp(os.fstat(fd))
+    finally:
+        os.close(fd)
+
+
+def _entry(name, directory):
+    """The ``lstat`` of ``name`` in ``directory``, or None when nothing has that name."""
+    try:
+        return os.stat(name, dir_fd=directory, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+#: What ``link()`` fails with where a file system cannot give a file a second name.
+NO_LINKS = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP}
+
+
+def _link_unless_taken(name, source, target, directory):
+    """Give the file ``name`` of ``source`` the name ``target`` in ``directory``, unless
+    something has it (``FileExistsError``): a second name (``link``), atomically, where the
+    file system has them; else a ``rename`` once nothing is seen there."""
+    try:
+        os.link(name, target, src_dir_fd=source, dst_dir_fd=directory, follow_symlinks=False)
+    except OSError as e:
+        if e.errno not in NO_LINKS:
+            raise
+        if _entry(target, directory) is not None:
+            raise FileExistsError(errno.EEXIST, "taken", target) from None
+        os.rename(name, target, src_dir_fd=source, dst_dir_fd=directory)
+
+
+def _open_regular(name, flags, directory, links=False):
     try:
         fd = os.open(name, flags | NO_FOLLOW, dir_fd=directory)
     except (FileNotFoundError, IsADirectoryError):
@@ -187,7 +275,7 @@ def _open_regular(name, flags, directory):
             return None
         raise
     status = os.fstat(fd)
-    if stat.S_ISREG(status.st_mode) and status.st_nlink == 1:
+    if stat.S_ISREG(status.st_mode) and (links or status.st_nlink == 1):
         return fd
     os.close(fd)
     return None

@@ -246,7 +246,7 @@ def test_a_file_made_during_its_download_is_kept(server, collection, tmp_path, r
 
     monkeypatch.setattr(downloads, "_fetch", fetch_while_someone_saves)
     first = run(env, "download", "--folder", str(target))
-    assert first.returncode == 1 and "changed during the download: kept" in first.stderr
+    assert first.returncode == 1 and "written there during the download: kept" in first.stderr
     assert (target / "late.txt").read_bytes() == b"saved meanwhile"
     monkeypatch.setattr(downloads, "_fetch", fetch)
     second = run(env, "download", "--overwrite", "--folder", str(target))

@@ -16,7 +16,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
-from kinto_attachment.cli import remote
+from kinto_attachment.cli import downloads, remote
+from kinto_attachment.cli import folder as folder_module
 from kinto_attachment.cli.names import DOWNLOADED, PARTS, record_id_of
 
 from ..support.cli_support import Hostile, certificate, run_command
@@ -485,8 +486,8 @@ def test_sync_deletes_and_marks_only_with_if_match(tmp_path, run):
 
 def test_parts_left_by_other_runs(tmp_path, run):
     """A part that holds the whole file is renamed without a request; one too long, or hard
-    linked elsewhere, is replaced; a final name hard linked elsewhere is replaced, not
-    written through."""
+    linked elsewhere, is replaced; a final name hard linked elsewhere, the record's file, is
+    left as it is (never written through)."""
     folder, outside = tmp_path / "out", tmp_path / "outside"
     (folder / PARTS).mkdir(parents=True)
     outside.mkdir()
@@ -509,10 +510,9 @@ def test_parts_left_by_other_runs(tmp_path, run):
         fetched = [r.path for r in server.requests if r.path.endswith("/attachment")]
 
     assert result.returncode == 0, result.stderr
-    assert fetched == [f"{RECORDS}/long/attachment", f"{RECORDS}/linked/attachment"]
+    assert fetched == [f"{RECORDS}/long/attachment"]
     assert tree(folder) == {"whole.txt": CONTENT, "long.txt": b"other", "linked.txt": CONTENT}
-    assert os.stat(folder / "linked.txt").st_nlink == 1
-    assert os.stat(outside / "hard").st_nlink == 1
+    assert (outside / "hard").read_bytes() == CONTENT
 
 
 def test_a_body_cut_short_is_kept_to_resume(tmp_path, run):
@@ -948,3 +948,70 @@ def test_a_collection_larger_than_an_answer_is_listed_by_pages(tmp_path, run):
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("no attachment") == len(records)
     assert pages == [remote.PAGE_RECORDS] * 3
+
+
+def test_download_keeps_a_file_of_the_folder_that_has_a_second_name(tmp_path, run):
+    """A file put in the folder by hand that also has another name (``ln``, ``cp -al``
+    snapshots, ``rsync --link-dest`` backups, deduplicating tools) is a file of the folder as
+    any other: kept, since no download wrote it."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    mine = folder / "a.txt"
+    mine.write_bytes(b"mine, edited here\n")
+    os.link(mine, tmp_path / "a.txt.snapshot")
+
+    with Hostile(kinto([{"id": "a", "attachment": attachment("a.txt")}])) as server:
+        result = run(server, "download", "--folder", str(folder))
+
+    assert mine.read_bytes() == b"mine, edited here\n", "a file no download wrote was replaced"
+    assert result.returncode == 1, result.stdout
+
+
+@pytest.mark.parametrize("before", [None, "an earlier download"])
+def test_a_file_saved_just_before_the_download_takes_its_name_is_kept(
+    tmp_path, run, monkeypatch, before
+):
+    """An editor saves the file the instant before the download takes its name (after every
+    check): the name is given only if nothing took it (``link``), so the saved file stays,
+    and the verified download waits for the next run."""
+    folder = tmp_path / "out"
+    records = [{"id": "late", "attachment": attachment("late.txt")}]
+    if before:
+        folder.mkdir()
+        (folder / "late.txt").write_bytes(b"old")
+        (folder / DOWNLOADED).write_text(
+            json.dumps({"late.txt": hashlib.sha256(b"old").hexdigest()})
+        )
+    give_name = folder_module._link_unless_taken
+
+    def saved_just_before(name, source, target, directory):
+        if target == "late.txt":
+            (folder / "late.txt").write_bytes(b"saved by an editor\n")
+        return give_name(name, source, target, directory)
+
+    monkeypatch.setattr(folder_module, "_link_unless_taken", saved_just_before)
+    with Hostile(kinto(records)) as server:
+        result = run(server, "download", "--folder", str(folder))
+    assert result.returncode == 1 and "written there during the download: kept" in result.stderr
+    assert (folder / "late.txt").read_bytes() == b"saved by an editor\n"
+    assert [p.name for p in (folder / PARTS).iterdir()] == [f"{DIGEST}.part"]
+
+
+def test_a_file_changed_during_its_download_is_put_back(tmp_path, run, monkeypatch):
+    """The earlier download's file, changed while the new one came (after it was hashed):
+    set aside to be replaced, it is found changed and given its name back."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "late.txt").write_bytes(b"old")
+    (folder / DOWNLOADED).write_text(json.dumps({"late.txt": hashlib.sha256(b"old").hexdigest()}))
+    fetch = downloads._fetch
+
+    def edited_meanwhile(*args, **kwargs):
+        fetch(*args, **kwargs)
+        (folder / "late.txt").write_bytes(b"edited meanwhile")
+
+    monkeypatch.setattr(downloads, "_fetch", edited_meanwhile)
+    with Hostile(kinto([{"id": "late", "attachment": attachment("late.txt")}])) as server:
+        result = run(server, "download", "--folder", str(folder))
+    assert result.returncode == 1 and "changed during the download: kept" in result.stderr
+    assert (folder / "late.txt").read_bytes() == b"edited meanwhile"
