@@ -1015,3 +1015,28 @@ def test_a_file_changed_during_its_download_is_put_back(tmp_path, run, monkeypat
         result = run(server, "download", "--folder", str(folder))
     assert result.returncode == 1 and "changed during the download: kept" in result.stderr
     assert (folder / "late.txt").read_bytes() == b"edited meanwhile"
+
+
+def test_a_folder_whose_record_of_downloads_cannot_be_written(tmp_path, run, monkeypatch):
+    """A folder one may read, not write (the record of downloads fails): the files are
+    there all the same, a warning says what later runs will not replace; a run with no news
+    writes nothing at all."""
+    folder = tmp_path / "out"
+    records = [{"id": "a", "attachment": attachment("a.txt")}]
+
+    def refused(self):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(folder_module.Folder, "_save", refused)
+    with Hostile(kinto(records)) as server:
+        first = run(server, "download", "--folder", str(folder))
+    assert first.returncode == 0 and (folder / "a.txt").read_bytes() == CONTENT
+    assert f"{DOWNLOADED} not written ([Errno 13] Permission denied)" in first.stderr
+
+    monkeypatch.undo()
+    with Hostile(kinto(records)) as server:
+        run(server, "download", "--folder", str(folder))
+        saved = (folder / DOWNLOADED).stat().st_mtime_ns
+        again = run(server, "download", "--folder", str(folder))
+    assert again.returncode == 0 and "unchanged a.txt" in again.stdout
+    assert (folder / DOWNLOADED).stat().st_mtime_ns == saved
