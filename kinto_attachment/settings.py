@@ -18,6 +18,7 @@ import dataclasses
 from collections.abc import Mapping
 
 from kinto.core.utils import read_env
+from pyramid.exceptions import ConfigurationError
 
 from .data_files import options as data_files_options
 from .data_files.options import DataFilesOptions
@@ -26,6 +27,7 @@ from .downloads.caching import Caching
 from .events import options as events_options
 from .events.options import EventsOptions
 from .setting_values import as_bool, as_number, as_text, fail
+from .state import paging
 from .storage import registry
 from .storage.registry import Chosen
 from .uploads import policies
@@ -196,8 +198,21 @@ def _destinations(default, overrides):
     return dict.fromkeys(d for policy in policies_ for d in policy.event_destinations)
 
 
+def _check_fetch_size(settings):
+    """Kinto's storage answers a query with ``storage_max_fetch_size`` objects at most; the
+    plugin reads its own by pages of :data:`~.state.paging.PAGE`, which must fit (a shorter
+    page reads as the last one: the collector would miss what holds a file)."""
+    value = settings.get("storage_max_fetch_size")
+    if value is not None and int(value) < paging.PAGE:
+        raise ConfigurationError(
+            f"Invalid setting `storage_max_fetch_size`: kinto_attachment reads Kinto's storage "
+            f"by pages of {paging.PAGE} objects: set it to {paging.PAGE} or more (got {value})"
+        )
+
+
 def parse(settings):
     """Build :class:`AttachmentSettings` from Pyramid settings, or raise ConfigurationError."""
+    _check_fetch_size(settings)
     ours, kinds = _ours(settings)
     global_values, policy_values, scoped, store_values = _sort(ours, kinds)
     store = registry.choose(kinds, store_values)

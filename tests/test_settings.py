@@ -245,3 +245,12 @@ def test_part_size_minimum_is_defined_once():
     assert store.MIN_PART_SIZE is options.MIN_PART_SIZE
     with pytest.raises(ConfigurationError, match=str(options.MIN_PART_SIZE)):
         parse_s3(**{"aws.bucket_name": "b", "aws.part_size": str(options.MIN_PART_SIZE - 1)})
+
+
+def test_a_fetch_size_below_the_plugins_pages_stops_start_up(tmp_path):
+    """The plugin reads Kinto's storage by pages of 1000 objects: a
+    ``storage_max_fetch_size`` below would cut each page short, read as the last one."""
+    settings = build_settings("memory", str(tmp_path), **{"kinto.storage_max_fetch_size": "999"})
+    with pytest.raises(ConfigurationError, match="storage_max_fetch_size.*1000 or more"):
+        kinto_main({}, **settings)
+    kinto_main({}, **{**settings, "kinto.storage_max_fetch_size": "1000"})

@@ -10,8 +10,9 @@ An attempt takes ``timeout_seconds`` at most: pika's ``socket_timeout`` and ``st
 bound the opening of the connection, and nothing bounded the wait for the publisher confirm,
 so a silent broker held an attempt past its lease (about two minutes, until heartbeats gave
 up) while another server sent the event again. A timer of the connection's own I/O loop, run
-while ``basic_publish`` waits, ends the connection at the deadline, as pika's heartbeat and
-``blocked_connection_timeout`` do: the publish raises, the attempt fails and is retried.
+while the channel opens and ``basic_publish`` waits, ends the connection at the deadline, as
+pika's heartbeat and ``blocked_connection_timeout`` do: the call raises, the attempt fails
+and is retried.
 """
 
 import contextlib
@@ -41,10 +42,17 @@ class Amqp:
         self._routing_key = options.amqp_routing_key
         self._connection = self._channel = None
 
-    def _open(self):
-        if self._channel is None or not self._channel.is_open:
+    def _connect(self):
+        """The connection, opened again after any failure (within pika's socket and stack
+        timeouts)."""
+        if self._connection is None or not self._connection.is_open:
             self.close()
             self._connection = self._pika.BlockingConnection(self._parameters)
+
+    def _confirming(self):
+        """A channel in confirm mode: its ``Channel.Open`` and ``Confirm.Select`` are waited
+        for as the publish is, under the attempt's deadline (:meth:`deliver`)."""
+        if self._channel is None or not self._channel.is_open:
             self._channel = self._connection.channel()
             self._channel.confirm_delivery()
         return self._channel
@@ -55,9 +63,9 @@ class Amqp:
         )
         deadline = time.monotonic() + self._timeout
         try:
-            channel = self._open()
+            self._connect()
             with self._deadline(deadline - time.monotonic()):
-                channel.basic_publish(
+                self._confirming().basic_publish(
                     self._exchange, self._routing_key, body, properties, mandatory=True
                 )
         except (self._pika.exceptions.AMQPError, OSError) as e:
@@ -70,7 +78,7 @@ class Amqp:
         API, the one its heartbeat checker uses: ``BlockingConnection.call_later`` only runs
         in ``process_data_events``, not while ``basic_publish`` waits for its confirm)."""
         impl = self._connection._impl
-        error = self._pika.exceptions.AMQPConnectionError(f"no confirm within {self._timeout}s")
+        error = self._pika.exceptions.AMQPConnectionError(f"no answer within {self._timeout}s")
         timer = impl._adapter_call_later(max(seconds, 0), lambda: impl._terminate_stream(error))
         try:
             yield

@@ -114,12 +114,14 @@ class PostgreSQLClaims:
         with self._storage.client.connect() as session:
             session.execute(sqlalchemy.text(UNSYNCED))
 
-    def claim(self, now, until, limit):
+    def claim(self, now, until, limit, destination=None):
+        """Lease up to ``limit`` due heads (of ``destination``'s rows, or every one's) until
+        ``until``; return them."""
         import sqlalchemy
 
         placeholders = {
             "resource": outbox.RESOURCE,
-            "parents": outbox.PREFIX + "%",
+            "parents": _parents(destination).replace("*", "%"),
             "now": now,
             "until": until,
             "limit": limit,
@@ -172,11 +174,11 @@ class MemoryClaims:
     def unsynced(self):
         """Nothing to flush in memory."""
 
-    def claim(self, now, until, limit):
+    def claim(self, now, until, limit, destination=None):
         with self._lock:
             heads = {}
             for row in self._storage.list_all(
-                resource_name=outbox.RESOURCE, parent_id=outbox.EVERY
+                resource_name=outbox.RESOURCE, parent_id=_parents(destination)
             ):
                 row = outbox.with_parent(row)
                 if row["state"] == outbox.PENDING:
@@ -213,6 +215,11 @@ class MemoryClaims:
             if current["claimed_until"] != row["claimed_until"]:
                 return False
             return outbox.change(self._storage, row, **changes) is not None
+
+
+def _parents(destination):
+    """The parent ids (a pattern) of the rows of ``destination``, or of every one's."""
+    return outbox.of_destination(destination) if destination else outbox.EVERY
 
 
 def for_storage(storage):

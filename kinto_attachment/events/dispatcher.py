@@ -1,15 +1,18 @@
-"""The dispatcher: a daemon thread in each server process that delivers the outbox.
+"""The dispatcher: daemon threads in each server process that deliver the outbox, one per
+destination (a *lane*): a destination that hangs (a webhook that never answers costs
+``timeout_seconds`` an attempt) holds up its own events, never another's.
 
-It wakes when a transaction that recorded events commits, and every ``poll_seconds`` (rows of
-other nodes, retries that came due, leases that ran out). Each round claims due rows
-(:mod:`.claims`), delivers each to its destination and marks it: ``delivered`` (its blob held
+A lane wakes when a transaction that recorded events commits, and every ``poll_seconds`` (rows
+of other nodes, retries that came due, leases that ran out). Each round claims its
+destination's due rows (:mod:`.claims`), delivers each and marks it: ``delivered`` (its blob held
 ``min(fetch_grace_seconds, url_expires_seconds)`` more), or retried after a delay doubling at
 each attempt (``retry_seconds``, up to an hour, or what a webhook's ``Retry-After`` asks up to
 that hour), or ``dead`` after ``max_attempts``, or once its next attempt would come after
 ``max_age_seconds`` (a long ``Retry-After`` once kept an event pending for as long as it
 asked, past its max age, and the next events of its subject behind it). Delivered rows are
-removed once their hold is over. A crash anywhere leaves the row pending: it is delivered
-again (at least once).
+removed once their hold is over, by whichever lane finds it due, which also fails the rows of
+destinations no longer configured (to their death, as retries). A crash anywhere leaves the
+row pending: it is delivered again (at least once).
 """
 
 import contextlib
@@ -67,15 +70,18 @@ class Dispatcher:
         self._options = registry.attachment_settings.events
         self._claims = claims.for_storage(registry.storage)
         self._destinations = {}
-        self._woken = threading.Event()
+        #: Each lane's wake-up, and thread.
+        self._woken = {name: threading.Event() for name in self._options.used}
+        self._threads = []
         self._stopped = threading.Event()
-        self._thread = None
+        self._housekeeping = threading.Lock()
         self._housekept = 0.0
         #: Told of each delivery, failure and count of pending events.
         self.measures = Unmeasured()
 
     def wake(self):
-        self._woken.set()
+        for woken in self._woken.values():
+            woken.set()
 
     @contextlib.contextmanager
     def _bookkeeping(self):
@@ -86,39 +92,56 @@ class Dispatcher:
             yield
 
     def start(self):
-        self._thread = threading.Thread(target=self._run, name="attachment-events", daemon=True)
-        self._thread.start()
+        for name in self._options.used:
+            thread = threading.Thread(
+                target=self._run, args=(name,), name=f"attachment-events-{name}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self):
         self._stopped.set()
-        self._woken.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        self.wake()
+        for thread in self._threads:
+            thread.join(timeout=30)
         for destination in self._destinations.values():
             destination.close()
 
-    def _run(self):
+    def _run(self, name):
+        """The lane of the destination ``name``."""
+        woken = self._woken[name]
         # Not at once: a process that only builds the app (``kinto migrate`` on a database
         # without tables yet, a command) is gone before the first round. A commit's wake, or
         # the first poll, starts it.
-        self._woken.wait(self._options.poll_seconds)
-        self._woken.clear()
+        woken.wait(self._options.poll_seconds)
+        woken.clear()
         while not self._stopped.is_set():
             started = time.monotonic()
             try:
-                busy = self.run_once() >= BATCH
-                if time.monotonic() - self._housekept >= HOUSEKEEPING:
-                    self.housekeep()
+                busy = self.run_once(destination=name) >= BATCH
+                self._housekeep_if_due()
             except Exception:  # The storage is down, say: try again at the next round.
-                logger.exception("Events: dispatch failed")
+                logger.exception("Events: dispatch to %s failed", name)
                 busy = False
             if not busy:
-                self._woken.wait(self._options.poll_seconds)
-                self._woken.clear()
+                woken.wait(self._options.poll_seconds)
+                woken.clear()
             self._stopped.wait(ROUND_INTERVAL - (time.monotonic() - started))
 
-    def run_once(self, now=None):
-        """Claim and deliver the due rows; return how many were claimed.
+    def _housekeep_if_due(self):
+        """:meth:`housekeep`, in one lane at a time, every :data:`HOUSEKEEPING` seconds."""
+        if time.monotonic() - self._housekept < HOUSEKEEPING:
+            return
+        if self._housekeeping.acquire(blocking=False):
+            try:
+                if time.monotonic() - self._housekept >= HOUSEKEEPING:
+                    self.housekeep()
+            finally:
+                self._housekeeping.release()
+
+    def run_once(self, now=None, destination=None):
+        """Claim and deliver the due rows of ``destination`` (None: of every destination in
+        use, each in a thread of its own, as their lanes do); return how many were claimed.
 
         A row is only delivered while its lease has time left for a whole attempt (a slow
         destination makes a batch long) and for its mark: past that, another dispatcher could
@@ -127,10 +150,15 @@ class Dispatcher:
         are marked together at the end of the round (a crash before leaves them to be
         delivered again); a batch never holds two rows of one subject and destination, since a
         claim takes the oldest pending row of each."""
+        if destination is None:
+            calls = [(now, name) for name in self._options.used]
+            if len(calls) == 1:
+                return self.run_once(*calls[0])
+            return sum(_in_parallel(self.run_once, calls))
         now = now or msec_time()
         timeout = self._options.timeout_seconds
         until = now + int((3 * timeout + LEASE_MARGIN) * 1000)
-        claimed = self._claims.claim(now, until, BATCH)
+        claimed = self._claims.claim(now, until, BATCH, destination)
         delivered = []
         for position, row in enumerate(claimed):
             if msec_time() + (2 * timeout + 5) * 1000 > until:
@@ -148,7 +176,8 @@ class Dispatcher:
                 self._claims.change(row, claimed_until=0)
 
     def housekeep(self):
-        """Remove the delivered rows whose hold is over; observe the pending ones."""
+        """Remove the delivered rows whose hold is over; observe the pending ones; fail the
+        due rows of destinations no longer configured (no lane claims them)."""
         self._housekept = time.monotonic()
         storage = self._registry.storage
         with self._bookkeeping():
@@ -156,6 +185,8 @@ class Dispatcher:
             for destination in self._options.used:
                 pending = outbox.count(storage, destination, outbox.PENDING)
                 self.measures.pending(destination, pending)
+        for name in KINDS.keys() - set(self._options.used):
+            self.run_once(destination=name)
 
     def _destination(self, name):
         if name not in self._destinations:
@@ -234,6 +265,27 @@ class Dispatcher:
             self.measures.failed(row["destination"], dead)
         else:
             _lease_lost(row, "failed")
+
+
+def _in_parallel(function, calls):
+    """``function(*args)`` for each of ``calls``, each in a thread of its own; the results."""
+    results = [None] * len(calls)
+    errors = []
+
+    def call(index, args):
+        try:
+            results[index] = function(*args)
+        except Exception as e:  # noqa: BLE001 (raised again below, in the caller's thread)
+            errors.append(e)
+
+    threads = [threading.Thread(target=call, args=(i, args)) for i, args in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results
 
 
 def _lease_lost(row, outcome):

@@ -186,7 +186,7 @@ class Webhook:
             except requests.RequestException as e:
                 if deadline.expired:
                     raise Failed(f"webhook: no answer within {self._timeout}s") from e
-                raise Failed(f"webhook: {e}") from e
+                raise Failed(f"webhook: {_failure(e, self._url)}") from e
             _skim(response)
         if 300 <= response.status_code < 400:
             raise Failed(
@@ -203,6 +203,25 @@ class Webhook:
 
     def close(self):
         self._session.close()
+
+
+def _failure(error, url):
+    """What a request that failed says, but the URL's path and query, where endpoints often
+    take their token (requests quotes them: "Max retries exceeded with url: /hook?token=..."):
+    the error's kind, its first cause's words (``Connection refused``), and the origin."""
+    cause, seen = error, set()
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.strerror:
+            reason = cause.strerror
+            break
+        nested = cause.args[0] if cause.args and isinstance(cause.args[0], BaseException) else None
+        cause = cause.__cause__ or nested or cause.__context__
+    else:
+        reason = None
+    parts = urllib3.util.parse_url(url)
+    origin = f"{parts.scheme}://{parts.host}" + (f":{parts.port}" if parts.port else "")
+    return f"{type(error).__name__}" + (f" ({reason})" if reason else "") + f" to {origin}"
 
 
 def _skim(response):

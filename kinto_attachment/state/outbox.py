@@ -148,9 +148,7 @@ def held(storage, keys, now):
     keys = list(dict.fromkeys(keys))
     if not keys:
         return set()
-    found = storage.list_all(
-        resource_name=RESOURCE, parent_id=EVERY, filters=[Filter("key", keys, COMPARISON.IN)]
-    )
+    found = paging.every(storage, RESOURCE, EVERY, [Filter("key", keys, COMPARISON.IN)])
     return {row["key"] for row in found if _holds(row, now)}
 
 
@@ -169,6 +167,10 @@ def remove(storage, state, before=None, destination=None):
     if before is not None:
         filters.append(Filter("hold_until", before, COMPARISON.LT))
     parent = of_destination(destination) if destination else EVERY
-    return storage.delete_all(
+    removed = []
+    # Kinto's storage deletes ``storage_max_fetch_size`` objects at most a call.
+    while batch := storage.delete_all(
         resource_name=RESOURCE, parent_id=parent, filters=filters, with_deleted=False
-    )
+    ):
+        removed += batch
+    return removed

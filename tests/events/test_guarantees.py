@@ -306,7 +306,7 @@ def test_a_silent_amqp_broker_is_given_up_at_the_timeout(events_app, amqp_queue)
         kinto.registry.attachment_dispatcher.run_once()
         assert time.monotonic() - started < 1.5
         [row] = rows(kinto, outbox.PENDING)
-        assert row["attempts"] == 1 and "no confirm within 0.5s" in row["last_error"]
+        assert row["attempts"] == 1 and "no answer within 0.5s" in row["last_error"]
         proxy.stalled = False
         delivered(kinto)  # Again, on a new connection.
         assert rows(kinto, outbox.PENDING) == []
@@ -473,3 +473,185 @@ def test_rows_a_lease_cannot_cover_are_released(events_app, receiver, monkeypatc
     assert len(receiver.events()) == 2
     [released] = rows(kinto, outbox.PENDING)
     assert released["claimed_until"] == 0 and released["attempts"] == 0
+
+
+class ChannelOpenStall:
+    """A TCP proxy in front of RabbitMQ that lets the AMQP handshake through (the connection
+    opens), then holds every byte the client sends from its ``Channel.Open`` on: a broker
+    that stops answering right after accepting a connection (overloaded, a network that
+    starts dropping packets, a node being partitioned)."""
+
+    def __init__(self, target):
+        self._target = target
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._sockets = []
+        self.holding = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self._target)
+            self._sockets += [client, upstream]
+            for source, sink, outgoing in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(
+                    target=self._pipe, args=(source, sink, outgoing), daemon=True
+                ).start()
+
+    def _pipe(self, source, sink, outgoing):
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                # A method frame (type 1) of class 20 (channel), method 10 (open).
+                if outgoing and data[:1] == b"\x01" and data[7:11] == b"\x00\x14\x00\x0a":
+                    self.holding.set()
+                if outgoing and self.holding.is_set():
+                    continue
+                sink.sendall(data)
+
+    def close(self):
+        self._listener.close()
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+
+def test_amqp_attempt_is_bounded_when_the_broker_stalls_after_the_handshake(
+    events_app, amqp_queue
+):
+    """``events.timeout_seconds`` bounds a whole attempt, the channel's opening included: a
+    broker that accepts the connection and then goes silent (every reconnection after a
+    failure opens a channel) would hold the lane until pika's heartbeat gives up (minutes),
+    past the row's lease, and another node would send the event too."""
+    _, exchange, _ = amqp_queue
+    proxy = ChannelOpenStall(("127.0.0.1", 5672))
+    finished = threading.Event()
+    try:
+        settings = destination_settings("amqp", exchange=exchange, port=proxy.port)
+        kinto = events_app("memory", "amqp", timeout_seconds=0.5, **settings)
+        kinto.upload(RECORD, b"hello")
+
+        def attempt():
+            kinto.registry.attachment_dispatcher.run_once()
+            finished.set()
+
+        started = time.monotonic()
+        threading.Thread(target=attempt, daemon=True).start()
+        finished.wait(5)
+        took = time.monotonic() - started
+        assert proxy.holding.is_set()
+        assert finished.is_set() and took < 1.5, (
+            f"an attempt with timeout_seconds=0.5 still running after {took:.1f}s"
+        )
+    finally:
+        proxy.close()  # Ends the stalled attempt, if any.
+        finished.wait(5)
+
+
+class BlackHole:
+    """A webhook endpoint that accepts connections (the kernel does, from the backlog) and
+    never answers: an application server that hangs behind its load balancer."""
+
+    def __init__(self):
+        self._listener = socket.create_server(("127.0.0.1", 0), backlog=128)
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/hook"
+
+    def close(self):
+        self._listener.close()
+
+
+def test_a_hanging_webhook_does_not_hold_up_the_other_destinations(events_app, redis_stream):
+    """Each destination has its lane: a webhook that hangs costs ``timeout_seconds`` per
+    pending event (10 s by default) to its own events only, never to Redis's, whose consumers
+    would otherwise get about one event per timeout. Here: 20 uploads, the webhook hangs
+    (timeout 0.5 s), Redis is up: within 3 s of dispatching, Redis has all 20 events."""
+    client, stream = redis_stream
+    hole = BlackHole()
+    try:
+        kinto = events_app(
+            "memory",
+            "webhook redis",
+            timeout_seconds=0.5,
+            retry_seconds=600,
+            **{"webhook.url": hole.url, "webhook.secret": WEBHOOK_SECRET},
+            **destination_settings("redis", stream=stream),
+        )
+        count = 20
+        for i in range(count):
+            kinto.upload(RECORD.replace("r1", f"r{i}"), b"x")
+        dispatcher = kinto.registry.attachment_dispatcher
+        stop = threading.Event()
+
+        def dispatch():
+            while not stop.is_set():
+                dispatcher.run_once()
+
+        thread = threading.Thread(target=dispatch, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and client.xlen(stream) < count:
+            time.sleep(0.05)
+        in_redis = client.xlen(stream)
+        stop.set()
+        thread.join(15)
+        assert in_redis == count, (
+            f"only {in_redis} of {count} Redis events delivered in 3 s: each waits behind"
+            " a webhook attempt that hangs until the timeout"
+        )
+    finally:
+        hole.close()
+
+
+def _closed_port():
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        return sock.getsockname()[1]
+
+
+def test_a_webhook_url_token_is_not_written_to_logs_and_the_outbox(events_app, caplog):
+    """Webhook endpoints often take a token in their URL (``?token=``,
+    ``/services/T000/B000/XXXX``), which requests quotes in its errors: a failed attempt
+    says what failed and where (the origin), never the URL's path and query, in the log, the
+    row's ``last_error`` and ``kinto-attachment-events list``."""
+    token = "tok-" + hashlib.sha256(b"webhook").hexdigest()[:24]
+    url = f"http://127.0.0.1:{_closed_port()}/hook?token={token}"
+    kinto = events_app("memory", **{"webhook.url": url, "webhook.secret": WEBHOOK_SECRET})
+    kinto.upload(RECORD, b"hello")
+    with caplog.at_level(logging.WARNING, logger="kinto_attachment.events"):
+        kinto.registry.attachment_dispatcher.run_once()
+    [row] = rows(kinto, outbox.PENDING)
+    assert row["attempts"] == 1
+    assert token not in row["last_error"], row["last_error"]
+    assert "ConnectionError (Connection refused) to http://127.0.0.1:" in row["last_error"]
+    assert token not in caplog.text
+
+
+def test_housekeeping_removes_every_delivered_row_whose_hold_is_over(
+    events_app, receiver, monkeypatch
+):
+    """Kinto's PostgreSQL storage deletes ``storage_max_fetch_size`` objects at most a call
+    (10,000): a housekeeping of one call removed at most that many rows every 30 s, fewer
+    than busy servers write. It deletes until none is left (the cap played here with 5)."""
+    kinto = events_app(
+        "memory", fetch_grace_seconds=0, **destination_settings("webhook", receiver)
+    )
+    for i in range(12):
+        kinto.upload(RECORD.replace("r1", f"r{i}"), b"x")
+    dispatcher = kinto.registry.attachment_dispatcher
+    while dispatcher.run_once():
+        pass
+    storage = kinto.registry.storage
+    delete_all = storage.delete_all
+    monkeypatch.setattr(storage, "delete_all", lambda **kw: delete_all(**kw, limit=5))
+
+    def delivered_rows():
+        with transaction.manager:
+            return outbox.count(storage, "webhook", outbox.DELIVERED)
+
+    assert delivered_rows() == 12
+    time.sleep(0.01)  # Every hold (0 s from delivery) is over.
+    dispatcher.housekeep()
+    assert delivered_rows() == 0
