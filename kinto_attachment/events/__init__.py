@@ -14,7 +14,7 @@ RabbitMQ exchanges, at least once and in order per subject and destination.
 from pyramid.events import ApplicationCreated
 
 from ..setting_values import fail
-from .options import PREFIX, check_store, refuse_url
+from .options import PREFIX, check_host, check_store, refuse_url
 
 
 def start_dispatcher(event):
@@ -54,6 +54,7 @@ def includeme(config):
     options = registry.attachment_settings.events
     check_store(options, registry.attachment_store)
     check_destinations(options)
+    check_host(options, registry.attachment_store, registry.settings.get("http_host"))
     if options.url_secret:
         config.include("kinto_attachment.downloads.signed")
     if options.enabled:
