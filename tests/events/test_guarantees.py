@@ -272,10 +272,12 @@ class StallingProxy:
                 return
             upstream = socket.create_connection(self._target)
             self._sockets += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+            for source, sink, outgoing in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(
+                    target=self._pipe, args=(source, sink, outgoing), daemon=True
+                ).start()
 
-    def _pipe(self, source, sink):
+    def _pipe(self, source, sink, outgoing):
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
                 while self.stalled:
@@ -286,6 +288,8 @@ class StallingProxy:
         self.stalled = False
         self._listener.close()
         for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
 
@@ -475,32 +479,15 @@ def test_rows_a_lease_cannot_cover_are_released(events_app, receiver, monkeypatc
     assert released["claimed_until"] == 0 and released["attempts"] == 0
 
 
-class ChannelOpenStall:
+class ChannelOpenStall(StallingProxy):
     """A TCP proxy in front of RabbitMQ that lets the AMQP handshake through (the connection
     opens), then holds every byte the client sends from its ``Channel.Open`` on: a broker
     that stops answering right after accepting a connection (overloaded, a network that
     starts dropping packets, a node being partitioned)."""
 
     def __init__(self, target):
-        self._target = target
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self._sockets = []
         self.holding = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self._target)
-            self._sockets += [client, upstream]
-            for source, sink, outgoing in ((client, upstream, True), (upstream, client, False)):
-                threading.Thread(
-                    target=self._pipe, args=(source, sink, outgoing), daemon=True
-                ).start()
+        super().__init__(target)
 
     def _pipe(self, source, sink, outgoing):
         with contextlib.suppress(OSError):
@@ -511,13 +498,6 @@ class ChannelOpenStall:
                 if outgoing and self.holding.is_set():
                     continue
                 sink.sendall(data)
-
-    def close(self):
-        self._listener.close()
-        for sock in self._sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
 
 
 def test_amqp_attempt_is_bounded_when_the_broker_stalls_after_the_handshake(
