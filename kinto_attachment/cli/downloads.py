@@ -67,6 +67,7 @@ def download(remote, record_id, attachment, folder, path, bars, rate=None, overw
     *parents, name = path.split("/")
     directory = folder.directory(parents)
     try:
+        folder.recover(path, directory, name)
         there, found = _found(directory, name)
         if there == expected:
             folder.remember(path, expected)
@@ -89,7 +90,7 @@ def download(remote, record_id, attachment, folder, path, bars, rate=None, overw
             raise
         finally:
             os.close(fd)
-        folder.publish(part, directory, name, found)
+        folder.publish(part, directory, name, found, path)
         folder.remember(path, expected)
         return True
     finally:

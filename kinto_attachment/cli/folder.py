@@ -15,6 +15,7 @@ left, never one changed or put there by someone else (``--overwrite`` says other
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import stat
@@ -162,35 +163,70 @@ class Folder:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name, dir_fd=self.parts())
 
-    def publish(self, name, directory, target, replaced):
-        """Give the part ``name`` the name ``target`` in ``directory`` (a descriptor), durably,
-        never losing a file written there meanwhile: where ``replaced`` is None (no plain file
-        was there), only while none is (a symbolic link there is removed, never followed);
-        else only while the file there is still the one of that :func:`stamp`, which goes.
-        Both by names that never replace (``link``), where a file system has them."""
+    def publish(self, name, directory, target, replaced, path):
+        """Give the part ``name`` the name ``target`` in ``directory`` (a descriptor; ``path``
+        in the folder), durably, never losing a file written there meanwhile: where
+        ``replaced`` is None (no plain file was there), only while none is (a symbolic link
+        there is removed, never followed); else only while the file there is still the one
+        of that :func:`stamp`, set aside first (:meth:`recover` gives back what a killed run
+        set aside), and dropped once the part has its name. Both by names that never replace
+        (``link``), where a file system has them."""
         parts = self.parts()
-        aside = f"{name}.replaced"
+        aside = _aside(path)
         if replaced is not None:
             os.rename(target, aside, src_dir_fd=directory, dst_dir_fd=parts)
-            if _stamp_at(aside, parts) != replaced:
+            try:
+                if _stamp_at(aside, parts) != replaced:
+                    raise Failure(
+                        "the file there changed during the download: kept (run it again)"
+                    )
+                _link_unless_taken(name, parts, target, directory)
+            except FileExistsError:  # Another file came meanwhile: it stays; this one was a
+                os.unlink(aside, dir_fd=parts)  # download's, unchanged.
+                raise Failure("a file was written there during the download: kept") from None
+            except BaseException:
                 self._put_back(aside, directory, target)
-                raise Failure("the file there changed during the download: kept (run it again)")
-        elif (entry := _entry(target, directory)) is not None and stat.S_ISLNK(entry.st_mode):
-            os.unlink(target, dir_fd=directory)
-        try:
-            _link_unless_taken(name, parts, target, directory)
-        except FileExistsError:
-            raise Failure("a file was written there during the download: kept") from None
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(aside, dir_fd=parts)
+                raise
+            os.unlink(aside, dir_fd=parts)
+        else:
+            entry = _entry(target, directory)
+            if entry is not None and stat.S_ISLNK(entry.st_mode):
+                os.unlink(target, dir_fd=directory)
+            try:
+                _link_unless_taken(name, parts, target, directory)
+            except FileExistsError:
+                raise Failure("a file was written there during the download: kept") from None
         with contextlib.suppress(FileNotFoundError):  # Gone where a rename gave the name.
             os.unlink(name, dir_fd=parts)
         os.fsync(directory)
 
+    def recover(self, path, directory, target):
+        """Give back the file of ``path`` that a killed run set aside (:meth:`publish`): its
+        name again if it is free; dropped if the name is taken and the file was what a
+        download wrote there (the run was killed once the new file had its name); else kept
+        in :data:`~.names.PARTS`, and said (a :class:`Failure`)."""
+        if _entry(PARTS, self.fd) is None:
+            return
+        aside, parts = _aside(path), self.parts()
+        if _entry(aside, parts) is None:
+            return
+        if _entry(target, directory) is None:
+            self._put_back(aside, directory, target)
+            return
+        fd = open_file(aside, parts)
+        if fd is not None:
+            try:
+                digest = _sha256_of(fd)
+            finally:
+                os.close(fd)
+            if digest == self.downloaded(path):
+                os.unlink(aside, dir_fd=parts)
+                return
+        raise Failure(f"an earlier run set a file aside: kept as {PARTS}/{aside}")
+
     def _put_back(self, aside, directory, target):
         """Give the file set aside its name again, or leave it in :data:`~.names.PARTS` (and
-        say so) should yet another have taken the name."""
+        say so) should another have taken the name."""
         try:
             _link_unless_taken(aside, self.parts(), target, directory)
         except FileExistsError:
@@ -200,6 +236,21 @@ class Folder:
             ) from None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(aside, dir_fd=self.parts())
+
+
+CHANGED = "the file there changed during the download: kept (run it again)"
+
+
+def _aside(path):
+    """Where :meth:`Folder.publish` sets aside the file of ``path``, in :data:`~.names.PARTS`."""
+    return hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:32] + ".aside"
+
+
+def _sha256_of(fd):
+    digest = hashlib.sha256()
+    while chunk := os.read(fd, 1 << 20):
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _lock(fd, name):

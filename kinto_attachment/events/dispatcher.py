@@ -100,12 +100,15 @@ class Dispatcher:
             self._threads.append(thread)
 
     def stop(self):
+        """Stop the lanes (each ends the round under way), then close the connections of the
+        destinations whose lane has ended (a lane's round lasts its lease at most)."""
         self._stopped.set()
         self.wake()
         for thread in self._threads:
-            thread.join(timeout=30)
-        for destination in self._destinations.values():
-            destination.close()
+            thread.join(timeout=3 * self._options.timeout_seconds + LEASE_MARGIN)
+        for name, destination in self._destinations.items():
+            if not any(t.is_alive() and t.name.endswith(f"-{name}") for t in self._threads):
+                destination.close()
 
     def _run(self, name):
         """The lane of the destination ``name``."""

@@ -191,7 +191,7 @@ class Webhook:
         if 300 <= response.status_code < 400:
             raise Failed(
                 f"webhook: {response.status_code} redirect to"
-                f" {response.headers.get('Location')!r}, not followed: set"
+                f" {_origin(response.headers.get('Location') or '')!r}, not followed: set"
                 " kinto.attachment.events.webhook.url to the URL that takes the POST",
                 retry_after(response.headers.get("Retry-After")),
             )
@@ -219,9 +219,18 @@ def _failure(error, url):
         cause = cause.__cause__ or nested or cause.__context__
     else:
         reason = None
-    parts = urllib3.util.parse_url(url)
-    origin = f"{parts.scheme}://{parts.host}" + (f":{parts.port}" if parts.port else "")
-    return f"{type(error).__name__}" + (f" ({reason})" if reason else "") + f" to {origin}"
+    return f"{type(error).__name__}" + (f" ({reason})" if reason else "") + f" to {_origin(url)}"
+
+
+def _origin(url):
+    """``scheme://host:port`` of ``url``: never its path and query, where a token may be."""
+    try:
+        parts = urllib3.util.parse_url(url)
+    except ValueError:  # urllib3's LocationParseError: a Location that is no URL.
+        return "an unreadable URL"
+    if not parts.host:
+        return "a path of the same origin"
+    return f"{parts.scheme or 'http'}://{parts.host}" + (f":{parts.port}" if parts.port else "")
 
 
 def _skim(response):

@@ -1040,3 +1040,81 @@ def test_a_folder_whose_record_of_downloads_cannot_be_written(tmp_path, run, mon
         again = run(server, "download", "--folder", str(folder))
     assert again.returncode == 0 and "unchanged a.txt" in again.stdout
     assert (folder / DOWNLOADED).stat().st_mtime_ns == saved
+
+
+def earlier_download(folder, content=b"old"):
+    """``late.txt`` in ``folder``, as a download wrote it."""
+    folder.mkdir(exist_ok=True)
+    (folder / "late.txt").write_bytes(content)
+    digest = hashlib.sha256(content).hexdigest()
+    (folder / DOWNLOADED).write_text(json.dumps({"late.txt": digest}))
+
+
+def test_an_interrupted_publish_gives_the_file_set_aside_back(tmp_path, run, monkeypatch):
+    """The earlier download's file is set aside (into the parts folder) before the new one
+    takes its name: interrupted there (Ctrl-C), it gets its name back, so a change made to it
+    during the download is never lost, and the next run keeps it."""
+    folder = tmp_path / "out"
+    earlier_download(folder)
+    fetch = downloads._fetch
+
+    def edited_meanwhile(*args, **kwargs):
+        fetch(*args, **kwargs)
+        (folder / "late.txt").write_bytes(b"edited meanwhile")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(downloads, "_fetch", edited_meanwhile)
+    monkeypatch.setattr(folder_module, "_stamp_at", interrupted)
+    records = [{"id": "late", "attachment": attachment("late.txt")}]
+    with Hostile(kinto(records)) as server:
+        first = run(server, "download", "--folder", str(folder))
+    assert first.returncode == 130, first.stderr
+    assert (folder / "late.txt").read_bytes() == b"edited meanwhile"
+    monkeypatch.undo()
+    with Hostile(kinto(records)) as server:
+        second = run(server, "download", "--folder", str(folder))
+    assert second.returncode == 1 and "a file that differs" in second.stderr
+    assert (folder / "late.txt").read_bytes() == b"edited meanwhile"
+
+
+@pytest.mark.parametrize("killed", ["once set aside", "once the new file had its name"])
+def test_a_file_a_killed_run_set_aside_is_given_back_or_dropped(tmp_path, run, killed):
+    """A run killed (``kill -9``) with the earlier file set aside: the next run gives it its
+    name back (and keeps it, since it was edited); killed once the new download had the name,
+    the file set aside was the earlier download's, and goes."""
+    folder = tmp_path / "out"
+    earlier_download(folder)
+    (folder / PARTS).mkdir()
+    aside = folder / PARTS / folder_module._aside("late.txt")
+    if killed == "once set aside":
+        (folder / "late.txt").rename(aside)
+        aside.write_bytes(b"edited meanwhile")
+    else:
+        (folder / "late.txt").rename(aside)
+        (folder / "late.txt").write_bytes(CONTENT)
+    records = [{"id": "late", "attachment": attachment("late.txt")}]
+    with Hostile(kinto(records)) as server:
+        result = run(server, "download", "--folder", str(folder))
+    if killed == "once set aside":
+        assert result.returncode == 1 and "a file that differs" in result.stderr
+        assert (folder / "late.txt").read_bytes() == b"edited meanwhile"
+    else:
+        assert result.returncode == 0 and "unchanged late.txt" in result.stdout
+        assert (folder / "late.txt").read_bytes() == CONTENT
+    assert not aside.exists()
+
+
+def test_a_file_set_aside_that_is_no_download_is_kept_and_said(tmp_path, run):
+    """Set aside by a killed run, its name taken since, and no download's: kept in the parts
+    folder, and said, never dropped."""
+    folder = tmp_path / "out"
+    earlier_download(folder)
+    (folder / PARTS).mkdir()
+    aside = folder / PARTS / folder_module._aside("late.txt")
+    aside.write_bytes(b"somebody's")
+    with Hostile(kinto([{"id": "late", "attachment": attachment("late.txt")}])) as server:
+        result = run(server, "download", "--folder", str(folder))
+    assert result.returncode == 1 and "an earlier run set a file aside: kept as" in result.stderr
+    assert aside.read_bytes() == b"somebody's"

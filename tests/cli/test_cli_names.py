@@ -103,7 +103,7 @@ def test_local_paths_are_files_of_their_own_on_disk(tmp_path_factory, listed):
             fd, _ = folder.part("part", 100)
             os.write(fd, record_id.encode(errors="surrogatepass"))
             os.close(fd)
-            folder.publish("part", directory, name, None)  # Each a name of its own.
+            folder.publish("part", directory, name, None, path)  # Each a name of its own.
             os.close(directory)
     found = {
         os.path.relpath(os.path.join(where, name), root / "out")

@@ -321,17 +321,23 @@ def test_a_silent_amqp_broker_is_given_up_at_the_timeout(events_app, amqp_queue)
 @pytest.mark.parametrize("status", [301, 303, 307])
 def test_a_redirect_is_a_failed_attempt_not_followed(events_app, receiver, status, caplog):
     """Followed, a 301 or 303 became a GET without the event, whose 200 marked it delivered;
-    a 307 sent it where nobody configured. The operator reads the Location in the log."""
+    a 307 sent it where nobody configured. The operator reads where to in the log: the
+    Location's origin, never its path and query (``http://`` redirected to ``https://``
+    keeps ``?token=...``)."""
     kinto = events_app("memory", **destination_settings("webhook", receiver))
-    receiver.statuses = [(status, {"Location": "/hook/"})]
+    elsewhere = f"https://127.0.0.1:{receiver.port}/hook?token=tok-secret"
+    receiver.statuses = [(status, {"Location": "/hook/"}), (status, {"Location": elsewhere})]
     kinto.upload(RECORD, b"hello")
     with caplog.at_level(logging.WARNING, logger="kinto_attachment.events"):
         kinto.registry.attachment_dispatcher.run_once()
-    assert [event["subject"] for event in receiver.events(accepted_only=False)] == [SUBJECT]
+        kinto.registry.attachment_dispatcher.run_once()
+    assert [event["subject"] for event in receiver.events(accepted_only=False)] == [SUBJECT] * 2
     assert receiver.gets == []
     [row] = rows(kinto, outbox.PENDING)
-    assert row["attempts"] == 1 and f"{status} redirect to '/hook/'" in row["last_error"]
-    assert "redirect to '/hook/'" in caplog.text
+    assert row["attempts"] == 2
+    assert f"{status} redirect to 'https://127.0.0.1:{receiver.port}'" in row["last_error"]
+    assert f"{status} redirect to 'a path of the same origin'" in caplog.text
+    assert "tok-secret" not in caplog.text
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
