@@ -17,7 +17,7 @@ import re
 
 import urllib3
 
-from .folder import open_file, stamp
+from .folder import hash_of, open_file, stamp
 from .remote import CHUNK, Failure, Pace
 
 
@@ -38,13 +38,6 @@ def check(attachment):
     return None
 
 
-def _hash_of(fd, digest):
-    os.lseek(fd, 0, os.SEEK_SET)
-    while chunk := os.read(fd, CHUNK):
-        digest.update(chunk)
-    return digest
-
-
 def _found(directory, name):
     """``(sha256, stamp)`` of the plain file ``name`` in ``directory`` (other names of it
     too); ``(None, None)`` when there is none (a symbolic link is none: replacing it loses no
@@ -53,7 +46,7 @@ def _found(directory, name):
     if fd is None:
         return None, None
     try:
-        return _hash_of(fd, hashlib.sha256()).hexdigest(), stamp(os.fstat(fd))
+        return hash_of(fd, hashlib.sha256()).hexdigest(), stamp(os.fstat(fd))
     finally:
         os.close(fd)
 
@@ -104,7 +97,7 @@ class _Discard(Failure):
 def _fetch(remote, record_id, expected, size, fd, done, path, bars, rate):
     """Append the rest of the attachment to ``fd`` (``done`` bytes in it), verify it."""
     if done == size:  # All there: an interruption came between the last byte and the rename.
-        if _hash_of(fd, hashlib.sha256()).hexdigest() == expected:
+        if hash_of(fd, hashlib.sha256()).hexdigest() == expected:
             return
         os.ftruncate(fd, 0)
         done = 0
@@ -118,7 +111,7 @@ def _fetch(remote, record_id, expected, size, fd, done, path, bars, rate):
             done = 0
         elif not r.headers.get("Content-Range", "").startswith(f"bytes {done}-"):
             raise Failure(f"asked for bytes {done}-, the server sent another range")
-        digest = _hash_of(fd, hashlib.sha256()) if done else hashlib.sha256()
+        digest = hash_of(fd, hashlib.sha256()) if done else hashlib.sha256()
         with bars.file(path, size, done) as advance:
             pace = Pace(rate)
             while done < size:  # Never a byte more than the record's size is read.

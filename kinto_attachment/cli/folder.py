@@ -22,9 +22,11 @@ import stat
 import sys
 
 from .names import DOWNLOADED, PARTS
-from .remote import Failure
+from .remote import CHUNK, Failure
 
 
+#: Why a download did not replace the file it found (which is kept).
+CHANGED = "the file there changed during the download: kept (run it again)"
 #: The longest record of downloads read (~300,000 files); a longer one is none.
 MAX_DOWNLOADED = 32 << 20
 #: Opening something that must be no link (nor a FIFO that would block the open).
@@ -177,9 +179,7 @@ class Folder:
             os.rename(target, aside, src_dir_fd=directory, dst_dir_fd=parts)
             try:
                 if _stamp_at(aside, parts) != replaced:
-                    raise Failure(
-                        "the file there changed during the download: kept (run it again)"
-                    )
+                    raise Failure(CHANGED)
                 _link_unless_taken(name, parts, target, directory)
             except FileExistsError:  # Another file came meanwhile: it stays; this one was a
                 os.unlink(aside, dir_fd=parts)  # download's, unchanged.
@@ -216,7 +216,7 @@ class Folder:
         fd = open_file(aside, parts)
         if fd is not None:
             try:
-                digest = _sha256_of(fd)
+                digest = hash_of(fd, hashlib.sha256()).hexdigest()
             finally:
                 os.close(fd)
             if digest == self.downloaded(path):
@@ -238,19 +238,17 @@ class Folder:
             os.unlink(aside, dir_fd=self.parts())
 
 
-CHANGED = "the file there changed during the download: kept (run it again)"
-
-
 def _aside(path):
     """Where :meth:`Folder.publish` sets aside the file of ``path``, in :data:`~.names.PARTS`."""
     return hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:32] + ".aside"
 
 
-def _sha256_of(fd):
-    digest = hashlib.sha256()
-    while chunk := os.read(fd, 1 << 20):
+def hash_of(fd, digest):
+    """``digest`` fed the whole file ``fd``, read from its start."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    while chunk := os.read(fd, CHUNK):
         digest.update(chunk)
-    return digest.hexdigest()
+    return digest
 
 
 def _lock(fd, name):
