@@ -70,9 +70,9 @@ class Dispatcher:
         self._options = registry.attachment_settings.events
         self._claims = claims.for_storage(registry.storage)
         self._destinations = {}
-        #: Each lane's wake-up, and thread.
+        #: Each lane's wake-up, and thread (by destination).
         self._woken = {name: threading.Event() for name in self._options.used}
-        self._threads = []
+        self._lanes = {}
         self._stopped = threading.Event()
         self._housekeeping = threading.Lock()
         self._housekept = 0.0
@@ -97,17 +97,18 @@ class Dispatcher:
                 target=self._run, args=(name,), name=f"attachment-events-{name}", daemon=True
             )
             thread.start()
-            self._threads.append(thread)
+            self._lanes[name] = thread
 
     def stop(self):
         """Stop the lanes (each ends the round under way), then close the connections of the
         destinations whose lane has ended (a lane's round lasts its lease at most)."""
         self._stopped.set()
         self.wake()
-        for thread in self._threads:
-            thread.join(timeout=3 * self._options.timeout_seconds + LEASE_MARGIN)
+        for lane in self._lanes.values():
+            lane.join(timeout=3 * self._options.timeout_seconds + LEASE_MARGIN)
         for name, destination in self._destinations.items():
-            if not any(t.is_alive() and t.name.endswith(f"-{name}") for t in self._threads):
+            lane = self._lanes.get(name)
+            if lane is None or not lane.is_alive():
                 destination.close()
 
     def _run(self, name):
