@@ -15,7 +15,7 @@ import time
 from kinto.core import metrics as core_metrics
 from kinto.core.utils import classname
 from kinto.plugins.statsd import StatsDService
-from pyramid.events import ApplicationCreated
+from pyramid.events import ApplicationCreated, ContextFound
 from pyramid.tweens import INGRESS
 
 from . import routes
@@ -257,11 +257,27 @@ def collected(registry, report):
     _count(service, "attachment.gc.removed_bytes", report.total_bytes)
 
 
+def _unlabelled_preflights(event):
+    """A preflight (``OPTIONS``) of our routes answers for any ids its URL names, existing or
+    not, without credentials, and Kinto labels its request metrics with the URL's bucket,
+    collection and object ids (on NewResponse, after the response callbacks): an anonymous
+    client would make series for every id it invents. Its ids are forgotten first."""
+    request = event.request
+    route = request.matched_route
+    if request.method == "OPTIONS" and route is not None and route.name in routes.BY_NAME:
+        request.add_response_callback(_forget_ids)
+
+
+def _forget_ids(request, response):
+    request.matchdict = {}
+
+
 def includeme(config):
     """Whether metrics are enabled is known once every plugin is included: when the app is
     created, where the tween factory and :func:`watch` look."""
     config.add_tween("kinto_attachment.metrics.transfers_tween_factory", under=INGRESS)
     config.add_subscriber(watch, ApplicationCreated)
+    config.add_subscriber(_unlabelled_preflights, ContextFound)
 
 
 class EventMeasures:

@@ -89,9 +89,21 @@ def _bind_sizes(event):
     event.request.add_response_callback(_sizes)
 
 
+#: Query parameters that are secrets: a signed fetch URL's signature is its access, for
+#: ``events.url_expires_seconds``, to anyone who reads it.
+SECRET_PARAMETERS = frozenset({"signature"})
+
+
 def _sizes(request, response):
     # Response callbacks run before Kinto logs the summary (on NewResponse).
     request.log_context(bytes_in=request.content_length, bytes_out=response.content_length)
+    try:
+        query = dict(request.GET)
+    except UnicodeDecodeError:  # Kinto logs what it could read of it.
+        return
+    if SECRET_PARAMETERS & query.keys():
+        masked = {k: "-" if k in SECRET_PARAMETERS else v for k, v in query.items()}
+        request.log_context(querystring=masked)
 
 
 def includeme(config):
