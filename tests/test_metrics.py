@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import socket
 import time
+import uuid
 import wsgiref.util
 
 import pytest
@@ -18,6 +19,7 @@ from waitress.buffers import ReadOnlyFileBasedBuffer
 
 from kinto_attachment import gc, metrics
 from kinto_attachment.storage.local import LocalStore
+from kinto_attachment.web import signed_urls
 
 from .conftest import ALICE, BOB, Kinto, build_settings, make_app, s3_settings
 from .support.live import ALICE as LIVE_ALICE
@@ -28,10 +30,12 @@ from .support.live import (
     started,
     write_random_file,
 )
+from .web.test_request_log import summaries  # noqa: F401 (a fixture)
 
 
 #: ``kinto_attachment.metrics`` stands apart until ``kinto_attachment`` includes it itself
 #: (including it twice is harmless).
+URL_SECRET = "a-metrics-secret-of-enough-length"
 INCLUDES = (
     "kinto.plugins.default_bucket kinto.plugins.flush kinto.plugins.prometheus "
     "kinto_attachment kinto_attachment.metrics"
@@ -85,6 +89,8 @@ def kinto(tmp_path_factory):
             "kinto.attachment.serve_files": "true",
             "kinto.attachment.data_files.transfer_budget_bytes": str(BUDGET),
             "kinto.attachment.data_files.transfer_wait_seconds": str(WAIT),
+            # The fetch route of events' signed URLs (no destination: no events).
+            "kinto.attachment.events.url_secret": URL_SECRET,
         },
     )
     kinto = Kinto(make_app(settings), base_path)
@@ -634,3 +640,45 @@ def test_live_override_values_make_no_series(live):
         grown = len(session.get(f"{live.origin}/v1/__metrics__").content) - size
     assert request_methods(scraped) <= METHODS
     assert grown < 20_000, grown  # A few new series at most: those of the 405s.
+
+
+def _label_values(scraped, name):
+    return {dict(labels).get(name) for _, labels in scraped} - {None, ""}
+
+
+def test_anonymous_preflights_make_no_series_of_the_ids_they_name(kinto):
+    """An anonymous CORS preflight (``OPTIONS``) of ``{record-url}/attachment``,
+    ``.../attachment/uploads`` or ``.../attachment/uploads/{id}`` is answered for any bucket
+    and collection, existing or not, and Kinto labels its request metrics with the URL's
+    ids below 400: each invented id would make series kept for the process's life (memory,
+    the scrape). The preflights' ids are forgotten before Kinto reads them."""
+    before = _label_values(scrape(kinto.app), "bucket_id")
+    preflight = {
+        "Origin": "https://anyone.example",
+        "Access-Control-Request-Method": "POST",
+        "Tus-Resumable": "1.0.0",
+    }
+    invented = {f"made-up-{uuid.uuid4().hex[:8]}" for _ in range(5)}
+    for bucket in invented:
+        record = f"/v1/buckets/{bucket}/collections/c/records/r"
+        kinto.app.options(record + "/attachment", headers=preflight, status="*")
+        kinto.app.options(record + "/attachment/uploads", headers=preflight, status="*")
+        kinto.app.options(record + "/attachment/uploads/u", headers=preflight, status="*")
+    after = _label_values(scrape(kinto.app), "bucket_id")
+    assert not (after - before) & invented, sorted((after - before) & invented)
+
+
+def test_the_signature_of_a_fetch_url_is_masked_in_the_request_log(kinto, summaries):  # noqa: F811
+    """``GET /v1/attachment-fetch/{key}?expires=...&signature=...`` needs no credentials: the
+    URL gives its file for ``url_expires_seconds`` to whoever reads it, log readers included.
+    The log writes ``signature=-`` (the line, and Kinto's ``querystring`` for JSON logs)."""
+    location = kinto.upload(kinto.record_url("secret"), b"private bytes", "p.txt").json["location"]
+    key = kinto.key_of(location)
+    path = signed_urls.signed_path(URL_SECRET, key, time.time() + 3600)
+    signature = path.rsplit("signature=", 1)[1]
+    summaries.clear()
+    response = kinto.app.get("/v1" + signed_urls.PATH + path)
+    assert response.body == b"private bytes"
+    (line,) = [line for line in summaries if "attachment-fetch" in line]
+    assert signature not in line, line
+    assert "signature=-" in line
