@@ -88,16 +88,12 @@ def held(storage, key):
     and a new blob there would be served as that record's, and deleted with it, or by the
     collector once its entry is due. Three lookups by id (indexed), and kinto-attachment's
     rows until they are adopted: those first, since adoption moves a row to a link."""
-    if legacy.names(storage, key):
-        return True
-    found = storage.list_all(
-        resource_name=RESOURCE,
-        parent_id=PARENT_PREFIX + "*",
-        filters=[Filter("id", _link_id(key), COMPARISON.EQ)],
+    return (
+        legacy.names(storage, key)
+        or key in linked_among(storage, [key])
+        or is_retained(storage, key)
+        or replaced.names(storage, key)
     )
-    if any(link["key"] == key for link in found) or is_retained(storage, key):
-        return True
-    return replaced.names(storage, key)
 
 
 def linked_records(storage, bucket_id, collection_id, record_ids):
