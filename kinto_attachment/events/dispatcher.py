@@ -19,6 +19,7 @@ import contextlib
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import transaction
 from kinto.core.utils import msec_time
@@ -155,10 +156,11 @@ class Dispatcher:
         delivered again); a batch never holds two rows of one subject and destination, since a
         claim takes the oldest pending row of each."""
         if destination is None:
-            calls = [(now, name) for name in self._options.used]
-            if len(calls) == 1:
-                return self.run_once(*calls[0])
-            return sum(_in_parallel(self.run_once, calls))
+            names = self._options.used
+            if len(names) == 1:
+                return self.run_once(now, names[0])
+            with ThreadPoolExecutor(len(names), thread_name_prefix="attachment-events") as lanes:
+                return sum(lanes.map(lambda name: self.run_once(now, name), names))
         now = now or msec_time()
         timeout = self._options.timeout_seconds
         until = now + int((3 * timeout + LEASE_MARGIN) * 1000)
@@ -269,27 +271,6 @@ class Dispatcher:
             self.measures.failed(row["destination"], dead)
         else:
             _lease_lost(row, "failed")
-
-
-def _in_parallel(function, calls):
-    """``function(*args)`` for each of ``calls``, each in a thread of its own; the results."""
-    results = [None] * len(calls)
-    errors = []
-
-    def call(index, args):
-        try:
-            results[index] = function(*args)
-        except Exception as e:  # noqa: BLE001 (raised again below, in the caller's thread)
-            errors.append(e)
-
-    threads = [threading.Thread(target=call, args=(i, args)) for i, args in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
-    return results
 
 
 def _lease_lost(row, outcome):
