@@ -17,7 +17,7 @@ import re
 
 import urllib3
 
-from .folder import hash_of, open_file, stamp
+from .files import hash_of, open_file, stamp
 from .remote import CHUNK, Failure, Pace
 
 

@@ -21,17 +21,15 @@ import os
 import stat
 import sys
 
+from . import files
 from .names import DOWNLOADED, PARTS
-from .remote import CHUNK, Failure
+from .remote import Failure
 
 
 #: Why a download did not replace the file it found (which is kept).
 CHANGED = "the file there changed during the download: kept (run it again)"
 #: The longest record of downloads read (~300,000 files); a longer one is none.
 MAX_DOWNLOADED = 32 << 20
-#: Opening something that must be no link (nor a FIFO that would block the open).
-NO_FOLLOW = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | NO_FOLLOW
 
 
 class Folder:
@@ -79,7 +77,7 @@ class Folder:
     def _read_downloaded(self):
         """:data:`~.names.DOWNLOADED`, or nothing remembered when it is missing or unreadable
         (then no file that differs from its record is replaced)."""
-        fd = open_regular(DOWNLOADED, self.fd)
+        fd = files.open_regular(DOWNLOADED, self.fd)
         if fd is None:
             return {}
         with os.fdopen(fd, "rb") as f:
@@ -100,7 +98,7 @@ class Folder:
         parts = self.parts()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary, dir_fd=parts)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | NO_FOLLOW
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | files.NO_FOLLOW
         fd = os.open(temporary, flags, 0o644, dir_fd=parts)
         with os.fdopen(fd, "wb") as f:
             f.write(json.dumps(downloaded, sort_keys=True).encode())
@@ -124,7 +122,7 @@ class Folder:
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(part, dir_fd=fd)
                 try:
-                    inner = os.open(part, FOLDER_FLAGS, dir_fd=fd)
+                    inner = os.open(part, files.FOLDER_FLAGS, dir_fd=fd)
                 except OSError as e:
                     if e.errno in (errno.ELOOP, errno.ENOTDIR):
                         raise Failure(f"{part}: not a folder (a link?): not followed") from e
@@ -147,7 +145,7 @@ class Folder:
         an interrupted run left when it is a plain file of at most ``limit`` bytes, else a new
         one (whatever had the name, a link included, is removed, never written through)."""
         parts = self.parts()
-        fd = _open_regular(name, os.O_RDWR | os.O_APPEND, parts)
+        fd = files.open_regular(name, parts, os.O_RDWR | os.O_APPEND)
         if fd is not None:
             _lock(fd, name)
             size = os.fstat(fd).st_size
@@ -156,7 +154,7 @@ class Folder:
             os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name, dir_fd=parts)
-        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL | NO_FOLLOW
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL | files.NO_FOLLOW
         fd = os.open(name, flags, 0o666, dir_fd=parts)
         _lock(fd, name)
         return fd, 0
@@ -178,9 +176,9 @@ class Folder:
         if replaced is not None:
             os.rename(target, aside, src_dir_fd=directory, dst_dir_fd=parts)
             try:
-                if _stamp_at(aside, parts) != replaced:
+                if files.stamp_at(aside, parts) != replaced:
                     raise Failure(CHANGED)
-                _link_unless_taken(name, parts, target, directory)
+                files.link_unless_taken(name, parts, target, directory)
             except FileExistsError:  # Another file came meanwhile: it stays; this one was a
                 os.unlink(aside, dir_fd=parts)  # download's, unchanged.
                 raise Failure("a file was written there during the download: kept") from None
@@ -189,11 +187,11 @@ class Folder:
                 raise
             os.unlink(aside, dir_fd=parts)
         else:
-            entry = _entry(target, directory)
+            entry = files.entry(target, directory)
             if entry is not None and stat.S_ISLNK(entry.st_mode):
                 os.unlink(target, dir_fd=directory)
             try:
-                _link_unless_taken(name, parts, target, directory)
+                files.link_unless_taken(name, parts, target, directory)
             except FileExistsError:
                 raise Failure("a file was written there during the download: kept") from None
         with contextlib.suppress(FileNotFoundError):  # Gone where a rename gave the name.
@@ -205,18 +203,18 @@ class Folder:
         name again if it is free; dropped if the name is taken and the file was what a
         download wrote there (the run was killed once the new file had its name); else kept
         in :data:`~.names.PARTS`, and said (a :class:`Failure`)."""
-        if _entry(PARTS, self.fd) is None:
+        if files.entry(PARTS, self.fd) is None:
             return
         aside, parts = _aside(path), self.parts()
-        if _entry(aside, parts) is None:
+        if files.entry(aside, parts) is None:
             return
-        if _entry(target, directory) is None:
+        if files.entry(target, directory) is None:
             self._put_back(aside, directory, target)
             return
-        fd = open_file(aside, parts)
+        fd = files.open_file(aside, parts)
         if fd is not None:
             try:
-                digest = hash_of(fd, hashlib.sha256()).hexdigest()
+                digest = files.hash_of(fd, hashlib.sha256()).hexdigest()
             finally:
                 os.close(fd)
             if digest == self.downloaded(path):
@@ -228,7 +226,7 @@ class Folder:
         """Give the file set aside its name again, or leave it in :data:`~.names.PARTS` (and
         say so) should another have taken the name."""
         try:
-            _link_unless_taken(aside, self.parts(), target, directory)
+            files.link_unless_taken(aside, self.parts(), target, directory)
         except FileExistsError:
             raise Failure(
                 f"the file there changed during the download, then another came: the first is "
@@ -243,14 +241,6 @@ def _aside(path):
     return hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:32] + ".aside"
 
 
-def hash_of(fd, digest):
-    """``digest`` fed the whole file ``fd``, read from its start."""
-    os.lseek(fd, 0, os.SEEK_SET)
-    while chunk := os.read(fd, CHUNK):
-        digest.update(chunk)
-    return digest
-
-
 def _lock(fd, name):
     """Hold the part for this run: another download into the same folder that needs the same
     file fails instead of appending to it too."""
@@ -259,72 +249,3 @@ def _lock(fd, name):
     except BlockingIOError:
         os.close(fd)
         raise Failure(f"{PARTS}/{name} is being written by another download") from None
-
-
-def open_regular(name, directory):
-    """A descriptor of the plain file ``name`` in ``directory``, for reading, or None when
-    there is none there (a link, a folder, a FIFO... are none)."""
-    return _open_regular(name, os.O_RDONLY, directory)
-
-
-def open_file(name, directory):
-    """:func:`open_regular`, a file with other names too (hard links) included: a file of
-    the folder that may not be replaced, though it must never be written through."""
-    return _open_regular(name, os.O_RDONLY, directory, links=True)
-
-
-def stamp(status):
-    """What tells whether a file changed (its inode, size and date), from its ``stat``."""
-    return status.st_ino, status.st_size, status.st_mtime_ns
-
-
-def _stamp_at(name, directory):
-    fd = open_file(name, directory)
-    if fd is None:
-        return None
-    try:
-        return stamp(os.fstat(fd))
-    finally:
-        os.close(fd)
-
-
-def _entry(name, directory):
-    """The ``lstat`` of ``name`` in ``directory``, or None when nothing has that name."""
-    try:
-        return os.stat(name, dir_fd=directory, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
-
-
-#: What ``link()`` fails with where a file system cannot give a file a second name.
-NO_LINKS = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP}
-
-
-def _link_unless_taken(name, source, target, directory):
-    """Give the file ``name`` of ``source`` the name ``target`` in ``directory``, unless
-    something has it (``FileExistsError``): a second name (``link``), atomically, where the
-    file system has them; else a ``rename`` once nothing is seen there."""
-    try:
-        os.link(name, target, src_dir_fd=source, dst_dir_fd=directory, follow_symlinks=False)
-    except OSError as e:
-        if e.errno not in NO_LINKS:
-            raise
-        if _entry(target, directory) is not None:
-            raise FileExistsError(errno.EEXIST, "taken", target) from None
-        os.rename(name, target, src_dir_fd=source, dst_dir_fd=directory)
-
-
-def _open_regular(name, flags, directory, links=False):
-    try:
-        fd = os.open(name, flags | NO_FOLLOW, dir_fd=directory)
-    except (FileNotFoundError, IsADirectoryError):
-        return None
-    except OSError as e:
-        if e.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
-            return None
-        raise
-    status = os.fstat(fd)
-    if stat.S_ISREG(status.st_mode) and (links or status.st_nlink == 1):
-        return fd
-    os.close(fd)
-    return None

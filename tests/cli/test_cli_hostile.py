@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 
 from kinto_attachment.cli import downloads, remote
+from kinto_attachment.cli import files as cli_files
 from kinto_attachment.cli import folder as folder_module
 from kinto_attachment.cli.names import DOWNLOADED, PARTS, record_id_of
 
@@ -982,14 +983,14 @@ def test_a_file_saved_just_before_the_download_takes_its_name_is_kept(
         (folder / DOWNLOADED).write_text(
             json.dumps({"late.txt": hashlib.sha256(b"old").hexdigest()})
         )
-    give_name = folder_module._link_unless_taken
+    give_name = cli_files.link_unless_taken
 
     def saved_just_before(name, source, target, directory):
         if target == "late.txt":
             (folder / "late.txt").write_bytes(b"saved by an editor\n")
         return give_name(name, source, target, directory)
 
-    monkeypatch.setattr(folder_module, "_link_unless_taken", saved_just_before)
+    monkeypatch.setattr(cli_files, "link_unless_taken", saved_just_before)
     with Hostile(kinto(records)) as server:
         result = run(server, "download", "--folder", str(folder))
     assert result.returncode == 1 and "written there during the download: kept" in result.stderr
@@ -1066,7 +1067,7 @@ def test_an_interrupted_publish_gives_the_file_set_aside_back(tmp_path, run, mon
         raise KeyboardInterrupt
 
     monkeypatch.setattr(downloads, "_fetch", edited_meanwhile)
-    monkeypatch.setattr(folder_module, "_stamp_at", interrupted)
+    monkeypatch.setattr(cli_files, "stamp_at", interrupted)
     records = [{"id": "late", "attachment": attachment("late.txt")}]
     with Hostile(kinto(records)) as server:
         first = run(server, "download", "--folder", str(folder))
