@@ -6,9 +6,9 @@ nothing else does, so that it cannot starve. Waiters are served in arrival order
 
 Nothing waits or holds forever, since a waiting transfer occupies a server thread that the
 rest of the API needs: a transfer gives up after ``wait_seconds`` (:class:`Busy`, a 503 for the
-client), and a download whose client pulled nothing for ``idle_seconds`` loses its reservation
-(checked by whoever waits for budget, so no watchdog thread is needed). A download that resumes
-after that is still served to its end, outside of the budget.
+client), and a transfer whose client sent or pulled nothing for ``idle_seconds`` loses its
+reservation (checked by whoever waits for budget, so no watchdog thread is needed). One that
+resumes after that still runs to its end, outside of the budget.
 """
 
 import collections
@@ -49,7 +49,7 @@ class TransferLimiter:
         self.budget = budget
         #: Default wait of :meth:`acquire`; None waits for as long as it takes.
         self.wait_seconds = wait_seconds
-        #: Idle time after which a download's hold is taken back; None never.
+        #: Idle time after which a transfer's hold is taken back; None never.
         self.idle_seconds = idle_seconds
         self.clock = clock
         self.in_use = 0

@@ -7,8 +7,6 @@ import email.utils
 import logging
 import posixpath
 
-from kinto.core.utils import msec_time
-
 from .. import errors
 from ..state import data_file_entries, instance
 from ..storage.keys import safe_name
@@ -39,7 +37,10 @@ def requested_id(request):
     return file_id
 
 
-def expiration(request):
+def ttl(request):
+    """The lifetime asked for, in milliseconds (None: no end). It starts once the file is
+    stored, not when its request began: a body slower to come than its ``ttl`` would be
+    acknowledged already expired."""
     ttl = request.GET.get("ttl")
     if ttl is None:
         return None
@@ -48,7 +49,7 @@ def expiration(request):
         raise _invalid(
             "ttl", f"a positive number of milliseconds, {MAX_TTL_DIGITS} digits at most."
         )
-    return msec_time() + int(ttl)
+    return int(ttl)
 
 
 def filename_of(request, file_id):

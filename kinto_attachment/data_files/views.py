@@ -44,17 +44,22 @@ PREFLIGHT_MAX_AGE = 86400
 def upload(request):
     require_visible(request)
     file_id = posted.requested_id(request)
-    expiration = posted.expiration(request)
+    ttl = posted.ttl(request)
     max_size = request.registry.attachment_settings.default.max_size_bytes
     reservation = posted.reservation(request, max_size)
     store = request.registry.attachment_store
     plan = posted.plan(request, file_id, max_size)
 
     with (
-        _reserved(request, reservation),
+        _reserved(request, reservation) as hold,
         intake.Intake(store, plan, intake.settling_transaction(request)) as received,
     ):
-        streams.pump(*streams.request_body(request), received.write)
+
+        def write(chunk):  # The body is coming: its budget is not idle.
+            hold.touch()
+            received.write(chunk)
+
+        streams.pump(*streams.request_body(request), write)
     blob = received.blob
     lifecycle.delete_unless_committed(request, store, [blob.key])
 
@@ -70,7 +75,7 @@ def upload(request):
         "mimetype": blob.mimetype,
         "size": blob.size,
         "hash": blob.hash,
-        "expiration": expiration,
+        "expiration": None if ttl is None else msec_time() + ttl,
         "verified": stored.version,
         # Every version of the entry after ``previous`` has this blob (``If-Range``).
         "since": None if previous is None else previous["last_modified"] + 1,
@@ -101,7 +106,12 @@ def _acquire(request, size, idle_release=False):
 
 @contextlib.contextmanager
 def _reserved(request, size):
-    hold = _acquire(request, size)
+    """An upload's hold of the budget. Given back if its client sends nothing for
+    ``transfer_idle_seconds``, as a download's: under a server that hands the body over as
+    it comes (gunicorn, uWSGI), a client declaring the whole budget and sending a byte now
+    and then would otherwise make every other transfer wait, then fail, for as long as it
+    likes."""
+    hold = _acquire(request, size, idle_release=True)
     try:
         yield hold
     finally:

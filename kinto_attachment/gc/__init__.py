@@ -91,7 +91,11 @@ def _expired_data_files(storage, now):
 
 
 def _collect_data_files(registry, now, report):
+    """Expired entries go at once; their blobs as a deleted entry's do
+    (:func:`~kinto_attachment.uploads.lifecycle.retire`): ``gc.replaced_grace_seconds``
+    later, since a download that began while the file was live may still be reading it."""
     storage, keys = registry.storage, []
+    grace = registry.attachment_settings.gc.replaced_grace_seconds
     for found in _expired_data_files(storage, now):
         if report.dry_run:
             report.expired_files.append(found)
@@ -105,11 +109,11 @@ def _collect_data_files(registry, now, report):
             data_file_entries.delete(storage, entry)
             metadata = data_file_entries.metadata(registry.attachment_store, entry)
             recording.deleted(registry, {"file_id": entry["id"]}, metadata)
-            # Held by an event: deleted by a later round, once released.
-            held = retention.held(registry, [entry["key"]], now)
-            replaced.add(storage, held, until=now)
+            # Deleted by a later round: past the grace, or once no event holds it.
+            kept = [entry["key"]] if grace else retention.held(registry, [entry["key"]], now)
+            replaced.add(storage, kept, until=now + grace * 1000)
         report.expired_files.append(entry)
-        if not held:
+        if not kept:
             keys.append(entry["key"])
     if keys:
         registry.attachment_store.delete_many(keys)

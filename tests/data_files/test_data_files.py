@@ -5,6 +5,7 @@ import io
 import logging
 import re
 import threading
+import time
 
 import pytest
 import transaction
@@ -144,6 +145,35 @@ def test_expired_files_are_gone_then_collected(kinto, monkeypatch):
     assert len(kinto.files()) == 1
     assert gc.collect(kinto.registry).expired_files == []
     assert get(kinto, "kept").body == b"kept"
+
+
+class SlowBody(io.BytesIO):
+    """A body whose bytes come ``delay`` seconds after the request (a slow or distant client)."""
+
+    def __init__(self, data, delay):
+        super().__init__(data)
+        self._delay = delay
+
+    def read(self, size=-1):
+        time.sleep(self._delay)
+        self._delay = 0
+        return super().read(size)
+
+
+def raw_post(kinto, query, body, length):
+    wsgi_request = webob.Request.blank(f"/v1/data/files{query}", method="POST", environ=LOCAL)
+    wsgi_request.environ["wsgi.input"] = body
+    wsgi_request.environ["CONTENT_LENGTH"] = str(length)
+    return wsgi_request.get_response(kinto.app.app)
+
+
+def test_the_ttl_counts_from_when_the_file_is_stored(kinto_memory):
+    """Not from when its request began: a body slower to come than its ttl was acknowledged
+    (200, its id) already expired, a 404 at once and deleted by the collector."""
+    data = b"artifact" * 100
+    response = raw_post(kinto_memory, "?id=slow&ttl=1000", SlowBody(data, 1.3), len(data))
+    assert response.status_code == 200
+    assert get(kinto_memory, "slow").body == data
 
 
 def test_size_limit(tmp_path_factory, request):
@@ -538,7 +568,37 @@ def test_gc_command(tmp_path_factory, request, tmp_path, monkeypatch, capsys):
     assert "Expired data files (removed): 1" in capsys.readouterr().out
     monkeypatch.undo()
     assert [e["id"] for e in listing(kinto)] == ["new"]
+    # The expired file's blob is kept for the downloads that may still read it (the grace).
+    assert len(kinto.files()) == 2
+    gc.collect(kinto.registry, now=data_file_entries.msec_time() + 700_000, orphans=False)
     assert len(kinto.files()) == 1
+
+
+def test_an_expired_files_blob_is_kept_for_the_downloads_reading_it(tmp_path_factory, request):
+    """The entry goes at once; its blob ``gc.replaced_grace_seconds`` later, as a deleted
+    entry's: a download that began while the file was live may still be reading it (S3 and
+    NFS do not promise to finish such a read)."""
+    kinto = cached_app(
+        "memory",
+        tmp_path_factory,
+        request,
+        **{"kinto.attachment.gc.replaced_grace_seconds": "600"},
+    )
+    content = b"a report being downloaded" * 1000
+    post(kinto, content, query="?id=e&ttl=60000")
+    key = data_file_entries.get(kinto.registry.storage, "e")["key"]
+    body = stalled_download(kinto, "e")
+    expired = data_file_entries.msec_time() + 61_000
+    report = gc.collect(kinto.registry, now=expired, orphans=False)
+    assert [entry["id"] for entry in report.expired_files] == ["e"]
+    assert data_file_entries.get(kinto.registry.storage, "e") is None
+    assert kinto.files() == [key]
+    assert b"".join(body) == content
+    body.close()
+    gc.collect(kinto.registry, now=expired + 599_000, orphans=False)
+    assert kinto.files() == [key]
+    gc.collect(kinto.registry, now=expired + 601_000, orphans=False)
+    assert kinto.files() == []
 
 
 def test_huge_ttl_is_400(kinto_memory):
@@ -652,6 +712,53 @@ def test_a_stalled_download_loses_its_budget(tmp_path_factory, request, monkeypa
     # The stalled client may still come back for its content; released once only.
     assert b"".join(body) == PDF
     body.close()
+    assert limiter.in_use == 0
+
+
+class StalledBody:
+    """A body whose client sends ``first``, then nothing until ``resume`` is set (then it
+    goes away: the body ends short)."""
+
+    def __init__(self, first):
+        self._first = first
+        self.stalled = threading.Event()
+        self.resume = threading.Event()
+
+    def read(self, size=-1):
+        if self._first:
+            chunk, self._first = self._first, b""
+            return chunk
+        self.stalled.set()
+        self.resume.wait(30)
+        return b""
+
+
+def test_a_stalled_upload_loses_its_budget(tmp_path_factory, request, monkeypatch):
+    """As a stalled download: under a server handing the body over as it comes (gunicorn,
+    uWSGI), a client declaring the whole budget and sending a byte now and then made every
+    other transfer a 503 for as long as it liked."""
+    kinto = budgeted(tmp_path_factory, request, 1000)
+    limiter = kinto.registry.transfer_limiter
+    now = [1000.0]
+    monkeypatch.setattr(limiter, "clock", lambda: now[0])
+    post(kinto, b"small file", query="?id=x")
+    body = StalledBody(b"a first byte")
+    outcome = []
+    uploading = threading.Thread(
+        target=lambda: outcome.append(raw_post(kinto, "?id=slow", body, 1000))
+    )
+    uploading.start()
+    try:
+        assert body.stalled.wait(10)
+        assert limiter.in_use == 1000
+        get(kinto, "x", status=503)  # Not idle for long enough yet.
+        now[0] += limiter.idle_seconds + 1
+        assert get(kinto, "x").body == b"small file"
+    finally:
+        body.resume.set()
+        uploading.join(30)
+    assert outcome[0].status_code == 400  # The body ended short: nothing stored.
+    get(kinto, "slow", status=404)
     assert limiter.in_use == 0
 
 

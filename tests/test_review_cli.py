@@ -1,0 +1,348 @@
+"""Review of the ``kinto-attachment`` command line (``sync``, ``sync --delete``, ``upload`` and
+what they share in :mod:`kinto_attachment.cli.remote`): each test states a defect and the
+behaviour expected once it is fixed."""
+
+import hashlib
+import json
+import os
+import time
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import pytest
+
+from kinto_attachment.cli import remote
+from kinto_attachment.cli.names import record_id_of
+
+from .cli.test_cli import (  # noqa: F401 (fixtures: a live server, a collection of it)
+    attach_by_hand,
+    collection,
+    environment,
+    record,
+    server,
+)
+from .cli.test_cli_hostile import CREDENTIALS, PASSWORD, RECORDS, attachment
+from .support.cli_support import Hostile, run_command
+
+
+MiB = 1024 * 1024
+LOCAL = b"the folder's version of index.txt\n"
+LOCAL_DIGEST = hashlib.sha256(LOCAL).hexdigest()
+THEIRS_DIGEST = hashlib.sha256(b"another client's version\n").hexdigest()
+INDEX = record_id_of("index.txt")
+
+
+def sha256(content):
+    return hashlib.sha256(content).hexdigest()
+
+
+@pytest.fixture
+def run(monkeypatch, capsys, tmp_path):
+    """``run(server, *args, auth=..., server_url=...)``: the command against a Hostile
+    ``server``."""
+
+    def run_against(server, *args, auth=f"alice:{PASSWORD}", server_url=None):
+        env = {
+            "KINTO_SERVER": server_url or f"{server.origin}/v1",
+            "KINTO_AUTH": auth,
+            "KINTO_BUCKET": "b",
+            "KINTO_COLLECTION": "c",
+            "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        }
+        return run_command(monkeypatch, capsys, env, *args)
+
+    return run_against
+
+
+def site_with_index(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.txt").write_bytes(LOCAL)
+    return site
+
+
+def json_answer(body, headers=None):
+    return 200, {"Content-Type": "application/json", **(headers or {})}, json.dumps(body).encode()
+
+
+def accepted_upload(request):
+    """What a Kinto answers to a multipart upload of ``LOCAL``."""
+    return json_answer(attachment("index.txt", size=len(LOCAL), digest=LOCAL_DIGEST))
+
+
+def is_upload_of(request, record_id):
+    path = urlsplit(request.path).path
+    return request.method == "POST" and path.startswith(f"{RECORDS}/{record_id}/attachment")
+
+
+# (1) Data loss: sync overwrites what changed on the server.
+
+
+def test_sync_reverts_an_attachment_replaced_on_the_server_since_it_synced(
+    server, collection, tmp_path, monkeypatch, capsys
+):
+    """Defect: a record this folder's sync attached (its mark says sha256 P) whose attachment
+    another client replaced since (sha256 Q, e.g. a fix uploaded by hand or through the admin)
+    while the folder's file is still P: the next plain ``sync`` (no ``--delete``, nothing
+    changed locally) plans it as ``changed`` and uploads the old local file over the newer
+    server attachment, silently reverting the other client's edit. The mark holds exactly
+    what is needed to see this (local == mark, server != mark: only the server changed), and
+    ``--delete`` already uses it to keep such a record (``kept``), but the upload side of
+    :func:`sync.plan` ignores the mark's sha256 (sync.py, ``elif stored != entry.sha256``).
+
+    Expected: the record is left as it is and reported (as ``kept`` / a conflict is), never
+    reverted; only a file changed locally since the mark is uploaded."""
+    env = environment(server, collection, tmp_path)
+    site = site_with_index(tmp_path)
+    first = run_command(monkeypatch, capsys, env, "sync", str(site))
+    assert first.returncode == 0, first.stderr
+    edited = b"fixed on the server by a colleague, after the sync\n"
+    attach_by_hand(server, collection, INDEX, "index.txt", edited)
+    assert record(server, collection, INDEX)["synced_from"]["sha256"] == LOCAL_DIGEST
+
+    again = run_command(monkeypatch, capsys, env, "sync", str(site))
+
+    stored = record(server, collection, INDEX)["attachment"]["hash"]
+    assert stored == sha256(edited), (
+        "the colleague's newer attachment was replaced by the folder's older file:\n"
+        + again.stdout
+    )
+    assert "index.txt" in again.stdout + again.stderr
+
+
+def paged_kinto(records, after_first_page, posts):
+    """A fake Kinto listing ``records`` (``{id: record}``, each with its ``last_modified``) as
+    Kinto does: newest first, ``_limit`` a page, ``Next-Page`` with a token (the last
+    ``last_modified`` listed) when more follow, the collection's timestamp as ``ETag``.
+    ``after_first_page()`` runs once the first page is answered (another client's write);
+    each upload is kept in ``posts`` and accepted."""
+    first = []
+
+    def answer(request):
+        url = urlsplit(request.path)
+        if request.method == "GET" and url.path == RECORDS:
+            query = parse_qs(url.query)
+            limit = int(query.get("_limit", ["10000"])[0])
+            before = int(query.get("_token", [str(2**62)])[0])
+            newest = sorted(records.values(), key=lambda r: -r["last_modified"])
+            timestamp = newest[0]["last_modified"]
+            page = [r for r in newest if r["last_modified"] < before][: limit + 1]
+            headers = {"ETag": f'"{timestamp}"'}
+            if len(page) > limit:
+                page = page[:limit]
+                token = page[-1]["last_modified"]
+                headers["Next-Page"] = f"{RECORDS}?_limit={limit}&_token={token}"
+            result = json_answer({"data": page}, headers)
+            if not first:
+                first.append(1)
+                after_first_page()
+            return result
+        if request.method == "POST":
+            posts.append(request)
+            return accepted_upload(request)
+        if request.method == "GET" and url.path.startswith(RECORDS + "/"):
+            wanted = records.get(unquote(url.path[len(RECORDS) + 1 :]))
+            if wanted is not None:
+                return json_answer({"data": wanted})
+        return 404, {"Content-Type": "application/json"}, b'{"code": 404, "errno": 110}'
+
+    return answer
+
+
+def test_a_listing_that_changed_between_its_pages_is_not_planned_on(tmp_path, run):
+    """Defect: :meth:`Remote.records` follows Kinto's pages (newest first, each page after
+    the previous one's last ``last_modified``) without checking that the collection stayed
+    the same meanwhile. A record another client writes while the command lists moves to the
+    front of the order, before the pages already read: it is listed on none. ``sync`` plans
+    on that listing: the record of ``index.txt``, which another folder's sync marked, is not
+    seen, ``index.txt`` is planned ``new``, and uploaded over that folder's record (the
+    conflict check of sync.py never sees it). The collection's ``ETag`` (its timestamp,
+    on every page) changed between the first page and the last: the listing is not a
+    snapshot.
+
+    Expected: a listing whose collection changed while it was paged is not planned on (the
+    command lists again, or refuses): another folder's record is never overwritten."""
+    site = site_with_index(tmp_path)
+    records = {
+        f"filler-{n:04d}": {"id": f"filler-{n:04d}", "last_modified": 2 + n}
+        for n in range(remote.PAGE_RECORDS)
+    }
+    records[INDEX] = {
+        "id": INDEX,
+        "last_modified": 1,
+        "attachment": attachment("index.txt", digest=THEIRS_DIGEST),
+        "synced_from": {"folder": "other", "path": "index.txt", "sha256": THEIRS_DIGEST},
+    }
+
+    def other_client_writes():
+        records[INDEX] = {**records[INDEX], "title": "edited", "last_modified": 5000}
+
+    posts = []
+    with Hostile(paged_kinto(records, other_client_writes, posts)) as server:
+        result = run(server, "sync", str(site))
+
+    assert [p.path for p in posts if is_upload_of(p, INDEX)] == [], (
+        "another folder's record was overwritten: " + result.stdout + result.stderr
+    )
+
+
+@pytest.mark.parametrize("listed", ["new", "changed"])
+def test_sync_does_not_overwrite_a_record_written_since_its_plan(tmp_path, run, listed):
+    """Defect: ``sync`` checks whose a record is (another folder's: a conflict, left alone)
+    only when it plans, from the listing; then it uploads each file with a plain ``POST``
+    (uploads.py ``_multipart``, ``compared=True`` in main.py: not even read again), without a
+    precondition (``If-Match`` with the listed ``last_modified``, ``If-None-Match: *`` for a
+    record that did not exist). The uploads of a large folder take hours after the listing;
+    a record another folder's sync (or another user) created or replaced meanwhile is
+    overwritten. ``sync --delete`` and the marks do use ``If-Match``; uploads do not.
+
+    Expected: the upload is conditional on the record being as listed (a precondition the
+    server checks, or at least the record read again just before its upload): a record
+    written since the plan is not overwritten and the file is reported."""
+    site = site_with_index(tmp_path)
+    now = {
+        "id": INDEX,
+        "last_modified": 9,
+        "attachment": attachment("index.txt", digest=THEIRS_DIGEST),
+        "synced_from": {"folder": "other", "path": "index.txt", "sha256": THEIRS_DIGEST},
+    }
+    before = []
+    if listed == "changed":
+        old = hashlib.sha256(b"the folder's previous version\n").hexdigest()
+        before = [
+            {
+                "id": INDEX,
+                "last_modified": 5,
+                "attachment": attachment("index.txt", digest=old),
+                "synced_from": {"folder": "site", "path": "index.txt", "sha256": old},
+            }
+        ]
+    overwritten = []
+
+    def answer(request):
+        path = urlsplit(request.path).path
+        if request.method == "GET" and path == RECORDS:
+            return json_answer({"data": before})  # Then another client writes the record.
+        if request.method == "GET" and path == f"{RECORDS}/{INDEX}":
+            return json_answer({"data": now})
+        if is_upload_of(request, INDEX):
+            if request.headers.get("If-None-Match") == "*":
+                return 412, {"Content-Type": "application/json"}, b'{"message": "exists"}'
+            condition = request.headers.get("If-Match")
+            if condition is not None and condition != f'"{now["last_modified"]}"':
+                return 412, {"Content-Type": "application/json"}, b'{"message": "modified"}'
+            overwritten.append(request)
+            return accepted_upload(request)
+        return 404, {"Content-Type": "application/json"}, b'{"code": 404, "errno": 110}'
+
+    with Hostile(answer) as server:
+        result = run(server, "sync", str(site))
+
+    assert overwritten == [], "the record written since the plan was overwritten"
+    assert result.returncode == 1
+    assert "index.txt" in result.stderr
+
+
+# (3) Hangs on hostile answers.
+
+
+def test_pages_that_never_end_are_refused(tmp_path, run):
+    """Defect: :meth:`Remote.records` refuses a ``Next-Page`` it has already followed, but
+    not one that is new each time: a server whose pages list nothing and always point to
+    one more (``_token=1``, ``_token=2``...) keeps the command listing forever (memory
+    growing with the URLs kept in ``seen``). Kinto never answers an empty page with a
+    ``Next-Page`` (it gives one only when it found more than ``_limit`` records). Here the
+    server gives up after 300 pages; a hostile one never does.
+
+    Expected: a page that lists no record not listed before, yet points to another page, is
+    refused (as pages that go round are): one clear line, exit code 1, a few requests."""
+    site = tmp_path / "site"
+    site.mkdir()
+    pages = []
+
+    def answer(request):
+        url = urlsplit(request.path)
+        if url.path != RECORDS:
+            return 404, {"Content-Type": "application/json"}, b'{"code": 404, "errno": 110}'
+        token = int(parse_qs(url.query).get("_token", ["0"])[0])
+        pages.append(token)
+        headers = {}
+        if token < 300:
+            headers["Next-Page"] = f"{RECORDS}?_limit={remote.PAGE_RECORDS}&_token={token + 1}"
+        return json_answer({"data": []}, headers)
+
+    with Hostile(answer) as server:
+        result = run(server, "sync", str(site), "--delete")
+
+    assert len(pages) < 10, f"the command followed {len(pages)} empty pages"
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_a_file_that_shrinks_during_a_tus_upload_is_no_short_body(
+    tmp_path, run, monkeypatch
+):
+    """Defect: a tus chunk is sent with ``Content-Length`` the chunk's size as planned
+    (:class:`uploads.Reader` ``__len__``), whatever the file holds when it is read: a file
+    truncated during its upload (a log rotated, a build rewriting its output) makes a
+    request whose body is shorter than it announced. The server waits for the rest, the
+    command for the server's answer: each attempt hangs until ``TIMEOUT`` (60 s, then again
+    for each of ``--retries``), then fails with a ``ReadTimeout`` that does not say why.
+
+    Expected: a file that ends before the size it had is a failure at once, saying that the
+    file changed during its upload; no request announces more bytes than it sends."""
+    monkeypatch.setattr(remote, "TIMEOUT", 5)
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"\0" * (9 * MiB))  # Over 8 MiB: a tus upload.
+
+    def answer(request):
+        if request.method == "POST" and request.path.endswith("/attachment/uploads"):
+            os.truncate(big, 1 * MiB)  # The file shrinks once its upload is created.
+            return 201, {"Location": "/v1/files/1", "Tus-Resumable": "1.0.0"}, b""
+        if request.method == "HEAD":
+            return 200, {"Upload-Offset": "0", "Tus-Resumable": "1.0.0"}, b""
+        if request.method == "PATCH":
+            offset = int(request.headers["Upload-Offset"]) + len(request.body)
+            return 204, {"Upload-Offset": str(offset), "Tus-Resumable": "1.0.0"}, b""
+        return 404, {"Content-Type": "application/json"}, b'{"code": 404, "errno": 110}'
+
+    with Hostile(answer) as server:
+        started = time.monotonic()
+        result = run(server, "--retries", "0", "upload", str(big), "--id", "r", "--force")
+        elapsed = time.monotonic() - started
+        patches = [r for r in server.requests if r.method == "PATCH"]
+
+    assert result.returncode == 1
+    short = [(int(p.headers["Content-Length"]), len(p.body)) for p in patches]
+    assert all(announced == sent for announced, sent in short), (
+        f"requests announced more bytes than they sent: {short}"
+    )
+    assert elapsed < remote.TIMEOUT, f"the command waited {elapsed:.0f} s for a short body"
+
+
+# (2) Credential leaks.
+
+
+def test_credentials_in_the_server_url_are_never_printed(tmp_path, run):
+    """Defect: ``--server https://alice:PASSWORD@host/v1`` (the form curl and many tools
+    take; requests sends it as Basic credentials when ``--auth`` is not given) is accepted,
+    and every error message prints request URLs whole (:func:`remote.describe`'s
+    ``response.url``, :meth:`Remote.request`'s ``{method} {url}``): the password lands on
+    stderr, in CI logs. (The same URL is also the key of the tus state file, written to
+    ``~/.cache``.)
+
+    Expected: the password never appears in what the command prints (URLs shown without
+    their user information, or such a ``--server`` refused with a message that does not
+    repeat it)."""
+    site = site_with_index(tmp_path)
+
+    def answer(request):
+        return 503, {"Content-Type": "application/json"}, b'{"message": "down"}'
+
+    with Hostile(answer) as server:
+        url = f"http://alice:{PASSWORD}@127.0.0.1:{server.port}/v1"
+        result = run(server, "--retries", "0", "sync", str(site), auth="", server_url=url)
+        sent = [r.headers.get("Authorization") for r in server.requests]
+
+    assert result.returncode != 0
+    assert sent in ([], [CREDENTIALS])  # The URL's credentials were used (or refused).
+    assert PASSWORD not in result.stdout + result.stderr, result.stderr
