@@ -19,7 +19,9 @@ Adoption turns both into our links:
    ``keep_old_files = true`` (Remote Settings' setting) removes the row of a replaced file
    and keeps the file, on purpose: it has no row nor record left, and without this the first
    orphan pass would delete what the setting was set to keep. Staged temporary files are no
-   such file (a crash left them) and stay the collector's.
+   such file (a crash left them) and stay the collector's. A store that lacks most of the
+   files references name is not the servers' (a volume not mounted where ``kinto migrate``
+   runs): it is not listed, and adoption does not end, until it is run with the right one.
 
 It runs by batches, each in its own transaction with what it changes locked, so that it can
 run while the server serves, be interrupted and run again: every step is idempotent. It runs
@@ -67,6 +69,9 @@ class Report:
     foreign: list = dataclasses.field(default_factory=list)
     #: Keys of the files the store held that nothing referenced at the first adoption: kept.
     unreferenced: list = dataclasses.field(default_factory=list)
+    #: Why the first adoption did not list the store (step 3) nor end: it is not the
+    #: servers' own (:func:`_store_mismatch`); None when it is.
+    store_mismatch: str = None
 
     @property
     def changes(self):
@@ -91,6 +96,8 @@ class Report:
         lines += [f"  {key}" for key in self.unreferenced[:LISTED]]
         if len(self.unreferenced) > LISTED:
             lines.append(f"  ... and {len(self.unreferenced) - LISTED} more (in the log)")
+        if self.store_mismatch:
+            lines.append(self.store_mismatch)
         return "\n".join(lines)
 
 
@@ -114,13 +121,37 @@ def adopt(registry, dry_run=False):
     _adopt_legacy_links(registry, report)
     _keep_unlinked_files(registry, report)
     if first:
+        report.store_mismatch = _store_mismatch(registry)
+    if first and report.store_mismatch is None:
         _keep_unreferenced_files(registry, report)
-    if not dry_run and first:
-        with transaction.manager:
-            registry.storage.update(**MARKER, object_id=MARKER_ID, obj={"done": True})
-        registry.attachment_adopted = True
-    logger.info("Adoption of kinto-attachment data:\n%s", report.describe())
+        if not dry_run:
+            with transaction.manager:
+                registry.storage.update(**MARKER, object_id=MARKER_ID, obj={"done": True})
+            registry.attachment_adopted = True
+    log = logger.error if report.store_mismatch else logger.info
+    log("Adoption of kinto-attachment data:\n%s", report.describe())
     return report
+
+
+#: Why the first adoption stops before it lists the store (formatted with the counts).
+STORE_MISMATCH = """\
+Adoption is not complete: of {sampled} files that records and links name, {found} are in the
+store. It is not the servers' own (kinto.attachment.base_path not mounted, or another folder or
+bucket): listed, it would keep none of the files the previous plugin left there on purpose
+(keep_old_files), which the first orphan pass would then delete. Nothing of the store was
+read; run kinto migrate again where the servers' store is (the servers' collector does it too,
+before its first orphan pass)."""
+
+
+def _store_mismatch(registry):
+    """Why the store is not the servers' own, or None: before the first adoption lists it
+    (step 3) and says it is done, most of the files references name must be there. Stricter
+    than the collector's check, which lets an empty store be (an orphan pass would remove
+    nothing from it): listing an empty store keeps nothing, for good."""
+    sampled, found = references.sample_in_store(registry)
+    if sampled and 2 * found < sampled:
+        return STORE_MISMATCH.format(sampled=sampled, found=found)
+    return None
 
 
 def _names(store, location, key):
@@ -132,7 +163,18 @@ def _names(store, location, key):
         return False
     if store.url(key) == location or store.key_for_url(location) == key:
         return True
-    return unquote(urlsplit(location).path).endswith("/" + key)
+    return key in _path_keys(location)
+
+
+def _path_keys(location):
+    """The keys a location names under any base URL: its path, and each end of it after a
+    ``/`` (``a/b.txt`` and ``b.txt`` for ``https://cdn/a/b.txt``). A bare key (what
+    kinto-attachment wrote with its default, empty, ``base_url``) is its own path."""
+    path = unquote(urlsplit(location).path)
+    if "\x00" in path:  # No key holds one (see ``key_for_url``).
+        return set()
+    parts = path.split("/")
+    return {"/".join(parts[i:]) for i in range(len(parts)) if parts[i]}
 
 
 def _adopt_legacy_links(registry, report):
@@ -213,16 +255,31 @@ def _keep_files_of(registry, ids, page, pretended, report, would_retain):
         if any(_names(store, location, key) for key in pretended.get(record["id"], ())):
             continue
         key = store.key_for_url(location)
-        if key is None:
+        keys = {key} if key is not None else _linked_keys(storage, location, report.dry_run)
+        if not keys:
             report.foreign.append((links.record_uri(*ids, record["id"]), location))
             continue
-        if key in would_retain or links.is_retained(storage, key):
+        keys = {k for k in keys if k not in would_retain and not links.is_retained(storage, k)}
+        if not keys:
             continue
         report.unlinked += 1
         if report.dry_run:
-            would_retain.add(key)
+            would_retain.update(keys)
         else:
-            links.retain(storage, [key])
+            links.retain(storage, sorted(keys))
+
+
+def _linked_keys(storage, location, dry_run):
+    """The keys a location outside ``base_url`` names by the rule of :func:`_names` that a
+    link (or, in a dry run, a kinto-attachment row) names: the record is a copy of an adopted
+    one (kinto-signer's), naming its file by a URL written before the CDN moved, and deleting
+    the original must not delete the file the copy names. Empty otherwise: a location no link
+    vouches for is never guessed."""
+    candidates = _path_keys(location)
+    linked = links.linked_among(storage, candidates)
+    if dry_run:  # Step 1 only counted the rows it would make links.
+        linked |= {key for key in candidates if legacy.names(storage, key)}
+    return linked
 
 
 def _keep_unreferenced_files(registry, report):

@@ -15,6 +15,7 @@ from pyramid.exceptions import ConfigurationError
 
 from kinto_attachment import adoption, gc
 from kinto_attachment import settings as attachment_settings
+from kinto_attachment.events import command as events_command
 from kinto_attachment.gc import command, store_check
 from kinto_attachment.state import (
     data_file_entries,
@@ -26,7 +27,16 @@ from kinto_attachment.state import (
 )
 from kinto_attachment.storage.local import LocalStore
 
-from .conftest import ALICE, cached_app, held_elsewhere, postgresql_ini, s3_client
+from .conftest import (
+    ALICE,
+    build_settings,
+    cached_app,
+    held_elsewhere,
+    make_app,
+    postgresql_ini,
+    s3_client,
+    s3_settings,
+)
 from .support.live import ALICE as ALICE_LIVE
 from .support.live import BIN, running_server
 
@@ -639,3 +649,71 @@ def test_gc_command_refuses_a_base_path_above_the_servers_one(pg_url, tmp_path, 
         assert "refused" in err and "base_path" in err and "Nothing was removed" in err
         assert "Orphans" not in out
     assert os.path.exists(os.path.join(served, key))
+
+
+@pytest.mark.parametrize(
+    "main,args", [(command.main, []), (events_command.main, ["list"])], ids=["gc", "events"]
+)
+def test_commands_with_a_missing_ini_file_refuse_rather_than_crash(tmp_path, capsys, main, args):
+    """Found by review (2026-12-05): ``kinto-attachment-gc --ini missing.ini`` (a typo in a cron line), and
+    ``kinto-attachment-events`` likewise, end with a ``FileNotFoundError`` traceback
+    (``state.shared.registry_of`` calls ``setup_logging`` on a file nobody checked), exit
+    code 1, which the GC command documents as "the storage backend failed in the middle".
+
+    Expected: a one-line refusal naming the file, exit code 2 (a wrong command line)."""
+    missing = tmp_path / "missing.ini"
+    try:
+        code = main(["--ini", str(missing), *args])
+    except SystemExit as exit_:
+        code = exit_.code
+    assert code == 2
+    assert str(missing) in capsys.readouterr().err
+
+
+def _run_gc(ini, capsys):
+    """``kinto-attachment-gc --ini ini``: its exit code (a traceback is a failure of the
+    test, reported as such) and what it printed."""
+    try:
+        code = command.main(["--ini", str(ini)])
+    except SystemExit as exit_:
+        code = exit_.code
+    except Exception as error:  # noqa: BLE001
+        pytest.fail(f"traceback instead of a refusal: {error!r}")
+    return code, capsys.readouterr()
+
+
+@pytest.mark.postgresql
+def test_gc_command_with_an_ini_that_does_not_include_the_plugin_refuses(pg_url, tmp_path, capsys):
+    """Found by review (2026-12-05): ``kinto-attachment-gc`` given a Kinto configuration whose ``kinto.includes``
+    lacks ``kinto_attachment`` (another service's ini, a typo, includes set by an environment
+    variable the cron job lacks) crashes with ``AttributeError: 'Registry' object has no
+    attribute 'attachment_store'``.
+
+    Expected: a refusal saying the configuration does not include the plugin, exit code 2."""
+    make_app(build_settings("postgresql", str(tmp_path / "files"), pg=pg_url))  # The schema.
+    ini = tmp_path / "gc.ini"
+    text = postgresql_ini(pg_url, tmp_path / "files")
+    ini.write_text(text.replace("kinto.includes = kinto_attachment\n", ""))
+    code, output = _run_gc(ini, capsys)
+    assert code == 2, output
+
+
+@pytest.mark.postgresql
+def test_gc_command_with_a_wrong_s3_bucket_refuses(pg_url, s3_server, tmp_path, capsys):
+    """Found by review (2026-12-05): ``kinto-attachment-gc`` whose ini names an S3 bucket that does not exist (or
+    that its credentials may not list) crashes with a ``StorageUnavailable`` traceback from
+    the store listing (exit code 1): the command only turns Kinto's ``BackendError`` into a
+    message, never the store's failure, although it documents a store it cannot use as a
+    refusal ("nothing is removed", exit code 2).
+
+    Expected: a one-line refusal naming the store's error, exit code 2."""
+    make_app(build_settings("postgresql", str(tmp_path / "files"), pg=pg_url))  # The schema.
+    settings = s3_settings(s3_server)
+    settings["kinto.attachment.aws.bucket_name"] = "no-such-bucket"
+    text = postgresql_ini(pg_url, tmp_path / "files")
+    text = text.replace(f"kinto.attachment.base_path = {tmp_path / 'files'}\n", "")
+    ini = tmp_path / "gc.ini"
+    ini.write_text(text + "".join(f"{k} = {v}\n" for k, v in settings.items()))
+    code, output = _run_gc(ini, capsys)
+    assert code == 2, output
+    assert "no-such-bucket" in output.err or "NoSuchBucket" in output.err

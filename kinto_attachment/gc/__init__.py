@@ -46,7 +46,7 @@ from .. import adoption, metrics
 from ..events import recording, retention
 from ..state import data_file_entries, instance, links, references, replaced, tus_uploads
 from .report import Report
-from .store_check import Refused, check_store, exists
+from .store_check import Refused, check_store
 
 
 logger = logging.getLogger(__name__)
@@ -71,6 +71,8 @@ def collect(registry, now=None, dry_run=False, orphans=True):
         # Files that only records or kinto-attachment's links name are no orphans: adopt
         # them first (a dry run only looks, and looks for no orphans if there are some).
         adopted = adoption.adopt(registry, dry_run=dry_run)
+        if adopted.store_mismatch:
+            raise Refused(adopted.store_mismatch)
         report.adoption_pending = dry_run and adopted.changes > 0
         report.kept_at_adoption = adopted.unreferenced
     if orphans and not report.adoption_pending:
@@ -214,7 +216,7 @@ def _collect_orphans(registry, now, report):
     report.unowned = sorting.unowned
     with transaction.manager:
         for reference in references.required(registry):
-            if keys.unseen(reference.key) and not exists(store, reference.key):
+            if keys.unseen(reference.key) and not references.in_store(store, reference.key):
                 logger.warning("Dangling reference: %s -> %r", reference.where, reference.key)
                 report.dangling.append((reference.where, reference.key))
     if report.others:

@@ -9,7 +9,7 @@ from kinto.core.storage.exceptions import BackendError
 
 from ..state import shared
 from . import collect
-from .store_check import Refused
+from .store_check import Refused, unreachable
 
 
 DESCRIPTION = """\
@@ -39,6 +39,18 @@ kinto-attachment-gc: failed: Kinto's storage backend was lost while collecting (
 What was removed before is logged; nothing referenced was removed. Run the command again."""
 
 
+#: A store the command cannot list: nothing is read nor removed.
+STORE_UNREACHABLE = """\
+kinto-attachment-gc: refused: the store {ini} configures cannot be listed ({error}).
+Nothing was read nor removed: fix the bucket, its credentials or base_path, and run again."""
+
+
+#: A store failing while collecting: what was removed before is logged.
+STORE_FAILED = """\
+kinto-attachment-gc: failed: the store failed while collecting ({error}). What was removed
+before is logged; nothing referenced was removed. Run the command again."""
+
+
 def main(argv=None):
     """``kinto-attachment-gc --ini FILE [--dry-run]``: collect once, print the report.
 
@@ -56,6 +68,9 @@ def main(argv=None):
     with shared.registry_of(parser.prog, args.ini, UNSHARED) as registry:
         if registry is None:
             return 2
+        if (error := unreachable(registry.attachment_store)) is not None:
+            print(STORE_UNREACHABLE.format(ini=args.ini, error=error), file=sys.stderr)
+            return 2
         try:
             report = collect(registry, dry_run=args.dry_run)
         except Refused as refusal:
@@ -63,6 +78,9 @@ def main(argv=None):
             return 2
         except BackendError as error:
             print(INTERRUPTED.format(error=str(error).splitlines()[0]), file=sys.stderr)
+            return 1
+        except OSError as error:  # The store's (StorageUnavailable), after its probe.
+            print(STORE_FAILED.format(error=str(error).splitlines()[0]), file=sys.stderr)
             return 1
     print(report.describe())
     return 0

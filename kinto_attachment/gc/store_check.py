@@ -2,14 +2,7 @@
 ``base_path`` one folder too high, another database), every file it holds would be taken for
 an orphan."""
 
-import transaction
-
 from ..state import references
-
-
-#: Files that references name, looked for in the store before an orphan pass
-#: (:func:`check_store`).
-SAMPLE = 32
 
 
 class Refused(Exception):
@@ -33,29 +26,28 @@ def check_store(registry):
 
     An orphan is what the store holds and nothing references: pointed at the wrong place (a
     ``base_path`` one folder too high lists every file under another key), every file is
-    one. So before an orphan pass, up to :data:`SAMPLE` files that records, links and
-    ``/data/files`` entries name are looked for. Fewer than half found, while the store holds
-    some committed file: refused. Missing files in a store that holds nothing else are only
+    one. So before an orphan pass, a sample of the files that records, links and
+    ``/data/files`` entries name is looked for (:func:`~kinto_attachment.state.references.
+    sample_in_store`). Fewer than half found, while the store holds some committed file:
+    refused. Missing files in a store that holds nothing else are only
     dangling references (reported by the pass, which would remove nothing)."""
     store = registry.attachment_store
-    with transaction.manager:
-        sample = []
-        for reference in references.required(registry):
-            if reference.key not in sample:
-                sample.append(reference.key)
-            if len(sample) >= SAMPLE:
-                break
-    found = sum(1 for key in sample if exists(store, key))
-    if not sample or 2 * found >= len(sample):
+    sampled, found = references.sample_in_store(registry)
+    if not sampled or 2 * found >= sampled:
         return
     example = next((listed.key for listed in store.iter_blobs() if not listed.temporary), None)
     if example is not None:
-        raise Refused(MISMATCH.format(sampled=len(sample), found=found, example=example))
+        raise Refused(MISMATCH.format(sampled=sampled, found=found, example=example))
 
 
-def exists(store, key):
-    """Whether the store holds ``key`` (False for a key that cannot be in it)."""
+def unreachable(store):
+    """The error that keeps the collector from listing ``store`` (a bucket that does not
+    exist, credentials that may not list it), or None: asked before anything is collected,
+    as the storage backend is (:func:`~kinto_attachment.state.shared.reachable`)."""
+    if not hasattr(store, "iter_blobs"):  # Not listable: the collector lists nothing.
+        return None
     try:
-        return store.exists(key)
-    except ValueError:  # A key that cannot be in the store (it would climb out of it).
-        return False
+        next(iter(store.iter_blobs()), None)
+    except OSError as error:  # StorageUnavailable, or the disk's own.
+        return str(error).splitlines()[0] if str(error) else type(error).__name__
+    return None

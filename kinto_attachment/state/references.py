@@ -31,6 +31,7 @@ import hashlib
 import heapq
 from array import array
 
+import transaction
 from kinto.core.storage import Filter
 from kinto.core.utils import COMPARISON, msec_time
 
@@ -42,6 +43,9 @@ STATE_KEYS = ("key", "temp", "tail")
 #: Hashes sorted at once while an index is built; runs are then merged.
 RUN = 1 << 16
 WITH_ATTACHMENT = [Filter("attachment", True, COMPARISON.HAS)]
+#: Files that references name, looked for in the store to tell whether it is the servers' own
+#: (:func:`sample_in_store`).
+SAMPLE = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +75,30 @@ def required(registry):
     """The references whose blob must exist: attachments, links and data files."""
     yield from _attached(registry.storage, registry.attachment_store)
     yield from _data_files(registry.storage)
+
+
+def sample_in_store(registry, size=SAMPLE):
+    """``(sampled, found)``: up to ``size`` distinct keys the references require (the first
+    read), and how many of them the store holds: whether it is the servers' own store
+    (pointed at another folder or bucket, it holds few or none of them). Read in a
+    transaction of its own."""
+    store = registry.attachment_store
+    with transaction.manager:
+        sample = []
+        for reference in required(registry):
+            if reference.key not in sample:
+                sample.append(reference.key)
+            if len(sample) >= size:
+                break
+    return len(sample), sum(1 for key in sample if in_store(store, key))
+
+
+def in_store(store, key):
+    """Whether the store holds ``key`` (False for a key that cannot be in it)."""
+    try:
+        return store.exists(key)
+    except ValueError:  # A key that cannot be in the store (it would climb out of it).
+        return False
 
 
 def _uploads(storage):

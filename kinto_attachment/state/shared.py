@@ -9,6 +9,7 @@ wrong thing (take every file for an orphan).
 
 import contextlib
 import logging
+import os
 import sys
 
 import transaction
@@ -22,6 +23,12 @@ UNREACHABLE = """\
 {prog}: refused: Kinto's storage backend, as {ini} configures it, cannot be reached
 ({error}). Nothing was read nor removed: start the database, or fix its URL in {ini}, and
 run again."""
+
+
+#: Why a command refuses a configuration without the plugin.
+NOT_INCLUDED = """\
+{prog}: refused: {ini} does not include kinto_attachment (kinto.includes): it is not the
+configuration of the servers whose attachments this command works on."""
 
 
 def shares_state(registry):
@@ -70,14 +77,19 @@ def quiet_client():
 @contextlib.contextmanager
 def registry_of(prog, ini, unshared):
     """For the command ``prog``: the registry of the app ``ini`` configures, or None once
-    ``unshared`` (a message, formatted with ``ini``) is printed, when the command could not
-    see what the servers see (:func:`shares_state`), or :data:`UNREACHABLE`, when it cannot
-    reach the storage backend (:func:`reachable`).
+    the reason is printed: ``ini`` is no readable file, or does not include the plugin
+    (:data:`NOT_INCLUDED`), the command could not see what the servers see
+    (:func:`shares_state`: ``unshared``, a message formatted with ``ini``), or it cannot
+    reach the storage backend (:data:`UNREACHABLE`, :func:`reachable`).
 
     Loading the app started the server's threads (the periodic collector, the events'
     dispatcher): they are stopped, a command does its one job."""
     from pyramid.paster import bootstrap, setup_logging
 
+    if not os.path.isfile(ini) or not os.access(ini, os.R_OK):
+        print(f"{prog}: refused: {ini} is no readable file.", file=sys.stderr)
+        yield None
+        return
     setup_logging(ini)
     with bootstrap(ini) as env:
         registry = env["registry"]
@@ -85,7 +97,10 @@ def registry_of(prog, ini, unshared):
             registry.attachment_gc_stop.set()
         if hasattr(registry, "attachment_dispatcher"):
             registry.attachment_dispatcher.stop()
-        if not shares_state(registry):
+        if not hasattr(registry, "attachment_store"):
+            print(NOT_INCLUDED.format(prog=prog, ini=ini), file=sys.stderr)
+            yield None
+        elif not shares_state(registry):
             print(unshared.format(ini=ini), file=sys.stderr)
             yield None
         elif (error := reachable(registry)) is not None:

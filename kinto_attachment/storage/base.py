@@ -60,7 +60,9 @@ class StoreBase:
         # ``url()`` quotes ``:``: without a base URL, an absolute URL is not one of ours.
         if not prefix and (":" in quoted or quoted.startswith("/")):
             return None
-        return unquote(quoted) or None
+        key = unquote(quoted)
+        # A NUL (``%00``) is in no key: no store nor Kinto's PostgreSQL storage holds one.
+        return key if key and "\x00" not in key else None
 
 
 #: Conditional writes of one blob, each to the first free name found, before giving up (503):
