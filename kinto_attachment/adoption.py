@@ -208,11 +208,22 @@ def _adopt_legacy_link(registry, store, link, report):
     if link["key"] and _names(store, location, link["key"]):
         report.linked += 1
         if not report.dry_run:
+            _shared_kept(registry.storage, link["key"])
             links.add(registry.storage, *ids, link["key"])
     elif link["key"]:
         report.retained += 1
         if not report.dry_run:
             links.retain(registry.storage, [link["key"]])
+
+
+def _shared_kept(storage, key):
+    """Retain ``key`` if another record's row or link names it too: kinto-attachment could
+    leave two rows naming one file (``randomize = false``: a record whose file was lost
+    keeps its row, and the next upload of that name takes the name). Both become links, and
+    deleting one record must not delete the file the other names: a retained file never is
+    (our own uploads never share a name, so the replacement path need not look for links)."""
+    if legacy.names(storage, key, more_than=1) or links.linked_among(storage, [key]):
+        links.retain(storage, [key])
 
 
 def _collections(storage):

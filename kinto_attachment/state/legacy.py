@@ -11,6 +11,8 @@ They are returned shaped as our links (``key``, ``bucket_id``, ``collection_id``
 ``record_id``) with a ``legacy`` entry saying which row they are, for :func:`forget`.
 """
 
+import itertools
+
 from kinto.core.storage import Filter
 from kinto.core.utils import COMPARISON
 
@@ -66,10 +68,10 @@ def every(storage, filters=None):
             yield _as_link(resource, row)
 
 
-def names(storage, key):
-    """Whether a row of kinto-attachment links a record to ``key``."""
+def names(storage, key, more_than=0):
+    """Whether more than ``more_than`` rows of kinto-attachment link a record to ``key``."""
     rows = every(storage, [Filter("location", key, COMPARISON.EQ)])
-    return next(rows, None) is not None
+    return next(itertools.islice(rows, more_than, None), None) is not None
 
 
 def still_there(storage, link):

@@ -71,9 +71,8 @@ def retire(request, keys):
 
     A retained blob (:func:`.links.retain`) is never deleted: something this transaction
     does not see may still need it (a copy of the record that names it without a link, found
-    by adoption; a file ``keep_old_files`` keeps); nor one another record's link names. The
-    collector leaves both among the replaced blobs; deleted at once, they are looked for here
-    (two queries, only then)."""
+    by adoption; a file ``keep_old_files`` keeps). The collector leaves the retained among
+    the replaced blobs; deleted at once, they are looked for here (one query, only then)."""
     if not keys:
         return
     registry = request.registry
@@ -82,12 +81,8 @@ def retire(request, keys):
     if grace:
         replaced.add(registry.storage, keys, until=now + grace * 1000)
         return
-    # Kept: retained, or still linked to another record (kinto-attachment could leave two
-    # rows naming one file, which adoption made two links), as the collector keeps them.
-    kept = links.retained_among(registry.storage, keys) | links.linked_among(
-        registry.storage, keys
-    )
-    keys = [key for key in keys if key not in kept]
+    retained = links.retained_among(registry.storage, keys)
+    keys = [key for key in keys if key not in retained]
     held = retention.held(registry, keys, now)
     replaced.add(registry.storage, held, until=now)
     delete_after_commit(request, registry.attachment_store, [k for k in keys if k not in held])
