@@ -301,7 +301,9 @@ def test_a_new_upload_never_takes_the_name_of_a_kept_file_deleted_by_hand(
 
 @pytest.mark.postgresql
 def test_adoption_run_against_an_empty_store_does_not_doom_the_kept_files(pg_url, tmp_path):
-    """Found by review (2026-12-05): ``kinto migrate`` run where the store is not the servers' (a one-off job or
+    """Found by review (2026-12-05).
+
+    ``kinto migrate`` run where the store is not the servers' (a one-off job or
     container without the attachments volume mounted: ``base_path`` is an empty folder) adopts
     against that empty store: step 3 finds no unreferenced file to keep, yet the adoption
     marker is written. The servers' collector, with the real store, then never adopts again,
@@ -340,7 +342,9 @@ def test_adoption_run_against_an_empty_store_does_not_doom_the_kept_files(pg_url
 
 
 def test_deleting_one_of_two_adopted_records_sharing_a_file_keeps_it(tmp_path_factory, request):
-    """Found by review (2026-12-05): kinto-attachment can leave two rows naming one key (``randomize = false``: a
+    """Found by review (2026-12-05).
+
+    Kinto-attachment can leave two rows naming one key (``randomize = false``: a
     record whose file was lost keeps its row, and the next upload of that name takes the free
     name). Adoption makes both rows links. With ``gc.replaced_grace_seconds = 0`` deleting one
     record retires the key at once (``uploads.lifecycle.retire`` looks only at retained
@@ -380,7 +384,9 @@ def test_deleting_one_of_two_adopted_records_sharing_a_file_keeps_it(tmp_path_fa
 def test_adoption_keeps_the_link_of_a_record_whose_location_is_its_bare_key(
     tmp_path_factory, request
 ):
-    """Found by review (2026-12-05): kinto-attachment's ``base_url`` defaults to empty (pyramid_storage's
+    """Found by review (2026-12-05).
+
+    Kinto-attachment's ``base_url`` defaults to empty (pyramid_storage's
     ``urljoin("", key)``): its records' ``location`` is then the bare key. An operator who
     sets ``base_url`` when switching (a CDN) keeps such records: before adoption their
     kinto-attachment row serves the download. Adoption's ``_names`` accepts a location under
@@ -428,7 +434,9 @@ def set_location(kinto, record_id, location):
 def test_a_location_whose_key_holds_a_nul_neither_blocks_adoption_nor_the_gc(
     tmp_path_factory, request
 ):
-    """Found by review (2026-12-05): a record that kinto-attachment let a client create with a ``location`` such as
+    """Found by review (2026-12-05).
+
+    A record that kinto-attachment let a client create with a ``location`` such as
     ``{base_url}a%00b.txt`` makes adoption retain the key ``"a\\x00b.txt"``, which PostgreSQL
     refuses to store (JSONB has no ``\\u0000``): adoption raises at every run, so ``kinto
     migrate`` fails for good, and the collector, which adopts before its first orphan pass,
@@ -452,7 +460,9 @@ def test_a_location_whose_key_holds_a_nul_neither_blocks_adoption_nor_the_gc(
 def test_deleting_the_original_keeps_the_file_its_copy_names_under_a_previous_base_url(
     tmp_path_factory, request, grace
 ):
-    """Found by review (2026-12-05): kinto-signer copies a record (no link) naming its file by the URL
+    """Found by review (2026-12-05).
+
+    Kinto-signer copies a record (no link) naming its file by the URL
     kinto-attachment wrote under a previous ``base_url`` (the CDN moved). Adoption makes
     the original's row a link (``_names`` accepts a path ending with the key), but for the
     copy it only reports the location as outside ``base_url`` and retains nothing (step 2

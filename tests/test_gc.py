@@ -655,7 +655,9 @@ def test_gc_command_refuses_a_base_path_above_the_servers_one(pg_url, tmp_path, 
     "main,args", [(command.main, []), (events_command.main, ["list"])], ids=["gc", "events"]
 )
 def test_commands_with_a_missing_ini_file_refuse_rather_than_crash(tmp_path, capsys, main, args):
-    """Found by review (2026-12-05): ``kinto-attachment-gc --ini missing.ini`` (a typo in a cron line), and
+    """Found by review (2026-12-05).
+
+    ``kinto-attachment-gc --ini missing.ini`` (a typo in a cron line), and
     ``kinto-attachment-events`` likewise, end with a ``FileNotFoundError`` traceback
     (``state.shared.registry_of`` calls ``setup_logging`` on a file nobody checked), exit
     code 1, which the GC command documents as "the storage backend failed in the middle".
@@ -684,7 +686,9 @@ def _run_gc(ini, capsys):
 
 @pytest.mark.postgresql
 def test_gc_command_with_an_ini_that_does_not_include_the_plugin_refuses(pg_url, tmp_path, capsys):
-    """Found by review (2026-12-05): ``kinto-attachment-gc`` given a Kinto configuration whose ``kinto.includes``
+    """Found by review (2026-12-05).
+
+    ``kinto-attachment-gc`` given a Kinto configuration whose ``kinto.includes``
     lacks ``kinto_attachment`` (another service's ini, a typo, includes set by an environment
     variable the cron job lacks) crashes with ``AttributeError: 'Registry' object has no
     attribute 'attachment_store'``.
@@ -700,7 +704,9 @@ def test_gc_command_with_an_ini_that_does_not_include_the_plugin_refuses(pg_url,
 
 @pytest.mark.postgresql
 def test_gc_command_with_a_wrong_s3_bucket_refuses(pg_url, s3_server, tmp_path, capsys):
-    """Found by review (2026-12-05): ``kinto-attachment-gc`` whose ini names an S3 bucket that does not exist (or
+    """Found by review (2026-12-05).
+
+    ``kinto-attachment-gc`` whose ini names an S3 bucket that does not exist (or
     that its credentials may not list) crashes with a ``StorageUnavailable`` traceback from
     the store listing (exit code 1): the command only turns Kinto's ``BackendError`` into a
     message, never the store's failure, although it documents a store it cannot use as a

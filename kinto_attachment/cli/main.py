@@ -22,15 +22,22 @@ class Usage(Exception):
 
 
 def _upload(remote, args, bars, jobs, compared=False):
-    """Upload ``jobs`` (``(path, name, record id, data, sha256 or None)``), skipping files
-    already attached unless ``--force``, or unless the hashes were ``compared`` already. Each
-    upload is verified: the sha256 the server stored must be the file's (it fails if the file
-    changed meanwhile)."""
+    """Upload ``jobs`` (``(path, name, record id, data, sha256 or None, record as listed or
+    None)``), skipping files already attached unless ``--force``, or unless the hashes were
+    ``compared`` already (from the listed records). Each upload is verified: the sha256 the
+    server stored must be the file's (it fails if the file changed meanwhile).
+
+    An upload is conditional on the record being as it was read (``If-Match``, or
+    ``If-None-Match: *`` when there was none): a record another client wrote since, maybe
+    hours before the upload of a large folder reaches it, is not overwritten (``412``).
+    ``--force`` reads nothing, and writes whatever the record is."""
     failed = False
-    for path, name, record_id, data, local in jobs:
+    for path, name, record_id, data, local, listed in jobs:
         try:
-            record = None if compared or args.force else remote.record(record_id)
-            current = _attachment(record).get("hash")
+            forced = getattr(args, "force", False) and not compared
+            record = listed if compared or forced else remote.record(record_id)
+            unless = None if forced else _unless_changed(record)
+            current = None if compared else _attachment(record).get("hash")
             local = local or (None if current is None else sha256_of(path))
             if current is not None and current == local:
                 bars.print(f"unchanged {name} ({record_id})")
@@ -44,6 +51,7 @@ def _upload(remote, args, bars, jobs, compared=False):
                 data=data,
                 permissions=getattr(args, "permissions", None),
                 rate=args.limit_rate,
+                headers=unless,
             )
             local = local or sha256_of(path)  # Hashed once: before, or after the upload.
             if metadata.get("hash") != local:
@@ -77,7 +85,7 @@ def upload(remote, args):
             record_id = args.record or record_id_of(name)
         except UnicodeEncodeError:
             raise Usage(f"not a UTF-8 name: {path} (give its record with --id)") from None
-        jobs.append((path, name, record_id, args.data, None))
+        jobs.append((path, name, record_id, args.data, None, None))
     with Bars(sum(_size(p) for p, *_ in jobs)) as bars:
         return _upload(remote, args, bars, jobs)
 
@@ -201,6 +209,7 @@ def mirror(remote, args):
             e.record_id,
             sync.mark(name, e.path, e.sha256),
             e.sha256,
+            e.record,
         )
         for e in plan.new + plan.changed
     ]
@@ -212,6 +221,8 @@ def mirror(remote, args):
             bars.print(f"skipped {shown(entry.path)}: {entry.note}")
         for entry in plan.conflicts:
             failed = _failed(entry.path, f"record {entry.record_id} {sync.conflict(entry)}")
+        for entry in plan.diverged:
+            failed = _failed(entry.path, f"record {entry.record_id} {sync.DIVERGED}")
         failed |= _upload(remote, args, bars, jobs, compared=True)
         for entry in plan.adopted:
             failed |= _mark(remote, name, entry, bars)
@@ -228,7 +239,10 @@ def mirror(remote, args):
 
 def _unless_changed(record):
     """The header that makes a write fail if the record changed since it was listed (a
-    record listed without its ``last_modified`` is never written: ``If-Match`` fails)."""
+    record listed without its ``last_modified`` is never written: ``If-Match`` fails), or
+    was created since it was found missing (``record`` None)."""
+    if record is None:
+        return {"If-None-Match": "*"}
     modified = record.get("last_modified")
     valid = isinstance(modified, int) and not isinstance(modified, bool)
     return {"If-Match": f'"{modified}"'} if valid else {"If-Match": '"unknown"'}

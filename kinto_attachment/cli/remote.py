@@ -178,6 +178,10 @@ class Remote:
         self.origin = origin_of(self.server)
         if self.origin is None:
             raise Failure(f"--server: not an http(s) URL: {server!r}")
+        if "@" in urlsplit(self.server).netloc:  # Printed in every message: never a password.
+            raise Failure(
+                "--server: give the credentials with --auth (or KINTO_AUTH), not in the URL"
+            )
         self.bucket, self.collection = bucket, collection
         self.retries = retries
         self.session = _Session(self.origin)
@@ -242,26 +246,52 @@ class Remote:
         return response
 
     def records(self):
-        """Every record of the collection (following Kinto's pages), each id once; what is
-        listed is untrusted (a record may be no object, its id no string)."""
-        url, seen, ids = f"{self.records_url}?_limit={PAGE_RECORDS}", set(), set()
+        """Every record of the collection, each id once; what is listed is untrusted (a
+        record may be no object, its id no string).
+
+        Kinto's pages are read one after the other, newest first: a record written while
+        they are read moves before the pages already read, and is on none. So the listing is
+        taken only if the collection's timestamp (each page's ``ETag``) stayed the same
+        from its first page to its last, else read again, :data:`LISTINGS` times at most: a
+        record missing from it would be taken for none (its file ``new``)."""
+        for _ in range(LISTINGS):
+            records, etags = self._pages()
+            if len(set(etags)) <= 1:
+                return records
+        raise Failure(f"the collection kept changing while it was listed ({self.records_url})")
+
+    def _pages(self):
+        """``(records, ETags of the pages)`` of one reading of Kinto's pages."""
+        url, seen, ids, records, etags = (
+            f"{self.records_url}?_limit={PAGE_RECORDS}",
+            set(),
+            set(),
+            [],
+            [],
+        )
         while url:
-            if url in seen:
-                raise Failure(f"the server's pages go round ({url})")
             seen.add(url)
             response = self.request("GET", url)
             page = json_of(response).get("data")
             if not isinstance(page, list):
                 raise Failure(f"the server listed no records ({response.url})")
+            etags.append(response.headers.get("ETag"))
+            new = 0
             for record in page:
                 record_id = record.get("id") if isinstance(record, dict) else None
                 if isinstance(record_id, str):
                     if record_id in ids:
                         continue
                     ids.add(record_id)
-                yield record
+                records.append(record)
+                new += 1
             following = response.headers.get("Next-Page")
             url = following and self.url_from(response, following)
+            if url and url in seen:
+                raise Failure(f"the server's pages go round ({url})")
+            if url and not new:  # Kinto says there is more only after some records.
+                raise Failure(f"the server's pages list nothing new, yet go on ({response.url})")
+        return records, etags
 
     def record(self, record_id):
         """The record, or None when there is none (or it may not be read, or ``record_id``
@@ -279,6 +309,8 @@ class Remote:
         return record
 
 
+#: Readings of a collection's records that changed while read, before giving up.
+LISTINGS = 3
 #: The largest answer read whole (a page of records, a record).
 ANSWER_BYTES = 16 * 1024 * 1024
 #: Records asked for per page (Kinto's ``_limit``): a page of records of 16 KiB each on

@@ -9,7 +9,10 @@ Each record a sync attaches a file to is marked with :data:`~.names.MARK`: the f
 deletes only records marked with this folder's name that still hold the file the sync
 attached (the mark's sha256 is the attachment's) and whose path holds nothing in the folder
 any more; a record attached any other way is never deleted, nor overwritten when another
-folder's sync marked it. A record of an unchanged file that has no mark (uploaded by
+folder's sync marked it, nor when its attachment was replaced since this folder's sync (the
+mark's sha256 is not the attachment's: someone else's newer version). Uploads are
+conditional: a record created or changed after the listing is not overwritten (``412``). A
+record of an unchanged file that has no mark (uploaded by
 ``upload``, or by a sync older than the marks) gets this folder's.
 """
 
@@ -47,6 +50,9 @@ class Plan:
     adopted: list = dataclasses.field(default_factory=list)
     #: Changed files whose record another folder's sync marked: left alone.
     conflicts: list = dataclasses.field(default_factory=list)
+    #: Files whose record's attachment was replaced by someone else since this folder's sync
+    #: attached it (the mark's sha256 is not the attachment's): left alone, never reverted.
+    diverged: list = dataclasses.field(default_factory=list)
     #: Files not synced: links out of the folder, names that are no UTF-8...
     skipped: list = dataclasses.field(default_factory=list)
     #: Records of this folder whose file is gone.
@@ -60,6 +66,7 @@ class Plan:
         yield from (f"unchanged  {e}" for e in self.unchanged)
         yield from (f"mark       {e}" for e in self.adopted)
         yield from (f"conflict   {e} {conflict(e)}" for e in self.conflicts)
+        yield from (f"conflict   {e} {DIVERGED}" for e in self.diverged)
         yield from (f"skipped    {shown(e.path)}: {e.note}" for e in self.skipped)
         for entry in self.gone:
             yield f"delete     {entry}" if delete else f"gone       {entry} {WOULD_DELETE}"
@@ -67,6 +74,10 @@ class Plan:
 
 
 WOULD_DELETE = "would delete with --delete"
+DIVERGED = (
+    "its attachment was replaced on the server since this folder's sync attached it; left as "
+    "it is (download it, or replace it with kinto-attachment upload --force)"
+)
 REPLACED = "its attachment is no longer the file this folder's sync attached"
 
 
@@ -175,6 +186,8 @@ def plan(remote, folder, name, follow_symlinks=False):
             result.conflicts.append(entry)
         elif stored is None:
             result.new.append(entry)
+        elif stored != entry.sha256 and mine and owner[2] not in (None, stored):
+            result.diverged.append(entry)
         elif stored != entry.sha256:
             result.changed.append(entry)
         elif owner is None or (mine and owner[2] != stored):

@@ -14,7 +14,7 @@ import os
 import re
 import time
 
-from .remote import CHUNK, Failure, Pace, json_of
+from .remote import CHUNK, Failure, Pace, describe, json_of
 
 
 #: Files over this size go through tus, in chunks of this size.
@@ -84,7 +84,10 @@ class Reader:
         left = self._length - self.sent
         size = left if size is None or size < 0 else min(size, left)
         pieces = []
-        while size > 0 and (piece := self._file.read(min(size, CHUNK))):
+        while size > 0:
+            piece = self._file.read(min(size, CHUNK))
+            if not piece:  # Its Content-Length announced more: the server would wait for it.
+                raise Shrunk("the file got shorter during its upload: run again once it is done")
             self._advance(len(piece))
             self._pace.passed(len(piece))
             pieces.append(piece)
@@ -92,19 +95,32 @@ class Reader:
         return b"".join(pieces)
 
 
-def upload(remote, path, record_id, bars, state, data=None, permissions=None, rate=None):
-    """Attach the file at ``path`` to the record; return its ``attachment`` metadata."""
+class Shrunk(Failure):
+    """The file ended before the length its upload announced: it changed meanwhile."""
+
+
+def upload(
+    remote, path, record_id, bars, state, data=None, permissions=None, rate=None, headers=None
+):
+    """Attach the file at ``path`` to the record; return its ``attachment`` metadata.
+
+    ``headers``: the preconditions of the record's write (``If-Match``, ``If-None-Match``),
+    sent with the multipart upload, or with each ``PATCH`` of a tus upload (the server
+    checks those of the last one, which writes the record)."""
     size = os.path.getsize(path)
+    headers = headers or {}
     if size <= CHUNK_SIZE:
         with bars.file(os.path.basename(path), size) as advance:
-            return _multipart(remote, path, record_id, size, advance, data, permissions, rate)
+            return _multipart(
+                remote, path, record_id, size, advance, data, permissions, rate, headers
+            )
     key = json.dumps([remote.record_url(record_id), os.path.abspath(path), size, _mtime(path)])
     url, offset = _resumed(remote, state.get(key), size)
     if url is None:
         url = _create(remote, path, record_id, size, data, permissions)
         state.put(key, url)
     with bars.file(os.path.basename(path), size, done=offset) as advance:
-        _send(remote, url, path, offset, size, advance, rate)
+        _send(remote, url, path, offset, size, advance, rate, headers)
     state.remove(key)
     record = remote.record(record_id)
     if record is None or not isinstance(record.get("attachment"), dict):
@@ -124,7 +140,7 @@ def _mtime(path):
     return os.stat(path).st_mtime_ns
 
 
-def _multipart(remote, path, record_id, size, advance, data, permissions, rate):
+def _multipart(remote, path, record_id, size, advance, data, permissions, rate, headers):
     fields = {
         name: json.dumps(value)
         for name, value in (("data", data), ("permissions", permissions))
@@ -139,6 +155,7 @@ def _multipart(remote, path, record_id, size, advance, data, permissions, rate):
             expected=(200, 201),
             files={"attachment": (sent_name(path), body, mimetype)},
             data=fields,
+            headers=headers,
         )
     return json_of(response)
 
@@ -193,7 +210,7 @@ def _create(remote, path, record_id, size, data, permissions):
     return remote.url_from(response, location)
 
 
-def _send(remote, url, path, offset, size, advance, rate):
+def _send(remote, url, path, offset, size, advance, rate, preconditions):
     """PATCH the rest by chunks. After a chunk that failed (a lost connection, a ``503``),
     ask the server where the upload is and go on from there, ``remote.retries`` times in a
     row at most."""
@@ -204,13 +221,16 @@ def _send(remote, url, path, offset, size, advance, rate):
             body = Reader(f, min(CHUNK_SIZE, size - offset), advance, pace)
             headers = {
                 **TUS,
+                **preconditions,
                 "Upload-Offset": str(offset),
                 "Content-Type": "application/offset+octet-stream",
             }
             try:
                 response = remote.request(
-                    "PATCH", url, expected=(204,), headers=headers, data=body
+                    "PATCH", url, expected=(204, 412), headers=headers, data=body
                 )
+            except Shrunk:
+                raise
             except Failure:
                 failures += 1
                 if failures > remote.retries:
@@ -222,5 +242,7 @@ def _send(remote, url, path, offset, size, advance, rate):
                 advance(now - offset - body.sent)  # The bars count what the server has.
                 offset = now
                 continue
+            if response.status_code == 412:  # The record changed: sending again would not do.
+                raise Failure(describe(response))
             failures = 0
             offset = _offset(response, offset + 1, size)

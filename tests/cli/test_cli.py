@@ -463,7 +463,9 @@ def test_an_upload_stored_otherwise_than_the_file_is_a_failure(monkeypatch, tmp_
     monkeypatch.setattr(cli.uploads, "upload", lambda *args, **kwargs: {"hash": "0" * 64})
     args = types.SimpleNamespace(force=True, state=str(tmp_path / "state.json"), limit_rate=None)
     with Bars(file.stat().st_size) as bars:
-        failed = cli._upload(None, args, bars, [(str(file), "notes.txt", "notes", None, None)])
+        failed = cli._upload(
+            None, args, bars, [(str(file), "notes.txt", "notes", None, None, None)]
+        )
     assert failed
     expected = hashlib.sha256(b"what the file holds").hexdigest()
     assert (
@@ -489,10 +491,10 @@ def test_limit_rate_spans_the_chunks_of_a_resumable_upload(monkeypatch, tmp_path
                 pass
             now[0] += 1  # Its fsync and answer, then the client's next request.
             offset = int(headers["Upload-Offset"]) + len(data)
-            return types.SimpleNamespace(headers={"Upload-Offset": str(offset)})
+            return types.SimpleNamespace(status_code=204, headers={"Upload-Offset": str(offset)})
 
     sent = []
-    uploads._send(Server(), "url", file, 0, 3 * uploads.CHUNK_SIZE, sent.append, 8 * MiB)
+    uploads._send(Server(), "url", file, 0, 3 * uploads.CHUNK_SIZE, sent.append, 8 * MiB, {})
     assert sum(sent) == 3 * uploads.CHUNK_SIZE
     assert now[0] == pytest.approx(4.0)
 

@@ -59,3 +59,49 @@ def test_a_disabled_record_put_refuses_uploads_that_create(tmp_path_factory, req
     kinto.create_collection()
     kinto.upload(kinto.record_url("r1"), status=405)
     assert kinto.files() == []
+
+
+@pytest.fixture(params=["memory", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+def kinto_any(request, tmp_path_factory):
+    kinto = cached_app(request.param, tmp_path_factory, request)
+    kinto.create_collection()
+    return kinto
+
+
+def test_an_upload_honours_the_preconditions_of_kinto_writes(kinto_any):
+    """``If-Match`` and ``If-None-Match`` of an upload are those of the record's write (the
+    command line's sync sends them: a record another client wrote since it listed the
+    collection is not overwritten): refused, nothing is stored and the attachment stays."""
+    kinto = kinto_any
+    url = kinto.record_url("r1")
+    kinto.upload(url, b"first", "a.txt", headers={**ALICE, "If-Match": '"1"'}, status=412)
+    assert kinto.files() == []
+    kinto.upload(url, b"first", "a.txt", headers={**ALICE, "If-None-Match": "*"})
+    written = kinto.app.get(url, headers=ALICE).json["data"]["last_modified"]
+    stale = {**ALICE, "If-Match": f'"{written - 1}"'}
+    for headers in (stale, {**ALICE, "If-None-Match": "*"}):
+        response = kinto.upload(url, b"second", "b.txt", headers=headers, status=412)
+        assert response.json["errno"] == 114
+    assert kinto.app.get(url, headers=ALICE).json["data"]["attachment"]["filename"] == "a.txt"
+    assert len(kinto.files()) == 1
+    current = {**ALICE, "If-Match": f'"{written}"'}
+    assert kinto.upload(url, b"second", "b.txt", headers=current).json["filename"] == "b.txt"
+
+
+def test_a_resumable_upload_honours_the_preconditions_of_its_last_patch(kinto_any):
+    """The last ``PATCH`` of a tus upload writes the record: its ``If-Match`` is checked
+    then; refused, the upload stays as it was, its last chunk may be sent again."""
+    from .test_resumable import create, head, patch
+
+    kinto = kinto_any
+    url = kinto.record_url("r1")
+    kinto.upload(url, b"first", "a.txt")
+    written = kinto.app.get(url, headers=ALICE).json["data"]["last_modified"]
+    _, upload = create(kinto.app, 6)
+    patch(kinto.app, upload, b"abc", 0)
+    stale = {"If-Match": f'"{written - 1}"'}
+    assert patch(kinto.app, upload, b"def", 3, status=412, **stale).json["errno"] == 114
+    assert head(kinto.app, upload).headers["Upload-Offset"] == "3"
+    assert kinto.app.get(url, headers=ALICE).json["data"]["attachment"]["filename"] == "a.txt"
+    patch(kinto.app, upload, b"def", 3, **{"If-Match": f'"{written}"'})
+    assert kinto.app.get(url, headers=ALICE).json["data"]["attachment"]["size"] == 6
