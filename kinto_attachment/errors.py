@@ -169,6 +169,9 @@ REFUSALS = {
         **_TUS_400, message="Upload-Concat: this server's store cannot concatenate uploads."
     ),
     "concat_twice": Refusal(**_TUS_400, message="Upload-Concat names a partial upload twice."),
+    "concat_too_many": Refusal(
+        **_TUS_400, message="Upload-Concat names more than {limit} partial uploads."
+    ),
     "concat_url": Refusal(**_TUS_400, message="Upload-Concat: {url} is no upload of this record."),
     "concat_final_length": Refusal(
         **_TUS_400,

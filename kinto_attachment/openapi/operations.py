@@ -238,6 +238,7 @@ OPERATIONS = {
                 "concat_unsupported",
                 "concat_header",
                 "concat_twice",
+                "concat_too_many",
                 "concat_url",
                 "concat_final_length",
                 "concat_final_body",

@@ -194,10 +194,14 @@ def metadata(header, filename=True):
     Without ``filename``, none is required (a partial upload of concatenation names no file).
     """
     values = {}
-    for pair in filter(None, (p.strip() for p in (header or "").split(","))):
+    # Spaces and tabs around pairs only (``str.strip`` would take control characters too,
+    # and the header is kept, and answered by ``HEAD``, as sent).
+    for pair in filter(None, (p.strip(" \t") for p in (header or "").split(","))):
         key, _, encoded = pair.partition(" ")
         if not key.isprintable():
             raise error("bad_metadata", key=ascii(key))
+        if not encoded.isprintable():
+            raise error("bad_metadata", key=key)
         try:
             values[key] = base64.b64decode(encoded, validate=True).decode("utf-8")
         except ValueError as e:  # binascii.Error, UnicodeDecodeError, a non-ASCII value.

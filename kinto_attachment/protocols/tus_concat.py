@@ -20,10 +20,16 @@ class Concat:
         return "final;" + " ".join(self.urls) if self.final else "partial"
 
 
+#: Partial uploads a final one may join: tus clients send a few (tus-js-client's
+#: ``parallelUploads``); each is locked in the final's transaction (PostgreSQL's lock table
+#: holds some 6,400), and S3 composes 10,000 parts at most.
+MAX_PARTS = 1000
+
+
 def concat(header):
     """``Upload-Concat`` of a creation: a :class:`Concat`, or None without the header; 400
-    for anything but ``partial`` or ``final;URL URL...`` (one URL at least; each upload once
-    is checked on their ids, :func:`upload_ids`)."""
+    for anything but ``partial`` or ``final;URL URL...`` (one URL at least, and at most
+    :data:`MAX_PARTS`; each upload once is checked on their ids, :func:`upload_ids`)."""
     if header is None:
         return None
     if header == "partial":
@@ -32,6 +38,8 @@ def concat(header):
     urls = tuple(listed.split())
     if kind != "final" or not urls:
         raise error("concat_header")
+    if len(urls) > MAX_PARTS:
+        raise error("concat_too_many", limit=MAX_PARTS)
     return Concat(final=True, urls=urls)
 
 

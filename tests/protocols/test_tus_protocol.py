@@ -154,6 +154,9 @@ def test_metadata_without_filename(header):
         (f"filename {b64('a.txt')},data a=b=", "data"),
         ("filename " + b64(b"\xff\xfe"), "filename"),  # Not UTF-8.
         ("filename ÿÿÿÿ", "filename"),  # Not ASCII (WSGI headers are Latin-1).
+        # Control characters: the header is kept and answered by HEAD as it was sent.
+        (f"filename {b64('a.txt')}\x0b", "filename"),
+        (f"filename {b64('a.txt')},\x1fdata {b64('{}')}", "'\\x1fdata'"),
     ],
 )
 def test_metadata_bad_values(header, key):
@@ -411,6 +414,8 @@ def test_concat():
         ("final", "Upload-Concat must be"),
         ("final; ", "Upload-Concat must be"),
         ("finally;/u/1", "Upload-Concat must be"),
+        # Each part is locked in the final's transaction: a bounded number of them.
+        ("final;" + " ".join(f"/u/{n}" for n in range(1001)), "more than 1000 partial uploads"),
     ],
 )
 def test_bad_concat(header, message):
