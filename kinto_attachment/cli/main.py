@@ -230,6 +230,9 @@ def mirror(remote, args):
             if not args.delete:
                 bars.print(f"gone {entry} {sync.WOULD_DELETE}")
                 continue
+            if sync.there(args.folder, entry.path, plan.skipped):  # Put back since the plan.
+                bars.print(f"kept {entry}: its file is back in the folder")
+                continue
             changed = _unless_changed(entry.record)
             failed |= _remove(remote, entry.path, entry.record_id, False, bars, changed)
         for entry in plan.kept:

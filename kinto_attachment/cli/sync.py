@@ -153,7 +153,7 @@ def _unsynced(entry, root, follow_symlinks):
     return None
 
 
-def _there(folder, path, skipped):
+def there(folder, path, skipped):
     """Whether anything is at ``path`` in ``folder``, or under a skipped part of it."""
     parts = path.split("/")
     ancestors = {"/".join(parts[:n]) for n in range(1, len(parts) + 1)}
@@ -199,7 +199,7 @@ def plan(remote, folder, name, follow_symlinks=False):
         owner = mark_of(record)
         if owner is None or owner[0] != name or owner[1] in present:
             continue
-        if not _there(folder, owner[1], skipped):
+        if not there(folder, owner[1], skipped):
             entry = Entry(owner[1], record_id, record)
             (result.gone if owner[2] == _hash(record) else result.kept).append(entry)
     result.gone.sort(key=lambda e: e.path)

@@ -363,3 +363,35 @@ def test_credentials_in_the_server_url_are_never_printed(tmp_path, run):
     assert result.returncode != 0
     assert sent in ([], [CREDENTIALS])  # The URL's credentials were used (or refused).
     assert PASSWORD not in result.stdout + result.stderr, result.stderr
+
+
+def test_a_file_put_back_after_the_plan_keeps_its_record(
+    server,  # noqa: F811 (the fixture imported above)
+    collection,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+    capsys,
+):
+    """Found by review (2026-12-05).
+
+    ``sync --delete`` deleted the record of a file gone when the plan was made, even if it
+    was back by the time its turn came (the uploads before it may take hours): the folder
+    is looked at again just before each deletion."""
+    from kinto_attachment.cli import sync
+
+    env = environment(server, collection, tmp_path)
+    site = site_with_index(tmp_path)
+    assert run_command(monkeypatch, capsys, env, "sync", str(site)).returncode == 0
+    (site / "index.txt").unlink()
+    planned = sync.plan
+
+    def plan_then_put_back(*args, **kwargs):
+        result = planned(*args, **kwargs)
+        (site / "index.txt").write_bytes(LOCAL)
+        return result
+
+    monkeypatch.setattr(sync, "plan", plan_then_put_back)
+    result = run_command(monkeypatch, capsys, env, "sync", str(site), "--delete")
+    assert result.returncode == 0, result.stderr
+    assert f"kept index.txt ({INDEX}): its file is back in the folder" in result.stdout
+    assert record(server, collection, INDEX)["attachment"]["hash"] == LOCAL_DIGEST
