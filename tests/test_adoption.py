@@ -360,21 +360,31 @@ def test_a_copy_without_a_link_never_deletes_the_original_file(old):
     assert old.app.get(URL + "/attachment", headers=ALICE).body == b"old content"
 
 
+@pytest.mark.parametrize("moved", [False, True], ids=["current-url", "previous-base-url"])
 @pytest.mark.parametrize("grace", ["0", "60"], ids=["deleted-at-once", "after-a-grace"])
 def test_deleting_the_original_keeps_the_retained_file_its_copy_names(
-    tmp_path_factory, request, grace
+    tmp_path_factory, request, grace, moved
 ):
     """kinto-signer copies: r2 names r1's file and has no link, so adoption retains that
     file. Deleting r1 stops its link referencing the file, yet the copy still names it: a
-    retained file is deleted neither at once (no replaced grace) nor by the collector."""
+    retained file is deleted neither at once (no replaced grace) nor by the collector.
+
+    Both may name it by a URL under a previous ``base_url`` (the CDN moved): r1 keeps its
+    link (the path ends with the key), and the copy its file, by the same rule (found by
+    review, 2026-12-05: the copy was only reported, and deleting r1 deleted its file)."""
     settings = {
         "kinto.attachment.gc.orphans_grace_seconds": "60",
         "kinto.attachment.gc.replaced_grace_seconds": grace,
     }
     kinto = prepared(cached_app("memory", tmp_path_factory, request, **settings))
     store = kinto.registry.attachment_store
-    original = legacy_record(kinto, "r1", link="8")
-    copy = legacy_record(kinto, "r2", link=None, location=store.url(original["key"]))
+    key = store_file(kinto, b"old content")
+    location = f"https://old-cdn.example.com/{key}" if moved else store.url(key)
+    store.delete(legacy_record(kinto, "r1", link=None, location=location)["key"])  # Unused.
+    with transaction.manager:
+        legacy_row(kinto.registry.storage, "r1", key)
+    original = {"key": key}
+    copy = legacy_record(kinto, "r2", link=None, location=location)
     store.delete(copy["key"])  # legacy_record stored a file of its own for it: unused.
     report = adoption.adopt(kinto.registry)
     assert (report.linked, report.unlinked) == (1, 1)
@@ -383,9 +393,9 @@ def test_deleting_the_original_keeps_the_retained_file_its_copy_names(
     gc.collect(kinto.registry, now=gc.data_file_entries.msec_time() + 120 * 1000)
 
     assert store.exists(original["key"]), "the file a record still names was deleted"
-    assert kinto.app.get(kinto.record_url("r2") + "/attachment", headers=ALICE).body == (
-        b"old content"
-    )
+    if not moved:  # Served from our base URL; under another, the client fetches it there.
+        response = kinto.app.get(kinto.record_url("r2") + "/attachment", headers=ALICE)
+        assert response.body == b"old content"
 
 
 # Interrupted adoption: a crash at any of its writes loses nothing, and running it again ends

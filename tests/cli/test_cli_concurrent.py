@@ -23,7 +23,13 @@ from .test_cli import (  # noqa: F401 (fixtures: a live server, a collection of 
     record,
     server,
 )
-from .test_cli_hostile import CREDENTIALS, PASSWORD, RECORDS, attachment
+from .test_cli_hostile import (  # noqa: F401 (run: a fixture)
+    CREDENTIALS,
+    PASSWORD,
+    RECORDS,
+    attachment,
+    run,
+)
 
 
 MiB = 1024 * 1024
@@ -35,24 +41,6 @@ INDEX = record_id_of("index.txt")
 
 def sha256(content):
     return hashlib.sha256(content).hexdigest()
-
-
-@pytest.fixture
-def run(monkeypatch, capsys, tmp_path):
-    """``run(hostile, *args, auth=..., server_url=...)``: the command against a
-    :class:`Hostile` server."""
-
-    def run_against(hostile, *args, auth=f"alice:{PASSWORD}", server_url=None):
-        env = {
-            "KINTO_SERVER": server_url or f"{hostile.origin}/v1",
-            "KINTO_AUTH": auth,
-            "KINTO_BUCKET": "b",
-            "KINTO_COLLECTION": "c",
-            "XDG_CACHE_HOME": str(tmp_path / "cache"),
-        }
-        return run_command(monkeypatch, capsys, env, *args)
-
-    return run_against
 
 
 def site_with_index(tmp_path):
@@ -160,7 +148,7 @@ def paged_kinto(records, after_first_page, posts):
     return answer
 
 
-def test_a_listing_that_changed_between_its_pages_is_not_planned_on(tmp_path, run):
+def test_a_listing_that_changed_between_its_pages_is_not_planned_on(tmp_path, run):  # noqa: F811 (the fixture)
     """Found by review (2026-12-05).
 
     :meth:`Remote.records` follows Kinto's pages (newest first, each page after
@@ -200,7 +188,7 @@ def test_a_listing_that_changed_between_its_pages_is_not_planned_on(tmp_path, ru
 
 
 @pytest.mark.parametrize("listed", ["new", "changed"])
-def test_sync_does_not_overwrite_a_record_written_since_its_plan(tmp_path, run, listed):
+def test_sync_does_not_overwrite_a_record_written_since_its_plan(tmp_path, run, listed):  # noqa: F811 (the fixture)
     """Found by review (2026-12-05).
 
     ``sync`` checks whose a record is (another folder's: a conflict, left
@@ -259,7 +247,7 @@ def test_sync_does_not_overwrite_a_record_written_since_its_plan(tmp_path, run, 
     assert "index.txt" in result.stderr
 
 
-def test_pages_that_never_end_are_refused(tmp_path, run):
+def test_pages_that_never_end_are_refused(tmp_path, run):  # noqa: F811 (the fixture)
     """Found by review (2026-12-05).
 
     :meth:`Remote.records` refuses a ``Next-Page`` it has already followed, but
@@ -294,7 +282,7 @@ def test_pages_that_never_end_are_refused(tmp_path, run):
     assert "Traceback" not in result.stderr
 
 
-def test_a_file_that_shrinks_during_a_tus_upload_is_no_short_body(tmp_path, run, monkeypatch):
+def test_a_file_that_shrinks_during_a_tus_upload_is_no_short_body(tmp_path, run, monkeypatch):  # noqa: F811 (the fixture)
     """Found by review (2026-12-05).
 
     A tus chunk is sent with ``Content-Length`` the chunk's size as planned
@@ -337,7 +325,7 @@ def test_a_file_that_shrinks_during_a_tus_upload_is_no_short_body(tmp_path, run,
     assert "Timeout" not in result.stderr
 
 
-def test_credentials_in_the_server_url_are_never_printed(tmp_path, run):
+def test_credentials_in_the_server_url_are_never_printed(tmp_path, run):  # noqa: F811 (the fixture)
     """Found by review (2026-12-05).
 
     ``--server https://alice:PASSWORD@host/v1`` (the form curl and many tools

@@ -68,12 +68,13 @@ def kinto(records, content=CONTENT, extra=None):
 
 @pytest.fixture
 def run(monkeypatch, capsys, tmp_path):
-    """``run(server, *args)``: the command against ``server`` (a :class:`Hostile`)."""
+    """``run(server, *args, auth=..., server_url=...)``: the command against ``server`` (a
+    :class:`Hostile`), as alice unless ``auth`` says otherwise."""
 
-    def run_against(server, *args):
+    def run_against(server, *args, auth=f"alice:{PASSWORD}", server_url=None):
         env = {
-            "KINTO_SERVER": f"{server.origin}/v1",
-            "KINTO_AUTH": f"alice:{PASSWORD}",
+            "KINTO_SERVER": server_url or f"{server.origin}/v1",
+            "KINTO_AUTH": auth,
             "KINTO_BUCKET": "b",
             "KINTO_COLLECTION": "c",
             "XDG_CACHE_HOME": str(tmp_path / "cache"),
