@@ -251,6 +251,11 @@ REFUSALS = {
         ERRORS.MODIFIED_MEANWHILE,
         "The record was created meanwhile by another request: retry.",
     ),
+    "download_precondition": Refusal(
+        412,
+        ERRORS.MODIFIED_MEANWHILE,
+        "The file is not the version If-Match (or If-Unmodified-Since) names: it changed.",
+    ),
     "tus_version": Refusal(
         412,
         ERRORS.INVALID_PARAMETERS,

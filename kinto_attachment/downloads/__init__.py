@@ -166,8 +166,10 @@ def respond(request, store, download, redirect=None, wrap=None, found=False):
         response.last_modified = download.last_modified / 1000
     if download.cache_control is not None:
         response.headers["Cache-Control"] = download.cache_control
-    if download.vary:
-        response.vary = download.vary
+    # The answer names the request's Origin (CORS, echoed by Cornice or ``web.cors``) when it
+    # has one: a cache must not give one page's answer to another's, nor one made without.
+    response.vary = tuple(dict.fromkeys((*(download.vary or ()), "Origin")))
+    conditions.require_preconditions(request, download)
     if conditions.not_modified(request, download):
         response.status = 304
         del response.content_type

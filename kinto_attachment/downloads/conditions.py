@@ -1,5 +1,6 @@
 """What a download asks for besides the blob: one byte range (``Range``), whether it still
-applies (``If-Range``), and whether the client's copy is current (``If-None-Match``,
+applies (``If-Range``), whether the version is the one the client asks for (``If-Match``,
+``If-Unmodified-Since``), and whether the client's copy is current (``If-None-Match``,
 ``If-Modified-Since``); decided here rather than by WebOb (see :mod:`kinto_attachment.downloads`).
 """
 
@@ -78,6 +79,23 @@ def range_applies(request, download):
         return False
     second = download.last_modified // 1000
     return seconds == second and download.unchanged_since <= second * 1000
+
+
+def require_preconditions(request, download):
+    """412 unless ``If-Match`` names the ``ETag`` (compared strongly; ``*``: any), or
+    without it, unless ``If-Unmodified-Since`` is not before ``Last-Modified`` (RFC 9110
+    §13.2.2): a client resuming a download with ``Range`` and ``If-Match`` must not get bytes
+    of another version to append to those it has."""
+    if_match = request.headers.get("If-Match")
+    if if_match is not None:
+        tags = [tag.strip() for tag in if_match.split(",")]
+        if "*" not in tags and (download.hash is None or f'"{download.hash}"' not in tags):
+            raise errors.refuse("download_precondition")
+        return
+    since = _http_date(request.headers.get("If-Unmodified-Since") or "")
+    if since is not None and download.last_modified is not None:
+        if download.last_modified // 1000 > since:
+            raise errors.refuse("download_precondition")
 
 
 def not_modified(request, download):

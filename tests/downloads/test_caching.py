@@ -398,3 +398,25 @@ def test_gcs_objects(gcs_server, settings, expected):
     # Downloads through the API are Kinto's, on GCS as elsewhere.
     response = app.get(URL + "/attachment", headers=ALICE)
     assert (response.body, response.headers["Cache-Control"]) == (b"hi", "private, no-cache")
+
+
+def test_a_download_varies_on_the_origin(tmp_path_factory, request):
+    """A public download, cached by CDNs, echoes an allowed ``Origin`` (Cornice): it varies
+    on it, with or without one, so that no page is given another's answer (found by review,
+    2026-12-05)."""
+    kinto = cached_app(
+        "memory",
+        tmp_path_factory,
+        request,
+        **{
+            "kinto.record_cache_expires_seconds": "3600",
+            "kinto.cors_origins": "https://a.example https://b.example",
+        },
+    )
+    kinto.create_collection()
+    kinto.upload(URL, b"hello", "hello.txt", permissions=PUBLIC)
+    response = kinto.app.get(URL + "/attachment", headers={"Origin": "https://a.example"})
+    assert response.headers["Cache-Control"] == SHORT
+    assert response.headers["Access-Control-Allow-Origin"] == "https://a.example"
+    assert "Origin" in vary(response)
+    assert "Origin" in vary(kinto.app.get(URL + "/attachment"))

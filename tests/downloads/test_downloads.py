@@ -606,3 +606,28 @@ def test_data_files_if_range_date(tmp_path_factory, request, backend):
     next_second()
     kinto.app.post(url.replace("/x", "?id=x"), V2, extra_environ=LOCAL)
     resume(206, V2[500:])  # The version before is older than that second.
+
+
+def test_if_match_names_the_version_a_download_continues(kinto_memory):
+    """``If-Match`` (and ``If-Unmodified-Since``) are evaluated (RFC 9110 §13.2.2), as
+    Kinto does for records: a client resuming with ``Range`` after the file was replaced got
+    a 206 of the new file's bytes, to append to the old ones (found by review, 2026-12-05)."""
+    kinto = kinto_memory
+    kinto.create_collection()
+    old = kinto.upload(URL, CONTENT, "v1.txt").json
+    new = kinto.upload(URL, CONTENT[::-1], "v2.txt").json
+    current = {**ALICE, "Range": "bytes=0-9", "If-Match": f'"x", "{new["hash"]}"'}
+    assert (
+        kinto.app.get(URL + "/attachment", headers=current, status=206).body == CONTENT[-10:][::-1]
+    )
+    kinto.app.get(URL + "/attachment", headers={**ALICE, "If-Match": "*"}, status=200)
+    for stale in (
+        {"If-Match": f'"{old["hash"]}"'},
+        {"If-Unmodified-Since": "Sat, 01 Jan 2000 00:00:00 GMT"},
+    ):
+        response = kinto.app.get(
+            URL + "/attachment", headers={**ALICE, "Range": "bytes=100-", **stale}, status=412
+        )
+        assert (response.json["code"], response.json["errno"]) == (412, 114)
+    later = email.utils.formatdate(time.time() + 60, usegmt=True)
+    kinto.app.get(URL + "/attachment", headers={**ALICE, "If-Unmodified-Since": later}, status=200)
