@@ -723,3 +723,34 @@ def test_gc_command_with_a_wrong_s3_bucket_refuses(pg_url, s3_server, tmp_path, 
     code, output = _run_gc(ini, capsys)
     assert code == 2, output
     assert "no-such-bucket" in output.err or "NoSuchBucket" in output.err
+
+
+@pytest.mark.parametrize(
+    "backend", ["memory", pytest.param("postgresql", marks=pytest.mark.postgresql)]
+)
+def test_a_deleted_files_name_stays_taken_until_its_quarantine_ends(
+    tmp_path_factory, request, backend
+):
+    """``randomize = false``: a replaced file is kept ``replaced_grace_seconds`` (the collector
+    leaves it before), then deleted; its name stays taken a while longer (the URLs that may
+    name it, a download about to open it, a delete the store's client sends again), then is
+    free (found by review, 2026-12-05: the next upload of that name, anyone's, took it)."""
+    settings = {
+        "kinto.attachment.randomize": "false",
+        "kinto.attachment.gc.replaced_grace_seconds": "600",
+    }
+    kinto = cached_app(backend, tmp_path_factory, request, **settings)
+    kinto.create_collection()
+    url = kinto.record_url("r1")
+    first = kinto.upload(url, b"first", "name.txt").json["location"]
+    kinto.upload(url, b"second", "other.txt")
+    now = data_file_entries.msec_time()
+    assert gc.collect(kinto.registry, now=now + 599_000, orphans=False).replaced == []
+    assert kinto.exists(first)
+    [deleted] = gc.collect(kinto.registry, now=now + 601_000, orphans=False).replaced
+    assert deleted["key"] == kinto.key_of(first) and not kinto.exists(first)
+    elsewhere = kinto.upload(kinto.record_url("r2"), b"another", "name.txt").json["location"]
+    assert elsewhere != first  # In quarantine.
+    quarantine = replaced.QUARANTINE_SECONDS * 1000
+    gc.collect(kinto.registry, now=now + 601_000 + quarantine + 1000, orphans=False)
+    assert kinto.upload(kinto.record_url("r3"), b"third", "name.txt").json["location"] == first

@@ -93,9 +93,9 @@ def require_preconditions(request, download):
             raise errors.refuse("download_precondition")
         return
     since = _http_date(request.headers.get("If-Unmodified-Since") or "")
-    if since is not None and download.last_modified is not None:
-        if download.last_modified // 1000 > since:
-            raise errors.refuse("download_precondition")
+    modified = download.last_modified
+    if since is not None and modified is not None and modified // 1000 > since:
+        raise errors.refuse("download_precondition")
 
 
 def not_modified(request, download):

@@ -178,12 +178,15 @@ def _collect_replaced(registry, now, report):
             claimed_keys = [entry["key"] for entry in claimed]
             kept = links.retained_among(storage, claimed_keys)
             kept |= links.linked_among(storage, claimed_keys)
+            claimed = [entry for entry in claimed if entry["key"] not in kept]
+            replaced.quarantine(registry, [entry["key"] for entry in claimed], now)
             after = due[-1]["id"] if due else None
-        claimed = [entry for entry in claimed if entry["key"] not in kept]
         report.replaced += claimed
         registry.attachment_store.delete_many([entry["key"] for entry in claimed])
         if len(due) < DELETE_BATCH:
             break
+    with transaction.manager:
+        replaced.end_quarantines(storage, now)
     if report.replaced:
         logger.info("Deleted %d replaced files past their grace", len(report.replaced))
 
@@ -204,9 +207,9 @@ def _collect_orphans(registry, now, report):
             logger.info("Deleting orphan %r (%d bytes)", listed.key, listed.size)
             doomed.append(listed.key)
         if len(doomed) >= DELETE_BATCH:
-            store.delete_many(doomed)
+            _delete_orphans(registry, doomed, now)
             doomed = []
-    store.delete_many(doomed)
+    _delete_orphans(registry, doomed, now)
     for upload in sorting.abandoned(pending):
         report.aborted.append(upload)
         if not report.dry_run:
@@ -236,6 +239,16 @@ def _collect_orphans(registry, now, report):
             sum(orphan.size for orphan in report.orphans),
             len(report.aborted),
         )
+
+
+def _delete_orphans(registry, keys, now):
+    """Delete ``keys``, their names kept in quarantine first (:func:`.replaced.quarantine`:
+    a delete the store's client sends again must find no new file under a name)."""
+    if not keys:
+        return
+    with transaction.manager:
+        replaced.quarantine(registry, keys, now)
+    registry.attachment_store.delete_many(keys)
 
 
 def _periodically(registry, interval, stopped):

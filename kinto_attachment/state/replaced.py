@@ -22,6 +22,15 @@ blob here again: stored names are never reused while their blob exists, nor whil
 here names them (a file lost before: :func:`.links.held`), so a claimed key names no live
 blob.
 
+Once a blob is deleted, a name that can be given again (``randomize = false``: the file's
+name; a random name never comes back) stays reserved a while longer by a quarantine entry
+(:func:`quarantine`): until the URLs that may still name it have expired (a ``307``'s signed
+URL, an event's fetch URL), and for a minute at least (a download that read a record naming
+it opens it within). Without it, the next upload of that name, by anyone, in any bucket, took
+it at once: such a URL, or such a download, served that other file; and a delete sent again
+by the store's client after a lost answer deleted it. A quarantine entry never deletes
+anything: the collector removes it once it is due (:func:`end_quarantines`).
+
 ``keep_old_files`` is unchanged: the blobs it keeps are retained (:func:`.links.retain`),
 never recorded here.
 """
@@ -31,7 +40,7 @@ import hashlib
 from kinto.core.storage import Filter
 from kinto.core.utils import COMPARISON
 
-from . import paging
+from . import instance, paging
 
 
 RESOURCE = "attachment-replaced"
@@ -41,9 +50,19 @@ PARENT_ID = "attachment-replaced"
 EVERY = PARENT_ID + "*"
 
 
-def _entry_id(key):
-    # Deterministic: recording a key twice leaves one entry.
-    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+#: The least a name stays reserved once its blob is deleted (:func:`quarantine`), seconds.
+QUARANTINE_SECONDS = 60
+#: The field of a quarantine entry (its blob is gone: nothing to delete).
+QUARANTINED = "quarantine"
+
+
+def _entry_id(key, prefix=""):
+    # Deterministic: recording a key twice leaves one entry (and one quarantine entry).
+    return hashlib.sha256((prefix + key).encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
+def _quarantine_id(key):
+    return _entry_id(key, prefix="quarantine:")
 
 
 def add(storage, keys, until):
@@ -58,12 +77,34 @@ def add(storage, keys, until):
         )
 
 
+def quarantine(registry, keys, now):
+    """Keep the names among ``keys`` that can be given again (no random name of ours:
+    :func:`.instance.tag_of`) reserved once their blobs are deleted: written in the
+    transaction that lets them go, before they are deleted. Until the longest of the signed
+    URLs downloads (``307``) and events hand out may still be used, and
+    :data:`QUARANTINE_SECONDS` at least."""
+    reusable = [key for key in keys if instance.tag_of(key) is None]
+    if not reusable:
+        return
+    settings = registry.attachment_settings
+    events = settings.events.url_expires_seconds if settings.events.enabled else 0
+    seconds = max(QUARANTINE_SECONDS, settings.redirect_expires or 0, events)
+    for key in reusable:
+        entry_id = _quarantine_id(key)
+        registry.storage.update(
+            resource_name=RESOURCE,
+            parent_id=paging.own_parent(PARENT_ID, entry_id),
+            object_id=entry_id,
+            obj={"key": key, "until": now + seconds * 1000, QUARANTINED: True},
+        )
+
+
 def names(storage, key):
-    """Whether an entry names ``key`` (one lookup by id)."""
+    """Whether an entry names ``key``, or keeps its name in quarantine (one lookup by id)."""
     found = storage.list_all(
         resource_name=RESOURCE,
         parent_id=EVERY,
-        filters=[Filter("id", _entry_id(key), COMPARISON.EQ)],
+        filters=[Filter("id", [_entry_id(key), _quarantine_id(key)], COMPARISON.IN)],
     )
     return any(entry["key"] == key for entry in found)
 
@@ -74,7 +115,20 @@ def every(storage):
 
 
 def _due(now):
-    return [Filter("until", now, COMPARISON.MAX)]
+    """Filters of the entries whose blobs are due (quarantine entries have none)."""
+    # HAS first: Kinto's memory backend lets a HAS filter decide alone over the filters
+    # before it (kinto 26's ``apply_filters``), not over those after.
+    return [Filter(QUARANTINED, False, COMPARISON.HAS), Filter("until", now, COMPARISON.MAX)]
+
+
+def end_quarantines(storage, now):
+    """Remove the quarantine entries due at ``now``: their names may be given again."""
+    filters = [Filter(QUARANTINED, True, COMPARISON.EQ), Filter("until", now, COMPARISON.MAX)]
+    # Kinto's storage deletes ``storage_max_fetch_size`` objects at most a call.
+    while storage.delete_all(
+        resource_name=RESOURCE, parent_id=EVERY, filters=filters, with_deleted=False
+    ):
+        pass
 
 
 def every_due(storage, now):

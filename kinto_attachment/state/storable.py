@@ -8,7 +8,8 @@ Any of these, once it reached the storage or Kinto's record view, would be a 5xx
 PostgreSQL, 500 otherwise) that no retry can help: :func:`check_text` and :func:`json_object`
 refuse them first (:class:`Unstorable`, or ``ValueError`` for JSON that Kinto does not read),
 with a message the caller turns into its own 400. :func:`is_storable` tells whether an id
-taken from a URL can even be looked up.
+taken from a URL can even be looked up, :func:`is_timestamp` whether a ``last_modified`` can
+be written.
 
 Kinto words its own check of filters ``Invalid character 0x00``: so do we.
 """
@@ -43,6 +44,17 @@ def check_text(text):
 def is_storable(text):
     """Whether ``text`` can be stored, or looked up (an id from a URL), as it is."""
     return "\x00" not in text and _SURROGATE.search(text) is None
+
+
+#: The last millisecond Kinto's storages can hold as a timestamp (9999-12-31: the memory
+#: backend formats it as an HTTP date; PostgreSQL's interval ends much earlier than an int64).
+MAX_TIMESTAMP = 253402300799999
+
+
+def is_timestamp(value):
+    """Whether ``value`` is a ``last_modified`` Kinto can store (a record's ``data`` may ask
+    for one: past these bounds, Kinto's write fails with a 5xx, on every retry)."""
+    return type(value) is int and 0 <= value <= MAX_TIMESTAMP
 
 
 # JSON that Python reads but Kinto's parser does not: ``ValueError``, as any invalid JSON.

@@ -208,6 +208,9 @@ def record_fields(texts, refuse):
             raise refuse(name, "is nested too deeply.") from e
         if not isinstance(parsed[name], dict):
             raise refuse(name, "should be a JSON object.")
+    modified = parsed.get("data", {}).get("last_modified")
+    if modified is not None and not storable.is_timestamp(modified):
+        raise refuse("data", "last_modified should be a timestamp in milliseconds.")
     return parsed
 
 

@@ -85,7 +85,9 @@ def retire(request, keys):
     keys = [key for key in keys if key not in retained]
     held = retention.held(registry, keys, now)
     replaced.add(registry.storage, held, until=now)
-    delete_after_commit(request, registry.attachment_store, [k for k in keys if k not in held])
+    doomed = [key for key in keys if key not in held]
+    replaced.quarantine(registry, doomed, now)  # Their names stay taken a while.
+    delete_after_commit(request, registry.attachment_store, doomed)
 
 
 def discard(request, unlinked):

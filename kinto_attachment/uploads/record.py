@@ -6,7 +6,11 @@ What can be refused before reading a byte of the body is refused here too
 the record step reads the collection again under the lock, since it may have gone meanwhile.
 """
 
+import time
+
+from kinto.core.authorization import DYNAMIC
 from kinto.views import object_exists_or_404, raise_404_if_invalid_id
+from pyramid import httpexceptions
 
 from .. import errors, locks
 from ..events import recording
@@ -105,13 +109,23 @@ def record_ids(context):
     }
 
 
+#: An upload whose permission was checked longer ago than this, in seconds, when it comes
+#: to write the record, is checked again (:func:`lock_record`).
+RECHECK_SECONDS = 0.1
+
+
 def lock_record(request, context):
     """Lock the record until the transaction ends, then read it again: the record as it is
     now (or None), or the answer for a request that raced with another one.
 
     Permissions were checked on what the record was before the lock: a record deleted since
     is a 404, a record created since (the check was ``create`` on the collection, not
-    ``write`` on it) a 412, as for a ``PUT`` with ``If-None-Match: *``.
+    ``write`` on it) a 412, as for a ``PUT`` with ``If-None-Match: *``. A record changed
+    since (deleted and made again without the uploader, say), or a check older than
+    :data:`RECHECK_SECONDS` (the body took its time: minutes, for a large file, in which its
+    ``write`` may have been taken away), is checked again, on the record as it is: streaming
+    must not make Kinto's check-then-write a window as long as an upload, through which the
+    uploader would replace the file, and write its own permissions onto the record.
     """
     locks.hold(
         request.registry,
@@ -127,5 +141,19 @@ def lock_record(request, context):
         raise errors.refuse("missing", resource_name="record", id=context.record_id)
     if record is not None and context.current_object is None:
         raise errors.refuse("modified_meanwhile")
+    changed = record is not None and record["last_modified"] != context.current_object.get(
+        "last_modified"
+    )
     context.current_object = record
+    if changed or time.monotonic() - context.checked_at > RECHECK_SECONDS:
+        _require_permission(request, context, record)
     return record
+
+
+def _require_permission(request, context, record):
+    """403 unless the request may still write ``record`` (create it, if None), as the route
+    factory decided before the body came."""
+    context.permission_object_id = context.record_uri if record else context.collection_uri
+    context.required_permission = "write" if record else "create"
+    if not request.has_permission(DYNAMIC, context):
+        raise httpexceptions.HTTPForbidden()

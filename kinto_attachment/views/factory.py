@@ -1,6 +1,8 @@
 """The Kinto route factory of ``{record-url}/attachment`` and of its tus uploads: who may
 attach to, or download from, a record."""
 
+import time
+
 from kinto.authorization import RouteFactory
 
 from .. import errors
@@ -29,6 +31,9 @@ class AttachmentFactory(RouteFactory):
         self.current_object = records.stored(
             request.registry.storage, self.bucket_id, self.collection_id, self.record_id
         )
+        #: When the permission was checked (just after): an upload that writes much later is
+        #: checked again (:func:`~kinto_attachment.uploads.record.lock_record`).
+        self.checked_at = time.monotonic()
         creating = self.current_object is None and request.method == "POST"
         self.permission_object_id = self.collection_uri if creating else self.record_uri
         if request.method in ("GET", "HEAD"):

@@ -10,10 +10,13 @@ import os
 import re
 
 import pytest
+from kinto.core.utils import msec_time
 from pyramid.exceptions import ConfigurationError
 
+from kinto_attachment import gc
 from kinto_attachment import settings as attachment_settings
 from kinto_attachment.downloads import caching
+from kinto_attachment.state import replaced
 from kinto_attachment.uploads.policies import Policy
 
 from ..conftest import (
@@ -308,6 +311,8 @@ def test_a_reused_name_is_served_short_and_with_another_etag(tmp_path_factory, r
     before = served(kinto, first["location"])
     assert before.headers["Cache-Control"] == SHORT
     kinto.app.delete(URL + "/attachment", headers=ALICE)
+    ended = msec_time() + (replaced.QUARANTINE_SECONDS + 1) * 1000
+    gc.collect(kinto.registry, now=ended, orphans=False)  # The name's quarantine is over.
     second = kinto.upload(URL, b"other", "hello.txt").json
     assert second["location"] == first["location"]  # The name was free again.
     after = served(kinto, second["location"], **{"If-None-Match": before.headers["ETag"]})

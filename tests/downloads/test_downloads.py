@@ -631,3 +631,33 @@ def test_if_match_names_the_version_a_download_continues(kinto_memory):
         assert (response.json["code"], response.json["errno"]) == (412, 114)
     later = email.utils.formatdate(time.time() + 60, usegmt=True)
     kinto.app.get(URL + "/attachment", headers={**ALICE, "If-Unmodified-Since": later}, status=200)
+
+
+@pytest.mark.parametrize("blobs", ["local", "s3"])
+def test_a_download_racing_the_reuse_of_its_name_serves_its_own_file(
+    tmp_path_factory, request, meanwhile, blobs
+):
+    """``randomize = false``, no grace: a download reads its record, the owner replaces the
+    file (deleted at commit), another user uploads a file of that name in a bucket the
+    downloader may not read, then the download opens the name: the name stays taken a while
+    (``state.replaced``), so it finds nothing there, reads the record again and serves its
+    next version, never the other user's file (found by review, 2026-12-05)."""
+    kinto = cached_app(
+        "memory", tmp_path_factory, request, blobs=blobs, **{"kinto.attachment.randomize": "false"}
+    )
+    kinto.create_collection()
+    first = kinto.upload(URL, b"alice's v1 " * 64, "name.txt").json
+    taken = []
+
+    def change():
+        kinto.upload(URL, b"alice's v2 " * 64, "next.txt")
+        kinto.app.put_json("/v1/buckets/bobs", {}, headers=BOB)
+        kinto.app.put_json("/v1/buckets/bobs/collections/private", {}, headers=BOB)
+        secret = "/v1/buckets/bobs/collections/private/records/secret"
+        taken.append(kinto.upload(secret, b"bob's secret", "name.txt", headers=BOB).json)
+
+    meanwhile(kinto, change)
+    response = kinto.app.get(URL + "/attachment", headers=ALICE)
+    assert taken[0]["location"] != first["location"]
+    assert response.body == b"alice's v2 " * 64
+    assert response.headers["ETag"] == f'"{hashlib.sha256(response.body).hexdigest()}"'

@@ -7,8 +7,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from kinto_attachment import gc
 from kinto_attachment.web import signed_urls
 
+from ..conftest import ALICE, BOB
 from .conftest import URL_SECRET, destination_settings
 from .test_delivery import RECORD, delivered, fetch
 
@@ -121,3 +123,35 @@ def test_gcs_url_is_v4_signed_for_the_exact_key(events_app, receiver):
     # the version the event names, without Kinto's credentials.
     response = requests.get(url, timeout=10)
     assert hashlib.sha256(response.content).hexdigest() == event["data"]["attachment"]["hash"]
+
+
+@pytest.mark.parametrize("store", ["local", "s3"])
+def test_a_fetch_url_never_serves_the_next_file_given_its_name(events_app, receiver, store):
+    """``randomize = false``: once an event's file is deleted, its name stays taken while the
+    event's URL may be used (``url_expires_seconds``): the next upload of that name, anyone's,
+    gets another, and the URL answers 404, never that file (found by review, 2026-12-05)."""
+    more = {
+        "kinto.attachment.randomize": "false",
+        "kinto.attachment.gc.orphans_grace_seconds": "0",
+    }
+    kinto = events_app(
+        "memory",
+        store=store,
+        more=more,
+        fetch_grace_seconds=0,
+        **destination_settings("webhook", receiver),
+    )
+    event, url = stored_url(kinto, receiver, b"alice's file", filename="name.txt")
+    assert fetch(kinto, url).body == b"alice's file"
+    kinto.app.delete(RECORD + "/attachment", headers=ALICE, status=204)
+    gc.collect(kinto.registry, now=time.time() * 1000 + 3_600_000)
+    location = event["data"]["attachment"]["location"]
+    assert not kinto.exists(location)
+    kinto.app.put_json("/v1/buckets/bobs", {}, headers=BOB)
+    kinto.app.put_json("/v1/buckets/bobs/collections/private", {}, headers=BOB)
+    bobs = kinto.upload(
+        "/v1/buckets/bobs/collections/private/records/secret", b"bob's", "name.txt", headers=BOB
+    )
+    assert bobs.json["location"] != location
+    # S3 answers 403 for a key that is not there, to whoever may not list the bucket.
+    fetch(kinto, url, status=404 if store == "local" else 403)

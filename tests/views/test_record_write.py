@@ -7,6 +7,7 @@ disabled."""
 import pytest
 
 from ..conftest import ALICE, BOB, cached_app
+from .test_resumable import create, head, metadata, patch
 
 
 #: What the uploader's Basic Auth is, to Kinto: ``basicauth:`` and a digest of it.
@@ -91,7 +92,6 @@ def test_an_upload_honours_the_preconditions_of_kinto_writes(kinto_any):
 def test_a_resumable_upload_honours_the_preconditions_of_its_last_patch(kinto_any):
     """The last ``PATCH`` of a tus upload writes the record: its ``If-Match`` is checked
     then; refused, the upload stays as it was, its last chunk may be sent again."""
-    from .test_resumable import create, head, patch
 
     kinto = kinto_any
     url = kinto.record_url("r1")
@@ -105,3 +105,40 @@ def test_a_resumable_upload_honours_the_preconditions_of_its_last_patch(kinto_an
     assert kinto.app.get(url, headers=ALICE).json["data"]["attachment"]["filename"] == "a.txt"
     patch(kinto.app, upload, b"def", 3, **{"If-Match": f'"{written}"'})
     assert kinto.app.get(url, headers=ALICE).json["data"]["attachment"]["size"] == 6
+
+
+#: A ``last_modified`` Kinto's storage cannot hold (PostgreSQL: bigint out of range once
+#: bumped; memory: an error in Kinto's timestamp code). Kinto's own record views fail as well,
+#: but the plugin promises to refuse what no write can store (``state/storable.py``,
+#: ``records.check``), and the rule is a 4xx for every bad input.
+UNSTORABLE_DATA = '{"last_modified": 9223372036854775807}'
+
+
+@pytest.mark.parametrize("blobs", ["local"])
+def test_upload_with_an_unstorable_last_modified_is_a_4xx(kinto):
+    """Found by review (2026-12-05): a multipart ``data`` part with an out-of-range
+    ``last_modified`` reaches Kinto's record write and fails there: ``503`` "retry later" on
+    PostgreSQL (a retry never helps), ``500`` on memory. Expected: a ``400`` in Kinto's format,
+    nothing stored."""
+    kinto.create_collection()
+    response = kinto.upload(kinto.record_url(), data=UNSTORABLE_DATA, status="*")
+    assert response.status_int == 400, response.status
+    assert response.json["code"] == 400
+    assert kinto.files() == []
+
+
+@pytest.mark.parametrize("blobs", ["local"])
+def test_tus_upload_with_an_unstorable_last_modified_is_refused_at_creation(kinto):
+    """Found by review (2026-12-05): ``records.check`` accepts at creation ``data`` that
+    no write of the record can take (an out-of-range ``last_modified``): the upload takes all
+    its bytes, then its last ``PATCH`` fails with a 5xx each time it is sent (503 "retry later"
+    on PostgreSQL), never finishing and holding one of the user's
+    ``resumable.max_uploads_per_user`` slots until it expires. Expected: ``400`` at creation,
+    as for the other values ``records.check`` refuses."""
+    kinto.create_collection()
+    response, upload = create(kinto.app, 5, meta=metadata(data=UNSTORABLE_DATA), status="*")
+    if response.status_int == 201:  # Then, at least, the last PATCH must not be a 5xx.
+        upload = response.headers["Location"][len("http://localhost") :]
+        last = patch(kinto.app, upload, b"hello", 0, status="*")
+        assert last.status_int < 500, last.status
+    assert response.status_int == 400, response.status

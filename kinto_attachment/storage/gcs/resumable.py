@@ -38,7 +38,8 @@ MAX_COMPOSE = 32
 class GCSResumable:
     """The :class:`~kinto_attachment.storage.IResumableStore` and
     :class:`~kinto_attachment.storage.IConcatenatingStore` methods of :class:`GCSStore`, over
-    its ``compose``, ``free_key``, ``stage``, ``open``, ``delete`` and ``delete_many``."""
+    its ``compose``, ``free_key``, ``stage``, ``open``, ``stat``, ``delete`` and
+    ``delete_many``."""
 
     def start_resumable(self, key, content_type=None, random=False):
         # No request: the first bytes make the first object.
@@ -69,11 +70,24 @@ class GCSResumable:
             return Progress({**state, "temp": part}, created=[part])
         temp = f"{UPLOADS_FOLDER}/{self.temporary_name()}.part"
         try:
-            if not self.compose([state["temp"], part], temp):
+            if not self._compose_present([state["temp"], part], temp):
                 raise StorageUnavailable(f"GCS compose failed: {temp} exists")
         finally:
             self._drop(part)
         return Progress({**state, "temp": temp}, created=[temp], obsolete=[state["temp"]])
+
+    def _compose_present(self, sources, name, content_type=None):
+        """:meth:`compose`, or ``FileNotFoundError`` when it failed because a source is gone
+        (a lifecycle rule on ``__uploads__/``, an operator's cleanup): the upload's bytes are
+        lost for good, a 410 for tus, where a 503 would have its client retry in vain. Looked
+        for once it failed: GCS answers 404, its emulator 500."""
+        try:
+            return self.compose(sources, name, content_type)
+        except StorageUnavailable:
+            missing = next((source for source in sources if self.stat(source) is None), None)
+            if missing is not None:
+                raise FileNotFoundError(f"GCS: {missing} is gone") from None
+            raise
 
     def _drop(self, part):
         """Delete a part once composed; one left behind is an orphan for garbage collection."""
@@ -92,7 +106,7 @@ class GCSResumable:
             state["key"],
             random,
             self.free_key,
-            lambda name: self.compose([state["temp"]], name, content_type),
+            lambda name: self._compose_present([state["temp"]], name, content_type),
         )
         return Progress(state, created=[key], obsolete=[state["temp"]], key=key)
 
@@ -117,7 +131,7 @@ class GCSResumable:
                     key,
                     random,
                     self.free_key,
-                    lambda name: self.compose(sources, name, content_type),
+                    lambda name: self._compose_present(sources, name, content_type),
                 )
             else:
                 key = self.stage(key, content_type, random).commit()
@@ -139,7 +153,7 @@ class GCSResumable:
         if len(sources) == 1:
             return sources[0]
         name = f"{UPLOADS_FOLDER}/{self.temporary_name()}.part"
-        if not self.compose(sources, name):
+        if not self._compose_present(sources, name):
             raise StorageUnavailable(f"GCS compose failed: {name} exists")
         steps.append(name)
         return name

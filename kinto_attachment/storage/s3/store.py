@@ -47,6 +47,10 @@ logger = logging.getLogger(__name__)
 DELETE_BATCH = 1000
 
 
+#: Failed aborts remembered at most (:meth:`S3Store._retry_aborts`).
+MAX_UNABORTED = 1000
+
+
 @implementer(IBlobStore, IResumableStore, IConcatenatingStore, IListableStore)
 class S3Store(S3Concatenating, S3Resumable, StoreBase):
     def __init__(
@@ -70,8 +74,10 @@ class S3Store(S3Concatenating, S3Resumable, StoreBase):
         self.executor = ThreadPoolExecutor(
             max_workers=max(8, concurrency * 4), thread_name_prefix="attachment-s3"
         )
-        #: Multipart uploads whose abort failed (S3 unreachable), retried at the next stage().
+        #: Multipart uploads whose abort failed (S3 unreachable), retried after the next
+        #: stage(), in the background (:meth:`_retry_aborts`).
         self._unaborted = set()
+        self._retrying = False
         self._lock = threading.Lock()
 
     @classmethod
@@ -126,14 +132,30 @@ class S3Store(S3Concatenating, S3Resumable, StoreBase):
                 return False
             logger.warning("Could not abort S3 upload %s of %r yet: %s", upload_id, key, e)
             with self._lock:
-                self._unaborted.add((key, upload_id))
+                if len(self._unaborted) < MAX_UNABORTED:  # The collector aborts the others.
+                    self._unaborted.add((key, upload_id))
         return True
 
     def _retry_aborts(self):
+        """Abort again, in a thread of their own, the uploads whose abort failed: each may
+        take a request's whole timeouts against an S3 that does not answer, which must not
+        fall on the request that stages next. One round at a time; those failing again wait
+        for the next round, and garbage collection aborts whatever is left
+        (:meth:`iter_pending`)."""
         with self._lock:
-            pending, self._unaborted = self._unaborted, set()
-        for key, upload_id in pending:
-            self.abort_upload(key, upload_id)
+            if not self._unaborted or self._retrying:
+                return
+            pending, self._unaborted, self._retrying = self._unaborted, set(), True
+
+        def retry():
+            try:
+                for key, upload_id in pending:
+                    self.abort_upload(key, upload_id)
+            finally:
+                with self._lock:
+                    self._retrying = False
+
+        threading.Thread(target=retry, name="attachment-s3-aborts", daemon=True).start()
 
     def free_key(self, key):
         """The first of ``key``, ``name-1.ext``... not taken yet (by pages of 1000 keys)."""
