@@ -75,7 +75,13 @@ DOWNLOADED = {
     206: Reply("The requested range.", BINARY, ("Content-Range",)),
     304: Reply("Not modified since the validators of the request."),
 }
-DOWNLOAD_REFUSALS = ("range_not_satisfiable", "missing", "storage_failed", "replaced_meanwhile")
+DOWNLOAD_REFUSALS = (
+    "range_not_satisfiable",
+    "download_precondition",
+    "missing",
+    "storage_failed",
+    "replaced_meanwhile",
+)
 REDIRECTED = Reply("To the store's signed URL (``redirect_expires``).", headers=("Location",))
 
 #: The record's ``attachment`` field, as written by an upload.
