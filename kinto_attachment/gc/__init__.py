@@ -205,7 +205,7 @@ def _collect_orphans(registry, now, report):
         report.orphans.append(listed)
         if not report.dry_run:
             logger.info("Deleting orphan %r (%d bytes)", listed.key, listed.size)
-            doomed.append(listed.key)
+            doomed.append(listed)
         if len(doomed) >= DELETE_BATCH:
             _delete_orphans(registry, doomed, now)
             doomed = []
@@ -241,14 +241,16 @@ def _collect_orphans(registry, now, report):
         )
 
 
-def _delete_orphans(registry, keys, now):
-    """Delete ``keys``, their names kept in quarantine first (:func:`.replaced.quarantine`:
-    a delete the store's client sends again must find no new file under a name)."""
-    if not keys:
+def _delete_orphans(registry, orphans, now):
+    """Delete ``orphans`` (listed blobs), the names of committed ones kept in quarantine first
+    (:func:`.replaced.quarantine`: a delete the store's client sends again must find no new
+    file under a name; temporary files have names nobody asks for)."""
+    if not orphans:
         return
     with transaction.manager:
-        replaced.quarantine(registry, keys, now)
-    registry.attachment_store.delete_many(keys)
+        names = [orphan.key for orphan in orphans if not orphan.temporary]
+        replaced.quarantine(registry, names, now)
+    registry.attachment_store.delete_many([orphan.key for orphan in orphans])
 
 
 def _periodically(registry, interval, stopped):

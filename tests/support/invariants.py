@@ -194,6 +194,8 @@ def postgresql_references(pg_url, base_urls):
                     found.links.append((uri, data["key"]))
                 elif resource_name == "attachment-upload":
                     found.uploads.append(data.get("store") or {})
+                elif data.get("quarantine"):
+                    continue  # A name kept taken once its blob is deleted: names no blob.
                 else:
                     found.others.append((resource_name, object_id, data.get("key")))
     finally:
@@ -363,6 +365,7 @@ def replaced_keys(pg_url):
             cursor.execute(
                 "SELECT data->>'key' FROM objects"
                 " WHERE resource_name = 'attachment-replaced' AND NOT deleted"
+                " AND NOT data ? 'quarantine'"
             )
             return {row[0] for row in cursor}
     finally:
