@@ -170,7 +170,10 @@ def _path_keys(location):
     """The keys a location names under any base URL: its path, and each end of it after a
     ``/`` (``a/b.txt`` and ``b.txt`` for ``https://cdn/a/b.txt``). A bare key (what
     kinto-attachment wrote with its default, empty, ``base_url``) is its own path."""
-    path = unquote(urlsplit(location).path)
+    try:
+        path = unquote(urlsplit(location).path)
+    except ValueError:  # "https://[cdn/x": no URL (kinto-attachment let clients write any).
+        return set()
     if "\x00" in path:  # No key holds one (see ``key_for_url``).
         return set()
     parts = path.split("/")

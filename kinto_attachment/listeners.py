@@ -18,6 +18,7 @@
 
 import copy
 from types import SimpleNamespace
+from urllib.parse import unquote
 
 from kinto.core.events import ACTIONS, ResourceChanged
 from kinto.core.utils import apply_json_patch, msec_time
@@ -178,8 +179,7 @@ def _lock_batch(request):
         method, path = sub.get("method", "GET"), sub.get("path")
         if not isinstance(method, str) or not isinstance(path, str):
             continue
-        path = path.split("?", 1)[0]
-        path = path if path.startswith(prefix + "/") else prefix + path
+        path = _as_kinto_reads(request, path.split("?", 1)[0], prefix)
         for route in mapper.get_routes():
             match = route.match(path)
             if match is not None:
@@ -190,6 +190,21 @@ def _lock_batch(request):
                 break
     for path in sorted(p for p in paths if p is not None):
         locks.hold(request.registry, path)
+
+
+def _as_kinto_reads(request, path, prefix):
+    """A batch sub-request's ``path`` as Kinto will serve it: under the API prefix,
+    percent-escapes decoded (``r%31`` is ``r1``), without a trailing ``/`` (which Kinto
+    redirects and the batch follows), and the ``default`` bucket as the user's own."""
+    path = unquote(path).rstrip("/")
+    path = path if path.startswith(prefix + "/") else prefix + path
+    default = f"{prefix}/buckets/default"
+    if path == default or path.startswith(default + "/"):
+        request.authenticated_userid  # noqa: B018 (who the user is: the bucket's id)
+        # Anonymous (Kinto refuses), or without the plugin: nothing to name.
+        if request.prefixed_userid and hasattr(type(request), "default_bucket_id"):
+            path = f"{prefix}/buckets/{request.default_bucket_id}" + path[len(default) :]
+    return path
 
 
 def _lock_write(request):

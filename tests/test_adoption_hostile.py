@@ -427,3 +427,29 @@ def test_a_location_whose_key_holds_a_nul_neither_blocks_adoption_nor_the_gc(
         pytest.fail(f"adoption failed: {error!r}"[:300])
     assert adoption.done(kinto.registry)
     assert report.linked == 1
+
+
+def test_a_location_urlsplit_refuses_neither_blocks_adoption_nor_the_gc(tmp_path_factory, request):
+    """Found by review (2026-12-05).
+
+    ``adoption._keep_files_of`` now looks, for every record whose ``location`` is outside
+    ``base_url``, for the keys its path names (``_linked_keys`` -> ``_path_keys`` ->
+    ``urllib.parse.urlsplit``). ``urlsplit`` raises ``ValueError`` on a netloc with an
+    unbalanced bracket (``https://[cdn/x.txt``), which kinto-attachment let any client
+    write: adoption raises at every run (``kinto migrate`` fails for good) and the collector,
+    which adopts before its first orphan pass, never collects orphans again. Before the
+    change such a record was only reported as ``foreign``. Expected: a location ``urlsplit``
+    refuses names no key (``_path_keys`` returns an empty set, as for a ``%00``), it is
+    reported as foreign, and adoption completes."""
+    kinto = prepared(cached_app("memory", tmp_path_factory, request))
+    legacy_record(kinto, "r1", link="8")
+    odd = {"filename": "x.txt", "location": "https://[cdn/x.txt", "size": 1}
+    set_attachment(kinto, "odd", odd)
+    try:
+        report = adoption.adopt(kinto.registry)
+    except ValueError as error:
+        pytest.fail(f"adoption failed: {error!r}")
+    assert adoption.done(kinto.registry)
+    assert report.linked == 1
+    assert any(location == odd["location"] for _, location in report.foreign)
+    gc.collect(kinto.registry)  # And the collector's orphan pass runs.

@@ -14,12 +14,15 @@ import transaction
 from kinto_attachment import locks
 from kinto_attachment.uploads import record as record_step
 
-from .conftest import ALICE, BOB
+from .conftest import ALICE, BOB, cached_app
 from .views.test_resumable import create, metadata, patch
 
 
 RECORDS = "/buckets/blog/collections/articles"
 R1_URI = RECORDS + "/records/r1"
+WITH_DEFAULT_BUCKET = {
+    "kinto.includes": "kinto.plugins.default_bucket kinto.plugins.flush kinto_attachment"
+}
 
 
 def userid(kinto, headers):
@@ -147,22 +150,10 @@ def test_last_tus_patch_rechecks_write_permission_under_the_record_lock(
     assert bob not in after["permissions"]["write"]
 
 
-@pytest.mark.parametrize("blobs", ["local"])
-@pytest.mark.parametrize("backend", [pytest.param("postgresql", marks=pytest.mark.postgresql)])
-def test_batches_writing_two_records_in_opposite_orders_do_not_deadlock(kinto, monkeypatch):
-    """Found by review (2026-12-05): each record write of a ``POST /batch`` takes its
-    record's lock when its sub-request's context is found (``listeners._lock_write``), in the
-    order the client chose, and holds it to the end of the batch's transaction. Two batches
-    writing ``r1, r2`` and ``r2, r1`` deadlock: PostgreSQL aborts one (a ``503`` for the whole
-    batch; on the memory backend both wait forever). Kinto alone serialises them (the
-    collection's timestamp row) and both succeed; ``locks.py`` says our locks "cannot deadlock
-    with one another nor with the row locks Kinto takes after them". The barrier below only
-    forces the interleaving (each batch holds its first record) that comes naturally under
-    load. Expected: no 5xx (each batch waits for the other, as without the plugin)."""
-    kinto.create_collection()
-    for record_id in ("r1", "r2"):
-        kinto.app.put_json(kinto.record_url(record_id), {"data": {}}, headers=ALICE)
-    barrier = threading.Barrier(2, timeout=2)  # Fixed, the second waits for the lock.
+def _opposite_batches(kinto, monkeypatch, paths_a, paths_b):
+    """Two batches of ``PUT``s, each holding the first record lock it takes until the other
+    holds its own (the interleaving load brings): their answers, by name."""
+    barrier = threading.Barrier(2, timeout=2)
     original = locks.hold
     first = threading.local()
 
@@ -176,10 +167,9 @@ def test_batches_writing_two_records_in_opposite_orders_do_not_deadlock(kinto, m
     monkeypatch.setattr(locks, "hold", hold)
     answers = {}
 
-    def batch(name, order):
+    def batch(name, paths):
         requests = [
-            {"method": "PATCH", "path": f"{RECORDS}/records/{r}", "body": {"data": {"by": name}}}
-            for r in order
+            {"method": "PUT", "path": path, "body": {"data": {"by": name}}} for path in paths
         ]
         response = kinto.app.post_json(
             "/v1/batch", {"requests": requests}, headers=ALICE, status="*"
@@ -187,15 +177,81 @@ def test_batches_writing_two_records_in_opposite_orders_do_not_deadlock(kinto, m
         answers[name] = (response.status_int, response.json)
 
     threads = [
-        threading.Thread(target=batch, args=("A", ["r1", "r2"])),
-        threading.Thread(target=batch, args=("B", ["r2", "r1"])),
+        threading.Thread(target=batch, args=("A", paths_a), daemon=True),
+        threading.Thread(target=batch, args=("B", paths_b), daemon=True),
     ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(60)
     monkeypatch.undo()
-    for name in ("A", "B"):
-        status, body = answers[name]
+    return answers
+
+
+def _no_5xx(answers):
+    assert set(answers) == {"A", "B"}, answers  # Neither hung.
+    for name, (status, body) in answers.items():
         assert status < 500, (name, body)
         assert all(r["status"] < 500 for r in body["responses"]), (name, body)
+
+
+#: Spellings of ``.../records/r{n}`` that Kinto's batch serves as that record.
+SPELLINGS = {
+    "as-sent": lambda n: f"{RECORDS}/records/r{n}",
+    "percent-encoded": lambda n: f"{RECORDS}/records/r%3{n}",
+    "trailing-slash": lambda n: f"{RECORDS}/records/r{n}/",
+}
+
+
+@pytest.mark.parametrize("spelling", sorted(SPELLINGS))
+@pytest.mark.parametrize("blobs", ["local"])
+@pytest.mark.parametrize("backend", [pytest.param("postgresql", marks=pytest.mark.postgresql)])
+def test_batches_writing_records_in_opposite_orders_do_not_deadlock(kinto, monkeypatch, spelling):
+    """Found by review (2026-12-05): each record write of a ``POST /batch`` took its record's
+    lock when its sub-request came, in the client's order, until the batch's transaction
+    ended: two batches writing ``r1, r2`` and ``r2, r1`` deadlocked (PostgreSQL aborts one: a
+    503 for the whole batch). A batch now locks them all, in order, first.
+
+    Then (the review of that fix): ``listeners._lock_batch`` matched each sub-request's
+    ``path`` as sent against the route
+    table, while Kinto's batch serves another spelling of a record's path as that record:
+    ``build_request`` -> ``Request.blank`` percent-decodes it (``.../records/r%31`` is
+    ``r1``: ``_lock_batch`` pre-locks a record ``r%31`` that no write touches), and
+    ``follow_subrequest`` follows the 307 of a trailing slash (``.../r1/`` matches no route:
+    nothing pre-locked). Either way the sub-request locks ``r1`` in the client's order, and
+    two batches ``[r1, r2']`` and ``[r2, r1']`` deadlock as before the fix (PostgreSQL aborts
+    one: a 503 for a whole batch). Expected: paths read as Kinto reads them (decoded, the
+    trailing-slash redirect applied), locked in order, both batches succeed."""
+    kinto.create_collection()
+    other = SPELLINGS[spelling]
+    answers = _opposite_batches(
+        kinto,
+        monkeypatch,
+        [f"{RECORDS}/records/r1", other(2)],
+        [f"{RECORDS}/records/r2", other(1)],
+    )
+    _no_5xx(answers)
+
+
+@pytest.mark.parametrize("backend", [pytest.param("postgresql", marks=pytest.mark.postgresql)])
+def test_batch_locks_the_records_of_the_default_bucket(
+    backend, tmp_path_factory, request, monkeypatch
+):
+    """Found by review (2026-12-05).
+
+    ``/buckets/default/...`` sub-requests match Kinto's ``default_bucket`` route, for which
+    ``_write_lock`` has no path: ``_lock_batch`` pre-locks nothing, the plugin's own
+    sub-request (the user's real bucket id) locks each record in the client's order, and two
+    batches of one user writing ``r1, r2`` and ``r2, r1`` of the default bucket deadlock
+    (a 503 on PostgreSQL). Expected: the default bucket's paths are locked as the bucket they
+    stand for (``request.default_bucket_id``), in order, and both batches succeed."""
+    kinto = cached_app(backend, tmp_path_factory, request, **WITH_DEFAULT_BUCKET)
+    default = "/buckets/default/collections/articles/records"
+    kinto.app.put_json(f"/v1{default}/r0", {"data": {}}, headers=ALICE)  # Bucket, collection.
+    answers = _opposite_batches(
+        kinto,
+        monkeypatch,
+        [f"{default}/r1", f"{default}/r2"],
+        [f"{default}/r2", f"{default}/r1"],
+    )
+    _no_5xx(answers)
