@@ -52,6 +52,7 @@ def _upload(remote, args, bars, jobs, compared=False):
                 permissions=getattr(args, "permissions", None),
                 rate=args.limit_rate,
                 headers=unless,
+                sha256=local,
             )
             local = local or sha256_of(path)  # Hashed once: before, or after the upload.
             if metadata.get("hash") != local:
@@ -85,6 +86,8 @@ def upload(remote, args):
             record_id = args.record or record_id_of(name)
         except UnicodeEncodeError:
             raise Usage(f"not a UTF-8 name: {path} (give its record with --id)") from None
+        if any(record_id == job[2] for job in jobs):  # The second would replace the first.
+            raise Usage(f"{path}: another file given goes to its record {record_id}")
         jobs.append((path, name, record_id, args.data, None, None))
     with Bars(sum(_size(p) for p, *_ in jobs)) as bars:
         return _upload(remote, args, bars, jobs)
@@ -222,7 +225,7 @@ def mirror(remote, args):
         for entry in plan.conflicts:
             failed = _failed(entry.path, f"record {entry.record_id} {sync.conflict(entry)}")
         for entry in plan.diverged:
-            failed = _failed(entry.path, f"record {entry.record_id} {sync.DIVERGED}")
+            failed = _failed(entry.path, f"record {entry.record_id} {sync.diverged(entry)}")
         failed |= _upload(remote, args, bars, jobs, compared=True)
         for entry in plan.adopted:
             failed |= _mark(remote, name, entry, bars)

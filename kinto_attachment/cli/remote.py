@@ -256,7 +256,8 @@ class Remote:
         record missing from it would be taken for none (its file ``new``)."""
         for _ in range(LISTINGS):
             records, etags = self._pages()
-            if len(set(etags)) <= 1:
+            # Compared weakly: a proxy compressing some pages makes their ETags weak (W/).
+            if len({etag.removeprefix("W/") if etag else etag for etag in etags}) <= 1:
                 return records
         raise Failure(f"the collection kept changing while it was listed ({self.records_url})")
 
@@ -283,8 +284,8 @@ class Remote:
                     if record_id in ids:
                         continue
                     ids.add(record_id)
+                    new += 1  # Only records: what is none may be repeated on every page.
                 records.append(record)
-                new += 1
             following = response.headers.get("Next-Page")
             url = following and self.url_from(response, following)
             if url and url in seen:

@@ -66,7 +66,7 @@ class Plan:
         yield from (f"unchanged  {e}" for e in self.unchanged)
         yield from (f"mark       {e}" for e in self.adopted)
         yield from (f"conflict   {e} {conflict(e)}" for e in self.conflicts)
-        yield from (f"conflict   {e} {DIVERGED}" for e in self.diverged)
+        yield from (f"conflict   {e} {diverged(e)}" for e in self.diverged)
         yield from (f"skipped    {shown(e.path)}: {e.note}" for e in self.skipped)
         for entry in self.gone:
             yield f"delete     {entry}" if delete else f"gone       {entry} {WOULD_DELETE}"
@@ -74,10 +74,18 @@ class Plan:
 
 
 WOULD_DELETE = "would delete with --delete"
-DIVERGED = (
-    "its attachment was replaced on the server since this folder's sync attached it; left as "
-    "it is (download it, or replace it with kinto-attachment upload --force)"
-)
+
+
+def diverged(entry):
+    """Why ``entry`` (of :attr:`Plan.diverged`) is left alone, and how to replace it: by its
+    record's id (``upload`` would take the record of the file's name alone)."""
+    return (
+        "its attachment was replaced on the server since this folder's sync attached it; "
+        "left as it is (download it, or replace it with kinto-attachment upload --force "
+        f"--id {shown(entry.record_id)} FILE)"
+    )
+
+
 REPLACED = "its attachment is no longer the file this folder's sync attached"
 
 

@@ -8,6 +8,7 @@ memory does not grow with its size.
 """
 
 import base64
+import hashlib
 import json
 import mimetypes
 import os
@@ -61,14 +62,48 @@ class State:
             self._write(entries)
 
 
+class Expected:
+    """The sha256 an upload was planned with (its record's mark says it), checked on the
+    bytes as they are read: a file saved since its plan is refused before its last byte
+    goes, and the server, which writes the record once it has them all, writes nothing.
+    Otherwise the record would get another file than its mark names, which every later sync
+    takes for someone else's replacement (``diverged``)."""
+
+    def __init__(self, sha256, size):
+        self.sha256, self.size = sha256, size
+        self._digest, self._done = hashlib.sha256(), 0
+
+    def start(self, file, offset):
+        """Hash again from the start of ``file`` to ``offset`` (a resumed upload's bytes
+        sent before); the file is left at ``offset``."""
+        self._digest, self._done = hashlib.sha256(), 0
+        file.seek(0)
+        while self._done < offset and (piece := file.read(min(CHUNK, offset - self._done))):
+            self.update(piece)
+        file.seek(offset)
+
+    @property
+    def position(self):
+        """Bytes hashed so far, from the file's start."""
+        return self._done
+
+    def update(self, piece):
+        self._digest.update(piece)
+        self._done += len(piece)
+        if self._done >= self.size and self._digest.hexdigest() != self.sha256:
+            raise Shrunk("the file changed since the sync planned it: run again")
+
+
 class Reader:
     """``length`` bytes of an open file from its position, read by chunks as requests sends
     them (its length makes a ``Content-Length``), each one reported to ``advance`` and to
     ``pace``: the :class:`~.remote.Pace` of the whole transfer, which a tus upload's chunks
-    share, so that the time between two chunks counts towards the rate."""
+    share, so that the time between two chunks counts towards the rate; and to
+    ``expected`` (an :class:`Expected`), if any."""
 
-    def __init__(self, file, length, advance, pace):
+    def __init__(self, file, length, advance, pace, expected=None):
         self._file, self._length, self._advance, self._pace = file, length, advance, pace
+        self._expected = expected
         self._before = pace.done
 
     @property
@@ -88,6 +123,8 @@ class Reader:
             piece = self._file.read(min(size, CHUNK))
             if not piece:  # Its Content-Length announced more: the server would wait for it.
                 raise Shrunk("the file got shorter during its upload: run again once it is done")
+            if self._expected is not None:
+                self._expected.update(piece)
             self._advance(len(piece))
             self._pace.passed(len(piece))
             pieces.append(piece)
@@ -96,23 +133,35 @@ class Reader:
 
 
 class Shrunk(Failure):
-    """The file ended before the length its upload announced: it changed meanwhile."""
+    """The file ended before the length its upload announced, or is not the planned one:
+    it changed meanwhile (never retried)."""
 
 
 def upload(
-    remote, path, record_id, bars, state, data=None, permissions=None, rate=None, headers=None
+    remote,
+    path,
+    record_id,
+    bars,
+    state,
+    data=None,
+    permissions=None,
+    rate=None,
+    headers=None,
+    sha256=None,
 ):
     """Attach the file at ``path`` to the record; return its ``attachment`` metadata.
 
     ``headers``: the preconditions of the record's write (``If-Match``, ``If-None-Match``),
     sent with the multipart upload, or with each ``PATCH`` of a tus upload (the server
-    checks those of the last one, which writes the record)."""
+    checks those of the last one, which writes the record). ``sha256``: the file's when it
+    was planned, checked as it is read (:class:`Expected`)."""
     size = os.path.getsize(path)
     headers = headers or {}
+    expected = None if sha256 is None else Expected(sha256, size)
     if size <= CHUNK_SIZE:
         with bars.file(os.path.basename(path), size) as advance:
             return _multipart(
-                remote, path, record_id, size, advance, data, permissions, rate, headers
+                remote, path, record_id, size, advance, data, permissions, rate, headers, expected
             )
     key = json.dumps([remote.record_url(record_id), os.path.abspath(path), size, _mtime(path)])
     url, offset = _resumed(remote, state.get(key), size)
@@ -120,7 +169,7 @@ def upload(
         url = _create(remote, path, record_id, size, data, permissions)
         state.put(key, url)
     with bars.file(os.path.basename(path), size, done=offset) as advance:
-        _send(remote, url, path, offset, size, advance, rate, headers)
+        _send(remote, url, path, offset, size, advance, rate, headers, expected)
     state.remove(key)
     record = remote.record(record_id)
     if record is None or not isinstance(record.get("attachment"), dict):
@@ -140,7 +189,9 @@ def _mtime(path):
     return os.stat(path).st_mtime_ns
 
 
-def _multipart(remote, path, record_id, size, advance, data, permissions, rate, headers):
+def _multipart(
+    remote, path, record_id, size, advance, data, permissions, rate, headers, expected=None
+):
     fields = {
         name: json.dumps(value)
         for name, value in (("data", data), ("permissions", permissions))
@@ -148,7 +199,7 @@ def _multipart(remote, path, record_id, size, advance, data, permissions, rate, 
     }
     mimetype = mimetypes.guess_type(path)[0] or "application/octet-stream"
     with open(path, "rb") as f:
-        body = Reader(f, size, advance, Pace(rate))
+        body = Reader(f, size, advance, Pace(rate), expected)
         response = remote.request(
             "POST",
             remote.record_url(record_id) + "/attachment",
@@ -210,15 +261,17 @@ def _create(remote, path, record_id, size, data, permissions):
     return remote.url_from(response, location)
 
 
-def _send(remote, url, path, offset, size, advance, rate, preconditions):
+def _send(remote, url, path, offset, size, advance, rate, preconditions, expected=None):
     """PATCH the rest by chunks. After a chunk that failed (a lost connection, a ``503``),
     ask the server where the upload is and go on from there, ``remote.retries`` times in a
     row at most."""
     failures, pace = 0, Pace(rate)
     with open(path, "rb") as f:
         while offset < size:
+            if expected is not None and expected.position != offset:
+                expected.start(f, offset)  # A resumed upload, or a retry from elsewhere.
             f.seek(offset)
-            body = Reader(f, min(CHUNK_SIZE, size - offset), advance, pace)
+            body = Reader(f, min(CHUNK_SIZE, size - offset), advance, pace, expected)
             headers = {
                 **TUS,
                 **preconditions,
