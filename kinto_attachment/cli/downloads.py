@@ -17,8 +17,9 @@ import re
 
 import urllib3
 
+from .answers import Failure
 from .files import hash_of, open_file, stamp
-from .remote import CHUNK, Failure, Pace
+from .pace import CHUNK, Pace
 
 
 SHA256 = re.compile(r"[0-9a-f]{64}")

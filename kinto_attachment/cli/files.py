@@ -7,7 +7,7 @@ import errno
 import os
 import stat
 
-from .remote import CHUNK
+from .pace import CHUNK
 
 
 #: Opening something that must be no link (nor a FIFO that would block the open).

@@ -22,8 +22,8 @@ import stat
 import sys
 
 from . import files
+from .answers import Failure
 from .names import DOWNLOADED, PARTS
-from .remote import Failure
 
 
 #: Why a download did not replace the file it found (which is kept).

@@ -10,11 +10,13 @@ import os
 import sys
 
 from . import downloads, sync, uploads
+from .answers import Failure
 from .arguments import parser
 from .folder import Folder
 from .names import argument_path, key, local_names, record_id_of, shown
+from .pace import sha256_of
 from .progress import Bars
-from .remote import Failure, Remote, sha256_of
+from .remote import Remote
 
 
 class Usage(Exception):

@@ -5,55 +5,26 @@ errors and on ``429``/``502``/``503``/``504``, honouring ``Retry-After`` up to
 :data:`RETRY_AFTER_SECONDS`; writes are not, since
 an upload resumes from what the server says it has instead (see :mod:`.uploads`).
 
-The credentials go to the origin of ``--server`` only (its scheme, host and port): a URL the
-server hands out (a tus upload's ``Location``, a ``Next-Page``, a redirect) that leads
-elsewhere is requested without them, and one that leads from ``https`` to ``http`` is
-refused. Only ``GET`` and ``HEAD`` follow redirects: a write is never sent twice, nor
-elsewhere. Whatever the server answers is checked before use: a malformed answer is a
-:class:`Failure`, never a traceback.
+The credentials go to the origin of ``--server`` only (:mod:`.origins`). Only ``GET`` and
+``HEAD`` follow redirects: a write is never sent twice, nor elsewhere. Whatever the server
+answers is checked before use (:mod:`.answers`).
 """
 
-import hashlib
-import time
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import quote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from .answers import ANSWER_BYTES, ERROR_BYTES, Failure, describe, json_of, read
+from .origins import Session, Without, check_url, joined, origin_of, parse_auth
 
-#: Bytes read from a file or a response at a time.
-CHUNK = 1024 * 1024
+
 #: Seconds to wait for the server to answer (not for a whole transfer).
 TIMEOUT = 60
 RETRIED = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
 #: The methods that follow redirects.
 REDIRECTED = frozenset({"GET", "HEAD"})
-
-
-class Pace:
-    """At most ``rate`` bytes a second (no limit when ``rate`` is None): call :meth:`passed`
-    with each chunk's size, it sleeps while the transfer is ahead of the rate. ``done``: the
-    bytes passed so far.
-
-    A transfer that fell behind (a server's answer, a retry's wait) may catch up on
-    :data:`CATCH_UP_SECONDS` at most: it never bursts for longer."""
-
-    def __init__(self, rate=None):
-        self._rate, self._started, self.done = rate, time.monotonic(), 0
-
-    def passed(self, size):
-        if not self._rate:
-            self.done += size
-            return
-        behind = time.monotonic() - self._started - self.done / self._rate
-        self._started += max(0.0, behind - CATCH_UP_SECONDS)
-        self.done += size
-        time.sleep(max(0.0, self.done / self._rate - (time.monotonic() - self._started)))
-
-
-#: How far behind its rate a paced transfer may be, in seconds of transfer.
-CATCH_UP_SECONDS = 1.0
 
 
 class _Retry(Retry):
@@ -76,100 +47,6 @@ class _Retry(Retry):
 RETRY_AFTER_SECONDS = 60
 
 
-class Failure(Exception):
-    """A request the server refused or that could not be made: one line for the user."""
-
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def parse_auth(value):
-    """``user:password`` (Basic) or ``Bearer token`` (any ``Type token``), as kinto-http."""
-    if not value:
-        return None
-    kind, _, token = value.partition(" ")
-    if token and ":" not in kind:
-        return _Header(f"{kind} {token}")
-    user, _, password = value.partition(":")
-    return (user, password)
-
-
-class _Header(requests.auth.AuthBase):
-    def __init__(self, value):
-        self.value = value
-
-    def __call__(self, request):
-        request.headers["Authorization"] = self.value
-        return request
-
-
-class _Without(requests.auth.AuthBase):
-    """No credentials at all (not even ``~/.netrc``'s): for origins other than the server's."""
-
-    def __call__(self, request):
-        request.headers.pop("Authorization", None)
-        return request
-
-
-def origin_of(url):
-    """``(scheme, host, port)`` of ``url``, the port made explicit; None when it has none."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
-    except ValueError:
-        return None
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        return None
-    return parts.scheme.lower(), parts.hostname.lower(), port
-
-
-def check_url(url, server_origin, came_from):
-    """Refuse a URL that is no ``http(s)`` URL, or that leads from ``https`` to ``http``."""
-    origin = origin_of(url)
-    if origin is None:
-        raise Failure(f"{came_from}: not an http(s) URL: {url!r}")
-    if origin[0] == "http" and (server_origin[0] == "https" or came_from.startswith("https:")):
-        raise Failure(f"{came_from}: refused to go from https to http ({url})")
-    return origin
-
-
-def joined(base, value):
-    """``value`` (a URL a server gave: ``Location``, ``Next-Page``) relative to ``base``, or
-    :class:`Failure`: :func:`urljoin` raises :class:`ValueError` on some that are no URL
-    (``http://[::1/x``) before :func:`check_url` can refuse them."""
-    try:
-        return urljoin(base, value)
-    except ValueError:
-        raise Failure(f"{base}: not an http(s) URL: {value!r}") from None
-
-
-class _Session(requests.Session):
-    """A session that keeps the ``Authorization`` header on redirects to ``origin`` only and
-    refuses a redirect from ``https`` to ``http``."""
-
-    def __init__(self, origin):
-        super().__init__()
-        self.origin = origin
-
-    def should_strip_auth(self, old_url, new_url):
-        return origin_of(new_url) != self.origin
-
-    def get_redirect_target(self, response):
-        """The redirect's target, checked; its body is dropped unread (requests reads it
-        whole before it follows the redirect, and a server may never end it)."""
-        target = super().get_redirect_target(response)
-        if target is not None:
-            check_url(joined(response.url, target), self.origin, response.url)
-            response.raw.close()
-            response._content, response._content_consumed = b"", True
-        return target
-
-
 class Remote:
     """A collection of a Kinto server."""
 
@@ -184,7 +61,7 @@ class Remote:
             )
         self.bucket, self.collection = bucket, collection
         self.retries = retries
-        self.session = _Session(self.origin)
+        self.session = Session(self.origin)
         self.auth = parse_auth(auth)
         retry = _Retry(
             total=retries,
@@ -227,16 +104,16 @@ class Remote:
         origin = check_url(url, self.origin, self.server)
         kwargs.setdefault("timeout", TIMEOUT)
         kwargs.setdefault("allow_redirects", method in REDIRECTED)
-        kwargs["auth"] = self.auth if origin == self.origin else _Without()
+        kwargs["auth"] = self.auth if origin == self.origin else Without()
         try:
             response = self.session.request(method, url, stream=True, **kwargs)
             if response.status_code not in expected:
                 with response:
-                    _read(response, ERROR_BYTES)
+                    read(response, ERROR_BYTES)
                 raise Failure(describe(response))
             if not stream:
                 with response:
-                    if not _read(response, ANSWER_BYTES):
+                    if not read(response, ANSWER_BYTES):
                         raise Failure(
                             f"the server's answer is over {ANSWER_BYTES // 2**20} MiB "
                             f"({method} {response.url})"
@@ -312,54 +189,7 @@ class Remote:
 
 #: Readings of a collection's records that changed while read, before giving up.
 LISTINGS = 3
-#: The largest answer read whole (a page of records, a record).
-ANSWER_BYTES = 16 * 1024 * 1024
 #: Records asked for per page (Kinto's ``_limit``): a page of records of 16 KiB each on
-#: average fits in :data:`ANSWER_BYTES` (without it, Kinto lists up to 10,000 a page).
+#: average fits in :data:`~.answers.ANSWER_BYTES` (without it, Kinto lists up to 10,000 a
+#: page).
 PAGE_RECORDS = 1000
-#: How much of an error's answer is read, for its message.
-ERROR_BYTES = 64 * 1024
-
-
-def _read(response, limit):
-    """Read the body of ``response`` (streamed) up to ``limit`` bytes into it, so that
-    ``.content`` and ``.json()`` give what was read; whether it was all of it."""
-    body, whole = bytearray(), True
-    for chunk in response.iter_content(CHUNK):
-        body += chunk
-        if len(body) > limit:
-            del body[limit:]
-            whole = False
-            break
-    response._content, response._content_consumed = bytes(body), True
-    return whole
-
-
-def _parsed(response):
-    """The JSON the server answered, or None when it is none. Nesting deep enough to exhaust
-    the parser's recursion (``[[[[...``) raises :class:`RecursionError`, no
-    :class:`ValueError`: it is no usable answer either."""
-    try:
-        return response.json()
-    except (ValueError, RecursionError):
-        return None
-
-
-def json_of(response):
-    """The JSON object the server answered, or :class:`Failure`."""
-    body = _parsed(response)
-    if not isinstance(body, dict):
-        raise Failure(f"the server's answer is no JSON object ({response.url})")
-    return body
-
-
-def describe(response):
-    """``413 File size exceeds the limit (5 bytes).``: the status and Kinto's message (or,
-    for Kinto's 404s, which have none, what is missing)."""
-    body = _parsed(response)
-    details = body.get("details") if isinstance(body, dict) else None
-    message = body.get("message") if isinstance(body, dict) else None
-    if not message and isinstance(details, dict) and "resource_name" in details:
-        message = f"{details['resource_name']} {details.get('id')!r} not found"
-    message = message or response.reason
-    return f"{response.status_code} {message} ({response.request.method} {response.url})"

@@ -19,8 +19,9 @@ record of an unchanged file that has no mark (uploaded by
 import dataclasses
 import os
 
+from .answers import Failure
 from .names import MARK, mark_of, record_id_of, shown
-from .remote import Failure, sha256_of
+from .pace import sha256_of
 
 
 @dataclasses.dataclass

@@ -15,7 +15,8 @@ import os
 import re
 import time
 
-from .remote import CHUNK, Failure, Pace, describe, json_of
+from .answers import Failure, describe, json_of
+from .pace import CHUNK, Pace
 
 
 #: Files over this size go through tus, in chunks of this size.
@@ -97,7 +98,7 @@ class Expected:
 class Reader:
     """``length`` bytes of an open file from its position, read by chunks as requests sends
     them (its length makes a ``Content-Length``), each one reported to ``advance`` and to
-    ``pace``: the :class:`~.remote.Pace` of the whole transfer, which a tus upload's chunks
+    ``pace``: the :class:`~.pace.Pace` of the whole transfer, which a tus upload's chunks
     share, so that the time between two chunks counts towards the rate; and to
     ``expected`` (an :class:`Expected`), if any."""
 

@@ -429,14 +429,14 @@ def test_options_and_connection_errors(server, collection, tmp_path, run):
 
 def test_limit_rate_paces_uploads_and_downloads_alike(monkeypatch):
     """``--limit-rate`` holds each way: the transfer sleeps whenever it is ahead of the rate."""
-    from kinto_attachment.cli import remote
+    from kinto_attachment.cli import pace as pacing
 
     now, slept = [100.0], []
-    monkeypatch.setattr(remote.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(pacing.time, "monotonic", lambda: now[0])
     monkeypatch.setattr(
-        remote.time, "sleep", lambda s: (slept.append(s), now.__setitem__(0, now[0] + s))
+        pacing.time, "sleep", lambda s: (slept.append(s), now.__setitem__(0, now[0] + s))
     )
-    pace = remote.Pace(2 * MiB)
+    pace = pacing.Pace(2 * MiB)
     pace.passed(1 * MiB)
     pace.passed(1 * MiB)
     assert slept == [0.5, 0.5]
@@ -448,7 +448,7 @@ def test_limit_rate_paces_uploads_and_downloads_alike(monkeypatch):
     for _ in range(4):  # 8 MiB: 4 s at the rate.
         pace.passed(2 * MiB)
     assert sum(slept) == pytest.approx(3.0)
-    remote.Pace(None).passed(10 * MiB)
+    pacing.Pace(None).passed(10 * MiB)
     assert len(slept) == 4
 
 
@@ -477,17 +477,17 @@ def test_limit_rate_spans_the_chunks_of_a_resumable_upload(monkeypatch, tmp_path
     """The time between two chunks (the server's answer, the next request) counts towards
     the rate: 3 chunks at 8 MiB/s, each answered 1 s after its last byte, take 3 s paced + 1 s
     for the last answer, not 3 × (1 s + 1 s)."""
-    from kinto_attachment.cli import remote, uploads
+    from kinto_attachment.cli import pace, uploads
 
     now = [0.0]
-    monkeypatch.setattr(remote.time, "monotonic", lambda: now[0])
-    monkeypatch.setattr(remote.time, "sleep", lambda s: now.__setitem__(0, now[0] + s))
+    monkeypatch.setattr(pace.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(pace.time, "sleep", lambda s: now.__setitem__(0, now[0] + s))
     file = tmp_path / "three-chunks.bin"
     file.write_bytes(os.urandom(3 * uploads.CHUNK_SIZE))
 
     class Server:
         def request(self, method, url, expected, headers, data):
-            while data.read(remote.CHUNK):
+            while data.read(pace.CHUNK):
                 pass
             now[0] += 1  # Its fsync and answer, then the client's next request.
             offset = int(headers["Upload-Offset"]) + len(data)

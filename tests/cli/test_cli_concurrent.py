@@ -330,7 +330,7 @@ def test_credentials_in_the_server_url_are_never_printed(tmp_path, run):  # noqa
 
     ``--server https://alice:PASSWORD@host/v1`` (the form curl and many tools
     take; requests sends it as Basic credentials when ``--auth`` is not given) is accepted,
-    and every error message prints request URLs whole (:func:`remote.describe`'s
+    and every error message prints request URLs whole (:func:`answers.describe`'s
     ``response.url``, :meth:`Remote.request`'s ``{method} {url}``): the password lands on
     stderr, in CI logs. (The same URL is also the key of the tus state file, written to
     ``~/.cache``.)

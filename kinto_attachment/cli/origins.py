@@ -1,0 +1,92 @@
+"""Where requests may go, and with which credentials: the credentials go to the origin of
+``--server`` only (its scheme, host and port); a URL the server hands out (a tus upload's
+``Location``, a ``Next-Page``, a redirect) that leads elsewhere is requested without them, and
+one that leads from ``https`` to ``http`` is refused."""
+
+from urllib.parse import urljoin, urlsplit
+
+import requests
+
+from .answers import Failure
+
+
+def parse_auth(value):
+    """``user:password`` (Basic) or ``Bearer token`` (any ``Type token``), as kinto-http."""
+    if not value:
+        return None
+    kind, _, token = value.partition(" ")
+    if token and ":" not in kind:
+        return Header(f"{kind} {token}")
+    user, _, password = value.partition(":")
+    return (user, password)
+
+
+class Header(requests.auth.AuthBase):
+    def __init__(self, value):
+        self.value = value
+
+    def __call__(self, request):
+        request.headers["Authorization"] = self.value
+        return request
+
+
+class Without(requests.auth.AuthBase):
+    """No credentials at all (not even ``~/.netrc``'s): for origins other than the server's."""
+
+    def __call__(self, request):
+        request.headers.pop("Authorization", None)
+        return request
+
+
+def origin_of(url):
+    """``(scheme, host, port)`` of ``url``, the port made explicit; None when it has none."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    return parts.scheme.lower(), parts.hostname.lower(), port
+
+
+def check_url(url, server_origin, came_from):
+    """Refuse a URL that is no ``http(s)`` URL, or that leads from ``https`` to ``http``."""
+    origin = origin_of(url)
+    if origin is None:
+        raise Failure(f"{came_from}: not an http(s) URL: {url!r}")
+    if origin[0] == "http" and (server_origin[0] == "https" or came_from.startswith("https:")):
+        raise Failure(f"{came_from}: refused to go from https to http ({url})")
+    return origin
+
+
+def joined(base, value):
+    """``value`` (a URL a server gave: ``Location``, ``Next-Page``) relative to ``base``, or
+    :class:`Failure`: :func:`urljoin` raises :class:`ValueError` on some that are no URL
+    (``http://[::1/x``) before :func:`check_url` can refuse them."""
+    try:
+        return urljoin(base, value)
+    except ValueError:
+        raise Failure(f"{base}: not an http(s) URL: {value!r}") from None
+
+
+class Session(requests.Session):
+    """A session that keeps the ``Authorization`` header on redirects to ``origin`` only and
+    refuses a redirect from ``https`` to ``http``."""
+
+    def __init__(self, origin):
+        super().__init__()
+        self.origin = origin
+
+    def should_strip_auth(self, old_url, new_url):
+        return origin_of(new_url) != self.origin
+
+    def get_redirect_target(self, response):
+        """The redirect's target, checked; its body is dropped unread (requests reads it
+        whole before it follows the redirect, and a server may never end it)."""
+        target = super().get_redirect_target(response)
+        if target is not None:
+            check_url(joined(response.url, target), self.origin, response.url)
+            response.raw.close()
+            response._content, response._content_consumed = b"", True
+        return target
