@@ -3,8 +3,9 @@
 import logging
 from importlib.metadata import PackageNotFoundError, version
 
-from . import adoption, locks, routes
+from . import locks, routes
 from . import settings as attachment_settings
+from .adoption.migration import Migration
 from .data_files.limiter import TransferLimiter
 from .events.options import TYPES as EVENT_TYPES
 from .heartbeat import attachments_ping
@@ -83,4 +84,4 @@ def includeme(config):
     config.include("kinto_attachment.events")
     config.include("kinto_attachment.metrics")
     config.include("kinto_attachment.openapi")
-    config.add_migration(adoption.Migration(config.registry))
+    config.add_migration(Migration(config.registry))

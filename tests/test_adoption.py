@@ -15,6 +15,8 @@ import pytest
 import transaction
 
 from kinto_attachment import adoption, gc
+from kinto_attachment.adoption import copies, rows, unreferenced
+from kinto_attachment.adoption.migration import Migration
 from kinto_attachment.state import legacy, links
 
 from .conftest import ALICE, cached_app
@@ -304,7 +306,7 @@ def test_files_kinto_attachment_kept_with_keep_old_files_are_kept_at_adoption(ol
 
 def test_kinto_migrate_runs_the_adoption(old, capsys, caplog):
     legacy_record(old, "r1", link="8")
-    migration = adoption.Migration(old.registry)
+    migration = Migration(old.registry)
     with caplog.at_level(logging.INFO, logger="kinto_attachment.adoption"):
         migration.initialize_schema(client=None, dry_run=True)
     # Reported once: in the log, as Kinto's own migration messages, never printed besides.
@@ -448,13 +450,14 @@ def legacy_state(kinto):
 
 @pytest.mark.rolls_back
 def test_adoption_interrupted_at_any_write_loses_nothing_and_resumes(kinto, monkeypatch):
-    monkeypatch.setattr(adoption, "BATCH", 2)  # Several transactions for a few rows.
+    for step in (rows, copies, unreferenced):  # Several transactions for a few rows.
+        monkeypatch.setattr(step, "BATCH", 2)
     writes = Writes(monkeypatch)
     final, _ = legacy_state(prepared(kinto))
     adoption.adopt(kinto.registry)
     assert (our_links(kinto), retained_keys(kinto), legacy_rows(kinto)) == (*final, [])
     total = writes.count
-    assert total > 2 * adoption.BATCH
+    assert total > 2 * 2
 
     for crash_at in range(1, total + 1):
         kinto.wipe()

@@ -432,7 +432,7 @@ def test_a_location_whose_key_holds_a_nul_neither_blocks_adoption_nor_the_gc(
 def test_a_location_urlsplit_refuses_neither_blocks_adoption_nor_the_gc(tmp_path_factory, request):
     """Found by review (2026-12-05).
 
-    ``adoption._keep_files_of`` now looks, for every record whose ``location`` is outside
+    ``adoption.copies`` now looks, for every record whose ``location`` is outside
     ``base_url``, for the keys its path names (``_linked_keys`` -> ``_path_keys`` ->
     ``urllib.parse.urlsplit``). ``urlsplit`` raises ``ValueError`` on a netloc with an
     unbalanced bracket (``https://[cdn/x.txt``), which kinto-attachment let any client

@@ -62,7 +62,7 @@ def read_at_start(event):
     """Read the tag when the application starts, outside any request: a request that needed
     it first would wait for a second connection of the database's pool while it holds one.
     A shared storage's tag is only read (a command started with ``--dry-run`` changes
-    nothing): ``kinto migrate`` makes it (:class:`~kinto_attachment.adoption.Migration`),
+    nothing): ``kinto migrate`` makes it (:class:`~kinto_attachment.adoption.migration.Migration`),
     or else the first request that needs one. A memory backend's is made: nothing outside
     the process changes. A storage not ready yet (``kinto migrate`` starts the application
     before it makes the schema; a database down) leaves it to the first request that

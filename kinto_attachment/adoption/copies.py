@@ -1,0 +1,72 @@
+"""Step 2: the file of each record with an attachment but no link is retained (a copy, often:
+deleting it must not delete the original's file); a location outside ``base_url`` is reported,
+never guessed (see :mod:`kinto_attachment.adoption`)."""
+
+import transaction
+from kinto.core.storage import Filter
+from kinto.core.utils import COMPARISON
+
+from ..state import legacy, links, paging, records
+from .locations import linked_keys, names
+from .report import BATCH
+
+
+def _collections(storage):
+    for bucket in paging.every(storage, "bucket", ""):
+        for collection in paging.every(storage, "collection", f"/buckets/{bucket['id']}"):
+            yield bucket["id"], collection["id"]
+
+
+def keep_unlinked_files(registry, report):
+    storage = registry.storage
+    with transaction.manager:
+        collections = list(_collections(storage))
+    with_attachment = [Filter("attachment", True, COMPARISON.HAS)]
+    would_retain = set()
+    for ids in collections:
+        parent_id = "/buckets/{}/collections/{}".format(*ids)
+        # A dry run counted kinto-attachment's links without making them ours, and retains
+        # nothing: the files it would retain are remembered, counted once (copies).
+        pretended = {}
+        if report.dry_run:
+            with transaction.manager:
+                pretended = _legacy_keys(storage, *ids)
+        last = None
+        while True:
+            with transaction.manager:
+                page = paging.page(storage, "record", parent_id, with_attachment, last, BATCH)
+                _keep_files_of(registry, ids, page, pretended, report, would_retain)
+            if len(page) < BATCH:
+                break
+            last = page[-1]["id"]
+
+
+def _keep_files_of(registry, ids, page, pretended, report, would_retain):
+    storage, store = registry.storage, registry.attachment_store
+    linked = links.linked_records(storage, *ids, [r["id"] for r in page])
+    for record in page:
+        location = records.location_of(record)
+        if not location or record["id"] in linked:
+            continue
+        if any(names(store, location, key) for key in pretended.get(record["id"], ())):
+            continue
+        key = store.key_for_url(location)
+        keys = {key} if key is not None else linked_keys(storage, location, report.dry_run)
+        if not keys:
+            report.foreign.append((links.record_uri(*ids, record["id"]), location))
+            continue
+        keys = {k for k in keys if k not in would_retain and not links.is_retained(storage, k)}
+        if not keys:
+            continue
+        report.unlinked += 1
+        if report.dry_run:
+            would_retain.update(keys)
+        else:
+            links.retain(storage, sorted(keys))
+
+
+def _legacy_keys(storage, bucket_id, collection_id):
+    keys = {}
+    for link in legacy.links(storage, bucket_id, collection_id):
+        keys.setdefault(link["record_id"], []).append(link["key"])
+    return keys

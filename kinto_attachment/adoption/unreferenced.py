@@ -1,0 +1,78 @@
+"""Step 3, at the first adoption only: every file of the store that nothing references is
+retained, and listed, provided the store is the servers' own (see
+:mod:`kinto_attachment.adoption`)."""
+
+import logging
+
+import transaction
+
+from ..state import instance, legacy, links, references
+from .report import BATCH
+
+
+logger = logging.getLogger(__name__)
+
+
+#: Why the first adoption stops before it lists the store (formatted with the counts).
+STORE_MISMATCH = """\
+Adoption is not complete: of {sampled} files that records and links name, {found} are in the
+store. It is not the servers' own (kinto.attachment.base_path not mounted, or another folder or
+bucket): listed, it would keep none of the files the previous plugin left there on purpose
+(keep_old_files), which the first orphan pass would then delete. Nothing of the store was
+read; run kinto migrate again where the servers' store is (the servers' collector does it too,
+before its first orphan pass)."""
+
+
+def store_mismatch(registry):
+    """Why the store is not the servers' own, or None: before the first adoption lists it
+    (step 3) and says it is done, most of the files references name must be there. Stricter
+    than the collector's check, which lets an empty store be (an orphan pass would remove
+    nothing from it): listing an empty store keeps nothing, for good."""
+    sampled, found = references.sample_in_store(registry)
+    if sampled and 2 * found < sampled:
+        return STORE_MISMATCH.format(sampled=sampled, found=found)
+    return None
+
+
+def keep_unreferenced_files(registry, report):
+    """Retain every committed file of the store that nothing references (step 3 of the
+    module docstring), by batches of :data:`BATCH`, each in its own transaction.
+
+    The references are read before the store is listed, as the garbage collector reads them
+    (:mod:`.state.references`): a file an upload commits meanwhile is found unreferenced and
+    retained too, which only keeps it longer (never deleted), the safe direction. A dry run
+    has not made kinto-attachment's rows ours: the files they name count as referenced."""
+    store = registry.attachment_store
+    if not hasattr(store, "iter_blobs"):  # Not an IListableStore: its files are unknown.
+        return
+    with transaction.manager:
+        referenced, _ = references.index(registry)
+        pretended = set()
+        if report.dry_run:
+            rows = legacy.every(registry.storage)
+            pretended = {references.key_hash(row["key"]) for row in rows}
+    own = instance.tag(registry, make=not report.dry_run)  # None: it named no file yet.
+    batch = []
+    for listed in store.iter_blobs():
+        if listed.temporary or listed.key in referenced:
+            continue
+        if own is not None and instance.tag_of(listed.key) == own:  # An upload meanwhile.
+            continue
+        if references.key_hash(listed.key) in pretended:
+            continue
+        report.unreferenced.append(listed.key)
+        logger.info(
+            "Keeping %r, which nothing references: the previous plugin left it", listed.key
+        )
+        if not report.dry_run:
+            batch.append(listed.key)
+        if len(batch) >= BATCH:
+            _retain(registry.storage, batch)
+            batch = []
+    _retain(registry.storage, batch)
+
+
+def _retain(storage, keys):
+    if keys:
+        with transaction.manager:
+            links.retain(storage, keys, reason=links.UNREFERENCED_AT_ADOPTION)
