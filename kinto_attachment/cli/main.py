@@ -9,7 +9,7 @@ the other files were still done; ``2`` the command line is wrong; ``130`` interr
 import os
 import sys
 
-from . import downloads, sync, uploads
+from . import downloads, resumes, sync, uploads
 from .answers import Failure
 from .arguments import parser
 from .folder import Folder
@@ -49,7 +49,7 @@ def _upload(remote, args, bars, jobs, compared=False):
                 path,
                 record_id,
                 bars,
-                uploads.State(args.state),
+                resumes.State(args.state),
                 data=data,
                 permissions=getattr(args, "permissions", None),
                 rate=args.limit_rate,

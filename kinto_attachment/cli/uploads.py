@@ -1,9 +1,9 @@
 """One file onto one record: a multipart ``POST`` when it is small, tus when it is not.
 
-A tus upload is created once, and its URL kept in a state file (JSON, keyed by the record and
-the file's path, size and modification time) until it completes. Run again after an
-interruption (a lost connection, ``Ctrl-C``, ``kill``), the command asks the server where the
-upload is (``HEAD``) and sends the rest only. The file is read by chunks as it is sent:
+A tus upload is created once, and its URL kept in a state file (:mod:`.resumes`, keyed by the
+record and the file's path, size and modification time) until it completes. Run again after
+an interruption (a lost connection, ``Ctrl-C``, ``kill``), the command asks the server where
+the upload is (``HEAD``) and sends the rest only. The file is read by chunks as it is sent:
 memory does not grow with its size.
 """
 
@@ -22,45 +22,6 @@ from .pace import CHUNK, Pace
 #: Files over this size go through tus, in chunks of this size.
 CHUNK_SIZE = 8 * 1024 * 1024
 TUS = {"Tus-Resumable": "1.0.0"}
-
-
-class State:
-    """URLs of unfinished tus uploads, in a JSON file, so that a new run resumes them."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def _read(self):
-        """The entries kept: ``{key: url}``. A file that is no such object (``null``, ``[]``,
-        not JSON: written by hand, or by something else) keeps nothing, rather than
-        failing every upload: it only ever held URLs to resume from, and an upload not
-        resumed is sent again whole."""
-        try:
-            with open(self.path) as f:
-                entries = json.load(f)
-        except (FileNotFoundError, ValueError, RecursionError):
-            return {}
-        if not isinstance(entries, dict):
-            return {}
-        return {k: url for k, url in entries.items() if isinstance(url, str)}
-
-    def _write(self, entries):
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        temporary = f"{self.path}.tmp"
-        with open(temporary, "w") as f:
-            json.dump(entries, f, indent=1)
-        os.replace(temporary, self.path)
-
-    def get(self, key):
-        return self._read().get(key)
-
-    def put(self, key, url):
-        self._write({**self._read(), key: url})
-
-    def remove(self, key):
-        entries = self._read()
-        if entries.pop(key, None) is not None:
-            self._write(entries)
 
 
 class Expected:

@@ -1,0 +1,44 @@
+"""The URLs of unfinished tus uploads, kept in a JSON file (``--state``, under
+``~/.cache`` by default) until they complete: a new run resumes them."""
+
+import json
+import os
+
+
+class State:
+    """URLs of unfinished tus uploads, in a JSON file, so that a new run resumes them."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def _read(self):
+        """The entries kept: ``{key: url}``. A file that is no such object (``null``, ``[]``,
+        not JSON: written by hand, or by something else) keeps nothing, rather than
+        failing every upload: it only ever held URLs to resume from, and an upload not
+        resumed is sent again whole."""
+        try:
+            with open(self.path) as f:
+                entries = json.load(f)
+        except (FileNotFoundError, ValueError, RecursionError):
+            return {}
+        if not isinstance(entries, dict):
+            return {}
+        return {k: url for k, url in entries.items() if isinstance(url, str)}
+
+    def _write(self, entries):
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        temporary = f"{self.path}.tmp"
+        with open(temporary, "w") as f:
+            json.dump(entries, f, indent=1)
+        os.replace(temporary, self.path)
+
+    def get(self, key):
+        return self._read().get(key)
+
+    def put(self, key, url):
+        self._write({**self._read(), key: url})
+
+    def remove(self, key):
+        entries = self._read()
+        if entries.pop(key, None) is not None:
+            self._write(entries)
