@@ -73,6 +73,7 @@ class FormReader:
         self._budget = FIELDS_LIMIT
         self._max_skipped = max_skipped
         self._skipped = 0
+        self._epilogue = 0
         #: The refusal of a part seen before the file part, told once that one begins.
         self._deferred = None
         self._complete = False
@@ -91,6 +92,11 @@ class FormReader:
         )
 
     def feed(self, chunk):
+        if self._complete:
+            # An epilogue: no part of the form, read to the body's end all the same. A
+            # chunked body has no length to bound it: it is bounded as the fields are.
+            self._skip_epilogue(len(chunk))
+            return
         try:
             self._parser.write(chunk)
         except MultipartParseError as e:
@@ -108,6 +114,11 @@ class FormReader:
         self._budget -= size
         if self._budget < 0:
             raise _invalid("body", f"form fields exceed {FIELDS_LIMIT} bytes")
+
+    def _skip_epilogue(self, size):
+        self._epilogue += size
+        if self._epilogue > FIELDS_LIMIT:
+            raise errors.refuse("too_large", limit=self._max_skipped or FIELDS_LIMIT)
 
     def _skip(self, size):
         self._skipped += size

@@ -27,7 +27,8 @@ def default_bucket_attachment(request):
     path = request.path.replace("/buckets/default/", f"/buckets/{bucket_id}/", 1)
     environ = {
         key: request.environ[key]
-        for key in ("wsgi.input", "CONTENT_LENGTH", "CONTENT_TYPE")
+        # ``wsgi.input_terminated``: the server ends a chunked body (without it, a 411).
+        for key in ("wsgi.input", "wsgi.input_terminated", "CONTENT_LENGTH", "CONTENT_TYPE")
         if key in request.environ
     }
     subrequest = Request.blank(path, environ, headers=dict(request.headers))
