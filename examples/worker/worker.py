@@ -1,7 +1,8 @@
 """A processing worker for kinto-attachment's events, as a user would write one.
 
 It reads ``org.kinto.attachment.stored`` events from a Redis stream with a consumer group,
-fetches each stored file with the event's ``url`` (no Kinto credentials), verifies its sha256
+fetches each stored file with the event's ``url`` (no Kinto credentials; once it has expired,
+from the record's ``/attachment`` with its account), verifies its sha256
 while streaming it to a temporary file, "processes" it (counts its bytes and lines), and writes
 the result onto the record through Kinto's HTTP API, with an account of its own, in the
 ``processing`` field (the convention of docs/events.rst). Only then is the event acknowledged
@@ -137,10 +138,7 @@ class Worker:
         size = lines = 0
         with tempfile.TemporaryFile() as spool:
             try:
-                # No credentials: the URL is signed (or presigned) for this very version.
-                with requests.get(event["data"]["url"], stream=True, timeout=TIMEOUT) as got:
-                    if got.status_code != 200:
-                        raise Retry(f"fetching the file: {got.status_code}")
+                with self.fetch(event) as got:
                     for chunk in got.iter_content(CHUNK):
                         digest.update(chunk)
                         spool.write(chunk)
@@ -153,6 +151,22 @@ class Worker:
                 size += len(chunk)
                 lines += chunk.count(b"\n")
         return {"status": "done", "result": {"bytes": size, "lines": lines}}
+
+    def fetch(self, event):
+        """The streamed response of the event's version: from its ``url`` (signed, or
+        presigned, for this very version: no credentials), or, once that URL has expired
+        (workers down longer than ``events.url_expires_seconds``), from the record's
+        ``/attachment`` with the worker's account: the record was just read with this
+        version's hash, and the sha256 is verified either way."""
+        got = requests.get(event["data"]["url"], stream=True, timeout=TIMEOUT)
+        if got.status_code in (403, 404, 410):
+            got.close()
+            url = self.kinto_url + event["subject"] + "/attachment"
+            got = self.session.get(url, stream=True, timeout=TIMEOUT)
+        if got.status_code != 200:
+            got.close()
+            raise Retry(f"fetching the file: {got.status_code}")
+        return got
 
     def write(self, event, etag, result):
         """The result onto the record, if unchanged since read; False on a 412."""

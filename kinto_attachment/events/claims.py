@@ -80,6 +80,22 @@ RETURNING id
 """
 
 
+#: A dead row made pending again, or removed, only while it is still dead (two operators'
+#: commands at once: one would revive a row the other's retry had delivered meanwhile).
+REVIVE = """
+UPDATE objects SET data = objects.data || CAST(:changes AS jsonb)
+WHERE resource_name = :resource AND parent_id = :parent AND id = :id
+  AND data->>'state' = 'dead'
+RETURNING id
+"""
+PURGE = """
+DELETE FROM objects
+WHERE resource_name = :resource AND parent_id = :parent AND id = :id
+  AND data->>'state' = 'dead'
+RETURNING id
+"""
+
+
 #: The pending rows alone, which claims read (``kinto migrate`` creates it): delivered rows,
 #: kept while they hold their blob, and every other object are not scanned at each claim.
 PENDING_INDEX = f"""
@@ -165,6 +181,22 @@ class PostgreSQLClaims:
             found = session.execute(sqlalchemy.text(CHANGE), placeholders).fetchall()
         return bool(found)
 
+    def revive(self, row, **changes):
+        """Apply ``changes`` to ``row`` if it is still dead; return whether it was."""
+        return self._if_dead(REVIVE, row, changes=json.dumps(changes))
+
+    def purge(self, row):
+        """Remove ``row`` if it is still dead; return whether it was."""
+        return self._if_dead(PURGE, row)
+
+    def _if_dead(self, statement, row, **more):
+        import sqlalchemy
+
+        placeholders = {"resource": outbox.RESOURCE, "parent": row["parent"], "id": row["id"]}
+        with self._storage.client.connect() as session:
+            found = session.execute(sqlalchemy.text(statement), {**placeholders, **more})
+            return bool(found.fetchall())
+
 
 class MemoryClaims:
     def __init__(self, storage):
@@ -215,6 +247,21 @@ class MemoryClaims:
             if current["claimed_until"] != row["claimed_until"]:
                 return False
             return outbox.change(self._storage, row, **changes) is not None
+
+    def revive(self, row, **changes):
+        with self._lock:
+            current = outbox.get(self._storage, row)
+            if current is None or current["state"] != outbox.DEAD:
+                return False
+            return outbox.change(self._storage, row, **changes) is not None
+
+    def purge(self, row):
+        with self._lock:
+            current = outbox.get(self._storage, row)
+            if current is None or current["state"] != outbox.DEAD:
+                return False
+            outbox.delete(self._storage, row)
+            return True
 
 
 def _parents(destination):

@@ -12,11 +12,14 @@ process (the memory backend): it would see an outbox of its own, empty.
 """
 
 import argparse
+import sys
 
 import transaction
+from kinto.core.storage.exceptions import BackendError
 from kinto.core.utils import msec_time
 
 from ..state import outbox, shared
+from . import claims
 
 
 UNSHARED = """\
@@ -45,12 +48,12 @@ def run(registry, command, state=outbox.DEAD, ids=()):
     with transaction.manager:
         if command == "list":
             return [_line(row) for row in outbox.rows(storage, state)]
-        selected = _selected(storage, set(ids))
-        for row in selected:
+        rows, done = claims.for_storage(storage), 0
+        for row in _selected(storage, set(ids)):
+            # Only while it is still dead: another operator's retry may have revived it.
             if command == "retry":
                 now = msec_time()
-                outbox.change(
-                    storage,
+                done += rows.revive(
                     row,
                     state=outbox.PENDING,
                     attempts=0,
@@ -59,13 +62,20 @@ def run(registry, command, state=outbox.DEAD, ids=()):
                     claimed_until=0,
                 )
             else:
-                outbox.delete(storage, row)
+                done += rows.purge(row)
     verb = "retried" if command == "retry" else "purged"
-    return [f"{len(selected)} dead events {verb}"]
+    return [f"{done} dead events {verb}"]
+
+
+#: The storage backend lost while the command ran: its transaction changed nothing.
+INTERRUPTED = """\
+kinto-attachment-events: failed: Kinto's storage backend was lost ({error}). Nothing was
+changed (the command's transaction did not commit): run it again."""
 
 
 def main(argv=None):
-    """Exit codes: ``0`` done; ``2`` refused (a wrong command line, or the memory backend)."""
+    """Exit codes: ``0`` done; ``1`` the storage backend failed (nothing changed); ``2``
+    refused (a wrong command line, the memory backend, a backend it cannot reach)."""
     parser = argparse.ArgumentParser(prog="kinto-attachment-events", description=__doc__)
     parser.add_argument("--ini", required=True, help="the Kinto configuration file")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -80,6 +90,12 @@ def main(argv=None):
     with shared.registry_of(parser.prog, args.ini, UNSHARED) as registry:
         if registry is None:
             return 2
-        lines = run(registry, args.command, getattr(args, "state", None), getattr(args, "ids", ()))
+        try:
+            lines = run(
+                registry, args.command, getattr(args, "state", None), getattr(args, "ids", ())
+            )
+        except BackendError as error:
+            print(INTERRUPTED.format(error=str(error).splitlines()[0]), file=sys.stderr)
+            return 1
     print("\n".join(lines))
     return 0

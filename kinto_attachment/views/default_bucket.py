@@ -27,8 +27,17 @@ def default_bucket_attachment(request):
     path = request.path.replace("/buckets/default/", f"/buckets/{bucket_id}/", 1)
     environ = {
         key: request.environ[key]
-        # ``wsgi.input_terminated``: the server ends a chunked body (without it, a 411).
-        for key in ("wsgi.input", "wsgi.input_terminated", "CONTENT_LENGTH", "CONTENT_TYPE")
+        # ``wsgi.input_terminated``: the server ends a chunked body (without it, a 411); the
+        # scheme and server: the URLs events and answers name (``https``, behind a proxy).
+        for key in (
+            "wsgi.input",
+            "wsgi.input_terminated",
+            "wsgi.url_scheme",
+            "SERVER_NAME",
+            "SERVER_PORT",
+            "CONTENT_LENGTH",
+            "CONTENT_TYPE",
+        )
         if key in request.environ
     }
     subrequest = Request.blank(path, environ, headers=dict(request.headers))
