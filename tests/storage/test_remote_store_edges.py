@@ -24,7 +24,7 @@ KiB = 1024
 MiB = 1024 * KiB
 
 
-def _app(settings):
+def store_app(settings):
     settings = {**build_settings("memory", None), **settings}
     del settings["kinto.attachment.base_path"]
     settings["kinto.attachment.extensions"] = "any"
@@ -39,7 +39,7 @@ def s3_cut(s3_server):
     host, port = s3_server.removeprefix("http://").rsplit(":", 1)
     proxy = TcpProxy(host, int(port))
     settings = s3_settings(f"http://127.0.0.1:{proxy.port}")
-    yield proxy, _app(settings)
+    yield proxy, store_app(settings)
     proxy.close()
 
 
@@ -52,7 +52,7 @@ def gcs_cut(tmp_path):
     with running(tmp_path, port=port, external_url=external) as direct:
         settings = gcs_settings(direct, chunk_size=str(256 * KiB))
         settings["kinto.attachment.gcloud.endpoint_url"] = external
-        yield proxy, _app(settings)
+        yield proxy, store_app(settings)
     proxy.close()
 
 
@@ -129,14 +129,14 @@ _TUS_APPS = {}
 def _tus_app(kind, request):
     if kind not in _TUS_APPS:
         if kind == "s3":
-            app = _app(
+            app = store_app(
                 {
                     **s3_settings(request.getfixturevalue("s3_server")),
                     "kinto.attachment.aws.part_size": str(5 * MiB),
                 }
             )
         else:
-            app = _app(
+            app = store_app(
                 gcs_settings(request.getfixturevalue("gcs_server"), chunk_size=str(256 * KiB))
             )
         _TUS_APPS[kind] = app
@@ -271,7 +271,7 @@ def test_s3_checksum_mismatch_with_a_failing_cleanup_is_not_a_500(s3_server):
     host, port = s3_server.removeprefix("http://").rsplit(":", 1)
     proxy = TcpProxy(host, int(port))
     try:
-        app = _app(s3_settings(f"http://127.0.0.1:{proxy.port}"))
+        app = store_app(s3_settings(f"http://127.0.0.1:{proxy.port}"))
         store = app.app.registry.attachment_store
         _, url = create(app, 100)
 
@@ -399,7 +399,7 @@ def test_tus_upload_whose_name_was_taken_meanwhile(kind, request):
             if kind == "s3"
             else gcs_settings(request.getfixturevalue("gcs_server"), chunk_size=str(256 * KiB))
         )
-        _TUS_APPS[key] = _app({**settings, "kinto.attachment.randomize": "false"})
+        _TUS_APPS[key] = store_app({**settings, "kinto.attachment.randomize": "false"})
     app = _TUS_APPS[key]
     name = f"same-{os.urandom(4).hex()}.bin"
     content = os.urandom(1000)

@@ -7,34 +7,23 @@ answers or drop connections to play the network; no SDK is mocked (callables of 
 clients are at most wrapped, to act at a chosen instant).
 """
 
-import contextlib
 import os
-import socket
 import threading
 import time
 
 import pytest
 
-from ..conftest import ALICE, build_settings, make_app, s3_settings
+from ..conftest import ALICE, s3_settings
 from ..support.gcs_server import gcs_settings, running
 from ..support.live import free_port
 from ..support.tcpproxy import TcpProxy
+from .test_remote_store_edges import store_app
 
 
 URL = "/v1/buckets/blog/collections/articles/records/r1"
 OTHER = "/v1/buckets/blog/collections/articles/records/r2"
 KiB = 1024
 MiB = 1024 * KiB
-
-
-def _app(settings):
-    settings = {**build_settings("memory", None), **settings}
-    del settings["kinto.attachment.base_path"]
-    settings["kinto.attachment.extensions"] = "any"
-    app = make_app(settings)
-    app.put_json("/v1/buckets/blog", {}, headers=ALICE)
-    app.put_json("/v1/buckets/blog/collections/articles", {}, headers=ALICE)
-    return app
 
 
 def _upload(app, url, content, filename, status=(200, 201)):
@@ -71,7 +60,7 @@ def s3_proxied(s3_server):
     settings = s3_settings(f"http://127.0.0.1:{proxy.port}")
     settings["kinto.attachment.aws.max_attempts"] = "3"
     settings["kinto.attachment.randomize"] = "false"
-    yield proxy, _app(settings)
+    yield proxy, store_app(settings)
     proxy.close()
 
 
@@ -86,7 +75,7 @@ def gcs_proxied(tmp_path):
         settings = gcs_settings(direct, chunk_size=str(256 * KiB), retry_seconds="10")
         settings["kinto.attachment.gcloud.endpoint_url"] = external
         settings["kinto.attachment.randomize"] = "false"
-        yield proxy, _app(settings)
+        yield proxy, store_app(settings)
     proxy.close()
 
 
@@ -109,6 +98,17 @@ def _in_thread(action):
 
 
 # 1. A delete retried after its answer was lost deletes the file that took the name meanwhile.
+
+
+def _r2_kept_its_file(app, old, taken, sends):
+    """After r1's old file's delete was sent again while r2 uploaded a file of its name."""
+    assert len(sends) >= 2, "the delete was not sent again"
+    other = taken[0]
+    assert other["location"] != old["location"]  # The name is in quarantine (state.replaced).
+    assert app.get(OTHER, headers=ALICE).json["data"]["attachment"] == other
+    assert _stored(app, other["location"]) == b"r2's own file", (
+        "r2's file was deleted by the retry of r1's old file's delete"
+    )
 
 
 def test_s3_retried_delete_spares_the_file_that_took_the_name_meanwhile(s3_proxied):
@@ -146,13 +146,7 @@ def test_s3_retried_delete_spares_the_file_that_took_the_name_meanwhile(s3_proxi
     finally:
         store.client.meta.events.unregister("before-send.s3.DeleteObjects", before_send)
         proxy.cut_after = None
-    assert len(sends) >= 2, "the delete was not sent again"
-    other = taken[0]
-    assert other["location"] != old["location"]  # The name is in quarantine (state.replaced).
-    assert app.get(OTHER, headers=ALICE).json["data"]["attachment"] == other
-    assert _stored(app, other["location"]) == b"r2's own file", (
-        "r2's file was deleted by the retry of r1's old file's delete"
-    )
+    _r2_kept_its_file(app, old, taken, sends)
 
 
 def test_gcs_retried_delete_spares_the_file_that_took_the_name_meanwhile(gcs_proxied):
@@ -190,13 +184,7 @@ def test_gcs_retried_delete_spares_the_file_that_took_the_name_meanwhile(gcs_pro
     finally:
         store.session.post = post
         proxy.cut_after = None
-    assert len(sends) >= 2, "the delete was not sent again"
-    other = taken[0]
-    assert other["location"] != old["location"]  # The name is in quarantine (state.replaced).
-    assert app.get(OTHER, headers=ALICE).json["data"]["attachment"] == other
-    assert _stored(app, other["location"]) == b"r2's own file", (
-        "r2's file was deleted by the retry of r1's old file's delete"
-    )
+    _r2_kept_its_file(app, old, taken, sends)
 
 
 # 2. A GCS tus upload whose recorded bytes are gone: lost for good (410), not a 503 forever.
@@ -218,7 +206,7 @@ def test_gcs_tus_upload_whose_bytes_are_gone_is_410_not_503(gcs_server, last):
     Expected: a 410, as on the other stores (e.g. look the source up once a compose fails)."""
     from ..views.test_resumable import create, patch
 
-    app = _app(gcs_settings(gcs_server, chunk_size=str(256 * KiB)))
+    app = store_app(gcs_settings(gcs_server, chunk_size=str(256 * KiB)))
     store = app.app.registry.attachment_store
     content = os.urandom(1000)
     _, url = create(app, len(content))
@@ -232,65 +220,6 @@ def test_gcs_tus_upload_whose_bytes_are_gone_is_410_not_503(gcs_server, last):
 
 
 # 3. Aborts left over from an outage, retried in the next upload's request, one after another.
-
-
-class Gate:
-    """A loopback TCP proxy to ``target`` that can also be down (connections closed at once)
-    or stop answering (``hole``: connections accepted and held, never answered, as an
-    overloaded endpoint or a load balancer whose backends are gone)."""
-
-    def __init__(self, target_host, target_port):
-        self._target = (target_host, target_port)
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self.mode = "forward"
-        self._sockets = []
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def set(self, mode):
-        """``forward``, ``down`` or ``hole``; connections of the mode before are closed."""
-        with self._lock:
-            self.mode = mode
-            sockets, self._sockets = self._sockets, []
-        for sock in sockets:
-            self._shut(sock)
-
-    def close(self):
-        self.set("down")
-        self._listener.close()
-
-    @staticmethod
-    def _shut(sock):
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-        sock.close()
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            with self._lock:
-                mode = self.mode
-                if mode != "down":
-                    self._sockets.append(client)
-            if mode == "down":
-                self._shut(client)
-            elif mode == "forward":
-                upstream = socket.create_connection(self._target, timeout=10)
-                with self._lock:
-                    self._sockets.append(upstream)
-                for source, sink in ((client, upstream), (upstream, client)):
-                    threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
-
-    def _pipe(self, source, sink):
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                sink.sendall(data)
-        with contextlib.suppress(OSError):
-            sink.shutdown(socket.SHUT_WR)
 
 
 def test_s3_leftover_aborts_do_not_hold_the_next_upload(s3_server):
@@ -309,30 +238,30 @@ def test_s3_leftover_aborts_do_not_hold_the_next_upload(s3_server):
     timeout of 1 s, one attempt) a 503 as soon as when nothing is left over, however many aborts
     are left over (retry them in the background, or a bounded few per request)."""
     host, port = s3_server.removeprefix("http://").rsplit(":", 1)
-    gate = Gate(host, int(port))
+    gate = TcpProxy(host, int(port))
     try:
         settings = s3_settings(f"http://127.0.0.1:{gate.port}")
         settings["kinto.attachment.aws.read_timeout"] = "1"
         settings["kinto.attachment.aws.part_size"] = str(5 * MiB)
-        app = _app(settings)
+        app = store_app(settings)
         store = app.app.registry.attachment_store
         # What an upload waits when S3 does not answer, nothing being left over.
-        gate.set("hole")
+        gate.hole()
         started = time.monotonic()
         _upload(app, URL, b"small", "small.txt", status=503)
         alone = time.monotonic() - started
-        gate.set("forward")
+        gate.up()
         # Six uploads under way (a part each sent) when S3 goes down: their aborts fail.
         staged = []
         for number in range(6):
             writer = store.stage(f"blog/articles/big-{number}.bin", "application/octet-stream")
             writer.write(os.urandom(5 * MiB + 1))
             staged.append(writer)
-        gate.set("down")
+        gate.down()
         for writer in staged:
             with pytest.raises(OSError):
                 writer.commit()
-        gate.set("hole")  # S3 accepts connections and no longer answers.
+        gate.hole()  # S3 accepts connections and no longer answers.
         started = time.monotonic()
         response = _upload(app, URL, b"small", "small.txt", status="*")
         elapsed = time.monotonic() - started

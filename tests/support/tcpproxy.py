@@ -2,7 +2,9 @@
 
 Its listening socket stays open the whole time, so its port is never released and cannot be
 taken by another process in between (which restarting a server on the same port would risk).
-While down, it closes every connection it has and every new one at once. While
+While down, it closes every connection it has and every new one at once; while a hole, it
+holds every new one and never answers (an overloaded endpoint, a load balancer whose backends
+are gone). While
 ``cut_after`` is set, a connection whose answer (target to client) goes past that many bytes
 is closed there: a body cut short by the network.
 """
@@ -18,6 +20,7 @@ class TcpProxy:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._up = True
+        self._holed = False
         self._sockets = set()
         self._lock = threading.Lock()
         #: Bytes forwarded from clients to the target (what clients sent).
@@ -31,15 +34,22 @@ class TcpProxy:
 
     def down(self):
         """Drop every connection, and every new one until :meth:`up`."""
+        self._drop(up=False)
+
+    def hole(self):
+        """Drop every connection; hold every new one, unanswered, until :meth:`up`."""
+        self._drop(up=True, holed=True)
+
+    def _drop(self, up, holed=False):
         with self._lock:
-            self._up = False
+            self._up, self._holed = up, holed
             sockets, self._sockets = self._sockets, set()
         for sock in sockets:
             self._shut(sock)
 
     def up(self):
         with self._lock:
-            self._up = True
+            self._up, self._holed = True, False
 
     def close(self):
         self._closed = True
@@ -59,9 +69,13 @@ class TcpProxy:
             except OSError:
                 return
             with self._lock:
-                up = self._up
+                up, holed = self._up, self._holed
+                if holed:
+                    self._sockets.add(client)
             if not up:
                 self._shut(client)
+                continue
+            if holed:
                 continue
             try:
                 upstream = socket.create_connection(self._target, timeout=10)
