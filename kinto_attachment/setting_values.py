@@ -30,7 +30,12 @@ def as_bool(name, value):
     fail(name, f"expected true or false, got {value!r}")
 
 
-def as_number(kind, minimum):
+#: The longest a setting of seconds may say (ten years): any wait a thread does, any date an
+#: answer writes (``Upload-Expires``) stays representable (``threading.TIMEOUT_MAX``, 9999).
+MAX_SECONDS = 10 * 365 * 86400
+
+
+def as_number(kind, minimum, maximum=None):
     def parse(name, value):
         try:
             number = kind(str(value).strip())
@@ -40,6 +45,8 @@ def as_number(kind, minimum):
             fail(name, f"expected a finite number, got {value!r}")
         if number < minimum:
             fail(name, f"must be at least {minimum}, got {number}")
+        if maximum is not None and number > maximum:
+            fail(name, f"must be at most {maximum}, got {number}")
         return number
 
     return parse

@@ -26,7 +26,7 @@ from .downloads import caching
 from .downloads.caching import Caching
 from .events import options as events_options
 from .events.options import EventsOptions
-from .setting_values import as_bool, as_number, as_text, fail
+from .setting_values import MAX_SECONDS, as_bool, as_number, as_text, fail
 from .state import paging
 from .storage import registry
 from .storage.registry import Chosen
@@ -230,7 +230,7 @@ def parse(settings):
         data_files=data_files_options.from_settings(
             _section(global_values, "data_files."), http_host=settings.get("http_host")
         ),
-        resumable_expires_seconds=as_number(int, 1)(
+        resumable_expires_seconds=as_number(int, 1, MAX_SECONDS)(
             PREFIX + "resumable.expires_seconds",
             global_values.get("resumable.expires_seconds", 86400),
         ),

@@ -254,3 +254,75 @@ def test_a_fetch_size_below_the_plugins_pages_stops_start_up(tmp_path):
     with pytest.raises(ConfigurationError, match="storage_max_fetch_size.*1000 or more"):
         kinto_main({}, **settings)
     kinto_main({}, **{**settings, "kinto.storage_max_fetch_size": "1000"})
+
+
+# Found by review (2026-12-05): settings accepted at start-up that fail later, or that let
+# which of two lines comes last decide.
+
+
+def test_s3_presigned_urls_of_more_than_a_week_are_refused():
+    """S3 refuses a SigV4 presigned URL of more than a week: every redirected download would
+    fail (GCS's ``signed_expires`` and ``events.url_expires_seconds`` were bounded already)."""
+    settings = {
+        "attachment.aws.bucket_name": "files",
+        "attachment.aws.presigned_downloads": "true",
+    }
+    attachment_settings.parse({**settings, "attachment.aws.presigned_expires": str(7 * 86400)})
+    with pytest.raises(ConfigurationError, match="kinto.attachment.aws.presigned_expires"):
+        attachment_settings.parse(
+            {**settings, "attachment.aws.presigned_expires": str(7 * 86400 + 1)}
+        )
+
+
+@pytest.mark.parametrize("prefix", ["", "resources.blog."])
+@pytest.mark.parametrize(
+    "first,second", [("max_size", "max_size_bytes"), ("max_size_bytes", "max_size")]
+)
+def test_max_size_and_its_alias_disagreeing_are_refused(prefix, first, second):
+    """``max_size`` (kinto-attachment's README) and ``max_size_bytes`` (its code) set one
+    limit: given both, the line that came last decided, silently (100 times larger in one
+    order). Equal, they are one setting."""
+    with pytest.raises(ConfigurationError, match=f"{prefix}max_size"):
+        parse(**{f"{prefix}{first}": "1000", f"{prefix}{second}": "100000"})
+    parse(**{f"{prefix}{first}": "1000", f"{prefix}{second}": "1000"})
+
+
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("resumable.expires_seconds", 10**12),  # Upload-Expires past the year 9999: a 500.
+        ("data_files.gc_interval_seconds", 10**10),  # Past threading.TIMEOUT_MAX: it dies.
+        ("events.poll_seconds", 10**10),
+    ],
+)
+def test_seconds_no_wait_nor_date_can_hold_are_refused(tmp_path, name, value):
+    settings = build_settings("memory", str(tmp_path), **{f"kinto.attachment.{name}": str(value)})
+    if name.startswith("events."):
+        settings["kinto.attachment.events.destinations"] = "webhook"
+        settings["kinto.attachment.events.webhook.url"] = "http://127.0.0.1:9/hook"
+        settings["kinto.attachment.events.url_secret"] = "a-test-secret-of-enough-length"
+    with pytest.raises(ConfigurationError, match=f"kinto.attachment.{name}"):
+        kinto_main({}, **settings)
+
+
+@pytest.mark.parametrize(
+    "folder",
+    [
+        ".assets/{bucket_id}",  # The plugin's own space (.uploads/, .data-files/): never served.
+        ".data-files",
+        "{bucket_id:.<2.0}/{collection_id}",  # Always "..": every upload fails.
+        "{bucket_id:.>2}/{collection_id}",  # ".b" for a bucket "b".
+        "{bucket_id!r}",  # Quotes in keys.
+    ],
+)
+def test_folders_of_hidden_segments_or_format_specs_are_refused(folder):
+    with pytest.raises(ConfigurationError, match="kinto.attachment.folder"):
+        parse(folder=folder)
+
+
+def test_a_relative_base_path_is_refused(tmp_path, monkeypatch):
+    """Resolved against each process's working folder, one setting made two stores: the
+    server's, and that of ``kinto migrate`` or the collector started elsewhere."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigurationError, match="kinto.attachment.base_path.*%\\(here\\)s"):
+        kinto_main({}, **build_settings("memory", "files"))

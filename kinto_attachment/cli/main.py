@@ -106,31 +106,44 @@ def _size(path):
 
 def resolve(remote, names, ids):
     """``([(argument, record, path or None)], failed)``: the record each NAME and ``--id``
-    designates, once each (``path``: the file name it was designated by)."""
+    designates, once each (``path``: the file name it was designated by).
+
+    A NAME may designate a record three ways: the record its upload gave that name
+    (:func:`record_id_of`), the record of that id, and the record whose file ``download``
+    names so (the collection's catalogue). Two that disagree are refused (give ``--id``),
+    and so is a name the catalogue has only in another case or form: the command never
+    deletes, nor downloads, a record the user did not name."""
     found, failed, catalogue = {}, False, None
     for text in names:
-        path = argument_path(text)
+        path = argument_path(text) if text else None
         by_name = remote.record(record_id_of(path)) if path else None
-        by_id = remote.record(text) if "/" not in text and text not in (".", "..") else None
-        if by_name is not None and by_id is not None:
-            failed = _failed(
-                text,
-                f"both the name of the file of record {by_name['id']} and a record id: "
-                f"give the record with --id",
-            )
-            continue
-        if by_name is None and by_id is None and path is not None:
+        by_id = (
+            remote.record(text) if text and "/" not in text and text not in (".", "..") else None
+        )
+        listed_as = None
+        if path is not None:
             if catalogue is None:
                 catalogue = _catalogue(remote)
-            by_name = catalogue.get(key(path))
-        if by_name is None and by_id is None:
-            failed = _failed(text, "no such file or record")
-        elif by_name is not None:
-            found.setdefault(by_name["id"], (text, by_name, path))
+            name, listed_as = catalogue.get(key(path), (None, None))
+            if listed_as is not None and name != path:  # Only folded: another file's name.
+                if by_name is None and by_id is None:
+                    failed = _failed(text, f"no such file or record (did you mean {name}?)")
+                    continue
+                listed_as = None
+        designated = {r["id"]: r for r in (by_name, listed_as, by_id) if r is not None}
+        if len(designated) > 1:
+            failed = _failed(
+                text,
+                f"names several records ({', '.join(sorted(designated))}): give the record "
+                f"with --id",
+            )
+        elif not designated:
+            failed = _failed(text or "''", "no such file or record")
         else:
-            found.setdefault(by_id["id"], (text, by_id, None))
+            [record] = designated.values()
+            found.setdefault(record["id"], (text, record, None if record is by_id else path))
     for text in ids:
-        record = remote.record(text)
+        record = remote.record(text) if text else None
         if record is None:
             failed = _failed(text, "no such record")
         else:
@@ -142,7 +155,8 @@ def _catalogue(remote):
     """``{key(name): record}``: the records of the collection by the name download gives
     their files."""
     records = {r["id"]: r for r in listed(remote) if downloads.check(r.get("attachment")) is None}
-    return {key(name): records[rid] for rid, name in local_names(records.values()).items()}
+    names = local_names(records.values())
+    return {key(name): (name, records[rid]) for rid, name in names.items()}
 
 
 def listed(remote):
@@ -164,6 +178,10 @@ def download(remote, args):
             wanted.append(record)
             if path is not None:
                 given[record["id"]] = path
+        # Named as a whole download names them: alone, one of these could be given the name
+        # another record's file has in the folder (and replace it there).
+        everyone = {r["id"]: r for r in listed(remote) if not downloads.check(r.get("attachment"))}
+        names = local_names({**everyone, **{r["id"]: r for r in wanted}}.values(), given)
     else:
         for record in remote.records():
             record_id = record.get("id") if isinstance(record, dict) else None
@@ -175,7 +193,7 @@ def download(remote, args):
                 failed = _failed(record_id, why)
             else:
                 wanted.append(record)
-    names = local_names(wanted, given)
+        names = local_names(wanted, given)
     with Folder(args.folder) as folder, Bars(sum(r["attachment"]["size"] for r in wanted)) as bars:
         for record in wanted:
             record_id, name = record["id"], names[record["id"]]
@@ -287,7 +305,9 @@ def rm(remote, args):
     found, failed = resolve(remote, args.names, args.ids)
     with Bars(0) as bars:
         for text, record, _ in found:
-            failed |= _remove(remote, text, record["id"], args.attachment_only, bars)
+            # Unless changed since it was read: another client's new version is not deleted.
+            unless = _unless_changed(record)
+            failed |= _remove(remote, text, record["id"], args.attachment_only, bars, unless)
     return failed
 
 

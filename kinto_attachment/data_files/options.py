@@ -13,7 +13,7 @@ import re
 
 from pyramid.exceptions import ConfigurationError
 
-from ..setting_values import as_bool, as_number, fail
+from ..setting_values import MAX_SECONDS, as_bool, as_number, fail
 
 
 #: Where our names live, after Kinto's ``kinto.`` (which error messages add).
@@ -119,7 +119,7 @@ SETTINGS = {
     "transfer_wait_seconds": as_number(float, 0),
     "transfer_idle_seconds": as_number(float, 1),
     "require_content_length": as_bool,
-    "gc_interval_seconds": as_number(int, 0),
+    "gc_interval_seconds": as_number(int, 0, MAX_SECONDS),
 }
 
 

@@ -17,7 +17,7 @@ import dataclasses
 import logging
 import re
 
-from ..setting_values import as_number, as_text, fail
+from ..setting_values import MAX_SECONDS, as_number, as_text, fail
 
 
 logger = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ SETTINGS = {
     "max_attempts": ("max_attempts", as_number(int, 1)),
     "max_age_seconds": ("max_age_seconds", as_number(int, 1)),
     "retry_seconds": ("retry_seconds", as_number(float, 0)),
-    "poll_seconds": ("poll_seconds", as_number(float, 0.01)),
+    "poll_seconds": ("poll_seconds", as_number(float, 0.01, MAX_SECONDS)),
     "timeout_seconds": ("timeout_seconds", as_number(float, 0.1)),
     "webhook.url": ("webhook_url", _as_url("http", "https")),
     "webhook.secret": ("webhook_secret", _as_webhook_secret),

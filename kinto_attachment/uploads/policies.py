@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import re
 from collections.abc import Mapping
+from string import Formatter
 from types import MappingProxyType
 
 from pyramid.exceptions import ConfigurationError
@@ -117,6 +118,12 @@ def _as_size(name, value):
 def _as_template(allowed):
     def parse(name, value):
         value = str(value).strip()
+        try:
+            fields = [(f, spec, conv) for _, f, spec, conv in Formatter().parse(value) if f]
+        except ValueError:
+            fields = []  # Told below, by format().
+        if any(spec or conv for _, spec, conv in fields):  # "{bucket_id:.<2}" makes "..".
+            fail(name, f"{value!r}: placeholders take no format spec nor conversion")
         probe = dict.fromkeys(allowed, "x")
         try:
             value.format(**probe)
@@ -133,8 +140,10 @@ def _as_folder(name, value):
     (a segment with an id in it takes :data:`MAX_SEGMENT` at most, the file's name
     :data:`NAME_ROOM`): three segments with ids fit, whatever the ids, four do not."""
     folder = _as_template(("bucket_id", "collection_id"))(name, value).strip("/")
-    if any(part in ("", ".", "..") for part in folder.split("/")) and folder:
-        fail(name, f"{value!r} must be relative and contain no '.' or '..' segments")
+    if any(part == "" or part.startswith(".") for part in folder.split("/")) and folder:
+        # Names starting with "." are the plugin's own (.uploads/, .data-files/, staged
+        # files), never served (serve_files, config/nginx.conf).
+        fail(name, f"{value!r} must be relative and contain no segment starting with '.'")
     longest = NAME_ROOM
     for segment in filter(None, folder.split("/")):
         size = len(segment.encode("utf-8"))
@@ -209,10 +218,15 @@ def split_resource_setting(key):
 
 
 def _parse(values, base, prefix):
-    changes = {}
+    changes, named = {}, {}
     for name, value in values.items():
         field, parse = SETTINGS[name]
-        changes[field] = parse(prefix + name, value)
+        parsed = parse(prefix + name, value)
+        # Two names of one setting (``max_size``, ``max_size_bytes``): which one the ini
+        # lists last would decide, silently.
+        if field in changes and changes[field] != parsed:
+            fail(prefix + name, f"says {parsed!r}, and {prefix + named[field]} {changes[field]!r}")
+        changes[field], named[field] = parsed, name
     return dataclasses.replace(base, **changes)
 
 

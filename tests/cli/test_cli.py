@@ -709,9 +709,9 @@ def test_one_way_to_name_things(server, collection, tmp_path, run):
     assert run(env, "upload", str(small), "--id", "greeting").returncode == 0
     ambiguous = run(env, "rm", "greeting")
     assert ambiguous.returncode == 1
+    both = ", ".join(sorted([record_id_of("greeting"), "greeting"]))
     assert ambiguous.stderr == (
-        f"kinto-attachment: greeting: both the name of the file of record "
-        f"{record_id_of('greeting')} and a record id: give the record with --id\n"
+        f"kinto-attachment: greeting: names several records ({both}): give the record with --id\n"
     )
     assert run(env, "rm", "--id", "greeting", "sub/a.dat").returncode == 0
     assert record(server, collection, "greeting") is None

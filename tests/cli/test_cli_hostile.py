@@ -66,10 +66,9 @@ def kinto(records, content=CONTENT, extra=None):
     return answer
 
 
-@pytest.fixture
-def run(monkeypatch, capsys, tmp_path):
+def against(monkeypatch, capsys, tmp_path):
     """``run(server, *args, auth=..., server_url=...)``: the command against ``server`` (a
-    :class:`Hostile`), as alice unless ``auth`` says otherwise."""
+    :class:`Hostile`), on its collection b/c, as alice unless ``auth`` says otherwise."""
 
     def run_against(server, *args, auth=f"alice:{PASSWORD}", server_url=None):
         env = {
@@ -82,6 +81,12 @@ def run(monkeypatch, capsys, tmp_path):
         return run_command(monkeypatch, capsys, env, *args)
 
     return run_against
+
+
+@pytest.fixture
+def run(monkeypatch, capsys, tmp_path):
+    """:func:`against`."""
+    return against(monkeypatch, capsys, tmp_path)
 
 
 def tree(root):

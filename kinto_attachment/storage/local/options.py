@@ -6,6 +6,7 @@ takes their values, as the option tables of the other stores do.
 """
 
 import dataclasses
+import os
 
 from ...setting_values import as_bool, as_text, fail
 
@@ -45,4 +46,12 @@ def from_settings(values):
         if serve_files:
             fail(PREFIX + "serve_files", "only applies to local storage (`base_path`)")
         return None
-    return LocalOptions(base_path, serve_files)
+    if not os.path.isabs(os.path.expanduser(base_path)):
+        # Resolved against each process's working folder: the server, ``kinto migrate`` and
+        # the collector, started from different folders, would each see a store of its own.
+        fail(
+            PREFIX + "base_path",
+            f"{base_path!r} is relative: give an absolute path, or %(here)s/{base_path} "
+            "(the ini file's folder)",
+        )
+    return LocalOptions(os.path.expanduser(base_path), serve_files)

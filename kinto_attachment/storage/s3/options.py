@@ -71,7 +71,8 @@ OPTIONS = {
     "read_timeout": as_number(float, 0.1),
     "max_attempts": as_number(int, 1),
     "presigned_downloads": as_bool,
-    "presigned_expires": as_number(int, 1),
+    # S3 refuses a presigned URL of more than a week (SigV4).
+    "presigned_expires": as_number(int, 1, 7 * 86400),
 }
 #: pyramid_storage's way of naming the endpoint, turned into ``endpoint_url``.
 PYRAMID_STORAGE_ENDPOINT = ("host", "port", "is_secure")

@@ -1,0 +1,234 @@
+"""How ``rm`` and ``download`` map NAMEs to records (found by review, 2026-12-05): a NAME
+designating two records (its upload's, an id, the file a download names so) or only another's
+in another case is refused; ``rm`` deletes a record only as it was read; a subset is downloaded
+under the names a whole download gives; an empty NAME is no record."""
+
+import hashlib
+import json
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+from kinto_attachment.cli import main as cli_main
+from kinto_attachment.cli.names import record_id_of
+
+from ..support.cli_support import Hostile
+from . import test_cli as live
+from .test_cli import attach_by_hand, environment, record, upload_one
+from .test_cli_hostile import against
+
+
+RECORDS = "/v1/buckets/b/collections/c/records"
+#: The live server's fixtures (tests/cli/test_cli.py).
+server, collection, run = live.server, live.collection, live.run
+
+
+def content_of(record_id):
+    return f"the file of record {record_id}\n".encode()
+
+
+def attachment(record_id, filename):
+    data = content_of(record_id)
+    return {
+        "filename": filename,
+        "size": len(data),
+        "hash": hashlib.sha256(data).hexdigest(),
+        "mimetype": "text/plain",
+    }
+
+
+def fake_kinto(records):
+    """A Kinto of ``records`` (each attachment holding :func:`content_of` its record) that
+    deletes what it is asked to: its DELETEs are in ``Hostile.requests``."""
+    by_id = {r["id"]: r for r in records}
+
+    def answer(request):
+        path = urlsplit(request.path).path
+        json_type = {"Content-Type": "application/json"}
+        if path == RECORDS and request.method == "GET":
+            return 200, {**json_type, "ETag": '"1"'}, json.dumps({"data": records}).encode()
+        if path.startswith(RECORDS + "/"):
+            rest = path[len(RECORDS) + 1 :]
+            wanted, _, tail = rest.partition("/")
+            wanted = unquote(wanted)
+            if wanted in by_id:
+                if request.method == "DELETE":
+                    return 200, json_type, json.dumps({"data": {"id": wanted}}).encode()
+                if tail == "attachment":
+                    return 200, {"Content-Type": "text/plain"}, content_of(wanted)
+                return 200, json_type, json.dumps({"data": by_id[wanted]}).encode()
+        return 404, json_type, b'{"code": 404, "errno": 110, "message": "not found"}'
+
+    return answer
+
+
+@pytest.fixture
+def hostile_run(monkeypatch, capsys, tmp_path):
+    return against(monkeypatch, capsys, tmp_path)
+
+
+def deleted(fake):
+    return [
+        unquote(urlsplit(r.path).path[len(RECORDS) + 1 :])
+        for r in fake.requests
+        if r.method == "DELETE"
+    ]
+
+
+def owner_of(folder, name, records):
+    """The id of the record whose file a whole download wrote at ``folder/name``."""
+    data = (folder / name).read_bytes()
+    return next(r["id"] for r in records if content_of(r["id"]) == data)
+
+
+def check_rm_deletes_what_download_named(hostile_run, tmp_path, records, name):
+    """Download everything, then ``rm NAME`` of a file the download wrote: it must delete
+    that file's record, or refuse (exit code 1, nothing deleted); never another record."""
+    folder = tmp_path / "out"
+    with Hostile(fake_kinto(records)) as fake:
+        everything = hostile_run(fake, "download", "--folder", str(folder))
+        assert everything.returncode == 0, everything.stderr
+        owner = owner_of(folder, name, records)
+        removed = hostile_run(fake, "rm", name)
+        gone = deleted(fake)
+    if removed.returncode == 0:
+        assert gone == [owner], (name, owner, gone)
+    else:
+        assert removed.returncode == 1 and gone == [], (removed.stderr, gone)
+    return owner, gone
+
+
+def test_rm_of_a_name_that_is_a_record_id_and_another_records_downloaded_file(
+    hostile_run, tmp_path
+):
+    """Found by review (2026-12-05).
+
+    ``resolve`` consults download's names (the catalogue) only when neither the
+    record of the name (``record_id_of``) nor a record of that id exists. A record whose id
+    is ``hello.txt`` (its file: ``other.bin``) and a record attached by hand whose file is
+    ``hello.txt`` (download writes it as ``hello.txt``): ``rm hello.txt`` silently deletes
+    the record ``hello.txt``, not the one whose file the user sees as ``hello.txt``. The
+    documented rule ("a word that is both the name of a file and the id of another record is
+    refused") must hold for the names download writes too: refused, exit code 1."""
+    records = [
+        {"id": "hello.txt", "attachment": attachment("hello.txt", "other.bin")},
+        {"id": "by-hand", "attachment": attachment("by-hand", "hello.txt")},
+    ]
+    owner, _ = check_rm_deletes_what_download_named(hostile_run, tmp_path, records, "hello.txt")
+    assert owner == "by-hand"
+
+
+def test_rm_of_a_name_upload_gave_one_record_and_download_gives_another(hostile_run, tmp_path):
+    """Found by review (2026-12-05).
+
+    Sync uploaded ``x:y.txt`` (an ordinary Linux name; download writes it
+    ``x_y.txt``) and upload attached a file named ``x_y.txt``. Both names are "own" in
+    ``local_names``; the smaller id, the synced record, gets ``x_y.txt``, the uploaded one
+    ``ID-x_y.txt``. ``rm x_y.txt`` (the file the user sees in the downloaded folder) finds
+    the uploaded record by ``record_id_of`` first and deletes it, with no word of the other
+    meaning. A name that designates two records (the name upload gave one, the name
+    download writes for another) must be refused (or both mappings must agree)."""
+    synced = record_id_of("x:y.txt")
+    uploaded = record_id_of("x_y.txt")
+    assert synced < uploaded  # So the synced record wins the name x_y.txt in a download.
+    records = [
+        {
+            "id": synced,
+            "last_modified": 1,
+            "attachment": attachment(synced, "x:y.txt"),
+            "synced_from": {"folder": "site", "path": "x:y.txt"},
+        },
+        {"id": uploaded, "last_modified": 2, "attachment": attachment(uploaded, "x_y.txt")},
+    ]
+    check_rm_deletes_what_download_named(hostile_run, tmp_path, records, "x_y.txt")
+
+
+def test_rm_of_a_name_that_only_folds_to_another_records_file(hostile_run, tmp_path):
+    """Found by review (2026-12-05).
+
+    The catalogue is looked up by ``key`` (case and Unicode folded). A record
+    attached by hand whose file is ``Report.pdf`` (download writes it ``by-hand-Report.pdf``
+    since ``upload`` attached ``report.pdf`` to its own record): ``rm Report.pdf`` (the
+    exact file name the user sees in Kinto Admin) deletes ``report.pdf``'s record, which
+    was never named. A name that matches no record exactly but only another's folded name
+    must be refused ("refuse rather than guess"), never delete that other record."""
+    uploaded = record_id_of("report.pdf")
+    records = [
+        {"id": uploaded, "attachment": attachment(uploaded, "report.pdf")},
+        {"id": "by-hand", "attachment": attachment("by-hand", "Report.pdf")},
+    ]
+    with Hostile(fake_kinto(records)) as fake:
+        removed = hostile_run(fake, "rm", "Report.pdf")
+        gone = deleted(fake)
+    assert uploaded not in gone, (removed.returncode, removed.stdout, removed.stderr)
+
+
+def test_download_by_id_writes_onto_the_file_of_another_record(server, collection, tmp_path, run):
+    """Found by review (2026-12-05).
+
+    ``download --id X`` names the files with ``local_names`` of the records asked
+    for only, not of the collection. A record attached by hand (``x``, its file ``a.txt``)
+    is written as ``x-a.txt`` by a whole download (``a.txt`` is the file of the record
+    ``upload`` attached as ``a.txt``), but ``download --id x`` into the same folder writes it
+    as ``a.txt``, replacing the other record's file (a download wrote it, so it is replaced
+    silently, exit code 0). The folder now says ``a.txt`` is x's file: a ``sync`` of it then
+    uploads x's bytes onto the record ``a.txt``, losing its attachment. A record must get the
+    same name in the folder however it is asked for."""
+    env = environment(server, collection, tmp_path)
+    upload_one(server, collection, "a.txt", b"the record a.txt\n")
+    attach_by_hand(server, collection, "x", "a.txt", b"the record x\n")
+    folder = tmp_path / "mirror"
+    everything = run(env, "download", "--folder", str(folder))
+    assert everything.returncode == 0, everything.stderr
+    assert (folder / "a.txt").read_bytes() == b"the record a.txt\n"
+    assert (folder / "x-a.txt").read_bytes() == b"the record x\n"
+
+    one = run(env, "download", "--id", "x", "--folder", str(folder))
+
+    assert (folder / "a.txt").read_bytes() == b"the record a.txt\n", one.stdout
+
+
+def test_rm_does_not_delete_a_record_changed_since_it_was_resolved(
+    server, collection, tmp_path, run, monkeypatch
+):
+    """Found by review (2026-12-05).
+
+    ``rm`` sends its ``DELETE`` without a precondition. ``rm hello.txt`` resolves
+    the name through the files' names (the record ``x`` attached by hand with the file
+    ``hello.txt``); another client then attaches ``budget.xlsx`` to ``x``: the name no longer
+    designates it, yet ``rm`` deletes it, and the other user's file with it. ``sync --delete``
+    and every upload carry ``If-Match``; ``rm`` must too (the ``last_modified`` it resolved):
+    ``412``, reported, exit code 1, the record kept."""
+    env = environment(server, collection, tmp_path)
+    attach_by_hand(server, collection, "x", "hello.txt", b"hello\n")
+    resolve = cli_main.resolve
+
+    def resolved_then_changed(*args, **kwargs):
+        found = resolve(*args, **kwargs)
+        attach_by_hand(server, collection, "x", "budget.xlsx", b"another user's budget\n")
+        return found
+
+    monkeypatch.setattr(cli_main, "resolve", resolved_then_changed)
+    removed = run(env, "rm", "hello.txt")
+
+    kept = record(server, collection, "x")
+    assert kept is not None and kept["attachment"]["filename"] == "budget.xlsx", removed.stdout
+    assert removed.returncode == 1
+
+
+def test_an_empty_name_is_no_such_record_not_a_lying_server(server, collection, tmp_path, run):
+    """Found by review (2026-12-05).
+
+    ``rm ""`` (or ``--id ""``, ``download ""``: an unset shell variable) is taken
+    as a record id, whose URL is the collection's listing (``.../records/``): the command
+    fetches the whole listing and stops with "the server answered another record", blaming
+    the server, and every other name given is dropped with it. An empty name is no record:
+    a usage error (exit code 2), or "no such file or record" for it alone."""
+    env = environment(server, collection, tmp_path)
+    attach_by_hand(server, collection, "x", "hello.txt", b"hello\n")
+
+    removed = run(env, "rm", "", "--attachment-only", "--id", "x")
+
+    assert "answered another record" not in removed.stderr, removed.stderr
+    refused = removed.returncode == 2
+    assert refused or (removed.returncode == 1 and "no such" in removed.stderr), removed.stderr
