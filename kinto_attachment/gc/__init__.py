@@ -45,6 +45,7 @@ from pyramid.events import ApplicationCreated
 from .. import adoption, metrics
 from ..events import recording, retention
 from ..state import data_file_entries, instance, links, references, replaced, tus_uploads
+from ..uploads import lifecycle
 from .report import Report
 from .store_check import Refused, check_store
 
@@ -94,10 +95,9 @@ def _expired_data_files(storage, now):
 
 def _collect_data_files(registry, now, report):
     """Expired entries go at once; their blobs as a deleted entry's do
-    (:func:`~kinto_attachment.uploads.lifecycle.retire`): ``gc.replaced_grace_seconds``
+    (:func:`~kinto_attachment.uploads.lifecycle.unreferenced`): ``gc.replaced_grace_seconds``
     later, since a download that began while the file was live may still be reading it."""
     storage, keys = registry.storage, []
-    grace = registry.attachment_settings.gc.replaced_grace_seconds
     for found in _expired_data_files(storage, now):
         if report.dry_run:
             report.expired_files.append(found)
@@ -111,12 +111,9 @@ def _collect_data_files(registry, now, report):
             data_file_entries.delete(storage, entry)
             metadata = data_file_entries.metadata(registry.attachment_store, entry)
             recording.deleted(registry, {"file_id": entry["id"]}, metadata)
-            # Deleted by a later round: past the grace, or once no event holds it.
-            kept = [entry["key"]] if grace else retention.held(registry, [entry["key"]], now)
-            replaced.add(storage, kept, until=now + grace * 1000)
+            doomed = lifecycle.unreferenced(registry, [entry["key"]], now)
         report.expired_files.append(entry)
-        if not kept:
-            keys.append(entry["key"])
+        keys += doomed
     if keys:
         registry.attachment_store.delete_many(keys)
         logger.info("Collected %d expired data files", len(keys))

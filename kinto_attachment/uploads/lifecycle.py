@@ -63,31 +63,35 @@ def delete_unless_committed(request, store, keys):
 
 def retire(request, keys):
     """Delete ``keys``, which the current transaction stops referencing, once no download
-    can be reading them: recorded as replaced, due ``gc.replaced_grace_seconds`` from now
-    (written in the transaction: a rollback leaves them referenced, a crash leaves them to
-    the collector), or deleted after commit when that grace is 0, unless an event holds
-    them: then they are recorded as replaced, due now, for the collector to delete once no
-    event holds them.
+    can be reading them (:func:`unreferenced`), after the transaction has committed."""
+    if keys:
+        doomed = unreferenced(request.registry, keys, msec_time())
+        delete_after_commit(request, request.registry.attachment_store, doomed)
+
+
+def unreferenced(registry, keys, now):
+    """The ``keys`` to delete once the current transaction, which stops referencing them,
+    has committed; the others are recorded as replaced, in it (a rollback leaves them
+    referenced, a crash leaves them to the collector): all of them, due
+    ``gc.replaced_grace_seconds`` from ``now``, while a download may be reading them; with no
+    grace, those an event holds, due at once, for the collector to delete once none does.
+    The names of those deleted stay taken a while (:func:`.replaced.quarantine`).
 
     A retained blob (:func:`.links.retain`) is never deleted: something this transaction
     does not see may still need it (a copy of the record that names it without a link, found
     by adoption; a file ``keep_old_files`` keeps). The collector leaves the retained among
     the replaced blobs; deleted at once, they are looked for here (one query, only then)."""
-    if not keys:
-        return
-    registry = request.registry
     grace = registry.attachment_settings.gc.replaced_grace_seconds
-    now = msec_time()
     if grace:
         replaced.add(registry.storage, keys, until=now + grace * 1000)
-        return
+        return []
     retained = links.retained_among(registry.storage, keys)
     keys = [key for key in keys if key not in retained]
     held = retention.held(registry, keys, now)
     replaced.add(registry.storage, held, until=now)
     doomed = [key for key in keys if key not in held]
-    replaced.quarantine(registry, doomed, now)  # Their names stay taken a while.
-    delete_after_commit(request, registry.attachment_store, doomed)
+    replaced.quarantine(registry, doomed, now)
+    return doomed
 
 
 def discard(request, unlinked):
