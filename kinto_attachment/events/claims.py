@@ -168,28 +168,19 @@ class PostgreSQLClaims:
     def change(self, row, **changes):
         """Apply ``changes`` to ``row`` if it is still pending under the lease it was claimed
         with, in the current transaction; return whether it was."""
-        import sqlalchemy
-
-        placeholders = {
-            "resource": outbox.RESOURCE,
-            "parent": row["parent"],
-            "id": row["id"],
-            "claimed": row["claimed_until"],
-            "changes": json.dumps(changes),
-        }
-        with self._storage.client.connect() as session:
-            found = session.execute(sqlalchemy.text(CHANGE), placeholders).fetchall()
-        return bool(found)
+        changes = json.dumps(changes)
+        return self._if_still(CHANGE, row, claimed=row["claimed_until"], changes=changes)
 
     def revive(self, row, **changes):
         """Apply ``changes`` to ``row`` if it is still dead; return whether it was."""
-        return self._if_dead(REVIVE, row, changes=json.dumps(changes))
+        return self._if_still(REVIVE, row, changes=json.dumps(changes))
 
     def purge(self, row):
         """Remove ``row`` if it is still dead; return whether it was."""
-        return self._if_dead(PURGE, row)
+        return self._if_still(PURGE, row)
 
-    def _if_dead(self, statement, row, **more):
+    def _if_still(self, statement, row, **more):
+        """Run ``statement``, conditional on the row's state, on ``row``: whether it applied."""
         import sqlalchemy
 
         placeholders = {"resource": outbox.RESOURCE, "parent": row["parent"], "id": row["id"]}
@@ -241,27 +232,31 @@ class MemoryClaims:
 
     def change(self, row, **changes):
         with self._lock:
-            current = outbox.get(self._storage, row)
-            if current is None or current["state"] != outbox.PENDING:
-                return False
-            if current["claimed_until"] != row["claimed_until"]:
+            if not self._is(row, outbox.PENDING, claimed_until=row["claimed_until"]):
                 return False
             return outbox.change(self._storage, row, **changes) is not None
 
     def revive(self, row, **changes):
         with self._lock:
-            current = outbox.get(self._storage, row)
-            if current is None or current["state"] != outbox.DEAD:
+            if not self._is(row, outbox.DEAD):
                 return False
             return outbox.change(self._storage, row, **changes) is not None
 
     def purge(self, row):
         with self._lock:
-            current = outbox.get(self._storage, row)
-            if current is None or current["state"] != outbox.DEAD:
+            if not self._is(row, outbox.DEAD):
                 return False
             outbox.delete(self._storage, row)
             return True
+
+    def _is(self, row, state, **fields):
+        """Whether ``row`` is stored in ``state`` (with ``fields``), under the lock."""
+        current = outbox.get(self._storage, row)
+        return (
+            current is not None
+            and current["state"] == state
+            and all(current.get(name) == value for name, value in fields.items())
+        )
 
 
 def _parents(destination):
