@@ -46,7 +46,8 @@ def from_settings(values):
         if serve_files:
             fail(PREFIX + "serve_files", "only applies to local storage (`base_path`)")
         return None
-    if not os.path.isabs(os.path.expanduser(base_path)):
+    base_path = os.path.expanduser(base_path)
+    if not os.path.isabs(base_path):
         # Resolved against each process's working folder: the server, ``kinto migrate`` and
         # the collector, started from different folders, would each see a store of its own.
         fail(
@@ -54,4 +55,4 @@ def from_settings(values):
             f"{base_path!r} is relative: give an absolute path, or %(here)s/{base_path} "
             "(the ini file's folder)",
         )
-    return LocalOptions(os.path.expanduser(base_path), serve_files)
+    return LocalOptions(base_path, serve_files)
