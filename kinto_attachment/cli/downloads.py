@@ -19,6 +19,7 @@ import urllib3
 
 from .answers import Failure
 from .files import hash_of, open_file, stamp
+from .names import shown
 from .pace import CHUNK, Pace
 
 
@@ -52,11 +53,16 @@ def _found(directory, name):
         os.close(fd)
 
 
-def download(remote, record_id, attachment, folder, path, bars, rate=None, overwrite=False):
+def download(remote, record_id, attachment, folder, path, bars, rate=None, claimed=None):
     """Download the attachment to ``path`` (relative, with ``/``) in ``folder`` (a
     :class:`~.folder.Folder`), at most ``rate`` bytes a second when given; return False when
-    it was already there. A file there with another sha256 is kept (a :class:`Failure`)
-    unless a download wrote it as it is, or ``overwrite``."""
+    it was already there.
+
+    A file there with another sha256 is kept (a :class:`Failure`) unless a download wrote it
+    as it is, and, when ``claimed`` is given (a download of some records only, whose names
+    are not the whole folder's), unless that download was for this record or for one
+    ``claimed(record id)`` says no longer claims it. ``claimed=False`` replaces any file
+    (``--overwrite``)."""
     expected, size = attachment["hash"], attachment["size"]
     *parents, name = path.split("/")
     directory = folder.directory(parents)
@@ -64,13 +70,10 @@ def download(remote, record_id, attachment, folder, path, bars, rate=None, overw
         folder.recover(path, directory, name)
         there, found = _found(directory, name)
         if there == expected:
-            folder.remember(path, expected)
+            folder.remember(path, expected, record_id)
             return False
-        if there is not None and not overwrite and folder.downloaded(path) != there:
-            raise Failure(
-                "a file that differs from the record's is there, and no download wrote it "
-                "as it is (changed here?): kept (--overwrite replaces it)"
-            )
+        if there is not None and claimed is not False:
+            _replaceable(folder, path, there, record_id, claimed)
         part = f"{expected}.part"
         fd, done = folder.part(part, size)
         try:
@@ -85,10 +88,27 @@ def download(remote, record_id, attachment, folder, path, bars, rate=None, overw
         finally:
             os.close(fd)
         folder.publish(part, directory, name, found, path)
-        folder.remember(path, expected)
+        folder.remember(path, expected, record_id)
         return True
     finally:
         os.close(directory)
+
+
+def _replaceable(folder, path, there, record_id, claimed):
+    """Refuse (a :class:`Failure`) to replace the file at ``path`` (of sha256 ``there``)
+    unless a download wrote it as it is, for ``record_id`` or a record no longer
+    ``claimed``."""
+    written, owner = folder.downloaded(path)
+    if written != there:
+        raise Failure(
+            "a file that differs from the record's is there, and no download wrote it "
+            "as it is (changed here?): kept (--overwrite replaces it)"
+        )
+    if claimed is not None and owner not in (None, record_id) and claimed(owner):
+        raise Failure(
+            f"the file there is the download of another record ({shown(owner)}): kept "
+            "(download both without names, or --overwrite replaces it)"
+        )
 
 
 class _Discard(Failure):

@@ -6,10 +6,11 @@ name that turns out to be a link is refused or replaced, never followed. Tempora
 created with ``O_EXCL``; a file becomes visible under its name by a ``rename`` inside the
 folder, after ``fsync``.
 
-A folder remembers what its downloads wrote (:data:`~.names.DOWNLOADED`: each path and the
-sha256 of the file written there, or found there with the record's sha256): a download
-replaces a file that differs from the record's only when that file is still what a download
-left, never one changed or put there by someone else (``--overwrite`` says otherwise).
+A folder remembers what its downloads wrote (:data:`~.names.DOWNLOADED`: each path, the
+sha256 of the file written there, or found there with the record's sha256, and that record's
+id): a download replaces a file that differs from the record's only when that file is still
+what a download left, never one changed or put there by someone else, nor, when it downloads
+only some records, another record's download (``--overwrite`` says otherwise).
 """
 
 import contextlib
@@ -62,17 +63,19 @@ class Folder:
             os.close(self.fd)
 
     def downloaded(self, path):
-        """The sha256 of the file a download wrote (or found) at ``path`` last, or None."""
+        """``(sha256, record id)`` of the file a download wrote (or found) at ``path`` last,
+        ``(None, None)`` when none did; the record id is None where the folder remembers a
+        sha256 alone (as 1.0.0 did)."""
         if self._downloaded is None:
             self._downloaded = self._read_downloaded()
-        return self._written.get(path, self._downloaded.get(path))
+        return self._written.get(path) or self._downloaded.get(path) or (None, None)
 
-    def remember(self, path, sha256):
-        """The file at ``path`` is the download of ``sha256`` (saved when the folder closes,
-        if that is news: a run killed before leaves files unremembered, which later runs
-        keep, never replace)."""
-        if self.downloaded(path) != sha256:
-            self._written[path] = sha256
+    def remember(self, path, sha256, record_id):
+        """The file at ``path`` is the download of ``sha256`` for the record ``record_id``
+        (saved when the folder closes, if that is news: a run killed before leaves files
+        unremembered, which later runs keep, never replace)."""
+        if self.downloaded(path) != (sha256, record_id):
+            self._written[path] = (sha256, record_id)
 
     def _read_downloaded(self):
         """:data:`~.names.DOWNLOADED`, or nothing remembered when it is missing or unreadable
@@ -88,12 +91,15 @@ class Folder:
             return {}
         if not isinstance(found, dict):
             return {}
-        return {k: v for k, v in found.items() if isinstance(k, str) and isinstance(v, str)}
+        return {k: entry for k, v in found.items() if isinstance(k, str) and (entry := _entry(v))}
 
     def _save(self):
         """Write what the downloads wrote, this run's added to what is there now (another
         run may have written it meanwhile): a temporary file, fsynced, renamed, durably."""
-        downloaded = {**self._read_downloaded(), **self._written}
+        downloaded = {
+            path: {"sha256": sha256, "record": record_id}
+            for path, (sha256, record_id) in {**self._read_downloaded(), **self._written}.items()
+        }
         temporary = f"{DOWNLOADED}.{os.getpid()}"
         parts = self.parts()
         with contextlib.suppress(FileNotFoundError):
@@ -217,7 +223,7 @@ class Folder:
                 digest = files.hash_of(fd, hashlib.sha256()).hexdigest()
             finally:
                 os.close(fd)
-            if digest == self.downloaded(path):
+            if digest == self.downloaded(path)[0]:
                 os.unlink(aside, dir_fd=parts)
                 return
         raise Failure(f"an earlier run set a file aside: kept as {PARTS}/{aside}")
@@ -234,6 +240,18 @@ class Folder:
             ) from None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(aside, dir_fd=self.parts())
+
+
+def _entry(value):
+    """``(sha256, record id)`` of a remembered download: an object, or a sha256 alone (as
+    1.0.0 wrote them: no record id); None when it is neither."""
+    if isinstance(value, str):
+        return value, None
+    if isinstance(value, dict):
+        sha256, record_id = value.get("sha256"), value.get("record")
+        if isinstance(sha256, str) and isinstance(record_id, str):
+            return sha256, record_id
+    return None
 
 
 def _aside(path):

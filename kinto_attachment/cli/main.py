@@ -190,6 +190,7 @@ def download(remote, args):
             else:
                 wanted.append(record)
     names = local_names(wanted, given)
+    claimed = _claimed(remote) if args.names or args.ids else None
     with Folder(args.folder) as folder, Bars(sum(r["attachment"]["size"] for r in wanted)) as bars:
         for record in wanted:
             record_id, name = record["id"], names[record["id"]]
@@ -202,12 +203,19 @@ def download(remote, args):
                     name,
                     bars,
                     args.limit_rate,
-                    args.overwrite,
+                    False if args.overwrite else claimed,
                 )
                 bars.print(f"{'downloaded' if fetched else 'unchanged'} {name} ({record_id})")
             except (Failure, OSError) as e:
                 failed = _failed(name, e)
     return failed
+
+
+def _claimed(remote):
+    """Whether a record still claims the file a download wrote for it: it still exists. Some
+    records downloaded alone get names that are not the whole folder's (another record may
+    have it there): that record's file is not theirs to replace."""
+    return lambda record_id: remote.record(record_id) is not None
 
 
 def mirror(remote, args):

@@ -227,8 +227,14 @@ def test_download_replaces_only_what_a_download_wrote(server, collection, tmp_pa
     assert "c.txt: a file that differs" in second.stderr
     assert sorted(p.name for p in target.iterdir()) == [DOWNLOADED, "a.txt", "b.txt", "c.txt"]
     assert json.loads((target / DOWNLOADED).read_text()) == {
-        "a.txt": hashlib.sha256(b"second a.txt").hexdigest(),
-        "b.txt": hashlib.sha256(b"first b.txt").hexdigest(),
+        "a.txt": {
+            "sha256": hashlib.sha256(b"second a.txt").hexdigest(),
+            "record": record_id_of("a.txt"),
+        },
+        "b.txt": {
+            "sha256": hashlib.sha256(b"first b.txt").hexdigest(),
+            "record": record_id_of("b.txt"),
+        },
     }
 
 

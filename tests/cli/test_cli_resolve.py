@@ -8,13 +8,15 @@ import json
 from urllib.parse import unquote, urlsplit
 
 import pytest
+import requests
 
 from kinto_attachment.cli import main as cli_main
-from kinto_attachment.cli.names import record_id_of
+from kinto_attachment.cli.names import DOWNLOADED, record_id_of
 
 from ..support.cli_support import Hostile
+from ..support.live import ALICE
 from . import test_cli as live
-from .test_cli import attach_by_hand, environment, record
+from .test_cli import BUCKET, attach_by_hand, environment, record
 from .test_cli_hostile import against
 
 
@@ -207,3 +209,64 @@ def test_an_empty_name_is_no_such_record_not_a_lying_server(server, collection, 
     assert "answered another record" not in removed.stderr, removed.stderr
     refused = removed.returncode == 2
     assert refused or (removed.returncode == 1 and "no such" in removed.stderr), removed.stderr
+
+
+def test_a_download_of_one_record_keeps_another_records_download(
+    server, collection, tmp_path, run
+):
+    """Found by review (2026-12-05).
+
+    Two records whose files have one name: a whole download gives it to the smaller id
+    (``a``), the other file becomes ``b-hello.txt``. ``download --id b`` alone names b's file
+    ``hello.txt`` and replaced a's download there with b's bytes (the folder remembered only
+    that a download wrote it): a's file gone from the folder, and b's bytes under the name of
+    a's file. A file a download wrote for another record that still exists is kept (exit code
+    1); once that record is gone, or with ``--overwrite``, it is replaced; what 1.0.0
+    remembered (a sha256 alone) is replaced as it was."""
+    env = environment(server, collection, tmp_path)
+    attach_by_hand(server, collection, "a", "hello.txt", b"a's hello\n")
+    attach_by_hand(server, collection, "b", "hello.txt", b"b's hello\n")
+    folder = tmp_path / "out"
+    assert run(env, "download", "--folder", str(folder)).returncode == 0
+    assert (folder / "hello.txt").read_bytes() == b"a's hello\n"
+    assert (folder / "b-hello.txt").read_bytes() == b"b's hello\n"
+
+    alone = run(env, "download", "--folder", str(folder), "--id", "b")
+
+    assert alone.returncode == 1, alone.stdout
+    assert "hello.txt: the file there is the download of another record (a)" in alone.stderr
+    assert (folder / "hello.txt").read_bytes() == b"a's hello\n"
+    remembered = json.loads((folder / DOWNLOADED).read_text())
+    assert remembered["hello.txt"]["record"] == "a"
+
+    forced = run(env, "download", "--folder", str(folder), "--id", "b", "--overwrite")
+    assert forced.returncode == 0, forced.stderr
+    assert (folder / "hello.txt").read_bytes() == b"b's hello\n"
+    assert json.loads((folder / DOWNLOADED).read_text())["hello.txt"]["record"] == "b"
+
+    assert run(env, "download", "--folder", str(folder)).returncode == 0
+    assert (folder / "hello.txt").read_bytes() == b"a's hello\n"  # a's name again: a's file.
+    url = f"{server.url}/buckets/{BUCKET}/collections/{collection}/records/a"
+    assert requests.delete(url, auth=ALICE, timeout=60).status_code == 200
+    after = run(env, "download", "--folder", str(folder), "--id", "b")
+    assert after.returncode == 0, after.stderr
+    assert (folder / "hello.txt").read_bytes() == b"b's hello\n"
+
+
+def test_what_an_older_version_remembered_is_replaced_as_it_was(server, collection, tmp_path, run):
+    """A record of downloads with a sha256 alone per file (as 1.0.0 wrote it) still lets a
+    download replace the file it wrote, whatever record asks."""
+    env = environment(server, collection, tmp_path)
+    attach_by_hand(server, collection, "a", "hello.txt", b"a's hello\n")
+    attach_by_hand(server, collection, "b", "hello.txt", b"b's hello\n")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "hello.txt").write_bytes(b"old\n")
+    (folder / DOWNLOADED).write_text(
+        json.dumps({"hello.txt": hashlib.sha256(b"old\n").hexdigest()})
+    )
+
+    alone = run(env, "download", "--folder", str(folder), "--id", "b")
+
+    assert alone.returncode == 0, alone.stderr
+    assert (folder / "hello.txt").read_bytes() == b"b's hello\n"
