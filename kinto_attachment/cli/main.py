@@ -9,14 +9,15 @@ the other files were still done; ``2`` the command line is wrong; ``130`` interr
 import os
 import sys
 
-from . import downloads, resumes, sync, uploads
+from . import downloads, resolving, resumes, sync, uploads
 from .answers import Failure
 from .arguments import parser
 from .folder import Folder
-from .names import argument_path, key, local_names, record_id_of, shown
+from .names import local_names, record_id_of, shown
 from .pace import sha256_of
-from .progress import Bars
+from .progress import Bars, report
 from .remote import Remote
+from .resolving import resolve
 
 
 class Usage(Exception):
@@ -62,18 +63,13 @@ def _upload(remote, args, bars, jobs, compared=False):
                 raise Failure(f"the server stored sha256 {stored}, the file has {local}")
             bars.print(f"uploaded {name} ({record_id}) sha256 {local}")
         except (Failure, OSError) as e:
-            failed = _failed(name, e)
+            failed = report(name, e)
     return failed
 
 
 def _attachment(record):
     attachment = (record or {}).get("attachment")
     return attachment if isinstance(attachment, dict) else {}
-
-
-def _failed(what, error):
-    print(shown(f"kinto-attachment: {what}: {error}"), file=sys.stderr, flush=True)
-    return True
 
 
 def upload(remote, args):
@@ -104,68 +100,6 @@ def _size(path):
         return 0
 
 
-def resolve(remote, names, ids):
-    """``([(argument, record, path or None)], failed)``: the record each NAME and ``--id``
-    designates, once each (``path``: the file name it was designated by).
-
-    A NAME may designate a record three ways: the record its upload gave that name
-    (:func:`record_id_of`), the record of that id, and the record whose file ``download``
-    names so (the collection's catalogue). Two that disagree are refused (give ``--id``),
-    and so is a name the catalogue has only in another case or form: the command never
-    deletes, nor downloads, a record the user did not name."""
-    found, failed, catalogue = {}, False, None
-    for text in names:
-        path = argument_path(text) if text else None
-        by_name = remote.record(record_id_of(path)) if path else None
-        by_id = (
-            remote.record(text) if text and "/" not in text and text not in (".", "..") else None
-        )
-        listed_as = None
-        if path is not None:
-            if catalogue is None:
-                catalogue = _catalogue(remote)
-            name, listed_as = catalogue.get(key(path), (None, None))
-            if listed_as is not None and name != path:  # Only folded: another file's name.
-                if by_name is None and by_id is None:
-                    failed = _failed(text, f"no such file or record (did you mean {name}?)")
-                    continue
-                listed_as = None
-        designated = {r["id"]: r for r in (by_name, listed_as, by_id) if r is not None}
-        if len(designated) > 1:
-            failed = _failed(
-                text,
-                f"names several records ({', '.join(sorted(designated))}): give the record "
-                f"with --id",
-            )
-        elif not designated:
-            failed = _failed(text or "''", "no such file or record")
-        else:
-            [record] = designated.values()
-            found.setdefault(record["id"], (text, record, None if record is by_id else path))
-    for text in ids:
-        record = remote.record(text) if text else None
-        if record is None:
-            failed = _failed(text, "no such record")
-        else:
-            found.setdefault(record["id"], (text, record, None))
-    return list(found.values()), failed
-
-
-def _catalogue(remote):
-    """``{key(name): record}``: the records of the collection by the name download gives
-    their files."""
-    records = {r["id"]: r for r in listed(remote) if downloads.check(r.get("attachment")) is None}
-    names = local_names(records.values())
-    return {key(name): (name, records[rid]) for rid, name in names.items()}
-
-
-def listed(remote):
-    """The records of the collection that are objects with a string id."""
-    for record in remote.records():
-        if isinstance(record, dict) and isinstance(record.get("id"), str):
-            yield record
-
-
 def download(remote, args):
     failed, wanted, given = False, [], {}
     if args.names or args.ids:
@@ -173,7 +107,7 @@ def download(remote, args):
         for text, record, path in found:
             why = downloads.check(record.get("attachment"))
             if why is not None:
-                failed = _failed(text, why)
+                failed = report(text, why)
                 continue
             wanted.append(record)
             if path is not None:
@@ -182,15 +116,15 @@ def download(remote, args):
         for record in remote.records():
             record_id = record.get("id") if isinstance(record, dict) else None
             if not isinstance(record_id, str):
-                failed = _failed("the server", f"listed {record!r:.100} as a record")
+                failed = report("the server", f"listed {record!r:.100} as a record")
             elif record.get("attachment") is None:
                 print(shown(f"skipped {record_id}: no attachment"), flush=True)
             elif (why := downloads.check(record["attachment"])) is not None:
-                failed = _failed(record_id, why)
+                failed = report(record_id, why)
             else:
                 wanted.append(record)
     names = local_names(wanted, given)
-    claimed = _claimed(remote) if args.names or args.ids else None
+    claimed = resolving.claimed(remote) if args.names or args.ids else None
     with Folder(args.folder) as folder, Bars(sum(r["attachment"]["size"] for r in wanted)) as bars:
         for record in wanted:
             record_id, name = record["id"], names[record["id"]]
@@ -207,15 +141,8 @@ def download(remote, args):
                 )
                 bars.print(f"{'downloaded' if fetched else 'unchanged'} {name} ({record_id})")
             except (Failure, OSError) as e:
-                failed = _failed(name, e)
+                failed = report(name, e)
     return failed
-
-
-def _claimed(remote):
-    """Whether a record still claims the file a download wrote for it: it still exists. Some
-    records downloaded alone get names that are not the whole folder's (another record may
-    have it there): that record's file is not theirs to replace."""
-    return lambda record_id: remote.record(record_id) is not None
 
 
 def mirror(remote, args):
@@ -247,9 +174,9 @@ def mirror(remote, args):
         for entry in plan.skipped:
             bars.print(f"skipped {shown(entry.path)}: {entry.note}")
         for entry in plan.conflicts:
-            failed = _failed(entry.path, f"record {entry.record_id} {sync.conflict(entry)}")
+            failed = report(entry.path, f"record {entry.record_id} {sync.conflict(entry)}")
         for entry in plan.diverged:
-            failed = _failed(entry.path, f"record {entry.record_id} {sync.diverged(entry)}")
+            failed = report(entry.path, f"record {entry.record_id} {sync.diverged(entry)}")
         failed |= _upload(remote, args, bars, jobs, compared=True)
         for entry in plan.adopted:
             failed |= _mark(remote, name, entry, bars)
@@ -287,7 +214,7 @@ def _mark(remote, name, entry, bars):
             headers=_unless_changed(entry.record),
         )
     except Failure as e:
-        return _failed(entry.path, e)
+        return report(entry.path, e)
     bars.print(f"marked {entry}")
     return False
 
@@ -297,7 +224,7 @@ def _remove(remote, label, record_id, attachment_only, bars, headers=None):
     try:
         remote.request("DELETE", url, expected=(200, 204), headers=headers)
     except Failure as e:
-        return _failed(label, e)
+        return report(label, e)
     named = label if label == record_id else f"{label} ({record_id})"
     bars.print(f"deleted {'attachment of ' if attachment_only else 'record '}{named}")
     return False

@@ -5,6 +5,7 @@ drawn and only the result lines are printed.
 """
 
 import contextlib
+import sys
 
 from rich.console import Console
 from rich.progress import (
@@ -65,3 +66,9 @@ class Bars:
             self._progress.console.print(line, markup=False, highlight=False)
         else:
             print(line, flush=True)
+
+
+def report(what, error):
+    """Say on stderr, in one line, that ``what`` failed and why; True (something failed)."""
+    print(shown(f"kinto-attachment: {what}: {error}"), file=sys.stderr, flush=True)
+    return True
