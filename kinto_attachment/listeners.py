@@ -5,7 +5,9 @@
   it has committed, every blob it referenced is deleted, with the orphans the garbage
   collector would take; uploads under way on any node keep theirs.
 - The ``attachment`` field of a record is ours: a ``PUT``/``PATCH``/``POST`` of the record that
-  sets or changes it is refused, so that a record can never point at a file it does not own.
+  sets or changes it is refused, so that a record can never point at a file it does not own
+  (plugins that copy records, as Remote Settings' signer does, are trusted as
+  kinto-attachment trusts them: :func:`on_records_written`).
   The ``ResourceChanged`` listener sees every write whatever its path (batch, plugins) and
   its refusal rolls the transaction back; since the memory backend cannot roll back, the
   record views' JSON bodies are also checked before the view runs: a JSON-Patch is applied
@@ -33,6 +35,7 @@ from .uploads import lifecycle
 
 FIELD = "attachment"
 WRITES = ("PUT", "PATCH", "POST")
+RECORD_ROUTES = ("record-object", "record-plural")
 
 
 def on_resources_deleted(event):
@@ -81,11 +84,31 @@ def _refuse_edit(before, after):
 
 
 def on_records_written(event):
-    """Refuse edits of ``attachment`` that do not come from our own views."""
-    if records.is_internal_write(event.request):
+    """Refuse edits of ``attachment`` that do not come from our own views.
+
+    A client's write (a record view's, in a batch or not) may not change it at all: its body
+    was checked before the view ran (:func:`_check_record_body`), and this refusal rolls back
+    whatever got past. Plugins that write records themselves and announce them are trusted as
+    kinto-attachment trusts them, so that they keep working: any write flagged
+    ``_attachment_auto_save`` (Remote Settings' signer flags its copies of records whose
+    attachment changed), and any other write but one that changes an attachment into another
+    (the signer creates the records it publishes, their attachments with them). Such a copy
+    names the original's file without owning it (no link): deleting the copy deletes no file,
+    and the garbage collector keeps every file a record names."""
+    request = event.request
+    if records.is_internal_write(request) or getattr(request, "_attachment_auto_save", False):
         return
+    client = _is_record_write(request)
     for change in event.impacted_objects:
-        _refuse_edit((change.get("old") or {}).get(FIELD), change["new"].get(FIELD))
+        before, after = (change.get("old") or {}).get(FIELD), change["new"].get(FIELD)
+        if client or (before and after):
+            _refuse_edit(before, after)
+
+
+def _is_record_write(request):
+    """Whether ``request`` is a client's write through Kinto's record views."""
+    route = getattr(request, "matched_route", None)
+    return route is not None and route.name in RECORD_ROUTES and request.method in WRITES
 
 
 def _stored_record(request):
@@ -237,7 +260,7 @@ def on_context_found(event):
     _lock_write(request)
     if route.name == "flush" and request.method == "POST":
         on_flush(request)
-    elif route.name in ("record-object", "record-plural") and request.method in WRITES:
+    elif _is_record_write(request):
         _check_record_body(request)
 
 

@@ -1,10 +1,13 @@
 """Same answers as kinto-attachment where we have no reason to differ: statuses, the wording
-and errno of refusals, CORS on every route whatever the import order, the events' ``uri``."""
+and errno of refusals, CORS on every route whatever the import order, the events' ``uri``;
+plugins that copy records with their attachments (Remote Settings' signer) keep working."""
 
 import pytest
-from kinto.core.events import ResourceChanged
+from kinto.core.events import ACTIONS, ResourceChanged
+from kinto.core.storage.exceptions import ObjectNotFoundError
+from kinto.core.utils import build_request
 
-from .conftest import ALICE, cached_app
+from .conftest import ALICE, attachment_app, cached_app
 
 
 URL = "/v1/buckets/blog/collections/articles/records/r1"
@@ -179,3 +182,111 @@ def test_events_carry_the_attachment_uri(kinto):
         # Kinto's own record writes keep theirs.
         ("update", record_uri, "r1"),
     ]
+
+
+SOURCE = "/buckets/blog/collections/articles"
+DESTINATION = "/buckets/blog/collections/published"
+PUBLISHED = f"/v1{DESTINATION}/records/r1"
+
+
+def _publish(event):
+    """What Remote Settings' signer does when a collection is asked to be signed
+    (``kinto_remote_settings/signer``: ``updater.py``, ``utils.notify_resource_event``): every
+    record of the source is written into the destination through the storage backend, and
+    each write announced from a request of its own, flagged ``_attachment_auto_save`` when an
+    update changes the ``attachment`` (the flag kinto-attachment's listener honours)."""
+    if (event.payload["resource_name"], event.payload["action"]) != ("collection", "update"):
+        return
+    if not any(c["new"].get("status") == "to-sign" for c in event.impacted_objects):
+        return
+    storage = event.request.registry.storage
+    for record in storage.list_all(parent_id=SOURCE, resource_name="record"):
+        copy = {k: v for k, v in record.items() if k != "last_modified"}
+        where = {"parent_id": DESTINATION, "resource_name": "record"}
+        try:
+            old = storage.get(**where, object_id=record["id"])
+        except ObjectNotFoundError:
+            old, new = None, storage.create(**where, obj=copy)
+        else:
+            new = storage.update(**where, object_id=record["id"], obj=copy)
+        announcing = build_request(
+            event.request, {"method": "PUT", "path": f"{DESTINATION}/records/{record['id']}"}
+        )
+        announcing.matchdict = {"bucket_id": "blog", "collection_id": "published"}
+        announcing.matchdict["id"] = record["id"]
+        announcing.bound_data = event.request.bound_data
+        announcing.current_resource_name = "record"
+        if old is not None and old.get("attachment") != new.get("attachment"):
+            announcing._attachment_auto_save = True
+        announcing.notify_resource_event(
+            parent_id=DESTINATION,
+            timestamp=new["last_modified"],
+            data=new,
+            action=ACTIONS.CREATE if old is None else ACTIONS.UPDATE,
+            old=old,
+        )
+
+
+@pytest.fixture
+def signer(tmp_path_factory, request):
+    kinto = attachment_app(tmp_path_factory, request)
+    kinto.app.put_json(f"/v1{DESTINATION}", {}, headers=ALICE, status=201)
+    kinto.registry.registerHandler(_publish, (ResourceChanged,))
+    yield kinto
+    kinto.registry.unregisterHandler(_publish, (ResourceChanged,))
+
+
+def _sign(kinto):
+    return kinto.app.patch_json(f"/v1{SOURCE}", {"data": {"status": "to-sign"}}, headers=ALICE)
+
+
+def test_the_signer_publishes_new_and_replaced_attachments(signer):
+    """Found by review (2026-12-05).
+
+    Remote Settings' review workflow answered ``400`` ("Attachment metadata cannot be
+    modified") at every approval of a collection with a new attachment, or a replaced one:
+    nothing was published. The signer creates the records it publishes with their
+    attachments (kinto-attachment checks updates only), and flags its updates that change
+    one (``_attachment_auto_save``, which kinto-attachment honours, we ignored). Deleting
+    the published copy deletes no file: the original's stays."""
+    first = signer.upload(URL, b"blocklist v1", "blocklist.json").json
+    _sign(signer)
+    assert signer.app.get(PUBLISHED, headers=ALICE).json["data"]["attachment"] == first
+    second = signer.upload(URL, b"blocklist v2", "blocklist.json").json
+    _sign(signer)
+    assert signer.app.get(PUBLISHED, headers=ALICE).json["data"]["attachment"] == second
+
+    signer.app.delete(PUBLISHED, headers=ALICE)
+
+    assert signer.key_of(second["location"]) in signer.files()
+    assert signer.app.get(URL + "/attachment", headers=ALICE).body == b"blocklist v2"
+
+
+def test_a_plugin_changing_an_attachment_unflagged_is_refused(signer):
+    """As kinto-attachment: a plugin's write that changes an attachment into another, without
+    ``_attachment_auto_save``, is refused (clients may not change it at all)."""
+    first = signer.upload(URL, b"v1", "a.json").json
+    _sign(signer)
+    storage = signer.registry.storage
+    published = storage.get(parent_id=DESTINATION, resource_name="record", object_id="r1")
+    changed = {**published, "attachment": {**first, "location": "https://evil.example.com/x"}}
+
+    def forge(event):
+        if event.payload["resource_name"] != "collection":
+            return
+        announcing = build_request(event.request, {"method": "PUT", "path": PUBLISHED[3:]})
+        announcing.matchdict = {"bucket_id": "blog", "collection_id": "published", "id": "r1"}
+        announcing.bound_data = event.request.bound_data
+        announcing.current_resource_name = "record"
+        announcing.notify_resource_event(
+            parent_id=DESTINATION, timestamp=1, data=changed, action=ACTIONS.UPDATE, old=published
+        )
+
+    signer.registry.registerHandler(forge, (ResourceChanged,))
+    try:
+        refused = signer.app.patch_json(
+            f"/v1{SOURCE}", {"data": {"title": "t"}}, headers=ALICE, status=400
+        )
+    finally:
+        signer.registry.unregisterHandler(forge, (ResourceChanged,))
+    assert "Attachment metadata cannot be modified" in refused.json["message"]
