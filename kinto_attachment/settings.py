@@ -15,6 +15,7 @@ section of another package's store).
 """
 
 import dataclasses
+import logging
 from collections.abc import Mapping
 
 from kinto.core.utils import read_env
@@ -34,7 +35,16 @@ from .uploads import policies
 from .uploads.policies import Policy
 
 
+logger = logging.getLogger(__name__)
+
+
 PREFIX = "attachment."
+#: kinto-attachment's global settings that its later versions ignore, and so does this
+#: plugin: NAME → why.
+IGNORED = {
+    "gzipped": "kinto-attachment 6 gzipped files it stored; 7 and later ignore the setting, "
+    "and so does this plugin: files are stored as they are sent",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +165,9 @@ def _sort(ours, kinds):
     store_values = {kind: {} for kind in kinds}
     for key, value in ours.items():
         name = key[len(PREFIX) :]
+        if name in IGNORED:  # An ini written for kinto-attachment starts as it did there.
+            logger.warning("Setting `kinto.%s` is ignored: %s", key, IGNORED[name])
+            continue
         if name in GLOBAL_SETTINGS:
             global_values[name] = value
         elif name in policies.SETTINGS:

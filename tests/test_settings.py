@@ -188,6 +188,42 @@ def test_pyramid_storage_host_port_become_an_endpoint():
     )
 
 
+def test_pyramid_storage_timeout_and_retries_are_taken():
+    """Found by review (2026-12-05).
+
+    ``aws.timeout`` and ``aws.num_retries``, pyramid_storage's options of kinto-attachment 7's
+    S3 store, stopped the server at start-up ("unknown setting"). They are its connection
+    timeout and its attempts (over 1: 1, its default, leaves the default); one that disagrees
+    with our own name for it is refused (the ini's order would decide)."""
+
+    def options(**values):
+        return parse_s3(**{"aws.bucket_name": "b", **values}).store.options
+
+    taken = options(**{"aws.timeout": "30", "aws.num_retries": "7"})
+    assert (taken.connect_timeout, taken.max_attempts) == (30.0, 7)
+    assert options(**{"aws.num_retries": "1"}).max_attempts == options().max_attempts
+    assert options(**{"aws.timeout": "5", "aws.connect_timeout": "5"}).connect_timeout == 5.0
+    with pytest.raises(ConfigurationError, match="`kinto.attachment.aws.num_retries`: says 7"):
+        options(**{"aws.num_retries": "7", "aws.max_attempts": "2"})
+
+
+def test_kinto_attachment_6_gzipped_is_ignored_and_said(caplog):
+    """Found by review (2026-12-05).
+
+    ``gzipped`` (kinto-attachment 6's; 7 and later ignore it) stopped the server at start-up:
+    an ini that kinto-attachment 8 starts with must start. It is ignored, and the log says
+    so; for a bucket or collection, it is refused as kinto-attachment 7 and 8 refuse it."""
+    parsed = attachment_settings.parse(
+        {"attachment.base_path": "/tmp", "attachment.gzipped": "true"}
+    )
+    assert parsed.store.options.base_path == "/tmp"
+    assert "`kinto.attachment.gzipped` is ignored" in caplog.text
+    with pytest.raises(ConfigurationError, match="resources.blog.gzipped"):
+        attachment_settings.parse(
+            {"attachment.base_path": "/tmp", "attachment.resources.blog.gzipped": "true"}
+        )
+
+
 @pytest.mark.parametrize(
     "values,named",
     [

@@ -76,8 +76,12 @@ OPTIONS = {
 }
 #: pyramid_storage's way of naming the endpoint, turned into ``endpoint_url``.
 PYRAMID_STORAGE_ENDPOINT = ("host", "port", "is_secure")
+#: pyramid_storage's names of two options (kinto-attachment 7's S3 store): its ``timeout``
+#: is the connection's, its ``num_retries`` the attempts when over 1 (1, its default, left
+#: botocore's own).
+PYRAMID_STORAGE_ALIASES = {"timeout": "connect_timeout", "num_retries": "max_attempts"}
 #: Every name accepted after ``aws.``.
-NAMES = (*OPTIONS, *PYRAMID_STORAGE_ENDPOINT)
+NAMES = (*OPTIONS, *PYRAMID_STORAGE_ENDPOINT, *PYRAMID_STORAGE_ALIASES)
 
 
 def _endpoint_from_host(values):
@@ -110,4 +114,19 @@ def from_settings(values):
         fail(PREFIX + "host", "give either `aws.endpoint_url` or `aws.host`, not both")
     if endpoint:
         options["endpoint_url"] = endpoint
+    _aliases(values, options)
     return S3Options(**options)
+
+
+def _aliases(values, options):
+    """Set the options pyramid_storage's names give (:data:`PYRAMID_STORAGE_ALIASES`);
+    refuse one that disagrees with the option's own name (the ini's order would decide)."""
+    for alias, name in PYRAMID_STORAGE_ALIASES.items():
+        if alias not in values:
+            continue
+        value = OPTIONS[name](PREFIX + alias, values[alias])
+        if alias == "num_retries" and value == 1:
+            continue
+        if name in options and options[name] != value:
+            fail(PREFIX + alias, f"says {value!r}, and {PREFIX + name} {options[name]!r}")
+        options[name] = value
