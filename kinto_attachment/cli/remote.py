@@ -147,9 +147,17 @@ class Remote:
             [],
             [],
         )
+        listed = 0
         while url:
             seen.add(url)
             response = self.request("GET", url)
+            listed += len(response.content)
+            if listed > LISTING_BYTES or len(records) > LISTING_RECORDS:
+                raise Failure(
+                    f"the server lists over {LISTING_RECORDS:,} records or "
+                    f"{LISTING_BYTES // 2**30} GiB of them: more than this command holds "
+                    f"({response.url})"
+                )
             page = json_of(response).get("data")
             if not isinstance(page, list):
                 raise Failure(f"the server listed no records ({response.url})")
@@ -189,6 +197,10 @@ class Remote:
 
 #: Readings of a collection's records that changed while read, before giving up.
 LISTINGS = 3
+#: The most records, and bytes of pages, one listing holds: a server that lists a new record
+#: on every page, forever, would grow the command without end (each page is bounded alone).
+LISTING_RECORDS = 1_000_000
+LISTING_BYTES = 1 << 30
 #: Records asked for per page (Kinto's ``_limit``): a page of records of 16 KiB each on
 #: average fits in :data:`~.answers.ANSWER_BYTES` (without it, Kinto lists up to 10,000 a
 #: page).

@@ -285,6 +285,34 @@ def test_pages_that_never_end_are_refused(tmp_path, run, page):  # noqa: F811 (t
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("bound", ["LISTING_RECORDS", "LISTING_BYTES"])
+def test_pages_of_one_new_record_each_forever_are_cut(tmp_path, run, monkeypatch, bound):  # noqa: F811 (the fixture)
+    """Found by review (2026-12-05).
+
+    A server whose every page lists one record not listed before, and points to one more,
+    was followed forever, the command's memory growing with the records (each page alone is
+    bounded, their sum was not). The listing is refused past a million records or a GiB of
+    pages (here lowered, to be reached in a few pages): one clear line, exit code 1."""
+    monkeypatch.setattr(remote, bound, 5 if bound == "LISTING_RECORDS" else 5000)
+    pages = []
+
+    def answer(request):
+        url = urlsplit(request.path)
+        if url.path != RECORDS:
+            return 404, {"Content-Type": "application/json"}, b'{"code": 404, "errno": 110}'
+        token = int(parse_qs(url.query).get("_token", ["0"])[0])
+        pages.append(token)
+        following = f"{RECORDS}?_limit={remote.PAGE_RECORDS}&_token={token + 1}"
+        record = {"id": f"r{token}", "padding": "x" * 1000}
+        return json_answer({"data": [record]}, {"Next-Page": following})
+
+    with Hostile(answer) as hostile:
+        result = run(hostile, "download", "--folder", str(tmp_path / "out"))
+
+    assert len(pages) < 20, f"the command followed {len(pages)} pages"
+    assert result.returncode == 1 and "more than this command holds" in result.stderr
+
+
 def test_a_file_that_shrinks_during_a_tus_upload_is_no_short_body(tmp_path, run, monkeypatch):  # noqa: F811 (the fixture)
     """Found by review (2026-12-05).
 
