@@ -26,19 +26,37 @@ class State:
         return {k: url for k, url in entries.items() if isinstance(url, str)}
 
     def _write(self, entries):
+        """A temporary file of this process's, fsynced, renamed: two runs at once never write
+        into one file, and a crash leaves the old entries or the new ones."""
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        temporary = f"{self.path}.tmp"
+        temporary = f"{self.path}.{os.getpid()}.tmp"
         with open(temporary, "w") as f:
             json.dump(entries, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(temporary, self.path)
 
     def get(self, key):
         return self._read().get(key)
 
     def put(self, key, url):
-        self._write({**self._read(), key: url})
+        """Keep ``url`` for ``key``; drop the entries of files changed or gone since (their
+        key names the file's size and time: no run can resume them)."""
+        kept = {k: u for k, u in self._read().items() if _resumable(k)}
+        self._write({**kept, key: url})
 
     def remove(self, key):
         entries = self._read()
         if entries.pop(key, None) is not None:
             self._write(entries)
+
+
+def _resumable(key):
+    """Whether the file of an entry's ``key`` (``[record URL, path, size, mtime]``, as
+    :func:`~.uploads.upload` makes it) is still as it was: else no run can resume it."""
+    try:
+        _, path, size, mtime = json.loads(key)
+        found = os.stat(path)
+    except (ValueError, TypeError, OSError):
+        return False
+    return (found.st_size, found.st_mtime_ns) == (size, mtime)

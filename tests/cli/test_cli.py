@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from kinto_attachment.cli import downloads
+from kinto_attachment.cli import downloads, resumes
 from kinto_attachment.cli.names import DOWNLOADED, PARTS, record_id_of
 
 from ..support.cli_support import run_command
@@ -148,6 +148,35 @@ def test_an_upload_killed_half_way_resumes_where_it_stopped(
     # Only the rest was sent again (the bytes the kill cut short, at most one chunk, too).
     assert proxy.sent - before <= 40 * MiB - offset + 9 * MiB
     assert json.loads(state.read_text()) == {}
+
+
+def test_resume_entries_of_changed_or_gone_files_are_dropped(tmp_path):
+    """Found by review (2026-12-05).
+
+    An entry is keyed by its file's size and time: once the file changed or is gone, no run
+    can resume it, yet it was kept forever (the state file only grew). Each new entry drops
+    those; an unchanged file's entry stays. The file is written through a temporary file of
+    the process's own, fsynced (two runs at once shared one temporary name)."""
+    kept, edited, gone = (tmp_path / name for name in ("kept.bin", "edited.bin", "gone.bin"))
+    for path in (kept, edited, gone):
+        path.write_bytes(b"x" * 10)
+
+    def key(path):
+        stat = path.stat()
+        return json.dumps(["https://kinto/records/r", str(path), stat.st_size, stat.st_mtime_ns])
+
+    state = resumes.State(str(tmp_path / "uploads.json"))
+    keys = {path.name: key(path) for path in (kept, edited, gone)}
+    for name, k in keys.items():
+        state.put(k, f"https://kinto/uploads/{name}")
+    edited.write_bytes(b"y" * 11)
+    gone.unlink()
+    state.put(json.dumps(["https://kinto/records/s", "/new", 1, 1]), "https://kinto/uploads/new")
+
+    entries = json.loads((tmp_path / "uploads.json").read_text())
+    assert keys["kept.bin"] in entries
+    assert keys["edited.bin"] not in entries and keys["gone.bin"] not in entries
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["edited.bin", "kept.bin", "uploads.json"]
 
 
 def upload_one(server, collection, name, content, status=201):
