@@ -70,7 +70,9 @@ def download(remote, record_id, attachment, folder, path, bars, rate=None, claim
         folder.recover(path, directory, name)
         there, found = _found(directory, name)
         if there == expected:
-            folder.remember(path, expected, record_id)
+            written, owner = folder.downloaded(path)
+            if written != there or not _claimed_by_another(owner, record_id, claimed):
+                folder.remember(path, expected, record_id)  # Still another's when it is.
             return False
         if there is not None and claimed is not False:
             _replaceable(folder, path, there, record_id, claimed)
@@ -104,11 +106,16 @@ def _replaceable(folder, path, there, record_id, claimed):
             "a file that differs from the record's is there, and no download wrote it "
             "as it is (changed here?): kept (--overwrite replaces it)"
         )
-    if claimed is not None and owner not in (None, record_id) and claimed(owner):
+    if _claimed_by_another(owner, record_id, claimed):
         raise Failure(
             f"the file there is the download of another record ({shown(owner)}): kept "
             "(download both without names, or --overwrite replaces it)"
         )
+
+
+def _claimed_by_another(owner, record_id, claimed):
+    """Whether the remembered ``owner`` of a file is another record that still claims it."""
+    return claimed not in (None, False) and owner not in (None, record_id) and claimed(owner)
 
 
 class _Discard(Failure):

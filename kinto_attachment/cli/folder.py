@@ -96,8 +96,8 @@ class Folder:
     def _save(self):
         """Write what the downloads wrote, this run's added to what is there now (another
         run may have written it meanwhile): a temporary file, fsynced, renamed, durably."""
-        downloaded = {
-            path: {"sha256": sha256, "record": record_id}
+        downloaded = {  # What 1.0.0 remembered stays as it wrote it.
+            path: sha256 if record_id is None else {"sha256": sha256, "record": record_id}
             for path, (sha256, record_id) in {**self._read_downloaded(), **self._written}.items()
         }
         temporary = f"{DOWNLOADED}.{os.getpid()}"
@@ -249,7 +249,7 @@ def _entry(value):
         return value, None
     if isinstance(value, dict):
         sha256, record_id = value.get("sha256"), value.get("record")
-        if isinstance(sha256, str) and isinstance(record_id, str):
+        if isinstance(sha256, str) and (record_id is None or isinstance(record_id, str)):
             return sha256, record_id
     return None
 

@@ -2,6 +2,7 @@
 never deletes, nor downloads, a record the user did not name."""
 
 from . import downloads
+from .answers import Failure
 from .names import argument_path, key, local_names, record_id_of
 from .progress import report
 
@@ -69,7 +70,18 @@ def listed(remote):
 
 
 def claimed(remote):
-    """Whether a record still claims the file a download wrote for it: it still exists. Some
-    records downloaded alone get names that are not the whole folder's (another record may
-    have it there): that record's file is not theirs to replace."""
-    return lambda record_id: remote.record(record_id) is not None
+    """Whether a record still claims the file a download wrote for it: unless the server says
+    there is no such record (404, or 400: no record can have that id). A record the user may
+    not read (403) still exists. Some records downloaded alone get names that are not the
+    whole folder's (another record may have it there): that record's file is not theirs to
+    replace."""
+
+    def exists(record_id):
+        try:
+            url = remote.record_url(record_id)
+        except Failure:  # No record can have that id.
+            return False
+        answer = remote.request("GET", url, expected=(200, 400, 403, 404))
+        return answer.status_code not in (400, 404)
+
+    return exists

@@ -270,3 +270,117 @@ def test_what_an_older_version_remembered_is_replaced_as_it_was(server, collecti
 
     assert alone.returncode == 0, alone.stderr
     assert (folder / "hello.txt").read_bytes() == b"b's hello\n"
+
+
+def _record_url(server, collection, record_id):
+    return f"{server.url}/buckets/{BUCKET}/collections/{collection}/records/{record_id}"
+
+
+def test_a_download_of_one_record_with_the_same_bytes_leaves_another_records_file_its(
+    server, collection, tmp_path, run
+):
+    """Found by review (2026-12-05).
+
+    Records ``a`` and ``b`` both attach ``hello.txt`` with the same bytes (one file
+    uploaded twice). A whole download writes a's file as ``hello.txt`` and b's as
+    ``b-hello.txt``. ``download --id b`` names b's file ``hello.txt``, finds the same sha256
+    there, says ``unchanged`` and remembers ``hello.txt`` as *b's* download
+    (``Folder.remember`` with ``there == expected``), although a whole download wrote it for
+    ``a``, which still exists. Once b's file changes on the server, ``download --id b``
+    replaces ``hello.txt`` with b's new bytes: a's file is gone from the folder and b's bytes
+    are under its name, the very loss the commit says it fixes ("a download of some records
+    keeps another record's download while that record exists")."""
+    env = environment(server, collection, tmp_path)
+    same = b"the same logo\n"
+    attach_by_hand(server, collection, "a", "hello.txt", same)
+    attach_by_hand(server, collection, "b", "hello.txt", same)
+    folder = tmp_path / "out"
+    assert run(env, "download", "--folder", str(folder)).returncode == 0
+    assert (folder / "hello.txt").read_bytes() == same
+    assert json.loads((folder / DOWNLOADED).read_text())["hello.txt"]["record"] == "a"
+
+    first = run(env, "download", "--folder", str(folder), "--id", "b")
+    assert first.returncode == 0, first.stderr  # "unchanged hello.txt (b)"
+
+    attach_by_hand(server, collection, "b", "hello.txt", b"b's new version\n")
+    second = run(env, "download", "--folder", str(folder), "--id", "b")
+
+    # Record a still exists, still names hello.txt, and a whole download gives it that name.
+    assert (folder / "hello.txt").read_bytes() == same, (second.stdout, second.stderr)
+
+
+def test_a_record_that_may_not_be_read_still_claims_its_file(
+    server, collection, tmp_path, run
+):
+    """Found by review (2026-12-05).
+
+    ``claimed(owner)`` is ``remote.record(owner) is not None``, and ``Remote.record``
+    answers None for a ``403`` as for a ``404``. Kinto answers ``403`` for a record that
+    exists but that the caller may not read. Alice downloads the collection (``a`` gets
+    ``hello.txt``, ``b`` gets ``b-hello.txt``); bob, who may read ``b`` only (a record
+    permission), runs ``download --id b`` into the same folder: ``GET a`` answers ``403``,
+    ``a`` is taken for gone, and a's file ``hello.txt`` is replaced by b's bytes, although
+    ``a`` still exists (docs/cli.rst: "it keeps a file a download wrote for another record,
+    while that record exists"). A 403 proves nothing about existence: the file must be
+    kept (refused, exit code 1)."""
+    env = environment(server, collection, tmp_path)
+    attach_by_hand(server, collection, "a", "hello.txt", b"a's private hello\n")
+    attach_by_hand(server, collection, "b", "hello.txt", b"b's public hello\n")
+    shared = requests.patch(
+        _record_url(server, collection, "b"),
+        json={"permissions": {"read": ["system.Authenticated"]}},
+        auth=ALICE,
+        timeout=60,
+    )
+    assert shared.status_code == 200, shared.text
+    folder = tmp_path / "out"
+    assert run(env, "download", "--folder", str(folder)).returncode == 0
+    assert (folder / "hello.txt").read_bytes() == b"a's private hello\n"
+    bob = {**env, "KINTO_AUTH": "bob:passwd"}
+    # a exists (alice reads it); bob is refused with a 403, not a 404.
+    assert requests.get(_record_url(server, collection, "a"), auth=ALICE, timeout=60).ok
+    assert (
+        requests.get(
+            _record_url(server, collection, "a"), auth=("bob", "passwd"), timeout=60
+        ).status_code
+        == 403
+    )
+
+    alone = run(bob, "download", "--folder", str(folder), "--id", "b")
+
+    assert (folder / "hello.txt").read_bytes() == b"a's private hello\n", alone.stdout
+    assert alone.returncode == 1
+
+
+def test_what_1_0_0_remembered_is_kept_after_a_download_of_another_record(
+    server, collection, tmp_path, run
+):
+    """Found by review (2026-12-05).
+
+    A folder downloaded by 1.0.0 remembers ``{"hello.txt": sha256}``; the changelog
+    promises it "is read as before". The first run of this version that writes something
+    else (``download --id other``) saves every entry as ``{"sha256": ..., "record": null}``
+    (``Folder._save`` writes the ``None`` record id of an old entry), and ``_entry`` drops an
+    object whose ``record`` is no string on the next read: the folder has forgotten that a
+    download wrote ``hello.txt``. When the record's file then changes on the server, every
+    download, a whole one included, refuses forever ("no download wrote it as it is
+    (changed here?)"), and only ``--overwrite`` (which also replaces files the user did edit)
+    gets it: the folder is stuck."""
+    env = environment(server, collection, tmp_path)
+    attach_by_hand(server, collection, "a", "hello.txt", b"version 1\n")
+    attach_by_hand(server, collection, "other", "other.txt", b"another file\n")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "hello.txt").write_bytes(b"version 1\n")  # What 1.0.0 downloaded, and said so.
+    (folder / DOWNLOADED).write_text(
+        json.dumps({"hello.txt": hashlib.sha256(b"version 1\n").hexdigest()})
+    )
+
+    some = run(env, "download", "--folder", str(folder), "--id", "other")
+    assert some.returncode == 0, some.stderr
+
+    attach_by_hand(server, collection, "a", "hello.txt", b"version 2\n")
+    whole = run(env, "download", "--folder", str(folder))
+
+    assert whole.returncode == 0, whole.stderr
+    assert (folder / "hello.txt").read_bytes() == b"version 2\n"
