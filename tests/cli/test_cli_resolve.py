@@ -309,9 +309,7 @@ def test_a_download_of_one_record_with_the_same_bytes_leaves_another_records_fil
     assert (folder / "hello.txt").read_bytes() == same, (second.stdout, second.stderr)
 
 
-def test_a_record_that_may_not_be_read_still_claims_its_file(
-    server, collection, tmp_path, run
-):
+def test_a_record_that_may_not_be_read_still_claims_its_file(server, collection, tmp_path, run):
     """Found by review (2026-12-05).
 
     ``claimed(owner)`` is ``remote.record(owner) is not None``, and ``Remote.record``
