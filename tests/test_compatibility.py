@@ -132,6 +132,30 @@ def cors_app(tmp_path_factory, request):
     return kinto
 
 
+@pytest.mark.parametrize(
+    "filename,content_type,expected",
+    [
+        ("LICENSE", None, "text/plain"),
+        ("strings.ftl", None, "text/plain"),
+        ("logo.png", None, "image/png"),
+        ("LICENSE", "application/octet-stream", "application/octet-stream"),
+    ],
+)
+def test_a_part_without_a_type_is_text_plain_unless_its_name_tells(
+    tmp_path_factory, request, filename, content_type, expected
+):
+    """Found by review (2026-12-05).
+
+    kinto-http.py's ``add_attachment`` sends no ``Content-Type`` for a file Python cannot
+    type (``LICENSE``, ``x.ftl``): RFC 7578 §4.4 makes such a part ``text/plain``, which
+    kinto-attachment records; we recorded ``application/octet-stream``. A name that tells
+    the type still does (``image/png`` where kinto-attachment said ``text/plain``)."""
+    kinto = attachment_app(tmp_path_factory, request, extensions="any")
+    body = form(part("attachment", b"Some text.\n", filename, content_type))
+    meta = kinto.app.post(URL + "/attachment", body, headers={**ALICE, "Content-Type": MULTIPART})
+    assert meta.json["mimetype"] == expected
+
+
 def test_preflight_and_cors_headers_on_the_attachment_route(cors_app):
     preflight = cors_app.app.options(
         URL + "/attachment",

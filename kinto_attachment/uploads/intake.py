@@ -63,8 +63,9 @@ def extension_of(filename):
     return posixpath.splitext(filename)[1].lower()
 
 
-def resolve_mimetype(policy, filename, declared):
-    """Configured type for the extension, else the client's, else a guess from the name.
+def resolve_mimetype(policy, filename, declared, untyped="application/octet-stream"):
+    """Configured type for the extension, else the client's, else a guess from the name,
+    else ``untyped``.
 
     A declared type that is not a valid media type is ignored, as if none had been sent
     (guessed from the name: friendlier than a 400 for clients that send junk); it is never
@@ -76,7 +77,7 @@ def resolve_mimetype(policy, filename, declared):
     declared = parse_media_type(declared) or ""
     if declared not in GENERIC_TYPES:
         return declared
-    return mimetypes.guess_type(filename, strict=False)[0] or "application/octet-stream"
+    return mimetypes.guess_type(filename, strict=False)[0] or untyped
 
 
 def blob_key(policy, tag, bucket_id, collection_id, record_id, filename):
@@ -112,14 +113,17 @@ class Plan:
     random: bool = False
 
 
-def plan_attachment(policy, tag, ids, filename, declared_type=None):
+def plan_attachment(
+    policy, tag, ids, filename, declared_type=None, untyped="application/octet-stream"
+):
     """The :class:`Plan` of a record's attachment, once its name passes the collection's
-    policy (``ids``: bucket, collection and record ids); a 400 otherwise."""
+    policy (``ids``: bucket, collection and record ids); a 400 otherwise. ``untyped``: the
+    type of a file neither declared nor guessed (:func:`resolve_mimetype`)."""
     check_name(policy, filename)
     return Plan(
         key=blob_key(policy, tag, *ids, filename),
         filename=filename,
-        mimetype=resolve_mimetype(policy, filename, declared_type),
+        mimetype=resolve_mimetype(policy, filename, declared_type, untyped),
         max_size=policy.max_size_bytes,
         random=policy.randomize,
     )

@@ -60,7 +60,13 @@ def _receive(request, context, policy, store):
     with contextlib.ExitStack() as receiving:
 
         def open_file(filename, content_type):
-            plan = intake.plan_attachment(policy, tag, ids, filename, content_type)
+            # A part without Content-Type is text/plain (RFC 7578 §4.4), as kinto-attachment
+            # records it, when its name tells nothing either (kinto-http.py sends none for
+            # a name Python cannot type: LICENSE, x.ftl).
+            untyped = "text/plain" if content_type is None else "application/octet-stream"
+            plan = intake.plan_attachment(
+                policy, tag, ids, filename, content_type, untyped=untyped
+            )
             return receiving.enter_context(
                 intake.Intake(store, plan, intake.settling_transaction(request))
             )

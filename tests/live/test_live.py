@@ -8,6 +8,7 @@ its order.
 import filecmp
 import hashlib
 import json
+import mimetypes
 import os
 import socket
 
@@ -395,3 +396,45 @@ def test_client_disconnect_mid_upload_leaves_nothing(server, tmp_path):
     record = get(f"{server.url}/buckets/website/collections/disconnects/records/cut").json()
     assert record["data"]["attachment"] == previous
     assert server.files() == files_before
+
+
+def test_kinto_http_py_add_attachment_of_an_untyped_file_is_text_plain(server, tmp_path):
+    """Found by review (2026-12-05).
+
+    ``kinto_http.Client.add_attachment(id=..., filepath=...)`` of a file whose type Python
+    cannot guess (no extension, such as ``LICENSE``; likewise ``.ftl``, ``.lz4``...).
+
+    kinto-http.py passes ``mimetype=None`` to requests (``client.py``, ``add_attachment``:
+    ``mimetype, _ = mimetypes.guess_type(filepath)``, then
+    ``files=[("attachment", (filename, file, mimetype))]``), so the file part has no
+    ``Content-Type`` header. RFC 7578 §4.4 says such a part is ``text/plain``, and that is
+    what kinto-attachment records: ``save_file`` (kinto-attachment 8.0.0,
+    ``src/kinto_attachment/utils.py``) takes ``mimetype = overriden_mimetypes.get(extension,
+    content.type)``, where ``content`` is the part's ``cgi.FieldStorage``, whose ``type``
+    defaults to ``"text/plain"`` for a part without ``Content-Type`` (``cgi.py``: ``elif
+    self.outerboundary or method != 'POST': ctype, pdict = "text/plain", {}``). Run against a
+    real kinto-attachment 8.0.0 server (Kinto 26.5, the peer virtualenv of
+    ``tests/support/live.py``), this very call answers ``"mimetype": "text/plain"`` for
+    ``noext``, ``x.ftl`` and ``x.lz4``.
+
+    Here the user sees ``"mimetype": "application/octet-stream"`` in the reply and in the
+    record, and the file is then served as ``application/octet-stream`` (a download, not a
+    text shown in the browser). ``docs/migrating.rst`` does not list this difference;
+    ``docs/api.rst`` admits only that a *declared* ``application/octet-stream`` is replaced
+    by a guess, not that an undeclared type stops being ``text/plain``.
+    """
+    client = kinto_http.Client(
+        server_url=server.url, auth=ALICE, bucket="kinto-http", collection="untyped"
+    )
+    client.create_bucket(if_not_exists=True)
+    client.create_collection(if_not_exists=True)
+    path = tmp_path / "LICENSE"
+    path.write_text("Some text a user uploads with kinto-http.py.\n")
+    assert mimetypes.guess_type(str(path)) == (None, None)  # kinto-http sends no type.
+
+    uploaded = client.add_attachment(id="untyped", filepath=str(path))
+
+    record = client.get_record(id="untyped")["data"]
+    assert uploaded["size"] == path.stat().st_size
+    assert record["attachment"] == uploaded
+    assert uploaded["mimetype"] == "text/plain"
