@@ -14,8 +14,8 @@ for seconds each. This worker keeps gthread's threads and event loop, and:
 - **Bounds each wait for the client once the head is in**: a body read that waits
   ``stall_timeout`` seconds for a byte ends the body there, as if the client had gone (the app
   then refuses the short body, ``400``, nothing stored, and the connection closes); a file sent
-  with ``sendfile`` to a client that reads nothing for as long, or one block of an answer
-  (1 MiB for Kinto's downloads) not taken within it, ends the request. A body that keeps
+  with ``sendfile`` to a client that reads nothing for as long, or an answer of which it takes
+  nothing for as long (:class:`PacedSocket`), ends the request. A body that keeps
   arriving, however slowly, is never cut: a 2 GiB upload at any speed goes through.
 - **Closes connections in their thread**, never in the event loop: gunicorn's graceful close
   lingers up to 2 s for the client to close first, which would stall every other connection.
@@ -26,7 +26,12 @@ the worker behaves as gthread does.
 
 import contextlib
 import errno
+import fcntl
+import os
+import select
 import selectors
+import struct
+import termios
 import time
 from functools import partial
 
@@ -64,6 +69,94 @@ class StallBoundUnreader(SocketUnreader):
         except TimeoutError:
             self.stalled = True
             return b""
+
+
+class PacedSocket:
+    """A socket whose ``sendall`` and ``sendfile`` end only when the client takes nothing for
+    the socket's timeout.
+
+    Python's ``sendall`` takes that timeout as a deadline for the whole call, and both wait
+    for the socket to be writable again, which it is only once a good part of its send buffer
+    is free (a third, on Linux: a MiB or more of a buffer the kernel grew for a fast link): a
+    client taking a download steadily, but slower than that per timeout, was cut. Here the
+    client's progress is what counts: each wait is short (:data:`STEP`), and the deadline
+    moves whenever the kernel's queue of bytes the client has not taken shrank
+    (``SIOCOUTQ``; where it cannot be read, only when a send goes through). Everything else is
+    the socket's own."""
+
+    def __init__(self, sock):
+        self._sock = sock
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+    def sendall(self, data):
+        view = memoryview(data).cast("B")
+        with self._nonblocking() as wait:
+            while view:
+                view = view[wait(partial(self._sock.send, view)) :]
+
+    def sendfile(self, file, offset=0, count=None):
+        """``count`` bytes of ``file`` from ``offset`` (to its end when None), by the
+        system's ``sendfile``; the file's position is left where it was."""
+        target, source, sent = self._sock.fileno(), file.fileno(), 0
+        with self._nonblocking() as wait:
+            while count is None or sent < count:
+                size = BLOCK if count is None else min(BLOCK, count - sent)
+                done = wait(partial(os.sendfile, target, source, offset + sent, size))
+                if not done:  # The end of the file.
+                    break
+                sent += done
+        return sent
+
+    @contextlib.contextmanager
+    def _nonblocking(self):
+        """The socket without timeout of its own, and the function that sends with it
+        (:meth:`_paced`, bounded by that timeout); the timeout is the socket's again after."""
+        timeout = self._sock.gettimeout()
+        self._sock.settimeout(0.0)
+        try:
+            yield partial(self._paced, timeout)
+        finally:
+            self._sock.settimeout(timeout)
+
+    def _paced(self, timeout, send):
+        """``send()``'s result once the socket takes some bytes; TimeoutError once the client
+        took none for ``timeout`` seconds (None: waits for ever)."""
+        deadline, queued = time.monotonic() + (timeout or 0), None
+        poller = select.poll()
+        poller.register(self._sock, select.POLLOUT)
+        while True:
+            try:
+                return send()
+            except (BlockingIOError, InterruptedError):
+                pass
+            if timeout is None:
+                poller.poll()
+                continue
+            if poller.poll(min(STEP, timeout) * 1000):
+                continue
+            waiting = unsent(self._sock)
+            if waiting is not None and queued is not None and waiting < queued:
+                deadline = time.monotonic() + timeout  # The client took some.
+            queued = waiting
+            if time.monotonic() >= deadline:
+                raise TimeoutError("timed out")
+
+
+#: Longest single wait of :class:`PacedSocket` before it looks for the client's progress.
+STEP = 1.0
+#: Bytes :meth:`PacedSocket.sendfile` hands the system at a time.
+BLOCK = 8 * 1024 * 1024
+
+
+def unsent(sock):
+    """Bytes in ``sock``'s send queue the client has not acknowledged yet, or None where the
+    system does not tell (``SIOCOUTQ``: Linux)."""
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+    except (OSError, AttributeError):
+        return None
 
 
 class Connection(gthread.TConn):
@@ -167,6 +260,7 @@ class StallBoundWorker(gthread.ThreadWorker):
         # The head is in; from here on every wait for the client is bounded. (gthread makes the
         # socket blocking, without timeout, before each request.)
         conn.sock.settimeout(self.stall_timeout)
+        sock, conn.sock = conn.sock, PacedSocket(conn.sock)
         try:
             return super().handle_request(req, conn)
         except TimeoutError:
@@ -176,6 +270,8 @@ class StallBoundWorker(gthread.ThreadWorker):
                 "%s took nothing for %s s: connection closed", conn.client, self.stall_timeout
             )
             return False
+        finally:
+            conn.sock = sock
 
     def handle(self, conn):
         result = super().handle(conn)

@@ -135,7 +135,8 @@ REFUSALS = {
     "body_interrupted": Refusal(
         400,
         ERRORS.INVALID_PARAMETERS,
-        "The body could not be read to its end: the connection failed or stalled.",
+        "The body could not be read to its end: the connection failed or stalled, or its "
+        "chunked framing is invalid.",
     ),
     "in_batch": Refusal(
         400,

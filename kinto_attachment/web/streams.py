@@ -19,8 +19,10 @@ CHUNK_SIZE = 1024 * 1024
 #: reads by :data:`CHUNK_SIZE`: its fsync waits for what is still on its way to the disk,
 #: which smaller blocks send sooner.
 UPLOAD_CHUNK_SIZE = 4 * CHUNK_SIZE
-#: Seconds uWSGI waits for the next part of a chunked body.
-UWSGI_CHUNK_TIMEOUT = 60
+#: Seconds uWSGI waits for the next part of a chunked body: 0 is uWSGI's own,
+#: ``chunked-input-timeout`` or else ``socket-timeout`` (``config/uwsgi.ini``), which bounds
+#: every other wait for the client.
+UWSGI_CHUNK_TIMEOUT = 0
 
 
 #: A ``Content-Length``: digits, fewer than 20 (beyond any body, and any ``int()``).
@@ -111,9 +113,10 @@ def read_chunks(stream, length, chunk_size=CHUNK_SIZE):
         size = chunk_size if remaining is None else min(chunk_size, remaining)
         try:
             chunk = stream.read(size)
-        except OSError:
-            # The server could not read on: the client went away, or stalled past the
-            # server's read timeout (uWSGI's socket-timeout raises here).
+        except Exception:  # noqa: BLE001 (whatever the server raises: the body is unreadable)
+            # The server could not read on: the client went away, stalled past the server's
+            # read timeout (uWSGI's socket-timeout raises OSError here), or framed its
+            # chunks wrongly (gunicorn raises its own ParseException: InvalidChunkSize...).
             chunk = b""
             if remaining is None:
                 raise errors.refuse("body_interrupted") from None

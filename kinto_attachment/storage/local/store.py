@@ -31,21 +31,40 @@ from .writebehind import SHORT_WINDOW, WriteBehind
 RESUMABLE_FOLDER = ".uploads"
 
 
-class LimitedReader(io.RawIOBase):
-    """The next ``length`` bytes of a file, for byte ranges (not seekable, on purpose: a WSGI
-    server must not look past them)."""
+class RangeFile(io.RawIOBase):
+    """Bytes ``start`` to ``start + length`` of a file, as a file of their own: positions,
+    ``seek`` and the end are the range's, so that no WSGI server can look past it, and
+    waitress can still send it from its event loop as it sends whole files (it needs a
+    seekable file to know the size): a client that stops reading is timed out there
+    (``channel_timeout``) instead of holding a thread. No ``fileno``: a server that would
+    ``sendfile`` it would send the underlying file."""
 
-    def __init__(self, stream, length):
+    def __init__(self, stream, start, length):
         self._stream = stream
-        self._remaining = length
+        self._start = start
+        self._length = length
+        self._position = 0
+        stream.seek(start)
 
     def readable(self):
         return True
 
+    def seekable(self):
+        return True
+
+    def tell(self):
+        return self._position
+
+    def seek(self, offset, whence=io.SEEK_SET):
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._length}[whence]
+        self._position = min(max(base + offset, 0), self._length)
+        self._stream.seek(self._start + self._position)
+        return self._position
+
     def readinto(self, buffer):
-        view = memoryview(buffer)[: self._remaining]
+        view = memoryview(buffer)[: self._length - self._position]
         count = self._stream.readinto(view)
-        self._remaining -= count
+        self._position += count
         return count
 
     def close(self):
@@ -103,8 +122,10 @@ class LocalStore(StoreBase):
 
     def open(self, key, start=0, end=None):
         stream = open(self.path(key), "rb")  # noqa: SIM115 (returned to the caller)
+        if end is not None:
+            return RangeFile(stream, start, end - start + 1)
         stream.seek(start)
-        return stream if end is None else LimitedReader(stream, end - start + 1)
+        return stream
 
     def stat(self, key):
         try:

@@ -1,0 +1,382 @@
+"""The shipped servers (waitress, gunicorn, uWSGI, nginx in front) against bodies and readers
+an attacker or a weak link sends (found by review, 2026-12-05): broken chunked framing is a
+``400`` and stores nothing, a stalled chunked body ends after the stall time, a download taken
+slowly but steadily is not cut, unread ranged downloads do not hold waitress's threads.
+
+gunicorn and uWSGI run their shipped files with ``KINTO_STALL_TIMEOUT`` lowered (the setting
+both read, as ``tests/live/test_stalled_requests.py`` does) so that a stall takes seconds.
+"""
+
+import base64
+import contextlib
+import hashlib
+import os
+import re
+import socket
+import time
+import uuid
+from types import SimpleNamespace
+
+import pytest
+import requests
+
+from ..support.live import (
+    ALICE,
+    PortTaken,
+    create_collection,
+    free_port,
+    live_config,
+    running_server,
+    started,
+)
+from .test_nginx_slow_clients import deployment as nginx_deployment
+
+
+pytestmark = pytest.mark.live
+
+MiB = 1024 * 1024
+#: KINTO_STALL_TIMEOUT of the streaming servers here (shipped: 30).
+STALL = 2
+CREDENTIALS = "Authorization: Basic " + base64.b64encode(":".join(ALICE).encode()).decode()
+TUS = {"Tus-Resumable": "1.0.0"}
+
+
+@pytest.fixture(scope="module")
+def streaming(tmp_path_factory):
+    """``{name: server}``: gunicorn and uWSGI from their shipped configurations, stalls cut
+    after :data:`STALL` seconds."""
+    with contextlib.ExitStack() as stack:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("KINTO_STALL_TIMEOUT", str(STALL))
+            servers = {
+                name: stack.enter_context(running_server(tmp_path_factory.mktemp(name), name))
+                for name in ("gunicorn", "uwsgi")
+            }
+        for live in servers.values():
+            create_collection(live, "review", "c")
+        yield servers
+
+
+def records(live):
+    return f"/v1/buckets/review/collections/c/records/r{uuid.uuid4().hex[:10]}"
+
+
+def exchange(live, data, timeout=10, read_for=None):
+    """Send ``data`` on a new connection; ``(what came back, seconds until the server closed
+    or ``timeout``)``. ``read_for``: stop reading after that many seconds whatever came."""
+    with socket.create_connection(("127.0.0.1", live.port), timeout=timeout) as sock:
+        sock.sendall(data)
+        started_at = time.monotonic()
+        answer = b""
+        try:
+            while read_for is None or time.monotonic() - started_at < read_for:
+                received = sock.recv(65536)
+                if not received:
+                    break
+                answer += received
+        except TimeoutError:
+            answer += b"<no answer: timed out>"
+        except ConnectionResetError:
+            answer += b"<reset>"
+        return answer, time.monotonic() - started_at
+
+
+def status_of(answer):
+    line = answer.split(b"\r\n", 1)[0].decode("latin-1")
+    match = re.match(r"HTTP/1\.[01] (\d{3}) ", line)
+    return int(match.group(1)) if match else line
+
+
+def multipart_start(filename="c.bin"):
+    return (
+        b'--xyz\r\nContent-Disposition: form-data; name="attachment"; filename="'
+        + filename.encode()
+        + b'"\r\nContent-Type: application/octet-stream\r\n\r\n'
+    )
+
+
+# 1. gunicorn: a malformed chunked body is a 500 with a traceback.
+
+
+@pytest.mark.parametrize("route", ["multipart", "tus", "data-files"])
+def test_gunicorn_malformed_chunked_body_is_a_clear_4xx(streaming, route):
+    """Found by review (2026-12-05).
+
+    A chunked upload whose chunk framing is broken (here a chunk size ``zz``, not hex) is
+    bad input: the README promises a Kinto JSON 4xx ("never a 500"). Under the shipped
+    gunicorn configuration every upload route answers ``500 Internal Server Error`` ("A
+    programmatic error occurred, developers have been informed") and logs an ERROR with a
+    traceback: any client (anonymous on ``/data/files``) can fill the operator's error
+    tracking and 5xx alerts at will, and a client talking to a broken proxy is told the
+    server failed rather than its body was bad. Cause: gunicorn's chunked reader raises
+    ``InvalidChunkSize`` / ``ChunkMissingTerminator`` (``ParseException``, not ``OSError``),
+    and ``kinto_attachment/web/streams.py:read_chunks`` only turns ``OSError`` into the
+    ``400 body_interrupted`` (uWSGI's reader raises ``OSError`` and gets the 400; waitress
+    refuses such a body itself)."""
+    live = streaming["gunicorn"]
+    record = records(live)
+    broken = b"10\r\n" + b"a" * 16 + b"\r\nzz\r\n" + b"b" * 16 + b"\r\n0\r\n\r\n"
+    if route == "multipart":
+        head = (
+            f"POST {record}/attachment HTTP/1.1\r\nHost: 127.0.0.1:{live.port}\r\n"
+            f"{CREDENTIALS}\r\nContent-Type: multipart/form-data; boundary=xyz\r\n"
+        )
+        start = multipart_start()
+        body = b"%x\r\n" % len(start) + start + b"\r\n" + broken
+    elif route == "tus":
+        created = requests.post(
+            f"{live.origin}{record}/attachment/uploads",
+            headers={**TUS, "Upload-Length": "1000", "Upload-Metadata": "filename YS5iaW4="},
+            auth=ALICE,
+            timeout=10,
+        )
+        assert created.status_code == 201, created.text
+        path = created.headers["Location"].split(str(live.port), 1)[1]
+        head = (
+            f"PATCH {path} HTTP/1.1\r\nHost: 127.0.0.1:{live.port}\r\n{CREDENTIALS}\r\n"
+            "Tus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n"
+            "Content-Type: application/offset+octet-stream\r\n"
+        )
+        body = broken
+    else:
+        head = (
+            f"POST /data/files?id=f{uuid.uuid4().hex} HTTP/1.1\r\nHost: 127.0.0.1:{live.port}\r\n"
+        )
+        body = broken
+    since = len(live.output())
+    answer, _ = exchange(
+        live, (head + "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n").encode() + body
+    )
+    log = live.output()[since:]
+    status = status_of(answer)
+    assert isinstance(status, int) and 400 <= status < 500, (answer[-300:], log[-1500:])
+    assert "Traceback" not in log, log[-1500:]
+
+
+# 2. uWSGI: a stalled chunked upload holds its thread 60 s, whatever socket-timeout says.
+
+
+def test_uwsgi_stalled_chunked_upload_ends_after_the_stall_timeout(streaming):
+    """Found by review (2026-12-05).
+
+    docs/production.rst and ``config/uwsgi.ini``: "a read of the client (head or body) ...
+    that waits [socket-timeout] seconds ends the request and frees the thread ...
+    ``KINTO_STALL_TIMEOUT`` sets it". A multipart upload sent with ``Transfer-Encoding:
+    chunked`` that stops after its first chunk is held for 60 s instead, whatever the operator
+    configured (here 2 s; shipped 30 s: twice as long): each such connection pins one of
+    uWSGI's threads twice as long as the bound the operator relies on (the slow-client sizing
+    in docs/security.rst counts on it), and lowering ``KINTO_STALL_TIMEOUT`` has no effect on
+    it. Cause: ``kinto_attachment/web/streams.py`` reads chunked bodies with
+    ``uwsgi.chunked_read(UWSGI_CHUNK_TIMEOUT)``, a hard-coded 60 s, instead of the server's
+    ``socket-timeout``."""
+    live = streaming["uwsgi"]
+    start = multipart_start() + b"x" * 1000
+    head = (
+        f"POST {records(live)}/attachment HTTP/1.1\r\nHost: 127.0.0.1:{live.port}\r\n"
+        f"{CREDENTIALS}\r\nContent-Type: multipart/form-data; boundary=xyz\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    answer, waited = exchange(live, head + b"%x\r\n" % len(start) + start + b"\r\n", timeout=12)
+    assert status_of(answer) == 400 and waited < STALL + 5, (waited, answer[:200])
+
+
+# 3. uWSGI reads a chunk size that is no number as the end: nginx in front refuses it.
+
+
+def test_uwsgi_behind_nginx_refuses_a_malformed_chunked_body(tmp_path):
+    """Found by review (2026-12-05).
+
+    uWSGI's own chunked reader (``uwsgi.chunked_read()``, what the app must use under it)
+    reads a chunk-size line that is no hexadecimal number (``zz``) as ``0``, the body's end:
+    uWSGI alone stored a ``/data/files`` upload as the 16 bytes before it, ``200``, and nothing
+    in what it hands the app tells the two apart. The production setup (docs/production.rst)
+    puts nginx in front, which checks the chunked framing: the same body is a ``400`` there,
+    and nothing is stored."""
+    file_id = f"f{uuid.uuid4().hex}"
+    body = (
+        b"10\r\n" + b"a" * 16 + b"\r\nzz\r\n" + b"b" * 4096 + b"\r\n1000\r\n" + b"c" * 4096
+        + b"\r\n0\r\n\r\n"
+    )  # fmt: skip
+    with nginx_deployment(tmp_path, "uwsgi") as (port, kinto):
+        head = (
+            f"POST /v1/data/files?id={file_id} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            "Content-Type: application/octet-stream\r\n"
+            "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        )
+        answer, _ = exchange(SimpleNamespace(port=port), head.encode() + body)
+        stored = requests.get(f"{kinto.origin}/v1/data/files/{file_id}", timeout=10)
+    assert status_of(answer) == 400, answer[:300]
+    assert stored.status_code == 404, stored.content[:40]
+
+
+# 4. gunicorn: a download read steadily, but slowly, is cut after the stall time.
+
+
+def read_head(sock):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        received = sock.recv(4096)
+        assert received, data
+        data += received
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?im)^content-length: *(\d+)", head).group(1))
+    return head, rest, length
+
+
+@pytest.mark.parametrize("ranged", [False, True], ids=["sendfile", "range"])
+def test_gunicorn_does_not_cut_a_download_read_steadily_but_slowly(streaming, ranged):
+    """Found by review (2026-12-05).
+
+    docs/production.rst: "Timeouts bound stalls, not requests ... What is cut is a client
+    that stops: ... an answer's write that waits 30 s for the client"; the worker's docstring:
+    "one block of an answer (1 MiB for Kinto's downloads) not taken within it". A client
+    that takes a download steadily, 7.5 KB every 50 ms (150 KB/s), never stopping, is cut
+    all the same once the stall time has passed (here ``KINTO_STALL_TIMEOUT`` = 2 s): each
+    1 MiB block must be taken whole within the stall time. With the shipped 30 s, every
+    client slower than about 35 KB/s (a weak mobile link) never gets an attachment larger
+    than the socket buffers: its download breaks after about 30 s, every time, and resuming
+    with ``Range`` breaks the same way. gunicorn then logs the false "took nothing for 2 s",
+    while Kinto's request log has already written ``200`` with the whole size. Cause:
+    ``config/gunicorn_worker.py`` bounds writes with ``sock.settimeout(stall_timeout)``, and
+    Python's ``sendall`` takes a socket timeout as a deadline for the whole call (since
+    Python 3.5), not for each wait; no ``sendfile`` is used either (the metrics'
+    ``_SentFile`` wrapper has no ``fileno``). waitress, sending from its event loop, delivers
+    the same download whole."""
+    name = "gunicorn"
+    live = streaming[name]
+    record = records(live)
+    content = os.urandom(16 * MiB)
+    uploaded = requests.post(
+        f"{live.origin}{record}/attachment",
+        files={"attachment": ("big.bin", content)},
+        auth=ALICE,
+        timeout=30,
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    since = len(live.output())
+    sock = socket.socket()
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", live.port))
+        ranges = f"Range: bytes=1-{len(content) - 1}\r\n" if ranged else ""
+        sock.sendall(
+            f"GET {record}/attachment HTTP/1.1\r\nHost: 127.0.0.1:{live.port}\r\n"
+            f"{CREDENTIALS}\r\nConnection: close\r\n{ranges}\r\n".encode()
+        )
+        _, body, length = read_head(sock)
+        expected = content[1:] if ranged else content  # A range (no sendfile): sendall.
+        assert length == len(expected)
+        digest = hashlib.sha256(body)
+        received = len(body)
+        # Steadily: 7.5 KB every 50 ms (150 KB/s) for 8 s, four times the stall time...
+        started_at = time.monotonic()
+        while time.monotonic() - started_at < 8 and received < length:
+            data = sock.recv(7500)
+            if not data:
+                break
+            digest.update(data)
+            received += len(data)
+            time.sleep(0.05)
+        slowly = received
+        # ...then as fast as it comes: a download that was not cut arrives whole.
+        while received < length:
+            data = sock.recv(MiB)
+            if not data:
+                break
+            digest.update(data)
+            received += len(data)
+    finally:
+        sock.close()
+    log = live.output()[since:]
+    assert received == length, (
+        f"cut after {received} of {length} bytes ({slowly} read at 150 KB/s); "
+        f"server log: {log[-800:]}"
+    )
+    assert digest.hexdigest() == hashlib.sha256(expected).hexdigest()
+
+
+# 5. waitress: four unread ranged downloads stop the server, for good.
+
+
+@contextlib.contextmanager
+def waitress_with_short_channel_timeout(folder, channel_timeout=2):
+    """``config/kinto.ini`` served by waitress as the live tests serve it, with only its
+    ``channel_timeout`` (30) and ``cleanup_interval`` (5) lowered so that the bound they set
+    passes within the test."""
+    base_path = folder / "attachments"
+    base_path.mkdir()
+    for _ in range(3):
+        port = free_port()
+        text = live_config(port, base_path)
+        text, changed = re.subn(
+            r"^channel_timeout = \d+$", f"channel_timeout = {channel_timeout}", text, flags=re.M
+        )
+        text, interval = re.subn(
+            r"^cleanup_interval = \d+$", "cleanup_interval = 1", text, flags=re.M
+        )
+        assert (changed, interval) == (1, 1)
+        ini = folder / "kinto.ini"
+        ini.write_text(text)
+        with started(folder, ini, port, base_path) as live:
+            try:
+                live.wait_bound()
+            except PortTaken:
+                continue
+            live.wait_ready()
+            yield live
+            return
+    raise AssertionError("no free port")
+
+
+def test_waitress_unread_ranged_downloads_do_not_stall_the_server(tmp_path):
+    """Found by review (2026-12-05).
+
+    ``make serve``'s server (waitress, ``config/kinto.ini``) runs 4 threads. Four clients
+    that ask for a ``Range`` of a 48 MiB attachment and then read nothing hold all four, with
+    no end: the server answers nobody, not even ``GET /v1/``, long after ``channel_timeout``
+    (lowered here to 2 s; docs/production.rst says it cuts "an answer's write that waits 30 s
+    for the client"), for as long as those four sockets stay open. Four connections and a few
+    bytes each are a complete, permanent denial of service, which docs/security.rst's "keeps
+    answering while ... 20 slow clients are open" does not survive. The same download without
+    ``Range`` does not do it: waitress sends a seekable file from its event loop, frees the
+    thread, and ``channel_timeout`` closes the idle channel. Cause: ranged downloads from the
+    local store are a ``LimitedReader`` (``kinto_attachment/storage/local/store.py``), not
+    seekable on purpose, so waitress iterates it in the request's thread, which blocks once
+    ``outbuf_high_watermark`` (16 MiB) waits to be sent; waitress only times out channels with
+    no request in progress."""
+    with waitress_with_short_channel_timeout(tmp_path) as live:
+        create_collection(live, "review", "c")
+        path = "/v1/buckets/review/collections/c/records/big/attachment"
+        size = 48 * MiB
+        uploaded = requests.post(
+            f"{live.origin}{path}",
+            files={"attachment": ("big.bin", os.urandom(size))},
+            auth=ALICE,
+            timeout=60,
+        )
+        assert uploaded.status_code == 201, uploaded.text
+        sockets = []
+        try:
+            for _ in range(4):
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.connect(("127.0.0.1", live.port))
+                sock.sendall(
+                    f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{live.port}\r\n{CREDENTIALS}\r\n"
+                    f"Range: bytes=0-{size - 2}\r\n\r\n".encode()
+                )
+                sockets.append(sock)
+            # Well past channel_timeout (2 s) and its check (every second).
+            time.sleep(6)
+            answers = []
+            for _ in range(2):
+                try:
+                    response = requests.get(f"{live.origin}/v1/", timeout=3)
+                    answers.append(response.status_code)
+                except requests.RequestException as e:
+                    answers.append(type(e).__name__)
+            assert answers == [200, 200], (answers, live.output()[-600:])
+        finally:
+            for sock in sockets:
+                sock.close()
