@@ -247,6 +247,24 @@ def test_sync_does_not_overwrite_a_record_written_since_its_plan(tmp_path, run, 
     assert "index.txt" in result.stderr
 
 
+def paging(pages, page, last=None):
+    """A Kinto whose listing's page ``token`` lists ``page(token)`` and points to the next
+    (up to ``last``), the tokens asked for appended to ``pages``."""
+
+    def answer(request):
+        url = urlsplit(request.path)
+        if url.path != RECORDS:
+            return 404, {"Content-Type": "application/json"}, b'{"code": 404, "errno": 110}'
+        token = int(parse_qs(url.query).get("_token", ["0"])[0])
+        pages.append(token)
+        headers = {}
+        if last is None or token < last:
+            headers["Next-Page"] = f"{RECORDS}?_limit={remote.PAGE_RECORDS}&_token={token + 1}"
+        return json_answer({"data": page(token)}, headers)
+
+    return answer
+
+
 @pytest.mark.parametrize("page", [[], [None]], ids=["empty", "no-records"])
 def test_pages_that_never_end_are_refused(tmp_path, run, page):  # noqa: F811 (the fixture)
     """Found by review (2026-12-05).
@@ -266,18 +284,7 @@ def test_pages_that_never_end_are_refused(tmp_path, run, page):  # noqa: F811 (t
     site.mkdir()
     pages = []
 
-    def answer(request):
-        url = urlsplit(request.path)
-        if url.path != RECORDS:
-            return 404, {"Content-Type": "application/json"}, b'{"code": 404, "errno": 110}'
-        token = int(parse_qs(url.query).get("_token", ["0"])[0])
-        pages.append(token)
-        headers = {}
-        if token < 300:
-            headers["Next-Page"] = f"{RECORDS}?_limit={remote.PAGE_RECORDS}&_token={token + 1}"
-        return json_answer({"data": page}, headers)
-
-    with Hostile(answer) as hostile:
+    with Hostile(paging(pages, lambda token: page, last=300)) as hostile:
         result = run(hostile, "sync", str(site), "--delete")
 
     assert len(pages) < 10, f"the command followed {len(pages)} empty pages"
@@ -296,17 +303,10 @@ def test_pages_of_one_new_record_each_forever_are_cut(tmp_path, run, monkeypatch
     monkeypatch.setattr(remote, bound, 5 if bound == "LISTING_RECORDS" else 5000)
     pages = []
 
-    def answer(request):
-        url = urlsplit(request.path)
-        if url.path != RECORDS:
-            return 404, {"Content-Type": "application/json"}, b'{"code": 404, "errno": 110}'
-        token = int(parse_qs(url.query).get("_token", ["0"])[0])
-        pages.append(token)
-        following = f"{RECORDS}?_limit={remote.PAGE_RECORDS}&_token={token + 1}"
-        record = {"id": f"r{token}", "padding": "x" * 1000}
-        return json_answer({"data": [record]}, {"Next-Page": following})
+    def page(token):
+        return [{"id": f"r{token}", "padding": "x" * 1000}]
 
-    with Hostile(answer) as hostile:
+    with Hostile(paging(pages, page)) as hostile:
         result = run(hostile, "download", "--folder", str(tmp_path / "out"))
 
     assert len(pages) < 20, f"the command followed {len(pages)} pages"

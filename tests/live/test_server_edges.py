@@ -26,35 +26,26 @@ from ..support.live import (
     create_collection,
     free_port,
     live_config,
-    running_server,
     started,
 )
 from .test_nginx_slow_clients import deployment as nginx_deployment
+from .test_stalled_requests import STALL, servers  # noqa: F401 (the fixture)
 
 
 pytestmark = pytest.mark.live
 
 MiB = 1024 * 1024
-#: KINTO_STALL_TIMEOUT of the streaming servers here (shipped: 30).
-STALL = 2
 CREDENTIALS = "Authorization: Basic " + base64.b64encode(":".join(ALICE).encode()).decode()
 TUS = {"Tus-Resumable": "1.0.0"}
 
 
 @pytest.fixture(scope="module")
-def streaming(tmp_path_factory):
-    """``{name: server}``: gunicorn and uWSGI from their shipped configurations, stalls cut
-    after :data:`STALL` seconds."""
-    with contextlib.ExitStack() as stack:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("KINTO_STALL_TIMEOUT", str(STALL))
-            servers = {
-                name: stack.enter_context(running_server(tmp_path_factory.mktemp(name), name))
-                for name in ("gunicorn", "uwsgi")
-            }
-        for live in servers.values():
-            create_collection(live, "review", "c")
-        yield servers
+def streaming(servers):  # noqa: F811 (the fixture)
+    """gunicorn and uWSGI from their shipped configurations, stalls cut after :data:`STALL`
+    seconds (``tests/live/test_stalled_requests.py``'s), each with the review/c collection."""
+    for live in servers.values():
+        create_collection(live, "review", "c")
+    return servers
 
 
 def records(live):
@@ -231,7 +222,7 @@ def test_gunicorn_does_not_cut_a_download_read_steadily_but_slowly(streaming, ra
     that stops: ... an answer's write that waits 30 s for the client"; the worker's docstring:
     "one block of an answer (1 MiB for Kinto's downloads) not taken within it". A client
     that takes a download steadily, 7.5 KB every 50 ms (150 KB/s), never stopping, is cut
-    all the same once the stall time has passed (here ``KINTO_STALL_TIMEOUT`` = 2 s): each
+    all the same once the stall time has passed (here ``KINTO_STALL_TIMEOUT`` = 3 s): each
     1 MiB block must be taken whole within the stall time. With the shipped 30 s, every
     client slower than about 35 KB/s (a weak mobile link) never gets an attachment larger
     than the socket buffers: its download breaks after about 30 s, every time, and resuming
