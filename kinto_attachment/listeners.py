@@ -16,18 +16,16 @@
 - Our routes stream bodies (uploads, downloads, empty 204s), which a ``POST /batch``
   sub-request can neither send nor carry back: those the route table marks ``streamed``
   (:mod:`~kinto_attachment.routes`) are refused there, before any write.
+- Kinto's own writes lock what they change first (:mod:`~kinto_attachment.write_locks`).
 """
 
 import copy
-from types import SimpleNamespace
-from urllib.parse import unquote
 
 from kinto.core.events import ACTIONS, ResourceChanged
 from kinto.core.utils import apply_json_patch, msec_time
 from pyramid.events import ContextFound
-from pyramid.interfaces import IRoutesMapper
 
-from . import errors, locks, routes
+from . import errors, locks, routes, write_locks
 from .events import recording
 from .state import instance, links, records, references
 from .uploads import lifecycle
@@ -52,7 +50,7 @@ def on_resources_deleted(event):
             ids = (payload["bucket_id"], object_id)
         else:
             ids = (object_id,)
-        # Already held when the delete came through Kinto's views (see ``_lock_write``).
+        # Already held when the delete came through Kinto's views (write_locks.lock_write).
         locks.hold(event.request.registry, locks.record_path(*ids))
         unlinked = links.pop(storage, *ids)
         popped += unlinked
@@ -111,13 +109,6 @@ def _is_record_write(request):
     return route is not None and route.name in RECORD_ROUTES and request.method in WRITES
 
 
-def _stored_record(request):
-    match = request.matchdict
-    return records.stored(
-        request.registry.storage, match["bucket_id"], match["collection_id"], match["id"]
-    )
-
-
 def _stored_attachment(request):
     return (request.context.current_object or {}).get(FIELD)
 
@@ -136,7 +127,7 @@ def _patched_attachment(request, ops):
 
 def _check_record_body(request):
     """Refuse, before the view writes, a record body that would change ``attachment``: the
-    stored record is the one :func:`_lock_write` read again under the record's lock."""
+    stored record is the one :func:`.write_locks.lock_write` read again under the record's lock."""
     try:
         body = request.json_body
     except (ValueError, RecursionError):
@@ -159,92 +150,6 @@ def _refuse_in_batch(request):
         raise errors.refuse("in_batch", method=request.method, path=request.path)
 
 
-def _write_lock(request):
-    """The lock path a Kinto write takes before its view reads anything, or None."""
-    route, method, match = request.matched_route.name, request.method, request.matchdict
-    if route == "flush":
-        return locks.ROOT if method == "POST" else None
-    if route == "record-object" and method in ("PUT", "PATCH", "DELETE"):
-        return locks.record_path(match["bucket_id"], match["collection_id"], match["id"])
-    if method != "DELETE":
-        return None
-    return {
-        "bucket-plural": lambda: ("buckets",),
-        "bucket-object": lambda: locks.record_path(match["id"]),
-        "collection-plural": lambda: locks.record_path(match["bucket_id"]),
-        "collection-object": lambda: locks.record_path(match["bucket_id"], match["id"]),
-        "record-plural": lambda: locks.record_path(match["bucket_id"], match["collection_id"]),
-    }.get(route, lambda: None)()
-
-
-def _lock_batch(request):
-    """Lock, in order, what every write of a ``POST /batch`` will lock, before any of them
-    runs: each sub-request locks its own record when it comes, and holds it until the
-    batch's transaction ends; in the order clients send them, two batches writing ``r1, r2``
-    and ``r2, r1`` would each wait for the other (PostgreSQL aborts one: a 503). Sorted,
-    paths come root first, as every lock is taken (:mod:`~kinto_attachment.locks`). The
-    sub-requests take their locks again: they hold them already. A body Kinto will refuse
-    locks nothing."""
-    try:
-        body = request.json_body
-    except (ValueError, RecursionError):
-        return
-    if not isinstance(body, dict) or not isinstance(body.get("requests"), list):
-        return
-    if len(body["requests"]) > int(request.registry.settings.get("batch_max_requests", 25)):
-        return  # Kinto refuses it: nothing to match (the route table, for each).
-    defaults = body.get("defaults") if isinstance(body.get("defaults"), dict) else {}
-    mapper = request.registry.getUtility(IRoutesMapper)
-    prefix = f"/{request.registry.route_prefix}"
-    paths = set()
-    for sub in body["requests"]:
-        sub = {**defaults, **sub} if isinstance(sub, dict) else {}
-        method, path = sub.get("method", "GET"), sub.get("path")
-        if not isinstance(method, str) or not isinstance(path, str):
-            continue
-        path = _as_kinto_reads(request, path.split("?", 1)[0], prefix)
-        for route in mapper.get_routes():
-            match = route.match(path)
-            if match is not None:
-                target = SimpleNamespace(
-                    matched_route=route, method=method.upper(), matchdict=match
-                )
-                paths.add(_write_lock(target))
-                break
-    for path in sorted(p for p in paths if p is not None):
-        locks.hold(request.registry, path)
-
-
-def _as_kinto_reads(request, path, prefix):
-    """A batch sub-request's ``path`` as Kinto will serve it: under the API prefix,
-    percent-escapes decoded (``r%31`` is ``r1``), without a trailing ``/`` (which Kinto
-    redirects and the batch follows), and the ``default`` bucket as the user's own."""
-    path = unquote(path).rstrip("/")
-    path = path if path.startswith(prefix + "/") else prefix + path
-    default = f"{prefix}/buckets/default"
-    if path == default or path.startswith(default + "/"):
-        request.authenticated_userid  # noqa: B018 (who the user is: the bucket's id)
-        # Anonymous (Kinto refuses), or without the plugin: nothing to name.
-        if request.prefixed_userid and hasattr(type(request), "default_bucket_id"):
-            path = f"{prefix}/buckets/{request.default_bucket_id}" + path[len(default) :]
-    return path
-
-
-def _lock_write(request):
-    """Lock what the write will change, as our own views do, so that it cannot interleave
-    with an upload (or a delete) of the same record, collection or bucket.
-
-    Kinto's route factory read the record before the lock: the view would act on that copy
-    (and a ``PATCH`` write back an attachment replaced meanwhile), so it is read again.
-    """
-    path = _write_lock(request)
-    if path is None:
-        return
-    locks.hold(request.registry, path)
-    if request.matched_route.name == "record-object":
-        request.context.current_object = _stored_record(request)
-
-
 def on_context_found(event):
     request = event.request
     route = request.matched_route
@@ -256,8 +161,8 @@ def on_context_found(event):
         _refuse_in_batch(request)
         return
     if route.name == "batch" and request.method == "POST":
-        _lock_batch(request)
-    _lock_write(request)
+        write_locks.lock_batch(request)
+    write_locks.lock_write(request)
     if route.name == "flush" and request.method == "POST":
         on_flush(request)
     elif _is_record_write(request):

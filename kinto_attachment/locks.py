@@ -19,7 +19,7 @@ Since every path is locked in the same order, and before any row it protects is 
 locks cannot deadlock with one another nor with the row locks Kinto takes after them. A
 transaction that holds several paths takes them in order too: a ``POST /batch`` locks every
 path its writes will lock, sorted (ancestors first), before the first runs
-(:func:`kinto_attachment.listeners._lock_batch`).
+(:func:`kinto_attachment.write_locks.lock_batch`).
 
 On PostgreSQL these are advisory transaction locks (``pg_advisory_xact_lock``): every node of
 a cluster sees them, PostgreSQL releases them at commit, rollback or when a killed process's

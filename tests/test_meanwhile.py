@@ -212,7 +212,7 @@ def test_batches_writing_records_in_opposite_orders_do_not_deadlock(kinto, monke
     ended: two batches writing ``r1, r2`` and ``r2, r1`` deadlocked (PostgreSQL aborts one: a
     503 for the whole batch). A batch now locks them all, in order, first.
 
-    Then (the review of that fix): ``listeners._lock_batch`` matched each sub-request's
+    Then (the review of that fix): ``write_locks.lock_batch`` matched each sub-request's
     ``path`` as sent against the route
     table, while Kinto's batch serves another spelling of a record's path as that record:
     ``build_request`` -> ``Request.blank`` percent-decodes it (``.../records/r%31`` is

@@ -1,0 +1,105 @@
+"""Kinto's own writes lock what they change, as our views do: a record's ``PUT``, ``PATCH`` or
+``DELETE``, a collection's or a bucket's ``DELETE``, ``__flush__``, and every write of a
+``POST /batch``, before any of them runs. So no write of Kinto's interleaves with an upload or
+a delete of the same record, collection or bucket (:mod:`~kinto_attachment.locks`)."""
+
+from types import SimpleNamespace
+from urllib.parse import unquote
+
+from pyramid.interfaces import IRoutesMapper
+
+from . import locks
+from .state import records
+
+
+def _lock_path(request):
+    """The lock path a Kinto write takes before its view reads anything, or None."""
+    route, method, match = request.matched_route.name, request.method, request.matchdict
+    if route == "flush":
+        return locks.ROOT if method == "POST" else None
+    if route == "record-object" and method in ("PUT", "PATCH", "DELETE"):
+        return locks.record_path(match["bucket_id"], match["collection_id"], match["id"])
+    if method != "DELETE":
+        return None
+    return {
+        "bucket-plural": lambda: ("buckets",),
+        "bucket-object": lambda: locks.record_path(match["id"]),
+        "collection-plural": lambda: locks.record_path(match["bucket_id"]),
+        "collection-object": lambda: locks.record_path(match["bucket_id"], match["id"]),
+        "record-plural": lambda: locks.record_path(match["bucket_id"], match["collection_id"]),
+    }.get(route, lambda: None)()
+
+
+def lock_batch(request):
+    """Lock, in order, what every write of a ``POST /batch`` will lock, before any of them
+    runs: each sub-request locks its own record when it comes, and holds it until the
+    batch's transaction ends; in the order clients send them, two batches writing ``r1, r2``
+    and ``r2, r1`` would each wait for the other (PostgreSQL aborts one: a 503). Sorted,
+    paths come root first, as every lock is taken (:mod:`~kinto_attachment.locks`). The
+    sub-requests take their locks again: they hold them already. A body Kinto will refuse
+    locks nothing."""
+    try:
+        body = request.json_body
+    except (ValueError, RecursionError):
+        return
+    if not isinstance(body, dict) or not isinstance(body.get("requests"), list):
+        return
+    if len(body["requests"]) > int(request.registry.settings.get("batch_max_requests", 25)):
+        return  # Kinto refuses it: nothing to match (the route table, for each).
+    defaults = body.get("defaults") if isinstance(body.get("defaults"), dict) else {}
+    mapper = request.registry.getUtility(IRoutesMapper)
+    prefix = f"/{request.registry.route_prefix}"
+    paths = set()
+    for sub in body["requests"]:
+        sub = {**defaults, **sub} if isinstance(sub, dict) else {}
+        method, path = sub.get("method", "GET"), sub.get("path")
+        if not isinstance(method, str) or not isinstance(path, str):
+            continue
+        path = _as_kinto_reads(request, path.split("?", 1)[0], prefix)
+        for route in mapper.get_routes():
+            match = route.match(path)
+            if match is not None:
+                target = SimpleNamespace(
+                    matched_route=route, method=method.upper(), matchdict=match
+                )
+                paths.add(_lock_path(target))
+                break
+    for path in sorted(p for p in paths if p is not None):
+        locks.hold(request.registry, path)
+
+
+def _as_kinto_reads(request, path, prefix):
+    """A batch sub-request's ``path`` as Kinto will serve it: under the API prefix,
+    percent-escapes decoded (``r%31`` is ``r1``), without a trailing ``/`` (which Kinto
+    redirects and the batch follows), and the ``default`` bucket as the user's own."""
+    path = unquote(path).rstrip("/")
+    path = path if path.startswith(prefix + "/") else prefix + path
+    default = f"{prefix}/buckets/default"
+    if path == default or path.startswith(default + "/"):
+        request.authenticated_userid  # noqa: B018 (who the user is: the bucket's id)
+        # Anonymous (Kinto refuses), or without the plugin: nothing to name.
+        if request.prefixed_userid and hasattr(type(request), "default_bucket_id"):
+            path = f"{prefix}/buckets/{request.default_bucket_id}" + path[len(default) :]
+    return path
+
+
+def lock_write(request):
+    """Lock what the write will change, as our own views do, so that it cannot interleave
+    with an upload (or a delete) of the same record, collection or bucket.
+
+    Kinto's route factory read the record before the lock: the view would act on that copy
+    (and a ``PATCH`` write back an attachment replaced meanwhile), so it is read again.
+    """
+    path = _lock_path(request)
+    if path is None:
+        return
+    locks.hold(request.registry, path)
+    if request.matched_route.name == "record-object":
+        request.context.current_object = _stored_record(request)
+
+
+def _stored_record(request):
+    match = request.matchdict
+    return records.stored(
+        request.registry.storage, match["bucket_id"], match["collection_id"], match["id"]
+    )
