@@ -44,7 +44,15 @@ class Amqp:
 
     def _connect(self):
         """The connection, opened again after any failure (within pika's socket and stack
-        timeouts)."""
+        timeouts), or when the broker ended it while it was idle: pika answers heartbeats
+        only while it is called, so after a quiet spell of two heartbeats the broker has
+        closed a connection that still looks open, and the next event's publish failed (an
+        attempt lost, a warning, a retry later). Its pending frames are read first."""
+        if self._connection is not None and self._connection.is_open:
+            try:
+                self._connection.process_data_events(0)
+            except (self._pika.exceptions.AMQPError, OSError):
+                self.close()
         if self._connection is None or not self._connection.is_open:
             self.close()
             self._connection = self._pika.BlockingConnection(self._parameters)

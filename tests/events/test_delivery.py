@@ -3,12 +3,14 @@ PostgreSQL: uploads (multipart, tus, ``/data/files``), deletes, cascades and exp
 
 import hashlib
 import json
+import time
 
 import pytest
 import requests
 
 from kinto_attachment import gc
 from kinto_attachment.events.options import DELETED, STORED
+from kinto_attachment.state import outbox
 
 from ..conftest import ALICE
 from ..views.test_resumable import upload_in_chunks
@@ -185,3 +187,46 @@ def test_a_delete_in_a_batch_is_delivered_once_committed(events_app, receiver, b
     assert response.json["responses"][0]["status"] == 200
     delivered(kinto)
     assert [e["type"] for e in receiver.events()] == [STORED, DELETED]
+
+
+def test_amqp_first_event_after_an_idle_spell_is_delivered_at_its_first_attempt(
+    events_app, amqp_queue
+):
+    """Found by review (2026-12-05).
+
+    AMQP 0-9-1 heartbeats (RabbitMQ guide "Detecting Dead TCP Connections with
+    Heartbeats"): RabbitMQ closes a connection that sent no frame for about two heartbeat
+    intervals (60 s by default since RabbitMQ 3.5.5). pika's ``BlockingConnection`` sends
+    heartbeats only while the application calls into it. pika's own
+    ``examples/long_running_publisher.py`` and discussion pika/pika#1382 say so: a publisher
+    that keeps a connection between rare publishes must call ``process_data_events``, or
+    open a new one. The ``amqp`` destination keeps one connection per dispatcher between
+    events and never services it. After an idle spell longer than that (2-3 minutes with the
+    defaults; here ``heartbeat=1`` in the URL), the broker has dropped it, and the next
+    event's first ``basic_publish`` fails with ``StreamLostError``. The event counts as a
+    failed attempt (warning log, ``retried`` metric, ``attempts`` + 1) and is delayed by
+    ``retry_seconds``, or by ``poll_seconds`` on the dispatcher's thread. This happens each
+    time a quiet period ends, which is the normal case for uploads that come now and then,
+    and the broker did nothing wrong."""
+    channel, exchange, queue = amqp_queue
+    settings = destination_settings("amqp", exchange=exchange)
+    settings["amqp.url"] += "?heartbeat=1"
+    kinto = events_app("memory", "amqp", **settings)
+    dispatcher = kinto.registry.attachment_dispatcher
+
+    kinto.upload("/v1/buckets/blog/collections/articles/records/r1", b"first")
+    dispatcher.run_once()
+    assert [
+        row["state"]
+        for row in sorted(outbox.rows(kinto.registry.storage), key=lambda row: row["seq"])
+    ] == [outbox.DELIVERED]
+
+    time.sleep(5)  # A quiet spell: a few heartbeat intervals without any upload.
+
+    kinto.upload("/v1/buckets/blog/collections/articles/records/r1", b"second")
+    dispatcher.run_once()
+    second = sorted(outbox.rows(kinto.registry.storage), key=lambda row: row["seq"])[-1]
+    assert second["state"] == outbox.DELIVERED, (
+        f"the first event after an idle spell failed: {second.get('last_error')}"
+    )
+    assert channel.queue_declare(queue, passive=True).method.message_count == 2
