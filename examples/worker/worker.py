@@ -91,6 +91,10 @@ class Worker:
             elif exit_when_idle is not None and time.monotonic() - idle_since > exit_when_idle:
                 return
             for entry_id, fields in entries:
+                if not fields:  # Trimmed by MAXLEN while pending (Redis 6.2 claims it empty).
+                    logger.warning("entry %s: trimmed before it was handled", entry_id)
+                    self.redis.xack(self.stream, self.group, entry_id)
+                    continue
                 event = json.loads(fields[b"event"])
                 try:
                     outcome = self.handle(event)

@@ -3,6 +3,7 @@ sending its events to Redis: every record ends with the ``processing`` result of
 version, and a redelivered event changes nothing."""
 
 import hashlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -158,3 +159,31 @@ def test_the_example_worker_processes_every_version(tmp_path, monkeypatch, redis
         finally:
             worker.stop()
         client.xgroup_destroy(stream, GROUP)
+
+
+def test_an_entry_trimmed_while_pending_is_acknowledged_not_a_crash(redis_stream, monkeypatch):
+    """Found by review (2026-12-05).
+
+    An entry that ``MAXLEN`` trimmed while it was pending with a crashed consumer comes back
+    from ``XAUTOCLAIM`` with no fields on Redis 6.2 (7.0 lists it apart, as deleted): the
+    worker read ``fields[b"event"]`` of None and died. It acknowledges it, with a warning.
+    Redis 6.2's answer is made here from 7.0's (the deleted ids as entries without fields)."""
+    client, stream = redis_stream
+    spec = importlib.util.spec_from_file_location("example_worker", WORKER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    worker = module.Worker("http://127.0.0.1:9", "", "redis://127.0.0.1:6379", stream, "g", "w")
+    worker.ensure_group()
+    entry = client.xadd(stream, {"event": "{}"})
+    client.xreadgroup("g", "crashed", {stream: ">"})
+    client.xdel(stream, entry)  # As MAXLEN trims it.
+    real = worker.redis.xautoclaim
+
+    def as_redis_6_2(name, group, consumer, min_idle_time, **kwargs):  # At once, not after 60 s.
+        cursor, claimed, deleted = real(name, group, consumer, 0, **kwargs)
+        return cursor, claimed + [(entry_id, None) for entry_id in deleted]
+
+    monkeypatch.setattr(worker.redis, "xautoclaim", as_redis_6_2)
+    worker.run(exit_when_idle=0.5)
+
+    assert client.xpending(stream, "g")["pending"] == 0
