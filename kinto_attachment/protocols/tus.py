@@ -185,6 +185,10 @@ def upload_offset(value):
     return integer("Upload-Offset", value)
 
 
+#: The ``Upload-Metadata`` keys whose values are read, as UTF-8 text.
+TEXT_METADATA = ("filename", "filetype", "data", "permissions")
+
+
 def metadata(header, filename=True):
     """``Upload-Metadata``: ``key base64,key base64`` as ``{key: text}``; filename required.
     Keys are printable (tus: "SHOULD be ASCII"), values base64: no NUL reaches the upload's
@@ -203,7 +207,10 @@ def metadata(header, filename=True):
         if not encoded.isprintable():
             raise error("bad_metadata", key=key)
         try:
-            values[key] = base64.b64decode(encoded, validate=True).decode("utf-8")
+            raw = base64.b64decode(encoded, validate=True)
+            # tus: values may be binary. Those read here must be text; others are kept as
+            # they came in the header, which HEAD answers (tuspy's metadata_encoding).
+            values[key] = raw.decode("utf-8", "strict" if key in TEXT_METADATA else "replace")
         except ValueError as e:  # binascii.Error, UnicodeDecodeError, a non-ASCII value.
             raise error("bad_metadata", key=key) from e
     if filename and not values.get("filename"):

@@ -31,7 +31,7 @@ from ..state import instance, records, tus_uploads
 from ..storage import IConcatenatingStore
 from ..uploads import intake, lifecycle
 from ..uploads.record import refuse_missing_parents, require_storable_ids
-from ..web import cors
+from ..web import cors, streams
 from . import concatenation, tus_quota, tus_steps
 from .factory import AttachmentFactory
 
@@ -191,6 +191,10 @@ def patch(request):
     if (upload.get("concat") or "").startswith("final"):
         raise tus_concat.final_is_read_only()
     if upload.get("completed") or upload["offset"] == upload["length"]:
+        if offset == upload["length"] and streams.declared_length(request) == 0:
+            # Nothing more, at its end: the last PATCH sent again after its answer was lost
+            # (tuspy resumes from HEAD's offset). Done, as tusd answers it.
+            return tus.response(204, **_progress(upload))
         raise tus.completed(upload["length"])
     tus.require_offset(offset, upload["offset"])
     upload = tus_steps.append(request, upload, offset)
