@@ -82,7 +82,7 @@ class ChunkedReader:
         self.parts = list(parts)
 
     def chunked_read(self, timeout):
-        assert timeout > 0
+        assert timeout == 0  # uWSGI's own: chunked-input-timeout, else socket-timeout.
         return self.parts.pop(0) if self.parts else b""
 
 
