@@ -20,8 +20,11 @@ logger = logging.getLogger(__name__)
 UNKNOWN_LENGTH_RESERVATION = 20 * 1024 * 1024
 #: What ``curl --data-binary`` sends when not told a type: it says nothing of the content.
 CURL_DEFAULT_TYPE = "application/x-www-form-urlencoded"
-#: Enough for some 30,000 years of milliseconds.
-MAX_TTL_DIGITS = 15
+#: SlimFaas reads ``ttl`` as a 64-bit integer: 19 digits at most.
+MAX_TTL = 2**63 - 1
+#: A ``ttl`` past a century is none (SlimFaas clamps what overflows its expiry to "never";
+#: clients pass ``Number.MAX_SAFE_INTEGER`` or ``long.MaxValue`` to mean that).
+FOREVER_TTL = 100 * 365 * 86400 * 1000
 
 
 def _invalid(name, description):
@@ -38,18 +41,16 @@ def requested_id(request):
 
 
 def ttl(request):
-    """The lifetime asked for, in milliseconds (None: no end). It starts once the file is
-    stored, not when its request began: a body slower to come than its ``ttl`` would be
-    acknowledged already expired."""
+    """The lifetime asked for, in milliseconds (None: no end, or over :data:`FOREVER_TTL`).
+    It starts once the file is stored, not when its request began: a body slower to come
+    than its ``ttl`` would be acknowledged already expired."""
     ttl = request.GET.get("ttl")
     if ttl is None:
         return None
     # Bounded before int(): Python refuses to convert more than 4300 digits (a 500).
-    if not ttl.isascii() or not ttl.isdigit() or len(ttl) > MAX_TTL_DIGITS or int(ttl) <= 0:
-        raise _invalid(
-            "ttl", f"a positive number of milliseconds, {MAX_TTL_DIGITS} digits at most."
-        )
-    return int(ttl)
+    if not ttl.isascii() or not ttl.isdigit() or len(ttl) > 19 or not 0 < int(ttl) <= MAX_TTL:
+        raise _invalid("ttl", f"a positive number of milliseconds, {MAX_TTL} at most.")
+    return None if int(ttl) > FOREVER_TTL else int(ttl)
 
 
 def filename_of(request, file_id):
@@ -90,11 +91,12 @@ def reservation(request, max_size):
 def plan(request, file_id, max_size):
     """The :class:`~kinto_attachment.uploads.intake.Plan` of a raw body: a random key under
     :data:`~kinto_attachment.state.data_file_entries.KEY_FOLDER` with the name's extension,
-    and the declared type as parsed (an invalid type is no type; curl's default says nothing
-    either)."""
+    and the declared type as parsed, parameters kept (an invalid type is no type; curl's
+    default says nothing either)."""
     filename = filename_of(request, file_id)
-    mimetype = media_types.parse_media_type(request.headers.get("Content-Type"))
-    if mimetype in (None, CURL_DEFAULT_TYPE):
+    declared = request.headers.get("Content-Type")
+    mimetype = media_types.with_parameters(declared)
+    if media_types.parse_media_type(declared) in (None, CURL_DEFAULT_TYPE):
         mimetype = "application/octet-stream"
     extension = posixpath.splitext(safe_name(filename))[1]
     key = f"{data_file_entries.KEY_FOLDER}/{instance.random_name(request.registry)}{extension}"

@@ -209,6 +209,16 @@ def delete(request, file_id):
     return Response(status=204)
 
 
+#: .NET's ticks (100 ns since 0001-01-01 UTC) of the Unix epoch.
+UNIX_EPOCH_TICKS = 621_355_968_000_000_000
+
+
+def _ticks(expiration):
+    """SlimFaas's ``expireAtUtcTicks`` of an entry expiring at ``expiration`` (epoch
+    milliseconds): .NET ticks, ``-1`` for none."""
+    return -1 if expiration is None else expiration * 10_000 + UNIX_EPOCH_TICKS
+
+
 def listing(request):
     require_visible(request)
     now = msec_time()
@@ -216,6 +226,7 @@ def listing(request):
         {
             "id": entry["id"],
             "expiration": entry.get("expiration"),
+            "expireAtUtcTicks": _ticks(entry.get("expiration")),
             "filename": entry["filename"],
             "size": entry["size"],
             "mimetype": entry["mimetype"],

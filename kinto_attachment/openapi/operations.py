@@ -129,12 +129,16 @@ DATA_FILE_ENTRY = {
     "properties": {
         "id": {"type": "string"},
         "expiration": {"type": "integer", "x-nullable": True, "description": "Epoch ms."},
+        "expireAtUtcTicks": {
+            "type": "integer",
+            "description": "SlimFaas's: the expiration in .NET ticks, -1 for none.",
+        },
         "filename": {"type": "string"},
         "size": {"type": "integer"},
         "mimetype": {"type": "string"},
         "hash": {"type": "string"},
     },
-    "required": ["id", "filename", "size", "mimetype", "hash"],
+    "required": ["id", "expireAtUtcTicks", "filename", "size", "mimetype", "hash"],
 }
 PREFLIGHT = Reply(
     "``Allow``; a CORS preflight's answer to allowed origins.",

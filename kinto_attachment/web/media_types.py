@@ -60,10 +60,30 @@ file: raster images (not SVG), PDF, plain text, JSON, audio and video. Matched o
 ``type/subtype`` of the stored type, lowercase, parameters ignored."""
 
 
+#: The longest parameters kept with a declared type (a ``charset``, a ``boundary``...).
+MAX_PARAMETERS = 256
+
+
+def with_parameters(value):
+    """A declared media type as stored for ``/data/files``: ``type/subtype`` lowercase and
+    its parameters as written (``multipart/mixed; boundary=XyZ``: without them such a file
+    cannot be read back), when the whole value is valid (:func:`parse_media_type`); without
+    parameters past :data:`MAX_PARAMETERS` characters; None when it is not valid."""
+    essence = parse_media_type(value)
+    if essence is None:
+        return None
+    _, _, parameters = value.strip(" \t").partition(";")
+    parameters = parameters.strip(" \t")
+    if not parameters or len(parameters) > MAX_PARAMETERS:
+        return essence
+    return f"{essence}; {parameters}"
+
+
 def served_type(mimetype):
-    """The ``Content-Type`` to send for a stored type: its ``type/subtype``, or
-    ``application/octet-stream`` when it is not a valid media type (stored by older versions)."""
-    return parse_media_type(mimetype) or "application/octet-stream"
+    """The ``Content-Type`` to send for a stored type: as stored (with the parameters
+    :func:`with_parameters` keeps) when it is a valid media type, else
+    ``application/octet-stream`` (invalid types stored by older versions)."""
+    return with_parameters(mimetype) or "application/octet-stream"
 
 
 def is_inline(mimetype):
