@@ -127,7 +127,13 @@ def _patched_attachment(request, ops):
 
 def _check_record_body(request):
     """Refuse, before the view writes, a record body that would change ``attachment``: the
-    stored record is the one :func:`.write_locks.lock_write` read again under the record's lock."""
+    stored record is the one :func:`.write_locks.lock_write` read again under the record's lock.
+
+    A write Kinto will refuse as made on another version (``412``) says nothing of the
+    attachment: Kinto Admin sends back the record it loaded, whose file another user may have
+    replaced since; that user must read "modified meanwhile", not that he edited a file."""
+    if _modified_meanwhile(request):
+        return
     try:
         body = request.json_body
     except (ValueError, RecursionError):
@@ -143,6 +149,25 @@ def _check_record_body(request):
         _refuse_edit(None, data.get(FIELD))
     elif FIELD in data or request.method == "PUT":
         _refuse_edit(_stored_attachment(request), data.get(FIELD))
+
+
+def _modified_meanwhile(request):
+    """Whether Kinto will answer the write ``412`` (its resource's precondition check): an
+    ``If-Match`` of another version than the stored record's, or ``If-None-Match: *`` on a
+    stored record. The stored record is the one read under the record's lock, which Kinto's
+    view checks too."""
+    stored = request.context.current_object
+    if stored is None:
+        return False
+    if request.headers.get("If-None-Match", "").strip() == "*":
+        return True
+    expected = request.headers.get("If-Match", "").strip()
+    if not expected or expected == "*":
+        return False
+    try:
+        return int(expected.strip('"')) != stored.get("last_modified")
+    except ValueError:  # Kinto refuses the header itself.
+        return False
 
 
 def _refuse_in_batch(request):

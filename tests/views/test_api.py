@@ -2,6 +2,8 @@
 
 import hashlib
 
+import pytest
+
 from ..conftest import ALICE, BOB
 
 
@@ -150,6 +152,34 @@ def test_attachment_cannot_be_edited_through_the_record(kinto):
         assert "Attachment metadata cannot be modified" in response.json["message"]
     kinto.app.patch_json(url, {"data": {"attachment": None}}, headers=ALICE, status=400)
     assert kinto.app.get(url, headers=ALICE).json["data"]["attachment"] == meta
+
+
+@pytest.mark.parametrize("meanwhile", ["replaced", "deleted"])
+def test_a_write_on_a_stale_record_is_a_412_not_an_attachment_edit(kinto, meanwhile):
+    """Found by review (2026-12-05).
+
+    Kinto Admin sends back the record it loaded (its old ``attachment`` included) with
+    ``If-Match``: once the file was replaced or deleted meanwhile, that is Kinto's ``412``
+    ("modified meanwhile", as kinto-attachment answers), not a ``400`` for an attachment the
+    user never touched. With the current version, the edit is refused as before."""
+    kinto.create_collection()
+    url = kinto.record_url()
+    kinto.upload(url)
+    loaded = kinto.app.get(url, headers=ALICE).json["data"]
+    if meanwhile == "replaced":
+        kinto.upload(url, b"newer", "newer.txt")
+    else:
+        kinto.app.delete(url + "/attachment", headers=ALICE, status=204)
+    current = kinto.app.get(url, headers=ALICE).json["data"]
+    stale = {**ALICE, "If-Match": f'"{loaded["last_modified"]}"'}
+
+    kinto.app.put_json(url, {"data": {**loaded, "title": "t"}}, headers=stale, status=412)
+    kinto.app.put_json(
+        url, {"data": {**loaded}}, headers={**ALICE, "If-None-Match": "*"}, status=412
+    )
+    fresh = {**ALICE, "If-Match": f'"{current["last_modified"]}"'}
+    kinto.app.put_json(url, {"data": {**loaded, "title": "t"}}, headers=fresh, status=400)
+    assert kinto.app.get(url, headers=ALICE).json["data"] == current
 
 
 def test_other_fields_stay_editable(kinto):
