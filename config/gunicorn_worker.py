@@ -79,10 +79,11 @@ class PacedSocket:
     for the socket to be writable again, which it is only once a good part of its send buffer
     is free (a third, on Linux: a MiB or more of a buffer the kernel grew for a fast link): a
     client taking a download steadily, but slower than that per timeout, was cut. Here the
-    client's progress is what counts: each wait is short (:data:`STEP`), and the deadline
-    moves whenever the kernel's queue of bytes the client has not taken shrank
-    (``SIOCOUTQ``; where it cannot be read, only when a send goes through). Everything else is
-    the socket's own."""
+    client's progress is what counts (:class:`Pace`): each wait is short (:data:`STEP`),
+    and the deadline moves once the client took :data:`MIN_TAKEN` (sends that went through,
+    and the kernel's queue of unsent bytes shrinking: ``SIOCOUTQ``, where it can be read).
+    Everything else is the socket's own. Not for TLS sockets (whose writes raise their own
+    "want write")."""
 
     def __init__(self, sock):
         self._sock = sock
@@ -111,43 +112,67 @@ class PacedSocket:
 
     @contextlib.contextmanager
     def _nonblocking(self):
-        """The socket without timeout of its own, and the function that sends with it
-        (:meth:`_paced`, bounded by that timeout); the timeout is the socket's again after."""
+        """The socket without timeout of its own, and the function that sends with it, bounded
+        by that timeout (a :class:`Pace`); the timeout is the socket's again after."""
         timeout = self._sock.gettimeout()
         self._sock.settimeout(0.0)
         try:
-            yield partial(self._paced, timeout)
+            yield Pace(self._sock, timeout).send
         finally:
             self._sock.settimeout(timeout)
 
-    def _paced(self, timeout, send):
+
+class Pace:
+    """One answer's sends to a client: TimeoutError once the client took less than
+    :data:`MIN_TAKEN` within ``timeout`` seconds (None: waits for ever). What it took is what
+    the socket accepted, and what left the kernel's queue of unsent bytes meanwhile (the
+    socket is writable again only once a good part of its buffer is free)."""
+
+    def __init__(self, sock, timeout):
+        self._sock, self._timeout = sock, timeout
+        self._poller = select.poll()
+        self._poller.register(sock, select.POLLOUT)
+        self._deadline, self._taken, self._queued = self._next_deadline(), 0, None
+
+    def _next_deadline(self):
+        return None if self._timeout is None else time.monotonic() + self._timeout
+
+    def _took(self, count):
+        self._taken += count
+        if self._taken >= MIN_TAKEN:  # Enough: the client may take its time again.
+            self._deadline, self._taken = self._next_deadline(), 0
+
+    def send(self, send):
         """``send()``'s result once the socket takes some bytes; TimeoutError once the client
-        took none for ``timeout`` seconds (None: waits for ever)."""
-        deadline, queued = time.monotonic() + (timeout or 0), None
-        poller = select.poll()
-        poller.register(self._sock, select.POLLOUT)
+        took too little for too long, whether the socket still takes some or not."""
         while True:
             try:
-                return send()
+                sent = send()
             except (BlockingIOError, InterruptedError):
-                pass
-            if timeout is None:
-                poller.poll()
-                continue
-            if poller.poll(min(STEP, timeout) * 1000):
-                continue
-            waiting = unsent(self._sock)
-            if waiting is not None and queued is not None and waiting < queued:
-                deadline = time.monotonic() + timeout  # The client took some.
-            queued = waiting
-            if time.monotonic() >= deadline:
+                sent = None
+            else:
+                self._took(sent)
+                self._queued = None
+            if self._deadline is not None and time.monotonic() >= self._deadline:
                 raise TimeoutError("timed out")
+            if sent is not None:
+                return sent
+            if self._timeout is None:
+                self._poller.poll()
+            elif not self._poller.poll(min(STEP, self._timeout) * 1000):
+                waiting = unsent(self._sock)
+                if waiting is not None and self._queued is not None and waiting < self._queued:
+                    self._took(self._queued - waiting)
+                self._queued = waiting
 
 
-#: Longest single wait of :class:`PacedSocket` before it looks for the client's progress.
+#: Longest single wait of :class:`Pace` before it looks for the client's progress.
 STEP = 1.0
 #: Bytes :meth:`PacedSocket.sendfile` hands the system at a time.
 BLOCK = 8 * 1024 * 1024
+#: Bytes a client must take within the stall timeout to keep its connection: a client taking
+#: a kilobyte now and then would hold a thread for ever (2 KiB/s at the shipped 30 s).
+MIN_TAKEN = 64 * 1024
 
 
 def unsent(sock):
@@ -260,7 +285,9 @@ class StallBoundWorker(gthread.ThreadWorker):
         # The head is in; from here on every wait for the client is bounded. (gthread makes the
         # socket blocking, without timeout, before each request.)
         conn.sock.settimeout(self.stall_timeout)
-        sock, conn.sock = conn.sock, PacedSocket(conn.sock)
+        sock = conn.sock
+        if not self.cfg.is_ssl:  # TLS writes say "not now" otherwise: gthread's own then.
+            conn.sock = PacedSocket(sock)
         try:
             return super().handle_request(req, conn)
         except TimeoutError:

@@ -215,8 +215,11 @@ UNIX_EPOCH_TICKS = 621_355_968_000_000_000
 
 def _ticks(expiration):
     """SlimFaas's ``expireAtUtcTicks`` of an entry expiring at ``expiration`` (epoch
-    milliseconds): .NET ticks, ``-1`` for none."""
-    return -1 if expiration is None else expiration * 10_000 + UNIX_EPOCH_TICKS
+    milliseconds): .NET ticks, ``-1`` for none; at most a 64-bit integer's largest, as
+    SlimFaas clamps it (an entry 1.0.0 stored with a 15-digit ttl would be past it)."""
+    if expiration is None:
+        return -1
+    return min(expiration * 10_000 + UNIX_EPOCH_TICKS, 2**63 - 1)
 
 
 def listing(request):

@@ -68,13 +68,15 @@ def with_parameters(value):
     """A declared media type as stored for ``/data/files``: ``type/subtype`` lowercase and
     its parameters as written (``multipart/mixed; boundary=XyZ``: without them such a file
     cannot be read back), when the whole value is valid (:func:`parse_media_type`); without
-    parameters past :data:`MAX_PARAMETERS` characters; None when it is not valid."""
+    parameters past :data:`MAX_PARAMETERS` characters or not ASCII; None when it is not
+    valid."""
     essence = parse_media_type(value)
     if essence is None:
         return None
     _, _, parameters = value.strip(" \t").partition(";")
     parameters = parameters.strip(" \t")
-    if not parameters or len(parameters) > MAX_PARAMETERS:
+    # ASCII only: S3 signs a header as UTF-8 and sends it as Latin-1 (a refusal, a 503).
+    if not parameters or len(parameters) > MAX_PARAMETERS or not parameters.isascii():
         return essence
     return f"{essence}; {parameters}"
 

@@ -3,12 +3,15 @@
 One chunk at a time, never the whole body: memory stays flat whatever the file's size.
 """
 
+import logging
 import os
 import re
 import sys
 
 from .. import errors
 
+
+logger = logging.getLogger(__name__)
 
 #: Bytes read from a request body, or from a store, at a time.
 CHUNK_SIZE = 1024 * 1024
@@ -113,10 +116,12 @@ def read_chunks(stream, length, chunk_size=CHUNK_SIZE):
         size = chunk_size if remaining is None else min(chunk_size, remaining)
         try:
             chunk = stream.read(size)
-        except Exception:  # noqa: BLE001 (whatever the server raises: the body is unreadable)
+        except Exception as e:  # noqa: BLE001 (whatever the server raises: the body is unreadable)
             # The server could not read on: the client went away, stalled past the server's
             # read timeout (uWSGI's socket-timeout raises OSError here), or framed its
             # chunks wrongly (gunicorn raises its own ParseException: InvalidChunkSize...).
+            if not isinstance(e, OSError):  # Said: a server's own failure would be a 400.
+                logger.warning("The request body could not be read: %r", e)
             chunk = b""
             if remaining is None:
                 raise errors.refuse("body_interrupted") from None

@@ -10,7 +10,10 @@ Reference: SlimPlanet/SlimFaas (formerly AxaFrance/SlimFaas), commit 3cb41f11:
 
 import time
 
+import transaction
 from kinto.core.utils import msec_time
+
+from kinto_attachment.state import data_file_entries
 
 
 LOCAL = {"REMOTE_ADDR": "127.0.0.1"}
@@ -122,3 +125,38 @@ def test_large_ttl_that_slimfaas_accepts_is_not_refused(kinto_memory):
     assert [e["id"] for e in kinto_memory.app.get("/v1/data/files", extra_environ=LOCAL).json] == [
         "big-ttl"
     ]
+
+
+def test_listed_ticks_are_64_bit_integers_even_for_1_0_0_entries(kinto_memory):
+    """Found by review (2026-12-05) of the fix above.
+
+    0d01c31 listed every ``/data/files`` entry's ``expireAtUtcTicks`` as
+    ``expiration * 10_000 + UNIX_EPOCH_TICKS``, for SlimFaas's clients, which read it as a
+    .NET ``long`` (SlimFaas itself clamps an overflowing expiry to ``long.MaxValue``). The
+    previous release accepted any ``ttl`` of up to 15 digits (``MAX_TTL_DIGITS``), and its
+    entries are still listed: one stored with ``ttl=999999999999999`` (the old maximum) now
+    lists ``expireAtUtcTicks`` around 1.06e19, past 2**63-1 (and far past .NET's
+    ``DateTime.MaxValue`` ticks), so a SlimFaas client deserialising the listing fails on the
+    whole list, every entry lost to it. By the commit's own rule such an entry (its expiry is
+    past a century) has none: it should list ``-1``, or at worst ``long.MaxValue``."""
+    kinto_memory.app.post("/v1/data/files?id=old&ttl=600000", b"kept", extra_environ=LOCAL)
+    storage = kinto_memory.registry.storage
+    entry = data_file_entries.get(storage, "old")
+    # As 1.0.0 stored ``?ttl=999999999999999`` (15 digits: accepted then).
+    legacy = {**entry, "expiration": msec_time() + 999_999_999_999_999}
+    data_file_entries.put(storage, "old", legacy, entry)
+    transaction.commit()
+
+    listed = kinto_memory.app.get("/v1/data/files", extra_environ=LOCAL).json
+    ticks = listed[0]["expireAtUtcTicks"]
+    assert -1 <= ticks <= 2**63 - 1, f"expireAtUtcTicks {ticks} is no 64-bit integer"
+
+
+def test_parameters_that_are_no_ascii_are_not_kept(kinto_memory):
+    """Found by review (2026-12-05) of the fix above.
+
+    S3 signs a header as UTF-8 and sends it as Latin-1: a ``Content-Type`` parameter that is
+    no ASCII (``a="é"``) would make every store write of it fail (a 503). Such parameters are
+    not kept: the type is."""
+    _post(kinto_memory, b"x", "?id=latin", **{"Content-Type": 'text/plain; a="\xe9"'})
+    assert _get(kinto_memory, "latin").headers["Content-Type"] == "text/plain"

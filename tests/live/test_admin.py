@@ -116,14 +116,15 @@ def admin_driver(tmp_path_factory):
 
 
 class Steps:
-    """``admin.js`` running: each of its steps read, checked by the test, then let go on."""
+    """``admin.js`` (or another page ``script`` beside it) running: each of its steps read,
+    checked by the test, then let go on."""
 
-    def __init__(self, driver, arguments, log):
+    def __init__(self, driver, arguments, log, script="admin.js"):
         folder, chromium = driver
-        self.log = log
+        self.log, self.script = log, script
         with open(log, "wb") as errors:
             self.process = subprocess.Popen(
-                ["node", "admin.js", *map(str, arguments)],
+                ["node", script, *map(str, arguments)],
                 cwd=folder,
                 env={**client_env(folder), "CHROMIUM": chromium},
                 stdin=subprocess.PIPE,
@@ -141,7 +142,7 @@ class Steps:
         if not line:
             self.process.wait(10)
             pytest.fail(
-                f"admin.js ended ({self.process.returncode}) before step {expected!r}:\n"
+                f"{self.script} ended ({self.process.returncode}) before step {expected!r}:\n"
                 + self.log.read_text(errors="replace"),
                 pytrace=False,
             )
@@ -154,7 +155,7 @@ class Steps:
         self.process.stdin.flush()
 
     def close(self):
-        """Wait for the end of ``admin.js`` (which ends early once its stdin is closed)."""
+        """Wait for the end of the script (which ends early once its stdin is closed)."""
         self.process.stdin.close()
         try:
             self.process.wait(30)

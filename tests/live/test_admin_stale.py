@@ -5,21 +5,17 @@ Uses the build and the browser driver of ``tests/live/test_admin.py`` (Debian's 
 playwright-core), with a page script of its own written beside the driver's.
 """
 
-import contextlib
 import json
-import subprocess
-import threading
 
 import pytest
 import requests
 
-from ..support.live import ALICE, REQUEST_TIMEOUT, client_env, get, running_server
-from .test_admin import admin_driver, admin_origin  # noqa: F401 (fixtures)
+from ..support.live import ALICE, REQUEST_TIMEOUT, get, running_server
+from .test_admin import Steps, admin_driver, admin_origin  # noqa: F401 (fixtures)
 
 
 pytestmark = pytest.mark.live
 
-DRIVE_TIMEOUT = 180
 
 #: Signs in, opens the record's page, says "editing" and waits for a line on stdin (meanwhile
 #: the test changes the record as another user or tab would), then changes the title, saves,
@@ -92,54 +88,6 @@ def _put(url, body):
     assert response.status_code in (200, 201), response.text
 
 
-class _Page:
-    """The page script running: its JSON lines read one at a time."""
-
-    def __init__(self, driver, arguments, log):
-        folder, chromium = driver
-        (folder / "edit_meanwhile.js").write_text(EDIT_JS)
-        self.log = log
-        with open(log, "wb") as errors:
-            self.process = subprocess.Popen(
-                ["node", "edit_meanwhile.js", *map(str, arguments)],
-                cwd=folder,
-                env={**client_env(folder), "CHROMIUM": chromium},
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=errors,
-                text=True,
-            )
-        self.watchdog = threading.Timer(DRIVE_TIMEOUT, self.process.kill)
-        self.watchdog.start()
-
-    def next(self, expected):
-        line = self.process.stdout.readline()
-        if not line:
-            self.process.wait(10)
-            pytest.fail(
-                f"page script ended ({self.process.returncode}) before {expected!r}:\n"
-                + self.log.read_text(errors="replace"),
-                pytrace=False,
-            )
-        said = json.loads(line)
-        assert said["step"] == expected, said
-        return said
-
-    def go_on(self):
-        self.process.stdin.write("\n")
-        self.process.stdin.flush()
-
-    def close(self):
-        with contextlib.suppress(OSError):
-            self.process.stdin.close()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-        self.watchdog.cancel()
-
-
 @pytest.mark.parametrize("meanwhile", ["file replaced", "file deleted"])
 def test_saving_a_stale_record_page_says_modified_meanwhile_not_attachment_edit(
     admin_origin,  # noqa: F811
@@ -194,7 +142,8 @@ def test_saving_a_stale_record_page_says_modified_meanwhile_not_attachment_edit(
             ":".join(ALICE),
             "/buckets/photos/collections/scans/records/scan-1/attributes",
         ]
-        page = _Page(admin_driver, arguments, tmp_path / "page.log")
+        (admin_driver[0] / "edit_meanwhile.js").write_text(EDIT_JS)
+        page = Steps(admin_driver, arguments, tmp_path / "page.log", "edit_meanwhile.js")
         try:
             page.next("editing")
             # Another user (or tab) changes the file while the page is open.

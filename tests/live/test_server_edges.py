@@ -13,8 +13,11 @@ import hashlib
 import os
 import re
 import socket
+import ssl
+import subprocess
 import time
 import uuid
+import warnings
 from types import SimpleNamespace
 
 import pytest
@@ -22,6 +25,8 @@ import requests
 
 from ..support.live import (
     ALICE,
+    BIN,
+    ROOT,
     PortTaken,
     create_collection,
     free_port,
@@ -203,6 +208,19 @@ def test_uwsgi_behind_nginx_refuses_a_malformed_chunked_body(tmp_path):
 # 4. gunicorn: a download read steadily, but slowly, is cut after the stall time.
 
 
+def uploaded(live, record, size):
+    """Attach ``size`` random bytes to ``record``; the bytes."""
+    content = os.urandom(size)
+    response = requests.post(
+        f"{live.origin}{record}/attachment",
+        files={"attachment": ("big.bin", content)},
+        auth=ALICE,
+        timeout=30,
+    )
+    assert response.status_code == 201, response.text
+    return content
+
+
 def read_head(sock):
     data = b""
     while b"\r\n\r\n" not in data:
@@ -236,14 +254,7 @@ def test_gunicorn_does_not_cut_a_download_read_steadily_but_slowly(streaming, ra
     name = "gunicorn"
     live = streaming[name]
     record = records(live)
-    content = os.urandom(16 * MiB)
-    uploaded = requests.post(
-        f"{live.origin}{record}/attachment",
-        files={"attachment": ("big.bin", content)},
-        auth=ALICE,
-        timeout=30,
-    )
-    assert uploaded.status_code == 201, uploaded.text
+    content = uploaded(live, record, 16 * MiB)
     since = len(live.output())
     sock = socket.socket()
     try:
@@ -285,6 +296,144 @@ def test_gunicorn_does_not_cut_a_download_read_steadily_but_slowly(streaming, ra
         f"server log: {log[-800:]}"
     )
     assert digest.hexdigest() == hashlib.sha256(expected).hexdigest()
+
+
+def test_gunicorn_cuts_a_download_taken_a_kilobyte_now_and_then(streaming):
+    """Found by review (2026-12-05) of the fix above.
+
+    Watching the client's progress (``PacedSocket``) moved the deadline whenever the unsent
+    queue shrank at all: a client taking a kilobyte every half second would hold one of
+    gunicorn's 32 threads for ever. A client must take ``MIN_TAKEN`` (64 KiB) within the
+    stall time to keep its thread: this one loses it soon after (what the kernel already
+    holds still reaches it, without a thread)."""
+    live = streaming["gunicorn"]
+    record = records(live)
+    uploaded(live, record, 16 * MiB)
+    since = len(live.output())
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", live.port))
+        sock.sendall(
+            f"GET {record}/attachment HTTP/1.1\r\nHost: 127.0.0.1:{live.port}\r\n"
+            f"{CREDENTIALS}\r\nConnection: close\r\n\r\n".encode()
+        )
+        started_at = time.monotonic()
+        while "took nothing for" not in live.output()[since:]:
+            assert time.monotonic() - started_at < 4 * STALL, live.output()[since:][-600:]
+            assert sock.recv(1024), "the server closed the connection"
+            time.sleep(0.5)
+
+
+def _self_signed(folder):
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],  # fmt: skip
+        check=True,
+        capture_output=True,
+    )
+    return key, cert
+
+
+@contextlib.contextmanager
+def _gunicorn_with_tls(folder):
+    """The shipped gunicorn configuration, with ``--certfile``/``--keyfile``: ``(server,
+    session)``, the session speaking HTTPS to it as alice."""
+    key, cert = _self_signed(folder)
+    base_path = folder / "attachments"
+    base_path.mkdir()
+    port = free_port()
+    ini = folder / "kinto.ini"
+    ini.write_text(live_config(port, base_path))
+    command = [
+        str(BIN / "gunicorn"), "-c", str(ROOT / "config" / "gunicorn.conf.py"),
+        "--bind", f"127.0.0.1:{port}", "--certfile", str(cert), "--keyfile", str(key),
+        "--pythonpath", str(ROOT / "config"), "wsgi:application",
+    ]  # fmt: skip
+    env = {**os.environ, "KINTO_INI": str(ini), "KINTO_STALL_TIMEOUT": "10"}
+    listening = re.compile(r"Listening at: https://127\.0\.0\.1:(\d+)")
+    with started(folder, ini, port, base_path, env, command, listening) as live:
+        live.wait_bound()
+        session = requests.Session()
+        session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify=False.
+        session.verify = False
+        session.auth = ALICE
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(requests.RequestException):
+                answer = session.get(f"https://127.0.0.1:{port}/v1/__heartbeat__", timeout=2)
+                if answer.status_code == 200:
+                    break
+            assert time.monotonic() < deadline, live.output()
+            time.sleep(0.2)
+        yield live, session
+
+
+def test_gunicorn_with_tls_sends_a_download_whole_to_a_slow_client(tmp_path):
+    """Found by review (2026-12-05) of the fix above.
+
+    ``StallBoundWorker.handle_request`` now wraps EVERY request's socket in
+    ``PacedSocket``, whose ``sendall`` makes the socket non-blocking and only waits on
+    ``BlockingIOError``. config/gunicorn_worker.py says TLS "with ``certfile`` set" behaves as
+    gthread does (``enqueue_req`` keeps gthread's path for it), but under TLS ``conn.sock`` is
+    an ``SSLSocket``: non-blocking and full, its ``send`` raises ``SSLWantWriteError`` (an
+    ``SSLError``, not a ``BlockingIOError``). The first time the client is slower than the
+    server, the answer is abandoned mid-body: gunicorn logs "Invalid request ... The operation
+    did not complete (write)", treats it as a client error (writing its own 400 page after the
+    file's first bytes), and Kinto's log still says ``200 out=<whole size>``. Here a 16 MiB
+    download read by a client that waits 1.5 s before reading gets ~4 MiB. Without the
+    ``PacedSocket`` swap the same download is complete."""
+    with _gunicorn_with_tls(tmp_path) as (live, session), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Unverified HTTPS.
+        origin = f"https://127.0.0.1:{live.port}"
+        for path in ("/v1/buckets/tls", "/v1/buckets/tls/collections/c"):
+            assert session.put(origin + path, json={}).status_code in (200, 201)
+        path = "/v1/buckets/tls/collections/c/records/big/attachment"
+        content = os.urandom(16 * MiB)
+        uploaded = session.post(origin + path, files={"attachment": ("big.bin", content)})
+        assert uploaded.status_code == 201, uploaded.text
+
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        credentials = base64.b64encode(":".join(ALICE).encode()).decode()
+        received = b""
+        with (
+            socket.create_connection(("127.0.0.1", live.port), timeout=20) as raw,
+            context.wrap_socket(raw) as sock,
+        ):
+            sock.sendall(
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Authorization: Basic {credentials}\r\nConnection: close\r\n\r\n".encode()
+            )
+            time.sleep(1.5)  # A client busy a moment (a browser, a slow disk).
+            while True:
+                try:
+                    data = sock.recv(MiB)
+                except OSError:
+                    break
+                if not data:
+                    break
+                received += data
+        head, _, body = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head[:200]
+        assert len(body) == len(content), f"{len(body)} of {len(content)} bytes received"
+        assert hashlib.sha256(body).digest() == hashlib.sha256(content).digest()
 
 
 # 5. waitress: four unread ranged downloads stop the server, for good.
