@@ -3,6 +3,7 @@
 import ctypes
 import errno
 import hashlib
+import io
 import os
 import sys
 import threading
@@ -320,3 +321,20 @@ def test_a_failed_commit_gives_the_first_upload_back_as_it_was(store, monkeypatc
     with open(first, "rb") as f:
         assert f.read() == CONTENTS[0]
     assert sorted(listing(store)) == sorted(state["temp"] for state, _ in parts)
+
+
+def test_a_range_is_a_file_of_its_own(store):
+    """A range reads as a seekable file of its bytes alone (found by review, 2026-12-05:
+    waitress sends such a file from its event loop, where a client that reads nothing is
+    timed out, instead of holding a thread): positions, the end and reads are the range's,
+    never past it."""
+    staged = store.stage("r/k.bin")
+    staged.write(b"0123456789")
+    key = staged.commit()
+    with store.open(key, 2, 6) as window:
+        assert window.seekable() and window.tell() == 0
+        assert window.seek(0, io.SEEK_END) == 5  # What waitress asks to know the size.
+        assert window.seek(1) == 1 and window.read(2) == b"34"
+        assert window.seek(-1, io.SEEK_CUR) == 2 and window.read() == b"456"
+        assert window.read() == b"" and window.seek(100) == 5 and window.read(3) == b""
+        assert window.seek(-100, io.SEEK_CUR) == 0 and window.read(100) == b"23456"

@@ -203,7 +203,10 @@ def test_allow_list_helpers():
     assert not media_types.is_inline("image/svg+xml")
     assert not media_types.is_inline("text/plain,text/html")
     assert media_types.served_type("text/plain,text/html") == "application/octet-stream"
-    assert media_types.served_type("Text/Plain; charset=utf-8") == "text/plain"
+    # Parameters are served as stored (a data file's charset or boundary), ASCII only.
+    assert media_types.served_type("Text/Plain; charset=utf-8") == "text/plain; charset=utf-8"
+    assert media_types.served_type('text/plain; a="\xe9"') == "text/plain"
+    assert media_types.served_type("text/plain; a=" + "b" * 300) == "text/plain"
 
 
 def test_parsing_never_backtracks_without_end():
