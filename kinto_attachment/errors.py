@@ -147,7 +147,8 @@ REFUSALS = {
         400,
         ERRORS.INVALID_PARAMETERS,
         "The record's URI has {length} bytes: a record with an attachment has {limit} at most "
-        "(its bucket, collection and record ids together).",
+        "(/buckets/{{bid}}/collections/{{cid}}/records/{{rid}}, its ids with their 31 bytes "
+        "of path).",
     ),
     # 400 of the tus headers.
     "not_an_integer": Refusal(**_TUS_400, message="{name} must be a non-negative integer."),

@@ -248,7 +248,10 @@ COMMANDS = {"upload": upload, "download": download, "sync": mirror, "rm": rm}
 def main(argv=None):
     args = parser().parse_args(argv)
     try:
-        remote = Remote(args.server, args.bucket, args.collection, args.auth, args.retries)
+        try:  # What it refuses is the command line's: the server's URL, the credentials.
+            remote = Remote(args.server, args.bucket, args.collection, args.auth, args.retries)
+        except Failure as e:
+            raise Usage(str(e)) from None
         return 1 if COMMANDS[args.command](remote, args) else 0
     except Usage as e:
         print(shown(f"kinto-attachment: {e}"), file=sys.stderr)

@@ -99,7 +99,10 @@ def require_preconditions(request, download):
 
 
 def not_modified(request, download):
-    """``If-None-Match`` (weak comparison), or without it ``If-Modified-Since``."""
+    """``If-None-Match`` (weak comparison; ``*``: the file exists, so it matches), or
+    without it ``If-Modified-Since``."""
+    if (request.headers.get("If-None-Match") or "").strip() == "*":
+        return True  # WebOb's "any ETag" is falsy: it would read as no header at all.
     if request.if_none_match:
         return download.hash is not None and download.hash in request.if_none_match
     # Read here: WebOb raises on a date it cannot represent (a year past 9999).

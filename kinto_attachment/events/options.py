@@ -16,6 +16,7 @@ import base64
 import dataclasses
 import logging
 import re
+from urllib.parse import urlsplit
 
 from ..setting_values import MAX_SECONDS, as_number, as_text, fail
 
@@ -112,6 +113,9 @@ def _as_url(*schemes):
         url = as_text(name, value)
         if url and not re.match(rf"({'|'.join(schemes)})://", url):
             refuse_url(name, url, f"expected a {' or '.join(schemes)} URL, got {url!r}")
+        # A client library reads no host as localhost: events would go to whatever runs there.
+        if url and not url.startswith("unix://") and not urlsplit(url).hostname:
+            refuse_url(name, url, f"no host in {url!r}")
         return url
 
     return parse

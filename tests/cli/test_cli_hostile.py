@@ -565,7 +565,7 @@ def test_names_and_ids_against_a_listing_with_junk(tmp_path, run):
     assert broken.returncode == 1
     assert f"500 Internal Server Error (GET {server.origin}{RECORDS}/broken)" in broken.stderr
     assert empty.returncode == 1 and "the server listed no records" in empty.stderr
-    assert bad_server.returncode == 1
+    assert bad_server.returncode == 2  # A wrong command line.
     assert (
         bad_server.stderr
         == "kinto-attachment: --server: not an http(s) URL: 'ftp://127.0.0.1/v1'\n"

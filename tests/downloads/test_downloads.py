@@ -109,6 +109,9 @@ def test_conditional_requests(stored):
     assert response.headers["ETag"] == etag
     get(kinto, status=304, **{"If-None-Match": f'"other", W/{etag}'})
     assert get(kinto, **{"If-None-Match": '"other"'}).body == CONTENT
+    # "*": the file exists, so it matches (RFC 9110 §13.1.2; WebOb reads it as a falsy "any":
+    # it was a 200 with the whole file; found by review, 2026-12-05).
+    assert get(kinto, status=304, **{"If-None-Match": "*"}).body == b""
     # If-Range: the range only applies to the same content.
     assert get(kinto, status=206, Range="bytes=0-1", **{"If-Range": etag}).body == CONTENT[:2]
     assert get(kinto, Range="bytes=0-1", **{"If-Range": '"old"'}).body == CONTENT

@@ -71,6 +71,9 @@ def test_a_collection_may_turn_events_on_alone():
         ({"events.webhook.secret": "whsec_c2hvcnQ="}, "kinto.attachment.events.webhook.secret"),
         ({"events.webhook.url": "ftp://x"}, "kinto.attachment.events.webhook.url"),
         ({"events.redis.url": "http://x"}, "kinto.attachment.events.redis.url"),
+        # No host: the client library would use localhost (found by review, 2026-12-05).
+        ({"events.redis.url": "redis:///0"}, "kinto.attachment.events.redis.url"),
+        ({"events.amqp.url": "amqp:///%2F"}, "kinto.attachment.events.amqp.url"),
         ({"events.url_secret": "short"}, "kinto.attachment.events.url_secret"),
         ({"events.url_expires_seconds": "0"}, "kinto.attachment.events.url_expires_seconds"),
         ({"events.max_attempts": "x"}, "kinto.attachment.events.max_attempts"),

@@ -368,7 +368,8 @@ def test_ids_too_long_for_a_link_are_400(backend, tmp_path_factory, request, ent
     assert response.json["errno"] == ERRORS.INVALID_PARAMETERS.value
     assert response.json["message"] == (
         f"The record's URI has {length} bytes: a record with an attachment has "
-        f"{links.MAX_RECORD_URI} at most (its bucket, collection and record ids together)."
+        f"{links.MAX_RECORD_URI} at most (/buckets/{{bid}}/collections/{{cid}}/records/{{rid}}, "
+        "its ids with their 31 bytes of path)."
     )
     assert kinto.files() == []
     assert kinto.app.get(url, headers=ALICE, status=404)
