@@ -53,7 +53,9 @@ def _found(directory, name):
         os.close(fd)
 
 
-def download(remote, record_id, attachment, folder, path, bars, rate=None, claimed=None):
+def download(
+    remote, record_id, attachment, folder, path, bars, rate=None, overwrite=False, claimed=None
+):
     """Download the attachment to ``path`` (relative, with ``/``) in ``folder`` (a
     :class:`~.folder.Folder`), at most ``rate`` bytes a second when given; return False when
     it was already there.
@@ -61,8 +63,7 @@ def download(remote, record_id, attachment, folder, path, bars, rate=None, claim
     A file there with another sha256 is kept (a :class:`Failure`) unless a download wrote it
     as it is, and, when ``claimed`` is given (a download of some records only, whose names
     are not the whole folder's), unless that download was for this record or for one
-    ``claimed(record id)`` says no longer claims it. ``claimed=False`` replaces any file
-    (``--overwrite``)."""
+    ``claimed(record id)`` says no longer claims it; or ``overwrite`` (any file)."""
     expected, size = attachment["hash"], attachment["size"]
     *parents, name = path.split("/")
     directory = folder.directory(parents)
@@ -74,7 +75,7 @@ def download(remote, record_id, attachment, folder, path, bars, rate=None, claim
             if written != there or not _claimed_by_another(owner, record_id, claimed):
                 folder.remember(path, expected, record_id)  # Still another's when it is.
             return False
-        if there is not None and claimed is not False:
+        if there is not None and not overwrite:
             _replaceable(folder, path, there, record_id, claimed)
         part = f"{expected}.part"
         fd, done = folder.part(part, size)
@@ -115,7 +116,7 @@ def _replaceable(folder, path, there, record_id, claimed):
 
 def _claimed_by_another(owner, record_id, claimed):
     """Whether the remembered ``owner`` of a file is another record that still claims it."""
-    return claimed not in (None, False) and owner not in (None, record_id) and claimed(owner)
+    return claimed is not None and owner not in (None, record_id) and claimed(owner)
 
 
 class _Discard(Failure):

@@ -124,7 +124,8 @@ def download(remote, args):
             else:
                 wanted.append(record)
     names = local_names(wanted, given)
-    claimed = resolving.claimed(remote) if args.names or args.ids else None
+    subset = (args.names or args.ids) and not args.overwrite  # --overwrite asks no owner.
+    claimed = resolving.claimed(remote) if subset else None
     with Folder(args.folder) as folder, Bars(sum(r["attachment"]["size"] for r in wanted)) as bars:
         for record in wanted:
             record_id, name = record["id"], names[record["id"]]
@@ -137,7 +138,8 @@ def download(remote, args):
                     name,
                     bars,
                     args.limit_rate,
-                    False if args.overwrite else claimed,
+                    args.overwrite,
+                    claimed,
                 )
                 bars.print(f"{'downloaded' if fetched else 'unchanged'} {name} ({record_id})")
             except (Failure, OSError) as e:
