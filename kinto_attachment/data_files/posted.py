@@ -20,8 +20,9 @@ logger = logging.getLogger(__name__)
 UNKNOWN_LENGTH_RESERVATION = 20 * 1024 * 1024
 #: What ``curl --data-binary`` sends when not told a type: it says nothing of the content.
 CURL_DEFAULT_TYPE = "application/x-www-form-urlencoded"
-#: SlimFaas reads ``ttl`` as a 64-bit integer: 19 digits at most.
-MAX_TTL = 2**63 - 1
+#: The largest 64-bit integer, what SlimFaas's ``long`` holds: the largest ``ttl`` (19 digits
+#: at most), and what it clamps an expiry to.
+INT64_MAX = 2**63 - 1
 #: A ``ttl`` past a century is none (SlimFaas clamps what overflows its expiry to "never";
 #: clients pass ``Number.MAX_SAFE_INTEGER`` or ``long.MaxValue`` to mean that).
 FOREVER_TTL = 100 * 365 * 86400 * 1000
@@ -48,8 +49,8 @@ def ttl(request):
     if ttl is None:
         return None
     # Bounded before int(): Python refuses to convert more than 4300 digits (a 500).
-    if not ttl.isascii() or not ttl.isdigit() or len(ttl) > 19 or not 0 < int(ttl) <= MAX_TTL:
-        raise _invalid("ttl", f"a positive number of milliseconds, {MAX_TTL} at most.")
+    if not ttl.isascii() or not ttl.isdigit() or len(ttl) > 19 or not 0 < int(ttl) <= INT64_MAX:
+        raise _invalid("ttl", f"a positive number of milliseconds, {INT64_MAX} at most.")
     return None if int(ttl) > FOREVER_TTL else int(ttl)
 
 

@@ -219,7 +219,7 @@ def _ticks(expiration):
     SlimFaas clamps it (an entry 1.0.0 stored with a 15-digit ttl would be past it)."""
     if expiration is None:
         return -1
-    return min(expiration * 10_000 + UNIX_EPOCH_TICKS, 2**63 - 1)
+    return min(expiration * 10_000 + UNIX_EPOCH_TICKS, posted.INT64_MAX)
 
 
 def listing(request):
