@@ -19,6 +19,7 @@ from kinto_attachment.events import command as events_command
 from kinto_attachment.gc import command, store_check
 from kinto_attachment.state import (
     data_file_entries,
+    instance,
     links,
     paging,
     references,
@@ -29,10 +30,12 @@ from kinto_attachment.storage.local import LocalStore
 
 from .conftest import (
     ALICE,
+    Kinto,
     build_settings,
     cached_app,
     held_elsewhere,
     make_app,
+    own_database,
     postgresql_ini,
     s3_client,
     s3_settings,
@@ -69,8 +72,10 @@ def after_grace():
     return data_file_entries.msec_time() + (GRACE_SECONDS + 60) * 1000
 
 
-def orphan(kinto, key="blog/articles/orphan.txt", content=b"orphan"):
-    """A blob stored for a transaction that never committed: nothing references it."""
+def orphan(kinto, key=None, content=b"orphan"):
+    """A blob stored for a transaction that never committed: nothing references it. Its name
+    is random by default (``randomize``), carrying the instance's tag as an upload's would."""
+    key = key or f"blog/articles/{instance.random_name(kinto.registry)}.txt"
     staged = kinto.registry.attachment_store.stage(key, "text/plain")
     staged.write(content)
     return staged.commit()
@@ -128,8 +133,8 @@ def test_orphans_are_deleted_by_batches(kinto_gc, monkeypatch):
     monkeypatch.setattr(
         store, "delete_many", lambda keys: batches.append(len(keys)) or delete_many(keys)
     )
-    for number in range(5):
-        orphan(kinto_gc, f"blog/articles/orphan-{number}.txt")
+    for _ in range(5):
+        orphan(kinto_gc)
 
     report = gc.collect(kinto_gc.registry, now=after_grace())
 
@@ -217,7 +222,8 @@ def test_leftovers_of_crashed_uploads_are_removed_after_the_grace_period(kinto_g
 
     if kinto_gc.bucket is not None:
         # After the young round: moto dates every multipart upload from 2010.
-        client.create_multipart_upload(Bucket=kinto_gc.bucket, Key="blog/articles/big.bin")
+        big = f"blog/articles/{instance.random_name(kinto_gc.registry)}.bin"
+        client.create_multipart_upload(Bucket=kinto_gc.bucket, Key=big)
     report = gc.collect(kinto_gc.registry, now=after_grace())
     assert kinto_gc.files() == []
     assert report.temporary == report.orphans and len(report.orphans) == 1
@@ -226,13 +232,131 @@ def test_leftovers_of_crashed_uploads_are_removed_after_the_grace_period(kinto_g
         assert report.aborted == []
     else:
         assert report.orphans[0].key == "__uploads__/lost.tail"
-        assert [p.key for p in report.aborted] == ["blog/articles/big.bin"]
+        assert [p.key for p in report.aborted] == [big]
+
+
+def test_a_file_named_through_a_symbolic_link_in_the_store_is_kept(tmp_path_factory, request):
+    """Found by review (2026-12-05).
+
+    An operator moved a bucket's folder inside ``base_path`` and left a symbolic link in its
+    place (``blog -> archive/blog``): the files are served through the link, and the listing,
+    which follows no link, finds them under their real path; they are still referenced."""
+    folders = {"kinto.attachment.folder": "{bucket_id}/{collection_id}"}
+    kinto = adopted(cached_app("memory", tmp_path_factory, request, **GRACE, **folders))
+    kinto.create_collection()
+    attached = kinto.upload(kinto.record_url("r1"), b"precious").json
+    assert kinto.key_of(attached["location"]).startswith("blog/articles/")
+    base = kinto.base_path
+    os.makedirs(os.path.join(base, "archive"))
+    os.rename(os.path.join(base, "blog"), os.path.join(base, "archive", "blog"))
+    os.symlink(os.path.join("archive", "blog"), os.path.join(base, "blog"))
+    assert kinto.read(attached["location"]) == b"precious"
+
+    report = gc.collect(kinto.registry, now=after_grace())
+
+    assert report.orphans == [] and report.dangling == []
+    assert kinto.read(attached["location"]) == b"precious"
+
+
+def test_a_stale_listing_never_deletes_a_file_uploaded_since_under_its_name(
+    backend, blobs, tmp_path_factory, request
+):
+    """Found by review (2026-12-05).
+
+    Two collectors at once (two nodes' threads, or one and the command), ``randomize =
+    false``. Both list the old orphan ``name.txt``; the faster deletes it and quarantines its
+    name a minute. The slower holds it until its listing ends (the orphans whose names say
+    nobody's wait for it; minutes on a large store): meanwhile the quarantine ended and an
+    upload took the name for a record. The slower then finds another object under the name,
+    and keeps it."""
+    settings = {**GRACE, "kinto.attachment.randomize": "false"}
+    kinto = adopted(cached_app(backend, tmp_path_factory, request, blobs=blobs, **settings))
+    kinto.create_collection()
+    kinto.upload(kinto.record_url("r0"), b"kept", "other.txt")  # The database names a file.
+    registry, store = kinto.registry, kinto.registry.attachment_store
+    staged = store.stage("name.txt", "text/plain")
+    staged.write(b"an old orphan")
+    assert staged.commit() == "name.txt"
+    now = after_grace()
+    uploaded = []
+
+    def meanwhile():
+        gc.collect(registry, now=now)  # The faster collector.
+        later = now + (replaced.QUARANTINE_SECONDS + 10) * 1000
+        gc.collect(registry, now=later, orphans=False)  # The name's quarantine over.
+        uploaded.append(kinto.upload(kinto.record_url("r1"), b"new", "name.txt").json)
+
+    iter_blobs = store.iter_blobs
+
+    def slow_listing():
+        listing = list(iter_blobs())
+        store.iter_blobs = iter_blobs  # The faster collector lists at its own pace.
+        yield from listing
+        meanwhile()
+
+    store.iter_blobs = slow_listing
+    try:
+        report = gc.collect(registry, now=now)
+    finally:
+        store.iter_blobs = iter_blobs
+    [attached] = uploaded
+    assert kinto.key_of(attached["location"]) == "name.txt"  # The name was free again.
+    assert [o.key for o in report.orphans] == ["name.txt"]  # Listed as one, yet...
+    assert kinto.read(attached["location"]) == b"new"  # ...the new file stays.
+
+
+def test_orphans_whose_names_say_nobody_are_kept_where_nothing_names_a_file(kinto_gc, caplog):
+    """Found by review (2026-12-05).
+
+    A database where no record, link or ``/data/files`` entry names a file cannot tell the
+    servers' files from anybody's (the command's ``kinto.ini`` may read another, empty,
+    database): the orphans whose names say nobody's are kept, and said; the instance's own
+    (tagged) go."""
+    untagged = orphan(kinto_gc, "blog/articles/report.pdf")
+    tagged = orphan(kinto_gc)
+
+    report = gc.collect(kinto_gc.registry, now=after_grace())
+
+    assert [o.key for o in report.orphans] == [tagged]
+    assert report.unowned == [untagged] and kinto_gc.files() == [untagged]
+    assert "No record, link or /data/files entry of this database names a file" in caplog.text
+
+
+@pytest.mark.postgresql
+def test_the_command_reading_an_empty_database_never_deletes_the_servers_files(tmp_path):
+    """Found by review (2026-12-05).
+
+    The cron line's ``kinto.ini`` reads another database than the servers' (initialised by
+    ``kinto migrate``, empty), on their ``base_path``, ``randomize = false``: its first run
+    retains (in the wrong database) what the store holds; a file the servers upload after it
+    is no orphan to its next run all the same."""
+    served = str(tmp_path / "attachments")
+    with own_database("gc_servers") as servers_url, own_database("gc_wrong") as wrong:
+        settings = build_settings(
+            "postgresql", served, pg=servers_url, **{"kinto.attachment.randomize": "false"}
+        )
+        kinto = Kinto(make_app(settings), served)
+        make_app(build_settings("postgresql", str(tmp_path / "unused"), pg=wrong))  # Its schema.
+        kinto.create_collection()
+        first = kinto.upload(kinto.record_url("r1"), b"first", "first.txt").json
+        ini = tmp_path / "gc.ini"
+        ini.write_text(postgresql_ini(wrong, served))
+        assert command.main(["--ini", str(ini)]) == 0
+        second = kinto.upload(kinto.record_url("r2"), b"second", "second.txt").json
+        two_days_ago = time.time() - 2 * 86400
+        for location in (first["location"], second["location"]):
+            os.utime(os.path.join(served, kinto.key_of(location)), (two_days_ago,) * 2)
+
+        command.main(["--ini", str(ini)])
+
+        assert kinto.read(first["location"]) == b"first"
+        assert kinto.read(second["location"]) == b"second"
 
 
 def test_local_orphans_are_judged_by_their_modification_time(tmp_path_factory, request, tmp_path):
     kinto = adopted(cached_app("memory", tmp_path_factory, request))
     kinto.create_collection()
-    old, young = orphan(kinto, "blog/articles/old.txt"), orphan(kinto, "blog/articles/new.txt")
+    old, young = orphan(kinto), orphan(kinto)
     staged = os.path.join(kinto.base_path, "blog", ".upload-crashed.part")
     with open(staged, "wb") as f:
         f.write(b"partial")
@@ -361,7 +485,8 @@ def test_dry_run_removes_nothing_and_reports_the_same(kinto_gc):
     kinto_gc.registry.attachment_store.stage("blog/x.bin", None).write(b"12345")
     if kinto_gc.bucket is not None:
         client = s3_client(kinto_gc.registry.attachment_store.client.meta.endpoint_url)
-        client.create_multipart_upload(Bucket=kinto_gc.bucket, Key="blog/articles/big.bin")
+        big = f"blog/articles/{instance.random_name(kinto_gc.registry)}.bin"
+        client.create_multipart_upload(Bucket=kinto_gc.bucket, Key=big)
     before = kinto_gc.files()
     now = after_grace()
 

@@ -22,7 +22,8 @@ an operator must look at them first (kinto-attachment-gc --dry-run lists them)."
 
 
 def check_store(registry):
-    """Raise :class:`Refused` when the store does not hold the files the references name.
+    """Raise :class:`Refused` when the store does not hold the files the references name;
+    else return how many files were sampled (0: nothing names any).
 
     An orphan is what the store holds and nothing references: pointed at the wrong place (a
     ``base_path`` one folder too high lists every file under another key), every file is
@@ -34,10 +35,11 @@ def check_store(registry):
     store = registry.attachment_store
     sampled, found = references.sample_in_store(registry)
     if not sampled or 2 * found >= sampled:
-        return
+        return sampled
     example = next((listed.key for listed in store.iter_blobs() if not listed.temporary), None)
     if example is not None:
         raise Refused(MISMATCH.format(sampled=sampled, found=found, example=example))
+    return sampled
 
 
 def unreachable(store):

@@ -150,13 +150,15 @@ class Sorting:
     Temporary files carry the tag of their instance when they outlive a request (a resumable
     upload's bytes between its requests); those that carry none (a request's staged file,
     left by a killed process) go past ``cutoff``, whoever made them: no request writes that
-    long."""
+    long. Without ``untagged``, names that say nobody's are kept whatever is in sight (the
+    caller cannot tell that the storage it read is the servers')."""
 
     #: Keys of other instances' files kept as examples (all are counted).
     EXAMPLES = 10
 
-    def __init__(self, registry, cutoff, uploads, make=True):
+    def __init__(self, registry, cutoff, uploads, make=True, untagged=True):
         self.own, self.cutoff = tag(registry, make), cutoff
+        self._untagged = untagged
         #: Files and uploads of other instances, and the keys of the first of them.
         self.others, self.other_examples = 0, []
         #: Keys of the orphans and uploads whose names say nobody's, kept.
@@ -177,7 +179,7 @@ class Sorting:
                 untagged.append(listed)
             else:
                 yield listed
-        if self.others:
+        if self._keeps_untagged():
             self.unowned += [listed.key for listed in untagged]
         else:
             yield from untagged
@@ -191,10 +193,13 @@ class Sorting:
                 continue
             if upload.upload_id in pending or upload.initiated_ms >= self.cutoff:
                 continue
-            if writer is None and self.others:
+            if writer is None and self._keeps_untagged():
                 self.unowned.append(upload.key)
             else:
                 yield upload
+
+    def _keeps_untagged(self):
+        return bool(self.others) or not self._untagged
 
     def may_be_mine(self, key):
         """Whether ``key`` may be this instance's: its name carries its tag, or none."""

@@ -201,8 +201,20 @@ class _SortedRuns:
 
 
 def index(registry):
-    """An :class:`Index` of the referenced keys and one of the referenced pending uploads."""
+    """An :class:`Index` of the referenced keys and one of the referenced pending uploads.
+
+    A key is indexed under the name the store's listing gives its object too, where the
+    two differ (:meth:`~kinto_attachment.storage.local.store.LocalStore.listed_key`: a
+    folder an operator moved and left a symbolic link in its place): the file a record
+    names through the link is listed under its real name, which must read as referenced."""
     keys, pending = _SortedRuns(), _SortedRuns()
+    listed_key = getattr(registry.attachment_store, "listed_key", None)
     for reference in read(registry):
-        (pending if reference.pending else keys).add(key_hash(reference.key))
+        if reference.pending:
+            pending.add(key_hash(reference.key))
+            continue
+        keys.add(key_hash(reference.key))
+        listed = listed_key(reference.key) if listed_key is not None else reference.key
+        if listed != reference.key:
+            keys.add(key_hash(listed))
     return Index(keys.merged()), Index(pending.merged())

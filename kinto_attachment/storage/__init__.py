@@ -101,7 +101,9 @@ class IListableStore(Interface):
 
     def iter_blobs():
         """Yield a :class:`Listed` for every object of the store: committed blobs, staged
-        temporary files and the files of resumable uploads alike."""
+        temporary files and the files of resumable uploads alike. A store whose keys may name
+        an object it lists under another key has ``listed_key(key)``, that other key
+        (:meth:`~kinto_attachment.storage.local.store.LocalStore.listed_key`)."""
 
     def iter_pending():
         """Yield a :class:`Pending` for every upload started and neither completed nor aborted
@@ -184,6 +186,9 @@ class Stat:
     size: int
     #: Changes when the blob is rewritten (local: size and mtime; S3: the ETag).
     version: str
+    #: Last write, in milliseconds since the epoch (None where the store does not tell). An
+    #: S3 ETag stays the same for the same bytes written again: this tells them apart.
+    modified_ms: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,6 +203,10 @@ class Listed:
     #: The store's own working file (a staged upload, the data of a resumable upload), never
     #: a committed blob.
     temporary: bool = False
+    #: :attr:`Stat.version` of the object listed, or None where the listing does not tell:
+    #: garbage collection deletes an orphan only while it is still the object it listed (its
+    #: version, and its date to the second, S3's HEAD dating objects to the second).
+    version: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

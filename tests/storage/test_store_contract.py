@@ -290,6 +290,19 @@ def test_exists_size_and_stat(case):
     assert second.size == 2 and second.version != first.version
 
 
+def test_a_listing_gives_the_version_stat_gives(case):
+    """Garbage collection deletes an orphan only while it is still the object it listed
+    (another written under its name since has another version)."""
+    case.put("v.txt", b"1")
+    [listed] = [b for b in case.store.iter_blobs() if b.key == "v.txt"]
+    stat = case.store.stat("v.txt")
+    assert listed.version is not None and listed.version == stat.version
+    assert stat.modified_ms // 1000 == listed.modified_ms // 1000
+    case.store.delete("v.txt")
+    case.put("v.txt", b"2")
+    assert case.store.stat("v.txt").version != listed.version
+
+
 def test_delete_is_idempotent(case):
     key = case.put("gone.txt", b"x")
     case.store.delete(key)

@@ -187,7 +187,10 @@ class GCSStore(GCSResumable, StoreBase):
     def stat(self, key):
         with unavailable("get"):
             blob = self.bucket.get_blob(key, **self._call)
-        return None if blob is None else Stat(blob.size, str(blob.generation))
+        if blob is None:
+            return None
+        modified_ms = None if blob.updated is None else int(blob.updated.timestamp() * 1000)
+        return Stat(blob.size, str(blob.generation), modified_ms)
 
     def delete(self, key):
         self.delete_many([key])
@@ -254,7 +257,9 @@ class GCSStore(GCSResumable, StoreBase):
     def iter_blobs(self):
         """Every object of the bucket, by pages of 1000."""
         listing = self.client.list_blobs(
-            self.bucket, fields="items(name,size,updated),nextPageToken", **self._call
+            self.bucket,
+            fields="items(name,size,updated,generation),nextPageToken",
+            **self._call,
         )
         with unavailable("list"):
             for blob in listing:
@@ -263,6 +268,7 @@ class GCSStore(GCSResumable, StoreBase):
                     blob.size,
                     int(blob.updated.timestamp() * 1000),
                     temporary=blob.name.startswith(UPLOADS_FOLDER + "/"),
+                    version=None if blob.generation is None else str(blob.generation),
                 )
 
     def iter_pending(self):

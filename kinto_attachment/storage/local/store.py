@@ -72,6 +72,12 @@ class RangeFile(io.RawIOBase):
         super().close()
 
 
+def _version(stat):
+    """:attr:`Stat.version` of a file: another file under its name, or the file rewritten,
+    has another."""
+    return f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"
+
+
 def _is_temporary(name):
     return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
 
@@ -116,6 +122,16 @@ class LocalStore(StoreBase):
             raise ValueError(f"blob key {key!r} resolves outside of the storage folder")
         return path
 
+    def listed_key(self, key):
+        """The key :meth:`iter_blobs` lists the file of ``key`` under: ``key`` itself, unless a
+        symbolic link on its way leads elsewhere under ``base_path`` (the listing follows no
+        link, and lists the file under its real path). ``key`` for a key that cannot be
+        in the store."""
+        try:
+            return os.path.relpath(self.path(key), self.base_path).replace(os.sep, "/")
+        except ValueError:
+            return key
+
     def stage(self, key, content_type=None, random=False):
         # Names are reserved with O_EXCL at commit: there is nothing to look up first.
         return LocalStaged(self, key, random)
@@ -134,7 +150,7 @@ class LocalStore(StoreBase):
             return None
         if not S_ISREG(result.st_mode):  # A folder of blobs is no blob.
             return None
-        return Stat(result.st_size, f"{result.st_size}:{result.st_mtime_ns}:{result.st_ino}")
+        return Stat(result.st_size, _version(result), result.st_mtime_ns // 1_000_000)
 
     def delete(self, key):
         with contextlib.suppress(FileNotFoundError):
@@ -266,7 +282,8 @@ class LocalStore(StoreBase):
         elif entry.is_file(follow_symlinks=False):
             stat = entry.stat(follow_symlinks=False)
             modified_ms = stat.st_mtime_ns // 1_000_000
-            return Listed(key, stat.st_size, modified_ms, _is_temporary(entry.name))
+            temporary = _is_temporary(entry.name)
+            return Listed(key, stat.st_size, modified_ms, temporary, _version(stat))
         return None
 
     def iter_pending(self):

@@ -190,7 +190,8 @@ class S3Store(S3Concatenating, S3Resumable, StoreBase):
             if error_code(e.__cause__) in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
-        return Stat(head["ContentLength"], head["ETag"])
+        modified_ms = int(head["LastModified"].timestamp() * 1000)
+        return Stat(head["ContentLength"], head["ETag"], modified_ms)
 
     def delete(self, key):
         self.delete_many([key])
@@ -236,6 +237,7 @@ class S3Store(S3Concatenating, S3Resumable, StoreBase):
                         listed["Size"],
                         int(listed["LastModified"].timestamp() * 1000),
                         temporary=listed["Key"].startswith(RESUMABLE_FOLDER + "/"),
+                        version=listed.get("ETag"),
                     )
 
     def iter_pending(self):
