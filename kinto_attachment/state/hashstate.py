@@ -127,8 +127,11 @@ class ResumableSha256:
         _NATIVE.pack_into(self._context, 0, *fields)
 
     def update(self, data):
-        # ctypes passes a bytes object without copying it; other buffers are copied once.
-        data = data if isinstance(data, bytes) else bytes(data)
+        # ctypes passes a bytes object, and a writable buffer (a reused ``bytearray``),
+        # without copying it; other buffers are copied once.
+        if not isinstance(data, bytes):
+            view = memoryview(data).cast("B")
+            data = bytes(view) if view.readonly else (ctypes.c_char * len(view)).from_buffer(view)
         _crypto().SHA256_Update(self._context, data, len(data))
 
     def state(self):

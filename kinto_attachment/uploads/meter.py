@@ -13,7 +13,8 @@ class Meter:
     """Counts and hashes each byte once; 413 as soon as the count passes ``max_size``.
 
     ``sha256`` may be a resumable hash (tus) and ``size`` start at an upload's offset;
-    ``also`` are more hashes fed the same bytes (a tus chunk's ``Upload-Checksum``).
+    ``also`` are more hashes fed the same bytes (a tus chunk's ``Upload-Checksum``). Without
+    ``hashing``, no ``sha256`` (a tus chunk hashed once answered: :mod:`.hash_behind`).
 
     Large chunks are hashed by one of the process's hashing threads while the caller writes
     them and reads the next (hashlib and OpenSSL let go of the GIL while they hash), one at a
@@ -24,11 +25,11 @@ class Meter:
     client (curl) leaves a core idle (``bench/README.rst``).
     """
 
-    def __init__(self, max_size=0, sha256=None, size=0, also=()):
+    def __init__(self, max_size=0, sha256=None, size=0, also=(), hashing=True):
         self.max_size = max_size
         self.size = size
-        self._sha256 = sha256 or hashlib.sha256()
-        self._hashes = (self._sha256, *also)
+        self._sha256 = (sha256 or hashlib.sha256()) if hashing else None
+        self._hashes = (self._sha256, *also) if hashing else tuple(also)
         self._hashing = None  # The chunk being hashed, as a future.
 
     @property
@@ -45,6 +46,8 @@ class Meter:
         if self.max_size and self.size > self.max_size:
             raise errors.refuse("too_large", limit=self.max_size)
         self.settle()
+        if not self._hashes:
+            return
         if len(chunk) >= HASH_BEHIND_MIN and (held or _immutable(chunk)):
             self._hashing = _hashers().submit(self._update, chunk)
         else:

@@ -12,8 +12,7 @@ from kinto.core.utils import msec_time
 from .. import errors
 from ..protocols import tus
 from ..state import tus_uploads
-from ..state.hashstate import ResumableSha256
-from ..uploads import intake, lifecycle
+from ..uploads import hash_behind, intake, lifecycle
 from ..uploads.meter import Meter
 from ..uploads.record import attach
 from ..web import streams
@@ -102,14 +101,16 @@ def append(request, upload, offset):
     elif limit and length is not None and offset + length > limit:
         raise tus.too_large(limit)
     checksum, expected = tus.checksum(request.headers.get("Upload-Checksum"))
-    meter = Meter(
-        max_size=limit,
-        sha256=ResumableSha256(base64.b64decode(upload["sha256"])),
-        size=offset,
-        also=[checksum] if checksum is not None else [],
-    )
-    body = meter.measured(streams.read_chunks(stream, length))
+    also = [checksum] if checksum is not None else []
     store = request.registry.attachment_store
+    later = hash_behind.deferrable(store, upload, offset, length)
+    if later:  # Counted now, hashed once answered (only the checksum asked for, now).
+        meter = Meter(max_size=limit, size=offset, also=also, hashing=False)
+    else:
+        with store_errors():
+            sha256 = hash_behind.caught_up(store, upload)
+        meter = Meter(max_size=limit, sha256=sha256, size=offset, also=also)
+    body = meter.measured(streams.read_chunks(stream, length))
     with store_errors():
         progress = store.append(upload["store"], offset, body)
     meter.settle()
@@ -119,12 +120,19 @@ def append(request, upload, offset):
     if checksum is not None and checksum.digest() != expected:
         raise tus.checksum_mismatch()
     lifecycle.delete_after_commit(request, store, progress.obsolete)
+    if later:
+        hashed, sha256 = hash_behind.checkpoint(upload)
+    else:
+        hashed, sha256 = meter.size, base64.b64encode(meter.sha256.state()).decode("ascii")
     upload = {
         **upload,
         "offset": meter.size,
         "store": progress.state,
-        "sha256": base64.b64encode(meter.sha256.state()).decode("ascii"),
+        "sha256": sha256,
+        "hashed": hashed,
     }
+    if later:
+        lifecycle.after_commit(request, hash_behind.hash_later, store, upload)
     return record(request, upload)
 
 
@@ -157,6 +165,7 @@ def complete(request, upload):
     store = request.registry.attachment_store
     with store_errors():
         progress = store.finish(upload["store"])
-    sha256 = ResumableSha256(base64.b64decode(upload["sha256"])).hexdigest()
+        sha256 = hash_behind.caught_up(store, upload).hexdigest()  # Hashed whole already.
+    hash_behind.forget(upload["id"])
     finish(request, upload, progress, sha256)
     tus_uploads.remove(request.registry.storage, upload)

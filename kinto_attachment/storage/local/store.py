@@ -24,7 +24,7 @@ from .. import (
 from ..base import StoreBase
 from ..keys import blob_url, join_key
 from .staged import TEMP_PREFIX, TEMP_SUFFIX, LocalStaged, fsync_dir, write_all
-from .writebehind import SHORT_WINDOW, WriteBehind
+from .writebehind import SHORT_WINDOW, WINDOW, WriteBehind
 
 
 #: Folder of the files of resumable uploads in progress.
@@ -181,7 +181,11 @@ class LocalStore(StoreBase):
                 write_all(f, chunk, behind)
             if behind is not None:
                 os.fsync(f.fileno())
-                behind.forget()  # On the disk now; the next chunks need the page cache more.
+                # An append no larger than :data:`REREAD_MAX` stays cached, to be read back
+                # and hashed (:meth:`feed_resumable` drops it then), or kept as a small
+                # file's pages are; a larger one goes (the next chunks need the cache more).
+                if f.tell() - offset > self.REREAD_MAX:
+                    behind.forget()
         return Progress(state)
 
     def finish(self, state):
@@ -219,6 +223,30 @@ class LocalStore(StoreBase):
             raise
         key = staged.commit()
         return Progress(None, created=[key], obsolete=[s["temp"] for s, _ in parts], key=key)
+
+    #: The largest append kept in the page cache once it is done (the write-behind's lag):
+    #: larger ones would be read back from the disk, which costs more than hashing them on
+    #: their way in (:func:`~kinto_attachment.uploads.hash_behind.deferrable`).
+    REREAD_MAX = WINDOW
+
+    def feed_resumable(self, state, start, end, digest):
+        """Feed ``digest`` bytes ``start`` to ``end`` of the resumable upload ``state``, read
+        back from its file into one reused buffer, and dropped from the page cache behind
+        (:mod:`~kinto_attachment.uploads.hash_behind`); ``FileNotFoundError`` if it has fewer
+        (its bytes are lost)."""
+        buffer = memoryview(bytearray(COPY_SIZE))
+        with open(self.path(state["temp"]), "rb", buffering=0) as f:
+            f.seek(start)
+            offset = start
+            while offset < end:
+                read = f.readinto(buffer[: min(end - offset, COPY_SIZE)])
+                if not read:
+                    raise FileNotFoundError(f"{state['temp']} is shorter than its offset")
+                digest.update(buffer[:read])
+                offset += read
+            if DROP_READ:
+                with contextlib.suppress(OSError):
+                    os.posix_fadvise(f.fileno(), start, end - start, os.POSIX_FADV_DONTNEED)
 
     def _copy(self, temp, length, staged, digest):
         """The first ``length`` bytes of the upload file ``temp`` into ``staged``;

@@ -11,7 +11,9 @@ windows of page cache, and reuses the same pages. On this project's machines it 
 system time and the wall time of a 1 GiB write with fsync (``bench/``).
 
 A tus chunk, which ends with an fsync of its own, is handed to the disk a MiB at a time
-(:data:`SHORT_WINDOW`) with up to 8 MiB in flight, and dropped from the cache once fsynced.
+(:data:`SHORT_WINDOW`) with up to 8 MiB in flight, and dropped from the cache once fsynced,
+unless it is no larger than that: then it stays cached, to be read back and hashed once it is
+answered (:mod:`kinto_attachment.uploads.hash_behind`).
 
 Durability still comes from the final ``fsync`` (``sync_file_range`` flushes neither metadata
 nor the disk's cache). Files smaller than two windows keep all their pages cached, for the
