@@ -308,13 +308,14 @@ def tus_final(server, path, urls):
     return call(f"POST final of {path}", "POST", url, headers=headers, auth=ALICE)
 
 
-@pytest.mark.parametrize("crashable", ["s3"], indirect=True)
 def test_tus_final_upload_killed_in_its_commit_then_sent_again(crashable):
-    """The store has concatenated the partial uploads (completed their multipart uploads,
-    copied one, sent the other again) and the record is written, not committed: after the
-    crash the partial uploads are as they were (their completed objects are recognised, as a
-    retried last PATCH's), the final upload is made when sent again, and the GC removes the
-    blob the crash left. (On local disk: tests/views/test_resumable_concatenation.py.)"""
+    """The store has concatenated the partial uploads and the record is written, not
+    committed: after the crash the partial uploads are as they were, the final upload is made
+    when sent again, and the GC removes the blob the crash left. On S3 the partial uploads'
+    multipart uploads were completed, one copied, the other sent again (their completed
+    objects are recognised, as a retried last PATCH's); on local disk the first partial
+    upload's file was grown by the others' bytes under a second name, which the retry cuts
+    back to the partial's length."""
     server = crashable.server
     baseline = crashable.check()
     path = new_collection(server) + "/joined"
