@@ -76,7 +76,6 @@ def new(ids, userid, length, plan, fields, metadata, state, client=None, concat=
         "permissions": fields.get("permissions"),
         "metadata": metadata or "",
         "sha256": base64.b64encode(ResumableSha256().state()).decode("ascii"),
-        "hashed": 0,  # The bytes ``sha256`` hashes (:mod:`~kinto_attachment.uploads.hash_behind`).
         "store": state,
         "concat": concat,
     }

@@ -7,17 +7,21 @@ way in (5 ms for 8 MiB on this project's machines, the longest step of a ``PATCH
 every answer, while a core sat idle as the next chunk arrived. So a chunk that cannot complete
 its upload is only counted on its way in; once its request has committed, a thread of the
 process hashes the upload's bytes from its saved hash state up to the new offset, reading them
-back from the file as the client sends the next chunk. The saved state is a checkpoint:
-``sha256``, the hash state of the bytes before ``hashed`` (at most ``offset``), which each
+back from the file as the client sends the next chunk. The upload's saved state then has no
+``sha256`` (the hash of all its bytes, which a server of an earlier release reads it as: such a
+server, during a rolling upgrade, fails on the upload instead of recording a wrong hash) but a
+``checkpoint``: the hash state of the bytes before ``hashed``, saved at ``offset``, which each
 request moves to what this process has hashed by then. The request that may complete the
 upload (the last chunk, a partial upload's end, a body of unknown length) catches up, waiting
 for the thread, reading back what is left, and hashes its own bytes on their way in: the
 upload's hash is whole before the attachment is recorded.
 
 Nothing here is needed for the hash to be right: a checkpoint only ever covers bytes on the
-disk that a committed request acknowledged, which no later request rewrites, and whatever this
+disk that a committed request acknowledged, which no later request rewrites; whatever this
 process did not hash (another node took the previous chunks, the server restarted) is read back
-when the upload completes.
+when the upload completes; and a checkpoint saved at another offset than the upload's (a
+server of an earlier release appended since, keeping it as it was) is not taken: its
+``sha256``, whole, is.
 """
 
 import base64
@@ -37,15 +41,30 @@ logger = logging.getLogger(__name__)
 #: once this many others came after it.
 REMEMBERED = 1024
 #: Chunks waiting for the thread beyond which the next ones are hashed on their way in again:
-#: under more uploads at once than one thread hashes, the wait (and the pages kept cached for
-#: it) stays bounded.
+#: under more bytes than one thread hashes (a fast client, many uploads at once), the wait
+#: (and the pages kept cached for it) stays bounded.
 PENDING_MAX = 4
 
 
-def hashed(upload):
-    """The offset up to which the saved ``sha256`` hashes the upload (states saved before
-    hashes were deferred: all of its bytes)."""
-    return upload.get("hashed", upload["offset"])
+def saved(upload):
+    """``(hashed, sha256 state)`` of the upload's saved state: its ``checkpoint`` if saved at
+    its offset, else its whole ``sha256`` (what a server of an earlier release saves, or one
+    that hashed every byte on the way), else nothing hashed."""
+    mark = upload.get("checkpoint")
+    if mark is not None and mark["offset"] == upload["offset"]:
+        return mark["hashed"], mark["sha256"]
+    if upload.get("sha256"):
+        return upload["offset"], upload["sha256"]
+    return 0, base64.b64encode(ResumableSha256().state()).decode("ascii")  # No byte yet.
+
+
+def hashed_state(upload, hashed, state):
+    """The fields of a saved state whose bytes before ``hashed`` (of ``offset``) ``state``
+    hashes."""
+    if hashed == upload["offset"]:
+        return {"sha256": state, "checkpoint": None}
+    mark = {"hashed": hashed, "sha256": state, "offset": upload["offset"]}
+    return {"sha256": None, "checkpoint": mark}
 
 
 def deferrable(store, upload, offset, length):
@@ -64,9 +83,9 @@ def deferrable(store, upload, offset, length):
 def checkpoint(upload):
     """``(hashed, sha256 state)``: the farthest hash of the upload known now, without waiting
     (what this process hashed since its state was saved, or the saved one)."""
-    saved = hashed(upload), upload["sha256"]
+    found = saved(upload)
     known = _memory.get(upload)
-    return known if known is not None and known[0] > saved[0] else saved
+    return known if known is not None and known[0] > found[0] else found
 
 
 def caught_up(store, upload):
@@ -103,6 +122,7 @@ class _Memory:
         self._lock = threading.Lock()
         self._known = collections.OrderedDict()  # id -> (offset, state)
         self._jobs = {}  # id -> the last job's future
+        self._pending = 0  # Jobs submitted and not done.
         self._thread = None
 
     def get(self, upload):
@@ -113,8 +133,7 @@ class _Memory:
         return known
 
     def pending(self):
-        with self._lock:
-            return sum(1 for job in self._jobs.values() if not job.done())
+        return self._pending
 
     def wait(self, upload_id):
         with self._lock:
@@ -129,6 +148,7 @@ class _Memory:
             # Only jobs under way are waited for: the others' are forgotten (an abandoned
             # upload's with them).
             self._jobs = {key: job for key, job in self._jobs.items() if not job.done()}
+            self._pending += 1
             self._jobs[upload["id"]] = self._thread.submit(self._hash, store, upload)
 
     def forget(self, upload_id):
@@ -137,6 +157,13 @@ class _Memory:
             self._jobs.pop(upload_id, None)
 
     def _hash(self, store, upload):
+        try:
+            self._hash_further(store, upload)
+        finally:
+            with self._lock:
+                self._pending -= 1
+
+    def _hash_further(self, store, upload):
         done, state = checkpoint(upload)
         if done >= upload["offset"]:
             return

@@ -12,15 +12,12 @@ until then they are as they were, so a failed or killed final creation can be se
 what it left behind is named by no state (the garbage collector's).
 """
 
-import base64
-
 from ..protocols import tus, tus_concat
 from ..routes import TUS_UPLOAD, TUS_UPLOADS
 from ..state import instance, records, tus_uploads
-from ..state.hashstate import ResumableSha256
 from ..storage import IConcatenatingStore
 from ..storage.keys import join_key
-from ..uploads import intake
+from ..uploads import hash_behind, intake
 from ..uploads.meter import Meter
 from ..uploads.record import refuse_missing_parents, require_storable_ids
 from .tus_steps import finish, is_mine, policy_of, store_errors
@@ -80,10 +77,10 @@ def create_final(request, concat, client):
 
     store = request.registry.attachment_store
     # The store reads the parts after the first to copy them (or back, once composed): the
-    # meter hashes each block on a hashing thread meanwhile.
-    meter = Meter(sha256=ResumableSha256(base64.b64decode(partials[0]["sha256"])))
+    # meter hashes each block on a hashing thread meanwhile, from the first part's hash.
     parts = [(partial["store"], partial["length"]) for partial in partials]
     with store_errors():
+        meter = Meter(sha256=hash_behind.caught_up(store, partials[0]))
         progress = store.concatenate(parts, plan.key, plan.mimetype, meter, plan.random)
     upload = tus_uploads.new(
         ids,

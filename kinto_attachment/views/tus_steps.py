@@ -124,13 +124,8 @@ def append(request, upload, offset):
         hashed, sha256 = hash_behind.checkpoint(upload)
     else:
         hashed, sha256 = meter.size, base64.b64encode(meter.sha256.state()).decode("ascii")
-    upload = {
-        **upload,
-        "offset": meter.size,
-        "store": progress.state,
-        "sha256": sha256,
-        "hashed": hashed,
-    }
+    upload = {**upload, "offset": meter.size, "store": progress.state}
+    upload.update(hash_behind.hashed_state(upload, hashed, sha256))
     if later:
         lifecycle.after_commit(request, hash_behind.hash_later, store, upload)
     return record(request, upload)
