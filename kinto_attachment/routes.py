@@ -74,9 +74,10 @@ class Route:
         return None
 
 
-#: Where our view streams ``{record-url}/attachment`` of the ``default`` bucket, which Kinto's
-#: ``default_bucket`` plugin would otherwise copy into a subrequest.
-DEFAULT_BUCKET = Shared("default_bucket_collection", r".*/records/[^/]+/attachment$")
+#: Kinto's route of the ``default`` bucket, where our views stream ``{record-url}/attachment``
+#: and its resumable uploads (``views.default_bucket``), which Kinto's ``default_bucket``
+#: plugin would otherwise parse as JSON and copy into a subrequest.
+DEFAULT_BUCKET_ROUTE = "default_bucket_collection"
 
 ATTACHMENT = Route(
     "attachment",
@@ -87,7 +88,7 @@ ATTACHMENT = Route(
     uploads=("POST",),
     downloads=("GET",),
     exposed_headers=(*DOWNLOAD_HEADERS, "Location"),
-    shared=(DEFAULT_BUCKET,),
+    shared=(Shared(DEFAULT_BUCKET_ROUTE, r".*/records/[^/]+/attachment$"),),
 )
 TUS_UPLOADS = Route(
     "attachment-uploads",
@@ -97,6 +98,7 @@ TUS_UPLOADS = Route(
     transfer="tus",
     uploads=("POST",),
     exposed_headers=tus.EXPOSED_HEADERS,
+    shared=(Shared(DEFAULT_BUCKET_ROUTE, r".*/records/[^/]+/attachment/uploads$"),),
 )
 TUS_UPLOAD = Route(
     "attachment-upload",
@@ -106,6 +108,7 @@ TUS_UPLOAD = Route(
     transfer="tus",
     uploads=("PATCH",),
     exposed_headers=tus.EXPOSED_HEADERS,
+    shared=(Shared(DEFAULT_BUCKET_ROUTE, r".*/records/[^/]+/attachment/uploads/[^/]+$"),),
 )
 #: What a page may send to download: conditional and range requests need a preflight.
 _DOWNLOAD_REQUEST_HEADERS = ("Range", "If-Range", "If-None-Match", "If-Modified-Since")

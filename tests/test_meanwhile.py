@@ -150,6 +150,44 @@ def test_last_tus_patch_rechecks_write_permission_under_the_record_lock(
     assert bob not in after["permissions"]["write"]
 
 
+@pytest.mark.parametrize("blobs", ["local"])
+@pytest.mark.parametrize("kind", ["multipart", "tus"])
+def test_an_upload_rechecks_a_write_given_through_a_group_the_uploader_left(
+    kinto, monkeypatch, kind
+):
+    """Found by review (2026-12-05), Kinto's groups.
+
+    Bob may write Alice's record as a member of the bucket's group ``editors``; while his
+    upload streams, Alice removes him from the group (what Kinto's groups view does). The
+    check under the record's lock reused the principals worked out before the body came
+    (cached for the request by Kinto and pyramid_multiauth): the upload replaced Alice's file,
+    and Kinto's write gave Bob ``write`` on the record for himself."""
+    kinto.create_collection()
+    bob = userid(kinto, BOB)
+    group = "/buckets/blog/groups/editors"
+    kinto.app.put_json(f"/v1{group}", {"data": {"members": [bob]}}, headers=ALICE)
+    url = kinto.record_url()
+    kinto.app.put_json(url, {"data": {"t": 1}, "permissions": {"write": [group]}}, headers=ALICE)
+    if kind == "tus":
+        _, upload = create(kinto.app, 5, headers=BOB)
+
+    def leave(registry):
+        registry.permission.remove_user_principal(bob, group)
+
+    _at_record_lock(monkeypatch, leave)
+    if kind == "tus":
+        response = patch(kinto.app, upload, b"bob's", 0, headers=BOB, status="*")
+    else:
+        response = kinto.upload(url, b"bob's", "b.txt", headers=BOB, status="*")
+    monkeypatch.undo()
+    after = kinto.app.get(url, headers=ALICE).json
+    assert response.status_int == 403, response.status
+    assert "attachment" not in after["data"]
+    assert bob not in after["permissions"]["write"]
+    # Nothing stored but, for tus, the upload's bytes so far (it is still Bob's to terminate).
+    assert [f for f in kinto.files() if not f.startswith(".uploads/")] == []
+
+
 def _opposite_batches(kinto, monkeypatch, paths_a, paths_b):
     """Two batches of ``PUT``s, each holding the first record lock it takes until the other
     holds its own (the interleaving load brings): their answers, by name."""

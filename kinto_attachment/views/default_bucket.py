@@ -1,9 +1,10 @@
-"""``{record-url}/attachment`` in the ``default`` bucket, streamed.
+"""``{record-url}/attachment`` and its resumable uploads in the ``default`` bucket, streamed.
 
 Kinto's ``default_bucket`` plugin serves ``/buckets/default/...`` by copying the request body
-into a subrequest, which would hold a whole upload in memory. For attachment URLs we register a
-more specific view on its route: it creates the user's bucket and collection as the plugin
-does, then hands the untouched body stream to the real attachment URL.
+into a subrequest, which would hold a whole upload in memory, and takes a body for JSON: a tus
+chunk that parses as JSON was rewritten, its type made ``application/json``. For attachment
+URLs we register more specific views on its route: they create the user's bucket and
+collection as the plugin does, then hand the untouched body stream to the real URL.
 """
 
 from kinto.plugins.default_bucket import create_bucket, create_collection
@@ -11,7 +12,7 @@ from pyramid.request import Request
 from pyramid.security import NO_PERMISSION_REQUIRED
 
 from .. import errors
-from ..routes import DEFAULT_BUCKET
+from ..routes import ATTACHMENT, DEFAULT_BUCKET_ROUTE, TUS_UPLOAD, TUS_UPLOADS
 
 
 PLUGIN = "kinto.plugins.default_bucket"
@@ -51,10 +52,14 @@ def includeme(config):
     """Only when the default_bucket plugin is included (before us), since we use its route."""
     if PLUGIN not in config.get_settings().get("includes", ""):
         return
-    config.add_view(
-        default_bucket_attachment,
-        route_name=DEFAULT_BUCKET.route,
-        path_info=DEFAULT_BUCKET.path,
-        request_method=("POST", "DELETE"),
-        permission=NO_PERMISSION_REQUIRED,
-    )
+    for route in (ATTACHMENT, TUS_UPLOADS, TUS_UPLOAD):
+        [shared] = [s for s in route.shared if s.route == DEFAULT_BUCKET_ROUTE]
+        # Those the plugin's own view cannot pass on untouched; downloads and preflights can.
+        methods = [m for m in route.methods if m not in ("GET", "OPTIONS")]
+        config.add_view(
+            default_bucket_attachment,
+            route_name=DEFAULT_BUCKET_ROUTE,
+            path_info=shared.path,
+            request_method=methods,
+            permission=NO_PERMISSION_REQUIRED,
+        )
