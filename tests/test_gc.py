@@ -126,7 +126,7 @@ def test_old_orphans_are_removed_young_ones_kept(kinto_gc):
 
 
 def test_orphans_are_deleted_by_batches(kinto_gc, monkeypatch):
-    monkeypatch.setattr(gc, "DELETE_BATCH", 2)
+    monkeypatch.setattr(gc.orphans, "DELETE_BATCH", 2)
     store = kinto_gc.registry.attachment_store
     batches = []
     delete_many = store.delete_many

@@ -44,16 +44,15 @@ from pyramid.events import ApplicationCreated
 
 from .. import adoption, metrics
 from ..events import recording, retention
-from ..state import data_file_entries, instance, links, references, replaced, tus_uploads
+from ..state import data_file_entries, links, replaced, tus_uploads
 from ..uploads import lifecycle
+from . import orphans as orphans_pass
+from .orphans import DELETE_BATCH
 from .report import Report
 from .store_check import Refused, check_store
 
 
 logger = logging.getLogger(__name__)
-
-#: Orphans deleted per request (S3's DeleteObjects takes 1000 keys).
-DELETE_BATCH = 1000
 
 
 def collect(registry, now=None, dry_run=False, orphans=True):
@@ -78,7 +77,7 @@ def collect(registry, now=None, dry_run=False, orphans=True):
         report.adoption_pending = dry_run and adopted.changes > 0
         report.kept_at_adoption = adopted.unreferenced
     if orphans and not report.adoption_pending:
-        _collect_orphans(registry, now, report, untagged_ours=named > 0)
+        orphans_pass.collect(registry, now, report, untagged_ours=named > 0)
     metrics.collected(registry, report)
     return report
 
@@ -187,105 +186,6 @@ def _collect_replaced(registry, now, report):
         replaced.end_quarantines(storage, now)
     if report.replaced:
         logger.info("Deleted %d replaced files past their grace", len(report.replaced))
-
-
-def _collect_orphans(registry, now, report, untagged_ours=True):
-    """Delete what nothing references, is older than the grace period and this instance
-    wrote (:class:`~kinto_attachment.state.instance.Sorting`: another instance's is kept);
-    report the references whose blob the listing did not find and that do not exist.
-
-    Without ``untagged_ours`` (no record, link or ``/data/files`` entry names any file), the
-    names that say nobody's are kept: nothing tells that this storage is the servers' (a
-    command's ``kinto.ini`` reading another, empty, database would take every file they
-    name without a tag, ``randomize = false``, for an orphan)."""
-    store = registry.attachment_store
-    cutoff = now - registry.attachment_settings.gc.orphans_grace_seconds * 1000
-    with transaction.manager:
-        keys, pending = references.index(registry)
-    sorting = instance.Sorting(
-        registry, cutoff, store.iter_pending(), make=not report.dry_run, untagged=untagged_ours
-    )
-    doomed = []
-    for listed in sorting.orphans(store.iter_blobs(), keys.see):
-        report.orphans.append(listed)
-        if not report.dry_run:
-            logger.info("Deleting orphan %r (%d bytes)", listed.key, listed.size)
-            doomed.append(listed)
-        if len(doomed) >= DELETE_BATCH:
-            _delete_orphans(registry, doomed, now)
-            doomed = []
-    _delete_orphans(registry, doomed, now)
-    for upload in sorting.abandoned(pending):
-        report.aborted.append(upload)
-        if not report.dry_run:
-            logger.info("Aborting incomplete upload %s of %r", upload.upload_id, upload.key)
-            store.abort_pending(upload.key, upload.upload_id)
-    report.others, report.other_examples = sorting.others, sorting.other_examples
-    report.unowned = sorting.unowned
-    with transaction.manager:
-        for reference in references.required(registry):
-            if keys.unseen(reference.key) and not references.in_store(store, reference.key):
-                logger.warning("Dangling reference: %s -> %r", reference.where, reference.key)
-                report.dangling.append((reference.where, reference.key))
-    if report.others:
-        logger.warning(
-            "This store holds %d files or uploads that another Kinto instance wrote (%r for "
-            "one): kept, with %d orphans whose names do not say whose they are. Another "
-            "database given this store, or an earlier process of a memory backend: each "
-            "instance needs a store of its own.",
-            report.others,
-            report.other_examples[0],
-            len(report.unowned),
-        )
-    elif report.unowned:
-        logger.warning(
-            "No record, link or /data/files entry of this database names a file, and the "
-            "store holds %d that nothing references whose names do not say whose they are "
-            "(%r for one): kept. If the servers use another database than this "
-            "configuration, fix it; if these are this instance's, delete them by hand.",
-            len(report.unowned),
-            report.unowned[0],
-        )
-    if (report.orphans or report.aborted) and not report.dry_run:
-        logger.info(
-            "Collected %d orphans (%d bytes) and %d incomplete uploads",
-            len(report.orphans),
-            sum(orphan.size for orphan in report.orphans),
-            len(report.aborted),
-        )
-
-
-def _delete_orphans(registry, orphans, now):
-    """Delete ``orphans`` (listed blobs), the names of committed ones kept in quarantine first
-    (:func:`.replaced.quarantine`: a delete the store's client sends again must find no new
-    file under a name; temporary files have names nobody asks for).
-
-    Only those still the object listed are deleted (:func:`_still_listed`): a listing may be
-    minutes old when its orphans go (a large store's; the orphans whose names say nobody's
-    wait for its end), and meanwhile another collector may have deleted one, its name's
-    quarantine ended, and an upload taken the name for a record. The names are quarantined
-    before the objects are looked at again: no upload takes one after the look."""
-    if not orphans:
-        return
-    with transaction.manager:
-        names = [orphan.key for orphan in orphans if not orphan.temporary]
-        replaced.quarantine(registry, names, now)
-    store = registry.attachment_store
-    store.delete_many([orphan.key for orphan in orphans if _still_listed(store, orphan)])
-
-
-def _still_listed(store, orphan):
-    """Whether the store still holds ``orphan`` as it was listed: same version (where the
-    listing gave one), same date to the second (where the store tells it)."""
-    current = store.stat(orphan.key)
-    if current is None:
-        return False  # Deleted meanwhile (another collector): nothing to do.
-    changed = orphan.version is not None and current.version != orphan.version
-    if current.modified_ms is not None:
-        changed |= current.modified_ms // 1000 != orphan.modified_ms // 1000
-    if changed:
-        logger.info("Keeping %r: written again since it was listed", orphan.key)
-    return not changed
 
 
 def _periodically(registry, interval, stopped):
