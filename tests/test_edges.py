@@ -124,16 +124,16 @@ def test_default_bucket_needs_authentication(tmp_path_factory, request):
     assert kinto.files() == []
 
 
-@pytest.mark.parametrize("with_creation", [False, True])
-def test_a_resumable_upload_to_the_default_bucket_keeps_its_bytes(
-    tmp_path_factory, request, with_creation
-):
+@pytest.mark.parametrize("how", ["patch", "creation", "override"])
+def test_a_resumable_upload_to_the_default_bucket_keeps_its_bytes(tmp_path_factory, request, how):
     """Found by review (2026-12-05).
 
     tus requests to ``/buckets/default/...`` went through Kinto's default_bucket view, which
     takes a body for JSON: a chunk that parsed as JSON (an exported record) was rewritten and
     typed ``application/json`` (a 415 at every retry; bytes dropped on creation-with-upload),
-    any other held whole in memory. Streamed to the real bucket's URL, as uploads are."""
+    any other held whole in memory. Streamed to the real bucket's URL, as uploads are, a
+    ``POST`` with ``X-HTTP-Method-Override: PATCH`` too (tus-js-client's
+    ``overridePatchMethod``; found by the review of the fix)."""
     includes = "kinto.plugins.default_bucket kinto.plugins.flush kinto_attachment"
     kinto = cached_app("memory", tmp_path_factory, request, **{"kinto.includes": includes})
     record = "/v1/buckets/default/collections/tasks/records/r1"
@@ -142,13 +142,17 @@ def test_a_resumable_upload_to_the_default_bucket_keeps_its_bytes(
     chunk = {"Content-Type": "application/offset+octet-stream"}
     name = base64.b64encode(b"export.json").decode()
     meta = {"Upload-Length": str(len(content)), "Upload-Metadata": f"filename {name}"}
-    body, sent = (content, chunk) if with_creation else (b"", {})
+    body, sent = (content, chunk) if how == "creation" else (b"", {})
     uploads = f"{record}/attachment/uploads"
     created = kinto.app.post(uploads, body, headers={**tus, **meta, **sent}, status=201)
     upload = f"{uploads}/" + created.headers["Location"].rsplit("/", 1)[1]
-    if not with_creation:
+    if how != "creation":
         assert kinto.app.head(upload, headers=tus).headers["Upload-Offset"] == "0"
-        kinto.app.patch(upload, content, headers={**tus, **chunk, "Upload-Offset": "0"})
+        headers = {**tus, **chunk, "Upload-Offset": "0"}
+        if how == "override":
+            kinto.app.post(upload, content, headers={**headers, "X-HTTP-Method-Override": "PATCH"})
+        else:
+            kinto.app.patch(upload, content, headers=headers)
 
     assert kinto.app.get(f"{record}/attachment", headers=ALICE).body == content
     kinto.app.delete(upload, headers=tus, status=204)  # A finished upload, forgotten.

@@ -54,8 +54,10 @@ def includeme(config):
         return
     for route in (ATTACHMENT, TUS_UPLOADS, TUS_UPLOAD):
         [shared] = [s for s in route.shared if s.route == DEFAULT_BUCKET_ROUTE]
-        # Those the plugin's own view cannot pass on untouched; downloads and preflights can.
-        methods = [m for m in route.methods if m not in ("GET", "OPTIONS")]
+        # Those the plugin's own view cannot pass on untouched (downloads and preflights it
+        # can), POST too: it carries X-HTTP-Method-Override (tus-js-client's
+        # ``overridePatchMethod``), which the route's own views take.
+        methods = sorted({*route.methods, "POST"} - {"GET", "OPTIONS"})
         config.add_view(
             default_bucket_attachment,
             route_name=DEFAULT_BUCKET_ROUTE,
