@@ -112,7 +112,9 @@ def test_every_view_on_a_route_of_kinto_is_shared_by_an_entry(apps):
             if route_name in routes.BY_NAME:
                 continue
             assert (route_name, path) in shared, (route_name, path)
-            assert methods <= set(shared[route_name, path].methods)
+            # POST too: it carries X-HTTP-Method-Override, which the route's factory turns
+            # into the method it names (tus-js-client's ``overridePatchMethod``).
+            assert methods <= {*shared[route_name, path].methods, "POST"}
             found.add((route_name, path))
     assert found == set(shared)
 
