@@ -24,13 +24,20 @@ def safe_name(name, fallback="file"):
 
     Unicode is normalised (NFKD) and reduced to ASCII, path separators of any OS dropped (only
     the last segment is kept), runs of anything else collapsed to ``_``, and leading dots
-    stripped so that the result is never hidden, ``.`` or ``..``. A name longer than
-    ``MAX_NAME`` is shortened in its stem, keeping its last extension: cutting the end would
-    turn ``x….html.txt`` into ``x….html``, an extension nobody checked.
+    stripped so that the result is never hidden, ``.`` or ``..``; a stem with nothing left
+    (``文書.txt``, none of its letters in ASCII) becomes ``fallback``, its extension kept. A
+    name longer than ``MAX_NAME`` is shortened in its stem, keeping its last extension: cutting
+    the end would turn ``x….html.txt`` into ``x….html``, an extension nobody checked.
     """
-    name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
-    name = _UNSAFE.sub("_", name).strip("._")
+    original = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = unicodedata.normalize("NFKD", original).encode("ascii", "ignore").decode("ascii")
+    name = _UNSAFE.sub("_", name)
+    if name.startswith(".") and not original.startswith("."):
+        name = fallback + name  # Nothing of its stem in ASCII ("文書.txt"): its extension kept.
+    stem, extension = posixpath.splitext(name)
+    if extension and not stem.strip("._"):
+        stem = fallback  # Nothing but marks left of its stem ("__.txt").
+    name = (stem + extension).strip("._")
     if len(name) > MAX_NAME:
         stem, extension = posixpath.splitext(name)
         extension = extension[:MAX_EXTENSION]

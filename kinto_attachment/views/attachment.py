@@ -20,7 +20,7 @@ from .. import downloads, errors
 from ..downloads import caching
 from ..events import recording
 from ..protocols.multipart import FIELDS_LIMIT, FormReader, boundary_of, read_form
-from ..routes import ATTACHMENT
+from ..routes import ATTACHMENT, DEFAULT_BUCKET_ROUTE
 from ..state import instance, links, records
 from ..uploads import intake, lifecycle
 from ..uploads.record import (
@@ -215,7 +215,10 @@ def _text(metadata, name):
 def _readable_by_everyone(request, context):
     """Whether the record may be read without credentials, as Kinto decides it (the record's,
     collection's and bucket's permissions, and ``record_read_principals``): then the file is
-    as public as the record, whoever asks."""
+    as public as the record, whoever asks. Never through the ``default`` bucket, whose URLs
+    name each user's own bucket: a shared cache would give one user's file to the next."""
+    if _through_default_bucket(request):
+        return False
     if request.prefixed_userid is None:  # Authorised without credentials.
         return True
     policy = request.registry.getUtility(IAuthorizationPolicy)
@@ -258,3 +261,11 @@ def includeme(config):
     service.add_view("DELETE", delete_attachment, permission=DYNAMIC)
     service.add_view("GET", get_attachment, permission=DYNAMIC)
     config.add_cornice_service(service)
+
+
+def _through_default_bucket(request):
+    """Whether the request came as ``/buckets/default/...`` (Kinto's plugin passes it on as a
+    subrequest to the user's bucket)."""
+    parent = getattr(request, "parent", None)
+    route = getattr(parent, "matched_route", None)
+    return route is not None and route.name == DEFAULT_BUCKET_ROUTE

@@ -6,6 +6,7 @@ saved, never rendered in the API's origin. :func:`content_disposition` says so t
 client: responses and the stores' signed URLs (S3, GCS) both use it.
 """
 
+import posixpath
 import re
 from urllib.parse import quote
 
@@ -96,11 +97,35 @@ def is_inline(mimetype):
     return essence in INLINE_TYPES or f"{essence.split('/')[0]}/*" in INLINE_TYPES
 
 
+#: UTF-8 bytes of the name a ``Content-Disposition`` gives: a longer one is shortened in its
+#: stem. Percent-encoded (up to 3 bytes a byte), then again in a signed URL's query, a name of
+#: 1,000 letters made a head of 7 KiB to 200 KiB, past what proxies read (nginx's
+#: ``proxy_buffer_size``, 4 KiB: a ``502`` for every reader).
+DISPOSITION_NAME_BYTES = 200
+#: The longest extension kept whole when a name is shortened.
+DISPOSITION_EXTENSION_BYTES = 16
+
+
 def content_disposition(filename, mimetype, inline=True):
-    """RFC 6266: an ASCII ``filename`` for old clients, the exact one in ``filename*``.
+    """RFC 6266: an ASCII ``filename`` for old clients, the exact one in ``filename*``
+    (shortened past :data:`DISPOSITION_NAME_BYTES`).
 
     ``attachment`` unless ``inline`` is asked and the type is one of :data:`INLINE_TYPES`.
     """
     kind = "inline" if inline and is_inline(mimetype) else "attachment"
+    filename = _shortened(filename)
     fallback = re.sub(r'[^\x20-\x7e]|["\\%]', "_", filename) or "file"
     return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+def _shortened(filename):
+    """``filename`` within :data:`DISPOSITION_NAME_BYTES`, its stem cut, its extension kept
+    (unless longer than :data:`DISPOSITION_EXTENSION_BYTES`)."""
+    if len(filename.encode("utf-8", "surrogatepass")) <= DISPOSITION_NAME_BYTES:
+        return filename
+    stem, extension = posixpath.splitext(filename)
+    if len(extension.encode("utf-8", "surrogatepass")) > DISPOSITION_EXTENSION_BYTES:
+        stem, extension = filename, ""
+    budget = DISPOSITION_NAME_BYTES - len(extension.encode("utf-8", "surrogatepass"))
+    stem = stem.encode("utf-8", "surrogatepass")[:budget].decode("utf-8", "ignore")
+    return stem + extension

@@ -167,6 +167,27 @@ def test_a_public_record_is_public_whoever_asks(kinto):
         assert "Authorization" not in vary(response)
 
 
+def test_a_public_record_of_the_default_bucket_is_cached_per_caller(tmp_path_factory, request):
+    """Found by review (2026-12-05).
+
+    ``/buckets/default/...`` names each user's own bucket: Alice's public file, cacheable an
+    hour, was ``public`` without ``Vary: Authorization``, and a shared cache in front would
+    give it to Bob at the same URL (or anybody's hostile file to the next user)."""
+    includes = "kinto.plugins.default_bucket kinto.plugins.flush kinto_attachment"
+    kinto = cached_app("memory", tmp_path_factory, request, **{"kinto.includes": includes})
+    url = "/v1/buckets/default/collections/shared/records/r1"
+    for who, content in ((ALICE, b"alice's"), (BOB, b"bob's")):
+        kinto.upload(url, content, "a.txt", headers=who)
+        kinto.app.patch_json(url, {"permissions": {"read": ["system.Everyone"]}}, headers=who)
+        collection = "/v1/buckets/default/collections/shared"
+        kinto.app.patch_json(collection, {"data": {"cache_expires": 3600}}, headers=who)
+    for who, content in ((ALICE, b"alice's"), (BOB, b"bob's")):
+        response = kinto.app.get(url + "/attachment", headers=who)
+        assert response.body == content  # One URL, two files.
+        assert "public" not in response.headers["Cache-Control"]
+        assert "Authorization" in vary(response)
+
+
 def test_readable_through_the_collection_is_public(kinto_memory):
     kinto = kinto_memory
     upload(kinto)

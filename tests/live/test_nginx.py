@@ -352,6 +352,19 @@ def test_the_api_through_the_proxy(deployment):
     assert response.headers["ETag"] == f'"{meta["hash"]}"'
 
 
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_data_files_are_not_published_through_the_proxy(deployment, method):
+    """Found by review (2026-12-05).
+
+    ``/data/files`` is private to ``trusted_networks`` (loopback by default): through the
+    recipe, every client came from nginx's loopback address, and could list, read, write and
+    delete the private files. The recipe keeps the route to the callers that reach Kinto
+    directly."""
+    for path in ("/v1/data/files", "/v1/data/files/some-id", "/v1/data/files/"):
+        response = deployment.request(method, path, status=404)
+        assert response.headers["Content-Type"].startswith("text/html")  # nginx's answer.
+
+
 @pytest.mark.parametrize("method", ["FOO", "PROPFIND", "X-ANYTHING"])
 def test_only_the_methods_kinto_serves_reach_it(deployment, method):
     """Kinto labels its request metrics with the method as sent: the recipe lets none other

@@ -16,10 +16,25 @@ from kinto_attachment.storage.keys import blob_url, free_variant, join_key, safe
         ("..", "file"),
         ("☃☃☃", "file"),
         ("a" * 300 + ".txt", "a" * 196 + ".txt"),  # Shortened before its extension.
+        # Found by review (2026-12-05): none of the stem's letters in ASCII, the extension
+        # went too ("txt"), and the default extensions refused the file.
+        ("文書.txt", "file.txt"),
+        ("отчёт.pdf", "file.pdf"),
+        ("__.txt", "file.txt"),
+        ("写真.tar.gz", "file.tar.gz"),
     ],
 )
 def test_safe_name(name, expected):
     assert safe_name(name) == expected
+
+
+@pytest.mark.parametrize("name", ["文書.txt", "отчёт.pdf", "\U0001f600.png"])
+def test_a_name_of_letters_ascii_has_not_is_uploaded_with_its_extension(kinto_memory, name):
+    """Found by review (2026-12-05): refused with the default extensions (``400``)."""
+    kinto_memory.create_collection()
+    meta = kinto_memory.upload(kinto_memory.record_url(), b"content", name).json
+    assert meta["filename"] == name
+    assert kinto_memory.key_of(meta["location"]).endswith(name.rsplit(".", 1)[1])
 
 
 def test_join_key():

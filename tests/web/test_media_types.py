@@ -223,3 +223,35 @@ def test_parsing_never_backtracks_without_end():
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[None, None, None]"
+
+
+#: nginx's ``proxy_buffer_size`` (a memory page): a longer answer head is a ``502``.
+PROXY_BUFFER_SIZE = 4096
+
+
+@pytest.mark.parametrize("letter", ["e", "\u00e9", "\U0001f600"])
+def test_a_long_filename_keeps_the_download_head_small(tmp_path_factory, request, letter):
+    """Found by review (2026-12-05).
+
+    A name of 1,000 letters (accepted by the upload) made ``Content-Disposition`` 7 KiB (200
+    KiB through ``/data/files``' ``filename*``): past what proxies read, every reader got a
+    ``502``. The name it gives is shortened in its stem (its extension kept); the record
+    keeps the name as sent."""
+    kinto = attachment_app(tmp_path_factory, request)
+    name = letter * 1000 + ".txt"
+    meta = kinto.upload(kinto.record_url(), b"content", name).json
+    assert meta["filename"] == name
+    response = kinto.app.get(kinto.record_url() + "/attachment", headers=ALICE)
+    head = sum(len(k) + len(v) + 4 for k, v in response.headerlist)
+    assert head < PROXY_BUFFER_SIZE
+    disposition = response.headers["Content-Disposition"]
+    assert 'filename="' in disposition and disposition.endswith(".txt")
+
+
+def test_a_short_name_is_given_whole_and_a_long_extension_is_cut_with_the_name():
+    assert media_types._shortened("report.pdf") == "report.pdf"
+    name = media_types._shortened("\u00e9" * 150 + ".tar.gz")
+    assert name.endswith(".gz") and len(name.encode()) <= media_types.DISPOSITION_NAME_BYTES
+    long_extension = media_types._shortened("a" * 10 + "." + "b" * 300)
+    assert len(long_extension) == media_types.DISPOSITION_NAME_BYTES
+    assert long_extension.startswith("a" * 10 + ".b")
