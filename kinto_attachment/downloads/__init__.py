@@ -208,13 +208,16 @@ def respond(request, store, download, redirect=None, wrap=None, found=False):
 
 
 def _redirect(response, url):
-    """The 307 to ``url``, without the content's validators: a cache that kept it would
-    revalidate it with them, and the ``304`` would keep serving a signed URL that expired
-    (the ``304`` a client gets for the content it has is not affected)."""
+    """The 307 to ``url``, without the content's validators nor its disposition: a cache that
+    kept it would revalidate it with them, and the ``304`` would keep serving a signed URL
+    that expired (the ``304`` a client gets for the content it has is not affected)."""
     response.status = 307
     response.location = url
     response.etag = None
     response.last_modified = None
+    # The signed URL names the file itself: a second name here would only make the answer's
+    # head larger (past what a proxy reads, with a long name and a session token).
+    del response.headers["Content-Disposition"]
     return response
 
 

@@ -30,13 +30,14 @@ def safe_name(name, fallback="file"):
     the end would turn ``x….html.txt`` into ``x….html``, an extension nobody checked.
     """
     original = name.replace("\\", "/").rsplit("/", 1)[-1]
-    name = unicodedata.normalize("NFKD", original).encode("ascii", "ignore").decode("ascii")
-    name = _UNSAFE.sub("_", name)
-    if name.startswith(".") and not original.startswith("."):
-        name = fallback + name  # Nothing of its stem in ASCII ("文書.txt"): its extension kept.
-    stem, extension = posixpath.splitext(name)
-    if extension and not stem.strip("._"):
-        stem = fallback  # Nothing but marks left of its stem ("__.txt").
+    original_stem, original_extension = posixpath.splitext(original)
+    stem, extension = _ascii(original_stem), _ascii(original_extension)
+    if stem.startswith(".") and not original_stem.startswith("."):
+        stem = fallback + stem  # Nothing left of its first part in ASCII ("写真.tar").
+    if not extension.strip("._"):
+        extension = ""  # None of its letters in ASCII ("x.文"): no extension.
+    elif not stem.strip("._"):
+        stem = fallback  # Nothing left of its stem ("文書.txt", ".文書.txt", "__.txt").
     name = (stem + extension).strip("._")
     if len(name) > MAX_NAME:
         stem, extension = posixpath.splitext(name)
@@ -44,6 +45,12 @@ def safe_name(name, fallback="file"):
         stem = stem[: MAX_NAME - len(extension)].rstrip("._") or fallback
         name = stem + extension
     return name or fallback
+
+
+def _ascii(text):
+    """``text`` reduced to ASCII (NFKD), runs of anything outside ``[A-Za-z0-9._-]`` as ``_``."""
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    return _UNSAFE.sub("_", text)
 
 
 def join_key(*segments):

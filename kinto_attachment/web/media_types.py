@@ -8,6 +8,7 @@ client: responses and the stores' signed URLs (S3, GCS) both use it.
 
 import posixpath
 import re
+import unicodedata
 from urllib.parse import quote
 
 
@@ -106,26 +107,43 @@ DISPOSITION_NAME_BYTES = 200
 DISPOSITION_EXTENSION_BYTES = 16
 
 
-def content_disposition(filename, mimetype, inline=True):
+#: The same in a signed URL (``response-content-disposition``), where it is percent-encoded
+#: once more, beside the credentials' session token.
+SIGNED_NAME_BYTES = 100
+
+
+def content_disposition(filename, mimetype, inline=True, name_bytes=DISPOSITION_NAME_BYTES):
     """RFC 6266: an ASCII ``filename`` for old clients, the exact one in ``filename*``
-    (shortened past :data:`DISPOSITION_NAME_BYTES`).
+    (shortened past ``name_bytes``).
 
     ``attachment`` unless ``inline`` is asked and the type is one of :data:`INLINE_TYPES`.
     """
     kind = "inline" if inline and is_inline(mimetype) else "attachment"
-    filename = _shortened(filename)
+    filename = _shortened(filename, name_bytes)
     fallback = re.sub(r'[^\x20-\x7e]|["\\%]', "_", filename) or "file"
     return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
-def _shortened(filename):
-    """``filename`` within :data:`DISPOSITION_NAME_BYTES`, its stem cut, its extension kept
-    (unless longer than :data:`DISPOSITION_EXTENSION_BYTES`)."""
-    if len(filename.encode("utf-8", "surrogatepass")) <= DISPOSITION_NAME_BYTES:
+def _shortened(filename, name_bytes=DISPOSITION_NAME_BYTES):
+    """``filename`` within ``name_bytes``, its stem cut (between characters, never between a
+    letter and its accents, nor inside an emoji sequence), its extension kept (unless longer
+    than :data:`DISPOSITION_EXTENSION_BYTES`)."""
+    if len(filename.encode("utf-8", "surrogatepass")) <= name_bytes:
         return filename
     stem, extension = posixpath.splitext(filename)
     if len(extension.encode("utf-8", "surrogatepass")) > DISPOSITION_EXTENSION_BYTES:
         stem, extension = filename, ""
-    budget = DISPOSITION_NAME_BYTES - len(extension.encode("utf-8", "surrogatepass"))
-    stem = stem.encode("utf-8", "surrogatepass")[:budget].decode("utf-8", "ignore")
-    return stem + extension
+    budget = name_bytes - len(extension.encode("utf-8", "surrogatepass"))
+    cut = stem.encode("utf-8", "surrogatepass")[:budget].decode("utf-8", "ignore")
+    # The next character belongs to the last one kept (or a joiner ends it): both go.
+    while cut and (_joins(stem[len(cut) : len(cut) + 1]) or cut.endswith("\u200d")):
+        cut = cut[:-1]
+    return cut + extension
+
+
+def _joins(character):
+    """Whether ``character`` belongs with the one before it: a combining mark (an accent of
+    a decomposed letter), a zero-width joiner, a variation selector."""
+    return bool(character) and (
+        unicodedata.combining(character) > 0 or character in "\u200d\ufe0e\ufe0f"
+    )

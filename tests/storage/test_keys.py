@@ -22,13 +22,15 @@ from kinto_attachment.storage.keys import blob_url, free_variant, join_key, safe
         ("отчёт.pdf", "file.pdf"),
         ("__.txt", "file.txt"),
         ("写真.tar.gz", "file.tar.gz"),
+        (".文書.txt", "file.txt"),  # Found by the review of the fix.
+        ("x.文", "x"),
     ],
 )
 def test_safe_name(name, expected):
     assert safe_name(name) == expected
 
 
-@pytest.mark.parametrize("name", ["文書.txt", "отчёт.pdf", "\U0001f600.png"])
+@pytest.mark.parametrize("name", ["文書.txt", "отчёт.pdf", "\U0001f600.png", ".文書.txt"])
 def test_a_name_of_letters_ascii_has_not_is_uploaded_with_its_extension(kinto_memory, name):
     """Found by review (2026-12-05): refused with the default extensions (``400``)."""
     kinto_memory.create_collection()

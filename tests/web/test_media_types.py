@@ -4,6 +4,8 @@ import base64
 import os
 import subprocess
 import sys
+import unicodedata
+from urllib.parse import unquote
 
 import pytest
 import requests
@@ -11,7 +13,16 @@ import transaction
 
 from kinto_attachment.web import media_types
 
-from ..conftest import ALICE, attachment_app, s3_client, served_path
+from ..conftest import (
+    ALICE,
+    Kinto,
+    attachment_app,
+    build_settings,
+    make_app,
+    s3_client,
+    s3_settings,
+    served_path,
+)
 
 
 URL = "/v1/buckets/blog/collections/articles/records/r1"
@@ -255,3 +266,54 @@ def test_a_short_name_is_given_whole_and_a_long_extension_is_cut_with_the_name()
     long_extension = media_types._shortened("a" * 10 + "." + "b" * 300)
     assert len(long_extension) == media_types.DISPOSITION_NAME_BYTES
     assert long_extension.startswith("a" * 10 + ".b")
+
+
+def test_a_long_decomposed_name_is_not_cut_between_a_letter_and_its_accent(
+    tmp_path_factory, request
+):
+    """Found by review (2026-12-05).
+
+    A name in NFD (as macOS sends them): ``é`` is ``e`` + U+0301. The 200-byte cut of
+    ``_shortened`` fell between the two: the name given ended with ``e`` where the file's
+    name has ``é`` (a letter changed, not only a name shortened)."""
+    kinto = attachment_app(tmp_path_factory, request)
+    name = "e\u0301" * 150 + ".txt"  # 450 bytes.
+    kinto.upload(kinto.record_url(), b"content", name)
+    response = kinto.app.get(kinto.record_url() + "/attachment", headers=ALICE)
+    given = unquote(response.headers["Content-Disposition"].split("filename*=UTF-8''")[1])
+    assert given.endswith(".txt") and name.startswith(given[: -len(".txt")])
+    stem = given[: -len(".txt")]
+    assert set(unicodedata.normalize("NFC", stem)) == {"\u00e9"}, ascii(stem[-3:])
+
+
+#: A session token as temporary credentials carry it (an EC2/ECS/EKS role: boto3 signs with
+#: it, and a presigned URL names it in X-Amz-Security-Token): about 1 KiB.
+SESSION_TOKEN = "IQoJb3JpZ2luX2VjE" + "A" * 1000
+
+
+def test_a_presigned_redirect_of_a_long_name_keeps_its_head_small(
+    tmp_path_factory, request, monkeypatch
+):
+    """Found by review (2026-12-05).
+
+    The 200-byte cap was sized for one ``Content-Disposition``; a 307 to a presigned URL
+    carried the name twice: the header, and again in ``response-content-disposition``,
+    percent-encoded a second time (``%26`` becomes ``%2526``). With a role's credentials the
+    head of the redirect passed nginx's 4 KiB ``proxy_buffer_size``: a 502 for every reader.
+    The 307 names no disposition (the signed URL does), the signed URL's name 100 bytes."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", SESSION_TOKEN)
+    settings = build_settings("memory", str(tmp_path_factory.mktemp("attachments")))
+    del settings["kinto.attachment.base_path"]
+    settings.update(s3_settings(request.getfixturevalue("s3_server")))
+    del settings["kinto.attachment.aws.access_key"], settings["kinto.attachment.aws.secret_key"]
+    settings["kinto.attachment.aws.presigned_downloads"] = "true"
+    kinto = Kinto(make_app(settings), None, settings["kinto.attachment.aws.bucket_name"])
+    kinto.create_collection()
+    # What a writer names a file, every reader of it downloads (the commit's own threat).
+    kinto.upload(kinto.record_url(), b"content", "&" * 300 + ".txt")
+    response = kinto.app.get(kinto.record_url() + "/attachment", headers=ALICE, status=307)
+    assert "X-Amz-Security-Token" in response.headers["Location"]
+    head = sum(len(k) + len(v) + 4 for k, v in response.headerlist)
+    assert head < PROXY_BUFFER_SIZE, head

@@ -23,7 +23,12 @@ from google.auth.transport.requests import Request
 from zope.interface import implementer
 
 from ...setting_values import fail
-from ...web.media_types import content_disposition, is_inline, served_type
+from ...web.media_types import (
+    SIGNED_NAME_BYTES,
+    content_disposition,
+    is_inline,
+    served_type,
+)
 from .. import (
     IBlobStore,
     IConcatenatingStore,
@@ -223,7 +228,9 @@ class GCSStore(GCSResumable, StoreBase):
                 expiration=datetime.timedelta(seconds=expires),
                 method="GET",
                 response_type=served_type(mimetype),
-                response_disposition=content_disposition(filename, mimetype),
+                response_disposition=content_disposition(
+                    filename, mimetype, name_bytes=SIGNED_NAME_BYTES
+                ),
                 **signer,
             )
 

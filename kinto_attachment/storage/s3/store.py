@@ -21,7 +21,12 @@ from concurrent.futures import ThreadPoolExecutor
 from botocore.exceptions import BotoCoreError, ClientError
 from zope.interface import implementer
 
-from ...web.media_types import content_disposition, is_inline, served_type
+from ...web.media_types import (
+    SIGNED_NAME_BYTES,
+    content_disposition,
+    is_inline,
+    served_type,
+)
 from .. import (
     IBlobStore,
     IConcatenatingStore,
@@ -219,7 +224,9 @@ class S3Store(S3Concatenating, S3Resumable, StoreBase):
                     "Bucket": self.bucket,
                     "Key": key,
                     "ResponseContentType": served_type(mimetype),
-                    "ResponseContentDisposition": content_disposition(filename, mimetype),
+                    "ResponseContentDisposition": content_disposition(
+                        filename, mimetype, name_bytes=SIGNED_NAME_BYTES
+                    ),
                 },
                 ExpiresIn=expires,
             )
