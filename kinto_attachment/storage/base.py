@@ -1,8 +1,9 @@
 """What the built-in stores share: :class:`StoreBase` (what follows from a store's ``stat()``,
 and the names it must not give), the conditional write to a free name of the remote stores,
-and the hashing of a stream.
+the hashing of a stream, and :class:`Window`, the files they hand over.
 """
 
+import io
 import secrets
 from urllib.parse import unquote, urljoin
 
@@ -79,3 +80,33 @@ def write_to_free_name(key, random, free_key, write):
         if write(name):
             return name
     raise StorageUnavailable(f"no free name for {key!r} after {WRITE_ATTEMPTS} attempts")
+
+
+class Window(io.RawIOBase):
+    """A readable, seekable file of :meth:`_size` bytes whose position is its own, kept
+    within them by ``seek``: a range of a local file (a ranged download), a part in a buffer
+    (an S3 or GCS upload's request body)."""
+
+    _position = 0
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def tell(self):
+        return self._position
+
+    def seek(self, offset, whence=io.SEEK_SET):
+        size = self._size()
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: size}[whence]
+        self._position = min(max(base + offset, 0), size)
+        self._moved()
+        return self._position
+
+    def _size(self):
+        raise NotImplementedError
+
+    def _moved(self):
+        """Follow a move of the position (what the window reads from)."""

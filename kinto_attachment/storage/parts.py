@@ -9,8 +9,9 @@ that memory stays within a few parts per upload whatever the file size, and goes
 system afterwards instead of fragmenting the heap.
 """
 
-import io
 import mmap
+
+from .base import Window
 
 
 class PartBuffers:
@@ -50,7 +51,7 @@ class PartBuffers:
         self._spare.append(buffer)
 
 
-class PartBody(io.RawIOBase):
+class PartBody(Window):
     """A seekable file over a view of a part buffer: sent without a copy into bytes.
 
     HTTP clients read request bodies as files (and rewind them to retry), so a part is handed
@@ -64,19 +65,8 @@ class PartBody(io.RawIOBase):
     def __len__(self):
         return len(self._view)
 
-    def readable(self):
-        return True
-
-    def seekable(self):
-        return True
-
-    def tell(self):
-        return self._position
-
-    def seek(self, offset, whence=io.SEEK_SET):
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self)}[whence]
-        self._position = min(max(0, base + offset), len(self))
-        return self._position
+    def _size(self):
+        return len(self._view)
 
     def readinto(self, buffer):
         target = memoryview(buffer).cast("B")

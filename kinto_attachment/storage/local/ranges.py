@@ -1,10 +1,10 @@
 """A byte range of a local file, as a file of its own (:class:`RangeFile`): what a ranged
 download of the local store gives the WSGI server."""
 
-import io
+from ..base import Window
 
 
-class RangeFile(io.RawIOBase):
+class RangeFile(Window):
     """Bytes ``start`` to ``start + length`` of a file, as a file of their own: positions,
     ``seek`` and the end are the range's, so that no WSGI server can look past it, and
     waitress can still send it from its event loop as it sends whole files (it needs a
@@ -19,20 +19,11 @@ class RangeFile(io.RawIOBase):
         self._position = 0
         stream.seek(start)
 
-    def readable(self):
-        return True
+    def _size(self):
+        return self._length
 
-    def seekable(self):
-        return True
-
-    def tell(self):
-        return self._position
-
-    def seek(self, offset, whence=io.SEEK_SET):
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._length}[whence]
-        self._position = min(max(base + offset, 0), self._length)
+    def _moved(self):
         self._stream.seek(self._start + self._position)
-        return self._position
 
     def readinto(self, buffer):
         view = memoryview(buffer)[: self._length - self._position]
