@@ -154,6 +154,21 @@ class IResumableStore(Interface):
         ``created`` that a killed process left is an orphan for garbage collection.)"""
 
 
+class IRereadingStore(IResumableStore):
+    """Optional capability of an :class:`IResumableStore`: an append it was given unhashed can
+    be read back cheaply, from a cache it keeps it in, to be hashed once the request that sent
+    it was answered (:mod:`kinto_attachment.uploads.hash_behind`)."""
+
+    REREAD_MAX = Attribute(
+        "The largest append kept cached to be read back (larger ones would be read from the "
+        "disk, which costs more than hashing them on their way in)."
+    )
+
+    def feed_resumable(state, start, end, digest):
+        """Feed ``digest`` bytes ``start`` to ``end`` of the upload ``state``, read back;
+        ``FileNotFoundError`` if it has fewer (its bytes are lost)."""
+
+
 class IConcatenatingStore(Interface):
     """Optional capability of an :class:`IResumableStore`: one blob made of several resumable
     uploads (tus's concatenation: a client sends parts of a file in parallel).

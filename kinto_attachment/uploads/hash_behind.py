@@ -32,7 +32,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from ..state.hashstate import ResumableSha256
-from ..storage import StorageUnavailable
+from ..storage import IRereadingStore, StorageUnavailable
 
 
 logger = logging.getLogger(__name__)
@@ -69,11 +69,12 @@ def hashed_state(upload, hashed, state):
 
 def deferrable(store, upload, offset, length):
     """Whether a request appending ``length`` bytes (None: unknown) at ``offset`` may leave
-    them unhashed: the store can read them back from its cache (``REREAD_MAX``: no more than
-    the write-behind keeps cached), and they cannot complete the upload."""
+    them unhashed: the store can read them back from its cache (:class:`IRereadingStore`, no
+    more than its ``REREAD_MAX``), and they cannot complete the upload."""
     return (
         length is not None
-        and length <= getattr(store, "REREAD_MAX", 0)
+        and IRereadingStore.providedBy(store)
+        and length <= store.REREAD_MAX
         and upload["length"] is not None
         and offset + length < upload["length"]
         and _memory.pending() < PENDING_MAX
@@ -95,10 +96,9 @@ def caught_up(store, upload):
     done, state = checkpoint(upload)
     sha256 = ResumableSha256(base64.b64decode(state))
     if done < upload["offset"]:
-        feed = getattr(store, "feed_resumable", None)
-        if feed is None:  # The upload began on a store that can read back; this one cannot.
+        if not IRereadingStore.providedBy(store):  # The upload began on one that can.
             raise StorageUnavailable("this store cannot read back the upload to hash it")
-        feed(upload["store"], done, upload["offset"], sha256)
+        store.feed_resumable(upload["store"], done, upload["offset"], sha256)
     return sha256
 
 

@@ -14,7 +14,7 @@ from .. import (
     IBlobStore,
     IConcatenatingStore,
     IListableStore,
-    IResumableStore,
+    IRereadingStore,
     Listed,
     Progress,
     Stat,
@@ -49,7 +49,7 @@ COPY_SIZE = 1 << 20
 DROP_READ = hasattr(os, "posix_fadvise")
 
 
-@implementer(IBlobStore, IResumableStore, IConcatenatingStore, IListableStore)
+@implementer(IBlobStore, IRereadingStore, IConcatenatingStore, IListableStore)
 class LocalStore(StoreBase):
     def __init__(self, base_path, base_url="", fsync=True):
         self.base_path = os.path.realpath(base_path)
