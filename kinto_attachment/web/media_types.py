@@ -119,7 +119,8 @@ def content_disposition(filename, mimetype, inline=True, name_bytes=DISPOSITION_
     ``attachment`` unless ``inline`` is asked and the type is one of :data:`INLINE_TYPES`.
     """
     kind = "inline" if inline and is_inline(mimetype) else "attachment"
-    filename = _shortened(filename, name_bytes)
+    # A lone surrogate (a name some JSON parsers let through) has no UTF-8: a "?" instead.
+    filename = _shortened(filename.encode("utf-8", "replace").decode("utf-8"), name_bytes)
     fallback = re.sub(r'[^\x20-\x7e]|["\\%]', "_", filename) or "file"
     return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
@@ -128,17 +129,25 @@ def _shortened(filename, name_bytes=DISPOSITION_NAME_BYTES):
     """``filename`` within ``name_bytes``, its stem cut (between characters, never between a
     letter and its accents, nor inside an emoji sequence), its extension kept (unless longer
     than :data:`DISPOSITION_EXTENSION_BYTES`)."""
-    if len(filename.encode("utf-8", "surrogatepass")) <= name_bytes:
+    if _utf8_size(filename) <= name_bytes:
         return filename
     stem, extension = posixpath.splitext(filename)
-    if len(extension.encode("utf-8", "surrogatepass")) > DISPOSITION_EXTENSION_BYTES:
+    if _utf8_size(extension) > DISPOSITION_EXTENSION_BYTES:
         stem, extension = filename, ""
-    budget = name_bytes - len(extension.encode("utf-8", "surrogatepass"))
-    cut = stem.encode("utf-8", "surrogatepass")[:budget].decode("utf-8", "ignore")
+    budget, kept = name_bytes - _utf8_size(extension), 0
+    for character in stem:
+        budget -= _utf8_size(character)
+        if budget < 0:
+            break
+        kept += 1
     # The next character belongs to the last one kept (or a joiner ends it): both go.
-    while cut and (_joins(stem[len(cut) : len(cut) + 1]) or cut.endswith("\u200d")):
-        cut = cut[:-1]
-    return cut + extension
+    while kept and (_joins(stem[kept : kept + 1]) or stem[kept - 1] == "\u200d"):
+        kept -= 1
+    return stem[:kept] + extension
+
+
+def _utf8_size(text):
+    return len(text.encode("utf-8"))
 
 
 def _joins(character):

@@ -268,6 +268,18 @@ def test_a_short_name_is_given_whole_and_a_long_extension_is_cut_with_the_name()
     assert long_extension.startswith("a" * 10 + ".b")
 
 
+def test_a_name_with_a_lone_surrogate_is_given_with_a_replacement_character():
+    """Uploads refuse lone surrogates (``test_unstorable.py``), but a record written by
+    another plugin, or data taken over, may hold one: ``quote`` raised (a 500 for every
+    download of the file), and a long name was cut at the wrong character (``é`` split from its
+    accent: positions counted in bytes after dropping the surrogate's)."""
+    disposition = media_types.content_disposition("a\ud800b.txt", "text/plain")
+    assert disposition.endswith("filename*=UTF-8''a%3Fb.txt")
+    long_name = "x" * 10 + "\ud800" + "e\u0301" * 150 + ".txt"
+    given = unquote(media_types.content_disposition(long_name, "text/plain").split("''")[1])
+    assert given.startswith("x" * 10 + "?e\u0301") and given.endswith("\u0301.txt")
+
+
 def test_a_long_decomposed_name_is_not_cut_between_a_letter_and_its_accent(
     tmp_path_factory, request
 ):
