@@ -163,7 +163,7 @@ def mirror(remote, args):
             os.path.join(args.folder, e.path),
             e.path,
             e.record_id,
-            sync.mark(name, e.path, e.sha256),
+            sync.mark(name, e.marked_path, e.sha256),
             e.sha256,
             e.record,
         )
@@ -212,7 +212,7 @@ def _mark(remote, name, entry, bars):
         remote.request(
             "PATCH",
             remote.record_url(entry.record_id),
-            json={"data": sync.mark(name, entry.path, entry.sha256)},
+            json={"data": sync.mark(name, entry.marked_path, entry.sha256)},
             headers=_unless_changed(entry.record),
         )
     except Failure as e:

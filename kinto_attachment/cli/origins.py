@@ -3,6 +3,7 @@
 ``Location``, a ``Next-Page``, a redirect) that leads elsewhere is requested without them, and
 one that leads from ``https`` to ``http`` is refused."""
 
+import base64
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -11,14 +12,21 @@ from .answers import Failure
 
 
 def parse_auth(value):
-    """``user:password`` (Basic) or ``Bearer token`` (any ``Type token``), as kinto-http."""
+    """``user:password`` (Basic) or ``Bearer token`` (any ``Type token``), as kinto-http.
+
+    Basic credentials are sent in UTF-8, as curl sends them and as Kinto (Pyramid) reads them
+    (requests would send them in Latin-1, and fail on any other letter: ``alice:пароль``). A
+    token that a header cannot carry is :class:`Failure` (a usage error), not a traceback."""
     if not value:
         return None
     kind, _, token = value.partition(" ")
-    if token and ":" not in kind:
-        return Header(f"{kind} {token}")
-    user, _, password = value.partition(":")
-    return (user, password)
+    try:
+        if token and ":" not in kind:
+            return Header(f"{kind} {token}".encode("latin-1").decode("latin-1"))
+        credentials = value.encode("utf-8")  # user:password, as given.
+    except UnicodeEncodeError:
+        raise Failure("--auth: a header cannot carry these credentials") from None
+    return Header("Basic " + base64.b64encode(credentials).decode("ascii"))
 
 
 class Header(requests.auth.AuthBase):

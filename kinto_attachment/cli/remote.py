@@ -59,6 +59,11 @@ class Remote:
             raise Failure(
                 "--server: give the credentials with --auth (or KINTO_AUTH), not in the URL"
             )
+        for option, name in (("--bucket", bucket), ("--collection", collection)):
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:  # Bytes the command line could not decode: no URL.
+                raise Failure(f"{option}: not UTF-8: {name!r}") from None
         self.bucket, self.collection = bucket, collection
         self.retries = retries
         self.session = Session(self.origin)

@@ -45,18 +45,36 @@ class State:
         kept = {k: u for k, u in self._read().items() if _resumable(k)}
         self._write({**kept, key: url})
 
+    def superseded(self, key):
+        """The URLs of the uploads kept for the same record and file as ``key`` but created
+        with other options or content, forgotten: this run starts its own."""
+        entries = self._read()
+        gone = [k for k in entries if k != key and _same_file(k, key)]
+        if gone:
+            self._write({k: u for k, u in entries.items() if k not in gone})
+        return [entries[k] for k in gone]
+
     def remove(self, key):
         entries = self._read()
         if entries.pop(key, None) is not None:
             self._write(entries)
 
 
-def _resumable(key):
-    """Whether the file of an entry's ``key`` (``[record URL, path, size, mtime]``, as
-    :func:`~.uploads.upload` makes it) is still as it was: else no run can resume it."""
+def _same_file(key, other):
+    """Whether two entries' keys name the same record and path."""
     try:
-        _, path, size, mtime = json.loads(key)
+        return json.loads(key)[:2] == json.loads(other)[:2]
+    except (ValueError, TypeError, RecursionError):
+        return False
+
+
+def _resumable(key):
+    """Whether the file of an entry's ``key`` (``[record URL, path, size, mtime, created
+    with]``, as :func:`~.uploads.upload` makes it) is still as it was: else no run can
+    resume it."""
+    try:
+        _, path, size, mtime, _ = json.loads(key)
         found = os.stat(path)
-    except (ValueError, TypeError, OSError):
+    except (ValueError, TypeError, RecursionError, OSError):
         return False
     return (found.st_size, found.st_mtime_ns) == (size, mtime)

@@ -2,7 +2,9 @@
 
 Files are compared by sha256 with their records' attachments, never by date. Each file's
 record id is derived from its path in the folder (:func:`~.names.record_id_of`), so the same
-file always lands on the same record, from any machine.
+file always lands on the same record, from any machine; a path written in another Unicode
+form than the one a record's mark names (composed on Linux, decomposed from macOS HFS+) is
+the same file, on the same record, never taken for a gone one.
 
 Each record a sync attaches a file to is marked with :data:`~.names.MARK`: the folder's name
 (the last part of its path, or ``--as NAME``), the file's path and its sha256. ``--delete``
@@ -16,8 +18,10 @@ record of an unchanged file that has no mark (uploaded by
 ``upload``, or by a sync older than the marks) gets this folder's.
 """
 
+import collections
 import dataclasses
 import os
+import unicodedata
 
 from .answers import Failure
 from .names import MARK, mark_of, record_id_of, shown
@@ -35,6 +39,14 @@ class Entry:
     note: str = None
     #: The file's sha256 (when it was read).
     sha256: str = None
+    #: The path the record's mark names when it is the file's in another Unicode form
+    #: (``café`` composed on Linux, decomposed as macOS HFS+ lists it): kept in the mark.
+    marked_as: str = None
+
+    @property
+    def marked_path(self):
+        """The path a mark of this entry's record names the file by."""
+        return self.marked_as or self.path
 
     def __str__(self):
         return f"{shown(self.path)} ({shown(self.record_id)})"
@@ -162,13 +174,32 @@ def _unsynced(entry, root, follow_symlinks):
     return None
 
 
+def _form(path):
+    """``path`` in one Unicode form (NFC): one name for a user, however a system writes it."""
+    return unicodedata.normalize("NFC", path)
+
+
 def there(folder, path, skipped):
-    """Whether anything is at ``path`` in ``folder``, or under a skipped part of it."""
-    parts = path.split("/")
+    """Whether anything is at ``path`` in ``folder`` (in any Unicode form), or under a
+    skipped part of it."""
+    parts = _form(path).split("/")
     ancestors = {"/".join(parts[:n]) for n in range(1, len(parts) + 1)}
-    if any(entry.path in ancestors for entry in skipped):
+    if any(_form(entry.path) in ancestors for entry in skipped):
         return True
-    return os.path.lexists(os.path.join(folder, *parts))
+    directory = folder
+    for part in parts:
+        found = os.path.join(directory, part)
+        if not os.path.lexists(found):
+            try:
+                names = os.listdir(directory)
+            except OSError:
+                return False
+            same = [name for name in names if _form(name) == part]
+            if not same:
+                return False
+            found = os.path.join(directory, same[0])
+        directory = found
+    return True
 
 
 def plan(remote, folder, name, follow_symlinks=False):
@@ -180,8 +211,19 @@ def plan(remote, folder, name, follow_symlinks=False):
         if isinstance(r, dict) and isinstance(r.get("id"), str)
     }
     result = Plan(skipped=skipped)
+    marked = {}  # This folder's records by the form of their mark's path.
+    for record in records.values():
+        owner = mark_of(record)
+        if owner is not None and owner[0] == name:
+            marked.setdefault(_form(owner[1]), (owner[1], record))
+    forms = collections.Counter(_form(path) for path in paths)
     for path in paths:
         entry = Entry(path, record_id_of(path), records.get(record_id_of(path)))
+        # Its name in another form, unless the folder has two files of that name (Linux
+        # keeps both forms apart): each then has its own record.
+        if entry.record is None and _form(path) in marked and forms[_form(path)] == 1:
+            entry.marked_as, entry.record = marked[_form(path)]
+            entry.record_id = entry.record["id"]
         try:
             entry.sha256 = sha256_of(os.path.join(folder, path))
         except OSError as e:
@@ -203,10 +245,10 @@ def plan(remote, folder, name, follow_symlinks=False):
             result.adopted.append(entry)
         else:
             result.unchanged.append(entry)
-    present = set(paths)
+    present = {_form(path) for path in paths}
     for record_id, record in records.items():
         owner = mark_of(record)
-        if owner is None or owner[0] != name or owner[1] in present:
+        if owner is None or owner[0] != name or _form(owner[1]) in present:
             continue
         if not there(folder, owner[1], skipped):
             entry = Entry(owner[1], record_id, record)

@@ -1,10 +1,15 @@
 """One file onto one record: a multipart ``POST`` when it is small, tus when it is not.
 
 A tus upload is created once, and its URL kept in a state file (:mod:`.resumes`, keyed by the
-record and the file's path, size and modification time) until it completes. Run again after
-an interruption (a lost connection, ``Ctrl-C``, ``kill``), the command asks the server where
-the upload is (``HEAD``) and sends the rest only. The file is read by chunks as it is sent:
-memory does not grow with its size.
+record, the file's path, size and modification time, and what the upload was created with:
+the record's data and permissions, the file's sha256 when it is known) until it completes.
+Run again after an interruption (a lost connection, ``Ctrl-C``, ``kill``), the command asks
+the server where the upload is (``HEAD``) and sends the rest only. The server takes the
+record's data and permissions from the upload's creation: a run with other ones (corrected
+after the interruption), or a file rewritten since with its size and time (``rsync -t``, ``cp
+-p``) that ``sync`` sees by its sha256, starts a new upload instead (the old one is
+terminated), so that no record gets the first run's options nor a file made of two. The
+file is read by chunks as it is sent: memory does not grow with its size.
 """
 
 import base64
@@ -125,10 +130,15 @@ def upload(
             return _multipart(
                 remote, path, record_id, size, advance, data, permissions, rate, headers, expected
             )
-    key = json.dumps([remote.record_url(record_id), os.path.abspath(path), size, _mtime(path)])
+    metadata = _metadata(path, data, permissions)
+    created_with = hashlib.sha256(json.dumps([metadata, sha256]).encode()).hexdigest()
+    file = [remote.record_url(record_id), os.path.abspath(path), size, _mtime(path)]
+    key = json.dumps([*file, created_with])
+    for superseded in state.superseded(key):
+        _terminate(remote, superseded)
     url, offset = _resumed(remote, state.get(key), size)
     if url is None:
-        url = _create(remote, path, record_id, size, data, permissions)
+        url = _create(remote, record_id, size, metadata)
         state.put(key, url)
     with bars.file(os.path.basename(path), size, done=offset) as advance:
         _send(remote, url, path, offset, size, advance, rate, headers, expected)
@@ -173,6 +183,16 @@ def _multipart(
     return json_of(response)
 
 
+def _terminate(remote, url):
+    """Terminate an unfinished upload this run will not resume (tus's ``DELETE``), so that it
+    no longer counts among the user's unfinished uploads; the server's expiry does it
+    otherwise, so a failure is no failure of the run."""
+    try:
+        remote.request("DELETE", url, expected=(204, 404, 410), headers=TUS)
+    except Failure:
+        pass
+
+
 def _resumed(remote, url, size):
     """``(url, offset)`` of an upload the server still has, else ``(None, 0)``."""
     if url is None:
@@ -206,16 +226,12 @@ def _metadata(path, data, permissions):
     )
 
 
-def _create(remote, path, record_id, size, data, permissions):
+def _create(remote, record_id, size, metadata):
     response = remote.request(
         "POST",
         remote.record_url(record_id) + "/attachment/uploads",
         expected=(201,),
-        headers={
-            **TUS,
-            "Upload-Length": str(size),
-            "Upload-Metadata": _metadata(path, data, permissions),
-        },
+        headers={**TUS, "Upload-Length": str(size), "Upload-Metadata": metadata},
     )
     location = response.headers.get("Location")
     if not location:
@@ -226,8 +242,10 @@ def _create(remote, path, record_id, size, data, permissions):
 def _send(remote, url, path, offset, size, advance, rate, preconditions, expected=None):
     """PATCH the rest by chunks. After a chunk that failed (a lost connection, a ``503``),
     ask the server where the upload is and go on from there, ``remote.retries`` times in a
-    row at most."""
-    failures, pace = 0, Pace(rate)
+    row at most: failures count until the upload goes past the furthest offset the server
+    acknowledged (a server that takes a chunk, fails the next, then says the upload went
+    back, would otherwise have it sent round forever)."""
+    failures, pace, reached = 0, Pace(rate), offset
     with open(path, "rb") as f:
         while offset < size:
             if expected is not None and expected.position != offset:
@@ -259,5 +277,6 @@ def _send(remote, url, path, offset, size, advance, rate, preconditions, expecte
                 continue
             if response.status_code == 412:  # The record changed: sending again would not do.
                 raise Failure(describe(response))
-            failures = 0
             offset = _offset(response, offset + 1, size)
+            if offset > reached:
+                failures, reached = 0, offset

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import types
+import unicodedata
 import uuid
 from pathlib import Path
 
@@ -163,7 +164,8 @@ def test_resume_entries_of_changed_or_gone_files_are_dropped(tmp_path):
 
     def key(path):
         stat = path.stat()
-        return json.dumps(["https://kinto/records/r", str(path), stat.st_size, stat.st_mtime_ns])
+        file = ["https://kinto/records/r", str(path), stat.st_size, stat.st_mtime_ns]
+        return json.dumps([*file, "options"])
 
     state = resumes.State(str(tmp_path / "uploads.json"))
     keys = {path.name: key(path) for path in (kept, edited, gone)}
@@ -171,7 +173,9 @@ def test_resume_entries_of_changed_or_gone_files_are_dropped(tmp_path):
         state.put(k, f"https://kinto/uploads/{name}")
     edited.write_bytes(b"y" * 11)
     gone.unlink()
-    state.put(json.dumps(["https://kinto/records/s", "/new", 1, 1]), "https://kinto/uploads/new")
+    state.put(
+        json.dumps(["https://kinto/records/s", "/new", 1, 1, "o"]), "https://kinto/uploads/new"
+    )
 
     entries = json.loads((tmp_path / "uploads.json").read_text())
     assert keys["kept.bin"] in entries
@@ -752,3 +756,145 @@ def test_one_way_to_name_things(server, collection, tmp_path, run):
     assert record(server, collection, "greeting") is None
     assert record(server, collection, record_id_of("sub/a.dat")) is None
     assert record(server, collection, record_id_of("greeting")) is not None
+
+
+def _killed_after_a_chunk(env, args, state):
+    """Run the installed command with ``args`` and kill it once the server holds a chunk or
+    more of its tus upload (as ``Ctrl-C``, a lost laptop lid, ``kill -9``)."""
+    process = subprocess.Popen(
+        [COMMAND, "--limit-rate", "8M", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline, offset = time.monotonic() + 60, 0
+    while offset < 8 * MiB and time.monotonic() < deadline:
+        time.sleep(0.2)
+        for url in (json.loads(state.read_text()) if state.exists() else {}).values():
+            head = requests.head(url, headers={"Tus-Resumable": "1.0.0"}, auth=ALICE, timeout=30)
+            offset = int(head.headers.get("Upload-Offset", 0))
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert 8 * MiB <= offset < 40 * MiB, offset
+
+
+def test_a_resumed_upload_gets_the_data_and_permissions_of_the_run_that_finishes_it(
+    server, collection, tmp_path, run
+):
+    """Found by review (2026-12-05).
+
+    The resume key (``uploads.upload``: record URL, path, size, mtime) does not include
+    ``--data`` nor ``--permissions``, which the server took from the tus ``Upload-Metadata``
+    when the upload was *created*. A user who interrupts ``upload big.bin --permissions
+    '{"read": ["system.Everyone"]}'`` because the permissions were wrong, and runs it again
+    without them (or with ``--data`` corrected), gets the old ones: the record is made
+    world-readable, with the old data, and the command says ``uploaded`` with exit code 0.
+    The same goes for ``sync --as NAME`` after an interrupted ``sync`` (the record gets the
+    old folder name in ``synced_from``). Fault: ``uploads.upload`` / ``_resumed`` (the
+    upload's metadata never compared). Fix: compare the ``Upload-Metadata`` HEAD answers with
+    the one this run would send (or key the entry by it too), and start over when it
+    differs."""
+    large = tmp_path / "big.bin"
+    write_random_file(large, 40 * MiB)
+    env = environment(server, collection, tmp_path)
+    state = tmp_path / "cache/kinto-attachment/uploads.json"
+    _killed_after_a_chunk(
+        env,
+        [
+            "upload",
+            str(large),
+            "--data",
+            '{"lang": "en"}',
+            "--permissions",
+            '{"read": ["system.Everyone"]}',
+        ],
+        state,
+    )
+
+    again = run(env, "upload", str(large), "--data", '{"lang": "fr"}')
+
+    assert again.returncode == 0, again.stderr
+    url = (
+        f"{server.url}/buckets/{BUCKET}/collections/{collection}/records/{record_id_of('big.bin')}"
+    )
+    stored = requests.get(url, auth=ALICE, timeout=30).json()
+    assert stored["data"]["attachment"]["hash"] == sha256_of(large)
+    public = "system.Everyone" in stored["permissions"].get("read", [])
+    assert (stored["data"]["lang"], public) == ("fr", False), "the first run's were applied"
+
+
+def test_a_resumed_upload_of_a_file_rewritten_with_its_size_and_time_is_not_spliced(
+    server, collection, tmp_path, run
+):
+    """Found by review (2026-12-05).
+
+    The resume key trusts size + mtime to say the file is the one whose first bytes the
+    server holds. A file rewritten with the same size and modification time (``rsync -t``,
+    ``cp -p``, ``tar x``, a reproducible build's ``SOURCE_DATE_EPOCH``) after an interrupted
+    ``sync`` is resumed: the server gets the *old* first chunk and the *new* rest, and
+    attaches that splice, a file that never existed, to the record, replacing what was
+    there. ``sync`` even knew the new sha256 (its plan, the mark it sends) and hashed the
+    new file's prefix again (:class:`uploads.Expected`), but never compared it with what the
+    upload was created for. The command then fails ("the server stored sha256 ..."), and the
+    record's mark holds the *old* sha256, so every later sync calls it ``diverged`` and
+    leaves the broken file there for good. Fault: ``uploads.upload`` (resume key without
+    the content's sha256 when it is known; the upload's ``synced_from`` not compared). Fix:
+    put the sha256 (when known: always for ``sync``) in the key, or compare the
+    ``Upload-Metadata`` of HEAD with this run's, and start over when they differ."""
+    site = tmp_path / "site"
+    site.mkdir()
+    large = site / "big.bin"
+    write_random_file(large, 40 * MiB)
+    env = environment(server, collection, tmp_path)
+    state = tmp_path / "cache/kinto-attachment/uploads.json"
+    _killed_after_a_chunk(env, ["sync", str(site)], state)
+
+    times = large.stat()
+    write_random_file(large, 40 * MiB)  # Same size, other bytes, the old time given back.
+    os.utime(large, ns=(times.st_atime_ns, times.st_mtime_ns))
+    again = run(env, "sync", str(site))
+
+    stored = record(server, collection, record_id_of("big.bin"))
+    later = run(env, "sync", str(site))
+    outcome = (
+        again.returncode,
+        stored["attachment"]["hash"] == sha256_of(large),
+        later.returncode,
+    )
+    assert outcome == (0, True, 0), again.stderr + later.stderr
+
+
+def test_sync_delete_keeps_the_record_of_a_file_whose_name_is_only_normalised_otherwise(
+    server, collection, tmp_path, run
+):
+    """Found by review (2026-12-05).
+
+    A record id is ``uuid5(path)`` of the path's code points as the file system lists them,
+    and ``sync --delete`` takes a mark's path for gone when no file has exactly those code
+    points. The same folder lists ``café.txt`` NFC on Linux (and from most tools) and NFD
+    from macOS HFS+ (or once copied from there by rsync/zip/a USB stick): a sync from the
+    other machine uploads the file again onto a *new* record and deletes the record synced
+    before, whose file is right there (the two names are one for a user, one for ``key``,
+    which ``download`` and ``rm`` use, and one on macOS). Each machine's sync then flips the
+    collection back: the record's id changes every time, and what was added to it by hand
+    (fields, permissions, history) is deleted with it. This breaks "the same file always
+    lands on the same record, from any machine" (``sync`` module) and deletes a record while
+    its file is in the folder. Fault: ``names.record_id_of`` and ``sync.plan``/``sync.there``
+    (exact code points). Fix: derive the id from ``unicodedata.normalize("NFC", path)`` (the
+    same for every name already NFC, i.e. nearly all) and compare the paths of marks with
+    the folder's NFC-normalised."""
+    site = tmp_path / "site"
+    site.mkdir()
+    composed = unicodedata.normalize("NFC", "café.txt")
+    decomposed = unicodedata.normalize("NFD", composed)
+    (site / composed).write_bytes(b"menu\n")
+    env = environment(server, collection, tmp_path)
+    first = run(env, "sync", str(site))
+    assert first.returncode == 0, first.stderr
+    assert record(server, collection, record_id_of(composed)) is not None
+
+    (site / composed).rename(site / decomposed)  # The folder, as macOS HFS+ lists it.
+    again = run(env, "sync", str(site), "--delete")
+
+    assert again.returncode == 0, again.stderr
+    assert record(server, collection, record_id_of(composed)) is not None, again.stdout

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
-from kinto_attachment.cli import downloads, remote
+from kinto_attachment.cli import downloads, remote, uploads
 from kinto_attachment.cli import files as cli_files
 from kinto_attachment.cli import folder as folder_module
 from kinto_attachment.cli.names import DOWNLOADED, PARTS, record_id_of
@@ -1125,3 +1125,101 @@ def test_a_file_set_aside_that_is_no_download_is_kept_and_said(tmp_path, run):
         result = run(server, "download", "--folder", str(folder))
     assert result.returncode == 1 and "an earlier run set a file aside: kept as" in result.stderr
     assert aside.read_bytes() == b"somebody's"
+
+
+def test_a_password_that_is_not_latin1_is_sent_not_a_traceback(tmp_path, run):
+    """Found by review (2026-12-05).
+
+    A password outside Latin-1 (``alice:пароль``, an emoji...) makes every command die
+    with a ``UnicodeEncodeError`` traceback before any request: ``parse_auth`` hands
+    ``(user, password)`` to requests, whose Basic auth encodes it as Latin-1. Kinto (Pyramid's
+    ``extract_http_basic_credentials``) decodes Basic credentials as UTF-8 first, and curl
+    sends them as UTF-8, so such an account works everywhere but in this command, which
+    promises one line of error, never a traceback. Fault: ``origins.parse_auth`` (the tuple
+    given to requests). Fix: build the ``Authorization: Basic`` header from
+    ``f"{user}:{password}".encode("utf-8")`` (a :class:`Header`); a ``Bearer`` token that is
+    not Latin-1 must be a usage error (exit code 2), not a traceback."""
+    password = "пароль"
+    with Hostile(kinto([])) as server:
+        result = run(
+            server, "download", "--folder", str(tmp_path / "out"), auth=f"alice:{password}"
+        )
+        sent = [r.headers.get("Authorization") for r in server.requests]
+    expected = "Basic " + base64.b64encode(f"alice:{password}".encode()).decode()
+    assert result.returncode == 0, result.stderr
+    assert sent and set(sent) == {expected}
+
+
+def test_a_bearer_token_that_is_not_latin1_is_a_usage_error_not_a_traceback(tmp_path, run):
+    """Found by review (2026-12-05).
+
+    ``--auth "Bearer токен"`` (a token pasted with a non-Latin-1 character) dies with a
+    ``UnicodeEncodeError`` traceback from http.client, which encodes header values as
+    Latin-1. A header cannot carry it: the command line is wrong, exit code 2 with one line.
+    Fault: ``origins.parse_auth`` / ``Remote.__init__`` (never checked). Fix: refuse such a
+    value in ``Remote.__init__`` (it already turns its :class:`Failure` into a usage error)."""
+    with Hostile(kinto([])) as server:
+        result = run(server, "download", "--folder", str(tmp_path / "out"), auth="Bearer токен")
+    assert result.returncode == 2
+    assert result.stderr.startswith("kinto-attachment: ")
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_a_server_whose_upload_goes_back_does_not_make_the_command_loop_forever(
+    tmp_path, run, monkeypatch
+):
+    """Found by review (2026-12-05).
+
+    ``_send`` promises "``remote.retries`` times in a row at most", but the count of failures
+    is reset by every chunk the server accepts, and after a failure the offset HEAD answers
+    may be *lower* than one the server already acknowledged (``_resumed`` accepts 0..size).
+    A broken server (a node that lost its staged bytes, a cluster whose HEAD is answered from
+    a stale replica) that accepts a chunk, fails the next, then says the upload is back at 0,
+    makes the command send the same chunks forever: it never ends, never fails. Here the
+    server gives up after 40 PATCHes; with ``--retries 1`` the command should have failed
+    after a handful. Fault: ``uploads._send`` (``failures = 0`` after any 204, and
+    ``_resumed(remote, url, size)`` with lowest 0). Fix: an offset below one the server
+    acknowledged is a :class:`Failure` (the server lost bytes it had taken), or count the
+    failures until the upload goes beyond the furthest offset reached."""
+    monkeypatch.setattr(uploads, "CHUNK_SIZE", 4)  # A tus upload of 3 chunks for 12 bytes.
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+    file = tmp_path / "data.bin"
+    file.write_bytes(b"0123456789ab")
+    patches = []
+
+    def forgetful(request):
+        if request.method == "POST":
+            return 201, {"Location": "/v1/uploads/1", "Tus-Resumable": "1.0.0"}, b""
+        if request.method == "PATCH":
+            patches.append(request.headers["Upload-Offset"])
+            if len(patches) > 40:
+                return 404, {"Content-Type": "application/json"}, b'{"code": 404}'
+            if request.headers["Upload-Offset"] == "0":
+                return 204, {"Upload-Offset": "4", "Tus-Resumable": "1.0.0"}, b""
+            return 500, {"Content-Type": "application/json"}, b'{"message": "lost"}'
+        if request.method == "HEAD":
+            if len(patches) > 40:
+                return 404, {}, b""
+            return 200, {"Upload-Offset": "0", "Upload-Length": "12"}, b""
+        return 404, {"Content-Type": "application/json"}, b'{"code": 404}'
+
+    with Hostile(forgetful) as server:
+        result = run(server, "--retries", "1", "upload", str(file), "--id", "r", "--force")
+    assert result.returncode == 1
+    assert len(patches) <= 6, f"{len(patches)} PATCHes: the command went round {patches[:8]}..."
+
+
+def test_a_bucket_name_that_is_no_utf8_is_a_failure_not_a_traceback(tmp_path, run):
+    """Found by review (2026-12-05).
+
+    ``-b`` given bytes that are no UTF-8 (a shell variable read from a file in another
+    encoding; Python surrogate-escapes them) makes ``download`` and ``sync`` die with a
+    ``UnicodeEncodeError`` traceback from ``quote`` in ``Remote.records_url``
+    (``record_url`` catches it for ids, ``records_url`` does not). Fault:
+    ``remote.Remote.records_url`` / ``Remote.__init__``. Fix: refuse a bucket or collection
+    that is no UTF-8 in ``Remote.__init__`` (a usage error, exit code 2), as ``--server`` is."""
+    with Hostile(kinto([])) as server:
+        bucket = os.fsdecode(b"\xffbucket")
+        result = run(server, "-b", bucket, "download", "--folder", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
