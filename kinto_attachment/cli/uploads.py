@@ -13,6 +13,7 @@ file is read by chunks as it is sent: memory does not grow with its size.
 """
 
 import base64
+import contextlib
 import hashlib
 import json
 import mimetypes
@@ -187,10 +188,8 @@ def _terminate(remote, url):
     """Terminate an unfinished upload this run will not resume (tus's ``DELETE``), so that it
     no longer counts among the user's unfinished uploads; the server's expiry does it
     otherwise, so a failure is no failure of the run."""
-    try:
+    with contextlib.suppress(Failure):
         remote.request("DELETE", url, expected=(204, 404, 410), headers=TUS)
-    except Failure:
-        pass
 
 
 def _resumed(remote, url, size):
