@@ -5,6 +5,7 @@ nodes at once."""
 import contextlib
 import subprocess
 import threading
+import time
 
 import pytest
 import transaction
@@ -12,7 +13,16 @@ import transaction
 from kinto_attachment import adoption, gc
 from kinto_attachment.state import legacy, links
 
-from .conftest import ALICE, Kinto, build_settings, cached_app, flush, make_app, postgresql_ini
+from .conftest import (
+    ALICE,
+    Kinto,
+    build_settings,
+    cached_app,
+    flush,
+    make_app,
+    own_database,
+    postgresql_ini,
+)
 from .support.live import BIN
 from .test_adoption import age, legacy_record, legacy_row, prepared, store_file
 
@@ -453,3 +463,187 @@ def test_a_location_urlsplit_refuses_neither_blocks_adoption_nor_the_gc(tmp_path
     assert report.linked == 1
     assert any(location == odd["location"] for _, location in report.foreign)
     gc.collect(kinto.registry)  # And the collector's orphan pass runs.
+
+
+@pytest.mark.postgresql
+def test_kinto_migrate_dry_run_does_not_run_the_collector(tmp_path):
+    """Found by review (2026-12-05).
+
+    ``kinto migrate`` builds the whole Kinto application (``bootstrap``), which fires
+    ``ApplicationCreated``: our subscriber starts the servers' periodic collector thread
+    (``gc.start_collector``, every ``data_files.gc_interval_seconds``, 300 s by default) and
+    the events' dispatcher in the *migrate* process. Unlike ``kinto-attachment-gc``
+    (``state.shared.registry_of`` stops them), nothing stops them there. A migration that
+    lasts longer than the interval (a large store listed by step 3, a busy database) gets a
+    real, non-dry ``gc.collect(orphans=True)`` in the background: it adopts for real,
+    deletes replaced files and orphans, from the migrate host.
+
+    With ``--dry-run`` this breaks the promise the docs make ("counts what it would do"):
+    an operator who runs ``kinto migrate --dry-run`` to check before switching (while
+    kinto-attachment nodes still serve) finds kinto-attachment's rows adopted, the adoption
+    marker written (so the servers' collector never adopts again) and files deleted.
+
+    Here the dry run is held up a few seconds (a database lock on Kinto's ``metadata``
+    table, which only the migration reads: what a long migration looks like), with
+    ``data_files.gc_interval_seconds = 1``. Expected: a dry run changes nothing (the
+    ``migrate`` command, ``registry.command == "migrate"``, starts no collector nor
+    dispatcher, or stops them as ``registry_of`` does)."""
+    import psycopg2
+
+    with own_database("review_adoption_dry") as url:
+        files = tmp_path / "files"
+        kinto = Kinto(make_app(build_settings("postgresql", str(files), pg=url)), str(files))
+        kinto.create_collection()
+        legacy_record(kinto, "r1", link="8")
+        with transaction.manager:
+            assert len(list(legacy.every(kinto.registry.storage))) == 1
+
+        ini = tmp_path / "kinto.ini"
+        ini.write_text(
+            postgresql_ini(url, files) + "kinto.attachment.data_files.gc_interval_seconds = 1\n"
+        )
+        blocker = psycopg2.connect(url)
+        try:
+            with blocker.cursor() as cursor:
+                cursor.execute("LOCK TABLE metadata IN ACCESS EXCLUSIVE MODE")
+            command = [str(BIN / "kinto"), "migrate", "--ini", str(ini), "--dry-run"]
+            process = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            time.sleep(4)  # A migration that takes a while.
+        finally:
+            blocker.rollback()
+            blocker.close()
+        out, err = process.communicate(timeout=120)
+
+        with transaction.manager:
+            rows = list(legacy.every(kinto.registry.storage))
+            ours = list(links.all_links(kinto.registry.storage))
+        kinto.registry.attachment_adopted = False
+        marked = adoption.done(kinto.registry)
+    assert process.returncode == 0, err[-2000:]
+    assert (len(rows), len(ours), marked) == (1, 0, False), (
+        "kinto migrate --dry-run adopted kinto-attachment's data "
+        f"(rows left {len(rows)}, our links {len(ours)}, marker {marked})"
+    )
+
+
+@pytest.mark.parametrize("how", ["delete", "replace"])
+def test_before_adoption_removing_one_of_two_records_sharing_a_legacy_file_keeps_it(
+    tmp_path_factory, request, how
+):
+    """Found by review (2026-12-05).
+
+    kinto-attachment can leave two rows naming one key (``randomize = false``: a record
+    whose file was lost keeps its row, the next upload of that name takes the free name).
+    Adoption knows it (``adoption.rows._shared_kept`` retains such a key, and
+    ``test_deleting_one_of_two_adopted_records_sharing_a_file_keeps_it`` checks it), but
+    until adoption has run (the servers are switched, ``kinto migrate`` not run yet, and the
+    servers' collector adopts only at its first orphan pass) the deletion path reads the
+    rows as links (``links.pop`` -> ``legacy.links``) and retires their keys
+    (``lifecycle.discard``) without asking whether another row still names the key:
+    deleting, or replacing the file of, one record deletes the file the other record still
+    names (its download is a 404 for good). With a grace period the collector's
+    ``_collect_replaced`` deletes it too: it looks at retained keys and our links, never at
+    kinto-attachment's rows.
+
+    Expected: a key that another kinto-attachment row (or link) still names is not deleted
+    when one of its records goes or gets a new file, before adoption as after it."""
+    kinto = memory_app(tmp_path_factory, request)  # Grace 0 (conftest): deleted at commit.
+    store = kinto.registry.attachment_store
+    shared = legacy_record(kinto, "new", content=b"the new record's file", link="8")
+    kinto.app.put_json(kinto.record_url("old"), {"data": {}}, headers=ALICE)
+    set_attachment(kinto, "old", {k: v for k, v in shared.items() if k != "key"})
+    with transaction.manager:
+        legacy_row(kinto.registry.storage, "old", shared["key"])
+
+    if how == "delete":
+        kinto.app.delete(kinto.record_url("old"), headers=ALICE)
+    else:
+        kinto.upload(kinto.record_url("old"), b"another file", "other.txt")
+
+    assert store.exists(shared["key"]), "the file another record (and its row) names was deleted"
+    url = kinto.record_url("new") + "/attachment"
+    assert kinto.app.get(url, headers=ALICE, status="*").status_int == 200
+
+
+def test_a_location_naming_a_too_long_file_name_neither_blocks_adoption_nor_the_gc(
+    tmp_path_factory, request
+):
+    """Found by review (2026-12-05).
+
+    A record that kinto-attachment let a client create with any ``attachment`` (its
+    listener only compares two truthy values on updates) may name, under ``base_url``, a
+    file name longer than the file system allows (255 bytes). On the local store
+    ``exists()`` of that key raises ``OSError(ENAMETOOLONG)``, not ``FileNotFoundError``:
+    ``references.in_store`` only catches ``ValueError``, so the first adoption's store check
+    (``unreferenced.store_mismatch`` -> ``references.sample_in_store``) raises at every run.
+    ``kinto migrate`` fails for good, and the collector (``gc.store_check.check_store``, the
+    same sample, before anything) fails at every round: orphans are never collected again.
+    Same class as the ``%00`` and ``https://[cdn`` locations of test_adoption_hostile.
+
+    Expected: such a key counts as not in the store (as a key that would climb out of it),
+    adoption completes and the collector runs."""
+    kinto = memory_app(tmp_path_factory, request)
+    legacy_record(kinto, "r1", link="8")
+    base_url = kinto.registry.attachment_settings.base_url
+    odd = {"filename": "x.txt", "location": base_url + "a" * 300 + ".txt", "size": 1}
+    set_attachment(kinto, "odd", odd)
+    try:
+        report = adoption.adopt(kinto.registry)
+        gc.collect(kinto.registry)
+    except OSError as error:
+        pytest.fail(f"adoption or the collector failed: {error!r}"[:300])
+    assert report.linked == 1
+    assert adoption.done(kinto.registry)
+
+
+def test_a_few_lost_files_sorting_first_do_not_stop_adoption_and_the_collector_for_good(
+    tmp_path_factory, request
+):
+    """Found by review (2026-12-05).
+
+    Adoption's store check (``unreferenced.store_mismatch``) and the collector's
+    (``gc.store_check.check_store``) look for the *first* 32 files the references name
+    (``references.sample_in_store``: records bucket by bucket, collection by collection, in
+    id order), not for a sample of them. Files lost for real (kinto-attachment deletes the
+    old file before its refused replacements; an old folder removed by hand) are
+    clustered: those of one old collection. When that collection sorts first, more than
+    half of the sample is missing, and although the store holds nearly every file records
+    name (100 of 117 here), adoption says the store "is not the servers' own", never
+    completes, and every orphan pass of the servers' collector is refused, at every run,
+    for as long as those records exist: the collector is off for good, with an error that
+    blames a configuration that is right. The docs promise the check keeps adoption from
+    listing a store that does not hold "most of the files records and links name".
+
+    Expected: a store that holds most of the files the references name passes (sample
+    spread over the references, e.g. a reservoir sample, or count every one)."""
+    kinto = memory_app(tmp_path_factory, request)
+    store = kinto.registry.attachment_store
+    kinto.create_collection("archive", "old")
+    storage = kinto.registry.storage
+    for i in range(17):  # Files lost: the records still name them.
+        record_id = f"lost{i:02d}"
+        kinto.app.put_json(
+            f"/v1/buckets/archive/collections/old/records/{record_id}",
+            {"data": {}},
+            headers=ALICE,
+        )
+        with transaction.manager:
+            parent = "/buckets/archive/collections/old"
+            record = storage.get(resource_name="record", parent_id=parent, object_id=record_id)
+            location = store.url(f"archive/old/{record_id}.txt")
+            storage.update(
+                resource_name="record",
+                parent_id=parent,
+                object_id=record_id,
+                obj={**record, "attachment": {"location": location, "filename": "x.txt"}},
+            )
+    for i in range(100):
+        legacy_record(kinto, f"r{i:03d}", link="8")
+
+    report = adoption.adopt(kinto.registry)
+
+    assert report.store_mismatch is None, report.store_mismatch
+    assert adoption.done(kinto.registry)
+    gc.collect(kinto.registry)  # Not refused.

@@ -14,13 +14,16 @@ RabbitMQ exchanges, at least once and in order per subject and destination.
 from pyramid.events import ApplicationCreated
 
 from ..setting_values import fail
+from ..state import shared
 from .options import PREFIX, check_host, check_store, refuse_url
 
 
 def start_dispatcher(event):
-    """On application start: deliver in a daemon thread (``attachment_dispatcher.stop()``)."""
-    dispatcher = getattr(event.app.registry, "attachment_dispatcher", None)
-    if dispatcher is not None:
+    """On application start: deliver in a daemon thread (``attachment_dispatcher.stop()``);
+    not in a command (:func:`~kinto_attachment.state.shared.in_command`)."""
+    registry = event.app.registry
+    dispatcher = getattr(registry, "attachment_dispatcher", None)
+    if dispatcher is not None and not shared.in_command(registry):
         dispatcher.start()
 
 

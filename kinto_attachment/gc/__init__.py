@@ -44,7 +44,7 @@ from pyramid.events import ApplicationCreated
 
 from .. import adoption, metrics
 from ..events import recording, retention
-from ..state import data_file_entries, links, replaced, tus_uploads
+from ..state import data_file_entries, links, replaced, shared, tus_uploads
 from ..uploads import lifecycle
 from . import orphans as orphans_pass
 from .orphans import DELETE_BATCH
@@ -210,10 +210,11 @@ def _periodically(registry, interval, stopped):
 
 
 def start_collector(event):
-    """On application start: collect in a daemon thread (stopped with ``gc_stop.set()``)."""
+    """On application start: collect in a daemon thread (stopped with ``gc_stop.set()``);
+    not in a command (:func:`~kinto_attachment.state.shared.in_command`)."""
     registry = event.app.registry
     interval = registry.attachment_settings.data_files.gc_interval_seconds
-    if not interval:
+    if not interval or shared.in_command(registry):
         return
     registry.attachment_gc_stop = threading.Event()
     threading.Thread(

@@ -74,6 +74,16 @@ def names(storage, key, more_than=0):
     return next(itertools.islice(rows, more_than, None), None) is not None
 
 
+def naming(storage, keys, batch=1000):
+    """The ``keys`` that a row of kinto-attachment still links a record to (one query per
+    ``batch`` of keys and row kind)."""
+    keys, found = list(keys), set()
+    for start in range(0, len(keys), batch):
+        filters = [Filter("location", keys[start : start + batch], COMPARISON.IN)]
+        found |= {link["key"] for link in every(storage, filters)}
+    return found
+
+
 def still_there(storage, link):
     """Whether the row of ``link`` is still stored (read again once its record is locked: a
     replacement, or another node's adoption, may have removed it meanwhile)."""

@@ -29,6 +29,7 @@ import bisect
 import dataclasses
 import hashlib
 import heapq
+import random
 from array import array
 
 import transaction
@@ -44,8 +45,9 @@ STATE_KEYS = ("key", "temp", "tail")
 RUN = 1 << 16
 WITH_ATTACHMENT = [Filter("attachment", True, COMPARISON.HAS)]
 #: Files that references name, looked for in the store to tell whether it is the servers' own
-#: (:func:`sample_in_store`).
+#: (:func:`sample_in_store`): the first read, then, if most are missing, a spread sample.
 SAMPLE = 32
+SPREAD = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,10 +80,15 @@ def required(registry):
 
 
 def sample_in_store(registry, size=SAMPLE):
-    """``(sampled, found)``: up to ``size`` distinct keys the references require (the first
-    read), and how many of them the store holds: whether it is the servers' own store
-    (pointed at another folder or bucket, it holds few or none of them). Read in a
-    transaction of its own."""
+    """``(sampled, found)``: distinct keys the references require, and how many of them the
+    store holds: whether it is the servers' own store (pointed at another folder or bucket,
+    it holds few or none of them). Read in transactions of their own.
+
+    The first ``size`` keys read come first (a quick look). When fewer than half of them are
+    in the store, a sample spread over every reference (:data:`SPREAD`, a reservoir) decides
+    instead: files lost for real cluster (those of one old collection, a folder removed by
+    hand), and when they sort first they made a store that holds nearly every file look like
+    another one, which refused every orphan pass for as long as their records lived."""
     store = registry.attachment_store
     with transaction.manager:
         sample = []
@@ -90,7 +97,29 @@ def sample_in_store(registry, size=SAMPLE):
                 sample.append(reference.key)
             if len(sample) >= size:
                 break
-    return len(sample), sum(1 for key in sample if in_store(store, key))
+    found = sum(1 for key in sample if in_store(store, key))
+    if 2 * found >= len(sample):
+        return len(sample), found
+    with transaction.manager:
+        spread = _reservoir((reference.key for reference in required(registry)), SPREAD)
+    return len(spread), sum(1 for key in spread if in_store(store, key))
+
+
+def _reservoir(keys, size):
+    """Up to ``size`` distinct keys drawn evenly from ``keys`` (read once)."""
+    chosen, members, seen, draw = [], set(), 0, random.Random()
+    for key in keys:
+        if key in members:  # Named twice in a row (a record and its link): one file.
+            continue
+        seen += 1
+        if len(chosen) < size:
+            chosen.append(key)
+            members.add(key)
+        elif (position := draw.randrange(seen)) < size:
+            members.discard(chosen[position])
+            chosen[position] = key
+            members.add(key)
+    return chosen
 
 
 def in_store(store, key):

@@ -74,6 +74,14 @@ def quiet_client():
         logger.disabled = disabled
 
 
+def in_command(registry):
+    """Whether the app was loaded by a command (``kinto migrate``, ``kinto flush-cache``, ours:
+    Kinto's ``registry.command``) rather than to serve: a command starts none of the server's
+    threads. ``kinto migrate --dry-run`` started the periodic collector, whose round, once the
+    migration took longer than its interval, adopted and deleted for real."""
+    return bool(getattr(registry, "command", None))
+
+
 @contextlib.contextmanager
 def registry_of(prog, ini, unshared):
     """For the command ``prog``: the registry of the app ``ini`` configures, or None once
@@ -82,8 +90,8 @@ def registry_of(prog, ini, unshared):
     (:func:`shares_state`: ``unshared``, a message formatted with ``ini``), or it cannot
     reach the storage backend (:data:`UNREACHABLE`, :func:`reachable`).
 
-    Loading the app started the server's threads (the periodic collector, the events'
-    dispatcher): they are stopped, a command does its one job."""
+    The app is loaded as a command's (:func:`in_command`): without the server's threads (the
+    periodic collector, the events' dispatcher), a command does its one job."""
     from pyramid.paster import bootstrap, setup_logging
 
     if not os.path.isfile(ini) or not os.access(ini, os.R_OK):
@@ -91,12 +99,8 @@ def registry_of(prog, ini, unshared):
         yield None
         return
     setup_logging(ini)
-    with bootstrap(ini) as env:
+    with bootstrap(ini, options={"command": prog}) as env:
         registry = env["registry"]
-        if hasattr(registry, "attachment_gc_stop"):
-            registry.attachment_gc_stop.set()
-        if hasattr(registry, "attachment_dispatcher"):
-            registry.attachment_dispatcher.stop()
         if not hasattr(registry, "attachment_store"):
             print(NOT_INCLUDED.format(prog=prog, ini=ini), file=sys.stderr)
             yield None

@@ -14,7 +14,7 @@ import logging
 from kinto.core.utils import msec_time
 
 from ..events import retention
-from ..state import links, replaced
+from ..state import legacy, links, replaced
 
 
 logger = logging.getLogger(__name__)
@@ -97,11 +97,22 @@ def unreferenced(registry, keys, now):
 def discard(request, unlinked):
     """Retire the blobs of links just removed (:func:`retire`); under ``keep_old_files``,
     record them as retained instead, so that garbage collection never takes them for
-    orphans."""
+    orphans.
+
+    A blob of kinto-attachment's rows that another of its rows, or one of our links, still
+    names stays: kinto-attachment could give two records one file (``randomize = false``, a
+    record that lost its file, the next upload of that name), and until adoption has read
+    its rows (:mod:`kinto_attachment.adoption`, which retains such a file) deleting or
+    replacing one record's deleted the file the other still names."""
     settings = request.registry.attachment_settings
+    storage = request.registry.storage
     kept, deleted = [], []
     for link in unlinked:
         keep = settings.policy(link["bucket_id"], link["collection_id"]).keep_old_files
         (kept if keep else deleted).append(link["key"])
-    links.retain(request.registry.storage, kept)
+    inherited = {link["key"] for link in unlinked if "legacy" in link}.intersection(deleted)
+    if inherited:
+        shared = legacy.naming(storage, inherited) | links.linked_among(storage, inherited)
+        deleted = [key for key in deleted if key not in shared]
+    links.retain(storage, kept)
     retire(request, deleted)

@@ -338,3 +338,22 @@ def test_a_range_is_a_file_of_its_own(store):
         assert window.seek(-1, io.SEEK_CUR) == 2 and window.read() == b"456"
         assert window.read() == b"" and window.seek(100) == 5 and window.read(3) == b""
         assert window.seek(-100, io.SEEK_CUR) == 0 and window.read(100) == b"23456"
+
+
+@pytest.mark.parametrize("key", ["a/file.txt/under-a-file.txt", "a/" + "n" * 300 + ".txt"])
+def test_a_key_no_file_can_have_is_a_missing_blob(store, key):
+    """Found by review (2026-12-05).
+
+    A record's ``location`` may name a key no file can have (kinto-attachment took any
+    client's ``attachment``): a name longer than the file system takes, or a file where the
+    key has a folder. ``stat`` raised (``ENAMETOOLONG``, ``ENOTDIR``), which stopped adoption
+    and every round of the collector for good, and was a 503 where a download should say the
+    file is missing: such a key is a missing blob, for every operation."""
+    staged = store.stage("a/file.txt")
+    staged.write(b"a file where the key wants a folder")
+    assert staged.commit() == "a/file.txt"
+    assert store.stat(key) is None and not store.exists(key)
+    with pytest.raises(FileNotFoundError):
+        store.open(key)
+    store.delete(key)  # Nothing to delete: no error.
+    assert store.exists("a/file.txt")

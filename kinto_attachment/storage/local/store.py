@@ -5,6 +5,7 @@ hidden temporary file, fsynced, renamed onto a free name), resumable uploads as 
 
 import concurrent.futures
 import contextlib
+import errno
 import os
 from stat import S_ISREG
 
@@ -47,6 +48,13 @@ SYNC_THREADS = 16
 COPY_SIZE = 1 << 20
 #: Whether the system lets a process drop what it read from the page cache.
 DROP_READ = hasattr(os, "posix_fadvise")
+
+
+#: What the file system answers for a key that names no file, nor ever can: a name longer than
+#: it takes, a file where the key has a folder (a record's ``location`` written by hand, or
+#: by kinto-attachment from any client's data). Such a key is a missing blob: the collector
+#: and adoption, which look for the files records name, stopped at it for good.
+NO_SUCH_FILE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG})
 
 
 @implementer(IBlobStore, IRereadingStore, IConcatenatingStore, IListableStore)
@@ -96,7 +104,12 @@ class LocalStore(StoreBase):
         return LocalStaged(self, key, random)
 
     def open(self, key, start=0, end=None):
-        stream = open(self.path(key), "rb")  # noqa: SIM115 (returned to the caller)
+        try:
+            stream = open(self.path(key), "rb")  # noqa: SIM115 (returned to the caller)
+        except OSError as error:
+            if error.errno in NO_SUCH_FILE:
+                raise FileNotFoundError(error.errno, error.strerror, error.filename) from None
+            raise
         if end is not None:
             return RangeFile(stream, start, end - start + 1)
         stream.seek(start)
@@ -105,15 +118,20 @@ class LocalStore(StoreBase):
     def stat(self, key):
         try:
             result = os.stat(self.path(key))
-        except FileNotFoundError:
-            return None
+        except OSError as error:
+            if error.errno in NO_SUCH_FILE:
+                return None
+            raise
         if not S_ISREG(result.st_mode):  # A folder of blobs is no blob.
             return None
         return Stat(result.st_size, _version(result), result.st_mtime_ns // 1_000_000)
 
     def delete(self, key):
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.unlink(self.path(key))
+        except OSError as error:
+            if error.errno not in NO_SUCH_FILE:
+                raise
 
     def delete_many(self, keys):
         for key in keys:
