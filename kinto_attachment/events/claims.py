@@ -198,20 +198,25 @@ class MemoryClaims:
         """Nothing to flush in memory."""
 
     def claim(self, now, until, limit, destination=None):
+        """As on PostgreSQL; a subject whose head is still ``uncommitted`` waits for it: its
+        transaction committed and let go of the record's lock, but the hook that makes its
+        row pending runs after the lock's, and the record's next change may come between."""
         with self._lock:
             heads = {}
             for row in self._storage.list_all(
                 resource_name=outbox.RESOURCE, parent_id=_parents(destination)
             ):
                 row = outbox.with_parent(row)
-                if row["state"] == outbox.PENDING:
+                if row["state"] in (outbox.PENDING, outbox.UNCOMMITTED):
                     head = heads.get(row["parent"])
                     if head is None or row["seq"] < head["seq"]:
                         heads[row["parent"]] = row
             due = [
                 row
                 for row in heads.values()
-                if row["next_attempt_at"] <= now and row["claimed_until"] <= now
+                if row["state"] == outbox.PENDING
+                and row["next_attempt_at"] <= now
+                and row["claimed_until"] <= now
             ]
             due.sort(key=lambda row: row["next_attempt_at"])
             return [outbox.change(self._storage, row, claimed_until=until) for row in due[:limit]]

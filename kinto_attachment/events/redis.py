@@ -1,6 +1,14 @@
 """The ``redis`` destination: ``XADD`` of the event to a stream (field ``event``, the JSON),
 which workers read with consumer groups (``XREADGROUP``, ``XACK``); ``MAXLEN ~`` bounds it.
-An ``XADD`` answered with an entry id is a delivery."""
+An ``XADD`` answered with an entry id is a delivery.
+
+An attempt lasts ``timeout_seconds`` at most, whole: redis-py's ``socket_timeout`` bounds each
+read only, and an answer that trickles in (a byte within each timeout) held an attempt past
+its lease, when another node sends the event again and the late copy lands after the
+subject's next events. A timer disconnects the client's connections in use then (redis-py's
+``ConnectionPool.disconnect``), which ends the read with an error."""
+
+import threading
 
 from .failures import Failed
 
@@ -23,12 +31,18 @@ class Redis:
         )
         self._stream = options.redis_stream
         self._maxlen = options.redis_maxlen or None
+        self._timeout = options.timeout_seconds
 
     def deliver(self, body, event):
+        deadline = threading.Timer(self._timeout, self._client.connection_pool.disconnect)
+        deadline.daemon = True
+        deadline.start()
         try:
             self._client.xadd(self._stream, {"event": body}, maxlen=self._maxlen, approximate=True)
         except self._errors as e:
             raise Failed(f"redis: {e}") from e
+        finally:
+            deadline.cancel()
 
     def close(self):
         self._client.close()

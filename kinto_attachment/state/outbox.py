@@ -47,13 +47,25 @@ def _next_seq(storage, parent):
 
 #: A row and its number in one statement (PostgreSQL), where Kinto's ``create`` and a query of
 #: the last number take three: recording is on the path of every upload.
+#:
+#: Its ``last_modified`` is its number (milliseconds after the epoch: nothing reads it), not
+#: the clock Kinto's trigger would give it. Kinto's index makes timestamps unique per parent,
+#: and the trigger gives the clock (or the parent's latest plus one) to a new object and to
+#: the latest one when its data change: a dispatcher marking the previous row of a record (its
+#: lease, its delivery) and an upload of that record adding the next one, in the same
+#: millisecond, took one timestamp, and the later was refused (a ``409`` for the upload, its
+#: file thrown away; or the round's marks lost, their events sent again). Numbers are unique
+#: per parent (taken under the subject's lock) and far below any clock: the trigger keeps a
+#: given timestamp that is not the parent's latest, and a clock it gives never meets them.
 INSERT = """
 INSERT INTO objects (id, parent_id, resource_name, data, last_modified, deleted)
 SELECT :id, :parent, :resource,
-       CAST(:data AS jsonb)
-         || jsonb_build_object('seq', COALESCE(MAX((data->>'seq')::bigint), 0) + 1),
-       NULL, FALSE
-FROM objects WHERE resource_name = :resource AND parent_id = :parent
+       CAST(:data AS jsonb) || jsonb_build_object('seq', next.seq),
+       from_epoch(next.seq), FALSE
+FROM (
+    SELECT COALESCE(MAX((data->>'seq')::bigint), 0) + 1 AS seq
+    FROM objects WHERE resource_name = :resource AND parent_id = :parent
+) AS next
 """
 
 
