@@ -64,6 +64,10 @@ class Download:
     #: the version before it is older. A ``Last-Modified`` of a second that starts after it
     #: is then a strong validator (``If-Range``); None: unknown.
     unchanged_since: int | None = None
+    #: Epoch milliseconds of the last version that had another content (a file replaced), when
+    #: known: a date of that second cannot tell the two contents apart (``If-Modified-Since``,
+    #: ``If-Unmodified-Since``). None: no earlier content known.
+    previous_modified: int | None = None
     #: False: browsers are asked to save it, whatever its type.
     inline: bool = True
     #: ``Cache-Control`` of every answer (304 and 307 included); None: none.

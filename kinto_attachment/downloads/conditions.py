@@ -94,8 +94,19 @@ def require_preconditions(request, download):
         return
     since = _http_date(request.headers.get("If-Unmodified-Since") or "")
     modified = download.last_modified
-    if since is not None and modified is not None and modified // 1000 > since:
+    if since is None or modified is None:
+        return
+    if modified // 1000 > since or _replaced_within(download, since):
         raise errors.refuse("download_precondition")
+
+
+def _replaced_within(download, second):
+    """Whether the content changed within ``second`` (epoch seconds) or after it: the previous
+    content's last version is of that second, so a date of it (HTTP dates have whole
+    seconds) may be either content's. A client holding the previous one must not be told it
+    is current (``304``), nor get the new one's bytes to append to its own (``206``)."""
+    previous = download.previous_modified
+    return previous is not None and previous // 1000 >= second
 
 
 def not_modified(request, download):
@@ -110,4 +121,4 @@ def not_modified(request, download):
     if since is None or download.last_modified is None:
         return False
     # HTTP dates have whole seconds.
-    return download.last_modified // 1000 <= since
+    return download.last_modified // 1000 <= since and not _replaced_within(download, since)

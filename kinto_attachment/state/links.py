@@ -40,11 +40,12 @@ def _link_id(key):
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
 
-def add(storage, bucket_id, collection_id, record_id, key, since=None):
+def add(storage, bucket_id, collection_id, record_id, key, since=None, previous=None):
     """Link ``key`` to the record (again: linking twice leaves one link).
 
     ``since``: epoch ms from which every version of the record has had this blob, when known
-    (:attr:`kinto_attachment.downloads.Download.unchanged_since`).
+    (:attr:`kinto_attachment.downloads.Download.unchanged_since`); ``previous``: that of the
+    record's last version with another file, if it had one (``previous_modified``).
     """
     link = {
         "key": key,
@@ -54,6 +55,8 @@ def add(storage, bucket_id, collection_id, record_id, key, since=None):
     }
     if since is not None:
         link["since"] = since
+    if previous is not None:
+        link["previous"] = previous
     storage.update(
         resource_name=RESOURCE,
         parent_id=PARENT_PREFIX + record_uri(bucket_id, collection_id, record_id),

@@ -180,7 +180,7 @@ def _download(request, context, store, expires):
     )
     public = _readable_by_everyone(request, context)
     cache_control, vary = caching.record_file(public, lifetime, expires)
-    key, since = _key_of(request, context, store, metadata)
+    key, since, previous = _key_of(request, context, store, metadata)
     size = metadata.get("size")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         # A copy made by hand, or by an old client: the stored file says.
@@ -197,6 +197,7 @@ def _download(request, context, store, expires):
         hash=digest if digest and _SHA256.fullmatch(digest) else None,
         last_modified=record.get("last_modified"),
         unchanged_since=since,
+        previous_modified=previous,
         cache_control=cache_control,
         vary=vary,
     )
@@ -227,20 +228,21 @@ def _readable_by_everyone(request, context):
 
 
 def _key_of(request, context, store, metadata):
-    """The blob key of the record's attachment, and since when the record has had it (or
-    None): the linked key whose URL is its ``location`` (kinto-attachment's links too), else
-    the key that ``location`` names under our ``base_url`` (a record no link names yet); a
-    404 when neither exists."""
+    """``(key, since, previous)``: the blob key of the record's attachment, since when the
+    record has had it and the last version before with another (each None when unknown): the
+    linked key whose URL is its ``location`` (kinto-attachment's links too), else the key
+    that ``location`` names under our ``base_url`` (a record no link names yet); a 404 when
+    neither exists."""
     ids = (context.bucket_id, context.collection_id, context.record_id)
     location = _text(metadata, "location") or ""
     found = links.of_record(request.registry.storage, *ids, location=location, url=store.url)
     link = next((link for link in found if store.url(link["key"]) == location), None)
     if link is not None:
-        return link["key"], link.get("since")
+        return link["key"], link.get("since"), link.get("previous")
     key = store.key_for_url(location) or (found[-1]["key"] if found else None)
     if key is None:
         raise errors.refuse("missing", resource_name=FILE_FIELD, id=_text(metadata, "filename"))
-    return key, None
+    return key, None, None
 
 
 def includeme(config):

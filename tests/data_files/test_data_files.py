@@ -3,6 +3,7 @@
 import hashlib
 import io
 import logging
+import os
 import re
 import threading
 import time
@@ -771,3 +772,65 @@ def test_a_transfer_larger_than_the_budget_runs_alone(tmp_path_factory, request)
     get(kinto, "big", status=503)
     body.close()
     assert get(kinto, "big").body == PDF
+
+
+def _same_second_replacement(kinto, file_id, v1, v2):
+    """Upload ``v1``, download it (what a client keeps: its ``Last-Modified``), then upload
+    ``v2`` under the same id within the same second; return v1's download."""
+    for _ in range(10):
+        post(kinto, v1, query=f"?id={file_id}")
+        first = get(kinto, file_id)
+        assert first.body == v1
+        post(kinto, v2, query=f"?id={file_id}")
+        second = get(kinto, file_id)
+        if second.headers["Last-Modified"] == first.headers["Last-Modified"]:
+            return first
+    pytest.fail("no replacement within one second")
+
+
+def test_if_unmodified_since_resume_across_a_same_second_replacement_mixes_versions(kinto):
+    """Found by review (2026-12-05).
+
+    A client that downloaded the first 500 bytes of v1 resumes with ``Range`` and
+    ``If-Unmodified-Since: <v1's Last-Modified>``, after the id was uploaded again (v2) within
+    the same second. It gets a 206 of v2's bytes, which it appends to v1's: a file that is
+    neither version (data damaged on the client's side).
+
+    ``conditions.require_preconditions`` compares the date at one-second resolution and takes
+    it as a strong validator, although the entry knows (``since``, what ``If-Range`` already
+    uses: ``conditions.range_applies``) that its content changed after that second began.
+    Its own docstring promises that a resuming client "must not get bytes of another version
+    to append to those it has". Expected: 412 (the precondition cannot be proven)."""
+    v1, v2 = os.urandom(1000), os.urandom(1000)
+    first = _same_second_replacement(kinto, "resumed", v1, v2)
+    response = get(
+        kinto,
+        "resumed",
+        status="*",
+        Range="bytes=500-",
+        **{"If-Unmodified-Since": first.headers["Last-Modified"]},
+    )
+    assert not (response.status_code == 206 and response.body == v2[500:]), (
+        "v2's bytes served to be appended to v1's"
+    )
+    assert response.status_code == 412
+
+
+def test_if_modified_since_after_a_same_second_replacement_is_a_stale_304(kinto):
+    """Found by review (2026-12-05).
+
+    A client holding v1 revalidates with ``If-Modified-Since: <v1's Last-Modified>`` (curl
+    ``-z``, ``wget -N``, HTTP caches keyed on dates) after the id was uploaded again with
+    other content within the same second: it gets ``304 Not Modified`` and keeps v1, an
+    outdated file, for as long as the id is not replaced again.
+
+    ``conditions.not_modified`` trusts a one-second date although the entry records (``since``)
+    that its content changed after that second began; ``If-Range`` already refuses such a
+    date (``range_applies``). Expected: 200 with v2."""
+    v1, v2 = b"version one " * 50, b"version two " * 50
+    first = _same_second_replacement(kinto, "polled", v1, v2)
+    response = get(
+        kinto, "polled", status="*", **{"If-Modified-Since": first.headers["Last-Modified"]}
+    )
+    assert response.status_code == 200, "304: the client keeps the replaced content"
+    assert response.body == v2

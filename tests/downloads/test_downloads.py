@@ -165,6 +165,28 @@ def test_if_range_date_across_a_same_second_replacement(kinto):
     assert (rest.status_code, rest.body) == (200, v2)
 
 
+def test_date_conditions_across_a_same_second_replacement(kinto):
+    """Found by review (2026-12-05).
+
+    A client holding v1 (its ``Last-Modified``) after v2 was attached within the same
+    second: ``If-Modified-Since`` was a ``304`` (the client kept v1 until the next change),
+    and ``If-Unmodified-Since`` with a ``Range`` a ``206`` of v2's bytes to append to v1's.
+    The date cannot tell them apart: a ``200`` of v2, and a ``412``. A record whose file
+    never changed within that second keeps its ``304``."""
+    kinto.create_collection()
+    v1, v2 = os.urandom(1000), os.urandom(1000)
+    first, _ = replace_within_one_second(kinto, [v1, v2])
+    date = first.headers["Last-Modified"]
+    assert get(kinto, **{"If-Modified-Since": date}).body == v2
+    get(kinto, status=412, Range="bytes=500-", **{"If-Unmodified-Since": date})
+    next_second()
+    kinto.app.patch_json(URL, {"data": {"title": "edited"}}, headers=ALICE)
+    edited = get(kinto).headers["Last-Modified"]
+    get(kinto, status=304, **{"If-Modified-Since": edited})
+    resumed = get(kinto, status=206, Range="bytes=500-", **{"If-Unmodified-Since": edited})
+    assert resumed.body == v2[500:]
+
+
 def test_if_range_date_is_honoured_only_when_strong(kinto):
     kinto.create_collection()
     v1, v2 = os.urandom(1000), os.urandom(1000)
