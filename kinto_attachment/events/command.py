@@ -5,7 +5,9 @@ an operator.
   destination: state, attempts, last error.
 - ``retry [ID...]``: dead events (all of them, or those of the ids) pending again, from their
   first attempt; any server's dispatcher delivers them.
-- ``purge [ID...]``: dead events removed for good; their blobs are no longer held.
+- ``purge ID... | --all``: dead events removed for good (those of the ids, or every one:
+  never without ``--all``, so that an empty list of ids, a shell variable that was not set,
+  drops nothing); their blobs are no longer held.
 
 Like ``kinto-attachment-gc``, it refuses a configuration whose storage lives in each server's
 process (the memory backend): it would see an outbox of its own, empty.
@@ -83,10 +85,14 @@ def main(argv=None):
     listing.add_argument(
         "--state", choices=(outbox.PENDING, outbox.DELIVERED, outbox.DEAD), default=outbox.DEAD
     )
-    for name, help_text in (("retry", "deliver dead events again"), ("purge", "drop them")):
-        command = commands.add_parser(name, help=f"{help_text} (all, or those of the ids)")
-        command.add_argument("ids", nargs="*", help="event ids")
+    retry = commands.add_parser("retry", help="deliver dead events again (all, or the ids')")
+    retry.add_argument("ids", nargs="*", help="event ids")
+    purge = commands.add_parser("purge", help="drop dead events for good (the ids', or --all)")
+    purge.add_argument("ids", nargs="*", help="event ids")
+    purge.add_argument("--all", action="store_true", help="every dead event")
     args = parser.parse_args(argv)
+    if args.command == "purge" and bool(args.ids) == args.all:
+        parser.error("purge: give the ids of the events to drop, or --all (not both)")
     with shared.registry_of(parser.prog, args.ini, UNSHARED) as registry:
         if registry is None:
             return 2
@@ -94,6 +100,7 @@ def main(argv=None):
             lines = run(
                 registry, args.command, getattr(args, "state", None), getattr(args, "ids", ())
             )
+            lines = lines or ["no events"]
         except BackendError as error:
             print(INTERRUPTED.format(error=str(error).splitlines()[0]), file=sys.stderr)
             return 1

@@ -372,8 +372,17 @@ def test_dead_after_max_attempts_then_retried_and_purged(
     assert len(rows(kinto, outbox.DEAD)) == 1
     if backend == "postgresql":  # The command itself, on the shared storage.
         ini = kinto.write_ini(tmp_path / "kinto.ini")
-        assert command.main(["--ini", str(ini), "purge"]) == 0
+        # Found by review (2026-12-05): a bare ``purge`` (``purge $ID``, the variable
+        # unset) dropped every dead event: it takes ids, or ``--all``.
+        for wrong in (["purge"], ["purge", "--all", dead["event"]["id"]]):
+            with pytest.raises(SystemExit) as refused:
+                command.main(["--ini", str(ini), *wrong])
+            assert refused.value.code == 2
+        assert len(rows(kinto, outbox.DEAD)) == 1
+        assert command.main(["--ini", str(ini), "purge", "--all"]) == 0
         assert "1 dead events purged" in capsys.readouterr().out
+        assert command.main(["--ini", str(ini), "list"]) == 0
+        assert capsys.readouterr().out == "no events\n"
     else:
         assert command.run(kinto.registry, "purge") == ["1 dead events purged"]
     assert rows(kinto, outbox.DEAD) == []
