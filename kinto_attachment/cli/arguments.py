@@ -62,19 +62,44 @@ def _named(command, what):
     )
 
 
-def parser():
+def _common(parser, defaults):
+    """The options of every command, given before the command or after it: ``defaults``
+    before it (the environment's), none after it (an option given there overrides)."""
     env = os.environ.get
+
+    def default(value):
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument("-s", "--server", default=default(env("KINTO_SERVER", DEFAULT_SERVER)))
+    parser.add_argument("-a", "--auth", default=default(env("KINTO_AUTH")), help="user:password")
+    for short, name in (("-b", "bucket"), ("-c", "collection")):
+        parser.add_argument(short, f"--{name}", default=default(env(f"KINTO_{name.upper()}")))
+    parser.add_argument(
+        "--retries", type=int, default=default(3), help="of each idempotent request"
+    )
+    parser.add_argument(
+        "--limit-rate", type=_rate, default=default(None), help="bytes per second (2M)"
+    )
+    parser.add_argument(
+        "--state", default=default(_state_path()), help="where unfinished uploads are kept"
+    )
+
+
+def parse(argv=None):
+    """The command line's arguments (``argv``, else ``sys.argv``): a wrong one exits (2)."""
+    main = parser()
+    args = main.parse_args(argv)
+    for name in ("bucket", "collection"):
+        if getattr(args, name) is None:
+            main.error(f"--{name} (or KINTO_{name.upper()}) is required")
+    return args
+
+
+def parser():
     main = argparse.ArgumentParser(
         prog="kinto-attachment", description=DESCRIPTION, epilog=ENVIRONMENT
     )
-    main.add_argument("-s", "--server", default=env("KINTO_SERVER", DEFAULT_SERVER))
-    main.add_argument("-a", "--auth", default=env("KINTO_AUTH"), help="user:password")
-    for short, name in (("-b", "bucket"), ("-c", "collection")):
-        default = env(f"KINTO_{name.upper()}")
-        main.add_argument(short, f"--{name}", default=default, required=default is None)
-    main.add_argument("--retries", type=int, default=3, help="of each idempotent request")
-    main.add_argument("--limit-rate", type=_rate, help="bytes per second, each way (2M)")
-    main.add_argument("--state", default=_state_path(), help="where unfinished uploads are kept")
+    _common(main, defaults=True)
     commands = main.add_subparsers(dest="command", required=True)
 
     up = commands.add_parser(
@@ -128,4 +153,6 @@ def parser():
     )
     _named(remove, "a file's name or a record id")
     remove.add_argument("--attachment-only", action="store_true", help="keep the records")
+    for command in commands.choices.values():
+        _common(command, defaults=False)
     return main

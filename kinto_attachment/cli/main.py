@@ -11,7 +11,7 @@ import sys
 
 from . import downloads, resolving, resumes, sync, uploads
 from .answers import Failure
-from .arguments import parser
+from .arguments import parse
 from .folder import Folder
 from .names import local_names, record_id_of, shown
 from .pace import sha256_of
@@ -248,7 +248,7 @@ COMMANDS = {"upload": upload, "download": download, "sync": mirror, "rm": rm}
 
 
 def main(argv=None):
-    args = parser().parse_args(argv)
+    args = parse(argv)
     try:
         try:  # What it refuses is the command line's: the server's URL, the credentials.
             remote = Remote(args.server, args.bucket, args.collection, args.auth, args.retries)

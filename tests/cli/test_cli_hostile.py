@@ -1223,3 +1223,27 @@ def test_a_bucket_name_that_is_no_utf8_is_a_failure_not_a_traceback(tmp_path, ru
         result = run(server, "-b", bucket, "download", "--folder", str(tmp_path / "out"))
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_options_of_every_command_go_before_or_after_it(monkeypatch):
+    """Found by review (2026-12-05).
+
+    docs/cli.rst lists ``--server``, ``--limit-rate``... beside each command's own options,
+    but they were refused after the command (``upload big.bin --limit-rate 5M``: exit code
+    2). Either place works; after the command overrides before it, and the environment's
+    values stay the defaults."""
+    from kinto_attachment.cli import arguments
+
+    for name in ("KINTO_SERVER", "KINTO_AUTH", "KINTO_BUCKET", "KINTO_COLLECTION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KINTO_BUCKET", "from-env")
+    args = arguments.parse(
+        ["-c", "before", "upload", "big.bin", "--limit-rate", "5M", "-c", "after"]
+    )
+    assert (args.limit_rate, args.collection, args.bucket) == (5 * 1024**2, "after", "from-env")
+    assert args.server == arguments.DEFAULT_SERVER and args.retries == 3
+    assert arguments.parse(["--retries", "1", "rm", "x", "-c", "c"]).retries == 1
+    monkeypatch.delenv("KINTO_BUCKET")
+    with pytest.raises(SystemExit) as refused:
+        arguments.parse(["upload", "big.bin", "-c", "c"])
+    assert refused.value.code == 2
