@@ -810,6 +810,25 @@ def _run_gc(ini, capsys):
 
 
 @pytest.mark.postgresql
+@pytest.mark.parametrize("main", [command.main, events_command.main], ids=["gc", "events"])
+def test_commands_refuse_a_configuration_whose_app_does_not_load(pg_url, tmp_path, capsys, main):
+    """Found by review (2026-12-05).
+
+    ``kinto-attachment-gc --ini config/s3.ini`` without boto3 installed (or a setting the
+    plugin refuses, or the metrics' extra missing) ended in a traceback, exit code 1, which
+    says "the storage backend failed": a refusal naming what does not load, exit code 2."""
+    ini = tmp_path / "gc.ini"
+    text = postgresql_ini(pg_url, tmp_path / "files")
+    ini.write_text(text + "kinto.attachment.gc.replaced_grace_seconds = soon\n")
+    try:
+        code = main(["--ini", str(ini), *([] if main is command.main else ["list"])])
+    except Exception as error:  # noqa: BLE001
+        pytest.fail(f"traceback instead of a refusal: {error!r}")
+    err = capsys.readouterr().err
+    assert code == 2 and "does not load" in err and "replaced_grace_seconds" in err, err
+
+
+@pytest.mark.postgresql
 def test_gc_command_with_an_ini_that_does_not_include_the_plugin_refuses(pg_url, tmp_path, capsys):
     """Found by review (2026-12-05).
 

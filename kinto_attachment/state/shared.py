@@ -82,10 +82,19 @@ def in_command(registry):
     return bool(getattr(registry, "command", None))
 
 
+#: Why a command refuses a configuration whose application does not load (an extra not
+#: installed: ``config/s3.ini`` without boto3; a setting Kinto or a plugin refuses).
+UNLOADABLE = """\
+{prog}: refused: the application {ini} configures does not load ({error}). Install what it
+needs (its store's or its metrics' extra) or fix the setting: the command runs with the
+servers' configuration, as they run."""
+
+
 @contextlib.contextmanager
 def registry_of(prog, ini, unshared):
     """For the command ``prog``: the registry of the app ``ini`` configures, or None once
-    the reason is printed: ``ini`` is no readable file, or does not include the plugin
+    the reason is printed: ``ini`` is no readable file, its app does not load
+    (:data:`UNLOADABLE`: a traceback told an operator less), or it does not include the plugin
     (:data:`NOT_INCLUDED`), the command could not see what the servers see
     (:func:`shares_state`: ``unshared``, a message formatted with ``ini``), or it cannot
     reach the storage backend (:data:`UNREACHABLE`, :func:`reachable`).
@@ -99,7 +108,17 @@ def registry_of(prog, ini, unshared):
         yield None
         return
     setup_logging(ini)
-    with bootstrap(ini, options={"command": prog}) as env:
+    try:
+        loaded = bootstrap(ini, options={"command": prog})
+    except Exception as error:  # noqa: BLE001 (whatever the app raises: a configuration to fix)
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        print(
+            UNLOADABLE.format(prog=prog, ini=ini, error=f"{type(error).__name__}: {reason}"),
+            file=sys.stderr,
+        )
+        yield None
+        return
+    with loaded as env:
         registry = env["registry"]
         if not hasattr(registry, "attachment_store"):
             print(NOT_INCLUDED.format(prog=prog, ini=ini), file=sys.stderr)
