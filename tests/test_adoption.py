@@ -501,3 +501,31 @@ def test_kinto_migrate_dry_run_on_a_fresh_database_reports_and_exits_0(tmp_path)
         done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
+
+
+def test_files_another_instance_of_ours_wrote_are_not_kept_at_adoption(old_local, caplog):
+    """Found by review (2026-12-05).
+
+    Every restart of ``make serve`` (the memory backend: a new instance each time) adopted
+    the earlier process's files as kinto-attachment's, retained for good ("the previous plugin
+    left it"): the folder only grew. A name that carries an instance's tag was written by
+    this plugin, never by kinto-attachment: adoption leaves it to the collectors (this one
+    keeps another instance's, as it always did)."""
+    from kinto_attachment.state import instance
+
+    earlier_run = store_file(
+        old_local, b"an earlier process's", f"blog/articles/{instance.tagged_name('0badcafe')}.txt"
+    )
+    kept_by_kinto_attachment = store_file(old_local, b"kept on purpose")
+    for key in (earlier_run, kept_by_kinto_attachment):
+        age(old_local, key)
+    with caplog.at_level(logging.INFO, logger="kinto_attachment.adoption"):
+        dry = gc.collect(old_local.registry, dry_run=True)
+    assert dry.kept_at_adoption == [kept_by_kinto_attachment]
+    assert f"Would keep {kept_by_kinto_attachment!r}" in caplog.text
+    report = gc.collect(old_local.registry)
+    assert report.kept_at_adoption == [kept_by_kinto_attachment]
+    assert old_local.registry.attachment_store.exists(earlier_run)  # Another instance's: kept.
+    with transaction.manager:
+        retained = [r["key"] for r in links.retained(old_local.registry.storage)]
+    assert retained == [kept_by_kinto_attachment]

@@ -41,7 +41,12 @@ def keep_unreferenced_files(registry, report):
     The references are read before the store is listed, as the garbage collector reads them
     (:mod:`.state.references`): a file an upload commits meanwhile is found unreferenced and
     retained too, which only keeps it longer (never deleted), the safe direction. A dry run
-    has not made kinto-attachment's rows ours: the files they name count as referenced."""
+    has not made kinto-attachment's rows ours: the files they name count as referenced.
+
+    A file whose name carries an instance's tag is left out: an instance of this plugin wrote
+    it (this one's upload meanwhile; another's, or an earlier process of a memory backend's,
+    which their own collectors judge), never kinto-attachment. Retained, an earlier ``make
+    serve``'s files were kept for good at each restart."""
     store = registry.attachment_store
     if not hasattr(store, "iter_blobs"):  # Not an IListableStore: its files are unknown.
         return
@@ -51,18 +56,19 @@ def keep_unreferenced_files(registry, report):
         if report.dry_run:
             rows = legacy.every(registry.storage)
             pretended = {references.key_hash(row["key"]) for row in rows}
-    own = instance.tag(registry, make=not report.dry_run)  # None: it named no file yet.
     batch = []
     for listed in store.iter_blobs():
         if listed.temporary or listed.key in referenced:
             continue
-        if own is not None and instance.tag_of(listed.key) == own:  # An upload meanwhile.
+        if instance.tag_of(listed.key) is not None:  # Ours, or another instance's of ours.
             continue
         if references.key_hash(listed.key) in pretended:
             continue
         report.unreferenced.append(listed.key)
         logger.info(
-            "Keeping %r, which nothing references: the previous plugin left it", listed.key
+            "%s %r, which nothing references: kinto-attachment left it (keep_old_files...)",
+            "Would keep" if report.dry_run else "Keeping",
+            listed.key,
         )
         if not report.dry_run:
             batch.append(listed.key)
