@@ -4,7 +4,6 @@ memory backend running in an order a preempted thread can split."""
 
 import contextlib
 import hashlib
-import socket
 import threading
 import time
 
@@ -15,6 +14,7 @@ from kinto_attachment.state import outbox
 
 from .conftest import REDIS, destination_settings
 from .test_delivery import RECORD, delivered
+from .test_guarantees import StallingProxy
 
 
 def rows(kinto, state=None):
@@ -87,35 +87,20 @@ def test_an_upload_never_fails_because_the_dispatcher_retries_the_previous_event
     assert dispatcher_errors == [], "the dispatcher's marks failed"
 
 
-class TricklingProxy:
+class TricklingProxy(StallingProxy):
     """A TCP proxy that sends what clients send at once, and the answers a byte every
     ``interval`` seconds while :attr:`trickling` (a slow network, an overloaded server):
     each byte comes well within a socket timeout."""
 
     def __init__(self, target, interval):
-        self._target = target
         self._interval = interval
         self.trickling = False
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self._sockets = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(target)
 
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self._target)
-            self._sockets += [client, upstream]
-            for source, sink, slow in ((client, upstream, False), (upstream, client, True)):
-                threading.Thread(target=self._pipe, args=(source, sink, slow), daemon=True).start()
-
-    def _pipe(self, source, sink, slow):
+    def _pipe(self, source, sink, outgoing):
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
-                if slow and self.trickling:
+                if not outgoing and self.trickling:
                     for byte in data:
                         time.sleep(self._interval)
                         sink.sendall(bytes([byte]))
@@ -124,11 +109,7 @@ class TricklingProxy:
 
     def close(self):
         self.trickling = False
-        self._listener.close()
-        for sock in self._sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
+        super().close()
 
 
 def test_a_slow_redis_answer_is_cut_at_the_timeout(events_app, redis_stream):
