@@ -34,13 +34,20 @@ class Redis:
         self._timeout = options.timeout_seconds
 
     def deliver(self, body, event):
-        deadline = threading.Timer(self._timeout, self._client.connection_pool.disconnect)
+        expired = threading.Event()
+
+        def cut():
+            expired.set()
+            self._client.connection_pool.disconnect()
+
+        deadline = threading.Timer(self._timeout, cut)
         deadline.daemon = True
         deadline.start()
         try:
             self._client.xadd(self._stream, {"event": body}, maxlen=self._maxlen, approximate=True)
         except self._errors as e:
-            raise Failed(f"redis: {e}") from e
+            why = f"no answer within {self._timeout}s" if expired.is_set() else e
+            raise Failed(f"redis: {why}") from e
         finally:
             deadline.cancel()
 

@@ -22,7 +22,7 @@ from kinto_attachment.events.options import STORED
 from kinto_attachment.state import outbox
 from kinto_attachment.uploads import record
 
-from .conftest import SECRET_KEY, WEBHOOK_SECRET, destination_settings
+from .conftest import REDIS, SECRET_KEY, WEBHOOK_SECRET, destination_settings
 from .test_delivery import BACKENDS, RECORD, SUBJECT, Destination, delivered
 
 
@@ -293,15 +293,49 @@ class StallingProxy:
             sock.close()
 
 
-def test_a_silent_amqp_broker_is_given_up_at_the_timeout(events_app, amqp_queue):
-    """pika's ``socket_timeout`` bounds the connect only: the publisher confirm of a silent
-    broker was waited for until heartbeats gave up (about two minutes), far past the lease,
-    while another server sent the event again."""
-    channel, exchange, queue = amqp_queue
-    proxy = StallingProxy(("127.0.0.1", 5672))
+class TricklingProxy(StallingProxy):
+    """Forwards what clients send at once, and the answers a byte every ``interval`` seconds
+    once :attr:`stalled` (a slow network, an overloaded server): each byte within a socket
+    timeout."""
+
+    def __init__(self, target, interval=0.3):
+        self._interval = interval
+        super().__init__(target)
+
+    def _pipe(self, source, sink, outgoing):
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if not outgoing and self.stalled:
+                    for byte in data:
+                        time.sleep(self._interval)
+                        sink.sendall(bytes([byte]))
+                else:
+                    sink.sendall(data)
+
+
+@pytest.mark.parametrize(
+    "kind,slow", [("amqp", StallingProxy), ("redis", TricklingProxy)], ids=["amqp", "redis"]
+)
+def test_a_destination_that_does_not_answer_in_time_is_given_up_at_the_timeout(
+    events_app, request, kind, slow
+):
+    """An attempt lasts ``events.timeout_seconds``, whole. pika's ``socket_timeout`` bounds
+    the connect only: the publisher confirm of a silent broker was waited for until
+    heartbeats gave up (about two minutes), far past the lease, while another server sent the
+    event again. Found by review (2026-12-05): redis-py's bounds each read only, and an
+    answer trickling in a byte within each timeout (a 22-byte answer at 0.3 s a byte) held a
+    0.5 s attempt about 7 s, past its lease: a late duplicate, after the subject's next
+    events."""
+    if kind == "amqp":
+        _, name, _ = request.getfixturevalue("amqp_queue")
+        proxy = slow(("127.0.0.1", 5672))
+        settings = destination_settings("amqp", exchange=name, port=proxy.port)
+    else:
+        _, name = request.getfixturevalue("redis_stream")
+        proxy = slow(REDIS)
+        settings = destination_settings("redis", stream=name, port=proxy.port)
     try:
-        settings = destination_settings("amqp", exchange=exchange, port=proxy.port)
-        kinto = events_app("memory", "amqp", timeout_seconds=0.5, **settings)
+        kinto = events_app("memory", kind, timeout_seconds=0.5, **settings)
         kinto.upload(RECORD, b"first")
         delivered(kinto)  # The connection is open.
         proxy.stalled = True
@@ -310,7 +344,7 @@ def test_a_silent_amqp_broker_is_given_up_at_the_timeout(events_app, amqp_queue)
         kinto.registry.attachment_dispatcher.run_once()
         assert time.monotonic() - started < 1.5
         [row] = rows(kinto, outbox.PENDING)
-        assert row["attempts"] == 1 and "no answer within 0.5s" in row["last_error"]
+        assert row["attempts"] == 1 and "no answer within 0.5s" in row["last_error"], row
         proxy.stalled = False
         delivered(kinto)  # Again, on a new connection.
         assert rows(kinto, outbox.PENDING) == []

