@@ -23,7 +23,8 @@ def parse_auth(value):
     try:
         if token and ":" not in kind:
             return Header(f"{kind} {token}".encode("latin-1").decode("latin-1"))
-        credentials = value.encode("utf-8")  # user:password, as given.
+        user, _, password = value.partition(":")  # "alice": alice, no password.
+        credentials = f"{user}:{password}".encode()
     except UnicodeEncodeError:
         raise Failure("--auth: a header cannot carry these credentials") from None
     return Header("Basic " + base64.b64encode(credentials).decode("ascii"))

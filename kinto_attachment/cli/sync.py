@@ -180,26 +180,13 @@ def _form(path):
 
 
 def there(folder, path, skipped):
-    """Whether anything is at ``path`` in ``folder`` (in any Unicode form), or under a
-    skipped part of it."""
+    """Whether anything is at ``path`` in ``folder``, or under a skipped part of it (in any
+    Unicode form: a file that could not be read may be the one its record names)."""
     parts = _form(path).split("/")
     ancestors = {"/".join(parts[:n]) for n in range(1, len(parts) + 1)}
     if any(_form(entry.path) in ancestors for entry in skipped):
         return True
-    directory = folder
-    for part in parts:
-        found = os.path.join(directory, part)
-        if not os.path.lexists(found):
-            try:
-                names = os.listdir(directory)
-            except OSError:
-                return False
-            same = [name for name in names if _form(name) == part]
-            if not same:
-                return False
-            found = os.path.join(directory, same[0])
-        directory = found
-    return True
+    return os.path.lexists(os.path.join(folder, *path.split("/")))
 
 
 def plan(remote, folder, name, follow_symlinks=False):
@@ -217,6 +204,7 @@ def plan(remote, folder, name, follow_symlinks=False):
         if owner is not None and owner[0] == name:
             marked.setdefault(_form(owner[1]), (owner[1], record))
     forms = collections.Counter(_form(path) for path in paths)
+    taken = set()  # The records of the folder's files: not gone, whatever their marks say.
     for path in paths:
         entry = Entry(path, record_id_of(path), records.get(record_id_of(path)))
         # Its name in another form, unless the folder has two files of that name (Linux
@@ -224,6 +212,7 @@ def plan(remote, folder, name, follow_symlinks=False):
         if entry.record is None and _form(path) in marked and forms[_form(path)] == 1:
             entry.marked_as, entry.record = marked[_form(path)]
             entry.record_id = entry.record["id"]
+        taken.add(entry.record_id)
         try:
             entry.sha256 = sha256_of(os.path.join(folder, path))
         except OSError as e:
@@ -245,10 +234,9 @@ def plan(remote, folder, name, follow_symlinks=False):
             result.adopted.append(entry)
         else:
             result.unchanged.append(entry)
-    present = {_form(path) for path in paths}
     for record_id, record in records.items():
         owner = mark_of(record)
-        if owner is None or owner[0] != name or _form(owner[1]) in present:
+        if owner is None or owner[0] != name or record_id in taken:
             continue
         if not there(folder, owner[1], skipped):
             entry = Entry(owner[1], record_id, record)

@@ -11,15 +11,18 @@ import hashlib
 import json
 import os
 import time
+import types
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
+from pyramid.authentication import extract_http_basic_credentials
 
 from kinto_attachment.cli import downloads, remote, uploads
 from kinto_attachment.cli import files as cli_files
 from kinto_attachment.cli import folder as folder_module
 from kinto_attachment.cli.names import DOWNLOADED, PARTS, record_id_of
+from kinto_attachment.cli.origins import parse_auth
 
 from ..support.cli_support import Hostile, certificate, run_command
 
@@ -1247,3 +1250,21 @@ def test_options_of_every_command_go_before_or_after_it(monkeypatch):
     with pytest.raises(SystemExit) as refused:
         arguments.parse(["upload", "big.bin", "-c", "c"])
     assert refused.value.code == 2
+
+
+def test_auth_without_a_colon_is_still_a_user_with_an_empty_password():
+    """Found by review (2026-12-05).
+
+    ``--auth alice`` (no ``:``) was sent as Basic ``alice:`` (requests' tuple of
+    ``partition(":")``): Kinto's basicauth made it a user. The UTF-8 fix sends the value as
+    given, base64 of ``alice`` with no ``:``, which Pyramid's
+    ``extract_http_basic_credentials`` cannot split: the request is silently anonymous
+    (a 401/403, or anonymous writes in a collection open to everyone). Fault:
+    ``origins.parse_auth`` (``credentials = value.encode("utf-8")``). Fix: encode
+    ``user + ":" + password`` from ``value.partition(":")`` (or refuse a value with no
+    ``:`` as a usage error)."""
+    header = parse_auth("alice")
+    request = types.SimpleNamespace(headers={"Authorization": header.value})
+    credentials = extract_http_basic_credentials(request)
+    assert credentials is not None, header.value
+    assert tuple(credentials) == ("alice", "")
