@@ -24,7 +24,14 @@ from .conftest import (
     postgresql_ini,
 )
 from .support.live import BIN
-from .test_adoption import age, legacy_record, legacy_row, prepared, store_file
+from .test_adoption import (
+    LEGACY_RESOURCES,
+    age,
+    legacy_record,
+    legacy_row,
+    prepared,
+    store_file,
+)
 
 
 PARENT = "/buckets/blog/collections/articles"
@@ -647,3 +654,107 @@ def test_a_few_lost_files_sorting_first_do_not_stop_adoption_and_the_collector_f
     assert report.store_mismatch is None, report.store_mismatch
     assert adoption.done(kinto.registry)
     gc.collect(kinto.registry)  # Not refused.
+
+
+def _legacy_record_in(kinto, collection, record_id, key):
+    """A record of blog/``collection`` naming ``key`` as kinto-attachment leaves it: its
+    ``attachment`` and its 8.x row."""
+    store = kinto.registry.attachment_store
+    attachment = {
+        "filename": "shared.txt",
+        "hash": "0" * 64,
+        "location": store.url(key),
+        "mimetype": "text/plain",
+        "size": 6,
+    }
+    url = f"/v1/buckets/blog/collections/{collection}/records/{record_id}"
+    kinto.app.put_json(url, {"data": {"title": "old"}}, headers=ALICE)
+    storage = kinto.registry.storage
+    parent_id = f"/buckets/blog/collections/{collection}"
+    with transaction.manager:
+        record = storage.get(resource_name="record", parent_id=parent_id, object_id=record_id)
+        storage.update(
+            resource_name="record",
+            parent_id=parent_id,
+            object_id=record_id,
+            obj={**record, "attachment": attachment},
+        )
+        storage.create(
+            resource_name=LEGACY_RESOURCES["8"],
+            parent_id=legacy.PARENT_ID,
+            obj={
+                "location": key,
+                "bucket_uri": "/buckets/blog",
+                "collection_uri": parent_id,
+                "record_uri": f"{parent_id}/records/{record_id}",
+            },
+        )
+    return url
+
+
+@pytest.mark.postgresql
+def test_deleting_both_records_sharing_a_legacy_file_at_once_leaks_it_for_good(
+    tmp_path_factory, request, monkeypatch
+):
+    """Found by review (2026-12-05).
+
+    ``uploads.lifecycle.discard`` keeps a blob of kinto-attachment's rows that another row
+    still names (``legacy.naming``), read under READ COMMITTED without any lock on the key.
+
+    Two records (of two collections: no common row lock) name one file, each with its
+    kinto-attachment row. Both are deleted at the same time: each transaction has removed
+    its own row, and each still sees the other's (not committed yet): both keep the file.
+    Once both have committed nothing names it; the file was not recorded as replaced, so no
+    later check deletes it. The collector's first orphan pass then runs the first adoption,
+    which retains every unreferenced file it finds (``keep_unreferenced_files``): the file
+    is kept for good. Before the fix both deletes deleted it.
+
+    Expected: once both records are gone their file goes too (e.g. a shared key is recorded
+    as replaced, and ``gc._collect_replaced`` keeps it only while ``legacy.naming`` or a link
+    still names it; or the key is locked before the rows naming it are read)."""
+    kinto = prepared(cached_app("postgresql", tmp_path_factory, request))
+    kinto.app.put_json("/v1/buckets/blog/collections/other", {}, headers=ALICE, status=201)
+    store = kinto.registry.attachment_store
+    key = store_file(kinto, b"shared")
+    first = _legacy_record_in(kinto, "articles", "r1", key)
+    second = _legacy_record_in(kinto, "other", "r2", key)
+
+    barrier = threading.Barrier(2, timeout=10)
+    original = legacy.naming
+
+    def naming(storage, keys, batch=1000):
+        with contextlib.suppress(threading.BrokenBarrierError):
+            barrier.wait()  # Both rows removed (uncommitted) before either looks.
+        return original(storage, keys, batch)
+
+    monkeypatch.setattr(legacy, "naming", naming)
+    failures = []
+
+    def delete(url):
+        try:
+            kinto.app.delete(url, headers=ALICE, status=200)
+        except Exception as error:  # pragma: no cover (reported below)
+            failures.append(error)
+
+    threads = [threading.Thread(target=delete, args=(url,)) for url in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    monkeypatch.undo()
+    assert not failures, failures
+    assert not barrier.broken, "the two deletes did not run side by side"
+    with transaction.manager:
+        assert not list(legacy.every(kinto.registry.storage))
+        assert not links.linked_among(kinto.registry.storage, [key])
+
+    # Whatever the collector does next (its first orphan pass adopts first).
+    kinto.registry.attachment_adopted = False
+    gc.collect(kinto.registry, now=int((time.time() + 10 * 86400) * 1000))
+    assert adoption.done(kinto.registry)
+    with transaction.manager:
+        retained = links.is_retained(kinto.registry.storage, key)
+    assert not store.exists(key) and not retained, (
+        "the file of two deleted records is still stored"
+        + (", retained for good by adoption" if retained else "")
+    )

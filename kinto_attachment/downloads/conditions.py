@@ -75,10 +75,16 @@ def range_applies(request, download):
     if value.startswith(('"', "W/")):
         return download.hash is not None and value == f'"{download.hash}"'
     seconds = _http_date(value)
-    if seconds is None or download.last_modified is None or download.unchanged_since is None:
+    if seconds is None or download.last_modified is None:
         return False
-    second = download.last_modified // 1000
-    return seconds == second and download.unchanged_since <= second * 1000
+    return seconds == download.last_modified // 1000 and _strong(download, seconds)
+
+
+def _strong(download, second):
+    """Whether every version of ``download`` whose ``Last-Modified`` is of ``second`` (epoch
+    seconds) had its content: it has had it since that second began at the latest."""
+    since = download.unchanged_since
+    return since is not None and since <= second * 1000
 
 
 def require_preconditions(request, download):
@@ -97,6 +103,10 @@ def require_preconditions(request, download):
     if since is None or modified is None:
         return
     if modified // 1000 > since or _replaced_within(download, since):
+        raise errors.refuse("download_precondition")
+    # A client resuming with the date: as for If-Range, only a strong one (another content
+    # may have had that second: its bytes would be appended to those the client has).
+    if request.headers.get("Range") and modified // 1000 == since and not _strong(download, since):
         raise errors.refuse("download_precondition")
 
 

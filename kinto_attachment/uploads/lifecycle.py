@@ -103,7 +103,9 @@ def discard(request, unlinked):
     names stays: kinto-attachment could give two records one file (``randomize = false``, a
     record that lost its file, the next upload of that name), and until adoption has read
     its rows (:mod:`kinto_attachment.adoption`, which retains such a file) deleting or
-    replacing one record's deleted the file the other still names."""
+    replacing one record's deleted the file the other still names. Such a file is recorded as
+    replaced: the collector deletes it once no row nor link names it (each of two records
+    sharing it, deleted at once, sees the other's row, not yet removed)."""
     settings = request.registry.attachment_settings
     storage = request.registry.storage
     kept, deleted = [], []
@@ -114,5 +116,10 @@ def discard(request, unlinked):
     if inherited:
         shared = legacy.naming(storage, inherited) | links.linked_among(storage, inherited)
         deleted = [key for key in deleted if key not in shared]
+        # Named by another row now, maybe no more once that row's removal commits (its
+        # record deleted beside this one): recorded as replaced, for the collector, which
+        # deletes it once nothing names it.
+        grace = settings.gc.replaced_grace_seconds
+        replaced.add(storage, sorted(shared), until=msec_time() + grace * 1000)
     links.retain(storage, kept)
     retire(request, deleted)

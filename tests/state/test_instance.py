@@ -176,7 +176,7 @@ def test_kinto_migrate_makes_the_tag_a_dry_run_does_not(tmp_path):
         registry = app_on(url, tmp_path).registry
         adoption.adopt(registry)  # Done long ago, by a version that made no tag.
         with transaction.manager:
-            registry.storage.delete(**instance.OBJECT, object_id=instance.OBJECT_ID)
+            assert instance._read_or_make(registry.storage, make=False) is None
         instance.forget(registry)  # ``kinto migrate`` is a process of its own.
         scripts.migrate({"registry": registry}, dry_run=True)
         assert instance._read_or_make(registry.storage, make=False) is None
