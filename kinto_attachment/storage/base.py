@@ -82,6 +82,20 @@ def write_to_free_name(key, random, free_key, write):
     raise StorageUnavailable(f"no free name for {key!r} after {WRITE_ATTEMPTS} attempts")
 
 
+class NameReserved(StorageUnavailable):
+    """A name chosen as a long write began that it must not be completed under: reserved
+    since (:meth:`StoreBase.reserved`: a file deleted meanwhile under that name, whose signed
+    URLs may still be in use, another node's upload of it). A retry chooses another name."""
+
+
+def require_unreserved(store, key, random):
+    """:class:`NameReserved` unless ``key``, chosen when a write began (an upload of several
+    parts, a resumable upload), may still be completed under: a conditional write only sees
+    objects, not a name in quarantine, whose signed URLs would serve the new file."""
+    if not random and store.reserved(key):
+        raise NameReserved(f"{key!r} was reserved while its upload was under way: try again")
+
+
 class Window(io.RawIOBase):
     """A readable, seekable file of :meth:`_size` bytes whose position is its own, kept
     within them by ``seek``: a range of a local file (a ranged download), a part in a buffer

@@ -87,13 +87,23 @@ def append(request, upload, offset):
     """Append the request body at ``offset``; record the new state (or complete).
 
     An upload of deferred length learns it from ``Upload-Length`` (once); until then its
-    bytes are limited by ``max_size_bytes`` alone, as they arrive."""
-    max_size = policy_of(request).max_size_bytes
+    bytes are limited by ``max_size_bytes`` alone, as they arrive.
+
+    The collection's policy is the one in force now, not the one the upload was created
+    under: an operator who lowered ``max_size_bytes`` or refused an extension since (a
+    restart; the upload's state outlives it) would otherwise get, from an upload that a
+    client keeps alive, an attachment no upload may make (413, 400: start a new upload)."""
+    policy = policy_of(request)
+    max_size = policy.max_size_bytes
     declared = request.headers.get("Upload-Length")
     upload = {
         **upload,
         "length": tus.declared_length(declared, upload["length"], offset, max_size),
     }
+    if max_size and upload["length"] is not None and upload["length"] > max_size:
+        raise tus.too_large(max_size)
+    if not upload.get("concat"):  # A partial has no name: its final upload is checked.
+        intake.check_name(policy, upload["filename"])
     limit = max_size if upload["length"] is None else upload["length"]
     stream, length = streams.request_body(request)
     if upload["length"] is not None:

@@ -9,14 +9,17 @@ responses mid-body to play a network failure: no SDK is mocked.
 import hashlib
 import itertools
 import os
+import threading
 
 import pytest
+import requests
+import webob
 
 from ..conftest import ALICE, build_settings, make_app, s3_settings
 from ..support.gcs_server import gcs_settings, running
 from ..support.live import free_port
 from ..support.tcpproxy import TcpProxy
-from ..views.test_resumable import create, patch
+from ..views.test_resumable import create, metadata, patch
 
 
 URL = "/v1/buckets/blog/collections/articles/records/r1"
@@ -423,3 +426,136 @@ def test_tus_upload_whose_name_was_taken_meanwhile(kind, request):
     assert attachment["hash"] == hashlib.sha256(content).hexdigest()
     assert _stored(app, attachment["location"]) == content
     assert _stored(app, other["location"]) == b"other file"
+
+
+R1 = "/v1/buckets/blog/collections/articles/records/r1"
+R2 = "/v1/buckets/blog/collections/articles/records/r2"
+
+
+def test_s3_tus_finish_takes_a_name_in_quarantine(s3_server):
+    """Found by review (2026-12-05).
+
+    ``randomize = false`` on S3: a tus upload picks its name when it starts (its multipart
+    upload's key) and completes there whatever happened to the name meanwhile. Another file
+    took the name while the upload was paused, and was deleted: the name is in quarantine
+    (docs/gc.rst: a 307's signed URL handed out for that file must never reach another file
+    given the name). The upload's last PATCH completes onto the quarantined name all the
+    same, and the signed URL handed out for r2's file now serves r1's file.
+
+    GCS (and every other S3 write: POST, concatenation) asks ``free_key`` at the time of the
+    write, which skips reserved names (``-1``); S3's ``finish`` never asks."""
+    app = store_app(
+        {
+            **s3_settings(s3_server),
+            "kinto.attachment.randomize": "false",
+            "kinto.attachment.gc.replaced_grace_seconds": "0",
+            "kinto.attachment.aws.presigned_downloads": "true",
+        }
+    )
+    name = f"same-{os.urandom(4).hex()}.bin"
+    mine = os.urandom(1000)
+    _, url = create(app, len(mine), meta=metadata(name))
+    patch(app, url, mine[:500], 0)  # Paused: the multipart upload is at `name`.
+
+    # Meanwhile another record takes the name, hands out a signed URL, and lets it go.
+    other = app.post(
+        R2 + "/attachment", upload_files=[("attachment", name, b"other file")], headers=ALICE
+    ).json
+    assert other["location"].endswith("/" + name)
+    signed = app.get(R2 + "/attachment", headers=ALICE, status=307).headers["Location"]
+    assert requests.get(signed, timeout=10).content == b"other file"
+    app.delete(R2 + "/attachment", headers=ALICE, status=204)  # Deleted, name quarantined.
+
+    response = patch(app, url, mine[500:], 500, status="*")
+    # The URL handed out for r2's (deleted) file must never serve r1's.
+    serves_mine = requests.get(signed, timeout=10).content == mine
+    assert not serves_mine, "the signed URL handed out for r2's file serves r1's file"
+    # A 410 (start again: the new upload gets a free name) would be fine; taking the name is not.
+    if response.status_int == 204:
+        location = app.get(R1, headers=ALICE).json["data"]["attachment"]["location"]
+        assert not location.endswith("/" + name), "a quarantined name was given to a new file"
+
+
+class _BodyThatWaits:
+    """A request body that runs ``meanwhile()`` (in another thread, waited for) once ``after``
+    bytes have been read: what other nodes do while a large upload's body comes."""
+
+    def __init__(self, data, after, meanwhile):
+        self._data, self._position = data, 0
+        self._after, self._meanwhile = after, meanwhile
+
+    def read(self, size=-1):
+        if self._meanwhile is not None and self._position >= self._after:
+            meanwhile, self._meanwhile = self._meanwhile, None
+            worker = threading.Thread(target=meanwhile)
+            worker.start()
+            worker.join()
+        size = len(self._data) - self._position if size is None or size < 0 else size
+        size = min(size, 64 * KiB)  # As a network delivers it.
+        chunk = self._data[self._position : self._position + size]
+        self._position += len(chunk)
+        return chunk
+
+
+@pytest.mark.parametrize("kind", ["s3", "gcs"])
+def test_large_post_completes_onto_a_name_in_quarantine(kind, request):
+    """Found by review (2026-12-05).
+
+    The same on a POST larger than one part (S3) or chunk (GCS): its multipart upload's
+    (resumable session's) name is chosen when the first part is full (``free_key``: reserved
+    names skipped), and the object is made there at the end of the body, conditionally on
+    the name being free in the bucket only. A name that another node gave to a file and let
+    go while the body came is in quarantine, yet free in the bucket: the upload takes it (on
+    S3, the signed URL handed out for the other file then serves this one)."""
+    if kind == "s3":
+        settings = {
+            **s3_settings(request.getfixturevalue("s3_server")),
+            "kinto.attachment.aws.presigned_downloads": "true",
+            "kinto.attachment.aws.part_size": str(5 * MiB),
+        }
+        size, after = 6 * MiB, 5 * MiB + 512 * KiB
+    else:
+        settings = gcs_settings(request.getfixturevalue("gcs_server"), chunk_size=str(256 * KiB))
+        size, after = MiB, 512 * KiB
+    app = store_app(
+        {
+            **settings,
+            "kinto.attachment.randomize": "false",
+            "kinto.attachment.gc.replaced_grace_seconds": "0",
+        }
+    )
+    name = f"big-{os.urandom(4).hex()}.bin"
+    mine = os.urandom(size)
+    signed = []
+
+    def other_node():
+        other = app.post(
+            R2 + "/attachment", upload_files=[("attachment", name, b"other file")], headers=ALICE
+        ).json
+        assert other["location"].endswith("/" + name)
+        if kind == "s3":
+            answer = app.get(R2 + "/attachment", headers=ALICE, status=307)
+            signed.append(answer.headers["Location"])
+        app.delete(R2 + "/attachment", headers=ALICE, status=204)  # Name quarantined.
+
+    boundary = "reviewboundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="attachment"; '
+        f'filename="{name}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+    ).encode()
+    body = head + mine + f"\r\n--{boundary}--\r\n".encode()
+    req = webob.Request.blank(R1 + "/attachment", method="POST", headers=ALICE)
+    req.content_type = f"multipart/form-data; boundary={boundary}"
+    req.environ["CONTENT_LENGTH"] = str(len(body))
+    # The other node acts once the first part has been sent, before the end of the body.
+    req.environ["wsgi.input"] = _BodyThatWaits(body, after, other_node)
+    response = req.get_response(app.app)
+    assert not req.environ["wsgi.input"]._meanwhile, "the other node did not run"
+    if signed:
+        serves_mine = requests.get(signed[0], timeout=10).content == mine
+        assert not serves_mine, "the signed URL handed out for r2's file serves r1's file"
+    # A 503 (retry: the next free name) would do; taking the quarantined name does not.
+    assert response.status_int in (201, 503), response.body[:300]
+    if response.status_int == 201:
+        location = app.get(R1, headers=ALICE).json["data"]["attachment"]["location"]
+        assert not location.endswith("/" + name), "a quarantined name was given to a new file"

@@ -19,7 +19,15 @@ from kinto_attachment.uploads import meter
 from kinto_attachment.uploads import record as record_step
 from kinto_attachment.views import tus_steps
 
-from ..conftest import ALICE, BOB, build_settings, cached_app, held_elsewhere, make_app
+from ..conftest import (
+    ALICE,
+    BOB,
+    build_settings,
+    cached_app,
+    held_elsewhere,
+    make_app,
+    own_database,
+)
 
 
 RECORD = "/v1/buckets/blog/collections/articles/records/r1"
@@ -792,3 +800,93 @@ def test_failed_creation_with_upload_leaves_nothing(kinto_tus, monkeypatch, when
     assert response.status_code == 503
     kinto_tus.app.get(RECORD, headers=ALICE, status=404)
     assert kinto_tus.files() == []  # No upload survives to finish it: nothing to keep.
+
+
+@pytest.fixture(scope="module")
+def restart_pg():
+    with own_database("kinto_attachment_tus_restart") as url:
+        yield url
+
+
+def _restarted(pg, base_path, **policy):
+    """An app on the same database and files folder, as the server restarted with
+    ``kinto.attachment.NAME = value`` for each of ``policy``."""
+    extra = {f"kinto.attachment.{name}": value for name, value in policy.items()}
+    return make_app(build_settings("postgresql", base_path, pg=pg, **extra))
+
+
+def _start(app, url, length, filename):
+    response = app.post(
+        url,
+        headers={
+            **ALICE,
+            **TUS,
+            "Upload-Length": str(length),
+            "Upload-Metadata": metadata(filename),
+        },
+        status=201,
+    )
+    return response.headers["Location"][len("http://localhost") :]
+
+
+@pytest.mark.postgresql
+def test_a_lowered_max_size_stops_an_upload_created_before(restart_pg, tmp_path):
+    """Found by review (2026-12-05).
+
+    The collection's policy was checked when an upload was created, never again: one created
+    before the operator lowered ``max_size_bytes`` (a restart; the upload's state is in
+    PostgreSQL and outlives it) completed into an attachment no upload may make now (a
+    client that keeps sending keeps it alive). Each ``PATCH`` checks today's policy."""
+    base = str(tmp_path)
+    before = _restarted(restart_pg, base)  # No limit.
+    before.put_json("/v1/buckets/pol", {}, headers=ALICE)
+    before.put_json("/v1/buckets/pol/collections/c", {}, headers=ALICE)
+    uploads = "/v1/buckets/pol/collections/c/records/r/attachment/uploads"
+    content = os.urandom(1000)
+    url = _start(before, uploads, len(content), "big.txt")
+    patch(before, url, content[:100], 0)
+
+    after = _restarted(restart_pg, base, max_size_bytes="500")
+    # A new upload of that size is refused now (multipart and tus alike)...
+    after.post(
+        uploads,
+        headers={**ALICE, **TUS, "Upload-Length": "1000", "Upload-Metadata": metadata()},
+        status=413,
+    )
+    # ... but the one created before goes on past the limit, and becomes the attachment.
+    response = patch(after, url, content[100:], 100, status="*")
+    record = after.get("/v1/buckets/pol/collections/c/records/r", headers=ALICE, status="*")
+    size = (record.json.get("data") or {}).get("attachment", {}).get("size")
+    assert response.status_code == 413 and size is None, (
+        f"PATCH answered {response.status_code}; the record has an attachment of {size} "
+        "bytes over max_size_bytes = 500"
+    )
+    assert head(after, url).headers["Upload-Offset"] == "100"
+
+
+@pytest.mark.postgresql
+def test_an_extension_refused_since_stops_an_upload_created_before(restart_pg, tmp_path):
+    """Found by review (2026-12-05).
+
+    Likewise an extension refused since the upload was created (``extensions = any``, then
+    the default): the last ``PATCH`` made ``tool.exe`` the attachment; a 400 now."""
+    base = str(tmp_path)
+    before = _restarted(restart_pg, base, extensions="any")
+    before.put_json("/v1/buckets/ext", {}, headers=ALICE)
+    before.put_json("/v1/buckets/ext/collections/c", {}, headers=ALICE)
+    uploads = "/v1/buckets/ext/collections/c/records/r/attachment/uploads"
+    url = _start(before, uploads, 10, "tool.exe")
+    patch(before, url, b"MZ345", 0)
+
+    after = _restarted(restart_pg, base)  # The default extensions: no executables.
+    after.post(
+        uploads,
+        headers={**ALICE, **TUS, "Upload-Length": "10", "Upload-Metadata": metadata("t.exe")},
+        status=400,
+    )
+    response = patch(after, url, b"67890", 5, status="*")
+    record = after.get("/v1/buckets/ext/collections/c/records/r", headers=ALICE, status="*")
+    attachment = (record.json.get("data") or {}).get("attachment")
+    assert response.status_code == 400 and attachment is None, (
+        f"PATCH answered {response.status_code}; the record's attachment: {attachment}"
+    )

@@ -21,7 +21,7 @@ import google_crc32c
 from zope.interface import implementer
 
 from .. import IStaged, StorageUnavailable
-from ..base import write_to_free_name
+from ..base import require_unreserved, write_to_free_name
 from ..parts import PartBody, PartBuffers
 from .client import checked, status_of, unavailable
 
@@ -130,6 +130,7 @@ class GCSStaged:
             if self._session is None:
                 return self._upload_whole()
             self._wait()
+            require_unreserved(self._store, self._key, self._random)  # Chosen at the start.
             buffer, size = self._chunks.take()
             self._put(memoryview(buffer)[:size], self._sent, total=self._sent + size)
             self._session = None

@@ -20,6 +20,7 @@ of its own on top of the store's requests.
 import uuid
 
 from .. import Progress, StorageUnavailable
+from ..base import NameReserved
 from .client import error_code, lost, unavailable
 from .parts import composite_checksum, multipart_etag
 from .staged import S3Staged
@@ -98,6 +99,8 @@ class S3Resumable:
             if not staged.closed:
                 try:
                     staged.complete(parts)
+                except NameReserved as e:
+                    raise _name_taken(state) from e
                 except StorageUnavailable as e:
                     if not staged.completed_before(e):
                         if error_code(e.__cause__) == "PreconditionFailed":
@@ -164,7 +167,8 @@ class S3Resumable:
 
 
 def _name_taken(state):
-    """The error of an upload whose name another upload took meanwhile (with ``randomize``
+    """The error of an upload whose name another upload took meanwhile, or that was reserved
+    since (a file deleted under it, whose signed URLs may still be in use: with ``randomize``
     off, names are chosen when an upload starts, not kept for it): S3 completes a multipart
     upload under its own key only, so this one can never be completed, and a 503 would be
     retried in vain. ``FileNotFoundError``: the client is told to start again (a 410), and

@@ -17,7 +17,7 @@ import threading
 from zope.interface import implementer
 
 from .. import IStaged, StorageUnavailable
-from ..base import write_to_free_name
+from ..base import require_unreserved, write_to_free_name
 from ..parts import PartBody, PartBuffers
 from .client import error_code, lost, unavailable
 from .parts import checksum, completed, crc32, local_part
@@ -148,7 +148,10 @@ class S3Staged:
         return parts
 
     def complete(self, parts):
-        """Complete the multipart upload from ``parts``; return the key."""
+        """Complete the multipart upload from ``parts``; return the key
+        (:class:`~kinto_attachment.storage.base.NameReserved` if its name was reserved since
+        the upload began)."""
+        require_unreserved(self._store, self._key, self._random)
         with unavailable("CompleteMultipartUpload"):
             self._store.client.complete_multipart_upload(
                 Bucket=self._store.bucket,
