@@ -142,42 +142,54 @@ class TransferLimiter:
         with self._condition:
             return self._condition.wait_for(lambda: len(self._queue) >= count, timeout)
 
-    def holding(self, hold, iterable):
-        """An iterable that keeps ``hold`` (acquired with ``idle_release``) until closed.
+    def holding(self, hold, file):
+        """A file reading ``file`` that keeps ``hold`` (acquired with ``idle_release``) until
+        closed.
 
         For response bodies: a WSGI server closes the body when it is sent or when the client
-        goes away (PEP 3333), and either way the budget is given back, exactly once. Each chunk
-        pulled marks the hold as active.
+        goes away (PEP 3333), and either way the budget is given back, exactly once. Each read
+        marks the hold as active. A file, not an iterator: waitress sends a file it is given
+        through ``wsgi.file_wrapper`` from its own loop, where a body that the client does not
+        read holds no thread.
         """
-        return _Holding(hold, iterable)
+        return _HeldFile(hold, file)
 
 
-class _Holding:
-    def __init__(self, hold, iterable):
+class _HeldFile:
+    def __init__(self, hold, file):
         self._hold = hold
-        self._iterable = iterable
-        self._iterator = iter(iterable)
-        self._closed = False
+        self._file = file
+        self.closed = False
 
-    def __iter__(self):
-        return self
-
-    def __next__(self):
+    def read(self, size=-1):
         self._hold.touch()
         try:
-            chunk = next(self._iterator)
+            data = self._file.read(size)
         except BaseException:
             self.close()
             raise
         self._hold.touch()  # Reading the chunk (from S3...) may itself have taken a while.
-        return chunk
+        return data
+
+    def seekable(self):
+        return self._file.seekable()
+
+    def seek(self, offset, whence=0):
+        return self._file.seek(offset, whence)
+
+    def tell(self):
+        return self._file.tell()
 
     def close(self):
-        if not self._closed:
-            self._closed = True
+        if not self.closed:
+            self.closed = True
             try:
-                close = getattr(self._iterable, "close", None)
-                if close is not None:
-                    close()
+                self._file.close()
             finally:
                 self._hold.release()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()

@@ -155,10 +155,10 @@ def download(request, file_id):
         _require_intact(request, store, entry, served)
         return served
 
-    def budgeted(app_iter, length):
-        """The body, holding its length of the transfer budget while it is sent."""
+    def budgeted(stream, length):
+        """The body's file, holding its length of the transfer budget while it is sent."""
         hold = _acquire(request, length, idle_release=True)
-        return request.registry.transfer_limiter.holding(hold, app_iter)
+        return request.registry.transfer_limiter.holding(hold, stream)
 
     def lost(download):
         return errors.refuse("missing", resource_name="data-file", id=file_id)

@@ -36,7 +36,7 @@ from pyramid.response import Response
 from .. import errors
 from ..errors import store_errors
 from ..web.media_types import content_disposition, served_type
-from ..web.streams import chunks, file_body
+from ..web.streams import Chunks, file_body, wrapped_body
 from . import conditions
 
 
@@ -154,8 +154,8 @@ def respond(request, store, download, redirect=None, wrap=None, found=False):
     """The response serving ``download``: 200, 206, 304, 307 (to ``redirect(download)``, if
     a URL) or 416; :class:`Missing` when its blob is not in the store.
 
-    ``wrap(app_iter, length)`` may replace the body's iterator (the transfer limiter of
-    ``/data/files``), then read by chunks; if it raises, the stream is closed. ``found``: the
+    ``wrap(stream, length)`` may replace the body's file (the transfer limiter of
+    ``/data/files``); if it raises, the stream is closed. ``found``: the
     caller has just seen the blob in the store, so a ``HEAD`` need not look for it again.
     """
     response = StreamedResponse(content_type=served_type(download.mimetype), charset=None)
@@ -198,13 +198,12 @@ def respond(request, store, download, redirect=None, wrap=None, found=False):
         if wrap is None:
             app_iter = file_body(request, stream)
         else:
-            # A wrapped body is no file wrapper the server can sendfile, and uWSGI's, iterated
-            # through a wrapper, reads small blocks (a tenth of the speed): read it ourselves.
             try:
-                app_iter = wrap(chunks(stream), length)
+                wrapped = wrap(stream, length)
             except BaseException:
-                stream.close()  # chunks() never started: its with-block would not.
+                stream.close()
                 raise
+            app_iter = wrapped_body(request, wrapped)
         response.app_iter = app_iter
     # After the body: WebOb forgets Content-Length when app_iter is set.
     response.content_length = length
@@ -257,7 +256,7 @@ def matches(store, download):
     size = 0
     stream = _open(store, download, 0, None)
     with store_errors():
-        for chunk in chunks(stream):
+        for chunk in Chunks(stream):
             digest.update(chunk)
             size += len(chunk)
     return size == download.size and digest.hexdigest() == download.hash

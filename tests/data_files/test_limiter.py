@@ -1,5 +1,6 @@
 """The transfer limiter: bounded waits and idle holds. Threads and events; no timed asserts."""
 
+import io
 import threading
 
 import pytest
@@ -74,19 +75,19 @@ def test_an_idle_download_gives_its_budget_back():
     clock = Clock()
     limiter = TransferLimiter(100, wait_seconds=0, idle_seconds=30, clock=clock)
     stalled = limiter.acquire(80, idle_release=True)
-    body = limiter.holding(stalled, iter([b"a", b"b"]))
+    body = limiter.holding(stalled, io.BytesIO(b"ab"))
     upload = limiter.acquire(10)  # Not a download: never taken back.
     clock.now += 29
     with pytest.raises(Busy):
         limiter.acquire(50)
-    assert next(body) == b"a"  # Pulling a chunk is activity.
+    assert body.read(1) == b"a"  # Reading is activity.
     clock.now += 29
     with pytest.raises(Busy):
         limiter.acquire(50)
     clock.now += 31
     other = limiter.acquire(50)
     assert limiter.in_use == 60
-    assert list(body) == [b"b"]  # Served to its end, outside of the budget.
+    assert body.read() == b"b"  # Served to its end, outside of the budget.
     body.close()
     assert limiter.in_use == 60
     clock.now += 1000
@@ -112,13 +113,15 @@ def test_a_waiter_is_admitted_when_a_stalled_download_idles_out():
 def test_closing_releases_once_even_if_the_body_fails():
     limiter = TransferLimiter(100)
 
-    def failing():
-        yield b"x"
-        raise OSError("disk")
+    class Failing(io.BytesIO):
+        def read(self, size=-1):
+            if self.tell():
+                raise OSError("disk")
+            return super().read(1)
 
-    body = limiter.holding(limiter.acquire(40, idle_release=True), failing())
-    assert next(body) == b"x"
+    body = limiter.holding(limiter.acquire(40, idle_release=True), Failing(b"xy"))
+    assert body.read() == b"x"
     with pytest.raises(OSError):
-        next(body)
+        body.read()
     body.close()
     assert limiter.in_use == 0

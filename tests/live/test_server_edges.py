@@ -486,6 +486,38 @@ def waitress_with_short_channel_timeout(folder, channel_timeout=2):
     raise AssertionError("no free port")
 
 
+def unread_downloads(live, path, count, headers=""):
+    """``count`` connections asking for ``path`` and reading nothing (a tiny receive
+    buffer)."""
+    sockets = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", live.port))
+        sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{live.port}\r\n{headers}\r\n".encode()
+        )
+        sockets.append(sock)
+    return sockets
+
+
+def answered_meanwhile(live, sockets):
+    """``GET /v1/`` twice, well past ``channel_timeout`` (2 s) and its check (every second),
+    while ``sockets`` read nothing: their statuses (or why none came)."""
+    try:
+        time.sleep(6)
+        answers = []
+        for _ in range(2):
+            try:
+                answers.append(requests.get(f"{live.origin}/v1/", timeout=3).status_code)
+            except requests.RequestException as e:
+                answers.append(type(e).__name__)
+        return answers
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def test_waitress_unread_ranged_downloads_do_not_stall_the_server(tmp_path):
     """Found by review (2026-12-05).
 
@@ -513,27 +545,27 @@ def test_waitress_unread_ranged_downloads_do_not_stall_the_server(tmp_path):
             timeout=60,
         )
         assert uploaded.status_code == 201, uploaded.text
-        sockets = []
-        try:
-            for _ in range(4):
-                sock = socket.socket()
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-                sock.connect(("127.0.0.1", live.port))
-                sock.sendall(
-                    f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{live.port}\r\n{CREDENTIALS}\r\n"
-                    f"Range: bytes=0-{size - 2}\r\n\r\n".encode()
-                )
-                sockets.append(sock)
-            # Well past channel_timeout (2 s) and its check (every second).
-            time.sleep(6)
-            answers = []
-            for _ in range(2):
-                try:
-                    response = requests.get(f"{live.origin}/v1/", timeout=3)
-                    answers.append(response.status_code)
-                except requests.RequestException as e:
-                    answers.append(type(e).__name__)
-            assert answers == [200, 200], (answers, live.output()[-600:])
-        finally:
-            for sock in sockets:
-                sock.close()
+        ranged = f"{CREDENTIALS}\r\nRange: bytes=0-{size - 2}\r\n"
+        sockets = unread_downloads(live, path, 4, ranged)
+        answers = answered_meanwhile(live, sockets)
+        assert answers == [200, 200], (answers, live.output()[-600:])
+
+
+def test_waitress_unread_data_file_downloads_do_not_stall_the_server(tmp_path):
+    """Found by review (2026-12-05).
+
+    The same with ``/data/files`` (whose callers are trusted: loopback by default, yet one
+    stuck internal client is enough): four downloads of a 48 MiB file that read nothing held
+    waitress's four threads for as long as their sockets stayed open. The fix of the ranged
+    downloads left this route out: its body went through the transfer limiter as a generator,
+    which waitress iterates in the request's thread; the limiter's file now goes through
+    ``wsgi.file_wrapper``, sent from waitress's loop."""
+    with waitress_with_short_channel_timeout(tmp_path) as live:
+        file_id = f"f{uuid.uuid4().hex}"
+        stored = requests.post(
+            f"{live.origin}/data/files?id={file_id}", data=os.urandom(48 * MiB), timeout=60
+        )
+        assert stored.status_code == 200, stored.text
+        sockets = unread_downloads(live, f"/data/files/{file_id}", 4)
+        answers = answered_meanwhile(live, sockets)
+        assert answers == [200, 200], (answers, live.output()[-600:])
