@@ -49,10 +49,14 @@ class S3Resumable:
             "parts": [],
             "tail": None,
             "tail_size": 0,
+            # A random name is nobody's to reserve: not looked up again at the end.
+            "random": random,
         }
 
     def _continue(self, state):
-        staged = S3Staged(self, state["key"], None, resumed=state)
+        staged = S3Staged(
+            self, state["key"], None, resumed=state, random=state.get("random", False)
+        )
         if state["tail_size"]:
             with self.open(state["tail"], 0, state["tail_size"] - 1) as tail:
                 staged.write(tail.read())
