@@ -33,11 +33,20 @@ def store_file(kinto, content, key=None):
     return staged.commit()
 
 
-def legacy_record(kinto, record_id="r1", content=b"old content", link="8", location=None):
-    """A record and its file as kinto-attachment leaves them (``link``: its version's link
-    row, or None for a record without one); returns the record's attachment."""
+def legacy_record(
+    kinto,
+    record_id="r1",
+    content=b"old content",
+    link="8",
+    location=None,
+    key=None,
+    collection="articles",
+):
+    """A record of blog/``collection`` and its file as kinto-attachment leaves them
+    (``link``: its version's link row, or None for a record without one; ``key``: a file
+    stored already, else one of ``content``); returns the record's attachment."""
     store = kinto.registry.attachment_store
-    key = store_file(kinto, content)
+    key = key or store_file(kinto, content)
     attachment = {
         "filename": "old.txt",
         "hash": "0" * 64,
@@ -45,9 +54,10 @@ def legacy_record(kinto, record_id="r1", content=b"old content", link="8", locat
         "mimetype": "text/plain",
         "size": len(content),
     }
-    kinto.app.put_json(kinto.record_url(record_id), {"data": {"title": "old"}}, headers=ALICE)
+    parent_id = f"/buckets/blog/collections/{collection}"
+    record_url = f"/v1{parent_id}/records/{record_id}"
+    kinto.app.put_json(record_url, {"data": {"title": "old"}}, headers=ALICE)
     storage = kinto.registry.storage
-    parent_id = "/buckets/blog/collections/articles"
     with transaction.manager:
         record = storage.get(resource_name="record", parent_id=parent_id, object_id=record_id)
         storage.update(
@@ -57,14 +67,14 @@ def legacy_record(kinto, record_id="r1", content=b"old content", link="8", locat
             obj={**record, "attachment": attachment},
         )
         if link is not None:
-            legacy_row(storage, record_id, key, link)
+            legacy_row(storage, record_id, key, link, collection)
     return {**attachment, "key": key}
 
 
-def legacy_row(storage, record_id, key, link="8"):
+def legacy_row(storage, record_id, key, link="8", collection="articles"):
     """kinto-attachment's row (of its version ``link``) linking ``key`` to the record
-    ``record_id`` of blog/articles; in the caller's transaction."""
-    parent_id = "/buckets/blog/collections/articles"
+    ``record_id`` of blog/``collection``; in the caller's transaction."""
+    parent_id = f"/buckets/blog/collections/{collection}"
     storage.create(
         resource_name=LEGACY_RESOURCES[link],
         parent_id=legacy.PARENT_ID,

@@ -25,7 +25,6 @@ from .conftest import (
 )
 from .support.live import BIN
 from .test_adoption import (
-    LEGACY_RESOURCES,
     age,
     legacy_record,
     legacy_row,
@@ -656,42 +655,6 @@ def test_a_few_lost_files_sorting_first_do_not_stop_adoption_and_the_collector_f
     gc.collect(kinto.registry)  # Not refused.
 
 
-def _legacy_record_in(kinto, collection, record_id, key):
-    """A record of blog/``collection`` naming ``key`` as kinto-attachment leaves it: its
-    ``attachment`` and its 8.x row."""
-    store = kinto.registry.attachment_store
-    attachment = {
-        "filename": "shared.txt",
-        "hash": "0" * 64,
-        "location": store.url(key),
-        "mimetype": "text/plain",
-        "size": 6,
-    }
-    url = f"/v1/buckets/blog/collections/{collection}/records/{record_id}"
-    kinto.app.put_json(url, {"data": {"title": "old"}}, headers=ALICE)
-    storage = kinto.registry.storage
-    parent_id = f"/buckets/blog/collections/{collection}"
-    with transaction.manager:
-        record = storage.get(resource_name="record", parent_id=parent_id, object_id=record_id)
-        storage.update(
-            resource_name="record",
-            parent_id=parent_id,
-            object_id=record_id,
-            obj={**record, "attachment": attachment},
-        )
-        storage.create(
-            resource_name=LEGACY_RESOURCES["8"],
-            parent_id=legacy.PARENT_ID,
-            obj={
-                "location": key,
-                "bucket_uri": "/buckets/blog",
-                "collection_uri": parent_id,
-                "record_uri": f"{parent_id}/records/{record_id}",
-            },
-        )
-    return url
-
-
 @pytest.mark.postgresql
 def test_deleting_both_records_sharing_a_legacy_file_at_once_leaks_it_for_good(
     tmp_path_factory, request, monkeypatch
@@ -716,8 +679,12 @@ def test_deleting_both_records_sharing_a_legacy_file_at_once_leaks_it_for_good(
     kinto.app.put_json("/v1/buckets/blog/collections/other", {}, headers=ALICE, status=201)
     store = kinto.registry.attachment_store
     key = store_file(kinto, b"shared")
-    first = _legacy_record_in(kinto, "articles", "r1", key)
-    second = _legacy_record_in(kinto, "other", "r2", key)
+    legacy_record(kinto, "r1", key=key)
+    legacy_record(kinto, "r2", key=key, collection="other")
+    first, second = (
+        f"/v1/buckets/blog/collections/{c}/records/{r}"
+        for c, r in (("articles", "r1"), ("other", "r2"))
+    )
 
     barrier = threading.Barrier(2, timeout=10)
     original = legacy.naming
