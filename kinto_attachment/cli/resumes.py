@@ -48,8 +48,8 @@ class State:
     def superseded(self, key):
         """The URLs of the uploads kept for the same record and file as ``key`` but created
         with other options or content, forgotten: this run starts its own."""
-        entries = self._read()
-        gone = [k for k in entries if k != key and _same_file(k, key)]
+        entries, file = self._read(), _file_of(key)
+        gone = [k for k in entries if k != key and _file_of(k) == file]
         if gone:
             self._write({k: u for k, u in entries.items() if k not in gone})
         return [entries[k] for k in gone]
@@ -60,12 +60,13 @@ class State:
             self._write(entries)
 
 
-def _same_file(key, other):
-    """Whether two entries' keys name the same record and path."""
+def _file_of(key):
+    """The record URL and path an entry's ``key`` names (None for a key that is none)."""
     try:
-        return json.loads(key)[:2] == json.loads(other)[:2]
+        record_url, path, *_ = json.loads(key)
     except (ValueError, TypeError, RecursionError):
-        return False
+        return None
+    return record_url, path
 
 
 def _resumable(key):

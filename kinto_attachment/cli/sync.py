@@ -180,8 +180,9 @@ def _form(path):
 
 
 def there(folder, path, skipped):
-    """Whether anything is at ``path`` in ``folder``, or under a skipped part of it (in any
-    Unicode form: a file that could not be read may be the one its record names)."""
+    """Whether anything is at ``path`` in ``folder``, or under a skipped part of it (a skipped
+    part compared in any Unicode form: a file that could not be read may be the one its
+    record names)."""
     parts = _form(path).split("/")
     ancestors = {"/".join(parts[:n]) for n in range(1, len(parts) + 1)}
     if any(_form(entry.path) in ancestors for entry in skipped):
@@ -206,11 +207,12 @@ def plan(remote, folder, name, follow_symlinks=False):
     forms = collections.Counter(_form(path) for path in paths)
     taken = set()  # The records of the folder's files: not gone, whatever their marks say.
     for path in paths:
-        entry = Entry(path, record_id_of(path), records.get(record_id_of(path)))
+        record_id, form = record_id_of(path), _form(path)
+        entry = Entry(path, record_id, records.get(record_id))
         # Its name in another form, unless the folder has two files of that name (Linux
         # keeps both forms apart): each then has its own record.
-        if entry.record is None and _form(path) in marked and forms[_form(path)] == 1:
-            entry.marked_as, entry.record = marked[_form(path)]
+        if entry.record is None and form in marked and forms[form] == 1:
+            entry.marked_as, entry.record = marked[form]
             entry.record_id = entry.record["id"]
         taken.add(entry.record_id)
         try:
