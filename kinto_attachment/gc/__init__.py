@@ -44,7 +44,7 @@ from pyramid.events import ApplicationCreated
 
 from .. import adoption, metrics
 from ..events import recording, retention
-from ..state import data_file_entries, legacy, links, replaced, shared, tus_uploads
+from ..state import data_file_entries, links, replaced, shared, tus_uploads
 from ..uploads import lifecycle
 from . import orphans as orphans_pass
 from .orphans import DELETE_BATCH
@@ -156,16 +156,14 @@ def _collect_replaced(registry, now, report):
     (uploads are spared a query: ``uploads.lifecycle.retire``): deleting the record that had
     its link does so, while a copy without a link may still name it. Nor is one that a link
     names (:func:`.links.linked_among`): uploads never take a name an entry holds
-    (:func:`.links.held`), but an entry written before they looked stays in the way; nor one
-    that a row of kinto-attachment still names (two of its records shared it: deleting one
-    records it, :func:`~kinto_attachment.uploads.lifecycle.discard`)."""
+    (:func:`.links.held`), but an entry written before they looked stays in the way."""
     storage = registry.storage
     if report.dry_run:
         with transaction.manager:
             due = list(replaced.every_due(storage, now))
             keys = [entry["key"] for entry in due]
             kept = retention.held(registry, keys, now) | links.retained_among(storage, keys)
-            kept |= links.linked_among(storage, keys) | legacy.naming(storage, keys)
+            kept |= links.linked_among(storage, keys)
         report.replaced += [entry for entry in due if entry["key"] not in kept]
         return
     after = None
@@ -177,7 +175,6 @@ def _collect_replaced(registry, now, report):
             claimed_keys = [entry["key"] for entry in claimed]
             kept = links.retained_among(storage, claimed_keys)
             kept |= links.linked_among(storage, claimed_keys)
-            kept |= legacy.naming(storage, claimed_keys)
             claimed = [entry for entry in claimed if entry["key"] not in kept]
             replaced.quarantine(registry, [entry["key"] for entry in claimed], now)
             after = due[-1]["id"] if due else None

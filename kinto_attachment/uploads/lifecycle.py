@@ -13,6 +13,7 @@ import logging
 
 from kinto.core.utils import msec_time
 
+from .. import locks
 from ..events import retention
 from ..state import legacy, links, replaced
 
@@ -94,6 +95,13 @@ def unreferenced(registry, keys, now):
     return doomed
 
 
+def _named_elsewhere(storage, keys):
+    """The ``keys`` a row of kinto-attachment or one of our links names."""
+    if not keys:
+        return set()
+    return legacy.naming(storage, keys) | links.linked_among(storage, keys)
+
+
 def discard(request, unlinked):
     """Retire the blobs of links just removed (:func:`retire`); under ``keep_old_files``,
     record them as retained instead, so that garbage collection never takes them for
@@ -103,9 +111,11 @@ def discard(request, unlinked):
     names stays: kinto-attachment could give two records one file (``randomize = false``, a
     record that lost its file, the next upload of that name), and until adoption has read
     its rows (:mod:`kinto_attachment.adoption`, which retains such a file) deleting or
-    replacing one record's deleted the file the other still names. Such a file is recorded as
-    replaced: the collector deletes it once no row nor link names it (each of two records
-    sharing it, deleted at once, sees the other's row, not yet removed)."""
+    replacing one record's deleted the file the other still names. Two such records deleted
+    at once would each see the other's row, not yet removed, and keep the file for good: a
+    shared file is looked at again under a lock of its name (``("legacy-files", key)``), which
+    the other waits for, and then sees the first's removal committed. Only shared files are
+    locked: a bucket's deletion may unlink thousands of files, never shared."""
     settings = request.registry.attachment_settings
     storage = request.registry.storage
     kept, deleted = [], []
@@ -113,13 +123,11 @@ def discard(request, unlinked):
         keep = settings.policy(link["bucket_id"], link["collection_id"]).keep_old_files
         (kept if keep else deleted).append(link["key"])
     inherited = {link["key"] for link in unlinked if "legacy" in link}.intersection(deleted)
-    if inherited:
-        shared = legacy.naming(storage, inherited) | links.linked_among(storage, inherited)
+    shared = _named_elsewhere(storage, inherited)
+    if shared:
+        for key in sorted(shared):
+            locks.hold(request.registry, ("legacy-files", key))
+        shared = _named_elsewhere(storage, shared)
         deleted = [key for key in deleted if key not in shared]
-        # Named by another row now, maybe no more once that row's removal commits (its
-        # record deleted beside this one): recorded as replaced, for the collector, which
-        # deletes it once nothing names it.
-        grace = settings.gc.replaced_grace_seconds
-        replaced.add(storage, sorted(shared), until=msec_time() + grace * 1000)
     links.retain(storage, kept)
     retire(request, deleted)
