@@ -8,7 +8,9 @@ reads what it will change, and holds it until its transaction ends.
 
 Locks are named by paths, from the root down: ``("buckets", bid, cid, rid)`` for a record,
 ``("buckets", bid, cid)`` for a collection, ``("data-files", id)`` for a ``/data/files``
-entry, ``("uploads", id)`` for a resumable upload. Holding a path exclusively also holds each
+entry, ``("uploads", id)`` for a resumable upload, ``("legacy-files", key)`` for a file two of
+kinto-attachment's records share (taken last, once its record's or collection's lock is held:
+:func:`kinto_attachment.uploads.lifecycle.discard`). Holding a path exclusively also holds each
 of its ancestors shared, always from the root down, so that:
 
 - two uploads into one collection run side by side (the collection is shared by both),
