@@ -17,19 +17,31 @@ for seconds each. This worker keeps gthread's threads and event loop, and:
   with ``sendfile`` to a client that reads nothing for as long, or an answer of which it takes
   nothing for as long (:class:`PacedSocket`), ends the request. A body that keeps
   arriving, however slowly, is never cut: a 2 GiB upload at any speed goes through.
-- **Closes connections in their thread**, never in the event loop: gunicorn's graceful close
-  lingers up to 2 s for the client to close first, which would stall every other connection.
+- **Closes connections without a thread.** gunicorn's graceful close sends the answer's end
+  (half-close), then lingers up to 2 s for the client to close first (closing at once, with
+  request bytes unread, would reset the connection and could cut the answer short). gthread
+  lingers in the event loop, stalling every other connection, and closing in the request's
+  thread held that thread as long: 16 ``Connection: close`` requests a second from a client
+  that never closes held 32 threads. Here the thread half-closes and the event loop lingers
+  (:meth:`StallBoundWorker.linger`), reading what comes without waiting for it.
+- **Discards no body it would have to wait for.** An answer given before its request's body was
+  read (a ``401`` to an anonymous upload) leaves the connection open for the next request only
+  if what is left of the body is small and arrives at once (:data:`DRAIN_WAIT`); otherwise the
+  connection closes. gthread waited up to 5 s in the thread for a body a client announced and
+  never sent.
 
 TLS is not handled here (terminate it in nginx, ``config/nginx.conf``): with ``certfile`` set
 the worker behaves as gthread does.
 """
 
+import collections
 import contextlib
 import errno
 import fcntl
 import os
 import select
 import selectors
+import socket
 import struct
 import termios
 import time
@@ -173,6 +185,15 @@ BLOCK = 8 * 1024 * 1024
 #: Bytes a client must take within the stall timeout to keep its connection: a client taking
 #: a kilobyte now and then would hold a thread for ever (2 KiB/s at the shipped 30 s).
 MIN_TAKEN = 64 * 1024
+#: Seconds a closing connection waits, without a thread, for the client to close first
+#: (gunicorn's own graceful close waits as long), and bytes it reads meanwhile at most.
+LINGER = 2.0
+LINGER_BYTES = 64 * 1024
+#: Bytes of a body left unread by the answer that are discarded to keep the connection alive
+#: (more: the connection closes, as gthread's own discard gives up after as many), and seconds
+#: a thread waits for them: a body sent with its head is there at once.
+DRAIN_BYTES = 64 * 1024
+DRAIN_WAIT = 0.25
 
 
 def unsent(sock):
@@ -195,6 +216,12 @@ class Connection(gthread.TConn):
     def stalled(self):
         return self.parser is not None and getattr(self.parser.unreader, "stalled", False)
 
+    def unread(self):
+        """Bytes of the request's body not taken from the connection yet, or None when
+        unknown (a chunked body)."""
+        body = getattr(self.parser.mesg, "body", None)
+        return getattr(getattr(body, "reader", None), "length", None)
+
     def init(self):
         fresh = not self.initialized
         super().init()
@@ -208,6 +235,11 @@ class Connection(gthread.TConn):
 class StallBoundWorker(gthread.ThreadWorker):
     #: Seconds a client may stall (see the module's docstring): see :meth:`configured`.
     stall_timeout = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        #: Connections waiting for their client to close, oldest first (see linger()).
+        self.closing_conns = collections.deque()
 
     @classmethod
     def configured(cls, stall_timeout):
@@ -278,8 +310,18 @@ class StallBoundWorker(gthread.ThreadWorker):
         super().enqueue_req(conn)
 
     def _keepalive_after(self, conn, keepalive):
-        # After a stalled read the connection closes: what follows on it is unknown.
-        return not conn.stalled and super()._keepalive_after(conn, keepalive)
+        """Whether the connection serves another request: not after a stalled read (what
+        follows on it is unknown), nor when what is left of the body is more than
+        :data:`DRAIN_BYTES` or does not arrive within :data:`DRAIN_WAIT` (see the module's
+        docstring)."""
+        if not keepalive or conn.stalled:
+            return False
+        unread = conn.unread()
+        if unread is not None and unread > DRAIN_BYTES:
+            return False
+        drained = conn.parser.finish_body(deadline=time.monotonic() + DRAIN_WAIT)
+        # A wait that timed out ends the body for StallBoundUnreader: not drained.
+        return drained and not conn.stalled
 
     def handle_request(self, req, conn):
         # The head is in; from here on every wait for the client is bounded. (gthread makes the
@@ -303,14 +345,61 @@ class StallBoundWorker(gthread.ThreadWorker):
     def handle(self, conn):
         result = super().handle(conn)
         if result is False:
-            # Closed here, in the request's thread (see the module's docstring); gracefully
-            # (the client reads the answer before the close) unless it stalled.
-            conn.close(graceful=not conn.stalled)
-            conn.closed = True
+            # The answer's end is sent from here; the event loop then waits for the client's
+            # (see linger()).
+            try:
+                conn.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                conn.close()
+                conn.closed = True
+            else:
+                conn.half_closed = True
         return result
 
     def finish_request(self, conn, fs):
         if getattr(conn, "closed", False):
             self.nr_conns -= 1
+        elif getattr(conn, "half_closed", False):
+            self.linger(conn)
+        else:
+            super().finish_request(conn, fs)
+
+    def linger(self, conn):
+        """Closes a half-closed connection once the client closed its end, or after
+        :data:`LINGER` seconds, or once it sent :data:`LINGER_BYTES` more: in the event loop,
+        which reads what arrives (unread bytes would reset the connection, and the client could
+        lose the end of its answer) and waits for nothing."""
+        conn.sock.setblocking(False)
+        conn.timeout = time.monotonic() + LINGER
+        conn.lingered = 0
+        # Every closing connection gets the same delay: the deque stays sorted (see
+        # murder_pending()).
+        self.closing_conns.append(conn)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_closing, conn))
+
+    def on_closing(self, conn, sock):
+        try:
+            data = conn.sock.recv(LINGER_BYTES)
+        except (BlockingIOError, InterruptedError):
             return
-        super().finish_request(conn, fs)
+        except OSError:
+            data = b""
+        conn.lingered += len(data)
+        if data and conn.lingered < LINGER_BYTES:
+            return
+        self.closing_conns.remove(conn)
+        self.closed(conn)
+
+    def closed(self, conn):
+        """Closes a lingering connection (see linger())."""
+        self.poller.unregister(conn.sock)
+        self.nr_conns -= 1
+        conn.close()
+
+    def murder_pending(self):
+        # The run loop's pass over deadlines, at least once a second: lingering connections
+        # too.
+        super().murder_pending()
+        now = time.monotonic()
+        while self.closing_conns and self.closing_conns[0].timeout <= now:
+            self.closed(self.closing_conns.popleft())

@@ -11,6 +11,7 @@ import contextlib
 import os
 import socket
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -138,3 +139,91 @@ def test_a_stalled_upload_is_refused_cleanly(name, route, servers):
     else:
         assert files(live) == before
     assert requests.get(f"{live.origin}{record}", auth=ALICE).status_code == 404
+
+
+def worker_sockets(live):
+    """Sockets the gunicorn worker of ``live`` holds."""
+    (worker,) = (
+        Path(f"/proc/{live.process.pid}/task/{live.process.pid}/children").read_text().split()
+    )
+    count = 0
+    for fd in Path(f"/proc/{worker}/fd").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # Closed meanwhile.
+            count += os.readlink(fd).startswith("socket:")
+    return count
+
+
+def answered(sock):
+    """What the server sent on ``sock`` up to its end (it half-closed)."""
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+def test_gunicorn_closes_connections_without_a_thread(gunicorn):
+    """Requests answered with a close, from a client that never closes its end, hold no thread
+    while the server waits for that end (up to 2 s each: 96 of them answered in 4 s by 32
+    threads, the next request waiting 2 s). Found by review (2026-12-05).
+
+    The server still closes them (its sockets are back to what they were)."""
+    count = 96
+    before = worker_sockets(gunicorn)
+    with contextlib.ExitStack() as stack:
+        started = time.monotonic()
+        clients = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.create_connection(("127.0.0.1", gunicorn.port)))
+            sock.settimeout(20)
+            sock.sendall(b"GET /v1/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            clients.append(sock)
+        answers = [answered(sock) for sock in clients]
+        burst = time.monotonic() - started
+        assert all(answer.startswith(b"HTTP/1.1 200 ") for answer in answers)
+        asked = time.monotonic()
+        assert requests.get(f"{gunicorn.origin}/v1/", timeout=10).status_code == 200
+        assert time.monotonic() - asked < 1, "a thread was free only after the others' close"
+        assert burst < 3, f"{count} answers took {burst:.1f} s"
+        assert worker_sockets(gunicorn) >= count  # Lingering, without a thread.
+        deadline = time.monotonic() + 10
+        while worker_sockets(gunicorn) > before + 2:
+            assert time.monotonic() < deadline, "lingering connections were never closed"
+            time.sleep(0.2)
+
+
+def test_gunicorn_waits_for_no_body_it_refused(gunicorn):
+    """An upload refused before its body (anonymous: 401) whose client announced a large body
+    and sends none: the connection closes after the answer, at once, instead of holding its
+    thread 5 s discarding a body that never comes. Found by review (2026-12-05)."""
+    create_collection(gunicorn, "slow", "refused")
+    record = "/v1/buckets/slow/collections/refused/records/r/attachment"
+    with socket.create_connection(("127.0.0.1", gunicorn.port), timeout=20) as sock:
+        sock.sendall(
+            f"POST {record} HTTP/1.1\r\nHost: x\r\n"
+            "Content-Type: multipart/form-data; boundary=b\r\n"
+            "Content-Length: 10000000\r\n\r\n".encode()
+        )
+        answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 401 "), answer
+        asked = time.monotonic()
+        answered(sock)
+        assert time.monotonic() - asked < 1
+
+
+def test_gunicorn_keeps_a_connection_whose_small_body_came_along(gunicorn):
+    """The body of a refused request that arrived with its head is discarded, and the
+    connection serves the next request."""
+    create_collection(gunicorn, "slow", "kept")
+    record = "/v1/buckets/slow/collections/kept/records/r/attachment"
+    body = b"x" * 1000
+    with socket.create_connection(("127.0.0.1", gunicorn.port), timeout=20) as sock:
+        sock.sendall(
+            f"POST {record} HTTP/1.1\r\nHost: x\r\n"
+            "Content-Type: multipart/form-data; boundary=b\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+            + b"GET /v1/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        answers = answered(sock)
+    assert answers.startswith(b"HTTP/1.1 401 "), answers
+    assert answers.count(b"HTTP/1.1 200 ") == 1, answers
