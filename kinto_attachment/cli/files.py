@@ -3,6 +3,7 @@ friends), one name at a time, never through a symbolic link: what :mod:`.folder`
 :mod:`.downloads` build on.
 """
 
+import ctypes
 import errno
 import os
 import stat
@@ -63,18 +64,60 @@ def entry(name, directory):
 NO_LINKS = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP}
 
 
+class NoNamingWithoutReplacing(OSError):
+    """The file system can neither give a file a second name nor rename it without replacing
+    what has the name: no name is given (a check before a ``rename`` would let a file written
+    meanwhile be replaced)."""
+
+    def __init__(self, target):
+        super().__init__(
+            errno.ENOTSUP,
+            "the file system can name a file only by replacing what is there",
+            target,
+        )
+
+
 def link_unless_taken(name, source, target, directory):
     """Give the file ``name`` of ``source`` the name ``target`` in ``directory``, unless
-    something has it (``FileExistsError``): a second name (``link``), atomically, where the
-    file system has them; else a ``rename`` once nothing is seen there."""
+    something has it (``FileExistsError``), atomically: a second name (``link``), where the
+    file system has them; else a ``rename`` that never replaces (Linux's ``renameat2`` with
+    ``RENAME_NOREPLACE``, macOS's ``renameatx_np`` with ``RENAME_EXCL``: FAT, SMB and FUSE
+    mounts without hard links); else :class:`NoNamingWithoutReplacing`."""
     try:
         os.link(name, target, src_dir_fd=source, dst_dir_fd=directory, follow_symlinks=False)
     except OSError as e:
         if e.errno not in NO_LINKS:
             raise
-        if entry(target, directory) is not None:
-            raise FileExistsError(errno.EEXIST, "taken", target) from None
-        os.rename(name, target, src_dir_fd=source, dst_dir_fd=directory)
+        rename_unless_taken(name, source, target, directory)
+
+
+#: The system's rename that never replaces, and its flag, where the C library has one.
+_NOREPLACE = [("renameat2", 1), ("renameatx_np", 4)]
+
+
+def rename_unless_taken(name, source, target, directory):
+    """``rename`` of ``name`` in ``source`` to ``target`` in ``directory``, unless something
+    has that name (``FileExistsError``); :class:`NoNamingWithoutReplacing` where the system
+    or the file system cannot tell."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for function, flag in _NOREPLACE:
+        rename = getattr(libc, function, None)
+        if rename is None:
+            continue
+        rename.argtypes = [
+            ctypes.c_int,
+            ctypes.c_char_p,
+            ctypes.c_int,
+            ctypes.c_char_p,
+            ctypes.c_uint,
+        ]
+        if rename(source, os.fsencode(name), directory, os.fsencode(target), flag) == 0:
+            return
+        code = ctypes.get_errno()
+        if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+            break  # The file system does not know the flag.
+        raise OSError(code, os.strerror(code), target)
+    raise NoNamingWithoutReplacing(target)
 
 
 def _open_regular(name, flags, directory, links=False):

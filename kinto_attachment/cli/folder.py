@@ -24,7 +24,7 @@ import sys
 
 from . import files
 from .answers import Failure
-from .names import DOWNLOADED, PARTS
+from .names import DOWNLOADED, PARTS, aside_of
 
 
 #: Why a download did not replace the file it found (which is kept).
@@ -178,7 +178,7 @@ class Folder:
         set aside), and dropped once the part has its name. Both by names that never replace
         (``link``), where a file system has them."""
         parts = self.parts()
-        aside = _aside(path)
+        aside = aside_of(path)
         if replaced is not None:
             os.rename(target, aside, src_dir_fd=directory, dst_dir_fd=parts)
             try:
@@ -211,7 +211,7 @@ class Folder:
         in :data:`~.names.PARTS`, and said (a :class:`Failure`)."""
         if files.entry(PARTS, self.fd) is None:
             return
-        aside, parts = _aside(path), self.parts()
+        aside, parts = aside_of(path), self.parts()
         if files.entry(aside, parts) is None:
             return
         if files.entry(target, directory) is None:
@@ -238,6 +238,8 @@ class Folder:
                 f"the file there changed during the download, then another came: the first is "
                 f"kept as {PARTS}/{aside}"
             ) from None
+        except files.NoNamingWithoutReplacing as e:
+            raise Failure(f"{e.strerror}: the file there is kept as {PARTS}/{aside}") from None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(aside, dir_fd=self.parts())
 
@@ -252,11 +254,6 @@ def _entry(value):
         if isinstance(sha256, str) and (record_id is None or isinstance(record_id, str)):
             return sha256, record_id
     return None
-
-
-def _aside(path):
-    """Where :meth:`Folder.publish` sets aside the file of ``path``, in :data:`~.names.PARTS`."""
-    return hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:32] + ".aside"
 
 
 def _lock(fd, name):

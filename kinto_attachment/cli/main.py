@@ -41,7 +41,10 @@ def _upload(remote, args, bars, jobs, compared=False):
             record = listed if compared or forced else remote.record(record_id)
             unless = None if forced else _unless_changed(record)
             current = None if compared else _attachment(record).get("hash")
-            local = local or (None if current is None else sha256_of(path))
+            # Known before the upload, always: the bytes sent are checked against it (a file
+            # saved meanwhile is refused before its last byte, never attached torn) and it is
+            # part of a resumable upload's key (a file rewritten since is not resumed).
+            local = local or sha256_of(path)
             if current is not None and current == local:
                 bars.print(f"unchanged {name} ({record_id})")
                 continue
@@ -51,13 +54,12 @@ def _upload(remote, args, bars, jobs, compared=False):
                 record_id,
                 bars,
                 resumes.State(args.state),
+                local,
                 data=data,
                 permissions=getattr(args, "permissions", None),
                 rate=args.limit_rate,
                 headers=unless,
-                sha256=local,
             )
-            local = local or sha256_of(path)  # Hashed once: before, or after the upload.
             if metadata.get("hash") != local:
                 stored = shown(metadata.get("hash"))
                 raise Failure(f"the server stored sha256 {stored}, the file has {local}")

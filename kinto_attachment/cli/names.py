@@ -42,6 +42,12 @@ RESERVED = frozenset(
 )
 
 
+def aside_of(path):
+    """The name in :data:`PARTS` where a download sets aside the file of ``path`` while it
+    replaces it (what ``sync`` looks for too: that file is not gone)."""
+    return hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:32] + ".aside"
+
+
 def record_id_of(name):
     """The record id of a file named ``name`` (a path relative to what is uploaded)."""
     return str(uuid.uuid5(ID_NAMESPACE, name))

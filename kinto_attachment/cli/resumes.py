@@ -1,6 +1,12 @@
 """The URLs of unfinished tus uploads, kept in a JSON file (``--state``, under
-``~/.cache`` by default) until they complete: a new run resumes them."""
+``~/.cache`` by default) until they complete: a new run resumes them.
 
+Runs at once share the file (one per user): each change is read, made and written under an
+exclusive lock of ``<file>.lock`` (``flock``), so that none drops the entry another wrote
+between its read and its write."""
+
+import contextlib
+import fcntl
 import json
 import os
 
@@ -26,9 +32,8 @@ class State:
         return {k: url for k, url in entries.items() if isinstance(url, str)}
 
     def _write(self, entries):
-        """A temporary file of this process's, fsynced, renamed: two runs at once never write
-        into one file, and a crash leaves the old entries or the new ones."""
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        """A temporary file of this process's, fsynced, renamed: a crash leaves the old
+        entries or the new ones."""
         temporary = f"{self.path}.{os.getpid()}.tmp"
         with open(temporary, "w") as f:
             json.dump(entries, f, indent=1)
@@ -39,25 +44,38 @@ class State:
     def get(self, key):
         return self._read().get(key)
 
+    @contextlib.contextmanager
+    def _changing(self):
+        """The entries, to change, under the lock (see the module's docstring)."""
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield self._read()
+        finally:
+            os.close(fd)
+
     def put(self, key, url):
         """Keep ``url`` for ``key``; drop the entries of files changed or gone since (their
         key names the file's size and time: no run can resume them)."""
-        kept = {k: u for k, u in self._read().items() if _resumable(k)}
-        self._write({**kept, key: url})
+        with self._changing() as entries:
+            kept = {k: u for k, u in entries.items() if _resumable(k)}
+            self._write({**kept, key: url})
 
     def superseded(self, key):
         """The URLs of the uploads kept for the same record and file as ``key`` but created
         with other options or content, forgotten: this run starts its own."""
-        entries, file = self._read(), _file_of(key)
-        gone = [k for k in entries if k != key and _file_of(k) == file]
-        if gone:
-            self._write({k: u for k, u in entries.items() if k not in gone})
+        with self._changing() as entries:
+            file = _file_of(key)
+            gone = [k for k in entries if k != key and _file_of(k) == file]
+            if gone:
+                self._write({k: u for k, u in entries.items() if k not in gone})
         return [entries[k] for k in gone]
 
     def remove(self, key):
-        entries = self._read()
-        if entries.pop(key, None) is not None:
-            self._write(entries)
+        with self._changing() as entries:
+            if entries.pop(key, None) is not None:
+                self._write(entries)
 
 
 def _file_of(key):

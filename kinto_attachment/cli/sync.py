@@ -24,7 +24,7 @@ import os
 import unicodedata
 
 from .answers import Failure
-from .names import MARK, mark_of, record_id_of, shown
+from .names import MARK, PARTS, aside_of, mark_of, record_id_of, shown
 from .pace import sha256_of
 
 
@@ -182,10 +182,13 @@ def _form(path):
 def there(folder, path, skipped):
     """Whether anything is at ``path`` in ``folder``, or under a skipped part of it (a skipped
     part compared in any Unicode form: a file that could not be read may be the one its
-    record names)."""
+    record names), or set aside by a ``download`` that was killed before it gave the file its
+    name again (the next download of it does)."""
     parts = _form(path).split("/")
     ancestors = {"/".join(parts[:n]) for n in range(1, len(parts) + 1)}
     if any(_form(entry.path) in ancestors for entry in skipped):
+        return True
+    if os.path.lexists(os.path.join(folder, PARTS, aside_of(path))):
         return True
     return os.path.lexists(os.path.join(folder, *path.split("/")))
 

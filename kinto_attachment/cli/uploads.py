@@ -2,12 +2,12 @@
 
 A tus upload is created once, and its URL kept in a state file (:mod:`.resumes`, keyed by the
 record, the file's path, size and modification time, and what the upload was created with:
-the record's data and permissions, the file's sha256 when it is known) until it completes.
+the record's data and permissions, the file's sha256) until it completes.
 Run again after an interruption (a lost connection, ``Ctrl-C``, ``kill``), the command asks
 the server where the upload is (``HEAD``) and sends the rest only. The server takes the
 record's data and permissions from the upload's creation: a run with other ones (corrected
 after the interruption), or a file rewritten since with its size and time (``rsync -t``, ``cp
--p``) that ``sync`` sees by its sha256, starts a new upload instead (the old one is
+-p``) that its sha256 tells apart, starts a new upload instead (the old one is
 terminated), so that no record gets the first run's options nor a file made of two. The
 file is read by chunks as it is sent: memory does not grow with its size.
 """
@@ -31,11 +31,13 @@ TUS = {"Tus-Resumable": "1.0.0"}
 
 
 class Expected:
-    """The sha256 an upload was planned with (its record's mark says it), checked on the
-    bytes as they are read: a file saved since its plan is refused before its last byte
-    goes, and the server, which writes the record once it has them all, writes nothing.
-    Otherwise the record would get another file than its mark names, which every later sync
-    takes for someone else's replacement (``diverged``)."""
+    """The sha256 of a file to upload, hashed before (or read from the sync's plan), checked
+    on the bytes as they are read: a file saved since (an editor, a build, a log rotated in
+    place) is refused before its last byte goes, and the server, which writes the record
+    once it has them all, writes nothing. Otherwise the record would get a file that never
+    existed (the first bytes of one version, the rest of the next), its previous attachment
+    retired; a sync's record would get another file than its mark names, which every later
+    sync takes for someone else's replacement (``diverged``)."""
 
     def __init__(self, sha256, size):
         self.sha256, self.size = sha256, size
@@ -59,7 +61,7 @@ class Expected:
         self._digest.update(piece)
         self._done += len(piece)
         if self._done >= self.size and self._digest.hexdigest() != self.sha256:
-            raise Shrunk("the file changed since the sync planned it: run again")
+            raise Shrunk("the file changed during its upload: run again once it is done")
 
 
 class Reader:
@@ -67,9 +69,9 @@ class Reader:
     them (its length makes a ``Content-Length``), each one reported to ``advance`` and to
     ``pace``: the :class:`~.pace.Pace` of the whole transfer, which a tus upload's chunks
     share, so that the time between two chunks counts towards the rate; and to
-    ``expected`` (an :class:`Expected`), if any."""
+    ``expected`` (an :class:`Expected`)."""
 
-    def __init__(self, file, length, advance, pace, expected=None):
+    def __init__(self, file, length, advance, pace, expected):
         self._file, self._length, self._advance, self._pace = file, length, advance, pace
         self._expected = expected
         self._before = pace.done
@@ -91,8 +93,7 @@ class Reader:
             piece = self._file.read(min(size, CHUNK))
             if not piece:  # Its Content-Length announced more: the server would wait for it.
                 raise Shrunk("the file got shorter during its upload: run again once it is done")
-            if self._expected is not None:
-                self._expected.update(piece)
+            self._expected.update(piece)
             self._advance(len(piece))
             self._pace.passed(len(piece))
             pieces.append(piece)
@@ -111,21 +112,22 @@ def upload(
     record_id,
     bars,
     state,
+    sha256,
     data=None,
     permissions=None,
     rate=None,
     headers=None,
-    sha256=None,
 ):
     """Attach the file at ``path`` to the record; return its ``attachment`` metadata.
 
-    ``headers``: the preconditions of the record's write (``If-Match``, ``If-None-Match``),
-    sent with the multipart upload, or with each ``PATCH`` of a tus upload (the server
-    checks those of the last one, which writes the record). ``sha256``: the file's when it
-    was planned, checked as it is read (:class:`Expected`)."""
+    ``sha256``: the file's, hashed before, checked as it is read (:class:`Expected`): a file
+    that changes meanwhile is refused before its last byte. ``headers``: the preconditions of
+    the record's write (``If-Match``, ``If-None-Match``), sent with the multipart upload, or
+    with each ``PATCH`` of a tus upload (the server checks those of the last one, which
+    writes the record)."""
     size = os.path.getsize(path)
     headers = headers or {}
-    expected = None if sha256 is None else Expected(sha256, size)
+    expected = Expected(sha256, size)
     if size <= CHUNK_SIZE:
         with bars.file(os.path.basename(path), size) as advance:
             return _multipart(
@@ -162,9 +164,7 @@ def _mtime(path):
     return os.stat(path).st_mtime_ns
 
 
-def _multipart(
-    remote, path, record_id, size, advance, data, permissions, rate, headers, expected=None
-):
+def _multipart(remote, path, record_id, size, advance, data, permissions, rate, headers, expected):
     fields = {
         name: json.dumps(value)
         for name, value in (("data", data), ("permissions", permissions))
@@ -238,7 +238,7 @@ def _create(remote, record_id, size, metadata):
     return remote.url_from(response, location)
 
 
-def _send(remote, url, path, offset, size, advance, rate, preconditions, expected=None):
+def _send(remote, url, path, offset, size, advance, rate, preconditions, expected):
     """PATCH the rest by chunks. After a chunk that failed (a lost connection, a ``503``),
     ask the server where the upload is and go on from there, ``remote.retries`` times in a
     row at most: failures count until the upload goes past the furthest offset the server
@@ -247,7 +247,7 @@ def _send(remote, url, path, offset, size, advance, rate, preconditions, expecte
     failures, pace, reached = 0, Pace(rate), offset
     with open(path, "rb") as f:
         while offset < size:
-            if expected is not None and expected.position != offset:
+            if expected.position != offset:
                 expected.start(f, offset)  # A resumed upload, or a retry from elsewhere.
             f.seek(offset)
             body = Reader(f, min(CHUNK_SIZE, size - offset), advance, pace, expected)

@@ -180,7 +180,8 @@ def test_resume_entries_of_changed_or_gone_files_are_dropped(tmp_path):
     entries = json.loads((tmp_path / "uploads.json").read_text())
     assert keys["kept.bin"] in entries
     assert keys["edited.bin"] not in entries and keys["gone.bin"] not in entries
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["edited.bin", "kept.bin", "uploads.json"]
+    left = sorted(p.name for p in tmp_path.iterdir())  # No temporary file: the lock's only.
+    assert left == ["edited.bin", "kept.bin", "uploads.json", "uploads.json.lock"]
 
 
 def upload_one(server, collection, name, content, status=201):
@@ -533,7 +534,10 @@ def test_limit_rate_spans_the_chunks_of_a_resumable_upload(monkeypatch, tmp_path
             return types.SimpleNamespace(status_code=204, headers={"Upload-Offset": str(offset)})
 
     sent = []
-    uploads._send(Server(), "url", file, 0, 3 * uploads.CHUNK_SIZE, sent.append, 8 * MiB, {})
+    expected = uploads.Expected(sha256_of(file), 3 * uploads.CHUNK_SIZE)
+    uploads._send(
+        Server(), "url", file, 0, 3 * uploads.CHUNK_SIZE, sent.append, 8 * MiB, {}, expected
+    )
     assert sum(sent) == 3 * uploads.CHUNK_SIZE
     assert now[0] == pytest.approx(4.0)
 
@@ -545,6 +549,7 @@ def attach_by_hand(server, collection, record_id, filename, content):
         url + "/attachment", files={"attachment": (filename, content)}, auth=ALICE, timeout=60
     )
     assert response.status_code in (200, 201), response.text
+    return response.json()["hash"]
 
 
 def test_sync_delete_deletes_only_what_this_folder_synced(server, collection, tmp_path, run):

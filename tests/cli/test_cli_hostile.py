@@ -21,7 +21,7 @@ from pyramid.authentication import extract_http_basic_credentials
 from kinto_attachment.cli import downloads, remote, uploads
 from kinto_attachment.cli import files as cli_files
 from kinto_attachment.cli import folder as folder_module
-from kinto_attachment.cli.names import DOWNLOADED, PARTS, record_id_of
+from kinto_attachment.cli.names import DOWNLOADED, PARTS, aside_of, record_id_of
 from kinto_attachment.cli.origins import parse_auth
 
 from ..support.cli_support import Hostile, certificate, run_command
@@ -1097,7 +1097,7 @@ def test_a_file_a_killed_run_set_aside_is_given_back_or_dropped(tmp_path, run, k
     folder = tmp_path / "out"
     earlier_download(folder)
     (folder / PARTS).mkdir()
-    aside = folder / PARTS / folder_module._aside("late.txt")
+    aside = folder / PARTS / aside_of("late.txt")
     if killed == "once set aside":
         (folder / "late.txt").rename(aside)
         aside.write_bytes(b"edited meanwhile")
@@ -1122,7 +1122,7 @@ def test_a_file_set_aside_that_is_no_download_is_kept_and_said(tmp_path, run):
     folder = tmp_path / "out"
     earlier_download(folder)
     (folder / PARTS).mkdir()
-    aside = folder / PARTS / folder_module._aside("late.txt")
+    aside = folder / PARTS / aside_of("late.txt")
     aside.write_bytes(b"somebody's")
     with Hostile(kinto([{"id": "late", "attachment": attachment("late.txt")}])) as server:
         result = run(server, "download", "--folder", str(folder))
