@@ -88,3 +88,22 @@ def test_served_files_to_listed_origins_only(tmp_path_factory, request):
     assert "Access-Control-Allow-Origin" in kinto.app.get(path, headers=ORIGIN).headers
     other = kinto.app.get(path, headers={"Origin": "https://evil.example.org"})
     assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_forms_of_unlisted_sites_upload_nothing(tmp_path_factory, request):
+    """A form of another site (a multipart ``POST``: no preflight) made the browser send a
+    user's cached credentials: with ``cors_origins`` listing the sites allowed, an unlisted
+    one's upload is refused (Kinto's own check, as for its JSON writes) and writes nothing;
+    a listed one's goes through. Checked after a review (2026-12-05) feared the form."""
+    kinto = serving_app(
+        tmp_path_factory, request, **{"kinto.cors_origins": "https://app.example.com"}
+    )
+    kinto.create_collection()
+    form = {"Sec-Fetch-Mode": "navigate", "Sec-Fetch-Site": "cross-site"}
+    refused = kinto.upload(
+        RECORD, headers={**ALICE, **form, "Origin": "https://evil.example.org"}, status=400
+    )
+    assert "https://evil.example.org not allowed" in refused.json["message"]
+    assert kinto.app.get(RECORD, headers=ALICE, status=404)
+    assert kinto.files() == []
+    assert kinto.upload(RECORD, headers={**ALICE, **form, **ORIGIN}).status_code == 201
