@@ -20,6 +20,7 @@ from pyramid.tweens import INGRESS
 
 from . import routes
 from .data_files.limiter import Busy
+from .web import streams
 
 
 def _service(registry):
@@ -78,40 +79,32 @@ class _SentBody:
                 sent(self._size)
 
 
-class _SentFile:
+class _SentFile(streams.WatchedFile):
     """A blob's stream behind the server's ``wsgi.file_wrapper``.
 
     Waitress sends such a body from its own loop, after the view's thread is done, and closes
-    the file once it is sent or when the client went away: that is the end. Wrapping the body
-    would cost that (a worker thread held for the whole download), so the file is wrapped
-    instead. Its position tells what was sent: waitress reads ahead, then seeks back to what
-    the socket took.
+    the file once it is sent or when the client went away: that is the end. Its position
+    tells what was sent: waitress reads ahead, then seeks back to what the socket took.
     """
 
     def __init__(self, file):
-        self._file = file
+        super().__init__(file)
         self._start = self._position = file.tell() if file.seekable() else 0
         #: ``sent(size)``, once the tween knows the file is the response's body.
         self.sent = None
 
     def read(self, size=-1):
-        data = self._file.read(size)
+        data = super().read(size)
         self._position += len(data)
         return data
 
-    def seekable(self):
-        return self._file.seekable()
-
     def seek(self, offset, whence=0):
-        self._position = self._file.seek(offset, whence)
+        self._position = super().seek(offset, whence)
         return self._position
-
-    def tell(self):
-        return self._file.tell()
 
     def close(self):
         try:
-            self._file.close()
+            super().close()
         finally:
             sent, self.sent = self.sent, None
             if sent is not None:

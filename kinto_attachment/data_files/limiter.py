@@ -18,6 +18,8 @@ import math
 import threading
 import time
 
+from ..web import streams
+
 
 logger = logging.getLogger(__name__)
 
@@ -155,41 +157,26 @@ class TransferLimiter:
         return _HeldFile(hold, file)
 
 
-class _HeldFile:
+class _HeldFile(streams.WatchedFile):
     def __init__(self, hold, file):
+        super().__init__(file)
         self._hold = hold
-        self._file = file
         self.closed = False
 
     def read(self, size=-1):
         self._hold.touch()
         try:
-            data = self._file.read(size)
+            data = super().read(size)
         except BaseException:
             self.close()
             raise
         self._hold.touch()  # Reading the chunk (from S3...) may itself have taken a while.
         return data
 
-    def seekable(self):
-        return self._file.seekable()
-
-    def seek(self, offset, whence=0):
-        return self._file.seek(offset, whence)
-
-    def tell(self):
-        return self._file.tell()
-
     def close(self):
         if not self.closed:
             self.closed = True
             try:
-                self._file.close()
+                super().close()
             finally:
                 self._hold.release()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()

@@ -169,6 +169,37 @@ class Chunks:
         self._stream.close()
 
 
+class WatchedFile:
+    """A download's file, whose reads, seeks and close a subclass watches; everything else is
+    the file's. What a server's ``wsgi.file_wrapper`` is given in place of the file (waitress
+    sends it from its own loop, after the view's thread is done: a wrapped iterator would
+    hold a thread for the whole download)."""
+
+    def __init__(self, file):
+        self._file = file
+
+    def read(self, size=-1):
+        return self._file.read(size)
+
+    def seekable(self):
+        return self._file.seekable()
+
+    def seek(self, offset, whence=0):
+        return self._file.seek(offset, whence)
+
+    def tell(self):
+        return self._file.tell()
+
+    def close(self):
+        self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
 def file_body(request, stream):
     """The body of a download from ``stream``: the WSGI server's ``wsgi.file_wrapper`` when it
     has one (``sendfile`` for local files), else :class:`Chunks`."""
