@@ -69,12 +69,10 @@ class NoNamingWithoutReplacing(OSError):
     what has the name: no name is given (a check before a ``rename`` would let a file written
     meanwhile be replaced)."""
 
+    WHY = "the file system can name a file only by replacing what is there"
+
     def __init__(self, target):
-        super().__init__(
-            errno.ENOTSUP,
-            "the file system can name a file only by replacing what is there",
-            target,
-        )
+        super().__init__(errno.ENOTSUP, self.WHY, target)
 
 
 def link_unless_taken(name, source, target, directory):

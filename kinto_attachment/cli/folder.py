@@ -42,6 +42,8 @@ class Folder:
         self.path = path
         self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._parts = None
+        #: Whether names can be given without replacing (see _names_without_replacing()).
+        self._naming = None
         #: What earlier downloads wrote (read when first needed), and what this one did.
         self._downloaded, self._written = None, {}
 
@@ -180,6 +182,8 @@ class Folder:
         parts = self.parts()
         aside = aside_of(path)
         if replaced is not None:
+            if not self._names_without_replacing():
+                raise Failure(f"{files.NoNamingWithoutReplacing.WHY}: the file there is kept")
             os.rename(target, aside, src_dir_fd=directory, dst_dir_fd=parts)
             try:
                 if files.stamp_at(aside, parts) != replaced:
@@ -203,6 +207,25 @@ class Folder:
         with contextlib.suppress(FileNotFoundError):  # Gone where a rename gave the name.
             os.unlink(name, dir_fd=parts)
         os.fsync(directory)
+
+    def _names_without_replacing(self):
+        """Whether files of this folder's file system can be given a name that never replaces
+        (:func:`~.files.link_unless_taken`): tried once, on a file of the parts folder, before
+        a file is set aside for a download (else it could not be given its name back)."""
+        if self._naming is None:
+            parts, probe = self.parts(), f"naming.{os.getpid()}"
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | files.NO_FOLLOW
+            os.close(os.open(probe, flags, 0o600, dir_fd=parts))
+            try:
+                files.link_unless_taken(probe, parts, f"{probe}.named", parts)
+                self._naming = True
+            except files.NoNamingWithoutReplacing:
+                self._naming = False
+            finally:
+                for name in (probe, f"{probe}.named"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(name, dir_fd=parts)
+        return self._naming
 
     def recover(self, path, directory, target):
         """Give back the file of ``path`` that a killed run set aside (:meth:`publish`): its

@@ -3,7 +3,9 @@
 
 Runs at once share the file (one per user): each change is read, made and written under an
 exclusive lock of ``<file>.lock`` (``flock``), so that none drops the entry another wrote
-between its read and its write."""
+between its read and its write. Where no lock can be had (NFS without a lock manager:
+``ENOLCK``), changes are made unlocked, as before there was a lock: the file only holds URLs
+to resume from, and a lost one costs a whole upload sent again, never a file."""
 
 import contextlib
 import fcntl
@@ -48,12 +50,17 @@ class State:
     def _changing(self):
         """The entries, to change, under the lock (see the module's docstring)."""
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = None
         try:
+            fd = os.open(f"{self.path}.lock", os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # No lock to be had here (see the module's docstring).
+            pass
+        try:
             yield self._read()
         finally:
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
 
     def put(self, key, url):
         """Keep ``url`` for ``key``; drop the entries of files changed or gone since (their

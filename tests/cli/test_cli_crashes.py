@@ -188,7 +188,11 @@ KILLED_IN_PUBLISH = """
 import os, signal, sys
 from kinto_attachment.cli import files, main
 
-def killed(*args, **kwargs):  # kill -9 once the old file is set aside, before the new is named
+named = files.link_unless_taken
+
+def killed(name, *args, **kwargs):  # kill -9 once the old file is set aside, before the new
+    if name.startswith("naming."):  # is named (the folder's naming is tried first)
+        return named(name, *args, **kwargs)
     os.kill(os.getpid(), signal.SIGKILL)
 
 files.link_unless_taken = killed
@@ -240,9 +244,11 @@ def test_a_file_system_that_can_only_replace_gets_no_download(
     run,  # noqa: F811
     monkeypatch,
 ):
-    """Where the file system has neither hard links nor a rename that never replaces, a
-    download is not given its name (it could replace a file written meanwhile): it stays in
-    the parts folder, said, exit code 1; a file it would replace is given its name back."""
+    """Where the file system has neither hard links nor a rename that never replaces (FAT,
+    SMB, FUSE, with a C library older than ``renameat2``), a download is not given its name
+    (it could replace a file written meanwhile): it stays in the parts folder, said, exit code
+    1; and a file it would replace keeps its name, run after run. Found by review
+    (2026-12-05): that file was set aside first, then could not be given its name back."""
     attach_by_hand(server, collection, record_id_of("notes.txt"), "notes.txt", NOTES)
     attach_by_hand(server, collection, record_id_of("new.txt"), "new.txt", b"new\n")
     folder = tmp_path / "mirror"
@@ -255,15 +261,39 @@ def test_a_file_system_that_can_only_replace_gets_no_download(
     monkeypatch.setattr(files.os, "link", no_hard_links)
     monkeypatch.setattr(files, "_NOREPLACE", [])
     env = environment(server, collection, tmp_path)
-    result = run(env, "download", "--folder", str(folder), "--overwrite")
+    for _ in range(2):
+        result = run(env, "download", "--folder", str(folder), "--overwrite")
+        assert result.returncode == 1
+        assert "can name a file only by replacing" in result.stderr
+        assert (folder / "notes.txt").read_bytes() == b"an older copy\n", result.stderr
+        assert not (folder / "new.txt").exists()
+        parts = sorted(p.name for p in (folder / PARTS).iterdir())
+        assert [name for name in parts if name.endswith(".part")], parts
+        assert not [name for name in parts if name.endswith(".aside")], parts
 
-    assert result.returncode == 1
-    assert "can name a file only by replacing" in result.stderr
-    assert not (folder / "new.txt").exists()
-    assert [p.name for p in (folder / PARTS).iterdir() if p.name.endswith(".part")]
-    # The older copy is back, or kept in the parts folder, and said.
-    back = (folder / "notes.txt").exists() or f"kept as {PARTS}/" in result.stderr
-    assert back, result.stderr
+
+def test_uploads_go_where_the_state_file_cannot_be_locked(
+    server,  # noqa: F811
+    collection,  # noqa: F811
+    tmp_path,
+    run,  # noqa: F811
+    monkeypatch,
+):
+    """``~/.cache`` on NFS without a lock manager: ``flock`` fails (``ENOLCK``). The lock
+    only keeps runs at once from dropping each other's resume URLs: uploads go through
+    unlocked. Found by review (2026-12-05): every upload over 8 MiB failed."""
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(resumes.fcntl, "flock", no_locks)
+    large = tmp_path / "big.bin"
+    digest = write_random_file(large, 10 * MiB)
+    env = environment(server, collection, tmp_path)
+    result = run(env, "upload", str(large))
+
+    assert result.returncode == 0, result.stderr
+    assert record(server, collection, record_id_of("big.bin"))["attachment"]["hash"] == digest
 
 
 def test_a_rename_that_never_replaces(tmp_path):
