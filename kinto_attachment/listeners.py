@@ -199,11 +199,15 @@ def on_flush(request):
 
     What goes is what the flush makes unreferenced: every blob or pending S3 upload that a
     record, a link, a ``/data/files`` entry, a resumable upload or a retained old file names,
-    read under the root lock (exclusive: no write runs meanwhile), and whatever the garbage
-    collector would take as an orphan (unreferenced, older than ``gc.orphans_grace_seconds``,
-    this instance's: :class:`~kinto_attachment.state.instance.Sorting`). A younger
-    unreferenced blob is an upload under way, possibly on another node: stored, waiting for
-    the lock the flush holds, about to link its record once the flush has committed.
+    read under the root lock (exclusive: no write runs meanwhile), as the store holds them
+    then (each blob's version: a name referenced without a file, in quarantine or a resumable
+    upload's final one, is free once the flush has committed, and another node's upload may
+    take it before the store is wiped: its file is not the one the flush saw, and stays),
+    and whatever the garbage collector would take as an orphan (unreferenced, older than
+    ``gc.orphans_grace_seconds``, this instance's:
+    :class:`~kinto_attachment.state.instance.Sorting`). A younger unreferenced blob is an
+    upload under way, possibly on another node: stored, waiting for the lock the flush holds,
+    about to link its record once the flush has committed.
     Deleting it would leave that record with a missing file; it is left to the garbage
     collector, which takes it after the grace period if nothing claims it.
 
@@ -212,16 +216,19 @@ def on_flush(request):
     """
     registry = request.registry
     referenced, pending = references.index(registry)
+    store = registry.attachment_store
+    held = {blob.key: blob.version for blob in store.iter_blobs() if blob.key in referenced}
     grace_ms = registry.attachment_settings.gc.orphans_grace_seconds * 1000
     kept = instance.tag(registry)
     links.pop(registry.storage)
     lifecycle.after_commit(request, instance.keep, registry, kept)
-    lifecycle.after_commit(request, wipe_store, registry, referenced, pending, grace_ms)
+    lifecycle.after_commit(request, wipe_store, registry, referenced, held, pending, grace_ms)
 
 
-def wipe_store(registry, referenced, pending, grace_ms):
-    """Delete the blobs of the store that were ``referenced`` or are orphans, abort the
-    pending uploads likewise."""
+def wipe_store(registry, referenced, held, pending, grace_ms):
+    """Delete the blobs of the store that were referenced and ``held`` (``{key: version}``)
+    when the flush read them, if still those versions, and the orphans; abort the pending
+    uploads likewise."""
     store = registry.attachment_store
     sorting = instance.Sorting(registry, msec_time() - grace_ms, store.iter_pending())
     flushed = []
@@ -229,16 +236,22 @@ def wipe_store(registry, referenced, pending, grace_ms):
     def was_referenced(key):
         if not referenced.see(key):
             return False
-        if sorting.may_be_mine(key):  # Another's is kept, referenced here or not.
+        if sorting.may_be_mine(key) and key in held:  # Another's is kept, referenced or not.
             flushed.append(key)
         return True
 
     orphans = [listed.key for listed in sorting.orphans(store.iter_blobs(), was_referenced)]
+    flushed = [key for key in flushed if _version(store, key) == held[key]]
     store.delete_many(flushed + orphans)
     for upload in [u for u in sorting.uploads if u.upload_id in pending]:
         store.abort_pending(upload.key, upload.upload_id)
     for upload in list(sorting.abandoned(pending)):
         store.abort_pending(upload.key, upload.upload_id)
+
+
+def _version(store, key):
+    stat = store.stat(key)
+    return None if stat is None else stat.version
 
 
 def includeme(config):
