@@ -346,6 +346,17 @@ REFUSALS = {
 }
 
 
+#: The ``error`` of Kinto's refusals of invalid parameters (a 400 with errno 107).
+INVALID_TITLE = "Invalid parameters"
+
+
+def _title(refusal):
+    """Kinto's title of its 400s for invalid parameters (``raise_invalid``), which
+    kinto-attachment's answers had too; else the status's own (None)."""
+    invalid = refusal.status == 400 and refusal.errno == ERRORS.INVALID_PARAMETERS
+    return INVALID_TITLE if invalid else None
+
+
 def refuse(name, /, *, headers=None, **params):
     """The exception of refusal ``name``, its templates filled with ``params``.
 
@@ -357,6 +368,7 @@ def refuse(name, /, *, headers=None, **params):
     error = http_error(
         EXCEPTIONS[refusal.status](),
         errno=refusal.errno,
+        error=_title(refusal),
         message=None if refusal.message is None else refusal.message.format(**params),
         details=_fill(refusal.details, params),
     )

@@ -73,7 +73,7 @@ class AttachmentSettings:
     #: Prepended to stored keys to form the ``location`` of attachments.
     base_url: str
     #: Advertised in the ``attachments`` capability (trailing slash enforced).
-    capability_base_url: str
+    capability_base_url: str | None
     default: Policy
     #: ``(bucket_id, collection_id or None)`` → Policy, already merged with its parents.
     overrides: Mapping
@@ -189,12 +189,13 @@ def _section(values, section):
 
 
 def _base_urls(global_values):
-    """``base_url``, and the capability's (``extra.base_url``, with a trailing slash)."""
+    """``base_url``, and the capability's (``extra.base_url``, with a trailing slash; None
+    without either, as kinto-attachment announced it)."""
     base_url = str(global_values.get("base_url") or "").strip()
     capability_url = str(global_values.get("extra.base_url") or base_url).strip()
     if capability_url and not capability_url.endswith("/"):
         capability_url += "/"
-    return base_url, capability_url
+    return base_url, capability_url or None
 
 
 def _parse_gc(values):

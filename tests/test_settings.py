@@ -19,7 +19,8 @@ def parse(**values):
 def test_defaults():
     parsed = parse()
     assert parsed.base_url == ""
-    assert parsed.capability_base_url == ""
+    # As kinto-attachment announced it (found by review, 2026-12-05: it was "").
+    assert parsed.capability_base_url is None
     assert parsed.serve_files is False
     policy = parsed.policy("any", "thing")
     assert policy.randomize is True
@@ -92,13 +93,12 @@ def test_overrides_inherit_bucket_then_global():
     [
         ({"randomize": "maybe"}, "kinto.attachment.randomize"),
         ({"max_size_bytes": "ten"}, "kinto.attachment.max_size_bytes"),
-        ({"max_size_bytes": "-1"}, "kinto.attachment.max_size_bytes"),
+        ({"max_size_bytes": "1000.5"}, "kinto.attachment.max_size_bytes"),
         ({"folder": "{bucket}"}, "kinto.attachment.folder"),
         ({"folder": "../up"}, "kinto.attachment.folder"),
         ({"filename_pattern": "{nope}"}, "kinto.attachment.filename_pattern"),
         ({"filename_pattern": "{unclosed"}, "kinto.attachment.filename_pattern"),
         ({"extensions": "images+t@r"}, "kinto.attachment.extensions"),
-        ({"extensions": ""}, "kinto.attachment.extensions"),
         ({"mimetypes": ".ftl=application/x"}, "kinto.attachment.mimetypes"),
         ({"mimetypes": ".ftl:notatype"}, "kinto.attachment.mimetypes"),
         ({"basepath": "/x"}, "kinto.attachment.basepath"),
@@ -362,3 +362,37 @@ def test_a_relative_base_path_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigurationError, match="kinto.attachment.base_path.*%\\(here\\)s"):
         kinto_main({}, **build_settings("memory", "files"))
+
+
+@pytest.mark.parametrize(
+    "value,size",
+    [("-1", 0), ("0", 0), ("1e3", 1000), ("1000.0", 1000), ("1000", 1000), (" 42 ", 42)],
+)
+def test_max_size_bytes_is_read_as_kinto_attachment_reads_it(value, size):
+    """Kinto reads settings as JSON where they are (``1e3``: a float); 0 or less is no
+    limit. Found by review (2026-12-05): these stopped start-up."""
+    assert parse(max_size_bytes=value).default.max_size_bytes == size
+
+
+@pytest.mark.parametrize(
+    "value,allowed",
+    [
+        ("any", frozenset()),
+        ("", frozenset()),
+        ("any+pdf", frozenset({"pdf"})),
+        ("pdf+any", frozenset({"pdf"})),
+        ("pdf+txt", frozenset({"pdf", "txt"})),
+    ],
+)
+def test_extensions_are_read_as_kinto_attachment_reads_them(value, allowed):
+    """``any`` is a group of no extension, and only nothing at all allows every one. Found by
+    review (2026-12-05): ``any+pdf`` allowed every file (an ``.exe`` too), and an empty value
+    stopped start-up."""
+    assert parse(extensions=value).default.extensions == allowed
+
+
+def test_folder_may_name_the_record():
+    """``{id}``, the record's, as kinto-attachment formats ``folder`` with the URL's ids.
+    Found by review (2026-12-05): start-up refused it."""
+    policy = parse(folder="{bucket_id}/{id}").default
+    assert policy.folder_for("b", "c", "r1") == "b/r1"

@@ -97,7 +97,7 @@ def blob_key(policy, tag, bucket_id, collection_id, record_id, filename):
         )
     name = safe_name(name)
     _check_extension(policy, name)
-    return join_key(policy.folder_for(bucket_id, collection_id), name)
+    return join_key(policy.folder_for(bucket_id, collection_id, record_id), name)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -70,10 +70,10 @@ class Policy:
     def allows_extension(self, extension):
         return not self.extensions or extension in self.extensions
 
-    def folder_for(self, bucket_id, collection_id):
-        """The folder of the collection's files: ``folder`` with its ids, each segment that
-        they make longer than :data:`MAX_SEGMENT` named by its hash (:func:`short_segment`)."""
-        folder = self.folder.format(bucket_id=bucket_id, collection_id=collection_id)
+    def folder_for(self, bucket_id, collection_id, record_id):
+        """The folder of the record's files: ``folder`` with its ids, each segment that they
+        make longer than :data:`MAX_SEGMENT` named by its hash (:func:`short_segment`)."""
+        folder = self.folder.format(bucket_id=bucket_id, collection_id=collection_id, id=record_id)
         return "/".join(short_segment(segment) for segment in folder.split("/"))
 
 
@@ -106,13 +106,20 @@ def short_segment(segment):
 
 
 def _as_size(name, value):
+    """A number of bytes; 0 or less: no limit (as kinto-attachment reads it). Kinto reads
+    settings as JSON where they are: ``1e3`` and ``1000.0`` are a thousand bytes."""
+    text = str(value).strip()
     try:
-        size = int(str(value).strip())
+        size = int(text)
     except ValueError:
-        fail(name, f"expected a number of bytes, got {value!r}")
-    if size < 0:
-        fail(name, f"must be 0 (no limit) or positive, got {size}")
-    return size
+        try:
+            size = float(text)
+        except ValueError:
+            fail(name, f"expected a number of bytes, got {value!r}")
+        if not size.is_integer():
+            fail(name, f"expected a whole number of bytes, got {value!r}")
+        size = int(size)
+    return max(size, 0)
 
 
 def _as_template(allowed):
@@ -139,7 +146,7 @@ def _as_folder(name, value):
     """A folder pattern, refused unless every key under it fits in :data:`MAX_KEY` bytes
     (a segment with an id in it takes :data:`MAX_SEGMENT` at most, the file's name
     :data:`NAME_ROOM`): three segments with ids fit, whatever the ids, four do not."""
-    folder = _as_template(("bucket_id", "collection_id"))(name, value).strip("/")
+    folder = _as_template(("bucket_id", "collection_id", "id"))(name, value).strip("/")
     if any(part == "" or part.startswith(".") for part in folder.split("/")) and folder:
         # Names starting with "." are the plugin's own (.uploads/, .data-files/, staged
         # files), never served (serve_files, config/nginx.conf).
@@ -156,11 +163,13 @@ def _as_folder(name, value):
 
 
 def _as_extensions(name, value):
+    """The extensions allowed, empty for any: as kinto-attachment reads it, ``any`` adds none
+    (``any+pdf`` is pdf alone) and only nothing at all allows every extension."""
     extensions = set()
     for group in str(value).strip().split("+"):
         group = group.strip().lower()
         if group == "any":
-            return frozenset()
+            continue
         if group in EXTENSION_GROUPS:
             extensions |= EXTENSION_GROUPS[group]
             continue
@@ -169,8 +178,6 @@ def _as_extensions(name, value):
             if not _EXTENSION_RE.fullmatch(ext):
                 fail(name, f"{ext!r} is neither an extension group nor a plain extension")
             extensions.add(ext)
-    if not extensions:
-        fail(name, "no extension given (use `any` to allow every extension)")
     return frozenset(extensions)
 
 

@@ -57,7 +57,8 @@ def require_storable_ids(context):
 
 
 def attach(request, context, blob, data=None, permissions=None, discard_on_failure=True):
-    """Make a committed blob the record's attachment (the last step of every upload).
+    """Make a committed blob the record's attachment (the last step of every upload); return
+    the record as written.
 
     In the request's transaction, with the record locked: the record is written (created if
     needed), and the link of the blob replaces those of the previous one, whose blob is
@@ -100,7 +101,7 @@ def attach(request, context, blob, data=None, permissions=None, discard_on_failu
         replaced_hash=previous.get("hash"),
         request=request,
     )
-    return metadata
+    return written
 
 
 def record_ids(context):

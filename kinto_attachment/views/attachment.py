@@ -93,17 +93,26 @@ def post_attachment(request):
     require_storable_ids(context)
     refuse_missing_parents(request, context)
     blob, fields = _receive(request, context, policy, store)
-    metadata = attach(request, context, blob, fields.get("data"), fields.get("permissions"))
+    written = attach(request, context, blob, fields.get("data"), fields.get("permissions"))
     # As kinto-attachment: 201 when the record was created, 200 when it existed (``attach``
     # left what it found under the lock in the context).
     request.response.status = 201 if context.current_object is None else 200
+    _versioned(request.response, written)
     request.response.headers["Location"] = request.route_url(
         "record-object",
         bucket_id=context.bucket_id,
         collection_id=context.collection_id,
         id=context.record_id,
     )
-    return metadata
+    return written[FILE_FIELD]
+
+
+def _versioned(response, record):
+    """The record's new version in the answer, as Kinto's own writes give it (``ETag``,
+    ``Last-Modified``), and kinto-attachment's answers did: a client learns it without
+    reading the record again."""
+    response.headers["ETag"] = f'"{record["last_modified"]}"'
+    response.last_modified = record["last_modified"] / 1000.0
 
 
 def _existing_record(request):
@@ -122,10 +131,14 @@ def delete_attachment(request):
     storage = request.registry.storage
     ids = (context.bucket_id, context.collection_id, context.record_id)
     if record.get(FILE_FIELD) is not None:
-        records.write(request, context, {FILE_FIELD: None})
+        _versioned(request.response, records.write(request, context, {FILE_FIELD: None}))
         recording.deleted(
             request.registry, record_ids(context), record[FILE_FIELD], request=request
         )
+    elif FILE_FIELD not in record:  # As kinto-attachment: the record says it has none.
+        _versioned(request.response, records.write(request, context, {FILE_FIELD: None}))
+    else:
+        _versioned(request.response, record)
     lifecycle.discard(request, links.pop(storage, *ids))
 
     request.response.status = 204

@@ -40,10 +40,7 @@ def partial_plan(policy, tag, ids, filename):
     that); stores that need one (S3 completes each partial upload into an object) use it.
     Its name, if any, is kept with it: 400 unless Kinto's storage can hold it."""
     intake.check_storable(filename)
-    bucket_id, collection_id, _ = ids
-    key = join_key(
-        policy.folder_for(bucket_id, collection_id), f"{instance.tagged_name(tag)}.partial"
-    )
+    key = join_key(policy.folder_for(*ids), f"{instance.tagged_name(tag)}.partial")
     return intake.Plan(
         key=key, filename=filename, mimetype="application/octet-stream", random=True
     )

@@ -8,11 +8,18 @@ import webob.request
 from ..conftest import ALICE, attachment_app, cached_app, served_path
 
 
-def test_folder_pattern(blobs, tmp_path_factory, request):
-    folder = "{bucket_id}/{collection_id}"
+@pytest.mark.parametrize(
+    "folder,prefix",
+    [
+        ("{bucket_id}/{collection_id}", "blog/articles/"),
+        # As kinto-attachment formats it (found by review, 2026-12-05: start-up refused it).
+        ("{bucket_id}/{id}", "blog/r1/"),
+    ],
+)
+def test_folder_pattern(folder, prefix, blobs, tmp_path_factory, request):
     kinto = attachment_app(tmp_path_factory, request, blobs=blobs, folder=folder)
     meta = kinto.upload(kinto.record_url()).json
-    assert meta["location"].startswith("https://files.example.com/blog/articles/")
+    assert meta["location"].startswith("https://files.example.com/" + prefix)
     assert kinto.files() == [kinto.key_of(meta["location"])]
 
 

@@ -70,13 +70,37 @@ def test_delete_attachment(kinto):
     assert kinto.files() == []
 
 
-def test_delete_attachment_of_record_without_one_is_a_noop(kinto):
+def test_delete_attachment_of_record_without_one_writes_null(kinto):
+    """As kinto-attachment (and docs/api.rst): the record says it has no attachment, and the
+    answer carries its new version. Found by review (2026-12-05): the record was left as it
+    was, without the field."""
     kinto.create_collection()
     url = kinto.record_url()
     kinto.app.put_json(url, {"data": {"title": "x"}}, headers=ALICE)
-    before = kinto.app.get(url, headers=ALICE).json["data"]
-    kinto.app.delete(url + "/attachment", headers=ALICE, status=204)
-    assert kinto.app.get(url, headers=ALICE).json["data"] == before
+    deleted = kinto.app.delete(url + "/attachment", headers=ALICE, status=204)
+    after = kinto.app.get(url, headers=ALICE)
+    assert after.json["data"]["attachment"] is None
+    assert after.json["data"]["title"] == "x"
+    assert deleted.headers["ETag"] == after.headers["ETag"]
+    # Once null, deleting again writes nothing.
+    again = kinto.app.delete(url + "/attachment", headers=ALICE, status=204)
+    assert again.headers["ETag"] == after.headers["ETag"]
+    assert kinto.app.get(url, headers=ALICE).headers["ETag"] == after.headers["ETag"]
+
+
+def test_upload_and_delete_answers_carry_the_records_version(kinto):
+    """``ETag`` and ``Last-Modified`` of the record written, as Kinto's own writes and
+    kinto-attachment's answers: a client learns the new version without reading it again.
+    Found by review (2026-12-05)."""
+    kinto.create_collection()
+    url = kinto.record_url()
+    uploaded = kinto.upload(url)
+    record = kinto.app.get(url, headers=ALICE)
+    assert uploaded.headers["ETag"] == record.headers["ETag"]
+    assert uploaded.headers["Last-Modified"] == record.headers["Last-Modified"]
+    deleted = kinto.app.delete(url + "/attachment", headers=ALICE, status=204)
+    record = kinto.app.get(url, headers=ALICE)
+    assert deleted.headers["ETag"] == record.headers["ETag"] != uploaded.headers["ETag"]
 
 
 def test_delete_attachment_of_unknown_record_is_404(kinto):
