@@ -9,7 +9,7 @@ from .adoption.migration import Migration
 from .data_files.limiter import TransferLimiter
 from .events.options import TYPES as EVENT_TYPES
 from .heartbeat import attachments_ping
-from .state import instance, links
+from .state import instance, links, shared
 from .storage import IBlobStore
 from .views import resumable
 
@@ -39,6 +39,10 @@ def includeme(config):
     settings = attachment_settings.parse(config.get_settings())
     # The store's SDK is imported now, and only for the store the settings chose.
     store = settings.store.build(settings.base_url, settings.caching.files)
+    # Optional (storage.base.StoreBase.prepare); not in our commands, which take it as it is.
+    prepare = getattr(store, "prepare", None)
+    if prepare is not None and not shared.in_our_command(config.registry):
+        prepare()
     _warn_of_a_base_url_without_slash(store)
     config.registry.attachment_settings = settings
     config.registry.attachment_store = store
@@ -80,6 +84,7 @@ def includeme(config):
     config.include("kinto_attachment.data_files.views")
     config.include("kinto_attachment.views.resumable")
     config.include("kinto_attachment.state.instance")
+    config.include("kinto_attachment.state.promises")
     config.include("kinto_attachment.gc")
     config.include("kinto_attachment.events")
     config.include("kinto_attachment.metrics")

@@ -27,7 +27,7 @@ from pyramid.events import ContextFound
 
 from . import errors, locks, routes, write_locks
 from .events import recording
-from .state import instance, links, records, references
+from .state import instance, links, promises, records, references
 from .uploads import lifecycle
 
 
@@ -212,7 +212,8 @@ def on_flush(request):
     collector, which takes it after the grace period if nothing claims it.
 
     The flush empties the storage, the instance's tag with it: it is written back, the
-    instance's still (:func:`~kinto_attachment.state.instance.keep`).
+    instance's still (:func:`~kinto_attachment.state.instance.keep`), and so are the settings
+    the servers promise the collector (:mod:`~kinto_attachment.state.promises`).
     """
     registry = request.registry
     referenced, pending = references.index(registry)
@@ -222,6 +223,7 @@ def on_flush(request):
     kept = instance.tag(registry)
     links.pop(registry.storage)
     lifecycle.after_commit(request, instance.keep, registry, kept)
+    lifecycle.after_commit(request, promises.record, registry)
     lifecycle.after_commit(request, wipe_store, registry, referenced, held, pending, grace_ms)
 
 

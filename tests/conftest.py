@@ -287,9 +287,10 @@ class Kinto:
         for listed in client.list_objects_v2(Bucket=self.bucket).get("Contents", []):
             client.delete_object(Bucket=self.bucket, Key=listed["Key"])
 
-    def write_ini(self, path):
+    def write_ini(self, path, **extra):
         """An ini file for the commands (``kinto-attachment-gc``...) that reaches this app's
-        storage, permissions, cache and local files: what an operator's would hold."""
+        storage, permissions, cache and local files: what an operator's would hold; and the
+        ``extra`` settings (full names)."""
         settings = self.registry.settings
         names = ("storage_backend", "storage_url", "permission_backend", "permission_url")
         names += ("cache_backend", "cache_url", "userid_hmac_secret")
@@ -299,6 +300,7 @@ class Kinto:
             + "kinto.includes = kinto_attachment\n"
             + f"kinto.attachment.base_path = {self.base_path}\n"
             + f"kinto.attachment.base_url = {settings['attachment.base_url']}\n"
+            + "".join(f"{name} = {value}\n" for name, value in extra.items())
         )
         return path
 

@@ -7,7 +7,7 @@ import sys
 
 from kinto.core.storage.exceptions import BackendError
 
-from ..state import shared
+from ..state import promises, shared
 from . import collect
 from .store_check import Refused, unreachable
 
@@ -33,6 +33,16 @@ data_files.gc_interval_seconds); run this command against a shared storage backe
 (PostgreSQL) only."""
 
 
+#: Settings of the command that differ from what the servers recorded (formatted with
+#: ``ini`` and ``settings``, a line each).
+UNPROMISED = """\
+kinto-attachment-gc: refused: {ini} does not configure what the servers promise about their
+files, which a collection must honour:
+{settings}
+Nothing was read nor removed: give the command the servers' settings (their environment's
+KINTO_ATTACHMENT_* and KINTO_* variables included), and run again."""
+
+
 #: A storage backend lost while collecting: what was removed before is logged.
 INTERRUPTED = """\
 kinto-attachment-gc: failed: Kinto's storage backend was lost while collecting ({error}).
@@ -55,8 +65,9 @@ def main(argv=None):
     """``kinto-attachment-gc --ini FILE [--dry-run]``: collect once, print the report.
 
     Exit codes: ``0`` collected; ``2`` refused (a wrong command line, a configuration whose
-    records this process cannot see, a storage backend it cannot reach, or a store that does
-    not hold the files the records name: nothing is removed); ``1`` the storage backend
+    records this process cannot see, a storage backend it cannot reach, a store that does
+    not hold the files the records name, or settings that differ from those the servers
+    recorded: nothing is removed); ``1`` the storage backend
     failed in the middle of a collection (every step removes only what it has just proved
     unreferenced, so running again is safe)."""
     parser = argparse.ArgumentParser(prog="kinto-attachment-gc", description=DESCRIPTION)
@@ -70,6 +81,13 @@ def main(argv=None):
             return 2
         if (error := unreachable(registry.attachment_store)) is not None:
             print(STORE_UNREACHABLE.format(ini=args.ini, error=error), file=sys.stderr)
+            return 2
+        if differing := promises.broken_by(registry):
+            lines = "\n".join(
+                f"  {name}: the servers' {theirs!r}, this configuration's {mine!r}"
+                for name, (theirs, mine) in differing.items()
+            )
+            print(UNPROMISED.format(ini=args.ini, settings=lines), file=sys.stderr)
             return 2
         try:
             report = collect(registry, dry_run=args.dry_run)

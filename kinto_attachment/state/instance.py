@@ -22,13 +22,12 @@ import posixpath
 import re
 import secrets
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import transaction
 from kinto.core.storage.exceptions import ObjectNotFoundError, UnicityError
 from pyramid.events import ApplicationCreated
 
-from .shared import quiet_client, shares_state
+from .shared import on_its_own, quiet_client, shares_state
 
 
 logger = logging.getLogger(__name__)
@@ -52,7 +51,7 @@ def tag(registry, make=True):
         with _reading:
             found = getattr(registry, "attachment_instance_tag", None)
             if found is None:
-                found = _on_its_own(_read_or_make, registry.storage, None, make)
+                found = on_its_own(_read_or_make, registry.storage, None, make)
                 if found is not None:
                     registry.attachment_instance_tag = found
     return found
@@ -85,7 +84,7 @@ def keep(registry, kept):
     process of the instance goes on naming files with it, and what the flush left (younger
     than the grace period) stays this instance's. Should another process have made a new one
     meanwhile, this process takes it."""
-    registry.attachment_instance_tag = _on_its_own(_read_or_make, registry.storage, kept)
+    registry.attachment_instance_tag = on_its_own(_read_or_make, registry.storage, kept)
 
 
 def random_name(registry):
@@ -111,14 +110,6 @@ def tag_of(key):
 
 def _check(body):
     return hashlib.sha256(body.encode("ascii")).hexdigest()[:8]
-
-
-def _on_its_own(function, *args):
-    """``function(*args)`` in a thread of its own, so in a transaction of its own: a request's
-    transaction may be under way in this thread, and its rollback must not take the tag back
-    once names carry it."""
-    with ThreadPoolExecutor(1, thread_name_prefix="attachment-instance") as one:
-        return one.submit(function, *args).result()
 
 
 def _read_or_make(storage, made=None, make=True):

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import transaction
 from kinto.core.storage import memory
@@ -35,6 +36,14 @@ def shares_state(registry):
     """Whether a process of its own, started from the same configuration, sees what the
     servers see: not with the memory backend, whose records live in each server's process."""
     return not isinstance(registry.storage, memory.Storage)
+
+
+def on_its_own(function, *args):
+    """``function(*args)`` in a thread of its own, so in a transaction of its own: a request's
+    transaction may be under way in this thread, and its rollback must not take back what
+    ``function`` writes (the instance's tag, once names carry it)."""
+    with ThreadPoolExecutor(1, thread_name_prefix="attachment-state") as one:
+        return one.submit(function, *args).result()
 
 
 def rolls_back(storage):
@@ -80,6 +89,14 @@ def in_command(registry):
     threads. ``kinto migrate --dry-run`` started the periodic collector, whose round, once the
     migration took longer than its interval, adopted and deleted for real."""
     return bool(getattr(registry, "command", None))
+
+
+def in_our_command(registry):
+    """Whether one of this plugin's commands loaded the app (``kinto-attachment-gc``,
+    ``kinto-attachment-events``): they act on the servers' store as they find it, never on
+    one they would make (a ``base_path`` mistyped, a volume not mounted). Kinto's own
+    (``kinto migrate``, which sets a deployment up) prepare it as a server does."""
+    return str(getattr(registry, "command", None) or "").startswith("kinto-attachment")
 
 
 #: Why a command refuses a configuration whose application does not load (an extra not

@@ -36,6 +36,11 @@ class StoreBase:
         instance's tag, so that another instance's collector sharing the store keeps them."""
         return secrets.token_hex(16)
 
+    def prepare(self):
+        """Make what a server needs before it serves (a local store's folder), and ``kinto
+        migrate``. The plugin's commands do not call it: they must find the servers' store as
+        it is, and refuse one that is not there rather than make an empty one and act on it."""
+
     def variants(self, key, random=False):
         """``key``, ``name-1.ext``... (:func:`.keys.key_variants`) to try in turn, but the
         reserved ones; ``key`` itself is not asked about when it was drawn at random, nor is

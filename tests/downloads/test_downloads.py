@@ -389,6 +389,7 @@ def blob(tmp_path):
     from kinto_attachment.storage.local import LocalStore
 
     store = LocalStore(str(tmp_path / "files"))
+    store.prepare()
     staged = store.stage("big.bin")
     content = os.urandom(3 * 1024 * 1024 + 5)
     staged.write(content)

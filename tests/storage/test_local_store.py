@@ -18,7 +18,9 @@ from kinto_attachment.uploads.meter import HASH_BEHIND_MIN, Meter
 
 @pytest.fixture
 def store(tmp_path):
-    return LocalStore(str(tmp_path / "files"), base_url="https://cdn.example.com/files")
+    store = LocalStore(str(tmp_path / "files"), base_url="https://cdn.example.com/files")
+    store.prepare()
+    return store
 
 
 def listing(store):

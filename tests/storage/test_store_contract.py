@@ -92,7 +92,9 @@ def _gcs_store(endpoint_url):
 def case(request, tmp_path):
     """Each store, new and empty."""
     if request.param == "local":
-        return Case("local", LocalStore(str(tmp_path / "files"), base_url=BASE_URL), MiB)
+        store = LocalStore(str(tmp_path / "files"), base_url=BASE_URL)
+        store.prepare()
+        return Case("local", store, MiB)
     if request.param == "s3":
         return Case("s3", _s3_store(request.getfixturevalue("s3_server")), 5 * MiB)
     return Case("gcs", _gcs_store(request.getfixturevalue("gcs_server")), 256 * KiB)

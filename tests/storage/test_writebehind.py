@@ -17,7 +17,10 @@ PAGE = mmap.PAGESIZE
 
 @pytest.fixture
 def store(tmp_path):
-    return LocalStore(str(tmp_path / "files"))
+    store = LocalStore(str(tmp_path / "files"))
+    store.prepare()
+    store.prepare()
+    return store
 
 
 @pytest.fixture
@@ -152,6 +155,7 @@ def test_dropped_windows_leave_the_page_cache(store):
 
 def test_small_files_and_unsynced_stores_are_left_alone(tmp_path, calls):
     store = LocalStore(str(tmp_path / "files"))
+    store.prepare()
     staged = store.stage("small.bin")
     for chunk in chunks(2 * WINDOW - 1):
         staged.write(chunk)
@@ -159,6 +163,7 @@ def test_small_files_and_unsynced_stores_are_left_alone(tmp_path, calls):
     assert [call for call in calls if call[0] == "drop"] == []
 
     unsynced = LocalStore(str(tmp_path / "unsynced"), fsync=False)
+    unsynced.prepare()
     calls.clear()
     staged = unsynced.stage("big.bin")
     for chunk in chunks(3 * WINDOW):

@@ -63,8 +63,10 @@ class LocalStore(StoreBase):
         self.base_path = os.path.realpath(base_path)
         self.base_url = base_url
         self.fsync = fsync
-        os.makedirs(self.base_path, exist_ok=True)
         self._syncing = None
+
+    def prepare(self):
+        os.makedirs(self.base_path, exist_ok=True)
 
     def syncing(self):
         """The threads that fsync committed files (:meth:`LocalStaged.commit_unsettled`),
