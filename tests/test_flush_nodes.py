@@ -4,7 +4,6 @@ the other node stored after it committed."""
 
 import contextlib
 import inspect
-import threading
 
 import pytest
 import transaction
@@ -12,6 +11,7 @@ import transaction
 from kinto_attachment.state import records
 
 from .conftest import ALICE, Kinto, build_settings, make_app, own_database
+from .support.threads import in_another_thread
 from .test_gc import GRACE, start_tus
 
 
@@ -32,23 +32,6 @@ def two_nodes(tmp_path, **extra):
             for node in (first, second):
                 with contextlib.suppress(Exception):
                     node.registry.storage.client._engine.dispose()
-
-
-def in_another_thread(work):
-    """``work()`` run to its end in a thread of its own (another node's request)."""
-    failures, results = [], []
-
-    def run():
-        try:
-            results.append(work())
-        except BaseException as e:  # pragma: no cover (reported below)
-            failures.append(e)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(60)
-    assert not failures, failures
-    return results[0] if results else None
 
 
 def test_a_flush_keeps_a_file_another_node_stored_under_a_name_in_quarantine(tmp_path):

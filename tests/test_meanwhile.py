@@ -15,6 +15,7 @@ from kinto_attachment import locks
 from kinto_attachment.uploads import record as record_step
 
 from .conftest import ALICE, BOB, cached_app
+from .support.threads import in_another_thread
 from .views.test_resumable import create, metadata, patch
 
 
@@ -31,19 +32,12 @@ def userid(kinto, headers):
 
 def _committed_elsewhere(registry, change):
     """``change(registry)`` in a transaction of another thread, committed."""
-    failures = []
 
-    def run():
-        try:
-            with transaction.manager:
-                change(registry)
-        except Exception as e:  # pragma: no cover (reported below)
-            failures.append(e)
+    def committed():
+        with transaction.manager:
+            change(registry)
 
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(30)
-    assert not failures, failures
+    in_another_thread(committed, timeout=30)
 
 
 def _at_record_lock(monkeypatch, change):
