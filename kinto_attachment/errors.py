@@ -56,6 +56,8 @@ class Refusal:
     #: with the status, errno and message written here (as for any unknown route, or any
     #: request lacking authentication).
     bare: type[httpexceptions.HTTPException] | None = None
+    #: The ``error`` title, where it is not the status's own.
+    title: str | None = None
 
     def parameters(self):
         """The names of the parameters the templates use."""
@@ -104,6 +106,8 @@ REFUSALS = {
         ERRORS.INVALID_PARAMETERS,
         _BODY,
         details=[{"location": "body", "name": None, "description": "{description}"}],
+        # Kinto's ``raise_invalid``, which kinto-attachment refused these files with.
+        title="Invalid parameters",
     ),
     "invalid_posted_data": Refusal(
         400,
@@ -346,17 +350,6 @@ REFUSALS = {
 }
 
 
-#: The ``error`` of Kinto's refusals of invalid parameters (a 400 with errno 107).
-INVALID_TITLE = "Invalid parameters"
-
-
-def _title(refusal):
-    """Kinto's title of its 400s for invalid parameters (``raise_invalid``), which
-    kinto-attachment's answers had too; else the status's own (None)."""
-    invalid = refusal.status == 400 and refusal.errno == ERRORS.INVALID_PARAMETERS
-    return INVALID_TITLE if invalid else None
-
-
 def refuse(name, /, *, headers=None, **params):
     """The exception of refusal ``name``, its templates filled with ``params``.
 
@@ -368,7 +361,7 @@ def refuse(name, /, *, headers=None, **params):
     error = http_error(
         EXCEPTIONS[refusal.status](),
         errno=refusal.errno,
-        error=_title(refusal),
+        error=refusal.title,
         message=None if refusal.message is None else refusal.message.format(**params),
         details=_fill(refusal.details, params),
     )

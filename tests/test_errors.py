@@ -4,7 +4,6 @@ import re
 from pathlib import Path
 
 import pytest
-from kinto.core.errors import ERRORS
 from pyramid import httpexceptions
 
 from kinto_attachment import errors
@@ -57,10 +56,7 @@ def test_refusal(name):
     assert error.code == refusal.status
     assert error.json["code"] == refusal.status
     assert error.json["errno"] == refusal.errno.value
-    # Kinto's title of invalid parameters (``raise_invalid``), as kinto-attachment's answers
-    # had it (found by review, 2026-12-05: "Bad Request"); the status's own otherwise.
-    invalid = refusal.status == 400 and refusal.errno == ERRORS.INVALID_PARAMETERS
-    assert error.json["error"] == ("Invalid parameters" if invalid else error.title)
+    assert error.json["error"] == (refusal.title or error.title)
     if refusal.message is not None:
         assert error.json["message"] == refusal.message.format(**params)
     for header, template in refusal.headers.items():

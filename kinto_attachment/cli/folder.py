@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import json
 import os
+import secrets
 import stat
 import sys
 
@@ -213,8 +214,10 @@ class Folder:
         (:func:`~.files.link_unless_taken`): tried once, on a file of the parts folder, before
         a file is set aside for a download (else it could not be given its name back)."""
         if self._naming is None:
-            parts, probe = self.parts(), f"naming.{os.getpid()}"
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | files.NO_FOLLOW
+            # A name of its own: another run may probe the same folder (pids repeat, across
+            # containers sharing it).
+            parts, probe = self.parts(), f"naming.{secrets.token_hex(8)}"
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | files.NO_FOLLOW
             os.close(os.open(probe, flags, 0o600, dir_fd=parts))
             try:
                 files.link_unless_taken(probe, parts, f"{probe}.named", parts)

@@ -8,9 +8,15 @@ between its read and its write. Where no lock can be had (NFS without a lock man
 to resume from, and a lost one costs a whole upload sent again, never a file."""
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
+
+
+#: What ``flock`` fails with where the file system has no locks to give (see the module's
+#: docstring).
+NO_LOCKS = {errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP}
 
 
 class State:
@@ -50,17 +56,18 @@ class State:
     def _changing(self):
         """The entries, to change, under the lock (see the module's docstring)."""
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        fd = None
+        # Open to write: NFS emulates flock with a POSIX lock, which needs it.
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            fd = os.open(f"{self.path}.lock", os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:  # No lock to be had here (see the module's docstring).
-            pass
+        except OSError as e:
+            if e.errno not in NO_LOCKS:
+                os.close(fd)
+                raise
         try:
             yield self._read()
         finally:
-            if fd is not None:
-                os.close(fd)
+            os.close(fd)
 
     def put(self, key, url):
         """Keep ``url`` for ``key``; drop the entries of files changed or gone since (their

@@ -110,7 +110,11 @@ def _record_request(request, context, body, create):
     """A request for Kinto's record resource (``PUT`` with ``If-None-Match: *`` to create,
     ``PATCH`` otherwise), as its route would have matched it; it shares the upload's
     ``bound_data`` (events, the collection already read)."""
-    headers = {"If-None-Match": "*"} if create else {}
+    # The whole record back, whatever the client asked of Kinto's answers (``Response-Behavior:
+    # light`` or ``diff`` leave out what the upload answers with: its version, its attachment).
+    headers = {"Response-Behavior": "full"}
+    if create:
+        headers["If-None-Match"] = "*"
     write_request = build_request(
         request,
         {

@@ -130,15 +130,13 @@ def delete_attachment(request):
     record = lock_record(request, context)
     storage = request.registry.storage
     ids = (context.bucket_id, context.collection_id, context.record_id)
+    # Written whatever the record held, as kinto-attachment did: the record says it has no
+    # attachment, and the client's preconditions (If-Match) are Kinto's to check.
+    _versioned(request.response, records.write(request, context, {FILE_FIELD: None}))
     if record.get(FILE_FIELD) is not None:
-        _versioned(request.response, records.write(request, context, {FILE_FIELD: None}))
         recording.deleted(
             request.registry, record_ids(context), record[FILE_FIELD], request=request
         )
-    elif FILE_FIELD not in record:  # As kinto-attachment: the record says it has none.
-        _versioned(request.response, records.write(request, context, {FILE_FIELD: None}))
-    else:
-        _versioned(request.response, record)
     lifecycle.discard(request, links.pop(storage, *ids))
 
     request.response.status = 204

@@ -3,6 +3,7 @@ record gets a file that never existed."""
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -311,3 +312,63 @@ def test_a_rename_that_never_replaces(tmp_path):
     assert (tmp_path / "b").read_bytes() == b"b"
     assert (tmp_path / "c").read_bytes() == b"a"
     assert not (tmp_path / "a").exists()
+
+
+HOLDS_LOCK = """
+import errno, fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+try:
+    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+except OSError as e:
+    print("held" if e.errno in (errno.EAGAIN, errno.EACCES) else f"error {e}")
+else:
+    print("free")
+"""
+
+
+def test_the_resume_state_is_locked_where_flock_is_a_posix_lock(tmp_path, monkeypatch):
+    """On NFS, ``flock`` is a whole-file POSIX lock, which needs a file open to write: the
+    lock file opened read-only made every lock fail (EBADF) and, taken for "no locks here",
+    left changes unlocked. Found by review (2026-12-05). NFS's lock is ``lockf``'s here;
+    another process looks whether it is held while the entries change."""
+    monkeypatch.setattr(resumes.fcntl, "flock", lambda fd, op: fcntl.lockf(fd, op))
+    state = resumes.State(str(tmp_path / "cache" / "uploads.json"))
+    seen, read = [], resumes.State._read
+
+    def watched(self):
+        probe = subprocess.run(
+            [sys.executable, "-c", HOLDS_LOCK, f"{self.path}.lock"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        seen.append(probe.stdout.strip() or probe.stderr)
+        return read(self)
+
+    monkeypatch.setattr(resumes.State, "_read", watched)
+    state.put('["url", "/nowhere", 1, 2, "x"]', "http://server/upload/1")
+    assert seen == ["held"], seen
+
+
+def test_probes_left_by_killed_runs_are_no_bother(
+    server,  # noqa: F811
+    collection,  # noqa: F811
+    tmp_path,
+    run,  # noqa: F811
+):
+    """Before a download replaces a file, whether the folder can name files without replacing
+    is tried on a probe of the parts folder: a probe another run left (killed, or running
+    under the same pid in another container: its name was ``naming.<pid>``) failed the
+    download. Found by review (2026-12-05): each probe has a random name now."""
+    attach_by_hand(server, collection, record_id_of("a.txt"), "a.txt", b"first version\n")
+    env = environment(server, collection, tmp_path)
+    folder = tmp_path / "mirror"
+    assert run(env, "download", "--folder", str(folder)).returncode == 0
+    attach_by_hand(server, collection, record_id_of("a.txt"), "a.txt", b"second version\n")
+    (folder / PARTS).mkdir(exist_ok=True)
+    for name in (f"naming.{os.getpid()}", f"naming.{os.getpid()}.named", "naming.1.named"):
+        (folder / PARTS / name).write_bytes(b"")
+
+    result = run(env, "download", "--folder", str(folder))
+    assert result.returncode == 0, result.stderr
+    assert (folder / "a.txt").read_bytes() == b"second version\n"

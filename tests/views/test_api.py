@@ -82,10 +82,26 @@ def test_delete_attachment_of_record_without_one_writes_null(kinto):
     assert after.json["data"]["attachment"] is None
     assert after.json["data"]["title"] == "x"
     assert deleted.headers["ETag"] == after.headers["ETag"]
-    # Once null, deleting again writes nothing.
+    # Written again (as kinto-attachment): a stale If-Match is refused, as for any write.
+    stale = {**ALICE, "If-Match": '"1"'}
+    kinto.app.delete(url + "/attachment", headers=stale, status=412)
     again = kinto.app.delete(url + "/attachment", headers=ALICE, status=204)
-    assert again.headers["ETag"] == after.headers["ETag"]
-    assert kinto.app.get(url, headers=ALICE).headers["ETag"] == after.headers["ETag"]
+    assert again.headers["ETag"] == kinto.app.get(url, headers=ALICE).headers["ETag"]
+
+
+def test_a_client_asking_for_light_answers_still_gets_the_version(kinto):
+    """``Response-Behavior: light`` (or ``diff``) is Kinto's to apply to its own answers: the
+    plugin's write of the record reads it whole. Found by review (2026-12-05): a ``500``."""
+    kinto.create_collection()
+    url = kinto.record_url()
+    kinto.upload(url)
+    for behavior in ("light", "diff"):
+        headers = {**ALICE, "Response-Behavior": behavior}
+        replaced = kinto.upload(url, headers=headers, status=200)
+        assert replaced.json["filename"] == "hello.txt"
+        assert replaced.headers["ETag"] == kinto.app.get(url, headers=ALICE).headers["ETag"]
+        deleted = kinto.app.delete(url + "/attachment", headers=headers, status=204)
+        assert deleted.headers["ETag"] == kinto.app.get(url, headers=ALICE).headers["ETag"]
 
 
 def test_upload_and_delete_answers_carry_the_records_version(kinto):
