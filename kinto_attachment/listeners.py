@@ -218,7 +218,10 @@ def on_flush(request):
     registry = request.registry
     referenced, pending = references.index(registry)
     store = registry.attachment_store
-    held = {blob.key: blob.version for blob in store.iter_blobs() if blob.key in referenced}
+    listing = getattr(store, "iter_blobs", None)  # IListableStore is optional.
+    held = (
+        {blob.key: blob.version for blob in listing() if blob.key in referenced} if listing else {}
+    )
     grace_ms = registry.attachment_settings.gc.orphans_grace_seconds * 1000
     kept = instance.tag(registry)
     links.pop(registry.storage)

@@ -10,14 +10,17 @@ import time
 
 import pytest
 import transaction
+from kinto.__main__ import main as kinto_cli
 from kinto.core.utils import msec_time
 
 from kinto_attachment import adoption, gc
 from kinto_attachment.gc import command
 from kinto_attachment.state import outbox, promises
+from kinto_attachment.storage import StoreKind
 
-from .conftest import Kinto, build_settings, flush, make_app, own_database
+from .conftest import ALICE, Kinto, build_settings, flush, make_app, own_database, s3_settings
 from .events.conftest import Receiver
+from .support.third_party_store import FolderOptions, WrappedStore
 
 
 pytestmark = pytest.mark.postgresql
@@ -97,7 +100,7 @@ def test_a_blob_a_dead_event_holds_is_kept(tmp_path, capsys):
             dead = list(outbox.rows(kinto.registry.storage, outbox.DEAD))
         assert kinto.key_of(old["location"]) in {row.get("key") for row in dead}
 
-        refused(kinto.write_ini(tmp_path / "gc.ini"), capsys, "events.destinations")
+        refused(kinto.write_ini(tmp_path / "gc.ini"), capsys, promises.DESTINATIONS)
         assert kinto.exists(old["location"])
         assert run_gc(kinto.write_ini(tmp_path / "gc.ini", **events_settings())) == 0
         assert kinto.exists(old["location"]), "deleted while its dead event still holds it"
@@ -132,8 +135,8 @@ def test_a_name_stays_taken_while_an_event_url_names_it(tmp_path, capsys):
             refused(
                 kinto.write_ini(tmp_path / "gc.ini"),
                 capsys,
-                "events.destinations",
-                "events.url_expires_seconds",
+                promises.DESTINATIONS,
+                promises.QUARANTINE,
             )
             assert kinto.exists(first["location"])
             assert run_gc(kinto.write_ini(tmp_path / "gc.ini", **settings)) == 0
@@ -158,7 +161,7 @@ def test_data_files_expire_with_their_deleted_event(tmp_path, capsys):
             "/v1/data/files?id=f&ttl=1", b"data", extra_environ={"REMOTE_ADDR": "127.0.0.1"}
         )
         time.sleep(1.2)
-        refused(kinto.write_ini(tmp_path / "gc.ini"), capsys, "events.destinations")
+        refused(kinto.write_ini(tmp_path / "gc.ini"), capsys, promises.DESTINATIONS)
         assert run_gc(kinto.write_ini(tmp_path / "gc.ini", **events_settings())) == 0
         assert "Expired data files (removed): 1" in capsys.readouterr().out
         with transaction.manager:
@@ -188,3 +191,225 @@ def test_a_base_path_that_does_not_exist_is_refused(tmp_path, capsys):
         # The replaced entry is still the servers' to collect.
         assert run_gc(kinto.write_ini(tmp_path / "gc.ini")) == 0
         assert not kinto.exists(old["location"])
+
+
+#: A cron job's ini: no collector thread in this test process.
+QUIET = {"kinto.attachment.data_files.gc_interval_seconds": "0"}
+
+
+def dead_event_blob(kinto):
+    """A replaced first version whose ``stored`` event died (webhook down): its blob must
+    stay while the dead event holds it. Its location."""
+    old = kinto.upload(RECORD, b"version one", filename="one.txt").json
+    kinto.upload(RECORD, b"version two", filename="two.txt")
+    kinto.registry.attachment_dispatcher.run_once()
+    with transaction.manager:
+        dead = list(outbox.rows(kinto.registry.storage, outbox.DEAD))
+    assert kinto.key_of(old["location"]) in {row.get("key") for row in dead}
+    return old["location"]
+
+
+def test_a_kinto_command_of_the_cron_records_no_promise(tmp_path):
+    """Found by review (2026-12-05).
+
+    ``kinto purge-deleted`` loads the application as a server would (Kinto gives it no
+    ``command``): recording at start-up wrote the cron job's settings (no events) over the
+    servers', and the collector then deleted a blob a dead event holds. Only a process that
+    serves records now."""
+    with servers(tmp_path, **events_settings()) as kinto:
+        location = dead_event_blob(kinto)
+        cron_ini = kinto.write_ini(tmp_path / "cron.ini", **QUIET)
+        assert run_gc(cron_ini) == 2  # Refused, as it should be...
+        kinto_cli(["purge-deleted", "--ini", str(cron_ini), "record", "10"])
+
+        code = run_gc(cron_ini)
+        assert (code, kinto.exists(location)) == (2, True), (
+            "the GC collected with the cron's settings: the servers' promises were overwritten"
+        )
+
+
+def test_http_host_without_events_is_no_promise(tmp_path, capsys):
+    """Found by review (2026-12-05).
+
+    ``http_host`` and ``http_scheme`` only name the events' ``source``: without events, a
+    cron job's configuration without them (servers behind a proxy) was refused."""
+    extra = {"kinto.http_host": "kinto.example.com", "kinto.http_scheme": "https"}
+    with servers(tmp_path, **extra) as kinto:
+        code = run_gc(kinto.write_ini(tmp_path / "cron.ini", **QUIET))
+        err = capsys.readouterr().err
+        assert code == 0, err
+
+
+def test_a_server_started_before_kinto_migrate_promises_once_it_serves(tmp_path):
+    """Found by review (2026-12-05).
+
+    A server started before ``kinto migrate`` made the schema (docker-compose) recorded
+    nothing, for as long as it ran: the collector went by a cron job's settings. A server
+    records at its first request, and again later should the storage refuse."""
+    with own_database("review_premigrate") as url:
+        base_path = str(tmp_path / "files")
+        settings = build_settings("postgresql", base_path, pg=url, **events_settings())
+        app = make_app(settings)  # ApplicationCreated before the schema: nothing recorded.
+        kinto = Kinto(app, base_path)
+        dispatcher = kinto.registry.attachment_dispatcher
+        dispatcher.stop()
+        try:
+            cron_ini = kinto.write_ini(tmp_path / "cron.ini", **QUIET)
+            kinto_cli(["migrate", "--ini", str(cron_ini)])
+            kinto.create_collection()
+            location = dead_event_blob(kinto)
+            code = run_gc(cron_ini)
+            assert (code, kinto.exists(location)) == (2, True), (
+                "a server that serves promised nothing: the GC went by the cron's settings"
+            )
+        finally:
+            dispatcher.stop()
+            with contextlib.suppress(Exception):
+                kinto.registry.storage.client._engine.dispose()
+
+
+def test_a_readonly_server_records_nothing(tmp_path):
+    """Found by review (2026-12-05).
+
+    A read-only server (``kinto.readonly``: no uploads, no events) replaced the writers'
+    record with its own: the collector with its settings deleted a blob a writer's dead
+    event holds."""
+    with servers(tmp_path, **events_settings()) as writer:
+        location = dead_event_blob(writer)
+        settings = build_settings(
+            "postgresql", writer.base_path, pg=writer.pg_url, **{"kinto.readonly": "true"}
+        )
+        make_app(settings).get("/v1/")  # A reader serves.
+        with transaction.manager:
+            found = writer.registry.storage.get(**promises.OBJECT, object_id=promises.OBJECT_ID)
+        assert found["settings"][promises.ANYWHERE] is True, (
+            "a read-only server wrote its settings over the writers'"
+        )
+        code = run_gc(writer.write_ini(tmp_path / "reader.ini", **QUIET))
+        assert (code, writer.exists(location)) == (2, True)
+
+
+def test_a_longer_quarantine_is_no_broken_promise(tmp_path, s3_server, capsys):
+    """Found by review (2026-12-05).
+
+    Servers presigning downloads for 30 s and a command that does not keep a name 60 s
+    alike (the least quarantine): that was refused. What counts is the quarantine, and a
+    command's may be longer."""
+    with own_database("review_s3") as url:
+        s3 = s3_settings(s3_server)
+        settings = build_settings("postgresql", "unused", pg=url, **QUIET, **s3)
+        del settings["kinto.attachment.base_path"]
+        server_settings = {
+            **settings,
+            "kinto.attachment.aws.presigned_downloads": "true",
+            "kinto.attachment.aws.presigned_expires": "30",
+        }
+        kinto = Kinto(make_app(server_settings), None, s3["kinto.attachment.aws.bucket_name"])
+        promises.record(kinto.registry)  # As at start (the schema was made after make_app).
+        ini = tmp_path / "cron.ini"
+        ini.write_text(
+            "[app:main]\nuse = egg:kinto\n"
+            + "".join(
+                f"{name} = {value}\n"
+                for name, value in settings.items()
+                if name.startswith(("kinto.storage", "kinto.permission", "kinto.cache"))
+                or name.startswith(("kinto.attachment.aws.", "kinto.userid"))
+            )
+            + "kinto.includes = kinto_attachment\n"
+            + "kinto.attachment.base_url = https://files.example.com/\n"
+        )
+        code = run_gc(ini)
+        err = capsys.readouterr().err
+        assert code == 0, err
+
+
+class UnlistedStore(WrappedStore):
+    """Another package's store that is no IListableStore (docs/stores.rst: optional; the
+    collector then lists nothing, store_check.unreachable lets it be)."""
+
+    @property
+    def iter_blobs(self):
+        raise AttributeError("iter_blobs")
+
+    @property
+    def iter_pending(self):
+        raise AttributeError("iter_pending")
+
+    @property
+    def abort_pending(self):
+        raise AttributeError("abort_pending")
+
+
+class UnlistedOptions(FolderOptions):
+    pass
+
+
+KIND = StoreKind(
+    description="unlisted folder",
+    chosen_by="unlisted.folder",
+    section="unlisted.",
+    table=UnlistedOptions,
+    store=(__name__, "UnlistedStore"),
+)
+
+
+def test_a_flush_on_a_store_that_is_not_listable(tmp_path):
+    """Found by review (2026-12-05).
+
+    A store without ``iter_blobs`` (``IListableStore`` is optional): the flush's listing of
+    the blobs it holds under its lock was a ``500``."""
+    settings = build_settings("memory", "unused", **QUIET)
+    del settings["kinto.attachment.base_path"]
+    settings["kinto.attachment.store"] = __name__
+    settings["kinto.attachment.unlisted.folder"] = str(tmp_path / "files")
+    kinto = Kinto(make_app(settings), str(tmp_path / "files"))
+    kinto.create_collection()
+    kinto.upload(RECORD, b"version one", filename="one.txt")
+    response = kinto.app.post("/v1/__flush__", expect_errors=True)
+    assert response.status_int == 202, response.status
+    kinto.app.get("/v1/buckets/blog", headers=ALICE, status=(403, 404))
+
+
+def test_the_refusal_names_the_settings_of_bucket_events(tmp_path, capsys):
+    """Found by review (2026-12-05).
+
+    Events of one bucket only, a cron job's configuration without them: the refusal named
+    no setting one can set."""
+    bucket_events = {
+        **events_settings(),
+        "kinto.attachment.resources.blog.events.destinations": "webhook",
+    }
+    del bucket_events["kinto.attachment.events.destinations"]
+    with servers(tmp_path, **bucket_events) as kinto:
+        assert run_gc(kinto.write_ini(tmp_path / "cron.ini", **QUIET)) == 2
+        err = capsys.readouterr().err
+        assert "kinto.attachment.resources.*.events.destinations" in err, err
+
+
+def test_the_refusal_names_the_stores_settings(tmp_path, s3_server, capsys):
+    """Found by review (2026-12-05).
+
+    Servers presigning downloads for 300 s, a cron job's configuration that does not: the
+    refusal named ``redirect_expires``, no setting one can set; it names the store's."""
+    with own_database("review_s3msg") as url:
+        s3 = s3_settings(s3_server)
+        settings = build_settings("postgresql", "unused", pg=url, **QUIET, **s3)
+        del settings["kinto.attachment.base_path"]
+        server_settings = {**settings, "kinto.attachment.aws.presigned_downloads": "true"}
+        kinto = Kinto(make_app(server_settings), None, s3["kinto.attachment.aws.bucket_name"])
+        promises.record(kinto.registry)
+        ini = tmp_path / "cron.ini"
+        ini.write_text(
+            "[app:main]\nuse = egg:kinto\n"
+            + "".join(
+                f"{name} = {value}\n"
+                for name, value in settings.items()
+                if name.startswith(("kinto.storage", "kinto.permission", "kinto.cache"))
+                or name.startswith(("kinto.attachment.aws.", "kinto.userid"))
+            )
+            + "kinto.includes = kinto_attachment\n"
+            + "kinto.attachment.base_url = https://files.example.com/\n"
+        )
+        assert run_gc(ini) == 2
+        err = capsys.readouterr().err
+        assert "presigned" in err, err

@@ -10,19 +10,25 @@ gave a name back before the URLs that events handed out for it had expired (they
 another record's file), and expired ``/data/files`` entries without the ``deleted`` event
 that processing services wait for.
 
-So every server records, when it starts (and after a ``__flush__``), the settings a
-collection must honour (:func:`promised`); the command compares them with its own and
-refuses to collect where they differ (:func:`broken_by`), naming the settings to fix. A
-storage no server recorded anything in (servers older than this, a database never served)
-is collected as the command's settings say.
+So every server records, once it serves (its first request, again after a ``__flush__``),
+the settings a collection must honour (:func:`promised`); the command compares them with its
+own and refuses to collect where its own would keep less (:func:`broken_by`), naming the
+settings to fix. Only a serving process records: not a command (whose configuration may be a
+cron job's: ``kinto purge-deleted`` loads the application as a server would), nor a read-only
+server (it uploads nothing). A storage no server recorded anything in (servers older than
+this, a database never served) is collected as the command's settings say.
 """
 
 import logging
+import threading
+import time
 
 import transaction
 from kinto.core.storage.exceptions import ObjectNotFoundError
-from pyramid.events import ApplicationCreated
+from pyramid.events import NewRequest
+from pyramid.settings import asbool
 
+from .replaced import QUARANTINE_SECONDS
 from .shared import in_command, on_its_own, quiet_client, shares_state
 
 
@@ -32,20 +38,38 @@ OBJECT = {"resource_name": "attachment-promises", "parent_id": "attachment-promi
 OBJECT_ID = "collection"
 
 
+#: The settings behind each promise, as a refusal names them.
+DESTINATIONS = "kinto.attachment.events.destinations"
+ANYWHERE = (
+    "events of any bucket or collection (kinto.attachment.events.destinations, "
+    "kinto.attachment.resources.*.events.destinations)"
+)
+QUARANTINE = (
+    "seconds a deleted file's name stays taken: the longest lifetime of the URLs handed out "
+    "(kinto.attachment.events.url_expires_seconds, the store's signed downloads: "
+    "aws.presigned_expires, gcloud.signed_downloads_expires), 60 at least"
+)
+HOST, SCHEME = "kinto.http_host (events' source)", "kinto.http_scheme (events' source)"
+#: Promises a command may exceed (a longer quarantine keeps more), not fall short of.
+AT_LEAST = {QUARANTINE}
+#: Seconds before a server that could not record tries again (a database not migrated yet).
+RETRY_SECONDS = 60
+
+
 def promised(registry):
     """The settings of this process that decide what a collection may do: where the events
-    of ``/data/files`` go (their expiry's ``deleted``) and with which ``source``, and how long
-    the URLs handed out for a file live (events', signed redirections': a name stays taken
-    as long)."""
+    of ``/data/files`` go (their expiry's ``deleted``) and with which ``source``, whether
+    events hold files at all, and how long a deleted file's name stays taken (the URLs handed
+    out for it: events', signed redirections')."""
     attachment, settings = registry.attachment_settings, registry.settings
     events = attachment.events
+    urls = events.url_expires_seconds if events.enabled else 0
     return {
-        "events.destinations": sorted(attachment.default.event_destinations),
-        "events (anywhere)": events.enabled,
-        "events.url_expires_seconds": events.url_expires_seconds if events.enabled else None,
-        "redirect_expires": attachment.redirect_expires,
-        "http_host": settings.get("http_host") or None,
-        "http_scheme": settings.get("http_scheme") or None,
+        DESTINATIONS: sorted(attachment.default.event_destinations),
+        ANYWHERE: events.enabled,
+        QUARANTINE: max(QUARANTINE_SECONDS, attachment.redirect_expires or 0, urls),
+        HOST: (settings.get("http_host") or None) if events.enabled else None,
+        SCHEME: (settings.get("http_scheme") or None) if events.enabled else None,
     }
 
 
@@ -61,23 +85,33 @@ def record(registry):
     on_its_own(write)
 
 
-def record_at_start(event):
-    """Record them when a server starts: not a command (whose settings may be a cron job's),
-    nor on the memory backend (no command sees it). A storage not ready yet (``kinto
-    migrate`` not run) records nothing: the command then goes by its own settings."""
-    registry = event.app.registry
-    if in_command(registry) or not shares_state(registry):
+_recording = threading.Lock()
+
+
+def record_when_serving(event):
+    """Record them at a serving process's first request (see the module's docstring); should
+    the storage not take them (not migrated yet), at a request a while later."""
+    registry = event.request.registry
+    if getattr(registry, "attachment_promised", False):
+        return
+    if time.monotonic() < getattr(registry, "attachment_promise_retry", 0):
+        return
+    if not _recording.acquire(blocking=False):  # Another request is at it.
         return
     try:
+        registry.attachment_promise_retry = time.monotonic() + RETRY_SECONDS
         with quiet_client():
             record(registry)
-    except Exception as e:  # noqa: BLE001 (any backend's failure: nothing recorded)
-        logger.info("Settings not recorded for the collector: %s", str(e).splitlines()[0])
+        registry.attachment_promised = True
+    except Exception as e:  # noqa: BLE001 (any backend's failure: later)
+        logger.info("Settings not recorded for the collector yet: %s", str(e).splitlines()[0])
+    finally:
+        _recording.release()
 
 
 def broken_by(registry):
-    """``{setting: (the servers' value, this process's)}`` where they differ; empty when
-    they agree or no server recorded any."""
+    """``{setting: (the servers' value, this process's)}`` where this process would keep
+    less than the servers promised; empty when it would not, or no server recorded any."""
     with transaction.manager:
         try:
             found = registry.storage.get(**OBJECT, object_id=OBJECT_ID)
@@ -85,11 +119,24 @@ def broken_by(registry):
             return {}
     theirs, mine = found.get("settings") or {}, promised(registry)
     return {
-        name: (theirs.get(name), mine.get(name))
-        for name in sorted(set(theirs) | set(mine))
-        if theirs.get(name) != mine.get(name)
+        name: (theirs[name], mine[name])
+        for name in mine
+        if name in theirs and not _keeps(name, theirs[name], mine[name])
     }
 
 
+def _keeps(name, theirs, mine):
+    if name in AT_LEAST:
+        return mine >= theirs
+    return mine == theirs
+
+
 def includeme(config):
-    config.add_subscriber(record_at_start, ApplicationCreated)
+    """Servers record their promises, unless they are read-only; commands (and the memory
+    backend, which no command sees) never do."""
+    registry = config.registry
+    if in_command(registry) or not shares_state(registry):
+        return
+    if asbool(registry.settings.get("readonly")):
+        return
+    config.add_subscriber(record_when_serving, NewRequest)
