@@ -8,6 +8,7 @@ import contextlib
 import os
 import time
 
+import psycopg2
 import pytest
 import transaction
 from kinto.__main__ import main as kinto_cli
@@ -21,6 +22,7 @@ from kinto_attachment.storage import StoreKind
 from .conftest import ALICE, Kinto, build_settings, flush, make_app, own_database, s3_settings
 from .events.conftest import Receiver
 from .support.third_party_store import FolderOptions, WrappedStore
+from .support.threads import in_another_thread
 
 
 pytestmark = pytest.mark.postgresql
@@ -100,7 +102,7 @@ def test_a_blob_a_dead_event_holds_is_kept(tmp_path, capsys):
             dead = list(outbox.rows(kinto.registry.storage, outbox.DEAD))
         assert kinto.key_of(old["location"]) in {row.get("key") for row in dead}
 
-        refused(kinto.write_ini(tmp_path / "gc.ini"), capsys, promises.DESTINATIONS)
+        refused(kinto.write_ini(tmp_path / "gc.ini"), capsys, promises.SETTINGS["destinations"])
         assert kinto.exists(old["location"])
         assert run_gc(kinto.write_ini(tmp_path / "gc.ini", **events_settings())) == 0
         assert kinto.exists(old["location"]), "deleted while its dead event still holds it"
@@ -135,8 +137,8 @@ def test_a_name_stays_taken_while_an_event_url_names_it(tmp_path, capsys):
             refused(
                 kinto.write_ini(tmp_path / "gc.ini"),
                 capsys,
-                promises.DESTINATIONS,
-                promises.QUARANTINE,
+                promises.SETTINGS["destinations"],
+                promises.SETTINGS["quarantine"],
             )
             assert kinto.exists(first["location"])
             assert run_gc(kinto.write_ini(tmp_path / "gc.ini", **settings)) == 0
@@ -161,7 +163,7 @@ def test_data_files_expire_with_their_deleted_event(tmp_path, capsys):
             "/v1/data/files?id=f&ttl=1", b"data", extra_environ={"REMOTE_ADDR": "127.0.0.1"}
         )
         time.sleep(1.2)
-        refused(kinto.write_ini(tmp_path / "gc.ini"), capsys, promises.DESTINATIONS)
+        refused(kinto.write_ini(tmp_path / "gc.ini"), capsys, promises.SETTINGS["destinations"])
         assert run_gc(kinto.write_ini(tmp_path / "gc.ini", **events_settings())) == 0
         assert "Expired data files (removed): 1" in capsys.readouterr().out
         with transaction.manager:
@@ -257,6 +259,7 @@ def test_a_server_started_before_kinto_migrate_promises_once_it_serves(tmp_path)
             cron_ini = kinto.write_ini(tmp_path / "cron.ini", **QUIET)
             kinto_cli(["migrate", "--ini", str(cron_ini)])
             kinto.create_collection()
+            served(kinto.registry)
             location = dead_event_blob(kinto)
             code = run_gc(cron_ini)
             assert (code, kinto.exists(location)) == (2, True), (
@@ -282,7 +285,7 @@ def test_a_readonly_server_records_nothing(tmp_path):
         make_app(settings).get("/v1/")  # A reader serves.
         with transaction.manager:
             found = writer.registry.storage.get(**promises.OBJECT, object_id=promises.OBJECT_ID)
-        assert found["settings"][promises.ANYWHERE] is True, (
+        assert found["settings"]["events"] is True, (
             "a read-only server wrote its settings over the writers'"
         )
         code = run_gc(writer.write_ini(tmp_path / "reader.ini", **QUIET))
@@ -413,3 +416,62 @@ def test_the_refusal_names_the_stores_settings(tmp_path, s3_server, capsys):
         assert run_gc(ini) == 2
         err = capsys.readouterr().err
         assert "presigned" in err, err
+
+
+def served(registry, timeout=10):
+    """Once the server recorded its promises (aside, after a request)."""
+    deadline = time.monotonic() + timeout
+    while not getattr(registry, "attachment_promised", False):
+        assert time.monotonic() < deadline, "the server recorded no promise"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("path", ["/v1/__lbheartbeat__", "/v1/__heartbeat__", "/v1/"])
+def test_a_first_request_waits_for_no_record(tmp_path, path):
+    """Found by review (2026-12-05).
+
+    A server's first request recorded its promises before it was answered: with their row
+    locked by another transaction (another node's flush; a database slow to answer), the
+    load balancer's heartbeat, Kinto's and a plain read waited for as long. They are
+    recorded aside now."""
+    with own_database("promises_aside") as url:
+        settings = build_settings(
+            "postgresql",
+            str(tmp_path / "files"),
+            pg=url,
+            **QUIET,
+            **{"kinto.heartbeat_timeout_seconds": "1"},
+        )
+        first = make_app(settings)
+        first.get("/v1/")
+        served(first.app.registry)
+        second = make_app(settings)  # Another process: it has recorded nothing yet.
+        holder = psycopg2.connect(url)
+        try:
+            with holder.cursor() as cursor:
+                cursor.execute(
+                    "SELECT id FROM objects WHERE resource_name = %s FOR UPDATE",
+                    (promises.OBJECT["resource_name"],),
+                )
+                assert cursor.fetchall()
+            answer = in_another_thread(lambda: second.get(path, expect_errors=True), 4)
+        finally:
+            holder.rollback()
+            holder.close()
+        assert answer.status_int in (200, 503)
+        served(second.app.registry)  # Once the lock is gone.
+
+
+def test_a_record_of_another_format_is_refused(tmp_path, capsys):
+    """Found by review (2026-12-05).
+
+    Servers that recorded their promises in another format (another version of the plugin)
+    promised something the command cannot read: it was let through (nothing compared)."""
+    with servers(tmp_path, **events_settings()) as kinto:
+        with transaction.manager:
+            kinto.registry.storage.update(
+                **promises.OBJECT,
+                object_id=promises.OBJECT_ID,
+                obj={"settings": {"events.destinations": ["webhook"], "events": True}},
+            )
+        refused(kinto.write_ini(tmp_path / "gc.ini", **events_settings()), capsys, promises.FORMAT)

@@ -38,20 +38,28 @@ OBJECT = {"resource_name": "attachment-promises", "parent_id": "attachment-promi
 OBJECT_ID = "collection"
 
 
-#: The settings behind each promise, as a refusal names them.
-DESTINATIONS = "kinto.attachment.events.destinations"
-ANYWHERE = (
-    "events of any bucket or collection (kinto.attachment.events.destinations, "
-    "kinto.attachment.resources.*.events.destinations)"
-)
-QUARANTINE = (
-    "seconds a deleted file's name stays taken: the longest lifetime of the URLs handed out "
-    "(kinto.attachment.events.url_expires_seconds, the store's signed downloads: "
-    "aws.presigned_expires, gcloud.signed_downloads_expires), 60 at least"
-)
-HOST, SCHEME = "kinto.http_host (events' source)", "kinto.http_scheme (events' source)"
+#: The format of what servers record: a command that finds another refuses (it cannot tell
+#: what the servers promised: a command and servers of different versions).
+VERSION = 1
+#: Each promise, by its key in the storage: the settings behind it, as a refusal names them.
+SETTINGS = {
+    "destinations": "kinto.attachment.events.destinations",
+    "events": (
+        "events of any bucket or collection (kinto.attachment.events.destinations, "
+        "kinto.attachment.resources.*.events.destinations)"
+    ),
+    "quarantine": (
+        "seconds a deleted file's name stays taken: the longest lifetime of the URLs handed "
+        "out (kinto.attachment.events.url_expires_seconds, the store's signed downloads: "
+        "aws.presigned_expires, gcloud.signed_downloads_expires), 60 at least"
+    ),
+    "http_host": "kinto.http_host (events' source)",
+    "http_scheme": "kinto.http_scheme (events' source)",
+}
 #: Promises a command may exceed (a longer quarantine keeps more), not fall short of.
-AT_LEAST = {QUARANTINE}
+AT_LEAST = {"quarantine"}
+#: How a refusal names a recording of another format.
+FORMAT = "the format of the servers' record (their kinto-attachment's: run the same version)"
 #: Seconds before a server that could not record tries again (a database not migrated yet).
 RETRY_SECONDS = 60
 
@@ -65,11 +73,11 @@ def promised(registry):
     events = attachment.events
     urls = events.url_expires_seconds if events.enabled else 0
     return {
-        DESTINATIONS: sorted(attachment.default.event_destinations),
-        ANYWHERE: events.enabled,
-        QUARANTINE: max(QUARANTINE_SECONDS, attachment.redirect_expires or 0, urls),
-        HOST: (settings.get("http_host") or None) if events.enabled else None,
-        SCHEME: (settings.get("http_scheme") or None) if events.enabled else None,
+        "destinations": sorted(attachment.default.event_destinations),
+        "events": events.enabled,
+        "quarantine": max(QUARANTINE_SECONDS, attachment.redirect_expires or 0, urls),
+        "http_host": (settings.get("http_host") or None) if events.enabled else None,
+        "http_scheme": (settings.get("http_scheme") or None) if events.enabled else None,
     }
 
 
@@ -79,7 +87,9 @@ def record(registry):
     def write():
         with transaction.manager:
             registry.storage.update(
-                **OBJECT, object_id=OBJECT_ID, obj={"settings": promised(registry)}
+                **OBJECT,
+                object_id=OBJECT_ID,
+                obj={"version": VERSION, "settings": promised(registry)},
             )
 
     on_its_own(write)
@@ -89,8 +99,10 @@ _recording = threading.Lock()
 
 
 def record_when_serving(event):
-    """Record them at a serving process's first request (see the module's docstring); should
-    the storage not take them (not migrated yet), at a request a while later."""
+    """Record them once a serving process has a request (see the module's docstring), in a
+    thread of its own that the request does not wait for (a database slow to answer, a row
+    another node's flush holds, must not hold a first request, a load balancer's heartbeat
+    among them); should the storage refuse (not migrated yet), at a request a while later."""
     registry = event.request.registry
     if getattr(registry, "attachment_promised", False):
         return
@@ -98,8 +110,14 @@ def record_when_serving(event):
         return
     if not _recording.acquire(blocking=False):  # Another request is at it.
         return
+    registry.attachment_promise_retry = time.monotonic() + RETRY_SECONDS
+    threading.Thread(
+        target=_record_aside, args=(registry,), name="attachment-promises", daemon=True
+    ).start()
+
+
+def _record_aside(registry):
     try:
-        registry.attachment_promise_retry = time.monotonic() + RETRY_SECONDS
         with quiet_client():
             record(registry)
         registry.attachment_promised = True
@@ -110,18 +128,22 @@ def record_when_serving(event):
 
 
 def broken_by(registry):
-    """``{setting: (the servers' value, this process's)}`` where this process would keep
-    less than the servers promised; empty when it would not, or no server recorded any."""
+    """``{what: (the servers' value, this process's)}`` where this process would keep less
+    than the servers promised, ``what`` naming the settings behind it; where the servers'
+    record is of another format, that; empty when it would keep as much, or no server
+    recorded any."""
     with transaction.manager:
         try:
             found = registry.storage.get(**OBJECT, object_id=OBJECT_ID)
         except ObjectNotFoundError:
             return {}
-    theirs, mine = found.get("settings") or {}, promised(registry)
+    theirs, mine = found.get("settings"), promised(registry)
+    if found.get("version") != VERSION or not isinstance(theirs, dict) or set(theirs) != set(mine):
+        return {FORMAT: (found.get("version"), VERSION)}
     return {
-        name: (theirs[name], mine[name])
+        SETTINGS[name]: (theirs[name], mine[name])
         for name in mine
-        if name in theirs and not _keeps(name, theirs[name], mine[name])
+        if not _keeps(name, theirs[name], mine[name])
     }
 
 
