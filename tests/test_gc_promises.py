@@ -292,40 +292,6 @@ def test_a_readonly_server_records_nothing(tmp_path):
         assert (code, writer.exists(location)) == (2, True)
 
 
-def test_a_longer_quarantine_is_no_broken_promise(tmp_path, s3_server, capsys):
-    """Found by review (2026-12-05).
-
-    Servers presigning downloads for 30 s and a command that does not keep a name 60 s
-    alike (the least quarantine): that was refused. What counts is the quarantine, and a
-    command's may be longer."""
-    with own_database("review_s3") as url:
-        s3 = s3_settings(s3_server)
-        settings = build_settings("postgresql", "unused", pg=url, **QUIET, **s3)
-        del settings["kinto.attachment.base_path"]
-        server_settings = {
-            **settings,
-            "kinto.attachment.aws.presigned_downloads": "true",
-            "kinto.attachment.aws.presigned_expires": "30",
-        }
-        kinto = Kinto(make_app(server_settings), None, s3["kinto.attachment.aws.bucket_name"])
-        promises.record(kinto.registry)  # As at start (the schema was made after make_app).
-        ini = tmp_path / "cron.ini"
-        ini.write_text(
-            "[app:main]\nuse = egg:kinto\n"
-            + "".join(
-                f"{name} = {value}\n"
-                for name, value in settings.items()
-                if name.startswith(("kinto.storage", "kinto.permission", "kinto.cache"))
-                or name.startswith(("kinto.attachment.aws.", "kinto.userid"))
-            )
-            + "kinto.includes = kinto_attachment\n"
-            + "kinto.attachment.base_url = https://files.example.com/\n"
-        )
-        code = run_gc(ini)
-        err = capsys.readouterr().err
-        assert code == 0, err
-
-
 class UnlistedStore(WrappedStore):
     """Another package's store that is no IListableStore (docs/stores.rst: optional; the
     collector then lists nothing, store_check.unreachable lets it be)."""
@@ -389,35 +355,6 @@ def test_the_refusal_names_the_settings_of_bucket_events(tmp_path, capsys):
         assert "kinto.attachment.resources.*.events.destinations" in err, err
 
 
-def test_the_refusal_names_the_stores_settings(tmp_path, s3_server, capsys):
-    """Found by review (2026-12-05).
-
-    Servers presigning downloads for 300 s, a cron job's configuration that does not: the
-    refusal named ``redirect_expires``, no setting one can set; it names the store's."""
-    with own_database("review_s3msg") as url:
-        s3 = s3_settings(s3_server)
-        settings = build_settings("postgresql", "unused", pg=url, **QUIET, **s3)
-        del settings["kinto.attachment.base_path"]
-        server_settings = {**settings, "kinto.attachment.aws.presigned_downloads": "true"}
-        kinto = Kinto(make_app(server_settings), None, s3["kinto.attachment.aws.bucket_name"])
-        promises.record(kinto.registry)
-        ini = tmp_path / "cron.ini"
-        ini.write_text(
-            "[app:main]\nuse = egg:kinto\n"
-            + "".join(
-                f"{name} = {value}\n"
-                for name, value in settings.items()
-                if name.startswith(("kinto.storage", "kinto.permission", "kinto.cache"))
-                or name.startswith(("kinto.attachment.aws.", "kinto.userid"))
-            )
-            + "kinto.includes = kinto_attachment\n"
-            + "kinto.attachment.base_url = https://files.example.com/\n"
-        )
-        assert run_gc(ini) == 2
-        err = capsys.readouterr().err
-        assert "presigned" in err, err
-
-
 def served(registry, timeout=10):
     """Once the server recorded its promises (aside, after a request)."""
     deadline = time.monotonic() + timeout
@@ -475,3 +412,42 @@ def test_a_record_of_another_format_is_refused(tmp_path, capsys):
                 obj={"settings": {"events.destinations": ["webhook"], "events": True}},
             )
         refused(kinto.write_ini(tmp_path / "gc.ini", **events_settings()), capsys, promises.FORMAT)
+
+
+@pytest.mark.parametrize("expires,code", [("30", 0), ("300", 2)])
+def test_signed_downloads_lengthen_the_quarantine_promised(
+    expires, code, tmp_path, s3_server, capsys
+):
+    """Found by review (2026-12-05).
+
+    Servers presigning downloads, a cron job's configuration that does not: for 30 s, both
+    keep a deleted file's name 60 s (the least), which was refused all the same (a
+    command's quarantine may be as long or longer); for 300 s the command would keep it
+    less, and the refusal names the store's settings, not ``redirect_expires`` (no setting
+    one can set)."""
+    with own_database("promises_s3") as url:
+        s3 = s3_settings(s3_server)
+        settings = build_settings("postgresql", "unused", pg=url, **QUIET, **s3)
+        del settings["kinto.attachment.base_path"]
+        server_settings = {
+            **settings,
+            "kinto.attachment.aws.presigned_downloads": "true",
+            "kinto.attachment.aws.presigned_expires": expires,
+        }
+        kinto = Kinto(make_app(server_settings), None, s3["kinto.attachment.aws.bucket_name"])
+        promises.record(kinto.registry)
+        ini = tmp_path / "cron.ini"
+        ini.write_text(
+            "[app:main]\nuse = egg:kinto\n"
+            + "".join(
+                f"{name} = {value}\n"
+                for name, value in settings.items()
+                if name.startswith(("kinto.storage", "kinto.permission", "kinto.cache"))
+                or name.startswith(("kinto.attachment.aws.", "kinto.userid"))
+            )
+            + "kinto.includes = kinto_attachment\n"
+            + "kinto.attachment.base_url = https://files.example.com/\n"
+        )
+        assert run_gc(ini) == code
+        if code:
+            assert "aws.presigned_expires" in capsys.readouterr().err
