@@ -57,6 +57,17 @@ DROP_READ = hasattr(os, "posix_fadvise")
 NO_SUCH_FILE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG})
 
 
+@contextlib.contextmanager
+def _missing_is_not_found():
+    """Any of :data:`NO_SUCH_FILE` raised as ``FileNotFoundError``."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno in NO_SUCH_FILE and not isinstance(error, FileNotFoundError):
+            raise FileNotFoundError(error.errno, error.strerror, error.filename) from None
+        raise
+
+
 @implementer(IBlobStore, IRereadingStore, IConcatenatingStore, IListableStore)
 class LocalStore(StoreBase):
     def __init__(self, base_path, base_url="", fsync=True):
@@ -106,12 +117,8 @@ class LocalStore(StoreBase):
         return LocalStaged(self, key, random)
 
     def open(self, key, start=0, end=None):
-        try:
+        with _missing_is_not_found():
             stream = open(self.path(key), "rb")  # noqa: SIM115 (returned to the caller)
-        except OSError as error:
-            if error.errno in NO_SUCH_FILE:
-                raise FileNotFoundError(error.errno, error.strerror, error.filename) from None
-            raise
         if end is not None:
             return RangeFile(stream, start, end - start + 1)
         stream.seek(start)
@@ -119,21 +126,17 @@ class LocalStore(StoreBase):
 
     def stat(self, key):
         try:
-            result = os.stat(self.path(key))
-        except OSError as error:
-            if error.errno in NO_SUCH_FILE:
-                return None
-            raise
+            with _missing_is_not_found():
+                result = os.stat(self.path(key))
+        except FileNotFoundError:
+            return None
         if not S_ISREG(result.st_mode):  # A folder of blobs is no blob.
             return None
         return Stat(result.st_size, _version(result), result.st_mtime_ns // 1_000_000)
 
     def delete(self, key):
-        try:
+        with contextlib.suppress(FileNotFoundError), _missing_is_not_found():
             os.unlink(self.path(key))
-        except OSError as error:
-            if error.errno not in NO_SUCH_FILE:
-                raise
 
     def delete_many(self, keys):
         for key in keys:
