@@ -82,17 +82,18 @@ def promised(registry):
 
 
 def record(registry):
-    """Write this server's :func:`promised` settings (in a transaction of its own)."""
+    """Write this server's :func:`promised` settings, in a thread of its own (so in a
+    transaction of its own: a flush records them once it has committed)."""
+    on_its_own(_write, registry)
 
-    def write():
-        with transaction.manager:
-            registry.storage.update(
-                **OBJECT,
-                object_id=OBJECT_ID,
-                obj={"version": VERSION, "settings": promised(registry)},
-            )
 
-    on_its_own(write)
+def _write(registry):
+    with transaction.manager:
+        registry.storage.update(
+            **OBJECT,
+            object_id=OBJECT_ID,
+            obj={"version": VERSION, "settings": promised(registry)},
+        )
 
 
 _recording = threading.Lock()
@@ -119,7 +120,7 @@ def record_when_serving(event):
 def _record_aside(registry):
     try:
         with quiet_client():
-            record(registry)
+            _write(registry)  # This thread is the request's aside: a transaction of its own.
         registry.attachment_promised = True
     except Exception as e:  # noqa: BLE001 (any backend's failure: later)
         logger.info("Settings not recorded for the collector yet: %s", str(e).splitlines()[0])
