@@ -378,8 +378,12 @@ def test_local_orphans_are_judged_by_their_modification_time(tmp_path_factory, r
 
 
 def test_dangling_references_are_reported_and_left_alone(kinto_gc):
+    """The store still holds as many of the named files as it lost (a store that holds none
+    is refused: tests/test_gc_promises.py)."""
     attached = kinto_gc.upload(kinto_gc.record_url("r1"), b"attached").json
     lost = post_file(kinto_gc, "lost")
+    for kept in ("r2", "r3"):
+        kinto_gc.upload(kinto_gc.record_url(kept), b"kept")
     store = kinto_gc.registry.attachment_store
     key = kinto_gc.key_of(attached["location"])
     store.delete_many([key, lost["key"]])

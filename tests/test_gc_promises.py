@@ -199,6 +199,35 @@ def test_a_base_path_that_does_not_exist_is_refused(tmp_path, capsys):
 QUIET = {"kinto.attachment.data_files.gc_interval_seconds": "0"}
 
 
+def test_a_base_path_another_command_made_is_refused(tmp_path, capsys):
+    """Found by review (2026-12-05).
+
+    ``kinto purge-deleted`` (Kinto gives it no ``command``: it loads the application as a
+    server does) run with the cron job's ini, whose ``base_path`` does not exist, creates it;
+    the collector then found an empty store, claimed the servers' replaced entries and
+    reported their files removed from it (theirs left for good). Refused now: an empty store
+    while records name files."""
+    with servers(tmp_path, **{"kinto.attachment.gc.replaced_grace_seconds": "1"}) as kinto:
+        old = kinto.upload(RECORD, b"version one", filename="one.txt").json
+        kinto.upload(RECORD, b"version two", filename="two.txt")
+        time.sleep(1.2)
+        ini = kinto.write_ini(tmp_path / "gc.ini", **QUIET)
+        elsewhere = str(tmp_path / "not-mounted")
+        ini.write_text(ini.read_text().replace(kinto.base_path, elsewhere))
+        kinto_cli(["purge-deleted", "--ini", str(ini), "record", "10"])
+        assert os.path.isdir(elsewhere)  # Made by Kinto's command, as a server makes it.
+
+        for dry_run in ([], ["--dry-run"]):
+            code = run_gc(ini, *dry_run)
+            out, err = capsys.readouterr()
+            assert code == 2, out + err
+            assert "the store holds no file, while records" in err and out == ""
+        # The replaced entry is still the servers' to collect, from their store.
+        assert kinto.exists(old["location"])
+        assert run_gc(kinto.write_ini(tmp_path / "servers.ini", **QUIET)) == 0
+        assert not kinto.exists(old["location"])
+
+
 def dead_event_blob(kinto):
     """A replaced first version whose ``stored`` event died (webhook down): its blob must
     stay while the dead event holds it. Its location."""

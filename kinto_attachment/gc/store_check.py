@@ -21,6 +21,17 @@ Fix the configuration; if the store did lose these files (a restore from an old 
 an operator must look at them first (kinto-attachment-gc --dry-run lists them)."""
 
 
+#: Why an orphan pass is refused on a store that holds no file while references name some.
+EMPTY = """\
+refused to collect: the store holds no file, while records, links or /data/files entries
+name {sampled} of which none is there. kinto.attachment.base_path (or the S3 or GCS bucket and
+prefix) is probably not the servers' own (a volume not mounted here, a folder made by another
+command), or this configuration reads another database than theirs. Nothing was removed: an
+empty store has nothing to collect, and the replaced and expired files the servers left to
+the collector are on theirs. Fix the configuration; if the store did lose every file, restore
+them (kinto-attachment-gc --dry-run lists the references as dangling)."""
+
+
 def check_store(registry):
     """Raise :class:`Refused` when the store does not hold the files the references name;
     else return how many files were sampled (0: nothing names any).
@@ -30,16 +41,18 @@ def check_store(registry):
     one. So before an orphan pass, a sample of the files that records, links and
     ``/data/files`` entries name is looked for (:func:`~kinto_attachment.state.references.
     sample_in_store`). Fewer than half found, while the store holds some committed file:
-    refused. Missing files in a store that holds nothing else are only
-    dangling references (reported by the pass, which would remove nothing)."""
+    refused. A store that holds no committed file at all is refused too (:data:`EMPTY`): the
+    orphan pass would remove nothing from it, but the collection would claim the files the
+    servers replaced and expired and report them removed from it, while theirs are elsewhere
+    (a ``base_path`` that another process created because it was missing)."""
     store = registry.attachment_store
     sampled, found = references.sample_in_store(registry)
     if not sampled or 2 * found >= sampled:
         return sampled
     example = next((listed.key for listed in store.iter_blobs() if not listed.temporary), None)
-    if example is not None:
-        raise Refused(MISMATCH.format(sampled=sampled, found=found, example=example))
-    return sampled
+    if example is None:
+        raise Refused(EMPTY.format(sampled=sampled))
+    raise Refused(MISMATCH.format(sampled=sampled, found=found, example=example))
 
 
 def unreachable(store):
