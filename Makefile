@@ -75,7 +75,9 @@ admin: $(ADMIN_BUILD)
 
 ## Run the whole test suite (PostgreSQL at 127.0.0.1:5432, or $$KINTO_ATTACHMENT_TEST_PG),
 ## in TEST_WORKERS processes, each test module in one of them (TEST_WORKERS=0: in this one)
-TEST_WORKERS ?= 3
+# Four on two cores: many tests wait on the servers and commands they start, and the other
+# processes use the cores meanwhile (9 minutes with 3, 7 with 4, coverage on).
+TEST_WORKERS ?= 4
 test: $(TEST_STAMP)
 	$(BIN)/ruff check kinto_attachment tests bench config
 	$(BIN)/ruff format --check kinto_attachment tests bench config
