@@ -93,29 +93,35 @@ def link_unless_taken(name, source, target, directory):
 _NOREPLACE = [("renameat2", 1), ("renameatx_np", 4)]
 
 
+def _system_rename():
+    """``(function, flag)``: the first of :data:`_NOREPLACE` the C library has, or None."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for name, flag in _NOREPLACE:
+        function = getattr(libc, name, None)
+        if function is not None:
+            path, directory = ctypes.c_char_p, ctypes.c_int
+            function.argtypes = [directory, path, directory, path, ctypes.c_uint]
+            return function, flag
+    return None
+
+
+#: Looked up once (a download names its files through it).
+_RENAME_NOREPLACE = _system_rename()
+
+
 def rename_unless_taken(name, source, target, directory):
     """``rename`` of ``name`` in ``source`` to ``target`` in ``directory``, unless something
     has that name (``FileExistsError``); :class:`NoNamingWithoutReplacing` where the system
     or the file system cannot tell."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    for function, flag in _NOREPLACE:
-        rename = getattr(libc, function, None)
-        if rename is None:
-            continue
-        rename.argtypes = [
-            ctypes.c_int,
-            ctypes.c_char_p,
-            ctypes.c_int,
-            ctypes.c_char_p,
-            ctypes.c_uint,
-        ]
-        if rename(source, os.fsencode(name), directory, os.fsencode(target), flag) == 0:
-            return
-        code = ctypes.get_errno()
-        if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
-            break  # The file system does not know the flag.
-        raise OSError(code, os.strerror(code), target)
-    raise NoNamingWithoutReplacing(target)
+    if _RENAME_NOREPLACE is None:
+        raise NoNamingWithoutReplacing(target)
+    rename, flag = _RENAME_NOREPLACE
+    if rename(source, os.fsencode(name), directory, os.fsencode(target), flag) == 0:
+        return
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        raise NoNamingWithoutReplacing(target)  # The file system does not know the flag.
+    raise OSError(code, os.strerror(code), target)
 
 
 def _open_regular(name, flags, directory, links=False):

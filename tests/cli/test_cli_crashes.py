@@ -260,7 +260,7 @@ def test_a_file_system_that_can_only_replace_gets_no_download(
         raise OSError(errno.EPERM, "Operation not permitted")
 
     monkeypatch.setattr(files.os, "link", no_hard_links)
-    monkeypatch.setattr(files, "_NOREPLACE", [])
+    monkeypatch.setattr(files, "_RENAME_NOREPLACE", None)
     env = environment(server, collection, tmp_path)
     for _ in range(2):
         result = run(env, "download", "--folder", str(folder), "--overwrite")
