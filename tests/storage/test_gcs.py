@@ -27,6 +27,7 @@ from kinto_attachment import settings as attachment_settings
 from kinto_attachment.state import data_file_entries
 from kinto_attachment.storage import StorageUnavailable
 from kinto_attachment.storage.gcs import KIND, GCSStore
+from kinto_attachment.storage.gcs import resumable as gcs_resumable
 from kinto_attachment.storage.gcs.options import GCSOptions
 from kinto_attachment.web import streams
 
@@ -738,3 +739,88 @@ def test_store_operations_are_timed_by_backend(gcs_server):
         prometheus.reset_registry()
     for method in ("stage", "write", "commit", "free_key"):
         assert f'kinto_backend_gcsstore_seconds_count{{method="{method}"}}' in metrics, method
+
+
+class ComponentLimit:
+    """GCS's rule that fake-gcs-server 1.54 does not enforce (it counts no component): a
+    compose whose sources add up to more than ``limit`` components is refused (GCS: 1,024).
+    The limit the store goes by is set to ``limit`` too, and the counts it asks GCS for are
+    the ones counted here."""
+
+    def __init__(self, store, monkeypatch, limit):
+        self.counts, self.most = {}, 0
+        compose = store.compose
+
+        def limited(sources, name, content_type=None):
+            total = sum(self.counts.get(source, 1) for source in sources)
+            if total > limit:
+                raise StorageUnavailable(f"GCS: 400 too many components ({total})")
+            composed = compose(sources, name, content_type)
+            if composed:
+                self.counts[name], self.most = total, max(self.most, total)
+            return composed
+
+        monkeypatch.setattr(store, "compose", limited)
+        counted = lambda key: self.counts.get(key, 1)  # noqa: E731
+        monkeypatch.setattr(store, "component_count", counted, raising=False)
+        monkeypatch.setattr(gcs_resumable, "MAX_COMPONENTS", limit, raising=False)
+
+
+def test_an_upload_of_more_requests_than_gcs_composes_goes_on(kinto_gcs, monkeypatch):
+    """An upload of more ``PATCH`` requests than GCS composes components (1,024: a 1 GiB file
+    in 1 MiB chunks) was a 503 at each request past them, the client retrying in vain: the
+    upload so far is copied into one component first."""
+    store = kinto_gcs.registry.attachment_store
+    limit = ComponentLimit(store, monkeypatch, 4)
+    content = os.urandom(10 * 1000 + 7)
+    upload_tus(kinto_gcs, content, [1000] * 10 + [7])
+    attachment = kinto_gcs.app.get(URL, headers=ALICE).json["data"]["attachment"]
+    assert attachment["hash"] == hashlib.sha256(content).hexdigest()
+    assert kinto_gcs.read(attachment["location"]) == content
+    assert kinto_gcs.files() == [kinto_gcs.key_of(attachment["location"])]  # Copies gone.
+    assert limit.most == 4
+
+
+def test_a_state_recorded_without_its_components_asks_gcs(gcs_server, monkeypatch):
+    """An upload a previous release started (its state counts no component) goes on with the
+    count GCS gives."""
+    store = gcs_store(gcs_server)
+    store.temporary_name = lambda: os.urandom(8).hex()
+    limit = ComponentLimit(store, monkeypatch, 3)
+    state = store.start_resumable("older.bin")
+    pieces = [os.urandom(100) for _ in range(5)]
+    for piece in pieces:
+        state = store.append({**state, "components": None}, 0, [piece]).state
+    key = store.finish(state).key
+    with store.open(key) as blob:
+        assert blob.read() == b"".join(pieces)
+    assert limit.most == 3
+
+
+def test_a_concatenation_of_more_components_than_gcs_composes(gcs_server, monkeypatch):
+    """Partial uploads whose components add up to more than GCS composes: the largest are
+    copied into one component each first, and the copies deleted."""
+    store = gcs_store(gcs_server)
+    store.temporary_name = lambda: os.urandom(8).hex()
+    limit = ComponentLimit(store, monkeypatch, 5)
+    parts, contents, obsolete = [], [], []
+    for pieces in (1, 4, 3):
+        state, content = store.start_resumable("part.bin"), b""
+        for _ in range(pieces):
+            piece = os.urandom(50)
+            progress = store.append(state, len(content), [piece])
+            state, content = progress.state, content + piece
+            obsolete += progress.obsolete
+        parts.append((state, len(content)))
+        contents.append(content)
+    digest = hashlib.sha256(contents[0])
+
+    done = store.concatenate(parts, "joined.bin", "application/octet-stream", digest)
+
+    whole = b"".join(contents)
+    assert digest.hexdigest() == hashlib.sha256(whole).hexdigest()
+    with store.open(done.key) as blob:
+        assert blob.read() == whole
+    assert limit.most <= 5
+    store.delete_many(obsolete + done.obsolete)
+    assert sorted(listed.key for listed in store.iter_blobs()) == [done.key]

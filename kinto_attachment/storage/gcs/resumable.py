@@ -18,6 +18,12 @@ Concatenating uploads (tus's concatenation) composes their objects into the blob
 per request (GCS's limit), in steps beyond: the intermediate objects are deleted at once, or
 collected as orphans (under ``__uploads__/``) if the process is killed first.
 
+GCS refuses a composite object of more than 1,024 components (the objects first uploaded, over
+every compose that led to it): an upload of more requests, or a concatenation of uploads that
+add up to more, first copies the upload so far (the largest uploads) into an object of one
+component, through this process (GCS's rewrite within a bucket keeps the count). The state
+counts its object's components (``components``; read from GCS for a state recorded without).
+
 It lives apart from :mod:`.store`, as a base class of its ``GCSStore``, because it is a protocol
 of its own on top of the store's requests.
 """
@@ -33,6 +39,14 @@ from .staged import GCSStaged
 UPLOADS_FOLDER = "__uploads__"
 #: Source objects of one compose request, at most.
 MAX_COMPOSE = 32
+#: Components of a composite object, at most.
+MAX_COMPONENTS = 1024
+
+
+def _chunks(stream, size=1 << 20):
+    with stream:
+        while chunk := stream.read(size):
+            yield chunk
 
 
 class GCSResumable:
@@ -67,14 +81,35 @@ class GCSResumable:
         if part is None:
             return Progress(state)
         if state["temp"] is None:
-            return Progress({**state, "temp": part}, created=[part])
+            return Progress({**state, "temp": part, "components": 1}, created=[part])
+        source, components, copied = state["temp"], self._components(state), []
         temp = f"{UPLOADS_FOLDER}/{self.temporary_name()}.part"
         try:
-            if not self._compose_present([state["temp"], part], temp):
+            if components >= MAX_COMPONENTS:
+                source, components = self._one_component(source, copied), 1
+            if not self._compose_present([source, part], temp):
                 raise StorageUnavailable(f"GCS compose failed: {temp} exists")
         finally:
-            self._drop(part)
-        return Progress({**state, "temp": temp}, created=[temp], obsolete=[state["temp"]])
+            for obj in (part, *copied):
+                self._drop(obj)
+        return Progress(
+            {**state, "temp": temp, "components": components + 1},
+            created=[temp],
+            obsolete=[state["temp"]],
+        )
+
+    def _components(self, state):
+        """The components of the upload's object: counted by the state, or asked of GCS for
+        a state recorded before it counted them."""
+        components = state.get("components")
+        return self.component_count(state["temp"]) if components is None else components
+
+    def _one_component(self, source, copied):
+        """A copy of the object ``source`` of one component (listed in ``copied``, to
+        delete)."""
+        name = self._write_part(_chunks(self.open(source)))
+        copied.append(name)
+        return name
 
     def _compose_present(self, sources, name, content_type=None):
         """:meth:`compose`, or ``FileNotFoundError`` when it failed because a source is gone
@@ -118,9 +153,10 @@ class GCSResumable:
         """Compose the uploads' objects into the blob, then read back all but the first part
         for ``digest``."""
         content_type = content_type or "application/octet-stream"
-        sources = [state["temp"] for state, _ in parts if state["temp"] is not None]
+        uploads = [state for state, _ in parts if state["temp"] is not None]
         steps = []
         try:
+            sources = self._within_components(uploads, steps)
             while len(sources) > MAX_COMPOSE:
                 sources = [
                     self._composed(sources[i : i + MAX_COMPOSE], steps)
@@ -147,6 +183,18 @@ class GCSResumable:
             raise
         obsolete = [state["temp"] for state, _ in parts if state["temp"] is not None]
         return Progress(None, created=[key], obsolete=obsolete, key=key)
+
+    def _within_components(self, uploads, steps):
+        """The objects of ``uploads``, in order, the largest copied into objects of one
+        component (listed in ``steps``) until they add up to :data:`MAX_COMPONENTS` at most
+        (a final upload names fewer uploads than that)."""
+        sources = [state["temp"] for state in uploads]
+        counts = [self._components(state) for state in uploads]
+        for i in sorted(range(len(counts)), key=counts.__getitem__, reverse=True):
+            if sum(counts) <= MAX_COMPONENTS:
+                break
+            sources[i], counts[i] = self._one_component(sources[i], steps), 1
+        return sources
 
     def _composed(self, sources, steps):
         """An object of ``sources`` (listed in ``steps``, to delete), or the one source."""

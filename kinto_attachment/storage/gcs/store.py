@@ -197,6 +197,12 @@ class GCSStore(GCSResumable, StoreBase):
         modified_ms = None if blob.updated is None else int(blob.updated.timestamp() * 1000)
         return Stat(blob.size, str(blob.generation), modified_ms)
 
+    def component_count(self, key):
+        """How many objects GCS composed ``key`` of (1: not a composite object, or gone)."""
+        with unavailable("get"):
+            blob = self.bucket.get_blob(key, **self._call)
+        return (blob.component_count or 1) if blob is not None else 1
+
     def delete(self, key):
         self.delete_many([key])
 
