@@ -43,20 +43,21 @@ def concat(header):
     return Concat(final=True, urls=urls)
 
 
-def upload_ids(urls, uploads_path):
-    """The upload ids of ``urls`` (absolute, or paths) under ``uploads_path``, the path of
-    the uploads of the record (``…/attachment/uploads``); 400 for a URL that is not one of
-    them (of another record, no upload's, or no URL at all), and for an upload named twice,
-    however its URLs are spelled (an absolute URL and its path): it would be joined to
-    itself."""
-    prefix = uploads_path.rstrip("/") + "/"
+def upload_ids(urls, *uploads_paths):
+    """The upload ids of ``urls`` (absolute, or paths) under one of ``uploads_paths``, the
+    paths of the uploads of the record (``…/attachment/uploads``; in the ``default`` bucket,
+    under its id and under ``default``); 400 for a URL that is not one of them (of another
+    record, no upload's, or no URL at all), and for an upload named twice, however its URLs
+    are spelled (an absolute URL and its path): it would be joined to itself."""
+    prefixes = [uploads_path.rstrip("/") + "/" for uploads_path in uploads_paths]
     ids = []
     for url in urls:
         try:
             path = urlsplit(url).path
         except ValueError:  # "http://[::1/x": not a URL.
             path = ""
-        upload_id = path[len(prefix) :] if path.startswith(prefix) else ""
+        prefix = next((prefix for prefix in prefixes if path.startswith(prefix)), None)
+        upload_id = path[len(prefix) :] if prefix is not None else ""
         if not upload_id or "/" in upload_id:
             raise error("concat_url", url=url)
         if upload_id in ids:

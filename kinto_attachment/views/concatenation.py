@@ -62,8 +62,10 @@ def create_final(request, concat, client):
     refuse_missing_parents(request, context)
     # Before anything is copied: data or permissions no write could take (as at a creation).
     records.check(request, context, fields.get("data"), fields.get("permissions"))
-    uploads_path = request.route_path(TUS_UPLOADS.name, **request.matchdict)
-    upload_ids = tus_concat.upload_ids(concat.urls, uploads_path)
+    uploads_paths = [request.route_path(TUS_UPLOADS.name, **request.matchdict)]
+    if (parent := getattr(request, "parent", None)) is not None:  # The default bucket's.
+        uploads_paths.append(parent.path)
+    upload_ids = tus_concat.upload_ids(concat.urls, *uploads_paths)
     partials = [_partial(request, i, url) for i, url in zip(upload_ids, concat.urls, strict=True)]
     length = sum(partial["length"] for partial in partials)
     if policy.max_size_bytes and length > policy.max_size_bytes:

@@ -126,6 +126,29 @@ def test_final_upload_takes_paths_too_and_replaces_the_attachment(kinto_local):
     assert not kinto_local.exists(previous["location"])
 
 
+@pytest.mark.parametrize("named", ["by-id", "default"])
+def test_final_upload_in_the_default_bucket_takes_its_urls_either_way(
+    tmp_path_factory, request, named
+):
+    """Partial uploads made under ``/buckets/default/...`` are named by their ``Location``
+    (the bucket's id), or by the URL a client wrote (``default``): the latter was a 400."""
+    kinto = cached_app(
+        "memory",
+        tmp_path_factory,
+        request,
+        **{"kinto.includes": "kinto.plugins.default_bucket kinto.plugins.flush kinto_attachment"},
+    )
+    record = "/v1/buckets/default/collections/notes/records/n1"
+    uploads = record + "/attachment/uploads"
+    parts = [os.urandom(100), os.urandom(50)]
+    urls = [partial_upload(kinto.app, part, uploads=uploads) for part in parts]
+    if named == "default":
+        urls = [uploads + "/" + url.rsplit("/", 1)[1] for url in urls]
+    final_upload(kinto.app, urls, uploads=uploads)
+    attachment = kinto.app.get(record, headers=ALICE).json["data"]["attachment"]
+    assert attachment["hash"] == hashlib.sha256(b"".join(parts)).hexdigest()
+
+
 def test_partial_uploads_need_what_uploads_need(kinto_local):
     """Same permissions and quota as any upload; no filename needed (tus-js-client sends
     no metadata with them)."""
