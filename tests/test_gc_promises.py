@@ -6,6 +6,7 @@ promised to keep."""
 
 import contextlib
 import os
+import re
 import time
 
 import psycopg2
@@ -15,6 +16,7 @@ from kinto.__main__ import main as kinto_cli
 from kinto.core.utils import msec_time
 
 from kinto_attachment import adoption, gc
+from kinto_attachment import settings as attachment_settings
 from kinto_attachment.gc import command
 from kinto_attachment.state import outbox, promises
 from kinto_attachment.storage import StoreKind
@@ -480,3 +482,19 @@ def test_signed_downloads_lengthen_the_quarantine_promised(
         assert run_gc(ini) == code
         if code:
             assert "aws.presigned_expires" in capsys.readouterr().err
+
+
+def test_a_refusal_names_settings_that_exist():
+    """Found by review (2026-12-05).
+
+    The refusal of a configuration that keeps names taken for less time than the servers
+    named ``gcloud.signed_downloads_expires``, which does not exist: set as told, it stopped
+    the servers at start-up (``unknown setting``). Every store setting it names parses."""
+    message = promises.SETTINGS["quarantine"]
+    named = re.findall(r"\bkinto\.attachment\.((?:aws|gcloud)\.[a-z_]+)", message)
+    assert len(named) == 2, message
+    for name in named:
+        store = name.split(".")[0]
+        attachment_settings.parse(
+            {f"attachment.{store}.bucket_name": "b", f"attachment.{name}": "300"}
+        )

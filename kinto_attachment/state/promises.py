@@ -51,7 +51,8 @@ SETTINGS = {
     "quarantine": (
         "seconds a deleted file's name stays taken: the longest lifetime of the URLs handed "
         "out (kinto.attachment.events.url_expires_seconds, the store's signed downloads: "
-        "aws.presigned_expires, gcloud.signed_downloads_expires), 60 at least"
+        "kinto.attachment.aws.presigned_expires, kinto.attachment.gcloud.signed_expires), "
+        "60 at least"
     ),
     "http_host": "kinto.http_host (events' source)",
     "http_scheme": "kinto.http_scheme (events' source)",
