@@ -78,6 +78,7 @@ def includeme(config):
         config.include("kinto_attachment.views.files")
 
     config.include("kinto_attachment.request_log")
+    config.include("kinto_attachment.version_json")
     config.include("kinto_attachment.listeners")
     config.include("kinto_attachment.views.attachment")
     config.include("kinto_attachment.views.default_bucket")

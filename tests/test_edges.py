@@ -3,15 +3,18 @@
 import base64
 import hashlib
 import io
+import json
 import logging
+from pathlib import Path
 
 import pytest
 import webob
 
+import kinto_attachment
 from kinto_attachment.storage.local import LocalStaged
 from kinto_attachment.uploads import lifecycle
 
-from .conftest import ALICE, cached_app
+from .conftest import ALICE, build_settings, cached_app, make_app
 
 
 URL = "/v1/buckets/blog/collections/articles/records/r1"
@@ -156,3 +159,17 @@ def test_a_resumable_upload_to_the_default_bucket_keeps_its_bytes(tmp_path_facto
 
     assert kinto.app.get(f"{record}/attachment", headers=ALICE).body == content
     kinto.app.delete(upload, headers=tus, status=204)  # A finished upload, forgotten.
+
+
+def test_a_deployment_s_version_file_wins(tmp_path):
+    """``kinto.version_json_path`` naming a file that exists: ``/__version__`` answers it, not
+    the package's (tests/live/test_live.py: the package's where there is none)."""
+    deployed = tmp_path / "version.json"
+    deployed.write_text('{"version": "2026.12.05", "source": "ours", "commit": "c", "build": "b"}')
+    settings = build_settings("memory", str(tmp_path / "files"))
+    app = make_app({**settings, "kinto.version_json_path": str(deployed)})
+    assert app.app.registry.settings["version_json_path"] == str(deployed)
+    settings = build_settings("memory", str(tmp_path / "other"))
+    app = make_app({**settings, "kinto.version_json_path": str(tmp_path / "none.json")})
+    packaged = json.loads(Path(app.app.registry.settings["version_json_path"]).read_text())
+    assert packaged["version"] == kinto_attachment.__version__

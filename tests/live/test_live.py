@@ -16,6 +16,7 @@ import kinto_http
 import pytest
 import requests
 
+import kinto_attachment
 from kinto_attachment.web.streams import CHUNK_SIZE
 
 from ..support.live import (
@@ -438,3 +439,15 @@ def test_kinto_http_py_add_attachment_of_an_untyped_file_is_text_plain(server, t
     assert uploaded["size"] == path.stat().st_size
     assert record["attachment"] == uploaded
     assert uploaded["mimetype"] == "text/plain"
+
+
+def test_the_version_of_the_shipped_configuration(server):
+    """Found by review (2026-12-05).
+
+    ``GET /v1/__version__`` (Dockerflow's, which monitors probe) of ``config/kinto.ini`` was a
+    500 and a traceback in the log at each request: no ``version.json`` where Kinto looks.
+    The package's own answers where a deployment has none."""
+    response = requests.get(server.url + "/__version__", timeout=REQUEST_TIMEOUT)
+    assert response.status_code == 200, response.text
+    assert response.json()["name"] == "kinto-attachment-streaming"
+    assert response.json()["version"] == kinto_attachment.__version__
