@@ -135,6 +135,9 @@ def test_the_wheel_installs_in_a_virtualenv_and_serves_an_upload(dist, tmp_path)
         server.wait_ready()
         capability = requests.get(server.url + "/", timeout=30).json()["capabilities"]
         assert capability["attachments"]["version"] == metadata["Version"]
+        # The package's version.json went into the wheel (package data).
+        version = requests.get(server.url + "/__version__", timeout=30)
+        assert version.json()["version"] == metadata["Version"], version.text
         record = f"{server.url}/buckets/default/collections/notes/records/hello"
         response = requests.post(
             f"{record}/attachment",
