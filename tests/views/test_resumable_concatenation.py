@@ -5,10 +5,11 @@ import hashlib
 import os
 
 import pytest
+import transaction
 from kinto.core.utils import msec_time
 
 from kinto_attachment import gc
-from kinto_attachment.state import tus_uploads
+from kinto_attachment.state import replaced, tus_uploads
 from kinto_attachment.storage.local.store import LocalStaged, LocalStore
 from kinto_attachment.views import tus_steps
 
@@ -401,3 +402,38 @@ def test_what_a_killed_final_creation_leaves_is_collected(
     attachment = app.get(RECORD, headers=ALICE).json["data"]["attachment"]
     assert kinto.read(attachment["location"]) == b"12345678"
     assert kinto.files() == [kinto.key_of(attachment["location"])]
+
+
+def test_s3_final_upload_is_never_completed_under_a_name_reserved_meanwhile(
+    tmp_path_factory, request, monkeypatch
+):
+    """Found by review (2026-12-05).
+
+    ``randomize = false`` on S3: the name a final upload chose became reserved while S3
+    composed it (a file deleted under it meanwhile, whose signed URLs may still be in use):
+    the object was completed under it all the same, and those URLs served the new file. Its
+    name is checked again before completing now, as every long write does: a 503, and the
+    final upload sent again goes to the next free name."""
+    kinto = cached_app(
+        "memory", tmp_path_factory, request, blobs="s3", **{"kinto.attachment.randomize": "false"}
+    )
+    kinto.create_collection()
+    contents = [os.urandom(MiB + 5), os.urandom(300)]
+    urls = [partial_upload(kinto.app, content) for content in contents]
+    store = kinto.registry.attachment_store
+    send = type(store)._send
+
+    def sending(self, target, data):  # The name is taken away while the parts are sent.
+        with transaction.manager:
+            replaced.add(kinto.registry.storage, [target["Key"]], until=msec_time() + 3600_000)
+        return send(self, target, data)
+
+    monkeypatch.setattr(type(store), "_send", sending)
+    final_upload(kinto.app, urls, status=503)
+    monkeypatch.undo()
+    assert store.reserved("whole.txt") and store.stat("whole.txt") is None
+
+    final_upload(kinto.app, urls)
+    attachment = kinto.app.get(RECORD, headers=ALICE).json["data"]["attachment"]
+    assert kinto.key_of(attachment["location"]) != "whole.txt"
+    assert attachment["hash"] == hashlib.sha256(b"".join(contents)).hexdigest()

@@ -18,7 +18,7 @@ collection aborts; killed after completing, an object that no record names: an o
 import itertools
 
 from .. import Progress, StorageUnavailable
-from ..base import feed
+from ..base import feed, require_unreserved
 from .client import unavailable
 from .options import MIN_PART_SIZE
 from .parts import checksum
@@ -73,7 +73,9 @@ class S3Concatenating:
             obsolete += [*finished.obsolete, finished.key]
         total = sum(length for _, length in parts)
         if total:
-            key = self._compose(sources, key if random else self.free_key(key), content_type)
+            key = self._compose(
+                sources, key if random else self.free_key(key), content_type, random
+            )
         else:
             key = self.stage(key, content_type, random).commit()
         try:
@@ -85,8 +87,10 @@ class S3Concatenating:
             raise
         return Progress(None, created=[key], obsolete=obsolete, key=key)
 
-    def _compose(self, sources, key, content_type):
-        """The object ``key`` (free: completed with ``If-None-Match``) made of ``sources``."""
+    def _compose(self, sources, key, content_type, random):
+        """The object ``key`` (free: completed with ``If-None-Match``, unless reserved since
+        it was chosen: :func:`~kinto_attachment.storage.base.require_unreserved`) made of
+        ``sources``."""
         with unavailable("CreateMultipartUpload"):
             upload_id = self.client.create_multipart_upload(
                 Key=key, ChecksumAlgorithm="SHA256", **self.object_args(content_type)
@@ -103,6 +107,7 @@ class S3Concatenating:
                     data = b"".join(self._read(*source_range) for source_range in part)
                     completed.append(self._send(target, data))
             completed += [future.result() for future in copies]
+            require_unreserved(self, key, random)
             with unavailable("CompleteMultipartUpload"):
                 self.client.complete_multipart_upload(
                     Bucket=self.bucket,
