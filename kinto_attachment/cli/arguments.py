@@ -39,6 +39,25 @@ def _rate(text):
     return rate
 
 
+def _count(text):
+    """A number of retries: a whole number, 0 or more (``-1`` meant none, unsaid)."""
+    try:
+        count = int(text)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"not a whole number of 0 or more: {text!r}")
+    return count
+
+
+def _record_id(text):
+    """A record id given on the command line: an empty one (``--id "$ID"``, the variable
+    unset) is a mistake, not a request for the default."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty record id")
+    return text
+
+
 def _json_object(text):
     try:
         value = json.loads(text)
@@ -58,7 +77,13 @@ def _named(command, what):
     """NAME arguments, and ``--id`` for record ids."""
     command.add_argument("names", nargs="*", metavar="NAME", help=what)
     command.add_argument(
-        "--id", action="append", default=[], dest="ids", metavar="ID", help="a record id"
+        "--id",
+        action="append",
+        default=[],
+        dest="ids",
+        metavar="ID",
+        type=_record_id,
+        help="a record id",
     )
 
 
@@ -75,7 +100,7 @@ def _common(parser, defaults):
     for short, name in (("-b", "bucket"), ("-c", "collection")):
         parser.add_argument(short, f"--{name}", default=default(env(f"KINTO_{name.upper()}")))
     parser.add_argument(
-        "--retries", type=int, default=default(3), help="of each idempotent request"
+        "--retries", type=_count, default=default(3), help="of each idempotent request"
     )
     parser.add_argument(
         "--limit-rate", type=_rate, default=default(None), help="bytes per second (2M)"
@@ -110,7 +135,11 @@ def parser():
     )
     up.add_argument("files", nargs="+", metavar="FILE")
     up.add_argument(
-        "--id", "--record", dest="record", help="record id (one file; default: from its name)"
+        "--id",
+        "--record",
+        dest="record",
+        type=_record_id,
+        help="record id (one file; default: from its name)",
     )
     up.add_argument("--data", type=_json_object, help="JSON object merged into the record")
     up.add_argument("--permissions", type=_json_object, help="JSON object of permissions")

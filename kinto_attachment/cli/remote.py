@@ -47,6 +47,19 @@ class _Retry(Retry):
 RETRY_AFTER_SECONDS = 60
 
 
+def _redirected(response):
+    """What to say of a write the server redirects (not followed: see the module's
+    docstring): mostly a ``--server`` without Kinto's API prefix (Kinto redirects
+    ``/buckets/...`` to ``/v1/buckets/...``)."""
+    location = response.headers.get("Location")
+    if not response.is_redirect or not location:
+        return ""
+    return (
+        f" (redirected to {location[:200]!r}: is --server the URL of Kinto's API, "
+        "such as http://localhost:8888/v1?)"
+    )
+
+
 class Remote:
     """A collection of a Kinto server."""
 
@@ -55,6 +68,8 @@ class Remote:
         self.origin = origin_of(self.server)
         if self.origin is None:
             raise Failure(f"--server: not an http(s) URL: {server!r}")
+        if urlsplit(self.server).query or urlsplit(self.server).fragment:  # URLs go after it.
+            raise Failure(f"--server: the URL of Kinto's API, without ? nor #: {server!r}")
         if "@" in urlsplit(self.server).netloc:  # Printed in every message: never a password.
             raise Failure(
                 "--server: give the credentials with --auth (or KINTO_AUTH), not in the URL"
@@ -115,7 +130,7 @@ class Remote:
             if response.status_code not in expected:
                 with response:
                     read(response, ERROR_BYTES)
-                raise Failure(describe(response))
+                raise Failure(describe(response) + _redirected(response))
             if not stream:
                 with response:
                     if not read(response, ANSWER_BYTES):

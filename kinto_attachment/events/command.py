@@ -93,6 +93,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command == "purge" and bool(args.ids) == args.all:
         parser.error("purge: give the ids of the events to drop, or --all (not both)")
+    if args.command != "list" and not all(args.ids):  # ``purge "$ID"``, the variable unset.
+        parser.error(f"{args.command}: an empty event id")
     with shared.registry_of(parser.prog, args.ini, UNSHARED) as registry:
         if registry is None:
             return 2

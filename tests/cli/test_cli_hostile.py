@@ -625,6 +625,48 @@ def test_a_limit_rate_that_is_no_rate_is_a_usage_error(tmp_path, run, rate):
     assert "not a rate of at least 1 byte a second" in result.stderr
 
 
+@pytest.mark.parametrize(
+    "arguments,said",
+    [
+        (["--retries", "-1", "rm", "x"], "not a whole number of 0 or more: '-1'"),
+        (["--retries", "three", "rm", "x"], "not a whole number of 0 or more: 'three'"),
+        (["upload", "hello.txt", "--id", ""], "an empty record id"),
+        (["rm", "--id", ""], "an empty record id"),
+        (["download", "--id", "", "--folder", "."], "an empty record id"),
+    ],
+    ids=["negative-retries", "no-number", "upload-id", "rm-id", "download-id"],
+)
+def test_option_values_that_are_mistakes_are_usage_errors(tmp_path, run, arguments, said):
+    """Found by review (2026-12-05): ``--retries -1`` was taken (as no retry, unsaid), and an
+    empty ``--id`` (``--id "$ID"``, the variable unset) as no ``--id`` at all: upload then
+    named the record after the file."""
+    (tmp_path / "hello.txt").write_bytes(b"hello")
+    with Hostile(kinto([])) as server:
+        result = run(server, *[a.replace("hello.txt", str(tmp_path / a)) for a in arguments])
+        assert server.requests == []
+    assert result.returncode == 2 and said in result.stderr, result.stderr
+
+
+def test_a_server_url_without_the_api_prefix_says_so(tmp_path, run):
+    """Found by review (2026-12-05): ``--server http://host`` (no ``/v1``) failed with Kinto's
+    redirection to ``/v1/...`` and nothing more; a query in it went into every URL made
+    after it (``/v1?x=1/buckets/...``): refused."""
+    file = tmp_path / "hello.txt"
+    file.write_bytes(b"hello")
+
+    def redirect(request):
+        if not request.path.startswith("/v1/"):
+            return 307, {"Location": "/v1" + request.path}, b""
+        return None
+
+    with Hostile(kinto([], extra=redirect)) as server:
+        bare = run(server, "upload", str(file), server_url=server.origin)
+        query = run(server, "rm", "x", server_url=f"{server.origin}/v1?x=1")
+    assert bare.returncode == 1
+    assert "is --server the URL of Kinto's API, such as http://localhost:8888/v1?" in bare.stderr
+    assert query.returncode == 2 and "without ? nor #" in query.stderr
+
+
 def test_a_part_another_download_writes_is_left_alone(tmp_path, run):
     """Two downloads into one folder at once: the second does not append to the first's
     part (it fails, and the first goes on)."""

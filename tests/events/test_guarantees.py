@@ -408,7 +408,9 @@ def test_dead_after_max_attempts_then_retried_and_purged(
         ini = kinto.write_ini(tmp_path / "kinto.ini")
         # Found by review (2026-12-05): a bare ``purge`` (``purge $ID``, the variable
         # unset) dropped every dead event: it takes ids, or ``--all``.
-        for wrong in (["purge"], ["purge", "--all", dead["event"]["id"]]):
+        # And ``purge "$ID"`` (an empty id) was "0 dead events purged": refused as well.
+        wrongs = (["purge"], ["purge", "--all", dead["event"]["id"]], ["purge", ""], ["retry", ""])
+        for wrong in wrongs:
             with pytest.raises(SystemExit) as refused:
                 command.main(["--ini", str(ini), *wrong])
             assert refused.value.code == 2
