@@ -11,11 +11,17 @@ from . import StorageUnavailable
 from .keys import key_variants
 
 
-def feed(digest, stream, size=1 << 20):
-    """Feed ``digest`` what ``stream`` reads, by ``size`` bytes: memory stays flat."""
+def chunks_of(stream, size=1 << 20):
+    """What ``stream`` reads, by ``size`` bytes (memory stays flat); closed at its end."""
     with stream:
         while chunk := stream.read(size):
-            digest.update(chunk)
+            yield chunk
+
+
+def feed(digest, stream, size=1 << 20):
+    """Feed ``digest`` what ``stream`` reads, by ``size`` bytes: memory stays flat."""
+    for chunk in chunks_of(stream, size):
+        digest.update(chunk)
 
 
 class StoreBase:

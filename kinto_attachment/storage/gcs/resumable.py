@@ -31,7 +31,7 @@ of its own on top of the store's requests.
 import contextlib
 
 from .. import Progress, StorageUnavailable
-from ..base import feed, write_to_free_name
+from ..base import chunks_of, feed, write_to_free_name
 from .staged import GCSStaged
 
 
@@ -41,12 +41,6 @@ UPLOADS_FOLDER = "__uploads__"
 MAX_COMPOSE = 32
 #: Components of a composite object, at most.
 MAX_COMPONENTS = 1024
-
-
-def _chunks(stream, size=1 << 20):
-    with stream:
-        while chunk := stream.read(size):
-            yield chunk
 
 
 class GCSResumable:
@@ -107,7 +101,7 @@ class GCSResumable:
     def _one_component(self, source, copied):
         """A copy of the object ``source`` of one component (listed in ``copied``, to
         delete)."""
-        name = self._write_part(_chunks(self.open(source)))
+        name = self._write_part(chunks_of(self.open(source)))
         copied.append(name)
         return name
 
