@@ -110,8 +110,16 @@ TUS_UPLOAD = Route(
     exposed_headers=tus.EXPOSED_HEADERS,
     shared=(Shared(DEFAULT_BUCKET_ROUTE, r".*/records/[^/]+/attachment/uploads/[^/]+$"),),
 )
-#: What a page may send to download: conditional and range requests need a preflight.
-_DOWNLOAD_REQUEST_HEADERS = ("Range", "If-Range", "If-None-Match", "If-Modified-Since")
+#: What a page may send to download: conditional and range requests need a preflight (every
+#: condition a download honours, docs/api.rst).
+_DOWNLOAD_REQUEST_HEADERS = (
+    "Range",
+    "If-Range",
+    "If-Match",
+    "If-None-Match",
+    "If-Modified-Since",
+    "If-Unmodified-Since",
+)
 DATA_FILES = Route(
     "attachment-files_view",
     "/data/files",

@@ -1,5 +1,7 @@
 """Settings: parsed once at start-up, per-resource overrides, clear errors naming the setting."""
 
+import re
+
 import pytest
 from kinto import main as kinto_main
 from pyramid.exceptions import ConfigurationError
@@ -8,6 +10,7 @@ from kinto_attachment import settings as attachment_settings
 from kinto_attachment.storage.s3 import KIND as s3_kind
 
 from .conftest import build_settings
+from .support.live import ROOT
 
 
 def parse(**values):
@@ -396,3 +399,40 @@ def test_folder_may_name_the_record():
     Found by review (2026-12-05): start-up refused it."""
     policy = parse(folder="{bucket_id}/{id}").default
     assert policy.folder_for("b", "c", "r1") == "b/r1"
+
+
+#: The pages an operator reads.
+DOCS = [*sorted((ROOT / "docs").glob("*.rst")), ROOT / "README.rst"]
+
+
+def _environment_read(path):
+    """Variables a shipped configuration file reads (and does not set itself)."""
+    text = path.read_text()
+    read = set(re.findall(r"os\.environ\.get\(\s*[\"']([A-Z][A-Z0-9_]+)[\"']", text))
+    read |= set(re.findall(r"os\.getenv\(\s*[\"']([A-Z][A-Z0-9_]+)[\"']", text))
+    read |= set(re.findall(r"^\s*if-(?:not-)?env\s*=\s*([A-Z][A-Z0-9_]+)", text, re.M))
+    set_here = set(re.findall(r"os\.environ\[\s*[\"']([A-Z][A-Z0-9_]+)[\"']\s*\]\s*=", text))
+    return read - set_here
+
+
+def test_every_environment_variable_the_shipped_configurations_read_is_documented():
+    """Found by review (2026-12-05): config/gunicorn.conf.py read ``KINTO_BIND``, documented
+    nowhere. Every variable config/*.py, *.ini, *.conf read is in docs/ or README.rst."""
+    documented = "\n".join(path.read_text() for path in DOCS)
+    set_by_configs = set()
+    read = {}
+    for path in sorted((ROOT / "config").glob("*")):
+        if path.suffix not in (".py", ".ini", ".conf"):
+            continue
+        text = path.read_text()
+        set_by_configs |= set(
+            re.findall(r"os\.environ\[\s*[\"']([A-Z][A-Z0-9_]+)[\"']\s*\]\s*=", text)
+        )
+        for name in _environment_read(path):
+            read.setdefault(name, []).append(path.relative_to(ROOT).as_posix())
+    missing = {
+        name: files
+        for name, files in read.items()
+        if name not in set_by_configs and not re.search(rf"\b{name}\b", documented)
+    }
+    assert not missing, f"read by the shipped configurations, documented nowhere: {missing}"

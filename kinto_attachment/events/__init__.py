@@ -42,7 +42,8 @@ def check_destinations(options):
             fail(
                 PREFIX + "destinations",
                 f"the {name!r} destination needs the {kind.package} package: "
-                f"pip install kinto-attachment-streaming[events-{name}]",
+                f"pip install {kind.package} (or install the release with its "
+                f"events-{name} extra: docs/install.rst)",
             )
         except ValueError as e:
             url = getattr(options, kind.url_setting.replace(".", "_"))
