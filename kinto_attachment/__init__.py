@@ -8,7 +8,7 @@ from . import settings as attachment_settings
 from .adoption.migration import Migration
 from .data_files.limiter import TransferLimiter
 from .events.options import TYPES as EVENT_TYPES
-from .heartbeat import attachments_ping
+from .heartbeat import attachments_ping, version_file_or_ours
 from .state import instance, links, shared
 from .storage import IBlobStore
 from .views import resumable
@@ -74,11 +74,11 @@ def includeme(config):
         events=list(EVENT_TYPES) if settings.events.enabled else [],
     )
     config.registry.heartbeats["attachments"] = attachments_ping
+    version_file_or_ours(config.get_settings())
     if settings.serve_files:
         config.include("kinto_attachment.views.files")
 
     config.include("kinto_attachment.request_log")
-    config.include("kinto_attachment.version_json")
     config.include("kinto_attachment.listeners")
     config.include("kinto_attachment.views.attachment")
     config.include("kinto_attachment.views.default_bucket")
