@@ -902,3 +902,74 @@ def test_a_deleted_files_name_stays_taken_until_its_quarantine_ends(
     quarantine = replaced.QUARANTINE_SECONDS * 1000
     gc.collect(kinto.registry, now=now + 601_000 + quarantine + 1000, orphans=False)
     assert kinto.upload(kinto.record_url("r3"), b"third", "name.txt").json["location"] == first
+
+
+def test_expired_data_files_whose_blobs_are_gone_do_not_block_the_collector(
+    tmp_path_factory, request
+):
+    """Found by review (2026-12-05).
+
+    ``/data/files`` entries expired, their blobs gone (a bucket's lifecycle rule): the store
+    holds nothing. The refusal of an empty store counted them, before collecting them: every
+    collection was refused, for good. Expired entries owe no file."""
+    kinto = adopted(cached_app("memory", tmp_path_factory, request, **GRACE))
+    store = kinto.registry.attachment_store
+    for file_id in ("a", "b"):
+        store.delete(post_file(kinto, file_id, ttl=1)["key"])
+    for dry_run in (True, False):
+        report = gc.collect(kinto.registry, now=after_grace(), dry_run=dry_run)
+        assert sorted(entry["id"] for entry in report.expired_files) == ["a", "b"]
+
+
+def test_an_empty_store_where_only_replaced_entries_name_files_is_refused(
+    tmp_path_factory, request
+):
+    """Found by review (2026-12-05).
+
+    Every record deleted (their files recorded as replaced, waiting for their grace), then
+    the collector given an empty store that is not the servers' (a ``base_path`` another
+    command created): nothing else naming a file, nothing was sampled, and the collection
+    claimed the servers' replaced entries, reporting their files removed from it. Replaced
+    entries owe their files until claimed: they are sampled, and the store is refused."""
+    kinto = adopted(
+        cached_app(
+            "memory",
+            tmp_path_factory,
+            request,
+            **GRACE,
+            **{"kinto.attachment.gc.replaced_grace_seconds": "1"},
+        )
+    )
+    kinto.create_collection()
+    attached = kinto.upload(kinto.record_url("r1"), b"precious").json
+    kinto.app.delete(kinto.record_url("r1"), headers=ALICE)
+    key = kinto.key_of(attached["location"])
+    registry, served = kinto.registry, kinto.registry.attachment_store
+    empty = kinto.base_path + "-not-mounted"
+    os.makedirs(empty, exist_ok=True)
+    registry.attachment_store = LocalStore(empty, base_url=served.base_url)
+    try:
+        with pytest.raises(store_check.Refused, match="the store holds no file") as refused:
+            gc.collect(registry, now=after_grace())
+    finally:
+        registry.attachment_store = served
+    assert f"  replaced -> {key}" in str(refused.value)  # The missing files, named.
+    with transaction.manager:
+        assert [entry["key"] for entry in replaced.every(registry.storage)] == [key]
+    assert served.exists(key)
+
+
+def test_a_refusal_names_files_it_found_missing(kinto_gc):
+    """Found by review (2026-12-05).
+
+    The refusals sent the operator to ``--dry-run`` to list the missing files, which is
+    refused alike: they name a few themselves."""
+    attached = kinto_gc.upload(kinto_gc.record_url("r1"), b"lost").json
+    key = kinto_gc.key_of(attached["location"])
+    kinto_gc.registry.attachment_store.delete(key)
+    for dry_run in (True, False):
+        with pytest.raises(store_check.Refused) as refused:
+            gc.collect(kinto_gc.registry, now=after_grace(), dry_run=dry_run)
+        assert "--dry-run" not in str(refused.value)
+        uri = "/buckets/blog/collections/articles/records/r1"
+        assert f"Missing, among others:\n  {uri} -> {key}" in str(refused.value)

@@ -25,10 +25,10 @@ before its first orphan pass)."""
 
 def store_mismatch(registry):
     """Why the store is not the servers' own, or None: before the first adoption lists it
-    (step 3) and says it is done, most of the files references name must be there. Stricter
-    than the collector's check, which lets an empty store be (an orphan pass would remove
-    nothing from it): listing an empty store keeps nothing, for good."""
-    sampled, found = references.sample_in_store(registry)
+    (step 3) and says it is done, most of the files references name must be there, as for
+    the collector's orphan pass (:func:`~kinto_attachment.gc.store_check.check_store`): an
+    empty store included, whose listing would keep nothing, for good."""
+    sampled, found, _ = references.sample_in_store(registry)
     if sampled and 2 * found < sampled:
         return STORE_MISMATCH.format(sampled=sampled, found=found)
     return None

@@ -12,24 +12,31 @@ class Refused(Exception):
 
 #: Why an orphan pass is refused on a store that lacks the files the records name.
 MISMATCH = """\
-refused to look for orphans: of {sampled} files that records, links or /data/files entries
-name, {found} are in the store, which holds other files ({example!r} for one). Every file
-the store holds would be taken for an orphan: kinto.attachment.base_path (or the S3 or GCS
-bucket and prefix) is probably not the servers' own (a parent folder of theirs, or another
-folder), or this configuration reads another database than theirs. Nothing was removed.
-Fix the configuration; if the store did lose these files (a restore from an old backup),
-an operator must look at them first (kinto-attachment-gc --dry-run lists them)."""
+refused to look for orphans: of {sampled} files that records, links, /data/files entries or
+replaced files waiting for the collector name, {found} are in the store, which holds other
+files ({example!r} for one). Every file the store holds would be taken for an orphan:
+kinto.attachment.base_path (or the S3 or GCS bucket and prefix) is probably not the servers'
+own (a parent folder of theirs, or another folder), or this configuration reads another
+database than theirs. Nothing was removed. Fix the configuration; if the store did lose
+these files (a restore from an old backup), an operator must look at them first. Missing,
+among others:
+{missing}"""
 
 
 #: Why an orphan pass is refused on a store that holds no file while references name some.
 EMPTY = """\
-refused to collect: the store holds no file, while records, links or /data/files entries
-name {sampled} of which none is there. kinto.attachment.base_path (or the S3 or GCS bucket and
-prefix) is probably not the servers' own (a volume not mounted here, a folder made by another
-command), or this configuration reads another database than theirs. Nothing was removed: an
-empty store has nothing to collect, and the replaced and expired files the servers left to
-the collector are on theirs. Fix the configuration; if the store did lose every file, restore
-them (kinto-attachment-gc --dry-run lists the references as dangling)."""
+refused to collect: the store holds no file, while records, links, /data/files entries or
+replaced files waiting for the collector name {sampled} (of those looked for).
+kinto.attachment.base_path (or the S3 or GCS bucket and prefix) is probably not the servers'
+own (a volume not mounted here, a folder made by another command), or this configuration
+reads another database than theirs. Nothing was removed: an empty store has nothing to
+collect, and the replaced files the servers left to the collector are on theirs. Fix the
+configuration; if the store did lose every file, restore them. Missing, among others:
+{missing}"""
+
+
+def _listed(missing):
+    return "\n".join(f"  {where} -> {key}" for where, key in missing)
 
 
 def check_store(registry):
@@ -38,21 +45,24 @@ def check_store(registry):
 
     An orphan is what the store holds and nothing references: pointed at the wrong place (a
     ``base_path`` one folder too high lists every file under another key), every file is
-    one. So before an orphan pass, a sample of the files that records, links and
-    ``/data/files`` entries name is looked for (:func:`~kinto_attachment.state.references.
-    sample_in_store`). Fewer than half found, while the store holds some committed file:
-    refused. A store that holds no committed file at all is refused too (:data:`EMPTY`): the
-    orphan pass would remove nothing from it, but the collection would claim the files the
-    servers replaced and expired and report them removed from it, while theirs are elsewhere
-    (a ``base_path`` that another process created because it was missing)."""
+    one. So before an orphan pass, a sample of the files the store owes now (those records,
+    links, live ``/data/files`` entries and replaced entries name: :func:`~kinto_attachment.
+    state.references.sample_in_store`) is looked for. Fewer than half found: refused. Also
+    where the store holds no committed file at all (:data:`EMPTY`): the orphan pass would
+    remove nothing from it, but the collection would claim the files the servers replaced
+    and report them removed from it, while theirs are elsewhere (a ``base_path`` that another
+    process created because it was missing). Each refusal names a few of the missing files:
+    a dry run is refused alike, and lists no orphan of a store that is not the servers'."""
     store = registry.attachment_store
-    sampled, found = references.sample_in_store(registry)
+    sampled, found, missing = references.sample_in_store(registry)
     if not sampled or 2 * found >= sampled:
         return sampled
     example = next((listed.key for listed in store.iter_blobs() if not listed.temporary), None)
     if example is None:
-        raise Refused(EMPTY.format(sampled=sampled))
-    raise Refused(MISMATCH.format(sampled=sampled, found=found, example=example))
+        raise Refused(EMPTY.format(sampled=sampled, missing=_listed(missing)))
+    raise Refused(
+        MISMATCH.format(sampled=sampled, found=found, example=example, missing=_listed(missing))
+    )
 
 
 def unreachable(store):

@@ -79,46 +79,79 @@ def required(registry):
     yield from _data_files(registry.storage)
 
 
+def owed(registry):
+    """The references whose blob the store must hold now, to tell whether it is the servers'
+    (:func:`sample_in_store`): :func:`required` but expired ``/data/files`` entries (collected
+    first, their blobs may be gone), and the blobs replaced entries wait to delete (until
+    they are claimed, their blobs are the servers')."""
+    storage = registry.storage
+    yield from _attached(storage, registry.attachment_store)
+    now = msec_time()
+    for entry in data_file_entries.every(storage):
+        if data_file_entries.is_live(entry, now):
+            yield Reference(f"data-file {entry['id']}", entry["key"])
+    for entry in replaced.every(storage):
+        if not entry.get(replaced.QUARANTINED):
+            yield Reference("replaced", entry["key"])
+
+
 def sample_in_store(registry, size=SAMPLE):
-    """``(sampled, found)``: distinct keys the references require, and how many of them the
-    store holds: whether it is the servers' own store (pointed at another folder or bucket,
-    it holds few or none of them). Read in transactions of their own.
+    """``(sampled, found, missing)``: distinct keys the references owe (:func:`owed`), how
+    many of them the store holds, and a few of those it lacks (:data:`MISSING_EXAMPLES`, as
+    ``(where, key)``, for a refusal to name): whether it is the servers' own store (pointed at
+    another folder or bucket, it holds few or none of them). Read in transactions of their
+    own.
 
     The first ``size`` keys read come first (a quick look). When fewer than half of them are
     in the store, a sample spread over every reference (:data:`SPREAD`, a reservoir) decides
     instead: files lost for real cluster (those of one old collection, a folder removed by
     hand), and when they sort first they made a store that holds nearly every file look like
     another one, which refused every orphan pass for as long as their records lived."""
-    store = registry.attachment_store
     with transaction.manager:
-        sample = []
-        for reference in required(registry):
-            if reference.key not in sample:
-                sample.append(reference.key)
+        sample = {}
+        for reference in owed(registry):
+            sample.setdefault(reference.key, reference)
             if len(sample) >= size:
                 break
-    found = sum(1 for key in sample if in_store(store, key))
-    if 2 * found >= len(sample):
-        return len(sample), found
+    sampled, found, missing = _looked_for(registry.attachment_store, sample.values())
+    if 2 * found >= sampled:
+        return sampled, found, missing
     with transaction.manager:
-        spread = _reservoir((reference.key for reference in required(registry)), SPREAD)
-    return len(spread), sum(1 for key in spread if in_store(store, key))
+        spread = _reservoir(owed(registry), SPREAD)
+    return _looked_for(registry.attachment_store, spread)
 
 
-def _reservoir(keys, size):
-    """Up to ``size`` distinct keys drawn evenly from ``keys`` (read once)."""
+#: Keys a store lacks that :func:`sample_in_store` names, at most.
+MISSING_EXAMPLES = 5
+
+
+def _looked_for(store, sample):
+    """``(sampled, found, missing)`` of the references ``sample``, each looked for in
+    ``store``."""
+    found, missing = 0, []
+    for reference in sample:
+        if in_store(store, reference.key):
+            found += 1
+        elif len(missing) < MISSING_EXAMPLES:
+            missing.append((reference.where, reference.key))
+    return len(sample), found, missing
+
+
+def _reservoir(references, size):
+    """Up to ``size`` references of distinct keys drawn evenly from ``references`` (read
+    once)."""
     chosen, members, seen, draw = [], set(), 0, random.Random()
-    for key in keys:
-        if key in members:  # Named twice in a row (a record and its link): one file.
+    for reference in references:
+        if reference.key in members:  # Named twice in a row (a record and its link): one file.
             continue
         seen += 1
         if len(chosen) < size:
-            chosen.append(key)
-            members.add(key)
+            chosen.append(reference)
+            members.add(reference.key)
         elif (position := draw.randrange(seen)) < size:
-            members.discard(chosen[position])
-            chosen[position] = key
-            members.add(key)
+            members.discard(chosen[position].key)
+            chosen[position] = reference
+            members.add(reference.key)
     return chosen
 
 
