@@ -3,8 +3,8 @@
 With PostgreSQL every node of a cluster sees the same files; the bytes are in the configured
 blob store. Entries live outside of any bucket, so that no Kinto cascade touches them, each
 under a parent of its own (:func:`.paging.own_parent`: uploads of distinct ids at once never
-collide); entries written by earlier versions, all under ``PARENT_ID``, are read and updated
-where they are.
+collide); entries written by earlier versions, all under ``PARENT_ID``, are read where they
+are, and move to a parent of their own when they are written (:func:`put`).
 """
 
 import re
@@ -55,12 +55,13 @@ def get(storage, file_id):
 
 
 def put(storage, file_id, entry, previous=None):
-    """Create or replace the entry of ``file_id``: where ``previous`` (the entry as read under
-    the lock) is, or under a parent of its own, which the entry names."""
-    if previous is None:
-        parent_id = paging.own_parent(PARENT_ID, file_id)
-    else:
-        parent_id = paging.parent_of(previous, PARENT_ID)
+    """Create or replace the entry of ``file_id`` (``previous``: as read under the lock) under
+    a parent of its own, which the entry names. An entry an earlier version wrote under
+    ``PARENT_ID`` moves there: written back where it was, two such ids uploaded at once
+    collided (Kinto's 409, the client's file refused)."""
+    parent_id = paging.own_parent(PARENT_ID, file_id)
+    if previous is not None and paging.parent_of(previous, PARENT_ID) != parent_id:
+        delete(storage, previous)  # Leaves no tombstone, so no timestamp under PARENT_ID.
     return storage.update(
         resource_name=RESOURCE,
         parent_id=parent_id,

@@ -3,8 +3,10 @@
 never collide, and what earlier versions wrote under one shared parent keeps working."""
 
 import threading
+import time
 
 import pytest
+import sqlalchemy
 import transaction
 
 from kinto_attachment import gc
@@ -146,10 +148,11 @@ def test_data_files_of_earlier_versions_are_served_replaced_and_deleted(app):
 
     post_file(app, "old", b"v2")
     assert data_file(app, "old") == b"v2"
-    # Replaced where it was: one entry, not a second one under the new parent.
+    # Moved to a parent of its own: one entry, not a second one beside the first.
     assert entry_ids(app) == ["new", "old"]
     entry = data_file_entries.get(app.registry.storage, "old")
-    assert entry["parent"] == data_file_entries.PARENT_ID and entry["key"] != first_key
+    own = paging.own_parent(data_file_entries.PARENT_ID, "old")
+    assert entry["parent"] == own and entry["key"] != first_key
     assert first_key not in app.files()
 
     app.app.delete("/v1/data/files/old", extra_environ=LOCAL, status=204)
@@ -215,3 +218,54 @@ def test_unknown_ids_leave_no_trace_in_the_memory_backend(tmp_path_factory, requ
         kinto.app.delete(f"/v1/data/files/unknown-{number}", extra_environ=LOCAL, status=204)
         head(kinto.app, f"{uploads}/{number:032x}", status=404)
     assert len(store) == before
+
+
+@pytest.mark.postgresql
+def test_data_files_of_earlier_versions_uploaded_at_once_do_not_collide(
+    tmp_path_factory, request, monkeypatch
+):
+    """Found by review (2026-12-05).
+
+    Two ids an earlier version wrote (under the shared parent) uploaded again at once, the
+    second while the first's transaction is open: written back under the shared parent,
+    both got one timestamp, and the second was refused (Kinto's 409, its file not stored).
+    They move to parents of their own as they are written."""
+    kinto = cached_app("postgresql", tmp_path_factory, request)
+    storage = kinto.registry.storage
+    for file_id in ("first", "second"):
+        shared_data_file(kinto, file_id, file_id.encode() * 100)
+    with transaction.manager, storage.client.connect() as connection:
+        # Dated ahead of the clock, as timestamps run under load: the next ones are equal.
+        connection.execute(
+            sqlalchemy.text(
+                "UPDATE objects SET last_modified = last_modified + interval '1 hour'"
+                " WHERE resource_name = :resource"
+            ),
+            {"resource": data_file_entries.RESOURCE},
+        )
+    written, put = threading.Event(), data_file_entries.put
+
+    def put_then_linger(*args, **kwargs):
+        result = put(*args, **kwargs)
+        if threading.current_thread().name == "first":
+            written.set()
+            time.sleep(1.5)  # The first upload's transaction stays open.
+        return result
+
+    monkeypatch.setattr(data_file_entries, "put", put_then_linger)
+    answers = {}
+
+    def upload(file_id):
+        answers[file_id] = kinto.app.post(
+            f"/v1/data/files?id={file_id}", b"new", extra_environ=LOCAL, status="*"
+        )
+
+    first = threading.Thread(target=upload, args=("first",), name="first")
+    first.start()
+    assert written.wait(10)
+    second = threading.Thread(target=upload, args=("second",), name="second")
+    second.start()
+    first.join(30)
+    second.join(30)
+    assert {i: a.status_code for i, a in answers.items()} == {"first": 200, "second": 200}
+    assert data_file(kinto, "first") == data_file(kinto, "second") == b"new"
