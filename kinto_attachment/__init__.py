@@ -46,9 +46,11 @@ def includeme(config):
     _warn_of_a_base_url_without_slash(store)
     config.registry.attachment_settings = settings
     config.registry.attachment_store = store
-    # A free name is one no record names either (:func:`.state.links.held`); working files
-    # that outlive a request say whose they are (:class:`.state.instance.Sorting`).
-    store.reserved = lambda key: links.held(config.registry.storage, key)
+    # A free name is one no record names either (:func:`.state.links.held`), and no name an
+    # instance drew at random (:func:`.state.instance.drawn`: a client's copy of a deleted
+    # one, ``randomize = false``, was served by the URLs handed out for that file). Working
+    # files that outlive a request say whose they are (:class:`.state.instance.Sorting`).
+    store.reserved = lambda key: instance.drawn(key) or links.held(config.registry.storage, key)
     store.temporary_name = lambda: instance.random_name(config.registry)
     config.registry.attachment_locks = locks.for_storage(config.registry.storage)
     config.registry.transfer_limiter = TransferLimiter(

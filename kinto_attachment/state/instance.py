@@ -39,6 +39,8 @@ OBJECT_ID = "kinto-attachment"
 #: both (:func:`_check`), so that no other name reads as one by chance (a client's MD5 or
 #: SHA-1 named file, with ``randomize = false``, would pass a mere shape 1 time in 64).
 _TAGGED = re.compile(r"(?<![0-9a-f])([0-9a-f]{32})([0-9a-f]{8})(?![0-9a-f])")
+#: A name :func:`tagged_name` made for a file: the random name, then its extension.
+_DRAWN = re.compile(r"([0-9a-f]{32})([0-9a-f]{8})(\.[^/]*)?")
 
 _reading = threading.Lock()
 
@@ -106,6 +108,15 @@ def tag_of(key):
     if found is None or _check(found.group(1)) != found.group(2):
         return None
     return found.group(1)[:8]
+
+
+def drawn(key):
+    """Whether ``key``'s name is one an instance drew at random for a file (a tagged name, an
+    extension at most: :func:`tagged_name`), so that no chosen name may take it: once its
+    file is deleted, a random name is not kept in quarantine (it never comes back), while
+    the URLs handed out for the file (events', signed downloads') may still be in use."""
+    found = _DRAWN.fullmatch(posixpath.basename(key))
+    return found is not None and _check(found.group(1)) == found.group(2)
 
 
 def _check(body):

@@ -2,10 +2,13 @@
 ``url_expires_seconds``; signed by the plugin on local disk, presigned by S3 and GCS."""
 
 import hashlib
+import posixpath
 import time
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
+from kinto.core.utils import msec_time
 
 from kinto_attachment import gc
 from kinto_attachment.web import signed_urls
@@ -155,3 +158,48 @@ def test_a_fetch_url_never_serves_the_next_file_given_its_name(events_app, recei
     assert bobs.json["location"] != location
     # S3 answers 403 for a key that is not there, to whoever may not list the bucket.
     fetch(kinto, url, status=404 if store == "local" else 403)
+
+
+HOUR_MS = 3600 * 1000
+
+
+@pytest.mark.parametrize("store", ["local", "s3"])
+def test_a_fetch_url_never_serves_a_file_that_took_a_deleted_random_name(
+    events_app, receiver, store
+):
+    """Found by review (2026-12-05).
+
+    Alice's upload (a random name) is delivered with a fetch URL valid a day; replaced, its
+    blob is deleted once the event's hold is over. Bob, in a bucket of ``randomize = false``
+    (the same folder: none), uploads a file named as that blob (its ``location`` is on her
+    record): it took the name, random names are not kept in quarantine, and her event's URL
+    served Bob's bytes. No chosen name takes a name an instance drew at random now."""
+    more = {
+        "kinto.attachment.gc.orphans_grace_seconds": "0",
+        "kinto.attachment.resources.bobs.randomize": "false",
+    }
+    kinto = events_app(
+        "memory", store=store, more=more, **destination_settings("webhook", receiver)
+    )
+    kinto.upload(RECORD, b"alice's first version")
+    delivered(kinto)
+    [event] = receiver.events()
+    url, location = event["data"]["url"], event["data"]["attachment"]["location"]
+    assert fetch(kinto, url).body == b"alice's first version"
+
+    kinto.upload(RECORD, b"alice's second version")
+    gc.collect(kinto.registry, now=msec_time() + 2 * HOUR_MS)  # The hold (an hour) is over.
+    assert not kinto.exists(location)
+
+    kinto.app.put_json("/v1/buckets/bobs", {}, headers=BOB)
+    kinto.app.put_json("/v1/buckets/bobs/collections/c", {}, headers=BOB)
+    name = posixpath.basename(kinto.key_of(location))
+    kinto.upload("/v1/buckets/bobs/collections/c/records/x", b"bob's file", name, headers=BOB)
+
+    if store == "local":
+        got = kinto.app.get(url.removeprefix("http://localhost"), expect_errors=True)
+        status, body = got.status_int, got.body
+    else:
+        got = requests.get(url, timeout=10)
+        status, body = got.status_code, got.content
+    assert status in (403, 404), f"Alice's event URL answers {status} with {body!r}"

@@ -9,7 +9,7 @@ import transaction
 from kinto.core.storage.exceptions import ObjectNotFoundError
 
 from kinto_attachment.state import data_file_entries, instance, tus_uploads
-from kinto_attachment.state.instance import tag_of, tagged_name
+from kinto_attachment.state.instance import drawn, tag_of, tagged_name
 
 from ..conftest import ALICE, Kinto, build_settings, make_app, own_database
 from ..views.test_resumable import RECORD, TUS, UPLOADS, metadata
@@ -186,3 +186,14 @@ def test_kinto_migrate_makes_the_tag_a_dry_run_does_not(tmp_path):
 
         made = instance._read_or_make(registry.storage, make=False)
         assert made is not None and instance.tag(app_on(url, tmp_path).registry) == made
+
+
+def test_names_drawn_at_random_are_told_from_names_a_client_may_choose():
+    """A name drawn for a file (then its extension) is never a free name for a chosen one
+    (tests/events/test_fetch.py); its variants, a client's own names and working files'
+    names are."""
+    name = tagged_name("0123abcd")
+    assert drawn(name) and drawn(f"folder/{name}.tar.gz") and drawn(name + ".pdf")
+    assert not drawn(f"{name}-1.pdf")  # The variant a chosen name then takes.
+    assert not drawn(f"report-{name}.pdf") and not drawn(f".upload-{name}.part")
+    assert not drawn(name[:-1] + ("0" if name[-1] != "0" else "1"))  # The check fails.
