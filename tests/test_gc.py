@@ -973,3 +973,77 @@ def test_a_refusal_names_files_it_found_missing(kinto_gc):
         assert "--dry-run" not in str(refused.value)
         uri = "/buckets/blog/collections/articles/records/r1"
         assert f"Missing, among others:\n  {uri} -> {key}" in str(refused.value)
+
+
+def test_deleting_the_records_of_lost_files_ends_the_refusal(tmp_path_factory, request):
+    """Found by review (2026-12-05).
+
+    A store lost 6 of 10 files: refused, naming them; the operator deletes their records.
+    Each deletion records its missing file as replaced: when replaced entries were sampled
+    as files the store owes, every later collection was refused (the check comes before
+    their claim). They are not: the collection goes on and claims them."""
+    kinto = adopted(
+        cached_app(
+            "memory",
+            tmp_path_factory,
+            request,
+            **GRACE,
+            **{"kinto.attachment.gc.replaced_grace_seconds": "1"},
+        )
+    )
+    kinto.create_collection()
+    store = kinto.registry.attachment_store
+    for i in range(4):
+        kinto.upload(kinto.record_url(f"kept{i}"), b"kept %d" % i, f"kept{i}.txt")
+    for i in range(6):
+        meta = kinto.upload(kinto.record_url(f"lost{i}"), b"lost %d" % i, f"lost{i}.txt").json
+        store.delete(kinto.key_of(meta["location"]))
+    with pytest.raises(store_check.Refused):  # As before: most records' files are missing.
+        gc.collect(kinto.registry, now=after_grace())
+    for i in range(6):
+        kinto.app.delete(kinto.record_url(f"lost{i}"), headers=ALICE)
+
+    report = gc.collect(kinto.registry, now=after_grace())
+    assert len(report.replaced) == 6
+    with transaction.manager:
+        assert [e for e in replaced.every(kinto.registry.storage) if not e.get("quarantine")] == []
+
+
+def test_another_nodes_collector_deleting_due_replaced_files_refuses_nothing(
+    tmp_path_factory, request, monkeypatch
+):
+    """Found by review (2026-12-05).
+
+    One record, and 1,100 replaced files past their grace that another node's collector
+    claims and deletes by batches while this one looks for its sample (one batch as each
+    look-up begins): when replaced entries were sampled, it found 1 of 32, then 1 of 101,
+    and refused its whole collection. Files a collector may delete at any time do not count
+    against the store."""
+    from kinto_attachment.gc.orphans import DELETE_BATCH
+    from kinto_attachment.state import data_file_entries, instance, references
+
+    kinto = adopted(cached_app("memory", tmp_path_factory, request, **GRACE))
+    kinto.create_collection()
+    registry, store = kinto.registry, kinto.registry.attachment_store
+    kinto.upload(kinto.record_url("r1"), b"kept", "kept.txt")
+    keys = []
+    for _ in range(DELETE_BATCH + 100):
+        key = f".data-files/{instance.random_name(registry)}.bin"
+        staged = store.stage(key, "application/octet-stream", random=True)
+        staged.write(b"x")
+        keys.append(staged.commit())
+    now = data_file_entries.msec_time()
+    with transaction.manager:
+        replaced.add(registry.storage, keys, until=now - 1000)
+
+    looked_for = references._looked_for
+
+    def node_b_batch_then_look(store_, sample):
+        with transaction.manager:
+            due = replaced.due(registry.storage, after_grace(), DELETE_BATCH)
+            claimed = replaced.claim(registry.storage, due)
+        store.delete_many([entry["key"] for entry in claimed])
+        return looked_for(store_, sample)
+
+    monkeypatch.setattr(references, "_looked_for", node_b_batch_then_look)
+    assert store_check.check_store(registry) == 1  # The record's file, found.

@@ -12,27 +12,31 @@ class Refused(Exception):
 
 #: Why an orphan pass is refused on a store that lacks the files the records name.
 MISMATCH = """\
-refused to look for orphans: of {sampled} files that records, links, /data/files entries or
-replaced files waiting for the collector name, {found} are in the store, which holds other
-files ({example!r} for one). Every file the store holds would be taken for an orphan:
-kinto.attachment.base_path (or the S3 or GCS bucket and prefix) is probably not the servers'
-own (a parent folder of theirs, or another folder), or this configuration reads another
-database than theirs. Nothing was removed. Fix the configuration; if the store did lose
-these files (a restore from an old backup), an operator must look at them first. Missing,
-among others:
+refused to look for orphans: of {sampled} files that records, links or /data/files entries
+name, {found} are in the store, which holds other files ({example!r} for one). Every file
+the store holds would be taken for an orphan: kinto.attachment.base_path (or the S3 or GCS
+bucket and prefix) is probably not the servers' own (a parent folder of theirs, or another
+folder), or this configuration reads another database than theirs. Nothing was removed.
+Fix the configuration; if the store did lose these files (a restore from an old backup),
+an operator must look at them first (restore them, or delete the records). Missing, among
+others:
 {missing}"""
 
 
 #: Why an orphan pass is refused on a store that holds no file while references name some.
 EMPTY = """\
 refused to collect: the store holds no file, while records, links, /data/files entries or
-replaced files waiting for the collector name {sampled} (of those looked for).
-kinto.attachment.base_path (or the S3 or GCS bucket and prefix) is probably not the servers'
-own (a volume not mounted here, a folder made by another command), or this configuration
-reads another database than theirs. Nothing was removed: an empty store has nothing to
-collect, and the replaced files the servers left to the collector are on theirs. Fix the
+replaced files waiting for the collector name some ({sampled} looked for). The store is
+probably not the servers' own: kinto.attachment.base_path (or the S3 or GCS bucket and
+prefix) not mounted here, a folder made by another command; or this configuration reads
+another database than theirs. Nothing was removed: an empty store has nothing to collect,
+and the replaced files the servers left to the collector are on theirs. Fix the
 configuration; if the store did lose every file, restore them. Missing, among others:
 {missing}"""
+
+
+#: Missing files a refusal names, at most.
+MISSING_NAMED = references.MISSING_EXAMPLES
 
 
 def _listed(missing):
@@ -46,23 +50,34 @@ def check_store(registry):
     An orphan is what the store holds and nothing references: pointed at the wrong place (a
     ``base_path`` one folder too high lists every file under another key), every file is
     one. So before an orphan pass, a sample of the files the store owes now (those records,
-    links, live ``/data/files`` entries and replaced entries name: :func:`~kinto_attachment.
-    state.references.sample_in_store`) is looked for. Fewer than half found: refused. Also
-    where the store holds no committed file at all (:data:`EMPTY`): the orphan pass would
-    remove nothing from it, but the collection would claim the files the servers replaced
-    and report them removed from it, while theirs are elsewhere (a ``base_path`` that another
-    process created because it was missing). Each refusal names a few of the missing files:
-    a dry run is refused alike, and lists no orphan of a store that is not the servers'."""
+    links and live ``/data/files`` entries name: :func:`~kinto_attachment.state.references.
+    sample_in_store`) is looked for. Fewer than half found: refused. A store that holds no
+    committed file at all is refused too (:data:`EMPTY`) while references name files, or
+    replaced files wait for the collector (:func:`~kinto_attachment.state.references.
+    waiting`: every record deleted): the orphan pass would remove nothing from it, but the
+    collection would claim the files the servers replaced and report them removed from it,
+    while theirs are elsewhere (a ``base_path`` that another process created because it was
+    missing). Each refusal names a few of the missing files: a dry run is refused alike, and
+    lists no orphan of a store that is not the servers'."""
     store = registry.attachment_store
     sampled, found, missing = references.sample_in_store(registry)
-    if not sampled or 2 * found >= sampled:
+    if sampled and 2 * found >= sampled:
         return sampled
     example = next((listed.key for listed in store.iter_blobs() if not listed.temporary), None)
-    if example is None:
-        raise Refused(EMPTY.format(sampled=sampled, missing=_listed(missing)))
-    raise Refused(
-        MISMATCH.format(sampled=sampled, found=found, example=example, missing=_listed(missing))
-    )
+    if example is not None:
+        if not sampled:
+            return 0
+        raise Refused(
+            MISMATCH.format(
+                sampled=sampled, found=found, example=example, missing=_listed(missing)
+            )
+        )
+    if not sampled:
+        missing = [(r.where, r.key) for r in references.waiting(registry, MISSING_NAMED)]
+        if not missing:
+            return 0
+        sampled = len(missing)
+    raise Refused(EMPTY.format(sampled=sampled, missing=_listed(missing)))
 
 
 def unreachable(store):

@@ -82,17 +82,29 @@ def required(registry):
 def owed(registry):
     """The references whose blob the store must hold now, to tell whether it is the servers'
     (:func:`sample_in_store`): :func:`required` but expired ``/data/files`` entries (collected
-    first, their blobs may be gone), and the blobs replaced entries wait to delete (until
-    they are claimed, their blobs are the servers')."""
+    first, their blobs may be gone)."""
     storage = registry.storage
     yield from _attached(storage, registry.attachment_store)
     now = msec_time()
     for entry in data_file_entries.every(storage):
         if data_file_entries.is_live(entry, now):
             yield Reference(f"data-file {entry['id']}", entry["key"])
-    for entry in replaced.every(storage):
-        if not entry.get(replaced.QUARANTINED):
-            yield Reference("replaced", entry["key"])
+
+
+def waiting(registry, limit=None):
+    """Up to ``limit`` of the references of blobs replaced entries wait to delete (not their
+    quarantine entries): the servers' files until a collector claims them, which a store that
+    holds no file cannot be (:func:`~kinto_attachment.gc.store_check.check_store`). Not
+    sampled with :func:`owed`: a collector deletes them at any time, and the records of lost
+    files, deleted, leave some whose blobs were gone before."""
+    with transaction.manager:
+        found = []
+        for entry in replaced.every(registry.storage):
+            if not entry.get(replaced.QUARANTINED):
+                found.append(Reference("replaced", entry["key"]))
+            if limit is not None and len(found) >= limit:
+                break
+        return found
 
 
 def sample_in_store(registry, size=SAMPLE):
