@@ -78,12 +78,13 @@ def add(storage, keys, until):
 
 
 def quarantine(registry, keys, now):
-    """Keep the names among ``keys`` that can be given again (no random name of ours:
-    :func:`.instance.tag_of`) reserved once their blobs are deleted: written in the
-    transaction that lets them go, before they are deleted. Until the longest of the signed
-    URLs downloads (``307``) and events hand out may still be used, and
+    """Keep the names among ``keys`` that can be given again reserved once their blobs are
+    deleted: every name but those drawn at random (:func:`.instance.drawn`, which no chosen
+    name takes; a chosen name may hold one, ``{rid}-`` and a random name a client copied).
+    Written in the transaction that lets them go, before they are deleted. Until the longest
+    of the signed URLs downloads (``307``) and events hand out may still be used, and
     :data:`QUARANTINE_SECONDS` at least."""
-    reusable = [key for key in keys if instance.tag_of(key) is None]
+    reusable = [key for key in keys if not instance.drawn(key)]
     if not reusable:
         return
     settings = registry.attachment_settings

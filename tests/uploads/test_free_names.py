@@ -2,13 +2,16 @@
 still names while the store holds no file under it (:func:`kinto_attachment.state.links.held`,
 asked through the store's ``reserved``), and, for random names, no lookup at all."""
 
+import posixpath
+
 import pytest
+import requests
 import transaction
 
 from kinto_attachment import gc
 from kinto_attachment.state import data_file_entries, links, replaced
 
-from ..conftest import ALICE, cached_app
+from ..conftest import ALICE, attachment_app, cached_app
 from ..test_gc import adopted, send_tus, start_tus
 from ..views.test_resumable_concatenation import final_upload, partial_upload
 
@@ -130,4 +133,67 @@ def test_a_name_taken_many_times_costs_one_lookup_not_one_per_variant(
     assert kinto.key_of(last["location"]) == f"image-{count}.png"
     assert len(counting.keys) <= 2, (
         f"{len(counting.keys)} lookups in Kinto's storage for one upload: {counting.keys}"
+    )
+
+
+ARTICLES = "/v1/buckets/blog/collections/articles/records/{}"
+PHOTOS = "/v1/buckets/blog/collections/photos/records/{}"
+
+
+def test_a_chosen_name_made_of_a_random_one_is_quarantined(tmp_path_factory, request):
+    """Found by review (2026-12-05).
+
+    A photo's random name (``R.jpg``, saved from its ``location``) attached where names are
+    chosen goes under ``R-1.jpg`` (a drawn name is never given); deleted, that name was given
+    again at once: names holding a random one were taken for random names, never put in
+    quarantine. Only names drawn at random are spared it."""
+    kinto = attachment_app(
+        tmp_path_factory,
+        request,
+        **{"resources.blog.articles.randomize": "false", "extensions": "jpg txt"},
+    )
+    kinto.app.put_json("/v1/buckets/blog/collections/photos", {}, headers=ALICE)
+    photo = kinto.upload(PHOTOS.format("p1"), b"photo", "cat.jpg").json
+    saved_as = posixpath.basename(kinto.key_of(photo["location"]))  # R.jpg, a random name.
+
+    first = kinto.upload(ARTICLES.format("a1"), b"first file", saved_as).json
+    assert first["location"] != photo["location"]  # R-1.jpg: the drawn name is reserved.
+    kinto.app.delete(ARTICLES.format("a1") + "/attachment", headers=ALICE)
+
+    second = kinto.upload(ARTICLES.format("a2"), b"another file", saved_as).json
+    assert second["location"] != first["location"], (
+        "a chosen name was given to another file at once, without quarantine"
+    )
+
+
+def test_a_signed_url_never_reaches_the_next_file_given_the_name(tmp_path_factory, request):
+    """Found by review (2026-12-05).
+
+    S3, presigned downloads, names ``{rid}-{filename}`` (``randomize = false``): ``a1-R.jpg``
+    (``R`` a random name a user saved) replaced twice came back as the third file's name at
+    once, and the signed URL handed out for the first served the third's bytes."""
+    kinto = attachment_app(
+        tmp_path_factory,
+        request,
+        blobs="s3",
+        **{
+            "resources.blog.articles.randomize": "false",
+            "resources.blog.articles.filename_pattern": "{rid}-{filename}",
+            "extensions": "jpg",
+            "aws.presigned_downloads": "true",
+            "aws.presigned_expires": "300",
+        },
+    )
+    kinto.app.put_json("/v1/buckets/blog/collections/photos", {}, headers=ALICE)
+    photo = kinto.upload(PHOTOS.format("p1"), b"photo", "cat.jpg").json
+    saved_as = posixpath.basename(kinto.key_of(photo["location"]))
+
+    url = ARTICLES.format("a1")
+    first = kinto.upload(url, b"first file", saved_as).json
+    signed = kinto.app.get(url + "/attachment", headers=ALICE, status=307).location
+    kinto.upload(url, b"second file", saved_as)
+    third = kinto.upload(url, b"third file", saved_as).json
+    assert requests.get(signed, timeout=10).content != b"third file", (
+        f"the signed URL of {first['location']} served the file given its name next "
+        f"({third['location']})"
     )
