@@ -921,16 +921,8 @@ def test_expired_data_files_whose_blobs_are_gone_do_not_block_the_collector(
         assert sorted(entry["id"] for entry in report.expired_files) == ["a", "b"]
 
 
-def test_an_empty_store_where_only_replaced_entries_name_files_is_refused(
-    tmp_path_factory, request
-):
-    """Found by review (2026-12-05).
-
-    Every record deleted (their files recorded as replaced, waiting for their grace), then
-    the collector given an empty store that is not the servers' (a ``base_path`` another
-    command created): nothing else naming a file, nothing was sampled, and the collection
-    claimed the servers' replaced entries, reporting their files removed from it. Replaced
-    entries owe their files until claimed: they are sampled, and the store is refused."""
+def replacing_app(tmp_path_factory, request):
+    """An adopted app whose replaced files wait a second, with the blog/articles collection."""
     kinto = adopted(
         cached_app(
             "memory",
@@ -941,6 +933,20 @@ def test_an_empty_store_where_only_replaced_entries_name_files_is_refused(
         )
     )
     kinto.create_collection()
+    return kinto
+
+
+def test_an_empty_store_where_only_replaced_entries_name_files_is_refused(
+    tmp_path_factory, request
+):
+    """Found by review (2026-12-05).
+
+    Every record deleted (their files recorded as replaced, waiting for their grace), then
+    the collector given an empty store that is not the servers' (a ``base_path`` another
+    command created): nothing else naming a file, nothing was sampled, and the collection
+    claimed the servers' replaced entries, reporting their files removed from it. A store
+    that holds no file while replaced files wait for the collector is refused."""
+    kinto = replacing_app(tmp_path_factory, request)
     attached = kinto.upload(kinto.record_url("r1"), b"precious").json
     kinto.app.delete(kinto.record_url("r1"), headers=ALICE)
     key = kinto.key_of(attached["location"])
@@ -982,16 +988,7 @@ def test_deleting_the_records_of_lost_files_ends_the_refusal(tmp_path_factory, r
     Each deletion records its missing file as replaced: when replaced entries were sampled
     as files the store owes, every later collection was refused (the check comes before
     their claim). They are not: the collection goes on and claims them."""
-    kinto = adopted(
-        cached_app(
-            "memory",
-            tmp_path_factory,
-            request,
-            **GRACE,
-            **{"kinto.attachment.gc.replaced_grace_seconds": "1"},
-        )
-    )
-    kinto.create_collection()
+    kinto = replacing_app(tmp_path_factory, request)
     store = kinto.registry.attachment_store
     for i in range(4):
         kinto.upload(kinto.record_url(f"kept{i}"), b"kept %d" % i, f"kept{i}.txt")
