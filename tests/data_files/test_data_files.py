@@ -249,9 +249,9 @@ def test_corrupt_blob_is_never_served(kinto, caplog, monkeypatch):
     assert get(kinto, "f").body == b"original content"
     assert hashed == []  # Verified as it was uploaded: not read twice.
 
-    def rewrite(content):
+    def rewrite(content):  # Under its random name again (no chosen name may take it).
         store.delete(key)
-        staged = store.stage(key)
+        staged = store.stage(key, random=True)
         staged.write(content)
         assert staged.commit() == key
 
