@@ -35,12 +35,9 @@ configuration; if the store did lose every file, restore them. Missing, among ot
 {missing}"""
 
 
-#: Missing files a refusal names, at most.
-MISSING_NAMED = references.MISSING_EXAMPLES
-
-
 def _listed(missing):
-    return "\n".join(f"  {where} -> {key}" for where, key in missing)
+    """Lines of the :class:`~kinto_attachment.state.references.Reference` ``missing``."""
+    return "\n".join(f"  {reference.where} -> {reference.key}" for reference in missing)
 
 
 def check_store(registry):
@@ -73,7 +70,7 @@ def check_store(registry):
             )
         )
     if not sampled:
-        missing = [(r.where, r.key) for r in references.waiting(registry, MISSING_NAMED)]
+        missing = references.waiting(registry, references.MISSING_EXAMPLES)
         if not missing:
             return 0
         sampled = len(missing)

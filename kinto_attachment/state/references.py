@@ -83,15 +83,11 @@ def owed(registry):
     """The references whose blob the store must hold now, to tell whether it is the servers'
     (:func:`sample_in_store`): :func:`required` but expired ``/data/files`` entries (collected
     first, their blobs may be gone)."""
-    storage = registry.storage
-    yield from _attached(storage, registry.attachment_store)
-    now = msec_time()
-    for entry in data_file_entries.every(storage):
-        if data_file_entries.is_live(entry, now):
-            yield Reference(f"data-file {entry['id']}", entry["key"])
+    yield from _attached(registry.storage, registry.attachment_store)
+    yield from _data_files(registry.storage, live_at=msec_time())
 
 
-def waiting(registry, limit=None):
+def waiting(registry, limit):
     """Up to ``limit`` of the references of blobs replaced entries wait to delete (not their
     quarantine entries): the servers' files until a collector claims them, which a store that
     holds no file cannot be (:func:`~kinto_attachment.gc.store_check.check_store`). Not
@@ -102,17 +98,17 @@ def waiting(registry, limit=None):
         for entry in replaced.every(registry.storage):
             if not entry.get(replaced.QUARANTINED):
                 found.append(Reference("replaced", entry["key"]))
-            if limit is not None and len(found) >= limit:
+            if len(found) >= limit:
                 break
         return found
 
 
 def sample_in_store(registry, size=SAMPLE):
     """``(sampled, found, missing)``: distinct keys the references owe (:func:`owed`), how
-    many of them the store holds, and a few of those it lacks (:data:`MISSING_EXAMPLES`, as
-    ``(where, key)``, for a refusal to name): whether it is the servers' own store (pointed at
-    another folder or bucket, it holds few or none of them). Read in transactions of their
-    own.
+    many of them the store holds, and the references of a few of those it lacks
+    (:data:`MISSING_EXAMPLES`, for a refusal to name): whether it is the servers' own store
+    (pointed at another folder or bucket, it holds few or none of them). Read in
+    transactions of their own.
 
     The first ``size`` keys read come first (a quick look). When fewer than half of them are
     in the store, a sample spread over every reference (:data:`SPREAD`, a reservoir) decides
@@ -145,7 +141,7 @@ def _looked_for(store, sample):
         if in_store(store, reference.key):
             found += 1
         elif len(missing) < MISSING_EXAMPLES:
-            missing.append((reference.where, reference.key))
+            missing.append(reference)
     return len(sample), found, missing
 
 
@@ -201,9 +197,12 @@ def _attached(storage, store):
         yield Reference(f"link of {uri}", link["key"])
 
 
-def _data_files(storage):
+def _data_files(storage, live_at=None):
+    """The references of ``/data/files`` entries; with ``live_at`` (epoch ms), of those not
+    expired then only."""
     for entry in data_file_entries.every(storage):
-        yield Reference(f"data-file {entry['id']}", entry["key"])
+        if live_at is None or data_file_entries.is_live(entry, live_at):
+            yield Reference(f"data-file {entry['id']}", entry["key"])
 
 
 def key_hash(key):
