@@ -38,9 +38,10 @@ OBJECT_ID = "kinto-attachment"
 #: A name :func:`tagged_name` made: 40 hex digits, the tag, 96 random bits, then a check of
 #: both (:func:`_check`), so that no other name reads as one by chance (a client's MD5 or
 #: SHA-1 named file, with ``randomize = false``, would pass a mere shape 1 time in 64).
-_TAGGED = re.compile(r"(?<![0-9a-f])([0-9a-f]{32})([0-9a-f]{8})(?![0-9a-f])")
+_NAME = r"([0-9a-f]{32})([0-9a-f]{8})"
+_TAGGED = re.compile(rf"(?<![0-9a-f]){_NAME}(?![0-9a-f])")
 #: A name :func:`tagged_name` made for a file: the random name, then its extension.
-_DRAWN = re.compile(r"([0-9a-f]{32})([0-9a-f]{8})(\.[^/]*)?")
+_DRAWN = re.compile(rf"{_NAME}(\.[^/]*)?")
 
 _reading = threading.Lock()
 
@@ -105,9 +106,7 @@ def tag_of(key):
     """The tag of the instance that wrote ``key`` (a name :func:`tagged_name` made), or None:
     a name a client chose, kinto-attachment's, or ours before names carried a tag."""
     found = _TAGGED.search(posixpath.basename(key))
-    if found is None or _check(found.group(1)) != found.group(2):
-        return None
-    return found.group(1)[:8]
+    return found.group(1)[:8] if _checked(found) else None
 
 
 def drawn(key):
@@ -115,7 +114,11 @@ def drawn(key):
     extension at most: :func:`tagged_name`), so that no chosen name may take it: once its
     file is deleted, a random name is not kept in quarantine (it never comes back), while
     the URLs handed out for the file (events', signed downloads') may still be in use."""
-    found = _DRAWN.fullmatch(posixpath.basename(key))
+    return _checked(_DRAWN.fullmatch(posixpath.basename(key)))
+
+
+def _checked(found):
+    """Whether a match of :data:`_NAME` is a name :func:`tagged_name` made (its check)."""
     return found is not None and _check(found.group(1)) == found.group(2)
 
 
