@@ -31,7 +31,7 @@ from ..uploads import intake, lifecycle
 from ..web import streams
 from . import posted
 from .limiter import Busy
-from .visibility import allowed_origin, is_preflight, require_visible
+from .visibility import VisiblePredicate, allowed_origin, is_preflight, require_visible
 
 
 logger = logging.getLogger(__name__)
@@ -287,6 +287,7 @@ def includeme(config):
     which Pyramid prefers to the redirection. Without it, plain root routes are added.
     """
     config.add_tween("kinto_attachment.data_files.cross_site.sent_host_tween_factory")
+    config.add_view_predicate("attachment_visible", VisiblePredicate)
     settings = config.get_settings()
     redirecting = str(settings.get("version_prefix_redirect_enabled", True)).lower() == "true"
     for route, view in ((DATA_FILES, files_view), (DATA_FILE, file_view)):
@@ -304,6 +305,7 @@ def includeme(config):
                         handler,
                         route_name=shared.route,
                         path_info=shared.path,
+                        attachment_visible=True,
                         request_method=handled,
                         **_PUBLIC,
                     )

@@ -1,9 +1,11 @@
 """Who may see ``/data/files``: trusted networks, configured principals, or everyone.
 
-The route is private by default. Whoever may not see it gets the 404 of an unknown route,
-before anything is read or written. Behind a reverse proxy, the client's address is the one
-the trusted proxies vouch for (:mod:`~kinto_attachment.web.client_address`).
-Private means private to programs: a web page cannot lend itself the address of the browser
+The route is private by default. Whoever may not see it gets what an unknown path gets,
+before anything is read or written: the 404 of an unknown route under the API prefix, and at
+the server root Kinto's own redirection to the prefix (:class:`VisiblePredicate`: the views
+sharing that route do not match), where a 404 would tell the route from a missing one.
+Behind a reverse proxy, the client's address is the one the trusted proxies vouch for
+(:mod:`~kinto_attachment.web.client_address`). Private means private to programs: a web page cannot lend itself the address of the browser
 that opened it (:mod:`~kinto_attachment.data_files.cross_site`: 403).
 """
 
@@ -35,6 +37,34 @@ def is_preflight(request):
     return request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
 
 
+def _may_see(request, options):
+    """Whether the request may see the route (batch aside): a public route, a preflight of
+    an allowed origin, or a caller on a trusted network or with a configured principal."""
+    if options.visibility == "public":
+        return True
+    allowed_preflight = is_preflight(request) and allowed_origin(request) is not None
+    return allowed_preflight or _visible(request, options)
+
+
+class VisiblePredicate:
+    """View predicate ``attachment_visible``: the views of the route at the server root
+    match only requests that may see it; the others go to Kinto's redirection, whose route
+    they share (:func:`~kinto_attachment.data_files.views.includeme`), as any unknown path."""
+
+    def __init__(self, value, config):
+        self.value = value
+
+    def text(self):
+        return f"attachment_visible = {self.value}"
+
+    phash = text
+
+    def __call__(self, context, request):
+        options = request.registry.attachment_settings.data_files
+        visible = not records.in_batch(request) and _may_see(request, options)
+        return visible == self.value
+
+
 def require_visible(request):
     """404, as for an unknown route, unless the caller may see the files; then 403 for a
     request a web page made
@@ -51,7 +81,6 @@ def require_visible(request):
     options = request.registry.attachment_settings.data_files
     if options.visibility == "public":
         return
-    allowed_preflight = is_preflight(request) and allowed_origin(request) is not None
-    if not allowed_preflight and not _visible(request, options):
+    if not _may_see(request, options):
         raise errors.refuse("hidden")
     cross_site.require_not_from_pages(request, options)

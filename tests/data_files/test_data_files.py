@@ -307,6 +307,29 @@ def test_private_by_default(kinto_memory):
     assert get(kinto_memory, "x", environ={"REMOTE_ADDR": "::1"}).body == PDF
 
 
+def test_hidden_at_the_root_answers_as_a_path_that_does_not_exist(kinto_memory):
+    """Found by review (2026-12-05).
+
+    At the server root, a path that does not exist gets Kinto's ``307`` to ``/v1``; a
+    caller who may not see the route gets the same (it was a ``404``, which told the private
+    route from a missing path), through the batch too; whoever may see it is answered."""
+    app = kinto_memory.app
+    stranger = {"REMOTE_ADDR": "203.0.113.7"}
+    missing = app.get("/data/filez/x?a=1", extra_environ=stranger, status=307)
+    assert missing.location == "http://localhost/v1/data/filez/x?a=1"
+    post(kinto_memory, query="?id=x")
+    for path in ("/data/files", "/data/files/", "/data/files/x", "/data/files/x?a=1"):
+        for method in ("get", "head", "delete"):
+            hidden = getattr(app, method)(path, extra_environ=stranger, status=307)
+            assert hidden.location == "http://localhost/v1" + path
+    hidden = app.post("/data/files?id=y", PDF, extra_environ=stranger, status=307)
+    assert hidden.location == "http://localhost/v1/data/files?id=y"
+    batch = {"requests": [{"method": "GET", "path": "/data/files/x"}]}
+    answered = app.post_json("/v1/batch", batch, extra_environ=LOCAL, headers=ALICE)
+    assert answered.json["responses"][0]["status"] == 404
+    assert get(kinto_memory, "x", prefix="", environ=LOCAL).body == PDF
+
+
 def test_trusted_proxies_and_principals(tmp_path_factory, request):
     kinto = cached_app(
         "memory",
