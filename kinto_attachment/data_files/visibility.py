@@ -5,8 +5,9 @@ before anything is read or written: the 404 of an unknown route under the API pr
 the server root Kinto's own redirection to the prefix (:class:`VisiblePredicate`: the views
 sharing that route do not match), where a 404 would tell the route from a missing one.
 Behind a reverse proxy, the client's address is the one the trusted proxies vouch for
-(:mod:`~kinto_attachment.web.client_address`). Private means private to programs: a web page cannot lend itself the address of the browser
-that opened it (:mod:`~kinto_attachment.data_files.cross_site`: 403).
+(:mod:`~kinto_attachment.web.client_address`). Private means private to programs: a web
+page cannot lend itself the address of the browser that opened it
+(:mod:`~kinto_attachment.data_files.cross_site`: 403).
 """
 
 from .. import errors
