@@ -235,6 +235,14 @@ def parse(settings):
     # rather than fail once 10,000 parts are sent.
     largest = store.option("max_file_size", 0)
     default, overrides = policies.from_settings(policy_values, scoped, largest)
+    for folder in policies.folders_of_chosen_names_shared(default, overrides):
+        logger.warning(
+            "Files named as uploaded (randomize = false) of several buckets share the folder "
+            "%r: a taken name gets -1, so an upload's name tells whether another bucket, "
+            "which its user may not read, has a file of that name. Put {bucket_id} (and "
+            "{collection_id}) in kinto.attachment.folder (docs/security.rst).",
+            folder,
+        )
     return AttachmentSettings(
         store=store,
         base_url=base_url,

@@ -436,3 +436,53 @@ def test_every_environment_variable_the_shipped_configurations_read_is_documente
         if name not in set_by_configs and not re.search(rf"\b{name}\b", documented)
     }
     assert not missing, f"read by the shipped configurations, documented nowhere: {missing}"
+
+
+@pytest.mark.parametrize(
+    "values,shared",
+    [
+        ({}, []),  # Random names: no chosen name meets another.
+        ({"randomize": "false"}, [""]),
+        ({"randomize": "false", "folder": "{collection_id}"}, ["{collection_id}"]),
+        ({"randomize": "false", "folder": "{bucket_id}/{collection_id}"}, []),
+        ({"randomize": "false", "folder": "{bucket_id}"}, []),
+        # One bucket's chosen names, alone in their folder (twice: bucket and collection).
+        (
+            {"resources.blog.randomize": "false", "resources.blog.articles.max_size": "9"},
+            [],
+        ),
+        ({"resources.blog.randomize": "false", "resources.blog.folder": "blog"}, []),
+        # Two buckets' chosen names in one folder.
+        (
+            {"resources.blog.randomize": "false", "resources.news.randomize": "false"},
+            [""],
+        ),
+        (
+            {
+                "resources.blog.randomize": "false",
+                "resources.blog.folder": "{bucket_id}",
+                "resources.news.randomize": "false",
+                "resources.news.folder": "{bucket_id}",
+            },
+            [],
+        ),
+    ],
+)
+def test_chosen_names_shared_by_buckets_are_warned_of(caplog, values, shared):
+    """Found by review (2026-12-05).
+
+    With ``randomize = false`` and the default empty folder, Bob's upload in his own bucket
+    was named ``report-1.pdf`` where a record of Alice's he may not read had ``report.pdf``:
+    the name tells him. Names stay unique in their folder (kinto-attachment's ``-1``), so
+    the start-up says where chosen names of several buckets meet, and what to set."""
+    parsed = parse(**values)
+    assert (
+        attachment_settings.policies.folders_of_chosen_names_shared(
+            parsed.default, parsed.overrides
+        )
+        == shared
+    )
+    warned = [r.message for r in caplog.records if "share the folder" in r.getMessage()]
+    assert len(warned) == len(shared)
+    if shared:
+        assert "{bucket_id}" in caplog.text and "docs/security.rst" in caplog.text

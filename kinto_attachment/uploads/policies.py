@@ -7,6 +7,7 @@ every setting and calls this module, because their parsers, groups and inheritan
 subject of their own.
 """
 
+import collections
 import dataclasses
 import hashlib
 import re
@@ -253,6 +254,26 @@ def _capped(policy, largest):
     if policy.max_size_bytes and policy.max_size_bytes <= largest:
         return policy
     return dataclasses.replace(policy, max_size_bytes=largest)
+
+
+def folders_of_chosen_names_shared(default, overrides):
+    """The folders where files named as uploaded (``randomize = false``) of several buckets
+    meet: a folder that names no ``{bucket_id}``, of the default policy (every bucket
+    without one of its own) or of policies of more than one bucket. There a taken name gets
+    ``-1`` (as kinto-attachment names it): the name one's upload gets tells whether a file of
+    another bucket, which one may not read, has (or had) that name. Random names are no
+    such names (a chosen name never takes one): only chosen ones meet."""
+    buckets = collections.defaultdict(set)  # folder → buckets whose chosen names go there
+    if not default.randomize:
+        buckets[default.folder].add(None)  # Every bucket.
+    for (bucket_id, _), policy in overrides.items():
+        if not policy.randomize:
+            buckets[policy.folder].add(bucket_id)
+    return sorted(
+        folder
+        for folder, ids in buckets.items()
+        if "{bucket_id}" not in folder and (None in ids or len(ids) > 1)
+    )
 
 
 def from_settings(values, scoped, largest=0):
