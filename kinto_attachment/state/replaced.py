@@ -77,19 +77,21 @@ def add(storage, keys, until):
         )
 
 
-def quarantine(registry, keys, now):
+def quarantine(registry, keys, now, seconds=None):
     """Keep the names among ``keys`` that can be given again reserved once their blobs are
     deleted: every name but those drawn at random (:func:`.instance.drawn`, which no chosen
     name takes; a chosen name may hold one, ``{rid}-`` and a random name a client copied).
     Written in the transaction that lets them go, before they are deleted. Until the longest
     of the signed URLs downloads (``307``) and events hand out may still be used, and
-    :data:`QUARANTINE_SECONDS` at least."""
+    :data:`QUARANTINE_SECONDS` at least; or ``seconds``, for names no URL was handed out for
+    (blobs of uploads that did not commit)."""
     reusable = [key for key in keys if not instance.drawn(key)]
     if not reusable:
         return
-    settings = registry.attachment_settings
-    events = settings.events.url_expires_seconds if settings.events.enabled else 0
-    seconds = max(QUARANTINE_SECONDS, settings.redirect_expires or 0, events)
+    if seconds is None:
+        settings = registry.attachment_settings
+        events = settings.events.url_expires_seconds if settings.events.enabled else 0
+        seconds = max(QUARANTINE_SECONDS, settings.redirect_expires or 0, events)
     for key in reusable:
         entry_id = _quarantine_id(key)
         registry.storage.update(

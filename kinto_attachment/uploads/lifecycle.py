@@ -6,16 +6,18 @@ at once: downloads that read the record just before may still be opening or read
 this node or another, so the transaction records it as replaced, for the garbage collector to
 delete ``gc.replaced_grace_seconds`` later (:mod:`kinto_attachment.state.replaced`), or later
 still if an event holds it (:mod:`kinto_attachment.events.retention`). A blob written for a
-transaction that does not commit is deleted, since nothing will reference it.
+transaction that does not commit is deleted, since nothing will reference it; one written
+for a transaction whose commit may have happened (its answer lost) is left to the collector.
 """
 
 import logging
 
+import transaction
 from kinto.core.utils import msec_time
 
 from .. import locks
 from ..events import retention
-from ..state import legacy, links, replaced
+from ..state import legacy, links, replaced, shared
 
 
 logger = logging.getLogger(__name__)
@@ -51,15 +53,93 @@ def on_failure(request, undo, *args):
         if not success:
             _safely(undo, *args)
 
-    transaction = request.tm.get()
-    transaction.addAfterCommitHook(after_commit)
-    transaction.addAfterAbortHook(_safely, args=(undo, *args))
+    txn = request.tm.get()
+    txn.addAfterCommitHook(after_commit)
+    txn.addAfterAbortHook(_safely, args=(undo, *args))
+
+
+class _Votes:
+    """A data manager that does nothing but note when the transaction's commit reaches its
+    votes. It votes first (:meth:`sortKey`), before Kinto's storage, which sends ``COMMIT``
+    to PostgreSQL in its own vote (zope.sqlalchemy's, sorted last): a failure before this
+    vote leaves the database's transaction uncommitted for sure, one after it may come after a
+    commit whose answer was lost."""
+
+    transaction_manager = None
+
+    def __init__(self):
+        self.started = False
+
+    def tpc_vote(self, txn):
+        self.started = True
+
+    def abort(self, txn):
+        pass
+
+    tpc_begin = commit = tpc_finish = tpc_abort = abort
+
+    def sortKey(self):
+        return "kinto_attachment.votes"
+
+    @classmethod
+    def of(cls, txn):
+        """The one of ``txn``, joined to it once."""
+        try:
+            return txn.data(cls)
+        except KeyError:
+            votes = cls()
+            txn.join(votes)
+            txn.set_data(cls, votes)
+            return votes
+
+
+def unless_committed(request, undo, *args):
+    """Call ``undo(*args)``, once, if the current transaction is aborted or fails before the
+    database is asked to commit it. Not once it was asked (:class:`_Votes`): a ``COMMIT``
+    whose answer is lost may have committed, and what it writes may name what ``undo``
+    removes; that is left to the garbage collector, which removes it if nothing does."""
+    txn = request.tm.get()
+    votes = _Votes.of(txn)
+    done = []
+
+    def maybe(success=False):
+        if not success and not votes.started and not done:
+            done.append(True)
+            _safely(undo, *args)
+
+    txn.addAfterCommitHook(maybe)
+    txn.addAfterAbortHook(maybe)
 
 
 def delete_unless_committed(request, store, keys):
-    """Delete ``keys`` if the current transaction fails to commit or is aborted."""
+    """Delete ``keys`` if the current transaction is known not to have committed
+    (:func:`unless_committed`), their names in quarantine meanwhile (:func:`_let_go`)."""
     if keys:
-        on_failure(request, store.delete_many, keys)
+        unless_committed(request, _let_go, request.registry, store, keys)
+
+
+#: How long the name of a blob being deleted after its upload failed is held, should the
+#: process die before its delete returns (then it has no retry left to send), seconds.
+HELD_WHILE_DELETED = 3600
+
+
+def _let_go(registry, store, keys):
+    """Delete the blobs of ``keys``, which no committed write named. A store's client sends a
+    delete again when its answer is lost, and an upload that took a name meanwhile would lose
+    its file to it: the names that can be given again are held in quarantine
+    (:func:`.replaced.quarantine`) while the delete may be sent, and a minute after, each time
+    in a transaction of its own, committed. Without the quarantine (Kinto's storage
+    unreachable), nothing is deleted: the collector will."""
+
+    def hold(seconds):
+        with transaction.manager:
+            replaced.quarantine(registry, keys, msec_time(), seconds)
+
+    shared.on_its_own(hold, HELD_WHILE_DELETED)
+    try:
+        store.delete_many(keys)
+    finally:
+        shared.on_its_own(hold, replaced.QUARANTINE_SECONDS)
 
 
 def retire(request, keys):

@@ -125,7 +125,7 @@ def create(request):
     store = request.registry.attachment_store
     with errors.store_errors():
         state = store.start_resumable(plan.key, plan.mimetype, plan.random)
-    lifecycle.on_failure(request, store.discard, state)
+    lifecycle.unless_committed(request, store.discard, state)
     upload = tus_uploads.new(
         ids,
         request.prefixed_userid,

@@ -7,11 +7,13 @@ import time
 
 import pytest
 import transaction
+from kinto.core.storage.exceptions import BackendError
 from pyramid.exceptions import ConfigurationError
 
 from kinto_attachment import gc
 from kinto_attachment import settings as attachment_settings
 from kinto_attachment.state import data_file_entries, links, references, replaced
+from kinto_attachment.uploads import record as record_step
 
 from ..conftest import ALICE, cached_app
 
@@ -270,3 +272,46 @@ def test_an_old_blob_is_never_taken_for_an_orphan_while_it_is_kept(tmp_path_fact
     os.utime(os.path.join(kinto.base_path, old), (two_days_ago,) * 2)
     report = gc.collect(kinto.registry)
     assert report.orphans == [] and old in kinto.files()
+
+
+@pytest.mark.postgresql
+@pytest.mark.parametrize("where", ["in-view", "before-commit"])
+def test_an_upload_that_fails_before_the_database_commits_leaves_no_file(
+    tmp_path_factory, request, monkeypatch, where
+):
+    """Found by review (2026-12-05), of the fix that leaves a blob to the collector once the
+    database was asked to commit (its answer may be lost after it committed).
+
+    Before that, a failure (in the view, or in a hook before the commit: the file's
+    durability, an event) leaves the database uncommitted for sure: the blob goes, at once or
+    when the thread's transaction manager aborts the failed transaction (its next request;
+    Pyramid's tween aborts none that failed to commit), and its chosen name is held a minute
+    (a store's client sends a delete again when its answer is lost), then free again."""
+    kinto = cached_app(
+        "postgresql",
+        tmp_path_factory,
+        request,
+        **{"kinto.attachment.randomize": "false", "kinto.attachment.extensions": "any"},
+    )
+    kinto.create_collection()
+    lock_record = record_step.lock_record
+
+    def gone(*args):
+        raise BackendError(message="The database is gone.")
+
+    def failing(request, context):
+        if where == "in-view":
+            gone()
+        request.tm.get().addBeforeCommitHook(gone)
+        return lock_record(request, context)
+
+    monkeypatch.setattr(record_step, "lock_record", failing)
+    kinto.upload(URL, b"lost", "report.txt", status=503)
+    monkeypatch.undo()
+    if where == "before-commit":
+        kinto.app.get("/v1/", headers=ALICE)  # Its next request.
+    assert [name for name in kinto.files() if not name.startswith(".")] == []
+    held = [e for e in replaced.every(kinto.registry.storage) if e["key"] == "report.txt"]
+    assert [e.get(replaced.QUARANTINED) for e in held] == [True]
+    assert 0 < held[0]["until"] - now_ms() <= replaced.QUARANTINE_SECONDS * 1000
+    assert kinto.upload(URL, b"kept", "report.txt").json["location"].endswith("report-1.txt")
