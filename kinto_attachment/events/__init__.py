@@ -45,7 +45,7 @@ def check_destinations(options):
                 f"pip install {kind.package} (or install the release with its "
                 f"events-{name} extra: docs/install.rst)",
             )
-        except ValueError as e:
+        except (ValueError, TypeError) as e:  # TypeError: an option the client has not.
             url = getattr(options, kind.url_setting.replace(".", "_"))
             refuse_url(PREFIX + kind.url_setting, url, f"{url!r} unusable: {e}")
         destination.close()

@@ -166,11 +166,16 @@ class Dispatcher:
         until = now + int((3 * timeout + LEASE_MARGIN) * 1000)
         claimed = self._claims.claim(now, until, BATCH, destination)
         delivered = []
+
+        def in_time():
+            return msec_time() + (2 * timeout + 5) * 1000 <= until
+
         for position, row in enumerate(claimed):
-            if msec_time() + (2 * timeout + 5) * 1000 > until:
+            outcome = self._deliver(row, in_time)
+            if outcome is None:
                 self._release(claimed[position:])
                 break
-            if self._deliver(row):
+            if outcome:
                 delivered.append(row)
         if delivered:
             self._delivered(delivered)
@@ -201,9 +206,15 @@ class Dispatcher:
             self._destinations[name] = KINDS[name](self._options)
         return self._destinations[name]
 
-    def _deliver(self, row):
-        """Send ``row`` to its destination: True once it took it, else the row is marked for
-        a retry (or dead)."""
+    def _deliver(self, row, in_time):
+        """Send ``row`` to its destination: True once it took it, False when the row is
+        marked for a retry (or dead); None, with nothing sent, when the lease has no time
+        left for the attempt (``in_time()`` false), before its fetch URL is made or after:
+        a store's signing may take long (a credentials refresh, an IAM call), and its copy,
+        sent once another dispatcher claimed the row, could come after the subject's next
+        event."""
+        if not in_time():
+            return None
         event = row["event"]
         try:
             if row.get("key"):
@@ -211,6 +222,8 @@ class Dispatcher:
                 event = cloudevents.with_url(
                     event, urls.fetch_url(store, self._options, event, row["key"])
                 )
+                if not in_time():
+                    return None
             self._destination(row["destination"]).deliver(cloudevents.dumps(event), event)
         except Failed as failure:
             self._failed(row, str(failure), failure.retry_after)

@@ -111,14 +111,33 @@ def refuse_url(name, url, message):
 def _as_url(*schemes):
     def parse(name, value):
         url = as_text(name, value)
-        if url and not re.match(rf"({'|'.join(schemes)})://", url):
+        if not url:
+            return url
+        if not re.match(rf"({'|'.join(schemes)})://", url):
             refuse_url(name, url, f"expected a {' or '.join(schemes)} URL, got {url!r}")
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+        except ValueError as e:  # An unclosed ``[`` of an IPv6 address, a port not a number.
+            refuse_url(name, url, f"unreadable URL {url!r}: {e}")
+        if url.startswith("unix://"):
+            if not parts.path.strip("/"):
+                refuse_url(name, url, f"no socket path in {url!r}")
         # A client library reads no host as localhost: events would go to whatever runs there.
-        if url and not url.startswith("unix://") and not urlsplit(url).hostname:
+        elif not host:
             refuse_url(name, url, f"no host in {url!r}")
         return url
 
     return parse
+
+
+def _as_name(name, value):
+    """A name that must not be empty: an empty one (a template whose variable was not set)
+    would replace the default, and Redis takes ``XADD ""`` as any key, no worker reading it."""
+    text = as_text(name, value)
+    if not text:
+        fail(name, "must not be empty")
+    return text
 
 
 def _as_secret(name, value):
@@ -155,7 +174,7 @@ SETTINGS = {
     "webhook.url": ("webhook_url", _as_url("http", "https")),
     "webhook.secret": ("webhook_secret", _as_webhook_secret),
     "redis.url": ("redis_url", _as_url("redis", "rediss", "unix")),
-    "redis.stream": ("redis_stream", as_text),
+    "redis.stream": ("redis_stream", _as_name),
     "redis.maxlen": ("redis_maxlen", as_number(int, 0)),
     "amqp.url": ("amqp_url", _as_url("amqp", "amqps")),
     "amqp.exchange": ("amqp_exchange", as_text),
@@ -181,6 +200,9 @@ def from_settings(values, used):
         for name in REQUIRED[destination]:
             if not getattr(events, SETTINGS[name][0]):
                 fail(PREFIX + name, f"required by the {destination!r} destination")
+    if "amqp" in events.used and not events.amqp_exchange and not events.amqp_routing_key:
+        # The default exchange routes by queue name: no queue has the empty one.
+        fail(PREFIX + "amqp.routing_key", "must name a queue with the default exchange")
     return events
 
 

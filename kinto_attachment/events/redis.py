@@ -29,6 +29,15 @@ class Redis:
             socket_timeout=options.timeout_seconds,
             socket_connect_timeout=options.timeout_seconds,
         )
+        # ``from_url`` passes the URL's query on to the connections, which read it when
+        # made (at the first delivery): one made now, not connected, refuses what they cannot
+        # read (``TypeError``: an unknown option; a bad value: ``ValueError`` or redis-py's
+        # own error, as ``protocol=9``).
+        pool = self._client.connection_pool
+        try:
+            pool.connection_class(**pool.connection_kwargs)
+        except redis.RedisError as e:
+            raise ValueError(str(e)) from e
         self._stream = options.redis_stream
         self._maxlen = options.redis_maxlen or None
         self._timeout = options.timeout_seconds

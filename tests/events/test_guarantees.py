@@ -517,8 +517,8 @@ def test_rows_a_lease_cannot_cover_are_released(events_app, receiver, monkeypatc
     monkeypatch.setattr("kinto_attachment.events.dispatcher.msec_time", lambda: clock[0])
     deliver = dispatcher._deliver
 
-    def slow_delivery(row):  # Each takes 5 seconds of the 13 of the lease (3 × 1 + 10).
-        taken = deliver(row)
+    def slow_delivery(row, in_time):  # Each takes 5 s of the 13 of the lease (3 × 1 + 10).
+        taken = deliver(row, in_time)
         clock[0] += 5_000
         return taken
 

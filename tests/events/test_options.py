@@ -53,6 +53,9 @@ def test_a_collection_may_turn_events_on_alone():
     assert parsed.events.enabled and parsed.default.event_destinations == ()
 
 
+AMQP_ON = {"events.destinations": "amqp", "events.amqp.url": "amqp://127.0.0.1/%2F"}
+
+
 @pytest.mark.parametrize(
     ("values", "named"),
     [
@@ -74,6 +77,17 @@ def test_a_collection_may_turn_events_on_alone():
         # No host: the client library would use localhost (found by review, 2026-12-05).
         ({"events.redis.url": "redis:///0"}, "kinto.attachment.events.redis.url"),
         ({"events.amqp.url": "amqp:///%2F"}, "kinto.attachment.events.amqp.url"),
+        # Found by review (2026-12-05): an unreadable URL (a bare ValueError named nothing),
+        # a socket path missing, an empty stream (events went to the key "", read by no
+        # worker), a default exchange's empty routing key (no queue has it).
+        ({"events.webhook.url": "http://[::1/hook"}, "kinto.attachment.events.webhook.url"),
+        ({"events.redis.url": "redis://[::1:6379/0"}, "kinto.attachment.events.redis.url"),
+        ({"events.redis.url": "unix://"}, "kinto.attachment.events.redis.url"),
+        ({"events.redis.stream": " "}, "kinto.attachment.events.redis.stream"),
+        (
+            {**AMQP_ON, "events.amqp.routing_key": ""},
+            "kinto.attachment.events.amqp.routing_key",
+        ),
         ({"events.url_secret": "short"}, "kinto.attachment.events.url_secret"),
         ({"events.url_expires_seconds": "0"}, "kinto.attachment.events.url_expires_seconds"),
         ({"events.max_attempts": "x"}, "kinto.attachment.events.max_attempts"),
