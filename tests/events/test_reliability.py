@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import random
+import socket
 import threading
 import time
 import uuid
@@ -23,6 +24,7 @@ from kinto_attachment.state import outbox
 from ..conftest import ALICE, Kinto, build_settings, flush, make_app
 from .conftest import AMQP, REDIS, URL_SECRET, WEBHOOK_SECRET, destination_settings
 from .test_delivery import RECORD, SUBJECT, delivered
+from .test_guarantees import StallingProxy
 
 
 def rows(kinto, state=None):
@@ -334,68 +336,34 @@ def test_amqp_unroutable_then_routable(events_app, amqp_queue):
     assert channel.basic_get(queue, auto_ack=True)[0] is None
 
 
-class CutBeforeConfirm:
-    """A proxy in front of RabbitMQ that forwards a ``Basic.Publish`` (and its content) and
-    then drops the connection before the broker's ``Basic.Ack`` can come back."""
+class CutBeforeConfirm(StallingProxy):
+    """A proxy in front of RabbitMQ that forwards a ``Basic.Publish`` (and its content), then
+    drops the connection before the broker's ``Basic.Ack`` can come back."""
 
     def __init__(self):
-        import socket
-
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
         self.cut = threading.Event()
         self.armed, self.holding = True, False
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(AMQP)
 
-    def _accept(self):
-        import socket
+    def _cut(self):
+        time.sleep(0.3)  # The broker has the message (content frames too); not its ack.
+        self.cut.set()
+        for sock in self._sockets:  # Its connections, not its listener: the retry comes.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self.holding = False
 
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(AMQP)
-            pair = (client, upstream)
-            threading.Thread(
-                target=self._pipe, args=(client, upstream, pair, True), daemon=True
-            ).start()
-            threading.Thread(
-                target=self._pipe, args=(upstream, client, pair, False), daemon=True
-            ).start()
-
-    def _pipe(self, source, sink, pair, outgoing):
-        import socket
-
-        def cut():
-            time.sleep(0.3)  # The broker has the message (content frames too); not its ack.
-            self.cut.set()
-            for sock in pair:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-
-        try:
+    def _pipe(self, source, sink, outgoing):
+        with contextlib.suppress(OSError):
             while data := source.recv(65536):
                 if not outgoing and self.holding:
                     continue  # The broker's ack, never forwarded.
                 # Basic.Publish: a method frame (type 1) of class 60, method 40.
-                if (
-                    outgoing
-                    and self.armed
-                    and b"\x01\x00\x01" in data
-                    and b"\x00\x3c\x00\x28" in data
-                ):
+                publish = data[:1] == b"\x01" and b"\x00\x3c\x00\x28" in data
+                if outgoing and self.armed and publish:
                     self.armed, self.holding = False, True
-                    threading.Thread(target=cut, daemon=True).start()
+                    threading.Thread(target=self._cut, daemon=True).start()
                 sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            if self.cut.is_set():
-                self.holding = False
-
-    def close(self):
-        self._listener.close()
 
 
 def test_amqp_connection_cut_before_the_confirm_is_retried_with_the_same_id(

@@ -4,10 +4,8 @@ loopback proxies that cut answers; no SDK is mocked (callables of the real clien
 most wrapped, to act at a chosen instant)."""
 
 import hashlib
-import json
 import os
 import re
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -25,11 +23,11 @@ from ..conftest import (
     s3_client,
     s3_settings,
 )
-from ..support.gcs_server import gcs_settings, running
-from ..support.live import free_port
+from ..support.gcs_server import gcs_settings
 from ..support.tcpproxy import TcpProxy
 from ..views.test_resumable import create, metadata, patch
 from .test_remote_store_edges import store_app
+from .test_store_outages import _key, _stored, _upload
 
 
 URL = "/v1/buckets/blog/collections/articles/records/r1"
@@ -37,7 +35,6 @@ OTHER = "/v1/buckets/blog/collections/articles/records/r2"
 KiB = 1024
 MiB = 1024 * KiB
 LOCAL = {"REMOTE_ADDR": "127.0.0.1"}
-SCHEMA = {"type": "object", "properties": {"title": {"type": "string"}}}
 
 
 def _s3_app(request, **extra):
@@ -54,12 +51,6 @@ def _gcs_app(request, **extra):
 
 def _app(kind, request, **extra):
     return (_s3_app if kind == "s3" else _gcs_app)(request, **extra)
-
-
-def _key(app, location):
-    base = app.app.registry.attachment_settings.base_url
-    assert location.startswith(base), location
-    return location[len(base) :]
 
 
 def _object_headers(app, key):
@@ -128,151 +119,6 @@ def test_objects_are_never_rendered_from_the_buckets_origin(kind, request, decla
     app.post("/v1/data/files?id=page", content, headers=headers, extra_environ=LOCAL)
     entry = data_file_entries.get(app.app.registry.storage, "page")
     assert not _renders(_object_headers(app, entry["key"]))
-
-
-# A delete of a chosen name, sent again by the SDK after its answer was lost, once the name
-# was given to another record's file.
-
-
-def _in_thread(action):
-    results, failures = [], []
-
-    def run():
-        try:
-            results.append(action())
-        except BaseException as e:  # pragma: no cover
-            failures.append(e)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join(60)
-    assert not failures, failures
-    return results[0]
-
-
-def _upload(app, url, content, filename, status=(200, 201), data=None):
-    params = [("data", json.dumps(data))] if data is not None else []
-    return app.post(
-        url + "/attachment",
-        params=params,
-        upload_files=[("attachment", filename, content)],
-        headers=ALICE,
-        status=status,
-    )
-
-
-@pytest.fixture
-def s3_proxied(s3_server):
-    host, port = s3_server.removeprefix("http://").rsplit(":", 1)
-    proxy = TcpProxy(host, int(port))
-    settings = s3_settings(f"http://127.0.0.1:{proxy.port}")
-    settings["kinto.attachment.aws.max_attempts"] = "3"
-    settings["kinto.attachment.randomize"] = "false"
-    yield proxy, store_app(settings)
-    proxy.close()
-
-
-@pytest.fixture
-def gcs_proxied(tmp_path):
-    port = free_port()
-    proxy = TcpProxy("127.0.0.1", port)
-    external = f"http://127.0.0.1:{proxy.port}"
-    with running(tmp_path, port=port, external_url=external) as direct:
-        settings = gcs_settings(direct, chunk_size=str(256 * KiB), retry_seconds="10")
-        settings["kinto.attachment.gcloud.endpoint_url"] = external
-        settings["kinto.attachment.randomize"] = "false"
-        yield proxy, store_app(settings)
-    proxy.close()
-
-
-def _stored(app, location):
-    store = app.app.registry.attachment_store
-    try:
-        with store.open(_key(app, location)) as f:
-            return f.read()
-    except FileNotFoundError:
-        return None
-
-
-def test_s3_retried_delete_of_a_refused_uploads_blob_spares_the_next_file_of_its_name(
-    s3_proxied,
-):
-    """Found by review (2026-12-05).
-
-    r1's upload stores ``report.txt`` then its transaction fails (the collection's JSON
-    schema refuses the record): the blob is deleted after the abort. S3 deletes it, the
-    answer is lost, botocore sends the ``DeleteObjects`` again; meanwhile r2 uploads a file
-    named ``report.txt``. It got the free name, and the retry deleted r2's file: the name is
-    held while the delete may be sent (r2 gets ``report-1.txt``), r2's file is there."""
-    proxy, app = s3_proxied
-    app.patch_json(
-        "/v1/buckets/blog/collections/articles", {"data": {"schema": SCHEMA}}, headers=ALICE
-    )
-    store = app.app.registry.attachment_store
-    sends, taken = [], []
-
-    def before_send(**kwargs):
-        sends.append(1)
-        if len(sends) == 1:
-            proxy.cut_after = 0
-        elif len(sends) == 2:
-            proxy.cut_after = None
-            taken.append(
-                _in_thread(lambda: _upload(app, OTHER, b"r2's own file", "report.txt").json)
-            )
-
-    store.client.meta.events.register("before-send.s3.DeleteObjects", before_send)
-    try:
-        _upload(app, URL, b"refused", "report.txt", status=400, data={"title": 5})
-    finally:
-        store.client.meta.events.unregister("before-send.s3.DeleteObjects", before_send)
-        proxy.cut_after = None
-    assert len(sends) >= 2, sends
-    other = taken[0]
-    assert other["location"].endswith("/report-1.txt"), other  # report.txt is held.
-    assert app.get(OTHER, headers=ALICE).json["data"]["attachment"] == other
-    assert _stored(app, other["location"]) == b"r2's own file", "r2's file was deleted"
-
-
-def test_gcs_retried_delete_of_a_refused_uploads_blob_spares_the_next_file_of_its_name(
-    gcs_proxied,
-):
-    """Found by review (2026-12-05).
-
-    As on S3: the blob of an upload whose transaction failed is deleted by name through a
-    batch request that ``store.retried`` sends again when its answer is lost; meanwhile r2
-    got the free name, and the retry deleted r2's file. The name is held now."""
-    proxy, app = gcs_proxied
-    app.patch_json(
-        "/v1/buckets/blog/collections/articles", {"data": {"schema": SCHEMA}}, headers=ALICE
-    )
-    store = app.app.registry.attachment_store
-    post = store.session.post
-    sends, taken = [], []
-
-    def watched(url, *args, **kwargs):
-        if "/batch/" in url:
-            sends.append(1)
-            if len(sends) == 1:
-                proxy.cut_after = 0
-            elif len(sends) == 2:
-                proxy.cut_after = None
-                taken.append(
-                    _in_thread(lambda: _upload(app, OTHER, b"r2's own file", "report.txt").json)
-                )
-        return post(url, *args, **kwargs)
-
-    store.session.post = watched
-    try:
-        _upload(app, URL, b"refused", "report.txt", status=400, data={"title": 5})
-    finally:
-        store.session.post = post
-        proxy.cut_after = None
-    assert len(sends) >= 2, sends
-    other = taken[0]
-    assert other["location"].endswith("/report-1.txt"), other  # report.txt is held.
-    assert app.get(OTHER, headers=ALICE).json["data"]["attachment"] == other
-    assert _stored(app, other["location"]) == b"r2's own file", "r2's file was deleted"
 
 
 # A commit whose answer is lost: the record may well be committed.
@@ -441,27 +287,3 @@ def test_gc_over_several_pages_deletes_orphans_only(kind, request):
     attachment = app.get(URL, headers=ALICE).json["data"]["attachment"]
     assert attachment["hash"] == hashlib.sha256(content).hexdigest()
     assert _stored(app, attachment["location"]) == content
-
-
-def test_a_record_deleted_while_s3_is_unreachable_leaves_its_file_to_the_collector(s3_proxied):
-    """The record's deletion commits (200), its blob's deletion fails
-    after the commit; the blob is left for the collector, which removes it, and the name is
-    never given to another file while the old one is still there."""
-    proxy, app = s3_proxied
-    registry = app.app.registry
-    adoption.adopt(registry)
-    keep = _upload(app, OTHER, b"r2's file", "keep.txt").json
-    old = _upload(app, URL, b"r1's file", "report.txt").json
-    proxy.down()
-    try:
-        app.delete(URL, headers=ALICE, status=200)
-    finally:
-        proxy.up()
-    app.get(URL, headers=ALICE, status=404)
-    assert _stored(app, old["location"]) == b"r1's file"  # Left behind.
-    again = _upload(app, URL, b"r1's new file", "report.txt").json
-    assert again["location"] != old["location"]
-    gc.collect(registry, now=data_file_entries.msec_time() + 2 * 86400 * 1000)
-    assert _stored(app, old["location"]) is None
-    assert _stored(app, again["location"]) == b"r1's new file"
-    assert _stored(app, keep["location"]) == b"r2's file"

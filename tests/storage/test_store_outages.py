@@ -7,11 +7,15 @@ answers or drop connections to play the network; no SDK is mocked (callables of 
 clients are at most wrapped, to act at a chosen instant).
 """
 
+import json
 import os
 import threading
 import time
 
 import pytest
+
+from kinto_attachment import adoption, gc
+from kinto_attachment.state import data_file_entries
 
 from ..conftest import ALICE, s3_settings
 from ..support.gcs_server import gcs_settings, running
@@ -24,11 +28,15 @@ URL = "/v1/buckets/blog/collections/articles/records/r1"
 OTHER = "/v1/buckets/blog/collections/articles/records/r2"
 KiB = 1024
 MiB = 1024 * KiB
+#: A schema the records' ``title`` must follow: a record write it refuses fails an upload.
+SCHEMA = {"type": "object", "properties": {"title": {"type": "string"}}}
 
 
-def _upload(app, url, content, filename, status=(200, 201)):
+def _upload(app, url, content, filename, status=(200, 201), data=None):
+    params = [("data", json.dumps(data))] if data is not None else []
     return app.post(
         url + "/attachment",
+        params=params,
         upload_files=[("attachment", filename, content)],
         headers=ALICE,
         status=status,
@@ -100,18 +108,37 @@ def _in_thread(action):
 # 1. A delete retried after its answer was lost deletes the file that took the name meanwhile.
 
 
-def _r2_kept_its_file(app, old, taken, sends):
-    """After r1's old file's delete was sent again while r2 uploaded a file of its name."""
+def _r2_kept_its_file(app, taken, sends):
+    """After the delete of a file named ``report.txt`` was sent again while r2 uploaded a
+    file of that name."""
     assert len(sends) >= 2, "the delete was not sent again"
     other = taken[0]
-    assert other["location"] != old["location"]  # The name is in quarantine (state.replaced).
+    assert not other["location"].endswith("/report.txt")  # In quarantine (state.replaced).
     assert app.get(OTHER, headers=ALICE).json["data"]["attachment"] == other
     assert _stored(app, other["location"]) == b"r2's own file", (
-        "r2's file was deleted by the retry of r1's old file's delete"
+        "r2's file was deleted by the retry of the delete of the file r1 let go"
     )
 
 
-def test_s3_retried_delete_spares_the_file_that_took_the_name_meanwhile(s3_proxied):
+def _letting_go(app, how):
+    """The action that lets a file named ``report.txt`` go: r1's replaced (its blob deleted
+    once the transaction has committed), or an upload refused once its file is stored (the
+    collection's schema refuses its record: its blob deleted after the abort; found by
+    review, 2026-12-05)."""
+    if how == "replaced":
+        old = _upload(app, URL, b"r1's first version", "report.txt").json
+        assert old["location"].endswith("/report.txt")
+        return lambda: _upload(app, URL, b"r1's second version", "report-v2.txt")
+    collection = "/v1/buckets/blog/collections/articles"
+    app.patch_json(collection, {"data": {"schema": SCHEMA}}, headers=ALICE)
+    return lambda: _upload(app, URL, b"refused", "report.txt", status=400, data={"title": 5})
+
+
+LETTING_GO = ["replaced", "refused"]
+
+
+@pytest.mark.parametrize("how", LETTING_GO)
+def test_s3_retried_delete_spares_the_file_that_took_the_name_meanwhile(s3_proxied, how):
     """Found by review (2026-12-05).
 
     The deletion of a replaced blob (``DeleteObjects``) is sent again by botocore
@@ -125,8 +152,7 @@ def test_s3_retried_delete_spares_the_file_that_took_the_name_meanwhile(s3_proxi
     retries for deletes, or the name kept reserved until the delete is known to be done, or
     a conditional delete): r2's file is still there."""
     proxy, app = s3_proxied
-    old = _upload(app, URL, b"r1's first version", "report.txt").json
-    assert old["location"].endswith("/report.txt")
+    let_go = _letting_go(app, how)
     store = app.app.registry.attachment_store
     sends, taken = [], []
 
@@ -142,14 +168,15 @@ def test_s3_retried_delete_spares_the_file_that_took_the_name_meanwhile(s3_proxi
 
     store.client.meta.events.register("before-send.s3.DeleteObjects", before_send)
     try:
-        _upload(app, URL, b"r1's second version", "report-v2.txt")  # Replaces report.txt.
+        let_go()
     finally:
         store.client.meta.events.unregister("before-send.s3.DeleteObjects", before_send)
         proxy.cut_after = None
-    _r2_kept_its_file(app, old, taken, sends)
+    _r2_kept_its_file(app, taken, sends)
 
 
-def test_gcs_retried_delete_spares_the_file_that_took_the_name_meanwhile(gcs_proxied):
+@pytest.mark.parametrize("how", LETTING_GO)
+def test_gcs_retried_delete_spares_the_file_that_took_the_name_meanwhile(gcs_proxied, how):
     """Found by review (2026-12-05).
 
     As on S3, GCS's batch delete of a replaced blob is sent again by the store's
@@ -160,8 +187,7 @@ def test_gcs_retried_delete_spares_the_file_that_took_the_name_meanwhile(gcs_pro
 
     Expected: r2's file is still there."""
     proxy, app = gcs_proxied
-    old = _upload(app, URL, b"r1's first version", "report.txt").json
-    assert old["location"].endswith("/report.txt")
+    let_go = _letting_go(app, how)
     store = app.app.registry.attachment_store
     post = store.session.post
     sends, taken = [], []
@@ -180,11 +206,11 @@ def test_gcs_retried_delete_spares_the_file_that_took_the_name_meanwhile(gcs_pro
 
     store.session.post = watched
     try:
-        _upload(app, URL, b"r1's second version", "report-v2.txt")  # Replaces report.txt.
+        let_go()
     finally:
         store.session.post = post
         proxy.cut_after = None
-    _r2_kept_its_file(app, old, taken, sends)
+    _r2_kept_its_file(app, taken, sends)
 
 
 # 2. A GCS tus upload whose recorded bytes are gone: lost for good (410), not a 503 forever.
@@ -272,3 +298,27 @@ def test_s3_leftover_aborts_do_not_hold_the_next_upload(s3_server):
         )
     finally:
         gate.close()
+
+
+def test_a_record_deleted_while_s3_is_unreachable_leaves_its_file_to_the_collector(s3_proxied):
+    """The record's deletion commits (200), its blob's deletion fails
+    after the commit; the blob is left for the collector, which removes it, and the name is
+    never given to another file while the old one is still there."""
+    proxy, app = s3_proxied
+    registry = app.app.registry
+    adoption.adopt(registry)
+    keep = _upload(app, OTHER, b"r2's file", "keep.txt").json
+    old = _upload(app, URL, b"r1's file", "report.txt").json
+    proxy.down()
+    try:
+        app.delete(URL, headers=ALICE, status=200)
+    finally:
+        proxy.up()
+    app.get(URL, headers=ALICE, status=404)
+    assert _stored(app, old["location"]) == b"r1's file"  # Left behind.
+    again = _upload(app, URL, b"r1's new file", "report.txt").json
+    assert again["location"] != old["location"]
+    gc.collect(registry, now=data_file_entries.msec_time() + 2 * 86400 * 1000)
+    assert _stored(app, old["location"]) is None
+    assert _stored(app, again["location"]) == b"r1's new file"
+    assert _stored(app, keep["location"]) == b"r2's file"
