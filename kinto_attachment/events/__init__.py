@@ -45,7 +45,8 @@ def check_destinations(options):
                 f"pip install {kind.package} (or install the release with its "
                 f"events-{name} extra: docs/install.rst)",
             )
-        except (ValueError, TypeError) as e:  # TypeError: an option the client has not.
+        # TypeError: an option the client has not; OSError: a file an option names (a CA).
+        except (ValueError, TypeError, OSError) as e:
             url = getattr(options, kind.url_setting.replace(".", "_"))
             refuse_url(PREFIX + kind.url_setting, url, f"{url!r} unusable: {e}")
         destination.close()

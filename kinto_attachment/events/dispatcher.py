@@ -208,14 +208,15 @@ class Dispatcher:
 
     def _deliver(self, row, in_time):
         """Send ``row`` to its destination: True once it took it, False when the row is
-        marked for a retry (or dead); None, with nothing sent, when the lease has no time
-        left for the attempt (``in_time()`` false), before its fetch URL is made or after:
-        a store's signing may take long (a credentials refresh, an IAM call), and its copy,
-        sent once another dispatcher claimed the row, could come after the subject's next
-        event."""
+        marked for a retry (or dead); None, untried, when the lease has no time left for an
+        attempt (``in_time()`` false). Its fetch URL is made first: a store's signing may take
+        long (a credentials refresh, an IAM call), and a copy sent once another dispatcher
+        claimed the row could come after the subject's next event; made past the time for
+        an attempt, it counts as a failed one (retried, dead in the end, not stalled)."""
         if not in_time():
             return None
         event = row["event"]
+        started = time.monotonic()
         try:
             if row.get("key"):
                 store = self._registry.attachment_store
@@ -223,7 +224,8 @@ class Dispatcher:
                     event, urls.fetch_url(store, self._options, event, row["key"])
                 )
                 if not in_time():
-                    return None
+                    took = time.monotonic() - started
+                    raise Failed(f"its fetch URL took {took:.1f}s: no time left to send it")
             self._destination(row["destination"]).deliver(cloudevents.dumps(event), event)
         except Failed as failure:
             self._failed(row, str(failure), failure.retry_after)

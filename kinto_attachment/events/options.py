@@ -85,21 +85,26 @@ def as_destinations(name, value):
     return words
 
 
+#: A query parameter whose value is a secret (redis-py takes ``?password=``).
+_SECRET_PARAMETER = re.compile(r"([?&][^=&#]*(?:password|secret|token)[^=&#]*=)[^&#]*", re.I)
+
+
 def redacted(url):
     """``url`` as an error message may show it: the password of its user info (everything
     before the last ``@`` of its authority) replaced by ``***``, or the whole user info if
-    it has no ``:`` (a Redis URL may give the password alone). Start-up errors go to logs
-    and terminals that a password must not reach."""
+    it has no ``:`` (a Redis URL may give the password alone), and the value of any query
+    parameter named for a password, a secret or a token. Start-up errors go to logs and
+    terminals that a password must not reach."""
     scheme, separator, rest = url.partition("://")
     if not separator:
         scheme, rest = "", url
     end = min([i for i in (rest.find(c) for c in "/?#") if i >= 0] or [len(rest)])
-    userinfo, at, host = rest[:end].rpartition("@")
-    if not at:
-        return url
-    user, colon, _ = userinfo.partition(":")
-    userinfo = f"{user}:***" if colon else "***"
-    return f"{scheme}{separator}{userinfo}@{host}{rest[end:]}"
+    authority, tail = rest[:end], _SECRET_PARAMETER.sub(r"\1***", rest[end:])
+    userinfo, at, host = authority.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        authority = f"{user}:***@{host}" if colon else f"***@{host}"
+    return f"{scheme}{separator}{authority}{tail}"
 
 
 def refuse_url(name, url, message):
@@ -129,15 +134,6 @@ def _as_url(*schemes):
         return url
 
     return parse
-
-
-def _as_name(name, value):
-    """A name that must not be empty: an empty one (a template whose variable was not set)
-    would replace the default, and Redis takes ``XADD ""`` as any key, no worker reading it."""
-    text = as_text(name, value)
-    if not text:
-        fail(name, "must not be empty")
-    return text
 
 
 def _as_secret(name, value):
@@ -174,7 +170,7 @@ SETTINGS = {
     "webhook.url": ("webhook_url", _as_url("http", "https")),
     "webhook.secret": ("webhook_secret", _as_webhook_secret),
     "redis.url": ("redis_url", _as_url("redis", "rediss", "unix")),
-    "redis.stream": ("redis_stream", _as_name),
+    "redis.stream": ("redis_stream", as_text),
     "redis.maxlen": ("redis_maxlen", as_number(int, 0)),
     "amqp.url": ("amqp_url", _as_url("amqp", "amqps")),
     "amqp.exchange": ("amqp_exchange", as_text),
@@ -200,8 +196,12 @@ def from_settings(values, used):
         for name in REQUIRED[destination]:
             if not getattr(events, SETTINGS[name][0]):
                 fail(PREFIX + name, f"required by the {destination!r} destination")
+    # Empty (a template whose variable was not set), a name replaces the default: Redis takes
+    # ``XADD ""`` as any key, which no worker reads; the default exchange routes by queue
+    # name, and no queue has the empty one.
+    if "redis" in events.used and not events.redis_stream:
+        fail(PREFIX + "redis.stream", "must not be empty")
     if "amqp" in events.used and not events.amqp_exchange and not events.amqp_routing_key:
-        # The default exchange routes by queue name: no queue has the empty one.
         fail(PREFIX + "amqp.routing_key", "must name a queue with the default exchange")
     return events
 

@@ -8,9 +8,14 @@ its lease, when another node sends the event again and the late copy lands after
 subject's next events. A timer disconnects the client's connections in use then (redis-py's
 ``ConnectionPool.disconnect``), which ends the read with an error."""
 
+import os
 import threading
 
 from .failures import Failed
+
+
+#: The options of a ``rediss://`` URL that name files.
+_FILES = ("ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile")
 
 
 class Redis:
@@ -38,6 +43,10 @@ class Redis:
             pool.connection_class(**pool.connection_kwargs)
         except redis.RedisError as e:
             raise ValueError(str(e)) from e
+        for option in _FILES:  # Read at the first connection: each must be there now.
+            path = pool.connection_kwargs.get(option)
+            if path and not os.path.exists(path):
+                raise ValueError(f"{option}: no such file: {path}")
         self._stream = options.redis_stream
         self._maxlen = options.redis_maxlen or None
         self._timeout = options.timeout_seconds

@@ -141,7 +141,7 @@ def _collect_uploads(registry, now, report):
                 continue
             tus_uploads.remove(storage, upload)
         report.expired_uploads.append(upload)
-        store.discard(upload["store"])
+        lifecycle.let_upload_go(registry, store, upload["store"])
     if report.expired_uploads and not report.dry_run:
         logger.info("Collected %d abandoned uploads", len(report.expired_uploads))
 

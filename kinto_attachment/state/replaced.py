@@ -77,22 +77,27 @@ def add(storage, keys, until):
         )
 
 
+def reusable(keys):
+    """The names among ``keys`` that can be given again once their blobs are deleted: every
+    name but those drawn at random (:func:`.instance.drawn`, which no chosen name takes; a
+    chosen name may hold one, ``{rid}-`` and a random name a client copied)."""
+    return [key for key in keys if not instance.drawn(key)]
+
+
 def quarantine(registry, keys, now, seconds=None):
-    """Keep the names among ``keys`` that can be given again reserved once their blobs are
-    deleted: every name but those drawn at random (:func:`.instance.drawn`, which no chosen
-    name takes; a chosen name may hold one, ``{rid}-`` and a random name a client copied).
-    Written in the transaction that lets them go, before they are deleted. Until the longest
-    of the signed URLs downloads (``307``) and events hand out may still be used, and
-    :data:`QUARANTINE_SECONDS` at least; or ``seconds``, for names no URL was handed out for
-    (blobs of uploads that did not commit)."""
-    reusable = [key for key in keys if not instance.drawn(key)]
-    if not reusable:
+    """Keep the names among ``keys`` that can be given again (:func:`reusable`) reserved once
+    their blobs are deleted. Written in the transaction that lets them go, before they are
+    deleted. Until the longest of the signed URLs downloads (``307``) and events hand out may
+    still be used, and :data:`QUARANTINE_SECONDS` at least; or ``seconds``, for names no URL
+    was handed out for (blobs of uploads that did not commit)."""
+    names = reusable(keys)
+    if not names:
         return
     if seconds is None:
         settings = registry.attachment_settings
         events = settings.events.url_expires_seconds if settings.events.enabled else 0
         seconds = max(QUARANTINE_SECONDS, settings.redirect_expires or 0, events)
-    for key in reusable:
+    for key in names:
         entry_id = _quarantine_id(key)
         registry.storage.update(
             resource_name=RESOURCE,

@@ -17,7 +17,7 @@ from kinto.core.utils import msec_time
 
 from .. import locks
 from ..events import retention
-from ..state import legacy, links, replaced, shared
+from ..state import data_file_entries, legacy, links, replaced, shared
 
 
 logger = logging.getLogger(__name__)
@@ -81,6 +81,11 @@ class _Votes:
     def sortKey(self):
         return "kinto_attachment.votes"
 
+    def savepoint(self):
+        """Nothing to roll back to (a listener may take savepoints: every data manager
+        joined must support them)."""
+        return _NothingToRollBack()
+
     @classmethod
     def of(cls, txn):
         """The one of ``txn``, joined to it once."""
@@ -91,6 +96,11 @@ class _Votes:
             txn.join(votes)
             txn.set_data(cls, votes)
             return votes
+
+
+class _NothingToRollBack:
+    def rollback(self):
+        pass
 
 
 def unless_committed(request, undo, *args):
@@ -124,20 +134,53 @@ HELD_WHILE_DELETED = 3600
 
 
 def _let_go(registry, store, keys):
-    """Delete the blobs of ``keys``, which no committed write named. A store's client sends a
+    """Delete the blobs of ``keys``, which no committed write named, their names held
+    meanwhile (:func:`_held_while`)."""
+    keys = _unnamed(registry, keys)
+    if keys:
+        _held_while(registry, keys, store.delete_many, keys)
+
+
+def let_upload_go(registry, store, state):
+    """Drop what the resumable upload ``state`` wrote (``store.discard``), which may be the
+    blob of its ``key`` (a finish whose transaction failed): that name held meanwhile
+    (:func:`_held_while`). Not where that blob is named (:func:`_unnamed`): what else the
+    upload wrote is then left to the collector."""
+    if _unnamed(registry, [state["key"]]):
+        _held_while(registry, [state["key"]], store.discard, state)
+
+
+def _unnamed(registry, keys):
+    """``keys``, but those a link or a ``/data/files`` entry names on a storage that cannot
+    roll back (Kinto's memory backend writes at once: a failed transaction's record is kept,
+    naming its file); all of them on one that can (nothing the transaction wrote is kept)."""
+    storage = registry.storage
+    if shared.rolls_back(storage):
+        return keys
+    named = links.linked_among(storage, keys)
+    named |= {entry["key"] for entry in data_file_entries.every(storage)}
+    return [key for key in keys if key not in named]
+
+
+def _held_while(registry, keys, delete, *args):
+    """``delete(*args)``, which deletes the blobs of ``keys``. A store's client sends a
     delete again when its answer is lost, and an upload that took a name meanwhile would lose
-    its file to it: the names that can be given again are held in quarantine
-    (:func:`.replaced.quarantine`) while the delete may be sent, and a minute after, each time
-    in a transaction of its own, committed. Without the quarantine (Kinto's storage
-    unreachable), nothing is deleted: the collector will."""
+    its file to it: the names that can be given again (:func:`.replaced.reusable`) are held
+    in quarantine (:func:`.replaced.quarantine`) while the delete may be sent, and a minute
+    after, each time in a transaction of its own, committed. Without the quarantine (Kinto's
+    storage unreachable), nothing is deleted: the collector will."""
+    reusable = replaced.reusable(keys)
+    if not reusable:
+        delete(*args)
+        return
 
     def hold(seconds):
         with transaction.manager:
-            replaced.quarantine(registry, keys, msec_time(), seconds)
+            replaced.quarantine(registry, reusable, msec_time(), seconds)
 
     shared.on_its_own(hold, HELD_WHILE_DELETED)
     try:
-        store.delete_many(keys)
+        delete(*args)
     finally:
         shared.on_its_own(hold, replaced.QUARANTINE_SECONDS)
 

@@ -125,7 +125,7 @@ def create(request):
     store = request.registry.attachment_store
     with errors.store_errors():
         state = store.start_resumable(plan.key, plan.mimetype, plan.random)
-    lifecycle.unless_committed(request, store.discard, state)
+    lifecycle.unless_committed(request, lifecycle.let_upload_go, request.registry, store, state)
     upload = tus_uploads.new(
         ids,
         request.prefixed_userid,
@@ -211,7 +211,8 @@ def terminate(request):
     else:
         tus_uploads.remove(request.registry.storage, upload)
         store = request.registry.attachment_store
-        lifecycle.after_commit(request, store.discard, upload["store"])
+        registry = request.registry
+        lifecycle.after_commit(request, lifecycle.let_upload_go, registry, store, upload["store"])
     return tus.response(204)
 
 

@@ -857,3 +857,45 @@ def test_if_modified_since_after_a_same_second_replacement_is_a_stale_304(kinto)
     )
     assert response.status_code == 200, "304: the client keeps the replaced content"
     assert response.body == v2
+
+
+@pytest.mark.parametrize("redirect", ["true", "false"])
+def test_hidden_root_route_answers_options_and_preflights_as_a_missing_path(
+    tmp_path_factory, request, redirect
+):
+    """``OPTIONS`` and CORS preflights (an origin not allowed) of a
+    caller who may not see ``/data/files``, at the root, with and without Kinto's
+    redirection, and through a trusted proxy vouching for a stranger: the same status and
+    headers as a path that does not exist."""
+
+    kinto = cached_app(
+        "memory",
+        tmp_path_factory,
+        request,
+        **{
+            "kinto.version_prefix_redirect_enabled": redirect,
+            "kinto.cors_origins": "*",
+            "kinto.attachment.data_files.allowed_origins": "https://ok.example",
+            "kinto.attachment.data_files.trusted_proxies": "10.0.0.1",
+        },
+    )
+    app = kinto.app
+    cases = [
+        ("options", {}, {"REMOTE_ADDR": "203.0.113.7"}),
+        (
+            "options",
+            {"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+            {"REMOTE_ADDR": "203.0.113.7"},
+        ),
+        ("get", {"X-Forwarded-For": "203.0.113.7"}, {"REMOTE_ADDR": "10.0.0.1"}),
+        ("post", {"Origin": "https://evil.example"}, {"REMOTE_ADDR": "203.0.113.7"}),
+    ]
+    for method, headers, environ in cases:
+        answers = []
+        for path in ("/data/files/x", "/data/filez/x"):
+            answer = getattr(app, method)(path, headers=headers, extra_environ=environ, status="*")
+            kept = {
+                k: v for k, v in answer.headers.items() if k not in ("Location", "Content-Length")
+            }
+            answers.append((answer.status_int, kept))
+        assert answers[0] == answers[1], (method, headers, answers)

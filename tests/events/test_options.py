@@ -54,6 +54,7 @@ def test_a_collection_may_turn_events_on_alone():
 
 
 AMQP_ON = {"events.destinations": "amqp", "events.amqp.url": "amqp://127.0.0.1/%2F"}
+REDIS_ON = {"events.destinations": "redis", "events.redis.url": "redis://127.0.0.1/0"}
 
 
 @pytest.mark.parametrize(
@@ -83,7 +84,7 @@ AMQP_ON = {"events.destinations": "amqp", "events.amqp.url": "amqp://127.0.0.1/%
         ({"events.webhook.url": "http://[::1/hook"}, "kinto.attachment.events.webhook.url"),
         ({"events.redis.url": "redis://[::1:6379/0"}, "kinto.attachment.events.redis.url"),
         ({"events.redis.url": "unix://"}, "kinto.attachment.events.redis.url"),
-        ({"events.redis.stream": " "}, "kinto.attachment.events.redis.stream"),
+        ({**REDIS_ON, "events.redis.stream": " "}, "kinto.attachment.events.redis.stream"),
         (
             {**AMQP_ON, "events.amqp.routing_key": ""},
             "kinto.attachment.events.amqp.routing_key",

@@ -44,7 +44,8 @@ def start(tmp_path, destination, values):
         },
     )
     app = kinto_main({}, **settings)
-    app.registry.attachment_dispatcher.stop()
+    if destination:
+        app.registry.attachment_dispatcher.stop()
     return app
 
 
@@ -558,3 +559,80 @@ def test_retry_and_purge_leave_delivered_and_pending_rows_alone(
     after = {(r["destination"], r["event"]["id"]): r["state"] for r in rows(kinto)}
     del before[("webhook", first_id)]
     assert after == before
+
+
+# Found by the review of the fixes (2026-12-05).
+
+
+def test_an_event_whose_url_always_signs_slowly_is_not_stalled_silently_forever(
+    events_app,
+    receiver,
+    monkeypatch,
+):
+    """Found by review (2026-12-05).
+
+    A store whose signing takes longer than ``timeout_seconds + 5`` seconds at every
+    attempt (a GCS ``signBlob`` through a slow metadata server, an STS refresh that times
+    out and retries; with ``timeout_seconds = 0.5`` that is 5.5 s): the look at the lease
+    once the URL is made released the row with nothing sent, counted or logged, every round:
+    never delivered, never dead, every later event of its subject behind it for ever. Such
+    an attempt counts as a failed one (logged, retried, dead in the end)."""
+    from kinto_attachment.events import dispatcher, urls
+    from kinto_attachment.state import outbox
+
+    from .conftest import destination_settings
+
+    def rows(kinto):
+        with transaction.manager:
+            return list(outbox.rows(kinto.registry.storage, None))
+
+    kinto = events_app("memory", timeout_seconds=0.5, **destination_settings("webhook", receiver))
+    kinto.upload(kinto.record_url(), b"first")
+    clock, late = dispatcher.msec_time, [0]
+    fetch_url = urls.fetch_url
+
+    def slow(*args, **kwargs):
+        late[0] += 6_000  # Each signing takes 6 s.
+        return fetch_url(*args, **kwargs)
+
+    monkeypatch.setattr(urls, "fetch_url", slow)
+    monkeypatch.setattr(dispatcher, "msec_time", lambda: clock() + late[0])
+    for _ in range(5):
+        kinto.registry.attachment_dispatcher.run_once()
+    [row] = rows(kinto)
+    assert receiver.events() or row["attempts"] > 0, (
+        f"after 5 rounds: state {row['state']!r}, attempts {row['attempts']}, nothing sent, "
+        "nothing counted"
+    )
+
+
+@pytest.mark.parametrize("destinations", ["", "webhook"])
+def test_an_empty_redis_stream_is_not_refused_when_redis_is_not_used(tmp_path, destinations):
+    """Found by review (2026-12-05), of the refusal of an empty stream: a template that
+    leaves it empty (``kinto.attachment.events.redis.stream = ${REDIS_STREAM}``) while events
+    go to a webhook, or are off, starts, as an empty ``redis.url`` does where Redis is not
+    used."""
+    from .conftest import WEBHOOK_SECRET
+
+    values = {"redis.stream": ""}
+    if destinations == "webhook":
+        values.update({"webhook.url": "http://127.0.0.1:9/hook", "webhook.secret": WEBHOOK_SECRET})
+    start(tmp_path, destinations, values)
+
+
+def test_an_amqps_url_whose_ca_file_is_missing_is_refused_naming_its_setting(tmp_path):
+    """Found by review (2026-12-05).
+
+    ``ssl_options`` naming a CA file that is not there: pika's ``URLParameters`` raises
+    ``FileNotFoundError``, which stopped start-up on a bare traceback that named no setting
+    (docs/events.rst promises "an error naming the setting"), its password as ``***``."""
+    from urllib.parse import quote
+
+    from pyramid.exceptions import ConfigurationError
+
+    options = quote('{"ca_certs": "/nonexistent/ca.pem"}')
+    url = f"amqps://guest:hunter2@127.0.0.1:5671/%2F?ssl_options={options}"
+    with pytest.raises(ConfigurationError) as error:
+        start(tmp_path, "amqp", {"amqp.url": url, "amqp.routing_key": "q"})
+    assert "`kinto.attachment.events.amqp.url`" in str(error.value)
+    assert "hunter2" not in str(error.value)
