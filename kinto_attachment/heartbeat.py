@@ -8,8 +8,12 @@ every configuration this package ships, and with most written by hand, a monitor
 (:data:`PACKAGED_VERSION`: its name and version) is read instead; a deployment's still wins.
 """
 
+import contextlib
 import logging
 import os
+import threading
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 from .state import instance
@@ -32,12 +36,48 @@ def version_file_or_ours(settings):
 def attachments_ping(request):
     """``True`` when a probe blob can be written, read back and deleted.
 
+    One probe at a time (:class:`_OneAtATime`): a store that hangs (S3 accepting
+    connections and answering nothing) held a thread and a connection per probe for minutes,
+    and every call of anyone, or a load balancer's every few seconds, started one more.
     A read-only server does not write, so it reports ``True`` without probing.
     """
-    if request.registry.settings.get("readonly"):
+    registry = request.registry
+    if registry.settings.get("readonly"):
         return True
-    store = request.registry.attachment_store
-    key = f"__heartbeat__-{instance.random_name(request.registry)}.json"
+    timeout = float(registry.settings.get("heartbeat_timeout_seconds") or 10)
+    probes = registry.__dict__.setdefault("attachment_probes", _OneAtATime())
+    return probes.result(lambda: _probe(registry), timeout)
+
+
+class _OneAtATime:
+    """The result of one call at a time: a caller while one runs waits for its result (as
+    long as Kinto waits for a heartbeat: then false), rather than starting another."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._running = None
+
+    def result(self, call, timeout):
+        with self._lock:
+            running = self._running
+            mine = running is None or running.done()
+            if mine:
+                running = self._running = Future()
+        if mine:
+            try:
+                running.set_result(call())
+            except BaseException as e:  # Its waiters fail alike; the next call runs anew.
+                running.set_exception(e)
+                raise
+        try:
+            return running.result(timeout)
+        except FutureTimeout:
+            return False
+
+
+def _probe(registry):
+    store = registry.attachment_store
+    key = f"__heartbeat__-{instance.random_name(registry)}.json"
     staged = store.stage(key, "application/json", random=True)
     try:
         staged.write(PROBE)
@@ -50,3 +90,6 @@ def attachments_ping(request):
         return False
     finally:
         store.delete(key)
+        if hasattr(store, "delete_versions"):  # A bucket that keeps versions keeps none.
+            with contextlib.suppress(Exception):
+                store.delete_versions(key)

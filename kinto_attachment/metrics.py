@@ -115,12 +115,12 @@ class _FileWrapper:
     """The server's ``wsgi.file_wrapper`` for one request, reading through a :class:`_SentFile`."""
 
     def __init__(self, file_wrapper):
-        self._file_wrapper = file_wrapper
+        self.server_wrapper = file_wrapper
         self.file = self.body = None
 
     def __call__(self, file, block_size=8192):
         self.file = _SentFile(file)
-        self.body = self._file_wrapper(self.file, block_size)
+        self.body = self.server_wrapper(self.file, block_size)
         return self.body
 
 
@@ -150,8 +150,9 @@ def transfers_tween_factory(handler, registry):
     """Time each upload and download and count its bytes, by route and status.
 
     An upload runs from its request reaching Kinto (waitress has received the whole body by
-    then) to its response, and its bytes are the request body's. A download runs until its body
-    has been sent, and its bytes are those sent.
+    then) to its response, and its bytes are those read of the request body
+    (:func:`~kinto_attachment.web.streams.body_read`: not what a ``Content-Length``
+    announces). A download runs until its body has been sent, and its bytes are those sent.
     """
     service = _service(registry)
     if service is None:
@@ -160,14 +161,19 @@ def transfers_tween_factory(handler, registry):
     def tween(request):
         started = time.perf_counter()
         file_wrapper = _wrap_file_wrapper(request)
-        response = handler(request)
+        try:
+            response = handler(request)
+        finally:
+            if file_wrapper is not None:  # The server's own again: gunicorn takes it for a
+                # class once the app has answered (``isinstance(body, file_wrapper)``).
+                request.environ["wsgi.file_wrapper"] = file_wrapper.server_wrapper
         transfer = _transfer(request)
         if transfer is None:
             return response
         direction, route = transfer
         labels = [("route", route), ("status", str(response.status_code))]
         if direction == "upload":
-            _transferred(service, "upload", labels, request.content_length or 0, started)
+            _transferred(service, "upload", labels, streams.body_read(request), started)
         else:
             _when_sent(
                 response,

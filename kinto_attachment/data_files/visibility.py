@@ -61,9 +61,15 @@ class VisiblePredicate:
     phash = text
 
     def __call__(self, context, request):
-        options = request.registry.attachment_settings.data_files
-        visible = not records.in_batch(request) and _may_see(request, options)
-        return visible == self.value
+        return sees(request) == self.value
+
+
+def sees(request):
+    """Whether ``request`` may see the route (what :func:`require_visible` lets through, the
+    check against pages aside): neither the views nor the API's description show it to
+    others."""
+    options = request.registry.attachment_settings.data_files
+    return not records.in_batch(request) and _may_see(request, options)
 
 
 def require_visible(request):

@@ -35,6 +35,7 @@ from kinto.core.openapi import OpenAPI
 from pyramid.interfaces import IRoutesMapper
 
 from .. import routes
+from ..data_files import visibility
 from ..errors import REFUSALS
 from .operations import ERROR, OPERATIONS, TAG
 
@@ -119,9 +120,11 @@ def paths(registered):
     }
 
 
-def extended(spec, registry):
-    """A copy of Kinto's ``spec`` with our routes, as ``registry``'s app registered them."""
+def extended(spec, registry, hidden=()):
+    """A copy of Kinto's ``spec`` with our routes, as ``registry``'s app registered them,
+    but the ``hidden`` ones."""
     registered = {route.name for route in registry.getUtility(IRoutesMapper).get_routes()}
+    registered -= {route.name for route in hidden}
     ours = paths(registered)
     tags = [*spec.get("tags", [])]
     for name in dict.fromkeys(TAG.values()):
@@ -141,7 +144,9 @@ def describing_ours(view, info):
         return view
 
     def wrapped(context, request):
-        return extended(view(context, request), request.registry)
+        # ``/data/files``, to whom it is a path that does not exist, is not described either.
+        hidden = () if visibility.sees(request) else (routes.DATA_FILES, routes.DATA_FILE)
+        return extended(view(context, request), request.registry, hidden)
 
     return wrapped
 

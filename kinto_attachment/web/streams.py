@@ -50,8 +50,34 @@ def declared_length(request):
     return int(value)
 
 
+#: Where the stream of :func:`request_body` counts the bytes read of the body, in the
+#: request's environ: what an upload's metrics count (a ``Content-Length`` may announce more
+#: than arrives, or a chunked body none).
+BODY_READ = "kinto_attachment.body_read"
+
+
+class _Counted:
+    """A request body whose reads are counted in ``environ[BODY_READ]``."""
+
+    def __init__(self, stream, environ):
+        self._stream = stream
+        self._environ = environ
+        environ.setdefault(BODY_READ, 0)
+
+    def read(self, size):
+        chunk = self._stream.read(size)
+        self._environ[BODY_READ] += len(chunk)
+        return chunk
+
+
+def body_read(request):
+    """Bytes read of the request's body through :func:`request_body`."""
+    return request.environ.get(BODY_READ, 0)
+
+
 def request_body(request):
-    """``(stream, length)`` of the request's body, as the WSGI server hands it.
+    """``(stream, length)`` of the request's body, as the WSGI server hands it, its reads
+    counted (:func:`body_read`).
 
     ``length`` is the ``Content-Length``, or None for a chunked body the server ends itself:
     waitress and gunicorn say so with ``wsgi.input_terminated`` (PEP 3333 does not let an app
@@ -59,6 +85,11 @@ def request_body(request):
     ``uwsgi.chunked_read()``. A chunked body that no reader can end is refused (411) rather
     than read as empty: an empty file must never stand for the one that was sent.
     """
+    stream, length = _body(request)
+    return _Counted(stream, request.environ), length
+
+
+def _body(request):
     environ = request.environ
     uwsgi = sys.modules.get("uwsgi")
     if uwsgi is not None:

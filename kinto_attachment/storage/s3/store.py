@@ -212,6 +212,23 @@ class S3Store(S3Concatenating, S3Resumable, StoreBase):
             if response.get("Errors"):
                 raise StorageUnavailable(f"S3 DeleteObjects failed: {response['Errors'][:3]}")
 
+    def delete_versions(self, key):
+        """Delete what versions of ``key`` (a name no file shares: the heartbeat's probe) a
+        bucket with versioning keeps, and their delete markers: a delete there only adds a
+        marker, and each probe would leave two objects for ever."""
+        with unavailable("ListObjectVersions"):
+            listed = self.client.list_object_versions(Bucket=self.bucket, Prefix=key)
+        versions = [
+            {"Key": key, "VersionId": version["VersionId"]}
+            for version in (*listed.get("Versions", ()), *listed.get("DeleteMarkers", ()))
+            if version["Key"] == key and version.get("VersionId") not in (None, "null")
+        ]
+        if versions:
+            with unavailable("DeleteObjects"):
+                self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": versions, "Quiet": True}
+                )
+
     def url(self, key):
         return blob_url(self.base_url, key)
 
