@@ -5,10 +5,14 @@ A parser takes the setting's full name (for error messages) and its raw value, a
 start-up with a message naming the setting when the value is wrong.
 """
 
+import logging
 import math
 
 from pyramid.exceptions import ConfigurationError
 from pyramid.settings import falsey, truthy
+
+
+logger = logging.getLogger(__name__)
 
 
 def fail(name, message):
@@ -56,15 +60,22 @@ def store_options(prefix, values, parsers, names, store):
     """The parsed values of a file store's settings (``{prefix}NAME``, keyed by NAME), the
     table of its module (``parsers``: NAME → parser; ``names``: every NAME it accepts).
 
-    None when no ``bucket_name`` is set (the store is not used); an unknown name, a value that
-    does not parse, or settings without a bucket stop start-up naming the setting.
+    None when no ``bucket_name`` is set: the store is not used, and its other settings are
+    ignored, said in the log (kinto-attachment starts with credentials left beside
+    ``base_path``; with no store chosen at all, start-up stops for that). An unknown name, or
+    a value that does not parse, stops start-up naming the setting.
     """
     for name in sorted(values):
         if name not in names:
             fail(prefix + name, "unknown setting")
     if not str(values.get("bucket_name") or "").strip():
         if values:
-            fail(prefix + min(values), f"{store} settings need `kinto.{prefix}bucket_name`")
+            logger.warning(
+                "Settings %s ignored: %s is not used without `kinto.%sbucket_name`",
+                ", ".join(f"`kinto.{prefix}{name}`" for name in sorted(values)),
+                store,
+                prefix,
+            )
         return None
     return {
         name: parsers[name](prefix + name, value)

@@ -106,7 +106,6 @@ def test_overrides_inherit_bucket_then_global():
         ({"mimetypes": ".ftl:notatype"}, "kinto.attachment.mimetypes"),
         ({"basepath": "/x"}, "kinto.attachment.basepath"),
         ({"aws.bucket_name": "b"}, "kinto.attachment.aws.bucket_name"),
-        ({"gcloud.credentials": "c"}, "kinto.attachment.gcloud.credentials"),
         ({"resources.blog.base_url": "x"}, "kinto.attachment.resources.blog.base_url"),
         ({"resources.a.b.c.randomize": "x"}, "kinto.attachment.resources.a.b.c.randomize"),
         ({"resources.blog.randomize": "x"}, "kinto.attachment.resources.blog.randomize"),
@@ -232,7 +231,7 @@ def test_kinto_attachment_6_gzipped_is_ignored_and_said(caplog):
     [
         ({}, "kinto.attachment.base_path"),
         ({"base_path": "/x", "aws.bucket_name": "b"}, "kinto.attachment.aws.bucket_name"),
-        ({"aws.region": "eu-west-1"}, "kinto.attachment.aws.region"),
+        ({"aws.region": "eu-west-1"}, "kinto.attachment.aws.bucket_name"),  # No store.
         ({"aws.bucket_name": "b", "aws.port": "9000"}, "kinto.attachment.aws.port"),
         ({"aws.bucket_name": "b", "aws.part_size": "1024"}, "kinto.attachment.aws.part_size"),
         ({"aws.bucket_name": "b", "aws.concurrency": "many"}, "kinto.attachment.aws.concurrency"),
@@ -486,3 +485,14 @@ def test_chosen_names_shared_by_buckets_are_warned_of(caplog, values, shared):
     assert len(warned) == len(shared)
     if shared:
         assert "{bucket_id}" in caplog.text and "docs/security.rst" in caplog.text
+
+
+def test_a_stores_settings_without_its_bucket_are_ignored_and_said(caplog):
+    """Found by review (2026-12-05).
+
+    kinto-attachment starts with credentials left beside ``base_path`` (its ini after a move
+    from S3): refused here, its ini did not start. Ignored now, the log naming them."""
+    parsed = parse(**{"aws.access_key": "k", "gcloud.credentials": "c.json"})
+    assert parsed.store.options.base_path == "/tmp/files"
+    assert "`kinto.attachment.aws.access_key` ignored" in caplog.text
+    assert "`kinto.attachment.gcloud.credentials` ignored" in caplog.text

@@ -12,6 +12,7 @@ import unicodedata
 from urllib.parse import quote, urljoin
 
 
+_SPACES = re.compile(r"\s+")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 #: Longest name ``safe_name`` returns: room for ``-N`` variants within a 255-byte file name.
 MAX_NAME = 200
@@ -23,7 +24,8 @@ def safe_name(name, fallback="file"):
     """A single path segment made only of ``[A-Za-z0-9._-]``, derived from a client filename.
 
     Unicode is normalised (NFKD) and reduced to ASCII, path separators of any OS dropped (only
-    the last segment is kept), runs of anything else collapsed to ``_``, and leading dots
+    the last segment is kept), runs of white space made ``_`` and anything else dropped (as
+    kinto-attachment names files: ``notes (draft).txt`` is ``notes_draft.txt``), leading dots
     stripped so that the result is never hidden, ``.`` or ``..``; a stem with nothing left
     (``文書.txt``, none of its letters in ASCII) becomes ``fallback``, its extension kept. A
     name longer than ``MAX_NAME`` is shortened in its stem, keeping its last extension: cutting
@@ -48,9 +50,10 @@ def safe_name(name, fallback="file"):
 
 
 def _ascii(text):
-    """``text`` reduced to ASCII (NFKD), runs of anything outside ``[A-Za-z0-9._-]`` as ``_``."""
+    """``text`` reduced to ASCII (NFKD), runs of white space as ``_``, anything else outside
+    ``[A-Za-z0-9._-]`` dropped."""
     text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
-    return _UNSAFE.sub("_", text)
+    return _UNSAFE.sub("", _SPACES.sub("_", text))
 
 
 def join_key(*segments):

@@ -10,6 +10,7 @@ import contextlib
 import time
 
 from kinto.core.authorization import DYNAMIC
+from kinto.core.errors import raise_invalid
 from kinto.views import object_exists_or_404, raise_404_if_invalid_id
 from pyramid import httpexceptions
 
@@ -27,6 +28,10 @@ def require_record_parents(request, context):
     """404 for an invalid id or a missing collection, before reading any of the body; the
     collection otherwise."""
     raise_404_if_invalid_id(request, "record", context.record_id)
+    return _collection(request, context)
+
+
+def _collection(request, context):
     return object_exists_or_404(
         request,
         resource_name="collection",
@@ -36,16 +41,19 @@ def require_record_parents(request, context):
 
 
 def refuse_missing_parents(request, context):
-    """404 for an invalid id or a missing collection, before reading any of the body.
+    """404 for a missing collection, then 400 for a record id Kinto's id generator refuses,
+    as Kinto's ``PUT`` of the record answers (an upload writes it; a 404 told a client to
+    make the collection and try again, for ever), before reading any of the body.
 
     A record that the route factory found says that its collection exists: Kinto deletes a
     collection's records in the transaction that deletes it. Only a new record's collection is
     read (an upload replacing a file sends one statement fewer); either is read again under
     the record's lock."""
     if context.current_object is None:
-        require_record_parents(request, context)
-    else:
-        raise_404_if_invalid_id(request, "record", context.record_id)
+        _collection(request, context)
+    id_generators = request.registry.id_generators
+    if not id_generators.get("record", id_generators[""]).match(context.record_id):
+        raise_invalid(request, location="path", description="Invalid object id")
 
 
 def require_storable_ids(context):

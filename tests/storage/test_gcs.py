@@ -124,7 +124,9 @@ def test_signed_downloads_settings(tmp_path):
         ({"gcloud.bucket_name": "b", "base_path": "/x"}, "kinto.attachment.gcloud.bucket_name"),
         ({"gcloud.bucket_name": "b", "base_path": "/x"}, "kinto.attachment.base_path"),
         ({"gcloud.bucket_name": "b", "aws.bucket_name": "c"}, "kinto.attachment.aws.bucket_name"),
-        ({"gcloud.acl": "publicRead"}, "kinto.attachment.gcloud.acl"),
+        # Without a bucket, GCS is not chosen (its settings ignored, as kinto-attachment
+        # ignores them: found by review, 2026-12-05), and no store is.
+        ({"gcloud.acl": "publicRead"}, "kinto.attachment.gcloud.bucket_name"),
         ({"gcloud.bucket_name": "b", "gcloud.acl": "public-read"}, "kinto.attachment.gcloud.acl"),
         ({"gcloud.bucket_name": "b", "gcloud.bucket": "x"}, "kinto.attachment.gcloud.bucket"),
         ({"gcloud.bucket_name": "b", "gcloud.chunk_size": "1000"}, "gcloud.chunk_size"),
