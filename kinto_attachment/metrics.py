@@ -10,6 +10,8 @@ service measures nothing, yet its calls would still cost: then the tween leaves 
 the chain and nothing is wrapped.
 """
 
+import io
+import os
 import time
 
 from kinto.core import metrics as core_metrics
@@ -92,6 +94,18 @@ class _SentFile(streams.WatchedFile):
         self._start = self._position = file.tell() if file.seekable() else 0
         #: ``sent(size)``, once the tween knows the file is the response's body.
         self.sent = None
+        self._descriptor = None
+
+    def fileno(self):
+        """The file's descriptor, where it has one: gunicorn and uWSGI then ``sendfile`` it
+        (without, they read it through Python, for more CPU). Their ``sendfile`` leaves the
+        position where it was: such a file counts as sent from there to its end
+        (:meth:`close`), a download cut short too."""
+        try:
+            self._descriptor = self._file.fileno()
+        except AttributeError:
+            raise io.UnsupportedOperation("fileno") from None
+        return self._descriptor
 
     def read(self, size=-1):
         data = super().read(size)
@@ -103,12 +117,15 @@ class _SentFile(streams.WatchedFile):
         return self._position
 
     def close(self):
+        size = self._position - self._start
+        if not size and self._descriptor is not None:  # Sent by ``sendfile``.
+            size = max(0, os.fstat(self._descriptor).st_size - self._start)
         try:
             super().close()
         finally:
             sent, self.sent = self.sent, None
             if sent is not None:
-                sent(self._position - self._start)
+                sent(size)
 
 
 class _FileWrapper:

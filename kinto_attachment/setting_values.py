@@ -68,6 +68,9 @@ def store_options(prefix, values, parsers, names, store):
     for name in sorted(values):
         if name not in names:
             fail(prefix + name, "unknown setting")
+    if "bucket_name" in values and not str(values["bucket_name"] or "").strip():
+        # Set, empty (a template's variable left unset): not the absence that is ignored.
+        fail(prefix + "bucket_name", "must not be empty")
     if not str(values.get("bucket_name") or "").strip():
         if values:
             logger.warning(

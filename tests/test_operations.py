@@ -15,6 +15,7 @@ import os
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -24,6 +25,8 @@ import requests
 import webob
 from kinto.plugins import prometheus
 from pyramid.exceptions import ConfigurationError
+
+from kinto_attachment import heartbeat
 
 from .conftest import ALICE, Kinto, basic_auth, build_settings, make_app, s3_client, s3_settings
 from .support.live import ALICE as LIVE_ALICE
@@ -46,6 +49,7 @@ from .test_metrics import INCLUDES, _samples, added, scrape
 LOCAL = {"REMOTE_ADDR": "127.0.0.1"}
 TUS = {"Tus-Resumable": "1.0.0"}
 UPLOAD_BYTES = "kinto_attachment_upload_bytes_total"
+DEFAULT = "/v1/buckets/default/collections/mine/records"
 
 
 # Metrics, in process.
@@ -59,6 +63,7 @@ def measured(tmp_path_factory):
     settings = build_settings("memory", base_path, **{"kinto.includes": INCLUDES})
     kinto = Kinto(make_app(settings), base_path)
     kinto.create_collection()
+    kinto.app.put_json("/v1/buckets/default/collections/mine", {}, headers=ALICE)
     yield kinto
     prometheus.reset_registry()
 
@@ -563,3 +568,171 @@ def test_a_redis_password_in_the_query_is_redacted_at_startup(tmp_path):
             make_app(settings)
         assert "redis.url" in str(refused.value)
         assert password not in str(refused.value), str(refused.value)
+
+
+# Found by the review of the fixes (2026-12-05).
+
+
+def test_a_multipart_upload_in_the_default_bucket_counts_its_bytes(measured):
+    """Found by review (2026-12-05).
+
+    Defect (regression of 90a64fd).
+
+    ``attachment_upload_bytes_total`` now counts the bytes read through
+    ``streams.request_body`` in ``environ["kinto_attachment.body_read"]``. An upload to
+    ``/buckets/default/...`` is read by a subrequest (``views/default_bucket.py``) whose
+    environ is a new dict: the count lands there, and the tween reads the outer request's,
+    0. Every default-bucket upload (Kinto Admin's and kinto-http's "default" bucket) is now
+    counted 0 bytes, where ``request.content_length`` counted it before."""
+    content = b"d" * 20_000
+    before = scrape(measured.app)
+    response = measured.upload(f"{DEFAULT}/m1", content=content, status=201)
+    after = scrape(measured.app)
+    body = int(response.request.headers["Content-Length"])
+    counted = added(before, after, UPLOAD_BYTES, route="attachment", status="201")
+    assert counted == body, f"{counted} bytes counted for a body of {body}"
+
+
+def test_a_tus_creation_with_upload_in_the_default_bucket_counts_its_bytes(measured):
+    """Found by review (2026-12-05).
+
+    Defect (same cause as above): a tus creation-with-upload (tus-js-client's
+    ``uploadDataDuringCreation``) in the default bucket stores its first bytes, counted 0."""
+    content = b"t" * 5000
+    before = scrape(measured.app)
+    measured.app.post(
+        f"{DEFAULT}/t1/attachment/uploads",
+        content,
+        headers={
+            **ALICE,
+            **TUS,
+            "Upload-Length": str(2 * len(content)),
+            "Upload-Metadata": "filename " + base64.b64encode(b"a.txt").decode(),
+            "Content-Type": "application/offset+octet-stream",
+        },
+        status=201,
+    )
+    after = scrape(measured.app)
+    counted = added(before, after, UPLOAD_BYTES, route="tus", status="201")
+    assert counted == len(content), f"{counted} bytes counted, {len(content)} stored"
+
+
+def _download_body(app, url, file_wrapper):
+    request = webob.Request.blank(url, headers=ALICE)
+    request.environ["wsgi.file_wrapper"] = file_wrapper
+    response = request.get_response(app.app)
+    assert response.status_int == 200, response.text
+    return response.app_iter
+
+
+def test_gunicorn_still_sends_local_downloads_with_sendfile_when_metrics_are_on(measured):
+    """Found by review (2026-12-05).
+
+    Defect (minor: CPU, not correctness).
+
+    docs and ``web.streams.file_body`` promise the server's ``wsgi.file_wrapper`` "(``sendfile``
+    for local files)". With metrics on, the tween hands the server's wrapper a
+    ``metrics._SentFile`` instead of the file, which has no ``fileno()``: gunicorn's
+    ``Response.sendfile`` checks ``util.has_fileno(respiter.filelike)`` and falls back to
+    reading the file through Python (uWSGI alike: ``PyObject_AsFileDescriptor`` fails, it
+    calls ``read``). Measured under the shipped gunicorn: 10 downloads of 64 MiB cost the
+    server 0.28 s of CPU with metrics, 0.18 s without. Without metrics the file (a real file
+    object) goes to sendfile."""
+    from gunicorn import util
+    from gunicorn.http.wsgi import FileWrapper
+
+    url = measured.record_url("sendfile")
+    measured.upload(url, content=b"s" * 100_000)
+    body = _download_body(measured.app, url + "/attachment", FileWrapper)
+    try:
+        assert isinstance(body, FileWrapper)  # gunicorn's own check (fixed by 90a64fd)
+        assert util.has_fileno(body.filelike), f"{type(body.filelike).__name__}: no fileno()"
+    finally:
+        body.close()
+
+
+def test_a_probe_that_raised_does_not_wedge_the_next_ones():
+    """Found by review (2026-12-05).
+
+    Checked, no defect: a probe raising fails its waiters alike, and the next call runs
+    a new one; a probe under way is shared (one call, not three), and a waiter gives up
+    after its timeout with ``False``."""
+    probes = heartbeat._OneAtATime()
+    with pytest.raises(RuntimeError):
+        probes.result(lambda: (_ for _ in ()).throw(RuntimeError("store down")), 1)
+    assert probes.result(lambda: True, 1) is True
+
+    calls, release = [], threading.Event()
+
+    def slow():
+        calls.append(1)
+        release.wait(5)
+        return True
+
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(probes.result(slow, 0.3)))]
+    threads[0].start()
+    time.sleep(0.1)
+    threads += [threading.Thread(target=lambda: results.append(probes.result(slow, 0.3)))]
+    threads[1].start()
+    threads[1].join()
+    release.set()
+    threads[0].join()
+    assert len(calls) == 1
+    assert sorted(results, key=str) == [False, True]
+
+
+def test_the_api_description_names_no_data_files_tag_to_whom_the_route_is_hidden(measured):
+    """Found by review (2026-12-05).
+
+    Defect (minor, information; the fix of 90a64fd is partial).
+
+    To a caller outside ``data_files.trusted_networks``, ``/data/files`` is to be "a path
+    that does not exist" and ``/v1/__api__`` now leaves out its paths, but its ``tags`` still
+    list ``Data files`` (``openapi.extended`` adds every tag of ``operations.TAG`` whatever
+    routes are described): the description still tells that the route exists. (``Files`` is
+    listed too, on an app serving no files and with no fetch route.)"""
+    outsider = {"REMOTE_ADDR": "203.0.113.7"}
+    measured.app.get("/v1/data/files", extra_environ=outsider, status=404)
+    spec = measured.app.get("/v1/__api__", extra_environ=outsider).json
+    described = {
+        tag
+        for path in spec["paths"].values()
+        for op in path.values()
+        if isinstance(op, dict)
+        for tag in op.get("tags", [])
+    }
+    tags = {tag["name"] for tag in spec.get("tags", [])}
+    assert "Data files" not in tags, sorted(tags - described)
+
+
+def test_a_webhook_url_refused_at_startup_does_not_show_its_token(tmp_path):
+    """Found by review (2026-12-05).
+
+    Defect (minor, credentials in logs).
+
+    ``redacted`` (start-up errors on a destination's URL) masks the user info and query
+    parameters named password/secret/token only. Webhook endpoints take their token in the
+    path (Slack's ``/services/T/B/<token>``) or in other parameters (Azure's ``?code=``,
+    ``?sig=``): ``webhook._failure`` knows it ("never its path and query, where a token may
+    be") and shows the origin alone at delivery, but a webhook URL refused at start-up (a
+    scheme mistyped, a port out of range) is written whole to the terminal and the logs."""
+    token = f"tok{uuid.uuid4().hex}"
+    for url in (
+        f"htps://hooks.example.com/services/T0/B0/{token}",
+        f"https://hooks.example.com:99999/api/hook?code={token}",
+    ):
+        settings = build_settings(
+            "memory",
+            str(tmp_path),
+            **{
+                "kinto.attachment.events.destinations": "webhook",
+                "kinto.attachment.events.webhook.url": url,
+                "kinto.attachment.events.webhook.secret": "whsec_" + "QUJD" * 8,
+                "kinto.attachment.events.url_secret": "x" * 40,
+            },
+        )
+        with pytest.raises(ConfigurationError) as refused:
+            make_app(settings)
+        assert "webhook.url" in str(refused.value)
+        assert token not in str(refused.value), str(refused.value)

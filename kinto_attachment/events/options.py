@@ -89,17 +89,24 @@ def as_destinations(name, value):
 _SECRET_PARAMETER = re.compile(r"([?&][^=&#]*(?:password|secret|token)[^=&#]*=)[^&#]*", re.I)
 
 
+#: The schemes whose paths say nothing secret (a database number, a socket, a vhost).
+_PATHS_SHOWN = ("redis", "rediss", "unix", "amqp", "amqps")
+
+
 def redacted(url):
     """``url`` as an error message may show it: the password of its user info (everything
     before the last ``@`` of its authority) replaced by ``***``, or the whole user info if
-    it has no ``:`` (a Redis URL may give the password alone), and the value of any query
-    parameter named for a password, a secret or a token. Start-up errors go to logs and
-    terminals that a password must not reach."""
+    it has no ``:`` (a Redis URL may give the password alone), the value of any query
+    parameter named for a password, a secret or a token, and the path and query of any URL
+    but a broker's (a webhook's often hold its token, as Slack's and Azure's do). Start-up
+    errors go to logs and terminals that a password must not reach."""
     scheme, separator, rest = url.partition("://")
     if not separator:
         scheme, rest = "", url
     end = min([i for i in (rest.find(c) for c in "/?#") if i >= 0] or [len(rest)])
     authority, tail = rest[:end], _SECRET_PARAMETER.sub(r"\1***", rest[end:])
+    if scheme.lower() not in _PATHS_SHOWN and tail.strip("/"):
+        tail = "/***"
     userinfo, at, host = authority.rpartition("@")
     if at:
         user, colon, _ = userinfo.partition(":")

@@ -127,7 +127,9 @@ def extended(spec, registry, hidden=()):
     registered -= {route.name for route in hidden}
     ours = paths(registered)
     tags = [*spec.get("tags", [])]
-    for name in dict.fromkeys(TAG.values()):
+    # The tags of the routes described only: one of a route hidden or not served says it.
+    described = [route.name for route in routes.ROUTES if route.name in registered]
+    for name in dict.fromkeys(TAG[route] for route in described if route in OPERATIONS):
         if {"name": name} not in tags:
             tags.append({"name": name})
     return {

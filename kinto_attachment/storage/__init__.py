@@ -148,10 +148,12 @@ class IResumableStore(Interface):
         the upload finishes, or until ``discard``.
         """
 
-    def discard(state):
+    def discard(state, holding):
         """Drop everything the upload wrote, and the blob of a ``finish`` whose key was not in
         ``created`` and whose transaction failed, or whose process was killed. (A blob in
-        ``created`` that a killed process left is an orphan for garbage collection.)"""
+        ``created`` that a killed process left is an orphan for garbage collection.) That
+        blob's delete runs within ``holding([key])``, a context that keeps its name from
+        being given to another file meanwhile."""
 
 
 class IRereadingStore(IResumableStore):

@@ -10,6 +10,8 @@ transaction that does not commit is deleted, since nothing will reference it; on
 for a transaction whose commit may have happened (its answer lost) is left to the collector.
 """
 
+import contextlib
+import functools
 import logging
 
 import transaction
@@ -135,19 +137,21 @@ HELD_WHILE_DELETED = 3600
 
 def _let_go(registry, store, keys):
     """Delete the blobs of ``keys``, which no committed write named, their names held
-    meanwhile (:func:`_held_while`)."""
+    meanwhile (:func:`_holding`)."""
     keys = _unnamed(registry, keys)
     if keys:
-        _held_while(registry, keys, store.delete_many, keys)
+        with _holding(registry, keys):
+            store.delete_many(keys)
 
 
 def let_upload_go(registry, store, state):
     """Drop what the resumable upload ``state`` wrote (``store.discard``), which may be the
-    blob of its ``key`` (a finish whose transaction failed): that name held meanwhile
-    (:func:`_held_while`). Not where that blob is named (:func:`_unnamed`): what else the
-    upload wrote is then left to the collector."""
+    blob of its ``key`` (a finish whose transaction failed): that name held while the store
+    deletes it (:func:`_holding`), not otherwise: another upload may be on its way to it.
+    Not where that blob is named (:func:`_unnamed`): what else the upload wrote is then left
+    to the collector."""
     if _unnamed(registry, [state["key"]]):
-        _held_while(registry, [state["key"]], store.discard, state)
+        store.discard(state, functools.partial(_holding, registry))
 
 
 def _unnamed(registry, keys):
@@ -162,16 +166,17 @@ def _unnamed(registry, keys):
     return [key for key in keys if key not in named]
 
 
-def _held_while(registry, keys, delete, *args):
-    """``delete(*args)``, which deletes the blobs of ``keys``. A store's client sends a
-    delete again when its answer is lost, and an upload that took a name meanwhile would lose
-    its file to it: the names that can be given again (:func:`.replaced.reusable`) are held
-    in quarantine (:func:`.replaced.quarantine`) while the delete may be sent, and a minute
+@contextlib.contextmanager
+def _holding(registry, keys):
+    """Within it, the blobs of ``keys`` are deleted. A store's client sends a delete again
+    when its answer is lost, and an upload that took a name meanwhile would lose its file to
+    it: the names that can be given again (:func:`.replaced.reusable`) are held in
+    quarantine (:func:`.replaced.quarantine`) while the delete may be sent, and a minute
     after, each time in a transaction of its own, committed. Without the quarantine (Kinto's
     storage unreachable), nothing is deleted: the collector will."""
     reusable = replaced.reusable(keys)
     if not reusable:
-        delete(*args)
+        yield
         return
 
     def hold(seconds):
@@ -180,7 +185,7 @@ def _held_while(registry, keys, delete, *args):
 
     shared.on_its_own(hold, HELD_WHILE_DELETED)
     try:
-        delete(*args)
+        yield
     finally:
         shared.on_its_own(hold, replaced.QUARANTINE_SECONDS)
 

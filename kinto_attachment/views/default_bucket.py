@@ -13,6 +13,7 @@ from pyramid.security import NO_PERMISSION_REQUIRED
 
 from .. import errors
 from ..routes import ATTACHMENT, DEFAULT_BUCKET_ROUTE, TUS_UPLOAD, TUS_UPLOADS
+from ..web import streams
 
 
 PLUGIN = "kinto.plugins.default_bucket"
@@ -45,7 +46,11 @@ def default_bucket_attachment(request):
     subrequest.method = request.method
     subrequest.bound_data = request.bound_data
     subrequest.parent = request
-    return request.invoke_subrequest(subrequest)
+    try:
+        return request.invoke_subrequest(subrequest)
+    finally:  # What the subrequest read of the body is this request's (its metrics).
+        if streams.BODY_READ in subrequest.environ:
+            request.environ[streams.BODY_READ] = subrequest.environ[streams.BODY_READ]
 
 
 def includeme(config):

@@ -13,7 +13,7 @@ import pytest
 
 from kinto_attachment.storage import StorageUnavailable
 
-from ..conftest import ALICE, build_settings, cached_app, make_app, s3_client, s3_settings
+from ..conftest import ALICE, UNHELD, build_settings, cached_app, make_app, s3_client, s3_settings
 from ..support.tcpproxy import TcpProxy
 from .test_store_contract import traced_upload
 
@@ -397,7 +397,7 @@ def test_finish_again_takes_no_object_but_its_own(tmp_path_factory, request, s3_
     closed = {**recorded, "closed": True}  # As if an earlier retry had found its object.
     with pytest.raises(FileNotFoundError, match="from another upload"):
         store.finish(store.append(closed, MiB, retried).state)
-    store.discard(recorded)
+    store.discard(recorded, UNHELD)
     assert store.exists(recorded["key"])  # Not ours: discard leaves it.
 
 
@@ -420,7 +420,7 @@ def test_discard_deletes_the_object_of_an_unrecorded_finish(tmp_path_factory, re
     store.finish(progress.state)
     store.delete_many(progress.created)  # As the failed transaction does.
     assert sorted(kinto.files()) == sorted([recorded["key"], recorded["tail"]])
-    store.discard(recorded)  # Termination or expiry of the upload.
+    store.discard(recorded, UNHELD)  # Termination or expiry of the upload.
     assert kinto.files() == []
 
 

@@ -22,7 +22,7 @@ from kinto_attachment.state.hashstate import ResumableSha256
 from kinto_attachment.storage import StorageUnavailable
 from kinto_attachment.storage.local import LocalStore
 
-from ..conftest import ALICE, build_settings, make_app, s3_client, s3_settings
+from ..conftest import ALICE, UNHELD, build_settings, make_app, s3_client, s3_settings
 from ..support.gcs_server import gcs_settings, new_bucket
 
 
@@ -408,7 +408,7 @@ def test_discard_drops_the_whole_upload(case):
     content = big(case, 1.3)
     state = case.store.start_resumable("dropped.bin", "application/octet-stream")
     state = record(case, case.store.append(state, 0, [content]))
-    case.store.discard(state)
+    case.store.discard(state, UNHELD)
     assert case.leftovers() == []
 
 
@@ -560,7 +560,7 @@ def test_listing_tells_blobs_from_working_files(case):
     assert held <= {key for key, blob in listed.items() if blob.temporary}
     assert held or state.get("upload_id") in pending
     assert "wip.bin" not in listed
-    case.store.discard(state)
+    case.store.discard(state, UNHELD)
 
 
 def test_pending_uploads_are_listed_until_aborted(case):

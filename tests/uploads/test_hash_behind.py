@@ -15,7 +15,7 @@ from kinto_attachment.uploads import hash_behind
 from kinto_attachment.views import tus_steps
 from kinto_attachment.web import streams
 
-from ..conftest import ALICE, cached_app
+from ..conftest import ALICE, UNHELD, cached_app
 from ..views.test_resumable import RECORD, create, head, patch
 
 
@@ -241,7 +241,7 @@ def test_an_upload_gone_under_the_thread_is_no_error(kinto_memory):
     patch(kinto_memory.app, url, os.urandom(8 * KiB), 0)
     upload = saved(kinto_memory, url)
     hash_behind._memory.wait(upload["id"])  # The PATCH's own job, done.
-    store.discard(upload["store"])
+    store.discard(upload["store"], UNHELD)
     hash_behind.forget(upload["id"])
     hash_behind.hash_later(store, upload)
     hash_behind._memory.wait(upload["id"])

@@ -139,7 +139,7 @@ class GCSResumable:
         )
         return Progress(state, created=[key], obsolete=[state["temp"]], key=key)
 
-    def discard(self, state):
+    def discard(self, state, holding):
         if state["temp"] is not None:
             self.delete(state["temp"])
 

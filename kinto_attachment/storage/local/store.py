@@ -183,7 +183,7 @@ class LocalStore(StoreBase):
                 fsync_dir(os.path.dirname(self.path(key)))
             return Progress(state, created=[key], obsolete=[state["temp"]], key=key)
 
-    def discard(self, state):
+    def discard(self, state, holding):
         self.delete(state["temp"])
 
     def concatenate(self, parts, key, content_type, digest, random=False):

@@ -160,12 +160,13 @@ class S3Resumable:
         if not same:
             raise lost(state, "not made of these parts")
 
-    def discard(self, state):
+    def discard(self, state, holding):
         """Abort the multipart upload and delete the tail; if the upload was completed (a
-        finish whose transaction failed), delete the object it made."""
+        finish whose transaction failed), delete the object it made, its name held."""
         gone = not self.abort_upload(state["key"], state["upload_id"])
         if gone and self.not_ours(state) is None:
-            self.delete(state["key"])
+            with holding([state["key"]]):
+                self.delete(state["key"])
         if state["tail"]:
             self.delete(state["tail"])
 
