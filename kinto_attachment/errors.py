@@ -174,7 +174,6 @@ REFUSALS = {
     "concat_unsupported": Refusal(
         **_TUS_400, message="Upload-Concat: this server's store cannot concatenate uploads."
     ),
-    "concat_twice": Refusal(**_TUS_400, message="Upload-Concat names a partial upload twice."),
     "concat_too_many": Refusal(
         **_TUS_400, message="Upload-Concat names more than {limit} partial uploads."
     ),

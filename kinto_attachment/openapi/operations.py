@@ -247,7 +247,6 @@ OPERATIONS = {
                 "too_large",
                 "concat_unsupported",
                 "concat_header",
-                "concat_twice",
                 "concat_too_many",
                 "concat_url",
                 "concat_final_length",

@@ -44,11 +44,12 @@ EXPOSED_HEADERS = (
     "Tus-Max-Size",
     "Tus-Checksum-Algorithm",
 )
-#: Headers a browser may send (``Access-Control-Allow-Headers`` of a preflight).
+#: Headers a browser may send (``Access-Control-Allow-Headers`` of a preflight): tusd's,
+#: ``X-Request-ID`` among them (tus-js-client's ``addRequestId``).
 ALLOWED_HEADERS = (
     "Authorization, Content-Type, Tus-Resumable, Upload-Length, Upload-Metadata, "
     "Upload-Offset, Upload-Checksum, Upload-Defer-Length, Upload-Concat, X-HTTP-Method-Override, "
-    "X-Requested-With"
+    "X-Requested-With, X-Request-ID"
 )
 ALLOWED_METHODS = "POST, HEAD, PATCH, DELETE, OPTIONS"
 #: Seconds a browser may keep a preflight's answer.

@@ -47,8 +47,8 @@ def upload_ids(urls, *uploads_paths):
     """The upload ids of ``urls`` (absolute, or paths) under one of ``uploads_paths``, the
     paths of the uploads of the record (``…/attachment/uploads``; in the ``default`` bucket,
     under its id and under ``default``); 400 for a URL that is not one of them (of another
-    record, no upload's, or no URL at all), and for an upload named twice, however its URLs
-    are spelled (an absolute URL and its path): it would be joined to itself."""
+    record, no upload's, or no URL at all). An upload may be named more than once ("The same
+    partial upload MAY be present multiple times"): its bytes are joined as often."""
     prefixes = [uploads_path.rstrip("/") + "/" for uploads_path in uploads_paths]
     ids = []
     for url in urls:
@@ -60,8 +60,6 @@ def upload_ids(urls, *uploads_paths):
         upload_id = path[len(prefix) :] if prefix is not None else ""
         if not upload_id or "/" in upload_id:
             raise error("concat_url", url=url)
-        if upload_id in ids:
-            raise error("concat_twice")
         ids.append(upload_id)
     return ids
 

@@ -43,9 +43,10 @@ def after_commit(request, then, *args):
 
 
 def delete_after_commit(request, store, keys):
-    """Delete ``keys`` once the current transaction has committed successfully."""
+    """Delete ``keys`` once the current transaction has committed successfully (each once:
+    a partial upload joined twice is obsolete twice)."""
     if keys:
-        after_commit(request, store.delete_many, keys)
+        after_commit(request, store.delete_many, list(dict.fromkeys(keys)))
 
 
 def on_failure(request, undo, *args):

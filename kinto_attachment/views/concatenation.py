@@ -66,7 +66,11 @@ def create_final(request, concat, client):
     if (parent := getattr(request, "parent", None)) is not None:  # The default bucket's.
         uploads_paths.append(parent.path)
     upload_ids = tus_concat.upload_ids(concat.urls, *uploads_paths)
-    partials = [_partial(request, i, url) for i, url in zip(upload_ids, concat.urls, strict=True)]
+    named = {}  # Each upload read (and held) once, however often it is named.
+    for upload_id, url in zip(upload_ids, concat.urls, strict=True):
+        if upload_id not in named:
+            named[upload_id] = _partial(request, upload_id, url)
+    partials = [named[upload_id] for upload_id in upload_ids]
     length = sum(partial["length"] for partial in partials)
     if policy.max_size_bytes and length > policy.max_size_bytes:
         raise tus.too_large(policy.max_size_bytes)
@@ -94,7 +98,7 @@ def create_final(request, concat, client):
     )
     # Made whole: never saved, so no state to remove.
     finish(request, {**upload, "offset": length}, progress, meter.sha256.hexdigest())
-    for partial in partials:
+    for partial in named.values():
         tus_uploads.remove(request.registry.storage, partial)
     location = request.route_url(TUS_UPLOAD.name, upload_id=upload["id"], **request.matchdict)
     return tus.response(201, Location=location, **tus.progress(length))

@@ -139,7 +139,7 @@ def create(request):
     )
     location = request.route_url(TUS_UPLOAD.name, upload_id=upload["id"], **request.matchdict)
     if request.content_type == tus.CHUNK_TYPE:
-        upload = tus_steps.append(request, upload, 0)  # creation-with-upload
+        upload, _ = tus_steps.append(request, upload, 0)  # creation-with-upload
     else:
         upload = tus_steps.record(request, upload)
     return tus.response(201, Location=location, **_progress(upload))
@@ -173,7 +173,9 @@ def _locked_upload(request):
 def head(request):
     tus.require_version(request.headers.get("Tus-Resumable"))
     upload = _own_upload(request)
-    headers = {"Upload-Metadata": upload["metadata"], **_progress(upload)}
+    headers = _progress(upload)
+    if upload["metadata"]:  # One pair at least, or no header (tus 1.0.0).
+        headers["Upload-Metadata"] = upload["metadata"]
     if upload["length"] is None:
         headers["Upload-Defer-Length"] = 1
     else:
@@ -197,7 +199,11 @@ def patch(request):
             return tus.response(204, **_progress(upload))
         raise tus.completed(upload["length"])
     tus.require_offset(offset, upload["offset"])
-    upload = tus_steps.append(request, upload, offset)
+    upload, cut = tus_steps.append(request, upload, offset, keep_received=True)
+    if cut is not None:  # Answered (if anyone listens), not raised: what arrived is kept.
+        progress = tus.progress(upload["offset"], upload["expires"])
+        cut.headers.update({name: str(value) for name, value in progress.items()})
+        return cut
     return tus.response(204, **_progress(upload))
 
 

@@ -8,6 +8,7 @@ import contextlib
 import logging
 
 from kinto.core.utils import msec_time
+from pyramid import httpexceptions
 
 from .. import errors
 from ..protocols import tus
@@ -83,8 +84,30 @@ def finish(request, upload, progress, sha256):
     lifecycle.on_failure(request, tus_uploads.forget_finished, cache, upload["id"])
 
 
-def append(request, upload, offset):
-    """Append the request body at ``offset``; record the new state (or complete).
+class _Received:
+    """The chunks of a ``PATCH``'s body until it ends or is cut (its client went away, a proxy
+    cut it, it stalled past the server's read timeout): the bytes received then are kept, as
+    tus asks ("The Server SHOULD always attempt to store as much of the received data as
+    possible"), and the refusal the body would have been is kept in :attr:`cut`. Clients
+    send a whole file in one ``PATCH`` by default (tuspy, tus-js-client, Uppy): cut at 90 %,
+    it resumed from 0. Not with ``Upload-Checksum``: the checksum is of the whole chunk."""
+
+    def __init__(self, chunks):
+        self._chunks = chunks
+        self.cut = None
+
+    def __iter__(self):
+        try:
+            yield from self._chunks
+        except httpexceptions.HTTPException as refusal:  # short_body, body_interrupted.
+            self.cut = refusal
+
+
+def append(request, upload, offset, keep_received=False):
+    """Append the request body at ``offset``; record the new state (or complete). With
+    ``keep_received``, a body cut short keeps what arrived (:class:`_Received`): the upload
+    is recorded at its new offset, and the refusal returned beside it, to be answered without
+    undoing that (it is otherwise None).
 
     An upload of deferred length learns it from ``Upload-Length`` (once); until then its
     bytes are limited by ``max_size_bytes`` alone, as they arrive.
@@ -120,7 +143,9 @@ def append(request, upload, offset):
         with store_errors():
             sha256 = hash_behind.caught_up(store, upload)
         meter = Meter(max_size=limit, sha256=sha256, size=offset, also=also)
-    body = meter.measured(streams.read_chunks(stream, length))
+    chunks = streams.read_chunks(stream, length)
+    received = _Received(chunks) if keep_received and checksum is None else None
+    body = meter.measured(received if received is not None else chunks)
     with store_errors():
         progress = store.append(upload["store"], offset, body)
     meter.settle()
@@ -138,7 +163,8 @@ def append(request, upload, offset):
     upload.update(hash_behind.hashed_state(upload, hashed, sha256))
     if later:
         lifecycle.after_commit(request, hash_behind.hash_later, store, upload)
-    return record(request, upload)
+    upload = record(request, upload)
+    return (upload, received.cut) if keep_received and received is not None else (upload, None)
 
 
 def record(request, upload):

@@ -119,7 +119,7 @@ def previous_append():
     not upgraded yet would run it: it hashes every chunk from the saved ``sha256``, saves it
     whole, and keeps the fields it does not know."""
 
-    def append(request, upload, offset):
+    def append(request, upload, offset, keep_received=False):  # Kept nothing of a cut body.
         stream, length = streams.request_body(request)
         sha256 = ResumableSha256(base64.b64decode(upload["sha256"]))
         store = request.registry.attachment_store
@@ -130,7 +130,7 @@ def previous_append():
         progress = store.append(upload["store"], offset, body)
         state = base64.b64encode(sha256.state()).decode("ascii")
         upload = {**upload, "offset": offset + sum(map(len, body)), "sha256": state}
-        return tus_steps.record(request, {**upload, "store": progress.state})
+        return tus_steps.record(request, {**upload, "store": progress.state}), None
 
     return append
 
