@@ -435,7 +435,7 @@ def test_upload_ids():
 
 
 def test_an_upload_named_twice_is_named_twice_however_spelled():
-    """"The same partial upload MAY be present multiple times in the Upload-Concat header"
+    """ "The same partial upload MAY be present multiple times in the Upload-Concat header"
     (tus 1.0.0): its bytes are joined as often (found by review, 2026-12-05: it was a 400).
     The ids are read whatever the URLs' spelling (an absolute URL and its path)."""
     uploads = "/v1/r/attachment/uploads"
