@@ -31,16 +31,10 @@ from kinto_attachment import heartbeat
 from .conftest import ALICE, Kinto, basic_auth, build_settings, make_app, s3_client, s3_settings
 from .support.live import ALICE as LIVE_ALICE
 from .support.live import (
-    LISTENING,
     REQUEST_TIMEOUT,
     ROOT,
-    PortTaken,
     create_collection,
-    free_port,
-    live_config,
     running_server,
-    started,
-    streaming_command,
 )
 from .support.tcpproxy import TcpProxy
 from .test_metrics import INCLUDES, _samples, added, scrape
@@ -267,34 +261,10 @@ def test_the_api_description_hides_data_files_from_whom_the_route_is_hidden(meas
 # Metrics, live: gunicorn and uWSGI as docs/production.rst starts them, with Prometheus.
 
 
-@contextlib.contextmanager
 def streaming_metrics_server(folder, name):
-    """The shipped ``config/kinto.ini`` with ``kinto.plugins.prometheus``, served by ``name``
-    (gunicorn, uwsgi) from its shipped configuration; bound, not waited for."""
-    folder = Path(folder)
-    base_path = folder / "attachments"
-    base_path.mkdir()
-    ini = folder / "kinto.ini"
-    for attempt in range(3):
-        port = free_port()
-        text = live_config(port, base_path)
-        includes = "                 kinto_attachment\n"
-        assert text.count(includes) == 1
-        ini.write_text(
-            text.replace(includes, includes + "                 kinto.plugins.prometheus\n")
-        )
-        env = {**os.environ, "KINTO_INI": str(ini)}
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        command = streaming_command(name, folder, port, (ROOT / "config", "wsgi"))
-        with started(folder, ini, port, base_path, env, command, LISTENING[name]) as live:
-            try:
-                live.wait_bound()
-            except PortTaken:
-                if attempt < 2:
-                    continue
-                raise
-            yield live
-            return
+    """The shipped ``config/metrics.ini`` (``kinto.ini`` with Prometheus), served by ``name``
+    (gunicorn, uwsgi) from its shipped configuration."""
+    return running_server(folder, name, extended_by=ROOT / "config" / "metrics.ini")
 
 
 def _answered(server, path, timeout=30):

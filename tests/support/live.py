@@ -255,7 +255,7 @@ def running_server(folder, server="waitress", app=None, extended_by=None):
     (waitress), or by ``server`` (gunicorn, uwsgi: :func:`streaming_command`) running ``app``
     (default ``config/wsgi.py``). ``extended_by``: a shipped configuration that extends
     ``kinto.ini`` (``use = config:kinto.ini#main``), copied beside the live copy and served
-    by ``pserve`` instead."""
+    instead."""
     folder = Path(folder)
     base_path = folder / "attachments"
     base_path.mkdir()
@@ -269,7 +269,7 @@ def running_server(folder, server="waitress", app=None, extended_by=None):
         if extended_by is not None:
             served = Path(shutil.copyfile(extended_by, folder / extended_by.name))
         if server != "waitress":
-            env = {**os.environ, "KINTO_INI": str(ini)}
+            env = {**os.environ, "KINTO_INI": str(served)}
             app = app or (ROOT / "config", "wsgi")
             command = streaming_command(server, folder, port, app)
             serving = LISTENING[server]
