@@ -200,7 +200,9 @@ def patch(request):
         raise tus.completed(upload["length"])
     tus.require_offset(offset, upload["offset"])
     upload, cut = tus_steps.append(request, upload, offset, keep_received=True)
-    if cut is not None:  # Answered (if anyone listens), not raised: what arrived is kept.
+    # Answered (if anyone listens), not raised: what arrived is kept. Unless it was all the
+    # upload lacked (a chunked body cut after its last byte): then it is done, and said so.
+    if cut is not None and not upload.get("completed"):
         progress = tus.progress(upload["offset"], upload["expires"])
         cut.headers.update({name: str(value) for name, value in progress.items()})
         return cut
