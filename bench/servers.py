@@ -117,7 +117,7 @@ def kinto_ini(template, files, includes, extra=()):
         (r"^kinto\.includes = (?:.*\n[ \t]+)*.*$", f"kinto.includes = {includes}", 1),
         # Our settings go, but for base_path and base_url (from live_config).
         (r"^kinto\.attachment\.(?!base_path |base_url ).*\n", "", 0),
-        (r"^keys = root, kinto, kinto_attachment$", r"\g<0>, waitress", 1),
+        (r"^keys = root, kinto, kinto_errors, kinto_attachment$", r"\g<0>, waitress", 1),
         # Plain log lines: the peer has no kinto_attachment.request_log.
         (r"^class = kinto_attachment\.request_log\.SummaryFormatter\n", "", 1),
     ]:
