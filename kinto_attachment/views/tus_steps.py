@@ -163,8 +163,7 @@ def append(request, upload, offset, keep_received=False):
     upload.update(hash_behind.hashed_state(upload, hashed, sha256))
     if later:
         lifecycle.after_commit(request, hash_behind.hash_later, store, upload)
-    upload = record(request, upload)
-    return (upload, received.cut) if keep_received and received is not None else (upload, None)
+    return record(request, upload), (received.cut if received is not None else None)
 
 
 def record(request, upload):
