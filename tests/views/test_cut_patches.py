@@ -2,15 +2,15 @@
 backend, as a review tried them (2026-12-05): the offset recorded is always the bytes stored,
 the file's sha256 right, and a refusal still keeps nothing."""
 
+import functools
 import hashlib
 import io
 import os
 
 import pytest
-import webob
 
 from ..conftest import ALICE
-from .test_resumable import CHUNK, RECORD, TUS, UPLOADS, create, head, patch
+from .test_resumable import RECORD, TUS, UPLOADS, create, head, patch, raw_patch
 from .test_resumable_concatenation import PARTIAL, final_upload, partial_upload, path_of
 
 
@@ -45,20 +45,8 @@ class Cut:
         return chunk
 
 
-def raw(kinto, url, body, length, offset, **headers):
-    wsgi_request = webob.Request.blank(
-        url,
-        method="PATCH",
-        headers={**ALICE, **TUS, **CHUNK, "Upload-Offset": str(offset), **headers},
-    )
-    wsgi_request.environ["wsgi.input"] = body if hasattr(body, "read") else io.BytesIO(body)
-    if length is None:
-        wsgi_request.environ.pop("CONTENT_LENGTH", None)
-        wsgi_request.environ["HTTP_TRANSFER_ENCODING"] = "chunked"
-        wsgi_request.environ["wsgi.input_terminated"] = True
-    else:
-        wsgi_request.environ["CONTENT_LENGTH"] = str(length)
-    return wsgi_request.get_response(kinto.app.app)
+#: A PATCH of ``body`` (bytes, or a :class:`Cut` stream) chunked bodies the server ends.
+raw = functools.partial(raw_patch, terminated=True)
 
 
 def offset_of(kinto, url):

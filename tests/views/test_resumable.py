@@ -635,15 +635,16 @@ def test_state_is_shared_by_processes(pg_url, tmp_path):
     assert record["attachment"]["hash"] == hashlib.sha256(b"1234567890").hexdigest()
 
 
-def raw_patch(kinto, url, body, length, offset=0, terminated=False):
-    """A PATCH whose body is shorter than it says, or chunked (``length`` None): ended by
-    the server (``terminated``, as gunicorn and waitress say), or not."""
+def raw_patch(kinto, url, body, length, offset=0, terminated=False, **headers):
+    """A PATCH whose body (bytes, or a stream: one that fails midway) is shorter than it
+    says, or chunked (``length`` None): ended by the server (``terminated``, as gunicorn and
+    waitress say), or not; with more ``headers``."""
     wsgi_request = webob.Request.blank(
         url,
         method="PATCH",
-        headers={**ALICE, **TUS, **CHUNK, "Upload-Offset": str(offset)},
+        headers={**ALICE, **TUS, **CHUNK, "Upload-Offset": str(offset), **headers},
     )
-    wsgi_request.environ["wsgi.input"] = io.BytesIO(body)
+    wsgi_request.environ["wsgi.input"] = body if hasattr(body, "read") else io.BytesIO(body)
     if length is None:
         wsgi_request.environ.pop("CONTENT_LENGTH", None)
         wsgi_request.environ["HTTP_TRANSFER_ENCODING"] = "chunked"
