@@ -173,6 +173,24 @@ def _node(settings, base_path):
     return kinto
 
 
+def webhook_on_postgresql(pg, base_path, receiver, poll_seconds):
+    """Settings of a node on PostgreSQL (``pg``) whose events go to ``receiver``'s webhook,
+    retried at once, its lanes looking every ``poll_seconds``."""
+    events = {
+        "destinations": "webhook",
+        "url_secret": URL_SECRET,
+        "retry_seconds": "0",
+        "poll_seconds": poll_seconds,
+        **destination_settings("webhook", receiver),
+    }
+    return build_settings(
+        "postgresql",
+        base_path,
+        pg=pg,
+        **{f"kinto.attachment.events.{name}": value for name, value in events.items()},
+    )
+
+
 @pytest.mark.postgresql
 def test_two_nodes_dispatching_while_uploads_commit_keep_order_and_lose_nothing(
     pg_url, receiver, tmp_path
@@ -181,21 +199,7 @@ def test_two_nodes_dispatching_while_uploads_commit_keep_order_and_lose_nothing(
     running (``poll_seconds`` 0.05), two clients uploading on both nodes in turn, the webhook
     answering 503 to one attempt in four: every version delivered, in order per subject."""
     base_path = str(tmp_path / "files")
-    settings = build_settings(
-        "postgresql",
-        base_path,
-        pg=pg_url,
-        **{
-            "kinto.attachment.events.destinations": "webhook",
-            "kinto.attachment.events.url_secret": URL_SECRET,
-            "kinto.attachment.events.retry_seconds": "0",
-            "kinto.attachment.events.poll_seconds": "0.05",
-            **{
-                f"kinto.attachment.events.{k}": v
-                for k, v in destination_settings("webhook", receiver).items()
-            },
-        },
-    )
+    settings = webhook_on_postgresql(pg_url, base_path, receiver, poll_seconds="0.05")
     rng = random.Random(7)
     receiver.statuses = [(503, {}) if rng.random() < 0.25 else (200, {}) for _ in range(400)]
     nodes = [_node(settings, base_path), _node(settings, base_path)]
@@ -467,21 +471,7 @@ def test_the_dispatcher_recovers_from_a_database_outage(pg_url, receiver, tmp_pa
     proxy = proxies(parts.hostname, parts.port or 5432)
     proxied = pg_url.replace(f":{parts.port}/", f":{proxy.port}/")
     base_path = str(tmp_path / "files")
-    settings = build_settings(
-        "postgresql",
-        base_path,
-        pg=proxied,
-        **{
-            "kinto.attachment.events.destinations": "webhook",
-            "kinto.attachment.events.url_secret": URL_SECRET,
-            "kinto.attachment.events.retry_seconds": "0",
-            "kinto.attachment.events.poll_seconds": "0.1",
-            **{
-                f"kinto.attachment.events.{k}": v
-                for k, v in destination_settings("webhook", receiver).items()
-            },
-        },
-    )
+    settings = webhook_on_postgresql(proxied, base_path, receiver, poll_seconds="0.1")
     kinto = Kinto(make_app(settings), base_path)
     try:
         with transaction.manager:
