@@ -216,9 +216,9 @@ class Dispatcher:
         if not in_time():
             return None
         event = row["event"]
-        started = time.monotonic()
         try:
             if row.get("key"):
+                started = time.monotonic()
                 store = self._registry.attachment_store
                 event = cloudevents.with_url(
                     event, urls.fetch_url(store, self._options, event, row["key"])
