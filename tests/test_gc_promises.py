@@ -76,6 +76,7 @@ def events_settings(**extra):
         "kinto.attachment.events.retry_seconds": "0",
         "kinto.attachment.events.timeout_seconds": "1",
         "kinto.attachment.events.max_attempts": "1",
+        "kinto.http_host": "localhost",
     }
     settings.update(extra)
     return settings

@@ -14,14 +14,10 @@ give URLs that the other nodes (or the same node after a restart) refuse.
 
 import base64
 import dataclasses
-import logging
 import re
 from urllib.parse import urlsplit
 
 from ..setting_values import MAX_SECONDS, as_number, as_text, fail
-
-
-logger = logging.getLogger(__name__)
 
 
 #: Where our names live, after Kinto's ``kinto.`` (which error messages add).
@@ -231,13 +227,15 @@ def check_store(events, store):
 
 
 def check_host(events, store, http_host):
-    """With events on, a store that presigns no URLs names the fetch URLs workers follow
-    after the server's address: Kinto's ``http_host``, or else the ``Host`` header of the
-    request that recorded the event, which a client chooses. Said at start-up (a refusal
-    would break every setup that names its address otherwise, as ``make serve``)."""
+    """With events on, a store that presigns no URLs (local disk) names the fetch URLs
+    workers follow after the server's address, which only Kinto's ``http_host`` gives: the
+    request's ``Host`` header is the client's choice, and workers would fetch from any
+    address an uploader names. Refused at start-up rather than guessed."""
     if events.enabled and not hasattr(store, "presigned_url") and not http_host:
-        logger.warning(
-            "Events: kinto.http_host is not set: the fetch URLs of stored events (local disk) "
-            "are under the Host header of each upload's request, which its client chooses; "
-            "set kinto.http_host (and kinto.http_scheme) to the address workers must fetch from"
+        fail(
+            "http_host",
+            "required with events on a store that presigns no URLs (local disk): the fetch "
+            "URLs of stored events are under this address (with kinto.http_scheme), the one "
+            "workers fetch from; a request's Host header, which its client chooses, is not "
+            "used",
         )

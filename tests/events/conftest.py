@@ -192,6 +192,8 @@ def events_app(tmp_path_factory, request):
                 "kinto.attachment.events.destinations": destinations,
                 "kinto.attachment.events.url_secret": URL_SECRET,
                 "kinto.attachment.events.retry_seconds": "0",
+                # The address fetch URLs are under (a store that presigns none): webtest's.
+                "kinto.http_host": "localhost",
                 **{f"kinto.attachment.events.{k}": str(v) for k, v in extra.items()},
                 **dict(more),
             },

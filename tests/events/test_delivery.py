@@ -168,7 +168,7 @@ def test_expired_data_files_are_delivered(events_app, receiver):
         (DELETED, "/data/files/soon"),
     ]
     assert events[1]["data"]["attachment"]["hash"] == sha(b"short-lived")
-    assert events[1]["source"] == "/v1/"  # No request, no http_host: a path.
+    assert events[1]["source"] == "http://localhost/v1/"  # No request: http_host's.
 
 
 def test_the_dispatcher_thread_delivers_after_commit(events_app, receiver):

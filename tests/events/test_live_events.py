@@ -30,7 +30,7 @@ def test_a_live_server_streams_its_events_to_redis(tmp_path, monkeypatch, redis_
     client, stream = redis_stream
     redis_events_for_live_servers(monkeypatch, stream)
     content = bytes(range(256)) * 64
-    with running_server(tmp_path) as server:
+    with running_server(tmp_path, http_host=True) as server:
         create_collection(server, "blog", "articles")
         record = server.url + "/buckets/blog/collections/articles/records/live"
         uploaded = requests.post(
@@ -62,7 +62,8 @@ def test_kinto_migrate_indexes_the_outbox_and_leaves_it_alone(tmp_path, monkeypa
     monkeypatch.delenv("KINTO_ATTACHMENT_EVENTS_POLL_SECONDS")
     with own_database("kinto_attachment_migrate") as database:
         names = ("KINTO_STORAGE_URL", "KINTO_CACHE_URL", "KINTO_PERMISSION_URL")
-        env = {**os.environ, **dict.fromkeys(names, database)}
+        # Never served: an address only for the start-up's checks (events on local disk).
+        env = {**os.environ, **dict.fromkeys(names, database), "KINTO_HTTP_HOST": "localhost"}
         ini = tmp_path / "postgresql.ini"
         ini.write_text(live_config(0, tmp_path, template=ROOT / "config" / "postgresql.ini"))
         migrated = run_command([BIN / "kinto", "migrate", "--ini", ini], tmp_path, env=env)

@@ -18,7 +18,7 @@ from kinto_attachment.events import command
 from kinto_attachment.state import outbox
 
 from ..conftest import ALICE
-from ..support.live import ROOT
+from ..support.live import ROOT, free_port
 from ..support.tcpproxy import TcpProxy
 from .conftest import destination_settings
 
@@ -38,12 +38,12 @@ def _basic(user, password):
 
 
 @contextlib.contextmanager
-def _served(kinto):
-    """The app on a real loopback HTTP server (waitress, in a thread): the worker speaks
-    HTTP, and the events name the address their upload came to."""
+def _served(kinto, port):
+    """The app on a real loopback HTTP server (waitress, in a thread) on ``port``, its
+    ``http_host``: the worker speaks HTTP, and the events name that address."""
     from waitress.server import create_server
 
-    server = create_server(kinto.app.app, host="127.0.0.1", port=0, threads=4)
+    server = create_server(kinto.app.app, host="127.0.0.1", port=port, threads=4)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
@@ -90,15 +90,17 @@ def test_the_example_worker_never_gives_up_an_event_whose_url_expired(events_app
     processed, or at least ``processing`` written with ``status: failed`` naming the event,
     and the entry acknowledged."""
     client, stream = redis_stream
+    port = free_port()
     kinto = events_app(
         "memory",
         destinations="redis",
         url_expires_seconds=1,
         **destination_settings("redis", stream=stream),
+        more={"kinto.http_host": f"127.0.0.1:{port}"},
     )
     _grant_worker(kinto)
     group = f"review-{uuid.uuid4().hex}"
-    with _served(kinto) as url:
+    with _served(kinto, port) as url:
         uploaded = requests.post(
             url + RECORD.removeprefix("/v1") + "/attachment",
             files={"attachment": ("notes.txt", b"one\ntwo\n", "text/plain")},
@@ -260,10 +262,11 @@ def test_an_upload_to_the_default_bucket_keeps_the_scheme_of_its_request(events_
         "memory",
         **destination_settings("webhook", receiver),
         more={
-            "kinto.includes": "kinto.plugins.default_bucket kinto.plugins.flush kinto_attachment"
+            "kinto.includes": "kinto.plugins.default_bucket kinto.plugins.flush kinto_attachment",
+            "kinto.http_host": "kinto.example.com",
         },
     )
-    https = {"wsgi.url_scheme": "https", "HTTP_HOST": "kinto.example.com"}
+    https = {"wsgi.url_scheme": "https"}
     upload = [("attachment", "a.txt", b"hello")]
     kinto.app.post(RECORD + "/attachment", upload_files=upload, headers=ALICE, extra_environ=https)
     kinto.app.post(

@@ -183,20 +183,19 @@ def test_a_local_store_needs_a_url_secret(tmp_path):
         kinto_main({}, **settings)
 
 
-def test_a_local_store_without_http_host_is_warned_of(tmp_path, caplog):
-    """The fetch URLs of a local store are under the server's address: ``http_host``, or
-    else the Host header a client sent with its upload. Start-up says so when it is unset."""
+def test_a_local_store_without_http_host_is_refused(tmp_path):
+    """The fetch URLs of a local store are under the server's address, which only Kinto's
+    ``http_host`` gives: a request's Host header is its client's choice, and workers would
+    fetch from any address an uploader names (a blind request from the workers' network).
+    Start-up refuses rather than take it; events off, nothing is asked."""
     values = {"events.destinations": "redis", "events.url_secret": URL_SECRET, **REDIS}
     settings = build_settings(
         "memory", str(tmp_path), **{f"kinto.attachment.{k}": v for k, v in values.items()}
     )
-    with caplog.at_level("WARNING", logger="kinto_attachment.events"):
+    with pytest.raises(ConfigurationError, match="`kinto.http_host`: required with events"):
         kinto_main({}, **settings)
-    assert "kinto.http_host is not set" in caplog.text
-    caplog.clear()
-    with caplog.at_level("WARNING", logger="kinto_attachment.events"):
-        kinto_main({}, **{**settings, "kinto.http_host": "files.example.com"})
-    assert "kinto.http_host" not in caplog.text
+    kinto_main({}, **{**settings, "kinto.http_host": "files.example.com"})
+    kinto_main({}, **{**settings, "kinto.attachment.events.destinations": ""})
 
 
 def test_presigned_urls_live_a_week_at_most(events_app, receiver):

@@ -41,6 +41,7 @@ def start(tmp_path, destination, values):
             "kinto.attachment.events.destinations": destination,
             "kinto.attachment.events.url_secret": URL_SECRET,
             **{f"kinto.attachment.events.{k}": v for k, v in values.items()},
+            "kinto.http_host": "localhost",
         },
     )
     app = kinto_main({}, **settings)
@@ -188,6 +189,7 @@ def webhook_on_postgresql(pg, base_path, receiver, poll_seconds):
         base_path,
         pg=pg,
         **{f"kinto.attachment.events.{name}": value for name, value in events.items()},
+        **{"kinto.http_host": "localhost"},
     )
 
 

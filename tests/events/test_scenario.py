@@ -381,7 +381,7 @@ def test_events_of_two_nodes_through_a_kill_and_an_outage(
     ]
     with (
         database("events", request.config, tmp_path) as pg,
-        cluster_of(tmp_path, "local", pg, extra_lines=lines) as cluster,
+        cluster_of(tmp_path, "local", pg, extra_lines=lines, http_host=True) as cluster,
     ):
         create_collection(cluster.nodes[0].server, BUCKET, COLLECTION)
         fetcher = Fetcher(redis_client, stream)

@@ -100,7 +100,7 @@ def test_the_example_worker_processes_every_version(tmp_path, monkeypatch, redis
     client, stream = redis_stream
     redis_events_for_live_servers(monkeypatch, stream)
     bodies, replacement = _contents()
-    with running_server(tmp_path) as server:
+    with running_server(tmp_path, http_host=True) as server:
         create_collection(server, "blog", "articles")
         worker_id = requests.get(server.url + "/", auth=WORKER_AUTH, timeout=30).json()["user"]
         collection = f"{server.url}/buckets/blog/collections/articles"

@@ -248,11 +248,21 @@ S3_PART_SIZE = 5 * MiB
 
 @contextlib.contextmanager
 def cluster_of(
-    folder, kind, pg_url, endpoint=None, count=2, extra_lines=(), env=None, threads=None
+    folder,
+    kind,
+    pg_url,
+    endpoint=None,
+    count=2,
+    extra_lines=(),
+    env=None,
+    threads=None,
+    http_host=False,
 ):
     """``count`` nodes on ``pg_url`` (migrated) with files in a folder (``local``) or in a new
     bucket of the S3 (``s3``) or GCS (``gcs``) server at ``endpoint``; with ``env``,
-    ``tests.support.hooks`` is included and ``env`` is the nodes' environment."""
+    ``tests.support.hooks`` is included and ``env`` is the nodes' environment; with
+    ``http_host`` (``local`` only), node 0's address is every node's ``http_host``, as a load
+    balancer's would be (events on local disk require one)."""
     folder = Path(folder)
     # Port 0: each node binds a port of the kernel's choice, read back from its output...
     ports = [0] * count
@@ -265,6 +275,8 @@ def cluster_of(
         store_lines = [f"kinto.attachment.base_path = {base_path}"]
         # Every node writes the same locations, whichever serves the request.
         base_url = f"http://localhost:{ports[0]}/v1/attachments/"
+        if http_host:
+            extra_lines = [*extra_lines, f"kinto.http_host = localhost:{ports[0]}"]
         store = invariants.LocalFolder(base_path)
     elif kind == "s3":
         settings = s3_settings(endpoint)

@@ -250,12 +250,13 @@ def started(folder, ini, port=0, base_path=None, env=None, command=None, serving
 
 
 @contextlib.contextmanager
-def running_server(folder, server="waitress", app=None, extended_by=None):
+def running_server(folder, server="waitress", app=None, extended_by=None, http_host=False):
     """The live copy of ``config/kinto.ini`` served in ``folder`` until exit: by ``pserve``
     (waitress), or by ``server`` (gunicorn, uwsgi: :func:`streaming_command`) running ``app``
     (default ``config/wsgi.py``). ``extended_by``: a shipped configuration that extends
     ``kinto.ini`` (``use = config:kinto.ini#main``), copied beside the live copy and served
-    instead."""
+    instead. ``http_host``: the server's address is Kinto's ``http_host`` (which events on
+    local disk require: their fetch URLs lead there)."""
     folder = Path(folder)
     base_path = folder / "attachments"
     base_path.mkdir()
@@ -265,11 +266,13 @@ def running_server(folder, server="waitress", app=None, extended_by=None):
         port = free_port()
         ini.write_text(live_config(port, base_path))
         env, command, serving = None, None, SERVING
+        if http_host:
+            env = {**os.environ, "KINTO_HTTP_HOST": f"localhost:{port}"}
         served = ini
         if extended_by is not None:
             served = Path(shutil.copyfile(extended_by, folder / extended_by.name))
         if server != "waitress":
-            env = {**os.environ, "KINTO_INI": str(served)}
+            env = {**(env or os.environ), "KINTO_INI": str(served)}
             app = app or (ROOT / "config", "wsgi")
             command = streaming_command(server, folder, port, app)
             serving = LISTENING[server]
