@@ -261,6 +261,12 @@ REFUSALS = {
         ERRORS.MODIFIED_MEANWHILE,
         "The file is not the version If-Match (or If-Unmodified-Since) names: it changed.",
     ),
+    "write_precondition": Refusal(
+        412,
+        ERRORS.MODIFIED_MEANWHILE,
+        "The file is not the version If-Match, If-None-Match or If-Unmodified-Since names: "
+        "it changed.",
+    ),
     "tus_version": Refusal(
         412,
         ERRORS.INVALID_PARAMETERS,

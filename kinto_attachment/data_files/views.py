@@ -29,7 +29,7 @@ from ..routes import DATA_FILE, DATA_FILES
 from ..state import data_file_entries
 from ..uploads import intake, lifecycle
 from ..web import streams
-from . import posted
+from . import posted, preconditions
 from .limiter import Busy
 from .visibility import VisiblePredicate, allowed_origin, is_preflight, require_visible
 
@@ -49,6 +49,9 @@ def upload(request):
     reservation = posted.reservation(request, max_size)
     store = request.registry.attachment_store
     plan = posted.plan(request, file_id, max_size)
+    registry = request.registry
+    # Before the body: a write that cannot happen is not sent for nothing.
+    preconditions.require(request, data_file_entries.get(registry.storage, file_id))
 
     with (
         _reserved(request, reservation) as hold,
@@ -66,9 +69,9 @@ def upload(request):
     with errors.store_errors():
         # The bytes were hashed on their way in: this version of the blob is verified.
         stored = store.stat(blob.key)
-    registry = request.registry
     data_file_entries.lock(registry, file_id)
     previous = data_file_entries.get(registry.storage, file_id)
+    preconditions.require(request, previous)
     entry = {
         "key": blob.key,
         "filename": blob.filename,
@@ -136,6 +139,9 @@ def download(request, file_id):
 
     def current(_again):  # The entry is read each time.
         entry = _live_entry(request, file_id)
+        # Without a previous content seen by its upload, the id may have had another one (its
+        # entry deleted, or expired and collected) until just before this one.
+        since = entry["last_modified"] if entry.get("since") is None else entry["since"]
         served = downloads.Download(
             key=entry["key"],
             size=entry["size"],
@@ -143,9 +149,9 @@ def download(request, file_id):
             filename=entry["filename"],
             hash=entry["hash"],
             last_modified=entry["last_modified"],
-            unchanged_since=entry.get("since"),
+            unchanged_since=since,
             # An entry's "since" is its previous content's last version, plus one.
-            previous_modified=None if entry.get("since") is None else entry["since"] - 1,
+            previous_modified=since - 1,
             inline=False,
             # Who may see the route depends on the caller; an id is given new content by a
             # new upload: revalidated by the caller's own cache only.
@@ -197,9 +203,12 @@ def _require_intact(request, store, entry, served):
 def delete(request, file_id):
     require_visible(request)
     if not data_file_entries.valid_id(file_id):  # Never stored (see ``_live_entry``).
+        preconditions.require(request, None)
         return Response(status=204)
     data_file_entries.lock(request.registry, file_id)
-    entry = data_file_entries.remove(request.registry.storage, file_id)
+    storage = request.registry.storage
+    preconditions.require(request, data_file_entries.get(storage, file_id))
+    entry = data_file_entries.remove(storage, file_id)
     if entry is not None:
         lifecycle.retire(request, [entry["key"]])
         recording.deleted(

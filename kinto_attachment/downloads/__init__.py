@@ -177,6 +177,8 @@ def respond(request, store, download, redirect=None, wrap=None, found=False):
     if conditions.not_modified(request, download):
         response.status = 304
         del response.content_type
+        # Not the empty body's 0 (RFC 9110 §8.6): caches update what they keep from a 304.
+        response.content_length = None
         return response
     redirect_url = redirect(download) if redirect is not None else None
     if redirect_url is not None:

@@ -30,9 +30,10 @@ def requested_range(request, size):
         return None
     first, last = (_position(digits) for digits in match.groups())
     if first is None:  # bytes=-N: the last N bytes.
-        if last == 0 or size == 0:
+        if last == 0:
             raise errors.refuse("range_not_satisfiable", size=size)
-        return max(0, size - last), size - 1
+        # Of an empty file, the one satisfiable range (RFC 9110 §14.1.1): all of it, a 200.
+        return None if size == 0 else (max(0, size - last), size - 1)
     if last is not None and last < first:
         return None
     if first >= size:
@@ -49,7 +50,7 @@ def _position(digits):
     return int(digits if len(digits) <= _MAX_DIGITS else _BEYOND)
 
 
-def _http_date(value):
+def http_date(value):
     """Seconds since the epoch of an HTTP-date, or None."""
     try:
         parsed = email.utils.parsedate_tz(value)
@@ -74,7 +75,7 @@ def range_applies(request, download):
         return True
     if value.startswith(('"', "W/")):
         return download.hash is not None and value == f'"{download.hash}"'
-    seconds = _http_date(value)
+    seconds = http_date(value)
     if seconds is None or download.last_modified is None:
         return False
     return seconds == download.last_modified // 1000 and _strong(download, seconds)
@@ -98,7 +99,7 @@ def require_preconditions(request, download):
         if "*" not in tags and (download.hash is None or f'"{download.hash}"' not in tags):
             raise errors.refuse("download_precondition")
         return
-    since = _http_date(request.headers.get("If-Unmodified-Since") or "")
+    since = http_date(request.headers.get("If-Unmodified-Since") or "")
     modified = download.last_modified
     if since is None or modified is None:
         return
@@ -127,7 +128,7 @@ def not_modified(request, download):
     if request.if_none_match:
         return download.hash is not None and download.hash in request.if_none_match
     # Read here: WebOb raises on a date it cannot represent (a year past 9999).
-    since = _http_date(request.headers.get("If-Modified-Since") or "")
+    since = http_date(request.headers.get("If-Modified-Since") or "")
     if since is None or download.last_modified is None:
         return False
     # HTTP dates have whole seconds.

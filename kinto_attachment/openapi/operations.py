@@ -176,6 +176,12 @@ def _data_files(summary, replies, refusals=(), **options):
 
 
 DATA_FILES_OPTIONS = _data_files("Allowed methods; CORS preflights.", {204: PREFLIGHT})
+#: The preconditions of the writes of ``/data/files`` (412 when one fails).
+WRITE_PRECONDITIONS = (
+    header("If-Match", "``ETag`` values (``*``: any): only that version is written."),
+    header("If-None-Match", "``ETag`` values (``*``: any): only if none is there."),
+    header("If-Unmodified-Since", "An HTTP date: only if unmodified since."),
+)
 
 #: Each route's operations, by method.
 OPERATIONS = {
@@ -375,8 +381,10 @@ OPERATIONS = {
                 "body_interrupted",
                 "storage_failed",
                 "transfers_busy",
+                "write_precondition",
             ),
             parameters=(
+                *WRITE_PRECONDITIONS,
                 query("id", "The file's id (a new one by default).", type="string"),
                 query("ttl", "Lifetime in milliseconds.", type="integer", minimum=1),
                 header("Content-Disposition", "The file's name (``filename``, ``filename*``)."),
@@ -393,7 +401,12 @@ OPERATIONS = {
             refusals=(*DATA_FILES_VISIBILITY, "transfers_busy"),
             public=True,
         ),
-        "DELETE": _data_files("Delete the file (or nothing).", {204: Reply("Deleted.")}),
+        "DELETE": _data_files(
+            "Delete the file (or nothing).",
+            {204: Reply("Deleted.")},
+            refusals=("write_precondition",),
+            parameters=WRITE_PRECONDITIONS,
+        ),
         "OPTIONS": DATA_FILES_OPTIONS,
     },
     routes.SERVED_FILES.name: {
