@@ -41,10 +41,10 @@ def collect(registry, now, report, untagged_ours=True):
             doomed = []
     _delete(registry, doomed, now)
     for upload in sorting.abandoned(pending):
-        report.aborted.append(upload)
         if not report.dry_run:
             logger.info("Aborting incomplete upload %s of %r", upload.upload_id, upload.key)
             store.abort_pending(upload.key, upload.upload_id)
+        report.aborted.append(upload)  # Once aborted: a failure raises.
     report.others, report.other_examples = sorting.others, sorting.other_examples
     report.unowned = sorting.unowned
     with transaction.manager:

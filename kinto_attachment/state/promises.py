@@ -54,11 +54,15 @@ SETTINGS = {
         "kinto.attachment.aws.presigned_expires, kinto.attachment.gcloud.signed_expires), "
         "60 at least"
     ),
+    "replaced_grace": (
+        "kinto.attachment.gc.replaced_grace_seconds (how long a replaced, deleted or expired "
+        "file is kept for the downloads reading it)"
+    ),
     "http_host": "kinto.http_host (events' source)",
     "http_scheme": "kinto.http_scheme (events' source)",
 }
 #: Promises a command may exceed (a longer quarantine keeps more), not fall short of.
-AT_LEAST = {"quarantine"}
+AT_LEAST = {"quarantine", "replaced_grace"}
 #: How a refusal names a recording of another format.
 FORMAT = "the format of the servers' record (their kinto-attachment's: run the same version)"
 #: Seconds before a server that could not record tries again (a database not migrated yet).
@@ -68,8 +72,10 @@ RETRY_SECONDS = 60
 def promised(registry):
     """The settings of this process that decide what a collection may do: where the events
     of ``/data/files`` go (their expiry's ``deleted``) and with which ``source``, whether
-    events hold files at all, and how long a deleted file's name stays taken (the URLs handed
-    out for it: events', signed redirections')."""
+    events hold files at all, how long a deleted file's name stays taken (the URLs handed
+    out for it: events', signed redirections'), and how long a file a record or entry let go
+    of (an expired ``/data/files`` entry's, which the collector finds) is kept for the
+    downloads reading it."""
     attachment, settings = registry.attachment_settings, registry.settings
     events = attachment.events
     urls = events.url_expires_seconds if events.enabled else 0
@@ -77,6 +83,7 @@ def promised(registry):
         "destinations": sorted(attachment.default.event_destinations),
         "events": events.enabled,
         "quarantine": max(QUARANTINE_SECONDS, attachment.redirect_expires or 0, urls),
+        "replaced_grace": attachment.gc.replaced_grace_seconds,
         "http_host": (settings.get("http_host") or None) if events.enabled else None,
         "http_scheme": (settings.get("http_scheme") or None) if events.enabled else None,
     }

@@ -124,8 +124,8 @@ def registry_of(prog, ini, unshared):
         print(f"{prog}: refused: {ini} is no readable file.", file=sys.stderr)
         yield None
         return
-    setup_logging(ini)
     try:
+        setup_logging(ini)  # A loader, a file, a log handler: the configuration's too.
         loaded = bootstrap(ini, options={"command": prog})
     except Exception as error:  # noqa: BLE001 (whatever the app raises: a configuration to fix)
         reason = str(error).strip().splitlines()[0] if str(error).strip() else ""

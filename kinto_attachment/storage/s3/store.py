@@ -274,4 +274,12 @@ class S3Store(S3Concatenating, S3Resumable, StoreBase):
                     yield Pending(upload["Key"], upload["UploadId"], initiated_ms)
 
     def abort_pending(self, key, upload_id):
-        self.abort_upload(key, upload_id)
+        """The collector's abort: a failure raises (:class:`StorageUnavailable`), for the
+        collector to report (its next run tries again), where a request's
+        (:meth:`abort_upload`) is retried behind it."""
+        try:
+            with unavailable("AbortMultipartUpload"):
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except StorageUnavailable as e:
+            if error_code(e.__cause__) != "NoSuchUpload":
+                raise
