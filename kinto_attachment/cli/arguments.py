@@ -58,6 +58,15 @@ def _record_id(text):
     return text
 
 
+def _folder_name(text):
+    """A folder's name given with ``--as``: an empty one (``--as "$NAME"``, the variable
+    unset) is a mistake, not a request for the folder's own name, whose records another
+    folder's sync may own (``--delete`` would delete them)."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty folder name")
+    return text
+
+
 def _json_object(text):
     try:
         value = json.loads(text)
@@ -171,7 +180,11 @@ def parser():
     mirror.add_argument("--delete", action="store_true", help="delete records of gone files")
     mirror.add_argument("--dry-run", action="store_true", help="show the plan, change nothing")
     mirror.add_argument(
-        "--as", dest="folder_name", metavar="NAME", help="the folder's name (default: its own)"
+        "--as",
+        dest="folder_name",
+        metavar="NAME",
+        type=_folder_name,
+        help="the folder's name (default: its own)",
     )
     mirror.add_argument(
         "--follow-symlinks", action="store_true", help="follow links that leave FOLDER too"

@@ -189,6 +189,7 @@ class Folder:
             try:
                 if files.stamp_at(aside, parts) != replaced:
                     raise Failure(CHANGED)
+                self._keep_mode(name, aside)
                 files.link_unless_taken(name, parts, target, directory)
             except FileExistsError:  # Another file came meanwhile: it stays; this one was a
                 os.unlink(aside, dir_fd=parts)  # download's, unchanged.
@@ -208,6 +209,19 @@ class Folder:
         with contextlib.suppress(FileNotFoundError):  # Gone where a rename gave the name.
             os.unlink(name, dir_fd=parts)
         os.fsync(directory)
+
+    def _keep_mode(self, name, replaced):
+        """Give the part ``name`` the permissions of the file it replaces (set aside as
+        ``replaced``), as editors and ``rsync`` keep them: a file its user made private
+        (``chmod 600``) must not come back readable by all, nor a script without its ``x``."""
+        parts = self.parts()
+        mode = os.stat(replaced, dir_fd=parts, follow_symlinks=False).st_mode & 0o777
+        fd = os.open(name, os.O_RDONLY | files.NO_FOLLOW, dir_fd=parts)
+        try:
+            os.fchmod(fd, mode)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def _names_without_replacing(self):
         """Whether files of this folder's file system can be given a name that never replaces

@@ -45,8 +45,13 @@ def _upload(remote, args, bars, jobs, compared=False):
             # saved meanwhile is refused before its last byte, never attached torn) and it is
             # part of a resumable upload's key (a file rewritten since is not resumed).
             local = local or sha256_of(path)
+            permissions = getattr(args, "permissions", None)
             if current is not None and current == local:
-                bars.print(f"unchanged {name} ({record_id})")
+                if data is None and permissions is None:
+                    bars.print(f"unchanged {name} ({record_id})")
+                else:  # What was asked for besides the file, which is there.
+                    _update(remote, record_id, data, permissions, unless)
+                    bars.print(f"updated {name} ({record_id}), its file unchanged")
                 continue
             metadata = uploads.upload(
                 remote,
@@ -56,7 +61,7 @@ def _upload(remote, args, bars, jobs, compared=False):
                 resumes.State(args.state),
                 local,
                 data=data,
-                permissions=getattr(args, "permissions", None),
+                permissions=permissions,
                 rate=args.limit_rate,
                 headers=unless,
             )
@@ -67,6 +72,15 @@ def _upload(remote, args, bars, jobs, compared=False):
         except (Failure, OSError) as e:
             failed = report(name, e)
     return failed
+
+
+def _update(remote, record_id, data, permissions, headers):
+    """Give the record ``data`` and ``permissions`` (those given, as an upload would), unless
+    it changed since it was read (``headers``)."""
+    body = {"data": data} if data is not None else {}
+    if permissions is not None:
+        body["permissions"] = permissions
+    remote.request("PATCH", remote.record_url(record_id), json=body, headers=headers)
 
 
 def _attachment(record):
@@ -181,7 +195,8 @@ def mirror(remote, args):
             failed = report(entry.path, f"record {entry.record_id} {sync.conflict(entry)}")
         for entry in plan.diverged:
             failed = report(entry.path, f"record {entry.record_id} {sync.diverged(entry)}")
-        failed |= _upload(remote, args, bars, jobs, compared=True)
+        unsent = _upload(remote, args, bars, jobs, compared=True)
+        failed |= unsent
         for entry in plan.adopted:
             failed |= _mark(remote, name, entry, bars)
         for entry in plan.gone:
@@ -191,11 +206,18 @@ def mirror(remote, args):
             if sync.there(args.folder, entry.path, plan.skipped):  # Put back since the plan.
                 bars.print(f"kept {entry}: its file is back in the folder")
                 continue
+            if unsent:  # A file renamed, its new name's upload refused: its only copy.
+                failed = report(entry.path, f"record {entry.record_id} {NOT_DELETED}")
+                continue
             changed = _unless_changed(entry.record)
             failed |= _remove(remote, entry.path, entry.record_id, False, bars, changed)
         for entry in plan.kept:
             bars.print(f"kept {entry} {sync.REPLACED}")
     return failed
+
+
+#: Why a sync whose uploads failed deletes nothing (as ``rsync --delete`` after an error).
+NOT_DELETED = "not deleted: an upload of this run failed (run again once it succeeds)"
 
 
 def _unless_changed(record):
@@ -250,6 +272,11 @@ COMMANDS = {"upload": upload, "download": download, "sync": mirror, "rm": rm}
 
 
 def main(argv=None):
+    for stream in (sys.stdout, sys.stderr):
+        # A name the terminal's encoding cannot write (from the server, or the folder) is
+        # escaped rather than a traceback that stops the run.
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = parse(argv)
     try:
         try:  # What it refuses is the command line's: the server's URL, the credentials.

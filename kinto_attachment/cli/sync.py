@@ -179,6 +179,12 @@ def _form(path):
     return unicodedata.normalize("NFC", path)
 
 
+def _own(record, name, path):
+    """Whether ``record`` is the one the sync of the folder ``name`` made for ``path``."""
+    owner = mark_of(record) if record is not None else None
+    return owner is not None and owner[0] == name and owner[1] == path
+
+
 def there(folder, path, skipped):
     """Whether anything is at ``path`` in ``folder``, or under a skipped part of it (a skipped
     part compared in any Unicode form: a file that could not be read may be the one its
@@ -213,8 +219,10 @@ def plan(remote, folder, name, follow_symlinks=False):
         record_id, form = record_id_of(path), _form(path)
         entry = Entry(path, record_id, records.get(record_id))
         # Its name in another form, unless the folder has two files of that name (Linux
-        # keeps both forms apart): each then has its own record.
-        if entry.record is None and form in marked and forms[form] == 1:
+        # keeps both forms apart): each then has its own record. The record of its exact
+        # name, unless this folder's sync made it for it, is someone else's (the file
+        # uploaded from a Mac by ``upload``): the file stays on the one its sync gave it.
+        if form in marked and forms[form] == 1 and not _own(entry.record, name, path):
             entry.marked_as, entry.record = marked[form]
             entry.record_id = entry.record["id"]
         taken.add(entry.record_id)

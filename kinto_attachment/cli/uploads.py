@@ -42,6 +42,8 @@ class Expected:
     def __init__(self, sha256, size):
         self.sha256, self.size = sha256, size
         self._digest, self._done = hashlib.sha256(), 0
+        if size == 0 and self._digest.hexdigest() != sha256:  # No byte will be read to check.
+            raise Shrunk("the file was emptied since it was hashed: run again once it is done")
 
     def start(self, file, offset):
         """Hash again from the start of ``file`` to ``offset`` (a resumed upload's bytes
