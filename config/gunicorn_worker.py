@@ -13,10 +13,11 @@ for seconds each. This worker keeps gthread's threads and event loop, and:
   after the next request's first byte) is cut; a head over :data:`MAX_HEAD` bytes is ``431``.
 - **Bounds each wait for the client once the head is in**: a body read that waits
   ``stall_timeout`` seconds for a byte ends the body there, as if the client had gone (the app
-  then refuses the short body, ``400``, nothing stored, and the connection closes); a file sent
+  then refuses the short body, ``400``, nothing stored, and the connection closes), and so does
+  a body slower than :data:`MIN_RECEIVED` bytes per ``stall_timeout`` of waiting for it; a file sent
   with ``sendfile`` to a client that reads nothing for as long, or an answer of which it takes
   nothing for as long (:class:`PacedSocket`), ends the request. A body that keeps
-  arriving, however slowly, is never cut: a 2 GiB upload at any speed goes through.
+  arriving at that pace is never cut: a 2 GiB upload at any such speed goes through.
 - **Closes connections without a thread.** gunicorn's graceful close sends the answer's end
   (half-close), then lingers up to 2 s for the client to close first (closing at once, with
   request bytes unread, would reset the connection and could cut the answer short). gthread
@@ -69,13 +70,42 @@ def head_ends(data, since):
 
 class StallBoundUnreader(SocketUnreader):
     """gunicorn's socket reader, for which a read that timed out (the socket's timeout, set
-    for each request: see :meth:`StallBoundWorker.handle_request`) is the end of the input."""
+    for each request: see :meth:`StallBoundWorker.handle_request`) is the end of the input,
+    and so is a body slower than :data:`MIN_RECEIVED` bytes per ``timeout`` seconds of waiting
+    for the client (:meth:`pace`; the time the app takes between its reads is not counted)."""
 
     stalled = False
+    #: Seconds left to wait for the client until it has sent :data:`MIN_RECEIVED` more bytes
+    #: (None: not paced).
+    _budget = None
+
+    def pace(self, timeout):
+        """From now on (a request's body), each :data:`MIN_RECEIVED` bytes must come within
+        ``timeout`` seconds of waiting."""
+        self._timeout, self._budget, self._received = timeout, timeout, 0
 
     def chunk(self, size_hint=None):
         if self.stalled:
             return b""
+        if self._budget is None:
+            return self._chunk(size_hint)
+        if self._budget <= 0:
+            self.stalled = True
+            return b""
+        timeout, started = self.sock.gettimeout(), time.monotonic()
+        # The shorter of the two: a drain's (gunicorn's finish_body) may be shorter still.
+        self.sock.settimeout(self._budget if timeout is None else min(timeout, self._budget))
+        try:
+            data = self._chunk(size_hint)
+        finally:
+            self.sock.settimeout(timeout)
+            self._budget -= time.monotonic() - started
+        self._received += len(data)
+        if self._received >= MIN_RECEIVED:  # Enough: the client may take its time again.
+            self._budget, self._received = self._timeout, 0
+        return data
+
+    def _chunk(self, size_hint):
         try:
             return super().chunk(size_hint)
         except TimeoutError:
@@ -185,6 +215,11 @@ BLOCK = 8 * 1024 * 1024
 #: Bytes a client must take within the stall timeout to keep its connection: a client taking
 #: a kilobyte now and then would hold a thread for ever (2 KiB/s at the shipped 30 s).
 MIN_TAKEN = 64 * 1024
+#: Bytes of a request body a client must send within the stall timeout (of waiting for it) to
+#: keep its request: 32 uploads trickling a byte now and then held every thread of a worker.
+#: 16 KiB per 30 s is 546 bytes a second, where Apache httpd's default cuts bodies slower than
+#: 500 (``mod_reqtimeout``'s ``MinRate``): no real client is that slow.
+MIN_RECEIVED = 16 * 1024
 #: Seconds a closing connection waits, without a thread, for the client to close first
 #: (gunicorn's own graceful close waits as long), and bytes it reads meanwhile at most.
 LINGER = 2.0
@@ -327,6 +362,8 @@ class StallBoundWorker(gthread.ThreadWorker):
         # The head is in; from here on every wait for the client is bounded. (gthread makes the
         # socket blocking, without timeout, before each request.)
         conn.sock.settimeout(self.stall_timeout)
+        if isinstance(conn.parser.unreader, StallBoundUnreader):
+            conn.parser.unreader.pace(self.stall_timeout)
         sock = conn.sock
         if not self.cfg.is_ssl:  # TLS writes say "not now" otherwise: gthread's own then.
             conn.sock = PacedSocket(sock)

@@ -16,7 +16,9 @@
 - Our routes stream bodies (uploads, downloads, empty 204s), which a ``POST /batch``
   sub-request can neither send nor carry back: those the route table marks ``streamed``
   (:mod:`~kinto_attachment.routes`) are refused there, before any write.
-- Kinto's own writes lock what they change first (:mod:`~kinto_attachment.write_locks`).
+- Kinto's own writes lock what they change first (:mod:`~kinto_attachment.write_locks`), once
+  their body has arrived whole (:func:`~kinto_attachment.web.streams.receive_whole`): a
+  client that sends it slowly holds no lock meanwhile.
 """
 
 import copy
@@ -29,6 +31,7 @@ from . import errors, locks, routes, write_locks
 from .events import recording
 from .state import instance, links, promises, records, references
 from .uploads import lifecycle
+from .web import streams
 
 
 FIELD = "attachment"
@@ -185,6 +188,8 @@ def on_context_found(event):
     if ours is not None and ours.streamed:
         _refuse_in_batch(request)
         return
+    if routes.of(request) is None and request.method not in ("GET", "HEAD", "OPTIONS"):
+        streams.receive_whole(request)  # Before any lock: see the function.
     if route.name == "batch" and request.method == "POST":
         write_locks.lock_batch(request)
     write_locks.lock_write(request)

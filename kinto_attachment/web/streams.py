@@ -28,6 +28,11 @@ UPLOAD_CHUNK_SIZE = 4 * CHUNK_SIZE
 UWSGI_CHUNK_TIMEOUT = 0
 
 
+#: The largest body of one of Kinto's own requests (JSON) that arrives chunked to a server
+#: that does not end it (uWSGI hands such bodies over only through ``uwsgi.chunked_read()``):
+#: read whole into memory (:func:`receive_whole`), so bounded.
+CHUNKED_WHOLE_MAX = 8 * 1024 * 1024
+
 #: A ``Content-Length``: digits, fewer than 20 (beyond any body, and any ``int()``).
 _LENGTH = re.compile(r"[0-9]{1,19}")
 
@@ -89,15 +94,48 @@ def request_body(request):
     return _Counted(stream, request.environ), length
 
 
+def receive_whole(request):
+    """Receive the whole body of a request that Kinto reads whole (its JSON), before anything
+    is locked for it: a client sending it slowly then holds no lock that others wait for
+    (:mod:`~kinto_attachment.write_locks`), only its own thread. A body cut or stalled is a
+    400 rather than the view's 500; a chunked body that uWSGI leaves to the app is read
+    (:data:`CHUNKED_WHOLE_MAX` at most: 413), where WebOb would read none (an empty ``PUT``
+    replacing a record's data); one that no reader can end is a 411 (:func:`request_body`)."""
+    environ = request.environ
+    if declared_length(request) is None and not _chunked(environ):
+        return  # No body.
+    stream, length = _body(request)
+    received, size = [], 0
+    for chunk in read_chunks(stream, length):
+        size += len(chunk)
+        if length is None and size > CHUNKED_WHOLE_MAX:
+            raise errors.refuse("too_large", limit=CHUNKED_WHOLE_MAX)
+        received.append(chunk)
+    request.body = b"".join(received)
+
+
+def _chunked(environ):
+    return "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+
+
 def _body(request):
     environ = request.environ
+    length = declared_length(request)
+    if length is not None and _chunked(environ):
+        # A server that passes both (uWSGI) leaves the app to pick how the body ends: the one
+        # a proxy did not pick makes another body of it (RFC 9112 §6.3: request smuggling).
+        raise errors.refuse(
+            "invalid_parameter",
+            location="header",
+            name="Transfer-Encoding",
+            description="a body has one framing: chunked or Content-Length, not both",
+        )
     uwsgi = sys.modules.get("uwsgi")
     if uwsgi is not None:
         continue_under_uwsgi(uwsgi, environ)
-    length = declared_length(request)
     if length is not None:
         return request.body_file_raw, length
-    if "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+    if not _chunked(environ):
         return request.body_file_raw, 0  # HTTP/1.1: no length, no chunks, no body.
     if environ.get("wsgi.input_terminated"):
         return request.body_file_raw, None

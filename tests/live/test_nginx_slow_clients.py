@@ -72,4 +72,4 @@ def test_slow_and_idle_clients(server, reports, capsys):
     assert recipe_seconds("client_body_timeout") == stall
     with capsys.disabled():
         print(f"\nnginx in front of {server} (stall {stall} s):\n{reports[server].summary()}")
-    check(reports[server], stall, SLACK)
+    check(reports[server], stall, SLACK, server)
