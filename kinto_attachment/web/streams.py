@@ -150,7 +150,12 @@ def continue_under_uwsgi(uwsgi, environ):
     authorised and checked and its body is wanted: a refused request gets its final answer
     without the client sending a byte of it."""
     expects = environ.get("HTTP_EXPECT", "").lower() == "100-continue"
-    if expects and hasattr(uwsgi, "connection_fd"):
+    # An HTTP/1.0 client's Expect is ignored (RFC 9110 §10.1.1): it may not read a 100.
+    if (
+        expects
+        and environ.get("SERVER_PROTOCOL") != "HTTP/1.0"
+        and hasattr(uwsgi, "connection_fd")
+    ):
         del environ["HTTP_EXPECT"]  # Answered once.
         os.write(uwsgi.connection_fd(), b"HTTP/1.1 100 Continue\r\n\r\n")
 

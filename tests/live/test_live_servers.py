@@ -196,6 +196,11 @@ def test_expect_100_continue(server, records, tmp_path):
     accepted = verbose_curl("-u", "alice:passwd")
     assert "< HTTP/1.1 100 Continue" in accepted.stderr, accepted.stderr
     assert "< HTTP/1.1 201" in accepted.stderr
+    # Found by review (2026-12-05): an HTTP/1.0 client's Expect is to be ignored (RFC 9110
+    # §10.1.1), and uWSGI (through the plugin) answered it a 100 all the same.
+    older = verbose_curl("-u", "alice:passwd", "--http1.0", "-H", "Expect: 100-continue")
+    assert "100 Continue" not in older.stderr, older.stderr
+    assert re.search(r"< HTTP/1\.[01] 200", older.stderr), older.stderr
     since = len(server.output())
     refused = verbose_curl()
     assert "< HTTP/1.1 401" in refused.stderr
