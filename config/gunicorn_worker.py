@@ -13,11 +13,11 @@ for seconds each. This worker keeps gthread's threads and event loop, and:
   after the next request's first byte) is cut; a head over :data:`MAX_HEAD` bytes is ``431``.
 - **Bounds each wait for the client once the head is in**: a body read that waits
   ``stall_timeout`` seconds for a byte ends the body there, as if the client had gone (the app
-  then refuses the short body, ``400``, nothing stored, and the connection closes), and so does
-  a body slower than :data:`MIN_RECEIVED` bytes per ``stall_timeout`` of waiting for it; a file sent
-  with ``sendfile`` to a client that reads nothing for as long, or an answer of which it takes
-  nothing for as long (:class:`PacedSocket`), ends the request. A body that keeps
-  arriving at that pace is never cut: a 2 GiB upload at any such speed goes through.
+  then refuses the short body, ``400``, nothing stored, and the connection closes), and so
+  does a body slower than :data:`MIN_RECEIVED` bytes per ``stall_timeout`` of waiting for it;
+  a file sent with ``sendfile`` to a client that reads nothing for as long, or an answer of
+  which it takes nothing for as long (:class:`PacedSocket`), ends the request. A body that
+  keeps arriving at that pace is never cut: a 2 GiB upload at any such speed goes through.
 - **Closes connections without a thread.** gunicorn's graceful close sends the answer's end
   (half-close), then lingers up to 2 s for the client to close first (closing at once, with
   request bytes unread, would reset the connection and could cut the answer short). gthread

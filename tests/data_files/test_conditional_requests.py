@@ -197,7 +197,9 @@ def test_uploads_whose_preconditions_fail_are_412s(kinto):
 
 
 def test_range_edge_cases(kinto_memory):
-    """Held against a review (2026-12-05): suffix longer than the file, end beyond it, start at the end, several ranges,
+    """Held against a review (2026-12-05).
+
+    suffix longer than the file, end beyond it, start at the end, several ranges,
     an inverted range and ``If-Range`` with a stale ETag are each answered as RFC 9110 asks
     (206 clamped, 416 with ``Content-Range: bytes */size`` and Kinto's JSON, or the whole
     content), for GET and HEAD alike."""
@@ -230,7 +232,9 @@ def test_range_edge_cases(kinto_memory):
 
 
 def test_refused_uploads_keep_the_file_and_the_budget(tmp_path_factory, request):
-    """Held against a review (2026-12-05): uploads refused for their ``ttl`` (negative, float, huge, empty), their id (odd
+    """Held against a review (2026-12-05).
+
+    uploads refused for their ``ttl`` (negative, float, huge, empty), their id (odd
     characters) or their length (over ``max_size_bytes``, a lying ``Content-Length``) leave
     the existing file, its entry and the transfer budget as they were."""
     kinto = cached_app(
@@ -253,7 +257,9 @@ def test_refused_uploads_keep_the_file_and_the_budget(tmp_path_factory, request)
 
 
 def test_expiry_never_collects_an_id_uploaded_again_meanwhile(kinto, monkeypatch):
-    """Held against a review (2026-12-05): the collector lists an expired entry, then (before it locks the id) the id is
+    """Held against a review (2026-12-05).
+
+    the collector lists an expired entry, then (before it locks the id) the id is
     uploaded again; the collector must leave the new entry and its blob alone (it compares
     the entry it finds under the lock with the one it listed), and delete only the expired
     blob."""

@@ -6,11 +6,11 @@ each stalled request after its documented time (docs/security.rst).
 waitress runs ``config/kinto.ini`` as shipped (only its address and files folder differ, as in
 every live test): its ``channel_timeout`` is the time waited. gunicorn and uWSGI run their
 shipped files with ``KINTO_STALL_TIMEOUT`` (the setting both read) at 15 s, to wait less: still
-longer than a trickle's 10 s between bytes, which must not be cut as a stall. gunicorn's worker
-cuts it all the same, after 15 s of waiting for too few bytes (its minimum pace). The three servers face
-their crowds at the same time (the module waits the longest stall, not their sum). nginx in
-front of each: ``tests/live/test_nginx_slow_clients.py``; one request stalled at a time:
-``tests/live/test_stalled_requests.py``.
+longer than a trickle's 10 s between bytes, which must not be cut as a stall. gunicorn's
+worker cuts it all the same, after 15 s of waiting for too few bytes (its minimum pace). The
+three servers face their crowds at the same time (the module waits the longest stall, not
+their sum). nginx in front of each: ``tests/live/test_nginx_slow_clients.py``; one request
+stalled at a time: ``tests/live/test_stalled_requests.py``.
 """
 
 import configparser
