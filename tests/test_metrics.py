@@ -17,7 +17,8 @@ from kinto.plugins import prometheus
 from prometheus_client.parser import text_string_to_metric_families
 from waitress.buffers import ReadOnlyFileBasedBuffer
 
-from kinto_attachment import gc, metrics
+from kinto_attachment import gc
+from kinto_attachment.metrics import transfers as measured
 from kinto_attachment.storage.local import LocalStore
 from kinto_attachment.web import signed_urls
 
@@ -192,7 +193,7 @@ def test_waitress_sends_a_file_from_its_loop_and_its_position_tells_what_was_sen
     path.write_bytes(b"z" * 1000)
     stream = open(path, "rb")  # noqa: SIM115 (closed through the buffer)
     stream.seek(200)
-    served = metrics._FileWrapper(ReadOnlyFileBasedBuffer)
+    served = measured._FileWrapper(ReadOnlyFileBasedBuffer)
     body = served(stream, 4096)
     sizes = []
     served.file.sent = sizes.append
@@ -407,7 +408,7 @@ def test_without_a_metrics_plugin_nothing_is_measured(tmp_path):
     def handler(request):
         raise AssertionError("not called")
 
-    assert metrics.transfers_tween_factory(handler, registry) is handler
+    assert measured.transfers_tween_factory(handler, registry) is handler
     assert gc.collect(registry, orphans=False).expired_files == []
 
 

@@ -602,7 +602,7 @@ def test_gunicorn_still_sends_local_downloads_with_sendfile_when_metrics_are_on(
 
     docs and ``web.streams.file_body`` promise the server's ``wsgi.file_wrapper`` "(``sendfile``
     for local files)". With metrics on, the tween hands the server's wrapper a
-    ``metrics._SentFile`` instead of the file, which has no ``fileno()``: gunicorn's
+    ``metrics.transfers._SentFile`` instead of the file, which has no ``fileno()``: gunicorn's
     ``Response.sendfile`` checks ``util.has_fileno(respiter.filelike)`` and falls back to
     reading the file through Python (uWSGI alike: ``PyObject_AsFileDescriptor`` fails, it
     calls ``read``). Measured under the shipped gunicorn: 10 downloads of 64 MiB cost the

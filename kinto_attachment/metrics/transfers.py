@@ -1,43 +1,15 @@
-"""Metrics of attachments, reported through Kinto's metrics service.
-
-With a metrics plugin of Kinto (``kinto.plugins.prometheus``, ``kinto.plugins.statsd``), this
-measures uploads and downloads (a tween, by the transfer traits of
-:mod:`~kinto_attachment.routes`), the blob store's operations (timed as Kinto times its own
-backends), garbage collections (:func:`collected`, which :func:`kinto_attachment.gc.collect`
-calls), the waits for the ``/data/files`` transfer budget and the delivery of events
-(:class:`EventMeasures`). Without one, Kinto's default
-service measures nothing, yet its calls would still cost: then the tween leaves itself out of
-the chain and nothing is wrapped.
-"""
+"""The measures of uploads and downloads: a tween, by the transfer traits of
+:mod:`~kinto_attachment.routes`, times each one and counts its bytes, as read of the request's
+body or as sent of the response's (through the server's ``wsgi.file_wrapper`` too, which
+gunicorn and uWSGI ``sendfile``)."""
 
 import io
 import os
 import time
 
-from kinto.core import metrics as core_metrics
-from kinto.core.utils import classname
-from kinto.plugins.statsd import StatsDService
-from pyramid.events import ApplicationCreated, ContextFound
-from pyramid.tweens import INGRESS
-
-from . import routes
-from .data_files.limiter import Busy
-from .web import streams
-
-
-def _service(registry):
-    """Kinto's metrics service, or None when no plugin enabled one."""
-    service = registry.queryUtility(core_metrics.IMetricsService)
-    return None if isinstance(service, core_metrics.NoOpMetricsService) else service
-
-
-def _count(service, key, value, labels=()):
-    if isinstance(service, StatsDService):
-        # Kinto's StatsD service keeps labelled counts as sets of unique values, which would
-        # lose the counts: the labels go in the key instead, as that service does for timers.
-        key = ".".join([key, *(f"{name}.{label}" for name, label in labels)])
-        labels = ()
-    service.count(key, value, unique=list(labels) or None)
+from .. import routes
+from ..web import streams
+from .service import count, service_of
 
 
 def _transfer(request):
@@ -50,7 +22,7 @@ def _transfer(request):
 def _transferred(service, direction, labels, size, started):
     seconds = time.perf_counter() - started
     service.timer(f"attachment.{direction}.seconds", value=seconds, labels=labels)
-    _count(service, f"attachment.{direction}.bytes", size, labels)
+    count(service, f"attachment.{direction}.bytes", size, labels)
 
 
 class _SentBody:
@@ -171,7 +143,7 @@ def transfers_tween_factory(handler, registry):
     (:func:`~kinto_attachment.web.streams.body_read`: not what a ``Content-Length``
     announces). A download runs until its body has been sent, and its bytes are those sent.
     """
-    service = _service(registry)
+    service = service_of(registry)
     if service is None:
         return handler
 
@@ -200,121 +172,3 @@ def transfers_tween_factory(handler, registry):
         return response
 
     return tween
-
-
-def _watch_store(service, store):
-    """Time the store's operations as Kinto times its backends (``backend.{class}.seconds``
-    by ``method``), and as kinto-attachment its storage; the staged blobs' ``write``,
-    ``commit`` and ``abort`` too, since that is where an upload spends its time."""
-    name = classname(store)
-    core_metrics.watch_execution_time(service, store, prefix="backend", classname=name)
-    stage = store.stage
-
-    def watched_stage(*args, **kwargs):
-        staged = stage(*args, **kwargs)
-        core_metrics.watch_execution_time(service, staged, prefix="backend", classname=name)
-        return staged
-
-    store.stage = watched_stage
-
-
-def _timed_acquire(service, acquire):
-    """The limiter's ``acquire``, recording how long it waited and for what outcome:
-    ``acquired``, or ``busy`` (no budget in time: a 503)."""
-
-    def waited(started, outcome):
-        seconds = time.perf_counter() - started
-        service.timer(
-            "attachment.limiter.wait_seconds", value=seconds, labels=[("outcome", outcome)]
-        )
-
-    def timed_acquire(*args, **kwargs):
-        started = time.perf_counter()
-        try:
-            hold = acquire(*args, **kwargs)
-        except Busy:
-            waited(started, "busy")
-            raise
-        waited(started, "acquired")
-        return hold
-
-    return timed_acquire
-
-
-def watch(event):
-    """On application start, when metrics are enabled: wrap the store and the limiter, and
-    have the events' dispatcher report."""
-    registry = event.app.registry
-    service = _service(registry)
-    if service is None:
-        return
-    _watch_store(service, registry.attachment_store)
-    limiter = registry.transfer_limiter
-    limiter.acquire = _timed_acquire(service, limiter.acquire)
-    if hasattr(registry, "attachment_dispatcher"):
-        registry.attachment_dispatcher.measures = EventMeasures(service)
-
-
-def collected(registry, report):
-    """Count a garbage collection and what it removed (a dry run removes nothing)."""
-    service = _service(registry)
-    if service is None or report.dry_run:
-        return
-    _count(service, "attachment.gc.runs", 1)
-    removed = {
-        "expired_files": report.expired_files,
-        "expired_uploads": report.expired_uploads,
-        "replaced": report.replaced,
-        "orphans": report.orphans,
-        "aborted_uploads": report.aborted,
-    }
-    for kind, items in removed.items():
-        _count(service, "attachment.gc.removed", len(items), [("kind", kind)])
-    _count(service, "attachment.gc.removed_bytes", report.total_bytes)
-
-
-def _unlabelled_preflights(event):
-    """A preflight (``OPTIONS``) of our routes answers for any ids its URL names, existing or
-    not, without credentials, and Kinto labels its request metrics with the URL's bucket,
-    collection and object ids (on NewResponse, after the response callbacks): an anonymous
-    client would make series for every id it invents. Its ids are forgotten first."""
-    request = event.request
-    route = request.matched_route
-    if request.method == "OPTIONS" and route is not None and route.name in routes.BY_NAME:
-        request.add_response_callback(_forget_ids)
-
-
-def _forget_ids(request, response):
-    request.matchdict = {}
-
-
-def includeme(config):
-    """Whether metrics are enabled is known once every plugin is included: when the app is
-    created, where the tween factory and :func:`watch` look."""
-    config.add_tween("kinto_attachment.metrics.transfers_tween_factory", under=INGRESS)
-    config.add_subscriber(watch, ApplicationCreated)
-    config.add_subscriber(_unlabelled_preflights, ContextFound)
-
-
-class EventMeasures:
-    """What the events' dispatcher reports (:attr:`~kinto_attachment.events.dispatcher.
-    Dispatcher.measures`), by destination: events delivered and their latency from commit,
-    failed deliveries (``retried`` or ``dead``), events pending."""
-
-    def __init__(self, service):
-        self._service = service
-
-    def delivered(self, destination, latency_seconds):
-        labels = [("destination", destination)]
-        _count(self._service, "attachment.events.delivered", 1, labels)
-        self._service.timer(
-            "attachment.events.latency_seconds", value=latency_seconds, labels=labels
-        )
-
-    def failed(self, destination, dead):
-        outcome = "dead" if dead else "retried"
-        _count(self._service, f"attachment.events.{outcome}", 1, [("destination", destination)])
-
-    def pending(self, destination, count):
-        labels = [("destination", destination)]
-        self._service.observe("attachment.events.pending", count, labels=labels)
