@@ -205,12 +205,17 @@ class S3Store(S3Concatenating, S3Resumable, StoreBase):
         """Any iterable of keys, consumed by batches of S3's limit: memory stays flat."""
         keys = iter(keys)
         while batch := [{"Key": k} for k in itertools.islice(keys, DELETE_BATCH)]:
-            with unavailable("DeleteObjects"):
-                response = self.client.delete_objects(
-                    Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
-                )
-            if response.get("Errors"):
-                raise StorageUnavailable(f"S3 DeleteObjects failed: {response['Errors'][:3]}")
+            self._delete_objects(batch)
+
+    def _delete_objects(self, objects):
+        """``DeleteObjects`` of ``objects`` (S3's limit at most); StorageUnavailable for any
+        it could not delete (its answer is a 200 that lists them)."""
+        with unavailable("DeleteObjects"):
+            response = self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True}
+            )
+        if response.get("Errors"):
+            raise StorageUnavailable(f"S3 DeleteObjects failed: {response['Errors'][:3]}")
 
     def delete_versions(self, key):
         """Delete what versions of ``key`` (a name no file shares: the heartbeat's probe) a
@@ -224,10 +229,7 @@ class S3Store(S3Concatenating, S3Resumable, StoreBase):
             if version["Key"] == key and version.get("VersionId") not in (None, "null")
         ]
         if versions:
-            with unavailable("DeleteObjects"):
-                self.client.delete_objects(
-                    Bucket=self.bucket, Delete={"Objects": versions, "Quiet": True}
-                )
+            self._delete_objects(versions)
 
     def url(self, key):
         return blob_url(self.base_url, key)
