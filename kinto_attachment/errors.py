@@ -278,6 +278,11 @@ REFUSALS = {
     ),
     # 411, 413, 415, 416, 460: the body.
     "length_required": Refusal(411, ERRORS.MISSING_CONTENT_LENGTH, "Content-Length is required."),
+    "transfer_coding": Refusal(
+        501,
+        ERRORS.INVALID_PARAMETERS,
+        "Transfer-Encoding: {coding} is not supported: a body is chunked, or not coded at all.",
+    ),
     "too_large": Refusal(
         413, ERRORS.REQUEST_TOO_LARGE, "File size exceeds the limit ({limit} bytes)."
     ),

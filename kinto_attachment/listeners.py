@@ -179,6 +179,7 @@ def _refuse_in_batch(request):
 
 
 def on_context_found(event):
+    """Our streamed routes are refused in a batch, before anything is read."""
     request = event.request
     route = request.matched_route
     if route is None or records.is_internal_write(request):
@@ -187,9 +188,32 @@ def on_context_found(event):
     ours = routes.BY_NAME.get(route.name)
     if ours is not None and ours.streamed:
         _refuse_in_batch(request)
+
+
+def kinto_writes(view, info):
+    """A view deriver: before a view of Kinto's runs, once the request is authorised (Pyramid
+    checks permissions first, ``secured_view``), its body is received whole, what it will
+    change is locked (:mod:`.write_locks`), and a record's body checked
+    (:func:`_check_record_body`); ``__flush__`` prepares the store's wipe. After the
+    authorisation: a request Kinto refuses (an anonymous ``PUT`` of someone's record) reads
+    no body and locks nothing, as Kinto alone would; before the lock: a body sent slowly
+    holds no lock that other writes would wait for."""
+    if info.exception_only:
+        return view
+
+    def guarded(context, request):
+        _before_kinto_view(request)
+        return view(context, request)
+
+    return guarded
+
+
+def _before_kinto_view(request):
+    route = request.matched_route
+    if route is None or records.is_internal_write(request) or routes.of(request) is not None:
         return
-    if routes.of(request) is None and request.method not in ("GET", "HEAD", "OPTIONS"):
-        streams.receive_whole(request)  # Before any lock: see the function.
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        streams.receive_whole(request)
     if route.name == "batch" and request.method == "POST":
         write_locks.lock_batch(request)
     write_locks.lock_write(request)
@@ -278,3 +302,4 @@ def includeme(config):
         for_actions=(ACTIONS.CREATE, ACTIONS.UPDATE),
     )
     config.add_subscriber(on_context_found, ContextFound)
+    config.add_view_deriver(kinto_writes)

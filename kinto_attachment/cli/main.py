@@ -195,7 +195,10 @@ def mirror(remote, args):
             failed = report(entry.path, f"record {entry.record_id} {sync.conflict(entry)}")
         for entry in plan.diverged:
             failed = report(entry.path, f"record {entry.record_id} {sync.diverged(entry)}")
+        # A file left without its record this run (its upload failed, or its record is
+        # another's: a conflict) may be a renamed one whose old record is its only copy.
         unsent = _upload(remote, args, bars, jobs, compared=True)
+        unsent |= bool(plan.conflicts or plan.diverged)
         failed |= unsent
         for entry in plan.adopted:
             failed |= _mark(remote, name, entry, bars)
@@ -216,8 +219,12 @@ def mirror(remote, args):
     return failed
 
 
-#: Why a sync whose uploads failed deletes nothing (as ``rsync --delete`` after an error).
-NOT_DELETED = "not deleted: an upload of this run failed (run again once it succeeds)"
+#: Why a sync that left a file without its record deletes nothing (as ``rsync --delete``
+#: after an error).
+NOT_DELETED = (
+    "not deleted: a file of this run is not on its record (a failed upload, a conflict): "
+    "run again once it is"
+)
 
 
 def _unless_changed(record):

@@ -26,9 +26,9 @@ def require(request, entry):
         tags = _tags(if_match)
         if etag is None or ("*" not in tags and etag not in tags):
             raise errors.refuse("write_precondition")
-    else:
-        since = http_date(headers.get("If-Unmodified-Since") or "")
-        if since is not None and entry is not None and entry["last_modified"] // 1000 > since:
+    elif entry is not None:
+        date = http_date(headers.get("If-Unmodified-Since") or "")
+        if date is not None and (entry["last_modified"] // 1000 > date or _replaced(entry, date)):
             raise errors.refuse("write_precondition")
     if_none_match = headers.get("If-None-Match")
     if if_none_match is not None and entry is not None:
@@ -36,6 +36,14 @@ def require(request, entry):
         tags = {tag.removeprefix("W/") for tag in _tags(if_none_match)}
         if "*" in tags or etag in tags:
             raise errors.refuse("write_precondition")
+
+
+def _replaced(entry, second):
+    """Whether the id had another content within ``second`` (epoch seconds) or after it: a
+    date of that second may be of either (HTTP dates have whole seconds), as downloads judge
+    it (:func:`~kinto_attachment.downloads.conditions.require_preconditions`)."""
+    since = entry.get("since")
+    return since is not None and (since - 1) // 1000 >= second
 
 
 def _tags(value):

@@ -139,9 +139,6 @@ def download(request, file_id):
 
     def current(_again):  # The entry is read each time.
         entry = _live_entry(request, file_id)
-        # Without a previous content seen by its upload, the id may have had another one (its
-        # entry deleted, or expired and collected) until just before this one.
-        since = entry["last_modified"] if entry.get("since") is None else entry["since"]
         served = downloads.Download(
             key=entry["key"],
             size=entry["size"],
@@ -149,9 +146,9 @@ def download(request, file_id):
             filename=entry["filename"],
             hash=entry["hash"],
             last_modified=entry["last_modified"],
-            unchanged_since=since,
+            unchanged_since=entry.get("since"),
             # An entry's "since" is its previous content's last version, plus one.
-            previous_modified=since - 1,
+            previous_modified=None if entry.get("since") is None else entry["since"] - 1,
             inline=False,
             # Who may see the route depends on the caller; an id is given new content by a
             # new upload: revalidated by the caller's own cache only.

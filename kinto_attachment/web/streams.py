@@ -3,6 +3,7 @@
 One chunk at a time, never the whole body: memory stays flat whatever the file's size.
 """
 
+import io
 import logging
 import os
 import re
@@ -105,17 +106,28 @@ def receive_whole(request):
     if declared_length(request) is None and not _chunked(environ):
         return  # No body.
     stream, length = _body(request)
-    received, size = [], 0
+    received = io.BytesIO()
     for chunk in read_chunks(stream, length):
-        size += len(chunk)
-        if length is None and size > CHUNKED_WHOLE_MAX:
+        if length is None and received.tell() + len(chunk) > CHUNKED_WHOLE_MAX:
             raise errors.refuse("too_large", limit=CHUNKED_WHOLE_MAX)
-        received.append(chunk)
-    request.body = b"".join(received)
+        received.write(chunk)
+    # As a body of that length, read from the start: Kinto's sub-requests (a batch's, the
+    # default bucket's) copy the headers, where a chunked framing would then be a second one.
+    environ.pop("HTTP_TRANSFER_ENCODING", None)
+    environ["CONTENT_LENGTH"] = str(received.tell())
+    received.seek(0)
+    environ["wsgi.input"] = received
+    request.is_body_seekable = True
 
 
 def _chunked(environ):
-    return "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+    """Whether the body is chunked; 501 for any other transfer coding (``gzip, chunked``:
+    gunicorn ends such a body and hands over its bytes still compressed, which an upload
+    would store as the file), as waitress answers it."""
+    coding = environ.get("HTTP_TRANSFER_ENCODING", "").strip().lower()
+    if coding and coding != "chunked":
+        raise errors.refuse("transfer_coding", coding=coding[:64])
+    return bool(coding)
 
 
 def _body(request):

@@ -369,4 +369,58 @@ def test_sync_delete_deletes_nothing_after_a_failed_upload(tmp_path, hostile):
         methods = [r.method for r in fake.requests]
     assert "DELETE" not in methods, result.stdout
     assert result.returncode == 1
-    assert "not deleted: an upload of this run failed" in result.stderr
+    assert "not deleted: a file of this run is not on its record" in result.stderr
+
+
+def test_sync_delete_deletes_nothing_when_a_renamed_file_was_not_uploaded(tmp_path, hostile):
+    """Found by review (2026-12-05), of that day's fixes.
+
+    ``cli.main.mirror`` now keeps the records of gone files when an UPLOAD of the run
+    failed ("a file renamed, its new name's upload refused: its only copy"), but only then:
+    ``unsent`` is ``_upload``'s result. A file whose new name's record is a conflict
+    (another folder's sync marked it) or diverged is never uploaded, is reported (exit 1),
+    and the old name's record is deleted all the same.
+
+    Consequence: the file renamed ``report-draft.txt`` -> ``report-final.txt`` (whose
+    record another folder synced) is, after ``sync --delete``, on the server under no name:
+    the data loss the fix was for, by another path.
+
+    Correct: any file of the folder left without its record by this run (upload failed,
+    conflict, diverged) blocks the deletions, as ``rsync --delete`` after an error: no
+    ``DELETE`` is sent, exit code 1."""
+    content = b"the report, renamed\n"
+    digest = hashlib.sha256(content).hexdigest()
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "report-final.txt").write_bytes(content)
+    other = b"another folder's report\n"
+    other_digest = hashlib.sha256(other).hexdigest()
+    records = [
+        {
+            "id": record_id_of("report-draft.txt"),
+            "last_modified": 10,
+            "attachment": attachment("report-draft.txt", len(content), digest),
+            "synced_from": {"folder": "site", "path": "report-draft.txt", "sha256": digest},
+        },
+        {
+            "id": record_id_of("report-final.txt"),
+            "last_modified": 11,
+            "attachment": attachment("report-final.txt", len(other), other_digest),
+            "synced_from": {
+                "folder": "drafts",
+                "path": "report-final.txt",
+                "sha256": other_digest,
+            },
+        },
+    ]
+
+    def accept_deletes(request):
+        if request.method == "DELETE":
+            return 200, {"Content-Type": "application/json"}, b'{"data": {}}'
+        return None
+
+    with Hostile(kinto(records, content, extra=accept_deletes)) as fake:
+        result = hostile(fake, "sync", str(site), "--delete")
+        methods = [r.method for r in fake.requests]
+    assert result.returncode == 1, result.stderr
+    assert "DELETE" not in methods, result.stdout + result.stderr
