@@ -13,11 +13,15 @@ small upload on PostgreSQL. The write is flagged so that our listener lets this 
 the ``attachment`` field through.
 """
 
+import re
+
 from kinto.core.cornice.errors import Errors
 from kinto.core.storage.exceptions import ObjectNotFoundError
 from kinto.core.utils import build_request, current_service
 from pyramid import httpexceptions
 from pyramid.interfaces import IRoutesMapper
+
+from .. import errors
 
 
 #: Environ flag set on our own writes (see :mod:`kinto_attachment.listeners`).
@@ -25,6 +29,24 @@ INTERNAL_WRITE = "kinto_attachment.internal_write"
 
 #: Kinto's route of a record.
 RECORD_ROUTE = "record-object"
+
+#: A precondition a record write takes: a version (a quoted timestamp), or ``*``.
+_PRECONDITION = re.compile(r'\*|"[0-9]+"')
+
+
+def require_readable_preconditions(request):
+    """400 for an ``If-Match`` or ``If-None-Match`` that is no version nor ``*``, before the
+    body of a write comes: Kinto's own check of these headers lets ``*, "1"`` or ``*x``
+    through, then fails on them (a 500, once the whole file was received)."""
+    for name in ("If-Match", "If-None-Match"):
+        value = request.headers.get(name)
+        if value is not None and _PRECONDITION.fullmatch(value.strip()) is None:
+            raise errors.refuse(
+                "invalid_parameter",
+                location="header",
+                name=name,
+                description='a version ("1700000000000", quoted) or *',
+            )
 
 
 def stored(storage, bucket_id, collection_id, record_id):

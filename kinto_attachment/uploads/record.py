@@ -97,8 +97,9 @@ def attach(request, context, blob, data=None, permissions=None, discard_on_failu
     links.forget(storage, replaced)
     # Every version of the record from the one after ``existing`` on has this blob.
     since = written["last_modified"] if existing is None else existing["last_modified"] + 1
-    # The version before had another file: a date of its second may be of either content.
-    before = existing["last_modified"] if previous else None
+    # The version before had another file, or none after one (its attachment deleted): a
+    # date of its second may be of another content.
+    before = existing["last_modified"] if existing is not None else None
     links.add(storage, *ids, blob.key, since=since, previous=before)
     lifecycle.discard(request, replaced)
     recording.stored(

@@ -141,6 +141,7 @@ def delete_attachment(request):
 
     request.response.status = 204
     request.response.content_type = None
+    request.response.content_length = None  # A 204 has none (RFC 9110 §8.6).
     return request.response
 
 

@@ -40,6 +40,7 @@ class AttachmentFactory(RouteFactory):
             self.required_permission = "read"
         else:
             self.required_permission = "create" if creating else "write"
+            records.require_readable_preconditions(request)
 
 
 def _require_storable_ids(context):
