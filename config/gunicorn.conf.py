@@ -27,6 +27,32 @@ def on_starting(server):
     os.environ["KINTO_PROCESSES"] = str(server.cfg.workers)
 
 
+def nworkers_changed(server, new_value, old_value):
+    """Workers added while gunicorn runs (``kill -TTIN``): never a second one on the memory
+    backend, which would serve a data set of its own (an upload seen by one worker only);
+    the count is put back to one, and said. (A new worker told the count would refuse to
+    boot, and gunicorn would stop: the running one is kept instead.)"""
+    if old_value is not None and new_value > 1 and _memory_backend():
+        server.log.error(
+            "The memory backend runs in one worker (each would have its own data): "
+            "%s workers refused, 1 kept. Use PostgreSQL to run several.",
+            new_value,
+        )
+        server._num_workers = 1  # The property would call this hook again.
+
+
+def _memory_backend():
+    """Whether the served configuration (``KINTO_INI``, Kinto's variables) keeps its records
+    in Kinto's memory backend."""
+    from pyramid.paster import get_appsettings
+
+    ini = os.environ.get("KINTO_INI") or os.path.join(os.path.dirname(__file__), "kinto.ini")
+    backend = os.environ.get("KINTO_STORAGE_BACKEND") or get_appsettings(ini, "main").get(
+        "kinto.storage_backend", ""
+    )
+    return backend.strip().endswith(".memory")
+
+
 # A request holds a thread from its whole head to its answer (idle connections and slow heads
 # hold none: see below); 32 leave room for that many uploads at once.
 threads = 32

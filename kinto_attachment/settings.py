@@ -114,9 +114,9 @@ class AttachmentSettings:
 
 #: ``gc.NAME`` → parser (same field names in GcOptions).
 GC_SETTINGS = {
-    "orphans_grace_seconds": as_number(int, 0),
-    "orphans_interval_seconds": as_number(int, 0),
-    "replaced_grace_seconds": as_number(int, 0),
+    "orphans_grace_seconds": as_number(int, 0, MAX_SECONDS),
+    "orphans_interval_seconds": as_number(int, 0, MAX_SECONDS),
+    "replaced_grace_seconds": as_number(int, 0, MAX_SECONDS),
 }
 GLOBAL_SETTINGS = (
     registry.SETTING,
@@ -242,6 +242,15 @@ def parse(settings):
             "which its user may not read, has a file of that name. Put {bucket_id} (and "
             "{collection_id}) in kinto.attachment.folder (docs/security.rst).",
             folder,
+        )
+    chosen = not default.randomize or any(not p.randomize for p in overrides.values())
+    if chosen and "immutable" in str(store.option("cache_control", "")).lower():
+        logger.warning(
+            "The store's cache_control says immutable, and files of some collections are named "
+            "as uploaded (randomize = false): such a name is given to another file once its "
+            "file is deleted or replaced, and caches would keep serving the old one. Leave "
+            "cache_control unset (the plugin's header then follows randomize: "
+            "docs/caching.rst)."
         )
     return AttachmentSettings(
         store=store,

@@ -116,8 +116,8 @@ SETTINGS = {
     "allowed_hosts": _as_hosts,
     "allowed_origins": _as_origins,
     "transfer_budget_bytes": as_number(int, 1),
-    "transfer_wait_seconds": as_number(float, 0),
-    "transfer_idle_seconds": as_number(float, 1),
+    "transfer_wait_seconds": as_number(float, 0, MAX_SECONDS),
+    "transfer_idle_seconds": as_number(float, 1, MAX_SECONDS),
     "require_content_length": as_bool,
     "gc_interval_seconds": as_number(int, 0, MAX_SECONDS),
 }

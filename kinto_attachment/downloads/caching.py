@@ -22,7 +22,7 @@ import dataclasses
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from ..setting_values import as_number, fail
+from ..setting_values import MAX_SECONDS, as_number, fail
 
 
 #: A year: what HTTP has long meant by "never expires" (RFC 2616 §14.21).
@@ -109,7 +109,7 @@ def from_settings(settings, values, policies):
     """:class:`Caching` from Pyramid's ``settings`` (Kinto's, without ``kinto.``), our own
     (``values``: the global ``kinto.attachment.*`` ones, keyed by name without
     ``attachment.``) and every :class:`~.policies.Policy` in use."""
-    seconds = as_number(int, 0)(
+    seconds = as_number(int, 0, MAX_SECONDS)(
         PREFIX + FILES_SETTING, values.get(FILES_SETTING, FILES_CACHE_EXPIRES_SECONDS)
     )
     record_expires = {

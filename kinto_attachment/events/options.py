@@ -162,14 +162,14 @@ def _as_webhook_secret(name, value):
 
 #: ``NAME`` (after ``events.``) → (EventsOptions field, parser); ``destinations`` aside.
 SETTINGS = {
-    "url_expires_seconds": ("url_expires_seconds", as_number(int, 1)),
+    "url_expires_seconds": ("url_expires_seconds", as_number(int, 1, MAX_SECONDS)),
     "url_secret": ("url_secret", _as_secret),
-    "fetch_grace_seconds": ("fetch_grace_seconds", as_number(int, 0)),
+    "fetch_grace_seconds": ("fetch_grace_seconds", as_number(int, 0, MAX_SECONDS)),
     "max_attempts": ("max_attempts", as_number(int, 1)),
-    "max_age_seconds": ("max_age_seconds", as_number(int, 1)),
-    "retry_seconds": ("retry_seconds", as_number(float, 0)),
+    "max_age_seconds": ("max_age_seconds", as_number(int, 1, MAX_SECONDS)),
+    "retry_seconds": ("retry_seconds", as_number(float, 0, MAX_SECONDS)),
     "poll_seconds": ("poll_seconds", as_number(float, 0.01, MAX_SECONDS)),
-    "timeout_seconds": ("timeout_seconds", as_number(float, 0.1)),
+    "timeout_seconds": ("timeout_seconds", as_number(float, 0.1, MAX_SECONDS)),
     "webhook.url": ("webhook_url", _as_url("http", "https")),
     "webhook.secret": ("webhook_secret", _as_webhook_secret),
     "redis.url": ("redis_url", _as_url("redis", "rediss", "unix")),

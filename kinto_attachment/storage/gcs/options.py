@@ -12,7 +12,7 @@ naming it.
 import dataclasses
 import os
 
-from ...setting_values import as_bool, as_number, as_text, fail, store_options
+from ...setting_values import MAX_SECONDS, as_bool, as_number, as_text, fail, store_options
 
 
 KiB = 1024
@@ -104,9 +104,9 @@ OPTIONS = {
     "uniform_bucket_level_access": as_bool,
     "cache_control": as_text,
     "chunk_size": _chunk_size,
-    "connect_timeout": as_number(float, 0.1),
-    "read_timeout": as_number(float, 0.1),
-    "retry_seconds": as_number(float, 0),
+    "connect_timeout": as_number(float, 0.1, MAX_SECONDS),
+    "read_timeout": as_number(float, 0.1, MAX_SECONDS),
+    "retry_seconds": as_number(float, 0, MAX_SECONDS),
     "signed_downloads": as_bool,
     "signed_expires": _signed_expires,
 }

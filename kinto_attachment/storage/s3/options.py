@@ -7,7 +7,7 @@ The store owns its options, as django-storages' backends do; they live here rath
 
 import dataclasses
 
-from ...setting_values import as_bool, as_number, as_text, fail, store_options
+from ...setting_values import MAX_SECONDS, as_bool, as_number, as_text, fail, store_options
 
 
 MiB = 1024 * 1024
@@ -67,8 +67,8 @@ OPTIONS = {
     "use_path_style": as_bool,
     "part_size": as_number(int, MIN_PART_SIZE),
     "concurrency": as_number(int, 1),
-    "connect_timeout": as_number(float, 0.1),
-    "read_timeout": as_number(float, 0.1),
+    "connect_timeout": as_number(float, 0.1, MAX_SECONDS),
+    "read_timeout": as_number(float, 0.1, MAX_SECONDS),
     "max_attempts": as_number(int, 1),
     "presigned_downloads": as_bool,
     # S3 refuses a presigned URL of more than a week (SigV4).
