@@ -6,6 +6,7 @@ import logging
 import transaction
 
 from ..state import instance, references, replaced
+from ..storage import StorageUnavailable
 
 
 logger = logging.getLogger(__name__)
@@ -40,11 +41,19 @@ def collect(registry, now, report, untagged_ours=True):
             _delete(registry, doomed, now)
             doomed = []
     _delete(registry, doomed, now)
+    unaborted = []  # Failures, said once the others are done (the next run tries again).
     for upload in sorting.abandoned(pending):
         if not report.dry_run:
             logger.info("Aborting incomplete upload %s of %r", upload.upload_id, upload.key)
-            store.abort_pending(upload.key, upload.upload_id)
-        report.aborted.append(upload)  # Once aborted: a failure raises.
+            try:
+                store.abort_pending(upload.key, upload.upload_id)
+            except StorageUnavailable as e:
+                logger.warning(
+                    "Incomplete upload %s of %r not aborted: %s", upload.upload_id, upload.key, e
+                )
+                unaborted.append(e)
+                continue
+        report.aborted.append(upload)
     report.others, report.other_examples = sorting.others, sorting.other_examples
     report.unowned = sorting.unowned
     with transaction.manager:
@@ -77,6 +86,10 @@ def collect(registry, now, report, untagged_ours=True):
             len(report.orphans),
             sum(orphan.size for orphan in report.orphans),
             len(report.aborted),
+        )
+    if unaborted:
+        raise StorageUnavailable(
+            f"{len(unaborted)} incomplete uploads could not be aborted: {unaborted[0]}"
         )
 
 

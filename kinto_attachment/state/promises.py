@@ -40,7 +40,7 @@ OBJECT_ID = "collection"
 
 #: The format of what servers record: a command that finds another refuses (it cannot tell
 #: what the servers promised: a command and servers of different versions).
-VERSION = 1
+VERSION = 2
 #: Each promise, by its key in the storage: the settings behind it, as a refusal names them.
 SETTINGS = {
     "destinations": "kinto.attachment.events.destinations",
