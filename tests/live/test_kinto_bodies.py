@@ -9,13 +9,13 @@ import gzip
 import json
 import socket
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 import requests
 
 from ..support.live import ALICE, create_collection, running_server
+from .test_hostile_requests import chunked, exchange, unique
 
 
 pytestmark = pytest.mark.live
@@ -24,35 +24,22 @@ CREDENTIALS = "Authorization: Basic " + base64.b64encode(":".join(ALICE).encode(
 STALL = 3
 
 
-def unique(prefix="r"):
-    return f"{prefix}{uuid.uuid4().hex[:10]}"
-
-
-def chunked(body, size):
-    """``body`` in the chunked transfer coding, ``size`` bytes a chunk."""
-    framed = b"".join(
-        b"%x\r\n" % len(body[i : i + size]) + body[i : i + size] + b"\r\n"
-        for i in range(0, len(body), size)
-    )
-    return framed + b"0\r\n\r\n"
-
-
-def exchange(port, data, timeout=15):
-    """Send ``data`` on a new connection; everything the server sends until it closes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(data)
-        answer = b""
-        try:
-            while received := sock.recv(65536):
-                answer += received
-        except (TimeoutError, ConnectionResetError):
-            pass
-        return answer
-
-
 def status_and_body(answer):
     head, _, body = answer.partition(b"\r\n\r\n")
     return int(head.split(b" ", 2)[1]), head, body
+
+
+def send_chunked(live, method, path, body, size):
+    """``(status, answer, content)`` of Alice's JSON ``body`` sent chunked by ``size`` bytes."""
+    answer = exchange(
+        live.port,
+        f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{live.port}\r\n{CREDENTIALS}\r\n"
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+        "Connection: close\r\n\r\n".encode()
+        + chunked(body, size),
+    )
+    status, _, content = status_and_body(answer)
+    return status, answer, content
 
 
 @pytest.fixture(scope="module")
@@ -87,14 +74,7 @@ def test_gunicorn_a_chunked_batch_is_not_refused_in_every_sub_request(gunicorn):
     body = json.dumps(
         {"requests": [{"method": "PUT", "path": record, "body": {"data": {"title": "kept"}}}]}
     ).encode()
-    answer = exchange(
-        gunicorn.port,
-        f"POST /v1/batch HTTP/1.1\r\nHost: 127.0.0.1:{gunicorn.port}\r\n{CREDENTIALS}\r\n"
-        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
-        "Connection: close\r\n\r\n".encode()
-        + chunked(body, 40),
-    )
-    status, _, content = status_and_body(answer)
+    status, answer, content = send_chunked(gunicorn, "POST", "/v1/batch", body, 40)
     assert status == 200, answer[:300]
     responses = json.loads(content)["responses"]
     assert responses[0]["status"] == 201, responses[0]
@@ -118,14 +98,7 @@ def test_gunicorn_a_chunked_write_in_the_default_bucket_is_not_refused(gunicorn)
     whole)."""
     path = f"/v1/buckets/default/collections/{unique('c')}/records/r"
     body = json.dumps({"data": {"title": "kept"}}).encode()
-    answer = exchange(
-        gunicorn.port,
-        f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{gunicorn.port}\r\n{CREDENTIALS}\r\n"
-        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
-        "Connection: close\r\n\r\n".encode()
-        + chunked(body, 10),
-    )
-    status, _, content = status_and_body(answer)
+    status, answer, _ = send_chunked(gunicorn, "PUT", path, body, 10)
     assert status == 201, answer[:400]
     stored = requests.get(f"{gunicorn.origin}{path}", auth=ALICE, timeout=10)
     assert stored.status_code == 200 and stored.json()["data"]["title"] == "kept"
