@@ -50,7 +50,10 @@ def _memory_backend():
     backend = os.environ.get("KINTO_STORAGE_BACKEND") or get_appsettings(ini, "main").get(
         "kinto.storage_backend", ""
     )
-    return backend.strip().endswith(".memory")
+    return backend.strip() in ("", MEMORY)  # Kinto's default: the memory backend.
+
+
+MEMORY = "kinto.core.storage.memory"
 
 
 # A request holds a thread from its whole head to its answer (idle connections and slow heads

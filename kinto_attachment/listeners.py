@@ -202,7 +202,10 @@ def kinto_writes(view, info):
         return view
 
     def guarded(context, request):
-        _before_kinto_view(request)
+        # Not when the view renders an error (a batch's failed sub-request goes through
+        # Kinto's error view with the exception as its context): prepared already, or never.
+        if not isinstance(context, BaseException):
+            _before_kinto_view(request)
         return view(context, request)
 
     return guarded

@@ -5,6 +5,7 @@ what happened, and what it cost).
 """
 
 import configparser
+import importlib.util
 import os
 import re
 import signal
@@ -18,7 +19,7 @@ from kinto_attachment import settings as attachment_settings
 from kinto_attachment.downloads.caching import IMMUTABLE
 from kinto_attachment.setting_values import MAX_SECONDS
 
-from .support.live import ALICE, REQUEST_TIMEOUT, ROOT, running_server
+from .support.live import ALICE, REQUEST_TIMEOUT, ROOT, live_config, running_server
 
 
 DOCS = ROOT / "docs"
@@ -222,3 +223,38 @@ def test_every_404_of_the_plugin_has_kintos_404_body(tmp_path):
             assert body["errno"] == (110 if what.startswith("Kinto's") else 111), (what, body)
     text = " ".join((DOCS / "api.rst").read_text().split())
     assert "a ``404`` (errno 111), which has Kinto's own ``404`` body" in text
+
+
+def _gunicorn_conf():
+    spec = importlib.util.spec_from_file_location(
+        "review_gunicorn_conf", ROOT / "config" / "gunicorn.conf.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gunicorn_sees_the_memory_backend_kinto_uses_by_default(tmp_path, monkeypatch):
+    """Found by review (2026-12-05), of that day's fixes.
+
+    ``config/gunicorn.conf.py``'s ``_memory_backend`` reads
+    ``kinto.storage_backend`` from the ini and takes its absence for "not memory", but Kinto's
+    default storage backend is the memory one (``kinto.DEFAULT_SETTINGS``), which
+    ``config/wsgi.py`` checks on the built registry itself.
+
+    Consequence: a configuration that leaves the backend to Kinto's default serves from
+    memory, yet ``kill -TTIN`` adds workers (``nworkers_changed`` lets them through, and
+    ``wsgi.py``'s guard reads the worker count of the start, ``KINTO_PROCESSES=1``): each
+    worker has its own records, and each one's collector deletes the others' files as
+    orphans.
+
+    Correct: the backend as Kinto resolves it (its default included): ``_memory_backend()``
+    is true, the workers stay one."""
+    text = live_config(0, tmp_path / "attachments")
+    text, count = re.subn(r"^kinto\.storage_backend = .*$\n", "", text, flags=re.M)
+    assert count == 1
+    ini = tmp_path / "kinto.ini"
+    ini.write_text(text)
+    monkeypatch.setenv("KINTO_INI", str(ini))
+    monkeypatch.delenv("KINTO_STORAGE_BACKEND", raising=False)
+    assert _gunicorn_conf()._memory_backend()

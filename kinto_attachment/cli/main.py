@@ -24,7 +24,7 @@ class Usage(Exception):
     """The command line cannot be run as written (exit code 2)."""
 
 
-def _upload(remote, args, bars, jobs, compared=False):
+def _upload(remote, args, bars, jobs, compared=False, unsent=None):
     """Upload ``jobs`` (``(path, name, record id, data, sha256 or None, record as listed or
     None)``), skipping files already attached unless ``--force``, or unless the hashes were
     ``compared`` already (from the listed records). Each upload is verified: the sha256 the
@@ -33,7 +33,8 @@ def _upload(remote, args, bars, jobs, compared=False):
     An upload is conditional on the record being as it was read (``If-Match``, or
     ``If-None-Match: *`` when there was none): a record another client wrote since, maybe
     hours before the upload of a large folder reaches it, is not overwritten (``412``).
-    ``--force`` reads nothing, and writes whatever the record is."""
+    ``--force`` reads nothing, and writes whatever the record is. ``unsent``: a set that
+    gets the sha256 of each file whose upload failed."""
     failed = False
     for path, name, record_id, data, local, listed in jobs:
         try:
@@ -71,6 +72,8 @@ def _upload(remote, args, bars, jobs, compared=False):
             bars.print(f"uploaded {name} ({record_id}) sha256 {local}")
         except (Failure, OSError) as e:
             failed = report(name, e)
+            if unsent is not None and local is not None:
+                unsent.add(local)
     return failed
 
 
@@ -195,11 +198,10 @@ def mirror(remote, args):
             failed = report(entry.path, f"record {entry.record_id} {sync.conflict(entry)}")
         for entry in plan.diverged:
             failed = report(entry.path, f"record {entry.record_id} {sync.diverged(entry)}")
-        # A file left without its record this run (its upload failed, or its record is
-        # another's: a conflict) may be a renamed one whose old record is its only copy.
-        unsent = _upload(remote, args, bars, jobs, compared=True)
-        unsent |= bool(plan.conflicts or plan.diverged)
-        failed |= unsent
+        # The files left without their record this run (an upload failed, a conflict): a gone
+        # record holding one of them may be its old name's, its only copy on the server.
+        unsent = {e.sha256 for e in plan.conflicts + plan.diverged}
+        failed |= _upload(remote, args, bars, jobs, compared=True, unsent=unsent)
         for entry in plan.adopted:
             failed |= _mark(remote, name, entry, bars)
         for entry in plan.gone:
@@ -209,7 +211,7 @@ def mirror(remote, args):
             if sync.there(args.folder, entry.path, plan.skipped):  # Put back since the plan.
                 bars.print(f"kept {entry}: its file is back in the folder")
                 continue
-            if unsent:  # A file renamed, its new name's upload refused: its only copy.
+            if sync.hash_of(entry.record) in unsent:  # A renamed file, left without its record.
                 failed = report(entry.path, f"record {entry.record_id} {NOT_DELETED}")
                 continue
             changed = _unless_changed(entry.record)
@@ -219,11 +221,11 @@ def mirror(remote, args):
     return failed
 
 
-#: Why a sync that left a file without its record deletes nothing (as ``rsync --delete``
-#: after an error).
+#: Why a gone record that holds a file this run left without its record is not deleted: it
+#: may be that file's old name (renamed), its only copy on the server.
 NOT_DELETED = (
-    "not deleted: a file of this run is not on its record (a failed upload, a conflict): "
-    "run again once it is"
+    "not deleted: it holds a file of the folder that is not on its own record (a failed "
+    "upload, a conflict): run again once it is"
 )
 
 

@@ -113,7 +113,8 @@ def mark(folder, path, sha256):
     return {MARK: {"folder": folder, "path": path, "sha256": sha256}}
 
 
-def _hash(record):
+def hash_of(record):
+    """The sha256 of the record's attachment, or None."""
     attachment = (record or {}).get("attachment")
     return attachment.get("hash") if isinstance(attachment, dict) else None
 
@@ -231,7 +232,7 @@ def plan(remote, folder, name, follow_symlinks=False):
         except OSError as e:
             result.skipped.append(Entry(path, None, note=e.strerror))
             continue
-        stored = _hash(entry.record)
+        stored = hash_of(entry.record)
         owner = mark_of(entry.record) if entry.record else None
         mine = owner is not None and owner[0] == name
         if owner is not None and not mine and stored != entry.sha256:
@@ -253,7 +254,7 @@ def plan(remote, folder, name, follow_symlinks=False):
             continue
         if not there(folder, owner[1], skipped):
             entry = Entry(owner[1], record_id, record)
-            (result.gone if owner[2] == _hash(record) else result.kept).append(entry)
+            (result.gone if owner[2] == hash_of(record) else result.kept).append(entry)
     result.gone.sort(key=lambda e: e.path)
     result.kept.sort(key=lambda e: e.path)
     result.skipped.sort(key=lambda e: e.path)

@@ -369,7 +369,7 @@ def test_sync_delete_deletes_nothing_after_a_failed_upload(tmp_path, hostile):
         methods = [r.method for r in fake.requests]
     assert "DELETE" not in methods, result.stdout
     assert result.returncode == 1
-    assert "not deleted: a file of this run is not on its record" in result.stderr
+    assert "not deleted: it holds a file of the folder that is not on" in result.stderr
 
 
 def test_sync_delete_deletes_nothing_when_a_renamed_file_was_not_uploaded(tmp_path, hostile):
@@ -424,3 +424,52 @@ def test_sync_delete_deletes_nothing_when_a_renamed_file_was_not_uploaded(tmp_pa
         methods = [r.method for r in fake.requests]
     assert result.returncode == 1, result.stderr
     assert "DELETE" not in methods, result.stdout + result.stderr
+
+
+def test_sync_delete_still_deletes_when_a_file_conflicts_with_another_folder(tmp_path, hostile):
+    """Found by review (2026-12-05), of that day's fixes.
+
+    ``cli.main.mirror`` now sets ``unsent`` whenever the plan has a conflict or a
+    diverged file (``unsent |= bool(plan.conflicts or plan.diverged)``), and ``unsent`` stops
+    every delete of ``--delete``. A conflict is persistent: two folders synced into one
+    collection that both hold a ``readme.txt`` (of different contents) conflict at every run,
+    and nothing the user can do but renaming a file ends it (the message even advises
+    ``--as`` the other folder's name, which would sync the wrong folder).
+
+    Consequence: from then on ``sync --delete`` of either folder never deletes anything
+    (exit 1 every run, "run again once it is": it never is): records of files removed from
+    the folder stay on the server for good, however unrelated to the conflict.
+
+    Correct: a gone record is kept only when it may be the only copy of a file this run left
+    without its record, i.e. its attachment's hash is the sha256 of a conflicting, diverged or
+    unsent file; ``old.txt``'s record (content no file of the folder has) is deleted."""
+    mine, theirs, removed = b"site's readme\n", b"drafts' readme\n", b"an old page\n"
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "readme.txt").write_bytes(mine)
+    records = [
+        {
+            "id": record_id_of("readme.txt"),
+            "last_modified": 10,
+            "attachment": attachment("readme.txt", len(theirs), sha256(theirs)),
+            "synced_from": {"folder": "drafts", "path": "readme.txt", "sha256": sha256(theirs)},
+        },
+        {
+            "id": record_id_of("old.txt"),
+            "last_modified": 11,
+            "attachment": attachment("old.txt", len(removed), sha256(removed)),
+            "synced_from": {"folder": "site", "path": "old.txt", "sha256": sha256(removed)},
+        },
+    ]
+
+    def accept_deletes(request):
+        if request.method == "DELETE":
+            return 200, {"Content-Type": "application/json"}, b'{"data": {}}'
+        return None
+
+    with Hostile(kinto(records, mine, extra=accept_deletes)) as fake:
+        result = hostile(fake, "sync", str(site), "--delete")
+        deleted = [urlsplit(r.path).path for r in fake.requests if r.method == "DELETE"]
+    assert any(path.endswith("/" + record_id_of("old.txt")) for path in deleted), (
+        result.stdout + result.stderr
+    )
