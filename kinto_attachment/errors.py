@@ -286,6 +286,12 @@ REFUSALS = {
     "too_large": Refusal(
         413, ERRORS.REQUEST_TOO_LARGE, "File size exceeds the limit ({limit} bytes)."
     ),
+    "body_too_large": Refusal(
+        413,
+        ERRORS.REQUEST_TOO_LARGE,
+        "A chunked request body is read whole up to {limit} bytes: send it with its "
+        "Content-Length.",
+    ),
     "chunk_too_large": Refusal(
         413, ERRORS.REQUEST_TOO_LARGE, "The chunk goes {excess} bytes past Upload-Length."
     ),
@@ -358,6 +364,26 @@ REFUSALS = {
         "file in one multipart POST {{record}}/attachment.",
     ),
 }
+
+
+def not_allowed(methods, before=None):
+    """A view for the methods a route does not serve: Kinto's ``405`` with ``Allow``
+    (``methods``, ``HEAD`` with ``GET``). Pyramid answers a method that no view of a route
+    takes with a ``404``, as if the URL named nothing; this view, which has no method to
+    match, is tried after the others. ``before(request)`` runs first (a hidden route's
+    ``404``)."""
+    allow = ", ".join(dict.fromkeys(m for method in methods for m in _with_head(method)))
+
+    def refused(request):
+        if before is not None:
+            before(request)
+        raise refuse("method_not_allowed", allow=allow)
+
+    return refused
+
+
+def _with_head(method):
+    return (method, "HEAD") if method == "GET" else (method,)
 
 
 def refuse(name, /, *, headers=None, **params):

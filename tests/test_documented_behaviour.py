@@ -222,7 +222,7 @@ def test_every_404_of_the_plugin_has_kintos_404_body(tmp_path):
             assert set(body) == {"code", "errno", "error", "details"}, (what, body)
             assert body["errno"] == (110 if what.startswith("Kinto's") else 111), (what, body)
     text = " ".join((DOCS / "api.rst").read_text().split())
-    assert "a ``404`` (errno 111), which has Kinto's own ``404`` body" in text
+    assert "a ``404`` of a missing record, collection, bucket or file (errno 111)" in text
 
 
 def _gunicorn_conf():

@@ -61,7 +61,13 @@ def test_kinto_paths_are_kept_and_ours_fully_described(apps):
     attachment = spec["paths"][openapi.path_of(routes.ATTACHMENT)]
     post = attachment["post"]
     assert post["consumes"] == ["multipart/form-data"]
-    assert {p["name"] for p in post["parameters"]} == {"attachment", "data", "permissions"}
+    assert {p["name"] for p in post["parameters"]} == {
+        "attachment",
+        "data",
+        "permissions",
+        "If-Match",
+        "If-None-Match",
+    }
     assert {p["name"] for p in attachment["parameters"]} == {"bucket_id", "collection_id", "id"}
     # Errors in Kinto's format, never the catch-all of Cornice's undocumented operations.
     assert {"400", "401", "403", "404", "413"} <= set(post["responses"])

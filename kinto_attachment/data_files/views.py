@@ -303,7 +303,9 @@ def includeme(config):
             config.add_route(route.root_name, route.pattern)
             config.route_prefix = prefix
         methods = tuple(method for method in route.methods if method != "OPTIONS")
-        for handler, handled in ((view, methods), (options_of(route, methods), "OPTIONS")):
+        refused = errors.not_allowed(route.methods, before=require_visible)
+        handlers = ((view, methods), (options_of(route, methods), "OPTIONS"), (refused, None))
+        for handler, handled in handlers:
             config.add_view(handler, route_name=route.name, request_method=handled, **_PUBLIC)
             if redirecting:
                 for shared in route.shared:

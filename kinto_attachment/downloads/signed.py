@@ -48,3 +48,8 @@ def includeme(config):
         request_method="GET",
         permission=NO_PERMISSION_REQUIRED,
     )
+    config.add_view(
+        errors.not_allowed(ATTACHMENT_FETCH.methods),
+        route_name=ATTACHMENT_FETCH.name,
+        permission=NO_PERMISSION_REQUIRED,
+    )

@@ -54,16 +54,22 @@ def _path_parameters(route):
     return [{"name": name, "in": "path", "required": True, "type": "string"} for name in names]
 
 
-def _errors(refusals):
-    """Error responses by status, each described by its refusals' messages."""
-    by_status = {}
+def _errors(refusals, headers=()):
+    """Error responses by status, each described by its refusals' messages, with the headers
+    they send (``Retry-After``, ``Allow``, ``Content-Range``...) and ``headers``, every
+    error's of the route."""
+    by_status, sent = {}, {}
     for name in refusals:
         refusal = REFUSALS[name]
         by_status.setdefault(refusal.status, []).append(refusal.message or name.replace("_", " "))
-    return {
-        str(status): {"description": " | ".join(dict.fromkeys(texts)), "schema": ERROR}
-        for status, texts in sorted(by_status.items())
-    }
+        sent.setdefault(refusal.status, {}).update(dict.fromkeys((*headers, *refusal.headers)))
+    errors = {}
+    for status, texts in sorted(by_status.items()):
+        described = {"description": " | ".join(dict.fromkeys(texts)), "schema": ERROR}
+        if sent[status]:
+            described["headers"] = {name: {"type": "string"} for name in sent[status]}
+        errors[str(status)] = described
+    return errors
 
 
 def _error_schema():
@@ -83,6 +89,12 @@ def _reply(reply):
     return described
 
 
+#: Headers of every error of a route, by route name.
+TUS_ERROR_HEADERS = dict.fromkeys(
+    (routes.TUS_UPLOADS.name, routes.TUS_UPLOAD.name), ("Tus-Resumable",)
+)
+
+
 def operation(route, method, described):
     verb = {"POST": "create", "PUT": "update"}.get(method, method.lower())
     result = {
@@ -93,7 +105,8 @@ def operation(route, method, described):
         "parameters": list(described.parameters),
         "responses": {
             **{str(status): _reply(reply) for status, reply in described.replies.items()},
-            **_errors(described.refusals),
+            # tus answers every error of its routes with Tus-Resumable.
+            **_errors(described.refusals, TUS_ERROR_HEADERS.get(route.name, ())),
         },
         "security": []
         if described.public

@@ -68,11 +68,17 @@ DOWNLOAD_HEADERS = (
     header("If-Range", "The ``ETag`` or ``Last-Modified`` the range is of."),
     header("If-None-Match", "``ETag`` values: 304 if one matches."),
     header("If-Modified-Since", "An HTTP date: 304 if unmodified since."),
+    header("If-Match", "``ETag`` values (``*``: any): 412 unless one is the file's."),
+    header("If-Unmodified-Since", "An HTTP date: 412 if modified since."),
 )
 #: What ``downloads.respond`` answers, and the refusals of every download.
 DOWNLOADED = {
     200: Reply("The content.", BINARY, ("ETag", "Last-Modified", "Content-Disposition")),
-    206: Reply("The requested range.", BINARY, ("Content-Range",)),
+    206: Reply(
+        "The requested range.",
+        BINARY,
+        ("Content-Range", "ETag", "Last-Modified", "Content-Disposition"),
+    ),
     304: Reply("Not modified since the validators of the request."),
 }
 DOWNLOAD_REFUSALS = (
@@ -99,6 +105,20 @@ ATTACHMENT_METADATA = {
 RECORD_FIELDS = ("attachment_edit", "invalid_body", "invalid_posted_data")
 #: Refusals of any request on a record's attachment: its ids and its parents.
 ON_RECORD = ("ids_too_long", "unauthenticated", "forbidden", "missing", "modified_meanwhile")
+#: The preconditions of a write of the record (Kinto's: a quoted version, or ``*``), and their
+#: refusal when malformed (a failed one is ``modified_meanwhile``, 412).
+RECORD_PRECONDITIONS = (
+    header(
+        "If-Match",
+        'The record\'s version (``"1700000000000"``), or ``*``.',
+        pattern=r'^"([0-9]+?)"$|^\*$',
+    ),
+    header(
+        "If-None-Match", "``*``: only if the record does not exist.", pattern=r'^"([0-9]+?)"$|^\*$'
+    ),
+)
+#: Refusals of every request body streamed to the store: its framing.
+BODY_REFUSALS = ("short_body", "body_interrupted", "length_required", "transfer_coding")
 
 TUS_VERSION = header("Tus-Resumable", "The tus version of the client.", True, enum=[tus.VERSION])
 #: Headers of a tus upload's state.
@@ -108,18 +128,29 @@ TUS_CHUNK = (
     {"name": "chunk", "in": "body", "required": False, "schema": BINARY},
 )
 TUS_CHUNK_REFUSALS = (
+    *BODY_REFUSALS,
     "not_an_integer",
     "integer_too_long",
     "checksum_algorithm",
     "checksum_base64",
     "chunk_too_large",
     "checksum_mismatch",
-    "short_body",
-    "body_interrupted",
     "storage_failed",
     "upload_gone",
+    "invalid_parameter",
 )
 TUS_REFUSALS = ("tus_version", "unauthenticated", "forbidden", "missing", "method_override")
+#: What tus discovery answers (``OPTIONS``).
+TUS_DISCOVERY = Reply(
+    "The server's tus capabilities.",
+    headers=(
+        "Tus-Resumable",
+        "Tus-Version",
+        "Tus-Extension",
+        "Tus-Checksum-Algorithm",
+        "Tus-Max-Size",
+    ),
+)
 
 #: Who may see ``/data/files`` (a 404 to others, a 403 to other sites' pages).
 DATA_FILES_VISIBILITY = ("hidden", "foreign_host", "cross_site")
@@ -190,21 +221,30 @@ OPERATIONS = {
             "Upload the record's attachment (multipart/form-data), creating the record if "
             "needed; the replaced file is deleted.",
             {
-                200: Reply("The attachment of an existing record.", ATTACHMENT_METADATA),
-                201: Reply("The attachment of a new record.", ATTACHMENT_METADATA, ("Location",)),
+                200: Reply(
+                    "The attachment of an existing record.",
+                    ATTACHMENT_METADATA,
+                    ("Location", "ETag", "Last-Modified"),
+                ),
+                201: Reply(
+                    "The attachment of a new record.",
+                    ATTACHMENT_METADATA,
+                    ("Location", "ETag", "Last-Modified"),
+                ),
             },
             refusals=(
                 *ON_RECORD,
                 *RECORD_FIELDS,
+                *BODY_REFUSALS,
                 "attachment_missing",
                 "not_multipart",
                 "invalid_boundary",
-                "short_body",
-                "body_interrupted",
                 "too_large",
                 "storage_failed",
+                "invalid_parameter",
             ),
             parameters=(
+                *RECORD_PRECONDITIONS,
                 {"name": "attachment", "in": "formData", "type": "file", "required": True},
                 {
                     "name": "data",
@@ -223,8 +263,9 @@ OPERATIONS = {
         ),
         "DELETE": Operation(
             "Remove the record's attachment and its file.",
-            {204: Reply("Removed (or there was none).")},
-            refusals=(*ON_RECORD, "storage_failed"),
+            {204: Reply("Removed (or there was none).", headers=("ETag", "Last-Modified"))},
+            refusals=(*ON_RECORD, "storage_failed", "invalid_parameter"),
+            parameters=RECORD_PRECONDITIONS,
         ),
         **_download(
             "Download the record's attachment, for whoever may read the record.",
@@ -235,7 +276,8 @@ OPERATIONS = {
     routes.TUS_UPLOADS.name: {
         "OPTIONS": Operation(
             "tus discovery: the version, extensions and checksums supported.",
-            {204: Reply("The server's tus capabilities.", headers=("Tus-Version",))},
+            {204: TUS_DISCOVERY},
+            refusals=("missing",),
             parameters=(header("Access-Control-Request-Method", "A CORS preflight."),),
             public=True,
         ),
@@ -295,6 +337,7 @@ OPERATIONS = {
                     "``data``, ``permissions``.",
                 ),
                 header("X-HTTP-Method-Override", "The method meant, for clients that need it."),
+                *RECORD_PRECONDITIONS,
                 *TUS_CHUNK,
             ),
             consumes=(tus.CHUNK_TYPE,),
@@ -303,7 +346,8 @@ OPERATIONS = {
     routes.TUS_UPLOAD.name: {
         "OPTIONS": Operation(
             "tus discovery.",
-            {204: Reply("The server's tus capabilities.", headers=("Tus-Version",))},
+            {204: TUS_DISCOVERY},
+            refusals=("missing",),
             public=True,
         ),
         "HEAD": Operation(
@@ -316,6 +360,7 @@ OPERATIONS = {
                         "Upload-Length",
                         "Upload-Defer-Length",
                         "Upload-Concat",
+                        "Upload-Metadata",
                     ),
                 )
             },
@@ -351,6 +396,7 @@ OPERATIONS = {
                     type="integer",
                     minimum=0,
                 ),
+                *RECORD_PRECONDITIONS,
                 *TUS_CHUNK,
             ),
             consumes=(tus.CHUNK_TYPE,),
@@ -358,8 +404,8 @@ OPERATIONS = {
         "DELETE": Operation(
             "Terminate the upload (or forget a finished one).",
             {204: Reply("Terminated.", headers=("Tus-Resumable",))},
-            refusals=(*TUS_REFUSALS, "unknown_upload", "upload_locked"),
-            parameters=(TUS_VERSION,),
+            refusals=(*TUS_REFUSALS, "unknown_upload", "upload_locked", "invalid_parameter"),
+            parameters=(TUS_VERSION, *RECORD_PRECONDITIONS),
         ),
     },
     routes.DATA_FILES.name: {
@@ -374,19 +420,29 @@ OPERATIONS = {
             "Store the raw body as a file (any type).",
             {200: Reply("Its id.", {"type": "string"})},
             refusals=(
+                *BODY_REFUSALS,
                 "invalid_parameter",
-                "length_required",
                 "too_large",
-                "short_body",
-                "body_interrupted",
                 "storage_failed",
                 "transfers_busy",
                 "write_precondition",
             ),
             parameters=(
                 *WRITE_PRECONDITIONS,
-                query("id", "The file's id (a new one by default).", type="string"),
-                query("ttl", "Lifetime in milliseconds.", type="integer", minimum=1),
+                query(
+                    "id",
+                    "The file's id (a new one by default).",
+                    type="string",
+                    pattern=r"^[A-Za-z0-9._-]+$",
+                    maxLength=128,
+                ),
+                query(
+                    "ttl",
+                    "Lifetime in milliseconds.",
+                    type="integer",
+                    minimum=1,
+                    maximum=2**63 - 1,
+                ),
                 header("Content-Disposition", "The file's name (``filename``, ``filename*``)."),
                 {"name": "content", "in": "body", "required": False, "schema": BINARY},
             ),

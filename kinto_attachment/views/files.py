@@ -85,16 +85,13 @@ def _file_stat(store, key):
     return stat if S_ISREG(stat.st_mode) else None
 
 
-def _not_served(request):
-    """Kinto's ``405`` with ``Allow`` for the methods files are not served with: Pyramid
-    answers a method that no view of a route takes with a ``404``, as if the file were not
-    there. Tried after the other views, having no method to match."""
-    raise errors.refuse("method_not_allowed", allow="GET, HEAD, OPTIONS")
-
-
 def includeme(config):
     config.add_route(SERVED_FILES.name, SERVED_FILES.pattern)
-    config.add_view(_not_served, route_name=SERVED_FILES.name, permission=NO_PERMISSION_REQUIRED)
+    config.add_view(
+        errors.not_allowed(SERVED_FILES.methods),
+        route_name=SERVED_FILES.name,
+        permission=NO_PERMISSION_REQUIRED,
+    )
     for view, method in ((serve_file, "GET"), (preflight, "OPTIONS")):
         config.add_view(
             view,

@@ -109,7 +109,7 @@ def receive_whole(request):
     received = io.BytesIO()
     for chunk in read_chunks(stream, length):
         if length is None and received.tell() + len(chunk) > CHUNKED_WHOLE_MAX:
-            raise errors.refuse("too_large", limit=CHUNKED_WHOLE_MAX)
+            raise errors.refuse("body_too_large", limit=CHUNKED_WHOLE_MAX)
         received.write(chunk)
     # As a body of that length, read from the start: Kinto's sub-requests (a batch's, the
     # default bucket's) copy the headers, where a chunked framing would then be a second one.
