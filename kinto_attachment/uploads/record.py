@@ -97,9 +97,11 @@ def attach(request, context, blob, data=None, permissions=None, discard_on_failu
     links.forget(storage, replaced)
     # Every version of the record from the one after ``existing`` on has this blob.
     since = written["last_modified"] if existing is None else existing["last_modified"] + 1
-    # The version before had another file, or none after one (its attachment deleted): a
-    # date of its second may be of another content.
-    before = existing["last_modified"] if existing is not None else None
+    # The version before had another file, or none after one (its attachment deleted, which
+    # leaves the field, null): a date of its second may be of another content. A record that
+    # never had a file (made by a PUT) had no other content to serve.
+    had_file = previous or (existing is not None and FILE_FIELD in existing)
+    before = existing["last_modified"] if had_file else None
     links.add(storage, *ids, blob.key, since=since, previous=before)
     lifecycle.discard(request, replaced)
     recording.stored(
