@@ -17,8 +17,9 @@
   sub-request can neither send nor carry back: those the route table marks ``streamed``
   (:mod:`~kinto_attachment.routes`) are refused there, before any write.
 - Kinto's own writes lock what they change first (:mod:`~kinto_attachment.write_locks`), once
-  their body has arrived whole (:func:`~kinto_attachment.web.streams.receive_whole`): a
-  client that sends it slowly holds no lock meanwhile.
+  Kinto's permission check has let them through and their body has arrived whole
+  (:func:`kinto_writes`, :func:`~kinto_attachment.web.streams.receive_whole`): a refused
+  request locks nothing, and a client that sends its body slowly holds no lock meanwhile.
 """
 
 import copy
