@@ -229,6 +229,9 @@ def events_lines(stack):
         f"kinto.attachment.events.redis.url = {EVENTS_REDIS}",
         f"kinto.attachment.events.redis.stream = {stream}",
         "kinto.attachment.events.url_secret = a-bench-secret-of-enough-length",
+        # Required with events on local disk: the fetch URLs' address (no worker follows them
+        # here; the files' locations are base_url's).
+        "kinto.http_host = localhost",
     ]
 
 
