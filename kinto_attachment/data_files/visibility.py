@@ -84,10 +84,10 @@ def require_visible(request):
     """
     if records.in_batch(request):
         raise errors.refuse("hidden")
-    request.add_response_callback(_cors)
     options = request.registry.attachment_settings.data_files
-    if options.visibility == "public":
-        return
     if not _may_see(request, options):
+        # As an unknown path: none of the route's CORS headers, whatever Origin says.
         raise errors.refuse("hidden")
-    cross_site.require_not_from_pages(request, options)
+    request.add_response_callback(_cors)
+    if options.visibility != "public":
+        cross_site.require_not_from_pages(request, options)
