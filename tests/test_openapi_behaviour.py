@@ -14,6 +14,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import schemathesis
+from openapi_spec_validator import OpenAPIV2SpecValidator
 from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi import checks as openapi_checks
 from webob import Request
@@ -602,6 +603,34 @@ def test_413_of_a_chunked_json_body_is_documented_and_worded_for_it(kinto):
 
 # --------------------------------------------------------------------------------------------
 # Checks that held.
+
+
+@pytest.fixture(scope="module")
+def through_principals(tmp_path_factory):
+    """``/data/files`` visible to authenticated users, from any network."""
+    return build(
+        tmp_path_factory,
+        PLUGINS,
+        **{"kinto.attachment.data_files.principals": "system.Authenticated"},
+    )
+
+
+def test_data_files_described_with_the_authentication_they_need(through_principals):
+    """Found by review (2026-12-05).
+
+    With ``data_files.principals``, ``/data/files`` is visible (and described) to those
+    principals, yet its operations said ``security: []`` (no credentials): a client
+    following the description sent none and got a 404. They say both alternatives now: none
+    (a trusted network) or Kinto's credentials."""
+    app = through_principals
+    spec = app.get("/v1/__api__", extra_environ=REMOTE, headers=ALICE).json
+    assert DATA_FILES in spec["paths"]
+    assert app.get("/v1/data/files", extra_environ=REMOTE, expect_errors=True).status_int == 404
+    assert app.get("/v1/data/files", extra_environ=REMOTE, headers=ALICE).status_int == 200
+    for path in (DATA_FILES, DATA_FILE):
+        security = operation(spec, path, "GET")["security"]
+        assert {} in security and any(requirement for requirement in security), security
+    assert [str(error) for error in OpenAPIV2SpecValidator(spec).iter_errors()] == []
 
 
 def test_data_files_hidden_from_the_description_of_unseeing_callers(kinto):

@@ -139,6 +139,7 @@ def extended(spec, registry, hidden=()):
     registered = {route.name for route in registry.getUtility(IRoutesMapper).get_routes()}
     registered -= {route.name for route in hidden}
     ours = paths(registered)
+    _data_files_security(ours, registry.attachment_settings.data_files)
     tags = [*spec.get("tags", [])]
     # The tags of the routes described only: one of a route hidden or not served says it.
     described = [route.name for route in routes.ROUTES if route.name in registered]
@@ -151,6 +152,19 @@ def extended(spec, registry, hidden=()):
         "paths": {**spec.get("paths", {}), **ours},
         "definitions": {**spec.get("definitions", {}), "Error": _error_schema()},
     }
+
+
+def _data_files_security(ours, options):
+    """``/data/files`` is for callers of trusted networks (no credentials) or, with
+    ``data_files.principals``, for those principals (credentials): its operations then say
+    both (Swagger's security alternatives, ``{}`` for none), where they say none otherwise."""
+    if options.visibility == "public" or not options.principals:
+        return
+    alternatives = [{}, *({name: list(roles)} for name, roles in OpenAPI.security_roles.items())]
+    for route in (routes.DATA_FILES, routes.DATA_FILE):
+        for described in ours.get(path_of(route), {}).values():
+            if isinstance(described, dict) and "security" in described:
+                described["security"] = alternatives
 
 
 def describing_ours(view, info):
