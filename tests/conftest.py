@@ -101,6 +101,23 @@ def own_database(prefix, create=True):
         admin.close()
 
 
+@contextlib.contextmanager
+def two_nodes(tmp_path, prefix, **extra):
+    """Two apps (two server processes) on one database of their own (``prefix``) and one
+    ``base_path``, with the settings ``extra``."""
+    base_path = str(tmp_path / "shared-store")
+    with own_database(prefix) as url:
+        settings = build_settings("postgresql", base_path, pg=url, **extra)
+        first = Kinto(make_app(settings), base_path)
+        second = Kinto(make_app(settings), base_path)
+        try:
+            yield first, second
+        finally:
+            for node in (first, second):
+                with contextlib.suppress(Exception):
+                    node.registry.storage.client._engine.dispose()
+
+
 @pytest.fixture(scope="session")
 def pg_url():
     """A fresh database on the PostgreSQL server, dropped at the end of the session."""

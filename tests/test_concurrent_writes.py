@@ -10,7 +10,7 @@ import pytest
 
 from kinto_attachment import locks
 
-from .conftest import ALICE, Kinto, build_settings, make_app, own_database
+from .conftest import ALICE, two_nodes
 
 
 pytestmark = pytest.mark.postgresql
@@ -22,21 +22,6 @@ V2 = b"%PDF-1.7 version two " * 50
 
 def etag(body):
     return f'"{hashlib.sha256(body).hexdigest()}"'
-
-
-@contextlib.contextmanager
-def two_nodes(tmp_path):
-    base_path = str(tmp_path / "shared-store")
-    with own_database("kinto_attachment_two_node_writes") as url:
-        settings = build_settings("postgresql", base_path, pg=url)
-        first = Kinto(make_app(settings), base_path)
-        second = Kinto(make_app(settings), base_path)
-        try:
-            yield first, second
-        finally:
-            for node in (first, second):
-                with contextlib.suppress(Exception):
-                    node.registry.storage.client._engine.dispose()
 
 
 def race(*works, timeout=30):
@@ -94,7 +79,7 @@ def test_if_none_match_star_race_one_winner_one_blob(tmp_path, monkeypatch):
 
     two nodes POST one new id with ``If-None-Match: *``, both past the pre-check:
     one 200, one 412, the winner's bytes served, one blob per id."""
-    with two_nodes(tmp_path) as (first, second):
+    with two_nodes(tmp_path, "kinto_attachment_two_node_writes") as (first, second):
         for round_ in range(3):
             file_id = f"race-new-{round_}"
             seen = meet_before_lock(monkeypatch, lambda p, f=file_id: tuple(p)[-1:] == (f,))
@@ -119,7 +104,7 @@ def test_delete_if_match_v1_racing_post_v2_never_deletes_v2(tmp_path, monkeypatc
 
     DELETE If-Match v1 (node 1) racing POST v2 If-Match v1 (node 2): exactly one
     wins, v2 never deleted, no orphan."""
-    with two_nodes(tmp_path) as (first, second):
+    with two_nodes(tmp_path, "kinto_attachment_two_node_writes") as (first, second):
         for round_ in range(3):
             file_id = f"race-del-{round_}"
             assert post_file(first, file_id, V1).status_int == 200
@@ -155,7 +140,7 @@ def test_record_write_racing_attachment_upload_on_two_nodes(tmp_path, monkeypatc
 
     a Kinto PATCH/PUT (node 2) racing an attachment upload (node 1) of one record,
     both past their pre-lock reads: the attachment is kept, its file exists, no orphan."""
-    with two_nodes(tmp_path) as (first, second):
+    with two_nodes(tmp_path, "kinto_attachment_two_node_writes") as (first, second):
         first.create_collection()
         for round_, method in enumerate(["PATCH", "PUT", "PATCH", "PUT"]):
             rid = f"r{round_}"

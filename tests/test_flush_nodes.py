@@ -2,7 +2,6 @@
 one store) while the other uploads: the flush deletes the files it saw referenced, never a file
 the other node stored after it committed."""
 
-import contextlib
 import inspect
 
 import pytest
@@ -10,28 +9,15 @@ import transaction
 
 from kinto_attachment.state import records
 
-from .conftest import ALICE, Kinto, build_settings, make_app, own_database
+from .conftest import ALICE, two_nodes
 from .support.threads import in_another_thread
 from .test_gc import GRACE, start_tus
 
 
 pytestmark = pytest.mark.postgresql
 
-
-@contextlib.contextmanager
-def two_nodes(tmp_path, **extra):
-    """Two apps (two server processes) on one database and one ``base_path``."""
-    base_path = str(tmp_path / "shared-store")
-    with own_database("kinto_attachment_review_nodes") as url:
-        settings = build_settings("postgresql", base_path, pg=url, **GRACE, **extra)
-        first = Kinto(make_app(settings), base_path)
-        second = Kinto(make_app(settings), base_path)
-        try:
-            yield first, second
-        finally:
-            for node in (first, second):
-                with contextlib.suppress(Exception):
-                    node.registry.storage.client._engine.dispose()
+#: The prefix of the database of their two nodes.
+NODES = "kinto_attachment_review_nodes"
 
 
 def test_a_flush_keeps_a_file_another_node_stored_under_a_name_in_quarantine(tmp_path):
@@ -42,7 +28,10 @@ def test_a_flush_keeps_a_file_another_node_stored_under_a_name_in_quarantine(tmp
     else), the other node's upload took the free name, and the flush's wipe deleted its file:
     its record named a missing file. The flush deletes what the store held when it read it
     (each blob's version), nothing else."""
-    with two_nodes(tmp_path, **{"kinto.attachment.randomize": "false"}) as (first, second):
+    with two_nodes(tmp_path, NODES, **GRACE, **{"kinto.attachment.randomize": "false"}) as (
+        first,
+        second,
+    ):
         first.create_collection()
         old = first.upload(first.record_url("r1"), b"first", filename="report.txt").json
         # Deleted: its file goes at once (no replaced grace here), its name in quarantine.
@@ -98,7 +87,10 @@ def test_a_flush_keeps_a_file_another_node_stored_under_a_resumable_uploads_name
     ``randomize = false``: an unfinished resumable upload's state names the key its file will
     get (no file there yet on local disk), which the flush read as referenced: an upload of
     that name on the other node, once the flush committed, had its file deleted."""
-    with two_nodes(tmp_path, **{"kinto.attachment.randomize": "false"}) as (first, second):
+    with two_nodes(tmp_path, NODES, **GRACE, **{"kinto.attachment.randomize": "false"}) as (
+        first,
+        second,
+    ):
         first.create_collection()
         start_tus(first, 10, b"01234", record="r1")  # big.txt, half sent.
 
