@@ -10,7 +10,7 @@ received, and again under the id's lock, where the write is decided.
 """
 
 from .. import errors
-from ..downloads.conditions import http_date
+from ..downloads.conditions import entity_tags, http_date, replaced_within
 from ..state import data_file_entries
 
 
@@ -23,28 +23,19 @@ def require(request, entry):
     etag = None if entry is None else f'"{entry["hash"]}"'
     if_match = headers.get("If-Match")
     if if_match is not None:
-        tags = _tags(if_match)
+        tags = entity_tags(if_match)
         if etag is None or ("*" not in tags and etag not in tags):
             raise errors.refuse("write_precondition")
     elif entry is not None:
         date = http_date(headers.get("If-Unmodified-Since") or "")
-        if date is not None and (entry["last_modified"] // 1000 > date or _replaced(entry, date)):
+        previous = data_file_entries.previous_modified(entry)
+        if date is not None and (
+            entry["last_modified"] // 1000 > date or replaced_within(previous, date)
+        ):
             raise errors.refuse("write_precondition")
     if_none_match = headers.get("If-None-Match")
     if if_none_match is not None and entry is not None:
         # Weak comparison (§13.1.2): W/"x" names the version "x" names.
-        tags = {tag.removeprefix("W/") for tag in _tags(if_none_match)}
+        tags = {tag.removeprefix("W/") for tag in entity_tags(if_none_match)}
         if "*" in tags or etag in tags:
             raise errors.refuse("write_precondition")
-
-
-def _replaced(entry, second):
-    """Whether the id had another content within ``second`` (epoch seconds) or after it: a
-    date of that second may be of either (HTTP dates have whole seconds), as downloads judge
-    it (:func:`~kinto_attachment.downloads.conditions.require_preconditions`)."""
-    since = entry.get("since")
-    return since is not None and (since - 1) // 1000 >= second
-
-
-def _tags(value):
-    return {tag.strip() for tag in value.split(",")}

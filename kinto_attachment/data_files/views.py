@@ -147,8 +147,7 @@ def download(request, file_id):
             hash=entry["hash"],
             last_modified=entry["last_modified"],
             unchanged_since=entry.get("since"),
-            # An entry's "since" is its previous content's last version, plus one.
-            previous_modified=None if entry.get("since") is None else entry["since"] - 1,
+            previous_modified=data_file_entries.previous_modified(entry),
             inline=False,
             # Who may see the route depends on the caller; an id is given new content by a
             # new upload: revalidated by the caller's own cache only.

@@ -95,7 +95,7 @@ def require_preconditions(request, download):
     of another version to append to those it has."""
     if_match = request.headers.get("If-Match")
     if if_match is not None:
-        tags = [tag.strip() for tag in if_match.split(",")]
+        tags = entity_tags(if_match)
         if "*" not in tags and (download.hash is None or f'"{download.hash}"' not in tags):
             raise errors.refuse("download_precondition")
         return
@@ -103,7 +103,7 @@ def require_preconditions(request, download):
     modified = download.last_modified
     if since is None or modified is None:
         return
-    if modified // 1000 > since or _replaced_within(download, since):
+    if modified // 1000 > since or replaced_within(download.previous_modified, since):
         raise errors.refuse("download_precondition")
     # A client resuming with the date: as for If-Range, only a strong one (another content
     # may have had that second: its bytes would be appended to those the client has).
@@ -111,12 +111,18 @@ def require_preconditions(request, download):
         raise errors.refuse("download_precondition")
 
 
-def _replaced_within(download, second):
-    """Whether the content changed within ``second`` (epoch seconds) or after it: the previous
-    content's last version is of that second, so a date of it (HTTP dates have whole
-    seconds) may be either content's. A client holding the previous one must not be told it
-    is current (``304``), nor get the new one's bytes to append to its own (``206``)."""
-    previous = download.previous_modified
+def entity_tags(value):
+    """The entity-tags of an ``If-Match`` or ``If-None-Match`` value (``*`` one of them)."""
+    return {tag.strip() for tag in value.split(",")}
+
+
+def replaced_within(previous, second):
+    """Whether the content changed within ``second`` (epoch seconds) or after it, its
+    previous content's last version being ``previous`` (epoch ms, None: none): a date of that
+    second (HTTP dates have whole seconds) may be either content's. A client holding the
+    previous one must not be told it is current (``304``), nor get the new one's bytes to
+    append to its own (``206``), nor write over the new one (a write's
+    ``If-Unmodified-Since``)."""
     return previous is not None and previous // 1000 >= second
 
 
@@ -132,4 +138,6 @@ def not_modified(request, download):
     if since is None or download.last_modified is None:
         return False
     # HTTP dates have whole seconds.
-    return download.last_modified // 1000 <= since and not _replaced_within(download, since)
+    return download.last_modified // 1000 <= since and not replaced_within(
+        download.previous_modified, since
+    )

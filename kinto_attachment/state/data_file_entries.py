@@ -43,6 +43,13 @@ def is_live(entry, now=None):
     return expiration is None or expiration > (now or msec_time())
 
 
+def previous_modified(entry):
+    """The last version of the id's previous content (epoch ms), where the entry's upload saw
+    one: its ``since`` is that, plus one; None otherwise."""
+    since = entry.get("since")
+    return None if since is None else since - 1
+
+
 def lock(registry, file_id):
     """Hold ``file_id`` until the transaction ends: writers and the garbage collector take it
     before reading the entry they will replace or delete."""
