@@ -241,13 +241,9 @@ def _unless_changed(record):
 
 
 def _mark(remote, name, entry, bars):
+    mark = sync.mark(name, entry.marked_path, entry.sha256)
     try:
-        remote.request(
-            "PATCH",
-            remote.record_url(entry.record_id),
-            json={"data": sync.mark(name, entry.marked_path, entry.sha256)},
-            headers=_unless_changed(entry.record),
-        )
+        _update(remote, entry.record_id, mark, None, _unless_changed(entry.record))
     except Failure as e:
         return report(entry.path, e)
     bars.print(f"marked {entry}")
