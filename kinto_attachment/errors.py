@@ -366,18 +366,19 @@ REFUSALS = {
 }
 
 
-def not_allowed(methods, before=None):
+def not_allowed(methods, before=None, refusal=None):
     """A view for the methods a route does not serve: Kinto's ``405`` with ``Allow``
     (``methods``, ``HEAD`` with ``GET``). Pyramid answers a method that no view of a route
     takes with a ``404``, as if the URL named nothing; this view, which has no method to
     match, is tried after the others. ``before(request)`` runs first (a hidden route's
-    ``404``)."""
+    ``404``); ``refusal`` builds the error (:func:`refuse` by default; tus adds its header)."""
     allow = ", ".join(dict.fromkeys(m for method in methods for m in _with_head(method)))
+    refusal = refusal or refuse
 
     def refused(request):
         if before is not None:
             before(request)
-        raise refuse("method_not_allowed", allow=allow)
+        raise refusal("method_not_allowed", allow=allow)
 
     return refused
 

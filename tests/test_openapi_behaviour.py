@@ -508,7 +508,7 @@ def test_undescribed_methods_answer_405_with_allow(kinto, target):
     """Found by review (2026-12-05).
 
     a method a route does not serve is a ``405`` with ``Allow`` on the
-    attachment, tus and served-file routes (``files._not_served``, added today), but a
+    attachment, tus and served-file routes (``errors.not_allowed``, added that day), but a
     ``404`` on ``/data/files``, ``/data/files/{id}`` (to a caller who sees them, on a file
     that exists) and ``/attachment-fetch/{key}``: Pyramid's answer when no view takes the
     method. Consequence: schemathesis' ``unsupported_method`` check fails (it expects 405

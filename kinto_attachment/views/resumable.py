@@ -224,18 +224,6 @@ def terminate(request):
     return tus.response(204)
 
 
-def not_served(route):
-    """The view of every method ``route`` does not serve: Kinto's ``405`` with ``Allow``.
-    Pyramid answers a method that no view of a route takes with a ``404``, as if the URL
-    named nothing; it tries this view, which has no method to match, after the others."""
-    allow = ", ".join(route.methods)
-
-    def refuse(request):
-        raise tus.error("method_not_allowed", allow=allow)
-
-    return refuse
-
-
 def includeme(config):
     for route in (TUS_UPLOADS, TUS_UPLOAD):
         config.add_route(route.name, route.pattern, factory=UploadFactory)
@@ -246,7 +234,9 @@ def includeme(config):
             permission=NO_PERMISSION_REQUIRED,
         )
         config.add_view(
-            not_served(route), route_name=route.name, permission=NO_PERMISSION_REQUIRED
+            errors.not_allowed(route.methods, refusal=tus.error),
+            route_name=route.name,
+            permission=NO_PERMISSION_REQUIRED,
         )
     config.add_view(create, route_name=TUS_UPLOADS.name, request_method="POST", permission=DYNAMIC)
     for view, method in ((head, "HEAD"), (patch, "PATCH"), (terminate, "DELETE")):
