@@ -140,9 +140,9 @@ def test_served_file_answers_405_to_methods_it_does_not_serve(tmp_path_factory, 
     ``location`` (``/v1/attachments/{key}``) answer ``404 Not Found`` (``views/files.py``
     registers GET and OPTIONS views only, and Pyramid answers a method no view takes with a
     404): a client is told that the file it just downloaded does not exist. Kinto's routes and
-    this plugin's others (``{record-url}/attachment``, the tus routes: ``errors.not_allowed``) answer
-    ``405`` with ``Allow``. Expected: ``405``, ``Allow: GET, HEAD, OPTIONS``, Kinto's JSON
-    error."""
+    this plugin's others (``{record-url}/attachment``, the tus routes:
+    ``errors.not_allowed``) answer ``405`` with ``Allow``. Expected: ``405``,
+    ``Allow: GET, HEAD, OPTIONS``, Kinto's JSON error."""
     kinto = serving_app(tmp_path_factory, request)
     kinto.create_collection()
     location = kinto.upload(kinto.record_url(), b"served").json["location"]

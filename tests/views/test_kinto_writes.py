@@ -120,9 +120,9 @@ def test_attachment_edits_through_the_default_bucket_and_patches_are_refused(
 
 
 def test_served_files_answer_head_and_preflights_and_405_for_writes(tmp_path_factory, request):
-    """Held: the served files' ``errors.not_allowed`` view (no method predicate) is tried after the ``GET``
-    and ``OPTIONS`` views: ``HEAD`` and CORS preflights of a served file are still answered
-    by them; a ``PUT`` is a ``405`` with ``Allow``."""
+    """Held: the served files' ``errors.not_allowed`` view (no method predicate) is tried
+    after the ``GET`` and ``OPTIONS`` views: ``HEAD`` and CORS preflights of a served file
+    are still answered by them; a ``PUT`` is a ``405`` with ``Allow``."""
     kinto = cached_app(
         "memory",
         tmp_path_factory,
