@@ -85,3 +85,24 @@ def store_options(prefix, values, parsers, names, store):
         for name, value in values.items()
         if name in parsers
     }
+
+
+def private_objects(prefix, options, signed, public):
+    """The object ACL of a store whose downloads are signed URLs (``signed``, the option that
+    turns them on): no ACL (the bucket's, private) unless one is set, since a public one
+    lets whoever saw a ``location`` or a signed URL (which names the key) read the file for
+    ever, permission or not; a warning for a ``public`` one set all the same."""
+    if not options.get(signed):
+        return
+    if "acl" not in options:
+        options["acl"] = ""
+    elif options["acl"] in public:
+        logger.warning(
+            "kinto.%sacl = %s with %s: every object is readable by anyone who has its URL "
+            "(a signed URL names it), whatever the records' permissions. Leave %sacl unset "
+            "for private files (docs/security.rst).",
+            prefix,
+            options["acl"],
+            signed,
+            prefix,
+        )

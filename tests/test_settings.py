@@ -161,6 +161,28 @@ def test_s3_settings():
     assert parse_s3(**{"aws.bucket_name": "files"}).store.options.acl == "public-read"
 
 
+@pytest.mark.parametrize(
+    "store,signed,public",
+    [("aws", "presigned_downloads", "public-read"), ("gcloud", "signed_downloads", "publicRead")],
+)
+def test_signed_downloads_store_private_objects_unless_told(store, signed, public, caplog):
+    """Found by review (2026-12-05).
+
+    Downloads by signed URL are how docs/security.rst keeps files private, but objects were
+    stored with the public ACL of kinto-attachment's default whatever ``presigned_downloads``
+    said: whoever had seen a ``location`` or a signed URL (which names the key) read the file
+    without signature, permission revoked or not. With signed downloads the default is no
+    ACL (the bucket's); a public one set all the same is kept, and warned of."""
+    values = {f"{store}.bucket_name": "files", f"{store}.{signed}": "true"}
+    assert parse_s3(**values).store.options.acl == ""
+    assert not caplog.records
+    told = parse_s3(**values, **{f"{store}.acl": public}).store.options.acl
+    assert told == public
+    assert f"kinto.attachment.{store}.acl = {public} with {signed}" in caplog.text
+    unsigned = {f"{store}.bucket_name": "files"}
+    assert parse_s3(**unsigned).store.options.acl == public  # kinto-attachment's default.
+
+
 def test_s3_caps_file_sizes_at_ten_thousand_parts():
     """S3 takes 10,000 parts per upload: larger files are refused up front, not at the end."""
     parsed = parse_s3(

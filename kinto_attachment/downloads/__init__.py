@@ -180,7 +180,7 @@ def respond(request, store, download, redirect=None, wrap=None, found=False):
         # Not the empty body's 0 (RFC 9110 §8.6): caches update what they keep from a 304.
         response.content_length = None
         return response
-    redirect_url = redirect(download) if redirect is not None else None
+    redirect_url = redirect(download) if _redirected(request, redirect) else None
     if redirect_url is not None:
         return _redirect(response, redirect_url)
 
@@ -192,10 +192,11 @@ def respond(request, store, download, redirect=None, wrap=None, found=False):
         response.status = 206
         response.headers["Content-Range"] = f"bytes {start}-{end}/{download.size}"
     length = end - start + 1
-    if request.method == "HEAD":
+    if request.method == "HEAD" or not length:
+        # Nothing to send: the blob is looked for all the same (a lost one is no 200).
         if not found:
             _require_blob(store, download)
-    elif length:
+    else:
         stream = _open(store, download, start, end if span else None)
         if wrap is None:
             app_iter = file_body(request, stream)
@@ -210,6 +211,18 @@ def respond(request, store, download, redirect=None, wrap=None, found=False):
     # After the body: WebOb forgets Content-Length when app_iter is set.
     response.content_length = length
     return response
+
+
+#: Validators a store would compare with its own (an S3 ETag is an MD5, the ``Last-Modified``
+#: its write's), never with ours: the answer checked them, and streams the content.
+_OURS_ONLY = ("If-Match", "If-Range")
+
+
+def _redirected(request, redirect):
+    """Whether the content is left to ``redirect``'s signed URL (which a client follows with
+    the same headers): not for a resumed download (``If-Range``, ``If-Match``), which the
+    store would refuse (412) or answer with all of it."""
+    return redirect is not None and not any(request.headers.get(h) for h in _OURS_ONLY)
 
 
 def _redirect(response, url):

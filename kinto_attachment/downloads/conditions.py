@@ -12,8 +12,10 @@ from .. import errors
 
 #: One range, as RFC 9110 writes it (WebOb's parser takes the first of several, and ignores
 #: what follows it). Positions of more digits are beyond any content, and beyond what
-#: ``int()`` converts (4300 digits): they are read as :data:`_BEYOND`.
-_ONE_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
+#: ``int()`` converts (4300 digits): they are read as :data:`_BEYOND`. Spaces around it, as
+#: around a list's items, but none within it: ``bytes=1 0-2 0`` is no ``bytes=10-20`` (a
+#: proxy in front would read another range in it, or none).
+_ONE_RANGE = re.compile(r"[ \t]*bytes=[ \t]*([0-9]*)-([0-9]*)[ \t]*")
 _MAX_DIGITS = 19
 _BEYOND = "9" * _MAX_DIGITS
 
@@ -25,7 +27,7 @@ def requested_range(request, size):
     Several ranges, a malformed header, or an ``If-Range`` that does not match are answered
     with the whole content, as RFC 9110 allows.
     """
-    match = _ONE_RANGE.fullmatch((request.headers.get("Range") or "").replace(" ", ""))
+    match = _ONE_RANGE.fullmatch(request.headers.get("Range") or "")
     if match is None or match.groups() == ("", ""):
         return None
     first, last = (_position(digits) for digits in match.groups())

@@ -10,6 +10,7 @@ lock the record, write it and its link, and leave the replaced blob to be delete
 
 import contextlib
 import re
+from urllib.parse import unquote
 
 from kinto.core import Service
 from kinto.core.authorization import DYNAMIC
@@ -193,6 +194,9 @@ def _download(request, context, store, expires):
     public = _readable_by_everyone(request, context)
     cache_control, vary = caching.record_file(public, lifetime, expires)
     key, since, previous = _key_of(request, context, store, metadata)
+    if key is None:  # Its link replaced meanwhile: the record is read again.
+        location, filename = _text(metadata, "location"), _text(metadata, "filename")
+        raise downloads.Missing(downloads.Download(location, 0, "", filename or ""))
     size = metadata.get("size")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         # A copy made by hand, or by an old client: the stored file says.
@@ -242,19 +246,33 @@ def _readable_by_everyone(request, context):
 def _key_of(request, context, store, metadata):
     """``(key, since, previous)``: the blob key of the record's attachment, since when the
     record has had it and the last version before with another (each None when unknown): the
-    linked key whose URL is its ``location`` (kinto-attachment's links too), else the key
-    that ``location`` names under our ``base_url`` (a record no link names yet); a 404 when
-    neither exists."""
+    linked key that its ``location`` names (its URL, or a URL under another, older,
+    ``base_url``: kinto-attachment's links too), else the key that ``location`` names under
+    our ``base_url`` (a record no link names yet); a 404 when neither exists.
+
+    The links are read after the record: a replacement committed in between leaves links that
+    name none of the record's ``location``. No other link is taken for it (its bytes would be
+    served under the record's size and ``ETag``): the key is None, and the download is read
+    again (:class:`~kinto_attachment.downloads.Missing`)."""
     ids = (context.bucket_id, context.collection_id, context.record_id)
     location = _text(metadata, "location") or ""
     found = links.of_record(request.registry.storage, *ids, location=location, url=store.url)
-    link = next((link for link in found if store.url(link["key"]) == location), None)
-    if link is not None:
+    named = [link for link in found if _names(store, location, link["key"])]
+    if named:
+        link = max(named, key=lambda link: store.url(link["key"]) == location)
         return link["key"], link.get("since"), link.get("previous")
-    key = store.key_for_url(location) or (found[-1]["key"] if found else None)
-    if key is None:
+    key = store.key_for_url(location)
+    if key is None and not found:
         raise errors.refuse("missing", resource_name=FILE_FIELD, id=_text(metadata, "filename"))
     return key, None, None
+
+
+def _names(store, location, key):
+    """Whether ``location`` is the URL of ``key``: under our ``base_url``, or under another
+    one (its last segments are the key, as written or quoted), or the bare key."""
+    if store.url(key) == location:
+        return True
+    return any(name == key or name.endswith("/" + key) for name in {location, unquote(location)})
 
 
 def includeme(config):

@@ -1,5 +1,6 @@
 """GET and HEAD {record-url}/attachment: permission-checked, conditional, ranged, safe."""
 
+import base64
 import email.utils
 import hashlib
 import os
@@ -7,14 +8,16 @@ import sys
 import threading
 import time
 import types
+from urllib.parse import unquote
 
 import pytest
 import requests
 import webob
 
 from kinto_attachment import downloads
+from kinto_attachment.state import links
 
-from ..conftest import ALICE, BOB, cached_app, served_path, serving_app
+from ..conftest import ALICE, BOB, cached_app, s3_client, served_path, serving_app
 from ..storage.test_gcs import gcs_app
 
 
@@ -776,3 +779,273 @@ def test_a_record_deleted_and_made_again_in_one_second_gives_no_bytes_to_append(
         status="*",
     )
     assert resumed.status_int == 412, resumed.body[:30]
+
+
+COLLECTION = "/buckets/blog/collections/articles"
+
+
+@pytest.fixture
+def collection(kinto_memory):
+    kinto_memory.create_collection()
+    return kinto_memory
+
+
+@pytest.fixture
+def presigned_s3(tmp_path_factory, request):
+    kinto = cached_app(
+        "memory",
+        tmp_path_factory,
+        request,
+        blobs="s3",
+        **{"kinto.attachment.aws.presigned_downloads": "true"},
+    )
+    kinto.create_collection()
+    return kinto
+
+
+def _sha(content):
+    return hashlib.sha256(content).hexdigest()
+
+
+def test_a_replacement_racing_a_download_of_a_file_under_an_older_url_never_mixes_versions(
+    collection, monkeypatch
+):
+    """Found by review (2026-12-05).
+
+        Docs (api.rst, consistency.rst): "A download is one version, whole, even while the file is
+    replaced: the one it started with, or the new one"; the ``ETag`` is the sha256 of the
+    content served. migrating.rst: "a record whose link names its file under another, older,
+    URL [...] keeps its link" (a ``base_url`` changed since, kinto-attachment's bare keys):
+    such records are served through their link.
+
+    It was: ``views/attachment.py`` ``_download`` reads the record (file V1: size, hash,
+    filename), then ``_key_of`` reads the links in another statement. When the record's
+    ``location`` is not under ``base_url``, no link's URL matches it and ``key_for_url``
+    gives nothing, so ``_key_of`` takes ``found[-1]["key"]`` (attachment.py ``_key_of``),
+    whatever link that is. A replacement committed between the two reads (any node; READ
+    COMMITTED on PostgreSQL, no isolation at all on memory) leaves only V2's link: the answer
+    is V2's bytes under V1's ``ETag``, ``Content-Length`` and filename. A cache keeps V2 under
+    V1's strong validator (and ranges of it get spliced with V1's); with sizes that differ
+    the body does not even match its ``Content-Length``.
+
+    Fixed: never take a link that cannot be tied to the record's file: store the hash (or the
+    ``location``) in each link and pick the link whose hash is the metadata's; with none,
+    raise ``downloads.Missing`` so that ``serve`` reads the record again.
+    """
+    kinto = collection
+    meta = kinto.upload(URL, V1, "v1.txt").json
+    storage = kinto.registry.storage
+    # The record as a server whose base_url has changed since it stored this file sees it.
+    record = storage.get(resource_name="record", parent_id=COLLECTION, object_id="r1")
+    key = kinto.key_of(meta["location"])
+    record["attachment"]["location"] = "https://old-cdn.example.com/files/" + key
+    storage.update(resource_name="record", parent_id=COLLECTION, object_id="r1", obj=record)
+    assert kinto.app.get(URL + "/attachment", headers=ALICE).body == V1  # Served by its link.
+
+    real, reader, replaced = links.of_record, threading.get_ident(), []
+
+    def of_record(*args, **kwargs):
+        # Another request replaces the file between the record's read and the links' read.
+        if threading.get_ident() == reader and not replaced:
+            replaced.append(True)
+            writer = threading.Thread(target=lambda: kinto.upload(URL, V2, "v2.txt"))
+            writer.start()
+            writer.join(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(links, "of_record", of_record)
+    response = kinto.app.get(URL + "/attachment", headers=ALICE, status="*")
+    assert replaced
+    versions = {f'"{_sha(V1)}"': "V1", f'"{_sha(V2)}"': "V2", V1: "V1", V2: "V2"}
+    etag, body = (versions.get(response.headers.get("ETag")), versions.get(response.body))
+    # Observed: the ETag (and Content-Length, filename v1.txt) of V1, the bytes of V2.
+    assert etag == body, f"the ETag of {etag} with the bytes of {body}"
+
+
+def test_presigned_downloads_keep_the_objects_private(presigned_s3):
+    """Found by review (2026-12-05).
+
+        Docs (security.rst): "For private files, serve no ``base_url`` (keep the bucket private)
+    and let clients download through ``{record-url}/attachment``, with
+    ``aws.presigned_downloads`` on S3"; caching.rst: "with no public location (private
+    bucket) [...] a reader whose permission is revoked gets ``401``/``403`` at the next
+    request".
+
+    It was: ``aws.acl`` defaults to ``public-read`` (storage/s3/options.py ``acl``) whatever
+    ``presigned_downloads`` says, and nothing warns: every object of a private record is
+    stored with an ``AllUsers: READ`` grant. A private bucket policy does not undo an object
+    ACL (on S3 without "bucket owner enforced", MinIO, Ceph...): whoever has seen a
+    ``location`` or a ``307``'s URL (which names the key in clear) reads the file without
+    signature, for ever, permission revoked or not. Same on GCS (``gcloud.acl =
+    publicRead`` with ``signed_downloads``).
+
+    Fixed: with ``presigned_downloads`` (``signed_downloads``) on, default to no ACL (the
+    bucket's), or refuse/warn at start-up on a public ACL; say in security.rst that
+    ``aws.acl =`` (``gcloud.acl =``) is part of keeping files private.
+    """
+    kinto = presigned_s3
+    meta = kinto.upload(URL, b"private content", "secret.pdf", permissions={"read": []}).json
+    kinto.app.get(URL + "/attachment", headers=ALICE, status=307)  # Private: a signed URL.
+    client = s3_client(kinto.registry.attachment_store.client.meta.endpoint_url)
+    grants = client.get_object_acl(Bucket=kinto.bucket, Key=kinto.key_of(meta["location"]))
+    public = [
+        grant
+        for grant in grants["Grants"]
+        if grant["Grantee"].get("URI", "").endswith(("/AllUsers", "/AuthenticatedUsers"))
+    ]
+    assert public == [], f"the private record's object is readable by anyone: {public}"
+
+
+def test_a_resume_with_if_match_is_streamed_not_redirected_to_s3(presigned_s3):
+    """Found by review (2026-12-05).
+
+        Docs (api.rst, consistency.rst): a download's ``If-Match`` (strong, the sha256 ``ETag``)
+    is how a client resumes a download with ``Range`` without getting another version's
+    bytes; "On S3 with ``aws.presigned_downloads = true`` [...] the reply is a ``307`` to a
+    short-lived signed URL instead".
+
+    It was: ``downloads.respond`` checks ``If-Match`` against the sha256 and answers ``307``;
+    the client follows it with the same request headers (as HTTP clients do on a ``307``),
+    and S3 compares ``If-Match`` with its own ETag (an MD5, or a multipart digest), which is
+    never the sha256: ``412`` for the very version the client asked for. A client following
+    the documented way to resume can never resume (and ``If-Range`` never matches at S3
+    either: every resume downloads the whole file again).
+
+    Fixed: when the request has validators that only Kinto knows (``If-Match``, ``If-Range``,
+    ``If-Unmodified-Since`` together with ``Range``), having checked them, stream the range
+    instead of redirecting (or redirect to a URL signed with S3's own ``If-Match``... which
+    clients' headers would still override: streaming is the safe answer).
+    """
+    kinto = presigned_s3
+    meta = kinto.upload(URL, CONTENT, "data.pdf").json
+    resume = {"Range": "bytes=100-199", "If-Match": f'"{meta["hash"]}"'}
+    response = kinto.app.get(URL + "/attachment", headers={**ALICE, **resume}, status="*")
+    if response.status_int == 307:
+        followed = requests.get(response.headers["Location"], headers=resume, timeout=10)
+        status, body = followed.status_code, followed.content
+    else:
+        status, body = response.status_int, response.body
+    assert (status, body) == (206, CONTENT[100:200]), (
+        f"resuming the current version with its ETag: {status}"
+    )
+
+
+def test_get_and_head_of_an_empty_file_whose_blob_is_lost_agree(collection, caplog):
+    """Found by review (2026-12-05).
+
+        Docs (consistency.rst): "Only a blob still named by the record read again is lost:
+    ``404`` and an error logged"; RFC 9110 §9.3.2: ``HEAD`` answers what ``GET`` would.
+
+    It was: ``downloads.respond`` opens the blob only when there is something to send
+    (``elif length:``): for a record whose file is empty, a ``GET`` never looks at the store
+    and answers ``200`` with the empty file's ``ETag``, while ``HEAD`` checks the blob
+    (``_require_blob``) and answers ``404`` (and logs the loss). The ``GET`` hides a lost blob.
+
+    Fixed: in ``respond``, ``_require_blob`` for a ``GET`` of zero bytes too (as for ``HEAD``).
+    """
+    kinto = collection
+    meta = kinto.upload(URL, b"", "empty.txt").json
+    kinto.registry.attachment_store.delete(kinto.key_of(meta["location"]))
+    got = kinto.app.get(URL + "/attachment", headers=ALICE, status="*")
+    headed = kinto.app.head(URL + "/attachment", headers=ALICE, status="*")
+    assert headed.status_int == 404
+    assert got.status_int == headed.status_int, (got.status, got.headers.get("ETag"))
+
+
+@pytest.mark.parametrize("header", ["bytes=1 0-2 0", "bytes=0-1 5", "bytes= 1 0 -"])
+def test_spaces_inside_range_positions_do_not_make_another_range(collection, header):
+    """Found by review (2026-12-05).
+
+        RFC 9110 §14.1.2: ``int-range = first-pos "-" [ last-pos ]``, digits only (OWS only
+    around list commas); a server ignores an invalid ``Range`` (``200``) or refuses it.
+    conditions.py's docstring: "a malformed header [...] answered with the whole content".
+
+    It was: ``conditions.requested_range`` deletes every space before matching
+    (``.replace(" ", "")``): ``bytes=1 0-2 0`` is served as ``bytes=10-20`` (``206``), a
+    range the client never wrote (nginx, in front per config/nginx.conf, reads ``1`` then
+    refuses: a proxy and the origin disagree on the bytes of one request).
+
+    Fixed: strip only the OWS around commas (or none), and let the regex refuse the rest.
+    """
+    kinto = collection
+    kinto.upload(URL, CONTENT, "data.pdf", mimetype="application/pdf")
+    response = kinto.app.get(URL + "/attachment", headers={**ALICE, "Range": header}, status="*")
+    assert response.status_int == 200, (response.status, response.headers.get("Content-Range"))
+    assert response.body == CONTENT
+
+
+def test_precedence_of_download_preconditions(collection):
+    """Held against a review (2026-12-05).
+
+    RFC 9110 §13.2.2's order on ``{record}/attachment``: ``If-Match`` (strong, weak tags never
+    match) before ``If-None-Match`` before ``Range``; ``If-Unmodified-Since`` only
+    without ``If-Match``; ``If-None-Match`` hides ``If-Modified-Since``; ``If-Range`` with a
+    weak tag, another tag or garbage sends the whole file, even for an unsatisfiable range;
+    ``HEAD`` has the status and headers of ``GET``."""
+    kinto = collection
+    meta = kinto.upload(URL, CONTENT, "data.pdf", mimetype="application/pdf").json
+    etag = f'"{meta["hash"]}"'
+    modified = kinto.app.get(URL + "/attachment", headers=ALICE).headers["Last-Modified"]
+    old = "Mon, 01 Jan 2001 00:00:00 GMT"
+    cases = [
+        ({"If-Match": f"W/{etag}"}, 412),
+        ({"If-Match": '"x"', "If-None-Match": etag}, 412),
+        ({"If-Match": etag, "If-None-Match": etag}, 304),
+        ({"If-Match": etag, "If-Unmodified-Since": old}, 200),
+        ({"If-Unmodified-Since": old, "If-None-Match": etag}, 412),
+        ({"If-None-Match": '"x"', "If-Modified-Since": modified}, 200),
+        ({"If-None-Match": etag, "Range": "bytes=0-1"}, 304),
+        ({"Range": "bytes=0-1", "If-Range": f"W/{etag}"}, 200),
+        ({"Range": "bytes=0-1", "If-Range": "garbage"}, 200),
+        ({"Range": "bytes=99999-", "If-Range": '"x"'}, 200),
+        ({"Range": "bytes=99999-", "If-Range": etag}, 416),
+        ({"Range": "bytes=0-1", "If-Range": etag, "If-Match": etag}, 206),
+        ({"Range": "BYTES=0-1"}, 200),
+        ({"Range": "bytes=0-1,"}, 200),
+    ]
+    for headers, status in cases:
+        got = kinto.app.get(URL + "/attachment", headers={**ALICE, **headers}, status="*")
+        headed = kinto.app.head(URL + "/attachment", headers={**ALICE, **headers}, status="*")
+        assert (got.status_int, headed.status_int) == (status, status), headers
+        for name in ("ETag", "Content-Length", "Content-Range", "Cache-Control", "Vary"):
+            if status != 412 or name != "Content-Length":
+                assert got.headers.get(name) == headed.headers.get(name), (headers, name)
+
+
+def test_hostile_filenames_make_one_safe_content_disposition(collection):
+    """Held against a review (2026-12-05).
+
+    Names sent through tus metadata (any bytes but NUL): quotes, backslashes, ``%``,
+    ``;``, CR/LF, escapes, bidi overrides, path separators and non-ASCII give one ASCII header
+    line, a printable quoted fallback and an RFC 5987 ``filename*`` that decodes to the name as
+    uploaded; an HTML type is never ``inline``, and always ``nosniff``."""
+    kinto = collection
+    names = [
+        'a"b\\c%41;d.txt',
+        "r\u00e9sum\u00e9 \u202egnp.txt",
+        "x\r\nSet-Cookie: a=b\x1b[31m.txt",
+        "../../e.txt",
+    ]
+    for index, name in enumerate(names):
+        url = kinto.record_url(f"n{index}")
+        for mimetype in ("text/plain", "text/html"):
+            meta = ",".join(
+                f"{k} {base64.b64encode(v.encode()).decode()}"
+                for k, v in {"filename": name, "filetype": mimetype}.items()
+            )
+            headers = {
+                **ALICE,
+                "Tus-Resumable": "1.0.0",
+                "Upload-Length": "1",
+                "Upload-Metadata": meta,
+                "Content-Type": "application/offset+octet-stream",
+            }
+            kinto.app.post(url + "/attachment/uploads", b"x", headers=headers, status=201)
+            served = kinto.app.get(url + "/attachment", headers=ALICE)
+            header = served.headers["Content-Disposition"]
+            assert "\r" not in header and "\n" not in header and header.isascii(), header
+            kind, fallback, encoded = header.split("; ", 2)
+            assert kind == ("inline" if mimetype == "text/plain" else "attachment"), header
+            assert fallback.startswith('filename="') and fallback.count('"') == 2, header
+            assert unquote(encoded.removeprefix("filename*=UTF-8''")) == name
+            assert served.headers["X-Content-Type-Options"] == "nosniff"

@@ -12,7 +12,15 @@ naming it.
 import dataclasses
 import os
 
-from ...setting_values import MAX_SECONDS, as_bool, as_number, as_text, fail, store_options
+from ...setting_values import (
+    MAX_SECONDS,
+    as_bool,
+    as_number,
+    as_text,
+    fail,
+    private_objects,
+    store_options,
+)
 
 
 KiB = 1024
@@ -30,6 +38,8 @@ PREDEFINED_ACLS = (
     "projectPrivate",
     "publicRead",
 )
+#: Predefined ACLs that let others than the project's members read an object.
+PUBLIC_ACLS = ("publicRead", "authenticatedRead")
 #: Where our names live, after Kinto's ``kinto.`` (which error messages add).
 PREFIX = "attachment.gcloud."
 
@@ -45,7 +55,8 @@ class GCSOptions:
     project: str = ""
     #: Instead of ``https://storage.googleapis.com``: an emulator, a private endpoint.
     endpoint_url: str = ""
-    #: Predefined ACL of new objects; empty sends none (buckets with uniform access).
+    #: Predefined ACL of new objects; empty sends none (buckets with uniform access). None
+    #: with ``signed_downloads`` unless set (see ``setting_values.private_objects``).
     acl: str = "publicRead"
     uniform_bucket_level_access: bool = False
     cache_control: str = ""
@@ -149,4 +160,5 @@ def from_settings(values):
             PREFIX + "signed_downloads",
             f"needs `kinto.{PREFIX}credentials` (a key to sign with) with `endpoint_url`",
         )
+    private_objects(PREFIX, options, "signed_downloads", PUBLIC_ACLS)
     return GCSOptions(**options)

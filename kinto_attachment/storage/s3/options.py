@@ -7,7 +7,15 @@ The store owns its options, as django-storages' backends do; they live here rath
 
 import dataclasses
 
-from ...setting_values import MAX_SECONDS, as_bool, as_number, as_text, fail, store_options
+from ...setting_values import (
+    MAX_SECONDS,
+    as_bool,
+    as_number,
+    as_text,
+    fail,
+    private_objects,
+    store_options,
+)
 
 
 MiB = 1024 * 1024
@@ -17,6 +25,8 @@ MIN_PART_SIZE = 5 * MiB
 MAX_PARTS = 10_000
 #: Where our names live, after Kinto's ``kinto.`` (which error messages add).
 PREFIX = "attachment.aws."
+#: Canned ACLs that let others than the bucket's owner read an object.
+PUBLIC_ACLS = ("public-read", "public-read-write", "authenticated-read")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +38,8 @@ class S3Options:
     secret_key: str = ""
     region: str = ""
     endpoint_url: str = ""
-    #: Canned ACL of new objects; empty sends none (for buckets that forbid ACLs).
+    #: Canned ACL of new objects; empty sends none (for buckets that forbid ACLs). None with
+    #: ``presigned_downloads`` unless set (see ``setting_values.private_objects``).
     acl: str = "public-read"
     cache_control: str = ""
     use_path_style: bool = False
@@ -115,6 +126,7 @@ def from_settings(values):
     if endpoint:
         options["endpoint_url"] = endpoint
     _aliases(values, options)
+    private_objects(PREFIX, options, "presigned_downloads", PUBLIC_ACLS)
     return S3Options(**options)
 
 
