@@ -35,15 +35,19 @@ def _subject(ids):
 
 
 def source(registry, request=None):
-    """The server's ``/v1/`` URL: the request's, or else the one of Kinto's ``http_scheme``
-    and ``http_host`` (a path alone when they are not set: a URI-reference, as CloudEvents
-    allows), for events that no request makes (expiry)."""
-    if request is not None:
-        return request.route_url("hello")
+    """The server's ``/v1/`` URL at Kinto's ``http_host``: the request's (Kinto sets its host
+    to ``http_host``, its scheme to ``http_scheme`` if set, else the server's), or for events
+    that no request makes (expiry) the one of the settings. A path alone without
+    ``http_host`` (a URI-reference, as CloudEvents allows): never a request's ``Host`` header,
+    its client's choice, where a worker writing back to ``source`` would send its
+    credentials."""
     settings = registry.settings
     host = settings.get("http_host")
-    prefix = f"/{registry.route_prefix}/"
-    return f"{settings.get('http_scheme') or 'http'}://{host}{prefix}" if host else prefix
+    if not host:
+        return f"/{registry.route_prefix}/"
+    if request is not None:
+        return request.route_url("hello")
+    return f"{settings.get('http_scheme') or 'http'}://{host}/{registry.route_prefix}/"
 
 
 def stored(registry, ids, attachment, key, replaced_hash=None, request=None):

@@ -284,3 +284,36 @@ def test_an_upload_to_the_default_bucket_keeps_the_scheme_of_its_request(events_
     kinto.registry.attachment_dispatcher.run_once()
     urls = [e["data"]["url"] for e in receiver.events()]
     assert len(urls) == 2 and all(u.startswith("https://kinto.example.com/v1/") for u in urls)
+
+
+def test_the_event_source_is_never_the_uploaders_host_header(events_app, receiver):
+    """Found by review (2026-12-05).
+
+    docs/events.rst: ``source`` is the server's ``/v1/`` URL
+    (``https://kinto.example.com/v1/``), and the fetch URLs are never built from "the Host
+    header of an upload's request, which its client chooses". Workers that write their
+    result back ("writes its result back onto the record with Kinto's HTTP API and an
+    account of its own") naturally do it at ``source`` + ``subject``.
+
+    It was: on S3 and GCS, where ``kinto.http_host`` is not required
+    (events/options.py ``check_host``), ``source`` is ``request.route_url("hello")``
+    (events/recording.py ``source``), i.e. the ``Host`` the uploader sent: any uploader
+    makes the events of its files name ``http://attacker.example/v1/`` as their server, and
+    a worker following ``source`` sends its Kinto credentials there.
+
+    Fixed: ``/v1/`` alone without ``http_host``, never the request's Host."""
+    kinto = events_app(
+        "memory",
+        store="s3",
+        more={"kinto.http_host": ""},  # Not required on S3 and GCS (options.check_host).
+        **destination_settings("webhook", receiver),
+    )
+    kinto.app.post(
+        RECORD + "/attachment",
+        upload_files=[("attachment", "a.txt", b"hello")],
+        headers={**ALICE, "Host": "attacker.example"},
+        status=201,
+    )
+    kinto.registry.attachment_dispatcher.run_once()
+    [event] = receiver.events()
+    assert event["source"] == "/v1/", event["source"]
