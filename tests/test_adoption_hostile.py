@@ -34,24 +34,27 @@ from .test_adoption import (
 
 
 PARENT = "/buckets/blog/collections/articles"
+FAR_FUTURE_MS = 3000 * 86400 * 1000
 
 
 def memory_app(tmp_path_factory, request, **settings):
     return prepared(cached_app("memory", tmp_path_factory, request, **settings))
 
 
-def set_attachment(kinto, record_id, attachment):
-    """What kinto-attachment let any client do: a PUT creating a record with any
-    ``attachment`` value (its listener only compares two truthy values on updates)."""
+def set_attachment(kinto, record_id, attachment, collection="articles"):
+    """What kinto-attachment let any client do (a PUT creating a record with any
+    ``attachment`` value: its listener only compares two truthy values on updates), and what
+    kinto-signer does on any server: a record written straight into Kinto's storage."""
+    parent = f"/buckets/blog/collections/{collection}"
     storage = kinto.registry.storage
     with transaction.manager:
         try:
-            record = storage.get(resource_name="record", parent_id=PARENT, object_id=record_id)
+            record = storage.get(resource_name="record", parent_id=parent, object_id=record_id)
         except Exception:
             record = {"id": record_id}
         storage.update(
             resource_name="record",
-            parent_id=PARENT,
+            parent_id=parent,
             object_id=record_id,
             obj={**record, "attachment": attachment},
         )
@@ -728,3 +731,317 @@ def test_deleting_both_records_sharing_a_legacy_file_at_once_leaks_it_for_good(
         "the file of two deleted records is still stored"
         + (", retained for good by adoption" if retained else "")
     )
+
+
+def later(kinto):
+    return gc.data_file_entries.msec_time() + FAR_FUTURE_MS
+
+
+# Step 2 run again after the switch, on records of ours.
+
+
+def test_a_later_kinto_migrate_never_keeps_our_own_files_a_signer_copy_names(
+    tmp_path_factory, request
+):
+    """Found by review (2026-12-05).
+
+    Adoption runs at every ``kinto migrate`` (deploys run it each time) and "does nothing
+    once everything is ours" (``adoption/migration.py``). Yet its step 2
+    (``adoption/copies.py:keep_unlinked_files``) still retains, at every run, the file of
+    every record that has an attachment and no link: after the switch, that is every copy
+    kinto-signer made of a record uploaded *through this plugin* (preview/main collections).
+    Our own files (their names carry the instance's tag) are retained for good: deleting the
+    original and every copy never deletes the file, neither at once nor by the collector
+    (retained keys are skipped by ``lifecycle.unreferenced`` and are references for the orphan
+    pass). Step 3 already leaves tagged names out for this very reason
+    (``unreferenced.py``: "Retained, an earlier make serve's files were kept for good").
+    Also contradicts docs/migrating.rst ("Replacing or deleting the original deletes its file
+    as kinto-attachment does, unless keep_old_files"): that now depends on whether a deploy
+    ran ``kinto migrate`` between the copy and the deletion.
+
+    It was: the file stays forever; each migrate reports it as "Records without a link
+    whose files were kept". Fixed (as suggested): in step 2, skip keys whose name carries an
+    instance tag (``instance.tag_of``), as step 3 does (or run step 2 only until adoption is
+    done, the later runs only adopting rows a kinto-attachment node still wrote)."""
+    kinto = memory_app(tmp_path_factory, request)
+    legacy_record(kinto, "r0", link="8")
+    adoption.adopt(kinto.registry)  # The first kinto migrate: done.
+    assert adoption.done(kinto.registry)
+
+    uploaded = kinto.upload(kinto.record_url("r1"), b"ours, after the switch", "new.txt").json
+    key = kinto.key_of(uploaded["location"])
+    kinto.app.put_json("/v1/buckets/blog/collections/preview", {}, headers=ALICE)
+    set_attachment(kinto, "r1", uploaded, collection="preview")  # kinto-signer's copy.
+
+    again = adoption.adopt(kinto.registry)  # The next deploy's kinto migrate.
+
+    kinto.app.delete(kinto.record_url("r1", collection="preview"), headers=ALICE)
+    kinto.app.delete(kinto.record_url("r1"), headers=ALICE)
+    store = kinto.registry.attachment_store
+    if store.exists(key):  # Not deleted with its record: the collector's, then.
+        age(kinto, key)
+        gc.collect(kinto.registry, now=later(kinto))
+    assert not store.exists(key), (
+        f"our own file, named by nothing, is kept forever (retained by a later migrate: "
+        f"unlinked={again.unlinked})"
+    )
+
+
+# What the dry run reports.
+
+
+def test_dry_run_counts_a_copy_of_a_file_whose_record_is_gone_as_the_run_does(
+    tmp_path_factory, request
+):
+    """Found by review (2026-12-05).
+
+    docs/migrating.rst: "``kinto migrate --dry-run`` counts what it would do", and the
+    operator's checklist relies on it. A kinto-attachment row whose record is gone (Kinto's
+    ``kinto delete-collection`` deletes records without events, so kinto-attachment's rows
+    and files stay) names a file that a kinto-signer copy in another collection still names.
+
+    The run retains the file in step 1 (record gone: ``rows._adopt_row``) and step 2 then
+    skips the copy (``links.is_retained``): ``unlinked == 0``. The dry run retains nothing in
+    step 1, and step 2 (``copies._keep_files_of``) only knows the rows of the copy's own
+    collection (``pretended``): it counts the copy, ``unlinked == 1``. It was: dry run
+    (retained, unlinked) = (1, 1), the run (1, 0). Fixed (as suggested): in a dry run, remember the
+    keys step 1 would retain (and link) and let step 2 treat them as retained
+    (``would_retain``)."""
+    kinto = memory_app(tmp_path_factory, request)
+    original = legacy_record(kinto, "r1", link="8")
+    kinto.app.put_json("/v1/buckets/blog/collections/main", {}, headers=ALICE)
+    copy = {k: v for k, v in original.items() if k != "key"}
+    set_attachment(kinto, "r1", copy, collection="main")  # kinto-signer's copy.
+    with transaction.manager:  # ``kinto delete-collection``'s way: no event, rows stay.
+        kinto.registry.storage.delete(resource_name="record", parent_id=PARENT, object_id="r1")
+
+    dry = adoption.adopt(kinto.registry, dry_run=True)
+    done = adoption.adopt(kinto.registry)
+
+    assert kinto.registry.attachment_store.exists(original["key"])
+    assert (dry.linked, dry.retained, dry.unlinked) == (done.linked, done.retained, done.unlinked)
+
+
+# Adoption while the servers serve.
+
+
+def _rows_in_order(kinto, *record_ids):
+    """kinto-attachment rows for the records ``record_ids``, with ids in that order (the
+    order adoption reads them in: ``paging`` sorts by id)."""
+    store = kinto.registry.attachment_store
+    keys = {}
+    for position, record_id in enumerate(record_ids):
+        attachment = legacy_record(kinto, record_id, link=None)
+        keys[record_id] = attachment["key"]
+        with transaction.manager:
+            kinto.registry.storage.create(
+                resource_name="",
+                parent_id=legacy.PARENT_ID,
+                obj={
+                    "id": f"{position:08d}-0000-4000-8000-000000000000",
+                    "location": attachment["key"],
+                    "bucket_uri": "/buckets/blog",
+                    "collection_uri": PARENT,
+                    "record_uri": f"{PARENT}/records/{record_id}",
+                },
+            )
+    assert all(store.exists(key) for key in keys.values())
+    return keys
+
+
+@pytest.mark.postgresql
+def test_adoption_and_a_batch_of_record_writes_never_deadlock(
+    tmp_path_factory, request, monkeypatch
+):
+    """Found by review (2026-12-05).
+
+    docs/migrating.rst: adoption runs "in their own transactions (safe while the server
+    serves)"; ``locks.py``: "Since every path is locked in the same order ... our locks cannot
+    deadlock with one another" and ``write_locks.lock_batch`` sorts a batch's paths because
+    "two batches writing r1, r2 and r2, r1 would each wait for the other (PostgreSQL aborts
+    one: a 503)".
+
+    Adoption's step 1 (``rows.adopt_rows`` -> ``_adopt_row``) locks the record of each row of a
+    batch of 100, in the rows' id order (random uuids), and holds every lock until the
+    batch commits. A ``POST /batch`` of the servers that writes two of those records locks
+    them in sorted order. Adoption holds rB and wants rA, the batch holds rA and wants rB:
+    PostgreSQL detects the deadlock and aborts one of them, a 503 for the client or a
+    traceback for ``kinto migrate`` (with the memory backend, whose collector adopts in the
+    server, nothing detects it: both hang for good).
+
+    Fixed (as suggested): lock the records of a batch of rows sorted by path (sort the batch by
+    ``(bucket_id, collection_id, record_id)`` before ``_adopt_row``), or adopt each row in a
+    transaction of its own."""
+    kinto = prepared(cached_app("postgresql", tmp_path_factory, request))
+    _rows_in_order(kinto, "rB", "rA")  # Adoption reads rB's row first.
+    adoption_holds_rb, batch_holds_ra = threading.Event(), threading.Event()
+    still_there, hold = legacy.still_there, kinto.registry.attachment_locks.hold
+    batch_thread = {}
+
+    adoption_held = set()
+
+    def paused_after_locking(storage, link):
+        if link["record_id"] == "rB":
+            adoption_holds_rb.set()
+            if "rA" not in adoption_held:  # Adoption locked rB first: let the batch take rA.
+                batch_holds_ra.wait(10)
+        return still_there(storage, link)
+
+    def hold_and_tell(path, *args, **kwargs):
+        hold(path, *args, **kwargs)
+        if threading.current_thread() is batch_thread.get("thread") and path[-1:] == ("rA",):
+            batch_holds_ra.set()
+        elif threading.current_thread() is batch_thread.get("adoption"):
+            adoption_held.add(path[-1])
+
+    monkeypatch.setattr(legacy, "still_there", paused_after_locking)
+    monkeypatch.setattr(kinto.registry.attachment_locks, "hold", hold_and_tell)
+    outcome = {}
+
+    def migrate():
+        try:
+            outcome["adoption"] = adoption.adopt(kinto.registry)
+        except Exception as error:  # noqa: BLE001 (reported below)
+            outcome["adoption"] = error
+
+    def batch():
+        adoption_holds_rb.wait(10)
+        body = {
+            "defaults": {"method": "PATCH"},
+            "requests": [
+                {"path": f"{PARENT}/records/{rid}", "body": {"data": {"title": "new"}}}
+                for rid in ("rA", "rB")
+            ],
+        }
+        response = kinto.app.post_json("/v1/batch", body, headers=ALICE, status="*")
+        statuses = [r["status"] for r in response.json.get("responses", [])]
+        outcome["batch"] = (response.status_int, statuses)
+
+    threads = [threading.Thread(target=migrate), threading.Thread(target=batch)]
+    batch_thread["adoption"], batch_thread["thread"] = threads
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    monkeypatch.undo()
+    assert not any(thread.is_alive() for thread in threads), "adoption and the batch hang"
+    assert not isinstance(outcome["adoption"], Exception), repr(outcome["adoption"])[:300]
+    assert outcome["batch"] == (200, [200, 200]), outcome["batch"]
+
+
+# kinto migrate as a careless operator runs it.
+
+
+def _kinto_migrate(ini, *args):
+    command = [str(BIN / "kinto"), "migrate", "--ini", str(ini), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.postgresql
+def test_kinto_migrate_dry_run_on_a_database_of_an_older_kinto_is_no_traceback(tmp_path):
+    """Found by review (2026-12-05).
+
+    docs/migrating.rst tells the operator to start with ``kinto migrate --dry-run``, and
+    supports kinto-attachment 6.x, which ran on Kinto 13 (storage schema 20: the table was
+    ``records``, renamed ``objects`` by Kinto 14's migration 20 -> 21). Switching plugins is
+    often done with a Kinto upgrade: Kinto's own dry run only says which migrations it
+    would run. ``Migration.initialize_schema`` (``adoption/migration.py``) guards a dry run
+    on a database without Kinto's tables (``_has_tables``: installed version None) but not
+    one whose schema is older than Kinto's: adoption then queries ``objects``, which is not
+    there yet, and ``kinto migrate --dry-run`` ends with a traceback (``UndefinedTable``).
+
+    Fixed (as suggested): in a dry run, adopt only when Kinto's storage schema is the current one
+    (``installed_version == storage.schema_version``); otherwise log that adoption will be
+    counted once Kinto's schema is migrated."""
+    from .conftest import build_settings, make_app
+    from .support.legacy import query
+
+    with own_database("review_adoption_old") as url:
+        make_app(build_settings("postgresql", str(tmp_path / "files"), pg=url))  # Schema.
+        query(
+            url,
+            """
+            ALTER TABLE objects RENAME COLUMN resource_name TO collection_id;
+            ALTER TABLE objects RENAME TO records;
+            ALTER TABLE timestamps RENAME COLUMN resource_name TO collection_id;
+            DELETE FROM metadata WHERE name = 'storage_schema_version';
+            INSERT INTO metadata (name, value) VALUES ('storage_schema_version', '20');
+            """,
+        )
+        ini = tmp_path / "kinto.ini"
+        ini.write_text(postgresql_ini(url, tmp_path / "files"))
+        done = _kinto_migrate(ini, "--dry-run")
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-1500:]
+
+
+def test_a_file_named_by_its_client_uploaded_while_the_first_adoption_runs_is_not_kept_forever(
+    tmp_path_factory, request, monkeypatch
+):
+    """Found by review (2026-12-05).
+
+    docs/migrating.rst: adoption is "safe while the server serves"; step 3 leaves out
+    "the files our uploads store while adoption runs (their names carry our instance's
+    tag)". With ``randomize = false`` (kinto-attachment's folder-named setups, kept by
+    operators who switch) our uploads' names are the client's: they carry no tag.
+
+    An upload commits between step 3's reading of the references and its listing of the
+    store (``unreferenced.keep_unreferenced_files``): its file is retained "unreferenced at
+    adoption" and listed as left by kinto-attachment (the report lies), and once its record
+    replaces it, it is never deleted (retained: ``lifecycle.unreferenced`` and the collector
+    skip it). It was: the replaced file stays forever.
+
+    Fixed (as suggested): in step 3, leave out files modified after adoption started (no
+    kinto-attachment node writes any more; the first orphan pass's grace covers them), or
+    look again, in the transaction that retains a batch, whether a link or a record now
+    names each key."""
+    kinto = memory_app(tmp_path_factory, request, **{"kinto.attachment.randomize": "false"})
+    legacy_record(kinto, "r1", link="8")
+    store = kinto.registry.attachment_store
+    listing = store.iter_blobs
+    uploaded = {}
+
+    def listed_after_an_upload():
+        response = kinto.upload(kinto.record_url("r2"), b"uploaded meanwhile", "report.txt")
+        uploaded["key"] = kinto.key_of(response.json["location"])
+        yield from listing()
+
+    monkeypatch.setattr(store, "iter_blobs", listed_after_an_upload)
+    report = adoption.adopt(kinto.registry)
+    monkeypatch.undo()
+    kinto.upload(kinto.record_url("r2"), b"replacement", "other.txt", status=200)
+    if store.exists(uploaded["key"]):  # Or deleted by the replacement already.
+        age(kinto, uploaded["key"])
+        gc.collect(kinto.registry, now=later(kinto))
+    assert not store.exists(uploaded["key"]), (
+        f"a replaced file is kept forever (listed as kinto-attachment's: "
+        f"{uploaded['key'] in report.unreferenced})"
+    )
+
+
+@pytest.mark.postgresql
+def test_kinto_migrate_of_a_read_only_node_neither_writes_nor_fails(tmp_path):
+    """Found by review (2026-12-05).
+
+    Kinto's ``kinto migrate`` honours ``readonly = true`` (read-only nodes, often on a
+    read replica, as Remote Settings' readers run): "Cannot migrate the storage backend
+    while in readonly mode", logged, and it goes on (exit 0): containers that run
+    ``kinto migrate`` before they serve start all the same. This plugin's migration
+    (``adoption/migration.py:Migration.initialize_schema``) ignores the setting: it creates
+    its index, makes the instance's tag and adopts, all writes. On a read replica each of
+    them fails: ``kinto migrate`` ends with a traceback (exit 1) and the read-only node does
+    not start; on a read-write database, a node configured read-only writes.
+
+    Here: a database whose sessions are read-only (what a replica is to its clients) and
+    ``kinto.readonly = true``. Fixed (as suggested): when ``readonly`` is set, log that adoption
+    (and the index) are left to a read-write node's ``kinto migrate``, and return."""
+    from .conftest import build_settings, make_app
+
+    with own_database("review_adoption_ro") as url:
+        make_app(build_settings("postgresql", str(tmp_path / "files"), pg=url))  # Schema.
+        (tmp_path / "files").mkdir(exist_ok=True)
+        replica = url + "?options=-c%%20default_transaction_read_only%%3Don"  # configparser
+        ini = tmp_path / "reader.ini"
+        ini.write_text(postgresql_ini(replica, tmp_path / "files") + "kinto.readonly = true\n")
+        done = _kinto_migrate(ini)
+    assert "Cannot migrate the storage backend while in readonly mode" in done.stderr
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-1500:]

@@ -1,12 +1,13 @@
 """Step 2: the file of each record with an attachment but no link is retained (a copy, often:
-deleting it must not delete the original's file); a location outside ``base_url`` is reported,
-never guessed (see :mod:`kinto_attachment.adoption`)."""
+deleting it must not delete the original's file), unless its name is one of our uploads'
+(tagged); a location outside ``base_url`` is reported, never guessed (see
+:mod:`kinto_attachment.adoption`)."""
 
 import transaction
 from kinto.core.storage import Filter
 from kinto.core.utils import COMPARISON
 
-from ..state import legacy, links, paging, records
+from ..state import instance, legacy, links, paging, records
 from .locations import linked_keys, names
 from .report import BATCH
 
@@ -22,7 +23,7 @@ def keep_unlinked_files(registry, report):
     with transaction.manager:
         collections = list(_collections(storage))
     with_attachment = [Filter("attachment", True, COMPARISON.HAS)]
-    would_retain = set()
+    would_retain = report.would_retain  # A dry run's, step 1's included.
     for ids in collections:
         parent_id = "/buckets/{}/collections/{}".format(*ids)
         # A dry run counted kinto-attachment's links without making them ours, and retains
@@ -55,7 +56,15 @@ def _keep_files_of(registry, ids, page, pretended, report, would_retain):
         if not keys:
             report.foreign.append((links.record_uri(*ids, record["id"]), location))
             continue
-        keys = {k for k in keys if k not in would_retain and not links.is_retained(storage, k)}
+        # A tagged name is one of our uploads' (a copy of a record made since the switch):
+        # deleting its original deletes it, as between two ``kinto migrate`` (docs).
+        keys = {
+            k
+            for k in keys
+            if instance.tag_of(k) is None
+            and k not in would_retain
+            and not links.is_retained(storage, k)
+        }
         if not keys:
             continue
         report.unlinked += 1

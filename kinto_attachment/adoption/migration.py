@@ -3,6 +3,7 @@
 import logging
 
 from kinto.core.storage.postgresql import PostgreSQLPluginMigration
+from pyramid.settings import asbool
 
 from ..events import claims
 from ..state import instance
@@ -28,10 +29,18 @@ class Migration(PostgreSQLPluginMigration):
         self.registry = registry
 
     def initialize_schema(self, client, dry_run=False):
-        if client is not None and dry_run and not _has_tables(self.registry.storage):
-            # Kinto's own dry run created no table: adoption would query tables that are
-            # not there. A fresh database holds nothing of kinto-attachment's either.
-            logger.info("Adoption of kinto-attachment data: Kinto's tables are not created yet")
+        if asbool(self.registry.settings.get("readonly")):
+            # As Kinto's own migration: a read-only node (often on a read replica) writes
+            # nothing, and its ``kinto migrate`` goes on; a read-write node's does this.
+            logger.info("Adoption of kinto-attachment data: left to a node that is not readonly")
+            return
+        if client is not None and dry_run and not _current_tables(self.registry.storage):
+            # Kinto's own dry run created or migrated no table: adoption would query tables
+            # that are not there (or not yet named as Kinto names them now: Kinto 13's
+            # ``records``). A fresh database holds nothing of kinto-attachment's either.
+            logger.info(
+                "Adoption of kinto-attachment data: counted once Kinto's tables are migrated"
+            )
             return
         if client is not None and not dry_run:
             claims.create_index(client)
@@ -39,7 +48,8 @@ class Migration(PostgreSQLPluginMigration):
         adopt(self.registry, dry_run=dry_run)
 
 
-def _has_tables(storage):
-    """Whether Kinto's PostgreSQL storage schema exists (a backend that does not say: yes)."""
+def _current_tables(storage):
+    """Whether Kinto's PostgreSQL storage schema is there, at Kinto's current version (a
+    backend that does not say: yes)."""
     installed_version = getattr(storage, "get_installed_version", None)
-    return installed_version is None or installed_version() is not None
+    return installed_version is None or installed_version() == storage.schema_version

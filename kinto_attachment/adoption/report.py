@@ -18,6 +18,8 @@ class Report:
     retained: int = 0
     #: Files of records without a link, now kept (retained), never deleted.
     unlinked: int = 0
+    #: Keys a dry run would have retained so far (a real run finds them retained).
+    would_retain: set = dataclasses.field(default_factory=set)
     #: ``(record URI, location)`` of records whose location is not under our ``base_url``.
     foreign: list = dataclasses.field(default_factory=list)
     #: Keys of the files the store held that nothing referenced at the first adoption: kept.

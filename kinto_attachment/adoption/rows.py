@@ -22,11 +22,17 @@ def adopt_rows(registry, report):
         # Adopted rows are removed: each batch is the first rows left.
         with transaction.manager:
             batch = list(itertools.islice(legacy.every(storage), BATCH))
-            for link in batch:
+            # The batch's record locks are held until it commits: taken in the order every
+            # path takes them (a batch of record writes sorts its own), lest they deadlock.
+            for link in sorted(batch, key=_lock_path):
                 _adopt_row(registry, store, link, report)
             legacy.forget(storage, batch)
         if len(batch) < BATCH:
             return
+
+
+def _lock_path(link):
+    return locks.record_path(link["bucket_id"], link["collection_id"], link["record_id"])
 
 
 def _adopt_row(registry, store, link, report):
@@ -34,7 +40,7 @@ def _adopt_row(registry, store, link, report):
     record = None
     if link["record_id"] is not None:
         if not report.dry_run:
-            locks.hold(registry, locks.record_path(*ids))
+            locks.hold(registry, _lock_path(link))
             if not legacy.still_there(registry.storage, link):
                 return  # Replaced (its old file went with the replacement), or adopted.
         record = records.stored(registry.storage, *ids)
@@ -46,7 +52,9 @@ def _adopt_row(registry, store, link, report):
             links.add(registry.storage, *ids, link["key"])
     elif link["key"]:
         report.retained += 1
-        if not report.dry_run:
+        if report.dry_run:
+            report.would_retain.add(link["key"])
+        else:
             links.retain(registry.storage, [link["key"]])
 
 

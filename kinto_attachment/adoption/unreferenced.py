@@ -64,21 +64,34 @@ def keep_unreferenced_files(registry, report):
             continue
         if references.key_hash(listed.key) in pretended:
             continue
-        report.unreferenced.append(listed.key)
-        logger.info(
-            "%s %r, which nothing references: kinto-attachment left it (keep_old_files...)",
-            "Would keep" if report.dry_run else "Keeping",
-            listed.key,
-        )
-        if not report.dry_run:
+        if report.dry_run:
+            _kept(report, listed.key)
+        else:
             batch.append(listed.key)
         if len(batch) >= BATCH:
-            _retain(registry.storage, batch)
+            _retain(registry.storage, batch, report)
             batch = []
-    _retain(registry.storage, batch)
+    _retain(registry.storage, batch, report)
 
 
-def _retain(storage, keys):
-    if keys:
-        with transaction.manager:
-            links.retain(storage, keys, reason=links.UNREFERENCED_AT_ADOPTION)
+def _retain(storage, keys, report):
+    """Retain ``keys``, but those a link names now: an upload that committed after the
+    references were read, under a name of its client's (``randomize = false``: no tag), is
+    ours, and its file goes with its record as any other's."""
+    if not keys:
+        return
+    with transaction.manager:
+        linked = links.linked_among(storage, keys)
+        kept = [key for key in keys if key not in linked]
+        links.retain(storage, kept, reason=links.UNREFERENCED_AT_ADOPTION)
+    for key in kept:
+        _kept(report, key)
+
+
+def _kept(report, key):
+    report.unreferenced.append(key)
+    logger.info(
+        "%s %r, which nothing references: kinto-attachment left it (keep_old_files...)",
+        "Would keep" if report.dry_run else "Keeping",
+        key,
+    )
