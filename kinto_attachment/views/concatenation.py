@@ -112,6 +112,11 @@ def _partial(request, upload_id, url):
     except tus_uploads.Locked:
         raise tus.locked() from None
     upload = tus_uploads.get(request.registry.storage, upload_id)
+    if upload is None:
+        # A finished upload (single or final) is no partial one, as its HEAD says.
+        done = tus_uploads.finished(request.registry.cache, upload_id)
+        if done is not None and is_mine(request, done):
+            raise tus_concat.concat_refusal("not_partial", url)
     if upload is None or not is_mine(request, upload):
         raise tus_concat.concat_refusal("unknown", url)
     if upload.get("concat") != "partial":
