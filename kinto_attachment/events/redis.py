@@ -6,7 +6,8 @@ An attempt lasts ``timeout_seconds`` at most, whole: redis-py's ``socket_timeout
 read only, and an answer that trickles in (a byte within each timeout) held an attempt past
 its lease, when another node sends the event again and the late copy lands after the
 subject's next events. A timer disconnects the client's connections in use then (redis-py's
-``ConnectionPool.disconnect``), which ends the read with an error."""
+``ConnectionPool.disconnect``), which ends the read with an error. A name whose resolution
+hangs holds the attempt longer (nothing cuts ``getaddrinfo``), but nothing is sent then."""
 
 import os
 import threading
@@ -62,12 +63,27 @@ class Redis:
         deadline.daemon = True
         deadline.start()
         try:
+            self._connected(expired)
             self._client.xadd(self._stream, {"event": body}, maxlen=self._maxlen, approximate=True)
         except self._errors as e:
             why = f"no answer within {self._timeout}s" if expired.is_set() else e
             raise Failed(f"redis: {why}") from e
         finally:
             deadline.cancel()
+
+    def _connected(self, expired):
+        """Connect first, if the pool has no connection: redis-py resolves the name before
+        any socket exists, which the deadline cannot cut (a resolver that hangs). Connected
+        past the deadline, the event is not sent: its copy could come after its lease ran
+        out, and after the next event of its subject that another dispatcher sent."""
+        pool = self._client.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.connect()
+        finally:
+            pool.release(connection)
+        if expired.is_set():
+            raise Failed(f"redis: no connection within {self._timeout}s")
 
     def close(self):
         self._client.close()

@@ -686,3 +686,48 @@ def test_housekeeping_removes_every_delivered_row_whose_hold_is_over(
     time.sleep(0.01)  # Every hold (0 s from delivery) is over.
     dispatcher.housekeep()
     assert delivered_rows() == 0
+
+
+@pytest.mark.parametrize("kind", ["webhook", "redis"])
+def test_nothing_is_sent_past_the_deadline_when_name_resolution_hangs(
+    events_app, request, monkeypatch, kind
+):
+    """Found by review (2026-12-05).
+
+    docs/events.rst: an attempt takes ``events.timeout_seconds`` at most; the lease
+    (``3 × timeout + 10`` s) and the in-time check of each row rely on it. The deadline shuts
+    down sockets (webhook) or disconnects redis-py's pool (Redis), but the destination's name
+    is resolved before any socket exists, by a ``getaddrinfo`` nothing interrupts: a resolver
+    that hung held a 0.5 s attempt as long, and Redis then took the event, late (past the
+    lease, another node may have sent it since, and the next event of its subject). Now
+    nothing is sent once the deadline is past: the attempt fails (retried); the time a
+    hanging resolver holds the dispatcher's thread is documented."""
+    host = "slow-resolver.invalid"
+    if kind == "webhook":
+        receiver = request.getfixturevalue("receiver")
+        settings = {
+            "webhook.url": f"http://{host}:{receiver.port}/hook",
+            "webhook.secret": destination_settings("webhook", receiver)["webhook.secret"],
+        }
+    else:
+        _, stream = request.getfixturevalue("redis_stream")
+        settings = {"redis.url": f"redis://{host}:6379/0", "redis.stream": stream}
+    kinto = events_app("memory", kind, timeout_seconds=0.5, **settings)
+    kinto.upload(RECORD, b"hello")
+    getaddrinfo = socket.getaddrinfo
+
+    def hanging(name, *args, **kwargs):
+        if name == host:
+            time.sleep(2.5)
+            name = "127.0.0.1"
+        return getaddrinfo(name, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging)
+    kinto.registry.attachment_dispatcher.run_once()
+    if kind == "webhook":
+        assert receiver.events() == []
+    else:
+        client, _ = request.getfixturevalue("redis_stream")
+        assert client.xlen(stream) == 0, "sent past the attempt's deadline"
+    [row] = outbox.rows(kinto.registry.storage)
+    assert (row["state"], row["attempts"]) == (outbox.PENDING, 1), row
