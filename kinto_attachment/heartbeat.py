@@ -15,7 +15,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
-from .state import instance
+from .state import instance, shared
 
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def attachments_ping(request):
     A read-only server does not write, so it reports ``True`` without probing.
     """
     registry = request.registry
-    if registry.settings.get("readonly"):
+    if shared.read_only(registry):
         return True
     timeout = float(registry.settings.get("heartbeat_timeout_seconds") or 10)
     probes = registry.__dict__.setdefault("attachment_probes", _OneAtATime())

@@ -201,3 +201,29 @@ def test_a_relative_base_path_is_refused_from_any_working_directory(
     assert run(main, args) == 2
     err = capsys.readouterr().err
     assert "refused" in err and "base_path" in err and "relative" in err, err
+
+
+@pytest.mark.postgresql
+def test_commands_that_write_refuse_a_read_only_nodes_configuration(tmp_path, capsys):
+    """Found by review (2026-12-05).
+
+    A read-only node (``kinto.readonly``, often on a replica) writes nothing: its servers
+    start no collector nor dispatcher. Its configuration given to a command that writes (a
+    cron job copied from a reader's files) is refused, naming why; what only reads (``gc
+    --dry-run``, ``events list``) runs."""
+    from .conftest import postgresql_ini
+
+    with own_database("readonly_commands") as url:
+        make_app(build_settings("postgresql", str(tmp_path / "files"), pg=url))  # Schema.
+        (tmp_path / "files").mkdir(exist_ok=True)
+        ini = tmp_path / "reader.ini"
+        ini.write_text(postgresql_ini(url, tmp_path / "files") + "kinto.readonly = true\n")
+        for main, argv in [
+            (command.main, []),
+            (events_command.main, ["retry"]),
+            (events_command.main, ["purge", "--all"]),
+        ]:
+            assert run(main, ["--ini", str(ini), *argv]) == 2, argv
+            assert "read-only node (kinto.readonly)" in capsys.readouterr().err
+        assert run(command.main, ["--ini", str(ini), "--dry-run"]) == 0
+        assert run(events_command.main, ["--ini", str(ini), "list"]) == 0

@@ -3,10 +3,9 @@
 import logging
 
 from kinto.core.storage.postgresql import PostgreSQLPluginMigration
-from pyramid.settings import asbool
 
 from ..events import claims
-from ..state import instance
+from ..state import instance, shared
 from . import adopt
 
 
@@ -29,7 +28,7 @@ class Migration(PostgreSQLPluginMigration):
         self.registry = registry
 
     def initialize_schema(self, client, dry_run=False):
-        if asbool(self.registry.settings.get("readonly")):
+        if shared.read_only(self.registry):
             # As Kinto's own migration: a read-only node (often on a read replica) writes
             # nothing, and its ``kinto migrate`` goes on; a read-write node's does this.
             logger.info("Adoption of kinto-attachment data: left to a node that is not readonly")

@@ -20,11 +20,13 @@ from .options import PREFIX, check_host, check_store, refuse_url
 
 def start_dispatcher(event):
     """On application start: deliver in a daemon thread (``attachment_dispatcher.stop()``);
-    not in a command (:func:`~kinto_attachment.state.shared.in_command`)."""
+    not in a command (:func:`~kinto_attachment.state.shared.in_command`), nor on a read-only
+    server, which has no event to send and claims none (:func:`.shared.read_only`)."""
     registry = event.app.registry
     dispatcher = getattr(registry, "attachment_dispatcher", None)
-    if dispatcher is not None and not shared.in_command(registry):
-        dispatcher.start()
+    if dispatcher is None or shared.in_command(registry) or shared.read_only(registry):
+        return
+    dispatcher.start()
 
 
 def check_destinations(options):

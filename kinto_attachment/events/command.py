@@ -98,6 +98,8 @@ def main(argv=None):
     with shared.registry_of(parser.prog, args.ini, UNSHARED) as registry:
         if registry is None:
             return 2
+        if args.command != "list" and shared.refuses_writes(parser.prog, args.ini, registry):
+            return 2
         try:
             lines = run(
                 registry, args.command, getattr(args, "state", None), getattr(args, "ids", ())

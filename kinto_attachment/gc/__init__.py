@@ -211,10 +211,11 @@ def _periodically(registry, interval, stopped):
 
 def start_collector(event):
     """On application start: collect in a daemon thread (stopped with ``gc_stop.set()``);
-    not in a command (:func:`~kinto_attachment.state.shared.in_command`)."""
+    not in a command (:func:`~kinto_attachment.state.shared.in_command`), nor on a read-only
+    server (:func:`~kinto_attachment.state.shared.read_only`)."""
     registry = event.app.registry
     interval = registry.attachment_settings.data_files.gc_interval_seconds
-    if not interval or shared.in_command(registry):
+    if not interval or shared.in_command(registry) or shared.read_only(registry):
         return
     registry.attachment_gc_stop = threading.Event()
     threading.Thread(

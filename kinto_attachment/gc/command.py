@@ -65,9 +65,9 @@ def main(argv=None):
     """``kinto-attachment-gc --ini FILE [--dry-run]``: collect once, print the report.
 
     Exit codes: ``0`` collected; ``2`` refused (a wrong command line, a configuration whose
-    records this process cannot see, a storage backend it cannot reach, a store that does
-    not hold the files the records name, or settings that differ from those the servers
-    recorded: nothing is removed); ``1`` the storage backend
+    records this process cannot see, a read-only node's, a storage backend it cannot reach, a
+    store that does not hold the files the records name, or settings that differ from those
+    the servers recorded: nothing is removed); ``1`` the storage backend
     failed in the middle of a collection (every step removes only what it has just proved
     unreferenced, so running again is safe)."""
     parser = argparse.ArgumentParser(prog="kinto-attachment-gc", description=DESCRIPTION)
@@ -78,6 +78,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     with shared.registry_of(parser.prog, args.ini, UNSHARED) as registry:
         if registry is None:
+            return 2
+        if not args.dry_run and shared.refuses_writes(parser.prog, args.ini, registry):
             return 2
         if (error := unreachable(registry.attachment_store)) is not None:
             print(STORE_UNREACHABLE.format(ini=args.ini, error=error), file=sys.stderr)

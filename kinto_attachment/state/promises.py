@@ -26,10 +26,9 @@ import time
 import transaction
 from kinto.core.storage.exceptions import ObjectNotFoundError
 from pyramid.events import NewRequest
-from pyramid.settings import asbool
 
 from .replaced import QUARANTINE_SECONDS
-from .shared import in_command, on_its_own, quiet_client, shares_state
+from .shared import in_command, on_its_own, quiet_client, read_only, shares_state
 
 
 logger = logging.getLogger(__name__)
@@ -168,6 +167,6 @@ def includeme(config):
     registry = config.registry
     if in_command(registry) or not shares_state(registry):
         return
-    if asbool(registry.settings.get("readonly")):
+    if read_only(registry):
         return
     config.add_subscriber(record_when_serving, NewRequest)

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import transaction
 from kinto.core.storage import memory
 from kinto.core.storage.exceptions import BackendError
+from pyramid.settings import asbool
 
 
 #: Why a command refuses a storage backend it cannot reach (formatted with ``prog``, the
@@ -89,6 +90,29 @@ def in_command(registry):
     threads. ``kinto migrate --dry-run`` started the periodic collector, whose round, once the
     migration took longer than its interval, adopted and deleted for real."""
     return bool(getattr(registry, "command", None))
+
+
+def read_only(registry):
+    """Whether the server is ``kinto.readonly`` (often on a read replica): as Kinto, it writes
+    nothing, so it starts none of the threads that write (the collector, the dispatcher),
+    records no promise and adopts nothing; those are left to the other servers."""
+    return asbool(registry.settings.get("readonly"))
+
+
+#: Why a command that writes refuses a read-only node's configuration.
+READ_ONLY = """\
+{prog}: refused: {ini} configures a read-only node (kinto.readonly), whose database may be a
+replica that takes no write, and which writes nothing: run it with the configuration of a node
+that writes."""
+
+
+def refuses_writes(prog, ini, registry):
+    """Whether a command that writes must refuse ``registry`` (a read-only node's), the reason
+    printed (:data:`READ_ONLY`)."""
+    if read_only(registry):
+        print(READ_ONLY.format(prog=prog, ini=ini), file=sys.stderr)
+        return True
+    return False
 
 
 def in_our_command(registry):
