@@ -46,16 +46,12 @@ def on_resources_deleted(event):
     storage = event.request.registry.storage
     payload = event.payload
     popped, files = [], {}
-    for change in event.impacted_objects:
-        object_id = change["old"]["id"]
-        if payload["resource_name"] == "record":
-            ids = (payload["bucket_id"], payload["collection_id"], object_id)
-        elif payload["resource_name"] == "collection":
-            ids = (payload["bucket_id"], object_id)
-        else:
-            ids = (object_id,)
-        # Already held when the delete came through Kinto's views (write_locks.lock_write).
-        locks.hold(event.request.registry, locks.record_path(*ids))
+    changes = [(_deleted_ids(payload, change), change) for change in event.impacted_objects]
+    # Already held when the delete came through Kinto's views (write_locks.lock_write); taken
+    # in the order every path takes them (sorted) when a plugin deletes several at once.
+    for path in sorted({locks.record_path(*ids) for ids, _ in changes}):
+        locks.hold(event.request.registry, path)
+    for ids, change in changes:
         unlinked = links.pop(storage, *ids)
         popped += unlinked
         if payload["resource_name"] == "record":
@@ -67,6 +63,16 @@ def on_resources_deleted(event):
     for (bucket_id, collection_id, record_id), attachment in files.items():
         ids = {"bucket_id": bucket_id, "collection_id": collection_id, "record_id": record_id}
         recording.deleted(event.request.registry, ids, attachment, request=event.request)
+
+
+def _deleted_ids(payload, change):
+    """The ids of the record, collection or bucket a deletion ``change`` removed."""
+    object_id = change["old"]["id"]
+    if payload["resource_name"] == "record":
+        return payload["bucket_id"], payload["collection_id"], object_id
+    if payload["resource_name"] == "collection":
+        return payload["bucket_id"], object_id
+    return (object_id,)
 
 
 def _deleted_files(store, unlinked):

@@ -243,6 +243,14 @@ def parse(settings):
             "{collection_id}) in kinto.attachment.folder (docs/security.rst).",
             folder,
         )
+    if base_url and store.option("redirect_expires") is not None and not store.option("acl", "-"):
+        logger.warning(
+            "Downloads are signed URLs, and objects are stored without an ACL (the bucket's): "
+            "their locations under base_url %s answer only if the bucket's policy lets anyone "
+            "read them. Set the store's acl (aws.acl = public-read) if base_url serves the "
+            "bucket, or leave base_url unset for private files (docs/security.rst).",
+            base_url,
+        )
     chosen = not default.randomize or any(not p.randomize for p in overrides.values())
     if chosen and "immutable" in str(store.option("cache_control", "")).lower():
         logger.warning(

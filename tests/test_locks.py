@@ -185,3 +185,27 @@ def test_upload_creating_a_record_created_meanwhile_is_412(kinto, monkeypatch):
     response = kinto.upload(kinto.record_url(), status=412)
     assert response.json["errno"] == 114
     assert kinto.files() == []
+
+
+def test_records_deleted_together_are_locked_in_order(kinto_memory, monkeypatch):
+    """Found by review (2026-12-05).
+
+    The deletion listener locked the records of one deletion in the order Kinto listed them
+    (newest first), where every other path sorts them (a batch's writes, adoption's
+    batches): a plugin deleting several records at once (kinto-signer) could deadlock with
+    an adoption batch. They are locked sorted, before any is unlinked."""
+    kinto = kinto_memory
+    kinto.create_collection()
+    for record_id in ("r1", "r3", "r2"):
+        kinto.upload(kinto.record_url(record_id), record_id.encode(), f"{record_id}.txt")
+    held = []
+    hold = locks.hold
+
+    def spy(registry, path, *args, **kwargs):
+        held.append(path)
+        return hold(registry, path, *args, **kwargs)
+
+    monkeypatch.setattr(locks, "hold", spy)
+    kinto.app.delete("/v1/buckets/blog/collections/articles/records", headers=ALICE)
+    records = [path for path in held if len(path) == 4]
+    assert records == sorted(set(records)) and len(records) == 3, held

@@ -181,6 +181,9 @@ def test_signed_downloads_store_private_objects_unless_told(store, signed, publi
     assert f"kinto.attachment.{store}.acl = {public} with {signed}" in caplog.text
     unsigned = {f"{store}.bucket_name": "files"}
     assert parse_s3(**unsigned).store.options.acl == public  # kinto-attachment's default.
+    caplog.clear()
+    parse_s3(**values, base_url="https://files.example.com/")  # Public URLs of private objects.
+    assert "answer only if the bucket's policy lets anyone read them" in caplog.text
 
 
 def test_s3_caps_file_sizes_at_ten_thousand_parts():

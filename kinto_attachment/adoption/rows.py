@@ -49,7 +49,8 @@ def _adopt_row(registry, store, link, report):
         report.linked += 1
         if not report.dry_run:
             _shared_kept(registry.storage, link["key"])
-            links.add(registry.storage, *ids, link["key"])
+            digest = (records.attachment_of(record) or {}).get("hash")
+            links.add(registry.storage, *ids, link["key"], digest=digest)
     elif link["key"]:
         report.retained += 1
         if report.dry_run:

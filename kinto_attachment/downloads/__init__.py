@@ -172,7 +172,10 @@ def respond(request, store, download, redirect=None, wrap=None, found=False):
         response.headers["Cache-Control"] = download.cache_control
     # The answer names the request's Origin (CORS, echoed by Cornice or ``web.cors``) when it
     # has one: a cache must not give one page's answer to another's, nor one made without.
-    response.vary = tuple(dict.fromkeys((*(download.vary or ()), "Origin")))
+    # Where it may redirect, a conditional request is streamed instead: a cache must not give
+    # it the redirect it keeps for the others.
+    conditions_vary = _CONDITIONS if redirect is not None else ()
+    response.vary = tuple(dict.fromkeys((*(download.vary or ()), "Origin", *conditions_vary)))
     conditions.require_preconditions(request, download)
     if conditions.not_modified(request, download):
         response.status = 304
@@ -213,16 +216,17 @@ def respond(request, store, download, redirect=None, wrap=None, found=False):
     return response
 
 
-#: Validators a store would compare with its own (an S3 ETag is an MD5, the ``Last-Modified``
-#: its write's), never with ours: the answer checked them, and streams the content.
-_OURS_ONLY = ("If-Match", "If-Range")
+#: Conditions a store would evaluate against its own validators (an S3 ETag is an MD5, its
+#: ``Last-Modified`` the object's write, or an older object's), never ours: the answer has
+#: checked them, and streams the content rather than send the client, with them, to the store
+#: (a resumed download refused, ``412``, or sent whole; a changed file answered ``304``).
+_CONDITIONS = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since", "If-Range")
 
 
 def _redirected(request, redirect):
     """Whether the content is left to ``redirect``'s signed URL (which a client follows with
-    the same headers): not for a resumed download (``If-Range``, ``If-Match``), which the
-    store would refuse (412) or answer with all of it."""
-    return redirect is not None and not any(request.headers.get(h) for h in _OURS_ONLY)
+    the same headers): not for a conditional request (:data:`_CONDITIONS`)."""
+    return redirect is not None and not any(request.headers.get(h) for h in _CONDITIONS)
 
 
 def _redirect(response, url):

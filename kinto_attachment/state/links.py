@@ -40,12 +40,14 @@ def _link_id(key):
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
 
-def add(storage, bucket_id, collection_id, record_id, key, since=None, previous=None):
+def add(storage, bucket_id, collection_id, record_id, key, since=None, previous=None, digest=None):
     """Link ``key`` to the record (again: linking twice leaves one link).
 
     ``since``: epoch ms from which every version of the record has had this blob, when known
     (:attr:`kinto_attachment.downloads.Download.unchanged_since`); ``previous``: that of the
-    record's last version with another file, if it had one (``previous_modified``).
+    record's last version with another file, if it had one (``previous_modified``);
+    ``digest``: the sha256 the record's ``attachment`` has with it, if any (a download tells
+    its link from a replacement's: :func:`names_file_of`).
     """
     link = {
         "key": key,
@@ -57,6 +59,8 @@ def add(storage, bucket_id, collection_id, record_id, key, since=None, previous=
         link["since"] = since
     if previous is not None:
         link["previous"] = previous
+    if digest is not None:
+        link["hash"] = digest
     storage.update(
         resource_name=RESOURCE,
         parent_id=PARENT_PREFIX + record_uri(bucket_id, collection_id, record_id),
@@ -80,6 +84,13 @@ def of_record(storage, bucket_id, collection_id, record_id, location=None, url=N
     if url is not None and (not location or any(url(link["key"]) == location for link in ours)):
         return ours
     return ours + list(legacy.links(storage, bucket_id, collection_id, record_id))
+
+
+def names_file_of(link, digest):
+    """Whether ``link`` may be that of the record's file whose sha256 is ``digest``: a link
+    made with another one is a replacement's (links made before they kept it, and
+    kinto-attachment's, may be any)."""
+    return not (digest and link.get("hash") and link["hash"] != digest)
 
 
 def held(storage, key):

@@ -102,7 +102,7 @@ def attach(request, context, blob, data=None, permissions=None, discard_on_failu
     # never had a file (made by a PUT) had no other content to serve.
     had_file = previous or (existing is not None and FILE_FIELD in existing)
     before = existing["last_modified"] if had_file else None
-    links.add(storage, *ids, blob.key, since=since, previous=before)
+    links.add(storage, *ids, blob.key, since=since, previous=before, digest=metadata["hash"])
     lifecycle.discard(request, replaced)
     recording.stored(
         request.registry,

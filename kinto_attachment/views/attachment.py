@@ -246,32 +246,35 @@ def _readable_by_everyone(request, context):
 def _key_of(request, context, store, metadata):
     """``(key, since, previous)``: the blob key of the record's attachment, since when the
     record has had it and the last version before with another (each None when unknown): the
-    linked key that its ``location`` names (its URL, or a URL under another, older,
-    ``base_url``: kinto-attachment's links too), else the key that ``location`` names under
-    our ``base_url`` (a record no link names yet); a 404 when neither exists.
+    linked key that its ``location`` names (under our ``base_url``, that very key; under
+    another, older, ``base_url``, or as a bare key: its last segments; kinto-attachment's
+    links too), else the key that ``location`` names under our ``base_url`` (a record no
+    link names yet); a 404 when neither exists.
 
-    The links are read after the record: a replacement committed in between leaves links that
-    name none of the record's ``location``. No other link is taken for it (its bytes would be
-    served under the record's size and ``ETag``): the key is None, and the download is read
-    again (:class:`~kinto_attachment.downloads.Missing`)."""
+    The links are read after the record: a replacement committed in between leaves a link
+    of another file, which is never taken for this one (its bytes would be served under the
+    record's size and ``ETag``): its key is not the location's, or its sha256 is not the
+    record's. Without another link the key is None, and the download is read again
+    (:class:`~kinto_attachment.downloads.Missing`)."""
     ids = (context.bucket_id, context.collection_id, context.record_id)
     location = _text(metadata, "location") or ""
+    digest = _text(metadata, "hash")
     found = links.of_record(request.registry.storage, *ids, location=location, url=store.url)
-    named = [link for link in found if _names(store, location, link["key"])]
-    if named:
-        link = max(named, key=lambda link: store.url(link["key"]) == location)
-        return link["key"], link.get("since"), link.get("previous")
-    key = store.key_for_url(location)
-    if key is None and not found:
+    ours = store.key_for_url(location)
+    for link in found:
+        if links.names_file_of(link, digest) and _names(store, location, ours, link["key"]):
+            return link["key"], link.get("since"), link.get("previous")
+    if ours is None and not found:
         raise errors.refuse("missing", resource_name=FILE_FIELD, id=_text(metadata, "filename"))
-    return key, None, None
+    return ours, None, None
 
 
-def _names(store, location, key):
-    """Whether ``location`` is the URL of ``key``: under our ``base_url``, or under another
-    one (its last segments are the key, as written or quoted), or the bare key."""
-    if store.url(key) == location:
-        return True
+def _names(store, location, ours, key):
+    """Whether ``location`` is the URL of ``key``: our URL of it (``ours``: the key that
+    ``location`` names under our ``base_url``, if it is under it), or a URL under another
+    ``base_url`` whose last segments are the key (as written or quoted), or the bare key."""
+    if ours is not None:
+        return key == ours or store.url(key) == location
     return any(name == key or name.endswith("/" + key) for name in {location, unquote(location)})
 
 

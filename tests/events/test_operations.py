@@ -317,3 +317,40 @@ def test_the_event_source_is_never_the_uploaders_host_header(events_app, receive
     kinto.registry.attachment_dispatcher.run_once()
     [event] = receiver.events()
     assert event["source"] == "/v1/", event["source"]
+
+
+def test_a_batch_sub_request_cannot_choose_the_events_source_or_fetch_url(events_app, receiver):
+    """Held against a review (2026-12-05).
+
+    events.rst: ``source`` (and a local store's fetch ``url`` under it) is the
+    server's ``/v1/`` RECORD at ``kinto.http_host``, "never made of a request's ``Host``
+    header". A ``POST /batch`` sub-request carries headers of its own (Kinto's
+    ``build_request`` merges them), a ``Host`` included: Kinto's ``http_host`` replaces it on
+    the sub-request's ``NewRequest`` too."""
+    kinto = events_app(
+        "memory",
+        more={"kinto.http_host": "kinto.example.com"},
+        **destination_settings("webhook", receiver),
+    )
+    kinto.app.post(
+        RECORD + "/attachment",
+        upload_files=[("attachment", "a.txt", b"hello")],
+        headers={**ALICE, "Host": "attacker.example"},
+        status=201,
+    )
+    body = {
+        "requests": [
+            {"method": "DELETE", "path": RECORD[len("/v1") :], "headers": {"Host": "evil.example"}}
+        ]
+    }
+    kinto.app.post_json("/v1/batch", body, headers={**ALICE, "Host": "attacker.example"})
+    assert kinto.app.get(RECORD, headers=ALICE, status="*").status_int == 404
+    for _ in range(3):
+        kinto.registry.attachment_dispatcher.run_once()
+    found = receiver.events()
+    assert len(found) == 2, [(e["type"], e["source"]) for e in found]
+    stored, deleted = found
+    assert deleted["type"].endswith("deleted"), deleted["type"]
+    for event in (stored, deleted):
+        assert event["source"] == "http://kinto.example.com/v1/", event["source"]
+    assert stored["data"]["url"].startswith("http://kinto.example.com/v1/"), stored["data"]["url"]
