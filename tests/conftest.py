@@ -353,6 +353,20 @@ def cached_app(backend, tmp_path_factory, request, blobs="local", **extra):
     return kinto
 
 
+def presigned_app(tmp_path_factory, request, **settings):
+    """:func:`cached_app` on S3 (memory backend) whose downloads redirect to presigned URLs,
+    with the ``blog/articles`` collection; ``settings``: more of them, by their full names."""
+    kinto = cached_app(
+        "memory",
+        tmp_path_factory,
+        request,
+        blobs="s3",
+        **{"kinto.attachment.aws.presigned_downloads": "true", **settings},
+    )
+    kinto.create_collection()
+    return kinto
+
+
 #: Where ``serving_app`` serves files (``base_url``): a location minus it is the app's path.
 SERVED_ORIGIN = "http://localhost"
 

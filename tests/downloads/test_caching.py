@@ -25,6 +25,7 @@ from ..conftest import (
     build_settings,
     cached_app,
     make_app,
+    presigned_app,
     s3_client,
     served_path,
     serving_app,
@@ -257,18 +258,15 @@ def test_kinto_record_lifetimes_apply_to_the_file(
 def test_presigned_redirects_expire_before_their_url(
     tmp_path_factory, request, expires, lifetime, expected
 ):
-    kinto = cached_app(
-        "memory",
+    kinto = presigned_app(
         tmp_path_factory,
         request,
-        blobs="s3",
         **{
-            "kinto.attachment.aws.presigned_downloads": "true",
             "kinto.attachment.aws.presigned_expires": expires,
             "kinto.record_cache_expires_seconds": lifetime,
         },
     )
-    meta = upload(kinto)
+    meta = kinto.upload(URL, b"hello", "hello.txt").json
     private = download(kinto, status=307)
     assert private.headers["Cache-Control"] == "private, no-store"
     assert "Authorization" in vary(private)

@@ -17,7 +17,15 @@ import webob
 from kinto_attachment import downloads
 from kinto_attachment.state import links
 
-from ..conftest import ALICE, BOB, cached_app, s3_client, served_path, serving_app
+from ..conftest import (
+    ALICE,
+    BOB,
+    cached_app,
+    presigned_app,
+    s3_client,
+    served_path,
+    serving_app,
+)
 from ..storage.test_gcs import gcs_app
 
 
@@ -282,17 +290,7 @@ def test_empty_file(kinto_memory):
 
 
 def test_presigned_redirect_on_s3(tmp_path_factory, request):
-    kinto = cached_app(
-        "memory",
-        tmp_path_factory,
-        request,
-        blobs="s3",
-        **{
-            "kinto.attachment.aws.presigned_downloads": "true",
-            "kinto.attachment.extensions": "any",
-        },
-    )
-    kinto.create_collection()
+    kinto = presigned_app(tmp_path_factory, request, **{"kinto.attachment.extensions": "any"})
     content = os.urandom(2048)
     meta = kinto.upload(URL, content, "page.html", mimetype="text/html").json
     response = get(kinto, status=307)
@@ -792,15 +790,7 @@ def collection(kinto_memory):
 
 @pytest.fixture
 def presigned_s3(tmp_path_factory, request):
-    kinto = cached_app(
-        "memory",
-        tmp_path_factory,
-        request,
-        blobs="s3",
-        **{"kinto.attachment.aws.presigned_downloads": "true"},
-    )
-    kinto.create_collection()
-    return kinto
+    return presigned_app(tmp_path_factory, request)
 
 
 def _sha(content):

@@ -11,7 +11,7 @@ import transaction
 
 from kinto_attachment.state import links
 
-from ..conftest import ALICE, cached_app
+from ..conftest import ALICE, cached_app, presigned_app
 from ..test_adoption import legacy_record
 
 
@@ -119,18 +119,9 @@ PUBLIC = {"read": ["system.Everyone"]}
 
 @pytest.fixture
 def presigned_public(tmp_path_factory, request):
-    kinto = cached_app(
-        "memory",
-        tmp_path_factory,
-        request,
-        blobs="s3",
-        **{
-            "kinto.attachment.aws.presigned_downloads": "true",
-            "kinto.record_cache_expires_seconds": "3600",
-        },
+    return presigned_app(
+        tmp_path_factory, request, **{"kinto.record_cache_expires_seconds": "3600"}
     )
-    kinto.create_collection()
-    return kinto
 
 
 def test_a_cached_redirect_is_not_reused_for_a_resumed_download(presigned_public):
