@@ -246,10 +246,10 @@ def _readable_by_everyone(request, context):
 def _key_of(request, context, store, metadata):
     """``(key, since, previous)``: the blob key of the record's attachment, since when the
     record has had it and the last version before with another (each None when unknown): the
-    linked key that its ``location`` names (under our ``base_url``, that very key; under
-    another, older, ``base_url``, or as a bare key: its last segments; kinto-attachment's
-    links too), else the key that ``location`` names under our ``base_url`` (a record no
-    link names yet); a 404 when neither exists.
+    linked key that its ``location`` names (its URL under our ``base_url``, else a URL under
+    another, older, ``base_url`` whose last segments are the key, or the bare key:
+    kinto-attachment's links too), else the key that ``location`` names under our
+    ``base_url`` (a record no link names yet); a 404 when neither exists.
 
     The links are read after the record: a replacement committed in between leaves a link
     of another file, which is never taken for this one (its bytes would be served under the
@@ -259,22 +259,23 @@ def _key_of(request, context, store, metadata):
     ids = (context.bucket_id, context.collection_id, context.record_id)
     location = _text(metadata, "location") or ""
     digest = _text(metadata, "hash")
-    found = links.of_record(request.registry.storage, *ids, location=location, url=store.url)
+    every = links.of_record(request.registry.storage, *ids, location=location, url=store.url)
+    found = [link for link in every if links.names_file_of(link, digest)]
     ours = store.key_for_url(location)
-    for link in found:
-        if links.names_file_of(link, digest) and _names(store, location, ours, link["key"]):
-            return link["key"], link.get("since"), link.get("previous")
-    if ours is None and not found:
+    named = [link for link in found if link["key"] == ours or store.url(link["key"]) == location]
+    named = named or [link for link in found if _ends(location, link["key"])]
+    if named:
+        link = named[0]
+        return link["key"], link.get("since"), link.get("previous")
+    if ours is None and not every:
         raise errors.refuse("missing", resource_name=FILE_FIELD, id=_text(metadata, "filename"))
     return ours, None, None
 
 
-def _names(store, location, ours, key):
-    """Whether ``location`` is the URL of ``key``: our URL of it (``ours``: the key that
-    ``location`` names under our ``base_url``, if it is under it), or a URL under another
-    ``base_url`` whose last segments are the key (as written or quoted), or the bare key."""
-    if ours is not None:
-        return key == ours or store.url(key) == location
+def _ends(location, key):
+    """Whether ``location`` is a URL under another ``base_url`` than ours (one below it too)
+    whose last segments are ``key`` (as written or quoted), or the bare key: a suffix, so
+    that only a link made for the record's sha256 (or before links kept it) is taken so."""
     return any(name == key or name.endswith("/" + key) for name in {location, unquote(location)})
 
 
