@@ -55,7 +55,15 @@ class StoreBase:
         variants = key_variants(key)
         if random:
             yield next(variants)
-        yield from (k for k in variants if not self.exists(k) and not self.reserved(k))
+        yield from (k for k in variants if self._free(k))
+
+    def _free(self, key):
+        """Whether no blob has the name ``key`` nor may take it; one the store cannot hold
+        (a local path that a link leads out of the store, ``ValueError``) is not free."""
+        try:
+            return not self.exists(key) and not self.reserved(key)
+        except ValueError:
+            return False
 
     def exists(self, key):
         return self.stat(key) is not None

@@ -10,6 +10,7 @@ inode table each: at a hundred small uploads a second, every new file went past 
 them (a tenth of the server's kernel time).
 """
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -55,8 +56,40 @@ def rename_unless_taken(source, destination):
 
 def _through_placeholder(source, destination):
     try:
-        os.close(os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        os.close(os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except FileExistsError:
         return False
-    os.replace(source, destination)
+    try:
+        os.replace(source, destination)
+    except BaseException:
+        # The empty placeholder is ours (made with ``O_EXCL``): the name is let go.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(destination)
+        raise
     return True
+
+
+def file_mode():
+    """The mode of the files the store makes: what ``open`` gives a new file (``0o666`` less
+    the process's umask: ``0o644`` under the usual ``022``; ``027`` keeps them from other
+    users), read once, from ``/proc`` (or set and put back at once where there is none)."""
+    global _FILE_MODE
+    if _FILE_MODE is None:
+        _FILE_MODE = 0o666 & ~_umask()
+    return _FILE_MODE
+
+
+_FILE_MODE = None
+
+
+def _umask():
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask

@@ -13,6 +13,8 @@ class RangeFile(Window):
     ``sendfile`` it would send the underlying file."""
 
     def __init__(self, stream, start, length):
+        #: The whole file (its size tells a download whether it is the file described).
+        self.source = stream
         self._stream = stream
         self._start = start
         self._length = length

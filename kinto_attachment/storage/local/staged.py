@@ -57,13 +57,14 @@ class LocalStaged:
         self._store = store
         self._key = key
         self._random = random
-        folder = os.path.dirname(store.path(key))
+        folder = store.folder_of(key)
         os.makedirs(folder, exist_ok=True)
         fd, self._temp_path = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX)
         # Unbuffered: chunks are large already, and an extra buffer would be another copy.
         self._file = os.fdopen(fd, "wb", buffering=0)
         self._behind = WriteBehind(fd) if store.fsync else None
         self._grown = None  # ``(path, length, mode)`` of the file it grows (:meth:`grow`).
+        self._placed = None  # Its path once renamed onto its name (:meth:`_place`).
 
     def write(self, chunk):
         write_all(self._file, chunk, self._behind)
@@ -101,11 +102,13 @@ class LocalStaged:
         fsync_dir(folder)
 
     def _place(self):
-        """Rename the file onto the first free name of its key's variants: ``(key, folder)``."""
-        os.chmod(self._temp_path, 0o644)
+        """Rename the file onto the first free name of its key's variants: ``(key, folder)``.
+        Until the commit is over, a failure lets that name go too (:meth:`abort`)."""
+        os.chmod(self._temp_path, placing.file_mode())
         for key in self._store.variants(self._key, self._random):
             path = self._store.path(key)
             if placing.rename_unless_taken(self._temp_path, path):
+                self._placed = path
                 return key, os.path.dirname(path)
 
     def grow(self, path, length):
@@ -140,14 +143,19 @@ class LocalStaged:
         return True
 
     def abort(self):
-        self._file.close()
+        # A close may report an earlier write's error (NFS, FUSE): the file goes all the same.
+        with contextlib.suppress(OSError):
+            self._file.close()
         if self._grown is not None:  # The upload's file back as it was (the commit's chmod too).
             path, length, mode = self._grown
             with contextlib.suppress(OSError):
                 os.truncate(path, length)
                 os.chmod(path, mode)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._temp_path)
+        # Renamed onto its name, then failed (the folder's fsync): the name is let go too.
+        for path in (self._temp_path, self._placed):
+            if path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
 
 
 def _settled():

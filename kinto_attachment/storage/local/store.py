@@ -6,7 +6,9 @@ hidden temporary file, fsynced, renamed onto a free name), resumable uploads as 
 import concurrent.futures
 import contextlib
 import errno
+import logging
 import os
+import posixpath
 from stat import S_ISREG
 
 from zope.interface import implementer
@@ -19,13 +21,16 @@ from .. import (
     Listed,
     Progress,
     Stat,
-    StorageUnavailable,
 )
 from ..base import StoreBase
 from ..keys import blob_url, join_key
+from . import placing
 from .ranges import RangeFile
 from .staged import TEMP_PREFIX, TEMP_SUFFIX, LocalStaged, fsync_dir, write_all
 from .writebehind import SHORT_WINDOW, WINDOW, WriteBehind
+
+
+logger = logging.getLogger(__name__)
 
 
 #: Folder of the files of resumable uploads in progress.
@@ -55,6 +60,11 @@ DROP_READ = hasattr(os, "posix_fadvise")
 #: by kinto-attachment from any client's data). Such a key is a missing blob: the collector
 #: and adoption, which look for the files records name, stopped at it for good.
 NO_SUCH_FILE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG})
+
+
+class Outside(OSError, ValueError):
+    """A key whose path leads out of ``base_path`` (a link planted in it): a store failure
+    to a write (a ``503``, logged), no blob to a read (``ValueError``: a lost blob)."""
 
 
 @contextlib.contextmanager
@@ -96,11 +106,19 @@ class LocalStore(StoreBase):
         return cls(options.base_path, base_url)
 
     def path(self, key):
-        """Absolute path of ``key``, which can never be outside ``base_path``."""
+        """Absolute path of ``key``, which can never be outside ``base_path``
+        (:class:`Outside`)."""
         path = os.path.realpath(os.path.join(self.base_path, join_key(key)))
         if os.path.commonpath([path, self.base_path]) != self.base_path:
-            raise ValueError(f"blob key {key!r} resolves outside of the storage folder")
+            raise Outside(f"blob key {key!r} resolves outside of the storage folder")
         return path
+
+    def folder_of(self, key):
+        """Absolute path of the folder of ``key``: never its own path, which a link planted
+        under that name could lead out of ``base_path`` (the name is then taken, not the
+        folder refused)."""
+        parent = posixpath.dirname(key)
+        return self.path(parent) if parent else self.base_path
 
     def listed_key(self, key):
         """The key :meth:`iter_blobs` lists the file of ``key`` under: ``key`` itself, unless a
@@ -154,8 +172,8 @@ class LocalStore(StoreBase):
 
     def append(self, state, offset, chunks):
         with open(self.path(state["temp"]), "r+b", buffering=0) as f:
-            if os.fstat(f.fileno()).st_size < offset:
-                raise StorageUnavailable(f"{state['temp']} is shorter than its offset {offset}")
+            if os.fstat(f.fileno()).st_size < offset:  # Its bytes are lost (a 410).
+                raise FileNotFoundError(f"{state['temp']} is shorter than its offset {offset}")
             f.truncate(offset)  # Whatever a failed request wrote beyond it.
             f.seek(offset)
             behind = WriteBehind(f.fileno(), offset, SHORT_WINDOW) if self.fsync else None
@@ -172,15 +190,23 @@ class LocalStore(StoreBase):
 
     def finish(self, state):
         temp = self.path(state["temp"])
-        os.makedirs(os.path.dirname(self.path(state["key"])), exist_ok=True)
+        os.makedirs(self.folder_of(state["key"]), exist_ok=True)
         for key in self.variants(state["key"], state.get("random", False)):
+            path = self.path(key)
             try:
-                os.link(temp, self.path(key))  # Atomic, never overwrites; keeps the upload.
+                os.link(temp, path)  # Atomic, never overwrites; keeps the upload.
             except FileExistsError:
                 continue
-            os.chmod(self.path(key), 0o644)
-            if self.fsync:
-                fsync_dir(os.path.dirname(self.path(key)))
+            try:
+                os.chmod(path, placing.file_mode())
+                if self.fsync:
+                    fsync_dir(os.path.dirname(path))
+            except BaseException:
+                # Not finished: the name is let go (it was a second name of the upload's
+                # file, which its next append would change).
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                raise
             return Progress(state, created=[key], obsolete=[state["temp"]], key=key)
 
     def discard(self, state, holding):
@@ -263,7 +289,9 @@ class LocalStore(StoreBase):
 
         Only the open directory iterators of the current branch are held, never the tree.
         Symbolic links are neither followed nor listed: ``path()`` resolves them, so deleting
-        one by its key would delete its target. Files removed while walking are skipped.
+        one by its key would delete its target. Files removed while walking are skipped, and
+        so are folders this process may not read (nothing of theirs is listed, so nothing of
+        theirs is deleted).
         """
         branches = [("", os.scandir(self.base_path))]
         try:
@@ -288,7 +316,10 @@ class LocalStore(StoreBase):
         """The :class:`Listed` of a file; a directory is pushed onto ``branches`` instead."""
         key = prefix + entry.name
         if entry.is_dir(follow_symlinks=False):
-            branches.append((key + "/", os.scandir(entry.path)))
+            try:
+                branches.append((key + "/", os.scandir(entry.path)))
+            except PermissionError:  # ``lost+found`` at a mount point's root, say.
+                logger.warning("Folder %r of the store cannot be read: its files are kept", key)
         elif entry.is_file(follow_symlinks=False):
             stat = entry.stat(follow_symlinks=False)
             modified_ms = stat.st_mtime_ns // 1_000_000
