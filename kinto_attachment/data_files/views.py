@@ -177,7 +177,10 @@ def _require_intact(request, store, entry, served):
     not read twice each time it is served. A blob rewritten since is hashed again, once.
     """
     with errors.store_errors():
-        stat = store.stat(served.key)
+        try:
+            stat = store.stat(served.key)
+        except ValueError:  # A name the store cannot hold (a link leading out of it).
+            stat = None
     if stat is None:
         raise downloads.Missing(served)
     if stat.version == entry.get("verified"):

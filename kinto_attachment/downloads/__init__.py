@@ -249,13 +249,14 @@ def _lost_attachment(download):
 
 
 def _require_blob(store, download):
-    """:class:`Missing` for ``HEAD`` too (``GET`` finds it out by opening the blob)."""
+    """:class:`Missing` for ``HEAD`` too (``GET`` finds it out by opening the blob), and for
+    a blob of another length than the one described (as ``GET`` finds a local file's)."""
     with store_errors():
         try:
-            found = store.exists(download.key)
+            stat = store.stat(download.key)
         except ValueError:  # A key that cannot be in the store.
-            found = False
-    if not found:
+            stat = None
+    if stat is None or stat.size != download.size:
         raise Missing(download)
 
 

@@ -200,7 +200,11 @@ def _download(request, context, store, expires):
     size = metadata.get("size")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         # A copy made by hand, or by an old client: the stored file says.
-        stat = store.stat(key)
+        with errors.store_errors():
+            try:
+                stat = store.stat(key)
+            except ValueError:  # A name the store cannot hold (a link leading out of it).
+                stat = None
         if stat is None:
             raise errors.refuse("missing", resource_name=FILE_FIELD, id=context.record_id)
         size = stat.size

@@ -4,23 +4,32 @@ full, I/O errors, symbolic links, modes, truncated files), from a review of 2026
 Failures are simulated in process (monkeypatched ``os`` functions and store helpers); no file
 system is mounted."""
 
+import contextlib
 import errno
 import hashlib
 import io
+import logging
 import os
+import threading
 
 import pytest
+import transaction
 import webob
 
+from kinto_attachment import adoption, gc
+from kinto_attachment.state import replaced
 from kinto_attachment.storage.local import placing as local_placing
 from kinto_attachment.storage.local import staged as local_staged
 from kinto_attachment.storage.local import store as local_store
 
-from ..conftest import ALICE, PREVIOUS_URL, cached_app
+from ..conftest import ALICE, PREVIOUS_URL, cached_app, served_path, serving_app
+from ..test_adoption import age, legacy_record, store_file
+from ..test_gc import GRACE, adopted, after_grace, orphan
 from ..views.test_resumable import TUS, UPLOADS, create, head, metadata, patch
 
 
 RECORD = PREVIOUS_URL
+OTHER_RECORD = RECORD[:-1] + "2"
 
 
 @pytest.fixture
@@ -312,10 +321,10 @@ def test_folder_fsync_failing_as_a_concatenation_commits_leaves_no_file(local, m
 # A file cut short by hand while records still name it.
 
 
-def raw_get(kinto, path, headers):
-    """``(status, headers, body)`` of a GET, straight from the WSGI app (webtest refuses a
+def raw(kinto, path, method="GET", headers=None):
+    """``(status, headers, body)`` of a request, straight from the WSGI app (webtest refuses a
     body shorter than its Content-Length before the test can look at it)."""
-    request = webob.Request.blank(path, headers=headers)
+    request = webob.Request.blank(path, method=method, headers=headers or {})
     environ = request.environ
     answer = {}
 
@@ -353,7 +362,7 @@ def test_a_file_cut_short_is_not_served_with_the_records_length(local, caplog, s
     meta = local.upload(RECORD, content, "data.txt").json
     os.truncate(os.path.join(local.base_path, local.key_of(meta["location"])), 10)
     headers = {**ALICE, **({"Range": span} if span else {})}
-    status, response_headers, body = raw_get(local, RECORD + "/attachment", headers)
+    status, response_headers, body = raw(local, RECORD + "/attachment", headers=headers)
     announced = int(response_headers.get("Content-Length", len(body)))
     assert (status, announced) == (status, len(body)), (status, response_headers)
     assert status in (404, 503)
@@ -487,7 +496,7 @@ def test_stored_files_follow_the_umask(local, umask_027):
 # The collector's listing of base_path.
 
 
-def test_an_unreadable_folder_in_base_path_does_not_stop_every_collection(
+def test_lost_and_found_at_the_root_of_base_path_does_not_stop_every_collection(
     tmp_path_factory, request, monkeypatch
 ):
     """Found by review (2026-12-05).
@@ -504,11 +513,9 @@ def test_an_unreadable_folder_in_base_path_does_not_stop_every_collection(
     until the folder is removed by hand. (Simulated: tests run as root, which reads any
     folder, so ``os.scandir`` refuses that one.)
 
-    Fixed: in ``iter_blobs``, a sub-folder that cannot be opened (``PermissionError``) is
-    skipped with a warning naming it (nothing under it is listed, so nothing under it is
-    deleted); ``base_path`` itself failing still fails the pass."""
-    from ..test_gc import GRACE, adopted, after_grace, orphan
-
+    Fixed: ``iter_blobs`` leaves out the root's ``lost+found``, where no key can be (ids
+    have no ``+``). Any other folder it may not read still stops the pass: skipped, its
+    files would be unknown to adoption and to the collector (a review of this fix, below)."""
     kinto = cached_app("memory", tmp_path_factory, request, **GRACE)
     kinto.create_collection()
     adopted(kinto)
@@ -711,3 +718,483 @@ def test_a_file_deleted_while_it_is_served_is_sent_whole(local):
     assert answer["status"].startswith("200")
     assert int(answer["headers"]["Content-Length"]) == len(received)
     assert received == content
+
+
+# Reviewed again: the fixes above, attacked (2026-12-05).
+
+
+def _failing_once(function):
+    """``function``, but its first call fails with EIO (an I/O error reported once, as
+    Linux reports a writeback error to the first fsync that sees it)."""
+    calls = []
+
+    def fail_once(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return function(*args, **kwargs)
+
+    return fail_once
+
+
+@pytest.fixture
+def named(tmp_path_factory, request):
+    """Memory backend, local files named as their clients name them (``randomize =
+    false``), the blog/articles collection."""
+    kinto = cached_app(
+        "memory", tmp_path_factory, request, **{"kinto.attachment.randomize": "false"}
+    )
+    kinto.create_collection()
+    return kinto
+
+
+# abort() unlinking the placed name: a name another upload took meanwhile.
+
+
+def test_a_second_abort_never_deletes_the_file_another_upload_placed(named, monkeypatch):
+    """Found by review (2026-12-05).
+
+    ``storage/__init__.py`` (IStaged.abort): "Drop what was written. Safe to call twice, or
+    after ``commit()`` failed"; what another upload committed is never touched.
+
+    It was: ``LocalStaged.commit`` (staged.py:71-82) calls ``abort()`` when the folder's
+    fsync fails after ``_place``; that abort unlinks the placed name (staged.py:155-158), and
+    the name is free again. An upload of the same name (``randomize = false``) then commits
+    under it. A second ``abort()`` of the first writer (which the interface allows, and
+    ``Intake.__exit__`` does: intake.py:160-162 aborts again after ``commit`` aborted)
+    unlinks ``self._placed`` once more: the other upload's committed file is deleted.
+
+    Fixed: forget the placed path once it is unlinked (``self._placed = None`` in ``abort``),
+    and unlink it only while it is still our file (compare its ``st_dev``/``st_ino``, kept at
+    ``_place``, with ``os.lstat`` before the unlink)."""
+    store = named.registry.attachment_store
+    monkeypatch.setattr(local_staged, "fsync_dir", _failing_once(local_staged.fsync_dir))
+    first = store.stage("report.txt", "text/plain")
+    first.write(b"the upload that failed")
+    with pytest.raises(OSError):
+        first.commit()  # Placed, then its folder's fsync fails: aborted (the name let go).
+    other = store.stage("report.txt", "text/plain")
+    other.write(b"another upload, committed")
+    assert other.commit() == "report.txt"
+    first.abort()  # "Safe to call twice, or after commit() failed."
+    assert store.exists("report.txt"), "abort() deleted a file another upload committed"
+    with store.open("report.txt") as f:
+        assert f.read() == b"another upload, committed"
+
+
+def test_a_failed_upload_never_deletes_a_concurrent_upload_of_the_same_name(named, monkeypatch):
+    """Found by review (2026-12-05).
+
+    docs/stores.rst: "A commit that fails once its name is taken (the folder's fsync) lets
+    the name go again: the upload is a ``503``, and leaves nothing"; docs/api.rst: a 503
+    writes nothing. Nothing says it may delete another record's attachment.
+
+    It was: with ``randomize = false``, upload A's commit fails at the folder's fsync; its
+    ``commit()`` aborts (the name ``new.txt`` is unlinked, free again), then
+    ``errors.store_errors`` logs the failure (intake.py:158-161), then ``Intake.__exit__``
+    calls ``abort()`` a second time (intake.py:161-162). A request on another thread that
+    uploads ``new.txt`` for another record in between (simulated here: it runs while the
+    failure is logged, on its own thread) gets that name and commits its record; A's second
+    abort then unlinks ``new.txt``, which is now that record's file: its record names a
+    missing blob (a 404, logged as a lost blob) — a committed attachment lost.
+
+    Fixed: as above (``abort`` forgets ``_placed`` once it has unlinked it, and never unlinks a
+    name that is not its own inode any more); ``Intake`` need not abort a writer whose
+    ``commit`` already did."""
+    monkeypatch.setattr(local_staged, "fsync_dir", _failing_once(local_staged.fsync_dir))
+    errors_logger = logging.getLogger("kinto_attachment.errors")
+    ran = []
+
+    def concurrent_upload(record):
+        if ran or "Attachment storage failed" not in record.getMessage():
+            return True
+        ran.append(True)
+        done = {}
+
+        def upload():
+            response = named.upload(OTHER_RECORD, b"the other record's file", "new.txt")
+            done["location"] = response.json["location"]
+
+        thread = threading.Thread(target=upload)
+        thread.start()
+        thread.join(30)
+        ran.append(done)
+        return True
+
+    errors_logger.addFilter(concurrent_upload)
+    try:
+        response = named.upload(RECORD, b"upload that fails", "new.txt", status="*")
+    finally:
+        errors_logger.removeFilter(concurrent_upload)
+    monkeypatch.undo()
+    assert response.status_code == 503, response.text
+    assert len(ran) == 2 and ran[1].get("location"), "the concurrent upload did not run"
+    location = ran[1]["location"]
+    assert named.key_of(location) == "new.txt"
+    assert named.exists(location), "a failed upload deleted another record's attachment"
+    got = named.app.get(OTHER_RECORD + "/attachment", headers=ALICE, status="*")
+    assert got.status_code == 200 and got.body == b"the other record's file"
+
+
+# The collector and adoption skipping folders they may not read.
+
+
+def _refusing(monkeypatch, folder):
+    """``os.scandir`` refusing ``folder`` (EACCES), as for a folder this process may not read
+    (tests run as root, which reads any)."""
+    scandir = os.scandir
+
+    def guarded(path="."):
+        if os.fspath(path) == folder:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", guarded)
+
+
+def test_adoption_does_not_end_while_a_folder_of_the_store_is_skipped(
+    tmp_path_factory, request, monkeypatch
+):
+    """Found by review (2026-12-05).
+
+    adoption/__init__.py step 3: "at the first adoption only, every file the store holds
+    that nothing references is recorded as retained ... kinto-attachment with
+    ``keep_old_files = true`` ... keeps the file, on purpose: ... without this the first
+    orphan pass would delete what the setting was set to keep"; docs/stores.rst: the
+    collector skips a folder it may not read, "nothing of it is deleted".
+
+    It was: ``iter_blobs`` now skips a folder it may not open (store.py:319-322, a warning
+    "its files are kept"), and adoption lists the store with it
+    (adoption/unreferenced.py:60): the first adoption ends (its marker written,
+    adoption/__init__.py:70-76) without having seen that folder's files, so none is retained.
+    Once the folder can be read (its owner or mode fixed: the servers must write there),
+    the orphan pass lists its files, unreferenced and not retained, and deletes the files
+    kinto-attachment kept on purpose. Before this commit the ``PermissionError`` stopped the
+    adoption, which ran again (and retained them) once the folder was readable.
+
+    Fixed: a folder the store may not read stops the listing again (a ``PermissionError``,
+    so adoption does not end, and no orphan pass runs on a partial listing); only the file
+    system's ``lost+found`` at the root, where no key can be, is left out."""
+    kinto = cached_app("memory", tmp_path_factory, request, **GRACE)
+    kinto.create_collection()
+    kinto.registry.attachment_adopted = False  # The marker went with the previous test's data.
+    kept = store_file(kinto, b"version 1, kept on purpose", key="blog/old-articles/v1.txt")
+    current = legacy_record(kinto, "r1", content=b"version 2", link="8")
+    for key in (kept, current["key"]):
+        age(kinto, key)
+    _refusing(monkeypatch, os.path.join(kinto.base_path, "blog", "old-articles"))
+    with pytest.raises(PermissionError):  # The listing stops: adoption does not end.
+        gc.collect(kinto.registry, now=after_grace())
+    assert not adoption.done(kinto.registry)
+    monkeypatch.undo()  # The folder's owner fixed: readable again.
+    store = kinto.registry.attachment_store
+    assert store.exists(kept)
+    gc.collect(kinto.registry, now=after_grace())
+    assert store.exists(kept), "a file kinto-attachment kept (keep_old_files) was deleted"
+
+
+class _Unsearchable:
+    """The entries of a folder this process may read but not search (``r`` without ``x``:
+    a folder ``chmod -R 644``-ed, another user's ``0744``): ``readdir`` lists them (their
+    types come with the listing), but any ``lstat`` of one is refused (EACCES)."""
+
+    def __init__(self, entries):
+        self._entries = entries
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return _UnsearchableEntry(next(self._entries))
+
+    def close(self):
+        self._entries.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class _UnsearchableEntry:
+    def __init__(self, entry):
+        self._entry = entry
+        self.name, self.path = entry.name, entry.path
+
+    def is_dir(self, follow_symlinks=True):
+        return self._entry.is_dir(follow_symlinks=False)
+
+    def is_file(self, follow_symlinks=True):
+        return self._entry.is_file(follow_symlinks=False)
+
+    def is_symlink(self):
+        return self._entry.is_symlink()
+
+    def stat(self, follow_symlinks=True):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), self.path)
+
+
+def test_a_folder_that_can_be_listed_but_not_searched_stops_the_pass_and_deletes_nothing(
+    tmp_path_factory, request, monkeypatch
+):
+    """Found by review (2026-12-05).
+
+    docs/stores.rst: "The garbage collector skips (and says) a folder it may not read";
+    CHANGELOG: "a folder the collector may not read (lost+found) stopped every orphan pass"
+    (fixed).
+
+    It was: only a folder ``os.scandir`` refuses is skipped (store.py:319-322). A folder
+    this process may list but not search (mode ``r--`` for it: a ``chmod -R 644`` of the
+    store, another user's ``0744`` folder) opens, lists its names, and then
+    ``entry.stat(follow_symlinks=False)`` (store.py:324) raises ``PermissionError``, which
+    ``iter_blobs`` does not catch (only ``FileNotFoundError``, store.py:306): the walk ends,
+    the orphan pass fails, every round, as before the fix; no orphan elsewhere is collected.
+
+    Fixed otherwise: no folder but a root ``lost+found`` is skipped (a skipped folder's
+    files, unknown to adoption and to the collector, would be taken for orphans once it is
+    readable): the pass stops (``PermissionError``), and deletes nothing."""
+    kinto = cached_app("memory", tmp_path_factory, request, **GRACE)
+    kinto.create_collection()
+    adopted(kinto)
+    key = orphan(kinto)
+    folder = os.path.join(kinto.base_path, "aaa-unsearchable")  # Listed before ``blog``.
+    os.mkdir(folder)
+    with open(os.path.join(folder, "theirs.bin"), "wb") as f:
+        f.write(b"another user's file")
+    scandir = os.scandir
+
+    def guarded(path="."):
+        entries = scandir(path)
+        return _Unsearchable(entries) if os.fspath(path) == folder else entries
+
+    monkeypatch.setattr(os, "scandir", guarded)
+    with pytest.raises(PermissionError):
+        gc.collect(kinto.registry, now=after_grace())
+    monkeypatch.undo()
+    assert key in kinto.files()  # Left for a pass that sees the whole store.
+    assert "aaa-unsearchable/theirs.bin" in kinto.files()
+
+
+# The downloads' size check.
+
+
+def test_head_of_a_file_cut_short_answers_as_its_get(local):
+    """Found by review (2026-12-05).
+
+    docs/stores.rst: "A file cut short (or written over) by hand is not served under its
+    record's length: a ``404``, logged as a lost file"; RFC 9110 §9.3.2: a HEAD answers with
+    the header fields of the GET.
+
+    It was: the GET of a record whose file was cut short is a 404 now (``downloads._open``
+    compares the file's ``fstat`` size), but its HEAD only asks ``store.exists``
+    (downloads/__init__.py:199-202, 250-259: ``_require_blob``): a ``200`` whose
+    ``Content-Length`` is
+    the record's size, for a body that a GET refuses to send. A client (or cache, or a
+    monitor) that checks with HEAD first sees a valid attachment; a zero-length record whose
+    file was written over is likewise a 200 to both.
+
+    Fixed: ``_require_blob`` compares ``store.stat(key).size`` with ``download.size`` (a
+    mismatch is :class:`Missing`, as in ``_open``)."""
+    content = os.urandom(10_000)
+    meta = local.upload(RECORD, content, "data.txt").json
+    os.truncate(os.path.join(local.base_path, local.key_of(meta["location"])), 10)
+    get_status, _, _ = raw(local, RECORD + "/attachment", headers=ALICE)
+    assert get_status == 404
+    head_status, head_headers, _ = raw(local, RECORD + "/attachment", "HEAD", headers=ALICE)
+    assert (head_status, head_headers.get("Content-Length")) != (200, "10000")
+    assert head_status == get_status
+
+
+def _set_size(kinto, record_url, size):
+    """The record's ``attachment.size`` rewritten in storage (a copy made by hand, an old
+    client): ``...`` removes it."""
+    parent_id, record_id = record_url[len("/v1") :].rsplit("/records/", 1)
+    storage = kinto.registry.storage
+    with transaction.manager:
+        record = storage.get(resource_name="record", parent_id=parent_id, object_id=record_id)
+        attachment = dict(record["attachment"])
+        if size is ...:
+            del attachment["size"]
+        else:
+            attachment["size"] = size
+        storage.update(
+            resource_name="record",
+            parent_id=parent_id,
+            object_id=record_id,
+            obj={**record, "attachment": attachment},
+        )
+
+
+@pytest.mark.parametrize("size", [..., "1234", None, True, -1, 12.0])
+@pytest.mark.parametrize("span", [None, "bytes=2-5"])
+def test_a_record_whose_size_is_missing_or_no_integer_is_still_served(local, size, span):
+    """Held against a review (2026-12-05).
+
+    the size check (``downloads._open``) compares the file with the size the download
+    announces, which comes from the stored file itself when the record's ``size`` is absent or
+    no integer (views/attachment.py:201-207): such records (copies made by hand, old
+    clients) are served whole, and ranges of them, never taken for lost blobs."""
+    content = os.urandom(1234)
+    local.upload(RECORD, content, "data.txt")
+    _set_size(local, RECORD, size)
+    headers = {**ALICE, **({"Range": span} if span else {})}
+    status, _, body = raw(local, RECORD + "/attachment", headers=headers)
+    assert (status, body) == ((206, content[2:6]) if span else (200, content))
+
+
+def test_a_served_file_replaced_under_its_name_between_stat_and_open_is_served_whole(
+    tmp_path_factory, request, monkeypatch
+):
+    """Held against a review (2026-12-05).
+
+    ``serve_files`` (views/files.py) stats the file, then opens it: a file written
+    over under that name in between (another length) is no lost blob: the download is
+    looked at again (``Missing``), served as the new file, whole, and nothing is logged as
+    an error."""
+    kinto = serving_app(tmp_path_factory, request)
+    kinto.create_collection()
+    meta = kinto.upload(RECORD, b"first version", "data.txt").json
+    path = os.path.join(kinto.base_path, kinto.key_of(meta["location"]))
+    store = kinto.registry.attachment_store
+    opened = store.open
+    replaced = []
+
+    def replacing_open(key, start=0, end=None):
+        if not replaced:
+            replaced.append(key)
+            with open(path + ".new", "wb") as f:
+                f.write(b"a second, longer version")
+            os.replace(path + ".new", path)
+        return opened(key, start, end)
+
+    monkeypatch.setattr(store, "open", replacing_open)
+    errors_seen = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = errors_seen.append
+    logging.getLogger("kinto_attachment").addHandler(handler)
+    try:
+        status, headers, body = raw(kinto, served_path(meta["location"]))
+    finally:
+        logging.getLogger("kinto_attachment").removeHandler(handler)
+    assert replaced
+    assert (status, body) == (200, b"a second, longer version")
+    assert int(headers["Content-Length"]) == len(body)
+    assert errors_seen == []
+
+
+# Downloads of files behind a link planted in base_path that leads out of it.
+
+
+def _moved_out(kinto, folder, tmp_path):
+    """``folder`` of base_path moved out of it and linked back (another volume): every key
+    under it now leads out of ``base_path`` (``Outside``)."""
+    inside = os.path.join(kinto.base_path, folder)
+    outside = tmp_path / "moved"
+    os.rename(inside, outside)
+    os.symlink(outside, inside)
+
+
+def test_a_record_without_size_whose_file_is_behind_a_link_out_is_a_404(by_collection, tmp_path):
+    """Found by review (2026-12-05).
+
+    docs/stores.rst: "A link planted in ``base_path`` that leads out of it is never
+    followed: ... a download is a ``404``"; ``local.store.Outside`` says it is "no blob to a
+    read (``ValueError``: a lost blob)".
+
+    It was: a record whose ``size`` is absent (or no integer: a copy made by hand, an old
+    client) is described from ``store.stat(key)`` (views/attachment.py:201-205), outside any
+    ``store_errors`` and without the ``except ValueError`` the other reads have
+    (downloads/__init__.py:256, signed.py:34, views/files.py:72): ``Outside`` escapes the
+    view, a 500 ("A programmatic error occurred") with a traceback, every time.
+
+    Fixed: in ``_download``, ``except ValueError`` around ``store.stat(key)`` (a missing blob:
+    :class:`~kinto_attachment.downloads.Missing`, as a ``None`` stat), or have ``stat``
+    answer None for a key that cannot be in the store."""
+    content = b"attachment of a copy made by hand"
+    by_collection.upload(RECORD, content, "data.txt")
+    _set_size(by_collection, RECORD, ...)
+    assert by_collection.app.get(RECORD + "/attachment", headers=ALICE).body == content
+    _moved_out(by_collection, os.path.join("blog", "articles"), tmp_path)
+    response = by_collection.app.get(RECORD + "/attachment", headers=ALICE, status="*")
+    assert response.status_code == 404, response.text
+
+
+def test_a_data_file_behind_a_link_out_is_a_404(local, tmp_path):
+    """Found by review (2026-12-05).
+
+    docs/stores.rst: "A link planted in ``base_path`` that leads out of it is never
+    followed: a write through it is a ``503`` (logged), ... and a download is a ``404``".
+
+    It was: the ``/data/files`` download checks its blob with ``store.stat``
+    (data_files/views.py:179-180, ``_require_intact``) inside ``errors.store_errors`` only;
+    ``Outside`` is an ``OSError`` since this commit, so a ``.data-files`` folder linked out
+    of ``base_path`` makes every download of every id a ``503`` with ``Retry-After`` (a
+    store failure: clients retry for ever) and an "Attachment storage failed" traceback,
+    where the docs promise the ``404`` of a lost file (it was a 500 before).
+
+    Fixed: ``except ValueError`` around that ``store.stat`` (``Missing``, then the entry's
+    ``404``), as ``downloads._require_blob`` does."""
+    headers = {"Content-Type": "application/pdf"}
+    environ = {"REMOTE_ADDR": "127.0.0.1"}
+    local.app.post(
+        "/v1/data/files?id=report",
+        b"%PDF data",
+        headers=headers,
+        extra_environ=environ,
+        status=200,
+    )
+    assert local.app.get("/v1/data/files/report", extra_environ=environ).body == b"%PDF data"
+    _moved_out(local, ".data-files", tmp_path)
+    response = local.app.get("/v1/data/files/report", extra_environ=environ, status="*")
+    assert response.status_code == 404, response.text
+
+
+def test_a_record_whose_file_is_behind_a_link_out_is_a_404(by_collection, tmp_path):
+    """Held against a review (2026-12-05).
+
+    a record (with its integer ``size``) whose folder was moved out of ``base_path``
+    and linked back: its download is the ``404`` of a lost blob (``Outside`` is taken for a
+    ``ValueError`` by ``downloads._open``), its HEAD too, never a 500 nor a 503."""
+    by_collection.upload(RECORD, b"content", "data.txt")
+    _moved_out(by_collection, os.path.join("blog", "articles"), tmp_path)
+    assert (
+        by_collection.app.get(RECORD + "/attachment", headers=ALICE, status="*").status_code == 404
+    )
+    assert (
+        by_collection.app.head(RECORD + "/attachment", headers=ALICE, status="*").status_code
+        == 404
+    )
+
+
+def test_the_collector_deletes_the_other_replaced_files_when_one_is_behind_a_link_out(
+    by_collection, tmp_path
+):
+    """Found by review (2026-12-05).
+
+    docs/gc.rst: replaced files are deleted once their grace has passed; docs/stores.rst:
+    a link that leads out of ``base_path`` is never followed (nothing of ours is there).
+
+    It was: ``_collect_replaced`` (gc/__init__.py:180-182) claims a batch of due entries
+    (removed for good), then ``delete_many`` deletes their blobs one by one
+    (store.py:159-161); the key of a folder moved out of ``base_path`` and linked back
+    raises ``Outside`` from ``path()`` in ``delete``: the collection fails (the command:
+    "the store failed ... Run the command again", exit 1), and every other blob of that
+    batch after it (up to 1000), whose entries are gone, is never deleted by this step.
+
+    Fixed: ``LocalStore.delete`` of a key that cannot be in the store deletes nothing (as
+    ``stat`` would find nothing): ``except Outside: return``; or ``delete_many`` goes on
+    past it and raises at the end."""
+    store = by_collection.registry.attachment_store
+    adopted(by_collection)
+    moved = store_file(by_collection, b"moved", key="blog/articles/moved.txt")
+    kept_apart = [store_file(by_collection, b"x", key=f"blog/other/{n}.txt") for n in range(8)]
+    _moved_out(by_collection, os.path.join("blog", "articles"), tmp_path)
+    # The moved one first in the batch (entries go in id order).
+    others = [k for k in kept_apart if replaced._entry_id(k) > replaced._entry_id(moved)]
+    assert others
+    with transaction.manager:
+        replaced.add(by_collection.registry.storage, [moved, *others], until=0)
+    with contextlib.suppress(OSError):
+        gc.collect(by_collection.registry)
+    assert [key for key in others if store.exists(key)] == []

@@ -151,8 +151,10 @@ class LocalStaged:
             with contextlib.suppress(OSError):
                 os.truncate(path, length)
                 os.chmod(path, mode)
-        # Renamed onto its name, then failed (the folder's fsync): the name is let go too.
-        for path in (self._temp_path, self._placed):
+        # Renamed onto its name, then failed (the folder's fsync): the name is let go too,
+        # once (a second abort must not delete what another upload has placed there since).
+        placed, self._placed = self._placed, None
+        for path in (self._temp_path, placed):
             if path is not None:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)

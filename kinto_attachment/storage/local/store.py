@@ -6,7 +6,6 @@ hidden temporary file, fsynced, renamed onto a free name), resumable uploads as 
 import concurrent.futures
 import contextlib
 import errno
-import logging
 import os
 import posixpath
 from stat import S_ISREG
@@ -28,9 +27,6 @@ from . import placing
 from .ranges import RangeFile
 from .staged import TEMP_PREFIX, TEMP_SUFFIX, LocalStaged, fsync_dir, write_all
 from .writebehind import SHORT_WINDOW, WINDOW, WriteBehind
-
-
-logger = logging.getLogger(__name__)
 
 
 #: Folder of the files of resumable uploads in progress.
@@ -60,6 +56,10 @@ DROP_READ = hasattr(os, "posix_fadvise")
 #: by kinto-attachment from any client's data). Such a key is a missing blob: the collector
 #: and adoption, which look for the files records name, stopped at it for good.
 NO_SUCH_FILE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG})
+
+
+#: What ``mkfs`` makes at the root of ext2/3/4 file systems (root's, mode 0700).
+LOST_AND_FOUND = "lost+found"
 
 
 class Outside(OSError, ValueError):
@@ -153,8 +153,12 @@ class LocalStore(StoreBase):
         return Stat(result.st_size, _version(result), result.st_mtime_ns // 1_000_000)
 
     def delete(self, key):
+        try:
+            path = self.path(key)
+        except Outside:  # No blob of the store has that name: nothing to delete.
+            return
         with contextlib.suppress(FileNotFoundError), _missing_is_not_found():
-            os.unlink(self.path(key))
+            os.unlink(path)
 
     def delete_many(self, keys):
         for key in keys:
@@ -290,8 +294,11 @@ class LocalStore(StoreBase):
         Only the open directory iterators of the current branch are held, never the tree.
         Symbolic links are neither followed nor listed: ``path()`` resolves them, so deleting
         one by its key would delete its target. Files removed while walking are skipped, and
-        so are folders this process may not read (nothing of theirs is listed, so nothing of
-        theirs is deleted).
+        so is the file system's ``lost+found`` at the root (a ``base_path`` that is a mount
+        point): no key is in it (ids have no ``+``). Any other folder this process may not
+        read stops the listing (``PermissionError``): skipped, its files would be neither kept
+        by adoption nor known to the collector, which would take them for orphans once the
+        folder is readable again.
         """
         branches = [("", os.scandir(self.base_path))]
         try:
@@ -301,6 +308,8 @@ class LocalStore(StoreBase):
                 if entry is None:
                     branches.pop()[1].close()
                     continue
+                if not prefix and entry.name == LOST_AND_FOUND:
+                    continue  # A file of that name would be no key's either.
                 try:
                     listed = self._listed(prefix, entry, branches)
                 except FileNotFoundError:
@@ -316,10 +325,7 @@ class LocalStore(StoreBase):
         """The :class:`Listed` of a file; a directory is pushed onto ``branches`` instead."""
         key = prefix + entry.name
         if entry.is_dir(follow_symlinks=False):
-            try:
-                branches.append((key + "/", os.scandir(entry.path)))
-            except PermissionError:  # ``lost+found`` at a mount point's root, say.
-                logger.warning("Folder %r of the store cannot be read: its files are kept", key)
+            branches.append((key + "/", os.scandir(entry.path)))
         elif entry.is_file(follow_symlinks=False):
             stat = entry.stat(follow_symlinks=False)
             modified_ms = stat.st_mtime_ns // 1_000_000
