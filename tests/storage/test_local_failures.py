@@ -535,6 +535,16 @@ def test_lost_and_found_at_the_root_of_base_path_does_not_stop_every_collection(
     assert key not in kinto.files()
 
 
+def test_a_file_named_lost_and_found_is_listed(local):
+    """Only a *folder* ``lost+found`` at the root is left out of the listing: a file of that
+    name is an upload's with ``randomize = false`` (the client's name), listed as any."""
+    store = local.registry.attachment_store
+    staged = store.stage("lost+found", "text/plain")
+    staged.write(b"a client's file")
+    assert staged.commit() == "lost+found"
+    assert "lost+found" in {listed.key for listed in store.iter_blobs()}
+
+
 # tus: the upload's file cut short, or gone, by hand.
 
 

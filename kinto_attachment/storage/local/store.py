@@ -308,8 +308,9 @@ class LocalStore(StoreBase):
                 if entry is None:
                     branches.pop()[1].close()
                     continue
-                if not prefix and entry.name == LOST_AND_FOUND:
-                    continue  # A file of that name would be no key's either.
+                lost_and_found = not prefix and entry.name == LOST_AND_FOUND
+                if lost_and_found and entry.is_dir(follow_symlinks=False):
+                    continue  # A file of that name may be a key's (``randomize = false``).
                 try:
                     listed = self._listed(prefix, entry, branches)
                 except FileNotFoundError:
