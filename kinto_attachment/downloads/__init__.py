@@ -262,24 +262,27 @@ def _require_blob(store, download):
 
 def _open(store, download, start, end):
     """The blob's stream; :class:`Missing` when the blob is not in the store, when its key
-    cannot be in the store (a location that climbs out of it), or when it is a local file
-    whose length is not the one described."""
+    cannot be in the store (a location that climbs out of it), or when its length is not the
+    one described."""
     with store_errors():
         try:
             stream = store.open(download.key, start, end)
         except (FileNotFoundError, IsADirectoryError, ValueError):
             raise Missing(download) from None
         if _stored_length(stream) not in (None, download.size):
-            # A local file cut short (or written over) by hand: not the one described, whose
-            # length the answer announces. Lost, as a missing one.
+            # A file cut short (or an object written over) by hand: not the one described,
+            # whose length the answer announces. Lost, as a missing one.
             stream.close()
             raise Missing(download)
         return stream
 
 
 def _stored_length(stream):
-    """The length of the local file ``stream`` reads (a range of it too), or None: a remote
-    store's object, written whole and never changed."""
+    """The length of the object ``stream`` reads (a range of it too): as the remote store
+    said (``stored_size``), or the local file's; None when unknown."""
+    stored_size = getattr(stream, "stored_size", None)
+    if stored_size is not None:
+        return stored_size
     source = getattr(stream, "source", stream)
     try:
         return os.fstat(source.fileno()).st_size

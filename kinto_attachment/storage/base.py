@@ -24,6 +24,21 @@ def feed(digest, stream, size=1 << 20):
         digest.update(chunk)
 
 
+def object_size(content_range, content_length):
+    """The whole object's length, from a download's ``Content-Range`` (``bytes 0-9/25``: 25)
+    or, without one, its ``Content-Length``; None when neither says (a download compares it
+    with the length it announces: :func:`kinto_attachment.downloads.respond`)."""
+    total = (content_range or "").rpartition("/")[2]
+    if total.isdigit():
+        return int(total)
+    if content_range:
+        return None  # ``*``: unknown.
+    try:
+        return int(content_length)
+    except (TypeError, ValueError):
+        return None
+
+
 class StoreBase:
     """What every store derives from its ``stat()``, and the names it must not give."""
 

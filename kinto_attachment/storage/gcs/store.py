@@ -37,7 +37,7 @@ from .. import (
     Listed,
     Stat,
 )
-from ..base import StoreBase
+from ..base import StoreBase, object_size
 from ..keys import blob_url, free_variant
 from .batch import BATCH_SIZE, delete_batch
 from .client import can_sign, checked, make_client, retry_policy, unavailable
@@ -59,6 +59,12 @@ class Download(io.RawIOBase):
 
     def __init__(self, response):
         self._response = response
+        headers = response.headers
+        #: The whole object's length, as GCS said (None: unknown).
+        self.stored_size = object_size(
+            headers.get("Content-Range"),
+            headers.get("x-goog-stored-content-length") or headers.get("Content-Length"),
+        )
 
     def readable(self):
         return True

@@ -60,8 +60,10 @@ class Body(io.RawIOBase):
     would take for a store's (a 500 instead of a 503). A body shorter than its
     ``Content-Length`` is such an error (urllib3 enforces it)."""
 
-    def __init__(self, streaming_body):
+    def __init__(self, streaming_body, stored_size=None):
         self._raw = streaming_body._raw_stream
+        #: The whole object's length, as S3 said (None: unknown).
+        self.stored_size = stored_size
 
     def readable(self):
         return True

@@ -37,7 +37,7 @@ from .. import (
     Stat,
     StorageUnavailable,
 )
-from ..base import StoreBase
+from ..base import StoreBase, object_size
 from ..keys import blob_url, free_variant
 from .client import Body, error_code, make_client, unavailable
 from .concatenate import S3Concatenating
@@ -181,7 +181,9 @@ class S3Store(S3Concatenating, S3Resumable, StoreBase):
             span["Range"] = f"bytes={start}-{'' if end is None else end}"
         try:
             with unavailable("GetObject"):
-                return Body(self.client.get_object(Bucket=self.bucket, Key=key, **span)["Body"])
+                got = self.client.get_object(Bucket=self.bucket, Key=key, **span)
+                size = object_size(got.get("ContentRange"), got.get("ContentLength"))
+                return Body(got["Body"], size)
         except StorageUnavailable as e:
             if error_code(e.__cause__) in ("NoSuchKey", "404"):
                 raise FileNotFoundError(key) from e
