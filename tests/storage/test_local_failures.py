@@ -494,6 +494,19 @@ def test_stored_files_follow_the_umask(local, umask_027):
 # The collector's listing of base_path.
 
 
+def _refusing(monkeypatch, folder):
+    """``os.scandir`` refusing ``folder`` (EACCES), as for a folder this process may not read
+    (tests run as root, which reads any)."""
+    scandir = os.scandir
+
+    def guarded(path="."):
+        if os.fspath(path) == folder:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", guarded)
+
+
 def test_lost_and_found_at_the_root_of_base_path_does_not_stop_every_collection(
     tmp_path_factory, request, monkeypatch
 ):
@@ -520,14 +533,7 @@ def test_lost_and_found_at_the_root_of_base_path_does_not_stop_every_collection(
     key = orphan(kinto)
     lost = os.path.join(kinto.base_path, "lost+found")
     os.mkdir(lost, 0o700)
-    scandir = os.scandir
-
-    def guarded(path="."):
-        if os.fspath(path) == lost:
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
-        return scandir(path)
-
-    monkeypatch.setattr(os, "scandir", guarded)
+    _refusing(monkeypatch, lost)
     from kinto_attachment import gc
 
     report = gc.collect(kinto.registry, now=after_grace())
@@ -831,20 +837,7 @@ def test_a_failed_upload_never_deletes_a_concurrent_upload_of_the_same_name(name
     assert got.status_code == 200 and got.body == b"the other record's file"
 
 
-# The collector and adoption skipping folders they may not read.
-
-
-def _refusing(monkeypatch, folder):
-    """``os.scandir`` refusing ``folder`` (EACCES), as for a folder this process may not read
-    (tests run as root, which reads any)."""
-    scandir = os.scandir
-
-    def guarded(path="."):
-        if os.fspath(path) == folder:
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
-        return scandir(path)
-
-    monkeypatch.setattr(os, "scandir", guarded)
+# The collector and adoption facing folders they may not read.
 
 
 def test_adoption_does_not_end_while_a_folder_of_the_store_is_skipped(
