@@ -20,11 +20,11 @@ from .options import PREFIX, check_host, check_store, refuse_url
 
 def start_dispatcher(event):
     """On application start: deliver in a daemon thread (``attachment_dispatcher.stop()``);
-    not in a command (:func:`~kinto_attachment.state.shared.in_command`), nor on a read-only
-    server, which has no event to send and claims none (:func:`.shared.read_only`)."""
+    not in a command, nor on a read-only server, which has no event to send and claims none
+    (:func:`~kinto_attachment.state.shared.writes_by_itself`)."""
     registry = event.app.registry
     dispatcher = getattr(registry, "attachment_dispatcher", None)
-    if dispatcher is None or shared.in_command(registry) or shared.read_only(registry):
+    if dispatcher is None or not shared.writes_by_itself(registry):
         return
     dispatcher.start()
 

@@ -211,11 +211,11 @@ def _periodically(registry, interval, stopped):
 
 def start_collector(event):
     """On application start: collect in a daemon thread (stopped with ``gc_stop.set()``);
-    not in a command (:func:`~kinto_attachment.state.shared.in_command`), nor on a read-only
-    server (:func:`~kinto_attachment.state.shared.read_only`)."""
+    not in a command, nor on a read-only server
+    (:func:`~kinto_attachment.state.shared.writes_by_itself`)."""
     registry = event.app.registry
     interval = registry.attachment_settings.data_files.gc_interval_seconds
-    if not interval or shared.in_command(registry) or shared.read_only(registry):
+    if not interval or not shared.writes_by_itself(registry):
         return
     registry.attachment_gc_stop = threading.Event()
     threading.Thread(

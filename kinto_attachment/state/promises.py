@@ -28,7 +28,7 @@ from kinto.core.storage.exceptions import ObjectNotFoundError
 from pyramid.events import NewRequest
 
 from .replaced import QUARANTINE_SECONDS
-from .shared import in_command, on_its_own, quiet_client, read_only, shares_state
+from .shared import on_its_own, quiet_client, shares_state, writes_by_itself
 
 
 logger = logging.getLogger(__name__)
@@ -165,8 +165,6 @@ def includeme(config):
     """Servers record their promises, unless they are read-only; commands (and the memory
     backend, which no command sees) never do."""
     registry = config.registry
-    if in_command(registry) or not shares_state(registry):
-        return
-    if read_only(registry):
+    if not writes_by_itself(registry) or not shares_state(registry):
         return
     config.add_subscriber(record_when_serving, NewRequest)

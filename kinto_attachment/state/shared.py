@@ -99,6 +99,13 @@ def read_only(registry):
     return asbool(registry.settings.get("readonly"))
 
 
+def writes_by_itself(registry):
+    """Whether this process may write with no request asking (the collector's rounds, the
+    dispatcher's, the promises its first request records): a server, not a command
+    (:func:`in_command`), and not a read-only one (:func:`read_only`)."""
+    return not in_command(registry) and not read_only(registry)
+
+
 #: Why a command that writes refuses a read-only node's configuration.
 READ_ONLY = """\
 {prog}: refused: {ini} configures a read-only node (kinto.readonly), whose database may be a
