@@ -176,11 +176,7 @@ def _require_intact(request, store, entry, served):
     or S3's ETag) recorded with the entry: downloads only compare versions, so a large file is
     not read twice each time it is served. A blob rewritten since is hashed again, once.
     """
-    with errors.store_errors():
-        try:
-            stat = store.stat(served.key)
-        except ValueError:  # A name the store cannot hold (a link leading out of it).
-            stat = None
+    stat = downloads.stat_of(store, served.key)
     if stat is None:
         raise downloads.Missing(served)
     if stat.version == entry.get("verified"):

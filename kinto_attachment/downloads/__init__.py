@@ -248,14 +248,21 @@ def _lost_attachment(download):
     return errors.refuse("missing", resource_name="attachment", id=download.filename)
 
 
+def stat_of(store, key):
+    """The blob's :class:`~kinto_attachment.storage.Stat`, or None when there is none, or
+    when its key cannot be in the store (``ValueError``: a location that climbs out of it, a
+    link leading out of a local store); a failing store is a ``503``."""
+    with store_errors():
+        try:
+            return store.stat(key)
+        except ValueError:
+            return None
+
+
 def _require_blob(store, download):
     """:class:`Missing` for ``HEAD`` too (``GET`` finds it out by opening the blob), and for
     a blob of another length than the one described (as ``GET`` finds a local file's)."""
-    with store_errors():
-        try:
-            stat = store.stat(download.key)
-        except ValueError:  # A key that cannot be in the store.
-            stat = None
+    stat = stat_of(store, download.key)
     if stat is None or stat.size != download.size:
         raise Missing(download)
 

@@ -28,11 +28,7 @@ def fetch(request):
         return errors.refuse("missing", resource_name="file", id=key)
 
     def current(_again):
-        with errors.store_errors():
-            try:
-                stat = store.stat(key)
-            except ValueError:  # A key that cannot be in the store.
-                stat = None
+        stat = downloads.stat_of(store, key)
         if stat is None:
             raise missing()
         return downloads.of_key(key, stat.size, stat.version, inline=False, cache_control=PRIVATE)

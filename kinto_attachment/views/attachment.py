@@ -200,11 +200,7 @@ def _download(request, context, store, expires):
     size = metadata.get("size")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         # A copy made by hand, or by an old client: the stored file says.
-        with errors.store_errors():
-            try:
-                stat = store.stat(key)
-            except ValueError:  # A name the store cannot hold (a link leading out of it).
-                stat = None
+        stat = downloads.stat_of(store, key)
         if stat is None:
             raise errors.refuse("missing", resource_name=FILE_FIELD, id=context.record_id)
         size = stat.size
