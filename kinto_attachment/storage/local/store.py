@@ -17,13 +17,12 @@ from .. import (
     IConcatenatingStore,
     IListableStore,
     IRereadingStore,
-    Listed,
     Progress,
     Stat,
 )
 from ..base import StoreBase
 from ..keys import blob_url, join_key
-from . import placing
+from . import listing, placing
 from .ranges import RangeFile
 from .staged import TEMP_PREFIX, TEMP_SUFFIX, LocalStaged, fsync_dir, write_all
 from .writebehind import SHORT_WINDOW, WINDOW, WriteBehind
@@ -31,16 +30,6 @@ from .writebehind import SHORT_WINDOW, WINDOW, WriteBehind
 
 #: Folder of the files of resumable uploads in progress.
 RESUMABLE_FOLDER = ".uploads"
-
-
-def _version(stat):
-    """:attr:`Stat.version` of a file: another file under its name, or the file rewritten,
-    has another."""
-    return f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"
-
-
-def _is_temporary(name):
-    return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
 
 
 #: Files fsynced at once, each on a thread of its own (the threads wait for the disk).
@@ -56,10 +45,6 @@ DROP_READ = hasattr(os, "posix_fadvise")
 #: by kinto-attachment from any client's data). Such a key is a missing blob: the collector
 #: and adoption, which look for the files records name, stopped at it for good.
 NO_SUCH_FILE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG})
-
-
-#: What ``mkfs`` makes at the root of ext2/3/4 file systems (root's, mode 0700).
-LOST_AND_FOUND = "lost+found"
 
 
 class Outside(OSError, ValueError):
@@ -150,7 +135,7 @@ class LocalStore(StoreBase):
             return None
         if not S_ISREG(result.st_mode):  # A folder of blobs is no blob.
             return None
-        return Stat(result.st_size, _version(result), result.st_mtime_ns // 1_000_000)
+        return Stat(result.st_size, listing.version(result), result.st_mtime_ns // 1_000_000)
 
     def delete(self, key):
         try:
@@ -289,50 +274,8 @@ class LocalStore(StoreBase):
                 offset += len(chunk)
 
     def iter_blobs(self):
-        """Every regular file under ``base_path``, depth first.
-
-        Only the open directory iterators of the current branch are held, never the tree.
-        Symbolic links are neither followed nor listed: ``path()`` resolves them, so deleting
-        one by its key would delete its target. Files removed while walking are skipped, and
-        so is the file system's ``lost+found`` at the root (a ``base_path`` that is a mount
-        point): no key is in it (ids have no ``+``). Any other folder this process may not
-        read stops the listing (``PermissionError``): skipped, its files would be neither kept
-        by adoption nor known to the collector, which would take them for orphans once the
-        folder is readable again.
-        """
-        branches = [("", os.scandir(self.base_path))]
-        try:
-            while branches:
-                prefix, entries = branches[-1]
-                entry = next(entries, None)
-                if entry is None:
-                    branches.pop()[1].close()
-                    continue
-                lost_and_found = not prefix and entry.name == LOST_AND_FOUND
-                if lost_and_found and entry.is_dir(follow_symlinks=False):
-                    continue  # A file of that name may be a key's (``randomize = false``).
-                try:
-                    listed = self._listed(prefix, entry, branches)
-                except FileNotFoundError:
-                    continue
-                if listed is not None:
-                    yield listed
-        finally:
-            for _, entries in branches:
-                entries.close()
-
-    @staticmethod
-    def _listed(prefix, entry, branches):
-        """The :class:`Listed` of a file; a directory is pushed onto ``branches`` instead."""
-        key = prefix + entry.name
-        if entry.is_dir(follow_symlinks=False):
-            branches.append((key + "/", os.scandir(entry.path)))
-        elif entry.is_file(follow_symlinks=False):
-            stat = entry.stat(follow_symlinks=False)
-            modified_ms = stat.st_mtime_ns // 1_000_000
-            temporary = _is_temporary(entry.name)
-            return Listed(key, stat.st_size, modified_ms, temporary, _version(stat))
-        return None
+        """Every regular file under ``base_path``, depth first (:func:`.listing.walk`)."""
+        return listing.walk(self.base_path)
 
     def iter_pending(self):
         """Nothing: a local upload in progress is a staged file, which ``iter_blobs`` lists."""
