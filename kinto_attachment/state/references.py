@@ -212,14 +212,23 @@ def key_hash(key):
 
 
 class Index:
-    """A set of keys as sorted hashes, remembering which keys the store was seen to hold."""
+    """A set of keys as sorted hashes, remembering which keys the store was seen to hold.
 
-    def __init__(self, hashes):
+    With ``folded`` (a function of a key), a key not in the set is looked up again as its
+    folded form: the set holds the folded forms of its keys too (:func:`index`)."""
+
+    def __init__(self, hashes, folded=None):
         self._hashes = hashes
         self._seen = bytearray(len(hashes))
+        self._folded = folded
 
     def _position(self, key):
-        value = key_hash(key)
+        position = self._find(key_hash(key))
+        if position is None and self._folded is not None:
+            position = self._find(key_hash(self._folded(key)))
+        return position
+
+    def _find(self, value):
         position = bisect.bisect_left(self._hashes, value)
         found = position < len(self._hashes) and self._hashes[position] == value
         return position if found else None
@@ -279,15 +288,23 @@ def index(registry):
     A key is indexed under the name the store's listing gives its object too, where the
     two differ (:meth:`~kinto_attachment.storage.local.store.LocalStore.listed_key`: a
     folder an operator moved and left a symbolic link in its place): the file a record
-    names through the link is listed under its real name, which must read as referenced."""
+    names through the link is listed under its real name, which must read as referenced.
+    And under its folded form, for stores on disks that may ignore case in names
+    (:meth:`~kinto_attachment.storage.local.store.LocalStore.folded_key`), which the index
+    looks a listed name up as when the name itself is not referenced."""
     keys, pending = _SortedRuns(), _SortedRuns()
-    listed_key = getattr(registry.attachment_store, "listed_key", None)
+    store = registry.attachment_store
+    listed_key = getattr(store, "listed_key", None)
+    folded_key = getattr(store, "folded_key", None)
     for reference in read(registry):
         if reference.pending:
             pending.add(key_hash(reference.key))
             continue
-        keys.add(key_hash(reference.key))
-        listed = listed_key(reference.key) if listed_key is not None else reference.key
-        if listed != reference.key:
-            keys.add(key_hash(listed))
-    return Index(keys.merged()), Index(pending.merged())
+        names = {reference.key}
+        if listed_key is not None:
+            names.add(listed_key(reference.key))
+        if folded_key is not None:
+            names |= {folded_key(name) for name in names}
+        for name in names:
+            keys.add(key_hash(name))
+    return Index(keys.merged(), folded_key), Index(pending.merged())

@@ -3,6 +3,7 @@
 the garbage collector and adoption."""
 
 import os
+import unicodedata
 
 from .. import Listed
 from .staged import TEMP_PREFIX, TEMP_SUFFIX
@@ -10,6 +11,14 @@ from .staged import TEMP_PREFIX, TEMP_SUFFIX
 
 #: What ``mkfs`` makes at the root of ext2/3/4 file systems (root's, mode 0700).
 LOST_AND_FOUND = "lost+found"
+
+
+def folded(key):
+    """``key`` as a disk that ignores case and Unicode normalisation in names sees it (macOS's
+    APFS and HFS+, Windows' NTFS, a casefolded ext4): keys of one folded form may be one file
+    there, listed under the name its first folder or file was created with (buckets
+    ``Photos`` and ``photos`` share the folder ``Photos/``)."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", key).casefold())
 
 
 def version(stat):

@@ -115,6 +115,13 @@ class LocalStore(StoreBase):
         except ValueError:
             return key
 
+    def folded_key(self, key):
+        """``key`` folded as a disk that ignores case in names sees it
+        (:func:`.listing.folded`): there, the listing may give the file of ``key`` any name
+        of that folded form; on any other, the collector keeps a file whose name folds as a
+        referenced key's, an orphan at worst."""
+        return listing.folded(key)
+
     def stage(self, key, content_type=None, random=False):
         # Names are reserved with O_EXCL at commit: there is nothing to look up first.
         return LocalStaged(self, key, random)

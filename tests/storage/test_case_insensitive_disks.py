@@ -1,0 +1,143 @@
+"""The local store on a disk that ignores case and Unicode normalisation in names (macOS's
+APFS and HFS+, Windows' NTFS, a casefolded ext4), case-preserving: two names that differ by
+case only are one file, and a folder is listed under the name it was created with.
+
+Buckets ``Photos`` and ``photos`` (Kinto ids are case-sensitive) then share one folder under
+``folder = {bucket_id}/{collection_id}``, listed as ``Photos/``: the listing names the files of
+``photos`` ``Photos/...``, which no record of ``photos`` names as such. Run on a real such file
+system (:mod:`tests.support.foldingfs`, mounted with FUSE).
+"""
+
+import os
+import subprocess
+import sys
+import time
+import unicodedata
+from pathlib import Path
+
+import pytest
+
+from kinto_attachment import adoption, gc
+from kinto_attachment.state import data_file_entries, instance
+
+from ..conftest import ALICE, IN_CI, Kinto, build_settings, make_app
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+GRACE_SECONDS = 60
+FOLDERS = {
+    "kinto.attachment.folder": "{bucket_id}/{collection_id}",
+    "kinto.attachment.gc.orphans_grace_seconds": str(GRACE_SECONDS),
+}
+
+
+@pytest.fixture(scope="module")
+def folding_disk(tmp_path_factory):
+    """A mount point of :mod:`tests.support.foldingfs` (FUSE); skipped where FUSE cannot
+    mount (no ``/dev/fuse``, no right to mount), but under ``CI=true``, where it fails."""
+    source, mountpoint = tmp_path_factory.mktemp("folding-source"), tmp_path_factory.mktemp("mnt")
+    command = [sys.executable, "-m", "tests.support.foldingfs", str(source), str(mountpoint)]
+    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while not os.path.ismount(mountpoint) and process.poll() is None:
+        if time.monotonic() > deadline:
+            process.kill()
+            break
+        time.sleep(0.05)
+    if not os.path.ismount(mountpoint):
+        message = f"FUSE cannot mount here: {process.communicate()[1][-500:]}"
+        if IN_CI:
+            pytest.fail(message + " (CI=true: the test must run)", pytrace=False)
+        pytest.skip(message)
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=False)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:  # pragma: no cover (a stuck FUSE process)
+            process.kill()
+
+
+def app_on(folding_disk, tmp_path, **settings):
+    """An app whose ``base_path`` is on the folding disk (a folder of its own per test)."""
+    base_path = folding_disk / tmp_path.name
+    base_path.mkdir()
+    settings = build_settings("memory", str(base_path), **FOLDERS, **settings)
+    kinto = Kinto(make_app(settings), str(base_path))
+    kinto.registry.attachment_adopted = False
+    adoption.adopt(kinto.registry)
+    return kinto
+
+
+@pytest.fixture
+def kinto(folding_disk, tmp_path):
+    return app_on(folding_disk, tmp_path)
+
+
+def after_grace():
+    return data_file_entries.msec_time() + (GRACE_SECONDS + 60) * 1000
+
+
+def attach(kinto, bucket, content, filename="file.txt"):
+    """A record of ``bucket``/``c`` with ``content`` attached: its location."""
+    kinto.app.put_json(f"/v1/buckets/{bucket}", {}, headers=ALICE)
+    kinto.app.put_json(f"/v1/buckets/{bucket}/collections/c", {}, headers=ALICE)
+    url = f"/v1/buckets/{bucket}/collections/c/records/r"
+    return kinto.upload(url, content, filename).json["location"]
+
+
+def test_the_disk_folds_names(folding_disk):
+    """What the other tests rely on: the mount point is such a disk."""
+    (folding_disk / "Probe").mkdir()
+    (folding_disk / "probe" / "caf\u00e9").write_bytes(b"x")
+    decomposed = unicodedata.normalize("NFD", "CAF\u00c9")
+    assert (folding_disk / "PROBE" / decomposed).read_bytes() == b"x"
+    assert os.listdir(folding_disk / "probe") == ["caf\u00e9"]
+    assert "Probe" in os.listdir(folding_disk)
+
+
+def test_the_collector_keeps_the_files_of_buckets_whose_ids_differ_by_case(kinto):
+    """The files of ``photos``, listed under ``Photos/``, are referenced: never orphans."""
+    upper = attach(kinto, "Photos", b"upper")
+    lower = attach(kinto, "photos", b"lower")
+    assert sorted(os.listdir(kinto.base_path)) == ["Photos"]
+
+    report = gc.collect(kinto.registry, now=after_grace())
+
+    assert report.orphans == [] and report.dangling == []
+    assert kinto.read(upper) == b"upper" and kinto.read(lower) == b"lower"
+
+
+def test_names_of_clients_differing_by_case_are_two_files_and_kept(folding_disk, tmp_path):
+    """``randomize = false``: ``Photos`` and ``photos`` each attach ``report.txt``; the
+    second name is taken on this disk (the first's file), so the second upload takes another
+    (never writing over the first's), and the collector keeps both."""
+    kinto = app_on(folding_disk, tmp_path, **{"kinto.attachment.randomize": "false"})
+    upper = attach(kinto, "Photos", b"upper", "report.txt")
+    lower = attach(kinto, "photos", b"lower", "report.txt")
+    assert kinto.key_of(upper).lower() != kinto.key_of(lower).lower()
+
+    report = gc.collect(kinto.registry, now=after_grace())
+
+    assert report.orphans == [] and report.dangling == []
+    assert kinto.read(upper) == b"upper" and kinto.read(lower) == b"lower"
+
+
+def test_a_real_orphan_of_such_a_folder_still_goes(kinto):
+    """A file that no record names, beside referenced ones in a folder listed under
+    another case, is still an orphan."""
+    lower = attach(kinto, "photos", b"lower")
+    attach(kinto, "Photos", b"upper")
+    staged = kinto.registry.attachment_store.stage(
+        f"photos/c/{instance.random_name(kinto.registry)}.bin"
+    )
+    staged.write(b"stray")
+    stray = staged.commit()
+
+    report = gc.collect(kinto.registry, now=after_grace())
+
+    assert [listed.key.lower() for listed in report.orphans] == [stray.lower()]
+    assert kinto.read(lower) == b"lower"
