@@ -53,7 +53,9 @@ class IBlobStore(Interface):
 
     def open(key, start=0, end=None):
         """A binary file object reading the blob from ``start`` to ``end`` (inclusive, or the
-        end of the blob when None); ``FileNotFoundError`` when there is no such blob."""
+        end of the blob when None); ``FileNotFoundError`` when there is no such blob, and
+        may be when ``start`` is past its end (S3 and GCS refuse such a range; callers ask
+        for ranges of the length they recorded: a blob shorter than that lost bytes)."""
 
     def exists(key):
         """Whether a blob is stored under ``key``."""
@@ -182,7 +184,7 @@ class IConcatenatingStore(Interface):
     collection finds it.
     """
 
-    def concatenate(parts, key, content_type, digest, random=False):
+    def concatenate(parts, key, content_type, digest, random=False, holding=None):
         """Make a blob at ``key`` (or a free variant; ``random``: as :meth:`IBlobStore.stage`'s)
         of the ``parts``, in order: ``(state,
         length)`` of uploads that received their ``length`` bytes. ``digest`` (a hash with
@@ -194,7 +196,10 @@ class IConcatenatingStore(Interface):
         Return a :class:`Progress` whose ``key`` is the blob's, listed in ``created`` (a
         failed transaction deletes it: concatenating again makes it anew), and whose
         ``obsolete`` is everything the parts' uploads hold. ``FileNotFoundError`` when a
-        part's bytes are gone; :class:`StorageUnavailable` when the store fails.
+        part's bytes are gone; :class:`StorageUnavailable` when the store fails. A blob made
+        before a failure is deleted within ``holding([key])`` when given (as
+        :meth:`IResumableStore.discard`'s), a context that keeps its name from being given to
+        another file meanwhile.
         """
 
 

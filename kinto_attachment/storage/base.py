@@ -3,6 +3,7 @@ and the names it must not give), the conditional write to a free name of the rem
 the hashing of a stream, and :class:`Window`, the files they hand over.
 """
 
+import contextlib
 import io
 import secrets
 from urllib.parse import unquote, urljoin
@@ -22,6 +23,22 @@ def feed(digest, stream, size=1 << 20):
     """Feed ``digest`` what ``stream`` reads, by ``size`` bytes: memory stays flat."""
     for chunk in chunks_of(stream, size):
         digest.update(chunk)
+
+
+def read_back(store, key, first, total, digest, holding=None):
+    """Feed ``digest`` the blob ``key`` that a remote store's concatenation made (``total``
+    bytes), after its first part's ``first`` (already hashed). A failure deletes the blob
+    and is raised; the delete runs within ``holding([key])`` when given: the store's client
+    sends a delete again when its answer is lost, and a name that may be given again could
+    be another upload's file by then (see :meth:`~kinto_attachment.storage.
+    IConcatenatingStore.concatenate`)."""
+    try:
+        if total > first:
+            feed(digest, store.open(key, first))
+    except BaseException:
+        with holding([key]) if holding is not None else contextlib.nullcontext():
+            store.delete(key)
+        raise
 
 
 def object_size(content_range, content_length):

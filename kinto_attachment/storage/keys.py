@@ -18,6 +18,10 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_NAME = 200
 #: Longest extension kept whole when a name is shortened.
 MAX_EXTENSION = 32
+#: The folder of the remote stores' working objects (S3's tails, GCS's parts), which their
+#: listings mark temporary: no attachment's folder may be it (nor start with ``.``, the
+#: local store's ``.uploads``, ``/data/files``' ``.data-files``).
+WORKING_FOLDER = "__uploads__"
 
 
 def safe_name(name, fallback="file"):

@@ -152,7 +152,13 @@ def let_upload_go(registry, store, state):
     Not where that blob is named (:func:`_unnamed`): what else the upload wrote is then left
     to the collector."""
     if _unnamed(registry, [state["key"]]):
-        store.discard(state, functools.partial(_holding, registry))
+        store.discard(state, name_holder(registry))
+
+
+def name_holder(registry):
+    """``holding(keys)``: the context within which a store deletes blobs whose names it may
+    give again (:func:`_holding`)."""
+    return functools.partial(_holding, registry)
 
 
 def _unnamed(registry, keys):

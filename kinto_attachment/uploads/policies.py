@@ -19,7 +19,7 @@ from pyramid.exceptions import ConfigurationError
 
 from ..events.options import as_destinations
 from ..setting_values import as_bool, fail
-from ..storage.keys import MAX_NAME
+from ..storage.keys import MAX_NAME, WORKING_FOLDER
 
 
 #: Where the default policy's names live, after Kinto's ``kinto.`` (which error messages add).
@@ -152,6 +152,8 @@ def _as_folder(name, value):
         # Names starting with "." are the plugin's own (.uploads/, .data-files/, staged
         # files), never served (serve_files, config/nginx.conf).
         fail(name, f"{value!r} must be relative and contain no segment starting with '.'")
+    if folder.split("/")[0] == WORKING_FOLDER:  # The remote stores' working objects.
+        fail(name, f"{value!r}: {WORKING_FOLDER}/ is the stores' own folder")
     longest = NAME_ROOM
     for segment in filter(None, folder.split("/")):
         size = len(segment.encode("utf-8"))

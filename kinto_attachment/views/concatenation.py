@@ -17,7 +17,7 @@ from ..routes import TUS_UPLOAD, TUS_UPLOADS
 from ..state import instance, records, tus_uploads
 from ..storage import IConcatenatingStore
 from ..storage.keys import join_key
-from ..uploads import hash_behind, intake
+from ..uploads import hash_behind, intake, lifecycle
 from ..uploads.meter import Meter
 from ..uploads.record import refuse_missing_parents, require_storable_ids
 from .tus_steps import finish, is_mine, policy_of, store_errors
@@ -84,7 +84,10 @@ def create_final(request, concat, client):
     parts = [(partial["store"], partial["length"]) for partial in partials]
     with store_errors():
         meter = Meter(sha256=hash_behind.caught_up(store, partials[0]))
-        progress = store.concatenate(parts, plan.key, plan.mimetype, meter, plan.random)
+        holding = lifecycle.name_holder(request.registry)
+        progress = store.concatenate(
+            parts, plan.key, plan.mimetype, meter, plan.random, holding=holding
+        )
     upload = tus_uploads.new(
         ids,
         request.prefixed_userid,

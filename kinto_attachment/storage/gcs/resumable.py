@@ -31,12 +31,13 @@ of its own on top of the store's requests.
 import contextlib
 
 from .. import Progress, StorageUnavailable
-from ..base import chunks_of, feed, write_to_free_name
+from ..base import chunks_of, read_back, write_to_free_name
+from ..keys import WORKING_FOLDER
 from .staged import GCSStaged
 
 
 #: Prefix of the objects of resumable uploads in progress.
-UPLOADS_FOLDER = "__uploads__"
+UPLOADS_FOLDER = WORKING_FOLDER
 #: Source objects of one compose request, at most.
 MAX_COMPOSE = 32
 #: Components of a composite object, at most.
@@ -143,7 +144,7 @@ class GCSResumable:
         if state["temp"] is not None:
             self.delete(state["temp"])
 
-    def concatenate(self, parts, key, content_type, digest, random=False):
+    def concatenate(self, parts, key, content_type, digest, random=False, holding=None):
         """Compose the uploads' objects into the blob, then read back all but the first part
         for ``digest``."""
         content_type = content_type or "application/octet-stream"
@@ -168,13 +169,8 @@ class GCSResumable:
         finally:
             with contextlib.suppress(StorageUnavailable):
                 self.delete_many(steps)
-        first, total = parts[0][1], sum(length for _, length in parts)
-        try:
-            if total > first:
-                feed(digest, self.open(key, first))
-        except BaseException:
-            self.delete(key)
-            raise
+        total = sum(length for _, length in parts)
+        read_back(self, key, parts[0][1], total, digest, holding)
         obsolete = [state["temp"] for state, _ in parts if state["temp"] is not None]
         return Progress(None, created=[key], obsolete=obsolete, key=key)
 

@@ -16,6 +16,7 @@ under the key before the last chunk; ``abort()`` cancels the session.
 
 import base64
 import logging
+import secrets
 
 import google_crc32c
 from zope.interface import implementer
@@ -28,6 +29,8 @@ from .client import checked, status_of, unavailable
 
 logger = logging.getLogger(__name__)
 
+#: Object metadata naming the upload session that made an object (:meth:`GCSStaged._finalised`).
+UPLOAD_TOKEN = "kinto-attachment-upload"
 #: What GCS answers to a chunk that is not the last one ("Resume Incomplete").
 INCOMPLETE = 308
 #: What GCS answers to a cancelled session ("Client Closed Request").
@@ -64,6 +67,8 @@ class GCSStaged:
         self._crc32c = google_crc32c.Checksum()
         #: The resumable upload's URI, once a whole chunk has come.
         self._session = None
+        #: Marks the object the session makes (:meth:`_finalised`).
+        self._token = secrets.token_hex(16)
         self._sent = 0
         self._in_flight = None
 
@@ -76,6 +81,7 @@ class GCSStaged:
             if not self._random:
                 self._key = self._store.free_key(self._key)
             blob = self._store.new_blob(self._key, self._content_type)
+            blob.metadata = {UPLOAD_TOKEN: self._token}
             with unavailable("resumable upload start"):
                 self._session = blob.create_resumable_upload_session(
                     content_type=blob.content_type,
@@ -132,12 +138,34 @@ class GCSStaged:
             self._wait()
             require_unreserved(self._store, self._key, self._random)  # Chosen at the start.
             buffer, size = self._chunks.take()
-            self._put(memoryview(buffer)[:size], self._sent, total=self._sent + size)
+            total = self._sent + size
+            try:
+                self._put(memoryview(buffer)[:size], self._sent, total=total)
+            except StorageUnavailable:
+                if not self._finalised(total):
+                    raise
             self._session = None
             return self._key
         except BaseException:
             self.abort()
             raise
+
+    def _finalised(self, total):
+        """Whether the session made its object: ``total`` bytes, whose CRC32C is the one
+        sent with the last chunk (which GCS checked), marked with this upload's token. That
+        chunk's answer may be lost once the object exists under its name, which cancelling
+        the session would not remove. False when GCS cannot say."""
+        try:
+            made = self._store.blob(self._key)
+        except StorageUnavailable:
+            return False
+        crc32c = base64.b64encode(self._crc32c.digest()).decode("ascii")
+        return (
+            made is not None
+            and (made.metadata or {}).get(UPLOAD_TOKEN) == self._token
+            and made.size == total
+            and made.crc32c == crc32c
+        )
 
     def _upload_whole(self):
         """One conditional upload to the first free name (found without sending the body);

@@ -189,15 +189,19 @@ class GCSStore(GCSResumable, StoreBase):
                 stream=True,
                 timeout=self.timeout,
             )
-            if response.status_code == 404:
+            if response.status_code in (404, 416):  # 416: a start past its end (IStore.open).
                 response.close()
                 raise FileNotFoundError(key)
             checked(response, 200, 206)
         return Download(response)
 
-    def stat(self, key):
+    def blob(self, key):
+        """The object ``key`` as GCS describes it (a ``Blob``), or None when there is none."""
         with unavailable("get"):
-            blob = self.bucket.get_blob(key, **self._call)
+            return self.bucket.get_blob(key, **self._call)
+
+    def stat(self, key):
+        blob = self.blob(key)
         if blob is None:
             return None
         modified_ms = None if blob.updated is None else int(blob.updated.timestamp() * 1000)
@@ -205,8 +209,7 @@ class GCSStore(GCSResumable, StoreBase):
 
     def component_count(self, key):
         """How many objects GCS composed ``key`` of (1: not a composite object, or gone)."""
-        with unavailable("get"):
-            blob = self.bucket.get_blob(key, **self._call)
+        blob = self.blob(key)
         return (blob.component_count or 1) if blob is not None else 1
 
     def delete(self, key):

@@ -208,7 +208,7 @@ class LocalStore(StoreBase):
     def discard(self, state, holding):
         self.delete(state["temp"])
 
-    def concatenate(self, parts, key, content_type, digest, random=False):
+    def concatenate(self, parts, key, content_type, digest, random=False, holding=None):
         """The first upload's file, grown by copies of the others (hashed as they go), is
         committed as any blob: fsynced, renamed onto a reserved name. Its bytes are neither
         read nor copied: the staged file is a second name of it (:meth:`LocalStaged.grow`),

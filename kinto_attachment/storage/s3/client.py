@@ -22,7 +22,8 @@ def make_client(options):
         signature_version="s3v4",  # Presigned URLs too (botocore may still pick SigV2).
         connect_timeout=options.connect_timeout,
         read_timeout=options.read_timeout,
-        retries={"max_attempts": options.max_attempts, "mode": "standard"},
+        # total_max_attempts counts the first attempt (botocore's max_attempts does not).
+        retries={"total_max_attempts": options.max_attempts, "mode": "standard"},
         s3={"addressing_style": "path" if options.use_path_style else "auto"},
         max_pool_connections=max(10, options.concurrency * 4),
         # Checksums are ours (SHA-256); botocore's default CRC32 would compute a second one.
@@ -57,24 +58,42 @@ class Body(io.RawIOBase):
     """An object's body as S3 sends it, whose reads fail as the store's other calls do
     (:class:`StorageUnavailable`): botocore's stream, and urllib3's under it (which ``with``
     gives), raise errors of their own when the connection breaks mid-body, which no view
-    would take for a store's (a 500 instead of a 503). A body shorter than its
-    ``Content-Length`` is such an error (urllib3 enforces it)."""
+    would take for a store's (a 500 instead of a 503). A body that ends before its
+    ``Content-Length`` is such a failure too: botocore opens urllib3's stream without
+    enforcing the length (its own ``StreamingBody`` checks it, which this bypasses), and a
+    connection cut mid-body would otherwise end it quietly, short (a download served cut, a
+    concatenation's sha256 of a prefix)."""
 
-    def __init__(self, streaming_body, stored_size=None):
+    def __init__(self, streaming_body, stored_size=None, length=None):
         self._raw = streaming_body._raw_stream
         #: The whole object's length, as S3 said (None: unknown).
         self.stored_size = stored_size
+        #: Bytes of this body still to come (None: unknown).
+        self._left = length
 
     def readable(self):
         return True
 
     def read(self, size=-1):
         with unavailable("GetObject"):
-            return self._raw.read(None if size is None or size < 0 else size)
+            data = self._raw.read(None if size is None or size < 0 else size)
+        self._count(len(data), size is None or size < 0 or size > 0)
+        return data
 
     def readinto(self, buffer):
         with unavailable("GetObject"):
-            return self._raw.readinto(buffer)
+            read = self._raw.readinto(buffer)
+        self._count(read, len(buffer) > 0)
+        return read
+
+    def _count(self, read, asked):
+        if self._left is None:
+            return
+        self._left -= read
+        if (asked and not read and self._left > 0) or self._left < 0:
+            raise StorageUnavailable(
+                f"S3 GetObject failed: its body ended {self._left} bytes off its Content-Length"
+            )
 
     def close(self):
         self._raw.close()

@@ -18,7 +18,7 @@ collection aborts; killed after completing, an object that no record names: an o
 import itertools
 
 from .. import Progress, StorageUnavailable
-from ..base import feed, require_unreserved
+from ..base import read_back, require_unreserved
 from .client import unavailable
 from .options import MIN_PART_SIZE
 from .parts import checksum
@@ -65,7 +65,7 @@ class S3Concatenating:
     over its resumable uploads (``finish``), ``client``, ``bucket``, ``free_key``,
     ``object_args``, ``open``, ``stage``, ``delete`` and ``abort_upload``."""
 
-    def concatenate(self, parts, key, content_type, digest, random=False):
+    def concatenate(self, parts, key, content_type, digest, random=False, holding=None):
         sources, obsolete = [], []
         for state, length in parts:
             finished = self.finish(state)
@@ -78,13 +78,7 @@ class S3Concatenating:
             )
         else:
             key = self.stage(key, content_type, random).commit()
-        try:
-            first = parts[0][1]
-            if total > first:
-                feed(digest, self.open(key, first))
-        except BaseException:
-            self.delete(key)
-            raise
+        read_back(self, key, parts[0][1], total, digest, holding)
         return Progress(None, created=[key], obsolete=obsolete, key=key)
 
     def _compose(self, sources, key, content_type, random):

@@ -21,13 +21,14 @@ import uuid
 
 from .. import Progress, StorageUnavailable
 from ..base import NameReserved
+from ..keys import WORKING_FOLDER
 from .client import error_code, lost, unavailable
 from .parts import composite_checksum, multipart_etag
 from .staged import S3Staged
 
 
 #: Prefix of the tails of resumable uploads in progress.
-RESUMABLE_FOLDER = "__uploads__"
+RESUMABLE_FOLDER = WORKING_FOLDER
 #: Object metadata naming the resumable upload an object was completed from (its token).
 UPLOAD_METADATA = "kinto-attachment-upload"
 

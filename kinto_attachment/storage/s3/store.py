@@ -183,9 +183,10 @@ class S3Store(S3Concatenating, S3Resumable, StoreBase):
             with unavailable("GetObject"):
                 got = self.client.get_object(Bucket=self.bucket, Key=key, **span)
                 size = object_size(got.get("ContentRange"), got.get("ContentLength"))
-                return Body(got["Body"], size)
+                return Body(got["Body"], size, got.get("ContentLength"))
         except StorageUnavailable as e:
-            if error_code(e.__cause__) in ("NoSuchKey", "404"):
+            # InvalidRange: a start past the object's end (see IStore.open).
+            if error_code(e.__cause__) in ("NoSuchKey", "404", "InvalidRange", "416"):
                 raise FileNotFoundError(key) from e
             raise
 
