@@ -24,6 +24,9 @@ from .pace import CHUNK, Pace
 
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
+#: The largest size a file may have (a file system's ``off_t``): a record saying more is no
+#: file (and its size would not even fit in a float, as the progress bars need).
+MAX_SIZE = 2**63 - 1
 
 
 def check(attachment):
@@ -35,7 +38,7 @@ def check(attachment):
     size, digest = attachment.get("size"), attachment.get("hash")
     if not isinstance(digest, str) or not SHA256.fullmatch(digest):
         return "the record's attachment has no valid sha256"
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_SIZE:
         return "the record's attachment has no valid size"
     return None
 
@@ -66,10 +69,13 @@ def download(
     ``claimed(record id)`` says no longer claims it; or ``overwrite`` (any file)."""
     expected, size = attachment["hash"], attachment["size"]
     *parents, name = path.split("/")
-    directory = folder.directory(parents)
+    # Subfolders are made once the file is verified (a failed download leaves none), unless
+    # a killed run set a file of theirs aside, which goes back first.
+    directory = folder.directory(parents, create=folder.set_aside(path))
     try:
-        folder.recover(path, directory, name)
-        there, found = _found(directory, name)
+        if directory is not None:
+            folder.recover(path, directory, name)
+        there, found = _found(directory, name) if directory is not None else (None, None)
         if there == expected:
             written, owner = folder.downloaded(path)
             if written != there or not _claimed_by_another(owner, record_id, claimed):
@@ -90,11 +96,14 @@ def download(
             raise
         finally:
             os.close(fd)
+        if directory is None:
+            directory = folder.directory(parents)
         folder.publish(part, directory, name, found, path)
         folder.remember(path, expected, record_id)
         return True
     finally:
-        os.close(directory)
+        if directory is not None:
+            os.close(directory)
 
 
 def _replaceable(folder, path, there, record_id, claimed):

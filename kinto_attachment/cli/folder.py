@@ -60,10 +60,19 @@ class Folder:
             )
         finally:
             if self._parts is not None:
-                with contextlib.suppress(OSError):  # Not empty: parts to resume.
-                    os.rmdir(PARTS, dir_fd=self.fd)
+                self._remove_parts_if_unused()
                 os.close(self._parts)
             os.close(self.fd)
+
+    def _remove_parts_if_unused(self):
+        """Remove :data:`~.names.PARTS` if it is empty and no other run uses it: each run
+        holds it shared (:meth:`parts`); removed under another's feet, its next part or
+        record of downloads would go to a folder that no longer is."""
+        try:
+            fcntl.flock(self._parts, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rmdir(PARTS, dir_fd=self.fd)
+        except OSError:  # In use, or not empty: parts to resume.
+            pass
 
     def downloaded(self, path):
         """``(sha256, record id)`` of the file a download wrote (or found) at ``path`` last,
@@ -98,23 +107,30 @@ class Folder:
 
     def _save(self):
         """Write what the downloads wrote, this run's added to what is there now (another
-        run may have written it meanwhile): a temporary file, fsynced, renamed, durably."""
-        downloaded = {  # What 1.0.0 remembered stays as it wrote it.
-            path: sha256 if record_id is None else {"sha256": sha256, "record": record_id}
-            for path, (sha256, record_id) in {**self._read_downloaded(), **self._written}.items()
-        }
-        temporary = f"{DOWNLOADED}.{os.getpid()}"
+        run may have written it meanwhile): a temporary file, fsynced, renamed, durably. The
+        folder is locked (``flock``) from the read to the rename: two runs ending at once
+        would each write what it read, and the first one's entries would be lost."""
         parts = self.parts()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary, dir_fd=parts)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | files.NO_FOLLOW
-        fd = os.open(temporary, flags, 0o644, dir_fd=parts)
-        with os.fdopen(fd, "wb") as f:
-            f.write(json.dumps(downloaded, sort_keys=True).encode())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, DOWNLOADED, src_dir_fd=parts, dst_dir_fd=self.fd)
-        os.fsync(self.fd)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        try:
+            downloaded = {  # What 1.0.0 remembered stays as it wrote it.
+                path: sha256 if record_id is None else {"sha256": sha256, "record": record_id}
+                for path, (sha256, record_id) in {
+                    **self._read_downloaded(),
+                    **self._written,
+                }.items()
+            }
+            temporary = f"{DOWNLOADED}.{secrets.token_hex(8)}"  # Pids repeat (containers).
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | files.NO_FOLLOW
+            fd = os.open(temporary, flags, 0o644, dir_fd=parts)
+            with os.fdopen(fd, "wb") as f:
+                f.write(json.dumps(downloaded, sort_keys=True).encode())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temporary, DOWNLOADED, src_dir_fd=parts, dst_dir_fd=self.fd)
+            os.fsync(self.fd)
+        finally:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
 
     def __enter__(self):
         return self
@@ -122,16 +138,23 @@ class Folder:
     def __exit__(self, *exc):
         self.close()
 
-    def directory(self, parts):
-        """A descriptor of the subfolder ``parts`` (components), created as needed; each
-        component must be a real folder, not a link."""
+    def directory(self, parts, create=True):
+        """A descriptor of the subfolder ``parts`` (components), created as needed (None
+        when one is missing, without ``create``); each component must be a real folder, not
+        a link."""
         fd = os.dup(self.fd)
         try:
             for part in parts:
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(part, dir_fd=fd)
+                if create:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(part, dir_fd=fd)
                 try:
                     inner = os.open(part, files.FOLDER_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    if create:
+                        raise
+                    os.close(fd)
+                    return None
                 except OSError as e:
                     if e.errno in (errno.ELOOP, errno.ENOTDIR):
                         raise Failure(f"{part}: not a folder (a link?): not followed") from e
@@ -144,9 +167,18 @@ class Folder:
         return fd
 
     def parts(self):
-        """The descriptor of :data:`~.names.PARTS`, where downloads wait to be verified."""
-        if self._parts is None:
-            self._parts = self.directory([PARTS])
+        """The descriptor of :data:`~.names.PARTS`, where downloads wait to be verified,
+        held shared (``flock``) until the folder closes: the run that ends last removes it
+        when empty (:meth:`_remove_parts_if_unused`). One removed between its opening and its
+        lock is made anew."""
+        while self._parts is None:
+            fd = self.directory([PARTS])
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            entry = files.entry(PARTS, self.fd)
+            if entry is not None and os.path.samestat(entry, os.fstat(fd)):
+                self._parts = fd
+            else:
+                os.close(fd)
         return self._parts
 
     def part(self, name, limit):
@@ -243,6 +275,12 @@ class Folder:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(name, dir_fd=parts)
         return self._naming
+
+    def set_aside(self, path):
+        """Whether a killed run left the file of ``path`` set aside (:meth:`publish`)."""
+        if files.entry(PARTS, self.fd) is None:
+            return False
+        return files.entry(aside_of(path), self.parts()) is not None
 
     def recover(self, path, directory, target):
         """Give back the file of ``path`` that a killed run set aside (:meth:`publish`): its

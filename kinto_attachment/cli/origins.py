@@ -40,11 +40,18 @@ class Header(requests.auth.AuthBase):
 
 
 class Without(requests.auth.AuthBase):
-    """No credentials at all (not even ``~/.netrc``'s): for origins other than the server's."""
+    """No credentials at all (not even ``~/.netrc``'s, nor the cookies the server set, which
+    a browser's rules would send to any port of its host): for origins other than the
+    server's."""
 
     def __call__(self, request):
-        request.headers.pop("Authorization", None)
+        _strip_credentials(request.headers)
         return request
+
+
+def _strip_credentials(headers):
+    headers.pop("Authorization", None)
+    headers.pop("Cookie", None)
 
 
 def origin_of(url):
@@ -80,15 +87,20 @@ def joined(base, value):
 
 
 class Session(requests.Session):
-    """A session that keeps the ``Authorization`` header on redirects to ``origin`` only and
-    refuses a redirect from ``https`` to ``http``."""
+    """A session that keeps the credentials on redirects to ``origin`` only and refuses a
+    redirect from ``https`` to ``http``."""
 
     def __init__(self, origin):
         super().__init__()
         self.origin = origin
 
-    def should_strip_auth(self, old_url, new_url):
-        return origin_of(new_url) != self.origin
+    def rebuild_auth(self, prepared_request, response):
+        """On a redirect: the credentials (``Authorization``, ``~/.netrc``'s, which know hosts
+        and not ports, the server's cookies) for the server's origin only."""
+        if origin_of(prepared_request.url) != self.origin:
+            _strip_credentials(prepared_request.headers)
+            return
+        super().rebuild_auth(prepared_request, response)
 
     def get_redirect_target(self, response):
         """The redirect's target, checked; its body is dropped unread (requests reads it

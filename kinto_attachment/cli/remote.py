@@ -64,16 +64,16 @@ class Remote:
     """A collection of a Kinto server."""
 
     def __init__(self, server, bucket, collection, auth=None, retries=3):
+        if "@" in server:  # Printed in every message, the refusals too: never a password.
+            raise Failure(
+                "--server: give the credentials with --auth (or KINTO_AUTH), not in the URL"
+            )
         self.server = server.rstrip("/")
         self.origin = origin_of(self.server)
         if self.origin is None:
             raise Failure(f"--server: not an http(s) URL: {server!r}")
         if urlsplit(self.server).query or urlsplit(self.server).fragment:  # URLs go after it.
             raise Failure(f"--server: the URL of Kinto's API, without ? nor #: {server!r}")
-        if "@" in urlsplit(self.server).netloc:  # Printed in every message: never a password.
-            raise Failure(
-                "--server: give the credentials with --auth (or KINTO_AUTH), not in the URL"
-            )
         for option, name in (("--bucket", bucket), ("--collection", collection)):
             try:
                 name.encode("utf-8")

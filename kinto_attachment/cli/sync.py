@@ -195,9 +195,12 @@ def there(folder, path, skipped):
     ancestors = {"/".join(parts[:n]) for n in range(1, len(parts) + 1)}
     if any(_form(entry.path) in ancestors for entry in skipped):
         return True
-    if os.path.lexists(os.path.join(folder, PARTS, aside_of(path))):
+    # The file first, then its copy set aside: a download sets the file aside before its new
+    # version takes the name, and drops the copy after, so one of the two is seen whenever
+    # the other is looked at (the other order could see neither).
+    if os.path.lexists(os.path.join(folder, *path.split("/"))):
         return True
-    return os.path.lexists(os.path.join(folder, *path.split("/")))
+    return os.path.lexists(os.path.join(folder, PARTS, aside_of(path)))
 
 
 def plan(remote, folder, name, follow_symlinks=False):
