@@ -220,15 +220,17 @@ def test_pyramid_storage_timeout_and_retries_are_taken():
 
     ``aws.timeout`` and ``aws.num_retries``, pyramid_storage's options of kinto-attachment 7's
     S3 store, stopped the server at start-up ("unknown setting"). They are its connection
-    timeout and its attempts (over 1: 1, its default, leaves the default); one that disagrees
-    with our own name for it is refused (the ini's order would decide)."""
+    timeout and its retries (one attempt more; 1, its default, leaves the default; found by
+    a review of a later fix: N gave N attempts once ``max_attempts`` counted the first); one
+    that disagrees with our own name for it is refused (the ini's order would decide)."""
 
     def options(**values):
         return parse_s3(**{"aws.bucket_name": "b", **values}).store.options
 
     taken = options(**{"aws.timeout": "30", "aws.num_retries": "7"})
-    assert (taken.connect_timeout, taken.max_attempts) == (30.0, 7)
+    assert (taken.connect_timeout, taken.max_attempts) == (30.0, 8)
     assert options(**{"aws.num_retries": "1"}).max_attempts == options().max_attempts
+    assert options(**{"aws.num_retries": "0"}).max_attempts == 1
     assert options(**{"aws.timeout": "5", "aws.connect_timeout": "5"}).connect_timeout == 5.0
     with pytest.raises(ConfigurationError, match="`kinto.attachment.aws.num_retries`: says 7"):
         options(**{"aws.num_retries": "7", "aws.max_attempts": "2"})

@@ -289,13 +289,14 @@ def index(registry):
     two differ (:meth:`~kinto_attachment.storage.local.store.LocalStore.listed_key`: a
     folder an operator moved and left a symbolic link in its place): the file a record
     names through the link is listed under its real name, which must read as referenced.
-    And under its folded form, for stores on disks that may ignore case in names
-    (:meth:`~kinto_attachment.storage.local.store.LocalStore.folded_key`), which the index
+    And under its folded form, for stores on disks that ignore case in names
+    (:meth:`~kinto_attachment.storage.local.store.LocalStore.name_folding`), which the index
     looks a listed name up as when the name itself is not referenced."""
     keys, pending = _SortedRuns(), _SortedRuns()
     store = registry.attachment_store
     listed_key = getattr(store, "listed_key", None)
-    folded_key = getattr(store, "folded_key", None)
+    folding = getattr(store, "name_folding", None)
+    folded_key = folding() if folding is not None else None
     for reference in read(registry):
         if reference.pending:
             pending.add(key_hash(reference.key))

@@ -16,9 +16,10 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+import transaction
 
 from kinto_attachment import adoption, gc
-from kinto_attachment.state import data_file_entries, instance
+from kinto_attachment.state import data_file_entries, instance, links
 
 from ..conftest import ALICE, IN_CI, Kinto, build_settings, make_app
 
@@ -141,3 +142,60 @@ def test_a_real_orphan_of_such_a_folder_still_goes(kinto):
 
     assert [listed.key.lower() for listed in report.orphans] == [stray.lower()]
     assert kinto.read(lower) == b"lower"
+
+
+def _plain_app(tmp_path, **settings):
+    base_path = tmp_path / "files"
+    base_path.mkdir()
+    full = build_settings(
+        "memory",
+        str(base_path),
+        **{"kinto.attachment.folder": "{bucket_id}/{collection_id}"},
+        **settings,
+    )
+    kinto = Kinto(make_app(full), str(base_path))
+    return kinto
+
+
+def _aged(kinto, key):
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(os.path.join(kinto.base_path, key), (two_days_ago, two_days_ago))
+
+
+def test_plain_disk_adoption_retains_a_kept_file_whose_name_folds_as_a_referenced_one(tmp_path):
+    """Found by a review of the fix (2026-12-05).
+
+    It was: the index held the folded form of every key on every disk, so on an ordinary
+    (case-sensitive) disk the first adoption did not retain ``blog/c/Report.txt``, a file
+    kinto-attachment kept on purpose, beside the referenced ``blog/c/report.txt``: it went
+    as an orphan once the record moved on. Fixed: names fold only where the disk does (a
+    probe of ``base_path``)."""
+    kinto = _plain_app(tmp_path, **{"kinto.attachment.randomize": "false"})
+    kinto.app.put_json("/v1/buckets/blog", {}, headers=ALICE)
+    kinto.app.put_json("/v1/buckets/blog/collections/c", {}, headers=ALICE)
+    store = kinto.registry.attachment_store
+    staged = store.stage("blog/c/Report.txt", "text/plain")
+    staged.write(b"version 1, kept on purpose by keep_old_files")
+    kept = staged.commit()
+    assert kept == "blog/c/Report.txt"
+    current = kinto.upload("/v1/buckets/blog/collections/c/records/r", b"v2", "report.txt")
+    assert kinto.key_of(current.json["location"]) == "blog/c/report.txt"
+    # Another record keeps a file named: the store is the servers' (untagged names judged).
+    kinto.upload("/v1/buckets/blog/collections/c/records/other", b"other", "other.txt")
+    _aged(kinto, kept)
+    kinto.registry.attachment_adopted = False
+
+    report = gc.collect(kinto.registry)
+    with transaction.manager:
+        retained = [r["key"] for r in links.retained(kinto.registry.storage)]
+    # The record moves on: its old file goes (replaced), and nothing names "report.txt".
+    kinto.app.delete("/v1/buckets/blog/collections/c/records/r", headers=ALICE)
+    day = 86400 * 1000
+    first = gc.collect(kinto.registry, now=gc.data_file_entries.msec_time() + 3 * day)
+    later = gc.collect(kinto.registry, now=gc.data_file_entries.msec_time() + 4 * day)
+    deleted = [o.key for o in first.orphans + later.orphans]
+
+    assert store.exists(kept) and kept in retained, (
+        f"adoption kept {report.kept_at_adoption}, retained {retained}, not {kept!r}; "
+        f"deleted as orphans since: {deleted}"
+    )

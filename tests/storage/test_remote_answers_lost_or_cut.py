@@ -5,8 +5,10 @@ objects cut short behind our back. No SDK is mocked."""
 import hashlib
 import os
 import threading
+from urllib.parse import unquote
 
 import pytest
+import requests
 from pyramid.exceptions import ConfigurationError
 from webob import Request
 
@@ -553,3 +555,98 @@ def test_a_folder_of_the_stores_working_objects_is_refused(s3_server):
     settings["kinto.attachment.resources.blog.reports.folder"] = "__uploads__/reports"
     with pytest.raises(ConfigurationError, match="__uploads__"):
         make_app(settings)
+
+
+def test_gcs_small_post_whose_answer_is_lost_leaves_no_second_object(gcs_proxied):
+    """Found by a review of a fix (2026-12-05).
+
+    It was: a POST smaller than a chunk is one conditional upload, which the client sends
+    again when its answer is lost: GCS had made ``small.txt``, the retry got a 412, read as
+    "taken meanwhile", and the file was uploaded again as ``small-1.txt``, ``small.txt``
+    left named by nothing. Fixed: the upload marks its object with a token, and a 412 on an
+    object of its token is its own."""
+    proxy, app = gcs_proxied
+    store = app.app.registry.attachment_store
+    request, lost = store.session.request, []
+
+    def answer_lost_once(method, url, *args, **kwargs):
+        if method == "POST" and "uploadType=multipart" in url and not lost:
+            lost.append(url)
+            proxy.cut_after = 0  # GCS makes the object; its answer never comes back.
+        try:
+            return request(method, url, *args, **kwargs)
+        finally:
+            proxy.cut_after = None
+
+    store.session.request = answer_lost_once
+    try:
+        attachment = _post(app, URL, b"small and whole", "small.txt").json
+    finally:
+        store.session.request = request
+    assert lost
+    key = _key(app, attachment["location"])
+    assert key.endswith("/small.txt") or key == "small.txt", key
+    assert [listed.key for listed in store.iter_blobs()] == [key]
+    assert _stored(app, key) == b"small and whole"
+
+
+def test_gcs_compose_whose_answer_is_lost_takes_its_own_object(gcs_proxied):
+    """Found by a review of a fix (2026-12-05).
+
+    It was: the last PATCH of a tus upload on GCS composes the upload into its name; GCS
+    made ``big.txt``, the answer was lost, and the retry's 412 read as "taken": the upload
+    was composed again as ``big-1.txt``, ``big.txt`` left named by nothing. Fixed: a compose
+    marks its object with a token, and a 412 on an object of its token is its own.
+    (fake-gcs-server ignores ``ifGenerationMatch`` on compose: its answer to the retry is
+    the 412 GCS sends, made here once the object exists.)"""
+    proxy, app = gcs_proxied
+    store = app.app.registry.attachment_store
+    content = os.urandom(300 * KiB)
+    _, url = create(app, len(content))  # big.txt
+    post, composed = store.session.post, []
+
+    def compose_answer_lost(url, *args, **kwargs):
+        if not url.endswith("/compose") or "big" not in unquote(url):
+            return post(url, *args, **kwargs)
+        if composed:  # Sent again: the name is taken (by the first compose).
+            response = requests.Response()
+            response.status_code, response.url = 412, url
+            return response
+        composed.append(post(url, *args, **kwargs))
+        raise requests.ConnectionError("the compose's answer was lost")
+
+    store.session.post = compose_answer_lost
+    try:
+        patch(app, url, content, 0)
+    finally:
+        store.session.post = post
+    assert composed and composed[0].status_code == 200
+    attachment = app.get(URL, headers=ALICE).json["data"]["attachment"]
+    key = _key(app, attachment["location"])
+    assert key.endswith("big.txt"), key
+    assert [listed.key for listed in store.iter_blobs() if not listed.temporary] == [key]
+    assert _stored(app, key) == content
+
+
+@pytest.mark.parametrize("kind", ["s3", "gcs"])
+def test_only_the_stores_own_names_under_their_folder_are_working_objects(kind, request):
+    """Found by a review of a fix (2026-12-05).
+
+    It was: S3's and GCS's listings marked every object under ``__uploads__/`` as a working
+    object: a file kinto-attachment kept there (it allowed any folder), named by nothing,
+    was skipped by the first adoption instead of retained, then deleted by an orphan pass
+    as a working file. Fixed: only the store's own names there (S3's ``*.tail``, GCS's
+    ``*.part``, directly under it) are working objects."""
+    app = _app(kind, request)
+    registry = app.app.registry
+    store = registry.attachment_store
+    own = f"__uploads__/{store.temporary_name()}{'.tail' if kind == 's3' else '.part'}"
+    kept = "__uploads__/reports/report-2019.pdf"
+    for key in (own, kept):
+        staged = store.stage(key, "application/pdf", random=True)
+        staged.write(b"bytes")
+        assert staged.commit() == key
+    listed = {blob.key: blob.temporary for blob in store.iter_blobs()}
+    assert listed == {own: True, kept: False}
+    report = adoption.adopt(registry)
+    assert kept in report.unreferenced  # Retained: kept for good.

@@ -21,7 +21,8 @@ def folded(name):
     return unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).casefold())
 
 
-_STAT = ("st_atime", "st_ctime", "st_gid", "st_mode", "st_mtime", "st_nlink", "st_size", "st_uid")
+_STAT = ("st_atime", "st_ctime", "st_gid", "st_ino", "st_mode", "st_mtime", "st_nlink", "st_size",
+         "st_uid")  # fmt: skip
 _STATVFS = ("f_bavail", "f_bfree", "f_blocks", "f_bsize", "f_favail", "f_ffree", "f_files",
             "f_flag", "f_frsize", "f_namemax")  # fmt: skip
 
@@ -122,4 +123,5 @@ class Folding(Operations):
 
 if __name__ == "__main__":
     source, mountpoint = sys.argv[1:]
-    FUSE(Folding(source), mountpoint, foreground=True, nothreads=True)
+    # use_ino: a file's inode number is its source's, whatever name it is looked up by.
+    FUSE(Folding(source), mountpoint, foreground=True, nothreads=True, use_ino=True)

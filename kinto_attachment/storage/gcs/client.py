@@ -29,6 +29,9 @@ from .options import PREFIX
 SCOPES = ["https://www.googleapis.com/auth/devstorage.read_write"]
 #: Connections kept per host: uploads in flight, each with a chunk being sent, and downloads.
 POOL_SIZE = 32
+#: Object metadata naming the request that made an object: a write whose answer was lost
+#: finds its object by it when it is sent again (a 412: its name is taken, by itself).
+UPLOAD_TOKEN = "kinto-attachment-upload"
 
 
 def _credentials(options):
@@ -121,3 +124,8 @@ def checked(response, *expected):
     if response.status_code not in expected:
         raise InvalidResponse(response, f"{response.status_code} {response.reason}")
     return response
+
+
+def made_by(blob, token):
+    """Whether the object ``blob`` (a ``Blob``, or None) was made by the write of ``token``."""
+    return blob is not None and (blob.metadata or {}).get(UPLOAD_TOKEN) == token

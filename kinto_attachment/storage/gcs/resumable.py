@@ -38,10 +38,19 @@ from .staged import GCSStaged
 
 #: Prefix of the objects of resumable uploads in progress.
 UPLOADS_FOLDER = WORKING_FOLDER
+PART_SUFFIX = ".part"
 #: Source objects of one compose request, at most.
 MAX_COMPOSE = 32
 #: Components of a composite object, at most.
 MAX_COMPONENTS = 1024
+
+
+def is_working_object(name):
+    """Whether ``name`` is a part of a resumable upload (a working object, which listings
+    mark temporary): not any object under :data:`UPLOADS_FOLDER` (a file kinto-attachment
+    kept there is a file to adopt)."""
+    part = name.removeprefix(UPLOADS_FOLDER + "/")
+    return part != name and "/" not in part and part.endswith(PART_SUFFIX)
 
 
 class GCSResumable:
@@ -56,7 +65,7 @@ class GCSResumable:
 
     def _write_part(self, chunks):
         """The name of a new object holding ``chunks``; None when they are empty."""
-        name = f"{UPLOADS_FOLDER}/{self.temporary_name()}.part"
+        name = f"{UPLOADS_FOLDER}/{self.temporary_name()}{PART_SUFFIX}"
         staged = GCSStaged(self, name, None, random=True)
         empty = True
         try:
@@ -78,7 +87,7 @@ class GCSResumable:
         if state["temp"] is None:
             return Progress({**state, "temp": part, "components": 1}, created=[part])
         source, components, copied = state["temp"], self._components(state), []
-        temp = f"{UPLOADS_FOLDER}/{self.temporary_name()}.part"
+        temp = f"{UPLOADS_FOLDER}/{self.temporary_name()}{PART_SUFFIX}"
         try:
             if components >= MAX_COMPONENTS:
                 source, components = self._one_component(source, copied), 1
@@ -190,7 +199,7 @@ class GCSResumable:
         """An object of ``sources`` (listed in ``steps``, to delete), or the one source."""
         if len(sources) == 1:
             return sources[0]
-        name = f"{UPLOADS_FOLDER}/{self.temporary_name()}.part"
+        name = f"{UPLOADS_FOLDER}/{self.temporary_name()}{PART_SUFFIX}"
         if not self._compose_present(sources, name):
             raise StorageUnavailable(f"GCS compose failed: {name} exists")
         steps.append(name)

@@ -24,13 +24,10 @@ from zope.interface import implementer
 from .. import IStaged, StorageUnavailable
 from ..base import require_unreserved, write_to_free_name
 from ..parts import PartBody, PartBuffers
-from .client import checked, status_of, unavailable
+from .client import UPLOAD_TOKEN, checked, made_by, status_of, unavailable
 
 
 logger = logging.getLogger(__name__)
-
-#: Object metadata naming the upload session that made an object (:meth:`GCSStaged._finalised`).
-UPLOAD_TOKEN = "kinto-attachment-upload"
 #: What GCS answers to a chunk that is not the last one ("Resume Incomplete").
 INCOMPLETE = 308
 #: What GCS answers to a cancelled session ("Client Closed Request").
@@ -67,7 +64,7 @@ class GCSStaged:
         self._crc32c = google_crc32c.Checksum()
         #: The resumable upload's URI, once a whole chunk has come.
         self._session = None
-        #: Marks the object the session makes (:meth:`_finalised`).
+        #: Marks the object this upload makes (:meth:`_finalised`, :meth:`_upload_whole`).
         self._token = secrets.token_hex(16)
         self._sent = 0
         self._in_flight = None
@@ -160,12 +157,7 @@ class GCSStaged:
         except StorageUnavailable:
             return False
         crc32c = base64.b64encode(self._crc32c.digest()).decode("ascii")
-        return (
-            made is not None
-            and (made.metadata or {}).get(UPLOAD_TOKEN) == self._token
-            and made.size == total
-            and made.crc32c == crc32c
-        )
+        return made_by(made, self._token) and made.size == total and made.crc32c == crc32c
 
     def _upload_whole(self):
         """One conditional upload to the first free name (found without sending the body);
@@ -175,6 +167,7 @@ class GCSStaged:
 
         def upload(key):
             blob = self._store.new_blob(key, self._content_type)
+            blob.metadata = {UPLOAD_TOKEN: self._token}
             try:
                 with unavailable("upload"):
                     blob.upload_from_file(
@@ -188,8 +181,8 @@ class GCSStaged:
                         retry=self._store.retry,
                     )
             except StorageUnavailable as e:
-                if status_of(e.__cause__) == 412:
-                    return False  # Taken meanwhile.
+                if status_of(e.__cause__) == 412:  # Taken meanwhile, unless by this very
+                    return made_by(self._store.blob(key), self._token)  # upload, sent again.
                 raise
             return True
 

@@ -15,6 +15,7 @@ deleting (batches of 100), signing download URLs and listing objects.
 import datetime
 import io
 import itertools
+import secrets
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
@@ -40,9 +41,17 @@ from .. import (
 from ..base import StoreBase, object_size
 from ..keys import blob_url, free_variant
 from .batch import BATCH_SIZE, delete_batch
-from .client import can_sign, checked, make_client, retry_policy, unavailable
+from .client import (
+    UPLOAD_TOKEN,
+    can_sign,
+    checked,
+    made_by,
+    make_client,
+    retry_policy,
+    unavailable,
+)
 from .options import PREFIX
-from .resumable import UPLOADS_FOLDER, GCSResumable
+from .resumable import GCSResumable, is_working_object
 from .staged import GCSStaged
 
 
@@ -256,16 +265,19 @@ class GCSStore(GCSResumable, StoreBase):
         params = {"ifGenerationMatch": "0"}
         if acl := self.acl_for(content_type):
             params["destinationPredefinedAcl"] = acl
+        token = secrets.token_hex(16)  # A 412 to a retry whose first answer was lost: ours.
         body = {
             "sourceObjects": [{"name": source} for source in sources],
-            "destination": self.attributes(content_type),
+            "destination": {**self.attributes(content_type), "metadata": {UPLOAD_TOKEN: token}},
         }
 
         def post():
             response = self.session.post(
                 self.object_url(name) + "/compose", params=params, json=body, timeout=self.timeout
             )
-            return checked(response, 200, 412).status_code == 200
+            if checked(response, 200, 412).status_code == 200:
+                return True
+            return made_by(self.blob(name), token)
 
         with unavailable("compose"):
             return self.retried(post)
@@ -289,7 +301,7 @@ class GCSStore(GCSResumable, StoreBase):
                     blob.name,
                     blob.size,
                     int(blob.updated.timestamp() * 1000),
-                    temporary=blob.name.startswith(UPLOADS_FOLDER + "/"),
+                    temporary=is_working_object(blob.name),
                     version=None if blob.generation is None else str(blob.generation),
                 )
 

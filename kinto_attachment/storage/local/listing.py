@@ -3,6 +3,7 @@
 the garbage collector and adoption."""
 
 import os
+import secrets
 import unicodedata
 
 from .. import Listed
@@ -19,6 +20,25 @@ def folded(key):
     there, listed under the name its first folder or file was created with (buckets
     ``Photos`` and ``photos`` share the folder ``Photos/``)."""
     return unicodedata.normalize("NFC", unicodedata.normalize("NFC", key).casefold())
+
+
+def folds_names(base_path):
+    """Whether the disk of ``base_path`` takes names that differ by case for one name: a file
+    of its own made there (named as a temporary file, which the collector removes should the
+    process die before it does), looked up in upper case. None when it cannot be made
+    (``base_path`` not made yet, or not writable: nothing of this process is written
+    there then)."""
+    name = f"{TEMP_PREFIX}fold-probe-{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    path = os.path.join(base_path, name)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except OSError:
+        return None
+    try:
+        other = os.path.join(base_path, name.upper())
+        return os.path.lexists(other) and os.path.samefile(path, other)
+    finally:
+        os.unlink(path)
 
 
 def version(stat):

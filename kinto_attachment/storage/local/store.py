@@ -69,6 +69,7 @@ class LocalStore(StoreBase):
         self.base_path = os.path.realpath(base_path)
         self.base_url = base_url
         self.fsync = fsync
+        self._folding = None  # Whether the disk ignores case in names, once probed.
         self._syncing = None
 
     def prepare(self):
@@ -115,12 +116,15 @@ class LocalStore(StoreBase):
         except ValueError:
             return key
 
-    def folded_key(self, key):
-        """``key`` folded as a disk that ignores case in names sees it
-        (:func:`.listing.folded`): there, the listing may give the file of ``key`` any name
-        of that folded form; on any other, the collector keeps a file whose name folds as a
-        referenced key's, an orphan at worst."""
-        return listing.folded(key)
+    def name_folding(self):
+        """:func:`.listing.folded` where the disk of ``base_path`` ignores case in names
+        (:func:`.listing.folds_names`, probed until it could be once): the listing may give
+        the file of a key any name of its folded form there. None on any other disk, where
+        such names are other files (the collector must not keep, nor adoption leave, one for
+        another's)."""
+        if self._folding is None:
+            self._folding = listing.folds_names(self.base_path)
+        return listing.folded if self._folding else None
 
     def stage(self, key, content_type=None, random=False):
         # Names are reserved with O_EXCL at commit: there is nothing to look up first.

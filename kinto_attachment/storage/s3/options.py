@@ -88,8 +88,8 @@ OPTIONS = {
 #: pyramid_storage's way of naming the endpoint, turned into ``endpoint_url``.
 PYRAMID_STORAGE_ENDPOINT = ("host", "port", "is_secure")
 #: pyramid_storage's names of two options (kinto-attachment 7's S3 store): its ``timeout``
-#: is the connection's, its ``num_retries`` the attempts when over 1 (1, its default, left
-#: botocore's own).
+#: is the connection's, its ``num_retries`` the retries, so one attempt fewer (1, its
+#: default, leaves ours).
 PYRAMID_STORAGE_ALIASES = {"timeout": "connect_timeout", "num_retries": "max_attempts"}
 #: Every name accepted after ``aws.``.
 NAMES = (*OPTIONS, *PYRAMID_STORAGE_ENDPOINT, *PYRAMID_STORAGE_ALIASES)
@@ -136,9 +136,14 @@ def _aliases(values, options):
     for alias, name in PYRAMID_STORAGE_ALIASES.items():
         if alias not in values:
             continue
-        value = OPTIONS[name](PREFIX + alias, values[alias])
-        if alias == "num_retries" and value == 1:
-            continue
+        if alias == "num_retries":  # Retries: one attempt more (1, its default, ours).
+            retries = as_number(int, 0)(PREFIX + alias, values[alias])
+            if retries == 1:
+                continue
+            value = retries + 1
+        else:
+            value = OPTIONS[name](PREFIX + alias, values[alias])
         if name in options and options[name] != value:
-            fail(PREFIX + alias, f"says {value!r}, and {PREFIX + name} {options[name]!r}")
+            said = str(values[alias]).strip()
+            fail(PREFIX + alias, f"says {said}, and {PREFIX + name} {options[name]!r}")
         options[name] = value

@@ -29,8 +29,17 @@ from .staged import S3Staged
 
 #: Prefix of the tails of resumable uploads in progress.
 RESUMABLE_FOLDER = WORKING_FOLDER
+TAIL_SUFFIX = ".tail"
 #: Object metadata naming the resumable upload an object was completed from (its token).
 UPLOAD_METADATA = "kinto-attachment-upload"
+
+
+def is_working_object(key):
+    """Whether ``key`` names a tail of a resumable upload (a working object, which listings
+    mark temporary): not any object under :data:`RESUMABLE_FOLDER` (a file kinto-attachment
+    kept there is a file to adopt)."""
+    name = key.removeprefix(RESUMABLE_FOLDER + "/")
+    return name != key and "/" not in name and name.endswith(TAIL_SUFFIX)
 
 
 class S3Resumable:
@@ -76,7 +85,7 @@ class S3Resumable:
             raise
         new_tail = None
         if tail:
-            new_tail = f"{RESUMABLE_FOLDER}/{self.temporary_name()}.tail"
+            new_tail = f"{RESUMABLE_FOLDER}/{self.temporary_name()}{TAIL_SUFFIX}"
             with unavailable("PutObject"):
                 self.client.put_object(Bucket=self.bucket, Key=new_tail, Body=tail)
         return Progress(

@@ -42,7 +42,7 @@ from ..keys import blob_url, free_variant
 from .client import Body, error_code, make_client, unavailable
 from .concatenate import S3Concatenating
 from .options import MIN_PART_SIZE
-from .resumable import RESUMABLE_FOLDER, S3Resumable
+from .resumable import S3Resumable, is_working_object
 from .staged import S3Staged
 
 
@@ -265,7 +265,7 @@ class S3Store(S3Concatenating, S3Resumable, StoreBase):
                         listed["Key"],
                         listed["Size"],
                         int(listed["LastModified"].timestamp() * 1000),
-                        temporary=listed["Key"].startswith(RESUMABLE_FOLDER + "/"),
+                        temporary=is_working_object(listed["Key"]),
                         version=listed.get("ETag"),
                     )
 
