@@ -88,6 +88,7 @@ def includeme(config):
     config.include("kinto_attachment.views.resumable")
     config.include("kinto_attachment.state.instance")
     config.include("kinto_attachment.state.promises")
+    config.include("kinto_attachment.state.long_transactions")
     config.include("kinto_attachment.gc")
     config.include("kinto_attachment.events")
     config.include("kinto_attachment.metrics")

@@ -14,6 +14,15 @@ from ..downloads.conditions import entity_tags, http_date, replaced_within
 from ..state import data_file_entries
 
 
+#: The headers that make a write conditional.
+WRITE_CONDITIONS = ("If-Match", "If-None-Match", "If-Unmodified-Since")
+
+
+def asked(request):
+    """Whether the request makes its write conditional."""
+    return any(name in request.headers for name in WRITE_CONDITIONS)
+
+
 def require(request, entry):
     """412 unless the request's preconditions hold for ``entry``, the id's entry (None:
     none)."""

@@ -26,7 +26,7 @@ from .. import downloads, errors
 from ..downloads import caching
 from ..events import recording
 from ..routes import DATA_FILE, DATA_FILES
-from ..state import data_file_entries
+from ..state import data_file_entries, shared
 from ..uploads import intake, lifecycle
 from ..web import streams
 from . import posted, preconditions
@@ -50,8 +50,11 @@ def upload(request):
     store = request.registry.attachment_store
     plan = posted.plan(request, file_id, max_size)
     registry = request.registry
-    # Before the body: a write that cannot happen is not sent for nothing.
-    preconditions.require(request, data_file_entries.get(registry.storage, file_id))
+    # Before the body: a write that cannot happen is not sent for nothing. Only when asked:
+    # the read opens the request's transaction, which the body would then hold open (and
+    # its connection of the pool) for as long as it comes.
+    if preconditions.asked(request):
+        preconditions.require(request, data_file_entries.get(registry.storage, file_id))
 
     with (
         _reserved(request, reservation) as hold,
@@ -187,7 +190,10 @@ def _require_intact(request, store, entry, served):
         )
         raise errors.refuse("missing", resource_name="data-file", id=entry["id"])
     # Remember the verification, unless the entry changed since it was read (re-uploaded,
-    # deleted): that one is not the entry that was verified.
+    # deleted): that one is not the entry that was verified. Not on a read-only node (a
+    # replica's database refuses writes): it verifies again next time.
+    if shared.read_only(request.registry):
+        return
     data_file_entries.lock(request.registry, entry["id"])
     storage = request.registry.storage
     current = data_file_entries.get(storage, entry["id"])

@@ -22,7 +22,7 @@ from kinto.core.storage.exceptions import ObjectNotFoundError
 from kinto.core.utils import COMPARISON, msec_time
 
 from .. import locks
-from . import paging, storable
+from . import paging, records, storable
 from .hashstate import ResumableSha256
 
 
@@ -149,22 +149,50 @@ def _finished_key(upload_id):
     return f"attachment-upload-finished:{upload_id}"
 
 
-def remember_finished(cache, upload, seconds):
+def remember_finished(cache, upload, seconds, location):
     """Keep what ``HEAD`` tells of a finished upload (its final offset) in Kinto's cache, as
     long as the upload would have lived. The cache forgets it by itself: no garbage to collect,
     and no unfinished upload for the quota. A cache that loses it early (``__flush__``,
-    eviction) makes the URL a 404 again."""
+    eviction) makes the URL a 404 again.
+
+    Kept before the transaction that records the attachment commits (a ``HEAD`` in between
+    must find it), and Kinto's cache is not part of that transaction: a process killed then
+    leaves it, for an upload that made no attachment. So it names the attachment's
+    ``location`` and is ``confirmed`` once the transaction has committed
+    (:func:`confirm_finished`); one that is not is only taken while the record's attachment
+    is that ``location`` (:func:`finished`)."""
     finished = {name: upload.get(name) for name in FINISHED_FIELDS}
     expires = msec_time() + seconds * 1000
-    finished.update(offset=upload["length"], completed=True, expires=expires)
+    finished.update(
+        offset=upload["length"],
+        completed=True,
+        expires=expires,
+        location=location,
+        confirmed=False,
+    )
     cache.set(_finished_key(upload["id"]), finished, seconds)
 
 
-def finished(cache, upload_id):
-    """What :func:`remember_finished` kept, or None."""
+def confirm_finished(cache, upload_id):
+    """The transaction that recorded the attachment of the finished upload committed."""
+    found = cache.get(_finished_key(upload_id))
+    if found is not None:
+        seconds = max(1, (found["expires"] - msec_time()) // 1000)
+        cache.set(_finished_key(upload_id), {**found, "confirmed": True}, seconds)
+
+
+def finished(storage, cache, upload_id):
+    """What :func:`remember_finished` kept, or None; not confirmed, only while the record's
+    attachment is the one the upload made."""
     if not storable.is_storable(upload_id):
         return None
-    return cache.get(_finished_key(upload_id))
+    found = cache.get(_finished_key(upload_id))
+    if found is None or found.get("confirmed", True):  # Kept by an earlier release: as is.
+        return found
+    record = records.stored(
+        storage, found["bucket_id"], found["collection_id"], found["record_id"]
+    )
+    return found if records.location_of(record) == found.get("location") else None
 
 
 def forget_finished(cache, upload_id):

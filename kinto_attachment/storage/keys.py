@@ -24,6 +24,14 @@ MAX_EXTENSION = 32
 WORKING_FOLDER = "__uploads__"
 
 
+def in_own_folder(key):
+    """Whether ``key`` is under a folder of the plugin's own (its first segment starts with
+    ``.``: ``/data/files``' ``.data-files``, the local store's ``.uploads``): never an
+    attachment, never served from the store itself (no public ACL, not served by
+    ``serve_files`` nor config/nginx.conf)."""
+    return key.startswith(".")
+
+
 def safe_name(name, fallback="file"):
     """A single path segment made only of ``[A-Za-z0-9._-]``, derived from a client filename.
 

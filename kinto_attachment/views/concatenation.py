@@ -117,7 +117,7 @@ def _partial(request, upload_id, url):
     upload = tus_uploads.get(request.registry.storage, upload_id)
     if upload is None:
         # A finished upload (single or final) is no partial one, as its HEAD says.
-        done = tus_uploads.finished(request.registry.cache, upload_id)
+        done = tus_uploads.finished(request.registry.storage, request.registry.cache, upload_id)
         if done is not None and is_mine(request, done):
             raise tus_concat.concat_refusal("not_partial", url)
     if upload is None or not is_mine(request, upload):

@@ -155,7 +155,7 @@ def _own_upload(request):
     upload_id = request.matchdict["upload_id"]
     upload = tus_uploads.get(request.registry.storage, upload_id)
     if upload is None:
-        upload = tus_uploads.finished(request.registry.cache, upload_id)
+        upload = tus_uploads.finished(request.registry.storage, request.registry.cache, upload_id)
     if upload is None or not tus_steps.is_mine(request, upload):
         raise tus.unknown_upload()
     return upload

@@ -80,8 +80,9 @@ def finish(request, upload, progress, sha256):
     # stays visible until the commit, and a HEAD reads it first; forgotten if it fails.
     seconds = request.registry.attachment_settings.resumable_expires_seconds
     cache = request.registry.cache
-    tus_uploads.remember_finished(cache, upload, seconds)
+    tus_uploads.remember_finished(cache, upload, seconds, store.url(progress.key))
     lifecycle.on_failure(request, tus_uploads.forget_finished, cache, upload["id"])
+    lifecycle.after_commit(request, tus_uploads.confirm_finished, cache, upload["id"])
 
 
 class _Received:

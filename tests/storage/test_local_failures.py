@@ -6,6 +6,7 @@ system is mounted."""
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import io
 import logging
@@ -1186,3 +1187,51 @@ def test_the_collector_deletes_the_other_replaced_files_when_one_is_behind_a_lin
     with contextlib.suppress(OSError):
         gc.collect(by_collection.registry)
     assert [key for key in others if store.exists(key)] == []
+
+
+def _upload_file(kinto, url):
+    """The path of the tus upload ``url``'s file."""
+    (path,) = tus_files(kinto)
+    return os.path.join(kinto.base_path, path)
+
+
+def test_a_patch_never_writes_beside_another_request_writing_the_upload(local):
+    """Found by review (2026-12-05).
+
+    It was: two PATCHes of one upload are kept apart by its lock in Kinto's storage, which
+    a session ended under the first one (PostgreSQL's idle timeout, a failover) dropped
+    while it still wrote: a second PATCH appended and finished the upload beside it, and
+    the first one's late bytes landed in the attachment (its file is the upload's). Fixed:
+    an append holds the upload's file too (``flock``): another request writing it meanwhile
+    is a 503 its client retries, which writes nothing."""
+    check = previous(local)
+    content = os.urandom(1000)
+    _, url = create(local.app, len(content))
+    patch(local.app, url, content[:400], 0)
+    with open(_upload_file(local, url), "rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # A request writing it, its lock lost.
+        response = patch(local.app, url, content[400:], 400, status="*")
+    kinto_error(response, 503)
+    assert head(local.app, url).headers["Upload-Offset"] == "400"
+    check(tus_files(local))
+    patch(local.app, url, content[400:], 400)
+    attachment = local.app.get(RECORD, headers=ALICE).json["data"]["attachment"]
+    assert local.read(attachment["location"]) == content
+    assert attachment["hash"] == hashlib.sha256(content).hexdigest()
+
+
+def test_a_finished_uploads_file_is_never_written_again(local, tmp_path):
+    """Found by review (2026-12-05).
+
+    The file of a finished upload is the record's attachment (a second name of it): a
+    request that still took the upload for unfinished (its lock lost, its state read before
+    the upload finished) must not write it. Its append is refused (410), the file as it
+    was."""
+    content = os.urandom(1000)
+    _, url = create(local.app, len(content))
+    patch(local.app, url, content[:400], 0)
+    second_name = tmp_path / "attachment"
+    os.link(_upload_file(local, url), second_name)  # As the upload's finish does.
+    response = patch(local.app, url, content[400:], 400, status="*")
+    kinto_error(response, 410)
+    assert second_name.read_bytes() == content[:400]

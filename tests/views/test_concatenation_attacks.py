@@ -267,7 +267,7 @@ def test_what_a_killed_gcs_final_leaves_is_collected(kinto_gcs, monkeypatch, kil
     that no state names: the collector takes it, the partial uploads stay, and the final
     upload sent again is made; only the attachment is left."""
     from kinto_attachment.storage.gcs import GCSStore
-    from kinto_attachment.storage.gcs import resumable as gcs_resumable
+    from kinto_attachment.storage import base as store_base
 
     app = kinto_gcs.app
     contents = [os.urandom(1000), os.urandom(2000), os.urandom(10)]
@@ -282,7 +282,7 @@ def test_what_a_killed_gcs_final_leaves_is_collected(kinto_gcs, monkeypatch, kil
     monkeypatch.setattr(GCSStore, "delete", lambda self, key: None)
     monkeypatch.setattr(GCSStore, "delete_many", lambda self, keys: None)
     if killed_at == "read-back":
-        monkeypatch.setattr(gcs_resumable, "feed", killed)
+        monkeypatch.setattr(store_base, "feed", killed)
     else:
         compose = GCSStore.compose
 

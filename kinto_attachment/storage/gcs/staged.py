@@ -82,7 +82,7 @@ class GCSStaged:
             with unavailable("resumable upload start"):
                 self._session = blob.create_resumable_upload_session(
                     content_type=blob.content_type,
-                    predefined_acl=self._store.acl_for(self._content_type),
+                    predefined_acl=self._store.acl_for(self._content_type, self._key),
                     if_generation_match=0,
                     checksum=None,
                     timeout=self._store.timeout,
@@ -174,7 +174,7 @@ class GCSStaged:
                         PartBody(view),
                         size=size,
                         content_type=blob.content_type,
-                        predefined_acl=self._store.acl_for(self._content_type),
+                        predefined_acl=self._store.acl_for(self._content_type, key),
                         if_generation_match=0,
                         checksum="crc32c",
                         timeout=self._store.timeout,

@@ -39,7 +39,7 @@ from .. import (
     Stat,
 )
 from ..base import StoreBase, object_size
-from ..keys import blob_url, free_variant
+from ..keys import blob_url, free_variant, in_own_folder
 from .batch import BATCH_SIZE, delete_batch
 from .client import (
     UPLOAD_TOKEN,
@@ -162,10 +162,13 @@ class GCSStore(GCSResumable, StoreBase):
             setattr(blob, BLOB_PROPERTIES[field], value)
         return blob
 
-    def acl_for(self, content_type):
-        """The predefined ACL of a new object: ``acl`` for an attachment, none for the store's
-        own objects (the bucket's default)."""
-        return self.acl if content_type is not None and self.acl else None
+    def acl_for(self, content_type, key):
+        """The predefined ACL of the new object ``key``: ``acl`` for an attachment, none for
+        the store's own objects nor the plugin's (``/data/files``' are served through the API
+        only, within their time to live): the bucket's default."""
+        if content_type is None or in_own_folder(key):
+            return None
+        return self.acl or None
 
     def free_key(self, key):
         """The first of ``key``, ``name-1.ext``... not taken yet (by pages of 1000 names)."""
@@ -263,7 +266,7 @@ class GCSStore(GCSResumable, StoreBase):
         conditionally: False when ``name`` is taken. ``content_type`` as for
         :meth:`attributes`."""
         params = {"ifGenerationMatch": "0"}
-        if acl := self.acl_for(content_type):
+        if acl := self.acl_for(content_type, name):
             params["destinationPredefinedAcl"] = acl
         token = secrets.token_hex(16)  # A 412 to a retry whose first answer was lost: ours.
         body = {

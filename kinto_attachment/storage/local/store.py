@@ -6,6 +6,7 @@ hidden temporary file, fsynced, renamed onto a free name), resumable uploads as 
 import concurrent.futures
 import contextlib
 import errno
+import fcntl
 import os
 import posixpath
 from stat import S_ISREG
@@ -19,6 +20,7 @@ from .. import (
     IRereadingStore,
     Progress,
     Stat,
+    StorageUnavailable,
 )
 from ..base import StoreBase
 from ..keys import blob_url, join_key
@@ -172,6 +174,7 @@ class LocalStore(StoreBase):
 
     def append(self, state, offset, chunks):
         with open(self.path(state["temp"]), "r+b", buffering=0) as f:
+            _writing_alone(f, state["temp"])
             if os.fstat(f.fileno()).st_size < offset:  # Its bytes are lost (a 410).
                 raise FileNotFoundError(f"{state['temp']} is shorter than its offset {offset}")
             f.truncate(offset)  # Whatever a failed request wrote beyond it.
@@ -294,3 +297,19 @@ class LocalStore(StoreBase):
 
     def abort_pending(self, key, upload_id):
         """Nothing to abort (see :meth:`iter_pending`)."""
+
+
+def _writing_alone(f, temp):
+    """Hold the upload's file ``f`` for this append (``flock``, released when it closes).
+
+    Appends of one upload are kept apart by its lock in Kinto's storage, which a database
+    failing over or a session cut from it may drop while a request still writes: then
+    another request is refused (``StorageUnavailable``, a 503 its client retries) rather
+    than write beside it. A file with another name is a finished upload's, the attachment
+    of a record now (:meth:`LocalStore.finish`), which no request may write (a 410)."""
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise StorageUnavailable(f"{temp} is being written by another request") from None
+    if os.fstat(f.fileno()).st_nlink > 1:
+        raise FileNotFoundError(f"{temp} is a finished upload's file")

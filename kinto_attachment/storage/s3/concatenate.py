@@ -87,7 +87,7 @@ class S3Concatenating:
         ``sources``."""
         with unavailable("CreateMultipartUpload"):
             upload_id = self.client.create_multipart_upload(
-                Key=key, ChecksumAlgorithm="SHA256", **self.object_args(content_type)
+                Key=key, ChecksumAlgorithm="SHA256", **self.object_args(content_type, key)
             )["UploadId"]
         copies = []
         try:

@@ -177,7 +177,7 @@ class S3Staged:
                         ContentLength=size,
                         ChecksumSHA256=checksum(data),
                         IfNoneMatch="*",
-                        **self._store.object_args(self._content_type),
+                        **self._store.object_args(self._content_type, key),
                     )
             except StorageUnavailable as e:
                 if error_code(e.__cause__) == "PreconditionFailed":

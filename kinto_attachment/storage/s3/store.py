@@ -38,7 +38,7 @@ from .. import (
     StorageUnavailable,
 )
 from ..base import StoreBase, object_size
-from ..keys import blob_url, free_variant
+from ..keys import blob_url, free_variant, in_own_folder
 from .client import Body, error_code, make_client, unavailable
 from .concatenate import S3Concatenating
 from .options import MIN_PART_SIZE
@@ -104,14 +104,15 @@ class S3Store(S3Concatenating, S3Resumable, StoreBase):
         self._retry_aborts()
         return S3Staged(self, key, content_type, random=random)
 
-    def object_args(self, content_type):
-        """Arguments of every request creating an object. A type not served inline is
-        stored with ``Content-Disposition: attachment``, so that the bucket's own URL does
-        not render it either."""
+    def object_args(self, content_type, key):
+        """Arguments of every request creating the object ``key``. A type not served inline
+        is stored with ``Content-Disposition: attachment``, so that the bucket's own URL does
+        not render it either; the ACL is not given to the plugin's own objects
+        (``/data/files``' are served through the API only, within their time to live)."""
         args = {"Bucket": self.bucket, "ContentType": served_type(content_type)}
         if not is_inline(content_type):
             args["ContentDisposition"] = "attachment"
-        if self.acl:
+        if self.acl and not in_own_folder(key):
             args["ACL"] = self.acl
         if self.cache_control:
             args["CacheControl"] = self.cache_control
@@ -119,7 +120,7 @@ class S3Store(S3Concatenating, S3Resumable, StoreBase):
 
     def create_upload(self, key, content_type, metadata=None, checksum="SHA256"):
         """A new multipart upload whose parts carry ``checksum`` (``SHA256``, ``CRC32``)."""
-        args = self.object_args(content_type)
+        args = self.object_args(content_type, key)
         if metadata:
             args["Metadata"] = metadata
         with unavailable("CreateMultipartUpload"):
