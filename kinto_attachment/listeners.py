@@ -55,8 +55,8 @@ def on_resources_deleted(event):
         unlinked = links.pop(storage, *ids)
         popped += unlinked
         if payload["resource_name"] == "record":
-            if change["old"].get(FIELD):
-                files[ids] = change["old"][FIELD]
+            if attachment := records.attachment_of(change["old"]):  # Not a string of old.
+                files[ids] = attachment
         else:  # Its records are gone: their links tell where their files were.
             files.update(_deleted_files(event.request.registry.attachment_store, unlinked))
     lifecycle.discard(event.request, popped)

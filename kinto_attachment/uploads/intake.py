@@ -77,7 +77,9 @@ def resolve_mimetype(policy, filename, declared, untyped="application/octet-stre
     declared = parse_media_type(declared) or ""
     if declared not in GENERIC_TYPES:
         return declared
-    return mimetypes.guess_type(filename, strict=False)[0] or untyped
+    # From the extension alone: guess_type() reads a whole name as a URL, and would take
+    # ``data:text/html,x.txt`` for a data URL of that type.
+    return mimetypes.guess_type(f"file{extension}", strict=False)[0] or untyped
 
 
 def blob_key(policy, tag, bucket_id, collection_id, record_id, filename):

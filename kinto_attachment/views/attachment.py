@@ -37,10 +37,16 @@ from ..web import streams
 from .factory import AttachmentFactory
 
 
+#: Room for the framing of a form (delimiter lines, CRLFs), which neither ``max_size_bytes``
+#: nor ``FIELDS_LIMIT`` counts: some 300 bytes a part, for the few parts a form has.
+FRAMING_ROOM = 64 * 1024
+
+
 def _refuse_oversized(request, max_size):
-    """413 before reading when even the smallest form around the file would be too large."""
+    """413 before reading when even the smallest form around the file would be too large: a
+    form within both limits is read, whether its length is declared or not."""
     length = streams.declared_length(request)
-    if max_size and length is not None and length > max_size + FIELDS_LIMIT:
+    if max_size and length is not None and length > max_size + FIELDS_LIMIT + FRAMING_ROOM:
         raise errors.refuse("too_large", limit=max_size)
 
 
@@ -134,10 +140,9 @@ def delete_attachment(request):
     # Written whatever the record held, as kinto-attachment did: the record says it has no
     # attachment, and the client's preconditions (If-Match) are Kinto's to check.
     _versioned(request.response, records.write(request, context, {FILE_FIELD: None}))
-    if record.get(FILE_FIELD) is not None:
-        recording.deleted(
-            request.registry, record_ids(context), record[FILE_FIELD], request=request
-        )
+    # Not for what an old client wrote there that is no attachment (a string: no file).
+    if (attachment := records.attachment_of(record)) is not None:
+        recording.deleted(request.registry, record_ids(context), attachment, request=request)
     lifecycle.discard(request, links.pop(storage, *ids))
 
     request.response.status = 204

@@ -7,6 +7,7 @@ from kinto.core.errors import ERRORS
 from kinto_attachment.protocols import multipart
 from kinto_attachment.state import links
 from kinto_attachment.storage import StorageUnavailable
+from kinto_attachment.views.attachment import FRAMING_ROOM
 
 from ..conftest import ALICE, PREVIOUS_URL, cached_app
 
@@ -94,7 +95,7 @@ def test_content_length_too_large_is_refused_before_reading(tmp_path_factory, re
         headers={**ALICE, "Content-Type": "multipart/form-data; boundary=XyZ"},
     )
     wsgi_request.environ["wsgi.input"] = Unreadable()
-    wsgi_request.environ["CONTENT_LENGTH"] = str(10 + multipart.FIELDS_LIMIT + 1)
+    wsgi_request.environ["CONTENT_LENGTH"] = str(10 + multipart.FIELDS_LIMIT + FRAMING_ROOM + 1)
     response = wsgi_request.get_response(kinto.app.app)
     assert response.status_code == 413
     assert response.json["errno"] == ERRORS.REQUEST_TOO_LARGE.value
