@@ -38,9 +38,9 @@ def collect(registry, now, report, untagged_ours=True):
             logger.info("Deleting orphan %r (%d bytes)", listed.key, listed.size)
             doomed.append(listed)
         if len(doomed) >= DELETE_BATCH:
-            _delete(registry, doomed, now)
+            delete(registry, doomed, now)
             doomed = []
-    _delete(registry, doomed, now)
+    delete(registry, doomed, now)
     unaborted = []  # Failures, said once the others are done (the next run tries again).
     for upload in sorting.abandoned(pending):
         if not report.dry_run:
@@ -93,7 +93,7 @@ def collect(registry, now, report, untagged_ours=True):
         )
 
 
-def _delete(registry, orphans, now):
+def delete(registry, orphans, now):
     """Delete ``orphans`` (listed blobs), the names of committed ones kept in quarantine first
     (:func:`.replaced.quarantine`: a delete the store's client sends again must find no new
     file under a name; temporary files have names nobody asks for).
