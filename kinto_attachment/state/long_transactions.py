@@ -5,34 +5,56 @@ upload's, a ``/data/files`` id's), while its body comes: minutes for a large fil
 transaction idle meanwhile. PostgreSQL's ``idle_in_transaction_session_timeout``, which
 managed services set, ends such a session under the upload: its locks go with it (another
 request may then write the same upload's file), and the whole body, received and stored, is
-refused when its state is saved (a ``503``), every time it is sent again. So the connections of
-Kinto's storage backend are opened with that timeout off, for their sessions only
-(``-c idle_in_transaction_session_timeout=0``, after whatever the URL's ``options`` say);
-the server's setting keeps applying to every other client of the database. Transactions stay
-bounded by the servers' own limits on requests (docs/security.rst: slow and idle clients).
+refused when its state is saved (a ``503``), every time it is sent again.
+
+So each new connection of Kinto's PostgreSQL backends (storage, permission, cache: each may
+have an engine of its own) turns that timeout off for its session (``SET SESSION``, then
+committed), as it opens: the database's setting keeps applying to its other clients, the
+connection's other options (``PGOPTIONS``, the URL's ``options``) are left as they are, and
+a pooler that refuses startup options (PgBouncer's default) takes it. Behind a pooler in
+transaction mode a session is not the server's, and the setting may not follow it:
+docs/production.rst. Transactions stay bounded by the servers' own limits on requests
+(docs/security.rst: slow and idle clients).
 """
 
-#: The option a connection of Kinto's storage backend is opened with.
-OPTION = "-c idle_in_transaction_session_timeout=0"
+import logging
+
+
+logger = logging.getLogger(__name__)
+
+#: What each new connection runs first.
+STATEMENT = "SET SESSION idle_in_transaction_session_timeout = 0"
 
 
 def includeme(config):
-    engine = _engine(config.registry.storage)
-    if engine is None:  # Not PostgreSQL.
+    registry = config.registry
+    backends = [getattr(registry, name, None) for name in ("storage", "permission", "cache")]
+    engines = {id(engine): engine for engine in map(_engine, backends) if engine is not None}
+    if not engines:  # No PostgreSQL backend.
         return
     import sqlalchemy
 
-    if not sqlalchemy.event.contains(engine, "do_connect", _without_idle_timeout):
-        sqlalchemy.event.listen(engine, "do_connect", _without_idle_timeout)
-        engine.dispose()  # Connections opened before (Kinto's own, at start-up) go.
+    for engine in engines.values():
+        if not sqlalchemy.event.contains(engine, "connect", _without_idle_timeout):
+            sqlalchemy.event.listen(engine, "connect", _without_idle_timeout)
+            engine.dispose()  # Connections opened before (Kinto's own, at start-up) go.
 
 
-def _engine(storage):
-    """The SQLAlchemy engine of Kinto's PostgreSQL storage backend, or None."""
-    client = getattr(storage, "client", None)
+def _engine(backend):
+    """The SQLAlchemy engine of one of Kinto's PostgreSQL backends, or None."""
+    client = getattr(backend, "client", None)
     factory = getattr(getattr(client, "session_factory", None), "session_factory", None)
     return getattr(factory, "kw", {}).get("bind")
 
 
-def _without_idle_timeout(dialect, record, cargs, cparams):
-    cparams["options"] = f"{cparams.get('options', '')} {OPTION}".strip()
+def _without_idle_timeout(connection, record):
+    """Turn the timeout off for the session of ``connection`` (a DBAPI connection, new); a
+    database that refuses (a pooler's own rules) leaves it as it is, said once per
+    connection."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(STATEMENT)
+        connection.commit()
+    except Exception as e:  # noqa: BLE001 (any driver's: the connection is still usable)
+        connection.rollback()
+        logger.warning("idle_in_transaction_session_timeout left as it is: %s", e)

@@ -39,7 +39,7 @@ OBJECT_ID = "collection"
 
 #: The format of what servers record: a command that finds another refuses (it cannot tell
 #: what the servers promised: a command and servers of different versions).
-VERSION = 3
+VERSION = 2
 #: Each promise, by its key in the storage: the settings behind it, as a refusal names them.
 SETTINGS = {
     "destinations": "kinto.attachment.events.destinations",
@@ -57,15 +57,11 @@ SETTINGS = {
         "kinto.attachment.gc.replaced_grace_seconds (how long a replaced, deleted or expired "
         "file is kept for the downloads reading it)"
     ),
-    "orphans_grace": (
-        "kinto.attachment.gc.orphans_grace_seconds (how old a file nothing references must be "
-        "to go: an upload in progress is younger)"
-    ),
     "http_host": "kinto.http_host (events' source)",
     "http_scheme": "kinto.http_scheme (events' source)",
 }
 #: Promises a command may exceed (a longer quarantine keeps more), not fall short of.
-AT_LEAST = {"quarantine", "replaced_grace", "orphans_grace"}
+AT_LEAST = {"quarantine", "replaced_grace"}
 #: How a refusal names a recording of another format.
 FORMAT = "the format of the servers' record (their kinto-attachment's: run the same version)"
 #: Seconds before a server that could not record tries again (a database not migrated yet).
@@ -76,10 +72,9 @@ def promised(registry):
     """The settings of this process that decide what a collection may do: where the events
     of ``/data/files`` go (their expiry's ``deleted``) and with which ``source``, whether
     events hold files at all, how long a deleted file's name stays taken (the URLs handed
-    out for it: events', signed redirections'), how long a file a record or entry let go
+    out for it: events', signed redirections'), and how long a file a record or entry let go
     of (an expired ``/data/files`` entry's, which the collector finds) is kept for the
-    downloads reading it, and how old a file nothing references must be to go (uploads in
-    progress are younger: operators raise it for long ones)."""
+    downloads reading it."""
     attachment, settings = registry.attachment_settings, registry.settings
     events = attachment.events
     urls = events.url_expires_seconds if events.enabled else 0
@@ -88,7 +83,6 @@ def promised(registry):
         "events": events.enabled,
         "quarantine": max(QUARANTINE_SECONDS, attachment.redirect_expires or 0, urls),
         "replaced_grace": attachment.gc.replaced_grace_seconds,
-        "orphans_grace": attachment.gc.orphans_grace_seconds,
         "http_host": (settings.get("http_host") or None) if events.enabled else None,
         "http_scheme": (settings.get("http_scheme") or None) if events.enabled else None,
     }

@@ -1218,20 +1218,3 @@ def test_a_patch_never_writes_beside_another_request_writing_the_upload(local):
     attachment = local.app.get(RECORD, headers=ALICE).json["data"]["attachment"]
     assert local.read(attachment["location"]) == content
     assert attachment["hash"] == hashlib.sha256(content).hexdigest()
-
-
-def test_a_finished_uploads_file_is_never_written_again(local, tmp_path):
-    """Found by review (2026-12-05).
-
-    The file of a finished upload is the record's attachment (a second name of it): a
-    request that still took the upload for unfinished (its lock lost, its state read before
-    the upload finished) must not write it. Its append is refused (410), the file as it
-    was."""
-    content = os.urandom(1000)
-    _, url = create(local.app, len(content))
-    patch(local.app, url, content[:400], 0)
-    second_name = tmp_path / "attachment"
-    os.link(_upload_file(local, url), second_name)  # As the upload's finish does.
-    response = patch(local.app, url, content[400:], 400, status="*")
-    kinto_error(response, 410)
-    assert second_name.read_bytes() == content[:400]

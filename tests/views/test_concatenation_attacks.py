@@ -266,8 +266,8 @@ def test_what_a_killed_gcs_final_leaves_is_collected(kinto_gcs, monkeypatch, kil
     for the sha256 (no cleanup runs: the store's deletes do nothing), leaves a composed object
     that no state names: the collector takes it, the partial uploads stay, and the final
     upload sent again is made; only the attachment is left."""
-    from kinto_attachment.storage.gcs import GCSStore
     from kinto_attachment.storage import base as store_base
+    from kinto_attachment.storage.gcs import GCSStore
 
     app = kinto_gcs.app
     contents = [os.urandom(1000), os.urandom(2000), os.urandom(10)]

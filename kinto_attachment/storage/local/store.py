@@ -189,10 +189,19 @@ class LocalStore(StoreBase):
                 # file's pages are; a larger one goes (the next chunks need the cache more).
                 if f.tell() - offset > self.REREAD_MAX:
                     behind.forget()
-        return Progress(state)
+            written = _stamp(os.fstat(f.fileno()))
+        return Progress({**state, "written": written})
 
     def finish(self, state):
         temp = self.path(state["temp"])
+        with open(temp, "rb") as held:  # No append meanwhile (one whose lock was lost).
+            _writing_alone(held, state["temp"])
+            written = state.get("written")  # As the last append left it (a state of 1.0: -).
+            if written is not None and _stamp(os.fstat(held.fileno())) != written:
+                raise StorageUnavailable(f"{state['temp']} was written since its last append")
+            return self._finish(state, temp)
+
+    def _finish(self, state, temp):
         os.makedirs(self.folder_of(state["key"]), exist_ok=True)
         for key in self.variants(state["key"], state.get("random", False)):
             path = self.path(key)
@@ -299,17 +308,27 @@ class LocalStore(StoreBase):
         """Nothing to abort (see :meth:`iter_pending`)."""
 
 
-def _writing_alone(f, temp):
-    """Hold the upload's file ``f`` for this append (``flock``, released when it closes).
+def _stamp(stat):
+    """The size and modification time of an upload's file: another append changes them."""
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
 
-    Appends of one upload are kept apart by its lock in Kinto's storage, which a database
+
+#: What ``flock`` fails with where a file system has no locks (NFS without its lock manager).
+NO_LOCKS = {errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL}
+
+
+def _writing_alone(f, temp):
+    """Hold the upload's file ``f`` while this request writes or finishes it (``flock``,
+    released when it closes).
+
+    Requests of one upload are kept apart by its lock in Kinto's storage, which a database
     failing over or a session cut from it may drop while a request still writes: then
     another request is refused (``StorageUnavailable``, a 503 its client retries) rather
-    than write beside it. A file with another name is a finished upload's, the attachment
-    of a record now (:meth:`LocalStore.finish`), which no request may write (a 410)."""
+    than write beside it. A file system without locks leaves that to Kinto's lock alone."""
     try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         raise StorageUnavailable(f"{temp} is being written by another request") from None
-    if os.fstat(f.fileno()).st_nlink > 1:
-        raise FileNotFoundError(f"{temp} is a finished upload's file")
+    except OSError as e:
+        if e.errno not in NO_LOCKS:
+            raise
