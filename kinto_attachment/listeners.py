@@ -30,7 +30,6 @@ from pyramid.events import ContextFound
 
 from . import errors, locks, routes, write_locks
 from .events import recording
-from .gc import orphans as orphans_pass
 from .state import instance, links, promises, records, references, shared
 from .uploads import lifecycle
 from .web import streams
@@ -291,7 +290,7 @@ def wipe_store(registry, referenced, held, pending, grace_ms):
     # As the collector deletes them: names quarantined, each looked at again (the listing
     # may be old by now: another node's collector may have deleted one, and an upload taken
     # its name for a record).
-    shared.on_its_own(orphans_pass.delete, registry, orphans, msec_time())
+    shared.on_its_own(lifecycle.delete_orphans, registry, orphans, msec_time())
     for upload in [u for u in sorting.uploads if u.upload_id in pending]:
         store.abort_pending(upload.key, upload.upload_id)
     for upload in list(sorting.abandoned(pending)):

@@ -5,8 +5,9 @@ import logging
 
 import transaction
 
-from ..state import instance, references, replaced
+from ..state import instance, references
 from ..storage import StorageUnavailable
+from ..uploads import lifecycle
 
 
 logger = logging.getLogger(__name__)
@@ -38,9 +39,9 @@ def collect(registry, now, report, untagged_ours=True):
             logger.info("Deleting orphan %r (%d bytes)", listed.key, listed.size)
             doomed.append(listed)
         if len(doomed) >= DELETE_BATCH:
-            delete(registry, doomed, now)
+            lifecycle.delete_orphans(registry, doomed, now)
             doomed = []
-    delete(registry, doomed, now)
+    lifecycle.delete_orphans(registry, doomed, now)
     unaborted = []  # Failures, said once the others are done (the next run tries again).
     for upload in sorting.abandoned(pending):
         if not report.dry_run:
@@ -91,36 +92,3 @@ def collect(registry, now, report, untagged_ours=True):
         raise StorageUnavailable(
             f"{len(unaborted)} incomplete uploads could not be aborted: {unaborted[0]}"
         )
-
-
-def delete(registry, orphans, now):
-    """Delete ``orphans`` (listed blobs), the names of committed ones kept in quarantine first
-    (:func:`.replaced.quarantine`: a delete the store's client sends again must find no new
-    file under a name; temporary files have names nobody asks for).
-
-    Only those still the object listed are deleted (:func:`_still_listed`): a listing may be
-    minutes old when its orphans go (a large store's; the orphans whose names say nobody's
-    wait for its end), and meanwhile another collector may have deleted one, its name's
-    quarantine ended, and an upload taken the name for a record. The names are quarantined
-    before the objects are looked at again: no upload takes one after the look."""
-    if not orphans:
-        return
-    with transaction.manager:
-        names = [orphan.key for orphan in orphans if not orphan.temporary]
-        replaced.quarantine(registry, names, now)
-    store = registry.attachment_store
-    store.delete_many([orphan.key for orphan in orphans if _still_listed(store, orphan)])
-
-
-def _still_listed(store, orphan):
-    """Whether the store still holds ``orphan`` as it was listed: same version (where the
-    listing gave one), same date to the second (where the store tells it)."""
-    current = store.stat(orphan.key)
-    if current is None:
-        return False  # Deleted meanwhile (another collector): nothing to do.
-    changed = orphan.version is not None and current.version != orphan.version
-    if current.modified_ms is not None:
-        changed |= current.modified_ms // 1000 != orphan.modified_ms // 1000
-    if changed:
-        logger.info("Keeping %r: written again since it was listed", orphan.key)
-    return not changed

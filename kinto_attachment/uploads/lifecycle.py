@@ -266,3 +266,37 @@ def discard(request, unlinked):
         deleted = [key for key in deleted if key not in shared]
     links.retain(storage, kept)
     retire(request, deleted)
+
+
+def delete_orphans(registry, orphans, now):
+    """Delete ``orphans`` (blobs a listing found that nothing referenced: the collector's, a
+    flush's), the names of committed ones kept in quarantine first
+    (:func:`.replaced.quarantine`: a delete the store's client sends again must find no new
+    file under a name; temporary files have names nobody asks for).
+
+    Only those still the object listed are deleted (:func:`_still_listed`): a listing may be
+    minutes old when its orphans go (a large store's; the orphans whose names say nobody's
+    wait for its end), and meanwhile another collector may have deleted one, its name's
+    quarantine ended, and an upload taken the name for a record. The names are quarantined
+    before the objects are looked at again: no upload takes one after the look."""
+    if not orphans:
+        return
+    with transaction.manager:
+        names = [orphan.key for orphan in orphans if not orphan.temporary]
+        replaced.quarantine(registry, names, now)
+    store = registry.attachment_store
+    store.delete_many([orphan.key for orphan in orphans if _still_listed(store, orphan)])
+
+
+def _still_listed(store, orphan):
+    """Whether the store still holds ``orphan`` as it was listed: same version (where the
+    listing gave one), same date to the second (where the store tells it)."""
+    current = store.stat(orphan.key)
+    if current is None:
+        return False  # Deleted meanwhile (another collector): nothing to do.
+    changed = orphan.version is not None and current.version != orphan.version
+    if current.modified_ms is not None:
+        changed |= current.modified_ms // 1000 != orphan.modified_ms // 1000
+    if changed:
+        logger.info("Keeping %r: written again since it was listed", orphan.key)
+    return not changed
