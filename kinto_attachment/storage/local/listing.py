@@ -3,7 +3,6 @@
 the garbage collector and adoption."""
 
 import os
-import secrets
 import unicodedata
 
 from .. import Listed
@@ -23,22 +22,24 @@ def folded(key):
 
 
 def folds_names(base_path):
-    """Whether the disk of ``base_path`` takes names that differ by case for one name: a file
-    of its own made there (named as a temporary file, which the collector removes should the
-    process die before it does), looked up in upper case. None when it cannot be made
-    (``base_path`` not made yet, or not writable: nothing of this process is written
-    there then)."""
-    name = f"{TEMP_PREFIX}fold-probe-{secrets.token_hex(4)}{TEMP_SUFFIX}"
-    path = os.path.join(base_path, name)
+    """Whether the disk of ``base_path`` takes names that differ by case for one name: the
+    first entry of ``base_path`` with a letter in its name, looked up with its case swapped
+    (nothing is written). None when that cannot tell (no such entry: nothing to fold yet;
+    ``base_path`` not there, or unreadable)."""
     try:
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        with os.scandir(base_path) as entries:
+            for entry in entries:
+                swapped = entry.name.swapcase()
+                if swapped == entry.name:
+                    continue
+                try:
+                    other = os.lstat(os.path.join(base_path, swapped))
+                except FileNotFoundError:
+                    return False
+                return os.path.samestat(entry.stat(follow_symlinks=False), other)
     except OSError:
         return None
-    try:
-        other = os.path.join(base_path, name.upper())
-        return os.path.lexists(other) and os.path.samefile(path, other)
-    finally:
-        os.unlink(path)
+    return None
 
 
 def version(stat):
