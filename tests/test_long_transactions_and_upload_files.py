@@ -35,7 +35,8 @@ from .live.test_live_crash import (  # The live crash scenarios' fixtures.
     wait_paused,
 )
 from .support.live import ALICE as LIVE_ALICE
-from .views.test_resumable import CHUNK, RECORD, TUS, create, head, patch
+from .views.test_resumable import RECORD, create, head, patch
+from .views.test_resumable_under_attack import _pausing_patch, _PausingBody
 
 
 def _dispose(*nodes):
@@ -70,38 +71,6 @@ def _database_sets(url, **settings):
                 cursor.execute(f"ALTER DATABASE \"{name}\" SET {key} = '{value}'")
     finally:
         connection.close()
-
-
-class _PausingBody:
-    """A request body that gives ``first``, then waits for ``release``, then gives ``rest``."""
-
-    def __init__(self, first, rest, started, release):
-        self._parts = [first, rest]
-        self._started, self._release = started, release
-
-    def read(self, size=-1):
-        if not self._parts:
-            return b""
-        if len(self._parts) == 1:
-            self._started.set()
-            self._release.wait(30)
-        return self._parts.pop(0)
-
-
-def _pausing_patch(app, url, first, rest, offset, result, started, release, **headers):
-    wsgi_request = webob.Request.blank(
-        url,
-        method="PATCH",
-        headers={**ALICE, **TUS, **CHUNK, "Upload-Offset": str(offset), **headers},
-    )
-    wsgi_request.environ["wsgi.input"] = _PausingBody(first, rest, started, release)
-    wsgi_request.environ["CONTENT_LENGTH"] = str(len(first) + len(rest))
-    try:
-        result.append(wsgi_request.get_response(app.app))
-    except Exception as e:  # noqa: BLE001
-        result.append(e)
-    finally:
-        transaction.abort()
 
 
 # 1. PostgreSQL connections opened without idle_in_transaction_session_timeout.
