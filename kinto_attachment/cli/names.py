@@ -35,10 +35,11 @@ COMPONENT_BYTES = 255
 FORBIDDEN = frozenset('/\\<>:"|?*')
 #: Control and format characters (bidirectional overrides...), lone surrogates, line breaks.
 INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
-#: Names Windows reserves for devices, with any extension.
+#: Names Windows reserves for devices, with any extension (``COM0``, ``LPT0``, ``CONIN$`` and
+#: ``CONOUT$`` too: Microsoft's list of reserved names).
 RESERVED = frozenset(
-    ["CON", "PRN", "AUX", "NUL"]
-    + [f"{port}{n}" for port in ("COM", "LPT") for n in "123456789¹²³"]
+    ["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"]
+    + [f"{port}{n}" for port in ("COM", "LPT") for n in "0123456789¹²³"]
 )
 
 

@@ -222,3 +222,14 @@ def test_sync_plan_does_not_list_the_folder_once_per_gone_record(tmp_path, monke
     plan = sync.plan(_Remote(records), str(site), "site")
     assert len(plan.gone) == 300
     assert len(listed) <= 1, f"{len(listed)} listings of the folder for one plan"
+
+
+def test_every_name_windows_reserves_gets_a_leading_underscore():
+    """Found by review (2026-12-05).
+
+    It was: ``COM0``, ``LPT0``, ``CONIN$`` and ``CONOUT$``, which Microsoft lists among the
+    device names Windows reserves, were written as they are. Fixed: they get a ``_`` as
+    the others do, whatever their case and extension."""
+    for name in ("COM0.txt", "lpt0", "CONIN$", "conout$.log", "COM1.txt", "nul"):
+        assert component(name) == "_" + name
+    assert component("COM10.txt") == "COM10.txt"  # Not a device.
