@@ -22,7 +22,7 @@ import tempfile
 
 from zope.interface import implementer
 
-from .. import ISettlingStaged
+from .. import ISettlingStaged, StorageUnavailable
 from . import placing
 from .writebehind import WriteBehind
 
@@ -116,10 +116,15 @@ class LocalStaged:
         copying them: a second name of that file (a hard link), cut to ``length``, written
         after them. Until the staged file is committed, the file at ``path`` grows with it;
         :meth:`abort` cuts it back. False where the file system cannot link it (another file
-        system, or no hard links): nothing else done, then, but dating the file now."""
+        system, or no hard links: nothing else done, then, but dating the file now), or
+        where the file has another name already (another final upload's, which writing it
+        would change: nothing done)."""
         folder = os.path.dirname(self._temp_path)
         link = os.path.join(folder, f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}")
-        mode = os.stat(path).st_mode
+        found = os.stat(path)
+        if found.st_nlink > 1:  # Another's already (a final upload joining it): copied.
+            return False
+        mode = found.st_mode
         # Dated now before it gets a temporary name: the GC takes old temporary files for a
         # killed process's (the upload's file was last written maybe hours ago).
         os.utime(path)
@@ -134,7 +139,10 @@ class LocalStaged:
         os.replace(link, self._temp_path)
         self._file.close()
         self._file = open(self._temp_path, "r+b", buffering=0)  # noqa: SIM115 (kept)
-        if os.fstat(self._file.fileno()).st_size < length:
+        grown = os.fstat(self._file.fileno())
+        if grown.st_nlink > 2:  # Another final upload linked it meanwhile: neither writes.
+            raise StorageUnavailable(f"{path} is being joined by another final upload")
+        if grown.st_size < length:
             raise FileNotFoundError(f"{path} is shorter than its upload")
         self._grown = (path, length, mode)
         self._file.truncate(length)

@@ -180,9 +180,10 @@ class LocalStore(StoreBase):
             if os.fstat(f.fileno()).st_nlink > 1:
                 # Its file has another name: a finish's (an attachment, or an orphan a killed
                 # finish left, which the collector takes). Never written again: the upload
-                # goes on in a copy of its bytes.
-                state = self._copied(state, f, offset)
-                return self.append(state, offset, chunks)
+                # goes on in a copy of its bytes, deleted unless this request commits.
+                copy = self._copied(state, f, offset)
+                progress = self.append(copy, offset, chunks)
+                return Progress(progress.state, created=[copy["temp"]])
             f.truncate(offset)  # Whatever a failed request wrote beyond it.
             f.seek(offset)
             behind = WriteBehind(f.fileno(), offset, SHORT_WINDOW) if self.fsync else None
@@ -202,17 +203,22 @@ class LocalStore(StoreBase):
         """``state`` of a new file of the upload holding its first ``offset`` bytes of ``f``
         (fsynced)."""
         copy = self.start_resumable(state["key"], random=state.get("random", False))
-        with open(self.path(copy["temp"]), "r+b", buffering=0) as target:
-            f.seek(0)
-            left = offset
-            while left:
-                chunk = f.read(min(left, COPY_SIZE))
-                if not chunk:
-                    raise FileNotFoundError(f"{state['temp']} is shorter than its offset")
-                write_all(target, chunk, None)
-                left -= len(chunk)
-            if self.fsync:
-                os.fsync(target.fileno())
+        try:
+            with open(self.path(copy["temp"]), "r+b", buffering=0) as target:
+                f.seek(0)
+                left = offset
+                while left:
+                    chunk = f.read(min(left, COPY_SIZE))
+                    if not chunk:
+                        raise FileNotFoundError(f"{state['temp']} is shorter than its offset")
+                    write_all(target, chunk, None)
+                    left -= len(chunk)
+                if self.fsync:
+                    os.fsync(target.fileno())
+        except BaseException:  # A full disk: nothing of the copy stays.
+            with contextlib.suppress(OSError):
+                os.unlink(self.path(copy["temp"]))
+            raise
         # The old name stays: the upload's saved state names it until this request commits
         # (should it fail, the next one copies again); unnamed then, the collector takes it.
         return {**state, "temp": copy["temp"]}
