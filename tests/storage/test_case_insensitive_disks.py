@@ -20,6 +20,7 @@ import transaction
 
 from kinto_attachment import adoption, gc
 from kinto_attachment.state import data_file_entries, instance, links
+from kinto_attachment.storage.local import listing
 
 from ..conftest import ALICE, IN_CI, Kinto, build_settings, make_app
 
@@ -199,3 +200,38 @@ def test_plain_disk_adoption_retains_a_kept_file_whose_name_folds_as_a_reference
         f"adoption kept {report.kept_at_adoption}, retained {retained}, not {kept!r}; "
         f"deleted as orphans since: {deleted}"
     )
+
+
+def test_an_ordinary_disk_does_not_fold_names(tmp_path):
+    """The probe looks an entry of ``base_path`` up with its case swapped: on an ordinary disk
+    ``A`` and ``a`` are two files (no folding); an empty folder tells nothing (None: asked
+    again)."""
+    assert listing.folds_names(str(tmp_path)) is None
+    (tmp_path / "A").write_bytes(b"upper")
+    (tmp_path / "a").write_bytes(b"lower")
+    assert listing.folds_names(str(tmp_path)) is False
+
+
+def test_an_entry_deleted_while_the_probe_looks_at_it_is_passed_over(
+    folding_disk, tmp_path, monkeypatch
+):
+    """Found by a review of a fix (2026-12-05).
+
+    It was: the entry the probe looked up with its case swapped, deleted meanwhile, made it
+    answer "no folding", for good, on a disk that folds. Fixed: the next entry is asked."""
+    base_path = folding_disk / tmp_path.name
+    base_path.mkdir()
+    (base_path / "gone").write_bytes(b"x")
+    (base_path / "bucket").mkdir()
+    lstat, asked = os.lstat, []
+
+    def deleted_while_looked_at(path, *args, **kwargs):
+        if not asked and os.path.basename(path) in ("GONE", "BUCKET"):
+            asked.append(path)
+            first = os.path.join(os.path.dirname(path), os.path.basename(path).lower())
+            (os.rmdir if os.path.isdir(first) else os.unlink)(first)
+        return lstat(path, *args, **kwargs)
+
+    monkeypatch.setattr(listing.os, "lstat", deleted_while_looked_at)
+    assert listing.folds_names(str(base_path)) is True
+    assert len(asked) == 1

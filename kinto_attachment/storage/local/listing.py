@@ -33,10 +33,13 @@ def folds_names(base_path):
                 if swapped == entry.name:
                     continue
                 try:
+                    itself = entry.stat(follow_symlinks=False)
                     other = os.lstat(os.path.join(base_path, swapped))
                 except FileNotFoundError:
-                    return False
-                return os.path.samestat(entry.stat(follow_symlinks=False), other)
+                    if os.path.lexists(entry.path):
+                        return False
+                    continue  # Gone meanwhile (a file deleted): ask the next one.
+                return os.path.samestat(itself, other)
     except OSError:
         return None
     return None
