@@ -39,6 +39,8 @@ def folds_names(base_path):
                     if os.path.lexists(entry.path):
                         return False
                     continue  # Gone meanwhile (a file deleted): ask the next one.
+                except OSError:  # Its swapped name is too long ("ŉ" is "ʼN"): the next one.
+                    continue
                 return os.path.samestat(itself, other)
     except OSError:
         return None

@@ -182,7 +182,12 @@ class LocalStore(StoreBase):
                 # finish left, which the collector takes). Never written again: the upload
                 # goes on in a copy of its bytes, deleted unless this request commits.
                 copy = self._copied(state, f, offset)
-                progress = self.append(copy, offset, chunks)
+                try:
+                    progress = self.append(copy, offset, chunks)
+                except BaseException:  # A body cut, a full disk: the copy goes with it.
+                    with contextlib.suppress(OSError):
+                        os.unlink(self.path(copy["temp"]))
+                    raise
                 return Progress(progress.state, created=[copy["temp"]])
             f.truncate(offset)  # Whatever a failed request wrote beyond it.
             f.seek(offset)
