@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import transaction
 
+from kinto_attachment.storage import StorageUnavailable
 from kinto_attachment.storage.local import listing
+from kinto_attachment.storage.local import resumable as local_resumable
 from kinto_attachment.storage.local import staged as local_staged
 from kinto_attachment.storage.local import store as local_store
 
@@ -63,7 +65,7 @@ def test_an_append_failing_on_a_full_disk_after_the_copy_leaves_no_copy(kinto_rg
     patch(kinto.app, url, b"01234", 0)
     _second_name(kinto, url, "orphan-full.bin")
     before = _upload_files(kinto)
-    real_write_all = local_store.write_all
+    real_write_all = local_resumable.write_all
     calls = []
 
     def full_after_the_copy(f, chunk, behind):
@@ -72,7 +74,7 @@ def test_an_append_failing_on_a_full_disk_after_the_copy_leaves_no_copy(kinto_rg
             return real_write_all(f, chunk, behind)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(local_store, "write_all", full_after_the_copy)
+    monkeypatch.setattr(local_resumable, "write_all", full_after_the_copy)
     response = patch(kinto.app, url, b"56", 5, status="*")
     transaction.abort()
     monkeypatch.undo()
@@ -208,7 +210,7 @@ def test_grow_refuses_a_file_another_final_linked_meanwhile(tmp_path):
     original = local_staged.os.link
     local_staged.os.link = racing
     try:
-        with pytest.raises(local_store.StorageUnavailable):
+        with pytest.raises(StorageUnavailable):
             staged.grow(path, 4)
     finally:
         local_staged.os.link = original

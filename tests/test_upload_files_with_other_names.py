@@ -15,7 +15,7 @@ from kinto.core.utils import msec_time
 
 from kinto_attachment import gc
 from kinto_attachment.state import instance, tus_uploads
-from kinto_attachment.storage.local import store as local_store
+from kinto_attachment.storage.local import resumable as local_resumable
 
 from .conftest import ALICE
 from .views.test_resumable import RECORD, create, head, patch
@@ -92,13 +92,13 @@ def test_a_copy_failing_on_a_full_disk_is_a_503_and_leaves_no_copy(kinto_cow, mo
     patch(kinto.app, url, b"01234", 0)
     _second_name(kinto, url, "orphan-enospc.bin")
     before = _upload_files(kinto)
-    real_write_all = local_store.write_all
+    real_write_all = local_resumable.write_all
 
     def full(f, chunk, behind):
         real_write_all(f, bytes(chunk)[:1], behind)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(local_store, "write_all", full)
+    monkeypatch.setattr(local_resumable, "write_all", full)
     response = patch(kinto.app, url, b"56", 5, status="*")
     transaction.abort()
     monkeypatch.undo()

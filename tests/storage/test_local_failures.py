@@ -20,6 +20,7 @@ import webob
 from kinto_attachment import adoption, gc
 from kinto_attachment.state import replaced
 from kinto_attachment.storage.local import placing as local_placing
+from kinto_attachment.storage.local import resumable as local_resumable
 from kinto_attachment.storage.local import staged as local_staged
 from kinto_attachment.storage.local import store as local_store
 
@@ -187,13 +188,13 @@ def test_disk_full_mid_tus_patch_keeps_the_upload_resumable(local, monkeypatch, 
     content = os.urandom(200_000)
     _, url = create(local.app, len(content))
     patch(local.app, url, content[:1000], 0)
-    write_all = local_store.write_all
+    write_all = local_resumable.write_all
 
     def filling(file, chunk, behind):
         write_all(file, bytes(chunk)[: len(chunk) // 2], behind)
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(local_store, "write_all", filling)
+    monkeypatch.setattr(local_resumable, "write_all", filling)
     response = patch(local.app, url, content[1000:], 1000, status="*")
     monkeypatch.undo()
     kinto_error(response, 503)
@@ -225,7 +226,7 @@ def test_fsync_failing_as_a_tus_upload_finishes_leaves_no_file(local, monkeypatc
     content = os.urandom(5000)
     _, url = create(local.app, len(content))
     patch(local.app, url, content[:1000], 0)
-    monkeypatch.setattr(local_store, "fsync_dir", failing(errno.EIO))
+    monkeypatch.setattr(local_resumable, "fsync_dir", failing(errno.EIO))
     response = patch(local.app, url, content[1000:], 1000, status="*")
     monkeypatch.undo()
     kinto_error(response, 503)

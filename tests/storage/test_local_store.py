@@ -12,7 +12,7 @@ import time
 import pytest
 
 from kinto_attachment.storage.local import TEMP_PREFIX, LocalStore, placing
-from kinto_attachment.storage.local import store as local_store
+from kinto_attachment.storage.local import resumable as local_resumable
 from kinto_attachment.uploads.meter import HASH_BEHIND_MIN, Meter
 
 
@@ -217,7 +217,7 @@ class SlowHash:
 def test_parts_are_hashed_behind_from_buffers_reused_only_once_hashed(store, monkeypatch):
     """The parts after the first are read into two buffers in turn, each hashed on a hashing
     thread while the other is read and written: what is hashed is what the parts hold."""
-    monkeypatch.setattr(local_store, "COPY_SIZE", HASH_BEHIND_MIN)
+    monkeypatch.setattr(local_resumable, "COPY_SIZE", HASH_BEHIND_MIN)
     contents = [os.urandom(100), *(os.urandom(5 * HASH_BEHIND_MIN + n) for n in (0, 7))]
     parts = finished_parts(store, contents)
     slow = SlowHash()
