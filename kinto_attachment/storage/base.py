@@ -19,6 +19,12 @@ def chunks_of(stream, size=1 << 20):
             yield chunk
 
 
+#: Object metadata of the remote stores naming the write that made an object (its token): a
+#: write whose answer was lost finds its object by it (S3's completed resumable upload, a GCS
+#: write sent again and answered 412, its name taken by itself).
+UPLOAD_METADATA = "kinto-attachment-upload"
+
+
 def feed(digest, stream, size=1 << 20):
     """Feed ``digest`` what ``stream`` reads, by ``size`` bytes: memory stays flat."""
     for chunk in chunks_of(stream, size):

@@ -24,6 +24,15 @@ MAX_EXTENSION = 32
 WORKING_FOLDER = "__uploads__"
 
 
+def is_working_object(key, suffix):
+    """Whether ``key`` names one of a remote store's working objects (its names under
+    :data:`WORKING_FOLDER` ending with ``suffix``: S3's tails, GCS's parts), which its listing
+    marks temporary: not any object there (a file kinto-attachment kept there is one to
+    adopt)."""
+    name = key.removeprefix(WORKING_FOLDER + "/")
+    return name != key and "/" not in name and name.endswith(suffix)
+
+
 def in_own_folder(key):
     """Whether ``key`` is under a folder of the plugin's own (its first segment starts with
     ``.``: ``/data/files``' ``.data-files``, the local store's ``.uploads``): never an

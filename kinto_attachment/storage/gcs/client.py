@@ -23,15 +23,13 @@ from google.oauth2 import service_account
 
 from ...setting_values import fail
 from .. import StorageUnavailable
+from ..base import UPLOAD_METADATA
 from .options import PREFIX
 
 
 SCOPES = ["https://www.googleapis.com/auth/devstorage.read_write"]
 #: Connections kept per host: uploads in flight, each with a chunk being sent, and downloads.
 POOL_SIZE = 32
-#: Object metadata naming the request that made an object: a write whose answer was lost
-#: finds its object by it when it is sent again (a 412: its name is taken, by itself).
-UPLOAD_TOKEN = "kinto-attachment-upload"
 
 
 def _credentials(options):
@@ -128,4 +126,4 @@ def checked(response, *expected):
 
 def made_by(blob, token):
     """Whether the object ``blob`` (a ``Blob``, or None) was made by the write of ``token``."""
-    return blob is not None and (blob.metadata or {}).get(UPLOAD_TOKEN) == token
+    return blob is not None and (blob.metadata or {}).get(UPLOAD_METADATA) == token

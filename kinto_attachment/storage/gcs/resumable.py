@@ -45,14 +45,6 @@ MAX_COMPOSE = 32
 MAX_COMPONENTS = 1024
 
 
-def is_working_object(name):
-    """Whether ``name`` is a part of a resumable upload (a working object, which listings
-    mark temporary): not any object under :data:`UPLOADS_FOLDER` (a file kinto-attachment
-    kept there is a file to adopt)."""
-    part = name.removeprefix(UPLOADS_FOLDER + "/")
-    return part != name and "/" not in part and part.endswith(PART_SUFFIX)
-
-
 class GCSResumable:
     """The :class:`~kinto_attachment.storage.IResumableStore` and
     :class:`~kinto_attachment.storage.IConcatenatingStore` methods of :class:`GCSStore`, over

@@ -22,9 +22,9 @@ import google_crc32c
 from zope.interface import implementer
 
 from .. import IStaged, StorageUnavailable
-from ..base import require_unreserved, write_to_free_name
+from ..base import UPLOAD_METADATA, require_unreserved, write_to_free_name
 from ..parts import PartBody, PartBuffers
-from .client import UPLOAD_TOKEN, checked, made_by, status_of, unavailable
+from .client import checked, made_by, status_of, unavailable
 
 
 logger = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class GCSStaged:
             if not self._random:
                 self._key = self._store.free_key(self._key)
             blob = self._store.new_blob(self._key, self._content_type)
-            blob.metadata = {UPLOAD_TOKEN: self._token}
+            blob.metadata = {UPLOAD_METADATA: self._token}
             with unavailable("resumable upload start"):
                 self._session = blob.create_resumable_upload_session(
                     content_type=blob.content_type,
@@ -167,7 +167,7 @@ class GCSStaged:
 
         def upload(key):
             blob = self._store.new_blob(key, self._content_type)
-            blob.metadata = {UPLOAD_TOKEN: self._token}
+            blob.metadata = {UPLOAD_METADATA: self._token}
             try:
                 with unavailable("upload"):
                     blob.upload_from_file(

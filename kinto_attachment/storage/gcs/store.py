@@ -38,11 +38,10 @@ from .. import (
     Listed,
     Stat,
 )
-from ..base import StoreBase, object_size
-from ..keys import blob_url, free_variant, in_own_folder
+from ..base import UPLOAD_METADATA, StoreBase, object_size
+from ..keys import blob_url, free_variant, in_own_folder, is_working_object
 from .batch import BATCH_SIZE, delete_batch
 from .client import (
-    UPLOAD_TOKEN,
     can_sign,
     checked,
     made_by,
@@ -51,7 +50,7 @@ from .client import (
     unavailable,
 )
 from .options import PREFIX
-from .resumable import GCSResumable, is_working_object
+from .resumable import PART_SUFFIX, GCSResumable
 from .staged import GCSStaged
 
 
@@ -271,7 +270,7 @@ class GCSStore(GCSResumable, StoreBase):
         token = secrets.token_hex(16)  # A 412 to a retry whose first answer was lost: ours.
         body = {
             "sourceObjects": [{"name": source} for source in sources],
-            "destination": {**self.attributes(content_type), "metadata": {UPLOAD_TOKEN: token}},
+            "destination": {**self.attributes(content_type), "metadata": {UPLOAD_METADATA: token}},
         }
 
         def post():
@@ -304,7 +303,7 @@ class GCSStore(GCSResumable, StoreBase):
                     blob.name,
                     blob.size,
                     int(blob.updated.timestamp() * 1000),
-                    temporary=is_working_object(blob.name),
+                    temporary=is_working_object(blob.name, PART_SUFFIX),
                     version=None if blob.generation is None else str(blob.generation),
                 )
 

@@ -40,9 +40,10 @@ class LocalResumable:
     def append(self, state, offset, chunks):
         with open(self.path(state["temp"]), "r+b", buffering=0) as f:
             _writing_alone(f, state["temp"])
-            if os.fstat(f.fileno()).st_size < offset:  # Its bytes are lost (a 410).
+            found = os.fstat(f.fileno())
+            if found.st_size < offset:  # Its bytes are lost (a 410).
                 raise FileNotFoundError(f"{state['temp']} is shorter than its offset {offset}")
-            if os.fstat(f.fileno()).st_nlink > 1:
+            if found.st_nlink > 1:
                 # Its file has another name: a finish's (an attachment, or an orphan a killed
                 # finish left, which the collector takes). Never written again: the upload
                 # goes on in a copy of its bytes, deleted unless this request commits.
@@ -97,7 +98,7 @@ class LocalResumable:
         temp = self.path(state["temp"])
         with open(temp, "rb") as held:  # No append meanwhile (one whose lock was lost).
             _writing_alone(held, state["temp"])
-            written = state.get("written")  # As the last append left it (a state of 1.0: -).
+            written = state.get("written")  # As the last append left it (none: 1.0's state).
             if written is not None and _stamp(os.fstat(held.fileno())) != written:
                 raise StorageUnavailable(f"{state['temp']} was written since its last append")
             return self._finish(state, temp)

@@ -20,7 +20,7 @@ of its own on top of the store's requests.
 import uuid
 
 from .. import Progress, StorageUnavailable
-from ..base import NameReserved
+from ..base import UPLOAD_METADATA, NameReserved
 from ..keys import WORKING_FOLDER
 from .client import error_code, lost, unavailable
 from .parts import composite_checksum, multipart_etag
@@ -30,16 +30,6 @@ from .staged import S3Staged
 #: Prefix of the tails of resumable uploads in progress.
 RESUMABLE_FOLDER = WORKING_FOLDER
 TAIL_SUFFIX = ".tail"
-#: Object metadata naming the resumable upload an object was completed from (its token).
-UPLOAD_METADATA = "kinto-attachment-upload"
-
-
-def is_working_object(key):
-    """Whether ``key`` names a tail of a resumable upload (a working object, which listings
-    mark temporary): not any object under :data:`RESUMABLE_FOLDER` (a file kinto-attachment
-    kept there is a file to adopt)."""
-    name = key.removeprefix(RESUMABLE_FOLDER + "/")
-    return name != key and "/" not in name and name.endswith(TAIL_SUFFIX)
 
 
 class S3Resumable:

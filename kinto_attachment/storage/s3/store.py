@@ -38,11 +38,11 @@ from .. import (
     StorageUnavailable,
 )
 from ..base import StoreBase, object_size
-from ..keys import blob_url, free_variant, in_own_folder
+from ..keys import blob_url, free_variant, in_own_folder, is_working_object
 from .client import Body, error_code, make_client, unavailable
 from .concatenate import S3Concatenating
 from .options import MIN_PART_SIZE
-from .resumable import S3Resumable, is_working_object
+from .resumable import TAIL_SUFFIX, S3Resumable
 from .staged import S3Staged
 
 
@@ -266,7 +266,7 @@ class S3Store(S3Concatenating, S3Resumable, StoreBase):
                         listed["Key"],
                         listed["Size"],
                         int(listed["LastModified"].timestamp() * 1000),
-                        temporary=is_working_object(listed["Key"]),
+                        temporary=is_working_object(listed["Key"], TAIL_SUFFIX),
                         version=listed.get("ETag"),
                     )
 
