@@ -101,6 +101,18 @@ def own_database(prefix, create=True):
         admin.close()
 
 
+def dispose(*nodes):
+    """Close the database sessions and connections of ``nodes`` (apps on a database of their
+    own, dropped next: :func:`own_database`), every PostgreSQL backend's."""
+    for node in nodes:
+        for backend in (node.registry.storage, node.registry.permission, node.registry.cache):
+            client = getattr(backend, "client", None)
+            with contextlib.suppress(Exception):
+                client.session_factory.remove()
+            with contextlib.suppress(Exception):
+                client.session_factory.session_factory.kw["bind"].dispose()
+
+
 @contextlib.contextmanager
 def two_nodes(tmp_path, prefix, **extra):
     """Two apps (two server processes) on one database of their own (``prefix``) and one

@@ -22,31 +22,18 @@ import webob
 
 from kinto_attachment.state import tus_uploads
 
-from .conftest import ALICE, IN_CI, Kinto, build_settings, make_app, own_database
-from .live.test_live_concurrency import Background, new_collection, record_of
+from .conftest import ALICE, IN_CI, Kinto, build_settings, dispose, make_app, own_database
+from .live.test_live_concurrency import new_collection, record_of
 from .live.test_live_crash import (  # The live crash scenarios' fixtures.
     crashable,  # noqa: F401 (a fixture)
     expect,
-    kill,
-    pausing,
-    tus_create,
+    tus_last_patch_killed,
     tus_offset,
     tus_patch,
-    wait_paused,
 )
 from .support.live import ALICE as LIVE_ALICE
 from .views.test_resumable import RECORD, create, head, patch
 from .views.test_resumable_under_attack import _pausing_patch, _PausingBody
-
-
-def _dispose(*nodes):
-    for node in nodes:
-        for backend in (node.registry.storage, node.registry.permission, node.registry.cache):
-            client = getattr(backend, "client", None)
-            with contextlib.suppress(Exception):
-                client.session_factory.remove()
-            with contextlib.suppress(Exception):
-                client.session_factory.session_factory.kw["bind"].dispose()
 
 
 def _show(client, name):
@@ -119,7 +106,7 @@ def test_the_permission_backend_on_its_own_database_keeps_the_idle_timeout(tmp_p
             assert permission == "0", permission
         finally:
             transaction.abort()
-            _dispose(node)
+            dispose(node)
 
 
 @pytest.mark.postgresql
@@ -140,7 +127,7 @@ def test_the_libpq_pgoptions_of_the_environment_still_apply(tmp_path, monkeypatc
             assert _show(storage, "statement_timeout") == "123456ms"
         finally:
             transaction.abort()
-            _dispose(node)
+            dispose(node)
 
 
 def _free_port():
@@ -215,7 +202,7 @@ def test_kinto_behind_pgbouncer_still_connects(tmp_path, pool_mode):
         finally:
             transaction.abort()
             if node is not None:
-                _dispose(node)
+                dispose(node)
             else:  # The engine of the URL, kept by Kinto for the process.
                 from kinto.core.storage.postgresql import client
 
@@ -343,14 +330,7 @@ def test_an_upload_whose_last_patch_was_killed_in_its_commit_can_be_resumed(cras
     server = crashable.server
     path = new_collection(server) + "/resumed-after-crash"
     content = os.urandom(300_000)
-    url = tus_create(server, path, len(content))
-    expect(tus_patch(url, 0, content[:200_000]), 204)
-
-    with pausing(crashable):
-        last = Background(tus_patch, url, 200_000, content[200_000:])
-        wait_paused(crashable, 1, [last])
-        kill(crashable, [last])
-    crashable.node.start()
+    url = tus_last_patch_killed(crashable, path, content)
     server = crashable.server
     assert tus_offset(url) == (200, "200000")
     resumed = tus_patch(url, 200_000, content[200_000:])

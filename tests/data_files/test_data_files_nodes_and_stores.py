@@ -9,16 +9,8 @@ import transaction
 
 from kinto_attachment.state import data_file_entries
 
-from ..conftest import Kinto, build_settings, make_app, own_database
+from ..conftest import Kinto, build_settings, dispose, make_app, own_database
 from .test_data_files import LOCAL, get, listing, post
-
-
-def _dispose(*nodes):
-    for node in nodes:
-        with contextlib.suppress(Exception):
-            node.registry.storage.client.session_factory.remove()
-        with contextlib.suppress(Exception):
-            node.registry.storage.client.session_factory.kw["bind"].dispose()
 
 
 @contextlib.contextmanager
@@ -41,7 +33,7 @@ def writer_and_replica(tmp_path):
             yield writer, replica
         finally:
             transaction.abort()
-            _dispose(writer, replica)
+            dispose(writer, replica)
 
 
 @pytest.mark.postgresql
@@ -248,4 +240,4 @@ def test_a_slow_upload_holds_no_database_transaction_while_its_body_comes(tmp_pa
             assert get(node, "slow").body == b"a" * 10 + b"b" * 10 + b"c" * 10
         finally:
             transaction.abort()
-            _dispose(node)
+            dispose(node)

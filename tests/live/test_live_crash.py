@@ -248,6 +248,19 @@ def test_crash_between_store_and_commit_then_gc(crashable):
 # 8. The last PATCH of a tus upload is cut in its commit; the client retries it.
 
 
+def tus_last_patch_killed(crashable, path, content, split=200_000):
+    """The URL of a tus upload of ``content`` at ``path`` whose first ``split`` bytes were
+    sent, and whose last PATCH, the rest, was killed in its commit; the server restarted."""
+    url = tus_create(crashable.server, path, len(content))
+    expect(tus_patch(url, 0, content[:split]), 204)
+    with pausing(crashable):
+        last = Background(tus_patch, url, split, content[split:])
+        wait_paused(crashable, 1, [last])
+        kill(crashable, [last])
+    crashable.node.start()
+    return url
+
+
 def test_tus_last_patch_killed_in_its_commit_then_retried(crashable):
     """On local disk the first chunk is hashed behind its answer by the server's thread,
     which the kill takes with it: the restarted server reads it back to finish the hash."""
@@ -255,14 +268,7 @@ def test_tus_last_patch_killed_in_its_commit_then_retried(crashable):
     baseline = crashable.check()
     path = new_collection(server) + "/resumed"
     content = os.urandom(300_000)
-    url = tus_create(server, path, len(content))
-    expect(tus_patch(url, 0, content[:200_000]), 204)
-
-    with pausing(crashable):
-        last = Background(tus_patch, url, 200_000, content[200_000:])
-        wait_paused(crashable, 1, [last])
-        kill(crashable, [last])
-    crashable.node.start()
+    url = tus_last_patch_killed(crashable, path, content)
     server = crashable.server
 
     assert crashable.check().since(baseline).dangling == []

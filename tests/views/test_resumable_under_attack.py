@@ -16,20 +16,15 @@ import webob
 
 from kinto_attachment.state import tus_uploads
 
-from ..conftest import ALICE, BOB, Kinto, build_settings, make_app, own_database
-from ..live.test_live_concurrency import Background, new_collection, record_of
+from ..conftest import ALICE, BOB, Kinto, build_settings, dispose, make_app, own_database
+from ..live.test_live_concurrency import new_collection, record_of
 from ..live.test_live_crash import (  # The live crash scenarios' fixtures.
     crashable,  # noqa: F401 (a fixture)
-    expect,
-    kill,
     now_ms,
-    pausing,
     run_gc,
     set_upload_expiry,
-    tus_create,
+    tus_last_patch_killed,
     tus_offset,
-    tus_patch,
-    wait_paused,
 )
 from .test_resumable import CHUNK, RECORD, TUS, UPLOADS, create, head, metadata, patch
 
@@ -254,9 +249,21 @@ def _pausing_patch(app, url, first, rest, offset, result, started, release, **he
         transaction.abort()
 
 
-def _dispose(node):
-    with contextlib.suppress(Exception):
-        node.registry.storage.client._engine.dispose()
+@contextlib.contextmanager
+def _ending_idle_sessions(tmp_path, name):
+    """An app on a database of its own (``name``) whose server ends sessions idle in a
+    transaction for 500 ms, with the blog/articles collection."""
+    base_path = str(tmp_path / "store")
+    os.makedirs(base_path)
+    with own_database(name) as url:
+        limited = url + "?options=-c%20idle_in_transaction_session_timeout%3D500"
+        node = Kinto(make_app(build_settings("postgresql", base_path, pg=limited)), base_path)
+        try:
+            node.create_collection()
+            yield node
+        finally:
+            transaction.abort()
+            dispose(node)
 
 
 @pytest.mark.postgresql
@@ -270,37 +277,28 @@ def test_a_patch_whose_session_was_killed_never_writes_into_the_attachment(tmp_p
     sha256 that is not the bytes served. Fixed: Kinto's connections are opened without
     that timeout (:mod:`kinto_attachment.state.long_transactions`), and an append holds the
     upload's file (tests/storage/test_local_failures.py)."""
-    base_path = str(tmp_path / "store")
-    os.makedirs(base_path)
-    with own_database("review_tus_lock") as url:
-        limited = url + "?options=-c%20idle_in_transaction_session_timeout%3D500"
-        node = Kinto(make_app(build_settings("postgresql", base_path, pg=limited)), base_path)
+    with _ending_idle_sessions(tmp_path, "review_tus_lock") as node:
+        _, upload = create(node.app, 10)
+        started, release, result = threading.Event(), threading.Event(), []
+        thread = threading.Thread(
+            target=_pausing_patch,
+            args=(node.app, upload, b"AAAAA", b"aaaaa", 0, result, started, release),
+        )
+        thread.start()
         try:
-            node.create_collection()
-            _, upload = create(node.app, 10)
-            started, release, result = threading.Event(), threading.Event(), []
-            thread = threading.Thread(
-                target=_pausing_patch,
-                args=(node.app, upload, b"AAAAA", b"aaaaa", 0, result, started, release),
-            )
-            thread.start()
-            try:
-                assert started.wait(30)
-                time.sleep(1.5)  # The first PATCH's session is ended by the server.
-                second = patch(node.app, upload, b"B" * 10, 0, status="*")
-            finally:
-                release.set()
-                thread.join(30)
-            assert second.status_code in (204, 423), second.status
-            record = node.app.get(RECORD, headers=ALICE, status="*").json.get("data", {})
-            attachment = record.get("attachment")
-            if second.status_code == 204:
-                stored = node.read(attachment["location"])
-                assert hashlib.sha256(stored).hexdigest() == attachment["hash"], stored
-                assert len(stored) == attachment["size"], stored
+            assert started.wait(30)
+            time.sleep(1.5)  # The first PATCH's session is ended by the server.
+            second = patch(node.app, upload, b"B" * 10, 0, status="*")
         finally:
-            transaction.abort()
-            _dispose(node)
+            release.set()
+            thread.join(30)
+        assert second.status_code in (204, 423), second.status
+        record = node.app.get(RECORD, headers=ALICE, status="*").json.get("data", {})
+        attachment = record.get("attachment")
+        if second.status_code == 204:
+            stored = node.read(attachment["location"])
+            assert hashlib.sha256(stored).hexdigest() == attachment["hash"], stored
+            assert len(stored) == attachment["size"], stored
 
 
 @pytest.mark.postgresql
@@ -311,31 +309,22 @@ def test_a_patch_slower_than_the_database_idle_timeout_keeps_its_bytes(tmp_path)
     lasting longer (clients send a whole file in one) was received and written, then
     refused when its state was saved (503): every retry the same, the upload never
     finished. Fixed: Kinto's connections are opened without that timeout."""
-    base_path = str(tmp_path / "store")
-    os.makedirs(base_path)
-    with own_database("review_tus_idle") as url:
-        limited = url + "?options=-c%20idle_in_transaction_session_timeout%3D500"
-        node = Kinto(make_app(build_settings("postgresql", base_path, pg=limited)), base_path)
-        try:
-            node.create_collection()
-            _, upload = create(node.app, 20)
-            started, release, result = threading.Event(), threading.Event(), []
-            thread = threading.Thread(
-                target=_pausing_patch,
-                args=(node.app, upload, b"A" * 5, b"a" * 5, 0, result, started, release),
-            )
-            thread.start()
-            assert started.wait(30)
-            time.sleep(1.5)
-            release.set()
-            thread.join(30)
-            response = result[0]
-            assert not isinstance(response, Exception), response
-            assert response.status_code == 204, (response.status, response.body[:300])
-            assert head(node.app, upload).headers["Upload-Offset"] == "10"
-        finally:
-            transaction.abort()
-            _dispose(node)
+    with _ending_idle_sessions(tmp_path, "review_tus_idle") as node:
+        _, upload = create(node.app, 20)
+        started, release, result = threading.Event(), threading.Event(), []
+        thread = threading.Thread(
+            target=_pausing_patch,
+            args=(node.app, upload, b"A" * 5, b"a" * 5, 0, result, started, release),
+        )
+        thread.start()
+        assert started.wait(30)
+        time.sleep(1.5)
+        release.set()
+        thread.join(30)
+        response = result[0]
+        assert not isinstance(response, Exception), response
+        assert response.status_code == 204, (response.status, response.body[:300])
+        assert head(node.app, upload).headers["Upload-Offset"] == "10"
 
 
 @pytest.mark.postgresql
@@ -345,32 +334,23 @@ def test_a_refused_patch_whose_session_ended_is_no_500(tmp_path):
     It was: a PATCH refused (a wrong checksum) after the server ended its idle session was a
     500 (the rollback failed on the dead connection). Fixed: the session is not ended under
     a request (Kinto's connections are opened without that timeout): the refusal it is."""
-    base_path = str(tmp_path / "store")
-    os.makedirs(base_path)
-    with own_database("review_tus_idle") as url:
-        limited = url + "?options=-c%20idle_in_transaction_session_timeout%3D500"
-        node = Kinto(make_app(build_settings("postgresql", base_path, pg=limited)), base_path)
-        try:
-            node.create_collection()
-            _, upload = create(node.app, 20)
-            started, release, result = threading.Event(), threading.Event(), []
-            bad = {"Upload-Checksum": "sha1 " + b64(b"x" * 20)}
-            thread = threading.Thread(
-                target=_pausing_patch,
-                args=(node.app, upload, b"A" * 5, b"a" * 5, 0, result, started, release),
-                kwargs=bad,
-            )
-            thread.start()
-            assert started.wait(30)
-            time.sleep(1.5)
-            release.set()
-            thread.join(30)
-            response = result[0]
-            assert not isinstance(response, Exception), response
-            assert response.status_code < 500, (response.status, response.body[:300])
-        finally:
-            transaction.abort()
-            _dispose(node)
+    with _ending_idle_sessions(tmp_path, "review_tus_idle") as node:
+        _, upload = create(node.app, 20)
+        started, release, result = threading.Event(), threading.Event(), []
+        bad = {"Upload-Checksum": "sha1 " + b64(b"x" * 20)}
+        thread = threading.Thread(
+            target=_pausing_patch,
+            args=(node.app, upload, b"A" * 5, b"a" * 5, 0, result, started, release),
+            kwargs=bad,
+        )
+        thread.start()
+        assert started.wait(30)
+        time.sleep(1.5)
+        release.set()
+        thread.join(30)
+        response = result[0]
+        assert not isinstance(response, Exception), response
+        assert response.status_code < 500, (response.status, response.body[:300])
 
 
 @pytest.mark.live
@@ -387,14 +367,7 @@ def test_a_last_patch_killed_in_its_commit_is_never_told_done_later(crashable): 
     server = crashable.server
     path = new_collection(server) + "/never-finished"
     content = os.urandom(300_000)
-    url = tus_create(server, path, len(content))
-    expect(tus_patch(url, 0, content[:200_000]), 204)
-
-    with pausing(crashable):
-        last = Background(tus_patch, url, 200_000, content[200_000:])
-        wait_paused(crashable, 1, [last])
-        kill(crashable, [last])
-    crashable.node.start()
+    url = tus_last_patch_killed(crashable, path, content)
     server = crashable.server
     assert tus_offset(url) == (200, "200000")  # Rolled back: the state is read first.
 
