@@ -21,7 +21,16 @@ from kinto_attachment.gc import command
 from kinto_attachment.state import outbox, promises
 from kinto_attachment.storage import StoreKind
 
-from .conftest import ALICE, Kinto, build_settings, flush, make_app, own_database, s3_settings
+from .conftest import (
+    ALICE,
+    Kinto,
+    build_settings,
+    dispose,
+    flush,
+    make_app,
+    own_database,
+    s3_settings,
+)
 from .events.conftest import Receiver
 from .support.third_party_store import FolderOptions, WrappedStore
 from .support.threads import in_another_thread
@@ -299,8 +308,7 @@ def test_a_server_started_before_kinto_migrate_promises_once_it_serves(tmp_path)
             )
         finally:
             dispatcher.stop()
-            with contextlib.suppress(Exception):
-                kinto.registry.storage.client._engine.dispose()
+            dispose(kinto)
 
 
 def test_a_readonly_server_records_nothing(tmp_path):
