@@ -73,9 +73,10 @@ def download(
     # a killed run set a file of theirs aside, which goes back first.
     directory = folder.directory(parents, create=folder.set_aside(path))
     try:
+        there = found = None  # No subfolder yet: no file there.
         if directory is not None:
             folder.recover(path, directory, name)
-        there, found = _found(directory, name) if directory is not None else (None, None)
+            there, found = _found(directory, name)
         if there == expected:
             written, owner = folder.downloaded(path)
             if written != there or not _claimed_by_another(owner, record_id, claimed):

@@ -287,11 +287,9 @@ class Folder:
         name again if it is free; dropped if the name is taken and the file was what a
         download wrote there (the run was killed once the new file had its name); else kept
         in :data:`~.names.PARTS`, and said (a :class:`Failure`)."""
-        if files.entry(PARTS, self.fd) is None:
+        if not self.set_aside(path):
             return
         aside, parts = aside_of(path), self.parts()
-        if files.entry(aside, parts) is None:
-            return
         if files.entry(target, directory) is None:
             self._put_back(aside, directory, target)
             return
