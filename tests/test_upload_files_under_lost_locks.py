@@ -14,8 +14,8 @@ import transaction
 from kinto_attachment.state import long_transactions, tus_uploads
 from kinto_attachment.storage.local.store import LocalStore
 
-from .conftest import ALICE, Kinto, build_settings, make_app, own_database
-from .test_long_transactions_and_upload_files import _database_sets, _dispose, _show
+from .conftest import ALICE, Kinto, build_settings, dispose, make_app, own_database
+from .test_long_transactions_and_upload_files import _database_sets, _show
 from .views.test_resumable import RECORD, TUS, UPLOADS, create, head, metadata, patch
 
 
@@ -187,7 +187,7 @@ def test_a_read_only_by_default_database_still_takes_the_statement(tmp_path):
                 default_transaction_read_only="on",
                 idle_in_transaction_session_timeout="500ms",
             )
-            _dispose(node)
+            dispose(node)
             storage = node.registry.storage.client
             assert _show(storage, "default_transaction_read_only") == "on"
             assert _show(storage, "idle_in_transaction_session_timeout") == "0"
@@ -195,7 +195,7 @@ def test_a_read_only_by_default_database_still_takes_the_statement(tmp_path):
             assert body == b"read only later"
         finally:
             transaction.abort()
-            _dispose(node)
+            dispose(node)
 
 
 @pytest.mark.postgresql
@@ -216,7 +216,7 @@ def test_a_database_refusing_the_statement_leaves_a_warning_and_works(
                 "STATEMENT",
                 "SET SESSION idle_in_transaction_session_timeout = 'not a duration'",
             )
-            _dispose(node)
+            dispose(node)
             with caplog.at_level(logging.WARNING, logger=long_transactions.__name__):
                 node.create_collection()
                 node.upload(RECORD, b"still works")
@@ -224,4 +224,4 @@ def test_a_database_refusing_the_statement_leaves_a_warning_and_works(
             assert any("left as it is" in r.getMessage() for r in caplog.records)
         finally:
             transaction.abort()
-            _dispose(node)
+            dispose(node)
