@@ -46,7 +46,7 @@ def retry_after(value, now=None):
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # ``²`` is a digit to str, not to float().
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value).timestamp()

@@ -52,7 +52,7 @@ def object_size(content_range, content_length):
     or, without one, its ``Content-Length``; None when neither says (a download compares it
     with the length it announces: :func:`kinto_attachment.downloads.respond`)."""
     total = (content_range or "").rpartition("/")[2]
-    if total.isdigit():
+    if total.isascii() and total.isdigit():  # ``²`` is a digit to ``str``, not to int().
         return int(total)
     if content_range:
         return None  # ``*``: unknown.

@@ -14,6 +14,8 @@ from webob import Request
 
 from kinto_attachment import adoption, gc
 from kinto_attachment.state import data_file_entries
+from kinto_attachment.storage.base import object_size
+from kinto_attachment.storage.gcs.batch import _statuses
 
 from ..conftest import ALICE, build_settings, make_app, s3_client, s3_settings
 from ..support.gcs_server import gcs_settings, running
@@ -650,3 +652,36 @@ def test_only_the_stores_own_names_under_their_folder_are_working_objects(kind, 
     assert listed == {own: True, kept: False}
     report = adoption.adopt(registry)
     assert kept in report.unreferenced  # Retained: kept for good.
+
+
+class _Answer:
+    """What :func:`~kinto_attachment.storage.gcs.batch._statuses` reads of a response."""
+
+    def __init__(self, content):
+        self.headers = {"Content-Type": "multipart/mixed; boundary=b"}
+        self.content = content
+
+
+@pytest.mark.parametrize("odd", ["\u00b2", "\u0663"])  # ², and the Arabic-Indic three.
+def test_digits_no_number_reads_in_a_stores_answer_are_no_number(odd):
+    """Found by a review (2026-12-05).
+
+    It was: ``str.isdigit()`` says yes to ``²``, which ``int()`` refuses: a ``Content-Range``
+    total or a GCS batch part's status or id written so (a store's answer, or whatever stands
+    between us and it) raised ``ValueError`` where an unknown size or a missing status are
+    handled, and a part's non-ASCII ``Content-ID`` an ``AttributeError`` (the email parser
+    makes a ``Header`` of it, not a ``str``). Fixed: only ASCII digits are read as numbers;
+    the id is read as text."""
+    assert object_size(f"bytes 0-1/2{odd}", "2") is None
+    assert object_size(None, "25") == 25
+    part = (
+        "--b\r\nContent-Type: application/http\r\nContent-ID: <response-{id}>\r\n\r\n"
+        "{line}\r\n\r\n"
+    )
+    content = (
+        part.format(id="0", line=f"HTTP/1.1 20{odd} OK")
+        + part.format(id=f"1{odd}", line="HTTP/1.1 204 No Content")
+        + part.format(id="2", line="HTTP/1.1 204 No Content")
+        + "--b--\r\n"
+    ).encode()
+    assert _statuses(_Answer(content)) == {2: 204}

@@ -30,15 +30,21 @@ def _body(store, names, boundary):
     return ("".join(parts) + f"--{boundary}--\r\n").encode()
 
 
+def _number(text):
+    """Whether ``int()`` reads ``text`` as a number of ours (``²`` is a digit to ``str``)."""
+    return text.isascii() and text.isdigit()
+
+
 def _statuses(response):
     """``{part number: HTTP status}`` of a batch response (``multipart/mixed``)."""
     header = f"Content-Type: {response.headers.get('Content-Type', '')}\r\n\r\n".encode()
     message = email.parser.BytesParser().parsebytes(header + response.content)
     statuses = {}
     for part in message.get_payload() if message.is_multipart() else ():
-        number = part.get("Content-ID", "").strip("<>").removeprefix("response-")
+        # str(): a header of non-ASCII bytes is an email.header.Header.
+        number = str(part.get("Content-ID", "")).strip("<>").removeprefix("response-")
         status_line = part.get_payload().lstrip().split("\n", 1)[0].split()
-        if number.isdigit() and len(status_line) > 1 and status_line[1].isdigit():
+        if _number(number) and len(status_line) > 1 and _number(status_line[1]):
             statuses[int(number)] = int(status_line[1])
     return statuses
 
