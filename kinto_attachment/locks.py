@@ -18,7 +18,10 @@ of its ancestors shared, always from the root down, so that:
 - ``__flush__`` (exclusive on the root) waits for everything.
 
 Since every path is locked in the same order, and before any row it protects is written, our
-locks cannot deadlock with one another nor with the row locks Kinto takes after them. A
+locks cannot deadlock with one another nor with the row locks Kinto takes after them. The one
+row Kinto may lock before (a resource's timestamp, inserted by the first read of a new
+collection's records) is made beforehand by whoever locks first
+(:mod:`kinto_attachment.state.timestamps`). A
 transaction that holds several paths takes them in order too: a ``POST /batch`` locks every
 path its writes will lock, sorted (ancestors first), before the first runs
 (:func:`kinto_attachment.write_locks.lock_batch`).

@@ -6,10 +6,14 @@ a delete of the same record, collection or bucket (:mod:`~kinto_attachment.locks
 from types import SimpleNamespace
 from urllib.parse import unquote
 
+from kinto.core.authorization import DYNAMIC
+from kinto.core.storage.exceptions import ObjectNotFoundError
+from kinto.core.utils import current_service
+from pyramid import httpexceptions
 from pyramid.interfaces import IRoutesMapper
 
 from . import locks
-from .state import records
+from .state import timestamps
 
 
 def _lock_path(request):
@@ -49,7 +53,7 @@ def lock_batch(request):
     defaults = body.get("defaults") if isinstance(body.get("defaults"), dict) else {}
     mapper = request.registry.getUtility(IRoutesMapper)
     prefix = f"/{request.registry.route_prefix}"
-    paths = set()
+    paths, read = set(), set()
     for sub in body["requests"]:
         sub = {**defaults, **sub} if isinstance(sub, dict) else {}
         method, path = sub.get("method", "GET"), sub.get("path")
@@ -63,9 +67,32 @@ def lock_batch(request):
                     matched_route=route, method=method.upper(), matchdict=match
                 )
                 paths.add(_lock_path(target))
+                read.add(_timestamp_read(route.name, match))
                 break
+    # The timestamps the sub-requests' resources read, made first (:mod:`.state.timestamps`).
+    timestamps.ensure(request.registry, [r for r in read if r is not None])
     for path in sorted(p for p in paths if p is not None):
         locks.hold(request.registry, path)
+
+
+def _timestamp_read(route, match):
+    """``(resource_name, parent_id)`` of the timestamp a resource's view reads, for the
+    resources whose writes wait for our locks (:func:`_lock_path`), or None."""
+    kind = {
+        "bucket-object": "bucket",
+        "bucket-plural": "bucket",
+        "collection-object": "collection",
+        "collection-plural": "collection",
+        "record-object": "record",
+        "record-plural": "record",
+    }.get(route)
+    if kind == "bucket":
+        return ("bucket", "")
+    if kind == "collection":
+        return ("collection", f"/buckets/{match['bucket_id']}")
+    if kind == "record":
+        return ("record", f"/buckets/{match['bucket_id']}/collections/{match['collection_id']}")
+    return None
 
 
 def _as_kinto_reads(request, path, prefix):
@@ -85,21 +112,35 @@ def _as_kinto_reads(request, path, prefix):
 
 def lock_write(request):
     """Lock what the write will change, as our own views do, so that it cannot interleave
-    with an upload (or a delete) of the same record, collection or bucket.
-
-    Kinto's route factory read the record before the lock: the view would act on that copy
-    (and a ``PATCH`` write back an attachment replaced meanwhile), so it is read again.
-    """
+    with an upload (or a delete) of the same record, collection or bucket. A record's write
+    then acts on the record as it is once locked (:func:`_read_again`)."""
     path = _lock_path(request)
     if path is None:
         return
     locks.hold(request.registry, path)
     if request.matched_route.name == "record-object":
-        request.context.current_object = _stored_record(request)
+        _read_again(request)
 
 
-def _stored_record(request):
-    match = request.matchdict
-    return records.stored(
-        request.registry.storage, match["bucket_id"], match["collection_id"], match["id"]
+def _read_again(request):
+    """Kinto's route factory read the record, and decided what the write needs, before the
+    lock: the view would act on that copy (a ``PATCH`` writing back an attachment replaced
+    meanwhile), with that decision (a reader's ``DELETE`` of a missing record is let through,
+    to be a 404: a record created while it waited would be deleted). It is read again, with
+    its permissions as the factory reads it (a patch starts from them: without, it wrote
+    the record's back empty), and a record created, changed or deleted meanwhile is
+    authorised again, as if the write came after the one it waited for."""
+    context = request.context
+    before = context.current_object
+    try:
+        record = context._resource.model.get_object(request.matchdict["id"])
+    except ObjectNotFoundError:
+        record = None
+    context.current_object = record
+    if (before or {}).get("last_modified") == (record or {}).get("last_modified"):
+        return
+    context.permission_object_id, context.required_permission = context._find_required_permission(
+        request, current_service(request)
     )
+    if not request.has_permission(DYNAMIC, context):
+        raise httpexceptions.HTTPForbidden()

@@ -16,7 +16,7 @@ from pyramid import httpexceptions
 
 from .. import errors, locks
 from ..events import recording
-from ..state import links, records
+from ..state import links, records, timestamps
 from . import lifecycle
 
 
@@ -142,6 +142,10 @@ def lock_record(request, context):
     must not make Kinto's check-then-write a window as long as an upload, through which the
     uploader would replace the file, and write its own permissions onto the record.
     """
+    if context.current_object is None:
+        # A new record: its collection's records may have no timestamp row yet, which the
+        # write reads; made first (:mod:`~..state.timestamps`). A stored record's write made it.
+        timestamps.ensure(request.registry, [("record", context.collection_uri)])
     locks.hold(
         request.registry,
         locks.record_path(context.bucket_id, context.collection_id, context.record_id),
