@@ -1,7 +1,7 @@
 """Step 2: the file of each record with an attachment but no link is retained (a copy, often:
-deleting it must not delete the original's file), unless its name is one of our uploads'
-(tagged); a location outside ``base_url`` is reported, never guessed (see
-:mod:`kinto_attachment.adoption`)."""
+deleting it must not delete the original's file), unless it is one of our uploads' (its name
+tagged, or an upload's link naming it); a location outside ``base_url`` is reported, never
+guessed (see :mod:`kinto_attachment.adoption`)."""
 
 import transaction
 from kinto.core.storage import Filter
@@ -51,13 +51,21 @@ def _keep_files_of(registry, ids, page, pretended, report, would_retain):
             continue
         if any(names(store, location, key) for key in pretended.get(record["id"], ())):
             continue
+        # The key ``base_url`` reads in it, if there is such a file, and those a link names
+        # by the rule of step 1: a location written under an older base URL than ours may
+        # read as a key under ours too (``https://cdn/attachments/K`` once ``base_url`` is
+        # ``https://cdn/``: ``attachments/K``), and name by step 1's rule the file ``K`` the
+        # original's link now owns, which deleting the original would delete.
+        keys = linked_keys(storage, location, report.dry_run)
         key = store.key_for_url(location)
-        keys = {key} if key is not None else linked_keys(storage, location, report.dry_run)
+        if key is not None and _stored(store, key):
+            keys.add(key)
         if not keys:
             report.foreign.append((links.record_uri(*ids, record["id"]), location))
             continue
-        # A tagged name is one of our uploads' (a copy of a record made since the switch):
-        # deleting its original deletes it, as between two ``kinto migrate`` (docs).
+        # A tagged name, or one an upload's link names, is one of our uploads' (a copy of a
+        # record made since the switch): deleting its original deletes it, as between two
+        # ``kinto migrate`` (docs).
         keys = {
             k
             for k in keys
@@ -65,6 +73,7 @@ def _keep_files_of(registry, ids, page, pretended, report, would_retain):
             and k not in would_retain
             and not links.is_retained(storage, k)
         }
+        keys -= links.uploaded_among(storage, keys)
         if not keys:
             continue
         report.unlinked += 1
@@ -72,6 +81,15 @@ def _keep_files_of(registry, ids, page, pretended, report, would_retain):
             would_retain.update(keys)
         else:
             links.retain(storage, sorted(keys))
+
+
+def _stored(store, key):
+    """Whether the store holds ``key`` (a location may read as no key a store takes:
+    ``../x``)."""
+    try:
+        return store.exists(key)
+    except ValueError:
+        return False
 
 
 def _legacy_keys(storage, bucket_id, collection_id):

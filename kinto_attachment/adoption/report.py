@@ -20,6 +20,8 @@ class Report:
     unlinked: int = 0
     #: Keys a dry run would have retained so far (a real run finds them retained).
     would_retain: set = dataclasses.field(default_factory=set)
+    #: URIs of records whose ids are too long for a link: their files are retained instead.
+    long_ids: list = dataclasses.field(default_factory=list)
     #: ``(record URI, location)`` of records whose location is not under our ``base_url``.
     foreign: list = dataclasses.field(default_factory=list)
     #: Keys of the files the store held that nothing referenced at the first adoption: kept.
@@ -39,6 +41,9 @@ class Report:
             f"kinto-attachment links that {verb} made ours: {self.linked}",
             f"Files of kinto-attachment links no record names, that {verb} kept: {self.retained}",
             f"Records without a link whose files {verb} kept: {self.unlinked}",
+            f"Records whose ids are too long for a link, whose files {verb} kept instead "
+            f"(never deleted with them): {len(self.long_ids)}",
+            *(f"  {uri}" for uri in self.long_ids[:LISTED]),
             f"Records whose location is not under base_url (downloads are 404): "
             f"{len(self.foreign)}",
         ]

@@ -45,7 +45,13 @@ def _adopt_row(registry, store, link, report):
                 return  # Replaced (its old file went with the replacement), or adopted.
         record = records.stored(registry.storage, *ids)
     location = records.location_of(record)
-    if link["key"] and names(store, location, link["key"]):
+    named = link["key"] and names(store, location, link["key"])
+    if named and len(links.record_uri(*ids).encode("utf-8")) > links.MAX_RECORD_URI:
+        # PostgreSQL could not index its link (uploads refuse such ids): its file is kept
+        # instead, rather than a failure at every run (``kinto migrate``, the collector).
+        report.long_ids.append(links.record_uri(*ids))
+        named = False
+    if named:
         report.linked += 1
         if not report.dry_run:
             _shared_kept(registry.storage, link["key"])

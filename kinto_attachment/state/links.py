@@ -217,9 +217,15 @@ def linked_among(storage, keys):
     return _among(storage, RESOURCE, PARENT_PREFIX + "*", keys)
 
 
-def _among(storage, resource, parent_id, keys, batch=1000):
+def uploaded_among(storage, keys):
+    """The ``keys`` a link made by one of our uploads names (it says ``since`` when; those
+    adoption makes of kinto-attachment's rows do not): files of ours, whatever their names."""
+    return _among(storage, RESOURCE, PARENT_PREFIX + "*", keys, lambda link: "since" in link)
+
+
+def _among(storage, resource, parent_id, keys, which=None, batch=1000):
     """The ``keys`` an object of ``resource`` (whose id is the key's :func:`_link_id`)
-    names, one query per ``batch`` of keys."""
+    names (and ``which(object)`` says yes to), one query per ``batch`` of keys."""
     ids = {_link_id(key): key for key in keys}
     found, every_id = set(), list(ids)
     for start in range(0, len(every_id), batch):
@@ -228,7 +234,11 @@ def _among(storage, resource, parent_id, keys, batch=1000):
             parent_id=parent_id,
             filters=[Filter("id", every_id[start : start + batch], COMPARISON.IN)],
         )
-        found |= {ids[obj["id"]] for obj in objects if ids.get(obj["id"]) == obj["key"]}
+        found |= {
+            ids[obj["id"]]
+            for obj in objects
+            if ids.get(obj["id"]) == obj["key"] and (which is None or which(obj))
+        }
     return found
 
 
