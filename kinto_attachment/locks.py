@@ -20,7 +20,7 @@ of its ancestors shared, always from the root down, so that:
 Since every path is locked in the same order, and before any row it protects is written, our
 locks cannot deadlock with one another nor with the row locks Kinto takes after them. The one
 row Kinto may lock before (a resource's timestamp, inserted by the first read of a new
-collection's records) is made beforehand by whoever locks first
+collection's records) is read before the locks by every transaction that reads it under them
 (:mod:`kinto_attachment.state.timestamps`). A
 transaction that holds several paths takes them in order too: a ``POST /batch`` locks every
 path its writes will lock, sorted (ancestors first), before the first runs

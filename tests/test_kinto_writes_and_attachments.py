@@ -444,9 +444,9 @@ def test_a_record_write_racing_the_upload_that_creates_a_collections_first_recor
     reads the collection's timestamp in Kinto's route factory/resource (inserting the row,
     uncommitted) before ``write_locks.lock_write`` waits for the record's lock: the upload's
     write then waits for that row: PostgreSQL's deadlock detector kills one of them, a 5xx
-    (``DeadlockDetected``). Fixed: an upload makes the timestamp row, committed on its own,
-    before it takes the record's lock (:mod:`kinto_attachment.state.timestamps`): one waits
-    for the other, both answer without a 5xx."""
+    (``DeadlockDetected``). Fixed: an upload creating a record reads (so makes) the timestamp
+    row before it takes the record's lock (:mod:`kinto_attachment.state.timestamps`): one
+    waits for the other, both answer without a 5xx."""
     kinto = cached_app("postgresql", tmp_path_factory, request)
     kinto.create_collection()
     app = kinto.app
@@ -479,7 +479,7 @@ def test_a_record_write_racing_a_batch_that_writes_a_new_collections_first_recor
     (``write_locks.lock_batch``), then each sub-request's resource reads its timestamp: the
     same deadlock as above with a batch in the upload's place (Bob's ``PUT`` of r1, read the
     new collection's timestamp, waits for r1's lock, held by the batch, whose sub-request then
-    waits for that timestamp). Fixed: the batch makes the timestamps its sub-requests read
+    waits for that timestamp). Fixed: the batch reads the timestamps its sub-requests read
     before it locks."""
     kinto = cached_app("postgresql", tmp_path_factory, request)
     kinto.create_collection()

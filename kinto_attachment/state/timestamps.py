@@ -1,20 +1,18 @@
 """Kinto's timestamp rows, made before our locks are taken, so that no write waits for a lock
-while holding one that a lock's holder will wait for.
+while holding a row that the lock's holder will wait for.
 
 On PostgreSQL, reading the timestamp of a resource (a collection's records, a bucket's
 collections) inserts its row in the ``timestamps`` table when there is none, uncommitted until
-the transaction ends. Kinto's route factory reads it for a write of an object, before the write
-waits for the object's lock (:mod:`~kinto_attachment.write_locks`); the lock's holder, writing
-the same resource, reads it too, and waits for that row: a deadlock, which PostgreSQL ends by
-aborting one of the two (a 503). It happens to the first writes of a new collection only, once:
-the row, once committed, is never locked by a read again. So the writes that take a lock
-before Kinto's resource reads the timestamp (an upload's record step, a ``POST /batch``) first
-make sure the rows they will read exist, committed in a transaction of their own (as any
-``GET`` of the resource would have made them): Kinto's factory then waits for nobody, or for
-a transaction that holds none of our locks.
+the transaction ends: another transaction reading it meanwhile waits for that one to end.
+Kinto's route factory reads it for a write of an object, before the write waits for the
+object's lock (:mod:`~kinto_attachment.write_locks`); if the lock's holder then reads it (its
+write of the same resource), each waits for the other: a deadlock, which PostgreSQL ends by
+aborting one of them (a 503). It happens to the first writes of a new collection only: a
+committed row is never waited for. So every transaction that reads a timestamp under our
+locks reads it before it takes them, as Kinto's factory does: an upload creating a record,
+a ``POST /batch``. Whoever then waits for such a row holds none of our locks yet, and the
+row's holder waits for nobody who waits for it.
 """
-
-import transaction
 
 from . import shared
 
@@ -25,9 +23,9 @@ _EXISTS = (
 
 
 def ensure(registry, resources):
-    """Make the timestamp row of each ``(resource_name, parent_id)`` of ``resources`` that has
-    none, and commit it, before the caller takes a lock; nothing on the memory backend, whose
-    reads lock nothing."""
+    """Read (so make, if missing) the timestamp row of each ``(resource_name, parent_id)`` of
+    ``resources`` that has none, in the request's transaction, before it takes a lock: one
+    statement when they all exist; nothing on the memory backend, whose reads lock nothing."""
     storage = registry.storage
     if not shared.rolls_back(storage):
         return
@@ -41,11 +39,5 @@ def ensure(registry, resources):
             if session.execute(exists, {"parent_id": parent, "resource_name": name}).first()
             is None
         ]
-    if missing:
-        shared.on_its_own(_make, storage, missing)
-
-
-def _make(storage, missing):
-    with transaction.manager:
-        for name, parent in missing:
-            storage.resource_timestamp(resource_name=name, parent_id=parent)
+    for name, parent in missing:
+        storage.resource_timestamp(resource_name=name, parent_id=parent)
