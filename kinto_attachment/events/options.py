@@ -43,8 +43,8 @@ class EventsOptions:
     url_expires_seconds: int = 86400
     #: Secret of the signed fetch URLs served by the plugin ("" : none, see the module).
     url_secret: str = ""
-    #: How long a delivered ``stored`` event's blob stays fetchable after a replacement (or
-    #: until its URL expires, whichever is first).
+    #: How long a ``stored`` event's blob stays fetchable after the event's delivery,
+    #: replaced or not (or until its URL expires, whichever is first).
     fetch_grace_seconds: int = 3600
     #: Attempts of a delivery before the event is dead.
     max_attempts: int = 20
