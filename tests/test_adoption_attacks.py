@@ -29,6 +29,7 @@ from .conftest import (
 )
 from .support.live import BIN
 from .test_adoption import age, legacy_record, legacy_row, prepared, store_file
+from .test_adoption_hostile import memory_app, set_attachment
 
 
 PARENT = "/buckets/blog/collections/articles"
@@ -37,28 +38,6 @@ FAR_FUTURE_MS = 3000 * 86400 * 1000
 
 def later():
     return gc.data_file_entries.msec_time() + FAR_FUTURE_MS
-
-
-def memory_app(tmp_path_factory, request, **settings):
-    return prepared(cached_app("memory", tmp_path_factory, request, **settings))
-
-
-def set_attachment(kinto, record_id, attachment, collection="articles"):
-    """A record written straight into Kinto's storage (kinto-signer's copies, or what
-    kinto-attachment let any client write)."""
-    parent = f"/buckets/blog/collections/{collection}"
-    storage = kinto.registry.storage
-    with transaction.manager:
-        try:
-            record = storage.get(resource_name="record", parent_id=parent, object_id=record_id)
-        except Exception:  # noqa: BLE001
-            record = {"id": record_id}
-        storage.update(
-            resource_name="record",
-            parent_id=parent,
-            object_id=record_id,
-            obj={**record, "attachment": attachment},
-        )
 
 
 def all_rows(kinto):
@@ -161,45 +140,6 @@ def test_held_copy_naming_its_file_under_the_current_base_url_keeps_it(tmp_path_
 
 
 # 2. A later ``kinto migrate`` and our own uploads named by their clients.
-
-
-def test_a_later_kinto_migrate_never_keeps_our_own_client_named_files_a_copy_names(
-    tmp_path_factory, request
-):
-    """Found by review (2026-12-05).
-
-    docs/migrating.rst: "Files of our own uploads that a record without a link names (a
-    kinto-signer copy made since the switch) are not kept by a later ``kinto migrate``:
-    deleting the original deletes its file, as between two runs."
-
-    ``test_adoption_hostile`` checks it with random names (which carry the instance's tag).
-    kinto-attachment's folder-named setups (``randomize = false``), kept by operators who
-    switch, name files by their clients' names: no tag. A later ``kinto migrate`` (each
-    deploy runs it) retained such a file for good; once the original and its copy were
-    deleted, nothing named it, and it was never deleted. Fixed: a key an upload's link names
-    (it carries ``since``) is one of ours, not retained."""
-    kinto = memory_app(tmp_path_factory, request, **{"kinto.attachment.randomize": "false"})
-    legacy_record(kinto, "r0", link="8")
-    adoption.adopt(kinto.registry)  # The first kinto migrate.
-    assert adoption.done(kinto.registry)
-
-    uploaded = kinto.upload(kinto.record_url("r1"), b"ours, after the switch", "new.txt").json
-    key = kinto.key_of(uploaded["location"])
-    kinto.app.put_json("/v1/buckets/blog/collections/preview", {}, headers=ALICE)
-    set_attachment(kinto, "r1", uploaded, collection="preview")  # kinto-signer's copy.
-
-    again = adoption.adopt(kinto.registry)  # The next deploy's kinto migrate.
-
-    kinto.app.delete(kinto.record_url("r1", collection="preview"), headers=ALICE)
-    kinto.app.delete(kinto.record_url("r1"), headers=ALICE)
-    store = kinto.registry.attachment_store
-    if store.exists(key):
-        age(kinto, key)
-        gc.collect(kinto.registry, now=later())
-    assert not store.exists(key), (
-        f"our own file, named by nothing, is kept forever (retained by a later migrate: "
-        f"unlinked={again.unlinked})"
-    )
 
 
 # 3. Two adoptions at once, on PostgreSQL (two nodes' ``kinto migrate``).
@@ -445,6 +385,32 @@ def test_held_the_collector_after_a_partial_adoption_deletes_no_legacy_file(
 # 6. Uploads while adoption runs.
 
 
+def adoption_paused_on_r1(kinto, monkeypatch, outcome):
+    """Adoption started in a thread (its report, or its exception, in ``outcome["adoption"]``)
+    and paused while it holds r1's lock, making r1's row a link: ``(thread, release)``."""
+    locked, release = threading.Event(), threading.Event()
+    still_there = legacy.still_there
+
+    def paused(storage, link):
+        found = still_there(storage, link)
+        locked.set()
+        release.wait(30)
+        return found
+
+    monkeypatch.setattr(legacy, "still_there", paused)
+
+    def migrate():
+        try:
+            outcome["adoption"] = adoption.adopt(kinto.registry)
+        except Exception as error:  # noqa: BLE001
+            outcome["adoption"] = error
+
+    adopting = threading.Thread(target=migrate)
+    adopting.start()
+    assert locked.wait(30)
+    return adopting, release
+
+
 @pytest.mark.postgresql
 def test_held_a_replacement_waiting_for_adoptions_lock_keeps_the_new_file(
     tmp_path_factory, request, monkeypatch
@@ -456,31 +422,13 @@ def test_held_a_replacement_waiting_for_adoptions_lock_keeps_the_new_file(
     kinto = prepared(cached_app("postgresql", tmp_path_factory, request))
     old = legacy_record(kinto, "r1", link="8")
     store = kinto.registry.attachment_store
-    locked, release = threading.Event(), threading.Event()
-    still_there = legacy.still_there
-
-    def paused(storage, link):
-        found = still_there(storage, link)
-        locked.set()
-        release.wait(30)
-        return found
-
-    monkeypatch.setattr(legacy, "still_there", paused)
     outcome = {}
-
-    def migrate():
-        try:
-            outcome["adoption"] = adoption.adopt(kinto.registry)
-        except Exception as error:  # noqa: BLE001
-            outcome["adoption"] = error
+    adopting, release = adoption_paused_on_r1(kinto, monkeypatch, outcome)
 
     def upload():
         response = kinto.upload(kinto.record_url("r1"), b"new content", "new.txt", status="*")
         outcome["upload"] = response
 
-    adopting = threading.Thread(target=migrate)
-    adopting.start()
-    assert locked.wait(30)
     uploading = threading.Thread(target=upload)
     uploading.start()
     time.sleep(1.5)
@@ -514,22 +462,8 @@ def test_held_a_refused_replacement_during_adoption_keeps_the_legacy_file(
     kinto = prepared(cached_app("postgresql", tmp_path_factory, request))
     old = legacy_record(kinto, "r1", link="8")
     store = kinto.registry.attachment_store
-    locked, release = threading.Event(), threading.Event()
-    still_there = legacy.still_there
-
-    def paused(storage, link):
-        found = still_there(storage, link)
-        locked.set()
-        release.wait(30)
-        return found
-
-    monkeypatch.setattr(legacy, "still_there", paused)
     outcome = {}
-    adopting = threading.Thread(
-        target=lambda: outcome.update(report=adoption.adopt(kinto.registry))
-    )
-    adopting.start()
-    assert locked.wait(30)
+    adopting, release = adoption_paused_on_r1(kinto, monkeypatch, outcome)
 
     def upload():
         outcome["upload"] = kinto.app.post(
@@ -546,6 +480,7 @@ def test_held_a_refused_replacement_during_adoption_keeps_the_legacy_file(
     adopting.join(60)
     uploading.join(60)
     monkeypatch.undo()
+    assert not isinstance(outcome["adoption"], Exception), repr(outcome["adoption"])
     assert outcome["upload"].status_int == 412, outcome["upload"].status
     assert store.exists(old["key"])
     assert linked_keys(kinto) == {old["key"]}

@@ -746,8 +746,9 @@ def later(kinto):
 # Step 2 run again after the switch, on records of ours.
 
 
+@pytest.mark.parametrize("randomize", ["true", "false"])
 def test_a_later_kinto_migrate_never_keeps_our_own_files_a_signer_copy_names(
-    tmp_path_factory, request
+    tmp_path_factory, request, randomize
 ):
     """Found by review (2026-12-05).
 
@@ -768,8 +769,12 @@ def test_a_later_kinto_migrate_never_keeps_our_own_files_a_signer_copy_names(
     It was: the file stays forever; each migrate reports it as "Records without a link
     whose files were kept". Fixed (as suggested): in step 2, skip keys whose name carries an
     instance tag (``instance.tag_of``), as step 3 does (or run step 2 only until adoption is
-    done, the later runs only adopting rows a kinto-attachment node still wrote)."""
-    kinto = memory_app(tmp_path_factory, request)
+    done, the later runs only adopting rows a kinto-attachment node still wrote).
+
+    Found by review (2026-12-05): names given by their clients (``randomize = false``, kept
+    by operators of kinto-attachment's folder-named setups) carry no tag, and were retained
+    for good likewise. Fixed: a key an upload's link names (it carries ``since``) is ours."""
+    kinto = memory_app(tmp_path_factory, request, **{"kinto.attachment.randomize": randomize})
     legacy_record(kinto, "r0", link="8")
     adoption.adopt(kinto.registry)  # The first kinto migrate: done.
     assert adoption.done(kinto.registry)
