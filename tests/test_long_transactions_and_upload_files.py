@@ -19,6 +19,7 @@ import requests
 import sqlalchemy
 import transaction
 import webob
+from kinto.core import scripts as kinto_scripts
 
 from kinto_attachment.state import tus_uploads
 
@@ -488,3 +489,74 @@ def test_a_finished_upload_is_told_done_and_an_unconfirmed_entry_only_while_it_i
     kinto.upload(RECORD, b"another file", "other.txt")
     head(app, url, status=404)
     transaction.abort()
+
+
+def _multipart(content, boundary="b0undary"):
+    head = (
+        f"--{boundary}\r\nContent-Disposition: form-data; name=attachment; "
+        'filename="a.txt"\r\nContent-Type: text/plain\r\n\r\n'
+    ).encode()
+    return head + content + f"\r\n--{boundary}--\r\n".encode(), boundary
+
+
+@pytest.mark.postgresql
+@pytest.mark.parametrize("route", ["attachment", "data-files"])
+def test_an_upload_holds_no_database_connection_while_its_body_comes(tmp_path, route):
+    """An upload whose body takes minutes (a large file, a slow client) held its request's
+    transaction, and so a connection of the database's pool, from the permission check before
+    its body to its commit: as many slow uploads as the pool has connections (SQLAlchemy's
+    default: 5, and 10 more) and every other request of the process waited for one, then
+    failed (a 503). The checks before the body end their transaction; the upload's writes,
+    after the body, take a connection again."""
+    base_path = str(tmp_path / "store")
+    pool = {
+        "kinto.storage_pool_size": "1",
+        "kinto.storage_max_overflow": "0",
+        "kinto.storage_pool_timeout": "2",
+    }
+    with own_database("kinto_attachment_idle_bodies") as url:
+        settings = build_settings("postgresql", base_path, pg=url, **pool)
+        kinto_scripts.migrate({"registry": make_app(settings).app.registry})  # The tag.
+        node = Kinto(make_app(settings), base_path)
+        try:
+            node.create_collection()
+            transaction.abort()  # What this thread read: the pool's one connection is free.
+            content = b"slow body " * 1000
+            if route == "attachment":
+                body, boundary = _multipart(content)
+                path = node.record_url("r1") + "/attachment"
+                headers = {**ALICE, "Content-Type": f"multipart/form-data; boundary={boundary}"}
+            else:  # Conditional: the entry is read before the body.
+                body, path = content, "/v1/data/files?id=slow"
+                headers = {"Content-Type": "text/plain", "If-None-Match": "*"}
+            started, release, result = threading.Event(), threading.Event(), []
+
+            def upload():
+                request = webob.Request.blank(path, method="POST", headers=headers)
+                request.environ["REMOTE_ADDR"] = "127.0.0.1"  # /data/files' own callers.
+                request.environ["wsgi.input"] = _PausingBody(
+                    body[:1000], body[1000:], started, release
+                )
+                request.environ["CONTENT_LENGTH"] = str(len(body))
+                try:
+                    result.append(request.get_response(node.app.app))
+                finally:
+                    transaction.abort()
+
+            uploading = threading.Thread(target=upload)
+            uploading.start()
+            try:
+                assert started.wait(30)
+                # Another request of the process meanwhile: the pool's one connection is free.
+                listed = node.app.get(node.record_url("r1").rsplit("/", 1)[0], headers=ALICE)
+                assert listed.status_int == 200
+            finally:
+                release.set()
+                uploading.join(30)
+            [response] = result
+            assert response.status_int == (201 if route == "attachment" else 200), response.body
+            if route == "attachment":
+                stored = node.app.get(node.record_url("r1") + "/attachment", headers=ALICE)
+                assert stored.body == content
+        finally:
+            dispose(node)

@@ -26,7 +26,7 @@ from .. import downloads, errors
 from ..downloads import caching
 from ..events import recording
 from ..routes import DATA_FILE, DATA_FILES
-from ..state import data_file_entries, shared
+from ..state import data_file_entries, long_transactions, shared
 from ..uploads import intake, lifecycle
 from ..web import streams
 from . import posted, preconditions
@@ -50,11 +50,11 @@ def upload(request):
     store = request.registry.attachment_store
     plan = posted.plan(request, file_id, max_size)
     registry = request.registry
-    # Before the body: a write that cannot happen is not sent for nothing. Only when asked:
-    # the read opens the request's transaction, which the body would then hold open (and
-    # its connection of the pool) for as long as it comes.
+    # Before the body: a write that cannot happen is not sent for nothing (only when asked:
+    # a read less). Checked again under the id's lock once the body is in.
     if preconditions.asked(request):
         preconditions.require(request, data_file_entries.get(registry.storage, file_id))
+    long_transactions.end_before_body(request)
 
     with (
         _reserved(request, reservation) as hold,

@@ -15,6 +15,13 @@ a pooler that refuses startup options (PgBouncer's default) takes it. Behind a p
 transaction mode a session is not the server's, and the setting may not follow it:
 docs/production.rst. Transactions stay bounded by the servers' own limits on requests
 (docs/security.rst: slow and idle clients).
+
+An upload stored whole (a multipart form, a ``/data/files`` body) locks nothing before its
+body: what it read before (its permission, the record, the collection) is read and checked
+again under the record's lock once the body is in. Its transaction then ends before the body
+(:func:`end_before_body`): a body that takes minutes holds no connection of the database's
+pool, which a few slow uploads would otherwise drain (SQLAlchemy's default: 5, and 10 more),
+every other request of the process then waiting for one, and failing.
 """
 
 import logging
@@ -58,3 +65,11 @@ def _without_idle_timeout(connection, record):
     except Exception as e:  # noqa: BLE001 (any driver's: the connection is still usable)
         connection.rollback()
         logger.warning("idle_in_transaction_session_timeout left as it is: %s", e)
+
+
+def end_before_body(request):
+    """End the transaction of an upload stored whole before its body comes (see the module):
+    it has written and locked nothing yet, and its writes, once the body is in, begin
+    another, which the request's end commits (``pyramid_tm``). Not for a tus ``PATCH``,
+    which holds the upload's lock while it writes."""
+    request.tm.commit()

@@ -22,7 +22,7 @@ from ..downloads import caching
 from ..events import recording
 from ..protocols.multipart import FIELDS_LIMIT, FormReader, boundary_of, read_form
 from ..routes import ATTACHMENT, DEFAULT_BUCKET_ROUTE
-from ..state import instance, links, records
+from ..state import instance, links, long_transactions, records
 from ..uploads import intake, lifecycle
 from ..uploads.record import (
     FILE_FIELD,
@@ -99,6 +99,7 @@ def post_attachment(request):
     _refuse_oversized(request, policy.max_size_bytes)
     require_storable_ids(context)
     refuse_missing_parents(request, context)
+    long_transactions.end_before_body(request)
     blob, fields = _receive(request, context, policy, store)
     written = attach(request, context, blob, fields.get("data"), fields.get("permissions"))
     # As kinto-attachment: 201 when the record was created, 200 when it existed (``attach``
