@@ -51,29 +51,14 @@ def _keep_files_of(registry, ids, page, pretended, report, would_retain):
             continue
         if any(names(store, location, key) for key in pretended.get(record["id"], ())):
             continue
-        # The key ``base_url`` reads in it, if there is such a file, and those a link names
-        # by the rule of step 1: a location written under an older base URL than ours may
-        # read as a key under ours too (``https://cdn/attachments/K`` once ``base_url`` is
-        # ``https://cdn/``: ``attachments/K``), and name by step 1's rule the file ``K`` the
-        # original's link now owns, which deleting the original would delete.
-        keys = linked_keys(storage, location, report.dry_run)
         key = store.key_for_url(location)
-        if key is not None and _stored(store, key):
-            keys.add(key)
+        if key is not None and _accounted(storage, key, would_retain):
+            continue  # A later run: kept already, or ours (no file lookup, no listing).
+        keys = _named(storage, store, location, key, report.dry_run)
         if not keys:
             report.foreign.append((links.record_uri(*ids, record["id"]), location))
             continue
-        # A tagged name, or one an upload's link names, is one of our uploads' (a copy of a
-        # record made since the switch): deleting its original deletes it, as between two
-        # ``kinto migrate`` (docs).
-        keys = {
-            k
-            for k in keys
-            if instance.tag_of(k) is None
-            and k not in would_retain
-            and not links.is_retained(storage, k)
-        }
-        keys -= links.uploaded_among(storage, keys)
+        keys = {k for k in keys if not _accounted(storage, k, would_retain)}
         if not keys:
             continue
         report.unlinked += 1
@@ -81,6 +66,34 @@ def _keep_files_of(registry, ids, page, pretended, report, would_retain):
             would_retain.update(keys)
         else:
             links.retain(storage, sorted(keys))
+
+
+def _named(storage, store, location, key, dry_run):
+    """The keys a copy's ``location`` names (``key``: the one ``base_url`` reads in it).
+
+    That key if the store holds it; else those a link names by step 1's rule: a location
+    written under an older base URL than ours may read as a key under ours too
+    (``https://cdn/attachments/K`` once ``base_url`` is ``https://cdn/``: ``attachments/K``,
+    no such file), and name the file ``K`` the original's link now owns, which deleting the
+    original would delete; else that key all the same, a file lost already, whose name stays
+    taken (a later upload of that name would be served through the copy)."""
+    if key is not None and _stored(store, key):
+        return {key}
+    linked = linked_keys(storage, location, dry_run)
+    return linked or ({key} if key is not None else set())
+
+
+def _accounted(storage, key, would_retain):
+    """Whether step 2 need not keep ``key``: retained already (or counted so by a dry run),
+    or one of our uploads' (its name tagged, or an upload's link naming it: a copy of a
+    record made since the switch, whose file deleting the original deletes, as between two
+    ``kinto migrate``: docs)."""
+    return (
+        instance.tag_of(key) is not None
+        or key in would_retain
+        or links.is_retained(storage, key)
+        or bool(links.uploaded_among(storage, [key]))
+    )
 
 
 def _stored(store, key):

@@ -40,7 +40,8 @@ def linked_keys(storage, location, dry_run):
     the original must not delete the file the copy names. Empty otherwise: a location no link
     vouches for is never guessed."""
     candidates = path_keys(location)
-    linked = links.linked_among(storage, candidates)
-    if dry_run:  # Step 1 only counted the rows it would make links.
+    # A file step 1 retained (its row's record names another) is one a link named.
+    linked = links.linked_among(storage, candidates) | links.retained_among(storage, candidates)
+    if dry_run:  # Step 1 only counted the rows it would make links, or retain.
         linked |= {key for key in candidates if legacy.names(storage, key)}
     return linked
