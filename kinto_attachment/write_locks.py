@@ -3,6 +3,7 @@
 ``POST /batch``, before any of them runs. So no write of Kinto's interleaves with an upload or
 a delete of the same record, collection or bucket (:mod:`~kinto_attachment.locks`)."""
 
+import contextlib
 from types import SimpleNamespace
 from urllib.parse import unquote
 
@@ -14,6 +15,7 @@ from pyramid.interfaces import IRoutesMapper
 
 from . import locks
 from .state import timestamps
+from .web import principals
 
 
 def _lock_path(request):
@@ -53,13 +55,13 @@ def lock_batch(request):
     defaults = body.get("defaults") if isinstance(body.get("defaults"), dict) else {}
     mapper = request.registry.getUtility(IRoutesMapper)
     prefix = f"/{request.registry.route_prefix}"
-    paths, read = set(), set()
+    paths, read, implicit = set(), set(), set()
     for sub in body["requests"]:
         sub = {**defaults, **sub} if isinstance(sub, dict) else {}
         method, path = sub.get("method", "GET"), sub.get("path")
         if not isinstance(method, str) or not isinstance(path, str):
             continue
-        path = _as_kinto_reads(request, path.split("?", 1)[0], prefix)
+        path, default = _as_kinto_reads(request, path.split("?", 1)[0], prefix)
         for route in mapper.get_routes():
             match = route.match(path)
             if match is not None:
@@ -68,7 +70,10 @@ def lock_batch(request):
                 )
                 paths.add(_lock_path(target))
                 read.add(_timestamp_read(route.name, match))
+                if default and route.name.startswith("record-"):
+                    implicit.add((match["bucket_id"], match["collection_id"]))
                 break
+    _create_implicitly(request, implicit)
     # The timestamps the sub-requests' resources read, made first (:mod:`.state.timestamps`).
     timestamps.ensure(request.registry, [r for r in read if r is not None])
     for path in sorted(p for p in paths if p is not None):
@@ -98,7 +103,8 @@ def _timestamp_read(route, match):
 def _as_kinto_reads(request, path, prefix):
     """A batch sub-request's ``path`` as Kinto will serve it: under the API prefix,
     percent-escapes decoded (``r%31`` is ``r1``), without a trailing ``/`` (which Kinto
-    redirects and the batch follows), and the ``default`` bucket as the user's own."""
+    redirects and the batch follows), and the ``default`` bucket as the user's own; and
+    whether it was the ``default`` bucket's."""
     path = unquote(path).rstrip("/")
     path = path if path.startswith(prefix + "/") else prefix + path
     default = f"{prefix}/buckets/default"
@@ -107,7 +113,30 @@ def _as_kinto_reads(request, path, prefix):
         # Anonymous (Kinto refuses), or without the plugin: nothing to name.
         if request.prefixed_userid and hasattr(type(request), "default_bucket_id"):
             path = f"{prefix}/buckets/{request.default_bucket_id}" + path[len(default) :]
-    return path
+            return path, True
+    return path, False
+
+
+def _create_implicitly(request, implicit):
+    """Create, before the batch locks anything, the user's ``default`` bucket and the
+    collections that its sub-requests' records are in, as Kinto's ``default_bucket`` view
+    does for each (it creates them when missing, whatever the request): it would do so under
+    the batch's locks, where another request of the user, which created them first
+    (uncommitted), waits for one of those locks: each would wait for the other. The view
+    then finds them made."""
+    if not implicit:
+        return
+    from kinto.core.utils import instance_uri
+    from kinto.plugins.default_bucket import create_bucket, resource_create_object
+    from kinto.views.collections import Collection
+
+    created = request.bound_data.setdefault("collections", {})
+    for bucket_id, collection_id in sorted(implicit):
+        create_bucket(request, bucket_id)
+        uri = instance_uri(request, "collection", bucket_id=bucket_id, id=collection_id)
+        if uri not in created:
+            with contextlib.suppress(httpexceptions.HTTPException):  # The view says it.
+                resource_create_object(request=request, resource_cls=Collection, uri=uri)
 
 
 def lock_write(request):
@@ -117,8 +146,13 @@ def lock_write(request):
     path = _lock_path(request)
     if path is None:
         return
+    route, match = request.matched_route.name, request.matchdict
+    if route.endswith("-plural"):
+        # Its view reads the timestamp of what it deletes once it holds the lock, where the
+        # factory of an object's write reads it before (:mod:`.state.timestamps`).
+        timestamps.ensure(request.registry, [_timestamp_read(route, match)])
     locks.hold(request.registry, path)
-    if request.matched_route.name == "record-object":
+    if route == "record-object":
         _read_again(request)
 
 
@@ -130,15 +164,21 @@ def _read_again(request):
     its permissions as the factory reads it (a patch starts from them: without, it wrote
     the record's back empty), and a record created, changed or deleted meanwhile is
     authorised again, as if the write came after the one it waited for."""
-    context = request.context
+    context, match = request.context, request.matchdict
     before = context.current_object
     try:
-        record = context._resource.model.get_object(request.matchdict["id"])
+        record = context._resource.model.get_object(match["id"])
     except ObjectNotFoundError:
         record = None
     context.current_object = record
+    if record is None:
+        # Its collection too may have gone while the write waited (its delete holds it):
+        # Kinto's record resource reads it again, rather than what the factory kept of it.
+        collection = f"/buckets/{match['bucket_id']}/collections/{match['collection_id']}"
+        request.bound_data.get("collections", {}).pop(collection, None)
     if (before or {}).get("last_modified") == (record or {}).get("last_modified"):
         return
+    principals.forget(request)  # Those of then: a group may have lost the user meanwhile.
     context.permission_object_id, context.required_permission = context._find_required_permission(
         request, current_service(request)
     )

@@ -6,7 +6,6 @@ What can be refused before reading a byte of the body is refused here too
 the record step reads the collection again under the lock, since it may have gone meanwhile.
 """
 
-import contextlib
 import time
 
 from kinto.core.authorization import DYNAMIC
@@ -17,6 +16,7 @@ from pyramid import httpexceptions
 from .. import errors, locks
 from ..events import recording
 from ..state import links, records, timestamps
+from ..web import principals
 from . import lifecycle
 
 
@@ -173,20 +173,8 @@ def _require_permission(request, context, record):
     """403 unless the request may still write ``record`` (create it, if None), as the route
     factory decided before the body came: with the principals the user has now (a group that
     gave the permission may have lost the user meanwhile)."""
-    _forget_principals(request)
+    principals.forget(request)
     context.permission_object_id = context.record_uri if record else context.collection_uri
     context.required_permission = "write" if record else "create"
     if not request.has_permission(DYNAMIC, context):
         raise httpexceptions.HTTPForbidden()
-
-
-def _forget_principals(request):
-    """Drop the principals worked out for the request before its body came, which Kinto's
-    groupfinder (``bound_data``) and pyramid_multiauth (the request's identity and principals)
-    keep for the whole request: the next check asks the permission backend again."""
-    for cached in ("_multiauth_identity", "_multiauth_principals"):
-        with contextlib.suppress(AttributeError):
-            delattr(request, cached)
-    userid = request.prefixed_userid
-    if userid is not None:
-        request.bound_data.pop(f"{userid}_principals", None)
