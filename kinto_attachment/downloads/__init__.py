@@ -226,8 +226,14 @@ _CONDITIONS = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-
 
 def _redirected(request, redirect):
     """Whether the content is left to ``redirect``'s signed URL (which a client follows with
-    the same headers): not for a conditional request (:data:`_CONDITIONS`)."""
-    return redirect is not None and not any(request.headers.get(h) for h in _CONDITIONS)
+    the same headers): not for a conditional request (:data:`_CONDITIONS`), nor for a
+    ``HEAD``, which has no content to leave, and which the URL, signed for a ``GET`` (S3's
+    and GCS's signatures cover the method), would refuse (``403``): it is answered here."""
+    return (
+        redirect is not None
+        and request.method != "HEAD"
+        and not any(request.headers.get(h) for h in _CONDITIONS)
+    )
 
 
 def _redirect(response, url):

@@ -185,10 +185,11 @@ def test_conditional_answers_of_signed_downloads_vary_on_the_conditions(
 ):
     """Held against a review (2026-12-05).
 
-    with signed downloads, a public record's ``307``, the ``304`` and the streamed
-    ``200`` of conditional requests (``GET`` and ``HEAD``) all carry ``Vary`` on the five
-    conditional headers (caching.rst), with the record's ``Cache-Control``; a client holding
-    S3's own ETag (an MD5) gets the content, streamed, not a ``304``."""
+    with signed downloads, a public record's ``307`` (its ``200`` for a ``HEAD``, which is
+    never redirected), the ``304`` and the streamed ``200`` of conditional requests (``GET``
+    and ``HEAD``) all carry ``Vary`` on the five conditional headers (caching.rst), with the
+    record's ``Cache-Control``; a client holding S3's own ETag (an MD5) gets the content,
+    streamed, not a ``304``."""
     kinto = presigned_app(
         tmp_path_factory, request, **{"kinto.record_cache_expires_seconds": "3600"}
     )
@@ -196,7 +197,7 @@ def test_conditional_answers_of_signed_downloads_vary_on_the_conditions(
     meta = kinto.upload(URL, CONTENT, "x.txt", permissions=public).json
     call = getattr(kinto.app, method)
     path = URL + "/attachment"
-    redirect = call(path, status=307)
+    redirect = call(path, status=307 if method == "get" else 200)
     etag = f'"{meta["hash"]}"'
     not_modified = call(path, headers={"If-None-Match": etag}, status=304)
     md5 = f'"{hashlib.md5(CONTENT).hexdigest()}"'  # noqa: S324 (S3's ETag)
