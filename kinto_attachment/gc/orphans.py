@@ -34,6 +34,16 @@ def collect(registry, now, report, untagged_ours=True):
     )
     doomed = []
     for listed in sorting.orphans(store.iter_blobs(), keys.see):
+        missing = _named_under_another_base(store, keys, listed.key)
+        if missing is not None:
+            logger.error(
+                "Kept %r: it ends with %r, a file the references name and the store lacks "
+                "(kinto.attachment.base_path, or the bucket's prefix, moved?)",
+                listed.key,
+                missing,
+            )
+            report.moved.append((listed.key, missing))
+            continue
         report.orphans.append(listed)
         if not report.dry_run:
             logger.info("Deleting orphan %r (%d bytes)", listed.key, listed.size)
@@ -81,6 +91,13 @@ def collect(registry, now, report, untagged_ours=True):
             len(report.unowned),
             report.unowned[0],
         )
+    if report.moved:
+        logger.error(
+            "%d orphans kept whose keys end with the keys of missing referenced files: the "
+            "store holds the servers' files under other keys (kinto.attachment.base_path, or "
+            "the bucket's prefix, is not theirs). Fix the configuration.",
+            len(report.moved),
+        )
     if (report.orphans or report.aborted) and not report.dry_run:
         logger.info(
             "Collected %d orphans (%d bytes) and %d incomplete uploads",
@@ -92,3 +109,17 @@ def collect(registry, now, report, untagged_ours=True):
         raise StorageUnavailable(
             f"{len(unaborted)} incomplete uploads could not be aborted: {unaborted[0]}"
         )
+
+
+def _named_under_another_base(store, keys, key):
+    """The referenced key that ``key`` ends with (after a ``/``) while the store lacks it, or
+    None. The sample of :mod:`.store_check` refuses a store that lacks most referenced files;
+    one moved under the servers' files (``base_path`` one folder too high: ``attachments/K``
+    for ``K``) that holds files uploaded since passes it, and would take the older ones for
+    orphans: each such file is kept instead (one look in the store for each, rare)."""
+    parts = key.split("/")
+    for depth in range(1, len(parts)):
+        tail = "/".join(parts[depth:])
+        if tail in keys and not references.in_store(store, tail):
+            return tail
+    return None

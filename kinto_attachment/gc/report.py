@@ -30,6 +30,9 @@ class Report:
     unowned: list = dataclasses.field(default_factory=list)
     #: ``(where, key)`` of references to blobs that do not exist.
     dangling: list = dataclasses.field(default_factory=list)
+    #: ``(listed key, missing referenced key)`` of the orphans kept because the end of their
+    #: key is a file the references name and the store lacks: the store was moved.
+    moved: list = dataclasses.field(default_factory=list)
     #: Orphans were not looked for: kinto-attachment's data is not adopted yet, and a dry run
     #: does not adopt it (:mod:`kinto_attachment.adoption`).
     adoption_pending: bool = False
@@ -89,6 +92,13 @@ class Report:
                 f"instance), {kept} and never removed: {len(self.kept_at_adoption)}"
             )
             lines += [f"  {key}" for key in self.kept_at_adoption]
+        if self.moved:
+            lines.append(
+                "Orphans kept, their keys ending with the key of a file the references name "
+                "and the store lacks (the store moved: kinto.attachment.base_path or the "
+                f"bucket's prefix is not the servers' own): {len(self.moved)}"
+            )
+            lines += [f"  {key}  (named {missing})" for key, missing in self.moved]
         lines.append(f"Dangling references (left as they are): {len(self.dangling)}")
         lines += [f"  {where} -> {key}  missing" for where, key in self.dangling]
         lines.append(f"Total: {self.total_bytes} bytes {verb}")

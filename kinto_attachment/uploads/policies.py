@@ -143,6 +143,12 @@ def _as_template(allowed):
     return parse
 
 
+def _as_pattern(name, value):
+    """A ``filename_pattern``; empty is the file's own name, as kinto-attachment reads it
+    (it applies a pattern only when there is one): a name made of nothing is no name."""
+    return _as_template(("datetime", "rid", "filename"))(name, value) or "{filename}"
+
+
 def _as_folder(name, value):
     """A folder pattern, refused unless every key under it fits in :data:`MAX_KEY` bytes
     (a segment with an id in it takes :data:`MAX_SEGMENT` at most, the file's name
@@ -202,7 +208,7 @@ SETTINGS = {
     "folder": ("folder", _as_folder),
     "keep_old_files": ("keep_old_files", as_bool),
     "randomize": ("randomize", as_bool),
-    "filename_pattern": ("filename_pattern", _as_template(("datetime", "rid", "filename"))),
+    "filename_pattern": ("filename_pattern", _as_pattern),
     "extensions": ("extensions", _as_extensions),
     "mimetypes": ("mimetypes", _as_mimetypes),
     "max_size_bytes": ("max_size_bytes", _as_size),

@@ -104,8 +104,7 @@ class LocalResumable:
             return self._finish(state, temp)
 
     def _finish(self, state, temp):
-        os.makedirs(self.folder_of(state["key"]), exist_ok=True)
-        for key in self.variants(state["key"], state.get("random", False)):
+        for key in self.variants(self.make_folder(state["key"]), state.get("random", False)):
             path = self.path(key)
             try:
                 os.link(temp, path)  # Atomic, never overwrites; keeps the upload.

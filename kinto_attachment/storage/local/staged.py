@@ -55,10 +55,9 @@ def write_all(file, chunk, behind):
 class LocalStaged:
     def __init__(self, store, key, random=False):
         self._store = store
-        self._key = key
+        self._key = key = store.make_folder(key)
         self._random = random
         folder = store.folder_of(key)
-        os.makedirs(folder, exist_ok=True)
         fd, self._temp_path = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX)
         # Unbuffered: chunks are large already, and an extra buffer would be another copy.
         self._file = os.fdopen(fd, "wb", buffering=0)

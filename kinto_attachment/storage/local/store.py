@@ -20,7 +20,7 @@ from .. import (
     Stat,
 )
 from ..base import StoreBase
-from ..keys import blob_url, join_key
+from ..keys import blob_url, join_key, key_variants
 from . import listing
 from .ranges import RangeFile
 from .resumable import LocalResumable
@@ -96,6 +96,25 @@ class LocalStore(LocalResumable, StoreBase):
         folder refused)."""
         parent = posixpath.dirname(key)
         return self.path(parent) if parent else self.base_path
+
+    def make_folder(self, key):
+        """Make the folder of ``key``, and return ``key``; or, where a file has the name of
+        one of its folders, the key under the first variant of that folder's name that is a
+        folder or free (``assets`` then ``assets-1``...), made. A name a client chose
+        (``randomize = false`` with ``extensions = any``) may be the name of another
+        collection's folder: the file stays, and that folder's uploads go beside it rather
+        than fail (a ``503`` for each, for as long as the file is there)."""
+        parts = key.split("/")
+        for depth in range(len(parts) - 1):
+            parent = os.path.join(self.base_path, *parts[:depth])
+            for variant in key_variants(parts[depth]):
+                path = os.path.join(parent, variant)
+                if os.path.isdir(path) or not os.path.lexists(path):
+                    break
+            parts[depth] = variant
+        key = "/".join(parts)
+        os.makedirs(self.folder_of(key), exist_ok=True)
+        return key
 
     def listed_key(self, key):
         """The key :meth:`iter_blobs` lists the file of ``key`` under: ``key`` itself, unless a
