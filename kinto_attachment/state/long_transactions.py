@@ -67,9 +67,16 @@ def _without_idle_timeout(connection, record):
         logger.warning("idle_in_transaction_session_timeout left as it is: %s", e)
 
 
+#: The note of the transaction :func:`end_before_body` commits (``transaction.description``).
+BEFORE_BODY = "kinto_attachment: the checks before the body"
+
+
 def end_before_body(request):
     """End the transaction of an upload stored whole before its body comes (see the module):
-    it has written and locked nothing yet, and its writes, once the body is in, begin
-    another, which the request's end commits (``pyramid_tm``). Not for a tus ``PATCH``,
-    which holds the upload's lock while it writes."""
+    it has written and locked nothing yet; its writes, once the body is in, are made in
+    another, begun at once (``pyramid_tm``'s explicit managers have none otherwise), which
+    the request's end commits. Not for a tus ``PATCH``, which holds the upload's lock while
+    it writes."""
+    request.tm.get().note(BEFORE_BODY)
     request.tm.commit()
+    request.tm.begin()
