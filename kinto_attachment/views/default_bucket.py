@@ -30,10 +30,13 @@ def default_bucket_attachment(request):
     environ = {
         key: request.environ[key]
         # ``wsgi.input_terminated``: the server ends a chunked body (without it, a 411); the
-        # scheme and server: the URLs events and answers name (``https``, behind a proxy).
+        # scheme and server: the URLs events and answers name (``https``, behind a proxy);
+        # ``tm.*``: the request's transaction (an explicit manager of its own would have none).
         for key in (
             "wsgi.input",
             "wsgi.input_terminated",
+            "tm.active",
+            "tm.manager",
             "wsgi.url_scheme",
             "SERVER_NAME",
             "SERVER_PORT",

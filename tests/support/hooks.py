@@ -6,10 +6,10 @@ nothing unless ``KINTO_ATTACHMENT_TEST_PAUSE_DIR`` names a folder in the server'
 then each request looks for two files there:
 
 ``pause``
-    When the request's transaction is about to commit (a ``transaction`` before-commit hook,
-    on each transaction the request begins but the one an upload ends before its body:
-    :func:`kinto_attachment.state.long_transactions.end_before_body`), it creates
-    ``paused-<pid>`` (or adds a line to it: one per request paused) and waits until
+    When the request's transaction is about to commit (a ``transaction`` before-commit hook:
+    an upload that ends its first transaction before its body hands its hooks to the next,
+    :func:`kinto_attachment.state.long_transactions.end_before_body`),
+    it creates ``paused-<pid>`` (or adds a line to it: one per request paused) and waits until
     ``pause`` is removed. The blob is stored, the
     record, its link and the locks are written but not committed: a ``kill -9`` now is a
     crash between the store and the database.
@@ -22,8 +22,6 @@ then each request looks for two files there:
 
 import os
 import time
-
-from kinto_attachment.state import long_transactions
 
 
 ENV = "KINTO_ATTACHMENT_TEST_PAUSE_DIR"
@@ -45,9 +43,7 @@ def _announce(folder, name):
         f.write("paused\n")
 
 
-def _before_commit(folder, txn):
-    if long_transactions.BEFORE_BODY in (txn.description or ""):
-        return  # Nothing written yet: the upload's writes are in the next one.
+def _before_commit(folder):
     flag = os.path.join(folder, COMMIT_FLAG)
     if os.path.exists(flag):
         _announce(folder, "paused")
@@ -86,44 +82,16 @@ def _pause_body(request, folder):
     request.environ["wsgi.input"] = PausingInput(request.environ["wsgi.input"], after, folder)
 
 
-def _hook(txn, folder):
-    """Pause ``txn`` before it commits; False if it is paused already (a subrequest shares its
-    parent's transaction)."""
-    try:
-        txn.data(_HOOKED)
-    except KeyError:
-        txn.set_data(_HOOKED, True)
-        txn.addBeforeCommitHook(_before_commit, args=(folder, txn))
-        return True
-    return False
-
-
-class _EachTransaction:
-    """A synchronizer of the request's transaction manager: each transaction the request
-    begins (an upload begins a second one) is paused too."""
-
-    def __init__(self, folder):
-        self._folder = folder
-
-    def newTransaction(self, txn):  # noqa: N802 (transaction's ISynchronizer)
-        _hook(txn, self._folder)
-
-    def beforeCompletion(self, txn):  # noqa: N802
-        pass
-
-    def afterCompletion(self, txn):  # noqa: N802
-        pass
-
-
 def _on_new_request(folder):
     def subscriber(event):
         request = event.request
-        if not _hook(request.tm.get(), folder):
-            return
-        _pause_body(request, folder)
-        synchronizer = request.pause_synchronizer = _EachTransaction(folder)  # Held: a WeakSet.
-        request.tm.registerSynch(synchronizer)
-        request.add_finished_callback(lambda request: request.tm.unregisterSynch(synchronizer))
+        txn = request.tm.get()
+        try:
+            txn.data(_HOOKED)
+        except KeyError:
+            txn.set_data(_HOOKED, True)
+            txn.addBeforeCommitHook(_before_commit, args=(folder,))
+            _pause_body(request, folder)
 
     return subscriber
 

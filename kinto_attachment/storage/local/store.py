@@ -18,6 +18,7 @@ from .. import (
     IListableStore,
     IRereadingStore,
     Stat,
+    StorageUnavailable,
 )
 from ..base import StoreBase
 from ..keys import blob_url, join_key, key_variants
@@ -52,6 +53,11 @@ def _missing_is_not_found():
         if error.errno in NO_SUCH_FILE and not isinstance(error, FileNotFoundError):
             raise FileNotFoundError(error.errno, error.strerror, error.filename) from None
         raise
+
+
+#: Looks for free folder names (:meth:`LocalStore.make_folder`) before giving up: each
+#: fails only when a file took a name between the look and the folder's creation.
+FOLDER_ATTEMPTS = 5
 
 
 @implementer(IBlobStore, IRereadingStore, IConcatenatingStore, IListableStore)
@@ -104,17 +110,21 @@ class LocalStore(LocalResumable, StoreBase):
         (``randomize = false`` with ``extensions = any``) may be the name of another
         collection's folder: the file stays, and that folder's uploads go beside it rather
         than fail (a ``503`` for each, for as long as the file is there)."""
-        parts = key.split("/")
-        for depth in range(len(parts) - 1):
-            parent = os.path.join(self.base_path, *parts[:depth])
-            for variant in key_variants(parts[depth]):
-                path = os.path.join(parent, variant)
-                if os.path.isdir(path) or not os.path.lexists(path):
-                    break
-            parts[depth] = variant
-        key = "/".join(parts)
-        os.makedirs(self.folder_of(key), exist_ok=True)
-        return key
+        for _attempt in range(FOLDER_ATTEMPTS):
+            parts = key.split("/")
+            for depth in range(len(parts) - 1):
+                parent = os.path.join(self.base_path, *parts[:depth])
+                for variant in key_variants(parts[depth]):
+                    path = os.path.join(parent, variant)
+                    if os.path.isdir(path) or not os.path.lexists(path):
+                        break
+                parts[depth] = variant
+            try:
+                os.makedirs(self.folder_of("/".join(parts)), exist_ok=True)
+                return "/".join(parts)
+            except (FileExistsError, NotADirectoryError):  # A file took a name meanwhile.
+                continue
+        raise StorageUnavailable(f"no folder could be made for {key!r}")
 
     def listed_key(self, key):
         """The key :meth:`iter_blobs` lists the file of ``key`` under: ``key`` itself, unless a
