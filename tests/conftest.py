@@ -458,6 +458,12 @@ LONGEST_FIRST = (
     "live/test_live_downloads.py",
     "live/test_live_crash.py",
     "live/test_stalled_requests.py",
+    "test_gc.py",
+    "events/test_guarantees.py",
+    "live/test_server_edges.py",
+    "storage/test_remote_data_loss.py",
+    "storage/test_store_contract.py",
+    "test_gc_promises.py",
 )
 
 

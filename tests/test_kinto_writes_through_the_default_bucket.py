@@ -382,16 +382,7 @@ def _statuses(out):
     [
         "put",
         "batch",
-        pytest.param(
-            "upload",
-            marks=pytest.mark.xfail(
-                strict=False,  # A race: it may not meet.
-                reason="left open (2026-12-05): an upload through the default bucket that "
-                "creates or revives its collection keeps its transaction until its record is "
-                "written (the creation commits with it, or not at all), holding that row "
-                "while it waits for the record's lock, which a delete of the bucket holds",
-            ),
-        ),
+        "upload",
     ],
 )
 def test_a_bucket_delete_and_a_default_bucket_write_reviving_a_collection(
@@ -404,7 +395,8 @@ def test_a_bucket_delete_and_a_default_bucket_write_reviving_a_collection(
     bucket's tombstones (``on_buckets_deleted``), the revived row among them: each waits for
     the other, PostgreSQL aborts one (503). Plain Kinto (no lock): both answer. Fixed: a
     write through the default bucket takes its locks before Kinto's view creates anything;
-    a batch no longer creates anything before its locks. ``upload``: left open (xfail)."""
+    a batch no longer creates anything before its locks; an upload commits what the default
+    bucket's view created before its body."""
     kinto = cached_app("postgresql", tmp_path_factory, request, **{"kinto.includes": PLUGINS})
     app = kinto.app
     bucket = _bobs_tombstoned_collection(app)

@@ -168,16 +168,7 @@ def test_a_bulk_record_delete_of_a_new_collection_and_a_write_of_its_first_recor
     "other",
     [
         "kinto_put",
-        pytest.param(
-            "upload",
-            marks=pytest.mark.xfail(
-                strict=False,  # A race: it may not meet.
-                reason="left open (2026-12-05): an upload through the default bucket that "
-                "creates its collection holds that row until its record is written (the "
-                "creation commits with it), which the batch's own creation waits for while "
-                "it holds the record's lock",
-            ),
-        ),
+        "upload",
     ],
 )
 def test_a_default_bucket_batch_and_a_write_of_the_same_record_in_a_new_collection(
@@ -193,7 +184,8 @@ def test_a_default_bucket_batch_and_a_write_of_the_same_record_in_a_new_collecti
     INSERT of the same collection waits for that transaction: a deadlock, one 5xx. Plain
     Kinto: the second INSERT waits for the first to commit, both answer. Fixed for Kinto's
     writes: one through the default bucket takes its locks before Kinto's view creates
-    anything. An upload's: left open (xfail)."""
+    anything; an upload there commits what the default bucket's view created before its body.
+    """
     kinto = cached_app("postgresql", tmp_path_factory, request, **{"kinto.includes": PLUGINS})
     app = kinto.app
     app.get("/v1/buckets/default", headers=BOB)  # Bob's bucket exists already.

@@ -79,23 +79,35 @@ def end_before_body(request):
     it has locked nothing yet; its writes, once the body is in, are made in another, begun
     at once (``pyramid_tm``'s explicit managers have none otherwise), which the request's end
     commits or aborts, with the hooks the request had put on the first (Kinto's
-    ``AfterResourceChanged``, whoever's): they are the request's, not its reads'. Not when
-    the request has written already (the ``default`` bucket's view creating the bucket or
-    the collection: they commit with the upload, or not at all, as in any Kinto request), nor
-    for a tus ``PATCH``, which holds the upload's lock while it writes."""
+    ``AfterResourceChanged``, whoever's): they are the request's, not its reads'.
+
+    Where the request wrote already (the ``default`` bucket's view creating the bucket or the
+    collection, brought back from a tombstone maybe), that is committed now, as a request of
+    its own would have: its ``ResourceChanged`` sent first (as Kinto's tween sends them once a
+    view returns), its ``AfterResourceChanged`` by the commit, and the hooks run again for the
+    upload's own writes. Kept uncommitted, those rows were held through the body, then while
+    the upload waited for its record's lock, which another write of the user (a delete of the
+    bucket, a batch) could hold while it waited for them. Not for a tus ``PATCH``, which holds
+    the upload's lock while it writes."""
     events = request.bound_data.get("resource_events")
-    if events is not None and events.event_dict:
-        return
+    wrote = events is not None and bool(events.event_dict)
+    if wrote:
+        for event in request.get_resource_events():
+            request.registry.notify(event)
     first = request.tm.get()
-    hooks = {name: getattr(first, name) for name in _HOOKS}
-    for name in _HOOKS:
-        setattr(first, name, [])
+    hooks = {name: list(getattr(first, name)) for name in _HOOKS}
+    if not wrote:
+        for name in _HOOKS:
+            setattr(first, name, [])
     first.note(BEFORE_BODY)
     try:
         request.tm.commit()
+    except BaseException:
+        request.tm.abort()  # The request fails: with the next transaction, hooks and all.
+        raise
     finally:
-        # The next transaction begins, and takes the hooks, whatever became of the first
-        # (its commit failed: the request fails, and they run as its end says).
+        if wrote:  # Sent: the upload's own events begin afresh.
+            request.bound_data.pop("resource_events", None)
         second = request.tm.begin()
         for name, hooked in hooks.items():
             getattr(second, name).extend(hooked)
