@@ -107,9 +107,10 @@ def _timestamp_read(route, match):
 
 
 def _as_kinto_reads(request, path, prefix):
-    """A batch sub-request's ``path`` as Kinto will serve it: under the API prefix,
-    percent-escapes decoded (``r%31`` is ``r1``), without a trailing ``/`` (which Kinto
-    redirects and the batch follows), and the ``default`` bucket as the user's own."""
+    """A write's ``path`` (a batch sub-request's, or one of the ``default`` bucket's) as Kinto
+    will serve it: under the API prefix, percent-escapes decoded (``r%31`` is ``r1``),
+    without a trailing ``/`` (which Kinto redirects and the batch follows), and the
+    ``default`` bucket as the user's own."""
     path = unquote(path).rstrip("/")
     path = path if path.startswith(prefix + "/") else prefix + path
     default = f"{prefix}/buckets/default"

@@ -10,8 +10,10 @@ write of the same resource), each waits for the other: a deadlock, which Postgre
 aborting one of them (a 503). It happens to the first writes of a new collection only: a
 committed row is never waited for. So every transaction that reads a timestamp under our
 locks reads it before it takes them, as Kinto's factory does: an upload creating a record,
-a ``POST /batch``. Whoever then waits for such a row holds none of our locks yet, and the
-row's holder waits for nobody who waits for it.
+a ``POST /batch``, a ``DELETE`` of all of a resource's objects (whose factory reads none), a
+write through the ``default`` bucket (:mod:`~kinto_attachment.write_locks`). Whoever then
+waits for such a row holds none of our locks yet, and the row's holder waits for nobody who
+waits for it.
 """
 
 from . import shared
