@@ -491,10 +491,11 @@ def test_a_finished_upload_is_told_done_and_an_unconfirmed_entry_only_while_it_i
     transaction.abort()
 
 
-def _multipart(content, boundary="b0undary"):
+def _multipart(content, filename="a.txt", boundary="b0undary"):
+    """``(body, boundary)`` of a form whose one part is the file ``content``."""
     head = (
         f"--{boundary}\r\nContent-Disposition: form-data; name=attachment; "
-        'filename="a.txt"\r\nContent-Type: text/plain\r\n\r\n'
+        f'filename="{filename}"\r\nContent-Type: text/plain\r\n\r\n'
     ).encode()
     return head + content + f"\r\n--{boundary}--\r\n".encode(), boundary
 

@@ -15,6 +15,7 @@ from kinto_attachment import locks as locks_module
 from kinto_attachment.views import attachment as attachment_views
 
 from .conftest import ALICE, BOB, Kinto, build_settings, dispose, make_app, own_database
+from .test_long_transactions_and_upload_files import _multipart
 
 
 PLUGINS = "kinto.plugins.default_bucket kinto.plugins.history kinto.plugins.flush kinto_attachment"
@@ -417,16 +418,8 @@ class _PausingBody:
         return self.read(size)
 
 
-def _form(content, filename="a.txt", boundary="b0undary"):
-    head = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=attachment; "
-        f'filename="{filename}"\r\nContent-Type: text/plain\r\n\r\n'
-    ).encode()
-    return head + content + f"\r\n--{boundary}--\r\n".encode(), boundary
-
-
 def _upload_pausing(kinto, url, content, meanwhile, headers):
-    body, boundary = _form(content)
+    body, boundary = _multipart(content)
     request = webob.Request.blank(url + "/attachment", method="POST")
     for name, value in {
         **headers,

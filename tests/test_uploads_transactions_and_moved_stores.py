@@ -25,6 +25,7 @@ from .conftest import (
     own_database,
     presigned_app,
 )
+from .test_long_transactions_and_upload_files import _multipart
 
 
 URL = "/v1/buckets/blog/collections/articles/records/r1"
@@ -153,16 +154,8 @@ class _MeanwhileBody:
         return self.read(size)
 
 
-def _form(content, filename="a.txt", boundary="b0undary"):
-    head = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=attachment; "
-        f'filename="{filename}"\r\nContent-Type: text/plain\r\n\r\n'
-    ).encode()
-    return head + content + f"\r\n--{boundary}--\r\n".encode(), boundary
-
-
 def _upload_meanwhile(kinto, url, content, meanwhile, headers=ALICE):
-    body, boundary = _form(content)
+    body, boundary = _multipart(content)
     request = webob.Request.blank(url + "/attachment", method="POST")
     for name, value in {
         **headers,
