@@ -8,14 +8,13 @@ import time
 
 import pytest
 import transaction
-import webob
 from kinto.core.events import AfterResourceChanged, ResourceChanged
 
 from kinto_attachment import locks as locks_module
 from kinto_attachment.views import attachment as attachment_views
 
 from .conftest import ALICE, BOB, Kinto, build_settings, dispose, make_app, own_database
-from .test_long_transactions_and_upload_files import _multipart
+from .test_uploads_transactions_and_moved_stores import post_form
 
 
 PLUGINS = "kinto.plugins.default_bucket kinto.plugins.history kinto.plugins.flush kinto_attachment"
@@ -419,21 +418,7 @@ class _PausingBody:
 
 
 def _upload_pausing(kinto, url, content, meanwhile, headers):
-    body, boundary = _multipart(content)
-    request = webob.Request.blank(url + "/attachment", method="POST")
-    for name, value in {
-        **headers,
-        "Content-Type": f"multipart/form-data; boundary={boundary}",
-    }.items():
-        request.headers[name] = value
-    stream = _PausingBody(body[:40], body[40:], meanwhile)
-    request.environ["wsgi.input"] = stream
-    request.environ["CONTENT_LENGTH"] = str(len(body))
-    try:
-        response = request.get_response(kinto.app.app)
-    finally:
-        transaction.abort()
-    return response, stream
+    return post_form(kinto, url, content, _PausingBody, meanwhile, headers)
 
 
 @pytest.mark.parametrize("revive", [True, False])

@@ -154,7 +154,9 @@ class _MeanwhileBody:
         return self.read(size)
 
 
-def _upload_meanwhile(kinto, url, content, meanwhile, headers=ALICE):
+def post_form(kinto, url, content, body_class, meanwhile, headers):
+    """The upload of ``content`` to ``url``'s attachment, its form read through
+    ``body_class(first 40 bytes, the rest, meanwhile)``: ``(response, that body)``."""
     body, boundary = _multipart(content)
     request = webob.Request.blank(url + "/attachment", method="POST")
     for name, value in {
@@ -162,13 +164,17 @@ def _upload_meanwhile(kinto, url, content, meanwhile, headers=ALICE):
         "Content-Type": f"multipart/form-data; boundary={boundary}",
     }.items():
         request.headers[name] = value
-    stream = _MeanwhileBody(body[:40], body[40:], meanwhile)
+    stream = body_class(body[:40], body[40:], meanwhile)
     request.environ["wsgi.input"] = stream
     request.environ["CONTENT_LENGTH"] = str(len(body))
     try:
-        response = request.get_response(kinto.app.app)
+        return request.get_response(kinto.app.app), stream
     finally:
         transaction.abort()
+
+
+def _upload_meanwhile(kinto, url, content, meanwhile, headers=ALICE):
+    response, stream = post_form(kinto, url, content, _MeanwhileBody, meanwhile, headers)
     assert not stream.errors, stream.errors
     return response
 
