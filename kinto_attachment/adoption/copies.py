@@ -7,7 +7,7 @@ import transaction
 from kinto.core.storage import Filter
 from kinto.core.utils import COMPARISON
 
-from ..state import instance, legacy, links, paging, records
+from ..state import instance, legacy, links, paging, records, references
 from .locations import linked_keys, names
 from .report import BATCH
 
@@ -58,7 +58,8 @@ def _keep_files_of(registry, ids, page, pretended, report, would_retain):
         if not keys:
             report.foreign.append((links.record_uri(*ids, record["id"]), location))
             continue
-        keys = {k for k in keys if not _accounted(storage, k, would_retain)}
+        # ``key`` was looked at above: only the keys links named are left to look at.
+        keys = {k for k in keys if k == key or not _accounted(storage, k, would_retain)}
         if not keys:
             continue
         report.unlinked += 1
@@ -77,7 +78,7 @@ def _named(storage, store, location, key, dry_run):
     no such file), and name the file ``K`` the original's link now owns, which deleting the
     original would delete; else that key all the same, a file lost already, whose name stays
     taken (a later upload of that name would be served through the copy)."""
-    if key is not None and _stored(store, key):
+    if key is not None and references.in_store(store, key):
         return {key}
     linked = linked_keys(storage, location, dry_run)
     return linked or ({key} if key is not None else set())
@@ -94,15 +95,6 @@ def _accounted(storage, key, would_retain):
         or links.is_retained(storage, key)
         or bool(links.uploaded_among(storage, [key]))
     )
-
-
-def _stored(store, key):
-    """Whether the store holds ``key`` (a location may read as no key a store takes:
-    ``../x``)."""
-    try:
-        return store.exists(key)
-    except ValueError:
-        return False
 
 
 def _legacy_keys(storage, bucket_id, collection_id):
