@@ -57,6 +57,7 @@ def includeme(config):
         settings.data_files.transfer_budget_bytes,
         wait_seconds=settings.data_files.transfer_wait_seconds,
         idle_seconds=settings.data_files.transfer_idle_seconds,
+        min_rate=settings.data_files.transfer_min_bytes_per_second,
     )
     config.registry.registerUtility(store, IBlobStore)
 

@@ -6,9 +6,12 @@ nothing else does, so that it cannot starve. Waiters are served in arrival order
 
 Nothing waits or holds forever, since a waiting transfer occupies a server thread that the
 rest of the API needs: a transfer gives up after ``wait_seconds`` (:class:`Busy`, a 503 for the
-client), and a transfer whose client sent or pulled nothing for ``idle_seconds`` loses its
-reservation (checked by whoever waits for budget, so no watchdog thread is needed). One that
-resumes after that still runs to its end, outside of the budget.
+client), and a transfer whose client sent or pulled nothing for ``idle_seconds``, or less than
+``min_rate`` bytes a second over such a period, loses its reservation (checked by whoever waits
+for budget, so no watchdog thread is needed). Idleness alone did not bound a hold: a client
+taking a few bytes just before each ``idle_seconds`` kept the whole budget for as long as its
+file lasted at that pace (days), every other transfer refused meanwhile. A transfer that loses
+its reservation still runs to its end, outside of the budget.
 """
 
 import collections
@@ -34,12 +37,19 @@ class Hold:
     def __init__(self, limiter, size, idle_release):
         self._limiter = limiter
         self.size = size
-        #: Whether the limiter may take the budget back from this hold when it idles.
+        #: Whether the limiter may take the budget back from this hold when it idles or crawls.
         self.idle_release = idle_release
         self.active_at = limiter.clock()
+        #: Bytes moved so far: written by the transfer's thread alone.
+        self.moved = 0
+        #: When the current period of the pace check began, and ``moved`` then: written by
+        #: the limiter alone (under its lock), so that no count is lost between the two.
+        self.period_start, self.period_mark = self.active_at, 0
         self.released = False
 
-    def touch(self):
+    def touch(self, count=0):
+        """The transfer moved ``count`` bytes (0: it is at work, reading or writing)."""
+        self.moved += count
         self.active_at = self._limiter.clock()
 
     def release(self):
@@ -47,12 +57,18 @@ class Hold:
 
 
 class TransferLimiter:
-    def __init__(self, budget, wait_seconds=None, idle_seconds=None, clock=time.monotonic):
+    def __init__(
+        self, budget, wait_seconds=None, idle_seconds=None, min_rate=0, clock=time.monotonic
+    ):
         self.budget = budget
         #: Default wait of :meth:`acquire`; None waits for as long as it takes.
         self.wait_seconds = wait_seconds
-        #: Idle time after which a transfer's hold is taken back; None never.
+        #: Idle time after which a transfer's hold is taken back; None never. Also the
+        #: period over which its pace is measured.
         self.idle_seconds = idle_seconds
+        #: Bytes a second a transfer moves at least, over each ``idle_seconds``, to keep its
+        #: hold; 0: any pace.
+        self.min_rate = min_rate
         self.clock = clock
         self.in_use = 0
         self._holds = set()
@@ -80,7 +96,7 @@ class TransferLimiter:
             try:
                 # Fairness: only the oldest waiter may go, so a big transfer is not overtaken.
                 while True:
-                    self._reap_idle()
+                    self._reap_stalled()
                     if self._queue[0] is ticket and self._fits(size):
                         break
                     slice_ = self._next_check(deadline)
@@ -96,29 +112,55 @@ class TransferLimiter:
             return hold
 
     def _next_check(self, deadline):
-        """Seconds to wait before looking again (until the deadline, or an idle hold's end)."""
+        """Seconds to wait before looking again (until the deadline, or the next moment a
+        hold may be found idle or too slow)."""
         now = self.clock()
         candidates = []
         if deadline is not None:
             candidates.append(deadline - now)
         if self.idle_seconds is not None:
-            idle = [h.active_at + self.idle_seconds - now for h in self._holds if h.idle_release]
-            if idle:
-                # Never 0 here: a hold that is due is reaped by the next round anyway.
-                candidates.append(max(min(idle), 0.01))
+            due = [
+                min(h.active_at, h.period_start) + self.idle_seconds - now
+                for h in self._holds
+                if h.idle_release
+            ]
+            if due:
+                # Never 0 here: a hold that is due is looked at by the next round anyway.
+                candidates.append(max(min(due), 0.01))
         return min(candidates) if candidates else None
 
-    def _reap_idle(self):
+    def _reap_stalled(self):
+        """Take back the holds of transfers idle for ``idle_seconds``, or slower than
+        ``min_rate`` over the period of at least ``idle_seconds`` that has just ended (a
+        transfer at pace begins the next)."""
         if self.idle_seconds is None:
             return
-        limit = self.clock() - self.idle_seconds
-        for hold in [h for h in self._holds if h.idle_release and h.active_at <= limit]:
-            logger.warning(
-                "A transfer of %s bytes was idle for %ss: its budget is released",
-                hold.size,
-                self.idle_seconds,
-            )
-            self._release_locked(hold)
+        now = self.clock()
+        for hold in [h for h in self._holds if h.idle_release]:
+            if hold.active_at <= now - self.idle_seconds:
+                logger.warning(
+                    "A transfer of %s bytes was idle for %ss: its budget is released",
+                    hold.size,
+                    self.idle_seconds,
+                )
+                self._release_locked(hold)
+                continue
+            elapsed = now - hold.period_start
+            if elapsed < self.idle_seconds:
+                continue
+            moved = hold.moved - hold.period_mark
+            if moved < self.min_rate * elapsed:
+                logger.warning(
+                    "A transfer of %s bytes moved %s bytes in %.0fs, under %s a second: its "
+                    "budget is released",
+                    hold.size,
+                    moved,
+                    elapsed,
+                    self.min_rate,
+                )
+                self._release_locked(hold)
+                continue
+            hold.period_start, hold.period_mark = now, hold.moved
 
     def _release(self, hold):
         with self._condition:
@@ -150,9 +192,9 @@ class TransferLimiter:
 
         For response bodies: a WSGI server closes the body when it is sent or when the client
         goes away (PEP 3333), and either way the budget is given back, exactly once. Each read
-        marks the hold as active. A file, not an iterator: waitress sends a file it is given
-        through ``wsgi.file_wrapper`` from its own loop, where a body that the client does not
-        read holds no thread.
+        marks the hold as active and counts its bytes. A file, not an iterator: waitress sends
+        a file it is given through ``wsgi.file_wrapper`` from its own loop, where a body that
+        the client does not read holds no thread.
         """
         return _HeldFile(hold, file)
 
@@ -170,7 +212,9 @@ class _HeldFile(streams.WatchedFile):
         except BaseException:
             self.close()
             raise
-        self._hold.touch()  # Reading the chunk (from S3...) may itself have taken a while.
+        # Reading the chunk (from S3...) may itself have taken a while. Counted as read:
+        # the server sends it before it reads again.
+        self._hold.touch(len(data))
         return data
 
     def close(self):

@@ -45,8 +45,10 @@ class DataFilesOptions:
     transfer_budget_bytes: int = 256 * 1024 * 1024
     #: How long a transfer waits for budget before a 503 with ``Retry-After``.
     transfer_wait_seconds: float = 5.0
-    #: A download whose client pulled nothing for this long gives its budget back.
+    #: A transfer whose client sent or pulled nothing for this long gives its budget back.
     transfer_idle_seconds: float = 30.0
+    #: ...and so does one that moved fewer bytes a second over such a period (0: any pace).
+    transfer_min_bytes_per_second: int = 64 * 1024
     require_content_length: bool = False
     #: Seconds between collections of expired files in the server; 0 disables them.
     gc_interval_seconds: int = 300
@@ -118,6 +120,7 @@ SETTINGS = {
     "transfer_budget_bytes": as_number(int, 1),
     "transfer_wait_seconds": as_number(float, 0, MAX_SECONDS),
     "transfer_idle_seconds": as_number(float, 1, MAX_SECONDS),
+    "transfer_min_bytes_per_second": as_number(int, 0),
     "require_content_length": as_bool,
     "gc_interval_seconds": as_number(int, 0, MAX_SECONDS),
 }

@@ -62,7 +62,7 @@ def upload(request):
     ):
 
         def write(chunk):  # The body is coming: its budget is not idle.
-            hold.touch()
+            hold.touch(len(chunk))
             received.write(chunk)
 
         streams.pump(*streams.request_body(request), write)
@@ -113,10 +113,10 @@ def _acquire(request, size, idle_release=False):
 @contextlib.contextmanager
 def _reserved(request, size):
     """An upload's hold of the budget. Given back if its client sends nothing for
-    ``transfer_idle_seconds``, as a download's: under a server that hands the body over as
-    it comes (gunicorn, uWSGI), a client declaring the whole budget and sending a byte now
-    and then would otherwise make every other transfer wait, then fail, for as long as it
-    likes."""
+    ``transfer_idle_seconds``, or too little (``transfer_min_bytes_per_second``), as a
+    download's: under a server that hands the body over as it comes (gunicorn, uWSGI), a
+    client declaring the whole budget and sending a byte now and then would otherwise make
+    every other transfer wait, then fail, for as long as it likes."""
     hold = _acquire(request, size, idle_release=True)
     try:
         yield hold

@@ -97,6 +97,47 @@ def test_an_idle_download_gives_its_budget_back():
     assert upload_is_kept and limiter.in_use == 0
 
 
+def test_a_download_under_the_pace_gives_its_budget_back_one_at_it_keeps_it():
+    """Idleness alone did not bound a hold: a client taking a few bytes just before each
+    ``idle_seconds`` kept the whole budget for as long as its file lasted at that pace
+    (found by review, 2026-12-06: 8 KiB every 29 s held a 256 MiB budget for days). Over
+    each period of ``idle_seconds``, a transfer moves ``min_rate`` bytes a second or lets
+    its budget go; one at pace keeps it period after period."""
+    clock = Clock()
+    limiter = TransferLimiter(100, wait_seconds=0, idle_seconds=30, min_rate=10, clock=clock)
+    steady = limiter.holding(limiter.acquire(50, idle_release=True), io.BytesIO(b"s" * 10_000))
+    slow = limiter.holding(limiter.acquire(50, idle_release=True), io.BytesIO(b"c" * 10_000))
+    in_use = []
+    for _ in range(20):  # Five minutes: 150 bytes each 15 s for one, 149 for the other.
+        assert len(steady.read(150)) == 150
+        if len(in_use) < 2:
+            assert len(slow.read(149)) == 149
+        clock.now += 15
+        with pytest.raises(Busy):  # The steady one's 50 and 51 are over the budget.
+            limiter.acquire(51)
+        in_use.append(limiter.in_use)
+    assert in_use == [100] + [50] * 19  # The slow one's 50 went at its first period's end.
+    assert slow.read(1) == b"c"  # Served on, outside of the budget.
+    clock.now += 1000  # Idle now: the steady one goes too.
+    other = limiter.acquire(100)
+    steady.close(), slow.close()
+    assert limiter.in_use == 100
+    other.release()
+
+
+def test_any_pace_keeps_a_hold_without_a_minimum_rate():
+    clock = Clock()
+    limiter = TransferLimiter(100, wait_seconds=0, idle_seconds=30, clock=clock)
+    body = limiter.holding(limiter.acquire(100, idle_release=True), io.BytesIO(b"x" * 100))
+    for _ in range(20):
+        assert body.read(1) == b"x"
+        clock.now += 29
+        with pytest.raises(Busy):
+            limiter.acquire(1)
+    body.close()
+    assert limiter.in_use == 0
+
+
 def test_a_waiter_is_admitted_when_a_stalled_download_idles_out():
     # Real clock: the waiter must notice, while it waits, that the holder went idle.
     limiter = TransferLimiter(100, idle_seconds=0.2)
