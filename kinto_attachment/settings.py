@@ -145,9 +145,23 @@ def _with_env(ours, names):
             ours[key] = value
 
 
+#: Settings that name themselves almost as ours do, which Kinto would ignore: a setting meant
+#: to keep files (``kinto.attachments.keep_old_files``) or limit them would do nothing.
+NEAR_PREFIXES = ("attachments.", "attachement.", "kinto_attachment.", "kinto-attachment.")
+
+
+def _refuse_near_misses(settings):
+    for key in settings:
+        name = key.removeprefix("kinto.")
+        near = next((p for p in NEAR_PREFIXES if name.startswith(p)), None)
+        if near is not None:
+            fail(name, f"unknown setting: ours are named kinto.{PREFIX} + NAME, not {near}")
+
+
 def _ours(settings):
     """Our settings, environment overrides applied, and the kinds of store they choose from:
     the ``store`` setting first, since the store it names adds the settings of its section."""
+    _refuse_near_misses(settings)
     ours = {k: v for k, v in settings.items() if k.startswith(PREFIX)}
     _with_env(ours, [registry.SETTING])
     dotted = as_text(PREFIX + registry.SETTING, ours.get(PREFIX + registry.SETTING) or "")

@@ -118,6 +118,39 @@ def test_bad_settings_name_themselves(values, named):
     assert f"`{named}`" in str(error.value)
 
 
+@pytest.mark.parametrize(
+    "pattern", ["archive/{filename}", "{rid}/{filename}", "a\\{filename}", "{datetime}/"]
+)
+def test_a_filename_pattern_naming_a_folder_stops_start_up(pattern):
+    """Found by review (2026-12-05): the stored name is one segment, which kept what follows
+    the last ``/`` alone: ``archive/{filename}`` stored ``{filename}``, silently. Refused,
+    naming ``folder`` (where ``{id}`` is the record's id), per resource too."""
+    for values in ({"filename_pattern": pattern}, {"resources.blog.filename_pattern": pattern}):
+        with pytest.raises(ConfigurationError, match="names a folder.*`folder`"):
+            parse(**values)
+    assert parse(filename_pattern="{rid}-{filename}").default.filename_pattern
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "kinto.attachments.keep_old_files",
+        "attachments.keep_old_files",
+        "kinto.attachement.max_size_bytes",
+        "kinto_attachment.base_path",
+        "kinto.kinto-attachment.randomize",
+    ],
+)
+def test_a_setting_named_almost_as_ours_stops_start_up(key):
+    """Found by review (2026-12-05): ``kinto.attachments.keep_old_files = true`` (one letter
+    more) was nobody's setting, ignored: replaced files went all the same. A name that
+    begins almost as ours stops start-up, naming it, as an unknown one of ours does."""
+    with pytest.raises(ConfigurationError) as error:
+        attachment_settings.parse({"attachment.base_path": "/tmp/files", key: "true"})
+    named = "kinto." + key.removeprefix("kinto.")
+    assert f"`{named}`" in str(error.value) and "kinto.attachment." in str(error.value)
+
+
 def test_base_path_is_required():
     with pytest.raises(ConfigurationError, match="kinto.attachment.base_path"):
         attachment_settings.parse({"attachment.base_url": "x"})

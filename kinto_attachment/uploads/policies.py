@@ -145,8 +145,14 @@ def _as_template(allowed):
 
 def _as_pattern(name, value):
     """A ``filename_pattern``; empty is the file's own name, as kinto-attachment reads it
-    (it applies a pattern only when there is one): a name made of nothing is no name."""
-    return _as_template(("datetime", "rid", "filename"))(name, value) or "{filename}"
+    (it applies a pattern only when there is one): a name made of nothing is no name. A
+    folder in it is refused: the stored name is one segment, which kept only what follows
+    the last ``/`` (``archive/{filename}`` stored ``{filename}``); folders are ``folder``'s
+    (``{id}`` is the record's)."""
+    pattern = _as_template(("datetime", "rid", "filename"))(name, value) or "{filename}"
+    if any("/" in text or "\\" in text for text, *_ in Formatter().parse(pattern)):
+        fail(name, f"{pattern!r} names a folder: a file's folder is set by `folder`")
+    return pattern
 
 
 def _as_folder(name, value):
