@@ -10,12 +10,14 @@ import fcntl
 import hashlib
 import json
 import os
+import socket
 import time
 import types
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
+import urllib3
 from pyramid.authentication import extract_http_basic_credentials
 
 from kinto_attachment.cli import downloads, remote, uploads
@@ -921,10 +923,25 @@ def test_a_retry_after_is_honoured_up_to_a_minute(tmp_path, run, monkeypatch):
 
 
 @pytest.mark.parametrize("where", ["listing", "error body of a download"])
-def test_an_endless_answer_is_read_up_to_a_bound(tmp_path, run, where):
+def test_an_endless_answer_is_read_up_to_a_bound(tmp_path, run, where, monkeypatch):
     """A listing is read up to 16 MiB (then refused), an error's answer up to 64 KiB (for its
     message): a server that never ends its body does not grow the command without bound
-    (here the body stops at 96 MiB)."""
+    (here the body stops at 96 MiB).
+
+    What the server sent counts what the kernel took for the command too: its receive
+    buffer, which grows to ``net.ipv4.tcp_rmem``'s maximum (32 MiB on the project's
+    machines) while the command reads fast, took 36 MiB once, under load. The command's
+    sockets get a fixed buffer (256 KiB) here, so that what was sent is what was read, give
+    or take the server's own buffer (4 MiB at most)."""
+    connection_class = urllib3.connection.HTTPConnection
+    initialised = connection_class.__init__
+
+    def with_a_small_buffer(self, *args, **kwargs):
+        initialised(self, *args, **kwargs)
+        buffer = (socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
+        self.socket_options = [*(self.socket_options or ()), buffer]
+
+    monkeypatch.setattr(connection_class, "__init__", with_a_small_buffer)
     sent = []
 
     def endless():
