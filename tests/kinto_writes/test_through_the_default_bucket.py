@@ -7,36 +7,13 @@ import time
 
 import pytest
 
-from .conftest import ALICE, BOB, build_settings, cached_app, make_app
-from .test_kinto_writes_and_attachments import PLUGINS
-from .test_kinto_writes_waiting_for_locks import in_thread, paused_batch, paused_lock_write
+from ..conftest import ALICE, BOB, build_settings, cached_app, make_app
+from .conftest import PLAIN_PLUGINS, PLUGINS
+from .test_waiting_for_locks import in_thread, paused_batch, paused_lock_write
 
 
-PLAIN_PLUGINS = "kinto.plugins.default_bucket kinto.plugins.history kinto.plugins.flush"
-
-
-@pytest.fixture(params=["memory", pytest.param("postgresql", marks=pytest.mark.postgresql)])
-def backend(request):
-    return request.param
-
-
-@pytest.fixture
-def ours(backend, tmp_path_factory, request):
-    """With kinto_attachment, default_bucket, history and flush."""
-    return cached_app(backend, tmp_path_factory, request, **{"kinto.includes": PLUGINS})
-
-
-@pytest.fixture
-def plain(tmp_path_factory):
-    """The reference: the same plugins, without kinto_attachment (memory)."""
-    settings = build_settings(
-        "memory", str(tmp_path_factory.mktemp("plain")), **{"kinto.includes": PLAIN_PLUGINS}
-    )
-    return make_app(settings)
-
-
-def both(ours, plain):
-    return [("ours", ours.app), ("plain", plain)]
+def both(ours, plain_plugins):
+    return [("ours", ours.app), ("plain", plain_plugins)]
 
 
 def buckets_of(app, headers):
@@ -55,7 +32,9 @@ def batch_answer(response):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_an_invalid_collection_id_in_a_default_bucket_batch_is_its_subrequests_400(ours, plain):
+def test_an_invalid_collection_id_in_a_default_bucket_batch_is_its_subrequests_400(
+    ours, plain_plugins
+):
     """Found by a review of a fix (2026-12-05).
 
     It was: A batch whose one sub-request names an invalid collection id in the ``default`` bucket:
@@ -69,13 +48,13 @@ def test_an_invalid_collection_id_in_a_default_bucket_batch_is_its_subrequests_4
         ]
     }
     answers = {}
-    for name, app in both(ours, plain):
+    for name, app in both(ours, plain_plugins):
         answers[name] = batch_answer(app.post_json("/v1/batch", batch, headers=BOB, status="*"))
     assert answers["plain"] == [400, 201]
     assert answers["ours"] == answers["plain"]
 
 
-def test_a_default_bucket_batch_creating_a_collection_with_if_none_match(ours, plain):
+def test_a_default_bucket_batch_creating_a_collection_with_if_none_match(ours, plain_plugins):
     """Found by a review of a fix (2026-12-05).
 
     It was: A batch in the ``default`` bucket that creates a collection (``If-None-Match: *``, with
@@ -93,7 +72,7 @@ def test_a_default_bucket_batch_creating_a_collection_with_if_none_match(ours, p
         ]
     }
     answers = {}
-    for name, app in both(ours, plain):
+    for name, app in both(ours, plain_plugins):
         answers[name] = batch_answer(app.post_json("/v1/batch", batch, headers=BOB, status="*"))
         title = app.get("/v1/buckets/default/collections/c", headers=BOB).json["data"]
         answers[name] = (answers[name], title.get("title"))
@@ -102,7 +81,7 @@ def test_a_default_bucket_batch_creating_a_collection_with_if_none_match(ours, p
 
 
 def test_a_default_bucket_batch_creating_a_collection_emits_one_event_and_history_entry(
-    ours, plain
+    ours, plain_plugins
 ):
     """As above without a precondition: the collection is created once (one ``create``
     history entry, whose target has the attributes sent), as plain Kinto does."""
@@ -117,7 +96,7 @@ def test_a_default_bucket_batch_creating_a_collection_emits_one_event_and_histor
         ]
     }
     answers = {}
-    for name, app in both(ours, plain):
+    for name, app in both(ours, plain_plugins):
         statuses = batch_answer(app.post_json("/v1/batch", batch, headers=BOB))
         bucket = app.get("/v1/", headers=BOB).json["user"]["bucket"]
         history = app.get(f"/v1/buckets/{bucket}/history", headers=BOB).json["data"]
@@ -126,7 +105,7 @@ def test_a_default_bucket_batch_creating_a_collection_emits_one_event_and_histor
     assert answers["ours"] == answers["plain"]
 
 
-def test_a_batch_kinto_refuses_whole_creates_no_default_bucket_nor_collection(ours, plain):
+def test_a_batch_kinto_refuses_whole_creates_no_default_bucket_nor_collection(ours, plain_plugins):
     """Found by a review of a fix (2026-12-05).
 
     It was: A batch Kinto refuses as a whole (400: an invalid method in one sub-request) must write
@@ -139,14 +118,16 @@ def test_a_batch_kinto_refuses_whole_creates_no_default_bucket_nor_collection(ou
         ]
     }
     answers = {}
-    for name, app in both(ours, plain):
+    for name, app in both(ours, plain_plugins):
         status = app.post_json("/v1/batch", batch, headers=BOB, status="*").status_int
         answers[name] = (status, buckets_of(app, BOB))
     assert answers["plain"] == (400, [])
     assert answers["ours"] == answers["plain"]
 
 
-def test_a_batch_subrequest_of_another_user_creates_nothing_for_the_batchs_user(ours, plain):
+def test_a_batch_subrequest_of_another_user_creates_nothing_for_the_batchs_user(
+    ours, plain_plugins
+):
     """Found by a review of a fix (2026-12-05).
 
     It was: A sub-request's own ``Authorization`` header makes it another user's (Kinto's
@@ -164,14 +145,14 @@ def test_a_batch_subrequest_of_another_user_creates_nothing_for_the_batchs_user(
         ]
     }
     answers = {}
-    for name, app in both(ours, plain):
+    for name, app in both(ours, plain_plugins):
         statuses = batch_answer(app.post_json("/v1/batch", batch, headers=ALICE))
         answers[name] = (statuses, buckets_of(app, ALICE), len(buckets_of(app, BOB)))
     assert answers["plain"] == ([201], [], 1)
     assert answers["ours"] == answers["plain"]
 
 
-def test_anonymous_default_bucket_batch_as_plain_kinto(ours, plain):
+def test_anonymous_default_bucket_batch_as_plain_kinto(ours, plain_plugins):
     """HELD. An anonymous batch into the ``default`` bucket: every sub-request refused as
     plain Kinto refuses it, nothing created."""
     batch = {
@@ -181,12 +162,12 @@ def test_anonymous_default_bucket_batch_as_plain_kinto(ours, plain):
         ]
     }
     answers = {}
-    for name, app in both(ours, plain):
+    for name, app in both(ours, plain_plugins):
         answers[name] = batch_answer(app.post_json("/v1/batch", batch, status="*"))
     assert answers["ours"] == answers["plain"]
 
 
-def test_a_default_bucket_batch_beside_a_failing_subrequest_as_plain_kinto(ours, plain):
+def test_a_default_bucket_batch_beside_a_failing_subrequest_as_plain_kinto(ours, plain_plugins):
     """HELD. A ``default`` bucket batch whose other sub-request fails (a 404, an invalid
     record id, a 412): statuses and what is left as plain Kinto's. (A record id that ends
     with its collection's id, ``d/records/in@valid``, is taken by plain Kinto's default
@@ -205,7 +186,7 @@ def test_a_default_bucket_batch_beside_a_failing_subrequest_as_plain_kinto(ours,
         ]
     }
     answers = {}
-    for name, app in both(ours, plain):
+    for name, app in both(ours, plain_plugins):
         statuses = batch_answer(app.post_json("/v1/batch", batch, headers=BOB, status="*"))
         collections = app.get("/v1/buckets/default/collections", headers=BOB).json["data"]
         answers[name] = (statuses, sorted(c["id"] for c in collections))
@@ -219,7 +200,7 @@ SCHEMA = {
 }
 
 
-def test_schema_validation_through_the_default_bucket_as_plain_kinto(ours, plain):
+def test_schema_validation_through_the_default_bucket_as_plain_kinto(ours, plain_plugins):
     """Found by a review of a fix (2026-12-05).
 
     It was: A collection of the ``default`` bucket with a JSON schema
@@ -230,7 +211,7 @@ def test_schema_validation_through_the_default_bucket_as_plain_kinto(ours, plain
     collection a write that waited reads again replaces the factory's copy, but the default
     bucket view's ``{}``."""
     answers = {}
-    for name, app in both(ours, plain):
+    for name, app in both(ours, plain_plugins):
         app.put_json(
             "/v1/buckets/default/collections/s", {"data": {"schema": SCHEMA}}, headers=BOB
         )

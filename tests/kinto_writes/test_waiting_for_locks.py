@@ -12,40 +12,14 @@ import pytest
 
 from kinto_attachment import write_locks
 
-from .conftest import ALICE, BOB, build_settings, cached_app, make_app
-from .test_kinto_writes_and_attachments import (
+from ..conftest import ALICE, BOB, cached_app
+from .conftest import PLUGINS
+from .test_attachments import (
     COLLECTION,
-    PLUGINS,
     RECORDS,
     paused_creation,
     userid,
 )
-
-
-@pytest.fixture(params=["memory", pytest.param("postgresql", marks=pytest.mark.postgresql)])
-def backend(request):
-    return request.param
-
-
-@pytest.fixture
-def kinto(backend, tmp_path_factory, request):
-    kinto = cached_app(backend, tmp_path_factory, request)
-    kinto.create_collection()
-    return kinto
-
-
-@pytest.fixture
-def plain(tmp_path_factory):
-    """Kinto without kinto_attachment (memory): the reference."""
-    settings = build_settings(
-        "memory",
-        str(tmp_path_factory.mktemp("plain")),
-        **{"kinto.includes": "kinto.plugins.flush"},
-    )
-    app = make_app(settings)
-    app.put_json("/v1/buckets/blog", {}, headers=ALICE)
-    app.put_json("/v1/buckets/blog/collections/articles", {}, headers=ALICE)
-    return app
 
 
 def in_thread(out, key, call):

@@ -12,37 +12,16 @@ import pytest
 from kinto_attachment import write_locks
 from kinto_attachment.uploads import record as record_step
 
-from .conftest import ALICE, BOB, basic_auth, cached_app
+from ..conftest import ALICE, BOB, basic_auth, cached_app
 
 
 CAROL = basic_auth("carol")
 COLLECTION = "/v1/buckets/blog/collections/articles"
 RECORDS = f"{COLLECTION}/records"
-PLUGINS = "kinto.plugins.default_bucket kinto.plugins.history kinto.plugins.flush kinto_attachment"
 
 
 def userid(app, headers):
     return app.get("/v1/", headers=headers).json["user"]["id"]
-
-
-@pytest.fixture(params=["memory", pytest.param("postgresql", marks=pytest.mark.postgresql)])
-def backend(request):
-    return request.param
-
-
-@pytest.fixture
-def kinto(backend, tmp_path_factory, request):
-    kinto = cached_app(backend, tmp_path_factory, request)
-    kinto.create_collection()
-    return kinto
-
-
-@pytest.fixture
-def kinto_plugins(backend, tmp_path_factory, request):
-    """With the ``default_bucket`` and ``history`` plugins."""
-    kinto = cached_app(backend, tmp_path_factory, request, **{"kinto.includes": PLUGINS})
-    kinto.create_collection()
-    return kinto
 
 
 def bobs_bucket(kinto):
