@@ -11,6 +11,10 @@ bucket's route. :func:`of` tells which of our routes a request stands for, on ei
 
 import dataclasses
 import re
+from urllib.parse import quote
+
+from pyramid.interfaces import IRoutesMapper
+from pyramid.traversal import PATH_SAFE
 
 from .protocols import tus
 from .web import signed_urls
@@ -193,3 +197,26 @@ def of(request):
         if any(s.route == matched.name and s.serves(request.path_info) for s in route.shared):
             return route
     return None
+
+
+def url_of(request, name, **ids):
+    """The URL of the route ``name`` (ours or Kinto's) for ``ids``, as ``request.route_url``
+    makes it, but for Pyramid's cache of every path segment it ever quoted
+    (``pyramid.traversal._segment_cache``, never emptied): the ``Location`` of each
+    attachment and tus upload kept its client-chosen ids and its random upload id in every
+    process for good, a few KiB per request, without bound."""
+    return request.application_url + _path(request, name, ids)
+
+
+def path_of(request, name, **ids):
+    """The path of :func:`url_of`, as ``request.route_path`` makes it."""
+    return request.script_name + _path(request, name, ids)
+
+
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def _path(request, name, ids):
+    pattern = request.registry.getUtility(IRoutesMapper).get_route(name).pattern
+    path = _PLACEHOLDER.sub(lambda m: quote(str(ids[m.group(1)]), safe=PATH_SAFE), pattern)
+    return path if path.startswith("/") else "/" + path

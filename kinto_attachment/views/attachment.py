@@ -21,7 +21,7 @@ from .. import downloads, errors
 from ..downloads import caching
 from ..events import recording
 from ..protocols.multipart import FIELDS_LIMIT, FormReader, boundary_of, read_form
-from ..routes import ATTACHMENT, DEFAULT_BUCKET_ROUTE
+from ..routes import ATTACHMENT, DEFAULT_BUCKET_ROUTE, url_of
 from ..state import instance, links, long_transactions, records
 from ..uploads import intake, lifecycle
 from ..uploads.record import (
@@ -106,7 +106,8 @@ def post_attachment(request):
     # left what it found under the lock in the context).
     request.response.status = 201 if context.current_object is None else 200
     _versioned(request.response, written)
-    request.response.headers["Location"] = request.route_url(
+    request.response.headers["Location"] = url_of(
+        request,
         "record-object",
         bucket_id=context.bucket_id,
         collection_id=context.collection_id,

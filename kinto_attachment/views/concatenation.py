@@ -13,7 +13,7 @@ what it left behind is named by no state (the garbage collector's).
 """
 
 from ..protocols import tus, tus_concat
-from ..routes import TUS_UPLOAD, TUS_UPLOADS
+from ..routes import TUS_UPLOAD, TUS_UPLOADS, path_of, url_of
 from ..state import instance, records, tus_uploads
 from ..storage import IConcatenatingStore
 from ..storage.keys import join_key
@@ -62,7 +62,7 @@ def create_final(request, concat, client):
     refuse_missing_parents(request, context)
     # Before anything is copied: data or permissions no write could take (as at a creation).
     records.check(request, context, fields.get("data"), fields.get("permissions"))
-    uploads_paths = [request.route_path(TUS_UPLOADS.name, **request.matchdict)]
+    uploads_paths = [path_of(request, TUS_UPLOADS.name, **request.matchdict)]
     if (parent := getattr(request, "parent", None)) is not None:  # The default bucket's.
         uploads_paths.append(parent.path)
     upload_ids = tus_concat.upload_ids(concat.urls, *uploads_paths)
@@ -103,7 +103,7 @@ def create_final(request, concat, client):
     finish(request, {**upload, "offset": length}, progress, meter.sha256.hexdigest())
     for partial in named.values():
         tus_uploads.remove(request.registry.storage, partial)
-    location = request.route_url(TUS_UPLOAD.name, upload_id=upload["id"], **request.matchdict)
+    location = url_of(request, TUS_UPLOAD.name, upload_id=upload["id"], **request.matchdict)
     return tus.response(201, Location=location, **tus.progress(length))
 
 

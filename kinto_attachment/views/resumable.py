@@ -137,7 +137,7 @@ def create(request):
         client=client,
         concat=concat and concat.header,
     )
-    location = request.route_url(TUS_UPLOAD.name, upload_id=upload["id"], **request.matchdict)
+    location = routes.url_of(request, TUS_UPLOAD.name, upload_id=upload["id"], **request.matchdict)
     if request.content_type == tus.CHUNK_TYPE:
         upload, _ = tus_steps.append(request, upload, 0)  # creation-with-upload
     else:
