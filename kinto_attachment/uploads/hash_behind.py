@@ -175,6 +175,8 @@ class _Memory:
             return
         state = base64.b64encode(sha256.state()).decode("ascii")
         with self._lock:
+            if upload["id"] not in self._jobs:  # Forgotten meanwhile (completed, gone).
+                return
             self._known[upload["id"]] = (upload["offset"], state)
             self._known.move_to_end(upload["id"])
             while len(self._known) > REMEMBERED:

@@ -273,3 +273,28 @@ def test_a_reused_buffer_is_hashed_as_bytes_are():
     sha256.update(b"")
     sha256.update(memoryview(buffer)[:0])
     assert sha256.hexdigest() == hashlib.sha256(bytes(buffer[10:500])).hexdigest()
+
+
+def test_an_upload_forgotten_while_its_bytes_are_hashed_is_not_remembered_again():
+    """Found by review (2026-12-06): an upload terminated (or completed) right after a chunk,
+    while the process's thread hashed that chunk, was forgotten, then remembered again by the
+    job's end: its state stayed among the remembered ones (bounded by ``REMEMBERED``, but
+    stale). A job whose upload was forgotten meanwhile keeps nothing."""
+    started, release = threading.Event(), threading.Event()
+
+    class SlowStore:
+        def feed_resumable(self, state, start, end, digest):
+            started.set()
+            release.wait(10)
+            digest.update(b"x" * (end - start))
+
+    upload = {"id": "forgotten-meanwhile", "offset": 3, "store": {}}
+    hash_behind.hash_later(SlowStore(), upload)
+    assert started.wait(10)
+    hash_behind.forget(upload["id"])
+    release.set()
+    hash_behind._memory.wait(upload["id"])  # Forgotten: not waited for...
+    hash_behind.hash_later(SlowStore(), {**upload, "id": "after"})  # ...one thread: in order.
+    hash_behind._memory.wait("after")
+    assert hash_behind._memory.get(upload) is None
+    hash_behind.forget("after")
