@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from kinto_attachment.request_log import SummaryFormatter
 
 from .conftest import ALICE, Kinto, basic_auth, build_settings, cached_app, make_app
+from .views.test_anonymous_uploads import open_to_everyone
 
 
 LOCAL = {"REMOTE_ADDR": "127.0.0.1"}
@@ -327,13 +328,7 @@ def proxied(tmp_path_factory, request):
             "kinto.attachment.resumable.max_uploads_per_user": "1",
         },
     )
-    kinto.create_collection()
-    kinto.app.patch_json(
-        "/v1/buckets/blog/collections/articles",
-        {"permissions": {"record:create": ["system.Everyone"]}},
-        headers=ALICE,
-    )
-    return kinto
+    return open_to_everyone(kinto)
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from kinto_attachment import write_locks
 from kinto_attachment.uploads import record as record_step
 
 from ..conftest import ALICE, BOB, basic_auth, cached_app
+from .pauses import paused_batch
 
 
 CAROL = basic_auth("carol")
@@ -463,15 +463,7 @@ def test_a_record_write_racing_a_batch_that_writes_a_new_collections_first_recor
     kinto = cached_app("postgresql", tmp_path_factory, request)
     kinto.create_collection()
     app = kinto.app
-    locked, go = threading.Event(), threading.Event()
-    original = write_locks.lock_batch
-
-    def lock_batch(request):
-        original(request)
-        locked.set()
-        assert go.wait(20)
-
-    monkeypatch.setattr(write_locks, "lock_batch", lock_batch)
+    locked, go = paused_batch(monkeypatch)
     out = {}
     batch = {
         "requests": [

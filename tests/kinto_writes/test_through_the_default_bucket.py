@@ -9,7 +9,7 @@ import pytest
 
 from ..conftest import ALICE, BOB, build_settings, cached_app, make_app
 from .conftest import PLAIN_PLUGINS, PLUGINS
-from .test_waiting_for_locks import in_thread, paused_batch, paused_lock_write
+from .pauses import in_thread, paused_batch, paused_lock_write
 
 
 def both(ours, plain_plugins):

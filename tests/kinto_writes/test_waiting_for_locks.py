@@ -5,55 +5,19 @@ timestamp rows read before the locks: ``state.timestamps``). Those marked HELD a
 the code withstood."""
 
 import json
-import threading
 import time
 
 import pytest
 
-from kinto_attachment import write_locks
-
 from ..conftest import ALICE, BOB, cached_app
 from .conftest import PLUGINS
+from .pauses import in_thread, paused_batch, paused_lock_write
 from .test_attachments import (
     COLLECTION,
     RECORDS,
     paused_creation,
     userid,
 )
-
-
-def in_thread(out, key, call):
-    thread = threading.Thread(target=lambda: out.setdefault(key, call()), daemon=True)
-    thread.start()
-    return thread
-
-
-def paused_lock_write(monkeypatch, route, method):
-    """Kinto's write of ``route``/``method`` paused once it holds its lock (before its view)."""
-    locked, go = threading.Event(), threading.Event()
-    original = write_locks.lock_write
-
-    def lock_write(request):
-        original(request)
-        if request.matched_route.name == route and request.method == method:
-            locked.set()
-            assert go.wait(20)
-
-    monkeypatch.setattr(write_locks, "lock_write", lock_write)
-    return locked, go
-
-
-def paused_batch(monkeypatch):
-    locked, go = threading.Event(), threading.Event()
-    original = write_locks.lock_batch
-
-    def lock_batch(request):
-        original(request)
-        locked.set()
-        assert go.wait(20)
-
-    monkeypatch.setattr(write_locks, "lock_batch", lock_batch)
-    return locked, go
 
 
 # ---------------------------------------------------------------------------------------------
