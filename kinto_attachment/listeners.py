@@ -49,15 +49,25 @@ def on_resources_deleted(event):
     changes = [(_deleted_ids(payload, change), change) for change in event.impacted_objects]
     # Already held when the delete came through Kinto's views (write_locks.lock_write); taken
     # in the order every path takes them (sorted) when a plugin deletes several at once.
+    # (Nothing more taken where their parent is held: a plural delete's collection.)
     for path in sorted({locks.record_path(*ids) for ids, _ in changes}):
         locks.hold(event.request.registry, path)
-    for ids, change in changes:
-        unlinked = links.pop(storage, *ids)
-        popped += unlinked
-        if payload["resource_name"] == "record":
+    if payload["resource_name"] == "record":
+        # Their links popped by pages: a plural delete may take thousands of records.
+        popped = links.pop_records(
+            storage,
+            payload["bucket_id"],
+            payload["collection_id"],
+            [ids[2] for ids, _ in changes],
+        )
+        for ids, change in changes:
             if attachment := records.attachment_of(change["old"]):  # Not a string of old.
                 files[ids] = attachment
-        else:  # Its records are gone: their links tell where their files were.
+    else:
+        for ids, _ in changes:
+            unlinked = links.pop(storage, *ids)
+            popped += unlinked
+            # Its records are gone: their links tell where their files were.
             files.update(_deleted_files(event.request.registry.attachment_store, unlinked))
     lifecycle.discard(event.request, popped)
     for (bucket_id, collection_id, record_id), attachment in files.items():

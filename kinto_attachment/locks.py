@@ -154,5 +154,29 @@ def for_storage(storage):
 
 
 def hold(registry, path, exclusive=True, wait=True):
-    """Lock ``path`` (and share its ancestors) until the current transaction ends."""
-    registry.attachment_locks.hold(tuple(path), exclusive=exclusive, wait=wait)
+    """Lock ``path`` (and share its ancestors) until the current transaction ends: nothing
+    more when the transaction holds it, or one of its ancestors, exclusively already, which
+    no other transaction can then hold, nor any path under it. A plural ``DELETE`` of 10,000
+    records, its collection held, took a lock per record: PostgreSQL's lock table, shared by
+    every database of the server (``max_locks_per_transaction`` × connections), ran out
+    with two of them at once ("out of shared memory": any transaction of the server then
+    failed)."""
+    path = tuple(path)
+    held = _held_exclusively()
+    if any(path[:depth] in held for depth in range(len(path) + 1)):
+        return
+    registry.attachment_locks.hold(path, exclusive=exclusive, wait=wait)
+    if exclusive:
+        held.add(path)
+
+
+def _held_exclusively():
+    """The paths the current transaction holds exclusively (kept with it: a new
+    transaction, which holds none, begins with none)."""
+    current = transaction.get()
+    try:
+        return current.data(_held_exclusively)
+    except KeyError:
+        held = set()
+        current.set_data(_held_exclusively, held)
+        return held

@@ -61,6 +61,14 @@ def links(storage, bucket_id=None, collection_id=None, record_id=None):
             yield link
 
 
+def links_of_records(storage, bucket_id, collection_id, record_ids):
+    """kinto-attachment's links of these records of a collection (one query per row kind)."""
+    uris = [f"/buckets/{bucket_id}/collections/{collection_id}/records/{r}" for r in record_ids]
+    for link in every(storage, [Filter("record_uri", uris, COMPARISON.IN)]):
+        if link["record_id"] is not None and link["key"]:
+            yield link
+
+
 def every(storage, filters=None):
     """Every row of kinto-attachment (matching ``filters``), by pages, as our links."""
     for resource in RESOURCES:
