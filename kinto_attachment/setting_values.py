@@ -45,7 +45,11 @@ def as_number(kind, minimum, maximum=None):
             number = kind(str(value).strip())
         except ValueError:
             fail(name, f"expected a number, got {value!r}")
-        if not math.isfinite(number):  # float("inf"), float("nan"): no wait ends, or none starts.
+        try:
+            finite = math.isfinite(number)  # float("inf"), float("nan"): no wait ends...
+        except OverflowError:  # An int beyond any float (1 and 400 zeros).
+            finite = False
+        if not finite:
             fail(name, f"expected a finite number, got {value!r}")
         if number < minimum:
             fail(name, f"must be at least {minimum}, got {number}")

@@ -200,22 +200,36 @@ class TransferLimiter:
 
 
 class _HeldFile(streams.WatchedFile):
+    """Counts what its client took: the bytes before each read, which a server reads in
+    order, a block again until it was sent (waitress reads a block, seeks back, and skips
+    what its socket took: counting what it read counted each block hundreds of times for a
+    client taking a few bytes of it)."""
+
     def __init__(self, hold, file):
         super().__init__(file)
         self._hold = hold
         self.closed = False
+        self._read = 0  # Bytes read, where the file cannot tell its position.
+        self._sent = None  # The position before which every byte was sent.
 
     def read(self, size=-1):
-        self._hold.touch()
+        self._hold.touch(self._progress())
         try:
             data = super().read(size)
         except BaseException:
             self.close()
             raise
-        # Reading the chunk (from S3...) may itself have taken a while. Counted as read:
-        # the server sends it before it reads again.
-        self._hold.touch(len(data))
+        self._read += len(data)
+        self._hold.touch()  # Reading the chunk (from S3...) may itself have taken a while.
         return data
+
+    def _progress(self):
+        seekable = getattr(self._file, "seekable", None)
+        position = self.tell() if seekable is not None and seekable() else self._read
+        if self._sent is None:  # Where the body begins (a range's start).
+            self._sent = position
+        moved, self._sent = max(0, position - self._sent), max(self._sent, position)
+        return moved
 
     def close(self):
         if not self.closed:

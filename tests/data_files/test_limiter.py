@@ -108,10 +108,10 @@ def test_a_download_under_the_pace_gives_its_budget_back_one_at_it_keeps_it():
     steady = limiter.holding(limiter.acquire(50, idle_release=True), io.BytesIO(b"s" * 10_000))
     slow = limiter.holding(limiter.acquire(50, idle_release=True), io.BytesIO(b"c" * 10_000))
     in_use = []
-    for _ in range(20):  # Five minutes: 150 bytes each 15 s for one, 149 for the other.
-        assert len(steady.read(150)) == 150
+    for _ in range(20):  # Five minutes: 300 bytes each 15 s for one, 100 for the other.
+        assert len(steady.read(300)) == 300  # (Counted once the next read begins.)
         if len(in_use) < 2:
-            assert len(slow.read(149)) == 149
+            assert len(slow.read(100)) == 100
         clock.now += 15
         with pytest.raises(Busy):  # The steady one's 50 and 51 are over the budget.
             limiter.acquire(51)
