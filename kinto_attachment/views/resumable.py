@@ -29,7 +29,7 @@ from ..protocols import tus, tus_concat
 from ..routes import TUS_UPLOAD, TUS_UPLOADS
 from ..state import instance, records, tus_uploads
 from ..storage import IConcatenatingStore
-from ..uploads import intake, lifecycle
+from ..uploads import hash_behind, intake, lifecycle
 from ..uploads.record import refuse_missing_parents, require_storable_ids
 from ..web import cors, streams
 from . import concatenation, tus_quota, tus_steps
@@ -218,6 +218,7 @@ def terminate(request):
         tus_uploads.forget_finished(request.registry.cache, upload["id"])
     else:
         tus_uploads.remove(request.registry.storage, upload)
+        hash_behind.forget(upload["id"])  # Its hash kept by this process, and any job's.
         store = request.registry.attachment_store
         registry = request.registry
         lifecycle.after_commit(request, lifecycle.let_upload_go, registry, store, upload["store"])

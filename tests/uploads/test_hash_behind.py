@@ -298,3 +298,16 @@ def test_an_upload_forgotten_while_its_bytes_are_hashed_is_not_remembered_again(
     hash_behind._memory.wait("after")
     assert hash_behind._memory.get(upload) is None
     hash_behind.forget("after")
+
+
+def test_a_terminated_upload_is_forgotten_by_the_process(kinto_tus):
+    """Found by a review of a fix (2026-12-06): a terminated upload's hash, as this process's
+    thread had moved it on, stayed among those remembered (bounded, but stale): forgotten
+    with the upload."""
+    _, url = create(kinto_tus.app, 96 * KiB)
+    patch(kinto_tus.app, url, os.urandom(32 * KiB), 0)
+    upload = saved(kinto_tus, url)
+    hash_behind._memory.wait(upload["id"])
+    assert hash_behind._memory.get(upload) is not None  # Hashed behind, remembered.
+    kinto_tus.app.delete(url, headers={**ALICE, "Tus-Resumable": "1.0.0"}, status=204)
+    assert hash_behind._memory.get(upload) is None
