@@ -15,8 +15,8 @@ from .conftest import ALICE, cached_app
 from .support import statements
 
 
-RECORDS = 300
-ATTACHED = ("r0", "r150", "r299")
+RECORDS = 120
+ATTACHED = ("r0", "r60", "r119")
 
 
 @pytest.fixture(params=["memory", pytest.param("postgresql", marks=pytest.mark.postgresql)])
@@ -62,5 +62,5 @@ def test_a_plural_delete_of_many_records_takes_their_files_with_few_locks_and_st
     assert kinto.files() == [kinto.key_of(kept.json["location"])]
     assert not any(kinto.exists(location) for location in files.values())
     if backend == "postgresql":
-        assert held and held[0] <= 8, held  # The collection's and its ancestors', not 300.
+        assert held and held[0] <= 8, held  # The collection's and its ancestors', not 120.
         assert len(sent) < 100, len(sent)

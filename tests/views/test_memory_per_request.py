@@ -32,12 +32,11 @@ def _fds():
 def _retained_by_pyramid_url_cache(operation, rounds):
     """Entries that ``rounds`` calls of ``operation`` leave in Pyramid's module-level cache of
     quoted URL segments (``pyramid.traversal._segment_cache``, which is never emptied), once
-    every request is over."""
-    gc.collect()
+    every request is over (no garbage: a full collection took seconds in a worker late in
+    the suite)."""
     entries = len(traversal._segment_cache)
     for _ in range(rounds):
         operation()
-    gc.collect()
     return len(traversal._segment_cache) - entries
 
 
@@ -126,7 +125,7 @@ def test_held_downloads_closed_unread_release_their_descriptors(tmp_path_factory
 
 def test_held_uploads_cut_mid_body_leave_no_descriptor_thread_or_file(tmp_path_factory, request):
     """Attacks descriptors, threads and temporary files: multipart bodies and tus chunks cut
-    before their Content-Length, hundreds of times: each is a 400 and leaves nothing open or
+    before their Content-Length, tens of times: each is a 400 and leaves nothing open or
     on disk."""
     kinto = attachment_app(tmp_path_factory, request)
     app = kinto.app
@@ -171,11 +170,9 @@ def test_held_uploads_cut_mid_body_leave_no_descriptor_thread_or_file(tmp_path_f
         offset[0] = int(app.head(upload, headers={**ALICE, **TUS}).headers["Upload-Offset"])
 
     cut()
-    gc.collect()
     fds, threads, files = _fds(), threading.active_count(), len(kinto.files())
-    for _ in range(150):
+    for _ in range(40):  # Closed as they end, not by the garbage collector.
         cut()
-    gc.collect()
     assert _fds() <= fds + 2
     assert threading.active_count() <= threads + 1
     assert len(kinto.files()) == files
