@@ -9,7 +9,7 @@ from .adoption.migration import Migration
 from .data_files.limiter import TransferLimiter
 from .events.options import TYPES as EVENT_TYPES
 from .heartbeat import attachments_ping, version_file_or_ours
-from .state import instance, links, shared
+from .state import instance, links, permissions, shared
 from .storage import IBlobStore
 from .views import resumable
 
@@ -53,6 +53,7 @@ def includeme(config):
     store.reserved = lambda key: instance.drawn(key) or links.held(config.registry.storage, key)
     store.temporary_name = lambda: instance.random_name(config.registry)
     config.registry.attachment_locks = locks.for_storage(config.registry.storage)
+    permissions.guard(config.registry.permission)
     config.registry.transfer_limiter = TransferLimiter(
         settings.data_files.transfer_budget_bytes,
         wait_seconds=settings.data_files.transfer_wait_seconds,
