@@ -161,22 +161,60 @@ def hold(registry, path, exclusive=True, wait=True):
     every database of the server (``max_locks_per_transaction`` × connections), ran out
     with two of them at once ("out of shared memory": any transaction of the server then
     failed)."""
-    path = tuple(path)
-    held = _held_exclusively()
+    table, path = registry.attachment_locks, tuple(path)
+    held = _Held.of(transaction.get()).paths(table)
     if any(path[:depth] in held for depth in range(len(path) + 1)):
         return
-    registry.attachment_locks.hold(path, exclusive=exclusive, wait=wait)
+    table.hold(path, exclusive=exclusive, wait=wait)
     if exclusive:
         held.add(path)
 
 
-def _held_exclusively():
-    """The paths the current transaction holds exclusively (kept with it: a new
-    transaction, which holds none, begins with none)."""
-    current = transaction.get()
-    try:
-        return current.data(_held_exclusively)
-    except KeyError:
-        held = set()
-        current.set_data(_held_exclusively, held)
-        return held
+class _Held:
+    """What the transaction holds exclusively, by lock table: a data manager joined to it,
+    so that it holds nothing once the transaction ends (an after-commit hook included) and
+    rolling back to a savepoint lets go of what was held since, as PostgreSQL does of the
+    locks themselves."""
+
+    transaction_manager = None
+
+    def __init__(self):
+        self._paths = {}  # id of the lock table -> {path}
+
+    def paths(self, table):
+        return self._paths.setdefault(id(table), set())
+
+    def _forget(self, txn=None):
+        self._paths = {}
+
+    abort = tpc_finish = tpc_abort = _forget
+
+    def tpc_begin(self, txn):
+        pass
+
+    commit = tpc_vote = tpc_begin
+
+    def sortKey(self):
+        return "kinto_attachment.held"
+
+    def savepoint(self):
+        return _HeldThen(self, {table: set(paths) for table, paths in self._paths.items()})
+
+    @classmethod
+    def of(cls, txn):
+        """The one of ``txn``, joined to it once."""
+        try:
+            return txn.data(cls)
+        except KeyError:
+            held = cls()
+            txn.join(held)
+            txn.set_data(cls, held)
+            return held
+
+
+class _HeldThen:
+    def __init__(self, held, paths):
+        self._held, self._paths = held, paths
+
+    def rollback(self):
+        self._held._paths = {table: set(paths) for table, paths in self._paths.items()}
