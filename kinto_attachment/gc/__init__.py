@@ -64,7 +64,8 @@ def collect(registry, now=None, dry_run=False, orphans=True):
     report = Report(dry_run=dry_run)
     named = 0
     if orphans:
-        named = check_store(registry)  # Before anything is removed (or adopted from a listing).
+        # Before anything is removed (or adopted from a listing).
+        named = check_store(registry, now)
     _collect_data_files(registry, now, report)
     _collect_uploads(registry, now, report)
     _collect_replaced(registry, now, report)

@@ -40,7 +40,7 @@ def _listed(missing):
     return "\n".join(f"  {reference.where} -> {reference.key}" for reference in missing)
 
 
-def check_store(registry):
+def check_store(registry, now=None):
     """Raise :class:`Refused` when the store does not hold the files the references name;
     else return how many files were sampled (0: nothing names any).
 
@@ -55,9 +55,10 @@ def check_store(registry):
     collection would claim the files the servers replaced and report them removed from it,
     while theirs are elsewhere (a ``base_path`` that another process created because it was
     missing). Each refusal names a few of the missing files: a dry run is refused alike, and
-    lists no orphan of a store that is not the servers'."""
+    lists no orphan of a store that is not the servers'. ``now``: the collection's (ms), which
+    tells the ``/data/files`` entries it collects as expired from those the store owes."""
     store = registry.attachment_store
-    sampled, found, missing = references.sample_in_store(registry)
+    sampled, found, missing = references.sample_in_store(registry, now=now)
     if sampled and 2 * found >= sampled:
         return sampled
     example = next((listed.key for listed in store.iter_blobs() if not listed.temporary), None)

@@ -79,12 +79,12 @@ def required(registry):
     yield from _data_files(registry.storage)
 
 
-def owed(registry):
-    """The references whose blob the store must hold now, to tell whether it is the servers'
-    (:func:`sample_in_store`): :func:`required` but expired ``/data/files`` entries (collected
-    first, their blobs may be gone)."""
+def owed(registry, now=None):
+    """The references whose blob the store must hold at ``now`` (ms; the present by default),
+    to tell whether it is the servers' (:func:`sample_in_store`): :func:`required` but
+    ``/data/files`` entries expired then (collected first, their blobs may be gone)."""
     yield from _attached(registry.storage, registry.attachment_store)
-    yield from _data_files(registry.storage, live_at=msec_time())
+    yield from _data_files(registry.storage, live_at=now or msec_time())
 
 
 def waiting(registry, limit):
@@ -103,12 +103,12 @@ def waiting(registry, limit):
         return found
 
 
-def sample_in_store(registry, size=SAMPLE):
+def sample_in_store(registry, size=SAMPLE, now=None):
     """``(sampled, found, missing)``: distinct keys the references owe (:func:`owed`), how
     many of them the store holds, and the references of a few of those it lacks
     (:data:`MISSING_EXAMPLES`, for a refusal to name): whether it is the servers' own store
     (pointed at another folder or bucket, it holds few or none of them). Read in
-    transactions of their own.
+    transactions of their own. ``now``: the collector's (:func:`owed`).
 
     The first ``size`` keys read come first (a quick look). When fewer than half of them are
     in the store, a sample spread over every reference (:data:`SPREAD`, a reservoir) decides
@@ -117,7 +117,7 @@ def sample_in_store(registry, size=SAMPLE):
     another one, which refused every orphan pass for as long as their records lived."""
     with transaction.manager:
         sample = {}
-        for reference in owed(registry):
+        for reference in owed(registry, now):
             sample.setdefault(reference.key, reference)
             if len(sample) >= size:
                 break
@@ -125,7 +125,7 @@ def sample_in_store(registry, size=SAMPLE):
     if 2 * found >= sampled:
         return sampled, found, missing
     with transaction.manager:
-        spread = _reservoir(owed(registry), SPREAD)
+        spread = _reservoir(owed(registry, now), SPREAD)
     return _looked_for(registry.attachment_store, spread)
 
 
