@@ -51,6 +51,14 @@ COMBOS = [(variant, state) for variant in VARIANTS for state in ("8.x", "8.x mig
     (DEFAULT_VARIANT, "9.x migrated"),
 ]
 UNMIGRATED = [(variant, state) for variant, state in COMBOS if state in BEFORE]
+#: Each variant and each state once: for the tests that change a site beyond what replacing
+#: and deleting a record show on every combination (each test opens a copy: seconds).
+SAMPLED = [
+    (VARIANTS[0], "8.x"),
+    (VARIANTS[1], "8.x migrated"),
+    (VARIANTS[2], "8.x"),
+    (DEFAULT_VARIANT, "9.x migrated"),
+]
 #: Records whose file kinto-attachment wrote, linked, and left in place.
 DOWNLOADABLE = [
     "kept",
@@ -480,6 +488,7 @@ def test_replacing_deletes_the_legacy_file(site):
     assert_kept(site, "replaced", "same-a", "binary")
 
 
+@pytest.mark.parametrize("site", SAMPLED, ids=_combo_id, indirect=True)
 @pytest.mark.parametrize("extra_settings", [{"kinto.attachment.keep_old_files": "true"}])
 def test_replacing_keeps_the_legacy_file_with_keep_old_files(site):
     record = site["kept"]
@@ -498,6 +507,7 @@ def test_deleting_a_record_deletes_its_legacy_file(site):
     assert_kept(site, "replaced", "same-a", "same-b", "binary")
 
 
+@pytest.mark.parametrize("site", SAMPLED, ids=_combo_id, indirect=True)
 def test_deleting_an_unlinked_copy_keeps_the_file_its_original_references(site):
     """kinto-attachment never deletes a file for a record it has no link of; here the file
     is also the attachment of the record that was copied."""
@@ -507,6 +517,7 @@ def test_deleting_an_unlinked_copy_keeps_the_file_its_original_references(site):
     assert_serves(site, site["binary"])
 
 
+@pytest.mark.parametrize("site", SAMPLED, ids=_combo_id, indirect=True)
 def test_deleting_a_collection_deletes_the_legacy_files_of_its_records(site):
     response = site.request("delete", "/v1/buckets/site/collections/other")
     assert response.status_int == 200, (response.status, response.text)
@@ -514,6 +525,7 @@ def test_deleting_a_collection_deletes_the_legacy_files_of_its_records(site):
     assert_kept(site, "kept", "replaced", "binary", "arch-1", "arch-2")
 
 
+@pytest.mark.parametrize("site", SAMPLED, ids=_combo_id, indirect=True)
 def test_deleting_a_bucket_deletes_the_legacy_files_of_its_records(site):
     response = site.request("delete", "/v1/buckets/archive")
     assert response.status_int == 200, (response.status, response.text)
@@ -521,12 +533,14 @@ def test_deleting_a_bucket_deletes_the_legacy_files_of_its_records(site):
     assert_kept(site, "kept", "replaced", "binary", "other-1", "other-2")
 
 
+@pytest.mark.parametrize("site", SAMPLED, ids=_combo_id, indirect=True)
 def test_flush_deletes_the_legacy_files(site):
     response = site.request("post", "/v1/__flush__")
     assert response.status_int == 202, (response.status, response.text)
     assert_deleted(site, *DOWNLOADABLE)
 
 
+@pytest.mark.parametrize("site", SAMPLED, ids=_combo_id, indirect=True)
 def test_new_uploads_leave_the_legacy_files_alone(site):
     """New uploads (named as legacy files were, when names are not random) take new keys."""
     uploads = {"fresh-1": "same.txt", "fresh-2": "hello.txt", "fresh-3": "report.txt"}
