@@ -14,22 +14,7 @@ from kinto_attachment.state import links
 
 from .conftest import ALICE, held_elsewhere
 from .kinto_writes.pauses import in_thread
-
-
-RECORD = ("buckets", "b", "c", "r")
-COLLECTION = ("buckets", "b", "c")
-
-
-def attempt(registry, path, exclusive=True):
-    """Whether a new transaction of this thread gets ``path`` at once (then gives it back)."""
-    transaction.manager.begin()
-    try:
-        locks.hold(registry, path, exclusive=exclusive, wait=False)
-    except locks.Busy:
-        return False
-    finally:
-        transaction.manager.abort()
-    return True
+from .test_locks import COLLECTION, RECORD, attempt
 
 
 def elsewhere(registry, path, exclusive=True):
