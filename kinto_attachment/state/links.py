@@ -157,6 +157,14 @@ def pop(storage, bucket_id=None, collection_id=None, record_id=None):
         parent_id = PARENT_PREFIX + "*"
     exact = {"bucket_id": bucket_id, "collection_id": collection_id, "record_id": record_id}
     filters = [Filter(f, v, COMPARISON.EQ) for f, v in exact.items() if v is not None]
+    popped = _popped(storage, parent_id, filters)
+    kept_by_kinto_attachment = list(legacy.links(storage, bucket_id, collection_id, record_id))
+    legacy.forget(storage, kept_by_kinto_attachment)
+    return popped + kept_by_kinto_attachment
+
+
+def _popped(storage, parent_id, filters):
+    """Remove our links under ``parent_id`` matching ``filters``, and return them."""
     popped = []
     # Deleting returns only tombstones, so read the links first. Storage backends cap how
     # many objects one call returns: repeat until none is left.
@@ -169,9 +177,7 @@ def pop(storage, bucket_id=None, collection_id=None, record_id=None):
             with_deleted=False,
         )
         popped += batch
-    kept_by_kinto_attachment = list(legacy.links(storage, bucket_id, collection_id, record_id))
-    legacy.forget(storage, kept_by_kinto_attachment)
-    return popped + kept_by_kinto_attachment
+    return popped
 
 
 def pop_records(storage, bucket_id, collection_id, record_ids, batch=1000):
@@ -187,16 +193,7 @@ def pop_records(storage, bucket_id, collection_id, record_ids, batch=1000):
             Filter("collection_id", collection_id, COMPARISON.EQ),
             Filter("record_id", some, COMPARISON.IN),
         ]
-        while found := storage.list_all(
-            resource_name=RESOURCE, parent_id=parent_id, filters=filters
-        ):
-            storage.delete_all(
-                resource_name=RESOURCE,
-                parent_id=parent_id,
-                filters=[*filters, Filter("id", [link["id"] for link in found], COMPARISON.IN)],
-                with_deleted=False,
-            )
-            popped += found
+        popped += _popped(storage, parent_id, filters)
         kept_by_kinto_attachment = list(
             legacy.links_of_records(storage, bucket_id, collection_id, some)
         )
